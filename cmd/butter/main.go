@@ -1,0 +1,60 @@
+// Command butter is Butter's CLI: it validates specs, renders Nomad jobs,
+// scaffolds projects and, as later subcommands arrive, runs the server,
+// the gateway, the pool and the dev environment. Commands are thin: they
+// parse flags and hand the work to the packages that own it.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/hashicorp/cli"
+)
+
+// Exit codes, shared by every command.
+const (
+	exitOK      = 0
+	exitInvalid = 1 // the spec is invalid, or the command failed
+	exitUsage   = 2 // the command line is wrong
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "0.1.0-dev"
+
+// commit is set at build time with -ldflags "-X main.commit=...".
+var commit = ""
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	ui := &cli.BasicUi{Reader: os.Stdin, Writer: os.Stdout, ErrorWriter: os.Stderr}
+	c := cli.NewCLI("butter", versionString())
+	c.Args = args
+	c.HelpWriter = os.Stdout
+	c.ErrorWriter = os.Stderr
+	c.Commands = map[string]cli.CommandFactory{
+		"validate":   func() (cli.Command, error) { return &validateCommand{ui: ui}, nil },
+		"job":        func() (cli.Command, error) { return &jobCommand{}, nil },
+		"job render": func() (cli.Command, error) { return &renderCommand{ui: ui}, nil },
+		"init":       func() (cli.Command, error) { return &initCommand{ui: ui}, nil },
+		"version":    func() (cli.Command, error) { return &versionCommand{ui: ui}, nil },
+	}
+	code, err := c.Run()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "Error: %v\n", err)
+		return exitInvalid
+	}
+	if code == 127 { // hashicorp/cli: unknown command
+		return exitUsage
+	}
+	return code
+}
+
+func versionString() string {
+	if commit != "" {
+		return fmt.Sprintf("Butter v%s (%s)", version, commit)
+	}
+	return "Butter v" + version
+}

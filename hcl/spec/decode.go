@@ -1,0 +1,542 @@
+package spec
+
+import (
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclparse"
+	"github.com/zclconf/go-cty/cty"
+	"github.com/zclconf/go-cty/cty/convert"
+)
+
+// FileSuffix is the suffix of spec files.
+const FileSuffix = ".fn.hcl"
+
+// Defaults applied where a spec is silent. Documented in the README's spec
+// reference; change both together.
+const (
+	DefaultPool        = "default"
+	DefaultTimeout     = "30s"
+	DefaultMemoryMiB   = 128
+	DefaultCPUMHz      = 100
+	DefaultMaxInstance = 10
+	DefaultPartitions  = 3
+)
+
+// skipDirs are directories never searched for spec files: dependencies
+// and build outputs hold no specs of the project's own.
+var skipDirs = map[string]bool{"node_modules": true, "vendor": true, "__pycache__": true, "bin": true}
+
+// Load decodes the project in dir. The project is nil when the report
+// holds errors; warnings may come with a project.
+func Load(dir string) (*Project, *Report) {
+	return LoadFS(os.DirFS(dir), dir)
+}
+
+// LoadFS decodes the project held by fsys. Display is the directory name
+// used in diagnostics and as the default project name.
+func LoadFS(fsys fs.FS, display string) (*Project, *Report) {
+	d := &decoder{
+		fsys:      fsys,
+		display:   display,
+		parser:    hclparse.NewParser(),
+		streams:   map[string]*Stream{},
+		functions: map[string]*Function{},
+		pipelines: map[string]*Pipeline{},
+	}
+	proj := d.load()
+	rep := &Report{Files: d.parser.Files(), Diags: d.diags}
+	rep.sort()
+	if rep.HasErrors() {
+		return nil, rep
+	}
+	return proj, rep
+}
+
+type decoder struct {
+	fsys    fs.FS
+	display string
+	parser  *hclparse.Parser
+	diags   hcl.Diagnostics
+
+	project   *hcl.Block
+	streams   map[string]*Stream
+	functions map[string]*Function
+	pipelines map[string]*Pipeline
+
+	// bodies to decode in the second pass, in declaration order.
+	streamBodies   []pending
+	functionBodies []pending
+	pipelineBodies []pending
+}
+
+type pending struct {
+	file  string // project-relative file name
+	block *hcl.Block
+}
+
+// displayName is a file's name as diagnostics show it.
+func (d *decoder) displayName(rel string) string {
+	if d.display == "" || d.display == "." {
+		return rel
+	}
+	return filepath.ToSlash(filepath.Join(d.display, rel))
+}
+
+func (d *decoder) errorf(rng *hcl.Range, summary, detail string, args ...any) {
+	d.diags = append(d.diags, &hcl.Diagnostic{
+		Severity: hcl.DiagError, Summary: summary, Detail: fmt.Sprintf(detail, args...), Subject: rng,
+	})
+}
+
+func (d *decoder) warnf(rng *hcl.Range, summary, detail string, args ...any) {
+	d.diags = append(d.diags, &hcl.Diagnostic{
+		Severity: hcl.DiagWarning, Summary: summary, Detail: fmt.Sprintf(detail, args...), Subject: rng,
+	})
+}
+
+var rootSchema = &hcl.BodySchema{
+	Blocks: []hcl.BlockHeaderSchema{
+		{Type: "project", LabelNames: []string{"name"}},
+		{Type: "stream", LabelNames: []string{"name"}},
+		{Type: "function", LabelNames: []string{"name"}},
+		{Type: "pipeline", LabelNames: []string{"name"}},
+	},
+}
+
+func (d *decoder) findFiles() []string {
+	var files []string
+	err := fs.WalkDir(d.fsys, ".", func(p string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if e.IsDir() {
+			if p != "." && (strings.HasPrefix(e.Name(), ".") || skipDirs[e.Name()]) {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		if strings.HasSuffix(p, FileSuffix) {
+			files = append(files, p)
+		}
+		return nil
+	})
+	if err != nil {
+		d.diags = append(d.diags, &hcl.Diagnostic{
+			Severity: hcl.DiagError,
+			Summary:  "Cannot read project directory",
+			Detail:   fmt.Sprintf("Reading %s failed: %v. Check that the directory exists and is readable.", d.display, err),
+		})
+		return nil
+	}
+	sort.Strings(files)
+	return files
+}
+
+func (d *decoder) load() *Project {
+	files := d.findFiles()
+	if files == nil && !d.diags.HasErrors() {
+		d.diags = append(d.diags, &hcl.Diagnostic{
+			Severity: hcl.DiagError,
+			Summary:  "No spec files",
+			Detail:   fmt.Sprintf("No *%s files were found in %s. Create one with `butter init %s`, or point the command at the directory that holds your specs.", FileSuffix, d.display, d.display),
+		})
+	}
+	// Pass 1: parse every file and declare every name, so that references
+	// may point forward and across files.
+	for _, rel := range files {
+		src, err := fs.ReadFile(d.fsys, rel)
+		if err != nil {
+			d.diags = append(d.diags, &hcl.Diagnostic{Severity: hcl.DiagError, Summary: "Cannot read spec file",
+				Detail: fmt.Sprintf("Reading %s failed: %v.", d.displayName(rel), err)})
+			continue
+		}
+		f, diags := d.parser.ParseHCL(src, d.displayName(rel))
+		d.diags = append(d.diags, diags...)
+		if f == nil || diags.HasErrors() {
+			continue
+		}
+		content, diags := f.Body.Content(rootSchema)
+		d.diags = append(d.diags, diags...)
+		for _, b := range content.Blocks {
+			d.declare(rel, b)
+		}
+	}
+
+	proj := &Project{Dir: d.display}
+	for _, rel := range files {
+		proj.Files = append(proj.Files, rel)
+	}
+	proj.Name = d.projectName()
+
+	// Pass 2: decode bodies, resolving references.
+	for _, p := range d.streamBodies {
+		d.decodeStream(p)
+	}
+	for _, p := range d.functionBodies {
+		d.decodeFunction(p)
+	}
+	for _, p := range d.pipelineBodies {
+		d.decodePipeline(p)
+	}
+	for _, p := range d.streamBodies {
+		proj.Streams = append(proj.Streams, d.streams[p.block.Labels[0]])
+	}
+	for _, p := range d.functionBodies {
+		proj.Functions = append(proj.Functions, d.functions[p.block.Labels[0]])
+	}
+	for _, p := range d.pipelineBodies {
+		proj.Pipelines = append(proj.Pipelines, d.pipelines[p.block.Labels[0]])
+	}
+	sort.Slice(proj.Streams, func(i, j int) bool { return proj.Streams[i].Name < proj.Streams[j].Name })
+	sort.Slice(proj.Functions, func(i, j int) bool { return proj.Functions[i].Name < proj.Functions[j].Name })
+	sort.Slice(proj.Pipelines, func(i, j int) bool { return proj.Pipelines[i].Name < proj.Pipelines[j].Name })
+
+	d.validate(proj)
+	return proj
+}
+
+func (d *decoder) projectName() string {
+	if d.project != nil {
+		return d.project.Labels[0]
+	}
+	abs, err := filepath.Abs(d.display)
+	name := filepath.Base(abs)
+	if err != nil || !nameRE.MatchString(name) {
+		d.errorf(nil, "Project name needed",
+			"The directory name %q is not a valid project name. Add a block `project \"my-project\" {}` to one spec file; names are lower-case letters, digits, '-' and '_', starting with a letter.", name)
+	}
+	return name
+}
+
+func (d *decoder) declare(rel string, b *hcl.Block) {
+	name := b.Labels[0]
+	lr := b.LabelRanges[0]
+	if !nameRE.MatchString(name) {
+		d.errorf(&lr, "Invalid "+b.Type+" name",
+			"%q cannot be used as a %s name: names become Kafka topics and Nomad service names, so they use lower-case letters, digits, '-' and '_', start with a letter and are at most 63 characters long.", name, b.Type)
+		return
+	}
+	var prev *hcl.Range
+	switch b.Type {
+	case "project":
+		if d.project != nil {
+			prev = &d.project.DefRange
+			d.errorf(&lr, "Duplicate project block", "The project is already named %q at %s. A project has one project block; remove this one.", d.project.Labels[0], prev)
+			return
+		}
+		d.project = b
+		d.decodeProject(b)
+		return
+	case "stream":
+		if s, ok := d.streams[name]; ok {
+			prev = &s.DeclRange
+		} else {
+			d.streams[name] = &Stream{Name: name, DeclRange: b.DefRange}
+			d.streamBodies = append(d.streamBodies, pending{rel, b})
+		}
+	case "function":
+		if f, ok := d.functions[name]; ok {
+			prev = &f.DeclRange
+		} else {
+			d.functions[name] = &Function{Name: name, DeclRange: b.DefRange}
+			d.functionBodies = append(d.functionBodies, pending{rel, b})
+		}
+	case "pipeline":
+		if p, ok := d.pipelines[name]; ok {
+			prev = &p.DeclRange
+		} else {
+			d.pipelines[name] = &Pipeline{Name: name, DeclRange: b.DefRange}
+			d.pipelineBodies = append(d.pipelineBodies, pending{rel, b})
+		}
+	}
+	if prev != nil {
+		d.errorf(&lr, "Duplicate "+b.Type+" name",
+			"A %s named %q is already declared at %s. Names are unique within a project, across all its files: rename one of them.", b.Type, name, prev)
+		return
+	}
+	if b.Type == "function" {
+		if _, ok := d.pipelines[name]; ok {
+			d.errorf(&lr, "Name used twice", "%q names both a function and a pipeline. Routes and `butter invoke` address both by name: rename one of them.", name)
+		}
+	}
+	if b.Type == "pipeline" {
+		if _, ok := d.functions[name]; ok {
+			d.errorf(&lr, "Name used twice", "%q names both a function and a pipeline. Routes and `butter invoke` address both by name: rename one of them.", name)
+		}
+	}
+}
+
+var projectSchema = &hcl.BodySchema{}
+
+func (d *decoder) decodeProject(b *hcl.Block) {
+	_, diags := b.Body.Content(projectSchema)
+	d.diags = append(d.diags, diags...)
+}
+
+// ---- attribute helpers ----
+
+// value evaluates a constant expression. References and function calls
+// are not allowed in plain attributes.
+func (d *decoder) value(attr *hcl.Attribute, ty cty.Type, what string) (cty.Value, bool) {
+	v, diags := attr.Expr.Value(nil)
+	if diags.HasErrors() {
+		d.diags = append(d.diags, diags...)
+		return cty.NilVal, false
+	}
+	cv, err := convert.Convert(v, ty)
+	if err != nil || cv.IsNull() || !cv.IsWhollyKnown() {
+		r := attr.Expr.Range()
+		d.errorf(&r, "Invalid value for "+attr.Name, "The argument %q takes %s.", attr.Name, what)
+		return cty.NilVal, false
+	}
+	return cv, true
+}
+
+func (d *decoder) str(attr *hcl.Attribute) (string, bool) {
+	v, ok := d.value(attr, cty.String, "a string")
+	if !ok {
+		return "", false
+	}
+	return v.AsString(), true
+}
+
+func (d *decoder) integer(attr *hcl.Attribute, lo, hi int) (int, bool) {
+	v, ok := d.value(attr, cty.Number, "a whole number")
+	if !ok {
+		return 0, false
+	}
+	bf := v.AsBigFloat()
+	n, acc := bf.Int64()
+	r := attr.Expr.Range()
+	if !bf.IsInt() || acc != 0 {
+		d.errorf(&r, "Invalid value for "+attr.Name, "The argument %q takes a whole number; %s is not one.", attr.Name, bf.Text('g', 10))
+		return 0, false
+	}
+	if n < int64(lo) || n > int64(hi) {
+		d.errorf(&r, "Value out of range", "The argument %q must be between %d and %d; it is %d.", attr.Name, lo, hi, n)
+		return 0, false
+	}
+	return int(n), true
+}
+
+func (d *decoder) boolean(attr *hcl.Attribute) (bool, bool) {
+	v, ok := d.value(attr, cty.Bool, "true or false")
+	if !ok {
+		return false, false
+	}
+	return v.True(), true
+}
+
+func (d *decoder) strList(attr *hcl.Attribute) ([]string, bool) {
+	v, ok := d.value(attr, cty.List(cty.String), "a list of strings, like [\"./run.sh\", \"--fast\"]")
+	if !ok {
+		return nil, false
+	}
+	var out []string
+	for _, e := range v.AsValueSlice() {
+		out = append(out, e.AsString())
+	}
+	return out, true
+}
+
+func (d *decoder) strMap(attr *hcl.Attribute) (map[string]string, bool) {
+	v, ok := d.value(attr, cty.Map(cty.String), "a map of strings, like { LOG_LEVEL = \"debug\" }")
+	if !ok {
+		return nil, false
+	}
+	out := map[string]string{}
+	for k, e := range v.AsValueMap() {
+		out[k] = e.AsString()
+	}
+	return out, true
+}
+
+// scalarString accepts a string or a number and returns its text, for
+// arguments such as memory = 64 or memory = "64MiB".
+func (d *decoder) scalarString(attr *hcl.Attribute, what string) (string, bool) {
+	v, diags := attr.Expr.Value(nil)
+	if diags.HasErrors() {
+		d.diags = append(d.diags, diags...)
+		return "", false
+	}
+	if v.Type() == cty.Number && v.IsKnown() && !v.IsNull() {
+		return v.AsBigFloat().Text('f', -1), true
+	}
+	if v.Type() == cty.String && v.IsKnown() && !v.IsNull() {
+		return v.AsString(), true
+	}
+	r := attr.Expr.Range()
+	d.errorf(&r, "Invalid value for "+attr.Name, "The argument %q takes %s.", attr.Name, what)
+	return "", false
+}
+
+func (d *decoder) duration(attr *hcl.Attribute) (time.Duration, bool) {
+	s, ok := d.str(attr)
+	if !ok {
+		return 0, false
+	}
+	v, err := ParseDuration(s)
+	if err != nil {
+		r := attr.Expr.Range()
+		d.errorf(&r, "Invalid duration", "The argument %q takes a duration such as \"500ms\", \"30s\", \"5m\", \"12h\" or \"7d\": %v.", attr.Name, err)
+		return 0, false
+	}
+	return v, true
+}
+
+// ref resolves a reference such as stream.readings to the block's name.
+// kinds lists the block types the argument accepts.
+func (d *decoder) ref(expr hcl.Expression, arg string, kinds ...string) (kind, name string, ok bool) {
+	r := expr.Range()
+	example := kinds[0] + ".name"
+	trav, diags := hcl.AbsTraversalForExpr(expr)
+	if diags.HasErrors() || len(trav) != 2 {
+		d.errorf(&r, "Invalid reference", "The argument %q takes a reference to a %s, like %s, written without quotes.", arg, strings.Join(kinds, " or "), example)
+		return "", "", false
+	}
+	root := trav.RootName()
+	step, isAttr := trav[1].(hcl.TraverseAttr)
+	if !isAttr {
+		d.errorf(&r, "Invalid reference", "The argument %q takes a reference to a %s, like %s.", arg, strings.Join(kinds, " or "), example)
+		return "", "", false
+	}
+	accepted := false
+	for _, k := range kinds {
+		accepted = accepted || k == root
+	}
+	if !accepted {
+		if root == "stream" || root == "function" || root == "pipeline" {
+			d.errorf(&r, "Wrong kind of reference", "The argument %q takes a %s, but %s.%s refers to a %s.", arg, strings.Join(kinds, " or "), root, step.Name, root)
+		} else {
+			d.errorf(&r, "Invalid reference", "%q is not a kind of block. The argument %q takes a reference to a %s, like %s.", root, arg, strings.Join(kinds, " or "), example)
+		}
+		return "", "", false
+	}
+	var names []string
+	switch root {
+	case "stream":
+		if _, ok := d.streams[step.Name]; ok {
+			return root, step.Name, true
+		}
+		names = keys(d.streams)
+	case "function":
+		if _, ok := d.functions[step.Name]; ok {
+			return root, step.Name, true
+		}
+		names = keys(d.functions)
+	case "pipeline":
+		if _, ok := d.pipelines[step.Name]; ok {
+			return root, step.Name, true
+		}
+		names = keys(d.pipelines)
+	}
+	detail := fmt.Sprintf("No %s named %q is declared in this project.", root, step.Name)
+	if s := suggest(step.Name, names); s != "" {
+		detail += fmt.Sprintf(" Did you mean %s.%s?", root, s)
+	} else if len(names) > 0 {
+		detail += fmt.Sprintf(" Declared: %s.", strings.Join(names, ", "))
+	}
+	detail += fmt.Sprintf(" Declare it with a block `%s %q {}`, or fix the reference.", root, step.Name)
+	d.errorf(&r, "Unknown "+root, "%s", detail)
+	return "", "", false
+}
+
+func keys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// ---- streams ----
+
+var streamSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{
+		{Name: "partitions"}, {Name: "retention"}, {Name: "compact"}, {Name: "schema"},
+	},
+}
+
+func (d *decoder) decodeStream(p pending) {
+	s := d.streams[p.block.Labels[0]]
+	s.Partitions = DefaultPartitions
+	content, diags := p.block.Body.Content(streamSchema)
+	d.diags = append(d.diags, diags...)
+	if a := content.Attributes["partitions"]; a != nil {
+		if n, ok := d.integer(a, 1, 10000); ok {
+			s.Partitions = n
+		}
+	}
+	if a := content.Attributes["retention"]; a != nil {
+		if v, ok := d.duration(a); ok {
+			s.Retention = v
+		}
+	}
+	if a := content.Attributes["compact"]; a != nil {
+		s.Compact, _ = d.boolean(a)
+	}
+	if a := content.Attributes["schema"]; a != nil {
+		s.Schema, _ = d.schemaFile(p.file, a)
+	}
+}
+
+// localPath resolves a path written in a spec file, relative to that
+// file's directory, to a project-relative path. It rejects absolute paths
+// and paths that leave the project, which bundles could not carry.
+func (d *decoder) localPath(file string, attr *hcl.Attribute, s string) (string, bool) {
+	r := attr.Expr.Range()
+	if s == "" || path.IsAbs(s) || filepath.IsAbs(s) {
+		d.errorf(&r, "Invalid path", "The argument %q takes a path relative to the spec file, like \"functions/ingest\"; %q is not one.", attr.Name, s)
+		return "", false
+	}
+	p := path.Clean(path.Join(path.Dir(file), filepath.ToSlash(s)))
+	if p == ".." || strings.HasPrefix(p, "../") {
+		d.errorf(&r, "Path outside the project", "%q leaves the project directory. Everything a function needs is bundled from inside the project: move it in, or move the spec up.", s)
+		return "", false
+	}
+	if _, err := fs.Stat(d.fsys, p); err != nil {
+		d.errorf(&r, "Missing "+strings.ReplaceAll(attr.Name, "_", " "),
+			"%s does not exist. Paths are relative to the directory of the spec file (%s); create it, or fix the path.", d.displayName(p), d.displayName(path.Dir(file)))
+		return "", false
+	}
+	return p, true
+}
+
+func (d *decoder) schemaFile(file string, attr *hcl.Attribute) (string, bool) {
+	s, ok := d.str(attr)
+	if !ok {
+		return "", false
+	}
+	p, ok := d.localPath(file, attr, s)
+	if !ok {
+		return "", false
+	}
+	src, err := fs.ReadFile(d.fsys, p)
+	r := attr.Expr.Range()
+	if err != nil {
+		d.errorf(&r, "Cannot read schema", "Reading %s failed: %v. A schema is a JSON Schema file.", d.displayName(p), err)
+		return "", false
+	}
+	var doc any
+	if err := json.Unmarshal(src, &doc); err != nil {
+		d.errorf(&r, "Schema is not JSON", "%s is not valid JSON (%v). A schema is a JSON Schema document; fix its syntax.", d.displayName(p), err)
+		return "", false
+	}
+	if _, isObj := doc.(map[string]any); !isObj {
+		if _, isBool := doc.(bool); !isBool {
+			d.errorf(&r, "Schema is not a JSON Schema", "%s holds JSON, but a JSON Schema is an object (or true/false).", d.displayName(p))
+			return "", false
+		}
+	}
+	return p, true
+}

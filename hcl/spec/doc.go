@@ -1,0 +1,20 @@
+// Package spec is Butter's spec language: the model of a project, the
+// decoder that turns a directory of *.fn.hcl files into that model, and the
+// validation that reports every problem with file:line:col, a summary and a
+// detail that says how to fix it.
+//
+// A project is a directory tree of *.fn.hcl files. Its blocks are:
+//
+//	project "name" { ... }      optional; the directory name otherwise
+//	stream "name" { ... }       a Kafka topic
+//	function "name" { ... }     a function with its triggers
+//	pipeline "name" { ... }     a chain of functions (a | b | c)
+//
+// References between blocks are HCL traversals (stream.readings,
+// function.sed, pipeline.shout), resolved while decoding.
+//
+// Neighbours: package jobs compiles a *Project into a Nomad job; package
+// bundle packs each function's source into a content-addressed tarball;
+// cmd/butter prints the diagnostics (see WriteDiagnostics and
+// WriteDiagnosticsJSON in this package).
+package spec

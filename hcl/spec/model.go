@@ -1,0 +1,242 @@
+package spec
+
+import (
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+)
+
+// Runtimes are the function runtimes Butter knows.
+var Runtimes = []string{"node", "python", "go", "exec", "http", "wasm"}
+
+// Project is a decoded, validated set of spec files.
+type Project struct {
+	// Name is the project's name: the project block's label, or the
+	// directory's base name.
+	Name string
+	// Dir is the directory the project was loaded from.
+	Dir string
+	// Files lists the spec files, relative to Dir with forward slashes,
+	// sorted.
+	Files []string
+
+	Streams   []*Stream
+	Functions []*Function
+	Pipelines []*Pipeline
+}
+
+// Stream is a Kafka topic declared by a stream block.
+type Stream struct {
+	Name       string
+	Partitions int
+	// Retention is how long records are kept; 0 means the broker's default.
+	Retention time.Duration
+	// Compact turns on log compaction (cleanup.policy=compact).
+	Compact bool
+	// Schema is the path, relative to the project directory, of the JSON
+	// Schema every record must match; empty for none.
+	Schema string
+
+	DeclRange hcl.Range
+}
+
+// Function is one function block.
+type Function struct {
+	Name    string
+	Runtime string
+	// Source is the function's code, a file or directory relative to the
+	// project directory, with forward slashes. Empty for an exec function
+	// that runs a command found on the PATH.
+	Source  string
+	Handler string
+	// Command is the argv of exec and http functions.
+	Command []string
+	// Pool names the pool (Nomad task group) that hosts the function.
+	Pool string
+
+	Output     *Stream
+	DeadLetter *Stream
+
+	Timeout time.Duration
+	// Memory is the memory limit of one instance, in MiB.
+	Memory int
+	// CPU is the CPU share of one instance, in MHz.
+	CPU int
+
+	Env          map[string]string
+	InputSchema  string
+	OutputSchema string
+
+	Triggers  []*Trigger
+	Instances Instances
+	Retry     *Retry
+	State     *State
+	Secrets   []*Secret
+
+	DeclRange hcl.Range
+}
+
+// Instances bounds how many instances of a function run in one pool.
+type Instances struct {
+	Min         int
+	Max         int
+	Concurrency int
+}
+
+// Retry is a function's retry policy for events that fail.
+type Retry struct {
+	Attempts   int
+	Backoff    time.Duration
+	MaxBackoff time.Duration
+}
+
+// State turns on per-key state: the function maps (input, state) to
+// (output, state), with the state kept per value of Key.
+type State struct {
+	// Key names the field of the input event (or "$key" for the record
+	// key) that selects the state.
+	Key string
+	// TTL expires state not written for this long; 0 keeps it forever.
+	TTL time.Duration
+}
+
+// Secret is one secret a function declares. Only the reference is kept;
+// secret values never enter the spec.
+type Secret struct {
+	// Name is the environment variable the function sees.
+	Name string
+	// Path and Key locate the value in Vault: vault = "path#key".
+	Path string
+	Key  string
+
+	DeclRange hcl.Range
+}
+
+// TriggerType names a kind of trigger.
+type TriggerType string
+
+// The trigger types.
+const (
+	TriggerHTTP   TriggerType = "http"
+	TriggerCron   TriggerType = "cron"
+	TriggerStream TriggerType = "stream"
+)
+
+// Trigger starts a function or a pipeline.
+type Trigger struct {
+	Type TriggerType
+
+	// http
+	Method string
+	Path   string
+	Auth   string // none | api_key | jwt
+	Mode   string // direct | queued
+
+	// cron
+	Schedule string
+	Timezone string
+
+	// stream
+	Stream *Stream
+	Offset Offset
+
+	DeclRange hcl.Range
+}
+
+// Route returns "METHOD /path" for an http trigger.
+func (t *Trigger) Route() string { return t.Method + " " + t.Path }
+
+// OffsetKind says where a new consumer group starts reading.
+type OffsetKind string
+
+// The offset kinds.
+const (
+	OffsetLatest OffsetKind = "latest"
+	OffsetFirst  OffsetKind = "first"
+	OffsetAt     OffsetKind = "offset"
+	OffsetTime   OffsetKind = "time"
+)
+
+// Offset is where a stream trigger starts when its consumer group has no
+// committed offset.
+type Offset struct {
+	Kind OffsetKind
+	// At is the offset for OffsetAt.
+	At int64
+	// Time is the timestamp for OffsetTime.
+	Time time.Time
+}
+
+// String renders the offset the way the spec writes it.
+func (o Offset) String() string {
+	switch o.Kind {
+	case OffsetAt:
+		return formatInt(o.At)
+	case OffsetTime:
+		return o.Time.UTC().Format(time.RFC3339Nano)
+	case "":
+		return string(OffsetLatest)
+	}
+	return string(o.Kind)
+}
+
+// Pipeline chains functions: each step's output streams into the next
+// step's input.
+type Pipeline struct {
+	Name     string
+	Steps    []*Step
+	Triggers []*Trigger
+
+	DeclRange hcl.Range
+}
+
+// Step is one step of a pipeline: a function, or another pipeline, with
+// named options that reach the function next to its input.
+type Step struct {
+	Function *Function
+	Pipeline *Pipeline
+	Options  map[string]string
+
+	Range hcl.Range
+}
+
+// Name returns the name of the step's function or pipeline.
+func (s *Step) Name() string {
+	if s.Function != nil {
+		return s.Function.Name
+	}
+	if s.Pipeline != nil {
+		return s.Pipeline.Name
+	}
+	return ""
+}
+
+// Function returns the function with the given name, or nil.
+func (p *Project) Function(name string) *Function {
+	for _, f := range p.Functions {
+		if f.Name == name {
+			return f
+		}
+	}
+	return nil
+}
+
+// Stream returns the stream with the given name, or nil.
+func (p *Project) Stream(name string) *Stream {
+	for _, s := range p.Streams {
+		if s.Name == name {
+			return s
+		}
+	}
+	return nil
+}
+
+// Pipeline returns the pipeline with the given name, or nil.
+func (p *Project) Pipeline(name string) *Pipeline {
+	for _, s := range p.Pipelines {
+		if s.Name == name {
+			return s
+		}
+	}
+	return nil
+}

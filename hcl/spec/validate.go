@@ -1,0 +1,108 @@
+package spec
+
+import "strings"
+
+// validate runs the checks that span blocks: routes, pipeline cycles and
+// stream loops. Per-block checks happen while decoding.
+func (d *decoder) validate(p *Project) {
+	d.checkRoutes(p)
+	d.checkPipelineCycles(p)
+	for _, f := range p.Functions {
+		for _, t := range f.Triggers {
+			if t.Type == TriggerStream && t.Stream != nil && t.Stream == f.Output {
+				r := t.DeclRange
+				d.warnf(&r, "Function feeds itself", "Function %q reads stream %q and writes its output back to it, so every event makes another. If that is intended, make sure the function stops the loop.", f.Name, t.Stream.Name)
+			}
+			if t.Type == TriggerStream && t.Stream != nil && t.Stream == f.DeadLetter {
+				r := t.DeclRange
+				d.errorf(&r, "Dead letters loop back", "Function %q reads stream %q and also sends its failures there, so a failing event is retried forever. Use another dead_letter stream.", f.Name, t.Stream.Name)
+			}
+		}
+	}
+	for _, pl := range p.Pipelines {
+		for _, s := range pl.Steps {
+			if s.Pipeline != nil && s.Options != nil {
+				r := s.Range
+				d.errorf(&r, "Options on a pipeline step", "Options reach a function next to its input; step %q is a pipeline. Put the options on the function steps inside it.", s.Pipeline.Name)
+			}
+		}
+	}
+}
+
+// checkRoutes reports two http triggers that match the same requests: the
+// same method (ANY overlaps every method) and the same path shape.
+func (d *decoder) checkRoutes(p *Project) {
+	type owner struct {
+		what string
+		t    *Trigger
+	}
+	var all []owner
+	for _, f := range p.Functions {
+		for _, t := range f.Triggers {
+			if t.Type == TriggerHTTP && t.Path != "" {
+				all = append(all, owner{"function " + f.Name, t})
+			}
+		}
+	}
+	for _, pl := range p.Pipelines {
+		for _, t := range pl.Triggers {
+			if t.Type == TriggerHTTP && t.Path != "" {
+				all = append(all, owner{"pipeline " + pl.Name, t})
+			}
+		}
+	}
+	for i, b := range all {
+		for _, a := range all[:i] {
+			sameMethod := a.t.Method == b.t.Method || a.t.Method == "ANY" || b.t.Method == "ANY"
+			if sameMethod && routeShape(a.t.Path) == routeShape(b.t.Path) {
+				r := b.t.DeclRange
+				d.errorf(&r, "Duplicate route", "%q is already routed to %s at %s, and both match the same requests. Change the method or the path of one of them.", b.t.Route(), a.what, a.t.DeclRange)
+				break
+			}
+		}
+	}
+}
+
+// checkPipelineCycles reports a pipeline that contains itself, directly
+// or through other pipelines.
+func (d *decoder) checkPipelineCycles(p *Project) {
+	const (
+		unvisited = iota
+		visiting
+		done
+	)
+	state := map[*Pipeline]int{}
+	var stack []string
+	var visit func(pl *Pipeline)
+	visit = func(pl *Pipeline) {
+		state[pl] = visiting
+		stack = append(stack, pl.Name)
+		for _, s := range pl.Steps {
+			if s.Pipeline == nil {
+				continue
+			}
+			switch state[s.Pipeline] {
+			case visiting:
+				start := 0
+				for i, n := range stack {
+					if n == s.Pipeline.Name {
+						start = i
+					}
+				}
+				cycle := append(append([]string{}, stack[start:]...), s.Pipeline.Name)
+				r := s.Range
+				d.errorf(&r, "Pipeline cycle", "The pipelines form a cycle: %s. A pipeline cannot contain itself; break the cycle by removing one of these steps.", strings.Join(cycle, " → "))
+			case unvisited:
+				visit(s.Pipeline)
+			}
+		}
+		stack = stack[:len(stack)-1]
+		state[pl] = done
+	}
+	for _, pl := range p.Pipelines {
+		if state[pl] == unvisited {
+			visit(pl)
+		}
+	}
+}
+

@@ -1,0 +1,396 @@
+package jobs
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/butterfn/butter/bundle"
+	"github.com/butterfn/butter/hcl/spec"
+	"github.com/hashicorp/nomad/api"
+)
+
+// Names shared with the driver and the pool. The driver's hclspec decodes
+// the task config the compiler writes; change both together.
+const (
+	// DriverName is the task driver that runs pools.
+	DriverName = "butter"
+	// PortLabel is the network port of a pool's invoke endpoint.
+	PortLabel = "invoke"
+	// HealthPath is the pool's health endpoint, checked by the service.
+	HealthPath = "/v1/health"
+	// BundleDir is where artifacts put bundles, relative to the task dir.
+	BundleDir = "local/bundles"
+	// SchemaDir is where artifacts put JSON Schemas.
+	SchemaDir = "local/schemas"
+	// DefaultBlobURL is where the control plane serves blobs by digest
+	// when no other base is given.
+	DefaultBlobURL = "http://127.0.0.1:4750/v1/blobs"
+	// DefaultMaxAllocations bounds a pool's task-group count for the
+	// autoscaler.
+	DefaultMaxAllocations = 10
+	// poolOverheadMiB and poolOverheadMHz are what the pool process
+	// itself needs on top of its functions.
+	poolOverheadMiB = 64
+	poolOverheadMHz = 100
+	// drainGrace is added to the longest function timeout to form the
+	// task's kill_timeout, so in-flight calls finish before Nomad kills.
+	drainGrace = 5 * time.Second
+)
+
+// Meta keys set on every job.
+const (
+	MetaProject  = "butter_project"
+	MetaRevision = "butter_revision"
+	MetaGitSHA   = "butter_git_sha"
+)
+
+type options struct {
+	blobURL     string
+	gitSHA      string
+	datacenters []string
+	fsys        fs.FS
+}
+
+// Option configures Compile.
+type Option func(*options)
+
+// WithBlobURL sets the base URL artifacts fetch bundles from; each bundle
+// is at <base>/sha256/<hex>. The default is DefaultBlobURL, the address a
+// local `butter server` listens on; `butter deploy` passes the control
+// plane's own address.
+func WithBlobURL(base string) Option {
+	return func(o *options) { o.blobURL = strings.TrimRight(base, "/") }
+}
+
+// WithGitSHA records the git commit the project was rendered from in the
+// job's meta. A dirty work tree should pass the SHA with a "-dirty" suffix.
+func WithGitSHA(sha string) Option { return func(o *options) { o.gitSHA = sha } }
+
+// WithDatacenters sets the job's datacenters; Nomad's default ("*") applies
+// otherwise.
+func WithDatacenters(dcs ...string) Option {
+	return func(o *options) { o.datacenters = append([]string(nil), dcs...) }
+}
+
+// WithFS reads sources from fsys instead of the project's directory.
+func WithFS(fsys fs.FS) Option { return func(o *options) { o.fsys = fsys } }
+
+// Artifact is one content-addressed file the job fetches.
+type Artifact struct {
+	Digest bundle.Digest
+	// Path is the project-relative source of the blob.
+	Path string
+	// IsSchema marks a JSON Schema file fetched as a single file.
+	IsSchema bool
+}
+
+// Compiled is a compiled project: the job, its revision and the blobs it
+// needs served.
+type Compiled struct {
+	Job       *api.Job
+	Revision  string
+	Artifacts []Artifact
+}
+
+// JobID returns the Nomad job ID of a project.
+func JobID(project string) string { return "butter-" + project }
+
+// ServiceName returns the Nomad service name of a project's pool.
+func ServiceName(project, pool string) string { return "butter-" + project + "-" + pool }
+
+// Topic returns the Kafka topic of a project's stream. Topics carry the
+// project name so that projects sharing a Kafka cluster never collide.
+func Topic(project, stream string) string { return project + "." + stream }
+
+// ConsumerGroup returns the consumer group of a function's stream trigger.
+func ConsumerGroup(project, function, stream string) string {
+	return "butter." + project + "." + function + "." + stream
+}
+
+// Compile turns a project into a Nomad job. It reads each function's
+// source to compute its bundle digest.
+func Compile(p *spec.Project, opts ...Option) (*Compiled, error) {
+	o := options{blobURL: DefaultBlobURL}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.fsys == nil {
+		o.fsys = os.DirFS(p.Dir)
+	}
+
+	c := &Compiled{}
+	digests := map[string]bundle.Digest{} // project-relative path -> digest
+	addBlob := func(path string, schema bool) (bundle.Digest, error) {
+		if d, ok := digests[path]; ok {
+			return d, nil
+		}
+		var d bundle.Digest
+		var err error
+		if schema {
+			d, err = fileDigest(o.fsys, path)
+		} else {
+			d, err = bundle.Compute(o.fsys, path)
+		}
+		if err != nil {
+			return "", fmt.Errorf("compile %s: %w", p.Name, err)
+		}
+		digests[path] = d
+		c.Artifacts = append(c.Artifacts, Artifact{Digest: d, Path: path, IsSchema: schema})
+		return d, nil
+	}
+
+	// Group functions by pool, in name order.
+	pools := map[string][]*spec.Function{}
+	for _, f := range p.Functions {
+		pools[f.Pool] = append(pools[f.Pool], f)
+		if f.Source != "" {
+			if _, err := addBlob(f.Source, false); err != nil {
+				return nil, err
+			}
+		}
+		for _, s := range []string{f.InputSchema, f.OutputSchema} {
+			if s != "" {
+				if _, err := addBlob(s, true); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	for _, s := range p.Streams {
+		if s.Schema != "" {
+			if _, err := addBlob(s.Schema, true); err != nil {
+				return nil, err
+			}
+		}
+	}
+	rev, err := revision(o.fsys, p, c.Artifacts)
+	if err != nil {
+		return nil, fmt.Errorf("compile %s: %w", p.Name, err)
+	}
+	c.Revision = rev
+
+	id := JobID(p.Name)
+	job := api.NewServiceJob(id, id, "", 0)
+	job.Region = nil
+	job.Priority = nil
+	job.Datacenters = o.datacenters
+	job.Meta = map[string]string{MetaProject: p.Name, MetaRevision: rev}
+	if o.gitSHA != "" {
+		job.Meta[MetaGitSHA] = o.gitSHA
+	}
+
+	poolNames := make([]string, 0, len(pools))
+	for name := range pools {
+		poolNames = append(poolNames, name)
+	}
+	sort.Strings(poolNames)
+	for _, name := range poolNames {
+		job.TaskGroups = append(job.TaskGroups, o.group(p, rev, name, pools[name], digests))
+	}
+	c.Job = job
+	return c, nil
+}
+
+func (o *options) group(p *spec.Project, rev, pool string, fns []*spec.Function, digests map[string]bundle.Digest) *api.TaskGroup {
+	minAllocs := int64(0)
+	cpu, mem, memMax := poolOverheadMHz, poolOverheadMiB, poolOverheadMiB
+	longest := time.Duration(0)
+	var functions []map[string]any
+	var artifacts []*api.TaskArtifact
+	fetched := map[bundle.Digest]bool{}
+	fetch := func(path string, schema bool) string {
+		d := digests[path]
+		dest := BundleDir + "/" + d.Hex()
+		mode := "dir"
+		if schema {
+			dest = SchemaDir + "/" + d.Hex() + ".json"
+			mode = "file"
+		}
+		if !fetched[d] {
+			fetched[d] = true
+			artifacts = append(artifacts, &api.TaskArtifact{
+				GetterSource:  new(o.blobURL + "/sha256/" + d.Hex()),
+				GetterOptions: map[string]string{"checksum": string(d), "archive": map[bool]string{false: "tar", true: "false"}[schema]},
+				GetterMode:    new(mode),
+				RelativeDest:  new(dest),
+			})
+		}
+		return dest
+	}
+	for _, f := range fns {
+		resident := max(f.Instances.Min, 1)
+		cpu += f.CPU * resident
+		mem += f.Memory * resident
+		memMax += f.Memory * f.Instances.Max
+		longest = max(longest, f.Timeout)
+		if f.Instances.Min > 0 || hasStreamTrigger(f) {
+			// An allocation must stay up to hold warm instances and to
+			// consume streams: Nomad cannot wake a pool on Kafka lag.
+			minAllocs = 1
+		}
+		fn := map[string]any{
+			"name":          f.Name,
+			"runtime":       f.Runtime,
+			"timeout":       f.Timeout.String(),
+			"memory":        f.Memory,
+			"cpu":           f.CPU,
+			"min_instances": f.Instances.Min,
+			"max_instances": f.Instances.Max,
+			"concurrency":   f.Instances.Concurrency,
+		}
+		if f.Source != "" {
+			fn["bundle"] = fetch(f.Source, false)
+			fn["digest"] = string(digests[f.Source])
+		}
+		if f.Handler != "" {
+			fn["handler"] = f.Handler
+		}
+		if len(f.Command) > 0 {
+			fn["command"] = f.Command
+		}
+		if f.Output != nil {
+			fn["output"] = Topic(p.Name, f.Output.Name)
+		}
+		if f.DeadLetter != nil {
+			fn["dead_letter"] = Topic(p.Name, f.DeadLetter.Name)
+		}
+		if len(f.Env) > 0 {
+			fn["env"] = f.Env
+		}
+		if f.InputSchema != "" {
+			fn["input_schema"] = fetch(f.InputSchema, true)
+		}
+		if f.OutputSchema != "" {
+			fn["output_schema"] = fetch(f.OutputSchema, true)
+		}
+		if f.Retry != nil {
+			fn["retry"] = []map[string]any{{
+				"attempts":    f.Retry.Attempts,
+				"backoff":     f.Retry.Backoff.String(),
+				"max_backoff": f.Retry.MaxBackoff.String(),
+			}}
+		}
+		if f.State != nil {
+			st := map[string]any{"key": f.State.Key}
+			if f.State.TTL > 0 {
+				st["ttl"] = f.State.TTL.String()
+			}
+			fn["state"] = []map[string]any{st}
+		}
+		var triggers []map[string]any
+		for _, t := range f.Triggers {
+			if t.Type != spec.TriggerStream || t.Stream == nil {
+				// HTTP routes live in the gateway and cron timers in the
+				// control plane; the pool consumes streams only.
+				continue
+			}
+			tr := map[string]any{
+				"stream": Topic(p.Name, t.Stream.Name),
+				"group":  ConsumerGroup(p.Name, f.Name, t.Stream.Name),
+				"offset": t.Offset.String(),
+			}
+			if schema := t.Stream.Schema; schema != "" {
+				tr["schema"] = fetch(schema, true)
+			}
+			triggers = append(triggers, tr)
+		}
+		if len(triggers) > 0 {
+			fn["stream"] = triggers
+		}
+		functions = append(functions, fn)
+	}
+
+	task := &api.Task{
+		Name:   "pool",
+		Driver: DriverName,
+		Config: map[string]any{
+			"project":  p.Name,
+			"revision": rev,
+			"pool":     pool,
+			"port":     PortLabel,
+			"function": functions,
+		},
+		Resources: &api.Resources{
+			CPU:         new(cpu),
+			MemoryMB:    new(mem),
+			MemoryMaxMB: new(max(memMax, mem)),
+		},
+		KillTimeout: new(longest + drainGrace),
+		Artifacts:   artifacts,
+	}
+	count := 1
+	return &api.TaskGroup{
+		Name:  new(pool),
+		Count: &count,
+		Scaling: &api.ScalingPolicy{
+			Enabled: new(true),
+			Min:     new(minAllocs),
+			Max:     new(int64(DefaultMaxAllocations)),
+		},
+		Networks: []*api.NetworkResource{{
+			DynamicPorts: []api.Port{{Label: PortLabel}},
+		}},
+		Services: []*api.Service{{
+			Name:      ServiceName(p.Name, pool),
+			PortLabel: PortLabel,
+			Provider:  "nomad",
+			Tags:      []string{"butter", "project=" + p.Name, "pool=" + pool, "revision=" + rev},
+			Checks: []api.ServiceCheck{{
+				Type:     "http",
+				Path:     HealthPath,
+				Interval: 10 * time.Second,
+				Timeout:  2 * time.Second,
+			}},
+		}},
+		Tasks: []*api.Task{task},
+	}
+}
+
+func hasStreamTrigger(f *spec.Function) bool {
+	for _, t := range f.Triggers {
+		if t.Type == spec.TriggerStream {
+			return true
+		}
+	}
+	return false
+}
+
+func fileDigest(fsys fs.FS, p string) (bundle.Digest, error) {
+	f, err := fsys.Open(p)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("hash %s: %w", p, err)
+	}
+	return bundle.Digest("sha256:" + hex.EncodeToString(h.Sum(nil))), nil
+}
+
+// revision names a project's content: a hash over its spec files and the
+// digests of everything it bundles. The same tree gives the same revision.
+func revision(fsys fs.FS, p *spec.Project, arts []Artifact) (string, error) {
+	h := sha256.New()
+	for _, name := range p.Files {
+		src, err := fs.ReadFile(fsys, name)
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(h, "spec %s %d\n", name, len(src))
+		h.Write(src)
+	}
+	sorted := append([]Artifact(nil), arts...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Path < sorted[j].Path })
+	for _, a := range sorted {
+		fmt.Fprintf(h, "blob %s %s\n", a.Path, a.Digest)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:12], nil
+}
