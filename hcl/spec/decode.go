@@ -230,7 +230,7 @@ func (d *decoder) declare(rel string, b *hcl.Block) {
 	case "project":
 		if d.project != nil {
 			prev = &d.project.DefRange
-			d.errorf(&lr, "Duplicate project block", "The project is already named %q at %s. A project has one project block; remove this one.", d.project.Labels[0], prev)
+			d.errorf(&lr, "Duplicate project block", "The project is already named %q at %s. A project has one project block; remove this one.", d.project.Labels[0], at(*prev))
 			return
 		}
 		d.project = b
@@ -260,7 +260,7 @@ func (d *decoder) declare(rel string, b *hcl.Block) {
 	}
 	if prev != nil {
 		d.errorf(&lr, "Duplicate "+b.Type+" name",
-			"A %s named %q is already declared at %s. Names are unique within a project, across all its files: rename one of them.", b.Type, name, prev)
+			"A %s named %q is already declared at %s. Names are unique within a project, across all its files: rename one of them.", b.Type, name, at(*prev))
 		return
 	}
 	if b.Type == "function" {
@@ -289,7 +289,7 @@ func (d *decoder) decodeProject(b *hcl.Block) {
 func (d *decoder) value(attr *hcl.Attribute, ty cty.Type, what string) (cty.Value, bool) {
 	v, diags := attr.Expr.Value(nil)
 	if diags.HasErrors() {
-		d.diags = append(d.diags, diags...)
+		d.diags = append(d.diags, explainConstants(diags)...)
 		return cty.NilVal, false
 	}
 	cv, err := convert.Convert(v, ty)
@@ -365,7 +365,7 @@ func (d *decoder) strMap(attr *hcl.Attribute) (map[string]string, bool) {
 func (d *decoder) scalarString(attr *hcl.Attribute, what string) (string, bool) {
 	v, diags := attr.Expr.Value(nil)
 	if diags.HasErrors() {
-		d.diags = append(d.diags, diags...)
+		d.diags = append(d.diags, explainConstants(diags)...)
 		return "", false
 	}
 	if v.Type() == cty.Number && v.IsKnown() && !v.IsNull() {
@@ -539,4 +539,18 @@ func (d *decoder) schemaFile(file string, attr *hcl.Attribute) (string, bool) {
 		}
 	}
 	return p, true
+}
+
+// explainConstants adds how to fix hcl's "Variables not allowed" and
+// "Function calls not allowed": spec files hold constants.
+func explainConstants(diags hcl.Diagnostics) hcl.Diagnostics {
+	for _, d := range diags {
+		switch d.Summary {
+		case "Variables not allowed":
+			d.Detail = "Spec arguments are constants: write the value itself, like timeout = \"5s\". References such as stream.readings work only in output, dead_letter, a stream trigger's stream, and a pipeline's steps."
+		case "Function calls not allowed":
+			d.Detail = "Spec arguments are constants: write the value itself, like timeout = \"5s\"; functions such as file() are not available."
+		}
+	}
+	return diags
 }

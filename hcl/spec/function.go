@@ -143,7 +143,7 @@ func (d *decoder) decodeFunction(p pending) {
 		case "instances", "retry", "state":
 			if prev := seen[b.Type]; prev != nil {
 				r := b.DefRange
-				d.errorf(&r, "Duplicate "+b.Type+" block", "Function %q already has a %s block at %s; merge the two.", f.Name, b.Type, prev.DefRange)
+				d.errorf(&r, "Duplicate "+b.Type+" block", "A function takes one %s block, and function %q has another at %s. Merge the two.", b.Type, f.Name, at(prev.DefRange))
 				continue
 			}
 			seen[b.Type] = b
@@ -174,11 +174,11 @@ func (d *decoder) checkRuntime(f *Function, attrs hcl.Attributes, p pending) {
 	switch f.Runtime {
 	case "node", "python", "go", "wasm":
 		if attrs["source"] == nil {
-			d.errorf(&def, "Missing source", "A %s function needs its code: add source = \"functions/%s\" (a file or a directory, relative to this spec file).", f.Runtime, f.Name)
+			d.errorf(&def, "Missing source", "%s function needs its code: add source = \"functions/%s\" (a file or a directory, relative to this spec file).", article(f.Runtime), f.Name)
 		}
 		if a := attrs["command"]; a != nil {
 			r := a.NameRange
-			d.errorf(&r, "Unexpected command", "Only exec and http functions take a command; a %s function runs its source. Remove the command, or use runtime = \"exec\".", f.Runtime)
+			d.errorf(&r, "Unexpected command", "Only exec and http functions take a command; %s function runs its source. Remove the command, or use runtime = \"exec\".", strings.ToLower(article(f.Runtime)))
 		}
 		if f.Runtime == "wasm" && f.Source != "" && !strings.HasSuffix(f.Source, ".wasm") {
 			r := attrs["source"].Expr.Range()
@@ -186,11 +186,11 @@ func (d *decoder) checkRuntime(f *Function, attrs hcl.Attributes, p pending) {
 		}
 	case "exec", "http":
 		if f.Command == nil && attrs["command"] == nil {
-			d.errorf(&def, "Missing command", "A %s function runs a program: add command = [\"program\", \"arg\"], like command = [\"tr\", \"a-z\", \"A-Z\"].", f.Runtime)
+			d.errorf(&def, "Missing command", "%s function runs a program: add command = [\"program\", \"arg\"], like command = [\"tr\", \"a-z\", \"A-Z\"].", article(f.Runtime))
 		}
 		if a := attrs["handler"]; a != nil {
 			r := a.NameRange
-			d.errorf(&r, "Unexpected handler", "A %s function runs its command; handler applies to node, python and go functions. Remove it.", f.Runtime)
+			d.errorf(&r, "Unexpected handler", "%s function runs its command; handler applies to node, python and go functions. Remove it.", article(f.Runtime))
 		}
 	}
 	if f.Source != "" && (f.Runtime == "python" || f.Runtime == "node") {
@@ -311,7 +311,7 @@ func (d *decoder) decodeSecret(f *Function, b *hcl.Block) *Secret {
 	}
 	for _, s := range f.Secrets {
 		if s.Name == name {
-			d.errorf(&lr, "Duplicate secret", "Function %q already declares secret %q at %s; remove one.", f.Name, name, s.DeclRange)
+			d.errorf(&lr, "Duplicate secret", "Function %q already declares secret %q at %s; remove one.", f.Name, name, at(s.DeclRange))
 			return nil
 		}
 	}

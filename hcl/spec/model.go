@@ -130,7 +130,9 @@ type Trigger struct {
 	Method string
 	Path   string
 	Auth   string // none | api_key | jwt
-	Mode   string // direct | queued
+	// RouteRange is where the route is written, for diagnostics.
+	RouteRange hcl.Range
+	Mode       string // direct | queued
 
 	// cron
 	Schedule string

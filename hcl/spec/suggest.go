@@ -1,7 +1,11 @@
 package spec
 
 import (
+	"fmt"
+	"strings"
+
 	"github.com/agext/levenshtein"
+	"github.com/hashicorp/hcl/v2"
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/convert"
 )
@@ -17,6 +21,20 @@ func suggest(given string, candidates []string) string {
 		}
 	}
 	return best
+}
+
+// article returns "A runtime" or "An runtime" as English wants it.
+func article(word string) string {
+	if word != "" && strings.ContainsRune("aeiou", rune(word[0])) {
+		return "An " + word
+	}
+	return "A " + word
+}
+
+// at formats a range's start as file:line:col, the way diagnostics and
+// compilers point at a place.
+func at(r hcl.Range) string {
+	return fmt.Sprintf("%s:%d:%d", r.Filename, r.Start.Line, r.Start.Column)
 }
 
 // ctyString converts a primitive value to its string form.

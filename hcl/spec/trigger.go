@@ -35,6 +35,9 @@ func (d *decoder) decodeTrigger(b *hcl.Block) *Trigger {
 		if s := suggest(string(typ), []string{"http", "cron", "stream"}); s != "" {
 			detail += fmt.Sprintf(" Did you mean %q?", s)
 		}
+		if typ == "kafka" || typ == "topic" {
+			detail += " Kafka topics are streams in Butter: declare stream \"name\" {} and use trigger \"stream\" { stream = stream.name }."
+		}
 		d.errorf(&lr, "Unknown trigger type", "%s", detail)
 		return nil
 	}
@@ -46,6 +49,7 @@ func (d *decoder) decodeTrigger(b *hcl.Block) *Trigger {
 	case TriggerHTTP:
 		t.Auth, t.Mode = "none", "direct"
 		if attr := a["route"]; attr != nil {
+			t.RouteRange = attr.Expr.Range()
 			if s, ok := d.str(attr); ok {
 				if m, p, err := ParseRoute(s); err != nil {
 					r := attr.Expr.Range()
@@ -63,7 +67,14 @@ func (d *decoder) decodeTrigger(b *hcl.Block) *Trigger {
 		}
 	case TriggerCron:
 		if attr := a["timezone"]; attr != nil {
-			t.Timezone, _ = d.str(attr)
+			if tz, ok := d.str(attr); ok {
+				if _, err := ParseCron("@daily", tz); err != nil {
+					r := attr.Expr.Range()
+					d.errorf(&r, "Unknown time zone", "%q is not a time zone of the IANA database. Use a name such as \"UTC\", \"Europe/Paris\" or \"America/New_York\".", tz)
+					return nil
+				}
+				t.Timezone = tz
+			}
 		}
 		if attr := a["schedule"]; attr != nil {
 			if s, ok := d.str(attr); ok {

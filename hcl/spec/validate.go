@@ -55,8 +55,8 @@ func (d *decoder) checkRoutes(p *Project) {
 		for _, a := range all[:i] {
 			sameMethod := a.t.Method == b.t.Method || a.t.Method == "ANY" || b.t.Method == "ANY"
 			if sameMethod && routeShape(a.t.Path) == routeShape(b.t.Path) {
-				r := b.t.DeclRange
-				d.errorf(&r, "Duplicate route", "%q is already routed to %s at %s, and both match the same requests. Change the method or the path of one of them.", b.t.Route(), a.what, a.t.DeclRange)
+				r := b.t.RouteRange
+				d.errorf(&r, "Duplicate route", "%q is already routed to %s at %s, and both match the same requests. Change the method or the path of one of them.", b.t.Route(), a.what, at(a.t.RouteRange))
 				break
 			}
 		}
@@ -105,4 +105,3 @@ func (d *decoder) checkPipelineCycles(p *Project) {
 		}
 	}
 }
-

@@ -1,0 +1,3 @@
+def handle(event, ctx):
+    """Echo: the answer is the event's body, unchanged."""
+    return event

@@ -1,0 +1,24 @@
+"""detect raises an alert when a device's temperature jumps.
+
+The state is per device (state { key = "device" }): the function maps
+(reading, state) to (alert or None, new state).
+"""
+
+import json
+
+THRESHOLD = 5.0
+
+
+def handle(event, ctx):
+    reading = json.loads(event)
+    state = ctx.state.get() or {}
+    last = state.get("temperature")
+    ctx.state.set({"temperature": reading["temperature"]})
+    if last is not None and abs(reading["temperature"] - last) > THRESHOLD:
+        return {
+            "device": reading["device"],
+            "from": last,
+            "to": reading["temperature"],
+            "at": reading.get("at"),
+        }
+    return None

@@ -1,0 +1,7 @@
+function "nightly" {
+  runtime = "exec"
+  command = ["date"]
+  trigger "cron" {
+    schedule = "* * *"
+  }
+}

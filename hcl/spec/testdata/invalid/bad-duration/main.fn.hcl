@@ -1,0 +1,5 @@
+function "slow" {
+  runtime = "exec"
+  command = ["cat"]
+  timeout = "5 seconds"
+}

@@ -1,0 +1,10 @@
+stream "readings" {}
+
+function "detect" {
+  runtime = "exec"
+  command = ["cat"]
+  trigger "stream" {
+    stream = stream.readings
+    offset = "yesterday"
+  }
+}

@@ -1,0 +1,3 @@
+stream "events" {
+  retention = "7days"
+}

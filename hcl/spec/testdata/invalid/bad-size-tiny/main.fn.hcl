@@ -1,0 +1,5 @@
+function "small" {
+  runtime = "exec"
+  command = ["cat"]
+  memory  = "512KiB"
+}

@@ -1,0 +1,5 @@
+function "big" {
+  runtime = "exec"
+  command = ["cat"]
+  memory  = "lots"
+}

@@ -1,0 +1,10 @@
+function "f" {
+  runtime = "exec"
+  command = ["cat"]
+  instances {
+    max = 2
+  }
+  instances {
+    max = 3
+  }
+}

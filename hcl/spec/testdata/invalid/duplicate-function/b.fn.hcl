@@ -1,0 +1,4 @@
+function "echo" {
+  runtime = "exec"
+  command = ["tee"]
+}

@@ -1,0 +1,5 @@
+stream "events" {}
+
+stream "events" {
+  partitions = 2
+}

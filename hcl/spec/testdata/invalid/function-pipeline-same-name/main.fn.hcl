@@ -1,0 +1,8 @@
+function "shout" {
+  runtime = "exec"
+  command = ["cat"]
+}
+
+pipeline "shout" {
+  steps = [function.shout]
+}

@@ -1,0 +1,8 @@
+function "f" {
+  runtime = "exec"
+  command = ["cat"]
+  instances {
+    min = 5
+    max = 2
+  }
+}

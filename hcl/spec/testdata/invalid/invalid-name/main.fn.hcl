@@ -1,0 +1,4 @@
+function "Ingest_Readings!" {
+  runtime = "exec"
+  command = ["cat"]
+}

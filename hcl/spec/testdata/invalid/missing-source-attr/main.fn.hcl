@@ -1,0 +1,4 @@
+function "api" {
+  runtime = "node"
+  handler = "index.handle"
+}

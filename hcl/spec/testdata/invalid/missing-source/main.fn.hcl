@@ -1,0 +1,4 @@
+function "api" {
+  runtime = "python"
+  source  = "functions/api"
+}

@@ -1,0 +1,3 @@
+stream "readings" {
+  schema = "schemas/reading.json"
+}

@@ -1,0 +1,3 @@
+stream "readings" {
+  schema = "reading.json"
+}

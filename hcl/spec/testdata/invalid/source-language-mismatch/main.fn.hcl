@@ -1,0 +1,4 @@
+function "f" {
+  runtime = "python"
+  source  = "handler.js"
+}

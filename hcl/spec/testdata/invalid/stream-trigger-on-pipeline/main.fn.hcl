@@ -1,0 +1,13 @@
+stream "events" {}
+
+function "f" {
+  runtime = "exec"
+  command = ["cat"]
+}
+
+pipeline "p" {
+  steps = [function.f]
+  trigger "stream" {
+    stream = stream.events
+  }
+}

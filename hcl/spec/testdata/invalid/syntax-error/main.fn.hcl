@@ -1,0 +1,4 @@
+function "f" {
+  runtime = "exec"
+  command = ["cat"
+}

@@ -1,0 +1,4 @@
+function "api" {
+  runtime = "nodejs"
+  source  = "index.js"
+}

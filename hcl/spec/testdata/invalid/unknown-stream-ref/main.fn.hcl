@@ -1,0 +1,7 @@
+stream "readings" {}
+
+function "ingest" {
+  runtime = "exec"
+  command = ["cat"]
+  output  = stream.readngs
+}

@@ -1,0 +1,7 @@
+function "f" {
+  runtime = "exec"
+  command = ["cat"]
+  trigger "kafka" {
+    topic = "events"
+  }
+}

@@ -1,0 +1,4 @@
+function "f" {
+  runtme  = "exec"
+  command = ["cat"]
+}

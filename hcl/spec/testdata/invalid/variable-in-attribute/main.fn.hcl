@@ -1,0 +1,5 @@
+function "f" {
+  runtime = "exec"
+  command = ["cat"]
+  timeout = var.timeout
+}

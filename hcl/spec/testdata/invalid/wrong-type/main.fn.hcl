@@ -1,0 +1,4 @@
+stream "readings" {
+  partitions = "six"
+  compact    = "yes please"
+}

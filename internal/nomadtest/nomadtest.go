@@ -1,0 +1,177 @@
+// Package nomadtest starts a real Nomad agent (`nomad agent -dev`, from
+// the build pinned in tools/) for tests, on free ports on 127.0.0.1, and
+// stops it when the test ends.
+//
+// The agent binary is bin/nomad at the repository root, built by
+// `make tools`, or the path in $BUTTER_NOMAD. When it is missing, tests
+// fail under `make test` (which sets BUTTER_REQUIRE_NOMAD=1) and in CI,
+// and are skipped with a hint otherwise.
+package nomadtest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/nomad/api"
+)
+
+// Agent is a running Nomad dev agent.
+type Agent struct {
+	// Addr is the agent's HTTP address, like http://127.0.0.1:43123.
+	Addr string
+	// Bin is the nomad binary.
+	Bin    string
+	Client *api.Client
+	log    *bytes.Buffer
+}
+
+// RepoRoot returns the repository root: the nearest directory above the
+// working directory that holds tools/go.mod.
+func RepoRoot(t testing.TB) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "tools", "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("repository root not found above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// Binary returns the nomad binary, failing or skipping the test when it
+// is missing (see the package doc).
+func Binary(t testing.TB) string {
+	t.Helper()
+	bin := os.Getenv("BUTTER_NOMAD")
+	if bin == "" {
+		bin = filepath.Join(RepoRoot(t), "bin", "nomad")
+	}
+	if _, err := os.Stat(bin); err != nil {
+		msg := fmt.Sprintf("nomad binary %s not found: run `make tools` first", bin)
+		if os.Getenv("BUTTER_REQUIRE_NOMAD") != "" || os.Getenv("CI") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	return bin
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Start starts a dev agent (server and client) and waits until it has a
+// leader and a ready client node. The agent is stopped when the test ends.
+func Start(t testing.TB) *Agent {
+	t.Helper()
+	bin := Binary(t)
+	dir := t.TempDir()
+	http, rpc, serf := freePort(t), freePort(t), freePort(t)
+	// The cloud fingerprinters hang or fail here (AWS_CA_BUNDLE is set in
+	// this environment and no metadata service answers): deny them.
+	cfg := fmt.Sprintf(`
+bind_addr = "127.0.0.1"
+ports {
+  http = %d
+  rpc  = %d
+  serf = %d
+}
+client {
+  options = {
+    "fingerprint.denylist" = "env_aws,env_gce,env_azure,env_digitalocean"
+  }
+}
+`, http, rpc, serf)
+	cfgPath := filepath.Join(dir, "agent.hcl")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a := &Agent{Addr: fmt.Sprintf("http://127.0.0.1:%d", http), Bin: bin, log: &bytes.Buffer{}}
+	cmd := exec.Command(bin, "agent", "-dev", "-config", cfgPath)
+	cmd.Dir = dir
+	cmd.Stdout = a.log
+	cmd.Stderr = a.log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start nomad agent: %v", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGINT)
+		select {
+		case <-exited:
+		case <-time.After(15 * time.Second):
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("nomad agent log:\n%s", a.log.String())
+		}
+	})
+
+	client, err := api.NewClient(&api.Config{Address: a.Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Client = client
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	for {
+		leader, err := client.Status().Leader()
+		if err == nil && leader != "" {
+			nodes, _, err := client.Nodes().List(nil)
+			if err == nil && len(nodes) > 0 && nodes[0].Status == "ready" {
+				return a
+			}
+		}
+		select {
+		case err := <-exited:
+			t.Fatalf("nomad agent exited before it was ready: %v\n%s", err, a.log.String())
+		case <-ctx.Done():
+			t.Fatalf("nomad agent not ready after 90s:\n%s", a.log.String())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// Run runs the nomad CLI against the agent and returns its combined
+// output and exit code.
+func (a *Agent) Run(t testing.TB, args ...string) (string, int) {
+	t.Helper()
+	cmd := exec.Command(a.Bin, args...)
+	cmd.Env = append(os.Environ(), "NOMAD_ADDR="+a.Addr)
+	out, err := cmd.CombinedOutput()
+	code := 0
+	if err != nil {
+		ee, ok := err.(*exec.ExitError)
+		if !ok {
+			t.Fatalf("nomad %s: %v", strings.Join(args, " "), err)
+		}
+		code = ee.ExitCode()
+	}
+	return string(out), code
+}
+
