@@ -369,7 +369,13 @@ func (d *decoder) scalarString(attr *hcl.Attribute, what string) (string, bool) 
 		return "", false
 	}
 	if v.Type() == cty.Number && v.IsKnown() && !v.IsNull() {
-		return v.AsBigFloat().Text('f', -1), true
+		// 'g' keeps the text short: 'f' would spell out 1e999999999 in
+		// full, digit by digit.
+		bf := v.AsBigFloat()
+		if n, acc := bf.Int64(); bf.IsInt() && acc == 0 {
+			return formatInt(n), true
+		}
+		return bf.Text('g', 20), true
 	}
 	if v.Type() == cty.String && v.IsKnown() && !v.IsNull() {
 		return v.AsString(), true

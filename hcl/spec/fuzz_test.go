@@ -1,10 +1,12 @@
 package spec_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 	"testing/fstest"
+	"time"
 
 	"github.com/butterfn/butter/hcl/spec"
 )
@@ -24,6 +26,17 @@ func FuzzDecode(f *testing.F) {
 		f.Add(b)
 	}
 	f.Fuzz(func(t *testing.T, src []byte) {
+		// A hang is a bug too: crash the worker so that the fuzzer keeps
+		// the input that caused it.
+		done := make(chan struct{})
+		defer close(done)
+		go func() {
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				panic(fmt.Sprintf("decoding hung for 10s on %q", src))
+			}
+		}()
 		fsys := fstest.MapFS{
 			"main.fn.hcl":                  {Data: src},
 			"functions/ingest/index.js":    {Data: []byte("exports.handle = x => x")},
