@@ -42,6 +42,8 @@ const (
 	// drainGrace is added to the longest function timeout to form the
 	// task's kill_timeout, so in-flight calls finish before Nomad kills.
 	drainGrace = 5 * time.Second
+	// defaultProgressDeadline is Nomad's default update.progress_deadline.
+	defaultProgressDeadline = 10 * time.Minute
 )
 
 // Meta keys set on every job.
@@ -322,11 +324,19 @@ func (o *options) group(p *spec.Project, rev, pool string, fns []*spec.Function,
 			MemoryMB:    new(mem),
 			MemoryMaxMB: new(max(memMax, mem)),
 		},
-		KillTimeout: new(longest + drainGrace),
 		Artifacts:   artifacts,
 	}
 	count := 1
+	killTimeout := longest + drainGrace
+	var update *api.UpdateStrategy
+	if killTimeout >= defaultProgressDeadline {
+		// Nomad rejects a kill_timeout past the group's progress deadline:
+		// stretch the deadline so a long function can drain on redeploy.
+		update = &api.UpdateStrategy{ProgressDeadline: new(killTimeout + 5*time.Minute)}
+	}
+	task.KillTimeout = &killTimeout
 	return &api.TaskGroup{
+		Update: update,
 		Name:  new(pool),
 		Count: &count,
 		Scaling: &api.ScalingPolicy{

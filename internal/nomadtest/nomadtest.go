@@ -128,7 +128,7 @@ client {
 			<-exited
 		}
 		if t.Failed() {
-			t.Logf("nomad agent log:\n%s", a.log.String())
+			t.Logf("nomad agent log (tail):\n%s", tail(a.log.String(), 6000))
 		}
 	})
 
@@ -175,3 +175,10 @@ func (a *Agent) Run(t testing.TB, args ...string) (string, int) {
 	return string(out), code
 }
 
+
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return "..." + s[len(s)-n:]
+}

@@ -1,0 +1,206 @@
+package jobs_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/butterfn/butter/hcl/spec"
+	"github.com/butterfn/butter/jobs"
+	"github.com/hashicorp/nomad/api"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files from the current output")
+
+var examples = []string{"hello", "pipeline", "iot"}
+
+func load(t *testing.T, dir string) *spec.Project {
+	t.Helper()
+	proj, rep := spec.Load(dir)
+	if proj == nil {
+		var buf bytes.Buffer
+		_ = rep.WriteText(&buf)
+		t.Fatalf("load %s:\n%s", dir, buf.String())
+	}
+	return proj
+}
+
+func render(t *testing.T, dir, format string) []byte {
+	t.Helper()
+	c, err := jobs.Compile(load(t, dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := jobs.Render(c.Job, format)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestGolden pins every example's rendered job, in both formats.
+func TestGolden(t *testing.T) {
+	for _, ex := range examples {
+		for _, format := range []string{"hcl", "json"} {
+			t.Run(ex+"."+format, func(t *testing.T) {
+				got := render(t, filepath.Join("..", "examples", ex), format)
+				golden := filepath.Join("testdata", ex+".nomad."+format)
+				if *update {
+					if err := os.WriteFile(golden, got, 0o644); err != nil {
+						t.Fatal(err)
+					}
+				}
+				want, err := os.ReadFile(golden)
+				if err != nil {
+					t.Fatalf("%v (run go test ./jobs -update and review the file)", err)
+				}
+				if !bytes.Equal(got, want) {
+					t.Errorf("rendered job differs from %s; if the change is intended, run go test ./jobs -update and review the diff\n--- got\n%s", golden, got)
+				}
+			})
+		}
+	}
+}
+
+// TestDeterministic renders each example twice, and once more from a copy
+// in another directory: the bytes must not change.
+func TestDeterministic(t *testing.T) {
+	for _, ex := range examples {
+		src := filepath.Join("..", "examples", ex)
+		cp := filepath.Join(t.TempDir(), "elsewhere", ex)
+		if err := os.CopyFS(cp, os.DirFS(src)); err != nil {
+			t.Fatal(err)
+		}
+		for _, format := range []string{"hcl", "json"} {
+			a, b, c := render(t, src, format), render(t, src, format), render(t, cp, format)
+			if !bytes.Equal(a, b) {
+				t.Errorf("%s/%s: two renders differ", ex, format)
+			}
+			if !bytes.Equal(a, c) {
+				t.Errorf("%s/%s: rendering a copy in another directory differs", ex, format)
+			}
+		}
+	}
+}
+
+// TestRevisionFollowsContent: a changed source changes the revision and
+// the bundle digest; an unchanged tree keeps them.
+func TestRevisionFollowsContent(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "iot")
+	if err := os.CopyFS(dir, os.DirFS("../examples/iot")); err != nil {
+		t.Fatal(err)
+	}
+	before, err := jobs.Compile(load(t, dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := filepath.Join(dir, "functions", "ingest", "index.js")
+	if err := os.WriteFile(f, []byte("exports.handle = async (x) => x;\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	after, err := jobs.Compile(load(t, dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before.Revision == after.Revision {
+		t.Error("revision unchanged after the ingest source changed")
+	}
+	changed := 0
+	for i := range before.Artifacts {
+		if before.Artifacts[i].Digest != after.Artifacts[i].Digest {
+			changed++
+			if before.Artifacts[i].Path != "functions/ingest" {
+				t.Errorf("digest of %s changed, but only functions/ingest did", before.Artifacts[i].Path)
+			}
+		}
+	}
+	if changed != 1 {
+		t.Errorf("%d artifact digests changed, want 1", changed)
+	}
+}
+
+func TestCompileShape(t *testing.T) {
+	c, err := jobs.Compile(load(t, "../examples/iot"), jobs.WithBlobURL("http://blobs.example:4750/v1/blobs/"), jobs.WithGitSHA("abc123-dirty"), jobs.WithDatacenters("dc1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	job := c.Job
+	if *job.ID != "butter-iot" || job.Meta[jobs.MetaProject] != "iot" || job.Meta[jobs.MetaRevision] != c.Revision || job.Meta[jobs.MetaGitSHA] != "abc123-dirty" {
+		t.Errorf("job identity/meta = %s %v", *job.ID, job.Meta)
+	}
+	if len(job.Datacenters) != 1 || job.Datacenters[0] != "dc1" {
+		t.Errorf("datacenters = %v", job.Datacenters)
+	}
+	// Two pools: batch (nightly) and default (ingest, detect).
+	if len(job.TaskGroups) != 2 || *job.TaskGroups[0].Name != "batch" || *job.TaskGroups[1].Name != "default" {
+		t.Fatalf("groups = %d", len(job.TaskGroups))
+	}
+	def := job.TaskGroups[1]
+	task := def.Tasks[0]
+	if task.Driver != "butter" {
+		t.Errorf("driver = %q", task.Driver)
+	}
+	fns := task.Config["function"].([]map[string]any)
+	if len(fns) != 2 || fns[0]["name"] != "detect" || fns[1]["name"] != "ingest" {
+		t.Fatalf("functions = %v", fns)
+	}
+	stream := fns[0]["stream"].([]map[string]any)[0]
+	if stream["stream"] != "iot.readings" || stream["offset"] != "first" || stream["group"] != "butter.iot.detect.readings" {
+		t.Errorf("detect's stream trigger = %v", stream)
+	}
+	if fns[1]["output"] != "iot.readings" {
+		t.Errorf("ingest output = %v", fns[1]["output"])
+	}
+	// ingest keeps one warm instance and detect consumes a stream: the
+	// group cannot scale to zero allocations. batch can.
+	if *def.Scaling.Min != 1 || *job.TaskGroups[0].Scaling.Min != 0 {
+		t.Errorf("scaling min: default=%d batch=%d", *def.Scaling.Min, *job.TaskGroups[0].Scaling.Min)
+	}
+	svc := def.Services[0]
+	if svc.Provider != "nomad" || svc.PortLabel != jobs.PortLabel || svc.Name != "butter-iot-default" {
+		t.Errorf("service = %+v", svc)
+	}
+	if len(def.Networks) != 1 || def.Networks[0].DynamicPorts[0].Label != jobs.PortLabel {
+		t.Errorf("network = %+v", def.Networks)
+	}
+	// Artifacts: two bundles and the reading schema, each by hash, with
+	// the blob URL's trailing slash trimmed.
+	if len(task.Artifacts) != 3 {
+		t.Fatalf("artifacts = %d, want 3", len(task.Artifacts))
+	}
+	for _, a := range task.Artifacts {
+		sum := a.GetterOptions["checksum"]
+		if !strings.HasPrefix(sum, "sha256:") || !strings.HasSuffix(*a.GetterSource, "/v1/blobs/sha256/"+strings.TrimPrefix(sum, "sha256:")) || strings.Contains(*a.GetterSource, "blobs//") {
+			t.Errorf("artifact %s checksum %s", *a.GetterSource, sum)
+		}
+	}
+	if *task.KillTimeout < 2e9 {
+		t.Errorf("kill_timeout %v is shorter than the longest function timeout", *task.KillTimeout)
+	}
+}
+
+// TestRenderEscapes: values that look like HCL templates or need quoting
+// come through intact in both formats.
+func TestRenderEscapes(t *testing.T) {
+	job := api.NewServiceJob("x", "x", "", 0)
+	job.Meta = map[string]string{"tricky": "${NOMAD_ALLOC_ID} \"quoted\" %{ if } \\ \n"}
+	b, err := jobs.RenderHCL(job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(b, []byte(`"$${NOMAD_ALLOC_ID} \"quoted\" %%{ if } \\ \n"`)) {
+		t.Errorf("meta not escaped:\n%s", b)
+	}
+	j, err := jobs.RenderJSON(job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back struct{ Job api.Job }
+	if err := json.Unmarshal(j, &back); err != nil || back.Job.Meta["tricky"] != job.Meta["tricky"] {
+		t.Errorf("JSON round trip: %v %q", err, back.Job.Meta["tricky"])
+	}
+}

@@ -1,0 +1,182 @@
+job "butter-iot" {
+  type = "service"
+  group "batch" {
+    count = 1
+    task "pool" {
+      driver       = "butter"
+      kill_timeout = "10m5s"
+      config {
+        pool     = "batch"
+        port     = "invoke"
+        project  = "iot"
+        revision = "eed3051efab1"
+        function {
+          bundle        = "local/bundles/f47206c4a37b98e438055e3d47f6167a08eb0f441ce1077616194d83d23682fd"
+          command       = ["./report.sh"]
+          concurrency   = 1
+          cpu           = 100
+          digest        = "sha256:f47206c4a37b98e438055e3d47f6167a08eb0f441ce1077616194d83d23682fd"
+          max_instances = 10
+          memory        = 256
+          min_instances = 0
+          name          = "nightly"
+          runtime       = "exec"
+          timeout       = "10m0s"
+        }
+      }
+      resources {
+        cpu        = 200
+        memory     = 320
+        memory_max = 2624
+      }
+      artifact {
+        source      = "http://127.0.0.1:4750/v1/blobs/sha256/f47206c4a37b98e438055e3d47f6167a08eb0f441ce1077616194d83d23682fd"
+        mode        = "dir"
+        destination = "local/bundles/f47206c4a37b98e438055e3d47f6167a08eb0f441ce1077616194d83d23682fd"
+        options {
+          archive  = "tar"
+          checksum = "sha256:f47206c4a37b98e438055e3d47f6167a08eb0f441ce1077616194d83d23682fd"
+        }
+      }
+    }
+    update {
+      progress_deadline = "15m5s"
+    }
+    network {
+      port "invoke" {
+      }
+    }
+    service {
+      name     = "butter-iot-batch"
+      tags     = ["butter", "project=iot", "pool=batch", "revision=eed3051efab1"]
+      port     = "invoke"
+      provider = "nomad"
+      check {
+        type     = "http"
+        path     = "/v1/health"
+        interval = "10s"
+        timeout  = "2s"
+      }
+    }
+    scaling {
+      min     = 0
+      max     = 10
+      enabled = true
+    }
+  }
+  group "default" {
+    count = 1
+    task "pool" {
+      driver       = "butter"
+      kill_timeout = "10s"
+      config {
+        pool     = "default"
+        port     = "invoke"
+        project  = "iot"
+        revision = "eed3051efab1"
+        function {
+          bundle        = "local/bundles/10451d6c5734f84a58ce9f5227032a89f907ae38666be13c3c176e189cb8363e"
+          concurrency   = 1
+          cpu           = 100
+          dead_letter   = "iot.failed-readings"
+          digest        = "sha256:10451d6c5734f84a58ce9f5227032a89f907ae38666be13c3c176e189cb8363e"
+          handler       = "detect.handle"
+          max_instances = 10
+          memory        = 128
+          min_instances = 0
+          name          = "detect"
+          output        = "iot.alerts"
+          runtime       = "python"
+          timeout       = "2s"
+          retry {
+            attempts    = 3
+            backoff     = "1s"
+            max_backoff = "32s"
+          }
+          state {
+            key = "device"
+            ttl = "720h0m0s"
+          }
+          stream {
+            group  = "butter.iot.detect.readings"
+            offset = "first"
+            schema = "local/schemas/8912abae4b878e84a75bd41a661853f927b4dc70f74bbb5c1590b180460e0dbb.json"
+            stream = "iot.readings"
+          }
+        }
+        function {
+          bundle        = "local/bundles/95ff280c99ea0b6b24720f57a5847869e42e16567061a72347a54bc016d3eb98"
+          concurrency   = 8
+          cpu           = 100
+          digest        = "sha256:95ff280c99ea0b6b24720f57a5847869e42e16567061a72347a54bc016d3eb98"
+          handler       = "index.handle"
+          input_schema  = "local/schemas/8912abae4b878e84a75bd41a661853f927b4dc70f74bbb5c1590b180460e0dbb.json"
+          max_instances = 50
+          memory        = 64
+          min_instances = 1
+          name          = "ingest"
+          output        = "iot.readings"
+          runtime       = "node"
+          timeout       = "5s"
+        }
+      }
+      resources {
+        cpu        = 300
+        memory     = 256
+        memory_max = 4544
+      }
+      artifact {
+        source      = "http://127.0.0.1:4750/v1/blobs/sha256/10451d6c5734f84a58ce9f5227032a89f907ae38666be13c3c176e189cb8363e"
+        mode        = "dir"
+        destination = "local/bundles/10451d6c5734f84a58ce9f5227032a89f907ae38666be13c3c176e189cb8363e"
+        options {
+          archive  = "tar"
+          checksum = "sha256:10451d6c5734f84a58ce9f5227032a89f907ae38666be13c3c176e189cb8363e"
+        }
+      }
+      artifact {
+        source      = "http://127.0.0.1:4750/v1/blobs/sha256/8912abae4b878e84a75bd41a661853f927b4dc70f74bbb5c1590b180460e0dbb"
+        mode        = "file"
+        destination = "local/schemas/8912abae4b878e84a75bd41a661853f927b4dc70f74bbb5c1590b180460e0dbb.json"
+        options {
+          archive  = "false"
+          checksum = "sha256:8912abae4b878e84a75bd41a661853f927b4dc70f74bbb5c1590b180460e0dbb"
+        }
+      }
+      artifact {
+        source      = "http://127.0.0.1:4750/v1/blobs/sha256/95ff280c99ea0b6b24720f57a5847869e42e16567061a72347a54bc016d3eb98"
+        mode        = "dir"
+        destination = "local/bundles/95ff280c99ea0b6b24720f57a5847869e42e16567061a72347a54bc016d3eb98"
+        options {
+          archive  = "tar"
+          checksum = "sha256:95ff280c99ea0b6b24720f57a5847869e42e16567061a72347a54bc016d3eb98"
+        }
+      }
+    }
+    network {
+      port "invoke" {
+      }
+    }
+    service {
+      name     = "butter-iot-default"
+      tags     = ["butter", "project=iot", "pool=default", "revision=eed3051efab1"]
+      port     = "invoke"
+      provider = "nomad"
+      check {
+        type     = "http"
+        path     = "/v1/health"
+        interval = "10s"
+        timeout  = "2s"
+      }
+    }
+    scaling {
+      min     = 1
+      max     = 10
+      enabled = true
+    }
+  }
+  meta {
+    butter_project  = "iot"
+    butter_revision = "eed3051efab1"
+  }
+}

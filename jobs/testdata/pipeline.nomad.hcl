@@ -1,0 +1,68 @@
+job "butter-pipeline" {
+  type = "service"
+  group "default" {
+    count = 1
+    task "pool" {
+      driver       = "butter"
+      kill_timeout = "7s"
+      config {
+        pool     = "default"
+        port     = "invoke"
+        project  = "pipeline"
+        revision = "3864aef4d82e"
+        function {
+          command       = ["sed", "-u"]
+          concurrency   = 1
+          cpu           = 100
+          max_instances = 10
+          memory        = 16
+          min_instances = 0
+          name          = "sed"
+          runtime       = "exec"
+          timeout       = "2s"
+        }
+        function {
+          command       = ["tr", "[:lower:]", "[:upper:]"]
+          concurrency   = 1
+          cpu           = 100
+          max_instances = 10
+          memory        = 16
+          min_instances = 0
+          name          = "to-upper"
+          runtime       = "exec"
+          timeout       = "2s"
+        }
+      }
+      resources {
+        cpu        = 300
+        memory     = 96
+        memory_max = 384
+      }
+    }
+    network {
+      port "invoke" {
+      }
+    }
+    service {
+      name     = "butter-pipeline-default"
+      tags     = ["butter", "project=pipeline", "pool=default", "revision=3864aef4d82e"]
+      port     = "invoke"
+      provider = "nomad"
+      check {
+        type     = "http"
+        path     = "/v1/health"
+        interval = "10s"
+        timeout  = "2s"
+      }
+    }
+    scaling {
+      min     = 0
+      max     = 10
+      enabled = true
+    }
+  }
+  meta {
+    butter_project  = "pipeline"
+    butter_revision = "3864aef4d82e"
+  }
+}
