@@ -324,7 +324,7 @@ func (o *options) group(p *spec.Project, rev, pool string, fns []*spec.Function,
 			MemoryMB:    new(mem),
 			MemoryMaxMB: new(max(memMax, mem)),
 		},
-		Artifacts:   artifacts,
+		Artifacts: artifacts,
 	}
 	count := 1
 	killTimeout := longest + drainGrace
@@ -337,8 +337,8 @@ func (o *options) group(p *spec.Project, rev, pool string, fns []*spec.Function,
 	task.KillTimeout = &killTimeout
 	return &api.TaskGroup{
 		Update: update,
-		Name:  new(pool),
-		Count: &count,
+		Name:   new(pool),
+		Count:  &count,
 		Scaling: &api.ScalingPolicy{
 			Enabled: new(true),
 			Min:     new(minAllocs),

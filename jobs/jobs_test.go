@@ -18,7 +18,7 @@ var update = flag.Bool("update", false, "rewrite golden files from the current o
 
 var examples = []string{"hello", "pipeline", "iot"}
 
-func load(t *testing.T, dir string) *spec.Project {
+func load(t testing.TB, dir string) *spec.Project {
 	t.Helper()
 	proj, rep := spec.Load(dir)
 	if proj == nil {

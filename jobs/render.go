@@ -256,4 +256,3 @@ func Render(job *api.Job, format string) ([]byte, error) {
 	}
 	return nil, fmt.Errorf("unknown format %q: use hcl or json", format)
 }
-

@@ -172,9 +172,7 @@ func (d *decoder) load() *Project {
 	}
 
 	proj := &Project{Dir: d.display}
-	for _, rel := range files {
-		proj.Files = append(proj.Files, rel)
-	}
+	proj.Files = append(proj.Files, files...)
 	proj.Name = d.projectName()
 
 	// Pass 2: decode bodies, resolving references.

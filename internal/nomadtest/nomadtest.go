@@ -175,7 +175,6 @@ func (a *Agent) Run(t testing.TB, args ...string) (string, int) {
 	return string(out), code
 }
 
-
 func tail(s string, n int) string {
 	if len(s) <= n {
 		return s
