@@ -43,8 +43,10 @@ lint: $(BIN)/staticcheck
 	  if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	@echo "==> go vet"
 	$(GO) vet ./...
+	cd sdk/go && $(GO) vet ./...
 	@echo "==> staticcheck"
 	$(BIN)/staticcheck ./...
+	cd sdk/go && $(BIN)/staticcheck ./...
 
 ## test: every test: lint, the race-enabled suite (with a real Nomad agent), and bounded fuzzing
 test: tools lint unit fuzz
@@ -52,6 +54,12 @@ test: tools lint unit fuzz
 unit: $(BIN)/nomad
 	@echo "==> go test -race ./..."
 	BUTTER_REQUIRE_NOMAD=1 $(GO) test -race -count=1 ./...
+	@echo "==> the Go SDK (its own module)"
+	cd sdk/go && $(GO) test -race -count=1 ./...
+	@echo "==> the Node SDK"
+	node --test sdk/node/
+	@echo "==> the Python SDK"
+	python3 -m unittest discover -s sdk/python -p 'test_*.py'
 
 fuzz:
 	@echo "==> fuzzing the spec decoder for $(FUZZTIME)"

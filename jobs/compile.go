@@ -266,6 +266,9 @@ func (o *options) group(p *spec.Project, rev, pool string, fns []*spec.Function,
 		if len(f.Env) > 0 {
 			fn["env"] = f.Env
 		}
+		if len(f.Options) > 0 {
+			fn["options"] = f.Options
+		}
 		if f.InputSchema != "" {
 			fn["input_schema"] = fetch(f.InputSchema, true)
 		}

@@ -40,6 +40,8 @@ func run(args []string) int {
 		"job render": func() (cli.Command, error) { return &renderCommand{ui: ui}, nil },
 		"init":       func() (cli.Command, error) { return &initCommand{ui: ui}, nil },
 		"version":    func() (cli.Command, error) { return &versionCommand{ui: ui}, nil },
+		"invoke":     func() (cli.Command, error) { return &invokeCommand{ui: ui}, nil },
+		"pool":       func() (cli.Command, error) { return &poolCommand{ui: ui}, nil },
 	}
 	code, err := c.Run()
 	if err != nil {

@@ -1,14 +1,16 @@
-# pipeline: `sed e=s/hate/love/ | to-upper`, bound to POST /shout.
+# pipeline: `sed | to-upper`, bound to POST /shout.
 #
-#   curl -d 'i hate mondays' http://127.0.0.1:8080/shout   ->   I LOVE MONDAYS
+#   echo 'I hate this' | butter invoke --local examples/pipeline "sed | to-upper"   ->   I LOVE THIS
 
 project "pipeline" {}
 
-# An exec function gets a step's options as flags after its command:
-# { e = "s/hate/love/" } runs `sed -e s/hate/love/`.
+# An exec function gets its options as flags after its command:
+# { e = "s/hate/love/" } runs `sed -u -e s/hate/love/`. A pipeline step
+# may override them: `sed e=s/love/hate/ | to-upper`.
 function "sed" {
   runtime = "exec"
   command = ["sed", "-u"]
+  options = { e = "s/hate/love/" }
   timeout = "2s"
   memory  = 16
 }
@@ -21,10 +23,7 @@ function "to-upper" {
 }
 
 pipeline "shout" {
-  steps = [
-    { function = function.sed, options = { e = "s/hate/love/" } },
-    function.to-upper,
-  ]
+  steps = [function.sed, function.to-upper]
 
   trigger "http" {
     route = "POST /shout"

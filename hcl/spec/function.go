@@ -2,6 +2,7 @@ package spec
 
 import (
 	"fmt"
+	"io/fs"
 	"path"
 	"strings"
 
@@ -12,7 +13,7 @@ var functionSchema = &hcl.BodySchema{
 	Attributes: []hcl.AttributeSchema{
 		{Name: "runtime"}, {Name: "source"}, {Name: "handler"}, {Name: "command"},
 		{Name: "pool"}, {Name: "output"}, {Name: "dead_letter"}, {Name: "timeout"},
-		{Name: "memory"}, {Name: "cpu"}, {Name: "env"},
+		{Name: "memory"}, {Name: "cpu"}, {Name: "env"}, {Name: "options"},
 		{Name: "input_schema"}, {Name: "output_schema"},
 	},
 	Blocks: []hcl.BlockHeaderSchema{
@@ -130,6 +131,11 @@ func (d *decoder) decodeFunction(p pending) {
 			f.Env = m
 		}
 	}
+	if a := attrs["options"]; a != nil {
+		if m, ok := d.strMap(a); ok {
+			f.Options = m
+		}
+	}
 	if a := attrs["input_schema"]; a != nil {
 		f.InputSchema, _ = d.schemaFile(p.file, a)
 	}
@@ -192,6 +198,15 @@ func (d *decoder) checkRuntime(f *Function, attrs hcl.Attributes, p pending) {
 			r := a.NameRange
 			d.errorf(&r, "Unexpected handler", "%s function runs its command; handler applies to node, python and go functions. Remove it.", article(f.Runtime))
 		}
+	}
+	if f.Handler == "" && f.Source != "" && (f.Runtime == "python" || f.Runtime == "node") {
+		// The default handler is the function "handle" of the source file,
+		// or of index.js / main.py in a source directory.
+		module := map[string]string{"node": "index", "python": "main"}[f.Runtime]
+		if fi, err := fs.Stat(d.fsys, f.Source); err == nil && !fi.IsDir() {
+			module = strings.TrimSuffix(path.Base(f.Source), path.Ext(f.Source))
+		}
+		f.Handler = module + ".handle"
 	}
 	if f.Source != "" && (f.Runtime == "python" || f.Runtime == "node") {
 		// A single-file source must be in the runtime's language.

@@ -63,7 +63,10 @@ type Function struct {
 	// CPU is the CPU share of one instance, in MHz.
 	CPU int
 
-	Env          map[string]string
+	Env map[string]string
+	// Options are the function's default options; a pipeline step's
+	// options override them by name.
+	Options      map[string]string
 	InputSchema  string
 	OutputSchema string
 

@@ -158,7 +158,7 @@ func TestDecodeModel(t *testing.T) {
 		t.Fatalf("%v", rep.Diags)
 	}
 	shout := pl.Pipeline("shout")
-	if len(shout.Steps) != 2 || shout.Steps[0].Function.Name != "sed" || shout.Steps[0].Options["e"] != "s/hate/love/" || shout.Steps[1].Name() != "to-upper" {
+	if len(shout.Steps) != 2 || shout.Steps[0].Function.Name != "sed" || shout.Steps[0].Function.Options["e"] != "s/hate/love/" || shout.Steps[1].Name() != "to-upper" {
 		t.Errorf("shout's steps = %+v", shout.Steps)
 	}
 }

@@ -9,7 +9,7 @@ job "butter-hello" {
         pool     = "default"
         port     = "invoke"
         project  = "hello"
-        revision = "3cc1540d5e91"
+        revision = "f6de3c12eb86"
         function {
           command       = ["cat"]
           concurrency   = 1
@@ -22,10 +22,10 @@ job "butter-hello" {
           timeout       = "5s"
         }
         function {
-          bundle        = "local/bundles/f02f4acc352955018ef4d64e0753ac5c2ff9fdcbe197b51fa3245b1cdcfeb53e"
+          bundle        = "local/bundles/13bb4923bb94035f7223c013b87ffdfe38d766eee0fb5165ea30690c61669ca6"
           concurrency   = 64
           cpu           = 100
-          digest        = "sha256:f02f4acc352955018ef4d64e0753ac5c2ff9fdcbe197b51fa3245b1cdcfeb53e"
+          digest        = "sha256:13bb4923bb94035f7223c013b87ffdfe38d766eee0fb5165ea30690c61669ca6"
           max_instances = 4
           memory        = 32
           min_instances = 0
@@ -66,12 +66,12 @@ job "butter-hello" {
         memory_max = 2272
       }
       artifact {
-        source      = "http://127.0.0.1:4750/v1/blobs/sha256/f02f4acc352955018ef4d64e0753ac5c2ff9fdcbe197b51fa3245b1cdcfeb53e"
+        source      = "http://127.0.0.1:4750/v1/blobs/sha256/13bb4923bb94035f7223c013b87ffdfe38d766eee0fb5165ea30690c61669ca6"
         mode        = "dir"
-        destination = "local/bundles/f02f4acc352955018ef4d64e0753ac5c2ff9fdcbe197b51fa3245b1cdcfeb53e"
+        destination = "local/bundles/13bb4923bb94035f7223c013b87ffdfe38d766eee0fb5165ea30690c61669ca6"
         options {
           archive  = "tar"
-          checksum = "sha256:f02f4acc352955018ef4d64e0753ac5c2ff9fdcbe197b51fa3245b1cdcfeb53e"
+          checksum = "sha256:13bb4923bb94035f7223c013b87ffdfe38d766eee0fb5165ea30690c61669ca6"
         }
       }
       artifact {
@@ -99,7 +99,7 @@ job "butter-hello" {
     }
     service {
       name     = "butter-hello-default"
-      tags     = ["butter", "project=hello", "pool=default", "revision=3cc1540d5e91"]
+      tags     = ["butter", "project=hello", "pool=default", "revision=f6de3c12eb86"]
       port     = "invoke"
       provider = "nomad"
       check {
@@ -117,6 +117,6 @@ job "butter-hello" {
   }
   meta {
     butter_project  = "hello"
-    butter_revision = "3cc1540d5e91"
+    butter_revision = "f6de3c12eb86"
   }
 }

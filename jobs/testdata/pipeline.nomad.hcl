@@ -9,7 +9,7 @@ job "butter-pipeline" {
         pool     = "default"
         port     = "invoke"
         project  = "pipeline"
-        revision = "3864aef4d82e"
+        revision = "565a2525c92b"
         function {
           command       = ["sed", "-u"]
           concurrency   = 1
@@ -18,8 +18,11 @@ job "butter-pipeline" {
           memory        = 16
           min_instances = 0
           name          = "sed"
-          runtime       = "exec"
-          timeout       = "2s"
+          options = {
+            e = "s/hate/love/"
+          }
+          runtime = "exec"
+          timeout = "2s"
         }
         function {
           command       = ["tr", "[:lower:]", "[:upper:]"]
@@ -45,7 +48,7 @@ job "butter-pipeline" {
     }
     service {
       name     = "butter-pipeline-default"
-      tags     = ["butter", "project=pipeline", "pool=default", "revision=3864aef4d82e"]
+      tags     = ["butter", "project=pipeline", "pool=default", "revision=565a2525c92b"]
       port     = "invoke"
       provider = "nomad"
       check {
@@ -63,6 +66,6 @@ job "butter-pipeline" {
   }
   meta {
     butter_project  = "pipeline"
-    butter_revision = "3864aef4d82e"
+    butter_revision = "565a2525c92b"
   }
 }

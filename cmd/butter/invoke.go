@@ -1,0 +1,237 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/butterfn/butter/hcl/spec"
+	"github.com/butterfn/butter/plugins/pool"
+	"github.com/butterfn/butter/sdk"
+	"github.com/hashicorp/cli"
+)
+
+type invokeCommand struct{ ui cli.Ui }
+
+func (c *invokeCommand) Synopsis() string { return "Invoke a function or a pipeline" }
+
+func (c *invokeCommand) Help() string {
+	return trimHelp(`
+Usage: butter invoke -local [dir] <function | "a | b | c">
+
+  Reads the input from standard input, runs the function (or the pipeline)
+  and writes its output to standard output. With -local, the project in dir
+  (default: the current directory) runs in a pool inside this process: the
+  same pool code Nomad runs, with no cluster at all.
+
+  A pipeline streams each step's output into the next step's input. A step
+  may carry options, which reach the function next to its input (an exec
+  function gets them as flags):
+
+      echo "I hate this" | butter invoke -local examples/pipeline "sed | to-upper"
+      echo "I hate this" | butter invoke -local examples/pipeline "sed e=s/hate/like/ | to-upper"
+
+  A pipeline declared in the spec can be named too: butter invoke -local . shout
+
+  Exit status: 0 on success, 1 when a step fails (the error, with its type,
+  goes to standard error), 2 for a usage error.
+
+Options:
+
+  -local
+    Run the project locally. (Invoking a running platform arrives with the
+    gateway.)
+`)
+}
+
+// step is one parsed pipeline step.
+type step struct {
+	function string
+	options  map[string]string
+}
+
+// parsePipeline parses `a k=v | b`. Names of pipelines declared in the
+// project expand into their steps.
+func parsePipeline(expr string, proj *spec.Project) ([]step, error) {
+	var out []step
+	for _, part := range strings.Split(expr, "|") {
+		fields := strings.Fields(part)
+		if len(fields) == 0 {
+			return nil, fmt.Errorf("empty step in %q", expr)
+		}
+		s := step{function: fields[0], options: map[string]string{}}
+		for _, kv := range fields[1:] {
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok || k == "" {
+				return nil, fmt.Errorf("step %q: option %q is not name=value", fields[0], kv)
+			}
+			s.options[k] = v
+		}
+		if pl := proj.Pipeline(s.function); pl != nil {
+			if len(s.options) > 0 {
+				return nil, fmt.Errorf("step %q is a pipeline; options go on its functions", s.function)
+			}
+			out = append(out, expand(pl)...)
+			continue
+		}
+		if proj.Function(s.function) == nil {
+			names := make([]string, 0)
+			for _, f := range proj.Functions {
+				names = append(names, f.Name)
+			}
+			for _, p := range proj.Pipelines {
+				names = append(names, p.Name)
+			}
+			return nil, fmt.Errorf("no function or pipeline %q in project %s (it has: %s)", s.function, proj.Name, strings.Join(names, ", "))
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func expand(pl *spec.Pipeline) []step {
+	var out []step
+	for _, st := range pl.Steps {
+		if st.Pipeline != nil {
+			out = append(out, expand(st.Pipeline)...)
+			continue
+		}
+		out = append(out, step{function: st.Function.Name, options: st.Options})
+	}
+	return out
+}
+
+func (c *invokeCommand) Run(args []string) int {
+	fs := newFlagSet("invoke")
+	local := fs.Bool("local", false, "")
+	pos, err := parseInterspersed(fs, args)
+	if err == nil && !*local {
+		err = errors.New("only -local is available until the gateway lands: butter invoke -local <dir> <function>")
+	}
+	if err == nil && (len(pos) < 1 || len(pos) > 2) {
+		err = errors.New("give a function or pipeline to invoke, and optionally the project directory before it")
+	}
+	if err != nil {
+		return usageError(c.ui, c.Help(), err, nil, 2)
+	}
+	dir, expr := ".", pos[0]
+	if len(pos) == 2 {
+		dir, expr = pos[0], pos[1]
+	}
+	proj, rep := spec.Load(dir)
+	if err := rep.WriteText(os.Stderr); err != nil || proj == nil {
+		return exitInvalid
+	}
+	steps, err := parsePipeline(expr, proj)
+	if err != nil {
+		return usageError(c.ui, c.Help(), err, nil, 2)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		cache = os.TempDir()
+	}
+	sdks, err := sdk.Install(cache + "/butter")
+	if err != nil {
+		c.ui.Error("Error: " + err.Error())
+		return exitInvalid
+	}
+	p, err := pool.New(pool.LocalConfig(proj), func(fn string) io.Writer { return prefixWriter(os.Stderr, "["+fn+"] ") }, pool.WithSDKs(sdks))
+	if err != nil {
+		c.ui.Error("Error: " + err.Error())
+		return exitInvalid
+	}
+	if err := p.Start(ctx); err != nil {
+		c.ui.Error("Error: " + err.Error())
+	}
+	defer p.Stop()
+	if err := runSteps(ctx, p, steps, os.Stdin, os.Stdout); err != nil {
+		c.ui.Error("Error: " + err.Error())
+		return exitInvalid
+	}
+	return exitOK
+}
+
+// runSteps streams input through the steps, each step's output piped into
+// the next one's input, all running at once.
+func runSteps(ctx context.Context, p *pool.Pool, steps []step, in io.Reader, out io.Writer) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, len(steps))
+	for i, s := range steps {
+		var next io.Reader
+		var w io.Writer = out
+		var pw *io.PipeWriter
+		if i < len(steps)-1 {
+			var pr *io.PipeReader
+			pr, pw = io.Pipe()
+			next, w = pr, pw
+		}
+		go func(i int, s step, in io.Reader, w io.Writer, pw *io.PipeWriter) {
+			err := p.Invoke(ctx, s.function, &pool.Call{Input: in, Output: w, Options: s.options})
+			if err != nil {
+				err = fmt.Errorf("step %d (%s): %w", i+1, s.function, err)
+				cancel()
+			}
+			if pw != nil {
+				pw.CloseWithError(err)
+			}
+			// Drain what the previous step still sends, so it can finish.
+			if r, ok := in.(*io.PipeReader); ok {
+				r.CloseWithError(errors.New("the next step finished"))
+			}
+			errs <- err
+		}(i, s, in, w, pw)
+		in = next
+	}
+	// Report the step that failed first, not the steps it cancelled.
+	var first, cause error
+	for range steps {
+		err := <-errs
+		if err != nil && first == nil {
+			first = err
+		}
+		if err != nil && cause == nil && !errors.Is(err, context.Canceled) {
+			cause = err
+		}
+	}
+	if cause != nil {
+		return cause
+	}
+	return first
+}
+
+// prefixWriter tags each line with a prefix.
+func prefixWriter(w io.Writer, prefix string) io.Writer {
+	pr, pw := io.Pipe()
+	go func() {
+		buf := make([]byte, 0, 4096)
+		chunk := make([]byte, 4096)
+		for {
+			n, err := pr.Read(chunk)
+			buf = append(buf, chunk[:n]...)
+			for {
+				i := strings.IndexByte(string(buf), '\n')
+				if i < 0 {
+					break
+				}
+				fmt.Fprintf(w, "%s%s\n", prefix, buf[:i])
+				buf = buf[i+1:]
+			}
+			if err != nil {
+				if len(buf) > 0 {
+					fmt.Fprintf(w, "%s%s\n", prefix, buf)
+				}
+				return
+			}
+		}
+	}()
+	return pw
+}

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/butterfn/butter/plugins/pool"
+	"github.com/butterfn/butter/sdk"
+	"github.com/hashicorp/cli"
+	"github.com/hashicorp/go-hclog"
+)
+
+type poolCommand struct{ ui cli.Ui }
+
+func (c *poolCommand) Synopsis() string { return "Run a pool (started by the butter task driver)" }
+
+func (c *poolCommand) Help() string {
+	return trimHelp(`
+Usage: butter pool -config <file> [options]
+
+  Runs a pool: the process that hosts a task's functions and serves their
+  invoke endpoint. The butter task driver starts it in each allocation; it
+  can also run by hand for debugging.
+
+  On SIGTERM or SIGINT it drains: new calls are refused, calls in flight
+  get -drain to finish, then the instances stop.
+
+Options:
+
+  -config=<file>
+    The pool config, as JSON in the task config's shape (the driver writes it).
+
+  -dir=<dir>
+    The task directory that bundle paths are relative to. Default: the
+    current directory.
+
+  -listen=127.0.0.1:0
+    Where to serve the invoke endpoint. Port 0 picks a free port; the address
+    is printed. $NOMAD_PORT_invoke, when set, supplies the port.
+
+  -drain=10s
+    How long calls in flight may take to finish on shutdown.
+
+  -idle=30s
+    How long an instance above its function's minimum may stay idle.
+`)
+}
+
+func (c *poolCommand) Run(args []string) int {
+	fs := newFlagSet("pool")
+	cfgPath := fs.String("config", "", "")
+	dir := fs.String("dir", ".", "")
+	listen := fs.String("listen", "", "")
+	drain := fs.Duration("drain", 10*time.Second, "")
+	idle := fs.Duration("idle", 30*time.Second, "")
+	pos, err := parseInterspersed(fs, args)
+	if err == nil && *cfgPath == "" {
+		err = errors.New("-config is required")
+	}
+	if err != nil || len(pos) > 0 {
+		return usageError(c.ui, c.Help(), err, pos, 0)
+	}
+	if *listen == "" {
+		*listen = "127.0.0.1:0"
+		if port := os.Getenv("NOMAD_PORT_invoke"); port != "" {
+			ip := os.Getenv("NOMAD_IP_invoke")
+			if ip == "" {
+				ip = "127.0.0.1"
+			}
+			*listen = net.JoinHostPort(ip, port)
+		}
+	}
+	log := hclog.New(&hclog.LoggerOptions{Name: "pool", Output: os.Stderr, Level: hclog.Info})
+	cfg, err := pool.LoadConfig(*cfgPath)
+	if err != nil {
+		log.Error("cannot load the config", "error", err)
+		return exitInvalid
+	}
+	for i := range cfg.Functions {
+		if b := cfg.Functions[i].Bundle; b != "" && !filepath.IsAbs(b) {
+			cfg.Functions[i].Bundle = filepath.Join(*dir, b)
+		} else if b == "" {
+			cfg.Functions[i].Bundle = *dir
+		}
+	}
+	sdks, err := sdk.Install(filepath.Join(os.TempDir(), "butter-sdk"))
+	if err != nil {
+		log.Error("cannot install the SDKs", "error", err)
+		return exitInvalid
+	}
+	p, err := pool.New(cfg, func(fn string) io.Writer {
+		return log.Named(fn).StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true})
+	}, pool.WithLogger(log), pool.WithSDKs(sdks), pool.WithStopGrace(*drain), pool.WithIdleTimeout(*idle))
+	if err != nil {
+		log.Error("cannot create the pool", "error", err)
+		return exitInvalid
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := p.Start(ctx); err != nil {
+		log.Warn("some minimum instances did not start", "error", err)
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		log.Error("cannot listen", "addr", *listen, "error", err)
+		p.Stop()
+		return exitInvalid
+	}
+	srv := &http.Server{Handler: p.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	log.Info("pool serving", "addr", ln.Addr().String(), "project", cfg.Project, "pool", cfg.Pool, "functions", len(cfg.Functions))
+	fmt.Printf("pool listening on %s\n", ln.Addr())
+	select {
+	case <-ctx.Done():
+	case err := <-served:
+		log.Error("server failed", "error", err)
+	}
+	log.Info("draining", "grace", drain.String())
+	sctx, cancel := context.WithTimeout(context.Background(), *drain)
+	defer cancel()
+	_ = srv.Shutdown(sctx) // waits for calls in flight, up to the grace
+	p.Stop()
+	log.Info("pool stopped")
+	return exitOK
+}

@@ -1,0 +1,103 @@
+package pool
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/butterfn/butter/hcl/spec"
+)
+
+// Config is what a pool hosts: the task config that package jobs renders
+// and the driver passes on, in the same field names.
+type Config struct {
+	Project   string           `json:"project"`
+	Revision  string           `json:"revision"`
+	Pool      string           `json:"pool"`
+	Functions []FunctionConfig `json:"function"`
+}
+
+// FunctionConfig is one function of a pool.
+type FunctionConfig struct {
+	Name    string   `json:"name"`
+	Runtime string   `json:"runtime"`
+	Bundle  string   `json:"bundle,omitempty"`
+	Digest  string   `json:"digest,omitempty"`
+	Handler string   `json:"handler,omitempty"`
+	Command []string `json:"command,omitempty"`
+	Timeout string   `json:"timeout"`
+	Memory  int      `json:"memory"`
+	CPU     int      `json:"cpu"`
+
+	MinInstances int `json:"min_instances"`
+	MaxInstances int `json:"max_instances"`
+	Concurrency  int `json:"concurrency"`
+
+	Output     string            `json:"output,omitempty"`
+	DeadLetter string            `json:"dead_letter,omitempty"`
+	Env        map[string]string `json:"env,omitempty"`
+	Options    map[string]string `json:"options,omitempty"`
+}
+
+// LoadConfig reads a pool config written as JSON.
+func LoadConfig(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read pool config: %w", err)
+	}
+	var c Config
+	if err := json.Unmarshal(b, &c); err != nil {
+		return nil, fmt.Errorf("pool config %s: %w", path, err)
+	}
+	return &c, c.check()
+}
+
+func (c *Config) check() error {
+	seen := map[string]bool{}
+	for _, f := range c.Functions {
+		if f.Name == "" || seen[f.Name] {
+			return fmt.Errorf("pool config: function name %q is empty or repeated", f.Name)
+		}
+		seen[f.Name] = true
+		if _, err := time.ParseDuration(f.Timeout); err != nil {
+			return fmt.Errorf("pool config: function %s: timeout: %w", f.Name, err)
+		}
+		if f.MaxInstances < 1 || f.MinInstances > f.MaxInstances {
+			return fmt.Errorf("pool config: function %s: instances min %d, max %d", f.Name, f.MinInstances, f.MaxInstances)
+		}
+	}
+	return nil
+}
+
+// LocalConfig builds the config of a pool hosting every function of a
+// project straight from its source tree, for `butter invoke --local` and
+// `butter dev`: bundles are the source directories themselves.
+func LocalConfig(p *spec.Project) *Config {
+	c := &Config{Project: p.Name, Pool: "local"}
+	for _, f := range p.Functions {
+		fc := FunctionConfig{
+			Name: f.Name, Runtime: f.Runtime, Handler: f.Handler, Command: f.Command,
+			Timeout: f.Timeout.String(), Memory: f.Memory, CPU: f.CPU,
+			MinInstances: f.Instances.Min, MaxInstances: f.Instances.Max, Concurrency: f.Instances.Concurrency,
+			Env: f.Env, Options: f.Options,
+		}
+		switch {
+		case f.Source == "":
+			fc.Bundle = p.Dir
+		default:
+			src := filepath.Join(p.Dir, filepath.FromSlash(f.Source))
+			if fi, err := os.Stat(src); err == nil && !fi.IsDir() {
+				fc.Bundle = filepath.Dir(src)
+			} else {
+				fc.Bundle = src
+			}
+		}
+		if f.Output != nil {
+			fc.Output = f.Output.Name
+		}
+		c.Functions = append(c.Functions, fc)
+	}
+	return c
+}

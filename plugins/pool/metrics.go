@@ -1,0 +1,53 @@
+package pool
+
+import (
+	"errors"
+	"time"
+
+	"github.com/butterfn/butter/sdk/go/proto"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are a pool's Prometheus metrics.
+type Metrics struct {
+	Registry    *prometheus.Registry
+	invocations *prometheus.CounterVec
+	errors      *prometheus.CounterVec
+	duration    *prometheus.HistogramVec
+	instances   *prometheus.GaugeVec
+	inflight    *prometheus.GaugeVec
+	coldStarts  *prometheus.CounterVec
+	restarts    *prometheus.CounterVec
+}
+
+// NewMetrics registers the pool's metrics in a new registry.
+func NewMetrics() *Metrics {
+	fn := []string{"function"}
+	m := &Metrics{
+		Registry:    prometheus.NewRegistry(),
+		invocations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "butter_invocations_total", Help: "Calls completed, by function and outcome (ok or error)."}, []string{"function", "outcome"}),
+		errors:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "butter_invocation_errors_total", Help: "Failed calls, by function and error type."}, []string{"function", "type"}),
+		duration:    prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "butter_invocation_duration_seconds", Help: "Call duration, queueing included.", Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10)}, fn),
+		instances:   prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "butter_instances", Help: "Running instances."}, fn),
+		inflight:    prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "butter_inflight_calls", Help: "Calls in flight."}, fn),
+		coldStarts:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "butter_cold_starts_total", Help: "Instances started because every instance was busy or none ran."}, fn),
+		restarts:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "butter_instance_restarts_total", Help: "Instances that exited without being asked to (crashed, killed as hung)."}, fn),
+	}
+	m.Registry.MustRegister(m.invocations, m.errors, m.duration, m.instances, m.inflight, m.coldStarts, m.restarts)
+	return m
+}
+
+func (m *Metrics) observe(function string, d time.Duration, err error) {
+	m.duration.WithLabelValues(function).Observe(d.Seconds())
+	if err == nil {
+		m.invocations.WithLabelValues(function, "ok").Inc()
+		return
+	}
+	m.invocations.WithLabelValues(function, "error").Inc()
+	typ := "InstanceFailed"
+	var pe *proto.Error
+	if errors.As(err, &pe) {
+		typ = pe.Type
+	}
+	m.errors.WithLabelValues(function, typ).Inc()
+}

@@ -1,0 +1,431 @@
+// Package pool hosts the functions of one Nomad task: every function with
+// its instances, started on demand up to max and retired when idle down to
+// min (which may be 0), behind an invoke endpoint that streams request and
+// response bodies.
+//
+// The same code runs under the butter task driver (`butter pool`), in
+// `butter invoke --local` and in `butter dev`.
+//
+// Contract: a call holds one unit of an instance's concurrency from the
+// moment it is admitted until its result. A call never waits longer than
+// its deadline; past it the caller gets a Timeout and a worker that does
+// not stop is killed and replaced. An instance that dies fails the calls
+// it was running (their input is spent, so they are not retried) and is
+// replaced; its neighbours are untouched.
+//
+// Neighbours: package runtime runs the instances; package driver starts
+// pools under Nomad; cmd/butter wires the flags.
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/butterfn/butter/plugins/runtime"
+	"github.com/butterfn/butter/sdk/go/proto"
+	"github.com/hashicorp/go-hclog"
+)
+
+// Options configure a Pool. The zero value of each is documented.
+type options struct {
+	logger      hclog.Logger
+	idleTimeout time.Duration
+	stopGrace   time.Duration
+	sdks        *runtime.SDKs
+	metrics     *Metrics
+	runtimes    map[string]runtime.Runtime
+}
+
+// Option configures New.
+type Option func(*options)
+
+// WithLogger sets the logger. The default discards.
+func WithLogger(l hclog.Logger) Option { return func(o *options) { o.logger = l } }
+
+// WithIdleTimeout sets how long an instance above min may stay idle
+// before it is retired. The default is 30s.
+func WithIdleTimeout(d time.Duration) Option { return func(o *options) { o.idleTimeout = d } }
+
+// WithStopGrace bounds a drain: how long in-flight calls may take to
+// finish when the pool stops. The default is 10s.
+func WithStopGrace(d time.Duration) Option { return func(o *options) { o.stopGrace = d } }
+
+// WithSDKs tells process runtimes where the language SDKs are.
+func WithSDKs(s *runtime.SDKs) Option { return func(o *options) { o.sdks = s } }
+
+// WithMetrics records the pool's metrics in m.
+func WithMetrics(m *Metrics) Option { return func(o *options) { o.metrics = m } }
+
+// WithRuntime replaces the runtime used for a runtime name; tests use it
+// to inject an in-memory runtime.
+func WithRuntime(name string, r runtime.Runtime) Option {
+	return func(o *options) { o.runtimes[name] = r }
+}
+
+// Pool hosts a set of functions.
+type Pool struct {
+	cfg  *Config
+	opts options
+	fns  map[string]*fnPool
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// ErrUnknownFunction is returned by Invoke for a function the pool does
+// not host.
+var ErrUnknownFunction = errors.New("unknown function")
+
+// New prepares a pool. Start starts it.
+func New(cfg *Config, logs func(function string) io.Writer, opts ...Option) (*Pool, error) {
+	o := options{logger: hclog.NewNullLogger(), idleTimeout: 30 * time.Second, stopGrace: 10 * time.Second, runtimes: map[string]runtime.Runtime{}}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.metrics == nil {
+		o.metrics = NewMetrics()
+	}
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	p := &Pool{cfg: cfg, opts: o, fns: map[string]*fnPool{}}
+	for _, fc := range cfg.Functions {
+		rt := o.runtimes[fc.Runtime]
+		if rt == nil {
+			var err error
+			if rt, err = runtime.For(fc.Runtime, o.sdks); err != nil {
+				return nil, fmt.Errorf("function %s: %w", fc.Name, err)
+			}
+		}
+		timeout, _ := time.ParseDuration(fc.Timeout)
+		var lw io.Writer = io.Discard
+		if logs != nil {
+			lw = logs(fc.Name)
+		}
+		p.fns[fc.Name] = &fnPool{
+			pool: p,
+			cfg:  fc,
+			rt:   rt,
+			fn: &runtime.Function{
+				Name: fc.Name, Runtime: fc.Runtime, Dir: fc.Bundle, Handler: fc.Handler,
+				Command: fc.Command, Env: fc.Env, Concurrency: max(fc.Concurrency, 1),
+				MaxOpenFiles: 1024, Logs: lw,
+			},
+			timeout: timeout,
+			log:     o.logger.Named(fc.Name),
+			wake:    make(chan struct{}),
+		}
+	}
+	return p, nil
+}
+
+// Start starts each function's minimum instances and the idle reaper. It
+// returns the first start error; the pool keeps running either way.
+func (p *Pool) Start(ctx context.Context) error {
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	var firstErr error
+	for _, name := range p.Functions() {
+		f := p.fns[name]
+		for i := 0; i < f.cfg.MinInstances; i++ {
+			if _, err := f.startInstance(ctx, false); err != nil && firstErr == nil {
+				firstErr = err
+			}
+		}
+	}
+	p.wg.Add(1)
+	go p.reap()
+	return firstErr
+}
+
+// Functions lists the hosted functions by name.
+func (p *Pool) Functions() []string {
+	names := make([]string, 0, len(p.fns))
+	for n := range p.fns {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Function returns a hosted function's config.
+func (p *Pool) Function(name string) (FunctionConfig, bool) {
+	f, ok := p.fns[name]
+	if !ok {
+		return FunctionConfig{}, false
+	}
+	return f.cfg, true
+}
+
+// Call is one invocation request.
+type Call struct {
+	// Deadline, if set and earlier than the function's timeout, bounds the
+	// call.
+	Deadline time.Time
+	Options  map[string]string
+	Meta     map[string]string
+	Input    io.Reader
+	Output   io.Writer
+	Calls    runtime.CallHandler
+}
+
+// Invoke runs one call of a function. It returns a *proto.Error for typed
+// failures (Timeout, Exception, ...), ErrUnknownFunction, or an error
+// saying the instance died.
+func (p *Pool) Invoke(ctx context.Context, function string, c *Call) error {
+	f, ok := p.fns[function]
+	if !ok {
+		return fmt.Errorf("%w %q", ErrUnknownFunction, function)
+	}
+	deadline := time.Now().Add(f.timeout)
+	if !c.Deadline.IsZero() && c.Deadline.Before(deadline) {
+		deadline = c.Deadline
+	}
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	start := time.Now()
+	err := f.invoke(ctx, c, deadline)
+	p.opts.metrics.observe(function, time.Since(start), err)
+	return err
+}
+
+// Stop drains the pool: new calls are refused, calls in flight get the
+// stop grace to finish, then every instance is stopped.
+func (p *Pool) Stop() {
+	if p.cancel != nil {
+		p.cancel()
+	}
+	var wg sync.WaitGroup
+	for _, f := range p.fns {
+		wg.Add(1)
+		go func(f *fnPool) {
+			defer wg.Done()
+			f.stopAll(p.opts.stopGrace)
+		}(f)
+	}
+	wg.Wait()
+	p.wg.Wait() // the reaper and the instance watchers
+}
+
+func (p *Pool) reap() {
+	defer p.wg.Done()
+	t := time.NewTicker(max(p.opts.idleTimeout/4, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-t.C:
+			for _, f := range p.fns {
+				f.retireIdle(p.opts.idleTimeout)
+			}
+		}
+	}
+}
+
+// fnPool holds one function's instances.
+type fnPool struct {
+	pool    *Pool
+	cfg     FunctionConfig
+	rt      runtime.Runtime
+	fn      *runtime.Function
+	timeout time.Duration
+	log     hclog.Logger
+
+	mu        sync.Mutex
+	instances []*slot
+	starting  int
+	stopping  bool
+	wake      chan struct{} // closed and replaced when capacity frees up
+}
+
+type slot struct {
+	inst     runtime.Instance
+	inflight int
+	lastUsed time.Time
+	dead     bool
+}
+
+// acquire returns an instance with spare concurrency, starting one when
+// all are busy and max allows, or waiting for one to free up.
+func (f *fnPool) acquire(ctx context.Context) (*slot, error) {
+	conc := max(f.cfg.Concurrency, 1)
+	for {
+		f.mu.Lock()
+		if f.stopping {
+			f.mu.Unlock()
+			return nil, errors.New("the pool is stopping")
+		}
+		var best *slot
+		for _, s := range f.instances {
+			if !s.dead && s.inflight < conc && (best == nil || s.inflight < best.inflight) {
+				best = s
+			}
+		}
+		if best != nil {
+			best.inflight++
+			f.pool.opts.metrics.inflight.WithLabelValues(f.cfg.Name).Inc()
+			f.mu.Unlock()
+			return best, nil
+		}
+		if len(f.instances)+f.starting < f.cfg.MaxInstances {
+			f.mu.Unlock()
+			s, err := f.startInstance(ctx, true)
+			if err != nil {
+				return nil, err
+			}
+			_ = s // the new instance is in f.instances; loop to claim a unit
+			continue
+		}
+		wake := f.wake
+		f.mu.Unlock()
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return nil, &proto.Error{Type: proto.Timeout, Message: fmt.Sprintf("all %d instances of %s stayed busy until the deadline", f.cfg.MaxInstances, f.cfg.Name)}
+		}
+	}
+}
+
+func (f *fnPool) release(s *slot) {
+	f.mu.Lock()
+	s.inflight--
+	s.lastUsed = time.Now()
+	f.pool.opts.metrics.inflight.WithLabelValues(f.cfg.Name).Dec()
+	f.signal()
+	f.mu.Unlock()
+}
+
+// signal wakes every waiter; f.mu must be held.
+func (f *fnPool) signal() {
+	close(f.wake)
+	f.wake = make(chan struct{})
+}
+
+func (f *fnPool) startInstance(ctx context.Context, cold bool) (*slot, error) {
+	f.mu.Lock()
+	f.starting++
+	f.mu.Unlock()
+	inst, err := f.rt.Start(ctx, f.fn)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.starting--
+	if err != nil {
+		f.signal()
+		f.log.Error("instance failed to start", "error", err)
+		return nil, &proto.Error{Type: proto.Exception, Message: err.Error()}
+	}
+	s := &slot{inst: inst, lastUsed: time.Now()}
+	f.instances = append(f.instances, s)
+	m := f.pool.opts.metrics
+	m.instances.WithLabelValues(f.cfg.Name).Set(float64(len(f.instances)))
+	if cold {
+		m.coldStarts.WithLabelValues(f.cfg.Name).Inc()
+	}
+	f.signal()
+	f.pool.wg.Add(1)
+	go f.watch(s)
+	return s, nil
+}
+
+// watch removes an instance once it exits. An exit the pool did not ask
+// for is a crash: it is counted, and min is restored.
+func (f *fnPool) watch(s *slot) {
+	defer f.pool.wg.Done()
+	<-s.inst.Exited()
+	f.mu.Lock()
+	crashed := !s.dead
+	s.dead = true
+	f.remove(s)
+	below := len(f.instances)+f.starting < f.cfg.MinInstances && !f.stopping
+	f.signal()
+	f.mu.Unlock()
+	if crashed {
+		f.pool.opts.metrics.restarts.WithLabelValues(f.cfg.Name).Inc()
+		f.log.Warn("instance exited; replacing it", "pid", s.inst.Pid())
+	}
+	if below && f.pool.ctx.Err() == nil {
+		if _, err := f.startInstance(f.pool.ctx, false); err != nil {
+			f.log.Error("could not restore the minimum instances", "error", err)
+		}
+	}
+}
+
+// remove drops s from the instance list; f.mu must be held.
+func (f *fnPool) remove(s *slot) {
+	for i, x := range f.instances {
+		if x == s {
+			f.instances = append(f.instances[:i], f.instances[i+1:]...)
+			break
+		}
+	}
+	f.pool.opts.metrics.instances.WithLabelValues(f.cfg.Name).Set(float64(len(f.instances)))
+}
+
+func (f *fnPool) retireIdle(idle time.Duration) {
+	f.mu.Lock()
+	var retire []*slot
+	live := len(f.instances)
+	for _, s := range f.instances {
+		if live <= f.cfg.MinInstances {
+			break
+		}
+		if !s.dead && s.inflight == 0 && time.Since(s.lastUsed) > idle {
+			s.dead = true
+			retire = append(retire, s)
+			live--
+		}
+	}
+	f.mu.Unlock()
+	for _, s := range retire {
+		_ = s.inst.Stop(time.Second)
+	}
+}
+
+func (f *fnPool) stopAll(grace time.Duration) {
+	f.mu.Lock()
+	f.stopping = true
+	all := append([]*slot(nil), f.instances...)
+	for _, s := range all {
+		s.dead = true
+	}
+	f.signal()
+	f.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, s := range all {
+		wg.Add(1)
+		go func(s *slot) {
+			defer wg.Done()
+			_ = s.inst.Stop(grace)
+		}(s)
+	}
+	wg.Wait()
+}
+
+func (f *fnPool) invoke(ctx context.Context, c *Call, deadline time.Time) error {
+	s, err := f.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer f.release(s)
+	opts := c.Options
+	if len(f.cfg.Options) > 0 {
+		merged := map[string]string{}
+		for k, v := range f.cfg.Options {
+			merged[k] = v
+		}
+		for k, v := range c.Options {
+			merged[k] = v
+		}
+		opts = merged
+	}
+	return s.inst.Invoke(ctx, &runtime.Invocation{
+		Deadline: deadline, Options: opts, Meta: c.Meta,
+		Input: c.Input, Output: c.Output, Calls: c.Calls,
+	})
+}

@@ -1,0 +1,290 @@
+package pool_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/butterfn/butter/plugins/pool"
+	"github.com/butterfn/butter/plugins/runtime"
+	gosdk "github.com/butterfn/butter/sdk/go"
+)
+
+// sdks installs the Go SDK's source for building the Go test function.
+func sdks(t *testing.T) *runtime.SDKs {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.CopyFS(filepath.Join(dir, "go"), gosdk.Source); err != nil {
+		t.Fatal(err)
+	}
+	return &runtime.SDKs{GoSDK: filepath.Join(dir, "go"), BuildDir: filepath.Join(dir, "builds")}
+}
+
+func fn(name, rt string, cmd ...string) pool.FunctionConfig {
+	return pool.FunctionConfig{Name: name, Runtime: rt, Command: cmd, Timeout: "5s", MaxInstances: 4, Concurrency: 1}
+}
+
+func start(t *testing.T, fns []pool.FunctionConfig, opts ...pool.Option) (*pool.Pool, *httptest.Server) {
+	t.Helper()
+	abs, _ := filepath.Abs("testdata/gofn")
+	for i := range fns {
+		if fns[i].Bundle == "" {
+			fns[i].Bundle = abs
+		}
+	}
+	p, err := pool.New(&pool.Config{Project: "test", Pool: "p", Functions: fns}, nil, append([]pool.Option{pool.WithSDKs(sdks(t))}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(p.Handler())
+	t.Cleanup(func() {
+		srv.Close()
+		p.Stop()
+	})
+	return p, srv
+}
+
+type answer struct {
+	code    int
+	body    string
+	errType string
+	trailer string
+}
+
+func invoke(t *testing.T, srv *httptest.Server, function string, body io.Reader, hdr map[string]string) answer {
+	t.Helper()
+	req, _ := http.NewRequest("POST", srv.URL+"/v1/invoke/"+function, body)
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("invoke %s: %v", function, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	a := answer{code: resp.StatusCode, body: string(b), trailer: resp.Trailer.Get(pool.HeaderError)}
+	if resp.StatusCode != 200 {
+		var e struct {
+			Error struct{ Type, Message string }
+		}
+		_ = json.Unmarshal(b, &e)
+		a.errType = e.Error.Type
+	}
+	return a
+}
+
+func metric(t *testing.T, srv *httptest.Server, name, function string) float64 {
+	t.Helper()
+	resp, err := http.Get(srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, name+"{") && strings.Contains(line, `function="`+function+`"`) {
+			f := strings.Fields(line)
+			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+			return v
+		}
+	}
+	return 0
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not true after %s", what, d)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestExecStreamsLargeBodies(t *testing.T) {
+	_, srv := start(t, []pool.FunctionConfig{fn("wc", "exec", "wc", "-c"), fn("cat", "exec", "cat")})
+	const size = 64 << 20
+	a := invoke(t, srv, "wc", io.LimitReader(zeros{}, size), nil)
+	if a.code != 200 || strings.TrimSpace(a.body) != strconv.Itoa(size) {
+		t.Fatalf("wc -c of %d bytes: %d %q", size, a.code, a.body)
+	}
+	// cat streams 16 MiB back unchanged.
+	src := bytes.Repeat([]byte("butter "), (16<<20)/7)
+	a = invoke(t, srv, "cat", bytes.NewReader(src), nil)
+	if a.code != 200 || sha256.Sum256([]byte(a.body)) != sha256.Sum256(src) {
+		t.Fatalf("cat returned %d bytes (code %d), want %d", len(a.body), a.code, len(src))
+	}
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+func TestExecErrorsAndOptions(t *testing.T) {
+	_, srv := start(t, []pool.FunctionConfig{
+		fn("fail", "exec", "sh", "-c", "echo something broke >&2; exit 3"),
+		fn("sed", "exec", "sed", "-u"),
+		fn("sleep", "exec", "sleep", "10"),
+	})
+	a := invoke(t, srv, "fail", strings.NewReader("x"), nil)
+	if a.code != 500 || a.errType != "Exception" || !strings.Contains(a.body, "something broke") || !strings.Contains(a.body, "exit status 3") {
+		t.Errorf("failing command: %+v", a)
+	}
+	a = invoke(t, srv, "sed", strings.NewReader("I hate this\n"), map[string]string{"Butter-Option-E": "s/hate/love/"})
+	if a.code != 200 || a.body != "I love this\n" {
+		t.Errorf("sed with option e: %+v", a)
+	}
+	start := time.Now()
+	a = invoke(t, srv, "sleep", nil, map[string]string{pool.HeaderTimeout: "300ms"})
+	if a.code != 504 || a.errType != "Timeout" {
+		t.Errorf("past its deadline: %+v", a)
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Errorf("the timeout answered after %s", el)
+	}
+	if a := invoke(t, srv, "nope", nil, nil); a.code != 404 || !strings.Contains(a.body, "fail, sed, sleep") {
+		t.Errorf("unknown function: %+v", a)
+	}
+	if a := invoke(t, srv, "sleep", nil, map[string]string{pool.HeaderTimeout: "soon"}); a.code != 400 {
+		t.Errorf("bad timeout header: %+v", a)
+	}
+}
+
+func TestProcessWorkerLifecycle(t *testing.T) {
+	gofn := fn("gofn", "go")
+	gofn.MinInstances = 1
+	gofn.Concurrency = 2
+	gofn.Timeout = "2s"
+	neighbour := fn("neighbour", "go")
+	neighbour.MinInstances = 1
+	_, srv := start(t, []pool.FunctionConfig{gofn, neighbour}, pool.WithIdleTimeout(200*time.Millisecond))
+
+	if a := invoke(t, srv, "gofn", strings.NewReader("hello"), nil); a.code != 200 || a.body != "HELLO" {
+		t.Fatalf("echo: %+v", a)
+	}
+	if a := invoke(t, srv, "gofn", strings.NewReader("fail"), nil); a.code != 422 || a.errType != "PreconditionFailed" {
+		t.Errorf("typed error: %+v", a)
+	}
+
+	// A worker that exits fails its call clearly; the next call works on a
+	// replacement, and the neighbour never notices.
+	if a := invoke(t, srv, "gofn", strings.NewReader("exit"), nil); a.code != 502 || a.errType != "InstanceFailed" || !strings.Contains(a.body, "exit status 3") {
+		t.Errorf("worker exit: %+v", a)
+	}
+	if a := invoke(t, srv, "gofn", strings.NewReader("again"), nil); a.code != 200 || a.body != "AGAIN" {
+		t.Errorf("after the exit: %+v", a)
+	}
+	eventually(t, 5*time.Second, "restart counted", func() bool { return metric(t, srv, "butter_instance_restarts_total", "gofn") == 1 })
+
+	// SIGKILL in the middle of a call.
+	pid, _ := strconv.Atoi(invoke(t, srv, "gofn", strings.NewReader("pid"), nil).body)
+	if pid == 0 {
+		t.Fatal("no worker pid")
+	}
+	var wg sync.WaitGroup
+	var killed answer
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		killed = invoke(t, srv, "gofn", strings.NewReader("slow"), nil)
+	}()
+	eventually(t, 5*time.Second, "slow call in flight", func() bool { return metric(t, srv, "butter_inflight_calls", "gofn") >= 1 })
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if killed.code != 502 || !strings.Contains(killed.body, "killed") {
+		t.Errorf("call whose worker was killed: %+v", killed)
+	}
+	if a := invoke(t, srv, "gofn", strings.NewReader("next"), nil); a.code != 200 || a.body != "NEXT" {
+		t.Errorf("after the kill: %+v", a)
+	}
+	if a := invoke(t, srv, "neighbour", strings.NewReader("fine"), nil); a.code != 200 || a.body != "FINE" {
+		t.Errorf("neighbour: %+v", a)
+	}
+	if n := metric(t, srv, "butter_invocation_errors_total", "neighbour"); n != 0 {
+		t.Errorf("neighbour saw %v errors", n)
+	}
+
+	// A hung worker: the caller gets 504 at the deadline and the worker
+	// is killed and replaced.
+	before := metric(t, srv, "butter_instance_restarts_total", "gofn")
+	a := invoke(t, srv, "gofn", strings.NewReader("hang"), map[string]string{pool.HeaderTimeout: "300ms"})
+	if a.code != 504 || a.errType != "Timeout" {
+		t.Errorf("hung worker: %+v", a)
+	}
+	eventually(t, 5*time.Second, "hung worker replaced", func() bool { return metric(t, srv, "butter_instance_restarts_total", "gofn") == before+1 })
+	if a := invoke(t, srv, "gofn", strings.NewReader("ok"), nil); a.code != 200 {
+		t.Errorf("after the hang: %+v", a)
+	}
+
+	// Scale out under concurrent load, then back down to min when idle.
+	var load sync.WaitGroup
+	for range 6 {
+		load.Add(1)
+		go func() {
+			defer load.Done()
+			if a := invoke(t, srv, "gofn", strings.NewReader("slow"), nil); a.code != 200 {
+				t.Errorf("under load: %+v", a)
+			}
+		}()
+	}
+	eventually(t, 10*time.Second, "scaled out", func() bool { return metric(t, srv, "butter_instances", "gofn") >= 2 })
+	load.Wait()
+	eventually(t, 10*time.Second, "scaled back to min", func() bool { return metric(t, srv, "butter_instances", "gofn") == 1 })
+	if cold := metric(t, srv, "butter_cold_starts_total", "gofn"); cold < 1 {
+		t.Errorf("cold starts = %v", cold)
+	}
+}
+
+func TestScaleToZero(t *testing.T) {
+	cat := fn("cat", "exec", "cat")
+	_, srv := start(t, []pool.FunctionConfig{cat}, pool.WithIdleTimeout(100*time.Millisecond))
+	if n := metric(t, srv, "butter_instances", "cat"); n != 0 {
+		t.Fatalf("min 0 but %v instances at start", n)
+	}
+	if a := invoke(t, srv, "cat", strings.NewReader("x"), nil); a.code != 200 || a.body != "x" {
+		t.Fatalf("%+v", a)
+	}
+	eventually(t, 5*time.Second, "back to zero", func() bool { return metric(t, srv, "butter_instances", "cat") == 0 })
+}
+
+func TestHealth(t *testing.T) {
+	_, srv := start(t, []pool.FunctionConfig{fn("cat", "exec", "cat")})
+	resp, err := http.Get(srv.URL + "/v1/health")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("health: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	resp, err = http.Get(srv.URL + "/v1/functions")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body struct{ Functions []string }
+	_ = json.NewDecoder(resp.Body).Decode(&body)
+	resp.Body.Close()
+	if fmt.Sprint(body.Functions) != "[cat]" {
+		t.Errorf("functions = %v", body.Functions)
+	}
+}

@@ -1,0 +1,34 @@
+// Command gofn is a test function whose behaviour the input selects:
+// "exit" exits the worker, "hang" ignores its deadline, "slow" takes
+// 300ms, "pid" answers the worker's pid; anything else is echoed
+// upper-cased.
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"strconv"
+	"time"
+
+	butter "github.com/butterfn/butter/sdk/go"
+)
+
+func handle(ctx context.Context, in []byte) ([]byte, error) {
+	switch string(in) {
+	case "exit":
+		os.Exit(3)
+	case "hang":
+		select {}
+	case "slow":
+		time.Sleep(300 * time.Millisecond)
+		return []byte("slow done"), nil
+	case "pid":
+		return []byte(strconv.Itoa(os.Getpid())), nil
+	case "fail":
+		return nil, butter.ErrPreconditionFailed
+	}
+	return bytes.ToUpper(in), nil
+}
+
+func main() { butter.Serve(handle) }

@@ -1,0 +1,149 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/butterfn/butter/sdk/go/proto"
+	"golang.org/x/sys/unix"
+)
+
+// Exec runs a function by forking its command once per call: the input on
+// stdin, the output from stdout. A non-zero exit is an Exception carrying
+// the tail of stderr. A step's options become flags after the command:
+// {e = "x"} adds "-e x", {name = "x"} adds "--name x".
+type Exec struct{}
+
+// Start returns an instance. It runs no process until a call arrives.
+func (Exec) Start(ctx context.Context, fn *Function) (Instance, error) {
+	if len(fn.Command) == 0 {
+		return nil, fmt.Errorf("exec function %s has no command", fn.Name)
+	}
+	return &execInstance{fn: fn, exited: make(chan struct{})}, nil
+}
+
+type execInstance struct {
+	fn       *Function
+	mu       sync.Mutex
+	running  map[int]bool // process groups of calls in flight
+	stopped  bool
+	exited   chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
+}
+
+// stderrTail is how much of a failed command's stderr an error carries.
+const stderrTail = 2048
+
+func optionArgs(opts map[string]string) []string {
+	names := make([]string, 0, len(opts))
+	for k := range opts {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	var args []string
+	for _, k := range names {
+		if len(k) == 1 {
+			args = append(args, "-"+k, opts[k])
+		} else {
+			args = append(args, "--"+k, opts[k])
+		}
+	}
+	return args
+}
+
+func (e *execInstance) Invoke(ctx context.Context, inv *Invocation) error {
+	e.mu.Lock()
+	if e.stopped {
+		e.mu.Unlock()
+		return ErrInstanceGone
+	}
+	e.wg.Add(1)
+	e.mu.Unlock()
+	defer e.wg.Done()
+
+	args := append(append([]string{}, e.fn.Command[1:]...), optionArgs(inv.Options)...)
+	cmd := exec.Command(e.fn.Command[0], args...)
+	cmd.Dir = e.fn.Dir
+	cmd.Env = environ(e.fn, map[string]string{"BUTTER_FUNCTION": e.fn.Name})
+	cmd.Stdin = inv.Input
+	cmd.Stdout = inv.Output
+	stderr := &tailBuffer{n: stderrTail, w: e.fn.Logs}
+	cmd.Stderr = stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.WaitDelay = time.Second
+	if err := cmd.Start(); err != nil {
+		return &proto.Error{Type: proto.Exception, Message: fmt.Sprintf("start %s: %v", e.fn.Command[0], err)}
+	}
+	if e.fn.MaxOpenFiles > 0 {
+		lim := unix.Rlimit{Cur: e.fn.MaxOpenFiles, Max: e.fn.MaxOpenFiles}
+		_ = unix.Prlimit(cmd.Process.Pid, unix.RLIMIT_NOFILE, &lim, nil)
+	}
+	pgid := cmd.Process.Pid
+	e.mu.Lock()
+	if e.running == nil {
+		e.running = map[int]bool{}
+	}
+	e.running[pgid] = true
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		delete(e.running, pgid)
+		e.mu.Unlock()
+	}()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return &proto.Error{Type: proto.Timeout, Message: fmt.Sprintf("%s did not finish before its deadline", e.fn.Name)}
+		}
+		return ctx.Err()
+	}
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			msg := fmt.Sprintf("%s exited with %s", e.fn.Command[0], ee.ProcessState)
+			if tail := stderr.String(); tail != "" {
+				msg += ": " + tail
+			}
+			return &proto.Error{Type: proto.Exception, Message: msg}
+		}
+		return &proto.Error{Type: proto.Exception, Message: err.Error()}
+	}
+	return nil
+}
+
+func (e *execInstance) Stop(grace time.Duration) error {
+	e.mu.Lock()
+	e.stopped = true
+	e.mu.Unlock()
+	done := make(chan struct{})
+	go func() { e.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(grace):
+		// Past the grace period, calls still running are killed.
+		e.mu.Lock()
+		for pgid := range e.running {
+			_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		}
+		e.mu.Unlock()
+		<-done
+	}
+	e.stopOnce.Do(func() { close(e.exited) })
+	return nil
+}
+
+func (e *execInstance) Exited() <-chan struct{} { return e.exited }
+func (e *execInstance) Pid() int                { return 0 }

@@ -1,0 +1,389 @@
+package runtime
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/butterfn/butter/sdk/go/proto"
+	"golang.org/x/sys/unix"
+)
+
+// Process runs long-lived workers that speak the worker protocol on fds 3
+// and 4: node and python through their SDK's worker script, go as the
+// function's own binary built with the Go SDK.
+type Process struct {
+	SDKs *SDKs
+	// StartTimeout bounds the time from exec to HELLO. Zero means 30s.
+	StartTimeout time.Duration
+	// CancelGrace is how long a cancelled call may take to return before
+	// its worker is killed as hung. Zero means 1s.
+	CancelGrace time.Duration
+}
+
+func (p *Process) command(ctx context.Context, fn *Function) (*exec.Cmd, error) {
+	switch fn.Runtime {
+	case "node":
+		return exec.Command("node", p.SDKs.Node), nil
+	case "python":
+		return exec.Command("python3", "-u", p.SDKs.Python), nil
+	case "go":
+		bin, err := p.SDKs.goBinary(ctx, fn)
+		if err != nil {
+			return nil, err
+		}
+		return exec.Command(bin), nil
+	}
+	return nil, fmt.Errorf("runtime %q has no worker", fn.Runtime)
+}
+
+// Start starts a worker and waits for its HELLO.
+func (p *Process) Start(ctx context.Context, fn *Function) (Instance, error) {
+	cmd, err := p.command(ctx, fn)
+	if err != nil {
+		return nil, err
+	}
+	toR, toW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	fromR, fromW, err := os.Pipe()
+	if err != nil {
+		toR.Close()
+		toW.Close()
+		return nil, err
+	}
+	conc := max(fn.Concurrency, 1)
+	cmd.Dir = fn.Dir
+	cmd.Env = environ(fn, map[string]string{
+		"BUTTER_PROTOCOL":    strconv.Itoa(proto.Version),
+		"BUTTER_FUNCTION":    fn.Name,
+		"BUTTER_HANDLER":     fn.Handler,
+		"BUTTER_CONCURRENCY": strconv.Itoa(conc),
+	})
+	cmd.ExtraFiles = []*os.File{toR, fromW} // fds 3 and 4
+	stderr := &tailBuffer{n: stderrTail, w: fn.Logs}
+	cmd.Stdout = fn.Logs
+	cmd.Stderr = stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		toR.Close()
+		toW.Close()
+		fromR.Close()
+		fromW.Close()
+		return nil, fmt.Errorf("start %s worker for %s: %w", fn.Runtime, fn.Name, err)
+	}
+	toR.Close()
+	fromW.Close()
+	if fn.MaxOpenFiles > 0 {
+		lim := unix.Rlimit{Cur: fn.MaxOpenFiles, Max: fn.MaxOpenFiles}
+		_ = unix.Prlimit(cmd.Process.Pid, unix.RLIMIT_NOFILE, &lim, nil)
+	}
+	inst := &procInstance{
+		fn:     fn,
+		p:      p,
+		cmd:    cmd,
+		toW:    toW,
+		w:      proto.NewWriter(toW),
+		r:      proto.NewReader(fromR),
+		fromR:  fromR,
+		calls:  map[uint32]*procCall{},
+		exited: make(chan struct{}),
+		stderr: stderr,
+	}
+	waited := make(chan struct{})
+	go func() {
+		inst.waitErr = cmd.Wait()
+		close(waited)
+	}()
+	hello := make(chan error, 1)
+	go func() {
+		f, err := inst.r.Read()
+		switch {
+		case err != nil:
+			hello <- err
+		case f.Type != proto.Hello:
+			hello <- fmt.Errorf("first frame is %s, want HELLO", f.Type)
+		default:
+			var h proto.HelloMsg
+			if err := json.Unmarshal(f.Payload, &h); err != nil {
+				hello <- err
+			} else if h.Protocol != proto.Version {
+				hello <- fmt.Errorf("worker speaks protocol %d, the pool speaks %d", h.Protocol, proto.Version)
+			} else {
+				hello <- nil
+			}
+		}
+	}()
+	timeout := p.StartTimeout
+	if timeout == 0 {
+		timeout = 30 * time.Second
+	}
+	var startErr error
+	select {
+	case startErr = <-hello:
+	case <-time.After(timeout):
+		startErr = fmt.Errorf("no HELLO within %s", timeout)
+	case <-ctx.Done():
+		startErr = ctx.Err()
+	}
+	if startErr != nil {
+		inst.kill()
+		<-waited
+		msg := fmt.Sprintf("start %s worker for %s: %v", fn.Runtime, fn.Name, startErr)
+		if tail := stderr.String(); tail != "" {
+			msg += ": " + tail
+		}
+		return nil, errors.New(msg)
+	}
+	go inst.readLoop(waited)
+	return inst, nil
+}
+
+type procInstance struct {
+	fn      *Function
+	p       *Process
+	cmd     *exec.Cmd
+	toW     *os.File
+	fromR   *os.File
+	w       *proto.Writer
+	r       *proto.Reader
+	stderr  *tailBuffer
+	waitErr error
+
+	mu      sync.Mutex
+	nextID  uint32
+	calls   map[uint32]*procCall
+	gone    bool
+	closing bool
+
+	exited   chan struct{}
+	stopOnce sync.Once
+}
+
+type procCall struct {
+	mu     sync.Mutex // guards out against a write after the call gave up
+	done   bool
+	ctx    context.Context
+	out    io.Writer
+	outErr error
+	calls  CallHandler
+	result chan proto.ResultMsg
+}
+
+func (i *procInstance) Pid() int                { return i.cmd.Process.Pid }
+func (i *procInstance) Exited() <-chan struct{} { return i.exited }
+
+func (i *procInstance) kill() {
+	_ = syscall.Kill(-i.cmd.Process.Pid, syscall.SIGKILL)
+}
+
+// readLoop dispatches the worker's frames until its stream ends, then
+// fails every call still in flight.
+func (i *procInstance) readLoop(waited chan struct{}) {
+	for {
+		f, err := i.r.Read()
+		if err != nil {
+			break
+		}
+		i.mu.Lock()
+		c := i.calls[f.ID]
+		i.mu.Unlock()
+		if c == nil {
+			continue
+		}
+		switch f.Type {
+		case proto.Data:
+			c.mu.Lock()
+			if !c.done && c.outErr == nil {
+				_, c.outErr = c.out.Write(f.Payload)
+			}
+			c.mu.Unlock()
+		case proto.Result:
+			var res proto.ResultMsg
+			if err := json.Unmarshal(f.Payload, &res); err != nil {
+				res.Error = &proto.Error{Type: proto.Exception, Message: "bad RESULT from worker: " + err.Error()}
+			}
+			i.mu.Lock()
+			delete(i.calls, f.ID)
+			i.mu.Unlock()
+			c.result <- res
+		case proto.Call:
+			go i.answer(f.ID, c, f.Payload)
+		default:
+			// A worker must not send other frames: it is broken.
+			i.kill()
+		}
+	}
+	i.kill()
+	<-waited
+	i.fromR.Close()
+	i.mu.Lock()
+	i.gone = true
+	pending := i.calls
+	i.calls = map[uint32]*procCall{}
+	i.mu.Unlock()
+	for _, c := range pending {
+		close(c.result)
+	}
+	i.stopOnce.Do(func() { close(i.exited) })
+}
+
+func (i *procInstance) answer(id uint32, c *procCall, payload []byte) {
+	var call proto.CallMsg
+	rep := proto.ReplyMsg{}
+	if err := json.Unmarshal(payload, &call); err != nil {
+		rep.Error = "bad CALL: " + err.Error()
+	} else {
+		rep.Seq = call.Seq
+		switch {
+		case call.Op == "deadline":
+			if d, ok := c.ctx.Deadline(); ok {
+				rep.OK, rep.RemainingMS = true, time.Until(d).Milliseconds()
+			}
+		case c.calls != nil:
+			rep = c.calls(c.ctx, call)
+			rep.Seq = call.Seq
+		default:
+			rep.Error = "unsupported op"
+		}
+	}
+	_ = i.w.WriteJSON(proto.Reply, id, rep)
+}
+
+func (i *procInstance) Invoke(ctx context.Context, inv *Invocation) error {
+	i.mu.Lock()
+	if i.gone || i.closing {
+		i.mu.Unlock()
+		return ErrInstanceGone
+	}
+	i.nextID++
+	id := i.nextID
+	c := &procCall{ctx: ctx, out: inv.Output, calls: inv.Calls, result: make(chan proto.ResultMsg, 1)}
+	i.calls[id] = c
+	i.mu.Unlock()
+
+	deadline := inv.Deadline
+	if d, ok := ctx.Deadline(); ok && (deadline.IsZero() || d.Before(deadline)) {
+		deadline = d
+	}
+	meta := proto.InvokeMsg{Function: i.fn.Name, Deadline: deadline.UnixMilli(), Options: inv.Options, Meta: inv.Meta}
+	if err := i.w.WriteJSON(proto.Invoke, id, meta); err != nil {
+		return i.broken(err)
+	}
+	sent := make(chan error, 1)
+	go func() { sent <- i.sendInput(id, inv.Input) }()
+
+	select {
+	case res, ok := <-c.result:
+		return i.finish(res, ok, c)
+	case err := <-sent:
+		if err != nil {
+			return i.broken(err)
+		}
+	case <-ctx.Done():
+		return i.cancel(ctx, id, c)
+	}
+	select {
+	case res, ok := <-c.result:
+		return i.finish(res, ok, c)
+	case <-ctx.Done():
+		return i.cancel(ctx, id, c)
+	}
+}
+
+func (i *procInstance) sendInput(id uint32, in io.Reader) error {
+	if in != nil {
+		buf := make([]byte, proto.ChunkSize)
+		for {
+			n, err := in.Read(buf)
+			if n > 0 {
+				if werr := i.w.Write(proto.Data, id, buf[:n]); werr != nil {
+					return werr
+				}
+			}
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("read input: %w", err)
+			}
+		}
+	}
+	return i.w.Write(proto.End, id, nil)
+}
+
+func (i *procInstance) finish(res proto.ResultMsg, ok bool, c *procCall) error {
+	if !ok {
+		return i.broken(nil)
+	}
+	if res.Error != nil {
+		return res.Error
+	}
+	if c.outErr != nil {
+		return fmt.Errorf("write output: %w", c.outErr)
+	}
+	return nil
+}
+
+// broken reports a failed instance: the worker died or its pipe broke.
+func (i *procInstance) broken(err error) error {
+	i.kill()
+	<-i.exited
+	msg := fmt.Sprintf("%s worker of %s exited", i.fn.Runtime, i.fn.Name)
+	if i.waitErr != nil {
+		msg += " (" + i.waitErr.Error() + ")"
+	} else if err != nil {
+		msg += " (" + err.Error() + ")"
+	}
+	if tail := i.stderr.String(); tail != "" {
+		msg += ": " + tail
+	}
+	return fmt.Errorf("%w: %s", ErrInstanceGone, msg)
+}
+
+// cancel sends CANCEL and gives the worker CancelGrace to answer; a worker
+// that does not is hung, and is killed so that the pool replaces it.
+func (i *procInstance) cancel(ctx context.Context, id uint32, c *procCall) error {
+	c.mu.Lock()
+	c.done = true // the caller is gone: drop whatever output still comes
+	c.mu.Unlock()
+	_ = i.w.Write(proto.Cancel, id, nil)
+	grace := i.p.CancelGrace
+	if grace == 0 {
+		grace = time.Second
+	}
+	select {
+	case <-c.result:
+	case <-time.After(grace):
+		i.kill()
+	}
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return &proto.Error{Type: proto.Timeout, Message: fmt.Sprintf("%s did not answer before its deadline", i.fn.Name)}
+	}
+	return ctx.Err()
+}
+
+// Stop closes the worker's input stream, waits up to grace for in-flight
+// calls and the exit, then kills the process group.
+func (i *procInstance) Stop(grace time.Duration) error {
+	i.mu.Lock()
+	i.closing = true
+	i.mu.Unlock()
+	_ = i.toW.Close()
+	select {
+	case <-i.exited:
+	case <-time.After(grace):
+		i.kill()
+		<-i.exited
+	}
+	return nil
+}

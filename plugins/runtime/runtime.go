@@ -1,0 +1,137 @@
+// Package runtime runs function instances. Every runtime sits behind the
+// same small interface: Start an Instance, Invoke it, Stop it.
+//
+//   - exec: a fork per call, stdin to stdout, like the OpenFaaS classic
+//     watchdog, so sed and tr are functions.
+//   - process: a long-lived worker per instance speaking the worker
+//     protocol (docs/worker-protocol.md) for Node, Python and Go.
+//
+// Each instance runs in its own process group with only its own function's
+// environment, and with per-instance limits on open files. The pool (package
+// pool) decides how many instances run; this package only runs them.
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/butterfn/butter/sdk/go/proto"
+)
+
+// Function is what a runtime needs to know about a function.
+type Function struct {
+	Name    string
+	Runtime string
+	// Dir is the function's bundle directory: the working directory of
+	// its processes.
+	Dir     string
+	Handler string
+	Command []string
+	// Env is the function's own environment; instances see nothing else
+	// of the pool's environment but PATH, HOME and the locale.
+	Env         map[string]string
+	Concurrency int
+	// MaxOpenFiles limits each instance's open file descriptors.
+	MaxOpenFiles uint64
+	// Logs receives the instances' standard output and error (exec
+	// functions: standard error only).
+	Logs io.Writer
+}
+
+// Invocation is one call of a function.
+type Invocation struct {
+	Deadline time.Time
+	Options  map[string]string
+	Meta     map[string]string
+	Input    io.Reader
+	Output   io.Writer
+	// Calls answers the worker's context calls (log, emit); nil answers
+	// every call with an error.
+	Calls CallHandler
+}
+
+// CallHandler answers a worker's context call.
+type CallHandler func(ctx context.Context, call proto.CallMsg) proto.ReplyMsg
+
+// Instance is one running instance of a function.
+type Instance interface {
+	// Invoke runs one call. It returns a *proto.Error for a typed function
+	// failure; any other error means the instance itself failed and must
+	// be replaced.
+	Invoke(ctx context.Context, inv *Invocation) error
+	// Stop ends the instance: in-flight calls get grace to finish, then
+	// the process group is killed. Stop waits for the exit.
+	Stop(grace time.Duration) error
+	// Exited is closed once the instance can serve no more calls.
+	Exited() <-chan struct{}
+	// Pid is the instance's process, or 0 when it has none between calls.
+	Pid() int
+}
+
+// Runtime starts instances.
+type Runtime interface {
+	Start(ctx context.Context, fn *Function) (Instance, error)
+}
+
+// ErrInstanceGone is returned by Invoke on an instance that has exited.
+var ErrInstanceGone = errors.New("instance exited")
+
+// For returns the runtime named by a spec's runtime argument.
+func For(name string, sdks *SDKs) (Runtime, error) {
+	switch name {
+	case "exec":
+		return Exec{}, nil
+	case "node", "python", "go":
+		return &Process{SDKs: sdks}, nil
+	}
+	return nil, fmt.Errorf("runtime %q is not supported by this pool yet", name)
+}
+
+// environ builds an instance's environment: a minimal base plus the
+// function's own variables, sorted for stable output. The pool's own
+// environment (and whatever secrets it holds) never leaks through.
+func environ(fn *Function, extra map[string]string) []string {
+	env := map[string]string{
+		"PATH": os.Getenv("PATH"),
+		"HOME": fn.Dir,
+		"LANG": "C.UTF-8",
+	}
+	for k, v := range fn.Env {
+		env[k] = v
+	}
+	for k, v := range extra {
+		env[k] = v
+	}
+	out := make([]string, 0, len(env))
+	for k, v := range env {
+		out = append(out, k+"="+v)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// tailBuffer keeps the last n bytes written to it.
+type tailBuffer struct {
+	n   int
+	buf []byte
+	w   io.Writer // also copied here when not nil
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	if t.w != nil {
+		_, _ = t.w.Write(p)
+	}
+	t.buf = append(t.buf, p...)
+	if len(t.buf) > t.n {
+		t.buf = t.buf[len(t.buf)-t.n:]
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string { return strings.TrimSpace(string(t.buf)) }

@@ -1,0 +1,249 @@
+// Package butter is the Go SDK for Butter functions. A function is a main
+// package that calls Serve with its handler:
+//
+//	func handle(ctx context.Context, event []byte) ([]byte, error) {
+//		return bytes.ToUpper(event), nil
+//	}
+//
+//	func main() { butter.Serve(handle) }
+//
+// The pool builds the package with go build and runs it as a worker that
+// speaks the worker protocol (package proto) on file descriptors 3 and 4.
+// Standard output and standard error are the function's log.
+package butter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/butterfn/butter/sdk/go/proto"
+)
+
+// Handler handles one event: it gets the whole input and returns the
+// output. The context carries the deadline and the Call (see FromContext).
+type Handler func(ctx context.Context, input []byte) ([]byte, error)
+
+// Typed errors: return one (or wrap one) to tell the platform why a call
+// failed. Any other error is an Exception.
+var (
+	ErrPreconditionFailed  = errors.New(proto.PreconditionFailed)
+	ErrPostconditionFailed = errors.New(proto.PostconditionFailed)
+)
+
+// Call describes the invocation in progress.
+type Call struct {
+	Function string
+	Options  map[string]string
+	Meta     map[string]string
+	w        *worker
+	id       uint32
+}
+
+type callKey struct{}
+
+// FromContext returns the invocation a handler's context belongs to.
+func FromContext(ctx context.Context) *Call {
+	c, _ := ctx.Value(callKey{}).(*Call)
+	return c
+}
+
+// Log writes a log line tagged with the invocation.
+func (c *Call) Log(level, message string) error {
+	_, err := c.w.call(c.id, proto.CallMsg{Op: "log", Level: level, Message: message})
+	return err
+}
+
+// Emit sends value to a stream of the project, keyed by key (may be
+// empty). It returns once the pool has accepted the event.
+func (c *Call) Emit(stream, key string, value []byte) error {
+	_, err := c.w.call(c.id, proto.CallMsg{Op: "emit", Stream: stream, Key: key, Value: value})
+	return err
+}
+
+type worker struct {
+	w       *proto.Writer
+	seq     atomic.Uint64
+	mu      sync.Mutex
+	replies map[uint64]chan proto.ReplyMsg
+	calls   map[uint32]*inflight
+	wg      sync.WaitGroup
+	sem     chan struct{}
+	handler Handler
+	closed  bool
+}
+
+type inflight struct {
+	meta   proto.InvokeMsg
+	input  []byte
+	cancel context.CancelFunc
+}
+
+// Serve runs the worker loop with handler until the pool closes the
+// protocol stream, then returns after in-flight calls finish. It exits
+// the process if the worker was not started by a pool.
+func Serve(handler Handler) {
+	in, out := os.NewFile(3, "butter-in"), os.NewFile(4, "butter-out")
+	if os.Getenv("BUTTER_PROTOCOL") == "" || in == nil || out == nil {
+		fmt.Fprintln(os.Stderr, "butter: this program is a Butter function; run it with `butter invoke --local` or in a pool")
+		os.Exit(2)
+	}
+	if err := ServeConn(in, out, handler); err != nil {
+		fmt.Fprintln(os.Stderr, "butter:", err)
+		os.Exit(1)
+	}
+}
+
+// ServeConn runs the worker loop over the given streams. It is Serve
+// without the process plumbing, for tests.
+func ServeConn(in io.Reader, out io.Writer, handler Handler) error {
+	conc, _ := strconv.Atoi(os.Getenv("BUTTER_CONCURRENCY"))
+	if conc < 1 {
+		conc = 1
+	}
+	w := &worker{
+		w:       proto.NewWriter(out),
+		replies: map[uint64]chan proto.ReplyMsg{},
+		calls:   map[uint32]*inflight{},
+		sem:     make(chan struct{}, conc),
+		handler: handler,
+	}
+	if err := w.w.WriteJSON(proto.Hello, 0, proto.HelloMsg{Protocol: proto.Version, SDK: "go/0.1"}); err != nil {
+		return err
+	}
+	r := proto.NewReader(in)
+	defer w.wg.Wait()
+	defer w.close()
+	for {
+		f, err := r.Read()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := w.dispatch(f); err != nil {
+			return err
+		}
+	}
+}
+
+// close fails the context calls waiting for a reply, and those to come:
+// once the pool has closed its stream, no reply can arrive.
+func (w *worker) close() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.closed = true
+	for seq, ch := range w.replies {
+		delete(w.replies, seq)
+		ch <- proto.ReplyMsg{Seq: seq, Error: "the pool closed the worker stream"}
+	}
+}
+
+func (w *worker) dispatch(f proto.Frame) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch f.Type {
+	case proto.Invoke:
+		inv := &inflight{}
+		if err := jsonUnmarshal(f.Payload, &inv.meta); err != nil {
+			return err
+		}
+		w.calls[f.ID] = inv
+	case proto.Data:
+		if inv := w.calls[f.ID]; inv != nil {
+			inv.input = append(inv.input, f.Payload...)
+		}
+	case proto.End:
+		if inv := w.calls[f.ID]; inv != nil {
+			w.wg.Add(1)
+			go w.run(f.ID, inv)
+		}
+	case proto.Cancel:
+		if inv := w.calls[f.ID]; inv != nil && inv.cancel != nil {
+			inv.cancel()
+		}
+	case proto.Reply:
+		var rep proto.ReplyMsg
+		if err := jsonUnmarshal(f.Payload, &rep); err != nil {
+			return err
+		}
+		if ch := w.replies[rep.Seq]; ch != nil {
+			delete(w.replies, rep.Seq)
+			ch <- rep
+		}
+	default:
+		return fmt.Errorf("unexpected %s frame from the pool", f.Type)
+	}
+	return nil
+}
+
+func (w *worker) run(id uint32, inv *inflight) {
+	defer w.wg.Done()
+	w.sem <- struct{}{}
+	defer func() { <-w.sem }()
+	ctx, cancel := context.WithDeadline(context.Background(), time.UnixMilli(inv.meta.Deadline))
+	defer cancel()
+	w.mu.Lock()
+	inv.cancel = cancel
+	w.mu.Unlock()
+	call := &Call{Function: inv.meta.Function, Options: inv.meta.Options, Meta: inv.meta.Meta, w: w, id: id}
+	out, err := safeCall(w.handler, context.WithValue(ctx, callKey{}, call), inv.input)
+	for len(out) > 0 && err == nil {
+		n := min(len(out), proto.ChunkSize)
+		err = w.w.Write(proto.Data, id, out[:n])
+		out = out[n:]
+	}
+	res := proto.ResultMsg{}
+	if err != nil {
+		typ := proto.Exception
+		switch {
+		case errors.Is(err, ErrPreconditionFailed):
+			typ = proto.PreconditionFailed
+		case errors.Is(err, ErrPostconditionFailed):
+			typ = proto.PostconditionFailed
+		case errors.Is(err, context.DeadlineExceeded):
+			typ = proto.Timeout
+		}
+		res.Error = &proto.Error{Type: typ, Message: err.Error()}
+	}
+	w.mu.Lock()
+	delete(w.calls, id)
+	w.mu.Unlock()
+	_ = w.w.WriteJSON(proto.Result, id, res)
+}
+
+func safeCall(h Handler, ctx context.Context, in []byte) (out []byte, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v", r)
+		}
+	}()
+	return h(ctx, in)
+}
+
+func (w *worker) call(id uint32, msg proto.CallMsg) (proto.ReplyMsg, error) {
+	msg.Seq = w.seq.Add(1)
+	ch := make(chan proto.ReplyMsg, 1)
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return proto.ReplyMsg{}, fmt.Errorf("%s: the pool closed the worker stream", msg.Op)
+	}
+	w.replies[msg.Seq] = ch
+	w.mu.Unlock()
+	if err := w.w.WriteJSON(proto.Call, id, msg); err != nil {
+		return proto.ReplyMsg{}, err
+	}
+	rep := <-ch
+	if !rep.OK {
+		return rep, fmt.Errorf("%s: %s", msg.Op, rep.Error)
+	}
+	return rep, nil
+}

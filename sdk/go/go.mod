@@ -1,0 +1,3 @@
+module github.com/butterfn/butter/sdk/go
+
+go 1.26

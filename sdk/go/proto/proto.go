@@ -1,0 +1,192 @@
+// Package proto is the codec of Butter's worker protocol, version 1
+// (docs/worker-protocol.md): length-prefixed frames carrying a type, an
+// invocation id and a payload. The pool (host side) and the Go SDK (worker
+// side) both use it, so the two can never disagree on the wire format.
+//
+// It has no dependencies beyond the standard library, so that functions
+// written in Go pull in nothing else.
+package proto
+
+import (
+	"bufio"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+)
+
+// Version is the protocol version this package speaks.
+const Version = 1
+
+// MaxFrame is the largest frame length (type + id + payload) accepted.
+const MaxFrame = 16 << 20
+
+// ChunkSize is the payload size senders use when splitting data into DATA
+// frames.
+const ChunkSize = 64 << 10
+
+// Type is a frame type.
+type Type uint8
+
+// The frame types of version 1.
+const (
+	Hello  Type = 1 // worker -> pool: JSON HelloMsg
+	Invoke Type = 2 // pool -> worker: JSON InvokeMsg
+	Data   Type = 3 // both: raw bytes
+	End    Type = 4 // pool -> worker: input complete
+	Result Type = 5 // worker -> pool: JSON ResultMsg; ends the invocation
+	Cancel Type = 6 // pool -> worker: stop the invocation
+	Call   Type = 7 // worker -> pool: JSON CallMsg
+	Reply  Type = 8 // pool -> worker: JSON ReplyMsg
+)
+
+func (t Type) String() string {
+	names := [...]string{"", "HELLO", "INVOKE", "DATA", "END", "RESULT", "CANCEL", "CALL", "REPLY"}
+	if int(t) < len(names) && t != 0 {
+		return names[t]
+	}
+	return fmt.Sprintf("Type(%d)", uint8(t))
+}
+
+// Frame is one message.
+type Frame struct {
+	Type    Type
+	ID      uint32
+	Payload []byte
+}
+
+// ErrFrameTooLarge is returned for a frame longer than MaxFrame.
+var ErrFrameTooLarge = errors.New("worker protocol: frame too large")
+
+// Reader reads frames.
+type Reader struct{ r *bufio.Reader }
+
+// NewReader returns a frame reader over r.
+func NewReader(r io.Reader) *Reader { return &Reader{bufio.NewReaderSize(r, 64<<10)} }
+
+// Read reads the next frame. It returns io.EOF at a clean end of stream
+// and io.ErrUnexpectedEOF inside a frame. The payload is a new slice the
+// caller owns.
+func (r *Reader) Read() (Frame, error) {
+	var hdr [9]byte
+	if _, err := io.ReadFull(r.r, hdr[:4]); err != nil {
+		return Frame{}, err
+	}
+	n := binary.BigEndian.Uint32(hdr[:4])
+	if n < 5 {
+		return Frame{}, fmt.Errorf("worker protocol: frame length %d is below the header size", n)
+	}
+	if n > MaxFrame {
+		return Frame{}, ErrFrameTooLarge
+	}
+	if _, err := io.ReadFull(r.r, hdr[4:9]); err != nil {
+		return Frame{}, unexpected(err)
+	}
+	f := Frame{Type: Type(hdr[4]), ID: binary.BigEndian.Uint32(hdr[5:9])}
+	if f.Type < Hello || f.Type > Reply {
+		return Frame{}, fmt.Errorf("worker protocol: unknown frame type %d", hdr[4])
+	}
+	f.Payload = make([]byte, n-5)
+	if _, err := io.ReadFull(r.r, f.Payload); err != nil {
+		return Frame{}, unexpected(err)
+	}
+	return f, nil
+}
+
+func unexpected(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// Writer writes frames. It is safe for concurrent use: each frame is
+// written whole.
+type Writer struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+// NewWriter returns a frame writer over w.
+func NewWriter(w io.Writer) *Writer { return &Writer{w: w} }
+
+// Write writes one frame.
+func (w *Writer) Write(t Type, id uint32, payload []byte) error {
+	if len(payload)+5 > MaxFrame {
+		return ErrFrameTooLarge
+	}
+	buf := make([]byte, 9+len(payload))
+	binary.BigEndian.PutUint32(buf[:4], uint32(5+len(payload)))
+	buf[4] = byte(t)
+	binary.BigEndian.PutUint32(buf[5:9], id)
+	copy(buf[9:], payload)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_, err := w.w.Write(buf)
+	return err
+}
+
+// WriteJSON writes a frame whose payload is v encoded as JSON.
+func (w *Writer) WriteJSON(t Type, id uint32, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("worker protocol: encode %s: %w", t, err)
+	}
+	return w.Write(t, id, b)
+}
+
+// HelloMsg is the payload of HELLO.
+type HelloMsg struct {
+	Protocol int    `json:"protocol"`
+	SDK      string `json:"sdk"`
+}
+
+// InvokeMsg is the payload of INVOKE.
+type InvokeMsg struct {
+	Function string            `json:"function"`
+	Deadline int64             `json:"deadline"` // Unix milliseconds
+	Options  map[string]string `json:"options,omitempty"`
+	Meta     map[string]string `json:"meta,omitempty"`
+}
+
+// Error is a typed function error.
+type Error struct {
+	Type    string `json:"type"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return e.Type + ": " + e.Message }
+
+// The error types.
+const (
+	Exception           = "Exception"
+	PreconditionFailed  = "PreconditionFailed"
+	PostconditionFailed = "PostconditionFailed"
+	Timeout             = "Timeout"
+)
+
+// ResultMsg is the payload of RESULT.
+type ResultMsg struct {
+	Error *Error `json:"error,omitempty"`
+}
+
+// CallMsg is the payload of CALL.
+type CallMsg struct {
+	Seq     uint64 `json:"seq"`
+	Op      string `json:"op"`
+	Level   string `json:"level,omitempty"`
+	Message string `json:"message,omitempty"`
+	Stream  string `json:"stream,omitempty"`
+	Key     string `json:"key,omitempty"`
+	Value   []byte `json:"value,omitempty"` // base64 in JSON
+}
+
+// ReplyMsg is the payload of REPLY.
+type ReplyMsg struct {
+	Seq         uint64 `json:"seq"`
+	OK          bool   `json:"ok"`
+	Error       string `json:"error,omitempty"`
+	RemainingMS int64  `json:"remaining_ms,omitempty"`
+}

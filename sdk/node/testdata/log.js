@@ -1,0 +1,4 @@
+exports.handle = async (input, ctx) => {
+  await ctx.log('warn', `got ${input.length} bytes`);
+  return 'logged';
+};

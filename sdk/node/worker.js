@@ -1,0 +1,252 @@
+'use strict';
+// Butter worker for Node: runs one function's handler and serves the worker
+// protocol, version 1 (docs/worker-protocol.md), on fd 3 (pool -> worker)
+// and fd 4 (worker -> pool). Run as `node worker.js` in the bundle directory.
+const fs = require('fs');
+const net = require('net');
+const path = require('path');
+const url = require('url');
+const Module = require('module');
+
+const T = { HELLO: 1, INVOKE: 2, DATA: 3, END: 4, RESULT: 5, CANCEL: 6, CALL: 7, REPLY: 8 };
+const MAX_FRAME = 16 << 20; // largest frame length (type + id + payload)
+const CHUNK = 1 << 20; // largest output DATA payload we send
+const EMPTY = Buffer.alloc(0);
+
+const invocations = new Map(); // id -> invocation
+let handler = null;
+let out = null;
+let flushed = Promise.resolve(); // settles when the last frame queued has been written
+let closing = false; // fd 3 reached EOF
+
+function die(code, message) {
+  process.stderr.write(`butter worker: ${message}\n`);
+  process.exit(code);
+}
+
+// `require('butter')` from a function resolves to this SDK's butter.js unless
+// the bundle brings its own module of that name.
+const resolveFilename = Module._resolveFilename;
+Module._resolveFilename = function (request, ...rest) {
+  try {
+    return resolveFilename.call(this, request, ...rest);
+  } catch (err) {
+    if (request === 'butter') return path.join(__dirname, 'butter.js');
+    throw err;
+  }
+};
+
+// loadHandler resolves BUTTER_HANDLER ("module.export"; "export" alone means
+// module "index"; empty means "index.handle") relative to the working directory.
+async function loadHandler(spec) {
+  const dot = spec.lastIndexOf('.');
+  const modName = dot < 0 ? 'index' : spec.slice(0, dot);
+  const name = dot < 0 ? spec : spec.slice(dot + 1);
+  const file = path.resolve(process.cwd(), modName);
+  let mod;
+  try {
+    mod = require(file);
+  } catch (err) {
+    if (err.code !== 'ERR_REQUIRE_ESM') throw err;
+    mod = await import(url.pathToFileURL(require.resolve(file)).href);
+  }
+  const fn = mod[name] ?? mod.default?.[name];
+  if (typeof fn !== 'function') throw new Error(`module "${modName}" has no exported function "${name}"`);
+  return fn;
+}
+
+// openFd wraps an inherited descriptor: net.Socket for pipes and sockets,
+// an fs stream for anything else.
+function openFd(fd, readable) {
+  try {
+    return new net.Socket({ fd, readable, writable: !readable, allowHalfOpen: true });
+  } catch {
+    return readable ? fs.createReadStream(null, { fd }) : fs.createWriteStream(null, { fd });
+  }
+}
+
+// send writes one frame; the promise settles once it has been written.
+function send(type, id, payload = EMPTY) {
+  const frame = Buffer.allocUnsafe(9 + payload.length);
+  frame.writeUInt32BE(5 + payload.length, 0);
+  frame[4] = type;
+  frame.writeUInt32BE(id, 5);
+  payload.copy(frame, 9);
+  return (flushed = new Promise((resolve) => out.write(frame, resolve)));
+}
+
+const json = (v) => Buffer.from(JSON.stringify(v));
+
+function parse(payload, what) {
+  try {
+    return JSON.parse(payload.toString('utf8'));
+  } catch (err) {
+    die(2, `malformed ${what} payload: ${err.message}`);
+  }
+}
+
+// toBuffer: Buffer as is, string as UTF-8, null/undefined empty, else JSON.
+function toBuffer(v) {
+  if (Buffer.isBuffer(v)) return v;
+  if (v instanceof Uint8Array) return Buffer.from(v.buffer, v.byteOffset, v.byteLength);
+  if (typeof v === 'string') return Buffer.from(v, 'utf8');
+  if (v === null || v === undefined) return EMPTY;
+  const s = JSON.stringify(v);
+  return s === undefined ? EMPTY : Buffer.from(s, 'utf8');
+}
+
+// readFrames parses the byte stream into frames without copying more than once.
+function readFrames(input, onFrame, onEnd) {
+  let chunks = [];
+  let have = 0;
+  let need = 4;
+  let length = -1;
+  input.on('data', (chunk) => {
+    chunks.push(chunk);
+    have += chunk.length;
+    while (have >= need) {
+      const all = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, have);
+      const b = all.subarray(0, need);
+      chunks = have > need ? [all.subarray(need)] : [];
+      have -= need;
+      if (length < 0) {
+        length = b.readUInt32BE(0);
+        if (length < 5 || length > MAX_FRAME) die(2, `bad frame length ${length}`);
+        need = length;
+      } else {
+        onFrame(b[0], b.readUInt32BE(1), b.subarray(5));
+        length = -1;
+        need = 4;
+      }
+    }
+  });
+  input.on('end', () => (have > 0 || length >= 0 ? die(2, 'fd 3 closed inside a frame') : onEnd()));
+  input.on('error', (err) => die(1, `reading fd 3: ${err.message}`));
+}
+
+function newInvocation(id, m) {
+  const controller = new AbortController();
+  const inv = { id, input: [], started: false, done: false, seq: 0, calls: new Map(), controller };
+  const meta = m.meta || {};
+  const params = {};
+  for (const [k, v] of Object.entries(meta)) if (k.startsWith('param.')) params[k.slice(6)] = v;
+  const deadline = Number(m.deadline) || 0; // 0: none given
+  inv.ctx = {
+    function: m.function || process.env.BUTTER_FUNCTION || '',
+    options: m.options || {},
+    meta,
+    params,
+    deadline: deadline ? new Date(deadline) : null,
+    signal: controller.signal,
+    remainingMs: () => (deadline ? Math.max(0, deadline - Date.now()) : Infinity),
+    log: (level, message) => call(inv, { op: 'log', level: String(level), message: String(message) }),
+    emit: (stream, value, key) => {
+      const c = { op: 'emit', stream: String(stream) };
+      if (key !== undefined && key !== null) c.key = String(key);
+      c.value = toBuffer(value).toString('base64');
+      return call(inv, c);
+    },
+  };
+  return inv;
+}
+
+// call sends a CALL; the promise settles with the matching REPLY.
+function call(inv, msg) {
+  if (inv.done) return Promise.reject(new Error('butter: context call after the invocation finished'));
+  if (closing) return Promise.reject(new Error('butter: the pool closed the connection'));
+  const seq = ++inv.seq;
+  const pending = {};
+  const promise = new Promise((resolve, reject) => Object.assign(pending, { resolve, reject }));
+  pending.promise = promise.then(() => {}, () => {});
+  inv.calls.set(seq, pending);
+  send(T.CALL, inv.id, json({ seq, ...msg }));
+  return promise.then(() => undefined);
+}
+
+function settleCall(inv, seq, reply) {
+  const pending = inv.calls.get(seq);
+  if (!pending) return;
+  inv.calls.delete(seq);
+  if (reply.ok) pending.resolve(reply);
+  else pending.reject(new Error(reply.error || 'context call failed'));
+}
+
+async function run(inv) {
+  inv.started = true;
+  const input = Buffer.concat(inv.input);
+  inv.input = null;
+  let output;
+  let error;
+  try {
+    output = toBuffer(await handler(input, inv.ctx));
+  } catch (err) {
+    const type = (err && typeof err.butterType === 'string' && err.butterType) || 'Exception';
+    error = { type, message: (err && err.message) || String(err) };
+    if (type === 'Exception') console.error(err);
+  }
+  // The id must not be freed while a CALL of it awaits its REPLY.
+  while (inv.calls.size) await Promise.all([...inv.calls.values()].map((c) => c.promise));
+  inv.done = true;
+  if (!error) {
+    for (let off = 0; off < output.length; off += CHUNK) await send(T.DATA, inv.id, output.subarray(off, off + CHUNK));
+  }
+  invocations.delete(inv.id); // before RESULT: the pool may reuse the id at once
+  send(T.RESULT, inv.id, json(error ? { error } : {}));
+  maybeExit();
+}
+
+function maybeExit() {
+  if (closing && invocations.size === 0) flushed.then(() => process.exit(0));
+}
+
+function onFrame(type, id, payload) {
+  const inv = invocations.get(id);
+  switch (type) {
+    case T.INVOKE:
+      if (inv) die(2, `INVOKE for invocation ${id}, which is in flight`);
+      invocations.set(id, newInvocation(id, parse(payload, 'INVOKE')));
+      break;
+    case T.DATA:
+      if (inv && !inv.started) inv.input.push(payload);
+      break;
+    case T.END:
+      if (inv && !inv.started) run(inv);
+      break;
+    case T.CANCEL:
+      if (inv) inv.controller.abort(new Error('invocation cancelled'));
+      break;
+    case T.REPLY: {
+      const reply = parse(payload, 'REPLY');
+      if (inv) settleCall(inv, reply.seq, reply);
+      break;
+    }
+    default:
+      die(2, `unexpected frame type ${type} (invocation ${id})`);
+  }
+}
+
+function onEnd() {
+  closing = true;
+  for (const inv of invocations.values()) {
+    // Input that never ended can no longer end; calls can no longer be answered.
+    if (!inv.started) invocations.delete(inv.id);
+    for (const seq of [...inv.calls.keys()]) settleCall(inv, seq, { ok: false, error: 'the pool closed the connection' });
+  }
+  maybeExit();
+}
+
+async function main() {
+  const spec = process.env.BUTTER_HANDLER || 'index.handle';
+  try {
+    handler = await loadHandler(spec);
+  } catch (err) {
+    die(1, `cannot load handler "${spec}" from ${process.cwd()}: ${(err && err.stack) || err}`);
+  }
+  out = openFd(4, false);
+  out.on('error', (err) => die(1, `writing fd 4: ${err.message}`));
+  const input = openFd(3, true);
+  send(T.HELLO, 0, json({ protocol: 1, sdk: 'node/0.1' }));
+  readFrames(input, onFrame, onEnd);
+}
+
+if (require.main === module) main();

@@ -1,0 +1,420 @@
+'use strict';
+// Tests of worker.js: each test spawns a real worker process whose fds 3 and 4
+// are connected to this process, and speaks the frames of the protocol to it.
+// Run with `node --test sdk/node/` from the repository root.
+const { test } = require('node:test');
+const assert = require('node:assert/strict');
+const { spawn, execFileSync } = require('node:child_process');
+const crypto = require('node:crypto');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+
+const WORKER = path.join(__dirname, 'worker.js');
+const TESTDATA = path.join(__dirname, 'testdata');
+const T = { HELLO: 1, INVOKE: 2, DATA: 3, END: 4, RESULT: 5, CANCEL: 6, CALL: 7, REPLY: 8 };
+const WAIT = 5000; // the deadline of every single wait, in ms
+
+function frame(type, id, payload = Buffer.alloc(0)) {
+  const b = Buffer.alloc(9 + payload.length);
+  b.writeUInt32BE(5 + payload.length, 0);
+  b[4] = type;
+  b.writeUInt32BE(id, 5);
+  payload.copy(b, 9);
+  return b;
+}
+
+function withDeadline(promise, ms, what) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+// Worker is the pool's side of one worker process.
+class Worker {
+  // spawn starts the worker with its fds 3 and 4 connected to this process.
+  static spawn(handler, { concurrency = 1, env = {} } = {}) {
+    const child = spawn(process.execPath, [WORKER], {
+      cwd: TESTDATA,
+      env: { ...process.env, BUTTER_PROTOCOL: '1', BUTTER_FUNCTION: 'fn', BUTTER_HANDLER: handler, BUTTER_CONCURRENCY: String(concurrency), ...env },
+      stdio: ['ignore', 'pipe', 'pipe', 'pipe', 'pipe'],
+    });
+    return new Worker(child, child.stdio[3], child.stdio[4], child.stdout, child.stderr);
+  }
+
+  constructor(child, input, output, stdout, stderr) {
+    this.child = child;
+    this.input = input;
+    this.frames = [];
+    this.waiters = [];
+    this.ended = false;
+    this.stdout = '';
+    this.stderr = '';
+    stdout.on('data', (d) => (this.stdout += d.toString('latin1')));
+    stderr.on('data', (d) => (this.stderr += d.toString()));
+    const streamEnd = (s) => new Promise((resolve) => s.on('close', resolve));
+    this.exited = Promise.all([
+      new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal }))),
+      streamEnd(stdout),
+      streamEnd(stderr),
+    ]).then(([status]) => status);
+    input.on('error', () => {}); // the worker may be gone before we write
+    let buf = Buffer.alloc(0);
+    output.on('data', (d) => {
+      buf = Buffer.concat([buf, d]);
+      while (buf.length >= 4 && buf.length >= 4 + buf.readUInt32BE(0)) {
+        const n = buf.readUInt32BE(0);
+        this.push({ type: buf[4], id: buf.readUInt32BE(5), payload: buf.subarray(9, 4 + n) });
+        buf = buf.subarray(4 + n);
+      }
+    });
+    output.on('close', () => {
+      this.ended = true;
+      for (const w of this.waiters.splice(0)) w(null);
+    });
+  }
+
+  push(f) {
+    const w = this.waiters.shift();
+    if (w) w(f);
+    else this.frames.push(f);
+  }
+
+  // next resolves with the next frame from the worker (null at EOF).
+  // A wait that times out gives up its place, so no frame is lost.
+  next(what = 'a frame', ms = WAIT) {
+    if (this.frames.length) return Promise.resolve(this.frames.shift());
+    if (this.ended) return Promise.resolve(null);
+    let waiter;
+    const p = new Promise((resolve) => this.waiters.push((waiter = resolve)));
+    return withDeadline(p, ms, what).catch((err) => {
+      this.waiters = this.waiters.filter((w) => w !== waiter);
+      throw err;
+    });
+  }
+
+  async expect(type, id) {
+    const f = await this.next(`frame type ${type} id ${id}`);
+    assert.ok(f, `expected frame type ${type} id ${id}, got EOF; stderr: ${this.stderr}`);
+    assert.deepEqual([f.type, f.id], [type, id], `unexpected frame ${f.type}/${f.id}: ${f.payload}`);
+    return f;
+  }
+
+  async hello() {
+    const f = await this.expect(T.HELLO, 0);
+    return JSON.parse(f.payload);
+  }
+
+  send(type, id, payload) {
+    this.input.write(frame(type, id, payload));
+  }
+
+  sendJSON(type, id, v) {
+    this.send(type, id, Buffer.from(JSON.stringify(v)));
+  }
+
+  invokeStart(id, meta = {}) {
+    this.sendJSON(T.INVOKE, id, { function: 'fn', deadline: Date.now() + 30000, options: {}, meta: {}, ...meta });
+  }
+
+  invoke(id, input, meta) {
+    this.invokeStart(id, meta);
+    if (input.length) this.send(T.DATA, id, Buffer.from(input));
+    this.send(T.END, id);
+  }
+
+  // result collects the output DATA frames of one invocation until its RESULT.
+  async result(id) {
+    const chunks = [];
+    for (;;) {
+      const f = await this.next(`the result of invocation ${id}`);
+      assert.ok(f, `EOF before the result of ${id}; stderr: ${this.stderr}`);
+      assert.equal(f.id, id, `frame of another invocation: ${f.type}/${f.id}`);
+      if (f.type === T.DATA) chunks.push(f.payload);
+      else if (f.type === T.RESULT) return { output: Buffer.concat(chunks), result: JSON.parse(f.payload), chunks };
+      else assert.fail(`unexpected frame ${f.type} in the output of ${id}: ${f.payload}`);
+    }
+  }
+
+  closeInput() {
+    this.input.end();
+  }
+
+  wait(what = 'the worker to exit') {
+    return withDeadline(this.exited, WAIT, what);
+  }
+
+  kill() {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
+  }
+}
+
+// withWorker starts a worker for handler, waits for its HELLO, calls fn, and kills
+// the worker at the end whatever happened.
+async function withWorker(handler, opts, fn) {
+  const w = Worker.spawn(handler, opts);
+  try {
+    await w.hello();
+    return await fn(w);
+  } finally {
+    w.kill();
+  }
+}
+
+test('HELLO comes first, with protocol 1', async () => {
+  const w = Worker.spawn('echo.handle');
+  try {
+    assert.deepEqual(await w.hello(), { protocol: 1, sdk: 'node/0.1' });
+    w.closeInput();
+    assert.deepEqual(await w.wait(), { code: 0, signal: null });
+    assert.equal(await w.next(), null);
+  } finally {
+    w.kill();
+  }
+});
+
+test('echo of a 3 MiB input sent as several DATA frames', () =>
+  withWorker('echo.handle', {}, async (w) => {
+    const input = crypto.randomBytes(3 * 1024 * 1024 + 17);
+    w.invokeStart(1);
+    for (let off = 0; off < input.length; off += 700 * 1024) w.send(T.DATA, 1, input.subarray(off, off + 700 * 1024));
+    w.send(T.END, 1);
+    const r = await w.result(1);
+    assert.deepEqual(r.result, {});
+    assert.ok(r.output.equals(input), 'output differs from input');
+    assert.ok(r.chunks.length >= 4, `expected several DATA frames, got ${r.chunks.length}`);
+    for (const c of r.chunks) assert.ok(c.length <= 1 << 20, `DATA frame of ${c.length} bytes`);
+  }));
+
+test('empty input and the default handler module', async () => {
+  for (const handler of ['', 'handle', 'index.handle']) {
+    await withWorker(handler, {}, async (w) => {
+      w.invoke(1, '');
+      const r = await w.result(1);
+      assert.equal(r.output.toString(), 'index:', `handler "${handler}"`);
+      assert.deepEqual(r.result, {});
+    });
+  }
+});
+
+test('an ES module handler in a subdirectory', () =>
+  withWorker('esm/handler.handle', {}, async (w) => {
+    w.invoke(1, 'x');
+    assert.deepEqual((await w.result(1)).output.toString(), 'esm:x');
+  }));
+
+test('return values: string, object, number, null, undefined', () =>
+  withWorker('values.handle', {}, async (w) => {
+    const want = { object: '{"a":1,"b":[true,null]}', null: '', undefined: '', number: '42', string: 'héllo' };
+    let id = 0;
+    for (const [input, output] of Object.entries(want)) {
+      w.invoke(++id, input);
+      const r = await w.result(id);
+      assert.equal(r.output.toString('utf8'), output, input);
+      assert.equal(r.chunks.length, output ? 1 : 0);
+    }
+  }));
+
+test('two concurrent invocations with interleaved frames: the slow one finishes last', () =>
+  withWorker('slow.handle', { concurrency: 2 }, async (w) => {
+    w.invokeStart(1);
+    w.invokeStart(2);
+    w.send(T.DATA, 1, Buffer.from('6'));
+    w.send(T.DATA, 2, Buffer.from('5'));
+    w.send(T.DATA, 1, Buffer.from('00'));
+    w.send(T.END, 1);
+    w.send(T.END, 2);
+    const first = await w.result(2);
+    assert.equal(first.output.toString(), 'slept 5');
+    const second = await w.result(1);
+    assert.equal(second.output.toString(), 'slept 600');
+    assert.deepEqual(second.result, {});
+  }));
+
+test('errors: a thrown Error, PreconditionFailed and PostconditionFailed', async () => {
+  const cases = [
+    ['throw.handle', { type: 'Exception', message: 'boom' }],
+    ['throw.precondition', { type: 'PreconditionFailed', message: 'bad input: xyz' }],
+    ['throw.postcondition', { type: 'PostconditionFailed', message: 'bad output' }],
+  ];
+  for (const [handler, error] of cases) {
+    await withWorker(handler, {}, async (w) => {
+      w.invoke(9, 'xyz');
+      const r = await w.result(9);
+      assert.deepEqual([r.output.length, r.result], [0, { error }], handler);
+    });
+  }
+});
+
+test('emit sends a CALL and resolves on the REPLY', () =>
+  withWorker('emit.handle', {}, async (w) => {
+    w.invoke(3, '{"t":21.5}');
+    const call = await w.expect(T.CALL, 3);
+    const msg = JSON.parse(call.payload);
+    assert.deepEqual(msg, { seq: msg.seq, op: 'emit', stream: 'alerts', key: 'd1', value: Buffer.from('{"t":21.5}').toString('base64') });
+    assert.equal(typeof msg.seq, 'number');
+    // Nothing more until the pool has answered.
+    await assert.rejects(w.next('nothing', 200), /timed out/);
+    w.sendJSON(T.REPLY, 3, { seq: msg.seq, ok: true });
+    const r = await w.result(3);
+    assert.equal(r.output.toString(), 'emitted');
+    assert.deepEqual(r.result, {});
+  }));
+
+test('emit refused with ok=false rejects', () =>
+  withWorker('emit.refused', {}, async (w) => {
+    w.invoke(1, 'v');
+    const call = JSON.parse((await w.expect(T.CALL, 1)).payload);
+    assert.deepEqual([call.stream, call.key, call.value], ['nowhere', undefined, 'dg==']);
+    w.sendJSON(T.REPLY, 1, { seq: call.seq, ok: false, error: 'unknown stream "nowhere"' });
+    assert.equal((await w.result(1)).output.toString(), 'refused: unknown stream "nowhere"');
+  }));
+
+test('a refused emit the handler does not catch is an Exception', () =>
+  withWorker('emit.handle', {}, async (w) => {
+    w.invoke(2, '1');
+    const call = JSON.parse((await w.expect(T.CALL, 2)).payload);
+    w.sendJSON(T.REPLY, 2, { seq: call.seq, ok: false, error: 'unknown stream "alerts"' });
+    const r = await w.result(2);
+    assert.deepEqual(r.result, { error: { type: 'Exception', message: 'unknown stream "alerts"' } });
+  }));
+
+test('log sends a CALL with level and message; seq increases', () =>
+  withWorker('log.handle', {}, async (w) => {
+    const seqs = [];
+    for (const id of [1, 2]) {
+      w.invoke(id, 'abcd');
+      const msg = JSON.parse((await w.expect(T.CALL, id)).payload);
+      assert.deepEqual(msg, { seq: msg.seq, op: 'log', level: 'warn', message: 'got 4 bytes' });
+      seqs.push(msg.seq);
+      w.sendJSON(T.REPLY, id, { seq: msg.seq, ok: true });
+      assert.equal((await w.result(id)).output.toString(), 'logged');
+    }
+    assert.ok(seqs.every((s) => Number.isInteger(s) && s > 0), `seqs ${seqs}`);
+  }));
+
+test('console.log in the handler goes to stdout and does not corrupt the protocol', async () => {
+  const w = Worker.spawn('noisy.handle');
+  try {
+    await w.hello();
+    w.invoke(1, 'payload');
+    const r = await w.result(1);
+    assert.equal(r.output.toString(), 'payload');
+    w.closeInput();
+    assert.equal((await w.wait()).code, 0);
+    assert.match(w.stdout, /noise from the handler/);
+    assert.ok(w.stdout.includes('\0\0\0\x05\x05\0\0\0\x01'));
+    assert.match(w.stderr, /more noise on stderr/);
+  } finally {
+    w.kill();
+  }
+});
+
+test('the context: function, options, meta, params, deadline', () =>
+  withWorker('ctxinfo.handle', {}, async (w) => {
+    const deadline = Date.now() + 20000;
+    const meta = { 'content-type': 'application/json', 'param.device': 'd1', 'param.room': 'r2', 'ce-type': 't' };
+    w.invoke(1, '', { function: 'ingest', deadline, options: { e: 's/a/b/' }, meta });
+    const info = JSON.parse((await w.result(1)).output);
+    assert.deepEqual(info.params, { device: 'd1', room: 'r2' });
+    assert.deepEqual(info.meta, meta);
+    assert.deepEqual(info.options, { e: 's/a/b/' });
+    assert.equal(info.function, 'ingest');
+    assert.equal(info.deadline, deadline);
+    assert.ok(info.remainingMs > 15000 && info.remainingMs <= 20000, `remainingMs ${info.remainingMs}`);
+    assert.equal(info.aborted, false);
+  }));
+
+test('CANCEL aborts ctx.signal and the RESULT still comes', () =>
+  withWorker('cancel.handle', {}, async (w) => {
+    w.invoke(5, '');
+    w.invoke(6, '');
+    w.send(T.CANCEL, 6);
+    assert.equal((await w.result(6)).output.toString(), 'cancelled with time left');
+    w.send(T.CANCEL, 99); // an id not in flight is ignored
+    w.send(T.CANCEL, 5);
+    assert.equal((await w.result(5)).output.toString(), 'cancelled with time left');
+  }));
+
+test('a handler module that does not exist: exit 1 with the reason on stderr, no HELLO', async () => {
+  const w = Worker.spawn('missing.handle');
+  try {
+    assert.deepEqual(await w.wait(), { code: 1, signal: null });
+    assert.match(w.stderr, /cannot load handler "missing\.handle"/);
+    assert.match(w.stderr, /Cannot find module/);
+    assert.equal(await w.next(), null);
+  } finally {
+    w.kill();
+  }
+});
+
+test('a module without the export: exit 1', async () => {
+  const w = Worker.spawn('echo.nothere');
+  try {
+    assert.equal((await w.wait()).code, 1);
+    assert.match(w.stderr, /no exported function "nothere"/);
+  } finally {
+    w.kill();
+  }
+});
+
+test('EOF on fd 3: in-flight invocations finish, then exit 0', async () => {
+  const w = Worker.spawn('slow.handle', { concurrency: 2 });
+  try {
+    await w.hello();
+    w.invoke(1, '300');
+    w.invoke(2, '100');
+    w.closeInput();
+    const results = [await w.next(), await w.next(), await w.next(), await w.next()];
+    assert.deepEqual(results.map((f) => [f.type, f.id]), [[T.DATA, 2], [T.RESULT, 2], [T.DATA, 1], [T.RESULT, 1]]);
+    assert.equal(results[2].payload.toString(), 'slept 300');
+    assert.deepEqual(await w.wait(), { code: 0, signal: null });
+    assert.equal(await w.next(), null);
+  } finally {
+    w.kill();
+  }
+});
+
+test('an unknown frame type: a message on stderr and exit 2', async () => {
+  const w = Worker.spawn('echo.handle');
+  try {
+    await w.hello();
+    w.send(42, 1, Buffer.from('?'));
+    assert.deepEqual(await w.wait(), { code: 2, signal: null });
+    assert.match(w.stderr, /unexpected frame type 42/);
+  } finally {
+    w.kill();
+  }
+});
+
+test('real pipes (FIFOs) on fds 3 and 4', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'butter-node-'));
+  const [fifoIn, fifoOut] = [path.join(dir, 'in'), path.join(dir, 'out')];
+  execFileSync('mkfifo', [fifoIn, fifoOut]);
+  const child = spawn('/bin/sh', ['-c', 'exec "$0" "$1" 3<"$2" 4>"$3"', process.execPath, WORKER, fifoIn, fifoOut], {
+    cwd: TESTDATA,
+    env: { ...process.env, BUTTER_HANDLER: 'fds.handle' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const w = new Worker(child, fs.createWriteStream(fifoIn), fs.createReadStream(fifoOut), child.stdout, child.stderr);
+  try {
+    await w.hello();
+    w.invoke(1, '');
+    assert.deepEqual(JSON.parse((await w.result(1)).output), { fd3: 'fifo', fd4: 'fifo' });
+    w.closeInput();
+    assert.deepEqual(await w.wait(), { code: 0, signal: null });
+  } finally {
+    w.kill();
+    // Should the worker never have opened the FIFOs, our opens of them are
+    // still blocked: open the other ends once to release them.
+    const { O_RDONLY, O_WRONLY, O_NONBLOCK } = fs.constants;
+    for (const [file, flags] of [[fifoIn, O_RDONLY], [fifoOut, O_WRONLY]]) {
+      try {
+        fs.closeSync(fs.openSync(file, flags | O_NONBLOCK));
+      } catch {}
+    }
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -1,0 +1,255 @@
+"""Butter worker for Python: runs one function's handler and serves the worker
+protocol, version 1 (docs/worker-protocol.md), on fd 3 (pool -> worker) and
+fd 4 (worker -> pool). Run as `python3 butter_worker.py` in the bundle
+directory. Standard library only.
+"""
+
+import asyncio
+import base64
+import importlib
+import inspect
+import json
+import math
+import os
+import struct
+import sys
+import threading
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+
+HELLO, INVOKE, DATA, END, RESULT, CANCEL, CALL, REPLY = range(1, 9)
+MAX_FRAME = 16 << 20  # largest frame length (type + id + payload)
+CHUNK = 1 << 20  # largest output DATA payload we send
+IN_FD, OUT_FD = 3, 4
+
+_write_lock = threading.Lock()
+
+
+def die(code, message):
+    """Writes message to stderr and ends the process at once with code."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.write(f"butter worker: {message}\n")
+        sys.stderr.flush()
+    finally:
+        os._exit(code)
+
+
+def send(ftype, fid, payload=b""):
+    """Writes one whole frame to fd 4; safe to call from any thread."""
+    view = memoryview(struct.pack(">IBI", 5 + len(payload), ftype, fid) + payload)
+    with _write_lock:
+        try:
+            while view:
+                view = view[os.write(OUT_FD, view):]
+        except OSError as e:
+            die(1, f"writing fd 4: {e}")
+
+
+def to_bytes(value):
+    """bytes as is, str as UTF-8, None as empty, anything else as JSON."""
+    if value is None:
+        return b""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    return json.dumps(value).encode("utf-8")
+
+
+class ContextCallError(RuntimeError):
+    """The pool refused a context call (its REPLY had ok=false)."""
+
+
+class Context:
+    """What a handler knows about its invocation, and its calls to the pool."""
+
+    def __init__(self, fid, m):
+        self._id = fid
+        self.function = m.get("function") or os.environ.get("BUTTER_FUNCTION", "")
+        self.options = m.get("options") or {}
+        self.meta = m.get("meta") or {}
+        self.params = {k[6:]: v for k, v in self.meta.items() if k.startswith("param.")}
+        ms = m.get("deadline") or 0
+        self.deadline = ms / 1000.0 if ms else math.inf  # Unix seconds
+        self.cancelled = threading.Event()
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._calls = {}  # seq -> [threading.Event, reply]
+        self._closed = None  # why no more calls are possible
+        self._input = []
+        self._started = False
+
+    def remaining_ms(self):
+        if self.deadline == math.inf:
+            return math.inf
+        return max(0, int(self.deadline * 1000 - time.time() * 1000))
+
+    def log(self, level, message):
+        self._call({"op": "log", "level": str(level), "message": str(message)})
+
+    def emit(self, stream, value, key=None):
+        msg = {"op": "emit", "stream": str(stream)}
+        if key is not None:
+            msg["key"] = str(key)
+        msg["value"] = base64.b64encode(to_bytes(value)).decode("ascii")
+        self._call(msg)
+
+    def _call(self, msg):
+        """Sends a CALL and blocks until its REPLY; raises if ok is false."""
+        with self._lock:
+            if self._closed:
+                raise ContextCallError(self._closed)
+            self._seq += 1
+            seq = self._seq
+            pending = self._calls[seq] = [threading.Event(), None]
+        send(CALL, self._id, json.dumps({"seq": seq, **msg}).encode())
+        pending[0].wait()
+        reply = pending[1]
+        if not reply.get("ok"):
+            raise ContextCallError(reply.get("error") or "context call failed")
+        return reply
+
+    def _reply(self, seq, reply):
+        with self._lock:
+            pending = self._calls.pop(seq, None)
+        if pending:
+            pending[1] = reply
+            pending[0].set()
+
+    def _close(self, why):
+        """Refuses further calls and fails the pending ones (fd 3 ended)."""
+        with self._lock:
+            self._closed = why
+            pending = list(self._calls)
+        for seq in pending:
+            self._reply(seq, {"ok": False, "error": why})
+
+    def _drain(self):
+        """Waits for the REPLY of every pending call, then refuses new ones."""
+        while True:
+            with self._lock:
+                if not self._calls:
+                    self._closed = self._closed or "context call after the invocation finished"
+                    return
+                event = next(iter(self._calls.values()))[0]
+            event.wait()
+
+
+def load_handler():
+    spec = os.environ.get("BUTTER_HANDLER") or "main.handle"
+    module, _, name = spec.rpartition(".")
+    sys.path.insert(0, os.getcwd())
+    try:
+        fn = getattr(importlib.import_module(module or "main"), name)
+        if not callable(fn):
+            raise TypeError(f"{spec} is not callable")
+        return fn
+    except BaseException:
+        die(1, f'cannot load handler "{spec}" from {os.getcwd()}:\n{traceback.format_exc()}')
+
+
+def run(handler, invocations, ctx, data):
+    error = None
+    try:
+        result = handler(data, ctx)
+        if inspect.isawaitable(result):
+            result = asyncio.run(_wait(result))
+        output = to_bytes(result)
+    except BaseException as e:
+        kind = getattr(e, "butter_type", None)
+        kind = kind if isinstance(kind, str) and kind else "Exception"
+        error = {"type": kind, "message": str(e) or type(e).__name__}
+        if kind == "Exception":
+            traceback.print_exc()
+    ctx._drain()  # the id must not be freed while a CALL of it awaits its REPLY
+    if error is None:
+        for off in range(0, len(output), CHUNK):
+            send(DATA, ctx._id, output[off:off + CHUNK])
+    invocations.pop(ctx._id, None)  # before RESULT: the pool may reuse the id at once
+    send(RESULT, ctx._id, json.dumps({"error": error} if error else {}).encode())
+
+
+async def _wait(awaitable):
+    return await awaitable
+
+
+def frames(f):
+    """Yields (type, id, payload) from the stream until its end."""
+    while True:
+        header = f.read(4)
+        if not header:
+            return
+        if len(header) < 4:
+            die(2, "fd 3 closed inside a frame")
+        n = struct.unpack(">I", header)[0]
+        if n < 5 or n > MAX_FRAME:
+            die(2, f"bad frame length {n}")
+        body = f.read(n)
+        if len(body) < n:
+            die(2, "fd 3 closed inside a frame")
+        yield body[0], struct.unpack_from(">I", body, 1)[0], body[5:]
+
+
+def parse(payload, what):
+    try:
+        return json.loads(payload)
+    except ValueError as e:
+        die(2, f"malformed {what} payload: {e}")
+
+
+def main():
+    handler = load_handler()
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)  # prints reach the function's log promptly
+    try:
+        concurrency = max(1, int(os.environ.get("BUTTER_CONCURRENCY") or 1))
+    except ValueError:
+        concurrency = 1
+    try:
+        os.fstat(OUT_FD)
+        reader = open(IN_FD, "rb", buffering=1 << 16, closefd=False)
+    except OSError as e:
+        die(1, f"fds 3 and 4 must be open: {e}")
+    send(HELLO, 0, json.dumps({"protocol": 1, "sdk": "python/0.1"}).encode())
+
+    invocations = {}  # id -> Context; read here, entries removed by run()
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="butter-invocation")
+    for ftype, fid, payload in frames(reader):
+        ctx = invocations.get(fid)
+        if ftype == INVOKE:
+            if ctx is not None:
+                die(2, f"INVOKE for invocation {fid}, which is in flight")
+            invocations[fid] = Context(fid, parse(payload, "INVOKE"))
+        elif ftype == DATA:
+            if ctx is not None and not ctx._started:
+                ctx._input.append(payload)
+        elif ftype == END:
+            if ctx is not None and not ctx._started:
+                ctx._started = True
+                data, ctx._input = b"".join(ctx._input), None
+                pool.submit(run, handler, invocations, ctx, data)
+        elif ftype == CANCEL:
+            if ctx is not None:
+                ctx.cancelled.set()
+        elif ftype == REPLY:
+            reply = parse(payload, "REPLY")
+            if ctx is not None:
+                ctx._reply(reply.get("seq"), reply)
+        else:
+            die(2, f"unexpected frame type {ftype} (invocation {fid})")
+
+    # fd 3 ended: input that never ended can no longer end, and calls can no
+    # longer be answered; the started invocations finish, then we exit.
+    for fid, ctx in list(invocations.items()):
+        if not ctx._started:
+            invocations.pop(fid, None)
+        ctx._close("the pool closed the connection")
+    pool.shutdown(wait=True)
+    sys.stdout.flush()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

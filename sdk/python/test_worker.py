@@ -1,0 +1,358 @@
+"""Tests of butter_worker.py: each test spawns a real worker process whose fds 3
+and 4 are pipes to this process, and speaks the frames of the protocol to it.
+
+Run with `python3 -m unittest discover -s sdk/python -p 'test_*.py'` from
+the repository root.
+"""
+
+import base64
+import json
+import os
+import queue
+import struct
+import subprocess
+import sys
+import threading
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WORKER = os.path.join(HERE, "butter_worker.py")
+TESTDATA = os.path.join(HERE, "testdata")
+HELLO, INVOKE, DATA, END, RESULT, CANCEL, CALL, REPLY = range(1, 9)
+WAIT = 5.0  # the deadline of every single wait, in seconds
+
+# Runs in the child: moves the two pipe ends it inherited to fds 3 and 4
+# (through fds >= 10, so that neither clobbers the other), then execs the
+# worker in the same process.
+WRAPPER = """
+import fcntl, os, sys
+src = [int(a) for a in sys.argv[1:3]]
+high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in src]
+for fd in src:
+    os.close(fd)
+for target, fd in zip((3, 4), high):
+    os.dup2(fd, target)
+    os.close(fd)
+os.execv(sys.executable, [sys.executable] + sys.argv[3:])
+"""
+
+
+def frame(ftype, fid, payload=b""):
+    return struct.pack(">IBI", 5 + len(payload), ftype, fid) + payload
+
+
+def read_exact(fd, n):
+    buf = b""
+    while len(buf) < n:
+        chunk = os.read(fd, n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return buf
+
+
+class Worker:
+    """The pool's side of one worker process."""
+
+    def __init__(self, handler, concurrency=1, env=None):
+        to_worker_r, self.to_worker = os.pipe()  # pool -> worker: the worker's fd 3
+        self.from_worker, from_worker_w = os.pipe()  # worker -> pool: the worker's fd 4
+        self.pipe_inodes = (os.fstat(to_worker_r).st_ino, os.fstat(from_worker_w).st_ino)
+        full_env = dict(os.environ, BUTTER_PROTOCOL="1", BUTTER_FUNCTION="fn", BUTTER_HANDLER=handler,
+                        BUTTER_CONCURRENCY=str(concurrency), PYTHONDONTWRITEBYTECODE="1", **(env or {}))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", WRAPPER, str(to_worker_r), str(from_worker_w), WORKER],
+            cwd=TESTDATA, env=full_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, pass_fds=(to_worker_r, from_worker_w))
+        os.close(to_worker_r)
+        os.close(from_worker_w)
+        self.frames = queue.Queue()
+        self.out = {"stdout": b"", "stderr": b""}
+        self.threads = [
+            threading.Thread(target=self._read_frames, daemon=True),
+            threading.Thread(target=self._drain, args=("stdout", self.proc.stdout), daemon=True),
+            threading.Thread(target=self._drain, args=("stderr", self.proc.stderr), daemon=True),
+        ]
+        for t in self.threads:
+            t.start()
+
+    def _read_frames(self):
+        while True:
+            header = read_exact(self.from_worker, 4)
+            if header is None:
+                self.frames.put(None)
+                return
+            body = read_exact(self.from_worker, struct.unpack(">I", header)[0])
+            self.frames.put((body[0], struct.unpack_from(">I", body, 1)[0], body[5:]))
+
+    def _drain(self, name, f):
+        for chunk in iter(lambda: f.read1(65536), b""):
+            self.out[name] += chunk
+
+    @property
+    def stderr(self):
+        return self.out["stderr"].decode(errors="replace")
+
+    def send(self, ftype, fid, payload=b""):
+        os.write(self.to_worker, frame(ftype, fid, payload))  # small frames: one write
+
+    def send_big(self, ftype, fid, payload):
+        view = memoryview(frame(ftype, fid, payload))
+        while view:
+            view = view[os.write(self.to_worker, view):]
+
+    def send_json(self, ftype, fid, value):
+        self.send(ftype, fid, json.dumps(value).encode())
+
+    def invoke_start(self, fid, **meta):
+        msg = {"function": "fn", "deadline": int(time.time() * 1000) + 30000, "options": {}, "meta": {}}
+        msg.update(meta)
+        self.send_json(INVOKE, fid, msg)
+
+    def invoke(self, fid, data, **meta):
+        self.invoke_start(fid, **meta)
+        if data:
+            self.send(DATA, fid, data)
+        self.send(END, fid)
+
+    def next(self, timeout=WAIT):
+        """The next frame from the worker, None at EOF; fails after timeout."""
+        try:
+            return self.frames.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no frame within {timeout} s; stderr: {self.stderr}") from None
+
+    def expect(self, ftype, fid):
+        f = self.next()
+        if f is None or f[:2] != (ftype, fid):
+            raise AssertionError(f"expected frame {ftype}/{fid}, got {f}; stderr: {self.stderr}")
+        return f[2]
+
+    def hello(self):
+        return json.loads(self.expect(HELLO, 0))
+
+    def result(self, fid):
+        """The output DATA frames of one invocation up to its RESULT."""
+        chunks = []
+        while True:
+            f = self.next()
+            if f is None or f[1] != fid or f[0] not in (DATA, RESULT):
+                raise AssertionError(f"unexpected {f} in the output of {fid}; stderr: {self.stderr}")
+            if f[0] == RESULT:
+                return b"".join(chunks), json.loads(f[2]), chunks
+            chunks.append(f[2])
+
+    def close_input(self):
+        if self.to_worker is not None:
+            os.close(self.to_worker)
+            self.to_worker = None
+
+    def wait(self, timeout=WAIT):
+        """The worker's exit code, once it and its output streams have ended."""
+        code = self.proc.wait(timeout)
+        for t in self.threads[1:]:
+            t.join(timeout)
+            assert not t.is_alive(), "stdout/stderr still open"
+        return code
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(WAIT)
+        self.close_input()
+        for t in self.threads:
+            t.join(WAIT)
+        os.close(self.from_worker)
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+
+
+class WorkerTest(unittest.TestCase):
+    def start(self, handler, concurrency=1):
+        w = Worker(handler, concurrency)
+        self.addCleanup(w.close)
+        return w
+
+    def started(self, handler, concurrency=1):
+        w = self.start(handler, concurrency)
+        self.assertEqual(w.hello(), {"protocol": 1, "sdk": "python/0.1"})
+        return w
+
+    def test_hello_and_fds_are_the_pipes(self):
+        w = self.started("echo.handle")
+        for fd, inode in zip((3, 4), w.pipe_inodes):
+            self.assertEqual(os.readlink(f"/proc/{w.proc.pid}/fd/{fd}"), f"pipe:[{inode}]")
+        w.close_input()
+        self.assertEqual(w.wait(), 0)
+        self.assertIsNone(w.next())
+
+    def test_echo_3mib_in_several_data_frames(self):
+        w = self.started("echo.handle")
+        data = os.urandom(3 * 1024 * 1024 + 17)
+        w.invoke_start(1)
+        step = 700 * 1024
+        for off in range(0, len(data), step):
+            w.send_big(DATA, 1, data[off:off + step])
+        w.send(END, 1)
+        out, result, chunks = w.result(1)
+        self.assertEqual(result, {})
+        self.assertTrue(out == data, "output differs from input")
+        self.assertGreaterEqual(len(chunks), 4)
+        self.assertTrue(all(len(c) <= 1 << 20 for c in chunks))
+
+    def test_default_handler_module(self):
+        for handler in ("", "handle", "main.handle"):
+            with self.subTest(handler=handler):
+                w = self.started(handler)
+                w.invoke(1, b"x")
+                self.assertEqual(w.result(1)[:2], (b"main:x", {}))
+
+    def test_return_values(self):
+        w = self.started("values.handle")
+        want = {"dict": b'{"a": 1, "b": [true, null]}', "none": b"", "number": b"42",
+                "str": "héllo".encode(), "bytearray": b"raw"}
+        for fid, (name, output) in enumerate(want.items(), 1):
+            w.invoke(fid, name.encode())
+            out, result, chunks = w.result(fid)
+            self.assertEqual((out, result, len(chunks)), (output, {}, 1 if output else 0), name)
+
+    def test_async_handler(self):
+        w = self.started("aio.handle")
+        w.invoke(1, b"hi")
+        self.assertEqual(w.result(1)[:2], (b"async:hi", {}))
+
+    def test_two_concurrent_invocations_interleaved(self):
+        w = self.started("slow.handle", concurrency=2)
+        w.invoke_start(1)
+        w.invoke_start(2)
+        w.send(DATA, 1, b"6")
+        w.send(DATA, 2, b"5")
+        w.send(DATA, 1, b"00")
+        w.send(END, 1)
+        w.send(END, 2)
+        self.assertEqual(w.result(2)[:2], (b"slept 5", {}))
+        self.assertEqual(w.result(1)[:2], (b"slept 600", {}))
+
+    def test_errors(self):
+        cases = [
+            ("throw.handle", {"type": "Exception", "message": "boom"}),
+            ("throw.precondition", {"type": "PreconditionFailed", "message": "bad input: xyz"}),
+            ("throw.postcondition", {"type": "PostconditionFailed", "message": "bad output"}),
+            ("throw.custom", {"type": "PreconditionFailed", "message": "custom typed"}),
+        ]
+        for handler, error in cases:
+            with self.subTest(handler=handler):
+                w = self.started(handler)
+                w.invoke(9, b"xyz")
+                self.assertEqual(w.result(9)[:2], (b"", {"error": error}))
+
+    def test_emit_answered(self):
+        w = self.started("emit.handle")
+        w.invoke(3, b'{"t": 21.5}')
+        msg = json.loads(w.expect(CALL, 3))
+        self.assertEqual(msg, {"seq": msg["seq"], "op": "emit", "stream": "alerts", "key": "d1",
+                               "value": base64.b64encode(b'{"t": 21.5}').decode()})
+        self.assertIsInstance(msg["seq"], int)
+        with self.assertRaises(AssertionError):  # nothing until the pool has answered
+            w.next(timeout=0.2)
+        w.send_json(REPLY, 3, {"seq": msg["seq"], "ok": True})
+        self.assertEqual(w.result(3)[:2], (b"emitted", {}))
+
+    def test_emit_refused(self):
+        w = self.started("emit.refused")
+        w.invoke(1, b"v")
+        msg = json.loads(w.expect(CALL, 1))
+        self.assertEqual((msg["stream"], "key" in msg, msg["value"]), ("nowhere", False, "dg=="))
+        w.send_json(REPLY, 1, {"seq": msg["seq"], "ok": False, "error": 'unknown stream "nowhere"'})
+        self.assertEqual(w.result(1)[:2], (b'refused: unknown stream "nowhere"', {}))
+
+    def test_emit_refused_uncaught_is_an_exception(self):
+        w = self.started("emit.handle")
+        w.invoke(2, b"1")
+        msg = json.loads(w.expect(CALL, 2))
+        w.send_json(REPLY, 2, {"seq": msg["seq"], "ok": False, "error": 'unknown stream "alerts"'})
+        self.assertEqual(w.result(2)[:2], (b"", {"error": {"type": "Exception", "message": 'unknown stream "alerts"'}}))
+
+    def test_log_and_increasing_seq(self):
+        w = self.started("log.handle")
+        seqs = []
+        for fid in (1, 2):
+            w.invoke(fid, b"abcd")
+            msg = json.loads(w.expect(CALL, fid))
+            self.assertEqual(msg, {"seq": msg["seq"], "op": "log", "level": "warn", "message": "got 4 bytes"})
+            seqs.append(msg["seq"])
+            w.send_json(REPLY, fid, {"seq": msg["seq"], "ok": True})
+            self.assertEqual(w.result(fid)[:2], (b"logged", {}))
+        self.assertTrue(all(isinstance(s, int) and s > 0 for s in seqs), seqs)
+
+    def test_print_does_not_corrupt_the_protocol(self):
+        w = self.started("noisy.handle")
+        w.invoke(1, b"payload")
+        self.assertEqual(w.result(1)[:2], (b"payload", {}))
+        w.close_input()
+        self.assertEqual(w.wait(), 0)
+        self.assertIn(b"noise from the handler\n", w.out["stdout"])
+        self.assertIn(b"\x00\x00\x00\x05\x05\x00\x00\x00\x01", w.out["stdout"])
+        self.assertIn("more noise on stderr", w.stderr)
+
+    def test_context(self):
+        w = self.started("ctxinfo.handle")
+        deadline = int(time.time() * 1000) + 20000
+        meta = {"content-type": "application/json", "param.device": "d1", "param.room": "r2", "ce-type": "t"}
+        w.invoke(1, b"", function="ingest", deadline=deadline, options={"e": "s/a/b/"}, meta=meta)
+        info = json.loads(w.result(1)[0])
+        self.assertEqual(info["params"], {"device": "d1", "room": "r2"})
+        self.assertEqual(info["meta"], meta)
+        self.assertEqual(info["options"], {"e": "s/a/b/"})
+        self.assertEqual(info["function"], "ingest")
+        self.assertAlmostEqual(info["deadline"], deadline / 1000, places=3)
+        self.assertTrue(15000 < info["remaining_ms"] <= 20000, info["remaining_ms"])
+        self.assertFalse(info["cancelled"])
+
+    def test_cancel(self):
+        w = self.started("cancel.handle", concurrency=2)
+        w.invoke(5, b"")
+        w.invoke(6, b"")
+        w.send(CANCEL, 6)
+        self.assertEqual(w.result(6)[:2], (b"cancelled with time left", {}))
+        w.send(CANCEL, 99)  # an id not in flight is ignored
+        w.send(CANCEL, 5)
+        self.assertEqual(w.result(5)[:2], (b"cancelled with time left", {}))
+
+    def test_missing_module_exits_1_before_hello(self):
+        w = self.start("missing.handle")
+        self.assertEqual(w.wait(), 1)
+        self.assertIn('cannot load handler "missing.handle"', w.stderr)
+        self.assertIn("No module named 'missing'", w.stderr)
+        self.assertIsNone(w.next())
+
+    def test_failing_import_and_missing_attribute_exit_1(self):
+        for handler, reason in (("broken.handle", "this module fails to import"),
+                                ("echo.nothere", "has no attribute 'nothere'")):
+            with self.subTest(handler=handler):
+                w = self.start(handler)
+                self.assertEqual(w.wait(), 1)
+                self.assertIn(reason, w.stderr)
+                self.assertIsNone(w.next())
+
+    def test_eof_finishes_in_flight_work_then_exits_0(self):
+        w = self.started("slow.handle", concurrency=2)
+        w.invoke(1, b"300")
+        w.invoke(2, b"100")
+        w.close_input()
+        frames = [w.next() for _ in range(4)]
+        self.assertEqual([f[:2] for f in frames], [(DATA, 2), (RESULT, 2), (DATA, 1), (RESULT, 1)])
+        self.assertEqual(frames[2][2], b"slept 300")
+        self.assertEqual(w.wait(), 0)
+        self.assertIsNone(w.next())
+
+    def test_unknown_frame_type_exits_2(self):
+        w = self.started("echo.handle")
+        w.send(42, 1, b"?")
+        self.assertEqual(w.wait(), 2)
+        self.assertIn("unexpected frame type 42", w.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,3 @@
+def handle(event, ctx):
+    ctx.log("warn", f"got {len(event)} bytes")
+    return "logged"

@@ -1,0 +1,74 @@
+// Package sdk ships Butter's language SDKs inside the butter binary and
+// installs them where a pool's process runtimes can start workers: the
+// Node and Python workers, and the Go SDK's source for building Go
+// functions offline. The SDKs themselves live beside this file: sdk/node,
+// sdk/python and the sdk/go module.
+package sdk
+
+import (
+	"embed"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/butterfn/butter/plugins/runtime"
+	gosdk "github.com/butterfn/butter/sdk/go"
+)
+
+//go:embed node/worker.js node/butter.js python/butter_worker.py python/butter.py
+var files embed.FS
+
+// Install writes the SDKs under dir (created if needed) and returns where
+// they are. Installing again overwrites them, so a new binary's SDKs
+// replace an old one's.
+func Install(dir string) (*runtime.SDKs, error) {
+	if err := writeTree(files, ".", dir); err != nil {
+		return nil, fmt.Errorf("install SDKs in %s: %w", dir, err)
+	}
+	goDir := filepath.Join(dir, "go")
+	if err := writeTree(gosdk.Source, ".", goDir); err != nil {
+		return nil, fmt.Errorf("install the Go SDK in %s: %w", goDir, err)
+	}
+	return &runtime.SDKs{
+		Node:     filepath.Join(dir, "node", "worker.js"),
+		Python:   filepath.Join(dir, "python", "butter_worker.py"),
+		GoSDK:    goDir,
+		BuildDir: filepath.Join(dir, "builds"),
+	}, nil
+}
+
+func writeTree(src fs.FS, root, dst string) error {
+	return fs.WalkDir(src, root, func(p string, e fs.DirEntry, err error) error {
+		if err != nil || e.IsDir() {
+			return err
+		}
+		b, err := fs.ReadFile(src, p)
+		if err != nil {
+			return err
+		}
+		out := filepath.Join(dst, filepath.FromSlash(p))
+		if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+			return err
+		}
+		// Write beside and rename, so a process starting a worker never
+		// reads a half-written file, even while another installs.
+		tmp, err := os.CreateTemp(filepath.Dir(out), ".install-*")
+		if err != nil {
+			return err
+		}
+		if _, err := tmp.Write(b); err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+			return err
+		}
+		if err := tmp.Close(); err != nil {
+			os.Remove(tmp.Name())
+			return err
+		}
+		if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+			return err
+		}
+		return os.Rename(tmp.Name(), out)
+	})
+}
