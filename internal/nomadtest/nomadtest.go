@@ -82,9 +82,23 @@ func freePort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
+// Options add to the agent's configuration.
+type Options struct {
+	// PluginDir is the client's plugin_dir.
+	PluginDir string
+	// HCL is appended to the agent config, for plugin blocks and the like.
+	HCL string
+	// NodeReady, if set, must hold for the client node before Start
+	// returns (a driver fingerprinted healthy, say).
+	NodeReady func(*api.Node) bool
+}
+
 // Start starts a dev agent (server and client) and waits until it has a
 // leader and a ready client node. The agent is stopped when the test ends.
-func Start(t testing.TB) *Agent {
+func Start(t testing.TB) *Agent { return StartWith(t, Options{}) }
+
+// StartWith starts a dev agent with extra configuration.
+func StartWith(t testing.TB, opts Options) *Agent {
 	t.Helper()
 	bin := Binary(t)
 	dir := t.TempDir()
@@ -104,6 +118,10 @@ client {
   }
 }
 `, http, rpc, serf)
+	if opts.PluginDir != "" {
+		cfg += fmt.Sprintf("plugin_dir = %q\n", opts.PluginDir)
+	}
+	cfg += opts.HCL
 	cfgPath := filepath.Join(dir, "agent.hcl")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -144,7 +162,12 @@ client {
 		if err == nil && leader != "" {
 			nodes, _, err := client.Nodes().List(nil)
 			if err == nil && len(nodes) > 0 && nodes[0].Status == "ready" {
-				return a
+				if opts.NodeReady == nil {
+					return a
+				}
+				if node, _, err := client.Nodes().Info(nodes[0].ID, nil); err == nil && opts.NodeReady(node) {
+					return a
+				}
 			}
 		}
 		select {
