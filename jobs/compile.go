@@ -263,11 +263,15 @@ func (o *options) group(p *spec.Project, rev, pool string, fns []*spec.Function,
 		if f.DeadLetter != nil {
 			fn["dead_letter"] = Topic(p.Name, f.DeadLetter.Name)
 		}
+		// Maps in a driver config are lists of maps (list(map(string)) in
+		// the driver's hclspec), as Nomad's own drivers declare them:
+		// Nomad's HCL parser reads `x = { ... }` in a config as [{...}],
+		// and the JSON form must say the same.
 		if len(f.Env) > 0 {
-			fn["env"] = f.Env
+			fn["env"] = []map[string]any{stringMap(f.Env)}
 		}
 		if len(f.Options) > 0 {
-			fn["options"] = f.Options
+			fn["options"] = []map[string]any{stringMap(f.Options)}
 		}
 		if f.InputSchema != "" {
 			fn["input_schema"] = fetch(f.InputSchema, true)
@@ -406,4 +410,12 @@ func revision(fsys fs.FS, p *spec.Project, arts []Artifact) (string, error) {
 		fmt.Fprintf(h, "blob %s %s\n", a.Path, a.Digest)
 	}
 	return hex.EncodeToString(h.Sum(nil))[:12], nil
+}
+
+func stringMap(m map[string]string) map[string]any {
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
 }

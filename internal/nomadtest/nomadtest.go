@@ -32,6 +32,12 @@ type Agent struct {
 	Bin    string
 	Client *api.Client
 	log    *bytes.Buffer
+
+	dir    string
+	args   []string
+	opts   Options
+	cmd    *exec.Cmd
+	exited chan error
 }
 
 // RepoRoot returns the repository root: the nearest directory above the
@@ -88,6 +94,9 @@ type Options struct {
 	PluginDir string
 	// HCL is appended to the agent config, for plugin blocks and the like.
 	HCL string
+	// Persistent runs a real agent (server and client) with a data dir
+	// instead of -dev, so that Restart keeps its allocations.
+	Persistent bool
 	// NodeReady, if set, must hold for the client node before Start
 	// returns (a driver fingerprinted healthy, say).
 	NodeReady func(*api.Node) bool
@@ -97,7 +106,7 @@ type Options struct {
 // leader and a ready client node. The agent is stopped when the test ends.
 func Start(t testing.TB) *Agent { return StartWith(t, Options{}) }
 
-// StartWith starts a dev agent with extra configuration.
+// StartWith starts an agent with extra configuration.
 func StartWith(t testing.TB, opts Options) *Agent {
 	t.Helper()
 	bin := Binary(t)
@@ -113,11 +122,31 @@ ports {
   serf = %d
 }
 client {
+  enabled = true
   options = {
     "fingerprint.denylist" = "env_aws,env_gce,env_azure,env_digitalocean"
   }
 }
 `, http, rpc, serf)
+	args := []string{"agent", "-dev"}
+	if opts.Persistent {
+		// A real agent (server and client in one) with its state on disk,
+		// so that it can restart and recover its allocations. Nomad wants
+		// an explicit advertise address when bound to loopback.
+		cfg += fmt.Sprintf(`
+data_dir = %q
+advertise {
+  http = "127.0.0.1"
+  rpc  = "127.0.0.1"
+  serf = "127.0.0.1"
+}
+server {
+  enabled          = true
+  bootstrap_expect = 1
+}
+`, filepath.Join(dir, "data"))
+		args = []string{"agent"}
+	}
 	if opts.PluginDir != "" {
 		cfg += fmt.Sprintf("plugin_dir = %q\n", opts.PluginDir)
 	}
@@ -126,9 +155,35 @@ client {
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	a := &Agent{Addr: fmt.Sprintf("http://127.0.0.1:%d", http), Bin: bin, log: &bytes.Buffer{}}
-	cmd := exec.Command(bin, "agent", "-dev", "-config", cfgPath)
-	cmd.Dir = dir
+	a := &Agent{Addr: fmt.Sprintf("http://127.0.0.1:%d", http), Bin: bin, log: &bytes.Buffer{}, dir: dir, args: append(args, "-config", cfgPath), opts: opts}
+	client, err := api.NewClient(&api.Config{Address: a.Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Client = client
+	a.start(t)
+	t.Cleanup(func() {
+		if a.opts.Persistent {
+			// A real agent leaves its tasks running when it stops: stop
+			// them first, so that no pool outlives the test.
+			a.stopJobs(t)
+		}
+		a.stop()
+		if a.opts.Persistent {
+			unmountUnder(t, dir)
+		}
+		if t.Failed() {
+			t.Logf("nomad agent log (tail):\n%s", tail(a.log.String(), 6000))
+		}
+	})
+	return a
+}
+
+// start runs the agent process and waits until it is ready.
+func (a *Agent) start(t testing.TB) {
+	t.Helper()
+	cmd := exec.Command(a.Bin, a.args...)
+	cmd.Dir = a.dir
 	cmd.Stdout = a.log
 	cmd.Stderr = a.log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -137,47 +192,55 @@ client {
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGINT)
-		select {
-		case <-exited:
-		case <-time.After(15 * time.Second):
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("nomad agent log (tail):\n%s", tail(a.log.String(), 6000))
-		}
-	})
+	a.cmd, a.exited = cmd, exited
 
-	client, err := api.NewClient(&api.Config{Address: a.Addr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.Client = client
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	for {
-		leader, err := client.Status().Leader()
+		leader, err := a.Client.Status().Leader()
 		if err == nil && leader != "" {
-			nodes, _, err := client.Nodes().List(nil)
+			nodes, _, err := a.Client.Nodes().List(nil)
 			if err == nil && len(nodes) > 0 && nodes[0].Status == "ready" {
-				if opts.NodeReady == nil {
-					return a
+				if a.opts.NodeReady == nil {
+					return
 				}
-				if node, _, err := client.Nodes().Info(nodes[0].ID, nil); err == nil && opts.NodeReady(node) {
-					return a
+				if node, _, err := a.Client.Nodes().Info(nodes[0].ID, nil); err == nil && a.opts.NodeReady(node) {
+					return
 				}
 			}
 		}
 		select {
 		case err := <-exited:
-			t.Fatalf("nomad agent exited before it was ready: %v\n%s", err, a.log.String())
+			t.Fatalf("nomad agent exited before it was ready: %v\n%s", err, tail(a.log.String(), 6000))
 		case <-ctx.Done():
-			t.Fatalf("nomad agent not ready after 90s:\n%s", a.log.String())
+			t.Fatalf("nomad agent not ready after 90s:\n%s", tail(a.log.String(), 6000))
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// stop interrupts the agent (a graceful shutdown that leaves its tasks
+// running) and waits for it to exit.
+func (a *Agent) stop() {
+	if a.cmd == nil {
+		return
+	}
+	_ = syscall.Kill(-a.cmd.Process.Pid, syscall.SIGINT)
+	select {
+	case <-a.exited:
+	case <-time.After(20 * time.Second):
+		_ = syscall.Kill(-a.cmd.Process.Pid, syscall.SIGKILL)
+		<-a.exited
+	}
+	a.cmd = nil
+}
+
+// Restart stops the agent gracefully and starts it again with the same
+// configuration and data dir. Only a Persistent agent keeps its state.
+func (a *Agent) Restart(t testing.TB) {
+	t.Helper()
+	a.stop()
+	a.start(t)
 }
 
 // Run runs the nomad CLI against the agent and returns its combined
@@ -203,4 +266,51 @@ func tail(s string, n int) string {
 		return s
 	}
 	return "..." + s[len(s)-n:]
+}
+
+// stopJobs deregisters every job and waits for their allocations to stop.
+func (a *Agent) stopJobs(t testing.TB) {
+	if a.cmd == nil {
+		return
+	}
+	jobs, _, err := a.Client.Jobs().List(nil)
+	if err != nil {
+		t.Logf("list jobs: %v", err)
+		return
+	}
+	for _, j := range jobs {
+		_, _, _ = a.Client.Jobs().Deregister(j.ID, true, nil)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		allocs, _, err := a.Client.Allocations().List(nil)
+		running := 0
+		for _, al := range allocs {
+			if al.ClientStatus == "running" || al.ClientStatus == "pending" {
+				running++
+			}
+		}
+		if err == nil && running == 0 {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Errorf("allocations still running 60s after their jobs were stopped")
+}
+
+// unmountUnder unmounts what a real client mounted under dir (the tmpfs of
+// each task's secrets dir), so that the test's temp dir can be removed.
+func unmountUnder(t testing.TB, dir string) {
+	b, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		return
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 1 && strings.HasPrefix(f[1], dir) {
+			if err := syscall.Unmount(f[1], syscall.MNT_DETACH); err != nil {
+				t.Logf("unmount %s: %v", f[1], err)
+			}
+		}
+	}
 }

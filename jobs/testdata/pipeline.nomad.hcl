@@ -18,11 +18,11 @@ job "butter-pipeline" {
           memory        = 16
           min_instances = 0
           name          = "sed"
-          options = {
+          runtime       = "exec"
+          timeout       = "2s"
+          options {
             e = "s/hate/love/"
           }
-          runtime = "exec"
-          timeout = "2s"
         }
         function {
           command       = ["tr", "[:lower:]", "[:upper:]"]

@@ -44,8 +44,8 @@ var taskConfigSpec = hclspec.NewObject(map[string]*hclspec.Spec{
 		"concurrency":   hclspec.NewAttr("concurrency", "number", false),
 		"output":        hclspec.NewAttr("output", "string", false),
 		"dead_letter":   hclspec.NewAttr("dead_letter", "string", false),
-		"env":           hclspec.NewAttr("env", "map(string)", false),
-		"options":       hclspec.NewAttr("options", "map(string)", false),
+		"env":           hclspec.NewBlockAttrs("env", "string", false),
+		"options":       hclspec.NewBlockAttrs("options", "string", false),
 		"input_schema":  hclspec.NewAttr("input_schema", "string", false),
 		"output_schema": hclspec.NewAttr("output_schema", "string", false),
 		"retry": hclspec.NewBlock("retry", false, hclspec.NewObject(map[string]*hclspec.Spec{

@@ -71,10 +71,13 @@ func blobServer(t *testing.T, proj *spec.Project, c *jobs.Compiled) string {
 	return srv.URL + "/v1/blobs"
 }
 
-func startAgent(t *testing.T) *nomadtest.Agent {
+func startAgent(t *testing.T) *nomadtest.Agent { return startAgentWith(t, false) }
+
+func startAgentWith(t *testing.T, persistent bool) *nomadtest.Agent {
 	pluginDir := buildPlugin(t)
 	return nomadtest.StartWith(t, nomadtest.Options{
-		PluginDir: pluginDir,
+		Persistent: persistent,
+		PluginDir:  pluginDir,
 		HCL: fmt.Sprintf(`
 plugin "nomad-driver-butter" {
   config {
@@ -92,6 +95,15 @@ plugin "nomad-driver-butter" {
 // deploy compiles the project in dir, registers its job and returns the
 // address of its default pool once Nomad's service registration has it.
 func deploy(t *testing.T, agent *nomadtest.Agent, dir string) (*api.Job, string) {
+	return deployWith(t, agent, dir, false)
+}
+
+// deployWith can drop the job's services: a real (non-dev) Nomad 1.11
+// client that restarts fails to re-register Nomad-native services
+// ("group_services: Permission denied"), which would fail the allocation
+// for reasons that have nothing to do with the driver. Without services,
+// the pool's address comes from the allocation's port.
+func deployWith(t *testing.T, agent *nomadtest.Agent, dir string, noServices bool) (*api.Job, string) {
 	t.Helper()
 	proj, rep := spec.Load(dir)
 	if proj == nil {
@@ -105,15 +117,37 @@ func deploy(t *testing.T, agent *nomadtest.Agent, dir string) (*api.Job, string)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if noServices {
+		for _, tg := range c.Job.TaskGroups {
+			tg.Services = nil
+		}
+	}
 	if _, _, err := agent.Client.Jobs().Register(c.Job, nil); err != nil {
 		t.Fatalf("register: %v", err)
 	}
 	service := jobs.ServiceName(proj.Name, "default")
 	deadline := time.Now().Add(3 * time.Minute)
 	for {
-		regs, _, err := agent.Client.Services().Get(service, nil)
-		if err == nil && len(regs) > 0 {
-			addr := fmt.Sprintf("http://%s:%d", regs[0].Address, regs[0].Port)
+		var addrs []string
+		if noServices {
+			allocs, _, _ := agent.Client.Jobs().Allocations(*c.Job.ID, false, nil)
+			for _, stub := range allocs {
+				a, _, err := agent.Client.Allocations().Info(stub.ID, nil)
+				if err != nil || a.AllocatedResources == nil {
+					continue
+				}
+				for _, p := range a.AllocatedResources.Shared.Ports {
+					if p.Label == jobs.PortLabel {
+						addrs = append(addrs, fmt.Sprintf("http://%s:%d", p.HostIP, p.Value))
+					}
+				}
+			}
+		} else if regs, _, err := agent.Client.Services().Get(service, nil); err == nil {
+			for _, r := range regs {
+				addrs = append(addrs, fmt.Sprintf("http://%s:%d", r.Address, r.Port))
+			}
+		}
+		for _, addr := range addrs {
 			if resp, err := http.Get(addr + "/v1/health"); err == nil {
 				resp.Body.Close()
 				if resp.StatusCode == 200 {
@@ -214,5 +248,135 @@ func TestDrainOnStop(t *testing.T) {
 	wg.Wait()
 	if code != 200 || body != "finished\n" {
 		t.Errorf("the in-flight call during the stop got %d %q; want 200 \"finished\"", code, body)
+	}
+}
+
+// TestClientRestart restarts the Nomad agent while a client loop sends
+// requests: the pool keeps serving (it runs outside the plugin, under the
+// executor), RecoverTask reattaches, and the loop sees no failure. The
+// recovered handle still stops the task.
+func TestClientRestart(t *testing.T) {
+	agent := startAgentWith(t, true)
+	job, addr := deployWith(t, agent, filepath.Join(nomadtest.RepoRoot(t), "examples", "pipeline"), true)
+	allocs, _, err := agent.Client.Jobs().Allocations(*job.ID, false, nil)
+	if err != nil || len(allocs) != 1 {
+		t.Fatalf("allocations: %v %v", allocs, err)
+	}
+	allocID := allocs[0].ID
+	pidBefore := poolPid(t, agent, allocID)
+
+	stop := make(chan struct{})
+	var sent, failed int
+	var failures []string
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			req, _ := http.NewRequest("POST", addr+"/v1/invoke/to-upper", strings.NewReader("abc"))
+			resp, err := http.DefaultClient.Do(req)
+			sent++
+			if err != nil {
+				failed++
+				failures = append(failures, err.Error())
+				continue
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || string(b) != "ABC" {
+				failed++
+				failures = append(failures, fmt.Sprintf("%d %q", resp.StatusCode, b))
+			}
+		}
+	}()
+
+	agent.Restart(t)
+	// The restarted client recovers the task: same allocation, same pool
+	// process, still running.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		a, _, err := agent.Client.Allocations().Info(allocID, nil)
+		if err == nil && a.ClientStatus == "running" && a.TaskStates["pool"] != nil && a.TaskStates["pool"].State == "running" {
+			break
+		}
+		if time.Now().After(deadline) {
+			if a != nil && a.TaskStates["pool"] != nil {
+				for _, ev := range a.TaskStates["pool"].Events {
+					t.Logf("task event: %s %s %s", ev.Type, ev.DisplayMessage, ev.DriverError)
+				}
+			}
+			t.Fatalf("allocation not running after the restart: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if pid := poolPid(t, agent, allocID); pid != pidBefore {
+		t.Errorf("pool pid changed across the restart: %d -> %d", pidBefore, pid)
+	}
+	// Keep the loop going a little past the recovery.
+	for i := 0; i < 50; i++ {
+		if code, body := post(t, addr+"/v1/invoke/to-upper", "x"); code != 200 || body != "X" {
+			t.Errorf("after the restart: %d %q", code, body)
+		}
+	}
+	close(stop)
+	<-done
+	t.Logf("client loop across the agent restart: %d requests, %d failed", sent, failed)
+	if failed != 0 || sent == 0 {
+		t.Errorf("%d of %d requests failed across the restart: %v", failed, sent, failures)
+	}
+	a, _, _ := agent.Client.Allocations().Info(allocID, nil)
+	if ts := a.TaskStates["pool"]; ts == nil || ts.Restarts != 0 {
+		t.Errorf("the task restarted: %+v", ts)
+	}
+
+	// The recovered handle still drives the task: a stop ends the pool.
+	if _, _, err := agent.Client.Jobs().Deregister(*job.ID, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(60 * time.Second)
+	for {
+		a, _, err := agent.Client.Allocations().Info(allocID, nil)
+		if err == nil && a.ClientStatus == "complete" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("allocation did not stop after the restart: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// poolPid finds the pool process of an allocation: the process whose
+// command line names the pool config in that allocation's task dir.
+func poolPid(t *testing.T, agent *nomadtest.Agent, allocID string) int {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		matches, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+		for _, m := range matches {
+			b, err := os.ReadFile(m)
+			if err != nil {
+				continue
+			}
+			args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+			if len(args) > 2 && args[1] == "pool" && strings.Contains(strings.Join(args, " "), allocID) {
+				var pid int
+				fmt.Sscan(filepath.Base(filepath.Dir(m)), &pid)
+				return pid
+			}
+		}
+		if time.Now().After(deadline) {
+			if a, _, err := agent.Client.Allocations().Info(allocID, nil); err == nil && a.TaskStates["pool"] != nil {
+				for _, ev := range a.TaskStates["pool"].Events {
+					t.Logf("task event: %s %s %s", ev.Type, ev.DisplayMessage, ev.DriverError)
+				}
+			}
+			t.Fatalf("no pool process for allocation %s", allocID)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

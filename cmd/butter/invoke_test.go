@@ -1,0 +1,199 @@
+package main_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// These tests run `butter invoke -local` as a user does: the binary built
+// by TestMain, real exec, Node, Python and Go workers, input on stdin.
+
+// goCache is the Go build cache of the machine running the tests. Each
+// run of butter gets a cache directory of its own (XDG_CACHE_HOME), which
+// would otherwise move Go's build cache too and make every build of a Go
+// function start from nothing.
+var goCache = sync.OnceValue(func() string {
+	out, err := exec.Command("go", "env", "GOCACHE").Output()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(out))
+})
+
+// butterIn runs butterBin in dir with stdin as its standard input and a
+// fresh cache directory (where butter installs its SDKs and caches Go
+// builds), so that no run depends on what an earlier one left behind. It
+// returns stdout, stderr and the exit code; the process gets at most two
+// minutes.
+func butterIn(t *testing.T, dir, stdin string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, butterBin, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "XDG_CACHE_HOME="+t.TempDir())
+	if gc := goCache(); gc != "" {
+		cmd.Env = append(cmd.Env, "GOCACHE="+gc)
+	}
+	cmd.Stdin = strings.NewReader(stdin)
+	var so, se bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &so, &se
+	cmd.WaitDelay = 5 * time.Second // bound the wait for output pipes a straggler holds open
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("butter %q did not finish within 2 minutes\nstderr:\n%s", args, se.String())
+	}
+	code := 0
+	if err != nil {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			t.Fatalf("butter %q: %v\nstderr:\n%s", args, err, se.String())
+		}
+		code = ee.ExitCode()
+	}
+	return result{so.String(), se.String(), code}
+}
+
+func TestInvokeLocalAcceptance(t *testing.T) {
+	// The acceptance check, exactly as the README and the example show it.
+	r := butterIn(t, repo(t), "I hate this\n", "invoke", "--local", "examples/pipeline", "sed | to-upper")
+	if r.code != 0 || r.stdout != "I LOVE THIS\n" {
+		t.Fatalf("exit %d, stdout %q, want exit 0 and %q\nstderr:\n%s", r.code, r.stdout, "I LOVE THIS\n", r.stderr)
+	}
+}
+
+func TestInvokeLocalPipelines(t *testing.T) {
+	root := repo(t)
+	for _, c := range []struct {
+		name, dir, expr, in, want string
+	}{
+		{"step options override the defaults", "examples/pipeline", "sed e=s/hate/like/ | to-upper", "I hate this\n", "I LIKE THIS\n"},
+		{"a pipeline of the spec by name", "examples/pipeline", "shout", "I hate this\n", "I LOVE THIS\n"},
+		{"one function with its default options", "examples/pipeline", "sed", "I hate this\n", "I love this\n"},
+		{"a pipeline step followed by a function", "examples/pipeline", "shout | sed e=s/LOVE/ADORE/", "I hate this\n", "I ADORE THIS\n"},
+		{"three runtimes in one pipeline", "examples/hello", "echo-node | echo-python | echo-exec", "three runtimes\n", "three runtimes\n"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := butterIn(t, root, c.in, "invoke", "-local", c.dir, c.expr)
+			if r.code != 0 || r.stdout != c.want {
+				t.Errorf("%q: exit %d, stdout %q, want exit 0 and %q\nstderr:\n%s", c.expr, r.code, r.stdout, c.want, r.stderr)
+			}
+		})
+	}
+}
+
+// Every function of the hello example echoes its input byte for byte,
+// whatever the runtime: UTF-8, NUL, a byte that is not UTF-8, no final
+// newline. The Go function is built on its first call.
+func TestInvokeLocalHelloRuntimes(t *testing.T) {
+	root := repo(t)
+	in := "h\u00e9llo \x00\xff butter\nsecond line"
+	for _, f := range []string{"echo-node", "echo-python", "echo-go", "echo-exec"} {
+		t.Run(f, func(t *testing.T) {
+			r := butterIn(t, root, in, "invoke", "-local", "examples/hello", f)
+			if r.code != 0 || r.stdout != in {
+				t.Errorf("exit %d, stdout %q, want exit 0 and %q\nstderr:\n%s", r.code, r.stdout, in, r.stderr)
+			}
+		})
+	}
+}
+
+func TestInvokeLocalErrors(t *testing.T) {
+	root := repo(t)
+
+	// A project whose function fails, beside one that passes its input on.
+	proj := t.TempDir()
+	spec := `project "failing" {}
+
+function "pass" {
+  runtime = "exec"
+  command = ["cat"]
+  timeout = "10s"
+}
+
+function "boom" {
+  runtime = "exec"
+  command = ["sh", "-c", "echo boom >&2; exit 4"]
+  timeout = "10s"
+}
+`
+	if err := os.WriteFile(filepath.Join(proj, "failing.fn.hcl"), []byte(spec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	invalid := filepath.Join(root, "hcl", "spec", "testdata", "invalid", "many-errors")
+
+	for _, c := range []struct {
+		name   string
+		args   []string
+		code   int
+		stderr []string // each must appear in stderr
+	}{
+		{"unknown function", []string{"invoke", "-local", "examples/pipeline", "nope"}, 2,
+			[]string{`"nope"`, "sed, to-upper, shout"}},
+		{"unknown function in a pipeline", []string{"invoke", "-local", "examples/pipeline", "sed | nope"}, 2,
+			[]string{`"nope"`, "sed, to-upper, shout"}},
+		{"malformed option", []string{"invoke", "-local", "examples/pipeline", "sed e"}, 2,
+			[]string{`option "e" is not name=value`}},
+		{"empty step", []string{"invoke", "-local", "examples/pipeline", "sed | "}, 2,
+			[]string{"empty step"}},
+		{"without -local", []string{"invoke", "examples/pipeline", "sed"}, 2,
+			[]string{"-local"}},
+		{"no function", []string{"invoke", "-local"}, 2,
+			[]string{"give a function or pipeline"}},
+		{"a failing step", []string{"invoke", "-local", proj, "boom"}, 1,
+			[]string{"step 1 (boom)", "Exception", "boom", "exit status 4"}},
+		{"a failing second step", []string{"invoke", "-local", proj, "pass | boom"}, 1,
+			[]string{"step 2 (boom)", "Exception", "boom", "exit status 4"}},
+		{"an invalid spec", []string{"invoke", "-local", invalid, "anything"}, 1,
+			[]string{"Error:", "6 errors"}},
+		{"a missing project", []string{"invoke", "-local", filepath.Join(t.TempDir(), "absent"), "sed"}, 1,
+			[]string{"Cannot read project directory"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := butterIn(t, root, "I hate this\n", c.args...)
+			if r.code != c.code {
+				t.Errorf("exit %d, want %d\nstdout:\n%s\nstderr:\n%s", r.code, c.code, r.stdout, r.stderr)
+			}
+			for _, s := range c.stderr {
+				if !strings.Contains(r.stderr, s) {
+					t.Errorf("stderr lacks %q:\n%s", s, r.stderr)
+				}
+			}
+			if c.code != 0 && r.stdout != "" {
+				t.Errorf("a failed invoke printed to stdout: %q", r.stdout)
+			}
+		})
+	}
+}
+
+// A body larger than any buffer in the way streams through two exec steps
+// and comes back byte for byte: each step's stdout feeds the next one's
+// stdin while the input is still arriving.
+func TestInvokeLocalLargeBody(t *testing.T) {
+	const size = 32 << 20
+	src := make([]byte, size)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := 0; i < size; i += 8 {
+		v := rng.Uint64()
+		for j := 0; j < 8 && i+j < size; j++ {
+			src[i+j] = byte(v >> (8 * j))
+		}
+	}
+	r := butterIn(t, repo(t), string(src), "invoke", "-local", "examples/hello", "echo-exec | echo-exec")
+	if r.code != 0 {
+		t.Fatalf("exit %d\nstderr:\n%s", r.code, r.stderr)
+	}
+	if len(r.stdout) != size || sha256.Sum256([]byte(r.stdout)) != sha256.Sum256(src) {
+		t.Fatalf("got %d bytes back (sha256 %x), want %d (sha256 %x)", len(r.stdout), sha256.Sum256([]byte(r.stdout)), size, sha256.Sum256(src))
+	}
+}
