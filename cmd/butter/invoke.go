@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/butterfn/butter/hcl/spec"
@@ -143,7 +145,17 @@ func (c *invokeCommand) Run(args []string) int {
 		c.ui.Error("Error: " + err.Error())
 		return exitInvalid
 	}
-	p, err := pool.New(pool.LocalConfig(proj), func(fn string) io.Writer { return prefixWriter(os.Stderr, "["+fn+"] ") }, pool.WithSDKs(sdks))
+	var logs []*lineWriter
+	defer func() {
+		for _, l := range logs {
+			l.Close() // after the pool stopped: flush what the functions logged last
+		}
+	}()
+	p, err := pool.New(pool.LocalConfig(proj), func(fn string) io.Writer {
+		l := newLineWriter(os.Stderr, "["+fn+"] ")
+		logs = append(logs, l)
+		return l
+	}, pool.WithSDKs(sdks))
 	if err != nil {
 		c.ui.Error("Error: " + err.Error())
 		return exitInvalid
@@ -208,30 +220,39 @@ func runSteps(ctx context.Context, p *pool.Pool, steps []step, in io.Reader, out
 	return first
 }
 
-// prefixWriter tags each line with a prefix.
-func prefixWriter(w io.Writer, prefix string) io.Writer {
-	pr, pw := io.Pipe()
-	go func() {
-		buf := make([]byte, 0, 4096)
-		chunk := make([]byte, 4096)
-		for {
-			n, err := pr.Read(chunk)
-			buf = append(buf, chunk[:n]...)
-			for {
-				i := strings.IndexByte(string(buf), '\n')
-				if i < 0 {
-					break
-				}
-				fmt.Fprintf(w, "%s%s\n", prefix, buf[:i])
-				buf = buf[i+1:]
-			}
-			if err != nil {
-				if len(buf) > 0 {
-					fmt.Fprintf(w, "%s%s\n", prefix, buf)
-				}
-				return
-			}
+// lineWriter tags each line a function logs with the function's name.
+// It is safe for concurrent use; Close writes a last partial line.
+type lineWriter struct {
+	mu     sync.Mutex
+	w      io.Writer
+	prefix string
+	buf    []byte
+}
+
+func newLineWriter(w io.Writer, prefix string) *lineWriter {
+	return &lineWriter{w: w, prefix: prefix}
+}
+
+func (l *lineWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf = append(l.buf, p...)
+	for {
+		i := bytes.IndexByte(l.buf, '\n')
+		if i < 0 {
+			return len(p), nil
 		}
-	}()
-	return pw
+		fmt.Fprintf(l.w, "%s%s\n", l.prefix, l.buf[:i])
+		l.buf = l.buf[i+1:]
+	}
+}
+
+func (l *lineWriter) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.buf) > 0 {
+		fmt.Fprintf(l.w, "%s%s\n", l.prefix, l.buf)
+		l.buf = nil
+	}
+	return nil
 }
