@@ -14,6 +14,7 @@ import (
 
 	"github.com/butterfn/butter/hcl/spec"
 	"github.com/butterfn/butter/plugins/pool"
+	"github.com/butterfn/butter/plugins/runtime"
 	"github.com/butterfn/butter/sdk"
 	"github.com/hashicorp/cli"
 )
@@ -155,7 +156,7 @@ func (c *invokeCommand) Run(args []string) int {
 		l := newLineWriter(os.Stderr, "["+fn+"] ")
 		logs = append(logs, l)
 		return l
-	}, pool.WithSDKs(sdks))
+	}, pool.WithSDKs(sdks), pool.WithLimits(runtime.SystemLimits()))
 	if err != nil {
 		c.ui.Error("Error: " + err.Error())
 		return exitInvalid

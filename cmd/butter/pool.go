@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/butterfn/butter/plugins/pool"
+	"github.com/butterfn/butter/plugins/runtime"
 	"github.com/butterfn/butter/sdk"
 	"github.com/hashicorp/cli"
 	"github.com/hashicorp/go-hclog"
@@ -92,6 +93,10 @@ func (c *poolCommand) Run(args []string) int {
 			cfg.Functions[i].Bundle = *dir
 		}
 	}
+	limits := runtime.SystemLimits()
+	if err := limits.Available(); err != nil {
+		log.Warn("per-instance memory and process limits are off", "reason", err)
+	}
 	sdks, err := sdk.Install(filepath.Join(os.TempDir(), "butter-sdk"))
 	if err != nil {
 		log.Error("cannot install the SDKs", "error", err)
@@ -99,7 +104,7 @@ func (c *poolCommand) Run(args []string) int {
 	}
 	p, err := pool.New(cfg, func(fn string) io.Writer {
 		return log.Named(fn).StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true})
-	}, pool.WithLogger(log), pool.WithSDKs(sdks), pool.WithStopGrace(*drain), pool.WithIdleTimeout(*idle))
+	}, pool.WithLogger(log), pool.WithSDKs(sdks), pool.WithStopGrace(*drain), pool.WithIdleTimeout(*idle), pool.WithLimits(limits))
 	if err != nil {
 		log.Error("cannot create the pool", "error", err)
 		return exitInvalid

@@ -39,7 +39,12 @@ type options struct {
 	sdks        *runtime.SDKs
 	metrics     *Metrics
 	runtimes    map[string]runtime.Runtime
+	limits      *runtime.Limits
 }
+
+// maxProcs is the process limit of one instance: room for a runtime's
+// threads-as-tasks and a few children, not for a fork bomb.
+const maxProcs = 256
 
 // Option configures New.
 type Option func(*options)
@@ -60,6 +65,10 @@ func WithSDKs(s *runtime.SDKs) Option { return func(o *options) { o.sdks = s } }
 
 // WithMetrics records the pool's metrics in m.
 func WithMetrics(m *Metrics) Option { return func(o *options) { o.metrics = m } }
+
+// WithLimits applies per-instance memory and process limits through l.
+// Without it, instances run without those limits.
+func WithLimits(l *runtime.Limits) Option { return func(o *options) { o.limits = l } }
 
 // WithRuntime replaces the runtime used for a runtime name; tests use it
 // to inject an in-memory runtime.
@@ -115,7 +124,7 @@ func New(cfg *Config, logs func(function string) io.Writer, opts ...Option) (*Po
 			fn: &runtime.Function{
 				Name: fc.Name, Runtime: fc.Runtime, Dir: fc.Bundle, Handler: fc.Handler,
 				Command: fc.Command, Env: fc.Env, Concurrency: max(fc.Concurrency, 1),
-				MaxOpenFiles: 1024, Logs: lw,
+				MaxOpenFiles: 1024, MemoryMiB: fc.Memory, MaxProcs: maxProcs, Limits: o.limits, Logs: lw,
 			},
 			timeout: timeout,
 			log:     o.logger.Named(fc.Name),

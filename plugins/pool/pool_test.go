@@ -290,3 +290,29 @@ func TestHealth(t *testing.T) {
 		t.Errorf("functions = %v", body.Functions)
 	}
 }
+
+// TestMemoryLimit: an instance that outgrows its memory is killed and
+// replaced, the call fails clearly, and the next call works. The limit is
+// a real cgroup, so this runs as root (as make test and CI do).
+func TestMemoryLimit(t *testing.T) {
+	lim := runtime.SystemLimits()
+	if err := lim.Available(); err != nil {
+		t.Fatalf("per-instance limits unavailable: %v", err)
+	}
+	leaky := fn("leaky", "go")
+	leaky.Memory = 48
+	hog := fn("hog", "exec", "python3", "-c", "x = bytearray(200 << 20); x[::4096] = b'1' * len(x[::4096])")
+	hog.Memory = 32
+	_, srv := start(t, []pool.FunctionConfig{leaky, hog}, pool.WithLimits(lim))
+
+	if a := invoke(t, srv, "leaky", strings.NewReader("leak"), nil); a.code != 502 || a.errType != "InstanceFailed" || !strings.Contains(a.body, "killed") {
+		t.Errorf("leaking worker: %+v", a)
+	}
+	eventually(t, 5*time.Second, "leak counted as a restart", func() bool { return metric(t, srv, "butter_instance_restarts_total", "leaky") == 1 })
+	if a := invoke(t, srv, "leaky", strings.NewReader("fine"), nil); a.code != 200 || a.body != "FINE" {
+		t.Errorf("after the leak: %+v", a)
+	}
+	if a := invoke(t, srv, "hog", nil, nil); a.code != 500 || !strings.Contains(a.body, "killed") {
+		t.Errorf("exec over its memory: %+v", a)
+	}
+}

@@ -85,6 +85,13 @@ func (e *execInstance) Invoke(ctx context.Context, inv *Invocation) error {
 		lim := unix.Rlimit{Cur: e.fn.MaxOpenFiles, Max: e.fn.MaxOpenFiles}
 		_ = unix.Prlimit(cmd.Process.Pid, unix.RLIMIT_NOFILE, &lim, nil)
 	}
+	release, lerr := e.fn.Limits.Apply(cmd.Process.Pid, e.fn.Name, e.fn.MemoryMiB, e.fn.MaxProcs)
+	if lerr != nil {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		_ = cmd.Wait()
+		return &proto.Error{Type: proto.Exception, Message: fmt.Sprintf("limit %s: %v", e.fn.Name, lerr)}
+	}
+	defer release()
 	pgid := cmd.Process.Pid
 	e.mu.Lock()
 	if e.running == nil {

@@ -87,6 +87,14 @@ func (p *Process) Start(ctx context.Context, fn *Function) (Instance, error) {
 		lim := unix.Rlimit{Cur: fn.MaxOpenFiles, Max: fn.MaxOpenFiles}
 		_ = unix.Prlimit(cmd.Process.Pid, unix.RLIMIT_NOFILE, &lim, nil)
 	}
+	release, err := fn.Limits.Apply(cmd.Process.Pid, fn.Name, fn.MemoryMiB, fn.MaxProcs)
+	if err != nil {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		_ = cmd.Wait()
+		toW.Close()
+		fromR.Close()
+		return nil, fmt.Errorf("start %s worker for %s: %w", fn.Runtime, fn.Name, err)
+	}
 	inst := &procInstance{
 		fn:     fn,
 		p:      p,
@@ -102,6 +110,7 @@ func (p *Process) Start(ctx context.Context, fn *Function) (Instance, error) {
 	waited := make(chan struct{})
 	go func() {
 		inst.waitErr = cmd.Wait()
+		release()
 		close(waited)
 	}()
 	hello := make(chan error, 1)

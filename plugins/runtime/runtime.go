@@ -39,6 +39,13 @@ type Function struct {
 	Concurrency int
 	// MaxOpenFiles limits each instance's open file descriptors.
 	MaxOpenFiles uint64
+	// MemoryMiB limits each instance's memory (its process and children);
+	// 0 means no limit. An instance over it is killed and replaced.
+	MemoryMiB int
+	// MaxProcs limits the processes of each instance; 0 means no limit.
+	MaxProcs int
+	// Limits applies MemoryMiB and MaxProcs; nil applies neither.
+	Limits *Limits
 	// Logs receives the instances' standard output and error (exec
 	// functions: standard error only).
 	Logs io.Writer

@@ -1,5 +1,6 @@
 // Command gofn is a test function whose behaviour the input selects:
-// "exit" exits the worker, "hang" ignores its deadline, "slow" takes
+// "exit" exits the worker, "hang" ignores its deadline, "leak" grows
+// without bound, "slow" takes
 // 300ms, "pid" answers the worker's pid; anything else is echoed
 // upper-cased.
 package main
@@ -27,6 +28,16 @@ func handle(ctx context.Context, in []byte) ([]byte, error) {
 		return []byte(strconv.Itoa(os.Getpid())), nil
 	case "fail":
 		return nil, butter.ErrPreconditionFailed
+	case "leak":
+		// Grow without bound, touching every page, until something stops it.
+		var hoard [][]byte
+		for {
+			b := make([]byte, 1<<20)
+			for i := range b {
+				b[i] = 1
+			}
+			hoard = append(hoard, b)
+		}
 	}
 	return bytes.ToUpper(in), nil
 }
