@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -82,6 +83,9 @@ func (p *Pool) serveInvoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := &Call{Input: r.Body, Options: map[string]string{}, Meta: map[string]string{}}
+	if r.ContentLength >= 0 {
+		c.Meta["content-length"] = strconv.FormatInt(r.ContentLength, 10)
+	}
 	if v := r.Header.Get(HeaderTimeout); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 {

@@ -316,3 +316,35 @@ func TestMemoryLimit(t *testing.T) {
 		t.Errorf("exec over its memory: %+v", a)
 	}
 }
+
+// TestHTTPRuntime runs an OpenFaaS-style http-mode function (the shape of
+// the python3-http template) unchanged: port from $http_port, a POST per
+// call, non-2xx answers as errors. Two instances run side by side.
+func TestHTTPRuntime(t *testing.T) {
+	abs, _ := filepath.Abs("testdata/httpfn")
+	web := fn("web", "http", "python3", "index.py")
+	web.Bundle = abs
+	web.MaxInstances = 2
+	_, srv := start(t, []pool.FunctionConfig{web})
+	if a := invoke(t, srv, "web", strings.NewReader("abc"), nil); a.code != 200 || a.body != "ABC" {
+		t.Errorf("echo: %+v", a)
+	}
+	if a := invoke(t, srv, "web", strings.NewReader("fail"), nil); a.code != 500 || !strings.Contains(a.body, "500") || !strings.Contains(a.body, "handler refused") {
+		t.Errorf("a 500 from the handler: %+v", a)
+	}
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			in := fmt.Sprintf("call %d", i)
+			if a := invoke(t, srv, "web", strings.NewReader(in), nil); a.code != 200 || a.body != strings.ToUpper(in) {
+				t.Errorf("concurrent call: %+v", a)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := metric(t, srv, "butter_instances", "web"); n < 1 || n > 2 {
+		t.Errorf("instances = %v, want 1 or 2", n)
+	}
+}

@@ -5,6 +5,8 @@
 //     watchdog, so sed and tr are functions.
 //   - process: a long-lived worker per instance speaking the worker
 //     protocol (docs/worker-protocol.md) for Node, Python and Go.
+//   - http: a child HTTP server per instance, as OpenFaaS of-watchdog's
+//     http mode runs one, so OpenFaaS-style handlers run unchanged.
 //
 // Each instance runs in its own process group with only its own function's
 // environment, and with per-instance limits on open files. The pool (package
@@ -96,6 +98,8 @@ func For(name string, sdks *SDKs) (Runtime, error) {
 		return Exec{}, nil
 	case "node", "python", "go":
 		return &Process{SDKs: sdks}, nil
+	case "http":
+		return HTTP{}, nil
 	}
 	return nil, fmt.Errorf("runtime %q is not supported by this pool yet", name)
 }
