@@ -21,6 +21,7 @@ all: build
 build:
 	@mkdir -p $(BIN)
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/butter ./cmd/butter
+	$(GO) build -o $(BIN)/nomad-driver-butter ./cmd/nomad-driver-butter
 
 ## tools: the pinned Nomad and staticcheck, into bin/
 tools: $(BIN)/nomad $(BIN)/staticcheck
