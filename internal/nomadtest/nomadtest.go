@@ -314,3 +314,6 @@ func unmountUnder(t testing.TB, dir string) {
 		}
 	}
 }
+
+// PluginDir returns the agent's plugin_dir ("" if none).
+func (a *Agent) PluginDir() string { return a.opts.PluginDir }

@@ -113,7 +113,8 @@ func deployWith(t *testing.T, agent *nomadtest.Agent, dir string, noServices boo
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err = jobs.Compile(proj, jobs.WithBlobURL(blobServer(t, proj, c)))
+	blobURL := blobServer(t, proj, c)
+	c, err = jobs.Compile(proj, jobs.WithBlobURL(blobURL))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,9 +122,19 @@ func deployWith(t *testing.T, agent *nomadtest.Agent, dir string, noServices boo
 		for _, tg := range c.Job.TaskGroups {
 			tg.Services = nil
 		}
-	}
-	if _, _, err := agent.Client.Jobs().Register(c.Job, nil); err != nil {
-		t.Fatalf("register: %v", err)
+		if _, _, err := agent.Client.Jobs().Register(c.Job, nil); err != nil {
+			t.Fatalf("register: %v", err)
+		}
+	} else {
+		// As a user does it: butter job render, then nomad job run.
+		file := filepath.Join(t.TempDir(), proj.Name+".nomad.hcl")
+		render := exec.Command(filepath.Join(pluginDir(agent), "butter"), "job", "render", "-blob-url", blobURL, "-out", file, dir)
+		if out, err := render.CombinedOutput(); err != nil {
+			t.Fatalf("butter job render: %v\n%s", err, out)
+		}
+		if out, code := agent.Run(t, "job", "run", "-detach", file); code != 0 {
+			t.Fatalf("nomad job run: exit %d\n%s", code, out)
+		}
 	}
 	service := jobs.ServiceName(proj.Name, "default")
 	deadline := time.Now().Add(3 * time.Minute)
@@ -387,3 +398,6 @@ func poolPid(t *testing.T, agent *nomadtest.Agent, allocID string) int {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// pluginDir is where buildPlugin put the binaries the agent loads.
+func pluginDir(agent *nomadtest.Agent) string { return agent.PluginDir() }

@@ -348,3 +348,33 @@ func TestHTTPRuntime(t *testing.T) {
 		t.Errorf("instances = %v, want 1 or 2", n)
 	}
 }
+
+// TestInstanceIsolation: an instance sees its own function's environment
+// and nothing of the pool's, and runs in a process group of its own.
+func TestInstanceIsolation(t *testing.T) {
+	t.Setenv("POOL_SECRET", "must-not-leak")
+	envFn := fn("env", "exec", "sh", "-c", "env; echo pgid=$(ps -o pgid= $$)")
+	envFn.Env = map[string]string{"OWN": "yes"}
+	other := fn("other", "exec", "env")
+	other.Env = map[string]string{"NEIGHBOUR_ONLY": "x"}
+	_, srv := start(t, []pool.FunctionConfig{envFn, other})
+	a := invoke(t, srv, "env", nil, nil)
+	if a.code != 200 {
+		t.Fatalf("%+v", a)
+	}
+	if strings.Contains(a.body, "POOL_SECRET") || strings.Contains(a.body, "NEIGHBOUR_ONLY") {
+		t.Errorf("the instance sees the pool's or a neighbour's environment:\n%s", a.body)
+	}
+	if !strings.Contains(a.body, "OWN=yes") || !strings.Contains(a.body, "BUTTER_FUNCTION=env") {
+		t.Errorf("the instance lacks its own environment:\n%s", a.body)
+	}
+	var pgid int
+	for _, line := range strings.Split(a.body, "\n") {
+		if v, ok := strings.CutPrefix(line, "pgid="); ok {
+			pgid, _ = strconv.Atoi(strings.TrimSpace(v))
+		}
+	}
+	if own := syscall.Getpgrp(); pgid == 0 || pgid == own {
+		t.Errorf("instance process group %d, the pool's is %d: want a group of its own", pgid, own)
+	}
+}
