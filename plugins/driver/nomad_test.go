@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -401,3 +402,92 @@ func poolPid(t *testing.T, agent *nomadtest.Agent, allocID string) int {
 
 // pluginDir is where buildPlugin put the binaries the agent loads.
 func pluginDir(agent *nomadtest.Agent) string { return agent.PluginDir() }
+
+// TestDensityOnOneAllocation: a pool of 200 functions (150 exec, 50 Go
+// workers) starts on one Nomad allocation and every function answers. It
+// prints the task's RSS and the time from `nomad job run` to each
+// function's first answer. A functional check, not a benchmark.
+func TestDensityOnOneAllocation(t *testing.T) {
+	if testing.Short() {
+		t.Skip("density check skipped in -short mode")
+	}
+	dir := t.TempDir()
+	if err := os.CopyFS(filepath.Join(dir, "functions", "gofn"), os.DirFS("../pool/testdata/gofn")); err != nil {
+		t.Fatal(err)
+	}
+	var spec strings.Builder
+	spec.WriteString("project \"dense\" {}\n")
+	for i := range 150 {
+		fmt.Fprintf(&spec, "function \"cat-%03d\" {\n  runtime = \"exec\"\n  command = [\"cat\"]\n  memory  = 16\n  cpu     = 5\n  instances {\n    max = 1\n  }\n}\n", i)
+	}
+	for i := range 50 {
+		fmt.Fprintf(&spec, "function \"go-%03d\" {\n  runtime = \"go\"\n  source  = \"functions/gofn\"\n  memory  = 32\n  cpu     = 5\n  instances {\n    min = 1\n    max = 1\n  }\n}\n", i)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "dense.fn.hcl"), []byte(spec.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	agent := startAgent(t)
+	start := time.Now()
+	job, addr := deploy(t, agent, dir)
+	ready := time.Since(start)
+
+	type result struct {
+		fn  string
+		at  time.Duration
+		err string
+	}
+	results := make(chan result, 200)
+	sem := make(chan struct{}, 16)
+	var wg sync.WaitGroup
+	for i := range 200 {
+		name, in, want := fmt.Sprintf("cat-%03d", i), "dense", "dense"
+		if i >= 150 {
+			name, want = fmt.Sprintf("go-%03d", i-150), "DENSE"
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			resp, err := http.Post(addr+"/v1/invoke/"+name, "text/plain", strings.NewReader(in))
+			r := result{fn: name, at: time.Since(start)}
+			if err != nil {
+				r.err = err.Error()
+			} else {
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || string(b) != want {
+					r.err = fmt.Sprintf("%d %q", resp.StatusCode, b)
+				}
+			}
+			results <- r
+		}()
+	}
+	wg.Wait()
+	close(results)
+	var times []time.Duration
+	for r := range results {
+		if r.err != "" {
+			t.Errorf("%s: %s", r.fn, r.err)
+		}
+		times = append(times, r.at)
+	}
+	sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
+
+	allocs, _, err := agent.Client.Jobs().Allocations(*job.ID, false, nil)
+	if err != nil || len(allocs) != 1 {
+		t.Fatalf("allocations: %d %v; want one", len(allocs), err)
+	}
+	// Wait for a usage sample that includes the 50 Go workers (some 2 MiB
+	// each at least).
+	var rss uint64
+	deadline := time.Now().Add(20 * time.Second)
+	for rss < 100<<20 && time.Now().Before(deadline) {
+		time.Sleep(250 * time.Millisecond)
+		if st, err := agent.Client.Allocations().Stats(&api.Allocation{ID: allocs[0].ID, NodeID: allocs[0].NodeID}, nil); err == nil && st.ResourceUsage != nil && st.ResourceUsage.MemoryStats != nil {
+			rss = st.ResourceUsage.MemoryStats.RSS
+		}
+	}
+	t.Logf("200 functions (150 exec, 50 go workers) on one allocation: task RSS %.0f MiB; service healthy %s after nomad job run; first answers p50 %s, max %s",
+		float64(rss)/(1<<20), ready.Round(time.Millisecond), times[len(times)/2].Round(time.Millisecond), times[len(times)-1].Round(time.Millisecond))
+}
