@@ -70,6 +70,10 @@ func (s *SDKs) goBinary(ctx context.Context, fn *Function) (string, error) {
 		cmd := exec.CommandContext(ctx, "go", "build", "-o", b.bin, ".")
 		cmd.Dir = fn.Dir
 		cmd.Env = append(os.Environ(), "GOWORK="+work)
+		if os.Getenv("HOME") == "" && os.Getenv("XDG_CACHE_HOME") == "" && os.Getenv("GOCACHE") == "" {
+			// A Nomad task may have no HOME: give go build caches of its own.
+			cmd.Env = append(cmd.Env, "GOCACHE="+filepath.Join(s.BuildDir, "gocache"), "GOPATH="+filepath.Join(s.BuildDir, "gopath"))
+		}
 		if msg, err := cmd.CombinedOutput(); err != nil {
 			b.err = fmt.Errorf("go build of function %s failed: %v\n%s", fn.Name, err, msg)
 		}
