@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/butterfn/butter/sdk/go/proto"
-	"golang.org/x/sys/unix"
 )
 
 // Exec runs a function by forking its command once per call: the input on
@@ -76,20 +75,10 @@ func (e *execInstance) Invoke(ctx context.Context, inv *Invocation) error {
 	cmd.Stdout = inv.Output
 	stderr := &tailBuffer{n: stderrTail, w: e.fn.Logs}
 	cmd.Stderr = stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.WaitDelay = time.Second
-	if err := cmd.Start(); err != nil {
-		return &proto.Error{Type: proto.Exception, Message: fmt.Sprintf("start %s: %v", e.fn.Command[0], err)}
-	}
-	if e.fn.MaxOpenFiles > 0 {
-		lim := unix.Rlimit{Cur: e.fn.MaxOpenFiles, Max: e.fn.MaxOpenFiles}
-		_ = unix.Prlimit(cmd.Process.Pid, unix.RLIMIT_NOFILE, &lim, nil)
-	}
-	release, lerr := e.fn.Limits.Apply(cmd.Process.Pid, e.fn.Name, e.fn.MemoryMiB, e.fn.MaxProcs)
-	if lerr != nil {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		_ = cmd.Wait()
-		return &proto.Error{Type: proto.Exception, Message: fmt.Sprintf("limit %s: %v", e.fn.Name, lerr)}
+	release, serr := startLimited(cmd, e.fn)
+	if serr != nil {
+		return &proto.Error{Type: proto.Exception, Message: fmt.Sprintf("start %s: %v", e.fn.Command[0], serr)}
 	}
 	defer release()
 	pgid := cmd.Process.Pid

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/butterfn/butter/sdk/go/proto"
-	"golang.org/x/sys/unix"
 )
 
 // HTTP runs a function as a child HTTP server, following the conventions
@@ -54,18 +53,8 @@ func (h HTTP) Start(ctx context.Context, fn *Function) (Instance, error) {
 	stderr := &tailBuffer{n: stderrTail, w: fn.Logs}
 	cmd.Stdout = fn.Logs
 	cmd.Stderr = stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start http function %s: %w", fn.Name, err)
-	}
-	if fn.MaxOpenFiles > 0 {
-		lim := unix.Rlimit{Cur: fn.MaxOpenFiles, Max: fn.MaxOpenFiles}
-		_ = unix.Prlimit(cmd.Process.Pid, unix.RLIMIT_NOFILE, &lim, nil)
-	}
-	release, err := fn.Limits.Apply(cmd.Process.Pid, fn.Name, fn.MemoryMiB, fn.MaxProcs)
+	release, err := startLimited(cmd, fn)
 	if err != nil {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		_ = cmd.Wait()
 		return nil, fmt.Errorf("start http function %s: %w", fn.Name, err)
 	}
 	inst := &httpInstance{fn: fn, cmd: cmd, upstream: upstream, exited: make(chan struct{}), stderr: stderr,

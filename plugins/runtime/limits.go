@@ -4,11 +4,15 @@ import (
 	"bufio"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Limits applies per-instance memory and process limits with cgroups: each
@@ -120,4 +124,26 @@ func (l *Limits) Apply(pid int, name string, memMiB int, maxProcs int) (cleanup 
 		}
 	}
 	return cleanup, nil
+}
+
+// startLimited starts cmd in a process group of its own and applies the
+// function's per-instance limits (open files, memory, processes). On a
+// limit failure the process is killed and reaped. release removes the
+// instance's cgroups; call it once the process has exited.
+func startLimited(cmd *exec.Cmd, fn *Function) (release func(), err error) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	if fn.MaxOpenFiles > 0 {
+		lim := unix.Rlimit{Cur: fn.MaxOpenFiles, Max: fn.MaxOpenFiles}
+		_ = unix.Prlimit(cmd.Process.Pid, unix.RLIMIT_NOFILE, &lim, nil)
+	}
+	release, err = fn.Limits.Apply(cmd.Process.Pid, fn.Name, fn.MemoryMiB, fn.MaxProcs)
+	if err != nil {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		_ = cmd.Wait()
+		return nil, fmt.Errorf("limit %s: %w", fn.Name, err)
+	}
+	return release, nil
 }

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/butterfn/butter/sdk/go/proto"
-	"golang.org/x/sys/unix"
 )
 
 // Process runs long-lived workers that speak the worker protocol on fds 3
@@ -73,24 +72,10 @@ func (p *Process) Start(ctx context.Context, fn *Function) (Instance, error) {
 	stderr := &tailBuffer{n: stderrTail, w: fn.Logs}
 	cmd.Stdout = fn.Logs
 	cmd.Stderr = stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		toR.Close()
-		toW.Close()
-		fromR.Close()
-		fromW.Close()
-		return nil, fmt.Errorf("start %s worker for %s: %w", fn.Runtime, fn.Name, err)
-	}
+	release, err := startLimited(cmd, fn)
 	toR.Close()
 	fromW.Close()
-	if fn.MaxOpenFiles > 0 {
-		lim := unix.Rlimit{Cur: fn.MaxOpenFiles, Max: fn.MaxOpenFiles}
-		_ = unix.Prlimit(cmd.Process.Pid, unix.RLIMIT_NOFILE, &lim, nil)
-	}
-	release, err := fn.Limits.Apply(cmd.Process.Pid, fn.Name, fn.MemoryMiB, fn.MaxProcs)
 	if err != nil {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		_ = cmd.Wait()
 		toW.Close()
 		fromR.Close()
 		return nil, fmt.Errorf("start %s worker for %s: %w", fn.Runtime, fn.Name, err)
