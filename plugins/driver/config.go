@@ -95,6 +95,23 @@ type FunctionConfig struct {
 	Options      map[string]string `codec:"options"`
 	InputSchema  string            `codec:"input_schema"`
 	OutputSchema string            `codec:"output_schema"`
+	Retry        *RetryBlock       `codec:"retry"`
+	Streams      []StreamBlock     `codec:"stream"`
+}
+
+// RetryBlock is a function's retry block.
+type RetryBlock struct {
+	Attempts   int    `codec:"attempts"`
+	Backoff    string `codec:"backoff"`
+	MaxBackoff string `codec:"max_backoff"`
+}
+
+// StreamBlock is one stream block: a stream trigger.
+type StreamBlock struct {
+	Stream string `codec:"stream"`
+	Group  string `codec:"group"`
+	Offset string `codec:"offset"`
+	Schema string `codec:"schema"`
 }
 
 // poolConfig converts the task config into the pool's JSON config and
@@ -109,12 +126,19 @@ func (tc *TaskConfig) poolConfig() ([]byte, time.Duration, error) {
 			return nil, 0, fmt.Errorf("function %s: timeout %q: %w", f.Name, f.Timeout, err)
 		}
 		longest = max(longest, d)
-		pc.Functions = append(pc.Functions, pool.FunctionConfig{
+		fc := pool.FunctionConfig{
 			Name: f.Name, Runtime: f.Runtime, Bundle: f.Bundle, Digest: f.Digest, Handler: f.Handler,
 			Command: f.Command, Timeout: f.Timeout, Memory: f.Memory, CPU: f.CPU,
 			MinInstances: f.MinInstances, MaxInstances: f.MaxInstances, Concurrency: f.Concurrency,
 			Output: f.Output, DeadLetter: f.DeadLetter, Env: f.Env, Options: f.Options,
-		})
+		}
+		if f.Retry != nil && f.Retry.Attempts > 0 {
+			fc.Retry = &pool.RetryConfig{Attempts: f.Retry.Attempts, Backoff: f.Retry.Backoff, MaxBackoff: f.Retry.MaxBackoff}
+		}
+		for _, s := range f.Streams {
+			fc.Streams = append(fc.Streams, pool.StreamTrigger{Stream: s.Stream, Group: s.Group, Offset: s.Offset})
+		}
+		pc.Functions = append(pc.Functions, fc)
 	}
 	b, err := json.MarshalIndent(pc, "", "  ")
 	return b, longest + time.Second, err

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/butterfn/butter/hcl/spec"
+	"github.com/butterfn/butter/jobs"
 )
 
 // Config is what a pool hosts: the task config that package jobs renders
@@ -39,6 +40,28 @@ type FunctionConfig struct {
 	DeadLetter string            `json:"dead_letter,omitempty"`
 	Env        map[string]string `json:"env,omitempty"`
 	Options    map[string]string `json:"options,omitempty"`
+
+	// Streams are the function's stream triggers: the pool consumes each
+	// with its own consumer group.
+	Streams []StreamTrigger `json:"stream,omitempty"`
+	// Retry is how failed stream events are retried; nil tries once.
+	Retry *RetryConfig `json:"retry,omitempty"`
+}
+
+// StreamTrigger is one stream a function consumes.
+type StreamTrigger struct {
+	Stream string `json:"stream"` // the topic
+	Group  string `json:"group"`  // the consumer group
+	// Offset is where a group with no committed offset starts: first,
+	// latest, an offset, or an RFC 3339 time.
+	Offset string `json:"offset"`
+}
+
+// RetryConfig is a function's retry policy for stream events.
+type RetryConfig struct {
+	Attempts   int    `json:"attempts"`
+	Backoff    string `json:"backoff"`
+	MaxBackoff string `json:"max_backoff"`
 }
 
 // LoadConfig reads a pool config written as JSON.
@@ -95,7 +118,22 @@ func LocalConfig(p *spec.Project) *Config {
 			}
 		}
 		if f.Output != nil {
-			fc.Output = f.Output.Name
+			fc.Output = jobs.Topic(p.Name, f.Output.Name)
+		}
+		if f.DeadLetter != nil {
+			fc.DeadLetter = jobs.Topic(p.Name, f.DeadLetter.Name)
+		}
+		for _, t := range f.Triggers {
+			if t.Type == spec.TriggerStream && t.Stream != nil {
+				fc.Streams = append(fc.Streams, StreamTrigger{
+					Stream: jobs.Topic(p.Name, t.Stream.Name),
+					Group:  jobs.ConsumerGroup(p.Name, f.Name, t.Stream.Name),
+					Offset: t.Offset.String(),
+				})
+			}
+		}
+		if f.Retry != nil {
+			fc.Retry = &RetryConfig{Attempts: f.Retry.Attempts, Backoff: f.Retry.Backoff.String(), MaxBackoff: f.Retry.MaxBackoff.String()}
 		}
 		c.Functions = append(c.Functions, fc)
 	}

@@ -85,6 +85,9 @@ type Pool struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	streamCancel context.CancelFunc
+	streamWG     sync.WaitGroup
 }
 
 // ErrUnknownFunction is returned by Invoke for a function the pool does
@@ -206,6 +209,12 @@ func (p *Pool) Invoke(ctx context.Context, function string, c *Call) error {
 // Stop drains the pool: new calls are refused, calls in flight get the
 // stop grace to finish, then every instance is stopped.
 func (p *Pool) Stop() {
+	// Streams first: their batches in flight finish and are committed
+	// while the instances still run.
+	if p.streamCancel != nil {
+		p.streamCancel()
+	}
+	p.streamWG.Wait()
 	if p.cancel != nil {
 		p.cancel()
 	}

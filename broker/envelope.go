@@ -1,0 +1,69 @@
+package broker
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// CloudEvents 1.0 in Kafka binary mode: attributes travel as record
+// headers named ce_<attribute>; the record value is the event data and
+// the record key is the partition key. docs/events.md lists them.
+const (
+	HeaderID          = "ce_id"
+	HeaderSource      = "ce_source"
+	HeaderType        = "ce_type"
+	HeaderSpecVersion = "ce_specversion"
+	HeaderTime        = "ce_time"
+	HeaderContentType = "content-type"
+	// Extensions.
+	HeaderTraceparent = "ce_traceparent"
+	HeaderDeadline    = "ce_deadline" // RFC 3339
+	HeaderReplyTo     = "ce_replyto"
+	HeaderCorrelation = "ce_correlationid"
+	// Dead letters.
+	HeaderErrorType    = "ce_errortype"
+	HeaderErrorMessage = "ce_errormessage"
+	HeaderAttempts     = "ce_attempts"
+	HeaderOrigin       = "ce_origintopic"
+)
+
+// Header returns the value of a record header, or "".
+func Header(r *kgo.Record, key string) string {
+	for _, h := range r.Headers {
+		if h.Key == key {
+			return string(h.Value)
+		}
+	}
+	return ""
+}
+
+// SetHeader sets a record header, replacing an existing one.
+func SetHeader(r *kgo.Record, key, value string) {
+	for i, h := range r.Headers {
+		if h.Key == key {
+			r.Headers[i].Value = []byte(value)
+			return
+		}
+	}
+	r.Headers = append(r.Headers, kgo.RecordHeader{Key: key, Value: []byte(value)})
+}
+
+// NewEvent returns a record carrying a CloudEvent with the given id,
+// source and type.
+func NewEvent(topic string, key, value []byte, id, source, typ string) *kgo.Record {
+	r := &kgo.Record{Topic: topic, Key: key, Value: value}
+	SetHeader(r, HeaderSpecVersion, "1.0")
+	SetHeader(r, HeaderID, id)
+	SetHeader(r, HeaderSource, source)
+	SetHeader(r, HeaderType, typ)
+	SetHeader(r, HeaderTime, time.Now().UTC().Format(time.RFC3339Nano))
+	return r
+}
+
+// Attempts reads the attempt count of a dead letter.
+func Attempts(r *kgo.Record) int {
+	n, _ := strconv.Atoi(Header(r, HeaderAttempts))
+	return n
+}

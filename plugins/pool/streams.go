@@ -1,0 +1,282 @@
+package pool
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/butterfn/butter/broker"
+	"github.com/butterfn/butter/hcl/spec"
+	"github.com/butterfn/butter/sdk/go/proto"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Stream consumption. Each stream trigger of each function runs its own
+// consumer group, so every function bound to a stream sees every event,
+// and the pools running one function share its partitions.
+//
+// Delivery is at least once. Records of a partition are handled in order,
+// one at a time; partitions run in parallel. A record's offset is committed
+// only after its output and its emits were acknowledged by the brokers (or
+// after it reached the dead-letter topic): a crash replays what was not
+// committed, never loses it. Polls are bounded (pollBatch records), and the
+// next poll waits until the batch is handled, so a slow function holds the
+// fetch back instead of buffering without bound. Rebalances are blocked
+// while a batch is in flight (BlockRebalanceOnPoll): a revoked partition's
+// work is finished and committed first.
+const pollBatch = 256
+
+// StartStreams starts the consumers of every stream trigger, through the
+// Kafka cluster that kafka reaches. Stop stops them before the instances,
+// so that in-flight events finish and are committed.
+func (p *Pool) StartStreams(ctx context.Context, kafka broker.Config) error {
+	base, err := kafka.Opts()
+	if err != nil {
+		return err
+	}
+	var topics []broker.Topic
+	for _, f := range p.fns {
+		for _, tr := range f.cfg.Streams {
+			topics = append(topics, broker.Topic{Name: tr.Stream, Partitions: 3}, broker.Topic{Name: deadLetterTopic(f.cfg, tr), Partitions: 1})
+		}
+		if f.cfg.Output != "" {
+			topics = append(topics, broker.Topic{Name: f.cfg.Output, Partitions: 3})
+		}
+	}
+	if len(topics) == 0 {
+		return nil
+	}
+	admCl, err := kgo.NewClient(base...)
+	if err != nil {
+		return fmt.Errorf("reach Kafka: %w", err)
+	}
+	defer admCl.Close()
+	if err := broker.EnsureTopics(ctx, kadm.NewClient(admCl), topics); err != nil {
+		return err
+	}
+	sctx, cancel := context.WithCancel(context.Background())
+	p.streamCancel = cancel
+	for _, f := range p.fns {
+		for _, tr := range f.cfg.Streams {
+			c, err := newConsumer(p, f, tr, base)
+			if err != nil {
+				cancel()
+				p.streamWG.Wait()
+				return err
+			}
+			p.streamWG.Add(1)
+			go func() {
+				defer p.streamWG.Done()
+				c.run(sctx)
+			}()
+		}
+	}
+	return nil
+}
+
+func deadLetterTopic(f FunctionConfig, tr StreamTrigger) string {
+	if f.DeadLetter != "" {
+		return f.DeadLetter
+	}
+	return tr.Stream + ".dlq"
+}
+
+func resetOffset(s string) (kgo.Offset, error) {
+	o, err := spec.ParseOffset(s)
+	if s == "" {
+		o, err = spec.Offset{Kind: spec.OffsetLatest}, nil
+	}
+	if err != nil {
+		return kgo.Offset{}, err
+	}
+	switch o.Kind {
+	case spec.OffsetFirst:
+		return kgo.NewOffset().AtStart(), nil
+	case spec.OffsetAt:
+		return kgo.NewOffset().At(o.At), nil
+	case spec.OffsetTime:
+		return kgo.NewOffset().AfterMilli(o.Time.UnixMilli()), nil
+	}
+	return kgo.NewOffset().AtEnd(), nil
+}
+
+type consumer struct {
+	p        *Pool
+	f        *fnPool
+	tr       StreamTrigger
+	cl       *kgo.Client
+	dlq      string
+	attempts int
+	backoff  time.Duration
+	maxBack  time.Duration
+}
+
+func newConsumer(p *Pool, f *fnPool, tr StreamTrigger, base []kgo.Opt) (*consumer, error) {
+	off, err := resetOffset(tr.Offset)
+	if err != nil {
+		return nil, fmt.Errorf("function %s: stream %s: %w", f.cfg.Name, tr.Stream, err)
+	}
+	opts := append(append([]kgo.Opt{}, base...), broker.ProducerOpts()...)
+	opts = append(opts,
+		kgo.ConsumerGroup(tr.Group),
+		kgo.ConsumeTopics(tr.Stream),
+		kgo.ConsumeResetOffset(off),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.FetchMaxBytes(8<<20),
+	)
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("function %s: stream %s: %w", f.cfg.Name, tr.Stream, err)
+	}
+	c := &consumer{p: p, f: f, tr: tr, cl: cl, dlq: deadLetterTopic(f.cfg, tr), attempts: 1, backoff: time.Second}
+	if r := f.cfg.Retry; r != nil {
+		c.attempts = max(r.Attempts, 1)
+		if d, err := time.ParseDuration(r.Backoff); err == nil {
+			c.backoff = d
+		}
+		if d, err := time.ParseDuration(r.MaxBackoff); err == nil {
+			c.maxBack = d
+		}
+	}
+	if c.maxBack < c.backoff {
+		c.maxBack = 32 * c.backoff
+	}
+	return c, nil
+}
+
+// run polls, handles and commits until ctx ends; then it leaves the group.
+func (c *consumer) run(ctx context.Context) {
+	defer c.cl.Close()
+	log := c.f.log.With("stream", c.tr.Stream, "group", c.tr.Group)
+	for {
+		fetches := c.cl.PollRecords(ctx, pollBatch)
+		if fetches.IsClientClosed() || ctx.Err() != nil {
+			c.cl.AllowRebalance()
+			return
+		}
+		fetches.EachError(func(t string, p int32, err error) {
+			log.Warn("fetch failed", "topic", t, "partition", p, "error", err)
+		})
+		var wg sync.WaitGroup
+		fetches.EachPartition(func(ftp kgo.FetchTopicPartition) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for _, r := range ftp.Records {
+					// The batch runs to its end even while stopping: its
+					// offsets are committed below, so nothing is handled
+					// twice after a clean drain.
+					c.handle(context.WithoutCancel(ctx), r)
+				}
+			}()
+		})
+		wg.Wait()
+		if err := c.cl.CommitUncommittedOffsets(context.WithoutCancel(ctx)); err != nil {
+			log.Error("commit failed; the batch will be handled again", "error", err)
+		}
+		c.cl.AllowRebalance()
+	}
+}
+
+// handle runs one event through the function with retries, then produces
+// its output, or its dead letter. It returns once that is acknowledged.
+func (c *consumer) handle(ctx context.Context, r *kgo.Record) {
+	id := broker.Header(r, broker.HeaderID)
+	if id == "" {
+		id = r.Topic + "-" + strconv.Itoa(int(r.Partition)) + "-" + strconv.FormatInt(r.Offset, 10)
+	}
+	meta := map[string]string{}
+	for _, h := range r.Headers {
+		meta[h.Key] = string(h.Value)
+	}
+	var lastErr error
+	backoff := c.backoff
+	for attempt := 1; attempt <= c.attempts; attempt++ {
+		var out bytes.Buffer
+		var emits []*kgo.Record
+		err := c.p.Invoke(ctx, c.f.cfg.Name, &Call{
+			Input: bytes.NewReader(r.Value), Output: &out, Meta: meta,
+			Calls: c.calls(r, &emits),
+		})
+		if err == nil {
+			var recs []*kgo.Record
+			if c.f.cfg.Output != "" {
+				o := broker.NewEvent(c.f.cfg.Output, r.Key, out.Bytes(), id, "butter/"+c.p.cfg.Project+"/"+c.f.cfg.Name, "butter.output")
+				recs = append(recs, o)
+			}
+			// Emits were produced while the call ran; the output joins them.
+			c.produce(ctx, recs)
+			return
+		}
+		lastErr = err
+		if attempt < c.attempts {
+			time.Sleep(backoff)
+			backoff = min(2*backoff, c.maxBack)
+		}
+	}
+	typ, msg := "InstanceFailed", lastErr.Error()
+	var pe *proto.Error
+	if errors.As(lastErr, &pe) {
+		typ, msg = pe.Type, pe.Message
+	}
+	dl := &kgo.Record{Topic: c.dlq, Key: r.Key, Value: r.Value, Headers: append([]kgo.RecordHeader(nil), r.Headers...)}
+	broker.SetHeader(dl, broker.HeaderErrorType, typ)
+	broker.SetHeader(dl, broker.HeaderErrorMessage, msg)
+	broker.SetHeader(dl, broker.HeaderAttempts, strconv.Itoa(c.attempts))
+	broker.SetHeader(dl, broker.HeaderOrigin, r.Topic+"/"+strconv.Itoa(int(r.Partition))+"/"+strconv.FormatInt(r.Offset, 10))
+	if broker.Header(dl, broker.HeaderID) == "" {
+		broker.SetHeader(dl, broker.HeaderID, id)
+	}
+	c.f.log.Warn("event sent to the dead-letter topic", "topic", c.dlq, "type", typ, "attempts", c.attempts, "error", msg)
+	c.produce(ctx, []*kgo.Record{dl})
+}
+
+// produce writes records and waits for their acknowledgement, retrying
+// until they are acknowledged: an event is never committed before its
+// output is safe.
+func (c *consumer) produce(ctx context.Context, recs []*kgo.Record) {
+	for len(recs) > 0 {
+		res := c.cl.ProduceSync(ctx, recs...)
+		var failed []*kgo.Record
+		for _, pr := range res {
+			if pr.Err != nil {
+				c.f.log.Warn("produce failed; retrying", "topic", pr.Record.Topic, "error", pr.Err)
+				failed = append(failed, pr.Record)
+			}
+		}
+		recs = failed
+		if len(recs) > 0 {
+			time.Sleep(250 * time.Millisecond)
+		}
+	}
+}
+
+// calls answers a worker's emit calls by producing to the project's
+// streams, acknowledged before the reply.
+func (c *consumer) calls(in *kgo.Record, emits *[]*kgo.Record) func(ctx context.Context, call proto.CallMsg) proto.ReplyMsg {
+	return func(ctx context.Context, call proto.CallMsg) proto.ReplyMsg {
+		switch call.Op {
+		case "emit":
+			key := []byte(call.Key)
+			if call.Key == "" {
+				key = in.Key
+			}
+			rec := broker.NewEvent(c.p.cfg.Project+"."+call.Stream, key, call.Value, broker.Header(in, broker.HeaderID)+"/emit", "butter/"+c.p.cfg.Project+"/"+c.f.cfg.Name, "butter.emit")
+			if err := c.cl.ProduceSync(ctx, rec).FirstErr(); err != nil {
+				return proto.ReplyMsg{Error: err.Error()}
+			}
+			*emits = append(*emits, rec)
+			return proto.ReplyMsg{OK: true}
+		case "log":
+			c.f.log.Info(call.Message, "level", call.Level)
+			return proto.ReplyMsg{OK: true}
+		}
+		return proto.ReplyMsg{Error: "unsupported op"}
+	}
+}

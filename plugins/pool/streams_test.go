@@ -1,0 +1,283 @@
+package pool_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/butterfn/butter/broker"
+	"github.com/butterfn/butter/plugins/pool"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// These tests run the real franz-go client over TCP against the embedded
+// Kafka-protocol broker (kfake), with real exec functions.
+
+func devBroker(t *testing.T) (*broker.Dev, *kgo.Client) {
+	t.Helper()
+	dev, err := broker.StartDev(0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(dev.Close)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(dev.Addr), kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return dev, cl
+}
+
+func topics(t *testing.T, cl *kgo.Client, ts ...broker.Topic) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := broker.EnsureTopics(ctx, kadm.NewClient(cl), ts); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func produce(t *testing.T, cl *kgo.Client, topic string, values ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var recs []*kgo.Record
+	for _, v := range values {
+		recs = append(recs, broker.NewEvent(topic, []byte(v), []byte(v), v, "test", "test"))
+	}
+	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// keyed produces values all under one key, so they share a partition.
+func keyed(t *testing.T, cl *kgo.Client, topic, key string, values ...string) {
+	t.Helper()
+	var recs []*kgo.Record
+	for _, v := range values {
+		recs = append(recs, broker.NewEvent(topic, []byte(key), []byte(v), v, "test", "test"))
+	}
+	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// readAll reads a topic from the start until want records arrived (or,
+// with exact, until it is sure no more come) and returns their values.
+func readAll(t *testing.T, addr, topic string, want int) []*kgo.Record {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var out []*kgo.Record
+	for len(out) < want && ctx.Err() == nil {
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) { out = append(out, r) })
+	}
+	if len(out) < want {
+		t.Fatalf("topic %s: %d records after 60s, want %d", topic, len(out), want)
+	}
+	return out
+}
+
+func values(recs []*kgo.Record) map[string]int {
+	m := map[string]int{}
+	for _, r := range recs {
+		m[string(r.Value)]++
+	}
+	return m
+}
+
+func streamPool(t *testing.T, dev *broker.Dev, fns ...pool.FunctionConfig) *pool.Pool {
+	t.Helper()
+	p, _ := start(t, fns)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := p.StartStreams(ctx, dev.Config()); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func streamFn(name, offset, in, out string, cmd ...string) pool.FunctionConfig {
+	f := fn(name, "exec", cmd...)
+	f.Output = out
+	f.Streams = []pool.StreamTrigger{{Stream: in, Group: "butter.test." + name + "." + in, Offset: offset}}
+	return f
+}
+
+func events(prefix string, from, to int) []string {
+	var out []string
+	for i := from; i < to; i++ {
+		out = append(out, fmt.Sprintf("%s-%04d", prefix, i))
+	}
+	return out
+}
+
+// waitJoined waits until the function's consumer group is stable with a
+// member: from then on, "latest" means after this moment.
+func waitJoined(t *testing.T, cl *kgo.Client, group string) {
+	t.Helper()
+	adm := kadm.NewClient(cl)
+	eventually(t, 30*time.Second, "group "+group+" joined", func() bool {
+		ds, err := adm.DescribeGroups(context.Background(), group)
+		if err != nil {
+			return false
+		}
+		d := ds[group]
+		return d.State == "Stable" && len(d.Members) > 0
+	})
+}
+
+func TestStreamOffsets(t *testing.T) {
+	dev, cl := devBroker(t)
+	topics(t, cl, broker.Topic{Name: "t.in", Partitions: 3}, broker.Topic{Name: "t.one", Partitions: 1})
+	produce(t, cl, "t.in", events("old", 0, 1000)...)
+	keyed(t, cl, "t.one", "k", events("one", 0, 1000)...)
+
+	// first: all 1,000.
+	first := streamFn("first", "first", "t.in", "t.out.first", "cat")
+	p := streamPool(t, dev, first)
+	got := values(readAll(t, dev.Addr, "t.out.first", 1000))
+	for _, e := range events("old", 0, 1000) {
+		if got[e] == 0 {
+			t.Fatalf("offset first missed %s", e)
+		}
+	}
+
+	// latest: only what comes after the group joined.
+	latest := streamFn("latest", "latest", "t.in", "t.out.latest", "cat")
+	// a number: offset 990 of the one-partition stream.
+	number := streamFn("number", "990", "t.one", "t.out.number", "cat")
+	p2 := streamPool(t, dev, latest, number)
+	waitJoined(t, cl, "butter.test.latest.t.in")
+	// Produce until the latest consumer shows it is reading, then a tail.
+	for i := 0; ; i++ {
+		produce(t, cl, "t.in", fmt.Sprintf("probe-%04d", i))
+		if len(readUpTo(t, dev.Addr, "t.out.latest")) > 0 {
+			break
+		}
+		if i > 200 {
+			t.Fatal("the latest consumer never produced")
+		}
+	}
+	produce(t, cl, "t.in", events("new", 0, 10)...)
+	out := readAll(t, dev.Addr, "t.out.latest", 10)
+	for v := range values(out) {
+		if strings.HasPrefix(v, "old-") {
+			t.Fatalf("offset latest saw an old event %s", v)
+		}
+	}
+	readUntil(t, dev.Addr, "t.out.latest", func(m map[string]int) bool {
+		for _, e := range events("new", 0, 10) {
+			if m[e] == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	nums := readAll(t, dev.Addr, "t.out.number", 10)
+	for _, r := range nums {
+		if string(r.Value) < "one-0990" {
+			t.Errorf("offset 990 saw %s", r.Value)
+		}
+	}
+	p2.Stop()
+
+	// Redeploy: the same group resumes from its committed offset.
+	p.Stop()
+	produce(t, cl, "t.in", events("after", 0, 5)...)
+	streamPool(t, dev, first)
+	all := values(readUntil(t, dev.Addr, "t.out.first", func(m map[string]int) bool {
+		for _, e := range events("after", 0, 5) {
+			if m[e] == 0 {
+				return false
+			}
+		}
+		return true
+	}))
+	for _, e := range events("old", 0, 1000) {
+		if all[e] != 1 {
+			t.Fatalf("after the redeploy %s was handled %d times; the committed offset must hold", e, all[e])
+		}
+	}
+}
+
+// readUpTo reads what a topic holds now (one bounded poll round).
+func readUpTo(t *testing.T, addr, topic string) []*kgo.Record {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	var out []*kgo.Record
+	for ctx.Err() == nil {
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) { out = append(out, r) })
+	}
+	return out
+}
+
+// readUntil reads a topic from the start until done holds for the values
+// seen, with a deadline.
+func readUntil(t *testing.T, addr, topic string, done func(map[string]int) bool) []*kgo.Record {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var out []*kgo.Record
+	for ctx.Err() == nil && !done(values(out)) {
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) { out = append(out, r) })
+	}
+	if !done(values(out)) {
+		t.Fatalf("topic %s: condition not met after 60s (%d records)", topic, len(out))
+	}
+	return out
+}
+
+func TestStreamBroadcastAndDeadLetters(t *testing.T) {
+	dev, cl := devBroker(t)
+	topics(t, cl, broker.Topic{Name: "b.in", Partitions: 3})
+	a := streamFn("a", "first", "b.in", "b.out.a", "cat")
+	b := streamFn("b", "first", "b.in", "b.out.b", "tr", "a-z", "A-Z")
+	poison := streamFn("poison", "first", "b.in", "b.out.poison", "sh", "-c", `in=$(cat); if [ "$in" = "ev-0010" ]; then echo "cannot digest $in" >&2; exit 3; fi; printf %s "$in"`)
+	poison.Retry = &pool.RetryConfig{Attempts: 2, Backoff: "10ms", MaxBackoff: "20ms"}
+	streamPool(t, dev, a, b, poison)
+	keyed(t, cl, "b.in", "one-key", events("ev", 0, 30)...)
+
+	gotA := readAll(t, dev.Addr, "b.out.a", 30)
+	gotB := values(readAll(t, dev.Addr, "b.out.b", 30))
+	for _, e := range events("ev", 0, 30) {
+		if gotB[strings.ToUpper(e)] == 0 {
+			t.Errorf("function b missed %s", e)
+		}
+	}
+	// Order per key is kept, and every output carries the event's id.
+	for i, r := range gotA[:30] {
+		if want := fmt.Sprintf("ev-%04d", i); string(r.Value) != want || broker.Header(r, broker.HeaderID) != want || string(r.Key) != "one-key" {
+			t.Fatalf("output %d = %s (id %s, key %s), want %s in order", i, r.Value, broker.Header(r, broker.HeaderID), r.Key, want)
+		}
+	}
+	// The poison event reaches the dead-letter topic after its attempts,
+	// typed; the events after it on its partition flow on.
+	dl := readAll(t, dev.Addr, "b.in.dlq", 1)[0]
+	if string(dl.Value) != "ev-0010" || broker.Header(dl, broker.HeaderErrorType) != "Exception" || broker.Attempts(dl) != 2 || !strings.Contains(broker.Header(dl, broker.HeaderErrorMessage), "cannot digest") {
+		t.Errorf("dead letter = %s type %q attempts %d message %q", dl.Value, broker.Header(dl, broker.HeaderErrorType), broker.Attempts(dl), broker.Header(dl, broker.HeaderErrorMessage))
+	}
+	rest := values(readAll(t, dev.Addr, "b.out.poison", 29))
+	if rest["ev-0010"] != 0 || rest["ev-0029"] != 1 {
+		t.Errorf("poison function outputs: %v", rest)
+	}
+}
