@@ -195,6 +195,13 @@ func (c *consumer) handle(ctx context.Context, r *kgo.Record) {
 	for _, h := range r.Headers {
 		meta[h.Key] = string(h.Value)
 	}
+	// A request carries its caller's deadline; past it, retrying is
+	// pointless: the caller has given up. The call itself still runs to the
+	// function's own timeout, and its late reply is the caller's to drop.
+	var deadline time.Time
+	if d := broker.Header(r, broker.HeaderDeadline); d != "" {
+		deadline, _ = time.Parse(time.RFC3339Nano, d)
+	}
 	var lastErr error
 	backoff := c.backoff
 	for attempt := 1; attempt <= c.attempts; attempt++ {
@@ -210,11 +217,17 @@ func (c *consumer) handle(ctx context.Context, r *kgo.Record) {
 				o := broker.NewEvent(c.f.cfg.Output, r.Key, out.Bytes(), id, "butter/"+c.p.cfg.Project+"/"+c.f.cfg.Name, "butter.output")
 				recs = append(recs, o)
 			}
+			if reply := broker.Reply(r, out.Bytes(), "", ""); reply != nil {
+				recs = append(recs, reply)
+			}
 			// Emits were produced while the call ran; the output joins them.
 			c.produce(ctx, recs)
 			return
 		}
 		lastErr = err
+		if !deadline.IsZero() && time.Now().After(deadline) {
+			break
+		}
 		if attempt < c.attempts {
 			time.Sleep(backoff)
 			backoff = min(2*backoff, c.maxBack)
@@ -234,7 +247,11 @@ func (c *consumer) handle(ctx context.Context, r *kgo.Record) {
 		broker.SetHeader(dl, broker.HeaderID, id)
 	}
 	c.f.log.Warn("event sent to the dead-letter topic", "topic", c.dlq, "type", typ, "attempts", c.attempts, "error", msg)
-	c.produce(ctx, []*kgo.Record{dl})
+	recs := []*kgo.Record{dl}
+	if reply := broker.Reply(r, nil, typ, msg); reply != nil {
+		recs = append(recs, reply)
+	}
+	c.produce(ctx, recs)
 }
 
 // produce writes records and waits for their acknowledgement, retrying

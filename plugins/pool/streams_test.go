@@ -2,6 +2,7 @@ package pool_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/butterfn/butter/broker"
 	"github.com/butterfn/butter/plugins/pool"
+	"github.com/butterfn/butter/sdk/go/proto"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -280,4 +282,62 @@ func TestStreamBroadcastAndDeadLetters(t *testing.T) {
 	if rest["ev-0010"] != 0 || rest["ev-0029"] != 1 {
 		t.Errorf("poison function outputs: %v", rest)
 	}
+}
+
+// TestStreamSplitAcrossPools: three pools running one function share its
+// events through one consumer group; with no crash, none is handled twice.
+func TestStreamSplitAcrossPools(t *testing.T) {
+	dev, cl := devBroker(t)
+	topics(t, cl, broker.Topic{Name: "s.in", Partitions: 6})
+	f := streamFn("split", "first", "s.in", "s.out", "cat")
+	for range 3 {
+		streamPool(t, dev, f)
+	}
+	waitJoined(t, cl, "butter.test.split.s.in")
+	produce(t, cl, "s.in", events("ev", 0, 600)...)
+	got := values(readAll(t, dev.Addr, "s.out", 600))
+	for _, e := range events("ev", 0, 600) {
+		if got[e] != 1 {
+			t.Errorf("%s handled %d times", e, got[e])
+		}
+	}
+	ds, err := kadm.NewClient(cl).DescribeGroups(context.Background(), "butter.test.split.s.in")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(ds["butter.test.split.s.in"].Members); n != 3 {
+		t.Errorf("the group has %d members, want 3 (one per pool)", n)
+	}
+}
+
+// TestRequestResponse: a reply within the deadline is returned; a function
+// slower than the deadline gives the caller Timeout, and its late reply is
+// dropped and counted.
+func TestRequestResponse(t *testing.T) {
+	dev, cl := devBroker(t)
+	topics(t, cl, broker.Topic{Name: "rr.fast", Partitions: 1}, broker.Topic{Name: "rr.slow", Partitions: 1})
+	fast := streamFn("fast", "first", "rr.fast", "", "tr", "a-z", "A-Z")
+	slow := streamFn("slow", "first", "rr.slow", "", "sh", "-c", "sleep 1; cat")
+	slow.Timeout = "10s"
+	streamPool(t, dev, fast, slow)
+	ctx := context.Background()
+	req, err := broker.NewRequester(ctx, dev.Config(), "rr.replies.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer req.Close()
+	got, err := req.Call(ctx, "rr.fast", nil, []byte("hello"), time.Now().Add(20*time.Second))
+	if err != nil || string(got) != "HELLO" {
+		t.Fatalf("fast call: %q %v", got, err)
+	}
+	start := time.Now()
+	_, err = req.Call(ctx, "rr.slow", nil, []byte("x"), time.Now().Add(300*time.Millisecond))
+	var pe *proto.Error
+	if !errors.As(err, &pe) || pe.Type != proto.Timeout {
+		t.Fatalf("slow call: %v, want a Timeout", err)
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Errorf("the timeout took %s", el)
+	}
+	eventually(t, 30*time.Second, "the late reply counted", func() bool { return req.Late() == 1 })
 }
