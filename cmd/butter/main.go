@@ -42,6 +42,7 @@ func run(args []string) int {
 		"version":    func() (cli.Command, error) { return &versionCommand{ui: ui}, nil },
 		"invoke":     func() (cli.Command, error) { return &invokeCommand{ui: ui}, nil },
 		"pool":       func() (cli.Command, error) { return &poolCommand{ui: ui}, nil },
+		"broker":     func() (cli.Command, error) { return &brokerCommand{ui: ui}, nil },
 	}
 	code, err := c.Run()
 	if err != nil {

@@ -10,9 +10,11 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/butterfn/butter/broker"
 	"github.com/butterfn/butter/plugins/pool"
 	"github.com/butterfn/butter/plugins/runtime"
 	"github.com/butterfn/butter/sdk"
@@ -53,6 +55,14 @@ Options:
 
   -idle=30s
     How long an instance above its function's minimum may stay idle.
+
+  -kafka-brokers=<host:port,...>
+    The Kafka cluster that carries the pool's streams. Defaults to
+    $BUTTER_KAFKA_BROKERS. Needed when a function has a stream trigger.
+
+  -session-timeout=10s
+    How long a crashed pool keeps its stream partitions before other pools
+    take them over.
 `)
 }
 
@@ -63,6 +73,8 @@ func (c *poolCommand) Run(args []string) int {
 	listen := fs.String("listen", "", "")
 	drain := fs.Duration("drain", 10*time.Second, "")
 	idle := fs.Duration("idle", 30*time.Second, "")
+	kafkaBrokers := fs.String("kafka-brokers", "", "")
+	session := fs.Duration("session-timeout", 10*time.Second, "")
 	pos, err := parseInterspersed(fs, args)
 	if err == nil && *cfgPath == "" {
 		err = errors.New("-config is required")
@@ -104,7 +116,7 @@ func (c *poolCommand) Run(args []string) int {
 	}
 	p, err := pool.New(cfg, func(fn string) io.Writer {
 		return log.Named(fn).StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true})
-	}, pool.WithLogger(log), pool.WithSDKs(sdks), pool.WithStopGrace(*drain), pool.WithIdleTimeout(*idle), pool.WithLimits(limits))
+	}, pool.WithLogger(log), pool.WithSDKs(sdks), pool.WithStopGrace(*drain), pool.WithIdleTimeout(*idle), pool.WithLimits(limits), pool.WithSessionTimeout(*session))
 	if err != nil {
 		log.Error("cannot create the pool", "error", err)
 		return exitInvalid
@@ -113,6 +125,17 @@ func (c *poolCommand) Run(args []string) int {
 	defer stop()
 	if err := p.Start(ctx); err != nil {
 		log.Warn("some minimum instances did not start", "error", err)
+	}
+	if hasStreams(cfg) {
+		kcfg := broker.ConfigFromEnv()
+		if *kafkaBrokers != "" {
+			kcfg = broker.Config{Brokers: strings.Split(*kafkaBrokers, ",")}
+		}
+		if err := p.StartStreams(ctx, kcfg); err != nil {
+			log.Error("cannot consume the pool's streams", "error", err)
+			p.Stop()
+			return exitInvalid
+		}
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
@@ -137,4 +160,13 @@ func (c *poolCommand) Run(args []string) int {
 	p.Stop()
 	log.Info("pool stopped")
 	return exitOK
+}
+
+func hasStreams(cfg *pool.Config) bool {
+	for _, f := range cfg.Functions {
+		if len(f.Streams) > 0 {
+			return true
+		}
+	}
+	return false
 }

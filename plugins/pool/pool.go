@@ -40,6 +40,8 @@ type options struct {
 	metrics     *Metrics
 	runtimes    map[string]runtime.Runtime
 	limits      *runtime.Limits
+	// sessionTimeout is the stream consumers' group session timeout.
+	sessionTimeout time.Duration
 }
 
 // maxProcs is the process limit of one instance: room for a runtime's
@@ -70,6 +72,12 @@ func WithMetrics(m *Metrics) Option { return func(o *options) { o.metrics = m } 
 // Without it, instances run without those limits.
 func WithLimits(l *runtime.Limits) Option { return func(o *options) { o.limits = l } }
 
+// WithSessionTimeout sets the stream consumers' group session timeout: how
+// long a crashed pool keeps its partitions before the others take them
+// over. The default is 10s; Kafka brokers refuse values below their
+// group.min.session.timeout.ms (6s by default).
+func WithSessionTimeout(d time.Duration) Option { return func(o *options) { o.sessionTimeout = d } }
+
 // WithRuntime replaces the runtime used for a runtime name; tests use it
 // to inject an in-memory runtime.
 func WithRuntime(name string, r runtime.Runtime) Option {
@@ -96,7 +104,7 @@ var ErrUnknownFunction = errors.New("unknown function")
 
 // New prepares a pool. Start starts it.
 func New(cfg *Config, logs func(function string) io.Writer, opts ...Option) (*Pool, error) {
-	o := options{logger: hclog.NewNullLogger(), idleTimeout: 30 * time.Second, stopGrace: 10 * time.Second, runtimes: map[string]runtime.Runtime{}}
+	o := options{logger: hclog.NewNullLogger(), idleTimeout: 30 * time.Second, stopGrace: 10 * time.Second, sessionTimeout: 10 * time.Second, runtimes: map[string]runtime.Runtime{}}
 	for _, opt := range opts {
 		opt(&o)
 	}

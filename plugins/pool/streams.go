@@ -129,6 +129,9 @@ func newConsumer(p *Pool, f *fnPool, tr StreamTrigger, base []kgo.Opt) (*consume
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.FetchMaxBytes(8<<20),
+		// A crashed pool's partitions move to the survivors once its
+		// session expires; Kafka's 45s default would stall them that long.
+		kgo.SessionTimeout(p.opts.sessionTimeout),
 	)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
