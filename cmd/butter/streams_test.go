@@ -177,3 +177,84 @@ func TestStreamCrashRecovery(t *testing.T) {
 	}
 	t.Logf("10,000 events, pool SIGKILLed after %v handled events: %d outputs, %d duplicates (at-least-once)", kills, total, total-n)
 }
+
+// rssMiB reads a process's resident set size.
+func rssMiB(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
+			return float64(kb) / 1024
+		}
+	}
+	return 0
+}
+
+// TestStreamBackPressure: producers run ten times faster than the
+// function. The pool fetches in bounded batches and polls again only when
+// a batch is handled, so the backlog stays in Kafka and the pool's memory
+// stays bounded. The bound, 150 MiB, is generous: the pool idles at about
+// 30 MiB; the point is that it does not grow with the backlog (here over
+// 60 MiB of events).
+func TestStreamBackPressure(t *testing.T) {
+	dev, err := broker.StartDev(0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(dev.Addr), kgo.ProducerLinger(5*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx := context.Background()
+	if err := broker.EnsureTopics(ctx, kadm.NewClient(cl), []broker.Topic{{Name: "bp.in", Partitions: 3}, {Name: "bp.out", Partitions: 3}}); err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := writePoolConfig(t, pool.Config{Project: "bp", Pool: "p", Functions: []pool.FunctionConfig{{
+		Name: "slow", Runtime: "exec", Command: []string{"sh", "-c", "sleep 0.01; cat"}, Bundle: t.TempDir(),
+		Timeout: "10s", Memory: 16, MaxInstances: 2, Concurrency: 1, Output: "bp.out",
+		Streams: []pool.StreamTrigger{{Stream: "bp.in", Group: "butter.bp.slow.bp.in", Offset: "first"}},
+	}}})
+	p := startPool(t, cfgPath, dev.Addr)
+	pid := p.cmd.Process.Pid
+
+	payload := strings.Repeat("x", 2048)
+	const seconds, rate = 10, 3000 // events per second offered
+	stop := time.Now().Add(seconds * time.Second)
+	produced := 0
+	maxRSS := 0.0
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for time.Now().Before(stop) {
+		<-tick.C
+		for range rate / 10 {
+			cl.Produce(ctx, &kgo.Record{Topic: "bp.in", Value: []byte(payload)}, nil)
+			produced++
+		}
+		maxRSS = max(maxRSS, rssMiB(pid))
+	}
+	if err := cl.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// How far the function got: its committed offsets.
+	lag, err := kadm.NewClient(cl).Lag(ctx, "butter.bp.slow.bp.in")
+	if err != nil {
+		t.Fatal(err)
+	}
+	handled := int64(0)
+	for _, l := range lag["butter.bp.slow.bp.in"].Lag.Sorted() {
+		handled += l.Commit.At
+	}
+	t.Logf("back-pressure: %d events (%.0f MiB) offered in %ds, %d handled (%.1fx mismatch); pool RSS peaked at %.1f MiB (bound 150 MiB)",
+		produced, float64(produced*len(payload))/(1<<20), seconds, handled, float64(produced)/float64(max(handled, 1)), maxRSS)
+	if handled == 0 || float64(produced)/float64(handled) < 3 {
+		t.Errorf("no mismatch to test: %d offered, %d handled", produced, handled)
+	}
+	if maxRSS == 0 || maxRSS > 150 {
+		t.Errorf("pool RSS peaked at %.1f MiB; the bound is 150 MiB", maxRSS)
+	}
+}
