@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/butterfn/butter/broker"
 	"github.com/butterfn/butter/plugins/pool"
+	"github.com/butterfn/butter/sdk"
 	"github.com/butterfn/butter/sdk/go/proto"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -340,4 +342,41 @@ func TestRequestResponse(t *testing.T) {
 		t.Errorf("the timeout took %s", el)
 	}
 	eventually(t, 30*time.Second, "the late reply counted", func() bool { return req.Late() == 1 })
+}
+
+// TestStreamEmits: a Node function emits to another stream through the
+// worker protocol; the emit is acknowledged before the event is committed.
+func TestStreamEmits(t *testing.T) {
+	dev, cl := devBroker(t)
+	topics(t, cl, broker.Topic{Name: "e.in", Partitions: 2}, broker.Topic{Name: "e.alerts", Partitions: 1})
+	sdks, err := sdk.Install(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	abs, _ := filepath.Abs("testdata/emitfn")
+	f := streamFn("emitter", "first", "e.in", "e.out")
+	f.Runtime, f.Bundle, f.Handler, f.Command = "node", abs, "index.handle", nil
+	p, err := pool.New(&pool.Config{Project: "e", Pool: "p", Functions: []pool.FunctionConfig{f}}, nil, pool.WithSDKs(sdks))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	if err := p.StartStreams(ctx, dev.Config()); err != nil {
+		t.Fatal(err)
+	}
+	produce(t, cl, "e.in", events("ev", 0, 20)...)
+	alerts := values(readAll(t, dev.Addr, "e.alerts", 20))
+	for _, e := range events("ev", 0, 20) {
+		if alerts["alert:"+e] != 1 {
+			t.Errorf("alert for %s seen %d times", e, alerts["alert:"+e])
+		}
+	}
+	if out := values(readAll(t, dev.Addr, "e.out", 20)); len(out) != 20 {
+		t.Errorf("outputs = %d, want 20", len(out))
+	}
 }
