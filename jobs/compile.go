@@ -319,13 +319,7 @@ func (o *options) group(p *spec.Project, rev, pool string, fns []*spec.Function,
 	task := &api.Task{
 		Name:   "pool",
 		Driver: DriverName,
-		Config: map[string]any{
-			"project":  p.Name,
-			"revision": rev,
-			"pool":     pool,
-			"port":     PortLabel,
-			"function": functions,
-		},
+		Config: taskConfig(p, rev, pool, functions),
 		Resources: &api.Resources{
 			CPU:         new(cpu),
 			MemoryMB:    new(mem),
@@ -418,4 +412,29 @@ func stringMap(m map[string]string) map[string]any {
 		out[k] = v
 	}
 	return out
+}
+
+// taskConfig is the butter driver's task config (decoded by the driver's
+// taskConfigSpec, plugins/driver/config.go).
+func taskConfig(p *spec.Project, rev, pool string, functions []map[string]any) map[string]any {
+	cfg := map[string]any{
+		"project":  p.Name,
+		"revision": rev,
+		"pool":     pool,
+		"port":     PortLabel,
+		"function": functions,
+	}
+	if k := p.Kafka; k != nil {
+		kb := map[string]any{"brokers": k.Brokers}
+		if k.TLS {
+			kb["tls"] = true
+		}
+		if k.SASLMechanism != "" {
+			kb["sasl_mechanism"] = k.SASLMechanism
+			kb["sasl_username"] = k.SASLUsername
+			kb["sasl_password_env"] = k.SASLPasswordEnv
+		}
+		cfg["kafka"] = []map[string]any{kb}
+	}
+	return cfg
 }

@@ -161,6 +161,35 @@ func TestNomadAcceptsRenderedJobs(t *testing.T) {
 	for _, ex := range examples {
 		projects[ex] = filepath.Join(root, "examples", ex)
 	}
+	// A project with a kafka block: it reaches the task config.
+	kdir := filepath.Join(work, "kafka-project")
+	if err := os.MkdirAll(kdir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	kspec := `project "kafka-project" {
+  kafka {
+    brokers = ["kafka-1:9092", "kafka-2:9092"]
+    tls     = true
+    sasl {
+      mechanism    = "SCRAM-SHA-512"
+      username     = "butter"
+      password_env = "KAFKA_PASSWORD"
+    }
+  }
+}
+stream "in" {}
+function "f" {
+  runtime = "exec"
+  command = ["cat"]
+  trigger "stream" {
+    stream = stream.in
+  }
+}
+`
+	if err := os.WriteFile(filepath.Join(kdir, "k.fn.hcl"), []byte(kspec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	projects["kafka-block"] = kdir
 	for _, rt := range []string{"node", "python", "go", "exec"} {
 		dir := filepath.Join(work, "init-"+rt)
 		if r := butter(t, ".", "init", dir, "-runtime", rt); r.code != 0 {

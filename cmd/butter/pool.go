@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -127,9 +128,11 @@ func (c *poolCommand) Run(args []string) int {
 		log.Warn("some minimum instances did not start", "error", err)
 	}
 	if hasStreams(cfg) {
-		kcfg := broker.ConfigFromEnv()
-		if *kafkaBrokers != "" {
-			kcfg = broker.Config{Brokers: strings.Split(*kafkaBrokers, ",")}
+		kcfg, err := kafkaConfig(*kafkaBrokers, cfg.Kafka)
+		if err != nil {
+			log.Error("cannot configure Kafka", "error", err)
+			p.Stop()
+			return exitInvalid
 		}
 		if err := p.StartStreams(ctx, kcfg); err != nil {
 			log.Error("cannot consume the pool's streams", "error", err)
@@ -169,4 +172,27 @@ func hasStreams(cfg *pool.Config) bool {
 		}
 	}
 	return false
+}
+
+// kafkaConfig picks how to reach Kafka: the -kafka-brokers flag, then the
+// project's kafka block, then $BUTTER_KAFKA_BROKERS. The block's SASL
+// password comes from the environment variable it names.
+func kafkaConfig(flag string, block *pool.KafkaConfig) (broker.Config, error) {
+	switch {
+	case flag != "":
+		return broker.Config{Brokers: strings.Split(flag, ",")}, nil
+	case block != nil:
+		c := broker.Config{Brokers: block.Brokers, SASLMechanism: block.SASLMechanism, SASLUser: block.SASLUsername}
+		if block.TLS {
+			c.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		if block.SASLMechanism != "" {
+			c.SASLPassword = os.Getenv(block.SASLPasswordEnv)
+			if c.SASLPassword == "" {
+				return c, fmt.Errorf("the kafka block's SASL password is read from $%s, which is empty in the pool's environment", block.SASLPasswordEnv)
+			}
+		}
+		return c, nil
+	}
+	return broker.ConfigFromEnv(), nil
 }

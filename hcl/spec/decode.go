@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path"
 	"path/filepath"
@@ -69,6 +70,7 @@ type decoder struct {
 	diags   hcl.Diagnostics
 
 	project   *hcl.Block
+	kafka     *Kafka
 	streams   map[string]*Stream
 	functions map[string]*Function
 	pipelines map[string]*Pipeline
@@ -179,6 +181,7 @@ func (d *decoder) load() *Project {
 	proj := &Project{Dir: d.display}
 	proj.Files = append(proj.Files, files...)
 	proj.Name = d.projectName()
+	proj.Kafka = d.kafka
 
 	// Pass 2: decode bodies, resolving references.
 	for _, p := range d.streamBodies {
@@ -278,11 +281,82 @@ func (d *decoder) declare(rel string, b *hcl.Block) {
 	}
 }
 
-var projectSchema = &hcl.BodySchema{}
+var projectSchema = &hcl.BodySchema{
+	Blocks: []hcl.BlockHeaderSchema{{Type: "kafka"}},
+}
+
+var kafkaSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "brokers", Required: true}, {Name: "tls"}},
+	Blocks:     []hcl.BlockHeaderSchema{{Type: "sasl"}},
+}
+
+var saslSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "mechanism", Required: true}, {Name: "username", Required: true}, {Name: "password_env", Required: true}},
+}
+
+// saslMechanisms are the SASL mechanisms franz-go offers that Butter wires.
+var saslMechanisms = []string{"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"}
 
 func (d *decoder) decodeProject(b *hcl.Block) {
-	_, diags := b.Body.Content(projectSchema)
+	content, diags := b.Body.Content(projectSchema)
 	d.diags = append(d.diags, diags...)
+	for i, kb := range content.Blocks {
+		if i > 0 {
+			r := kb.DefRange
+			d.errorf(&r, "Duplicate kafka block", "A project has one kafka block; merge this one into the first at %s.", at(content.Blocks[0].DefRange))
+			continue
+		}
+		d.kafka = d.decodeKafka(kb)
+	}
+}
+
+func (d *decoder) decodeKafka(b *hcl.Block) *Kafka {
+	k := &Kafka{}
+	content, diags := b.Body.Content(kafkaSchema)
+	d.diags = append(d.diags, diags...)
+	if a := content.Attributes["brokers"]; a != nil {
+		if list, ok := d.strList(a); ok {
+			if len(list) == 0 {
+				r := a.Expr.Range()
+				d.errorf(&r, "No brokers", "brokers lists the seed brokers as host:port, like [\"kafka-1:9092\"].")
+			}
+			for _, br := range list {
+				if host, port, err := net.SplitHostPort(br); err != nil || host == "" || port == "" {
+					r := a.Expr.Range()
+					d.errorf(&r, "Invalid broker address", "%q is not host:port, like \"kafka-1:9092\".", br)
+				}
+			}
+			k.Brokers = list
+		}
+	}
+	if a := content.Attributes["tls"]; a != nil {
+		k.TLS, _ = d.boolean(a)
+	}
+	for i, sb := range content.Blocks {
+		if i > 0 {
+			r := sb.DefRange
+			d.errorf(&r, "Duplicate sasl block", "The kafka block takes one sasl block.")
+			continue
+		}
+		sc, diags := sb.Body.Content(saslSchema)
+		d.diags = append(d.diags, diags...)
+		if a := sc.Attributes["mechanism"]; a != nil {
+			k.SASLMechanism = d.oneOf(a, saslMechanisms, "")
+		}
+		if a := sc.Attributes["username"]; a != nil {
+			k.SASLUsername, _ = d.str(a)
+		}
+		if a := sc.Attributes["password_env"]; a != nil {
+			if v, ok := d.str(a); ok {
+				if !envNameRE.MatchString(v) {
+					r := a.Expr.Range()
+					d.errorf(&r, "Invalid environment variable name", "password_env names the environment variable of the pool that holds the password (the value never goes in a spec); %q is not a variable name.", v)
+				}
+				k.SASLPasswordEnv = v
+			}
+		}
+	}
+	return k
 }
 
 // ---- attribute helpers ----

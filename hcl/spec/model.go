@@ -23,6 +23,20 @@ type Project struct {
 	Streams   []*Stream
 	Functions []*Function
 	Pipelines []*Pipeline
+
+	// Kafka is the project's kafka block, nil when it has none.
+	Kafka *Kafka
+}
+
+// Kafka says how the project's pools reach its Kafka cluster. Flags and
+// $BUTTER_KAFKA_BROKERS override it. Secret values never appear: the SASL
+// password is read from an environment variable of the pool.
+type Kafka struct {
+	Brokers         []string
+	TLS             bool
+	SASLMechanism   string
+	SASLUsername    string
+	SASLPasswordEnv string
 }
 
 // Stream is a Kafka topic declared by a stream block.

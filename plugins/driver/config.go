@@ -29,6 +29,13 @@ var taskConfigSpec = hclspec.NewObject(map[string]*hclspec.Spec{
 	"revision": hclspec.NewAttr("revision", "string", false),
 	"pool":     hclspec.NewAttr("pool", "string", true),
 	"port":     hclspec.NewAttr("port", "string", false),
+	"kafka": hclspec.NewBlock("kafka", false, hclspec.NewObject(map[string]*hclspec.Spec{
+		"brokers":           hclspec.NewAttr("brokers", "list(string)", true),
+		"tls":               hclspec.NewAttr("tls", "bool", false),
+		"sasl_mechanism":    hclspec.NewAttr("sasl_mechanism", "string", false),
+		"sasl_username":     hclspec.NewAttr("sasl_username", "string", false),
+		"sasl_password_env": hclspec.NewAttr("sasl_password_env", "string", false),
+	})),
 	"function": hclspec.NewBlockList("function", hclspec.NewObject(map[string]*hclspec.Spec{
 		"name":          hclspec.NewAttr("name", "string", true),
 		"runtime":       hclspec.NewAttr("runtime", "string", true),
@@ -73,6 +80,16 @@ type TaskConfig struct {
 	Pool      string           `codec:"pool"`
 	Port      string           `codec:"port"`
 	Functions []FunctionConfig `codec:"function"`
+	Kafka     *KafkaBlock      `codec:"kafka"`
+}
+
+// KafkaBlock is the project's kafka block.
+type KafkaBlock struct {
+	Brokers         []string `codec:"brokers"`
+	TLS             bool     `codec:"tls"`
+	SASLMechanism   string   `codec:"sasl_mechanism"`
+	SASLUsername    string   `codec:"sasl_username"`
+	SASLPasswordEnv string   `codec:"sasl_password_env"`
 }
 
 // FunctionConfig is one function block of the task config.
@@ -119,6 +136,9 @@ type StreamBlock struct {
 // second, so that in-flight calls can finish.
 func (tc *TaskConfig) poolConfig() ([]byte, time.Duration, error) {
 	pc := pool.Config{Project: tc.Project, Revision: tc.Revision, Pool: tc.Pool}
+	if k := tc.Kafka; k != nil && len(k.Brokers) > 0 {
+		pc.Kafka = &pool.KafkaConfig{Brokers: k.Brokers, TLS: k.TLS, SASLMechanism: k.SASLMechanism, SASLUsername: k.SASLUsername, SASLPasswordEnv: k.SASLPasswordEnv}
+	}
 	var longest time.Duration
 	for _, f := range tc.Functions {
 		d, err := time.ParseDuration(f.Timeout)

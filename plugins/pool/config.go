@@ -18,6 +18,19 @@ type Config struct {
 	Revision  string           `json:"revision"`
 	Pool      string           `json:"pool"`
 	Functions []FunctionConfig `json:"function"`
+	// Kafka is the project's kafka block; flags and the environment
+	// override it.
+	Kafka *KafkaConfig `json:"kafka,omitempty"`
+}
+
+// KafkaConfig is how the pool reaches Kafka. The SASL password is read from
+// the environment variable PasswordEnv names, never stored here.
+type KafkaConfig struct {
+	Brokers         []string `json:"brokers"`
+	TLS             bool     `json:"tls,omitempty"`
+	SASLMechanism   string   `json:"sasl_mechanism,omitempty"`
+	SASLUsername    string   `json:"sasl_username,omitempty"`
+	SASLPasswordEnv string   `json:"sasl_password_env,omitempty"`
 }
 
 // FunctionConfig is one function of a pool.
@@ -99,6 +112,9 @@ func (c *Config) check() error {
 // `butter dev`: bundles are the source directories themselves.
 func LocalConfig(p *spec.Project) *Config {
 	c := &Config{Project: p.Name, Pool: "local"}
+	if k := p.Kafka; k != nil {
+		c.Kafka = &KafkaConfig{Brokers: k.Brokers, TLS: k.TLS, SASLMechanism: k.SASLMechanism, SASLUsername: k.SASLUsername, SASLPasswordEnv: k.SASLPasswordEnv}
+	}
 	for _, f := range p.Functions {
 		fc := FunctionConfig{
 			Name: f.Name, Runtime: f.Runtime, Handler: f.Handler, Command: f.Command,
