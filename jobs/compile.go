@@ -305,6 +305,9 @@ func (o *options) group(p *spec.Project, rev, pool string, fns []*spec.Function,
 				"group":  ConsumerGroup(p.Name, f.Name, t.Stream.Name),
 				"offset": t.Offset.String(),
 			}
+			if t.Order == "key" {
+				tr["order"] = "key"
+			}
 			if schema := t.Stream.Schema; schema != "" {
 				tr["schema"] = fetch(schema, true)
 			}

@@ -158,6 +158,9 @@ type Trigger struct {
 	// stream
 	Stream *Stream
 	Offset Offset
+	// Order is "partition" (one event of a partition at a time) or "key"
+	// (events of different keys in parallel, each key in order).
+	Order string
 
 	DeclRange hcl.Range
 }

@@ -16,7 +16,7 @@ var triggerSchemas = map[TriggerType]*hcl.BodySchema{
 		{Name: "schedule", Required: true}, {Name: "timezone"},
 	}},
 	TriggerStream: {Attributes: []hcl.AttributeSchema{
-		{Name: "stream", Required: true}, {Name: "offset"},
+		{Name: "stream", Required: true}, {Name: "offset"}, {Name: "order"},
 	}},
 }
 
@@ -88,6 +88,10 @@ func (d *decoder) decodeTrigger(b *hcl.Block) *Trigger {
 		}
 	case TriggerStream:
 		t.Offset = Offset{Kind: OffsetLatest}
+		t.Order = "partition"
+		if attr := a["order"]; attr != nil {
+			t.Order = d.oneOf(attr, []string{"partition", "key"}, "partition")
+		}
 		if attr := a["stream"]; attr != nil {
 			if _, name, ok := d.ref(attr.Expr, "stream", "stream"); ok {
 				t.Stream = d.streams[name]

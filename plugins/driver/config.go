@@ -68,6 +68,7 @@ var taskConfigSpec = hclspec.NewObject(map[string]*hclspec.Spec{
 			"stream": hclspec.NewAttr("stream", "string", true),
 			"group":  hclspec.NewAttr("group", "string", true),
 			"offset": hclspec.NewAttr("offset", "string", false),
+			"order":  hclspec.NewAttr("order", "string", false),
 			"schema": hclspec.NewAttr("schema", "string", false),
 		})),
 	})),
@@ -128,6 +129,7 @@ type StreamBlock struct {
 	Stream string `codec:"stream"`
 	Group  string `codec:"group"`
 	Offset string `codec:"offset"`
+	Order  string `codec:"order"`
 	Schema string `codec:"schema"`
 }
 
@@ -156,7 +158,7 @@ func (tc *TaskConfig) poolConfig() ([]byte, time.Duration, error) {
 			fc.Retry = &pool.RetryConfig{Attempts: f.Retry.Attempts, Backoff: f.Retry.Backoff, MaxBackoff: f.Retry.MaxBackoff}
 		}
 		for _, s := range f.Streams {
-			fc.Streams = append(fc.Streams, pool.StreamTrigger{Stream: s.Stream, Group: s.Group, Offset: s.Offset})
+			fc.Streams = append(fc.Streams, pool.StreamTrigger{Stream: s.Stream, Group: s.Group, Offset: s.Offset, Order: s.Order})
 		}
 		pc.Functions = append(pc.Functions, fc)
 	}

@@ -68,6 +68,9 @@ type StreamTrigger struct {
 	// Offset is where a group with no committed offset starts: first,
 	// latest, an offset, or an RFC 3339 time.
 	Offset string `json:"offset"`
+	// Order is "partition" (the default: a partition's events one at a
+	// time) or "key" (different keys in parallel, each key in order).
+	Order string `json:"order,omitempty"`
 }
 
 // RetryConfig is a function's retry policy for stream events.
@@ -145,6 +148,7 @@ func LocalConfig(p *spec.Project) *Config {
 					Stream: jobs.Topic(p.Name, t.Stream.Name),
 					Group:  jobs.ConsumerGroup(p.Name, f.Name, t.Stream.Name),
 					Offset: t.Offset.String(),
+					Order:  t.Order,
 				})
 			}
 		}

@@ -167,17 +167,19 @@ func (c *consumer) run(ctx context.Context) {
 			log.Warn("fetch failed", "topic", t, "partition", p, "error", err)
 		})
 		var wg sync.WaitGroup
+		// The batch runs to its end even while stopping: its offsets are
+		// committed below, so nothing is handled twice after a clean drain.
+		hctx := context.WithoutCancel(ctx)
 		fetches.EachPartition(func(ftp kgo.FetchTopicPartition) {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for _, r := range ftp.Records {
-					// The batch runs to its end even while stopping: its
-					// offsets are committed below, so nothing is handled
-					// twice after a clean drain.
-					c.handle(context.WithoutCancel(ctx), r)
-				}
-			}()
+			for _, run := range c.lanes(ftp.Records) {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for _, r := range run {
+						c.handle(hctx, r)
+					}
+				}()
+			}
 		})
 		wg.Wait()
 		if err := c.cl.CommitUncommittedOffsets(context.WithoutCancel(ctx)); err != nil {
@@ -299,4 +301,27 @@ func (c *consumer) calls(in *kgo.Record, emits *[]*kgo.Record) func(ctx context.
 		}
 		return proto.ReplyMsg{Error: "unsupported op"}
 	}
+}
+
+// lanes splits a partition's records into runs that may go in parallel:
+// one run (the partition in order) by default, or one run per key, each in
+// order, when the trigger's order is "key". Parallel runs are bounded by
+// the function's capacity (max instances × concurrency) through the pool's
+// own admission.
+func (c *consumer) lanes(recs []*kgo.Record) [][]*kgo.Record {
+	if c.tr.Order != "key" {
+		return [][]*kgo.Record{recs}
+	}
+	idx := map[string]int{}
+	var out [][]*kgo.Record
+	for _, r := range recs {
+		i, ok := idx[string(r.Key)]
+		if !ok {
+			i = len(out)
+			idx[string(r.Key)] = i
+			out = append(out, nil)
+		}
+		out[i] = append(out[i], r)
+	}
+	return out
 }

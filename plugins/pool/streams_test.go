@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -100,13 +101,19 @@ func values(recs []*kgo.Record) map[string]int {
 
 func streamPool(t *testing.T, dev *broker.Dev, fns ...pool.FunctionConfig) *pool.Pool {
 	t.Helper()
-	p, _ := start(t, fns)
+	p, _ := streamPoolSrv(t, dev, fns...)
+	return p
+}
+
+func streamPoolSrv(t *testing.T, dev *broker.Dev, fns ...pool.FunctionConfig) (*pool.Pool, *httptest.Server) {
+	t.Helper()
+	p, srv := start(t, fns)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := p.StartStreams(ctx, dev.Config()); err != nil {
 		t.Fatal(err)
 	}
-	return p
+	return p, srv
 }
 
 func streamFn(name, offset, in, out string, cmd ...string) pool.FunctionConfig {
@@ -378,5 +385,39 @@ func TestStreamEmits(t *testing.T) {
 	}
 	if out := values(readAll(t, dev.Addr, "e.out", 20)); len(out) != 20 {
 		t.Errorf("outputs = %d, want 20", len(out))
+	}
+}
+
+// TestStreamOrderByKey: with order = "key", events of different keys in one
+// partition run in parallel, and each key keeps its order.
+func TestStreamOrderByKey(t *testing.T) {
+	dev, cl := devBroker(t)
+	topics(t, cl, broker.Topic{Name: "k.in", Partitions: 1})
+	f := streamFn("bykey", "first", "k.in", "k.out", "sh", "-c", "sleep 0.2; cat")
+	f.MaxInstances = 8
+	f.Streams[0].Order = "key"
+	_, srv := streamPoolSrv(t, dev, f)
+	var recs []*kgo.Record
+	for i := range 40 {
+		v := fmt.Sprintf("k%d-%02d", i%8, i/8)
+		recs = append(recs, broker.NewEvent("k.in", []byte(fmt.Sprintf("k%d", i%8)), []byte(v), v, "test", "test"))
+	}
+	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	out := readAll(t, dev.Addr, "k.out", 40)
+	last := map[string]string{}
+	for _, r := range out {
+		k := string(r.Key)
+		if v := string(r.Value); v < last[k] {
+			t.Fatalf("key %s: %s after %s", k, v, last[k])
+		} else {
+			last[k] = v
+		}
+	}
+	// Keys ran side by side: with concurrency 1 per instance, more than
+	// one instance had to start.
+	if n := metric(t, srv, "butter_cold_starts_total", "bykey"); n < 2 {
+		t.Errorf("only %v instances started: keys did not run in parallel", n)
 	}
 }
