@@ -427,6 +427,22 @@ func taskConfig(p *spec.Project, rev, pool string, functions []map[string]any) m
 		"port":     PortLabel,
 		"function": functions,
 	}
+	// The project's streams, so that the pool creates missing topics as the
+	// stream blocks say (partitions, retention, compaction).
+	var topics []map[string]any
+	for _, s := range p.Streams {
+		t := map[string]any{"name": Topic(p.Name, s.Name), "partitions": s.Partitions}
+		if s.Retention > 0 {
+			t["retention"] = s.Retention.String()
+		}
+		if s.Compact {
+			t["compact"] = true
+		}
+		topics = append(topics, t)
+	}
+	if len(topics) > 0 {
+		cfg["topic"] = topics
+	}
 	if k := p.Kafka; k != nil {
 		kb := map[string]any{"brokers": k.Brokers}
 		if k.TLS {

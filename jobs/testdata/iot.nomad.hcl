@@ -23,6 +23,21 @@ job "butter-iot" {
           runtime       = "exec"
           timeout       = "10m0s"
         }
+        topic {
+          name       = "iot.alerts"
+          partitions = 3
+          retention  = "720h0m0s"
+        }
+        topic {
+          name       = "iot.failed-readings"
+          partitions = 3
+          retention  = "336h0m0s"
+        }
+        topic {
+          name       = "iot.readings"
+          partitions = 6
+          retention  = "168h0m0s"
+        }
       }
       resources {
         cpu        = 200
@@ -118,6 +133,21 @@ job "butter-iot" {
           output        = "iot.readings"
           runtime       = "node"
           timeout       = "5s"
+        }
+        topic {
+          name       = "iot.alerts"
+          partitions = 3
+          retention  = "720h0m0s"
+        }
+        topic {
+          name       = "iot.failed-readings"
+          partitions = 3
+          retention  = "336h0m0s"
+        }
+        topic {
+          name       = "iot.readings"
+          partitions = 6
+          retention  = "168h0m0s"
         }
       }
       resources {

@@ -29,6 +29,12 @@ var taskConfigSpec = hclspec.NewObject(map[string]*hclspec.Spec{
 	"revision": hclspec.NewAttr("revision", "string", false),
 	"pool":     hclspec.NewAttr("pool", "string", true),
 	"port":     hclspec.NewAttr("port", "string", false),
+	"topic": hclspec.NewBlockList("topic", hclspec.NewObject(map[string]*hclspec.Spec{
+		"name":       hclspec.NewAttr("name", "string", true),
+		"partitions": hclspec.NewAttr("partitions", "number", false),
+		"retention":  hclspec.NewAttr("retention", "string", false),
+		"compact":    hclspec.NewAttr("compact", "bool", false),
+	})),
 	"kafka": hclspec.NewBlock("kafka", false, hclspec.NewObject(map[string]*hclspec.Spec{
 		"brokers":           hclspec.NewAttr("brokers", "list(string)", true),
 		"tls":               hclspec.NewAttr("tls", "bool", false),
@@ -76,12 +82,13 @@ var taskConfigSpec = hclspec.NewObject(map[string]*hclspec.Spec{
 
 // TaskConfig is the decoded task config.
 type TaskConfig struct {
-	Project   string           `codec:"project"`
-	Revision  string           `codec:"revision"`
-	Pool      string           `codec:"pool"`
-	Port      string           `codec:"port"`
-	Functions []FunctionConfig `codec:"function"`
-	Kafka     *KafkaBlock      `codec:"kafka"`
+	Project   string             `codec:"project"`
+	Revision  string             `codec:"revision"`
+	Pool      string             `codec:"pool"`
+	Port      string             `codec:"port"`
+	Functions []FunctionConfig   `codec:"function"`
+	Kafka     *KafkaBlock        `codec:"kafka"`
+	Topics    []pool.TopicConfig `codec:"topic"`
 }
 
 // KafkaBlock is the project's kafka block.
@@ -137,7 +144,7 @@ type StreamBlock struct {
 // returns the drain the pool needs: the longest function timeout plus a
 // second, so that in-flight calls can finish.
 func (tc *TaskConfig) poolConfig() ([]byte, time.Duration, error) {
-	pc := pool.Config{Project: tc.Project, Revision: tc.Revision, Pool: tc.Pool}
+	pc := pool.Config{Project: tc.Project, Revision: tc.Revision, Pool: tc.Pool, Topics: tc.Topics}
 	if k := tc.Kafka; k != nil && len(k.Brokers) > 0 {
 		pc.Kafka = &pool.KafkaConfig{Brokers: k.Brokers, TLS: k.TLS, SASLMechanism: k.SASLMechanism, SASLUsername: k.SASLUsername, SASLPasswordEnv: k.SASLPasswordEnv}
 	}

@@ -21,6 +21,17 @@ type Config struct {
 	// Kafka is the project's kafka block; flags and the environment
 	// override it.
 	Kafka *KafkaConfig `json:"kafka,omitempty"`
+	// Topics are the project's streams as their stream blocks declare
+	// them; the pool creates the missing ones with these settings.
+	Topics []TopicConfig `json:"topic,omitempty"`
+}
+
+// TopicConfig is one stream block's topic settings.
+type TopicConfig struct {
+	Name       string `json:"name" codec:"name"`
+	Partitions int    `json:"partitions" codec:"partitions"`
+	Retention  string `json:"retention,omitempty" codec:"retention"`
+	Compact    bool   `json:"compact,omitempty" codec:"compact"`
 }
 
 // KafkaConfig is how the pool reaches Kafka. The SASL password is read from
@@ -115,6 +126,13 @@ func (c *Config) check() error {
 // `butter dev`: bundles are the source directories themselves.
 func LocalConfig(p *spec.Project) *Config {
 	c := &Config{Project: p.Name, Pool: "local"}
+	for _, s := range p.Streams {
+		tc := TopicConfig{Name: jobs.Topic(p.Name, s.Name), Partitions: s.Partitions, Compact: s.Compact}
+		if s.Retention > 0 {
+			tc.Retention = s.Retention.String()
+		}
+		c.Topics = append(c.Topics, tc)
+	}
 	if k := p.Kafka; k != nil {
 		c.Kafka = &KafkaConfig{Brokers: k.Brokers, TLS: k.TLS, SASLMechanism: k.SASLMechanism, SASLUsername: k.SASLUsername, SASLPasswordEnv: k.SASLPasswordEnv}
 	}

@@ -39,13 +39,30 @@ func (p *Pool) StartStreams(ctx context.Context, kafka broker.Config) error {
 	if err != nil {
 		return err
 	}
+	// Create the topics the pool reads and writes that do not exist yet:
+	// as their stream blocks declare them, or with defaults (3 partitions;
+	// 1 for dead letters) for those no block declares.
+	declared := map[string]broker.Topic{}
+	for _, tc := range p.cfg.Topics {
+		t := broker.Topic{Name: tc.Name, Partitions: tc.Partitions, Compact: tc.Compact}
+		if d, err := time.ParseDuration(tc.Retention); err == nil {
+			t.Retention = d
+		}
+		declared[tc.Name] = t
+	}
+	topic := func(name string, parts int) broker.Topic {
+		if t, ok := declared[name]; ok {
+			return t
+		}
+		return broker.Topic{Name: name, Partitions: parts}
+	}
 	var topics []broker.Topic
 	for _, f := range p.fns {
 		for _, tr := range f.cfg.Streams {
-			topics = append(topics, broker.Topic{Name: tr.Stream, Partitions: 3}, broker.Topic{Name: deadLetterTopic(f.cfg, tr), Partitions: 1})
+			topics = append(topics, topic(tr.Stream, 3), topic(deadLetterTopic(f.cfg, tr), 1))
 		}
 		if f.cfg.Output != "" {
-			topics = append(topics, broker.Topic{Name: f.cfg.Output, Partitions: 3})
+			topics = append(topics, topic(f.cfg.Output, 3))
 		}
 	}
 	if len(topics) == 0 {

@@ -421,3 +421,33 @@ func TestStreamOrderByKey(t *testing.T) {
 		t.Errorf("only %v instances started: keys did not run in parallel", n)
 	}
 }
+
+// TestStreamTopicsFromStreamBlocks: the pool creates a missing topic as its
+// stream block declares it; one no block declares gets the defaults.
+func TestStreamTopicsFromStreamBlocks(t *testing.T) {
+	dev, cl := devBroker(t)
+	f := streamFn("t", "first", "d.in", "d.out", "cat")
+	p, err := pool.New(&pool.Config{Project: "d", Pool: "p", Functions: []pool.FunctionConfig{f},
+		Topics: []pool.TopicConfig{{Name: "d.in", Partitions: 5, Retention: "168h"}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	if err := p.StartStreams(ctx, dev.Config()); err != nil {
+		t.Fatal(err)
+	}
+	details, err := kadm.NewClient(cl).ListTopics(ctx, "d.in", "d.out", "d.in.dlq")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]int{"d.in": 5, "d.out": 3, "d.in.dlq": 1} {
+		if got := len(details[name].Partitions); got != want {
+			t.Errorf("topic %s has %d partitions, want %d", name, got, want)
+		}
+	}
+}

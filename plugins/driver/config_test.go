@@ -1,0 +1,76 @@
+package driver
+
+import (
+	"encoding/json"
+	"path/filepath"
+	"testing"
+
+	"github.com/butterfn/butter/hcl/spec"
+	"github.com/butterfn/butter/jobs"
+	"github.com/hashicorp/nomad/helper/pluginutils/hclutils"
+)
+
+// TestTaskConfigContract decodes the task config that package jobs renders
+// for every example with the driver's hclspec, the way the Nomad client
+// does, and checks it arrives whole in the pool's config.
+func TestTaskConfigContract(t *testing.T) {
+	for _, ex := range []string{"hello", "pipeline", "iot"} {
+		t.Run(ex, func(t *testing.T) {
+			proj, rep := spec.Load(filepath.Join("..", "..", "examples", ex))
+			if proj == nil {
+				t.Fatal(rep.Diags)
+			}
+			c, err := jobs.Compile(proj)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, tg := range c.Job.TaskGroups {
+				raw, err := json.Marshal(tg.Tasks[0].Config)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var tc TaskConfig
+				hclutils.NewConfigParser(taskConfigSpec).ParseJson(t, `{"Config":`+string(raw)+`}`, &tc)
+				if tc.Project != proj.Name || tc.Pool != *tg.Name {
+					t.Errorf("project/pool = %q/%q", tc.Project, tc.Pool)
+				}
+				want := 0
+				for _, f := range proj.Functions {
+					if f.Pool == *tg.Name {
+						want++
+					}
+				}
+				if len(tc.Functions) != want {
+					t.Fatalf("%d functions decoded, want %d", len(tc.Functions), want)
+				}
+				pcJSON, _, err := tc.poolConfig()
+				if err != nil {
+					t.Fatal(err)
+				}
+				var pc struct {
+					Topic    []map[string]any
+					Function []map[string]any
+				}
+				_ = json.Unmarshal(pcJSON, &pc)
+				if len(pc.Topic) != len(proj.Streams) {
+					t.Errorf("topics in the pool config: %d, want %d", len(pc.Topic), len(proj.Streams))
+				}
+				for _, f := range tc.Functions {
+					sf := proj.Function(f.Name)
+					if f.Runtime != sf.Runtime || f.MaxInstances != sf.Instances.Max || len(f.Options) != len(sf.Options) {
+						t.Errorf("function %s decoded as %+v", f.Name, f)
+					}
+					streams := 0
+					for _, tr := range sf.Triggers {
+						if tr.Type == spec.TriggerStream {
+							streams++
+						}
+					}
+					if len(f.Streams) != streams || (sf.Retry != nil) != (f.Retry != nil) {
+						t.Errorf("function %s: %d stream triggers, retry %v; want %d, %v", f.Name, len(f.Streams), f.Retry, streams, sf.Retry)
+					}
+				}
+			}
+		})
+	}
+}
