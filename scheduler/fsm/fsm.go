@@ -1,0 +1,254 @@
+// Package fsm is the control plane's replicated state machine: what Raft
+// keeps that Nomad does not — projects, revisions, the active revision of
+// each project, timers' last firings and hashed API keys. Blobs and secret
+// values never enter it.
+//
+// Every log entry is a typed, versioned command: one byte of MessageType,
+// one byte of command version, then the JSON payload. Like Nomad's and
+// Consul's FSMs, Apply rejects a type or version it does not know, and
+// changes nothing: a newer leader's entry never silently corrupts an older
+// follower.
+//
+// Neighbours: package scheduler runs the Raft node around it and serves
+// the HTTP API; the deployer and the timer service read and write through
+// it.
+package fsm
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// MessageType is the first byte of a log entry.
+type MessageType uint8
+
+// The command types. Never renumber: logs on disk carry them.
+const (
+	ProjectUpsertType    MessageType = 1
+	RevisionCreateType   MessageType = 2
+	RevisionActivateType MessageType = 3
+	TimerFiredType       MessageType = 4
+	APIKeyPutType        MessageType = 5
+	APIKeyDeleteType     MessageType = 6
+)
+
+// commandVersion is the version of the payloads this FSM understands;
+// bump it (and keep decoding the old one) when a payload changes shape.
+const commandVersion = 1
+
+// ErrUnknownCommand is returned by Apply for a type or version this FSM
+// does not know. Nothing is applied.
+var ErrUnknownCommand = errors.New("unknown command")
+
+// Encode builds a log entry.
+func Encode(t MessageType, payload any) ([]byte, error) {
+	b, err := json.Marshal(payload)
+	if err != nil {
+		return nil, fmt.Errorf("encode command %d: %w", t, err)
+	}
+	return append([]byte{byte(t), commandVersion}, b...), nil
+}
+
+// Project is a project known to the control plane.
+type Project struct {
+	Name    string    `json:"name"`
+	Created time.Time `json:"created"`
+}
+
+// Revision is one deployable version of a project.
+type Revision struct {
+	Project string `json:"project"`
+	ID      string `json:"id"`
+	// Specs are the spec files, by project-relative name.
+	Specs map[string]string `json:"specs"`
+	// Bundles are the blob digests by project-relative source path.
+	Bundles map[string]string `json:"bundles"`
+	GitSHA  string            `json:"git_sha,omitempty"`
+	Dirty   bool              `json:"dirty,omitempty"`
+	Author  string            `json:"author,omitempty"`
+	Created time.Time         `json:"created"`
+	// Routes and Streams are derived from the specs, for the gateway and
+	// the consumers.
+	Routes  []string `json:"routes,omitempty"`
+	Streams []string `json:"streams,omitempty"`
+}
+
+// TimerFiring records that a timer fired for a tick.
+type TimerFiring struct {
+	Timer string    `json:"timer"`
+	Tick  time.Time `json:"tick"`
+}
+
+// APIKey is an API key's hash and what it may call.
+type APIKey struct {
+	Hash    string   `json:"hash"`
+	Project string   `json:"project"`
+	Routes  []string `json:"routes,omitempty"`
+}
+
+// Activation makes a revision the active one of its project.
+type Activation struct {
+	Project  string `json:"project"`
+	Revision string `json:"revision"`
+}
+
+// State is the replicated state.
+type State struct {
+	Projects  map[string]*Project             `json:"projects"`
+	Revisions map[string]map[string]*Revision `json:"revisions"`
+	Active    map[string]string               `json:"active"`
+	Timers    map[string]time.Time            `json:"timers"`
+	APIKeys   map[string]*APIKey              `json:"api_keys"`
+}
+
+func newState() *State {
+	return &State{
+		Projects:  map[string]*Project{},
+		Revisions: map[string]map[string]*Revision{},
+		Active:    map[string]string{},
+		Timers:    map[string]time.Time{},
+		APIKeys:   map[string]*APIKey{},
+	}
+}
+
+// FSM implements raft.FSM over State.
+type FSM struct {
+	mu sync.RWMutex
+	st *State
+}
+
+// New returns an empty FSM.
+func New() *FSM { return &FSM{st: newState()} }
+
+// Apply applies one log entry. It returns nil or an error, which Raft hands
+// back to the writer through ApplyFuture.Response.
+func (f *FSM) Apply(l *raft.Log) any {
+	if len(l.Data) < 2 {
+		return fmt.Errorf("%w: entry of %d bytes", ErrUnknownCommand, len(l.Data))
+	}
+	t, v, body := MessageType(l.Data[0]), l.Data[1], l.Data[2:]
+	if v != commandVersion {
+		return fmt.Errorf("%w: type %d version %d (this node understands version %d)", ErrUnknownCommand, t, v, commandVersion)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch t {
+	case ProjectUpsertType:
+		var p Project
+		if err := json.Unmarshal(body, &p); err != nil {
+			return err
+		}
+		if old, ok := f.st.Projects[p.Name]; ok {
+			p.Created = old.Created
+		}
+		f.st.Projects[p.Name] = &p
+	case RevisionCreateType:
+		var r Revision
+		if err := json.Unmarshal(body, &r); err != nil {
+			return err
+		}
+		if _, ok := f.st.Projects[r.Project]; !ok {
+			return fmt.Errorf("revision %s: no project %q", r.ID, r.Project)
+		}
+		if f.st.Revisions[r.Project] == nil {
+			f.st.Revisions[r.Project] = map[string]*Revision{}
+		}
+		f.st.Revisions[r.Project][r.ID] = &r
+	case RevisionActivateType:
+		var a Activation
+		if err := json.Unmarshal(body, &a); err != nil {
+			return err
+		}
+		if _, ok := f.st.Revisions[a.Project][a.Revision]; !ok {
+			return fmt.Errorf("activate: project %q has no revision %q", a.Project, a.Revision)
+		}
+		f.st.Active[a.Project] = a.Revision
+	case TimerFiredType:
+		var tf TimerFiring
+		if err := json.Unmarshal(body, &tf); err != nil {
+			return err
+		}
+		if last, ok := f.st.Timers[tf.Timer]; ok && !tf.Tick.After(last) {
+			// A tick already recorded: the firing is refused, so a tick
+			// fires at most once across leaders.
+			return fmt.Errorf("timer %s: tick %s already fired", tf.Timer, tf.Tick.Format(time.RFC3339Nano))
+		}
+		f.st.Timers[tf.Timer] = tf.Tick
+	case APIKeyPutType:
+		var k APIKey
+		if err := json.Unmarshal(body, &k); err != nil {
+			return err
+		}
+		f.st.APIKeys[k.Hash] = &k
+	case APIKeyDeleteType:
+		var k APIKey
+		if err := json.Unmarshal(body, &k); err != nil {
+			return err
+		}
+		delete(f.st.APIKeys, k.Hash)
+	default:
+		return fmt.Errorf("%w: type %d", ErrUnknownCommand, t)
+	}
+	return nil
+}
+
+// Read runs fn with the state under a read lock. fn must not keep
+// references past its return.
+func (f *FSM) Read(fn func(*State)) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	fn(f.st)
+}
+
+// RevisionList lists a project's revisions, oldest first.
+func (s *State) RevisionList(project string) []*Revision {
+	var out []*Revision
+	for _, r := range s.Revisions[project] {
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
+	return out
+}
+
+// Snapshot captures the state as JSON.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	b, err := json.Marshal(f.st)
+	if err != nil {
+		return nil, err
+	}
+	return snapshot(b), nil
+}
+
+// Restore replaces the state with a snapshot's.
+func (f *FSM) Restore(r io.ReadCloser) error {
+	defer r.Close()
+	st := newState()
+	if err := json.NewDecoder(r).Decode(st); err != nil {
+		return fmt.Errorf("restore snapshot: %w", err)
+	}
+	f.mu.Lock()
+	f.st = st
+	f.mu.Unlock()
+	return nil
+}
+
+type snapshot []byte
+
+func (s snapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := sink.Write(s); err != nil {
+		_ = sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+func (s snapshot) Release() {}

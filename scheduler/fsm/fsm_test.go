@@ -1,0 +1,222 @@
+package fsm_test
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/butterfn/butter/scheduler/fsm"
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+)
+
+func entry(t *testing.T, typ fsm.MessageType, v any) []byte {
+	t.Helper()
+	b, err := fsm.Encode(typ, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestApplyAndRejectUnknown(t *testing.T) {
+	f := fsm.New()
+	apply := func(data []byte) any { return f.Apply(&raft.Log{Data: data}) }
+	if err := apply(entry(t, fsm.ProjectUpsertType, fsm.Project{Name: "iot"})); err != nil {
+		t.Fatal(err)
+	}
+	if err := apply(entry(t, fsm.RevisionCreateType, fsm.Revision{Project: "iot", ID: "r1", Created: time.Now()})); err != nil {
+		t.Fatal(err)
+	}
+	if err := apply(entry(t, fsm.RevisionActivateType, fsm.Activation{Project: "iot", Revision: "r1"})); err != nil {
+		t.Fatal(err)
+	}
+	// A revision of an unknown project, and activating a missing revision,
+	// are refused.
+	if err, _ := apply(entry(t, fsm.RevisionCreateType, fsm.Revision{Project: "nope", ID: "x"})).(error); err == nil {
+		t.Error("revision of an unknown project accepted")
+	}
+	if err, _ := apply(entry(t, fsm.RevisionActivateType, fsm.Activation{Project: "iot", Revision: "r9"})).(error); err == nil {
+		t.Error("activation of a missing revision accepted")
+	}
+	// Unknown type and unknown version: rejected, state unchanged.
+	before, _ := f.Snapshot()
+	for name, data := range map[string][]byte{
+		"unknown type":    append([]byte{250, 1}, []byte(`{}`)...),
+		"unknown version": append([]byte{byte(fsm.ProjectUpsertType), 9}, []byte(`{"name":"evil"}`)...),
+		"too short":       {1},
+	} {
+		err, _ := apply(data).(error)
+		if !errors.Is(err, fsm.ErrUnknownCommand) {
+			t.Errorf("%s: %v, want ErrUnknownCommand", name, err)
+		}
+	}
+	after, _ := f.Snapshot()
+	if fmt.Sprint(before) != fmt.Sprint(after) {
+		t.Error("a rejected command changed the state")
+	}
+	f.Read(func(s *fsm.State) {
+		if s.Active["iot"] != "r1" || s.Projects["evil"] != nil {
+			t.Errorf("state = %+v", s)
+		}
+	})
+	// A timer tick fires at most once.
+	tick := time.Date(2026, 11, 23, 3, 0, 0, 0, time.UTC)
+	if err := apply(entry(t, fsm.TimerFiredType, fsm.TimerFiring{Timer: "iot/nightly", Tick: tick})); err != nil {
+		t.Fatal(err)
+	}
+	if err, _ := apply(entry(t, fsm.TimerFiredType, fsm.TimerFiring{Timer: "iot/nightly", Tick: tick})).(error); err == nil {
+		t.Error("the same tick fired twice")
+	}
+}
+
+// snapshotRoundTrip persists a snapshot and restores it into a fresh FSM.
+func TestSnapshotRestore(t *testing.T) {
+	f := fsm.New()
+	f.Apply(&raft.Log{Data: entry(t, fsm.ProjectUpsertType, fsm.Project{Name: "p"})})
+	f.Apply(&raft.Log{Data: entry(t, fsm.APIKeyPutType, fsm.APIKey{Hash: "h1", Project: "p"})})
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := raft.NewInmemSnapshotStore()
+	sink, err := store.Create(raft.SnapshotVersionMax, 1, 1, raft.Configuration{}, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	metas, _ := store.List()
+	_, rc, err := store.Open(metas[0].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := fsm.New()
+	if err := g.Restore(io.NopCloser(rc)); err != nil {
+		t.Fatal(err)
+	}
+	g.Read(func(s *fsm.State) {
+		if s.Projects["p"] == nil || s.APIKeys["h1"] == nil {
+			t.Errorf("restored state = %+v", s)
+		}
+	})
+}
+
+type node struct {
+	id    raft.ServerID
+	raft  *raft.Raft
+	fsm   *fsm.FSM
+	trans *raft.InmemTransport
+}
+
+// cluster builds a 3-node Raft cluster on in-memory transports, the way
+// hashicorp/raft's own tests do, with our FSM.
+func cluster(t *testing.T) []*node {
+	t.Helper()
+	var nodes []*node
+	var servers []raft.Server
+	for i := range 3 {
+		id := raft.ServerID(fmt.Sprintf("n%d", i))
+		addr, trans := raft.NewInmemTransport(raft.ServerAddress(id))
+		nodes = append(nodes, &node{id: id, fsm: fsm.New(), trans: trans})
+		servers = append(servers, raft.Server{ID: id, Address: addr})
+	}
+	for _, a := range nodes {
+		for _, b := range nodes {
+			if a != b {
+				a.trans.Connect(b.trans.LocalAddr(), b.trans)
+			}
+		}
+	}
+	for _, n := range nodes {
+		cfg := raft.DefaultConfig()
+		cfg.LocalID = n.id
+		cfg.HeartbeatTimeout = 100 * time.Millisecond
+		cfg.ElectionTimeout = 100 * time.Millisecond
+		cfg.LeaderLeaseTimeout = 50 * time.Millisecond
+		cfg.CommitTimeout = 5 * time.Millisecond
+		cfg.Logger = hclog.NewNullLogger()
+		logs, stable := raft.NewInmemStore(), raft.NewInmemStore()
+		snaps := raft.NewInmemSnapshotStore()
+		if err := raft.BootstrapCluster(cfg, logs, stable, snaps, n.trans, raft.Configuration{Servers: servers}); err != nil {
+			t.Fatal(err)
+		}
+		r, err := raft.NewRaft(cfg, n.fsm, logs, stable, snaps, n.trans)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.raft = r
+		t.Cleanup(func() { _ = r.Shutdown().Error() })
+	}
+	return nodes
+}
+
+func leader(t *testing.T, nodes []*node, except *node) *node {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, n := range nodes {
+			if n != except && n.raft.State() == raft.Leader {
+				return n
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("no leader within 10s")
+	return nil
+}
+
+// TestPartitionedLeader: a leader cut off from the majority cannot commit a
+// write, and the majority elects a new leader that can. After healing, the
+// old leader follows and holds every committed write.
+func TestPartitionedLeader(t *testing.T) {
+	nodes := cluster(t)
+	old := leader(t, nodes, nil)
+	if err := old.raft.Apply(entry(t, fsm.ProjectUpsertType, fsm.Project{Name: "before"}), time.Second).Error(); err != nil {
+		t.Fatal(err)
+	}
+	// Cut the leader off.
+	for _, n := range nodes {
+		if n != old {
+			old.trans.Disconnect(n.trans.LocalAddr())
+			n.trans.Disconnect(old.trans.LocalAddr())
+		}
+	}
+	f := old.raft.Apply(entry(t, fsm.ProjectUpsertType, fsm.Project{Name: "lost"}), 500*time.Millisecond)
+	if err := f.Error(); err == nil {
+		t.Fatal("a leader cut off from the majority committed a write")
+	}
+	nu := leader(t, nodes, old)
+	if err := nu.raft.Apply(entry(t, fsm.ProjectUpsertType, fsm.Project{Name: "after"}), time.Second).Error(); err != nil {
+		t.Fatalf("the new leader cannot commit: %v", err)
+	}
+	// Heal: the old leader steps down and catches up.
+	for _, n := range nodes {
+		if n != old {
+			old.trans.Connect(n.trans.LocalAddr(), n.trans)
+			n.trans.Connect(old.trans.LocalAddr(), old.trans)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var ok bool
+		old.fsm.Read(func(s *fsm.State) { ok = s.Projects["after"] != nil && s.Projects["before"] != nil && s.Projects["lost"] == nil })
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the healed node did not converge on the majority's log")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, n := range nodes {
+		n.fsm.Read(func(s *fsm.State) {
+			if s.Projects["lost"] != nil {
+				t.Errorf("node %s holds the uncommitted write", n.id)
+			}
+		})
+	}
+}
