@@ -43,6 +43,7 @@ func run(args []string) int {
 		"invoke":     func() (cli.Command, error) { return &invokeCommand{ui: ui}, nil },
 		"pool":       func() (cli.Command, error) { return &poolCommand{ui: ui}, nil },
 		"broker":     func() (cli.Command, error) { return &brokerCommand{ui: ui}, nil },
+		"server":     func() (cli.Command, error) { return &serverCommand{ui: ui}, nil },
 	}
 	code, err := c.Run()
 	if err != nil {

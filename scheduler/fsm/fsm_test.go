@@ -203,7 +203,9 @@ func TestPartitionedLeader(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		var ok bool
-		old.fsm.Read(func(s *fsm.State) { ok = s.Projects["after"] != nil && s.Projects["before"] != nil && s.Projects["lost"] == nil })
+		old.fsm.Read(func(s *fsm.State) {
+			ok = s.Projects["after"] != nil && s.Projects["before"] != nil && s.Projects["lost"] == nil
+		})
 		if ok {
 			break
 		}

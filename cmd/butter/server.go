@@ -1,0 +1,87 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/butterfn/butter/scheduler"
+	"github.com/hashicorp/cli"
+	"github.com/hashicorp/go-hclog"
+)
+
+type serverCommand struct{ ui cli.Ui }
+
+func (c *serverCommand) Synopsis() string { return "Run a control-plane server" }
+
+func (c *serverCommand) Help() string {
+	return trimHelp(`
+Usage: butter server [options]
+
+  Runs a control-plane node: a member of a Raft cluster of 1, 3 or 5 servers
+  with the v1 HTTP API. Writes go to the leader (followers forward them).
+
+Options:
+
+  -data-dir=<dir>
+    Where the Raft log, stable store and snapshots live. Required.
+
+  -http-addr=127.0.0.1:4750
+    The API address. It is also the node's ID, so keep it stable.
+
+  -raft-addr=127.0.0.1:4751
+    The Raft TCP address.
+
+  -bootstrap-expect=1
+    How many servers form a new cluster: 1 starts alone; 3 or 5 wait until
+    the -join peers answer.
+
+  -join=<host:port,...>
+    Other servers' API addresses.
+`)
+}
+
+func (c *serverCommand) Run(args []string) int {
+	fs := newFlagSet("server")
+	dataDir := fs.String("data-dir", "", "")
+	httpAddr := fs.String("http-addr", "127.0.0.1:4750", "")
+	raftAddr := fs.String("raft-addr", "127.0.0.1:4751", "")
+	expect := fs.Int("bootstrap-expect", 1, "")
+	join := fs.String("join", "", "")
+	snapEvery := fs.Uint64("snapshot-threshold", 0, "")
+	pos, err := parseInterspersed(fs, args)
+	if err == nil && *dataDir == "" {
+		err = errors.New("-data-dir is required")
+	}
+	if err == nil && *expect != 1 && *expect != 3 && *expect != 5 {
+		err = fmt.Errorf("-bootstrap-expect must be 1, 3 or 5, not %d", *expect)
+	}
+	if err != nil || len(pos) > 0 {
+		return usageError(c.ui, c.Help(), err, pos, 0)
+	}
+	log := hclog.New(&hclog.LoggerOptions{Name: "server", Output: os.Stderr, Level: hclog.Info})
+	var peers []string
+	for _, p := range strings.Split(*join, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			peers = append(peers, p)
+		}
+	}
+	s, err := scheduler.Start(scheduler.Config{
+		DataDir: *dataDir, HTTPAddr: *httpAddr, RaftAddr: *raftAddr,
+		BootstrapExpect: *expect, Join: peers, SnapshotThreshold: *snapEvery, Logger: log,
+	})
+	if err != nil {
+		log.Error("cannot start", "error", err)
+		return exitInvalid
+	}
+	fmt.Printf("server listening on %s (raft %s)\n", s.Addr(), *raftAddr)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	<-ctx.Done()
+	s.Shutdown()
+	return exitOK
+}

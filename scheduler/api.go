@@ -1,0 +1,153 @@
+package scheduler
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/butterfn/butter/scheduler/fsm"
+	"github.com/hashicorp/raft"
+)
+
+// handler is the v1 API:
+//
+//	GET    /v1/agent/self                 this node's ID and Raft address
+//	GET    /v1/status/leader              the leader's ID
+//	GET    /v1/operator/raft/peers        the Raft configuration
+//	DELETE /v1/operator/raft/peers/{id}   remove a server (leader)
+//	PUT    /v1/projects/{name}            create or update a project (leader)
+//	GET    /v1/projects[?stale]           list projects (leader, or this node with ?stale)
+//
+// Writes and consistent reads on a follower are forwarded to the leader.
+func (s *Server) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/agent/self", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, 200, self{ID: s.cfg.HTTPAddr, RaftAddr: s.cfg.RaftAddr})
+	})
+	mux.HandleFunc("GET /v1/status/leader", func(w http.ResponseWriter, r *http.Request) {
+		_, id := s.raft.LeaderWithID()
+		writeJSON(w, 200, map[string]string{"leader": string(id)})
+	})
+	mux.HandleFunc("GET /v1/operator/raft/peers", func(w http.ResponseWriter, r *http.Request) {
+		f := s.raft.GetConfiguration()
+		if err := f.Error(); err != nil {
+			writeErr(w, 500, err)
+			return
+		}
+		_, leader := s.raft.LeaderWithID()
+		type peer struct {
+			ID       string `json:"id"`
+			Address  string `json:"address"`
+			Leader   bool   `json:"leader"`
+			Suffrage string `json:"suffrage"`
+		}
+		var out []peer
+		for _, sv := range f.Configuration().Servers {
+			out = append(out, peer{ID: string(sv.ID), Address: string(sv.Address), Leader: sv.ID == leader, Suffrage: sv.Suffrage.String()})
+		}
+		sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+		writeJSON(w, 200, out)
+	})
+	mux.HandleFunc("DELETE /v1/operator/raft/peers/{id}", s.leaderOnly(func(w http.ResponseWriter, r *http.Request) {
+		if err := s.raft.RemoveServer(raft.ServerID(r.PathValue("id")), 0, 5*time.Second).Error(); err != nil {
+			writeErr(w, 500, err)
+			return
+		}
+		writeJSON(w, 200, map[string]string{"removed": r.PathValue("id")})
+	}))
+	mux.HandleFunc("GET /v1/operator/snapshot", s.leaderOnly(func(w http.ResponseWriter, r *http.Request) {
+		// Take a snapshot now (which also compacts the log) and stream it:
+		// `butter operator snapshot save` writes it to a file.
+		f := s.raft.Snapshot()
+		if err := f.Error(); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
+			writeErr(w, 500, err)
+			return
+		}
+		var meta *raft.SnapshotMeta
+		var rc io.ReadCloser
+		var err error
+		if f.Error() == nil {
+			meta, rc, err = f.Open()
+		} else {
+			meta, rc, err = s.latestSnapshot()
+		}
+		if err != nil {
+			writeErr(w, 500, err)
+			return
+		}
+		defer rc.Close()
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("X-Butter-Snapshot-Index", strconv.FormatUint(meta.Index, 10))
+		_, _ = io.Copy(w, rc)
+	}))
+	mux.HandleFunc("PUT /v1/projects/{name}", s.leaderOnly(func(w http.ResponseWriter, r *http.Request) {
+		p := fsm.Project{Name: r.PathValue("name"), Created: time.Now().UTC()}
+		if err := s.Apply(fsm.ProjectUpsertType, p); err != nil {
+			writeErr(w, 500, err)
+			return
+		}
+		writeJSON(w, 200, p)
+	}))
+	mux.HandleFunc("GET /v1/projects", func(w http.ResponseWriter, r *http.Request) {
+		if _, stale := r.URL.Query()["stale"]; !stale && s.raft.State() != raft.Leader {
+			s.forward(w, r)
+			return
+		}
+		var names []string
+		s.fsm.Read(func(st *fsm.State) {
+			for n := range st.Projects {
+				names = append(names, n)
+			}
+		})
+		sort.Strings(names)
+		writeJSON(w, 200, map[string]any{"projects": names, "stale": s.raft.State() != raft.Leader})
+	})
+	return mux
+}
+
+// leaderOnly runs h on the leader and forwards the request from a follower.
+func (s *Server) leaderOnly(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.raft.State() == raft.Leader {
+			h(w, r)
+			return
+		}
+		s.forward(w, r)
+	}
+}
+
+func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
+	_, id := s.raft.LeaderWithID()
+	if id == "" || string(id) == s.cfg.HTTPAddr {
+		writeErr(w, http.StatusServiceUnavailable, ErrNoLeader)
+		return
+	}
+	if r.Header.Get("X-Butter-Forwarded") != "" {
+		// One hop only: a stale view of the leader must not loop.
+		writeErr(w, http.StatusServiceUnavailable, errors.New("forwarded to a node that is not the leader"))
+		return
+	}
+	r.Header.Set("X-Butter-Forwarded", s.cfg.HTTPAddr)
+	target := &url.URL{Scheme: "http", Host: string(id)}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.ErrorHandler = func(w http.ResponseWriter, r *http.Request, err error) {
+		writeErr(w, http.StatusServiceUnavailable, err)
+	}
+	proxy.ServeHTTP(w, r)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeErr(w http.ResponseWriter, code int, err error) {
+	writeJSON(w, code, map[string]string{"error": err.Error()})
+}
