@@ -86,6 +86,15 @@ func (s *Server) handler() http.Handler {
 		w.Header().Set("X-Butter-Snapshot-Index", strconv.FormatUint(meta.Index, 10))
 		_, _ = io.Copy(w, rc)
 	}))
+	mux.HandleFunc("PUT /v1/operator/snapshot", s.leaderOnly(func(w http.ResponseWriter, r *http.Request) {
+		// Restore a saved snapshot: the whole cluster's state is replaced.
+		meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Size: r.ContentLength}
+		if err := s.raft.Restore(meta, r.Body, time.Minute); err != nil {
+			writeErr(w, 500, err)
+			return
+		}
+		writeJSON(w, 200, map[string]string{"restored": "ok"})
+	}))
 	mux.HandleFunc("PUT /v1/projects/{name}", s.leaderOnly(func(w http.ResponseWriter, r *http.Request) {
 		p := fsm.Project{Name: r.PathValue("name"), Created: time.Now().UTC()}
 		if err := s.Apply(fsm.ProjectUpsertType, p); err != nil {

@@ -35,15 +35,20 @@ func run(args []string) int {
 	c.HelpWriter = os.Stdout
 	c.ErrorWriter = os.Stderr
 	c.Commands = map[string]cli.CommandFactory{
-		"validate":   func() (cli.Command, error) { return &validateCommand{ui: ui}, nil },
-		"job":        func() (cli.Command, error) { return &jobCommand{}, nil },
-		"job render": func() (cli.Command, error) { return &renderCommand{ui: ui}, nil },
-		"init":       func() (cli.Command, error) { return &initCommand{ui: ui}, nil },
-		"version":    func() (cli.Command, error) { return &versionCommand{ui: ui}, nil },
-		"invoke":     func() (cli.Command, error) { return &invokeCommand{ui: ui}, nil },
-		"pool":       func() (cli.Command, error) { return &poolCommand{ui: ui}, nil },
-		"broker":     func() (cli.Command, error) { return &brokerCommand{ui: ui}, nil },
-		"server":     func() (cli.Command, error) { return &serverCommand{ui: ui}, nil },
+		"validate":                  func() (cli.Command, error) { return &validateCommand{ui: ui}, nil },
+		"job":                       func() (cli.Command, error) { return &jobCommand{}, nil },
+		"job render":                func() (cli.Command, error) { return &renderCommand{ui: ui}, nil },
+		"init":                      func() (cli.Command, error) { return &initCommand{ui: ui}, nil },
+		"version":                   func() (cli.Command, error) { return &versionCommand{ui: ui}, nil },
+		"invoke":                    func() (cli.Command, error) { return &invokeCommand{ui: ui}, nil },
+		"pool":                      func() (cli.Command, error) { return &poolCommand{ui: ui}, nil },
+		"broker":                    func() (cli.Command, error) { return &brokerCommand{ui: ui}, nil },
+		"server":                    func() (cli.Command, error) { return &serverCommand{ui: ui}, nil },
+		"operator":                  func() (cli.Command, error) { return &operatorCommand{}, nil },
+		"operator raft list-peers":  func() (cli.Command, error) { return &listPeersCommand{ui: ui}, nil },
+		"operator raft remove-peer": func() (cli.Command, error) { return &removePeerCommand{ui: ui}, nil },
+		"operator snapshot save":    func() (cli.Command, error) { return &snapshotSaveCommand{ui: ui}, nil },
+		"operator snapshot restore": func() (cli.Command, error) { return &snapshotRestoreCommand{ui: ui}, nil },
 	}
 	code, err := c.Run()
 	if err != nil {

@@ -278,3 +278,52 @@ func TestLeaderLoss(t *testing.T) {
 		t.Errorf("median time to a new serving leader %v, want a few seconds at most", sorted[2])
 	}
 }
+
+// TestOperatorCommands drives a 3-server cluster with the operator CLI:
+// list-peers, snapshot save and restore, remove-peer.
+func TestOperatorCommands(t *testing.T) {
+	servers := cluster3(t)
+	waitFor(t, 30*time.Second, "a leader", func() bool { return leaderOf(servers) != "" })
+	addr := "http://" + servers[0].http
+	for _, p := range []string{"alpha", "beta"} {
+		if err := write(servers[0].http, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := butter(t, ".", "operator", "raft", "list-peers", "-address", addr)
+	if r.code != 0 || strings.Count(r.stdout, "127.0.0.1:") < 6 || strings.Count(r.stdout, "leader") != 1 {
+		t.Fatalf("list-peers: %+v", r)
+	}
+	snap := filepath.Join(t.TempDir(), "state.snap")
+	if r := butter(t, ".", "operator", "snapshot", "save", "-address", addr, snap); r.code != 0 || !strings.Contains(r.stdout, "Saved snapshot") {
+		t.Fatalf("snapshot save: %+v", r)
+	}
+	if err := write(servers[0].http, "gamma"); err != nil {
+		t.Fatal(err)
+	}
+	if r := butter(t, ".", "operator", "snapshot", "restore", "-address", addr, snap); r.code != 0 {
+		t.Fatalf("snapshot restore: %+v", r)
+	}
+	leader := leaderOf(servers)
+	have := projectsAt(leader)
+	if !have["alpha"] || !have["beta"] || have["gamma"] {
+		t.Errorf("after the restore the leader holds %v; want alpha and beta only", have)
+	}
+	// Remove a follower.
+	var follower string
+	for _, s := range servers {
+		if s.http != leader {
+			follower = s.http
+		}
+	}
+	if r := butter(t, ".", "operator", "raft", "remove-peer", "-address", addr, "-peer-id", follower); r.code != 0 {
+		t.Fatalf("remove-peer: %+v", r)
+	}
+	r = butter(t, ".", "operator", "raft", "list-peers", "-address", "http://"+leader)
+	if strings.Contains(r.stdout, follower+" ") {
+		t.Errorf("%s still listed after remove-peer:\n%s", follower, r.stdout)
+	}
+	if r := butter(t, ".", "operator", "raft", "remove-peer", "-address", addr); r.code != 2 {
+		t.Errorf("remove-peer without -peer-id: exit %d", r.code)
+	}
+}
