@@ -52,6 +52,28 @@ func (c *operatorCommand) Run(args []string) int {
 
 var api = &http.Client{Timeout: 2 * time.Minute}
 
+// callAPI sends a request to the control plane and returns the response
+// of a 200, or an error naming the API's complaint. The caller closes the
+// body.
+func callAPI(method, url string, body io.Reader, size int64) (*http.Response, error) {
+	req, err := http.NewRequest(method, url, body)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.ContentLength = size
+	}
+	resp, err := api.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != 200 {
+		defer resp.Body.Close()
+		return nil, apiError(resp)
+	}
+	return resp, nil
+}
+
 func apiError(resp *http.Response) error {
 	var e struct{ Error string }
 	b, _ := io.ReadAll(resp.Body)
@@ -79,16 +101,12 @@ func (c *listPeersCommand) Run(args []string) int {
 	if pos, err := parseInterspersed(fs, args); err != nil || len(pos) > 0 {
 		return usageError(c.ui, c.Help(), err, pos, 0)
 	}
-	resp, err := api.Get(serverAddr(*addr) + "/v1/operator/raft/peers")
+	resp, err := callAPI("GET", serverAddr(*addr)+"/v1/operator/raft/peers", nil, 0)
 	if err != nil {
 		c.ui.Error("Error: " + err.Error())
 		return exitInvalid
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		c.ui.Error("Error: " + apiError(resp).Error())
-		return exitInvalid
-	}
 	var peers []struct {
 		ID, Address, Suffrage string
 		Leader                bool
@@ -135,17 +153,12 @@ func (c *removePeerCommand) Run(args []string) int {
 	if err != nil || len(pos) > 0 {
 		return usageError(c.ui, c.Help(), err, pos, 0)
 	}
-	req, _ := http.NewRequest("DELETE", serverAddr(*addr)+"/v1/operator/raft/peers/"+*id, nil)
-	resp, err := api.Do(req)
+	resp, err := callAPI("DELETE", serverAddr(*addr)+"/v1/operator/raft/peers/"+*id, nil, 0)
 	if err != nil {
 		c.ui.Error("Error: " + err.Error())
 		return exitInvalid
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		c.ui.Error("Error: " + apiError(resp).Error())
-		return exitInvalid
-	}
+	resp.Body.Close()
 	c.ui.Output("Removed peer " + *id)
 	return exitOK
 }
@@ -173,16 +186,12 @@ func (c *snapshotSaveCommand) Run(args []string) int {
 	if err != nil {
 		return usageError(c.ui, c.Help(), err, nil, 1)
 	}
-	resp, err := api.Get(serverAddr(*addr) + "/v1/operator/snapshot")
+	resp, err := callAPI("GET", serverAddr(*addr)+"/v1/operator/snapshot", nil, 0)
 	if err != nil {
 		c.ui.Error("Error: " + err.Error())
 		return exitInvalid
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		c.ui.Error("Error: " + apiError(resp).Error())
-		return exitInvalid
-	}
 	f, err := os.Create(pos[0])
 	if err != nil {
 		c.ui.Error("Error: " + err.Error())
@@ -231,19 +240,17 @@ func (c *snapshotRestoreCommand) Run(args []string) int {
 		return exitInvalid
 	}
 	defer f.Close()
-	fi, _ := f.Stat()
-	req, _ := http.NewRequest("PUT", serverAddr(*addr)+"/v1/operator/snapshot", f)
-	req.ContentLength = fi.Size()
-	resp, err := api.Do(req)
+	fi, err := f.Stat()
 	if err != nil {
 		c.ui.Error("Error: " + err.Error())
 		return exitInvalid
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		c.ui.Error("Error: " + apiError(resp).Error())
+	resp, err := callAPI("PUT", serverAddr(*addr)+"/v1/operator/snapshot", f, fi.Size())
+	if err != nil {
+		c.ui.Error("Error: " + err.Error())
 		return exitInvalid
 	}
+	resp.Body.Close()
 	c.ui.Output("Restored " + pos[0])
 	return exitOK
 }

@@ -70,22 +70,29 @@ func keyed(t *testing.T, cl *kgo.Client, topic, key string, values ...string) {
 	}
 }
 
-// readAll reads a topic from the start until want records arrived (or,
-// with exact, until it is sure no more come) and returns their values.
-func readAll(t *testing.T, addr, topic string, want int) []*kgo.Record {
+// readTopic reads a topic from the start until done holds for what was
+// read, or d passes; it returns what it read and whether done held.
+func readTopic(t *testing.T, addr, topic string, d time.Duration, done func([]*kgo.Record) bool) ([]*kgo.Record, bool) {
 	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	var out []*kgo.Record
-	for len(out) < want && ctx.Err() == nil {
+	for ctx.Err() == nil && !done(out) {
 		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) { out = append(out, r) })
 	}
-	if len(out) < want {
+	return out, done(out)
+}
+
+// readAll reads a topic from the start until want records arrived.
+func readAll(t *testing.T, addr, topic string, want int) []*kgo.Record {
+	t.Helper()
+	out, ok := readTopic(t, addr, topic, 60*time.Second, func(r []*kgo.Record) bool { return len(r) >= want })
+	if !ok {
 		t.Fatalf("topic %s: %d records after 60s, want %d", topic, len(out), want)
 	}
 	return out
@@ -220,20 +227,10 @@ func TestStreamOffsets(t *testing.T) {
 	}
 }
 
-// readUpTo reads what a topic holds now (one bounded poll round).
+// readUpTo reads what a topic holds now (one bounded round of polls).
 func readUpTo(t *testing.T, addr, topic string) []*kgo.Record {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	defer cancel()
-	var out []*kgo.Record
-	for ctx.Err() == nil {
-		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) { out = append(out, r) })
-	}
+	out, _ := readTopic(t, addr, topic, 300*time.Millisecond, func([]*kgo.Record) bool { return false })
 	return out
 }
 
@@ -241,18 +238,8 @@ func readUpTo(t *testing.T, addr, topic string) []*kgo.Record {
 // seen, with a deadline.
 func readUntil(t *testing.T, addr, topic string, done func(map[string]int) bool) []*kgo.Record {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	var out []*kgo.Record
-	for ctx.Err() == nil && !done(values(out)) {
-		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) { out = append(out, r) })
-	}
-	if !done(values(out)) {
+	out, ok := readTopic(t, addr, topic, 60*time.Second, func(r []*kgo.Record) bool { return done(values(r)) })
+	if !ok {
 		t.Fatalf("topic %s: condition not met after 60s (%d records)", topic, len(out))
 	}
 	return out
