@@ -3,6 +3,7 @@ package scheduler
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httputil"
@@ -11,6 +12,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/butterfn/butter/hcl/spec"
 	"github.com/butterfn/butter/scheduler/fsm"
 	"github.com/hashicorp/raft"
 )
@@ -94,6 +96,27 @@ func (s *Server) handler() http.Handler {
 			return
 		}
 		writeJSON(w, 200, map[string]string{"restored": "ok"})
+	}))
+	mux.HandleFunc("PUT /v1/timers/{id}", s.leaderOnly(func(w http.ResponseWriter, r *http.Request) {
+		var t fsm.Timer
+		if err := json.NewDecoder(r.Body).Decode(&t); err != nil {
+			writeErr(w, 400, fmt.Errorf("timer body: %w", err))
+			return
+		}
+		t.ID = r.PathValue("id")
+		if _, err := spec.ParseCron(t.Schedule, t.Timezone); err != nil {
+			writeErr(w, 400, fmt.Errorf("timer %s: schedule %q: %w", t.ID, t.Schedule, err))
+			return
+		}
+		if t.Topic == "" {
+			writeErr(w, 400, fmt.Errorf("timer %s: a topic is required", t.ID))
+			return
+		}
+		if err := s.Apply(fsm.TimerPutType, t); err != nil {
+			writeErr(w, 500, err)
+			return
+		}
+		writeJSON(w, 200, t)
 	}))
 	mux.HandleFunc("PUT /v1/projects/{name}", s.leaderOnly(func(w http.ResponseWriter, r *http.Request) {
 		p := fsm.Project{Name: r.PathValue("name"), Created: time.Now().UTC()}

@@ -46,7 +46,9 @@ type Config struct {
 	// SnapshotThreshold is how many log entries trigger a snapshot; 0 is
 	// raft's default.
 	SnapshotThreshold uint64
-	Logger            hclog.Logger
+	// Firer delivers timer ticks; nil runs no timer service.
+	Firer  Firer
+	Logger hclog.Logger
 }
 
 // Server is one control-plane node.
@@ -61,8 +63,9 @@ type Server struct {
 	ln    net.Listener
 	log   hclog.Logger
 
-	wg     sync.WaitGroup
-	cancel context.CancelFunc
+	wg          sync.WaitGroup
+	cancel      context.CancelFunc
+	timerCancel context.CancelFunc
 }
 
 // Start opens the stores, starts Raft and the API, and bootstraps when
@@ -134,6 +137,15 @@ func Start(cfg Config) (*Server, error) {
 		_ = s.http.Serve(ln)
 	}()
 
+	if cfg.Firer != nil {
+		tctx, tcancel := context.WithCancel(context.Background())
+		s.timerCancel = tcancel
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.runTimers(tctx, cfg.Firer)
+		}()
+	}
 	hasState, err := raft.HasExistingState(store, store, snaps)
 	if err != nil {
 		s.Shutdown()
@@ -190,6 +202,9 @@ func (s *Server) bootstrap(ctx context.Context) {
 func (s *Server) Shutdown() {
 	if s.cancel != nil {
 		s.cancel()
+	}
+	if s.timerCancel != nil {
+		s.timerCancel()
 	}
 	if s.http != nil {
 		_ = s.http.Close()

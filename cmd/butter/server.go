@@ -9,9 +9,11 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/butterfn/butter/broker"
 	"github.com/butterfn/butter/scheduler"
 	"github.com/hashicorp/cli"
 	"github.com/hashicorp/go-hclog"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 type serverCommand struct{ ui cli.Ui }
@@ -42,6 +44,10 @@ Options:
 
   -join=<host:port,...>
     Other servers' API addresses.
+
+  -kafka-brokers=<host:port,...>
+    Where the leader's timer service produces cron ticks. Defaults to
+    $BUTTER_KAFKA_BROKERS; without either, timers do not fire.
 `)
 }
 
@@ -53,6 +59,7 @@ func (c *serverCommand) Run(args []string) int {
 	expect := fs.Int("bootstrap-expect", 1, "")
 	join := fs.String("join", "", "")
 	snapEvery := fs.Uint64("snapshot-threshold", 0, "")
+	kafkaBrokers := fs.String("kafka-brokers", "", "")
 	pos, err := parseInterspersed(fs, args)
 	if err == nil && *dataDir == "" {
 		err = errors.New("-data-dir is required")
@@ -70,9 +77,30 @@ func (c *serverCommand) Run(args []string) int {
 			peers = append(peers, p)
 		}
 	}
+	var firer scheduler.Firer
+	kcfg := broker.ConfigFromEnv()
+	if *kafkaBrokers != "" {
+		kcfg = broker.Config{Brokers: strings.Split(*kafkaBrokers, ",")}
+	}
+	if len(kcfg.Brokers) > 0 {
+		opts, err := kcfg.Opts()
+		if err == nil {
+			var cl *kgo.Client
+			if cl, err = kgo.NewClient(append(opts, broker.ProducerOpts()...)...); err == nil {
+				defer cl.Close()
+				firer = scheduler.KafkaFirer{Client: cl}
+			}
+		}
+		if err != nil {
+			log.Error("cannot reach Kafka for the timer service", "error", err)
+			return exitInvalid
+		}
+	} else {
+		log.Warn("no Kafka brokers: the timer service is off (-kafka-brokers or $" + broker.EnvBrokers + ")")
+	}
 	s, err := scheduler.Start(scheduler.Config{
 		DataDir: *dataDir, HTTPAddr: *httpAddr, RaftAddr: *raftAddr,
-		BootstrapExpect: *expect, Join: peers, SnapshotThreshold: *snapEvery, Logger: log,
+		BootstrapExpect: *expect, Join: peers, SnapshotThreshold: *snapEvery, Logger: log, Firer: firer,
 	})
 	if err != nil {
 		log.Error("cannot start", "error", err)

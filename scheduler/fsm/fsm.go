@@ -37,6 +37,8 @@ const (
 	TimerFiredType       MessageType = 4
 	APIKeyPutType        MessageType = 5
 	APIKeyDeleteType     MessageType = 6
+	TimerPutType         MessageType = 7
+	TimerDeleteType      MessageType = 8
 )
 
 // commandVersion is the version of the payloads this FSM understands;
@@ -80,6 +82,15 @@ type Revision struct {
 	Streams []string `json:"streams,omitempty"`
 }
 
+// Timer is a cron trigger the leader fires: each tick is produced as an
+// event to Topic.
+type Timer struct {
+	ID       string `json:"id"`
+	Schedule string `json:"schedule"`
+	Timezone string `json:"timezone,omitempty"`
+	Topic    string `json:"topic"`
+}
+
 // TimerFiring records that a timer fired for a tick.
 type TimerFiring struct {
 	Timer string    `json:"timer"`
@@ -105,6 +116,7 @@ type State struct {
 	Revisions map[string]map[string]*Revision `json:"revisions"`
 	Active    map[string]string               `json:"active"`
 	Timers    map[string]time.Time            `json:"timers"`
+	TimerDefs map[string]*Timer               `json:"timer_defs"`
 	APIKeys   map[string]*APIKey              `json:"api_keys"`
 }
 
@@ -114,6 +126,7 @@ func newState() *State {
 		Revisions: map[string]map[string]*Revision{},
 		Active:    map[string]string{},
 		Timers:    map[string]time.Time{},
+		TimerDefs: map[string]*Timer{},
 		APIKeys:   map[string]*APIKey{},
 	}
 }
@@ -181,6 +194,19 @@ func (f *FSM) Apply(l *raft.Log) any {
 			return fmt.Errorf("timer %s: tick %s already fired", tf.Timer, tf.Tick.Format(time.RFC3339Nano))
 		}
 		f.st.Timers[tf.Timer] = tf.Tick
+	case TimerPutType:
+		var tm Timer
+		if err := json.Unmarshal(body, &tm); err != nil {
+			return err
+		}
+		f.st.TimerDefs[tm.ID] = &tm
+	case TimerDeleteType:
+		var tm Timer
+		if err := json.Unmarshal(body, &tm); err != nil {
+			return err
+		}
+		delete(f.st.TimerDefs, tm.ID)
+		delete(f.st.Timers, tm.ID)
 	case APIKeyPutType:
 		var k APIKey
 		if err := json.Unmarshal(body, &k); err != nil {
