@@ -25,6 +25,8 @@ import (
 //	DELETE /v1/operator/raft/peers/{id}   remove a server (leader)
 //	PUT    /v1/projects/{name}            create or update a project (leader)
 //	GET    /v1/projects[?stale]           list projects (leader, or this node with ?stale)
+//	PUT    /v1/blobs/sha256/{hex}         store a blob on this server (checked against its hash)
+//	GET    /v1/blobs/sha256/{hex}         serve a blob, fetched from a peer when missing
 //
 // Writes and consistent reads on a follower are forwarded to the leader.
 func (s *Server) handler() http.Handler {
@@ -97,6 +99,8 @@ func (s *Server) handler() http.Handler {
 		}
 		writeJSON(w, 200, map[string]string{"restored": "ok"})
 	}))
+	mux.HandleFunc("GET /v1/blobs/sha256/{hex}", s.serveBlob)
+	mux.HandleFunc("PUT /v1/blobs/sha256/{hex}", s.storeBlob)
 	mux.HandleFunc("PUT /v1/timers/{id}", s.leaderOnly(func(w http.ResponseWriter, r *http.Request) {
 		var t fsm.Timer
 		if err := json.NewDecoder(r.Body).Decode(&t); err != nil {

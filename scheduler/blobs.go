@@ -1,0 +1,115 @@
+package scheduler
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"time"
+)
+
+// Blobs beside Raft: bundles and schemas are stored by content hash in the
+// data dir, never in the log. Any server serves them to Nomad's artifact
+// fetcher at /v1/blobs/sha256/<hex>; a server that lacks one fetches it
+// from a peer, checks its hash, keeps it and serves it.
+
+var hexRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+func (s *Server) blobPath(hexsum string) string {
+	return filepath.Join(s.cfg.DataDir, "blobs", "sha256", hexsum)
+}
+
+// putBlob stores r under its SHA-256, which must equal hexsum.
+func (s *Server) putBlob(hexsum string, r io.Reader) error {
+	dir := filepath.Dir(s.blobPath(hexsum))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, ".upload-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	h := sha256.New()
+	if _, err := io.Copy(io.MultiWriter(tmp, h), r); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != hexsum {
+		return fmt.Errorf("content hashes to sha256:%s, not sha256:%s", got, hexsum)
+	}
+	return os.Rename(tmp.Name(), s.blobPath(hexsum))
+}
+
+// fetchBlob copies a blob from the first peer that has it.
+func (s *Server) fetchBlob(hexsum string) error {
+	f := s.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return err
+	}
+	client := &http.Client{Timeout: time.Minute}
+	for _, sv := range f.Configuration().Servers {
+		if string(sv.ID) == s.cfg.HTTPAddr {
+			continue
+		}
+		req, _ := http.NewRequest("GET", "http://"+string(sv.ID)+"/v1/blobs/sha256/"+hexsum, nil)
+		req.Header.Set("X-Butter-Forwarded", s.cfg.HTTPAddr) // peers do not ask further
+		resp, err := client.Do(req)
+		if err != nil {
+			continue
+		}
+		if resp.StatusCode == 200 {
+			err = s.putBlob(hexsum, resp.Body)
+			resp.Body.Close()
+			if err == nil {
+				return nil
+			}
+			s.log.Warn("a peer's blob did not match its hash", "peer", sv.ID, "error", err)
+			continue
+		}
+		resp.Body.Close()
+	}
+	return errors.New("no server has it")
+}
+
+func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request) {
+	hexsum := r.PathValue("hex")
+	if !hexRE.MatchString(hexsum) {
+		writeErr(w, 400, fmt.Errorf("%q is not a SHA-256 in hex", hexsum))
+		return
+	}
+	path := s.blobPath(hexsum)
+	if _, err := os.Stat(path); err != nil {
+		if r.Header.Get("X-Butter-Forwarded") != "" {
+			writeErr(w, 404, fmt.Errorf("no blob sha256:%s here", hexsum))
+			return
+		}
+		if err := s.fetchBlob(hexsum); err != nil {
+			writeErr(w, 404, fmt.Errorf("blob sha256:%s: %w", hexsum, err))
+			return
+		}
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	http.ServeFile(w, r, path)
+}
+
+func (s *Server) storeBlob(w http.ResponseWriter, r *http.Request) {
+	hexsum := r.PathValue("hex")
+	if !hexRE.MatchString(hexsum) {
+		writeErr(w, 400, fmt.Errorf("%q is not a SHA-256 in hex", hexsum))
+		return
+	}
+	if err := s.putBlob(hexsum, r.Body); err != nil {
+		writeErr(w, 400, fmt.Errorf("blob sha256:%s: %w", hexsum, err))
+		return
+	}
+	writeJSON(w, 200, map[string]string{"digest": "sha256:" + hexsum})
+}
