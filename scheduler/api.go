@@ -122,6 +122,27 @@ func (s *Server) handler() http.Handler {
 		}
 		writeJSON(w, 200, t)
 	}))
+	mux.HandleFunc("POST /v1/projects/{name}/revisions", s.leaderOnly(s.createRevision))
+	mux.HandleFunc("GET /v1/projects/{name}/revisions", func(w http.ResponseWriter, r *http.Request) {
+		if _, stale := r.URL.Query()["stale"]; !stale && s.raft.State() != raft.Leader {
+			s.forward(w, r)
+			return
+		}
+		type item struct {
+			*fsm.Revision
+			Active bool `json:"active"`
+		}
+		var out []item
+		s.fsm.Read(func(st *fsm.State) {
+			for _, rev := range st.RevisionList(r.PathValue("name")) {
+				cp := *rev
+				cp.Specs, cp.Job = nil, nil
+				out = append(out, item{Revision: &cp, Active: st.Active[rev.Project] == rev.ID})
+			}
+		})
+		writeJSON(w, 200, out)
+	})
+	mux.HandleFunc("POST /v1/projects/{name}/rollback", s.leaderOnly(s.rollback))
 	mux.HandleFunc("PUT /v1/projects/{name}", s.leaderOnly(func(w http.ResponseWriter, r *http.Request) {
 		p := fsm.Project{Name: r.PathValue("name"), Created: time.Now().UTC()}
 		if err := s.Apply(fsm.ProjectUpsertType, p); err != nil {
@@ -186,4 +207,65 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 func writeErr(w http.ResponseWriter, code int, err error) {
 	writeJSON(w, code, map[string]string{"error": err.Error()})
+}
+
+// createRevision records a revision and makes it the project's active one.
+// A revision that already exists (the same content) is only activated.
+func (s *Server) createRevision(w http.ResponseWriter, r *http.Request) {
+	var rev fsm.Revision
+	if err := json.NewDecoder(r.Body).Decode(&rev); err != nil {
+		writeErr(w, 400, fmt.Errorf("revision body: %w", err))
+		return
+	}
+	rev.Project = r.PathValue("name")
+	if rev.ID == "" {
+		writeErr(w, 400, errors.New("a revision needs an id (its content hash)"))
+		return
+	}
+	var exists, known bool
+	s.fsm.Read(func(st *fsm.State) {
+		_, known = st.Projects[rev.Project]
+		_, exists = st.Revisions[rev.Project][rev.ID]
+	})
+	if !known {
+		if err := s.Apply(fsm.ProjectUpsertType, fsm.Project{Name: rev.Project, Created: time.Now().UTC()}); err != nil {
+			writeErr(w, 500, err)
+			return
+		}
+	}
+	if !exists {
+		rev.Created = time.Now().UTC()
+		if err := s.Apply(fsm.RevisionCreateType, rev); err != nil {
+			writeErr(w, 500, err)
+			return
+		}
+	}
+	if err := s.Apply(fsm.RevisionActivateType, fsm.Activation{Project: rev.Project, Revision: rev.ID}); err != nil {
+		writeErr(w, 500, err)
+		return
+	}
+	writeJSON(w, 200, map[string]any{"project": rev.Project, "revision": rev.ID, "new": !exists})
+}
+
+// rollback activates the revision created before the active one.
+func (s *Server) rollback(w http.ResponseWriter, r *http.Request) {
+	project := r.PathValue("name")
+	var target string
+	s.fsm.Read(func(st *fsm.State) {
+		list := st.RevisionList(project)
+		for i, rev := range list {
+			if rev.ID == st.Active[project] && i > 0 {
+				target = list[i-1].ID
+			}
+		}
+	})
+	if target == "" {
+		writeErr(w, 409, fmt.Errorf("project %q has no revision before its active one", project))
+		return
+	}
+	if err := s.Apply(fsm.RevisionActivateType, fsm.Activation{Project: project, Revision: target}); err != nil {
+		writeErr(w, 500, err)
+		return
+	}
+	writeJSON(w, 200, map[string]string{"project": project, "revision": target})
 }

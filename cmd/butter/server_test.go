@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
@@ -422,4 +423,108 @@ func TestTimersUnderFailover(t *testing.T) {
 	}
 	t.Logf("per-second timer, leader killed twice: %d ticks from %s to %s, none missing, %d duplicates (at least once)",
 		len(ticks), ticks[0].Format(time.TimeOnly), ticks[len(ticks)-1].Format(time.TimeOnly), dups)
+}
+
+// TestDeployRevisionsRollback: butter deploy uploads bundles by hash and
+// records revisions; unchanged content re-activates; an edit makes the next
+// revision; rollback activates the previous one. The server serves the
+// uploaded bundles to Nomad's artifact fetcher at the job's artifact URLs.
+func TestDeployRevisionsRollback(t *testing.T) {
+	s := &serverProc{http: freeAddr(t), raft: freeAddr(t), dir: t.TempDir()}
+	s.log = &syncBuffer{}
+	s.cmd = exec.Command(butterBin, "server", "-data-dir", s.dir, "-http-addr", s.http, "-raft-addr", s.raft)
+	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s.done = make(chan error, 1)
+	go func() { s.done <- s.cmd.Wait() }()
+	t.Cleanup(s.kill)
+	waitFor(t, 30*time.Second, "the server leads", func() bool { return leaderOf([]*serverProc{s}) != "" })
+	addr := "http://" + s.http
+
+	dir := filepath.Join(t.TempDir(), "hello")
+	if err := os.CopyFS(dir, os.DirFS(filepath.Join(repo(t), "examples", "hello"))); err != nil {
+		t.Fatal(err)
+	}
+	r := butter(t, ".", "deploy", "-address", addr, dir)
+	if r.code != 0 || !strings.Contains(r.stdout, "(new)") || !strings.Contains(r.stdout, "uploading functions/echo-node") {
+		t.Fatalf("first deploy: %+v", r)
+	}
+	first := revisionIn(r.stdout)
+	if r := butter(t, ".", "deploy", "-address", addr, dir); r.code != 0 || !strings.Contains(r.stdout, "unchanged") || revisionIn(r.stdout) != first {
+		t.Errorf("deploying unchanged content: %+v", r)
+	}
+	// Every artifact URL of the rendered job answers with its content.
+	rendered := butter(t, ".", "job", "render", "-format", "json", "-blob-url", addr+"/v1/blobs", dir)
+	var job struct {
+		Job struct {
+			TaskGroups []struct {
+				Tasks []struct {
+					Artifacts []struct{ GetterSource string }
+				}
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(rendered.stdout), &job); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, tg := range job.Job.TaskGroups {
+		for _, a := range tg.Tasks[0].Artifacts {
+			resp, err := httpc.Get(a.GetterSource)
+			if err != nil || resp.StatusCode != 200 {
+				t.Errorf("artifact %s: %v %v", a.GetterSource, resp, err)
+			}
+			if resp != nil {
+				resp.Body.Close()
+			}
+			n++
+		}
+	}
+	if n == 0 {
+		t.Fatal("no artifacts checked")
+	}
+	// An edited function deploys as the next revision.
+	if err := os.WriteFile(filepath.Join(dir, "functions", "echo-node", "index.js"), []byte("exports.handle = async (x) => x;\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r = butter(t, ".", "deploy", "-address", addr, dir)
+	second := revisionIn(r.stdout)
+	if r.code != 0 || second == first || !strings.Contains(r.stdout, "(new)") {
+		t.Fatalf("deploying an edit: %+v", r)
+	}
+	list := butter(t, ".", "revisions", "-address", addr, "hello")
+	if list.code != 0 || !strings.Contains(list.stdout, first) || !activeIs(list.stdout, second) {
+		t.Fatalf("revisions: %+v", list)
+	}
+	if r := butter(t, ".", "rollback", "-address", addr, "hello"); r.code != 0 || !strings.Contains(r.stdout, first) {
+		t.Fatalf("rollback: %+v", r)
+	}
+	if list := butter(t, ".", "revisions", "-address", addr, "hello"); !activeIs(list.stdout, first) {
+		t.Errorf("after the rollback:\n%s", list.stdout)
+	}
+	if r := butter(t, ".", "rollback", "-address", addr, "hello"); r.code != 1 || !strings.Contains(r.stderr, "no revision before") {
+		t.Errorf("rollback past the first revision: %+v", r)
+	}
+}
+
+// revisionIn finds "Revision <id>" in deploy's output.
+func revisionIn(out string) string {
+	_, rest, ok := strings.Cut(out, "Revision ")
+	if !ok {
+		return ""
+	}
+	return strings.Fields(rest)[0]
+}
+
+// activeIs reports whether the revisions listing marks id active.
+func activeIs(listing, id string) bool {
+	for _, line := range strings.Split(listing, "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && f[0] == id && f[1] == "*" {
+			return true
+		}
+	}
+	return false
 }

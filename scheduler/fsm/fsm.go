@@ -80,6 +80,9 @@ type Revision struct {
 	// the consumers.
 	Routes  []string `json:"routes,omitempty"`
 	Streams []string `json:"streams,omitempty"`
+	// Job is the rendered Nomad job (JSON, as `nomad job run -json`
+	// takes it): no secret values ever appear in it.
+	Job json.RawMessage `json:"job,omitempty"`
 }
 
 // Timer is a cron trigger the leader fires: each tick is produced as an

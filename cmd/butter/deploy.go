@@ -1,0 +1,224 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/butterfn/butter/bundle"
+	"github.com/butterfn/butter/hcl/spec"
+	"github.com/butterfn/butter/jobs"
+	"github.com/hashicorp/cli"
+)
+
+type deployCommand struct{ ui cli.Ui }
+
+func (c *deployCommand) Synopsis() string { return "Deploy a project as a new revision" }
+func (c *deployCommand) Help() string {
+	return trimHelp(`
+Usage: butter deploy [options] [dir]
+
+  Validates the project in dir (default: the current directory), uploads each
+  function's bundle to the control plane by content hash, and records a
+  revision (spec files, bundle digests, git commit, the rendered job) that
+  becomes the project's active revision. Deploying unchanged content
+  activates the existing revision.
+
+Options:
+` + addrHelp)
+}
+
+// gitSHA returns the commit of dir's work tree, with "-dirty" when it has
+// changes, or "" outside git.
+func gitSHA(dir string) (sha string, dirty bool) {
+	out, err := exec.Command("git", "-C", dir, "rev-parse", "HEAD").Output()
+	if err != nil {
+		return "", false
+	}
+	sha = strings.TrimSpace(string(out))
+	st, err := exec.Command("git", "-C", dir, "status", "--porcelain", ".").Output()
+	return sha, err == nil && len(bytes.TrimSpace(st)) > 0
+}
+
+func (c *deployCommand) Run(args []string) int {
+	fset := newFlagSet("deploy")
+	addr := fset.String("address", "", "")
+	pos, err := parseInterspersed(fset, args)
+	if err != nil || len(pos) > 1 {
+		return usageError(c.ui, c.Help(), err, pos, 1)
+	}
+	dir := "."
+	if len(pos) == 1 {
+		dir = pos[0]
+	}
+	proj, rep := spec.Load(dir)
+	if err := rep.WriteText(os.Stderr); err != nil || proj == nil {
+		return exitInvalid
+	}
+	base := serverAddr(*addr)
+	sha, dirty := gitSHA(dir)
+	opts := []jobs.Option{jobs.WithBlobURL(base + "/v1/blobs")}
+	if sha != "" {
+		tag := sha
+		if dirty {
+			tag += "-dirty"
+		}
+		opts = append(opts, jobs.WithGitSHA(tag))
+	}
+	compiled, err := jobs.Compile(proj, opts...)
+	if err != nil {
+		c.ui.Error("Error: " + err.Error())
+		return exitInvalid
+	}
+	fsys := os.DirFS(dir)
+	bundles := map[string]string{}
+	for i, a := range compiled.Artifacts {
+		var buf bytes.Buffer
+		if a.IsSchema {
+			b, err := fs.ReadFile(fsys, a.Path)
+			if err != nil {
+				c.ui.Error("Error: " + err.Error())
+				return exitInvalid
+			}
+			buf.Write(b)
+		} else if _, err := bundle.Write(fsys, a.Path, &buf); err != nil {
+			c.ui.Error("Error: " + err.Error())
+			return exitInvalid
+		}
+		c.ui.Output(fmt.Sprintf("==> [%d/%d] uploading %s (%d bytes, %s)", i+1, len(compiled.Artifacts), a.Path, buf.Len(), a.Digest))
+		resp, err := callAPI("PUT", base+"/v1/blobs/sha256/"+a.Digest.Hex(), &buf, int64(buf.Len()))
+		if err != nil {
+			c.ui.Error(fmt.Sprintf("Error: upload %s: %v", a.Path, err))
+			return exitInvalid
+		}
+		resp.Body.Close()
+		bundles[a.Path] = string(a.Digest)
+	}
+	specs := map[string]string{}
+	for _, f := range proj.Files {
+		b, err := fs.ReadFile(fsys, f)
+		if err != nil {
+			c.ui.Error("Error: " + err.Error())
+			return exitInvalid
+		}
+		specs[filepath.ToSlash(f)] = string(b)
+	}
+	jobJSON, err := jobs.RenderJSON(compiled.Job)
+	if err != nil {
+		c.ui.Error("Error: " + err.Error())
+		return exitInvalid
+	}
+	author := os.Getenv("USER")
+	body, _ := json.Marshal(map[string]any{
+		"id": compiled.Revision, "specs": specs, "bundles": bundles,
+		"git_sha": sha, "dirty": dirty, "author": author, "job": json.RawMessage(jobJSON),
+	})
+	resp, err := callAPI("POST", base+"/v1/projects/"+proj.Name+"/revisions", bytes.NewReader(body), int64(len(body)))
+	if err != nil {
+		c.ui.Error("Error: record the revision: " + err.Error())
+		return exitInvalid
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Revision string
+		New      bool
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		c.ui.Error("Error: " + err.Error())
+		return exitInvalid
+	}
+	what := "unchanged; re-activated"
+	if out.New {
+		what = "new"
+	}
+	c.ui.Output(fmt.Sprintf("Revision %s of project %q is active (%s).", out.Revision, proj.Name, what))
+	return exitOK
+}
+
+type revisionsCommand struct{ ui cli.Ui }
+
+func (c *revisionsCommand) Synopsis() string { return "List a project's revisions" }
+func (c *revisionsCommand) Help() string {
+	return trimHelp(`
+Usage: butter revisions [options] <project>
+
+  Lists the project's revisions, oldest first, and marks the active one.
+
+Options:
+` + addrHelp)
+}
+func (c *revisionsCommand) Run(args []string) int {
+	fset := newFlagSet("revisions")
+	addr := fset.String("address", "", "")
+	pos, err := parseInterspersed(fset, args)
+	if err == nil && len(pos) != 1 {
+		err = errors.New("give the project's name")
+	}
+	if err != nil {
+		return usageError(c.ui, c.Help(), err, nil, 1)
+	}
+	resp, err := callAPI("GET", serverAddr(*addr)+"/v1/projects/"+pos[0]+"/revisions", nil, 0)
+	if err != nil {
+		c.ui.Error("Error: " + err.Error())
+		return exitInvalid
+	}
+	defer resp.Body.Close()
+	var raw []map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&raw); err != nil {
+		c.ui.Error("Error: " + err.Error())
+		return exitInvalid
+	}
+	c.ui.Output(fmt.Sprintf("%-14s %-8s %-30s %s", "Revision", "Active", "Created", "Git"))
+	for _, r := range raw {
+		active := ""
+		if r["active"] == true {
+			active = "*"
+		}
+		git, _ := r["git_sha"].(string)
+		if r["dirty"] == true {
+			git += "-dirty"
+		}
+		c.ui.Output(fmt.Sprintf("%-14v %-8s %-30v %s", r["id"], active, r["created"], git))
+	}
+	return exitOK
+}
+
+type rollbackCommand struct{ ui cli.Ui }
+
+func (c *rollbackCommand) Synopsis() string { return "Activate a project's previous revision" }
+func (c *rollbackCommand) Help() string {
+	return trimHelp(`
+Usage: butter rollback [options] <project>
+
+  Makes the revision before the active one the project's active revision.
+
+Options:
+` + addrHelp)
+}
+func (c *rollbackCommand) Run(args []string) int {
+	fset := newFlagSet("rollback")
+	addr := fset.String("address", "", "")
+	pos, err := parseInterspersed(fset, args)
+	if err == nil && len(pos) != 1 {
+		err = errors.New("give the project's name")
+	}
+	if err != nil {
+		return usageError(c.ui, c.Help(), err, nil, 1)
+	}
+	resp, err := callAPI("POST", serverAddr(*addr)+"/v1/projects/"+pos[0]+"/rollback", nil, 0)
+	if err != nil {
+		c.ui.Error("Error: " + err.Error())
+		return exitInvalid
+	}
+	defer resp.Body.Close()
+	var out struct{ Revision string }
+	_ = json.NewDecoder(resp.Body).Decode(&out)
+	c.ui.Output(fmt.Sprintf("Project %q rolled back to revision %s.", pos[0], out.Revision))
+	return exitOK
+}
