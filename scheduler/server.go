@@ -26,6 +26,7 @@ import (
 
 	"github.com/butterfn/butter/scheduler/fsm"
 	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/nomad/api"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 )
@@ -47,7 +48,10 @@ type Config struct {
 	// raft's default.
 	SnapshotThreshold uint64
 	// Firer delivers timer ticks; nil runs no timer service.
-	Firer  Firer
+	Firer Firer
+	// Nomad, when set, is where the leader's deployer registers the active
+	// revisions' jobs.
+	Nomad  *api.Client
 	Logger hclog.Logger
 }
 
@@ -63,9 +67,10 @@ type Server struct {
 	ln    net.Listener
 	log   hclog.Logger
 
-	wg          sync.WaitGroup
-	cancel      context.CancelFunc
-	timerCancel context.CancelFunc
+	wg           sync.WaitGroup
+	cancel       context.CancelFunc
+	timerCancel  context.CancelFunc
+	deployCancel context.CancelFunc
 }
 
 // Start opens the stores, starts Raft and the API, and bootstraps when
@@ -146,6 +151,15 @@ func Start(cfg Config) (*Server, error) {
 			s.runTimers(tctx, cfg.Firer)
 		}()
 	}
+	if cfg.Nomad != nil {
+		dctx, dcancel := context.WithCancel(context.Background())
+		s.deployCancel = dcancel
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.runDeployer(dctx, cfg.Nomad)
+		}()
+	}
 	hasState, err := raft.HasExistingState(store, store, snaps)
 	if err != nil {
 		s.Shutdown()
@@ -205,6 +219,9 @@ func (s *Server) Shutdown() {
 	}
 	if s.timerCancel != nil {
 		s.timerCancel()
+	}
+	if s.deployCancel != nil {
+		s.deployCancel()
 	}
 	if s.http != nil {
 		_ = s.http.Close()

@@ -50,7 +50,7 @@ func (c *operatorCommand) Run(args []string) int {
 	return exitUsage
 }
 
-var api = &http.Client{Timeout: 2 * time.Minute}
+var apiClient = &http.Client{Timeout: 2 * time.Minute}
 
 // callAPI sends a request to the control plane and returns the response
 // of a 200, or an error naming the API's complaint. The caller closes the
@@ -63,7 +63,7 @@ func callAPI(method, url string, body io.Reader, size int64) (*http.Response, er
 	if body != nil {
 		req.ContentLength = size
 	}
-	resp, err := api.Do(req)
+	resp, err := apiClient.Do(req)
 	if err != nil {
 		return nil, err
 	}

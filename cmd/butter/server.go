@@ -13,6 +13,7 @@ import (
 	"github.com/butterfn/butter/scheduler"
 	"github.com/hashicorp/cli"
 	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/nomad/api"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -45,6 +46,10 @@ Options:
   -join=<host:port,...>
     Other servers' API addresses.
 
+  -nomad-addr=<url>
+    The Nomad API the leader deploys active revisions to. Defaults to
+    $NOMAD_ADDR; without either, revisions are recorded but not deployed.
+
   -kafka-brokers=<host:port,...>
     Where the leader's timer service produces cron ticks. Defaults to
     $BUTTER_KAFKA_BROKERS; without either, timers do not fire.
@@ -60,6 +65,7 @@ func (c *serverCommand) Run(args []string) int {
 	join := fs.String("join", "", "")
 	snapEvery := fs.Uint64("snapshot-threshold", 0, "")
 	kafkaBrokers := fs.String("kafka-brokers", "", "")
+	nomadAddr := fs.String("nomad-addr", "", "")
 	pos, err := parseInterspersed(fs, args)
 	if err == nil && *dataDir == "" {
 		err = errors.New("-data-dir is required")
@@ -98,9 +104,21 @@ func (c *serverCommand) Run(args []string) int {
 	} else {
 		log.Warn("no Kafka brokers: the timer service is off (-kafka-brokers or $" + broker.EnvBrokers + ")")
 	}
+	var nomad *api.Client
+	if *nomadAddr == "" {
+		*nomadAddr = os.Getenv("NOMAD_ADDR")
+	}
+	if *nomadAddr != "" {
+		if nomad, err = api.NewClient(&api.Config{Address: *nomadAddr}); err != nil {
+			log.Error("cannot reach Nomad", "error", err)
+			return exitInvalid
+		}
+	} else {
+		log.Warn("no Nomad address: revisions are recorded but not deployed (-nomad-addr or $NOMAD_ADDR)")
+	}
 	s, err := scheduler.Start(scheduler.Config{
 		DataDir: *dataDir, HTTPAddr: *httpAddr, RaftAddr: *raftAddr,
-		BootstrapExpect: *expect, Join: peers, SnapshotThreshold: *snapEvery, Logger: log, Firer: firer,
+		BootstrapExpect: *expect, Join: peers, SnapshotThreshold: *snapEvery, Logger: log, Firer: firer, Nomad: nomad,
 	})
 	if err != nil {
 		log.Error("cannot start", "error", err)

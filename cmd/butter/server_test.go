@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/butterfn/butter/broker"
+	"github.com/butterfn/butter/internal/nomadtest"
+	"github.com/hashicorp/nomad/api"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -527,4 +529,85 @@ func activeIs(listing, id string) bool {
 		}
 	}
 	return false
+}
+
+// TestDeployToNomad: with a Nomad address, the leader registers the active
+// revision's job: butter deploy examples/hello gives a running job whose
+// meta carries the revision (its bundles fetched from the server's blob
+// API by Nomad's artifact fetcher); an edit deploys the next revision; a
+// rollback puts the previous revision's job back.
+func TestDeployToNomad(t *testing.T) {
+	root := repo(t)
+	pluginDir := t.TempDir()
+	build := exec.Command("go", "build", "-o", filepath.Join(pluginDir, "nomad-driver-butter"), "./cmd/nomad-driver-butter")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the plugin: %v\n%s", err, out)
+	}
+	agent := nomadtest.StartWith(t, nomadtest.Options{
+		PluginDir: pluginDir,
+		HCL:       fmt.Sprintf("plugin \"nomad-driver-butter\" {\n  config {\n    butter_path = %q\n  }\n}\n", butterBin),
+		NodeReady: func(n *api.Node) bool { d := n.Drivers["butter"]; return d != nil && d.Healthy },
+	})
+	s := &serverProc{http: freeAddr(t), raft: freeAddr(t), dir: t.TempDir()}
+	s.log = &syncBuffer{}
+	s.cmd = exec.Command(butterBin, "server", "-data-dir", s.dir, "-http-addr", s.http, "-raft-addr", s.raft, "-nomad-addr", agent.Addr)
+	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s.done = make(chan error, 1)
+	go func() { s.done <- s.cmd.Wait() }()
+	t.Cleanup(func() {
+		s.kill()
+		if t.Failed() {
+			t.Logf("server log (tail):\n%s", tailString(s.log.String(), 3000))
+		}
+	})
+	waitFor(t, 30*time.Second, "the server leads", func() bool { return leaderOf([]*serverProc{s}) != "" })
+	addr := "http://" + s.http
+
+	dir := filepath.Join(t.TempDir(), "hello")
+	if err := os.CopyFS(dir, os.DirFS(filepath.Join(root, "examples", "hello"))); err != nil {
+		t.Fatal(err)
+	}
+	running := func(rev string) func() bool {
+		return func() bool {
+			job, _, err := agent.Client.Jobs().Info("butter-hello", nil)
+			if err != nil || job.Meta["butter_revision"] != rev {
+				return false
+			}
+			allocs, _, err := agent.Client.Jobs().Allocations("butter-hello", false, nil)
+			if err != nil {
+				return false
+			}
+			for _, a := range allocs {
+				if a.ClientStatus == "running" && a.JobVersion == *job.Version {
+					return true
+				}
+			}
+			return false
+		}
+	}
+	r := butter(t, ".", "deploy", "-address", addr, dir)
+	first := revisionIn(r.stdout)
+	if r.code != 0 || first == "" {
+		t.Fatalf("deploy: %+v", r)
+	}
+	waitFor(t, 3*time.Minute, "revision "+first+" running in Nomad", running(first))
+
+	if err := os.WriteFile(filepath.Join(dir, "functions", "echo-node", "index.js"), []byte("exports.handle = async (x) => x;\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r = butter(t, ".", "deploy", "-address", addr, dir)
+	second := revisionIn(r.stdout)
+	if r.code != 0 || second == first {
+		t.Fatalf("deploy of the edit: %+v", r)
+	}
+	waitFor(t, 3*time.Minute, "revision "+second+" running in Nomad", running(second))
+
+	if r := butter(t, ".", "rollback", "-address", addr, "hello"); r.code != 0 {
+		t.Fatalf("rollback: %+v", r)
+	}
+	waitFor(t, 3*time.Minute, "revision "+first+" running again after the rollback", running(first))
 }
