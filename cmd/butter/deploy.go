@@ -154,16 +154,11 @@ Options:
 ` + addrHelp)
 }
 func (c *revisionsCommand) Run(args []string) int {
-	fset := newFlagSet("revisions")
-	addr := fset.String("address", "", "")
-	pos, err := parseInterspersed(fset, args)
-	if err == nil && len(pos) != 1 {
-		err = errors.New("give the project's name")
-	}
+	project, addr, err := projectArgs("revisions", args)
 	if err != nil {
 		return usageError(c.ui, c.Help(), err, nil, 1)
 	}
-	resp, err := callAPI("GET", serverAddr(*addr)+"/v1/projects/"+pos[0]+"/revisions", nil, 0)
+	resp, err := callAPI("GET", serverAddr(addr)+"/v1/projects/"+project+"/revisions", nil, 0)
 	if err != nil {
 		c.ui.Error("Error: " + err.Error())
 		return exitInvalid
@@ -202,16 +197,11 @@ Options:
 ` + addrHelp)
 }
 func (c *rollbackCommand) Run(args []string) int {
-	fset := newFlagSet("rollback")
-	addr := fset.String("address", "", "")
-	pos, err := parseInterspersed(fset, args)
-	if err == nil && len(pos) != 1 {
-		err = errors.New("give the project's name")
-	}
+	project, addr, err := projectArgs("rollback", args)
 	if err != nil {
 		return usageError(c.ui, c.Help(), err, nil, 1)
 	}
-	resp, err := callAPI("POST", serverAddr(*addr)+"/v1/projects/"+pos[0]+"/rollback", nil, 0)
+	resp, err := callAPI("POST", serverAddr(addr)+"/v1/projects/"+project+"/rollback", nil, 0)
 	if err != nil {
 		c.ui.Error("Error: " + err.Error())
 		return exitInvalid
@@ -219,6 +209,21 @@ func (c *rollbackCommand) Run(args []string) int {
 	defer resp.Body.Close()
 	var out struct{ Revision string }
 	_ = json.NewDecoder(resp.Body).Decode(&out)
-	c.ui.Output(fmt.Sprintf("Project %q rolled back to revision %s.", pos[0], out.Revision))
+	c.ui.Output(fmt.Sprintf("Project %q rolled back to revision %s.", project, out.Revision))
 	return exitOK
+}
+
+// projectArgs parses the arguments of a command that takes -address and
+// one project name.
+func projectArgs(name string, args []string) (project, addr string, err error) {
+	fset := newFlagSet(name)
+	a := fset.String("address", "", "")
+	pos, err := parseInterspersed(fset, args)
+	if err == nil && len(pos) != 1 {
+		err = errors.New("give the project's name")
+	}
+	if err != nil {
+		return "", "", err
+	}
+	return pos[0], *a, nil
 }

@@ -432,17 +432,7 @@ func TestTimersUnderFailover(t *testing.T) {
 // revision; rollback activates the previous one. The server serves the
 // uploaded bundles to Nomad's artifact fetcher at the job's artifact URLs.
 func TestDeployRevisionsRollback(t *testing.T) {
-	s := &serverProc{http: freeAddr(t), raft: freeAddr(t), dir: t.TempDir()}
-	s.log = &syncBuffer{}
-	s.cmd = exec.Command(butterBin, "server", "-data-dir", s.dir, "-http-addr", s.http, "-raft-addr", s.raft)
-	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
-	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	s.done = make(chan error, 1)
-	go func() { s.done <- s.cmd.Wait() }()
-	t.Cleanup(s.kill)
-	waitFor(t, 30*time.Second, "the server leads", func() bool { return leaderOf([]*serverProc{s}) != "" })
+	s := singleServer(t)
 	addr := "http://" + s.http
 
 	dir := filepath.Join(t.TempDir(), "hello")
@@ -549,22 +539,7 @@ func TestDeployToNomad(t *testing.T) {
 		HCL:       fmt.Sprintf("plugin \"nomad-driver-butter\" {\n  config {\n    butter_path = %q\n  }\n}\n", butterBin),
 		NodeReady: func(n *api.Node) bool { d := n.Drivers["butter"]; return d != nil && d.Healthy },
 	})
-	s := &serverProc{http: freeAddr(t), raft: freeAddr(t), dir: t.TempDir()}
-	s.log = &syncBuffer{}
-	s.cmd = exec.Command(butterBin, "server", "-data-dir", s.dir, "-http-addr", s.http, "-raft-addr", s.raft, "-nomad-addr", agent.Addr)
-	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
-	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	s.done = make(chan error, 1)
-	go func() { s.done <- s.cmd.Wait() }()
-	t.Cleanup(func() {
-		s.kill()
-		if t.Failed() {
-			t.Logf("server log (tail):\n%s", tailString(s.log.String(), 3000))
-		}
-	})
-	waitFor(t, 30*time.Second, "the server leads", func() bool { return leaderOf([]*serverProc{s}) != "" })
+	s := singleServer(t, "-nomad-addr", agent.Addr)
 	addr := "http://" + s.http
 
 	dir := filepath.Join(t.TempDir(), "hello")
@@ -610,4 +585,27 @@ func TestDeployToNomad(t *testing.T) {
 		t.Fatalf("rollback: %+v", r)
 	}
 	waitFor(t, 3*time.Minute, "revision "+first+" running again after the rollback", running(first))
+}
+
+// singleServer starts a one-node `butter server` and waits until it leads.
+func singleServer(t *testing.T, extra ...string) *serverProc {
+	t.Helper()
+	s := &serverProc{http: freeAddr(t), raft: freeAddr(t), dir: t.TempDir()}
+	s.log = &syncBuffer{}
+	args := append([]string{"server", "-data-dir", s.dir, "-http-addr", s.http, "-raft-addr", s.raft}, extra...)
+	s.cmd = exec.Command(butterBin, args...)
+	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s.done = make(chan error, 1)
+	go func() { s.done <- s.cmd.Wait() }()
+	t.Cleanup(func() {
+		s.kill()
+		if t.Failed() {
+			t.Logf("server log (tail):\n%s", tailString(s.log.String(), 3000))
+		}
+	})
+	waitFor(t, 30*time.Second, "the server leads", func() bool { return leaderOf([]*serverProc{s}) != "" })
+	return s
 }
