@@ -31,6 +31,9 @@ const (
 	DefaultCPUMHz      = 100
 	DefaultMaxInstance = 10
 	DefaultPartitions  = 3
+
+	DefaultMinHealthyTime  = 5 * time.Second
+	DefaultHealthyDeadline = 2 * time.Minute
 )
 
 // skipDirs are directories never searched for spec files: dependencies
@@ -53,6 +56,7 @@ func LoadFS(fsys fs.FS, display string) (*Project, *Report) {
 		streams:   map[string]*Stream{},
 		functions: map[string]*Function{},
 		pipelines: map[string]*Pipeline{},
+		deploy:    DefaultDeploy(),
 	}
 	proj := d.load()
 	rep := &Report{Files: d.parser.Files(), Diags: d.diags}
@@ -71,6 +75,7 @@ type decoder struct {
 
 	project   *hcl.Block
 	kafka     *Kafka
+	deploy    Deploy
 	streams   map[string]*Stream
 	functions map[string]*Function
 	pipelines map[string]*Pipeline
@@ -182,6 +187,7 @@ func (d *decoder) load() *Project {
 	proj.Files = append(proj.Files, files...)
 	proj.Name = d.projectName()
 	proj.Kafka = d.kafka
+	proj.Deploy = d.deploy
 
 	// Pass 2: decode bodies, resolving references.
 	for _, p := range d.streamBodies {
@@ -282,7 +288,11 @@ func (d *decoder) declare(rel string, b *hcl.Block) {
 }
 
 var projectSchema = &hcl.BodySchema{
-	Blocks: []hcl.BlockHeaderSchema{{Type: "kafka"}},
+	Blocks: []hcl.BlockHeaderSchema{{Type: "kafka"}, {Type: "deploy"}},
+}
+
+var deploySchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{{Name: "min_healthy_time"}, {Name: "healthy_deadline"}, {Name: "auto_rollback"}},
 }
 
 var kafkaSchema = &hcl.BodySchema{
@@ -300,14 +310,77 @@ var saslMechanisms = []string{"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"}
 func (d *decoder) decodeProject(b *hcl.Block) {
 	content, diags := b.Body.Content(projectSchema)
 	d.diags = append(d.diags, diags...)
-	for i, kb := range content.Blocks {
-		if i > 0 {
-			r := kb.DefRange
-			d.errorf(&r, "Duplicate kafka block", "A project has one kafka block; merge this one into the first at %s.", at(content.Blocks[0].DefRange))
+	first := map[string]*hcl.Block{}
+	for _, blk := range content.Blocks {
+		if prev := first[blk.Type]; prev != nil {
+			r := blk.DefRange
+			d.errorf(&r, "Duplicate "+blk.Type+" block", "A project has one %s block; merge this one into the first at %s.", blk.Type, at(prev.DefRange))
 			continue
 		}
-		d.kafka = d.decodeKafka(kb)
+		first[blk.Type] = blk
+		switch blk.Type {
+		case "kafka":
+			d.kafka = d.decodeKafka(blk)
+		case "deploy":
+			d.deploy = d.decodeDeploy(blk)
+		}
 	}
+}
+
+// decodeDeploy decodes the deploy block. Every argument is optional; the
+// defaults are DefaultDeploy's.
+func (d *decoder) decodeDeploy(b *hcl.Block) Deploy {
+	dep := DefaultDeploy()
+	dep.DeclRange = b.DefRange
+	content, diags := b.Body.Content(deploySchema)
+	d.diags = append(d.diags, diags...)
+	positive := func(a *hcl.Attribute, example string) (time.Duration, bool) {
+		v, ok := d.duration(a)
+		if !ok {
+			return 0, false
+		}
+		if v <= 0 {
+			r := a.Expr.Range()
+			d.errorf(&r, "Invalid "+a.Name, "%s must be longer than zero, like %q; leave it out for the default.", a.Name, example)
+			return 0, false
+		}
+		return v, true
+	}
+	minOK, deadlineOK := true, true
+	minAttr, deadlineAttr := content.Attributes["min_healthy_time"], content.Attributes["healthy_deadline"]
+	if minAttr != nil {
+		dep.MinHealthyTime, minOK = positive(minAttr, DefaultMinHealthyTime.String())
+	}
+	if deadlineAttr != nil {
+		dep.HealthyDeadline, deadlineOK = positive(deadlineAttr, "2m")
+	}
+	if minOK && deadlineOK && dep.MinHealthyTime >= dep.HealthyDeadline {
+		// Point at what the author wrote: the deadline if given, else
+		// the minimum.
+		a := deadlineAttr
+		if a == nil {
+			a = minAttr
+		}
+		r := a.Expr.Range()
+		d.errorf(&r, "Deploy times inverted",
+			"healthy_deadline (%s%s) must be longer than min_healthy_time (%s%s): an allocation counts as healthy only after its checks pass for min_healthy_time, and it must get there before healthy_deadline. Raise healthy_deadline or lower min_healthy_time.",
+			dep.HealthyDeadline, defaultNote(deadlineAttr), dep.MinHealthyTime, defaultNote(minAttr))
+	}
+	if a := content.Attributes["auto_rollback"]; a != nil {
+		if v, ok := d.boolean(a); ok {
+			dep.AutoRollback = v
+		}
+	}
+	return dep
+}
+
+// defaultNote marks a value that comes from a default rather than from
+// the spec, for diagnostics that compare two arguments.
+func defaultNote(a *hcl.Attribute) string {
+	if a == nil {
+		return ", the default"
+	}
+	return ""
 }
 
 func (d *decoder) decodeKafka(b *hcl.Block) *Kafka {

@@ -26,6 +26,35 @@ type Project struct {
 
 	// Kafka is the project's kafka block, nil when it has none.
 	Kafka *Kafka
+	// Deploy is the project's deploy block, with the defaults filled in
+	// where the spec is silent (DefaultDeploy when it has no block).
+	Deploy Deploy
+}
+
+// Deploy says how a new revision of the project rolls out: when Nomad
+// counts an allocation healthy, how long it waits, and whether the control
+// plane rolls a failed revision back.
+type Deploy struct {
+	// MinHealthyTime is how long an allocation's health checks must pass
+	// before it counts as healthy (Nomad's update.min_healthy_time).
+	MinHealthyTime time.Duration
+	// HealthyDeadline is how long a new allocation has to become healthy;
+	// past it the allocation is unhealthy and the deployment fails
+	// (update.healthy_deadline). Always longer than MinHealthyTime.
+	HealthyDeadline time.Duration
+	// AutoRollback makes the control plane activate the last healthy
+	// revision again when a deployment fails.
+	AutoRollback bool
+
+	// DeclRange is where the deploy block is written; zero when the
+	// project has none.
+	DeclRange hcl.Range
+}
+
+// DefaultDeploy returns the deploy settings of a project with no deploy
+// block.
+func DefaultDeploy() Deploy {
+	return Deploy{MinHealthyTime: DefaultMinHealthyTime, HealthyDeadline: DefaultHealthyDeadline, AutoRollback: true}
 }
 
 // Kafka says how the project's pools reach its Kafka cluster. Flags and

@@ -233,3 +233,42 @@ func TestParseHelpers(t *testing.T) {
 		}
 	}
 }
+
+func TestDeployBlock(t *testing.T) {
+	load := func(project string) *spec.Project {
+		t.Helper()
+		fsys := fstest.MapFS{"p.fn.hcl": {Data: []byte(project + `
+function "f" {
+  runtime = "exec"
+  command = ["cat"]
+}
+`)}}
+		proj, rep := spec.LoadFS(fsys, ".")
+		if proj == nil {
+			t.Fatalf("%v", rep.Diags)
+		}
+		return proj
+	}
+	if got, want := load(`project "p" {}`).Deploy, spec.DefaultDeploy(); got != want {
+		t.Errorf("no deploy block: %+v, want the defaults %+v", got, want)
+	}
+	if d := spec.DefaultDeploy(); d.MinHealthyTime.String() != "5s" || d.HealthyDeadline.String() != "2m0s" || !d.AutoRollback {
+		t.Errorf("defaults = %+v, want 5s, 2m, true", d)
+	}
+	d := load(`project "p" {
+  deploy {
+    min_healthy_time = "10s"
+    healthy_deadline = "5m"
+    auto_rollback    = false
+  }
+}`).Deploy
+	if d.MinHealthyTime.String() != "10s" || d.HealthyDeadline.String() != "5m0s" || d.AutoRollback || d.DeclRange.Start.Line != 2 {
+		t.Errorf("deploy = %+v", d)
+	}
+	// An empty block keeps every default.
+	if d := load(`project "p" {
+  deploy {}
+}`).Deploy; d.MinHealthyTime != spec.DefaultMinHealthyTime || d.HealthyDeadline != spec.DefaultHealthyDeadline || !d.AutoRollback {
+		t.Errorf("empty deploy block = %+v", d)
+	}
+}
