@@ -31,7 +31,8 @@ const (
 //
 //	POST /v1/invoke/{function}   stream the body in, the output out
 //	GET  /v1/functions           the hosted functions
-//	GET  /v1/health              200 while the pool serves
+//	GET  /v1/health              200 while the pool serves; 503 when a function
+//	                             cannot keep its minimum instances
 //	GET  /metrics                Prometheus metrics
 func (p *Pool) Handler() http.Handler {
 	mux := http.NewServeMux()
@@ -42,6 +43,10 @@ func (p *Pool) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/health", func(w http.ResponseWriter, r *http.Request) {
 		if p.ctx == nil || p.ctx.Err() != nil {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "stopping"})
+			return
+		}
+		if bad := p.Unhealthy(); len(bad) > 0 {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "unhealthy", "functions": bad})
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "functions": len(p.fns)})

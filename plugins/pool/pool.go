@@ -240,7 +240,7 @@ func (p *Pool) Stop() {
 
 func (p *Pool) reap() {
 	defer p.wg.Done()
-	t := time.NewTicker(max(p.opts.idleTimeout/4, 10*time.Millisecond))
+	t := time.NewTicker(min(max(p.opts.idleTimeout/4, 10*time.Millisecond), time.Second))
 	defer t.Stop()
 	for {
 		select {
@@ -249,6 +249,7 @@ func (p *Pool) reap() {
 		case <-t.C:
 			for _, f := range p.fns {
 				f.retireIdle(p.opts.idleTimeout)
+				f.restoreMin()
 			}
 		}
 	}
@@ -268,6 +269,11 @@ type fnPool struct {
 	starting  int
 	stopping  bool
 	wake      chan struct{} // closed and replaced when capacity frees up
+	// startErr is the last start failure, cleared by a successful start;
+	// with fewer than min instances it makes the pool unhealthy.
+	startErr  error
+	lastStart time.Time
+	restoring bool
 }
 
 type slot struct {
@@ -341,11 +347,14 @@ func (f *fnPool) startInstance(ctx context.Context, cold bool) (*slot, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.starting--
+	f.lastStart = time.Now()
 	if err != nil {
+		f.startErr = err
 		f.signal()
 		f.log.Error("instance failed to start", "error", err)
 		return nil, &proto.Error{Type: proto.Exception, Message: err.Error()}
 	}
+	f.startErr = nil
 	s := &slot{inst: inst, lastUsed: time.Now()}
 	f.instances = append(f.instances, s)
 	m := f.pool.opts.metrics
@@ -380,6 +389,60 @@ func (f *fnPool) watch(s *slot) {
 			f.log.Error("could not restore the minimum instances", "error", err)
 		}
 	}
+}
+
+// minRetry is how often the pool retries starting a function's minimum
+// instances after a start failed.
+const minRetry = 2 * time.Second
+
+// restoreMin retries starting the minimum instances after a failure, at
+// most every minRetry.
+func (f *fnPool) restoreMin() {
+	f.mu.Lock()
+	need := f.cfg.MinInstances - len(f.instances) - f.starting
+	retry := need > 0 && !f.stopping && !f.restoring && f.startErr != nil && time.Since(f.lastStart) >= minRetry
+	if retry {
+		f.restoring = true
+	}
+	f.mu.Unlock()
+	if retry {
+		f.pool.wg.Add(1)
+		go func() {
+			defer f.pool.wg.Done()
+			_, err := f.startInstance(f.pool.ctx, false)
+			f.mu.Lock()
+			f.restoring = false
+			f.mu.Unlock()
+			if err != nil {
+				f.log.Error("could not restore the minimum instances", "error", err)
+			}
+		}()
+	}
+}
+
+// unhealthy says why the function is below its minimum instances after a
+// failed start, or "" when it is not.
+func (f *fnPool) unhealthy() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.startErr == nil || len(f.instances) >= f.cfg.MinInstances {
+		return ""
+	}
+	return fmt.Sprintf("%d of %d minimum instances running; the last start failed: %v", len(f.instances), f.cfg.MinInstances, f.startErr)
+}
+
+// Unhealthy lists, by function, why functions are below their minimum
+// instances after a failed start. An empty map means healthy: Nomad's
+// health check (GET /v1/health) fails otherwise, so a revision whose
+// functions cannot start fails its deployment.
+func (p *Pool) Unhealthy() map[string]string {
+	out := map[string]string{}
+	for name, f := range p.fns {
+		if why := f.unhealthy(); why != "" {
+			out[name] = why
+		}
+	}
+	return out
 }
 
 // remove drops s from the instance list; f.mu must be held.

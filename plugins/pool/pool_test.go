@@ -20,6 +20,7 @@ import (
 
 	"github.com/butterfn/butter/plugins/pool"
 	"github.com/butterfn/butter/plugins/runtime"
+	"github.com/butterfn/butter/sdk"
 	gosdk "github.com/butterfn/butter/sdk/go"
 )
 
@@ -377,4 +378,52 @@ func TestInstanceIsolation(t *testing.T) {
 	if own := syscall.Getpgrp(); pgid == 0 || pgid == own {
 		t.Errorf("instance process group %d, the pool's is %d: want a group of its own", pgid, own)
 	}
+}
+
+// A function whose minimum instances cannot start makes the pool
+// unhealthy, naming the function and the reason, while its neighbours
+// serve; when the cause is fixed, the pool's retries make it healthy.
+func TestHealthFailsWhileMinimumCannotStart(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "index.js"), []byte("throw new Error('broken at load')\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	broken := fn("broken", "node")
+	broken.Handler, broken.Bundle, broken.MinInstances = "index.handle", dir, 1
+	sdks, err := sdk.Install(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := pool.New(&pool.Config{Project: "test", Pool: "p", Functions: []pool.FunctionConfig{broken, fn("cat", "exec", "cat")}}, nil, pool.WithSDKs(sdks))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := p.Start(ctx); err == nil || !strings.Contains(err.Error(), "broken at load") {
+		t.Fatalf("Start error = %v, want the worker's load error", err)
+	}
+	srv := httptest.NewServer(p.Handler())
+	defer func() { srv.Close(); p.Stop() }()
+	health := func() (int, string) {
+		resp, err := http.Get(srv.URL + "/v1/health")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	code, body := health()
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "broken") || !strings.Contains(body, "0 of 1 minimum") {
+		t.Fatalf("health = %d %s, want 503 naming the broken function", code, body)
+	}
+	if a := invoke(t, srv, "cat", strings.NewReader("still serving"), nil); a.code != 200 || a.body != "still serving" {
+		t.Fatalf("neighbour: %+v", a)
+	}
+	// Fix the source: a retry brings the minimum back and the pool is healthy.
+	if err := os.WriteFile(filepath.Join(dir, "index.js"), []byte("exports.handle = async (input) => input\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "healthy after the fix", func() bool { c, _ := health(); return c == 200 })
 }
