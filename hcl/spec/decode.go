@@ -487,7 +487,13 @@ func (d *decoder) boolean(attr *hcl.Attribute) (bool, bool) {
 }
 
 func (d *decoder) strList(attr *hcl.Attribute) ([]string, bool) {
-	v, ok := d.value(attr, cty.List(cty.String), "a list of strings, like [\"./run.sh\", \"--fast\"]")
+	return d.strListOf(attr, "a list of strings, like [\"./run.sh\", \"--fast\"]")
+}
+
+// strListOf is strList with the argument's own description of what it
+// takes, for the diagnostic.
+func (d *decoder) strListOf(attr *hcl.Attribute, what string) ([]string, bool) {
+	v, ok := d.value(attr, cty.List(cty.String), what)
 	if !ok {
 		return nil, false
 	}

@@ -157,6 +157,9 @@ func (d *decoder) decodeFunction(p pending) {
 		switch b.Type {
 		case "trigger":
 			if t := d.decodeTrigger(b); t != nil {
+				if t.Type == TriggerHTTP && t.Timeout == 0 {
+					t.Timeout = f.Timeout // a route's deadline defaults to the function's
+				}
 				f.Triggers = append(f.Triggers, t)
 			}
 		case "instances":

@@ -178,7 +178,38 @@ type Trigger struct {
 	Auth   string // none | api_key | jwt
 	// RouteRange is where the route is written, for diagnostics.
 	RouteRange hcl.Range
-	Mode       string // direct | queued
+	// Mode is how the gateway invokes the target: "direct" (the default)
+	// proxies the request to a pool and streams the answer back; "queued"
+	// goes through Kafka and the caller waits for the reply; "async" goes
+	// through Kafka and answers 202 Accepted with an invocation id at once.
+	Mode string
+	// JWKSURL is the http(s) URL of the JSON Web Key Set whose keys sign
+	// the route's tokens. Set exactly when Auth is "jwt".
+	JWKSURL string
+	// Audience is the "aud" claim a token must carry. Set exactly when
+	// Auth is "jwt".
+	Audience string
+	// Issuer is the "iss" claim a token must carry; empty accepts any
+	// issuer. Only with Auth "jwt".
+	Issuer string
+	// MaxBody is the largest request body the route accepts, in bytes;
+	// 0 means no limit.
+	MaxBody int64
+	// Timeout is the route's deadline; an expired deadline answers 504.
+	// When the spec sets none, Load fills in the function's timeout, or
+	// for a pipeline the sum of its steps' timeouts.
+	Timeout time.Duration
+	// Rate limits the route to this many requests per second, across
+	// callers; 0 means no limit.
+	Rate float64
+	// Burst is how many requests above Rate the route absorbs at once (a
+	// token bucket's size): ceil(Rate) unless the spec says; 0 when Rate
+	// is 0.
+	Burst int
+	// CORSOrigins are the origins browsers may call the route from, as
+	// "scheme://host[:port]", or ["*"] for any; empty sends no CORS
+	// headers.
+	CORSOrigins []string
 
 	// cron
 	Schedule string

@@ -272,3 +272,131 @@ function "f" {
 		t.Errorf("empty deploy block = %+v", d)
 	}
 }
+
+func TestHTTPTriggerArguments(t *testing.T) {
+	fsys := fstest.MapFS{"p.fn.hcl": {Data: []byte(`
+project "p" {}
+function "f" {
+  runtime = "exec"
+  command = ["cat"]
+  timeout = "7s"
+  trigger "http" {
+    route        = "POST /f"
+    auth         = "jwt"
+    jwks_url     = "https://auth.example.com/.well-known/jwks.json"
+    audience     = "orders"
+    issuer       = "https://auth.example.com/"
+    max_body     = "64KiB"
+    timeout      = "3s"
+    rate         = 2.5
+    cors_origins = ["https://app.example.com", "http://localhost:3000"]
+    mode         = "async"
+  }
+  trigger "http" {
+    route    = "GET /f"
+    max_body = 10
+    rate     = 100
+    burst    = 500
+  }
+}
+function "g" {
+  runtime = "exec"
+  command = ["cat"]
+  timeout = "2s"
+}
+pipeline "both" {
+  steps = [function.f, function.g]
+  trigger "http" {
+    route = "POST /both"
+  }
+}
+pipeline "nested" {
+  steps = [pipeline.both, function.g]
+  trigger "http" {
+    route = "POST /nested"
+  }
+  trigger "http" {
+    route   = "POST /nested/quick"
+    timeout = "1s"
+  }
+}
+`)}}
+	proj, rep := spec.LoadFS(fsys, ".")
+	if proj == nil || len(rep.Diags) != 0 {
+		t.Fatalf("%v", rep.Diags)
+	}
+	f := proj.Function("f")
+	a, b := f.Triggers[0], f.Triggers[1]
+	if a.Auth != "jwt" || a.JWKSURL != "https://auth.example.com/.well-known/jwks.json" || a.Audience != "orders" || a.Issuer != "https://auth.example.com/" {
+		t.Errorf("jwt = %q %q %q %q", a.Auth, a.JWKSURL, a.Audience, a.Issuer)
+	}
+	if a.MaxBody != 64<<10 || a.Timeout.String() != "3s" || a.Rate != 2.5 || a.Burst != 3 || a.Mode != "async" {
+		t.Errorf("limits = max_body %d, timeout %v, rate %v, burst %d, mode %s", a.MaxBody, a.Timeout, a.Rate, a.Burst, a.Mode)
+	}
+	if len(a.CORSOrigins) != 2 || a.CORSOrigins[1] != "http://localhost:3000" {
+		t.Errorf("cors = %v", a.CORSOrigins)
+	}
+	// Defaults: no auth, direct, the function's timeout; a bare size is MiB.
+	if b.Auth != "none" || b.Mode != "direct" || b.Timeout.String() != "7s" || b.MaxBody != 10<<20 || b.Rate != 100 || b.Burst != 500 || b.CORSOrigins != nil {
+		t.Errorf("second trigger = %+v", b)
+	}
+	// A pipeline's route defaults to the sum of its steps' timeouts,
+	// nested pipelines included.
+	if got := proj.Pipeline("both").Triggers[0].Timeout.String(); got != "9s" {
+		t.Errorf("both's timeout = %s, want 9s", got)
+	}
+	nested := proj.Pipeline("nested")
+	if got := nested.Triggers[0].Timeout.String(); got != "11s" {
+		t.Errorf("nested's timeout = %s, want 11s", got)
+	}
+	if got := nested.Triggers[1].Timeout.String(); got != "1s" {
+		t.Errorf("nested's explicit timeout = %s, want 1s", got)
+	}
+}
+
+func TestJWKSOverPlainHTTPWarns(t *testing.T) {
+	for url, warns := range map[string]int{
+		"http://auth.example.com/jwks.json": 1,
+		"http://127.0.0.1:8080/jwks.json":   0,
+		"http://localhost/jwks.json":        0,
+		"https://auth.example.com/jwks":     0,
+	} {
+		fsys := fstest.MapFS{"p.fn.hcl": {Data: []byte(`
+project "p" {}
+function "f" {
+  runtime = "exec"
+  command = ["cat"]
+  trigger "http" {
+    route    = "POST /f"
+    auth     = "jwt"
+    jwks_url = "` + url + `"
+    audience = "f"
+  }
+}
+`)}}
+		proj, rep := spec.LoadFS(fsys, ".")
+		if proj == nil {
+			t.Fatalf("%s: %v", url, rep.Diags)
+		}
+		if _, w := rep.Counts(); w != warns {
+			t.Errorf("%s: %d warnings, want %d", url, w, warns)
+		}
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want int64
+		ok   bool
+	}{
+		{"10", 10 << 20, true}, {"10MiB", 10 << 20, true}, {"64KiB", 64 << 10, true}, {"512B", 512, true},
+		{"1GB", 1e9, true}, {"0", 0, false}, {"0B", 0, false}, {"-1", 0, false}, {"x", 0, false},
+		{"99999999999999999", 0, false},
+	} {
+		n, err := spec.ParseSize(c.in)
+		if (err == nil) != c.ok || n != c.want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d ok=%v", c.in, n, err, c.want, c.ok)
+		}
+	}
+}

@@ -1,12 +1,16 @@
 package spec
 
-import "strings"
+import (
+	"strings"
+	"time"
+)
 
 // validate runs the checks that span blocks: routes, pipeline cycles and
 // stream loops. Per-block checks happen while decoding.
 func (d *decoder) validate(p *Project) {
 	d.checkRoutes(p)
 	d.checkPipelineCycles(p)
+	fillPipelineTimeouts(p)
 	for _, f := range p.Functions {
 		for _, t := range f.Triggers {
 			if t.Type == TriggerStream && t.Stream != nil && t.Stream == f.Output {
@@ -102,6 +106,43 @@ func (d *decoder) checkPipelineCycles(p *Project) {
 	for _, pl := range p.Pipelines {
 		if state[pl] == unvisited {
 			visit(pl)
+		}
+	}
+}
+
+// fillPipelineTimeouts gives each pipeline route that sets no timeout the
+// sum of its steps' timeouts (nested pipelines included), so that every
+// step may use its whole timeout even when it waits for all its input.
+func fillPipelineTimeouts(p *Project) {
+	memo := map[*Pipeline]time.Duration{}
+	visiting := map[*Pipeline]bool{}
+	var total func(pl *Pipeline) time.Duration
+	total = func(pl *Pipeline) time.Duration {
+		if v, ok := memo[pl]; ok {
+			return v
+		}
+		if visiting[pl] {
+			return 0 // a cycle, reported by checkPipelineCycles
+		}
+		visiting[pl] = true
+		var sum time.Duration
+		for _, s := range pl.Steps {
+			switch {
+			case s.Function != nil:
+				sum += s.Function.Timeout
+			case s.Pipeline != nil:
+				sum += total(s.Pipeline)
+			}
+		}
+		visiting[pl] = false
+		memo[pl] = sum
+		return sum
+	}
+	for _, pl := range p.Pipelines {
+		for _, t := range pl.Triggers {
+			if t.Type == TriggerHTTP && t.Timeout == 0 {
+				t.Timeout = total(pl)
+			}
 		}
 	}
 }

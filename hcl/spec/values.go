@@ -2,6 +2,7 @@ package spec
 
 import (
 	"fmt"
+	"math"
 	"regexp"
 	"strconv"
 	"strings"
@@ -70,6 +71,34 @@ func ParseSizeMiB(s string) (int, error) {
 		return 0, fmt.Errorf("size %q is below 1 MiB", s)
 	}
 	return int((b + mib - 1) / mib), nil
+}
+
+// ParseSize parses a size in bytes. Like ParseSizeMiB, a bare number is
+// MiB; a string may carry any unit go-humanize knows ("64KiB", "10MiB",
+// "1GB", "512B").
+func ParseSize(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	const mib = 1 << 20
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		if n <= 0 {
+			return 0, fmt.Errorf("size must be positive")
+		}
+		if n > math.MaxInt64/mib {
+			return 0, fmt.Errorf("size %q is too large", s)
+		}
+		return n * mib, nil
+	}
+	b, err := humanize.ParseBytes(s)
+	if err != nil {
+		return 0, fmt.Errorf("invalid size %q", s)
+	}
+	if b == 0 {
+		return 0, fmt.Errorf("size must be positive")
+	}
+	if b > math.MaxInt64 {
+		return 0, fmt.Errorf("size %q is too large", s)
+	}
+	return int64(b), nil
 }
 
 // cronParser accepts five fields, or six with a leading seconds field, and

@@ -1,0 +1,8 @@
+function "f" {
+  runtime = "exec"
+  command = ["cat"]
+  trigger "http" {
+    route = "POST /f"
+    auth  = "jwt"
+  }
+}
