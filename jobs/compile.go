@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -42,8 +43,9 @@ const (
 	// drainGrace is added to the longest function timeout to form the
 	// task's kill_timeout, so in-flight calls finish before Nomad kills.
 	drainGrace = 5 * time.Second
-	// defaultProgressDeadline is Nomad's default update.progress_deadline.
-	defaultProgressDeadline = 10 * time.Minute
+	// healthCheckChecks is update.health_check = "checks": an allocation
+	// is healthy when its tasks run and the service's checks pass.
+	healthCheckChecks = "checks"
 )
 
 // Meta keys set on every job.
@@ -51,6 +53,10 @@ const (
 	MetaProject  = "butter_project"
 	MetaRevision = "butter_revision"
 	MetaGitSHA   = "butter_git_sha"
+	// MetaAutoRollback is "true" or "false": whether the control plane
+	// rolls a failed deployment of this job back (the project's
+	// deploy.auto_rollback). Nomad's own auto_revert stays off.
+	MetaAutoRollback = "butter_auto_rollback"
 )
 
 type options struct {
@@ -183,7 +189,7 @@ func Compile(p *spec.Project, opts ...Option) (*Compiled, error) {
 	job.Region = nil
 	job.Priority = nil
 	job.Datacenters = o.datacenters
-	job.Meta = map[string]string{MetaProject: p.Name, MetaRevision: rev}
+	job.Meta = map[string]string{MetaProject: p.Name, MetaRevision: rev, MetaAutoRollback: strconv.FormatBool(deploySettings(p).AutoRollback)}
 	if o.gitSHA != "" {
 		job.Meta[MetaGitSHA] = o.gitSHA
 	}
@@ -331,16 +337,14 @@ func (o *options) group(p *spec.Project, rev, pool string, fns []*spec.Function,
 		Artifacts: artifacts,
 	}
 	count := 1
+	// kill_timeout lets the longest call finish on a drain. Nomad rejects
+	// a kill_timeout longer than a non-zero progress_deadline; the update
+	// block below sets progress_deadline = 0, which Nomad exempts from
+	// that check, so any function timeout gives a valid job.
 	killTimeout := longest + drainGrace
-	var update *api.UpdateStrategy
-	if killTimeout >= defaultProgressDeadline {
-		// Nomad rejects a kill_timeout past the group's progress deadline:
-		// stretch the deadline so a long function can drain on redeploy.
-		update = &api.UpdateStrategy{ProgressDeadline: new(killTimeout + 5*time.Minute)}
-	}
 	task.KillTimeout = &killTimeout
 	return &api.TaskGroup{
-		Update: update,
+		Update: updateStrategy(p),
 		Name:   new(pool),
 		Count:  &count,
 		Scaling: &api.ScalingPolicy{
@@ -364,6 +368,36 @@ func (o *options) group(p *spec.Project, rev, pool string, fns []*spec.Function,
 			}},
 		}},
 		Tasks: []*api.Task{task},
+	}
+}
+
+// deploySettings returns the project's deploy block, or the defaults for
+// a project that was not built by spec.Load.
+func deploySettings(p *spec.Project) spec.Deploy {
+	if p.Deploy.HealthyDeadline <= 0 {
+		return spec.DefaultDeploy()
+	}
+	return p.Deploy
+}
+
+// updateStrategy is every group's update block. One allocation at a time
+// is replaced, and counts as healthy once its service checks have passed
+// for min_healthy_time. progress_deadline = 0 makes Nomad fail the
+// deployment at the first allocation that is unhealthy (checks failing at
+// healthy_deadline, or the task failing) instead of waiting out a progress
+// deadline. Nomad's auto_revert stays off: the control plane decides
+// whether to roll back (job meta butter_auto_rollback), and activates the
+// previous revision itself, so that its record of the active revision and
+// Nomad's job never disagree.
+func updateStrategy(p *spec.Project) *api.UpdateStrategy {
+	d := deploySettings(p)
+	return &api.UpdateStrategy{
+		MaxParallel:      new(1),
+		HealthCheck:      new(healthCheckChecks),
+		MinHealthyTime:   new(d.MinHealthyTime),
+		HealthyDeadline:  new(d.HealthyDeadline),
+		ProgressDeadline: new(time.Duration(0)),
+		AutoRevert:       new(false),
 	}
 }
 

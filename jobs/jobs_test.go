@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/fstest"
+	"time"
 
 	"github.com/butterfn/butter/hcl/spec"
 	"github.com/butterfn/butter/jobs"
@@ -180,6 +182,68 @@ func TestCompileShape(t *testing.T) {
 	}
 	if *task.KillTimeout < 2e9 {
 		t.Errorf("kill_timeout %v is shorter than the longest function timeout", *task.KillTimeout)
+	}
+	// Every group rolls out one allocation at a time on its checks, with
+	// the deploy block's defaults, fails fast, and leaves rollback to the
+	// control plane.
+	for _, tg := range job.TaskGroups {
+		u := tg.Update
+		if u == nil || *u.MaxParallel != 1 || *u.HealthCheck != "checks" || *u.MinHealthyTime != 5*time.Second ||
+			*u.HealthyDeadline != 2*time.Minute || *u.ProgressDeadline != 0 || *u.AutoRevert {
+			t.Errorf("group %s: update = %+v", *tg.Name, u)
+		}
+	}
+	if job.Meta[jobs.MetaAutoRollback] != "true" {
+		t.Errorf("meta %s = %q, want \"true\"", jobs.MetaAutoRollback, job.Meta[jobs.MetaAutoRollback])
+	}
+}
+
+// TestDeployBlockReachesTheJob: the project's deploy block sets every
+// group's update block and the job's rollback meta; a function whose
+// timeout passes Nomad's default progress deadline still gives a job Nomad
+// accepts, since progress_deadline is 0.
+func TestDeployBlockReachesTheJob(t *testing.T) {
+	fsys := fstest.MapFS{"p.fn.hcl": {Data: []byte(`
+project "p" {
+  deploy {
+    min_healthy_time = "10s"
+    healthy_deadline = "5m"
+    auto_rollback    = false
+  }
+}
+function "slow" {
+  runtime = "exec"
+  command = ["cat"]
+  timeout = "20m"
+}
+`)}}
+	proj, rep := spec.LoadFS(fsys, ".")
+	if proj == nil {
+		t.Fatal(rep.Diags)
+	}
+	c, err := jobs.Compile(proj, jobs.WithFS(fsys))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg := c.Job.TaskGroups[0]
+	u := tg.Update
+	if *u.MinHealthyTime != 10*time.Second || *u.HealthyDeadline != 5*time.Minute || *u.ProgressDeadline != 0 || *u.AutoRevert {
+		t.Errorf("update = %+v", u)
+	}
+	if c.Job.Meta[jobs.MetaAutoRollback] != "false" {
+		t.Errorf("meta %s = %q, want \"false\"", jobs.MetaAutoRollback, c.Job.Meta[jobs.MetaAutoRollback])
+	}
+	if kt := *tg.Tasks[0].KillTimeout; kt != 20*time.Minute+5*time.Second {
+		t.Errorf("kill_timeout = %v, want 20m5s", kt)
+	}
+	hcl, err := jobs.RenderHCL(c.Job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`progress_deadline = "0s"`, `min_healthy_time  = "10s"`, `healthy_deadline  = "5m0s"`, `auto_revert       = false`, `butter_auto_rollback = "false"`} {
+		if !bytes.Contains(hcl, []byte(want)) {
+			t.Errorf("rendered HCL lacks %s:\n%s", want, hcl)
+		}
 	}
 }
 

@@ -93,6 +93,14 @@ job "butter-hello" {
         }
       }
     }
+    update {
+      max_parallel      = 1
+      health_check      = "checks"
+      min_healthy_time  = "5s"
+      healthy_deadline  = "2m0s"
+      progress_deadline = "0s"
+      auto_revert       = false
+    }
     network {
       port "invoke" {
       }
@@ -116,7 +124,8 @@ job "butter-hello" {
     }
   }
   meta {
-    butter_project  = "hello"
-    butter_revision = "f6de3c12eb86"
+    butter_auto_rollback = "true"
+    butter_project       = "hello"
+    butter_revision      = "f6de3c12eb86"
   }
 }

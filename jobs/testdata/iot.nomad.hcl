@@ -55,7 +55,12 @@ job "butter-iot" {
       }
     }
     update {
-      progress_deadline = "15m5s"
+      max_parallel      = 1
+      health_check      = "checks"
+      min_healthy_time  = "5s"
+      healthy_deadline  = "2m0s"
+      progress_deadline = "0s"
+      auto_revert       = false
     }
     network {
       port "invoke" {
@@ -183,6 +188,14 @@ job "butter-iot" {
         }
       }
     }
+    update {
+      max_parallel      = 1
+      health_check      = "checks"
+      min_healthy_time  = "5s"
+      healthy_deadline  = "2m0s"
+      progress_deadline = "0s"
+      auto_revert       = false
+    }
     network {
       port "invoke" {
       }
@@ -206,7 +219,8 @@ job "butter-iot" {
     }
   }
   meta {
-    butter_project  = "iot"
-    butter_revision = "eed3051efab1"
+    butter_auto_rollback = "true"
+    butter_project       = "iot"
+    butter_revision      = "eed3051efab1"
   }
 }

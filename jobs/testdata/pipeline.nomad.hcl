@@ -42,6 +42,14 @@ job "butter-pipeline" {
         memory_max = 384
       }
     }
+    update {
+      max_parallel      = 1
+      health_check      = "checks"
+      min_healthy_time  = "5s"
+      healthy_deadline  = "2m0s"
+      progress_deadline = "0s"
+      auto_revert       = false
+    }
     network {
       port "invoke" {
       }
@@ -65,7 +73,8 @@ job "butter-pipeline" {
     }
   }
   meta {
-    butter_project  = "pipeline"
-    butter_revision = "565a2525c92b"
+    butter_auto_rollback = "true"
+    butter_project       = "pipeline"
+    butter_revision      = "565a2525c92b"
   }
 }
