@@ -43,6 +43,9 @@ const (
 	// drainGrace is added to the longest function timeout to form the
 	// task's kill_timeout, so in-flight calls finish before Nomad kills.
 	drainGrace = 5 * time.Second
+	// TimerPartitions is the partition count of a tick topic: ticks are
+	// few, and one partition keeps them in order.
+	TimerPartitions = 1
 	// healthCheckChecks is update.health_check = "checks": an allocation
 	// is healthy when its tasks run and the service's checks pass.
 	healthCheckChecks = "checks"
@@ -238,9 +241,10 @@ func (o *options) group(p *spec.Project, rev, pool string, fns []*spec.Function,
 		mem += f.Memory * resident
 		memMax += f.Memory * f.Instances.Max
 		longest = max(longest, f.Timeout)
-		if f.Instances.Min > 0 || hasStreamTrigger(f) {
+		if f.Instances.Min > 0 || hasStreamTrigger(f) || hasCronTrigger(f) {
 			// An allocation must stay up to hold warm instances and to
-			// consume streams: Nomad cannot wake a pool on Kafka lag.
+			// consume streams and ticks: Nomad cannot wake a pool on
+			// Kafka lag.
 			minAllocs = 1
 		}
 		fn := map[string]any{
@@ -299,11 +303,12 @@ func (o *options) group(p *spec.Project, rev, pool string, fns []*spec.Function,
 			}
 			fn["state"] = []map[string]any{st}
 		}
+		// The pool consumes the function's streams, and its tick topic
+		// when it has cron triggers (the control plane fires the ticks
+		// into it). HTTP routes live in the gateway.
 		var triggers []map[string]any
 		for _, t := range f.Triggers {
 			if t.Type != spec.TriggerStream || t.Stream == nil {
-				// HTTP routes live in the gateway and cron timers in the
-				// control plane; the pool consumes streams only.
 				continue
 			}
 			tr := map[string]any{
@@ -318,6 +323,11 @@ func (o *options) group(p *spec.Project, rev, pool string, fns []*spec.Function,
 				tr["schema"] = fetch(schema, true)
 			}
 			triggers = append(triggers, tr)
+		}
+		if hasCronTrigger(f) {
+			// One tick topic per function, however many cron triggers:
+			// each tick's record key is its timer's ID.
+			triggers = append(triggers, timerTrigger(p.Name, f.Name))
 		}
 		if len(triggers) > 0 {
 			fn["stream"] = triggers
@@ -462,7 +472,9 @@ func taskConfig(p *spec.Project, rev, pool string, functions []map[string]any) m
 		"function": functions,
 	}
 	// The project's streams, so that the pool creates missing topics as the
-	// stream blocks say (partitions, retention, compaction).
+	// stream blocks say (partitions, retention, compaction), and its
+	// functions' tick topics: one partition, not compacted, the broker's
+	// retention.
 	var topics []map[string]any
 	for _, s := range p.Streams {
 		t := map[string]any{"name": Topic(p.Name, s.Name), "partitions": s.Partitions}
@@ -473,6 +485,11 @@ func taskConfig(p *spec.Project, rev, pool string, functions []map[string]any) m
 			t["compact"] = true
 		}
 		topics = append(topics, t)
+	}
+	for _, f := range p.Functions {
+		if hasCronTrigger(f) {
+			topics = append(topics, map[string]any{"name": TimerTopic(p.Name, f.Name), "partitions": TimerPartitions})
+		}
 	}
 	if len(topics) > 0 {
 		cfg["topic"] = topics

@@ -157,10 +157,26 @@ func TestCompileShape(t *testing.T) {
 	if fns[1]["output"] != "iot.readings" {
 		t.Errorf("ingest output = %v", fns[1]["output"])
 	}
-	// ingest keeps one warm instance and detect consumes a stream: the
-	// group cannot scale to zero allocations. batch can.
-	if *def.Scaling.Min != 1 || *job.TaskGroups[0].Scaling.Min != 0 {
+	// ingest keeps one warm instance and detect consumes a stream; nightly,
+	// in batch, consumes its tick topic: neither group may scale to zero
+	// allocations, since Nomad cannot wake a pool on Kafka lag.
+	if *def.Scaling.Min != 1 || *job.TaskGroups[0].Scaling.Min != 1 {
 		t.Errorf("scaling min: default=%d batch=%d", *def.Scaling.Min, *job.TaskGroups[0].Scaling.Min)
+	}
+	// nightly's cron trigger becomes one stream block on its tick topic,
+	// and every pool creates the tick topic with one partition.
+	batch := job.TaskGroups[0].Tasks[0].Config
+	nightly := batch["function"].([]map[string]any)[0]
+	ticks, _ := nightly["stream"].([]map[string]any)
+	if len(ticks) != 1 || ticks[0]["stream"] != "iot._timers.nightly" || ticks[0]["group"] != "butter.iot.nightly._timers" || ticks[0]["offset"] != "first" {
+		t.Errorf("nightly's tick trigger = %v", ticks)
+	}
+	for _, tg := range job.TaskGroups {
+		topics := tg.Tasks[0].Config["topic"].([]map[string]any)
+		last := topics[len(topics)-1]
+		if len(topics) != 4 || last["name"] != "iot._timers.nightly" || last["partitions"] != 1 || last["compact"] != nil {
+			t.Errorf("group %s: topics = %v", *tg.Name, topics)
+		}
 	}
 	svc := def.Services[0]
 	if svc.Provider != "nomad" || svc.PortLabel != jobs.PortLabel || svc.Name != "butter-iot-default" {
@@ -266,5 +282,92 @@ func TestRenderEscapes(t *testing.T) {
 	var back struct{ Job api.Job }
 	if err := json.Unmarshal(j, &back); err != nil || back.Job.Meta["tricky"] != job.Meta["tricky"] {
 		t.Errorf("JSON round trip: %v %q", err, back.Job.Meta["tricky"])
+	}
+}
+
+func TestTimers(t *testing.T) {
+	fsys := fstest.MapFS{"p.fn.hcl": {Data: []byte(`
+project "shop" {}
+stream "orders" {}
+function "report" {
+  runtime = "exec"
+  command = ["./report.sh"]
+  trigger "cron" {
+    schedule = "0 3 * * *"
+    timezone = "Europe/Paris"
+  }
+  trigger "http" {
+    route = "POST /report"
+  }
+  trigger "cron" {
+    schedule = "@every 1h"
+  }
+}
+function "audit" {
+  runtime = "exec"
+  command = ["cat"]
+  trigger "stream" {
+    stream = stream.orders
+  }
+  trigger "cron" {
+    schedule = "*/10 * * * * *"
+  }
+}
+function "plain" {
+  runtime = "exec"
+  command = ["cat"]
+}
+`)}}
+	proj, rep := spec.LoadFS(fsys, ".")
+	if proj == nil {
+		t.Fatal(rep.Diags)
+	}
+	got := jobs.Timers(proj)
+	want := []jobs.Timer{
+		{ID: "shop.audit.0", Function: "audit", Schedule: "*/10 * * * * *", Topic: "shop._timers.audit"},
+		{ID: "shop.report.0", Function: "report", Schedule: "0 3 * * *", Timezone: "Europe/Paris", Topic: "shop._timers.report"},
+		{ID: "shop.report.1", Function: "report", Schedule: "@every 1h", Topic: "shop._timers.report"},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("Timers = %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("timer %d = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	if g := jobs.TimerGroup("shop", "report"); g != "butter.shop.report._timers" {
+		t.Errorf("TimerGroup = %q", g)
+	}
+	// A tick topic never equals a stream's topic: stream names hold no
+	// dots and start with a letter.
+	if strings.Count(jobs.TimerTopic("shop", "report"), ".") != 2 || strings.Count(jobs.Topic("shop", "orders"), ".") != 1 {
+		t.Error("tick topics and stream topics must differ in their dots")
+	}
+
+	c, err := jobs.Compile(proj, jobs.WithFS(fsys))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := c.Job.TaskGroups[0].Tasks[0].Config
+	fns := cfg["function"].([]map[string]any)
+	// audit: its stream, then its tick topic; report: one tick topic for
+	// both cron triggers; plain: none.
+	audit, plain, report := fns[0]["stream"].([]map[string]any), fns[1]["stream"], fns[2]["stream"].([]map[string]any)
+	if len(audit) != 2 || audit[0]["stream"] != "shop.orders" || audit[1]["stream"] != "shop._timers.audit" || audit[1]["group"] != "butter.shop.audit._timers" {
+		t.Errorf("audit's streams = %v", audit)
+	}
+	if plain != nil {
+		t.Errorf("plain's streams = %v", plain)
+	}
+	if len(report) != 1 || report[0]["stream"] != "shop._timers.report" || report[0]["offset"] != "first" {
+		t.Errorf("report's streams = %v", report)
+	}
+	var names []string
+	for _, tp := range cfg["topic"].([]map[string]any) {
+		names = append(names, tp["name"].(string))
+	}
+	if strings.Join(names, " ") != "shop.orders shop._timers.audit shop._timers.report" {
+		t.Errorf("topics = %v", names)
 	}
 }

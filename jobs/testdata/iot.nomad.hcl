@@ -22,6 +22,11 @@ job "butter-iot" {
           name          = "nightly"
           runtime       = "exec"
           timeout       = "10m0s"
+          stream {
+            group  = "butter.iot.nightly._timers"
+            offset = "first"
+            stream = "iot._timers.nightly"
+          }
         }
         topic {
           name       = "iot.alerts"
@@ -37,6 +42,10 @@ job "butter-iot" {
           name       = "iot.readings"
           partitions = 6
           retention  = "168h0m0s"
+        }
+        topic {
+          name       = "iot._timers.nightly"
+          partitions = 1
         }
       }
       resources {
@@ -79,7 +88,7 @@ job "butter-iot" {
       }
     }
     scaling {
-      min     = 0
+      min     = 1
       max     = 10
       enabled = true
     }
@@ -153,6 +162,10 @@ job "butter-iot" {
           name       = "iot.readings"
           partitions = 6
           retention  = "168h0m0s"
+        }
+        topic {
+          name       = "iot._timers.nightly"
+          partitions = 1
         }
       }
       resources {

@@ -52,8 +52,14 @@ func TestTaskConfigContract(t *testing.T) {
 					Function []map[string]any
 				}
 				_ = json.Unmarshal(pcJSON, &pc)
-				if len(pc.Topic) != len(proj.Streams) {
-					t.Errorf("topics in the pool config: %d, want %d", len(pc.Topic), len(proj.Streams))
+				// The streams' topics, and one tick topic per function
+				// with cron triggers.
+				ticked := map[string]bool{}
+				for _, tm := range jobs.Timers(proj) {
+					ticked[tm.Function] = true
+				}
+				if len(pc.Topic) != len(proj.Streams)+len(ticked) {
+					t.Errorf("topics in the pool config: %d, want %d", len(pc.Topic), len(proj.Streams)+len(ticked))
 				}
 				for _, f := range tc.Functions {
 					sf := proj.Function(f.Name)
@@ -65,6 +71,9 @@ func TestTaskConfigContract(t *testing.T) {
 						if tr.Type == spec.TriggerStream {
 							streams++
 						}
+					}
+					if ticked[sf.Name] {
+						streams++ // the tick topic of its cron triggers
 					}
 					if len(f.Streams) != streams || (sf.Retry != nil) != (f.Retry != nil) {
 						t.Errorf("function %s: %d stream triggers, retry %v; want %d, %v", f.Name, len(f.Streams), f.Retry, streams, sf.Retry)

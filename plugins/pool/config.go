@@ -133,6 +133,15 @@ func LocalConfig(p *spec.Project) *Config {
 		}
 		c.Topics = append(c.Topics, tc)
 	}
+	// Tick topics of the functions with cron triggers, as jobs renders
+	// them: the control plane's timer service produces the ticks there.
+	ticked := map[string]bool{}
+	for _, t := range jobs.Timers(p) {
+		if !ticked[t.Function] {
+			ticked[t.Function] = true
+			c.Topics = append(c.Topics, TopicConfig{Name: t.Topic, Partitions: jobs.TimerPartitions})
+		}
+	}
 	if k := p.Kafka; k != nil {
 		c.Kafka = &KafkaConfig{Brokers: k.Brokers, TLS: k.TLS, SASLMechanism: k.SASLMechanism, SASLUsername: k.SASLUsername, SASLPasswordEnv: k.SASLPasswordEnv}
 	}
@@ -169,6 +178,15 @@ func LocalConfig(p *spec.Project) *Config {
 					Order:  t.Order,
 				})
 			}
+		}
+		if ticked[f.Name] {
+			// One tick topic per function, whatever its number of cron
+			// triggers; a new group starts from the first tick.
+			fc.Streams = append(fc.Streams, StreamTrigger{
+				Stream: jobs.TimerTopic(p.Name, f.Name),
+				Group:  jobs.TimerGroup(p.Name, f.Name),
+				Offset: string(spec.OffsetFirst),
+			})
 		}
 		if f.Retry != nil {
 			fc.Retry = &RetryConfig{Attempts: f.Retry.Attempts, Backoff: f.Retry.Backoff.String(), MaxBackoff: f.Retry.MaxBackoff.String()}
