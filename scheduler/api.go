@@ -25,6 +25,11 @@ import (
 //	DELETE /v1/operator/raft/peers/{id}   remove a server (leader)
 //	PUT    /v1/projects/{name}            create or update a project (leader)
 //	GET    /v1/projects[?stale]           list projects (leader, or this node with ?stale)
+//	GET    /v1/projects/{name}[?stale]    the active revision, its deployment and timers
+//	POST   /v1/projects/{name}/revisions  create (or re-activate) a revision (leader)
+//	GET    /v1/projects/{name}/revisions  list revisions with their deployment state
+//	POST   /v1/projects/{name}/rollback   activate the revision before the active one
+//	PUT    /v1/timers/{id}                define a timer outside any project
 //	PUT    /v1/blobs/sha256/{hex}         store a blob on this server (checked against its hash)
 //	GET    /v1/blobs/sha256/{hex}         serve a blob, fetched from a peer when missing
 //
@@ -143,6 +148,18 @@ func (s *Server) handler() http.Handler {
 		writeJSON(w, 200, out)
 	})
 	mux.HandleFunc("POST /v1/projects/{name}/rollback", s.leaderOnly(s.rollback))
+	mux.HandleFunc("GET /v1/projects/{name}", func(w http.ResponseWriter, r *http.Request) {
+		if _, stale := r.URL.Query()["stale"]; !stale && s.raft.State() != raft.Leader {
+			s.forward(w, r)
+			return
+		}
+		st, ok := s.projectStatus(r.PathValue("name"))
+		if !ok {
+			writeErr(w, 404, fmt.Errorf("no project %q; deploy it with butter deploy", r.PathValue("name")))
+			return
+		}
+		writeJSON(w, 200, st)
+	})
 	mux.HandleFunc("PUT /v1/projects/{name}", s.leaderOnly(func(w http.ResponseWriter, r *http.Request) {
 		p := fsm.Project{Name: r.PathValue("name"), Created: time.Now().UTC()}
 		if err := s.Apply(fsm.ProjectUpsertType, p); err != nil {
@@ -240,18 +257,23 @@ func (s *Server) createRevision(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if err := s.Apply(fsm.RevisionActivateType, fsm.Activation{Project: rev.Project, Revision: rev.ID}); err != nil {
+	reason := "deployed"
+	if rev.Author != "" {
+		reason += " by " + rev.Author
+	}
+	if err := s.Apply(fsm.RevisionActivateType, fsm.Activation{Project: rev.Project, Revision: rev.ID, Reason: reason}); err != nil {
 		writeErr(w, 500, err)
 		return
 	}
-	writeJSON(w, 200, map[string]any{"project": rev.Project, "revision": rev.ID, "new": !exists})
+	writeJSON(w, 200, map[string]any{"project": rev.Project, "revision": rev.ID, "new": !exists, "deployer": s.cfg.Nomad != nil})
 }
 
 // rollback activates the revision created before the active one.
 func (s *Server) rollback(w http.ResponseWriter, r *http.Request) {
 	project := r.PathValue("name")
-	var target string
+	var target, active string
 	s.fsm.Read(func(st *fsm.State) {
+		active = st.Active[project]
 		list := st.RevisionList(project)
 		for i, rev := range list {
 			if rev.ID == st.Active[project] && i > 0 {
@@ -263,9 +285,47 @@ func (s *Server) rollback(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, 409, fmt.Errorf("project %q has no revision before its active one", project))
 		return
 	}
-	if err := s.Apply(fsm.RevisionActivateType, fsm.Activation{Project: project, Revision: target}); err != nil {
+	if err := s.Apply(fsm.RevisionActivateType, fsm.Activation{Project: project, Revision: target, Reason: "rolled back from " + active}); err != nil {
 		writeErr(w, 500, err)
 		return
 	}
-	writeJSON(w, 200, map[string]string{"project": project, "revision": target})
+	writeJSON(w, 200, map[string]any{"project": project, "revision": target, "deployer": s.cfg.Nomad != nil})
+}
+
+// ProjectStatus is what `butter status` shows of a project.
+type ProjectStatus struct {
+	Project   string        `json:"project"`
+	Active    *fsm.Revision `json:"active,omitempty"`
+	Revisions int           `json:"revisions"`
+	Timers    []TimerStatus `json:"timers,omitempty"`
+	Stale     bool          `json:"stale"`
+}
+
+// TimerStatus is one of a project's timers and its last firing.
+type TimerStatus struct {
+	fsm.Timer
+	LastFired time.Time `json:"last_fired,omitzero"`
+}
+
+func (s *Server) projectStatus(name string) (ProjectStatus, bool) {
+	out := ProjectStatus{Project: name, Stale: s.raft.State() != raft.Leader}
+	var ok bool
+	s.fsm.Read(func(st *fsm.State) {
+		if _, ok = st.Projects[name]; !ok {
+			return
+		}
+		out.Revisions = len(st.Revisions[name])
+		if rev := st.Revisions[name][st.Active[name]]; rev != nil {
+			cp := *rev
+			cp.Specs, cp.Job = nil, nil
+			out.Active = &cp
+		}
+		for id, t := range st.TimerDefs {
+			if t.Project == name {
+				out.Timers = append(out.Timers, TimerStatus{Timer: *t, LastFired: st.Timers[id]})
+			}
+		}
+	})
+	sort.Slice(out.Timers, func(i, j int) bool { return out.Timers[i].ID < out.Timers[j].ID })
+	return out, ok
 }

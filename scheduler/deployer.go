@@ -3,8 +3,10 @@ package scheduler
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/butterfn/butter/scheduler/fsm"
@@ -12,61 +14,286 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// The deployer runs on the leader: it registers each project's active
-// revision's job with Nomad when it differs from what Nomad runs (the
-// job's butter_revision meta). A new leader picks up where the old one
-// stopped, because the comparison is with Nomad's own state.
+// The deployer runs on the leader. For each project it drives the active
+// revision through pending → deploying → healthy | failed:
 //
-// Not yet: following the Nomad deployment to healthy or failed, and the
-// automatic rollback of a failed revision.
+//   - pending: it registers the revision's job with Nomad (unless Nomad
+//     already runs that revision, judged by the job's butter_revision meta)
+//     and records the job version it got;
+//   - deploying: it follows Nomad's deployment of that job version, and
+//     records its progress (allocations placed and healthy per group);
+//   - successful: the revision is healthy;
+//   - failed: the revision is failed, with Nomad's reason and the failing
+//     allocations' check output, and — unless the job's
+//     butter_auto_rollback meta says "false" — the revision most recently
+//     healthy is activated again, which deploys it the same way.
+//
+// A healthy revision whose job Nomad no longer runs (stopped, or replaced
+// by hand) is registered again. Every step is recorded in Raft, so a new
+// leader resumes where the old one stopped.
 
-const metaRevision = "butter_revision"
+const (
+	metaRevision     = "butter_revision"
+	metaAutoRollback = "butter_auto_rollback"
+)
+
+// deployTick is how often the deployer looks at Nomad.
+const deployTick = 500 * time.Millisecond
+
+type deployWant struct {
+	project, revision string
+	job               json.RawMessage
+	status            fsm.DeployStatus
+}
 
 func (s *Server) runDeployer(ctx context.Context, nomad *api.Client) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(500 * time.Millisecond):
+		case <-time.After(deployTick):
 		}
 		if s.raft.State() != raft.Leader {
 			continue
 		}
-		type want struct {
-			project, revision string
-			job               json.RawMessage
-		}
-		var wants []want
+		var wants []deployWant
 		s.fsm.Read(func(st *fsm.State) {
 			for p, id := range st.Active {
 				if rev := st.Revisions[p][id]; rev != nil && len(rev.Job) > 0 {
-					wants = append(wants, want{p, id, rev.Job})
+					wants = append(wants, deployWant{p, id, rev.Job, rev.Deployment})
 				}
 			}
 		})
 		sort.Slice(wants, func(i, j int) bool { return wants[i].project < wants[j].project })
 		for _, w := range wants {
-			if err := s.deploy(nomad, w.project, w.revision, w.job); err != nil {
-				s.log.Warn("deploy failed; will retry", "project", w.project, "revision", w.revision, "error", err)
+			if err := s.reconcile(ctx, nomad, w); err != nil {
+				s.log.Warn("deploy step failed; will retry", "project", w.project, "revision", w.revision, "error", err)
 			}
 		}
 	}
 }
 
-// deploy registers the revision's job unless Nomad already runs it.
-func (s *Server) deploy(nomad *api.Client, project, revision string, raw json.RawMessage) error {
+func (s *Server) setStatus(project, revision string, st fsm.DeployStatus) error {
+	st.Updated = time.Now().UTC()
+	return s.Apply(fsm.RevisionStatusType, fsm.RevisionStatus{Project: project, Revision: revision, Status: st})
+}
+
+// reconcile takes one step for the project's active revision.
+func (s *Server) reconcile(ctx context.Context, nomad *api.Client, w deployWant) error {
 	var wrapped struct{ Job *api.Job }
-	if err := json.Unmarshal(raw, &wrapped); err != nil || wrapped.Job == nil || wrapped.Job.ID == nil {
-		return fmt.Errorf("revision %s carries no valid job: %v", revision, err)
+	if err := json.Unmarshal(w.job, &wrapped); err != nil || wrapped.Job == nil || wrapped.Job.ID == nil {
+		return s.fail(w, fmt.Sprintf("the revision carries no valid job (%v)", err))
 	}
 	job := wrapped.Job
-	current, _, err := nomad.Jobs().Info(*job.ID, nil)
-	if err == nil && current.Meta[metaRevision] == revision && (current.Stop == nil || !*current.Stop) {
-		return nil
+	q := (&api.QueryOptions{}).WithContext(ctx)
+	current, _, err := nomad.Jobs().Info(*job.ID, q)
+	if err != nil && !isNotFound(err) {
+		return fmt.Errorf("read job %s: %w", *job.ID, err)
 	}
-	if _, _, err := nomad.Jobs().Register(job, nil); err != nil {
-		return fmt.Errorf("register job %s: %w", *job.ID, err)
+	runs := err == nil && current.Meta[metaRevision] == w.revision && (current.Stop == nil || !*current.Stop)
+
+	switch w.status.Status {
+	case fsm.StatusHealthy:
+		if runs {
+			return nil
+		}
+		// Drift: the job was stopped or replaced outside Butter.
+		fallthrough
+	case fsm.StatusPending, "":
+		if !runs {
+			wq := (&api.WriteOptions{}).WithContext(ctx)
+			if _, _, err := nomad.Jobs().Register(job, wq); err != nil {
+				if isClientError(err) {
+					return s.fail(w, fmt.Sprintf("Nomad refused job %s: %v", *job.ID, err))
+				}
+				return fmt.Errorf("register job %s: %w", *job.ID, err)
+			}
+			current, _, err = nomad.Jobs().Info(*job.ID, q)
+			if err != nil {
+				return fmt.Errorf("read job %s after registering it: %w", *job.ID, err)
+			}
+			s.log.Info("registered revision with Nomad", "project", w.project, "revision", w.revision, "job", *job.ID, "version", deref(current.Version))
+		}
+		return s.setStatus(w.project, w.revision, fsm.DeployStatus{
+			Status:     fsm.StatusDeploying,
+			Message:    fmt.Sprintf("job %s version %d registered; waiting for Nomad's deployment", *job.ID, deref(current.Version)),
+			JobVersion: deref(current.Version),
+			HealthyAt:  w.status.HealthyAt,
+		})
+	case fsm.StatusDeploying:
+		if !runs {
+			// Replaced while deploying: start over.
+			return s.setStatus(w.project, w.revision, fsm.DeployStatus{Status: fsm.StatusPending, Message: "Nomad runs another job version; registering again", HealthyAt: w.status.HealthyAt})
+		}
+		return s.follow(ctx, nomad, w, *job.ID, job.Meta[metaAutoRollback] != "false")
 	}
-	s.log.Info("registered revision with Nomad", "project", project, "revision", revision, "job", *job.ID)
+	return nil // failed: stays until the next activation
+}
+
+// follow reads Nomad's deployment of the revision's job version.
+func (s *Server) follow(ctx context.Context, nomad *api.Client, w deployWant, jobID string, autoRollback bool) error {
+	q := (&api.QueryOptions{}).WithContext(ctx)
+	deps, _, err := nomad.Jobs().Deployments(jobID, false, q)
+	if err != nil {
+		return fmt.Errorf("list deployments of %s: %w", jobID, err)
+	}
+	var dep *api.Deployment
+	for _, d := range deps {
+		if d.JobVersion == w.status.JobVersion && (dep == nil || d.CreateIndex > dep.CreateIndex) {
+			dep = d
+		}
+	}
+	st := w.status
+	if dep == nil {
+		return nil // Nomad has not created it yet
+	}
+	st.NomadDeployment = dep.ID
+	switch dep.Status {
+	case api.DeploymentStatusSuccessful:
+		st.Status = fsm.StatusHealthy
+		st.Message = "deployment " + short(dep.ID) + " successful: " + progress(dep)
+		st.HealthyAt = time.Now().UTC()
+		s.log.Info("revision healthy", "project", w.project, "revision", w.revision, "deployment", dep.ID)
+		return s.setStatus(w.project, w.revision, st)
+	case api.DeploymentStatusFailed, api.DeploymentStatusCancelled:
+		why := fmt.Sprintf("deployment %s %s: %s", short(dep.ID), dep.Status, dep.StatusDescription)
+		if detail := s.failureDetail(ctx, nomad, dep.ID); detail != "" {
+			why += "; " + detail
+		}
+		return s.failAndRollback(w, why, autoRollback)
+	default:
+		msg := fmt.Sprintf("deployment %s %s: %s", short(dep.ID), dep.Status, progress(dep))
+		if msg == st.Message {
+			return nil
+		}
+		st.Message = msg
+		return s.setStatus(w.project, w.revision, st)
+	}
+}
+
+func (s *Server) fail(w deployWant, why string) error {
+	return s.failAndRollback(w, why, true)
+}
+
+// failAndRollback records the failure and activates the revision most
+// recently healthy, when there is one and rollback is on.
+func (s *Server) failAndRollback(w deployWant, why string, autoRollback bool) error {
+	var target string
+	var best time.Time
+	s.fsm.Read(func(st *fsm.State) {
+		for id, rev := range st.Revisions[w.project] {
+			if id != w.revision && !rev.Deployment.HealthyAt.IsZero() && rev.Deployment.HealthyAt.After(best) {
+				target, best = id, rev.Deployment.HealthyAt
+			}
+		}
+	})
+	msg := why
+	switch {
+	case !autoRollback:
+		msg += "; automatic rollback is off (deploy { auto_rollback = false })"
+	case target == "":
+		msg += "; no earlier revision was ever healthy, so there is nothing to roll back to"
+	default:
+		msg += "; rolled back to " + target
+	}
+	s.log.Error("revision failed", "project", w.project, "revision", w.revision, "reason", msg)
+	st := w.status
+	st.Status, st.Message = fsm.StatusFailed, msg
+	if err := s.setStatus(w.project, w.revision, st); err != nil {
+		return err
+	}
+	if autoRollback && target != "" {
+		return s.Apply(fsm.RevisionActivateType, fsm.Activation{Project: w.project, Revision: target, Reason: "automatic rollback: revision " + w.revision + " failed"})
+	}
 	return nil
+}
+
+// failureDetail names the deployment's unhealthy allocations and what
+// their checks and tasks said.
+func (s *Server) failureDetail(ctx context.Context, nomad *api.Client, deploymentID string) string {
+	q := (&api.QueryOptions{}).WithContext(ctx)
+	allocs, _, err := nomad.Deployments().Allocations(deploymentID, q)
+	if err != nil {
+		return ""
+	}
+	var parts []string
+	for _, a := range allocs {
+		if a.DeploymentStatus == nil || a.DeploymentStatus.Healthy == nil || *a.DeploymentStatus.Healthy {
+			continue
+		}
+		part := "allocation " + short(a.ID) + " unhealthy"
+		if checks, err := nomad.Allocations().Checks(a.ID, q); err == nil {
+			for _, c := range checks {
+				if c.Status != "success" && c.Output != "" {
+					part += ": check " + c.Check + " said " + strings.TrimSpace(truncate(c.Output, 800))
+					break
+				}
+			}
+		}
+		for task, ts := range a.TaskStates {
+			if ts.Failed && len(ts.Events) > 0 {
+				ev := ts.Events[len(ts.Events)-1]
+				part += fmt.Sprintf(": task %s failed: %s", task, ev.DisplayMessage)
+			}
+		}
+		parts = append(parts, part)
+		if len(parts) == 3 {
+			break
+		}
+	}
+	return strings.Join(parts, "; ")
+}
+
+// progress summarises a deployment's groups: "main 1/1 placed, 0 healthy".
+func progress(d *api.Deployment) string {
+	var names []string
+	for n := range d.TaskGroups {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var parts []string
+	for _, n := range names {
+		g := d.TaskGroups[n]
+		p := fmt.Sprintf("%s %d/%d placed, %d healthy", n, g.PlacedAllocs, g.DesiredTotal, g.HealthyAllocs)
+		if g.UnhealthyAllocs > 0 {
+			p += fmt.Sprintf(", %d unhealthy", g.UnhealthyAllocs)
+		}
+		parts = append(parts, p)
+	}
+	return strings.Join(parts, "; ")
+}
+
+func isNotFound(err error) bool {
+	var ue api.UnexpectedResponseError
+	if errors.As(err, &ue) {
+		return ue.StatusCode() == 404
+	}
+	return strings.Contains(err.Error(), "404")
+}
+
+// isClientError is true when Nomad refused the request itself (4xx), as
+// opposed to being unreachable.
+func isClientError(err error) bool {
+	var ue api.UnexpectedResponseError
+	if errors.As(err, &ue) {
+		return ue.StatusCode() >= 400 && ue.StatusCode() < 500
+	}
+	return strings.Contains(err.Error(), "Unexpected response code: 4")
+}
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}
+
+func short(id string) string { return truncate(id, 8) }
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
 }

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/butterfn/butter/broker"
 	"github.com/butterfn/butter/hcl/spec"
 	"github.com/butterfn/butter/scheduler/fsm"
 	"github.com/hashicorp/raft"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -31,13 +33,35 @@ type Firer interface {
 	Fire(ctx context.Context, t *fsm.Timer, tick time.Time) error
 }
 
-// KafkaFirer produces ticks to the timer's topic.
-type KafkaFirer struct{ Client *kgo.Client }
+// KafkaFirer produces ticks to the timer's topic, creating the topic
+// (one partition) before its first tick: kfake and many clusters do not
+// create topics on produce.
+type KafkaFirer struct {
+	Client *kgo.Client
+
+	mu      sync.Mutex
+	ensured map[string]bool
+}
 
 // Fire produces the tick's event and waits for the acknowledgement.
-func (k KafkaFirer) Fire(ctx context.Context, t *fsm.Timer, tick time.Time) error {
+func (k *KafkaFirer) Fire(ctx context.Context, t *fsm.Timer, tick time.Time) error {
+	k.mu.Lock()
+	ok := k.ensured[t.Topic]
+	k.mu.Unlock()
+	if !ok {
+		if err := broker.EnsureTopics(ctx, kadm.NewClient(k.Client), []broker.Topic{{Name: t.Topic, Partitions: 1}}); err != nil {
+			return fmt.Errorf("create tick topic %s: %w", t.Topic, err)
+		}
+		k.mu.Lock()
+		if k.ensured == nil {
+			k.ensured = map[string]bool{}
+		}
+		k.ensured[t.Topic] = true
+		k.mu.Unlock()
+	}
 	id := t.ID + "@" + tick.UTC().Format(time.RFC3339Nano)
-	rec := broker.NewEvent(t.Topic, []byte(t.ID), []byte(`{"tick":"`+tick.UTC().Format(time.RFC3339Nano)+`"}`), id, "butter/timers", "butter.timer")
+	body := `{"timer":"` + t.ID + `","tick":"` + tick.UTC().Format(time.RFC3339Nano) + `"}`
+	rec := broker.NewEvent(t.Topic, []byte(t.ID), []byte(body), id, "butter/timers", "butter.timer")
 	return k.Client.ProduceSync(ctx, rec).FirstErr()
 }
 

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/butterfn/butter/bundle"
 	"github.com/butterfn/butter/hcl/spec"
@@ -26,11 +27,22 @@ Usage: butter deploy [options] [dir]
 
   Validates the project in dir (default: the current directory), uploads each
   function's bundle to the control plane by content hash, and records a
-  revision (spec files, bundle digests, git commit, the rendered job) that
-  becomes the project's active revision. Deploying unchanged content
-  activates the existing revision.
+  revision (spec files, bundle digests, git commit, the rendered job, the
+  cron timers) that becomes the project's active revision. Deploying
+  unchanged content activates the existing revision.
+
+  When the control plane deploys to Nomad, the command then follows the
+  deployment and prints its progress until the revision is healthy (exit 0)
+  or failed (exit 1; a failed revision is rolled back to the last healthy
+  one unless the project's deploy block sets auto_rollback = false).
 
 Options:
+
+  -detach
+    Return once the revision is recorded, without following the deployment.
+
+  -timeout=10m
+    How long to follow the deployment. The deployment goes on after it.
 ` + addrHelp)
 }
 
@@ -49,6 +61,8 @@ func gitSHA(dir string) (sha string, dirty bool) {
 func (c *deployCommand) Run(args []string) int {
 	fset := newFlagSet("deploy")
 	addr := fset.String("address", "", "")
+	detach := fset.Bool("detach", false, "")
+	timeout := fset.Duration("timeout", 10*time.Minute, "")
 	pos, err := parseInterspersed(fset, args)
 	if err != nil || len(pos) > 1 {
 		return usageError(c.ui, c.Help(), err, pos, 1)
@@ -115,9 +129,14 @@ func (c *deployCommand) Run(args []string) int {
 		return exitInvalid
 	}
 	author := os.Getenv("USER")
+	timers := []map[string]string{}
+	for _, t := range jobs.Timers(proj) {
+		timers = append(timers, map[string]string{"id": t.ID, "schedule": t.Schedule, "timezone": t.Timezone, "topic": t.Topic})
+	}
 	body, _ := json.Marshal(map[string]any{
 		"id": compiled.Revision, "specs": specs, "bundles": bundles,
 		"git_sha": sha, "dirty": dirty, "author": author, "job": json.RawMessage(jobJSON),
+		"timers": timers,
 	})
 	resp, err := callAPI("POST", base+"/v1/projects/"+proj.Name+"/revisions", bytes.NewReader(body), int64(len(body)))
 	if err != nil {
@@ -128,6 +147,7 @@ func (c *deployCommand) Run(args []string) int {
 	var out struct {
 		Revision string
 		New      bool
+		Deployer bool
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
 		c.ui.Error("Error: " + err.Error())
@@ -138,6 +158,21 @@ func (c *deployCommand) Run(args []string) int {
 		what = "new"
 	}
 	c.ui.Output(fmt.Sprintf("Revision %s of project %q is active (%s).", out.Revision, proj.Name, what))
+	return follow(c.ui, base, proj.Name, out.Revision, out.Deployer && !*detach, *timeout)
+}
+
+// follow watches the revision's deployment when asked, and turns the
+// outcome into an exit code.
+func follow(ui cli.Ui, base, project, revision string, watch bool, timeout time.Duration) int {
+	if !watch {
+		return exitOK
+	}
+	if err := watchDeployment(ui, base, project, revision, timeout); err != nil {
+		if !errors.Is(err, errDeployFailed) {
+			ui.Error("Error: " + err.Error())
+		}
+		return exitInvalid
+	}
 	return exitOK
 }
 
@@ -169,8 +204,10 @@ func (c *revisionsCommand) Run(args []string) int {
 		c.ui.Error("Error: " + err.Error())
 		return exitInvalid
 	}
-	c.ui.Output(fmt.Sprintf("%-14s %-8s %-30s %s", "Revision", "Active", "Created", "Git"))
+	c.ui.Output(fmt.Sprintf("%-14s %-8s %-10s %-30s %s", "Revision", "Active", "Status", "Created", "Git"))
 	for _, r := range raw {
+		dep, _ := r["deployment"].(map[string]any)
+		status, _ := dep["status"].(string)
 		active := ""
 		if r["active"] == true {
 			active = "*"
@@ -179,7 +216,7 @@ func (c *revisionsCommand) Run(args []string) int {
 		if r["dirty"] == true {
 			git += "-dirty"
 		}
-		c.ui.Output(fmt.Sprintf("%-14v %-8s %-30v %s", r["id"], active, r["created"], git))
+		c.ui.Output(fmt.Sprintf("%-14v %-8s %-10s %-30v %s", r["id"], active, or(status, "-"), r["created"], git))
 	}
 	return exitOK
 }
@@ -191,7 +228,8 @@ func (c *rollbackCommand) Help() string {
 	return trimHelp(`
 Usage: butter rollback [options] <project>
 
-  Makes the revision before the active one the project's active revision.
+  Makes the revision before the active one the project's active revision,
+  and follows its deployment like butter deploy.
 
 Options:
 ` + addrHelp)
@@ -207,10 +245,13 @@ func (c *rollbackCommand) Run(args []string) int {
 		return exitInvalid
 	}
 	defer resp.Body.Close()
-	var out struct{ Revision string }
+	var out struct {
+		Revision string
+		Deployer bool
+	}
 	_ = json.NewDecoder(resp.Body).Decode(&out)
 	c.ui.Output(fmt.Sprintf("Project %q rolled back to revision %s.", project, out.Revision))
-	return exitOK
+	return follow(c.ui, serverAddr(addr), project, out.Revision, out.Deployer, 10*time.Minute)
 }
 
 // projectArgs parses the arguments of a command that takes -address and

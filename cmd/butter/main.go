@@ -48,6 +48,7 @@ func run(args []string) int {
 		"deploy":                    func() (cli.Command, error) { return &deployCommand{ui: ui}, nil },
 		"revisions":                 func() (cli.Command, error) { return &revisionsCommand{ui: ui}, nil },
 		"rollback":                  func() (cli.Command, error) { return &rollbackCommand{ui: ui}, nil },
+		"status":                    func() (cli.Command, error) { return &statusCommand{ui: ui}, nil },
 		"operator raft list-peers":  func() (cli.Command, error) { return &listPeersCommand{ui: ui}, nil },
 		"operator raft remove-peer": func() (cli.Command, error) { return &removePeerCommand{ui: ui}, nil },
 		"operator snapshot save":    func() (cli.Command, error) { return &snapshotSaveCommand{ui: ui}, nil },

@@ -94,7 +94,7 @@ func (c *serverCommand) Run(args []string) int {
 			var cl *kgo.Client
 			if cl, err = kgo.NewClient(append(opts, broker.ProducerOpts()...)...); err == nil {
 				defer cl.Close()
-				firer = scheduler.KafkaFirer{Client: cl}
+				firer = &scheduler.KafkaFirer{Client: cl}
 			}
 		}
 		if err != nil {

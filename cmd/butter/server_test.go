@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -546,6 +547,13 @@ func TestDeployToNomad(t *testing.T) {
 	if err := os.CopyFS(dir, os.DirFS(filepath.Join(root, "examples", "hello"))); err != nil {
 		t.Fatal(err)
 	}
+	// A short healthy deadline, so the failing revision below fails fast.
+	editFile(t, filepath.Join(dir, "hello.fn.hcl"), `project "hello" {}`, `project "hello" {
+  deploy {
+    min_healthy_time = "1s"
+    healthy_deadline = "25s"
+  }
+}`)
 	running := func(rev string) func() bool {
 		return func() bool {
 			job, _, err := agent.Client.Jobs().Info("butter-hello", nil)
@@ -566,9 +574,10 @@ func TestDeployToNomad(t *testing.T) {
 	}
 	r := butter(t, ".", "deploy", "-address", addr, dir)
 	first := revisionIn(r.stdout)
-	if r.code != 0 || first == "" {
-		t.Fatalf("deploy: %+v", r)
+	if r.code != 0 || first == "" || !strings.Contains(r.stdout, "deploying: ") || !strings.Contains(r.stdout, "is healthy") {
+		t.Fatalf("deploy should follow the Nomad deployment to healthy: %+v", r)
 	}
+	t.Logf("deploy output:\n%s", r.stdout)
 	waitFor(t, 3*time.Minute, "revision "+first+" running in Nomad", running(first))
 
 	if err := os.WriteFile(filepath.Join(dir, "functions", "echo-node", "index.js"), []byte("exports.handle = async (x) => x;\n"), 0o644); err != nil {
@@ -581,10 +590,55 @@ func TestDeployToNomad(t *testing.T) {
 	}
 	waitFor(t, 3*time.Minute, "revision "+second+" running in Nomad", running(second))
 
-	if r := butter(t, ".", "rollback", "-address", addr, "hello"); r.code != 0 {
+	if r := butter(t, ".", "rollback", "-address", addr, "hello"); r.code != 0 || !strings.Contains(r.stdout, "is healthy") {
 		t.Fatalf("rollback: %+v", r)
 	}
 	waitFor(t, 3*time.Minute, "revision "+first+" running again after the rollback", running(first))
+
+	// A revision whose allocations fail: echo-node keeps one instance, and
+	// its module throws at load, so the pool's health check fails and the
+	// Nomad deployment fails at its healthy deadline. The deployer reports
+	// the revision failed and rolls back to the last healthy one.
+	editFile(t, filepath.Join(dir, "hello.fn.hcl"), "min         = 0", "min         = 1")
+	if err := os.WriteFile(filepath.Join(dir, "functions", "echo-node", "index.js"), []byte("throw new Error('broken on purpose');\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r = butter(t, ".", "deploy", "-address", addr, dir)
+	third := revisionIn(r.stdout)
+	t.Logf("failing deploy output:\n%s\n%s", r.stdout, r.stderr)
+	if r.code != 1 || third == "" || third == first || third == second {
+		t.Fatalf("the failing revision's deploy should exit 1: %+v", r)
+	}
+	if !strings.Contains(r.stdout, "failed: ") || !strings.Contains(r.stdout, "rolled back to "+first) || !strings.Contains(r.stderr, "is back on revision "+first) {
+		t.Fatalf("the deploy output should report the failure and the rollback to %s: %+v", first, r)
+	}
+	if !strings.Contains(r.stdout, "echo-node") {
+		t.Errorf("the failure should name the function whose instances cannot start: %s", r.stdout)
+	}
+	waitFor(t, 3*time.Minute, "revision "+first+" running again after the automatic rollback", running(first))
+	waitFor(t, 3*time.Minute, "revision "+first+" healthy again", func() bool {
+		r := butter(t, ".", "status", "-address", addr, "hello")
+		return r.code == 0 && strings.Contains(r.stdout, "Active     "+first) && strings.Contains(r.stdout, "Status     healthy")
+	})
+	r = butter(t, ".", "revisions", "-address", addr, "hello")
+	if !regexp.MustCompile(third + `\s+failed`).MatchString(r.stdout) {
+		t.Errorf("revisions should list %s as failed:\n%s", third, r.stdout)
+	}
+}
+
+// editFile replaces old with new in a file, and fails when old is absent.
+func editFile(t *testing.T, path, old, new string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), old) {
+		t.Fatalf("%s has no %q", path, old)
+	}
+	if err := os.WriteFile(path, []byte(strings.Replace(string(b), old, new, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // singleServer starts a one-node `butter server` and waits until it leads.

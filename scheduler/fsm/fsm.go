@@ -39,6 +39,8 @@ const (
 	APIKeyDeleteType     MessageType = 6
 	TimerPutType         MessageType = 7
 	TimerDeleteType      MessageType = 8
+	RevisionStatusType   MessageType = 9
+	TimersSyncType       MessageType = 10
 )
 
 // commandVersion is the version of the payloads this FSM understands;
@@ -83,12 +85,63 @@ type Revision struct {
 	// Job is the rendered Nomad job (JSON, as `nomad job run -json`
 	// takes it): no secret values ever appear in it.
 	Job json.RawMessage `json:"job,omitempty"`
+	// Timers are the revision's cron triggers; activating the revision
+	// makes them the project's timers.
+	Timers []*Timer `json:"timers,omitempty"`
+
+	// Deployment is what the deployer last saw of this revision in Nomad.
+	Deployment DeployStatus `json:"deployment"`
+}
+
+// The deployment states of a revision.
+const (
+	// StatusPending: activated, not yet registered with Nomad.
+	StatusPending = "pending"
+	// StatusDeploying: registered; Nomad's deployment is in progress.
+	StatusDeploying = "deploying"
+	// StatusHealthy: Nomad's deployment succeeded.
+	StatusHealthy = "healthy"
+	// StatusFailed: Nomad's deployment failed (or the job could not be
+	// registered).
+	StatusFailed = "failed"
+)
+
+// DeployStatus is a revision's deployment state, written by the deployer.
+type DeployStatus struct {
+	Status string `json:"status,omitempty"`
+	// Message says what happened, in words (Nomad's deployment
+	// description, allocation counts, the rollback).
+	Message string `json:"message,omitempty"`
+	// NomadDeployment and JobVersion identify Nomad's deployment.
+	NomadDeployment string    `json:"nomad_deployment,omitempty"`
+	JobVersion      uint64    `json:"job_version,omitempty"`
+	Updated         time.Time `json:"updated,omitempty"`
+	// HealthyAt is when the revision last became healthy: an automatic
+	// rollback returns to the revision most recently healthy.
+	HealthyAt time.Time `json:"healthy_at,omitempty"`
+}
+
+// RevisionStatus sets a revision's deployment state.
+type RevisionStatus struct {
+	Project  string       `json:"project"`
+	Revision string       `json:"revision"`
+	Status   DeployStatus `json:"status"`
+}
+
+// TimersSync replaces a project's timers with the given set (the active
+// revision's cron triggers). Last firings of timers that remain are
+// kept.
+type TimersSync struct {
+	Project string   `json:"project"`
+	Timers  []*Timer `json:"timers"`
 }
 
 // Timer is a cron trigger the leader fires: each tick is produced as an
 // event to Topic.
 type Timer struct {
-	ID       string `json:"id"`
+	ID string `json:"id"`
+	// Project is set for timers derived from a project's cron triggers.
+	Project  string `json:"project,omitempty"`
 	Schedule string `json:"schedule"`
 	Timezone string `json:"timezone,omitempty"`
 	Topic    string `json:"topic"`
@@ -111,6 +164,9 @@ type APIKey struct {
 type Activation struct {
 	Project  string `json:"project"`
 	Revision string `json:"revision"`
+	// Reason says why, for the revision's status message ("deployed by
+	// ana", "rolled back by ana", "automatic rollback: ...").
+	Reason string `json:"reason,omitempty"`
 }
 
 // State is the replicated state.
@@ -186,6 +242,36 @@ func (f *FSM) Apply(l *raft.Log) any {
 			return fmt.Errorf("activate: project %q has no revision %q", a.Project, a.Revision)
 		}
 		f.st.Active[a.Project] = a.Revision
+		// An activation always deploys: the deployer takes it from here.
+		rev := f.st.Revisions[a.Project][a.Revision]
+		rev.Deployment.Status = StatusPending
+		rev.Deployment.Message = a.Reason
+		rev.Deployment.NomadDeployment = ""
+		rev.Deployment.JobVersion = 0
+		rev.Deployment.Updated = l.AppendedAt
+		f.syncTimers(a.Project, rev.Timers)
+	case RevisionStatusType:
+		var rs RevisionStatus
+		if err := json.Unmarshal(body, &rs); err != nil {
+			return err
+		}
+		rev, ok := f.st.Revisions[rs.Project][rs.Revision]
+		if !ok {
+			return fmt.Errorf("status: project %q has no revision %q", rs.Project, rs.Revision)
+		}
+		healthyAt := rev.Deployment.HealthyAt
+		rev.Deployment = rs.Status
+		if rs.Status.Status == StatusHealthy && rs.Status.HealthyAt.IsZero() {
+			rev.Deployment.HealthyAt = rs.Status.Updated
+		} else if rs.Status.HealthyAt.IsZero() {
+			rev.Deployment.HealthyAt = healthyAt
+		}
+	case TimersSyncType:
+		var ts TimersSync
+		if err := json.Unmarshal(body, &ts); err != nil {
+			return err
+		}
+		f.syncTimers(ts.Project, ts.Timers)
 	case TimerFiredType:
 		var tf TimerFiring
 		if err := json.Unmarshal(body, &tf); err != nil {
@@ -226,6 +312,24 @@ func (f *FSM) Apply(l *raft.Log) any {
 		return fmt.Errorf("%w: type %d", ErrUnknownCommand, t)
 	}
 	return nil
+}
+
+// syncTimers makes timers the project's timer set: timers of the project
+// that are not in it are deleted with their last firing.
+func (f *FSM) syncTimers(project string, timers []*Timer) {
+	keep := map[string]bool{}
+	for _, t := range timers {
+		cp := *t
+		cp.Project = project
+		f.st.TimerDefs[cp.ID] = &cp
+		keep[cp.ID] = true
+	}
+	for id, t := range f.st.TimerDefs {
+		if t.Project == project && !keep[id] {
+			delete(f.st.TimerDefs, id)
+			delete(f.st.Timers, id)
+		}
+	}
 }
 
 // Read runs fn with the state under a read lock. fn must not keep

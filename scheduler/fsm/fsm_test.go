@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -221,4 +223,62 @@ func TestPartitionedLeader(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Activating a revision makes its cron triggers the project's timers:
+// timers the new revision drops go away with their last firing, timers it
+// keeps keep theirs, and other projects' timers are untouched. The
+// activation resets the revision's deployment to pending, and a status
+// update records it, keeping when it was last healthy.
+func TestActivationSyncsTimersAndResetsStatus(t *testing.T) {
+	f := fsm.New()
+	apply := func(typ fsm.MessageType, v any) {
+		t.Helper()
+		if err, _ := f.Apply(&raft.Log{Data: entry(t, typ, v)}).(error); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply(fsm.ProjectUpsertType, fsm.Project{Name: "iot"})
+	apply(fsm.TimerPutType, fsm.Timer{ID: "other", Schedule: "@daily", Topic: "x"})
+	nightly := &fsm.Timer{ID: "iot.nightly.0", Schedule: "0 3 * * *", Topic: "iot._timers.nightly"}
+	hourly := &fsm.Timer{ID: "iot.hourly.0", Schedule: "@hourly", Topic: "iot._timers.hourly"}
+	apply(fsm.RevisionCreateType, fsm.Revision{Project: "iot", ID: "r1", Timers: []*fsm.Timer{nightly, hourly}})
+	apply(fsm.RevisionCreateType, fsm.Revision{Project: "iot", ID: "r2", Timers: []*fsm.Timer{nightly}})
+	apply(fsm.RevisionActivateType, fsm.Activation{Project: "iot", Revision: "r1"})
+	tick := time.Date(2026, 1, 1, 3, 0, 0, 0, time.UTC)
+	apply(fsm.TimerFiredType, fsm.TimerFiring{Timer: "iot.nightly.0", Tick: tick})
+	apply(fsm.TimerFiredType, fsm.TimerFiring{Timer: "iot.hourly.0", Tick: tick})
+	healthy := time.Date(2026, 1, 1, 4, 0, 0, 0, time.UTC)
+	apply(fsm.RevisionStatusType, fsm.RevisionStatus{Project: "iot", Revision: "r1", Status: fsm.DeployStatus{Status: fsm.StatusHealthy, Updated: healthy}})
+	apply(fsm.RevisionActivateType, fsm.Activation{Project: "iot", Revision: "r2", Reason: "deployed by ana"})
+	f.Read(func(st *fsm.State) {
+		var ids []string
+		for id, tm := range st.TimerDefs {
+			ids = append(ids, id+"="+tm.Project)
+		}
+		sort.Strings(ids)
+		if got := strings.Join(ids, ","); got != "iot.nightly.0=iot,other=" {
+			t.Errorf("timers after activating r2 = %s", got)
+		}
+		if !st.Timers["iot.nightly.0"].Equal(tick) {
+			t.Errorf("the kept timer lost its last firing: %v", st.Timers["iot.nightly.0"])
+		}
+		if _, ok := st.Timers["iot.hourly.0"]; ok {
+			t.Error("the dropped timer kept its last firing")
+		}
+		r1, r2 := st.Revisions["iot"]["r1"].Deployment, st.Revisions["iot"]["r2"].Deployment
+		if r2.Status != fsm.StatusPending || r2.Message != "deployed by ana" {
+			t.Errorf("r2 deployment = %+v, want pending", r2)
+		}
+		if r1.Status != fsm.StatusHealthy || !r1.HealthyAt.Equal(healthy) {
+			t.Errorf("r1 deployment = %+v, want healthy since %v", r1, healthy)
+		}
+	})
+	// A later status keeps HealthyAt.
+	apply(fsm.RevisionStatusType, fsm.RevisionStatus{Project: "iot", Revision: "r1", Status: fsm.DeployStatus{Status: fsm.StatusDeploying}})
+	f.Read(func(st *fsm.State) {
+		if d := st.Revisions["iot"]["r1"].Deployment; !d.HealthyAt.Equal(healthy) {
+			t.Errorf("HealthyAt lost: %+v", d)
+		}
+	})
 }

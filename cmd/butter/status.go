@@ -1,0 +1,180 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/butterfn/butter/scheduler"
+	"github.com/hashicorp/cli"
+)
+
+type statusCommand struct{ ui cli.Ui }
+
+func (c *statusCommand) Synopsis() string {
+	return "Show projects, their active revision and its deployment"
+}
+func (c *statusCommand) Help() string {
+	return trimHelp(`
+Usage: butter status [options] [project]
+
+  Without a project, lists the projects with their active revision and its
+  deployment state. With one, shows the active revision, what the deployer
+  last saw of its Nomad deployment, and the project's timers.
+
+  Deployment states: pending (activated, not yet registered with Nomad),
+  deploying (Nomad's deployment in progress), healthy, failed (with the
+  reason, and the automatic rollback when there was one).
+
+Options:
+` + addrHelp)
+}
+
+func (c *statusCommand) Run(args []string) int {
+	fset := newFlagSet("status")
+	addr := fset.String("address", "", "")
+	pos, err := parseInterspersed(fset, args)
+	if err != nil || len(pos) > 1 {
+		return usageError(c.ui, c.Help(), err, pos, 1)
+	}
+	base := serverAddr(*addr)
+	if len(pos) == 1 {
+		st, err := getStatus(base, pos[0])
+		if err != nil {
+			c.ui.Error("Error: " + err.Error())
+			return exitInvalid
+		}
+		c.show(st)
+		return exitOK
+	}
+	var list struct{ Projects []string }
+	if err := getJSON(base+"/v1/projects", &list); err != nil {
+		c.ui.Error("Error: " + err.Error())
+		return exitInvalid
+	}
+	if len(list.Projects) == 0 {
+		c.ui.Output("No projects. Deploy one with: butter deploy <dir>")
+		return exitOK
+	}
+	c.ui.Output(fmt.Sprintf("%-20s %-14s %-10s %s", "Project", "Revision", "Status", "Message"))
+	for _, p := range list.Projects {
+		st, err := getStatus(base, p)
+		if err != nil {
+			c.ui.Error("Error: " + err.Error())
+			return exitInvalid
+		}
+		if st.Active == nil {
+			c.ui.Output(fmt.Sprintf("%-20s %-14s %-10s", p, "-", "-"))
+			continue
+		}
+		c.ui.Output(fmt.Sprintf("%-20s %-14s %-10s %s", p, st.Active.ID, st.Active.Deployment.Status, st.Active.Deployment.Message))
+	}
+	return exitOK
+}
+
+func (c *statusCommand) show(st scheduler.ProjectStatus) {
+	c.ui.Output(fmt.Sprintf("Project    %s (%d revisions)", st.Project, st.Revisions))
+	if st.Active == nil {
+		c.ui.Output("Active     none")
+		return
+	}
+	a := st.Active
+	git := a.GitSHA
+	if a.Dirty {
+		git += "-dirty"
+	}
+	c.ui.Output(fmt.Sprintf("Active     %s (created %s by %s, git %s)", a.ID, a.Created.Format(time.RFC3339), or(a.Author, "-"), or(git, "-")))
+	d := a.Deployment
+	c.ui.Output(fmt.Sprintf("Status     %s", or(d.Status, "-")))
+	if d.Message != "" {
+		c.ui.Output(fmt.Sprintf("Message    %s", d.Message))
+	}
+	if d.NomadDeployment != "" {
+		c.ui.Output(fmt.Sprintf("Nomad      job version %d, deployment %s", d.JobVersion, d.NomadDeployment))
+	}
+	if len(st.Timers) > 0 {
+		c.ui.Output("Timers")
+		for _, t := range st.Timers {
+			last := "never"
+			if !t.LastFired.IsZero() {
+				last = t.LastFired.Format(time.RFC3339)
+			}
+			c.ui.Output(fmt.Sprintf("  %-30s %-20s %-16s last fired %s", t.ID, t.Schedule, or(t.Timezone, "UTC"), last))
+		}
+	}
+}
+
+func or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+func getJSON(url string, v any) error {
+	resp, err := callAPI("GET", url, nil, 0)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+func getStatus(base, project string) (scheduler.ProjectStatus, error) {
+	var st scheduler.ProjectStatus
+	err := getJSON(base+"/v1/projects/"+project, &st)
+	return st, err
+}
+
+// errDeployFailed is returned by watchDeployment for a failed revision.
+var errDeployFailed = errors.New("deployment failed")
+
+// watchDeployment prints the revision's deployment progress until it is
+// healthy, failed, or replaced, or until timeout.
+func watchDeployment(ui cli.Ui, base, project, revision string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	var last string
+	for {
+		st, err := getStatus(base, project)
+		if err != nil {
+			return err
+		}
+		var revs []struct {
+			ID         string
+			Deployment struct{ Status, Message string }
+		}
+		if err := getJSON(base+"/v1/projects/"+project+"/revisions", &revs); err != nil {
+			return err
+		}
+		var status, msg string
+		for _, r := range revs {
+			if r.ID == revision {
+				status, msg = r.Deployment.Status, r.Deployment.Message
+			}
+		}
+		if line := status + ": " + msg; line != last {
+			ui.Output(fmt.Sprintf("==> %s  %s", time.Now().Format("15:04:05"), line))
+			last = line
+		}
+		switch {
+		case status == "healthy":
+			ui.Output(fmt.Sprintf("Revision %s of project %q is healthy.", revision, project))
+			return nil
+		case status == "failed":
+			if st.Active != nil && st.Active.ID != revision {
+				ui.Error(fmt.Sprintf("Revision %s failed; project %q is back on revision %s (butter status %s follows it).", revision, project, st.Active.ID, project))
+			} else {
+				ui.Error(fmt.Sprintf("Revision %s failed and stays active; fix it and deploy again, or run butter rollback %s.", revision, project))
+			}
+			return errDeployFailed
+		case st.Active != nil && st.Active.ID != revision:
+			ui.Output(fmt.Sprintf("Revision %s is no longer active: %s replaced it.", revision, st.Active.ID))
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("revision %s still %s after %s; it keeps deploying: follow it with butter status %s", revision, status, timeout, project)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
