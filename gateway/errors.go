@@ -1,0 +1,97 @@
+package gateway
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+
+	"github.com/butterfn/butter/sdk/go/proto"
+)
+
+// CallError is a failed call: the HTTP status the gateway answers with,
+// the error's type (a proto error type such as Timeout or Exception, or
+// one of the gateway's: Unauthorized, PayloadTooLarge, ...) and what to
+// fix. Invoke returns it; the handler writes it as
+//
+//	{"error": "<message>", "type": "<type>", "request_id": "<id>"}
+type CallError struct {
+	Status  int
+	Type    string
+	Message string
+	// Step is the pipeline step that failed (0-based), or -1.
+	Step int
+}
+
+func (e *CallError) Error() string { return e.Type + ": " + e.Message }
+
+func callError(status int, typ, format string, args ...any) *CallError {
+	return &CallError{Status: status, Type: typ, Message: fmt.Sprintf(format, args...), Step: -1}
+}
+
+// statusOf maps a proto error type to the status the pool answers it
+// with (plugins/pool/http.go), so that queued calls fail like direct ones.
+func statusOf(typ string) int {
+	switch typ {
+	case proto.Timeout:
+		return http.StatusGatewayTimeout
+	case proto.PreconditionFailed:
+		return http.StatusUnprocessableEntity
+	case "InstanceFailed":
+		return http.StatusBadGateway
+	}
+	return http.StatusInternalServerError
+}
+
+// typeOf is the inverse of statusOf for statuses that carry no type.
+func typeOf(status int) string {
+	switch status {
+	case http.StatusGatewayTimeout:
+		return proto.Timeout
+	case http.StatusUnprocessableEntity:
+		return proto.PreconditionFailed
+	case http.StatusBadGateway:
+		return "InstanceFailed"
+	case http.StatusRequestEntityTooLarge:
+		return "PayloadTooLarge"
+	}
+	return http.StatusText(status)
+}
+
+// dialError marks a failure to connect to an endpoint: the request was
+// not sent, so another endpoint may be tried.
+type dialError struct {
+	addr string
+	err  error
+}
+
+func (e *dialError) Error() string { return "connect to " + e.addr + ": " + e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
+
+func isDialError(err error) bool {
+	var de *dialError
+	if errors.As(err, &de) {
+		return true
+	}
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "dial"
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// errorBody is the gateway's error document.
+type errorBody struct {
+	Error     string `json:"error"`
+	Type      string `json:"type"`
+	RequestID string `json:"request_id"`
+}
+
+func writeError(w http.ResponseWriter, code int, typ, id, msg string) {
+	writeJSON(w, code, errorBody{Error: msg, Type: typ, RequestID: id})
+}

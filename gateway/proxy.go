@@ -1,0 +1,192 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+)
+
+// forward sends one step's call to an endpoint of its pool and returns
+// the pool's response once its headers arrive; the request body keeps
+// streaming while the response is read. The caller closes the response
+// body, which ends the request's count as outstanding.
+//
+// Retries: when connecting to the chosen endpoint fails, nothing was sent
+// and the next-best endpoint is tried, each endpoint at most once. Any
+// later failure (a reset, a pool that dies mid-call) is returned as is:
+// the function may have run, and the body is spent.
+func (g *Gateway) forward(ctx context.Context, project string, s step, hdr http.Header, body io.Reader, length int64) (*http.Response, error) {
+	eps := g.resolver.Endpoints(project, s.pool)
+	if len(eps) == 0 {
+		return nil, callError(http.StatusServiceUnavailable, "Unavailable",
+			"no endpoint of pool %q of project %q is known, so function %s cannot be reached: is the pool running (nomad job status %s)?",
+			s.pool, project, s.function, "butter-"+project)
+	}
+	tried := map[string]bool{}
+	var lastErr error
+	for {
+		addr := g.lb.pick(eps, tried)
+		if addr == "" {
+			return nil, callError(http.StatusServiceUnavailable, "Unavailable",
+				"could not connect to any of the %d endpoints of pool %q of project %q (last: %v)", len(eps), s.pool, project, lastErr)
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/v1/invoke/"+url.PathEscape(s.function), nil)
+		if err != nil {
+			g.lb.release(addr)
+			return nil, err
+		}
+		req.Header = hdr
+		switch {
+		case length == 0 || body == nil:
+			req.Body, req.ContentLength = http.NoBody, 0
+		default:
+			// The transport closes a request body when it is done with
+			// it, even after a failed dial: the body outlives an attempt.
+			req.Body, req.ContentLength = io.NopCloser(body), length
+		}
+		resp, err := g.transport.RoundTrip(req)
+		if err != nil {
+			g.lb.release(addr)
+			if ctx.Err() == nil && isDialError(err) {
+				g.lb.eject(addr)
+				g.metrics.dialFailures.Inc()
+				g.log.Warn("pool endpoint refused the connection; trying another", "endpoint", addr, "project", project, "pool", s.pool, "error", err)
+				tried[addr] = true
+				lastErr = err
+				continue
+			}
+			return nil, err
+		}
+		resp.Body = &releaseBody{ReadCloser: resp.Body, release: func() { g.lb.release(addr) }}
+		return resp, nil
+	}
+}
+
+// releaseBody releases its endpoint once, on Close.
+type releaseBody struct {
+	io.ReadCloser
+	once    sync.Once
+	release func()
+}
+
+func (b *releaseBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.once.Do(b.release)
+	return err
+}
+
+// hopHeaders are not forwarded from a pool's response (RFC 9110 7.6.1),
+// nor Content-Length: the gateway always announces a trailer, so it
+// answers chunked.
+var hopHeaders = map[string]bool{
+	"Connection": true, "Keep-Alive": true, "Proxy-Connection": true, "Proxy-Authenticate": true,
+	"Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true, "Content-Length": true,
+}
+
+// respond streams a successful last step to the client: its status and
+// headers, its body flushed as it arrives, and its trailers. A failure
+// after the first byte is reported in the Butter-Error trailer, as the
+// pool does; fail says what failed, or nil.
+func (g *Gateway) respond(ctx context.Context, w *recorder, resp *http.Response, c *chain) {
+	h := w.Header()
+	for k, vs := range resp.Header {
+		if !hopHeaders[k] {
+			h[k] = vs
+		}
+	}
+	trailers := []string{headerError}
+	for k := range resp.Trailer {
+		if k != headerError {
+			trailers = append(trailers, k)
+		}
+	}
+	h["Trailer"] = []string{strings.Join(trailers, ", ")}
+	w.WriteHeader(resp.StatusCode)
+	rc := http.NewResponseController(w)
+	_ = rc.Flush()
+	readErr, writeErr := copyFlush(w, rc, resp.Body)
+	if writeErr != nil {
+		// The client went away: nothing left to tell it.
+		w.failure = "client gone: " + writeErr.Error()
+		return
+	}
+	if f := c.failure(ctx, readErr); f != nil {
+		w.failure = f.Error()
+		h.Set(headerError, f.Type+": "+c.describe(f))
+		return
+	}
+	for k, vs := range resp.Trailer {
+		if len(vs) > 0 {
+			h[k] = vs
+		}
+	}
+	if e := resp.Trailer.Get(headerError); e != "" {
+		w.failure = e
+	}
+}
+
+// copyFlush copies src to w, flushing after every write so that output
+// reaches the client as the function produces it. It tells read errors
+// from write errors.
+func copyFlush(w io.Writer, rc *http.ResponseController, src io.Reader) (readErr, writeErr error) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return nil, werr
+			}
+			if ferr := rc.Flush(); ferr != nil && !errors.Is(ferr, http.ErrNotSupported) {
+				return nil, ferr
+			}
+		}
+		if err == io.EOF {
+			return nil, nil
+		}
+		if err != nil {
+			return err, nil
+		}
+	}
+}
+
+// recorder records the status and the size of a response for the access
+// log and the metrics. Unwrap lets http.ResponseController reach the
+// connection's Flush and full-duplex switches.
+type recorder struct {
+	http.ResponseWriter
+	status  int
+	bytes   int64
+	failure string // why the call failed, for the log
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	n, err := r.ResponseWriter.Write(b)
+	r.bytes += int64(n)
+	return n, err
+}
+
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// timeoutHeader renders the time left before deadline as Butter-Timeout.
+func timeoutHeader(deadline time.Time) string {
+	left := time.Until(deadline).Round(time.Millisecond)
+	if left < time.Millisecond {
+		left = time.Millisecond
+	}
+	return left.String()
+}

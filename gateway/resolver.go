@@ -1,0 +1,180 @@
+package gateway
+
+import (
+	"context"
+	"net"
+	"slices"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/butterfn/butter/jobs"
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/nomad/api"
+)
+
+// Resolver says where a project's pool listens: the host:port addresses
+// of its invoke endpoints. An empty answer means none is known now (the
+// gateway answers 503). Endpoints is called on every request and must be
+// cheap and safe for concurrent use.
+type Resolver interface {
+	Endpoints(project, pool string) []string
+}
+
+// StaticResolver is a Resolver over a map that its owner sets, for
+// `butter dev` (one local pool) and tests.
+type StaticResolver struct {
+	mu  sync.RWMutex
+	eps map[string][]string
+}
+
+// NewStaticResolver returns a resolver with no endpoints.
+func NewStaticResolver() *StaticResolver {
+	return &StaticResolver{eps: map[string][]string{}}
+}
+
+// Set replaces the endpoints of a project's pool; no addresses removes
+// them.
+func (s *StaticResolver) Set(project, pool string, addrs ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(addrs) == 0 {
+		delete(s.eps, project+"/"+pool)
+		return
+	}
+	s.eps[project+"/"+pool] = slices.Clone(addrs)
+}
+
+// Endpoints implements Resolver.
+func (s *StaticResolver) Endpoints(project, pool string) []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.eps[project+"/"+pool]
+}
+
+// NomadResolver follows the Nomad-native services of pools, named
+// jobs.ServiceName(project, pool) ("butter-<project>-<pool>"), with
+// blocking queries: a change in Nomad reaches the gateway within one
+// round trip.
+//
+// The first Endpoints call for a pool starts following its service and
+// waits up to firstAnswer for Nomad's first answer; later calls read the
+// last answer without waiting. When Nomad cannot be reached, the last
+// known endpoints stay in use (dial failures then move requests to the
+// live ones) and the query is retried with backoff. A pool is followed
+// until Close.
+type NomadResolver struct {
+	client *api.Client
+	log    hclog.Logger
+
+	mu      sync.Mutex
+	watches map[string]*serviceWatch
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// firstAnswer bounds how long a request waits for Nomad's first answer
+// about a pool.
+const firstAnswer = 3 * time.Second
+
+// nomadWait is the longest a blocking query waits for a change.
+const nomadWait = 5 * time.Minute
+
+type serviceWatch struct {
+	ready chan struct{} // closed on the first answer
+	once  sync.Once
+
+	mu  sync.RWMutex
+	eps []string
+}
+
+// NewNomadResolver follows pool services through client. Close stops it.
+func NewNomadResolver(client *api.Client, logger hclog.Logger) *NomadResolver {
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &NomadResolver{client: client, log: logger, watches: map[string]*serviceWatch{}, ctx: ctx, cancel: cancel}
+}
+
+// Endpoints implements Resolver.
+func (n *NomadResolver) Endpoints(project, pool string) []string {
+	name := jobs.ServiceName(project, pool)
+	n.mu.Lock()
+	w := n.watches[name]
+	if w == nil {
+		if n.ctx.Err() != nil {
+			n.mu.Unlock()
+			return nil
+		}
+		w = &serviceWatch{ready: make(chan struct{})}
+		n.watches[name] = w
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			n.follow(name, w)
+		}()
+	}
+	n.mu.Unlock()
+	select {
+	case <-w.ready:
+	case <-time.After(firstAnswer):
+	case <-n.ctx.Done():
+	}
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	return w.eps
+}
+
+// Close stops following the services and waits for the queries to end.
+func (n *NomadResolver) Close() {
+	n.cancel()
+	n.wg.Wait()
+}
+
+func (n *NomadResolver) follow(name string, w *serviceWatch) {
+	var index uint64
+	backoff := 250 * time.Millisecond
+	for n.ctx.Err() == nil {
+		q := (&api.QueryOptions{WaitIndex: index, WaitTime: nomadWait}).WithContext(n.ctx)
+		regs, meta, err := n.client.Services().Get(name, q)
+		if err != nil {
+			if n.ctx.Err() != nil {
+				return
+			}
+			n.log.Warn("cannot read the pool's service from Nomad; keeping the last endpoints", "service", name, "error", err)
+			select {
+			case <-time.After(backoff):
+			case <-n.ctx.Done():
+				return
+			}
+			backoff = min(2*backoff, 30*time.Second)
+			continue
+		}
+		backoff = 250 * time.Millisecond
+		eps := make([]string, 0, len(regs))
+		for _, r := range regs {
+			eps = append(eps, net.JoinHostPort(r.Address, strconv.Itoa(r.Port)))
+		}
+		sort.Strings(eps)
+		eps = slices.Compact(eps)
+		w.mu.Lock()
+		changed := !slices.Equal(w.eps, eps)
+		w.eps = eps
+		w.mu.Unlock()
+		if changed {
+			n.log.Debug("pool endpoints", "service", name, "endpoints", eps)
+		}
+		w.once.Do(func() { close(w.ready) })
+		// An index that goes backwards (a restored server) restarts the
+		// query from 0, as Nomad's docs ask.
+		if meta.LastIndex < index {
+			index = 0
+		} else {
+			index = meta.LastIndex
+		}
+	}
+}

@@ -1,0 +1,572 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// The modes of a route.
+const (
+	// ModeDirect streams the call to a pool's invoke endpoint (the
+	// default).
+	ModeDirect = "direct"
+	// ModeQueued sends the call through Kafka and answers with the reply.
+	ModeQueued = "queued"
+	// ModeAsync sends the call through Kafka and answers 202 Accepted at
+	// once, with an invocation id to poll.
+	ModeAsync = "async"
+)
+
+// The auth kinds of a route.
+const (
+	AuthNone   = "none"
+	AuthAPIKey = "api_key"
+	AuthJWT    = "jwt"
+)
+
+// DefaultPool is the pool a function lives in when nothing says
+// otherwise, as in package spec.
+const DefaultPool = "default"
+
+// Route maps requests to a function or a pipeline. The zero value of each
+// optional field is documented; Method, Path, Project and one of Function
+// and Pipeline are required.
+type Route struct {
+	// Method and Path form the pattern, read as Go's http.ServeMux reads
+	// "METHOD /path": {name} matches one segment, {name...} the rest of
+	// the path, and the most specific pattern wins. A GET route also
+	// answers HEAD.
+	Method string `json:"method"`
+	Path   string `json:"path"`
+
+	Project  string `json:"project"`
+	Revision string `json:"revision,omitempty"`
+
+	// Function is the function called. Pipeline, instead, lists the
+	// steps of a pipeline, each a function name optionally followed by
+	// options: "sed e=s/hate/love/". Values with spaces are quoted as Go
+	// strings: `sed e="s/a b/c/"`.
+	Function string   `json:"function,omitempty"`
+	Pipeline []string `json:"pipeline,omitempty"`
+
+	// Pool is the pool hosting the function (or every step); "" is
+	// "default". Pools overrides it for the steps of a pipeline hosted in
+	// other pools, by function name.
+	Pool  string            `json:"pool,omitempty"`
+	Pools map[string]string `json:"pools,omitempty"`
+
+	// Auth is "none" (the default), "api_key" or "jwt". A jwt route
+	// needs JWKSURL and Audience; Issuer, if set, must match too.
+	Auth     string `json:"auth,omitempty"`
+	JWKSURL  string `json:"jwks_url,omitempty"`
+	Audience string `json:"audience,omitempty"`
+	Issuer   string `json:"issuer,omitempty"`
+
+	// MaxBody bounds the request body in bytes (413 beyond it); 0 is
+	// unlimited in direct mode and WithQueuedMaxBody otherwise.
+	MaxBody int64 `json:"max_body,omitempty"`
+	// Timeout bounds the whole call (504 beyond it); 0 leaves the
+	// functions' own timeouts (and WithQueuedTimeout) in charge.
+	Timeout time.Duration `json:"timeout,omitempty"`
+	// Rate is the sustained requests per second of the route and Burst
+	// the bucket's size (429 beyond them); Rate 0 is unlimited, Burst 0
+	// is max(1, Rate).
+	Rate  float64 `json:"rate,omitempty"`
+	Burst int     `json:"burst,omitempty"`
+	// CORSOrigins are the origins browsers may call the route from, or
+	// "*" for any.
+	CORSOrigins []string `json:"cors_origins,omitempty"`
+
+	// Mode is "direct" (the default), "queued" or "async".
+	Mode string `json:"mode,omitempty"`
+	// Topic is the request topic of queued and async calls; "" is
+	// RequestTopic(Project, Function).
+	Topic string `json:"topic,omitempty"`
+}
+
+// Pattern returns "METHOD /path", the route's identity in the table, in
+// API keys' route lists, in metrics and in logs.
+func (r Route) Pattern() string { return r.Method + " " + r.Path }
+
+// RequestTopic is the Kafka topic queued and async calls to a function go
+// to when the route names none: "<project>.<function>.requests". The
+// function must consume it with a stream trigger; its pool replies to
+// each request's reply-to topic.
+func RequestTopic(project, function string) string {
+	return project + "." + function + ".requests"
+}
+
+// step is one function call of a route.
+type step struct {
+	function string
+	pool     string
+	options  map[string]string
+}
+
+func (s step) String() string {
+	if len(s.options) == 0 {
+		return s.function
+	}
+	keys := make([]string, 0, len(s.options))
+	for k := range s.options {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	b.WriteString(s.function)
+	for _, k := range keys {
+		v := s.options[k]
+		if strings.ContainsAny(v, " \t\"|") || v == "" {
+			v = strconv.Quote(v)
+		}
+		fmt.Fprintf(&b, " %s=%s", k, v)
+	}
+	return b.String()
+}
+
+// route is a Route ready to serve.
+type route struct {
+	Route
+	pattern string
+	steps   []step
+	limiter *rate.Limiter
+	origins map[string]bool
+	anyOrig bool
+	adhoc   bool
+}
+
+func (r *route) target() string {
+	if r.Function != "" {
+		return r.Function
+	}
+	names := make([]string, len(r.steps))
+	for i, s := range r.steps {
+		names[i] = s.String()
+	}
+	return strings.Join(names, " | ")
+}
+
+// ParsePipeline reads "a | b k=v | c" into its steps, each a function
+// name and its options, as Route.Pipeline holds them.
+func ParsePipeline(s string) ([]string, error) {
+	toks, err := tokenize(s)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	var cur []string
+	flush := func() error {
+		if len(cur) == 0 {
+			return errors.New("empty step: write steps as `a | b`, each a function name")
+		}
+		st, err := parseStep(cur)
+		if err != nil {
+			return err
+		}
+		out = append(out, st.String())
+		cur = nil
+		return nil
+	}
+	for _, t := range toks {
+		if t == "|" {
+			if err := flush(); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		cur = append(cur, t)
+	}
+	if err := flush(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// tokenize splits on blanks, keeps "|" as its own token and reads
+// double-quoted Go strings (after "key=") as one value.
+func tokenize(s string) ([]string, error) {
+	var toks []string
+	var cur strings.Builder
+	in := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '"':
+			// A quoted value runs to the matching quote, escapes included.
+			j := i + 1
+			for ; j < len(s) && s[j] != '"'; j++ {
+				if s[j] == '\\' {
+					j++
+				}
+			}
+			if j >= len(s) {
+				return nil, fmt.Errorf("unterminated quote in %q", s)
+			}
+			v, err := strconv.Unquote(s[i : j+1])
+			if err != nil {
+				return nil, fmt.Errorf("bad quoted value %s: %v", s[i:j+1], err)
+			}
+			cur.WriteString(v)
+			in = true
+			i = j
+		case c == ' ' || c == '\t' || c == '\n':
+			if in {
+				toks = append(toks, cur.String())
+				cur.Reset()
+				in = false
+			}
+		case c == '|':
+			if in {
+				toks = append(toks, cur.String())
+				cur.Reset()
+				in = false
+			}
+			toks = append(toks, "|")
+		default:
+			cur.WriteByte(c)
+			in = true
+		}
+	}
+	if in {
+		toks = append(toks, cur.String())
+	}
+	return toks, nil
+}
+
+func parseStep(toks []string) (step, error) {
+	s := step{function: toks[0]}
+	if !validName(s.function) {
+		return s, fmt.Errorf("step %q: a function name is letters, digits, '-' and '_'", strings.Join(toks, " "))
+	}
+	for _, t := range toks[1:] {
+		k, v, ok := strings.Cut(t, "=")
+		if !ok || !validName(k) {
+			return s, fmt.Errorf("step %q: option %q is not name=value", strings.Join(toks, " "), t)
+		}
+		if s.options == nil {
+			s.options = map[string]string{}
+		}
+		s.options[strings.ToLower(k)] = v
+	}
+	return s, nil
+}
+
+func validName(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// compile checks a route and prepares it. Every problem is reported, each
+// with what to change.
+func (g *Gateway) compile(in Route) (*route, error) {
+	r := &route{Route: in}
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if r.Auth == "" {
+		r.Auth = AuthNone
+	}
+	if r.Mode == "" {
+		r.Mode = ModeDirect
+	}
+	if r.Pool == "" {
+		r.Pool = DefaultPool
+	}
+	r.pattern = r.Pattern()
+	if !validMethod(r.Method) {
+		bad("method %q: use an upper-case HTTP method such as POST", r.Method)
+	}
+	if !strings.HasPrefix(r.Path, "/") {
+		bad("path %q: a path starts with /", r.Path)
+	}
+	if r.Project == "" {
+		bad("no project: every route belongs to one")
+	}
+	switch {
+	case r.Function != "" && len(r.Pipeline) > 0:
+		bad("both function %q and a pipeline: set one", r.Function)
+	case r.Function != "":
+		if !validName(r.Function) {
+			bad("function %q: a function name is letters, digits, '-' and '_'", r.Function)
+		}
+		r.steps = []step{{function: r.Function, pool: r.Pool}}
+	case len(r.Pipeline) > 0:
+		for _, s := range r.Pipeline {
+			toks, err := tokenize(s)
+			if err == nil && len(toks) == 0 {
+				err = errors.New("empty step")
+			}
+			if err != nil {
+				bad("pipeline step %q: %v", s, err)
+				continue
+			}
+			st, err := parseStep(toks)
+			if err != nil {
+				bad("pipeline: %v", err)
+				continue
+			}
+			st.pool = r.Pool
+			if p := r.Pools[st.function]; p != "" {
+				st.pool = p
+			}
+			r.steps = append(r.steps, st)
+		}
+	default:
+		bad("no function and no pipeline: set one")
+	}
+	switch r.Auth {
+	case AuthNone:
+	case AuthAPIKey:
+		if g.opts.keys == nil {
+			bad("auth api_key, but the gateway has no key store: start it with WithKeys")
+		}
+	case AuthJWT:
+		if r.JWKSURL == "" {
+			bad("auth jwt needs jwks_url: the URL of the issuer's JSON Web Key Set")
+		}
+		if r.Audience == "" {
+			bad("auth jwt needs audience: the aud claim tokens for this route carry")
+		}
+	default:
+		bad("auth %q: use none, api_key or jwt", r.Auth)
+	}
+	switch r.Mode {
+	case ModeDirect:
+	case ModeQueued, ModeAsync:
+		if g.opts.requester == nil {
+			bad("mode %s needs a broker: start the gateway with WithRequester", r.Mode)
+		}
+		if r.Function == "" {
+			bad("mode %s calls one function through Kafka: pipelines run in direct mode", r.Mode)
+		}
+		if r.Topic == "" && r.Function != "" {
+			r.Topic = RequestTopic(r.Project, r.Function)
+		}
+	default:
+		bad("mode %q: use direct, queued or async", r.Mode)
+	}
+	if r.MaxBody < 0 {
+		bad("max_body %d: use a size in bytes, or 0 for no limit", r.MaxBody)
+	}
+	if r.Timeout < 0 {
+		bad("timeout %s: use a positive duration, or 0 for none", r.Timeout)
+	}
+	if r.Rate < 0 || math.IsNaN(r.Rate) || math.IsInf(r.Rate, 0) {
+		bad("rate %v: use requests per second, or 0 for no limit", r.Rate)
+	}
+	if r.Burst < 0 {
+		bad("burst %d: use a positive number of requests", r.Burst)
+	}
+	for _, o := range r.CORSOrigins {
+		if o == "*" {
+			r.anyOrig = true
+			continue
+		}
+		if !strings.HasPrefix(o, "http://") && !strings.HasPrefix(o, "https://") {
+			bad("cors origin %q: write an origin as scheme://host[:port], or *", o)
+			continue
+		}
+		if r.origins == nil {
+			r.origins = map[string]bool{}
+		}
+		r.origins[strings.TrimSuffix(o, "/")] = true
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("route %q: %w", r.pattern, errors.Join(errs...))
+	}
+	if r.Rate > 0 {
+		burst := r.Burst
+		if burst == 0 {
+			burst = max(1, int(math.Ceil(r.Rate)))
+		}
+		r.limiter = rate.NewLimiter(rate.Limit(r.Rate), burst)
+	}
+	return r, nil
+}
+
+func validMethod(m string) bool {
+	if m == "" {
+		return false
+	}
+	for _, c := range m {
+		if c < 'A' || c > 'Z' {
+			return false
+		}
+	}
+	return true
+}
+
+func (r *route) allowsOrigin(origin string) bool {
+	return origin != "" && (r.anyOrig || r.origins[origin])
+}
+
+// table is one version of the route table: its routes and the mux that
+// matches them, with the gateway's own endpoints.
+type table struct {
+	routes    []*route
+	byPattern map[string]*route
+	methods   []string
+	mux       *http.ServeMux
+}
+
+// SetRoutes replaces the route table. It checks every route first and
+// changes nothing if one is wrong: the error lists every problem. Requests
+// in flight finish on the table they started with; new requests see the
+// new one. A route that keeps its pattern, rate and burst keeps its rate
+// limiter's state.
+func (g *Gateway) SetRoutes(routes []Route) error {
+	var errs []error
+	var compiled []*route
+	for _, in := range routes {
+		r, err := g.compile(in)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		compiled = append(compiled, r)
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	old := g.table.Load()
+	for _, r := range compiled {
+		if o := old.byPattern[r.pattern]; o != nil && o.limiter != nil && r.limiter != nil &&
+			o.limiter.Limit() == r.limiter.Limit() && o.limiter.Burst() == r.limiter.Burst() {
+			r.limiter = o.limiter
+		}
+	}
+	t, err := g.tryBuildTable(compiled)
+	if err != nil {
+		return err
+	}
+	g.table.Store(t)
+	return nil
+}
+
+// Routes returns the routes of the current table, in the order given.
+func (g *Gateway) Routes() []Route {
+	t := g.table.Load()
+	out := make([]Route, len(t.routes))
+	for i, r := range t.routes {
+		out[i] = r.Route
+	}
+	return out
+}
+
+func (g *Gateway) buildTable(routes []*route) *table {
+	t, err := g.tryBuildTable(routes)
+	if err != nil {
+		panic(err)
+	}
+	return t
+}
+
+// tryBuildTable registers the routes and the gateway's own endpoints in
+// a new mux. ServeMux panics on patterns that match the same requests
+// with equal precedence; that panic becomes the error.
+func (g *Gateway) tryBuildTable(routes []*route) (t *table, err error) {
+	t = &table{routes: routes, byPattern: map[string]*route{}, mux: http.NewServeMux()}
+	current := ""
+	defer func() {
+		if p := recover(); p != nil {
+			t, err = nil, fmt.Errorf("route %q conflicts with another route or with the gateway's own endpoints: %v; change its method or path", current, p)
+		}
+	}()
+	seenMethod := map[string]bool{}
+	for _, r := range routes {
+		if _, dup := t.byPattern[r.pattern]; dup {
+			return nil, fmt.Errorf("route %q is listed twice: keep one", r.pattern)
+		}
+		current = r.pattern
+		rt := r
+		t.byPattern[r.pattern] = r
+		t.mux.HandleFunc(r.pattern, func(w http.ResponseWriter, req *http.Request) { g.serveRoute(w, req, rt) })
+		if !seenMethod[r.Method] {
+			seenMethod[r.Method] = true
+			t.methods = append(t.methods, r.Method)
+		}
+	}
+	current = "GET /v1/health"
+	t.mux.HandleFunc(current, func(w http.ResponseWriter, req *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "routes": len(t.routes)})
+	})
+	current = "GET /v1/routes"
+	t.mux.HandleFunc(current, func(w http.ResponseWriter, req *http.Request) { g.serveRoutes(w, t) })
+	current = "POST /v1/invoke/{project}"
+	t.mux.HandleFunc(current, g.serveAdHoc)
+	current = "GET /v1/invocations/{id}"
+	t.mux.HandleFunc(current, g.serveInvocation)
+	current = "GET /metrics"
+	t.mux.Handle(current, g.metrics.handler())
+	current = "/"
+	t.mux.HandleFunc(current, func(w http.ResponseWriter, req *http.Request) { g.serveUnmatched(w, req, t) })
+	return t, nil
+}
+
+// lookup finds the route that would serve method on r's path.
+func (t *table) lookup(r *http.Request, method string) *route {
+	c := r.Clone(r.Context())
+	c.Method = method
+	_, pat := t.mux.Handler(c)
+	return t.byPattern[pat]
+}
+
+// serveUnmatched answers requests no route matches: CORS preflights of
+// routes, 405 when the path matches a route of another method, else 404.
+func (g *Gateway) serveUnmatched(w http.ResponseWriter, r *http.Request, t *table) {
+	id := requestID(r)
+	w.Header().Set(HeaderRequestID, id)
+	if r.Method == http.MethodOptions && r.Header.Get("Origin") != "" && r.Header.Get("Access-Control-Request-Method") != "" {
+		g.servePreflight(w, r, t, id)
+		return
+	}
+	var allowed []string
+	for _, m := range t.methods {
+		if t.lookup(r, m) != nil {
+			allowed = append(allowed, m)
+		}
+	}
+	if len(allowed) > 0 {
+		w.Header().Set("Allow", strings.Join(allowed, ", "))
+		writeError(w, http.StatusMethodNotAllowed, "MethodNotAllowed", id,
+			fmt.Sprintf("%s %s: this path takes %s", r.Method, r.URL.Path, strings.Join(allowed, ", ")))
+		g.metrics.observe("unmatched", http.StatusMethodNotAllowed, 0)
+		return
+	}
+	writeError(w, http.StatusNotFound, "NotFound", id,
+		fmt.Sprintf("no route matches %s %s; GET /v1/routes lists the routes", r.Method, r.URL.Path))
+	g.metrics.observe("unmatched", http.StatusNotFound, 0)
+}
+
+// routeView is a route as GET /v1/routes shows it.
+type routeView struct {
+	Route
+	Pattern string `json:"pattern"`
+	Timeout string `json:"timeout,omitempty"`
+}
+
+func (g *Gateway) serveRoutes(w http.ResponseWriter, t *table) {
+	out := make([]routeView, len(t.routes))
+	for i, r := range t.routes {
+		v := routeView{Route: r.Route, Pattern: r.pattern}
+		if r.Timeout > 0 {
+			v.Timeout = r.Timeout.String()
+		}
+		out[i] = v
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"routes": out})
+}

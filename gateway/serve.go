@@ -1,0 +1,266 @@
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"math"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/net/http/httpguts"
+)
+
+// serveRoute serves one request of a route, in this order: request id
+// and trace context, CORS headers, auth (401/403), rate limit (429),
+// declared body size (413), deadline, then the call in the route's mode.
+// Every request is logged and counted once it is answered.
+func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, rt *route) {
+	start := time.Now()
+	id := requestID(r)
+	rec := &recorder{ResponseWriter: w}
+	rec.Header().Set(HeaderRequestID, id)
+	defer func() {
+		status := rec.status
+		if status == 0 {
+			status = http.StatusOK
+		}
+		d := time.Since(start)
+		g.metrics.observe(rt.pattern, status, d)
+		args := []any{"method", r.Method, "path", r.URL.Path, "route", rt.pattern, "project", rt.Project,
+			"function", rt.target(), "mode", rt.Mode, "status", status, "bytes", rec.bytes,
+			"duration", d, "request_id", id}
+		if rec.failure != "" {
+			args = append(args, "error", rec.failure)
+		}
+		g.log.Info("request", args...)
+	}()
+	fail := func(e *CallError) {
+		rec.failure = e.Error()
+		writeError(rec, e.Status, e.Type, id, e.Message)
+	}
+
+	if len(rt.CORSOrigins) > 0 {
+		rec.Header().Add("Vary", "Origin")
+		if origin := r.Header.Get("Origin"); rt.allowsOrigin(origin) {
+			rec.Header().Set("Access-Control-Allow-Origin", origin)
+			rec.Header().Set("Access-Control-Expose-Headers", strings.Join([]string{HeaderRequestID, headerError, "Location", "Retry-After"}, ", "))
+		}
+	}
+	if e := g.authorize(r, rt); e != nil {
+		if e.Status == http.StatusUnauthorized {
+			rec.Header().Set("WWW-Authenticate", `Bearer realm="butter"`)
+		}
+		fail(e)
+		return
+	}
+	if rt.limiter != nil && !rt.limiter.Allow() {
+		rec.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(1/float64(rt.limiter.Limit())))))
+		fail(callError(http.StatusTooManyRequests, "RateLimited", "route %s takes at most %g requests per second (burst %d): retry after Retry-After seconds", rt.pattern, rt.Rate, rt.limiter.Burst()))
+		return
+	}
+	limit := rt.MaxBody
+	if rt.Mode != ModeDirect && (limit == 0 || limit > g.opts.queuedMaxBody) {
+		limit = g.opts.queuedMaxBody
+	}
+	if limit > 0 && r.ContentLength > limit {
+		fail(callError(http.StatusRequestEntityTooLarge, "PayloadTooLarge", "the request body of %d bytes is larger than this route's limit of %d bytes (max_body)", r.ContentLength, limit))
+		return
+	}
+	ctx := r.Context()
+	timeout := rt.Timeout
+	if v := r.Header.Get(headerTimeout); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			fail(callError(http.StatusBadRequest, "BadRequest", "header %s: %q is not a positive duration such as 1.5s", headerTimeout, v))
+			return
+		}
+		// A caller may shorten the route's deadline, never extend it.
+		if timeout == 0 || d < timeout {
+			timeout = d
+		}
+	}
+	if timeout == 0 && rt.Mode != ModeDirect {
+		timeout = g.opts.queuedTimeout
+	}
+	var deadline time.Time
+	if timeout > 0 {
+		deadline = start.Add(timeout)
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, deadline)
+		defer cancel()
+	}
+	base, perr := g.baseHeader(r, rt, id)
+	if perr != nil {
+		fail(perr)
+		return
+	}
+	in := &inputBody{r: r.Body, limit: limit}
+	switch rt.Mode {
+	case ModeQueued, ModeAsync:
+		g.serveQueued(ctx, rec, r, rt, id, in, deadline, fail)
+		return
+	}
+	// The pools stream output while they read input (cat): let the
+	// client's body and our response flow at once on HTTP/1.
+	_ = http.NewResponseController(rec).EnableFullDuplex()
+	c := &chain{g: g, project: rt.Project, steps: rt.steps, base: base, contentType: r.Header.Get("Content-Type"),
+		in: in, length: r.ContentLength, deadline: deadline}
+	resp, err := c.run(ctx)
+	if err != nil {
+		e := err.(*CallError)
+		rec.failure = e.Error()
+		writeError(rec, e.Status, e.Type, id, c.describe(e))
+		c.close()
+		return
+	}
+	defer c.close()
+	g.respond(ctx, rec, resp, c)
+}
+
+// baseHeader builds the headers every step of the call gets: the request
+// id, the trace context, the client's CloudEvents and Accept headers, and
+// the route's path parameters and the query parameters as
+// Butter-Param-<name> (a path parameter wins over a query parameter of
+// the same name). Nothing else of the client's reaches a pool: not its
+// credentials, nor Butter-* headers it may have set.
+func (g *Gateway) baseHeader(r *http.Request, rt *route, id string) (http.Header, *CallError) {
+	h := http.Header{}
+	h.Set(HeaderRequestID, id)
+	injectTrace(r.Header, h)
+	for k, vs := range r.Header {
+		if lk := strings.ToLower(k); strings.HasPrefix(lk, "ce-") || lk == "accept" {
+			h[k] = vs
+		}
+	}
+	set := func(name, value, what string) *CallError {
+		if !httpguts.ValidHeaderFieldName(HeaderParamPrefix + name) {
+			return nil // a name no header can carry is left out
+		}
+		if !httpguts.ValidHeaderFieldValue(value) {
+			return callError(http.StatusBadRequest, "BadRequest", "%s %q holds control characters: encode them", what, name)
+		}
+		h.Set(HeaderParamPrefix+name, value)
+		return nil
+	}
+	if !rt.adhoc {
+		for _, name := range pathParams(rt.Path) {
+			if e := set(name, r.PathValue(name), "path parameter"); e != nil {
+				return nil, e
+			}
+		}
+	}
+	q := r.URL.Query()
+	names := make([]string, 0, len(q))
+	for name := range q {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if h.Get(HeaderParamPrefix+name) != "" || (rt.adhoc && name == "pipeline") {
+			continue
+		}
+		if e := set(name, q.Get(name), "query parameter"); e != nil {
+			return nil, e
+		}
+	}
+	return h, nil
+}
+
+// pathParams lists the wildcard names of a ServeMux path.
+func pathParams(path string) []string {
+	var out []string
+	for _, seg := range strings.Split(path, "/") {
+		if strings.HasPrefix(seg, "{") && strings.HasSuffix(seg, "}") {
+			name := strings.TrimSuffix(strings.TrimSuffix(seg[1:len(seg)-1], "..."), "$")
+			if name != "" {
+				out = append(out, name)
+			}
+		}
+	}
+	return out
+}
+
+// requestID keeps a client's X-Request-Id when it is a sane token (up to
+// 128 letters, digits and -_.:), else makes one.
+func requestID(r *http.Request) string {
+	id := r.Header.Get(HeaderRequestID)
+	if id == "" || len(id) > 128 {
+		return newID()
+	}
+	for _, c := range id {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == ':') {
+			return newID()
+		}
+	}
+	return id
+}
+
+func newID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+var traceContext = propagation.TraceContext{}
+
+// injectTrace copies a valid W3C traceparent (and tracestate) from in to
+// out, or starts a new sampled trace when there is none. The gateway
+// records no span of its own, so it passes the caller's span on as the
+// parent rather than inventing one no backend would ever see.
+func injectTrace(in, out http.Header) {
+	ctx := context.Background()
+	if in != nil {
+		ctx = traceContext.Extract(ctx, propagation.HeaderCarrier(in))
+	}
+	if !trace.SpanContextFromContext(ctx).IsValid() {
+		var tid trace.TraceID
+		var sid trace.SpanID
+		_, _ = rand.Read(tid[:])
+		_, _ = rand.Read(sid[:])
+		ctx = trace.ContextWithRemoteSpanContext(ctx, trace.NewSpanContext(trace.SpanContextConfig{
+			TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled, Remote: true,
+		}))
+	}
+	traceContext.Inject(ctx, propagation.HeaderCarrier(out))
+}
+
+// servePreflight answers a CORS preflight for the route that would serve
+// the requested method on this path.
+func (g *Gateway) servePreflight(w http.ResponseWriter, r *http.Request, t *table, id string) {
+	method := r.Header.Get("Access-Control-Request-Method")
+	origin := r.Header.Get("Origin")
+	rt := t.lookup(r, method)
+	w.Header().Add("Vary", "Origin")
+	w.Header().Add("Vary", "Access-Control-Request-Method")
+	w.Header().Add("Vary", "Access-Control-Request-Headers")
+	switch {
+	case rt == nil:
+		writeError(w, http.StatusNotFound, "NotFound", id, fmt.Sprintf("preflight: no route matches %s %s", method, r.URL.Path))
+		g.metrics.observe("preflight", http.StatusNotFound, 0)
+		return
+	case !rt.allowsOrigin(origin):
+		writeError(w, http.StatusForbidden, "CORSForbidden", id,
+			fmt.Sprintf("preflight: origin %s may not call %s; add it to the route's cors origins", origin, rt.pattern))
+		g.metrics.observe(rt.pattern, http.StatusForbidden, 0)
+		return
+	}
+	h := w.Header()
+	h.Set("Access-Control-Allow-Origin", origin)
+	h.Set("Access-Control-Allow-Methods", rt.Method)
+	allow := []string{"Content-Type", "Authorization", HeaderAPIKey, HeaderRequestID, headerTimeout, "traceparent", "tracestate"}
+	if req := r.Header.Get("Access-Control-Request-Headers"); req != "" {
+		// Any header may be sent; only those listed above mean something.
+		allow = []string{req}
+	}
+	h.Set("Access-Control-Allow-Headers", strings.Join(allow, ", "))
+	h.Set("Access-Control-Max-Age", "600")
+	w.WriteHeader(http.StatusNoContent)
+	g.metrics.observe(rt.pattern, http.StatusNoContent, 0)
+}
