@@ -74,12 +74,15 @@ bench:
 	$(GO) run ./bench/report -in bench/raw/bench.txt -out bench/RESULTS.md
 	@echo "==> wrote bench/RESULTS.md"
 
-## dev: the one-command platform (arrives with the gateway issue)
+## dev: the whole platform on one machine (control plane, broker, pool, gateway) with examples/hello deployed
+# DEV_DIR is the project make dev runs; DEV_FLAGS go to butter dev (for
+# example DEV_FLAGS="-listen 127.0.0.1:9090").
+DEV_DIR ?= examples/hello
+DEV_FLAGS ?=
 dev:
-	@echo "make dev is not available yet: butter dev (control plane, gateway, embedded broker and a pool)"
-	@echo "arrives with the gateway issue. Today you can run:"
-	@echo "  make build && bin/butter validate examples/iot && bin/butter job render examples/iot"
-	@exit 1
+	@mkdir -p $(BIN)
+	@$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/butter ./cmd/butter
+	exec $(BIN)/butter dev $(DEV_FLAGS) $(DEV_DIR)
 
 clean:
 	rm -rf $(BIN) bench/raw

@@ -76,6 +76,29 @@ func (c *deployCommand) Run(args []string) int {
 		return exitInvalid
 	}
 	base := serverAddr(*addr)
+	out, err := recordRevision(c.ui, base, dir, proj)
+	if err != nil {
+		c.ui.Error("Error: " + err.Error())
+		return exitInvalid
+	}
+	what := "unchanged; re-activated"
+	if out.New {
+		what = "new"
+	}
+	c.ui.Output(fmt.Sprintf("Revision %s of project %q is active (%s).", out.Revision, proj.Name, what))
+	return follow(c.ui, base, proj.Name, out.Revision, out.Deployer && !*detach, *timeout)
+}
+
+// revisionResult is the control plane's answer to a new revision.
+type revisionResult struct {
+	Revision string
+	New      bool
+	Deployer bool
+}
+
+// recordRevision uploads the project's bundles and records a revision of
+// it, which becomes the active one.
+func recordRevision(ui cli.Ui, base, dir string, proj *spec.Project) (revisionResult, error) {
 	sha, dirty := gitSHA(dir)
 	opts := []jobs.Option{jobs.WithBlobURL(base + "/v1/blobs")}
 	if sha != "" {
@@ -87,8 +110,7 @@ func (c *deployCommand) Run(args []string) int {
 	}
 	compiled, err := jobs.Compile(proj, opts...)
 	if err != nil {
-		c.ui.Error("Error: " + err.Error())
-		return exitInvalid
+		return revisionResult{}, err
 	}
 	fsys := os.DirFS(dir)
 	bundles := map[string]string{}
@@ -97,19 +119,16 @@ func (c *deployCommand) Run(args []string) int {
 		if a.IsSchema {
 			b, err := fs.ReadFile(fsys, a.Path)
 			if err != nil {
-				c.ui.Error("Error: " + err.Error())
-				return exitInvalid
+				return revisionResult{}, err
 			}
 			buf.Write(b)
 		} else if _, err := bundle.Write(fsys, a.Path, &buf); err != nil {
-			c.ui.Error("Error: " + err.Error())
-			return exitInvalid
+			return revisionResult{}, err
 		}
-		c.ui.Output(fmt.Sprintf("==> [%d/%d] uploading %s (%d bytes, %s)", i+1, len(compiled.Artifacts), a.Path, buf.Len(), a.Digest))
+		ui.Output(fmt.Sprintf("==> [%d/%d] uploading %s (%d bytes, %s)", i+1, len(compiled.Artifacts), a.Path, buf.Len(), a.Digest))
 		resp, err := callAPI("PUT", base+"/v1/blobs/sha256/"+a.Digest.Hex(), &buf, int64(buf.Len()))
 		if err != nil {
-			c.ui.Error(fmt.Sprintf("Error: upload %s: %v", a.Path, err))
-			return exitInvalid
+			return revisionResult{}, fmt.Errorf("upload %s: %w", a.Path, err)
 		}
 		resp.Body.Close()
 		bundles[a.Path] = string(a.Digest)
@@ -118,15 +137,13 @@ func (c *deployCommand) Run(args []string) int {
 	for _, f := range proj.Files {
 		b, err := fs.ReadFile(fsys, f)
 		if err != nil {
-			c.ui.Error("Error: " + err.Error())
-			return exitInvalid
+			return revisionResult{}, err
 		}
 		specs[filepath.ToSlash(f)] = string(b)
 	}
 	jobJSON, err := jobs.RenderJSON(compiled.Job)
 	if err != nil {
-		c.ui.Error("Error: " + err.Error())
-		return exitInvalid
+		return revisionResult{}, err
 	}
 	author := os.Getenv("USER")
 	timers := []map[string]string{}
@@ -140,25 +157,14 @@ func (c *deployCommand) Run(args []string) int {
 	})
 	resp, err := callAPI("POST", base+"/v1/projects/"+proj.Name+"/revisions", bytes.NewReader(body), int64(len(body)))
 	if err != nil {
-		c.ui.Error("Error: record the revision: " + err.Error())
-		return exitInvalid
+		return revisionResult{}, fmt.Errorf("record the revision: %w", err)
 	}
 	defer resp.Body.Close()
-	var out struct {
-		Revision string
-		New      bool
-		Deployer bool
-	}
+	var out revisionResult
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		c.ui.Error("Error: " + err.Error())
-		return exitInvalid
+		return revisionResult{}, err
 	}
-	what := "unchanged; re-activated"
-	if out.New {
-		what = "new"
-	}
-	c.ui.Output(fmt.Sprintf("Revision %s of project %q is active (%s).", out.Revision, proj.Name, what))
-	return follow(c.ui, base, proj.Name, out.Revision, out.Deployer && !*detach, *timeout)
+	return out, nil
 }
 
 // follow watches the revision's deployment when asked, and turns the

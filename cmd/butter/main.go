@@ -46,6 +46,7 @@ func run(args []string) int {
 		"server":                    func() (cli.Command, error) { return &serverCommand{ui: ui}, nil },
 		"operator":                  func() (cli.Command, error) { return &operatorCommand{}, nil },
 		"deploy":                    func() (cli.Command, error) { return &deployCommand{ui: ui}, nil },
+		"dev":                       func() (cli.Command, error) { return &devCommand{ui: ui}, nil },
 		"revisions":                 func() (cli.Command, error) { return &revisionsCommand{ui: ui}, nil },
 		"rollback":                  func() (cli.Command, error) { return &rollbackCommand{ui: ui}, nil },
 		"status":                    func() (cli.Command, error) { return &statusCommand{ui: ui}, nil },

@@ -1,0 +1,277 @@
+package main_test
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// devProc is a running `butter dev` (or `make dev`) in its own process
+// group, so an interrupt reaches every process of it, as Ctrl-C does.
+type devProc struct {
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan error
+}
+
+func startDev(t *testing.T, cmd *exec.Cmd) *devProc {
+	t.Helper()
+	d := &devProc{cmd: cmd, out: &syncBuffer{}, done: make(chan error, 1)}
+	cmd.Stdout, cmd.Stderr = d.out, d.out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		if t.Failed() {
+			t.Logf("butter dev output (tail):\n%s", tailString(d.out.String(), 6000))
+		}
+	})
+	waitFor(t, 3*time.Minute, "the ready line", func() bool {
+		select {
+		case err := <-d.done:
+			t.Fatalf("butter dev exited before it was ready: %v\n%s", err, d.out.String())
+		default:
+		}
+		return strings.Contains(d.out.String(), "butter dev ready")
+	})
+	return d
+}
+
+// interrupt sends SIGINT to the process group and waits for a clean exit.
+func (d *devProc) interrupt(t *testing.T) {
+	t.Helper()
+	if err := syscall.Kill(-d.cmd.Process.Pid, syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-d.done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("butter dev did not stop within 60s of Ctrl-C")
+	}
+	if !strings.Contains(d.out.String(), "==> stopping") {
+		t.Errorf("butter dev did not report stopping")
+	}
+}
+
+// TestQuickStart runs `make dev` as the README says, runs the curl it
+// prints, and checks the answer; then Ctrl-C stops everything.
+func TestQuickStart(t *testing.T) {
+	root := repo(t)
+	flags := fmt.Sprintf("DEV_FLAGS=-listen %s -server-addr %s", freeAddr(t), freeAddr(t))
+	cmd := exec.Command("make", "--no-print-directory", "dev", flags)
+	cmd.Dir = root
+	d := startDev(t, cmd)
+	m := regexp.MustCompile(`(?m)^\s*try: (curl .*)$`).FindStringSubmatch(d.out.String())
+	if m == nil {
+		t.Fatalf("make dev printed no curl to try:\n%s", d.out.String())
+	}
+	curl := exec.Command("sh", "-c", m[1])
+	out, err := curl.Output()
+	if err != nil {
+		t.Fatalf("%s: %v", m[1], err)
+	}
+	data := regexp.MustCompile(`--data-binary '([^']*)'`).FindStringSubmatch(m[1])
+	if data == nil || string(out) != data[1] {
+		t.Fatalf("%s answered %q; the echo should answer the body it was sent", m[1], out)
+	}
+	t.Logf("%s → %s", m[1], out)
+	d.interrupt(t)
+}
+
+const devProject = `project "live" {}
+
+function "greet" {
+  runtime = "node"
+  source  = "functions/greet"
+  handler = "index.handle"
+  timeout = "5s"
+  trigger "http" {
+    route = "POST /greet"
+  }
+  instances {
+    max         = 8
+    concurrency = 16
+  }
+}
+
+function "secure" {
+  runtime = "exec"
+  command = ["cat"]
+  trigger "http" {
+    route = "POST /secure"
+    auth  = "api_key"
+  }
+}
+
+function "tick" {
+  runtime = "exec"
+  command = ["sh", "-c", "cat >> %s; echo >> %s"]
+  trigger "cron" {
+    schedule = "* * * * * *"
+  }
+}
+`
+
+func writeDevProject(t *testing.T, version string) (dir, ticks string) {
+	t.Helper()
+	dir = filepath.Join(t.TempDir(), "live")
+	ticks = filepath.Join(t.TempDir(), "ticks.txt")
+	if err := os.MkdirAll(filepath.Join(dir, "functions", "greet"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "live.fn.hcl"), []byte(fmt.Sprintf(devProject, ticks, ticks)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	writeGreet(t, dir, version)
+	return dir, ticks
+}
+
+func writeGreet(t *testing.T, dir, version string) {
+	t.Helper()
+	src := fmt.Sprintf("exports.handle = async (input) => Buffer.concat([Buffer.from(%q), Buffer.from(input)]);\n", version+":")
+	// Write then rename, as editors do, so the watcher never sees half a file.
+	tmp := filepath.Join(dir, "functions", "greet", ".index.js.tmp")
+	if err := os.WriteFile(tmp, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, "functions", "greet", "index.js")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDevHotRedeploy: 50 concurrent clients run for 20 seconds while the
+// function is edited; butter dev redeploys it with zero failed requests,
+// and the answers switch to the new revision.
+func TestDevHotRedeploy(t *testing.T) {
+	dir, _ := writeDevProject(t, "v1")
+	gw := freeAddr(t)
+	d := startDev(t, exec.Command(butterBin, "dev", "-listen", gw, "-server-addr", freeAddr(t), dir))
+	url := "http://" + gw + "/greet"
+
+	var ok, failed, v2 atomic.Int64
+	var failures sync.Map
+	last := make([]string, 50)
+	stop := time.Now().Add(20 * time.Second)
+	var wg sync.WaitGroup
+	client := &http.Client{Timeout: 10 * time.Second}
+	for i := 0; i < 50; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			for n := 0; time.Now().Before(stop); n++ {
+				body := fmt.Sprintf("client %d call %d", i, n)
+				resp, err := client.Post(url, "text/plain", strings.NewReader(body))
+				if err != nil {
+					failed.Add(1)
+					failures.Store(err.Error(), true)
+					continue
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				got := string(b)
+				if resp.StatusCode != 200 || (got != "v1:"+body && got != "v2:"+body) {
+					failed.Add(1)
+					failures.Store(fmt.Sprintf("%d %s", resp.StatusCode, got), true)
+					continue
+				}
+				ok.Add(1)
+				if strings.HasPrefix(got, "v2:") {
+					v2.Add(1)
+				}
+				last[i] = got[:2]
+			}
+		}(i)
+	}
+	waitFor(t, 15*time.Second, "v1 answers flowing", func() bool { return ok.Load() > 100 })
+	writeGreet(t, dir, "v2")
+	waitFor(t, 15*time.Second, "the redeploy", func() bool {
+		return strings.Contains(d.out.String(), "serving (deployed in")
+	})
+	wg.Wait()
+	t.Logf("%d answers, %d from the new revision, %d failed", ok.Load(), v2.Load(), failed.Load())
+	failures.Range(func(k, _ any) bool { t.Logf("failure: %v", k); return true })
+	if failed.Load() != 0 {
+		t.Errorf("%d requests failed during the redeploy", failed.Load())
+	}
+	if v2.Load() == 0 {
+		t.Fatal("no answer came from the new revision")
+	}
+	for i, l := range last {
+		if l != "v2" {
+			t.Errorf("client %d's last answer came from %q, not the new revision", i, l)
+		}
+	}
+
+	// An invalid edit is reported and the running revision keeps serving.
+	if err := os.WriteFile(filepath.Join(dir, "live.fn.hcl"), []byte("function \"greet\" {\n  runtime = \"cobol\"\n}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 15*time.Second, "the invalid change reported", func() bool {
+		return strings.Contains(d.out.String(), "the running revision keeps serving")
+	})
+	resp, err := client.Post(url, "text/plain", strings.NewReader("still"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "v2:still" {
+		t.Errorf("after an invalid edit: %d %q, want the running revision's answer", resp.StatusCode, b)
+	}
+	d.interrupt(t)
+}
+
+// TestDevAuthAndTimers: an api_key route answers 401 without a key or with
+// a wrong one and 200 with the dev key; a per-second cron trigger fires
+// from the control plane's leader through the embedded broker into the
+// function.
+func TestDevAuthAndTimers(t *testing.T) {
+	dir, ticks := writeDevProject(t, "v1")
+	gw := freeAddr(t)
+	d := startDev(t, exec.Command(butterBin, "dev", "-listen", gw, "-server-addr", freeAddr(t), "-api-key", "s3cret", dir))
+	call := func(key string) (int, string) {
+		req, _ := http.NewRequest("POST", "http://"+gw+"/secure", strings.NewReader("payload"))
+		if key != "" {
+			req.Header.Set("Authorization", "Bearer "+key)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := call(""); code != 401 {
+		t.Errorf("no key: %d %s, want 401", code, body)
+	}
+	if code, body := call("wrong"); code != 401 {
+		t.Errorf("wrong key: %d %s, want 401", code, body)
+	}
+	if code, body := call("s3cret"); code != 200 || body != "payload" {
+		t.Errorf("right key: %d %s, want 200 payload", code, body)
+	}
+	waitFor(t, 30*time.Second, "three ticks delivered to the cron function", func() bool {
+		b, _ := os.ReadFile(ticks)
+		return strings.Count(string(b), `"tick":`) >= 3
+	})
+	b, _ := os.ReadFile(ticks)
+	t.Logf("ticks:\n%s", b)
+	if !strings.Contains(string(b), `"timer":"live.tick.0"`) {
+		t.Errorf("ticks should name their timer: %s", b)
+	}
+	d.interrupt(t)
+}

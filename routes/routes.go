@@ -1,0 +1,124 @@
+// Package routes turns a project's spec into the gateway's route table:
+// one route per http trigger of a function or a pipeline, with the
+// trigger's auth, limits, CORS and mode, and each pipeline flattened into
+// the functions it calls. `butter dev` and `butter gateway` both build
+// their tables with it, from the active revision's spec files.
+package routes
+
+import (
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/butterfn/butter/gateway"
+	"github.com/butterfn/butter/hcl/spec"
+)
+
+// FromSpec returns the routes of every http trigger in the project.
+func FromSpec(p *spec.Project, revision string) []gateway.Route {
+	var out []gateway.Route
+	for _, f := range p.Functions {
+		for _, t := range f.Triggers {
+			if t.Type != spec.TriggerHTTP {
+				continue
+			}
+			r := base(p, revision, t)
+			r.Function, r.Pool = f.Name, poolOf(f)
+			out = append(out, r)
+		}
+	}
+	for _, pl := range p.Pipelines {
+		for _, t := range pl.Triggers {
+			if t.Type != spec.TriggerHTTP {
+				continue
+			}
+			r := base(p, revision, t)
+			steps, pools := Flatten(pl)
+			r.Pipeline = steps
+			if len(pools) > 0 {
+				r.Pool = pools[stepFunction(steps[0])]
+				r.Pools = pools
+			}
+			out = append(out, r)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Pattern() < out[j].Pattern() })
+	return out
+}
+
+func base(p *spec.Project, revision string, t *spec.Trigger) gateway.Route {
+	return gateway.Route{
+		Method: t.Method, Path: t.Path, Project: p.Name, Revision: revision,
+		Auth: t.Auth, JWKSURL: t.JWKSURL, Audience: t.Audience, Issuer: t.Issuer,
+		MaxBody: t.MaxBody, Timeout: t.Timeout, Rate: t.Rate, Burst: t.Burst,
+		CORSOrigins: t.CORSOrigins, Mode: t.Mode,
+	}
+}
+
+func poolOf(f *spec.Function) string {
+	if f.Pool == "" {
+		return gateway.DefaultPool
+	}
+	return f.Pool
+}
+
+// Flatten expands a pipeline (and the pipelines it contains) into its
+// function steps, each written "function k=v ..." as gateway.Route's
+// Pipeline takes them, and the pool of each function.
+func Flatten(pl *spec.Pipeline) (steps []string, pools map[string]string) {
+	pools = map[string]string{}
+	var walk func(*spec.Pipeline)
+	walk = func(pl *spec.Pipeline) {
+		for _, s := range pl.Steps {
+			switch {
+			case s.Function != nil:
+				steps = append(steps, stepString(s.Function.Name, s.Options))
+				pools[s.Function.Name] = poolOf(s.Function)
+			case s.Pipeline != nil:
+				walk(s.Pipeline)
+			}
+		}
+	}
+	walk(pl)
+	return steps, pools
+}
+
+func stepString(fn string, opts map[string]string) string {
+	keys := make([]string, 0, len(opts))
+	for k := range opts {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	b.WriteString(fn)
+	for _, k := range keys {
+		v := opts[k]
+		if v == "" || strings.ContainsAny(v, " \t\"|") {
+			v = strconv.Quote(v)
+		}
+		b.WriteString(" " + k + "=" + v)
+	}
+	return b.String()
+}
+
+func stepFunction(step string) string {
+	name, _, _ := strings.Cut(step, " ")
+	return name
+}
+
+// Placement maps each function of the project to its pool, for ad-hoc
+// pipelines (`butter invoke "a | b"`) through the gateway.
+func Placement(projects func(project string) *spec.Project) func(project, function string) (string, bool) {
+	return func(project, function string) (string, bool) {
+		p := projects(project)
+		if p == nil {
+			return "", false
+		}
+		for _, f := range p.Functions {
+			if f.Name == function {
+				return poolOf(f), true
+			}
+		}
+		return "", false
+	}
+}
