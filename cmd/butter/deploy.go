@@ -15,6 +15,7 @@ import (
 	"github.com/butterfn/butter/bundle"
 	"github.com/butterfn/butter/hcl/spec"
 	"github.com/butterfn/butter/jobs"
+	"github.com/butterfn/butter/routes"
 	"github.com/hashicorp/cli"
 )
 
@@ -153,7 +154,7 @@ func recordRevision(ui cli.Ui, base, dir string, proj *spec.Project) (revisionRe
 	body, _ := json.Marshal(map[string]any{
 		"id": compiled.Revision, "specs": specs, "bundles": bundles,
 		"git_sha": sha, "dirty": dirty, "author": author, "job": json.RawMessage(jobJSON),
-		"timers": timers,
+		"timers": timers, "routes": routeList(proj), "streams": streamList(proj),
 	})
 	resp, err := callAPI("POST", base+"/v1/projects/"+proj.Name+"/revisions", bytes.NewReader(body), int64(len(body)))
 	if err != nil {
@@ -273,4 +274,35 @@ func projectArgs(name string, args []string) (project, addr string, err error) {
 		return "", "", err
 	}
 	return pos[0], *a, nil
+}
+
+// routeList is the project's http routes, "METHOD /path -> target", as the
+// revision records them.
+func routeList(p *spec.Project) []string {
+	var out []string
+	for _, r := range routes.FromSpec(p, "") {
+		target := r.Function
+		if len(r.Pipeline) > 0 {
+			target = strings.Join(r.Pipeline, " | ")
+		}
+		out = append(out, r.Pattern()+" -> "+target)
+	}
+	return out
+}
+
+// streamList is the project's stream bindings, "function <- topic (group)"
+// and "function -> topic", as the revision records them.
+func streamList(p *spec.Project) []string {
+	var out []string
+	for _, f := range p.Functions {
+		for _, t := range f.Triggers {
+			if t.Type == spec.TriggerStream && t.Stream != nil {
+				out = append(out, fmt.Sprintf("%s <- %s (%s)", f.Name, jobs.Topic(p.Name, t.Stream.Name), jobs.ConsumerGroup(p.Name, f.Name, t.Stream.Name)))
+			}
+		}
+		if f.Output != nil {
+			out = append(out, fmt.Sprintf("%s -> %s", f.Name, jobs.Topic(p.Name, f.Output.Name)))
+		}
+	}
+	return out
 }

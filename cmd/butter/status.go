@@ -93,6 +93,12 @@ func (c *statusCommand) show(st scheduler.ProjectStatus) {
 	if d.NomadDeployment != "" {
 		c.ui.Output(fmt.Sprintf("Nomad      job version %d, deployment %s", d.JobVersion, d.NomadDeployment))
 	}
+	for i, r := range a.Routes {
+		c.ui.Output(fmt.Sprintf("%-10s %s", map[bool]string{true: "Routes", false: ""}[i == 0], r))
+	}
+	for i, r := range a.Streams {
+		c.ui.Output(fmt.Sprintf("%-10s %s", map[bool]string{true: "Streams", false: ""}[i == 0], r))
+	}
 	if len(st.Timers) > 0 {
 		c.ui.Output("Timers")
 		for _, t := range st.Timers {
