@@ -1,6 +1,9 @@
 package scheduler
 
 import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,6 +32,10 @@ import (
 //	POST   /v1/projects/{name}/revisions  create (or re-activate) a revision (leader)
 //	GET    /v1/projects/{name}/revisions  list revisions with their deployment state
 //	POST   /v1/projects/{name}/rollback   activate the revision before the active one
+//	GET    /v1/projects/{name}/revisions/{id}  one revision, with its spec files
+//	POST   /v1/projects/{name}/keys       create an API key (the key is answered once; Raft keeps its hash)
+//	GET    /v1/keys                       API keys' hashes, projects and routes (for gateways)
+//	DELETE /v1/keys/{hash}                revoke an API key
 //	PUT    /v1/timers/{id}                define a timer outside any project
 //	PUT    /v1/blobs/sha256/{hex}         store a blob on this server (checked against its hash)
 //	GET    /v1/blobs/sha256/{hex}         serve a blob, fetched from a peer when missing
@@ -148,6 +155,46 @@ func (s *Server) handler() http.Handler {
 		writeJSON(w, 200, out)
 	})
 	mux.HandleFunc("POST /v1/projects/{name}/rollback", s.leaderOnly(s.rollback))
+	mux.HandleFunc("GET /v1/projects/{name}/revisions/{id}", func(w http.ResponseWriter, r *http.Request) {
+		if _, stale := r.URL.Query()["stale"]; !stale && s.raft.State() != raft.Leader {
+			s.forward(w, r)
+			return
+		}
+		var rev *fsm.Revision
+		s.fsm.Read(func(st *fsm.State) {
+			if x := st.Revisions[r.PathValue("name")][r.PathValue("id")]; x != nil {
+				cp := *x
+				rev = &cp
+			}
+		})
+		if rev == nil {
+			writeErr(w, 404, fmt.Errorf("project %q has no revision %q; butter revisions %s lists them", r.PathValue("name"), r.PathValue("id"), r.PathValue("name")))
+			return
+		}
+		writeJSON(w, 200, rev)
+	})
+	mux.HandleFunc("POST /v1/projects/{name}/keys", s.leaderOnly(s.createKey))
+	mux.HandleFunc("GET /v1/keys", func(w http.ResponseWriter, r *http.Request) {
+		if _, stale := r.URL.Query()["stale"]; !stale && s.raft.State() != raft.Leader {
+			s.forward(w, r)
+			return
+		}
+		out := []fsm.APIKey{}
+		s.fsm.Read(func(st *fsm.State) {
+			for _, k := range st.APIKeys {
+				out = append(out, *k)
+			}
+		})
+		sort.Slice(out, func(i, j int) bool { return out[i].Hash < out[j].Hash })
+		writeJSON(w, 200, out)
+	})
+	mux.HandleFunc("DELETE /v1/keys/{hash}", s.leaderOnly(func(w http.ResponseWriter, r *http.Request) {
+		if err := s.Apply(fsm.APIKeyDeleteType, fsm.APIKey{Hash: r.PathValue("hash")}); err != nil {
+			writeErr(w, 500, err)
+			return
+		}
+		writeJSON(w, 200, map[string]string{"deleted": r.PathValue("hash")})
+	}))
 	mux.HandleFunc("GET /v1/projects/{name}", func(w http.ResponseWriter, r *http.Request) {
 		if _, stale := r.URL.Query()["stale"]; !stale && s.raft.State() != raft.Leader {
 			s.forward(w, r)
@@ -328,4 +375,38 @@ func (s *Server) projectStatus(name string) (ProjectStatus, bool) {
 	})
 	sort.Slice(out.Timers, func(i, j int) bool { return out.Timers[i].ID < out.Timers[j].ID })
 	return out, ok
+}
+
+// createKey makes a random API key for a project. Only its SHA-256 hash
+// goes into Raft; the key itself is answered once and never stored.
+func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {
+	project := r.PathValue("name")
+	var body struct {
+		Routes []string `json:"routes"`
+	}
+	if r.ContentLength > 0 {
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+			writeErr(w, 400, fmt.Errorf("key body: %w", err))
+			return
+		}
+	}
+	var known bool
+	s.fsm.Read(func(st *fsm.State) { _, known = st.Projects[project] })
+	if !known {
+		writeErr(w, 404, fmt.Errorf("no project %q; deploy it first", project))
+		return
+	}
+	raw := make([]byte, 24)
+	if _, err := rand.Read(raw); err != nil {
+		writeErr(w, 500, err)
+		return
+	}
+	key := "bk_" + hex.EncodeToString(raw)
+	sum := sha256.Sum256([]byte(key))
+	k := fsm.APIKey{Hash: hex.EncodeToString(sum[:]), Project: project, Routes: body.Routes}
+	if err := s.Apply(fsm.APIKeyPutType, k); err != nil {
+		writeErr(w, 500, err)
+		return
+	}
+	writeJSON(w, 200, map[string]any{"key": key, "hash": k.Hash, "project": project, "routes": k.Routes})
 }

@@ -145,6 +145,7 @@ type devEnv struct {
 
 	mu      sync.Mutex
 	current *devPool
+	proj    *spec.Project
 	drains  sync.WaitGroup
 }
 
@@ -203,7 +204,12 @@ func (d *devEnv) start(ctx context.Context, dataDir, serverAddr, listen string, 
 	}
 	memKeys := gateway.NewMemKeys()
 	d.resolver = gateway.NewStaticResolver()
-	d.gw = gateway.New(d.resolver, gateway.WithLogger(d.log.Named("gateway")), gateway.WithKeys(memKeys))
+	d.gw = gateway.New(d.resolver, gateway.WithLogger(d.log.Named("gateway")), gateway.WithKeys(memKeys),
+		gateway.WithInvokeAuth(gateway.AuthNone), gateway.WithPlacement(routes.Placement(func(string) *spec.Project {
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			return d.proj
+		})))
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return fmt.Errorf("gateway: %w (pick another -listen)", err)
@@ -241,7 +247,7 @@ func (d *devEnv) deploy(ctx context.Context, proj *spec.Project) error {
 	}
 	d.mu.Lock()
 	old := d.current
-	d.current = p
+	d.current, d.proj = p, proj
 	d.mu.Unlock()
 	if old != nil {
 		d.drains.Add(1)

@@ -3,15 +3,18 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
 	"sync"
 	"syscall"
 
+	"github.com/butterfn/butter/gateway"
 	"github.com/butterfn/butter/hcl/spec"
 	"github.com/butterfn/butter/plugins/pool"
 	"github.com/butterfn/butter/plugins/runtime"
@@ -25,10 +28,14 @@ func (c *invokeCommand) Synopsis() string { return "Invoke a function or a pipel
 
 func (c *invokeCommand) Help() string {
 	return trimHelp(`
-Usage: butter invoke -local [dir] <function | "a | b | c">
+Usage: butter invoke [options] <function | "a | b | c">
+       butter invoke -local [dir] <function | "a | b | c">
 
   Reads the input from standard input, runs the function (or the pipeline)
-  and writes its output to standard output. With -local, the project in dir
+  and writes its output to standard output, as it streams. Without -local,
+  the call goes to a running platform's gateway (butter dev, or butter
+  gateway): POST /v1/invoke/<project> with the steps in the Butter-Pipeline
+  header. With -local, the project in dir
   (default: the current directory) runs in a pool inside this process: the
   same pool code Nomad runs, with no cluster at all.
 
@@ -47,8 +54,17 @@ Usage: butter invoke -local [dir] <function | "a | b | c">
 Options:
 
   -local
-    Run the project locally. (Invoking a running platform arrives with the
-    gateway.)
+    Run the project locally, in this process.
+
+  -gateway=http://127.0.0.1:8080
+    The gateway to call. Default: $BUTTER_GATEWAY, else http://127.0.0.1:8080.
+
+  -project=<name>
+    The project whose functions the steps name. Default: the project in the
+    current directory.
+
+  -api-key=<key>
+    An API key of the project. Default: $BUTTER_API_KEY. butter dev needs none.
 `)
 }
 
@@ -112,9 +128,15 @@ func expand(pl *spec.Pipeline) []step {
 func (c *invokeCommand) Run(args []string) int {
 	fs := newFlagSet("invoke")
 	local := fs.Bool("local", false, "")
+	gw := fs.String("gateway", "", "")
+	project := fs.String("project", "", "")
+	apiKey := fs.String("api-key", "", "")
 	pos, err := parseInterspersed(fs, args)
 	if err == nil && !*local {
-		err = errors.New("only -local is available until the gateway lands: butter invoke -local <dir> <function>")
+		if len(pos) != 1 {
+			return usageError(c.ui, c.Help(), errors.New("give one function or pipeline to invoke (-local takes a project directory too)"), nil, 2)
+		}
+		return c.remote(pos[0], *gw, *project, *apiKey)
 	}
 	if err == nil && (len(pos) < 1 || len(pos) > 2) {
 		err = errors.New("give a function or pipeline to invoke, and optionally the project directory before it")
@@ -256,4 +278,55 @@ func (l *lineWriter) Close() error {
 		l.buf = nil
 	}
 	return nil
+}
+
+// remote invokes through a running platform's gateway.
+func (c *invokeCommand) remote(expr, gw, project, apiKey string) int {
+	if gw == "" {
+		gw = or(os.Getenv("BUTTER_GATEWAY"), "http://127.0.0.1:8080")
+	}
+	if apiKey == "" {
+		apiKey = os.Getenv("BUTTER_API_KEY")
+	}
+	if project == "" {
+		proj, rep := spec.Load(".")
+		if proj == nil || rep.HasErrors() {
+			return usageError(c.ui, c.Help(), errors.New("give -project: there is no valid project in the current directory to take its name from"), nil, 2)
+		}
+		project = proj.Name
+	}
+	req, err := http.NewRequest("POST", strings.TrimRight(gw, "/")+"/v1/invoke/"+project, os.Stdin)
+	if err != nil {
+		c.ui.Error("Error: " + err.Error())
+		return exitInvalid
+	}
+	req.Header.Set(gateway.HeaderPipeline, expr)
+	if apiKey != "" {
+		req.Header.Set("Authorization", "Bearer "+apiKey)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		c.ui.Error(fmt.Sprintf("Error: cannot reach the gateway at %s (is butter dev running? set -gateway or $BUTTER_GATEWAY): %v", gw, err))
+		return exitInvalid
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		var e struct{ Error, Type string }
+		b, _ := io.ReadAll(resp.Body)
+		if json.Unmarshal(b, &e) == nil && e.Error != "" {
+			c.ui.Error(fmt.Sprintf("Error (%s, %s): %s", resp.Status, e.Type, e.Error))
+		} else {
+			c.ui.Error(fmt.Sprintf("Error (%s): %s", resp.Status, strings.TrimSpace(string(b))))
+		}
+		return exitInvalid
+	}
+	if _, err := io.Copy(os.Stdout, resp.Body); err != nil {
+		c.ui.Error("Error: the answer was cut: " + err.Error())
+		return exitInvalid
+	}
+	if e := resp.Trailer.Get("Butter-Error"); e != "" {
+		c.ui.Error("Error: " + e)
+		return exitInvalid
+	}
+	return exitOK
 }
