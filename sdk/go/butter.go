@@ -14,11 +14,13 @@ package butter
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,8 +44,111 @@ type Call struct {
 	Function string
 	Options  map[string]string
 	Meta     map[string]string
-	w        *worker
-	id       uint32
+	// Params are the HTTP route and query parameters, from the meta keys
+	// param.<name>. Names are lower-case: parameter names are
+	// case-insensitive.
+	Params map[string]string
+	state  *State
+	w      *worker
+	id     uint32
+}
+
+// State returns the call's per-key state (docs/state.md). It is never nil.
+func (c *Call) State() *State { return c.state }
+
+// State is the state a function with a state block keeps per key. Get
+// reads it; Set and Delete change it, and the change is saved by the pool
+// only when the handler succeeds.
+type State struct {
+	mu      sync.Mutex
+	enabled bool
+	fn      string
+	key     string
+	field   string
+	value   json.RawMessage // nil: none
+	changed bool
+}
+
+func newState(fn string, m *proto.StateMsg) *State {
+	s := &State{fn: fn}
+	if m != nil {
+		s.enabled, s.key, s.field = true, m.Key, m.Field
+		if len(m.Value) > 0 && string(m.Value) != "null" {
+			s.value = m.Value
+		}
+	}
+	return s
+}
+
+// Key is the call's state key, or "" when it has none.
+func (s *State) Key() string { return s.key }
+
+// Get decodes the current state into v, as json.Unmarshal does. It
+// reports false, and leaves v alone, when there is no state: none was set
+// for the key yet, it expired, or the call has no key.
+func (s *State) Get(v any) (bool, error) {
+	s.mu.Lock()
+	raw := s.value
+	s.mu.Unlock()
+	if raw == nil {
+		return false, nil
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return true, fmt.Errorf("butter: state: %w", err)
+	}
+	return true, nil
+}
+
+// Raw returns the current state as JSON, or nil when there is none.
+func (s *State) Raw() json.RawMessage {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append(json.RawMessage(nil), s.value...)
+}
+
+// Set replaces the state with v encoded as JSON; a nil v (or one that
+// encodes as null) deletes it.
+func (s *State) Set(v any) error {
+	if err := s.usable(); err != nil {
+		return err
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("butter: state: %w", err)
+	}
+	if string(b) == "null" {
+		b = nil
+	}
+	s.mu.Lock()
+	s.value, s.changed = b, true
+	s.mu.Unlock()
+	return nil
+}
+
+// Delete removes the state of the call's key.
+func (s *State) Delete() error { return s.Set(nil) }
+
+func (s *State) usable() error {
+	if !s.enabled {
+		return fmt.Errorf("butter: state: function %s has no state block", s.fn)
+	}
+	if s.key == "" {
+		return fmt.Errorf("butter: state: this call has no state key (the event has no %q field, no record key and no Butter-State-Key header)", s.field)
+	}
+	return nil
+}
+
+// result is the state change to report in RESULT, or nil.
+func (s *State) result() *proto.StateMsg {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.changed {
+		return nil
+	}
+	if s.value == nil {
+		return &proto.StateMsg{Deleted: true}
+	}
+	return &proto.StateMsg{Value: s.value}
 }
 
 type callKey struct{}
@@ -193,7 +298,14 @@ func (w *worker) run(id uint32, inv *inflight) {
 	w.mu.Lock()
 	inv.cancel = cancel
 	w.mu.Unlock()
-	call := &Call{Function: inv.meta.Function, Options: inv.meta.Options, Meta: inv.meta.Meta, w: w, id: id}
+	params := map[string]string{}
+	for k, v := range inv.meta.Meta {
+		if name, ok := strings.CutPrefix(k, "param."); ok {
+			params[name] = v
+		}
+	}
+	call := &Call{Function: inv.meta.Function, Options: inv.meta.Options, Meta: inv.meta.Meta, Params: params,
+		state: newState(inv.meta.Function, inv.meta.State), w: w, id: id}
 	out, err := safeCall(w.handler, context.WithValue(ctx, callKey{}, call), inv.input)
 	for len(out) > 0 && err == nil {
 		n := min(len(out), proto.ChunkSize)
@@ -212,6 +324,8 @@ func (w *worker) run(id uint32, inv *inflight) {
 			typ = proto.Timeout
 		}
 		res.Error = &proto.Error{Type: typ, Message: err.Error()}
+	} else {
+		res.State = call.state.result()
 	}
 	w.mu.Lock()
 	delete(w.calls, id)

@@ -149,6 +149,21 @@ type InvokeMsg struct {
 	Deadline int64             `json:"deadline"` // Unix milliseconds
 	Options  map[string]string `json:"options,omitempty"`
 	Meta     map[string]string `json:"meta,omitempty"`
+	// State is set only for a function with a state block
+	// (docs/state.md): the call's state key and its current state.
+	State *StateMsg `json:"state,omitempty"`
+}
+
+// StateMsg carries per-key state (docs/state.md). In INVOKE, Key is the
+// call's state key ("" when the event has none, and then Field says what
+// was looked for) and Value the current state, absent when there is none.
+// In RESULT it is present only when the handler changed the state: Value
+// is the new state, or Deleted is true. Value is always JSON.
+type StateMsg struct {
+	Key     string          `json:"key,omitempty"`
+	Field   string          `json:"field,omitempty"`
+	Value   json.RawMessage `json:"value,omitempty"`
+	Deleted bool            `json:"deleted,omitempty"`
 }
 
 // Error is a typed function error.
@@ -170,6 +185,9 @@ const (
 // ResultMsg is the payload of RESULT.
 type ResultMsg struct {
 	Error *Error `json:"error,omitempty"`
+	// State is the handler's change to the call's state; nil leaves it
+	// as it was. The pool ignores it when Error is set.
+	State *StateMsg `json:"state,omitempty"`
 }
 
 // CallMsg is the payload of CALL.

@@ -1,0 +1,176 @@
+package butter_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"testing"
+	"time"
+
+	butter "github.com/butterfn/butter/sdk/go"
+	"github.com/butterfn/butter/sdk/go/proto"
+)
+
+// pool is the pool's side of a worker served by ServeConn over pipes.
+type pool struct {
+	t      *testing.T
+	w      *proto.Writer
+	in     io.WriteCloser
+	frames chan proto.Frame
+	done   chan error
+}
+
+func serve(t *testing.T, h butter.Handler) *pool {
+	t.Helper()
+	toR, toW := io.Pipe()
+	fromR, fromW := io.Pipe()
+	p := &pool{t: t, w: proto.NewWriter(toW), in: toW, frames: make(chan proto.Frame, 64), done: make(chan error, 1)}
+	go func() {
+		err := butter.ServeConn(toR, fromW, h)
+		fromW.Close()
+		p.done <- err
+	}()
+	go func() {
+		r := proto.NewReader(fromR)
+		for {
+			f, err := r.Read()
+			if err != nil {
+				close(p.frames)
+				return
+			}
+			p.frames <- f
+		}
+	}()
+	t.Cleanup(func() {
+		toW.Close()
+		select {
+		case <-p.done:
+		case <-time.After(5 * time.Second):
+			t.Error("the worker did not stop after its input closed")
+		}
+	})
+	if f := p.next(); f.Type != proto.Hello {
+		t.Fatalf("first frame %s, want HELLO", f.Type)
+	}
+	return p
+}
+
+func (p *pool) next() proto.Frame {
+	p.t.Helper()
+	select {
+	case f, ok := <-p.frames:
+		if !ok {
+			p.t.Fatal("the worker's stream ended")
+		}
+		return f
+	case <-time.After(5 * time.Second):
+		p.t.Fatal("no frame from the worker within 5s")
+	}
+	return proto.Frame{}
+}
+
+// invoke runs one invocation and returns its output and RESULT.
+func (p *pool) invoke(id uint32, msg proto.InvokeMsg, input string) (string, proto.ResultMsg) {
+	p.t.Helper()
+	msg.Deadline = time.Now().Add(time.Minute).UnixMilli()
+	if err := p.w.WriteJSON(proto.Invoke, id, msg); err != nil {
+		p.t.Fatal(err)
+	}
+	if input != "" {
+		_ = p.w.Write(proto.Data, id, []byte(input))
+	}
+	_ = p.w.Write(proto.End, id, nil)
+	var out []byte
+	for {
+		f := p.next()
+		if f.ID != id {
+			p.t.Fatalf("frame %s for invocation %d, want %d", f.Type, f.ID, id)
+		}
+		switch f.Type {
+		case proto.Data:
+			out = append(out, f.Payload...)
+		case proto.Result:
+			var res proto.ResultMsg
+			if err := json.Unmarshal(f.Payload, &res); err != nil {
+				p.t.Fatal(err)
+			}
+			return string(out), res
+		default:
+			p.t.Fatalf("unexpected %s frame", f.Type)
+		}
+	}
+}
+
+type counter struct {
+	N int `json:"n"`
+}
+
+// count keeps a counter per key and answers with the params and the count.
+func count(ctx context.Context, in []byte) ([]byte, error) {
+	c := butter.FromContext(ctx)
+	var st counter
+	if _, err := c.State().Get(&st); err != nil {
+		return nil, err
+	}
+	switch string(in) {
+	case "delete":
+		return []byte("deleted"), c.State().Delete()
+	case "fail":
+		_ = c.State().Set(counter{N: 1000})
+		return nil, errors.New("failed after a set")
+	}
+	st.N++
+	if err := c.State().Set(st); err != nil {
+		return nil, err
+	}
+	return fmt.Appendf(nil, "%s %s %d", c.Params["device"], c.State().Key(), st.N), nil
+}
+
+func TestParamsAndState(t *testing.T) {
+	p := serve(t, count)
+	meta := map[string]string{"param.device": "d1", "content-type": "application/json"}
+
+	out, res := p.invoke(1, proto.InvokeMsg{Function: "f", Meta: meta, State: &proto.StateMsg{Key: "d1", Value: json.RawMessage(`{"n":41}`)}}, "x")
+	if out != "d1 d1 42" || res.Error != nil || res.State == nil || string(res.State.Value) != `{"n":42}` || res.State.Deleted {
+		t.Fatalf("output %q, result %+v %+v", out, res.Error, res.State)
+	}
+	// No state yet: Get reports none and leaves the value alone.
+	out, res = p.invoke(2, proto.InvokeMsg{Function: "f", Meta: meta, State: &proto.StateMsg{Key: "d2"}}, "x")
+	if out != "d1 d2 1" || res.State == nil || string(res.State.Value) != `{"n":1}` {
+		t.Fatalf("output %q, state %+v", out, res.State)
+	}
+	// Delete is reported as deleted, without a value.
+	_, res = p.invoke(3, proto.InvokeMsg{Function: "f", State: &proto.StateMsg{Key: "d1", Value: json.RawMessage(`{"n":5}`)}}, "delete")
+	if res.Error != nil || res.State == nil || !res.State.Deleted || res.State.Value != nil {
+		t.Fatalf("delete: %+v %+v", res.Error, res.State)
+	}
+	// A failed call reports no state change.
+	_, res = p.invoke(4, proto.InvokeMsg{Function: "f", State: &proto.StateMsg{Key: "d1"}}, "fail")
+	if res.Error == nil || res.State != nil {
+		t.Fatalf("fail: %+v %+v", res.Error, res.State)
+	}
+	// No key: Set fails, naming the field that was looked for.
+	_, res = p.invoke(5, proto.InvokeMsg{Function: "f", State: &proto.StateMsg{Field: "device"}}, "x")
+	if res.Error == nil || res.Error.Type != proto.Exception || res.State != nil ||
+		res.Error.Message != `butter: state: this call has no state key (the event has no "device" field, no record key and no Butter-State-Key header)` {
+		t.Fatalf("no key: %+v %+v", res.Error, res.State)
+	}
+	// No state block: Set fails too.
+	_, res = p.invoke(6, proto.InvokeMsg{Function: "f"}, "x")
+	if res.Error == nil || res.Error.Message != "butter: state: function f has no state block" {
+		t.Fatalf("no state block: %+v", res.Error)
+	}
+}
+
+// A handler that does not touch the state reports no change.
+func TestStateUntouched(t *testing.T) {
+	p := serve(t, func(ctx context.Context, in []byte) ([]byte, error) {
+		return butter.FromContext(ctx).State().Raw(), nil
+	})
+	out, res := p.invoke(1, proto.InvokeMsg{Function: "f", State: &proto.StateMsg{Key: "k", Value: json.RawMessage(`[1,2]`)}}, "")
+	if out != "[1,2]" || res.Error != nil || res.State != nil {
+		t.Fatalf("output %q, result %+v %+v", out, res.Error, res.State)
+	}
+}
