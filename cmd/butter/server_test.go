@@ -277,6 +277,12 @@ func TestLeaderLoss(t *testing.T) {
 			}
 			return true
 		})
+		// Raft logs the install just after the FSM restore that made the
+		// writes visible: wait for the line rather than race it.
+		deadline := time.Now().Add(10 * time.Second)
+		for !strings.Contains(killed.log.String(), "Installed remote snapshot") && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
 		if !strings.Contains(killed.log.String(), "Installed remote snapshot") {
 			t.Errorf("run %d: the killed node caught up without a snapshot install", run)
 		}
