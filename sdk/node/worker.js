@@ -124,6 +124,35 @@ function readFrames(input, onFrame, onEnd) {
   input.on('error', (err) => die(1, `reading fd 3: ${err.message}`));
 }
 
+// newState is ctx.state: the per-key state of a function with a state block
+// (docs/state.md), sent in INVOKE's "state" ({key, field, value}). get()
+// returns a fresh copy of the current state (null when there is none);
+// set(v) replaces it with v as JSON, set(null) or delete() removes it. The
+// change goes back in RESULT, and the pool keeps it only if the handler
+// succeeds. result() is the RESULT's "state" as JSON text, or null.
+function newState(fn, s) {
+  let value = s && s.value !== undefined && s.value !== null ? JSON.stringify(s.value) : null;
+  let changed = false;
+  const change = (v) => {
+    if (!s) throw new Error(`butter: state: function ${fn} has no state block`);
+    if (!s.key) {
+      throw new Error(`butter: state: this call has no state key (the event has no "${s.field}" field, no record key and no Butter-State-Key header)`);
+    }
+    const text = v === undefined ? 'null' : JSON.stringify(v);
+    if (text === undefined) throw new TypeError(`butter: state: a ${typeof v} cannot be stored as JSON`);
+    value = text === 'null' ? null : text;
+    changed = true;
+  };
+  const api = {
+    key: (s && s.key) || null,
+    get: () => (value === null ? null : JSON.parse(value)),
+    set: (v) => change(v),
+    delete: () => change(null),
+  };
+  const result = () => (!changed ? null : value === null ? '{"deleted":true}' : `{"value":${value}}`);
+  return [api, result];
+}
+
 function newInvocation(id, m) {
   const controller = new AbortController();
   const inv = { id, input: [], started: false, done: false, seq: 0, calls: new Map(), controller };
@@ -131,11 +160,15 @@ function newInvocation(id, m) {
   const params = {};
   for (const [k, v] of Object.entries(meta)) if (k.startsWith('param.')) params[k.slice(6)] = v;
   const deadline = Number(m.deadline) || 0; // 0: none given
+  const fn = m.function || process.env.BUTTER_FUNCTION || '';
+  const [state, stateResult] = newState(fn, m.state);
+  inv.stateResult = stateResult;
   inv.ctx = {
-    function: m.function || process.env.BUTTER_FUNCTION || '',
+    function: fn,
     options: m.options || {},
     meta,
     params,
+    state,
     deadline: deadline ? new Date(deadline) : null,
     signal: controller.signal,
     remainingMs: () => (deadline ? Math.max(0, deadline - Date.now()) : Infinity),
@@ -191,7 +224,8 @@ async function run(inv) {
     for (let off = 0; off < output.length; off += CHUNK) await send(T.DATA, inv.id, output.subarray(off, off + CHUNK));
   }
   invocations.delete(inv.id); // before RESULT: the pool may reuse the id at once
-  send(T.RESULT, inv.id, json(error ? { error } : {}));
+  const state = error ? null : inv.stateResult();
+  send(T.RESULT, inv.id, error ? json({ error }) : Buffer.from(state ? `{"state":${state}}` : '{}'));
   maybeExit();
 }
 

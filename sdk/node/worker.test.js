@@ -418,3 +418,57 @@ test('real pipes (FIFOs) on fds 3 and 4', async () => {
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('state: get, set and delete travel in INVOKE and RESULT', () =>
+  withWorker('state.count', {}, async (w) => {
+    const meta = { 'param.device': 'd1' };
+    w.invoke(1, '', { meta, state: { key: 'd1', value: { n: 41 } } });
+    let r = await w.result(1);
+    assert.deepEqual(JSON.parse(r.output), { key: 'd1', n: 42, device: 'd1' });
+    assert.deepEqual(r.result, { state: { value: { n: 42 } } });
+    // No state yet for the key.
+    w.invoke(2, '', { meta, state: { key: 'd2', field: 'device' } });
+    r = await w.result(2);
+    assert.deepEqual(JSON.parse(r.output), { key: 'd2', n: 1, device: 'd1' });
+    assert.deepEqual(r.result, { state: { value: { n: 1 } } });
+  }));
+
+test('state: delete is reported as deleted; an untouched state is not reported', async () => {
+  await withWorker('state.remove', {}, async (w) => {
+    w.invoke(1, '', { state: { key: 'd1', value: { n: 3 } } });
+    const r = await w.result(1);
+    assert.deepEqual(JSON.parse(r.output), { after: null });
+    assert.deepEqual(r.result, { state: { deleted: true } });
+  });
+  await withWorker('state.read', {}, async (w) => {
+    w.invoke(1, '', { state: { key: 'd1', value: { n: 3 } } });
+    const r = await w.result(1);
+    assert.deepEqual(JSON.parse(r.output), { state: { n: 3 }, key: 'd1' });
+    assert.deepEqual(r.result, {});
+  });
+});
+
+test('state: a failed call reports no change', () =>
+  withWorker('state.fail', {}, async (w) => {
+    w.invoke(1, '', { state: { key: 'd1' } });
+    const r = await w.result(1);
+    assert.deepEqual(r.result, { error: { type: 'Exception', message: 'failed after a set' } });
+  }));
+
+test('state: set fails without a key, without a state block, and for what JSON cannot hold', () =>
+  withWorker('state.trySet', {}, async (w) => {
+    const cases = [
+      [{ state: { key: '', field: 'device' } }, '', 'refused: butter: state: this call has no state key (the event has no "device" field, no record key and no Butter-State-Key header)'],
+      [{}, '', 'refused: butter: state: function fn has no state block'],
+      [{ state: { key: 'k' } }, 'fn', 'refused: butter: state: a function cannot be stored as JSON'],
+    ];
+    let id = 0;
+    for (const [meta, input, want] of cases) {
+      w.invoke(++id, input, meta);
+      const r = await w.result(id);
+      assert.equal(r.output.toString(), want);
+      assert.deepEqual(r.result, {});
+    }
+    w.invoke(++id, '', { state: { key: 'k' } });
+    assert.deepEqual((await w.result(id)).result, { state: { value: { n: 1 } } });
+  }));

@@ -62,6 +62,51 @@ class ContextCallError(RuntimeError):
     """The pool refused a context call (its REPLY had ok=false)."""
 
 
+class State:
+    """ctx.state: the per-key state of a function with a state block
+    (docs/state.md), sent in INVOKE's "state" ({key, field, value}).
+
+    get() returns a fresh copy of the current state (None when there is
+    none); set(value) replaces it with value as JSON; set(None) or delete()
+    removes it. The change goes back in RESULT, and the pool keeps it only
+    if the handler succeeds.
+    """
+
+    def __init__(self, function, m):
+        self._function = function
+        self._m = m
+        self.key = (m or {}).get("key") or None
+        value = (m or {}).get("value")
+        self._value = None if value is None else json.dumps(value)
+        self._changed = False
+
+    def get(self):
+        return None if self._value is None else json.loads(self._value)
+
+    def set(self, value):
+        if self._m is None:
+            raise RuntimeError(f"butter: state: function {self._function} has no state block")
+        if not self.key:
+            raise RuntimeError(
+                f'butter: state: this call has no state key (the event has no "{self._m.get("field", "")}" '
+                "field, no record key and no Butter-State-Key header)")
+        try:
+            text = None if value is None else json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"butter: state: {e}") from None
+        self._value = text
+        self._changed = True
+
+    def delete(self):
+        self.set(None)
+
+    def _result(self):
+        """The RESULT's "state" as JSON text, or None when unchanged."""
+        if not self._changed:
+            return None
+        return '{"deleted":true}' if self._value is None else '{"value":' + self._value + "}"
+
+
 class Context:
     """What a handler knows about its invocation, and its calls to the pool."""
 
@@ -71,6 +116,7 @@ class Context:
         self.options = m.get("options") or {}
         self.meta = m.get("meta") or {}
         self.params = {k[6:]: v for k, v in self.meta.items() if k.startswith("param.")}
+        self.state = State(self.function, m.get("state"))
         ms = m.get("deadline") or 0
         self.deadline = ms / 1000.0 if ms else math.inf  # Unix seconds
         self.cancelled = threading.Event()
@@ -168,7 +214,12 @@ def run(handler, invocations, ctx, data):
         for off in range(0, len(output), CHUNK):
             send(DATA, ctx._id, output[off:off + CHUNK])
     invocations.pop(ctx._id, None)  # before RESULT: the pool may reuse the id at once
-    send(RESULT, ctx._id, json.dumps({"error": error} if error else {}).encode())
+    if error:
+        result = json.dumps({"error": error})
+    else:
+        state = ctx.state._result()
+        result = '{"state":' + state + "}" if state else "{}"
+    send(RESULT, ctx._id, result.encode())
 
 
 async def _wait(awaitable):

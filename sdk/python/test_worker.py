@@ -353,6 +353,51 @@ class WorkerTest(unittest.TestCase):
         self.assertEqual(w.wait(), 2)
         self.assertIn("unexpected frame type 42", w.stderr)
 
+    def test_state_get_and_set_travel_in_invoke_and_result(self):
+        w = self.started("state.count")
+        meta = {"param.device": "d1"}
+        w.invoke(1, b"", meta=meta, state={"key": "d1", "value": {"n": 41}})
+        out, result, _ = w.result(1)
+        self.assertEqual(json.loads(out), {"key": "d1", "n": 42, "device": "d1"})
+        self.assertEqual(result, {"state": {"value": {"n": 42}}})
+        w.invoke(2, b"", meta=meta, state={"key": "d2", "field": "device"})  # no state yet
+        out, result, _ = w.result(2)
+        self.assertEqual(json.loads(out), {"key": "d2", "n": 1, "device": "d1"})
+        self.assertEqual(result, {"state": {"value": {"n": 1}}})
+
+    def test_state_delete_and_untouched(self):
+        w = self.started("state.remove")
+        w.invoke(1, b"", state={"key": "d1", "value": {"n": 3}})
+        out, result, _ = w.result(1)
+        self.assertEqual((json.loads(out), result), ({"after": None}, {"state": {"deleted": True}}))
+        w = self.started("state.read")
+        w.invoke(1, b"", state={"key": "d1", "value": {"n": 3}})
+        out, result, _ = w.result(1)
+        self.assertEqual((json.loads(out), result), ({"state": {"n": 3}, "key": "d1"}, {}))
+
+    def test_state_failed_call_reports_no_change(self):
+        w = self.started("state.fail")
+        w.invoke(1, b"", state={"key": "d1"})
+        _, result, _ = w.result(1)
+        self.assertEqual(result, {"error": {"type": "Exception", "message": "failed after a set"}})
+
+    def test_state_set_refused(self):
+        w = self.started("state.try_set")
+        cases = [
+            ({"state": {"key": "", "field": "device"}}, b"",
+             'refused: butter: state: this call has no state key (the event has no "device" field, '
+             "no record key and no Butter-State-Key header)"),
+            ({}, b"", "refused: butter: state: function fn has no state block"),
+            ({"state": {"key": "k"}}, b"nan", "refused: butter: state: Out of range float values are not JSON compliant"),
+        ]
+        for fid, (meta, data, want) in enumerate(cases, 1):
+            w.invoke(fid, data, **meta)
+            out, result, _ = w.result(fid)
+            self.assertEqual(result, {})
+            self.assertTrue(out.decode().startswith(want), out)  # the NaN message varies by version
+        w.invoke(9, b"", state={"key": "k"})
+        self.assertEqual(w.result(9)[1], {"state": {"value": {"n": 1}}})
+
 
 if __name__ == "__main__":
     unittest.main()
