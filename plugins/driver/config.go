@@ -15,11 +15,15 @@ var configSpec = hclspec.NewObject(map[string]*hclspec.Spec{
 	// butter_path is the butter binary that runs pools; by default the
 	// one on the PATH, or beside this plugin.
 	"butter_path": hclspec.NewAttr("butter_path", "string", false),
+	// kafka_brokers is the cluster's Kafka, for pools whose project has no
+	// kafka block: it reaches them as $BUTTER_KAFKA_BROKERS.
+	"kafka_brokers": hclspec.NewAttr("kafka_brokers", "list(string)", false),
 })
 
 // Config is the decoded plugin configuration.
 type Config struct {
-	ButterPath string `codec:"butter_path"`
+	ButterPath   string   `codec:"butter_path"`
+	KafkaBrokers []string `codec:"kafka_brokers"`
 }
 
 // taskConfigSpec decodes the task config that package jobs renders

@@ -276,9 +276,12 @@ func (d *Driver) StartTask(cfg *drivers.TaskConfig) (*drivers.TaskHandle, *drive
 	if err != nil {
 		return nil, nil, fmt.Errorf("failed to create executor: %v", err)
 	}
-	env := make([]string, 0, len(cfg.Env))
+	env := make([]string, 0, len(cfg.Env)+1)
 	for k, v := range cfg.Env {
 		env = append(env, k+"="+v)
+	}
+	if brokers := d.kafkaBrokers(); len(brokers) > 0 && cfg.Env["BUTTER_KAFKA_BROKERS"] == "" {
+		env = append(env, "BUTTER_KAFKA_BROKERS="+strings.Join(brokers, ","))
 	}
 	sort.Strings(env)
 	ps, err := execImpl.Launch(&executor.ExecCommand{
@@ -434,3 +437,6 @@ func (d *Driver) SignalTask(taskID string, signal string) error {
 func (d *Driver) ExecTask(taskID string, cmd []string, timeout time.Duration) (*drivers.ExecTaskResult, error) {
 	return nil, fmt.Errorf("the butter driver does not support exec into a pool")
 }
+
+// kafkaBrokers is the plugin config's kafka_brokers.
+func (d *Driver) kafkaBrokers() []string { return d.config.KafkaBrokers }
