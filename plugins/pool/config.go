@@ -70,6 +70,23 @@ type FunctionConfig struct {
 	Streams []StreamTrigger `json:"stream,omitempty"`
 	// Retry is how failed stream events are retried; nil tries once.
 	Retry *RetryConfig `json:"retry,omitempty"`
+	// State turns on per-key state (docs/state.md); nil has none.
+	State *StateConfig `json:"state,omitempty"`
+}
+
+// StateConfig is a function's state block.
+type StateConfig struct {
+	// Key names the field of a JSON event that selects the state, or
+	// "$key" for the record key (or the Butter-State-Key header) alone.
+	Key string `json:"key"`
+	// TTL drops the state of a key not written for this long; "" or 0
+	// keeps it.
+	TTL string `json:"ttl,omitempty"`
+}
+
+// StateTopic is the compacted changelog topic of a function's state.
+func StateTopic(project, function string) string {
+	return project + "._state." + function
 }
 
 // StreamTrigger is one stream a function consumes.
@@ -116,6 +133,14 @@ func (c *Config) check() error {
 		}
 		if f.MaxInstances < 1 || f.MinInstances > f.MaxInstances {
 			return fmt.Errorf("pool config: function %s: instances min %d, max %d", f.Name, f.MinInstances, f.MaxInstances)
+		}
+		if st := f.State; st != nil {
+			if st.Key == "" {
+				return fmt.Errorf("pool config: function %s: state: empty key", f.Name)
+			}
+			if d, err := time.ParseDuration(st.TTL); st.TTL != "" && (err != nil || d < 0) {
+				return fmt.Errorf("pool config: function %s: state: ttl %q is not a duration such as 720h", f.Name, st.TTL)
+			}
 		}
 	}
 	return nil
@@ -190,6 +215,12 @@ func LocalConfig(p *spec.Project) *Config {
 		}
 		if f.Retry != nil {
 			fc.Retry = &RetryConfig{Attempts: f.Retry.Attempts, Backoff: f.Retry.Backoff.String(), MaxBackoff: f.Retry.MaxBackoff.String()}
+		}
+		if f.State != nil {
+			fc.State = &StateConfig{Key: f.State.Key}
+			if f.State.TTL > 0 {
+				fc.State.TTL = f.State.TTL.String()
+			}
 		}
 		c.Functions = append(c.Functions, fc)
 	}

@@ -58,3 +58,48 @@ func TestLocalConfigTicks(t *testing.T) {
 		}
 	}
 }
+
+// TestLocalConfigState: a function's state block reaches the local pool
+// config as the compiled job renders it.
+func TestLocalConfigState(t *testing.T) {
+	proj, rep := spec.Load(filepath.Join("..", "..", "examples", "iot"))
+	if proj == nil {
+		t.Fatal(rep.Diags)
+	}
+	c := LocalConfig(proj)
+	var detect *FunctionConfig
+	for i := range c.Functions {
+		if c.Functions[i].Name == "detect" {
+			detect = &c.Functions[i]
+		}
+	}
+	if detect == nil || detect.State == nil || *detect.State != (StateConfig{Key: "device", TTL: "720h0m0s"}) {
+		t.Fatalf("detect's state = %+v", detect)
+	}
+	compiled, err := jobs.Compile(proj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tg := range compiled.Job.TaskGroups {
+		for _, fn := range tg.Tasks[0].Config["function"].([]map[string]any) {
+			if fn["name"] != "detect" {
+				continue
+			}
+			st := fn["state"].([]map[string]any)[0]
+			if st["key"] != detect.State.Key || st["ttl"] != detect.State.TTL {
+				t.Errorf("compiled state %v, local %+v", st, detect.State)
+			}
+			return
+		}
+	}
+	t.Error("the compiled job has no function detect")
+}
+
+func TestConfigStateChecked(t *testing.T) {
+	for _, st := range []StateConfig{{Key: ""}, {Key: "k", TTL: "30 days"}, {Key: "k", TTL: "-1h"}} {
+		c := &Config{Functions: []FunctionConfig{{Name: "f", Timeout: "1s", MaxInstances: 1, State: &st}}}
+		if err := c.check(); err == nil {
+			t.Errorf("state %+v passed the check", st)
+		}
+	}
+}

@@ -22,6 +22,12 @@ const (
 	HeaderDeadline = "Butter-Deadline"
 	// HeaderOptionPrefix passes a named option: Butter-Option-E: s/a/b/.
 	HeaderOptionPrefix = "Butter-Option-"
+	// HeaderParamPrefix passes a route or query parameter, as the gateway
+	// forwards them: Butter-Param-Device: d1. The function sees it in its
+	// meta as param.device: HTTP does not keep the case of header names,
+	// so parameter names are case-insensitive and reach functions
+	// lower-cased.
+	HeaderParamPrefix = "Butter-Param-"
 	// HeaderError is the trailer that reports a failure after the output
 	// has started streaming.
 	HeaderError = "Butter-Error"
@@ -29,7 +35,9 @@ const (
 
 // Handler returns the pool's HTTP API:
 //
-//	POST /v1/invoke/{function}   stream the body in, the output out
+//	POST /v1/invoke/{function}   stream the body in, the output out; headers
+//	                             Butter-Timeout, Butter-Deadline, Butter-Option-*,
+//	                             Butter-Param-*, Butter-State-Key
 //	GET  /v1/functions           the hosted functions
 //	GET  /v1/health              200 while the pool serves; 503 when a function
 //	                             cannot keep its minimum instances
@@ -114,10 +122,13 @@ func (p *Pool) serveInvoke(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case strings.HasPrefix(k, HeaderOptionPrefix):
 			c.Options[strings.ToLower(strings.TrimPrefix(k, HeaderOptionPrefix))] = vs[0]
+		case strings.HasPrefix(lk, strings.ToLower(HeaderParamPrefix)) && len(lk) > len(HeaderParamPrefix):
+			c.Meta["param."+lk[len(HeaderParamPrefix):]] = vs[0]
 		case lk == "content-type" || lk == "traceparent" || lk == "tracestate" || strings.HasPrefix(lk, "ce-"):
 			c.Meta[lk] = vs[0]
 		}
 	}
+	c.StateKey = r.Header.Get(HeaderStateKey)
 	w.Header().Set("Trailer", HeaderError)
 	sw := &streamWriter{w: w, rc: http.NewResponseController(w)}
 	c.Output = sw

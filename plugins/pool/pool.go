@@ -141,6 +141,12 @@ func New(cfg *Config, logs func(function string) io.Writer, opts ...Option) (*Po
 			log:     o.logger.Named(fc.Name),
 			wake:    make(chan struct{}),
 		}
+		if fc.State != nil {
+			p.fns[fc.Name].state = newStateStore(fc.Name, fc.State, o.logger.Named(fc.Name))
+			if _, ok := rt.(*runtime.Process); !ok {
+				o.logger.Warn("only the node, python and go runtimes carry state: this function never sees its state", "function", fc.Name, "runtime", fc.Runtime)
+			}
+		}
 	}
 	return p, nil
 }
@@ -192,6 +198,10 @@ type Call struct {
 	Input    io.Reader
 	Output   io.Writer
 	Calls    runtime.CallHandler
+	// StateKey is the state key of a call of a function with state when
+	// its input has no key field (docs/state.md): the record key of a
+	// stream event, the Butter-State-Key header of an HTTP call.
+	StateKey string
 }
 
 // Invoke runs one call of a function. It returns a *proto.Error for typed
@@ -206,10 +216,15 @@ func (p *Pool) Invoke(ctx context.Context, function string, c *Call) error {
 	if !c.Deadline.IsZero() && c.Deadline.Before(deadline) {
 		deadline = c.Deadline
 	}
-	ctx, cancel := context.WithDeadline(ctx, deadline)
+	dctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	start := time.Now()
-	err := f.invoke(ctx, c, deadline)
+	var err error
+	if f.state != nil {
+		err = f.invokeStateful(ctx, dctx, c, deadline)
+	} else {
+		_, err = f.invoke(dctx, c, deadline, nil)
+	}
 	p.opts.metrics.observe(function, time.Since(start), err)
 	return err
 }
@@ -236,20 +251,33 @@ func (p *Pool) Stop() {
 	}
 	wg.Wait()
 	p.wg.Wait() // the reaper and the instance watchers
+	for _, f := range p.fns {
+		if f.state != nil {
+			f.state.close()
+		}
+	}
 }
 
 func (p *Pool) reap() {
 	defer p.wg.Done()
 	t := time.NewTicker(min(max(p.opts.idleTimeout/4, 10*time.Millisecond), time.Second))
 	defer t.Stop()
+	var swept time.Time
 	for {
 		select {
 		case <-p.ctx.Done():
 			return
 		case <-t.C:
+			sweep := time.Since(swept) > time.Minute
+			if sweep {
+				swept = time.Now()
+			}
 			for _, f := range p.fns {
 				f.retireIdle(p.opts.idleTimeout)
 				f.restoreMin()
+				if sweep && f.state != nil {
+					f.state.sweep()
+				}
 			}
 		}
 	}
@@ -263,6 +291,7 @@ type fnPool struct {
 	fn      *runtime.Function
 	timeout time.Duration
 	log     hclog.Logger
+	state   *stateStore // nil: no state block
 
 	mu        sync.Mutex
 	instances []*slot
@@ -496,10 +525,12 @@ func (f *fnPool) stopAll(grace time.Duration) {
 	wg.Wait()
 }
 
-func (f *fnPool) invoke(ctx context.Context, c *Call, deadline time.Time) error {
+// invoke runs a call on an instance, with st as its state, and returns
+// the state change the function made.
+func (f *fnPool) invoke(ctx context.Context, c *Call, deadline time.Time, st *proto.StateMsg) (*proto.StateMsg, error) {
 	s, err := f.acquire(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer f.release(s)
 	opts := c.Options
@@ -513,8 +544,12 @@ func (f *fnPool) invoke(ctx context.Context, c *Call, deadline time.Time) error 
 		}
 		opts = merged
 	}
-	return s.inst.Invoke(ctx, &runtime.Invocation{
+	inv := &runtime.Invocation{
 		Deadline: deadline, Options: opts, Meta: c.Meta,
-		Input: c.Input, Output: c.Output, Calls: c.Calls,
-	})
+		Input: c.Input, Output: c.Output, Calls: c.Calls, State: st,
+	}
+	if err := s.inst.Invoke(ctx, inv); err != nil {
+		return nil, err
+	}
+	return inv.NewState, nil
 }

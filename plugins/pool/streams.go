@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/butterfn/butter/broker"
@@ -57,7 +58,9 @@ func (p *Pool) StartStreams(ctx context.Context, kafka broker.Config) error {
 		return broker.Topic{Name: name, Partitions: parts}
 	}
 	var topics []broker.Topic
+	stateful := false
 	for _, f := range p.fns {
+		stateful = stateful || f.state != nil
 		for _, tr := range f.cfg.Streams {
 			topics = append(topics, topic(tr.Stream, 3), topic(deadLetterTopic(f.cfg, tr), 1))
 		}
@@ -65,7 +68,7 @@ func (p *Pool) StartStreams(ctx context.Context, kafka broker.Config) error {
 			topics = append(topics, topic(f.cfg.Output, 3))
 		}
 	}
-	if len(topics) == 0 {
+	if len(topics) == 0 && !stateful {
 		return nil
 	}
 	admCl, err := kgo.NewClient(base...)
@@ -73,8 +76,24 @@ func (p *Pool) StartStreams(ctx context.Context, kafka broker.Config) error {
 		return fmt.Errorf("reach Kafka: %w", err)
 	}
 	defer admCl.Close()
-	if err := broker.EnsureTopics(ctx, kadm.NewClient(admCl), topics); err != nil {
+	adm := kadm.NewClient(admCl)
+	if err := broker.EnsureTopics(ctx, adm, topics); err != nil {
 		return err
+	}
+	// State first: a function's changelog is read to its end before its
+	// streams are consumed.
+	for _, name := range p.Functions() {
+		f := p.fns[name]
+		if f.state == nil {
+			continue
+		}
+		topic := StateTopic(p.cfg.Project, name)
+		if err := changelogTopic(ctx, adm, topic, f.state.ttl); err != nil {
+			return err
+		}
+		if err := f.state.attach(ctx, base, topic); err != nil {
+			return err
+		}
 	}
 	sctx, cancel := context.WithCancel(context.Background())
 	p.streamCancel = cancel
@@ -131,6 +150,9 @@ type consumer struct {
 	attempts int
 	backoff  time.Duration
 	maxBack  time.Duration
+	// resync asks run to catch up with the state changelog before it
+	// handles the next batch: partitions were assigned.
+	resync atomic.Bool
 }
 
 func newConsumer(p *Pool, f *fnPool, tr StreamTrigger, base []kgo.Opt) (*consumer, error) {
@@ -139,6 +161,14 @@ func newConsumer(p *Pool, f *fnPool, tr StreamTrigger, base []kgo.Opt) (*consume
 		return nil, fmt.Errorf("function %s: stream %s: %w", f.cfg.Name, tr.Stream, err)
 	}
 	opts := append(append([]kgo.Opt{}, base...), broker.ProducerOpts()...)
+	c := &consumer{p: p, f: f, tr: tr, dlq: deadLetterTopic(f.cfg, tr), attempts: 1, backoff: time.Second}
+	if f.state != nil {
+		// Partitions another pool handled until now: its state writes
+		// are read before their events (see run).
+		opts = append(opts, kgo.OnPartitionsAssigned(func(context.Context, *kgo.Client, map[string][]int32) {
+			c.resync.Store(true)
+		}))
+	}
 	opts = append(opts,
 		kgo.ConsumerGroup(tr.Group),
 		kgo.ConsumeTopics(tr.Stream),
@@ -154,7 +184,7 @@ func newConsumer(p *Pool, f *fnPool, tr StreamTrigger, base []kgo.Opt) (*consume
 	if err != nil {
 		return nil, fmt.Errorf("function %s: stream %s: %w", f.cfg.Name, tr.Stream, err)
 	}
-	c := &consumer{p: p, f: f, tr: tr, cl: cl, dlq: deadLetterTopic(f.cfg, tr), attempts: 1, backoff: time.Second}
+	c.cl = cl
 	if r := f.cfg.Retry; r != nil {
 		c.attempts = max(r.Attempts, 1)
 		if d, err := time.ParseDuration(r.Backoff); err == nil {
@@ -183,6 +213,9 @@ func (c *consumer) run(ctx context.Context) {
 		fetches.EachError(func(t string, p int32, err error) {
 			log.Warn("fetch failed", "topic", t, "partition", p, "error", err)
 		})
+		if c.f.state != nil && c.resync.Swap(false) {
+			c.syncState(ctx)
+		}
 		var wg sync.WaitGroup
 		// The batch runs to its end even while stopping: its offsets are
 		// committed below, so nothing is handled twice after a clean drain.
@@ -203,6 +236,23 @@ func (c *consumer) run(ctx context.Context) {
 			log.Error("commit failed; the batch will be handled again", "error", err)
 		}
 		c.cl.AllowRebalance()
+	}
+}
+
+// syncState reads the state changelog up to its current end, so that the
+// state the previous owner of newly assigned partitions wrote before it
+// committed is seen. It retries until it succeeds: handling the events
+// with an older state would be wrong.
+func (c *consumer) syncState(ctx context.Context) {
+	for {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		err := c.f.state.sync(sctx)
+		cancel()
+		if err == nil {
+			return
+		}
+		c.f.log.Warn("could not catch up with the state changelog; retrying", "error", err)
+		time.Sleep(time.Second)
 	}
 }
 
@@ -231,7 +281,7 @@ func (c *consumer) handle(ctx context.Context, r *kgo.Record) {
 		var emits []*kgo.Record
 		err := c.p.Invoke(ctx, c.f.cfg.Name, &Call{
 			Input: bytes.NewReader(r.Value), Output: &out, Meta: meta,
-			Calls: c.calls(r, &emits),
+			Calls: c.calls(r, &emits), StateKey: string(r.Key),
 		})
 		if err == nil {
 			var recs []*kgo.Record

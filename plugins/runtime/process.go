@@ -269,7 +269,7 @@ func (i *procInstance) Invoke(ctx context.Context, inv *Invocation) error {
 	if d, ok := ctx.Deadline(); ok && (deadline.IsZero() || d.Before(deadline)) {
 		deadline = d
 	}
-	meta := proto.InvokeMsg{Function: i.fn.Name, Deadline: deadline.UnixMilli(), Options: inv.Options, Meta: inv.Meta}
+	meta := proto.InvokeMsg{Function: i.fn.Name, Deadline: deadline.UnixMilli(), Options: inv.Options, Meta: inv.Meta, State: inv.State}
 	if err := i.w.WriteJSON(proto.Invoke, id, meta); err != nil {
 		return i.broken(err)
 	}
@@ -278,7 +278,7 @@ func (i *procInstance) Invoke(ctx context.Context, inv *Invocation) error {
 
 	select {
 	case res, ok := <-c.result:
-		return i.finish(res, ok, c)
+		return i.finish(res, ok, c, inv)
 	case err := <-sent:
 		if err != nil {
 			return i.broken(err)
@@ -288,7 +288,7 @@ func (i *procInstance) Invoke(ctx context.Context, inv *Invocation) error {
 	}
 	select {
 	case res, ok := <-c.result:
-		return i.finish(res, ok, c)
+		return i.finish(res, ok, c, inv)
 	case <-ctx.Done():
 		return i.cancel(ctx, id, c)
 	}
@@ -315,7 +315,7 @@ func (i *procInstance) sendInput(id uint32, in io.Reader) error {
 	return i.w.Write(proto.End, id, nil)
 }
 
-func (i *procInstance) finish(res proto.ResultMsg, ok bool, c *procCall) error {
+func (i *procInstance) finish(res proto.ResultMsg, ok bool, c *procCall, inv *Invocation) error {
 	if !ok {
 		return i.broken(nil)
 	}
@@ -325,6 +325,7 @@ func (i *procInstance) finish(res proto.ResultMsg, ok bool, c *procCall) error {
 	if c.outErr != nil {
 		return fmt.Errorf("write output: %w", c.outErr)
 	}
+	inv.NewState = res.State
 	return nil
 }
 

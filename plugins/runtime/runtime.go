@@ -63,6 +63,13 @@ type Invocation struct {
 	// Calls answers the worker's context calls (log, emit); nil answers
 	// every call with an error.
 	Calls CallHandler
+	// State is the call's per-key state (docs/state.md), sent to workers
+	// of the process runtime; nil for a function without state.
+	State *proto.StateMsg
+	// NewState is set by Invoke, when the call succeeded, to the state
+	// change the worker returned; nil means unchanged. Only the process
+	// runtime carries state.
+	NewState *proto.StateMsg
 }
 
 // CallHandler answers a worker's context call.

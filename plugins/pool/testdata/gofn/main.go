@@ -1,13 +1,15 @@
 // Command gofn is a test function whose behaviour the input selects:
 // "exit" exits the worker, "hang" ignores its deadline, "leak" grows
 // without bound, "slow" takes
-// 300ms, "pid" answers the worker's pid; anything else is echoed
-// upper-cased.
+// 300ms, "pid" answers the worker's pid, "params" answers the call's
+// parameters as JSON, "count" counts the calls of its state key;
+// anything else is echoed upper-cased.
 package main
 
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"strconv"
 	"time"
@@ -28,6 +30,19 @@ func handle(ctx context.Context, in []byte) ([]byte, error) {
 		return []byte(strconv.Itoa(os.Getpid())), nil
 	case "fail":
 		return nil, butter.ErrPreconditionFailed
+	case "params":
+		return json.Marshal(butter.FromContext(ctx).Params)
+	case "count":
+		st := butter.FromContext(ctx).State()
+		var n int
+		if _, err := st.Get(&n); err != nil {
+			return nil, err
+		}
+		n++
+		if err := st.Set(n); err != nil {
+			return nil, err
+		}
+		return []byte(st.Key() + "=" + strconv.Itoa(n)), nil
 	case "leak":
 		// Grow without bound, touching every page, until something stops it.
 		var hoard [][]byte

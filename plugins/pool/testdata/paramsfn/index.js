@@ -1,0 +1,2 @@
+// Answers with the call's route and query parameters.
+exports.handle = (input, ctx) => ({ device: ctx.params.device, params: ctx.params });
