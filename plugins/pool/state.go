@@ -36,8 +36,9 @@ const HeaderStateKey = "Butter-State-Key"
 // record key (or the Butter-State-Key header) alone.
 const StateKeyRecord = "$key"
 
-// MaxStateBytes bounds one key's state: it must fit a Kafka record.
-const MaxStateBytes = 1 << 20
+// MaxStateBytes bounds one key's state: with its key, it must fit in a
+// Kafka record (brokers take about 1 MiB by default).
+const MaxStateBytes = 1_000_000
 
 // keyPeek is how much of a call's input the pool reads to find the key
 // field; a larger input is passed on untouched, and its key comes from

@@ -157,6 +157,15 @@ func TestHTTPState(t *testing.T) {
 		t.Errorf("after 24 concurrent calls of one key the state is %s", c.State)
 	}
 
+	// A state over the limit fails the call and changes nothing.
+	a = invoke(t, srv, "counter", strings.NewReader(`{"device":"busy","op":"big"}`), nil)
+	if a.code != 500 || a.errType != "PostconditionFailed" || !strings.Contains(a.body, "at most 1000000") {
+		t.Errorf("a state too large: %+v", a)
+	}
+	if c := callState(t, srv, "counter", `{"device":"busy","op":"read"}`, nil); string(c.State) != `{"n":24}` {
+		t.Errorf("after a state too large: %s", c.State)
+	}
+
 	// Delete, then the count starts again.
 	if c := callState(t, srv, "counter", `{"device":"d1","op":"delete"}`, nil); !c.Deleted {
 		t.Errorf("delete: %+v", c)

@@ -7,6 +7,20 @@
 //
 //	func main() { butter.Serve(handle) }
 //
+// FromContext(ctx) returns the Call: its options, its metadata, the HTTP
+// route and query parameters (Params, names lower-case) and, for a
+// function with a state block, the state of the call's key:
+//
+//	st := butter.FromContext(ctx).State()
+//	var count int
+//	if _, err := st.Get(&count); err != nil {
+//		return nil, err
+//	}
+//	count++
+//	if err := st.Set(count); err != nil { // saved only if handle succeeds
+//		return nil, err
+//	}
+//
 // The pool builds the package with go build and runs it as a worker that
 // speaks the worker protocol (package proto) on file descriptors 3 and 4.
 // Standard output and standard error are the function's log.

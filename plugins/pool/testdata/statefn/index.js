@@ -1,5 +1,6 @@
 // A counter per state key. The body selects what to do: {"op": "read"}
 // answers without changing the state, {"op": "delete"} deletes it,
+// {"op": "big"} sets a state over the limit,
 // {"slow": true} waits between reading and writing the state, so that
 // calls of one key that were not serialized would lose updates.
 exports.handle = async (input, ctx) => {
@@ -8,6 +9,10 @@ exports.handle = async (input, ctx) => {
     body = JSON.parse(input.toString() || '{}');
   } catch {}
   if (body.op === 'read') return { key: ctx.state.key, state: ctx.state.get() };
+  if (body.op === 'big') {
+    ctx.state.set('x'.repeat(1000001));
+    return null; // no output: the refusal is the status
+  }
   if (body.op === 'delete') {
     ctx.state.delete();
     return { key: ctx.state.key, deleted: true };
