@@ -109,7 +109,16 @@ func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, rt *route) 
 	}
 	// The pools stream output while they read input (cat): let the
 	// client's body and our response flow at once on HTTP/1.
-	_ = http.NewResponseController(rec).EnableFullDuplex()
+	rc := http.NewResponseController(rec)
+	if rc.EnableFullDuplex() == nil {
+		// In full duplex, Go's server panics if the handler returns with
+		// the body unread (golang/go#68560): close it here, after the
+		// answer is flushed. Close waits for a read in progress.
+		defer func() {
+			_ = rc.Flush()
+			_ = r.Body.Close()
+		}()
+	}
 	c := &chain{g: g, project: rt.Project, steps: rt.steps, base: base, contentType: r.Header.Get("Content-Type"),
 		in: in, length: r.ContentLength, deadline: deadline}
 	resp, err := c.run(ctx)
