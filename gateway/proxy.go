@@ -91,14 +91,16 @@ var hopHeaders = map[string]bool{
 // respond streams a successful last step to the client: its status and
 // headers, its body flushed as it arrives, and its trailers. A failure
 // after the first byte is reported in the Butter-Error trailer, as the
-// pool does; fail says what failed, or nil.
+// pool does.
 func (g *Gateway) respond(ctx context.Context, w *recorder, resp *http.Response, c *chain) {
 	h := w.Header()
+	id := h.Get(HeaderRequestID)
 	for k, vs := range resp.Header {
 		if !hopHeaders[k] {
 			h[k] = vs
 		}
 	}
+	h.Set(HeaderRequestID, id)
 	trailers := []string{headerError}
 	for k := range resp.Trailer {
 		if k != headerError {
