@@ -226,7 +226,9 @@ func (s *jwksCache) keysFor(ctx context.Context, kid string) ([]jose.JSONWebKey,
 }
 
 func (s *jwksCache) fetch(ctx context.Context) ([]jose.JSONWebKey, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	// The fetch serves every request waiting on it: one client going away
+	// must not fail it for the others.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.url, nil)
 	if err != nil {

@@ -121,8 +121,14 @@ func (n *NomadResolver) Endpoints(project, pool string) []string {
 	n.mu.Unlock()
 	select {
 	case <-w.ready:
-	case <-time.After(firstAnswer):
-	case <-n.ctx.Done():
+	default:
+		t := time.NewTimer(firstAnswer)
+		defer t.Stop()
+		select {
+		case <-w.ready:
+		case <-t.C:
+		case <-n.ctx.Done():
+		}
 	}
 	w.mu.RLock()
 	defer w.mu.RUnlock()
