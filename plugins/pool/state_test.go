@@ -227,75 +227,88 @@ func changelog(t *testing.T, addr, topic string) (map[string]string, int) {
 	return m, len(recs)
 }
 
-// TestStreamState: a Python stream function counts events per device
-// (state { key = "device" }). Its changelog is a compacted topic; a new
-// pool on the same config restores the counts and continues them.
-func TestStreamState(t *testing.T) {
+// counterStream drives the Python counter of testdata/statefn on a stream:
+// events {"device", "seq"} keyed by device in, {"device", "seq", "count"}
+// out.
+type counterStream struct {
+	t   *testing.T
+	dev *broker.Dev
+	cl  *kgo.Client
+	seq int
+}
+
+func newCounterStream(t *testing.T, partitions int) (*counterStream, pool.FunctionConfig) {
 	dev, cl := devBroker(t)
-	topics(t, cl, broker.Topic{Name: "st.readings", Partitions: 3})
+	topics(t, cl, broker.Topic{Name: "st.readings", Partitions: partitions})
 	f := testdataFn("counter", "python", "statefn", "counter.handle")
 	f.Output = "st.counts"
 	f.Streams = []pool.StreamTrigger{{Stream: "st.readings", Group: "butter.st.counter.readings", Offset: "first"}}
 	f.State = &pool.StateConfig{Key: "device", TTL: "1h"}
+	return &counterStream{t: t, dev: dev, cl: cl}, f
+}
 
-	seq := 0
-	send := func(device string, n int) {
-		var recs []*kgo.Record
-		for range n {
-			seq++
-			v := fmt.Sprintf(`{"device":%q,"seq":%d}`, device, seq)
-			recs = append(recs, broker.NewEvent("st.readings", []byte(device), []byte(v), fmt.Sprint(seq), "test", "test"))
-		}
-		if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
-			t.Fatal(err)
-		}
+func (s *counterStream) send(device string, n int) {
+	s.t.Helper()
+	var recs []*kgo.Record
+	for range n {
+		s.seq++
+		v := fmt.Sprintf(`{"device":%q,"seq":%d}`, device, s.seq)
+		recs = append(recs, broker.NewEvent("st.readings", []byte(device), []byte(v), fmt.Sprint(s.seq), "test", "test"))
 	}
-	type out struct {
-		Device     string
-		Seq, Count int
+	if err := s.cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		s.t.Fatal(err)
 	}
-	// counts reads the outputs until every seq up to seq has one, and
-	// returns the count each seq got.
-	counts := func() map[int]out {
-		got := map[int]out{}
-		readTopic(t, dev.Addr, "st.counts", 60*time.Second, func(rs []*kgo.Record) bool {
-			for _, r := range rs {
-				var o out
-				if err := json.Unmarshal(r.Value, &o); err != nil {
-					t.Fatalf("output %q: %v", r.Value, err)
-				}
-				got[o.Seq] = o
-			}
-			return len(got) == seq
-		})
-		if len(got) != seq {
-			t.Fatalf("outputs for %d events, want %d", len(got), seq)
-		}
-		return got
-	}
-	check := func(got map[int]out, want map[string][]int) {
-		t.Helper()
-		seen := map[string][]int{}
-		for s := 1; s <= seq; s++ {
-			seen[got[s].Device] = append(seen[got[s].Device], got[s].Count)
-		}
-		for d, w := range want {
-			if fmt.Sprint(seen[d]) != fmt.Sprint(w) {
-				t.Errorf("device %s: counts %v, want %v", d, seen[d], w)
-			}
-		}
-	}
+}
 
-	p, _ := sdkPool(t, dev, f)
-	send("d1", 5)
-	send("d2", 3)
-	send("d1", 1)
-	check(counts(), map[string][]int{"d1": {1, 2, 3, 4, 5, 6}, "d2": {1, 2, 3}})
+type counterOut struct {
+	Device     string
+	Seq, Count int
+}
+
+// check reads the outputs until every event sent has one, then compares
+// the counts each device's events got, in the order sent, with want.
+func (s *counterStream) check(want map[string][]int) {
+	s.t.Helper()
+	got := map[int]counterOut{}
+	readTopic(s.t, s.dev.Addr, "st.counts", 60*time.Second, func(rs []*kgo.Record) bool {
+		for _, r := range rs {
+			var o counterOut
+			if err := json.Unmarshal(r.Value, &o); err != nil {
+				s.t.Fatalf("output %q: %v", r.Value, err)
+			}
+			got[o.Seq] = o
+		}
+		return len(got) == s.seq
+	})
+	if len(got) != s.seq {
+		s.t.Fatalf("outputs for %d events, want %d", len(got), s.seq)
+	}
+	seen := map[string][]int{}
+	for i := 1; i <= s.seq; i++ {
+		seen[got[i].Device] = append(seen[got[i].Device], got[i].Count)
+	}
+	for d, w := range want {
+		if fmt.Sprint(seen[d]) != fmt.Sprint(w) {
+			s.t.Errorf("device %s: counts %v, want %v", d, seen[d], w)
+		}
+	}
+}
+
+// TestStreamState: a Python stream function counts events per device
+// (state { key = "device" }). Its changelog is a compacted topic; a new
+// pool on the same config restores the counts and continues them.
+func TestStreamState(t *testing.T) {
+	s, f := newCounterStream(t, 3)
+	p, _ := sdkPool(t, s.dev, f)
+	s.send("d1", 5)
+	s.send("d2", 3)
+	s.send("d1", 1)
+	s.check(map[string][]int{"d1": {1, 2, 3, 4, 5, 6}, "d2": {1, 2, 3}})
 	p.Stop()
 
 	// The changelog: compacted, one partition, the last state per key.
 	topic := pool.StateTopic("st", "counter")
-	adm := kadm.NewClient(cl)
+	adm := kadm.NewClient(s.cl)
 	details, err := adm.ListTopics(context.Background(), topic)
 	if err != nil || len(details[topic].Partitions) != 1 {
 		t.Fatalf("changelog topic %s: %+v %v", topic, details[topic], err)
@@ -307,16 +320,44 @@ func TestStreamState(t *testing.T) {
 	if rc, err := cfgs.On(topic, nil); err != nil || !hasConfig(rc, "cleanup.policy", "compact,delete") || !hasConfig(rc, "retention.ms", "3600000") {
 		t.Errorf("changelog configs: %+v %v", rc.Configs, err)
 	}
-	if last, n := changelog(t, dev.Addr, topic); last["d1"] != `{"count": 6}` || last["d2"] != `{"count": 3}` || n != 9 {
+	if last, n := changelog(t, s.dev.Addr, topic); last["d1"] != `{"count": 6}` || last["d2"] != `{"count": 3}` || n != 9 {
 		t.Errorf("changelog: %d records, last %v", n, last)
 	}
 
 	// A new pool on the same config and broker continues the counts.
-	sdkPool(t, dev, f)
-	send("d2", 1)
-	send("d1", 2)
-	send("d3", 1)
-	check(counts(), map[string][]int{"d1": {1, 2, 3, 4, 5, 6, 7, 8}, "d2": {1, 2, 3, 4}, "d3": {1}})
+	sdkPool(t, s.dev, f)
+	s.send("d2", 1)
+	s.send("d1", 2)
+	s.send("d3", 1)
+	s.check(map[string][]int{"d1": {1, 2, 3, 4, 5, 6, 7, 8}, "d2": {1, 2, 3, 4}, "d3": {1}})
+}
+
+// TestStreamStateHandover: two pools run the counter on a one-partition
+// stream. The first owns the partition and counts; when it stops, the
+// second takes the partition over and continues from the state the first
+// wrote while both ran.
+func TestStreamStateHandover(t *testing.T) {
+	s, f := newCounterStream(t, 1)
+	a, srvA := sdkPool(t, s.dev, f)
+	waitJoined(t, s.cl, "butter.st.counter.readings")
+	_, srvB := sdkPool(t, s.dev, f)
+	eventually(t, 30*time.Second, "both pools in the group", func() bool {
+		ds, err := kadm.NewClient(s.cl).DescribeGroups(context.Background(), "butter.st.counter.readings")
+		d := ds["butter.st.counter.readings"]
+		return err == nil && d.State == "Stable" && len(d.Members) == 2
+	})
+	s.send("d1", 3)
+	s.send("d2", 1)
+	s.check(map[string][]int{"d1": {1, 2, 3}, "d2": {1}})
+	if na, nb := metric(t, srvA, "butter_invocations_total", "counter"), metric(t, srvB, "butter_invocations_total", "counter"); na != 4 || nb != 0 {
+		t.Fatalf("pool a handled %v events, pool b %v; want all on a, which joined first", na, nb)
+	}
+	a.Stop()
+	s.send("d1", 2)
+	s.check(map[string][]int{"d1": {1, 2, 3, 4, 5}, "d2": {1}})
+	if nb := metric(t, srvB, "butter_invocations_total", "counter"); nb != 2 {
+		t.Errorf("pool b handled %v events after the handover, want 2", nb)
+	}
 }
 
 func hasConfig(rc kadm.ResourceConfig, name, value string) bool {

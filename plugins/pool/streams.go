@@ -12,6 +12,7 @@ import (
 
 	"github.com/butterfn/butter/broker"
 	"github.com/butterfn/butter/hcl/spec"
+	"github.com/butterfn/butter/plugins/runtime"
 	"github.com/butterfn/butter/sdk/go/proto"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -68,7 +69,7 @@ func (p *Pool) StartStreams(ctx context.Context, kafka broker.Config) error {
 			topics = append(topics, topic(f.cfg.Output, 3))
 		}
 	}
-	if len(topics) == 0 && !stateful {
+	if len(topics) == 0 && !stateful && !p.emits() {
 		return nil
 	}
 	admCl, err := kgo.NewClient(base...)
@@ -94,6 +95,10 @@ func (p *Pool) StartStreams(ctx context.Context, kafka broker.Config) error {
 		if err := f.state.attach(ctx, base, topic); err != nil {
 			return err
 		}
+	}
+	// Emits from HTTP calls go through one producer of the pool's own.
+	if p.producer, err = kgo.NewClient(append(append([]kgo.Opt(nil), base...), broker.ProducerOpts()...)...); err != nil {
+		return fmt.Errorf("reach Kafka: %w", err)
 	}
 	sctx, cancel := context.WithCancel(context.Background())
 	p.streamCancel = cancel
@@ -213,8 +218,11 @@ func (c *consumer) run(ctx context.Context) {
 		fetches.EachError(func(t string, p int32, err error) {
 			log.Warn("fetch failed", "topic", t, "partition", p, "error", err)
 		})
-		if c.f.state != nil && c.resync.Swap(false) {
-			c.syncState(ctx)
+		if c.f.state != nil && c.resync.Swap(false) && !c.syncState(ctx) {
+			// Stopping before the state could be read: the batch is
+			// left uncommitted, for the partitions' next owner.
+			c.cl.AllowRebalance()
+			return
 		}
 		var wg sync.WaitGroup
 		// The batch runs to its end even while stopping: its offsets are
@@ -241,18 +249,23 @@ func (c *consumer) run(ctx context.Context) {
 
 // syncState reads the state changelog up to its current end, so that the
 // state the previous owner of newly assigned partitions wrote before it
-// committed is seen. It retries until it succeeds: handling the events
-// with an older state would be wrong.
-func (c *consumer) syncState(ctx context.Context) {
+// committed is seen. It retries until it succeeds, since handling the
+// events with an older state would be wrong, or until ctx ends: then it
+// reports false.
+func (c *consumer) syncState(ctx context.Context) bool {
 	for {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		err := c.f.state.sync(sctx)
 		cancel()
 		if err == nil {
-			return
+			return true
 		}
 		c.f.log.Warn("could not catch up with the state changelog; retrying", "error", err)
-		time.Sleep(time.Second)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(time.Second):
+		}
 	}
 }
 
@@ -367,6 +380,33 @@ func (c *consumer) calls(in *kgo.Record, emits *[]*kgo.Record) func(ctx context.
 			return proto.ReplyMsg{OK: true}
 		}
 		return proto.ReplyMsg{Error: "unsupported op"}
+	}
+}
+
+// emits is true when a function of the pool may emit from an HTTP call:
+// any function may, so a pool with Kafka configured always connects.
+func (p *Pool) emits() bool { return len(p.fns) > 0 }
+
+// httpCalls answers the emit and log calls of an HTTP-triggered call:
+// an emit is produced to the project's stream, keyed as the function says,
+// and acknowledged before the function's emit returns.
+func (p *Pool) httpCalls(f *fnPool, id string) runtime.CallHandler {
+	return func(ctx context.Context, call proto.CallMsg) proto.ReplyMsg {
+		switch call.Op {
+		case "emit":
+			if p.producer == nil {
+				return proto.ReplyMsg{Error: "this pool has no Kafka to emit to: run it with -kafka-brokers, $BUTTER_KAFKA_BROKERS or a kafka block in the project"}
+			}
+			rec := broker.NewEvent(p.cfg.Project+"."+call.Stream, []byte(call.Key), call.Value, id+"/emit", "butter/"+p.cfg.Project+"/"+f.cfg.Name, "butter.emit")
+			if err := p.producer.ProduceSync(ctx, rec).FirstErr(); err != nil {
+				return proto.ReplyMsg{Error: fmt.Sprintf("emit to %s: %v", rec.Topic, err)}
+			}
+			return proto.ReplyMsg{OK: true}
+		case "log":
+			f.log.Info(call.Message, "level", call.Level)
+			return proto.ReplyMsg{OK: true}
+		}
+		return proto.ReplyMsg{Error: "unsupported op " + call.Op}
 	}
 }
 
