@@ -13,6 +13,11 @@
 // it was running (their input is spent, so they are not retried) and is
 // replaced; its neighbours are untouched.
 //
+// A function with a state block gets the state of its call's key with each
+// call and returns the new one with its result; calls of one key run one
+// at a time, and with Kafka the state is kept in a changelog topic
+// (state.go, docs/state.md).
+//
 // Neighbours: package runtime runs the instances; package driver starts
 // pools under Nomad; cmd/butter wires the flags.
 package pool
@@ -29,6 +34,7 @@ import (
 	"github.com/butterfn/butter/plugins/runtime"
 	"github.com/butterfn/butter/sdk/go/proto"
 	"github.com/hashicorp/go-hclog"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // Options configure a Pool. The zero value of each is documented.
@@ -95,7 +101,10 @@ type Pool struct {
 	wg     sync.WaitGroup
 
 	streamCancel context.CancelFunc
-	streamWG     sync.WaitGroup
+	// producer sends what functions emit from HTTP calls; nil until
+	// StartStreams connects the pool to Kafka.
+	producer *kgo.Client
+	streamWG sync.WaitGroup
 }
 
 // ErrUnknownFunction is returned by Invoke for a function the pool does
@@ -238,6 +247,9 @@ func (p *Pool) Stop() {
 		p.streamCancel()
 	}
 	p.streamWG.Wait()
+	if p.producer != nil {
+		p.producer.Close()
+	}
 	if p.cancel != nil {
 		p.cancel()
 	}
