@@ -25,16 +25,6 @@ func fn(name string, cmd ...string) pool.FunctionConfig {
 	return pool.FunctionConfig{Name: name, Runtime: "exec", Command: cmd, Timeout: "10s", MaxInstances: 8, Concurrency: 1}
 }
 
-// fullDuplexPools switches the test pools' HTTP/1 servers to full
-// duplex. plugins/pool's invoke handler does not do it itself (yet): Go's
-// HTTP/1 server then discards up to 256 KiB of a request body of unknown
-// length (chunked) as soon as the handler starts answering before it has
-// read it all, so `cat` and `tr` lose input mid-pipeline. Set false to
-// see it: TestPipelineCatToUpper loses 262145 bytes. The fix belongs in
-// pool.serveInvoke (http.NewResponseController(w).EnableFullDuplex(),
-// and r.Body.Close() before returning); remove this then.
-const fullDuplexPools = true
-
 // backend is a real pool served on 127.0.0.1, with counts of the calls
 // that reached it.
 type backend struct {
@@ -46,12 +36,6 @@ type backend struct {
 
 func (b *backend) ServeHTTP(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if fullDuplexPools {
-			_ = http.NewResponseController(w).EnableFullDuplex()
-			// Unread, the body would make Go's server panic
-			// (golang/go#68560).
-			defer r.Body.Close()
-		}
 		if strings.HasPrefix(r.URL.Path, "/v1/invoke/") {
 			b.calls.Add(1)
 			b.inflight.Add(1)

@@ -112,13 +112,10 @@ func (c *gatewayCommand) Run(args []string) int {
 	}
 	if len(kcfg.Brokers) > 0 {
 		host, _ := os.Hostname()
-		req, err := broker.NewRequester(ctx, kcfg, "butter._replies.gateway-"+sanitize(host)+"-"+fmt.Sprint(os.Getpid()))
-		if err != nil {
-			log.Error("cannot reach Kafka for queued routes", "error", err)
-			return exitInvalid
-		}
-		defer req.Close()
-		opts = append(opts, gateway.WithRequester(req))
+		lr := &lazyRequester{}
+		defer lr.close()
+		go lr.connect(ctx, log, kcfg, "butter._replies.gateway-"+sanitize(host)+"-"+fmt.Sprint(os.Getpid()))
+		opts = append(opts, gateway.WithRequester(lr))
 	}
 	gw := gateway.New(resolver, opts...)
 	defer gw.Close()
@@ -281,4 +278,49 @@ func (s *routeSync) specFS(specs, bundles map[string]string) (fstest.MapFS, erro
 		fsys[path] = &fstest.MapFile{Data: b}
 	}
 	return fsys, nil
+}
+
+// lazyRequester connects to Kafka in the background, retrying, so the
+// gateway serves direct routes while Kafka is not reachable yet; queued
+// calls fail with a clear error until it is.
+type lazyRequester struct {
+	mu sync.Mutex
+	r  *broker.Requester
+}
+
+func (l *lazyRequester) connect(ctx context.Context, log hclog.Logger, cfg broker.Config, replyTopic string) {
+	for wait := time.Second; ; wait = min(2*wait, 30*time.Second) {
+		r, err := broker.NewRequester(ctx, cfg, replyTopic)
+		if err == nil {
+			l.mu.Lock()
+			l.r = r
+			l.mu.Unlock()
+			log.Info("connected to Kafka for queued routes", "brokers", strings.Join(cfg.Brokers, ","))
+			return
+		}
+		log.Warn("cannot reach Kafka for queued routes yet; retrying", "error", err, "in", wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+func (l *lazyRequester) Call(ctx context.Context, topic string, key, value []byte, deadline time.Time) ([]byte, error) {
+	l.mu.Lock()
+	r := l.r
+	l.mu.Unlock()
+	if r == nil {
+		return nil, errors.New("the gateway is not connected to Kafka yet (see its log); queued and async routes need it")
+	}
+	return r.Call(ctx, topic, key, value, deadline)
+}
+
+func (l *lazyRequester) close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.r != nil {
+		l.r.Close()
+	}
 }

@@ -23,7 +23,6 @@ function "ingest" {
   runtime      = "node"
   source       = "functions/ingest"
   handler      = "index.handle"
-  output       = stream.readings
   input_schema = "schemas/reading.json"
   timeout      = "5s"
   memory       = 64

@@ -9,7 +9,7 @@ job "butter-iot" {
         pool     = "batch"
         port     = "invoke"
         project  = "iot"
-        revision = "eed3051efab1"
+        revision = "47bd2def7d57"
         function {
           bundle        = "local/bundles/f47206c4a37b98e438055e3d47f6167a08eb0f441ce1077616194d83d23682fd"
           command       = ["./report.sh"]
@@ -77,7 +77,7 @@ job "butter-iot" {
     }
     service {
       name     = "butter-iot-batch"
-      tags     = ["butter", "project=iot", "pool=batch", "revision=eed3051efab1"]
+      tags     = ["butter", "project=iot", "pool=batch", "revision=47bd2def7d57"]
       port     = "invoke"
       provider = "nomad"
       check {
@@ -102,7 +102,7 @@ job "butter-iot" {
         pool     = "default"
         port     = "invoke"
         project  = "iot"
-        revision = "eed3051efab1"
+        revision = "47bd2def7d57"
         function {
           bundle        = "local/bundles/10451d6c5734f84a58ce9f5227032a89f907ae38666be13c3c176e189cb8363e"
           concurrency   = 1
@@ -134,17 +134,16 @@ job "butter-iot" {
           }
         }
         function {
-          bundle        = "local/bundles/95ff280c99ea0b6b24720f57a5847869e42e16567061a72347a54bc016d3eb98"
+          bundle        = "local/bundles/d30a0ba04d59881ad9ba67028e414251e6efaf74f23effb140ce36fab3706f06"
           concurrency   = 8
           cpu           = 100
-          digest        = "sha256:95ff280c99ea0b6b24720f57a5847869e42e16567061a72347a54bc016d3eb98"
+          digest        = "sha256:d30a0ba04d59881ad9ba67028e414251e6efaf74f23effb140ce36fab3706f06"
           handler       = "index.handle"
           input_schema  = "local/schemas/8912abae4b878e84a75bd41a661853f927b4dc70f74bbb5c1590b180460e0dbb.json"
           max_instances = 50
           memory        = 64
           min_instances = 1
           name          = "ingest"
-          output        = "iot.readings"
           runtime       = "node"
           timeout       = "5s"
         }
@@ -192,12 +191,12 @@ job "butter-iot" {
         }
       }
       artifact {
-        source      = "http://127.0.0.1:4750/v1/blobs/sha256/95ff280c99ea0b6b24720f57a5847869e42e16567061a72347a54bc016d3eb98"
+        source      = "http://127.0.0.1:4750/v1/blobs/sha256/d30a0ba04d59881ad9ba67028e414251e6efaf74f23effb140ce36fab3706f06"
         mode        = "dir"
-        destination = "local/bundles/95ff280c99ea0b6b24720f57a5847869e42e16567061a72347a54bc016d3eb98"
+        destination = "local/bundles/d30a0ba04d59881ad9ba67028e414251e6efaf74f23effb140ce36fab3706f06"
         options {
           archive  = "tar"
-          checksum = "sha256:95ff280c99ea0b6b24720f57a5847869e42e16567061a72347a54bc016d3eb98"
+          checksum = "sha256:d30a0ba04d59881ad9ba67028e414251e6efaf74f23effb140ce36fab3706f06"
         }
       }
     }
@@ -215,7 +214,7 @@ job "butter-iot" {
     }
     service {
       name     = "butter-iot-default"
-      tags     = ["butter", "project=iot", "pool=default", "revision=eed3051efab1"]
+      tags     = ["butter", "project=iot", "pool=default", "revision=47bd2def7d57"]
       port     = "invoke"
       provider = "nomad"
       check {
@@ -234,6 +233,6 @@ job "butter-iot" {
   meta {
     butter_auto_rollback = "true"
     butter_project       = "iot"
-    butter_revision      = "eed3051efab1"
+    butter_revision      = "47bd2def7d57"
   }
 }

@@ -126,6 +126,13 @@ type FunctionConfig struct {
 	OutputSchema string            `codec:"output_schema"`
 	Retry        *RetryBlock       `codec:"retry"`
 	Streams      []StreamBlock     `codec:"stream"`
+	State        *StateBlock       `codec:"state"`
+}
+
+// StateBlock is a function's state block.
+type StateBlock struct {
+	Key string `codec:"key"`
+	TTL string `codec:"ttl"`
 }
 
 // RetryBlock is a function's retry block.
@@ -168,8 +175,15 @@ func (tc *TaskConfig) poolConfig() ([]byte, time.Duration, error) {
 		if f.Retry != nil && f.Retry.Attempts > 0 {
 			fc.Retry = &pool.RetryConfig{Attempts: f.Retry.Attempts, Backoff: f.Retry.Backoff, MaxBackoff: f.Retry.MaxBackoff}
 		}
+		if f.State != nil && f.State.Key != "" {
+			fc.State = &pool.StateConfig{Key: f.State.Key, TTL: f.State.TTL}
+		}
 		for _, s := range f.Streams {
-			fc.Streams = append(fc.Streams, pool.StreamTrigger{Stream: s.Stream, Group: s.Group, Offset: s.Offset, Order: s.Order})
+			order := s.Order
+			if order == "" {
+				order = "partition" // the default; jobs render only "key"
+			}
+			fc.Streams = append(fc.Streams, pool.StreamTrigger{Stream: s.Stream, Group: s.Group, Offset: s.Offset, Order: order})
 		}
 		pc.Functions = append(pc.Functions, fc)
 	}

@@ -3,10 +3,12 @@ package driver
 import (
 	"encoding/json"
 	"path/filepath"
+	"reflect"
 	"testing"
 
 	"github.com/butterfn/butter/hcl/spec"
 	"github.com/butterfn/butter/jobs"
+	"github.com/butterfn/butter/plugins/pool"
 	"github.com/hashicorp/nomad/helper/pluginutils/hclutils"
 )
 
@@ -60,6 +62,36 @@ func TestTaskConfigContract(t *testing.T) {
 				}
 				if len(pc.Topic) != len(proj.Streams)+len(ticked) {
 					t.Errorf("topics in the pool config: %d, want %d", len(pc.Topic), len(proj.Streams)+len(ticked))
+				}
+				// What the driver hands the pool matches what a local pool
+				// builds from the spec, field by field where they can agree.
+				var got pool.Config
+				if err := json.Unmarshal(pcJSON, &got); err != nil {
+					t.Fatal(err)
+				}
+				local := map[string]pool.FunctionConfig{}
+				for _, f := range pool.LocalConfig(proj).Functions {
+					for i := range f.Streams {
+						if f.Streams[i].Order == "" {
+							f.Streams[i].Order = "partition" // the same default
+						}
+					}
+					local[f.Name] = f
+				}
+				for _, f := range got.Functions {
+					l := local[f.Name]
+					for _, c := range []struct {
+						field     string
+						got, want any
+					}{
+						{"state", f.State, l.State}, {"retry", f.Retry, l.Retry}, {"stream", f.Streams, l.Streams},
+						{"output", f.Output, l.Output}, {"dead_letter", f.DeadLetter, l.DeadLetter},
+						{"instances", [3]int{f.MinInstances, f.MaxInstances, f.Concurrency}, [3]int{l.MinInstances, l.MaxInstances, l.Concurrency}},
+					} {
+						if !reflect.DeepEqual(c.got, c.want) {
+							t.Errorf("function %s: %s from the driver = %#v, a local pool has %#v", f.Name, c.field, c.got, c.want)
+						}
+					}
 				}
 				for _, f := range tc.Functions {
 					sf := proj.Function(f.Name)

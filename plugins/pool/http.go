@@ -129,6 +129,17 @@ func (p *Pool) serveInvoke(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	c.StateKey = r.Header.Get(HeaderStateKey)
+	id := r.Header.Get("X-Request-Id")
+	if id == "" {
+		id = "http-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	}
+	c.Calls = p.httpCalls(p.fns[name], id)
+	// Read the body while the answer streams: without full duplex, Go's
+	// server discards up to 256 KiB of a chunked body once the handler
+	// writes, and a pipeline step would lose input. Closing the body
+	// before returning avoids golang/go#68560 in full-duplex mode.
+	_ = http.NewResponseController(w).EnableFullDuplex()
+	defer r.Body.Close()
 	w.Header().Set("Trailer", HeaderError)
 	sw := &streamWriter{w: w, rc: http.NewResponseController(w)}
 	c.Output = sw

@@ -1,8 +1,10 @@
-// ingest turns a device's HTTP POST into a reading on the readings stream:
-// the return value is produced to the function's output, keyed by device.
+// ingest turns a device's HTTP POST into a reading on the readings stream,
+// keyed by device so that each device's readings stay in order. The emit is
+// acknowledged by Kafka before the caller gets its answer.
 exports.handle = async (input, ctx) => {
   const reading = JSON.parse(input.toString());
   reading.device = ctx.params.device;
   reading.at = reading.at || new Date().toISOString();
-  return { key: reading.device, value: reading };
+  await ctx.emit('readings', reading, reading.device);
+  return { accepted: true, device: reading.device, at: reading.at };
 };

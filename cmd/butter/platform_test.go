@@ -1,0 +1,240 @@
+package main_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/butterfn/butter/internal/nomadtest"
+	"github.com/hashicorp/nomad/api"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+func freePortNum(t *testing.T) int {
+	t.Helper()
+	_, port, _ := net.SplitHostPort(freeAddr(t))
+	var n int
+	fmt.Sscan(port, &n)
+	return n
+}
+
+// TestIoTOnNomad runs the whole platform as Nomad jobs from jobs/platform/
+// (broker, control plane and gateway on raw_exec; the project's pools on
+// the butter driver), deploys examples/iot, and POSTs readings to the
+// ingest route: they flow through the readings stream and the detector,
+// which keeps per-device state, to the alerts stream, which the test
+// consumes.
+func TestIoTOnNomad(t *testing.T) {
+	root := repo(t)
+	pluginDir := t.TempDir()
+	build := exec.Command("go", "build", "-o", filepath.Join(pluginDir, "nomad-driver-butter"), "./cmd/nomad-driver-butter")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the plugin: %v\n%s", err, out)
+	}
+	kafkaPort, httpPort, raftPort, gwPort := freePortNum(t), freePortNum(t), freePortNum(t), freePortNum(t)
+	brokers := fmt.Sprintf("127.0.0.1:%d", kafkaPort)
+	agent := nomadtest.StartWith(t, nomadtest.Options{
+		PluginDir: pluginDir,
+		HCL: fmt.Sprintf(`
+plugin "raw_exec" {
+  config {
+    enabled = true
+  }
+}
+plugin "nomad-driver-butter" {
+  config {
+    butter_path   = %q
+    kafka_brokers = [%q]
+  }
+}
+`, butterBin, brokers),
+		NodeReady: func(n *api.Node) bool {
+			d, r := n.Drivers["butter"], n.Drivers["raw_exec"]
+			return d != nil && d.Healthy && r != nil && r.Healthy
+		},
+	})
+	serverAddr := fmt.Sprintf("http://127.0.0.1:%d", httpPort)
+	vars := fmt.Sprintf("butter_bin = %q\nnomad_addr = %q\nkafka_brokers = %q\nkafka_port = %d\nserver_addr = %q\n",
+		butterBin, agent.Addr, brokers, kafkaPort, serverAddr)
+	run := func(file string, extra string) {
+		t.Helper()
+		hcl, err := os.ReadFile(filepath.Join(root, "jobs", "platform", file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Each job declares only the variables it uses: pass those.
+		var v []string
+		for _, line := range strings.Split(vars+extra, "\n") {
+			name, _, _ := strings.Cut(line, " =")
+			if name != "" && strings.Contains(string(hcl), "variable \""+name+"\"") {
+				v = append(v, line)
+			}
+		}
+		job, err := agent.Client.Jobs().ParseHCLOpts(&api.JobsParseRequest{JobHCL: string(hcl), Variables: strings.Join(v, "\n"), Canonicalize: true})
+		if err != nil {
+			t.Fatalf("parse %s: %v", file, err)
+		}
+		if _, _, err := agent.Client.Jobs().Register(job, nil); err != nil {
+			t.Fatalf("run %s: %v", file, err)
+		}
+	}
+	run("broker.nomad.hcl", "")
+	run("server.nomad.hcl", fmt.Sprintf("http_port = %d\nraft_port = %d\n", httpPort, raftPort))
+	run("gateway.nomad.hcl", fmt.Sprintf("http_port = %d\n", gwPort))
+	defer func() {
+		if t.Failed() {
+			for _, id := range []string{"butter-broker", "butter-server", "butter-gateway", "butter-iot"} {
+				logs(t, agent.Client, id)
+			}
+			dumpTopics(t, brokers, "iot.readings", "iot.failed-readings", "iot._state.detect")
+		}
+	}()
+	waitFor(t, 2*time.Minute, "the control plane running on Nomad", func() bool {
+		var out struct{ Leader string }
+		resp, err := http.Get(serverAddr + "/v1/status/leader")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		return json.NewDecoder(resp.Body).Decode(&out) == nil && out.Leader != ""
+	})
+
+	dir := filepath.Join(t.TempDir(), "iot")
+	if err := os.CopyFS(dir, os.DirFS(filepath.Join(root, "examples", "iot"))); err != nil {
+		t.Fatal(err)
+	}
+	r := butter(t, ".", "deploy", "-address", serverAddr, "-timeout", "4m", dir)
+	t.Logf("deploy:\n%s%s", r.stdout, r.stderr)
+	if r.code != 0 {
+		t.Fatalf("deploy examples/iot: %+v", r)
+	}
+	r = butter(t, ".", "keys", "create", "-address", serverAddr, "iot")
+	key := strings.TrimSpace(r.stdout)
+	if r.code != 0 || key == "" {
+		t.Fatalf("keys create: %+v", r)
+	}
+
+	gw := fmt.Sprintf("http://127.0.0.1:%d", gwPort)
+	post := func(device string, temp float64) (int, string) {
+		body := fmt.Sprintf(`{"device":%q,"temperature":%v}`, device, temp)
+		req, _ := http.NewRequest("POST", gw+"/devices/"+device+"/readings", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	// The gateway picks the route and the key up at its next refresh.
+	waitFor(t, time.Minute, "the ingest route answering through the gateway", func() bool {
+		code, _ := post("d1", 20)
+		return code == 200
+	})
+	if code, body := post("d1", 31.5); code != 200 {
+		t.Fatalf("second reading: %d %s", code, body)
+	}
+	if code, body := post("d2", 10); code != 200 {
+		t.Fatalf("reading of d2: %d %s", code, body)
+	}
+
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers), kgo.ConsumeTopics("iot.alerts"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	for {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatal("no alert for d1 on iot.alerts within 90s")
+		}
+		var found bool
+		fs.EachRecord(func(rec *kgo.Record) {
+			var a struct {
+				Device   string
+				From, To float64
+			}
+			if json.Unmarshal(rec.Value, &a) == nil && a.Device == "d1" {
+				t.Logf("alert: %s", rec.Value)
+				if a.From != 20 || a.To != 31.5 {
+					t.Errorf("alert %s, want d1 from 20 to 31.5", rec.Value)
+				}
+				found = true
+			}
+			if strings.Contains(string(rec.Value), `"d2"`) {
+				t.Errorf("d2 had one reading and no jump, yet: %s", rec.Value)
+			}
+		})
+		if found {
+			break
+		}
+	}
+}
+
+// logs prints the last lines of a job's tasks' stderr and stdout.
+func logs(t *testing.T, c *api.Client, job string) {
+	allocs, _, err := c.Jobs().Allocations(job, true, nil)
+	if err != nil {
+		return
+	}
+	for _, a := range allocs {
+		alloc, _, err := c.Allocations().Info(a.ID, nil)
+		if err != nil {
+			continue
+		}
+		for task := range a.TaskStates {
+			for _, kind := range []string{"stderr", "stdout"} {
+				frames, errs := c.AllocFS().Logs(alloc, false, task, kind, "end", 6000, nil, nil)
+				var data []byte
+			read:
+				for {
+					select {
+					case f, ok := <-frames:
+						if !ok || f == nil {
+							break read
+						}
+						data = append(data, f.Data...)
+					case <-errs:
+						break read
+					case <-time.After(2 * time.Second):
+						break read
+					}
+				}
+				t.Logf("%s %s %s:\n%s", job, task, kind, data)
+			}
+		}
+	}
+}
+
+// dumpTopics logs the records of topics, for a failing test.
+func dumpTopics(t *testing.T, brokers string, topics ...string) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers), kgo.ConsumeTopics(topics...), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		return
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	for ctx.Err() == nil {
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+			var hdrs []string
+			for _, h := range r.Headers {
+				hdrs = append(hdrs, h.Key+"="+string(h.Value))
+			}
+			t.Logf("%s[%d]@%d key=%s %s %v", r.Topic, r.Partition, r.Offset, r.Key, r.Value, hdrs)
+		})
+	}
+}
