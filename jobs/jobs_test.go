@@ -154,8 +154,8 @@ func TestCompileShape(t *testing.T) {
 	if stream["stream"] != "iot.readings" || stream["offset"] != "first" || stream["group"] != "butter.iot.detect.readings" {
 		t.Errorf("detect's stream trigger = %v", stream)
 	}
-	if fns[1]["output"] != "iot.readings" {
-		t.Errorf("ingest output = %v", fns[1]["output"])
+	if fns[0]["output"] != "iot.alerts" || fns[0]["dead_letter"] != "iot.failed-readings" {
+		t.Errorf("detect output = %v, dead letter = %v", fns[0]["output"], fns[0]["dead_letter"])
 	}
 	// ingest keeps one warm instance and detect consumes a stream; nightly,
 	// in batch, consumes its tick topic: neither group may scale to zero
