@@ -438,3 +438,44 @@ func TestStreamTopicsFromStreamBlocks(t *testing.T) {
 		}
 	}
 }
+
+// TestHTTPEmits: a function called over HTTP emits to a stream; the event
+// is in Kafka, keyed as the function said, before the caller's answer.
+func TestHTTPEmits(t *testing.T) {
+	dev, cl := devBroker(t)
+	topics(t, cl, broker.Topic{Name: "h.alerts", Partitions: 1})
+	sdks, err := sdk.Install(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	abs, _ := filepath.Abs("testdata/emitfn")
+	f := fn("emitter", "node")
+	f.Bundle, f.Handler = abs, "index.handle"
+	p, err := pool.New(&pool.Config{Project: "h", Pool: "p", Functions: []pool.FunctionConfig{f}}, nil, pool.WithSDKs(sdks))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	srv := httptest.NewServer(p.Handler())
+	defer srv.Close()
+	// Without Kafka, an emit fails the call with a clear error.
+	if a := invoke(t, srv, "emitter", strings.NewReader("first"), nil); a.code == 200 || !strings.Contains(a.body, "no Kafka") {
+		t.Fatalf("emit without Kafka: %+v", a)
+	}
+	if err := p.StartStreams(ctx, dev.Config()); err != nil {
+		t.Fatal(err)
+	}
+	if a := invoke(t, srv, "emitter", strings.NewReader("second"), nil); a.code != 200 {
+		t.Fatalf("emit: %+v", a)
+	}
+	// Acknowledged before the answer: the record is there at once.
+	recs, ok := readTopic(t, dev.Addr, "h.alerts", 5*time.Second, func(r []*kgo.Record) bool { return len(r) >= 1 })
+	if !ok || string(recs[0].Value) != "alert:second" || string(recs[0].Key) != "alerts-key" {
+		t.Fatalf("h.alerts = %v", recs)
+	}
+}
