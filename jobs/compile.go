@@ -241,7 +241,7 @@ func (o *options) group(p *spec.Project, rev, pool string, fns []*spec.Function,
 		mem += f.Memory * resident
 		memMax += f.Memory * f.Instances.Max
 		longest = max(longest, f.Timeout)
-		if f.Instances.Min > 0 || hasStreamTrigger(f) || hasCronTrigger(f) {
+		if f.Instances.Min > 0 || hasStreamTrigger(f) || hasCronTrigger(f) || HasQueuedTrigger(f) {
 			// An allocation must stay up to hold warm instances and to
 			// consume streams and ticks: Nomad cannot wake a pool on
 			// Kafka lag.
@@ -328,6 +328,9 @@ func (o *options) group(p *spec.Project, rev, pool string, fns []*spec.Function,
 			// One tick topic per function, however many cron triggers:
 			// each tick's record key is its timer's ID.
 			triggers = append(triggers, timerTrigger(p.Name, f.Name))
+		}
+		if HasQueuedTrigger(f) {
+			triggers = append(triggers, requestTrigger(p.Name, f.Name))
 		}
 		if len(triggers) > 0 {
 			fn["stream"] = triggers
@@ -489,6 +492,9 @@ func taskConfig(p *spec.Project, rev, pool string, functions []map[string]any) m
 	for _, f := range p.Functions {
 		if hasCronTrigger(f) {
 			topics = append(topics, map[string]any{"name": TimerTopic(p.Name, f.Name), "partitions": TimerPartitions})
+		}
+		if HasQueuedTrigger(f) {
+			topics = append(topics, map[string]any{"name": RequestTopic(p.Name, f.Name), "partitions": RequestPartitions})
 		}
 	}
 	if len(topics) > 0 {

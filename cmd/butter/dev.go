@@ -130,18 +130,19 @@ type devEnv struct {
 	log hclog.Logger
 	dir string
 
-	broker   *broker.Dev
-	kcl      *kgo.Client
-	server   *scheduler.Server
-	base     string
-	gw       *gateway.Gateway
-	gwSrv    *http.Server
-	gwAddr   string
-	resolver *gateway.StaticResolver
-	memKeys  *gateway.MemKeys
-	apiKeys  []string
-	sdks     *runtime.SDKs
-	limits   *runtime.Limits
+	broker    *broker.Dev
+	kcl       *kgo.Client
+	server    *scheduler.Server
+	base      string
+	gw        *gateway.Gateway
+	gwSrv     *http.Server
+	gwAddr    string
+	resolver  *gateway.StaticResolver
+	memKeys   *gateway.MemKeys
+	requester *broker.Requester
+	apiKeys   []string
+	sdks      *runtime.SDKs
+	limits    *runtime.Limits
 
 	mu      sync.Mutex
 	current *devPool
@@ -202,10 +203,13 @@ func (d *devEnv) start(ctx context.Context, dataDir, serverAddr, listen string, 
 	if err := d.limits.Available(); err != nil {
 		d.log.Debug("per-instance memory and process limits are off", "reason", err)
 	}
+	if d.requester, err = broker.NewRequester(ctx, b.Config(), "butter._replies.dev"); err != nil {
+		return fmt.Errorf("queued routes: %w", err)
+	}
 	memKeys := gateway.NewMemKeys()
 	d.resolver = gateway.NewStaticResolver()
 	d.gw = gateway.New(d.resolver, gateway.WithLogger(d.log.Named("gateway")), gateway.WithKeys(memKeys),
-		gateway.WithInvokeAuth(gateway.AuthNone), gateway.WithPlacement(routes.Placement(func(string) *spec.Project {
+		gateway.WithInvokeAuth(gateway.AuthNone), gateway.WithRequester(d.requester), gateway.WithPlacement(routes.Placement(func(string) *spec.Project {
 			d.mu.Lock()
 			defer d.mu.Unlock()
 			return d.proj
@@ -321,6 +325,9 @@ func (d *devEnv) close() {
 	d.mu.Unlock()
 	if cur != nil {
 		d.stopPool(cur)
+	}
+	if d.requester != nil {
+		d.requester.Close()
 	}
 	if d.server != nil {
 		d.server.Shutdown()

@@ -116,6 +116,19 @@ function "secure" {
   }
 }
 
+function "later" {
+  runtime = "exec"
+  command = ["tr", "a-z", "A-Z"]
+  trigger "http" {
+    route = "POST /queued"
+    mode  = "queued"
+  }
+  trigger "http" {
+    route = "POST /async"
+    mode  = "async"
+  }
+}
+
 function "tick" {
   runtime = "exec"
   command = ["sh", "-c", "cat >> %s; echo >> %s"]
@@ -264,11 +277,40 @@ func TestDevAuthAndTimers(t *testing.T) {
 	if code, body := call("s3cret"); code != 200 || body != "payload" {
 		t.Errorf("right key: %d %s, want 200 payload", code, body)
 	}
+	// Queued: through Kafka to the function's request topic and back.
+	resp, err := http.Post("http://"+gw+"/queued", "text/plain", strings.NewReader("through kafka"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(b) != "THROUGH KAFKA" {
+		t.Errorf("queued: %d %q, want 200 THROUGH KAFKA", resp.StatusCode, b)
+	}
+	// Async: 202 with a Location to poll until the answer is there.
+	resp, err = http.Post("http://"+gw+"/async", "text/plain", strings.NewReader("later"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc := resp.Header.Get("Location")
+	if resp.StatusCode != 202 || loc == "" {
+		t.Fatalf("async: %d, Location %q; want 202 and a Location", resp.StatusCode, loc)
+	}
+	waitFor(t, 30*time.Second, "the async invocation's result", func() bool {
+		r, err := http.Get("http://" + gw + loc)
+		if err != nil {
+			return false
+		}
+		defer r.Body.Close()
+		b, _ := io.ReadAll(r.Body)
+		return r.StatusCode == 200 && string(b) == "LATER"
+	})
 	waitFor(t, 30*time.Second, "three ticks delivered to the cron function", func() bool {
 		b, _ := os.ReadFile(ticks)
 		return strings.Count(string(b), `"tick":`) >= 3
 	})
-	b, _ := os.ReadFile(ticks)
+	b, _ = os.ReadFile(ticks)
 	t.Logf("ticks:\n%s", b)
 	if !strings.Contains(string(b), `"timer":"live.tick.0"`) {
 		t.Errorf("ticks should name their timer: %s", b)

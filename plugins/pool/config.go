@@ -167,6 +167,11 @@ func LocalConfig(p *spec.Project) *Config {
 			c.Topics = append(c.Topics, TopicConfig{Name: t.Topic, Partitions: jobs.TimerPartitions})
 		}
 	}
+	for _, f := range p.Functions {
+		if jobs.HasQueuedTrigger(f) {
+			c.Topics = append(c.Topics, TopicConfig{Name: jobs.RequestTopic(p.Name, f.Name), Partitions: jobs.RequestPartitions})
+		}
+	}
 	if k := p.Kafka; k != nil {
 		c.Kafka = &KafkaConfig{Brokers: k.Brokers, TLS: k.TLS, SASLMechanism: k.SASLMechanism, SASLUsername: k.SASLUsername, SASLPasswordEnv: k.SASLPasswordEnv}
 	}
@@ -210,6 +215,13 @@ func LocalConfig(p *spec.Project) *Config {
 			fc.Streams = append(fc.Streams, StreamTrigger{
 				Stream: jobs.TimerTopic(p.Name, f.Name),
 				Group:  jobs.TimerGroup(p.Name, f.Name),
+				Offset: string(spec.OffsetFirst),
+			})
+		}
+		if jobs.HasQueuedTrigger(f) {
+			fc.Streams = append(fc.Streams, StreamTrigger{
+				Stream: jobs.RequestTopic(p.Name, f.Name),
+				Group:  jobs.RequestGroup(p.Name, f.Name),
 				Offset: string(spec.OffsetFirst),
 			})
 		}

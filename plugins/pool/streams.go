@@ -287,6 +287,11 @@ func (c *consumer) handle(ctx context.Context, r *kgo.Record) {
 	if d := broker.Header(r, broker.HeaderDeadline); d != "" {
 		deadline, _ = time.Parse(time.RFC3339Nano, d)
 	}
+	if !deadline.IsZero() && time.Now().After(deadline) {
+		// Its caller gave up before the request was read: skip it.
+		c.f.log.Debug("request past its deadline skipped", "id", id, "deadline", deadline)
+		return
+	}
 	var lastErr error
 	backoff := c.backoff
 	for attempt := 1; attempt <= c.attempts; attempt++ {

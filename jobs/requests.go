@@ -1,0 +1,47 @@
+package jobs
+
+import "github.com/butterfn/butter/hcl/spec"
+
+// Queued and async http triggers reach their function through Kafka: the
+// gateway produces each call to the function's request topic, with a
+// reply-to header, and the pool consumes the topic like a stream and
+// produces the reply (docs/gateway.md, docs/events.md).
+
+// RequestPartitions is the partition count of a request topic.
+const RequestPartitions = 3
+
+// RequestTopic is the topic queued and async calls to a function go to,
+// "<project>.<function>.requests"; gateway.RequestTopic is the same name.
+// It has two dots, so it cannot be a stream's topic ("<project>.<stream>").
+func RequestTopic(project, function string) string {
+	return project + "." + function + ".requests"
+}
+
+// RequestGroup is the consumer group of a function's request topic,
+// "butter.<project>.<function>._requests".
+func RequestGroup(project, function string) string {
+	return "butter." + project + "." + function + "._requests"
+}
+
+// HasQueuedTrigger reports whether a function has an http trigger in
+// queued or async mode.
+func HasQueuedTrigger(f *spec.Function) bool {
+	for _, t := range f.Triggers {
+		if t.Type == spec.TriggerHTTP && (t.Mode == "queued" || t.Mode == "async") {
+			return true
+		}
+	}
+	return false
+}
+
+// requestTrigger is the stream block through which a function consumes
+// its requests. A new group starts at the first request, so that none
+// made while the pool was starting is lost; the pool skips requests whose
+// caller's deadline has passed.
+func requestTrigger(project, function string) map[string]any {
+	return map[string]any{
+		"stream": RequestTopic(project, function),
+		"group":  RequestGroup(project, function),
+		"offset": string(spec.OffsetFirst),
+	}
+}
