@@ -150,6 +150,9 @@ type devEnv struct {
 	drains  sync.WaitGroup
 }
 
+// drainDelay is how long a replaced pool keeps serving before it drains.
+const drainDelay = 2 * time.Second
+
 // devPool is one revision's pool and its HTTP server.
 type devPool struct {
 	revision string
@@ -257,6 +260,17 @@ func (d *devEnv) deploy(ctx context.Context, proj *spec.Project) error {
 		d.drains.Add(1)
 		go func() {
 			defer d.drains.Done()
+			// Like a load balancer's deregistration delay: a call that
+			// resolved the old pool just before the switch may still be
+			// about to reuse a keep-alive connection to it; closing idle
+			// connections now (Shutdown, or turning keep-alives off)
+			// would close that connection under it. Nothing resolves the
+			// old pool after the switch, so after the delay they are idle
+			// for good.
+			select {
+			case <-ctx.Done():
+			case <-time.After(drainDelay):
+			}
 			d.stopPool(old)
 			d.log.Info("previous revision drained", "revision", old.revision)
 		}()
