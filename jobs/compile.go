@@ -19,6 +19,9 @@ import (
 
 // Names shared with the driver and the pool. The driver's hclspec decodes
 // the task config the compiler writes; change both together.
+// shutdownDelay is the pool group's shutdown_delay.
+const shutdownDelay = 2 * time.Second
+
 const (
 	// DriverName is the task driver that runs pools.
 	DriverName = "butter"
@@ -357,9 +360,13 @@ func (o *options) group(p *spec.Project, rev, pool string, fns []*spec.Function,
 	killTimeout := longest + drainGrace
 	task.KillTimeout = &killTimeout
 	return &api.TaskGroup{
-		Update: updateStrategy(p),
-		Name:   new(pool),
-		Count:  &count,
+		// Nomad deregisters the pool's service, then waits this long
+		// before stopping the task: gateways stop sending to it before
+		// it drains, so no call lands on a closing connection.
+		ShutdownDelay: new(shutdownDelay),
+		Update:        updateStrategy(p),
+		Name:          new(pool),
+		Count:         &count,
 		Scaling: &api.ScalingPolicy{
 			Enabled: new(true),
 			Min:     new(minAllocs),

@@ -1,7 +1,8 @@
 job "butter-hello" {
   type = "service"
   group "default" {
-    count = 1
+    count          = 1
+    shutdown_delay = "2s"
     task "pool" {
       driver       = "butter"
       kill_timeout = "10s"

@@ -1,7 +1,8 @@
 job "butter-iot" {
   type = "service"
   group "batch" {
-    count = 1
+    count          = 1
+    shutdown_delay = "2s"
     task "pool" {
       driver       = "butter"
       kill_timeout = "10m5s"
@@ -94,7 +95,8 @@ job "butter-iot" {
     }
   }
   group "default" {
-    count = 1
+    count          = 1
+    shutdown_delay = "2s"
     task "pool" {
       driver       = "butter"
       kill_timeout = "10s"
