@@ -75,6 +75,7 @@ type decoder struct {
 
 	project   *hcl.Block
 	kafka     *Kafka
+	openapi   []openapiRef
 	deploy    Deploy
 	streams   map[string]*Stream
 	functions map[string]*Function
@@ -246,7 +247,7 @@ func (d *decoder) declare(rel string, b *hcl.Block) {
 			return
 		}
 		d.project = b
-		d.decodeProject(b)
+		d.decodeProject(rel, b)
 		return
 	case "stream":
 		if s, ok := d.streams[name]; ok {
@@ -288,7 +289,8 @@ func (d *decoder) declare(rel string, b *hcl.Block) {
 }
 
 var projectSchema = &hcl.BodySchema{
-	Blocks: []hcl.BlockHeaderSchema{{Type: "kafka"}, {Type: "deploy"}},
+	Attributes: []hcl.AttributeSchema{{Name: "openapi"}},
+	Blocks:     []hcl.BlockHeaderSchema{{Type: "kafka"}, {Type: "deploy"}},
 }
 
 var deploySchema = &hcl.BodySchema{
@@ -307,9 +309,12 @@ var saslSchema = &hcl.BodySchema{
 // saslMechanisms are the SASL mechanisms franz-go offers that Butter wires.
 var saslMechanisms = []string{"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"}
 
-func (d *decoder) decodeProject(b *hcl.Block) {
+func (d *decoder) decodeProject(file string, b *hcl.Block) {
 	content, diags := b.Body.Content(projectSchema)
 	d.diags = append(d.diags, diags...)
+	if a := content.Attributes["openapi"]; a != nil {
+		d.decodeOpenAPIList(file, a)
+	}
 	first := map[string]*hcl.Block{}
 	for _, blk := range content.Blocks {
 		if prev := first[blk.Type]; prev != nil {
@@ -656,9 +661,15 @@ func (d *decoder) decodeStream(p pending) {
 // file's directory, to a project-relative path. It rejects absolute paths
 // and paths that leave the project, which bundles could not carry.
 func (d *decoder) localPath(file string, attr *hcl.Attribute, s string) (string, bool) {
-	r := attr.Expr.Range()
+	return d.resolvePath(file, attr.Name, attr.Expr.Range(), s, "Missing "+strings.ReplaceAll(attr.Name, "_", " "))
+}
+
+// resolvePath is localPath for the argument named arg, reporting at rng;
+// missing is the summary when the path does not exist.
+func (d *decoder) resolvePath(file, arg string, rng hcl.Range, s, missing string) (string, bool) {
+	r := rng
 	if s == "" || path.IsAbs(s) || filepath.IsAbs(s) {
-		d.errorf(&r, "Invalid path", "The argument %q takes a path relative to the spec file, like \"functions/ingest\"; %q is not one.", attr.Name, s)
+		d.errorf(&r, "Invalid path", "The argument %q takes a path relative to the spec file, like \"functions/ingest\"; %q is not one.", arg, s)
 		return "", false
 	}
 	p := path.Clean(path.Join(path.Dir(file), filepath.ToSlash(s)))
@@ -667,7 +678,7 @@ func (d *decoder) localPath(file string, attr *hcl.Attribute, s string) (string,
 		return "", false
 	}
 	if _, err := fs.Stat(d.fsys, p); err != nil {
-		d.errorf(&r, "Missing "+strings.ReplaceAll(attr.Name, "_", " "),
+		d.errorf(&r, missing,
 			"%s does not exist. Paths are relative to the directory of the spec file (%s); create it, or fix the path.", d.displayName(p), d.displayName(path.Dir(file)))
 		return "", false
 	}

@@ -13,6 +13,11 @@
 // References between blocks are HCL traversals (stream.readings,
 // function.sed, pipeline.shout), resolved while decoding.
 //
+// The project block's openapi argument lists OpenAPI 3 documents; each
+// operation whose operationId names a function or a pipeline becomes an
+// http trigger of it, with x-butter-* extensions as the trigger's
+// arguments (openapi.go, docs/spec-language.md).
+//
 // Neighbours: package jobs compiles a *Project into a Nomad job; package
 // bundle packs each function's source into a content-addressed tarball;
 // cmd/butter prints the diagnostics (see WriteDiagnostics and

@@ -29,6 +29,11 @@ type Project struct {
 	// Deploy is the project's deploy block, with the defaults filled in
 	// where the spec is silent (DefaultDeploy when it has no block).
 	Deploy Deploy
+	// OpenAPI lists the OpenAPI 3 documents of the project block's
+	// openapi argument, project-relative with forward slashes, in the
+	// order written. Their operations are routed as http triggers of the
+	// functions and pipelines their operationIds name (Trigger.OpenAPI).
+	OpenAPI []string
 }
 
 // Deploy says how a new revision of the project rolls out: when Nomad
@@ -176,8 +181,15 @@ type Trigger struct {
 	Method string
 	Path   string
 	Auth   string // none | api_key | jwt
-	// RouteRange is where the route is written, for diagnostics.
+	// RouteRange is where the route is written, for diagnostics: the
+	// route argument, or for a route from an OpenAPI document the
+	// document's entry in the project's openapi list.
 	RouteRange hcl.Range
+	// OpenAPI is the project-relative path of the OpenAPI document the
+	// route comes from, and OperationID the operation's operationId; both
+	// are empty for a trigger block.
+	OpenAPI     string
+	OperationID string
 	// Mode is how the gateway invokes the target: "direct" (the default)
 	// proxies the request to a pool and streams the answer back; "queued"
 	// goes through Kafka and the caller waits for the reply; "async" goes

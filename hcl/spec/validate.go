@@ -1,6 +1,8 @@
 package spec
 
 import (
+	"fmt"
+	"sort"
 	"strings"
 	"time"
 )
@@ -8,6 +10,7 @@ import (
 // validate runs the checks that span blocks: routes, pipeline cycles and
 // stream loops. Per-block checks happen while decoding.
 func (d *decoder) validate(p *Project) {
+	d.addOpenAPIRoutes(p)
 	d.checkRoutes(p)
 	d.checkPipelineCycles(p)
 	fillPipelineTimeouts(p)
@@ -34,33 +37,52 @@ func (d *decoder) validate(p *Project) {
 }
 
 // checkRoutes reports two http triggers that match the same requests: the
-// same method (ANY overlaps every method) and the same path shape.
+// same method (ANY overlaps every method) and the same path shape. Routes
+// from OpenAPI documents are checked after the trigger blocks, so that a
+// collision between the two is reported at the document.
 func (d *decoder) checkRoutes(p *Project) {
 	type owner struct {
 		what string
 		t    *Trigger
 	}
-	var all []owner
+	var blocks, documents []owner
+	add := func(what string, t *Trigger) {
+		if t.Type != TriggerHTTP || t.Path == "" {
+			return
+		}
+		if t.OpenAPI != "" {
+			documents = append(documents, owner{fmt.Sprintf("%s (operation %q of %s)", what, t.OperationID, d.displayName(t.OpenAPI)), t})
+		} else {
+			blocks = append(blocks, owner{what, t})
+		}
+	}
 	for _, f := range p.Functions {
 		for _, t := range f.Triggers {
-			if t.Type == TriggerHTTP && t.Path != "" {
-				all = append(all, owner{"function " + f.Name, t})
-			}
+			add("function "+f.Name, t)
 		}
 	}
 	for _, pl := range p.Pipelines {
 		for _, t := range pl.Triggers {
-			if t.Type == TriggerHTTP && t.Path != "" {
-				all = append(all, owner{"pipeline " + pl.Name, t})
-			}
+			add("pipeline "+pl.Name, t)
 		}
 	}
+	// Documents in the order the project lists them.
+	order := map[string]int{}
+	for i, path := range p.OpenAPI {
+		order[path] = i
+	}
+	sort.SliceStable(documents, func(i, j int) bool { return order[documents[i].t.OpenAPI] < order[documents[j].t.OpenAPI] })
+	all := append(blocks, documents...)
 	for i, b := range all {
 		for _, a := range all[:i] {
 			sameMethod := a.t.Method == b.t.Method || a.t.Method == "ANY" || b.t.Method == "ANY"
 			if sameMethod && routeShape(a.t.Path) == routeShape(b.t.Path) {
 				r := b.t.RouteRange
-				d.errorf(&r, "Duplicate route", "%q is already routed to %s at %s, and both match the same requests. Change the method or the path of one of them.", b.t.Route(), a.what, at(a.t.RouteRange))
+				from := ""
+				if b.t.OpenAPI != "" {
+					from = fmt.Sprintf(", from operation %q of %s,", b.t.OperationID, d.displayName(b.t.OpenAPI))
+				}
+				d.errorf(&r, "Duplicate route", "%q%s is already routed to %s at %s, and both match the same requests. Change the method or the path of one of them.", b.t.Route(), from, a.what, at(a.t.RouteRange))
 				break
 			}
 		}
