@@ -96,13 +96,19 @@ func WithDatacenters(dcs ...string) Option {
 // WithFS reads sources from fsys instead of the project's directory.
 func WithFS(fsys fs.FS) Option { return func(o *options) { o.fsys = fsys } }
 
-// Artifact is one content-addressed file the job fetches.
+// Artifact is one content-addressed blob of a revision: a function's
+// source bundle, or a single file uploaded as it is.
 type Artifact struct {
 	Digest bundle.Digest
 	// Path is the project-relative source of the blob.
 	Path string
-	// IsSchema marks a JSON Schema file fetched as a single file.
+	// IsSchema marks a single file, stored and fetched as it is rather
+	// than as a bundle: a JSON Schema, or an OpenAPI document (IsOpenAPI).
 	IsSchema bool
+	// IsOpenAPI marks one of the project's OpenAPI documents (always with
+	// IsSchema). No task fetches it: it travels with the revision so that
+	// the gateway can rebuild the project's routes.
+	IsOpenAPI bool
 }
 
 // Compiled is a compiled project: the job, its revision and the blobs it
@@ -181,6 +187,18 @@ func Compile(p *spec.Project, opts ...Option) (*Compiled, error) {
 		if s.Schema != "" {
 			if _, err := addBlob(s.Schema, true); err != nil {
 				return nil, err
+			}
+		}
+	}
+	// The OpenAPI documents the routes come from: blobs of the revision,
+	// which the job itself does not fetch.
+	for _, doc := range p.OpenAPI {
+		if _, err := addBlob(doc, true); err != nil {
+			return nil, err
+		}
+		for i := range c.Artifacts {
+			if c.Artifacts[i].Path == doc {
+				c.Artifacts[i].IsOpenAPI = true
 			}
 		}
 	}

@@ -371,3 +371,63 @@ function "plain" {
 		t.Errorf("topics = %v", names)
 	}
 }
+
+// TestOpenAPIArtifacts: a project's OpenAPI documents are blobs of its
+// revision, uploaded as single files (IsSchema) and marked IsOpenAPI, but
+// no task fetches them: only the gateway reads them. A changed document
+// changes the revision.
+func TestOpenAPIArtifacts(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "openapi")
+	if err := os.CopyFS(dir, os.DirFS("../hcl/spec/testdata/valid/openapi")); err != nil {
+		t.Fatal(err)
+	}
+	before, err := jobs.Compile(load(t, dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var docs []string
+	for _, a := range before.Artifacts {
+		if !a.IsOpenAPI {
+			t.Errorf("artifact %s is not an OpenAPI document; the project has nothing else to bundle", a.Path)
+			continue
+		}
+		if !a.IsSchema || !strings.HasPrefix(string(a.Digest), "sha256:") {
+			t.Errorf("artifact %+v: want a single file with a sha256 digest", a)
+		}
+		docs = append(docs, a.Path)
+	}
+	if strings.Join(docs, " ") != "api/devices.yaml api/reports.json" {
+		t.Errorf("OpenAPI artifacts = %v", docs)
+	}
+	for _, tg := range before.Job.TaskGroups {
+		if n := len(tg.Tasks[0].Artifacts); n != 0 {
+			t.Errorf("group %s fetches %d artifacts; the OpenAPI documents are the gateway's", *tg.Name, n)
+		}
+	}
+	js, err := jobs.RenderJSON(before.Job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(js, []byte("devices.yaml")) || bytes.Contains(js, []byte("reports.json")) {
+		t.Errorf("the job mentions an OpenAPI document:\n%s", js)
+	}
+
+	doc := filepath.Join(dir, "api", "devices.yaml")
+	src, err := os.ReadFile(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(doc, bytes.Replace(src, []byte("x-butter-rate: 50"), []byte("x-butter-rate: 60"), 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	after, err := jobs.Compile(load(t, dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before.Revision == after.Revision {
+		t.Error("revision unchanged after an OpenAPI document changed")
+	}
+	if before.Artifacts[0].Digest == after.Artifacts[0].Digest || before.Artifacts[1].Digest != after.Artifacts[1].Digest {
+		t.Errorf("digests before %v, after %v: only devices.yaml changed", before.Artifacts, after.Artifacts)
+	}
+}

@@ -254,26 +254,28 @@ func (s *routeSync) placement(project, function string) (string, bool) {
 }
 
 // specFS rebuilds enough of a revision's tree for the spec to load: the
-// spec files, the JSON schemas (fetched from the blob store, since
-// validation reads them) and an empty directory for each source bundle.
+// spec files, the single-file blobs (JSON schemas and OpenAPI documents,
+// JSON or YAML, fetched from the blob store, since validation reads them
+// and the OpenAPI documents make routes) and an empty directory for each
+// source bundle.
 func (s *routeSync) specFS(specs, bundles map[string]string) (fstest.MapFS, error) {
 	fsys := fstest.MapFS{}
 	for path, text := range specs {
 		fsys[path] = &fstest.MapFile{Data: []byte(text)}
 	}
 	for path, digest := range bundles {
-		if !strings.HasSuffix(path, ".json") {
+		if !strings.HasSuffix(path, ".json") && !strings.HasSuffix(path, ".yaml") && !strings.HasSuffix(path, ".yml") {
 			fsys[path] = &fstest.MapFile{Mode: fs.ModeDir | 0o755}
 			continue
 		}
 		resp, err := callAPI("GET", s.base+"/v1/blobs/sha256/"+strings.TrimPrefix(digest, "sha256:"), nil, 0)
 		if err != nil {
-			return nil, fmt.Errorf("schema %s: %w", path, err)
+			return nil, fmt.Errorf("file %s: %w", path, err)
 		}
 		b, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
 		resp.Body.Close()
 		if err != nil {
-			return nil, fmt.Errorf("schema %s: %w", path, err)
+			return nil, fmt.Errorf("file %s: %w", path, err)
 		}
 		fsys[path] = &fstest.MapFile{Data: b}
 	}

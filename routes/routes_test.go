@@ -1,0 +1,264 @@
+package routes_test
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"strings"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/butterfn/butter/gateway"
+	"github.com/butterfn/butter/hcl/spec"
+	"github.com/butterfn/butter/routes"
+	"github.com/hashicorp/go-hclog"
+)
+
+func load(t *testing.T, fsys fstest.MapFS) *spec.Project {
+	t.Helper()
+	proj, rep := spec.LoadFS(fsys, ".")
+	if proj == nil || len(rep.Diags) != 0 {
+		var buf bytes.Buffer
+		_ = rep.WriteText(&buf)
+		t.Fatalf("the project does not load cleanly:\n%s", buf.String())
+	}
+	return proj
+}
+
+const project = `
+project "shop" {
+  openapi = ["api/openapi.yaml"]
+}
+
+function "orders" {
+  runtime = "exec"
+  command = ["cat"]
+  pool    = "web"
+  timeout = "3s"
+
+  trigger "http" {
+    route    = "POST /orders"
+    auth     = "api_key"
+    max_body = "1MiB"
+    rate     = 5
+    mode     = "queued"
+  }
+  trigger "cron" {
+    schedule = "@hourly"
+  }
+}
+
+function "sed" {
+  runtime = "exec"
+  command = ["sed", "-u"]
+  options = { e = "s/a/b/" }
+  timeout = "2s"
+}
+
+function "upper" {
+  runtime = "exec"
+  command = ["tr", "a-z", "A-Z"]
+  pool    = "batch"
+  timeout = "4s"
+}
+
+pipeline "inner" {
+  steps = [function.upper, { function = function.sed, options = { e = "s/x y/z/" } }]
+}
+
+pipeline "shout" {
+  steps = [
+    { function = function.sed, options = { e = "s/hate/love/", n = "" } },
+    pipeline.inner,
+  ]
+
+  trigger "http" {
+    route        = "POST /shout"
+    cors_origins = ["https://app.example.com"]
+  }
+}
+`
+
+const document = `openapi: 3.0.3
+info: {title: Shop, version: "1"}
+paths:
+  /orders/{order}:
+    parameters:
+      - {name: order, in: path, required: true, schema: {type: string}}
+    get:
+      operationId: orders
+      x-butter-auth: api_key
+      x-butter-timeout: 1s
+      responses:
+        "200": {description: The order.}
+  /shout/{word}:
+    parameters:
+      - {name: word, in: path, required: true, schema: {type: string}}
+    put:
+      operationId: shout
+      x-butter-mode: async
+      responses:
+        "202": {description: Accepted.}
+`
+
+func shop(t *testing.T) *spec.Project {
+	return load(t, fstest.MapFS{
+		"shop.fn.hcl":      {Data: []byte(project)},
+		"api/openapi.yaml": {Data: []byte(document)},
+	})
+}
+
+// TestFromSpec: one route per http trigger, written in a trigger block
+// or coming from an OpenAPI document, with the trigger's settings; cron
+// triggers make none; pipelines are flattened with their options and the
+// pool of each function.
+func TestFromSpec(t *testing.T) {
+	got := routes.FromSpec(shop(t), "rev1")
+	var patterns []string
+	for _, r := range got {
+		patterns = append(patterns, r.Pattern())
+	}
+	if want := "GET /orders/{order} POST /orders POST /shout PUT /shout/{word}"; strings.Join(patterns, " ") != want {
+		t.Fatalf("patterns = %v, want %s", patterns, want)
+	}
+	byPattern := map[string]gateway.Route{}
+	for _, r := range got {
+		if r.Project != "shop" || r.Revision != "rev1" {
+			t.Errorf("%s: project %q revision %q", r.Pattern(), r.Project, r.Revision)
+		}
+		byPattern[r.Pattern()] = r
+	}
+
+	// A function's trigger block.
+	want := gateway.Route{
+		Method: "POST", Path: "/orders", Project: "shop", Revision: "rev1",
+		Function: "orders", Pool: "web", Auth: "api_key", MaxBody: 1 << 20,
+		Timeout: 3 * time.Second, Rate: 5, Burst: 5, Mode: "queued",
+	}
+	if r := byPattern["POST /orders"]; !reflect.DeepEqual(r, want) {
+		t.Errorf("POST /orders =\n%+v, want\n%+v", r, want)
+	}
+
+	// A function's route from the OpenAPI document.
+	want = gateway.Route{
+		Method: "GET", Path: "/orders/{order}", Project: "shop", Revision: "rev1",
+		Function: "orders", Pool: "web", Auth: "api_key", Timeout: time.Second, Mode: "direct",
+	}
+	if r := byPattern["GET /orders/{order}"]; !reflect.DeepEqual(r, want) {
+		t.Errorf("GET /orders/{order} =\n%+v, want\n%+v", r, want)
+	}
+
+	// A pipeline: the nested pipeline is flattened, each step keeps its
+	// options (quoted when they hold spaces or are empty), the route's
+	// pool is its first function's, and Pools places every function.
+	// The default timeout is the sum of the steps' (2s + 4s + 2s).
+	steps := []string{`sed e=s/hate/love/ n=""`, "upper", `sed e="s/x y/z/"`}
+	pools := map[string]string{"sed": "default", "upper": "batch"}
+	want = gateway.Route{
+		Method: "POST", Path: "/shout", Project: "shop", Revision: "rev1",
+		Pipeline: steps, Pool: "default", Pools: pools, Auth: "none",
+		Timeout: 8 * time.Second, CORSOrigins: []string{"https://app.example.com"}, Mode: "direct",
+	}
+	if r := byPattern["POST /shout"]; !reflect.DeepEqual(r, want) {
+		t.Errorf("POST /shout =\n%+v, want\n%+v", r, want)
+	}
+	// The same pipeline, routed by the OpenAPI document.
+	want.Method, want.Path, want.CORSOrigins, want.Mode = "PUT", "/shout/{word}", nil, "async"
+	if r := byPattern["PUT /shout/{word}"]; !reflect.DeepEqual(r, want) {
+		t.Errorf("PUT /shout/{word} =\n%+v, want\n%+v", r, want)
+	}
+
+	if s, p := routes.Flatten(shop(t).Pipeline("inner")); !reflect.DeepEqual(s, steps[1:]) || !reflect.DeepEqual(p, pools) {
+		t.Errorf("Flatten(inner) = %v %v", s, p)
+	}
+}
+
+func TestPlacement(t *testing.T) {
+	proj := shop(t)
+	place := routes.Placement(func(name string) *spec.Project {
+		if name == "shop" {
+			return proj
+		}
+		return nil
+	})
+	for _, c := range []struct {
+		project, function, pool string
+		ok                      bool
+	}{
+		{"shop", "orders", "web", true}, {"shop", "sed", "default", true},
+		{"shop", "nosuch", "", false}, {"other", "orders", "", false},
+	} {
+		if pool, ok := place(c.project, c.function); pool != c.pool || ok != c.ok {
+			t.Errorf("Placement(%s, %s) = %q %v, want %q %v", c.project, c.function, pool, ok, c.pool, c.ok)
+		}
+	}
+}
+
+// TestOpenAPIRouteServes puts the routes of a project whose only route
+// comes from an OpenAPI document into a real gateway, in front of a stub
+// pool: a request to the document's path reaches the function the
+// operationId names, with the path parameter.
+func TestOpenAPIRouteServes(t *testing.T) {
+	proj := load(t, fstest.MapFS{
+		"p.fn.hcl": {Data: []byte(`
+project "test" {
+  openapi = ["openapi.json"]
+}
+function "echo" {
+  runtime = "exec"
+  command = ["cat"]
+}
+`)},
+		"openapi.json": {Data: []byte(`{
+  "openapi": "3.1.0",
+  "info": {"title": "Echo", "version": "1"},
+  "paths": {"/echo/{name}": {"post": {
+    "operationId": "echo",
+    "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
+    "responses": {"200": {"description": "The body, back."}}
+  }}}
+}`)},
+	})
+	type call struct{ path, param, body string }
+	calls := make(chan call, 1)
+	stub := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		calls <- call{r.URL.Path, r.Header.Get(gateway.HeaderParamPrefix + "name"), string(b)}
+		_, _ = w.Write(bytes.ToUpper(b))
+	}))
+	defer stub.Close()
+	res := gateway.NewStaticResolver()
+	res.Set("test", "default", stub.Listener.Addr().String())
+	g := gateway.New(res, gateway.WithLogger(hclog.NewNullLogger()))
+	defer g.Close()
+	if err := g.SetRoutes(routes.FromSpec(proj, "r1")); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(g)
+	defer srv.Close()
+
+	resp, err := http.Post(srv.URL+"/echo/butter", "text/plain", strings.NewReader("hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "HELLO" {
+		t.Fatalf("POST /echo/butter: %d %q, want 200 \"HELLO\"", resp.StatusCode, body)
+	}
+	if c := <-calls; c.path != "/v1/invoke/echo" || c.param != "butter" || c.body != "hello" {
+		t.Errorf("the pool got %+v", c)
+	}
+	// The document routes POST only.
+	resp, err = http.Get(srv.URL + "/echo/butter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("GET /echo/butter: %d, want 405", resp.StatusCode)
+	}
+}
