@@ -110,13 +110,18 @@ func (c *gatewayCommand) Run(args []string) int {
 	if *kafka != "" {
 		kcfg = broker.Config{Brokers: strings.Split(*kafka, ",")}
 	}
+	// Queued and async routes always get a requester, so that one such
+	// route cannot keep a whole table out when Kafka is absent: without
+	// brokers, its calls fail with a clear error instead.
+	lr := &lazyRequester{}
+	defer lr.close()
 	if len(kcfg.Brokers) > 0 {
 		host, _ := os.Hostname()
-		lr := &lazyRequester{}
-		defer lr.close()
 		go lr.connect(ctx, log, kcfg, "butter._replies.gateway-"+sanitize(host)+"-"+fmt.Sprint(os.Getpid()))
-		opts = append(opts, gateway.WithRequester(lr))
+	} else {
+		lr.missing = "this gateway has no Kafka: start it with -kafka-brokers or $BUTTER_KAFKA_BROKERS for queued and async routes"
 	}
+	opts = append(opts, gateway.WithRequester(lr))
 	gw := gateway.New(resolver, opts...)
 	defer gw.Close()
 	rs.gw = gw
@@ -286,8 +291,9 @@ func (s *routeSync) specFS(specs, bundles map[string]string) (fstest.MapFS, erro
 // gateway serves direct routes while Kafka is not reachable yet; queued
 // calls fail with a clear error until it is.
 type lazyRequester struct {
-	mu sync.Mutex
-	r  *broker.Requester
+	mu      sync.Mutex
+	r       *broker.Requester
+	missing string // set when no Kafka is configured at all
 }
 
 func (l *lazyRequester) connect(ctx context.Context, log hclog.Logger, cfg broker.Config, replyTopic string) {
@@ -313,6 +319,9 @@ func (l *lazyRequester) Call(ctx context.Context, topic string, key, value []byt
 	l.mu.Lock()
 	r := l.r
 	l.mu.Unlock()
+	if r == nil && l.missing != "" {
+		return nil, errors.New(l.missing)
+	}
 	if r == nil {
 		return nil, errors.New("the gateway is not connected to Kafka yet (see its log); queued and async routes need it")
 	}
