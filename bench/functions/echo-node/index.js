@@ -1,0 +1,2 @@
+// The benchmarks' Node function: it answers its input unchanged.
+exports.handle = async (input) => input;

@@ -1,0 +1,126 @@
+package gateway_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/butterfn/butter/bench/harness"
+	"github.com/butterfn/butter/gateway"
+	"github.com/butterfn/butter/plugins/pool"
+)
+
+// benchBody is the request body of the echo benchmarks.
+var benchBody = []byte("hello, butter")
+
+// BenchmarkOverhead measures one call of the Go echo function
+// (bench/functions/echo-go, the process runtime), one at a time over
+// keep-alive connections on 127.0.0.1, and reports each operation's p50
+// and p99:
+//
+//   - baseline: the same handler called in-process;
+//   - loopback-http: a plain net/http echo handler, for the cost of one
+//     HTTP round trip on this machine;
+//   - pool-invoke: pool.Invoke, the pool's Go API: the worker protocol
+//     over pipes to the worker process, without HTTP;
+//   - pool-http: the pool's invoke endpoint, POST /v1/invoke/echo;
+//   - gateway: a route of the gateway, which forwards to that endpoint.
+//
+// The overhead a layer adds is its p50 minus the baseline's.
+func BenchmarkOverhead(b *testing.B) {
+	ctx := context.Background()
+	b.Run("baseline", func(b *testing.B) {
+		var lat harness.Latencies
+		for b.Loop() {
+			t := time.Now()
+			out, err := harness.Handle(ctx, benchBody)
+			lat.Add(time.Since(t))
+			if err != nil || !bytes.Equal(out, benchBody) {
+				b.Fatalf("echo: %q, %v", out, err)
+			}
+		}
+		lat.Report(b)
+	})
+
+	plain := harness.Serve(b, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		in, _ := io.ReadAll(r.Body)
+		_, _ = w.Write(in)
+	}))
+	echo := harness.Echo(b, "echo", "go")
+	echo.MinInstances = 1
+	p := harness.StartPool(b, harness.SDKs(b), []pool.FunctionConfig{echo})
+	poolAddr := harness.Serve(b, p.Handler())
+	gwAddr := benchGateway(b, poolAddr)
+	client := harness.Client(4)
+
+	benchPosts(b, "loopback-http", client, "http://"+plain+"/")
+	b.Run("pool-invoke", func(b *testing.B) {
+		var lat harness.Latencies
+		var out bytes.Buffer
+		call := func() error {
+			out.Reset()
+			return p.Invoke(ctx, "echo", &pool.Call{Input: bytes.NewReader(benchBody), Output: &out})
+		}
+		for range 100 { // warm up
+			if err := call(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		for b.Loop() {
+			t := time.Now()
+			err := call()
+			lat.Add(time.Since(t))
+			if err != nil || !bytes.Equal(out.Bytes(), benchBody) {
+				b.Fatalf("invoke: %q, %v", out.Bytes(), err)
+			}
+		}
+		lat.Report(b)
+	})
+	benchPosts(b, "pool-http", client, "http://"+poolAddr+"/v1/invoke/echo")
+	benchPosts(b, "gateway", client, "http://"+gwAddr+"/echo")
+}
+
+// benchPosts runs a sub-benchmark posting benchBody to url one request at
+// a time, checking the echo and recording each request's latency.
+func benchPosts(b *testing.B, name string, client *http.Client, url string) {
+	b.Run(name, func(b *testing.B) {
+		for range 100 { // warm up: connections, instances, caches
+			if err := harness.Post(client, url, benchBody); err != nil {
+				b.Fatal(err)
+			}
+		}
+		var lat harness.Latencies
+		for b.Loop() {
+			t := time.Now()
+			err := harness.Post(client, url, benchBody)
+			lat.Add(time.Since(t))
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		lat.Report(b)
+	})
+}
+
+// benchGateway serves a gateway on 127.0.0.1 with routes POST /echo,
+// POST /echo-node, ... to the functions echo, echo-node, ... of project
+// "bench", pool "default", at poolAddr, with the defaults `butter
+// gateway` runs with but its access log, and returns its address.
+func benchGateway(b *testing.B, poolAddr string) string {
+	b.Helper()
+	res := gateway.NewStaticResolver()
+	res.Set("bench", gateway.DefaultPool, poolAddr)
+	g := gateway.New(res)
+	b.Cleanup(g.Close)
+	var routes []gateway.Route
+	for _, name := range []string{"echo", "echo-exec", "echo-node", "echo-python"} {
+		routes = append(routes, gateway.Route{Method: "POST", Path: "/" + name, Project: "bench", Function: name})
+	}
+	if err := g.SetRoutes(routes); err != nil {
+		b.Fatal(err)
+	}
+	return harness.Serve(b, g)
+}
