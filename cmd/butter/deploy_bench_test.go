@@ -178,14 +178,18 @@ func benchUntilAnswer(b *testing.B, url, want string, d time.Duration, procs ...
 func BenchmarkDeploy(b *testing.B) {
 	b.Run("baseline", func(b *testing.B) {
 		dir := benchWriteProject(b, "v1")
+		var lat harness.Latencies
 		for b.Loop() {
 			cmd := exec.Command(butterBin, "invoke", "-local", dir, "greet")
 			cmd.Stdin = strings.NewReader("x")
+			t := time.Now()
 			out, err := cmd.Output()
+			lat.Add(time.Since(t))
 			if err != nil || string(out) != "v1:x" {
 				b.Fatalf("butter invoke -local: %q, %v", out, err)
 			}
 		}
+		lat.Report(b)
 	})
 	b.Run("dev-start", func(b *testing.B) {
 		dir := benchWriteProject(b, "v1")

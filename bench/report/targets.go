@@ -1,0 +1,132 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+)
+
+// descriptions says in a sentence what each benchmark measures; its doc
+// comment and docs/benchmarks.md say how.
+var descriptions = map[string]string{
+	"Overhead":     "One call of the Go echo function at a time on 127.0.0.1: in-process (baseline), a plain net/http round trip, the pool's Go API, the pool's HTTP endpoint, and a gateway route. Δ is the overhead a layer adds over the in-process call.",
+	"Throughput":   "wrk against a gateway route to each runtime's echo function at 1, 16 and 64 connections; the baseline is a plain net/http echo handler on the same machine. wrk shares the 2 cores with what it measures.",
+	"ColdStart":    "The first answer of a function from zero instances (a new pool per start); the baseline forks and execs echo to its first byte; the interpreter rows start node and python3 on a one-line program, the floor under their runtimes.",
+	"Density":      "One pool hosting many functions (1,000 go and exec; 100 node and python), each with one idle instance: the time to start them (the figure), to have every one answer, and their memory. The baseline starts as many idle `cat` processes.",
+	"Stream":       "Events per second from one topic to another through the embedded broker, committed after their output is acknowledged: a raw franz-go loop (baseline), the same loop one record at a time per partition, and a pool running the Go echo as a stream-to-stream function.",
+	"RaftWrite":    "Writes through Raft on the leader (a project upsert), one at a time and from 64 writers, on 3 nodes over real TCP transports with BoltDB logs; the baseline is a 1-node cluster.",
+	"LeaderChange": "From a leader change on a 3-node cluster to the next acknowledged write: a planned leadership transfer (baseline) and a leader that stops dead.",
+	"Deploy":       "From a deploy to the first answer of the new version: `butter invoke -local` (baseline, the function run once), `butter dev` started, a source change under `butter dev`, and `butter deploy` to a Nomad dev agent (healthy-s: until Nomad's deployment is healthy).",
+	"Decode":       "Decoding the iot example's spec; the baseline is hcl/v2's parse alone.",
+	"Compile":      "Compiling the iot example (bundle hashing included); the baseline is decoding alone.",
+	"Render":       "Rendering the iot example's job; the baseline is encoding/json of the same api.Job.",
+}
+
+// perCall lists the benchmarks whose operation is one call, whose B/op
+// and allocs/op therefore mean something.
+var perCall = map[string]bool{"Overhead": true, "RaftWrite": true, "Decode": true, "Compile": true, "Render": true}
+
+// target is one of the goals the benchmarks issue set.
+type target struct {
+	what, goal string
+	// measure returns the figure compared with the goal, whether it meets
+	// it, and false when the benchmark did not run.
+	measure func(rs *results) (figure string, met, ok bool)
+}
+
+var targets = []target{
+	{"Overhead over the in-process call: gateway → pool → Go echo", "≤ 150 µs at p50", overhead("gateway", "Overhead/gateway")},
+	{"Overhead over the in-process call: the pool's endpoint alone", "≤ 150 µs at p50", overhead("gateway", "Overhead/pool-http")},
+	{"Go echo through the gateway (best of 1, 16 and 64 connections)", "≥ 15,000 req/s", goThroughput},
+	{"Stream throughput of a Go stream-to-stream function", "≥ 0.8 of the raw franz-go loop", streamRatio},
+	{"Cold start, go", "≤ 5 ms", coldStart("go", 5e-3)},
+	{"Cold start, exec", "≤ 5 ms", coldStart("exec", 5e-3)},
+	{"Cold start, node", "≤ 50 ms", coldStart("node", 50e-3)},
+	{"Cold start, python", "≤ 50 ms", coldStart("python", 50e-3)},
+	{"Density: functions one pool hosts, each with an idle instance, all answering", "≥ 1,000", density},
+	{"A new control-plane leader after the leader is lost (to the next acknowledged write)", "≤ 2 s", leaderLoss},
+}
+
+func targetTable(b *bytes.Buffer, rs *results) {
+	fmt.Fprintf(b, "## Targets\n\n")
+	fmt.Fprintf(b, "| target | goal | measured (median) | met |\n|---|---|---:|---|\n")
+	for _, t := range targets {
+		fig, met, ok := t.measure(rs)
+		verdict := "not met"
+		switch {
+		case !ok:
+			fig, verdict = "—", "not measured"
+		case met:
+			verdict = "**met**"
+		}
+		fmt.Fprintf(b, "| %s | %s | %s | %s |\n", t.what, t.goal, fig, verdict)
+	}
+	fmt.Fprintf(b, "\n## Figures\n")
+}
+
+func overhead(pkg, name string) func(*results) (string, bool, bool) {
+	return func(rs *results) (string, bool, bool) {
+		d, ok := rs.delta(key{pkg, name})
+		if !ok {
+			return "", false, false
+		}
+		return "+" + dur(d) + " at p50", d <= 150e3, true
+	}
+}
+
+func goThroughput(rs *results) (string, bool, bool) {
+	best, where := 0.0, ""
+	for _, k := range rs.order {
+		if k.pkg == "gateway" && strings.HasPrefix(k.name, "Throughput/") && strings.HasSuffix(k.name, "/go") {
+			if v, ok := rs.median(k, "req/s"); ok && v > best {
+				best, where = v, strings.TrimSuffix(strings.TrimPrefix(k.name, "Throughput/"), "/go")
+			}
+		}
+	}
+	if where == "" {
+		return "", false, false
+	}
+	return fmt.Sprintf("%s req/s (%s)", group(best), where), best >= 15000, true
+}
+
+func streamRatio(rs *results) (string, bool, bool) {
+	r, ok := rs.ratio(key{"broker", "Stream/go"})
+	if !ok {
+		return "", false, false
+	}
+	return fmt.Sprintf("%.3g×", r), r >= 0.8, true
+}
+
+func coldStart(rt string, limit float64) func(*results) (string, bool, bool) {
+	return func(rs *results) (string, bool, bool) {
+		v, ok := rs.median(key{"plugins/pool", "ColdStart/" + rt}, unitP50)
+		if !ok {
+			return "", false, false
+		}
+		p99 := ""
+		if q, ok := rs.median(key{"plugins/pool", "ColdStart/" + rt}, unitP99); ok {
+			p99 = " (p99 " + dur(q*1e9) + ")"
+		}
+		return dur(v*1e9) + " at p50" + p99, v <= limit, true
+	}
+}
+
+func density(rs *results) (string, bool, bool) {
+	k := key{"plugins/pool", "Density/go"}
+	n, ok1 := rs.median(k, "functions")
+	inst, ok2 := rs.median(k, "instances")
+	if !ok1 || !ok2 {
+		return "", false, false
+	}
+	return fmt.Sprintf("%s go functions, %s idle instances", group(n), group(inst)), n >= 1000 && inst >= 1000, true
+}
+
+func leaderLoss(rs *results) (string, bool, bool) {
+	k := key{"scheduler", "LeaderChange/leader-loss"}
+	v, ok := rs.median(k, unitP50)
+	if !ok {
+		return "", false, false
+	}
+	p99, _ := rs.median(k, unitP99)
+	return fmt.Sprintf("%s at p50 (p99 %s)", dur(v*1e9), dur(p99*1e9)), v <= 2, true
+}

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# bench/run.sh: run every benchmark of the repository (`make bench` calls
+# it), append their output to bench/raw/bench.txt, and write
+# bench/RESULTS.md with bench/report. About 12 minutes on 2 cores.
+#
+# Each package gets the flags its benchmarks need: latency benchmarks run
+# for a time, the others a fixed number of operations (-benchtime=Nx),
+# because one operation is a wrk run, a cold start, a pool of 1,000
+# functions or a deploy. docs/benchmarks.md explains each. A package that
+# fails is reported and the others still run; the exit status says so.
+set -u
+cd "$(dirname "$0")/.."
+GO=${GO:-go}
+out=bench/raw/bench.txt
+mkdir -p bench/raw
+
+# Functions run with the system's interpreters: /usr/bin first, so that
+# python3 is Debian's and not a pyenv shim, a bash wrapper that adds
+# about 80 ms to every start.
+export PATH=/usr/bin:$PATH
+
+# Configuration lines ("key: value") describe the machine to bench/report.
+{
+	echo "started: $(date -u '+%Y-%m-%d %H:%M UTC')"
+	echo "cpu-model: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
+	echo "memory: $(awk '/^MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
+	echo "kernel: $(uname -r)"
+	echo "loadavg: $(cut -d' ' -f1-3 /proc/loadavg)"
+	echo "wrk: $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
+	echo "node: $(node --version 2>&1)"
+	echo "python3: $(python3 --version 2>&1) ($(command -v python3))"
+	echo
+} >"$out"
+
+failed=()
+# bench <package> <go test flags...>
+bench() {
+	local pkg=$1
+	shift
+	echo "==> $pkg: go test -bench $*"
+	if ! "$GO" test -run '^$' -benchmem "$@" "$pkg" | tee -a "$out"; then
+		failed+=("$pkg $*")
+	fi
+}
+
+bench ./hcl/spec -bench . -count 6
+bench ./jobs -bench . -count 6
+bench ./gateway -bench 'Overhead' -count 6
+bench ./gateway -bench 'Throughput' -benchtime 1x -count 3
+bench ./plugins/pool -bench 'ColdStart' -benchtime 50x -count 3
+bench ./plugins/pool -bench 'Density' -benchtime 1x -count 2
+bench ./broker -bench 'Stream' -benchtime 1x -count 3
+bench ./scheduler -bench 'RaftWrite' -count 3
+bench ./scheduler -bench 'LeaderChange' -benchtime 10x -count 3
+bench ./cmd/butter -bench 'Deploy/(baseline|dev)' -benchtime 5x -count 3
+bench ./cmd/butter -bench 'Deploy/nomad' -benchtime 5x -count 1 -timeout 30m
+
+"$GO" run ./bench/report -in "$out" -out bench/RESULTS.md || failed+=("bench/report")
+echo "==> wrote bench/RESULTS.md"
+if ((${#failed[@]})); then
+	printf '==> failed: %s\n' "${failed[@]}" >&2
+	exit 1
+fi
