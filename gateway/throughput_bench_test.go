@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"testing"
 	"time"
 
@@ -22,7 +23,10 @@ const benchWrkDuration = 3 * time.Second
 //
 // The baseline of each concurrency is a plain net/http echo handler on
 // the same machine, in the same run: what one Go HTTP server answers
-// here, before any platform work.
+// here, before any platform work. Each run also reports the CPU time per
+// request of this process (the gateway and the pool), of the workers
+// (for exec, the forked cat processes are not counted: they are gone
+// when it is read) and of wrk.
 //
 // The functions are sized as a project would size them for this load
 // (an instances block): go and node run one instance taking 64 calls at
@@ -64,13 +68,23 @@ func BenchmarkThroughput(b *testing.B) {
 			for _, t := range targets {
 				b.Run(t.name, func(b *testing.B) {
 					var r harness.WrkResult
+					var self, workers time.Duration
 					for b.Loop() {
+						self0, workers0 := harness.SelfCPU(), harness.TreeCPU(os.Getpid())
 						r = harness.Wrk(b, t.url, benchBody, conns, benchWrkDuration)
+						self, workers = harness.SelfCPU()-self0, harness.TreeCPU(os.Getpid())-workers0
 					}
 					if r.Errors > 0 || r.NonOK > 0 {
 						b.Fatalf("wrk saw %d socket errors and %d answers not 2xx:\n%s", r.Errors, r.NonOK, r.Output)
 					}
 					r.Report(b)
+					// Where the 2 cores went, per request: this process
+					// (the gateway and the pool, or the plain server), the
+					// worker processes, and wrk.
+					perReq := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(r.Requests) }
+					b.ReportMetric(perReq(self), "server-cpu-µs/req")
+					b.ReportMetric(perReq(workers), "worker-cpu-µs/req")
+					b.ReportMetric(perReq(r.CPU), "wrk-cpu-µs/req")
 				})
 			}
 		})

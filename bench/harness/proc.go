@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
 )
 
 // Memory is what a process holds, in KiB: RSS counts every page it maps
@@ -83,6 +85,53 @@ func Descendants(root int) ([]int, error) {
 		queue = append(queue, children[pid]...)
 	}
 	return out, nil
+}
+
+// clockTick is the unit of utime and stime in /proc/<pid>/stat
+// (sysconf(_SC_CLK_TCK), 100 on Linux).
+const clockTick = 10 * time.Millisecond
+
+// CPUOf reads the user and system CPU time a process has used.
+func CPUOf(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: no command", pid)
+	}
+	f := strings.Fields(string(b[i+1:])) // from field 3, state
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * clockTick, nil
+}
+
+// SelfCPU is the user and system CPU time this process has used.
+func SelfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// TreeCPU sums the CPU time of root's descendants.
+func TreeCPU(root int) time.Duration {
+	pids, err := Descendants(root)
+	if err != nil {
+		return 0
+	}
+	var sum time.Duration
+	for _, pid := range pids {
+		if d, err := CPUOf(pid); err == nil {
+			sum += d
+		}
+	}
+	return sum
 }
 
 // TreeMemory sums the memory of root's descendants and returns it with

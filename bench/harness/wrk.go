@@ -24,6 +24,8 @@ type WrkResult struct {
 	Connections int
 	Threads     int
 	Output      string
+	// CPU is the user and system time wrk itself used.
+	CPU time.Duration
 }
 
 // Wrk runs wrk (Debian's package; `make bench` installs it) against url
@@ -54,6 +56,7 @@ func Wrk(tb testing.TB, url string, body []byte, conns int, d time.Duration) Wrk
 		tb.Fatalf("wrk output: %v\n%s", err, out)
 	}
 	r.Connections, r.Threads, r.Duration = conns, threads, time.Duration(secs)*time.Second
+	r.CPU = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	return r
 }
 
