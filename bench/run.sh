@@ -22,6 +22,8 @@ export PATH=/usr/bin:$PATH
 # Configuration lines ("key: value") describe the machine to bench/report.
 {
 	echo "started: $(date -u '+%Y-%m-%d %H:%M UTC')"
+	dirty=$(git status --porcelain --untracked-files=no -- . ':!bench/RESULTS.md' ':!bench/NOTES.md' | grep -q . && echo " (with uncommitted changes)")
+	echo "commit: $(git rev-parse --short HEAD)$dirty"
 	echo "cpu-model: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
 	echo "memory: $(awk '/^MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
 	echo "kernel: $(uname -r)"

@@ -209,18 +209,18 @@ func (rs *results) delta(k key) (float64, bool) {
 }
 
 func header(b *bytes.Buffer, rs *results) {
-	commit, _ := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
-	dirty := ""
-	if st, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(bytes.TrimSpace(st)) > 0 {
-		dirty = " (with uncommitted changes)"
-	}
 	cfg := func(k string) string { return orUnknown(rs.config[k]) }
+	commit := rs.config["commit"] // as bench/run.sh found it when the runs began
+	if commit == "" {
+		out, _ := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+		commit = orUnknown(strings.TrimSpace(string(out)))
+	}
 	fmt.Fprintf(b, "# Benchmark results\n\n")
 	fmt.Fprintf(b, "Written by `make bench` on %s (the runs began %s).\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), cfg("started"))
 	fmt.Fprintf(b, "- Machine: %s/%s, %d cores, %s, %s of memory, Linux %s\n", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), cfg("cpu-model"), cfg("memory"), cfg("kernel"))
 	fmt.Fprintf(b, "- Load average when the runs began: %s\n", cfg("loadavg"))
 	fmt.Fprintf(b, "- Go: %s; wrk: %s; node: %s; python3: %s\n", runtime.Version(), cfg("wrk"), cfg("node"), cfg("python3"))
-	fmt.Fprintf(b, "- Commit: %s%s\n", orUnknown(strings.TrimSpace(string(commit))), dirty)
+	fmt.Fprintf(b, "- Commit: %s\n", commit)
 	fmt.Fprintf(b, "- Method: `go test -bench` with `-count` runs of each benchmark (the runs column), all in one `make bench`; docs/benchmarks.md describes each benchmark. ")
 	fmt.Fprintf(b, "Each figure is the median across the runs (±: its 95%% confidence interval, as benchstat computes it, given 6 runs or more); a latency's p50 and p99 are those of every operation of a run, then the median across runs. ")
 	fmt.Fprintf(b, "Each ratio divides a figure by its baseline's, measured in the same run: this machine is shared and noisy, so compare ratios across runs rather than absolute values. ")
