@@ -16,7 +16,7 @@ var descriptions = map[string]string{
 	"Stream":       "Events per second from one topic to another through the embedded broker, committed after their output is acknowledged: a raw franz-go loop (baseline), the same loop one record at a time per partition, and a pool running the Go echo as a stream-to-stream function.",
 	"RaftWrite":    "Writes through Raft on the leader (a project upsert), one at a time and from 64 writers, on 3 nodes over real TCP transports with BoltDB logs; the baseline is a 1-node cluster.",
 	"LeaderChange": "From a leader change on a 3-node cluster to the next acknowledged write: a planned leadership transfer (baseline) and a leader that stops dead.",
-	"Deploy":       "From a deploy to the first answer of the new version: `butter invoke -local` (baseline, the function run once), `butter dev` started, a source change under `butter dev`, and `butter deploy` to a Nomad dev agent (healthy-s: until Nomad's deployment is healthy).",
+	"Deploy":       "From a deploy to the first answer of the new version: `butter invoke -local` (baseline, the function run once), `butter dev` started, a source change under `butter dev`, and `butter deploy` to a Nomad dev agent (healthy: until Nomad's deployment is healthy).",
 	"Decode":       "Decoding the iot example's spec; the baseline is hcl/v2's parse alone.",
 	"Compile":      "Compiling the iot example (bundle hashing included); the baseline is decoding alone.",
 	"Render":       "Rendering the iot example's job; the baseline is encoding/json of the same api.Job.",
