@@ -57,7 +57,7 @@ bench ./scheduler -bench 'LeaderChange' -benchtime 10x -count 3
 bench ./cmd/butter -bench 'Deploy/(baseline|dev)' -benchtime 5x -count 3
 bench ./cmd/butter -bench 'Deploy/nomad' -benchtime 5x -count 1 -timeout 30m
 
-"$GO" run ./bench/report -in "$out" -out bench/RESULTS.md || failed+=("bench/report")
+"$GO" run ./bench/report -in "$out" -out bench/RESULTS.md -loadavg-end "$(cut -d' ' -f1-3 /proc/loadavg)" || failed+=("bench/report")
 echo "==> wrote bench/RESULTS.md"
 if ((${#failed[@]})); then
 	printf '==> failed: %s\n' "${failed[@]}" >&2

@@ -41,6 +41,7 @@ func main() {
 	in := flag.String("in", "bench/raw/bench.txt", "go test -bench output")
 	out := flag.String("out", "bench/RESULTS.md", "the report to write")
 	notes := flag.String("notes", "bench/NOTES.md", "the reading appended to the report")
+	flag.StringVar(&loadEnd, "loadavg-end", "", "the load average when the runs ended")
 	flag.Parse()
 	if err := run(*in, *out, *notes); err != nil {
 		fmt.Fprintln(os.Stderr, "report:", err)
@@ -62,6 +63,9 @@ func run(in, out, notesPath string) error {
 	}
 	return os.WriteFile(out, b.Bytes(), 0o644)
 }
+
+// loadEnd is the load average when the runs ended (-loadavg-end).
+var loadEnd string
 
 // key names one benchmark: its package and its name without "Benchmark"
 // and the GOMAXPROCS suffix ("Throughput/c16/go").
@@ -218,7 +222,7 @@ func header(b *bytes.Buffer, rs *results) {
 	fmt.Fprintf(b, "# Benchmark results\n\n")
 	fmt.Fprintf(b, "Written by `make bench` on %s (the runs began %s).\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), cfg("started"))
 	fmt.Fprintf(b, "- Machine: %s/%s, %d cores, %s, %s of memory, Linux %s\n", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), cfg("cpu-model"), cfg("memory"), cfg("kernel"))
-	fmt.Fprintf(b, "- Load average when the runs began: %s\n", cfg("loadavg"))
+	fmt.Fprintf(b, "- Load average (1, 5, 15 min) when the runs began: %s; when they ended: %s. Other work on the machine during the runs moves the figures: compare the ratios.\n", cfg("loadavg"), orUnknown(loadEnd))
 	fmt.Fprintf(b, "- Go: %s; wrk: %s; node: %s; python3: %s\n", runtime.Version(), cfg("wrk"), cfg("node"), cfg("python3"))
 	fmt.Fprintf(b, "- Commit: %s\n", commit)
 	fmt.Fprintf(b, "- Method: `go test -bench` with `-count` runs of each benchmark (the runs column), all in one `make bench`; docs/benchmarks.md describes each benchmark. ")
