@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/run.sh: run every benchmark of the repository (`make bench` calls
 # it), append their output to bench/raw/bench.txt, and write
-# bench/RESULTS.md with bench/report. About 12 minutes on 2 cores.
+# bench/RESULTS.md with bench/report. About 9 minutes on 2 cores.
 #
 # Each package gets the flags its benchmarks need: latency benchmarks run
 # for a time, the others a fixed number of operations (-benchtime=Nx),
