@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -14,18 +13,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/butterfn/butter/internal/nomadtest"
 	"github.com/hashicorp/nomad/api"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/butterfn/butter/internal/nomadtest"
+	"github.com/butterfn/butter/internal/testport"
 )
 
-func freePortNum(t *testing.T) int {
-	t.Helper()
-	_, port, _ := net.SplitHostPort(freeAddr(t))
-	var n int
-	fmt.Sscan(port, &n)
-	return n
-}
+func freePortNum(t *testing.T) int { return testport.Port(t) }
 
 // TestIoTOnNomad runs the whole platform as Nomad jobs from jobs/platform/
 // (broker, control plane and gateway on raw_exec; the project's pools on

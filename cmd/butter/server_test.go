@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -19,11 +18,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/butterfn/butter/broker"
-	"github.com/butterfn/butter/internal/nomadtest"
 	"github.com/hashicorp/nomad/api"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/butterfn/butter/broker"
+	"github.com/butterfn/butter/internal/nomadtest"
+	"github.com/butterfn/butter/internal/testport"
 )
 
 // serverProc is a `butter server` process.
@@ -53,15 +54,7 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+func freeAddr(t *testing.T) string { return testport.Addr(t) }
 
 func (s *serverProc) start(t *testing.T) {
 	t.Helper()
