@@ -1,6 +1,6 @@
 # Butter's build. `make test` and `make dev` install what they need
-# themselves: the pinned Nomad (built from tools/go.mod) and staticcheck
-# land in bin/, which git ignores.
+# themselves: the pinned Nomad (built from tools/go.mod), the pinned Vault
+# (tools/vault/go.mod) and staticcheck land in bin/, which git ignores.
 
 SHELL := /bin/bash
 GO ?= go
@@ -12,6 +12,7 @@ STATICCHECK_VERSION := v0.8.2
 FUZZTIME ?= 30s
 
 export BUTTER_NOMAD := $(BIN)/nomad
+export BUTTER_VAULT := $(BIN)/vault
 
 .PHONY: all build tools test unit fuzz lint bench dev clean
 
@@ -23,14 +24,22 @@ build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/butter ./cmd/butter
 	$(GO) build -o $(BIN)/nomad-driver-butter ./cmd/nomad-driver-butter
 
-## tools: the pinned Nomad and staticcheck, into bin/
-tools: $(BIN)/nomad $(BIN)/staticcheck
+## tools: the pinned Nomad, Vault and staticcheck, into bin/
+tools: $(BIN)/nomad $(BIN)/vault $(BIN)/staticcheck
 
 $(BIN)/nomad: tools/go.mod tools/go.sum
 	@mkdir -p $(BIN)
 	@echo "==> Building Nomad $$(sed -n 's/^require github.com\/hashicorp\/nomad \(v[^ ]*\).*/\1/p' tools/go.mod) from the module proxy (a cold build takes about 5 minutes)"
 	cd tools && $(GO) build -o $(BIN)/nomad github.com/hashicorp/nomad
 	@$(BIN)/nomad version
+
+# Vault's release modules do not build against their own sdk versions:
+# tools/vault/README.md says which pin builds and why.
+$(BIN)/vault: tools/vault/go.mod tools/vault/go.sum
+	@mkdir -p $(BIN)
+	@echo "==> Building Vault $$(sed -n 's/^require github.com\/hashicorp\/vault \(v[^ ]*\).*/\1/p' tools/vault/go.mod) from the module proxy (a cold build takes about 8 minutes)"
+	cd tools/vault && GONOSUMDB=github.com/hashicorp/vault-hcp-lib $(GO) build -o $(BIN)/vault github.com/hashicorp/vault
+	@$(BIN)/vault version
 
 $(BIN)/staticcheck:
 	@mkdir -p $(BIN)
@@ -52,7 +61,7 @@ lint: $(BIN)/staticcheck
 ## test: every test: lint, the race-enabled suite (with a real Nomad agent), and bounded fuzzing
 test: tools lint unit fuzz
 
-unit: $(BIN)/nomad
+unit: $(BIN)/nomad $(BIN)/vault
 	@echo "==> go test -race ./..."
 	BUTTER_REQUIRE_NOMAD=1 $(GO) test -race -count=1 ./...
 	@echo "==> the Go SDK (its own module)"
