@@ -59,6 +59,7 @@ func run(args []string) int {
 		"operator raft remove-peer": func() (cli.Command, error) { return &removePeerCommand{ui: ui}, nil },
 		"operator snapshot save":    func() (cli.Command, error) { return &snapshotSaveCommand{ui: ui}, nil },
 		"operator snapshot restore": func() (cli.Command, error) { return &snapshotRestoreCommand{ui: ui}, nil },
+		"setup vault":               func() (cli.Command, error) { return &setupVaultCommand{ui: ui}, nil },
 	}
 	code, err := c.Run()
 	if err != nil {
