@@ -1,0 +1,287 @@
+// Package sandbox confines a function instance so that it cannot read
+// what belongs to the pool or to its neighbours in the same pool: the
+// task's secrets directory (Vault token, rendered secrets), other
+// allocations' directories, and other processes' memory and environment.
+//
+// Packing many functions into one Nomad allocation means they share a user
+// and a task directory, so file modes cannot separate them. The pool
+// therefore starts each instance through a small shim, `butter _sandbox`,
+// which confines itself with Landlock (Linux 5.13+, unprivileged) and then
+// executes the instance:
+//
+//   - Files: every path stays readable and writable except the hidden
+//     trees (Hide), minus the paths inside them explicitly allowed again
+//     (Allow). Landlock rules only grant, so the shim grants, for each
+//     ancestor of a hidden path, each sibling entry that does not lead to
+//     it. /dev is hidden except its harmless nodes (null, zero, random,
+//     tty, pts, shm ...).
+//   - Processes: each instance is its own Landlock domain, and Landlock
+//     refuses ptrace-class access from one domain to any process outside
+//     it (or beneath it). Reading /proc/<pid>/environ, mem, fd or root of
+//     a neighbouring instance or of the pool fails with EACCES, as does
+//     signalling them where the kernel has Landlock ABI 6.
+//   - Privileges: no_new_privs is set; an instance of a pool running as
+//     root loses every capability (the bounding and ambient sets are
+//     emptied before exec), so it cannot undo the rest.
+//
+// The shim costs one extra exec per instance start; the pool uses it only
+// when it hosts a function with secrets. Available says whether the kernel
+// supports it; without Landlock a pool with secrets refuses to start
+// rather than start its functions unconfined.
+package sandbox
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+
+	"github.com/landlock-lsm/go-landlock/landlock"
+	"golang.org/x/sys/unix"
+)
+
+// Command is the hidden subcommand of the butter binary that runs the
+// shim (Main).
+const Command = "_sandbox"
+
+// Config says what an instance must not see.
+type Config struct {
+	// Exe is the butter binary that runs the shim; "" uses this process's
+	// own executable.
+	Exe string
+	// Hide are trees the instance cannot read or write.
+	Hide []string
+	// Allow are paths inside hidden trees the instance may use after all
+	// (its bundle, the SDKs, its scratch directory).
+	Allow []string
+}
+
+// devAllowed are the nodes of /dev an instance keeps.
+var devAllowed = []string{
+	"/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom",
+	"/dev/tty", "/dev/ptmx", "/dev/pts", "/dev/shm", "/dev/fd",
+	"/dev/stdin", "/dev/stdout", "/dev/stderr",
+}
+
+// Available reports whether this kernel can confine instances.
+func Available() error {
+	abi, _, errno := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, 0, 0, unix.LANDLOCK_CREATE_RULESET_VERSION)
+	if errno != 0 {
+		return fmt.Errorf("landlock is not available on this kernel (%v): functions with secrets need Linux 5.13 or later with landlock in the lsm= boot parameter", errno)
+	}
+	if abi < 1 {
+		return errors.New("landlock ABI version 0")
+	}
+	return nil
+}
+
+// Wrap makes cmd run through the shim, confined by c. Call it before
+// cmd.Start; cmd.Path, cmd.Args and cmd.Err are rewritten.
+func Wrap(cmd *exec.Cmd, c Config) error {
+	exe := c.Exe
+	if exe == "" {
+		var err error
+		if exe, err = os.Executable(); err != nil {
+			return fmt.Errorf("sandbox: find the butter binary: %w", err)
+		}
+	}
+	if cmd.Err != nil {
+		return cmd.Err
+	}
+	args := []string{exe, Command}
+	for _, h := range c.Hide {
+		args = append(args, "-hide", h)
+	}
+	for _, a := range c.Allow {
+		args = append(args, "-allow", a)
+	}
+	args = append(args, "--", cmd.Path)
+	args = append(args, cmd.Args[1:]...)
+	cmd.Path, cmd.Args = exe, args
+	return nil
+}
+
+type multi []string
+
+func (m *multi) String() string     { return strings.Join(*m, ",") }
+func (m *multi) Set(v string) error { *m = append(*m, v); return nil }
+
+// Main is the shim: it parses args (without the subcommand), confines
+// itself and executes the instance. It returns only on failure, with the
+// exit code; the error goes to standard error, which the pool logs.
+func Main(args []string) int {
+	fs := flag.NewFlagSet(Command, flag.ContinueOnError)
+	var c Config
+	fs.Var((*multi)(&c.Hide), "hide", "a tree the instance cannot use (repeatable)")
+	fs.Var((*multi)(&c.Allow), "allow", "a path inside a hidden tree the instance may use (repeatable)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	argv := fs.Args()
+	if len(argv) == 0 {
+		fmt.Fprintln(os.Stderr, "butter _sandbox: no command to run after --")
+		return 2
+	}
+	if err := Confine(c); err != nil {
+		fmt.Fprintf(os.Stderr, "butter _sandbox: %v\n", err)
+		return 1
+	}
+	err := syscall.Exec(argv[0], argv, os.Environ())
+	fmt.Fprintf(os.Stderr, "butter _sandbox: exec %s: %v\n", argv[0], err)
+	return 1
+}
+
+// Confine restricts the calling process (all its threads) as described in
+// the package doc. It cannot be undone.
+func Confine(c Config) error {
+	if err := Available(); err != nil {
+		return err
+	}
+	if err := dropCapabilities(); err != nil {
+		return err
+	}
+	hide := append([]string{"/dev"}, c.Hide...)
+	allow := append(append([]string(nil), devAllowed...), c.Allow...)
+	dirs, files, err := Grants(hide, allow)
+	if err != nil {
+		return err
+	}
+	rules := []landlock.Rule{landlock.RWDirs(dirs...).WithIoctlDev().WithRefer(), landlock.RWFiles(files...).WithIoctlDev()}
+	if err := landlock.V11.BestEffort().RestrictPaths(rules...); err != nil {
+		return fmt.Errorf("restrict paths: %w", err)
+	}
+	if err := landlock.V11.BestEffort().RestrictScoped(); err != nil {
+		return fmt.Errorf("restrict signals: %w", err)
+	}
+	return nil
+}
+
+// Grants computes the Landlock grants that leave everything usable but
+// the hidden trees, and the allowed paths inside them: directories and
+// other files, each list sorted. Paths that do not exist are skipped.
+func Grants(hide, allow []string) (dirs, files []string, err error) {
+	var hidden []string
+	for _, h := range hide {
+		p, err := canonical(h)
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				continue
+			}
+			return nil, nil, fmt.Errorf("hide %s: %w", h, err)
+		}
+		hidden = append(hidden, p)
+	}
+	// leads reports whether p is a hidden path or one of its ancestors.
+	leads := func(p string) bool {
+		for _, h := range hidden {
+			if p == h || p == "/" || strings.HasPrefix(h, p+"/") {
+				return true
+			}
+		}
+		return false
+	}
+	under := func(p string) bool {
+		for _, h := range hidden {
+			if p == h || strings.HasPrefix(p, h+"/") {
+				return true
+			}
+		}
+		return false
+	}
+	seen := map[string]bool{}
+	add := func(p string) {
+		if seen[p] {
+			return
+		}
+		seen[p] = true
+		fi, err := os.Stat(p)
+		if err != nil {
+			return
+		}
+		if fi.IsDir() {
+			dirs = append(dirs, p)
+		} else {
+			files = append(files, p)
+		}
+	}
+	// Walk down from / along each hidden path, granting the siblings.
+	visited := map[string]bool{}
+	for _, h := range hidden {
+		for dir := "/"; dir != h; {
+			if !visited[dir] {
+				visited[dir] = true
+				entries, err := os.ReadDir(dir)
+				if err != nil {
+					return nil, nil, fmt.Errorf("list %s: %w", dir, err)
+				}
+				for _, e := range entries {
+					p := filepath.Join(dir, e.Name())
+					if !leads(p) && !under(p) {
+						add(p)
+					}
+				}
+			}
+			rest := strings.TrimPrefix(strings.TrimPrefix(h, dir), "/")
+			next, _, _ := strings.Cut(rest, "/")
+			dir = filepath.Join(dir, next)
+		}
+	}
+	for _, a := range allow {
+		p, err := canonical(a)
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				continue
+			}
+			return nil, nil, fmt.Errorf("allow %s: %w", a, err)
+		}
+		add(p)
+	}
+	sort.Strings(dirs)
+	sort.Strings(files)
+	return dirs, files, nil
+}
+
+func canonical(p string) (string, error) {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", err
+	}
+	return filepath.EvalSymlinks(abs)
+}
+
+// dropCapabilities empties the bounding and ambient capability sets, so
+// that the executed instance has no capability even as root, and sets
+// no_new_privs. Without CAP_SETPCAP (not root) there is nothing to drop.
+func dropCapabilities() error {
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("set no_new_privs: %w", err)
+	}
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil && !errors.Is(err, unix.EINVAL) {
+		return fmt.Errorf("clear ambient capabilities: %w", err)
+	}
+	// Root's permitted set after exec is (inheritable & all) | (all &
+	// bounding) | ambient: all three must be empty.
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("read capabilities: %w", err)
+	}
+	data[0].Inheritable, data[1].Inheritable = 0, 0
+	if err := unix.Capset(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("clear inheritable capabilities: %w", err)
+	}
+	for c := 0; c <= unix.CAP_LAST_CAP; c++ {
+		if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil && !errors.Is(err, unix.EINVAL) {
+			return fmt.Errorf("drop capability %d: %w", c, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,166 @@
+package sandbox_test
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/butterfn/butter/sandbox"
+)
+
+// TestMain lets the test binary serve as the shim, as the butter binary
+// does under `butter pool`.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == sandbox.Command {
+		os.Exit(sandbox.Main(os.Args[2:]))
+	}
+	os.Exit(m.Run())
+}
+
+func available(t *testing.T) {
+	t.Helper()
+	if err := sandbox.Available(); err != nil {
+		if os.Getenv("CI") != "" || os.Getenv("BUTTER_REQUIRE_NOMAD") != "" {
+			t.Fatalf("the sandbox is needed for secrets and this kernel lacks it: %v", err)
+		}
+		t.Skip(err)
+	}
+}
+
+func TestGrantsLeaveOnlyTheHiddenTreeOut(t *testing.T) {
+	root := t.TempDir()
+	for _, d := range []string{"task/secrets", "task/local/fn", "task/tmp", "other/secrets"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(root, "task", "pool.json"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	root, _ = filepath.EvalSymlinks(root)
+	dirs, files, err := sandbox.Grants([]string{filepath.Join(root, "task")}, []string{filepath.Join(root, "task/local"), filepath.Join(root, "missing")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := append(append([]string(nil), dirs...), files...)
+	for _, want := range []string{filepath.Join(root, "other"), filepath.Join(root, "task/local"), "/usr"} {
+		if !slices.Contains(all, want) {
+			t.Errorf("grants lack %s: %v", want, all)
+		}
+	}
+	for _, p := range all {
+		if p == "/" || p == filepath.Join(root, "task") || strings.HasPrefix(p, filepath.Join(root, "task/secrets")) || p == filepath.Join(root, "task/pool.json") || p == root {
+			t.Errorf("grants %s, which is or leads into the hidden tree", p)
+		}
+	}
+}
+
+// run starts cmd through the shim (or not) and returns its output and
+// whether it succeeded.
+func run(t *testing.T, confine bool, c sandbox.Config, env []string, name string, args ...string) (string, bool) {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Env = env
+	if confine {
+		c.Exe = os.Args[0]
+		if err := sandbox.Wrap(cmd, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, err := cmd.CombinedOutput()
+	return string(out), err == nil
+}
+
+// TestInstancesCannotReadSecretsOrNeighbours runs a confined "holder" with
+// a secret in its environment and a confined neighbour that tries to read
+// the hidden directory and the holder's /proc entries; the same reads
+// unconfined succeed, so the test fails if confinement does nothing.
+func TestInstancesCannotReadSecretsOrNeighbours(t *testing.T) {
+	available(t)
+	dir := t.TempDir()
+	secretsDir := filepath.Join(dir, "secrets")
+	local := filepath.Join(dir, "local")
+	for _, d := range []string{secretsDir, local} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	token := filepath.Join(secretsDir, "vault_token")
+	if err := os.WriteFile(token, []byte("hvs.TOKEN"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(local, "code.txt"), []byte("code"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := sandbox.Config{Hide: []string{dir}, Allow: []string{local}}
+	env := []string{"PATH=" + os.Getenv("PATH")}
+
+	holder := exec.Command("sleep", "60")
+	holder.Env = append(env, "DB_PASSWORD=s3cret-value")
+	c.Exe = os.Args[0]
+	if err := sandbox.Wrap(holder, c); err != nil {
+		t.Fatal(err)
+	}
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = holder.Process.Kill(); _ = holder.Wait() })
+	environ := fmt.Sprintf("/proc/%d/environ", holder.Process.Pid)
+	// Wait until the shim has executed sleep: its environ is then sleep's.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", holder.Process.Pid))
+		if strings.TrimSpace(string(b)) == "sleep" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the holder did not exec sleep: comm %q", b)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if b, err := os.ReadFile(environ); err != nil || !bytes.Contains(b, []byte("s3cret-value")) {
+		t.Fatalf("the holder's environment lacks its secret (%v): the test cannot tell anything", err)
+	}
+
+	for _, tc := range []struct {
+		what, name string
+		args       []string
+	}{
+		{"the hidden token", "cat", []string{token}},
+		{"the hidden directory", "ls", []string{secretsDir}},
+		{"the neighbour's environ", "cat", []string{environ}},
+		{"the neighbour's memory map", "cat", []string{fmt.Sprintf("/proc/%d/maps", holder.Process.Pid)}},
+		{"the neighbour's working directory", "readlink", []string{fmt.Sprintf("/proc/%d/cwd", holder.Process.Pid)}},
+		{"the neighbour's root", "ls", []string{fmt.Sprintf("/proc/%d/root/", holder.Process.Pid)}},
+		{"the pool's environ", "cat", []string{fmt.Sprintf("/proc/%d/environ", os.Getpid())}},
+		{"a raw disk", "sh", []string{"-c", "ls /dev/ | grep -v -x -e null -e zero -e full -e random -e urandom -e tty -e ptmx -e pts -e shm -e fd -e stdin -e stdout -e stderr | head -1 | xargs -I{} cat /dev/{}"}},
+	} {
+		t.Run(tc.what, func(t *testing.T) {
+			if tc.what != "a raw disk" {
+				if out, ok := run(t, false, c, env, tc.name, tc.args...); !ok {
+					t.Fatalf("unconfined, %s %v fails too (%s): the test cannot tell anything", tc.name, tc.args, out)
+				}
+			}
+			out, ok := run(t, true, c, env, tc.name, tc.args...)
+			if ok && tc.what != "a raw disk" {
+				t.Errorf("confined, %s %v succeeded: %q", tc.name, tc.args, out)
+			}
+			if strings.Contains(out, "s3cret-value") || strings.Contains(out, "hvs.TOKEN") {
+				t.Errorf("confined, %s %v printed the secret: %q", tc.name, tc.args, out)
+			}
+		})
+	}
+	// What an instance needs still works.
+	if out, ok := run(t, true, c, env, "cat", filepath.Join(local, "code.txt")); !ok || out != "code" {
+		t.Errorf("confined, the allowed bundle is unreadable: %q", out)
+	}
+	if out, ok := run(t, true, c, env, "sh", "-c", "echo hi > /dev/null && head -c 4 /dev/urandom | wc -c && ls /usr/bin >/dev/null && echo ok"); !ok || !strings.Contains(out, "ok") {
+		t.Errorf("confined, an ordinary shell command fails: %q", out)
+	}
+}
