@@ -37,6 +37,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	goruntime "runtime"
 	"sort"
 	"strings"
 	"syscall"
@@ -115,6 +116,10 @@ func (m *multi) Set(v string) error { *m = append(*m, v); return nil }
 // itself and executes the instance. It returns only on failure, with the
 // exit code; the error goes to standard error, which the pool logs.
 func Main(args []string) int {
+	// Capabilities, no_new_privs and (without psx) the Landlock domain
+	// are per thread: confine and exec on one thread, or the instance
+	// runs with whatever another thread had.
+	goruntime.LockOSThread()
 	fs := flag.NewFlagSet(Command, flag.ContinueOnError)
 	var c Config
 	fs.Var((*multi)(&c.Hide), "hide", "a tree the instance cannot use (repeatable)")

@@ -9,6 +9,7 @@ import (
 
 	"github.com/butterfn/butter/hcl/spec"
 	"github.com/butterfn/butter/jobs"
+	"github.com/butterfn/butter/secrets"
 )
 
 // Config is what a pool hosts: the task config that package jobs renders
@@ -72,6 +73,10 @@ type FunctionConfig struct {
 	Retry *RetryConfig `json:"retry,omitempty"`
 	// State turns on per-key state (docs/state.md); nil has none.
 	State *StateConfig `json:"state,omitempty"`
+	// Secrets are the secrets the function declares: references only.
+	// The pool's secrets.Source gives their values to this function's
+	// instances alone (docs/secrets.md).
+	Secrets []secrets.Ref `json:"secret,omitempty"`
 }
 
 // StateConfig is a function's state block.

@@ -27,12 +27,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/butterfn/butter/plugins/runtime"
+	"github.com/butterfn/butter/sandbox"
 	"github.com/butterfn/butter/sdk/go/proto"
+	"github.com/butterfn/butter/secrets"
 	"github.com/hashicorp/go-hclog"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -48,6 +52,8 @@ type options struct {
 	limits      *runtime.Limits
 	// sessionTimeout is the stream consumers' group session timeout.
 	sessionTimeout time.Duration
+	secrets        secrets.Source
+	sandbox        *sandbox.Config
 }
 
 // maxProcs is the process limit of one instance: room for a runtime's
@@ -83,6 +89,16 @@ func WithLimits(l *runtime.Limits) Option { return func(o *options) { o.limits =
 // over. The default is 10s; Kafka brokers refuse values below their
 // group.min.session.timeout.ms (6s by default).
 func WithSessionTimeout(d time.Duration) Option { return func(o *options) { o.sessionTimeout = d } }
+
+// WithSecrets sets where the values of the functions' secrets come from.
+// A pool hosting a function with secrets needs it.
+func WithSecrets(s secrets.Source) Option { return func(o *options) { o.secrets = s } }
+
+// WithSandbox confines every instance of a pool that hosts a function
+// with secrets (package sandbox), so that no function reads another's
+// secrets or the task's Vault token. Such a pool refuses to start
+// without it, or where the kernel cannot confine.
+func WithSandbox(c sandbox.Config) Option { return func(o *options) { o.sandbox = &c } }
 
 // WithRuntime replaces the runtime used for a runtime name; tests use it
 // to inject an in-memory runtime.
@@ -124,6 +140,19 @@ func New(cfg *Config, logs func(function string) io.Writer, opts ...Option) (*Po
 		return nil, err
 	}
 	p := &Pool{cfg: cfg, opts: o, fns: map[string]*fnPool{}}
+	var confine *sandbox.Config
+	if withSecrets := cfg.withSecrets(); len(withSecrets) > 0 {
+		if o.secrets == nil {
+			return nil, fmt.Errorf("functions %s declare secrets, and this pool has no source for them", strings.Join(withSecrets, ", "))
+		}
+		if o.sandbox == nil {
+			return nil, fmt.Errorf("functions %s declare secrets, and this pool does not confine its instances: their neighbours could read them", strings.Join(withSecrets, ", "))
+		}
+		if err := sandbox.Available(); err != nil {
+			return nil, fmt.Errorf("functions %s declare secrets, and this pool cannot keep them from their neighbours: %w", strings.Join(withSecrets, ", "), err)
+		}
+		confine = o.sandbox
+	}
 	for _, fc := range cfg.Functions {
 		rt := o.runtimes[fc.Runtime]
 		if rt == nil {
@@ -137,7 +166,7 @@ func New(cfg *Config, logs func(function string) io.Writer, opts ...Option) (*Po
 		if logs != nil {
 			lw = logs(fc.Name)
 		}
-		p.fns[fc.Name] = &fnPool{
+		f := &fnPool{
 			pool: p,
 			cfg:  fc,
 			rt:   rt,
@@ -145,11 +174,21 @@ func New(cfg *Config, logs func(function string) io.Writer, opts ...Option) (*Po
 				Name: fc.Name, Runtime: fc.Runtime, Dir: fc.Bundle, Handler: fc.Handler,
 				Command: fc.Command, Env: fc.Env, Concurrency: max(fc.Concurrency, 1),
 				MaxOpenFiles: 1024, MemoryMiB: fc.Memory, MaxProcs: maxProcs, Limits: o.limits, Logs: lw,
+				Sandbox: confine,
 			},
 			timeout: timeout,
 			log:     o.logger.Named(fc.Name),
 			wake:    make(chan struct{}),
 		}
+		if len(fc.Secrets) > 0 {
+			vals, err := o.secrets.Values(fc.Name, fc.Secrets)
+			if err != nil {
+				return nil, err
+			}
+			f.fn = f.withSecrets(vals)
+			f.secretVals = vals
+		}
+		p.fns[fc.Name] = f
 		if fc.State != nil {
 			p.fns[fc.Name].state = newStateStore(fc.Name, fc.State, o.logger.Named(fc.Name))
 			if _, ok := rt.(*runtime.Process); !ok {
@@ -315,6 +354,11 @@ type fnPool struct {
 	startErr  error
 	lastStart time.Time
 	restoring bool
+	// secretVals are the secret values the current instances run with.
+	secretVals map[string]string
+	// gen counts the secret rotations: instances of an older generation
+	// run old values, take no new calls and retire once idle.
+	gen int
 }
 
 type slot struct {
@@ -322,6 +366,9 @@ type slot struct {
 	inflight int
 	lastUsed time.Time
 	dead     bool
+	// gen is the generation of secrets the instance runs with (fnPool.gen);
+	// one above the pool's is being started by a rotation.
+	gen int
 }
 
 // acquire returns an instance with spare concurrency, starting one when
@@ -335,8 +382,13 @@ func (f *fnPool) acquire(ctx context.Context) (*slot, error) {
 			return nil, errors.New("the pool is stopping")
 		}
 		var best *slot
+		live := 0
 		for _, s := range f.instances {
-			if !s.dead && s.inflight < conc && (best == nil || s.inflight < best.inflight) {
+			if s.dead || s.gen != f.gen {
+				continue
+			}
+			live++
+			if s.inflight < conc && (best == nil || s.inflight < best.inflight) {
 				best = s
 			}
 		}
@@ -346,7 +398,7 @@ func (f *fnPool) acquire(ctx context.Context) (*slot, error) {
 			f.mu.Unlock()
 			return best, nil
 		}
-		if len(f.instances)+f.starting < f.cfg.MaxInstances {
+		if live+f.starting < f.cfg.MaxInstances {
 			f.mu.Unlock()
 			s, err := f.startInstance(ctx, true)
 			if err != nil {
@@ -382,9 +434,17 @@ func (f *fnPool) signal() {
 
 func (f *fnPool) startInstance(ctx context.Context, cold bool) (*slot, error) {
 	f.mu.Lock()
+	fn, gen := f.fn, f.gen
+	f.mu.Unlock()
+	return f.startGen(ctx, fn, gen, cold)
+}
+
+// startGen starts an instance of fn, of secrets generation gen.
+func (f *fnPool) startGen(ctx context.Context, fn *runtime.Function, gen int, cold bool) (*slot, error) {
+	f.mu.Lock()
 	f.starting++
 	f.mu.Unlock()
-	inst, err := f.rt.Start(ctx, f.fn)
+	inst, err := f.rt.Start(ctx, fn)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.starting--
@@ -396,7 +456,7 @@ func (f *fnPool) startInstance(ctx context.Context, cold bool) (*slot, error) {
 		return nil, &proto.Error{Type: proto.Exception, Message: err.Error()}
 	}
 	f.startErr = nil
-	s := &slot{inst: inst, lastUsed: time.Now()}
+	s := &slot{inst: inst, lastUsed: time.Now(), gen: gen}
 	f.instances = append(f.instances, s)
 	m := f.pool.opts.metrics
 	m.instances.WithLabelValues(f.cfg.Name).Set(float64(len(f.instances)))
@@ -502,6 +562,13 @@ func (f *fnPool) retireIdle(idle time.Duration) {
 	var retire []*slot
 	live := len(f.instances)
 	for _, s := range f.instances {
+		if s.gen < f.gen && !s.dead && s.inflight == 0 {
+			s.dead = true
+			retire = append(retire, s)
+			live--
+		}
+	}
+	for _, s := range f.instances {
 		if live <= f.cfg.MinInstances {
 			break
 		}
@@ -564,4 +631,97 @@ func (f *fnPool) invoke(ctx context.Context, c *Call, deadline time.Time, st *pr
 		return nil, err
 	}
 	return inv.NewState, nil
+}
+
+// withSecrets lists the functions that declare secrets.
+func (c *Config) withSecrets() []string {
+	var out []string
+	for _, fc := range c.Functions {
+		if len(fc.Secrets) > 0 {
+			out = append(out, fc.Name)
+		}
+	}
+	return out
+}
+
+// withSecrets returns a copy of the function's runtime description whose
+// environment carries vals; f.mu must be held or f not yet shared.
+func (f *fnPool) withSecrets(vals map[string]string) *runtime.Function {
+	fn := *f.fn
+	fn.Env = make(map[string]string, len(f.cfg.Env)+len(vals))
+	maps.Copy(fn.Env, f.cfg.Env)
+	maps.Copy(fn.Env, vals)
+	return &fn
+}
+
+// ReloadSecrets reads the secrets of every function that declares any,
+// and replaces the instances of each function whose values changed: new
+// instances start with the new values, then the old ones take no new calls
+// and stop once their calls in flight are done, so no call fails. Other
+// functions' instances are untouched. A function whose new values cannot
+// be read, or whose new instances do not start, keeps its old instances;
+// the errors are returned together. `butter pool` calls it on SIGHUP,
+// which Nomad sends when it re-renders a secret.
+func (p *Pool) ReloadSecrets(ctx context.Context) error {
+	var errs []error
+	for _, name := range p.Functions() {
+		f := p.fns[name]
+		if len(f.cfg.Secrets) == 0 {
+			continue
+		}
+		vals, err := p.opts.secrets.Values(name, f.cfg.Secrets)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		f.mu.Lock()
+		same := maps.Equal(vals, f.secretVals)
+		f.mu.Unlock()
+		if same {
+			continue
+		}
+		if err := f.rotate(ctx, vals); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// rotate moves the function to new secret values (see ReloadSecrets):
+// the new generation's instances start first, without taking calls; then
+// the generation switches, and the old instances retire once idle.
+func (f *fnPool) rotate(ctx context.Context, vals map[string]string) error {
+	f.mu.Lock()
+	if f.stopping {
+		f.mu.Unlock()
+		return nil
+	}
+	fn, gen := f.withSecrets(vals), f.gen+1
+	live := 0
+	for _, s := range f.instances {
+		if !s.dead && s.gen == f.gen {
+			live++
+		}
+	}
+	want := min(max(live, f.cfg.MinInstances), f.cfg.MaxInstances)
+	f.mu.Unlock()
+	started := 0
+	var startErr error
+	for range want {
+		if _, err := f.startGen(ctx, fn, gen, false); err != nil {
+			startErr = err
+			continue
+		}
+		started++
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if want > 0 && started == 0 {
+		// Keep serving with the old values rather than not at all.
+		return fmt.Errorf("function %s: new instances with the changed secrets did not start, the old ones keep serving: %w", f.cfg.Name, startErr)
+	}
+	f.fn, f.secretVals, f.gen = fn, vals, gen
+	f.signal()
+	f.log.Info("secrets changed: instances replaced", "new", started, "retiring", live)
+	return nil
 }

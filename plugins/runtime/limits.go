@@ -13,6 +13,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/butterfn/butter/sandbox"
 )
 
 // Limits applies per-instance memory and process limits with cgroups: each
@@ -126,11 +128,17 @@ func (l *Limits) Apply(pid int, name string, memMiB int, maxProcs int) (cleanup 
 	return cleanup, nil
 }
 
-// startLimited starts cmd in a process group of its own and applies the
+// startLimited starts cmd in a process group of its own, confined by the
+// function's sandbox if it has one, and applies the
 // function's per-instance limits (open files, memory, processes). On a
 // limit failure the process is killed and reaped. release removes the
 // instance's cgroups; call it once the process has exited.
 func startLimited(cmd *exec.Cmd, fn *Function) (release func(), err error) {
+	if fn.Sandbox != nil {
+		if err := sandbox.Wrap(cmd, *fn.Sandbox); err != nil {
+			return nil, err
+		}
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return nil, err

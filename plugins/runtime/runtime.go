@@ -23,6 +23,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/butterfn/butter/sandbox"
 	"github.com/butterfn/butter/sdk/go/proto"
 )
 
@@ -51,6 +52,9 @@ type Function struct {
 	// Logs receives the instances' standard output and error (exec
 	// functions: standard error only).
 	Logs io.Writer
+	// Sandbox, when set, confines each instance's processes (package
+	// sandbox): the pool sets it when it hosts secrets.
+	Sandbox *sandbox.Config
 }
 
 // Invocation is one call of a function.

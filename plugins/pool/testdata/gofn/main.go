@@ -3,7 +3,8 @@
 // without bound, "slow" takes
 // 300ms, "pid" answers the worker's pid, "params" answers the call's
 // parameters as JSON, "count" counts the calls of its state key;
-// anything else is echoed upper-cased.
+// "env:NAME" answers the variable's value, "read:PATH" the file's content
+// (or the error reading it); anything else is echoed upper-cased.
 package main
 
 import (
@@ -12,6 +13,7 @@ import (
 	"encoding/json"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	butter "github.com/butterfn/butter/sdk/go"
@@ -53,6 +55,16 @@ func handle(ctx context.Context, in []byte) ([]byte, error) {
 			}
 			hoard = append(hoard, b)
 		}
+	}
+	if name, ok := strings.CutPrefix(string(in), "env:"); ok {
+		return []byte(os.Getenv(name)), nil
+	}
+	if path, ok := strings.CutPrefix(string(in), "read:"); ok {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return []byte("error: " + err.Error()), nil
+		}
+		return b, nil
 	}
 	return bytes.ToUpper(in), nil
 }
