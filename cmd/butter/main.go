@@ -9,6 +9,8 @@ import (
 	"os"
 
 	"github.com/hashicorp/cli"
+
+	"github.com/butterfn/butter/sandbox"
 )
 
 // Exit codes, shared by every command.
@@ -25,6 +27,11 @@ var version = "0.1.0-dev"
 var commit = ""
 
 func main() {
+	// The pool starts instances of functions with secrets through this
+	// binary (package sandbox); it is not a command users run.
+	if len(os.Args) > 1 && os.Args[1] == sandbox.Command {
+		os.Exit(sandbox.Main(os.Args[2:]))
+	}
 	os.Exit(run(os.Args[1:]))
 }
 
