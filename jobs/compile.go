@@ -236,6 +236,7 @@ func (o *options) group(p *spec.Project, rev, pool string, fns []*spec.Function,
 	longest := time.Duration(0)
 	var functions []map[string]any
 	var artifacts []*api.TaskArtifact
+	var templates []*api.Template
 	fetched := map[bundle.Digest]bool{}
 	fetch := func(path string, schema bool) string {
 		d := digests[path]
@@ -356,6 +357,14 @@ func (o *options) group(p *spec.Project, rev, pool string, fns []*spec.Function,
 		if len(triggers) > 0 {
 			fn["stream"] = triggers
 		}
+		if len(f.Secrets) > 0 {
+			var refs []map[string]any
+			for _, sc := range f.Secrets {
+				refs = append(refs, map[string]any{"name": sc.Name, "path": sc.Path, "key": sc.Key})
+			}
+			fn["secret"] = refs
+			templates = append(templates, secretTemplate(f))
+		}
 		functions = append(functions, fn)
 	}
 
@@ -369,6 +378,10 @@ func (o *options) group(p *spec.Project, rev, pool string, fns []*spec.Function,
 			MemoryMaxMB: new(max(memMax, mem)),
 		},
 		Artifacts: artifacts,
+	}
+	if len(templates) > 0 {
+		task.Templates = templates
+		task.Vault = vaultBlock(p)
 	}
 	count := 1
 	// kill_timeout lets the longest call finish on a drain. Nomad rejects
@@ -538,4 +551,55 @@ func taskConfig(p *spec.Project, rev, pool string, functions []map[string]any) m
 		cfg["kafka"] = []map[string]any{kb}
 	}
 	return cfg
+}
+
+// SecretsDir is where, inside the task's secrets directory, Nomad renders
+// each function's secrets: <SecretsDir>/<function>.json.
+const SecretsDir = "secrets/butter"
+
+// VaultRole is the Vault JWT role of a project's jobs, as `butter setup
+// vault` creates it.
+func VaultRole(project string) string { return "butter-" + project }
+
+// vaultBlock asks Nomad for the task's Vault token through its workload
+// identity, with the project's role. The token is not put in the task's
+// environment (the pool's environment is its own, but there is no reason
+// to have it there); the file secrets/vault_token stays, for the pool's
+// transit decryption, hidden from instances by the sandbox. A renewed
+// token needs no restart: Nomad's template runner and the pool read it
+// when they need it.
+func vaultBlock(p *spec.Project) *api.Vault {
+	return &api.Vault{
+		Role:       VaultRole(p.Name),
+		Env:        new(false),
+		ChangeMode: new("noop"),
+	}
+}
+
+// secretTemplate renders a function's secrets from Vault into one JSON
+// file, {"NAME": "value", ...}, read by the pool (secrets.Rendered). The
+// key is looked up in .Data.data for KV version 2 and in .Data for KV
+// version 1 and other engines; a missing key renders null, which the pool
+// reports by name instead of starting the function with an empty value. On
+// a change Nomad sends SIGHUP, and the pool replaces that function's
+// instances only. Values never appear in the job: only their paths.
+func secretTemplate(f *spec.Function) *api.Template {
+	var b strings.Builder
+	b.WriteString("{\n")
+	for i, sc := range f.Secrets {
+		fmt.Fprintf(&b, "  %q: {{ with secret %q }}{{ if .Data.data }}{{ index .Data.data %q | toJSON }}{{ else }}{{ index .Data %q | toJSON }}{{ end }}{{ end }}", sc.Name, sc.Path, sc.Key, sc.Key)
+		if i < len(f.Secrets)-1 {
+			b.WriteString(",")
+		}
+		b.WriteString("\n")
+	}
+	b.WriteString("}\n")
+	return &api.Template{
+		EmbeddedTmpl: new(b.String()),
+		DestPath:     new(SecretsDir + "/" + f.Name + ".json"),
+		ChangeMode:   new("signal"),
+		ChangeSignal: new("SIGHUP"),
+		Perms:        new("0600"),
+		Splay:        new(time.Duration(0)),
+	}
 }

@@ -58,7 +58,8 @@ type Config struct {
 	// Hide are trees the instance cannot read or write.
 	Hide []string
 	// Allow are paths inside hidden trees the instance may use after all
-	// (its bundle, the SDKs, its scratch directory).
+	// (its bundle, the SDKs, its scratch directory). An allowed path that
+	// contains a hidden tree is ignored: it would grant the tree.
 	Allow []string
 }
 
@@ -243,6 +244,11 @@ func Grants(hide, allow []string) (dirs, files []string, err error) {
 				continue
 			}
 			return nil, nil, fmt.Errorf("allow %s: %w", a, err)
+		}
+		if leads(p) {
+			// An ancestor of a hidden tree: granting it would grant the
+			// tree. Its other entries are granted already.
+			continue
 		}
 		add(p)
 	}

@@ -44,7 +44,7 @@ func TestGrantsLeaveOnlyTheHiddenTreeOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	root, _ = filepath.EvalSymlinks(root)
-	dirs, files, err := sandbox.Grants([]string{filepath.Join(root, "task")}, []string{filepath.Join(root, "task/local"), filepath.Join(root, "missing")})
+	dirs, files, err := sandbox.Grants([]string{filepath.Join(root, "task")}, []string{filepath.Join(root, "task/local"), filepath.Join(root, "missing"), root})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,10 +29,10 @@ import (
 // Ref is one declared secret: the environment variable the function sees
 // and where the value lives in Vault.
 type Ref struct {
-	Name string `json:"name"`
+	Name string `json:"name" codec:"name"`
 	// Path and Key locate the value in Vault (vault = "path#key").
-	Path string `json:"path"`
-	Key  string `json:"key"`
+	Path string `json:"path" codec:"path"`
+	Key  string `json:"key" codec:"key"`
 }
 
 // String is the reference as the spec writes it, never the value.

@@ -18,7 +18,9 @@ import (
 	"github.com/butterfn/butter/broker"
 	"github.com/butterfn/butter/plugins/pool"
 	"github.com/butterfn/butter/plugins/runtime"
+	"github.com/butterfn/butter/sandbox"
 	"github.com/butterfn/butter/sdk"
+	"github.com/butterfn/butter/secrets"
 	"github.com/hashicorp/cli"
 	"github.com/hashicorp/go-hclog"
 )
@@ -64,6 +66,14 @@ Options:
   -session-timeout=10s
     How long a crashed pool keeps its stream partitions before other pools
     take them over.
+
+  -secrets-dir=<dir>
+    Where Nomad renders the functions' secrets, one JSON file per function
+    (docs/secrets.md). Default: $NOMAD_SECRETS_DIR/butter, or
+    <dir>/secrets/butter.
+
+  On SIGHUP it re-reads the secrets, and replaces the instances of each
+  function whose secrets changed, without failing a call.
 `)
 }
 
@@ -76,6 +86,7 @@ func (c *poolCommand) Run(args []string) int {
 	idle := fs.Duration("idle", 30*time.Second, "")
 	kafkaBrokers := fs.String("kafka-brokers", "", "")
 	session := fs.Duration("session-timeout", 10*time.Second, "")
+	secretsDir := fs.String("secrets-dir", "", "")
 	pos, err := parseInterspersed(fs, args)
 	if err == nil && *cfgPath == "" {
 		err = errors.New("-config is required")
@@ -115,9 +126,17 @@ func (c *poolCommand) Run(args []string) int {
 		log.Error("cannot install the SDKs", "error", err)
 		return exitInvalid
 	}
+	if *secretsDir == "" {
+		*secretsDir = filepath.Join(*dir, "secrets", "butter")
+		if d := os.Getenv("NOMAD_SECRETS_DIR"); d != "" {
+			*secretsDir = filepath.Join(d, "butter")
+		}
+	}
+	confine := poolSandbox(*dir, sdks)
 	p, err := pool.New(cfg, func(fn string) io.Writer {
 		return log.Named(fn).StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true})
-	}, pool.WithLogger(log), pool.WithSDKs(sdks), pool.WithStopGrace(*drain), pool.WithIdleTimeout(*idle), pool.WithLimits(limits), pool.WithSessionTimeout(*session))
+	}, pool.WithLogger(log), pool.WithSDKs(sdks), pool.WithStopGrace(*drain), pool.WithIdleTimeout(*idle), pool.WithLimits(limits), pool.WithSessionTimeout(*session),
+		pool.WithSecrets(secrets.Rendered{Dir: *secretsDir}), pool.WithSandbox(confine))
 	if err != nil {
 		log.Error("cannot create the pool", "error", err)
 		return exitInvalid
@@ -127,6 +146,22 @@ func (c *poolCommand) Run(args []string) int {
 	if err := p.Start(ctx); err != nil {
 		log.Warn("some minimum instances did not start", "error", err)
 	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				log.Info("SIGHUP: re-reading the secrets")
+				if err := p.ReloadSecrets(ctx); err != nil {
+					log.Error("secrets not reloaded", "error", err)
+				}
+			}
+		}
+	}()
 	if hasStreams(cfg) {
 		kcfg, err := kafkaConfig(*kafkaBrokers, cfg.Kafka)
 		if err != nil {
@@ -195,4 +230,27 @@ func kafkaConfig(flag string, block *pool.KafkaConfig) (broker.Config, error) {
 		return c, nil
 	}
 	return broker.ConfigFromEnv(), nil
+}
+
+// poolSandbox says what the instances of a pool with secrets cannot see.
+// Under Nomad that is every allocation's directory (the alloc root),
+// this task's secrets directory included, except this task's local and
+// tmp directories and the allocation's shared directory; elsewhere, the
+// task directory's secrets/. The SDKs and the Go build cache stay usable.
+func poolSandbox(dir string, sdks *runtime.SDKs) sandbox.Config {
+	c := sandbox.Config{Hide: []string{filepath.Join(dir, "secrets")}}
+	if allocShared := os.Getenv("NOMAD_ALLOC_DIR"); allocShared != "" {
+		allocRoot := filepath.Dir(filepath.Dir(allocShared))
+		c.Hide = []string{allocRoot}
+		c.Allow = append(c.Allow, allocShared)
+		if d := os.Getenv("NOMAD_TASK_DIR"); d != "" {
+			c.Allow = append(c.Allow, d, filepath.Join(filepath.Dir(d), "tmp"))
+		}
+	}
+	for _, p := range []string{filepath.Dir(sdks.Node), filepath.Dir(sdks.Python), sdks.GoSDK, sdks.BuildDir, os.TempDir()} {
+		if p != "" && p != "." {
+			c.Allow = append(c.Allow, p)
+		}
+	}
+	return c
 }

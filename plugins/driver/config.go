@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/butterfn/butter/plugins/pool"
+	"github.com/butterfn/butter/secrets"
 	"github.com/hashicorp/nomad/plugins/shared/hclspec"
 )
 
@@ -70,6 +71,11 @@ var taskConfigSpec = hclspec.NewObject(map[string]*hclspec.Spec{
 			"backoff":     hclspec.NewAttr("backoff", "string", false),
 			"max_backoff": hclspec.NewAttr("max_backoff", "string", false),
 		})),
+		"secret": hclspec.NewBlockList("secret", hclspec.NewObject(map[string]*hclspec.Spec{
+			"name": hclspec.NewAttr("name", "string", true),
+			"path": hclspec.NewAttr("path", "string", true),
+			"key":  hclspec.NewAttr("key", "string", true),
+		})),
 		"state": hclspec.NewBlock("state", false, hclspec.NewObject(map[string]*hclspec.Spec{
 			"key": hclspec.NewAttr("key", "string", true),
 			"ttl": hclspec.NewAttr("ttl", "string", false),
@@ -127,6 +133,7 @@ type FunctionConfig struct {
 	Retry        *RetryBlock       `codec:"retry"`
 	Streams      []StreamBlock     `codec:"stream"`
 	State        *StateBlock       `codec:"state"`
+	Secrets      []secrets.Ref     `codec:"secret"`
 }
 
 // StateBlock is a function's state block.
@@ -175,6 +182,7 @@ func (tc *TaskConfig) poolConfig() ([]byte, time.Duration, error) {
 		if f.Retry != nil && f.Retry.Attempts > 0 {
 			fc.Retry = &pool.RetryConfig{Attempts: f.Retry.Attempts, Backoff: f.Retry.Backoff, MaxBackoff: f.Retry.MaxBackoff}
 		}
+		fc.Secrets = f.Secrets
 		if f.State != nil && f.State.Key != "" {
 			fc.State = &pool.StateConfig{Key: f.State.Key, TTL: f.State.TTL}
 		}

@@ -233,6 +233,9 @@ func LocalConfig(p *spec.Project) *Config {
 		if f.Retry != nil {
 			fc.Retry = &RetryConfig{Attempts: f.Retry.Attempts, Backoff: f.Retry.Backoff.String(), MaxBackoff: f.Retry.MaxBackoff.String()}
 		}
+		for _, s := range f.Secrets {
+			fc.Secrets = append(fc.Secrets, secrets.Ref{Name: s.Name, Path: s.Path, Key: s.Key})
+		}
 		if f.State != nil {
 			fc.State = &StateConfig{Key: f.State.Key}
 			if f.State.TTL > 0 {
