@@ -25,8 +25,10 @@ import (
 	"github.com/butterfn/butter/plugins/pool"
 	"github.com/butterfn/butter/plugins/runtime"
 	"github.com/butterfn/butter/routes"
+	"github.com/butterfn/butter/sandbox"
 	"github.com/butterfn/butter/scheduler"
 	"github.com/butterfn/butter/sdk"
+	"github.com/butterfn/butter/secrets"
 	"github.com/hashicorp/cli"
 	"github.com/hashicorp/go-hclog"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -69,6 +71,15 @@ Options:
   -api-key=KEY
     An API key the gateway accepts on api_key routes (repeatable through a
     comma-separated list). Default: $BUTTER_DEV_API_KEY, or "dev-key".
+
+  -secrets=<dir>/.butter/secrets.env
+    Where the values of the functions' secrets come from, before the
+    environment of butter dev: NAME=value lines, or function.NAME=value to
+    give one function its own value (docs/secrets-dev.md). Only a project
+    whose functions declare secrets reads it; its functions then run
+    confined, unable to read this file, the data dir or each other's
+    environment. A missing secret fails the deploy. A change to the file
+    redeploys.
 `)
 }
 
@@ -79,6 +90,7 @@ func (c *devCommand) Run(args []string) int {
 	kafkaPort := fset.Int("kafka-port", 0, "")
 	dataDir := fset.String("data-dir", "", "")
 	apiKeys := fset.String("api-key", "", "")
+	secretsFile := fset.String("secrets", "", "")
 	pos, err := parseInterspersed(fset, args)
 	if err != nil || len(pos) > 1 {
 		return usageError(c.ui, c.Help(), err, pos, 1)
@@ -92,6 +104,14 @@ func (c *devCommand) Run(args []string) int {
 	}
 	if *dataDir == "" {
 		*dataDir = filepath.Join(dir, ".butter", "dev")
+	}
+	if *secretsFile == "" {
+		*secretsFile = filepath.Join(dir, ".butter", "secrets.env")
+	}
+	for _, p := range []*string{dataDir, secretsFile} {
+		if abs, err := filepath.Abs(*p); err == nil {
+			*p = abs
+		}
 	}
 	if *apiKeys == "" {
 		*apiKeys = os.Getenv("BUTTER_DEV_API_KEY")
@@ -108,7 +128,7 @@ func (c *devCommand) Run(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	d := &devEnv{ui: c.ui, log: log, dir: dir}
+	d := &devEnv{ui: c.ui, log: log, dir: dir, dataDir: *dataDir, secretsFile: *secretsFile}
 	defer d.close()
 	if err := d.start(ctx, *dataDir, *serverAddr, *listen, *kafkaPort, strings.Split(*apiKeys, ",")); err != nil {
 		c.ui.Error("Error: " + err.Error())
@@ -129,6 +149,10 @@ type devEnv struct {
 	ui  cli.Ui
 	log hclog.Logger
 	dir string
+	// dataDir and secretsFile are hidden from the functions of a project
+	// with secrets; secretsFile is read on each deploy (devSecrets).
+	dataDir     string
+	secretsFile string
 
 	broker    *broker.Dev
 	kcl       *kgo.Client
@@ -294,9 +318,15 @@ func (d *devEnv) startPool(ctx context.Context, proj *spec.Project, revision str
 		}
 	}
 	plog := d.log.Named("pool")
+	opts := []pool.Option{pool.WithLogger(plog), pool.WithSDKs(d.sdks), pool.WithLimits(d.limits)}
+	if hasSecrets(proj) {
+		// The butter binary runs the shim itself (Exe ""): see main.
+		opts = append(opts, pool.WithSecrets(d.secrets()),
+			pool.WithSandbox(sandbox.Config{Hide: []string{d.dataDir, d.secretsFile}}))
+	}
 	p, err := pool.New(cfg, func(fn string) io.Writer {
 		return plog.Named(fn).StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true})
-	}, pool.WithLogger(plog), pool.WithSDKs(d.sdks), pool.WithLimits(d.limits))
+	}, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("pool: %w", err)
 	}
@@ -373,6 +403,7 @@ func (d *devEnv) printReady(proj *spec.Project) {
 			example = fmt.Sprintf("curl -s -X POST --data-binary 'hello, butter' %s%s", gw, r.Path)
 		}
 	}
+	d.printSecrets(proj)
 	d.ui.Output(fmt.Sprintf("    control plane: %s   broker: %s", d.base, d.broker.Addr))
 	if example != "" {
 		d.ui.Output("    try: " + example)
@@ -382,14 +413,14 @@ func (d *devEnv) printReady(proj *spec.Project) {
 
 // watch redeploys on file changes until ctx ends.
 func (d *devEnv) watch(ctx context.Context) {
-	last := fingerprint(d.dir)
+	last := d.stamp()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(300 * time.Millisecond):
 		}
-		fp := fingerprint(d.dir)
+		fp := d.stamp()
 		if fp == last {
 			continue
 		}
@@ -400,7 +431,7 @@ func (d *devEnv) watch(ctx context.Context) {
 				return
 			case <-time.After(200 * time.Millisecond):
 			}
-			next := fingerprint(d.dir)
+			next := d.stamp()
 			if next == fp {
 				break
 			}
@@ -419,6 +450,69 @@ func (d *devEnv) watch(ctx context.Context) {
 			continue
 		}
 		d.ui.Output(fmt.Sprintf("==> revision %s serving (deployed in %s)", d.current.revision, time.Since(start).Round(time.Millisecond)))
+		d.printSecrets(proj)
+	}
+}
+
+// stamp is what watch compares: the project's files and, when the
+// running project has secrets, the secrets file (a dot-directory, which
+// fingerprint skips).
+func (d *devEnv) stamp() string {
+	fp := fingerprint(d.dir)
+	d.mu.Lock()
+	proj := d.proj
+	d.mu.Unlock()
+	if proj != nil && hasSecrets(proj) {
+		if info, err := os.Stat(d.secretsFile); err == nil {
+			fp += fmt.Sprintf(" %d %d", info.Size(), info.ModTime().UnixNano())
+		}
+	}
+	return fp
+}
+
+// hasSecrets says whether any function of p declares a secret: only then
+// does butter dev read secrets and confine the functions.
+func hasSecrets(p *spec.Project) bool {
+	for _, f := range p.Functions {
+		if len(f.Secrets) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// secrets is where butter dev finds the values of the functions'
+// secrets: the secrets file, then its own environment. Both are read on
+// each deploy.
+func (d *devEnv) secrets() secrets.Source {
+	return secrets.Chain{secrets.Dotenv{Path: d.secretsFile}, secrets.Env{}}
+}
+
+// printSecrets says which secrets each function gets and from where,
+// never their values.
+func (d *devEnv) printSecrets(proj *spec.Project) {
+	if !hasSecrets(proj) {
+		return
+	}
+	file := secrets.Dotenv{Path: d.secretsFile}
+	shown := d.secretsFile
+	if rel, err := filepath.Rel(d.dir, d.secretsFile); err == nil && !strings.HasPrefix(rel, "..") {
+		shown = rel
+	}
+	d.ui.Output("    secrets (functions run confined):")
+	for _, f := range proj.Functions {
+		if len(f.Secrets) == 0 {
+			continue
+		}
+		var from []string
+		for _, s := range f.Secrets {
+			where := "environment"
+			if key, err := file.Key(f.Name, s.Name); err == nil && key != "" {
+				where = shown + " " + key
+			}
+			from = append(from, fmt.Sprintf("%s (%s)", s.Name, where))
+		}
+		d.ui.Output(fmt.Sprintf("      %s: %s", f.Name, strings.Join(from, ", ")))
 	}
 }
 
