@@ -67,6 +67,9 @@ func run(args []string) int {
 		"operator snapshot save":    func() (cli.Command, error) { return &snapshotSaveCommand{ui: ui}, nil },
 		"operator snapshot restore": func() (cli.Command, error) { return &snapshotRestoreCommand{ui: ui}, nil },
 		"setup vault":               func() (cli.Command, error) { return &setupVaultCommand{ui: ui}, nil },
+		"secrets":                   func() (cli.Command, error) { return &secretsCommand{}, nil },
+		"secrets put":               func() (cli.Command, error) { return &secretsPutCommand{ui: ui}, nil },
+		"secrets get":               func() (cli.Command, error) { return &secretsGetCommand{ui: ui}, nil },
 	}
 	code, err := c.Run()
 	if err != nil {
