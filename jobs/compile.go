@@ -601,5 +601,10 @@ func secretTemplate(f *spec.Function) *api.Template {
 		ChangeSignal: new("SIGHUP"),
 		Perms:        new("0600"),
 		Splay:        new(time.Duration(0)),
+		// Nomad's client default waits for 5s without a change before
+		// rendering (4m at most). A leased secret re-read every few
+		// seconds never looks quiet that long, so a rotation would wait
+		// the full 4 minutes.
+		Wait: &api.WaitConfig{Min: new(500 * time.Millisecond), Max: new(5 * time.Second)},
 	}
 }

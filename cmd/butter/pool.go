@@ -200,9 +200,15 @@ func (c *poolCommand) Run(args []string) int {
 	return exitOK
 }
 
+// hasStreams says whether the pool needs Kafka: a function consumes a
+// stream, produces an output, keeps state, or the project declares streams
+// its functions may emit to.
 func hasStreams(cfg *pool.Config) bool {
+	if len(cfg.Topics) > 0 {
+		return true
+	}
 	for _, f := range cfg.Functions {
-		if len(f.Streams) > 0 {
+		if len(f.Streams) > 0 || f.Output != "" || f.State != nil {
 			return true
 		}
 	}

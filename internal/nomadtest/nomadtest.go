@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -32,7 +33,7 @@ type Agent struct {
 	// Bin is the nomad binary.
 	Bin    string
 	Client *api.Client
-	log    *bytes.Buffer
+	log    *lockedBuffer
 
 	dir    string
 	args   []string
@@ -148,7 +149,7 @@ server {
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	a := &Agent{Addr: fmt.Sprintf("http://127.0.0.1:%d", http), Bin: bin, log: &bytes.Buffer{}, dir: dir, args: append(args, "-config", cfgPath), opts: opts}
+	a := &Agent{Addr: fmt.Sprintf("http://127.0.0.1:%d", http), Bin: bin, log: &lockedBuffer{}, dir: dir, args: append(args, "-config", cfgPath), opts: opts}
 	client, err := api.NewClient(&api.Config{Address: a.Addr})
 	if err != nil {
 		t.Fatal(err)
@@ -310,3 +311,25 @@ func unmountUnder(t testing.TB, dir string) {
 
 // PluginDir returns the agent's plugin_dir ("" if none).
 func (a *Agent) PluginDir() string { return a.opts.PluginDir }
+
+// Log returns what the agent has printed so far.
+func (a *Agent) Log() string { return a.log.String() }
+
+// lockedBuffer is a bytes.Buffer safe for the agent's output goroutines
+// and a test reading it at once.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}

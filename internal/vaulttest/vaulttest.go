@@ -218,3 +218,7 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.b.String()
 }
+
+// Stop stops the server now, as an outage would; the test's cleanup then
+// has nothing left to stop.
+func (s *Server) Stop() { s.stop() }

@@ -69,6 +69,10 @@ func (p *Pool) StartStreams(ctx context.Context, kafka broker.Config) error {
 			topics = append(topics, topic(f.cfg.Output, 3))
 		}
 	}
+	// And every stream the project declares: its functions may emit to any.
+	for _, tc := range p.cfg.Topics {
+		topics = append(topics, declared[tc.Name])
+	}
 	if len(topics) == 0 && !stateful && !p.emits() {
 		return nil
 	}
