@@ -546,7 +546,12 @@ func taskConfig(p *spec.Project, rev, pool string, functions []map[string]any) m
 		if k.SASLMechanism != "" {
 			kb["sasl_mechanism"] = k.SASLMechanism
 			kb["sasl_username"] = k.SASLUsername
-			kb["sasl_password_env"] = k.SASLPasswordEnv
+			if k.SASLPasswordEnv != "" {
+				kb["sasl_password_env"] = k.SASLPasswordEnv
+			}
+			if k.SASLPasswordEncrypted != "" {
+				kb["sasl_password_encrypted"] = k.SASLPasswordEncrypted
+			}
 		}
 		cfg["kafka"] = []map[string]any{kb}
 	}

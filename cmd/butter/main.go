@@ -68,6 +68,7 @@ func run(args []string) int {
 		"operator snapshot restore": func() (cli.Command, error) { return &snapshotRestoreCommand{ui: ui}, nil },
 		"setup vault":               func() (cli.Command, error) { return &setupVaultCommand{ui: ui}, nil },
 		"secrets":                   func() (cli.Command, error) { return &secretsCommand{}, nil },
+		"secrets encrypt":           func() (cli.Command, error) { return &secretsEncryptCommand{ui: ui}, nil },
 		"secrets put":               func() (cli.Command, error) { return &secretsPutCommand{ui: ui}, nil },
 		"secrets get":               func() (cli.Command, error) { return &secretsGetCommand{ui: ui}, nil },
 	}

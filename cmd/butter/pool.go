@@ -163,7 +163,7 @@ func (c *poolCommand) Run(args []string) int {
 		}
 	}()
 	if hasStreams(cfg) {
-		kcfg, err := kafkaConfig(*kafkaBrokers, cfg.Kafka)
+		kcfg, err := kafkaConfig(*kafkaBrokers, cfg.Kafka, cfg.Project, filepath.Dir(*secretsDir))
 		if err != nil {
 			log.Error("cannot configure Kafka", "error", err)
 			p.Stop()
@@ -217,8 +217,9 @@ func hasStreams(cfg *pool.Config) bool {
 
 // kafkaConfig picks how to reach Kafka: the -kafka-brokers flag, then the
 // project's kafka block, then $BUTTER_KAFKA_BROKERS. The block's SASL
-// password comes from the environment variable it names.
-func kafkaConfig(flag string, block *pool.KafkaConfig) (broker.Config, error) {
+// password comes from the environment variable it names, or is decrypted
+// with the project's Vault transit key.
+func kafkaConfig(flag string, block *pool.KafkaConfig, project, secretsDir string) (broker.Config, error) {
 	switch {
 	case flag != "":
 		return broker.Config{Brokers: strings.Split(flag, ",")}, nil
@@ -227,7 +228,21 @@ func kafkaConfig(flag string, block *pool.KafkaConfig) (broker.Config, error) {
 		if block.TLS {
 			c.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
 		}
-		if block.SASLMechanism != "" {
+		switch {
+		case block.SASLMechanism == "":
+		case block.SASLPasswordEncrypted != "":
+			// Only the pool decrypts: the spec, the control plane and the
+			// job hold the ciphertext.
+			vc, err := secrets.TaskClient(secretsDir)
+			if err != nil {
+				return c, fmt.Errorf("the kafka block's SASL password is encrypted: %w", err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if c.SASLPassword, err = secrets.Decrypt(ctx, vc, project, block.SASLPasswordEncrypted); err != nil {
+				return c, fmt.Errorf("the kafka block's SASL password: %w", err)
+			}
+		default:
 			c.SASLPassword = os.Getenv(block.SASLPasswordEnv)
 			if c.SASLPassword == "" {
 				return c, fmt.Errorf("the kafka block's SASL password is read from $%s, which is empty in the pool's environment", block.SASLPasswordEnv)

@@ -21,9 +21,10 @@ import (
 	"github.com/hashicorp/nomad/api"
 	vault "github.com/hashicorp/vault/api"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
 
-	"github.com/butterfn/butter/broker"
 	"github.com/butterfn/butter/internal/nomadtest"
 	"github.com/butterfn/butter/internal/vaulttest"
 )
@@ -52,11 +53,21 @@ exports.handle = async (input, ctx) => {
 // secretsSpec is a project of two functions in one pool: holder declares
 // two secrets (one in KV version 1 with a short ttl, so that Nomad's
 // template runner re-reads it within seconds; one in KV version 2, the
-// layout butter setup vault grants), nosy declares none.
+// layout butter setup vault grants), nosy declares none. The project's
+// Kafka needs a SASL password, given encrypted with the project's transit
+// key.
 const secretsSpec = `project "%s" {
   deploy {
     min_healthy_time = "1s"
     healthy_deadline = "2m"
+  }
+  kafka {
+    brokers = [%q]
+    sasl {
+      mechanism          = "PLAIN"
+      username           = "butter"
+      password_encrypted = %q
+    }
   }
 }
 
@@ -106,11 +117,16 @@ function "nosy" {
 func TestSecretsOnNomad(t *testing.T) {
 	root := repo(t)
 	v := vaulttest.Start(t)
-	kafka, err := broker.StartDev(0, "")
+	// A Kafka-protocol broker that requires SASL: the pool reaches it only
+	// with the password it decrypts.
+	const saslPass = "kafka-sasl-password-3d9b"
+	kafka, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.DefaultNumPartitions(1), kfake.EnableSASL(), kfake.Superuser("PLAIN", "butter", saslPass))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(kafka.Close)
+	kafkaAddr := kafka.ListenAddrs()[0]
+	saslOpt := kgo.SASL(plain.Auth{User: "butter", Pass: saslPass}.AsMechanism())
 	pluginDir := t.TempDir()
 	build := exec.Command("go", "build", "-o", filepath.Join(pluginDir, "nomad-driver-butter"), "./cmd/nomad-driver-butter")
 	build.Dir = root
@@ -122,8 +138,8 @@ func TestSecretsOnNomad(t *testing.T) {
 		HCL: fmt.Sprintf(`
 plugin "nomad-driver-butter" {
   config {
-    butter_path   = %q
-    kafka_brokers = [%q]
+    butter_path = %q
+    vault_addr  = %q
   }
 }
 vault {
@@ -135,7 +151,7 @@ vault {
     ttl = "1h"
   }
 }
-`, butterBin, kafka.Addr, v.Addr),
+`, butterBin, v.Addr, v.Addr),
 		NodeReady: func(n *api.Node) bool { d := n.Drivers["butter"]; return d != nil && d.Healthy },
 	})
 	if r := butter(t, root, "setup", "vault", "-vault-addr", v.Addr, "-token", v.RootToken, "-nomad-addr", agent.Addr, "-project", "vt,vtdown"); r.code != 0 {
@@ -165,6 +181,11 @@ vault {
 		}
 	}
 	putDB(first)
+	r := butter(t, root, "secrets", "encrypt", "-vault-addr", v.Addr, "-token", v.RootToken, "vt", saslPass)
+	ciphertext := strings.TrimSpace(r.stdout)
+	if r.code != 0 || !strings.HasPrefix(ciphertext, "vault:v1:") {
+		t.Fatalf("butter secrets encrypt: %+v", r)
+	}
 	if _, err := v.Client.KVv2("secret").Put(context.Background(), "butter/vt/api", map[string]any{"key": apiKey}); err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +194,7 @@ vault {
 	addr := "http://" + s.http
 	dir := filepath.Join(t.TempDir(), "vt")
 	for path, content := range map[string]string{
-		"vt.fn.hcl":      fmt.Sprintf(secretsSpec, "vt", "vt", "vt"),
+		"vt.fn.hcl":      fmt.Sprintf(secretsSpec, "vt", kafkaAddr, ciphertext, "vt", "vt"),
 		"probe/index.js": probeJS,
 	} {
 		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, path)), 0o755); err != nil {
@@ -183,7 +204,7 @@ vault {
 			t.Fatal(err)
 		}
 	}
-	r := butter(t, ".", "deploy", "-address", addr, dir)
+	r = butter(t, ".", "deploy", "-address", addr, dir)
 	if r.code != 0 || !strings.Contains(r.stdout, "is healthy") {
 		t.Fatalf("deploy: %+v", r)
 	}
@@ -367,7 +388,7 @@ vault {
 		t.Fatalf("snapshot save: %+v", r)
 	}
 	snapshot := readMaybeGzip(t, snap)
-	records := allRecords(t, kafka.Addr)
+	records := allRecords(t, kafkaAddr, saslOpt)
 	if !bytes.Contains(records, []byte(`"from":"holder"`)) {
 		t.Fatalf("the holder's emits are not in the topics: the record search cannot tell anything")
 	}
@@ -393,14 +414,17 @@ vault {
 		"the server's log":      []byte(s.log.String()),
 		"the CLI's output":      []byte(strings.Join(logs, "\n")),
 	} {
-		for _, secret := range []string{first, second, apiKey} {
+		for _, secret := range []string{first, second, apiKey, saslPass} {
 			if bytes.Contains(hay, []byte(secret)) {
 				t.Errorf("%s holds a secret value", what)
 			}
 		}
 	}
-	if !bytes.Contains(jobJSON, []byte("kv1/butter/vt/db")) {
-		t.Errorf("the job does not reference the secret's path: the job search cannot tell anything")
+	if !bytes.Contains(jobJSON, []byte("kv1/butter/vt/db")) || !bytes.Contains(jobJSON, []byte(ciphertext)) {
+		t.Errorf("the job does not reference the secret's path and the SASL ciphertext: the job search cannot tell anything")
+	}
+	if !bytes.Contains(snapshot, []byte("password_encrypted")) {
+		t.Errorf("the snapshot does not hold the spec's encrypted password: the snapshot search cannot tell anything")
 	}
 
 	// Vault down: a project deployed while Vault is unreachable gets a task
@@ -408,7 +432,7 @@ vault {
 	v.Stop()
 	down := filepath.Join(t.TempDir(), "vtdown")
 	for path, content := range map[string]string{
-		"vtdown.fn.hcl":  fmt.Sprintf(secretsSpec, "vtdown", "vtdown", "vtdown"),
+		"vtdown.fn.hcl":  fmt.Sprintf(secretsSpec, "vtdown", kafkaAddr, ciphertext, "vtdown", "vtdown"),
 		"probe/index.js": probeJS,
 	} {
 		if err := os.MkdirAll(filepath.Dir(filepath.Join(down, path)), 0o755); err != nil {
@@ -497,11 +521,11 @@ func readMaybeGzip(t *testing.T, path string) []byte {
 
 // allRecords reads every record of every topic of the broker, keys,
 // values and headers concatenated.
-func allRecords(t *testing.T, brokerAddr string) []byte {
+func allRecords(t *testing.T, brokerAddr string, opts ...kgo.Opt) []byte {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	adm, err := kgo.NewClient(kgo.SeedBrokers(brokerAddr))
+	adm, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokerAddr)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -531,7 +555,7 @@ func allRecords(t *testing.T, brokerAddr string) []byte {
 			parts[topic][p] = kgo.NewOffset().AtStart()
 		}
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokerAddr), kgo.ConsumePartitions(parts))
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokerAddr), kgo.ConsumePartitions(parts)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

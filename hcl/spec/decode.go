@@ -303,7 +303,7 @@ var kafkaSchema = &hcl.BodySchema{
 }
 
 var saslSchema = &hcl.BodySchema{
-	Attributes: []hcl.AttributeSchema{{Name: "mechanism", Required: true}, {Name: "username", Required: true}, {Name: "password_env", Required: true}},
+	Attributes: []hcl.AttributeSchema{{Name: "mechanism", Required: true}, {Name: "username", Required: true}, {Name: "password_env"}, {Name: "password_encrypted"}},
 }
 
 // saslMechanisms are the SASL mechanisms franz-go offers that Butter wires.
@@ -432,6 +432,19 @@ func (d *decoder) decodeKafka(b *hcl.Block) *Kafka {
 				}
 				k.SASLPasswordEnv = v
 			}
+		}
+		if a := sc.Attributes["password_encrypted"]; a != nil {
+			if v, ok := d.str(a); ok {
+				if !strings.HasPrefix(v, "vault:v") {
+					r := a.Expr.Range()
+					d.errorf(&r, "Invalid encrypted password", "password_encrypted takes a Vault transit ciphertext (vault:v1:...): run `butter secrets encrypt %s` and paste its output. Never put the password itself in a spec.", d.projectName())
+				}
+				k.SASLPasswordEncrypted = v
+			}
+		}
+		if (sc.Attributes["password_env"] == nil) == (sc.Attributes["password_encrypted"] == nil) {
+			r := sb.DefRange
+			d.errorf(&r, "SASL password", "The sasl block takes one of password_env (an environment variable of the pool) or password_encrypted (a Vault transit ciphertext from `butter secrets encrypt`).")
 		}
 	}
 	return k

@@ -71,6 +71,10 @@ type Kafka struct {
 	SASLMechanism   string
 	SASLUsername    string
 	SASLPasswordEnv string
+	// SASLPasswordEncrypted is the password encrypted with the project's
+	// Vault transit key (`butter secrets encrypt`); only the pool
+	// decrypts it.
+	SASLPasswordEncrypted string
 }
 
 // Stream is a Kafka topic declared by a stream block.

@@ -19,12 +19,17 @@ var configSpec = hclspec.NewObject(map[string]*hclspec.Spec{
 	// kafka_brokers is the cluster's Kafka, for pools whose project has no
 	// kafka block: it reaches them as $BUTTER_KAFKA_BROKERS.
 	"kafka_brokers": hclspec.NewAttr("kafka_brokers", "list(string)", false),
+	// vault_addr is Vault's address as pools reach it, for the transit
+	// decryption of connector secrets: it reaches them as
+	// $BUTTER_VAULT_ADDR.
+	"vault_addr": hclspec.NewAttr("vault_addr", "string", false),
 })
 
 // Config is the decoded plugin configuration.
 type Config struct {
 	ButterPath   string   `codec:"butter_path"`
 	KafkaBrokers []string `codec:"kafka_brokers"`
+	VaultAddr    string   `codec:"vault_addr"`
 }
 
 // taskConfigSpec decodes the task config that package jobs renders
@@ -41,11 +46,12 @@ var taskConfigSpec = hclspec.NewObject(map[string]*hclspec.Spec{
 		"compact":    hclspec.NewAttr("compact", "bool", false),
 	})),
 	"kafka": hclspec.NewBlock("kafka", false, hclspec.NewObject(map[string]*hclspec.Spec{
-		"brokers":           hclspec.NewAttr("brokers", "list(string)", true),
-		"tls":               hclspec.NewAttr("tls", "bool", false),
-		"sasl_mechanism":    hclspec.NewAttr("sasl_mechanism", "string", false),
-		"sasl_username":     hclspec.NewAttr("sasl_username", "string", false),
-		"sasl_password_env": hclspec.NewAttr("sasl_password_env", "string", false),
+		"brokers":                 hclspec.NewAttr("brokers", "list(string)", true),
+		"tls":                     hclspec.NewAttr("tls", "bool", false),
+		"sasl_mechanism":          hclspec.NewAttr("sasl_mechanism", "string", false),
+		"sasl_username":           hclspec.NewAttr("sasl_username", "string", false),
+		"sasl_password_env":       hclspec.NewAttr("sasl_password_env", "string", false),
+		"sasl_password_encrypted": hclspec.NewAttr("sasl_password_encrypted", "string", false),
 	})),
 	"function": hclspec.NewBlockList("function", hclspec.NewObject(map[string]*hclspec.Spec{
 		"name":          hclspec.NewAttr("name", "string", true),
@@ -103,11 +109,12 @@ type TaskConfig struct {
 
 // KafkaBlock is the project's kafka block.
 type KafkaBlock struct {
-	Brokers         []string `codec:"brokers"`
-	TLS             bool     `codec:"tls"`
-	SASLMechanism   string   `codec:"sasl_mechanism"`
-	SASLUsername    string   `codec:"sasl_username"`
-	SASLPasswordEnv string   `codec:"sasl_password_env"`
+	Brokers               []string `codec:"brokers"`
+	TLS                   bool     `codec:"tls"`
+	SASLMechanism         string   `codec:"sasl_mechanism"`
+	SASLUsername          string   `codec:"sasl_username"`
+	SASLPasswordEnv       string   `codec:"sasl_password_env"`
+	SASLPasswordEncrypted string   `codec:"sasl_password_encrypted"`
 }
 
 // FunctionConfig is one function block of the task config.
@@ -164,7 +171,7 @@ type StreamBlock struct {
 func (tc *TaskConfig) poolConfig() ([]byte, time.Duration, error) {
 	pc := pool.Config{Project: tc.Project, Revision: tc.Revision, Pool: tc.Pool, Topics: tc.Topics}
 	if k := tc.Kafka; k != nil && len(k.Brokers) > 0 {
-		pc.Kafka = &pool.KafkaConfig{Brokers: k.Brokers, TLS: k.TLS, SASLMechanism: k.SASLMechanism, SASLUsername: k.SASLUsername, SASLPasswordEnv: k.SASLPasswordEnv}
+		pc.Kafka = &pool.KafkaConfig{Brokers: k.Brokers, TLS: k.TLS, SASLMechanism: k.SASLMechanism, SASLUsername: k.SASLUsername, SASLPasswordEnv: k.SASLPasswordEnv, SASLPasswordEncrypted: k.SASLPasswordEncrypted}
 	}
 	var longest time.Duration
 	for _, f := range tc.Functions {

@@ -283,6 +283,9 @@ func (d *Driver) StartTask(cfg *drivers.TaskConfig) (*drivers.TaskHandle, *drive
 	if brokers := d.kafkaBrokers(); len(brokers) > 0 && cfg.Env["BUTTER_KAFKA_BROKERS"] == "" {
 		env = append(env, "BUTTER_KAFKA_BROKERS="+strings.Join(brokers, ","))
 	}
+	if a := d.config.VaultAddr; a != "" && cfg.Env["BUTTER_VAULT_ADDR"] == "" {
+		env = append(env, "BUTTER_VAULT_ADDR="+a)
+	}
 	sort.Strings(env)
 	ps, err := execImpl.Launch(&executor.ExecCommand{
 		Cmd: bin,

@@ -43,6 +43,9 @@ type KafkaConfig struct {
 	SASLMechanism   string   `json:"sasl_mechanism,omitempty"`
 	SASLUsername    string   `json:"sasl_username,omitempty"`
 	SASLPasswordEnv string   `json:"sasl_password_env,omitempty"`
+	// SASLPasswordEncrypted is the password as a Vault transit ciphertext
+	// of the project's key; the pool decrypts it at start.
+	SASLPasswordEncrypted string `json:"sasl_password_encrypted,omitempty"`
 }
 
 // FunctionConfig is one function of a pool.
@@ -178,7 +181,7 @@ func LocalConfig(p *spec.Project) *Config {
 		}
 	}
 	if k := p.Kafka; k != nil {
-		c.Kafka = &KafkaConfig{Brokers: k.Brokers, TLS: k.TLS, SASLMechanism: k.SASLMechanism, SASLUsername: k.SASLUsername, SASLPasswordEnv: k.SASLPasswordEnv}
+		c.Kafka = &KafkaConfig{Brokers: k.Brokers, TLS: k.TLS, SASLMechanism: k.SASLMechanism, SASLUsername: k.SASLUsername, SASLPasswordEnv: k.SASLPasswordEnv, SASLPasswordEncrypted: k.SASLPasswordEncrypted}
 	}
 	for _, f := range p.Functions {
 		fc := FunctionConfig{
