@@ -15,12 +15,13 @@ import (
 // chain is one call of a function or a pipeline in direct mode.
 //
 // Steps start in order: step i+1 is called once step i has answered
-// 200, which a pool does on the function's first output byte, and its
-// request body is step i's response body, streamed. A step that fails
-// before its output starts is never followed by the next, so no function
-// runs on the input of a step that failed. A step that fails after its
-// output started cuts the next step's input short (its connection is
-// closed) and the chain reports the first failure.
+// 200, which a pool does on the function's first output byte (held up to
+// 2 ms, plugins/pool/http.go), and its request body is step i's response
+// body, streamed. A step that fails before its output starts is never
+// followed by the next, so no function runs on the input of a step that
+// failed. A step that fails after its output started cuts the next step's
+// input short (its connection is closed) and the chain reports the first
+// failure.
 type chain struct {
 	g           *Gateway
 	project     string
