@@ -384,6 +384,9 @@ func (c *consumer) produce(ctx context.Context, acks *batchAcks, recs []*kgo.Rec
 // failed, which the client does not do for errors it can retry, may land
 // after a record handled later.
 func (c *consumer) settle(ctx context.Context, acks *batchAcks) {
+	// The batch is handled: send what lingers (10ms by default) at once.
+	// Flush also waits for the records, which the callbacks then count.
+	_ = c.cl.Flush(ctx)
 	acks.wg.Wait()
 	if len(acks.failed) > 0 {
 		c.f.log.Warn("produce failed; retrying", "records", len(acks.failed), "error", acks.err)
