@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,15 +13,21 @@ import (
 	"time"
 )
 
+// maxWholeInput is the longest request body, declared by its
+// Content-Length, that the gateway reads whole before calling the first
+// step; longer or chunked bodies stream.
+const maxWholeInput = 32 << 10
+
 // chain is one call of a function or a pipeline in direct mode.
 //
 // Steps start in order: step i+1 is called once step i has answered
-// 200, which a pool does on the function's first output byte, and its
-// request body is step i's response body, streamed. A step that fails
-// before its output starts is never followed by the next, so no function
-// runs on the input of a step that failed. A step that fails after its
-// output started cuts the next step's input short (its connection is
-// closed) and the chain reports the first failure.
+// 200, which a pool does on the function's first output byte (held up to
+// 2 ms, plugins/pool/http.go), and its request body is step i's response
+// body, streamed. A step that fails before its output starts is never
+// followed by the next, so no function runs on the input of a step that
+// failed. A step that fails after its output started cuts the next step's
+// input short (its connection is closed) and the chain reports the first
+// failure.
 type chain struct {
 	g           *Gateway
 	project     string
@@ -41,6 +48,19 @@ type chain struct {
 func (c *chain) run(ctx context.Context) (*http.Response, error) {
 	var in io.Reader = c.in
 	length, ctype := c.length, c.contentType
+	if length > 0 && length <= maxWholeInput {
+		// A small body the client declared whole is read whole: the
+		// transport then sends the request to the pool in one write,
+		// instead of flushing its headers before a body it cannot see.
+		b := make([]byte, length)
+		if _, err := io.ReadFull(c.in, b); err != nil {
+			if f := c.rootCause(); f != nil {
+				return nil, f
+			}
+			return nil, callError(http.StatusBadRequest, "BadRequest", "reading the request body failed: %v", err)
+		}
+		in = bytes.NewReader(b)
+	}
 	for i, s := range c.steps {
 		hdr := c.base.Clone()
 		if ctype != "" {

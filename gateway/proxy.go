@@ -3,9 +3,11 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -81,26 +83,30 @@ func (b *releaseBody) Close() error {
 }
 
 // hopHeaders are not forwarded from a pool's response (RFC 9110 7.6.1),
-// nor Content-Length: the gateway always announces a trailer, so it
-// answers chunked.
+// nor Content-Length: a streamed answer announces a trailer, so it goes
+// out chunked, and a whole one gets the length the gateway read.
 var hopHeaders = map[string]bool{
 	"Connection": true, "Keep-Alive": true, "Proxy-Connection": true, "Proxy-Authenticate": true,
 	"Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true, "Content-Length": true,
 }
 
+// maxWhole is the longest answer of a pool the gateway reads whole
+// before answering (see respondWhole). The pool answers whole up to
+// 32 KiB (plugins/pool/http.go).
+const maxWhole = 64 << 10
+
 // respond streams a successful last step to the client: its status and
 // headers, its body flushed as it arrives, and its trailers. A failure
 // after the first byte is reported in the Butter-Error trailer, as the
-// pool does.
+// pool does. A single step the pool answered whole is answered whole
+// (respondWhole).
 func (g *Gateway) respond(ctx context.Context, w *recorder, resp *http.Response, c *chain) {
-	h := w.Header()
-	id := h.Get(HeaderRequestID)
-	for k, vs := range resp.Header {
-		if !hopHeaders[k] {
-			h[k] = vs
-		}
+	if n := resp.ContentLength; len(c.steps) == 1 && n >= 0 && n <= maxWhole && len(resp.Trailer) == 0 {
+		g.respondWhole(ctx, w, resp, c)
+		return
 	}
-	h.Set(HeaderRequestID, id)
+	h := w.Header()
+	copyHeader(h, resp.Header)
 	trailers := []string{headerError}
 	for k := range resp.Trailer {
 		if k != headerError {
@@ -130,6 +136,58 @@ func (g *Gateway) respond(ctx context.Context, w *recorder, resp *http.Response,
 	if e := resp.Trailer.Get(headerError); e != "" {
 		w.failure = e
 	}
+}
+
+// respondWhole answers a single step whose pool answered with a
+// Content-Length and no trailer: the call had ended, so the answer is read
+// whole and sent with its length, in one write. A body that breaks off
+// becomes an error status instead of a Butter-Error trailer, since
+// nothing was sent yet.
+func (g *Gateway) respondWhole(ctx context.Context, w *recorder, resp *http.Response, c *chain) {
+	body, readErr := readWhole(resp.Body, resp.ContentLength)
+	if f := c.failure(ctx, readErr); f != nil {
+		w.failure = f.Error()
+		writeError(w, f.Status, f.Type, w.Header().Get(HeaderRequestID), c.describe(f))
+		return
+	}
+	h := w.Header()
+	copyHeader(h, resp.Header)
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(resp.StatusCode)
+	if _, err := w.Write(body); err != nil {
+		w.failure = "client gone: " + err.Error()
+	}
+}
+
+// readWhole reads a body of n bytes to its end. Reading up to io.EOF, not
+// just n bytes, lets the transport reuse the connection.
+func readWhole(r io.Reader, n int64) ([]byte, error) {
+	buf := make([]byte, n+1)
+	m := 0
+	for {
+		k, err := r.Read(buf[m:])
+		m += k
+		switch {
+		case err == io.EOF:
+			return buf[:m], nil
+		case err != nil:
+			return buf[:m], err
+		case m == len(buf):
+			return buf[:m], fmt.Errorf("the body is longer than its Content-Length of %d bytes", n)
+		}
+	}
+}
+
+// copyHeader copies a pool's response headers but the hop-by-hop ones,
+// keeping the gateway's request id.
+func copyHeader(h, from http.Header) {
+	id := h.Get(HeaderRequestID)
+	for k, vs := range from {
+		if !hopHeaders[k] {
+			h[k] = vs
+		}
+	}
+	h.Set(HeaderRequestID, id)
 }
 
 // copyFlush copies src to w, flushing after every write so that output

@@ -27,7 +27,7 @@ var benchDensity = map[string]int{"baseline": 1000, "go": 1000, "exec": 1000, "n
 // reports:
 //
 //   - ns/op: the time to start them all (pool.Start, which starts the
-//     minimum instances one after the other);
+//     minimum instances of different functions in parallel);
 //   - answered-s: from the start until every function has answered;
 //   - functions: how many answered correctly, instances: how many the
 //     pool holds idle afterwards (from its /metrics);

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/butterfn/butter/plugins/runtime"
@@ -69,24 +70,103 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// streamWriter sends the status on the first byte and flushes every write,
-// so output reaches the caller as the function produces it.
-type streamWriter struct {
-	w       http.ResponseWriter
-	rc      *http.ResponseController
-	started bool
+// Output of the invoke endpoint. A call that ends having written at most
+// outputBufferSize bytes, none of them older than outputHold, is answered
+// whole: Content-Length and no trailer, in one write. Any other output
+// streams: the status goes out with the first bytes, every write is
+// flushed, and a failure after that is reported in the Butter-Error
+// trailer. Small answers thus cost one write instead of three (headers,
+// a chunk, the last chunk with the trailer), while a slow stream still
+// reaches the caller within outputHold of each write.
+const (
+	// outputBufferSize is the most output held back before it streams.
+	outputBufferSize = 32 << 10
+	// outputHold is how long the first output byte may be held back
+	// waiting for the call to end.
+	outputHold = 2 * time.Millisecond
+)
+
+// callOutput holds a call's output back as described above. Writes come
+// from the runtime's goroutines and the hold timer's, so mu serializes
+// every use of the ResponseWriter until the handler takes it back (end).
+type callOutput struct {
+	w  http.ResponseWriter
+	rc *http.ResponseController
+
+	mu        sync.Mutex
+	buf       []byte
+	timer     *time.Timer // set by the first write that is held back
+	streaming bool        // the status is sent: output flows as it comes
+	ended     bool        // the handler answers: nothing else may write
 }
 
-func (s *streamWriter) Write(b []byte) (int, error) {
-	if !s.started {
-		s.started = true
-		s.w.WriteHeader(http.StatusOK)
+func (o *callOutput) Write(b []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.ended {
+		return 0, errors.New("write after the call ended")
 	}
-	n, err := s.w.Write(b)
+	if !o.streaming {
+		if len(o.buf)+len(b) <= outputBufferSize {
+			if o.timer == nil && len(b) > 0 {
+				o.timer = time.AfterFunc(outputHold, o.hold)
+			}
+			o.buf = append(o.buf, b...)
+			return len(b), nil
+		}
+		if err := o.stream(); err != nil {
+			return 0, err
+		}
+	}
+	n, err := o.w.Write(b)
 	if err == nil {
-		_ = s.rc.Flush()
+		_ = o.rc.Flush()
 	}
 	return n, err
+}
+
+// hold ends the hold of the first output: the call is slow, so its output
+// streams from now on.
+func (o *callOutput) hold() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.ended && !o.streaming {
+		// A failed write is the client gone: the next Write reports it.
+		_ = o.stream()
+	}
+}
+
+// stream sends the status, announcing the Butter-Error trailer, and the
+// output held so far; o.mu must be held.
+func (o *callOutput) stream() error {
+	o.streaming = true
+	if o.timer != nil {
+		o.timer.Stop()
+	}
+	o.w.Header().Set("Trailer", HeaderError)
+	o.w.WriteHeader(http.StatusOK)
+	if len(o.buf) > 0 {
+		_, err := o.w.Write(o.buf)
+		o.buf = nil
+		if err != nil {
+			return err
+		}
+	}
+	_ = o.rc.Flush()
+	return nil
+}
+
+// end stops the hold and hands the ResponseWriter back to the handler. It
+// reports whether the output is streaming, and returns what is held back
+// otherwise.
+func (o *callOutput) end() (streaming bool, held []byte) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.ended = true
+	if o.timer != nil {
+		o.timer.Stop()
+	}
+	return o.streaming, o.buf
 }
 
 func (p *Pool) serveInvoke(w http.ResponseWriter, r *http.Request) {
@@ -140,13 +220,15 @@ func (p *Pool) serveInvoke(w http.ResponseWriter, r *http.Request) {
 	// before returning avoids golang/go#68560 in full-duplex mode.
 	_ = http.NewResponseController(w).EnableFullDuplex()
 	defer r.Body.Close()
-	w.Header().Set("Trailer", HeaderError)
-	sw := &streamWriter{w: w, rc: http.NewResponseController(w)}
-	c.Output = sw
+	out := &callOutput{w: w, rc: http.NewResponseController(w)}
+	c.Output = out
 	err := p.Invoke(r.Context(), name, c)
+	streaming, held := out.end()
 	if err == nil {
-		if !sw.started {
+		if !streaming {
+			w.Header().Set("Content-Length", strconv.Itoa(len(held)))
 			w.WriteHeader(http.StatusOK)
+			_, _ = w.Write(held)
 		}
 		return
 	}
@@ -166,7 +248,15 @@ func (p *Pool) serveInvoke(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, runtime.ErrInstanceGone):
 		typ, code = "InstanceFailed", http.StatusBadGateway
 	}
-	if sw.started {
+	if !streaming && len(held) > 0 {
+		// The call failed after it wrote output: that output goes out
+		// as if it had streamed, with the failure in the trailer.
+		w.Header().Set("Trailer", HeaderError)
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(held)
+		streaming = true
+	}
+	if streaming {
 		w.Header().Set(HeaderError, typ+": "+msg)
 		return
 	}

@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	goruntime "runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -199,22 +200,43 @@ func New(cfg *Config, logs func(function string) io.Writer, opts ...Option) (*Po
 	return p, nil
 }
 
-// Start starts each function's minimum instances and the idle reaper. It
-// returns the first start error; the pool keeps running either way.
+// Start starts each function's minimum instances and the idle reaper.
+// Functions start in parallel, at most 4 × GOMAXPROCS at a time (a
+// worker's start is mostly waiting for its HELLO), each function's own
+// instances one after the other. It returns the first start error in the
+// order of Functions, as a start one function after the other would; the
+// pool keeps running either way.
 func (p *Pool) Start(ctx context.Context) error {
 	p.ctx, p.cancel = context.WithCancel(context.Background())
-	var firstErr error
-	for _, name := range p.Functions() {
+	names := p.Functions()
+	errs := make([]error, len(names))
+	sem := make(chan struct{}, 4*goruntime.GOMAXPROCS(0))
+	var wg sync.WaitGroup
+	for i, name := range names {
 		f := p.fns[name]
-		for i := 0; i < f.cfg.MinInstances; i++ {
-			if _, err := f.startInstance(ctx, false); err != nil && firstErr == nil {
-				firstErr = err
-			}
+		if f.cfg.MinInstances == 0 {
+			continue
 		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			for range f.cfg.MinInstances {
+				if _, err := f.startInstance(ctx, false); err != nil && errs[i] == nil {
+					errs[i] = err
+				}
+			}
+		}()
 	}
+	wg.Wait()
 	p.wg.Add(1)
 	go p.reap()
-	return firstErr
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Functions lists the hosted functions by name.

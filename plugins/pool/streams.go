@@ -23,12 +23,14 @@ import (
 // and the pools running one function share its partitions.
 //
 // Delivery is at least once. Records of a partition are handled in order,
-// one at a time; partitions run in parallel. A record's offset is committed
-// only after its output and its emits were acknowledged by the brokers (or
-// after it reached the dead-letter topic): a crash replays what was not
-// committed, never loses it. Polls are bounded (pollBatch records), and the
-// next poll waits until the batch is handled, so a slow function holds the
-// fetch back instead of buffering without bound. Rebalances are blocked
+// one at a time; partitions run in parallel. Outputs (and dead letters and
+// replies) are produced without waiting, in the order their records were
+// handled, and the batch's offsets are committed only once every one of
+// them is acknowledged by the brokers: a crash replays what was not
+// committed, never loses it. Emits are acknowledged before the function's
+// emit returns. Polls are bounded (pollBatch records), and the next poll
+// waits until the batch is handled and acknowledged, so a slow function
+// holds the fetch back instead of buffering without bound. Rebalances are blocked
 // while a batch is in flight (BlockRebalanceOnPoll): a revoked partition's
 // work is finished and committed first.
 const pollBatch = 256
@@ -232,18 +234,20 @@ func (c *consumer) run(ctx context.Context) {
 		// The batch runs to its end even while stopping: its offsets are
 		// committed below, so nothing is handled twice after a clean drain.
 		hctx := context.WithoutCancel(ctx)
+		acks := &batchAcks{}
 		fetches.EachPartition(func(ftp kgo.FetchTopicPartition) {
 			for _, run := range c.lanes(ftp.Records) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
 					for _, r := range run {
-						c.handle(hctx, r)
+						c.handle(hctx, r, acks)
 					}
 				}()
 			}
 		})
 		wg.Wait()
+		c.settle(hctx, acks)
 		if err := c.cl.CommitUncommittedOffsets(context.WithoutCancel(ctx)); err != nil {
 			log.Error("commit failed; the batch will be handled again", "error", err)
 		}
@@ -274,8 +278,9 @@ func (c *consumer) syncState(ctx context.Context) bool {
 }
 
 // handle runs one event through the function with retries, then produces
-// its output, or its dead letter. It returns once that is acknowledged.
-func (c *consumer) handle(ctx context.Context, r *kgo.Record) {
+// its output, or its dead letter, into acks: it returns without waiting
+// for the acknowledgement.
+func (c *consumer) handle(ctx context.Context, r *kgo.Record, acks *batchAcks) {
 	id := broker.Header(r, broker.HeaderID)
 	if id == "" {
 		id = r.Topic + "-" + strconv.Itoa(int(r.Partition)) + "-" + strconv.FormatInt(r.Offset, 10)
@@ -315,7 +320,7 @@ func (c *consumer) handle(ctx context.Context, r *kgo.Record) {
 				recs = append(recs, reply)
 			}
 			// Emits were produced while the call ran; the output joins them.
-			c.produce(ctx, recs)
+			c.produce(ctx, acks, recs)
 			return
 		}
 		lastErr = err
@@ -345,13 +350,57 @@ func (c *consumer) handle(ctx context.Context, r *kgo.Record) {
 	if reply := broker.Reply(r, nil, typ, msg); reply != nil {
 		recs = append(recs, reply)
 	}
-	c.produce(ctx, recs)
+	c.produce(ctx, acks, recs)
 }
 
-// produce writes records and waits for their acknowledgement, retrying
-// until they are acknowledged: an event is never committed before its
-// output is safe.
-func (c *consumer) produce(ctx context.Context, recs []*kgo.Record) {
+// batchAcks tracks the records a batch produced without waiting: the
+// batch's offsets are committed once all are acknowledged (settle).
+type batchAcks struct {
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	failed []*kgo.Record
+	err    error // the first failure
+}
+
+// produce writes records without waiting for their acknowledgement, which
+// acks tracks. The client keeps the order of the records of a partition,
+// so outputs keep the order their events were handled in.
+func (c *consumer) produce(ctx context.Context, acks *batchAcks, recs []*kgo.Record) {
+	for _, r := range recs {
+		acks.wg.Add(1)
+		c.cl.Produce(ctx, r, func(r *kgo.Record, err error) {
+			if err != nil {
+				acks.mu.Lock()
+				acks.failed = append(acks.failed, r)
+				if acks.err == nil {
+					acks.err = fmt.Errorf("produce to %s: %w", r.Topic, err)
+				}
+				acks.mu.Unlock()
+			}
+			acks.wg.Done()
+		})
+	}
+}
+
+// settle waits until every record of a batch is acknowledged, producing
+// again those that failed (in the order they failed) until they are: an
+// event is never committed before its output is safe. Only a record that
+// failed, which the client does not do for errors it can retry, may land
+// after a record handled later.
+func (c *consumer) settle(ctx context.Context, acks *batchAcks) {
+	// The batch is handled: send what lingers (10ms by default) at once.
+	// Flush also waits for the records, which the callbacks then count.
+	_ = c.cl.Flush(ctx)
+	acks.wg.Wait()
+	if len(acks.failed) > 0 {
+		c.f.log.Warn("produce failed; retrying", "records", len(acks.failed), "error", acks.err)
+		c.produceSync(ctx, acks.failed)
+	}
+}
+
+// produceSync writes records and waits for their acknowledgement, retrying
+// until they are acknowledged.
+func (c *consumer) produceSync(ctx context.Context, recs []*kgo.Record) {
 	for len(recs) > 0 {
 		res := c.cl.ProduceSync(ctx, recs...)
 		var failed []*kgo.Record

@@ -294,9 +294,21 @@ func (i *procInstance) Invoke(ctx context.Context, inv *Invocation) error {
 	}
 }
 
+// inputBufs holds the buffers sendInput reads inputs through, one
+// proto.ChunkSize each: allocating 64 KiB per call made garbage collection
+// most of a call's tail latency (bench/NOTES.md, fix A).
+var inputBufs = sync.Pool{New: func() any {
+	b := make([]byte, proto.ChunkSize)
+	return &b
+}}
+
+// sendInput streams in as DATA frames, then END. The DATA payloads are
+// copied into their frames, so the buffer goes back to inputBufs on return.
 func (i *procInstance) sendInput(id uint32, in io.Reader) error {
 	if in != nil {
-		buf := make([]byte, proto.ChunkSize)
+		bp := inputBufs.Get().(*[]byte)
+		defer inputBufs.Put(bp)
+		buf := *bp
 		for {
 			n, err := in.Read(buf)
 			if n > 0 {

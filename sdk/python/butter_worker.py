@@ -2,12 +2,16 @@
 protocol, version 1 (docs/worker-protocol.md), on fd 3 (pool -> worker) and
 fd 4 (worker -> pool). Run as `python3 butter_worker.py` in the bundle
 directory. Standard library only.
+
+Start time matters (a cold start waits for it): modules that are slow to
+import and serve one rare path are imported on that path. asyncio (which
+pulls in ssl and logging, about 30 ms) only when a handler returns an
+awaitable, traceback only for a failure; calls run on plain threads
+rather than concurrent.futures.
 """
 
-import asyncio
 import base64
 import importlib
-import inspect
 import json
 import math
 import os
@@ -15,8 +19,7 @@ import struct
 import sys
 import threading
 import time
-import traceback
-from concurrent.futures import ThreadPoolExecutor
+import types
 
 HELLO, INVOKE, DATA, END, RESULT, CANCEL, CALL, REPLY = range(1, 9)
 MAX_FRAME = 16 << 20  # largest frame length (type + id + payload)
@@ -193,6 +196,8 @@ def load_handler():
             raise TypeError(f"{spec} is not callable")
         return fn
     except BaseException:
+        import traceback
+
         die(1, f'cannot load handler "{spec}" from {os.getcwd()}:\n{traceback.format_exc()}')
 
 
@@ -200,7 +205,9 @@ def run(handler, invocations, ctx, data):
     error = None
     try:
         result = handler(data, ctx)
-        if inspect.isawaitable(result):
+        if _isawaitable(result):
+            import asyncio
+
             result = asyncio.run(_wait(result))
         output = to_bytes(result)
     except BaseException as e:
@@ -208,6 +215,8 @@ def run(handler, invocations, ctx, data):
         kind = kind if isinstance(kind, str) and kind else "Exception"
         error = {"type": kind, "message": str(e) or type(e).__name__}
         if kind == "Exception":
+            import traceback
+
             traceback.print_exc()
     ctx._drain()  # the id must not be freed while a CALL of it awaits its REPLY
     if error is None:
@@ -224,6 +233,67 @@ def run(handler, invocations, ctx, data):
 
 async def _wait(awaitable):
     return await awaitable
+
+
+def _isawaitable(obj):
+    """inspect.isawaitable without importing inspect: a coroutine, a
+    generator-based coroutine, or an object whose type has __await__."""
+    return (
+        isinstance(obj, types.CoroutineType)
+        or isinstance(obj, types.GeneratorType) and bool(obj.gi_code.co_flags & 0x100)  # CO_ITERABLE_COROUTINE
+        or hasattr(type(obj), "__await__")
+    )
+
+
+class _Threads:
+    """Runs calls on up to n threads, started as calls need them, as
+    concurrent.futures.ThreadPoolExecutor does, without its import cost."""
+
+    def __init__(self, n):
+        self._n = n
+        self._tasks = []
+        self._cond = threading.Condition()
+        self._idle = 0
+        self._threads = []
+        self._closed = False
+
+    def submit(self, fn, *args):
+        with self._cond:
+            self._tasks.append((fn, args))
+            if self._idle > len(self._tasks) - 1:
+                self._cond.notify()
+                return
+            if len(self._threads) < self._n:
+                t = threading.Thread(target=self._work, name=f"butter-invocation_{len(self._threads)}", daemon=True)
+                self._threads.append(t)
+                t.start()
+            else:
+                self._cond.notify()
+
+    def _work(self):
+        while True:
+            with self._cond:
+                while not self._tasks and not self._closed:
+                    self._idle += 1
+                    self._cond.wait()
+                    self._idle -= 1
+                if not self._tasks:
+                    return
+                fn, args = self._tasks.pop(0)
+            try:
+                fn(*args)
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()
+
+    def shutdown(self):
+        """Waits for the calls submitted to finish; the threads then end."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        for t in self._threads:
+            t.join()
 
 
 def frames(f):
@@ -266,7 +336,7 @@ def main():
     send(HELLO, 0, json.dumps({"protocol": 1, "sdk": "python/0.1"}).encode())
 
     invocations = {}  # id -> Context; read here, entries removed by run()
-    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="butter-invocation")
+    pool = _Threads(concurrency)
     for ftype, fid, payload in frames(reader):
         ctx = invocations.get(fid)
         if ftype == INVOKE:
@@ -297,7 +367,7 @@ def main():
         if not ctx._started:
             invocations.pop(fid, None)
         ctx._close("the pool closed the connection")
-    pool.shutdown(wait=True)
+    pool.shutdown()
     sys.stdout.flush()
     sys.exit(0)
 

@@ -222,6 +222,28 @@ class WorkerTest(unittest.TestCase):
         w.invoke(1, b"hi")
         self.assertEqual(w.result(1)[:2], (b"async:hi", {}))
 
+    def test_plain_handler_imports_no_asyncio(self):
+        # asyncio and concurrent.futures cost about 30 ms of a cold start:
+        # a plain handler must not pay for them, even after an async call.
+        w = self.started("modules.handle", concurrency=2)
+        w.invoke(1, b"")
+        self.assertEqual(w.result(1)[:2], (b"", {}))
+
+    def test_async_handler_with_threads(self):
+        w = self.started("aio.handle", concurrency=3)
+        for fid in range(1, 7):
+            w.invoke(fid, str(fid).encode())
+        outputs, results = {}, {}
+        while len(results) < 6:  # the calls overlap: their frames interleave
+            ftype, fid, payload = w.next()
+            if ftype == DATA:
+                outputs[fid] = outputs.get(fid, b"") + payload
+            else:
+                self.assertEqual(ftype, RESULT)
+                results[fid] = json.loads(payload)
+        self.assertEqual(outputs, {fid: f"async:{fid}".encode() for fid in range(1, 7)})
+        self.assertEqual(results, {fid: {} for fid in range(1, 7)})
+
     def test_two_concurrent_invocations_interleaved(self):
         w = self.started("slow.handle", concurrency=2)
         w.invoke_start(1)
