@@ -10,16 +10,20 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
+
+	"github.com/hashicorp/cli"
 
 	"github.com/butterfn/butter/gateway"
 	"github.com/butterfn/butter/hcl/spec"
 	"github.com/butterfn/butter/plugins/pool"
 	"github.com/butterfn/butter/plugins/runtime"
+	"github.com/butterfn/butter/sandbox"
 	"github.com/butterfn/butter/sdk"
-	"github.com/hashicorp/cli"
+	"github.com/butterfn/butter/secrets"
 )
 
 type invokeCommand struct{ ui cli.Ui }
@@ -174,11 +178,19 @@ func (c *invokeCommand) Run(args []string) int {
 			l.Close() // after the pool stopped: flush what the functions logged last
 		}
 	}()
+	opts := []pool.Option{pool.WithSDKs(sdks), pool.WithLimits(runtime.SystemLimits())}
+	if hasSecrets(proj) {
+		// As butter dev: the project's .butter/secrets.env, then the
+		// environment (docs/secrets-dev.md).
+		file := filepath.Join(proj.Dir, ".butter", "secrets.env")
+		opts = append(opts, pool.WithSecrets(secrets.Chain{secrets.Dotenv{Path: file}, secrets.Env{}}),
+			pool.WithSandbox(sandbox.Config{Hide: []string{file}}))
+	}
 	p, err := pool.New(pool.LocalConfig(proj), func(fn string) io.Writer {
 		l := newLineWriter(os.Stderr, "["+fn+"] ")
 		logs = append(logs, l)
 		return l
-	}, pool.WithSDKs(sdks), pool.WithLimits(runtime.SystemLimits()))
+	}, opts...)
 	if err != nil {
 		c.ui.Error("Error: " + err.Error())
 		return exitInvalid

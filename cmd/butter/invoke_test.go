@@ -197,3 +197,32 @@ func TestInvokeLocalLargeBody(t *testing.T) {
 		t.Fatalf("got %d bytes back (sha256 %x), want %d (sha256 %x)", len(r.stdout), sha256.Sum256([]byte(r.stdout)), size, sha256.Sum256(src))
 	}
 }
+
+// TestInvokeLocalSecrets: butter invoke --local gives a function its
+// secrets as butter dev does (the environment here), and names a missing
+// one instead of starting the function with an empty value.
+func TestInvokeLocalSecrets(t *testing.T) {
+	dir := t.TempDir()
+	spec := `project "sec" {}
+
+function "show" {
+  runtime = "exec"
+  command = ["sh", "-c", "printf %s \"$INVOKE_TOKEN\""]
+  secret "INVOKE_TOKEN" {
+    vault = "secret/data/butter/sec/api#token"
+  }
+}
+`
+	if err := os.WriteFile(filepath.Join(dir, "sec.fn.hcl"), []byte(spec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("INVOKE_TOKEN", "")
+	r := butterIn(t, dir, "", "invoke", "-local", ".", "show")
+	if r.code == 0 || !strings.Contains(r.stderr, "INVOKE_TOKEN") || !strings.Contains(r.stderr, "secrets.env") {
+		t.Fatalf("a missing secret should fail, naming it and where it was looked for: %+v", r)
+	}
+	t.Setenv("INVOKE_TOKEN", "tok-from-env")
+	if r := butterIn(t, dir, "", "invoke", "-local", ".", "show"); r.code != 0 || r.stdout != "tok-from-env" {
+		t.Fatalf("the function should print its secret: %+v", r)
+	}
+}
