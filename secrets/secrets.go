@@ -10,7 +10,8 @@
 //   - under Nomad, Nomad's template runner reads them from Vault with the
 //     task's workload identity and renders one JSON file per function into
 //     the task's secrets directory (Rendered reads those files);
-//   - in `butter dev`, from the environment (Env) or a local file (File).
+//   - in `butter dev` and `butter invoke --local`, from a local dotenv file
+//     (Dotenv) or the environment (Env), chained (Chain).
 //
 // A Source never returns an empty value for a declared secret: a missing
 // one is an error naming the secret and where it was looked for, so no
