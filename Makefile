@@ -23,6 +23,7 @@ build:
 	@mkdir -p $(BIN)
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/butter ./cmd/butter
 	$(GO) build -o $(BIN)/nomad-driver-butter ./cmd/nomad-driver-butter
+	$(GO) build -o $(BIN)/butter-sandbox ./cmd/butter-sandbox
 
 ## tools: the pinned Nomad, Vault and staticcheck, into bin/
 tools: $(BIN)/nomad $(BIN)/vault $(BIN)/staticcheck
@@ -91,6 +92,7 @@ DEV_FLAGS ?=
 dev:
 	@mkdir -p $(BIN)
 	@$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/butter ./cmd/butter
+	@$(GO) build -o $(BIN)/butter-sandbox ./cmd/butter-sandbox
 	exec $(BIN)/butter dev $(DEV_FLAGS) $(DEV_DIR)
 
 clean:

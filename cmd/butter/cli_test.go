@@ -31,6 +31,13 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "build butter: %v\n%s", err, out)
 		os.Exit(1)
 	}
+	// The small sandbox shim beside it, as make build installs it: pools
+	// with secrets start their instances through it.
+	out, err = exec.Command("go", "build", "-o", filepath.Join(dir, "butter-sandbox"), "../butter-sandbox").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build butter-sandbox: %v\n%s", err, out)
+		os.Exit(1)
+	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
