@@ -53,6 +53,10 @@ type Config struct {
 	// revisions' jobs.
 	Nomad  *api.Client
 	Logger hclog.Logger
+	// Alone marks a single node that will never have peers (butter dev):
+	// it elects itself after 50 ms instead of waiting out the 500 ms
+	// heartbeat timeout that a cluster needs against false failovers.
+	Alone bool
 }
 
 // Server is one control-plane node.
@@ -115,6 +119,11 @@ func Start(cfg Config) (*Server, error) {
 	rc.HeartbeatTimeout = 500 * time.Millisecond
 	rc.ElectionTimeout = 500 * time.Millisecond
 	rc.LeaderLeaseTimeout = 250 * time.Millisecond
+	if cfg.Alone && cfg.BootstrapExpect == 1 && len(cfg.Join) == 0 {
+		rc.HeartbeatTimeout = 50 * time.Millisecond
+		rc.ElectionTimeout = 50 * time.Millisecond
+		rc.LeaderLeaseTimeout = 50 * time.Millisecond
+	}
 	if cfg.SnapshotThreshold > 0 {
 		rc.SnapshotThreshold = cfg.SnapshotThreshold
 		rc.TrailingLogs = cfg.SnapshotThreshold / 2

@@ -213,7 +213,7 @@ func (d *devEnv) start(ctx context.Context, dataDir, serverAddr, listen string, 
 		return err
 	}
 	d.server, err = scheduler.Start(scheduler.Config{
-		DataDir: filepath.Join(dataDir, "server"), HTTPAddr: serverAddr, RaftAddr: raftAddr, BootstrapExpect: 1,
+		DataDir: filepath.Join(dataDir, "server"), HTTPAddr: serverAddr, RaftAddr: raftAddr, BootstrapExpect: 1, Alone: true,
 		Logger: d.log.Named("server"), Firer: &scheduler.KafkaFirer{Client: d.kcl},
 	})
 	if err != nil {
