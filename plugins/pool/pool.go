@@ -477,6 +477,14 @@ func (f *fnPool) startGen(ctx context.Context, fn *runtime.Function, gen int, co
 		f.log.Error("instance failed to start", "error", err)
 		return nil, &proto.Error{Type: proto.Exception, Message: err.Error()}
 	}
+	if f.stopping {
+		// The pool began to stop while this instance started: stopAll
+		// has already taken its list, so stop this one here.
+		f.mu.Unlock()
+		_ = inst.Stop(0)
+		f.mu.Lock()
+		return nil, errors.New("the pool is stopping")
+	}
 	f.startErr = nil
 	s := &slot{inst: inst, lastUsed: time.Now(), gen: gen}
 	f.instances = append(f.instances, s)
