@@ -564,3 +564,51 @@ func metricOf(t *testing.T, srv *httptest.Server, name, function, sel string) fl
 	}
 	return 0
 }
+
+// TestStreamOrderedBatchTimeout: an event that outlasts the timeout in an
+// ordered batch (its handler ignores its deadline) times out, its worker
+// is killed as hung, and it is retried and dead-lettered as Timeout after
+// its attempts; the events after it are handled in order.
+func TestStreamOrderedBatchTimeout(t *testing.T) {
+	dev, cl := devBroker(t)
+	topics(t, cl, broker.Topic{Name: "ot.in", Partitions: 1})
+	vals := events("ev", 0, 40)
+	vals[20] = "hang"
+	keyed(t, cl, "ot.in", "k", vals...)
+	f := streamFn("orderedto", "first", "ot.in", "ot.out")
+	f.Runtime, f.Command = "go", nil
+	f.MaxInstances, f.Timeout = 1, "1s"
+	f.Retry = &pool.RetryConfig{Attempts: 2, Backoff: "10ms", MaxBackoff: "20ms"}
+	_, srv := streamPoolSrv(t, dev, f)
+
+	out := readAll(t, dev.Addr, "ot.out", 39)
+	var want []string
+	for _, v := range vals {
+		if v != "hang" {
+			want = append(want, strings.ToUpper(v))
+		}
+	}
+	for i, r := range out[:39] {
+		if string(r.Value) != want[i] {
+			t.Fatalf("output %d = %s, want %s: the order was not kept", i, r.Value, want[i])
+		}
+	}
+	dl := readAll(t, dev.Addr, "ot.in.dlq", 1)[0]
+	if string(dl.Value) != "hang" || broker.Header(dl, broker.HeaderErrorType) != "Timeout" || broker.Attempts(dl) != 2 {
+		t.Errorf("dead letter = %s type %q attempts %d, want hang Timeout after 2", dl.Value, broker.Header(dl, broker.HeaderErrorType), broker.Attempts(dl))
+	}
+	if n := metric(t, srv, "butter_ordered_batches_total", "orderedto"); n < 1 {
+		t.Errorf("%v ordered batches", n)
+	}
+	if n := metricOf(t, srv, "butter_invocation_errors_total", "orderedto", `type="Timeout"`); n != 2 {
+		t.Errorf("%v calls timed out, want 2 (the attempts of hang)", n)
+		resp, _ := http.Get(srv.URL + "/metrics")
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.Contains(l, "orderedto") && !strings.Contains(l, "bucket") {
+				t.Log(l)
+			}
+		}
+	}
+}

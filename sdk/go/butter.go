@@ -353,8 +353,13 @@ func (w *worker) enqueue(id uint32, inv *inflight) {
 	}
 }
 
+// flushAfter is how long an invocation of an ordered batch may run while
+// the frames of those before it wait to be written.
+const flushAfter = time.Millisecond
+
 // runChain runs a chain's queued invocations in order, their DATA and
-// RESULT frames queued, and writes them all once nothing is queued.
+// RESULT frames queued, and writes them all once nothing is queued, or
+// once one has run for flushAfter.
 func (w *worker) runChain(ch *chain) {
 	defer w.wg.Done()
 	for {
@@ -380,7 +385,18 @@ func (w *worker) runChain(ch *chain) {
 			w.mu.Unlock()
 			_ = w.w.QueueJSON(proto.Result, q.id, proto.ResultMsg{Error: &proto.Error{Type: proto.Skipped, Message: msg}})
 		} else {
+			// What the invocations before this one sent is written
+			// once it has run for flushAfter: a slow or hung one must
+			// not hold their RESULTs (the pool would blame the first
+			// invocation without one for its timeout).
+			var t *time.Timer
+			if w.w.Queued() {
+				t = time.AfterFunc(flushAfter, func() { _ = w.w.Flush() })
+			}
 			failed = w.execute(q.id, q.inv, true)
+			if t != nil {
+				t.Stop()
+			}
 		}
 		w.mu.Lock()
 		ch.failed = ch.failed || failed

@@ -172,6 +172,13 @@ func (w *Writer) QueueJSON(t Type, id uint32, v any) error {
 	return w.Queue(t, id, b)
 }
 
+// Queued reports whether frames are queued.
+func (w *Writer) Queued() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.pending) > 0
+}
+
 // Flush writes the queued frames.
 func (w *Writer) Flush() error {
 	w.mu.Lock()
