@@ -18,6 +18,7 @@ type Metrics struct {
 	inflight    *prometheus.GaugeVec
 	coldStarts  *prometheus.CounterVec
 	restarts    *prometheus.CounterVec
+	batches     *prometheus.CounterVec
 }
 
 // NewMetrics registers the pool's metrics in a new registry.
@@ -32,8 +33,9 @@ func NewMetrics() *Metrics {
 		inflight:    prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "butter_inflight_calls", Help: "Calls in flight."}, fn),
 		coldStarts:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "butter_cold_starts_total", Help: "Instances started because every instance was busy or none ran."}, fn),
 		restarts:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "butter_instance_restarts_total", Help: "Instances that exited without being asked to (crashed, killed as hung)."}, fn),
+		batches:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "butter_ordered_batches_total", Help: "Ordered batches of stream events sent to a worker at once."}, fn),
 	}
-	m.Registry.MustRegister(m.invocations, m.errors, m.duration, m.instances, m.inflight, m.coldStarts, m.restarts)
+	m.Registry.MustRegister(m.invocations, m.errors, m.duration, m.instances, m.inflight, m.coldStarts, m.restarts, m.batches)
 	return m
 }
 

@@ -32,6 +32,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/butterfn/butter/plugins/runtime"
@@ -365,6 +366,9 @@ type fnPool struct {
 	timeout time.Duration
 	log     hclog.Logger
 	state   *stateStore // nil: no state block
+	// unordered is set once an instance could not run ordered batches:
+	// its worker's SDK does not offer them (invokeOrdered).
+	unordered atomic.Bool
 
 	mu        sync.Mutex
 	instances []*slot
@@ -642,25 +646,86 @@ func (f *fnPool) invoke(ctx context.Context, c *Call, deadline time.Time, st *pr
 		return nil, err
 	}
 	defer f.release(s)
-	opts := c.Options
-	if len(f.cfg.Options) > 0 {
-		merged := map[string]string{}
-		for k, v := range f.cfg.Options {
-			merged[k] = v
-		}
-		for k, v := range c.Options {
-			merged[k] = v
-		}
-		opts = merged
-	}
 	inv := &runtime.Invocation{
-		Deadline: deadline, Options: opts, Meta: c.Meta,
+		Deadline: deadline, Options: f.options(c.Options), Meta: c.Meta,
 		Input: c.Input, Output: c.Output, Calls: c.Calls, State: st,
 	}
 	if err := s.inst.Invoke(ctx, inv); err != nil {
 		return nil, err
 	}
 	return inv.NewState, nil
+}
+
+// options merges a call's options over the function's.
+func (f *fnPool) options(call map[string]string) map[string]string {
+	if len(f.cfg.Options) == 0 {
+		return call
+	}
+	merged := map[string]string{}
+	for k, v := range f.cfg.Options {
+		merged[k] = v
+	}
+	for k, v := range call {
+		merged[k] = v
+	}
+	return merged
+}
+
+// invokeOrdered runs calls of a function without state as one ordered
+// batch on one instance (runtime.Batcher, docs/worker-protocol.md),
+// holding one unit of its concurrency, the whole batch bounded by the
+// function's timeout. It returns each call's error, as Invoke would; a
+// call that was not run fails with a proto.Skipped error. ok is false,
+// and nothing ran, when the instance cannot run ordered batches (its
+// worker did not advertise them) or none could be had.
+func (f *fnPool) invokeOrdered(ctx context.Context, calls []*Call) (errs []error, ok bool) {
+	if f.unordered.Load() {
+		return nil, false
+	}
+	start := time.Now()
+	deadline := start.Add(f.timeout)
+	dctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	s, err := f.acquire(dctx)
+	if err != nil {
+		return nil, false
+	}
+	defer f.release(s)
+	b, isB := s.inst.(runtime.Batcher)
+	if !isB || !b.Ordered() {
+		f.unordered.Store(true)
+		return nil, false
+	}
+	invs := make([]*runtime.Invocation, len(calls))
+	for k, c := range calls {
+		invs[k] = &runtime.Invocation{
+			Deadline: deadline, Options: f.options(c.Options), Meta: c.Meta,
+			Input: c.Input, Output: c.Output, Calls: c.Calls,
+		}
+	}
+	f.pool.opts.metrics.batches.WithLabelValues(f.cfg.Name).Inc()
+	errs = b.InvokeOrdered(dctx, invs)
+	ran := 0
+	for _, err := range errs {
+		if !skipped(err) {
+			ran++
+		}
+	}
+	if ran > 0 {
+		per := time.Since(start) / time.Duration(ran)
+		for _, err := range errs {
+			if !skipped(err) {
+				f.pool.opts.metrics.observe(f.cfg.Name, per, err)
+			}
+		}
+	}
+	return errs, true
+}
+
+// skipped reports whether err says a call of an ordered batch was not run.
+func skipped(err error) bool {
+	var pe *proto.Error
+	return errors.As(err, &pe) && pe.Type == proto.Skipped
 }
 
 // withSecrets lists the functions that declare secrets.

@@ -23,7 +23,10 @@ import (
 // and the pools running one function share its partitions.
 //
 // Delivery is at least once. Records of a partition are handled in order,
-// one at a time; partitions run in parallel. Outputs (and dead letters and
+// one at a time; partitions run in parallel. For a function without state
+// whose worker runs ordered batches (docs/worker-protocol.md), a
+// partition's consecutive records go to the worker at once, and it runs
+// them one at a time, in order (handleBatch). Outputs (and dead letters and
 // replies) are produced without waiting, in the order their records were
 // handled, and the batch's offsets are committed only once every one of
 // them is acknowledged by the brokers: a crash replays what was not
@@ -164,6 +167,9 @@ type consumer struct {
 	// resync asks run to catch up with the state changelog before it
 	// handles the next batch: partitions were assigned.
 	resync atomic.Bool
+	// perEvent is the time an event of an ordered batch took lately, in
+	// nanoseconds (handleBatch).
+	perEvent atomic.Int64
 }
 
 func newConsumer(p *Pool, f *fnPool, tr StreamTrigger, base []kgo.Opt) (*consumer, error) {
@@ -240,9 +246,7 @@ func (c *consumer) run(ctx context.Context) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					for _, r := range run {
-						c.handle(hctx, r, acks)
-					}
+					c.handleRun(hctx, run, acks)
 				}()
 			}
 		})
@@ -277,54 +281,73 @@ func (c *consumer) syncState(ctx context.Context) bool {
 	}
 }
 
-// handle runs one event through the function with retries, then produces
-// its output, or its dead letter, into acks: it returns without waiting
-// for the acknowledgement.
-func (c *consumer) handle(ctx context.Context, r *kgo.Record, acks *batchAcks) {
-	id := broker.Header(r, broker.HeaderID)
-	if id == "" {
-		id = r.Topic + "-" + strconv.Itoa(int(r.Partition)) + "-" + strconv.FormatInt(r.Offset, 10)
+// event is a record about to be handled.
+type event struct {
+	r        *kgo.Record
+	id       string
+	meta     map[string]string
+	deadline time.Time // a request's caller's deadline, or zero
+}
+
+// event prepares r; it reports false for a request whose caller gave up
+// before it was read, which is skipped.
+func (c *consumer) event(r *kgo.Record) (*event, bool) {
+	ev := &event{r: r, id: broker.Header(r, broker.HeaderID), meta: map[string]string{}}
+	if ev.id == "" {
+		ev.id = r.Topic + "-" + strconv.Itoa(int(r.Partition)) + "-" + strconv.FormatInt(r.Offset, 10)
 	}
-	meta := map[string]string{}
 	for _, h := range r.Headers {
-		meta[h.Key] = string(h.Value)
+		ev.meta[h.Key] = string(h.Value)
 	}
 	// A request carries its caller's deadline; past it, retrying is
 	// pointless: the caller has given up. The call itself still runs to the
 	// function's own timeout, and its late reply is the caller's to drop.
-	var deadline time.Time
 	if d := broker.Header(r, broker.HeaderDeadline); d != "" {
-		deadline, _ = time.Parse(time.RFC3339Nano, d)
+		ev.deadline, _ = time.Parse(time.RFC3339Nano, d)
 	}
-	if !deadline.IsZero() && time.Now().After(deadline) {
+	if !ev.deadline.IsZero() && time.Now().After(ev.deadline) {
 		// Its caller gave up before the request was read: skip it.
-		c.f.log.Debug("request past its deadline skipped", "id", id, "deadline", deadline)
-		return
+		c.f.log.Debug("request past its deadline skipped", "id", ev.id, "deadline", ev.deadline)
+		return nil, false
 	}
+	return ev, true
+}
+
+// handle runs one event through the function with retries, then produces
+// its output, or its dead letter, into acks: it returns without waiting
+// for the acknowledgement.
+func (c *consumer) handle(ctx context.Context, r *kgo.Record, acks *batchAcks) {
+	if ev, ok := c.event(r); ok {
+		c.attempts1(ctx, ev, acks, nil)
+	}
+}
+
+// attempts1 is handle's work on a prepared event. first, when not nil, is
+// the outcome of the event's first attempt, made in an ordered batch
+// (handleBatch): the attempts go on from the second.
+func (c *consumer) attempts1(ctx context.Context, ev *event, acks *batchAcks, first *outcome) {
+	r := ev.r
 	var lastErr error
 	backoff := c.backoff
 	for attempt := 1; attempt <= c.attempts; attempt++ {
-		var out bytes.Buffer
-		var emits []*kgo.Record
-		err := c.p.Invoke(ctx, c.f.cfg.Name, &Call{
-			Input: bytes.NewReader(r.Value), Output: &out, Meta: meta,
-			Calls: c.calls(r, &emits), StateKey: string(r.Key),
-		})
+		var out *bytes.Buffer
+		var err error
+		if attempt == 1 && first != nil {
+			out, err = first.out, first.err
+		} else {
+			out = new(bytes.Buffer)
+			var emits []*kgo.Record
+			err = c.p.Invoke(ctx, c.f.cfg.Name, &Call{
+				Input: bytes.NewReader(r.Value), Output: out, Meta: ev.meta,
+				Calls: c.calls(r, &emits), StateKey: string(r.Key),
+			})
+		}
 		if err == nil {
-			var recs []*kgo.Record
-			if c.f.cfg.Output != "" {
-				o := broker.NewEvent(c.f.cfg.Output, r.Key, out.Bytes(), id, "butter/"+c.p.cfg.Project+"/"+c.f.cfg.Name, "butter.output")
-				recs = append(recs, o)
-			}
-			if reply := broker.Reply(r, out.Bytes(), "", ""); reply != nil {
-				recs = append(recs, reply)
-			}
-			// Emits were produced while the call ran; the output joins them.
-			c.produce(ctx, acks, recs)
+			c.succeeded(ctx, acks, ev, out.Bytes())
 			return
 		}
 		lastErr = err
-		if !deadline.IsZero() && time.Now().After(deadline) {
+		if !ev.deadline.IsZero() && time.Now().After(ev.deadline) {
 			break
 		}
 		if attempt < c.attempts {
@@ -343,7 +366,7 @@ func (c *consumer) handle(ctx context.Context, r *kgo.Record, acks *batchAcks) {
 	broker.SetHeader(dl, broker.HeaderAttempts, strconv.Itoa(c.attempts))
 	broker.SetHeader(dl, broker.HeaderOrigin, r.Topic+"/"+strconv.Itoa(int(r.Partition))+"/"+strconv.FormatInt(r.Offset, 10))
 	if broker.Header(dl, broker.HeaderID) == "" {
-		broker.SetHeader(dl, broker.HeaderID, id)
+		broker.SetHeader(dl, broker.HeaderID, ev.id)
 	}
 	c.f.log.Warn("event sent to the dead-letter topic", "topic", c.dlq, "type", typ, "attempts", c.attempts, "error", msg)
 	recs := []*kgo.Record{dl}
@@ -351,6 +374,137 @@ func (c *consumer) handle(ctx context.Context, r *kgo.Record, acks *batchAcks) {
 		recs = append(recs, reply)
 	}
 	c.produce(ctx, acks, recs)
+}
+
+// outcome is the outcome of one attempt.
+type outcome struct {
+	out *bytes.Buffer
+	err error
+}
+
+// succeeded produces an event's output and reply.
+func (c *consumer) succeeded(ctx context.Context, acks *batchAcks, ev *event, out []byte) {
+	var recs []*kgo.Record
+	if c.f.cfg.Output != "" {
+		o := broker.NewEvent(c.f.cfg.Output, ev.r.Key, out, ev.id, "butter/"+c.p.cfg.Project+"/"+c.f.cfg.Name, "butter.output")
+		recs = append(recs, o)
+	}
+	if reply := broker.Reply(ev.r, out, "", ""); reply != nil {
+		recs = append(recs, reply)
+	}
+	// Emits were produced while the call ran; the output joins them.
+	c.produce(ctx, acks, recs)
+}
+
+// maxOrdered bounds the events of an ordered batch.
+const maxOrdered = pollBatch
+
+// handleRun handles a run of a partition's records (see lanes) in order.
+// For a function without state whose records keep the partition's order,
+// consecutive records go to one worker as an ordered batch (handleBatch)
+// when its runtime offers that; otherwise, and for retries, one at a
+// time.
+func (c *consumer) handleRun(ctx context.Context, recs []*kgo.Record, acks *batchAcks) {
+	batchable := c.tr.Order != "key" && c.f.state == nil
+	for len(recs) > 0 {
+		if n := min(len(recs), c.batchSize()); batchable && n > 1 && !c.f.unordered.Load() {
+			if c.handleBatch(ctx, recs[:n], acks) {
+				recs = recs[n:]
+				continue
+			}
+		}
+		start := time.Now()
+		c.handle(ctx, recs[0], acks)
+		if batchable {
+			c.measure(time.Since(start))
+		}
+		recs = recs[1:]
+	}
+}
+
+// batchSize is the size of the next ordered batch: as many events as the
+// function handled, lately, in an eighth of its timeout (each event of a
+// batch has the batch's deadline), between 1 and maxOrdered. The first
+// event is handled alone, to measure it.
+func (c *consumer) batchSize() int {
+	per := time.Duration(c.perEvent.Load())
+	if per <= 0 {
+		return 1
+	}
+	return int(max(1, min(int64(maxOrdered), int64(c.f.timeout/8/per))))
+}
+
+// handleBatch runs recs through the function as one ordered batch, then
+// handles each event's outcome in order, as handle does: an output, or
+// (the first failure) the retries from the second attempt on. The events
+// after a failure were not run, and are handled one at a time (handle).
+// A worker that dies in a batch loses the RESULTs it had not written
+// yet: the first event without one is handled again from its first
+// attempt, so the event that killed the worker runs once more than its
+// attempts. It reports false, having run nothing, when the function's
+// instance cannot run ordered batches.
+func (c *consumer) handleBatch(ctx context.Context, recs []*kgo.Record, acks *batchAcks) bool {
+	evs := make([]*event, 0, len(recs))
+	for _, r := range recs {
+		if ev, ok := c.event(r); ok {
+			evs = append(evs, ev)
+		}
+	}
+	if len(evs) == 0 {
+		return true
+	}
+	outs := make([]bytes.Buffer, len(evs))
+	calls := make([]*Call, len(evs))
+	for k, ev := range evs {
+		var emits []*kgo.Record
+		calls[k] = &Call{Input: bytes.NewReader(ev.r.Value), Output: &outs[k], Meta: ev.meta, Calls: c.calls(ev.r, &emits)}
+	}
+	start := time.Now()
+	errs, ok := c.f.invokeOrdered(ctx, calls)
+	if !ok {
+		return false
+	}
+	ran := 0
+	for _, err := range errs {
+		if !skipped(err) {
+			ran++
+		}
+	}
+	if ran > 0 {
+		c.measure(time.Since(start) / time.Duration(ran))
+	}
+	failed := false
+	for k, ev := range evs {
+		switch {
+		case failed || skipped(errs[k]):
+			failed = true
+			c.attempts1(ctx, ev, acks, nil)
+		case errs[k] == nil:
+			c.succeeded(ctx, acks, ev, outs[k].Bytes())
+		default:
+			failed = true
+			var pe *proto.Error
+			if !errors.As(errs[k], &pe) {
+				// The worker died, maybe in an event after this one
+				// whose RESULT it had not written yet: the failure
+				// cannot be pinned on this event, so it does not count
+				// as one of its attempts.
+				c.attempts1(ctx, ev, acks, nil)
+				continue
+			}
+			c.attempts1(ctx, ev, acks, &outcome{&outs[k], errs[k]})
+		}
+	}
+	return true
+}
+
+// measure folds a batch's time per event into the running average.
+func (c *consumer) measure(per time.Duration) {
+	old := time.Duration(c.perEvent.Load())
+	if old > 0 {
+		per = (3*old + per) / 4
+	}
+	c.perEvent.Store(int64(max(per, 1)))
 }
 
 // batchAcks tracks the records a batch produced without waiting: the

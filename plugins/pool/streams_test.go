@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -477,5 +480,135 @@ func TestHTTPEmits(t *testing.T) {
 	recs, ok := readTopic(t, dev.Addr, "h.alerts", 5*time.Second, func(r []*kgo.Record) bool { return len(r) >= 1 })
 	if !ok || string(recs[0].Value) != "alert:second" || string(recs[0].Key) != "alerts-key" {
 		t.Fatalf("h.alerts = %v", recs)
+	}
+}
+
+// TestStreamOrderedBatches: a Go function's events of a partition go to
+// its worker in ordered batches; the outputs keep the partition's order,
+// and an event that fails in a batch (a typed failure, then a worker that
+// exits) is retried and dead-lettered exactly as one at a time: as many
+// attempts, no more, and the events after it handled in order.
+func TestStreamOrderedBatches(t *testing.T) {
+	dev, cl := devBroker(t)
+	topics(t, cl, broker.Topic{Name: "o.in", Partitions: 1})
+	var vals []string
+	for i := range 300 {
+		v := fmt.Sprintf("ev-%04d", i)
+		switch i {
+		case 90:
+			v = "fail"
+		case 200:
+			v = "exit"
+		}
+		vals = append(vals, v)
+	}
+	keyed(t, cl, "o.in", "k", vals...)
+	f := streamFn("ordered", "first", "o.in", "o.out")
+	f.Runtime, f.Command = "go", nil
+	f.MaxInstances = 1
+	f.Retry = &pool.RetryConfig{Attempts: 2, Backoff: "10ms", MaxBackoff: "20ms"}
+	_, srv := streamPoolSrv(t, dev, f)
+
+	out := readAll(t, dev.Addr, "o.out", 298)
+	var want []string
+	for _, v := range vals {
+		if v != "fail" && v != "exit" {
+			want = append(want, strings.ToUpper(v))
+		}
+	}
+	for i, r := range out[:298] {
+		if string(r.Value) != want[i] {
+			t.Fatalf("output %d = %s, want %s: the order was not kept", i, r.Value, want[i])
+		}
+	}
+	dls := readAll(t, dev.Addr, "o.in.dlq", 2)
+	for i, w := range []struct{ value, typ string }{{"fail", "PreconditionFailed"}, {"exit", "InstanceFailed"}} {
+		dl := dls[i]
+		if string(dl.Value) != w.value || broker.Header(dl, broker.HeaderErrorType) != w.typ || broker.Attempts(dl) != 2 {
+			t.Errorf("dead letter %d = %s type %q attempts %d, want %s %s after 2", i, dl.Value, broker.Header(dl, broker.HeaderErrorType), broker.Attempts(dl), w.value, w.typ)
+		}
+	}
+	if n := metric(t, srv, "butter_ordered_batches_total", "ordered"); n < 2 {
+		t.Errorf("%v ordered batches: the events went one at a time", n)
+	}
+	// The typed failure ran exactly its 2 attempts, the first in a batch,
+	// and every other event succeeded once. The worker's exit in a batch
+	// is not pinned on an event (the RESULTs it had not written are lost
+	// with it), so "exit" failed 3 times or more: the calls that reach the
+	// dead instance before the pool has replaced it fail too, as they do
+	// one at a time.
+	eventually(t, 10*time.Second, "every call counted", func() bool {
+		return metricOf(t, srv, "butter_invocations_total", "ordered", `outcome="ok"`) >= 298
+	})
+	ok := metricOf(t, srv, "butter_invocations_total", "ordered", `outcome="ok"`)
+	if pf, inst := metricOf(t, srv, "butter_invocation_errors_total", "ordered", `type="PreconditionFailed"`), metricOf(t, srv, "butter_invocation_errors_total", "ordered", `type="InstanceFailed"`); ok != 298 || pf != 2 || inst < 3 {
+		t.Errorf("%v calls succeeded, %v failed as PreconditionFailed and %v as InstanceFailed, want 298, 2 and at least 3", ok, pf, inst)
+	}
+}
+
+// metricOf is metric for the series with the label sel, too.
+func metricOf(t *testing.T, srv *httptest.Server, name, function, sel string) float64 {
+	t.Helper()
+	resp, err := http.Get(srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, name+"{") && strings.Contains(line, `function="`+function+`"`) && strings.Contains(line, sel) {
+			f := strings.Fields(line)
+			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+			return v
+		}
+	}
+	return 0
+}
+
+// TestStreamOrderedBatchTimeout: an event that outlasts the timeout in an
+// ordered batch (its handler ignores its deadline) times out, its worker
+// is killed as hung, and it is retried and dead-lettered as Timeout after
+// its attempts; the events after it are handled in order.
+func TestStreamOrderedBatchTimeout(t *testing.T) {
+	dev, cl := devBroker(t)
+	topics(t, cl, broker.Topic{Name: "ot.in", Partitions: 1})
+	vals := events("ev", 0, 40)
+	vals[20] = "hang"
+	keyed(t, cl, "ot.in", "k", vals...)
+	f := streamFn("orderedto", "first", "ot.in", "ot.out")
+	f.Runtime, f.Command = "go", nil
+	f.MaxInstances, f.Timeout = 1, "1s"
+	f.Retry = &pool.RetryConfig{Attempts: 2, Backoff: "10ms", MaxBackoff: "20ms"}
+	_, srv := streamPoolSrv(t, dev, f)
+
+	out := readAll(t, dev.Addr, "ot.out", 39)
+	var want []string
+	for _, v := range vals {
+		if v != "hang" {
+			want = append(want, strings.ToUpper(v))
+		}
+	}
+	for i, r := range out[:39] {
+		if string(r.Value) != want[i] {
+			t.Fatalf("output %d = %s, want %s: the order was not kept", i, r.Value, want[i])
+		}
+	}
+	dl := readAll(t, dev.Addr, "ot.in.dlq", 1)[0]
+	if string(dl.Value) != "hang" || broker.Header(dl, broker.HeaderErrorType) != "Timeout" || broker.Attempts(dl) != 2 {
+		t.Errorf("dead letter = %s type %q attempts %d, want hang Timeout after 2", dl.Value, broker.Header(dl, broker.HeaderErrorType), broker.Attempts(dl))
+	}
+	if n := metric(t, srv, "butter_ordered_batches_total", "orderedto"); n < 1 {
+		t.Errorf("%v ordered batches", n)
+	}
+	if n := metricOf(t, srv, "butter_invocation_errors_total", "orderedto", `type="Timeout"`); n != 2 {
+		t.Errorf("%v calls timed out, want 2 (the attempts of hang)", n)
+		resp, _ := http.Get(srv.URL + "/metrics")
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.Contains(l, "orderedto") && !strings.Contains(l, "bucket") {
+				t.Log(l)
+			}
+		}
 	}
 }

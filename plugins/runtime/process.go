@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -113,6 +114,7 @@ func (p *Process) Start(ctx context.Context, fn *Function) (Instance, error) {
 			} else if h.Protocol != proto.Version {
 				hello <- fmt.Errorf("worker speaks protocol %d, the pool speaks %d", h.Protocol, proto.Version)
 			} else {
+				inst.ordered = h.Ordered
 				hello <- nil
 			}
 		}
@@ -152,6 +154,7 @@ type procInstance struct {
 	r       *proto.Reader
 	stderr  *tailBuffer
 	waitErr error
+	ordered bool // the worker runs ordered batches (set before any call)
 
 	mu      sync.Mutex
 	nextID  uint32
@@ -291,6 +294,189 @@ func (i *procInstance) Invoke(ctx context.Context, inv *Invocation) error {
 		return i.finish(res, ok, c, inv)
 	case <-ctx.Done():
 		return i.cancel(ctx, id, c)
+	}
+}
+
+// Ordered reports whether the worker advertised ordered batches.
+func (i *procInstance) Ordered() bool { return i.ordered }
+
+// InvokeOrdered sends a batch's INVOKE, DATA and END frames in one write,
+// each INVOKE marked as part of the ordered batch, and collects the
+// results in order (runtime.Batcher).
+func (i *procInstance) InvokeOrdered(ctx context.Context, invs []*Invocation) []error {
+	errs := make([]error, len(invs))
+	skipRest := func(from int, msg string) {
+		for k := from; k < len(invs); k++ {
+			if errs[k] == nil {
+				errs[k] = &proto.Error{Type: proto.Skipped, Message: msg}
+			}
+		}
+	}
+	if !i.ordered {
+		skipRest(0, "the worker does not run ordered batches")
+		return errs
+	}
+	// Inputs first: one that cannot be read fails as Invoke would, and
+	// the batch ends before it.
+	var data []byte
+	ends := make([]int, 0, len(invs))
+	bp := inputBufs.Get().(*[]byte)
+	for k, inv := range invs {
+		if inv.Input != nil {
+			var err error
+			if data, err = readAllInto(data, inv.Input, *bp); err != nil {
+				errs[k] = fmt.Errorf("read input: %w", err)
+				skipRest(k+1, "an invocation before it in its ordered batch failed")
+				break
+			}
+		}
+		ends = append(ends, len(data))
+	}
+	inputBufs.Put(bp)
+	invs = invs[:len(ends)]
+	if len(invs) == 0 {
+		return errs
+	}
+
+	i.mu.Lock()
+	if i.gone || i.closing {
+		i.mu.Unlock()
+		for k := range invs {
+			errs[k] = ErrInstanceGone
+		}
+		return errs
+	}
+	ids := make([]uint32, len(invs))
+	cs := make([]*procCall, len(invs))
+	for k, inv := range invs {
+		i.nextID++
+		ids[k] = i.nextID
+		cs[k] = &procCall{ctx: ctx, out: inv.Output, calls: inv.Calls, result: make(chan proto.ResultMsg, 1)}
+		i.calls[ids[k]] = cs[k]
+	}
+	i.mu.Unlock()
+
+	buf := make([]byte, 0, len(data)+len(invs)*(3*9+160))
+	start := 0
+	for k, inv := range invs {
+		deadline := inv.Deadline
+		if d, ok := ctx.Deadline(); ok && (deadline.IsZero() || d.Before(deadline)) {
+			deadline = d
+		}
+		meta, err := json.Marshal(proto.InvokeMsg{Function: i.fn.Name, Deadline: deadline.UnixMilli(), Options: inv.Options, Meta: inv.Meta, State: inv.State,
+			Ordered: true, Batch: ids[0], Index: k, Count: len(invs)})
+		if err == nil {
+			buf, err = proto.AppendFrame(buf, proto.Invoke, ids[k], meta)
+		}
+		if err != nil {
+			// Never for metadata of strings: the instance is fine, the
+			// batch is not; its frames were not sent.
+			i.mu.Lock()
+			for _, id := range ids {
+				delete(i.calls, id)
+			}
+			i.mu.Unlock()
+			for k := range invs {
+				errs[k] = err
+			}
+			return errs
+		}
+		for in := data[start:ends[k]]; len(in) > 0; {
+			n := min(len(in), proto.ChunkSize)
+			buf, _ = proto.AppendFrame(buf, proto.Data, ids[k], in[:n])
+			in = in[n:]
+		}
+		start = ends[k]
+		buf, _ = proto.AppendFrame(buf, proto.End, ids[k], nil)
+	}
+	sent := make(chan error, 1)
+	go func() { sent <- i.w.WriteFrames(buf) }()
+
+	// Results come in order. After a failure the worker skips the rest;
+	// their RESULTs are still awaited, so that their ids are free and
+	// nothing of theirs is still to come.
+	for k := 0; k < len(invs); {
+		select {
+		case res, ok := <-cs[k].result:
+			errs[k] = i.finish(res, ok, cs[k], invs[k])
+			if errs[k] != nil && !ok {
+				// The worker died: nothing after it ran, and its
+				// RESULTs never come.
+				skipRest(k+1, "its worker exited")
+				return errs
+			}
+			if errs[k] != nil {
+				skipRest(k+1, "an invocation before it in its ordered batch failed")
+			}
+			k++
+		case err := <-sent:
+			sent = nil
+			if err != nil {
+				errs[k] = i.broken(err)
+				skipRest(k+1, "its worker exited")
+				return errs
+			}
+		case <-ctx.Done():
+			i.cancelOrdered(ctx, cs[k:], ids[k:], errs[k:])
+			if k > 0 && errs[k-1] != nil {
+				// After a failure the worker runs nothing more.
+				errs[k] = &proto.Error{Type: proto.Skipped, Message: "an invocation before it in its ordered batch failed"}
+			}
+			return errs
+		}
+	}
+	return errs
+}
+
+// cancelOrdered cancels the invocations of a batch still in flight when
+// its context ended, as cancel does one: the first fails with Timeout (or
+// the context's error), the others, which the worker skips, as Skipped.
+func (i *procInstance) cancelOrdered(ctx context.Context, cs []*procCall, ids []uint32, errs []error) {
+	var frames []byte
+	for k, c := range cs {
+		c.mu.Lock()
+		c.done = true
+		c.mu.Unlock()
+		frames, _ = proto.AppendFrame(frames, proto.Cancel, ids[k], nil)
+	}
+	_ = i.w.WriteFrames(frames)
+	grace := i.p.CancelGrace
+	if grace == 0 {
+		grace = time.Second
+	}
+	timer := time.NewTimer(grace)
+	defer timer.Stop()
+	for _, c := range cs {
+		select {
+		case <-c.result:
+		case <-timer.C:
+			i.kill()
+			<-i.exited
+		}
+	}
+	errs[0] = ctx.Err()
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		errs[0] = &proto.Error{Type: proto.Timeout, Message: fmt.Sprintf("%s did not answer before its deadline", i.fn.Name)}
+	}
+	for k := 1; k < len(errs); k++ {
+		errs[k] = &proto.Error{Type: proto.Skipped, Message: "its ordered batch was cancelled"}
+	}
+}
+
+// readAllInto appends all of r to dst, reading through buf.
+func readAllInto(dst []byte, r io.Reader, buf []byte) ([]byte, error) {
+	if br, ok := r.(interface{ Len() int }); ok {
+		dst = slices.Grow(dst, br.Len())
+	}
+	for {
+		n, err := r.Read(buf)
+		dst = append(dst, buf[:n]...)
+		if err == io.EOF {
+			return dst, nil
+		}
+		if err != nil {
+			return dst, err
+		}
 	}
 }
 

@@ -94,6 +94,23 @@ type Instance interface {
 	Pid() int
 }
 
+// Batcher is implemented by instances that can run an ordered batch of
+// invocations (docs/worker-protocol.md, "Ordered batches"): the process
+// runtime's, when its worker advertised the capability in HELLO.
+type Batcher interface {
+	// Ordered reports whether InvokeOrdered may be used.
+	Ordered() bool
+	// InvokeOrdered sends invs to the instance at once and runs them one
+	// at a time, in order, each once the one before it succeeded. It
+	// returns one error per invocation, as Invoke would: nil, a
+	// *proto.Error, or an instance failure. An invocation that was not
+	// run, because one before it failed or ctx ended before it started,
+	// fails with a *proto.Error of type proto.Skipped; after the first
+	// failure, no invocation of the batch has run. The whole batch is
+	// bounded by ctx and each invocation by its Deadline.
+	InvokeOrdered(ctx context.Context, invs []*Invocation) []error
+}
+
 // Runtime starts instances.
 type Runtime interface {
 	Start(ctx context.Context, fn *Function) (Instance, error)

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,6 +25,12 @@ type pool struct {
 }
 
 func serve(t *testing.T, h butter.Handler) *pool {
+	t.Helper()
+	return serveHello(t, h, nil)
+}
+
+// serveHello is serve, passing the worker's HELLO to hello when not nil.
+func serveHello(t *testing.T, h butter.Handler, hello func(proto.HelloMsg)) *pool {
 	t.Helper()
 	toR, toW := io.Pipe()
 	fromR, fromW := io.Pipe()
@@ -51,8 +59,16 @@ func serve(t *testing.T, h butter.Handler) *pool {
 			t.Error("the worker did not stop after its input closed")
 		}
 	})
-	if f := p.next(); f.Type != proto.Hello {
+	f := p.next()
+	if f.Type != proto.Hello {
 		t.Fatalf("first frame %s, want HELLO", f.Type)
+	}
+	if hello != nil {
+		var h proto.HelloMsg
+		if err := json.Unmarshal(f.Payload, &h); err != nil {
+			t.Fatal(err)
+		}
+		hello(h)
 	}
 	return p
 }
@@ -172,5 +188,111 @@ func TestStateUntouched(t *testing.T) {
 	out, res := p.invoke(1, proto.InvokeMsg{Function: "f", State: &proto.StateMsg{Key: "k", Value: json.RawMessage(`[1,2]`)}}, "")
 	if out != "[1,2]" || res.Error != nil || res.State != nil {
 		t.Fatalf("output %q, result %+v %+v", out, res.Error, res.State)
+	}
+}
+
+// HELLO advertises ordered batches; the invocations of an ordered batch,
+// sent in one write with more concurrency allowed, run one at a time in
+// order, their results come back in order, and once one fails the rest of
+// its batch are skipped, not run, while another batch runs on.
+func TestOrderedBatch(t *testing.T) {
+	t.Setenv("BUTTER_CONCURRENCY", "8")
+	var mu sync.Mutex
+	var ran []string
+	running := 0 // invocations of batch a running
+	p := serveHello(t, func(ctx context.Context, in []byte) ([]byte, error) {
+		a := strings.HasPrefix(string(in), "a")
+		mu.Lock()
+		if a {
+			running++
+		}
+		overlap := running > 1
+		ran = append(ran, string(in))
+		mu.Unlock()
+		time.Sleep(time.Millisecond)
+		mu.Lock()
+		if a {
+			running--
+		}
+		mu.Unlock()
+		if overlap {
+			return nil, errors.New("ran alongside another invocation")
+		}
+		if string(in) == "a3" || string(in) == "b1" {
+			return nil, butter.ErrPreconditionFailed
+		}
+		return []byte(strings.ToUpper(string(in))), nil
+	}, func(h proto.HelloMsg) {
+		if !h.Ordered {
+			t.Errorf("HELLO %+v does not advertise ordered batches", h)
+		}
+	})
+	deadline := time.Now().Add(time.Minute).UnixMilli()
+	// Batch a: ids 1-6, a3 fails. Batch b (ids 10-12), sent unordered
+	// after a: b1 fails, b2 still runs.
+	var buf []byte
+	for i := range 6 {
+		meta, _ := json.Marshal(proto.InvokeMsg{Function: "f", Deadline: deadline, Ordered: true, Batch: 1, Index: i, Count: 6})
+		buf, _ = proto.AppendFrame(buf, proto.Invoke, uint32(1+i), meta)
+		buf, _ = proto.AppendFrame(buf, proto.Data, uint32(1+i), fmt.Appendf(nil, "a%d", i))
+		buf, _ = proto.AppendFrame(buf, proto.End, uint32(1+i), nil)
+	}
+	if err := p.w.WriteFrames(buf); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		id := uint32(10 + i)
+		_ = p.w.WriteJSON(proto.Invoke, id, proto.InvokeMsg{Function: "f", Deadline: deadline})
+		_ = p.w.Write(proto.Data, id, fmt.Appendf(nil, "b%d", i))
+		_ = p.w.Write(proto.End, id, nil)
+	}
+	outs := map[uint32]string{}
+	var order []uint32
+	results := map[uint32]proto.ResultMsg{}
+	for len(results) < 9 {
+		f := p.next()
+		switch f.Type {
+		case proto.Data:
+			outs[f.ID] += string(f.Payload)
+		case proto.Result:
+			var res proto.ResultMsg
+			if err := json.Unmarshal(f.Payload, &res); err != nil {
+				t.Fatal(err)
+			}
+			results[f.ID] = res
+			if f.ID < 10 {
+				order = append(order, f.ID)
+			}
+		}
+	}
+	if fmt.Sprint(order) != "[1 2 3 4 5 6]" {
+		t.Errorf("batch results in order %v", order)
+	}
+	for id := uint32(1); id <= 3; id++ {
+		if want := fmt.Sprintf("A%d", id-1); outs[id] != want || results[id].Error != nil {
+			t.Errorf("invocation %d: %q %+v, want %s", id, outs[id], results[id].Error, want)
+		}
+	}
+	if e := results[4].Error; e == nil || e.Type != proto.PreconditionFailed {
+		t.Errorf("a3: %+v, want PreconditionFailed", e)
+	}
+	for id := uint32(5); id <= 6; id++ {
+		if e := results[id].Error; e == nil || e.Type != proto.Skipped || outs[id] != "" {
+			t.Errorf("invocation %d after the failure: %q %+v, want Skipped", id, outs[id], e)
+		}
+	}
+	if e := results[12].Error; e != nil || outs[12] != "B2" {
+		t.Errorf("unordered b2 after b1 failed: %q %+v", outs[12], e)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	var as []string
+	for _, r := range ran {
+		if strings.HasPrefix(r, "a") {
+			as = append(as, r)
+		}
+	}
+	if fmt.Sprint(as) != "[a0 a1 a2 a3]" {
+		t.Errorf("batch a ran %v, want a0 to a3 in order", as)
 	}
 }

@@ -103,28 +103,99 @@ func unexpected(err error) error {
 }
 
 // Writer writes frames. It is safe for concurrent use: each frame is
-// written whole.
+// written whole. Frames may also be queued (Queue) and written later with
+// one write (Flush): a Write, or WriteFrames, writes the queued frames
+// first, in the same write, so frames keep their order.
 type Writer struct {
-	mu sync.Mutex
-	w  io.Writer
+	mu      sync.Mutex
+	w       io.Writer
+	pending []byte // queued frames, not yet written
 }
 
 // NewWriter returns a frame writer over w.
 func NewWriter(w io.Writer) *Writer { return &Writer{w: w} }
 
-// Write writes one frame.
-func (w *Writer) Write(t Type, id uint32, payload []byte) error {
+// AppendFrame appends the encoding of one frame to dst.
+func AppendFrame(dst []byte, t Type, id uint32, payload []byte) ([]byte, error) {
 	if len(payload)+5 > MaxFrame {
-		return ErrFrameTooLarge
+		return dst, ErrFrameTooLarge
 	}
-	buf := make([]byte, 9+len(payload))
-	binary.BigEndian.PutUint32(buf[:4], uint32(5+len(payload)))
-	buf[4] = byte(t)
-	binary.BigEndian.PutUint32(buf[5:9], id)
-	copy(buf[9:], payload)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(5+len(payload)))
+	dst = append(dst, byte(t))
+	dst = binary.BigEndian.AppendUint32(dst, id)
+	return append(dst, payload...), nil
+}
+
+// Write writes one frame, after the queued ones.
+func (w *Writer) Write(t Type, id uint32, payload []byte) error {
+	buf, err := AppendFrame(make([]byte, 0, 9+len(payload)), t, id, payload)
+	if err != nil {
+		return err
+	}
+	return w.WriteFrames(buf)
+}
+
+// WriteFrames writes frames already encoded with AppendFrame, after the
+// queued ones, in one write.
+func (w *Writer) WriteFrames(b []byte) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	_, err := w.w.Write(buf)
+	if len(w.pending) > 0 {
+		w.pending = append(w.pending, b...)
+		return w.flushLocked()
+	}
+	_, err := w.w.Write(b)
+	return err
+}
+
+// Queue adds one frame to those to write at the next Flush, Write or
+// WriteFrames. Once a chunk's worth is queued, it writes them.
+func (w *Writer) Queue(t Type, id uint32, payload []byte) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var err error
+	if w.pending, err = AppendFrame(w.pending, t, id, payload); err != nil {
+		return err
+	}
+	if len(w.pending) >= ChunkSize {
+		return w.flushLocked()
+	}
+	return nil
+}
+
+// QueueJSON queues a frame whose payload is v encoded as JSON.
+func (w *Writer) QueueJSON(t Type, id uint32, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("worker protocol: encode %s: %w", t, err)
+	}
+	return w.Queue(t, id, b)
+}
+
+// Queued reports whether frames are queued.
+func (w *Writer) Queued() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.pending) > 0
+}
+
+// Flush writes the queued frames.
+func (w *Writer) Flush() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.flushLocked()
+}
+
+func (w *Writer) flushLocked() error {
+	if len(w.pending) == 0 {
+		return nil
+	}
+	_, err := w.w.Write(w.pending)
+	if cap(w.pending) > 4*ChunkSize {
+		w.pending = nil // do not hold a large batch's buffer
+	} else {
+		w.pending = w.pending[:0]
+	}
 	return err
 }
 
@@ -141,6 +212,10 @@ func (w *Writer) WriteJSON(t Type, id uint32, v any) error {
 type HelloMsg struct {
 	Protocol int    `json:"protocol"`
 	SDK      string `json:"sdk"`
+	// Ordered is true when the worker runs ordered batches (INVOKE's
+	// Ordered; docs/worker-protocol.md). A pool that does not know it
+	// ignores it.
+	Ordered bool `json:"ordered,omitempty"`
 }
 
 // InvokeMsg is the payload of INVOKE.
@@ -152,6 +227,16 @@ type InvokeMsg struct {
 	// State is set only for a function with a state block
 	// (docs/state.md): the call's state key and its current state.
 	State *StateMsg `json:"state,omitempty"`
+	// Ordered, sent only to a worker whose HELLO said "ordered", makes
+	// the invocation part of an ordered batch (docs/worker-protocol.md):
+	// the invocations of batch Batch (numbered Index from 0 to Count-1)
+	// run one at a time, in that order, each after the RESULT of the one
+	// before, and once one fails the rest are not run but answered with
+	// a Skipped error.
+	Ordered bool   `json:"ordered,omitempty"`
+	Batch   uint32 `json:"batch,omitempty"`
+	Index   int    `json:"index,omitempty"`
+	Count   int    `json:"count,omitempty"`
 }
 
 // StateMsg carries per-key state (docs/state.md). In INVOKE, Key is the
@@ -180,6 +265,9 @@ const (
 	PreconditionFailed  = "PreconditionFailed"
 	PostconditionFailed = "PostconditionFailed"
 	Timeout             = "Timeout"
+	// Skipped answers an invocation of an ordered batch that was not run
+	// because one before it failed, or it was cancelled before it ran.
+	Skipped = "Skipped"
 )
 
 // ResultMsg is the payload of RESULT.

@@ -62,3 +62,52 @@ func TestBadFrames(t *testing.T) {
 		t.Errorf("writing an oversized frame: %v", err)
 	}
 }
+
+// writes records each write made to it.
+type writes struct{ w [][]byte }
+
+func (c *writes) Write(p []byte) (int, error) {
+	c.w = append(c.w, append([]byte(nil), p...))
+	return len(p), nil
+}
+
+// Queued frames wait for Flush, or go out with the next Write, before it
+// and in one write; AppendFrame encodes frames as Write does.
+func TestQueueAndFlush(t *testing.T) {
+	out := &writes{}
+	w := proto.NewWriter(out)
+	if err := w.Queue(proto.Data, 1, []byte("a")); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.QueueJSON(proto.Result, 1, proto.ResultMsg{}); err != nil {
+		t.Fatal(err)
+	}
+	if len(out.w) != 0 || !w.Queued() {
+		t.Fatalf("queued frames were written: %d writes", len(out.w))
+	}
+	if err := w.Write(proto.Call, 2, []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	if len(out.w) != 1 || w.Queued() {
+		t.Fatalf("%d writes, want the queued frames and the new one in 1", len(out.w))
+	}
+	var want []byte
+	want, _ = proto.AppendFrame(want, proto.Data, 1, []byte("a"))
+	want, _ = proto.AppendFrame(want, proto.Result, 1, []byte("{}"))
+	want, _ = proto.AppendFrame(want, proto.Call, 2, []byte("{}"))
+	if !bytes.Equal(out.w[0], want) {
+		t.Errorf("written % x, want % x", out.w[0], want)
+	}
+	if err := w.Flush(); err != nil || len(out.w) != 1 {
+		t.Errorf("Flush with nothing queued: %v, %d writes", err, len(out.w))
+	}
+	_ = w.Queue(proto.Data, 3, []byte("b"))
+	if err := w.Flush(); err != nil || len(out.w) != 2 {
+		t.Errorf("Flush: %v, %d writes", err, len(out.w))
+	}
+	// A chunk's worth queued is written without waiting for Flush.
+	_ = w.Queue(proto.Data, 4, make([]byte, proto.ChunkSize))
+	if len(out.w) != 3 || w.Queued() {
+		t.Errorf("a full chunk stayed queued: %d writes", len(out.w))
+	}
+}
