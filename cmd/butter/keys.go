@@ -21,11 +21,6 @@ Usage: butter keys <subcommand>
   API keys let callers through the gateway's api_key routes. The control
   plane keeps only each key's SHA-256 hash; a key is shown once, when it is
   created.
-
-Subcommands:
-    create    Create a key for a project
-    list      List the keys' hashes, projects and routes
-    revoke    Revoke a key by its hash
 `)
 }
 func (c *keysCommand) Run(args []string) int { return cli.RunResultHelp }
