@@ -93,6 +93,20 @@ func Init(dir, name, runtime string) ([]string, error) {
 		}
 		written = append(written, f.rel)
 	}
+	// butter dev keeps its state and the local secrets file under .butter/:
+	// keep them out of git, unless the directory already has a .gitignore.
+	gi := filepath.Join(dir, ".gitignore")
+	if _, err := os.Stat(gi); os.IsNotExist(err) {
+		if err := os.WriteFile(gi, []byte(gitignore), 0o644); err != nil {
+			return written, fmt.Errorf("init %s: %w", dir, err)
+		}
+		written = append(written, ".gitignore")
+	}
 	sort.Strings(written)
 	return written, nil
 }
+
+// gitignore is a new project's .gitignore.
+const gitignore = `# butter dev's state and local secrets (docs/secrets-dev.md)
+.butter/
+`

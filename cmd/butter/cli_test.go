@@ -141,6 +141,9 @@ func TestInit(t *testing.T) {
 			if v := butter(t, ".", "validate", dir); v.code != 0 {
 				t.Fatalf("the new project does not validate: %s", v.stderr)
 			}
+			if gi, err := os.ReadFile(filepath.Join(dir, ".gitignore")); err != nil || !strings.Contains(string(gi), ".butter/") {
+				t.Errorf("the new project's .gitignore should keep .butter/ (dev state, local secrets) out of git: %q %v", gi, err)
+			}
 			before, _ := os.ReadFile(filepath.Join(dir, "my-"+rt+".fn.hcl"))
 			again := butter(t, ".", "init", dir, "-runtime", rt)
 			if again.code != 1 || !strings.Contains(again.stderr, "already exists") {
