@@ -5,7 +5,7 @@
 //
 // Packing many functions into one Nomad allocation means they share a user
 // and a task directory, so file modes cannot separate them. The pool
-// therefore starts each instance through a small shim, `butter _sandbox`,
+// therefore starts each instance through a small shim, butter-sandbox (or `butter _sandbox`),
 // which confines itself with Landlock (Linux 5.13+, unprivileged) and then
 // executes the instance:
 //

@@ -230,12 +230,7 @@ func BenchmarkDeploy(b *testing.B) {
 func benchDeployNomad(b *testing.B) {
 	nomadtest.Binary(b) // skips, or fails under BUTTER_REQUIRE_NOMAD, when missing
 	root := nomadtest.RepoRoot(b)
-	pluginDir := b.TempDir()
-	build := exec.Command("go", "build", "-o", filepath.Join(pluginDir, "nomad-driver-butter"), "./cmd/nomad-driver-butter")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("build the plugin: %v\n%s", err, out)
-	}
+	pluginDir := buildPlugin(b, root)
 	agent := nomadtest.StartWith(b, nomadtest.Options{
 		PluginDir: pluginDir,
 		HCL: fmt.Sprintf(`

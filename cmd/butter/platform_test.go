@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -30,12 +29,7 @@ func freePortNum(t *testing.T) int { return testport.Port(t) }
 // consumes.
 func TestIoTOnNomad(t *testing.T) {
 	root := repo(t)
-	pluginDir := t.TempDir()
-	build := exec.Command("go", "build", "-o", filepath.Join(pluginDir, "nomad-driver-butter"), "./cmd/nomad-driver-butter")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build the plugin: %v\n%s", err, out)
-	}
+	pluginDir := buildPlugin(t, root)
 	kafkaPort, httpPort, raftPort, gwPort := freePortNum(t), freePortNum(t), freePortNum(t), freePortNum(t)
 	brokers := fmt.Sprintf("127.0.0.1:%d", kafkaPort)
 	agent := nomadtest.StartWith(t, nomadtest.Options{

@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -127,12 +126,7 @@ func TestSecretsOnNomad(t *testing.T) {
 	t.Cleanup(kafka.Close)
 	kafkaAddr := kafka.ListenAddrs()[0]
 	saslOpt := kgo.SASL(plain.Auth{User: "butter", Pass: saslPass}.AsMechanism())
-	pluginDir := t.TempDir()
-	build := exec.Command("go", "build", "-o", filepath.Join(pluginDir, "nomad-driver-butter"), "./cmd/nomad-driver-butter")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build the plugin: %v\n%s", err, out)
-	}
+	pluginDir := buildPlugin(t, root)
 	agent := nomadtest.StartWith(t, nomadtest.Options{
 		PluginDir: pluginDir,
 		HCL: fmt.Sprintf(`
@@ -193,17 +187,10 @@ vault {
 	s := singleServer(t, "-nomad-addr", agent.Addr)
 	addr := "http://" + s.http
 	dir := filepath.Join(t.TempDir(), "vt")
-	for path, content := range map[string]string{
+	writeFiles(t, dir, map[string]string{
 		"vt.fn.hcl":      fmt.Sprintf(secretsSpec, "vt", kafkaAddr, ciphertext, "vt", "vt"),
 		"probe/index.js": probeJS,
-	} {
-		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, path)), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, path), []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	})
 	r = butter(t, ".", "deploy", "-address", addr, dir)
 	if r.code != 0 || !strings.Contains(r.stdout, "is healthy") {
 		t.Fatalf("deploy: %+v", r)
@@ -431,17 +418,10 @@ vault {
 	// event naming Vault, and its pool never starts.
 	v.Stop()
 	down := filepath.Join(t.TempDir(), "vtdown")
-	for path, content := range map[string]string{
+	writeFiles(t, down, map[string]string{
 		"vtdown.fn.hcl":  fmt.Sprintf(secretsSpec, "vtdown", kafkaAddr, ciphertext, "vtdown", "vtdown"),
 		"probe/index.js": probeJS,
-	} {
-		if err := os.MkdirAll(filepath.Dir(filepath.Join(down, path)), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(down, path), []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	})
 	if r := butter(t, ".", "deploy", "-detach", "-address", addr, down); r.code != 0 {
 		t.Fatalf("deploy -detach: %+v", r)
 	}
@@ -579,4 +559,18 @@ func allRecords(t *testing.T, brokerAddr string, opts ...kgo.Opt) []byte {
 		})
 	}
 	return out.Bytes()
+}
+
+// writeFiles writes files (relative path to content) under dir.
+func writeFiles(t *testing.T, dir string, files map[string]string) {
+	t.Helper()
+	for path, content := range files {
+		p := filepath.Join(dir, path)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

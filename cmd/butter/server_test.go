@@ -528,12 +528,7 @@ func activeIs(listing, id string) bool {
 // rollback puts the previous revision's job back.
 func TestDeployToNomad(t *testing.T) {
 	root := repo(t)
-	pluginDir := t.TempDir()
-	build := exec.Command("go", "build", "-o", filepath.Join(pluginDir, "nomad-driver-butter"), "./cmd/nomad-driver-butter")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build the plugin: %v\n%s", err, out)
-	}
+	pluginDir := buildPlugin(t, root)
 	agent := nomadtest.StartWith(t, nomadtest.Options{
 		PluginDir: pluginDir,
 		HCL:       fmt.Sprintf("plugin \"nomad-driver-butter\" {\n  config {\n    butter_path = %q\n  }\n}\n", butterBin),
@@ -623,6 +618,19 @@ func TestDeployToNomad(t *testing.T) {
 	if !regexp.MustCompile(third + `\s+failed`).MatchString(r.stdout) {
 		t.Errorf("revisions should list %s as failed:\n%s", third, r.stdout)
 	}
+}
+
+// buildPlugin builds the task-driver plugin from the repository at root
+// into a new plugin directory, and returns the directory.
+func buildPlugin(tb testing.TB, root string) string {
+	tb.Helper()
+	dir := tb.TempDir()
+	build := exec.Command("go", "build", "-o", filepath.Join(dir, "nomad-driver-butter"), "./cmd/nomad-driver-butter")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		tb.Fatalf("build the plugin: %v\n%s", err, out)
+	}
+	return dir
 }
 
 // editFile replaces old with new in a file, and fails when old is absent.

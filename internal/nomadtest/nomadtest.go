@@ -33,7 +33,7 @@ type Agent struct {
 	// Bin is the nomad binary.
 	Bin    string
 	Client *api.Client
-	log    *lockedBuffer
+	log    *SyncBuffer
 
 	dir    string
 	args   []string
@@ -149,7 +149,7 @@ server {
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	a := &Agent{Addr: fmt.Sprintf("http://127.0.0.1:%d", http), Bin: bin, log: &lockedBuffer{}, dir: dir, args: append(args, "-config", cfgPath), opts: opts}
+	a := &Agent{Addr: fmt.Sprintf("http://127.0.0.1:%d", http), Bin: bin, log: &SyncBuffer{}, dir: dir, args: append(args, "-config", cfgPath), opts: opts}
 	client, err := api.NewClient(&api.Config{Address: a.Addr})
 	if err != nil {
 		t.Fatal(err)
@@ -315,20 +315,20 @@ func (a *Agent) PluginDir() string { return a.opts.PluginDir }
 // Log returns what the agent has printed so far.
 func (a *Agent) Log() string { return a.log.String() }
 
-// lockedBuffer is a bytes.Buffer safe for the agent's output goroutines
-// and a test reading it at once.
-type lockedBuffer struct {
+// SyncBuffer is a bytes.Buffer safe for a child process's output
+// goroutines and a test reading it at once.
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (l *lockedBuffer) Write(p []byte) (int, error) {
+func (l *SyncBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.Write(p)
 }
 
-func (l *lockedBuffer) String() string {
+func (l *SyncBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()

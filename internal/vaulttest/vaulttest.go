@@ -9,7 +9,6 @@
 package vaulttest
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -17,7 +16,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -40,7 +38,7 @@ type Server struct {
 	// Client talks to the server with the root token.
 	Client *api.Client
 
-	log    *syncBuffer
+	log    *nomadtest.SyncBuffer
 	cmd    *exec.Cmd
 	exited chan error
 }
@@ -75,7 +73,7 @@ func Start(t testing.TB) *Server {
 	dir := t.TempDir()
 	token := randomToken(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	s := &Server{Addr: "http://" + addr, RootToken: token, Bin: bin, log: &syncBuffer{}}
+	s := &Server{Addr: "http://" + addr, RootToken: token, Bin: bin, log: &nomadtest.SyncBuffer{}}
 
 	cfg := api.DefaultConfig()
 	cfg.Address = s.Addr
@@ -198,25 +196,6 @@ func tail(s string, n int) string {
 		return s
 	}
 	return "..." + s[len(s)-n:]
-}
-
-// syncBuffer is a bytes.Buffer safe for the process's writers and the
-// test's readers at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // Stop stops the server now, as an outage would; the test's cleanup then
