@@ -4,6 +4,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/butterfn/butter/plugins/runtime"
 	"github.com/butterfn/butter/sdk/go/proto"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -37,6 +38,21 @@ func NewMetrics() *Metrics {
 	}
 	m.Registry.MustRegister(m.invocations, m.errors, m.duration, m.instances, m.inflight, m.coldStarts, m.restarts, m.batches)
 	return m
+}
+
+// observeBatch observes the events of a batch that ran, each taking per.
+func (m *Metrics) observeBatch(function string, per time.Duration, res []runtime.Result) {
+	dur := m.duration.WithLabelValues(function)
+	ok := m.invocations.WithLabelValues(function, "ok")
+	for _, r := range res {
+		switch {
+		case r.Err == nil:
+			dur.Observe(per.Seconds())
+			ok.Inc()
+		case !skipped(r.Err):
+			m.observe(function, per, r.Err)
+		}
+	}
 }
 
 func (m *Metrics) observe(function string, d time.Duration, err error) {

@@ -366,9 +366,9 @@ type fnPool struct {
 	timeout time.Duration
 	log     hclog.Logger
 	state   *stateStore // nil: no state block
-	// unordered is set once an instance could not run ordered batches:
-	// its worker's SDK does not offer them (invokeOrdered).
-	unordered atomic.Bool
+	// noBatches is set once an instance could not run batches: its
+	// worker speaks protocol 1 (invokeBatch).
+	noBatches atomic.Bool
 
 	mu        sync.Mutex
 	instances []*slot
@@ -671,55 +671,44 @@ func (f *fnPool) options(call map[string]string) map[string]string {
 	return merged
 }
 
-// invokeOrdered runs calls of a function without state as one ordered
-// batch on one instance (runtime.Batcher, docs/worker-protocol.md),
-// holding one unit of its concurrency, the whole batch bounded by the
-// function's timeout. It returns each call's error, as Invoke would; a
-// call that was not run fails with a proto.Skipped error. ok is false,
-// and nothing ran, when the instance cannot run ordered batches (its
-// worker did not advertise them) or none could be had.
-func (f *fnPool) invokeOrdered(ctx context.Context, calls []*Call) (errs []error, ok bool) {
-	if f.unordered.Load() {
+// invokeBatch runs a batch of events of a function without state on one
+// instance (runtime.Batcher, docs/worker-protocol.md "Batches"), holding
+// one unit of its concurrency, the whole batch bounded by the function's
+// timeout. It returns each event's result, as Invoke would; an event that
+// was not run fails with a proto.Skipped error. ok is false, and nothing
+// ran, when the instance cannot run batches (its worker speaks protocol
+// 1) or none could be had.
+func (f *fnPool) invokeBatch(ctx context.Context, b *runtime.Batch) (res []runtime.Result, ok bool) {
+	if f.noBatches.Load() {
 		return nil, false
 	}
 	start := time.Now()
-	deadline := start.Add(f.timeout)
-	dctx, cancel := context.WithDeadline(ctx, deadline)
+	b.Deadline = start.Add(f.timeout)
+	dctx, cancel := context.WithDeadline(ctx, b.Deadline)
 	defer cancel()
 	s, err := f.acquire(dctx)
 	if err != nil {
 		return nil, false
 	}
 	defer f.release(s)
-	b, isB := s.inst.(runtime.Batcher)
-	if !isB || !b.Ordered() {
-		f.unordered.Store(true)
+	bi, isB := s.inst.(runtime.Batcher)
+	if !isB || !bi.Batches() {
+		f.noBatches.Store(true)
 		return nil, false
 	}
-	invs := make([]*runtime.Invocation, len(calls))
-	for k, c := range calls {
-		invs[k] = &runtime.Invocation{
-			Deadline: deadline, Options: f.options(c.Options), Meta: c.Meta,
-			Input: c.Input, Output: c.Output, Calls: c.Calls,
-		}
-	}
-	f.pool.opts.metrics.batches.WithLabelValues(f.cfg.Name).Inc()
-	errs = b.InvokeOrdered(dctx, invs)
+	m := f.pool.opts.metrics
+	m.batches.WithLabelValues(f.cfg.Name).Inc()
+	res = bi.InvokeBatch(dctx, b)
 	ran := 0
-	for _, err := range errs {
-		if !skipped(err) {
+	for _, r := range res {
+		if !skipped(r.Err) {
 			ran++
 		}
 	}
 	if ran > 0 {
-		per := time.Since(start) / time.Duration(ran)
-		for _, err := range errs {
-			if !skipped(err) {
-				f.pool.opts.metrics.observe(f.cfg.Name, per, err)
-			}
-		}
+		m.observeBatch(f.cfg.Name, time.Since(start)/time.Duration(ran), res)
 	}
-	return errs, true
+	return res, true
 }
 
 // skipped reports whether err says a call of an ordered batch was not run.

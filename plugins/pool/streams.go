@@ -167,9 +167,11 @@ type consumer struct {
 	// resync asks run to catch up with the state changelog before it
 	// handles the next batch: partitions were assigned.
 	resync atomic.Bool
-	// perEvent is the time an event of an ordered batch took lately, in
+	// perEvent is the time an event of a batch took lately, in
 	// nanoseconds (handleBatch).
 	perEvent atomic.Int64
+	// source is the CloudEvent source of the function's outputs.
+	source string
 }
 
 func newConsumer(p *Pool, f *fnPool, tr StreamTrigger, base []kgo.Opt) (*consumer, error) {
@@ -178,7 +180,8 @@ func newConsumer(p *Pool, f *fnPool, tr StreamTrigger, base []kgo.Opt) (*consume
 		return nil, fmt.Errorf("function %s: stream %s: %w", f.cfg.Name, tr.Stream, err)
 	}
 	opts := append(append([]kgo.Opt{}, base...), broker.ProducerOpts()...)
-	c := &consumer{p: p, f: f, tr: tr, dlq: deadLetterTopic(f.cfg, tr), attempts: 1, backoff: time.Second}
+	c := &consumer{p: p, f: f, tr: tr, dlq: deadLetterTopic(f.cfg, tr), attempts: 1, backoff: time.Second,
+		source: "butter/" + p.cfg.Project + "/" + f.cfg.Name}
 	if f.state != nil {
 		// Partitions another pool handled until now: its state writes
 		// are read before their events (see run).
@@ -292,25 +295,39 @@ type event struct {
 // event prepares r; it reports false for a request whose caller gave up
 // before it was read, which is skipped.
 func (c *consumer) event(r *kgo.Record) (*event, bool) {
-	ev := &event{r: r, id: broker.Header(r, broker.HeaderID), meta: map[string]string{}}
-	if ev.id == "" {
-		ev.id = r.Topic + "-" + strconv.Itoa(int(r.Partition)) + "-" + strconv.FormatInt(r.Offset, 10)
+	deadline, ok := c.live(r)
+	if !ok {
+		return nil, false
 	}
+	ev := &event{r: r, id: eventID(r), meta: make(map[string]string, len(r.Headers)), deadline: deadline}
 	for _, h := range r.Headers {
 		ev.meta[h.Key] = string(h.Value)
 	}
-	// A request carries its caller's deadline; past it, retrying is
-	// pointless: the caller has given up. The call itself still runs to the
-	// function's own timeout, and its late reply is the caller's to drop.
-	if d := broker.Header(r, broker.HeaderDeadline); d != "" {
-		ev.deadline, _ = time.Parse(time.RFC3339Nano, d)
-	}
-	if !ev.deadline.IsZero() && time.Now().After(ev.deadline) {
-		// Its caller gave up before the request was read: skip it.
-		c.f.log.Debug("request past its deadline skipped", "id", ev.id, "deadline", ev.deadline)
-		return nil, false
-	}
 	return ev, true
+}
+
+// live reads a request's deadline, and reports false for one whose caller
+// gave up before it was read, which is skipped. A request carries its
+// caller's deadline; past it, retrying is pointless: the caller has given
+// up. The call itself still runs to the function's own timeout, and its
+// late reply is the caller's to drop.
+func (c *consumer) live(r *kgo.Record) (deadline time.Time, ok bool) {
+	if d := broker.Header(r, broker.HeaderDeadline); d != "" {
+		deadline, _ = time.Parse(time.RFC3339Nano, d)
+	}
+	if !deadline.IsZero() && time.Now().After(deadline) {
+		c.f.log.Debug("request past its deadline skipped", "id", eventID(r), "deadline", deadline)
+		return deadline, false
+	}
+	return deadline, true
+}
+
+// eventID is a record's CloudEvent id, or its place in its topic.
+func eventID(r *kgo.Record) string {
+	if id := broker.Header(r, broker.HeaderID); id != "" {
+		return id
+	}
+	return r.Topic + "-" + strconv.Itoa(int(r.Partition)) + "-" + strconv.FormatInt(r.Offset, 10)
 }
 
 // handle runs one event through the function with retries, then produces
@@ -323,28 +340,26 @@ func (c *consumer) handle(ctx context.Context, r *kgo.Record, acks *batchAcks) {
 }
 
 // attempts1 is handle's work on a prepared event. first, when not nil, is
-// the outcome of the event's first attempt, made in an ordered batch
+// the outcome of the event's first attempt, made in a batch
 // (handleBatch): the attempts go on from the second.
 func (c *consumer) attempts1(ctx context.Context, ev *event, acks *batchAcks, first *outcome) {
 	r := ev.r
 	var lastErr error
 	backoff := c.backoff
 	for attempt := 1; attempt <= c.attempts; attempt++ {
-		var out *bytes.Buffer
 		var err error
 		if attempt == 1 && first != nil {
-			out, err = first.out, first.err
+			err = first.err
 		} else {
-			out = new(bytes.Buffer)
-			var emits []*kgo.Record
+			out := new(bytes.Buffer)
 			err = c.p.Invoke(ctx, c.f.cfg.Name, &Call{
 				Input: bytes.NewReader(r.Value), Output: out, Meta: ev.meta,
-				Calls: c.calls(r, &emits), StateKey: string(r.Key),
+				Calls: c.calls(r), StateKey: string(r.Key),
 			})
-		}
-		if err == nil {
-			c.succeeded(ctx, acks, ev, out.Bytes())
-			return
+			if err == nil {
+				c.succeeded(ctx, acks, r, ev.id, out.Bytes())
+				return
+			}
 		}
 		lastErr = err
 		if !ev.deadline.IsZero() && time.Now().After(ev.deadline) {
@@ -373,43 +388,42 @@ func (c *consumer) attempts1(ctx context.Context, ev *event, acks *batchAcks, fi
 	if reply := broker.Reply(r, nil, typ, msg); reply != nil {
 		recs = append(recs, reply)
 	}
-	c.produce(ctx, acks, recs)
+	c.produce(ctx, acks, recs...)
 }
 
-// outcome is the outcome of one attempt.
+// outcome is the outcome of a failed attempt.
 type outcome struct {
-	out *bytes.Buffer
 	err error
 }
 
-// succeeded produces an event's output and reply.
-func (c *consumer) succeeded(ctx context.Context, acks *batchAcks, ev *event, out []byte) {
-	var recs []*kgo.Record
-	if c.f.cfg.Output != "" {
-		o := broker.NewEvent(c.f.cfg.Output, ev.r.Key, out, ev.id, "butter/"+c.p.cfg.Project+"/"+c.f.cfg.Name, "butter.output")
-		recs = append(recs, o)
-	}
-	if reply := broker.Reply(ev.r, out, "", ""); reply != nil {
-		recs = append(recs, reply)
-	}
+// succeeded produces the output and reply of event r, whose CloudEvent id
+// is id.
+func (c *consumer) succeeded(ctx context.Context, acks *batchAcks, r *kgo.Record, id string, out []byte) {
 	// Emits were produced while the call ran; the output joins them.
-	c.produce(ctx, acks, recs)
+	if c.f.cfg.Output != "" {
+		c.produce(ctx, acks, broker.NewEvent(c.f.cfg.Output, r.Key, out, id, c.source, "butter.output"))
+	}
+	if reply := broker.Reply(r, out, "", ""); reply != nil {
+		c.produce(ctx, acks, reply)
+	}
 }
 
-// maxOrdered bounds the events of an ordered batch.
-const maxOrdered = pollBatch
+// maxBatch bounds the events of a batch, and maxBatchBytes its size.
+const (
+	maxBatch      = pollBatch
+	maxBatchBytes = 1 << 20
+)
 
 // handleRun handles a run of a partition's records (see lanes) in order.
 // For a function without state whose records keep the partition's order,
-// consecutive records go to one worker as an ordered batch (handleBatch)
-// when its runtime offers that; otherwise, and for retries, one at a
-// time.
+// consecutive records go to one worker as a batch (handleBatch) when its
+// runtime offers that; otherwise, and for retries, one at a time.
 func (c *consumer) handleRun(ctx context.Context, recs []*kgo.Record, acks *batchAcks) {
 	batchable := c.tr.Order != "key" && c.f.state == nil
 	for len(recs) > 0 {
-		if n := min(len(recs), c.batchSize()); batchable && n > 1 && !c.f.unordered.Load() {
-			if c.handleBatch(ctx, recs[:n], acks) {
-				recs = recs[n:]
+		if n := min(len(recs), c.batchSize()); batchable && n > 1 && !c.f.noBatches.Load() {
+			if done := c.handleBatch(ctx, recs[:n], acks); done > 0 {
+				recs = recs[done:]
 				continue
 			}
 		}
@@ -422,51 +436,69 @@ func (c *consumer) handleRun(ctx context.Context, recs []*kgo.Record, acks *batc
 	}
 }
 
-// batchSize is the size of the next ordered batch: as many events as the
+// batchSize is the size of the next batch: as many events as the
 // function handled, lately, in an eighth of its timeout (each event of a
-// batch has the batch's deadline), between 1 and maxOrdered. The first
+// batch has the batch's deadline), between 1 and maxBatch. The first
 // event is handled alone, to measure it.
 func (c *consumer) batchSize() int {
 	per := time.Duration(c.perEvent.Load())
 	if per <= 0 {
 		return 1
 	}
-	return int(max(1, min(int64(maxOrdered), int64(c.f.timeout/8/per))))
+	return int(max(1, min(int64(maxBatch), int64(c.f.timeout/8/per))))
 }
 
-// handleBatch runs recs through the function as one ordered batch, then
-// handles each event's outcome in order, as handle does: an output, or
-// (the first failure) the retries from the second attempt on. The events
-// after a failure were not run, and are handled one at a time (handle).
-// A worker that dies in a batch loses the RESULTs it had not written
-// yet: the first event without one is handled again from its first
-// attempt, so the event that killed the worker runs once more than its
-// attempts. It reports false, having run nothing, when the function's
-// instance cannot run ordered batches.
-func (c *consumer) handleBatch(ctx context.Context, recs []*kgo.Record, acks *batchAcks) bool {
-	evs := make([]*event, 0, len(recs))
+// handleBatch runs the first records of recs through the function as one
+// batch, then handles each event's outcome in order, as handle does: an
+// output, or (the first failure) the retries from the second attempt on.
+// The events after a failure were not run, and are handled one at a time
+// (handle). A worker that dies in a batch loses the results it had not
+// written yet: the first event without one is handled again from its
+// first attempt, so the event that killed the worker runs once more than
+// its attempts. It returns how many records it handled: 0, having run
+// nothing, when the function's instance cannot run batches or the first
+// record cannot go in one.
+func (c *consumer) handleBatch(ctx context.Context, recs []*kgo.Record, acks *batchAcks) int {
+	size := 0
 	for _, r := range recs {
-		if ev, ok := c.event(r); ok {
-			evs = append(evs, ev)
+		size += len(r.Value) + 8
+		for _, h := range r.Headers {
+			size += len(h.Key) + len(h.Value) + 6
 		}
 	}
-	if len(evs) == 0 {
-		return true
+	events := make([]byte, 0, min(size, maxBatchBytes))
+	kept := make([]*kgo.Record, 0, len(recs))
+	n := 0 // records taken: kept, or skipped as past their deadline
+	for _, r := range recs {
+		if !batchable(r) || (n > 0 && len(events)+len(r.Value) > maxBatchBytes) {
+			break
+		}
+		n++
+		if _, ok := c.live(r); !ok {
+			continue
+		}
+		events = proto.AppendEventHead(events, len(r.Headers))
+		for _, h := range r.Headers {
+			events = proto.AppendPair(events, h.Key, h.Value)
+		}
+		events = proto.AppendInput(events, r.Value)
+		kept = append(kept, r)
 	}
-	outs := make([]bytes.Buffer, len(evs))
-	calls := make([]*Call, len(evs))
-	for k, ev := range evs {
-		var emits []*kgo.Record
-		calls[k] = &Call{Input: bytes.NewReader(ev.r.Value), Output: &outs[k], Meta: ev.meta, Calls: c.calls(ev.r, &emits)}
+	if len(kept) == 0 {
+		return n
 	}
+	b := &runtime.Batch{Count: len(kept), Events: events,
+		Calls: func(ctx context.Context, index int, call proto.CallMsg) proto.ReplyMsg {
+			return c.call(ctx, kept[index], call)
+		}}
 	start := time.Now()
-	errs, ok := c.f.invokeOrdered(ctx, calls)
+	res, ok := c.f.invokeBatch(ctx, b)
 	if !ok {
-		return false
+		return 0
 	}
 	ran := 0
-	for _, err := range errs {
-		if !skipped(err) {
+	for _, r := range res {
+		if !skipped(r.Err) {
 			ran++
 		}
 	}
@@ -474,25 +506,43 @@ func (c *consumer) handleBatch(ctx context.Context, recs []*kgo.Record, acks *ba
 		c.measure(time.Since(start) / time.Duration(ran))
 	}
 	failed := false
-	for k, ev := range evs {
-		switch {
-		case failed || skipped(errs[k]):
+	for k, r := range kept {
+		switch err := res[k].Err; {
+		case err == nil && !failed:
+			c.succeeded(ctx, acks, r, eventID(r), res[k].Output)
+		case failed || skipped(err):
 			failed = true
-			c.attempts1(ctx, ev, acks, nil)
-		case errs[k] == nil:
-			c.succeeded(ctx, acks, ev, outs[k].Bytes())
+			c.handle(ctx, r, acks)
 		default:
 			failed = true
+			ev, ok := c.event(r)
+			if !ok {
+				continue
+			}
 			var pe *proto.Error
-			if !errors.As(errs[k], &pe) {
+			if !errors.As(err, &pe) {
 				// The worker died, maybe in an event after this one
-				// whose RESULT it had not written yet: the failure
+				// whose result it had not written yet: the failure
 				// cannot be pinned on this event, so it does not count
 				// as one of its attempts.
 				c.attempts1(ctx, ev, acks, nil)
 				continue
 			}
-			c.attempts1(ctx, ev, acks, &outcome{&outs[k], errs[k]})
+			c.attempts1(ctx, ev, acks, &outcome{err})
+		}
+	}
+	return n
+}
+
+// batchable reports whether a record fits the batch encoding
+// (proto.AppendPair's limits).
+func batchable(r *kgo.Record) bool {
+	if len(r.Headers) > proto.MaxPairs {
+		return false
+	}
+	for _, h := range r.Headers {
+		if len(h.Key) > proto.MaxPairKey {
+			return false
 		}
 	}
 	return true
@@ -519,7 +569,7 @@ type batchAcks struct {
 // produce writes records without waiting for their acknowledgement, which
 // acks tracks. The client keeps the order of the records of a partition,
 // so outputs keep the order their events were handled in.
-func (c *consumer) produce(ctx context.Context, acks *batchAcks, recs []*kgo.Record) {
+func (c *consumer) produce(ctx context.Context, acks *batchAcks, recs ...*kgo.Record) {
 	for _, r := range recs {
 		acks.wg.Add(1)
 		c.cl.Produce(ctx, r, func(r *kgo.Record, err error) {
@@ -571,28 +621,30 @@ func (c *consumer) produceSync(ctx context.Context, recs []*kgo.Record) {
 	}
 }
 
-// calls answers a worker's emit calls by producing to the project's
-// streams, acknowledged before the reply.
-func (c *consumer) calls(in *kgo.Record, emits *[]*kgo.Record) func(ctx context.Context, call proto.CallMsg) proto.ReplyMsg {
-	return func(ctx context.Context, call proto.CallMsg) proto.ReplyMsg {
-		switch call.Op {
-		case "emit":
-			key := []byte(call.Key)
-			if call.Key == "" {
-				key = in.Key
-			}
-			rec := broker.NewEvent(c.p.cfg.Project+"."+call.Stream, key, call.Value, broker.Header(in, broker.HeaderID)+"/emit", "butter/"+c.p.cfg.Project+"/"+c.f.cfg.Name, "butter.emit")
-			if err := c.cl.ProduceSync(ctx, rec).FirstErr(); err != nil {
-				return proto.ReplyMsg{Error: err.Error()}
-			}
-			*emits = append(*emits, rec)
-			return proto.ReplyMsg{OK: true}
-		case "log":
-			c.f.log.Info(call.Message, "level", call.Level)
-			return proto.ReplyMsg{OK: true}
+// calls answers the context calls of a call handling in (call).
+func (c *consumer) calls(in *kgo.Record) runtime.CallHandler {
+	return func(ctx context.Context, call proto.CallMsg) proto.ReplyMsg { return c.call(ctx, in, call) }
+}
+
+// call answers a worker's context call made while it handles in: an emit
+// is produced to the project's stream, acknowledged before the reply.
+func (c *consumer) call(ctx context.Context, in *kgo.Record, call proto.CallMsg) proto.ReplyMsg {
+	switch call.Op {
+	case "emit":
+		key := []byte(call.Key)
+		if call.Key == "" {
+			key = in.Key
 		}
-		return proto.ReplyMsg{Error: "unsupported op"}
+		rec := broker.NewEvent(c.p.cfg.Project+"."+call.Stream, key, call.Value, broker.Header(in, broker.HeaderID)+"/emit", c.source, "butter.emit")
+		if err := c.cl.ProduceSync(ctx, rec).FirstErr(); err != nil {
+			return proto.ReplyMsg{Error: err.Error()}
+		}
+		return proto.ReplyMsg{OK: true}
+	case "log":
+		c.f.log.Info(call.Message, "level", call.Level)
+		return proto.ReplyMsg{OK: true}
 	}
+	return proto.ReplyMsg{Error: "unsupported op"}
 }
 
 // emits is true when a function of the pool may emit from an HTTP call:

@@ -484,7 +484,7 @@ func TestHTTPEmits(t *testing.T) {
 }
 
 // TestStreamOrderedBatches: a Go function's events of a partition go to
-// its worker in ordered batches; the outputs keep the partition's order,
+// its worker in batches (protocol 2); the outputs keep the partition's order,
 // and an event that fails in a batch (a typed failure, then a worker that
 // exits) is retried and dead-lettered exactly as one at a time: as many
 // attempts, no more, and the events after it handled in order.
@@ -565,8 +565,8 @@ func metricOf(t *testing.T, srv *httptest.Server, name, function, sel string) fl
 	return 0
 }
 
-// TestStreamOrderedBatchTimeout: an event that outlasts the timeout in an
-// ordered batch (its handler ignores its deadline) times out, its worker
+// TestStreamOrderedBatchTimeout: an event that outlasts the timeout in a
+// batch (its handler ignores its deadline) times out, its worker
 // is killed as hung, and it is retried and dead-lettered as Timeout after
 // its attempts; the events after it are handled in order.
 func TestStreamOrderedBatchTimeout(t *testing.T) {

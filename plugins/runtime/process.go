@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -111,10 +112,10 @@ func (p *Process) Start(ctx context.Context, fn *Function) (Instance, error) {
 			var h proto.HelloMsg
 			if err := json.Unmarshal(f.Payload, &h); err != nil {
 				hello <- err
-			} else if h.Protocol != proto.Version {
-				hello <- fmt.Errorf("worker speaks protocol %d, the pool speaks %d", h.Protocol, proto.Version)
+			} else if h.Protocol < proto.MinVersion || h.Protocol > proto.Version {
+				hello <- fmt.Errorf("worker speaks protocol %d, the pool speaks %d to %d", h.Protocol, proto.MinVersion, proto.Version)
 			} else {
-				inst.ordered = h.Ordered
+				inst.batches = h.Protocol >= 2
 				hello <- nil
 			}
 		}
@@ -154,7 +155,7 @@ type procInstance struct {
 	r       *proto.Reader
 	stderr  *tailBuffer
 	waitErr error
-	ordered bool // the worker runs ordered batches (set before any call)
+	batches bool // the worker speaks protocol 2 (set before any call)
 
 	mu      sync.Mutex
 	nextID  uint32
@@ -174,6 +175,20 @@ type procCall struct {
 	outErr error
 	calls  CallHandler
 	result chan proto.ResultMsg
+	// batch is set for a batch (InvokeBatch): its RESULTS are read into
+	// it, and result gets a value once the batch has ended.
+	batch *batchCall
+}
+
+// batchCall collects a batch's results, in order; readLoop writes them.
+type batchCall struct {
+	res []proto.BatchResult
+	got int // results read
+}
+
+// ended reports whether every result came, or a failure ended the batch.
+func (b *batchCall) ended() bool {
+	return b.got == len(b.res) || (b.got > 0 && b.res[b.got-1].Err != nil)
 }
 
 func (i *procInstance) Pid() int                { return i.cmd.Process.Pid }
@@ -195,6 +210,28 @@ func (i *procInstance) readLoop(waited chan struct{}) {
 		c := i.calls[f.ID]
 		i.mu.Unlock()
 		if c == nil {
+			continue
+		}
+		if c.batch != nil {
+			switch f.Type {
+			case proto.Results:
+				first, n, err := proto.ReadResults(f.Payload, c.batch.res)
+				if err != nil || first != c.batch.got || c.batch.ended() {
+					i.kill() // a broken worker
+					continue
+				}
+				c.batch.got += n
+				if c.batch.ended() {
+					i.mu.Lock()
+					delete(i.calls, f.ID)
+					i.mu.Unlock()
+					c.result <- proto.ResultMsg{}
+				}
+			case proto.Call:
+				go i.answer(f.ID, c, f.Payload)
+			default:
+				i.kill()
+			}
 			continue
 		}
 		switch f.Type {
@@ -297,169 +334,130 @@ func (i *procInstance) Invoke(ctx context.Context, inv *Invocation) error {
 	}
 }
 
-// Ordered reports whether the worker advertised ordered batches.
-func (i *procInstance) Ordered() bool { return i.ordered }
+// Batches reports whether the worker speaks protocol 2, with batches.
+func (i *procInstance) Batches() bool { return i.batches }
 
-// InvokeOrdered sends a batch's INVOKE, DATA and END frames in one write,
-// each INVOKE marked as part of the ordered batch, and collects the
-// results in order (runtime.Batcher).
-func (i *procInstance) InvokeOrdered(ctx context.Context, invs []*Invocation) []error {
-	errs := make([]error, len(invs))
-	skipRest := func(from int, msg string) {
-		for k := from; k < len(invs); k++ {
-			if errs[k] == nil {
-				errs[k] = &proto.Error{Type: proto.Skipped, Message: msg}
-			}
+// InvokeBatch sends a batch's events in one BATCH frame and collects their
+// results (runtime.Batcher).
+func (i *procInstance) InvokeBatch(ctx context.Context, b *Batch) []Result {
+	res := make([]Result, b.Count)
+	skip := func(from int, msg string) {
+		for k := from; k < len(res); k++ {
+			res[k].Err = &proto.Error{Type: proto.Skipped, Message: msg}
 		}
 	}
-	if !i.ordered {
-		skipRest(0, "the worker does not run ordered batches")
-		return errs
+	if !i.batches {
+		skip(0, "the worker does not run batches")
+		return res
 	}
-	// Inputs first: one that cannot be read fails as Invoke would, and
-	// the batch ends before it.
-	var data []byte
-	ends := make([]int, 0, len(invs))
-	bp := inputBufs.Get().(*[]byte)
-	for k, inv := range invs {
-		if inv.Input != nil {
-			var err error
-			if data, err = readAllInto(data, inv.Input, *bp); err != nil {
-				errs[k] = fmt.Errorf("read input: %w", err)
-				skipRest(k+1, "an invocation before it in its ordered batch failed")
-				break
-			}
+	if b.Count == 0 {
+		return res
+	}
+	frame, err := proto.AppendFrameHead(make([]byte, 0, 9+12+len(b.Events)), proto.Batch, 0, 12+len(b.Events))
+	if err != nil {
+		for k := range res {
+			res[k].Err = fmt.Errorf("a batch of %d events: %w", b.Count, err)
 		}
-		ends = append(ends, len(data))
+		return res
 	}
-	inputBufs.Put(bp)
-	invs = invs[:len(ends)]
-	if len(invs) == 0 {
-		return errs
+	var deadline int64
+	if !b.Deadline.IsZero() {
+		deadline = b.Deadline.UnixMilli()
 	}
+	frame = proto.AppendBatchHead(frame, deadline, b.Count)
+	frame = append(frame, b.Events...)
 
 	i.mu.Lock()
 	if i.gone || i.closing {
 		i.mu.Unlock()
-		for k := range invs {
-			errs[k] = ErrInstanceGone
+		for k := range res {
+			res[k].Err = ErrInstanceGone
 		}
-		return errs
+		return res
 	}
-	ids := make([]uint32, len(invs))
-	cs := make([]*procCall, len(invs))
-	for k, inv := range invs {
-		i.nextID++
-		ids[k] = i.nextID
-		cs[k] = &procCall{ctx: ctx, out: inv.Output, calls: inv.Calls, result: make(chan proto.ResultMsg, 1)}
-		i.calls[ids[k]] = cs[k]
+	i.nextID++
+	id := i.nextID
+	bc := &batchCall{res: make([]proto.BatchResult, b.Count)}
+	c := &procCall{ctx: ctx, result: make(chan proto.ResultMsg, 1), batch: bc}
+	if b.Calls != nil {
+		c.calls = func(ctx context.Context, call proto.CallMsg) proto.ReplyMsg {
+			if call.Index < 0 || call.Index >= b.Count {
+				return proto.ReplyMsg{Error: fmt.Sprintf("no event %d in a batch of %d", call.Index, b.Count)}
+			}
+			return b.Calls(ctx, call.Index, call)
+		}
 	}
+	i.calls[id] = c
 	i.mu.Unlock()
+	binary.BigEndian.PutUint32(frame[5:9], id)
 
-	buf := make([]byte, 0, len(data)+len(invs)*(3*9+160))
-	start := 0
-	for k, inv := range invs {
-		deadline := inv.Deadline
-		if d, ok := ctx.Deadline(); ok && (deadline.IsZero() || d.Before(deadline)) {
-			deadline = d
-		}
-		meta, err := json.Marshal(proto.InvokeMsg{Function: i.fn.Name, Deadline: deadline.UnixMilli(), Options: inv.Options, Meta: inv.Meta, State: inv.State,
-			Ordered: true, Batch: ids[0], Index: k, Count: len(invs)})
-		if err == nil {
-			buf, err = proto.AppendFrame(buf, proto.Invoke, ids[k], meta)
-		}
-		if err != nil {
-			// Never for metadata of strings: the instance is fine, the
-			// batch is not; its frames were not sent.
-			i.mu.Lock()
-			for _, id := range ids {
-				delete(i.calls, id)
-			}
-			i.mu.Unlock()
-			for k := range invs {
-				errs[k] = err
-			}
-			return errs
-		}
-		for in := data[start:ends[k]]; len(in) > 0; {
-			n := min(len(in), proto.ChunkSize)
-			buf, _ = proto.AppendFrame(buf, proto.Data, ids[k], in[:n])
-			in = in[n:]
-		}
-		start = ends[k]
-		buf, _ = proto.AppendFrame(buf, proto.End, ids[k], nil)
-	}
 	sent := make(chan error, 1)
-	go func() { sent <- i.w.WriteFrames(buf) }()
-
-	// Results come in order. After a failure the worker skips the rest;
-	// their RESULTs are still awaited, so that their ids are free and
-	// nothing of theirs is still to come.
-	for k := 0; k < len(invs); {
+	go func() { sent <- i.w.WriteFrames(frame) }()
+	// collect fills res from what came; the first event without a
+	// result fails with err (when not nil), the rest are skipped. With
+	// cancelled, a failure that ended the batch is taken for the
+	// cancellation's doing, and fails with err too.
+	collect := func(err error, msg string, cancelled bool) []Result {
+		k := 0
+		for ; k < bc.got; k++ {
+			r := bc.res[k]
+			res[k].Output = r.Output
+			if r.Err != nil {
+				res[k].Err = r.Err
+				if cancelled {
+					res[k].Err = err
+				}
+				skip(k+1, "an event before it in its batch failed")
+				return res
+			}
+		}
+		if k < len(res) {
+			res[k].Err = err
+			skip(k+1, msg)
+		}
+		return res
+	}
+	for {
 		select {
-		case res, ok := <-cs[k].result:
-			errs[k] = i.finish(res, ok, cs[k], invs[k])
-			if errs[k] != nil && !ok {
-				// The worker died: nothing after it ran, and its
-				// RESULTs never come.
-				skipRest(k+1, "its worker exited")
-				return errs
+		case _, ok := <-c.result:
+			if !ok {
+				// The worker died: nothing after its last RESULTS ran
+				// to the end.
+				return collect(i.broken(nil), "its worker exited", false)
 			}
-			if errs[k] != nil {
-				skipRest(k+1, "an invocation before it in its ordered batch failed")
-			}
-			k++
+			return collect(nil, "", false)
 		case err := <-sent:
 			sent = nil
 			if err != nil {
-				errs[k] = i.broken(err)
-				skipRest(k+1, "its worker exited")
-				return errs
+				return collect(i.broken(err), "its worker exited", false)
 			}
 		case <-ctx.Done():
-			i.cancelOrdered(ctx, cs[k:], ids[k:], errs[k:])
-			if k > 0 && errs[k-1] != nil {
-				// After a failure the worker runs nothing more.
-				errs[k] = &proto.Error{Type: proto.Skipped, Message: "an invocation before it in its ordered batch failed"}
+			i.cancelBatch(id, c)
+			err := ctx.Err()
+			if errors.Is(err, context.DeadlineExceeded) {
+				err = &proto.Error{Type: proto.Timeout, Message: fmt.Sprintf("%s did not answer before its deadline", i.fn.Name)}
 			}
-			return errs
+			// The results that came count; the event that was running
+			// is the one that timed out.
+			return collect(err, "its batch was cancelled", true)
 		}
 	}
-	return errs
 }
 
-// cancelOrdered cancels the invocations of a batch still in flight when
-// its context ended, as cancel does one: the first fails with Timeout (or
-// the context's error), the others, which the worker skips, as Skipped.
-func (i *procInstance) cancelOrdered(ctx context.Context, cs []*procCall, ids []uint32, errs []error) {
-	var frames []byte
-	for k, c := range cs {
-		c.mu.Lock()
-		c.done = true
-		c.mu.Unlock()
-		frames, _ = proto.AppendFrame(frames, proto.Cancel, ids[k], nil)
-	}
-	_ = i.w.WriteFrames(frames)
+// cancelBatch sends CANCEL for a batch and gives the worker CancelGrace to
+// end it; a worker that does not is hung, and is killed. Results that come
+// meanwhile are kept.
+func (i *procInstance) cancelBatch(id uint32, c *procCall) {
+	_ = i.w.Write(proto.Cancel, id, nil)
 	grace := i.p.CancelGrace
 	if grace == 0 {
 		grace = time.Second
 	}
-	timer := time.NewTimer(grace)
-	defer timer.Stop()
-	for _, c := range cs {
-		select {
-		case <-c.result:
-		case <-timer.C:
-			i.kill()
-			<-i.exited
-		}
-	}
-	errs[0] = ctx.Err()
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		errs[0] = &proto.Error{Type: proto.Timeout, Message: fmt.Sprintf("%s did not answer before its deadline", i.fn.Name)}
-	}
-	for k := 1; k < len(errs); k++ {
-		errs[k] = &proto.Error{Type: proto.Skipped, Message: "its ordered batch was cancelled"}
+	select {
+	case <-c.result:
+	case <-time.After(grace):
+		i.kill()
+		<-i.exited
 	}
 }
 

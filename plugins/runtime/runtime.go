@@ -94,21 +94,41 @@ type Instance interface {
 	Pid() int
 }
 
-// Batcher is implemented by instances that can run an ordered batch of
-// invocations (docs/worker-protocol.md, "Ordered batches"): the process
-// runtime's, when its worker advertised the capability in HELLO.
+// Batch is an ordered batch of events for InvokeBatch.
+type Batch struct {
+	// Deadline bounds the whole batch; zero means none.
+	Deadline time.Time
+	// Count is the number of events in Events.
+	Count int
+	// Events are the events, each encoded with proto.AppendEventHead,
+	// proto.AppendPair and proto.AppendInput.
+	Events []byte
+	// Calls answers the context calls (log, emit) of the event at index;
+	// nil answers each with an error.
+	Calls func(ctx context.Context, index int, call proto.CallMsg) proto.ReplyMsg
+}
+
+// Result is the outcome of one event of a batch: its output, and nil, a
+// *proto.Error, or an instance failure.
+type Result struct {
+	Output []byte
+	Err    error
+}
+
+// Batcher is implemented by instances that can run a batch of events in
+// one round trip (docs/worker-protocol.md, "Batches"): the process
+// runtime's, when its worker speaks protocol 2.
 type Batcher interface {
-	// Ordered reports whether InvokeOrdered may be used.
-	Ordered() bool
-	// InvokeOrdered sends invs to the instance at once and runs them one
-	// at a time, in order, each once the one before it succeeded. It
-	// returns one error per invocation, as Invoke would: nil, a
-	// *proto.Error, or an instance failure. An invocation that was not
-	// run, because one before it failed or ctx ended before it started,
-	// fails with a *proto.Error of type proto.Skipped; after the first
-	// failure, no invocation of the batch has run. The whole batch is
-	// bounded by ctx and each invocation by its Deadline.
-	InvokeOrdered(ctx context.Context, invs []*Invocation) []error
+	// Batches reports whether InvokeBatch may be used.
+	Batches() bool
+	// InvokeBatch sends b to the instance at once, which runs its events
+	// one at a time, in order, each once the one before it succeeded. It
+	// returns one Result per event. An event that was not run, because
+	// one before it failed or ctx ended before it started, fails with a
+	// *proto.Error of type proto.Skipped; after the first failure, no
+	// event of the batch has run. The whole batch is bounded by ctx and
+	// b.Deadline.
+	InvokeBatch(ctx context.Context, b *Batch) []Result
 }
 
 // Runtime starts instances.

@@ -65,6 +65,7 @@ type Call struct {
 	state  *State
 	w      *worker
 	id     uint32
+	index  int // in a batch: the event's index
 }
 
 // State returns the call's per-key state (docs/state.md). It is never nil.
@@ -175,14 +176,14 @@ func FromContext(ctx context.Context) *Call {
 
 // Log writes a log line tagged with the invocation.
 func (c *Call) Log(level, message string) error {
-	_, err := c.w.call(c.id, proto.CallMsg{Op: "log", Level: level, Message: message})
+	_, err := c.w.call(c.id, proto.CallMsg{Op: "log", Index: c.index, Level: level, Message: message})
 	return err
 }
 
 // Emit sends value to a stream of the project, keyed by key (may be
 // empty). It returns once the pool has accepted the event.
 func (c *Call) Emit(stream, key string, value []byte) error {
-	_, err := c.w.call(c.id, proto.CallMsg{Op: "emit", Stream: stream, Key: key, Value: value})
+	_, err := c.w.call(c.id, proto.CallMsg{Op: "emit", Index: c.index, Stream: stream, Key: key, Value: value})
 	return err
 }
 
@@ -196,32 +197,19 @@ type worker struct {
 	sem     chan struct{}
 	handler Handler
 	closed  bool
-	// chains are the ordered batches being run, by batch number.
-	chains map[uint32]*chain
+	// protocol is the version spoken: 2 when the pool speaks it.
+	protocol int
+	// function is the function's name ($BUTTER_FUNCTION), for batches.
+	function string
+	// noState is the State of every call of a batch: batches are for
+	// functions without state.
+	noState *State
 }
 
 type inflight struct {
 	meta   proto.InvokeMsg
 	input  []byte
 	cancel context.CancelFunc
-	// cancelled: a CANCEL came before the invocation started (only an
-	// ordered one waits to start once its input is complete).
-	cancelled bool
-}
-
-// chain runs the invocations of one ordered batch one at a time, in
-// order; once one fails, the rest are skipped.
-type chain struct {
-	batch   uint32
-	queue   []queued
-	running bool
-	failed  bool
-	left    int // invocations of the batch not finished yet
-}
-
-type queued struct {
-	id  uint32
-	inv *inflight
 }
 
 // Serve runs the worker loop with handler until the pool closes the
@@ -246,15 +234,24 @@ func ServeConn(in io.Reader, out io.Writer, handler Handler) error {
 	if conc < 1 {
 		conc = 1
 	}
-	w := &worker{
-		w:       proto.NewWriter(out),
-		replies: map[uint64]chan proto.ReplyMsg{},
-		calls:   map[uint32]*inflight{},
-		chains:  map[uint32]*chain{},
-		sem:     make(chan struct{}, conc),
-		handler: handler,
+	// The pool names the newest version it speaks; the worker speaks the
+	// newest both know.
+	protocol := proto.MinVersion
+	if v, err := strconv.Atoi(os.Getenv("BUTTER_PROTOCOL")); err == nil && v > protocol {
+		protocol = min(v, proto.Version)
 	}
-	if err := w.w.WriteJSON(proto.Hello, 0, proto.HelloMsg{Protocol: proto.Version, SDK: "go/0.1", Ordered: true}); err != nil {
+	fn := os.Getenv("BUTTER_FUNCTION")
+	w := &worker{
+		w:        proto.NewWriter(out),
+		replies:  map[uint64]chan proto.ReplyMsg{},
+		calls:    map[uint32]*inflight{},
+		sem:      make(chan struct{}, conc),
+		handler:  handler,
+		protocol: protocol,
+		function: fn,
+		noState:  newState(fn, nil),
+	}
+	if err := w.w.WriteJSON(proto.Hello, 0, proto.HelloMsg{Protocol: protocol, SDK: "go/0.2"}); err != nil {
 		return err
 	}
 	r := proto.NewReader(in)
@@ -302,20 +299,33 @@ func (w *worker) dispatch(f proto.Frame) error {
 		}
 	case proto.End:
 		if inv := w.calls[f.ID]; inv != nil {
-			if inv.meta.Ordered {
-				w.enqueue(f.ID, inv)
-			} else {
-				w.wg.Add(1)
-				go w.run(f.ID, inv)
-			}
+			w.wg.Add(1)
+			go w.run(f.ID, inv)
 		}
+	case proto.Batch:
+		if w.protocol < 2 {
+			return fmt.Errorf("unexpected %s frame from the pool: protocol %d has none", f.Type, w.protocol)
+		}
+		if w.calls[f.ID] != nil {
+			return fmt.Errorf("%s for id %d, which is in flight", f.Type, f.ID)
+		}
+		deadline, events, err := proto.ReadBatch(f.Payload)
+		if err != nil {
+			return err
+		}
+		var ctx context.Context
+		var cancel context.CancelFunc
+		if deadline != 0 {
+			ctx, cancel = context.WithDeadline(context.Background(), time.UnixMilli(deadline))
+		} else {
+			ctx, cancel = context.WithCancel(context.Background())
+		}
+		w.calls[f.ID] = &inflight{cancel: cancel}
+		w.wg.Add(1)
+		go w.runBatch(ctx, cancel, f.ID, events)
 	case proto.Cancel:
-		if inv := w.calls[f.ID]; inv != nil {
-			if inv.cancel != nil {
-				inv.cancel()
-			} else {
-				inv.cancelled = true
-			}
+		if inv := w.calls[f.ID]; inv != nil && inv.cancel != nil {
+			inv.cancel()
 		}
 	case proto.Reply:
 		var rep proto.ReplyMsg
@@ -334,82 +344,11 @@ func (w *worker) dispatch(f proto.Frame) error {
 
 func (w *worker) run(id uint32, inv *inflight) {
 	defer w.wg.Done()
-	w.execute(id, inv, false)
+	w.execute(id, inv)
 }
 
-// enqueue adds an ordered invocation, whose input is complete, to its
-// batch's chain, starting the chain's runner if it is idle; w.mu is held.
-func (w *worker) enqueue(id uint32, inv *inflight) {
-	ch := w.chains[inv.meta.Batch]
-	if ch == nil {
-		ch = &chain{batch: inv.meta.Batch, left: max(inv.meta.Count, 1)}
-		w.chains[inv.meta.Batch] = ch
-	}
-	ch.queue = append(ch.queue, queued{id, inv})
-	if !ch.running {
-		ch.running = true
-		w.wg.Add(1)
-		go w.runChain(ch)
-	}
-}
-
-// flushAfter is how long an invocation of an ordered batch may run while
-// the frames of those before it wait to be written.
-const flushAfter = time.Millisecond
-
-// runChain runs a chain's queued invocations in order, their DATA and
-// RESULT frames queued, and writes them all once nothing is queued, or
-// once one has run for flushAfter.
-func (w *worker) runChain(ch *chain) {
-	defer w.wg.Done()
-	for {
-		w.mu.Lock()
-		if len(ch.queue) == 0 {
-			ch.running = false
-			w.mu.Unlock()
-			_ = w.w.Flush()
-			return
-		}
-		q := ch.queue[0]
-		ch.queue = ch.queue[1:]
-		skip, cancelled := ch.failed, q.inv.cancelled
-		w.mu.Unlock()
-		failed := true
-		if skip || cancelled {
-			msg := "an invocation before it in its ordered batch failed"
-			if !skip {
-				msg = "cancelled before it ran"
-			}
-			w.mu.Lock()
-			delete(w.calls, q.id)
-			w.mu.Unlock()
-			_ = w.w.QueueJSON(proto.Result, q.id, proto.ResultMsg{Error: &proto.Error{Type: proto.Skipped, Message: msg}})
-		} else {
-			// What the invocations before this one sent is written
-			// once it has run for flushAfter: a slow or hung one must
-			// not hold their RESULTs (the pool would blame the first
-			// invocation without one for its timeout).
-			var t *time.Timer
-			if w.w.Queued() {
-				t = time.AfterFunc(flushAfter, func() { _ = w.w.Flush() })
-			}
-			failed = w.execute(q.id, q.inv, true)
-			if t != nil {
-				t.Stop()
-			}
-		}
-		w.mu.Lock()
-		ch.failed = ch.failed || failed
-		if ch.left--; ch.left <= 0 && w.chains[ch.batch] == ch {
-			delete(w.chains, ch.batch)
-		}
-		w.mu.Unlock()
-	}
-}
-
-// execute runs one invocation and sends its output and RESULT, or queues
-// them when queue is set (see runChain). It reports whether it failed.
-func (w *worker) execute(id uint32, inv *inflight, queue bool) bool {
+// execute runs one invocation and sends its output and RESULT.
+func (w *worker) execute(id uint32, inv *inflight) {
 	w.sem <- struct{}{}
 	defer func() { <-w.sem }()
 	ctx, cancel := context.WithDeadline(context.Background(), time.UnixMilli(inv.meta.Deadline))
@@ -426,39 +365,35 @@ func (w *worker) execute(id uint32, inv *inflight, queue bool) bool {
 	call := &Call{Function: inv.meta.Function, Options: inv.meta.Options, Meta: inv.meta.Meta, Params: params,
 		state: newState(inv.meta.Function, inv.meta.State), w: w, id: id}
 	out, err := safeCall(w.handler, context.WithValue(ctx, callKey{}, call), inv.input)
-	write := w.w.Write
-	if queue {
-		write = w.w.Queue
-	}
 	for len(out) > 0 && err == nil {
 		n := min(len(out), proto.ChunkSize)
-		err = write(proto.Data, id, out[:n])
+		err = w.w.Write(proto.Data, id, out[:n])
 		out = out[n:]
 	}
 	res := proto.ResultMsg{}
 	if err != nil {
-		typ := proto.Exception
-		switch {
-		case errors.Is(err, ErrPreconditionFailed):
-			typ = proto.PreconditionFailed
-		case errors.Is(err, ErrPostconditionFailed):
-			typ = proto.PostconditionFailed
-		case errors.Is(err, context.DeadlineExceeded):
-			typ = proto.Timeout
-		}
-		res.Error = &proto.Error{Type: typ, Message: err.Error()}
+		res.Error = typed(err)
 	} else {
 		res.State = call.state.result()
 	}
 	w.mu.Lock()
 	delete(w.calls, id)
 	w.mu.Unlock()
-	if queue {
-		_ = w.w.QueueJSON(proto.Result, id, res)
-	} else {
-		_ = w.w.WriteJSON(proto.Result, id, res)
+	_ = w.w.WriteJSON(proto.Result, id, res)
+}
+
+// typed returns a handler's error as the protocol's typed error.
+func typed(err error) *proto.Error {
+	typ := proto.Exception
+	switch {
+	case errors.Is(err, ErrPreconditionFailed):
+		typ = proto.PreconditionFailed
+	case errors.Is(err, ErrPostconditionFailed):
+		typ = proto.PostconditionFailed
+	case errors.Is(err, context.DeadlineExceeded):
+		typ = proto.Timeout
 	}
-	return res.Error != nil
+	return &proto.Error{Type: typ, Message: err.Error()}
 }
 
 func safeCall(h Handler, ctx context.Context, in []byte) (out []byte, err error) {

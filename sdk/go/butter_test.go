@@ -191,16 +191,30 @@ func TestStateUntouched(t *testing.T) {
 	}
 }
 
-// HELLO advertises ordered batches; the invocations of an ordered batch,
-// sent in one write with more concurrency allowed, run one at a time in
-// order, their results come back in order, and once one fails the rest of
-// its batch are skipped, not run, while another batch runs on.
-func TestOrderedBatch(t *testing.T) {
+// batchFrame encodes a BATCH payload of inputs, each with one meta pair.
+func batchFrame(deadline int64, inputs ...string) []byte {
+	b := proto.AppendBatchHead(nil, deadline, len(inputs))
+	for i, in := range inputs {
+		b = proto.AppendEventHead(b, 2)
+		b = proto.AppendPair(b, "ce_id", fmt.Appendf(nil, "id-%d", i))
+		b = proto.AppendPair(b, "param.n", fmt.Appendf(nil, "%d", i))
+		b = proto.AppendInput(b, []byte(in))
+	}
+	return b
+}
+
+// With a pool of protocol 2, HELLO says 2; a BATCH's events run one at a
+// time, in order, each with its metadata and params; their results come
+// back in order, together; the first failure ends the batch, and the
+// events after it do not run, while another batch runs on beside it.
+func TestBatch(t *testing.T) {
 	t.Setenv("BUTTER_CONCURRENCY", "8")
+	t.Setenv("BUTTER_PROTOCOL", "2")
 	var mu sync.Mutex
 	var ran []string
-	running := 0 // invocations of batch a running
+	running := 0 // events of batch a running
 	p := serveHello(t, func(ctx context.Context, in []byte) ([]byte, error) {
+		c := butter.FromContext(ctx)
 		a := strings.HasPrefix(string(in), "a")
 		mu.Lock()
 		if a {
@@ -216,73 +230,59 @@ func TestOrderedBatch(t *testing.T) {
 		}
 		mu.Unlock()
 		if overlap {
-			return nil, errors.New("ran alongside another invocation")
+			return nil, errors.New("ran alongside another event of its batch")
 		}
 		if string(in) == "a3" || string(in) == "b1" {
 			return nil, butter.ErrPreconditionFailed
 		}
-		return []byte(strings.ToUpper(string(in))), nil
+		return fmt.Appendf(nil, "%s %s %s", strings.ToUpper(string(in)), c.Meta["ce_id"], c.Params["n"]), nil
 	}, func(h proto.HelloMsg) {
-		if !h.Ordered {
-			t.Errorf("HELLO %+v does not advertise ordered batches", h)
+		if h.Protocol != 2 {
+			t.Errorf("HELLO %+v, want protocol 2", h)
 		}
 	})
 	deadline := time.Now().Add(time.Minute).UnixMilli()
-	// Batch a: ids 1-6, a3 fails. Batch b (ids 10-12), sent unordered
-	// after a: b1 fails, b2 still runs.
-	var buf []byte
-	for i := range 6 {
-		meta, _ := json.Marshal(proto.InvokeMsg{Function: "f", Deadline: deadline, Ordered: true, Batch: 1, Index: i, Count: 6})
-		buf, _ = proto.AppendFrame(buf, proto.Invoke, uint32(1+i), meta)
-		buf, _ = proto.AppendFrame(buf, proto.Data, uint32(1+i), fmt.Appendf(nil, "a%d", i))
-		buf, _ = proto.AppendFrame(buf, proto.End, uint32(1+i), nil)
-	}
-	if err := p.w.WriteFrames(buf); err != nil {
+	if err := p.w.Write(proto.Batch, 1, batchFrame(deadline, "a0", "a1", "a2", "a3", "a4", "a5")); err != nil {
 		t.Fatal(err)
 	}
-	for i := range 3 {
-		id := uint32(10 + i)
-		_ = p.w.WriteJSON(proto.Invoke, id, proto.InvokeMsg{Function: "f", Deadline: deadline})
-		_ = p.w.Write(proto.Data, id, fmt.Appendf(nil, "b%d", i))
-		_ = p.w.Write(proto.End, id, nil)
+	if err := p.w.Write(proto.Batch, 2, batchFrame(deadline, "b0", "b1", "b2")); err != nil {
+		t.Fatal(err)
 	}
-	outs := map[uint32]string{}
-	var order []uint32
-	results := map[uint32]proto.ResultMsg{}
-	for len(results) < 9 {
+	// The two batches' RESULTS interleave; each ends with its count of
+	// results or its first failure.
+	res := map[uint32][]proto.BatchResult{1: make([]proto.BatchResult, 6), 2: make([]proto.BatchResult, 3)}
+	got := map[uint32]int{}
+	ended := func(id uint32) bool {
+		return got[id] == len(res[id]) || (got[id] > 0 && res[id][got[id]-1].Err != nil)
+	}
+	for !ended(1) || !ended(2) {
 		f := p.next()
-		switch f.Type {
-		case proto.Data:
-			outs[f.ID] += string(f.Payload)
-		case proto.Result:
-			var res proto.ResultMsg
-			if err := json.Unmarshal(f.Payload, &res); err != nil {
-				t.Fatal(err)
-			}
-			results[f.ID] = res
-			if f.ID < 10 {
-				order = append(order, f.ID)
-			}
+		if f.Type != proto.Results || res[f.ID] == nil {
+			t.Fatalf("unexpected %s frame for id %d", f.Type, f.ID)
+		}
+		first, n, err := proto.ReadResults(f.Payload, res[f.ID])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if first != got[f.ID] {
+			t.Fatalf("batch %d: RESULTS from %d, want %d", f.ID, first, got[f.ID])
+		}
+		got[f.ID] += n
+	}
+	resA, resB := res[1][:got[1]], res[2][:got[2]]
+	if len(resA) != 4 {
+		t.Fatalf("batch a: %d results, want 4 (ending with a3's failure)", len(resA))
+	}
+	for i := range 3 {
+		if want := fmt.Sprintf("A%d id-%d %d", i, i, i); string(resA[i].Output) != want || resA[i].Err != nil {
+			t.Errorf("a%d: %q %+v, want %q", i, resA[i].Output, resA[i].Err, want)
 		}
 	}
-	if fmt.Sprint(order) != "[1 2 3 4 5 6]" {
-		t.Errorf("batch results in order %v", order)
-	}
-	for id := uint32(1); id <= 3; id++ {
-		if want := fmt.Sprintf("A%d", id-1); outs[id] != want || results[id].Error != nil {
-			t.Errorf("invocation %d: %q %+v, want %s", id, outs[id], results[id].Error, want)
-		}
-	}
-	if e := results[4].Error; e == nil || e.Type != proto.PreconditionFailed {
+	if e := resA[3].Err; e == nil || e.Type != proto.PreconditionFailed {
 		t.Errorf("a3: %+v, want PreconditionFailed", e)
 	}
-	for id := uint32(5); id <= 6; id++ {
-		if e := results[id].Error; e == nil || e.Type != proto.Skipped || outs[id] != "" {
-			t.Errorf("invocation %d after the failure: %q %+v, want Skipped", id, outs[id], e)
-		}
-	}
-	if e := results[12].Error; e != nil || outs[12] != "B2" {
-		t.Errorf("unordered b2 after b1 failed: %q %+v", outs[12], e)
+	if len(resB) != 2 || resB[0].Err != nil || resB[1].Err == nil {
+		t.Errorf("batch b: %+v, want b0 then b1's failure", resB)
 	}
 	mu.Lock()
 	defer mu.Unlock()
@@ -294,5 +294,89 @@ func TestOrderedBatch(t *testing.T) {
 	}
 	if fmt.Sprint(as) != "[a0 a1 a2 a3]" {
 		t.Errorf("batch a ran %v, want a0 to a3 in order", as)
+	}
+}
+
+// A CANCEL ends a batch: the event running sees its context end, and the
+// next one is answered Skipped without running; an event that runs long
+// does not hold back the results of those before it; a CALL carries the
+// event's index.
+func TestBatchCancel(t *testing.T) {
+	t.Setenv("BUTTER_PROTOCOL", "2")
+	started := make(chan struct{})
+	p := serve(t, func(ctx context.Context, in []byte) ([]byte, error) {
+		if string(in) == "slow" {
+			if err := butter.FromContext(ctx).Log("info", "slow"); err != nil {
+				return nil, err
+			}
+			close(started)
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
+		return in, nil
+	})
+	if err := p.w.Write(proto.Batch, 7, batchFrame(time.Now().Add(time.Minute).UnixMilli(), "x", "y", "slow", "z")); err != nil {
+		t.Fatal(err)
+	}
+	// x and y's results come while slow runs, before any CANCEL.
+	res := make([]proto.BatchResult, 4)
+	got := 0
+	for got < 2 {
+		f := p.next()
+		switch f.Type {
+		case proto.Call:
+			var c proto.CallMsg
+			if err := json.Unmarshal(f.Payload, &c); err != nil {
+				t.Fatal(err)
+			}
+			if f.ID != 7 || c.Index != 2 {
+				t.Errorf("CALL id %d index %d, want 7 and 2", f.ID, c.Index)
+			}
+			_ = p.w.WriteJSON(proto.Reply, f.ID, proto.ReplyMsg{Seq: c.Seq, OK: true})
+		case proto.Results:
+			_, n, err := proto.ReadResults(f.Payload, res)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got += n
+		}
+	}
+	<-started
+	if err := p.w.Write(proto.Cancel, 7, nil); err != nil {
+		t.Fatal(err)
+	}
+	f := p.next()
+	if f.Type != proto.Results {
+		t.Fatalf("after CANCEL: %s, want RESULTS", f.Type)
+	}
+	first, n, err := proto.ReadResults(f.Payload, res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first != 2 || n != 1 || res[2].Err == nil || res[2].Err.Type != proto.Exception {
+		t.Errorf("after CANCEL: results %d+%d %+v, want slow's failure alone", first, n, res[2].Err)
+	}
+	if string(res[0].Output) != "x" || string(res[1].Output) != "y" {
+		t.Errorf("outputs %q %q", res[0].Output, res[1].Output)
+	}
+}
+
+// A worker started by a pool of protocol 1 says 1, and refuses BATCH.
+func TestBatchNeedsProtocol2(t *testing.T) {
+	t.Setenv("BUTTER_PROTOCOL", "1")
+	p := serveHello(t, func(ctx context.Context, in []byte) ([]byte, error) { return in, nil }, func(h proto.HelloMsg) {
+		if h.Protocol != 1 {
+			t.Errorf("HELLO %+v, want protocol 1", h)
+		}
+	})
+	_ = p.w.Write(proto.Batch, 1, batchFrame(0, "a"))
+	select {
+	case err := <-p.done:
+		if err == nil || !strings.Contains(err.Error(), "BATCH") {
+			t.Errorf("ServeConn: %v, want an error naming BATCH", err)
+		}
+		p.done <- err // for the cleanup
+	case <-time.After(10 * time.Second):
+		t.Fatal("the worker took a BATCH in protocol 1")
 	}
 }

@@ -1,6 +1,7 @@
-// Package proto is the codec of Butter's worker protocol, version 1
-// (docs/worker-protocol.md): length-prefixed frames carrying a type, an
-// invocation id and a payload. The pool (host side) and the Go SDK (worker
+// Package proto is the codec of Butter's worker protocol, versions 1 and
+// 2 (docs/worker-protocol.md): length-prefixed frames carrying a type, an
+// invocation id and a payload; version 2 adds batches of events in one
+// frame (batch.go). The pool (host side) and the Go SDK (worker
 // side) both use it, so the two can never disagree on the wire format.
 //
 // It has no dependencies beyond the standard library, so that functions
@@ -17,8 +18,13 @@ import (
 	"sync"
 )
 
-// Version is the protocol version this package speaks.
-const Version = 1
+// Version is the newest protocol version this package speaks. A pool
+// tells a worker the newest it speaks (BUTTER_PROTOCOL) and the worker
+// answers, in HELLO, the one they will speak: MinVersion to Version.
+const Version = 2
+
+// MinVersion is the oldest protocol version this package speaks.
+const MinVersion = 1
 
 // MaxFrame is the largest frame length (type + id + payload) accepted.
 const MaxFrame = 16 << 20
@@ -40,10 +46,13 @@ const (
 	Cancel Type = 6 // pool -> worker: stop the invocation
 	Call   Type = 7 // worker -> pool: JSON CallMsg
 	Reply  Type = 8 // pool -> worker: JSON ReplyMsg
+	// Version 2.
+	Batch   Type = 9  // pool -> worker: binary events of an ordered batch
+	Results Type = 10 // worker -> pool: binary results of a batch
 )
 
 func (t Type) String() string {
-	names := [...]string{"", "HELLO", "INVOKE", "DATA", "END", "RESULT", "CANCEL", "CALL", "REPLY"}
+	names := [...]string{"", "HELLO", "INVOKE", "DATA", "END", "RESULT", "CANCEL", "CALL", "REPLY", "BATCH", "RESULTS"}
 	if int(t) < len(names) && t != 0 {
 		return names[t]
 	}
@@ -85,7 +94,7 @@ func (r *Reader) Read() (Frame, error) {
 		return Frame{}, unexpected(err)
 	}
 	f := Frame{Type: Type(hdr[4]), ID: binary.BigEndian.Uint32(hdr[5:9])}
-	if f.Type < Hello || f.Type > Reply {
+	if f.Type < Hello || f.Type > Results {
 		return Frame{}, fmt.Errorf("worker protocol: unknown frame type %d", hdr[4])
 	}
 	f.Payload = make([]byte, n-5)
@@ -124,6 +133,17 @@ func AppendFrame(dst []byte, t Type, id uint32, payload []byte) ([]byte, error) 
 	dst = append(dst, byte(t))
 	dst = binary.BigEndian.AppendUint32(dst, id)
 	return append(dst, payload...), nil
+}
+
+// AppendFrameHead appends the head of a frame whose payload of n bytes
+// the caller appends next.
+func AppendFrameHead(dst []byte, t Type, id uint32, n int) ([]byte, error) {
+	if n+5 > MaxFrame {
+		return dst, ErrFrameTooLarge
+	}
+	dst = binary.BigEndian.AppendUint32(dst, uint32(5+n))
+	dst = append(dst, byte(t))
+	return binary.BigEndian.AppendUint32(dst, id), nil
 }
 
 // Write writes one frame, after the queued ones.
@@ -212,10 +232,6 @@ func (w *Writer) WriteJSON(t Type, id uint32, v any) error {
 type HelloMsg struct {
 	Protocol int    `json:"protocol"`
 	SDK      string `json:"sdk"`
-	// Ordered is true when the worker runs ordered batches (INVOKE's
-	// Ordered; docs/worker-protocol.md). A pool that does not know it
-	// ignores it.
-	Ordered bool `json:"ordered,omitempty"`
 }
 
 // InvokeMsg is the payload of INVOKE.
@@ -227,16 +243,6 @@ type InvokeMsg struct {
 	// State is set only for a function with a state block
 	// (docs/state.md): the call's state key and its current state.
 	State *StateMsg `json:"state,omitempty"`
-	// Ordered, sent only to a worker whose HELLO said "ordered", makes
-	// the invocation part of an ordered batch (docs/worker-protocol.md):
-	// the invocations of batch Batch (numbered Index from 0 to Count-1)
-	// run one at a time, in that order, each after the RESULT of the one
-	// before, and once one fails the rest are not run but answered with
-	// a Skipped error.
-	Ordered bool   `json:"ordered,omitempty"`
-	Batch   uint32 `json:"batch,omitempty"`
-	Index   int    `json:"index,omitempty"`
-	Count   int    `json:"count,omitempty"`
 }
 
 // StateMsg carries per-key state (docs/state.md). In INVOKE, Key is the
@@ -265,8 +271,10 @@ const (
 	PreconditionFailed  = "PreconditionFailed"
 	PostconditionFailed = "PostconditionFailed"
 	Timeout             = "Timeout"
-	// Skipped answers an invocation of an ordered batch that was not run
-	// because one before it failed, or it was cancelled before it ran.
+	// Skipped is what the pool reports for an event of a batch that was
+	// not run, because one before it failed or the batch was cancelled
+	// before it ran; a worker sends it for the event it was about to run
+	// when a CANCEL came.
 	Skipped = "Skipped"
 )
 
@@ -280,7 +288,10 @@ type ResultMsg struct {
 
 // CallMsg is the payload of CALL.
 type CallMsg struct {
-	Seq     uint64 `json:"seq"`
+	Seq uint64 `json:"seq"`
+	// Index is the event of a batch the call acts for (protocol 2: the
+	// frame's id is the batch's); 0 for an invocation.
+	Index   int    `json:"index,omitempty"`
 	Op      string `json:"op"`
 	Level   string `json:"level,omitempty"`
 	Message string `json:"message,omitempty"`

@@ -111,3 +111,49 @@ func TestQueueAndFlush(t *testing.T) {
 		t.Errorf("a full chunk stayed queued: %d writes", len(out.w))
 	}
 }
+
+// A BATCH and its RESULTS decode to what was encoded, in place; cut or
+// padded payloads and results beyond the batch are errors.
+func TestBatchCodec(t *testing.T) {
+	b := proto.AppendBatchHead(nil, 1234, 2)
+	b = proto.AppendEventHead(b, 1)
+	b = proto.AppendPair(b, "ce_id", []byte("x"))
+	b = proto.AppendInput(b, []byte("first"))
+	b = proto.AppendEventHead(b, 0)
+	b = proto.AppendInput(b, nil)
+	deadline, evs, err := proto.ReadBatch(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if deadline != 1234 || len(evs) != 2 || len(evs[0].Meta) != 1 || string(evs[0].Meta[0].Key) != "ce_id" ||
+		string(evs[0].Meta[0].Value) != "x" || string(evs[0].Input) != "first" || len(evs[1].Meta) != 0 || len(evs[1].Input) != 0 {
+		t.Errorf("decoded %d %+v", deadline, evs)
+	}
+	if cap(evs[0].Input) != len(evs[0].Input) {
+		t.Error("an input's capacity reaches into the next event: appending to it would overwrite it")
+	}
+	for name, bad := range map[string][]byte{"cut": b[:len(b)-1], "padded": append(append([]byte(nil), b...), 0), "empty": nil} {
+		if _, _, err := proto.ReadBatch(bad); err == nil {
+			t.Errorf("%s BATCH decoded", name)
+		}
+	}
+
+	r := make([]byte, proto.ResultsHeadSize)
+	proto.PutResultsHead(r, 1, 2)
+	r = proto.AppendResultOK(r, []byte("out"))
+	r = proto.AppendResultError(r, &proto.Error{Type: proto.Exception, Message: "boom"})
+	res := make([]proto.BatchResult, 3)
+	first, n, err := proto.ReadResults(r, res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first != 1 || n != 2 || string(res[1].Output) != "out" || res[1].Err != nil || res[2].Err == nil || *res[2].Err != (proto.Error{Type: proto.Exception, Message: "boom"}) {
+		t.Errorf("results %d+%d %+v", first, n, res)
+	}
+	if _, _, err := proto.ReadResults(r, res[:2]); err == nil {
+		t.Error("results beyond the batch decoded")
+	}
+	if _, _, err := proto.ReadResults(r[:len(r)-1], res); err == nil {
+		t.Error("cut RESULTS decoded")
+	}
+}
