@@ -449,8 +449,9 @@ func (c *consumer) batchSize() int {
 }
 
 // handleBatch runs the first records of recs through the function as one
-// batch, then handles each event's outcome in order, as handle does: an
-// output, or (the first failure) the retries from the second attempt on.
+// batch, and handles each event's outcome in order, as handle does: an
+// output, as its result comes, or (the first failure) the retries from
+// the second attempt on.
 // The events after a failure were not run, and are handled one at a time
 // (handle). A worker that dies in a batch loses the results it had not
 // written yet: the first event without one is handled again from its
@@ -490,7 +491,10 @@ func (c *consumer) handleBatch(ctx context.Context, recs []*kgo.Record, acks *ba
 	b := &runtime.Batch{Count: len(kept), Events: events,
 		Calls: func(ctx context.Context, index int, call proto.CallMsg) proto.ReplyMsg {
 			return c.call(ctx, kept[index], call)
-		}}
+		},
+		// Outputs go out as their results come, while later events run.
+		OK: func(k int, out []byte) { c.succeeded(ctx, acks, kept[k], eventID(kept[k]), out) },
+	}
 	start := time.Now()
 	res, ok := c.f.invokeBatch(ctx, b)
 	if !ok {
@@ -509,7 +513,7 @@ func (c *consumer) handleBatch(ctx context.Context, recs []*kgo.Record, acks *ba
 	for k, r := range kept {
 		switch err := res[k].Err; {
 		case err == nil && !failed:
-			c.succeeded(ctx, acks, r, eventID(r), res[k].Output)
+			// Its output went out (OK).
 		case failed || skipped(err):
 			failed = true
 			c.handle(ctx, r, acks)

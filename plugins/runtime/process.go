@@ -180,10 +180,13 @@ type procCall struct {
 	batch *batchCall
 }
 
-// batchCall collects a batch's results, in order; readLoop writes them.
+// batchCall collects a batch's results, in order; readLoop writes them,
+// and signals more after each RESULTS frame.
 type batchCall struct {
-	res []proto.BatchResult
-	got int // results read
+	more chan struct{}
+	mu   sync.Mutex
+	res  []proto.BatchResult
+	got  int // results read
 }
 
 // ended reports whether every result came, or a failure ended the batch.
@@ -215,13 +218,22 @@ func (i *procInstance) readLoop(waited chan struct{}) {
 		if c.batch != nil {
 			switch f.Type {
 			case proto.Results:
-				first, n, err := proto.ReadResults(f.Payload, c.batch.res)
-				if err != nil || first != c.batch.got || c.batch.ended() {
+				b := c.batch
+				b.mu.Lock()
+				first, n, err := proto.ReadResults(f.Payload, b.res)
+				if err != nil || first != b.got || b.ended() {
+					b.mu.Unlock()
 					i.kill() // a broken worker
 					continue
 				}
-				c.batch.got += n
-				if c.batch.ended() {
+				b.got += n
+				ended := b.ended()
+				b.mu.Unlock()
+				select {
+				case b.more <- struct{}{}:
+				default:
+				}
+				if ended {
 					i.mu.Lock()
 					delete(i.calls, f.ID)
 					i.mu.Unlock()
@@ -377,7 +389,7 @@ func (i *procInstance) InvokeBatch(ctx context.Context, b *Batch) []Result {
 	}
 	i.nextID++
 	id := i.nextID
-	bc := &batchCall{res: make([]proto.BatchResult, b.Count)}
+	bc := &batchCall{res: make([]proto.BatchResult, b.Count), more: make(chan struct{}, 1)}
 	c := &procCall{ctx: ctx, result: make(chan proto.ResultMsg, 1), batch: bc}
 	if b.Calls != nil {
 		c.calls = func(ctx context.Context, call proto.CallMsg) proto.ReplyMsg {
@@ -393,6 +405,19 @@ func (i *procInstance) InvokeBatch(ctx context.Context, b *Batch) []Result {
 
 	sent := make(chan error, 1)
 	go func() { sent <- i.w.WriteFrames(frame) }()
+	// deliver passes the successes that came to b.OK.
+	delivered := 0
+	deliver := func() {
+		if b.OK == nil {
+			return
+		}
+		bc.mu.Lock()
+		got := bc.got
+		bc.mu.Unlock()
+		for ; delivered < got && bc.res[delivered].Err == nil; delivered++ {
+			b.OK(delivered, bc.res[delivered].Output)
+		}
+	}
 	// collect fills res from what came; the first event without a
 	// result fails with err (when not nil), the rest are skipped. With
 	// cancelled, a failure that ended the batch is taken for the
@@ -419,7 +444,10 @@ func (i *procInstance) InvokeBatch(ctx context.Context, b *Batch) []Result {
 	}
 	for {
 		select {
+		case <-bc.more:
+			deliver()
 		case _, ok := <-c.result:
+			deliver()
 			if !ok {
 				// The worker died: nothing after its last RESULTS ran
 				// to the end.
@@ -433,6 +461,7 @@ func (i *procInstance) InvokeBatch(ctx context.Context, b *Batch) []Result {
 			}
 		case <-ctx.Done():
 			i.cancelBatch(id, c)
+			deliver()
 			err := ctx.Err()
 			if errors.Is(err, context.DeadlineExceeded) {
 				err = &proto.Error{Type: proto.Timeout, Message: fmt.Sprintf("%s did not answer before its deadline", i.fn.Name)}

@@ -15,13 +15,18 @@ import (
 // Batches (protocol 2, docs/worker-protocol.md "Batches"): the events of
 // a BATCH frame run one at a time, in order, on one goroutine holding one
 // unit of the worker's concurrency. Their results are held and written
-// together in RESULTS frames: when the batch ends, once 64 KiB are held,
-// and every flushAfter while it runs, so that a slow event does not hold
-// back the results of those before it. The first failure ends the batch:
+// together in RESULTS frames: when the batch ends, once flushEvery results
+// or 64 KiB are held, and every flushAfter while it runs, so that a slow
+// event does not hold back the results of those before it. The first failure ends the batch:
 // the events after it do not run.
 
-// flushAfter is how long results may be held while a batch runs.
-const flushAfter = time.Millisecond
+// flushAfter is how long results may be held while a batch runs, and
+// flushEvery how many: the pool sends outputs on as their results come,
+// so results held too long leave it idle.
+const (
+	flushAfter = time.Millisecond
+	flushEvery = 32
+)
 
 // runBatch runs a batch's events; ctx carries the batch's deadline and
 // ends early on CANCEL.
@@ -109,7 +114,7 @@ func (b *batchOut) add(k int, output []byte, e *proto.Error) {
 		b.buf = proto.AppendResultOK(b.buf, output)
 	}
 	b.n++
-	if len(b.buf) >= proto.ChunkSize {
+	if b.n >= flushEvery || len(b.buf) >= proto.ChunkSize {
 		b.flushLocked()
 	}
 }
