@@ -221,13 +221,35 @@ func newConsumer(p *Pool, f *fnPool, tr StreamTrigger, base []kgo.Opt) (*consume
 }
 
 // run polls, handles and commits until ctx ends; then it leaves the group.
+//
+// For a function without state, a poll's batch is settled and committed
+// (settle, then its records' offsets) while the next poll's batch is
+// handled: the two overlap, and commits stay in poll order. Rebalances
+// are allowed only once nothing is in flight: before a poll that would
+// wait (nothing is buffered), and at least every allowEvery, when run
+// waits for the batch in flight first. A stateful function's batches go
+// one at a time: its changelog must be caught up (syncState) with
+// nothing in flight.
 func (c *consumer) run(ctx context.Context) {
 	defer c.cl.Close()
 	log := c.f.log.With("stream", c.tr.Stream, "group", c.tr.Group)
+	var inflight chan struct{} // closed once the batch in flight is committed
+	drain := func() {
+		if inflight != nil {
+			<-inflight
+			inflight = nil
+		}
+		c.cl.AllowRebalance()
+	}
+	defer drain()
+	lastAllowed := time.Now()
 	for {
+		if inflight != nil && (c.cl.BufferedFetchRecords() == 0 || time.Since(lastAllowed) > allowEvery) {
+			drain()
+			lastAllowed = time.Now()
+		}
 		fetches := c.cl.PollRecords(ctx, pollBatch)
 		if fetches.IsClientClosed() || ctx.Err() != nil {
-			c.cl.AllowRebalance()
 			return
 		}
 		fetches.EachError(func(t string, p int32, err error) {
@@ -236,7 +258,6 @@ func (c *consumer) run(ctx context.Context) {
 		if c.f.state != nil && c.resync.Swap(false) && !c.syncState(ctx) {
 			// Stopping before the state could be read: the batch is
 			// left uncommitted, for the partitions' next owner.
-			c.cl.AllowRebalance()
 			return
 		}
 		var wg sync.WaitGroup
@@ -244,7 +265,11 @@ func (c *consumer) run(ctx context.Context) {
 		// committed below, so nothing is handled twice after a clean drain.
 		hctx := context.WithoutCancel(ctx)
 		acks := &batchAcks{}
+		var last []*kgo.Record // each partition's last record
 		fetches.EachPartition(func(ftp kgo.FetchTopicPartition) {
+			if n := len(ftp.Records); n > 0 {
+				last = append(last, ftp.Records[n-1])
+			}
 			for _, run := range c.lanes(ftp.Records) {
 				wg.Add(1)
 				go func() {
@@ -254,13 +279,32 @@ func (c *consumer) run(ctx context.Context) {
 			}
 		})
 		wg.Wait()
-		c.settle(hctx, acks)
-		if err := c.cl.CommitUncommittedOffsets(context.WithoutCancel(ctx)); err != nil {
-			log.Error("commit failed; the batch will be handled again", "error", err)
+		// Commits go in order: the batch before this one first.
+		prev := inflight
+		done := make(chan struct{})
+		commit := func() {
+			defer close(done)
+			if prev != nil {
+				<-prev
+			}
+			c.settle(hctx, acks)
+			if err := c.cl.CommitRecords(hctx, last...); err != nil {
+				log.Error("commit failed; the batch will be handled again", "error", err)
+			}
 		}
-		c.cl.AllowRebalance()
+		inflight = done
+		if c.f.state != nil {
+			commit()
+			drain()
+			continue
+		}
+		go commit()
 	}
 }
+
+// allowEvery bounds how long a consumer that is never idle holds
+// rebalances back (run).
+const allowEvery = 100 * time.Millisecond
 
 // syncState reads the state changelog up to its current end, so that the
 // state the previous owner of newly assigned partitions wrote before it
