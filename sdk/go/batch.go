@@ -23,34 +23,38 @@ import (
 // flushAfter is how long results may be held while a batch runs, and
 // flushEvery how many: the pool sends outputs on as their results come,
 // so results held too long leave it idle.
+// The first results go sooner (flushFirst), to set the pool going.
 const (
 	flushAfter = time.Millisecond
+	flushFirst = 8
 	flushEvery = 32
 )
 
 // runBatch runs a batch's events; ctx carries the batch's deadline and
 // ends early on CANCEL.
-func (w *worker) runBatch(ctx context.Context, cancel context.CancelFunc, id uint32, events []proto.BatchEvent) {
+func (w *worker) runBatch(ctx context.Context, cancel context.CancelFunc, id uint32, events *proto.BatchReader) {
 	defer w.wg.Done()
 	defer cancel()
 	w.sem <- struct{}{}
 	defer func() { <-w.sem }()
-	out := &batchOut{w: w, id: id}
+	out := &batchOut{w: w, id: id, next: flushFirst}
 	out.timer = time.AfterFunc(flushAfter, out.tick)
-	for k := range events {
+	var ev proto.BatchEvent
+	for k := 0; events.Next(&ev); k++ {
 		if ctx.Err() != nil {
 			out.add(k, nil, &proto.Error{Type: proto.Skipped, Message: "the batch was cancelled before this event ran"})
 			break
 		}
-		ev := &events[k]
-		call := &Call{Function: w.function, Meta: make(map[string]string, len(ev.Meta)), Params: map[string]string{},
-			state: w.noState, w: w, id: id, index: k}
+		call := &Call{Function: w.function, Meta: make(map[string]string, len(ev.Meta)), state: w.noState, w: w, id: id, index: k}
 		for _, p := range ev.Meta {
 			// The strings share the frame's payload, which nothing
 			// writes to once read (the reader allocates each payload).
 			k, v := bytesString(p.Key), bytesString(p.Value)
 			call.Meta[k] = v
 			if name, ok := strings.CutPrefix(k, "param."); ok {
+				if call.Params == nil {
+					call.Params = map[string]string{}
+				}
 				call.Params[name] = v
 			}
 		}
@@ -91,6 +95,7 @@ type batchOut struct {
 	buf   []byte
 	first int // index of the first result held
 	n     int // results held
+	next  int // results to hold before writing them
 	done  bool
 }
 
@@ -114,7 +119,7 @@ func (b *batchOut) add(k int, output []byte, e *proto.Error) {
 		b.buf = proto.AppendResultOK(b.buf, output)
 	}
 	b.n++
-	if b.n >= flushEvery || len(b.buf) >= proto.ChunkSize {
+	if b.n >= b.next || len(b.buf) >= proto.ChunkSize {
 		b.flushLocked()
 	}
 }
@@ -150,7 +155,7 @@ func (b *batchOut) flushLocked() {
 	proto.PutResultsHead(b.buf[frameHead:], b.first, b.n)
 	// An error writing means the pool is gone; the reader sees it too.
 	_ = b.w.w.WriteFrames(b.buf)
-	b.n = 0
+	b.n, b.next = 0, flushEvery
 	if cap(b.buf) > 4*proto.ChunkSize {
 		b.buf = nil
 	}

@@ -309,7 +309,7 @@ func (w *worker) dispatch(f proto.Frame) error {
 		if w.calls[f.ID] != nil {
 			return fmt.Errorf("%s for id %d, which is in flight", f.Type, f.ID)
 		}
-		deadline, events, err := proto.ReadBatch(f.Payload)
+		deadline, _, events, err := proto.NewBatchReader(f.Payload)
 		if err != nil {
 			return err
 		}

@@ -62,34 +62,68 @@ type BatchEvent struct {
 	Input []byte
 }
 
-// ReadBatch decodes a BATCH payload.
-func ReadBatch(p []byte) (deadline int64, events []BatchEvent, err error) {
+// BatchReader reads the events of a BATCH payload in place, one at a
+// time: NewBatchReader checks the whole payload first, so Next cannot
+// fail.
+type BatchReader struct {
+	d    decoder
+	left int
+}
+
+// NewBatchReader checks a BATCH payload and returns its deadline, its
+// event count and a reader of its events.
+func NewBatchReader(p []byte) (deadline int64, count int, r *BatchReader, err error) {
 	d := decoder{b: p}
 	deadline = int64(d.u64())
-	n := int(d.u32())
+	count = int(d.u32())
 	if d.err != nil {
-		return 0, nil, fmt.Errorf("worker protocol: BATCH: %w", d.err)
+		return 0, 0, nil, fmt.Errorf("worker protocol: BATCH: %w", d.err)
 	}
-	if n > len(p) { // every event takes at least 6 bytes: a bad count
-		return 0, nil, fmt.Errorf("worker protocol: BATCH of %d events in %d bytes", n, len(p))
+	r = &BatchReader{d: d, left: count}
+	// Walk the events once, to refuse a bad payload before any runs.
+	check := d
+	for k := range count {
+		for range int(check.u16()) {
+			check.take(int(check.u16()))
+			check.take(int(check.u32()))
+		}
+		check.take(int(check.u32()))
+		if check.err != nil {
+			return 0, 0, nil, fmt.Errorf("worker protocol: BATCH event %d: %w", k, check.err)
+		}
+	}
+	if len(check.b) > 0 {
+		return 0, 0, nil, fmt.Errorf("worker protocol: BATCH: %d bytes after the last event", len(check.b))
+	}
+	return deadline, count, r, nil
+}
+
+// Next reads the next event into ev, reusing ev.Meta's array, and
+// reports false after the last.
+func (r *BatchReader) Next(ev *BatchEvent) bool {
+	if r.left == 0 {
+		return false
+	}
+	r.left--
+	d := &r.d
+	ev.Meta = ev.Meta[:0]
+	for range int(d.u16()) {
+		k := d.bytes(int(d.u16()))
+		ev.Meta = append(ev.Meta, Pair{Key: k, Value: d.bytes(int(d.u32()))})
+	}
+	ev.Input = d.bytes(int(d.u32()))
+	return true
+}
+
+// ReadBatch decodes a whole BATCH payload.
+func ReadBatch(p []byte) (deadline int64, events []BatchEvent, err error) {
+	deadline, n, r, err := NewBatchReader(p)
+	if err != nil {
+		return 0, nil, err
 	}
 	events = make([]BatchEvent, n)
 	for k := range events {
-		ev := &events[k]
-		if np := int(d.u16()); np > 0 && d.err == nil {
-			ev.Meta = make([]Pair, np)
-			for j := range ev.Meta {
-				ev.Meta[j].Key = d.bytes(int(d.u16()))
-				ev.Meta[j].Value = d.bytes(int(d.u32()))
-			}
-		}
-		ev.Input = d.bytes(int(d.u32()))
-		if d.err != nil {
-			return 0, nil, fmt.Errorf("worker protocol: BATCH event %d: %w", k, d.err)
-		}
-	}
-	if len(d.b) > 0 {
-		return 0, nil, fmt.Errorf("worker protocol: BATCH: %d bytes after the last event", len(d.b))
+		r.Next(&events[k])
 	}
 	return deadline, events, nil
 }
