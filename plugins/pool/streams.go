@@ -172,6 +172,38 @@ type consumer struct {
 	perEvent atomic.Int64
 	// source is the CloudEvent source of the function's outputs.
 	source string
+	// outq carries the outputs of batches to produce, in order, to the
+	// goroutine that produces them (produceOutputs): the next batch can
+	// go to the worker while they are produced.
+	outq chan outWork
+}
+
+// outWork is an output to produce, or, with done set, a marker that
+// produceOutputs closes once every output before it is produced.
+type outWork struct {
+	r    *kgo.Record
+	out  []byte
+	acks *batchAcks
+	done chan struct{}
+}
+
+// produceOutputs produces the queued outputs until outq is closed.
+func (c *consumer) produceOutputs(ctx context.Context) {
+	for w := range c.outq {
+		if w.done != nil {
+			close(w.done)
+			continue
+		}
+		c.succeeded(ctx, w.acks, w.r, eventID(w.r), w.out)
+	}
+}
+
+// outputsDone returns a channel closed once every output queued so far is
+// produced (handed to the client, not yet acknowledged).
+func (c *consumer) outputsDone() chan struct{} {
+	done := make(chan struct{})
+	c.outq <- outWork{done: done}
+	return done
 }
 
 func newConsumer(p *Pool, f *fnPool, tr StreamTrigger, base []kgo.Opt) (*consumer, error) {
@@ -181,7 +213,7 @@ func newConsumer(p *Pool, f *fnPool, tr StreamTrigger, base []kgo.Opt) (*consume
 	}
 	opts := append(append([]kgo.Opt{}, base...), broker.ProducerOpts()...)
 	c := &consumer{p: p, f: f, tr: tr, dlq: deadLetterTopic(f.cfg, tr), attempts: 1, backoff: time.Second,
-		source: "butter/" + p.cfg.Project + "/" + f.cfg.Name}
+		source: "butter/" + p.cfg.Project + "/" + f.cfg.Name, outq: make(chan outWork, 2*pollBatch)}
 	if f.state != nil {
 		// Partitions another pool handled until now: its state writes
 		// are read before their events (see run).
@@ -233,6 +265,15 @@ func newConsumer(p *Pool, f *fnPool, tr StreamTrigger, base []kgo.Opt) (*consume
 func (c *consumer) run(ctx context.Context) {
 	defer c.cl.Close()
 	log := c.f.log.With("stream", c.tr.Stream, "group", c.tr.Group)
+	produced := make(chan struct{})
+	go func() {
+		defer close(produced)
+		c.produceOutputs(context.WithoutCancel(ctx))
+	}()
+	defer func() {
+		close(c.outq)
+		<-produced
+	}()
 	var inflight chan struct{} // closed once the batch in flight is committed
 	drain := func() {
 		if inflight != nil {
@@ -279,14 +320,16 @@ func (c *consumer) run(ctx context.Context) {
 			}
 		})
 		wg.Wait()
-		// Commits go in order: the batch before this one first.
-		prev := inflight
+		// Commits go in order: the batch before this one first, and
+		// once this one's outputs are produced.
+		prev, outputs := inflight, c.outputsDone()
 		done := make(chan struct{})
 		commit := func() {
 			defer close(done)
 			if prev != nil {
 				<-prev
 			}
+			<-outputs
 			c.settle(hctx, acks)
 			if err := c.cl.CommitRecords(hctx, last...); err != nil {
 				log.Error("commit failed; the batch will be handled again", "error", err)
@@ -464,12 +507,19 @@ const (
 // runtime offers that; otherwise, and for retries, one at a time.
 func (c *consumer) handleRun(ctx context.Context, recs []*kgo.Record, acks *batchAcks) {
 	batchable := c.tr.Order != "key" && c.f.state == nil
+	queued := false // outputs of this run wait in outq
 	for len(recs) > 0 {
 		if n := min(len(recs), c.batchSize()); batchable && n > 1 && !c.f.noBatches.Load() {
 			if done := c.handleBatch(ctx, recs[:n], acks); done > 0 {
 				recs = recs[done:]
+				queued = true
 				continue
 			}
+		}
+		if queued {
+			// This event's output must come after theirs.
+			<-c.outputsDone()
+			queued = false
 		}
 		start := time.Now()
 		c.handle(ctx, recs[0], acks)
@@ -536,8 +586,9 @@ func (c *consumer) handleBatch(ctx context.Context, recs []*kgo.Record, acks *ba
 		Calls: func(ctx context.Context, index int, call proto.CallMsg) proto.ReplyMsg {
 			return c.call(ctx, kept[index], call)
 		},
-		// Outputs go out as their results come, while later events run.
-		OK: func(k int, out []byte) { c.succeeded(ctx, acks, kept[k], eventID(kept[k]), out) },
+		// Outputs go out as their results come, while later events run,
+		// and while the next batch runs.
+		OK: func(k int, out []byte) { c.outq <- outWork{r: kept[k], out: out, acks: acks} },
 	}
 	start := time.Now()
 	res, ok := c.f.invokeBatch(ctx, b)
@@ -555,6 +606,10 @@ func (c *consumer) handleBatch(ctx context.Context, recs []*kgo.Record, acks *ba
 	}
 	failed := false
 	for k, r := range kept {
+		if err := res[k].Err; err != nil && !failed {
+			// The outputs before the failure go first.
+			<-c.outputsDone()
+		}
 		switch err := res[k].Err; {
 		case err == nil && !failed:
 			// Its output went out (OK).
