@@ -320,15 +320,16 @@ func (c *consumer) run(ctx context.Context) {
 			}
 		})
 		wg.Wait()
-		// Commits go in order: the batch before this one first, and
-		// once this one's outputs are produced.
-		prev, outputs := inflight, c.outputsDone()
+		// Commits go in order: the batch before this one's first (at
+		// most one is behind the batch being handled), then this one's,
+		// once its outputs are produced.
+		if inflight != nil {
+			<-inflight
+		}
+		outputs := c.outputsDone()
 		done := make(chan struct{})
 		commit := func() {
 			defer close(done)
-			if prev != nil {
-				<-prev
-			}
 			<-outputs
 			c.settle(hctx, acks)
 			if err := c.cl.CommitRecords(hctx, last...); err != nil {

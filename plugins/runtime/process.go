@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -487,23 +486,6 @@ func (i *procInstance) cancelBatch(id uint32, c *procCall) {
 	case <-time.After(grace):
 		i.kill()
 		<-i.exited
-	}
-}
-
-// readAllInto appends all of r to dst, reading through buf.
-func readAllInto(dst []byte, r io.Reader, buf []byte) ([]byte, error) {
-	if br, ok := r.(interface{ Len() int }); ok {
-		dst = slices.Grow(dst, br.Len())
-	}
-	for {
-		n, err := r.Read(buf)
-		dst = append(dst, buf[:n]...)
-		if err == io.EOF {
-			return dst, nil
-		}
-		if err != nil {
-			return dst, err
-		}
 	}
 }
 
