@@ -255,8 +255,9 @@ func newConsumer(p *Pool, f *fnPool, tr StreamTrigger, base []kgo.Opt) (*consume
 // run polls, handles and commits until ctx ends; then it leaves the group.
 //
 // For a function without state, a poll's batch is settled and committed
-// (settle, then its records' offsets) while the next poll's batch is
-// handled: the two overlap, and commits stay in poll order. Rebalances
+// (settle, then its records' offsets) while the next polls' batches are
+// handled, at most maxBehind of them: they overlap, and commits stay in
+// poll order. Rebalances
 // are allowed only once nothing is in flight: before a poll that would
 // wait (nothing is buffered), and at least every allowEvery, when run
 // waits for the batch in flight first. A stateful function's batches go
@@ -274,18 +275,20 @@ func (c *consumer) run(ctx context.Context) {
 		close(c.outq)
 		<-produced
 	}()
-	var inflight chan struct{} // closed once the batch in flight is committed
+	// behind are the polls being committed, oldest first; each is closed
+	// once committed, and the commits go in that order.
+	var behind []chan struct{}
 	drain := func() {
-		if inflight != nil {
-			<-inflight
-			inflight = nil
+		if n := len(behind); n > 0 {
+			<-behind[n-1]
+			behind = behind[:0]
 		}
 		c.cl.AllowRebalance()
 	}
 	defer drain()
 	lastAllowed := time.Now()
 	for {
-		if inflight != nil && (c.cl.BufferedFetchRecords() == 0 || time.Since(lastAllowed) > allowEvery) {
+		if len(behind) > 0 && (c.cl.BufferedFetchRecords() == 0 || time.Since(lastAllowed) > allowEvery) {
 			drain()
 			lastAllowed = time.Now()
 		}
@@ -320,23 +323,31 @@ func (c *consumer) run(ctx context.Context) {
 			}
 		})
 		wg.Wait()
-		// Commits go in order: the batch before this one's first (at
-		// most one is behind the batch being handled), then this one's,
-		// once its outputs are produced.
-		if inflight != nil {
-			<-inflight
+		// Commits go in order: those of the polls before this one first,
+		// then this one's, once its outputs are produced. At most
+		// maxBehind polls wait for theirs.
+		if len(behind) >= maxBehind {
+			<-behind[0]
+			behind = behind[1:]
+		}
+		var prev chan struct{}
+		if n := len(behind); n > 0 {
+			prev = behind[n-1]
 		}
 		outputs := c.outputsDone()
 		done := make(chan struct{})
 		commit := func() {
 			defer close(done)
+			if prev != nil {
+				<-prev
+			}
 			<-outputs
 			c.settle(hctx, acks)
 			if err := c.cl.CommitRecords(hctx, last...); err != nil {
 				log.Error("commit failed; the batch will be handled again", "error", err)
 			}
 		}
-		inflight = done
+		behind = append(behind, done)
 		if c.f.state != nil {
 			commit()
 			drain()
@@ -347,8 +358,12 @@ func (c *consumer) run(ctx context.Context) {
 }
 
 // allowEvery bounds how long a consumer that is never idle holds
-// rebalances back (run).
-const allowEvery = 100 * time.Millisecond
+// rebalances back, and maxBehind how many polls wait for their commit
+// while the next is handled (run).
+const (
+	allowEvery = 100 * time.Millisecond
+	maxBehind  = 4
+)
 
 // syncState reads the state changelog up to its current end, so that the
 // state the previous owner of newly assigned partitions wrote before it
