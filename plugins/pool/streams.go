@@ -14,6 +14,7 @@ import (
 	"github.com/butterfn/butter/hcl/spec"
 	"github.com/butterfn/butter/plugins/runtime"
 	"github.com/butterfn/butter/sdk/go/proto"
+	"github.com/hashicorp/go-hclog"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -255,9 +256,9 @@ func newConsumer(p *Pool, f *fnPool, tr StreamTrigger, base []kgo.Opt) (*consume
 // run polls, handles and commits until ctx ends; then it leaves the group.
 //
 // For a function without state, a poll's batch is settled and committed
-// (settle, then its records' offsets) while the next polls' batches are
-// handled, at most maxBehind of them: they overlap, and commits stay in
-// poll order. Rebalances
+// (committer: settle, then its records' offsets) while the next polls'
+// batches are handled, at most maxBehind of them: they overlap, and
+// commits stay in poll order. Rebalances
 // are allowed only once nothing is in flight: before a poll that would
 // wait (nothing is buffered), and at least every allowEvery, when run
 // waits for the batch in flight first. A stateful function's batches go
@@ -266,29 +267,40 @@ func newConsumer(p *Pool, f *fnPool, tr StreamTrigger, base []kgo.Opt) (*consume
 func (c *consumer) run(ctx context.Context) {
 	defer c.cl.Close()
 	log := c.f.log.With("stream", c.tr.Stream, "group", c.tr.Group)
+	// Handling runs to its end even while stopping: a poll's offsets are
+	// committed, so nothing is handled twice after a clean drain.
+	hctx := context.WithoutCancel(ctx)
 	produced := make(chan struct{})
 	go func() {
 		defer close(produced)
-		c.produceOutputs(context.WithoutCancel(ctx))
+		c.produceOutputs(hctx)
+	}()
+	commits := make(chan *pollCommit, maxBehind)
+	committed := make(chan struct{})
+	go func() {
+		defer close(committed)
+		c.committer(hctx, commits, log)
 	}()
 	defer func() {
+		close(commits)
+		<-committed
 		close(c.outq)
 		<-produced
 	}()
-	// behind are the polls being committed, oldest first; each is closed
-	// once committed, and the commits go in that order.
-	var behind []chan struct{}
+	// last is the newest poll sent to the committer and not yet seen
+	// committed.
+	var last *pollCommit
 	drain := func() {
-		if n := len(behind); n > 0 {
-			<-behind[n-1]
-			behind = behind[:0]
+		if last != nil {
+			<-last.done
+			last = nil
 		}
 		c.cl.AllowRebalance()
 	}
 	defer drain()
 	lastAllowed := time.Now()
 	for {
-		if len(behind) > 0 && (c.cl.BufferedFetchRecords() == 0 || time.Since(lastAllowed) > allowEvery) {
+		if last != nil && (c.cl.BufferedFetchRecords() == 0 || time.Since(lastAllowed) > allowEvery) {
 			drain()
 			lastAllowed = time.Now()
 		}
@@ -305,55 +317,76 @@ func (c *consumer) run(ctx context.Context) {
 			return
 		}
 		var wg sync.WaitGroup
-		// The batch runs to its end even while stopping: its offsets are
-		// committed below, so nothing is handled twice after a clean drain.
-		hctx := context.WithoutCancel(ctx)
-		acks := &batchAcks{}
-		var last []*kgo.Record // each partition's last record
+		pc := &pollCommit{acks: &batchAcks{}, done: make(chan struct{})}
 		fetches.EachPartition(func(ftp kgo.FetchTopicPartition) {
 			if n := len(ftp.Records); n > 0 {
-				last = append(last, ftp.Records[n-1])
+				pc.last = append(pc.last, ftp.Records[n-1])
 			}
 			for _, run := range c.lanes(ftp.Records) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					c.handleRun(hctx, run, acks)
+					c.handleRun(hctx, run, pc.acks)
 				}()
 			}
 		})
 		wg.Wait()
-		// Commits go in order: those of the polls before this one first,
-		// then this one's, once its outputs are produced. At most
-		// maxBehind polls wait for theirs.
-		if len(behind) >= maxBehind {
-			<-behind[0]
-			behind = behind[1:]
-		}
-		var prev chan struct{}
-		if n := len(behind); n > 0 {
-			prev = behind[n-1]
-		}
-		outputs := c.outputsDone()
-		done := make(chan struct{})
-		commit := func() {
-			defer close(done)
-			if prev != nil {
-				<-prev
-			}
-			<-outputs
-			c.settle(hctx, acks)
-			if err := c.cl.CommitRecords(hctx, last...); err != nil {
-				log.Error("commit failed; the batch will be handled again", "error", err)
-			}
-		}
-		behind = append(behind, done)
+		// The committer takes the polls in order, each once its outputs
+		// are produced; sending waits while maxBehind polls wait for it.
+		pc.outputs = c.outputsDone()
+		commits <- pc
+		last = pc
 		if c.f.state != nil {
-			commit()
 			drain()
-			continue
 		}
-		go commit()
+	}
+}
+
+// pollCommit is a handled poll waiting for its commit: its outputs,
+// queued until outputs is closed, then acknowledged (acks), then its
+// records' offsets (last: each partition's last record) committed; done
+// is closed then.
+type pollCommit struct {
+	outputs chan struct{}
+	acks    *batchAcks
+	last    []*kgo.Record
+	done    chan struct{}
+}
+
+// committer commits the polls it is sent, in order. When more are
+// waiting than one at a time keeps up with, those whose outputs are
+// produced are acknowledged together and committed in one request:
+// commits are cumulative, so the newest offsets cover the older.
+func (c *consumer) committer(ctx context.Context, in <-chan *pollCommit, log hclog.Logger) {
+	for pc := range in {
+		<-pc.outputs
+		polls := []*pollCommit{pc}
+	more:
+		for {
+			select {
+			case next, ok := <-in:
+				if !ok {
+					break more
+				}
+				<-next.outputs
+				polls = append(polls, next)
+			default:
+				break more
+			}
+		}
+		var recs []*kgo.Record
+		acks := make([]*batchAcks, len(polls))
+		for k, p := range polls {
+			acks[k] = p.acks
+			recs = append(recs, p.last...)
+		}
+		c.settle(ctx, acks...)
+		if err := c.cl.CommitRecords(ctx, recs...); err != nil {
+			log.Error("commit failed; the batch will be handled again", "error", err)
+		}
+		for _, p := range polls {
+			close(p.done)
+		}
 	}
 }
 
@@ -705,19 +738,22 @@ func (c *consumer) produce(ctx context.Context, acks *batchAcks, recs ...*kgo.Re
 	}
 }
 
-// settle waits until every record of a batch is acknowledged, producing
-// again those that failed (in the order they failed) until they are: an
-// event is never committed before its output is safe. Only a record that
-// failed, which the client does not do for errors it can retry, may land
-// after a record handled later.
-func (c *consumer) settle(ctx context.Context, acks *batchAcks) {
-	// The batch is handled: send what lingers (10ms by default) at once.
-	// Flush also waits for the records, which the callbacks then count.
+// settle waits until every record of the batches is acknowledged,
+// producing again those that failed (in the order they failed) until they
+// are: an event is never committed before its output is safe. Only a
+// record that failed, which the client does not do for errors it can
+// retry, may land after a record handled later.
+func (c *consumer) settle(ctx context.Context, batches ...*batchAcks) {
+	// The batches are handled: send what lingers (10ms by default) at
+	// once. Flush also waits for the records, which the callbacks then
+	// count.
 	_ = c.cl.Flush(ctx)
-	acks.wg.Wait()
-	if len(acks.failed) > 0 {
-		c.f.log.Warn("produce failed; retrying", "records", len(acks.failed), "error", acks.err)
-		c.produceSync(ctx, acks.failed)
+	for _, acks := range batches {
+		acks.wg.Wait()
+		if len(acks.failed) > 0 {
+			c.f.log.Warn("produce failed; retrying", "records", len(acks.failed), "error", acks.err)
+			c.produceSync(ctx, acks.failed)
+		}
 	}
 }
 
