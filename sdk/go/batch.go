@@ -38,7 +38,9 @@ func (w *worker) runBatch(ctx context.Context, cancel context.CancelFunc, id uin
 	w.sem <- struct{}{}
 	defer func() { <-w.sem }()
 	out := &batchOut{w: w, id: id, next: flushFirst}
+	out.mu.Lock() // tick reads timer
 	out.timer = time.AfterFunc(flushAfter, out.tick)
+	out.mu.Unlock()
 	var ev proto.BatchEvent
 	for k := 0; events.Next(&ev); k++ {
 		if ctx.Err() != nil {
