@@ -18,7 +18,7 @@ import (
 // from its input topic to its output topic, by variant: enough for about
 // a second of work or more, so that the 10ms sampling of the committed
 // offsets costs little precision.
-var benchEvents = map[string]int{"baseline": 200000, "raw-per-record": 50000, "go": 100000, "go-key-order": 50000}
+var benchEvents = map[string]int{"baseline": 400000, "raw-per-record": 50000, "go": 300000, "go-key-order": 50000}
 
 const (
 	// benchPartitions is the partition count of both topics.
