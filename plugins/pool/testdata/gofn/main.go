@@ -4,7 +4,8 @@
 // 300ms, "pid" answers the worker's pid, "params" answers the call's
 // parameters as JSON, "count" counts the calls of its state key;
 // "env:NAME" answers the variable's value, "read:PATH" the file's content
-// (or the error reading it); anything else is echoed upper-cased.
+// (or the error reading it); "tick-..." takes 200µs and is echoed
+// upper-cased, as is anything else, at once.
 package main
 
 import (
@@ -20,6 +21,10 @@ import (
 )
 
 func handle(ctx context.Context, in []byte) ([]byte, error) {
+	if bytes.HasPrefix(in, []byte("tick-")) {
+		time.Sleep(200 * time.Microsecond)
+		return bytes.ToUpper(in), nil
+	}
 	switch string(in) {
 	case "exit":
 		os.Exit(3)
