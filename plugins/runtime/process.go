@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	goruntime "runtime"
 	"slices"
 	"strconv"
 	"sync"
@@ -70,6 +71,16 @@ func (p *Process) Start(ctx context.Context, fn *Function) (Instance, error) {
 		"BUTTER_HANDLER":     fn.Handler,
 		"BUTTER_CONCURRENCY": strconv.Itoa(conc),
 	})
+	if fn.Runtime == "go" {
+		// A Go worker runs at most conc handlers at once: more Ps than
+		// that only add idle threads that the runtime wakes to spin on
+		// every goroutine handoff, on cores that the pool's other
+		// workers share (docs/worker-protocol.md). The function's env
+		// may set its own.
+		if _, set := fn.Env["GOMAXPROCS"]; !set && conc < goruntime.NumCPU() {
+			cmd.Env = append(cmd.Env, "GOMAXPROCS="+strconv.Itoa(conc))
+		}
+	}
 	cmd.ExtraFiles = []*os.File{toR, fromW} // fds 3 and 4
 	stderr := &tailBuffer{n: stderrTail, w: fn.Logs}
 	cmd.Stdout = fn.Logs
