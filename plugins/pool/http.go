@@ -1,9 +1,11 @@
 package pool
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -84,6 +86,10 @@ const (
 	// outputHold is how long the first output byte may be held back
 	// waiting for the call to end.
 	outputHold = 2 * time.Millisecond
+	// maxWholeInput is the longest request body, by its Content-Length,
+	// read whole before the call starts; longer or chunked bodies stream
+	// to the function as they come.
+	maxWholeInput = 32 << 10
 )
 
 // callOutput holds a call's output back as described above. Writes come
@@ -214,6 +220,17 @@ func (p *Pool) serveInvoke(w http.ResponseWriter, r *http.Request) {
 		id = "http-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	}
 	c.Calls = p.httpCalls(p.fns[name], id)
+	if n := r.ContentLength; n > 0 && n <= maxWholeInput {
+		// A small body of declared length is read whole: the runtime
+		// then sends it to the worker with the call, in one write and
+		// without a goroutine to stream it (plugins/runtime/process.go).
+		b := make([]byte, n)
+		if _, err := io.ReadFull(r.Body, b); err != nil {
+			writeJSON(w, http.StatusBadRequest, errorBody("BadRequest", fmt.Sprintf("reading the request body failed: %v", err)))
+			return
+		}
+		c.Input = bytes.NewReader(b)
+	}
 	// Read the body while the answer streams: without full duplex, Go's
 	// server discards up to 256 KiB of a chunked body once the handler
 	// writes, and a pipeline step would lose input. Closing the body

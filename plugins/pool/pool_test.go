@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -426,4 +427,24 @@ func TestHealthFailsWhileMinimumCannotStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 30*time.Second, "healthy after the fix", func() bool { c, _ := health(); return c == 200 })
+}
+
+// TestGoWorkerGOMAXPROCS: a Go worker gets GOMAXPROCS equal to its
+// concurrency when that is below the machine's CPUs, unless the
+// function's env sets it.
+func TestGoWorkerGOMAXPROCS(t *testing.T) {
+	if goruntime.NumCPU() < 2 {
+		t.Skip("one CPU: GOMAXPROCS is 1 without the pool setting it")
+	}
+	one := fn("one", "go")
+	own := fn("own", "go")
+	own.Env = map[string]string{"GOMAXPROCS": "7"}
+	many := fn("many", "go")
+	many.Concurrency = goruntime.NumCPU() + 1
+	_, srv := start(t, []pool.FunctionConfig{one, own, many})
+	for name, want := range map[string]string{"one": "1", "own": "7", "many": ""} {
+		if a := invoke(t, srv, name, strings.NewReader("env:GOMAXPROCS"), nil); a.code != 200 || a.body != want {
+			t.Errorf("%s: GOMAXPROCS %d %q, want %q", name, a.code, a.body, want)
+		}
+	}
 }

@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -9,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	goruntime "runtime"
 	"strconv"
 	"sync"
 	"syscall"
@@ -69,6 +71,16 @@ func (p *Process) Start(ctx context.Context, fn *Function) (Instance, error) {
 		"BUTTER_HANDLER":     fn.Handler,
 		"BUTTER_CONCURRENCY": strconv.Itoa(conc),
 	})
+	if fn.Runtime == "go" {
+		// A Go worker runs at most conc handlers at once: more Ps than
+		// that only add idle threads that the runtime wakes to spin on
+		// every goroutine handoff, on cores that the pool's other
+		// workers share (docs/worker-protocol.md). The function's env
+		// may set its own.
+		if _, set := fn.Env["GOMAXPROCS"]; !set && conc < goruntime.NumCPU() {
+			cmd.Env = append(cmd.Env, "GOMAXPROCS="+strconv.Itoa(conc))
+		}
+	}
 	cmd.ExtraFiles = []*os.File{toR, fromW} // fds 3 and 4
 	stderr := &tailBuffer{n: stderrTail, w: fn.Logs}
 	cmd.Stdout = fn.Logs
@@ -321,6 +333,22 @@ func (i *procInstance) Invoke(ctx context.Context, inv *Invocation) error {
 		deadline = d
 	}
 	meta := proto.InvokeMsg{Function: i.fn.Name, Deadline: deadline.UnixMilli(), Options: inv.Options, Meta: inv.Meta, State: inv.State}
+	if in, ok := smallInput(inv.Input); ok {
+		// The whole call goes in one write, from this goroutine.
+		frames, err := invokeFrames(id, meta, in)
+		if err == nil {
+			err = i.w.WriteFrames(frames)
+		}
+		if err != nil {
+			return i.broken(err)
+		}
+		select {
+		case res, ok := <-c.result:
+			return i.finish(res, ok, c, inv)
+		case <-ctx.Done():
+			return i.cancel(ctx, id, c)
+		}
+	}
 	if err := i.w.WriteJSON(proto.Invoke, id, meta); err != nil {
 		return i.broken(err)
 	}
@@ -496,6 +524,49 @@ var inputBufs = sync.Pool{New: func() any {
 	b := make([]byte, proto.ChunkSize)
 	return &b
 }}
+
+// maxInlineInput is the largest input in memory that Invoke sends with
+// its INVOKE in one write from the caller's goroutine (well within a
+// pipe's 64 KiB buffer); a larger input, or one that is not in memory,
+// streams from a goroutine of its own (sendInput) while the output comes
+// back. Sending a small input inline spares a goroutine and two write
+// system calls per call (bench/NOTES.md).
+const maxInlineInput = 32 << 10
+
+// smallInput returns the bytes of an input that is in memory and at most
+// maxInlineInput long: none, or a *bytes.Reader (the pool's HTTP endpoint
+// reads small bodies whole), read to its end.
+func smallInput(in io.Reader) ([]byte, bool) {
+	switch r := in.(type) {
+	case nil:
+		return nil, true
+	case *bytes.Reader:
+		if r.Len() > maxInlineInput {
+			return nil, false
+		}
+		b := make([]byte, r.Len())
+		_, _ = r.Read(b)
+		return b, true
+	}
+	return nil, false
+}
+
+// invokeFrames encodes a call's INVOKE, its input as one DATA frame (none
+// when empty) and END.
+func invokeFrames(id uint32, meta proto.InvokeMsg, in []byte) ([]byte, error) {
+	m, err := json.Marshal(meta)
+	if err != nil {
+		return nil, fmt.Errorf("worker protocol: encode INVOKE: %w", err)
+	}
+	buf := make([]byte, 0, 3*9+len(m)+len(in))
+	if buf, err = proto.AppendFrame(buf, proto.Invoke, id, m); err != nil {
+		return nil, err
+	}
+	if len(in) > 0 {
+		buf, _ = proto.AppendFrame(buf, proto.Data, id, in)
+	}
+	return proto.AppendFrame(buf, proto.End, id, nil)
+}
 
 // sendInput streams in as DATA frames, then END. The DATA payloads are
 // copied into their frames, so the buffer goes back to inputBufs on return.

@@ -216,6 +216,12 @@ type inflight struct {
 // protocol stream, then returns after in-flight calls finish. It exits
 // the process if the worker was not started by a pool.
 func Serve(handler Handler) {
+	// The pipes come in blocking mode (os/exec hands them over so): made
+	// non-blocking, they are read and written through the Go runtime's
+	// poller, which parks the reading goroutine instead of a thread in a
+	// system call that the scheduler must notice and work around.
+	setNonblock(3)
+	setNonblock(4)
 	in, out := os.NewFile(3, "butter-in"), os.NewFile(4, "butter-out")
 	if os.Getenv("BUTTER_PROTOCOL") == "" || in == nil || out == nil {
 		fmt.Fprintln(os.Stderr, "butter: this program is a Butter function; run it with `butter invoke --local` or in a pool")
@@ -365,6 +371,10 @@ func (w *worker) execute(id uint32, inv *inflight) {
 	call := &Call{Function: inv.meta.Function, Options: inv.meta.Options, Meta: inv.meta.Meta, Params: params,
 		state: newState(inv.meta.Function, inv.meta.State), w: w, id: id}
 	out, err := safeCall(w.handler, context.WithValue(ctx, callKey{}, call), inv.input)
+	if err == nil && len(out) <= proto.ChunkSize {
+		w.answer(id, out, call)
+		return
+	}
 	for len(out) > 0 && err == nil {
 		n := min(len(out), proto.ChunkSize)
 		err = w.w.Write(proto.Data, id, out[:n])
@@ -394,6 +404,26 @@ func typed(err error) *proto.Error {
 		typ = proto.Timeout
 	}
 	return &proto.Error{Type: typ, Message: err.Error()}
+}
+
+// answer sends a successful invocation's output, at most one chunk, and
+// its RESULT in one write.
+func (w *worker) answer(id uint32, out []byte, call *Call) {
+	res, err := json.Marshal(proto.ResultMsg{State: call.state.result()})
+	if err != nil {
+		// Not expected: the state was encoded by Set.
+		res, _ = json.Marshal(proto.ResultMsg{Error: &proto.Error{Type: proto.Exception, Message: "encode RESULT: " + err.Error()}})
+		out = nil
+	}
+	buf := make([]byte, 0, 18+len(out)+len(res))
+	if len(out) > 0 {
+		buf, _ = proto.AppendFrame(buf, proto.Data, id, out)
+	}
+	buf, _ = proto.AppendFrame(buf, proto.Result, id, res)
+	w.mu.Lock()
+	delete(w.calls, id)
+	w.mu.Unlock()
+	_ = w.w.WriteFrames(buf)
 }
 
 func safeCall(h Handler, ctx context.Context, in []byte) (out []byte, err error) {
