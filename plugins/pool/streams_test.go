@@ -583,6 +583,49 @@ func TestStreamOrderedBatches(t *testing.T) {
 	}
 }
 
+// TestStreamBatchesNodePython: Node and Python workers speak protocol 2
+// too: a function's events go in batches, the outputs keep the
+// partition's order, and a failure is retried and dead-lettered as one at
+// a time.
+func TestStreamBatchesNodePython(t *testing.T) {
+	dev, cl := devBroker(t)
+	for _, c := range []struct{ runtime, dir, handler string }{{"node", "nodefn", "index.handle"}, {"python", "pyfn", "main.handle"}} {
+		t.Run(c.runtime, func(t *testing.T) {
+			in, out, name := c.runtime+".in", c.runtime+".out", c.runtime+"batch"
+			topics(t, cl, broker.Topic{Name: in, Partitions: 1})
+			vals := events("ev", 0, 200)
+			vals[70] = "fail"
+			keyed(t, cl, in, "k", vals...)
+			f := testdataFn(name, c.runtime, c.dir, c.handler)
+			f.Output = out
+			f.Streams = []pool.StreamTrigger{{Stream: in, Group: "butter.test." + name + "." + in, Offset: "first"}}
+			f.MaxInstances = 1
+			f.Retry = &pool.RetryConfig{Attempts: 2, Backoff: "10ms", MaxBackoff: "20ms"}
+			_, srv := sdkPool(t, dev, f)
+
+			recs := readAll(t, dev.Addr, out, 199)
+			var want []string
+			for _, v := range vals {
+				if v != "fail" {
+					want = append(want, strings.ToUpper(v))
+				}
+			}
+			for i, r := range recs[:199] {
+				if string(r.Value) != want[i] {
+					t.Fatalf("output %d = %s, want %s: the order was not kept", i, r.Value, want[i])
+				}
+			}
+			dl := readAll(t, dev.Addr, in+".dlq", 1)[0]
+			if string(dl.Value) != "fail" || broker.Header(dl, broker.HeaderErrorType) != "PreconditionFailed" || broker.Attempts(dl) != 2 {
+				t.Errorf("dead letter = %s type %q attempts %d, want fail PreconditionFailed after 2", dl.Value, broker.Header(dl, broker.HeaderErrorType), broker.Attempts(dl))
+			}
+			if n := metric(t, srv, "butter_ordered_batches_total", name); n < 2 {
+				t.Errorf("%v batches: the events went one at a time", n)
+			}
+		})
+	}
+}
+
 // metricOf is metric for the series with the label sel, too.
 func metricOf(t *testing.T, srv *httptest.Server, name, function, sel string) float64 {
 	t.Helper()

@@ -1,14 +1,18 @@
 'use strict';
 // Butter worker for Node: runs one function's handler and serves the worker
-// protocol, version 1 (docs/worker-protocol.md), on fd 3 (pool -> worker)
-// and fd 4 (worker -> pool). Run as `node worker.js` in the bundle directory.
+// protocol, versions 1 and 2 (docs/worker-protocol.md), on fd 3 (pool ->
+// worker) and fd 4 (worker -> pool). Run as `node worker.js` in the bundle
+// directory.
 const fs = require('fs');
 const net = require('net');
 const path = require('path');
 const url = require('url');
 const Module = require('module');
 
-const T = { HELLO: 1, INVOKE: 2, DATA: 3, END: 4, RESULT: 5, CANCEL: 6, CALL: 7, REPLY: 8 };
+const T = { HELLO: 1, INVOKE: 2, DATA: 3, END: 4, RESULT: 5, CANCEL: 6, CALL: 7, REPLY: 8, BATCH: 9, RESULTS: 10 };
+// PROTOCOL is the version spoken: the newest both this SDK (2) and the pool
+// (BUTTER_PROTOCOL) know.
+const PROTOCOL = Math.max(1, Math.min(2, Number(process.env.BUTTER_PROTOCOL) || 1));
 const MAX_FRAME = 16 << 20; // largest frame length (type + id + payload)
 const CHUNK = 1 << 20; // largest output DATA payload we send
 const EMPTY = Buffer.alloc(0);
@@ -204,6 +208,127 @@ function settleCall(inv, seq, reply) {
   else pending.reject(new Error(reply.error || 'context call failed'));
 }
 
+// readBatch decodes a BATCH payload (docs/worker-protocol.md, "Batches"):
+// the deadline, then each event's metadata and input (a view of payload).
+function readBatch(p) {
+  let off = 0;
+  const need = (n) => {
+    if (off + n > p.length) die(2, `malformed BATCH payload: ${n} bytes wanted at ${off} of ${p.length}`);
+    const at = off;
+    off += n;
+    return at;
+  };
+  const deadline = Number(p.readBigInt64BE(need(8)));
+  const count = p.readUInt32BE(need(4));
+  if (count > p.length) die(2, `malformed BATCH payload: ${count} events in ${p.length} bytes`);
+  const events = [];
+  for (let k = 0; k < count; k++) {
+    const meta = {};
+    for (let pairs = p.readUInt16BE(need(2)); pairs > 0; pairs--) {
+      const klen = p.readUInt16BE(need(2));
+      const key = p.toString('utf8', need(klen), off);
+      const vlen = p.readUInt32BE(need(4));
+      meta[key] = p.toString('utf8', need(vlen), off);
+    }
+    const ilen = p.readUInt32BE(need(4));
+    events.push({ meta, input: p.subarray(need(ilen), off) });
+  }
+  if (off !== p.length) die(2, `malformed BATCH payload: ${p.length - off} bytes after the last event`);
+  return { deadline, events };
+}
+
+// Results of a batch are held and written together in RESULTS frames:
+// after the first FLUSH_FIRST, then every FLUSH_EVERY, every FLUSH_MS while
+// the batch runs, and at its end.
+const FLUSH_FIRST = 8;
+const FLUSH_EVERY = 32;
+const FLUSH_MS = 1;
+
+// runBatch runs a batch's events one at a time, in order; the first failure
+// ends it. ctx is as for an invocation, with the event's meta and index.
+async function runBatch(inv, deadline, events) {
+  inv.started = true;
+  let held = []; // encoded results not yet written
+  let first = 0; // index of the first of them
+  let next = FLUSH_FIRST; // how many to hold before writing them
+  const flush = () => {
+    if (held.length === 0) return;
+    const body = Buffer.concat(held);
+    const head = Buffer.allocUnsafe(17);
+    head.writeUInt32BE(13 + body.length, 0);
+    head[4] = T.RESULTS;
+    head.writeUInt32BE(inv.id, 5);
+    head.writeUInt32BE(first, 9);
+    head.writeUInt32BE(held.length, 13);
+    const frame = Buffer.concat([head, body]);
+    flushed = new Promise((resolve) => out.write(frame, resolve));
+    first += held.length;
+    held = [];
+    next = FLUSH_EVERY;
+  };
+  const add = (result) => {
+    held.push(result);
+    if (held.length >= next) flush();
+  };
+  const timer = setInterval(flush, FLUSH_MS);
+  for (let k = 0; k < events.length; k++) {
+    if (inv.controller.signal.aborted) {
+      add(errorResult('Skipped', 'the batch was cancelled before this event ran'));
+      break;
+    }
+    const ev = events[k];
+    const params = {};
+    for (const [key, v] of Object.entries(ev.meta)) if (key.startsWith('param.')) params[key.slice(6)] = v;
+    const ctx = { ...inv.ctx, meta: ev.meta, params };
+    ctx.log = (level, message) => call(inv, { op: 'log', index: k, level: String(level), message: String(message) });
+    ctx.emit = (stream, value, key) => {
+      const c = { op: 'emit', index: k, stream: String(stream) };
+      if (key !== undefined && key !== null) c.key = String(key);
+      c.value = toBuffer(value).toString('base64');
+      return call(inv, c);
+    };
+    let output;
+    let error;
+    try {
+      output = toBuffer(await handler(ev.input, ctx));
+      if (output.length > MAX_FRAME - 64) {
+        error = { type: 'PostconditionFailed', message: `an output of ${output.length} bytes is more than one frame carries` };
+      }
+    } catch (err) {
+      const type = (err && typeof err.butterType === 'string' && err.butterType) || 'Exception';
+      error = { type, message: (err && err.message) || String(err) };
+      if (type === 'Exception') console.error(err);
+    }
+    if (error) {
+      add(errorResult(error.type, error.message));
+      break;
+    }
+    const r = Buffer.allocUnsafe(5);
+    r[0] = 0;
+    r.writeUInt32BE(output.length, 1);
+    add(Buffer.concat([r, output]));
+  }
+  clearInterval(timer);
+  // The id must not be freed while a CALL of it awaits its REPLY.
+  while (inv.calls.size) await Promise.all([...inv.calls.values()].map((c) => c.promise));
+  inv.done = true;
+  invocations.delete(inv.id);
+  flush();
+  maybeExit();
+}
+
+function errorResult(type, message) {
+  const t = Buffer.from(type, 'utf8');
+  const m = Buffer.from(message, 'utf8');
+  const r = Buffer.allocUnsafe(7 + t.length + m.length);
+  r[0] = 1;
+  r.writeUInt16BE(t.length, 1);
+  t.copy(r, 3);
+  r.writeUInt32BE(m.length, 3 + t.length);
+  m.copy(r, 7 + t.length);
+  return r;
+}
+
 async function run(inv) {
   inv.started = true;
   const input = Buffer.concat(inv.input);
@@ -246,6 +371,15 @@ function onFrame(type, id, payload) {
     case T.END:
       if (inv && !inv.started) run(inv);
       break;
+    case T.BATCH: {
+      if (PROTOCOL < 2) die(2, `unexpected BATCH frame (batch ${id}): protocol ${PROTOCOL} has none`);
+      if (inv) die(2, `BATCH for id ${id}, which is in flight`);
+      const { deadline, events } = readBatch(payload);
+      const b = newInvocation(id, { deadline });
+      invocations.set(id, b);
+      runBatch(b, deadline, events);
+      break;
+    }
     case T.CANCEL:
       if (inv) inv.controller.abort(new Error('invocation cancelled'));
       break;
@@ -279,7 +413,7 @@ async function main() {
   out = openFd(4, false);
   out.on('error', (err) => die(1, `writing fd 4: ${err.message}`));
   const input = openFd(3, true);
-  send(T.HELLO, 0, json({ protocol: 1, sdk: 'node/0.1' }));
+  send(T.HELLO, 0, json({ protocol: PROTOCOL, sdk: 'node/0.2' }));
   readFrames(input, onFrame, onEnd);
 }
 

@@ -12,7 +12,7 @@ const path = require('node:path');
 
 const WORKER = path.join(__dirname, 'worker.js');
 const TESTDATA = path.join(__dirname, 'testdata');
-const T = { HELLO: 1, INVOKE: 2, DATA: 3, END: 4, RESULT: 5, CANCEL: 6, CALL: 7, REPLY: 8 };
+const T = { HELLO: 1, INVOKE: 2, DATA: 3, END: 4, RESULT: 5, CANCEL: 6, CALL: 7, REPLY: 8, BATCH: 9, RESULTS: 10 };
 const WAIT = 5000; // the deadline of every single wait, in ms
 
 function frame(type, id, payload = Buffer.alloc(0)) {
@@ -166,7 +166,7 @@ async function withWorker(handler, opts, fn) {
 test('HELLO comes first, with protocol 1', async () => {
   const w = Worker.spawn('echo.handle');
   try {
-    assert.deepEqual(await w.hello(), { protocol: 1, sdk: 'node/0.1' });
+    assert.deepEqual(await w.hello(), { protocol: 1, sdk: 'node/0.2' });
     w.closeInput();
     assert.deepEqual(await w.wait(), { code: 0, signal: null });
     assert.equal(await w.next(), null);
@@ -472,3 +472,99 @@ test('state: set fails without a key, without a state block, and for what JSON c
     w.invoke(++id, '', { state: { key: 'k' } });
     assert.deepEqual((await w.result(id)).result, { state: { value: { n: 1 } } });
   }));
+
+// batchPayload encodes a BATCH payload (docs/worker-protocol.md, "Batches").
+function batchPayload(deadline, events) {
+  const parts = [];
+  const head = Buffer.alloc(12);
+  head.writeBigInt64BE(BigInt(deadline), 0);
+  head.writeUInt32BE(events.length, 8);
+  parts.push(head);
+  for (const [input, meta] of events) {
+    const entries = Object.entries(meta);
+    const n = Buffer.alloc(2);
+    n.writeUInt16BE(entries.length, 0);
+    parts.push(n);
+    for (const [k, v] of entries) {
+      const kb = Buffer.from(k);
+      const vb = Buffer.from(v);
+      const h = Buffer.alloc(2);
+      h.writeUInt16BE(kb.length, 0);
+      const l = Buffer.alloc(4);
+      l.writeUInt32BE(vb.length, 0);
+      parts.push(h, kb, l, vb);
+    }
+    const ib = Buffer.from(input);
+    const l = Buffer.alloc(4);
+    l.writeUInt32BE(ib.length, 0);
+    parts.push(l, ib);
+  }
+  return Buffer.concat(parts);
+}
+
+// readResults decodes a RESULTS payload.
+function readResults(p) {
+  const first = p.readUInt32BE(0);
+  const n = p.readUInt32BE(4);
+  const out = [];
+  let off = 8;
+  for (let k = 0; k < n; k++) {
+    if (p[off] === 0) {
+      const len = p.readUInt32BE(off + 1);
+      out.push({ output: p.toString('utf8', off + 5, off + 5 + len) });
+      off += 5 + len;
+    } else {
+      const tl = p.readUInt16BE(off + 1);
+      const type = p.toString('utf8', off + 3, off + 3 + tl);
+      const ml = p.readUInt32BE(off + 3 + tl);
+      out.push({ error: { type, message: p.toString('utf8', off + 7 + tl, off + 7 + tl + ml) } });
+      off += 7 + tl + ml;
+    }
+  }
+  assert.equal(off, p.length, 'bytes after the last result');
+  return { first, results: out };
+}
+
+test('protocol 2: a BATCH runs in order, its CALLs carry the event index, and the first failure ends it', async () => {
+  await withWorker('batch.handle', { env: { BUTTER_PROTOCOL: '2' } }, async (w) => {
+    const events = [['a', { ce_id: 'i0', 'param.n': '0' }], ['log', { ce_id: 'i1' }], ['b', { ce_id: 'i2' }], ['fail', { ce_id: 'i3' }], ['c', { ce_id: 'i4' }]];
+    w.send(T.BATCH, 9, batchPayload(Date.now() + 30000, events));
+    const results = [];
+    let call;
+    while (results.length === 0 || !results[results.length - 1].error) {
+      const f = await w.next('RESULTS of batch 9');
+      assert.ok(f, `EOF; stderr: ${w.stderr}`);
+      assert.equal(f.id, 9);
+      if (f.type === T.CALL) {
+        call = JSON.parse(f.payload);
+        w.sendJSON(T.REPLY, 9, { seq: call.seq, ok: true });
+        continue;
+      }
+      assert.equal(f.type, T.RESULTS, `frame ${f.type}`);
+      const r = readResults(f.payload);
+      assert.equal(r.first, results.length, 'results out of order');
+      results.push(...r.results);
+    }
+    assert.deepEqual(results, [
+      { output: 'A i0 0' },
+      { output: 'LOG i1 -' },
+      { output: 'B i2 -' },
+      { error: { type: 'PreconditionFailed', message: 'refused' } },
+    ]);
+    assert.equal(call.op, 'log');
+    assert.equal(call.index, 1);
+  });
+});
+
+test('a worker of a protocol 1 pool says 1 and takes no BATCH', async () => {
+  const w = Worker.spawn('batch.handle', { env: { BUTTER_PROTOCOL: '1' } });
+  try {
+    assert.equal((await w.hello()).protocol, 1);
+    w.send(T.BATCH, 1, batchPayload(0, [['a', {}]]));
+    const status = await w.wait();
+    assert.equal(status.code, 2);
+    assert.match(w.stderr, /BATCH/);
+  } finally {
+    w.kill();
+  }
+});

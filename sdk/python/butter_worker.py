@@ -1,6 +1,6 @@
 """Butter worker for Python: runs one function's handler and serves the worker
-protocol, version 1 (docs/worker-protocol.md), on fd 3 (pool -> worker) and
-fd 4 (worker -> pool). Run as `python3 butter_worker.py` in the bundle
+protocol, versions 1 and 2 (docs/worker-protocol.md), on fd 3 (pool -> worker)
+and fd 4 (worker -> pool). Run as `python3 butter_worker.py` in the bundle
 directory. Standard library only.
 
 Start time matters (a cold start waits for it): modules that are slow to
@@ -21,7 +21,7 @@ import threading
 import time
 import types
 
-HELLO, INVOKE, DATA, END, RESULT, CANCEL, CALL, REPLY = range(1, 9)
+HELLO, INVOKE, DATA, END, RESULT, CANCEL, CALL, REPLY, BATCH, RESULTS = range(1, 11)
 MAX_FRAME = 16 << 20  # largest frame length (type + id + payload)
 CHUNK = 1 << 20  # largest output DATA payload we send
 IN_FD, OUT_FD = 3, 4
@@ -186,6 +186,144 @@ class Context:
             event.wait()
 
 
+class EventContext:
+    """The context of one event of a batch: its own meta and params, the
+    batch's deadline, cancellation and context calls (which carry the
+    event's index)."""
+
+    def __init__(self, batch, index, meta):
+        self._batch = batch
+        self._index = index
+        self.function = batch.function
+        self.options = {}
+        self.meta = meta
+        self.params = {k[6:]: v for k, v in meta.items() if k.startswith("param.")}
+        self.state = batch.state
+        self.deadline = batch.deadline
+        self.cancelled = batch.cancelled
+
+    def remaining_ms(self):
+        return self._batch.remaining_ms()
+
+    def log(self, level, message):
+        self._batch._call({"op": "log", "index": self._index, "level": str(level), "message": str(message)})
+
+    def emit(self, stream, value, key=None):
+        msg = {"op": "emit", "index": self._index, "stream": str(stream)}
+        if key is not None:
+            msg["key"] = str(key)
+        msg["value"] = base64.b64encode(to_bytes(value)).decode("ascii")
+        self._batch._call(msg)
+
+
+def read_batch(p):
+    """Decodes a BATCH payload (docs/worker-protocol.md, "Batches"): the
+    deadline, then each event's metadata and input."""
+    try:
+        deadline, count = struct.unpack_from(">qI", p, 0)
+        off = 12
+        if count > len(p):
+            raise ValueError(f"{count} events in {len(p)} bytes")
+        events = []
+        for _ in range(count):
+            (pairs,) = struct.unpack_from(">H", p, off)
+            off += 2
+            meta = {}
+            for _ in range(pairs):
+                (klen,) = struct.unpack_from(">H", p, off)
+                key = p[off + 2:off + 2 + klen]
+                off += 2 + klen
+                (vlen,) = struct.unpack_from(">I", p, off)
+                value = p[off + 4:off + 4 + vlen]
+                off += 4 + vlen
+                if len(key) != klen or len(value) != vlen:
+                    raise ValueError("truncated")
+                meta[key.decode("utf-8", "replace")] = value.decode("utf-8", "replace")
+            (ilen,) = struct.unpack_from(">I", p, off)
+            data = p[off + 4:off + 4 + ilen]
+            off += 4 + ilen
+            if len(data) != ilen:
+                raise ValueError("truncated")
+            events.append((meta, data))
+        if off != len(p):
+            raise ValueError(f"{len(p) - off} bytes after the last event")
+        return deadline, events
+    except (struct.error, ValueError) as e:
+        die(2, f"malformed BATCH payload: {e}")
+
+
+# A batch's results are held and written together in RESULTS frames: after
+# the first FLUSH_FIRST, then every FLUSH_EVERY, every FLUSH_SECONDS while the
+# batch runs, and at its end.
+FLUSH_FIRST, FLUSH_EVERY, FLUSH_SECONDS = 8, 32, 0.001
+
+
+def run_batch(handler, invocations, ctx, events):
+    """Runs a batch's events one at a time, in order; the first failure ends
+    it (docs/worker-protocol.md, "Batches")."""
+    lock = threading.Lock()
+    held = []
+    first = [0]
+    limit = [FLUSH_FIRST]
+    ended = threading.Event()
+
+    def flush():
+        with lock:
+            if held:
+                send(RESULTS, ctx._id, struct.pack(">II", first[0], len(held)) + b"".join(held))
+                first[0] += len(held)
+                held.clear()
+                limit[0] = FLUSH_EVERY
+
+    def add(result):
+        with lock:
+            held.append(result)
+            full = len(held) >= limit[0]
+        if full:
+            flush()
+
+    def tick():
+        while not ended.wait(FLUSH_SECONDS):
+            flush()
+
+    ticker = threading.Thread(target=tick, daemon=True)
+    ticker.start()
+    for index, (meta, data) in enumerate(events):
+        if ctx.cancelled.is_set():
+            add(_error_result("Skipped", "the batch was cancelled before this event ran"))
+            break
+        try:
+            result = handler(data, EventContext(ctx, index, meta))
+            if _isawaitable(result):
+                import asyncio
+
+                result = asyncio.run(_wait(result))
+            output = to_bytes(result)
+        except BaseException as e:
+            kind = getattr(e, "butter_type", None)
+            kind = kind if isinstance(kind, str) and kind else "Exception"
+            if kind == "Exception":
+                import traceback
+
+                traceback.print_exc()
+            add(_error_result(kind, str(e) or type(e).__name__))
+            break
+        if len(output) > MAX_FRAME - 64:
+            add(_error_result("PostconditionFailed", f"an output of {len(output)} bytes is more than one frame carries"))
+            break
+        add(b"\x00" + struct.pack(">I", len(output)) + output)
+    ended.set()
+    ticker.join()
+    ctx._drain()  # the id must not be freed while a CALL of it awaits its REPLY
+    invocations.pop(ctx._id, None)
+    flush()
+
+
+def _error_result(kind, message):
+    t, m = kind.encode("utf-8"), message.encode("utf-8")
+    return b"\x01" + struct.pack(">H", len(t)) + t + struct.pack(">I", len(m)) + m
+
+
 def load_handler():
     spec = os.environ.get("BUTTER_HANDLER") or "main.handle"
     module, _, name = spec.rpartition(".")
@@ -333,7 +471,11 @@ def main():
         reader = open(IN_FD, "rb", buffering=1 << 16, closefd=False)
     except OSError as e:
         die(1, f"fds 3 and 4 must be open: {e}")
-    send(HELLO, 0, json.dumps({"protocol": 1, "sdk": "python/0.1"}).encode())
+    try:
+        protocol = max(1, min(2, int(os.environ.get("BUTTER_PROTOCOL") or 1)))
+    except ValueError:
+        protocol = 1
+    send(HELLO, 0, json.dumps({"protocol": protocol, "sdk": "python/0.2"}).encode())
 
     invocations = {}  # id -> Context; read here, entries removed by run()
     pool = _Threads(concurrency)
@@ -351,6 +493,15 @@ def main():
                 ctx._started = True
                 data, ctx._input = b"".join(ctx._input), None
                 pool.submit(run, handler, invocations, ctx, data)
+        elif ftype == BATCH:
+            if protocol < 2:
+                die(2, f"unexpected BATCH frame (batch {fid}): protocol {protocol} has none")
+            if ctx is not None:
+                die(2, f"BATCH for id {fid}, which is in flight")
+            deadline, events = read_batch(payload)
+            ctx = invocations[fid] = Context(fid, {"deadline": deadline})
+            ctx._started = True
+            pool.submit(run_batch, handler, invocations, ctx, events)
         elif ftype == CANCEL:
             if ctx is not None:
                 ctx.cancelled.set()

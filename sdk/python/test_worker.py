@@ -19,7 +19,7 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "butter_worker.py")
 TESTDATA = os.path.join(HERE, "testdata")
-HELLO, INVOKE, DATA, END, RESULT, CANCEL, CALL, REPLY = range(1, 9)
+HELLO, INVOKE, DATA, END, RESULT, CANCEL, CALL, REPLY, BATCH, RESULTS = range(1, 11)
 WAIT = 5.0  # the deadline of every single wait, in seconds
 
 # Runs in the child: moves the two pipe ends it inherited to fds 3 and 4
@@ -60,7 +60,8 @@ class Worker:
         self.from_worker, from_worker_w = os.pipe()  # worker -> pool: the worker's fd 4
         self.pipe_inodes = (os.fstat(to_worker_r).st_ino, os.fstat(from_worker_w).st_ino)
         full_env = dict(os.environ, BUTTER_PROTOCOL="1", BUTTER_FUNCTION="fn", BUTTER_HANDLER=handler,
-                        BUTTER_CONCURRENCY=str(concurrency), PYTHONDONTWRITEBYTECODE="1", **(env or {}))
+                        BUTTER_CONCURRENCY=str(concurrency), PYTHONDONTWRITEBYTECODE="1")
+        full_env.update(env or {})
         self.proc = subprocess.Popen(
             [sys.executable, "-c", WRAPPER, str(to_worker_r), str(from_worker_w), WORKER],
             cwd=TESTDATA, env=full_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -176,7 +177,7 @@ class WorkerTest(unittest.TestCase):
 
     def started(self, handler, concurrency=1):
         w = self.start(handler, concurrency)
-        self.assertEqual(w.hello(), {"protocol": 1, "sdk": "python/0.1"})
+        self.assertEqual(w.hello(), {"protocol": 1, "sdk": "python/0.2"})
         return w
 
     def test_hello_and_fds_are_the_pipes(self):
@@ -419,6 +420,76 @@ class WorkerTest(unittest.TestCase):
             self.assertTrue(out.decode().startswith(want), out)  # the NaN message varies by version
         w.invoke(9, b"", state={"key": "k"})
         self.assertEqual(w.result(9)[1], {"state": {"value": {"n": 1}}})
+
+
+def batch_payload(deadline, events):
+    """Encodes a BATCH payload (docs/worker-protocol.md, "Batches")."""
+    out = struct.pack(">qI", deadline, len(events))
+    for data, meta in events:
+        out += struct.pack(">H", len(meta))
+        for k, v in meta.items():
+            kb, vb = k.encode(), v.encode()
+            out += struct.pack(">H", len(kb)) + kb + struct.pack(">I", len(vb)) + vb
+        out += struct.pack(">I", len(data)) + data
+    return out
+
+
+def read_results(p):
+    """Decodes a RESULTS payload: (first, [results])."""
+    first, n = struct.unpack_from(">II", p, 0)
+    off, out = 8, []
+    for _ in range(n):
+        if p[off] == 0:
+            (ln,) = struct.unpack_from(">I", p, off + 1)
+            out.append({"output": p[off + 5:off + 5 + ln].decode()})
+            off += 5 + ln
+        else:
+            (tl,) = struct.unpack_from(">H", p, off + 1)
+            kind = p[off + 3:off + 3 + tl].decode()
+            (ml,) = struct.unpack_from(">I", p, off + 3 + tl)
+            out.append({"error": {"type": kind, "message": p[off + 7 + tl:off + 7 + tl + ml].decode()}})
+            off += 7 + tl + ml
+    assert off == len(p), "bytes after the last result"
+    return first, out
+
+
+class BatchTest(unittest.TestCase):
+    def test_batch_in_order_calls_carry_index_first_failure_ends_it(self):
+        w = Worker("batch.handle", env={"BUTTER_PROTOCOL": "2"})
+        self.addCleanup(w.close)
+        self.assertEqual(w.hello()["protocol"], 2)
+        events = [(b"a", {"ce_id": "i0", "param.n": "0"}), (b"log", {"ce_id": "i1"}), (b"b", {"ce_id": "i2"}),
+                  (b"fail", {"ce_id": "i3"}), (b"c", {"ce_id": "i4"})]
+        w.send(BATCH, 9, batch_payload(int(time.time() * 1000) + 30000, events))
+        results, call = [], None
+        while not results or "error" not in results[-1]:
+            f = w.next()
+            self.assertIsNotNone(f, w.stderr)
+            ftype, fid, payload = f
+            self.assertEqual(fid, 9)
+            if ftype == CALL:
+                call = json.loads(payload)
+                w.send_json(REPLY, 9, {"seq": call["seq"], "ok": True})
+                continue
+            self.assertEqual(ftype, RESULTS)
+            first, got = read_results(payload)
+            self.assertEqual(first, len(results), "results out of order")
+            results += got
+        self.assertEqual(results, [
+            {"output": "A i0 0"},
+            {"output": "LOG i1 -"},
+            {"output": "B i2 -"},
+            {"error": {"type": "PreconditionFailed", "message": "refused"}},
+        ])
+        self.assertEqual((call["op"], call["index"]), ("log", 1))
+
+    def test_protocol_1_takes_no_batch(self):
+        w = Worker("batch.handle", env={"BUTTER_PROTOCOL": "1"})
+        self.addCleanup(w.close)
+        self.assertEqual(w.hello()["protocol"], 1)
+        w.send(BATCH, 1, batch_payload(0, [(b"a", {})]))
+        self.assertEqual(w.wait(), 2)
+        self.assertIn("BATCH", w.stderr)
 
 
 if __name__ == "__main__":
