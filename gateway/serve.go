@@ -32,7 +32,10 @@ func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, rt *route) 
 			status = http.StatusOK
 		}
 		d := time.Since(start)
-		g.metrics.observe(rt.pattern, status, d)
+		rt.observe(g.metrics, status, d)
+		if !g.log.IsInfo() {
+			return // no access log: skip building its line
+		}
 		args := []any{"method", r.Method, "path", r.URL.Path, "route", rt.pattern, "project", rt.Project,
 			"function", rt.target(), "mode", rt.Mode, "status", status, "bytes", rec.bytes,
 			"duration", d, "request_id", id}

@@ -93,17 +93,18 @@ const (
 )
 
 // callOutput holds a call's output back as described above. Writes come
-// from the runtime's goroutines and the hold timer's, so mu serializes
-// every use of the ResponseWriter until the handler takes it back (end).
+// from the runtime's goroutines and the holder's, so mu serializes every
+// use of the ResponseWriter until the handler takes it back (end).
 type callOutput struct {
-	w  http.ResponseWriter
-	rc *http.ResponseController
+	w     http.ResponseWriter
+	rc    *http.ResponseController
+	holds *holder
 
 	mu        sync.Mutex
 	buf       []byte
-	timer     *time.Timer // set by the first write that is held back
-	streaming bool        // the status is sent: output flows as it comes
-	ended     bool        // the handler answers: nothing else may write
+	holding   bool // in holds: the first output is held back
+	streaming bool // the status is sent: output flows as it comes
+	ended     bool // the handler answers: nothing else may write
 }
 
 func (o *callOutput) Write(b []byte) (int, error) {
@@ -114,8 +115,9 @@ func (o *callOutput) Write(b []byte) (int, error) {
 	}
 	if !o.streaming {
 		if len(o.buf)+len(b) <= outputBufferSize {
-			if o.timer == nil && len(b) > 0 {
-				o.timer = time.AfterFunc(outputHold, o.hold)
+			if !o.holding && len(b) > 0 {
+				o.holding = true
+				o.holds.add(o)
 			}
 			o.buf = append(o.buf, b...)
 			return len(b), nil
@@ -146,9 +148,7 @@ func (o *callOutput) hold() {
 // output held so far; o.mu must be held.
 func (o *callOutput) stream() error {
 	o.streaming = true
-	if o.timer != nil {
-		o.timer.Stop()
-	}
+	o.release()
 	o.w.Header().Set("Trailer", HeaderError)
 	o.w.WriteHeader(http.StatusOK)
 	if len(o.buf) > 0 {
@@ -162,6 +162,14 @@ func (o *callOutput) stream() error {
 	return nil
 }
 
+// release takes the output out of the holder; o.mu must be held.
+func (o *callOutput) release() {
+	if o.holding {
+		o.holding = false
+		o.holds.remove(o)
+	}
+}
+
 // end stops the hold and hands the ResponseWriter back to the handler. It
 // reports whether the output is streaming, and returns what is held back
 // otherwise.
@@ -169,10 +177,77 @@ func (o *callOutput) end() (streaming bool, held []byte) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.ended = true
-	if o.timer != nil {
-		o.timer.Stop()
-	}
+	o.release()
 	return o.streaming, o.buf
+}
+
+// holder ends the hold of a pool's held outputs once they are outputHold
+// old, with one timer for them all. A timer per call, armed by its first
+// write and stopped when it ends 50 µs later, cost a wakeup of a sleeping
+// thread per call (adding a timer sooner than any other wakes the network
+// poller, bench/NOTES.md "Overhead, gateway hop"). The shared timer is not
+// stopped when a call ends: it fires at most once per outputHold while
+// calls come, and stops once none is held.
+//
+// Lock order: a callOutput's mu, then the holder's.
+type holder struct {
+	mu    sync.Mutex
+	held  map[*callOutput]time.Time // the end of each output's hold
+	timer *time.Timer
+	armed bool // the timer fires before the end of every hold in held
+}
+
+func (h *holder) add(o *callOutput) {
+	until := time.Now().Add(outputHold)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.held == nil {
+		h.held = map[*callOutput]time.Time{}
+	}
+	h.held[o] = until
+	if h.armed {
+		return // for an earlier hold, so before this one ends
+	}
+	h.armed = true
+	if h.timer == nil {
+		h.timer = time.AfterFunc(outputHold, h.expire)
+	} else {
+		h.timer.Reset(outputHold)
+	}
+}
+
+func (h *holder) remove(o *callOutput) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.held, o)
+}
+
+// expire streams the outputs whose hold ended, and arms the timer for the
+// next end while any output is still held.
+func (h *holder) expire() {
+	now := time.Now()
+	var due []*callOutput
+	var next time.Duration
+	h.mu.Lock()
+	h.armed = false
+	for o, until := range h.held {
+		if left := until.Sub(now); left <= 0 {
+			due = append(due, o)
+			delete(h.held, o)
+		} else if next == 0 || left < next {
+			next = left
+		}
+	}
+	if next > 0 {
+		h.armed = true
+		h.timer.Reset(next)
+	}
+	h.mu.Unlock()
+	for _, o := range due {
+		// Each on its own, as with a timer each: a write to a client
+		// that does not read must not hold back the others.
+		go o.hold()
+	}
 }
 
 func (p *Pool) serveInvoke(w http.ResponseWriter, r *http.Request) {
@@ -237,7 +312,7 @@ func (p *Pool) serveInvoke(w http.ResponseWriter, r *http.Request) {
 	// before returning avoids golang/go#68560 in full-duplex mode.
 	_ = http.NewResponseController(w).EnableFullDuplex()
 	defer r.Body.Close()
-	out := &callOutput{w: w, rc: http.NewResponseController(w)}
+	out := &callOutput{w: w, rc: http.NewResponseController(w), holds: &p.holds}
 	c.Output = out
 	err := p.Invoke(r.Context(), name, c)
 	streaming, held := out.end()

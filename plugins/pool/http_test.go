@@ -3,6 +3,7 @@ package pool_test
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -80,5 +81,38 @@ func TestInvokeStreamsSlowOutput(t *testing.T) {
 	}
 	if _, announced := resp.Trailer[pool.HeaderError]; !announced {
 		t.Errorf("trailers %v: a streamed answer announces %s", resp.Trailer, pool.HeaderError)
+	}
+}
+
+// TestInvokeStreamsSlowOutputs checks the same of calls held back at
+// once, which share the pool's hold timer.
+func TestInvokeStreamsSlowOutputs(t *testing.T) {
+	_, srv := start(t, []pool.FunctionConfig{fn("slow", "exec", "sh", "-c", "echo first; sleep 3; echo second")})
+	const calls = 3
+	errs := make(chan error, calls)
+	for range calls {
+		go func() {
+			start := time.Now()
+			resp, err := http.Post(srv.URL+"/v1/invoke/slow", "text/plain", nil)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer resp.Body.Close()
+			line, err := bufio.NewReader(resp.Body).ReadString('\n')
+			switch d := time.Since(start); {
+			case err != nil || line != "first\n":
+				errs <- fmt.Errorf("first line: %q, %v", line, err)
+			case d > 2*time.Second:
+				errs <- fmt.Errorf("the first line arrived after %s: held back until the call ended", d)
+			default:
+				errs <- nil
+			}
+		}()
+	}
+	for range calls {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
 	}
 }

@@ -123,6 +123,8 @@ type Pool struct {
 	// StartStreams connects the pool to Kafka.
 	producer *kgo.Client
 	streamWG sync.WaitGroup
+
+	holds holder // of the invoke endpoint's held outputs (http.go)
 }
 
 // ErrUnknownFunction is returned by Invoke for a function the pool does
