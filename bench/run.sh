@@ -51,7 +51,7 @@ bench ./gateway -bench 'Overhead' -count 6
 bench ./gateway -bench 'Throughput' -benchtime 1x -count 3
 bench ./plugins/pool -bench 'ColdStart' -benchtime 50x -count 3
 bench ./plugins/pool -bench 'Density' -benchtime 1x -count 2
-bench ./broker -bench 'Stream' -benchtime 1x -count 3
+bench ./broker -bench 'Stream' -benchtime 1x -count 5
 bench ./scheduler -bench 'RaftWrite' -count 3
 bench ./scheduler -bench 'LeaderChange' -benchtime 10x -count 3
 bench ./cmd/butter -bench 'Deploy/(baseline|dev)' -benchtime 5x -count 3

@@ -179,11 +179,12 @@ type consumer struct {
 	outq chan outWork
 }
 
-// outWork is an output to produce, or, with done set, a marker that
-// produceOutputs closes once every output before it is produced.
+// outWork is the outputs of events to produce (outs[k] is recs[k]'s), or,
+// with done set, a marker that produceOutputs closes once every output
+// before it is produced.
 type outWork struct {
-	r    *kgo.Record
-	out  []byte
+	recs []*kgo.Record
+	outs [][]byte
 	acks *batchAcks
 	done chan struct{}
 }
@@ -195,7 +196,9 @@ func (c *consumer) produceOutputs(ctx context.Context) {
 			close(w.done)
 			continue
 		}
-		c.succeeded(ctx, w.acks, w.r, eventID(w.r), w.out)
+		for k, r := range w.recs {
+			c.succeeded(ctx, w.acks, r, eventID(r), w.outs[k])
+		}
 	}
 }
 
@@ -214,7 +217,7 @@ func newConsumer(p *Pool, f *fnPool, tr StreamTrigger, base []kgo.Opt) (*consume
 	}
 	opts := append(append([]kgo.Opt{}, base...), broker.ProducerOpts()...)
 	c := &consumer{p: p, f: f, tr: tr, dlq: deadLetterTopic(f.cfg, tr), attempts: 1, backoff: time.Second,
-		source: "butter/" + p.cfg.Project + "/" + f.cfg.Name, outq: make(chan outWork, 2*pollBatch)}
+		source: "butter/" + p.cfg.Project + "/" + f.cfg.Name, outq: make(chan outWork, 64)}
 	if f.state != nil {
 		// Partitions another pool handled until now: its state writes
 		// are read before their events (see run).
@@ -637,7 +640,7 @@ func (c *consumer) handleBatch(ctx context.Context, recs []*kgo.Record, acks *ba
 		},
 		// Outputs go out as their results come, while later events run,
 		// and while the next batch runs.
-		OK: func(k int, out []byte) { c.outq <- outWork{r: kept[k], out: out, acks: acks} },
+		OK: func(first int, outs [][]byte) { c.outq <- outWork{recs: kept[first : first+len(outs)], outs: outs, acks: acks} },
 	}
 	start := time.Now()
 	res, ok := c.f.invokeBatch(ctx, b)

@@ -441,8 +441,13 @@ func (i *procInstance) InvokeBatch(ctx context.Context, b *Batch) []Result {
 		bc.mu.Lock()
 		got := bc.got
 		bc.mu.Unlock()
+		first := delivered
+		var outputs [][]byte
 		for ; delivered < got && bc.res[delivered].Err == nil; delivered++ {
-			b.OK(delivered, bc.res[delivered].Output)
+			outputs = append(outputs, bc.res[delivered].Output)
+		}
+		if len(outputs) > 0 {
+			b.OK(first, outputs)
 		}
 	}
 	// collect fills res from what came; the first event without a

@@ -106,11 +106,11 @@ type Batch struct {
 	// Calls answers the context calls (log, emit) of the event at index;
 	// nil answers each with an error.
 	Calls func(ctx context.Context, index int, call proto.CallMsg) proto.ReplyMsg
-	// OK, when set, gets each event that succeeded, in order, as its
-	// result comes (so that its output can go on while later events
-	// run), on the goroutine that called InvokeBatch. output is the
-	// Result's Output.
-	OK func(index int, output []byte)
+	// OK, when set, gets the events that succeeded, in order, as their
+	// results come (so that their outputs can go on while later events
+	// run), on the goroutine that called InvokeBatch: outputs[k] is the
+	// output of event first+k, as the Result's Output.
+	OK func(first int, outputs [][]byte)
 }
 
 // Result is the outcome of one event of a batch: its output, and nil, a
