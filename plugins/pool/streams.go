@@ -640,7 +640,9 @@ func (c *consumer) handleBatch(ctx context.Context, recs []*kgo.Record, acks *ba
 		},
 		// Outputs go out as their results come, while later events run,
 		// and while the next batch runs.
-		OK: func(first int, outs [][]byte) { c.outq <- outWork{recs: kept[first : first+len(outs)], outs: outs, acks: acks} },
+		OK: func(first int, outs [][]byte) {
+			c.outq <- outWork{recs: kept[first : first+len(outs)], outs: outs, acks: acks}
+		},
 	}
 	start := time.Now()
 	res, ok := c.f.invokeBatch(ctx, b)
