@@ -292,21 +292,9 @@ def run_batch(handler, invocations, ctx, events):
         if ctx.cancelled.is_set():
             add(_error_result("Skipped", "the batch was cancelled before this event ran"))
             break
-        try:
-            result = handler(data, EventContext(ctx, index, meta))
-            if _isawaitable(result):
-                import asyncio
-
-                result = asyncio.run(_wait(result))
-            output = to_bytes(result)
-        except BaseException as e:
-            kind = getattr(e, "butter_type", None)
-            kind = kind if isinstance(kind, str) and kind else "Exception"
-            if kind == "Exception":
-                import traceback
-
-                traceback.print_exc()
-            add(_error_result(kind, str(e) or type(e).__name__))
+        output, error = call_handler(handler, data, EventContext(ctx, index, meta))
+        if error:
+            add(_error_result(error["type"], error["message"]))
             break
         if len(output) > MAX_FRAME - 64:
             add(_error_result("PostconditionFailed", f"an output of {len(output)} bytes is more than one frame carries"))
@@ -339,23 +327,28 @@ def load_handler():
         die(1, f'cannot load handler "{spec}" from {os.getcwd()}:\n{traceback.format_exc()}')
 
 
-def run(handler, invocations, ctx, data):
-    error = None
+def call_handler(handler, data, ctx):
+    """Runs the handler: (output, None), or (None, the error as RESULT
+    carries it) when it raised."""
     try:
         result = handler(data, ctx)
         if _isawaitable(result):
             import asyncio
 
             result = asyncio.run(_wait(result))
-        output = to_bytes(result)
+        return to_bytes(result), None
     except BaseException as e:
         kind = getattr(e, "butter_type", None)
         kind = kind if isinstance(kind, str) and kind else "Exception"
-        error = {"type": kind, "message": str(e) or type(e).__name__}
         if kind == "Exception":
             import traceback
 
             traceback.print_exc()
+        return None, {"type": kind, "message": str(e) or type(e).__name__}
+
+
+def run(handler, invocations, ctx, data):
+    output, error = call_handler(handler, data, ctx)
     ctx._drain()  # the id must not be freed while a CALL of it awaits its REPLY
     if error is None:
         for off in range(0, len(output), CHUNK):
