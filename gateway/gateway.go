@@ -156,8 +156,7 @@ func WithMetrics(m *Metrics) Option { return func(o *options) { o.metrics = m } 
 type Gateway struct {
 	opts      options
 	resolver  Resolver
-	transport *http.Transport // calls whose body streams
-	client    *poolClient     // calls whose body is in memory (poolclient.go)
+	transport *http.Transport
 	lb        *balancer
 	table     atomic.Pointer[table]
 	jwks      *jwksCaches
@@ -198,15 +197,6 @@ func New(resolver Resolver, opts ...Option) *Gateway {
 		o.metrics = NewMetrics()
 	}
 	dialer := &net.Dialer{Timeout: o.dialTimeout, KeepAlive: 30 * time.Second}
-	// Only dial errors are retried (on another endpoint): they are the
-	// one failure where the pool surely saw nothing.
-	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := dialer.DialContext(ctx, network, addr)
-		if err != nil {
-			return nil, &dialError{addr: addr, err: err}
-		}
-		return c, nil
-	}
 	g := &Gateway{
 		opts:     o,
 		resolver: resolver,
@@ -216,12 +206,18 @@ func New(resolver Resolver, opts ...Option) *Gateway {
 		metrics:  o.metrics,
 		log:      o.logger,
 	}
-	const idleTimeout = 30 * time.Second
-	g.client = &poolClient{dial: dial, maxIdle: o.maxIdlePerHost, idleTimeout: idleTimeout}
 	g.transport = &http.Transport{
-		DialContext:           dial,
+		// Only dial errors are retried (on another endpoint): they are
+		// the one failure where the pool surely saw nothing.
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dialer.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, &dialError{addr: addr, err: err}
+			}
+			return c, nil
+		},
 		MaxIdleConnsPerHost:   o.maxIdlePerHost,
-		IdleConnTimeout:       idleTimeout,
+		IdleConnTimeout:       30 * time.Second,
 		ResponseHeaderTimeout: 0, // the route's deadline bounds the call
 		DisableCompression:    true,
 	}
@@ -240,7 +236,6 @@ func (g *Gateway) Close() {
 	g.cancel()
 	g.wg.Wait()
 	g.transport.CloseIdleConnections()
-	g.client.close()
 }
 
 // ServeHTTP serves the route table and the gateway's own endpoints:
