@@ -156,7 +156,8 @@ func WithMetrics(m *Metrics) Option { return func(o *options) { o.metrics = m } 
 type Gateway struct {
 	opts      options
 	resolver  Resolver
-	transport *http.Transport
+	transport *http.Transport // calls whose body streams
+	client    *poolClient     // calls whose body is in memory (poolclient.go)
 	lb        *balancer
 	table     atomic.Pointer[table]
 	jwks      *jwksCaches
@@ -197,6 +198,15 @@ func New(resolver Resolver, opts ...Option) *Gateway {
 		o.metrics = NewMetrics()
 	}
 	dialer := &net.Dialer{Timeout: o.dialTimeout, KeepAlive: 30 * time.Second}
+	// Only dial errors are retried (on another endpoint): they are the
+	// one failure where the pool surely saw nothing.
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dialer.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, &dialError{addr: addr, err: err}
+		}
+		return c, nil
+	}
 	g := &Gateway{
 		opts:     o,
 		resolver: resolver,
@@ -206,18 +216,12 @@ func New(resolver Resolver, opts ...Option) *Gateway {
 		metrics:  o.metrics,
 		log:      o.logger,
 	}
+	const idleTimeout = 30 * time.Second
+	g.client = &poolClient{dial: dial, maxIdle: o.maxIdlePerHost, idleTimeout: idleTimeout}
 	g.transport = &http.Transport{
-		// Only dial errors are retried (on another endpoint): they are
-		// the one failure where the pool surely saw nothing.
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := dialer.DialContext(ctx, network, addr)
-			if err != nil {
-				return nil, &dialError{addr: addr, err: err}
-			}
-			return c, nil
-		},
+		DialContext:           dial,
 		MaxIdleConnsPerHost:   o.maxIdlePerHost,
-		IdleConnTimeout:       30 * time.Second,
+		IdleConnTimeout:       idleTimeout,
 		ResponseHeaderTimeout: 0, // the route's deadline bounds the call
 		DisableCompression:    true,
 	}
@@ -236,6 +240,7 @@ func (g *Gateway) Close() {
 	g.cancel()
 	g.wg.Wait()
 	g.transport.CloseIdleConnections()
+	g.client.close()
 }
 
 // ServeHTTP serves the route table and the gateway's own endpoints:

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,7 +16,9 @@ import (
 
 // forward sends one step's call to an endpoint of its pool and returns
 // the pool's response once its headers arrive; the request body keeps
-// streaming while the response is read. The caller closes the response
+// streaming while the response is read. A body in memory (a
+// *bytes.Reader of length bytes, see chain.run) goes through the gateway's
+// own client (poolclient.go), any other through net/http's Transport. The caller closes the response
 // body, which ends the request's count as outstanding.
 //
 // Retries: when connecting to the chosen endpoint fails, nothing was sent
@@ -43,15 +46,23 @@ func (g *Gateway) forward(ctx context.Context, project string, s step, hdr http.
 			return nil, err
 		}
 		req.Header = hdr
-		switch {
+		roundTrip := g.client.roundTrip
+		switch br, inMemory := body.(*bytes.Reader); {
 		case length == 0 || body == nil:
 			req.Body, req.ContentLength = http.NoBody, 0
-		default:
-			// The transport closes a request body when it is done with
-			// it, even after a failed dial: the body outlives an attempt.
+		case inMemory && int64(br.Len()) == length:
+			// A failed dial leaves the reader unread: the body outlives
+			// an attempt.
 			req.Body, req.ContentLength = io.NopCloser(body), length
+		default:
+			// A body that streams is written by the transport's write
+			// loop while the answer streams back. The transport closes
+			// a request body when it is done with it, even after a
+			// failed dial: the body outlives an attempt.
+			req.Body, req.ContentLength = io.NopCloser(body), length
+			roundTrip = g.transport.RoundTrip
 		}
-		resp, err := g.transport.RoundTrip(req)
+		resp, err := roundTrip(req)
 		if err != nil {
 			g.lb.release(addr)
 			if ctx.Err() == nil && isDialError(err) {
