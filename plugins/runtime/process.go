@@ -332,7 +332,10 @@ func (i *procInstance) Invoke(ctx context.Context, inv *Invocation) error {
 	if d, ok := ctx.Deadline(); ok && (deadline.IsZero() || d.Before(deadline)) {
 		deadline = d
 	}
-	meta := proto.InvokeMsg{Function: i.fn.Name, Deadline: deadline.UnixMilli(), Options: inv.Options, Meta: inv.Meta, State: inv.State}
+	meta := proto.InvokeMsg{Function: i.fn.Name, Options: inv.Options, Meta: inv.Meta, State: inv.State}
+	if !deadline.IsZero() {
+		meta.Deadline = deadline.UnixMilli() // 0, none, otherwise
+	}
 	if in, ok := smallInput(inv.Input); ok {
 		// The whole call goes in one write, from this goroutine.
 		frames, err := invokeFrames(id, meta, in)

@@ -357,7 +357,14 @@ func (w *worker) run(id uint32, inv *inflight) {
 func (w *worker) execute(id uint32, inv *inflight) {
 	w.sem <- struct{}{}
 	defer func() { <-w.sem }()
-	ctx, cancel := context.WithDeadline(context.Background(), time.UnixMilli(inv.meta.Deadline))
+	// A missing or zero deadline means none (docs/worker-protocol.md).
+	var ctx context.Context
+	var cancel context.CancelFunc
+	if inv.meta.Deadline > 0 {
+		ctx, cancel = context.WithDeadline(context.Background(), time.UnixMilli(inv.meta.Deadline))
+	} else {
+		ctx, cancel = context.WithCancel(context.Background())
+	}
 	defer cancel()
 	w.mu.Lock()
 	inv.cancel = cancel

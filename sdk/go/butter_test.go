@@ -380,3 +380,38 @@ func TestBatchNeedsProtocol2(t *testing.T) {
 		t.Fatal("the worker took a BATCH in protocol 1")
 	}
 }
+
+// An INVOKE without a deadline (0, or none) runs without one: its context
+// has no deadline and is not already expired.
+func TestNoDeadline(t *testing.T) {
+	p := serve(t, func(ctx context.Context, in []byte) ([]byte, error) {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if d, ok := ctx.Deadline(); ok {
+			return nil, fmt.Errorf("deadline %v", d)
+		}
+		return in, nil
+	})
+	if err := p.w.WriteJSON(proto.Invoke, 1, proto.InvokeMsg{Function: "f"}); err != nil {
+		t.Fatal(err)
+	}
+	_ = p.w.Write(proto.Data, 1, []byte("x"))
+	_ = p.w.Write(proto.End, 1, nil)
+	var out []byte
+	for {
+		f := p.next()
+		if f.Type == proto.Data {
+			out = append(out, f.Payload...)
+			continue
+		}
+		var res proto.ResultMsg
+		if f.Type != proto.Result || json.Unmarshal(f.Payload, &res) != nil {
+			t.Fatalf("frame %s %q", f.Type, f.Payload)
+		}
+		if res.Error != nil || string(out) != "x" {
+			t.Fatalf("output %q, error %+v", out, res.Error)
+		}
+		return
+	}
+}
