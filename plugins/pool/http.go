@@ -339,6 +339,8 @@ func (p *Pool) serveInvoke(w http.ResponseWriter, r *http.Request) {
 		}
 	case errors.Is(err, runtime.ErrInstanceGone):
 		typ, code = "InstanceFailed", http.StatusBadGateway
+	case errors.Is(err, runtime.ErrInput):
+		typ, code, msg = "BadRequest", http.StatusBadRequest, "reading the request body failed: "+err.Error()
 	}
 	if !streaming && len(held) > 0 {
 		// The call failed after it wrote output: that output goes out

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/butterfn/butter/plugins/pool"
@@ -445,6 +447,42 @@ func TestGoWorkerGOMAXPROCS(t *testing.T) {
 	for name, want := range map[string]string{"one": "1", "own": "7", "many": ""} {
 		if a := invoke(t, srv, name, strings.NewReader("env:GOMAXPROCS"), nil); a.code != 200 || a.body != want {
 			t.Errorf("%s: GOMAXPROCS %d %q, want %q", name, a.code, a.body, want)
+		}
+	}
+}
+
+// TestInputBreaksOff: a call whose input breaks off midway (its caller
+// went away) is abandoned with the read error, and its worker, of
+// protocol 2 in every SDK, drops the invocation and is kept: the next
+// call reaches the same process.
+func TestInputBreaksOff(t *testing.T) {
+	fns := []pool.FunctionConfig{
+		testdataFn("gobreak", "go", "gofn", ""),
+		testdataFn("nodebreak", "node", "nodefn", "index.handle"),
+		testdataFn("pybreak", "python", "pyfn", "main.handle"),
+	}
+	for i := range fns {
+		fns[i].MaxInstances = 1
+	}
+	p, _ := sdkPool(t, nil, fns...)
+	ctx := context.Background()
+	for _, f := range fns {
+		pid := func() string {
+			t.Helper()
+			var out bytes.Buffer
+			if err := p.Invoke(ctx, f.Name, &pool.Call{Input: strings.NewReader("pid"), Output: &out}); err != nil {
+				t.Fatalf("%s: %v", f.Name, err)
+			}
+			return out.String()
+		}
+		before := pid()
+		broken := io.MultiReader(strings.NewReader("the first part of an input"), iotest.ErrReader(errors.New("connection reset by peer")))
+		err := p.Invoke(ctx, f.Name, &pool.Call{Input: broken, Output: io.Discard})
+		if !errors.Is(err, runtime.ErrInput) {
+			t.Errorf("%s: a broken input gave %v, want an input error", f.Name, err)
+		}
+		if after := pid(); after != before {
+			t.Errorf("%s: the worker was replaced (pid %s, then %s): a broken input killed it", f.Name, before, after)
 		}
 	}
 }

@@ -362,6 +362,9 @@ func (i *procInstance) Invoke(ctx context.Context, inv *Invocation) error {
 	case res, ok := <-c.result:
 		return i.finish(res, ok, c, inv)
 	case err := <-sent:
+		if errors.Is(err, ErrInput) && i.batches {
+			return i.abandon(id, c, err)
+		}
 		if err != nil {
 			return i.broken(err)
 		}
@@ -594,7 +597,7 @@ func (i *procInstance) sendInput(id uint32, in io.Reader) error {
 				break
 			}
 			if err != nil {
-				return fmt.Errorf("read input: %w", err)
+				return fmt.Errorf("%w: %w", ErrInput, err)
 			}
 		}
 	}
@@ -613,6 +616,28 @@ func (i *procInstance) finish(res proto.ResultMsg, ok bool, c *procCall, inv *In
 	}
 	inv.NewState = res.State
 	return nil
+}
+
+// abandon gives up a call whose input could not be read to its end: a
+// worker of protocol 2 drops an invocation cancelled before its END, and
+// answers it, so the worker is kept; one that does not answer within
+// CancelGrace is killed. A worker of protocol 1 cannot drop it (an END
+// would run the handler on a truncated input): Invoke kills it instead.
+func (i *procInstance) abandon(id uint32, c *procCall, err error) error {
+	c.mu.Lock()
+	c.done = true
+	c.mu.Unlock()
+	_ = i.w.Write(proto.Cancel, id, nil)
+	grace := i.p.CancelGrace
+	if grace == 0 {
+		grace = time.Second
+	}
+	select {
+	case <-c.result:
+	case <-time.After(grace):
+		i.kill()
+	}
+	return err
 }
 
 // broken reports a failed instance: the worker died or its pipe broke.

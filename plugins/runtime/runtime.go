@@ -144,6 +144,11 @@ type Runtime interface {
 // ErrInstanceGone is returned by Invoke on an instance that has exited.
 var ErrInstanceGone = errors.New("instance exited")
 
+// ErrInput is returned, wrapped, by Invoke when the call's input could
+// not be read to its end (the caller broke off): the call is abandoned,
+// and the instance, when its protocol allows (version 2), kept.
+var ErrInput = errors.New("read input")
+
 // For returns the runtime named by a spec's runtime argument.
 func For(name string, sdks *SDKs) (Runtime, error) {
 	switch name {

@@ -210,6 +210,9 @@ type inflight struct {
 	meta   proto.InvokeMsg
 	input  []byte
 	cancel context.CancelFunc
+	// started: its END came (or it is a batch); before that, a CANCEL
+	// drops it (protocol 2).
+	started bool
 }
 
 // Serve runs the worker loop with handler until the pool closes the
@@ -304,7 +307,8 @@ func (w *worker) dispatch(f proto.Frame) error {
 			inv.input = append(inv.input, f.Payload...)
 		}
 	case proto.End:
-		if inv := w.calls[f.ID]; inv != nil {
+		if inv := w.calls[f.ID]; inv != nil && !inv.started {
+			inv.started = true
 			w.wg.Add(1)
 			go w.run(f.ID, inv)
 		}
@@ -326,11 +330,19 @@ func (w *worker) dispatch(f proto.Frame) error {
 		} else {
 			ctx, cancel = context.WithCancel(context.Background())
 		}
-		w.calls[f.ID] = &inflight{cancel: cancel}
+		w.calls[f.ID] = &inflight{cancel: cancel, started: true}
 		w.wg.Add(1)
 		go w.runBatch(ctx, cancel, f.ID, events)
 	case proto.Cancel:
-		if inv := w.calls[f.ID]; inv != nil && inv.cancel != nil {
+		inv := w.calls[f.ID]
+		switch {
+		case inv == nil:
+		case !inv.started && w.protocol >= 2:
+			// Its input will not end (the pool's caller broke off):
+			// drop it, never run it.
+			delete(w.calls, f.ID)
+			return w.w.WriteJSON(proto.Result, f.ID, proto.ResultMsg{Error: &proto.Error{Type: proto.Skipped, Message: "cancelled before its input ended"}})
+		case inv.cancel != nil:
 			inv.cancel()
 		}
 	case proto.Reply:

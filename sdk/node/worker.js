@@ -381,7 +381,11 @@ function onFrame(type, id, payload) {
       break;
     }
     case T.CANCEL:
-      if (inv) inv.controller.abort(new Error('invocation cancelled'));
+      if (inv && !inv.started && PROTOCOL >= 2) {
+        // Its input will not end (the pool's caller broke off): drop it, never run it.
+        invocations.delete(id);
+        send(T.RESULT, id, json({ error: { type: 'Skipped', message: 'cancelled before its input ended' } }));
+      } else if (inv) inv.controller.abort(new Error('invocation cancelled'));
       break;
     case T.REPLY: {
       const reply = parse(payload, 'REPLY');

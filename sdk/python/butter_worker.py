@@ -496,7 +496,12 @@ def main():
             ctx._started = True
             pool.submit(run_batch, handler, invocations, ctx, events)
         elif ftype == CANCEL:
-            if ctx is not None:
+            if ctx is not None and not ctx._started and protocol >= 2:
+                # Its input will not end (the pool's caller broke off): drop
+                # it, never run it.
+                invocations.pop(fid, None)
+                send(RESULT, fid, json.dumps({"error": {"type": "Skipped", "message": "cancelled before its input ended"}}).encode())
+            elif ctx is not None:
                 ctx.cancelled.set()
         elif ftype == REPLY:
             reply = parse(payload, "REPLY")

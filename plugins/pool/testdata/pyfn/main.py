@@ -1,4 +1,7 @@
-"""Upper-cases its input; "fail" is refused (PreconditionFailed)."""
+"""Upper-cases its input; "fail" is refused (PreconditionFailed); "pid"
+answers the worker's pid."""
+
+import os
 
 
 class Refused(Exception):
@@ -6,6 +9,8 @@ class Refused(Exception):
 
 
 def handle(data, ctx):
+    if data == b"pid":
+        return str(os.getpid())
     if data == b"fail":
         raise Refused("refused")
     return data.upper()
