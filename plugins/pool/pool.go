@@ -713,7 +713,7 @@ func (f *fnPool) invokeBatch(ctx context.Context, b *runtime.Batch) (res []runti
 	return res, true
 }
 
-// skipped reports whether err says a call of an ordered batch was not run.
+// skipped reports whether err says an event of a batch was not run.
 func skipped(err error) bool {
 	var pe *proto.Error
 	return errors.As(err, &pe) && pe.Type == proto.Skipped

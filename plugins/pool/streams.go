@@ -25,18 +25,18 @@ import (
 //
 // Delivery is at least once. Records of a partition are handled in order,
 // one at a time; partitions run in parallel. For a function without state
-// whose worker runs ordered batches (docs/worker-protocol.md), a
-// partition's consecutive records go to the worker at once, and it runs
-// them one at a time, in order (handleBatch). Outputs (and dead letters and
-// replies) are produced without waiting, in the order their records were
-// handled, and the batch's offsets are committed only once every one of
-// them is acknowledged by the brokers: a crash replays what was not
-// committed, never loses it. Emits are acknowledged before the function's
-// emit returns. Polls are bounded (pollBatch records), and the next poll
-// waits until the batch is handled and acknowledged, so a slow function
-// holds the fetch back instead of buffering without bound. Rebalances are blocked
-// while a batch is in flight (BlockRebalanceOnPoll): a revoked partition's
-// work is finished and committed first.
+// whose worker speaks protocol 2 (docs/worker-protocol.md, "Batches"), a
+// partition's consecutive records go to the worker in one frame, and it
+// runs them one at a time, in order (handleBatch). Outputs (and dead
+// letters and replies) are produced without waiting, in the order their
+// records were handled, and a poll's offsets are committed only once
+// every one of them is acknowledged by the brokers: a crash replays what
+// was not committed, never loses it. Emits are acknowledged before the
+// function's emit returns. Polls are bounded (pollBatch records), and at
+// most maxBehind handled polls wait for their commit (run), so a slow
+// function holds the fetch back instead of buffering without bound.
+// Rebalances are blocked while polls are in flight (BlockRebalanceOnPoll):
+// a revoked partition's work is finished and committed first.
 const pollBatch = 256
 
 // StartStreams starts the consumers of every stream trigger, through the
@@ -478,17 +478,17 @@ func (c *consumer) handle(ctx context.Context, r *kgo.Record, acks *batchAcks) {
 	}
 }
 
-// attempts1 is handle's work on a prepared event. first, when not nil, is
-// the outcome of the event's first attempt, made in a batch
+// attempts1 is handle's work on a prepared event. firstErr, when not nil,
+// is the failure of the event's first attempt, made in a batch
 // (handleBatch): the attempts go on from the second.
-func (c *consumer) attempts1(ctx context.Context, ev *event, acks *batchAcks, first *outcome) {
+func (c *consumer) attempts1(ctx context.Context, ev *event, acks *batchAcks, firstErr error) {
 	r := ev.r
 	var lastErr error
 	backoff := c.backoff
 	for attempt := 1; attempt <= c.attempts; attempt++ {
 		var err error
-		if attempt == 1 && first != nil {
-			err = first.err
+		if attempt == 1 && firstErr != nil {
+			err = firstErr
 		} else {
 			out := new(bytes.Buffer)
 			err = c.p.Invoke(ctx, c.f.cfg.Name, &Call{
@@ -528,11 +528,6 @@ func (c *consumer) attempts1(ctx context.Context, ev *event, acks *batchAcks, fi
 		recs = append(recs, reply)
 	}
 	c.produce(ctx, acks, recs...)
-}
-
-// outcome is the outcome of a failed attempt.
-type outcome struct {
-	err error
 }
 
 // succeeded produces the output and reply of event r, whose CloudEvent id
@@ -685,7 +680,7 @@ func (c *consumer) handleBatch(ctx context.Context, recs []*kgo.Record, acks *ba
 				c.attempts1(ctx, ev, acks, nil)
 				continue
 			}
-			c.attempts1(ctx, ev, acks, &outcome{err})
+			c.attempts1(ctx, ev, acks, err)
 		}
 	}
 	return n

@@ -513,18 +513,34 @@ func (i *procInstance) InvokeBatch(ctx context.Context, b *Batch) []Result {
 
 // cancelBatch sends CANCEL for a batch and gives the worker CancelGrace to
 // end it; a worker that does not is hung, and is killed. Results that come
-// meanwhile are kept.
+// meanwhile are kept; once it returns, readLoop writes no more of them.
 func (i *procInstance) cancelBatch(id uint32, c *procCall) {
+	if i.cancelWait(id, c) {
+		<-i.exited
+	}
+}
+
+// cancelWait sends CANCEL for a call, drops whatever output still comes
+// (its caller is gone), and waits up to CancelGrace for its end: a worker
+// that does not answer is hung, and is killed. It reports whether it
+// killed the worker.
+func (i *procInstance) cancelWait(id uint32, c *procCall) (killed bool) {
+	c.mu.Lock()
+	c.done = true
+	c.mu.Unlock()
 	_ = i.w.Write(proto.Cancel, id, nil)
 	grace := i.p.CancelGrace
 	if grace == 0 {
 		grace = time.Second
 	}
+	timer := time.NewTimer(grace)
+	defer timer.Stop()
 	select {
 	case <-c.result:
-	case <-time.After(grace):
+		return false
+	case <-timer.C:
 		i.kill()
-		<-i.exited
+		return true
 	}
 }
 
@@ -624,19 +640,7 @@ func (i *procInstance) finish(res proto.ResultMsg, ok bool, c *procCall, inv *In
 // CancelGrace is killed. A worker of protocol 1 cannot drop it (an END
 // would run the handler on a truncated input): Invoke kills it instead.
 func (i *procInstance) abandon(id uint32, c *procCall, err error) error {
-	c.mu.Lock()
-	c.done = true
-	c.mu.Unlock()
-	_ = i.w.Write(proto.Cancel, id, nil)
-	grace := i.p.CancelGrace
-	if grace == 0 {
-		grace = time.Second
-	}
-	select {
-	case <-c.result:
-	case <-time.After(grace):
-		i.kill()
-	}
+	i.cancelWait(id, c)
 	return err
 }
 
@@ -659,19 +663,7 @@ func (i *procInstance) broken(err error) error {
 // cancel sends CANCEL and gives the worker CancelGrace to answer; a worker
 // that does not is hung, and is killed so that the pool replaces it.
 func (i *procInstance) cancel(ctx context.Context, id uint32, c *procCall) error {
-	c.mu.Lock()
-	c.done = true // the caller is gone: drop whatever output still comes
-	c.mu.Unlock()
-	_ = i.w.Write(proto.Cancel, id, nil)
-	grace := i.p.CancelGrace
-	if grace == 0 {
-		grace = time.Second
-	}
-	select {
-	case <-c.result:
-	case <-time.After(grace):
-		i.kill()
-	}
+	i.cancelWait(id, c)
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		return &proto.Error{Type: proto.Timeout, Message: fmt.Sprintf("%s did not answer before its deadline", i.fn.Name)}
 	}

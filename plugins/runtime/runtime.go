@@ -94,7 +94,7 @@ type Instance interface {
 	Pid() int
 }
 
-// Batch is an ordered batch of events for InvokeBatch.
+// Batch is a batch of events for InvokeBatch, run one at a time, in order.
 type Batch struct {
 	// Deadline bounds the whole batch; zero means none.
 	Deadline time.Time

@@ -47,7 +47,7 @@ const (
 	Call   Type = 7 // worker -> pool: JSON CallMsg
 	Reply  Type = 8 // pool -> worker: JSON ReplyMsg
 	// Version 2.
-	Batch   Type = 9  // pool -> worker: binary events of an ordered batch
+	Batch   Type = 9  // pool -> worker: binary events of a batch
 	Results Type = 10 // worker -> pool: binary results of a batch
 )
 
