@@ -19,6 +19,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -202,7 +204,9 @@ type FSM struct {
 func New() *FSM { return &FSM{st: newState()} }
 
 // Apply applies one log entry. It returns nil or an error, which Raft hands
-// back to the writer through ApplyFuture.Response.
+// back to the writer through ApplyFuture.Response. A refused command (an
+// unknown type or version, a payload that does not decode, or one that
+// names what does not exist) changes nothing.
 func (f *FSM) Apply(l *raft.Log) any {
 	defer f.watch.applied(l.Index) // after the state lock is released
 	if len(l.Data) < 2 {
@@ -214,106 +218,130 @@ func (f *FSM) Apply(l *raft.Log) any {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	var err error
 	switch t {
 	case ProjectUpsertType:
-		var p Project
-		if err := json.Unmarshal(body, &p); err != nil {
-			return err
-		}
-		if old, ok := f.st.Projects[p.Name]; ok {
-			p.Created = old.Created
-		}
-		f.st.Projects[p.Name] = &p
+		err = decodeThen(body, f.applyProjectUpsert)
 	case RevisionCreateType:
-		var r Revision
-		if err := json.Unmarshal(body, &r); err != nil {
-			return err
-		}
-		if _, ok := f.st.Projects[r.Project]; !ok {
-			return fmt.Errorf("revision %s: no project %q", r.ID, r.Project)
-		}
-		if f.st.Revisions[r.Project] == nil {
-			f.st.Revisions[r.Project] = map[string]*Revision{}
-		}
-		f.st.Revisions[r.Project][r.ID] = &r
+		err = decodeThen(body, f.applyRevisionCreate)
 	case RevisionActivateType:
-		var a Activation
-		if err := json.Unmarshal(body, &a); err != nil {
-			return err
-		}
-		if _, ok := f.st.Revisions[a.Project][a.Revision]; !ok {
-			return fmt.Errorf("activate: project %q has no revision %q", a.Project, a.Revision)
-		}
-		f.st.Active[a.Project] = a.Revision
-		// An activation always deploys: the deployer takes it from here.
-		rev := f.st.Revisions[a.Project][a.Revision]
-		rev.Deployment.Status = StatusPending
-		rev.Deployment.Message = a.Reason
-		rev.Deployment.NomadDeployment = ""
-		rev.Deployment.JobVersion = 0
-		rev.Deployment.Updated = l.AppendedAt
-		f.syncTimers(a.Project, rev.Timers)
+		err = decodeThen(body, func(a *Activation) error { return f.applyRevisionActivate(a, l.AppendedAt) })
 	case RevisionStatusType:
-		var rs RevisionStatus
-		if err := json.Unmarshal(body, &rs); err != nil {
-			return err
-		}
-		rev, ok := f.st.Revisions[rs.Project][rs.Revision]
-		if !ok {
-			return fmt.Errorf("status: project %q has no revision %q", rs.Project, rs.Revision)
-		}
-		healthyAt := rev.Deployment.HealthyAt
-		rev.Deployment = rs.Status
-		if rs.Status.Status == StatusHealthy && rs.Status.HealthyAt.IsZero() {
-			rev.Deployment.HealthyAt = rs.Status.Updated
-		} else if rs.Status.HealthyAt.IsZero() {
-			rev.Deployment.HealthyAt = healthyAt
-		}
+		err = decodeThen(body, f.applyRevisionStatus)
 	case TimersSyncType:
-		var ts TimersSync
-		if err := json.Unmarshal(body, &ts); err != nil {
-			return err
-		}
-		f.syncTimers(ts.Project, ts.Timers)
+		err = decodeThen(body, f.applyTimersSync)
 	case TimerFiredType:
-		var tf TimerFiring
-		if err := json.Unmarshal(body, &tf); err != nil {
-			return err
-		}
-		if last, ok := f.st.Timers[tf.Timer]; ok && !tf.Tick.After(last) {
-			// A tick already recorded: the firing is refused, so a tick
-			// fires at most once across leaders.
-			return fmt.Errorf("timer %s: tick %s already fired", tf.Timer, tf.Tick.Format(time.RFC3339Nano))
-		}
-		f.st.Timers[tf.Timer] = tf.Tick
+		err = decodeThen(body, f.applyTimerFired)
 	case TimerPutType:
-		var tm Timer
-		if err := json.Unmarshal(body, &tm); err != nil {
-			return err
-		}
-		f.st.TimerDefs[tm.ID] = &tm
+		err = decodeThen(body, f.applyTimerPut)
 	case TimerDeleteType:
-		var tm Timer
-		if err := json.Unmarshal(body, &tm); err != nil {
-			return err
-		}
-		delete(f.st.TimerDefs, tm.ID)
-		delete(f.st.Timers, tm.ID)
+		err = decodeThen(body, f.applyTimerDelete)
 	case APIKeyPutType:
-		var k APIKey
-		if err := json.Unmarshal(body, &k); err != nil {
-			return err
-		}
-		f.st.APIKeys[k.Hash] = &k
+		err = decodeThen(body, f.applyAPIKeyPut)
 	case APIKeyDeleteType:
-		var k APIKey
-		if err := json.Unmarshal(body, &k); err != nil {
-			return err
-		}
-		delete(f.st.APIKeys, k.Hash)
+		err = decodeThen(body, f.applyAPIKeyDelete)
 	default:
 		return fmt.Errorf("%w: type %d", ErrUnknownCommand, t)
 	}
+	return err // a nil error is a nil response
+}
+
+// decodeThen decodes a command's JSON payload and applies it with fn.
+func decodeThen[T any](body []byte, fn func(*T) error) error {
+	var v T
+	if err := json.Unmarshal(body, &v); err != nil {
+		return fmt.Errorf("decode %T: %w", v, err)
+	}
+	return fn(&v)
+}
+
+// The command methods run under f.mu, from Apply only.
+
+func (f *FSM) applyProjectUpsert(p *Project) error {
+	if old, ok := f.st.Projects[p.Name]; ok {
+		p.Created = old.Created
+	}
+	f.st.Projects[p.Name] = p
+	return nil
+}
+
+func (f *FSM) applyRevisionCreate(r *Revision) error {
+	if _, ok := f.st.Projects[r.Project]; !ok {
+		return fmt.Errorf("revision %s: no project %q", r.ID, r.Project)
+	}
+	if f.st.Revisions[r.Project] == nil {
+		f.st.Revisions[r.Project] = map[string]*Revision{}
+	}
+	f.st.Revisions[r.Project][r.ID] = r
+	return nil
+}
+
+// applyRevisionActivate makes a revision the active one and resets its
+// deployment to pending; at is when the leader appended the entry.
+func (f *FSM) applyRevisionActivate(a *Activation, at time.Time) error {
+	rev, ok := f.st.Revisions[a.Project][a.Revision]
+	if !ok {
+		return fmt.Errorf("activate: project %q has no revision %q", a.Project, a.Revision)
+	}
+	f.st.Active[a.Project] = a.Revision
+	// An activation always deploys: the deployer takes it from here.
+	rev.Deployment.Status = StatusPending
+	rev.Deployment.Message = a.Reason
+	rev.Deployment.NomadDeployment = ""
+	rev.Deployment.JobVersion = 0
+	rev.Deployment.Updated = at
+	f.syncTimers(a.Project, rev.Timers)
+	return nil
+}
+
+func (f *FSM) applyRevisionStatus(rs *RevisionStatus) error {
+	rev, ok := f.st.Revisions[rs.Project][rs.Revision]
+	if !ok {
+		return fmt.Errorf("status: project %q has no revision %q", rs.Project, rs.Revision)
+	}
+	healthyAt := rev.Deployment.HealthyAt
+	rev.Deployment = rs.Status
+	if rs.Status.Status == StatusHealthy && rs.Status.HealthyAt.IsZero() {
+		rev.Deployment.HealthyAt = rs.Status.Updated
+	} else if rs.Status.HealthyAt.IsZero() {
+		rev.Deployment.HealthyAt = healthyAt
+	}
+	return nil
+}
+
+func (f *FSM) applyTimersSync(ts *TimersSync) error {
+	f.syncTimers(ts.Project, ts.Timers)
+	return nil
+}
+
+func (f *FSM) applyTimerFired(tf *TimerFiring) error {
+	if last, ok := f.st.Timers[tf.Timer]; ok && !tf.Tick.After(last) {
+		// A tick already recorded: the firing is refused, so a tick
+		// fires at most once across leaders.
+		return fmt.Errorf("timer %s: tick %s already fired", tf.Timer, tf.Tick.Format(time.RFC3339Nano))
+	}
+	f.st.Timers[tf.Timer] = tf.Tick
+	return nil
+}
+
+func (f *FSM) applyTimerPut(tm *Timer) error {
+	f.st.TimerDefs[tm.ID] = tm
+	return nil
+}
+
+func (f *FSM) applyTimerDelete(tm *Timer) error {
+	delete(f.st.TimerDefs, tm.ID)
+	delete(f.st.Timers, tm.ID)
+	return nil
+}
+
+func (f *FSM) applyAPIKeyPut(k *APIKey) error {
+	f.st.APIKeys[k.Hash] = k
+	return nil
+}
+
+func (f *FSM) applyAPIKeyDelete(k *APIKey) error {
+	delete(f.st.APIKeys, k.Hash)
 	return nil
 }
 
@@ -353,18 +381,17 @@ func (s *State) RevisionList(project string) []*Revision {
 	return out
 }
 
-// Snapshot captures the state as JSON.
+// Snapshot captures the state for Raft: a deep copy taken under the read
+// lock, so that Apply may go on while Persist encodes it. Raft calls it on
+// the goroutine that applies the log, so the copy and its index agree.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	b, err := json.Marshal(indexedState{State: f.st, Index: f.Index()})
-	if err != nil {
-		return nil, err
-	}
-	return snapshot(b), nil
+	return &snapshot{st: f.st.clone(), index: f.Index()}, nil
 }
 
-// Restore replaces the state with a snapshot's.
+// Restore replaces the state with a snapshot's. It reads the JSON that
+// Persist writes, and the older format without an index.
 func (f *FSM) Restore(r io.ReadCloser) error {
 	defer r.Close()
 	st := indexedState{State: newState()}
@@ -378,14 +405,78 @@ func (f *FSM) Restore(r io.ReadCloser) error {
 	return nil
 }
 
-type snapshot []byte
+// snapshot is a point-in-time copy of the state, owned by the snapshot:
+// nothing else refers to it.
+type snapshot struct {
+	st    *State
+	index uint64
+}
 
-func (s snapshot) Persist(sink raft.SnapshotSink) error {
-	if _, err := sink.Write(s); err != nil {
+var (
+	_ raft.FSM         = (*FSM)(nil)
+	_ raft.FSMSnapshot = (*snapshot)(nil)
+)
+
+// Persist encodes the copy as JSON (the state's fields and the index) into
+// the sink, outside any lock of the FSM.
+func (s *snapshot) Persist(sink raft.SnapshotSink) error {
+	if err := json.NewEncoder(sink).Encode(indexedState{State: s.st, Index: s.index}); err != nil {
 		_ = sink.Cancel()
-		return err
+		return fmt.Errorf("persist snapshot: %w", err)
 	}
 	return sink.Close()
 }
 
-func (s snapshot) Release() {}
+// Release does nothing: the copy is garbage once the snapshot is dropped.
+func (s *snapshot) Release() {}
+
+// clone copies the state deeply: every map, every struct behind a
+// pointer, every slice. Strings are shared (they are immutable).
+func (s *State) clone() *State {
+	c := &State{
+		Projects:  make(map[string]*Project, len(s.Projects)),
+		Revisions: make(map[string]map[string]*Revision, len(s.Revisions)),
+		Active:    make(map[string]string, len(s.Active)),
+		Timers:    make(map[string]time.Time, len(s.Timers)),
+		TimerDefs: make(map[string]*Timer, len(s.TimerDefs)),
+		APIKeys:   make(map[string]*APIKey, len(s.APIKeys)),
+	}
+	maps.Copy(c.Active, s.Active)
+	maps.Copy(c.Timers, s.Timers)
+	for k, p := range s.Projects {
+		cp := *p
+		c.Projects[k] = &cp
+	}
+	for project, revs := range s.Revisions {
+		m := make(map[string]*Revision, len(revs))
+		for id, r := range revs {
+			m[id] = r.clone()
+		}
+		c.Revisions[project] = m
+	}
+	for k, t := range s.TimerDefs {
+		cp := *t
+		c.TimerDefs[k] = &cp
+	}
+	for k, a := range s.APIKeys {
+		cp := *a
+		cp.Routes = slices.Clone(a.Routes)
+		c.APIKeys[k] = &cp
+	}
+	return c
+}
+
+func (r *Revision) clone() *Revision {
+	c := *r
+	c.Specs = maps.Clone(r.Specs)
+	c.Bundles = maps.Clone(r.Bundles)
+	c.Routes = slices.Clone(r.Routes)
+	c.Streams = slices.Clone(r.Streams)
+	c.Job = slices.Clone(r.Job)
+	c.Timers = nil
+	for _, t := range r.Timers {
+		cp := *t
+		c.Timers = append(c.Timers, &cp)
+	}
+	return &c
+}

@@ -1,6 +1,8 @@
 package fsm_test
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -44,7 +46,7 @@ func TestApplyAndRejectUnknown(t *testing.T) {
 		t.Error("activation of a missing revision accepted")
 	}
 	// Unknown type and unknown version: rejected, state unchanged.
-	before, _ := f.Snapshot()
+	before := persist(t, f)
 	for name, data := range map[string][]byte{
 		"unknown type":    append([]byte{250, 1}, []byte(`{}`)...),
 		"unknown version": append([]byte{byte(fsm.ProjectUpsertType), 9}, []byte(`{"name":"evil"}`)...),
@@ -55,8 +57,7 @@ func TestApplyAndRejectUnknown(t *testing.T) {
 			t.Errorf("%s: %v, want ErrUnknownCommand", name, err)
 		}
 	}
-	after, _ := f.Snapshot()
-	if fmt.Sprint(before) != fmt.Sprint(after) {
+	if after := persist(t, f); !bytes.Equal(before, after) {
 		t.Error("a rejected command changed the state")
 	}
 	f.Read(func(s *fsm.State) {
@@ -72,6 +73,71 @@ func TestApplyAndRejectUnknown(t *testing.T) {
 	if err, _ := apply(entry(t, fsm.TimerFiredType, fsm.TimerFiring{Timer: "iot/nightly", Tick: tick})).(error); err == nil {
 		t.Error("the same tick fired twice")
 	}
+}
+
+// A snapshot is a copy: commands applied between Snapshot and Persist
+// (which raft runs on another goroutine) do not reach it, those that change
+// a revision in place included.
+func TestSnapshotIsACopy(t *testing.T) {
+	f := fsm.New()
+	apply := func(index uint64, typ fsm.MessageType, v any) {
+		t.Helper()
+		if err, _ := f.Apply(&raft.Log{Index: index, Data: entry(t, typ, v)}).(error); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tick := time.Date(2026, 1, 1, 3, 0, 0, 0, time.UTC)
+	apply(1, fsm.ProjectUpsertType, fsm.Project{Name: "p"})
+	apply(2, fsm.RevisionCreateType, fsm.Revision{Project: "p", ID: "r1", Specs: map[string]string{"butter.hcl": "v1"},
+		Timers: []*fsm.Timer{{ID: "p.t", Schedule: "@hourly", Topic: "t"}}})
+	apply(3, fsm.RevisionActivateType, fsm.Activation{Project: "p", Revision: "r1", Reason: "first"})
+	apply(4, fsm.TimerFiredType, fsm.TimerFiring{Timer: "p.t", Tick: tick})
+	apply(5, fsm.APIKeyPutType, fsm.APIKey{Hash: "h", Project: "p", Routes: []string{"a"}})
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	apply(6, fsm.RevisionStatusType, fsm.RevisionStatus{Project: "p", Revision: "r1", Status: fsm.DeployStatus{Status: fsm.StatusHealthy}})
+	apply(7, fsm.TimerFiredType, fsm.TimerFiring{Timer: "p.t", Tick: tick.Add(time.Hour)})
+	apply(8, fsm.ProjectUpsertType, fsm.Project{Name: "q"})
+	apply(9, fsm.APIKeyDeleteType, fsm.APIKey{Hash: "h"})
+	f.Read(func(s *fsm.State) { s.Revisions["p"]["r1"].Specs["butter.hcl"] = "changed behind the FSM's back" })
+
+	store := raft.NewInmemSnapshotStore()
+	sink, err := store.Create(raft.SnapshotVersionMax, 5, 1, raft.Configuration{}, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	snap.Release()
+	_, rc, err := store.Open(sink.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := fsm.New()
+	if err := g.Restore(rc); err != nil {
+		t.Fatal(err)
+	}
+	if g.Index() != 5 {
+		t.Errorf("restored index = %d, want 5", g.Index())
+	}
+	g.Read(func(s *fsm.State) {
+		r1 := s.Revisions["p"]["r1"]
+		if r1.Deployment.Status != fsm.StatusPending || r1.Deployment.Message != "first" {
+			t.Errorf("r1 deployment = %+v, want the pending one of the snapshot", r1.Deployment)
+		}
+		if r1.Specs["butter.hcl"] != "v1" {
+			t.Errorf("r1 specs = %v", r1.Specs)
+		}
+		if !s.Timers["p.t"].Equal(tick) || s.TimerDefs["p.t"] == nil {
+			t.Errorf("timers = %v, %v", s.Timers, s.TimerDefs)
+		}
+		if s.Projects["q"] != nil || s.APIKeys["h"] == nil || s.Active["p"] != "r1" {
+			t.Errorf("state = %+v", s)
+		}
+	})
 }
 
 // snapshotRoundTrip persists a snapshot and restores it into a fresh FSM.
@@ -279,6 +345,44 @@ func TestActivationSyncsTimersAndResetsStatus(t *testing.T) {
 	f.Read(func(st *fsm.State) {
 		if d := st.Revisions["iot"]["r1"].Deployment; !d.HealthyAt.Equal(healthy) {
 			t.Errorf("HealthyAt lost: %+v", d)
+		}
+	})
+}
+
+// A snapshot of the format written before snapshots carried their index
+// (the State as JSON, which is what Snapshot encoded) restores whole.
+func TestRestoreFormerSnapshot(t *testing.T) {
+	f := fsm.New()
+	for _, c := range []struct {
+		typ fsm.MessageType
+		v   any
+	}{
+		{fsm.ProjectUpsertType, fsm.Project{Name: "p", Created: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}},
+		{fsm.RevisionCreateType, fsm.Revision{Project: "p", ID: "r1", Specs: map[string]string{"a": "b"}, Job: []byte(`{"Job":{"ID":"p"}}`),
+			Timers: []*fsm.Timer{{ID: "p.t", Schedule: "@hourly", Topic: "t"}}}},
+		{fsm.RevisionActivateType, fsm.Activation{Project: "p", Revision: "r1"}},
+		{fsm.TimerFiredType, fsm.TimerFiring{Timer: "p.t", Tick: time.Date(2026, 1, 1, 3, 0, 0, 0, time.UTC)}},
+		{fsm.APIKeyPutType, fsm.APIKey{Hash: "h", Project: "p"}},
+	} {
+		if err, _ := f.Apply(&raft.Log{Data: entry(t, c.typ, c.v)}).(error); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var former []byte
+	f.Read(func(s *fsm.State) {
+		var err error
+		if former, err = json.Marshal(s); err != nil {
+			t.Fatal(err)
+		}
+	})
+	g := fsm.New()
+	if err := g.Restore(io.NopCloser(bytes.NewReader(former))); err != nil {
+		t.Fatal(err)
+	}
+	g.Read(func(s *fsm.State) {
+		got, _ := json.Marshal(s)
+		if !bytes.Equal(got, former) {
+			t.Errorf("restored state differs:\n got %s\nwant %s", got, former)
 		}
 	})
 }
