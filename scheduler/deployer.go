@@ -46,7 +46,7 @@ type deployWant struct {
 	status            fsm.DeployStatus
 }
 
-func (s *Server) runDeployer(ctx context.Context, nomad *api.Client) {
+func (s *Server) runDeployer(ctx context.Context, nomad Nomad) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -79,15 +79,14 @@ func (s *Server) setStatus(project, revision string, st fsm.DeployStatus) error 
 }
 
 // reconcile takes one step for the project's active revision.
-func (s *Server) reconcile(ctx context.Context, nomad *api.Client, w deployWant) error {
+func (s *Server) reconcile(ctx context.Context, nomad Nomad, w deployWant) error {
 	var wrapped struct{ Job *api.Job }
 	if err := json.Unmarshal(w.job, &wrapped); err != nil || wrapped.Job == nil || wrapped.Job.ID == nil {
 		return s.fail(w, fmt.Sprintf("the revision carries no valid job (%v)", err))
 	}
 	job := wrapped.Job
-	q := (&api.QueryOptions{}).WithContext(ctx)
-	current, _, err := nomad.Jobs().Info(*job.ID, q)
-	if err != nil && !isNotFound(err) {
+	current, err := nomad.Job(ctx, *job.ID)
+	if err != nil && !errors.Is(err, ErrNomadNotFound) {
 		return fmt.Errorf("read job %s: %w", *job.ID, err)
 	}
 	runs := err == nil && current.Meta[metaRevision] == w.revision && (current.Stop == nil || !*current.Stop)
@@ -101,14 +100,13 @@ func (s *Server) reconcile(ctx context.Context, nomad *api.Client, w deployWant)
 		fallthrough
 	case fsm.StatusPending, "":
 		if !runs {
-			wq := (&api.WriteOptions{}).WithContext(ctx)
-			if _, _, err := nomad.Jobs().Register(job, wq); err != nil {
-				if isClientError(err) {
+			if err := nomad.RegisterJob(ctx, job); err != nil {
+				if errors.Is(err, ErrNomadRefused) {
 					return s.fail(w, fmt.Sprintf("Nomad refused job %s: %v", *job.ID, err))
 				}
 				return fmt.Errorf("register job %s: %w", *job.ID, err)
 			}
-			current, _, err = nomad.Jobs().Info(*job.ID, q)
+			current, err = nomad.Job(ctx, *job.ID)
 			if err != nil {
 				return fmt.Errorf("read job %s after registering it: %w", *job.ID, err)
 			}
@@ -131,9 +129,8 @@ func (s *Server) reconcile(ctx context.Context, nomad *api.Client, w deployWant)
 }
 
 // follow reads Nomad's deployment of the revision's job version.
-func (s *Server) follow(ctx context.Context, nomad *api.Client, w deployWant, jobID string, autoRollback bool) error {
-	q := (&api.QueryOptions{}).WithContext(ctx)
-	deps, _, err := nomad.Jobs().Deployments(jobID, false, q)
+func (s *Server) follow(ctx context.Context, nomad Nomad, w deployWant, jobID string, autoRollback bool) error {
+	deps, err := nomad.JobDeployments(ctx, jobID)
 	if err != nil {
 		return fmt.Errorf("list deployments of %s: %w", jobID, err)
 	}
@@ -210,9 +207,8 @@ func (s *Server) failAndRollback(w deployWant, why string, autoRollback bool) er
 
 // failureDetail names the deployment's unhealthy allocations and what
 // their checks and tasks said.
-func (s *Server) failureDetail(ctx context.Context, nomad *api.Client, deploymentID string) string {
-	q := (&api.QueryOptions{}).WithContext(ctx)
-	allocs, _, err := nomad.Deployments().Allocations(deploymentID, q)
+func (s *Server) failureDetail(ctx context.Context, nomad Nomad, deploymentID string) string {
+	allocs, err := nomad.DeploymentAllocations(ctx, deploymentID)
 	if err != nil {
 		return ""
 	}
@@ -222,7 +218,7 @@ func (s *Server) failureDetail(ctx context.Context, nomad *api.Client, deploymen
 			continue
 		}
 		part := "allocation " + short(a.ID) + " unhealthy"
-		if checks, err := nomad.Allocations().Checks(a.ID, q); err == nil {
+		if checks, err := nomad.AllocationChecks(ctx, a.ID); err == nil {
 			for _, c := range checks {
 				if c.Status != "success" && c.Output != "" {
 					part += ": check " + c.Check + " said " + strings.TrimSpace(truncate(c.Output, 800))
@@ -261,24 +257,6 @@ func progress(d *api.Deployment) string {
 		parts = append(parts, p)
 	}
 	return strings.Join(parts, "; ")
-}
-
-func isNotFound(err error) bool {
-	var ue api.UnexpectedResponseError
-	if errors.As(err, &ue) {
-		return ue.StatusCode() == 404
-	}
-	return strings.Contains(err.Error(), "404")
-}
-
-// isClientError is true when Nomad refused the request itself (4xx), as
-// opposed to being unreachable.
-func isClientError(err error) bool {
-	var ue api.UnexpectedResponseError
-	if errors.As(err, &ue) {
-		return ue.StatusCode() >= 400 && ue.StatusCode() < 500
-	}
-	return strings.Contains(err.Error(), "Unexpected response code: 4")
 }
 
 func deref[T any](p *T) T {

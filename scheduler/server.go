@@ -5,7 +5,11 @@
 // ?stale.
 //
 // The log and stable store is raft-boltdb/v2 (docs/control-plane.md says
-// why), snapshots are files, the transport is TCP.
+// why), snapshots are files, the transport is TCP. Each can be replaced
+// through Config, the way hashicorp/raft's own tests replace them with
+// raft.InmemStore, raft.InmemSnapshotStore and raft.InmemTransport; so can
+// the Nomad the deployer drives (Nomad, nomadfake) and the timer service's
+// Firer.
 //
 // A node's ID is its HTTP API address: a follower finds where to forward a
 // write from raft.LeaderWithID without a second registry.
@@ -26,7 +30,6 @@ import (
 
 	"github.com/butterfn/butter/scheduler/fsm"
 	"github.com/hashicorp/go-hclog"
-	"github.com/hashicorp/nomad/api"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 )
@@ -50,13 +53,37 @@ type Config struct {
 	// Firer delivers timer ticks; nil runs no timer service.
 	Firer Firer
 	// Nomad, when set, is where the leader's deployer registers the active
-	// revisions' jobs.
-	Nomad  *api.Client
+	// revisions' jobs: NewNomadClient over Nomad's API, or a fake.
+	Nomad  Nomad
 	Logger hclog.Logger
 	// Alone marks a single node that will never have peers (butter dev):
 	// it elects itself after 50 ms instead of waiting out the 500 ms
 	// heartbeat timeout that a cluster needs against false failovers.
 	Alone bool
+
+	// LogStore, StableStore, SnapshotStore and Transport replace Raft's
+	// durable defaults: a BoltDB file in DataDir for the log and the
+	// stable store, snapshot files in DataDir, TCP on RaftAddr. What is
+	// given here belongs to the caller, who closes it after Shutdown; the
+	// server closes only what it opened. With a Transport, RaftAddr may be
+	// empty: the transport's LocalAddr is used.
+	LogStore      raft.LogStore
+	StableStore   raft.StableStore
+	SnapshotStore raft.SnapshotStore
+	Transport     raft.Transport
+	// Timing overrides Raft's timeouts; zero fields keep the defaults
+	// (500 ms heartbeat and election, 250 ms lease; 50 ms each when Alone).
+	Timing RaftTiming
+}
+
+// RaftTiming is the timeouts of raft.Config that a node may override. See
+// raft.Config for what each does; shorter ones fail over faster and risk
+// needless elections on a loaded machine.
+type RaftTiming struct {
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
 }
 
 // Server is one control-plane node.
@@ -64,14 +91,16 @@ type Server struct {
 	cfg   Config
 	raft  *raft.Raft
 	fsm   *fsm.FSM
-	store *raftboltdb.BoltStore
-	snaps *raft.FileSnapshotStore
-	trans *raft.NetworkTransport
+	snaps raft.SnapshotStore
 	http  *http.Server
 	ln    net.Listener
 	log   hclog.Logger
+	// owned are the stores and transport the server opened (not those
+	// Config gave it), closed by Shutdown after Raft stops, in order.
+	owned []io.Closer
 
 	wg           sync.WaitGroup
+	loops        sync.WaitGroup // the timer service and the deployer
 	cancel       context.CancelFunc
 	timerCancel  context.CancelFunc
 	deployCancel context.CancelFunc
@@ -90,27 +119,15 @@ func Start(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
 	s := &Server{cfg: cfg, fsm: fsm.New(), log: cfg.Logger}
-	store, err := raftboltdb.NewBoltStore(filepath.Join(cfg.DataDir, "raft.db"))
+	logs, stable, snaps, trans, err := s.openRaftStores()
 	if err != nil {
-		return nil, fmt.Errorf("open the raft store: %w", err)
-	}
-	s.store = store
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.DataDir, "snapshots"), 3, cfg.Logger.Named("snapshots"))
-	if err != nil {
-		store.Close()
+		s.closeOwned()
 		return nil, err
 	}
-	addr, err := net.ResolveTCPAddr("tcp", cfg.RaftAddr)
-	if err != nil {
-		store.Close()
-		return nil, fmt.Errorf("raft address: %w", err)
+	s.snaps = snaps
+	if s.cfg.RaftAddr == "" {
+		s.cfg.RaftAddr = string(trans.LocalAddr())
 	}
-	trans, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, addr, 3, 5*time.Second, cfg.Logger.Named("transport"))
-	if err != nil {
-		store.Close()
-		return nil, fmt.Errorf("raft transport: %w", err)
-	}
-	s.trans = trans
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.HTTPAddr)
 	rc.Logger = cfg.Logger.Named("raft")
@@ -124,16 +141,15 @@ func Start(cfg Config) (*Server, error) {
 		rc.ElectionTimeout = 50 * time.Millisecond
 		rc.LeaderLeaseTimeout = 50 * time.Millisecond
 	}
+	cfg.Timing.apply(rc)
 	if cfg.SnapshotThreshold > 0 {
 		rc.SnapshotThreshold = cfg.SnapshotThreshold
 		rc.TrailingLogs = cfg.SnapshotThreshold / 2
 		rc.SnapshotInterval = time.Second
 	}
-	s.snaps = snaps
-	r, err := raft.NewRaft(rc, s.fsm, store, store, snaps, trans)
+	r, err := raft.NewRaft(rc, s.fsm, logs, stable, snaps, trans)
 	if err != nil {
-		trans.Close()
-		store.Close()
+		s.closeOwned()
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
 	s.raft = r
@@ -154,22 +170,22 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.Firer != nil {
 		tctx, tcancel := context.WithCancel(context.Background())
 		s.timerCancel = tcancel
-		s.wg.Add(1)
+		s.loops.Add(1)
 		go func() {
-			defer s.wg.Done()
+			defer s.loops.Done()
 			s.runTimers(tctx, cfg.Firer)
 		}()
 	}
 	if cfg.Nomad != nil {
 		dctx, dcancel := context.WithCancel(context.Background())
 		s.deployCancel = dcancel
-		s.wg.Add(1)
+		s.loops.Add(1)
 		go func() {
-			defer s.wg.Done()
+			defer s.loops.Done()
 			s.runDeployer(dctx, cfg.Nomad)
 		}()
 	}
-	hasState, err := raft.HasExistingState(store, store, snaps)
+	hasState, err := raft.HasExistingState(logs, stable, snaps)
 	if err != nil {
 		s.Shutdown()
 		return nil, err
@@ -221,7 +237,11 @@ func (s *Server) bootstrap(ctx context.Context) {
 	}
 }
 
-// Shutdown stops the API and Raft and closes the stores.
+// Shutdown stops the timer service and the deployer, then the API and
+// Raft, and closes the stores it opened. The timer service and the
+// deployer stop first, while Raft still runs: a tick being fired is
+// recorded (or not fired), so the next leader neither fires it again nor
+// misses it.
 func (s *Server) Shutdown() {
 	if s.cancel != nil {
 		s.cancel()
@@ -232,6 +252,7 @@ func (s *Server) Shutdown() {
 	if s.deployCancel != nil {
 		s.deployCancel()
 	}
+	s.loops.Wait()
 	if s.http != nil {
 		_ = s.http.Close()
 	}
@@ -239,11 +260,71 @@ func (s *Server) Shutdown() {
 		_ = s.raft.Shutdown().Error()
 	}
 	s.wg.Wait()
-	if s.trans != nil {
-		_ = s.trans.Close()
+	s.closeOwned()
+}
+
+// openRaftStores opens Raft's log, stable and snapshot stores and its
+// transport: those Config gives, and the durable defaults for the others.
+func (s *Server) openRaftStores() (raft.LogStore, raft.StableStore, raft.SnapshotStore, raft.Transport, error) {
+	cfg := s.cfg
+	logs, stable, snaps, trans := cfg.LogStore, cfg.StableStore, cfg.SnapshotStore, cfg.Transport
+	if logs == nil || stable == nil {
+		store, err := raftboltdb.NewBoltStore(filepath.Join(cfg.DataDir, "raft.db"))
+		if err != nil {
+			return nil, nil, nil, nil, fmt.Errorf("open the raft store: %w", err)
+		}
+		s.owned = append(s.owned, store)
+		if logs == nil {
+			logs = store
+		}
+		if stable == nil {
+			stable = store
+		}
 	}
-	if s.store != nil {
-		_ = s.store.Close()
+	if snaps == nil {
+		fs, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.DataDir, "snapshots"), 3, cfg.Logger.Named("snapshots"))
+		if err != nil {
+			return nil, nil, nil, nil, fmt.Errorf("open the snapshot store: %w", err)
+		}
+		snaps = fs
+	}
+	if trans == nil {
+		addr, err := net.ResolveTCPAddr("tcp", cfg.RaftAddr)
+		if err != nil {
+			return nil, nil, nil, nil, fmt.Errorf("raft address: %w", err)
+		}
+		tcp, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, addr, 3, 5*time.Second, cfg.Logger.Named("transport"))
+		if err != nil {
+			return nil, nil, nil, nil, fmt.Errorf("raft transport: %w", err)
+		}
+		// Closed before the store: Shutdown closes in this order.
+		s.owned = append([]io.Closer{tcp}, s.owned...)
+		trans = tcp
+	}
+	return logs, stable, snaps, trans, nil
+}
+
+// closeOwned closes what the server opened, once.
+func (s *Server) closeOwned() {
+	for _, c := range s.owned {
+		_ = c.Close()
+	}
+	s.owned = nil
+}
+
+// apply sets the non-zero timeouts on rc.
+func (t RaftTiming) apply(rc *raft.Config) {
+	if t.HeartbeatTimeout > 0 {
+		rc.HeartbeatTimeout = t.HeartbeatTimeout
+	}
+	if t.ElectionTimeout > 0 {
+		rc.ElectionTimeout = t.ElectionTimeout
+	}
+	if t.LeaderLeaseTimeout > 0 {
+		rc.LeaderLeaseTimeout = t.LeaderLeaseTimeout
+	}
+	if t.CommitTimeout > 0 {
+		rc.CommitTimeout = t.CommitTimeout
 	}
 }
 

@@ -33,6 +33,8 @@ type Firer interface {
 	Fire(ctx context.Context, t *fsm.Timer, tick time.Time) error
 }
 
+var _ Firer = (*KafkaFirer)(nil)
+
 // KafkaFirer produces ticks to the timer's topic, creating the topic
 // (one partition) before its first tick: kfake and many clusters do not
 // create topics on produce.

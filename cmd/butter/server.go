@@ -104,15 +104,17 @@ func (c *serverCommand) Run(args []string) int {
 	} else {
 		log.Warn("no Kafka brokers: the timer service is off (-kafka-brokers or $" + broker.EnvBrokers + ")")
 	}
-	var nomad *api.Client
+	var nomad scheduler.Nomad
 	if *nomadAddr == "" {
 		*nomadAddr = os.Getenv("NOMAD_ADDR")
 	}
 	if *nomadAddr != "" {
-		if nomad, err = api.NewClient(&api.Config{Address: *nomadAddr}); err != nil {
+		nc, err := api.NewClient(&api.Config{Address: *nomadAddr})
+		if err != nil {
 			log.Error("cannot reach Nomad", "error", err)
 			return exitInvalid
 		}
+		nomad = scheduler.NewNomadClient(nc)
 	} else {
 		log.Warn("no Nomad address: revisions are recorded but not deployed (-nomad-addr or $NOMAD_ADDR)")
 	}
