@@ -69,7 +69,7 @@ func (k *KafkaFirer) Fire(ctx context.Context, t *fsm.Timer, tick time.Time) err
 
 // runTimers fires timers while this node leads, until ctx ends.
 func (s *Server) runTimers(ctx context.Context, firer Firer) {
-	for {
+	for ctx.Err() == nil {
 		// Wait for leadership.
 		for s.raft.State() != raft.Leader {
 			select {

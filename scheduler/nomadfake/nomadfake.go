@@ -84,6 +84,7 @@ type Nomad struct {
 	registrations []Registration
 	down          error
 	seq           uint64
+	calls         map[string]int
 }
 
 var _ scheduler.Nomad = (*Nomad)(nil)
@@ -100,7 +101,16 @@ func New(script Script) *Nomad {
 		deployments: map[string][]*api.Deployment{},
 		allocs:      map[string][]*api.AllocationListStub{},
 		checks:      map[string]api.AllocCheckStatuses{},
+		calls:       map[string]int{},
 	}
+}
+
+// Calls returns how many times the method (by name: "Job",
+// "RegisterJob", ...) was called, failed calls included.
+func (n *Nomad) Calls(method string) int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.calls[method]
 }
 
 // SetDown makes every call fail with err, as an unreachable Nomad does
@@ -151,6 +161,7 @@ func (n *Nomad) Finish(jobID string, version uint64, status, description string)
 func (n *Nomad) Job(ctx context.Context, id string) (*api.Job, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.calls["Job"]++
 	if err := n.check(ctx); err != nil {
 		return nil, err
 	}
@@ -164,6 +175,7 @@ func (n *Nomad) Job(ctx context.Context, id string) (*api.Job, error) {
 func (n *Nomad) RegisterJob(ctx context.Context, job *api.Job) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.calls["RegisterJob"]++
 	if err := n.check(ctx); err != nil {
 		return err
 	}
@@ -228,6 +240,7 @@ func (n *Nomad) RegisterJob(ctx context.Context, job *api.Job) error {
 func (n *Nomad) JobDeployments(ctx context.Context, jobID string) ([]*api.Deployment, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.calls["JobDeployments"]++
 	if err := n.check(ctx); err != nil {
 		return nil, err
 	}
@@ -247,6 +260,7 @@ func (n *Nomad) JobDeployments(ctx context.Context, jobID string) ([]*api.Deploy
 func (n *Nomad) DeploymentAllocations(ctx context.Context, deploymentID string) ([]*api.AllocationListStub, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.calls["DeploymentAllocations"]++
 	if err := n.check(ctx); err != nil {
 		return nil, err
 	}
@@ -261,6 +275,7 @@ func (n *Nomad) DeploymentAllocations(ctx context.Context, deploymentID string) 
 func (n *Nomad) AllocationChecks(ctx context.Context, allocID string) (api.AllocCheckStatuses, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.calls["AllocationChecks"]++
 	if err := n.check(ctx); err != nil {
 		return nil, err
 	}
