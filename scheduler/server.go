@@ -63,10 +63,13 @@ type Config struct {
 
 	// LogStore, StableStore, SnapshotStore and Transport replace Raft's
 	// durable defaults: a BoltDB file in DataDir for the log and the
-	// stable store, snapshot files in DataDir, TCP on RaftAddr. What is
-	// given here belongs to the caller, who closes it after Shutdown; the
-	// server closes only what it opened. With a Transport, RaftAddr may be
-	// empty: the transport's LocalAddr is used.
+	// stable store, snapshot files in DataDir, TCP on RaftAddr. Stores
+	// given here are the caller's, to close after Shutdown (a test may
+	// start a new server on them); the server closes only what it opened.
+	// A given Transport is closed by Raft's own shutdown, as hashicorp/raft
+	// does with any transport that has a Close method (InmemTransport's
+	// only disconnects it: Connect makes it usable again). With a
+	// Transport, RaftAddr may be empty: its LocalAddr is used.
 	LogStore      raft.LogStore
 	StableStore   raft.StableStore
 	SnapshotStore raft.SnapshotStore
