@@ -92,9 +92,10 @@ func caughtUp(t *testing.T, leader, n *schedtest.Node) {
 // TestInProcessLeaderLoss: writes through a follower are forwarded to the
 // leader; the leader stops; the two left elect a new leader that holds
 // every write acknowledged before, and a follower's writes are forwarded
-// to it. The stopped node comes back and catches up.
+// to it. The stopped node comes back after the leader has compacted its
+// log past it, and catches up by installing the leader's snapshot.
 func TestInProcessLeaderLoss(t *testing.T) {
-	c := schedtest.MakeCluster(t, schedtest.Options{NoTimers: true})
+	c := schedtest.MakeCluster(t, schedtest.Options{NoTimers: true, SnapshotThreshold: 8})
 	old := c.Leader()
 	var before []string
 	for i := range 10 {
@@ -117,6 +118,23 @@ func TestInProcessLeaderLoss(t *testing.T) {
 	}
 	caughtUp(t, nu, follower)
 
+	for i := range 20 {
+		putEventually(t, follower, fmt.Sprintf("after-%d", i))
+	}
+	if err := nu.Server.Raft().Snapshot().Error(); err != nil {
+		t.Fatal(err)
+	}
+	first, err := nu.Logs.FirstIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, err := old.Logs.LastIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first <= last+1 {
+		t.Fatalf("the leader's log starts at %d, the stopped node's ends at %d: it could catch up without a snapshot", first, last)
+	}
 	c.Start(old)
 	caughtUp(t, c.Leader(), old)
 }

@@ -44,6 +44,10 @@ type Options struct {
 	Timing *scheduler.RaftTiming
 	// LogLevel is the servers' log level in the test's log; 0 is Warn.
 	LogLevel hclog.Level
+	// SnapshotThreshold is scheduler.Config's: a small one makes nodes
+	// compact their logs, so that a node left behind catches up by a
+	// snapshot install.
+	SnapshotThreshold uint64
 }
 
 // FastTiming is the timeouts a test cluster runs with by default: a new
@@ -125,7 +129,7 @@ func MakeCluster(t testing.TB, opts Options) *Cluster {
 		logger := hclog.New(&hclog.LoggerOptions{Name: fmt.Sprintf("node%d", i), Output: c.logs, Level: level})
 		nd.cfg = scheduler.Config{
 			DataDir: filepath.Join(dir, fmt.Sprint(i)), HTTPAddr: id, RaftAddr: string(addr),
-			BootstrapExpect: n, Join: join, Nomad: opts.Nomad, Logger: logger, Timing: timing,
+			BootstrapExpect: n, Join: join, Nomad: opts.Nomad, Logger: logger, Timing: timing, SnapshotThreshold: opts.SnapshotThreshold,
 			LogStore: nd.Logs, StableStore: nd.Stable, SnapshotStore: nd.Snaps, Transport: trans,
 		}
 		if !opts.NoTimers {
