@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/butterfn/butter/scheduler"
+	"github.com/butterfn/butter/api"
 	"github.com/hashicorp/cli"
 )
 
@@ -73,7 +73,7 @@ func (c *statusCommand) Run(args []string) int {
 	return exitOK
 }
 
-func (c *statusCommand) show(st scheduler.ProjectStatus) {
+func (c *statusCommand) show(st api.ProjectStatus) {
 	c.ui.Output(fmt.Sprintf("Project    %s (%d revisions)", st.Project, st.Revisions))
 	if st.Active == nil {
 		c.ui.Output("Active     none")
@@ -127,8 +127,8 @@ func getJSON(url string, v any) error {
 	return json.NewDecoder(resp.Body).Decode(v)
 }
 
-func getStatus(base, project string) (scheduler.ProjectStatus, error) {
-	var st scheduler.ProjectStatus
+func getStatus(base, project string) (api.ProjectStatus, error) {
+	var st api.ProjectStatus
 	err := getJSON(base+"/v1/projects/"+project, &st)
 	return st, err
 }
