@@ -27,6 +27,8 @@ import (
 //	GET    /v1/status/leader              the leader's ID
 //	GET    /v1/operator/raft/peers        the Raft configuration
 //	DELETE /v1/operator/raft/peers/{id}   remove a server (leader)
+//	GET    /v1/operator/snapshot          take a snapshot and stream it (leader)
+//	PUT    /v1/operator/snapshot          restore a snapshot: the whole state is replaced (leader)
 //	PUT    /v1/projects/{name}            create or update a project (leader)
 //	GET    /v1/projects[?stale]           list projects (leader, or this node with ?stale)
 //	GET    /v1/projects/{name}[?stale]    the active revision, its deployment and timers

@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/butterfn/butter/api"
 	"github.com/butterfn/butter/broker"
 	"github.com/butterfn/butter/gateway"
 	"github.com/butterfn/butter/hcl/spec"
@@ -157,7 +158,7 @@ type devEnv struct {
 	broker    *broker.Dev
 	kcl       *kgo.Client
 	server    *scheduler.Server
-	base      string
+	client    *api.Client
 	gw        *gateway.Gateway
 	gwSrv     *http.Server
 	gwAddr    string
@@ -219,8 +220,10 @@ func (d *devEnv) start(ctx context.Context, dataDir, serverAddr, listen string, 
 	if err != nil {
 		return fmt.Errorf("start the control plane on %s: %w (another butter dev or server running? pick another -server-addr)", serverAddr, err)
 	}
-	d.base = "http://" + d.server.Addr()
-	if err := waitLeader(ctx, d.base); err != nil {
+	if d.client, err = api.NewClient(&api.Config{Address: "http://" + d.server.Addr()}); err != nil {
+		return err
+	}
+	if err := waitLeader(ctx, d.client); err != nil {
 		return err
 	}
 	if d.sdks, err = sdk.Install(filepath.Join(os.TempDir(), "butter-sdk")); err != nil {
@@ -256,7 +259,7 @@ func (d *devEnv) start(ctx context.Context, dataDir, serverAddr, listen string, 
 // pool running it; the previous pool drains in the background.
 func (d *devEnv) deploy(ctx context.Context, proj *spec.Project) error {
 	quiet := cli.Ui(&cli.BasicUi{Writer: io.Discard, ErrorWriter: os.Stderr})
-	rev, err := recordRevision(quiet, d.base, d.dir, proj)
+	rev, err := recordRevision(ctx, quiet, d.client, d.dir, proj)
 	if err != nil {
 		return fmt.Errorf("record the revision: %w", err)
 	}
@@ -404,7 +407,7 @@ func (d *devEnv) printReady(proj *spec.Project) {
 		}
 	}
 	d.printSecrets(proj)
-	d.ui.Output(fmt.Sprintf("    control plane: %s   broker: %s", d.base, d.broker.Addr))
+	d.ui.Output(fmt.Sprintf("    control plane: %s   broker: %s", d.client.Address(), d.broker.Addr))
 	if example != "" {
 		d.ui.Output("    try: " + example)
 	}
@@ -567,11 +570,10 @@ func freeLocalAddr() (string, error) {
 	return ln.Addr().String(), nil
 }
 
-func waitLeader(ctx context.Context, base string) error {
+func waitLeader(ctx context.Context, client *api.Client) error {
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		var out struct{ Leader string }
-		if err := getJSON(base+"/v1/status/leader", &out); err == nil && out.Leader != "" {
+		if leader, err := client.Status().Leader(ctx); err == nil && leader != "" {
 			return nil
 		}
 		select {
