@@ -194,6 +194,8 @@ func newState() *State {
 type FSM struct {
 	mu sync.RWMutex
 	st *State
+
+	watch watch // the applied index and its waiters (watch.go)
 }
 
 // New returns an empty FSM.
@@ -202,6 +204,7 @@ func New() *FSM { return &FSM{st: newState()} }
 // Apply applies one log entry. It returns nil or an error, which Raft hands
 // back to the writer through ApplyFuture.Response.
 func (f *FSM) Apply(l *raft.Log) any {
+	defer f.watch.applied(l.Index) // after the state lock is released
 	if len(l.Data) < 2 {
 		return fmt.Errorf("%w: entry of %d bytes", ErrUnknownCommand, len(l.Data))
 	}
@@ -354,7 +357,7 @@ func (s *State) RevisionList(project string) []*Revision {
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	b, err := json.Marshal(f.st)
+	b, err := json.Marshal(indexedState{State: f.st, Index: f.Index()})
 	if err != nil {
 		return nil, err
 	}
@@ -364,13 +367,14 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 // Restore replaces the state with a snapshot's.
 func (f *FSM) Restore(r io.ReadCloser) error {
 	defer r.Close()
-	st := newState()
-	if err := json.NewDecoder(r).Decode(st); err != nil {
+	st := indexedState{State: newState()}
+	if err := json.NewDecoder(r).Decode(&st); err != nil {
 		return fmt.Errorf("restore snapshot: %w", err)
 	}
 	f.mu.Lock()
-	f.st = st
+	f.st = st.State
 	f.mu.Unlock()
+	f.watch.restored(st.Index)
 	return nil
 }
 
