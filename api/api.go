@@ -204,19 +204,21 @@ type QueryOptions struct {
 	// asking the leader (?stale): reads keep working through an election.
 	AllowStale bool
 	// WaitIndex makes the read a blocking query: the server answers once
-	// its state's index exceeds WaitIndex, or after WaitTime. Only the
-	// list reads support it (projects, revisions, keys); see
-	// docs/control-plane.md.
+	// its state's Raft index exceeds WaitIndex (any write, or a snapshot
+	// restore), or after WaitTime, with the state as it is then. The
+	// reads of projects, revisions and keys support it; the others
+	// ignore it.
 	WaitIndex uint64
-	// WaitTime bounds a blocking query (the server's default and maximum
-	// apply when zero or too long).
+	// WaitTime bounds a blocking query: zero is the server's default
+	// (5 minutes), and it caps longer waits at 10 minutes.
 	WaitTime time.Duration
 }
 
 // QueryMeta is what a read's answer says about the state it came from.
 type QueryMeta struct {
-	// LastIndex is the Raft index of the state the answer reflects: pass
-	// it as WaitIndex to wait for the next change.
+	// LastIndex is the Raft index of the state the answer reflects (the
+	// state may be newer, never older): pass it as WaitIndex to wait for
+	// the next change.
 	LastIndex uint64
 	// KnownLeader says whether the answering node knew of a leader.
 	KnownLeader bool

@@ -351,3 +351,106 @@ func TestUnreachable(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// TestBlockingQuery: a read with WaitIndex waits for the next write and
+// answers it; with no write, it answers the same state once WaitTime ran
+// out; a malformed index is a 400.
+func TestBlockingQuery(t *testing.T) {
+	s, c := startServer(t)
+	ctx := context.Background()
+	if _, err := c.Projects().Put(ctx, "first"); err != nil {
+		t.Fatal(err)
+	}
+	_, meta, err := c.Projects().List(ctx, nil)
+	if err != nil || meta.LastIndex == 0 || !meta.KnownLeader {
+		t.Fatalf("list: %+v, %v", meta, err)
+	}
+
+	// No write: the answer comes after WaitTime, at the same index.
+	start := time.Now()
+	list, again, err := c.Projects().List(ctx, &api.QueryOptions{WaitIndex: meta.LastIndex, WaitTime: 200 * time.Millisecond})
+	if err != nil || again.LastIndex != meta.LastIndex || len(list.Projects) != 1 {
+		t.Fatalf("timed-out wait: %+v %+v, %v", list, again, err)
+	}
+	if waited := time.Since(start); waited < 200*time.Millisecond {
+		t.Fatalf("the server answered after %s, before the wait ran out", waited)
+	}
+
+	// A write wakes the waiting reads: projects and keys. Their wait is
+	// long, so an answer within the test's deadline comes from the write.
+	type answer struct {
+		what  string
+		index uint64
+		n     int
+		err   error
+	}
+	answers := make(chan answer, 2)
+	long := &api.QueryOptions{WaitIndex: meta.LastIndex, WaitTime: time.Minute}
+	go func() {
+		l, m, err := c.Projects().List(ctx, long)
+		a := answer{what: "projects", err: err}
+		if err == nil {
+			a.index, a.n = m.LastIndex, len(l.Projects)
+		}
+		answers <- a
+	}()
+	go func() {
+		k, m, err := c.Keys().List(ctx, long)
+		a := answer{what: "keys", err: err}
+		if err == nil {
+			a.index, a.n = m.LastIndex, len(k)
+		}
+		answers <- a
+	}()
+	if _, err := c.Keys().Create(ctx, "first", nil); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		select {
+		case a := <-answers:
+			if a.err != nil || a.index <= meta.LastIndex {
+				t.Fatalf("%s: woke at index %d (waited on %d), %v", a.what, a.index, meta.LastIndex, a.err)
+			}
+			if a.what == "keys" && a.n != 1 {
+				t.Fatalf("keys after the write: %d", a.n)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("a blocking query did not wake on a write")
+		}
+	}
+
+	// Revisions block too, and a malformed index or wait is refused.
+	_, rm, err := c.Revisions().List(ctx, "first", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		revs, m, err := c.Revisions().List(ctx, "first", &api.QueryOptions{WaitIndex: rm.LastIndex, WaitTime: time.Minute})
+		if err == nil && (len(revs) != 1 || m.LastIndex <= rm.LastIndex) {
+			err = errors.New("woke without the new revision")
+		}
+		done <- err
+	}()
+	if _, err := c.Revisions().Create(ctx, "first", &api.RevisionCreateRequest{ID: "r1"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the revisions' blocking query did not wake")
+	}
+	for _, q := range []string{"index=abc", "index=1&wait=forever"} {
+		resp, err := http.Get("http://" + s.Addr() + "/v1/projects?" + q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 400 {
+			t.Errorf("?%s: %s", q, resp.Status)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -44,6 +45,8 @@ import (
 //	GET    /v1/blobs/sha256/{hex}         serve a blob, fetched from a peer when missing
 //
 // Writes and consistent reads on a follower are forwarded to the leader.
+// The reads of projects, revisions and keys answer X-Butter-Index and are
+// blocking queries with ?index=N[&wait=30s] (see block).
 //
 // Bodies and answers are package api's types (every non-200 answers an
 // api.ErrorResponse); the handlers convert them to the Raft log's types
@@ -177,6 +180,9 @@ func (s *Server) listProjects(w http.ResponseWriter, r *http.Request) {
 	if !s.local(w, r) {
 		return
 	}
+	if !s.block(w, r) {
+		return
+	}
 	out := api.ProjectList{Projects: []string{}, Stale: s.raft.State() != raft.Leader}
 	s.fsm.Read(func(st *fsm.State) {
 		for n := range st.Projects {
@@ -184,7 +190,6 @@ func (s *Server) listProjects(w http.ResponseWriter, r *http.Request) {
 		}
 	})
 	sort.Strings(out.Projects)
-	s.queryMeta(w)
 	writeJSON(w, 200, out)
 }
 
@@ -192,17 +197,22 @@ func (s *Server) getProject(w http.ResponseWriter, r *http.Request) {
 	if !s.local(w, r) {
 		return
 	}
+	if !s.block(w, r) {
+		return
+	}
 	st, ok := s.projectStatus(r.PathValue("name"))
 	if !ok {
 		writeErr(w, 404, fmt.Errorf("no project %q; deploy it with butter deploy", r.PathValue("name")))
 		return
 	}
-	s.queryMeta(w)
 	writeJSON(w, 200, st)
 }
 
 func (s *Server) listRevisions(w http.ResponseWriter, r *http.Request) {
 	if !s.local(w, r) {
+		return
+	}
+	if !s.block(w, r) {
 		return
 	}
 	out := []api.RevisionListStub{}
@@ -211,12 +221,14 @@ func (s *Server) listRevisions(w http.ResponseWriter, r *http.Request) {
 			out = append(out, api.RevisionListStub{Revision: apiRevision(rev, false), Active: st.Active[rev.Project] == rev.ID})
 		}
 	})
-	s.queryMeta(w)
 	writeJSON(w, 200, out)
 }
 
 func (s *Server) getRevision(w http.ResponseWriter, r *http.Request) {
 	if !s.local(w, r) {
+		return
+	}
+	if !s.block(w, r) {
 		return
 	}
 	var rev *api.Revision
@@ -230,12 +242,14 @@ func (s *Server) getRevision(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, 404, fmt.Errorf("project %q has no revision %q; butter revisions %s lists them", r.PathValue("name"), r.PathValue("id"), r.PathValue("name")))
 		return
 	}
-	s.queryMeta(w)
 	writeJSON(w, 200, rev)
 }
 
 func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) {
 	if !s.local(w, r) {
+		return
+	}
+	if !s.block(w, r) {
 		return
 	}
 	out := []api.APIKey{}
@@ -245,7 +259,6 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) {
 		}
 	})
 	sort.Slice(out, func(i, j int) bool { return out[i].Hash < out[j].Hash })
-	s.queryMeta(w)
 	writeJSON(w, 200, out)
 }
 
@@ -268,10 +281,46 @@ func (s *Server) local(w http.ResponseWriter, r *http.Request) bool {
 	return false
 }
 
-// queryMeta sets a read's api.QueryMeta headers.
-func (s *Server) queryMeta(w http.ResponseWriter) {
+// Blocking queries wait at most this long: the default of ?wait, and its
+// bound.
+const (
+	defaultWait = 5 * time.Minute
+	maxWait     = 10 * time.Minute
+)
+
+// block serves a blocking query and sets the read's api.QueryMeta
+// headers. With ?index=N, it waits until the state's Raft index passes N
+// (any write, or a snapshot restore), until ?wait (a Go duration; default
+// and bound above) runs out, or until the client goes away; then the
+// handler reads the state as it is. The index answered is taken before
+// that read, so the read may be newer than it, never older: a client that
+// waits on it may wake once for a change it saw, but never misses one.
+//
+// It answers 400 and says no for a malformed ?index or ?wait.
+func (s *Server) block(w http.ResponseWriter, r *http.Request) bool {
+	q := r.URL.Query()
+	if v := q.Get("index"); v != "" {
+		after, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			writeErr(w, 400, fmt.Errorf("index %q: want a Raft index", v))
+			return false
+		}
+		wait := defaultWait
+		if v := q.Get("wait"); v != "" {
+			if wait, err = time.ParseDuration(v); err != nil || wait < 0 {
+				writeErr(w, 400, fmt.Errorf("wait %q: want a duration such as 30s", v))
+				return false
+			}
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), min(wait, maxWait))
+		// Running out of time is an answer too: the state as it is.
+		_, _ = s.fsm.WaitIndex(ctx, after)
+		cancel()
+	}
 	_, leader := s.raft.LeaderWithID()
+	w.Header().Set(api.HeaderIndex, strconv.FormatUint(s.fsm.Index(), 10))
 	w.Header().Set(api.HeaderKnownLeader, strconv.FormatBool(leader != ""))
+	return true
 }
 
 // leaderOnly runs h on the leader and forwards the request from a follower.

@@ -128,17 +128,31 @@ var errDeployFailed = errors.New("deployment failed")
 func watchDeployment(ui cli.Ui, client *api.Client, project, revision string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	var last string
+	var last, status string
+	timedOut := func() error {
+		return fmt.Errorf("revision %s still %s after %s; it keeps deploying: follow it with butter status %s", revision, or(status, "pending"), timeout, project)
+	}
+	// Each round waits for the control plane's state to change (a
+	// blocking query on the revisions), then reads the project's status.
+	q := &api.QueryOptions{WaitTime: 30 * time.Second}
 	for {
+		revs, meta, err := client.Revisions().List(ctx, project, q)
+		if err != nil {
+			if ctx.Err() != nil {
+				return timedOut()
+			}
+			return err
+		}
+		q.WaitIndex = meta.LastIndex
 		st, _, err := client.Projects().Status(ctx, project, nil)
 		if err != nil {
-			return watchErr(ctx, err, revision, project, timeout)
+			if ctx.Err() != nil {
+				return timedOut()
+			}
+			return err
 		}
-		revs, _, err := client.Revisions().List(ctx, project, nil)
-		if err != nil {
-			return watchErr(ctx, err, revision, project, timeout)
-		}
-		var status, msg string
+		var msg string
+		status = ""
 		for _, r := range revs {
 			if r.ID == revision {
 				status, msg = r.Deployment.Status, r.Deployment.Message
@@ -163,19 +177,15 @@ func watchDeployment(ui cli.Ui, client *api.Client, project, revision string, ti
 			ui.Output(fmt.Sprintf("Revision %s is no longer active: %s replaced it.", revision, st.Active.ID))
 			return nil
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("revision %s still %s after %s; it keeps deploying: follow it with butter status %s", revision, status, timeout, project)
-		case <-time.After(500 * time.Millisecond):
+		if meta.LastIndex == 0 {
+			// A server without blocking queries: poll.
+			select {
+			case <-ctx.Done():
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+		if ctx.Err() != nil {
+			return timedOut()
 		}
 	}
-}
-
-// watchErr is the error of a failed read while watching: the timeout's
-// message when the watch ran out of time.
-func watchErr(ctx context.Context, err error, revision, project string, timeout time.Duration) error {
-	if ctx.Err() != nil {
-		return fmt.Errorf("revision %s: no final state after %s; it keeps deploying: follow it with butter status %s", revision, timeout, project)
-	}
-	return err
 }
