@@ -1,23 +1,15 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/butterfn/butter/api"
-	"github.com/butterfn/butter/bundle"
+	"github.com/butterfn/butter/deploy"
 	"github.com/butterfn/butter/hcl/spec"
-	"github.com/butterfn/butter/jobs"
-	"github.com/butterfn/butter/routes"
 	"github.com/hashicorp/cli"
 )
 
@@ -49,18 +41,6 @@ Options:
 ` + addrHelp)
 }
 
-// gitSHA returns the commit of dir's work tree, with "-dirty" when it has
-// changes, or "" outside git.
-func gitSHA(dir string) (sha string, dirty bool) {
-	out, err := exec.Command("git", "-C", dir, "rev-parse", "HEAD").Output()
-	if err != nil {
-		return "", false
-	}
-	sha = strings.TrimSpace(string(out))
-	st, err := exec.Command("git", "-C", dir, "status", "--porcelain", ".").Output()
-	return sha, err == nil && len(bytes.TrimSpace(st)) > 0
-}
-
 func (c *deployCommand) Run(args []string) int {
 	fset := newFlagSet("deploy")
 	af := addAPIFlags(fset)
@@ -85,7 +65,9 @@ func (c *deployCommand) Run(args []string) int {
 	// Uploading the bundles may take a while: longer than one call.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*callTimeout)
 	defer cancel()
-	out, err := recordRevision(ctx, c.ui, client, dir, proj)
+	out, err := deploy.Push(ctx, client, dir, proj, deploy.WithProgress(func(u deploy.Upload) {
+		c.ui.Output(fmt.Sprintf("==> [%d/%d] uploading %s (%d bytes, %s)", u.N, u.Total, u.Path, u.Size, u.Digest))
+	}))
 	if err != nil {
 		return failed(c.ui, err)
 	}
@@ -95,68 +77,6 @@ func (c *deployCommand) Run(args []string) int {
 	}
 	c.ui.Output(fmt.Sprintf("Revision %s of project %q is active (%s).", out.Revision, proj.Name, what))
 	return follow(c.ui, client, proj.Name, out.Revision, out.Deployer && !*detach, *timeout)
-}
-
-// recordRevision uploads the project's bundles and records a revision of
-// it, which becomes the active one.
-func recordRevision(ctx context.Context, ui cli.Ui, client *api.Client, dir string, proj *spec.Project) (*api.RevisionCreateResponse, error) {
-	sha, dirty := gitSHA(dir)
-	opts := []jobs.Option{jobs.WithBlobURL(client.Blobs().URL())}
-	if sha != "" {
-		tag := sha
-		if dirty {
-			tag += "-dirty"
-		}
-		opts = append(opts, jobs.WithGitSHA(tag))
-	}
-	compiled, err := jobs.Compile(proj, opts...)
-	if err != nil {
-		return nil, err
-	}
-	fsys := os.DirFS(dir)
-	bundles := map[string]string{}
-	for i, a := range compiled.Artifacts {
-		var buf bytes.Buffer
-		if a.IsSchema {
-			b, err := fs.ReadFile(fsys, a.Path)
-			if err != nil {
-				return nil, err
-			}
-			buf.Write(b)
-		} else if _, err := bundle.Write(fsys, a.Path, &buf); err != nil {
-			return nil, err
-		}
-		ui.Output(fmt.Sprintf("==> [%d/%d] uploading %s (%d bytes, %s)", i+1, len(compiled.Artifacts), a.Path, buf.Len(), a.Digest))
-		if _, err := client.Blobs().Put(ctx, string(a.Digest), &buf, int64(buf.Len())); err != nil {
-			return nil, fmt.Errorf("upload %s: %w", a.Path, err)
-		}
-		bundles[a.Path] = string(a.Digest)
-	}
-	specs := map[string]string{}
-	for _, f := range proj.Files {
-		b, err := fs.ReadFile(fsys, f)
-		if err != nil {
-			return nil, err
-		}
-		specs[filepath.ToSlash(f)] = string(b)
-	}
-	jobJSON, err := jobs.RenderJSON(compiled.Job)
-	if err != nil {
-		return nil, err
-	}
-	var timers []*api.Timer
-	for _, t := range jobs.Timers(proj) {
-		timers = append(timers, &api.Timer{ID: t.ID, Schedule: t.Schedule, Timezone: t.Timezone, Topic: t.Topic})
-	}
-	out, err := client.Revisions().Create(ctx, proj.Name, &api.RevisionCreateRequest{
-		ID: compiled.Revision, Specs: specs, Bundles: bundles,
-		GitSHA: sha, Dirty: dirty, Author: os.Getenv("USER"), Job: json.RawMessage(jobJSON),
-		Timers: timers, Routes: routeList(proj), Streams: streamList(proj),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("record the revision: %w", err)
-	}
-	return out, nil
 }
 
 // follow watches the revision's deployment when asked, and turns the
@@ -261,35 +181,4 @@ func projectArgs(name string, args []string) (project string, af apiFlags, err e
 		return "", af, err
 	}
 	return pos[0], af, nil
-}
-
-// routeList is the project's http routes, "METHOD /path -> target", as the
-// revision records them.
-func routeList(p *spec.Project) []string {
-	var out []string
-	for _, r := range routes.FromSpec(p, "") {
-		target := r.Function
-		if len(r.Pipeline) > 0 {
-			target = strings.Join(r.Pipeline, " | ")
-		}
-		out = append(out, r.Pattern()+" -> "+target)
-	}
-	return out
-}
-
-// streamList is the project's stream bindings, "function <- topic (group)"
-// and "function -> topic", as the revision records them.
-func streamList(p *spec.Project) []string {
-	var out []string
-	for _, f := range p.Functions {
-		for _, t := range f.Triggers {
-			if t.Type == spec.TriggerStream && t.Stream != nil {
-				out = append(out, fmt.Sprintf("%s <- %s (%s)", f.Name, jobs.Topic(p.Name, t.Stream.Name), jobs.ConsumerGroup(p.Name, f.Name, t.Stream.Name)))
-			}
-		}
-		if f.Output != nil {
-			out = append(out, fmt.Sprintf("%s -> %s", f.Name, jobs.Topic(p.Name, f.Output.Name)))
-		}
-	}
-	return out
 }

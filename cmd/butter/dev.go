@@ -21,6 +21,7 @@ import (
 
 	"github.com/butterfn/butter/api"
 	"github.com/butterfn/butter/broker"
+	"github.com/butterfn/butter/deploy"
 	"github.com/butterfn/butter/gateway"
 	"github.com/butterfn/butter/hcl/spec"
 	"github.com/butterfn/butter/plugins/pool"
@@ -258,8 +259,7 @@ func (d *devEnv) start(ctx context.Context, dataDir, serverAddr, listen string, 
 // deploy records a revision of proj and switches the gateway to a new
 // pool running it; the previous pool drains in the background.
 func (d *devEnv) deploy(ctx context.Context, proj *spec.Project) error {
-	quiet := cli.Ui(&cli.BasicUi{Writer: io.Discard, ErrorWriter: os.Stderr})
-	rev, err := recordRevision(ctx, quiet, d.client, d.dir, proj)
+	rev, err := deploy.Push(ctx, d.client, d.dir, proj)
 	if err != nil {
 		return fmt.Errorf("record the revision: %w", err)
 	}
