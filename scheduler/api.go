@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -15,6 +16,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/butterfn/butter/api"
 	"github.com/butterfn/butter/hcl/spec"
 	"github.com/butterfn/butter/scheduler/fsm"
 	"github.com/hashicorp/raft"
@@ -26,6 +28,8 @@ import (
 //	GET    /v1/status/leader              the leader's ID
 //	GET    /v1/operator/raft/peers        the Raft configuration
 //	DELETE /v1/operator/raft/peers/{id}   remove a server (leader)
+//	GET    /v1/operator/snapshot          take a snapshot and stream it (leader)
+//	PUT    /v1/operator/snapshot          restore a snapshot: the whole state is replaced (leader)
 //	PUT    /v1/projects/{name}            create or update a project (leader)
 //	GET    /v1/projects[?stale]           list projects (leader, or this node with ?stale)
 //	GET    /v1/projects/{name}[?stale]    the active revision, its deployment and timers
@@ -41,195 +45,282 @@ import (
 //	GET    /v1/blobs/sha256/{hex}         serve a blob, fetched from a peer when missing
 //
 // Writes and consistent reads on a follower are forwarded to the leader.
+// The reads of projects, revisions and keys answer X-Butter-Index and are
+// blocking queries with ?index=N[&wait=30s] (see block).
+//
+// Bodies and answers are package api's types (every non-200 answers an
+// api.ErrorResponse); the handlers convert them to the Raft log's types
+// (package fsm) here, at the edge.
 func (s *Server) handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/agent/self", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, 200, self{ID: s.cfg.HTTPAddr, RaftAddr: s.cfg.RaftAddr})
-	})
-	mux.HandleFunc("GET /v1/status/leader", func(w http.ResponseWriter, r *http.Request) {
-		_, id := s.raft.LeaderWithID()
-		writeJSON(w, 200, map[string]string{"leader": string(id)})
-	})
-	mux.HandleFunc("GET /v1/operator/raft/peers", func(w http.ResponseWriter, r *http.Request) {
-		f := s.raft.GetConfiguration()
-		if err := f.Error(); err != nil {
-			writeErr(w, 500, err)
-			return
-		}
-		_, leader := s.raft.LeaderWithID()
-		type peer struct {
-			ID       string `json:"id"`
-			Address  string `json:"address"`
-			Leader   bool   `json:"leader"`
-			Suffrage string `json:"suffrage"`
-		}
-		var out []peer
-		for _, sv := range f.Configuration().Servers {
-			out = append(out, peer{ID: string(sv.ID), Address: string(sv.Address), Leader: sv.ID == leader, Suffrage: sv.Suffrage.String()})
-		}
-		sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-		writeJSON(w, 200, out)
-	})
-	mux.HandleFunc("DELETE /v1/operator/raft/peers/{id}", s.leaderOnly(func(w http.ResponseWriter, r *http.Request) {
-		if err := s.raft.RemoveServer(raft.ServerID(r.PathValue("id")), 0, 5*time.Second).Error(); err != nil {
-			writeErr(w, 500, err)
-			return
-		}
-		writeJSON(w, 200, map[string]string{"removed": r.PathValue("id")})
-	}))
-	mux.HandleFunc("GET /v1/operator/snapshot", s.leaderOnly(func(w http.ResponseWriter, r *http.Request) {
-		// Take a snapshot now (which also compacts the log) and stream it:
-		// `butter operator snapshot save` writes it to a file.
-		f := s.raft.Snapshot()
-		if err := f.Error(); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
-			writeErr(w, 500, err)
-			return
-		}
-		var meta *raft.SnapshotMeta
-		var rc io.ReadCloser
-		var err error
-		if f.Error() == nil {
-			meta, rc, err = f.Open()
-		} else {
-			meta, rc, err = s.latestSnapshot()
-		}
-		if err != nil {
-			writeErr(w, 500, err)
-			return
-		}
-		defer rc.Close()
-		w.Header().Set("Content-Type", "application/octet-stream")
-		w.Header().Set("X-Butter-Snapshot-Index", strconv.FormatUint(meta.Index, 10))
-		_, _ = io.Copy(w, rc)
-	}))
-	mux.HandleFunc("PUT /v1/operator/snapshot", s.leaderOnly(func(w http.ResponseWriter, r *http.Request) {
-		// Restore a saved snapshot: the whole cluster's state is replaced.
-		meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Size: r.ContentLength}
-		if err := s.raft.Restore(meta, r.Body, time.Minute); err != nil {
-			writeErr(w, 500, err)
-			return
-		}
-		writeJSON(w, 200, map[string]string{"restored": "ok"})
-	}))
+	mux.HandleFunc("GET /v1/agent/self", s.agentSelf)
+	mux.HandleFunc("GET /v1/status/leader", s.statusLeader)
+	mux.HandleFunc("GET /v1/operator/raft/peers", s.raftPeers)
+	mux.HandleFunc("DELETE /v1/operator/raft/peers/{id}", s.leaderOnly(s.removePeer))
+	mux.HandleFunc("GET /v1/operator/snapshot", s.leaderOnly(s.snapshotSave))
+	mux.HandleFunc("PUT /v1/operator/snapshot", s.leaderOnly(s.snapshotRestore))
 	mux.HandleFunc("GET /v1/blobs/sha256/{hex}", s.serveBlob)
 	mux.HandleFunc("PUT /v1/blobs/sha256/{hex}", s.storeBlob)
-	mux.HandleFunc("PUT /v1/timers/{id}", s.leaderOnly(func(w http.ResponseWriter, r *http.Request) {
-		var t fsm.Timer
-		if err := json.NewDecoder(r.Body).Decode(&t); err != nil {
-			writeErr(w, 400, fmt.Errorf("timer body: %w", err))
-			return
-		}
-		t.ID = r.PathValue("id")
-		if _, err := spec.ParseCron(t.Schedule, t.Timezone); err != nil {
-			writeErr(w, 400, fmt.Errorf("timer %s: schedule %q: %w", t.ID, t.Schedule, err))
-			return
-		}
-		if t.Topic == "" {
-			writeErr(w, 400, fmt.Errorf("timer %s: a topic is required", t.ID))
-			return
-		}
-		if err := s.Apply(fsm.TimerPutType, t); err != nil {
-			writeErr(w, 500, err)
-			return
-		}
-		writeJSON(w, 200, t)
-	}))
+	mux.HandleFunc("PUT /v1/timers/{id}", s.leaderOnly(s.putTimer))
+	mux.HandleFunc("PUT /v1/projects/{name}", s.leaderOnly(s.putProject))
+	mux.HandleFunc("GET /v1/projects", s.listProjects)
+	mux.HandleFunc("GET /v1/projects/{name}", s.getProject)
 	mux.HandleFunc("POST /v1/projects/{name}/revisions", s.leaderOnly(s.createRevision))
-	mux.HandleFunc("GET /v1/projects/{name}/revisions", func(w http.ResponseWriter, r *http.Request) {
-		if _, stale := r.URL.Query()["stale"]; !stale && s.raft.State() != raft.Leader {
-			s.forward(w, r)
-			return
-		}
-		type item struct {
-			*fsm.Revision
-			Active bool `json:"active"`
-		}
-		var out []item
-		s.fsm.Read(func(st *fsm.State) {
-			for _, rev := range st.RevisionList(r.PathValue("name")) {
-				cp := *rev
-				cp.Specs, cp.Job = nil, nil
-				out = append(out, item{Revision: &cp, Active: st.Active[rev.Project] == rev.ID})
-			}
-		})
-		writeJSON(w, 200, out)
-	})
+	mux.HandleFunc("GET /v1/projects/{name}/revisions", s.listRevisions)
+	mux.HandleFunc("GET /v1/projects/{name}/revisions/{id}", s.getRevision)
 	mux.HandleFunc("POST /v1/projects/{name}/rollback", s.leaderOnly(s.rollback))
-	mux.HandleFunc("GET /v1/projects/{name}/revisions/{id}", func(w http.ResponseWriter, r *http.Request) {
-		if _, stale := r.URL.Query()["stale"]; !stale && s.raft.State() != raft.Leader {
-			s.forward(w, r)
-			return
-		}
-		var rev *fsm.Revision
-		s.fsm.Read(func(st *fsm.State) {
-			if x := st.Revisions[r.PathValue("name")][r.PathValue("id")]; x != nil {
-				cp := *x
-				rev = &cp
-			}
-		})
-		if rev == nil {
-			writeErr(w, 404, fmt.Errorf("project %q has no revision %q; butter revisions %s lists them", r.PathValue("name"), r.PathValue("id"), r.PathValue("name")))
-			return
-		}
-		writeJSON(w, 200, rev)
-	})
 	mux.HandleFunc("POST /v1/projects/{name}/keys", s.leaderOnly(s.createKey))
-	mux.HandleFunc("GET /v1/keys", func(w http.ResponseWriter, r *http.Request) {
-		if _, stale := r.URL.Query()["stale"]; !stale && s.raft.State() != raft.Leader {
-			s.forward(w, r)
-			return
-		}
-		out := []fsm.APIKey{}
-		s.fsm.Read(func(st *fsm.State) {
-			for _, k := range st.APIKeys {
-				out = append(out, *k)
-			}
-		})
-		sort.Slice(out, func(i, j int) bool { return out[i].Hash < out[j].Hash })
-		writeJSON(w, 200, out)
-	})
-	mux.HandleFunc("DELETE /v1/keys/{hash}", s.leaderOnly(func(w http.ResponseWriter, r *http.Request) {
-		if err := s.Apply(fsm.APIKeyDeleteType, fsm.APIKey{Hash: r.PathValue("hash")}); err != nil {
-			writeErr(w, 500, err)
-			return
-		}
-		writeJSON(w, 200, map[string]string{"deleted": r.PathValue("hash")})
-	}))
-	mux.HandleFunc("GET /v1/projects/{name}", func(w http.ResponseWriter, r *http.Request) {
-		if _, stale := r.URL.Query()["stale"]; !stale && s.raft.State() != raft.Leader {
-			s.forward(w, r)
-			return
-		}
-		st, ok := s.projectStatus(r.PathValue("name"))
-		if !ok {
-			writeErr(w, 404, fmt.Errorf("no project %q; deploy it with butter deploy", r.PathValue("name")))
-			return
-		}
-		writeJSON(w, 200, st)
-	})
-	mux.HandleFunc("PUT /v1/projects/{name}", s.leaderOnly(func(w http.ResponseWriter, r *http.Request) {
-		p := fsm.Project{Name: r.PathValue("name"), Created: time.Now().UTC()}
-		if err := s.Apply(fsm.ProjectUpsertType, p); err != nil {
-			writeErr(w, 500, err)
-			return
-		}
-		writeJSON(w, 200, p)
-	}))
-	mux.HandleFunc("GET /v1/projects", func(w http.ResponseWriter, r *http.Request) {
-		if _, stale := r.URL.Query()["stale"]; !stale && s.raft.State() != raft.Leader {
-			s.forward(w, r)
-			return
-		}
-		var names []string
-		s.fsm.Read(func(st *fsm.State) {
-			for n := range st.Projects {
-				names = append(names, n)
-			}
-		})
-		sort.Strings(names)
-		writeJSON(w, 200, map[string]any{"projects": names, "stale": s.raft.State() != raft.Leader})
-	})
+	mux.HandleFunc("GET /v1/keys", s.listKeys)
+	mux.HandleFunc("DELETE /v1/keys/{hash}", s.leaderOnly(s.revokeKey))
 	return mux
+}
+
+func (s *Server) agentSelf(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, 200, api.AgentSelf{ID: s.cfg.HTTPAddr, RaftAddr: s.cfg.RaftAddr})
+}
+
+func (s *Server) statusLeader(w http.ResponseWriter, r *http.Request) {
+	_, id := s.raft.LeaderWithID()
+	writeJSON(w, 200, api.LeaderResponse{Leader: string(id)})
+}
+
+func (s *Server) raftPeers(w http.ResponseWriter, r *http.Request) {
+	f := s.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		writeErr(w, 500, err)
+		return
+	}
+	_, leader := s.raft.LeaderWithID()
+	out := []api.RaftServer{}
+	for _, sv := range f.Configuration().Servers {
+		out = append(out, api.RaftServer{ID: string(sv.ID), Address: string(sv.Address), Leader: sv.ID == leader, Suffrage: sv.Suffrage.String()})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	writeJSON(w, 200, out)
+}
+
+func (s *Server) removePeer(w http.ResponseWriter, r *http.Request) {
+	if err := s.raft.RemoveServer(raft.ServerID(r.PathValue("id")), 0, 5*time.Second).Error(); err != nil {
+		writeErr(w, 500, err)
+		return
+	}
+	writeJSON(w, 200, api.PeerRemoveResponse{Removed: r.PathValue("id")})
+}
+
+// snapshotSave takes a snapshot now (which also compacts the log) and
+// streams it: `butter operator snapshot save` writes it to a file.
+func (s *Server) snapshotSave(w http.ResponseWriter, r *http.Request) {
+	f := s.raft.Snapshot()
+	if err := f.Error(); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
+		writeErr(w, 500, err)
+		return
+	}
+	var meta *raft.SnapshotMeta
+	var rc io.ReadCloser
+	var err error
+	if f.Error() == nil {
+		meta, rc, err = f.Open()
+	} else {
+		meta, rc, err = s.latestSnapshot()
+	}
+	if err != nil {
+		writeErr(w, 500, err)
+		return
+	}
+	defer rc.Close()
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set(api.HeaderSnapshotIndex, strconv.FormatUint(meta.Index, 10))
+	_, _ = io.Copy(w, rc)
+}
+
+// snapshotRestore restores a saved snapshot: the whole cluster's state is
+// replaced.
+func (s *Server) snapshotRestore(w http.ResponseWriter, r *http.Request) {
+	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Size: r.ContentLength}
+	if err := s.raft.Restore(meta, r.Body, time.Minute); err != nil {
+		writeErr(w, 500, err)
+		return
+	}
+	writeJSON(w, 200, api.SnapshotRestoreResponse{Restored: "ok"})
+}
+
+func (s *Server) putTimer(w http.ResponseWriter, r *http.Request) {
+	var in api.Timer
+	if err := json.NewDecoder(r.Body).Decode(&in); err != nil {
+		writeErr(w, 400, fmt.Errorf("timer body: %w", err))
+		return
+	}
+	in.ID = r.PathValue("id")
+	if _, err := spec.ParseCron(in.Schedule, in.Timezone); err != nil {
+		writeErr(w, 400, fmt.Errorf("timer %s: schedule %q: %w", in.ID, in.Schedule, err))
+		return
+	}
+	if in.Topic == "" {
+		writeErr(w, 400, fmt.Errorf("timer %s: a topic is required", in.ID))
+		return
+	}
+	t := fsmTimer(&in)
+	if err := s.Apply(fsm.TimerPutType, t); err != nil {
+		writeErr(w, 500, err)
+		return
+	}
+	writeJSON(w, 200, apiTimer(t))
+}
+
+func (s *Server) putProject(w http.ResponseWriter, r *http.Request) {
+	p := fsm.Project{Name: r.PathValue("name"), Created: time.Now().UTC()}
+	if err := s.Apply(fsm.ProjectUpsertType, p); err != nil {
+		writeErr(w, 500, err)
+		return
+	}
+	writeJSON(w, 200, api.Project{Name: p.Name, Created: p.Created})
+}
+
+func (s *Server) listProjects(w http.ResponseWriter, r *http.Request) {
+	if !s.local(w, r) {
+		return
+	}
+	if !s.block(w, r) {
+		return
+	}
+	out := api.ProjectList{Projects: []string{}, Stale: s.raft.State() != raft.Leader}
+	s.fsm.Read(func(st *fsm.State) {
+		for n := range st.Projects {
+			out.Projects = append(out.Projects, n)
+		}
+	})
+	sort.Strings(out.Projects)
+	writeJSON(w, 200, out)
+}
+
+func (s *Server) getProject(w http.ResponseWriter, r *http.Request) {
+	if !s.local(w, r) {
+		return
+	}
+	if !s.block(w, r) {
+		return
+	}
+	st, ok := s.projectStatus(r.PathValue("name"))
+	if !ok {
+		writeErr(w, 404, fmt.Errorf("no project %q; deploy it with butter deploy", r.PathValue("name")))
+		return
+	}
+	writeJSON(w, 200, st)
+}
+
+func (s *Server) listRevisions(w http.ResponseWriter, r *http.Request) {
+	if !s.local(w, r) {
+		return
+	}
+	if !s.block(w, r) {
+		return
+	}
+	out := []api.RevisionListStub{}
+	s.fsm.Read(func(st *fsm.State) {
+		for _, rev := range st.RevisionList(r.PathValue("name")) {
+			out = append(out, api.RevisionListStub{Revision: apiRevision(rev, false), Active: st.Active[rev.Project] == rev.ID})
+		}
+	})
+	writeJSON(w, 200, out)
+}
+
+func (s *Server) getRevision(w http.ResponseWriter, r *http.Request) {
+	if !s.local(w, r) {
+		return
+	}
+	if !s.block(w, r) {
+		return
+	}
+	var rev *api.Revision
+	s.fsm.Read(func(st *fsm.State) {
+		if x := st.Revisions[r.PathValue("name")][r.PathValue("id")]; x != nil {
+			cp := apiRevision(x, true)
+			rev = &cp
+		}
+	})
+	if rev == nil {
+		writeErr(w, 404, fmt.Errorf("project %q has no revision %q; butter revisions %s lists them", r.PathValue("name"), r.PathValue("id"), r.PathValue("name")))
+		return
+	}
+	writeJSON(w, 200, rev)
+}
+
+func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) {
+	if !s.local(w, r) {
+		return
+	}
+	if !s.block(w, r) {
+		return
+	}
+	out := []api.APIKey{}
+	s.fsm.Read(func(st *fsm.State) {
+		for _, k := range st.APIKeys {
+			out = append(out, apiKey(k))
+		}
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Hash < out[j].Hash })
+	writeJSON(w, 200, out)
+}
+
+func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request) {
+	if err := s.Apply(fsm.APIKeyDeleteType, fsm.APIKey{Hash: r.PathValue("hash")}); err != nil {
+		writeErr(w, 500, err)
+		return
+	}
+	writeJSON(w, 200, api.KeyRevokeResponse{Deleted: r.PathValue("hash")})
+}
+
+// local says whether this node answers the read r itself: it leads, or
+// the client allowed a stale answer (?stale). Otherwise it forwards r to
+// the leader and says no.
+func (s *Server) local(w http.ResponseWriter, r *http.Request) bool {
+	if _, stale := r.URL.Query()["stale"]; stale || s.raft.State() == raft.Leader {
+		return true
+	}
+	s.forward(w, r)
+	return false
+}
+
+// Blocking queries wait at most this long: the default of ?wait, and its
+// bound.
+const (
+	defaultWait = 5 * time.Minute
+	maxWait     = 10 * time.Minute
+)
+
+// block serves a blocking query and sets the read's api.QueryMeta
+// headers. With ?index=N, it waits until the state's Raft index passes N
+// (any write, or a snapshot restore), until ?wait (a Go duration; default
+// and bound above) runs out, or until the client goes away; then the
+// handler reads the state as it is. The index answered is taken before
+// that read, so the read may be newer than it, never older: a client that
+// waits on it may wake once for a change it saw, but never misses one.
+//
+// It answers 400 and says no for a malformed ?index or ?wait.
+func (s *Server) block(w http.ResponseWriter, r *http.Request) bool {
+	q := r.URL.Query()
+	if v := q.Get("index"); v != "" {
+		after, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			writeErr(w, 400, fmt.Errorf("index %q: want a Raft index", v))
+			return false
+		}
+		wait := defaultWait
+		if v := q.Get("wait"); v != "" {
+			if wait, err = time.ParseDuration(v); err != nil || wait < 0 {
+				writeErr(w, 400, fmt.Errorf("wait %q: want a duration such as 30s", v))
+				return false
+			}
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), min(wait, maxWait))
+		// Running out of time is an answer too: the state as it is.
+		_, _ = s.fsm.WaitIndex(ctx, after)
+		cancel()
+	}
+	_, leader := s.raft.LeaderWithID()
+	w.Header().Set(api.HeaderIndex, strconv.FormatUint(s.fsm.Index(), 10))
+	w.Header().Set(api.HeaderKnownLeader, strconv.FormatBool(leader != ""))
+	return true
 }
 
 // leaderOnly runs h on the leader and forwards the request from a follower.
@@ -270,17 +361,18 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 }
 
 func writeErr(w http.ResponseWriter, code int, err error) {
-	writeJSON(w, code, map[string]string{"error": err.Error()})
+	writeJSON(w, code, api.ErrorResponse{Error: err.Error()})
 }
 
 // createRevision records a revision and makes it the project's active one.
 // A revision that already exists (the same content) is only activated.
 func (s *Server) createRevision(w http.ResponseWriter, r *http.Request) {
-	var rev fsm.Revision
-	if err := json.NewDecoder(r.Body).Decode(&rev); err != nil {
+	var req api.RevisionCreateRequest
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
 		writeErr(w, 400, fmt.Errorf("revision body: %w", err))
 		return
 	}
+	rev := fsmRevision(&req)
 	rev.Project = r.PathValue("name")
 	if rev.ID == "" {
 		writeErr(w, 400, errors.New("a revision needs an id (its content hash)"))
@@ -312,7 +404,7 @@ func (s *Server) createRevision(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, 500, err)
 		return
 	}
-	writeJSON(w, 200, map[string]any{"project": rev.Project, "revision": rev.ID, "new": !exists, "deployer": s.cfg.Nomad != nil})
+	writeJSON(w, 200, api.RevisionCreateResponse{Project: rev.Project, Revision: rev.ID, New: !exists, Deployer: s.cfg.Nomad != nil})
 }
 
 // rollback activates the revision created before the active one.
@@ -336,26 +428,12 @@ func (s *Server) rollback(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, 500, err)
 		return
 	}
-	writeJSON(w, 200, map[string]any{"project": project, "revision": target, "deployer": s.cfg.Nomad != nil})
+	writeJSON(w, 200, api.RollbackResponse{Project: project, Revision: target, Deployer: s.cfg.Nomad != nil})
 }
 
-// ProjectStatus is what `butter status` shows of a project.
-type ProjectStatus struct {
-	Project   string        `json:"project"`
-	Active    *fsm.Revision `json:"active,omitempty"`
-	Revisions int           `json:"revisions"`
-	Timers    []TimerStatus `json:"timers,omitempty"`
-	Stale     bool          `json:"stale"`
-}
-
-// TimerStatus is one of a project's timers and its last firing.
-type TimerStatus struct {
-	fsm.Timer
-	LastFired time.Time `json:"last_fired,omitzero"`
-}
-
-func (s *Server) projectStatus(name string) (ProjectStatus, bool) {
-	out := ProjectStatus{Project: name, Stale: s.raft.State() != raft.Leader}
+// projectStatus is what `butter status` shows of a project.
+func (s *Server) projectStatus(name string) (api.ProjectStatus, bool) {
+	out := api.ProjectStatus{Project: name, Stale: s.raft.State() != raft.Leader}
 	var ok bool
 	s.fsm.Read(func(st *fsm.State) {
 		if _, ok = st.Projects[name]; !ok {
@@ -363,13 +441,12 @@ func (s *Server) projectStatus(name string) (ProjectStatus, bool) {
 		}
 		out.Revisions = len(st.Revisions[name])
 		if rev := st.Revisions[name][st.Active[name]]; rev != nil {
-			cp := *rev
-			cp.Specs, cp.Job = nil, nil
-			out.Active = &cp
+			a := apiRevision(rev, false)
+			out.Active = &a
 		}
 		for id, t := range st.TimerDefs {
 			if t.Project == name {
-				out.Timers = append(out.Timers, TimerStatus{Timer: *t, LastFired: st.Timers[id]})
+				out.Timers = append(out.Timers, api.TimerStatus{Timer: *apiTimer(t), LastFired: st.Timers[id]})
 			}
 		}
 	})
@@ -381,11 +458,10 @@ func (s *Server) projectStatus(name string) (ProjectStatus, bool) {
 // goes into Raft; the key itself is answered once and never stored.
 func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {
 	project := r.PathValue("name")
-	var body struct {
-		Routes []string `json:"routes"`
-	}
-	if r.ContentLength > 0 {
-		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+	var body api.KeyCreateRequest
+	if r.ContentLength != 0 {
+		// An empty body (as curl -X POST sends) asks for a key of every route.
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil && !errors.Is(err, io.EOF) {
 			writeErr(w, 400, fmt.Errorf("key body: %w", err))
 			return
 		}
@@ -408,5 +484,5 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, 500, err)
 		return
 	}
-	writeJSON(w, 200, map[string]any{"key": key, "hash": k.Hash, "project": project, "routes": k.Routes})
+	writeJSON(w, 200, api.KeyCreateResponse{Key: key, Hash: k.Hash, Project: project, Routes: k.Routes})
 }

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"time"
+
+	"github.com/butterfn/butter/api"
 )
 
 // Blobs beside Raft: bundles and schemas are stored by content hash in the
@@ -111,5 +113,5 @@ func (s *Server) storeBlob(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, 400, fmt.Errorf("blob sha256:%s: %w", hexsum, err))
 		return
 	}
-	writeJSON(w, 200, map[string]string{"digest": "sha256:" + hexsum})
+	writeJSON(w, 200, api.BlobPutResponse{Digest: "sha256:" + hexsum})
 }

@@ -1,21 +1,15 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
+	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"time"
 
-	"github.com/butterfn/butter/bundle"
+	"github.com/butterfn/butter/api"
+	"github.com/butterfn/butter/deploy"
 	"github.com/butterfn/butter/hcl/spec"
-	"github.com/butterfn/butter/jobs"
-	"github.com/butterfn/butter/routes"
 	"github.com/hashicorp/cli"
 )
 
@@ -47,21 +41,9 @@ Options:
 ` + addrHelp)
 }
 
-// gitSHA returns the commit of dir's work tree, with "-dirty" when it has
-// changes, or "" outside git.
-func gitSHA(dir string) (sha string, dirty bool) {
-	out, err := exec.Command("git", "-C", dir, "rev-parse", "HEAD").Output()
-	if err != nil {
-		return "", false
-	}
-	sha = strings.TrimSpace(string(out))
-	st, err := exec.Command("git", "-C", dir, "status", "--porcelain", ".").Output()
-	return sha, err == nil && len(bytes.TrimSpace(st)) > 0
-}
-
 func (c *deployCommand) Run(args []string) int {
 	fset := newFlagSet("deploy")
-	addr := fset.String("address", "", "")
+	af := addAPIFlags(fset)
 	detach := fset.Bool("detach", false, "")
 	timeout := fset.Duration("timeout", 10*time.Minute, "")
 	pos, err := parseInterspersed(fset, args)
@@ -76,105 +58,34 @@ func (c *deployCommand) Run(args []string) int {
 	if err := rep.WriteText(os.Stderr); err != nil || proj == nil {
 		return exitInvalid
 	}
-	base := serverAddr(*addr)
-	out, err := recordRevision(c.ui, base, dir, proj)
+	client, err := af.client()
 	if err != nil {
-		c.ui.Error("Error: " + err.Error())
-		return exitInvalid
+		return failed(c.ui, err)
+	}
+	// Uploading the bundles may take a while: longer than one call.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*callTimeout)
+	defer cancel()
+	out, err := deploy.Push(ctx, client, dir, proj, deploy.WithProgress(func(u deploy.Upload) {
+		c.ui.Output(fmt.Sprintf("==> [%d/%d] uploading %s (%d bytes, %s)", u.N, u.Total, u.Path, u.Size, u.Digest))
+	}))
+	if err != nil {
+		return failed(c.ui, err)
 	}
 	what := "unchanged; re-activated"
 	if out.New {
 		what = "new"
 	}
 	c.ui.Output(fmt.Sprintf("Revision %s of project %q is active (%s).", out.Revision, proj.Name, what))
-	return follow(c.ui, base, proj.Name, out.Revision, out.Deployer && !*detach, *timeout)
-}
-
-// revisionResult is the control plane's answer to a new revision.
-type revisionResult struct {
-	Revision string
-	New      bool
-	Deployer bool
-}
-
-// recordRevision uploads the project's bundles and records a revision of
-// it, which becomes the active one.
-func recordRevision(ui cli.Ui, base, dir string, proj *spec.Project) (revisionResult, error) {
-	sha, dirty := gitSHA(dir)
-	opts := []jobs.Option{jobs.WithBlobURL(base + "/v1/blobs")}
-	if sha != "" {
-		tag := sha
-		if dirty {
-			tag += "-dirty"
-		}
-		opts = append(opts, jobs.WithGitSHA(tag))
-	}
-	compiled, err := jobs.Compile(proj, opts...)
-	if err != nil {
-		return revisionResult{}, err
-	}
-	fsys := os.DirFS(dir)
-	bundles := map[string]string{}
-	for i, a := range compiled.Artifacts {
-		var buf bytes.Buffer
-		if a.IsSchema {
-			b, err := fs.ReadFile(fsys, a.Path)
-			if err != nil {
-				return revisionResult{}, err
-			}
-			buf.Write(b)
-		} else if _, err := bundle.Write(fsys, a.Path, &buf); err != nil {
-			return revisionResult{}, err
-		}
-		ui.Output(fmt.Sprintf("==> [%d/%d] uploading %s (%d bytes, %s)", i+1, len(compiled.Artifacts), a.Path, buf.Len(), a.Digest))
-		resp, err := callAPI("PUT", base+"/v1/blobs/sha256/"+a.Digest.Hex(), &buf, int64(buf.Len()))
-		if err != nil {
-			return revisionResult{}, fmt.Errorf("upload %s: %w", a.Path, err)
-		}
-		resp.Body.Close()
-		bundles[a.Path] = string(a.Digest)
-	}
-	specs := map[string]string{}
-	for _, f := range proj.Files {
-		b, err := fs.ReadFile(fsys, f)
-		if err != nil {
-			return revisionResult{}, err
-		}
-		specs[filepath.ToSlash(f)] = string(b)
-	}
-	jobJSON, err := jobs.RenderJSON(compiled.Job)
-	if err != nil {
-		return revisionResult{}, err
-	}
-	author := os.Getenv("USER")
-	timers := []map[string]string{}
-	for _, t := range jobs.Timers(proj) {
-		timers = append(timers, map[string]string{"id": t.ID, "schedule": t.Schedule, "timezone": t.Timezone, "topic": t.Topic})
-	}
-	body, _ := json.Marshal(map[string]any{
-		"id": compiled.Revision, "specs": specs, "bundles": bundles,
-		"git_sha": sha, "dirty": dirty, "author": author, "job": json.RawMessage(jobJSON),
-		"timers": timers, "routes": routeList(proj), "streams": streamList(proj),
-	})
-	resp, err := callAPI("POST", base+"/v1/projects/"+proj.Name+"/revisions", bytes.NewReader(body), int64(len(body)))
-	if err != nil {
-		return revisionResult{}, fmt.Errorf("record the revision: %w", err)
-	}
-	defer resp.Body.Close()
-	var out revisionResult
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		return revisionResult{}, err
-	}
-	return out, nil
+	return follow(c.ui, client, proj.Name, out.Revision, out.Deployer && !*detach, *timeout)
 }
 
 // follow watches the revision's deployment when asked, and turns the
 // outcome into an exit code.
-func follow(ui cli.Ui, base, project, revision string, watch bool, timeout time.Duration) int {
+func follow(ui cli.Ui, client *api.Client, project, revision string, watch bool, timeout time.Duration) int {
 	if !watch {
 		return exitOK
 	}
-	if err := watchDeployment(ui, base, project, revision, timeout); err != nil {
+	if err := watchDeployment(ui, client, project, revision, timeout); err != nil {
 		if !errors.Is(err, errDeployFailed) {
 			ui.Error("Error: " + err.Error())
 		}
@@ -196,34 +107,31 @@ Options:
 ` + addrHelp)
 }
 func (c *revisionsCommand) Run(args []string) int {
-	project, addr, err := projectArgs("revisions", args)
+	project, af, err := projectArgs("revisions", args)
 	if err != nil {
 		return usageError(c.ui, c.Help(), err, nil, 1)
 	}
-	resp, err := callAPI("GET", serverAddr(addr)+"/v1/projects/"+project+"/revisions", nil, 0)
+	client, err := af.client()
 	if err != nil {
-		c.ui.Error("Error: " + err.Error())
-		return exitInvalid
+		return failed(c.ui, err)
 	}
-	defer resp.Body.Close()
-	var raw []map[string]any
-	if err := json.NewDecoder(resp.Body).Decode(&raw); err != nil {
-		c.ui.Error("Error: " + err.Error())
-		return exitInvalid
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	revs, _, err := client.Revisions().List(ctx, project, nil)
+	if err != nil {
+		return failed(c.ui, err)
 	}
 	c.ui.Output(fmt.Sprintf("%-14s %-8s %-10s %-30s %s", "Revision", "Active", "Status", "Created", "Git"))
-	for _, r := range raw {
-		dep, _ := r["deployment"].(map[string]any)
-		status, _ := dep["status"].(string)
+	for _, r := range revs {
 		active := ""
-		if r["active"] == true {
+		if r.Active {
 			active = "*"
 		}
-		git, _ := r["git_sha"].(string)
-		if r["dirty"] == true {
+		git := r.GitSHA
+		if r.Dirty {
 			git += "-dirty"
 		}
-		c.ui.Output(fmt.Sprintf("%-14v %-8s %-10s %-30v %s", r["id"], active, or(status, "-"), r["created"], git))
+		c.ui.Output(fmt.Sprintf("%-14s %-8s %-10s %-30s %s", r.ID, active, or(r.Deployment.Status, "-"), r.Created.Format(time.RFC3339Nano), git))
 	}
 	return exitOK
 }
@@ -242,67 +150,35 @@ Options:
 ` + addrHelp)
 }
 func (c *rollbackCommand) Run(args []string) int {
-	project, addr, err := projectArgs("rollback", args)
+	project, af, err := projectArgs("rollback", args)
 	if err != nil {
 		return usageError(c.ui, c.Help(), err, nil, 1)
 	}
-	resp, err := callAPI("POST", serverAddr(addr)+"/v1/projects/"+project+"/rollback", nil, 0)
+	client, err := af.client()
 	if err != nil {
-		c.ui.Error("Error: " + err.Error())
-		return exitInvalid
+		return failed(c.ui, err)
 	}
-	defer resp.Body.Close()
-	var out struct {
-		Revision string
-		Deployer bool
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	out, err := client.Revisions().Rollback(ctx, project)
+	if err != nil {
+		return failed(c.ui, err)
 	}
-	_ = json.NewDecoder(resp.Body).Decode(&out)
 	c.ui.Output(fmt.Sprintf("Project %q rolled back to revision %s.", project, out.Revision))
-	return follow(c.ui, serverAddr(addr), project, out.Revision, out.Deployer, 10*time.Minute)
+	return follow(c.ui, client, project, out.Revision, out.Deployer, 10*time.Minute)
 }
 
-// projectArgs parses the arguments of a command that takes -address and
-// one project name.
-func projectArgs(name string, args []string) (project, addr string, err error) {
+// projectArgs parses the arguments of a command that takes the API flags
+// and one project name.
+func projectArgs(name string, args []string) (project string, af apiFlags, err error) {
 	fset := newFlagSet(name)
-	a := fset.String("address", "", "")
+	af = addAPIFlags(fset)
 	pos, err := parseInterspersed(fset, args)
 	if err == nil && len(pos) != 1 {
 		err = errors.New("give the project's name")
 	}
 	if err != nil {
-		return "", "", err
+		return "", af, err
 	}
-	return pos[0], *a, nil
-}
-
-// routeList is the project's http routes, "METHOD /path -> target", as the
-// revision records them.
-func routeList(p *spec.Project) []string {
-	var out []string
-	for _, r := range routes.FromSpec(p, "") {
-		target := r.Function
-		if len(r.Pipeline) > 0 {
-			target = strings.Join(r.Pipeline, " | ")
-		}
-		out = append(out, r.Pattern()+" -> "+target)
-	}
-	return out
-}
-
-// streamList is the project's stream bindings, "function <- topic (group)"
-// and "function -> topic", as the revision records them.
-func streamList(p *spec.Project) []string {
-	var out []string
-	for _, f := range p.Functions {
-		for _, t := range f.Triggers {
-			if t.Type == spec.TriggerStream && t.Stream != nil {
-				out = append(out, fmt.Sprintf("%s <- %s (%s)", f.Name, jobs.Topic(p.Name, t.Stream.Name), jobs.ConsumerGroup(p.Name, f.Name, t.Stream.Name)))
-			}
-		}
-		if f.Output != nil {
-			out = append(out, fmt.Sprintf("%s -> %s", f.Name, jobs.Topic(p.Name, f.Output.Name)))
-		}
-	}
-	return out
+	return pos[0], af, nil
 }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -13,13 +11,11 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"testing/fstest"
 	"time"
 
 	"github.com/butterfn/butter/broker"
 	"github.com/butterfn/butter/gateway"
-	"github.com/butterfn/butter/hcl/spec"
-	"github.com/butterfn/butter/routes"
+	"github.com/butterfn/butter/gateway/routesync"
 	"github.com/hashicorp/cli"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/nomad/api"
@@ -65,10 +61,14 @@ func (c *gatewayCommand) Run(args []string) int {
 	nomadAddr := fset.String("nomad-addr", "", "")
 	endpoints := fset.String("endpoint", "", "")
 	kafka := fset.String("kafka-brokers", "", "")
-	addr := fset.String("address", "", "")
+	af := addAPIFlags(fset)
 	pos, err := parseInterspersed(fset, args)
 	if err != nil || len(pos) > 0 {
 		return usageError(c.ui, c.Help(), err, pos, 0)
+	}
+	client, err := af.client()
+	if err != nil {
+		return failed(c.ui, err)
 	}
 	log := hclog.New(&hclog.LoggerOptions{Name: "gateway", Output: os.Stderr, Level: hclog.LevelFromString(or(os.Getenv("BUTTER_LOG_LEVEL"), "info"))})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -104,8 +104,8 @@ func (c *gatewayCommand) Run(args []string) int {
 	}
 
 	keys := gateway.NewMemKeys()
-	rs := &routeSync{base: serverAddr(*addr), keys: keys, log: log, specs: map[string]*spec.Project{}, active: map[string]string{}}
-	opts := []gateway.Option{gateway.WithLogger(log), gateway.WithKeys(keys), gateway.WithPlacement(rs.placement)}
+	rs := routesync.New(client, keys, log)
+	opts := []gateway.Option{gateway.WithLogger(log), gateway.WithKeys(keys), gateway.WithPlacement(rs.Placement)}
 	kcfg := broker.ConfigFromEnv()
 	if *kafka != "" {
 		kcfg = broker.Config{Brokers: strings.Split(*kafka, ",")}
@@ -124,11 +124,19 @@ func (c *gatewayCommand) Run(args []string) int {
 	opts = append(opts, gateway.WithRequester(lr))
 	gw := gateway.New(resolver, opts...)
 	defer gw.Close()
-	rs.gw = gw
-	if err := rs.once(ctx); err != nil {
-		log.Warn("no routes yet from the control plane; retrying", "address", rs.base, "error", err)
+	if err := rs.Once(ctx, gw); err != nil {
+		log.Warn("no routes yet from the control plane; retrying", "address", client.Address(), "error", err)
 	}
-	go rs.run(ctx, *refresh)
+	// The sync stops (and is waited for) before the gateway closes.
+	syncCtx, stopSync := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer stopSync()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		rs.Run(syncCtx, gw, *refresh)
+	}()
 
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
@@ -152,139 +160,6 @@ func sanitize(s string) string {
 		}
 		return '-'
 	}, strings.ToLower(s))
-}
-
-// routeSync mirrors the control plane's active revisions' routes and the
-// API keys into the gateway.
-type routeSync struct {
-	base string
-	gw   *gateway.Gateway
-	keys *gateway.MemKeys
-	log  hclog.Logger
-
-	mu       sync.Mutex
-	specs    map[string]*spec.Project
-	active   map[string]string // project → revision the routes come from
-	keyState map[string]string // hash → project, for deletes
-}
-
-func (s *routeSync) run(ctx context.Context, every time.Duration) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(every):
-		}
-		if err := s.once(ctx); err != nil {
-			s.log.Warn("cannot refresh routes from the control plane; serving the last ones", "error", err)
-		}
-	}
-}
-
-func (s *routeSync) once(ctx context.Context) error {
-	var list struct{ Projects []string }
-	if err := getJSON(s.base+"/v1/projects?stale", &list); err != nil {
-		return err
-	}
-	changed := false
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, name := range list.Projects {
-		var st struct {
-			Active *struct{ ID string }
-		}
-		if err := getJSON(s.base+"/v1/projects/"+name+"?stale", &st); err != nil {
-			return err
-		}
-		if st.Active == nil || s.active[name] == st.Active.ID {
-			continue
-		}
-		var rev struct {
-			ID      string
-			Specs   map[string]string
-			Bundles map[string]string
-		}
-		if err := getJSON(s.base+"/v1/projects/"+name+"/revisions/"+st.Active.ID+"?stale", &rev); err != nil {
-			return err
-		}
-		fsys, err := s.specFS(rev.Specs, rev.Bundles)
-		if err != nil {
-			return err
-		}
-		proj, rep := spec.LoadFS(fsys, name+"@"+rev.ID)
-		if proj == nil || rep.HasErrors() {
-			s.log.Error("the active revision's specs do not load; keeping the previous routes", "project", name, "revision", rev.ID)
-			s.active[name] = st.Active.ID
-			continue
-		}
-		s.specs[name] = proj
-		s.active[name] = st.Active.ID
-		changed = true
-		s.log.Info("routes updated", "project", name, "revision", rev.ID)
-	}
-	if changed {
-		var all []gateway.Route
-		for name, proj := range s.specs {
-			all = append(all, routes.FromSpec(proj, s.active[name])...)
-		}
-		if err := s.gw.SetRoutes(all); err != nil {
-			return fmt.Errorf("set routes: %w", err)
-		}
-	}
-	var keys []struct {
-		Hash, Project string
-		Routes        []string
-	}
-	if err := getJSON(s.base+"/v1/keys?stale", &keys); err != nil {
-		return err
-	}
-	seen := map[string]string{}
-	for _, k := range keys {
-		s.keys.Put(k.Hash, k.Project, k.Routes...)
-		seen[k.Hash] = k.Project
-	}
-	for h := range s.keyState {
-		if _, ok := seen[h]; !ok {
-			s.keys.Delete(h)
-		}
-	}
-	s.keyState = seen
-	return nil
-}
-
-func (s *routeSync) placement(project, function string) (string, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return routes.Placement(func(p string) *spec.Project { return s.specs[p] })(project, function)
-}
-
-// specFS rebuilds enough of a revision's tree for the spec to load: the
-// spec files, the single-file blobs (JSON schemas and OpenAPI documents,
-// JSON or YAML, fetched from the blob store, since validation reads them
-// and the OpenAPI documents make routes) and an empty directory for each
-// source bundle.
-func (s *routeSync) specFS(specs, bundles map[string]string) (fstest.MapFS, error) {
-	fsys := fstest.MapFS{}
-	for path, text := range specs {
-		fsys[path] = &fstest.MapFile{Data: []byte(text)}
-	}
-	for path, digest := range bundles {
-		if !strings.HasSuffix(path, ".json") && !strings.HasSuffix(path, ".yaml") && !strings.HasSuffix(path, ".yml") {
-			fsys[path] = &fstest.MapFile{Mode: fs.ModeDir | 0o755}
-			continue
-		}
-		resp, err := callAPI("GET", s.base+"/v1/blobs/sha256/"+strings.TrimPrefix(digest, "sha256:"), nil, 0)
-		if err != nil {
-			return nil, fmt.Errorf("file %s: %w", path, err)
-		}
-		b, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
-		resp.Body.Close()
-		if err != nil {
-			return nil, fmt.Errorf("file %s: %w", path, err)
-		}
-		fsys[path] = &fstest.MapFile{Data: b}
-	}
-	return fsys, nil
 }
 
 // lazyRequester connects to Kafka in the background, retrying, so the

@@ -1,8 +1,7 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -44,7 +43,7 @@ Options:
 }
 func (c *keysCreateCommand) Run(args []string) int {
 	fset := newFlagSet("keys create")
-	addr := fset.String("address", "", "")
+	af := addAPIFlags(fset)
 	routeList := fset.String("route", "", "")
 	pos, err := parseInterspersed(fset, args)
 	if err == nil && len(pos) != 1 {
@@ -59,17 +58,15 @@ func (c *keysCreateCommand) Run(args []string) int {
 			routes = append(routes, r)
 		}
 	}
-	body, _ := json.Marshal(map[string]any{"routes": routes})
-	resp, err := callAPI("POST", serverAddr(*addr)+"/v1/projects/"+pos[0]+"/keys", bytes.NewReader(body), int64(len(body)))
+	client, err := af.client()
 	if err != nil {
-		c.ui.Error("Error: " + err.Error())
-		return exitInvalid
+		return failed(c.ui, err)
 	}
-	defer resp.Body.Close()
-	var out struct{ Key, Hash string }
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		c.ui.Error("Error: " + err.Error())
-		return exitInvalid
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	out, err := client.Keys().Create(ctx, pos[0], routes)
+	if err != nil {
+		return failed(c.ui, err)
 	}
 	c.ui.Output(out.Key)
 	// The key alone goes to standard output, so KEY=$(butter keys create p) works.
@@ -91,18 +88,20 @@ Options:
 }
 func (c *keysListCommand) Run(args []string) int {
 	fset := newFlagSet("keys list")
-	addr := fset.String("address", "", "")
+	af := addAPIFlags(fset)
 	pos, err := parseInterspersed(fset, args)
 	if err != nil || len(pos) > 0 {
 		return usageError(c.ui, c.Help(), err, pos, 0)
 	}
-	var keys []struct {
-		Hash, Project string
-		Routes        []string
+	client, err := af.client()
+	if err != nil {
+		return failed(c.ui, err)
 	}
-	if err := getJSON(serverAddr(*addr)+"/v1/keys", &keys); err != nil {
-		c.ui.Error("Error: " + err.Error())
-		return exitInvalid
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	keys, _, err := client.Keys().List(ctx, nil)
+	if err != nil {
+		return failed(c.ui, err)
 	}
 	c.ui.Output(fmt.Sprintf("%-64s  %-20s %s", "Hash", "Project", "Routes"))
 	for _, k := range keys {
@@ -125,16 +124,19 @@ Options:
 ` + addrHelp)
 }
 func (c *keysRevokeCommand) Run(args []string) int {
-	hash, addr, err := projectArgs("keys revoke", args)
+	hash, af, err := projectArgs("keys revoke", args)
 	if err != nil {
 		return usageError(c.ui, c.Help(), err, nil, 1)
 	}
-	resp, err := callAPI("DELETE", serverAddr(addr)+"/v1/keys/"+hash, nil, 0)
+	client, err := af.client()
 	if err != nil {
-		c.ui.Error("Error: " + err.Error())
-		return exitInvalid
+		return failed(c.ui, err)
 	}
-	resp.Body.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	if err := client.Keys().Revoke(ctx, hash); err != nil {
+		return failed(c.ui, err)
+	}
 	c.ui.Output("Revoked " + hash)
 	return exitOK
 }

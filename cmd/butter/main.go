@@ -1,7 +1,9 @@
 // Command butter is Butter's CLI: it validates specs, renders Nomad jobs,
-// scaffolds projects and, as later subcommands arrive, runs the server,
-// the gateway, the pool and the dev environment. Commands are thin: they
-// parse flags and hand the work to the packages that own it.
+// scaffolds projects, runs the server, the gateway, the pool and the dev
+// environment, and drives the control plane. Commands are thin: they
+// parse flags and hand the work to the packages that own it (the control
+// plane through package api's client, `butter deploy` through package
+// deploy, `butter dev` through package dev).
 package main
 
 import (

@@ -1,35 +1,53 @@
 package main
 
 import (
-	"encoding/json"
+	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
-	"strings"
 	"time"
 
+	"github.com/butterfn/butter/api"
 	"github.com/hashicorp/cli"
 )
 
-// EnvAddr names the control plane's API address for the CLI.
-const EnvAddr = "BUTTER_ADDR"
-
-func serverAddr(flag string) string {
-	if flag != "" {
-		return strings.TrimRight(flag, "/")
-	}
-	if v := os.Getenv(EnvAddr); v != "" {
-		return strings.TrimRight(v, "/")
-	}
-	return "http://127.0.0.1:4750"
+// apiFlags are the flags of every command that calls the control plane.
+type apiFlags struct {
+	address, token *string
 }
+
+// addAPIFlags adds -address and -token to fs.
+func addAPIFlags(fs *flag.FlagSet) apiFlags {
+	return apiFlags{address: fs.String("address", "", ""), token: fs.String("token", "", "")}
+}
+
+// client returns a control-plane client: api.DefaultConfig() (from
+// $BUTTER_ADDR, $BUTTER_TOKEN and the TLS variables) with the flags
+// that were given over it.
+func (f apiFlags) client() (*api.Client, error) {
+	cfg := api.DefaultConfig()
+	if *f.address != "" {
+		cfg.Address = *f.address
+	}
+	if *f.token != "" {
+		cfg.Token = *f.token
+	}
+	return api.NewClient(cfg)
+}
+
+// callTimeout bounds one command's calls to the control plane.
+const callTimeout = 2 * time.Minute
 
 const addrHelp = `
   -address=<url>
     The control plane's API. Defaults to $BUTTER_ADDR, then
-    http://127.0.0.1:4750.`
+    http://127.0.0.1:4750. TLS: $BUTTER_CACERT, $BUTTER_CLIENT_CERT,
+    $BUTTER_CLIENT_KEY, $BUTTER_TLS_SERVER_NAME, $BUTTER_SKIP_VERIFY.
+
+  -token=<token>
+    The ACL token sent to the control plane. Defaults to $BUTTER_TOKEN.`
 
 type operatorCommand struct{}
 
@@ -50,39 +68,6 @@ func (c *operatorCommand) Run(args []string) int {
 	return exitUsage
 }
 
-var apiClient = &http.Client{Timeout: 2 * time.Minute}
-
-// callAPI sends a request to the control plane and returns the response
-// of a 200, or an error naming the API's complaint. The caller closes the
-// body.
-func callAPI(method, url string, body io.Reader, size int64) (*http.Response, error) {
-	req, err := http.NewRequest(method, url, body)
-	if err != nil {
-		return nil, err
-	}
-	if body != nil {
-		req.ContentLength = size
-	}
-	resp, err := apiClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != 200 {
-		defer resp.Body.Close()
-		return nil, apiError(resp)
-	}
-	return resp, nil
-}
-
-func apiError(resp *http.Response) error {
-	var e struct{ Error string }
-	b, _ := io.ReadAll(resp.Body)
-	if json.Unmarshal(b, &e) == nil && e.Error != "" {
-		return fmt.Errorf("%s: %s", resp.Status, e.Error)
-	}
-	return fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(b)))
-}
-
 type listPeersCommand struct{ ui cli.Ui }
 
 func (c *listPeersCommand) Synopsis() string { return "List the Raft servers" }
@@ -97,23 +82,19 @@ Options:
 }
 func (c *listPeersCommand) Run(args []string) int {
 	fs := newFlagSet("list-peers")
-	addr := fs.String("address", "", "")
+	af := addAPIFlags(fs)
 	if pos, err := parseInterspersed(fs, args); err != nil || len(pos) > 0 {
 		return usageError(c.ui, c.Help(), err, pos, 0)
 	}
-	resp, err := callAPI("GET", serverAddr(*addr)+"/v1/operator/raft/peers", nil, 0)
+	client, err := af.client()
 	if err != nil {
-		c.ui.Error("Error: " + err.Error())
-		return exitInvalid
+		return failed(c.ui, err)
 	}
-	defer resp.Body.Close()
-	var peers []struct {
-		ID, Address, Suffrage string
-		Leader                bool
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&peers); err != nil {
-		c.ui.Error("Error: " + err.Error())
-		return exitInvalid
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	peers, err := client.Operator().RaftPeers(ctx)
+	if err != nil {
+		return failed(c.ui, err)
 	}
 	c.ui.Output(fmt.Sprintf("%-24s %-24s %-8s %s", "ID", "Address", "State", "Voter"))
 	for _, p := range peers {
@@ -124,6 +105,12 @@ func (c *listPeersCommand) Run(args []string) int {
 		c.ui.Output(fmt.Sprintf("%-24s %-24s %-8s %v", p.ID, p.Address, state, p.Suffrage == "Voter"))
 	}
 	return exitOK
+}
+
+// failed reports err and returns the exit code of a failed command.
+func failed(ui cli.Ui, err error) int {
+	ui.Error("Error: " + err.Error())
+	return exitInvalid
 }
 
 type removePeerCommand struct{ ui cli.Ui }
@@ -144,7 +131,7 @@ Options:
 }
 func (c *removePeerCommand) Run(args []string) int {
 	fs := newFlagSet("remove-peer")
-	addr := fs.String("address", "", "")
+	af := addAPIFlags(fs)
 	id := fs.String("peer-id", "", "")
 	pos, err := parseInterspersed(fs, args)
 	if err == nil && *id == "" {
@@ -153,12 +140,15 @@ func (c *removePeerCommand) Run(args []string) int {
 	if err != nil || len(pos) > 0 {
 		return usageError(c.ui, c.Help(), err, pos, 0)
 	}
-	resp, err := callAPI("DELETE", serverAddr(*addr)+"/v1/operator/raft/peers/"+*id, nil, 0)
+	client, err := af.client()
 	if err != nil {
-		c.ui.Error("Error: " + err.Error())
-		return exitInvalid
+		return failed(c.ui, err)
 	}
-	resp.Body.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	if err := client.Operator().RaftRemovePeer(ctx, *id); err != nil {
+		return failed(c.ui, err)
+	}
 	c.ui.Output("Removed peer " + *id)
 	return exitOK
 }
@@ -178,7 +168,7 @@ Options:
 }
 func (c *snapshotSaveCommand) Run(args []string) int {
 	fs := newFlagSet("snapshot save")
-	addr := fs.String("address", "", "")
+	af := addAPIFlags(fs)
 	pos, err := parseInterspersed(fs, args)
 	if err == nil && len(pos) != 1 {
 		err = errors.New("give the file to write")
@@ -186,26 +176,29 @@ func (c *snapshotSaveCommand) Run(args []string) int {
 	if err != nil {
 		return usageError(c.ui, c.Help(), err, nil, 1)
 	}
-	resp, err := callAPI("GET", serverAddr(*addr)+"/v1/operator/snapshot", nil, 0)
+	client, err := af.client()
 	if err != nil {
-		c.ui.Error("Error: " + err.Error())
-		return exitInvalid
+		return failed(c.ui, err)
 	}
-	defer resp.Body.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	snap, index, err := client.Operator().SnapshotSave(ctx)
+	if err != nil {
+		return failed(c.ui, err)
+	}
+	defer snap.Close()
 	f, err := os.Create(pos[0])
 	if err != nil {
-		c.ui.Error("Error: " + err.Error())
-		return exitInvalid
+		return failed(c.ui, err)
 	}
-	n, err := io.Copy(f, resp.Body)
+	n, err := io.Copy(f, snap)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		c.ui.Error("Error: " + err.Error())
-		return exitInvalid
+		return failed(c.ui, err)
 	}
-	c.ui.Output(fmt.Sprintf("Saved snapshot at index %s to %s (%d bytes)", resp.Header.Get("X-Butter-Snapshot-Index"), pos[0], n))
+	c.ui.Output(fmt.Sprintf("Saved snapshot at index %d to %s (%d bytes)", index, pos[0], n))
 	return exitOK
 }
 
@@ -226,7 +219,7 @@ Options:
 }
 func (c *snapshotRestoreCommand) Run(args []string) int {
 	fs := newFlagSet("snapshot restore")
-	addr := fs.String("address", "", "")
+	af := addAPIFlags(fs)
 	pos, err := parseInterspersed(fs, args)
 	if err == nil && len(pos) != 1 {
 		err = errors.New("give the snapshot file")
@@ -234,23 +227,24 @@ func (c *snapshotRestoreCommand) Run(args []string) int {
 	if err != nil {
 		return usageError(c.ui, c.Help(), err, nil, 1)
 	}
+	client, err := af.client()
+	if err != nil {
+		return failed(c.ui, err)
+	}
 	f, err := os.Open(pos[0])
 	if err != nil {
-		c.ui.Error("Error: " + err.Error())
-		return exitInvalid
+		return failed(c.ui, err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		c.ui.Error("Error: " + err.Error())
-		return exitInvalid
+		return failed(c.ui, err)
 	}
-	resp, err := callAPI("PUT", serverAddr(*addr)+"/v1/operator/snapshot", f, fi.Size())
-	if err != nil {
-		c.ui.Error("Error: " + err.Error())
-		return exitInvalid
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	if err := client.Operator().SnapshotRestore(ctx, f, fi.Size()); err != nil {
+		return failed(c.ui, err)
 	}
-	resp.Body.Close()
 	c.ui.Output("Restored " + pos[0])
 	return exitOK
 }

@@ -1,12 +1,12 @@
 package main
 
 import (
-	"encoding/json"
+	"context"
 	"errors"
 	"fmt"
 	"time"
 
-	"github.com/butterfn/butter/scheduler"
+	"github.com/butterfn/butter/api"
 	"github.com/hashicorp/cli"
 )
 
@@ -33,25 +33,28 @@ Options:
 
 func (c *statusCommand) Run(args []string) int {
 	fset := newFlagSet("status")
-	addr := fset.String("address", "", "")
+	af := addAPIFlags(fset)
 	pos, err := parseInterspersed(fset, args)
 	if err != nil || len(pos) > 1 {
 		return usageError(c.ui, c.Help(), err, pos, 1)
 	}
-	base := serverAddr(*addr)
+	client, err := af.client()
+	if err != nil {
+		return failed(c.ui, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
 	if len(pos) == 1 {
-		st, err := getStatus(base, pos[0])
+		st, _, err := client.Projects().Status(ctx, pos[0], nil)
 		if err != nil {
-			c.ui.Error("Error: " + err.Error())
-			return exitInvalid
+			return failed(c.ui, err)
 		}
 		c.show(st)
 		return exitOK
 	}
-	var list struct{ Projects []string }
-	if err := getJSON(base+"/v1/projects", &list); err != nil {
-		c.ui.Error("Error: " + err.Error())
-		return exitInvalid
+	list, _, err := client.Projects().List(ctx, nil)
+	if err != nil {
+		return failed(c.ui, err)
 	}
 	if len(list.Projects) == 0 {
 		c.ui.Output("No projects. Deploy one with: butter deploy <dir>")
@@ -59,10 +62,9 @@ func (c *statusCommand) Run(args []string) int {
 	}
 	c.ui.Output(fmt.Sprintf("%-20s %-14s %-10s %s", "Project", "Revision", "Status", "Message"))
 	for _, p := range list.Projects {
-		st, err := getStatus(base, p)
+		st, _, err := client.Projects().Status(ctx, p, nil)
 		if err != nil {
-			c.ui.Error("Error: " + err.Error())
-			return exitInvalid
+			return failed(c.ui, err)
 		}
 		if st.Active == nil {
 			c.ui.Output(fmt.Sprintf("%-20s %-14s %-10s", p, "-", "-"))
@@ -73,7 +75,7 @@ func (c *statusCommand) Run(args []string) int {
 	return exitOK
 }
 
-func (c *statusCommand) show(st scheduler.ProjectStatus) {
+func (c *statusCommand) show(st *api.ProjectStatus) {
 	c.ui.Output(fmt.Sprintf("Project    %s (%d revisions)", st.Project, st.Revisions))
 	if st.Active == nil {
 		c.ui.Output("Active     none")
@@ -118,42 +120,39 @@ func or(s, def string) string {
 	return s
 }
 
-func getJSON(url string, v any) error {
-	resp, err := callAPI("GET", url, nil, 0)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	return json.NewDecoder(resp.Body).Decode(v)
-}
-
-func getStatus(base, project string) (scheduler.ProjectStatus, error) {
-	var st scheduler.ProjectStatus
-	err := getJSON(base+"/v1/projects/"+project, &st)
-	return st, err
-}
-
 // errDeployFailed is returned by watchDeployment for a failed revision.
 var errDeployFailed = errors.New("deployment failed")
 
 // watchDeployment prints the revision's deployment progress until it is
 // healthy, failed, or replaced, or until timeout.
-func watchDeployment(ui cli.Ui, base, project, revision string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	var last string
+func watchDeployment(ui cli.Ui, client *api.Client, project, revision string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var last, status string
+	timedOut := func() error {
+		return fmt.Errorf("revision %s still %s after %s; it keeps deploying: follow it with butter status %s", revision, or(status, "pending"), timeout, project)
+	}
+	// Each round waits for the control plane's state to change (a
+	// blocking query on the revisions), then reads the project's status.
+	q := &api.QueryOptions{WaitTime: 30 * time.Second}
 	for {
-		st, err := getStatus(base, project)
+		revs, meta, err := client.Revisions().List(ctx, project, q)
 		if err != nil {
+			if ctx.Err() != nil {
+				return timedOut()
+			}
 			return err
 		}
-		var revs []struct {
-			ID         string
-			Deployment struct{ Status, Message string }
-		}
-		if err := getJSON(base+"/v1/projects/"+project+"/revisions", &revs); err != nil {
+		q.WaitIndex = meta.LastIndex
+		st, _, err := client.Projects().Status(ctx, project, nil)
+		if err != nil {
+			if ctx.Err() != nil {
+				return timedOut()
+			}
 			return err
 		}
-		var status, msg string
+		var msg string
+		status = ""
 		for _, r := range revs {
 			if r.ID == revision {
 				status, msg = r.Deployment.Status, r.Deployment.Message
@@ -164,10 +163,10 @@ func watchDeployment(ui cli.Ui, base, project, revision string, timeout time.Dur
 			last = line
 		}
 		switch {
-		case status == "healthy":
+		case status == api.StatusHealthy:
 			ui.Output(fmt.Sprintf("Revision %s of project %q is healthy.", revision, project))
 			return nil
-		case status == "failed":
+		case status == api.StatusFailed:
 			if st.Active != nil && st.Active.ID != revision {
 				ui.Error(fmt.Sprintf("Revision %s failed; project %q is back on revision %s (butter status %s follows it).", revision, project, st.Active.ID, project))
 			} else {
@@ -178,9 +177,15 @@ func watchDeployment(ui cli.Ui, base, project, revision string, timeout time.Dur
 			ui.Output(fmt.Sprintf("Revision %s is no longer active: %s replaced it.", revision, st.Active.ID))
 			return nil
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("revision %s still %s after %s; it keeps deploying: follow it with butter status %s", revision, status, timeout, project)
+		if meta.LastIndex == 0 {
+			// A server without blocking queries: poll.
+			select {
+			case <-ctx.Done():
+			case <-time.After(500 * time.Millisecond):
+			}
 		}
-		time.Sleep(500 * time.Millisecond)
+		if ctx.Err() != nil {
+			return timedOut()
+		}
 	}
 }

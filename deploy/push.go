@@ -1,0 +1,172 @@
+// Package deploy pushes a project to the control plane as a revision: it
+// compiles the project's spec to its Nomad job (package jobs), bundles each
+// function's source and uploads it by content hash (package bundle, then
+// api's Blobs), and records the revision (spec files, bundle digests, git
+// commit, the rendered job, cron timers, routes and stream bindings), which
+// becomes the project's active one.
+//
+// `butter deploy` and `butter dev` both push through it, so a project
+// deployed either way records the same revision.
+package deploy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/butterfn/butter/api"
+	"github.com/butterfn/butter/bundle"
+	"github.com/butterfn/butter/hcl/spec"
+	"github.com/butterfn/butter/jobs"
+	"github.com/butterfn/butter/routes"
+)
+
+// Upload describes one blob being uploaded, for progress reports.
+type Upload struct {
+	// N counts uploads from 1 to Total.
+	N, Total int
+	// Path is the project-relative source (a bundle's directory or file,
+	// or a schema).
+	Path string
+	// Size is the blob's length in bytes; Digest its "sha256:<hex>".
+	Size   int
+	Digest string
+}
+
+// Option tunes Push.
+type Option func(*options)
+
+type options struct {
+	progress func(Upload)
+	author   string
+}
+
+// WithProgress calls f before each blob's upload. Default: no reports.
+func WithProgress(f func(Upload)) Option { return func(o *options) { o.progress = f } }
+
+// WithAuthor records who deploys. Default: $USER.
+func WithAuthor(name string) Option { return func(o *options) { o.author = name } }
+
+// Push records a revision of proj, loaded from dir, on the control plane
+// behind client, and makes it the project's active revision. Pushing
+// unchanged content activates the existing revision (the answer's New is
+// false).
+//
+// Blobs are uploaded before the revision is recorded, so a revision never
+// names a blob the control plane lacks. When Push fails part way, blobs
+// already uploaded stay (they are content-addressed and harmless) and no
+// revision is recorded.
+func Push(ctx context.Context, client *api.Client, dir string, proj *spec.Project, opts ...Option) (*api.RevisionCreateResponse, error) {
+	o := options{author: os.Getenv("USER")}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	sha, dirty := gitSHA(dir)
+	jopts := []jobs.Option{jobs.WithBlobURL(client.Blobs().URL())}
+	if sha != "" {
+		tag := sha
+		if dirty {
+			tag += "-dirty"
+		}
+		jopts = append(jopts, jobs.WithGitSHA(tag))
+	}
+	compiled, err := jobs.Compile(proj, jopts...)
+	if err != nil {
+		return nil, err
+	}
+	fsys := os.DirFS(dir)
+	bundles := map[string]string{}
+	for i, a := range compiled.Artifacts {
+		var buf bytes.Buffer
+		if a.IsSchema {
+			b, err := fs.ReadFile(fsys, a.Path)
+			if err != nil {
+				return nil, err
+			}
+			buf.Write(b)
+		} else if _, err := bundle.Write(fsys, a.Path, &buf); err != nil {
+			return nil, err
+		}
+		if o.progress != nil {
+			o.progress(Upload{N: i + 1, Total: len(compiled.Artifacts), Path: a.Path, Size: buf.Len(), Digest: string(a.Digest)})
+		}
+		if _, err := client.Blobs().Put(ctx, string(a.Digest), &buf, int64(buf.Len())); err != nil {
+			return nil, fmt.Errorf("upload %s: %w", a.Path, err)
+		}
+		bundles[a.Path] = string(a.Digest)
+	}
+	specs := map[string]string{}
+	for _, f := range proj.Files {
+		b, err := fs.ReadFile(fsys, f)
+		if err != nil {
+			return nil, err
+		}
+		specs[filepath.ToSlash(f)] = string(b)
+	}
+	jobJSON, err := jobs.RenderJSON(compiled.Job)
+	if err != nil {
+		return nil, err
+	}
+	var timers []*api.Timer
+	for _, t := range jobs.Timers(proj) {
+		timers = append(timers, &api.Timer{ID: t.ID, Schedule: t.Schedule, Timezone: t.Timezone, Topic: t.Topic})
+	}
+	out, err := client.Revisions().Create(ctx, proj.Name, &api.RevisionCreateRequest{
+		ID: compiled.Revision, Specs: specs, Bundles: bundles,
+		GitSHA: sha, Dirty: dirty, Author: o.author, Job: json.RawMessage(jobJSON),
+		Timers: timers, Routes: routeList(proj), Streams: streamList(proj),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("record the revision: %w", err)
+	}
+	return out, nil
+}
+
+// gitSHA returns the commit of dir's work tree, with dirty set when it
+// has changes, or "" outside git.
+func gitSHA(dir string) (sha string, dirty bool) {
+	out, err := exec.Command("git", "-C", dir, "rev-parse", "HEAD").Output()
+	if err != nil {
+		return "", false
+	}
+	sha = strings.TrimSpace(string(out))
+	st, err := exec.Command("git", "-C", dir, "status", "--porcelain", ".").Output()
+	return sha, err == nil && len(bytes.TrimSpace(st)) > 0
+}
+
+// routeList is the project's http routes, "METHOD /path -> target", as the
+// revision records them.
+func routeList(p *spec.Project) []string {
+	var out []string
+	for _, r := range routes.FromSpec(p, "") {
+		target := r.Function
+		if len(r.Pipeline) > 0 {
+			target = strings.Join(r.Pipeline, " | ")
+		}
+		out = append(out, r.Pattern()+" -> "+target)
+	}
+	return out
+}
+
+// streamList is the project's stream bindings, "function <- topic (group)"
+// and "function -> topic", as the revision records them.
+func streamList(p *spec.Project) []string {
+	var out []string
+	for _, f := range p.Functions {
+		for _, t := range f.Triggers {
+			if t.Type == spec.TriggerStream && t.Stream != nil {
+				out = append(out, fmt.Sprintf("%s <- %s (%s)", f.Name, jobs.Topic(p.Name, t.Stream.Name), jobs.ConsumerGroup(p.Name, f.Name, t.Stream.Name)))
+			}
+		}
+		if f.Output != nil {
+			out = append(out, fmt.Sprintf("%s -> %s", f.Name, jobs.Topic(p.Name, f.Output.Name)))
+		}
+	}
+	return out
+}

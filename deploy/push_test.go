@@ -1,0 +1,139 @@
+package deploy_test
+
+import (
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/butterfn/butter/api"
+	"github.com/butterfn/butter/deploy"
+	"github.com/butterfn/butter/hcl/spec"
+	"github.com/butterfn/butter/internal/testport"
+	"github.com/butterfn/butter/scheduler"
+	"github.com/hashicorp/raft"
+)
+
+const shop = `project "shop" {}
+
+stream "orders" {
+  partitions = 1
+}
+
+function "take" {
+  runtime = "node"
+  source  = "functions/take"
+  handler = "index.handle"
+  output  = stream.orders
+
+  trigger "http" {
+    route = "POST /orders"
+  }
+}
+
+function "nightly" {
+  runtime = "exec"
+  command = ["cat"]
+
+  trigger "cron" {
+    schedule = "0 3 * * *"
+  }
+}
+`
+
+// TestPush pushes a project to a real single-node control plane: its
+// bundle is uploaded and served back, the revision records the specs,
+// digests, job, timers, routes and stream bindings and is active, and a
+// second push of the same content only re-activates it.
+func TestPush(t *testing.T) {
+	dir := t.TempDir()
+	for name, text := range map[string]string{
+		"shop.fn.hcl":             shop,
+		"functions/take/index.js": "exports.handle = async (input) => input;\n",
+	} {
+		path := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	proj, rep := spec.Load(dir)
+	if proj == nil || rep.HasErrors() {
+		var b strings.Builder
+		_ = rep.WriteText(&b)
+		t.Fatalf("the test project does not load:\n%s", b.String())
+	}
+
+	srv, err := scheduler.Start(scheduler.Config{DataDir: t.TempDir(), HTTPAddr: testport.Addr(t), RaftAddr: testport.Addr(t), Alone: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	deadline := time.Now().Add(10 * time.Second)
+	for srv.Raft().State() != raft.Leader {
+		if time.Now().After(deadline) {
+			t.Fatal("the node did not lead within 10s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c, err := api.NewClient(&api.Config{Address: "http://" + srv.Addr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+
+	var uploads []deploy.Upload
+	out, err := deploy.Push(ctx, c, dir, proj, deploy.WithAuthor("ana"), deploy.WithProgress(func(u deploy.Upload) { uploads = append(uploads, u) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !out.New || out.Project != "shop" || out.Revision == "" {
+		t.Fatalf("push: %+v", out)
+	}
+	if len(uploads) != 1 || uploads[0].Path != "functions/take" || uploads[0].N != 1 || uploads[0].Total != 1 || uploads[0].Size == 0 {
+		t.Fatalf("uploads: %+v", uploads)
+	}
+	rc, err := c.Blobs().Get(ctx, uploads[0].Digest)
+	if err != nil {
+		t.Fatalf("the uploaded bundle: %v", err)
+	}
+	n, _ := io.Copy(io.Discard, rc)
+	rc.Close()
+	if int(n) != uploads[0].Size {
+		t.Fatalf("the bundle served back has %d bytes, %d were uploaded", n, uploads[0].Size)
+	}
+
+	rev, _, err := c.Revisions().Get(ctx, "shop", out.Revision, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rev.Specs["shop.fn.hcl"] != shop || rev.Bundles["functions/take"] != uploads[0].Digest || rev.Author != "ana" {
+		t.Fatalf("revision: specs %v, bundles %v, author %q", rev.Specs, rev.Bundles, rev.Author)
+	}
+	if !strings.Contains(string(rev.Job), `"butter-shop"`) || !strings.Contains(string(rev.Job), "/v1/blobs/sha256/") {
+		t.Fatalf("the job does not name the project's job or the blob URL: %.300s", rev.Job)
+	}
+	if strings.Join(rev.Routes, ",") != "POST /orders -> take" {
+		t.Fatalf("routes %q", rev.Routes)
+	}
+	if len(rev.Streams) != 1 || !strings.HasPrefix(rev.Streams[0], "take -> ") {
+		t.Fatalf("streams %q", rev.Streams)
+	}
+	if len(rev.Timers) != 1 || rev.Timers[0].Schedule != "0 3 * * *" || rev.Timers[0].Topic == "" {
+		t.Fatalf("timers %+v", rev.Timers)
+	}
+	st, _, err := c.Projects().Status(ctx, "shop", nil)
+	if err != nil || st.Active == nil || st.Active.ID != out.Revision || len(st.Timers) != 1 {
+		t.Fatalf("status: %+v, %v", st, err)
+	}
+
+	again, err := deploy.Push(ctx, c, dir, proj)
+	if err != nil || again.New || again.Revision != out.Revision {
+		t.Fatalf("second push: %+v, %v", again, err)
+	}
+}

@@ -1,0 +1,322 @@
+// Package dev is `butter dev`: the whole platform in one process on one
+// machine, with a project deployed and redeployed as its files change.
+// It runs a single-node control plane (package scheduler), the embedded
+// Kafka-protocol broker (package broker), a local pool (the pool code the
+// Nomad driver runs, package plugins/pool) and the gateway (package
+// gateway), pushes each version of the project as a revision through
+// package deploy and the api client, and swaps pools without dropping a
+// call. docs/dev.md describes it.
+//
+// cmd/butter parses the flags and calls Run.
+package dev
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/butterfn/butter/api"
+	"github.com/butterfn/butter/broker"
+	"github.com/butterfn/butter/gateway"
+	"github.com/butterfn/butter/hcl/spec"
+	"github.com/butterfn/butter/plugins/runtime"
+	"github.com/butterfn/butter/routes"
+	"github.com/butterfn/butter/scheduler"
+	"github.com/butterfn/butter/sdk"
+	"github.com/hashicorp/go-hclog"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// UI is where Run reports to the developer: the routes, the ready line,
+// each redeploy. A hashicorp/cli Ui is one.
+type UI interface {
+	Output(string)
+	Error(string)
+}
+
+// Config configures Run. Zero values take the defaults given.
+type Config struct {
+	// Dir is the project's directory. Default: the current directory.
+	Dir string
+	// DataDir is where the control plane and the broker keep their state.
+	// Default: Dir/.butter/dev.
+	DataDir string
+	// SecretsFile holds the values of the functions' secrets (NAME=value
+	// or function.NAME=value lines; docs/secrets-dev.md). Default:
+	// Dir/.butter/secrets.env.
+	SecretsFile string
+	// ServerAddr is the control plane's HTTP API. Default: 127.0.0.1:4750.
+	ServerAddr string
+	// Listen is the gateway's address. Default: 127.0.0.1:8080.
+	Listen string
+	// KafkaPort is the embedded broker's port; 0 takes a free one.
+	KafkaPort int
+	// APIKeys are the keys the gateway accepts on api_key routes.
+	// Default: "dev-key".
+	APIKeys []string
+	// Logger logs the parts' events. Default: none.
+	Logger hclog.Logger
+	// UI gets the developer's messages. Required.
+	UI UI
+	// Diagnostics gets the spec's errors and warnings. Default: os.Stderr.
+	Diagnostics io.Writer
+}
+
+// ErrInvalid is returned by Run when the project's spec does not load;
+// the diagnostics went to Config.Diagnostics.
+var ErrInvalid = errors.New("the project's spec is invalid")
+
+// Run loads the project, starts every part, deploys the project, reports
+// its routes and a ready line, then redeploys on each change until ctx
+// ends. It says "==> stopping", stops everything (replaced pools drain
+// first) and returns nil. An error before the ready line stops what had
+// started and is returned.
+func Run(ctx context.Context, cfg Config) error {
+	if err := cfg.defaults(); err != nil {
+		return err
+	}
+	proj, rep := spec.Load(cfg.Dir)
+	if err := rep.WriteText(cfg.Diagnostics); err != nil || proj == nil {
+		return ErrInvalid
+	}
+	d := &env{ui: cfg.UI, log: cfg.Logger, dir: cfg.Dir, dataDir: cfg.DataDir, secretsFile: cfg.SecretsFile, diag: cfg.Diagnostics}
+	defer d.close()
+	if err := d.start(ctx, cfg.DataDir, cfg.ServerAddr, cfg.Listen, cfg.KafkaPort, cfg.APIKeys); err != nil {
+		return err
+	}
+	if err := d.deploy(ctx, proj); err != nil {
+		return err
+	}
+	d.printReady(proj)
+	d.watch(ctx)
+	d.ui.Output("==> stopping")
+	return nil
+}
+
+func (c *Config) defaults() error {
+	if c.UI == nil {
+		return errors.New("dev: Config.UI is required")
+	}
+	if c.Dir == "" {
+		c.Dir = "."
+	}
+	if abs, err := filepath.Abs(c.Dir); err == nil {
+		c.Dir = abs
+	}
+	if c.DataDir == "" {
+		c.DataDir = filepath.Join(c.Dir, ".butter", "dev")
+	}
+	if c.SecretsFile == "" {
+		c.SecretsFile = filepath.Join(c.Dir, ".butter", "secrets.env")
+	}
+	for _, p := range []*string{&c.DataDir, &c.SecretsFile} {
+		if abs, err := filepath.Abs(*p); err == nil {
+			*p = abs
+		}
+	}
+	if c.ServerAddr == "" {
+		c.ServerAddr = "127.0.0.1:4750"
+	}
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:8080"
+	}
+	if len(c.APIKeys) == 0 {
+		c.APIKeys = []string{"dev-key"}
+	}
+	if c.Logger == nil {
+		c.Logger = hclog.NewNullLogger()
+	}
+	if c.Diagnostics == nil {
+		c.Diagnostics = os.Stderr
+	}
+	return nil
+}
+
+// env is everything `butter dev` runs.
+type env struct {
+	ui   UI
+	log  hclog.Logger
+	dir  string
+	diag io.Writer
+	// dataDir and secretsFile are hidden from the functions of a project
+	// with secrets; secretsFile is read on each deploy (secrets).
+	dataDir     string
+	secretsFile string
+
+	broker    *broker.Dev
+	kcl       *kgo.Client
+	server    *scheduler.Server
+	client    *api.Client
+	gw        *gateway.Gateway
+	gwSrv     *http.Server
+	gwAddr    string
+	resolver  *gateway.StaticResolver
+	memKeys   *gateway.MemKeys
+	requester *broker.Requester
+	apiKeys   []string
+	sdks      *runtime.SDKs
+	limits    *runtime.Limits
+
+	mu      sync.Mutex
+	current *livePool
+	proj    *spec.Project
+	drains  sync.WaitGroup
+}
+
+func (d *env) start(ctx context.Context, dataDir, serverAddr, listen string, kafkaPort int, keys []string) error {
+	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	b, err := broker.StartDev(kafkaPort, filepath.Join(dataDir, "broker"))
+	if err != nil {
+		return fmt.Errorf("start the embedded broker: %w", err)
+	}
+	d.broker = b
+	opts, err := b.Config().Opts()
+	if err != nil {
+		return err
+	}
+	if d.kcl, err = kgo.NewClient(append(opts, broker.ProducerOpts()...)...); err != nil {
+		return fmt.Errorf("broker client: %w", err)
+	}
+	// The dev control plane starts empty each time, like nomad agent
+	// -dev: its Raft node is named after its address, which may change
+	// between runs. The broker keeps its topics.
+	if err := os.RemoveAll(filepath.Join(dataDir, "server")); err != nil {
+		return fmt.Errorf("reset the dev control plane: %w", err)
+	}
+	raftAddr, err := freeLocalAddr()
+	if err != nil {
+		return err
+	}
+	d.server, err = scheduler.Start(scheduler.Config{
+		DataDir: filepath.Join(dataDir, "server"), HTTPAddr: serverAddr, RaftAddr: raftAddr, BootstrapExpect: 1, Alone: true,
+		Logger: d.log.Named("server"), Firer: &scheduler.KafkaFirer{Client: d.kcl},
+	})
+	if err != nil {
+		return fmt.Errorf("start the control plane on %s: %w (another butter dev or server running? pick another -server-addr)", serverAddr, err)
+	}
+	if d.client, err = api.NewClient(&api.Config{Address: "http://" + d.server.Addr()}); err != nil {
+		return err
+	}
+	if err := waitLeader(ctx, d.client); err != nil {
+		return err
+	}
+	if d.sdks, err = sdk.Install(filepath.Join(os.TempDir(), "butter-sdk")); err != nil {
+		return fmt.Errorf("install the SDKs: %w", err)
+	}
+	d.limits = runtime.SystemLimits()
+	if err := d.limits.Available(); err != nil {
+		d.log.Debug("per-instance memory and process limits are off", "reason", err)
+	}
+	if d.requester, err = broker.NewRequester(ctx, b.Config(), "butter._replies.dev"); err != nil {
+		return fmt.Errorf("queued routes: %w", err)
+	}
+	memKeys := gateway.NewMemKeys()
+	d.resolver = gateway.NewStaticResolver()
+	d.gw = gateway.New(d.resolver, gateway.WithLogger(d.log.Named("gateway")), gateway.WithKeys(memKeys),
+		gateway.WithInvokeAuth(gateway.AuthNone), gateway.WithRequester(d.requester), gateway.WithPlacement(routes.Placement(func(string) *spec.Project {
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			return d.proj
+		})))
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return fmt.Errorf("gateway: %w (pick another -listen)", err)
+	}
+	d.gwAddr = ln.Addr().String()
+	d.gwSrv = &http.Server{Handler: d.gw, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = d.gwSrv.Serve(ln) }()
+	d.memKeys, d.apiKeys = memKeys, keys
+	return nil
+}
+
+func (d *env) close() {
+	if d.gwSrv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_ = d.gwSrv.Shutdown(ctx)
+		cancel()
+	}
+	if d.gw != nil {
+		d.gw.Close()
+	}
+	d.drains.Wait()
+	d.mu.Lock()
+	cur := d.current
+	d.current = nil
+	d.mu.Unlock()
+	if cur != nil {
+		d.stopPool(cur)
+	}
+	if d.requester != nil {
+		d.requester.Close()
+	}
+	if d.server != nil {
+		d.server.Shutdown()
+	}
+	if d.kcl != nil {
+		d.kcl.Close()
+	}
+	if d.broker != nil {
+		d.broker.Close()
+	}
+}
+
+func (d *env) printReady(proj *spec.Project) {
+	gw := "http://" + d.gwAddr
+	d.ui.Output(fmt.Sprintf("==> project %q deployed (revision %s)", proj.Name, d.current.revision))
+	d.ui.Output("    routes:")
+	var example string
+	for _, r := range d.gw.Routes() {
+		target := r.Function
+		if len(r.Pipeline) > 0 {
+			target = strings.Join(r.Pipeline, " | ")
+		}
+		auth := ""
+		if r.Auth != "" && r.Auth != gateway.AuthNone {
+			auth = " (" + r.Auth + ")"
+		}
+		d.ui.Output(fmt.Sprintf("      %-7s %s%s -> %s%s", r.Method, gw, r.Path, target, auth))
+		if example == "" && r.Method == "POST" && !strings.Contains(r.Path, "{") && (r.Auth == "" || r.Auth == gateway.AuthNone) {
+			example = fmt.Sprintf("curl -s -X POST --data-binary 'hello, butter' %s%s", gw, r.Path)
+		}
+	}
+	d.printSecrets(proj)
+	d.ui.Output(fmt.Sprintf("    control plane: %s   broker: %s", d.client.Address(), d.broker.Addr))
+	if example != "" {
+		d.ui.Output("    try: " + example)
+	}
+	d.ui.Output(fmt.Sprintf("==> butter dev ready: gateway %s (watching %s; Ctrl-C stops)", gw, d.dir))
+}
+
+func freeLocalAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+func waitLeader(ctx context.Context, client *api.Client) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if leader, err := client.Status().Leader(ctx); err == nil && leader != "" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return errors.New("the control plane elected no leader within 30s")
+}
