@@ -22,6 +22,7 @@ import (
 	"github.com/butterfn/butter/broker"
 	"github.com/butterfn/butter/gateway"
 	"github.com/butterfn/butter/hcl/spec"
+	"github.com/butterfn/butter/jobs"
 	"github.com/butterfn/butter/plugins/pool"
 	"github.com/butterfn/butter/plugins/runtime"
 	"github.com/butterfn/butter/routes"
@@ -299,7 +300,7 @@ func (d *devEnv) deploy(ctx context.Context, proj *spec.Project) error {
 			d.log.Info("previous revision drained", "revision", old.revision)
 		}()
 	}
-	if hasStreams(p.cfg) {
+	if p.cfg.HasStreams() {
 		if err := p.pool.StartStreams(ctx, d.broker.Config()); err != nil {
 			return fmt.Errorf("consume the project's streams: %w", err)
 		}
@@ -308,7 +309,7 @@ func (d *devEnv) deploy(ctx context.Context, proj *spec.Project) error {
 }
 
 func (d *devEnv) startPool(ctx context.Context, proj *spec.Project, revision string) (*devPool, error) {
-	cfg := pool.LocalConfig(proj)
+	cfg := jobs.LocalConfig(proj)
 	cfg.Revision = revision
 	for i := range cfg.Functions {
 		if b := cfg.Functions[i].Bundle; b != "" && !filepath.IsAbs(b) {

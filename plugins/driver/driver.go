@@ -248,13 +248,9 @@ func (d *Driver) StartTask(cfg *drivers.TaskConfig) (*drivers.TaskHandle, *drive
 	if _, ok := d.tasks.Get(cfg.ID); ok {
 		return nil, nil, fmt.Errorf("task with ID %q already started", cfg.ID)
 	}
-	var tc TaskConfig
-	if err := cfg.DecodeDriverConfig(&tc); err != nil {
-		return nil, nil, fmt.Errorf("failed to decode driver config: %v", err)
-	}
-	poolJSON, drain, err := tc.poolConfig()
+	poolJSON, drain, err := poolConfig(cfg)
 	if err != nil {
-		return nil, nil, fmt.Errorf("invalid butter task config: %v", err)
+		return nil, nil, err
 	}
 	bin, err := d.butterPath()
 	if err != nil {
