@@ -209,3 +209,24 @@ func unwrap(v reflect.Value) any {
 	}
 	return v.Interface()
 }
+
+// TestLocalConfigRelativeDir: a project loaded from a relative directory
+// keeps its paths relative to where it was loaded from, as before: a
+// function without a source runs in the project directory itself, not in
+// the directory joined to itself.
+func TestLocalConfigRelativeDir(t *testing.T) {
+	dir := filepath.Join("..", "examples", "hello")
+	proj, rep := spec.Load(dir)
+	if proj == nil {
+		t.Fatal(rep.Diags)
+	}
+	for _, f := range jobs.LocalConfig(proj).Functions {
+		want := filepath.Join(dir, "functions", f.Name)
+		if f.Name == "echo-exec" {
+			want = dir
+		}
+		if f.Bundle != want {
+			t.Errorf("function %s: bundle %q, want %q", f.Name, f.Bundle, want)
+		}
+	}
+}

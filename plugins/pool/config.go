@@ -146,8 +146,9 @@ func LoadConfig(path string) (*Config, error) {
 }
 
 // Resolve makes the config's relative file locations (bundles, schemas)
-// absolute against dir, the task directory in a job or the project
-// directory locally. A function without a bundle gets dir itself.
+// relative to dir instead: the task directory in a job, the project
+// directory locally (absolute there, or as the user gave it). A function
+// without a bundle gets dir itself.
 func (c *Config) Resolve(dir string) {
 	abs := func(p string) string {
 		if p == "" || filepath.IsAbs(p) {
@@ -159,8 +160,9 @@ func (c *Config) Resolve(dir string) {
 		f := &c.Functions[i]
 		if f.Bundle == "" {
 			f.Bundle = dir
+		} else {
+			f.Bundle = abs(f.Bundle)
 		}
-		f.Bundle = abs(f.Bundle)
 		f.InputSchema = abs(f.InputSchema)
 		f.OutputSchema = abs(f.OutputSchema)
 		for j := range f.Streams {
