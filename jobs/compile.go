@@ -18,11 +18,12 @@ import (
 	"github.com/hashicorp/nomad/api"
 )
 
-// Names shared with the driver and the pool. The driver's hclspec decodes
-// the task config the compiler writes; change both together.
 // shutdownDelay is the pool group's shutdown_delay.
 const shutdownDelay = 2 * time.Second
 
+// Names shared with the driver and the pool. The task config itself is a
+// pool.Config (poolconfig.go), which the driver decodes by the same codec
+// tags.
 const (
 	// DriverName is the task driver that runs pools.
 	DriverName = "butter"

@@ -10,8 +10,9 @@
 // TaskStats for the pool's whole process tree and a graceful stop: the
 // kill signal, then kill_timeout for the pool to drain, then SIGKILL.
 //
-// Neighbours: package pool is what runs inside the task; package jobs
-// renders the task config that taskConfigSpec decodes.
+// Neighbours: package pool is what runs inside the task, and its Config is
+// the task config; package jobs encodes it into the job, and
+// taskConfigSpec is the schema Nomad checks it against.
 package driver
 
 import (
