@@ -258,11 +258,11 @@ func (c *Config) HasStreams() bool {
 	return false
 }
 
-// Schemas are the JSON Schemas a pool's functions declare, read once when
+// schemaSet holds the JSON Schemas a pool's functions declare, read once when
 // the pool is created: a missing or malformed schema file fails New
 // rather than a call later. They are only loaded here: checking inputs,
 // outputs and stream events against them is the events work (issue 16).
-type Schemas struct {
+type schemaSet struct {
 	// Input and Output are by function name.
 	Input, Output map[string]json.RawMessage
 	// Stream is by function name, then by topic.
@@ -271,8 +271,8 @@ type Schemas struct {
 
 // loadSchemas reads the schema files the config names. Paths are read as
 // they are: Resolve first makes them absolute.
-func (c *Config) loadSchemas() (*Schemas, error) {
-	s := &Schemas{Input: map[string]json.RawMessage{}, Output: map[string]json.RawMessage{}, Stream: map[string]map[string]json.RawMessage{}}
+func (c *Config) loadSchemas() (*schemaSet, error) {
+	s := &schemaSet{Input: map[string]json.RawMessage{}, Output: map[string]json.RawMessage{}, Stream: map[string]map[string]json.RawMessage{}}
 	cache := map[string]json.RawMessage{}
 	load := func(fn, what, path string) (json.RawMessage, error) {
 		if b, ok := cache[path]; ok {

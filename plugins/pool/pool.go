@@ -128,7 +128,7 @@ type Pool struct {
 
 	// schemas are the functions' JSON Schemas, loaded by New; nothing
 	// checks events against them yet (issue 16).
-	schemas *Schemas
+	schemas *schemaSet
 }
 
 // ErrUnknownFunction is returned by Invoke for a function the pool does
