@@ -13,9 +13,10 @@ import (
 )
 
 // Config is what a pool hosts. It is the one shape of a pool's
-// configuration: package jobs builds it from the spec (jobs.PoolConfig for
-// a job's task group, jobs.LocalConfig for `butter dev` and `butter invoke
-// -local`) and encodes it into the task config by its codec tags; the
+// configuration: package jobs builds it from the spec, with one builder
+// (jobs.Compile for each task group, giving Compiled.Pools; jobs.LocalConfig
+// for `butter dev` and `butter invoke -local`), and encodes it into the task
+// config by its codec tags; the
 // driver decodes the task config straight into it (by the same tags, after
 // Nomad has checked it against the driver's hclspec) and hands it to
 // `butter pool` as JSON (by the json tags, the same names). A field added
