@@ -3,10 +3,10 @@ package dev
 import (
 	"context"
 	"fmt"
+	"github.com/butterfn/butter/jobs"
 	"io"
 	"net"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -18,22 +18,6 @@ import (
 	"github.com/butterfn/butter/sandbox"
 	"github.com/hashicorp/go-hclog"
 )
-
-// hasStreams says whether the pool needs Kafka: a function consumes a
-// stream, produces an output, keeps state, or the project declares streams
-// its functions may emit to. (cmd/butter's pool command has the same
-// rule.)
-func hasStreams(cfg *pool.Config) bool {
-	if len(cfg.Topics) > 0 {
-		return true
-	}
-	for _, f := range cfg.Functions {
-		if len(f.Streams) > 0 || f.Output != "" || f.State != nil {
-			return true
-		}
-	}
-	return false
-}
 
 // drainDelay is how long a replaced pool keeps serving before it drains.
 const drainDelay = 2 * time.Second
@@ -93,7 +77,7 @@ func (d *env) deploy(ctx context.Context, proj *spec.Project) error {
 			d.log.Info("previous revision drained", "revision", old.revision)
 		}()
 	}
-	if hasStreams(p.cfg) {
+	if p.cfg.HasStreams() {
 		if err := p.pool.StartStreams(ctx, d.broker.Config()); err != nil {
 			return fmt.Errorf("consume the project's streams: %w", err)
 		}
@@ -102,15 +86,8 @@ func (d *env) deploy(ctx context.Context, proj *spec.Project) error {
 }
 
 func (d *env) startPool(ctx context.Context, proj *spec.Project, revision string) (*livePool, error) {
-	cfg := pool.LocalConfig(proj)
+	cfg := jobs.LocalConfig(proj) // every path absolute
 	cfg.Revision = revision
-	for i := range cfg.Functions {
-		if b := cfg.Functions[i].Bundle; b != "" && !filepath.IsAbs(b) {
-			cfg.Functions[i].Bundle = filepath.Join(d.dir, b)
-		} else if b == "" {
-			cfg.Functions[i].Bundle = d.dir
-		}
-	}
 	plog := d.log.Named("pool")
 	opts := []pool.Option{pool.WithLogger(plog), pool.WithSDKs(d.sdks), pool.WithLimits(d.limits)}
 	if HasSecrets(proj) {

@@ -14,14 +14,16 @@ import (
 
 	"github.com/butterfn/butter/bundle"
 	"github.com/butterfn/butter/hcl/spec"
+	"github.com/butterfn/butter/plugins/pool"
 	"github.com/hashicorp/nomad/api"
 )
 
-// Names shared with the driver and the pool. The driver's hclspec decodes
-// the task config the compiler writes; change both together.
 // shutdownDelay is the pool group's shutdown_delay.
 const shutdownDelay = 2 * time.Second
 
+// Names shared with the driver and the pool. The task config itself is a
+// pool.Config (poolconfig.go), which the driver decodes by the same codec
+// tags.
 const (
 	// DriverName is the task driver that runs pools.
 	DriverName = "butter"
@@ -117,6 +119,9 @@ type Compiled struct {
 	Job       *api.Job
 	Revision  string
 	Artifacts []Artifact
+	// Pools are the configs of the job's pools by task group name, as
+	// each group's task config encodes them.
+	Pools map[string]*pool.Config
 }
 
 // JobID returns the Nomad job ID of a project.
@@ -223,22 +228,26 @@ func Compile(p *spec.Project, opts ...Option) (*Compiled, error) {
 		poolNames = append(poolNames, name)
 	}
 	sort.Strings(poolNames)
+	c.Pools = map[string]*pool.Config{}
 	for _, name := range poolNames {
-		job.TaskGroups = append(job.TaskGroups, o.group(p, rev, name, pools[name], digests))
+		tg, cfg := o.group(p, rev, name, pools[name], digests)
+		job.TaskGroups = append(job.TaskGroups, tg)
+		c.Pools[name] = cfg
 	}
 	c.Job = job
 	return c, nil
 }
 
-func (o *options) group(p *spec.Project, rev, pool string, fns []*spec.Function, digests map[string]bundle.Digest) *api.TaskGroup {
+func (o *options) group(p *spec.Project, rev, poolName string, fns []*spec.Function, digests map[string]bundle.Digest) (*api.TaskGroup, *pool.Config) {
 	minAllocs := int64(0)
 	cpu, mem, memMax := poolOverheadMHz, poolOverheadMiB, poolOverheadMiB
 	longest := time.Duration(0)
-	var functions []map[string]any
 	var artifacts []*api.TaskArtifact
 	var templates []*api.Template
 	fetched := map[bundle.Digest]bool{}
-	fetch := func(path string, schema bool) string {
+	// fetch is the job's locator: the artifact that puts a blob in the
+	// task directory, listed once per digest.
+	fetch := func(path string, schema bool) (string, string) {
 		d := digests[path]
 		dest := BundleDir + "/" + d.Hex()
 		mode := "dir"
@@ -255,8 +264,10 @@ func (o *options) group(p *spec.Project, rev, pool string, fns []*spec.Function,
 				RelativeDest:  new(dest),
 			})
 		}
-		return dest
+		return dest, string(d)
 	}
+	cfg := poolConfig(p, rev, poolName, fns, fetch)
+	cfg.Port = PortLabel
 	for _, f := range fns {
 		resident := max(f.Instances.Min, 1)
 		cpu += f.CPU * resident
@@ -269,109 +280,15 @@ func (o *options) group(p *spec.Project, rev, pool string, fns []*spec.Function,
 			// Kafka lag.
 			minAllocs = 1
 		}
-		fn := map[string]any{
-			"name":          f.Name,
-			"runtime":       f.Runtime,
-			"timeout":       f.Timeout.String(),
-			"memory":        f.Memory,
-			"cpu":           f.CPU,
-			"min_instances": f.Instances.Min,
-			"max_instances": f.Instances.Max,
-			"concurrency":   f.Instances.Concurrency,
-		}
-		if f.Source != "" {
-			fn["bundle"] = fetch(f.Source, false)
-			fn["digest"] = string(digests[f.Source])
-		}
-		if f.Handler != "" {
-			fn["handler"] = f.Handler
-		}
-		if len(f.Command) > 0 {
-			fn["command"] = f.Command
-		}
-		if f.Output != nil {
-			fn["output"] = Topic(p.Name, f.Output.Name)
-		}
-		if f.DeadLetter != nil {
-			fn["dead_letter"] = Topic(p.Name, f.DeadLetter.Name)
-		}
-		// Maps in a driver config are lists of maps (list(map(string)) in
-		// the driver's hclspec), as Nomad's own drivers declare them:
-		// Nomad's HCL parser reads `x = { ... }` in a config as [{...}],
-		// and the JSON form must say the same.
-		if len(f.Env) > 0 {
-			fn["env"] = []map[string]any{stringMap(f.Env)}
-		}
-		if len(f.Options) > 0 {
-			fn["options"] = []map[string]any{stringMap(f.Options)}
-		}
-		if f.InputSchema != "" {
-			fn["input_schema"] = fetch(f.InputSchema, true)
-		}
-		if f.OutputSchema != "" {
-			fn["output_schema"] = fetch(f.OutputSchema, true)
-		}
-		if f.Retry != nil {
-			fn["retry"] = []map[string]any{{
-				"attempts":    f.Retry.Attempts,
-				"backoff":     f.Retry.Backoff.String(),
-				"max_backoff": f.Retry.MaxBackoff.String(),
-			}}
-		}
-		if f.State != nil {
-			st := map[string]any{"key": f.State.Key}
-			if f.State.TTL > 0 {
-				st["ttl"] = f.State.TTL.String()
-			}
-			fn["state"] = []map[string]any{st}
-		}
-		// The pool consumes the function's streams, and its tick topic
-		// when it has cron triggers (the control plane fires the ticks
-		// into it). HTTP routes live in the gateway.
-		var triggers []map[string]any
-		for _, t := range f.Triggers {
-			if t.Type != spec.TriggerStream || t.Stream == nil {
-				continue
-			}
-			tr := map[string]any{
-				"stream": Topic(p.Name, t.Stream.Name),
-				"group":  ConsumerGroup(p.Name, f.Name, t.Stream.Name),
-				"offset": t.Offset.String(),
-			}
-			if t.Order == "key" {
-				tr["order"] = "key"
-			}
-			if schema := t.Stream.Schema; schema != "" {
-				tr["schema"] = fetch(schema, true)
-			}
-			triggers = append(triggers, tr)
-		}
-		if hasCronTrigger(f) {
-			// One tick topic per function, however many cron triggers:
-			// each tick's record key is its timer's ID.
-			triggers = append(triggers, timerTrigger(p.Name, f.Name))
-		}
-		if HasQueuedTrigger(f) {
-			triggers = append(triggers, requestTrigger(p.Name, f.Name))
-		}
-		if len(triggers) > 0 {
-			fn["stream"] = triggers
-		}
 		if len(f.Secrets) > 0 {
-			var refs []map[string]any
-			for _, sc := range f.Secrets {
-				refs = append(refs, map[string]any{"name": sc.Name, "path": sc.Path, "key": sc.Key})
-			}
-			fn["secret"] = refs
 			templates = append(templates, secretTemplate(f))
 		}
-		functions = append(functions, fn)
 	}
 
 	task := &api.Task{
 		Name:   "pool",
 		Driver: DriverName,
-		Config: taskConfig(p, rev, pool, functions),
+		Config: taskConfig(cfg),
 		Resources: &api.Resources{
 			CPU:         new(cpu),
 			MemoryMB:    new(mem),
@@ -396,7 +313,7 @@ func (o *options) group(p *spec.Project, rev, pool string, fns []*spec.Function,
 		// it drains, so no call lands on a closing connection.
 		ShutdownDelay: new(shutdownDelay),
 		Update:        updateStrategy(p),
-		Name:          new(pool),
+		Name:          new(poolName),
 		Count:         &count,
 		Scaling: &api.ScalingPolicy{
 			Enabled: new(true),
@@ -407,10 +324,10 @@ func (o *options) group(p *spec.Project, rev, pool string, fns []*spec.Function,
 			DynamicPorts: []api.Port{{Label: PortLabel}},
 		}},
 		Services: []*api.Service{{
-			Name:      ServiceName(p.Name, pool),
+			Name:      ServiceName(p.Name, poolName),
 			PortLabel: PortLabel,
 			Provider:  "nomad",
-			Tags:      []string{"butter", "project=" + p.Name, "pool=" + pool, "revision=" + rev},
+			Tags:      []string{"butter", "project=" + p.Name, "pool=" + poolName, "revision=" + rev},
 			Checks: []api.ServiceCheck{{
 				Type:     "http",
 				Path:     HealthPath,
@@ -419,7 +336,7 @@ func (o *options) group(p *spec.Project, rev, pool string, fns []*spec.Function,
 			}},
 		}},
 		Tasks: []*api.Task{task},
-	}
+	}, cfg
 }
 
 // deploySettings returns the project's deploy block, or the defaults for
@@ -492,70 +409,6 @@ func revision(fsys fs.FS, p *spec.Project, arts []Artifact) (string, error) {
 		fmt.Fprintf(h, "blob %s %s\n", a.Path, a.Digest)
 	}
 	return hex.EncodeToString(h.Sum(nil))[:12], nil
-}
-
-func stringMap(m map[string]string) map[string]any {
-	out := make(map[string]any, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
-}
-
-// taskConfig is the butter driver's task config (decoded by the driver's
-// taskConfigSpec, plugins/driver/config.go).
-func taskConfig(p *spec.Project, rev, pool string, functions []map[string]any) map[string]any {
-	cfg := map[string]any{
-		"project":  p.Name,
-		"revision": rev,
-		"pool":     pool,
-		"port":     PortLabel,
-		"function": functions,
-	}
-	// The project's streams, so that the pool creates missing topics as the
-	// stream blocks say (partitions, retention, compaction), and its
-	// functions' tick topics: one partition, not compacted, the broker's
-	// retention.
-	var topics []map[string]any
-	for _, s := range p.Streams {
-		t := map[string]any{"name": Topic(p.Name, s.Name), "partitions": s.Partitions}
-		if s.Retention > 0 {
-			t["retention"] = s.Retention.String()
-		}
-		if s.Compact {
-			t["compact"] = true
-		}
-		topics = append(topics, t)
-	}
-	for _, f := range p.Functions {
-		if hasCronTrigger(f) {
-			topics = append(topics, map[string]any{"name": TimerTopic(p.Name, f.Name), "partitions": TimerPartitions})
-		}
-		if HasQueuedTrigger(f) {
-			topics = append(topics, map[string]any{"name": RequestTopic(p.Name, f.Name), "partitions": RequestPartitions})
-		}
-	}
-	if len(topics) > 0 {
-		cfg["topic"] = topics
-	}
-	if k := p.Kafka; k != nil {
-		kb := map[string]any{"brokers": k.Brokers}
-		if k.TLS {
-			kb["tls"] = true
-		}
-		if k.SASLMechanism != "" {
-			kb["sasl_mechanism"] = k.SASLMechanism
-			kb["sasl_username"] = k.SASLUsername
-			if k.SASLPasswordEnv != "" {
-				kb["sasl_password_env"] = k.SASLPasswordEnv
-			}
-			if k.SASLPasswordEncrypted != "" {
-				kb["sasl_password_encrypted"] = k.SASLPasswordEncrypted
-			}
-		}
-		cfg["kafka"] = []map[string]any{kb}
-	}
-	return cfg
 }
 
 // SecretsDir is where, inside the task's secrets directory, Nomad renders

@@ -1,6 +1,9 @@
 package jobs
 
-import "github.com/butterfn/butter/hcl/spec"
+import (
+	"github.com/butterfn/butter/hcl/spec"
+	"github.com/butterfn/butter/plugins/pool"
+)
 
 // Queued and async http triggers reach their function through Kafka: the
 // gateway produces each call to the function's request topic, with a
@@ -38,10 +41,10 @@ func HasQueuedTrigger(f *spec.Function) bool {
 // its requests. A new group starts at the first request, so that none
 // made while the pool was starting is lost; the pool skips requests whose
 // caller's deadline has passed.
-func requestTrigger(project, function string) map[string]any {
-	return map[string]any{
-		"stream": RequestTopic(project, function),
-		"group":  RequestGroup(project, function),
-		"offset": string(spec.OffsetFirst),
+func requestTrigger(project, function string) pool.StreamTrigger {
+	return pool.StreamTrigger{
+		Stream: RequestTopic(project, function),
+		Group:  RequestGroup(project, function),
+		Offset: string(spec.OffsetFirst),
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"strconv"
 
 	"github.com/butterfn/butter/hcl/spec"
+	"github.com/butterfn/butter/plugins/pool"
 )
 
 // Cron triggers reach functions through Kafka: the control plane's timer
@@ -83,10 +84,10 @@ func hasCronTrigger(f *spec.Function) bool {
 // timerTrigger is the stream block through which a function consumes its
 // ticks. A new group starts from the first tick, so that ticks fired
 // before the pool first came up still run.
-func timerTrigger(project, function string) map[string]any {
-	return map[string]any{
-		"stream": TimerTopic(project, function),
-		"group":  TimerGroup(project, function),
-		"offset": string(spec.OffsetFirst),
+func timerTrigger(project, function string) pool.StreamTrigger {
+	return pool.StreamTrigger{
+		Stream: TimerTopic(project, function),
+		Group:  TimerGroup(project, function),
+		Offset: string(spec.OffsetFirst),
 	}
 }

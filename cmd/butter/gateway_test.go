@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/butterfn/butter/hcl/spec"
-	"github.com/butterfn/butter/plugins/pool"
+	"github.com/butterfn/butter/jobs"
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 )
@@ -142,7 +142,7 @@ func TestGatewayProcess(t *testing.T) {
 	if rep.HasErrors() {
 		t.Fatal("spec")
 	}
-	cfgJSON, _ := json.Marshal(pool.LocalConfig(proj))
+	cfgJSON, _ := json.Marshal(jobs.LocalConfig(proj))
 	cfgPath := filepath.Join(t.TempDir(), "pool.json")
 	if err := os.WriteFile(cfgPath, cfgJSON, 0o644); err != nil {
 		t.Fatal(err)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/butterfn/butter/gateway"
 	"github.com/butterfn/butter/hcl/spec"
+	"github.com/butterfn/butter/jobs"
 	"github.com/butterfn/butter/plugins/pool"
 	"github.com/butterfn/butter/plugins/runtime"
 	"github.com/butterfn/butter/sandbox"
@@ -186,7 +187,7 @@ func (c *invokeCommand) Run(args []string) int {
 		opts = append(opts, pool.WithSecrets(secrets.Chain{secrets.Dotenv{Path: file}, secrets.Env{}}),
 			pool.WithSandbox(sandbox.Config{Hide: []string{file}}))
 	}
-	p, err := pool.New(pool.LocalConfig(proj), func(fn string) io.Writer {
+	p, err := pool.New(jobs.LocalConfig(proj), func(fn string) io.Writer {
 		l := newLineWriter(os.Stderr, "["+fn+"] ")
 		logs = append(logs, l)
 		return l

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -11,7 +10,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -110,13 +108,7 @@ func (c *poolCommand) Run(args []string) int {
 		log.Error("cannot load the config", "error", err)
 		return exitInvalid
 	}
-	for i := range cfg.Functions {
-		if b := cfg.Functions[i].Bundle; b != "" && !filepath.IsAbs(b) {
-			cfg.Functions[i].Bundle = filepath.Join(*dir, b)
-		} else if b == "" {
-			cfg.Functions[i].Bundle = *dir
-		}
-	}
+	cfg.Resolve(*dir)
 	limits := runtime.SystemLimits()
 	if err := limits.Available(); err != nil {
 		log.Warn("per-instance memory and process limits are off", "reason", err)
@@ -132,7 +124,7 @@ func (c *poolCommand) Run(args []string) int {
 			*secretsDir = filepath.Join(d, "butter")
 		}
 	}
-	confine := poolSandbox(*dir, sdks)
+	confine := sandbox.ForTask(*dir, os.Getenv, filepath.Dir(sdks.Node), filepath.Dir(sdks.Python), sdks.GoSDK, sdks.BuildDir, os.TempDir())
 	p, err := pool.New(cfg, func(fn string) io.Writer {
 		return log.Named(fn).StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true})
 	}, pool.WithLogger(log), pool.WithSDKs(sdks), pool.WithStopGrace(*drain), pool.WithIdleTimeout(*idle), pool.WithLimits(limits), pool.WithSessionTimeout(*session),
@@ -162,8 +154,19 @@ func (c *poolCommand) Run(args []string) int {
 			}
 		}
 	}()
-	if hasStreams(cfg) {
-		kcfg, err := kafkaConfig(*kafkaBrokers, cfg.Kafka, cfg.Project, filepath.Dir(*secretsDir))
+	if cfg.HasStreams() {
+		// Only the pool decrypts the kafka block's SASL password: the
+		// spec, the control plane and the job hold the ciphertext.
+		decrypt := func(ctx context.Context, ciphertext string) (string, error) {
+			vc, err := secrets.TaskClient(filepath.Dir(*secretsDir))
+			if err != nil {
+				return "", err
+			}
+			return secrets.Decrypt(ctx, vc, cfg.Project, ciphertext)
+		}
+		kctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		kcfg, err := broker.Resolve(kctx, *kafkaBrokers, cfg.Kafka, decrypt)
+		cancel()
 		if err != nil {
 			log.Error("cannot configure Kafka", "error", err)
 			p.Stop()
@@ -198,80 +201,4 @@ func (c *poolCommand) Run(args []string) int {
 	p.Stop()
 	log.Info("pool stopped")
 	return exitOK
-}
-
-// hasStreams says whether the pool needs Kafka: a function consumes a
-// stream, produces an output, keeps state, or the project declares streams
-// its functions may emit to.
-func hasStreams(cfg *pool.Config) bool {
-	if len(cfg.Topics) > 0 {
-		return true
-	}
-	for _, f := range cfg.Functions {
-		if len(f.Streams) > 0 || f.Output != "" || f.State != nil {
-			return true
-		}
-	}
-	return false
-}
-
-// kafkaConfig picks how to reach Kafka: the -kafka-brokers flag, then the
-// project's kafka block, then $BUTTER_KAFKA_BROKERS. The block's SASL
-// password comes from the environment variable it names, or is decrypted
-// with the project's Vault transit key.
-func kafkaConfig(flag string, block *pool.KafkaConfig, project, secretsDir string) (broker.Config, error) {
-	switch {
-	case flag != "":
-		return broker.Config{Brokers: strings.Split(flag, ",")}, nil
-	case block != nil:
-		c := broker.Config{Brokers: block.Brokers, SASLMechanism: block.SASLMechanism, SASLUser: block.SASLUsername}
-		if block.TLS {
-			c.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
-		}
-		switch {
-		case block.SASLMechanism == "":
-		case block.SASLPasswordEncrypted != "":
-			// Only the pool decrypts: the spec, the control plane and the
-			// job hold the ciphertext.
-			vc, err := secrets.TaskClient(secretsDir)
-			if err != nil {
-				return c, fmt.Errorf("the kafka block's SASL password is encrypted: %w", err)
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			if c.SASLPassword, err = secrets.Decrypt(ctx, vc, project, block.SASLPasswordEncrypted); err != nil {
-				return c, fmt.Errorf("the kafka block's SASL password: %w", err)
-			}
-		default:
-			c.SASLPassword = os.Getenv(block.SASLPasswordEnv)
-			if c.SASLPassword == "" {
-				return c, fmt.Errorf("the kafka block's SASL password is read from $%s, which is empty in the pool's environment", block.SASLPasswordEnv)
-			}
-		}
-		return c, nil
-	}
-	return broker.ConfigFromEnv(), nil
-}
-
-// poolSandbox says what the instances of a pool with secrets cannot see.
-// Under Nomad that is every allocation's directory (the alloc root),
-// this task's secrets directory included, except this task's local and
-// tmp directories and the allocation's shared directory; elsewhere, the
-// task directory's secrets/. The SDKs and the Go build cache stay usable.
-func poolSandbox(dir string, sdks *runtime.SDKs) sandbox.Config {
-	c := sandbox.Config{Hide: []string{filepath.Join(dir, "secrets")}}
-	if allocShared := os.Getenv("NOMAD_ALLOC_DIR"); allocShared != "" {
-		allocRoot := filepath.Dir(filepath.Dir(allocShared))
-		c.Hide = []string{allocRoot}
-		c.Allow = append(c.Allow, allocShared)
-		if d := os.Getenv("NOMAD_TASK_DIR"); d != "" {
-			c.Allow = append(c.Allow, d, filepath.Join(filepath.Dir(d), "tmp"))
-		}
-	}
-	for _, p := range []string{filepath.Dir(sdks.Node), filepath.Dir(sdks.Python), sdks.GoSDK, sdks.BuildDir, os.TempDir()} {
-		if p != "" && p != "." {
-			c.Allow = append(c.Allow, p)
-		}
-	}
-	return c
 }

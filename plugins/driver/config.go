@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/butterfn/butter/plugins/pool"
-	"github.com/butterfn/butter/secrets"
+	"github.com/hashicorp/nomad/plugins/drivers"
 	"github.com/hashicorp/nomad/plugins/shared/hclspec"
 )
 
@@ -32,8 +32,10 @@ type Config struct {
 	VaultAddr    string   `codec:"vault_addr"`
 }
 
-// taskConfigSpec decodes the task config that package jobs renders
-// (jobs/compile.go). Change both together.
+// taskConfigSpec is the schema Nomad checks a task's config against: the
+// codec fields of pool.Config, which package jobs encodes into the job and
+// poolConfig decodes back. TestTaskConfigSpecMatchesPoolConfig fails when
+// the two differ.
 var taskConfigSpec = hclspec.NewObject(map[string]*hclspec.Spec{
 	"project":  hclspec.NewAttr("project", "string", true),
 	"revision": hclspec.NewAttr("revision", "string", false),
@@ -96,112 +98,19 @@ var taskConfigSpec = hclspec.NewObject(map[string]*hclspec.Spec{
 	})),
 })
 
-// TaskConfig is the decoded task config.
-type TaskConfig struct {
-	Project   string             `codec:"project"`
-	Revision  string             `codec:"revision"`
-	Pool      string             `codec:"pool"`
-	Port      string             `codec:"port"`
-	Functions []FunctionConfig   `codec:"function"`
-	Kafka     *KafkaBlock        `codec:"kafka"`
-	Topics    []pool.TopicConfig `codec:"topic"`
-}
-
-// KafkaBlock is the project's kafka block.
-type KafkaBlock struct {
-	Brokers               []string `codec:"brokers"`
-	TLS                   bool     `codec:"tls"`
-	SASLMechanism         string   `codec:"sasl_mechanism"`
-	SASLUsername          string   `codec:"sasl_username"`
-	SASLPasswordEnv       string   `codec:"sasl_password_env"`
-	SASLPasswordEncrypted string   `codec:"sasl_password_encrypted"`
-}
-
-// FunctionConfig is one function block of the task config.
-type FunctionConfig struct {
-	Name         string            `codec:"name"`
-	Runtime      string            `codec:"runtime"`
-	Bundle       string            `codec:"bundle"`
-	Digest       string            `codec:"digest"`
-	Handler      string            `codec:"handler"`
-	Command      []string          `codec:"command"`
-	Timeout      string            `codec:"timeout"`
-	Memory       int               `codec:"memory"`
-	CPU          int               `codec:"cpu"`
-	MinInstances int               `codec:"min_instances"`
-	MaxInstances int               `codec:"max_instances"`
-	Concurrency  int               `codec:"concurrency"`
-	Output       string            `codec:"output"`
-	DeadLetter   string            `codec:"dead_letter"`
-	Env          map[string]string `codec:"env"`
-	Options      map[string]string `codec:"options"`
-	InputSchema  string            `codec:"input_schema"`
-	OutputSchema string            `codec:"output_schema"`
-	Retry        *RetryBlock       `codec:"retry"`
-	Streams      []StreamBlock     `codec:"stream"`
-	State        *StateBlock       `codec:"state"`
-	Secrets      []secrets.Ref     `codec:"secret"`
-}
-
-// StateBlock is a function's state block.
-type StateBlock struct {
-	Key string `codec:"key"`
-	TTL string `codec:"ttl"`
-}
-
-// RetryBlock is a function's retry block.
-type RetryBlock struct {
-	Attempts   int    `codec:"attempts"`
-	Backoff    string `codec:"backoff"`
-	MaxBackoff string `codec:"max_backoff"`
-}
-
-// StreamBlock is one stream block: a stream trigger.
-type StreamBlock struct {
-	Stream string `codec:"stream"`
-	Group  string `codec:"group"`
-	Offset string `codec:"offset"`
-	Order  string `codec:"order"`
-	Schema string `codec:"schema"`
-}
-
-// poolConfig converts the task config into the pool's JSON config and
-// returns the drain the pool needs: the longest function timeout plus a
-// second, so that in-flight calls can finish.
-func (tc *TaskConfig) poolConfig() ([]byte, time.Duration, error) {
-	pc := pool.Config{Project: tc.Project, Revision: tc.Revision, Pool: tc.Pool, Topics: tc.Topics}
-	if k := tc.Kafka; k != nil && len(k.Brokers) > 0 {
-		pc.Kafka = &pool.KafkaConfig{Brokers: k.Brokers, TLS: k.TLS, SASLMechanism: k.SASLMechanism, SASLUsername: k.SASLUsername, SASLPasswordEnv: k.SASLPasswordEnv, SASLPasswordEncrypted: k.SASLPasswordEncrypted}
+// poolConfig decodes the task config straight into the pool's config,
+// the shape package jobs encoded it from, checks it, and returns it as the
+// JSON `butter pool -config` reads, with the drain the pool needs: the
+// longest function timeout plus a second, so that in-flight calls can
+// finish.
+func poolConfig(cfg *drivers.TaskConfig) ([]byte, time.Duration, error) {
+	var pc pool.Config
+	if err := cfg.DecodeDriverConfig(&pc); err != nil {
+		return nil, 0, fmt.Errorf("failed to decode driver config: %v", err)
 	}
-	var longest time.Duration
-	for _, f := range tc.Functions {
-		d, err := time.ParseDuration(f.Timeout)
-		if err != nil {
-			return nil, 0, fmt.Errorf("function %s: timeout %q: %w", f.Name, f.Timeout, err)
-		}
-		longest = max(longest, d)
-		fc := pool.FunctionConfig{
-			Name: f.Name, Runtime: f.Runtime, Bundle: f.Bundle, Digest: f.Digest, Handler: f.Handler,
-			Command: f.Command, Timeout: f.Timeout, Memory: f.Memory, CPU: f.CPU,
-			MinInstances: f.MinInstances, MaxInstances: f.MaxInstances, Concurrency: f.Concurrency,
-			Output: f.Output, DeadLetter: f.DeadLetter, Env: f.Env, Options: f.Options,
-		}
-		if f.Retry != nil && f.Retry.Attempts > 0 {
-			fc.Retry = &pool.RetryConfig{Attempts: f.Retry.Attempts, Backoff: f.Retry.Backoff, MaxBackoff: f.Retry.MaxBackoff}
-		}
-		fc.Secrets = f.Secrets
-		if f.State != nil && f.State.Key != "" {
-			fc.State = &pool.StateConfig{Key: f.State.Key, TTL: f.State.TTL}
-		}
-		for _, s := range f.Streams {
-			order := s.Order
-			if order == "" {
-				order = "partition" // the default; jobs render only "key"
-			}
-			fc.Streams = append(fc.Streams, pool.StreamTrigger{Stream: s.Stream, Group: s.Group, Offset: s.Offset, Order: order})
-		}
-		pc.Functions = append(pc.Functions, fc)
+	if err := pc.Check(); err != nil {
+		return nil, 0, fmt.Errorf("invalid butter task config: %v", err)
 	}
 	b, err := json.MarshalIndent(pc, "", "  ")
-	return b, longest + time.Second, err
+	return b, pc.LongestTimeout() + time.Second, err
 }

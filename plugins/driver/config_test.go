@@ -4,17 +4,21 @@ import (
 	"encoding/json"
 	"path/filepath"
 	"reflect"
+	"sort"
+	"strings"
 	"testing"
 
 	"github.com/butterfn/butter/hcl/spec"
 	"github.com/butterfn/butter/jobs"
 	"github.com/butterfn/butter/plugins/pool"
 	"github.com/hashicorp/nomad/helper/pluginutils/hclutils"
+	"github.com/hashicorp/nomad/plugins/shared/hclspec"
 )
 
 // TestTaskConfigContract decodes the task config that package jobs renders
 // for every example with the driver's hclspec, the way the Nomad client
-// does, and checks it arrives whole in the pool's config.
+// does (hclspec, then msgpack by codec tags), into pool.Config, and checks
+// it is the config jobs built, as the pool reads it.
 func TestTaskConfigContract(t *testing.T) {
 	for _, ex := range []string{"hello", "pipeline", "iot"} {
 		t.Run(ex, func(t *testing.T) {
@@ -31,87 +35,208 @@ func TestTaskConfigContract(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				var tc TaskConfig
-				hclutils.NewConfigParser(taskConfigSpec).ParseJson(t, `{"Config":`+string(raw)+`}`, &tc)
-				if tc.Project != proj.Name || tc.Pool != *tg.Name {
-					t.Errorf("project/pool = %q/%q", tc.Project, tc.Pool)
-				}
-				want := 0
-				for _, f := range proj.Functions {
-					if f.Pool == *tg.Name {
-						want++
-					}
-				}
-				if len(tc.Functions) != want {
-					t.Fatalf("%d functions decoded, want %d", len(tc.Functions), want)
-				}
-				pcJSON, _, err := tc.poolConfig()
-				if err != nil {
-					t.Fatal(err)
-				}
-				var pc struct {
-					Topic    []map[string]any
-					Function []map[string]any
-				}
-				_ = json.Unmarshal(pcJSON, &pc)
-				// The streams' topics, and one tick topic per function
-				// with cron triggers.
-				ticked := map[string]bool{}
-				for _, tm := range jobs.Timers(proj) {
-					ticked[tm.Function] = true
-				}
-				if len(pc.Topic) != len(proj.Streams)+len(ticked) {
-					t.Errorf("topics in the pool config: %d, want %d", len(pc.Topic), len(proj.Streams)+len(ticked))
-				}
-				// What the driver hands the pool matches what a local pool
-				// builds from the spec, field by field where they can agree.
 				var got pool.Config
-				if err := json.Unmarshal(pcJSON, &got); err != nil {
+				hclutils.NewConfigParser(taskConfigSpec).ParseJson(t, `{"Config":`+string(raw)+`}`, &got)
+				if err := got.Check(); err != nil {
 					t.Fatal(err)
 				}
-				local := map[string]pool.FunctionConfig{}
-				for _, f := range pool.LocalConfig(proj).Functions {
-					for i := range f.Streams {
-						if f.Streams[i].Order == "" {
-							f.Streams[i].Order = "partition" // the same default
-						}
-					}
-					local[f.Name] = f
+				want := c.Pools[*tg.Name]
+				if len(got.Functions) == 0 || len(got.Functions) != len(want.Functions) {
+					t.Fatalf("%d functions decoded, want %d", len(got.Functions), len(want.Functions))
 				}
+				// As the pool reads it: JSON, where omitempty makes nil and
+				// empty alike.
+				gotJSON, _ := json.MarshalIndent(got, "", "  ")
+				wantJSON, _ := json.MarshalIndent(want, "", "  ")
+				if string(gotJSON) != string(wantJSON) {
+					t.Errorf("group %s: the driver decodes\n%s\njobs built\n%s", *tg.Name, gotJSON, wantJSON)
+				}
+				// Absent blocks stay nil: no retry, state or kafka the spec
+				// did not ask for.
 				for _, f := range got.Functions {
-					l := local[f.Name]
-					for _, c := range []struct {
-						field     string
-						got, want any
-					}{
-						{"state", f.State, l.State}, {"retry", f.Retry, l.Retry}, {"stream", f.Streams, l.Streams},
-						{"output", f.Output, l.Output}, {"dead_letter", f.DeadLetter, l.DeadLetter},
-						{"instances", [3]int{f.MinInstances, f.MaxInstances, f.Concurrency}, [3]int{l.MinInstances, l.MaxInstances, l.Concurrency}},
-					} {
-						if !reflect.DeepEqual(c.got, c.want) {
-							t.Errorf("function %s: %s from the driver = %#v, a local pool has %#v", f.Name, c.field, c.got, c.want)
-						}
+					sf := proj.Function(f.Name)
+					if (f.Retry != nil) != (sf.Retry != nil) || (f.State != nil) != (sf.State != nil) {
+						t.Errorf("function %s: retry %+v state %+v", f.Name, f.Retry, f.State)
 					}
 				}
-				for _, f := range tc.Functions {
-					sf := proj.Function(f.Name)
-					if f.Runtime != sf.Runtime || f.MaxInstances != sf.Instances.Max || len(f.Options) != len(sf.Options) {
-						t.Errorf("function %s decoded as %+v", f.Name, f)
-					}
-					streams := 0
-					for _, tr := range sf.Triggers {
-						if tr.Type == spec.TriggerStream {
-							streams++
-						}
-					}
-					if ticked[sf.Name] {
-						streams++ // the tick topic of its cron triggers
-					}
-					if len(f.Streams) != streams || (sf.Retry != nil) != (f.Retry != nil) {
-						t.Errorf("function %s: %d stream triggers, retry %v; want %d, %v", f.Name, len(f.Streams), f.Retry, streams, sf.Retry)
-					}
+				if (got.Kafka != nil) != (proj.Kafka != nil) {
+					t.Errorf("kafka = %+v", got.Kafka)
 				}
 			}
 		})
 	}
+}
+
+// TestPoolConfigDecodesEveryField: a config with every field set survives
+// jobs' encoding and the driver's decoding whole, so no field of
+// pool.Config is lost on the way through Nomad.
+func TestPoolConfigDecodesEveryField(t *testing.T) {
+	proj, rep := spec.Load(filepath.Join("..", "..", "examples", "iot"))
+	if proj == nil {
+		t.Fatal(rep.Diags)
+	}
+	c, err := jobs.Compile(proj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var set []string
+	for _, tg := range c.Job.TaskGroups {
+		raw, _ := json.Marshal(tg.Tasks[0].Config)
+		var got pool.Config
+		hclutils.NewConfigParser(taskConfigSpec).ParseJson(t, `{"Config":`+string(raw)+`}`, &got)
+		set = append(set, nonZero("", reflect.ValueOf(got))...)
+	}
+	// Fields the iot example sets; the contract test above checks their
+	// values.
+	for _, want := range []string{"function.stream.schema", "function.input_schema", "function.state.ttl", "function.retry.max_backoff", "function.digest", "topic.retention", "port", "revision"} {
+		if !contains(set, want) {
+			t.Errorf("%s did not survive the decoding (decoded: %v)", want, set)
+		}
+	}
+}
+
+func nonZero(prefix string, v reflect.Value) []string {
+	var out []string
+	for v.Kind() == reflect.Pointer {
+		if v.IsNil() {
+			return nil
+		}
+		v = v.Elem()
+	}
+	switch v.Kind() {
+	case reflect.Struct:
+		for i := 0; i < v.NumField(); i++ {
+			name, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("codec"), ",")
+			out = append(out, nonZero(strings.TrimPrefix(prefix+"."+name, "."), v.Field(i))...)
+		}
+	case reflect.Slice:
+		if v.Type().Elem().Kind() != reflect.Struct {
+			if v.Len() > 0 {
+				out = append(out, prefix)
+			}
+			return out
+		}
+		for i := 0; i < v.Len(); i++ {
+			out = append(out, nonZero(prefix, v.Index(i))...)
+		}
+	default:
+		if !v.IsZero() {
+			out = append(out, prefix)
+		}
+	}
+	return out
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// TestTaskConfigSpecMatchesPoolConfig: every codec field of pool.Config
+// (and of the types it nests) has an entry of the matching kind in the
+// driver's taskConfigSpec, and every entry a field. A field added to one
+// and not the other would be refused by Nomad or silently dropped.
+func TestTaskConfigSpecMatchesPoolConfig(t *testing.T) {
+	for _, p := range specMismatches("", taskConfigSpec, reflect.TypeOf(pool.Config{})) {
+		t.Error(p)
+	}
+}
+
+// TestSpecMismatchesCatchesDrift: the comparison above fails on a field
+// without a spec entry, an entry without a field, and a kind that differs.
+func TestSpecMismatchesCatchesDrift(t *testing.T) {
+	type inner struct {
+		A string `codec:"a"`
+	}
+	type cfg struct {
+		Name  string            `codec:"name"`
+		Extra string            `codec:"extra"`
+		Env   map[string]string `codec:"env"`
+		Block *inner            `codec:"block"`
+	}
+	s := hclspec.NewObject(map[string]*hclspec.Spec{
+		"name":    hclspec.NewAttr("name", "string", true),
+		"env":     hclspec.NewAttr("env", "string", false), // should be BlockAttrs
+		"block":   hclspec.NewBlock("block", false, hclspec.NewObject(map[string]*hclspec.Spec{"a": hclspec.NewAttr("a", "string", false)})),
+		"missing": hclspec.NewAttr("missing", "string", false),
+	})
+	got := specMismatches("", s, reflect.TypeOf(cfg{}))
+	sort.Strings(got)
+	want := []string{"env: field map[string]string, spec entry attribute", "extra: a codec field without a spec entry", "missing: a spec entry without a codec field"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("mismatches = %q, want %q", got, want)
+	}
+}
+
+// specMismatches compares the object spec s with struct type typ by the
+// fields' codec names.
+func specMismatches(prefix string, s *hclspec.Spec, typ reflect.Type) []string {
+	obj := s.GetObject()
+	if obj == nil {
+		return []string{prefix + ": the spec is not an object"}
+	}
+	var out []string
+	fields := map[string]reflect.Type{}
+	for i := 0; i < typ.NumField(); i++ {
+		name, _, _ := strings.Cut(typ.Field(i).Tag.Get("codec"), ",")
+		if name == "" {
+			out = append(out, prefix+typ.Field(i).Name+": no codec tag")
+			continue
+		}
+		fields[name] = typ.Field(i).Type
+	}
+	for name, ft := range fields {
+		es, ok := obj.GetAttributes()[name]
+		if !ok {
+			out = append(out, prefix+name+": a codec field without a spec entry")
+			continue
+		}
+		kind, elem := fieldKind(ft)
+		var specKind string
+		var nested *hclspec.Spec
+		switch {
+		case es.GetAttr() != nil:
+			specKind = "attribute"
+		case es.GetBlockValue() != nil:
+			specKind, nested = "block", es.GetBlockValue().GetNested()
+		case es.GetBlockList() != nil:
+			specKind, nested = "block list", es.GetBlockList().GetNested()
+		case es.GetBlockAttrs() != nil:
+			specKind = "block attributes"
+		default:
+			specKind = "other"
+		}
+		if kind != specKind {
+			out = append(out, prefix+name+": field "+ft.String()+", spec entry "+specKind)
+			continue
+		}
+		if nested != nil {
+			out = append(out, specMismatches(prefix+name+".", nested, elem)...)
+		}
+	}
+	for name := range obj.GetAttributes() {
+		if _, ok := fields[name]; !ok {
+			out = append(out, prefix+name+": a spec entry without a codec field")
+		}
+	}
+	return out
+}
+
+// fieldKind is the spec kind a field's type decodes from: a pointer to a
+// struct from a block, a slice of structs from a block list, a string map
+// from block attributes, anything else from an attribute.
+func fieldKind(t reflect.Type) (string, reflect.Type) {
+	switch {
+	case t.Kind() == reflect.Pointer && t.Elem().Kind() == reflect.Struct:
+		return "block", t.Elem()
+	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Struct:
+		return "block list", t.Elem()
+	case t.Kind() == reflect.Map:
+		return "block attributes", nil
+	}
+	return "attribute", nil
 }

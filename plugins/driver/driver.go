@@ -10,8 +10,9 @@
 // TaskStats for the pool's whole process tree and a graceful stop: the
 // kill signal, then kill_timeout for the pool to drain, then SIGKILL.
 //
-// Neighbours: package pool is what runs inside the task; package jobs
-// renders the task config that taskConfigSpec decodes.
+// Neighbours: package pool is what runs inside the task, and its Config is
+// the task config; package jobs encodes it into the job, and
+// taskConfigSpec is the schema Nomad checks it against.
 package driver
 
 import (
@@ -248,13 +249,9 @@ func (d *Driver) StartTask(cfg *drivers.TaskConfig) (*drivers.TaskHandle, *drive
 	if _, ok := d.tasks.Get(cfg.ID); ok {
 		return nil, nil, fmt.Errorf("task with ID %q already started", cfg.ID)
 	}
-	var tc TaskConfig
-	if err := cfg.DecodeDriverConfig(&tc); err != nil {
-		return nil, nil, fmt.Errorf("failed to decode driver config: %v", err)
-	}
-	poolJSON, drain, err := tc.poolConfig()
+	poolJSON, drain, err := poolConfig(cfg)
 	if err != nil {
-		return nil, nil, fmt.Errorf("invalid butter task config: %v", err)
+		return nil, nil, err
 	}
 	bin, err := d.butterPath()
 	if err != nil {

@@ -1,95 +1,108 @@
 package pool
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"time"
 
-	"github.com/butterfn/butter/hcl/spec"
-	"github.com/butterfn/butter/jobs"
+	"github.com/butterfn/butter/broker"
 	"github.com/butterfn/butter/secrets"
 )
 
-// Config is what a pool hosts: the task config that package jobs renders
-// and the driver passes on, in the same field names.
+// Config is what a pool hosts. It is the one shape of a pool's
+// configuration: package jobs builds it from the spec, with one builder
+// (jobs.Compile for each task group, giving Compiled.Pools; jobs.LocalConfig
+// for `butter dev` and `butter invoke -local`), and encodes it into the task
+// config by its codec tags; the
+// driver decodes the task config straight into it (by the same tags, after
+// Nomad has checked it against the driver's hclspec) and hands it to
+// `butter pool` as JSON (by the json tags, the same names). A field added
+// here needs its entry in the driver's taskConfigSpec: a driver test fails
+// until both agree.
+//
+// Durations travel as Go duration strings ("5s", "720h0m0s"); Check
+// parses each of them, and the pool reads them through duration, the one
+// parser, after it.
 type Config struct {
-	Project   string           `json:"project"`
-	Revision  string           `json:"revision"`
-	Pool      string           `json:"pool"`
-	Functions []FunctionConfig `json:"function"`
-	// Kafka is the project's kafka block; flags and the environment
-	// override it.
-	Kafka *KafkaConfig `json:"kafka,omitempty"`
+	Project  string `json:"project" codec:"project"`
+	Revision string `json:"revision" codec:"revision,omitempty"`
+	Pool     string `json:"pool" codec:"pool"`
+	// Port is the label of the task group's port that the invoke endpoint
+	// listens on (jobs.PortLabel); Nomad gives its number to the pool as
+	// $NOMAD_PORT_<label>. Empty outside Nomad.
+	Port      string           `json:"port,omitempty" codec:"port"`
+	Functions []FunctionConfig `json:"function" codec:"function"`
 	// Topics are the project's streams as their stream blocks declare
 	// them; the pool creates the missing ones with these settings.
-	Topics []TopicConfig `json:"topic,omitempty"`
+	Topics []TopicConfig `json:"topic,omitempty" codec:"topic,omitempty"`
+	// Kafka is the project's kafka block; the pool's -kafka-brokers flag
+	// overrides it, and $BUTTER_KAFKA_BROKERS stands in when it is absent
+	// (broker.Resolve).
+	Kafka *broker.KafkaBlock `json:"kafka,omitempty" codec:"kafka,omitempty"`
 }
 
 // TopicConfig is one stream block's topic settings.
 type TopicConfig struct {
 	Name       string `json:"name" codec:"name"`
 	Partitions int    `json:"partitions" codec:"partitions"`
-	Retention  string `json:"retention,omitempty" codec:"retention"`
-	Compact    bool   `json:"compact,omitempty" codec:"compact"`
-}
-
-// KafkaConfig is how the pool reaches Kafka. The SASL password is read from
-// the environment variable PasswordEnv names, never stored here.
-type KafkaConfig struct {
-	Brokers         []string `json:"brokers"`
-	TLS             bool     `json:"tls,omitempty"`
-	SASLMechanism   string   `json:"sasl_mechanism,omitempty"`
-	SASLUsername    string   `json:"sasl_username,omitempty"`
-	SASLPasswordEnv string   `json:"sasl_password_env,omitempty"`
-	// SASLPasswordEncrypted is the password as a Vault transit ciphertext
-	// of the project's key; the pool decrypts it at start.
-	SASLPasswordEncrypted string `json:"sasl_password_encrypted,omitempty"`
+	Retention  string `json:"retention,omitempty" codec:"retention,omitempty"`
+	Compact    bool   `json:"compact,omitempty" codec:"compact,omitempty"`
 }
 
 // FunctionConfig is one function of a pool.
 type FunctionConfig struct {
-	Name    string   `json:"name"`
-	Runtime string   `json:"runtime"`
-	Bundle  string   `json:"bundle,omitempty"`
-	Digest  string   `json:"digest,omitempty"`
-	Handler string   `json:"handler,omitempty"`
-	Command []string `json:"command,omitempty"`
-	Timeout string   `json:"timeout"`
-	Memory  int      `json:"memory"`
-	CPU     int      `json:"cpu"`
+	Name    string `json:"name" codec:"name"`
+	Runtime string `json:"runtime" codec:"runtime"`
+	// Bundle is the function's code: a directory, relative to the task
+	// directory in a job (where its artifact puts it) until Resolve makes
+	// it absolute; empty for the task directory itself.
+	Bundle  string   `json:"bundle,omitempty" codec:"bundle,omitempty"`
+	Digest  string   `json:"digest,omitempty" codec:"digest,omitempty"`
+	Handler string   `json:"handler,omitempty" codec:"handler,omitempty"`
+	Command []string `json:"command,omitempty" codec:"command,omitempty"`
+	Timeout string   `json:"timeout" codec:"timeout"`
+	Memory  int      `json:"memory" codec:"memory"`
+	CPU     int      `json:"cpu" codec:"cpu"`
 
-	MinInstances int `json:"min_instances"`
-	MaxInstances int `json:"max_instances"`
-	Concurrency  int `json:"concurrency"`
+	MinInstances int `json:"min_instances" codec:"min_instances"`
+	MaxInstances int `json:"max_instances" codec:"max_instances"`
+	Concurrency  int `json:"concurrency" codec:"concurrency"`
 
-	Output     string            `json:"output,omitempty"`
-	DeadLetter string            `json:"dead_letter,omitempty"`
-	Env        map[string]string `json:"env,omitempty"`
-	Options    map[string]string `json:"options,omitempty"`
+	Output     string            `json:"output,omitempty" codec:"output,omitempty"`
+	DeadLetter string            `json:"dead_letter,omitempty" codec:"dead_letter,omitempty"`
+	Env        map[string]string `json:"env,omitempty" codec:"env,omitempty"`
+	Options    map[string]string `json:"options,omitempty" codec:"options,omitempty"`
 
+	// InputSchema and OutputSchema are the JSON Schema files of the
+	// function's input and output, located like Bundle (in a job, where
+	// their artifacts put them); empty for none.
+	InputSchema  string `json:"input_schema,omitempty" codec:"input_schema,omitempty"`
+	OutputSchema string `json:"output_schema,omitempty" codec:"output_schema,omitempty"`
+
+	// Retry is how failed stream events are retried; nil tries once.
+	Retry *RetryConfig `json:"retry,omitempty" codec:"retry,omitempty"`
+	// State turns on per-key state (docs/state.md); nil has none.
+	State *StateConfig `json:"state,omitempty" codec:"state,omitempty"`
 	// Streams are the function's stream triggers: the pool consumes each
 	// with its own consumer group.
-	Streams []StreamTrigger `json:"stream,omitempty"`
-	// Retry is how failed stream events are retried; nil tries once.
-	Retry *RetryConfig `json:"retry,omitempty"`
-	// State turns on per-key state (docs/state.md); nil has none.
-	State *StateConfig `json:"state,omitempty"`
+	Streams []StreamTrigger `json:"stream,omitempty" codec:"stream,omitempty"`
 	// Secrets are the secrets the function declares: references only.
 	// The pool's secrets.Source gives their values to this function's
 	// instances alone (docs/secrets.md).
-	Secrets []secrets.Ref `json:"secret,omitempty"`
+	Secrets []secrets.Ref `json:"secret,omitempty" codec:"secret,omitempty"`
 }
 
 // StateConfig is a function's state block.
 type StateConfig struct {
 	// Key names the field of a JSON event that selects the state, or
 	// "$key" for the record key (or the Butter-State-Key header) alone.
-	Key string `json:"key"`
+	Key string `json:"key" codec:"key"`
 	// TTL drops the state of a key not written for this long; "" or 0
 	// keeps it.
-	TTL string `json:"ttl,omitempty"`
+	TTL string `json:"ttl,omitempty" codec:"ttl,omitempty"`
 }
 
 // StateTopic is the compacted changelog topic of a function's state.
@@ -99,24 +112,28 @@ func StateTopic(project, function string) string {
 
 // StreamTrigger is one stream a function consumes.
 type StreamTrigger struct {
-	Stream string `json:"stream"` // the topic
-	Group  string `json:"group"`  // the consumer group
+	Stream string `json:"stream" codec:"stream"` // the topic
+	Group  string `json:"group" codec:"group"`   // the consumer group
 	// Offset is where a group with no committed offset starts: first,
 	// latest, an offset, or an RFC 3339 time.
-	Offset string `json:"offset"`
-	// Order is "partition" (the default: a partition's events one at a
-	// time) or "key" (different keys in parallel, each key in order).
-	Order string `json:"order,omitempty"`
+	Offset string `json:"offset" codec:"offset"`
+	// Order is "key" (different keys in parallel, each key in order), or
+	// "" or "partition" for the default: a partition's events one at a
+	// time.
+	Order string `json:"order,omitempty" codec:"order,omitempty"`
+	// Schema is the JSON Schema file of the stream's events, located like
+	// a function's InputSchema; empty for none.
+	Schema string `json:"schema,omitempty" codec:"schema,omitempty"`
 }
 
 // RetryConfig is a function's retry policy for stream events.
 type RetryConfig struct {
-	Attempts   int    `json:"attempts"`
-	Backoff    string `json:"backoff"`
-	MaxBackoff string `json:"max_backoff"`
+	Attempts   int    `json:"attempts" codec:"attempts"`
+	Backoff    string `json:"backoff" codec:"backoff"`
+	MaxBackoff string `json:"max_backoff" codec:"max_backoff"`
 }
 
-// LoadConfig reads a pool config written as JSON.
+// LoadConfig reads a pool config written as JSON, and checks it.
 func LoadConfig(path string) (*Config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -126,27 +143,68 @@ func LoadConfig(path string) (*Config, error) {
 	if err := json.Unmarshal(b, &c); err != nil {
 		return nil, fmt.Errorf("pool config %s: %w", path, err)
 	}
-	return &c, c.check()
+	return &c, c.Check()
 }
 
-func (c *Config) check() error {
+// Resolve makes the config's relative file locations (bundles, schemas)
+// relative to dir instead: the task directory in a job, the project
+// directory locally (absolute there, or as the user gave it). A function
+// without a bundle gets dir itself.
+func (c *Config) Resolve(dir string) {
+	abs := func(p string) string {
+		if p == "" || filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(dir, filepath.FromSlash(p))
+	}
+	for i := range c.Functions {
+		f := &c.Functions[i]
+		if f.Bundle == "" {
+			f.Bundle = dir
+		} else {
+			f.Bundle = abs(f.Bundle)
+		}
+		f.InputSchema = abs(f.InputSchema)
+		f.OutputSchema = abs(f.OutputSchema)
+		for j := range f.Streams {
+			f.Streams[j].Schema = abs(f.Streams[j].Schema)
+		}
+	}
+}
+
+// Check reports the first thing wrong with the config: a function name
+// empty or repeated, a duration that does not parse, instance bounds that
+// cannot hold.
+func (c *Config) Check() error {
 	seen := map[string]bool{}
+	for _, t := range c.Topics {
+		if _, err := parseDuration(t.Retention, true); err != nil {
+			return fmt.Errorf("pool config: topic %s: retention: %w", t.Name, err)
+		}
+	}
 	for _, f := range c.Functions {
 		if f.Name == "" || seen[f.Name] {
 			return fmt.Errorf("pool config: function name %q is empty or repeated", f.Name)
 		}
 		seen[f.Name] = true
-		if _, err := time.ParseDuration(f.Timeout); err != nil {
+		if _, err := parseDuration(f.Timeout, false); err != nil {
 			return fmt.Errorf("pool config: function %s: timeout: %w", f.Name, err)
 		}
 		if f.MaxInstances < 1 || f.MinInstances > f.MaxInstances {
 			return fmt.Errorf("pool config: function %s: instances min %d, max %d", f.Name, f.MinInstances, f.MaxInstances)
 		}
+		if r := f.Retry; r != nil {
+			for name, s := range map[string]string{"backoff": r.Backoff, "max_backoff": r.MaxBackoff} {
+				if _, err := parseDuration(s, true); err != nil {
+					return fmt.Errorf("pool config: function %s: retry: %s: %w", f.Name, name, err)
+				}
+			}
+		}
 		if st := f.State; st != nil {
 			if st.Key == "" {
 				return fmt.Errorf("pool config: function %s: state: empty key", f.Name)
 			}
-			if d, err := time.ParseDuration(st.TTL); st.TTL != "" && (err != nil || d < 0) {
+			if _, err := parseDuration(st.TTL, true); err != nil {
 				return fmt.Errorf("pool config: function %s: state: ttl %q is not a duration such as 720h", f.Name, st.TTL)
 			}
 		}
@@ -154,98 +212,122 @@ func (c *Config) check() error {
 	return nil
 }
 
-// LocalConfig builds the config of a pool hosting every function of a
-// project straight from its source tree, for `butter invoke --local` and
-// `butter dev`: bundles are the source directories themselves.
-func LocalConfig(p *spec.Project) *Config {
-	c := &Config{Project: p.Name, Pool: "local"}
-	for _, s := range p.Streams {
-		tc := TopicConfig{Name: jobs.Topic(p.Name, s.Name), Partitions: s.Partitions, Compact: s.Compact}
-		if s.Retention > 0 {
-			tc.Retention = s.Retention.String()
-		}
-		c.Topics = append(c.Topics, tc)
+// parseDuration is the one parser of the config's durations: a Go
+// duration string, not negative; "" is 0 where optional.
+func parseDuration(s string, optional bool) (time.Duration, error) {
+	if s == "" && optional {
+		return 0, nil
 	}
-	// Tick topics of the functions with cron triggers, as jobs renders
-	// them: the control plane's timer service produces the ticks there.
-	ticked := map[string]bool{}
-	for _, t := range jobs.Timers(p) {
-		if !ticked[t.Function] {
-			ticked[t.Function] = true
-			c.Topics = append(c.Topics, TopicConfig{Name: t.Topic, Partitions: jobs.TimerPartitions})
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, err
+	}
+	if d < 0 {
+		return 0, fmt.Errorf("%q is negative", s)
+	}
+	return d, nil
+}
+
+// duration reads a duration that Check has accepted; anything else is 0.
+func duration(s string) time.Duration {
+	d, _ := parseDuration(s, true)
+	return d
+}
+
+// LongestTimeout is the longest timeout of the config's functions: how
+// long a drain must wait for the calls in flight.
+func (c *Config) LongestTimeout() time.Duration {
+	var longest time.Duration
+	for _, f := range c.Functions {
+		longest = max(longest, duration(f.Timeout))
+	}
+	return longest
+}
+
+// HasStreams says whether the pool needs Kafka: a function consumes a
+// stream, produces an output, keeps state, or the project declares streams
+// its functions may emit to.
+func (c *Config) HasStreams() bool {
+	if len(c.Topics) > 0 {
+		return true
+	}
+	for _, f := range c.Functions {
+		if len(f.Streams) > 0 || f.Output != "" || f.State != nil {
+			return true
 		}
 	}
-	for _, f := range p.Functions {
-		if jobs.HasQueuedTrigger(f) {
-			c.Topics = append(c.Topics, TopicConfig{Name: jobs.RequestTopic(p.Name, f.Name), Partitions: jobs.RequestPartitions})
+	return false
+}
+
+// schemaSet holds the JSON Schemas a pool's functions declare, read once when
+// the pool is created: a missing or malformed schema file fails New
+// rather than a call later. They are only loaded here: checking inputs,
+// outputs and stream events against them is the events work (issue 16).
+type schemaSet struct {
+	// Input and Output are by function name.
+	Input, Output map[string]json.RawMessage
+	// Stream is by function name, then by topic.
+	Stream map[string]map[string]json.RawMessage
+}
+
+// loadSchemas reads the schema files the config names. Paths are read as
+// they are: Resolve first makes them absolute.
+func (c *Config) loadSchemas() (*schemaSet, error) {
+	s := &schemaSet{Input: map[string]json.RawMessage{}, Output: map[string]json.RawMessage{}, Stream: map[string]map[string]json.RawMessage{}}
+	cache := map[string]json.RawMessage{}
+	load := func(fn, what, path string) (json.RawMessage, error) {
+		if b, ok := cache[path]; ok {
+			return b, nil
 		}
-	}
-	if k := p.Kafka; k != nil {
-		c.Kafka = &KafkaConfig{Brokers: k.Brokers, TLS: k.TLS, SASLMechanism: k.SASLMechanism, SASLUsername: k.SASLUsername, SASLPasswordEnv: k.SASLPasswordEnv, SASLPasswordEncrypted: k.SASLPasswordEncrypted}
-	}
-	for _, f := range p.Functions {
-		fc := FunctionConfig{
-			Name: f.Name, Runtime: f.Runtime, Handler: f.Handler, Command: f.Command,
-			Timeout: f.Timeout.String(), Memory: f.Memory, CPU: f.CPU,
-			MinInstances: f.Instances.Min, MaxInstances: f.Instances.Max, Concurrency: f.Instances.Concurrency,
-			Env: f.Env, Options: f.Options,
+		b, err := readSchema(path)
+		if err != nil {
+			return nil, fmt.Errorf("function %s: %s: %w", fn, what, err)
 		}
-		switch {
-		case f.Source == "":
-			fc.Bundle = p.Dir
-		default:
-			src := filepath.Join(p.Dir, filepath.FromSlash(f.Source))
-			if fi, err := os.Stat(src); err == nil && !fi.IsDir() {
-				fc.Bundle = filepath.Dir(src)
-			} else {
-				fc.Bundle = src
+		cache[path] = b
+		return b, nil
+	}
+	for _, f := range c.Functions {
+		var err error
+		if f.InputSchema != "" {
+			if s.Input[f.Name], err = load(f.Name, "input_schema", f.InputSchema); err != nil {
+				return nil, err
 			}
 		}
-		if f.Output != nil {
-			fc.Output = jobs.Topic(p.Name, f.Output.Name)
-		}
-		if f.DeadLetter != nil {
-			fc.DeadLetter = jobs.Topic(p.Name, f.DeadLetter.Name)
-		}
-		for _, t := range f.Triggers {
-			if t.Type == spec.TriggerStream && t.Stream != nil {
-				fc.Streams = append(fc.Streams, StreamTrigger{
-					Stream: jobs.Topic(p.Name, t.Stream.Name),
-					Group:  jobs.ConsumerGroup(p.Name, f.Name, t.Stream.Name),
-					Offset: t.Offset.String(),
-					Order:  t.Order,
-				})
+		if f.OutputSchema != "" {
+			if s.Output[f.Name], err = load(f.Name, "output_schema", f.OutputSchema); err != nil {
+				return nil, err
 			}
 		}
-		if ticked[f.Name] {
-			// One tick topic per function, whatever its number of cron
-			// triggers; a new group starts from the first tick.
-			fc.Streams = append(fc.Streams, StreamTrigger{
-				Stream: jobs.TimerTopic(p.Name, f.Name),
-				Group:  jobs.TimerGroup(p.Name, f.Name),
-				Offset: string(spec.OffsetFirst),
-			})
-		}
-		if jobs.HasQueuedTrigger(f) {
-			fc.Streams = append(fc.Streams, StreamTrigger{
-				Stream: jobs.RequestTopic(p.Name, f.Name),
-				Group:  jobs.RequestGroup(p.Name, f.Name),
-				Offset: string(spec.OffsetFirst),
-			})
-		}
-		if f.Retry != nil {
-			fc.Retry = &RetryConfig{Attempts: f.Retry.Attempts, Backoff: f.Retry.Backoff.String(), MaxBackoff: f.Retry.MaxBackoff.String()}
-		}
-		for _, s := range f.Secrets {
-			fc.Secrets = append(fc.Secrets, secrets.Ref{Name: s.Name, Path: s.Path, Key: s.Key})
-		}
-		if f.State != nil {
-			fc.State = &StateConfig{Key: f.State.Key}
-			if f.State.TTL > 0 {
-				fc.State.TTL = f.State.TTL.String()
+		for _, tr := range f.Streams {
+			if tr.Schema == "" {
+				continue
 			}
+			b, err := load(f.Name, "stream "+tr.Stream+": schema", tr.Schema)
+			if err != nil {
+				return nil, err
+			}
+			if s.Stream[f.Name] == nil {
+				s.Stream[f.Name] = map[string]json.RawMessage{}
+			}
+			s.Stream[f.Name][tr.Stream] = b
 		}
-		c.Functions = append(c.Functions, fc)
 	}
-	return c
+	return s, nil
+}
+
+// readSchema reads one JSON Schema file: a JSON object, or true or false
+// (the schemas that accept everything and nothing).
+func readSchema(path string) (json.RawMessage, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read the JSON Schema: %w", err)
+	}
+	b = bytes.TrimSpace(b)
+	if !json.Valid(b) {
+		return nil, fmt.Errorf("JSON Schema %s is not valid JSON", path)
+	}
+	if b[0] != '{' && string(b) != "true" && string(b) != "false" {
+		return nil, fmt.Errorf("JSON Schema %s is neither an object nor a boolean", path)
+	}
+	return json.RawMessage(b), nil
 }

@@ -125,6 +125,10 @@ type Pool struct {
 	streamWG sync.WaitGroup
 
 	holds holder // of the invoke endpoint's held outputs (http.go)
+
+	// schemas are the functions' JSON Schemas, loaded by New; nothing
+	// checks events against them yet (issue 16).
+	schemas *schemaSet
 }
 
 // ErrUnknownFunction is returned by Invoke for a function the pool does
@@ -140,10 +144,14 @@ func New(cfg *Config, logs func(function string) io.Writer, opts ...Option) (*Po
 	if o.metrics == nil {
 		o.metrics = NewMetrics()
 	}
-	if err := cfg.check(); err != nil {
+	if err := cfg.Check(); err != nil {
 		return nil, err
 	}
-	p := &Pool{cfg: cfg, opts: o, fns: map[string]*fnPool{}}
+	schemas, err := cfg.loadSchemas()
+	if err != nil {
+		return nil, fmt.Errorf("pool config: %w", err)
+	}
+	p := &Pool{cfg: cfg, opts: o, fns: map[string]*fnPool{}, schemas: schemas}
 	var confine *sandbox.Config
 	if withSecrets := cfg.withSecrets(); len(withSecrets) > 0 {
 		if o.secrets == nil {
@@ -165,7 +173,7 @@ func New(cfg *Config, logs func(function string) io.Writer, opts ...Option) (*Po
 				return nil, fmt.Errorf("function %s: %w", fc.Name, err)
 			}
 		}
-		timeout, _ := time.ParseDuration(fc.Timeout)
+		timeout := duration(fc.Timeout)
 		var lw io.Writer = io.Discard
 		if logs != nil {
 			lw = logs(fc.Name)

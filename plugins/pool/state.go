@@ -89,7 +89,7 @@ type keyLock struct {
 }
 
 func newStateStore(fn string, sc *StateConfig, log hclog.Logger) *stateStore {
-	ttl, _ := time.ParseDuration(sc.TTL)
+	ttl := duration(sc.TTL)
 	ready := make(chan struct{})
 	close(ready)
 	return &stateStore{fn: fn, field: sc.Key, ttl: ttl, log: log, entries: map[string]*stateEntry{}, locks: map[string]*keyLock{}, ready: ready}

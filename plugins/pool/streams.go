@@ -53,9 +53,7 @@ func (p *Pool) StartStreams(ctx context.Context, kafka broker.Config) error {
 	declared := map[string]broker.Topic{}
 	for _, tc := range p.cfg.Topics {
 		t := broker.Topic{Name: tc.Name, Partitions: tc.Partitions, Compact: tc.Compact}
-		if d, err := time.ParseDuration(tc.Retention); err == nil {
-			t.Retention = d
-		}
+		t.Retention = duration(tc.Retention)
 		declared[tc.Name] = t
 	}
 	topic := func(name string, parts int) broker.Topic {
@@ -243,11 +241,11 @@ func newConsumer(p *Pool, f *fnPool, tr StreamTrigger, base []kgo.Opt) (*consume
 	c.cl = cl
 	if r := f.cfg.Retry; r != nil {
 		c.attempts = max(r.Attempts, 1)
-		if d, err := time.ParseDuration(r.Backoff); err == nil {
-			c.backoff = d
+		if r.Backoff != "" { // else the default above
+			c.backoff = duration(r.Backoff)
 		}
-		if d, err := time.ParseDuration(r.MaxBackoff); err == nil {
-			c.maxBack = d
+		if r.MaxBackoff != "" {
+			c.maxBack = duration(r.MaxBackoff)
 		}
 	}
 	if c.maxBack < c.backoff {
