@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/butterfn/butter/pipeline"
 )
 
 // maxWholeInput is the longest request body, declared by its
@@ -339,30 +341,31 @@ func (g *Gateway) Invoke(ctx context.Context, project string, steps []string, bo
 	return nil
 }
 
-// adHocSteps parses the steps of an ad-hoc pipeline and finds each
-// function's pool.
+// adHocSteps parses the steps of an ad-hoc pipeline, each "name k=v
+// ...", and finds each function's pool.
 func (g *Gateway) adHocSteps(project string, steps []string) ([]step, error) {
 	if len(steps) == 0 {
 		return nil, errors.New("no steps: name at least one function")
 	}
-	t := g.table.Load()
-	var out []step
-	for _, raw := range steps {
-		toks, err := tokenize(raw)
+	parsed := make([]pipeline.Step, len(steps))
+	for i, raw := range steps {
+		s, err := pipeline.ParseStep(raw)
 		if err != nil {
 			return nil, err
 		}
-		if len(toks) == 0 {
-			return nil, fmt.Errorf("empty step in %q", strings.Join(steps, " | "))
-		}
-		s, err := parseStep(toks)
-		if err != nil {
-			return nil, err
-		}
-		s.pool = g.poolOf(t, project, s.function)
-		out = append(out, s)
+		parsed[i] = s
 	}
-	return out, nil
+	return g.place(project, parsed), nil
+}
+
+// place finds the pool of each step's function.
+func (g *Gateway) place(project string, steps []pipeline.Step) []step {
+	t := g.table.Load()
+	out := make([]step, len(steps))
+	for i, s := range steps {
+		out[i] = step{function: s.Function, options: s.Options, pool: g.poolOf(t, project, s.Function)}
+	}
+	return out
 }
 
 // poolOf finds the pool hosting a function: WithPlacement's answer, else
@@ -406,10 +409,13 @@ func (g *Gateway) serveAdHoc(w http.ResponseWriter, r *http.Request) {
 		pattern: "POST /v1/invoke/{project}",
 		adhoc:   true,
 	}
-	steps, err := ParsePipeline(spec)
+	steps, err := pipeline.Parse(spec)
 	if err == nil {
-		rt.Pipeline = steps
-		rt.steps, err = g.adHocSteps(project, steps)
+		rt.steps = g.place(project, steps)
+		rt.Pipeline = make([]string, len(steps))
+		for i, s := range steps {
+			rt.Pipeline[i] = s.String()
+		}
 	}
 	if spec == "" {
 		err = errors.New("name the steps in a Butter-Pipeline header (or ?pipeline=): `sed e=s/a/b/ | to-upper`")
