@@ -38,10 +38,10 @@ func TestRunPipeline(t *testing.T) {
 	if out, err := run(`sed e="s/hate/love it or/" | tr`, "I hate this\n"); err != nil || out != "I LOVE IT OR THIS\n" {
 		t.Errorf("sed | tr: %q %v", out, err)
 	}
-	// 8 MiB, more than every pipe buffer on the way, through three steps.
-	big := strings.Repeat("butter ", (8<<20)/7)
+	// 1 MiB, more than every pipe buffer on the way, through three steps.
+	big := strings.Repeat("butter ", (1<<20)/7)
 	if out, err := run("cat | cat | tr", big); err != nil || out != strings.ToUpper(big) {
-		t.Errorf("8 MiB through cat | cat | tr: %d bytes back, %v", len(out), err)
+		t.Errorf("1 MiB through cat | cat | tr: %d bytes back, %v", len(out), err)
 	}
 
 	_, err := run("cat | fail | tr", "x\n")
