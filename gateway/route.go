@@ -107,15 +107,11 @@ func RequestTopic(project, function string) string {
 	return project + "." + function + ".requests"
 }
 
-// step is one function call of a route.
+// step is one function call of a route: a step of package pipeline's
+// grammar, and the pool hosting its function.
 type step struct {
-	function string
-	pool     string
-	options  map[string]string
-}
-
-func (s step) String() string {
-	return pipeline.Step{Function: s.function, Options: s.options}.String()
+	pipeline.Step
+	pool string
 }
 
 // route is a Route ready to serve.
@@ -175,7 +171,7 @@ func parseStep(text string) (step, error) {
 	if err != nil {
 		return step{}, err
 	}
-	return step{function: ps.Function, options: ps.Options}, nil
+	return step{Step: ps}, nil
 }
 
 // compile checks a route and prepares it. Every problem is reported, each
@@ -210,7 +206,7 @@ func (g *Gateway) compile(in Route) (*route, error) {
 		if !pipeline.ValidName(r.Function) {
 			bad("function %q: a function name is letters, digits, '-' and '_'", r.Function)
 		}
-		r.steps = []step{{function: r.Function, pool: r.Pool}}
+		r.steps = []step{{Step: pipeline.Step{Function: r.Function}, pool: r.Pool}}
 	case len(r.Pipeline) > 0:
 		for _, s := range r.Pipeline {
 			st, err := parseStep(s)
@@ -219,7 +215,7 @@ func (g *Gateway) compile(in Route) (*route, error) {
 				continue
 			}
 			st.pool = r.Pool
-			if p := r.Pools[st.function]; p != "" {
+			if p := r.Pools[st.Function]; p != "" {
 				st.pool = p
 			}
 			r.steps = append(r.steps, st)
