@@ -55,7 +55,8 @@ type Route struct {
 
 	// Function is the function called. Pipeline, instead, lists the
 	// steps of a pipeline, each a function name optionally followed by
-	// options: "sed e=s/hate/love/". Values with spaces are quoted as Go
+	// options: "sed e=s/hate/love/", in package pipeline's grammar
+	// (pipeline.ParseStep). Values with blanks or "|" are quoted as Go
 	// strings: `sed e="s/a b/c/"`.
 	Function string   `json:"function,omitempty"`
 	Pipeline []string `json:"pipeline,omitempty"`
