@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/butterfn/butter/pipeline"
 )
 
 // maxWholeInput is the longest request body, declared by its
@@ -66,7 +68,7 @@ func (c *chain) run(ctx context.Context) (*http.Response, error) {
 		if ctype != "" {
 			hdr.Set("Content-Type", ctype)
 		}
-		for k, v := range s.options {
+		for k, v := range s.Options {
 			hdr.Set(headerOptionPrefix+k, v)
 		}
 		if !c.deadline.IsZero() {
@@ -141,11 +143,11 @@ func (c *chain) failure(ctx context.Context, readErr error) *CallError {
 // midway classifies a step's output that broke off.
 func (c *chain) midway(ctx context.Context, i int, err error) *CallError {
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		e := callError(http.StatusGatewayTimeout, "Timeout", "the route's deadline passed while %s was streaming its output", c.steps[i].function)
+		e := callError(http.StatusGatewayTimeout, "Timeout", "the route's deadline passed while %s was streaming its output", c.steps[i].Function)
 		e.Step = i
 		return e
 	}
-	e := callError(http.StatusBadGateway, "InstanceFailed", "the output of %s broke off: %v", c.steps[i].function, err)
+	e := callError(http.StatusBadGateway, "InstanceFailed", "the output of %s broke off: %v", c.steps[i].Function, err)
 	e.Step = i
 	return e
 }
@@ -163,11 +165,11 @@ func (c *chain) classify(ctx context.Context, i int, err error) *CallError {
 	s := c.steps[i]
 	switch {
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
-		ce = callError(http.StatusGatewayTimeout, "Timeout", "the route's deadline passed before %s answered", s.function)
+		ce = callError(http.StatusGatewayTimeout, "Timeout", "the route's deadline passed before %s answered", s.Function)
 	case errors.Is(ctx.Err(), context.Canceled):
-		ce = callError(http.StatusBadGateway, "Canceled", "the call to %s was cancelled: the client went away", s.function)
+		ce = callError(http.StatusBadGateway, "Canceled", "the call to %s was cancelled: the client went away", s.Function)
 	default:
-		ce = callError(http.StatusBadGateway, "InstanceFailed", "the call to %s on pool %q failed after it was sent (not retried): %v", s.function, s.pool, err)
+		ce = callError(http.StatusBadGateway, "InstanceFailed", "the call to %s on pool %q failed after it was sent (not retried): %v", s.Function, s.pool, err)
 	}
 	ce.Step = i
 	return ce
@@ -178,7 +180,7 @@ func (c *chain) describe(e *CallError) string {
 	if len(c.steps) < 2 || e.Step < 0 || e.Step >= len(c.steps) {
 		return e.Message
 	}
-	return fmt.Sprintf("step %d of %d (%s): %s", e.Step+1, len(c.steps), c.steps[e.Step].function, e.Message)
+	return fmt.Sprintf("step %d of %d (%s): %s", e.Step+1, len(c.steps), c.steps[e.Step].Function, e.Message)
 }
 
 // stepOutput is a step's output read as the next step's input. A failure
@@ -339,30 +341,31 @@ func (g *Gateway) Invoke(ctx context.Context, project string, steps []string, bo
 	return nil
 }
 
-// adHocSteps parses the steps of an ad-hoc pipeline and finds each
-// function's pool.
+// adHocSteps parses the steps of an ad-hoc pipeline, each "name k=v
+// ...", and finds each function's pool.
 func (g *Gateway) adHocSteps(project string, steps []string) ([]step, error) {
 	if len(steps) == 0 {
 		return nil, errors.New("no steps: name at least one function")
 	}
-	t := g.table.Load()
-	var out []step
-	for _, raw := range steps {
-		toks, err := tokenize(raw)
+	parsed := make([]pipeline.Step, len(steps))
+	for i, raw := range steps {
+		s, err := pipeline.ParseStep(raw)
 		if err != nil {
 			return nil, err
 		}
-		if len(toks) == 0 {
-			return nil, fmt.Errorf("empty step in %q", strings.Join(steps, " | "))
-		}
-		s, err := parseStep(toks)
-		if err != nil {
-			return nil, err
-		}
-		s.pool = g.poolOf(t, project, s.function)
-		out = append(out, s)
+		parsed[i] = s
 	}
-	return out, nil
+	return g.place(project, parsed), nil
+}
+
+// place finds the pool of each step's function.
+func (g *Gateway) place(project string, steps []pipeline.Step) []step {
+	t := g.table.Load()
+	out := make([]step, len(steps))
+	for i, s := range steps {
+		out[i] = step{Step: s, pool: g.poolOf(t, project, s.Function)}
+	}
+	return out
 }
 
 // poolOf finds the pool hosting a function: WithPlacement's answer, else
@@ -378,7 +381,7 @@ func (g *Gateway) poolOf(t *table, project, function string) string {
 			continue
 		}
 		for _, s := range r.steps {
-			if s.function == function {
+			if s.Function == function {
 				return s.pool
 			}
 		}
@@ -406,10 +409,13 @@ func (g *Gateway) serveAdHoc(w http.ResponseWriter, r *http.Request) {
 		pattern: "POST /v1/invoke/{project}",
 		adhoc:   true,
 	}
-	steps, err := ParsePipeline(spec)
+	steps, err := pipeline.Parse(spec)
 	if err == nil {
-		rt.Pipeline = steps
-		rt.steps, err = g.adHocSteps(project, steps)
+		rt.steps = g.place(project, steps)
+		rt.Pipeline = make([]string, len(steps))
+		for i, s := range steps {
+			rt.Pipeline[i] = s.String()
+		}
 	}
 	if spec == "" {
 		err = errors.New("name the steps in a Butter-Pipeline header (or ?pipeline=): `sed e=s/a/b/ | to-upper`")

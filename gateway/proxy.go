@@ -30,7 +30,7 @@ func (g *Gateway) forward(ctx context.Context, project string, s step, hdr http.
 	if len(eps) == 0 {
 		return nil, callError(http.StatusServiceUnavailable, "Unavailable",
 			"no endpoint of pool %q of project %q is known, so function %s cannot be reached: is the pool running (nomad job status %s)?",
-			s.pool, project, s.function, "butter-"+project)
+			s.pool, project, s.Function, "butter-"+project)
 	}
 	tried := map[string]bool{}
 	var lastErr error
@@ -40,7 +40,7 @@ func (g *Gateway) forward(ctx context.Context, project string, s step, hdr http.
 			return nil, callError(http.StatusServiceUnavailable, "Unavailable",
 				"could not connect to any of the %d endpoints of pool %q of project %q (last: %v)", len(eps), s.pool, project, lastErr)
 		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/v1/invoke/"+url.PathEscape(s.function), nil)
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/v1/invoke/"+url.PathEscape(s.Function), nil)
 		if err != nil {
 			g.lb.release(addr)
 			return nil, err

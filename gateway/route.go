@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"net/http"
-	"sort"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -13,6 +12,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
+
+	"github.com/butterfn/butter/pipeline"
 )
 
 // The modes of a route.
@@ -54,7 +55,8 @@ type Route struct {
 
 	// Function is the function called. Pipeline, instead, lists the
 	// steps of a pipeline, each a function name optionally followed by
-	// options: "sed e=s/hate/love/". Values with spaces are quoted as Go
+	// options: "sed e=s/hate/love/", in package pipeline's grammar
+	// (pipeline.ParseStep). Values with blanks or "|" are quoted as Go
 	// strings: `sed e="s/a b/c/"`.
 	Function string   `json:"function,omitempty"`
 	Pipeline []string `json:"pipeline,omitempty"`
@@ -106,32 +108,11 @@ func RequestTopic(project, function string) string {
 	return project + "." + function + ".requests"
 }
 
-// step is one function call of a route.
+// step is one function call of a route: a step of package pipeline's
+// grammar, and the pool hosting its function.
 type step struct {
-	function string
-	pool     string
-	options  map[string]string
-}
-
-func (s step) String() string {
-	if len(s.options) == 0 {
-		return s.function
-	}
-	keys := make([]string, 0, len(s.options))
-	for k := range s.options {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var b strings.Builder
-	b.WriteString(s.function)
-	for _, k := range keys {
-		v := s.options[k]
-		if strings.ContainsAny(v, " \t\"|") || v == "" {
-			v = strconv.Quote(v)
-		}
-		fmt.Fprintf(&b, " %s=%s", k, v)
-	}
-	return b.String()
+	pipeline.Step
+	pool string
 }
 
 // route is a Route ready to serve.
@@ -184,121 +165,14 @@ func (r *route) target() string {
 	return strings.Join(names, " | ")
 }
 
-// ParsePipeline reads "a | b k=v | c" into its steps, each a function
-// name and its options, as Route.Pipeline holds them.
-func ParsePipeline(s string) ([]string, error) {
-	toks, err := tokenize(s)
+// parseStep reads one step of a route, "name k=v ...", with package
+// pipeline's grammar.
+func parseStep(text string) (step, error) {
+	ps, err := pipeline.ParseStep(text)
 	if err != nil {
-		return nil, err
+		return step{}, err
 	}
-	var out []string
-	var cur []string
-	flush := func() error {
-		if len(cur) == 0 {
-			return errors.New("empty step: write steps as `a | b`, each a function name")
-		}
-		st, err := parseStep(cur)
-		if err != nil {
-			return err
-		}
-		out = append(out, st.String())
-		cur = nil
-		return nil
-	}
-	for _, t := range toks {
-		if t == "|" {
-			if err := flush(); err != nil {
-				return nil, err
-			}
-			continue
-		}
-		cur = append(cur, t)
-	}
-	if err := flush(); err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-// tokenize splits on blanks, keeps "|" as its own token and reads
-// double-quoted Go strings (after "key=") as one value.
-func tokenize(s string) ([]string, error) {
-	var toks []string
-	var cur strings.Builder
-	in := false
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '"':
-			// A quoted value runs to the matching quote, escapes included.
-			j := i + 1
-			for ; j < len(s) && s[j] != '"'; j++ {
-				if s[j] == '\\' {
-					j++
-				}
-			}
-			if j >= len(s) {
-				return nil, fmt.Errorf("unterminated quote in %q", s)
-			}
-			v, err := strconv.Unquote(s[i : j+1])
-			if err != nil {
-				return nil, fmt.Errorf("bad quoted value %s: %v", s[i:j+1], err)
-			}
-			cur.WriteString(v)
-			in = true
-			i = j
-		case c == ' ' || c == '\t' || c == '\n':
-			if in {
-				toks = append(toks, cur.String())
-				cur.Reset()
-				in = false
-			}
-		case c == '|':
-			if in {
-				toks = append(toks, cur.String())
-				cur.Reset()
-				in = false
-			}
-			toks = append(toks, "|")
-		default:
-			cur.WriteByte(c)
-			in = true
-		}
-	}
-	if in {
-		toks = append(toks, cur.String())
-	}
-	return toks, nil
-}
-
-func parseStep(toks []string) (step, error) {
-	s := step{function: toks[0]}
-	if !validName(s.function) {
-		return s, fmt.Errorf("step %q: a function name is letters, digits, '-' and '_'", strings.Join(toks, " "))
-	}
-	for _, t := range toks[1:] {
-		k, v, ok := strings.Cut(t, "=")
-		if !ok || !validName(k) {
-			return s, fmt.Errorf("step %q: option %q is not name=value", strings.Join(toks, " "), t)
-		}
-		if s.options == nil {
-			s.options = map[string]string{}
-		}
-		s.options[strings.ToLower(k)] = v
-	}
-	return s, nil
-}
-
-func validName(s string) bool {
-	if s == "" || len(s) > 128 {
-		return false
-	}
-	for _, c := range s {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
+	return step{Step: ps}, nil
 }
 
 // compile checks a route and prepares it. Every problem is reported, each
@@ -330,27 +204,19 @@ func (g *Gateway) compile(in Route) (*route, error) {
 	case r.Function != "" && len(r.Pipeline) > 0:
 		bad("both function %q and a pipeline: set one", r.Function)
 	case r.Function != "":
-		if !validName(r.Function) {
+		if !pipeline.ValidName(r.Function) {
 			bad("function %q: a function name is letters, digits, '-' and '_'", r.Function)
 		}
-		r.steps = []step{{function: r.Function, pool: r.Pool}}
+		r.steps = []step{{Step: pipeline.Step{Function: r.Function}, pool: r.Pool}}
 	case len(r.Pipeline) > 0:
 		for _, s := range r.Pipeline {
-			toks, err := tokenize(s)
-			if err == nil && len(toks) == 0 {
-				err = errors.New("empty step")
-			}
-			if err != nil {
-				bad("pipeline step %q: %v", s, err)
-				continue
-			}
-			st, err := parseStep(toks)
+			st, err := parseStep(s)
 			if err != nil {
 				bad("pipeline: %v", err)
 				continue
 			}
 			st.pool = r.Pool
-			if p := r.Pools[st.function]; p != "" {
+			if p := r.Pools[st.Function]; p != "" {
 				st.pool = p
 			}
 			r.steps = append(r.steps, st)

@@ -7,11 +7,11 @@ package routes
 
 import (
 	"sort"
-	"strconv"
 	"strings"
 
 	"github.com/butterfn/butter/gateway"
 	"github.com/butterfn/butter/hcl/spec"
+	"github.com/butterfn/butter/pipeline"
 )
 
 // FromSpec returns the routes of every http trigger in the project.
@@ -83,22 +83,9 @@ func Flatten(pl *spec.Pipeline) (steps []string, pools map[string]string) {
 	return steps, pools
 }
 
+// stepString writes a step in package pipeline's grammar.
 func stepString(fn string, opts map[string]string) string {
-	keys := make([]string, 0, len(opts))
-	for k := range opts {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var b strings.Builder
-	b.WriteString(fn)
-	for _, k := range keys {
-		v := opts[k]
-		if v == "" || strings.ContainsAny(v, " \t\"|") {
-			v = strconv.Quote(v)
-		}
-		b.WriteString(" " + k + "=" + v)
-	}
-	return b.String()
+	return pipeline.Step{Function: fn, Options: opts}.String()
 }
 
 func stepFunction(step string) string {

@@ -20,6 +20,7 @@ import (
 	"github.com/butterfn/butter/gateway"
 	"github.com/butterfn/butter/hcl/spec"
 	"github.com/butterfn/butter/jobs"
+	"github.com/butterfn/butter/pipeline"
 	"github.com/butterfn/butter/plugins/pool"
 	"github.com/butterfn/butter/plugins/runtime"
 	"github.com/butterfn/butter/sandbox"
@@ -51,6 +52,9 @@ Usage: butter invoke [options] <function | "a | b | c">
       echo "I hate this" | butter invoke -local examples/pipeline "sed | to-upper"
       echo "I hate this" | butter invoke -local examples/pipeline "sed e=s/hate/like/ | to-upper"
 
+  An option is name=value; a value with blanks or | is quoted as a Go
+  string: 'sed e="s/hate/really like/" | to-upper'.
+
   A pipeline declared in the spec can be named too: butter invoke -local . shout
 
   Exit status: 0 on success, 1 when a step fails (the error, with its type,
@@ -71,63 +75,6 @@ Options:
   -api-key=<key>
     An API key of the project. Default: $BUTTER_API_KEY. butter dev needs none.
 `)
-}
-
-// step is one parsed pipeline step.
-type step struct {
-	function string
-	options  map[string]string
-}
-
-// parsePipeline parses `a k=v | b`. Names of pipelines declared in the
-// project expand into their steps.
-func parsePipeline(expr string, proj *spec.Project) ([]step, error) {
-	var out []step
-	for _, part := range strings.Split(expr, "|") {
-		fields := strings.Fields(part)
-		if len(fields) == 0 {
-			return nil, fmt.Errorf("empty step in %q", expr)
-		}
-		s := step{function: fields[0], options: map[string]string{}}
-		for _, kv := range fields[1:] {
-			k, v, ok := strings.Cut(kv, "=")
-			if !ok || k == "" {
-				return nil, fmt.Errorf("step %q: option %q is not name=value", fields[0], kv)
-			}
-			s.options[k] = v
-		}
-		if pl := proj.Pipeline(s.function); pl != nil {
-			if len(s.options) > 0 {
-				return nil, fmt.Errorf("step %q is a pipeline; options go on its functions", s.function)
-			}
-			out = append(out, expand(pl)...)
-			continue
-		}
-		if proj.Function(s.function) == nil {
-			names := make([]string, 0)
-			for _, f := range proj.Functions {
-				names = append(names, f.Name)
-			}
-			for _, p := range proj.Pipelines {
-				names = append(names, p.Name)
-			}
-			return nil, fmt.Errorf("no function or pipeline %q in project %s (it has: %s)", s.function, proj.Name, strings.Join(names, ", "))
-		}
-		out = append(out, s)
-	}
-	return out, nil
-}
-
-func expand(pl *spec.Pipeline) []step {
-	var out []step
-	for _, st := range pl.Steps {
-		if st.Pipeline != nil {
-			out = append(out, expand(st.Pipeline)...)
-			continue
-		}
-		out = append(out, step{function: st.Function.Name, options: st.Options})
-	}
-	return out
 }
 
 func (c *invokeCommand) Run(args []string) int {
@@ -157,7 +104,10 @@ func (c *invokeCommand) Run(args []string) int {
 	if err := rep.WriteText(os.Stderr); err != nil || proj == nil {
 		return exitInvalid
 	}
-	steps, err := parsePipeline(expr, proj)
+	steps, err := pipeline.Parse(expr)
+	if err == nil {
+		steps, err = pipeline.Resolve(proj, steps)
+	}
 	if err != nil {
 		return usageError(c.ui, c.Help(), err, nil, 2)
 	}
@@ -200,60 +150,11 @@ func (c *invokeCommand) Run(args []string) int {
 		c.ui.Error("Error: " + err.Error())
 	}
 	defer p.Stop()
-	if err := runSteps(ctx, p, steps, os.Stdin, os.Stdout); err != nil {
+	if err := p.RunPipeline(ctx, steps, os.Stdin, os.Stdout); err != nil {
 		c.ui.Error("Error: " + err.Error())
 		return exitInvalid
 	}
 	return exitOK
-}
-
-// runSteps streams input through the steps, each step's output piped into
-// the next one's input, all running at once.
-func runSteps(ctx context.Context, p *pool.Pool, steps []step, in io.Reader, out io.Writer) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errs := make(chan error, len(steps))
-	for i, s := range steps {
-		var next io.Reader
-		var w io.Writer = out
-		var pw *io.PipeWriter
-		if i < len(steps)-1 {
-			var pr *io.PipeReader
-			pr, pw = io.Pipe()
-			next, w = pr, pw
-		}
-		go func(i int, s step, in io.Reader, w io.Writer, pw *io.PipeWriter) {
-			err := p.Invoke(ctx, s.function, &pool.Call{Input: in, Output: w, Options: s.options})
-			if err != nil {
-				err = fmt.Errorf("step %d (%s): %w", i+1, s.function, err)
-				cancel()
-			}
-			if pw != nil {
-				pw.CloseWithError(err)
-			}
-			// Drain what the previous step still sends, so it can finish.
-			if r, ok := in.(*io.PipeReader); ok {
-				r.CloseWithError(errors.New("the next step finished"))
-			}
-			errs <- err
-		}(i, s, in, w, pw)
-		in = next
-	}
-	// Report the step that failed first, not the steps it cancelled.
-	var first, cause error
-	for range steps {
-		err := <-errs
-		if err != nil && first == nil {
-			first = err
-		}
-		if err != nil && cause == nil && !errors.Is(err, context.Canceled) {
-			cause = err
-		}
-	}
-	if cause != nil {
-		return cause
-	}
-	return first
 }
 
 // lineWriter tags each line a function logs with the function's name.
@@ -295,6 +196,10 @@ func (l *lineWriter) Close() error {
 
 // remote invokes through a running platform's gateway.
 func (c *invokeCommand) remote(expr, gw, project, apiKey string) int {
+	steps, err := pipeline.Parse(expr)
+	if err != nil {
+		return usageError(c.ui, c.Help(), err, nil, 2)
+	}
 	if gw == "" {
 		gw = or(os.Getenv("BUTTER_GATEWAY"), "http://127.0.0.1:8080")
 	}
@@ -313,7 +218,7 @@ func (c *invokeCommand) remote(expr, gw, project, apiKey string) int {
 		c.ui.Error("Error: " + err.Error())
 		return exitInvalid
 	}
-	req.Header.Set(gateway.HeaderPipeline, expr)
+	req.Header.Set(gateway.HeaderPipeline, pipeline.Format(steps))
 	if apiKey != "" {
 		req.Header.Set("Authorization", "Bearer "+apiKey)
 	}

@@ -81,6 +81,7 @@ func TestInvokeLocalPipelines(t *testing.T) {
 		{"a pipeline of the spec by name", "examples/pipeline", "shout", "I hate this\n", "I LOVE THIS\n"},
 		{"one function with its default options", "examples/pipeline", "sed", "I hate this\n", "I love this\n"},
 		{"a pipeline step followed by a function", "examples/pipeline", "shout | sed e=s/LOVE/ADORE/", "I hate this\n", "I ADORE THIS\n"},
+		{"a quoted option with blanks and a bar", "examples/pipeline", `sed e="s/hate/really | like/" | to-upper`, "I hate this\n", "I REALLY | LIKE THIS\n"},
 		{"three runtimes in one pipeline", "examples/hello", "echo-node | echo-python | echo-exec", "three runtimes\n", "three runtimes\n"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -142,6 +143,10 @@ function "boom" {
 			[]string{`"nope"`, "sed, to-upper, shout"}},
 		{"unknown function in a pipeline", []string{"invoke", "-local", "examples/pipeline", "sed | nope"}, 2,
 			[]string{`"nope"`, "sed, to-upper, shout"}},
+		{"a misspelt function", []string{"invoke", "-local", "examples/pipeline", "sed | to-uper"}, 2,
+			[]string{`"to-uper"`, `did you mean "to-upper"?`}},
+		{"an unterminated quote", []string{"invoke", "-local", "examples/pipeline", `sed e="s/a/b/`}, 2,
+			[]string{"unterminated quote"}},
 		{"malformed option", []string{"invoke", "-local", "examples/pipeline", "sed e"}, 2,
 			[]string{`option "e" is not name=value`}},
 		{"empty step", []string{"invoke", "-local", "examples/pipeline", "sed | "}, 2,

@@ -1,0 +1,67 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/butterfn/butter/pipeline"
+)
+
+// RunPipeline streams in through steps, functions of this pool, each
+// step's output piped into the next one's input, all running at once; the
+// last step's output goes to out as it streams. `butter invoke -local`
+// runs pipelines with it.
+//
+// A step that fails cancels the others. The error names the step that
+// failed first, "step 2 (sed): ...", not the steps it cancelled.
+func (p *Pool) RunPipeline(ctx context.Context, steps []pipeline.Step, in io.Reader, out io.Writer) error {
+	if len(steps) == 0 {
+		return errors.New("a pipeline needs at least one step")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, len(steps))
+	for i, s := range steps {
+		var next io.Reader
+		var w io.Writer = out
+		var pw *io.PipeWriter
+		if i < len(steps)-1 {
+			var pr *io.PipeReader
+			pr, pw = io.Pipe()
+			next, w = pr, pw
+		}
+		go func(i int, s pipeline.Step, in io.Reader, w io.Writer, pw *io.PipeWriter) {
+			err := p.Invoke(ctx, s.Function, &Call{Input: in, Output: w, Options: s.Options})
+			if err != nil {
+				err = fmt.Errorf("step %d (%s): %w", i+1, s.Function, err)
+				cancel()
+			}
+			if pw != nil {
+				pw.CloseWithError(err)
+			}
+			// Drain what the previous step still sends, so it can finish.
+			if r, ok := in.(*io.PipeReader); ok {
+				r.CloseWithError(errors.New("the next step finished"))
+			}
+			errs <- err
+		}(i, s, in, w, pw)
+		in = next
+	}
+	// Report the step that failed first, not the steps it cancelled.
+	var first, cause error
+	for range steps {
+		err := <-errs
+		if err != nil && first == nil {
+			first = err
+		}
+		if err != nil && cause == nil && !errors.Is(err, context.Canceled) {
+			cause = err
+		}
+	}
+	if cause != nil {
+		return cause
+	}
+	return first
+}
