@@ -1,4 +1,4 @@
-package main_test
+package server
 
 import (
 	"bytes"
@@ -15,9 +15,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/butterfn/butter/bench/harness"
-	"github.com/butterfn/butter/internal/nomadtest"
 	"github.com/hashicorp/nomad/api"
+
+	"github.com/butterfn/butter/bench/harness"
+	"github.com/butterfn/butter/e2e/e2etest"
+	"github.com/butterfn/butter/internal/nomadtest"
 )
 
 // benchProject is the project BenchmarkDeploy deploys: one Node function
@@ -92,7 +94,7 @@ type benchProc struct {
 
 func benchStart(b *testing.B, args ...string) *benchProc {
 	b.Helper()
-	p := &benchProc{args: args, cmd: exec.Command(butterBin, args...), out: &benchLog{}, done: make(chan error, 1)}
+	p := &benchProc{args: args, cmd: exec.Command(e2etest.Bin(), args...), out: &benchLog{}, done: make(chan error, 1)}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := p.cmd.Start(); err != nil {
@@ -180,7 +182,7 @@ func BenchmarkDeploy(b *testing.B) {
 		dir := benchWriteProject(b, "v1")
 		var lat harness.Latencies
 		for b.Loop() {
-			cmd := exec.Command(butterBin, "invoke", "-local", dir, "greet")
+			cmd := exec.Command(e2etest.Bin(), "invoke", "-local", dir, "greet")
 			cmd.Stdin = strings.NewReader("x")
 			t := time.Now()
 			out, err := cmd.Output()
@@ -229,8 +231,7 @@ func BenchmarkDeploy(b *testing.B) {
 // benchDeployNomad runs the nomad variant of BenchmarkDeploy.
 func benchDeployNomad(b *testing.B) {
 	nomadtest.Binary(b) // skips, or fails under BUTTER_REQUIRE_NOMAD, when missing
-	root := nomadtest.RepoRoot(b)
-	pluginDir := buildPlugin(b, root)
+	pluginDir := e2etest.PluginDir()
 	agent := nomadtest.StartWith(b, nomadtest.Options{
 		PluginDir: pluginDir,
 		HCL: fmt.Sprintf(`
@@ -239,7 +240,7 @@ plugin "nomad-driver-butter" {
     butter_path = %q
   }
 }
-`, butterBin),
+`, e2etest.Bin()),
 		NodeReady: func(n *api.Node) bool {
 			d := n.Drivers["butter"]
 			return d != nil && d.Healthy
@@ -257,7 +258,7 @@ plugin "nomad-driver-butter" {
 	deploy := func(v string) (serving, healthy time.Duration) {
 		benchWriteGreet(b, dir, v)
 		t := time.Now()
-		cmd := exec.Command(butterBin, "deploy", "-address", "http://"+serverAddr, "-timeout", "5m", dir)
+		cmd := exec.Command(e2etest.Bin(), "deploy", "-address", "http://"+serverAddr, "-timeout", "5m", dir)
 		var out benchLog
 		cmd.Stdout, cmd.Stderr = &out, &out
 		if err := cmd.Start(); err != nil {
