@@ -53,7 +53,7 @@ const holderJS = `exports.handle = async () =>
 // error code.
 const neighbourJS = `const fs = require('fs');
 function attempt(f) {
-  try { return {ok: String(f())}; } catch (e) { return {code: e.Code || String(e)}; }
+  try { return {ok: String(f())}; } catch (e) { return {code: e.code || String(e)}; }
 }
 exports.handle = async (input) => {
   const q = JSON.parse(input.toString());

@@ -204,11 +204,13 @@ func removeStale(checkout, keep string) {
 	}
 }
 
-// sourceKey hashes what the binaries are built from: every file under
-// root but for test files, dot directories, bin/, bench/raw/, e2e/ and
-// node_modules (Go reads none of them for a build), with the Go toolchain and its build
-// settings. A file that does not matter only costs a rebuild when it
-// changes; one that matters is never left out.
+// sourceKey hashes what the binaries are built from, with the Go
+// toolchain and its build settings: go.mod, go.sum and every file a
+// package can read, that is every file in or below a directory holding
+// Go code (go:embed reaches no higher), but for *_test.go files, dot
+// directories, bin/, e2e/ and node_modules. A file hashed that does not
+// matter only costs a rebuild when it changes; one that matters is never
+// left out.
 func sourceKey(root string) (string, error) {
 	h := sha256.New()
 	env, err := exec.Command("go", "env", "GOVERSION", "GOOS", "GOARCH", "GOAMD64", "GOEXPERIMENT", "GOFLAGS", "CGO_ENABLED").Output()
@@ -216,6 +218,8 @@ func sourceKey(root string) (string, error) {
 		return "", fmt.Errorf("go env: %w", err)
 	}
 	h.Write(env)
+	var files []string
+	code := map[string]bool{} // directories holding Go code
 	err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -223,7 +227,7 @@ func sourceKey(root string) (string, error) {
 		rel, _ := filepath.Rel(root, path)
 		name := d.Name()
 		if d.IsDir() {
-			if path != root && (strings.HasPrefix(name, ".") || name == "node_modules" || name == "__pycache__" || rel == "bin" || rel == "e2e" || rel == filepath.Join("bench", "raw")) {
+			if path != root && (strings.HasPrefix(name, ".") || name == "node_modules" || name == "__pycache__" || rel == "bin" || rel == "e2e") {
 				return filepath.SkipDir
 			}
 			return nil
@@ -231,18 +235,47 @@ func sourceKey(root string) (string, error) {
 		if !d.Type().IsRegular() || strings.HasSuffix(name, "_test.go") {
 			return nil
 		}
-		f, err := os.Open(path)
-		if err != nil {
-			return err
+		if strings.HasSuffix(name, ".go") {
+			code[filepath.Dir(rel)] = true
 		}
-		defer f.Close()
-		fmt.Fprintf(h, "%s\x00", rel)
-		size, err := io.Copy(h, f)
-		fmt.Fprintf(h, "\x00%d\x00", size)
-		return err
+		files = append(files, rel)
+		return nil
 	})
 	if err != nil {
 		return "", err
 	}
+	for _, rel := range files {
+		if !readable(rel, code) {
+			continue
+		}
+		f, err := os.Open(filepath.Join(root, rel))
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(h, "%s\x00", rel)
+		size, err := io.Copy(h, f)
+		f.Close()
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(h, "\x00%d\x00", size)
+	}
 	return hex.EncodeToString(h.Sum(nil)[:12]), nil
+}
+
+// readable reports whether a build may read the file rel: a module file,
+// or a file in or below a directory holding Go code.
+func readable(rel string, code map[string]bool) bool {
+	switch filepath.Base(rel) {
+	case "go.mod", "go.sum", "go.work", "go.work.sum":
+		return true
+	}
+	for dir := filepath.Dir(rel); ; dir = filepath.Dir(dir) {
+		if code[dir] {
+			return true
+		}
+		if dir == "." {
+			return false
+		}
+	}
 }

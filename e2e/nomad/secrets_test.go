@@ -41,7 +41,7 @@ exports.handle = async (input, ctx) => {
       try {
         const st = fs.statSync(q.path);
         return st.isDirectory() ? 'dir: ' + fs.readdirSync(q.path).join(',') : fs.readFileSync(q.path, 'utf8');
-      } catch (e) { return 'error: ' + e.Code; }
+      } catch (e) { return 'error: ' + e.code; }
     case 'emit':
       await ctx.emit('audit', JSON.stringify({ from: process.env.BUTTER_FUNCTION, has_db: Boolean(process.env.DB_PASSWORD) }));
       return 'emitted';
@@ -323,7 +323,7 @@ vault {
 	putDB(second)
 	t.Cleanup(func() {
 		if t.Failed() {
-			b, err := os.ReadFile(filepath.Join(allocDir, "logs", "pool.Stderr.0"))
+			b, err := os.ReadFile(filepath.Join(allocDir, "logs", "pool.stderr.0"))
 			t.Logf("the pool's log (%v, tail):\n%s", err, e2etest.Tail(string(b), 4000))
 			b, err = os.ReadFile(rendered)
 			t.Logf("the rendered holder.json now (%v): %s", err, bytes.ReplaceAll(bytes.ReplaceAll(b, []byte(first), []byte("<first>")), []byte(second), []byte("<second>")))
@@ -381,7 +381,7 @@ vault {
 		t.Fatalf("the holder's emits are not in the topics: the record search cannot tell anything")
 	}
 	var poolLogs []byte
-	for _, name := range []string{"pool.Stdout.0", "pool.Stderr.0"} {
+	for _, name := range []string{"pool.stdout.0", "pool.stderr.0"} {
 		b, err := os.ReadFile(filepath.Join(allocDir, "logs", name))
 		if err != nil {
 			t.Errorf("read the pool's log %s: %v", name, err)

@@ -208,7 +208,7 @@ vault {
 	}
 	allocID := runVaultJob(t, agent, "butter-iot", "butter-iot")
 	e2etest.WaitFor(t, 90*time.Second, "the job's template rendered from Vault", func() bool {
-		out, err := agent.Client.AllocFS().Cat(&api.Allocation{ID: allocID}, "alloc/logs/fn.Stdout.0", nil)
+		out, err := agent.Client.AllocFS().Cat(&api.Allocation{ID: allocID}, "alloc/logs/fn.stdout.0", nil)
 		if err != nil {
 			return false
 		}
