@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -10,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -66,35 +64,17 @@ func benchWriteGreet(b *testing.B, dir, version string) {
 	}
 }
 
-// benchLog is a process's output, safe to read while it runs.
-type benchLog struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *benchLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *benchLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // benchProc is a butter process in its own process group.
 type benchProc struct {
 	args []string
 	cmd  *exec.Cmd
-	out  *benchLog
+	out  *nomadtest.SyncBuffer
 	done chan error
 }
 
 func benchStart(b *testing.B, args ...string) *benchProc {
 	b.Helper()
-	p := &benchProc{args: args, cmd: exec.Command(e2etest.Bin(), args...), out: &benchLog{}, done: make(chan error, 1)}
+	p := &benchProc{args: args, cmd: exec.Command(e2etest.Bin(), args...), out: &nomadtest.SyncBuffer{}, done: make(chan error, 1)}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := p.cmd.Start(); err != nil {
@@ -121,13 +101,6 @@ func (p *benchProc) stop() {
 	p.cmd = nil
 }
 
-func benchTail(s string, n int) string {
-	if len(s) > n {
-		return "..." + s[len(s)-n:]
-	}
-	return s
-}
-
 // benchUntilAnswer posts x to url every 5ms until the answer is
 // want+":x", and fails b after d.
 func benchUntilAnswer(b *testing.B, url, want string, d time.Duration, procs ...*benchProc) {
@@ -149,7 +122,7 @@ func benchUntilAnswer(b *testing.B, url, want string, d time.Duration, procs ...
 		}
 		if time.Now().After(deadline) {
 			for _, p := range procs {
-				b.Logf("%s output (tail):\n%s", strings.Join(p.args, " "), benchTail(p.out.String(), 4000))
+				b.Logf("%s output (tail):\n%s", strings.Join(p.args, " "), e2etest.Tail(p.out.String(), 4000))
 			}
 			b.Fatalf("%s answered %s after %s, want %q", url, last, d, want+":x")
 		}
@@ -259,7 +232,7 @@ plugin "nomad-driver-butter" {
 		benchWriteGreet(b, dir, v)
 		t := time.Now()
 		cmd := exec.Command(e2etest.Bin(), "deploy", "-address", "http://"+serverAddr, "-timeout", "5m", dir)
-		var out benchLog
+		var out nomadtest.SyncBuffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)
@@ -305,7 +278,7 @@ func benchUntilLeader(b *testing.B, addr string, server *benchProc) {
 			}
 		}
 		if time.Now().After(deadline) {
-			b.Fatalf("the control plane has no leader after a minute:\n%s", benchTail(server.out.String(), 4000))
+			b.Fatalf("the control plane has no leader after a minute:\n%s", e2etest.Tail(server.out.String(), 4000))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
