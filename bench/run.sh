@@ -54,8 +54,8 @@ bench ./plugins/pool -bench 'Density' -benchtime 1x -count 2
 bench ./broker -bench 'Stream' -benchtime 1x -count 5
 bench ./scheduler -bench 'RaftWrite' -count 3
 bench ./scheduler -bench 'LeaderChange' -benchtime 10x -count 3
-bench ./cmd/butter -bench 'Deploy/(baseline|dev)' -benchtime 5x -count 3
-bench ./cmd/butter -bench 'Deploy/nomad' -benchtime 5x -count 1 -timeout 30m
+bench ./e2e/server -bench 'Deploy/(baseline|dev)' -benchtime 5x -count 3
+bench ./e2e/server -bench 'Deploy/nomad' -benchtime 5x -count 1 -timeout 30m
 
 "$GO" run ./bench/report -in "$out" -out bench/RESULTS.md -loadavg-end "$(cut -d' ' -f1-3 /proc/loadavg)" || failed+=("bench/report")
 echo "==> wrote bench/RESULTS.md"

@@ -9,7 +9,7 @@
 // and "p99-ns"; bench/report takes the median of each across -count runs.
 //
 // Neighbours: the *_bench_test.go files of plugins/pool, gateway, broker,
-// scheduler and cmd/butter use it; bench/report reads what they print.
+// scheduler and e2e/server use it; bench/report reads what they print.
 package harness
 
 import (

@@ -258,7 +258,7 @@ func tables(b *bytes.Buffer, rs *results) {
 // groupRank orders the tables: the platform's hot path first, then the
 // control plane, then the offline tools.
 func groupRank(k key) int {
-	for i, p := range []string{"gateway", "plugins/pool", "broker", "scheduler", "cmd/butter"} {
+	for i, p := range []string{"gateway", "plugins/pool", "broker", "scheduler", "e2e/server"} {
 		if k.pkg == p {
 			return i
 		}

@@ -27,7 +27,7 @@ func TestMain(m *testing.M) {
 
 // memSource is an in-memory secrets.Source whose values the test changes,
 // standing in for the files Nomad renders (secrets.Rendered is tested on
-// Nomad with Vault in cmd/butter).
+// Nomad with Vault in e2e/nomad).
 type memSource struct {
 	mu   sync.Mutex
 	vals map[string]map[string]string

@@ -1,4 +1,7 @@
-package main_test
+// Package dev tests `butter dev` and `make dev` as a user runs them: the
+// quick start of the README, hot redeploys under load, auth, queued and
+// async routes, timers, and dev secrets kept from a function's neighbours.
+package dev
 
 import (
 	"fmt"
@@ -14,19 +17,25 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/butterfn/butter/e2e/e2etest"
+	"github.com/butterfn/butter/internal/nomadtest"
+	"github.com/butterfn/butter/internal/testport"
 )
+
+func TestMain(m *testing.M) { e2etest.Main(m) }
 
 // devProc is a running `butter dev` (or `make dev`) in its own process
 // group, so an interrupt reaches every process of it, as Ctrl-C does.
 type devProc struct {
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *nomadtest.SyncBuffer
 	done chan error
 }
 
 func startDev(t *testing.T, cmd *exec.Cmd) *devProc {
 	t.Helper()
-	d := &devProc{cmd: cmd, out: &syncBuffer{}, done: make(chan error, 1)}
+	d := &devProc{cmd: cmd, out: &nomadtest.SyncBuffer{}, done: make(chan error, 1)}
 	cmd.Stdout, cmd.Stderr = d.out, d.out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -36,10 +45,10 @@ func startDev(t *testing.T, cmd *exec.Cmd) *devProc {
 	t.Cleanup(func() {
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		if t.Failed() {
-			t.Logf("butter dev output (tail):\n%s", tailString(d.out.String(), 6000))
+			t.Logf("butter dev output (tail):\n%s", e2etest.Tail(d.out.String(), 6000))
 		}
 	})
-	waitFor(t, 3*time.Minute, "the ready line", func() bool {
+	e2etest.WaitFor(t, 3*time.Minute, "the ready line", func() bool {
 		select {
 		case err := <-d.done:
 			t.Fatalf("butter dev exited before it was ready: %v\n%s", err, d.out.String())
@@ -69,8 +78,8 @@ func (d *devProc) interrupt(t *testing.T) {
 // TestQuickStart runs `make dev` as the README says, runs the curl it
 // prints, and checks the answer; then Ctrl-C stops everything.
 func TestQuickStart(t *testing.T) {
-	root := repo(t)
-	flags := fmt.Sprintf("DEV_FLAGS=-listen %s -server-addr %s", freeAddr(t), freeAddr(t))
+	root := e2etest.Root()
+	flags := fmt.Sprintf("DEV_FLAGS=-listen %s -server-addr %s", testport.Addr(t), testport.Addr(t))
 	cmd := exec.Command("make", "--no-print-directory", "dev", flags)
 	cmd.Dir = root
 	d := startDev(t, cmd)
@@ -170,8 +179,8 @@ func writeGreet(t *testing.T, dir, version string) {
 // and the answers switch to the new revision.
 func TestDevHotRedeploy(t *testing.T) {
 	dir, _ := writeDevProject(t, "v1")
-	gw := freeAddr(t)
-	d := startDev(t, exec.Command(butterBin, "dev", "-listen", gw, "-server-addr", freeAddr(t), dir))
+	gw := testport.Addr(t)
+	d := startDev(t, exec.Command(e2etest.Bin(), "dev", "-listen", gw, "-server-addr", testport.Addr(t), dir))
 	url := "http://" + gw + "/greet"
 
 	var ok, failed, v2 atomic.Int64
@@ -208,9 +217,9 @@ func TestDevHotRedeploy(t *testing.T) {
 			}
 		}(i)
 	}
-	waitFor(t, 15*time.Second, "v1 answers flowing", func() bool { return ok.Load() > 100 })
+	e2etest.WaitFor(t, 15*time.Second, "v1 answers flowing", func() bool { return ok.Load() > 100 })
 	writeGreet(t, dir, "v2")
-	waitFor(t, 15*time.Second, "the redeploy", func() bool {
+	e2etest.WaitFor(t, 15*time.Second, "the redeploy", func() bool {
 		return strings.Contains(d.out.String(), "serving (deployed in")
 	})
 	wg.Wait()
@@ -232,7 +241,7 @@ func TestDevHotRedeploy(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "live.fn.hcl"), []byte("function \"greet\" {\n  runtime = \"cobol\"\n}\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 15*time.Second, "the invalid change reported", func() bool {
+	e2etest.WaitFor(t, 15*time.Second, "the invalid change reported", func() bool {
 		return strings.Contains(d.out.String(), "the running revision keeps serving")
 	})
 	resp, err := client.Post(url, "text/plain", strings.NewReader("still"))
@@ -253,8 +262,8 @@ func TestDevHotRedeploy(t *testing.T) {
 // function.
 func TestDevAuthAndTimers(t *testing.T) {
 	dir, ticks := writeDevProject(t, "v1")
-	gw := freeAddr(t)
-	d := startDev(t, exec.Command(butterBin, "dev", "-listen", gw, "-server-addr", freeAddr(t), "-api-key", "s3cret", dir))
+	gw := testport.Addr(t)
+	d := startDev(t, exec.Command(e2etest.Bin(), "dev", "-listen", gw, "-server-addr", testport.Addr(t), "-api-key", "s3cret", dir))
 	call := func(key string) (int, string) {
 		req, _ := http.NewRequest("POST", "http://"+gw+"/secure", strings.NewReader("payload"))
 		if key != "" {
@@ -297,7 +306,7 @@ func TestDevAuthAndTimers(t *testing.T) {
 	if resp.StatusCode != 202 || loc == "" {
 		t.Fatalf("async: %d, Location %q; want 202 and a Location", resp.StatusCode, loc)
 	}
-	waitFor(t, 30*time.Second, "the async invocation's result", func() bool {
+	e2etest.WaitFor(t, 30*time.Second, "the async invocation's result", func() bool {
 		r, err := http.Get("http://" + gw + loc)
 		if err != nil {
 			return false
@@ -306,7 +315,7 @@ func TestDevAuthAndTimers(t *testing.T) {
 		b, _ := io.ReadAll(r.Body)
 		return r.StatusCode == 200 && string(b) == "LATER"
 	})
-	waitFor(t, 30*time.Second, "three ticks delivered to the cron function", func() bool {
+	e2etest.WaitFor(t, 30*time.Second, "three ticks delivered to the cron function", func() bool {
 		b, _ := os.ReadFile(ticks)
 		return strings.Count(string(b), `"tick":`) >= 3
 	})

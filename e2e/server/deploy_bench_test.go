@@ -1,7 +1,6 @@
-package main_test
+package server
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -10,14 +9,15 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/butterfn/butter/bench/harness"
-	"github.com/butterfn/butter/internal/nomadtest"
 	"github.com/hashicorp/nomad/api"
+
+	"github.com/butterfn/butter/bench/harness"
+	"github.com/butterfn/butter/e2e/e2etest"
+	"github.com/butterfn/butter/internal/nomadtest"
 )
 
 // benchProject is the project BenchmarkDeploy deploys: one Node function
@@ -64,35 +64,17 @@ func benchWriteGreet(b *testing.B, dir, version string) {
 	}
 }
 
-// benchLog is a process's output, safe to read while it runs.
-type benchLog struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *benchLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *benchLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // benchProc is a butter process in its own process group.
 type benchProc struct {
 	args []string
 	cmd  *exec.Cmd
-	out  *benchLog
+	out  *nomadtest.SyncBuffer
 	done chan error
 }
 
 func benchStart(b *testing.B, args ...string) *benchProc {
 	b.Helper()
-	p := &benchProc{args: args, cmd: exec.Command(butterBin, args...), out: &benchLog{}, done: make(chan error, 1)}
+	p := &benchProc{args: args, cmd: exec.Command(e2etest.Bin(), args...), out: &nomadtest.SyncBuffer{}, done: make(chan error, 1)}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := p.cmd.Start(); err != nil {
@@ -119,13 +101,6 @@ func (p *benchProc) stop() {
 	p.cmd = nil
 }
 
-func benchTail(s string, n int) string {
-	if len(s) > n {
-		return "..." + s[len(s)-n:]
-	}
-	return s
-}
-
 // benchUntilAnswer posts x to url every 5ms until the answer is
 // want+":x", and fails b after d.
 func benchUntilAnswer(b *testing.B, url, want string, d time.Duration, procs ...*benchProc) {
@@ -147,7 +122,7 @@ func benchUntilAnswer(b *testing.B, url, want string, d time.Duration, procs ...
 		}
 		if time.Now().After(deadline) {
 			for _, p := range procs {
-				b.Logf("%s output (tail):\n%s", strings.Join(p.args, " "), benchTail(p.out.String(), 4000))
+				b.Logf("%s output (tail):\n%s", strings.Join(p.args, " "), e2etest.Tail(p.out.String(), 4000))
 			}
 			b.Fatalf("%s answered %s after %s, want %q", url, last, d, want+":x")
 		}
@@ -180,7 +155,7 @@ func BenchmarkDeploy(b *testing.B) {
 		dir := benchWriteProject(b, "v1")
 		var lat harness.Latencies
 		for b.Loop() {
-			cmd := exec.Command(butterBin, "invoke", "-local", dir, "greet")
+			cmd := exec.Command(e2etest.Bin(), "invoke", "-local", dir, "greet")
 			cmd.Stdin = strings.NewReader("x")
 			t := time.Now()
 			out, err := cmd.Output()
@@ -229,8 +204,7 @@ func BenchmarkDeploy(b *testing.B) {
 // benchDeployNomad runs the nomad variant of BenchmarkDeploy.
 func benchDeployNomad(b *testing.B) {
 	nomadtest.Binary(b) // skips, or fails under BUTTER_REQUIRE_NOMAD, when missing
-	root := nomadtest.RepoRoot(b)
-	pluginDir := buildPlugin(b, root)
+	pluginDir := e2etest.PluginDir()
 	agent := nomadtest.StartWith(b, nomadtest.Options{
 		PluginDir: pluginDir,
 		HCL: fmt.Sprintf(`
@@ -239,7 +213,7 @@ plugin "nomad-driver-butter" {
     butter_path = %q
   }
 }
-`, butterBin),
+`, e2etest.Bin()),
 		NodeReady: func(n *api.Node) bool {
 			d := n.Drivers["butter"]
 			return d != nil && d.Healthy
@@ -257,8 +231,8 @@ plugin "nomad-driver-butter" {
 	deploy := func(v string) (serving, healthy time.Duration) {
 		benchWriteGreet(b, dir, v)
 		t := time.Now()
-		cmd := exec.Command(butterBin, "deploy", "-address", "http://"+serverAddr, "-timeout", "5m", dir)
-		var out benchLog
+		cmd := exec.Command(e2etest.Bin(), "deploy", "-address", "http://"+serverAddr, "-timeout", "5m", dir)
+		var out nomadtest.SyncBuffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)
@@ -304,7 +278,7 @@ func benchUntilLeader(b *testing.B, addr string, server *benchProc) {
 			}
 		}
 		if time.Now().After(deadline) {
-			b.Fatalf("the control plane has no leader after a minute:\n%s", benchTail(server.out.String(), 4000))
+			b.Fatalf("the control plane has no leader after a minute:\n%s", e2etest.Tail(server.out.String(), 4000))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -1,7 +1,6 @@
-package main_test
+package cli
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"os"
@@ -11,28 +10,20 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/butterfn/butter/internal/vaulttest"
 	vault "github.com/hashicorp/vault/api"
+
+	"github.com/butterfn/butter/e2e/e2etest"
+	"github.com/butterfn/butter/internal/vaulttest"
 )
 
 // secretsCLI runs butter with stdin and the environment's VAULT_*
 // variables replaced by env.
-func secretsCLI(t *testing.T, env []string, stdin string, args ...string) result {
+func secretsCLI(t *testing.T, env []string, stdin string, args ...string) e2etest.Result {
 	t.Helper()
-	cmd := exec.Command(butterBin, args...)
+	cmd := exec.Command(e2etest.Bin(), args...)
 	cmd.Env = append(envWithoutPrefix("VAULT_"), env...)
 	cmd.Stdin = strings.NewReader(stdin)
-	var so, se bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &so, &se
-	code := 0
-	if err := cmd.Run(); err != nil {
-		ee, ok := err.(*exec.ExitError)
-		if !ok {
-			t.Fatalf("butter %v: %v", args, err)
-		}
-		code = ee.ExitCode()
-	}
-	return result{so.String(), se.String(), code}
+	return e2etest.Run(t, cmd)
 }
 
 func envWithoutPrefix(prefix string) []string {
@@ -73,16 +64,16 @@ func TestSecretsPutGet(t *testing.T) {
 	}
 
 	r := secretsCLI(t, env, piped+"\n", "secrets", "put", "iot", "db", "user="+inline, "password=-", "cert=@"+file)
-	if r.code != 0 {
-		t.Fatalf("put: exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	if r.Code != 0 {
+		t.Fatalf("put: exit %d\nstdout:\n%s\nstderr:\n%s", r.Code, r.Stdout, r.Stderr)
 	}
-	if !strings.Contains(r.stdout, "Wrote version 1 of secret/butter/iot/db: cert, password, user\n") ||
-		!strings.Contains(r.stdout, `vault = "secret/data/butter/iot/db#cert"`) {
-		t.Errorf("put's output:\n%s", r.stdout)
+	if !strings.Contains(r.Stdout, "Wrote version 1 of secret/butter/iot/db: cert, password, user\n") ||
+		!strings.Contains(r.Stdout, `vault = "secret/data/butter/iot/db#cert"`) {
+		t.Errorf("put's output:\n%s", r.Stdout)
 	}
 	for _, val := range []string{inline, piped, "line one"} {
-		if strings.Contains(r.stdout+r.stderr, val) {
-			t.Errorf("put shows a value %q:\n%s%s", val, r.stdout, r.stderr)
+		if strings.Contains(r.Stdout+r.Stderr, val) {
+			t.Errorf("put shows a value %q:\n%s%s", val, r.Stdout, r.Stderr)
 		}
 	}
 	data, version := kvData(t, v, "iot", "db")
@@ -95,24 +86,24 @@ func TestSecretsPutGet(t *testing.T) {
 	// JSON.
 	r = secretsCLI(t, env, "", "secrets", "get", "iot", "db")
 	wantText := `cert="line one\nline two # not a comment\n"` + "\npassword=" + piped + "\nuser=" + inline + "\n"
-	if r.code != 0 || r.stdout != wantText {
-		t.Errorf("get: exit %d\nstdout:\n%s\nwant:\n%s\nstderr:\n%s", r.code, r.stdout, wantText, r.stderr)
+	if r.Code != 0 || r.Stdout != wantText {
+		t.Errorf("get: exit %d\nstdout:\n%s\nwant:\n%s\nstderr:\n%s", r.Code, r.Stdout, wantText, r.Stderr)
 	}
 	r = secretsCLI(t, env, "", "secrets", "get", "-field", "cert", "iot", "db")
-	if r.code != 0 || r.stdout != fromDoc+"\n" {
-		t.Errorf("get -field cert: exit %d %q, want %q", r.code, r.stdout, fromDoc+"\n")
+	if r.Code != 0 || r.Stdout != fromDoc+"\n" {
+		t.Errorf("get -field cert: exit %d %q, want %q", r.Code, r.Stdout, fromDoc+"\n")
 	}
 	r = secretsCLI(t, env, "", "secrets", "get", "iot", "db", "-format", "json")
 	var got map[string]any
-	if err := json.Unmarshal([]byte(r.stdout), &got); r.code != 0 || err != nil || !reflect.DeepEqual(got, want) {
-		t.Errorf("get -format json: exit %d, %v\n%s", r.code, err, r.stdout)
+	if err := json.Unmarshal([]byte(r.Stdout), &got); r.Code != 0 || err != nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("get -format json: exit %d, %v\n%s", r.Code, err, r.Stdout)
 	}
 
 	// A second put merges: the other keys stay. The flags come from the
 	// environment here, from flags above.
 	r = secretsCLI(t, []string{"VAULT_ADDR=" + v.Addr, "VAULT_TOKEN=" + v.RootToken}, "", "secrets", "put", "iot", "db", "password=rotated")
-	if r.code != 0 || !strings.Contains(r.stdout, "Wrote version 2 of secret/butter/iot/db: password\n") {
-		t.Errorf("merge: exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	if r.Code != 0 || !strings.Contains(r.Stdout, "Wrote version 2 of secret/butter/iot/db: password\n") {
+		t.Errorf("merge: exit %d\nstdout:\n%s\nstderr:\n%s", r.Code, r.Stdout, r.Stderr)
 	}
 	want["password"] = "rotated"
 	if data, version = kvData(t, v, "iot", "db"); version != 2 || !reflect.DeepEqual(data, want) {
@@ -121,8 +112,8 @@ func TestSecretsPutGet(t *testing.T) {
 
 	// -replace keeps only the keys given.
 	r = secretsCLI(t, env, "", "secrets", "put", "-replace", "iot", "db", "token=t0k")
-	if r.code != 0 || !strings.Contains(r.stdout, "Wrote version 3 of secret/butter/iot/db: token\n") {
-		t.Errorf("replace: exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	if r.Code != 0 || !strings.Contains(r.Stdout, "Wrote version 3 of secret/butter/iot/db: token\n") {
+		t.Errorf("replace: exit %d\nstdout:\n%s\nstderr:\n%s", r.Code, r.Stdout, r.Stderr)
 	}
 	if data, version = kvData(t, v, "iot", "db"); version != 3 || !reflect.DeepEqual(data, map[string]any{"token": "t0k"}) {
 		t.Errorf("after -replace Vault holds version %d: %q", version, data)
@@ -133,11 +124,11 @@ func TestSecretsPutGet(t *testing.T) {
 		t.Fatal(err)
 	}
 	r = secretsCLI(t, env, "", "secrets", "put", "-mount", "kv2", "web", "api", "key=k")
-	if r.code != 0 || !strings.Contains(r.stdout, "Wrote version 1 of kv2/butter/web/api: key\n") {
-		t.Errorf("-mount kv2: exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	if r.Code != 0 || !strings.Contains(r.Stdout, "Wrote version 1 of kv2/butter/web/api: key\n") {
+		t.Errorf("-mount kv2: exit %d\nstdout:\n%s\nstderr:\n%s", r.Code, r.Stdout, r.Stderr)
 	}
-	if r = secretsCLI(t, env, "", "secrets", "get", "-mount", "kv2", "-field", "key", "web", "api"); r.stdout != "k\n" {
-		t.Errorf("get -mount kv2: exit %d %q\n%s", r.code, r.stdout, r.stderr)
+	if r = secretsCLI(t, env, "", "secrets", "get", "-mount", "kv2", "-field", "key", "web", "api"); r.Stdout != "k\n" {
+		t.Errorf("get -mount kv2: exit %d %q\n%s", r.Code, r.Stdout, r.Stderr)
 	}
 }
 
@@ -146,8 +137,8 @@ func TestSecretsPutGet(t *testing.T) {
 func TestSecretsErrors(t *testing.T) {
 	v := vaulttest.Start(t)
 	env := v.Env()
-	if r := secretsCLI(t, env, "", "secrets", "put", "iot", "db", "password=pw"); r.code != 0 {
-		t.Fatalf("put: exit %d\n%s", r.code, r.stderr)
+	if r := secretsCLI(t, env, "", "secrets", "put", "iot", "db", "password=pw"); r.Code != 0 {
+		t.Fatalf("put: exit %d\n%s", r.Code, r.Stderr)
 	}
 	for _, c := range []struct {
 		name  string
@@ -178,11 +169,11 @@ func TestSecretsErrors(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			r := secretsCLI(t, c.env, c.stdin, append([]string{"secrets"}, c.args...)...)
-			if r.code != c.code || !strings.Contains(r.stderr, c.out) {
-				t.Errorf("exit %d, want %d with %q\nstdout:\n%s\nstderr:\n%s", r.code, c.code, c.out, r.stdout, r.stderr)
+			if r.Code != c.code || !strings.Contains(r.Stderr, c.out) {
+				t.Errorf("exit %d, want %d with %q\nstdout:\n%s\nstderr:\n%s", r.Code, c.code, c.out, r.Stdout, r.Stderr)
 			}
-			if strings.Contains(r.stderr, "hunter2") {
-				t.Errorf("the error shows a value:\n%s", r.stderr)
+			if strings.Contains(r.Stderr, "hunter2") {
+				t.Errorf("the error shows a value:\n%s", r.Stderr)
 			}
 		})
 	}
@@ -196,8 +187,8 @@ func TestSecretsErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	reader := []string{"VAULT_ADDR=" + v.Addr, "VAULT_TOKEN=" + tok.Auth.ClientToken}
-	if r := secretsCLI(t, reader, "", "secrets", "get", "-field", "password", "iot", "db"); r.code != 0 || r.stdout != "pw\n" {
-		t.Errorf("get with read: exit %d %q\n%s", r.code, r.stdout, r.stderr)
+	if r := secretsCLI(t, reader, "", "secrets", "get", "-field", "password", "iot", "db"); r.Code != 0 || r.Stdout != "pw\n" {
+		t.Errorf("get with read: exit %d %q\n%s", r.Code, r.Stdout, r.Stderr)
 	}
 	for _, c := range []struct {
 		name string
@@ -220,12 +211,12 @@ func TestSecretsErrors(t *testing.T) {
 	} {
 		t.Run("403 "+c.name, func(t *testing.T) {
 			r := secretsCLI(t, reader, "", append([]string{"secrets"}, c.args...)...)
-			if r.code != 1 {
-				t.Errorf("exit %d, want 1", r.code)
+			if r.Code != 1 {
+				t.Errorf("exit %d, want 1", r.Code)
 			}
 			for _, o := range c.out {
-				if !strings.Contains(r.stderr, o) {
-					t.Errorf("stderr lacks %q:\n%s", o, r.stderr)
+				if !strings.Contains(r.Stderr, o) {
+					t.Errorf("stderr lacks %q:\n%s", o, r.Stderr)
 				}
 			}
 		})

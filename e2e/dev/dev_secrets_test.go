@@ -1,4 +1,4 @@
-package main_test
+package dev
 
 import (
 	"context"
@@ -12,6 +12,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/butterfn/butter/e2e/e2etest"
+	"github.com/butterfn/butter/internal/testport"
 )
 
 // devSecretsSpec is a project whose two functions share butter dev's one
@@ -123,8 +126,8 @@ type attempt struct {
 func TestDevSecrets(t *testing.T) {
 	const fromEnv, fromFile = "env-pw-7f3a", "file-pw-91c2"
 	dir := writeDevSecretsProject(t)
-	gw := freeAddr(t)
-	cmd := exec.Command(butterBin, "dev", "-listen", gw, "-server-addr", freeAddr(t), dir)
+	gw := testport.Addr(t)
+	cmd := exec.Command(e2etest.Bin(), "dev", "-listen", gw, "-server-addr", testport.Addr(t), dir)
 	cmd.Env = append(envWithout("DB_PASSWORD"), "DB_PASSWORD="+fromEnv)
 	d := startDev(t, cmd)
 	if !strings.Contains(d.out.String(), "holder: DB_PASSWORD (environment)") {
@@ -179,7 +182,7 @@ func TestDevSecrets(t *testing.T) {
 	if err := os.WriteFile(secretsFile, []byte("# dev secrets\nholder.DB_PASSWORD="+fromFile+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 60*time.Second, "holder to get the value from the secrets file", func() bool {
+	e2etest.WaitFor(t, 60*time.Second, "holder to get the value from the secrets file", func() bool {
 		var h struct {
 			Value string
 			PID   int
@@ -201,7 +204,7 @@ func TestDevSecrets(t *testing.T) {
 	if err := os.WriteFile(secretsFile, []byte("holder.DB_PASSWORD="+fromFile+"\n\"unclosed-"+fromFile+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 60*time.Second, "the failed redeploy", func() bool {
+	e2etest.WaitFor(t, 60*time.Second, "the failed redeploy", func() bool {
 		return strings.Contains(d.out.String(), "redeploy failed; the running revision keeps serving")
 	})
 	if !strings.Contains(d.out.String(), secretsFile+":2: ") {
@@ -225,7 +228,7 @@ func TestDevSecretMissing(t *testing.T) {
 	dir := writeDevSecretsProject(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, butterBin, "dev", "-listen", freeAddr(t), "-server-addr", freeAddr(t), dir)
+	cmd := exec.CommandContext(ctx, e2etest.Bin(), "dev", "-listen", testport.Addr(t), "-server-addr", testport.Addr(t), dir)
 	cmd.Env = envWithout("DB_PASSWORD")
 	out, err := cmd.CombinedOutput()
 	if ctx.Err() != nil {

@@ -1,4 +1,4 @@
-package main_test
+package nomad
 
 import (
 	"bytes"
@@ -24,6 +24,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 
+	"github.com/butterfn/butter/e2e/e2etest"
 	"github.com/butterfn/butter/internal/nomadtest"
 	"github.com/butterfn/butter/internal/vaulttest"
 )
@@ -114,7 +115,7 @@ function "nosy" {
 // log; and a clear task event, with no function started, when Vault is
 // down.
 func TestSecretsOnNomad(t *testing.T) {
-	root := repo(t)
+	root := e2etest.Root()
 	v := vaulttest.Start(t)
 	// A Kafka-protocol broker that requires SASL: the pool reaches it only
 	// with the password it decrypts.
@@ -126,7 +127,7 @@ func TestSecretsOnNomad(t *testing.T) {
 	t.Cleanup(kafka.Close)
 	kafkaAddr := kafka.ListenAddrs()[0]
 	saslOpt := kgo.SASL(plain.Auth{User: "butter", Pass: saslPass}.AsMechanism())
-	pluginDir := buildPlugin(t, root)
+	pluginDir := e2etest.PluginDir()
 	agent := nomadtest.StartWith(t, nomadtest.Options{
 		PluginDir: pluginDir,
 		HCL: fmt.Sprintf(`
@@ -145,10 +146,10 @@ vault {
     ttl = "1h"
   }
 }
-`, butterBin, v.Addr, v.Addr),
+`, e2etest.Bin(), v.Addr, v.Addr),
 		NodeReady: func(n *api.Node) bool { d := n.Drivers["butter"]; return d != nil && d.Healthy },
 	})
-	if r := butter(t, root, "setup", "vault", "-vault-addr", v.Addr, "-token", v.RootToken, "-nomad-addr", agent.Addr, "-project", "vt,vtdown"); r.code != 0 {
+	if r := e2etest.Butter(t, root, "setup", "vault", "-vault-addr", v.Addr, "-token", v.RootToken, "-nomad-addr", agent.Addr, "-project", "vt,vtdown"); r.Code != 0 {
 		t.Fatalf("butter setup vault: %+v", r)
 	}
 	// The KV version 1 mount, readable by the project's policy as an
@@ -175,31 +176,31 @@ vault {
 		}
 	}
 	putDB(first)
-	r := butter(t, root, "secrets", "encrypt", "-vault-addr", v.Addr, "-token", v.RootToken, "vt", saslPass)
-	ciphertext := strings.TrimSpace(r.stdout)
-	if r.code != 0 || !strings.HasPrefix(ciphertext, "vault:v1:") {
+	r := e2etest.Butter(t, root, "secrets", "encrypt", "-vault-addr", v.Addr, "-token", v.RootToken, "vt", saslPass)
+	ciphertext := strings.TrimSpace(r.Stdout)
+	if r.Code != 0 || !strings.HasPrefix(ciphertext, "vault:v1:") {
 		t.Fatalf("butter secrets encrypt: %+v", r)
 	}
 	if _, err := v.Client.KVv2("secret").Put(context.Background(), "butter/vt/api", map[string]any{"key": apiKey}); err != nil {
 		t.Fatal(err)
 	}
 
-	s := singleServer(t, "-nomad-addr", agent.Addr)
-	addr := "http://" + s.http
+	s := e2etest.StartServer(t, "-nomad-addr", agent.Addr)
+	addr := "http://" + s.HTTP
 	dir := filepath.Join(t.TempDir(), "vt")
 	writeFiles(t, dir, map[string]string{
 		"vt.fn.hcl":      fmt.Sprintf(secretsSpec, "vt", kafkaAddr, ciphertext, "vt", "vt"),
 		"probe/index.js": probeJS,
 	})
-	r = butter(t, ".", "deploy", "-address", addr, dir)
-	if r.code != 0 || !strings.Contains(r.stdout, "is healthy") {
+	r = e2etest.Butter(t, ".", "deploy", "-address", addr, dir)
+	if r.Code != 0 || !strings.Contains(r.Stdout, "is healthy") {
 		t.Fatalf("deploy: %+v", r)
 	}
-	logs := []string{r.stdout, r.stderr}
+	logs := []string{r.Stdout, r.Stderr}
 
 	// The pool's address, from Nomad's service registry.
 	var poolURL string
-	waitFor(t, time.Minute, "the pool's service", func() bool {
+	e2etest.WaitFor(t, time.Minute, "the pool's service", func() bool {
 		regs, _, err := agent.Client.Services().Get("butter-vt-default", nil)
 		if err != nil || len(regs) == 0 {
 			return false
@@ -318,12 +319,12 @@ vault {
 			}
 		}()
 	}
-	waitFor(t, 30*time.Second, "calls before the rotation", func() bool { return calls.Load() > 50 })
+	e2etest.WaitFor(t, 30*time.Second, "calls before the rotation", func() bool { return calls.Load() > 50 })
 	putDB(second)
 	t.Cleanup(func() {
 		if t.Failed() {
 			b, err := os.ReadFile(filepath.Join(allocDir, "logs", "pool.stderr.0"))
-			t.Logf("the pool's log (%v, tail):\n%s", err, tailString(string(b), 4000))
+			t.Logf("the pool's log (%v, tail):\n%s", err, e2etest.Tail(string(b), 4000))
 			b, err = os.ReadFile(rendered)
 			t.Logf("the rendered holder.json now (%v): %s", err, bytes.ReplaceAll(bytes.ReplaceAll(b, []byte(first), []byte("<first>")), []byte(second), []byte("<second>")))
 			sec, err := v.Client.Logical().Read("kv1/butter/vt/db")
@@ -336,12 +337,12 @@ vault {
 					lines = append(lines, l)
 				}
 			}
-			t.Logf("the agent's template lines:\n%s", tailString(strings.Join(lines, "\n"), 4000))
+			t.Logf("the agent's template lines:\n%s", e2etest.Tail(strings.Join(lines, "\n"), 4000))
 		}
 	})
-	waitFor(t, 90*time.Second, "the rotated value reaching the holder", sawNew.Load)
+	e2etest.WaitFor(t, 90*time.Second, "the rotated value reaching the holder", sawNew.Load)
 	before := calls.Load()
-	waitFor(t, 30*time.Second, "calls after the rotation", func() bool { return calls.Load() > before+50 })
+	e2etest.WaitFor(t, 30*time.Second, "calls after the rotation", func() bool { return calls.Load() > before+50 })
 	cancel()
 	wg.Wait()
 	t.Logf("%d calls over the rotation, %d failed", calls.Load(), failed.Load())
@@ -365,13 +366,13 @@ vault {
 		t.Fatal(err)
 	}
 	jobJSON, _ := json.Marshal(job)
-	if r := butter(t, ".", "job", "render", dir); r.code == 0 {
-		logs = append(logs, r.stdout)
+	if r := e2etest.Butter(t, ".", "job", "render", dir); r.Code == 0 {
+		logs = append(logs, r.Stdout)
 	} else {
 		t.Errorf("butter job render: %+v", r)
 	}
 	snap := filepath.Join(t.TempDir(), "snap")
-	if r := butter(t, ".", "operator", "snapshot", "save", "-address", addr, snap); r.code != 0 {
+	if r := e2etest.Butter(t, ".", "operator", "snapshot", "save", "-address", addr, snap); r.Code != 0 {
 		t.Fatalf("snapshot save: %+v", r)
 	}
 	snapshot := readMaybeGzip(t, snap)
@@ -388,7 +389,7 @@ vault {
 		poolLogs = append(poolLogs, b...)
 	}
 	if !bytes.Contains(poolLogs, []byte("secrets changed")) {
-		t.Errorf("the pool's logs do not show the rotation:\n%s", tailString(string(poolLogs), 3000))
+		t.Errorf("the pool's logs do not show the rotation:\n%s", e2etest.Tail(string(poolLogs), 3000))
 	}
 	executorLog, _ := os.ReadFile(filepath.Join(filepath.Dir(secretsDir), "executor.out"))
 	for what, hay := range map[string][]byte{
@@ -398,7 +399,7 @@ vault {
 		"the pool's logs":       poolLogs,
 		"the executor's log":    executorLog,
 		"the Nomad agent's log": []byte(agent.Log()),
-		"the server's log":      []byte(s.log.String()),
+		"the server's log":      []byte(s.Log.String()),
 		"the CLI's output":      []byte(strings.Join(logs, "\n")),
 	} {
 		for _, secret := range []string{first, second, apiKey, saslPass} {
@@ -422,11 +423,11 @@ vault {
 		"vtdown.fn.hcl":  fmt.Sprintf(secretsSpec, "vtdown", kafkaAddr, ciphertext, "vtdown", "vtdown"),
 		"probe/index.js": probeJS,
 	})
-	if r := butter(t, ".", "deploy", "-detach", "-address", addr, down); r.code != 0 {
+	if r := e2etest.Butter(t, ".", "deploy", "-detach", "-address", addr, down); r.Code != 0 {
 		t.Fatalf("deploy -detach: %+v", r)
 	}
 	var event string
-	waitFor(t, 2*time.Minute, "a task event naming Vault", func() bool {
+	e2etest.WaitFor(t, 2*time.Minute, "a task event naming Vault", func() bool {
 		allocs, _, err := agent.Client.Jobs().Allocations("butter-vtdown", true, nil)
 		if err != nil {
 			return false

@@ -1,4 +1,8 @@
-package main_test
+// Package nomad tests Butter on a real Nomad agent (and a real Vault dev
+// server): the whole platform as Nomad jobs running examples/iot, a
+// function's secrets isolated from its neighbours and rotated, and
+// `butter setup vault`.
+package nomad
 
 import (
 	"context"
@@ -15,11 +19,12 @@ import (
 	"github.com/hashicorp/nomad/api"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/butterfn/butter/e2e/e2etest"
 	"github.com/butterfn/butter/internal/nomadtest"
 	"github.com/butterfn/butter/internal/testport"
 )
 
-func freePortNum(t *testing.T) int { return testport.Port(t) }
+func TestMain(m *testing.M) { e2etest.Main(m) }
 
 // TestIoTOnNomad runs the whole platform as Nomad jobs from jobs/platform/
 // (broker, control plane and gateway on raw_exec; the project's pools on
@@ -28,9 +33,9 @@ func freePortNum(t *testing.T) int { return testport.Port(t) }
 // which keeps per-device state, to the alerts stream, which the test
 // consumes.
 func TestIoTOnNomad(t *testing.T) {
-	root := repo(t)
-	pluginDir := buildPlugin(t, root)
-	kafkaPort, httpPort, raftPort, gwPort := freePortNum(t), freePortNum(t), freePortNum(t), freePortNum(t)
+	root := e2etest.Root()
+	pluginDir := e2etest.PluginDir()
+	kafkaPort, httpPort, raftPort, gwPort := testport.Port(t), testport.Port(t), testport.Port(t), testport.Port(t)
 	brokers := fmt.Sprintf("127.0.0.1:%d", kafkaPort)
 	agent := nomadtest.StartWith(t, nomadtest.Options{
 		PluginDir: pluginDir,
@@ -46,7 +51,7 @@ plugin "nomad-driver-butter" {
     kafka_brokers = [%q]
   }
 }
-`, butterBin, brokers),
+`, e2etest.Bin(), brokers),
 		NodeReady: func(n *api.Node) bool {
 			d, r := n.Drivers["butter"], n.Drivers["raw_exec"]
 			return d != nil && d.Healthy && r != nil && r.Healthy
@@ -54,7 +59,7 @@ plugin "nomad-driver-butter" {
 	})
 	serverAddr := fmt.Sprintf("http://127.0.0.1:%d", httpPort)
 	vars := fmt.Sprintf("butter_bin = %q\nnomad_addr = %q\nkafka_brokers = %q\nkafka_port = %d\nserver_addr = %q\n",
-		butterBin, agent.Addr, brokers, kafkaPort, serverAddr)
+		e2etest.Bin(), agent.Addr, brokers, kafkaPort, serverAddr)
 	run := func(file string, extra string) {
 		t.Helper()
 		hcl, err := os.ReadFile(filepath.Join(root, "jobs", "platform", file))
@@ -88,7 +93,7 @@ plugin "nomad-driver-butter" {
 			dumpTopics(t, brokers, "iot.readings", "iot.failed-readings", "iot._state.detect")
 		}
 	}()
-	waitFor(t, 2*time.Minute, "the control plane running on Nomad", func() bool {
+	e2etest.WaitFor(t, 2*time.Minute, "the control plane running on Nomad", func() bool {
 		var out struct{ Leader string }
 		resp, err := http.Get(serverAddr + "/v1/status/leader")
 		if err != nil {
@@ -102,14 +107,14 @@ plugin "nomad-driver-butter" {
 	if err := os.CopyFS(dir, os.DirFS(filepath.Join(root, "examples", "iot"))); err != nil {
 		t.Fatal(err)
 	}
-	r := butter(t, ".", "deploy", "-address", serverAddr, "-timeout", "4m", dir)
-	t.Logf("deploy:\n%s%s", r.stdout, r.stderr)
-	if r.code != 0 {
+	r := e2etest.Butter(t, ".", "deploy", "-address", serverAddr, "-timeout", "4m", dir)
+	t.Logf("deploy:\n%s%s", r.Stdout, r.Stderr)
+	if r.Code != 0 {
 		t.Fatalf("deploy examples/iot: %+v", r)
 	}
-	r = butter(t, ".", "keys", "create", "-address", serverAddr, "iot")
-	key := strings.TrimSpace(r.stdout)
-	if r.code != 0 || key == "" {
+	r = e2etest.Butter(t, ".", "keys", "create", "-address", serverAddr, "iot")
+	key := strings.TrimSpace(r.Stdout)
+	if r.Code != 0 || key == "" {
 		t.Fatalf("keys create: %+v", r)
 	}
 
@@ -127,7 +132,7 @@ plugin "nomad-driver-butter" {
 		return resp.StatusCode, string(b)
 	}
 	// The gateway picks the route and the key up at its next refresh.
-	waitFor(t, time.Minute, "the ingest route answering through the gateway", func() bool {
+	e2etest.WaitFor(t, time.Minute, "the ingest route answering through the gateway", func() bool {
 		code, _ := post("d1", 20)
 		return code == 200
 	})

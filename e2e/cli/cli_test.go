@@ -1,77 +1,31 @@
-package main_test
+// Package cli tests the butter commands that run and exit (validate, job
+// render, init, invoke -local, secrets put/get) through the built binary,
+// as a user runs them: their output and exit codes, the rendered jobs
+// against a real Nomad agent, the secrets against a real Vault.
+package cli
 
 import (
 	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 
-	"github.com/butterfn/butter/internal/nomadtest"
 	"github.com/hashicorp/nomad/api"
+
+	"github.com/butterfn/butter/e2e/e2etest"
+	"github.com/butterfn/butter/internal/nomadtest"
 )
 
-// butterBin is the butter binary under test, built once by TestMain: the
-// tests drive the CLI exactly as a user does.
-var butterBin string
-
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "butter-cli-test")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	butterBin = filepath.Join(dir, "butter")
-	out, err := exec.Command("go", "build", "-o", butterBin, ".").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build butter: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	// The small sandbox shim beside it, as make build installs it: pools
-	// with secrets start their instances through it.
-	out, err = exec.Command("go", "build", "-o", filepath.Join(dir, "butter-sandbox"), "../butter-sandbox").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build butter-sandbox: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
-
-type result struct {
-	stdout, stderr string
-	code           int
-}
-
-func butter(t *testing.T, dir string, args ...string) result {
-	t.Helper()
-	cmd := exec.Command(butterBin, args...)
-	cmd.Dir = dir
-	var so, se bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &so, &se
-	err := cmd.Run()
-	code := 0
-	if err != nil {
-		ee, ok := err.(*exec.ExitError)
-		if !ok {
-			t.Fatalf("butter %v: %v", args, err)
-		}
-		code = ee.ExitCode()
-	}
-	return result{so.String(), se.String(), code}
-}
+func TestMain(m *testing.M) { e2etest.Main(m) }
 
 var examples = []string{"hello", "pipeline", "iot"}
 
-func repo(t *testing.T) string { return nomadtest.RepoRoot(t) }
-
 func TestExitCodes(t *testing.T) {
-	root := repo(t)
+	root := e2etest.Root()
 	invalid := filepath.Join(root, "hcl", "spec", "testdata", "invalid", "many-errors")
 	for _, c := range []struct {
 		name string
@@ -98,29 +52,29 @@ func TestExitCodes(t *testing.T) {
 		{"init help", []string{"init", "-help"}, 0, "-runtime=node"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			r := butter(t, root, c.args...)
-			if r.code != c.code {
-				t.Errorf("exit code %d, want %d\nstdout:\n%s\nstderr:\n%s", r.code, c.code, r.stdout, r.stderr)
+			r := e2etest.Butter(t, root, c.args...)
+			if r.Code != c.code {
+				t.Errorf("exit code %d, want %d\nstdout:\n%s\nstderr:\n%s", r.Code, c.code, r.Stdout, r.Stderr)
 			}
-			if !strings.Contains(r.stdout+r.stderr, c.out) {
-				t.Errorf("output lacks %q\nstdout:\n%s\nstderr:\n%s", c.out, r.stdout, r.stderr)
+			if !strings.Contains(r.Stdout+r.Stderr, c.out) {
+				t.Errorf("output lacks %q\nstdout:\n%s\nstderr:\n%s", c.out, r.Stdout, r.Stderr)
 			}
 		})
 	}
 }
 
 func TestRenderOut(t *testing.T) {
-	root := repo(t)
+	root := e2etest.Root()
 	out := filepath.Join(t.TempDir(), "iot.nomad.json")
-	r := butter(t, root, "job", "render", "examples/iot", "-format=json", "-out", out)
-	if r.code != 0 {
-		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	r := e2etest.Butter(t, root, "job", "render", "examples/iot", "-format=json", "-out", out)
+	if r.Code != 0 {
+		t.Fatalf("exit %d: %s", r.Code, r.Stderr)
 	}
 	b, err := os.ReadFile(out)
 	if err != nil {
 		t.Fatal(err)
 	}
-	stdout := butter(t, root, "job", "render", "-format", "json", "examples/iot").stdout
+	stdout := e2etest.Butter(t, root, "job", "render", "-format", "json", "examples/iot").Stdout
 	if string(b) != stdout {
 		t.Error("-out wrote something other than what stdout gets")
 	}
@@ -134,20 +88,20 @@ func TestInit(t *testing.T) {
 	for _, rt := range []string{"node", "python", "go", "exec"} {
 		t.Run(rt, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "my-"+rt)
-			r := butter(t, ".", "init", dir, "-runtime", rt)
-			if r.code != 0 {
-				t.Fatalf("init: exit %d: %s", r.code, r.stderr)
+			r := e2etest.Butter(t, ".", "init", dir, "-runtime", rt)
+			if r.Code != 0 {
+				t.Fatalf("init: exit %d: %s", r.Code, r.Stderr)
 			}
-			if v := butter(t, ".", "validate", dir); v.code != 0 {
-				t.Fatalf("the new project does not validate: %s", v.stderr)
+			if v := e2etest.Butter(t, ".", "validate", dir); v.Code != 0 {
+				t.Fatalf("the new project does not validate: %s", v.Stderr)
 			}
 			if gi, err := os.ReadFile(filepath.Join(dir, ".gitignore")); err != nil || !strings.Contains(string(gi), ".butter/") {
 				t.Errorf("the new project's .gitignore should keep .butter/ (dev state, local secrets) out of git: %q %v", gi, err)
 			}
 			before, _ := os.ReadFile(filepath.Join(dir, "my-"+rt+".fn.hcl"))
-			again := butter(t, ".", "init", dir, "-runtime", rt)
-			if again.code != 1 || !strings.Contains(again.stderr, "already exists") {
-				t.Errorf("a second init must refuse to overwrite: exit %d: %s", again.code, again.stderr)
+			again := e2etest.Butter(t, ".", "init", dir, "-runtime", rt)
+			if again.Code != 1 || !strings.Contains(again.Stderr, "already exists") {
+				t.Errorf("a second init must refuse to overwrite: exit %d: %s", again.Code, again.Stderr)
 			}
 			after, _ := os.ReadFile(filepath.Join(dir, "my-"+rt+".fn.hcl"))
 			if !bytes.Equal(before, after) {
@@ -164,7 +118,7 @@ func TestInit(t *testing.T) {
 // into the same job as the JSON rendering.
 func TestNomadAcceptsRenderedJobs(t *testing.T) {
 	agent := nomadtest.Start(t)
-	root := repo(t)
+	root := e2etest.Root()
 	work := t.TempDir()
 
 	projects := map[string]string{}
@@ -202,8 +156,8 @@ function "f" {
 	projects["kafka-block"] = kdir
 	for _, rt := range []string{"node", "python", "go", "exec"} {
 		dir := filepath.Join(work, "init-"+rt)
-		if r := butter(t, ".", "init", dir, "-runtime", rt); r.code != 0 {
-			t.Fatalf("init %s: %s", rt, r.stderr)
+		if r := e2etest.Butter(t, ".", "init", dir, "-runtime", rt); r.Code != 0 {
+			t.Fatalf("init %s: %s", rt, r.Stderr)
 		}
 		projects["init-"+rt] = dir
 	}
@@ -213,8 +167,8 @@ function "f" {
 			hclFile := filepath.Join(work, name+".nomad.hcl")
 			jsonFile := filepath.Join(work, name+".nomad.json")
 			for file, format := range map[string]string{hclFile: "hcl", jsonFile: "json"} {
-				if r := butter(t, root, "job", "render", dir, "-format", format, "-out", file); r.code != 0 {
-					t.Fatalf("render %s: %s", format, r.stderr)
+				if r := e2etest.Butter(t, root, "job", "render", dir, "-format", format, "-out", file); r.Code != 0 {
+					t.Fatalf("render %s: %s", format, r.Stderr)
 				}
 			}
 			out, code := agent.Run(t, "job", "validate", hclFile)

@@ -1,4 +1,8 @@
-package main_test
+// Package gateway tests `butter gateway` as a process in the production
+// shape: routes and API keys read from a `butter server`, requests sent
+// to a `butter pool`, JWT auth, a streamed 1 GiB body, and butter invoke
+// through the gateway.
+package gateway
 
 import (
 	"crypto/ecdsa"
@@ -17,21 +21,27 @@ import (
 	"testing"
 	"time"
 
-	"github.com/butterfn/butter/hcl/spec"
-	"github.com/butterfn/butter/jobs"
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/butterfn/butter/e2e/e2etest"
+	"github.com/butterfn/butter/hcl/spec"
+	"github.com/butterfn/butter/internal/nomadtest"
+	"github.com/butterfn/butter/internal/testport"
+	"github.com/butterfn/butter/jobs"
 )
+
+func TestMain(m *testing.M) { e2etest.Main(m) }
 
 // proc is a butter process the test started.
 type proc struct {
 	cmd *exec.Cmd
-	out *syncBuffer
+	out *nomadtest.SyncBuffer
 }
 
 func startProc(t *testing.T, name string, args ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(butterBin, args...), out: &syncBuffer{}}
+	p := &proc{cmd: exec.Command(e2etest.Bin(), args...), out: &nomadtest.SyncBuffer{}}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -40,7 +50,7 @@ func startProc(t *testing.T, name string, args ...string) *proc {
 		_ = p.cmd.Process.Kill()
 		_ = p.cmd.Wait()
 		if t.Failed() {
-			t.Logf("%s output (tail):\n%s", name, tailString(p.out.String(), 4000))
+			t.Logf("%s output (tail):\n%s", name, e2etest.Tail(p.out.String(), 4000))
 		}
 	})
 	return p
@@ -126,14 +136,14 @@ func TestGatewayProcess(t *testing.T) {
 	if err := os.WriteFile(specFile, []byte(fmt.Sprintf(gatewayProject, jwks.URL)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s := singleServer(t)
-	addr := "http://" + s.http
-	if r := butter(t, ".", "deploy", "-address", addr, dir); r.code != 0 {
+	s := e2etest.StartServer(t)
+	addr := "http://" + s.HTTP
+	if r := e2etest.Butter(t, ".", "deploy", "-address", addr, dir); r.Code != 0 {
 		t.Fatalf("deploy: %+v", r)
 	}
-	r := butter(t, ".", "keys", "create", "-address", addr, "front")
-	apiKey := strings.TrimSpace(r.stdout)
-	if r.code != 0 || !strings.HasPrefix(apiKey, "bk_") {
+	r := e2etest.Butter(t, ".", "keys", "create", "-address", addr, "front")
+	apiKey := strings.TrimSpace(r.Stdout)
+	if r.Code != 0 || !strings.HasPrefix(apiKey, "bk_") {
 		t.Fatalf("keys create: %+v", r)
 	}
 
@@ -147,9 +157,9 @@ func TestGatewayProcess(t *testing.T) {
 	if err := os.WriteFile(cfgPath, cfgJSON, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	poolAddr := freeAddr(t)
+	poolAddr := testport.Addr(t)
 	startProc(t, "pool", "pool", "-config", cfgPath, "-dir", dir, "-listen", poolAddr)
-	gwAddr := freeAddr(t)
+	gwAddr := testport.Addr(t)
 	gw := startProc(t, "gateway", "gateway", "-address", addr, "-endpoint", "front/default="+poolAddr, "-listen", gwAddr, "-refresh", "200ms")
 	base := "http://" + gwAddr
 
@@ -166,7 +176,7 @@ func TestGatewayProcess(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, strings.TrimSpace(string(b))
 	}
-	waitFor(t, 30*time.Second, "the gateway serving the deployed routes", func() bool {
+	e2etest.WaitFor(t, 30*time.Second, "the gateway serving the deployed routes", func() bool {
 		code, _ := call("/count", "", strings.NewReader("abc"))
 		return code == 200
 	})
@@ -214,12 +224,12 @@ func TestGatewayProcess(t *testing.T) {
 	}
 	_, _ = f.WriteString("\nfunction \"shout\" {\n  runtime = \"exec\"\n  command = [\"tr\", \"a-z\", \"A-Z\"]\n  trigger \"http\" {\n    route = \"POST /shout\"\n  }\n}\n")
 	f.Close()
-	if r := butter(t, ".", "deploy", "-address", addr, dir); r.code != 0 {
+	if r := e2etest.Butter(t, ".", "deploy", "-address", addr, dir); r.Code != 0 {
 		t.Fatalf("deploy of the new route: %+v", r)
 	}
 	// (The pool learns the new function from the new revision's job in
 	// production; here only the gateway's table is checked.)
-	waitFor(t, 30*time.Second, "the new route in the gateway's table", func() bool {
+	e2etest.WaitFor(t, 30*time.Second, "the new route in the gateway's table", func() bool {
 		resp, err := http.Get(base + "/v1/routes")
 		if err != nil {
 			return false
@@ -230,7 +240,7 @@ func TestGatewayProcess(t *testing.T) {
 	})
 
 	// butter invoke through the gateway: an ad-hoc pipeline.
-	inv := exec.Command(butterBin, "invoke", "-gateway", base, "-project", "front", "-api-key", apiKey, "echo | count")
+	inv := exec.Command(e2etest.Bin(), "invoke", "-gateway", base, "-project", "front", "-api-key", apiKey, "echo | count")
 	inv.Stdin = strings.NewReader("twelve bytes")
 	out, err := inv.CombinedOutput()
 	if err != nil || strings.TrimSpace(string(out)) != "12" {

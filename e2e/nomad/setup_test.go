@@ -1,4 +1,4 @@
-package main_test
+package nomad
 
 import (
 	"bytes"
@@ -12,35 +12,26 @@ import (
 	"testing"
 	"time"
 
-	"github.com/butterfn/butter/internal/nomadtest"
-	"github.com/butterfn/butter/internal/vaulttest"
 	"github.com/hashicorp/nomad/api"
 	vault "github.com/hashicorp/vault/api"
+
+	"github.com/butterfn/butter/e2e/e2etest"
+	"github.com/butterfn/butter/internal/nomadtest"
+	"github.com/butterfn/butter/internal/vaulttest"
 )
 
 // butterEnv runs butter with the environment's VAULT_* and NOMAD_*
 // variables replaced by env.
-func butterEnv(t *testing.T, env []string, args ...string) result {
+func butterEnv(t *testing.T, env []string, args ...string) e2etest.Result {
 	t.Helper()
-	cmd := exec.Command(butterBin, args...)
+	cmd := exec.Command(e2etest.Bin(), args...)
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "VAULT_") && !strings.HasPrefix(kv, "NOMAD_") {
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}
 	cmd.Env = append(cmd.Env, env...)
-	var so, se bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &so, &se
-	err := cmd.Run()
-	code := 0
-	if err != nil {
-		ee, ok := err.(*exec.ExitError)
-		if !ok {
-			t.Fatalf("butter %v: %v", args, err)
-		}
-		code = ee.ExitCode()
-	}
-	return result{so.String(), se.String(), code}
+	return e2etest.Run(t, cmd)
 }
 
 // wantPolicy is the policy setup writes for the project iot.
@@ -80,15 +71,15 @@ vault {
   }
 }
 `, v.Addr)})
-	root := repo(t)
+	root := e2etest.Root()
 	flags := []string{"setup", "vault", "-vault-addr", v.Addr, "-token", v.RootToken, "-nomad-addr", agent.Addr}
 
 	// The first run creates everything but secret/, which dev servers have.
-	r := butter(t, root, append(flags, "-project", "iot", "-project", "web,iot")...)
-	if r.code != 0 {
-		t.Fatalf("first run: exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	r := e2etest.Butter(t, root, append(flags, "-project", "iot", "-project", "web,iot")...)
+	if r.Code != 0 {
+		t.Fatalf("first run: exit %d\nstdout:\n%s\nstderr:\n%s", r.Code, r.Stdout, r.Stderr)
 	}
-	t.Logf("first run:\n%s", r.stdout)
+	t.Logf("first run:\n%s", r.Stdout)
 	for _, line := range []string{
 		"created    auth method jwt-nomad/ (jwt)",
 		"created    auth/jwt-nomad/config (jwks_url " + agent.Addr + "/.well-known/jwks.json, default_role butter-default)",
@@ -103,7 +94,7 @@ vault {
 		"9 created, 0 updated, 1 unchanged",
 		`jwt_auth_backend_path = "jwt-nomad/"`,
 	} {
-		if !strings.Contains(r.stdout, line) {
+		if !strings.Contains(r.Stdout, line) {
 			t.Errorf("first run's output lacks %q", line)
 		}
 	}
@@ -111,10 +102,10 @@ vault {
 	// The second run, configured through the environment, changes nothing.
 	env := []string{"VAULT_ADDR=" + v.Addr, "VAULT_TOKEN=" + v.RootToken, "NOMAD_ADDR=" + agent.Addr}
 	r = butterEnv(t, env, "setup", "vault", "-project", "iot,web")
-	if r.code != 0 {
-		t.Fatalf("second run: exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	if r.Code != 0 {
+		t.Fatalf("second run: exit %d\nstdout:\n%s\nstderr:\n%s", r.Code, r.Stdout, r.Stderr)
 	}
-	checkAllUnchanged(t, r.stdout, 10)
+	checkAllUnchanged(t, r.Stdout, 10)
 
 	// What Vault holds.
 	c := v.Client
@@ -191,24 +182,24 @@ vault {
 	if err := c.Sys().PutPolicy("butter-web", `path "secret/*" { capabilities = ["read"] }`); err != nil {
 		t.Fatal(err)
 	}
-	r = butter(t, root, append(flags, "-project", "iot,web")...)
-	if r.code != 0 {
-		t.Fatalf("repair run: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	r = e2etest.Butter(t, root, append(flags, "-project", "iot,web")...)
+	if r.Code != 0 {
+		t.Fatalf("repair run: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
 	}
 	for _, line := range []string{
 		"updated    policy butter-web (its rules differed)",
 		"updated    role auth/jwt-nomad/role/butter-web (bound_claims, token_period)",
 		"0 created, 2 updated, 8 unchanged",
 	} {
-		if !strings.Contains(r.stdout, line) {
-			t.Errorf("repair run's output lacks %q:\n%s", line, r.stdout)
+		if !strings.Contains(r.Stdout, line) {
+			t.Errorf("repair run's output lacks %q:\n%s", line, r.Stdout)
 		}
 	}
-	r = butter(t, root, append(flags, "-project", "iot,web")...)
-	if r.code != 0 {
-		t.Fatalf("run after the repair: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	r = e2etest.Butter(t, root, append(flags, "-project", "iot,web")...)
+	if r.Code != 0 {
+		t.Fatalf("run after the repair: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
 	}
-	checkAllUnchanged(t, r.stdout, 10)
+	checkAllUnchanged(t, r.Stdout, 10)
 
 	// The job butter-iot logs in with its role: its template reads the
 	// project's secret and encrypts with the project's transit key.
@@ -216,7 +207,7 @@ vault {
 		t.Fatal(err)
 	}
 	allocID := runVaultJob(t, agent, "butter-iot", "butter-iot")
-	waitFor(t, 90*time.Second, "the job's template rendered from Vault", func() bool {
+	e2etest.WaitFor(t, 90*time.Second, "the job's template rendered from Vault", func() bool {
 		out, err := agent.Client.AllocFS().Cat(&api.Allocation{ID: allocID}, "alloc/logs/fn.stdout.0", nil)
 		if err != nil {
 			return false
@@ -235,7 +226,7 @@ vault {
 	// Another job cannot log in with butter-iot's role: it is bound to
 	// the job butter-iot.
 	intruder := runVaultJob(t, agent, "intruder", "butter-iot")
-	waitFor(t, 90*time.Second, "the intruder's Vault login refused", func() bool {
+	e2etest.WaitFor(t, 90*time.Second, "the intruder's Vault login refused", func() bool {
 		a, _, err := agent.Client.Allocations().Info(intruder, nil)
 		if err != nil || a.TaskStates["fn"] == nil {
 			return false
@@ -304,7 +295,7 @@ func runVaultJob(t *testing.T, agent *nomadtest.Agent, jobID, role string) strin
 	}
 	t.Cleanup(func() { _, _, _ = agent.Client.Jobs().Deregister(jobID, true, nil) })
 	var allocID string
-	waitFor(t, 60*time.Second, "an allocation of "+jobID, func() bool {
+	e2etest.WaitFor(t, 60*time.Second, "an allocation of "+jobID, func() bool {
 		allocs, _, err := agent.Client.Jobs().Allocations(jobID, true, nil)
 		if err != nil || len(allocs) == 0 {
 			return false
@@ -319,7 +310,7 @@ func runVaultJob(t *testing.T, agent *nomadtest.Agent, jobID, role string) strin
 // test checks the documentation.
 func vaultDocPolicy(t *testing.T) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(repo(t), "docs", "vault.md"))
+	b, err := os.ReadFile(filepath.Join(e2etest.Root(), "docs", "vault.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -354,8 +345,8 @@ func TestSetupVaultErrors(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			r := butterEnv(t, c.env, append([]string{"setup", "vault"}, c.args...)...)
-			if r.code != c.code || !strings.Contains(r.stderr, c.out) {
-				t.Errorf("exit %d, want %d with %q\nstdout:\n%s\nstderr:\n%s", r.code, c.code, c.out, r.stdout, r.stderr)
+			if r.Code != c.code || !strings.Contains(r.Stderr, c.out) {
+				t.Errorf("exit %d, want %d with %q\nstdout:\n%s\nstderr:\n%s", r.Code, c.code, c.out, r.Stdout, r.Stderr)
 			}
 		})
 	}
@@ -366,16 +357,16 @@ func TestSetupVaultErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := butterEnv(t, []string{"VAULT_ADDR=" + v.Addr, "VAULT_TOKEN=" + tok.Auth.ClientToken}, "setup", "vault", "-project", "iot")
-	if r.code != 1 || !strings.Contains(r.stderr, "list the auth methods: permission denied (403 on sys/auth)\n") ||
-		!strings.Contains(r.stderr, `The token needs "read" on "sys/auth"`) {
-		t.Errorf("a token without permission: exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	if r.Code != 1 || !strings.Contains(r.Stderr, "list the auth methods: permission denied (403 on sys/auth)\n") ||
+		!strings.Contains(r.Stderr, `The token needs "read" on "sys/auth"`) {
+		t.Errorf("a token without permission: exit %d\nstdout:\n%s\nstderr:\n%s", r.Code, r.Stdout, r.Stderr)
 	}
 
 	// Nomad is not where -nomad-addr says: Vault cannot fetch the JWKS.
 	r = butterEnv(t, v.Env(), "setup", "vault", "-nomad-addr", "http://127.0.0.1:1")
-	if r.code != 1 || !strings.Contains(r.stderr, "Vault could not fetch Nomad's JWKS from http://127.0.0.1:1/.well-known/jwks.json") ||
-		!strings.Contains(r.stderr, "Set -nomad-addr") {
-		t.Errorf("Nomad unreachable: exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	if r.Code != 1 || !strings.Contains(r.Stderr, "Vault could not fetch Nomad's JWKS from http://127.0.0.1:1/.well-known/jwks.json") ||
+		!strings.Contains(r.Stderr, "Set -nomad-addr") {
+		t.Errorf("Nomad unreachable: exit %d\nstdout:\n%s\nstderr:\n%s", r.Code, r.Stdout, r.Stderr)
 	}
 
 	// The operator policy of docs/vault.md is enough, from a fresh server
@@ -390,15 +381,15 @@ func TestSetupVaultErrors(t *testing.T) {
 	}
 	env := []string{"VAULT_ADDR=" + v.Addr, "VAULT_TOKEN=" + tok.Auth.ClientToken, "NOMAD_ADDR=" + agent.Addr}
 	r = butterEnv(t, env, "setup", "vault", "-project", "iot")
-	if r.code != 0 || !strings.Contains(r.stdout, "5 created, 0 updated, 2 unchanged") {
-		t.Fatalf("with the operator policy: exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	if r.Code != 0 || !strings.Contains(r.Stdout, "5 created, 0 updated, 2 unchanged") {
+		t.Fatalf("with the operator policy: exit %d\nstdout:\n%s\nstderr:\n%s", r.Code, r.Stdout, r.Stderr)
 	}
 	r = butterEnv(t, env, "setup", "vault", "-project", "iot")
-	if r.code != 0 {
-		t.Fatalf("with the operator policy, again: exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	if r.Code != 0 {
+		t.Fatalf("with the operator policy, again: exit %d\nstdout:\n%s\nstderr:\n%s", r.Code, r.Stdout, r.Stderr)
 	}
-	checkAllUnchanged(t, r.stdout, 7)
-	if !slices.Contains(strings.Fields(r.stdout), "butter-iot") {
-		t.Errorf("second run does not name the policy:\n%s", r.stdout)
+	checkAllUnchanged(t, r.Stdout, 7)
+	if !slices.Contains(strings.Fields(r.Stdout), "butter-iot") {
+		t.Errorf("second run does not name the policy:\n%s", r.Stdout)
 	}
 }

@@ -1,4 +1,7 @@
-package main_test
+// Package streams tests `butter pool` consuming streams as a process: no
+// event lost and order kept per key while the pool is SIGKILLed, and
+// memory bounded under back-pressure.
+package streams
 
 import (
 	"bufio"
@@ -15,11 +18,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/butterfn/butter/broker"
-	"github.com/butterfn/butter/plugins/pool"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/butterfn/butter/broker"
+	"github.com/butterfn/butter/e2e/e2etest"
+	"github.com/butterfn/butter/plugins/pool"
 )
+
+func TestMain(m *testing.M) { e2etest.Main(m) }
 
 // poolProc is a `butter pool` process consuming streams.
 type poolProc struct {
@@ -29,7 +36,7 @@ type poolProc struct {
 
 func startPool(t *testing.T, cfgPath, brokers string) *poolProc {
 	t.Helper()
-	cmd := exec.Command(butterBin, "pool", "-config", cfgPath, "-kafka-brokers", brokers, "-listen", "127.0.0.1:0", "-session-timeout", "6s")
+	cmd := exec.Command(e2etest.Bin(), "pool", "-config", cfgPath, "-kafka-brokers", brokers, "-listen", "127.0.0.1:0", "-session-timeout", "6s")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -99,7 +106,7 @@ func TestStreamCrashRecovery(t *testing.T) {
 	if err := broker.EnsureTopics(ctx, kadm.NewClient(cl), []broker.Topic{{Name: "c.in", Partitions: 6}, {Name: "c.out", Partitions: 6}}); err != nil {
 		t.Fatal(err)
 	}
-	gofn, _ := filepath.Abs(filepath.Join(repo(t), "plugins", "pool", "testdata", "gofn"))
+	gofn, _ := filepath.Abs(filepath.Join(e2etest.Root(), "plugins", "pool", "testdata", "gofn"))
 	cfgPath := writePoolConfig(t, pool.Config{Project: "c", Pool: "p", Functions: []pool.FunctionConfig{{
 		Name: "up", Runtime: "go", Bundle: gofn, Timeout: "10s", Memory: 64, MaxInstances: 4, Concurrency: 1,
 		Output:  "c.out",

@@ -1,10 +1,8 @@
-package main_test
+package cli
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
-	"errors"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -13,10 +11,12 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/butterfn/butter/e2e/e2etest"
 )
 
 // These tests run `butter invoke -local` as a user does: the binary built
-// by TestMain, real exec, Node, Python and Go workers, input on stdin.
+// by e2etest.Main, real exec, Node, Python and Go workers, input on stdin.
 
 // goCache is the Go build cache of the machine running the tests. Each
 // run of butter gets a cache directory of its own (XDG_CACHE_HOME), which
@@ -30,50 +30,40 @@ var goCache = sync.OnceValue(func() string {
 	return strings.TrimSpace(string(out))
 })
 
-// butterIn runs butterBin in dir with stdin as its standard input and a
+// butterIn runs butter in dir with stdin as its standard input and a
 // fresh cache directory (where butter installs its SDKs and caches Go
 // builds), so that no run depends on what an earlier one left behind. It
 // returns stdout, stderr and the exit code; the process gets at most two
 // minutes.
-func butterIn(t *testing.T, dir, stdin string, args ...string) result {
+func butterIn(t *testing.T, dir, stdin string, args ...string) e2etest.Result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, butterBin, args...)
+	cmd := exec.CommandContext(ctx, e2etest.Bin(), args...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "XDG_CACHE_HOME="+t.TempDir())
 	if gc := goCache(); gc != "" {
 		cmd.Env = append(cmd.Env, "GOCACHE="+gc)
 	}
 	cmd.Stdin = strings.NewReader(stdin)
-	var so, se bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &so, &se
 	cmd.WaitDelay = 5 * time.Second // bound the wait for output pipes a straggler holds open
-	err := cmd.Run()
+	r := e2etest.Run(t, cmd)
 	if ctx.Err() != nil {
-		t.Fatalf("butter %q did not finish within 2 minutes\nstderr:\n%s", args, se.String())
+		t.Fatalf("butter %q did not finish within 2 minutes\nstderr:\n%s", args, r.Stderr)
 	}
-	code := 0
-	if err != nil {
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) {
-			t.Fatalf("butter %q: %v\nstderr:\n%s", args, err, se.String())
-		}
-		code = ee.ExitCode()
-	}
-	return result{so.String(), se.String(), code}
+	return r
 }
 
 func TestInvokeLocalAcceptance(t *testing.T) {
 	// The acceptance check, exactly as the README and the example show it.
-	r := butterIn(t, repo(t), "I hate this\n", "invoke", "--local", "examples/pipeline", "sed | to-upper")
-	if r.code != 0 || r.stdout != "I LOVE THIS\n" {
-		t.Fatalf("exit %d, stdout %q, want exit 0 and %q\nstderr:\n%s", r.code, r.stdout, "I LOVE THIS\n", r.stderr)
+	r := butterIn(t, e2etest.Root(), "I hate this\n", "invoke", "--local", "examples/pipeline", "sed | to-upper")
+	if r.Code != 0 || r.Stdout != "I LOVE THIS\n" {
+		t.Fatalf("exit %d, stdout %q, want exit 0 and %q\nstderr:\n%s", r.Code, r.Stdout, "I LOVE THIS\n", r.Stderr)
 	}
 }
 
 func TestInvokeLocalPipelines(t *testing.T) {
-	root := repo(t)
+	root := e2etest.Root()
 	for _, c := range []struct {
 		name, dir, expr, in, want string
 	}{
@@ -86,8 +76,8 @@ func TestInvokeLocalPipelines(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			r := butterIn(t, root, c.in, "invoke", "-local", c.dir, c.expr)
-			if r.code != 0 || r.stdout != c.want {
-				t.Errorf("%q: exit %d, stdout %q, want exit 0 and %q\nstderr:\n%s", c.expr, r.code, r.stdout, c.want, r.stderr)
+			if r.Code != 0 || r.Stdout != c.want {
+				t.Errorf("%q: exit %d, stdout %q, want exit 0 and %q\nstderr:\n%s", c.expr, r.Code, r.Stdout, c.want, r.Stderr)
 			}
 		})
 	}
@@ -97,20 +87,20 @@ func TestInvokeLocalPipelines(t *testing.T) {
 // whatever the runtime: UTF-8, NUL, a byte that is not UTF-8, no final
 // newline. The Go function is built on its first call.
 func TestInvokeLocalHelloRuntimes(t *testing.T) {
-	root := repo(t)
+	root := e2etest.Root()
 	in := "h\u00e9llo \x00\xff butter\nsecond line"
 	for _, f := range []string{"echo-node", "echo-python", "echo-go", "echo-exec"} {
 		t.Run(f, func(t *testing.T) {
 			r := butterIn(t, root, in, "invoke", "-local", "examples/hello", f)
-			if r.code != 0 || r.stdout != in {
-				t.Errorf("exit %d, stdout %q, want exit 0 and %q\nstderr:\n%s", r.code, r.stdout, in, r.stderr)
+			if r.Code != 0 || r.Stdout != in {
+				t.Errorf("exit %d, stdout %q, want exit 0 and %q\nstderr:\n%s", r.Code, r.Stdout, in, r.Stderr)
 			}
 		})
 	}
 }
 
 func TestInvokeLocalErrors(t *testing.T) {
-	root := repo(t)
+	root := e2etest.Root()
 
 	// A project whose function fails, beside one that passes its input on.
 	proj := t.TempDir()
@@ -166,16 +156,16 @@ function "boom" {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			r := butterIn(t, root, "I hate this\n", c.args...)
-			if r.code != c.code {
-				t.Errorf("exit %d, want %d\nstdout:\n%s\nstderr:\n%s", r.code, c.code, r.stdout, r.stderr)
+			if r.Code != c.code {
+				t.Errorf("exit %d, want %d\nstdout:\n%s\nstderr:\n%s", r.Code, c.code, r.Stdout, r.Stderr)
 			}
 			for _, s := range c.stderr {
-				if !strings.Contains(r.stderr, s) {
-					t.Errorf("stderr lacks %q:\n%s", s, r.stderr)
+				if !strings.Contains(r.Stderr, s) {
+					t.Errorf("stderr lacks %q:\n%s", s, r.Stderr)
 				}
 			}
-			if c.code != 0 && r.stdout != "" {
-				t.Errorf("a failed invoke printed to stdout: %q", r.stdout)
+			if c.code != 0 && r.Stdout != "" {
+				t.Errorf("a failed invoke printed to stdout: %q", r.Stdout)
 			}
 		})
 	}
@@ -194,12 +184,12 @@ func TestInvokeLocalLargeBody(t *testing.T) {
 			src[i+j] = byte(v >> (8 * j))
 		}
 	}
-	r := butterIn(t, repo(t), string(src), "invoke", "-local", "examples/hello", "echo-exec | echo-exec")
-	if r.code != 0 {
-		t.Fatalf("exit %d\nstderr:\n%s", r.code, r.stderr)
+	r := butterIn(t, e2etest.Root(), string(src), "invoke", "-local", "examples/hello", "echo-exec | echo-exec")
+	if r.Code != 0 {
+		t.Fatalf("exit %d\nstderr:\n%s", r.Code, r.Stderr)
 	}
-	if len(r.stdout) != size || sha256.Sum256([]byte(r.stdout)) != sha256.Sum256(src) {
-		t.Fatalf("got %d bytes back (sha256 %x), want %d (sha256 %x)", len(r.stdout), sha256.Sum256([]byte(r.stdout)), size, sha256.Sum256(src))
+	if len(r.Stdout) != size || sha256.Sum256([]byte(r.Stdout)) != sha256.Sum256(src) {
+		t.Fatalf("got %d bytes back (sha256 %x), want %d (sha256 %x)", len(r.Stdout), sha256.Sum256([]byte(r.Stdout)), size, sha256.Sum256(src))
 	}
 }
 
@@ -223,11 +213,11 @@ function "show" {
 	}
 	t.Setenv("INVOKE_TOKEN", "")
 	r := butterIn(t, dir, "", "invoke", "-local", ".", "show")
-	if r.code == 0 || !strings.Contains(r.stderr, "INVOKE_TOKEN") || !strings.Contains(r.stderr, "secrets.env") {
+	if r.Code == 0 || !strings.Contains(r.Stderr, "INVOKE_TOKEN") || !strings.Contains(r.Stderr, "secrets.env") {
 		t.Fatalf("a missing secret should fail, naming it and where it was looked for: %+v", r)
 	}
 	t.Setenv("INVOKE_TOKEN", "tok-from-env")
-	if r := butterIn(t, dir, "", "invoke", "-local", ".", "show"); r.code != 0 || r.stdout != "tok-from-env" {
+	if r := butterIn(t, dir, "", "invoke", "-local", ".", "show"); r.Code != 0 || r.Stdout != "tok-from-env" {
 		t.Fatalf("the function should print its secret: %+v", r)
 	}
 }

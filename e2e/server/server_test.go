@@ -1,20 +1,20 @@
-package main_test
+// Package server tests the control plane as processes: `butter server`
+// clusters losing their leader, the operator commands, timers across a
+// failover, deploy, revisions and rollback, and deploys to a real Nomad
+// agent; and BenchmarkDeploy, the time from a deploy to its first answer.
+package server
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -23,114 +23,43 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/butterfn/butter/broker"
+	"github.com/butterfn/butter/e2e/e2etest"
 	"github.com/butterfn/butter/internal/nomadtest"
 	"github.com/butterfn/butter/internal/testport"
 )
 
-// serverProc is a `butter server` process.
-type serverProc struct {
-	http, raft, dir string
-	join            []string
-	extra           []string
-	cmd             *exec.Cmd
-	done            chan error
-	log             *syncBuffer
-}
+func TestMain(m *testing.M) { e2etest.Main(m) }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func freeAddr(t *testing.T) string { return testport.Addr(t) }
-
-func (s *serverProc) start(t *testing.T) {
+// cluster3 starts a 3-node control plane whose servers join each other,
+// with extra flags, and kills it when the test ends.
+func cluster3(t *testing.T, extra ...string) []*e2etest.Server {
 	t.Helper()
-	s.log = &syncBuffer{}
-	args := append([]string{"server", "-data-dir", s.dir, "-http-addr", s.http, "-raft-addr", s.raft,
-		"-bootstrap-expect", "3", "-join", strings.Join(s.join, ","), "-snapshot-threshold", "64"}, s.extra...)
-	s.cmd = exec.Command(butterBin, args...)
-	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
-	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	s.done = make(chan error, 1)
-	go func() { s.done <- s.cmd.Wait() }()
-}
-
-func (s *serverProc) kill() {
-	if s.cmd == nil {
-		return
-	}
-	_ = s.cmd.Process.Signal(syscall.SIGKILL)
-	<-s.done
-	s.cmd = nil
-}
-
-func cluster3(t *testing.T, extra ...string) []*serverProc {
-	t.Helper()
-	var servers []*serverProc
+	var servers []*e2etest.Server
 	for i := range 3 {
-		servers = append(servers, &serverProc{http: freeAddr(t), raft: freeAddr(t), dir: filepath.Join(t.TempDir(), fmt.Sprint(i)), extra: extra})
+		servers = append(servers, &e2etest.Server{HTTP: testport.Addr(t), Raft: testport.Addr(t), Dir: filepath.Join(t.TempDir(), fmt.Sprint(i))})
 	}
 	for _, s := range servers {
+		var join []string
 		for _, o := range servers {
 			if o != s {
-				s.join = append(s.join, o.http)
+				join = append(join, o.HTTP)
 			}
 		}
-		s.start(t)
+		s.Args = append([]string{"-bootstrap-expect", "3", "-join", strings.Join(join, ","), "-snapshot-threshold", "64"}, extra...)
+		s.Start(t)
 	}
 	t.Cleanup(func() {
 		for _, s := range servers {
-			s.kill()
+			s.Kill()
 			if t.Failed() {
-				t.Logf("server %s log (tail):\n%s", s.http, tailString(s.log.String(), 3000))
+				t.Logf("server %s log (tail):\n%s", s.HTTP, e2etest.Tail(s.Log.String(), 3000))
 			}
 		}
 	})
 	return servers
 }
 
-func tailString(s string, n int) string {
-	if len(s) > n {
-		return s[len(s)-n:]
-	}
-	return s
-}
-
 var httpc = &http.Client{Timeout: 3 * time.Second}
-
-func leaderOf(servers []*serverProc) string {
-	for _, s := range servers {
-		if s.cmd == nil {
-			continue
-		}
-		var out struct{ Leader string }
-		resp, err := httpc.Get("http://" + s.http + "/v1/status/leader")
-		if err != nil {
-			continue
-		}
-		_ = json.NewDecoder(resp.Body).Decode(&out)
-		resp.Body.Close()
-		if out.Leader != "" {
-			return out.Leader
-		}
-	}
-	return ""
-}
 
 func write(addr, name string) error {
 	req, _ := http.NewRequest("PUT", "http://"+addr+"/v1/projects/"+name, nil)
@@ -162,19 +91,6 @@ func projectsAt(addr string) map[string]bool {
 	return m
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("%s: not true after %s", what, d)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
 // TestLeaderLoss kills the leader of a 3-node cluster with SIGKILL during
 // 200 writes through the API, five times. A new leader serves within
 // seconds (the median is printed), every acknowledged write is on every
@@ -185,24 +101,24 @@ func TestLeaderLoss(t *testing.T) {
 		t.Skip("leader-loss runs skipped in -short mode")
 	}
 	servers := cluster3(t)
-	waitFor(t, 30*time.Second, "a first leader", func() bool { return leaderOf(servers) != "" })
-	byAddr := map[string]*serverProc{}
+	e2etest.WaitFor(t, 30*time.Second, "a first leader", func() bool { return e2etest.LeaderOf(servers...) != "" })
+	byAddr := map[string]*e2etest.Server{}
 	for _, s := range servers {
-		byAddr[s.http] = s
+		byAddr[s.HTTP] = s
 	}
 	acked := map[string]bool{}
 	var recoveries []time.Duration
 	for run := range 5 {
-		var killed *serverProc
+		var killed *e2etest.Server
 		var killedAt time.Time
 		recovered := time.Duration(0)
 		for i := 0; i < 200; i++ {
 			if i == 60 {
-				killed = byAddr[leaderOf(servers)]
+				killed = byAddr[e2etest.LeaderOf(servers...)]
 				if killed == nil {
 					t.Fatal("no leader to kill")
 				}
-				killed.kill()
+				killed.Kill()
 				killedAt = time.Now()
 			}
 			name := fmt.Sprintf("r%d-w%03d", run, i)
@@ -212,10 +128,10 @@ func TestLeaderLoss(t *testing.T) {
 			for {
 				var err error
 				for _, s := range servers {
-					if s.cmd == nil {
+					if !s.Running() {
 						continue
 					}
-					if err = write(s.http, name); err == nil {
+					if err = write(s.HTTP, name); err == nil {
 						break
 					}
 				}
@@ -235,11 +151,11 @@ func TestLeaderLoss(t *testing.T) {
 		recoveries = append(recoveries, recovered)
 		// Every acknowledged write is on every survivor.
 		for _, s := range servers {
-			if s.cmd == nil {
+			if !s.Running() {
 				continue
 			}
-			waitFor(t, 10*time.Second, "survivor "+s.http+" holds every acknowledged write", func() bool {
-				have := projectsAt(s.http)
+			e2etest.WaitFor(t, 10*time.Second, "survivor "+s.HTTP+" holds every acknowledged write", func() bool {
+				have := projectsAt(s.HTTP)
 				for name := range acked {
 					if !have[name] {
 						return false
@@ -250,7 +166,7 @@ func TestLeaderLoss(t *testing.T) {
 		}
 		// Snapshot the leader, which compacts its log past what the killed
 		// node has: the node can only catch up by a snapshot install.
-		resp, err := httpc.Get("http://" + leaderOf(servers) + "/v1/operator/snapshot")
+		resp, err := httpc.Get("http://" + e2etest.LeaderOf(servers...) + "/v1/operator/snapshot")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -260,9 +176,9 @@ func TestLeaderLoss(t *testing.T) {
 			t.Fatalf("snapshot: %s, %d bytes", resp.Status, len(snap))
 		}
 		// The killed node rejoins and catches up.
-		killed.start(t)
-		waitFor(t, 30*time.Second, "killed node "+killed.http+" caught up", func() bool {
-			have := projectsAt(killed.http)
+		killed.Start(t)
+		e2etest.WaitFor(t, 30*time.Second, "killed node "+killed.HTTP+" caught up", func() bool {
+			have := projectsAt(killed.HTTP)
 			for name := range acked {
 				if !have[name] {
 					return false
@@ -273,10 +189,10 @@ func TestLeaderLoss(t *testing.T) {
 		// Raft logs the install just after the FSM restore that made the
 		// writes visible: wait for the line rather than race it.
 		deadline := time.Now().Add(10 * time.Second)
-		for !strings.Contains(killed.log.String(), "Installed remote snapshot") && time.Now().Before(deadline) {
+		for !strings.Contains(killed.Log.String(), "Installed remote snapshot") && time.Now().Before(deadline) {
 			time.Sleep(20 * time.Millisecond)
 		}
-		if !strings.Contains(killed.log.String(), "Installed remote snapshot") {
+		if !strings.Contains(killed.Log.String(), "Installed remote snapshot") {
 			t.Errorf("run %d: the killed node caught up without a snapshot install", run)
 		}
 	}
@@ -292,28 +208,28 @@ func TestLeaderLoss(t *testing.T) {
 // list-peers, snapshot save and restore, remove-peer.
 func TestOperatorCommands(t *testing.T) {
 	servers := cluster3(t)
-	waitFor(t, 30*time.Second, "a leader", func() bool { return leaderOf(servers) != "" })
-	addr := "http://" + servers[0].http
+	e2etest.WaitFor(t, 30*time.Second, "a leader", func() bool { return e2etest.LeaderOf(servers...) != "" })
+	addr := "http://" + servers[0].HTTP
 	for _, p := range []string{"alpha", "beta"} {
-		if err := write(servers[0].http, p); err != nil {
+		if err := write(servers[0].HTTP, p); err != nil {
 			t.Fatal(err)
 		}
 	}
-	r := butter(t, ".", "operator", "raft", "list-peers", "-address", addr)
-	if r.code != 0 || strings.Count(r.stdout, "127.0.0.1:") < 6 || strings.Count(r.stdout, "leader") != 1 {
+	r := e2etest.Butter(t, ".", "operator", "raft", "list-peers", "-address", addr)
+	if r.Code != 0 || strings.Count(r.Stdout, "127.0.0.1:") < 6 || strings.Count(r.Stdout, "leader") != 1 {
 		t.Fatalf("list-peers: %+v", r)
 	}
 	snap := filepath.Join(t.TempDir(), "state.snap")
-	if r := butter(t, ".", "operator", "snapshot", "save", "-address", addr, snap); r.code != 0 || !strings.Contains(r.stdout, "Saved snapshot") {
+	if r := e2etest.Butter(t, ".", "operator", "snapshot", "save", "-address", addr, snap); r.Code != 0 || !strings.Contains(r.Stdout, "Saved snapshot") {
 		t.Fatalf("snapshot save: %+v", r)
 	}
-	if err := write(servers[0].http, "gamma"); err != nil {
+	if err := write(servers[0].HTTP, "gamma"); err != nil {
 		t.Fatal(err)
 	}
-	if r := butter(t, ".", "operator", "snapshot", "restore", "-address", addr, snap); r.code != 0 {
+	if r := e2etest.Butter(t, ".", "operator", "snapshot", "restore", "-address", addr, snap); r.Code != 0 {
 		t.Fatalf("snapshot restore: %+v", r)
 	}
-	leader := leaderOf(servers)
+	leader := e2etest.LeaderOf(servers...)
 	have := projectsAt(leader)
 	if !have["alpha"] || !have["beta"] || have["gamma"] {
 		t.Errorf("after the restore the leader holds %v; want alpha and beta only", have)
@@ -321,19 +237,19 @@ func TestOperatorCommands(t *testing.T) {
 	// Remove a follower.
 	var follower string
 	for _, s := range servers {
-		if s.http != leader {
-			follower = s.http
+		if s.HTTP != leader {
+			follower = s.HTTP
 		}
 	}
-	if r := butter(t, ".", "operator", "raft", "remove-peer", "-address", addr, "-peer-id", follower); r.code != 0 {
+	if r := e2etest.Butter(t, ".", "operator", "raft", "remove-peer", "-address", addr, "-peer-id", follower); r.Code != 0 {
 		t.Fatalf("remove-peer: %+v", r)
 	}
-	r = butter(t, ".", "operator", "raft", "list-peers", "-address", "http://"+leader)
-	if strings.Contains(r.stdout, follower+" ") {
-		t.Errorf("%s still listed after remove-peer:\n%s", follower, r.stdout)
+	r = e2etest.Butter(t, ".", "operator", "raft", "list-peers", "-address", "http://"+leader)
+	if strings.Contains(r.Stdout, follower+" ") {
+		t.Errorf("%s still listed after remove-peer:\n%s", follower, r.Stdout)
 	}
-	if r := butter(t, ".", "operator", "raft", "remove-peer", "-address", addr); r.code != 2 {
-		t.Errorf("remove-peer without -peer-id: exit %d", r.code)
+	if r := e2etest.Butter(t, ".", "operator", "raft", "remove-peer", "-address", addr); r.Code != 2 {
+		t.Errorf("remove-peer without -peer-id: exit %d", r.Code)
 	}
 }
 
@@ -356,8 +272,8 @@ func TestTimersUnderFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	servers := cluster3(t, "-kafka-brokers", dev.Addr)
-	waitFor(t, 30*time.Second, "a leader", func() bool { return leaderOf(servers) != "" })
-	req, _ := http.NewRequest("PUT", "http://"+servers[0].http+"/v1/timers/every-second", strings.NewReader(`{"schedule":"* * * * * *","topic":"ticks"}`))
+	e2etest.WaitFor(t, 30*time.Second, "a leader", func() bool { return e2etest.LeaderOf(servers...) != "" })
+	req, _ := http.NewRequest("PUT", "http://"+servers[0].HTTP+"/v1/timers/every-second", strings.NewReader(`{"schedule":"* * * * * *","topic":"ticks"}`))
 	resp, err := httpc.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -384,17 +300,17 @@ func TestTimersUnderFailover(t *testing.T) {
 			t.Fatalf("only %d distinct ticks after 30s, want %d", len(fired), target)
 		}
 	}
-	byAddr := map[string]*serverProc{}
+	byAddr := map[string]*e2etest.Server{}
 	for _, s := range servers {
-		byAddr[s.http] = s
+		byAddr[s.HTTP] = s
 	}
 	readTicks(3)
-	first := byAddr[leaderOf(servers)]
-	first.kill()
+	first := byAddr[e2etest.LeaderOf(servers...)]
+	first.Kill()
 	readTicks(3)
-	first.start(t) // back, so that a second kill leaves a majority
-	waitFor(t, 30*time.Second, "the first killed server rejoined", func() bool {
-		resp, err := httpc.Get("http://" + first.http + "/v1/status/leader")
+	first.Start(t) // back, so that a second kill leaves a majority
+	e2etest.WaitFor(t, 30*time.Second, "the first killed server rejoined", func() bool {
+		resp, err := httpc.Get("http://" + first.HTTP + "/v1/status/leader")
 		if err != nil {
 			return false
 		}
@@ -403,8 +319,8 @@ func TestTimersUnderFailover(t *testing.T) {
 		_ = json.NewDecoder(resp.Body).Decode(&out)
 		return out.Leader != ""
 	})
-	second := byAddr[leaderOf(servers)]
-	second.kill()
+	second := byAddr[e2etest.LeaderOf(servers...)]
+	second.Kill()
 	readTicks(4)
 
 	var ticks []time.Time
@@ -432,23 +348,23 @@ func TestTimersUnderFailover(t *testing.T) {
 // revision; rollback activates the previous one. The server serves the
 // uploaded bundles to Nomad's artifact fetcher at the job's artifact URLs.
 func TestDeployRevisionsRollback(t *testing.T) {
-	s := singleServer(t)
-	addr := "http://" + s.http
+	s := e2etest.StartServer(t)
+	addr := "http://" + s.HTTP
 
 	dir := filepath.Join(t.TempDir(), "hello")
-	if err := os.CopyFS(dir, os.DirFS(filepath.Join(repo(t), "examples", "hello"))); err != nil {
+	if err := os.CopyFS(dir, os.DirFS(filepath.Join(e2etest.Root(), "examples", "hello"))); err != nil {
 		t.Fatal(err)
 	}
-	r := butter(t, ".", "deploy", "-address", addr, dir)
-	if r.code != 0 || !strings.Contains(r.stdout, "(new)") || !strings.Contains(r.stdout, "uploading functions/echo-node") {
+	r := e2etest.Butter(t, ".", "deploy", "-address", addr, dir)
+	if r.Code != 0 || !strings.Contains(r.Stdout, "(new)") || !strings.Contains(r.Stdout, "uploading functions/echo-node") {
 		t.Fatalf("first deploy: %+v", r)
 	}
-	first := revisionIn(r.stdout)
-	if r := butter(t, ".", "deploy", "-address", addr, dir); r.code != 0 || !strings.Contains(r.stdout, "unchanged") || revisionIn(r.stdout) != first {
+	first := revisionIn(r.Stdout)
+	if r := e2etest.Butter(t, ".", "deploy", "-address", addr, dir); r.Code != 0 || !strings.Contains(r.Stdout, "unchanged") || revisionIn(r.Stdout) != first {
 		t.Errorf("deploying unchanged content: %+v", r)
 	}
 	// Every artifact URL of the rendered job answers with its content.
-	rendered := butter(t, ".", "job", "render", "-format", "json", "-blob-url", addr+"/v1/blobs", dir)
+	rendered := e2etest.Butter(t, ".", "job", "render", "-format", "json", "-blob-url", addr+"/v1/blobs", dir)
 	var job struct {
 		Job struct {
 			TaskGroups []struct {
@@ -458,7 +374,7 @@ func TestDeployRevisionsRollback(t *testing.T) {
 			}
 		}
 	}
-	if err := json.Unmarshal([]byte(rendered.stdout), &job); err != nil {
+	if err := json.Unmarshal([]byte(rendered.Stdout), &job); err != nil {
 		t.Fatal(err)
 	}
 	n := 0
@@ -481,22 +397,22 @@ func TestDeployRevisionsRollback(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "functions", "echo-node", "index.js"), []byte("exports.handle = async (x) => x;\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	r = butter(t, ".", "deploy", "-address", addr, dir)
-	second := revisionIn(r.stdout)
-	if r.code != 0 || second == first || !strings.Contains(r.stdout, "(new)") {
+	r = e2etest.Butter(t, ".", "deploy", "-address", addr, dir)
+	second := revisionIn(r.Stdout)
+	if r.Code != 0 || second == first || !strings.Contains(r.Stdout, "(new)") {
 		t.Fatalf("deploying an edit: %+v", r)
 	}
-	list := butter(t, ".", "revisions", "-address", addr, "hello")
-	if list.code != 0 || !strings.Contains(list.stdout, first) || !activeIs(list.stdout, second) {
+	list := e2etest.Butter(t, ".", "revisions", "-address", addr, "hello")
+	if list.Code != 0 || !strings.Contains(list.Stdout, first) || !activeIs(list.Stdout, second) {
 		t.Fatalf("revisions: %+v", list)
 	}
-	if r := butter(t, ".", "rollback", "-address", addr, "hello"); r.code != 0 || !strings.Contains(r.stdout, first) {
+	if r := e2etest.Butter(t, ".", "rollback", "-address", addr, "hello"); r.Code != 0 || !strings.Contains(r.Stdout, first) {
 		t.Fatalf("rollback: %+v", r)
 	}
-	if list := butter(t, ".", "revisions", "-address", addr, "hello"); !activeIs(list.stdout, first) {
-		t.Errorf("after the rollback:\n%s", list.stdout)
+	if list := e2etest.Butter(t, ".", "revisions", "-address", addr, "hello"); !activeIs(list.Stdout, first) {
+		t.Errorf("after the rollback:\n%s", list.Stdout)
 	}
-	if r := butter(t, ".", "rollback", "-address", addr, "hello"); r.code != 1 || !strings.Contains(r.stderr, "no revision before") {
+	if r := e2etest.Butter(t, ".", "rollback", "-address", addr, "hello"); r.Code != 1 || !strings.Contains(r.Stderr, "no revision before") {
 		t.Errorf("rollback past the first revision: %+v", r)
 	}
 }
@@ -527,15 +443,15 @@ func activeIs(listing, id string) bool {
 // API by Nomad's artifact fetcher); an edit deploys the next revision; a
 // rollback puts the previous revision's job back.
 func TestDeployToNomad(t *testing.T) {
-	root := repo(t)
-	pluginDir := buildPlugin(t, root)
+	root := e2etest.Root()
+	pluginDir := e2etest.PluginDir()
 	agent := nomadtest.StartWith(t, nomadtest.Options{
 		PluginDir: pluginDir,
-		HCL:       fmt.Sprintf("plugin \"nomad-driver-butter\" {\n  config {\n    butter_path = %q\n  }\n}\n", butterBin),
+		HCL:       fmt.Sprintf("plugin \"nomad-driver-butter\" {\n  config {\n    butter_path = %q\n  }\n}\n", e2etest.Bin()),
 		NodeReady: func(n *api.Node) bool { d := n.Drivers["butter"]; return d != nil && d.Healthy },
 	})
-	s := singleServer(t, "-nomad-addr", agent.Addr)
-	addr := "http://" + s.http
+	s := e2etest.StartServer(t, "-nomad-addr", agent.Addr)
+	addr := "http://" + s.HTTP
 
 	dir := filepath.Join(t.TempDir(), "hello")
 	if err := os.CopyFS(dir, os.DirFS(filepath.Join(root, "examples", "hello"))); err != nil {
@@ -566,28 +482,28 @@ func TestDeployToNomad(t *testing.T) {
 			return false
 		}
 	}
-	r := butter(t, ".", "deploy", "-address", addr, dir)
-	first := revisionIn(r.stdout)
-	if r.code != 0 || first == "" || !strings.Contains(r.stdout, "deploying: ") || !strings.Contains(r.stdout, "is healthy") {
+	r := e2etest.Butter(t, ".", "deploy", "-address", addr, dir)
+	first := revisionIn(r.Stdout)
+	if r.Code != 0 || first == "" || !strings.Contains(r.Stdout, "deploying: ") || !strings.Contains(r.Stdout, "is healthy") {
 		t.Fatalf("deploy should follow the Nomad deployment to healthy: %+v", r)
 	}
-	t.Logf("deploy output:\n%s", r.stdout)
-	waitFor(t, 3*time.Minute, "revision "+first+" running in Nomad", running(first))
+	t.Logf("deploy output:\n%s", r.Stdout)
+	e2etest.WaitFor(t, 3*time.Minute, "revision "+first+" running in Nomad", running(first))
 
 	if err := os.WriteFile(filepath.Join(dir, "functions", "echo-node", "index.js"), []byte("exports.handle = async (x) => x;\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	r = butter(t, ".", "deploy", "-address", addr, dir)
-	second := revisionIn(r.stdout)
-	if r.code != 0 || second == first {
+	r = e2etest.Butter(t, ".", "deploy", "-address", addr, dir)
+	second := revisionIn(r.Stdout)
+	if r.Code != 0 || second == first {
 		t.Fatalf("deploy of the edit: %+v", r)
 	}
-	waitFor(t, 3*time.Minute, "revision "+second+" running in Nomad", running(second))
+	e2etest.WaitFor(t, 3*time.Minute, "revision "+second+" running in Nomad", running(second))
 
-	if r := butter(t, ".", "rollback", "-address", addr, "hello"); r.code != 0 || !strings.Contains(r.stdout, "is healthy") {
+	if r := e2etest.Butter(t, ".", "rollback", "-address", addr, "hello"); r.Code != 0 || !strings.Contains(r.Stdout, "is healthy") {
 		t.Fatalf("rollback: %+v", r)
 	}
-	waitFor(t, 3*time.Minute, "revision "+first+" running again after the rollback", running(first))
+	e2etest.WaitFor(t, 3*time.Minute, "revision "+first+" running again after the rollback", running(first))
 
 	// A revision whose allocations fail: echo-node keeps one instance, and
 	// its module throws at load, so the pool's health check fails and the
@@ -597,40 +513,27 @@ func TestDeployToNomad(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "functions", "echo-node", "index.js"), []byte("throw new Error('broken on purpose');\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	r = butter(t, ".", "deploy", "-address", addr, dir)
-	third := revisionIn(r.stdout)
-	t.Logf("failing deploy output:\n%s\n%s", r.stdout, r.stderr)
-	if r.code != 1 || third == "" || third == first || third == second {
+	r = e2etest.Butter(t, ".", "deploy", "-address", addr, dir)
+	third := revisionIn(r.Stdout)
+	t.Logf("failing deploy output:\n%s\n%s", r.Stdout, r.Stderr)
+	if r.Code != 1 || third == "" || third == first || third == second {
 		t.Fatalf("the failing revision's deploy should exit 1: %+v", r)
 	}
-	if !strings.Contains(r.stdout, "failed: ") || !strings.Contains(r.stdout, "rolled back to "+first) || !strings.Contains(r.stderr, "is back on revision "+first) {
+	if !strings.Contains(r.Stdout, "failed: ") || !strings.Contains(r.Stdout, "rolled back to "+first) || !strings.Contains(r.Stderr, "is back on revision "+first) {
 		t.Fatalf("the deploy output should report the failure and the rollback to %s: %+v", first, r)
 	}
-	if !strings.Contains(r.stdout, "echo-node") {
-		t.Errorf("the failure should name the function whose instances cannot start: %s", r.stdout)
+	if !strings.Contains(r.Stdout, "echo-node") {
+		t.Errorf("the failure should name the function whose instances cannot start: %s", r.Stdout)
 	}
-	waitFor(t, 3*time.Minute, "revision "+first+" running again after the automatic rollback", running(first))
-	waitFor(t, 3*time.Minute, "revision "+first+" healthy again", func() bool {
-		r := butter(t, ".", "status", "-address", addr, "hello")
-		return r.code == 0 && strings.Contains(r.stdout, "Active     "+first) && strings.Contains(r.stdout, "Status     healthy")
+	e2etest.WaitFor(t, 3*time.Minute, "revision "+first+" running again after the automatic rollback", running(first))
+	e2etest.WaitFor(t, 3*time.Minute, "revision "+first+" healthy again", func() bool {
+		r := e2etest.Butter(t, ".", "status", "-address", addr, "hello")
+		return r.Code == 0 && strings.Contains(r.Stdout, "Active     "+first) && strings.Contains(r.Stdout, "Status     healthy")
 	})
-	r = butter(t, ".", "revisions", "-address", addr, "hello")
-	if !regexp.MustCompile(third + `\s+failed`).MatchString(r.stdout) {
-		t.Errorf("revisions should list %s as failed:\n%s", third, r.stdout)
+	r = e2etest.Butter(t, ".", "revisions", "-address", addr, "hello")
+	if !regexp.MustCompile(third + `\s+failed`).MatchString(r.Stdout) {
+		t.Errorf("revisions should list %s as failed:\n%s", third, r.Stdout)
 	}
-}
-
-// buildPlugin builds the task-driver plugin from the repository at root
-// into a new plugin directory, and returns the directory.
-func buildPlugin(tb testing.TB, root string) string {
-	tb.Helper()
-	dir := tb.TempDir()
-	build := exec.Command("go", "build", "-o", filepath.Join(dir, "nomad-driver-butter"), "./cmd/nomad-driver-butter")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		tb.Fatalf("build the plugin: %v\n%s", err, out)
-	}
-	return dir
 }
 
 // editFile replaces old with new in a file, and fails when old is absent.
@@ -646,27 +549,4 @@ func editFile(t *testing.T, path, old, new string) {
 	if err := os.WriteFile(path, []byte(strings.Replace(string(b), old, new, 1)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// singleServer starts a one-node `butter server` and waits until it leads.
-func singleServer(t *testing.T, extra ...string) *serverProc {
-	t.Helper()
-	s := &serverProc{http: freeAddr(t), raft: freeAddr(t), dir: t.TempDir()}
-	s.log = &syncBuffer{}
-	args := append([]string{"server", "-data-dir", s.dir, "-http-addr", s.http, "-raft-addr", s.raft}, extra...)
-	s.cmd = exec.Command(butterBin, args...)
-	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
-	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	s.done = make(chan error, 1)
-	go func() { s.done <- s.cmd.Wait() }()
-	t.Cleanup(func() {
-		s.kill()
-		if t.Failed() {
-			t.Logf("server log (tail):\n%s", tailString(s.log.String(), 3000))
-		}
-	})
-	waitFor(t, 30*time.Second, "the server leads", func() bool { return leaderOf([]*serverProc{s}) != "" })
-	return s
 }
