@@ -37,8 +37,12 @@ func sdks(t *testing.T) *runtime.SDKs {
 	return &runtime.SDKs{GoSDK: filepath.Join(dir, "go"), BuildDir: filepath.Join(dir, "builds")}
 }
 
+// fn is a function of the test pool. Its timeout is a minute: the first
+// call of a Go function builds it (go build, in the call's deadline),
+// which takes seconds on a busy machine; a test that needs a timeout to
+// fire sets its own.
 func fn(name, rt string, cmd ...string) pool.FunctionConfig {
-	return pool.FunctionConfig{Name: name, Runtime: rt, Command: cmd, Timeout: "5s", MaxInstances: 4, Concurrency: 1}
+	return pool.FunctionConfig{Name: name, Runtime: rt, Command: cmd, Timeout: "1m", MaxInstances: 4, Concurrency: 1}
 }
 
 func start(t *testing.T, fns []pool.FunctionConfig, opts ...pool.Option) (*pool.Pool, *httptest.Server) {

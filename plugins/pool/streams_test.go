@@ -649,7 +649,7 @@ func TestStreamOrderedBatches(t *testing.T) {
 	// with it), so "exit" failed 3 times or more: the calls that reach the
 	// dead instance before the pool has replaced it fail too, as they do
 	// one at a time.
-	eventually(t, 10*time.Second, "every call counted", func() bool {
+	eventually(t, 30*time.Second, "every call counted", func() bool {
 		return metricOf(t, srv, "butter_invocations_total", "ordered", `outcome="ok"`) >= 298
 	})
 	ok := metricOf(t, srv, "butter_invocations_total", "ordered", `outcome="ok"`)
@@ -739,6 +739,9 @@ func TestStreamOrderedBatchTimeout(t *testing.T) {
 	f := streamFn("orderedto", "first", "ot.in", "ot.out")
 	f.Runtime, f.Command = "go", nil
 	f.MaxInstances, f.Timeout = 1, "1s"
+	// Built at Start (its context has minutes), not in the first event's
+	// 1s: go build takes longer than that on a busy machine.
+	f.MinInstances = 1
 	f.Retry = &pool.RetryConfig{Attempts: 2, Backoff: "10ms", MaxBackoff: "20ms"}
 	_, srv := streamPoolSrv(t, dev, f)
 
