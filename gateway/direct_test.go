@@ -208,9 +208,9 @@ func TestLeastOutstanding(t *testing.T) {
 	})
 	h1, h2 := newHeldBody(t), newHeldBody(t)
 	a1 := h1.send(t, url+"/cat")
-	eventually(t, 10*time.Second, "the first call is in flight", func() bool { return b1.inflight.Load()+b2.inflight.Load() == 1 })
+	eventually(t, 30*time.Second, "the first call is in flight", func() bool { return b1.inflight.Load()+b2.inflight.Load() == 1 })
 	a2 := h2.send(t, url+"/cat")
-	eventually(t, 10*time.Second, "one call in flight on each pool", func() bool { return b1.inflight.Load() == 1 && b2.inflight.Load() == 1 })
+	eventually(t, 30*time.Second, "one call in flight on each pool", func() bool { return b1.inflight.Load() == 1 && b2.inflight.Load() == 1 })
 	h1.finish("one")
 	h2.finish("two")
 	if a := wait(t, a1); a.body != "one" {
@@ -295,7 +295,7 @@ func TestRouteSwapInFlight(t *testing.T) {
 	})
 	h := newHeldBody(t)
 	old := h.send(t, url+"/x")
-	eventually(t, 10*time.Second, "the call is in flight", func() bool { return b.inflight.Load() == 1 })
+	eventually(t, 30*time.Second, "the call is in flight", func() bool { return b.inflight.Load() == 1 })
 	if err := g.SetRoutes([]gateway.Route{{Method: "POST", Path: "/x", Project: "test", Pipeline: []string{"cat", "tr"}, Revision: "r2"}}); err != nil {
 		t.Fatal(err)
 	}

@@ -73,7 +73,9 @@ func startPool(t *testing.T, fns ...pool.FunctionConfig) *backend {
 
 // standardFns are the functions most tests route to.
 func standardFns() []pool.FunctionConfig {
-	slow := fn("slow", "sh", "-c", "sleep 5; cat")
+	// slow outlasts by far every deadline the tests give it.
+	slow := fn("slow", "sh", "-c", "sleep 600; cat")
+	slow.Timeout = "2m"
 	return []pool.FunctionConfig{
 		fn("cat", "cat"), fn("tr", "tr", "a-z", "A-Z"), fn("wc", "wc", "-c"),
 		fn("sed", "sed"), fn("fail", "sh", "-c", "echo broken >&2; exit 3"), slow,

@@ -3,6 +3,8 @@ package gateway_test
 import (
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -31,11 +33,21 @@ func TestQueuedAndAsync(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(dev.Close)
+	// nap answers once the test opens its gate (creates the file): until
+	// then its calls are pending, however long this machine takes.
+	dir := t.TempDir()
+	gate := filepath.Join(dir, "gate")
+	openGate := func() {
+		if err := os.WriteFile(gate, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	napFn := requestFn("nap", "sh", "-c", `while [ ! -e "$0" ]; do sleep 0.05; done; cat`, gate)
+	napFn.Timeout = "1m"
 	fns := []pool.FunctionConfig{
 		requestFn("upper", "tr", "a-z", "A-Z"), requestFn("fail", "sh", "-c", "echo no >&2; exit 1"),
-		requestFn("nap", "sh", "-c", "sleep 2; cat"),
+		napFn,
 	}
-	dir := t.TempDir()
 	for i := range fns {
 		fns[i].Bundle = dir
 	}
@@ -49,6 +61,7 @@ func TestQueuedAndAsync(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(p.Stop)
+	t.Cleanup(openGate) // before the pool stops: no nap left to drain
 	if err := p.StartStreams(ctx, dev.Config()); err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +88,7 @@ func TestQueuedAndAsync(t *testing.T) {
 		t.Errorf("queued failing call: %d %+v, want 500 Exception", a.code, a.err)
 	}
 	start := time.Now()
-	if a := post(t, url+"/q/nap", "x", nil); a.code != 504 || a.err.Type != "Timeout" || time.Since(start) > 5*time.Second {
+	if a := post(t, url+"/q/nap", "x", nil); a.code != 504 || a.err.Type != "Timeout" || time.Since(start) > 30*time.Second {
 		t.Errorf("queued call past its deadline: %d %+v after %s, want 504 Timeout", a.code, a.err, time.Since(start))
 	}
 	if a := post(t, url+"/q/small", strings.Repeat("x", 11), nil); a.code != 413 {
@@ -104,6 +117,7 @@ func TestQueuedAndAsync(t *testing.T) {
 	if a := call(t, "GET", url+"/v1/invocations/"+nap, nil, nil); a.code != 202 || !strings.Contains(a.body, "pending") || a.header.Get("Retry-After") == "" {
 		t.Errorf("pending invocation: %d %s", a.code, a.body)
 	}
+	openGate()
 	up := accept("/a/upper", "async hello")
 	failed := accept("/a/fail", "x")
 	if a := result(up); a.code != 200 || a.body != "ASYNC HELLO" {
@@ -120,6 +134,9 @@ func TestQueuedAndAsync(t *testing.T) {
 	}
 
 	// The store is bounded: with every slot pending, a new call is refused.
+	if err := os.Remove(gate); err != nil {
+		t.Fatal(err)
+	}
 	_, small := startGateway(t, gateway.NewStaticResolver(), []gateway.Route{
 		{Method: "POST", Path: "/a/nap", Project: "test", Function: "nap", Mode: "async", Timeout: 20 * time.Second},
 	}, gateway.WithRequester(req), gateway.WithMaxResults(1))

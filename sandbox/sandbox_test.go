@@ -113,7 +113,7 @@ func TestInstancesCannotReadSecretsOrNeighbours(t *testing.T) {
 	t.Cleanup(func() { _ = holder.Process.Kill(); _ = holder.Wait() })
 	environ := fmt.Sprintf("/proc/%d/environ", holder.Process.Pid)
 	// Wait until the shim has executed sleep: its environ is then sleep's.
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", holder.Process.Pid))
 		if strings.TrimSpace(string(b)) == "sleep" {

@@ -217,7 +217,7 @@ func TestOneAllocationManyRuntimes(t *testing.T) {
 	// a Node worker running (some 40 MiB alone), the task's RSS must pass
 	// 20 MiB, which the pool process by itself never reaches. Usage is
 	// sampled every second, so wait for a sample taken after the calls.
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	var rss uint64
 	for rss < 20<<20 {
 		if time.Now().After(deadline) {

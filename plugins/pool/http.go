@@ -195,12 +195,19 @@ type holder struct {
 	held  map[*callOutput]time.Time // the end of each output's hold
 	timer *time.Timer
 	armed bool // the timer fires before the end of every hold in held
+	// window replaces outputHold when set: tests set it (export_test.go)
+	// to choose the branch, whole or streamed, instead of racing 2ms.
+	window time.Duration
 }
 
 func (h *holder) add(o *callOutput) {
-	until := time.Now().Add(outputHold)
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	hold := outputHold
+	if h.window > 0 {
+		hold = h.window
+	}
+	until := time.Now().Add(hold)
 	if h.held == nil {
 		h.held = map[*callOutput]time.Time{}
 	}
@@ -210,9 +217,9 @@ func (h *holder) add(o *callOutput) {
 	}
 	h.armed = true
 	if h.timer == nil {
-		h.timer = time.AfterFunc(outputHold, h.expire)
+		h.timer = time.AfterFunc(hold, h.expire)
 	} else {
-		h.timer.Reset(outputHold)
+		h.timer.Reset(hold)
 	}
 }
 

@@ -134,14 +134,14 @@ func TestSecretsReachOnlyTheirFunctionAndRotate(t *testing.T) {
 			}
 		}()
 	}
-	eventually(t, 10*time.Second, "calls before the rotation", func() bool { return calls.Load() > 20 })
+	eventually(t, 30*time.Second, "calls before the rotation", func() bool { return calls.Load() > 20 })
 	src.set("holder", "DB_PASSWORD", "second-value")
 	if err := p.ReloadSecrets(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 30*time.Second, "the new value", sawNew.Load)
 	before := calls.Load()
-	eventually(t, 10*time.Second, "calls after the rotation", func() bool { return calls.Load() > before+20 })
+	eventually(t, 30*time.Second, "calls after the rotation", func() bool { return calls.Load() > before+20 })
 	cancel()
 	wg.Wait()
 	if n := failed.Load(); n > 0 {
@@ -151,7 +151,7 @@ func TestSecretsReachOnlyTheirFunctionAndRotate(t *testing.T) {
 	if a := invoke(t, srv, "holder", strings.NewReader("env:DB_PASSWORD"), nil); a.body != "second-value" {
 		t.Errorf("after the rotation the holder reads %+v", a)
 	}
-	eventually(t, 10*time.Second, "the old instance "+pid+" retired", func() bool {
+	eventually(t, 30*time.Second, "the old instance "+pid+" retired", func() bool {
 		_, err := os.Stat("/proc/" + pid)
 		return os.IsNotExist(err)
 	})

@@ -106,7 +106,10 @@ func TestHTTPState(t *testing.T) {
 	f := testdataFn("counter", "node", "statefn", "index.handle")
 	f.State = &pool.StateConfig{Key: "device"}
 	ttl := testdataFn("short", "node", "statefn", "index.handle")
-	ttl.State = &pool.StateConfig{Key: "device", TTL: "300ms"}
+	// 5s: the two calls "at once" below come well within it on a busy
+	// machine (two Node calls, each writing the changelog). A clock the
+	// test controls would make it exact; the state store has none yet.
+	ttl.State = &pool.StateConfig{Key: "device", TTL: "5s"}
 	gofn := testdataFn("gocount", "go", "gofn", "")
 	gofn.State = &pool.StateConfig{Key: "$key"}
 	_, srv := sdkPool(t, nil, f, ttl, gofn)
@@ -177,14 +180,14 @@ func TestHTTPState(t *testing.T) {
 		t.Errorf("after delete: %+v", c)
 	}
 
-	// TTL: a state not written for 300ms reads as none.
+	// TTL: a state not written for 5s reads as none.
 	if c := callState(t, srv, "short", `{"device":"d1"}`, nil); c.N != 1 {
 		t.Fatalf("ttl: %+v", c)
 	}
 	if c := callState(t, srv, "short", `{"device":"d1"}`, nil); c.N != 2 {
 		t.Fatalf("ttl, at once: %+v", c)
 	}
-	eventually(t, 10*time.Second, "the state expired", func() bool {
+	eventually(t, 30*time.Second, "the state expired", func() bool {
 		return string(callState(t, srv, "short", `{"device":"d1","op":"read"}`, nil).State) == "null"
 	})
 	if c := callState(t, srv, "short", `{"device":"d1"}`, nil); c.N != 1 {

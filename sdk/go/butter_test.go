@@ -55,7 +55,7 @@ func serveHello(t *testing.T, h butter.Handler, hello func(proto.HelloMsg)) *poo
 		toW.Close()
 		select {
 		case <-p.done:
-		case <-time.After(5 * time.Second):
+		case <-time.After(30 * time.Second):
 			t.Error("the worker did not stop after its input closed")
 		}
 	})
@@ -81,8 +81,8 @@ func (p *pool) next() proto.Frame {
 			p.t.Fatal("the worker's stream ended")
 		}
 		return f
-	case <-time.After(5 * time.Second):
-		p.t.Fatal("no frame from the worker within 5s")
+	case <-time.After(30 * time.Second):
+		p.t.Fatal("no frame from the worker within 30s")
 	}
 	return proto.Frame{}
 }

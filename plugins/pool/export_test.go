@@ -1,0 +1,14 @@
+package pool
+
+import "time"
+
+// SetOutputHold sets how long the invoke endpoint holds a call's first
+// output back waiting for the call to end (outputHold by default), so
+// that a test chooses the branch it checks, a whole answer or a streamed
+// one, instead of racing the 2ms window on a busy machine. Set it before
+// the pool serves calls.
+func SetOutputHold(p *Pool, d time.Duration) {
+	p.holds.mu.Lock()
+	defer p.holds.mu.Unlock()
+	p.holds.window = d
+}
