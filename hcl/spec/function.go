@@ -2,6 +2,7 @@ package spec
 
 import (
 	"fmt"
+	"github.com/butterfn/butter/names"
 	"io/fs"
 	"path"
 	"strings"
@@ -76,7 +77,7 @@ func (d *decoder) decodeFunction(p pending) {
 	}
 	if a := attrs["pool"]; a != nil {
 		if s, ok := d.str(a); ok {
-			if !nameRE.MatchString(s) {
+			if !names.Valid(s) {
 				r := a.Expr.Range()
 				d.errorf(&r, "Invalid pool name", "%q cannot name a pool: a pool becomes a Nomad task group, so use lower-case letters, digits, '-' and '_', starting with a letter.", s)
 			} else {

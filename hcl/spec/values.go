@@ -144,10 +144,6 @@ func ParseOffset(s string) (Offset, error) {
 	return Offset{}, fmt.Errorf("invalid offset %q", s)
 }
 
-// nameRE is what a block label must match: names become Kafka topics,
-// Nomad task groups and service names, so they stay lower-case DNS labels.
-var nameRE = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,62}$`)
-
 // httpMethods are the methods a route may use; "ANY" matches every method.
 var httpMethods = map[string]bool{
 	"GET": true, "HEAD": true, "POST": true, "PUT": true, "PATCH": true,
