@@ -72,6 +72,9 @@ func (c *initCommand) Run(args []string) int {
 	for _, f := range files {
 		c.ui.Output("  created " + filepath.Join(dir, f))
 	}
-	c.ui.Output(fmt.Sprintf("\nProject %q is ready. Next:\n\n  butter validate %s\n  butter job render %s", *name, dir, dir))
+	c.ui.Output(fmt.Sprintf("\nProject %q is ready. Next:\n", *name))
+	for _, step := range scaffold.NextSteps(dir, *name, "127.0.0.1:8080") {
+		c.ui.Output("  " + step)
+	}
 	return exitOK
 }
