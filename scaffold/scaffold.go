@@ -110,3 +110,16 @@ func Init(dir, name, runtime string) ([]string, error) {
 const gitignore = `# butter dev's state and local secrets (docs/secrets-dev.md)
 .butter/
 `
+
+// NextSteps are the commands `butter init` suggests for a new project in
+// dir: validate it, run it with `butter dev` (whose gateway listens on
+// gateway, as "host:port"), call its function with curl, and render its
+// Nomad job. The curl calls the route the template declares.
+func NextSteps(dir, name, gateway string) []string {
+	return []string{
+		"butter validate " + dir,
+		"butter dev " + dir + "    # the whole platform on this machine, with the project deployed",
+		"curl -s -X POST --data-binary 'hello' http://" + gateway + "/" + name + "    # in another terminal, while butter dev runs",
+		"butter job render " + dir + "    # the Nomad job, for nomad job run",
+	}
+}

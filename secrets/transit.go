@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"github.com/butterfn/butter/names"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,11 +15,7 @@ import (
 
 // Connector secrets (a Kafka SASL password, say) are configuration, not a
 // function's: they live in the spec and the control plane, encrypted with
-// the project's Vault transit key, and only the pool decrypts them.
-
-// TransitKey is the project's transit key, as `butter setup vault`
-// creates it.
-func TransitKey(project string) string { return "butter-" + project }
+// the project's Vault transit key, and only the pool decrypts them. The key is names.names.TransitKey(project).
 
 // IsCiphertext says whether s looks like a Vault transit ciphertext.
 func IsCiphertext(s string) bool {
@@ -27,15 +24,15 @@ func IsCiphertext(s string) bool {
 
 // Encrypt encrypts plaintext with the project's transit key.
 func Encrypt(ctx context.Context, c *vault.Client, project, plaintext string) (string, error) {
-	s, err := c.Logical().WriteWithContext(ctx, "transit/encrypt/"+TransitKey(project), map[string]any{
+	s, err := c.Logical().WriteWithContext(ctx, "transit/encrypt/"+names.TransitKey(project), map[string]any{
 		"plaintext": base64.StdEncoding.EncodeToString([]byte(plaintext)),
 	})
 	if err != nil {
-		return "", fmt.Errorf("encrypt with transit key %s: %w", TransitKey(project), err)
+		return "", fmt.Errorf("encrypt with transit key %s: %w", names.TransitKey(project), err)
 	}
 	ct, _ := s.Data["ciphertext"].(string)
 	if ct == "" {
-		return "", fmt.Errorf("encrypt with transit key %s: no ciphertext in Vault's answer", TransitKey(project))
+		return "", fmt.Errorf("encrypt with transit key %s: no ciphertext in Vault's answer", names.TransitKey(project))
 	}
 	return ct, nil
 }
@@ -46,14 +43,14 @@ func Decrypt(ctx context.Context, c *vault.Client, project, ciphertext string) (
 	if !IsCiphertext(ciphertext) {
 		return "", errors.New("not a Vault transit ciphertext (vault:v<N>:...): encrypt the value with `butter secrets encrypt`")
 	}
-	s, err := c.Logical().WriteWithContext(ctx, "transit/decrypt/"+TransitKey(project), map[string]any{"ciphertext": ciphertext})
+	s, err := c.Logical().WriteWithContext(ctx, "transit/decrypt/"+names.TransitKey(project), map[string]any{"ciphertext": ciphertext})
 	if err != nil {
-		return "", fmt.Errorf("decrypt with transit key %s: %w", TransitKey(project), err)
+		return "", fmt.Errorf("decrypt with transit key %s: %w", names.TransitKey(project), err)
 	}
 	b64, _ := s.Data["plaintext"].(string)
 	b, err := base64.StdEncoding.DecodeString(b64)
 	if err != nil {
-		return "", fmt.Errorf("decrypt with transit key %s: the plaintext is not base64", TransitKey(project))
+		return "", fmt.Errorf("decrypt with transit key %s: the plaintext is not base64", names.TransitKey(project))
 	}
 	return string(b), nil
 }

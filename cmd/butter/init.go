@@ -2,8 +2,8 @@ package main
 
 import (
 	"fmt"
+	"github.com/butterfn/butter/names"
 	"path/filepath"
-	"regexp"
 	"strings"
 
 	"github.com/butterfn/butter/scaffold"
@@ -31,8 +31,6 @@ Options:
     The project and function name. Defaults to the directory's name.
 `)
 }
-
-var initNameRE = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,62}$`)
 
 func (c *initCommand) Run(args []string) int {
 	fs := newFlagSet("init")
@@ -63,7 +61,7 @@ func (c *initCommand) Run(args []string) int {
 		}
 		*name = strings.ToLower(filepath.Base(abs))
 	}
-	if !initNameRE.MatchString(*name) {
+	if !names.Valid(*name) {
 		return usageError(c.ui, c.Help(), fmt.Errorf("%q is not a valid project name: use lower-case letters, digits, '-' and '_', starting with a letter (set one with -name)", *name), nil, 1)
 	}
 	files, err := scaffold.Init(dir, *name, *runtime)
@@ -74,6 +72,9 @@ func (c *initCommand) Run(args []string) int {
 	for _, f := range files {
 		c.ui.Output("  created " + filepath.Join(dir, f))
 	}
-	c.ui.Output(fmt.Sprintf("\nProject %q is ready. Next:\n\n  butter validate %s\n  butter job render %s", *name, dir, dir))
+	c.ui.Output(fmt.Sprintf("\nProject %q is ready. Next:\n", *name))
+	for _, step := range scaffold.NextSteps(dir, *name, "127.0.0.1:8080") {
+		c.ui.Output("  " + step)
+	}
 	return exitOK
 }

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/butterfn/butter/names"
+	"github.com/butterfn/butter/secrets/vaultsetup"
 	"io"
 	"os"
 	"regexp"
@@ -67,7 +69,7 @@ type kvTarget struct {
 func (k *kvTarget) flags(fs *flag.FlagSet) {
 	fs.StringVar(&k.addr, "vault-addr", os.Getenv("VAULT_ADDR"), "")
 	fs.StringVar(&k.token, "token", os.Getenv("VAULT_TOKEN"), "")
-	fs.StringVar(&k.mount, "mount", vaultKVPath, "")
+	fs.StringVar(&k.mount, "mount", vaultsetup.KVMount, "")
 }
 
 // args takes the project and the secret's name from pos, checks them and
@@ -77,7 +79,7 @@ func (k *kvTarget) args(pos []string) ([]string, error) {
 	switch {
 	case len(pos) < 2:
 		return nil, errors.New("give the project and the secret's name")
-	case !vaultProjectRE.MatchString(pos[0]):
+	case !names.Valid(pos[0]):
 		return nil, fmt.Errorf("%q is not a project name: lower-case letters, digits, '-' and '_', starting with a letter", pos[0])
 	case !secretNameRE.MatchString(pos[1]):
 		return nil, fmt.Errorf("%q is not a secret name: letters, digits, '_', '-' and '.', without '/'", pos[1])
@@ -93,7 +95,7 @@ func (k *kvTarget) args(pos []string) ([]string, error) {
 }
 
 // path is the secret's path inside the mount.
-func (k *kvTarget) path() string { return "butter/" + k.project + "/" + k.name }
+func (k *kvTarget) path() string { return names.KVPath(k.project, k.name) }
 
 // display is the secret as `vault kv` names it.
 func (k *kvTarget) display() string { return k.mount + "/" + k.path() }
@@ -114,7 +116,7 @@ func (k *kvTarget) connect(ui cli.Ui) (*vault.KVv2, error) {
 		return nil, fmt.Errorf("vault client: %w", err)
 	}
 	client.SetToken(k.token)
-	if err := (&vaultSetup{c: client, ui: ui, addr: k.addr}).check(); err != nil {
+	if err := vaultsetup.Check(client, k.addr); err != nil {
 		return nil, err
 	}
 	return client.KVv2(k.mount), nil
@@ -125,10 +127,10 @@ func (k *kvTarget) connect(ui cli.Ui) (*vault.KVv2, error) {
 func (k *kvTarget) opError(what, caps string, err error) error {
 	var re *vault.ResponseError
 	if errors.As(err, &re) && re.StatusCode == 404 {
-		return withHint(fmt.Errorf("%s: %v", what, shortVaultErr(err)),
+		return vaultsetup.WithHint(fmt.Errorf("%s: %v", what, vaultsetup.ShortErr(err)),
 			fmt.Sprintf("Is a KV version 2 engine mounted at %s/? `butter setup vault` mounts one at secret/; set -mount for another.", k.mount))
 	}
-	return vaultOpError(what, k.apiPath(), caps, err)
+	return vaultsetup.OpError(what, k.apiPath(), caps, err)
 }
 
 type secretsPutCommand struct{ ui cli.Ui }

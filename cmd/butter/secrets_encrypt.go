@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"errors"
+	"github.com/butterfn/butter/names"
+	"github.com/butterfn/butter/secrets/vaultsetup"
 
 	"github.com/hashicorp/cli"
 	vault "github.com/hashicorp/vault/api"
@@ -77,7 +79,7 @@ func (c *secretsEncryptCommand) Run(args []string) int {
 	defer cancel()
 	ct, err := secrets.Encrypt(ctx, client, k.project, v)
 	if err != nil {
-		c.ui.Error("Error: " + vaultOpError("encrypt", "transit/encrypt/"+secrets.TransitKey(k.project), `"update"`, err).Error())
+		c.ui.Error("Error: " + vaultsetup.OpError("encrypt", "transit/encrypt/"+names.TransitKey(k.project), `"update"`, err).Error())
 		return exitInvalid
 	}
 	c.ui.Output(ct)

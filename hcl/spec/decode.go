@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/butterfn/butter/names"
 	"io/fs"
 	"net"
 	"os"
@@ -223,7 +224,7 @@ func (d *decoder) projectName() string {
 	}
 	abs, err := filepath.Abs(d.display)
 	name := filepath.Base(abs)
-	if err != nil || !nameRE.MatchString(name) {
+	if err != nil || !names.Valid(name) {
 		d.errorf(nil, "Project name needed",
 			"The directory name %q is not a valid project name. Add a block `project \"my-project\" {}` to one spec file; names are lower-case letters, digits, '-' and '_', starting with a letter.", name)
 	}
@@ -233,7 +234,7 @@ func (d *decoder) projectName() string {
 func (d *decoder) declare(rel string, b *hcl.Block) {
 	name := b.Labels[0]
 	lr := b.LabelRanges[0]
-	if !nameRE.MatchString(name) {
+	if !names.Valid(name) {
 		d.errorf(&lr, "Invalid "+b.Type+" name",
 			"%q cannot be used as a %s name: names become Kafka topics and Nomad service names, so they use lower-case letters, digits, '-' and '_', start with a letter and are at most 63 characters long.", name, b.Type)
 		return

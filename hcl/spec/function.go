@@ -2,6 +2,7 @@ package spec
 
 import (
 	"fmt"
+	"github.com/butterfn/butter/names"
 	"io/fs"
 	"path"
 	"strings"
@@ -52,6 +53,11 @@ func (d *decoder) decodeFunction(p pending) {
 				detail = fmt.Sprintf("%q is not a Butter runtime. Did you mean %q? The runtimes are %s.", rt, s, strings.Join(Runtimes, ", "))
 			}
 			d.errorf(&r, "Unknown runtime", "%s", detail)
+		} else if rt == "wasm" {
+			// A pool cannot start a wasm instance yet: accepted, such a
+			// function would deploy and then fail at its first call.
+			r := a.Expr.Range()
+			d.errorf(&r, "Runtime not available yet", "The wasm runtime is not built yet, so function %q could not start. Until it is, run the module as an exec function through a WASI runner of your own: runtime = \"exec\", command = [\"<runner>\", \"<module>.wasm\"].", f.Name)
 		} else {
 			f.Runtime = rt
 		}
@@ -76,7 +82,7 @@ func (d *decoder) decodeFunction(p pending) {
 	}
 	if a := attrs["pool"]; a != nil {
 		if s, ok := d.str(a); ok {
-			if !nameRE.MatchString(s) {
+			if !names.Valid(s) {
 				r := a.Expr.Range()
 				d.errorf(&r, "Invalid pool name", "%q cannot name a pool: a pool becomes a Nomad task group, so use lower-case letters, digits, '-' and '_', starting with a letter.", s)
 			} else {

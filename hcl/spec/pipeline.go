@@ -33,9 +33,17 @@ func (d *decoder) decodePipeline(p pending) {
 	}
 	for _, b := range content.Blocks {
 		if t := d.decodeTrigger(b); t != nil {
-			if t.Type == TriggerStream {
+			switch t.Type {
+			case TriggerStream:
 				r := t.DeclRange
-				d.errorf(&r, "Stream trigger on a pipeline", "A pipeline answers requests; bind streams to functions. Put the stream trigger on the first function of the pipeline, or use an http or cron trigger.")
+				d.errorf(&r, "Stream trigger on a pipeline", "A pipeline answers requests; bind streams to functions. Put the stream trigger on the first function of the pipeline, or use an http trigger.")
+				continue
+			case TriggerCron:
+				// The control plane fires ticks into functions' tick topics
+				// (docs/timers.md); nothing runs a pipeline on a tick, so a
+				// cron trigger here would be accepted and never fire.
+				r := t.DeclRange
+				d.errorf(&r, "Cron trigger on a pipeline", "Cron triggers fire functions only: nothing would run pipeline %q on a tick. Put the cron trigger on a function (its output stream can feed the next step's stream trigger), or call the pipeline's http route from a cron function.", pl.Name)
 				continue
 			}
 			pl.Triggers = append(pl.Triggers, t)

@@ -105,7 +105,8 @@ func ParseSize(s string) (int64, error) {
 // the @hourly-style descriptors. A CRON_TZ= or TZ= prefix sets a time zone.
 var cronParser = cron.NewParser(cron.SecondOptional | cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
 
-// ParseCron parses a cron schedule in the given time zone ("" is UTC).
+// ParseCron parses a cron schedule in the given time zone ("" is UTC),
+// with ISC cron's rules for daylight saving time (cron.go).
 func ParseCron(schedule, timezone string) (cron.Schedule, error) {
 	if timezone != "" {
 		if _, err := time.LoadLocation(timezone); err != nil {
@@ -115,12 +116,15 @@ func ParseCron(schedule, timezone string) (cron.Schedule, error) {
 			return nil, fmt.Errorf("the schedule sets a time zone and so does the timezone argument")
 		}
 		schedule = "CRON_TZ=" + timezone + " " + schedule
+	} else if !strings.HasPrefix(schedule, "CRON_TZ=") && !strings.HasPrefix(schedule, "TZ=") {
+		// "" is UTC, not the machine's zone (robfig/cron's default).
+		schedule = "CRON_TZ=UTC " + schedule
 	}
 	s, err := cronParser.Parse(schedule)
 	if err != nil {
 		return nil, err
 	}
-	return s, nil
+	return withDST(schedule, s), nil
 }
 
 // ParseOffset parses a stream trigger's start offset: "first", "latest",
@@ -143,10 +147,6 @@ func ParseOffset(s string) (Offset, error) {
 	}
 	return Offset{}, fmt.Errorf("invalid offset %q", s)
 }
-
-// nameRE is what a block label must match: names become Kafka topics,
-// Nomad task groups and service names, so they stay lower-case DNS labels.
-var nameRE = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,62}$`)
 
 // httpMethods are the methods a route may use; "ANY" matches every method.
 var httpMethods = map[string]bool{

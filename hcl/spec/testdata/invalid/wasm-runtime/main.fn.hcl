@@ -1,0 +1,4 @@
+function "resize" {
+  runtime = "wasm"
+  source  = "resize.wasm"
+}
