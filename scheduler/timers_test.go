@@ -44,7 +44,7 @@ func TestInProcessTimersAcrossFailover(t *testing.T) {
 	// 1. The leader stops.
 	c.Stop(leader)
 	first := leader
-	leader = c.Leader(first)
+	c.Leader(first) // waits until another node leads
 	ticksPast(time.Now().Add(time.Second))
 
 	// 2. No leader for a while.

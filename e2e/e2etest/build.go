@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -50,7 +51,9 @@ func Main(m *testing.M) {
 		os.Exit(1)
 	}
 	pluginDir = filepath.Join(binDir, "plugins")
-	os.Exit(m.Run()) // the exit releases the lock
+	code := m.Run()
+	runtime.KeepAlive(inUse) // the lock is held until the exit releases it
+	os.Exit(code)
 }
 
 // Root returns the repository root, where examples/, docs/ and the
