@@ -14,6 +14,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/butterfn/butter/names"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -161,11 +162,11 @@ func streamList(p *spec.Project) []string {
 	for _, f := range p.Functions {
 		for _, t := range f.Triggers {
 			if t.Type == spec.TriggerStream && t.Stream != nil {
-				out = append(out, fmt.Sprintf("%s <- %s (%s)", f.Name, jobs.Topic(p.Name, t.Stream.Name), jobs.ConsumerGroup(p.Name, f.Name, t.Stream.Name)))
+				out = append(out, fmt.Sprintf("%s <- %s (%s)", f.Name, names.Topic(p.Name, t.Stream.Name), names.ConsumerGroup(p.Name, f.Name, t.Stream.Name)))
 			}
 		}
 		if f.Output != nil {
-			out = append(out, fmt.Sprintf("%s -> %s", f.Name, jobs.Topic(p.Name, f.Output.Name)))
+			out = append(out, fmt.Sprintf("%s -> %s", f.Name, names.Topic(p.Name, f.Output.Name)))
 		}
 	}
 	return out

@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/butterfn/butter/names"
 	"io"
 	"net"
 	"net/http"
@@ -217,7 +218,7 @@ func (d *env) start(ctx context.Context, dataDir, serverAddr, listen string, kaf
 	if err := d.limits.Available(); err != nil {
 		d.log.Debug("per-instance memory and process limits are off", "reason", err)
 	}
-	if d.requester, err = broker.NewRequester(ctx, b.Config(), "butter._replies.dev"); err != nil {
+	if d.requester, err = broker.NewRequester(ctx, b.Config(), names.ReplyTopic("dev")); err != nil {
 		return fmt.Errorf("queued routes: %w", err)
 	}
 	memKeys := gateway.NewMemKeys()

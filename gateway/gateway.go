@@ -43,18 +43,13 @@ const (
 	// HeaderAPIKey carries an API key, as an alternative to
 	// "Authorization: Bearer <key>".
 	HeaderAPIKey = "X-API-Key"
-	// HeaderPipeline names the steps of an ad-hoc pipeline sent to
-	// POST /v1/invoke/{project}: "sed e=s/a/b/ | to-upper".
-	HeaderPipeline = "Butter-Pipeline"
-	// HeaderParamPrefix passes a route parameter or a query parameter to
-	// every step: Butter-Param-Device: d1. The pool hands them to the
-	// function as meta "param.<name>" (docs/worker-protocol.md).
-	HeaderParamPrefix = "Butter-Param-"
-
-	headerTimeout      = "Butter-Timeout"
-	headerOptionPrefix = "Butter-Option-"
-	headerError        = "Butter-Error"
 )
+
+// The invoke headers the gateway reads and sends to pools are in package
+// names: names.HeaderPipeline names the steps of an ad-hoc pipeline sent to
+// POST /v1/invoke/{project}; names.HeaderParamPrefix passes a route or
+// query parameter to every step (the pool hands it to the function as meta
+// "param.<name>", docs/worker-protocol.md).
 
 type options struct {
 	logger         hclog.Logger

@@ -24,7 +24,7 @@ func TestNomadResolver(t *testing.T) {
 	}
 
 	// A stand-in for a pool: a raw_exec task with the service a pool's
-	// task group registers (jobs.ServiceName).
+	// task group registers (names.ServiceName).
 	job := api.NewServiceJob("butter-test", "butter-test", "global", 50)
 	job.Datacenters = []string{"*"}
 	tg := api.NewTaskGroup("web", 1)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/butterfn/butter/names"
 	"io"
 	"net/http"
 	"strings"
@@ -69,10 +70,10 @@ func (c *chain) run(ctx context.Context) (*http.Response, error) {
 			hdr.Set("Content-Type", ctype)
 		}
 		for k, v := range s.Options {
-			hdr.Set(headerOptionPrefix+k, v)
+			hdr.Set(names.HeaderOptionPrefix+k, v)
 		}
 		if !c.deadline.IsZero() {
-			hdr.Set(headerTimeout, timeoutHeader(c.deadline))
+			hdr.Set(names.HeaderTimeout, timeoutHeader(c.deadline))
 		}
 		resp, err := c.g.forward(ctx, c.project, s, hdr, in, length)
 		if err != nil {
@@ -197,7 +198,7 @@ func (o *stepOutput) Read(p []byte) (int, error) {
 	n, err := o.resp.Body.Read(p)
 	switch {
 	case err == io.EOF:
-		if t := o.resp.Trailer.Get(headerError); t != "" {
+		if t := o.resp.Trailer.Get(names.HeaderError); t != "" {
 			e := trailerError(t)
 			e.Step = o.i
 			o.c.fail(e)
@@ -333,7 +334,7 @@ func (g *Gateway) Invoke(ctx context.Context, project string, steps []string, bo
 	if f := c.failure(ctx, readErr); f != nil {
 		return f
 	}
-	if t := resp.Trailer.Get(headerError); t != "" {
+	if t := resp.Trailer.Get(names.HeaderError); t != "" {
 		e := trailerError(t)
 		e.Step = len(parsed) - 1
 		return e
@@ -394,7 +395,7 @@ func (g *Gateway) poolOf(t *table, project, function string) string {
 // parameter; the body is the first step's input.
 func (g *Gateway) serveAdHoc(w http.ResponseWriter, r *http.Request) {
 	project := r.PathValue("project")
-	spec := r.Header.Get(HeaderPipeline)
+	spec := r.Header.Get(names.HeaderPipeline)
 	if q := r.URL.Query().Get("pipeline"); q != "" {
 		if spec != "" && spec != q {
 			id := requestID(r)
@@ -405,8 +406,8 @@ func (g *Gateway) serveAdHoc(w http.ResponseWriter, r *http.Request) {
 		spec = q
 	}
 	rt := &route{
-		Route:   Route{Method: http.MethodPost, Path: "/v1/invoke/{project}", Project: project, Auth: g.opts.invokeAuth, Mode: ModeDirect},
-		pattern: "POST /v1/invoke/{project}",
+		Route:   Route{Method: http.MethodPost, Path: names.GatewayInvokePath, Project: project, Auth: g.opts.invokeAuth, Mode: ModeDirect},
+		pattern: names.GatewayInvokePattern,
 		adhoc:   true,
 	}
 	steps, err := pipeline.Parse(spec)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/butterfn/butter/names"
 	"io"
 	"net"
 	"net/http"
@@ -159,12 +160,12 @@ func (pc *poolClient) idleOpen() bool {
 func TestPoolClientStreamAndTrailer(t *testing.T) {
 	next := make(chan struct{})
 	addr, cc := startServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Trailer", headerError)
+		w.Header().Set("Trailer", names.HeaderError)
 		_, _ = w.Write([]byte("first "))
 		w.(http.Flusher).Flush()
 		<-next
 		_, _ = w.Write([]byte("second"))
-		w.Header().Set(headerError, "Exception: it broke")
+		w.Header().Set(names.HeaderError, "Exception: it broke")
 	}))
 	pc := testClient(t)
 	resp, err := post(t, pc, context.Background(), addr, "in")
@@ -180,7 +181,7 @@ func TestPoolClientStreamAndTrailer(t *testing.T) {
 	if err != nil || string(rest) != "second" {
 		t.Fatalf("rest: %q, %v", rest, err)
 	}
-	if got := resp.Trailer.Get(headerError); got != "Exception: it broke" {
+	if got := resp.Trailer.Get(names.HeaderError); got != "Exception: it broke" {
 		t.Fatalf("trailer %q", got)
 	}
 	_ = resp.Body.Close()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/butterfn/butter/names"
 	"io"
 	"net/http"
 	"net/url"
@@ -30,7 +31,7 @@ func (g *Gateway) forward(ctx context.Context, project string, s step, hdr http.
 	if len(eps) == 0 {
 		return nil, callError(http.StatusServiceUnavailable, "Unavailable",
 			"no endpoint of pool %q of project %q is known, so function %s cannot be reached: is the pool running (nomad job status %s)?",
-			s.pool, project, s.Function, "butter-"+project)
+			s.pool, project, s.Function, names.JobID(project))
 	}
 	tried := map[string]bool{}
 	var lastErr error
@@ -40,7 +41,7 @@ func (g *Gateway) forward(ctx context.Context, project string, s step, hdr http.
 			return nil, callError(http.StatusServiceUnavailable, "Unavailable",
 				"could not connect to any of the %d endpoints of pool %q of project %q (last: %v)", len(eps), s.pool, project, lastErr)
 		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/v1/invoke/"+url.PathEscape(s.Function), nil)
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+names.InvokePath(url.PathEscape(s.Function)), nil)
 		if err != nil {
 			g.lb.release(addr)
 			return nil, err
@@ -118,9 +119,9 @@ func (g *Gateway) respond(ctx context.Context, w *recorder, resp *http.Response,
 	}
 	h := w.Header()
 	copyHeader(h, resp.Header)
-	trailers := []string{headerError}
+	trailers := []string{names.HeaderError}
 	for k := range resp.Trailer {
-		if k != headerError {
+		if k != names.HeaderError {
 			trailers = append(trailers, k)
 		}
 	}
@@ -136,7 +137,7 @@ func (g *Gateway) respond(ctx context.Context, w *recorder, resp *http.Response,
 	}
 	if f := c.failure(ctx, readErr); f != nil {
 		w.failure = f.Error()
-		h.Set(headerError, f.Type+": "+c.describe(f))
+		h.Set(names.HeaderError, f.Type+": "+c.describe(f))
 		return
 	}
 	for k, vs := range resp.Trailer {
@@ -144,7 +145,7 @@ func (g *Gateway) respond(ctx context.Context, w *recorder, resp *http.Response,
 			h[k] = vs
 		}
 	}
-	if e := resp.Trailer.Get(headerError); e != "" {
+	if e := resp.Trailer.Get(names.HeaderError); e != "" {
 		w.failure = e
 	}
 }

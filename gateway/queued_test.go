@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"context"
 	"encoding/json"
+	"github.com/butterfn/butter/names"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,7 +19,7 @@ import (
 // route expects.
 func requestFn(name string, cmd ...string) pool.FunctionConfig {
 	f := fn(name, cmd...)
-	topic := gateway.RequestTopic("test", name)
+	topic := names.RequestTopic("test", name)
 	f.Streams = []pool.StreamTrigger{{Stream: topic, Group: "butter.test." + name + ".requests", Offset: "first"}}
 	return f
 }

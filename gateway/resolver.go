@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"github.com/butterfn/butter/names"
 	"net"
 	"slices"
 	"sort"
@@ -9,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/butterfn/butter/jobs"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/nomad/api"
 )
@@ -54,7 +54,7 @@ func (s *StaticResolver) Endpoints(project, pool string) []string {
 }
 
 // NomadResolver follows the Nomad-native services of pools, named
-// jobs.ServiceName(project, pool) ("butter-<project>-<pool>"), with
+// names.ServiceName(project, pool) ("butter-<project>-<pool>"), with
 // blocking queries: a change in Nomad reaches the gateway within one
 // round trip.
 //
@@ -102,7 +102,7 @@ func NewNomadResolver(client *api.Client, logger hclog.Logger) *NomadResolver {
 
 // Endpoints implements Resolver.
 func (n *NomadResolver) Endpoints(project, pool string) []string {
-	name := jobs.ServiceName(project, pool)
+	name := names.ServiceName(project, pool)
 	n.mu.Lock()
 	w := n.watches[name]
 	if w == nil {

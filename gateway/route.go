@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"fmt"
+	"github.com/butterfn/butter/names"
 	"math"
 	"net/http"
 	"strconv"
@@ -92,21 +93,13 @@ type Route struct {
 	// Mode is "direct" (the default), "queued" or "async".
 	Mode string `json:"mode,omitempty"`
 	// Topic is the request topic of queued and async calls; "" is
-	// RequestTopic(Project, Function).
+	// names.RequestTopic(Project, Function).
 	Topic string `json:"topic,omitempty"`
 }
 
 // Pattern returns "METHOD /path", the route's identity in the table, in
 // API keys' route lists, in metrics and in logs.
 func (r Route) Pattern() string { return r.Method + " " + r.Path }
-
-// RequestTopic is the Kafka topic queued and async calls to a function go
-// to when the route names none: "<project>.<function>.requests". The
-// function must consume it with a stream trigger; its pool replies to
-// each request's reply-to topic.
-func RequestTopic(project, function string) string {
-	return project + "." + function + ".requests"
-}
 
 // step is one function call of a route: a step of package pipeline's
 // grammar, and the pool hosting its function.
@@ -250,7 +243,7 @@ func (g *Gateway) compile(in Route) (*route, error) {
 			bad("mode %s calls one function through Kafka: pipelines run in direct mode", r.Mode)
 		}
 		if r.Topic == "" && r.Function != "" {
-			r.Topic = RequestTopic(r.Project, r.Function)
+			r.Topic = names.RequestTopic(r.Project, r.Function)
 		}
 	default:
 		bad("mode %q: use direct, queued or async", r.Mode)
@@ -402,7 +395,7 @@ func (g *Gateway) tryBuildTable(routes []*route) (t *table, err error) {
 	})
 	current = "GET /v1/routes"
 	t.mux.HandleFunc(current, func(w http.ResponseWriter, req *http.Request) { g.serveRoutes(w, t) })
-	current = "POST /v1/invoke/{project}"
+	current = names.GatewayInvokePattern
 	t.mux.HandleFunc(current, g.serveAdHoc)
 	current = "GET /v1/invocations/{id}"
 	t.mux.HandleFunc(current, g.serveInvocation)

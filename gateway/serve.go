@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"github.com/butterfn/butter/names"
 	"math"
 	"net/http"
 	"sort"
@@ -53,7 +54,7 @@ func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, rt *route) 
 		rec.Header().Add("Vary", "Origin")
 		if origin := r.Header.Get("Origin"); rt.allowsOrigin(origin) {
 			rec.Header().Set("Access-Control-Allow-Origin", origin)
-			rec.Header().Set("Access-Control-Expose-Headers", strings.Join([]string{HeaderRequestID, headerError, "Location", "Retry-After"}, ", "))
+			rec.Header().Set("Access-Control-Expose-Headers", strings.Join([]string{HeaderRequestID, names.HeaderError, "Location", "Retry-After"}, ", "))
 		}
 	}
 	if e := g.authorize(r, rt); e != nil {
@@ -78,10 +79,10 @@ func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, rt *route) 
 	}
 	ctx := r.Context()
 	timeout := rt.Timeout
-	if v := r.Header.Get(headerTimeout); v != "" {
+	if v := r.Header.Get(names.HeaderTimeout); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 {
-			fail(callError(http.StatusBadRequest, "BadRequest", "header %s: %q is not a positive duration such as 1.5s", headerTimeout, v))
+			fail(callError(http.StatusBadRequest, "BadRequest", "header %s: %q is not a positive duration such as 1.5s", names.HeaderTimeout, v))
 			return
 		}
 		// A caller may shorten the route's deadline, never extend it.
@@ -152,13 +153,13 @@ func (g *Gateway) baseHeader(r *http.Request, rt *route, id string) (http.Header
 		}
 	}
 	set := func(name, value, what string) *CallError {
-		if !httpguts.ValidHeaderFieldName(HeaderParamPrefix + name) {
+		if !httpguts.ValidHeaderFieldName(names.HeaderParamPrefix + name) {
 			return nil // a name no header can carry is left out
 		}
 		if !httpguts.ValidHeaderFieldValue(value) {
 			return callError(http.StatusBadRequest, "BadRequest", "%s %q holds control characters: encode them", what, name)
 		}
-		h.Set(HeaderParamPrefix+name, value)
+		h.Set(names.HeaderParamPrefix+name, value)
 		return nil
 	}
 	if !rt.adhoc {
@@ -169,13 +170,13 @@ func (g *Gateway) baseHeader(r *http.Request, rt *route, id string) (http.Header
 		}
 	}
 	q := r.URL.Query()
-	names := make([]string, 0, len(q))
+	keys := make([]string, 0, len(q))
 	for name := range q {
-		names = append(names, name)
+		keys = append(keys, name)
 	}
-	sort.Strings(names)
-	for _, name := range names {
-		if h.Get(HeaderParamPrefix+name) != "" || (rt.adhoc && name == "pipeline") {
+	sort.Strings(keys)
+	for _, name := range keys {
+		if h.Get(names.HeaderParamPrefix+name) != "" || (rt.adhoc && name == "pipeline") {
 			continue
 		}
 		if e := set(name, q.Get(name), "query parameter"); e != nil {
@@ -266,7 +267,7 @@ func (g *Gateway) servePreflight(w http.ResponseWriter, r *http.Request, t *tabl
 	h := w.Header()
 	h.Set("Access-Control-Allow-Origin", origin)
 	h.Set("Access-Control-Allow-Methods", rt.Method)
-	allow := []string{"Content-Type", "Authorization", HeaderAPIKey, HeaderRequestID, headerTimeout, "traceparent", "tracestate"}
+	allow := []string{"Content-Type", "Authorization", HeaderAPIKey, HeaderRequestID, names.HeaderTimeout, "traceparent", "tracestate"}
 	if req := r.Header.Get("Access-Control-Request-Headers"); req != "" {
 		// Any header may be sent; only those listed above mean something.
 		allow = []string{req}

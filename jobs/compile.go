@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"github.com/butterfn/butter/names"
 	"io"
 	"io/fs"
 	"os"
@@ -54,17 +55,6 @@ const (
 	// healthCheckChecks is update.health_check = "checks": an allocation
 	// is healthy when its tasks run and the service's checks pass.
 	healthCheckChecks = "checks"
-)
-
-// Meta keys set on every job.
-const (
-	MetaProject  = "butter_project"
-	MetaRevision = "butter_revision"
-	MetaGitSHA   = "butter_git_sha"
-	// MetaAutoRollback is "true" or "false": whether the control plane
-	// rolls a failed deployment of this job back (the project's
-	// deploy.auto_rollback). Nomad's own auto_revert stays off.
-	MetaAutoRollback = "butter_auto_rollback"
 )
 
 type options struct {
@@ -122,21 +112,6 @@ type Compiled struct {
 	// Pools are the configs of the job's pools by task group name, as
 	// each group's task config encodes them.
 	Pools map[string]*pool.Config
-}
-
-// JobID returns the Nomad job ID of a project.
-func JobID(project string) string { return "butter-" + project }
-
-// ServiceName returns the Nomad service name of a project's pool.
-func ServiceName(project, pool string) string { return "butter-" + project + "-" + pool }
-
-// Topic returns the Kafka topic of a project's stream. Topics carry the
-// project name so that projects sharing a Kafka cluster never collide.
-func Topic(project, stream string) string { return project + "." + stream }
-
-// ConsumerGroup returns the consumer group of a function's stream trigger.
-func ConsumerGroup(project, function, stream string) string {
-	return "butter." + project + "." + function + "." + stream
 }
 
 // Compile turns a project into a Nomad job. It reads each function's
@@ -213,14 +188,14 @@ func Compile(p *spec.Project, opts ...Option) (*Compiled, error) {
 	}
 	c.Revision = rev
 
-	id := JobID(p.Name)
+	id := names.JobID(p.Name)
 	job := api.NewServiceJob(id, id, "", 0)
 	job.Region = nil
 	job.Priority = nil
 	job.Datacenters = o.datacenters
-	job.Meta = map[string]string{MetaProject: p.Name, MetaRevision: rev, MetaAutoRollback: strconv.FormatBool(deploySettings(p).AutoRollback)}
+	job.Meta = map[string]string{names.MetaProject: p.Name, names.MetaRevision: rev, names.MetaAutoRollback: strconv.FormatBool(deploySettings(p).AutoRollback)}
 	if o.gitSHA != "" {
-		job.Meta[MetaGitSHA] = o.gitSHA
+		job.Meta[names.MetaGitSHA] = o.gitSHA
 	}
 
 	poolNames := make([]string, 0, len(pools))
@@ -324,7 +299,7 @@ func (o *options) group(p *spec.Project, rev, poolName string, fns []*spec.Funct
 			DynamicPorts: []api.Port{{Label: PortLabel}},
 		}},
 		Services: []*api.Service{{
-			Name:      ServiceName(p.Name, poolName),
+			Name:      names.ServiceName(p.Name, poolName),
 			PortLabel: PortLabel,
 			Provider:  "nomad",
 			Tags:      []string{"butter", "project=" + p.Name, "pool=" + poolName, "revision=" + rev},
@@ -415,10 +390,6 @@ func revision(fsys fs.FS, p *spec.Project, arts []Artifact) (string, error) {
 // each function's secrets: <SecretsDir>/<function>.json.
 const SecretsDir = "secrets/butter"
 
-// VaultRole is the Vault JWT role of a project's jobs, as `butter setup
-// vault` creates it.
-func VaultRole(project string) string { return "butter-" + project }
-
 // vaultBlock asks Nomad for the task's Vault token through its workload
 // identity, with the project's role. The token is not put in the task's
 // environment (the pool's environment is its own, but there is no reason
@@ -428,7 +399,7 @@ func VaultRole(project string) string { return "butter-" + project }
 // when they need it.
 func vaultBlock(p *spec.Project) *api.Vault {
 	return &api.Vault{
-		Role:       VaultRole(p.Name),
+		Role:       names.VaultRole(p.Name),
 		Env:        new(false),
 		ChangeMode: new("noop"),
 	}

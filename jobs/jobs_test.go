@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"github.com/butterfn/butter/names"
 	"os"
 	"path/filepath"
 	"strings"
@@ -131,7 +132,7 @@ func TestCompileShape(t *testing.T) {
 		t.Fatal(err)
 	}
 	job := c.Job
-	if *job.ID != "butter-iot" || job.Meta[jobs.MetaProject] != "iot" || job.Meta[jobs.MetaRevision] != c.Revision || job.Meta[jobs.MetaGitSHA] != "abc123-dirty" {
+	if *job.ID != "butter-iot" || job.Meta[names.MetaProject] != "iot" || job.Meta[names.MetaRevision] != c.Revision || job.Meta[names.MetaGitSHA] != "abc123-dirty" {
 		t.Errorf("job identity/meta = %s %v", *job.ID, job.Meta)
 	}
 	if len(job.Datacenters) != 1 || job.Datacenters[0] != "dc1" {
@@ -209,8 +210,8 @@ func TestCompileShape(t *testing.T) {
 			t.Errorf("group %s: update = %+v", *tg.Name, u)
 		}
 	}
-	if job.Meta[jobs.MetaAutoRollback] != "true" {
-		t.Errorf("meta %s = %q, want \"true\"", jobs.MetaAutoRollback, job.Meta[jobs.MetaAutoRollback])
+	if job.Meta[names.MetaAutoRollback] != "true" {
+		t.Errorf("meta %s = %q, want \"true\"", names.MetaAutoRollback, job.Meta[names.MetaAutoRollback])
 	}
 }
 
@@ -246,8 +247,8 @@ function "slow" {
 	if *u.MinHealthyTime != 10*time.Second || *u.HealthyDeadline != 5*time.Minute || *u.ProgressDeadline != 0 || *u.AutoRevert {
 		t.Errorf("update = %+v", u)
 	}
-	if c.Job.Meta[jobs.MetaAutoRollback] != "false" {
-		t.Errorf("meta %s = %q, want \"false\"", jobs.MetaAutoRollback, c.Job.Meta[jobs.MetaAutoRollback])
+	if c.Job.Meta[names.MetaAutoRollback] != "false" {
+		t.Errorf("meta %s = %q, want \"false\"", names.MetaAutoRollback, c.Job.Meta[names.MetaAutoRollback])
 	}
 	if kt := *tg.Tasks[0].KillTimeout; kt != 20*time.Minute+5*time.Second {
 		t.Errorf("kill_timeout = %v, want 20m5s", kt)
@@ -336,12 +337,12 @@ function "plain" {
 			t.Errorf("timer %d = %+v, want %+v", i, got[i], want[i])
 		}
 	}
-	if g := jobs.TimerGroup("shop", "report"); g != "butter.shop.report._timers" {
-		t.Errorf("TimerGroup = %q", g)
+	if g := names.TimerGroup("shop", "report"); g != "butter.shop.report._timers" {
+		t.Errorf("names.TimerGroup = %q", g)
 	}
 	// A tick topic never equals a stream's topic: stream names hold no
 	// dots and start with a letter.
-	if strings.Count(jobs.TimerTopic("shop", "report"), ".") != 2 || strings.Count(jobs.Topic("shop", "orders"), ".") != 1 {
+	if strings.Count(names.TimerTopic("shop", "report"), ".") != 2 || strings.Count(names.Topic("shop", "orders"), ".") != 1 {
 		t.Error("tick topics and stream topics must differ in their dots")
 	}
 

@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"fmt"
+	"github.com/butterfn/butter/names"
 	"os"
 	"path"
 	"path/filepath"
@@ -47,7 +48,7 @@ func poolConfig(p *spec.Project, rev, name string, fns []*spec.Function, locate 
 func topics(p *spec.Project) []pool.TopicConfig {
 	var out []pool.TopicConfig
 	for _, s := range p.Streams {
-		t := pool.TopicConfig{Name: Topic(p.Name, s.Name), Partitions: s.Partitions, Compact: s.Compact}
+		t := pool.TopicConfig{Name: names.Topic(p.Name, s.Name), Partitions: s.Partitions, Compact: s.Compact}
 		if s.Retention > 0 {
 			t.Retention = s.Retention.String()
 		}
@@ -56,10 +57,10 @@ func topics(p *spec.Project) []pool.TopicConfig {
 	for _, f := range p.Functions {
 		if hasCronTrigger(f) {
 			// One partition, not compacted, the broker's retention.
-			out = append(out, pool.TopicConfig{Name: TimerTopic(p.Name, f.Name), Partitions: TimerPartitions})
+			out = append(out, pool.TopicConfig{Name: names.TimerTopic(p.Name, f.Name), Partitions: TimerPartitions})
 		}
 		if HasQueuedTrigger(f) {
-			out = append(out, pool.TopicConfig{Name: RequestTopic(p.Name, f.Name), Partitions: RequestPartitions})
+			out = append(out, pool.TopicConfig{Name: names.RequestTopic(p.Name, f.Name), Partitions: RequestPartitions})
 		}
 	}
 	return out
@@ -85,10 +86,10 @@ func functionConfig(p *spec.Project, f *spec.Function, locate locator) pool.Func
 		fc.OutputSchema, _ = locate(f.OutputSchema, true)
 	}
 	if f.Output != nil {
-		fc.Output = Topic(p.Name, f.Output.Name)
+		fc.Output = names.Topic(p.Name, f.Output.Name)
 	}
 	if f.DeadLetter != nil {
-		fc.DeadLetter = Topic(p.Name, f.DeadLetter.Name)
+		fc.DeadLetter = names.Topic(p.Name, f.DeadLetter.Name)
 	}
 	if f.Retry != nil {
 		fc.Retry = &pool.RetryConfig{Attempts: f.Retry.Attempts, Backoff: f.Retry.Backoff.String(), MaxBackoff: f.Retry.MaxBackoff.String()}
@@ -108,8 +109,8 @@ func functionConfig(p *spec.Project, f *spec.Function, locate locator) pool.Func
 			continue
 		}
 		tr := pool.StreamTrigger{
-			Stream: Topic(p.Name, t.Stream.Name),
-			Group:  ConsumerGroup(p.Name, f.Name, t.Stream.Name),
+			Stream: names.Topic(p.Name, t.Stream.Name),
+			Group:  names.ConsumerGroup(p.Name, f.Name, t.Stream.Name),
 			Offset: t.Offset.String(),
 		}
 		if t.Order == "key" {

@@ -2,6 +2,7 @@ package jobs_test
 
 import (
 	"encoding/json"
+	"github.com/butterfn/butter/names"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -41,7 +42,7 @@ func TestLocalConfigTicks(t *testing.T) {
 		t.Errorf("detect's streams = %+v", detect.Streams)
 	}
 	last := c.Topics[len(c.Topics)-1]
-	if len(c.Topics) != len(proj.Streams)+1 || last != (pool.TopicConfig{Name: jobs.TimerTopic("iot", "nightly"), Partitions: 1}) {
+	if len(c.Topics) != len(proj.Streams)+1 || last != (pool.TopicConfig{Name: names.TimerTopic("iot", "nightly"), Partitions: 1}) {
 		t.Errorf("topics = %+v", c.Topics)
 	}
 

@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"github.com/butterfn/butter/hcl/spec"
+	"github.com/butterfn/butter/names"
 	"github.com/butterfn/butter/plugins/pool"
 )
 
@@ -12,19 +13,6 @@ import (
 
 // RequestPartitions is the partition count of a request topic.
 const RequestPartitions = 3
-
-// RequestTopic is the topic queued and async calls to a function go to,
-// "<project>.<function>.requests"; gateway.RequestTopic is the same name.
-// It has two dots, so it cannot be a stream's topic ("<project>.<stream>").
-func RequestTopic(project, function string) string {
-	return project + "." + function + ".requests"
-}
-
-// RequestGroup is the consumer group of a function's request topic,
-// "butter.<project>.<function>._requests".
-func RequestGroup(project, function string) string {
-	return "butter." + project + "." + function + "._requests"
-}
 
 // HasQueuedTrigger reports whether a function has an http trigger in
 // queued or async mode.
@@ -43,8 +31,8 @@ func HasQueuedTrigger(f *spec.Function) bool {
 // caller's deadline has passed.
 func requestTrigger(project, function string) pool.StreamTrigger {
 	return pool.StreamTrigger{
-		Stream: RequestTopic(project, function),
-		Group:  RequestGroup(project, function),
+		Stream: names.RequestTopic(project, function),
+		Group:  names.RequestGroup(project, function),
 		Offset: string(spec.OffsetFirst),
 	}
 }

@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"github.com/butterfn/butter/names"
 	"strconv"
 
 	"github.com/butterfn/butter/hcl/spec"
@@ -13,24 +14,6 @@ import (
 // therefore gets the delivery, retries and dead letters of a stream event,
 // and is not lost while the pool restarts.
 
-// timersSegment marks tick topics and groups. It starts with '_', which no
-// stream name can (names start with a letter), so neither a tick topic nor
-// a tick group can equal a stream's topic or consumer group.
-const timersSegment = "_timers"
-
-// TimerTopic returns the Kafka topic that carries a function's cron ticks,
-// "<project>._timers.<function>". It has two dots; a stream's topic,
-// "<project>.<stream>", has one, since names hold no dots.
-func TimerTopic(project, function string) string {
-	return project + "." + timersSegment + "." + function
-}
-
-// TimerGroup returns the consumer group a function's pool reads its tick
-// topic with, "butter.<project>.<function>._timers".
-func TimerGroup(project, function string) string {
-	return "butter." + project + "." + function + "." + timersSegment
-}
-
 // Timer is one cron trigger of a project, as the control plane's timer
 // service fires it: each tick is produced to Topic, keyed by ID.
 type Timer struct {
@@ -42,7 +25,7 @@ type Timer struct {
 	// them; Timezone is empty for UTC.
 	Schedule string `json:"schedule"`
 	Timezone string `json:"timezone,omitempty"`
-	// Topic is the function's tick topic, TimerTopic(project, function).
+	// Topic is the function's tick topic, names.TimerTopic(project, function).
 	Topic string `json:"topic"`
 }
 
@@ -62,7 +45,7 @@ func Timers(p *spec.Project) []Timer {
 				Function: f.Name,
 				Schedule: t.Schedule,
 				Timezone: t.Timezone,
-				Topic:    TimerTopic(p.Name, f.Name),
+				Topic:    names.TimerTopic(p.Name, f.Name),
 			})
 			n++
 		}
@@ -86,8 +69,8 @@ func hasCronTrigger(f *spec.Function) bool {
 // before the pool first came up still run.
 func timerTrigger(project, function string) pool.StreamTrigger {
 	return pool.StreamTrigger{
-		Stream: TimerTopic(project, function),
-		Group:  TimerGroup(project, function),
+		Stream: names.TimerTopic(project, function),
+		Group:  names.TimerGroup(project, function),
 		Offset: string(spec.OffsetFirst),
 	}
 }

@@ -123,9 +123,10 @@ const (
 	InvokePattern = "POST /v1/invoke/{function}"
 	// InvokePathPrefix is InvokePattern's path before the function's name.
 	InvokePathPrefix = "/v1/invoke/"
-	// GatewayInvokePattern is the gateway's route for an ad-hoc pipeline of
-	// a project's functions.
-	GatewayInvokePattern = "POST /v1/invoke/{project}"
+	// GatewayInvokePath is the gateway's path for an ad-hoc pipeline of a
+	// project's functions, and GatewayInvokePattern its route.
+	GatewayInvokePath    = InvokePathPrefix + "{project}"
+	GatewayInvokePattern = "POST " + GatewayInvokePath
 
 	// HeaderTimeout bounds a call: a Go duration ("2s").
 	HeaderTimeout = "Butter-Timeout"

@@ -1,6 +1,7 @@
 package routes_test
 
 import (
+	"github.com/butterfn/butter/names"
 	"bytes"
 	"io"
 	"net/http"
@@ -226,7 +227,7 @@ function "echo" {
 	calls := make(chan call, 1)
 	stub := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
-		calls <- call{r.URL.Path, r.Header.Get(gateway.HeaderParamPrefix + "name"), string(b)}
+		calls <- call{r.URL.Path, r.Header.Get(names.HeaderParamPrefix + "name"), string(b)}
 		_, _ = w.Write(bytes.ToUpper(b))
 	}))
 	defer stub.Close()

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/butterfn/butter/names"
 	"sort"
 	"strings"
 	"time"
@@ -31,11 +32,6 @@ import (
 // A healthy revision whose job Nomad no longer runs (stopped, or replaced
 // by hand) is registered again. Every step is recorded in Raft, so a new
 // leader resumes where the old one stopped.
-
-const (
-	metaRevision     = "butter_revision"
-	metaAutoRollback = "butter_auto_rollback"
-)
 
 // deployTick is how often the deployer looks at Nomad.
 const deployTick = 500 * time.Millisecond
@@ -89,7 +85,7 @@ func (s *Server) reconcile(ctx context.Context, nomad Nomad, w deployWant) error
 	if err != nil && !errors.Is(err, ErrNomadNotFound) {
 		return fmt.Errorf("read job %s: %w", *job.ID, err)
 	}
-	runs := err == nil && current.Meta[metaRevision] == w.revision && (current.Stop == nil || !*current.Stop)
+	runs := err == nil && current.Meta[names.MetaRevision] == w.revision && (current.Stop == nil || !*current.Stop)
 
 	switch w.status.Status {
 	case fsm.StatusHealthy:
@@ -123,7 +119,7 @@ func (s *Server) reconcile(ctx context.Context, nomad Nomad, w deployWant) error
 			// Replaced while deploying: start over.
 			return s.setStatus(w.project, w.revision, fsm.DeployStatus{Status: fsm.StatusPending, Message: "Nomad runs another job version; registering again", HealthyAt: w.status.HealthyAt})
 		}
-		return s.follow(ctx, nomad, w, *job.ID, job.Meta[metaAutoRollback] != "false")
+		return s.follow(ctx, nomad, w, *job.ID, job.Meta[names.MetaAutoRollback] != "false")
 	}
 	return nil // failed: stays until the next activation
 }

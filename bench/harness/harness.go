@@ -13,6 +13,7 @@
 package harness
 
 import (
+	"github.com/butterfn/butter/names"
 	"context"
 	"fmt"
 	"io"
@@ -209,8 +210,8 @@ func Post(c *http.Client, url string, body []byte) error {
 	if err != nil {
 		return fmt.Errorf("read the answer: %w", err)
 	}
-	if resp.StatusCode != http.StatusOK || string(got) != string(body) || resp.Trailer.Get(pool.HeaderError) != "" {
-		return fmt.Errorf("POST %s answered %d %q (trailer %q), want 200 %q", url, resp.StatusCode, got, resp.Trailer.Get(pool.HeaderError), body)
+	if resp.StatusCode != http.StatusOK || string(got) != string(body) || resp.Trailer.Get(names.HeaderError) != "" {
+		return fmt.Errorf("POST %s answered %d %q (trailer %q), want 200 %q", url, resp.StatusCode, got, resp.Trailer.Get(names.HeaderError), body)
 	}
 	return nil
 }

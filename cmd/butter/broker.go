@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/butterfn/butter/names"
 	"os"
 	"os/signal"
 	"syscall"
@@ -11,7 +12,6 @@ import (
 
 	"github.com/butterfn/butter/broker"
 	"github.com/butterfn/butter/hcl/spec"
-	"github.com/butterfn/butter/jobs"
 	"github.com/hashicorp/cli"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -66,7 +66,7 @@ func (c *brokerCommand) Run(args []string) int {
 			return exitInvalid
 		}
 		for _, s := range proj.Streams {
-			topics = append(topics, broker.Topic{Name: jobs.Topic(proj.Name, s.Name), Partitions: s.Partitions, Retention: s.Retention, Compact: s.Compact})
+			topics = append(topics, broker.Topic{Name: names.Topic(proj.Name, s.Name), Partitions: s.Partitions, Retention: s.Retention, Compact: s.Compact})
 		}
 	}
 	d, err := broker.StartDev(*port, *dataDir)

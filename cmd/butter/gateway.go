@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/butterfn/butter/names"
 	"net"
 	"net/http"
 	"os"
@@ -117,7 +118,7 @@ func (c *gatewayCommand) Run(args []string) int {
 	defer lr.close()
 	if len(kcfg.Brokers) > 0 {
 		host, _ := os.Hostname()
-		go lr.connect(ctx, log, kcfg, "butter._replies.gateway-"+sanitize(host)+"-"+fmt.Sprint(os.Getpid()))
+		go lr.connect(ctx, log, kcfg, names.ReplyTopic("gateway-"+sanitize(host)+"-"+fmt.Sprint(os.Getpid())))
 	} else {
 		lr.missing = "this gateway has no Kafka: start it with -kafka-brokers or $BUTTER_KAFKA_BROKERS for queued and async routes"
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/butterfn/butter/names"
 	"io"
 	"net/http"
 	"os"
@@ -17,7 +18,6 @@ import (
 
 	"github.com/hashicorp/cli"
 
-	"github.com/butterfn/butter/gateway"
 	"github.com/butterfn/butter/hcl/spec"
 	"github.com/butterfn/butter/jobs"
 	"github.com/butterfn/butter/pipeline"
@@ -213,12 +213,12 @@ func (c *invokeCommand) remote(expr, gw, project, apiKey string) int {
 		}
 		project = proj.Name
 	}
-	req, err := http.NewRequest("POST", strings.TrimRight(gw, "/")+"/v1/invoke/"+project, os.Stdin)
+	req, err := http.NewRequest("POST", strings.TrimRight(gw, "/")+names.InvokePathPrefix+project, os.Stdin)
 	if err != nil {
 		c.ui.Error("Error: " + err.Error())
 		return exitInvalid
 	}
-	req.Header.Set(gateway.HeaderPipeline, pipeline.Format(steps))
+	req.Header.Set(names.HeaderPipeline, pipeline.Format(steps))
 	if apiKey != "" {
 		req.Header.Set("Authorization", "Bearer "+apiKey)
 	}
@@ -242,7 +242,7 @@ func (c *invokeCommand) remote(expr, gw, project, apiKey string) int {
 		c.ui.Error("Error: the answer was cut: " + err.Error())
 		return exitInvalid
 	}
-	if e := resp.Trailer.Get("Butter-Error"); e != "" {
+	if e := resp.Trailer.Get(names.HeaderError); e != "" {
 		c.ui.Error("Error: " + e)
 		return exitInvalid
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/butterfn/butter/names"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -137,7 +138,7 @@ func deployWith(t *testing.T, agent *nomadtest.Agent, dir string, noServices boo
 			t.Fatalf("nomad job run: exit %d\n%s", code, out)
 		}
 	}
-	service := jobs.ServiceName(proj.Name, "default")
+	service := names.ServiceName(proj.Name, "default")
 	deadline := time.Now().Add(3 * time.Minute)
 	for {
 		var addrs []string

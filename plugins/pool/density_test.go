@@ -3,6 +3,7 @@ package pool_test
 import (
 	"bytes"
 	"fmt"
+	"github.com/butterfn/butter/names"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -205,8 +206,8 @@ func call(client *http.Client, srv *httptest.Server, function, input, want strin
 	if err != nil {
 		return fmt.Errorf("read the answer: %w", err)
 	}
-	if resp.StatusCode != 200 || string(b) != want || resp.Trailer.Get(pool.HeaderError) != "" {
-		return fmt.Errorf("answered %d %q (trailer %q), want 200 %q", resp.StatusCode, b, resp.Trailer.Get(pool.HeaderError), want)
+	if resp.StatusCode != 200 || string(b) != want || resp.Trailer.Get(names.HeaderError) != "" {
+		return fmt.Errorf("answered %d %q (trailer %q), want 200 %q", resp.StatusCode, b, resp.Trailer.Get(names.HeaderError), want)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/butterfn/butter/names"
 	"io"
 	"net/http"
 	"strconv"
@@ -17,24 +18,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Request headers of the invoke endpoint.
-const (
-	// HeaderTimeout bounds the call, as a Go duration ("1.5s").
-	HeaderTimeout = "Butter-Timeout"
-	// HeaderDeadline bounds the call, as an RFC 3339 time.
-	HeaderDeadline = "Butter-Deadline"
-	// HeaderOptionPrefix passes a named option: Butter-Option-E: s/a/b/.
-	HeaderOptionPrefix = "Butter-Option-"
-	// HeaderParamPrefix passes a route or query parameter, as the gateway
-	// forwards them: Butter-Param-Device: d1. The function sees it in its
-	// meta as param.device: HTTP does not keep the case of header names,
-	// so parameter names are case-insensitive and reach functions
-	// lower-cased.
-	HeaderParamPrefix = "Butter-Param-"
-	// HeaderError is the trailer that reports a failure after the output
-	// has started streaming.
-	HeaderError = "Butter-Error"
-)
+// The invoke endpoint's request headers are names.HeaderTimeout,
+// names.HeaderDeadline, names.HeaderOptionPrefix and names.HeaderParamPrefix
+// (a parameter reaches the function lower-cased, as meta param.<name>:
+// HTTP does not keep the case of header names); a failure after the
+// output has started is the names.HeaderError trailer.
 
 // Handler returns the pool's HTTP API:
 //
@@ -47,7 +35,7 @@ const (
 //	GET  /metrics                Prometheus metrics
 func (p *Pool) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/invoke/{function}", p.serveInvoke)
+	mux.HandleFunc(names.InvokePattern, p.serveInvoke)
 	mux.HandleFunc("GET /v1/functions", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"project": p.cfg.Project, "revision": p.cfg.Revision, "functions": p.Functions()})
 	})
@@ -149,7 +137,7 @@ func (o *callOutput) hold() {
 func (o *callOutput) stream() error {
 	o.streaming = true
 	o.release()
-	o.w.Header().Set("Trailer", HeaderError)
+	o.w.Header().Set("Trailer", names.HeaderError)
 	o.w.WriteHeader(http.StatusOK)
 	if len(o.buf) > 0 {
 		_, err := o.w.Write(o.buf)
@@ -267,18 +255,18 @@ func (p *Pool) serveInvoke(w http.ResponseWriter, r *http.Request) {
 	if r.ContentLength >= 0 {
 		c.Meta["content-length"] = strconv.FormatInt(r.ContentLength, 10)
 	}
-	if v := r.Header.Get(HeaderTimeout); v != "" {
+	if v := r.Header.Get(names.HeaderTimeout); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 {
-			writeJSON(w, http.StatusBadRequest, errorBody("BadRequest", fmt.Sprintf("header %s: %q is not a positive duration such as 1.5s", HeaderTimeout, v)))
+			writeJSON(w, http.StatusBadRequest, errorBody("BadRequest", fmt.Sprintf("header %s: %q is not a positive duration such as 1.5s", names.HeaderTimeout, v)))
 			return
 		}
 		c.Deadline = time.Now().Add(d)
 	}
-	if v := r.Header.Get(HeaderDeadline); v != "" {
+	if v := r.Header.Get(names.HeaderDeadline); v != "" {
 		t, err := time.Parse(time.RFC3339Nano, v)
 		if err != nil {
-			writeJSON(w, http.StatusBadRequest, errorBody("BadRequest", fmt.Sprintf("header %s: %q is not an RFC 3339 time", HeaderDeadline, v)))
+			writeJSON(w, http.StatusBadRequest, errorBody("BadRequest", fmt.Sprintf("header %s: %q is not an RFC 3339 time", names.HeaderDeadline, v)))
 			return
 		}
 		if c.Deadline.IsZero() || t.Before(c.Deadline) {
@@ -288,15 +276,15 @@ func (p *Pool) serveInvoke(w http.ResponseWriter, r *http.Request) {
 	for k, vs := range r.Header {
 		lk := strings.ToLower(k)
 		switch {
-		case strings.HasPrefix(k, HeaderOptionPrefix):
-			c.Options[strings.ToLower(strings.TrimPrefix(k, HeaderOptionPrefix))] = vs[0]
-		case strings.HasPrefix(lk, strings.ToLower(HeaderParamPrefix)) && len(lk) > len(HeaderParamPrefix):
-			c.Meta["param."+lk[len(HeaderParamPrefix):]] = vs[0]
+		case strings.HasPrefix(k, names.HeaderOptionPrefix):
+			c.Options[strings.ToLower(strings.TrimPrefix(k, names.HeaderOptionPrefix))] = vs[0]
+		case strings.HasPrefix(lk, strings.ToLower(names.HeaderParamPrefix)) && len(lk) > len(names.HeaderParamPrefix):
+			c.Meta["param."+lk[len(names.HeaderParamPrefix):]] = vs[0]
 		case lk == "content-type" || lk == "traceparent" || lk == "tracestate" || strings.HasPrefix(lk, "ce-"):
 			c.Meta[lk] = vs[0]
 		}
 	}
-	c.StateKey = r.Header.Get(HeaderStateKey)
+	c.StateKey = r.Header.Get(names.HeaderStateKey)
 	id := r.Header.Get("X-Request-Id")
 	if id == "" {
 		id = "http-" + strconv.FormatInt(time.Now().UnixNano(), 36)
@@ -352,13 +340,13 @@ func (p *Pool) serveInvoke(w http.ResponseWriter, r *http.Request) {
 	if !streaming && len(held) > 0 {
 		// The call failed after it wrote output: that output goes out
 		// as if it had streamed, with the failure in the trailer.
-		w.Header().Set("Trailer", HeaderError)
+		w.Header().Set("Trailer", names.HeaderError)
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write(held)
 		streaming = true
 	}
 	if streaming {
-		w.Header().Set(HeaderError, typ+": "+msg)
+		w.Header().Set(names.HeaderError, typ+": "+msg)
 		return
 	}
 	writeJSON(w, code, errorBody(typ, msg))

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/butterfn/butter/names"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -58,15 +59,15 @@ func TestInvokeAnswers(t *testing.T) {
 	if resp.StatusCode != 200 || !bytes.Equal(b, large) {
 		t.Fatalf("large output: %d, %d bytes, want %d", resp.StatusCode, len(b), len(large))
 	}
-	if _, announced := resp.Trailer[pool.HeaderError]; resp.ContentLength != -1 || !announced || resp.Trailer.Get(pool.HeaderError) != "" {
+	if _, announced := resp.Trailer[names.HeaderError]; resp.ContentLength != -1 || !announced || resp.Trailer.Get(names.HeaderError) != "" {
 		t.Errorf("large output: Content-Length %d, trailers %v: want streamed, announcing an empty %s trailer",
-			resp.ContentLength, resp.Trailer, pool.HeaderError)
+			resp.ContentLength, resp.Trailer, names.HeaderError)
 	}
 
 	resp, b = post("partial", nil)
-	if resp.StatusCode != 200 || string(b) != "partial\n" || !strings.HasPrefix(resp.Trailer.Get(pool.HeaderError), "Exception: ") {
+	if resp.StatusCode != 200 || string(b) != "partial\n" || !strings.HasPrefix(resp.Trailer.Get(names.HeaderError), "Exception: ") {
 		t.Errorf("failure after output: %d %q, trailer %q: want 200, the output and an Exception trailer",
-			resp.StatusCode, b, resp.Trailer.Get(pool.HeaderError))
+			resp.StatusCode, b, resp.Trailer.Get(names.HeaderError))
 	}
 }
 
@@ -132,9 +133,9 @@ func (s *slowOutput) finish() error {
 	if err != nil || string(rest) != "second\n" {
 		return fmt.Errorf("the rest: %q, %v", rest, err)
 	}
-	if _, announced := s.resp.Trailer[pool.HeaderError]; s.resp.ContentLength != -1 || !announced || s.resp.Trailer.Get(pool.HeaderError) != "" {
+	if _, announced := s.resp.Trailer[names.HeaderError]; s.resp.ContentLength != -1 || !announced || s.resp.Trailer.Get(names.HeaderError) != "" {
 		return fmt.Errorf("Content-Length %d, trailers %v: a streamed answer announces an empty %s trailer",
-			s.resp.ContentLength, s.resp.Trailer, pool.HeaderError)
+			s.resp.ContentLength, s.resp.Trailer, names.HeaderError)
 	}
 	return nil
 }

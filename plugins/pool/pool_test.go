@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/butterfn/butter/names"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -91,7 +92,7 @@ func invoke(t *testing.T, srv *httptest.Server, function string, body io.Reader,
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	a := answer{code: resp.StatusCode, body: string(b), trailer: resp.Trailer.Get(pool.HeaderError)}
+	a := answer{code: resp.StatusCode, body: string(b), trailer: resp.Trailer.Get(names.HeaderError)}
 	if resp.StatusCode != 200 {
 		var e struct {
 			Error struct{ Type, Message string }
@@ -171,7 +172,7 @@ func TestExecErrorsAndOptions(t *testing.T) {
 		t.Errorf("sed with option e: %+v", a)
 	}
 	start := time.Now()
-	a = invoke(t, srv, "sleep", nil, map[string]string{pool.HeaderTimeout: "300ms"})
+	a = invoke(t, srv, "sleep", nil, map[string]string{names.HeaderTimeout: "300ms"})
 	if a.code != 504 || a.errType != "Timeout" {
 		t.Errorf("past its deadline: %+v", a)
 	}
@@ -181,7 +182,7 @@ func TestExecErrorsAndOptions(t *testing.T) {
 	if a := invoke(t, srv, "nope", nil, nil); a.code != 404 || !strings.Contains(a.body, "fail, sed, sleep") {
 		t.Errorf("unknown function: %+v", a)
 	}
-	if a := invoke(t, srv, "sleep", nil, map[string]string{pool.HeaderTimeout: "soon"}); a.code != 400 {
+	if a := invoke(t, srv, "sleep", nil, map[string]string{names.HeaderTimeout: "soon"}); a.code != 400 {
 		t.Errorf("bad timeout header: %+v", a)
 	}
 }
@@ -248,7 +249,7 @@ func TestProcessWorkerLifecycle(t *testing.T) {
 	// A hung worker: the caller gets 504 at the deadline and the worker
 	// is killed and replaced.
 	before := metric(t, srv, "butter_instance_restarts_total", "gofn")
-	a := invoke(t, srv, "gofn", strings.NewReader("hang"), map[string]string{pool.HeaderTimeout: "300ms"})
+	a := invoke(t, srv, "gofn", strings.NewReader("hang"), map[string]string{names.HeaderTimeout: "300ms"})
 	if a.code != 504 || a.errType != "Timeout" {
 		t.Errorf("hung worker: %+v", a)
 	}

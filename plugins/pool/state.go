@@ -28,9 +28,8 @@ import (
 // changelog to its end before it consumes, and keeps following it, so the
 // writes of other pools running the function reach it too.
 
-// HeaderStateKey gives an HTTP call its state key when the body has no
-// key field and no route or query parameter is named like it.
-const HeaderStateKey = "Butter-State-Key"
+// names.HeaderStateKey gives an HTTP call its state key when the body has
+// no key field and no route or query parameter is named like it.
 
 // StateKeyRecord is the state block's key that selects the state by the
 // record key (or the Butter-State-Key header) alone.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/butterfn/butter/names"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
@@ -130,10 +131,10 @@ func TestHTTPState(t *testing.T) {
 	if c := callState(t, srv, "counter", ``, map[string]string{"Butter-Param-Device": "d1"}); c.Key != "d1" || c.N != 4 {
 		t.Errorf("key from the parameter: %+v", c)
 	}
-	if c := callState(t, srv, "counter", `not json`, map[string]string{pool.HeaderStateKey: "d1", "Butter-Param-Room": "x"}); c.Key != "d1" || c.N != 5 {
+	if c := callState(t, srv, "counter", `not json`, map[string]string{names.HeaderStateKey: "d1", "Butter-Param-Room": "x"}); c.Key != "d1" || c.N != 5 {
 		t.Errorf("key from the header: %+v", c)
 	}
-	if c := callState(t, srv, "counter", `{"device":"d2"}`, map[string]string{"Butter-Param-Device": "d1", pool.HeaderStateKey: "d1"}); c.Key != "d2" || c.N != 2 {
+	if c := callState(t, srv, "counter", `{"device":"d2"}`, map[string]string{"Butter-Param-Device": "d1", names.HeaderStateKey: "d1"}); c.Key != "d2" || c.N != 2 {
 		t.Errorf("the body's field comes first: %+v", c)
 	}
 	// No key: the state reads as null and cannot be set.
@@ -196,7 +197,7 @@ func TestHTTPState(t *testing.T) {
 
 	// Go, keyed by "$key": the header alone.
 	for i := 1; i <= 2; i++ {
-		a := invoke(t, srv, "gocount", strings.NewReader("count"), map[string]string{pool.HeaderStateKey: "g", "Butter-Param-Key": "no"})
+		a := invoke(t, srv, "gocount", strings.NewReader("count"), map[string]string{names.HeaderStateKey: "g", "Butter-Param-Key": "no"})
 		if want := fmt.Sprintf("g=%d", i); a.code != 200 || a.body != want {
 			t.Errorf("go call %d: %d %q, want %q", i, a.code, a.body, want)
 		}

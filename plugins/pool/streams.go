@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/butterfn/butter/names"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -132,7 +133,7 @@ func deadLetterTopic(f FunctionConfig, tr StreamTrigger) string {
 	if f.DeadLetter != "" {
 		return f.DeadLetter
 	}
-	return tr.Stream + ".dlq"
+	return names.DeadLetterTopic(tr.Stream)
 }
 
 func resetOffset(s string) (kgo.Offset, error) {
@@ -215,7 +216,7 @@ func newConsumer(p *Pool, f *fnPool, tr StreamTrigger, base []kgo.Opt) (*consume
 	}
 	opts := append(append([]kgo.Opt{}, base...), broker.ProducerOpts()...)
 	c := &consumer{p: p, f: f, tr: tr, dlq: deadLetterTopic(f.cfg, tr), attempts: 1, backoff: time.Second,
-		source: "butter/" + p.cfg.Project + "/" + f.cfg.Name, outq: make(chan outWork, 64)}
+		source: names.EventSource(p.cfg.Project, f.cfg.Name), outq: make(chan outWork, 64)}
 	if f.state != nil {
 		// Partitions another pool handled until now: its state writes
 		// are read before their events (see run).
@@ -814,7 +815,7 @@ func (p *Pool) httpCalls(f *fnPool, id string) runtime.CallHandler {
 			if p.producer == nil {
 				return proto.ReplyMsg{Error: "this pool has no Kafka to emit to: run it with -kafka-brokers, $BUTTER_KAFKA_BROKERS or a kafka block in the project"}
 			}
-			rec := broker.NewEvent(p.cfg.Project+"."+call.Stream, []byte(call.Key), call.Value, id+"/emit", "butter/"+p.cfg.Project+"/"+f.cfg.Name, "butter.emit")
+			rec := broker.NewEvent(names.Topic(p.cfg.Project, call.Stream), []byte(call.Key), call.Value, id+"/emit", names.EventSource(p.cfg.Project, f.cfg.Name), "butter.emit")
 			if err := p.producer.ProduceSync(ctx, rec).FirstErr(); err != nil {
 				return proto.ReplyMsg{Error: fmt.Sprintf("emit to %s: %v", rec.Topic, err)}
 			}
