@@ -32,7 +32,7 @@ func startServer(t *testing.T) (*scheduler.Server, *api.Client) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(s.Shutdown)
+	t.Cleanup(s.Close)
 	waitFor(t, "the node to lead", func() bool { return s.Raft().State() == raft.Leader })
 	c, err := api.NewClient(&api.Config{Address: "http://" + s.Addr(), Token: "ignored-for-now"})
 	if err != nil {

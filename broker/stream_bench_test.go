@@ -116,7 +116,7 @@ func BenchmarkStream(b *testing.B) {
 					}
 					<-ctx.Done()
 				})
-				p.Stop()
+				p.Close()
 			}
 		})
 	}

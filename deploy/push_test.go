@@ -73,7 +73,7 @@ func TestPush(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(srv.Shutdown)
+	t.Cleanup(srv.Close)
 	deadline := time.Now().Add(10 * time.Second)
 	for srv.Raft().State() != raft.Leader {
 		if time.Now().After(deadline) {

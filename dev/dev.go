@@ -261,7 +261,7 @@ func (d *env) close() {
 		d.requester.Close()
 	}
 	if d.server != nil {
-		d.server.Shutdown()
+		d.server.Close()
 	}
 	if d.kcl != nil {
 		d.kcl.Close()

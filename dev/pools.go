@@ -108,7 +108,7 @@ func (d *env) startPool(ctx context.Context, proj *spec.Project, revision string
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		p.Stop()
+		p.Close()
 		return nil, err
 	}
 	srv := &http.Server{Handler: p.Handler(), ReadHeaderTimeout: 10 * time.Second}
@@ -121,7 +121,7 @@ func (d *env) stopPool(p *livePool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	_ = p.srv.Shutdown(ctx)
-	p.pool.Stop()
+	p.pool.Close()
 }
 
 func poolNames(p *spec.Project) []string {

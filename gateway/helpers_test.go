@@ -66,7 +66,7 @@ func startPool(t *testing.T, fns ...pool.FunctionConfig) *backend {
 	b.addr = b.srv.Listener.Addr().String()
 	t.Cleanup(func() {
 		b.srv.Close()
-		p.Stop()
+		p.Close()
 	})
 	return b
 }

@@ -61,7 +61,7 @@ func TestQueuedAndAsync(t *testing.T) {
 	if err := p.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(p.Stop)
+	t.Cleanup(p.Close)
 	t.Cleanup(openGate) // before the pool stops: no nap left to drain
 	if err := p.StartStreams(ctx, dev.Config()); err != nil {
 		t.Fatal(err)

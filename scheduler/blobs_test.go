@@ -40,7 +40,7 @@ func cluster(t *testing.T) []*scheduler.Server {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(s.Shutdown)
+		t.Cleanup(s.Close)
 		servers = append(servers, s)
 	}
 	deadline := time.Now().Add(30 * time.Second)

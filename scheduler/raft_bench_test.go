@@ -66,7 +66,7 @@ func (nd *benchNode) start(b *testing.B) {
 
 func (nd *benchNode) stop() {
 	if nd.srv != nil {
-		nd.srv.Shutdown()
+		nd.srv.Close()
 		nd.srv = nil
 	}
 }

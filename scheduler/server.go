@@ -64,7 +64,7 @@ type Config struct {
 	// LogStore, StableStore, SnapshotStore and Transport replace Raft's
 	// durable defaults: a BoltDB file in DataDir for the log and the
 	// stable store, snapshot files in DataDir, TCP on RaftAddr. Stores
-	// given here are the caller's, to close after Shutdown (a test may
+	// given here are the caller's, to close after Close (a test may
 	// start a new server on them); the server closes only what it opened.
 	// A given Transport is closed by Raft's own shutdown, as hashicorp/raft
 	// does with any transport that has a Close method (InmemTransport's
@@ -99,7 +99,7 @@ type Server struct {
 	ln    net.Listener
 	log   hclog.Logger
 	// owned are the stores and transport the server opened (not those
-	// Config gave it), closed by Shutdown after Raft stops, in order.
+	// Config gave it), closed by Close after Raft stops, in order.
 	owned []io.Closer
 
 	wg           sync.WaitGroup
@@ -159,7 +159,7 @@ func Start(cfg Config) (*Server, error) {
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
-		s.Shutdown()
+		s.Close()
 		return nil, fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
 	}
 	s.ln = ln
@@ -190,7 +190,7 @@ func Start(cfg Config) (*Server, error) {
 	}
 	hasState, err := raft.HasExistingState(logs, stable, snaps)
 	if err != nil {
-		s.Shutdown()
+		s.Close()
 		return nil, err
 	}
 	if !hasState {
@@ -240,12 +240,12 @@ func (s *Server) bootstrap(ctx context.Context) {
 	}
 }
 
-// Shutdown stops the timer service and the deployer, then the API and
+// Close stops the timer service and the deployer, then the API and
 // Raft, and closes the stores it opened. The timer service and the
 // deployer stop first, while Raft still runs: a tick being fired is
 // recorded (or not fired), so the next leader neither fires it again nor
 // misses it.
-func (s *Server) Shutdown() {
+func (s *Server) Close() {
 	if s.cancel != nil {
 		s.cancel()
 	}
@@ -300,7 +300,7 @@ func (s *Server) openRaftStores() (raft.LogStore, raft.StableStore, raft.Snapsho
 		if err != nil {
 			return nil, nil, nil, nil, fmt.Errorf("raft transport: %w", err)
 		}
-		// Closed before the store: Shutdown closes in this order.
+		// Closed before the store: Close closes in this order.
 		s.owned = append([]io.Closer{tcp}, s.owned...)
 		trans = tcp
 	}

@@ -148,10 +148,10 @@ func StartPool(tb testing.TB, sdks *runtime.SDKs, fns []pool.FunctionConfig, opt
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	if err := p.Start(ctx); err != nil {
-		p.Stop()
+		p.Close()
 		tb.Fatal(err)
 	}
-	tb.Cleanup(p.Stop)
+	tb.Cleanup(p.Close)
 	return p
 }
 

@@ -149,7 +149,7 @@ func (c *invokeCommand) Run(args []string) int {
 	if err := p.Start(ctx); err != nil {
 		c.ui.Error("Error: " + err.Error())
 	}
-	defer p.Stop()
+	defer p.Close()
 	if err := p.RunPipeline(ctx, steps, os.Stdin, os.Stdout); err != nil {
 		c.ui.Error("Error: " + err.Error())
 		return exitInvalid

@@ -169,19 +169,19 @@ func (c *poolCommand) Run(args []string) int {
 		cancel()
 		if err != nil {
 			log.Error("cannot configure Kafka", "error", err)
-			p.Stop()
+			p.Close()
 			return exitInvalid
 		}
 		if err := p.StartStreams(ctx, kcfg); err != nil {
 			log.Error("cannot consume the pool's streams", "error", err)
-			p.Stop()
+			p.Close()
 			return exitInvalid
 		}
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		log.Error("cannot listen", "addr", *listen, "error", err)
-		p.Stop()
+		p.Close()
 		return exitInvalid
 	}
 	srv := &http.Server{Handler: p.Handler(), ReadHeaderTimeout: 10 * time.Second}
@@ -198,7 +198,7 @@ func (c *poolCommand) Run(args []string) int {
 	sctx, cancel := context.WithTimeout(context.Background(), *drain)
 	defer cancel()
 	_ = srv.Shutdown(sctx) // waits for calls in flight, up to the grace
-	p.Stop()
+	p.Close()
 	log.Info("pool stopped")
 	return exitOK
 }

@@ -130,6 +130,6 @@ func (c *serverCommand) Run(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	<-ctx.Done()
-	s.Shutdown()
+	s.Close()
 	return exitOK
 }

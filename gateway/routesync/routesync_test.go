@@ -78,7 +78,7 @@ func TestSync(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(srv.Shutdown)
+	t.Cleanup(srv.Close)
 	waitFor(t, "the node to lead", func() bool { return srv.Raft().State() == raft.Leader })
 	c, err := api.NewClient(&api.Config{Address: "http://" + srv.Addr()})
 	if err != nil {
@@ -167,7 +167,7 @@ func TestRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(srv.Shutdown)
+	t.Cleanup(srv.Close)
 	waitFor(t, "the node to lead", func() bool { return srv.Raft().State() == raft.Leader })
 	c, err := api.NewClient(&api.Config{Address: "http://" + srv.Addr()})
 	if err != nil {

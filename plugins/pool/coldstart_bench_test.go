@@ -54,7 +54,7 @@ func BenchmarkColdStart(b *testing.B) {
 			// Build the Go function, fill the page cache.
 			p := newPool()
 			call(p)
-			p.Stop()
+			p.Close()
 			var lat harness.Latencies
 			for b.Loop() {
 				b.StopTimer()
@@ -64,7 +64,7 @@ func BenchmarkColdStart(b *testing.B) {
 				call(p)
 				lat.Add(time.Since(t))
 				b.StopTimer()
-				p.Stop()
+				p.Close()
 				b.StartTimer()
 			}
 			lat.Report(b)

@@ -84,7 +84,7 @@ func BenchmarkDensity(b *testing.B) {
 				fns = append(fns, fc)
 			}
 			// Build the Go function once, outside the timing.
-			harness.StartPool(b, sdks, fns[:1]).Stop()
+			harness.StartPool(b, sdks, fns[:1]).Close()
 			for b.Loop() {
 				before := benchHeap()
 				start := time.Now()
@@ -107,7 +107,7 @@ func BenchmarkDensity(b *testing.B) {
 				}
 				heap := benchHeap() - before
 				instances := benchInstances(b, p)
-				p.Stop()
+				p.Close()
 
 				b.ReportMetric(float64(started.Nanoseconds()), "ns/op")
 				b.ReportMetric(answeredAfter.Seconds(), "answered-s")

@@ -57,7 +57,7 @@ func TestDensity(t *testing.T) {
 	}
 	buildTime := time.Since(build)
 	warmSrv.Close()
-	warmPool.Stop()
+	warmPool.Close()
 
 	var fns []pool.FunctionConfig
 	want := map[string]string{} // function -> its input; the answer is derived from it

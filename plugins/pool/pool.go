@@ -310,9 +310,9 @@ func (p *Pool) Invoke(ctx context.Context, function string, c *Call) error {
 	return err
 }
 
-// Stop drains the pool: new calls are refused, calls in flight get the
+// Close drains the pool: new calls are refused, calls in flight get the
 // stop grace to finish, then every instance is stopped.
-func (p *Pool) Stop() {
+func (p *Pool) Close() {
 	// Streams first: their batches in flight finish and are committed
 	// while the instances still run.
 	if p.streamCancel != nil {

@@ -66,7 +66,7 @@ func start(t *testing.T, fns []pool.FunctionConfig, opts ...pool.Option) (*pool.
 	srv := httptest.NewServer(p.Handler())
 	t.Cleanup(func() {
 		srv.Close()
-		p.Stop()
+		p.Close()
 	})
 	return p, srv
 }
@@ -423,7 +423,7 @@ func TestHealthFailsWhileMinimumCannotStart(t *testing.T) {
 		t.Fatalf("Start error = %v, want the worker's load error", err)
 	}
 	srv := httptest.NewServer(p.Handler())
-	defer func() { srv.Close(); p.Stop() }()
+	defer func() { srv.Close(); p.Close() }()
 	health := func() (int, string) {
 		resp, err := http.Get(srv.URL + "/v1/health")
 		if err != nil {

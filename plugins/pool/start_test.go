@@ -90,7 +90,7 @@ func TestStartInParallel(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = p.Start(context.Background())
-	defer p.Stop()
+	defer p.Close()
 	if err == nil || !strings.Contains(err.Error(), "f05 cannot start") {
 		t.Errorf("Start error = %v, want f05's, the first by name", err)
 	}

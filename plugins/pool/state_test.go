@@ -44,7 +44,7 @@ func sdkPool(t *testing.T, dev *broker.Dev, fns ...pool.FunctionConfig) (*pool.P
 	srv := httptest.NewServer(p.Handler())
 	t.Cleanup(func() {
 		srv.Close()
-		p.Stop()
+		p.Close()
 	})
 	if dev != nil {
 		if err := p.StartStreams(ctx, dev.Config()); err != nil {
@@ -308,7 +308,7 @@ func TestStreamState(t *testing.T) {
 	s.send("d2", 3)
 	s.send("d1", 1)
 	s.check(map[string][]int{"d1": {1, 2, 3, 4, 5, 6}, "d2": {1, 2, 3}})
-	p.Stop()
+	p.Close()
 
 	// The changelog: compacted, one partition, the last state per key.
 	topic := pool.StateTopic("st", "counter")
@@ -356,7 +356,7 @@ func TestStreamStateHandover(t *testing.T) {
 	if na, nb := metric(t, srvA, "butter_invocations_total", "counter"), metric(t, srvB, "butter_invocations_total", "counter"); na != 4 || nb != 0 {
 		t.Fatalf("pool a handled %v events, pool b %v; want all on a, which joined first", na, nb)
 	}
-	a.Stop()
+	a.Close()
 	s.send("d1", 2)
 	s.check(map[string][]int{"d1": {1, 2, 3, 4, 5}, "d2": {1}})
 	if nb := metric(t, srvB, "butter_invocations_total", "counter"); nb != 2 {

@@ -210,10 +210,10 @@ func TestStreamOffsets(t *testing.T) {
 			t.Errorf("offset 990 saw %s", r.Value)
 		}
 	}
-	p2.Stop()
+	p2.Close()
 
 	// Redeploy: the same group resumes from its committed offset.
-	p.Stop()
+	p.Close()
 	produce(t, cl, "t.in", events("after", 0, 5)...)
 	streamPool(t, dev, first)
 	all := values(readUntil(t, dev.Addr, "t.out.first", func(m map[string]int) bool {
@@ -484,7 +484,7 @@ func TestStreamEmits(t *testing.T) {
 	if err := p.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(p.Stop)
+	t.Cleanup(p.Close)
 	if err := p.StartStreams(ctx, dev.Config()); err != nil {
 		t.Fatal(err)
 	}
@@ -549,7 +549,7 @@ func TestStreamTopicsFromStreamBlocks(t *testing.T) {
 	if err := p.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(p.Stop)
+	t.Cleanup(p.Close)
 	if err := p.StartStreams(ctx, dev.Config()); err != nil {
 		t.Fatal(err)
 	}
@@ -585,7 +585,7 @@ func TestHTTPEmits(t *testing.T) {
 	if err := p.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(p.Stop)
+	t.Cleanup(p.Close)
 	srv := httptest.NewServer(p.Handler())
 	defer srv.Close()
 	// Without Kafka, an emit fails the call with a clear error.

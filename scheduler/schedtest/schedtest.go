@@ -177,7 +177,7 @@ func (c *Cluster) Start(n *Node) {
 // Stop shuts a node down, as `butter server` does on SIGTERM.
 func (c *Cluster) Stop(n *Node) {
 	if n.Server != nil {
-		n.Server.Shutdown()
+		n.Server.Close()
 		n.Server = nil
 	}
 }
