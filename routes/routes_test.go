@@ -1,8 +1,8 @@
 package routes_test
 
 import (
-	"github.com/butterfn/butter/names"
 	"bytes"
+	"github.com/butterfn/butter/names"
 	"io"
 	"net/http"
 	"net/http/httptest"

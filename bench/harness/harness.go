@@ -13,9 +13,9 @@
 package harness
 
 import (
-	"github.com/butterfn/butter/names"
 	"context"
 	"fmt"
+	"github.com/butterfn/butter/names"
 	"io"
 	"net"
 	"net/http"
