@@ -189,18 +189,34 @@ func Confine(c Config) error {
 	}
 	hide := append([]string{"/dev"}, c.Hide...)
 	allow := append(append([]string(nil), devAllowed...), c.Allow...)
-	dirs, files, err := Grants(hide, allow)
-	if err != nil {
-		return err
-	}
-	rules := []landlock.Rule{landlock.RWDirs(dirs...).WithIoctlDev().WithRefer(), landlock.RWFiles(files...).WithIoctlDev()}
-	if err := landlock.V11.BestEffort().RestrictPaths(rules...); err != nil {
+	// A granted path can vanish between Grants listing it and Landlock
+	// opening it (a neighbour's temporary file in a shared directory):
+	// the ruleset is then not applied yet, so list again and retry.
+	for attempt := 1; ; attempt++ {
+		dirs, files, err := Grants(hide, allow)
+		if err != nil {
+			return err
+		}
+		rules := []landlock.Rule{landlock.RWDirs(dirs...).WithIoctlDev().WithRefer(), landlock.RWFiles(files...).WithIoctlDev()}
+		err = landlock.V11.BestEffort().RestrictPaths(rules...)
+		if err == nil {
+			break
+		}
+		if attempt < 10 && vanished(err) {
+			continue
+		}
 		return fmt.Errorf("restrict paths: %w", err)
 	}
 	if err := landlock.V11.BestEffort().RestrictScoped(); err != nil {
 		return fmt.Errorf("restrict signals: %w", err)
 	}
 	return nil
+}
+
+// vanished reports whether err is Landlock failing to open a path that no
+// longer exists.
+func vanished(err error) bool {
+	return errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENOENT) || strings.Contains(err.Error(), "no such file or directory")
 }
 
 // Grants computes the Landlock grants that leave everything usable but
