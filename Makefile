@@ -47,8 +47,11 @@ $(BIN)/staticcheck:
 	@echo "==> Installing staticcheck $(STATICCHECK_VERSION)"
 	GOBIN=$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
-## lint: gofmt, go vet and staticcheck, all clean
+## lint: go.mod tidy, gofmt, go vet and staticcheck, all clean
 lint: $(BIN)/staticcheck
+	@echo "==> go mod tidy -diff"
+	@$(GO) mod tidy -diff || { echo "go.mod or go.sum is not tidy: run go mod tidy and commit the result"; exit 1; }
+	@cd sdk/go && $(GO) mod tidy -diff || { echo "sdk/go: go.mod or go.sum is not tidy: run go mod tidy there"; exit 1; }
 	@echo "==> gofmt"
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^tools/\|^examples/\|/templates/')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
