@@ -114,14 +114,14 @@ func (c *gatewayCommand) Run(args []string) int {
 	// Queued and async routes always get a requester, so that one such
 	// route cannot keep a whole table out when Kafka is absent: without
 	// brokers, its calls fail with a clear error instead.
-	lr := &lazyRequester{}
-	defer lr.close()
+	var lr *broker.LazyRequester
 	if len(kcfg.Brokers) > 0 {
 		host, _ := os.Hostname()
-		go lr.connect(ctx, log, kcfg, names.ReplyTopic("gateway-"+sanitize(host)+"-"+fmt.Sprint(os.Getpid())))
+		lr = broker.NewLazyRequester(ctx, log, kcfg, names.ReplyTopic("gateway-"+sanitize(host)+"-"+fmt.Sprint(os.Getpid())))
 	} else {
-		lr.missing = "this gateway has no Kafka: start it with -kafka-brokers or $BUTTER_KAFKA_BROKERS for queued and async routes"
+		lr = broker.NoKafka("this gateway has no Kafka: start it with -kafka-brokers or $BUTTER_KAFKA_BROKERS for queued and async routes")
 	}
+	defer lr.Close()
 	opts = append(opts, gateway.WithRequester(lr))
 	gw := gateway.New(resolver, opts...)
 	defer gw.Close()
@@ -161,53 +161,4 @@ func sanitize(s string) string {
 		}
 		return '-'
 	}, strings.ToLower(s))
-}
-
-// lazyRequester connects to Kafka in the background, retrying, so the
-// gateway serves direct routes while Kafka is not reachable yet; queued
-// calls fail with a clear error until it is.
-type lazyRequester struct {
-	mu      sync.Mutex
-	r       *broker.Requester
-	missing string // set when no Kafka is configured at all
-}
-
-func (l *lazyRequester) connect(ctx context.Context, log hclog.Logger, cfg broker.Config, replyTopic string) {
-	for wait := time.Second; ; wait = min(2*wait, 30*time.Second) {
-		r, err := broker.NewRequester(ctx, cfg, replyTopic)
-		if err == nil {
-			l.mu.Lock()
-			l.r = r
-			l.mu.Unlock()
-			log.Info("connected to Kafka for queued routes", "brokers", strings.Join(cfg.Brokers, ","))
-			return
-		}
-		log.Warn("cannot reach Kafka for queued routes yet; retrying", "error", err, "in", wait)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wait):
-		}
-	}
-}
-
-func (l *lazyRequester) Call(ctx context.Context, topic string, key, value []byte, deadline time.Time) ([]byte, error) {
-	l.mu.Lock()
-	r := l.r
-	l.mu.Unlock()
-	if r == nil && l.missing != "" {
-		return nil, errors.New(l.missing)
-	}
-	if r == nil {
-		return nil, errors.New("the gateway is not connected to Kafka yet (see its log); queued and async routes need it")
-	}
-	return r.Call(ctx, topic, key, value, deadline)
-}
-
-func (l *lazyRequester) close() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.r != nil {
-		l.r.Close()
-	}
 }
