@@ -61,6 +61,9 @@ type DeployStatus struct {
 	Updated         time.Time `json:"updated,omitzero"`
 	// HealthyAt is when the revision last became healthy.
 	HealthyAt time.Time `json:"healthy_at,omitzero"`
+	// RolledBackTo is, on a failed revision, the revision activated in
+	// its place by the automatic rollback ("" when none is).
+	RolledBackTo string `json:"rolled_back_to,omitempty"`
 }
 
 // RevisionListStub is a revision in a list: without its spec files and

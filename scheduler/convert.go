@@ -20,7 +20,7 @@ func apiRevision(r *fsm.Revision, full bool) api.Revision {
 		Deployment: api.DeployStatus{
 			Status: r.Deployment.Status, Message: r.Deployment.Message,
 			NomadDeployment: r.Deployment.NomadDeployment, JobVersion: r.Deployment.JobVersion,
-			Updated: r.Deployment.Updated, HealthyAt: r.Deployment.HealthyAt,
+			Updated: r.Deployment.Updated, HealthyAt: r.Deployment.HealthyAt, RolledBackTo: r.Deployment.RolledBackTo,
 		},
 	}
 	if full {

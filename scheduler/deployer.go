@@ -192,6 +192,9 @@ func (s *Server) failAndRollback(w deployWant, why string, autoRollback bool) er
 	s.log.Error("revision failed", "project", w.project, "revision", w.revision, "reason", msg)
 	st := w.status
 	st.Status, st.Message = fsm.StatusFailed, msg
+	if autoRollback && target != "" {
+		st.RolledBackTo = target
+	}
 	if err := s.setStatus(w.project, w.revision, st); err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/butterfn/butter/deploy"
 	"time"
 
 	"github.com/butterfn/butter/api"
@@ -128,64 +129,28 @@ var errDeployFailed = errors.New("deployment failed")
 func watchDeployment(ui cli.Ui, client *api.Client, project, revision string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	var last, status string
-	timedOut := func() error {
-		return fmt.Errorf("revision %s still %s after %s; it keeps deploying: follow it with butter status %s", revision, or(status, "pending"), timeout, project)
-	}
-	// Each round waits for the control plane's state to change (a
-	// blocking query on the revisions), then reads the project's status.
-	q := &api.QueryOptions{WaitTime: 30 * time.Second}
-	for {
-		revs, meta, err := client.Revisions().List(ctx, project, q)
-		if err != nil {
-			if ctx.Err() != nil {
-				return timedOut()
-			}
-			return err
-		}
-		q.WaitIndex = meta.LastIndex
-		st, _, err := client.Projects().Status(ctx, project, nil)
-		if err != nil {
-			if ctx.Err() != nil {
-				return timedOut()
-			}
-			return err
-		}
-		var msg string
-		status = ""
-		for _, r := range revs {
-			if r.ID == revision {
-				status, msg = r.Deployment.Status, r.Deployment.Message
-			}
-		}
-		if line := status + ": " + msg; line != last {
-			ui.Output(fmt.Sprintf("==> %s  %s", time.Now().Format("15:04:05"), line))
-			last = line
-		}
-		switch {
-		case status == api.StatusHealthy:
-			ui.Output(fmt.Sprintf("Revision %s of project %q is healthy.", revision, project))
-			return nil
-		case status == api.StatusFailed:
-			if st.Active != nil && st.Active.ID != revision {
-				ui.Error(fmt.Sprintf("Revision %s failed; project %q is back on revision %s (butter status %s follows it).", revision, project, st.Active.ID, project))
-			} else {
-				ui.Error(fmt.Sprintf("Revision %s failed and stays active; fix it and deploy again, or run butter rollback %s.", revision, project))
-			}
-			return errDeployFailed
-		case st.Active != nil && st.Active.ID != revision:
-			ui.Output(fmt.Sprintf("Revision %s is no longer active: %s replaced it.", revision, st.Active.ID))
-			return nil
-		}
-		if meta.LastIndex == 0 {
-			// A server without blocking queries: poll.
-			select {
-			case <-ctx.Done():
-			case <-time.After(500 * time.Millisecond):
-			}
-		}
+	res, err := deploy.Watch(ctx, client, project, revision, func(status, message string) {
+		ui.Output(fmt.Sprintf("==> %s  %s", time.Now().Format("15:04:05"), status+": "+message))
+	})
+	if err != nil {
 		if ctx.Err() != nil {
-			return timedOut()
+			return fmt.Errorf("revision %s still %s after %s; it keeps deploying: follow it with butter status %s", revision, or(res.Status, "pending"), timeout, project)
 		}
+		return err
+	}
+	switch res.Outcome {
+	case deploy.Healthy:
+		ui.Output(fmt.Sprintf("Revision %s of project %q is healthy.", revision, project))
+		return nil
+	case deploy.Failed:
+		if res.Active != "" && res.Active != revision {
+			ui.Error(fmt.Sprintf("Revision %s failed; project %q is back on revision %s (butter status %s follows it).", revision, project, res.Active, project))
+		} else {
+			ui.Error(fmt.Sprintf("Revision %s failed and stays active; fix it and deploy again, or run butter rollback %s.", revision, project))
+		}
+		return errDeployFailed
+	default:
+		ui.Output(fmt.Sprintf("Revision %s is no longer active: %s replaced it.", revision, res.Active))
+		return nil
 	}
 }

@@ -121,6 +121,11 @@ type DeployStatus struct {
 	// HealthyAt is when the revision last became healthy: an automatic
 	// rollback returns to the revision most recently healthy.
 	HealthyAt time.Time `json:"healthy_at,omitempty"`
+	// RolledBackTo is, on a failed revision, the revision the control
+	// plane activates in its place: recorded in the same entry as the
+	// failure, so a reader never sees "failed" without knowing whether a
+	// rollback follows.
+	RolledBackTo string `json:"rolled_back_to,omitempty"`
 }
 
 // RevisionStatus sets a revision's deployment state.

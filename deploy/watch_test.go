@@ -1,0 +1,116 @@
+package deploy_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/butterfn/butter/api"
+	"github.com/butterfn/butter/deploy"
+	"github.com/butterfn/butter/hcl/spec"
+	"github.com/butterfn/butter/internal/testport"
+	"github.com/butterfn/butter/scheduler"
+	"github.com/butterfn/butter/scheduler/nomadfake"
+	nomad "github.com/hashicorp/nomad/api"
+	"github.com/hashicorp/raft"
+)
+
+// TestWatch follows revisions through a real single-node control plane
+// whose deployer registers jobs with the in-memory Nomad (nomadfake: no
+// Nomad agent is needed to decide a deployment's outcome): the first
+// revision's deployment succeeds, the second's fails and is rolled back.
+func TestWatch(t *testing.T) {
+	var mu sync.Mutex
+	fail := false
+	fake := nomadfake.New(func(*nomad.Job) nomadfake.Plan {
+		mu.Lock()
+		defer mu.Unlock()
+		if fail {
+			return nomadfake.Plan{Outcome: nomadfake.Fail, Reason: "connection refused"}
+		}
+		return nomadfake.Plan{Outcome: nomadfake.Succeed}
+	})
+	srv, err := scheduler.Start(scheduler.Config{DataDir: t.TempDir(), HTTPAddr: testport.Addr(t), RaftAddr: testport.Addr(t), Alone: true, Nomad: fake})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	deadline := time.Now().Add(10 * time.Second)
+	for srv.Raft().State() != raft.Leader {
+		if time.Now().After(deadline) {
+			t.Fatal("the node did not lead within 10s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c, err := api.NewClient(&api.Config{Address: "http://" + srv.Addr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	dir := t.TempDir()
+	push := func(body string) string {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, "p.fn.hcl"), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		proj, rep := spec.Load(dir)
+		if proj == nil || rep.HasErrors() {
+			var b strings.Builder
+			_ = rep.WriteText(&b)
+			t.Fatalf("the test project does not load:\n%s", b.String())
+		}
+		out, err := deploy.Push(ctx, c, dir, proj)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out.Revision
+	}
+
+	first := push("project \"p\" {}\nfunction \"f\" {\n  runtime = \"exec\"\n  command = [\"cat\"]\n}\n")
+	var seen []string
+	res, err := deploy.Watch(ctx, c, "p", first, func(status, msg string) { seen = append(seen, status) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Outcome != deploy.Healthy || res.Active != first {
+		t.Fatalf("first revision: %+v, want healthy and active", res)
+	}
+	if len(seen) == 0 || seen[len(seen)-1] != api.StatusHealthy {
+		t.Errorf("progress %q should end with %s", seen, api.StatusHealthy)
+	}
+
+	mu.Lock()
+	fail = true
+	mu.Unlock()
+	second := push("project \"p\" {}\nfunction \"f\" {\n  runtime = \"exec\"\n  command = [\"tr\", \"a-z\", \"A-Z\"]\n}\n")
+	res, err = deploy.Watch(ctx, c, "p", second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Outcome != deploy.Failed || res.Active != first {
+		t.Fatalf("second revision: %+v, want failed and rolled back to %s", res, first)
+	}
+	if !strings.Contains(res.Message, "connection refused") {
+		t.Errorf("the failure's message %q should carry the check's output", res.Message)
+	}
+
+	// The rollback made the first revision active again, still healthy.
+	res, err = deploy.Watch(ctx, c, "p", first, nil)
+	if err != nil || res.Outcome != deploy.Healthy {
+		t.Errorf("following the restored revision: %+v, %v", res, err)
+	}
+
+	// A deadline ends the watch with the last status.
+	short, stop := context.WithTimeout(ctx, time.Millisecond)
+	defer stop()
+	<-short.Done()
+	if _, err := deploy.Watch(short, c, "p", second, nil); err == nil || !strings.Contains(err.Error(), "still") {
+		t.Errorf("an ended context: %v, want 'still ...'", err)
+	}
+}
