@@ -22,10 +22,12 @@ import (
 // firing in Raft. A leader that dies between the two leaves the tick
 // unrecorded, and the next leader fires it again: a duplicate, never a
 // loss. Ticks missed while the cluster had no leader are fired late by the
-// next leader, oldest first, up to maxCatchUp per timer. Each event's
+// next leader, oldest first, in passes of at most maxCatchUp per timer about
+// a second apart, until the timer has caught up: none is skipped. Each event's
 // ce_id is "<timer>@<tick>", so consumers can drop the duplicates.
 
-// maxCatchUp bounds how many missed ticks of one timer a new leader fires.
+// maxCatchUp bounds how many missed ticks of one timer one pass fires, so
+// one timer far behind cannot hold up the others' due ticks for long.
 const maxCatchUp = 100
 
 // Firer delivers one tick.
