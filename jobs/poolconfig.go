@@ -32,7 +32,7 @@ type locator func(path string, schema bool) (loc, digest string)
 // poolConfig builds the config of the pool name, which hosts fns, of
 // project p at revision rev.
 func poolConfig(p *spec.Project, rev, name string, fns []*spec.Function, locate locator) *pool.Config {
-	c := &pool.Config{Project: p.Name, Revision: rev, Pool: name, Topics: topics(p)}
+	c := &pool.Config{Project: p.Name, Revision: rev, Pool: name, Topics: topics(p, locate)}
 	if k := p.Kafka; k != nil {
 		c.Kafka = &broker.KafkaBlock{Brokers: k.Brokers, TLS: k.TLS, SASLMechanism: k.SASLMechanism, SASLUsername: k.SASLUsername, SASLPasswordEnv: k.SASLPasswordEnv, SASLPasswordEncrypted: k.SASLPasswordEncrypted}
 	}
@@ -45,12 +45,17 @@ func poolConfig(p *spec.Project, rev, name string, fns []*spec.Function, locate 
 // topics are the topics every pool of the project creates when missing:
 // the project's streams, as their stream blocks say (partitions,
 // retention, compaction), and its functions' tick and request topics.
-func topics(p *spec.Project) []pool.TopicConfig {
+func topics(p *spec.Project, locate locator) []pool.TopicConfig {
 	var out []pool.TopicConfig
 	for _, s := range p.Streams {
 		t := pool.TopicConfig{Name: names.Topic(p.Name, s.Name), Partitions: s.Partitions, Compact: s.Compact}
 		if s.Retention > 0 {
 			t.Retention = s.Retention.String()
+		}
+		if s.Schema != "" {
+			// The stream's own schema, which what a function produces or
+			// emits to it must match (enforced by the events work).
+			t.Schema, _ = locate(s.Schema, true)
 		}
 		out = append(out, t)
 	}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/butterfn/butter/hcl/spec"
@@ -131,6 +132,11 @@ func TestLocalConfigFiles(t *testing.T) {
 	if got := byName["detect"].Streams[0].Schema; got != reading {
 		t.Errorf("detect's stream schema = %q, want %q", got, reading)
 	}
+	for _, tc := range local.Topics {
+		if tc.Name == "iot.readings" && tc.Schema != reading {
+			t.Errorf("the readings stream's own schema = %q, want %q", tc.Schema, reading)
+		}
+	}
 
 	compiled, err := jobs.Compile(proj)
 	if err != nil {
@@ -143,6 +149,17 @@ func TestLocalConfigFiles(t *testing.T) {
 		}
 		if job.Project != proj.Name || job.Pool != *tg.Name || job.Revision != compiled.Revision || job.Port != jobs.PortLabel {
 			t.Errorf("group %s: project/pool/revision/port = %q/%q/%q/%q", *tg.Name, job.Project, job.Pool, job.Revision, job.Port)
+		}
+		// Topics differ only in where their schema is: the stream's
+		// schema travels with the job to the task's schema directory.
+		for i := range job.Topics {
+			if (job.Topics[i].Schema == "") != (local.Topics[i].Schema == "") {
+				t.Errorf("group %s: topic %s schema %q, local %q", *tg.Name, job.Topics[i].Name, job.Topics[i].Schema, local.Topics[i].Schema)
+			}
+			if job.Topics[i].Schema != "" && !strings.HasPrefix(job.Topics[i].Schema, jobs.SchemaDir+"/") {
+				t.Errorf("group %s: topic %s schema %q is not under %s", *tg.Name, job.Topics[i].Name, job.Topics[i].Schema, jobs.SchemaDir)
+			}
+			job.Topics[i].Schema = local.Topics[i].Schema
 		}
 		if !reflect.DeepEqual(job.Topics, local.Topics) || !reflect.DeepEqual(job.Kafka, local.Kafka) {
 			t.Errorf("group %s: topics/kafka %+v %+v, local %+v %+v", *tg.Name, job.Topics, job.Kafka, local.Topics, local.Kafka)

@@ -43,6 +43,7 @@ job "butter-iot" {
           name       = "iot.readings"
           partitions = 6
           retention  = "168h0m0s"
+          schema     = "local/schemas/8912abae4b878e84a75bd41a661853f927b4dc70f74bbb5c1590b180460e0dbb.json"
         }
         topic {
           name       = "iot._timers.nightly"
@@ -53,6 +54,15 @@ job "butter-iot" {
         cpu        = 200
         memory     = 320
         memory_max = 2624
+      }
+      artifact {
+        source      = "http://127.0.0.1:4750/v1/blobs/sha256/8912abae4b878e84a75bd41a661853f927b4dc70f74bbb5c1590b180460e0dbb"
+        mode        = "file"
+        destination = "local/schemas/8912abae4b878e84a75bd41a661853f927b4dc70f74bbb5c1590b180460e0dbb.json"
+        options {
+          archive  = "false"
+          checksum = "sha256:8912abae4b878e84a75bd41a661853f927b4dc70f74bbb5c1590b180460e0dbb"
+        }
       }
       artifact {
         source      = "http://127.0.0.1:4750/v1/blobs/sha256/f47206c4a37b98e438055e3d47f6167a08eb0f441ce1077616194d83d23682fd"
@@ -163,6 +173,7 @@ job "butter-iot" {
           name       = "iot.readings"
           partitions = 6
           retention  = "168h0m0s"
+          schema     = "local/schemas/8912abae4b878e84a75bd41a661853f927b4dc70f74bbb5c1590b180460e0dbb.json"
         }
         topic {
           name       = "iot._timers.nightly"
@@ -175,21 +186,21 @@ job "butter-iot" {
         memory_max = 4544
       }
       artifact {
-        source      = "http://127.0.0.1:4750/v1/blobs/sha256/10451d6c5734f84a58ce9f5227032a89f907ae38666be13c3c176e189cb8363e"
-        mode        = "dir"
-        destination = "local/bundles/10451d6c5734f84a58ce9f5227032a89f907ae38666be13c3c176e189cb8363e"
-        options {
-          archive  = "tar"
-          checksum = "sha256:10451d6c5734f84a58ce9f5227032a89f907ae38666be13c3c176e189cb8363e"
-        }
-      }
-      artifact {
         source      = "http://127.0.0.1:4750/v1/blobs/sha256/8912abae4b878e84a75bd41a661853f927b4dc70f74bbb5c1590b180460e0dbb"
         mode        = "file"
         destination = "local/schemas/8912abae4b878e84a75bd41a661853f927b4dc70f74bbb5c1590b180460e0dbb.json"
         options {
           archive  = "false"
           checksum = "sha256:8912abae4b878e84a75bd41a661853f927b4dc70f74bbb5c1590b180460e0dbb"
+        }
+      }
+      artifact {
+        source      = "http://127.0.0.1:4750/v1/blobs/sha256/10451d6c5734f84a58ce9f5227032a89f907ae38666be13c3c176e189cb8363e"
+        mode        = "dir"
+        destination = "local/bundles/10451d6c5734f84a58ce9f5227032a89f907ae38666be13c3c176e189cb8363e"
+        options {
+          archive  = "tar"
+          checksum = "sha256:10451d6c5734f84a58ce9f5227032a89f907ae38666be13c3c176e189cb8363e"
         }
       }
       artifact {

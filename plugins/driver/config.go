@@ -46,6 +46,7 @@ var taskConfigSpec = hclspec.NewObject(map[string]*hclspec.Spec{
 		"partitions": hclspec.NewAttr("partitions", "number", false),
 		"retention":  hclspec.NewAttr("retention", "string", false),
 		"compact":    hclspec.NewAttr("compact", "bool", false),
+		"schema":     hclspec.NewAttr("schema", "string", false),
 	})),
 	"kafka": hclspec.NewBlock("kafka", false, hclspec.NewObject(map[string]*hclspec.Spec{
 		"brokers":                 hclspec.NewAttr("brokers", "list(string)", true),

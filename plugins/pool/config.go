@@ -50,6 +50,9 @@ type TopicConfig struct {
 	Partitions int    `json:"partitions" codec:"partitions"`
 	Retention  string `json:"retention,omitempty" codec:"retention,omitempty"`
 	Compact    bool   `json:"compact,omitempty" codec:"compact,omitempty"`
+	// Schema is the JSON Schema file the stream's records must match,
+	// located like a function's InputSchema; empty for none.
+	Schema string `json:"schema,omitempty" codec:"schema,omitempty"`
 }
 
 // FunctionConfig is one function of a pool.
@@ -170,6 +173,9 @@ func (c *Config) Resolve(dir string) {
 			f.Streams[j].Schema = abs(f.Streams[j].Schema)
 		}
 	}
+	for i := range c.Topics {
+		c.Topics[i].Schema = abs(c.Topics[i].Schema)
+	}
 }
 
 // Check reports the first thing wrong with the config: a function name
@@ -268,12 +274,14 @@ type schemaSet struct {
 	Input, Output map[string]json.RawMessage
 	// Stream is by function name, then by topic.
 	Stream map[string]map[string]json.RawMessage
+	// Topic is the schema of the project's streams, by topic.
+	Topic map[string]json.RawMessage
 }
 
 // loadSchemas reads the schema files the config names. Paths are read as
 // they are: Resolve first makes them absolute.
 func (c *Config) loadSchemas() (*schemaSet, error) {
-	s := &schemaSet{Input: map[string]json.RawMessage{}, Output: map[string]json.RawMessage{}, Stream: map[string]map[string]json.RawMessage{}}
+	s := &schemaSet{Input: map[string]json.RawMessage{}, Output: map[string]json.RawMessage{}, Stream: map[string]map[string]json.RawMessage{}, Topic: map[string]json.RawMessage{}}
 	cache := map[string]json.RawMessage{}
 	load := func(fn, what, path string) (json.RawMessage, error) {
 		if b, ok := cache[path]; ok {
@@ -311,6 +319,16 @@ func (c *Config) loadSchemas() (*schemaSet, error) {
 			}
 			s.Stream[f.Name][tr.Stream] = b
 		}
+	}
+	for _, t := range c.Topics {
+		if t.Schema == "" {
+			continue
+		}
+		b, err := readSchema(t.Schema)
+		if err != nil {
+			return nil, fmt.Errorf("stream %s: schema: %w", t.Name, err)
+		}
+		s.Topic[t.Name] = b
 	}
 	return s, nil
 }

@@ -62,6 +62,34 @@ func TestSchemasLoaded(t *testing.T) {
 
 // TestConfigDurationsChecked: every duration of the config is checked
 // once, by Check, so that the pool's readers need not.
+// TestTopicSchemaLoaded: a stream's own schema (the one what is produced
+// to it must match) travels in the pool's topics and is loaded, relative
+// to the directory Resolve is given; a broken one names the stream.
+func TestTopicSchemaLoaded(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "reading.json"), []byte(`{"type": "object"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := &Config{Topics: []TopicConfig{{Name: "p.readings", Partitions: 1, Schema: "reading.json"}, {Name: "p.other", Partitions: 1}}}
+	c.Resolve(dir)
+	p, err := New(c, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if got := string(p.schemas.Topic["p.readings"]); got != `{"type": "object"}` {
+		t.Errorf("topic schema = %q", got)
+	}
+	if _, ok := p.schemas.Topic["p.other"]; ok {
+		t.Error("a schema was loaded for a stream that declares none")
+	}
+	c = &Config{Topics: []TopicConfig{{Name: "p.readings", Partitions: 1, Schema: "missing.json"}}}
+	c.Resolve(dir)
+	if _, err := New(c, nil); err == nil || !strings.Contains(err.Error(), "stream p.readings: schema") {
+		t.Errorf("a missing topic schema: %v, want an error naming the stream", err)
+	}
+}
+
 func TestConfigDurationsChecked(t *testing.T) {
 	ok := FunctionConfig{Name: "f", Timeout: "1s", MaxInstances: 1}
 	bad := []*Config{
