@@ -184,7 +184,15 @@ func TestInvokeLocalLargeBody(t *testing.T) {
 			src[i+j] = byte(v >> (8 * j))
 		}
 	}
-	r := butterIn(t, e2etest.Root(), string(src), "invoke", "-local", "examples/hello", "echo-exec | echo-exec")
+	// Its own project, with a deadline a loaded machine meets: examples/
+	// hello's 5s is for people, not for 64 MiB through two pipes under
+	// -race on two busy cores.
+	dir := t.TempDir()
+	spec := "project \"big\" {}\n\nfunction \"echo-exec\" {\n  runtime = \"exec\"\n  command = [\"cat\"]\n  timeout = \"5m\"\n}\n"
+	if err := os.WriteFile(filepath.Join(dir, "big.fn.hcl"), []byte(spec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := butterIn(t, e2etest.Root(), string(src), "invoke", "-local", dir, "echo-exec | echo-exec")
 	if r.Code != 0 {
 		t.Fatalf("exit %d\nstderr:\n%s", r.Code, r.Stderr)
 	}
