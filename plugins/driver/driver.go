@@ -73,6 +73,14 @@ var (
 	}
 )
 
+// The Nomad SDK interfaces the driver implements: a driver plugin (which
+// includes the base plugin). It implements no optional ones
+// (ExecTaskStreaming, DriverNetworkManager): exec into a pool is refused.
+var (
+	_ drivers.DriverPlugin = (*Driver)(nil)
+	_ base.BasePlugin      = (*Driver)(nil)
+)
+
 // TaskState is what the handle keeps to reattach after a client restart.
 type TaskState struct {
 	ReattachConfig *pstructs.ReattachConfig
