@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"github.com/butterfn/butter/scheduler/schedtest"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -19,38 +20,18 @@ import (
 	"github.com/butterfn/butter/api"
 	"github.com/butterfn/butter/internal/testport"
 	"github.com/butterfn/butter/scheduler"
-	"github.com/hashicorp/raft"
 )
 
 // startServer runs a real single-node control plane and returns a client
 // of it, once the node leads.
 func startServer(t *testing.T) (*scheduler.Server, *api.Client) {
 	t.Helper()
-	s, err := scheduler.Start(scheduler.Config{
-		DataDir: t.TempDir(), HTTPAddr: testport.Addr(t), RaftAddr: testport.Addr(t), Alone: true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
-	waitFor(t, "the node to lead", func() bool { return s.Raft().State() == raft.Leader })
+	s, _ := schedtest.Single(t, nil)
 	c, err := api.NewClient(&api.Config{Address: "http://" + s.Addr(), Token: "ignored-for-now"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s, c
-}
-
-// waitFor checks cond every 10 ms until it holds, for up to 10 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func wantStatus(t *testing.T, what string, err error, code int, text string) {

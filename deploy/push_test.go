@@ -2,19 +2,15 @@ package deploy_test
 
 import (
 	"context"
+	"github.com/butterfn/butter/scheduler/schedtest"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/butterfn/butter/api"
 	"github.com/butterfn/butter/deploy"
 	"github.com/butterfn/butter/hcl/spec"
-	"github.com/butterfn/butter/internal/testport"
-	"github.com/butterfn/butter/scheduler"
-	"github.com/hashicorp/raft"
 )
 
 const shop = `project "shop" {}
@@ -69,22 +65,7 @@ func TestPush(t *testing.T) {
 		t.Fatalf("the test project does not load:\n%s", b.String())
 	}
 
-	srv, err := scheduler.Start(scheduler.Config{DataDir: t.TempDir(), HTTPAddr: testport.Addr(t), RaftAddr: testport.Addr(t), Alone: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
-	deadline := time.Now().Add(10 * time.Second)
-	for srv.Raft().State() != raft.Leader {
-		if time.Now().After(deadline) {
-			t.Fatal("the node did not lead within 10s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	c, err := api.NewClient(&api.Config{Address: "http://" + srv.Addr()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, c := schedtest.Single(t, nil)
 	ctx := context.Background()
 
 	var uploads []deploy.Upload

@@ -3,6 +3,7 @@ package deploy_test
 import (
 	"context"
 	"encoding/json"
+	"github.com/butterfn/butter/scheduler/schedtest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,11 +13,8 @@ import (
 	"github.com/butterfn/butter/api"
 	"github.com/butterfn/butter/deploy"
 	"github.com/butterfn/butter/hcl/spec"
-	"github.com/butterfn/butter/internal/testport"
-	"github.com/butterfn/butter/scheduler"
 	"github.com/butterfn/butter/scheduler/nomadfake"
 	nomad "github.com/hashicorp/nomad/api"
-	"github.com/hashicorp/raft"
 )
 
 // TestWatch follows revisions through a real single-node control plane
@@ -33,22 +31,7 @@ func TestWatch(t *testing.T) {
 		}
 		return nomadfake.Plan{Outcome: nomadfake.Succeed}
 	})
-	srv, err := scheduler.Start(scheduler.Config{DataDir: t.TempDir(), HTTPAddr: testport.Addr(t), RaftAddr: testport.Addr(t), Alone: true, Nomad: fake})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
-	deadline := time.Now().Add(10 * time.Second)
-	for srv.Raft().State() != raft.Leader {
-		if time.Now().After(deadline) {
-			t.Fatal("the node did not lead within 10s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	c, err := api.NewClient(&api.Config{Address: "http://" + srv.Addr()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, c := schedtest.Single(t, fake)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 

@@ -177,10 +177,7 @@ func (s *Server) putProject(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listProjects(w http.ResponseWriter, r *http.Request) {
-	if !s.local(w, r) {
-		return
-	}
-	if !s.block(w, r) {
+	if !s.read(w, r) {
 		return
 	}
 	out := api.ProjectList{Projects: []string{}, Stale: s.raft.State() != raft.Leader}
@@ -194,10 +191,7 @@ func (s *Server) listProjects(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) getProject(w http.ResponseWriter, r *http.Request) {
-	if !s.local(w, r) {
-		return
-	}
-	if !s.block(w, r) {
+	if !s.read(w, r) {
 		return
 	}
 	st, ok := s.projectStatus(r.PathValue("name"))
@@ -209,10 +203,7 @@ func (s *Server) getProject(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listRevisions(w http.ResponseWriter, r *http.Request) {
-	if !s.local(w, r) {
-		return
-	}
-	if !s.block(w, r) {
+	if !s.read(w, r) {
 		return
 	}
 	out := []api.RevisionListStub{}
@@ -225,10 +216,7 @@ func (s *Server) listRevisions(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) getRevision(w http.ResponseWriter, r *http.Request) {
-	if !s.local(w, r) {
-		return
-	}
-	if !s.block(w, r) {
+	if !s.read(w, r) {
 		return
 	}
 	var rev *api.Revision
@@ -246,10 +234,7 @@ func (s *Server) getRevision(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) {
-	if !s.local(w, r) {
-		return
-	}
-	if !s.block(w, r) {
+	if !s.read(w, r) {
 		return
 	}
 	out := []api.APIKey{}
@@ -268,6 +253,12 @@ func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, 200, api.KeyRevokeResponse{Deleted: r.PathValue("hash")})
+}
+
+// read prepares a read: it answers on this node (local) after any
+// blocking-query wait (block), or says no when it has answered r already.
+func (s *Server) read(w http.ResponseWriter, r *http.Request) bool {
+	return s.local(w, r) && s.block(w, r)
 }
 
 // local says whether this node answers the read r itself: it leads, or

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"github.com/butterfn/butter/scheduler/schedtest"
 	"sort"
 	"strings"
 	"sync"
@@ -14,10 +15,7 @@ import (
 	"github.com/butterfn/butter/api"
 	"github.com/butterfn/butter/gateway"
 	"github.com/butterfn/butter/gateway/routesync"
-	"github.com/butterfn/butter/internal/testport"
-	"github.com/butterfn/butter/scheduler"
 	"github.com/hashicorp/go-hclog"
-	"github.com/hashicorp/raft"
 )
 
 const spec = `
@@ -74,16 +72,7 @@ func patterns(gw *gateway.Gateway) string {
 // revision, a revision whose specs do not load (the routes stay), and a
 // missing blob (an error, the routes stay).
 func TestSync(t *testing.T) {
-	srv, err := scheduler.Start(scheduler.Config{DataDir: t.TempDir(), HTTPAddr: testport.Addr(t), RaftAddr: testport.Addr(t), Alone: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
-	waitFor(t, "the node to lead", func() bool { return srv.Raft().State() == raft.Leader })
-	c, err := api.NewClient(&api.Config{Address: "http://" + srv.Addr()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, c := schedtest.Single(t, nil)
 	ctx := context.Background()
 	doc := []byte(openapi)
 	if _, err := c.Blobs().Put(ctx, digest(doc), bytes.NewReader(doc), int64(len(doc))); err != nil {
@@ -163,16 +152,7 @@ func TestSync(t *testing.T) {
 
 // TestRun: Run refreshes on its own, and returns when its context ends.
 func TestRun(t *testing.T) {
-	srv, err := scheduler.Start(scheduler.Config{DataDir: t.TempDir(), HTTPAddr: testport.Addr(t), RaftAddr: testport.Addr(t), Alone: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
-	waitFor(t, "the node to lead", func() bool { return srv.Raft().State() == raft.Leader })
-	c, err := api.NewClient(&api.Config{Address: "http://" + srv.Addr()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, c := schedtest.Single(t, nil)
 	gw := gateway.New(gateway.NewStaticResolver(), gateway.WithLogger(hclog.NewNullLogger()))
 	defer gw.Close()
 	s := routesync.New(c, gateway.NewMemKeys(), hclog.NewNullLogger())
