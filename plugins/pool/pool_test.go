@@ -236,6 +236,11 @@ func TestProcessWorkerLifecycle(t *testing.T) {
 	if killed.code != 502 || !strings.Contains(killed.body, "killed") {
 		t.Errorf("call whose worker was killed: %+v", killed)
 	}
+	// The pool learns of the death when the process is reaped; a call
+	// sent before that still reaches the dead instance (the dead-instance
+	// race, noted in the closing notes). Wait for the replacement to be
+	// counted, so the next call tests the replacement, not the race.
+	eventually(t, 30*time.Second, "the kill counted", func() bool { return metric(t, srv, "butter_instance_restarts_total", "gofn") == 2 })
 	if a := invoke(t, srv, "gofn", strings.NewReader("next"), nil); a.code != 200 || a.body != "NEXT" {
 		t.Errorf("after the kill: %+v", a)
 	}
