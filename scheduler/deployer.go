@@ -33,6 +33,10 @@ import (
 // by hand) is registered again. Every step is recorded in Raft, so a new
 // leader resumes where the old one stopped.
 
+// DefaultDeploymentStart is Config.DeploymentStart's default: Nomad
+// creates a deployment within seconds of a registration it can evaluate.
+const DefaultDeploymentStart = 5 * time.Minute
+
 // deployTick is how often the deployer looks at Nomad.
 const deployTick = 500 * time.Millisecond
 
@@ -98,7 +102,7 @@ func (s *Server) reconcile(ctx context.Context, nomad Nomad, w deployWant) error
 		if !runs {
 			if err := nomad.RegisterJob(ctx, job); err != nil {
 				if errors.Is(err, ErrNomadRefused) {
-					return s.fail(w, fmt.Sprintf("Nomad refused job %s: %v", *job.ID, err))
+					return s.failAndRollback(w, fmt.Sprintf("Nomad refused job %s: %v", *job.ID, err), job.Meta[names.MetaAutoRollback] != "false")
 				}
 				return fmt.Errorf("register job %s: %w", *job.ID, err)
 			}
@@ -138,7 +142,16 @@ func (s *Server) follow(ctx context.Context, nomad Nomad, w deployWant, jobID st
 	}
 	st := w.status
 	if dep == nil {
-		return nil // Nomad has not created it yet
+		// Nomad has not created it yet: wait, up to DeploymentStart after
+		// the version was registered (the status's last update).
+		limit := s.cfg.DeploymentStart
+		if limit <= 0 {
+			limit = DefaultDeploymentStart
+		}
+		if waited := time.Since(st.Updated); !st.Updated.IsZero() && waited > limit {
+			return s.failAndRollback(w, fmt.Sprintf("Nomad created no deployment for job %s version %d within %s; is the job evaluated (nomad job status %s)?", jobID, st.JobVersion, limit, jobID), autoRollback)
+		}
+		return nil
 	}
 	st.NomadDeployment = dep.ID
 	switch dep.Status {

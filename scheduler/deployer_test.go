@@ -35,7 +35,7 @@ func newDeployEnv(t *testing.T) *deployEnv {
 		defer e.mu.Unlock()
 		return e.plans[job.Meta["butter_revision"]]
 	})
-	e.c = schedtest.MakeCluster(t, schedtest.Options{Nodes: 1, Nomad: e.nomad, NoTimers: true})
+	e.c = schedtest.MakeCluster(t, schedtest.Options{Nodes: 1, Nomad: e.nomad, NoTimers: true, DeploymentStart: 3 * time.Second})
 	if err := e.leader().Apply(fsm.ProjectUpsertType, fsm.Project{Name: project, Created: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
@@ -182,7 +182,6 @@ func TestInProcessDeployAndRollback(t *testing.T) {
 	})
 
 	t.Run("job refused, auto_rollback off", func(t *testing.T) {
-		t.Skip("issue 22 item 6: a job Nomad refuses is rolled back even with auto_rollback = false (Server.fail ignores the job's meta)")
 		e.t = t
 		e.deploy("r5", nomadfake.Plan{Refuse: "group main: invalid resources"}, false)
 		d := e.waitStatus("r5", fsm.StatusFailed)
@@ -193,12 +192,13 @@ func TestInProcessDeployAndRollback(t *testing.T) {
 	})
 
 	t.Run("no deployment", func(t *testing.T) {
-		t.Skip("issue 22 item 6: when Nomad creates no deployment for the job version, the deployer waits forever (the revision stays deploying)")
 		e.t = t
 		e.deploy("r6", nomadfake.Plan{Outcome: nomadfake.NoDeployment}, true)
 		d := e.waitStatus("r6", fsm.StatusFailed)
-		if !strings.Contains(d.Message, "rolled back to r1") {
-			t.Errorf("r6's message %q", d.Message)
+		for _, want := range []string{"Nomad created no deployment", "rolled back to r1"} {
+			if !strings.Contains(d.Message, want) {
+				t.Errorf("r6's message %q lacks %q", d.Message, want)
+			}
 		}
 	})
 }

@@ -54,8 +54,13 @@ type Config struct {
 	Firer Firer
 	// Nomad, when set, is where the leader's deployer registers the active
 	// revisions' jobs: NewNomadClient over Nomad's API, or a fake.
-	Nomad  Nomad
-	Logger hclog.Logger
+	Nomad Nomad
+	// DeploymentStart is how long the deployer waits for Nomad to create
+	// the deployment of a job version it registered before it fails the
+	// revision (Nomad creates none for a job it cannot evaluate, or for a
+	// job without an update block); 0 is DefaultDeploymentStart.
+	DeploymentStart time.Duration
+	Logger          hclog.Logger
 	// Alone marks a single node that will never have peers (butter dev):
 	// it elects itself after 50 ms instead of waiting out the 500 ms
 	// heartbeat timeout that a cluster needs against false failovers.

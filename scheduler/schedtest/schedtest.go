@@ -40,6 +40,9 @@ type Options struct {
 	Nomad scheduler.Nomad
 	// NoTimers runs no timer service (the Firer is not used).
 	NoTimers bool
+	// DeploymentStart is scheduler.Config's: how long a deployer waits for
+	// Nomad to create a deployment.
+	DeploymentStart time.Duration
 	// Timing overrides FastTiming.
 	Timing *scheduler.RaftTiming
 	// LogLevel is the servers' log level in the test's log; 0 is Warn.
@@ -129,7 +132,7 @@ func MakeCluster(t testing.TB, opts Options) *Cluster {
 		logger := hclog.New(&hclog.LoggerOptions{Name: fmt.Sprintf("node%d", i), Output: c.logs, Level: level})
 		nd.cfg = scheduler.Config{
 			DataDir: filepath.Join(dir, fmt.Sprint(i)), HTTPAddr: id, RaftAddr: string(addr),
-			BootstrapExpect: n, Join: join, Nomad: opts.Nomad, Logger: logger, Timing: timing, SnapshotThreshold: opts.SnapshotThreshold,
+			BootstrapExpect: n, Join: join, Nomad: opts.Nomad, DeploymentStart: opts.DeploymentStart, Logger: logger, Timing: timing, SnapshotThreshold: opts.SnapshotThreshold,
 			LogStore: nd.Logs, StableStore: nd.Stable, SnapshotStore: nd.Snaps, Transport: trans,
 		}
 		if !opts.NoTimers {
