@@ -347,18 +347,21 @@ func (d *Driver) WaitTask(ctx context.Context, taskID string) (<-chan *drivers.E
 	return ch, nil
 }
 
+// handleWait reports the pool's exit once the handle's own wait on the
+// executor (run) has recorded it. It does not make a second Wait call on the
+// executor: StopTask kills the executor as soon as run has returned, and a
+// second in-flight Wait would then end with the executor's EOF instead of
+// the pool's exit status.
 func (d *Driver) handleWait(ctx context.Context, handle *taskHandle, ch chan *drivers.ExitResult) {
 	defer close(ch)
-	var result *drivers.ExitResult
-	ps, err := handle.exec.Wait(ctx)
-	if err != nil {
-		result = &drivers.ExitResult{Err: fmt.Errorf("executor: error waiting on the pool: %v", err)}
-		if ps == nil {
-			result.ExitCode = -1
-		}
-	} else {
-		result = &drivers.ExitResult{ExitCode: ps.ExitCode, Signal: ps.Signal, OOMKilled: ps.OOMKilled}
+	select {
+	case <-ctx.Done():
+		return
+	case <-d.ctx.Done():
+		return
+	case <-handle.doneCh:
 	}
+	result := handle.exitSnapshot()
 	select {
 	case <-ctx.Done():
 	case <-d.ctx.Done():

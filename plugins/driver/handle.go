@@ -2,6 +2,7 @@ package driver
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"sync"
 	"time"
@@ -47,6 +48,19 @@ func (h *taskHandle) IsRunning() bool {
 	h.stateLock.RLock()
 	defer h.stateLock.RUnlock()
 	return h.procState == drivers.TaskStateRunning
+}
+
+// exitSnapshot is a copy of how the pool exited, for WaitTask. An executor
+// that failed while waiting reports exit code -1 with the error.
+func (h *taskHandle) exitSnapshot() *drivers.ExitResult {
+	h.stateLock.RLock()
+	defer h.stateLock.RUnlock()
+	res := h.exitResult.Copy()
+	if res.Err != nil {
+		res.Err = fmt.Errorf("executor: error waiting on the pool: %w", res.Err)
+		res.ExitCode = -1
+	}
+	return res
 }
 
 // run blocks on the pool process through the executor and records how it
