@@ -118,7 +118,7 @@ fuzz:
 	@echo "==> fuzzing the spec decoder for $(FUZZTIME)"
 	$(GO) test -run='^$$' -fuzz=FuzzDecode -fuzztime=$(FUZZTIME) ./hcl/spec
 
-## bench: run every benchmark (about 9 minutes) and write bench/RESULTS.md
+## bench: run every benchmark (about 35 minutes) and write bench/RESULTS.md
 # bench/run.sh runs each package with its flags; docs/benchmarks.md says how
 # each is measured. wrk comes from Debian; the Nomad deploy needs bin/nomad
 # (make tools).

@@ -42,6 +42,7 @@ func main() {
 	out := flag.String("out", "bench/RESULTS.md", "the report to write")
 	notes := flag.String("notes", "bench/NOTES.md", "the reading appended to the report")
 	flag.StringVar(&loadEnd, "loadavg-end", "", "the load average when the runs ended")
+	flag.StringVar(&rawName, "raw", "bench/RESULTS.txt", "where the run's raw output is kept, named in the report")
 	flag.Parse()
 	if err := run(*in, *out, *notes); err != nil {
 		fmt.Fprintln(os.Stderr, "report:", err)
@@ -52,6 +53,9 @@ func main() {
 func run(in, out, notesPath string) error {
 	rs, err := read(in)
 	if err != nil {
+		return err
+	}
+	if err := sameCommit(in, rs.config["commit"], headCommit()); err != nil {
 		return err
 	}
 	var b bytes.Buffer
@@ -66,6 +70,33 @@ func run(in, out, notesPath string) error {
 
 // loadEnd is the load average when the runs ended (-loadavg-end).
 var loadEnd string
+
+// rawName is where the run's raw output is kept in the repository (-raw).
+var rawName string
+
+// headCommit is the checkout's abbreviated commit, or "" outside git.
+func headCommit() string {
+	out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// sameCommit refuses raw output that a run at another commit (or with
+// uncommitted changes) wrote: RESULTS.md must come from one run at the
+// commit it names, never from an older run's output.
+func sameCommit(in, ran, head string) error {
+	switch {
+	case ran == "":
+		return fmt.Errorf("%s names no commit (a \"commit:\" line, which bench/run.sh writes): run make bench", in)
+	case strings.Contains(ran, "uncommitted"):
+		return fmt.Errorf("%s comes from a run with uncommitted changes (%s): commit, then run make bench", in, ran)
+	case head != "" && !strings.HasPrefix(head, ran) && !strings.HasPrefix(ran, head):
+		return fmt.Errorf("%s comes from a run at commit %s, but the checkout is at %s: run make bench at this commit", in, ran, head)
+	}
+	return nil
+}
 
 // key names one benchmark: its package and its name without "Benchmark"
 // and the GOMAXPROCS suffix ("Throughput/c16/go").
@@ -214,17 +245,14 @@ func (rs *results) delta(k key) (float64, bool) {
 
 func header(b *bytes.Buffer, rs *results) {
 	cfg := func(k string) string { return orUnknown(rs.config[k]) }
-	commit := rs.config["commit"] // as bench/run.sh found it when the runs began
-	if commit == "" {
-		out, _ := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
-		commit = orUnknown(strings.TrimSpace(string(out)))
-	}
+	commit := rs.config["commit"] // as bench/run.sh found it when the runs began (run checks it is HEAD)
 	fmt.Fprintf(b, "# Benchmark results\n\n")
 	fmt.Fprintf(b, "Written by `make bench` on %s (the runs began %s).\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), cfg("started"))
 	fmt.Fprintf(b, "- Machine: %s/%s, %d cores, %s, %s of memory, Linux %s\n", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), cfg("cpu-model"), cfg("memory"), cfg("kernel"))
 	fmt.Fprintf(b, "- Load average (1, 5, 15 min) when the runs began: %s; when they ended: %s. Other work on the machine during the runs moves the figures: compare the ratios.\n", cfg("loadavg"), orUnknown(loadEnd))
 	fmt.Fprintf(b, "- Go: %s; wrk: %s; node: %s; python3: %s\n", runtime.Version(), cfg("wrk"), cfg("node"), cfg("python3"))
 	fmt.Fprintf(b, "- Commit: %s\n", commit)
+	fmt.Fprintf(b, "- Raw output: [%s](%s), this run's `go test -bench` output as benchstat reads it; every figure below can be derived again from it (`benchstat %s`).\n", rawName, strings.TrimPrefix(rawName, "bench/"), rawName)
 	fmt.Fprintf(b, "- Method: `go test -bench` with `-count` runs of each benchmark (the runs column), all in one `make bench`; docs/benchmarks.md describes each benchmark. ")
 	fmt.Fprintf(b, "Each figure is the median across the runs (±: its 95%% confidence interval, as benchstat computes it, given 6 runs or more); a latency's p50 and p99 are those of every operation of a run, then the median across runs. ")
 	fmt.Fprintf(b, "Each ratio divides a figure by its baseline's, measured in the same run: this machine is shared and noisy, so compare ratios across runs rather than absolute values. ")
