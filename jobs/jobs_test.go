@@ -175,7 +175,7 @@ func TestCompileShape(t *testing.T) {
 	for _, tg := range job.TaskGroups {
 		topics := tg.Tasks[0].Config["topic"].([]map[string]any)
 		last := topics[len(topics)-1]
-		if len(topics) != 4 || last["name"] != "iot._timers.nightly" || last["partitions"] != 1 || last["compact"] != nil {
+		if len(topics) != 5 || last["name"] != "iot._timers.nightly" || last["partitions"] != 1 || last["compact"] != nil {
 			t.Errorf("group %s: topics = %v", *tg.Name, topics)
 		}
 	}

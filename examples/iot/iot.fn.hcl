@@ -19,6 +19,11 @@ stream "failed-readings" {
   retention = "14d"
 }
 
+stream "reports" {
+  partitions = 1
+  retention  = "90d"
+}
+
 function "ingest" {
   runtime      = "node"
   source       = "functions/ingest"
@@ -64,6 +69,7 @@ function "nightly" {
   runtime = "exec"
   source  = "functions/report"
   command = ["./report.sh"]
+  output  = stream.reports
   timeout = "10m"
   pool    = "batch"
   memory  = "256MiB"

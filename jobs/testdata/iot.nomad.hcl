@@ -10,17 +10,18 @@ job "butter-iot" {
         pool     = "batch"
         port     = "invoke"
         project  = "iot"
-        revision = "47bd2def7d57"
+        revision = "05b4551b6ab6"
         function {
-          bundle        = "local/bundles/f47206c4a37b98e438055e3d47f6167a08eb0f441ce1077616194d83d23682fd"
+          bundle        = "local/bundles/197659a79e8fff3cdc72e8d968edba97c8b6fd8b205bcc0c43643b60356028b0"
           command       = ["./report.sh"]
           concurrency   = 1
           cpu           = 100
-          digest        = "sha256:f47206c4a37b98e438055e3d47f6167a08eb0f441ce1077616194d83d23682fd"
+          digest        = "sha256:197659a79e8fff3cdc72e8d968edba97c8b6fd8b205bcc0c43643b60356028b0"
           max_instances = 10
           memory        = 256
           min_instances = 0
           name          = "nightly"
+          output        = "iot.reports"
           runtime       = "exec"
           timeout       = "10m0s"
           stream {
@@ -46,6 +47,11 @@ job "butter-iot" {
           schema     = "local/schemas/8912abae4b878e84a75bd41a661853f927b4dc70f74bbb5c1590b180460e0dbb.json"
         }
         topic {
+          name       = "iot.reports"
+          partitions = 1
+          retention  = "2160h0m0s"
+        }
+        topic {
           name       = "iot._timers.nightly"
           partitions = 1
         }
@@ -65,12 +71,12 @@ job "butter-iot" {
         }
       }
       artifact {
-        source      = "http://127.0.0.1:4750/v1/blobs/sha256/f47206c4a37b98e438055e3d47f6167a08eb0f441ce1077616194d83d23682fd"
+        source      = "http://127.0.0.1:4750/v1/blobs/sha256/197659a79e8fff3cdc72e8d968edba97c8b6fd8b205bcc0c43643b60356028b0"
         mode        = "dir"
-        destination = "local/bundles/f47206c4a37b98e438055e3d47f6167a08eb0f441ce1077616194d83d23682fd"
+        destination = "local/bundles/197659a79e8fff3cdc72e8d968edba97c8b6fd8b205bcc0c43643b60356028b0"
         options {
           archive  = "tar"
-          checksum = "sha256:f47206c4a37b98e438055e3d47f6167a08eb0f441ce1077616194d83d23682fd"
+          checksum = "sha256:197659a79e8fff3cdc72e8d968edba97c8b6fd8b205bcc0c43643b60356028b0"
         }
       }
     }
@@ -88,7 +94,7 @@ job "butter-iot" {
     }
     service {
       name     = "butter-iot-batch"
-      tags     = ["butter", "project=iot", "pool=batch", "revision=47bd2def7d57"]
+      tags     = ["butter", "project=iot", "pool=batch", "revision=05b4551b6ab6"]
       port     = "invoke"
       provider = "nomad"
       check {
@@ -114,7 +120,7 @@ job "butter-iot" {
         pool     = "default"
         port     = "invoke"
         project  = "iot"
-        revision = "47bd2def7d57"
+        revision = "05b4551b6ab6"
         function {
           bundle        = "local/bundles/10451d6c5734f84a58ce9f5227032a89f907ae38666be13c3c176e189cb8363e"
           concurrency   = 1
@@ -176,6 +182,11 @@ job "butter-iot" {
           schema     = "local/schemas/8912abae4b878e84a75bd41a661853f927b4dc70f74bbb5c1590b180460e0dbb.json"
         }
         topic {
+          name       = "iot.reports"
+          partitions = 1
+          retention  = "2160h0m0s"
+        }
+        topic {
           name       = "iot._timers.nightly"
           partitions = 1
         }
@@ -227,7 +238,7 @@ job "butter-iot" {
     }
     service {
       name     = "butter-iot-default"
-      tags     = ["butter", "project=iot", "pool=default", "revision=47bd2def7d57"]
+      tags     = ["butter", "project=iot", "pool=default", "revision=05b4551b6ab6"]
       port     = "invoke"
       provider = "nomad"
       check {
@@ -246,6 +257,6 @@ job "butter-iot" {
   meta {
     butter_auto_rollback = "true"
     butter_project       = "iot"
-    butter_revision      = "47bd2def7d57"
+    butter_revision      = "05b4551b6ab6"
   }
 }

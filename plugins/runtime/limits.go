@@ -18,9 +18,9 @@ import (
 )
 
 // Limits applies per-instance memory and process limits with cgroups: each
-// instance gets a child of the pool's own cgroup in the memory and pids
-// controllers (cgroup v1, or the unified v2 hierarchy when it has the
-// controllers). A process over its memory limit is killed by the kernel,
+// instance gets a child of the pool's own cgroup in the cgroup v1 memory
+// and pids hierarchies (a host with the unified v2 hierarchy alone gets no
+// per-instance limits: Available says so). A process over its memory limit is killed by the kernel,
 // and the pool replaces it like any crashed instance.
 //
 // When the pool cannot create cgroups (not root, read-only cgroupfs), the
