@@ -15,13 +15,28 @@ import (
 // (Content-Length, no trailer) is answered whole; a large output and a
 // pipeline's output stream with the Butter-Error trailer announced; a
 // whole answer that breaks off is a clean 502.
+//
+// Whether a real pool answers a small output whole depends on the process
+// finishing within the pool's hold window (plugins/pool tests both
+// branches with the window under their control), so the whole answer here
+// comes from a pool stand-in that always answers whole: what is tested is
+// that the gateway keeps it whole.
 func TestWholeAndStreamedAnswers(t *testing.T) {
 	b := startPool(t, standardFns()...)
 	_, url := startGateway(t, resolverFor(b.addr), []gateway.Route{
 		{Method: "POST", Path: "/echo", Project: "test", Function: "cat"},
 		{Method: "POST", Path: "/shout", Project: "test", Pipeline: []string{"cat", "tr"}},
 	})
-	a := post(t, url+"/echo", "hello, butter", nil)
+	whole := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		_, _ = w.Write(body)
+	}))
+	t.Cleanup(whole.Close)
+	_, wurl := startGateway(t, resolverFor(whole.Listener.Addr().String()), []gateway.Route{
+		{Method: "POST", Path: "/echo", Project: "test", Function: "cat"},
+	})
+	a := post(t, wurl+"/echo", "hello, butter", nil)
 	if a.code != 200 || a.body != "hello, butter" {
 		t.Fatalf("small answer: %d %q", a.code, a.body)
 	}
