@@ -389,17 +389,17 @@ func (g *Gateway) tryBuildTable(routes []*route) (t *table, err error) {
 			t.methods = append(t.methods, r.Method)
 		}
 	}
-	current = "GET /v1/health"
+	current = names.GatewayHealthPattern
 	t.mux.HandleFunc(current, func(w http.ResponseWriter, req *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "routes": len(t.routes)})
 	})
-	current = "GET /v1/routes"
+	current = names.GatewayRoutesPattern
 	t.mux.HandleFunc(current, func(w http.ResponseWriter, req *http.Request) { g.serveRoutes(w, t) })
 	current = names.GatewayInvokePattern
 	t.mux.HandleFunc(current, g.serveAdHoc)
-	current = "GET /v1/invocations/{id}"
+	current = names.GatewayInvocationPattern
 	t.mux.HandleFunc(current, g.serveInvocation)
-	current = "GET /metrics"
+	current = names.GatewayMetricsPattern
 	t.mux.Handle(current, g.metrics.handler())
 	current = "/"
 	t.mux.HandleFunc(current, func(w http.ResponseWriter, req *http.Request) { g.serveUnmatched(w, req, t) })
