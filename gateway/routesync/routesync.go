@@ -65,11 +65,15 @@ type Sync struct {
 	retryMin, retryMax time.Duration
 	now                func() time.Time
 
-	mu       sync.Mutex
-	specs    map[string]*spec.Project // project → the applied revision's spec
-	applied  map[string]string        // project → revision the gateway's routes come from
-	failed   map[string]*failure      // project → its active revision, not applied
-	keyState map[string]string        // hash → project, for deletes
+	// refresh serializes Once; it alone reads the control plane, without
+	// holding mu, so Placement never waits on the network.
+	refresh  sync.Mutex
+	keyState map[string]string // hash → project, for deletes
+
+	mu      sync.Mutex
+	specs   map[string]*spec.Project // project → the applied revision's spec
+	applied map[string]string        // project → revision the gateway's routes come from
+	failed  map[string]*failure      // project → its active revision, not applied
 }
 
 // failure is a project's active revision that is not applied.
@@ -197,11 +201,11 @@ func (s *Sync) Once(ctx context.Context, gw RouteSetter) error {
 	if err != nil {
 		return fmt.Errorf("list projects: %w", err)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.refresh.Lock()
+	defer s.refresh.Unlock()
 	var errs []error
 	var todo []candidate
-	now := s.now()
+	now := s.clock()
 	for _, name := range list.Projects {
 		st, _, err := s.client.Projects().Status(ctx, name, stale)
 		if err != nil {
@@ -211,17 +215,14 @@ func (s *Sync) Once(ctx context.Context, gw RouteSetter) error {
 		if st.Active == nil {
 			continue
 		}
-		id := st.Active.ID
-		if s.applied[name] == id {
-			delete(s.failed, name)
+		if !s.due(name, st.Active.ID, now) {
 			continue
 		}
-		if f := s.failed[name]; f != nil && f.revision == id && (f.next.IsZero() || now.Before(f.next)) {
-			continue // not due
-		}
-		c, err := s.load(ctx, name, id)
+		c, err := s.load(ctx, name, st.Active.ID)
 		if err != nil {
-			errs = append(errs, s.fail(name, id, err, true))
+			s.mu.Lock()
+			errs = append(errs, s.fail(name, st.Active.ID, err, true))
+			s.mu.Unlock()
 			continue
 		}
 		if c == nil {
@@ -229,7 +230,10 @@ func (s *Sync) Once(ctx context.Context, gw RouteSetter) error {
 		}
 		todo = append(todo, *c)
 	}
+	sort.Slice(todo, func(i, j int) bool { return todo[i].project < todo[j].project })
+	s.mu.Lock()
 	errs = append(errs, s.apply(gw, todo)...)
+	s.mu.Unlock()
 
 	keys, _, err := s.client.Keys().List(ctx, stale)
 	if err != nil {
@@ -265,6 +269,8 @@ func (s *Sync) load(ctx context.Context, project, id string) (*candidate, error)
 	proj, rep := spec.LoadFS(fsys, project+"@"+id)
 	if proj == nil || rep.HasErrors() {
 		err := fmt.Errorf("project %s revision %s: its specs do not load", project, id)
+		s.mu.Lock()
+		defer s.mu.Unlock()
 		s.log.Error("the active revision's specs do not load; keeping the previous routes", "project", project, "revision", id, "serving", s.applied[project])
 		s.fail(project, id, err, false)
 		return nil, nil
@@ -272,8 +278,29 @@ func (s *Sync) load(ctx context.Context, project, id string) (*candidate, error)
 	return &candidate{project: project, revision: id, spec: proj}, nil
 }
 
+// due reports whether project's active revision id is to be applied: it
+// is not the applied one, and it has not failed, or its retry is due at
+// now. A project back on its applied revision has no failure.
+func (s *Sync) due(project, id string, now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.applied[project] == id {
+		delete(s.failed, project)
+		return false
+	}
+	f := s.failed[project]
+	return f == nil || f.revision != id || (!f.next.IsZero() && !now.Before(f.next))
+}
+
+// clock reads the Sync's clock.
+func (s *Sync) clock() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.now()
+}
+
 // apply gives the gateway a table with every candidate's routes in place
-// of its project's previous ones. When the gateway refuses it, the
+// of its project's previous ones; s.mu is held. When the gateway refuses it, the
 // candidates are tried one at a time, in project order and again while
 // one more applies (a project may free a route another takes), so that
 // one project's bad routes keep only that project back. A candidate is
@@ -311,7 +338,7 @@ func (s *Sync) apply(gw RouteSetter, todo []candidate) []error {
 	return errs
 }
 
-// applied1 records that the gateway serves c's routes.
+// applied1 records that the gateway serves c's routes; s.mu is held.
 func (s *Sync) applied1(c candidate) {
 	s.specs[c.project] = c.spec
 	s.applied[c.project] = c.revision
@@ -334,7 +361,7 @@ func (s *Sync) table(with ...candidate) []gateway.Route {
 	return all
 }
 
-// fail records that project's revision is not applied. A retried
+// fail records that project's revision is not applied; s.mu is held. A retried
 // failure is due again after the backoff of its attempt. It returns err
 // with the attempt and when the next is due, for Once's error.
 func (s *Sync) fail(project, revision string, err error, retry bool) error {
