@@ -7,10 +7,13 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/butterfn/butter/api"
 	"github.com/butterfn/butter/deploy"
 	"github.com/butterfn/butter/hcl/spec"
+	"github.com/butterfn/butter/scheduler/fsm"
+	"github.com/butterfn/butter/scheduler/nomadfake"
 	"github.com/butterfn/butter/scheduler/schedtest"
 )
 
@@ -126,5 +129,45 @@ func TestDeployRouteConflict(t *testing.T) {
 	if err == nil || api.StatusCode(err) != http.StatusConflict ||
 		!strings.Contains(err.Error(), `route "POST /orders/{id}" conflicts with route "POST /orders/{id}" of project "shop"`) {
 		t.Fatalf("pushing a route another project serves: %v", err)
+	}
+}
+
+// TestRollbackRouteConflict: the deployer does not roll a failed revision
+// back to one whose route another project now serves; the failure says
+// why, and the failed revision stays active. The other project's revision
+// is written to the log directly, as one recorded before the control
+// plane checked routes (the API would refuse it); it has no job, so the
+// deployer leaves it alone. The deployer drives package nomadfake's
+// in-memory Nomad, as in TestInProcessDeployAndRollback.
+func TestRollbackRouteConflict(t *testing.T) {
+	e := newDeployEnv(t)
+	e.routes = map[string][]string{"r1": {"POST /orders -> take"}, "r2": {"POST /payments -> pay"}}
+	e.deploy("r1", nomadfake.Plan{Outcome: nomadfake.Succeed}, true)
+	e.waitStatus("r1", fsm.StatusHealthy)
+
+	l := e.leader()
+	if err := l.Apply(fsm.ProjectUpsertType, fsm.Project{Name: "shop", Created: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Apply(fsm.RevisionCreateType, fsm.Revision{Project: "shop", ID: "s1", Routes: []string{"POST /orders -> bill"}, Created: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Apply(fsm.RevisionActivateType, fsm.Activation{Project: "shop", Revision: "s1"}); err != nil {
+		t.Fatal(err)
+	}
+
+	e.deploy("r2", nomadfake.Plan{Outcome: nomadfake.Fail, Reason: "boom"}, true)
+	d := e.waitStatus("r2", fsm.StatusFailed)
+	for _, want := range []string{"cannot roll back to r1", `route "POST /orders" conflicts with route "POST /orders" of project "shop"`} {
+		if !strings.Contains(d.Message, want) {
+			t.Errorf("r2's message %q lacks %q", d.Message, want)
+		}
+	}
+	if d.RolledBackTo != "" {
+		t.Errorf("r2 records a rollback to %q", d.RolledBackTo)
+	}
+	e.settled()
+	if _, active := e.state("r2"); active != "r2" {
+		t.Errorf("active revision %q, want r2 kept", active)
 	}
 }
