@@ -369,18 +369,21 @@ func (g *Gateway) buildTable(routes []*route) *table {
 // with equal precedence; that panic becomes the error.
 func (g *Gateway) tryBuildTable(routes []*route) (t *table, err error) {
 	t = &table{routes: routes, byPattern: map[string]*route{}, mux: http.NewServeMux()}
-	current := ""
+	current, project := "", ""
 	defer func() {
 		if p := recover(); p != nil {
-			t, err = nil, fmt.Errorf("route %q conflicts with another route or with the gateway's own endpoints: %v; change its method or path", current, p)
+			t, err = nil, fmt.Errorf("route %q%s conflicts with another route or with the gateway's own endpoints: %v; change its method or path", current, project, p)
 		}
 	}()
 	seenMethod := map[string]bool{}
 	for _, r := range routes {
-		if _, dup := t.byPattern[r.pattern]; dup {
+		if o, dup := t.byPattern[r.pattern]; dup {
+			if o.Project != r.Project {
+				return nil, fmt.Errorf("route %q of project %q is also a route of project %q: one of them must change its method or path", r.pattern, r.Project, o.Project)
+			}
 			return nil, fmt.Errorf("route %q is listed twice: keep one", r.pattern)
 		}
-		current = r.pattern
+		current, project = r.pattern, fmt.Sprintf(" of project %q", r.Project)
 		rt := r
 		t.byPattern[r.pattern] = r
 		t.mux.HandleFunc(r.pattern, func(w http.ResponseWriter, req *http.Request) { g.serveRoute(w, req, rt) })
@@ -389,17 +392,18 @@ func (g *Gateway) tryBuildTable(routes []*route) (t *table, err error) {
 			t.methods = append(t.methods, r.Method)
 		}
 	}
-	current = "GET /v1/health"
+	project = ""
+	current = names.GatewayHealthPattern
 	t.mux.HandleFunc(current, func(w http.ResponseWriter, req *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "routes": len(t.routes)})
 	})
-	current = "GET /v1/routes"
+	current = names.GatewayRoutesPattern
 	t.mux.HandleFunc(current, func(w http.ResponseWriter, req *http.Request) { g.serveRoutes(w, t) })
 	current = names.GatewayInvokePattern
 	t.mux.HandleFunc(current, g.serveAdHoc)
-	current = "GET /v1/invocations/{id}"
+	current = names.GatewayInvocationPattern
 	t.mux.HandleFunc(current, g.serveInvocation)
-	current = "GET /metrics"
+	current = names.GatewayMetricsPattern
 	t.mux.Handle(current, g.metrics.handler())
 	current = "/"
 	t.mux.HandleFunc(current, func(w http.ResponseWriter, req *http.Request) { g.serveUnmatched(w, req, t) })

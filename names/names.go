@@ -9,7 +9,10 @@
 // through this one, and nothing here imports another Butter package.
 package names
 
-import "regexp"
+import (
+	"regexp"
+	"strings"
+)
 
 // Rule is what project, stream, function and pipeline names match: they
 // become Kafka topics, Nomad task groups and service names, Vault roles and
@@ -145,6 +148,35 @@ const (
 	// ("sed e=s/a/b/ | to-upper") to the gateway's invoke route.
 	HeaderPipeline = "Butter-Pipeline"
 )
+
+// The gateway's own endpoints, served on the port of the routes beside
+// GatewayInvokePattern. A route may not take a path of the gateway's:
+// GatewayMetricsPath, GatewayAPIPrefix or anything under it (see
+// GatewayPath).
+const (
+	GatewayHealthPattern     = "GET /v1/health"
+	GatewayRoutesPattern     = "GET /v1/routes"
+	GatewayInvocationPattern = "GET /v1/invocations/{id}"
+	GatewayMetricsPattern    = "GET " + GatewayMetricsPath
+
+	// GatewayMetricsPath is where the gateway serves Prometheus metrics.
+	GatewayMetricsPath = "/metrics"
+	// GatewayAPIPrefix starts every path of the gateway's own API, those
+	// above and the ones to come.
+	GatewayAPIPrefix = "/v1/"
+)
+
+// GatewayPatterns lists the gateway's own endpoints, as ServeMux patterns.
+func GatewayPatterns() []string {
+	return []string{GatewayHealthPattern, GatewayRoutesPattern, GatewayInvokePattern, GatewayInvocationPattern, GatewayMetricsPattern}
+}
+
+// GatewayPath reports whether a route's path (a ServeMux path, {params}
+// and all) is the gateway's own: GatewayMetricsPath, or "/v1" and every
+// path under GatewayAPIPrefix.
+func GatewayPath(path string) bool {
+	return path == GatewayMetricsPath || path+"/" == GatewayAPIPrefix || strings.HasPrefix(path, GatewayAPIPrefix)
+}
 
 // InvokePath is the pool's path for one call of function.
 func InvokePath(function string) string { return InvokePathPrefix + function }

@@ -33,9 +33,9 @@ import (
 //	PUT    /v1/projects/{name}            create or update a project (leader)
 //	GET    /v1/projects[?stale]           list projects (leader, or this node with ?stale)
 //	GET    /v1/projects/{name}[?stale]    the active revision, its deployment and timers
-//	POST   /v1/projects/{name}/revisions  create (or re-activate) a revision (leader)
+//	POST   /v1/projects/{name}/revisions  create (or re-activate) a revision (leader; 409 when another project serves one of its routes)
 //	GET    /v1/projects/{name}/revisions  list revisions with their deployment state
-//	POST   /v1/projects/{name}/rollback   activate the revision before the active one
+//	POST   /v1/projects/{name}/rollback   activate the revision before the active one (409 on a route conflict)
 //	GET    /v1/projects/{name}/revisions/{id}  one revision, with its spec files
 //	POST   /v1/projects/{name}/keys       create an API key (the key is answered once; Raft keeps its hash)
 //	GET    /v1/keys                       API keys' hashes, projects and routes (for gateways)
@@ -356,7 +356,10 @@ func writeErr(w http.ResponseWriter, code int, err error) {
 }
 
 // createRevision records a revision and makes it the project's active one.
-// A revision that already exists (the same content) is only activated.
+// A revision that already exists (the same content) is only activated. A
+// revision with a route on the gateway's own paths (400) or one another
+// project's active revision serves (409) is refused, and nothing is
+// recorded (routes.go).
 func (s *Server) createRevision(w http.ResponseWriter, r *http.Request) {
 	var req api.RevisionCreateRequest
 	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
@@ -369,11 +372,22 @@ func (s *Server) createRevision(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, 400, errors.New("a revision needs an id (its content hash)"))
 		return
 	}
+	s.activateMu.Lock()
+	defer s.activateMu.Unlock()
 	var exists, known bool
+	var refused *routeError
 	s.fsm.Read(func(st *fsm.State) {
 		_, known = st.Projects[rev.Project]
-		_, exists = st.Revisions[rev.Project][rev.ID]
+		routes := rev.Routes
+		if old := st.Revisions[rev.Project][rev.ID]; old != nil {
+			exists, routes = true, old.Routes
+		}
+		refused = checkRoutes(st, rev.Project, routes)
 	})
+	if refused != nil {
+		writeErr(w, refused.status, fmt.Errorf("revision %s of project %q: %w", rev.ID, rev.Project, refused))
+		return
+	}
 	if !known {
 		if err := s.Apply(fsm.ProjectUpsertType, fsm.Project{Name: rev.Project, Created: time.Now().UTC()}); err != nil {
 			writeErr(w, 500, err)
@@ -401,18 +415,26 @@ func (s *Server) createRevision(w http.ResponseWriter, r *http.Request) {
 // rollback activates the revision created before the active one.
 func (s *Server) rollback(w http.ResponseWriter, r *http.Request) {
 	project := r.PathValue("name")
+	s.activateMu.Lock()
+	defer s.activateMu.Unlock()
 	var target, active string
+	var refused *routeError
 	s.fsm.Read(func(st *fsm.State) {
 		active = st.Active[project]
 		list := st.RevisionList(project)
 		for i, rev := range list {
 			if rev.ID == st.Active[project] && i > 0 {
 				target = list[i-1].ID
+				refused = checkRoutes(st, project, list[i-1].Routes)
 			}
 		}
 	})
 	if target == "" {
 		writeErr(w, 409, fmt.Errorf("project %q has no revision before its active one", project))
+		return
+	}
+	if refused != nil {
+		writeErr(w, refused.status, fmt.Errorf("roll project %q back to revision %s: %w", project, target, refused))
 		return
 	}
 	if err := s.Apply(fsm.RevisionActivateType, fsm.Activation{Project: project, Revision: target, Reason: "rolled back from " + active}); err != nil {

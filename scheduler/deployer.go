@@ -184,13 +184,19 @@ func (s *Server) fail(w deployWant, why string) error {
 // failAndRollback records the failure and activates the revision most
 // recently healthy, when there is one and rollback is on.
 func (s *Server) failAndRollback(w deployWant, why string, autoRollback bool) error {
+	s.activateMu.Lock()
+	defer s.activateMu.Unlock()
 	var target string
 	var best time.Time
+	var refused *routeError
 	s.fsm.Read(func(st *fsm.State) {
 		for id, rev := range st.Revisions[w.project] {
 			if id != w.revision && !rev.Deployment.HealthyAt.IsZero() && rev.Deployment.HealthyAt.After(best) {
 				target, best = id, rev.Deployment.HealthyAt
 			}
+		}
+		if target != "" {
+			refused = checkRoutes(st, w.project, st.Revisions[w.project][target].Routes)
 		}
 	})
 	msg := why
@@ -199,6 +205,9 @@ func (s *Server) failAndRollback(w deployWant, why string, autoRollback bool) er
 		msg += "; automatic rollback is off (deploy { auto_rollback = false })"
 	case target == "":
 		msg += "; no earlier revision was ever healthy, so there is nothing to roll back to"
+	case refused != nil:
+		msg += fmt.Sprintf("; cannot roll back to %s: %v", target, refused)
+		target = ""
 	default:
 		msg += "; rolled back to " + target
 	}

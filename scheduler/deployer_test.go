@@ -24,6 +24,8 @@ type deployEnv struct {
 
 	mu    sync.Mutex
 	plans map[string]nomadfake.Plan // by revision
+
+	routes map[string][]string // the routes a revision records, by revision
 }
 
 const project = "hello"
@@ -63,7 +65,7 @@ func (e *deployEnv) deploy(rev string, plan nomadfake.Plan, autoRollback bool) {
 		e.t.Fatal(err)
 	}
 	l := e.leader()
-	if err := l.Apply(fsm.RevisionCreateType, fsm.Revision{Project: project, ID: rev, Job: job, Created: time.Now()}); err != nil {
+	if err := l.Apply(fsm.RevisionCreateType, fsm.Revision{Project: project, ID: rev, Job: job, Routes: e.routes[rev], Created: time.Now()}); err != nil {
 		e.t.Fatal(err)
 	}
 	if err := l.Apply(fsm.RevisionActivateType, fsm.Activation{Project: project, Revision: rev, Reason: "deployed by the test"}); err != nil {

@@ -107,6 +107,10 @@ type Server struct {
 	// Config gave it), closed by Close after Raft stops, in order.
 	owned []io.Closer
 
+	// activateMu is held from the route check to the write of an
+	// activation (routes.go).
+	activateMu sync.Mutex
+
 	wg           sync.WaitGroup
 	loops        sync.WaitGroup // the timer service and the deployer
 	cancel       context.CancelFunc

@@ -11,8 +11,13 @@ package routesync
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"math/rand/v2"
+	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -35,32 +40,106 @@ var _ RouteSetter = (*gateway.Gateway)(nil)
 // read to rebuild a revision's tree.
 const maxFile = 8 << 20
 
+// The defaults of WithRetry.
+const (
+	DefaultRetryMin = time.Second
+	DefaultRetryMax = time.Minute
+)
+
 // Sync mirrors the control plane's active revisions' routes and its API
 // keys. Its methods are safe for concurrent use.
+//
+// Each project is applied on its own: a project's active revision is
+// recorded as applied only once the gateway has taken a table with its
+// routes. A revision the gateway refuses (its routes conflict with
+// another project's), or that cannot be read, leaves its project on the
+// routes it had (none for a new project) while the other projects' routes
+// are served; it is retried with a jittered exponential backoff
+// (WithRetry) and reported by Failures until it applies or the project
+// activates another revision.
 type Sync struct {
 	client *api.Client
 	keys   *gateway.MemKeys
 	log    hclog.Logger
 
-	mu       sync.Mutex
-	specs    map[string]*spec.Project // project → its active revision's spec
-	active   map[string]string        // project → revision the routes come from
-	keyState map[string]string        // hash → project, for deletes
+	retryMin, retryMax time.Duration
+	now                func() time.Time
+
+	// refresh serializes Once; it alone reads the control plane, without
+	// holding mu, so Placement never waits on the network.
+	refresh  sync.Mutex
+	keyState map[string]string // hash → project, for deletes
+
+	mu      sync.Mutex
+	specs   map[string]*spec.Project // project → the applied revision's spec
+	applied map[string]string        // project → revision the gateway's routes come from
+	failed  map[string]*failure      // project → its active revision, not applied
+}
+
+// failure is a project's active revision that is not applied.
+type failure struct {
+	revision string
+	err      error
+	attempts int
+	next     time.Time // the next attempt; zero: never (its specs do not load)
+}
+
+// Failure is a project whose active revision the gateway does not serve.
+type Failure struct {
+	Project string
+	// Revision is the project's active revision, not applied; Serving is
+	// the revision whose routes the gateway serves for the project
+	// instead ("" for none).
+	Revision, Serving string
+	Err               error
+	// Attempts counts the tries at Revision; NextRetry is when the next
+	// one is due, zero when the revision is not retried (its specs do not
+	// load, which no retry changes).
+	Attempts  int
+	NextRetry time.Time
+}
+
+// Option configures a Sync.
+type Option func(*Sync)
+
+// WithRetry sets the backoff between attempts at a project's revision
+// that the gateway refused or that could not be read: the first retry is
+// due about min after the failure, each next one after twice as long as
+// the one before, up to max; each wait is jittered down by up to half,
+// so that gateways do not retry in step. The defaults are
+// DefaultRetryMin and DefaultRetryMax.
+func WithRetry(min, max time.Duration) Option {
+	return func(s *Sync) { s.retryMin, s.retryMax = min, max }
 }
 
 // New returns a Sync that reads through client and writes API keys into
 // keys (which the gateway checks, gateway.WithKeys). A nil log discards.
-func New(client *api.Client, keys *gateway.MemKeys, log hclog.Logger) *Sync {
+func New(client *api.Client, keys *gateway.MemKeys, log hclog.Logger, opts ...Option) *Sync {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	return &Sync{client: client, keys: keys, log: log, specs: map[string]*spec.Project{}, active: map[string]string{}}
+	s := &Sync{
+		client: client, keys: keys, log: log,
+		retryMin: DefaultRetryMin, retryMax: DefaultRetryMax, now: time.Now,
+		specs: map[string]*spec.Project{}, applied: map[string]string{}, failed: map[string]*failure{},
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	if s.retryMin <= 0 {
+		s.retryMin = DefaultRetryMin
+	}
+	if s.retryMax < s.retryMin {
+		s.retryMax = s.retryMin
+	}
+	return s
 }
 
-// Run refreshes every interval until ctx ends. A refresh that fails is
-// logged and the gateway keeps the last routes and keys it had.
+// Run refreshes every interval, and sooner when a failed project's retry
+// is due, until ctx ends. A refresh that fails is logged and the gateway
+// keeps the last routes and keys it had.
 func (s *Sync) Run(ctx context.Context, gw RouteSetter, every time.Duration) {
-	t := time.NewTicker(every)
+	t := time.NewTimer(s.wait(every))
 	defer t.Stop()
 	for {
 		select {
@@ -68,65 +147,97 @@ func (s *Sync) Run(ctx context.Context, gw RouteSetter, every time.Duration) {
 			return
 		case <-t.C:
 		}
-		if err := s.Once(ctx, gw); err != nil {
-			s.log.Warn("cannot refresh routes from the control plane; serving the last ones", "error", err)
+		if err := s.Once(ctx, gw); err != nil && ctx.Err() == nil {
+			s.log.Warn("route refresh incomplete: the gateway serves what applied, and the last routes it had for the rest", "error", err)
 		}
+		t.Reset(s.wait(every))
 	}
 }
 
-// Once reads the projects and keys once. When an active revision changed,
-// it loads its specs and gives gw the whole table again; a revision whose
-// specs do not load is logged and its project keeps its previous routes.
-// Keys are put and deleted to match the control plane's. On an error the
-// refresh stops where it was: what was set so far stays.
+// wait is how long Run sleeps: every, or less until the first retry due.
+func (s *Sync) wait(every time.Duration) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := every
+	now := s.now()
+	for _, f := range s.failed {
+		if !f.next.IsZero() {
+			d = min(d, max(f.next.Sub(now), time.Millisecond))
+		}
+	}
+	return d
+}
+
+// Failures lists the projects whose active revision is not applied,
+// sorted by project.
+func (s *Sync) Failures() []Failure {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Failure, 0, len(s.failed))
+	for name, f := range s.failed {
+		out = append(out, Failure{Project: name, Revision: f.revision, Serving: s.applied[name], Err: f.err, Attempts: f.attempts, NextRetry: f.next})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Project < out[j].Project })
+	return out
+}
+
+// candidate is a project's active revision, loaded, to apply.
+type candidate struct {
+	project, revision string
+	spec              *spec.Project
+}
+
+// Once reads the projects and keys once. Each project whose active
+// revision changed (or whose retry is due) has its specs loaded, and the
+// gateway is given the whole table again; a project whose revision
+// cannot be read or is refused by the gateway keeps its previous routes
+// and is retried later (see Sync), without holding the others back. A
+// revision whose specs do not load is logged, not retried, and its
+// project keeps its previous routes. Keys are put and deleted to match
+// the control plane's. The error joins what failed; the rest applied.
 func (s *Sync) Once(ctx context.Context, gw RouteSetter) error {
 	stale := &api.QueryOptions{AllowStale: true}
 	list, _, err := s.client.Projects().List(ctx, stale)
 	if err != nil {
 		return fmt.Errorf("list projects: %w", err)
 	}
-	changed := false
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.refresh.Lock()
+	defer s.refresh.Unlock()
+	var errs []error
+	var todo []candidate
+	now := s.clock()
 	for _, name := range list.Projects {
 		st, _, err := s.client.Projects().Status(ctx, name, stale)
 		if err != nil {
-			return fmt.Errorf("project %s: %w", name, err)
-		}
-		if st.Active == nil || s.active[name] == st.Active.ID {
+			errs = append(errs, fmt.Errorf("project %s: %w", name, err))
 			continue
 		}
-		rev, _, err := s.client.Revisions().Get(ctx, name, st.Active.ID, stale)
-		if err != nil {
-			return fmt.Errorf("project %s: %w", name, err)
-		}
-		fsys, err := s.specFS(ctx, rev.Specs, rev.Bundles)
-		if err != nil {
-			return fmt.Errorf("project %s revision %s: %w", name, rev.ID, err)
-		}
-		proj, rep := spec.LoadFS(fsys, name+"@"+rev.ID)
-		if proj == nil || rep.HasErrors() {
-			s.log.Error("the active revision's specs do not load; keeping the previous routes", "project", name, "revision", rev.ID)
-			s.active[name] = rev.ID
+		if st.Active == nil {
 			continue
 		}
-		s.specs[name] = proj
-		s.active[name] = rev.ID
-		changed = true
-		s.log.Info("routes updated", "project", name, "revision", rev.ID)
-	}
-	if changed {
-		var all []gateway.Route
-		for name, proj := range s.specs {
-			all = append(all, routes.FromSpec(proj, s.active[name])...)
+		if !s.due(name, st.Active.ID, now) {
+			continue
 		}
-		if err := gw.SetRoutes(all); err != nil {
-			return fmt.Errorf("set routes: %w", err)
+		c, err := s.load(ctx, name, st.Active.ID)
+		if err != nil {
+			s.mu.Lock()
+			errs = append(errs, s.fail(name, st.Active.ID, err, true))
+			s.mu.Unlock()
+			continue
 		}
+		if c == nil {
+			continue // its specs do not load: reported, not retried
+		}
+		todo = append(todo, *c)
 	}
+	sort.Slice(todo, func(i, j int) bool { return todo[i].project < todo[j].project })
+	s.mu.Lock()
+	errs = append(errs, s.apply(gw, todo)...)
+	s.mu.Unlock()
+
 	keys, _, err := s.client.Keys().List(ctx, stale)
 	if err != nil {
-		return fmt.Errorf("list API keys: %w", err)
+		return errors.Join(append(errs, fmt.Errorf("list API keys: %w", err))...)
 	}
 	seen := map[string]string{}
 	for _, k := range keys {
@@ -139,7 +250,150 @@ func (s *Sync) Once(ctx context.Context, gw RouteSetter) error {
 		}
 	}
 	s.keyState = seen
-	return nil
+	return errors.Join(errs...)
+}
+
+// load reads a project's revision and loads its specs. It returns nil
+// and no error when the specs do not load, which it records as a failure
+// that is not retried.
+func (s *Sync) load(ctx context.Context, project, id string) (*candidate, error) {
+	stale := &api.QueryOptions{AllowStale: true}
+	rev, _, err := s.client.Revisions().Get(ctx, project, id, stale)
+	if err != nil {
+		return nil, fmt.Errorf("project %s revision %s: %w", project, id, err)
+	}
+	fsys, err := s.specFS(ctx, rev.Specs, rev.Bundles)
+	if err != nil {
+		return nil, fmt.Errorf("project %s revision %s: %w", project, id, err)
+	}
+	proj, rep := spec.LoadFS(fsys, project+"@"+id)
+	if proj == nil || rep.HasErrors() {
+		err := fmt.Errorf("project %s revision %s: its specs do not load", project, id)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.log.Error("the active revision's specs do not load; keeping the previous routes", "project", project, "revision", id, "serving", s.applied[project])
+		s.fail(project, id, err, false)
+		return nil, nil
+	}
+	return &candidate{project: project, revision: id, spec: proj}, nil
+}
+
+// due reports whether project's active revision id is to be applied: it
+// is not the applied one, and it has not failed, or its retry is due at
+// now. A project back on its applied revision has no failure.
+func (s *Sync) due(project, id string, now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.applied[project] == id {
+		delete(s.failed, project)
+		return false
+	}
+	f := s.failed[project]
+	return f == nil || f.revision != id || (!f.next.IsZero() && !now.Before(f.next))
+}
+
+// clock reads the Sync's clock.
+func (s *Sync) clock() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.now()
+}
+
+// apply gives the gateway a table with every candidate's routes in place
+// of its project's previous ones; s.mu is held. When the gateway refuses it, the
+// candidates are tried one at a time, in project order and again while
+// one more applies (a project may free a route another takes), so that
+// one project's bad routes keep only that project back. A candidate is
+// recorded as applied once a table with its routes is taken.
+func (s *Sync) apply(gw RouteSetter, todo []candidate) []error {
+	if len(todo) == 0 {
+		return nil
+	}
+	if err := gw.SetRoutes(s.table(todo...)); err == nil {
+		for _, c := range todo {
+			s.applied1(c)
+		}
+		return nil
+	}
+	refused := map[string]error{}
+	for progress := true; progress; {
+		progress = false
+		var left []candidate
+		for _, c := range todo {
+			if err := gw.SetRoutes(s.table(c)); err != nil {
+				refused[c.project] = err
+				left = append(left, c)
+				continue
+			}
+			s.applied1(c)
+			delete(refused, c.project)
+			progress = true
+		}
+		todo = left
+	}
+	var errs []error
+	for _, c := range todo {
+		errs = append(errs, s.fail(c.project, c.revision, fmt.Errorf("project %s revision %s: the gateway refused its routes: %w", c.project, c.revision, refused[c.project]), true))
+	}
+	return errs
+}
+
+// applied1 records that the gateway serves c's routes; s.mu is held.
+func (s *Sync) applied1(c candidate) {
+	s.specs[c.project] = c.spec
+	s.applied[c.project] = c.revision
+	delete(s.failed, c.project)
+	s.log.Info("routes updated", "project", c.project, "revision", c.revision)
+}
+
+// table is the route table of the applied revisions, with the candidates
+// in place of their projects' applied ones, in project order.
+func (s *Sync) table(with ...candidate) []gateway.Route {
+	specs := maps.Clone(s.specs)
+	revs := maps.Clone(s.applied)
+	for _, c := range with {
+		specs[c.project], revs[c.project] = c.spec, c.revision
+	}
+	var all []gateway.Route
+	for _, name := range slices.Sorted(maps.Keys(specs)) {
+		all = append(all, routes.FromSpec(specs[name], revs[name])...)
+	}
+	return all
+}
+
+// fail records that project's revision is not applied; s.mu is held. A retried
+// failure is due again after the backoff of its attempt. It returns err
+// with the attempt and when the next is due, for Once's error.
+func (s *Sync) fail(project, revision string, err error, retry bool) error {
+	f := s.failed[project]
+	if f == nil || f.revision != revision {
+		f = &failure{revision: revision}
+		s.failed[project] = f
+	}
+	f.err = err
+	f.attempts++
+	f.next = time.Time{}
+	if !retry {
+		return err
+	}
+	wait := s.backoff(f.attempts)
+	f.next = s.now().Add(wait)
+	serving := "no routes"
+	if old := s.applied[project]; old != "" {
+		serving = "the routes of revision " + old
+	}
+	return fmt.Errorf("%w (attempt %d; serving %s; retrying in %s)", err, f.attempts, serving, wait.Round(time.Millisecond))
+}
+
+// backoff is the wait after the attempt-th failed attempt: retryMin
+// doubled per attempt up to retryMax, jittered down by up to half.
+func (s *Sync) backoff(attempt int) time.Duration {
+	d := s.retryMin
+	for i := 1; i < attempt && d < s.retryMax; i++ {
+		d *= 2
+	}
+	d = min(d, s.retryMax)
+	return d - time.Duration(rand.Int64N(int64(d/2)+1))
 }
 
 // Placement maps a function of a synced project to its pool, for the

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"github.com/butterfn/butter/scheduler/schedtest"
 	"sort"
 	"strings"
@@ -189,5 +190,138 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// twoProjects is a control plane where projects alpha and beta both route
+// POST /orders. Their revisions record no routes, as a client other than
+// `butter deploy` may send them, so the control plane's conflict check
+// (which reads the recorded routes) lets both through: the gateway's
+// table is the last line.
+func twoProjects(t *testing.T) (*api.Client, func(project, id string, routes ...string)) {
+	t.Helper()
+	_, c := schedtest.Single(t, nil)
+	deploy := func(project, id string, routes ...string) {
+		t.Helper()
+		text := "project \"" + project + "\" {}\n"
+		for i, r := range routes {
+			text += fmt.Sprintf("function \"f%d\" {\n  runtime = \"exec\"\n  command = [\"cat\"]\n  trigger \"http\" {\n    route = %q\n  }\n}\n", i, r)
+		}
+		if _, err := c.Revisions().Create(context.Background(), project, &api.RevisionCreateRequest{ID: id, Specs: map[string]string{project + ".fn.hcl": text}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deploy("alpha", "a1", "POST /orders", "GET /alpha")
+	deploy("beta", "b1", "POST /orders", "GET /beta")
+	return c, deploy
+}
+
+// TestIsolateAndRetry: a project whose routes the gateway refuses keeps
+// only itself back: the other project's routes serve, the refused
+// revision is not recorded as applied, it is reported, and it is retried
+// once its backoff has passed (not before), until it applies. A project
+// whose new revision is refused keeps serving its last good routes. The
+// clock is moved by hand.
+func TestIsolateAndRetry(t *testing.T) {
+	c, deploy := twoProjects(t)
+	ctx := context.Background()
+	gw := gateway.New(gateway.NewStaticResolver(), gateway.WithLogger(hclog.NewNullLogger()))
+	defer gw.Close()
+	s := routesync.New(c, gateway.NewMemKeys(), nil, routesync.WithRetry(time.Second, 4*time.Second))
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	routesync.SetClock(s, func() time.Time { return now })
+	failure := func(project, revision, serving string, attempts int, after, notAfter time.Duration) {
+		t.Helper()
+		fs := s.Failures()
+		if len(fs) != 1 {
+			t.Fatalf("failures %+v, want one, of %s", fs, project)
+		}
+		f := fs[0]
+		if f.Project != project || f.Revision != revision || f.Serving != serving || f.Attempts != attempts || f.Err == nil {
+			t.Fatalf("failure %+v, want project %s revision %s serving %q attempt %d", f, project, revision, serving, attempts)
+		}
+		if wait := f.NextRetry.Sub(now); wait < after || wait > notAfter {
+			t.Fatalf("next retry in %s, want in [%s, %s] (backoff, jittered down by up to half)", wait, after, notAfter)
+		}
+	}
+
+	err := s.Once(ctx, gw)
+	if err == nil || !strings.Contains(err.Error(), `route "POST /orders" of project "beta" is also a route of project "alpha"`) {
+		t.Fatalf("a refused project: %v", err)
+	}
+	if got, want := patterns(gw), "GET /alpha -> f1@a1, POST /orders -> f0@a1"; got != want {
+		t.Fatalf("routes %s, want alpha's alone: %s", got, want)
+	}
+	failure("beta", "b1", "", 1, 500*time.Millisecond, time.Second)
+
+	// Not due yet: beta is not tried again.
+	now = now.Add(400 * time.Millisecond)
+	if err := s.Once(ctx, gw); err != nil {
+		t.Fatalf("a refresh before the retry is due: %v", err)
+	}
+	failure("beta", "b1", "", 1, 100*time.Millisecond, 600*time.Millisecond)
+
+	// Due: tried, refused again, with a longer backoff.
+	now = now.Add(time.Second)
+	if err := s.Once(ctx, gw); err == nil {
+		t.Fatal("the retry applied beta while alpha still holds POST /orders")
+	}
+	failure("beta", "b1", "", 2, time.Second, 2*time.Second)
+
+	// Alpha lets go of POST /orders: beta's next retry applies it.
+	deploy("alpha", "a2", "POST /payments", "GET /alpha")
+	now = now.Add(2 * time.Second)
+	if err := s.Once(ctx, gw); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := patterns(gw), "GET /alpha -> f1@a2, GET /beta -> f1@b1, POST /orders -> f0@b1, POST /payments -> f0@a2"; got != want {
+		t.Fatalf("routes %s, want %s", got, want)
+	}
+	if fs := s.Failures(); len(fs) != 0 {
+		t.Fatalf("failures after both applied: %+v", fs)
+	}
+
+	// Alpha's next revision takes POST /orders back: refused, and alpha
+	// keeps serving a2 while beta serves on.
+	deploy("alpha", "a3", "POST /orders")
+	if err := s.Once(ctx, gw); err == nil || !strings.Contains(err.Error(), "serving the routes of revision a2") {
+		t.Fatalf("a refused revision of a serving project: %v", err)
+	}
+	if got, want := patterns(gw), "GET /alpha -> f1@a2, GET /beta -> f1@b1, POST /orders -> f0@b1, POST /payments -> f0@a2"; got != want {
+		t.Fatalf("routes %s, want %s", got, want)
+	}
+	failure("alpha", "a3", "a2", 1, 500*time.Millisecond, time.Second)
+}
+
+// TestRunRetries: Run wakes for a refused project's retry, well before its
+// next refresh, and applies it once it can; it returns when its context
+// ends.
+func TestRunRetries(t *testing.T) {
+	c, deploy := twoProjects(t)
+	gw := gateway.New(gateway.NewStaticResolver(), gateway.WithLogger(hclog.NewNullLogger()))
+	defer gw.Close()
+	s := routesync.New(c, gateway.NewMemKeys(), nil, routesync.WithRetry(10*time.Millisecond, 50*time.Millisecond))
+	if err := s.Once(context.Background(), gw); err == nil {
+		t.Fatal("beta applied beside alpha")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.Run(ctx, gw, time.Hour) // only a retry wakes it within the test
+	}()
+	waitFor(t, "beta to be retried", func() bool {
+		fs := s.Failures()
+		return len(fs) == 1 && fs[0].Attempts >= 3
+	})
+	deploy("alpha", "a2", "GET /alpha")
+	waitFor(t, "beta's retry to apply it", func() bool {
+		return patterns(gw) == "GET /alpha -> f0@a2, GET /beta -> f1@b1, POST /orders -> f0@b1"
+	})
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after its context ended")
 	}
 }

@@ -36,8 +36,10 @@ func (d *decoder) validate(p *Project) {
 	}
 }
 
-// checkRoutes reports two http triggers that match the same requests: the
-// same method (ANY overlaps every method) and the same path shape. Routes
+// checkRoutes reports a route on the gateway's own paths, and two http
+// triggers that the gateway cannot route apart: the same method (ANY
+// overlaps every method) and the same path shape, or patterns that both
+// match some request with neither more specific (RoutesConflict). Routes
 // from OpenAPI documents are checked after the trigger blocks, so that a
 // collision between the two is reported at the document.
 func (d *decoder) checkRoutes(p *Project) {
@@ -74,17 +76,26 @@ func (d *decoder) checkRoutes(p *Project) {
 	sort.SliceStable(documents, func(i, j int) bool { return order[documents[i].t.OpenAPI] < order[documents[j].t.OpenAPI] })
 	all := append(blocks, documents...)
 	for i, b := range all {
+		r := b.t.RouteRange
+		from := ""
+		if b.t.OpenAPI != "" {
+			from = fmt.Sprintf(", from operation %q of %s,", b.t.OperationID, d.displayName(b.t.OpenAPI))
+		}
+		if why := GatewayRoute(b.t.Route()); why != "" {
+			d.errorf(&r, "Route on the gateway's own path", "%q%s cannot be served: %s. Route it under a path of your own, such as %q.", b.t.Route(), from, why, b.t.Method+" /api"+b.t.Path)
+			continue
+		}
 		for _, a := range all[:i] {
-			sameMethod := a.t.Method == b.t.Method || a.t.Method == "ANY" || b.t.Method == "ANY"
-			if sameMethod && routeShape(a.t.Path) == routeShape(b.t.Path) {
-				r := b.t.RouteRange
-				from := ""
-				if b.t.OpenAPI != "" {
-					from = fmt.Sprintf(", from operation %q of %s,", b.t.OperationID, d.displayName(b.t.OpenAPI))
-				}
-				d.errorf(&r, "Duplicate route", "%q%s is already routed to %s at %s, and both match the same requests. Change the method or the path of one of them.", b.t.Route(), from, a.what, at(a.t.RouteRange))
-				break
+			why, same := routesConflict(a.t.Route(), b.t.Route())
+			if why == "" {
+				continue
 			}
+			summary := "Duplicate route"
+			if !same {
+				summary = "Overlapping routes"
+			}
+			d.errorf(&r, summary, "%q%s is already routed to %s at %s, and %s. Change the method or the path of one of them.", b.t.Route(), from, a.what, at(a.t.RouteRange), why)
+			break
 		}
 	}
 }
