@@ -51,6 +51,28 @@ func TestDirectRouteToCat(t *testing.T) {
 	}
 }
 
+// TestAnyMethodRoute: a route whose method is ANY answers every method on
+// its path, and a route of one method on the same path still wins for it.
+func TestAnyMethodRoute(t *testing.T) {
+	b := startPool(t, standardFns()...)
+	_, url := startGateway(t, resolverFor(b.addr), []gateway.Route{
+		{Method: "ANY", Path: "/echo/{name}", Project: "test", Function: "cat"},
+		{Method: "GET", Path: "/echo/count", Project: "test", Function: "wc"},
+	})
+	for _, m := range []string{"POST", "PUT", "PATCH", "DELETE", "GET"} {
+		a := call(t, m, url+"/echo/x", strings.NewReader("any "+m), nil)
+		if a.code != 200 || a.body != "any "+m {
+			t.Errorf("%s /echo/x on an ANY route: %d %q %+v, want 200 %q", m, a.code, a.body, a.err, "any "+m)
+		}
+	}
+	if a := call(t, "GET", url+"/echo/count", nil, nil); a.code != 200 || strings.TrimSpace(a.body) != "0" {
+		t.Errorf("GET /echo/count (its own route): %d %q", a.code, a.body)
+	}
+	if a := post(t, url+"/echo/count", "through ANY", nil); a.code != 200 || a.body != "through ANY" {
+		t.Errorf("POST /echo/count (the ANY route): %d %q", a.code, a.body)
+	}
+}
+
 // TestFunctionErrorsKeepTheirStatus: a pool's failure status reaches the
 // client unchanged, with the gateway's JSON error body.
 func TestFunctionErrorsKeepTheirStatus(t *testing.T) {

@@ -111,7 +111,8 @@ type step struct {
 // route is a Route ready to serve.
 type route struct {
 	Route
-	pattern string
+	pattern string // "METHOD /path", as routes are named in errors and metrics
+	muxPat  string // the ServeMux pattern: the path alone for an ANY route
 	steps   []step
 	limiter *rate.Limiter
 	origins map[string]bool
@@ -184,6 +185,10 @@ func (g *Gateway) compile(in Route) (*route, error) {
 		r.Pool = DefaultPool
 	}
 	r.pattern = r.Pattern()
+	r.muxPat = r.pattern
+	if r.Method == names.MethodAny {
+		r.muxPat = r.Path // ServeMux matches every method on a pattern without one
+	}
 	if !validMethod(r.Method) {
 		bad("method %q: use an upper-case HTTP method such as POST", r.Method)
 	}
@@ -308,6 +313,7 @@ func (r *route) allowsOrigin(origin string) bool {
 type table struct {
 	routes    []*route
 	byPattern map[string]*route
+	byMux     map[string]*route // by ServeMux pattern, for lookup
 	methods   []string
 	mux       *http.ServeMux
 }
@@ -368,7 +374,7 @@ func (g *Gateway) buildTable(routes []*route) *table {
 // a new mux. ServeMux panics on patterns that match the same requests
 // with equal precedence; that panic becomes the error.
 func (g *Gateway) tryBuildTable(routes []*route) (t *table, err error) {
-	t = &table{routes: routes, byPattern: map[string]*route{}, mux: http.NewServeMux()}
+	t = &table{routes: routes, byPattern: map[string]*route{}, byMux: map[string]*route{}, mux: http.NewServeMux()}
 	current, project := "", ""
 	defer func() {
 		if p := recover(); p != nil {
@@ -386,8 +392,9 @@ func (g *Gateway) tryBuildTable(routes []*route) (t *table, err error) {
 		current, project = r.pattern, fmt.Sprintf(" of project %q", r.Project)
 		rt := r
 		t.byPattern[r.pattern] = r
-		t.mux.HandleFunc(r.pattern, func(w http.ResponseWriter, req *http.Request) { g.serveRoute(w, req, rt) })
-		if !seenMethod[r.Method] {
+		t.byMux[r.muxPat] = r
+		t.mux.HandleFunc(r.muxPat, func(w http.ResponseWriter, req *http.Request) { g.serveRoute(w, req, rt) })
+		if r.Method != names.MethodAny && !seenMethod[r.Method] {
 			seenMethod[r.Method] = true
 			t.methods = append(t.methods, r.Method)
 		}
@@ -415,7 +422,7 @@ func (t *table) lookup(r *http.Request, method string) *route {
 	c := r.Clone(r.Context())
 	c.Method = method
 	_, pat := t.mux.Handler(c)
-	return t.byPattern[pat]
+	return t.byMux[pat]
 }
 
 // serveUnmatched answers requests no route matches: CORS preflights of

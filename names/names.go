@@ -149,6 +149,9 @@ const (
 	HeaderPipeline = "Butter-Pipeline"
 )
 
+// MethodAny is a route's method that matches every HTTP method.
+const MethodAny = "ANY"
+
 // The gateway's own endpoints, served on the port of the routes beside
 // GatewayInvokePattern. A route may not take a path of the gateway's:
 // GatewayMetricsPath, GatewayAPIPrefix or anything under it (see
