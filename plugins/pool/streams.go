@@ -176,6 +176,9 @@ type consumer struct {
 	// goroutine that produces them (produceOutputs): the next batch can
 	// go to the worker while they are produced.
 	outq chan outWork
+	// stop is closed when the consumer is asked to stop (run's context):
+	// the waits between retries end then (pause).
+	stop <-chan struct{}
 }
 
 // outWork is the outputs of events to produce (outs[k] is recs[k]'s), or,
@@ -266,8 +269,15 @@ func newConsumer(p *Pool, f *fnPool, tr StreamTrigger, base []kgo.Opt) (*consume
 // waits for the batch in flight first. A stateful function's batches go
 // one at a time: its changelog must be caught up (syncState) with
 // nothing in flight.
+//
+// Stopping cuts short the waits between retries (pause): an event whose
+// attempts are cut short is neither dead-lettered nor committed, nor is
+// anything after it in its partition, so the partition's next owner
+// handles it again from its first attempt. A drain thus never waits out a
+// backoff (up to 32 × retry.backoff by default).
 func (c *consumer) run(ctx context.Context) {
 	defer c.cl.Close()
+	c.stop = ctx.Done()
 	log := c.f.log.With("stream", c.tr.Stream, "group", c.tr.Group)
 	// Handling runs to its end even while stopping: a poll's offsets are
 	// committed, so nothing is handled twice after a clean drain.
@@ -320,19 +330,29 @@ func (c *consumer) run(ctx context.Context) {
 		}
 		var wg sync.WaitGroup
 		pc := &pollCommit{acks: &batchAcks{}, done: make(chan struct{})}
+		var parts []*polled
 		fetches.EachPartition(func(ftp kgo.FetchTopicPartition) {
-			if n := len(ftp.Records); n > 0 {
-				pc.last = append(pc.last, ftp.Records[n-1])
+			if len(ftp.Records) == 0 {
+				return
 			}
+			part := &polled{recs: ftp.Records}
+			parts = append(parts, part)
 			for _, run := range c.lanes(ftp.Records) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					c.handleRun(hctx, run, pc.acks)
+					if r := c.handleRun(hctx, run, pc.acks); r != nil {
+						part.cutAt(r)
+					}
 				}()
 			}
 		})
 		wg.Wait()
+		for _, part := range parts {
+			if r := part.last(); r != nil {
+				pc.last = append(pc.last, r)
+			}
+		}
 		// The committer takes the polls in order, each once its outputs
 		// are produced; sending waits while maxBehind polls wait for it.
 		pc.outputs = c.outputsDone()
@@ -342,6 +362,40 @@ func (c *consumer) run(ctx context.Context) {
 			drain()
 		}
 	}
+}
+
+// polled is a partition's records of a poll. When stopping cut an event's
+// attempts short (cutAt), the partition's offset is committed only up to
+// the record before it (last), so that its next owner handles it.
+type polled struct {
+	recs []*kgo.Record
+	mu   sync.Mutex
+	cut  *kgo.Record // the first record left unhandled, if any
+}
+
+// cutAt notes that r was left unhandled.
+func (p *polled) cutAt(r *kgo.Record) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cut == nil || r.Offset < p.cut.Offset {
+		p.cut = r
+	}
+}
+
+// last is the record whose offset is committed for the partition: the
+// last handled before any left unhandled, or nil for none.
+func (p *polled) last() *kgo.Record {
+	if p.cut == nil {
+		return p.recs[len(p.recs)-1]
+	}
+	var last *kgo.Record
+	for _, r := range p.recs {
+		if r.Offset >= p.cut.Offset {
+			break
+		}
+		last = r
+	}
+	return last
 }
 
 // pollCommit is a handled poll waiting for its commit: its outputs,
@@ -358,8 +412,11 @@ type pollCommit struct {
 // committer commits the polls it is sent, in order. When more are
 // waiting than one at a time keeps up with, those whose outputs are
 // produced are acknowledged together and committed in one request:
-// commits are cumulative, so the newest offsets cover the older.
+// commits are cumulative, so the newest offsets cover the older. Once a
+// poll's outputs could not be settled (the consumer is stopping), neither
+// it nor any poll after it is committed.
 func (c *consumer) committer(ctx context.Context, in <-chan *pollCommit, log hclog.Logger) {
+	unsettled := false
 	for pc := range in {
 		<-pc.outputs
 		polls := []*pollCommit{pc}
@@ -382,9 +439,14 @@ func (c *consumer) committer(ctx context.Context, in <-chan *pollCommit, log hcl
 			acks[k] = p.acks
 			recs = append(recs, p.last...)
 		}
-		c.settle(ctx, acks...)
-		if err := c.cl.CommitRecords(ctx, recs...); err != nil {
-			log.Error("commit failed; the batch will be handled again", "error", err)
+		if !unsettled && !c.settle(ctx, acks...) {
+			unsettled = true
+			log.Warn("stopping with outputs not acknowledged: their events are left uncommitted, for the partitions' next owner")
+		}
+		if !unsettled {
+			if err := c.cl.CommitRecords(ctx, recs...); err != nil {
+				log.Error("commit failed; the batch will be handled again", "error", err)
+			}
 		}
 		for _, p := range polls {
 			close(p.done)
@@ -470,17 +532,21 @@ func eventID(r *kgo.Record) string {
 
 // handle runs one event through the function with retries, then produces
 // its output, or its dead letter, into acks: it returns without waiting
-// for the acknowledgement.
-func (c *consumer) handle(ctx context.Context, r *kgo.Record, acks *batchAcks) {
+// for the acknowledgement. It reports false when stopping cut the
+// event's attempts short (attempts1).
+func (c *consumer) handle(ctx context.Context, r *kgo.Record, acks *batchAcks) bool {
 	if ev, ok := c.event(r); ok {
-		c.attempts1(ctx, ev, acks, nil)
+		return c.attempts1(ctx, ev, acks, nil)
 	}
+	return true
 }
 
 // attempts1 is handle's work on a prepared event. firstErr, when not nil,
 // is the failure of the event's first attempt, made in a batch
-// (handleBatch): the attempts go on from the second.
-func (c *consumer) attempts1(ctx context.Context, ev *event, acks *batchAcks, firstErr error) {
+// (handleBatch): the attempts go on from the second. It reports false,
+// having produced nothing, when the consumer was stopped while it waited
+// to retry: the event is left for the partition's next owner.
+func (c *consumer) attempts1(ctx context.Context, ev *event, acks *batchAcks, firstErr error) bool {
 	r := ev.r
 	var lastErr error
 	backoff := c.backoff
@@ -496,7 +562,7 @@ func (c *consumer) attempts1(ctx context.Context, ev *event, acks *batchAcks, fi
 			})
 			if err == nil {
 				c.succeeded(ctx, acks, r, ev.id, out.Bytes())
-				return
+				return true
 			}
 		}
 		lastErr = err
@@ -504,7 +570,10 @@ func (c *consumer) attempts1(ctx context.Context, ev *event, acks *batchAcks, fi
 			break
 		}
 		if attempt < c.attempts {
-			time.Sleep(backoff)
+			if !c.pause(backoff) {
+				c.f.log.Info("stopping: retries of an event cut short; it is left uncommitted", "id", ev.id, "attempts", attempt, "error", err)
+				return false
+			}
 			backoff = min(2*backoff, c.maxBack)
 		}
 	}
@@ -527,6 +596,20 @@ func (c *consumer) attempts1(ctx context.Context, ev *event, acks *batchAcks, fi
 		recs = append(recs, reply)
 	}
 	c.produce(ctx, acks, recs...)
+	return true
+}
+
+// pause waits d, and reports false at once if the consumer is stopped
+// first.
+func (c *consumer) pause(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-c.stop:
+		return false
+	}
 }
 
 // succeeded produces the output and reply of event r, whose CloudEvent id
@@ -550,13 +633,19 @@ const (
 // handleRun handles a run of a partition's records (see lanes) in order.
 // For a function without state whose records keep the partition's order,
 // consecutive records go to one worker as a batch (handleBatch) when its
-// runtime offers that; otherwise, and for retries, one at a time.
-func (c *consumer) handleRun(ctx context.Context, recs []*kgo.Record, acks *batchAcks) {
+// runtime offers that; otherwise, and for retries, one at a time. When
+// stopping cuts a record's attempts short, it returns that record, having
+// left it and the rest of the run unhandled; else nil.
+func (c *consumer) handleRun(ctx context.Context, recs []*kgo.Record, acks *batchAcks) *kgo.Record {
 	batchable := c.tr.Order != "key" && c.f.state == nil
 	queued := false // outputs of this run wait in outq
 	for len(recs) > 0 {
 		if n := min(len(recs), c.batchSize()); batchable && n > 1 && !c.f.noBatches.Load() {
-			if done := c.handleBatch(ctx, recs[:n], acks); done > 0 {
+			done, cut := c.handleBatch(ctx, recs[:n], acks)
+			if cut != nil {
+				return cut
+			}
+			if done > 0 {
 				recs = recs[done:]
 				queued = true
 				continue
@@ -568,12 +657,15 @@ func (c *consumer) handleRun(ctx context.Context, recs []*kgo.Record, acks *batc
 			queued = false
 		}
 		start := time.Now()
-		c.handle(ctx, recs[0], acks)
+		if !c.handle(ctx, recs[0], acks) {
+			return recs[0]
+		}
 		if batchable {
 			c.measure(time.Since(start))
 		}
 		recs = recs[1:]
 	}
+	return nil
 }
 
 // batchSize is the size of the next batch: as many events as the
@@ -598,8 +690,9 @@ func (c *consumer) batchSize() int {
 // first attempt, so the event that killed the worker runs once more than
 // its attempts. It returns how many records it handled: 0, having run
 // nothing, when the function's instance cannot run batches or the first
-// record cannot go in one.
-func (c *consumer) handleBatch(ctx context.Context, recs []*kgo.Record, acks *batchAcks) int {
+// record cannot go in one. When stopping cuts a record's attempts short,
+// it returns that record too, the records after it left unhandled.
+func (c *consumer) handleBatch(ctx context.Context, recs []*kgo.Record, acks *batchAcks) (int, *kgo.Record) {
 	size := 0
 	for _, r := range recs {
 		size += len(r.Value) + 8
@@ -626,7 +719,7 @@ func (c *consumer) handleBatch(ctx context.Context, recs []*kgo.Record, acks *ba
 		kept = append(kept, r)
 	}
 	if len(kept) == 0 {
-		return n
+		return n, nil
 	}
 	b := &runtime.Batch{Count: len(kept), Events: events,
 		Calls: func(ctx context.Context, index int, call proto.CallMsg) proto.ReplyMsg {
@@ -641,7 +734,7 @@ func (c *consumer) handleBatch(ctx context.Context, recs []*kgo.Record, acks *ba
 	start := time.Now()
 	res, ok := c.f.invokeBatch(ctx, b)
 	if !ok {
-		return 0
+		return 0, nil
 	}
 	ran := 0
 	for _, r := range res {
@@ -663,7 +756,9 @@ func (c *consumer) handleBatch(ctx context.Context, recs []*kgo.Record, acks *ba
 			// Its output went out (OK).
 		case failed || skipped(err):
 			failed = true
-			c.handle(ctx, r, acks)
+			if !c.handle(ctx, r, acks) {
+				return n, r
+			}
 		default:
 			failed = true
 			ev, ok := c.event(r)
@@ -676,13 +771,17 @@ func (c *consumer) handleBatch(ctx context.Context, recs []*kgo.Record, acks *ba
 				// whose result it had not written yet: the failure
 				// cannot be pinned on this event, so it does not count
 				// as one of its attempts.
-				c.attempts1(ctx, ev, acks, nil)
+				if !c.attempts1(ctx, ev, acks, nil) {
+					return n, r
+				}
 				continue
 			}
-			c.attempts1(ctx, ev, acks, err)
+			if !c.attempts1(ctx, ev, acks, err) {
+				return n, r
+			}
 		}
 	}
-	return n
+	return n, nil
 }
 
 // batchable reports whether a record fits the batch encoding
@@ -741,8 +840,10 @@ func (c *consumer) produce(ctx context.Context, acks *batchAcks, recs ...*kgo.Re
 // producing again those that failed (in the order they failed) until they
 // are: an event is never committed before its output is safe. Only a
 // record that failed, which the client does not do for errors it can
-// retry, may land after a record handled later.
-func (c *consumer) settle(ctx context.Context, batches ...*batchAcks) {
+// retry, may land after a record handled later. It reports false when
+// the consumer was stopped before the failed records could be produced
+// again (produceSync): the batches must not be committed.
+func (c *consumer) settle(ctx context.Context, batches ...*batchAcks) bool {
 	// The batches are handled: send what lingers (10ms by default) at
 	// once. Flush also waits for the records, which the callbacks then
 	// count.
@@ -751,14 +852,18 @@ func (c *consumer) settle(ctx context.Context, batches ...*batchAcks) {
 		acks.wg.Wait()
 		if len(acks.failed) > 0 {
 			c.f.log.Warn("produce failed; retrying", "records", len(acks.failed), "error", acks.err)
-			c.produceSync(ctx, acks.failed)
+			if !c.produceSync(ctx, acks.failed) {
+				return false
+			}
 		}
 	}
+	return true
 }
 
 // produceSync writes records and waits for their acknowledgement, retrying
-// until they are acknowledged.
-func (c *consumer) produceSync(ctx context.Context, recs []*kgo.Record) {
+// until they are acknowledged; it reports false if the consumer is
+// stopped while it waits to retry.
+func (c *consumer) produceSync(ctx context.Context, recs []*kgo.Record) bool {
 	for len(recs) > 0 {
 		res := c.cl.ProduceSync(ctx, recs...)
 		var failed []*kgo.Record
@@ -769,10 +874,11 @@ func (c *consumer) produceSync(ctx context.Context, recs []*kgo.Record) {
 			}
 		}
 		recs = failed
-		if len(recs) > 0 {
-			time.Sleep(250 * time.Millisecond)
+		if len(recs) > 0 && !c.pause(250*time.Millisecond) {
+			return false
 		}
 	}
+	return true
 }
 
 // calls answers the context calls of a call handling in (call).

@@ -765,3 +765,42 @@ func TestStreamOrderedBatchTimeout(t *testing.T) {
 		}
 	}
 }
+
+// TestStreamStopDuringBackoff: a pool stopped while an event waits out
+// its retry backoff returns at once, instead of sleeping the backoff out
+// (30s here, far longer than the stop takes on a loaded machine). The
+// event's attempts are cut short, not exhausted: it is neither
+// dead-lettered nor committed, so the group's next member handles it.
+func TestStreamStopDuringBackoff(t *testing.T) {
+	dev, cl := devBroker(t)
+	topics(t, cl, broker.Topic{Name: "bo.in", Partitions: 1})
+	failing := streamFn("bo", "first", "bo.in", "bo.out", "sh", "-c", "cat >/dev/null; exit 3")
+	failing.Retry = &pool.RetryConfig{Attempts: 3, Backoff: "30s", MaxBackoff: "30s"}
+	p, srv := streamPoolSrv(t, dev, failing)
+	produce(t, cl, "bo.in", "ev-0")
+	// The first attempt failed: the consumer is in its 30s backoff.
+	eventually(t, 60*time.Second, "first attempt failed", func() bool {
+		return metricOf(t, srv, "butter_invocations_total", "bo", `outcome="error"`) >= 1
+	})
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		p.Close()
+	}()
+	select {
+	case <-closed:
+	case <-time.After(25 * time.Second):
+		t.Fatal("Close still waits after 25s: it sleeps out the retry backoff")
+	}
+	if n := metricOf(t, srv, "butter_invocations_total", "bo", `outcome="error"`); n != 1 {
+		t.Errorf("%v failed attempts, want 1: the stop cut the retries short", n)
+	}
+
+	// The next member of the group handles the event: it was not
+	// committed (nor dead-lettered).
+	working := streamFn("bo", "first", "bo.in", "bo.out", "cat")
+	streamPool(t, dev, working)
+	if got := readAll(t, dev.Addr, "bo.out", 1); string(got[0].Value) != "ev-0" {
+		t.Errorf("output %q, want ev-0", got[0].Value)
+	}
+}
