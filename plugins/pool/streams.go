@@ -5,7 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/butterfn/butter/names"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -13,10 +13,12 @@ import (
 
 	"github.com/butterfn/butter/broker"
 	"github.com/butterfn/butter/hcl/spec"
+	"github.com/butterfn/butter/names"
 	"github.com/butterfn/butter/plugins/runtime"
 	"github.com/butterfn/butter/sdk/go/proto"
 	"github.com/hashicorp/go-hclog"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -42,7 +44,10 @@ const pollBatch = 256
 
 // StartStreams starts the consumers of every stream trigger, through the
 // Kafka cluster that kafka reaches. Stop stops them before the instances,
-// so that in-flight events finish and are committed.
+// so that in-flight events finish and are committed. It fails when the
+// group coordinators refuse the pool's session timeout (WithSessionTimeout),
+// naming their limits; where it cannot read them (an ACL refusing
+// DescribeConfigs), a consumer refused at join stops and logs why (run).
 func (p *Pool) StartStreams(ctx context.Context, kafka broker.Config) error {
 	base, err := kafka.Opts()
 	if err != nil {
@@ -64,11 +69,13 @@ func (p *Pool) StartStreams(ctx context.Context, kafka broker.Config) error {
 		return broker.Topic{Name: name, Partitions: parts}
 	}
 	var topics []broker.Topic
+	var groups []string
 	stateful := false
 	for _, f := range p.fns {
 		stateful = stateful || f.state != nil
 		for _, tr := range f.cfg.Streams {
 			topics = append(topics, topic(tr.Stream, 3), topic(deadLetterTopic(f.cfg, tr), 1))
+			groups = append(groups, tr.Group)
 		}
 		if f.cfg.Output != "" {
 			topics = append(topics, topic(f.cfg.Output, 3))
@@ -87,6 +94,9 @@ func (p *Pool) StartStreams(ctx context.Context, kafka broker.Config) error {
 	}
 	defer admCl.Close()
 	adm := kadm.NewClient(admCl)
+	if err := p.checkSessionTimeout(ctx, adm, groups); err != nil {
+		return err
+	}
 	if err := broker.EnsureTopics(ctx, adm, topics); err != nil {
 		return err
 	}
@@ -127,6 +137,34 @@ func (p *Pool) StartStreams(ctx context.Context, kafka broker.Config) error {
 		}
 	}
 	return nil
+}
+
+// checkSessionTimeout fails when the coordinator of one of the groups does
+// not accept the pool's session timeout: its consumer would be refused at
+// every join, and never consume. Limits it cannot read are not checked.
+func (p *Pool) checkSessionTimeout(ctx context.Context, adm *kadm.Client, groups []string) error {
+	if len(groups) == 0 {
+		return nil
+	}
+	slices.Sort(groups)
+	groups = slices.Compact(groups)
+	limits, err := broker.GroupSessionLimits(ctx, adm, groups...)
+	if err != nil {
+		p.opts.logger.Info("cannot read the group session timeouts the brokers accept; a consumer they refuse stops when it joins", "error", err)
+		return nil
+	}
+	for _, g := range groups {
+		if l, ok := limits[g]; ok && !l.Allows(p.opts.sessionTimeout) {
+			return sessionRefused(g, p.opts.sessionTimeout, l.String())
+		}
+	}
+	return nil
+}
+
+// sessionRefused is the error of a consumer group whose coordinator does
+// not accept the session timeout d; accepts says what it accepts.
+func sessionRefused(group string, d time.Duration, accepts string) error {
+	return fmt.Errorf("consumer group %s: the broker refuses the session timeout %s (butter pool -session-timeout): it accepts %s; set a session timeout within its limits", group, d, accepts)
 }
 
 func deadLetterTopic(f FunctionConfig, tr StreamTrigger) string {
@@ -320,9 +358,19 @@ func (c *consumer) run(ctx context.Context) {
 		if fetches.IsClientClosed() || ctx.Err() != nil {
 			return
 		}
+		var refused error
 		fetches.EachError(func(t string, p int32, err error) {
+			if errors.Is(err, kerr.InvalidSessionTimeout) {
+				refused = err
+				return
+			}
 			log.Warn("fetch failed", "topic", t, "partition", p, "error", err)
 		})
+		if refused != nil {
+			// Refused at join: every later join is refused too.
+			log.Error(c.sessionRefused(ctx).Error()+"; this stream is not consumed until the pool restarts", "error", refused)
+			return
+		}
 		if c.f.state != nil && c.resync.Swap(false) && !c.syncState(ctx) {
 			// Stopping before the state could be read: the batch is
 			// left uncommitted, for the partitions' next owner.
@@ -396,6 +444,21 @@ func (p *polled) last() *kgo.Record {
 		last = r
 	}
 	return last
+}
+
+// sessionRefused is the error of a consumer refused at join for its
+// session timeout, with the coordinator's limits if they can be read.
+func (c *consumer) sessionRefused(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	accepts := "only what its group.min.session.timeout.ms and group.max.session.timeout.ms allow"
+	limits, err := broker.GroupSessionLimits(ctx, kadm.NewClient(c.cl), c.tr.Group)
+	if l, ok := limits[c.tr.Group]; ok {
+		accepts = l.String()
+	} else if err != nil {
+		accepts += fmt.Sprintf(" (not readable here: %v)", err)
+	}
+	return sessionRefused(c.tr.Group, c.p.opts.sessionTimeout, accepts)
 }
 
 // pollCommit is a handled poll waiting for its commit: its outputs,
