@@ -312,7 +312,7 @@ func newConsumer(p *Pool, f *fnPool, tr StreamTrigger, base []kgo.Opt) (*consume
 // attempts are cut short is neither dead-lettered nor committed, nor is
 // anything after it in its partition, so the partition's next owner
 // handles it again from its first attempt. A drain thus never waits out a
-// backoff (up to 32 × retry.backoff by default).
+// backoff (each up to retry.max_backoff, 32 × retry.backoff by default).
 func (c *consumer) run(ctx context.Context) {
 	defer c.cl.Close()
 	c.stop = ctx.Done()
