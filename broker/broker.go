@@ -1,7 +1,8 @@
 // Package broker is Butter's event backbone on Kafka, through franz-go:
 // how to reach a cluster (Config), the embedded Kafka-protocol broker for
 // `butter broker -dev`, `butter dev` and tests (Dev, on franz-go's kfake),
-// topic creation from stream blocks (EnsureTopics), and the CloudEvents
+// topic creation from stream blocks (EnsureTopics), the session timeouts
+// consumer groups accept (GroupSessionLimits), and the CloudEvents
 // binary-mode envelope every record carries (envelope.go).
 //
 // Neighbours: the pool's stream consumers (plugins/pool) consume and

@@ -2,7 +2,7 @@ package gateway
 
 import (
 	"context"
-	"github.com/butterfn/butter/names"
+	"math/rand/v2"
 	"net"
 	"slices"
 	"sort"
@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/butterfn/butter/names"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/nomad/api"
 )
@@ -62,8 +63,8 @@ func (s *StaticResolver) Endpoints(project, pool string) []string {
 // waits up to firstAnswer for Nomad's first answer; later calls read the
 // last answer without waiting. When Nomad cannot be reached, the last
 // known endpoints stay in use (dial failures then move requests to the
-// live ones) and the query is retried with backoff. A pool is followed
-// until Close.
+// live ones) and the query is retried with a jittered backoff
+// (retryWait). A pool is followed until Close.
 type NomadResolver struct {
 	client *api.Client
 	log    hclog.Logger
@@ -82,6 +83,26 @@ const firstAnswer = 3 * time.Second
 
 // nomadWait is the longest a blocking query waits for a change.
 const nomadWait = 5 * time.Minute
+
+// retryMin and retryMax bound the backoff between failed queries
+// (retryWait).
+const (
+	retryMin = 250 * time.Millisecond
+	retryMax = 30 * time.Second
+)
+
+// retryWait is how long follow waits after the n-th failed query in a row
+// (n ≥ 1): retryMin doubled after each failure up to retryMax, less a
+// random part of up to half of it drawn from rnd ("equal jitter"). The
+// jitter keeps the watches of every gateway that lost Nomad at the same
+// moment from retrying in step when it comes back.
+func retryWait(n int, rnd *rand.Rand) time.Duration {
+	d := retryMax
+	if n < 16 { // beyond, the doubling is past retryMax anyway
+		d = min(retryMin<<max(n-1, 0), retryMax)
+	}
+	return d - time.Duration(rnd.Int64N(int64(d/2)+1))
+}
 
 type serviceWatch struct {
 	ready chan struct{} // closed on the first answer
@@ -143,7 +164,8 @@ func (n *NomadResolver) Close() {
 
 func (n *NomadResolver) follow(name string, w *serviceWatch) {
 	var index uint64
-	backoff := 250 * time.Millisecond
+	failed := 0 // queries failed in a row
+	rnd := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
 	for n.ctx.Err() == nil {
 		q := (&api.QueryOptions{WaitIndex: index, WaitTime: nomadWait}).WithContext(n.ctx)
 		regs, meta, err := n.client.Services().Get(name, q)
@@ -151,16 +173,19 @@ func (n *NomadResolver) follow(name string, w *serviceWatch) {
 			if n.ctx.Err() != nil {
 				return
 			}
-			n.log.Warn("cannot read the pool's service from Nomad; keeping the last endpoints", "service", name, "error", err)
+			failed++
+			wait := retryWait(failed, rnd)
+			n.log.Warn("cannot read the pool's service from Nomad; keeping the last endpoints", "service", name, "error", err, "retry_in", wait)
+			t := time.NewTimer(wait)
 			select {
-			case <-time.After(backoff):
+			case <-t.C:
 			case <-n.ctx.Done():
+				t.Stop()
 				return
 			}
-			backoff = min(2*backoff, 30*time.Second)
 			continue
 		}
-		backoff = 250 * time.Millisecond
+		failed = 0
 		eps := make([]string, 0, len(regs))
 		for _, r := range regs {
 			eps = append(eps, net.JoinHostPort(r.Address, strconv.Itoa(r.Port)))

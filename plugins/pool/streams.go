@@ -5,7 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/butterfn/butter/names"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -13,10 +13,12 @@ import (
 
 	"github.com/butterfn/butter/broker"
 	"github.com/butterfn/butter/hcl/spec"
+	"github.com/butterfn/butter/names"
 	"github.com/butterfn/butter/plugins/runtime"
 	"github.com/butterfn/butter/sdk/go/proto"
 	"github.com/hashicorp/go-hclog"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -42,7 +44,10 @@ const pollBatch = 256
 
 // StartStreams starts the consumers of every stream trigger, through the
 // Kafka cluster that kafka reaches. Stop stops them before the instances,
-// so that in-flight events finish and are committed.
+// so that in-flight events finish and are committed. It fails when the
+// group coordinators refuse the pool's session timeout (WithSessionTimeout),
+// naming their limits; where it cannot read them (an ACL refusing
+// DescribeConfigs), a consumer refused at join stops and logs why (run).
 func (p *Pool) StartStreams(ctx context.Context, kafka broker.Config) error {
 	base, err := kafka.Opts()
 	if err != nil {
@@ -64,11 +69,13 @@ func (p *Pool) StartStreams(ctx context.Context, kafka broker.Config) error {
 		return broker.Topic{Name: name, Partitions: parts}
 	}
 	var topics []broker.Topic
+	var groups []string
 	stateful := false
 	for _, f := range p.fns {
 		stateful = stateful || f.state != nil
 		for _, tr := range f.cfg.Streams {
 			topics = append(topics, topic(tr.Stream, 3), topic(deadLetterTopic(f.cfg, tr), 1))
+			groups = append(groups, tr.Group)
 		}
 		if f.cfg.Output != "" {
 			topics = append(topics, topic(f.cfg.Output, 3))
@@ -87,6 +94,9 @@ func (p *Pool) StartStreams(ctx context.Context, kafka broker.Config) error {
 	}
 	defer admCl.Close()
 	adm := kadm.NewClient(admCl)
+	if err := p.checkSessionTimeout(ctx, adm, groups); err != nil {
+		return err
+	}
 	if err := broker.EnsureTopics(ctx, adm, topics); err != nil {
 		return err
 	}
@@ -127,6 +137,34 @@ func (p *Pool) StartStreams(ctx context.Context, kafka broker.Config) error {
 		}
 	}
 	return nil
+}
+
+// checkSessionTimeout fails when the coordinator of one of the groups does
+// not accept the pool's session timeout: its consumer would be refused at
+// every join, and never consume. Limits it cannot read are not checked.
+func (p *Pool) checkSessionTimeout(ctx context.Context, adm *kadm.Client, groups []string) error {
+	if len(groups) == 0 {
+		return nil
+	}
+	slices.Sort(groups)
+	groups = slices.Compact(groups)
+	limits, err := broker.GroupSessionLimits(ctx, adm, groups...)
+	if err != nil {
+		p.opts.logger.Info("cannot read the group session timeouts the brokers accept; a consumer they refuse stops when it joins", "error", err)
+		return nil
+	}
+	for _, g := range groups {
+		if l, ok := limits[g]; ok && !l.Allows(p.opts.sessionTimeout) {
+			return sessionRefused(g, p.opts.sessionTimeout, l.String())
+		}
+	}
+	return nil
+}
+
+// sessionRefused is the error of a consumer group whose coordinator does
+// not accept the session timeout d; accepts says what it accepts.
+func sessionRefused(group string, d time.Duration, accepts string) error {
+	return fmt.Errorf("consumer group %s: the broker refuses the session timeout %s (butter pool -session-timeout): it accepts %s; set a session timeout within its limits", group, d, accepts)
 }
 
 func deadLetterTopic(f FunctionConfig, tr StreamTrigger) string {
@@ -176,6 +214,9 @@ type consumer struct {
 	// goroutine that produces them (produceOutputs): the next batch can
 	// go to the worker while they are produced.
 	outq chan outWork
+	// stop is closed when the consumer is asked to stop (run's context):
+	// the waits between retries end then (pause).
+	stop <-chan struct{}
 }
 
 // outWork is the outputs of events to produce (outs[k] is recs[k]'s), or,
@@ -266,8 +307,15 @@ func newConsumer(p *Pool, f *fnPool, tr StreamTrigger, base []kgo.Opt) (*consume
 // waits for the batch in flight first. A stateful function's batches go
 // one at a time: its changelog must be caught up (syncState) with
 // nothing in flight.
+//
+// Stopping cuts short the waits between retries (pause): an event whose
+// attempts are cut short is neither dead-lettered nor committed, nor is
+// anything after it in its partition, so the partition's next owner
+// handles it again from its first attempt. A drain thus never waits out a
+// backoff (each up to retry.max_backoff, 32 × retry.backoff by default).
 func (c *consumer) run(ctx context.Context) {
 	defer c.cl.Close()
+	c.stop = ctx.Done()
 	log := c.f.log.With("stream", c.tr.Stream, "group", c.tr.Group)
 	// Handling runs to its end even while stopping: a poll's offsets are
 	// committed, so nothing is handled twice after a clean drain.
@@ -310,9 +358,19 @@ func (c *consumer) run(ctx context.Context) {
 		if fetches.IsClientClosed() || ctx.Err() != nil {
 			return
 		}
+		var refused error
 		fetches.EachError(func(t string, p int32, err error) {
+			if errors.Is(err, kerr.InvalidSessionTimeout) {
+				refused = err
+				return
+			}
 			log.Warn("fetch failed", "topic", t, "partition", p, "error", err)
 		})
+		if refused != nil {
+			// Refused at join: every later join is refused too.
+			log.Error(c.sessionRefused(ctx).Error()+"; this stream is not consumed until the pool restarts", "error", refused)
+			return
+		}
 		if c.f.state != nil && c.resync.Swap(false) && !c.syncState(ctx) {
 			// Stopping before the state could be read: the batch is
 			// left uncommitted, for the partitions' next owner.
@@ -320,19 +378,29 @@ func (c *consumer) run(ctx context.Context) {
 		}
 		var wg sync.WaitGroup
 		pc := &pollCommit{acks: &batchAcks{}, done: make(chan struct{})}
+		var parts []*polled
 		fetches.EachPartition(func(ftp kgo.FetchTopicPartition) {
-			if n := len(ftp.Records); n > 0 {
-				pc.last = append(pc.last, ftp.Records[n-1])
+			if len(ftp.Records) == 0 {
+				return
 			}
+			part := &polled{recs: ftp.Records}
+			parts = append(parts, part)
 			for _, run := range c.lanes(ftp.Records) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					c.handleRun(hctx, run, pc.acks)
+					if r := c.handleRun(hctx, run, pc.acks); r != nil {
+						part.cutAt(r)
+					}
 				}()
 			}
 		})
 		wg.Wait()
+		for _, part := range parts {
+			if r := part.last(); r != nil {
+				pc.last = append(pc.last, r)
+			}
+		}
 		// The committer takes the polls in order, each once its outputs
 		// are produced; sending waits while maxBehind polls wait for it.
 		pc.outputs = c.outputsDone()
@@ -342,6 +410,55 @@ func (c *consumer) run(ctx context.Context) {
 			drain()
 		}
 	}
+}
+
+// polled is a partition's records of a poll. When stopping cut an event's
+// attempts short (cutAt), the partition's offset is committed only up to
+// the record before it (last), so that its next owner handles it.
+type polled struct {
+	recs []*kgo.Record
+	mu   sync.Mutex
+	cut  *kgo.Record // the first record left unhandled, if any
+}
+
+// cutAt notes that r was left unhandled.
+func (p *polled) cutAt(r *kgo.Record) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cut == nil || r.Offset < p.cut.Offset {
+		p.cut = r
+	}
+}
+
+// last is the record whose offset is committed for the partition: the
+// last handled before any left unhandled, or nil for none.
+func (p *polled) last() *kgo.Record {
+	if p.cut == nil {
+		return p.recs[len(p.recs)-1]
+	}
+	var last *kgo.Record
+	for _, r := range p.recs {
+		if r.Offset >= p.cut.Offset {
+			break
+		}
+		last = r
+	}
+	return last
+}
+
+// sessionRefused is the error of a consumer refused at join for its
+// session timeout, with the coordinator's limits if they can be read.
+func (c *consumer) sessionRefused(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	accepts := "only what its group.min.session.timeout.ms and group.max.session.timeout.ms allow"
+	limits, err := broker.GroupSessionLimits(ctx, kadm.NewClient(c.cl), c.tr.Group)
+	if l, ok := limits[c.tr.Group]; ok {
+		accepts = l.String()
+	} else if err != nil {
+		accepts += fmt.Sprintf(" (not readable here: %v)", err)
+	}
+	return sessionRefused(c.tr.Group, c.p.opts.sessionTimeout, accepts)
 }
 
 // pollCommit is a handled poll waiting for its commit: its outputs,
@@ -358,8 +475,11 @@ type pollCommit struct {
 // committer commits the polls it is sent, in order. When more are
 // waiting than one at a time keeps up with, those whose outputs are
 // produced are acknowledged together and committed in one request:
-// commits are cumulative, so the newest offsets cover the older.
+// commits are cumulative, so the newest offsets cover the older. Once a
+// poll's outputs could not be settled (the consumer is stopping), neither
+// it nor any poll after it is committed.
 func (c *consumer) committer(ctx context.Context, in <-chan *pollCommit, log hclog.Logger) {
+	unsettled := false
 	for pc := range in {
 		<-pc.outputs
 		polls := []*pollCommit{pc}
@@ -382,9 +502,14 @@ func (c *consumer) committer(ctx context.Context, in <-chan *pollCommit, log hcl
 			acks[k] = p.acks
 			recs = append(recs, p.last...)
 		}
-		c.settle(ctx, acks...)
-		if err := c.cl.CommitRecords(ctx, recs...); err != nil {
-			log.Error("commit failed; the batch will be handled again", "error", err)
+		if !unsettled && !c.settle(ctx, acks...) {
+			unsettled = true
+			log.Warn("stopping with outputs not acknowledged: their events are left uncommitted, for the partitions' next owner")
+		}
+		if !unsettled {
+			if err := c.cl.CommitRecords(ctx, recs...); err != nil {
+				log.Error("commit failed; the batch will be handled again", "error", err)
+			}
 		}
 		for _, p := range polls {
 			close(p.done)
@@ -470,17 +595,21 @@ func eventID(r *kgo.Record) string {
 
 // handle runs one event through the function with retries, then produces
 // its output, or its dead letter, into acks: it returns without waiting
-// for the acknowledgement.
-func (c *consumer) handle(ctx context.Context, r *kgo.Record, acks *batchAcks) {
+// for the acknowledgement. It reports false when stopping cut the
+// event's attempts short (attempts1).
+func (c *consumer) handle(ctx context.Context, r *kgo.Record, acks *batchAcks) bool {
 	if ev, ok := c.event(r); ok {
-		c.attempts1(ctx, ev, acks, nil)
+		return c.attempts1(ctx, ev, acks, nil)
 	}
+	return true
 }
 
 // attempts1 is handle's work on a prepared event. firstErr, when not nil,
 // is the failure of the event's first attempt, made in a batch
-// (handleBatch): the attempts go on from the second.
-func (c *consumer) attempts1(ctx context.Context, ev *event, acks *batchAcks, firstErr error) {
+// (handleBatch): the attempts go on from the second. It reports false,
+// having produced nothing, when the consumer was stopped while it waited
+// to retry: the event is left for the partition's next owner.
+func (c *consumer) attempts1(ctx context.Context, ev *event, acks *batchAcks, firstErr error) bool {
 	r := ev.r
 	var lastErr error
 	backoff := c.backoff
@@ -496,7 +625,7 @@ func (c *consumer) attempts1(ctx context.Context, ev *event, acks *batchAcks, fi
 			})
 			if err == nil {
 				c.succeeded(ctx, acks, r, ev.id, out.Bytes())
-				return
+				return true
 			}
 		}
 		lastErr = err
@@ -504,7 +633,10 @@ func (c *consumer) attempts1(ctx context.Context, ev *event, acks *batchAcks, fi
 			break
 		}
 		if attempt < c.attempts {
-			time.Sleep(backoff)
+			if !c.pause(backoff) {
+				c.f.log.Info("stopping: retries of an event cut short; it is left uncommitted", "id", ev.id, "attempts", attempt, "error", err)
+				return false
+			}
 			backoff = min(2*backoff, c.maxBack)
 		}
 	}
@@ -527,6 +659,20 @@ func (c *consumer) attempts1(ctx context.Context, ev *event, acks *batchAcks, fi
 		recs = append(recs, reply)
 	}
 	c.produce(ctx, acks, recs...)
+	return true
+}
+
+// pause waits d, and reports false at once if the consumer is stopped
+// first.
+func (c *consumer) pause(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-c.stop:
+		return false
+	}
 }
 
 // succeeded produces the output and reply of event r, whose CloudEvent id
@@ -550,13 +696,19 @@ const (
 // handleRun handles a run of a partition's records (see lanes) in order.
 // For a function without state whose records keep the partition's order,
 // consecutive records go to one worker as a batch (handleBatch) when its
-// runtime offers that; otherwise, and for retries, one at a time.
-func (c *consumer) handleRun(ctx context.Context, recs []*kgo.Record, acks *batchAcks) {
+// runtime offers that; otherwise, and for retries, one at a time. When
+// stopping cuts a record's attempts short, it returns that record, having
+// left it and the rest of the run unhandled; else nil.
+func (c *consumer) handleRun(ctx context.Context, recs []*kgo.Record, acks *batchAcks) *kgo.Record {
 	batchable := c.tr.Order != "key" && c.f.state == nil
 	queued := false // outputs of this run wait in outq
 	for len(recs) > 0 {
 		if n := min(len(recs), c.batchSize()); batchable && n > 1 && !c.f.noBatches.Load() {
-			if done := c.handleBatch(ctx, recs[:n], acks); done > 0 {
+			done, cut := c.handleBatch(ctx, recs[:n], acks)
+			if cut != nil {
+				return cut
+			}
+			if done > 0 {
 				recs = recs[done:]
 				queued = true
 				continue
@@ -568,12 +720,15 @@ func (c *consumer) handleRun(ctx context.Context, recs []*kgo.Record, acks *batc
 			queued = false
 		}
 		start := time.Now()
-		c.handle(ctx, recs[0], acks)
+		if !c.handle(ctx, recs[0], acks) {
+			return recs[0]
+		}
 		if batchable {
 			c.measure(time.Since(start))
 		}
 		recs = recs[1:]
 	}
+	return nil
 }
 
 // batchSize is the size of the next batch: as many events as the
@@ -598,8 +753,9 @@ func (c *consumer) batchSize() int {
 // first attempt, so the event that killed the worker runs once more than
 // its attempts. It returns how many records it handled: 0, having run
 // nothing, when the function's instance cannot run batches or the first
-// record cannot go in one.
-func (c *consumer) handleBatch(ctx context.Context, recs []*kgo.Record, acks *batchAcks) int {
+// record cannot go in one. When stopping cuts a record's attempts short,
+// it returns that record too, the records after it left unhandled.
+func (c *consumer) handleBatch(ctx context.Context, recs []*kgo.Record, acks *batchAcks) (int, *kgo.Record) {
 	size := 0
 	for _, r := range recs {
 		size += len(r.Value) + 8
@@ -626,7 +782,7 @@ func (c *consumer) handleBatch(ctx context.Context, recs []*kgo.Record, acks *ba
 		kept = append(kept, r)
 	}
 	if len(kept) == 0 {
-		return n
+		return n, nil
 	}
 	b := &runtime.Batch{Count: len(kept), Events: events,
 		Calls: func(ctx context.Context, index int, call proto.CallMsg) proto.ReplyMsg {
@@ -641,7 +797,7 @@ func (c *consumer) handleBatch(ctx context.Context, recs []*kgo.Record, acks *ba
 	start := time.Now()
 	res, ok := c.f.invokeBatch(ctx, b)
 	if !ok {
-		return 0
+		return 0, nil
 	}
 	ran := 0
 	for _, r := range res {
@@ -663,7 +819,9 @@ func (c *consumer) handleBatch(ctx context.Context, recs []*kgo.Record, acks *ba
 			// Its output went out (OK).
 		case failed || skipped(err):
 			failed = true
-			c.handle(ctx, r, acks)
+			if !c.handle(ctx, r, acks) {
+				return n, r
+			}
 		default:
 			failed = true
 			ev, ok := c.event(r)
@@ -676,13 +834,17 @@ func (c *consumer) handleBatch(ctx context.Context, recs []*kgo.Record, acks *ba
 				// whose result it had not written yet: the failure
 				// cannot be pinned on this event, so it does not count
 				// as one of its attempts.
-				c.attempts1(ctx, ev, acks, nil)
+				if !c.attempts1(ctx, ev, acks, nil) {
+					return n, r
+				}
 				continue
 			}
-			c.attempts1(ctx, ev, acks, err)
+			if !c.attempts1(ctx, ev, acks, err) {
+				return n, r
+			}
 		}
 	}
-	return n
+	return n, nil
 }
 
 // batchable reports whether a record fits the batch encoding
@@ -741,8 +903,10 @@ func (c *consumer) produce(ctx context.Context, acks *batchAcks, recs ...*kgo.Re
 // producing again those that failed (in the order they failed) until they
 // are: an event is never committed before its output is safe. Only a
 // record that failed, which the client does not do for errors it can
-// retry, may land after a record handled later.
-func (c *consumer) settle(ctx context.Context, batches ...*batchAcks) {
+// retry, may land after a record handled later. It reports false when
+// the consumer was stopped before the failed records could be produced
+// again (produceSync): the batches must not be committed.
+func (c *consumer) settle(ctx context.Context, batches ...*batchAcks) bool {
 	// The batches are handled: send what lingers (10ms by default) at
 	// once. Flush also waits for the records, which the callbacks then
 	// count.
@@ -751,14 +915,18 @@ func (c *consumer) settle(ctx context.Context, batches ...*batchAcks) {
 		acks.wg.Wait()
 		if len(acks.failed) > 0 {
 			c.f.log.Warn("produce failed; retrying", "records", len(acks.failed), "error", acks.err)
-			c.produceSync(ctx, acks.failed)
+			if !c.produceSync(ctx, acks.failed) {
+				return false
+			}
 		}
 	}
+	return true
 }
 
 // produceSync writes records and waits for their acknowledgement, retrying
-// until they are acknowledged.
-func (c *consumer) produceSync(ctx context.Context, recs []*kgo.Record) {
+// until they are acknowledged; it reports false if the consumer is
+// stopped while it waits to retry.
+func (c *consumer) produceSync(ctx context.Context, recs []*kgo.Record) bool {
 	for len(recs) > 0 {
 		res := c.cl.ProduceSync(ctx, recs...)
 		var failed []*kgo.Record
@@ -769,10 +937,11 @@ func (c *consumer) produceSync(ctx context.Context, recs []*kgo.Record) {
 			}
 		}
 		recs = failed
-		if len(recs) > 0 {
-			time.Sleep(250 * time.Millisecond)
+		if len(recs) > 0 && !c.pause(250*time.Millisecond) {
+			return false
 		}
 	}
+	return true
 }
 
 // calls answers the context calls of a call handling in (call).

@@ -1,6 +1,7 @@
 package pool_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,8 +20,12 @@ import (
 	"github.com/butterfn/butter/plugins/pool"
 	"github.com/butterfn/butter/sdk"
 	"github.com/butterfn/butter/sdk/go/proto"
+	"github.com/hashicorp/go-hclog"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // These tests run the real franz-go client over TCP against the embedded
@@ -764,4 +770,144 @@ func TestStreamOrderedBatchTimeout(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestStreamStopDuringBackoff: a pool stopped while an event waits out
+// its retry backoff returns at once, instead of sleeping the backoff out
+// (30s here, far longer than the stop takes on a loaded machine). The
+// event's attempts are cut short, not exhausted: it is neither
+// dead-lettered nor committed, so the group's next member handles it.
+func TestStreamStopDuringBackoff(t *testing.T) {
+	dev, cl := devBroker(t)
+	topics(t, cl, broker.Topic{Name: "bo.in", Partitions: 1})
+	failing := streamFn("bo", "first", "bo.in", "bo.out", "sh", "-c", "cat >/dev/null; exit 3")
+	failing.Retry = &pool.RetryConfig{Attempts: 3, Backoff: "30s", MaxBackoff: "30s"}
+	p, srv := streamPoolSrv(t, dev, failing)
+	produce(t, cl, "bo.in", "ev-0")
+	// The first attempt failed: the consumer is in its 30s backoff.
+	eventually(t, 60*time.Second, "first attempt failed", func() bool {
+		return metricOf(t, srv, "butter_invocations_total", "bo", `outcome="error"`) >= 1
+	})
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		p.Close()
+	}()
+	select {
+	case <-closed:
+	case <-time.After(25 * time.Second):
+		t.Fatal("Close still waits after 25s: it sleeps out the retry backoff")
+	}
+	if n := metricOf(t, srv, "butter_invocations_total", "bo", `outcome="error"`); n != 1 {
+		t.Errorf("%v failed attempts, want 1: the stop cut the retries short", n)
+	}
+
+	// The next member of the group handles the event: it was not
+	// committed (nor dead-lettered).
+	working := streamFn("bo", "first", "bo.in", "bo.out", "cat")
+	streamPool(t, dev, working)
+	if got := readAll(t, dev.Addr, "bo.out", 1); string(got[0].Value) != "ev-0" {
+		t.Errorf("output %q, want ev-0", got[0].Value)
+	}
+}
+
+// kafkaCluster starts an embedded broker (kfake, over TCP) with opts, for
+// tests that need a broker configured otherwise than broker.StartDev's.
+func kafkaCluster(t *testing.T, opts ...kfake.Opt) (*kfake.Cluster, broker.Config) {
+	t.Helper()
+	c, err := kfake.NewCluster(append([]kfake.Opt{kfake.Ports(0), kfake.DefaultNumPartitions(3)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c, broker.Config{Brokers: c.ListenAddrs()}
+}
+
+// TestStreamSessionTimeoutOutsideBrokerLimits: a pool whose session
+// timeout (10s, the default) is below the broker's minimum (raised to 20s
+// here) fails to start its streams, saying the broker's limits, instead
+// of starting consumers that can never join their groups. One within the
+// limits starts. (The minimum is a broker config: kfake's
+// GroupMinSessionTimeout option applies at join but does not show in
+// DescribeConfigs, as a real broker's setting does.)
+func TestStreamSessionTimeoutOutsideBrokerLimits(t *testing.T) {
+	_, kafka := kafkaCluster(t, kfake.BrokerConfigs(map[string]string{"group.min.session.timeout.ms": "20000"}))
+	f := streamFn("st", "first", "st.in", "st.out", "cat")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	p, _ := start(t, []pool.FunctionConfig{f})
+	err := p.StartStreams(ctx, kafka)
+	if err == nil {
+		t.Fatal("streams started with a 10s session timeout against a broker whose minimum is 20s")
+	}
+	for _, want := range []string{"10s", "20s", "5m0s", f.Streams[0].Group} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %s", err, want)
+		}
+	}
+
+	p, _ = start(t, []pool.FunctionConfig{f}, pool.WithSessionTimeout(25*time.Second))
+	if err := p.StartStreams(ctx, kafka); err != nil {
+		t.Fatalf("a 25s session timeout, within the broker's [20s, 5m]: %v", err)
+	}
+}
+
+// TestStreamSessionTimeoutRefusedAtJoin: where the broker's limits cannot
+// be read (DescribeConfigs refused, as an ACL would), the consumer whose
+// session timeout (3s) is below the broker's minimum (6s, kfake's and
+// Kafka's default) stops when its group refuses it, with one error naming
+// its timeout, instead of warning on every fetch forever.
+func TestStreamSessionTimeoutRefusedAtJoin(t *testing.T) {
+	c, kafka := kafkaCluster(t)
+	c.ControlKey(int16(kmsg.DescribeConfigs), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		dreq := req.(*kmsg.DescribeConfigsRequest)
+		resp := dreq.ResponseKind().(*kmsg.DescribeConfigsResponse)
+		for _, r := range dreq.Resources {
+			rr := kmsg.NewDescribeConfigsResponseResource()
+			rr.ResourceType, rr.ResourceName = r.ResourceType, r.ResourceName
+			rr.ErrorCode = kerr.ClusterAuthorizationFailed.Code
+			resp.Resources = append(resp.Resources, rr)
+		}
+		return resp, nil, true
+	})
+	logs := &lockedBuffer{}
+	log := hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Info})
+	f := streamFn("sj", "first", "sj.in", "sj.out", "cat")
+	p, _ := start(t, []pool.FunctionConfig{f}, pool.WithSessionTimeout(3*time.Second), pool.WithLogger(log))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := p.StartStreams(ctx, kafka); err != nil {
+		t.Fatalf("streams: %v (the broker's limits cannot be read: the consumer finds out at join)", err)
+	}
+	eventually(t, 60*time.Second, "an error saying the group refused the session timeout", func() bool {
+		for _, l := range strings.Split(logs.String(), "\n") {
+			if strings.Contains(l, "[ERROR]") && strings.Contains(l, "session timeout 3s") && strings.Contains(l, f.Streams[0].Group) {
+				return true
+			}
+		}
+		return false
+	})
+	if n := strings.Count(logs.String(), "fetch failed"); n > 0 {
+		t.Errorf("%d 'fetch failed' warnings before the error", n)
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for a logger's concurrent writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
