@@ -101,7 +101,7 @@ func readTopic(t *testing.T, addr, topic string, d time.Duration, done func([]*k
 // readAll reads a topic from the start until want records arrived.
 func readAll(t *testing.T, addr, topic string, want int) []*kgo.Record {
 	t.Helper()
-	out, ok := readTopic(t, addr, topic, 60*time.Second, func(r []*kgo.Record) bool { return len(r) >= want })
+	out, ok := readTopic(t, addr, topic, 3*time.Minute, func(r []*kgo.Record) bool { return len(r) >= want })
 	if !ok {
 		t.Fatalf("topic %s: %d records after 60s, want %d", topic, len(out), want)
 	}
@@ -248,7 +248,7 @@ func readUpTo(t *testing.T, addr, topic string) []*kgo.Record {
 // seen, with a deadline.
 func readUntil(t *testing.T, addr, topic string, done func(map[string]int) bool) []*kgo.Record {
 	t.Helper()
-	out, ok := readTopic(t, addr, topic, 60*time.Second, func(r []*kgo.Record) bool { return done(values(r)) })
+	out, ok := readTopic(t, addr, topic, 3*time.Minute, func(r []*kgo.Record) bool { return done(values(r)) })
 	if !ok {
 		t.Fatalf("topic %s: condition not met after 60s (%d records)", topic, len(out))
 	}
@@ -375,7 +375,7 @@ func TestStreamRebalanceUnderLoad(t *testing.T) {
 
 	// The partition of an event, as the producer chose it (by its key).
 	part := kgo.StickyKeyPartitioner(nil).ForTopic("r.in")
-	_, ok := readTopic(t, dev.Addr, "r.out", 60*time.Second, func(recs []*kgo.Record) bool {
+	_, ok := readTopic(t, dev.Addr, "r.out", 3*time.Minute, func(recs []*kgo.Record) bool {
 		seen := map[int]bool{}
 		for _, r := range recs {
 			seen[part.Partition(&kgo.Record{Key: r.Key}, partitions)] = true
@@ -416,7 +416,7 @@ func TestStreamRebalanceUnderLoad(t *testing.T) {
 func waitSettled(t *testing.T, cl *kgo.Client, group string, n int) {
 	t.Helper()
 	adm := kadm.NewClient(cl)
-	eventually(t, 60*time.Second, fmt.Sprintf("group %s settled with %d members", group, n), func() bool {
+	eventually(t, 3*time.Minute, fmt.Sprintf("group %s settled with %d members", group, n), func() bool {
 		ds, err := adm.DescribeGroups(context.Background(), group)
 		if err != nil {
 			return false
