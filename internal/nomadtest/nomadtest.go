@@ -1,6 +1,8 @@
 // Package nomadtest starts a real Nomad agent (`nomad agent -dev`, from
 // the build pinned in tools/) for tests, on free ports on 127.0.0.1, and
-// stops it when the test ends.
+// stops it when the test ends. With Options.Persistent it starts a real
+// one-node cluster instead, a server agent and a client agent, whose
+// client can restart and recover its allocations.
 //
 // The agent binary is bin/nomad at the repository root, built by
 // `make tools`, or the path in $BUTTER_NOMAD. When it is missing, tests
@@ -26,20 +28,34 @@ import (
 	"github.com/butterfn/butter/internal/testport"
 )
 
-// Agent is a running Nomad dev agent.
+// Agent is a running Nomad cluster of one node: a dev agent (server and
+// client in one process), or, with Options.Persistent, a server agent and
+// a client agent in two processes.
 type Agent struct {
-	// Addr is the agent's HTTP address, like http://127.0.0.1:43123.
+	// Addr is the HTTP address of the agent that serves the cluster's API
+	// (the server), like http://127.0.0.1:43123.
 	Addr string
 	// Bin is the nomad binary.
 	Bin    string
 	Client *api.Client
-	log    *SyncBuffer
 
 	dir    string
-	args   []string
 	opts   Options
+	server *proc // nil for a dev agent
+	client *proc // the client agent, or the dev agent
+}
+
+// proc is one nomad agent process.
+type proc struct {
+	name   string
+	args   []string
+	addr   string // its HTTP address
+	api    *api.Client
+	log    *SyncBuffer
 	cmd    *exec.Cmd
 	exited chan error
+
+	rpcPort int
 }
 
 // RepoRoot returns the repository root: the nearest directory above the
@@ -86,10 +102,20 @@ func freePort(t testing.TB) int { return testport.Port(t) }
 type Options struct {
 	// PluginDir is the client's plugin_dir.
 	PluginDir string
-	// HCL is appended to the agent config, for plugin blocks and the like.
+	// HCL is appended to the client agent's config, for plugin blocks and
+	// the like (the dev agent's, which is also the server).
 	HCL string
-	// Persistent runs a real agent (server and client) with a data dir
-	// instead of -dev, so that Restart keeps its allocations.
+	// Persistent runs a real cluster instead of -dev: a server agent and a
+	// client agent, each in its own process with its own data dir, so that
+	// Restart restarts the client alone and it recovers its allocations,
+	// as a client restart does in a cluster.
+	//
+	// One agent that is both server and client would not do: when it
+	// restarts, its client restores allocations while its server has not
+	// yet elected itself and replayed its Raft log, so the server refuses
+	// the client's RPCs ("Permission denied": it does not know the node
+	// identity's signing key yet), and Nomad fails every allocation whose
+	// group_services pre-run hook is refused (docs/pool-and-driver.md).
 	Persistent bool
 	// NodeReady, if set, must hold for the client node before Start
 	// returns (a driver fingerprinted healthy, say).
@@ -100,141 +126,195 @@ type Options struct {
 // leader and a ready client node. The agent is stopped when the test ends.
 func Start(t testing.TB) *Agent { return StartWith(t, Options{}) }
 
+// fingerprintDenylist denies the cloud fingerprinters, which hang or fail
+// here (AWS_CA_BUNDLE is set in this environment and no metadata service
+// answers).
+const fingerprintDenylist = `"fingerprint.denylist" = "env_aws,env_gce,env_azure,env_digitalocean"`
+
 // StartWith starts an agent with extra configuration.
 func StartWith(t testing.TB, opts Options) *Agent {
 	t.Helper()
 	bin := Binary(t)
 	dir := t.TempDir()
+	a := &Agent{Bin: bin, dir: dir, opts: opts}
+
+	clientCfg := func(extra string) string {
+		cfg := fmt.Sprintf(`
+client {
+  enabled = true
+%s
+  options = {
+    %s
+  }
+}
+`, extra, fingerprintDenylist)
+		if opts.PluginDir != "" {
+			cfg += fmt.Sprintf("plugin_dir = %q\n", opts.PluginDir)
+		}
+		return cfg + opts.HCL
+	}
+
+	if !opts.Persistent {
+		a.client = a.newProc(t, "agent", []string{"agent", "-dev"}, "", clientCfg(""))
+		a.Addr, a.Client = a.client.addr, a.client.api
+	} else {
+		// heartbeat_grace: a client restart on a loaded test
+		// machine can outlast Nomad's default 10 s grace, after which the
+		// server marks the node down and replaces its allocations.
+		a.server = a.newProc(t, "server", []string{"agent"}, filepath.Join(dir, "server"), `
+server {
+  enabled          = true
+  bootstrap_expect = 1
+  heartbeat_grace  = "1m"
+}
+`)
+		a.Addr, a.Client = a.server.addr, a.server.api
+	}
+	t.Cleanup(func() {
+		if a.opts.Persistent {
+			// A real client leaves its tasks running when it stops: stop
+			// them first, so that no pool outlives the test.
+			a.stopJobs(t)
+		}
+		a.client.stop()
+		a.server.stop()
+		if a.opts.Persistent {
+			unmountUnder(t, dir)
+		}
+		if t.Failed() {
+			for _, p := range []*proc{a.server, a.client} {
+				if p != nil {
+					t.Logf("nomad %s log (tail):\n%s", p.name, tail(p.log.String(), 6000))
+				}
+			}
+		}
+	})
+	if a.server != nil {
+		a.start(t, a.server)
+		a.client = a.newProc(t, "client", []string{"agent"}, filepath.Join(dir, "client"),
+			clientCfg(fmt.Sprintf("  servers = [%q]", a.server.rpcAddr())))
+	}
+	a.start(t, a.client)
+	return a
+}
+
+// newProc writes an agent's config (ports, addresses, and cfg) and
+// returns the process, not yet started. A dataDir makes it a real agent,
+// which wants an explicit advertise address when bound to loopback.
+func (a *Agent) newProc(t testing.TB, name string, args []string, dataDir, cfg string) *proc {
+	t.Helper()
 	http, rpc, serf := freePort(t), freePort(t), freePort(t)
-	// The cloud fingerprinters hang or fail here (AWS_CA_BUNDLE is set in
-	// this environment and no metadata service answers): deny them.
-	cfg := fmt.Sprintf(`
+	full := fmt.Sprintf(`
 bind_addr = "127.0.0.1"
 ports {
   http = %d
   rpc  = %d
   serf = %d
 }
-client {
-  enabled = true
-  options = {
-    "fingerprint.denylist" = "env_aws,env_gce,env_azure,env_digitalocean"
-  }
-}
 `, http, rpc, serf)
-	args := []string{"agent", "-dev"}
-	if opts.Persistent {
-		// A real agent (server and client in one) with its state on disk,
-		// so that it can restart and recover its allocations. Nomad wants
-		// an explicit advertise address when bound to loopback.
-		cfg += fmt.Sprintf(`
+	if dataDir != "" {
+		full += fmt.Sprintf(`
+name     = %q
 data_dir = %q
 advertise {
   http = "127.0.0.1"
   rpc  = "127.0.0.1"
   serf = "127.0.0.1"
 }
-server {
-  enabled          = true
-  bootstrap_expect = 1
-}
-`, filepath.Join(dir, "data"))
-		args = []string{"agent"}
+`, name, dataDir)
 	}
-	if opts.PluginDir != "" {
-		cfg += fmt.Sprintf("plugin_dir = %q\n", opts.PluginDir)
-	}
-	cfg += opts.HCL
-	cfgPath := filepath.Join(dir, "agent.hcl")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+	full += cfg
+	cfgPath := filepath.Join(a.dir, name+".hcl")
+	if err := os.WriteFile(cfgPath, []byte(full), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	a := &Agent{Addr: fmt.Sprintf("http://127.0.0.1:%d", http), Bin: bin, log: &SyncBuffer{}, dir: dir, args: append(args, "-config", cfgPath), opts: opts}
-	client, err := api.NewClient(&api.Config{Address: a.Addr})
+	p := &proc{name: name, args: append(args, "-config", cfgPath), addr: fmt.Sprintf("http://127.0.0.1:%d", http), log: &SyncBuffer{}}
+	client, err := api.NewClient(&api.Config{Address: p.addr})
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.Client = client
-	a.start(t)
-	t.Cleanup(func() {
-		if a.opts.Persistent {
-			// A real agent leaves its tasks running when it stops: stop
-			// them first, so that no pool outlives the test.
-			a.stopJobs(t)
-		}
-		a.stop()
-		if a.opts.Persistent {
-			unmountUnder(t, dir)
-		}
-		if t.Failed() {
-			t.Logf("nomad agent log (tail):\n%s", tail(a.log.String(), 6000))
-		}
-	})
-	return a
+	p.api = client
+	p.rpcPort = rpc
+	return p
 }
 
-// start runs the agent process and waits until it is ready.
-func (a *Agent) start(t testing.TB) {
+// start runs an agent process and waits until it is ready: for the
+// server (or dev agent), a leader; for the client (or dev agent), its own
+// HTTP API answering (Nomad starts it after the client has restored its
+// allocations) and its node ready.
+func (a *Agent) start(t testing.TB, p *proc) {
 	t.Helper()
-	cmd := exec.Command(a.Bin, a.args...)
+	cmd := exec.Command(a.Bin, p.args...)
 	cmd.Dir = a.dir
-	cmd.Stdout = a.log
-	cmd.Stderr = a.log
+	cmd.Stdout = p.log
+	cmd.Stderr = p.log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("start nomad agent: %v", err)
+		t.Fatalf("start nomad %s: %v", p.name, err)
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	a.cmd, a.exited = cmd, exited
+	p.cmd, p.exited = cmd, exited
 
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	for {
-		leader, err := a.Client.Status().Leader()
-		if err == nil && leader != "" {
-			nodes, _, err := a.Client.Nodes().List(nil)
-			if err == nil && len(nodes) > 0 && nodes[0].Status == "ready" {
-				if a.opts.NodeReady == nil {
-					return
-				}
-				if node, _, err := a.Client.Nodes().Info(nodes[0].ID, nil); err == nil && a.opts.NodeReady(node) {
-					return
-				}
-			}
-		}
+	for !a.ready(p) {
 		select {
 		case err := <-exited:
-			t.Fatalf("nomad agent exited before it was ready: %v\n%s", err, tail(a.log.String(), 6000))
+			p.cmd = nil
+			t.Fatalf("nomad %s exited before it was ready: %v\n%s", p.name, err, tail(p.log.String(), 6000))
 		case <-ctx.Done():
-			t.Fatalf("nomad agent not ready after 90s:\n%s", tail(a.log.String(), 6000))
+			t.Fatalf("nomad %s not ready after 90s:\n%s", p.name, tail(p.log.String(), 6000))
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
 }
 
-// stop interrupts the agent (a graceful shutdown that leaves its tasks
-// running) and waits for it to exit.
-func (a *Agent) stop() {
-	if a.cmd == nil {
-		return
+// ready says whether p does its part: see start.
+func (a *Agent) ready(p *proc) bool {
+	if leader, err := a.Client.Status().Leader(); err != nil || leader == "" {
+		return false
 	}
-	_ = syscall.Kill(-a.cmd.Process.Pid, syscall.SIGINT)
-	select {
-	case <-a.exited:
-	case <-time.After(20 * time.Second):
-		_ = syscall.Kill(-a.cmd.Process.Pid, syscall.SIGKILL)
-		<-a.exited
+	if p == a.server {
+		return true
 	}
-	a.cmd = nil
+	self, err := p.api.Agent().Self()
+	if err != nil || self.Stats["client"] == nil {
+		return false
+	}
+	node, _, err := a.Client.Nodes().Info(self.Stats["client"]["node_id"], nil)
+	if err != nil || node.Status != "ready" {
+		return false
+	}
+	return a.opts.NodeReady == nil || a.opts.NodeReady(node)
 }
 
-// Restart stops the agent gracefully and starts it again with the same
-// configuration and data dir. Only a Persistent agent keeps its state.
+// stop interrupts an agent (a graceful shutdown that leaves its tasks
+// running) and waits for it to exit.
+func (p *proc) stop() {
+	if p == nil || p.cmd == nil {
+		return
+	}
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGINT)
+	select {
+	case <-p.exited:
+	case <-time.After(20 * time.Second):
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-p.exited
+	}
+	p.cmd = nil
+}
+
+func (p *proc) rpcAddr() string { return fmt.Sprintf("127.0.0.1:%d", p.rpcPort) }
+
+// Restart stops the client agent gracefully and starts it again with the
+// same configuration and data dir, and waits until it is back (see
+// start). A Persistent agent's server keeps running and the client
+// recovers its allocations; a dev agent restarts whole and keeps nothing.
 func (a *Agent) Restart(t testing.TB) {
 	t.Helper()
-	a.stop()
-	a.start(t)
+	a.client.stop()
+	a.start(t, a.client)
 }
 
 // Run runs the nomad CLI against the agent and returns its combined
@@ -264,7 +344,7 @@ func tail(s string, n int) string {
 
 // stopJobs deregisters every job and waits for their allocations to stop.
 func (a *Agent) stopJobs(t testing.TB) {
-	if a.cmd == nil {
+	if a.client == nil || a.client.cmd == nil || (a.server != nil && a.server.cmd == nil) {
 		return
 	}
 	jobs, _, err := a.Client.Jobs().List(nil)
@@ -312,8 +392,14 @@ func unmountUnder(t testing.TB, dir string) {
 // PluginDir returns the agent's plugin_dir ("" if none).
 func (a *Agent) PluginDir() string { return a.opts.PluginDir }
 
-// Log returns what the agent has printed so far.
-func (a *Agent) Log() string { return a.log.String() }
+// Log returns what the agent has printed so far (the server's output,
+// then the client's, for a Persistent agent).
+func (a *Agent) Log() string {
+	if a.server == nil {
+		return a.client.log.String()
+	}
+	return "==> nomad server\n" + a.server.log.String() + "==> nomad client\n" + a.client.log.String()
+}
 
 // SyncBuffer is a bytes.Buffer safe for a child process's output
 // goroutines and a test reading it at once.

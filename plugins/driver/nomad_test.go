@@ -94,18 +94,11 @@ plugin "nomad-driver-butter" {
 	})
 }
 
-// deploy compiles the project in dir, registers its job and returns the
-// address of its default pool once Nomad's service registration has it.
+// deploy compiles the project in dir as a user does (butter job render,
+// then nomad job run, with the job exactly as rendered) and returns the
+// job and the address of its default pool once Nomad's service
+// registration lists it and it answers.
 func deploy(t *testing.T, agent *nomadtest.Agent, dir string) (*api.Job, string) {
-	return deployWith(t, agent, dir, false)
-}
-
-// deployWith can drop the job's services: a real (non-dev) Nomad 1.11
-// client that restarts fails to re-register Nomad-native services
-// ("group_services: Permission denied"), which would fail the allocation
-// for reasons that have nothing to do with the driver. Without services,
-// the pool's address comes from the allocation's port.
-func deployWith(t *testing.T, agent *nomadtest.Agent, dir string, noServices bool) (*api.Job, string) {
 	t.Helper()
 	proj, rep := spec.Load(dir)
 	if proj == nil {
@@ -120,47 +113,18 @@ func deployWith(t *testing.T, agent *nomadtest.Agent, dir string, noServices boo
 	if err != nil {
 		t.Fatal(err)
 	}
-	if noServices {
-		for _, tg := range c.Job.TaskGroups {
-			tg.Services = nil
-		}
-		if _, _, err := agent.Client.Jobs().Register(c.Job, nil); err != nil {
-			t.Fatalf("register: %v", err)
-		}
-	} else {
-		// As a user does it: butter job render, then nomad job run.
-		file := filepath.Join(t.TempDir(), proj.Name+".nomad.hcl")
-		render := exec.Command(filepath.Join(pluginDir(agent), "butter"), "job", "render", "-blob-url", blobURL, "-out", file, dir)
-		if out, err := render.CombinedOutput(); err != nil {
-			t.Fatalf("butter job render: %v\n%s", err, out)
-		}
-		if out, code := agent.Run(t, "job", "run", "-detach", file); code != 0 {
-			t.Fatalf("nomad job run: exit %d\n%s", code, out)
-		}
+	file := filepath.Join(t.TempDir(), proj.Name+".nomad.hcl")
+	render := exec.Command(filepath.Join(pluginDir(agent), "butter"), "job", "render", "-blob-url", blobURL, "-out", file, dir)
+	if out, err := render.CombinedOutput(); err != nil {
+		t.Fatalf("butter job render: %v\n%s", err, out)
+	}
+	if out, code := agent.Run(t, "job", "run", "-detach", file); code != 0 {
+		t.Fatalf("nomad job run: exit %d\n%s", code, out)
 	}
 	service := names.ServiceName(proj.Name, "default")
 	deadline := time.Now().Add(3 * time.Minute)
 	for {
-		var addrs []string
-		if noServices {
-			allocs, _, _ := agent.Client.Jobs().Allocations(*c.Job.ID, false, nil)
-			for _, stub := range allocs {
-				a, _, err := agent.Client.Allocations().Info(stub.ID, nil)
-				if err != nil || a.AllocatedResources == nil {
-					continue
-				}
-				for _, p := range a.AllocatedResources.Shared.Ports {
-					if p.Label == jobs.PortLabel {
-						addrs = append(addrs, fmt.Sprintf("http://%s:%d", p.HostIP, p.Value))
-					}
-				}
-			}
-		} else if regs, _, err := agent.Client.Services().Get(service, nil); err == nil {
-			for _, r := range regs {
-				addrs = append(addrs, fmt.Sprintf("http://%s:%d", r.Address, r.Port))
-			}
-		}
-		for _, addr := range addrs {
+		for _, addr := range serviceAddrs(agent, service) {
 			if resp, err := http.Get(addr + "/v1/health"); err == nil {
 				resp.Body.Close()
 				if resp.StatusCode == 200 {
@@ -181,6 +145,20 @@ func deployWith(t *testing.T, agent *nomadtest.Agent, dir string, noServices boo
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
+}
+
+// serviceAddrs lists the addresses Nomad's service registration has for
+// service.
+func serviceAddrs(agent *nomadtest.Agent, service string) []string {
+	regs, _, err := agent.Client.Services().Get(service, nil)
+	if err != nil {
+		return nil
+	}
+	var addrs []string
+	for _, r := range regs {
+		addrs = append(addrs, fmt.Sprintf("http://%s:%d", r.Address, r.Port))
+	}
+	return addrs
 }
 
 func post(t *testing.T, url, body string) (int, string) {
@@ -271,13 +249,16 @@ func TestDrainOnStop(t *testing.T) {
 	}
 }
 
-// TestClientRestart restarts the Nomad agent while a client loop sends
-// requests: the pool keeps serving (it runs outside the plugin, under the
-// executor), RecoverTask reattaches, and the loop sees no failure. The
-// recovered handle still stops the task.
+// TestClientRestart restarts the Nomad client while a client loop sends
+// requests to examples/pipeline, deployed exactly as `butter job render`
+// writes it, Nomad service and check included. The pool keeps serving (it
+// runs outside the plugin, under the executor), RecoverTask reattaches,
+// the restarted client re-runs the allocation's hooks (group_services
+// re-registers the service), and the loop sees no failure. The recovered
+// handle still stops the task.
 func TestClientRestart(t *testing.T) {
 	agent := startAgentWith(t, true)
-	job, addr := deployWith(t, agent, filepath.Join(nomadtest.RepoRoot(t), "examples", "pipeline"), true)
+	job, addr := deploy(t, agent, filepath.Join(nomadtest.RepoRoot(t), "examples", "pipeline"))
 	allocs, _, err := agent.Client.Jobs().Allocations(*job.ID, false, nil)
 	if err != nil || len(allocs) != 1 {
 		t.Fatalf("allocations: %v %v", allocs, err)
@@ -285,89 +266,172 @@ func TestClientRestart(t *testing.T) {
 	allocID := allocs[0].ID
 	pidBefore := poolPid(t, agent, allocID)
 
-	stop := make(chan struct{})
-	var sent, failed int
-	var failures []string
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			req, _ := http.NewRequest("POST", addr+"/v1/invoke/to-upper", strings.NewReader("abc"))
-			resp, err := http.DefaultClient.Do(req)
-			sent++
-			if err != nil {
-				failed++
-				failures = append(failures, err.Error())
-				continue
-			}
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != 200 || string(b) != "ABC" {
-				failed++
-				failures = append(failures, fmt.Sprintf("%d %q", resp.StatusCode, b))
-			}
-		}
-	}()
+	load := startLoad(addr+"/v1/invoke/to-upper", "abc", "ABC")
+	defer load.stop()
+	load.waitSent(t, 20)
 
+	restartedAt := time.Now()
 	agent.Restart(t)
-	// The restarted client recovers the task: same allocation, same pool
-	// process, still running.
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		a, _, err := agent.Client.Allocations().Info(allocID, nil)
-		if err == nil && a.ClientStatus == "running" && a.TaskStates["pool"] != nil && a.TaskStates["pool"].State == "running" {
-			break
+
+	// The restarted client ran the allocation's pre-run hooks again:
+	// group_services (which re-registers the service with Nomad) and, after
+	// it, the checks hook, which a failed group_services never reaches
+	// (Nomad stops at the first failing hook and kills the tasks). So a
+	// check result stamped after the restart means both ran.
+	waitFor(t, 2*time.Minute, "a passing health check run by the restarted client", func() bool {
+		checks, err := agent.Client.Allocations().Checks(allocID, nil)
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			if a != nil && a.TaskStates["pool"] != nil {
-				for _, ev := range a.TaskStates["pool"].Events {
-					t.Logf("task event: %s %s %s", ev.Type, ev.DisplayMessage, ev.DriverError)
-				}
+		for _, c := range checks {
+			if c.Status == "success" && c.Timestamp > restartedAt.Unix() {
+				return true
 			}
-			t.Fatalf("allocation not running after the restart: %v", err)
 		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return false
+	}, func() { logTaskEvents(t, agent, allocID) })
+
 	if pid := poolPid(t, agent, allocID); pid != pidBefore {
 		t.Errorf("pool pid changed across the restart: %d -> %d", pidBefore, pid)
 	}
-	// Keep the loop going a little past the recovery.
-	for i := 0; i < 50; i++ {
-		if code, body := post(t, addr+"/v1/invoke/to-upper", "x"); code != 200 || body != "X" {
-			t.Errorf("after the restart: %d %q", code, body)
+	// Keep the loop going past the recovery.
+	load.waitSent(t, load.counts().sent+50)
+	load.stop()
+	c := load.counts()
+	t.Logf("client loop across the client restart: %d requests, %d failed", c.sent, c.failed)
+	if c.failed != 0 {
+		t.Errorf("%d of %d requests failed across the restart: %v", c.failed, c.sent, c.failures)
+	}
+
+	a, _, err := agent.Client.Allocations().Info(allocID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := a.TaskStates["pool"]
+	if a.ClientStatus != "running" || ts == nil || ts.State != "running" || ts.Restarts != 0 {
+		t.Errorf("after the restart: allocation %s, task %+v; want running, never restarted", a.ClientStatus, ts)
+	}
+	if ts != nil {
+		for _, ev := range ts.Events {
+			if ev.Time > restartedAt.UnixNano() && ev.Type != "Received" {
+				t.Errorf("task event after the restart: %s %s %s", ev.Type, ev.DisplayMessage, ev.DriverError)
+			}
 		}
 	}
-	close(stop)
-	<-done
-	t.Logf("client loop across the agent restart: %d requests, %d failed", sent, failed)
-	if failed != 0 || sent == 0 {
-		t.Errorf("%d of %d requests failed across the restart: %v", failed, sent, failures)
-	}
-	a, _, _ := agent.Client.Allocations().Info(allocID, nil)
-	if ts := a.TaskStates["pool"]; ts == nil || ts.Restarts != 0 {
-		t.Errorf("the task restarted: %+v", ts)
+	if got := serviceAddrs(agent, names.ServiceName("pipeline", "default")); len(got) != 1 || got[0] != addr {
+		t.Errorf("service registrations after the restart: %v; want [%s]", got, addr)
 	}
 
 	// The recovered handle still drives the task: a stop ends the pool.
 	if _, _, err := agent.Client.Jobs().Deregister(*job.ID, false, nil); err != nil {
 		t.Fatal(err)
 	}
-	deadline = time.Now().Add(60 * time.Second)
-	for {
+	waitFor(t, 60*time.Second, "the allocation to complete after the stop", func() bool {
 		a, _, err := agent.Client.Allocations().Info(allocID, nil)
-		if err == nil && a.ClientStatus == "complete" {
-			break
-		}
+		return err == nil && a.ClientStatus == "complete"
+	}, func() { logTaskEvents(t, agent, allocID) })
+}
+
+// waitFor polls cond until it holds or the timeout passes; then it runs
+// explain and fails the test.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool, explain func()) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("allocation did not stop after the restart: %v", err)
+			if explain != nil {
+				explain()
+			}
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+func logTaskEvents(t *testing.T, agent *nomadtest.Agent, allocID string) {
+	t.Helper()
+	a, _, err := agent.Client.Allocations().Info(allocID, nil)
+	if err != nil {
+		t.Logf("allocation %s: %v", allocID, err)
+		return
+	}
+	for task, st := range a.TaskStates {
+		for _, ev := range st.Events {
+			t.Logf("task %s event: %s %s %s", task, ev.Type, ev.DisplayMessage, ev.DriverError)
+		}
+	}
+}
+
+// load sends one request after another to a URL until stopped, and counts
+// the answers that are not exactly what it expects.
+type load struct {
+	done chan struct{}
+	quit chan struct{}
+	once sync.Once
+
+	mu sync.Mutex
+	c  loadCounts
+}
+
+type loadCounts struct {
+	sent, failed int
+	failures     []string
+}
+
+func startLoad(url, body, want string) *load {
+	l := &load{done: make(chan struct{}), quit: make(chan struct{})}
+	client := &http.Client{Timeout: 10 * time.Second}
+	go func() {
+		defer close(l.done)
+		for {
+			select {
+			case <-l.quit:
+				return
+			default:
+			}
+			var failure string
+			resp, err := client.Post(url, "text/plain", strings.NewReader(body))
+			if err != nil {
+				failure = err.Error()
+			} else {
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || string(b) != want {
+					failure = fmt.Sprintf("%d %q", resp.StatusCode, b)
+				}
+			}
+			l.mu.Lock()
+			l.c.sent++
+			if failure != "" {
+				l.c.failed++
+				if len(l.c.failures) < 10 {
+					l.c.failures = append(l.c.failures, failure)
+				}
+			}
+			l.mu.Unlock()
+		}
+	}()
+	return l
+}
+
+func (l *load) counts() loadCounts {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	c := l.c
+	c.failures = append([]string(nil), c.failures...)
+	return c
+}
+
+// waitSent waits until the loop has sent n requests.
+func (l *load) waitSent(t *testing.T, n int) {
+	t.Helper()
+	waitFor(t, 2*time.Minute, fmt.Sprintf("%d requests sent", n), func() bool { return l.counts().sent >= n }, nil)
+}
+
+// stop ends the loop and waits for its last request.
+func (l *load) stop() {
+	l.once.Do(func() { close(l.quit) })
+	<-l.done
 }
 
 // poolPid finds the pool process of an allocation: the process whose
