@@ -488,8 +488,15 @@ func (f *fnPool) startGen(ctx context.Context, fn *runtime.Function, gen int, co
 	if err != nil {
 		f.startErr = err
 		f.signal()
-		f.log.Error("instance failed to start", "error", err)
-		return nil, &proto.Error{Type: proto.Exception, Message: err.Error()}
+		// A call that asked for the instance logs the failure with its
+		// request id and the worker's output (errors.go); other starts
+		// (min, restores) log it here.
+		if cold {
+			f.log.Debug("instance failed to start", "error", err)
+		} else {
+			f.log.Error("instance failed to start", "error", err)
+		}
+		return nil, startError(f.cfg.Name, err)
 	}
 	if f.stopping {
 		// The pool began to stop while this instance started: stopAll
