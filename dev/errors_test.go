@@ -63,7 +63,7 @@ function "js" {
   }
 }
 `,
-		"py/main.py": "def handle(data, ctx):\n    raise ValueError(\"no good: \" + __file__)\n",
+		"py/main.py":  "def handle(data, ctx):\n    raise ValueError(\"no good: \" + __file__)\n",
 		"js/index.js": "exports.handle = async () => { throw new Error('no good: ' + __filename); };\n",
 	}
 	for name, body := range files {
