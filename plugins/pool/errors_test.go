@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -14,9 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/butterfn/butter/broker"
 	"github.com/butterfn/butter/names"
 	"github.com/butterfn/butter/plugins/pool"
 	"github.com/butterfn/butter/sdk"
+	"github.com/butterfn/butter/sdk/go/proto"
 	"github.com/hashicorp/go-hclog"
 )
 
@@ -218,5 +221,49 @@ func TestPublicMessage(t *testing.T) {
 		if got := pool.PublicMessage(c.in); got != c.want {
 			t.Errorf("%q:\n got %q\nwant %q", c.in, got, c.want)
 		}
+	}
+}
+
+// TestStreamErrors: a queued request to a Python handler that raises gets
+// the short message, as an HTTP caller does; the dead letter, which
+// operators read, keeps the whole message and the traceback.
+func TestStreamErrors(t *testing.T) {
+	dev, cl := devBroker(t)
+	topics(t, cl, broker.Topic{Name: "se.in", Partitions: 1})
+	sdks, err := sdk.Install(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle, _ := filepath.Abs(filepath.Join("testdata", "errfn"))
+	f := testdataFn("pyerr", "python", "errfn", "main.handle")
+	f.Streams = []pool.StreamTrigger{{Stream: "se.in", Group: "butter.test.pyerr.se.in", Offset: "first"}}
+	f.Retry = &pool.RetryConfig{Attempts: 1}
+	p, err := pool.New(&pool.Config{Project: "se", Pool: "p", Functions: []pool.FunctionConfig{f}}, nil, pool.WithSDKs(sdks))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	if err := p.StartStreams(ctx, dev.Config()); err != nil {
+		t.Fatal(err)
+	}
+	req, err := broker.NewRequester(ctx, dev.Config(), "se.replies.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer req.Close()
+	_, err = req.Call(ctx, "se.in", nil, []byte("file"), time.Now().Add(time.Minute))
+	var pe *proto.Error
+	if !errors.As(err, &pe) || pe.Type != proto.Exception || !strings.Contains(pe.Message, ".../missing.json") {
+		t.Fatalf("queued call: %v; want an Exception naming .../missing.json", err)
+	}
+	checkPublic(t, pe.Message, pe.Message, bundle)
+	dl := readAll(t, dev.Addr, "se.in.dlq", 1)[0]
+	if msg := broker.Header(dl, broker.HeaderErrorMessage); !strings.Contains(msg, "Traceback (most recent call last)") || !strings.Contains(msg, bundle+"/missing.json") {
+		t.Errorf("dead letter message %q: want the whole message and the traceback", msg)
 	}
 }
