@@ -76,6 +76,31 @@ func startError(fn string, err error) *proto.Error {
 	return &proto.Error{Type: proto.Exception, Message: fmt.Sprintf("%s could not start: %s", fn, msg), Detail: err.Error()}
 }
 
+// startFailure reports whether pe is startError's, for function fn.
+func startFailure(fn string, pe *proto.Error) bool {
+	return strings.HasPrefix(pe.Message, fn+" could not start: ")
+}
+
+// logDetail writes the detail of a failed call of fn to the function's
+// log, where a worker's stderr goes, for a local pipeline (butter invoke
+// -local): it has no request id to log the failure with, and its user
+// reads the functions' logs, where the SDKs printed their tracebacks
+// before RESULT carried them. An exec function's detail is its stderr,
+// and a start failure's the worker's: both are in that log already.
+func (p *Pool) logDetail(fn string, err error) {
+	f := p.fns[fn]
+	var pe *proto.Error
+	if f == nil || f.cfg.Runtime == "exec" || !errors.As(err, &pe) || pe.Detail == "" || startFailure(fn, pe) {
+		return
+	}
+	f.mu.Lock()
+	logs := f.fn.Logs
+	f.mu.Unlock()
+	if logs != nil {
+		_, _ = fmt.Fprintln(logs, strings.TrimRight(pe.Detail, "\n"))
+	}
+}
+
 // statusOf is the HTTP status of a failure of type typ.
 func statusOf(typ string) int {
 	switch typ {

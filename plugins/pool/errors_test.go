@@ -17,6 +17,7 @@ import (
 
 	"github.com/butterfn/butter/broker"
 	"github.com/butterfn/butter/names"
+	"github.com/butterfn/butter/pipeline"
 	"github.com/butterfn/butter/plugins/pool"
 	"github.com/butterfn/butter/sdk"
 	"github.com/butterfn/butter/sdk/go/proto"
@@ -265,5 +266,39 @@ func TestStreamErrors(t *testing.T) {
 	dl := readAll(t, dev.Addr, "se.in.dlq", 1)[0]
 	if msg := broker.Header(dl, broker.HeaderErrorMessage); !strings.Contains(msg, "Traceback (most recent call last)") || !strings.Contains(msg, bundle+"/missing.json") {
 		t.Errorf("dead letter message %q: want the whole message and the traceback", msg)
+	}
+}
+
+// TestPipelineErrorDetail: a local pipeline (butter invoke -local) has no
+// request id to log a failure with: the traceback of a Python step goes
+// to that function's log, where the worker's stderr goes, and the error
+// returned keeps the one-line message.
+func TestPipelineErrorDetail(t *testing.T) {
+	sdks, err := sdk.Install(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	p, err := pool.New(&pool.Config{Project: "pe", Pool: "p", Functions: []pool.FunctionConfig{testdataFn("pyerr", "python", "errfn", "main.handle")}},
+		func(string) io.Writer { return logs }, pool.WithSDKs(sdks))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	steps, err := pipeline.Parse("pyerr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = p.RunPipeline(ctx, steps, strings.NewReader("lines"), io.Discard)
+	if err == nil || !strings.HasSuffix(err.Error(), "Exception: first line\nsecond line") {
+		t.Fatalf("RunPipeline = %v, want step 1's Exception", err)
+	}
+	if l := logs.String(); !strings.Contains(l, "Traceback (most recent call last)") || !strings.Contains(l, "RuntimeError: first line\nsecond line") {
+		t.Errorf("the function's log lacks the traceback:\n%s", l)
 	}
 }
