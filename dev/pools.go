@@ -58,6 +58,9 @@ func (d *env) deploy(ctx context.Context, proj *spec.Project) error {
 	old := d.current
 	d.current, d.proj = p, proj
 	d.mu.Unlock()
+	if err := d.recordServing(proj.Name, rev.Revision, p); err != nil {
+		d.log.Warn("butter status will not show the revision serving", "error", err)
+	}
 	if old != nil {
 		d.drains.Add(1)
 		go func() {

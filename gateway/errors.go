@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/butterfn/butter/sdk/go/proto"
 )
@@ -83,6 +85,31 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// maxPoolMessage bounds the message of a pool's error that the gateway
+// passes on, in bytes.
+const maxPoolMessage = 512
+
+// poolMessage is a pool's error message as the gateway passes it on: its
+// first line, at most maxPoolMessage bytes. A Butter pool already tells
+// callers one short line and keeps the rest (a traceback, a worker's
+// output) for its log (plugins/pool, errors.go); this keeps an older pool,
+// or whatever else answers on a pool's address, from reaching clients
+// with more.
+func poolMessage(msg string) string {
+	msg = strings.TrimSpace(msg)
+	if i := strings.IndexAny(msg, "\r\n"); i >= 0 {
+		msg = strings.TrimSpace(msg[:i])
+	}
+	if len(msg) > maxPoolMessage {
+		cut := maxPoolMessage
+		for cut > 0 && !utf8.RuneStart(msg[cut]) {
+			cut--
+		}
+		msg = msg[:cut] + "..."
+	}
+	return msg
 }
 
 // errorBody is the gateway's error document.

@@ -218,7 +218,7 @@ func trailerError(t string) *CallError {
 	if !ok {
 		typ, msg = "Exception", t
 	}
-	return &CallError{Status: statusOf(typ), Type: typ, Message: msg, Step: -1}
+	return &CallError{Status: statusOf(typ), Type: typ, Message: poolMessage(msg), Step: -1}
 }
 
 // readPoolError reads a pool's error answer, {"error": {"type",
@@ -229,12 +229,9 @@ func readPoolError(resp *http.Response) *CallError {
 		Error struct{ Type, Message string }
 	}
 	if json.Unmarshal(b, &pe) == nil && pe.Error.Type != "" {
-		return &CallError{Status: resp.StatusCode, Type: pe.Error.Type, Message: pe.Error.Message, Step: -1}
+		return &CallError{Status: resp.StatusCode, Type: pe.Error.Type, Message: poolMessage(pe.Error.Message), Step: -1}
 	}
-	msg := strings.TrimSpace(string(b))
-	if len(msg) > 512 {
-		msg = msg[:512] + "..."
-	}
+	msg := poolMessage(string(b))
 	if msg == "" {
 		msg = http.StatusText(resp.StatusCode)
 	}

@@ -93,7 +93,7 @@ func queuedError(ctx context.Context, rt *route, err error) *CallError {
 	var pe *proto.Error
 	switch {
 	case errors.As(err, &pe):
-		return &CallError{Status: statusOf(pe.Type), Type: pe.Type, Message: pe.Message, Step: 0}
+		return &CallError{Status: statusOf(pe.Type), Type: pe.Type, Message: poolMessage(pe.Message), Step: 0}
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		return callError(http.StatusGatewayTimeout, "Timeout", "no reply from %s on topic %s before the deadline", rt.Function, rt.Topic)
 	case ctx.Err() != nil:

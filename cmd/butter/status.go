@@ -26,7 +26,9 @@ Usage: butter status [options] [project]
 
   Deployment states: pending (activated, not yet registered with Nomad),
   deploying (Nomad's deployment in progress), healthy, failed (with the
-  reason, and the automatic rollback when there was one).
+  reason, and the automatic rollback when there was one). Under butter dev,
+  which runs no Nomad, a revision is healthy once its pool serves it, and
+  failed when that pool cannot keep a function's minimum instances.
 
 Options:
 ` + addrHelp)

@@ -12,3 +12,6 @@ func SetOutputHold(p *Pool, d time.Duration) {
 	defer p.holds.mu.Unlock()
 	p.holds.window = d
 }
+
+// PublicMessage is publicMessage, for TestPublicMessage.
+var PublicMessage = publicMessage

@@ -13,8 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/butterfn/butter/plugins/runtime"
-	"github.com/butterfn/butter/sdk/go/proto"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -23,6 +21,12 @@ import (
 // (a parameter reaches the function lower-cased, as meta param.<name>:
 // HTTP does not keep the case of header names); a failure after the
 // output has started is the names.HeaderError trailer.
+
+// headerRequestID carries a call's request id: the gateway sends it, and
+// the pool answers with it (one it made when the caller sent none) and
+// logs a failure with it. The gateway's name for it is
+// gateway.HeaderRequestID.
+const headerRequestID = "X-Request-Id"
 
 // Handler returns the pool's HTTP API:
 //
@@ -247,6 +251,14 @@ func (h *holder) expire() {
 
 func (p *Pool) serveInvoke(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("function")
+	id := r.Header.Get(headerRequestID)
+	if id == "" {
+		id = "http-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	}
+	w.Header().Set(headerRequestID, id)
+	errorBody := func(typ, msg string) map[string]any {
+		return map[string]any{"error": map[string]string{"type": typ, "message": msg}, "request_id": id}
+	}
 	if _, ok := p.fns[name]; !ok {
 		writeJSON(w, http.StatusNotFound, errorBody("NotFound", fmt.Sprintf("this pool hosts no function %q; it hosts %s", name, strings.Join(p.Functions(), ", "))))
 		return
@@ -285,10 +297,6 @@ func (p *Pool) serveInvoke(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	c.StateKey = r.Header.Get(names.HeaderStateKey)
-	id := r.Header.Get("X-Request-Id")
-	if id == "" {
-		id = "http-" + strconv.FormatInt(time.Now().UnixNano(), 36)
-	}
 	c.Calls = p.httpCalls(p.fns[name], id)
 	if n := r.ContentLength; n > 0 && n <= maxWholeInput {
 		// A small body of declared length is read whole: the runtime
@@ -319,24 +327,10 @@ func (p *Pool) serveInvoke(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	typ, code, msg := "InstanceFailed", http.StatusBadGateway, err.Error()
-	var pe *proto.Error
-	switch {
-	case errors.As(err, &pe):
-		typ, msg = pe.Type, pe.Message
-		switch pe.Type {
-		case proto.Timeout:
-			code = http.StatusGatewayTimeout
-		case proto.PreconditionFailed:
-			code = http.StatusUnprocessableEntity
-		default:
-			code = http.StatusInternalServerError
-		}
-	case errors.Is(err, runtime.ErrInstanceGone):
-		typ, code = "InstanceFailed", http.StatusBadGateway
-	case errors.Is(err, runtime.ErrInput):
-		typ, code, msg = "BadRequest", http.StatusBadRequest, "reading the request body failed: "+err.Error()
-	}
+	// The caller gets the type and a short message; the log gets the
+	// whole message and its detail (errors.go).
+	f := failureOf(name, err)
+	f.log(p.fns[name].log, "request_id", id)
 	if !streaming && len(held) > 0 {
 		// The call failed after it wrote output: that output goes out
 		// as if it had streamed, with the failure in the trailer.
@@ -346,12 +340,8 @@ func (p *Pool) serveInvoke(w http.ResponseWriter, r *http.Request) {
 		streaming = true
 	}
 	if streaming {
-		w.Header().Set(names.HeaderError, typ+": "+msg)
+		w.Header().Set(names.HeaderError, f.Type+": "+f.Message)
 		return
 	}
-	writeJSON(w, code, errorBody(typ, msg))
-}
-
-func errorBody(typ, msg string) map[string]any {
-	return map[string]any{"error": map[string]string{"type": typ, "message": msg}}
+	writeJSON(w, f.Status, errorBody(f.Type, f.Message))
 }

@@ -35,6 +35,7 @@ func (p *Pool) RunPipeline(ctx context.Context, steps []pipeline.Step, in io.Rea
 		go func(i int, s pipeline.Step, in io.Reader, w io.Writer, pw *io.PipeWriter) {
 			err := p.Invoke(ctx, s.Function, &Call{Input: in, Output: w, Options: s.Options})
 			if err != nil {
+				p.logDetail(s.Function, err)
 				err = fmt.Errorf("step %d (%s): %w", i+1, s.Function, err)
 				cancel()
 			}

@@ -407,6 +407,9 @@ type slot struct {
 	gen int
 }
 
+// errStopping fails the calls that come while the pool stops.
+var errStopping = errors.New("the pool is stopping")
+
 // acquire returns an instance with spare concurrency, starting one when
 // all are busy and max allows, or waiting for one to free up.
 func (f *fnPool) acquire(ctx context.Context) (*slot, error) {
@@ -415,7 +418,7 @@ func (f *fnPool) acquire(ctx context.Context) (*slot, error) {
 		f.mu.Lock()
 		if f.stopping {
 			f.mu.Unlock()
-			return nil, errors.New("the pool is stopping")
+			return nil, errStopping
 		}
 		var best *slot
 		live := 0
@@ -437,8 +440,10 @@ func (f *fnPool) acquire(ctx context.Context) (*slot, error) {
 		if live+f.starting < f.cfg.MaxInstances {
 			f.mu.Unlock()
 			s, err := f.startInstance(ctx, true)
-			if err != nil {
+			if errors.Is(err, errStopping) {
 				return nil, err
+			} else if err != nil {
+				return nil, startError(f.cfg.Name, err)
 			}
 			_ = s // the new instance is in f.instances; loop to claim a unit
 			continue
@@ -488,8 +493,15 @@ func (f *fnPool) startGen(ctx context.Context, fn *runtime.Function, gen int, co
 	if err != nil {
 		f.startErr = err
 		f.signal()
-		f.log.Error("instance failed to start", "error", err)
-		return nil, &proto.Error{Type: proto.Exception, Message: err.Error()}
+		// A call that asked for the instance logs the failure with its
+		// request id and the worker's output (errors.go); other starts
+		// (min, restores) log it here.
+		if cold {
+			f.log.Debug("instance failed to start", "error", err)
+		} else {
+			f.log.Error("instance failed to start", "error", err)
+		}
+		return nil, err
 	}
 	if f.stopping {
 		// The pool began to stop while this instance started: stopAll
@@ -497,7 +509,7 @@ func (f *fnPool) startGen(ctx context.Context, fn *runtime.Function, gen int, co
 		f.mu.Unlock()
 		_ = inst.Stop(0)
 		f.mu.Lock()
-		return nil, errors.New("the pool is stopping")
+		return nil, errStopping
 	}
 	f.startErr = nil
 	s := &slot{inst: inst, lastUsed: time.Now(), gen: gen}

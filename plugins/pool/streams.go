@@ -640,22 +640,26 @@ func (c *consumer) attempts1(ctx context.Context, ev *event, acks *batchAcks, fi
 			backoff = min(2*backoff, c.maxBack)
 		}
 	}
-	typ, msg := "InstanceFailed", lastErr.Error()
-	var pe *proto.Error
-	if errors.As(lastErr, &pe) {
-		typ, msg = pe.Type, pe.Message
-	}
+	// The dead letter, for operators, keeps the whole message and its
+	// detail (a traceback); a reply, for the caller of a queued route,
+	// carries the short message only (errors.go).
+	f := failureOf(c.f.cfg.Name, lastErr)
+	typ := f.Type
 	dl := &kgo.Record{Topic: c.dlq, Key: r.Key, Value: r.Value, Headers: append([]kgo.RecordHeader(nil), r.Headers...)}
 	broker.SetHeader(dl, broker.HeaderErrorType, typ)
-	broker.SetHeader(dl, broker.HeaderErrorMessage, msg)
+	broker.SetHeader(dl, broker.HeaderErrorMessage, f.deadLetter())
 	broker.SetHeader(dl, broker.HeaderAttempts, strconv.Itoa(c.attempts))
 	broker.SetHeader(dl, broker.HeaderOrigin, r.Topic+"/"+strconv.Itoa(int(r.Partition))+"/"+strconv.FormatInt(r.Offset, 10))
 	if broker.Header(dl, broker.HeaderID) == "" {
 		broker.SetHeader(dl, broker.HeaderID, ev.id)
 	}
-	c.f.log.Warn("event sent to the dead-letter topic", "topic", c.dlq, "type", typ, "attempts", c.attempts, "error", msg)
+	args := []any{"topic", c.dlq, "id", ev.id, "type", typ, "attempts", c.attempts, "error", f.Full}
+	if f.Detail != "" {
+		args = append(args, "detail", f.Detail)
+	}
+	c.f.log.Warn("event sent to the dead-letter topic", args...)
 	recs := []*kgo.Record{dl}
-	if reply := broker.Reply(r, nil, typ, msg); reply != nil {
+	if reply := broker.Reply(r, nil, typ, f.Message); reply != nil {
 		recs = append(recs, reply)
 	}
 	c.produce(ctx, acks, recs...)

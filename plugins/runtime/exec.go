@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os/exec"
 	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -14,8 +15,9 @@ import (
 )
 
 // Exec runs a function by forking its command once per call: the input on
-// stdin, the output from stdout. A non-zero exit is an Exception carrying
-// the tail of stderr. A step's options become flags after the command:
+// stdin, the output from stdout. A non-zero exit is an Exception whose
+// message ends with the last line of stderr, and whose detail, for the
+// logs, is the tail of stderr. A step's options become flags after the command:
 // {e = "x"} adds "-e x", {name = "x"} adds "--name x".
 type Exec struct{}
 
@@ -109,11 +111,14 @@ func (e *execInstance) Invoke(ctx context.Context, inv *Invocation) error {
 	if err != nil {
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
+			// The last line of stderr is the command's own error message
+			// (sed's, a traceback's exception); the rest is for the logs.
 			msg := fmt.Sprintf("%s exited with %s", e.fn.Command[0], ee.ProcessState)
-			if tail := stderr.String(); tail != "" {
-				msg += ": " + tail
+			tail := stderr.String()
+			if tail != "" {
+				msg += ": " + tail[strings.LastIndexByte(tail, '\n')+1:]
 			}
-			return &proto.Error{Type: proto.Exception, Message: msg}
+			return &proto.Error{Type: proto.Exception, Message: msg, Detail: tail}
 		}
 		return &proto.Error{Type: proto.Exception, Message: err.Error()}
 	}

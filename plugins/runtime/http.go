@@ -77,7 +77,7 @@ func (h HTTP) Start(ctx context.Context, fn *Function) (Instance, error) {
 		}
 		select {
 		case <-inst.exited:
-			return nil, fmt.Errorf("http function %s exited before it listened on $http_port (%d): %v: %s", fn.Name, port, inst.waitErr, stderr)
+			return nil, &OutputError{Err: fmt.Errorf("http function %s exited before it listened on $http_port (%d): %v", fn.Name, port, inst.waitErr), Output: stderr.String()}
 		case <-ctx.Done():
 			inst.kill()
 			return nil, ctx.Err()
@@ -85,7 +85,7 @@ func (h HTTP) Start(ctx context.Context, fn *Function) (Instance, error) {
 		}
 		if time.Now().After(deadline) {
 			inst.kill()
-			return nil, fmt.Errorf("http function %s did not listen on $http_port (%d) within %s: %s", fn.Name, port, timeout, stderr)
+			return nil, &OutputError{Err: fmt.Errorf("http function %s did not listen on $http_port (%d) within %s", fn.Name, port, timeout), Output: stderr.String()}
 		}
 	}
 }
@@ -148,7 +148,7 @@ func (i *httpInstance) Invoke(ctx context.Context, inv *Invocation) error {
 		}
 		select {
 		case <-i.exited:
-			return fmt.Errorf("%w: http function %s exited (%v): %s", ErrInstanceGone, i.fn.Name, i.waitErr, i.stderr)
+			return &OutputError{Err: fmt.Errorf("%w: http function %s exited (%v)", ErrInstanceGone, i.fn.Name, i.waitErr), Output: i.stderr.String()}
 		default:
 		}
 		return &proto.Error{Type: proto.Exception, Message: fmt.Sprintf("%s: %v", i.fn.Name, err)}

@@ -146,11 +146,10 @@ func (p *Process) Start(ctx context.Context, fn *Function) (Instance, error) {
 	if startErr != nil {
 		inst.kill()
 		<-waited
-		msg := fmt.Sprintf("start %s worker for %s: %v", fn.Runtime, fn.Name, startErr)
-		if tail := stderr.String(); tail != "" {
-			msg += ": " + tail
+		if errors.Is(startErr, io.EOF) && inst.waitErr != nil {
+			startErr = fmt.Errorf("the worker exited (%v) before its HELLO", inst.waitErr)
 		}
-		return nil, errors.New(msg)
+		return nil, &OutputError{Err: fmt.Errorf("start %s worker for %s: %w", fn.Runtime, fn.Name, startErr), Output: stderr.String()}
 	}
 	go inst.readLoop(waited)
 	return inst, nil
@@ -654,10 +653,7 @@ func (i *procInstance) broken(err error) error {
 	} else if err != nil {
 		msg += " (" + err.Error() + ")"
 	}
-	if tail := i.stderr.String(); tail != "" {
-		msg += ": " + tail
-	}
-	return fmt.Errorf("%w: %s", ErrInstanceGone, msg)
+	return &OutputError{Err: fmt.Errorf("%w: %s", ErrInstanceGone, msg), Output: i.stderr.String()}
 }
 
 // cancel sends CANCEL and gives the worker CancelGrace to answer; a worker

@@ -144,6 +144,24 @@ type Runtime interface {
 // ErrInstanceGone is returned by Invoke on an instance that has exited.
 var ErrInstanceGone = errors.New("instance exited")
 
+// OutputError is a failure that an instance's own output explains: Err
+// says what happened, Output is the tail of the instance's standard
+// error (a traceback, a compiler's messages). Its Error is both, as one
+// string; the pool logs Output and answers callers with Err only.
+type OutputError struct {
+	Err    error
+	Output string
+}
+
+func (e *OutputError) Error() string {
+	if e.Output == "" {
+		return e.Err.Error()
+	}
+	return e.Err.Error() + ": " + e.Output
+}
+
+func (e *OutputError) Unwrap() error { return e.Err }
+
 // ErrInput is returned, wrapped, by Invoke when the call's input could
 // not be read to its end (the caller broke off): the call is abandoned,
 // and the instance, when its protocol allows (version 2), kept.

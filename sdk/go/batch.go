@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -65,7 +66,12 @@ func (w *worker) runBatch(ctx context.Context, cancel context.CancelFunc, id uin
 			err = fmt.Errorf("%w: an output of %d bytes is more than one frame carries (%d)", ErrPostconditionFailed, len(res), proto.MaxFrame-64)
 		}
 		if err != nil {
-			out.add(k, nil, typed(err))
+			e := typed(err)
+			if e.Detail != "" {
+				// RESULTS carry no detail: it goes to the function's log.
+				fmt.Fprintf(os.Stderr, "%s\n%s\n", e.Message, e.Detail)
+			}
+			out.add(k, nil, e)
 			break
 		}
 		out.add(k, res, nil)

@@ -33,6 +33,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -422,8 +423,22 @@ func typed(err error) *proto.Error {
 	case errors.Is(err, context.DeadlineExceeded):
 		typ = proto.Timeout
 	}
-	return &proto.Error{Type: typ, Message: err.Error()}
+	e := &proto.Error{Type: typ, Message: err.Error()}
+	var p *panicked
+	if errors.As(err, &p) {
+		e.Detail = string(p.stack)
+	}
+	return e
 }
+
+// panicked is a handler's panic: its value, the caller's message, and
+// the stack, which goes to the pool's log (proto.Error.Detail).
+type panicked struct {
+	value any
+	stack []byte
+}
+
+func (p *panicked) Error() string { return fmt.Sprintf("panic: %v", p.value) }
 
 // answer sends a successful invocation's output, at most one chunk, and
 // its RESULT in one write.
@@ -448,7 +463,7 @@ func (w *worker) answer(id uint32, out []byte, call *Call) {
 func safeCall(h Handler, ctx context.Context, in []byte) (out []byte, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("panic: %v", r)
+			err = &panicked{value: r, stack: debug.Stack()}
 		}
 	}()
 	return h(ctx, in)

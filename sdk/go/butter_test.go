@@ -415,3 +415,25 @@ func TestNoDeadline(t *testing.T) {
 		return
 	}
 }
+
+// A handler's panic fails the call as an Exception whose message is the
+// panic's value, and whose detail, for the pool's log only, is the stack
+// of the goroutine that panicked. An error the handler returns has no
+// detail.
+func TestPanicDetail(t *testing.T) {
+	p := serve(t, func(ctx context.Context, in []byte) ([]byte, error) {
+		if string(in) == "error" {
+			return nil, fmt.Errorf("refused %s", in)
+		}
+		panic("boom")
+	})
+	_, res := p.invoke(1, proto.InvokeMsg{Function: "f"}, "panic")
+	if e := res.Error; e == nil || e.Type != proto.Exception || e.Message != "panic: boom" ||
+		!strings.Contains(e.Detail, "goroutine ") || !strings.Contains(e.Detail, "TestPanicDetail") {
+		t.Fatalf("a panic: %+v; want an Exception with the panic's value and its stack as detail", e)
+	}
+	_, res = p.invoke(2, proto.InvokeMsg{Function: "f"}, "error")
+	if e := res.Error; e == nil || e.Message != "refused error" || e.Detail != "" {
+		t.Fatalf("an error: %+v; want its message and no detail", e)
+	}
+}

@@ -7,6 +7,7 @@ const fs = require('fs');
 const net = require('net');
 const path = require('path');
 const url = require('url');
+const util = require('util');
 const Module = require('module');
 
 const T = { HELLO: 1, INVOKE: 2, DATA: 3, END: 4, RESULT: 5, CANCEL: 6, CALL: 7, REPLY: 8, BATCH: 9, RESULTS: 10 };
@@ -295,9 +296,9 @@ async function runBatch(inv, deadline, events) {
         error = { type: 'PostconditionFailed', message: `an output of ${output.length} bytes is more than one frame carries` };
       }
     } catch (err) {
-      const type = (err && typeof err.butterType === 'string' && err.butterType) || 'Exception';
-      error = { type, message: (err && err.message) || String(err) };
-      if (type === 'Exception') console.error(err);
+      error = typedError(err);
+      // RESULTS carry no detail: it goes to the function's log.
+      if (error.detail) console.error(error.detail);
     }
     if (error) {
       add(errorResult(error.type, error.message));
@@ -315,6 +316,17 @@ async function runBatch(inv, deadline, events) {
   invocations.delete(inv.id);
   flush();
   maybeExit();
+}
+
+// typedError is a handler's exception as RESULT carries it: its type and
+// message for the caller, and for an Exception its stack as the detail,
+// which the pool logs with the call's request id and never answers with
+// (docs/worker-protocol.md, "Errors").
+function typedError(err) {
+  const type = (err && typeof err.butterType === 'string' && err.butterType) || 'Exception';
+  const error = { type, message: (err && err.message) || String(err) };
+  if (type === 'Exception') error.detail = util.inspect(err);
+  return error;
 }
 
 function errorResult(type, message) {
@@ -338,9 +350,7 @@ async function run(inv) {
   try {
     output = toBuffer(await handler(input, inv.ctx));
   } catch (err) {
-    const type = (err && typeof err.butterType === 'string' && err.butterType) || 'Exception';
-    error = { type, message: (err && err.message) || String(err) };
-    if (type === 'Exception') console.error(err);
+    error = typedError(err);
   }
   // The id must not be freed while a CALL of it awaits its REPLY.
   while (inv.calls.size) await Promise.all([...inv.calls.values()].map((c) => c.promise));

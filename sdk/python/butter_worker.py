@@ -294,6 +294,9 @@ def run_batch(handler, invocations, ctx, events):
             break
         output, error = call_handler(handler, data, EventContext(ctx, index, meta))
         if error:
+            if error.get("detail"):
+                # RESULTS carry no detail: it goes to the function's log.
+                sys.stderr.write(error["detail"])
             add(_error_result(error["type"], error["message"]))
             break
         if len(output) > MAX_FRAME - 64:
@@ -340,11 +343,14 @@ def call_handler(handler, data, ctx):
     except BaseException as e:
         kind = getattr(e, "butter_type", None)
         kind = kind if isinstance(kind, str) and kind else "Exception"
+        error = {"type": kind, "message": str(e) or type(e).__name__}
         if kind == "Exception":
             import traceback
 
-            traceback.print_exc()
-        return None, {"type": kind, "message": str(e) or type(e).__name__}
+            # For the pool's log, with the call's request id; never for
+            # the caller (docs/worker-protocol.md, "Errors").
+            error["detail"] = traceback.format_exc()
+        return None, error
 
 
 def run(handler, invocations, ctx, data):

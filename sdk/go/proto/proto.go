@@ -257,10 +257,14 @@ type StateMsg struct {
 	Deleted bool            `json:"deleted,omitempty"`
 }
 
-// Error is a typed function error.
+// Error is a typed function error. Type and Message are for the caller;
+// Detail is for the operator: a traceback, a stack, the output of a
+// worker that could not start. The pool logs Detail with the call's
+// request id and never answers a caller with it (plugins/pool, errors.go).
 type Error struct {
 	Type    string `json:"type"`
 	Message string `json:"message"`
+	Detail  string `json:"detail,omitempty"`
 }
 
 func (e *Error) Error() string { return e.Type + ": " + e.Message }
