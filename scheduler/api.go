@@ -265,11 +265,37 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request) bool {
 // the client allowed a stale answer (?stale). Otherwise it forwards r to
 // the leader and says no.
 func (s *Server) local(w http.ResponseWriter, r *http.Request) bool {
-	if _, stale := r.URL.Query()["stale"]; stale || s.raft.State() == raft.Leader {
+	if _, stale := r.URL.Query()["stale"]; stale {
+		return true
+	}
+	if s.raft.State() == raft.Leader {
+		if err := s.leaderCaughtUp(); err != nil {
+			writeErr(w, http.StatusServiceUnavailable, fmt.Errorf("this node was elected leader and has not yet applied its predecessor's writes (%v); retry, or read with ?stale", err))
+			return false
+		}
 		return true
 	}
 	s.forward(w, r)
 	return false
+}
+
+// leaderCaughtUp makes sure a leader has applied every entry committed
+// before its term before it answers a read: a newly elected leader holds
+// them in its log but may not have applied them to its state yet. It runs
+// a Raft barrier once per term; the reads after it in the term answer at
+// once.
+func (s *Server) leaderCaughtUp() error {
+	term := s.raft.CurrentTerm()
+	s.barrierMu.Lock()
+	defer s.barrierMu.Unlock()
+	if s.barrierTerm == term {
+		return nil
+	}
+	if err := s.raft.Barrier(5 * time.Second).Error(); err != nil {
+		return err
+	}
+	s.barrierTerm = term
+	return nil
 }
 
 // Blocking queries wait at most this long: the default of ?wait, and its

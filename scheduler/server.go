@@ -96,13 +96,18 @@ type RaftTiming struct {
 
 // Server is one control-plane node.
 type Server struct {
-	cfg   Config
-	raft  *raft.Raft
-	fsm   *fsm.FSM
-	snaps raft.SnapshotStore
-	http  *http.Server
-	ln    net.Listener
-	log   hclog.Logger
+	cfg  Config
+	raft *raft.Raft
+	fsm  *fsm.FSM
+
+	// barrierMu guards barrierTerm, the Raft term in which this node, as
+	// leader, completed a barrier (leaderCaughtUp).
+	barrierMu   sync.Mutex
+	barrierTerm uint64
+	snaps       raft.SnapshotStore
+	http        *http.Server
+	ln          net.Listener
+	log         hclog.Logger
 	// owned are the stores and transport the server opened (not those
 	// Config gave it), closed by Close after Raft stops, in order.
 	owned []io.Closer
