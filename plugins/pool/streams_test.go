@@ -319,8 +319,9 @@ func TestStreamSplitAcrossPools(t *testing.T) {
 // once the first has handled events of every partition (so partitions it
 // worked on move, and their committed offsets are what keeps them from
 // being handled twice); events keep coming until the group has settled
-// with both pools, so the first is at work during the rebalance, and the
-// last of them land on the second pool's partitions too.
+// with both pools, so the first is at work during the rebalance; then one
+// event goes to each partition, so the second pool has events to handle
+// on the partitions it took, however fast the first was with the rest.
 func TestStreamRebalanceUnderLoad(t *testing.T) {
 	const partitions = 6
 	dev, cl := devBroker(t)
@@ -354,7 +355,7 @@ func TestStreamRebalanceUnderLoad(t *testing.T) {
 			sent = append(sent, batch...)
 			select {
 			case <-stop:
-				return // after a batch produced once the group settled
+				return
 			case <-tick.C:
 			}
 		}
@@ -384,6 +385,16 @@ func TestStreamRebalanceUnderLoad(t *testing.T) {
 	close(stop)
 	stopped = true
 	vals = append(vals, <-more...)
+	var settled []string
+	for seen, i := map[int]bool{}, 0; len(seen) < partitions; i++ {
+		v := fmt.Sprintf("tick-s%04d", i)
+		if p := part.Partition(&kgo.Record{Key: []byte(v)}, partitions); !seen[p] {
+			seen[p] = true
+			settled = append(settled, v)
+		}
+	}
+	produce(t, cl, "r.in", settled...)
+	vals = append(vals, settled...)
 
 	got := values(readAll(t, dev.Addr, "r.out", len(vals)))
 	twice := 0
