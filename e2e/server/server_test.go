@@ -154,7 +154,7 @@ func TestLeaderLoss(t *testing.T) {
 			if !s.Running() {
 				continue
 			}
-			e2etest.WaitFor(t, 10*time.Second, "survivor "+s.HTTP+" holds every acknowledged write", func() bool {
+			e2etest.WaitFor(t, 30*time.Second, "survivor "+s.HTTP+" holds every acknowledged write", func() bool {
 				have := projectsAt(s.HTTP)
 				for name := range acked {
 					if !have[name] {
@@ -188,7 +188,7 @@ func TestLeaderLoss(t *testing.T) {
 		})
 		// Raft logs the install just after the FSM restore that made the
 		// writes visible: wait for the line rather than race it.
-		deadline := time.Now().Add(10 * time.Second)
+		deadline := time.Now().Add(30 * time.Second)
 		for !strings.Contains(killed.Log.String(), "Installed remote snapshot") && time.Now().Before(deadline) {
 			time.Sleep(20 * time.Millisecond)
 		}
