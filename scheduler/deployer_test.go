@@ -143,7 +143,7 @@ func TestInProcessDeployAndRollback(t *testing.T) {
 			}
 		}
 		// r1 is active again and deployed anew.
-		schedtest.WaitFor(t, 10*time.Second, "r1 active and registered again", func() bool {
+		schedtest.WaitFor(t, 30*time.Second, "r1 active and registered again", func() bool {
 			_, active := e.state("r1")
 			return active == "r1" && e.lastRegistered() == "r1"
 		})
@@ -176,7 +176,7 @@ func TestInProcessDeployAndRollback(t *testing.T) {
 				t.Errorf("r4's message %q lacks %q", d.Message, want)
 			}
 		}
-		schedtest.WaitFor(t, 10*time.Second, "r1 active again", func() bool {
+		schedtest.WaitFor(t, 30*time.Second, "r1 active again", func() bool {
 			_, active := e.state("r1")
 			return active == "r1"
 		})

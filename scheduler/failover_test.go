@@ -42,7 +42,7 @@ func putProject(n *schedtest.Node, name string) error {
 func putEventually(t *testing.T, n *schedtest.Node, name string) {
 	t.Helper()
 	var err error
-	schedtest.WaitFor(t, 10*time.Second, "write "+name+" acknowledged through "+n.ID, func() bool {
+	schedtest.WaitFor(t, 30*time.Second, "write "+name+" acknowledged through "+n.ID, func() bool {
 		err = putProject(n, name)
 		return err == nil
 	})
@@ -96,7 +96,7 @@ func stateJSON(t *testing.T, n *schedtest.Node) []byte {
 // both hold the same state.
 func caughtUp(t *testing.T, leader, n *schedtest.Node) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	want := leader.FSM().Index()
 	if got, err := n.FSM().WaitIndex(ctx, want-1); err != nil {

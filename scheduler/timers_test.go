@@ -33,7 +33,7 @@ func TestInProcessTimersAcrossFailover(t *testing.T) {
 	// ticksPast waits until a tick after `after` has been delivered.
 	ticksPast := func(after time.Time) {
 		t.Helper()
-		schedtest.WaitFor(t, 10*time.Second, "a tick after "+after.Format(time.TimeOnly), func() bool {
+		schedtest.WaitFor(t, 30*time.Second, "a tick after "+after.Format(time.TimeOnly), func() bool {
 			_, ticks := c.Firer.Ticks(timer)
 			return len(ticks) > 0 && ticks[len(ticks)-1].After(after)
 		})

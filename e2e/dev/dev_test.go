@@ -183,17 +183,20 @@ func TestDevHotRedeploy(t *testing.T) {
 	d := startDev(t, exec.Command(e2etest.Bin(), "dev", "-listen", gw, "-server-addr", testport.Addr(t), dir))
 	url := "http://" + gw + "/greet"
 
+	// The load runs until every client has had an answer from the new
+	// revision, however long the redeploy takes, not for a fixed time.
 	var ok, failed, v2 atomic.Int64
 	var failures sync.Map
-	last := make([]string, 50)
-	stop := time.Now().Add(20 * time.Second)
+	const clients = 50
+	var last [clients]atomic.Pointer[string]
+	var stopped atomic.Bool
 	var wg sync.WaitGroup
 	client := &http.Client{Timeout: 10 * time.Second}
-	for i := 0; i < 50; i++ {
+	for i := 0; i < clients; i++ {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			for n := 0; time.Now().Before(stop); n++ {
+			for n := 0; !stopped.Load(); n++ {
 				body := fmt.Sprintf("client %d call %d", i, n)
 				resp, err := client.Post(url, "text/plain", strings.NewReader(body))
 				if err != nil {
@@ -213,15 +216,26 @@ func TestDevHotRedeploy(t *testing.T) {
 				if strings.HasPrefix(got, "v2:") {
 					v2.Add(1)
 				}
-				last[i] = got[:2]
+				version := got[:2]
+				last[i].Store(&version)
 			}
 		}(i)
 	}
-	e2etest.WaitFor(t, 15*time.Second, "v1 answers flowing", func() bool { return ok.Load() > 100 })
+	defer func() { stopped.Store(true); wg.Wait() }()
+	e2etest.WaitFor(t, 60*time.Second, "v1 answers flowing", func() bool { return ok.Load() > 100 })
 	writeGreet(t, dir, "v2")
-	e2etest.WaitFor(t, 15*time.Second, "the redeploy", func() bool {
+	e2etest.WaitFor(t, 60*time.Second, "the redeploy", func() bool {
 		return strings.Contains(d.out.String(), "serving (deployed in")
 	})
+	e2etest.WaitFor(t, 60*time.Second, "every client answered by the new revision", func() bool {
+		for i := range last {
+			if v := last[i].Load(); v == nil || *v != "v2" {
+				return false
+			}
+		}
+		return true
+	})
+	stopped.Store(true)
 	wg.Wait()
 	t.Logf("%d answers, %d from the new revision, %d failed", ok.Load(), v2.Load(), failed.Load())
 	failures.Range(func(k, _ any) bool { t.Logf("failure: %v", k); return true })
@@ -231,9 +245,9 @@ func TestDevHotRedeploy(t *testing.T) {
 	if v2.Load() == 0 {
 		t.Fatal("no answer came from the new revision")
 	}
-	for i, l := range last {
-		if l != "v2" {
-			t.Errorf("client %d's last answer came from %q, not the new revision", i, l)
+	for i := range last {
+		if v := last[i].Load(); v == nil || *v != "v2" {
+			t.Errorf("client %d's last answer did not come from the new revision", i)
 		}
 	}
 
@@ -241,7 +255,7 @@ func TestDevHotRedeploy(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "live.fn.hcl"), []byte("function \"greet\" {\n  runtime = \"cobol\"\n}\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	e2etest.WaitFor(t, 15*time.Second, "the invalid change reported", func() bool {
+	e2etest.WaitFor(t, 60*time.Second, "the invalid change reported", func() bool {
 		return strings.Contains(d.out.String(), "the running revision keeps serving")
 	})
 	resp, err := client.Post(url, "text/plain", strings.NewReader("still"))

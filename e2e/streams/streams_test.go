@@ -14,12 +14,15 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/butterfn/butter/broker"
 	"github.com/butterfn/butter/e2e/e2etest"
@@ -200,79 +203,149 @@ func rssMiB(pid int) float64 {
 	return 0
 }
 
-// TestStreamBackPressure: producers run ten times faster than the
-// function. The pool fetches in bounded batches and polls again only when
-// a batch is handled, so the backlog stays in Kafka and the pool's memory
-// stays bounded. The bound, 150 MiB, is generous: the pool idles at about
-// 30 MiB; the point is that it does not grow with the backlog (here over
-// 60 MiB of events).
+// TestStreamBackPressure: a backlog much larger than the memory bound
+// waits in Kafka while the function cannot keep up. The pool fetches in
+// bounded batches and polls again only when a batch is handled, so the
+// backlog stays in Kafka and the pool's memory stays bounded.
+//
+// Nothing here depends on how fast the machine is. The backlog, 256 MiB,
+// is in the broker before the pool starts, and the function handles
+// nothing until the test opens a gate: the pool can only fetch. The
+// broker (kfake, in this process) records how far the pool's fetches
+// have gone; the pool has every chance to run ahead while it sends its
+// group three heartbeats (six seconds or more of its own time). It may
+// hold one poll and one buffered fetch (1 MiB a partition; its fetches
+// do not get past offset 0 here): it must fetch no further than 16 MiB
+// into the backlog, and its RSS stay under 100 MiB (it idles at about
+// 40). A pool that fetches ahead takes its first 16 MiB at once and
+// fails; one that buffered the backlog would need 256 MiB more. Then the
+// gate opens and the pool commits its first batches.
 func TestStreamBackPressure(t *testing.T) {
-	dev, err := broker.StartDev(0, "")
+	const (
+		partitions   = 3
+		payloadSize  = 4096
+		backlog      = 64 << 10 // events: 256 MiB
+		maxAhead     = 16 << 20 // bytes fetched past what is handled
+		maxRSS       = 100      // MiB
+		beats        = 3        // heartbeats the pool is watched for
+		handledAfter = 100      // events handled once the gate opens
+	)
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.DefaultNumPartitions(partitions))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer dev.Close()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(dev.Addr), kgo.ProducerLinger(5*time.Millisecond))
+	defer cluster.Close()
+	// What the pool asks the broker for: the offset each fetch starts at,
+	// per partition (the highest seen), and its heartbeats. Only the pool
+	// fetches and heartbeats here. Control functions run on the broker's
+	// goroutine and let it answer the requests as usual.
+	var mu sync.Mutex
+	fetchedTo := map[string]int64{}
+	heartbeats := 0
+	cluster.ControlKey(int16(kmsg.Fetch), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		cluster.KeepControl()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, tp := range req.(*kmsg.FetchRequest).Topics {
+			for _, p := range tp.Partitions {
+				k := fmt.Sprint(tp.Topic, tp.TopicID, p.Partition)
+				fetchedTo[k] = max(fetchedTo[k], p.FetchOffset)
+			}
+		}
+		return nil, nil, false
+	})
+	for _, key := range []kmsg.Key{kmsg.Heartbeat, kmsg.ConsumerGroupHeartbeat} {
+		cluster.ControlKey(int16(key), func(kmsg.Request) (kmsg.Response, error, bool) {
+			cluster.KeepControl()
+			mu.Lock()
+			defer mu.Unlock()
+			heartbeats++
+			return nil, nil, false
+		})
+	}
+	fetched := func() (events int64, beat int) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, n := range fetchedTo {
+			events += n
+		}
+		return events, heartbeats
+	}
+	addr := cluster.ListenAddrs()[0]
+
+	// Uncompressed: the backlog's size is what a pool that buffered it
+	// would hold (this payload compresses twenty-fold).
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ProducerLinger(5*time.Millisecond), kgo.ProducerBatchCompression(kgo.NoCompression()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cl.Close()
 	ctx := context.Background()
-	if err := broker.EnsureTopics(ctx, kadm.NewClient(cl), []broker.Topic{{Name: "bp.in", Partitions: 3}, {Name: "bp.out", Partitions: 3}}); err != nil {
+	if err := broker.EnsureTopics(ctx, kadm.NewClient(cl), []broker.Topic{{Name: "bp.in", Partitions: partitions}, {Name: "bp.out", Partitions: partitions}}); err != nil {
 		t.Fatal(err)
 	}
-	cfgPath := writePoolConfig(t, pool.Config{Project: "bp", Pool: "p", Functions: []pool.FunctionConfig{{
-		Name: "slow", Runtime: "exec", Command: []string{"sh", "-c", "sleep 0.01; cat"}, Bundle: t.TempDir(),
-		Timeout: "10s", Memory: 16, MaxInstances: 2, Concurrency: 1, Output: "bp.out",
-		Streams: []pool.StreamTrigger{{Stream: "bp.in", Group: "butter.bp.slow.bp.in", Offset: "first"}},
-	}}})
-	p := startPool(t, cfgPath, dev.Addr)
-	pid := p.cmd.Process.Pid
-
-	payload := strings.Repeat("x", 2048)
-	const seconds, rate = 10, 3000 // events per second offered
-	stop := time.Now().Add(seconds * time.Second)
-	produced := 0
-	maxRSS := 0.0
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for time.Now().Before(stop) {
-		<-tick.C
-		for range rate / 10 {
-			cl.Produce(ctx, &kgo.Record{Topic: "bp.in", Value: []byte(payload)}, nil)
-			produced++
-		}
-		maxRSS = max(maxRSS, rssMiB(pid))
+	payload := []byte(strings.Repeat("x", payloadSize))
+	for range backlog {
+		cl.Produce(ctx, &kgo.Record{Topic: "bp.in", Value: payload}, func(_ *kgo.Record, err error) {
+			if err != nil {
+				t.Errorf("produce: %v", err)
+			}
+		})
 	}
 	if err := cl.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	// How far the function got: its committed offsets (a partition with
-	// none yet counts 0). On a loaded machine the first commit may come
-	// after the offering ends: wait for it, with a deadline, still
-	// watching the pool's memory.
-	committed := func() int64 {
-		lag, err := kadm.NewClient(cl).Lag(ctx, "butter.bp.slow.bp.in")
+
+	// The function: each call marks its start, then waits for the gate.
+	dir := t.TempDir()
+	gate, started := filepath.Join(dir, "gate"), filepath.Join(dir, "started")
+	cfgPath := writePoolConfig(t, pool.Config{Project: "bp", Pool: "p", Functions: []pool.FunctionConfig{{
+		Name: "slow", Runtime: "exec", Bundle: t.TempDir(),
+		Command: []string{"sh", "-c", fmt.Sprintf("touch %s.$$; while [ ! -e %s ]; do sleep 0.05; done; cat", started, gate)},
+		Timeout: "10m", Memory: 16, MaxInstances: 2, Concurrency: 1, Output: "bp.out",
+		Streams: []pool.StreamTrigger{{Stream: "bp.in", Group: "butter.bp.slow.bp.in", Offset: "first"}},
+	}}})
+	p := startPool(t, cfgPath, addr)
+	pid := p.cmd.Process.Pid
+
+	// Watch the pool from its first call in flight for beats heartbeats,
+	// or until it has fetched too far.
+	peak := 0.0
+	e2etest.WaitFor(t, 2*time.Minute, "a call in flight", func() bool {
+		peak = max(peak, rssMiB(pid))
+		m, _ := filepath.Glob(started + ".*")
+		return len(m) > 0
+	})
+	_, from := fetched()
+	e2etest.WaitFor(t, 5*time.Minute, fmt.Sprintf("%d heartbeats of the pool", beats), func() bool {
+		peak = max(peak, rssMiB(pid))
+		n, beat := fetched()
+		return beat >= from+beats || n*payloadSize > maxAhead
+	})
+	ahead, _ := fetched()
+	t.Logf("back-pressure: %d events (%d MiB) waiting, the function blocked: the pool fetched %d events (%.1f MiB); its RSS peaked at %.1f MiB",
+		backlog, backlog*payloadSize>>20, ahead, float64(ahead*payloadSize)/(1<<20), peak)
+	if ahead*payloadSize > maxAhead {
+		t.Errorf("the pool fetched %.1f MiB while it could handle nothing, want at most %d MiB: it does not wait for its batches", float64(ahead*payloadSize)/(1<<20), maxAhead>>20)
+	}
+	if peak == 0 || peak > maxRSS {
+		t.Errorf("the pool's RSS peaked at %.1f MiB with %d MiB waiting; the bound is %d MiB", peak, backlog*payloadSize>>20, maxRSS)
+	}
+
+	// Open the gate: the pool works through the backlog, committing.
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	adm := kadm.NewClient(cl)
+	e2etest.WaitFor(t, 5*time.Minute, fmt.Sprintf("%d events handled once the gate opened", handledAfter), func() bool {
+		lag, err := adm.Lag(ctx, "butter.bp.slow.bp.in")
 		if err != nil {
-			t.Fatal(err)
+			return false
 		}
 		n := int64(0)
 		for _, l := range lag["butter.bp.slow.bp.in"].Lag.Sorted() {
 			n += max(l.Commit.At, 0)
 		}
-		return n
-	}
-	handled := committed()
-	for deadline := time.Now().Add(2 * time.Minute); handled == 0 && time.Now().Before(deadline); handled = committed() {
-		<-tick.C
-		maxRSS = max(maxRSS, rssMiB(pid))
-	}
-	t.Logf("back-pressure: %d events (%.0f MiB) offered in %ds, %d handled (%.1fx mismatch); pool RSS peaked at %.1f MiB (bound 150 MiB)",
-		produced, float64(produced*len(payload))/(1<<20), seconds, handled, float64(produced)/float64(max(handled, 1)), maxRSS)
-	if handled == 0 || float64(produced)/float64(handled) < 3 {
-		t.Errorf("no mismatch to test: %d offered, %d handled", produced, handled)
-	}
-	if maxRSS == 0 || maxRSS > 150 {
-		t.Errorf("pool RSS peaked at %.1f MiB; the bound is 150 MiB", maxRSS)
-	}
+		return n >= handledAfter
+	})
 }

@@ -181,10 +181,10 @@ function "echo" {
 	wg.Wait()
 }
 
-// waitFor checks cond every 10 ms until it holds, for up to 10 s.
+// waitFor checks cond every 10 ms until it holds, for up to 30 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"github.com/butterfn/butter/names"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -211,41 +212,70 @@ func TestOneAllocationManyRuntimes(t *testing.T) {
 	t.Logf("pool task RSS with four warm runtimes: %.1f MiB", float64(rss)/(1<<20))
 }
 
-// TestDrainOnStop: stopping the job while a slow call is in flight lets
-// that call finish.
+// TestDrainOnStop: stopping the job while a call is in flight lets that
+// call finish. The call cannot end before the test lets it: the function
+// waits for a line of its input, which the test writes only once the
+// pool is draining (it no longer takes connections).
 func TestDrainOnStop(t *testing.T) {
 	agent := startAgent(t)
 	job, addr := deploy(t, agent, "testdata/drain")
-	var wg sync.WaitGroup
-	var code int
-	var body string
-	wg.Add(1)
+	in, release := io.Pipe()
+	defer release.Close()
+	type answer struct {
+		code int
+		body string
+	}
+	done := make(chan answer, 1)
 	go func() {
-		defer wg.Done()
-		code, body = post(t, addr+"/v1/invoke/slow", "")
-	}()
-	// Wait until the call is in flight, then stop the job.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(addr + "/metrics")
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if strings.Contains(string(b), `butter_inflight_calls{function="slow"} 1`) {
-				break
-			}
+		// Not post: t.Fatal belongs to the test's goroutine.
+		resp, err := http.Post(addr+"/v1/invoke/slow", "text/plain", in)
+		if err != nil {
+			done <- answer{0, err.Error()}
+			return
 		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		done <- answer{resp.StatusCode, string(b)}
+	}()
+	deadline := time.Now().Add(60 * time.Second)
+	for !inflight(addr, "slow") {
 		if time.Now().After(deadline) {
-			t.Fatal("the slow call never started")
+			t.Fatal("the call never got in flight")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	if _, _, err := agent.Client.Jobs().Deregister(*job.ID, false, nil); err != nil {
 		t.Fatal(err)
 	}
-	wg.Wait()
-	if code != 200 || body != "finished\n" {
-		t.Errorf("the in-flight call during the stop got %d %q; want 200 \"finished\"", code, body)
+	// Draining: the pool stops taking connections.
+	deadline = time.Now().Add(60 * time.Second)
+	for {
+		conn, err := net.DialTimeout("tcp", strings.TrimPrefix(addr, "http://"), time.Second)
+		if err != nil {
+			break
+		}
+		conn.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("the pool still takes connections 60s after the job was stopped")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	select {
+	case a := <-done:
+		t.Fatalf("the call ended (%d %q) before the test let it", a.code, a.body)
+	default:
+	}
+	if _, err := io.WriteString(release, "go\n"); err != nil {
+		t.Fatalf("the call's input: %v", err)
+	}
+	release.Close()
+	select {
+	case a := <-done:
+		if a.code != 200 || a.body != "finished\n" {
+			t.Errorf("the in-flight call during the stop got %d %q; want 200 \"finished\"", a.code, a.body)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("the call in flight did not finish within 60s of its release")
 	}
 }
 

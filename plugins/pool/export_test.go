@@ -15,3 +15,13 @@ func SetOutputHold(p *Pool, d time.Duration) {
 
 // PublicMessage is publicMessage, for TestPublicMessage.
 var PublicMessage = publicMessage
+
+// SetStateClock sets the clock that the state of function fn expires by
+// (time.Now by default), so that a test steps past a TTL instead of
+// waiting it out. Set it before the function's first call.
+func SetStateClock(p *Pool, fn string, now func() time.Time) {
+	s := p.fns[fn].state
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.now = now
+}

@@ -50,7 +50,10 @@ type stateStore struct {
 	ttl   time.Duration
 	log   hclog.Logger
 
-	mu      sync.Mutex
+	mu sync.Mutex
+	// now is the clock of the TTL, of a state's write time and its
+	// expiry: time.Now, or a test's (SetStateClock).
+	now     func() time.Time
 	entries map[string]*stateEntry
 	locks   map[string]*keyLock
 	// tombs are deleted keys whose entries stay, to keep their offsets,
@@ -91,7 +94,7 @@ func newStateStore(fn string, sc *StateConfig, log hclog.Logger) *stateStore {
 	ttl := duration(sc.TTL)
 	ready := make(chan struct{})
 	close(ready)
-	return &stateStore{fn: fn, field: sc.Key, ttl: ttl, log: log, entries: map[string]*stateEntry{}, locks: map[string]*keyLock{}, ready: ready}
+	return &stateStore{fn: fn, field: sc.Key, ttl: ttl, log: log, now: time.Now, entries: map[string]*stateEntry{}, locks: map[string]*keyLock{}, ready: ready}
 }
 
 // lock serializes the calls of one key; it gives up when ctx ends.
@@ -149,14 +152,14 @@ func (s *stateStore) get(key string) (value []byte, expired bool) {
 }
 
 func (s *stateStore) expired(at time.Time) bool {
-	return s.ttl > 0 && time.Since(at) > s.ttl
+	return s.ttl > 0 && s.now().Sub(at) > s.ttl
 }
 
 // put saves a key's state (nil deletes it): to the changelog first, until
 // the brokers acknowledge it or ctx ends, then in memory.
 func (s *stateStore) put(ctx context.Context, key string, value []byte) error {
 	s.mu.Lock()
-	cl := s.cl
+	cl, now := s.cl, s.now
 	s.mu.Unlock()
 	if cl == nil {
 		s.memOnce.Do(func() {
@@ -166,12 +169,12 @@ func (s *stateStore) put(ctx context.Context, key string, value []byte) error {
 		if value == nil {
 			delete(s.entries, key)
 		} else {
-			s.entries[key] = &stateEntry{value: value, at: time.Now(), offset: -1}
+			s.entries[key] = &stateEntry{value: value, at: now(), offset: -1}
 		}
 		s.mu.Unlock()
 		return nil
 	}
-	rec := &kgo.Record{Topic: s.topic, Key: []byte(key), Value: value, Timestamp: time.Now()}
+	rec := &kgo.Record{Topic: s.topic, Key: []byte(key), Value: value, Timestamp: now()}
 	for {
 		err := cl.ProduceSync(ctx, rec).FirstErr()
 		if err == nil {

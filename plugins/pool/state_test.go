@@ -107,13 +107,14 @@ func TestHTTPState(t *testing.T) {
 	f := testdataFn("counter", "node", "statefn", "index.handle")
 	f.State = &pool.StateConfig{Key: "device"}
 	ttl := testdataFn("short", "node", "statefn", "index.handle")
-	// 5s: the two calls "at once" below come well within it on a busy
-	// machine (two Node calls, each writing the changelog). A clock the
-	// test controls would make it exact; the state store has none yet.
-	ttl.State = &pool.StateConfig{Key: "device", TTL: "5s"}
+	ttl.State = &pool.StateConfig{Key: "device", TTL: "1h"}
 	gofn := testdataFn("gocount", "go", "gofn", "")
 	gofn.State = &pool.StateConfig{Key: "$key"}
-	_, srv := sdkPool(t, nil, f, ttl, gofn)
+	p, srv := sdkPool(t, nil, f, ttl, gofn)
+	// The TTL runs on a clock the test steps: the calls take no time on
+	// it, however slow the machine.
+	clock := &testClock{t: time.Now()}
+	pool.SetStateClock(p, "short", clock.now)
 
 	for i := 1; i <= 3; i++ {
 		if c := callState(t, srv, "counter", `{"device":"d1"}`, nil); c.Key != "d1" || c.N != i {
@@ -181,16 +182,23 @@ func TestHTTPState(t *testing.T) {
 		t.Errorf("after delete: %+v", c)
 	}
 
-	// TTL: a state not written for 5s reads as none.
+	// TTL: a state not written for an hour reads as none; a write
+	// restarts its hour.
 	if c := callState(t, srv, "short", `{"device":"d1"}`, nil); c.N != 1 {
 		t.Fatalf("ttl: %+v", c)
 	}
+	clock.add(59 * time.Minute)
 	if c := callState(t, srv, "short", `{"device":"d1"}`, nil); c.N != 2 {
-		t.Fatalf("ttl, at once: %+v", c)
+		t.Fatalf("ttl, 59 minutes after the write: %+v", c)
 	}
-	eventually(t, 30*time.Second, "the state expired", func() bool {
-		return string(callState(t, srv, "short", `{"device":"d1","op":"read"}`, nil).State) == "null"
-	})
+	clock.add(59 * time.Minute)
+	if c := callState(t, srv, "short", `{"device":"d1","op":"read"}`, nil); string(c.State) != `{"n":2}` {
+		t.Fatalf("ttl, 59 minutes after the second write: %+v", c)
+	}
+	clock.add(2 * time.Minute)
+	if c := callState(t, srv, "short", `{"device":"d1","op":"read"}`, nil); string(c.State) != "null" {
+		t.Errorf("ttl, 61 minutes after the last write: %+v", c)
+	}
 	if c := callState(t, srv, "short", `{"device":"d1"}`, nil); c.N != 1 {
 		t.Errorf("after the TTL: %+v", c)
 	}
@@ -407,4 +415,22 @@ func TestHTTPStateChangelog(t *testing.T) {
 	if got := callState(t, c, "counter", `{"device":"gone","op":"read"}`, nil); string(got.State) != "null" {
 		t.Errorf("restored the deleted key: %s", got.State)
 	}
+}
+
+// testClock is a clock that moves only when the test says.
+type testClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *testClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *testClock) add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
 }

@@ -224,7 +224,7 @@ func cluster(t *testing.T) []*node {
 
 func leader(t *testing.T, nodes []*node, except *node) *node {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		for _, n := range nodes {
 			if n != except && n.raft.State() == raft.Leader {
@@ -233,8 +233,28 @@ func leader(t *testing.T, nodes []*node, except *node) *node {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	t.Fatal("no leader within 10s")
+	t.Fatal("no leader within 30s")
 	return nil
+}
+
+// commit applies an entry through the leader (not except), and through
+// the next one if leadership moves before it commits: with 100 ms
+// election timeouts, a loaded machine can see a leader lose its lease.
+// It returns the leader that committed the entry and the entry's index.
+func commit(t *testing.T, nodes []*node, except *node, b []byte) (*node, uint64) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		l := leader(t, nodes, except)
+		f := l.raft.Apply(b, 5*time.Second)
+		err := f.Error()
+		if err == nil {
+			return l, f.Index()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no leader committed the entry within 30s: %v", err)
+		}
+	}
 }
 
 // TestPartitionedLeader: a leader cut off from the majority cannot commit a
@@ -242,10 +262,7 @@ func leader(t *testing.T, nodes []*node, except *node) *node {
 // old leader follows and holds every committed write.
 func TestPartitionedLeader(t *testing.T) {
 	nodes := cluster(t)
-	old := leader(t, nodes, nil)
-	if err := old.raft.Apply(entry(t, fsm.ProjectUpsertType, fsm.Project{Name: "before"}), time.Second).Error(); err != nil {
-		t.Fatal(err)
-	}
+	old, _ := commit(t, nodes, nil, entry(t, fsm.ProjectUpsertType, fsm.Project{Name: "before"}))
 	// Cut the leader off.
 	for _, n := range nodes {
 		if n != old {
@@ -257,10 +274,7 @@ func TestPartitionedLeader(t *testing.T) {
 	if err := f.Error(); err == nil {
 		t.Fatal("a leader cut off from the majority committed a write")
 	}
-	nu := leader(t, nodes, old)
-	if err := nu.raft.Apply(entry(t, fsm.ProjectUpsertType, fsm.Project{Name: "after"}), time.Second).Error(); err != nil {
-		t.Fatalf("the new leader cannot commit: %v", err)
-	}
+	commit(t, nodes, old, entry(t, fsm.ProjectUpsertType, fsm.Project{Name: "after"}))
 	// Heal: the old leader steps down and catches up.
 	for _, n := range nodes {
 		if n != old {
@@ -268,7 +282,7 @@ func TestPartitionedLeader(t *testing.T) {
 			n.trans.Connect(old.trans.LocalAddr(), old.trans)
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		var ok bool
 		old.fsm.Read(func(s *fsm.State) {

@@ -39,10 +39,10 @@ func waitAsync(ctx context.Context, f *fsm.FSM, after uint64) <-chan waited {
 // blocked waits until n goroutines are blocked in f.WaitIndex.
 func blocked(t *testing.T, f *fsm.FSM, n int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for fsm.Waiting(f) != n {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d goroutines in WaitIndex after 10s, want %d", fsm.Waiting(f), n)
+			t.Fatalf("%d goroutines in WaitIndex after 30s, want %d", fsm.Waiting(f), n)
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -53,8 +53,8 @@ func receive(t *testing.T, ch <-chan waited) waited {
 	select {
 	case w := <-ch:
 		return w
-	case <-time.After(10 * time.Second):
-		t.Fatal("WaitIndex did not return within 10s")
+	case <-time.After(30 * time.Second):
+		t.Fatal("WaitIndex did not return within 30s")
 		return waited{}
 	}
 }
@@ -214,16 +214,12 @@ func TestIndexAcrossSnapshots(t *testing.T) {
 // leader's ApplyFuture reports, returns once the write is in its state.
 func TestWaitIndexOnFollower(t *testing.T) {
 	nodes := cluster(t)
-	l := leader(t, nodes, nil)
-	fut := l.raft.Apply(entry(t, fsm.ProjectUpsertType, fsm.Project{Name: "seen"}), 5*time.Second)
-	if err := fut.Error(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	_, index := commit(t, nodes, nil, entry(t, fsm.ProjectUpsertType, fsm.Project{Name: "seen"}))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for _, n := range nodes {
-		if i, err := n.fsm.WaitIndex(ctx, fut.Index()-1); err != nil || i < fut.Index() {
-			t.Fatalf("node %s: WaitIndex = %d, %v; want >= %d", n.id, i, err, fut.Index())
+		if i, err := n.fsm.WaitIndex(ctx, index-1); err != nil || i < index {
+			t.Fatalf("node %s: WaitIndex = %d, %v; want >= %d", n.id, i, err, index)
 		}
 		n.fsm.Read(func(s *fsm.State) {
 			if s.Projects["seen"] == nil {

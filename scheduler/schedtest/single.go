@@ -23,10 +23,10 @@ func Single(t testing.TB, nomad scheduler.Nomad) (*scheduler.Server, *api.Client
 		t.Fatal(err)
 	}
 	t.Cleanup(s.Close)
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for s.Raft().State() != raft.Leader {
 		if time.Now().After(deadline) {
-			t.Fatal("the single node did not lead within 10s")
+			t.Fatal("the single node did not lead within 30s")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -1,11 +1,10 @@
 project "drain" {}
 
-# A slow call: the drain test stops the job while it is in flight. 5s
-# gives the test, polling the pool's metrics, room to see it in flight on
-# a busy machine; the 30s timeout (and so the task's kill_timeout) lets it
-# finish during the drain however slow the machine.
+# A call the drain test holds in flight: it waits for a line of its
+# input, which the test writes once the job is stopping. The 2m timeout
+# (and so the task's kill_timeout) lets it finish during the drain.
 function "slow" {
   runtime = "exec"
-  command = ["sh", "-c", "sleep 5; echo finished"]
-  timeout = "30s"
+  command = ["sh", "-c", "head -n 1 >/dev/null; echo finished"]
+  timeout = "2m"
 }
