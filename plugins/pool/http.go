@@ -30,8 +30,9 @@ import (
 //	                             Butter-Timeout, Butter-Deadline, Butter-Option-*,
 //	                             Butter-Param-*, Butter-State-Key
 //	GET  /v1/functions           the hosted functions
-//	GET  /v1/health              200 while the pool serves; 503 when a function
-//	                             cannot keep its minimum instances
+//	GET  /v1/health              200 while the pool serves; 503 naming each
+//	                             function that cannot start the instances it
+//	                             needs (its min, or one when min is 0)
 //	GET  /metrics                Prometheus metrics
 func (p *Pool) Handler() http.Handler {
 	mux := http.NewServeMux()
@@ -329,6 +330,8 @@ func (p *Pool) serveInvoke(w http.ResponseWriter, r *http.Request) {
 			code = http.StatusGatewayTimeout
 		case proto.PreconditionFailed:
 			code = http.StatusUnprocessableEntity
+		case Unavailable:
+			code = http.StatusServiceUnavailable
 		default:
 			code = http.StatusInternalServerError
 		}

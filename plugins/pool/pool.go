@@ -135,6 +135,9 @@ type Pool struct {
 // not host.
 var ErrUnknownFunction = errors.New("unknown function")
 
+// errStopping is a call's error once the pool is closing.
+var errStopping = errors.New("the pool is stopping")
+
 // New prepares a pool. Start starts it.
 func New(cfg *Config, logs func(function string) io.Writer, opts ...Option) (*Pool, error) {
 	o := options{logger: hclog.NewNullLogger(), idleTimeout: 30 * time.Second, stopGrace: 10 * time.Second, sessionTimeout: 10 * time.Second, runtimes: map[string]runtime.Runtime{}}
@@ -170,7 +173,9 @@ func New(cfg *Config, logs func(function string) io.Writer, opts ...Option) (*Po
 		if rt == nil {
 			var err error
 			if rt, err = runtime.For(fc.Runtime, o.sdks); err != nil {
-				return nil, fmt.Errorf("function %s: %w", fc.Name, err)
+				// This function fails; its neighbours serve (load.go).
+				o.logger.Error("function cannot run here", "function", fc.Name, "error", err)
+				rt = failedRuntime{err}
 			}
 		}
 		timeout := duration(fc.Timeout)
@@ -211,12 +216,16 @@ func New(cfg *Config, logs func(function string) io.Writer, opts ...Option) (*Po
 	return p, nil
 }
 
-// Start starts each function's minimum instances and the idle reaper.
-// Functions start in parallel, at most 4 × GOMAXPROCS at a time (a
-// worker's start is mostly waiting for its HELLO), each function's own
-// instances one after the other. It returns the first start error in the
-// order of Functions, as a start one function after the other would; the
-// pool keeps running either way.
+// Start loads every function and starts the idle reaper: it starts each
+// function's minimum instances, and one instance of a function whose min
+// is 0, stopped again at once (a preflight, load.go), so that a function
+// that cannot load is known failed before the pool serves. Functions
+// start in parallel, at most 4 × GOMAXPROCS at a time (a worker's start
+// is mostly waiting for its HELLO), each function's own instances one
+// after the other. It returns a *LoadError naming every function that
+// could not start, with its error; the pool keeps running either way,
+// serving the others, and answers calls to a failed function with an
+// Unavailable error until a retry starts it.
 func (p *Pool) Start(ctx context.Context) error {
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	names := p.Functions()
@@ -225,13 +234,14 @@ func (p *Pool) Start(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for i, name := range names {
 		f := p.fns[name]
-		if f.cfg.MinInstances == 0 {
-			continue
-		}
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
+			if f.cfg.MinInstances == 0 {
+				errs[i] = f.preflight(ctx)
+				return
+			}
 			for range f.cfg.MinInstances {
 				if _, err := f.startInstance(ctx, false); err != nil && errs[i] == nil {
 					errs[i] = err
@@ -242,10 +252,14 @@ func (p *Pool) Start(ctx context.Context) error {
 	wg.Wait()
 	p.wg.Add(1)
 	go p.reap()
-	for _, err := range errs {
+	failed := &LoadError{Functions: map[string]error{}}
+	for i, err := range errs {
 		if err != nil {
-			return err
+			failed.Functions[names[i]] = err
 		}
+	}
+	if len(failed.Functions) > 0 {
+		return failed
 	}
 	return nil
 }
@@ -286,8 +300,8 @@ type Call struct {
 }
 
 // Invoke runs one call of a function. It returns a *proto.Error for typed
-// failures (Timeout, Exception, ...), ErrUnknownFunction, or an error
-// saying the instance died.
+// failures (Timeout, Exception, Unavailable when no instance can start,
+// ...), ErrUnknownFunction, or an error saying the instance died.
 func (p *Pool) Invoke(ctx context.Context, function string, c *Call) error {
 	f, ok := p.fns[function]
 	if !ok {
@@ -415,7 +429,7 @@ func (f *fnPool) acquire(ctx context.Context) (*slot, error) {
 		f.mu.Lock()
 		if f.stopping {
 			f.mu.Unlock()
-			return nil, errors.New("the pool is stopping")
+			return nil, errStopping
 		}
 		var best *slot
 		live := 0
@@ -434,11 +448,21 @@ func (f *fnPool) acquire(ctx context.Context) (*slot, error) {
 			f.mu.Unlock()
 			return best, nil
 		}
+		if live == 0 && f.starting == 0 && f.startErr != nil && time.Since(f.lastStart) < minRetry {
+			// The last start failed just now: answer at once rather
+			// than start (and fail) again for every call.
+			err := f.startErr
+			f.mu.Unlock()
+			return nil, f.unavailable(err)
+		}
 		if live+f.starting < f.cfg.MaxInstances {
 			f.mu.Unlock()
 			s, err := f.startInstance(ctx, true)
 			if err != nil {
-				return nil, err
+				if errors.Is(err, errStopping) {
+					return nil, err
+				}
+				return nil, f.unavailable(err)
 			}
 			_ = s // the new instance is in f.instances; loop to claim a unit
 			continue
@@ -480,16 +504,24 @@ func (f *fnPool) startGen(ctx context.Context, fn *runtime.Function, gen int, co
 	f.mu.Lock()
 	f.starting++
 	f.mu.Unlock()
-	inst, err := f.rt.Start(ctx, fn)
+	var inst runtime.Instance
+	var err error
+	if _, isExec := f.rt.(runtime.Exec); isExec {
+		err = checkCommand(fn)
+	}
+	if err == nil {
+		inst, err = f.rt.Start(ctx, fn)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.starting--
 	f.lastStart = time.Now()
 	if err != nil {
 		f.startErr = err
+		f.setFailed()
 		f.signal()
 		f.log.Error("instance failed to start", "error", err)
-		return nil, &proto.Error{Type: proto.Exception, Message: err.Error()}
+		return nil, err
 	}
 	if f.stopping {
 		// The pool began to stop while this instance started: stopAll
@@ -497,13 +529,14 @@ func (f *fnPool) startGen(ctx context.Context, fn *runtime.Function, gen int, co
 		f.mu.Unlock()
 		_ = inst.Stop(0)
 		f.mu.Lock()
-		return nil, errors.New("the pool is stopping")
+		return nil, errStopping
 	}
 	f.startErr = nil
 	s := &slot{inst: inst, lastUsed: time.Now(), gen: gen}
 	f.instances = append(f.instances, s)
 	m := f.pool.opts.metrics
 	m.instances.WithLabelValues(f.cfg.Name).Set(float64(len(f.instances)))
+	f.setFailed()
 	if cold {
 		m.coldStarts.WithLabelValues(f.cfg.Name).Inc()
 	}
@@ -541,10 +574,11 @@ func (f *fnPool) watch(s *slot) {
 const minRetry = 2 * time.Second
 
 // restoreMin retries starting the minimum instances after a failure, at
-// most every minRetry.
+// most every minRetry; a failed function whose min is 0 is retried for
+// one instance, which then retires when idle.
 func (f *fnPool) restoreMin() {
 	f.mu.Lock()
-	need := f.cfg.MinInstances - len(f.instances) - f.starting
+	need := max(f.cfg.MinInstances, 1) - len(f.instances) - f.starting
 	retry := need > 0 && !f.stopping && !f.restoring && f.startErr != nil && time.Since(f.lastStart) >= minRetry
 	if retry {
 		f.restoring = true
@@ -565,21 +599,40 @@ func (f *fnPool) restoreMin() {
 	}
 }
 
-// unhealthy says why the function is below its minimum instances after a
-// failed start, or "" when it is not.
-func (f *fnPool) unhealthy() string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.startErr == nil || len(f.instances) >= f.cfg.MinInstances {
+// unhealthy says why the function is failed, or "" when it is not; f.mu
+// must be held. A function is failed when its last start failed and it
+// runs fewer instances than its min, or none at all when its min is 0.
+func (f *fnPool) unhealthyLocked() string {
+	if f.startErr == nil || len(f.instances) >= max(f.cfg.MinInstances, 1) {
 		return ""
+	}
+	if f.cfg.MinInstances == 0 {
+		return fmt.Sprintf("no instance could start: %v", f.startErr)
 	}
 	return fmt.Sprintf("%d of %d minimum instances running; the last start failed: %v", len(f.instances), f.cfg.MinInstances, f.startErr)
 }
 
-// Unhealthy lists, by function, why functions are below their minimum
-// instances after a failed start. An empty map means healthy: Nomad's
-// health check (GET /v1/health) fails otherwise, so a revision whose
-// functions cannot start fails its deployment.
+func (f *fnPool) unhealthy() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.unhealthyLocked()
+}
+
+// setFailed sets the function's butter_function_failed gauge; f.mu must
+// be held.
+func (f *fnPool) setFailed() {
+	v := 0.0
+	if f.unhealthyLocked() != "" {
+		v = 1
+	}
+	f.pool.opts.metrics.failed.WithLabelValues(f.cfg.Name).Set(v)
+}
+
+// Unhealthy lists, by function, why functions are failed: their last
+// start failed, and they run fewer instances than their min (none, for a
+// min of 0). An empty map means healthy: Nomad's health check (GET
+// /v1/health) fails otherwise, so a revision whose functions cannot start
+// fails its deployment, while the pool serves the other functions.
 func (p *Pool) Unhealthy() map[string]string {
 	out := map[string]string{}
 	for name, f := range p.fns {
@@ -599,6 +652,7 @@ func (f *fnPool) remove(s *slot) {
 		}
 	}
 	f.pool.opts.metrics.instances.WithLabelValues(f.cfg.Name).Set(float64(len(f.instances)))
+	f.setFailed()
 }
 
 func (f *fnPool) retireIdle(idle time.Duration) {

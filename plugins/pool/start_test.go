@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	goruntime "runtime"
 	"strings"
 	"sync"
@@ -102,5 +103,67 @@ func TestStartInParallel(t *testing.T) {
 	bound := 4 * goruntime.GOMAXPROCS(0)
 	if rt.most < 2 || rt.most > bound {
 		t.Errorf("%d instances started at once, want 2 to %d (1: not in parallel)", rt.most, bound)
+	}
+}
+
+// countingRuntime counts the instances it starts and those stopped, and
+// fails the functions named in fail.
+type countingRuntime struct {
+	fail map[string]bool
+
+	mu      sync.Mutex
+	started map[string]int
+	insts   []*idleInstance
+}
+
+func (r *countingRuntime) Start(ctx context.Context, fn *runtime.Function) (runtime.Instance, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.fail[fn.Name] {
+		return nil, errors.New(fn.Name + " cannot load")
+	}
+	r.started[fn.Name]++
+	i := &idleInstance{exited: make(chan struct{})}
+	r.insts = append(r.insts, i)
+	return i, nil
+}
+
+// TestPreflightMinZero (issue 22 item 12): Start loads one instance of
+// every function even with min = 0, and stops it again, so that a
+// function that cannot load fails Start (and the pool's health) before
+// the pool serves, while scale to zero is kept.
+func TestPreflightMinZero(t *testing.T) {
+	rt := &countingRuntime{fail: map[string]bool{"bad": true}, started: map[string]int{}}
+	fns := []pool.FunctionConfig{fn("good", "counting"), fn("bad", "counting"), fn("two", "counting")}
+	fns[2].MinInstances = 2
+	p, err := pool.New(&pool.Config{Project: "test", Pool: "p", Functions: fns}, nil, pool.WithRuntime("counting", rt), pool.WithIdleTimeout(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = p.Start(context.Background())
+	defer p.Close()
+	var le *pool.LoadError
+	if !errors.As(err, &le) || len(le.Functions) != 1 || le.Functions["bad"] == nil {
+		t.Fatalf("Start error = %v, want a LoadError for bad only", err)
+	}
+	if bad := p.Unhealthy(); len(bad) != 1 || !strings.Contains(bad["bad"], "bad cannot load") {
+		t.Errorf("Unhealthy() = %v, want bad with its error", bad)
+	}
+	rt.mu.Lock()
+	started := maps.Clone(rt.started)
+	stopped := 0
+	for _, i := range rt.insts {
+		select {
+		case <-i.exited:
+			stopped++
+		default:
+		}
+	}
+	rt.mu.Unlock()
+	if want := map[string]int{"good": 1, "two": 2}; !maps.Equal(started, want) {
+		t.Errorf("started %v, want %v: one instance of a function with min 0, its min otherwise", started, want)
+	}
+	if stopped != 1 {
+		t.Errorf("%d instances stopped after Start, want 1: good's preflight instance (min 0)", stopped)
 	}
 }
