@@ -56,6 +56,8 @@ type options struct {
 	sessionTimeout time.Duration
 	secrets        secrets.Source
 	sandbox        *sandbox.Config
+	// noPreflight skips loading the functions whose min is 0 at Start.
+	noPreflight bool
 }
 
 // maxProcs is the process limit of one instance: room for a runtime's
@@ -101,6 +103,13 @@ func WithSecrets(s secrets.Source) Option { return func(o *options) { o.secrets 
 // secrets or the task's Vault token. Such a pool refuses to start
 // without it, or where the kernel cannot confine.
 func WithSandbox(c sandbox.Config) Option { return func(o *options) { o.sandbox = &c } }
+
+// WithPreflight sets whether Start loads every function, starting (and
+// stopping again) one instance of each whose min is 0, so that a function
+// that cannot load is failed before the pool serves (load.go). The
+// default is on; `butter invoke -local`, which runs only the functions it
+// is asked for, turns it off.
+func WithPreflight(on bool) Option { return func(o *options) { o.noPreflight = !on } }
 
 // WithRuntime replaces the runtime used for a runtime name; tests use it
 // to inject an in-memory runtime.
@@ -234,12 +243,17 @@ func (p *Pool) Start(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for i, name := range names {
 		f := p.fns[name]
+		if f.cfg.MinInstances == 0 && p.opts.noPreflight {
+			continue
+		}
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			if f.cfg.MinInstances == 0 {
-				errs[i] = f.preflight(ctx)
+				if !p.opts.noPreflight {
+					errs[i] = f.preflight(ctx)
+				}
 				return
 			}
 			for range f.cfg.MinInstances {

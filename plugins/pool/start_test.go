@@ -167,3 +167,25 @@ func TestPreflightMinZero(t *testing.T) {
 		t.Errorf("%d instances stopped after Start, want 1: good's preflight instance (min 0)", stopped)
 	}
 }
+
+// TestWithoutPreflight: with WithPreflight(false), Start starts only the
+// minimum instances; a function with min 0 that cannot load is not
+// tried until a call.
+func TestWithoutPreflight(t *testing.T) {
+	rt := &countingRuntime{fail: map[string]bool{"bad": true}, started: map[string]int{}}
+	fns := []pool.FunctionConfig{fn("good", "counting"), fn("bad", "counting"), fn("one", "counting")}
+	fns[2].MinInstances = 1
+	p, err := pool.New(&pool.Config{Project: "test", Pool: "p", Functions: fns}, nil, pool.WithRuntime("counting", rt), pool.WithPreflight(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(context.Background()); err != nil {
+		t.Errorf("Start = %v, want nil: no preflight", err)
+	}
+	defer p.Close()
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if want := map[string]int{"one": 1}; !maps.Equal(rt.started, want) {
+		t.Errorf("started %v, want %v", rt.started, want)
+	}
+}
