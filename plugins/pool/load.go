@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -74,27 +75,28 @@ func (f *fnPool) unavailable(err error) error {
 	return &proto.Error{Type: Unavailable, Message: fmt.Sprintf("function %s cannot start an instance: %s", f.cfg.Name, Summary(err))}
 }
 
-// Summary is a start error in one line for a caller: for an error that
-// ends with a worker's stderr (a traceback, a stack), its last unindented
-// line, which names the exception ("ModuleNotFoundError: No module named
-// 'humanize'"); otherwise its first line.
+// Summary is a start error in one line for a caller, without the
+// worker's stderr (tracebacks, stacks and the server's paths are for the
+// log): the last exception it names, such as "ModuleNotFoundError: No
+// module named 'humanize'" or Node's "Error: Cannot find module 'x'",
+// else its first line.
 func Summary(err error) string {
 	if err == nil {
 		return ""
 	}
 	lines := strings.Split(strings.TrimSpace(err.Error()), "\n")
-	if len(lines) == 1 {
-		return lines[0]
-	}
-	for i := len(lines) - 1; i > 0; i-- {
-		l := strings.TrimRight(lines[i], " \r")
-		if l == "" || l[0] == ' ' || l[0] == '\t' || l == "^" || strings.HasPrefix(l, "Node.js v") {
-			continue
+	for i := len(lines) - 1; i >= 0; i-- {
+		if m := exceptionLine.FindStringSubmatch(lines[i]); m != nil {
+			return strings.TrimSpace(m[1])
 		}
-		return l
 	}
 	return lines[0]
 }
+
+// exceptionLine finds an exception and its message in a line of a
+// worker's stderr: a name ending in Error or Exception, at the start of
+// the line or after a blank or a colon, then ": " and the message.
+var exceptionLine = regexp.MustCompile(`(?:^|[\s:])((?:[A-Z][\w.]*)?(?:Error|Exception): .*)$`)
 
 // preflight loads the function before the pool serves: with min = 0 it
 // starts one instance and stops it again, keeping scale to zero; with a

@@ -152,3 +152,23 @@ func TestFailedFunctionHeals(t *testing.T) {
 		t.Errorf("after the fix: %+v, want 200 4 Bytes", a)
 	}
 }
+
+// TestSummary: a caller gets the exception a worker's load error names,
+// not the traceback or the server's paths, for Python and Node alike.
+func TestSummary(t *testing.T) {
+	for _, c := range []struct{ err, want string }{
+		{"start python worker for hello: exit status 1: butter worker: cannot load handler \"main.handle\" from /srv/app/hello:\n" +
+			"Traceback (most recent call last):\n  File \"/srv/app/hello/main.py\", line 1, in <module>\n    import humanize\n" +
+			"ModuleNotFoundError: No module named 'humanize'\n",
+			"ModuleNotFoundError: No module named 'humanize'"},
+		{"start node worker for n: EOF: butter worker: cannot load handler \"index.handle\" from /srv/app/n: Error: Cannot find module 'left-pad'\n" +
+			"Require stack:\n- /srv/app/n/index.js\n- /srv/sdk/node/worker.js\n    at Module._resolveFilename (node:internal/modules/cjs/loader:1207:15)\n",
+			"Error: Cannot find module 'left-pad'"},
+		{`start http function h: exec: "no-such-server": executable file not found in $PATH`,
+			`start http function h: exec: "no-such-server": executable file not found in $PATH`},
+	} {
+		if got := pool.Summary(errors.New(c.err)); got != c.want {
+			t.Errorf("Summary(%q)\n = %q\nwant %q", c.err, got, c.want)
+		}
+	}
+}
