@@ -114,6 +114,9 @@ func TestFunctionThatCannotStartFailsAlone(t *testing.T) {
 	if strings.Contains(body, `"cat"`) {
 		t.Errorf("health names the healthy function: %s", body)
 	}
+	if !strings.Contains(body, "ModuleNotFoundError: No module named 'humanize'") || strings.Contains(body, "Traceback") {
+		t.Errorf("health should give broken's cause in one line, without the traceback (Nomad truncates a check's output): %s", body)
+	}
 }
 
 // TestFailedFunctionHeals: a function with min = 0 that failed its

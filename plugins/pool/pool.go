@@ -620,10 +620,12 @@ func (f *fnPool) unhealthyLocked() string {
 	if f.startErr == nil || len(f.instances) >= max(f.cfg.MinInstances, 1) {
 		return ""
 	}
+	// In one line: Nomad shows the check's output truncated, and the
+	// pool's log has the whole error.
 	if f.cfg.MinInstances == 0 {
-		return fmt.Sprintf("no instance could start: %v", f.startErr)
+		return "no instance could start: " + Summary(f.startErr)
 	}
-	return fmt.Sprintf("%d of %d minimum instances running; the last start failed: %v", len(f.instances), f.cfg.MinInstances, f.startErr)
+	return fmt.Sprintf("%d of %d minimum instances running; the last start failed: %s", len(f.instances), f.cfg.MinInstances, Summary(f.startErr))
 }
 
 func (f *fnPool) unhealthy() string {
