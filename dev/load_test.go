@@ -126,7 +126,8 @@ func TestRedeployThatDoesNotLoad(t *testing.T) {
 // TestFirstRevisionWithAFunctionThatCannotStart (issue 22 item 2): with
 // no revision to keep, butter dev serves the project, names the function
 // that cannot start with its error, answers its calls 503, and serves the
-// other function.
+// other function; a change to that other function deploys although the
+// broken one still fails, and fixing the broken one deploys it.
 func TestFirstRevisionWithAFunctionThatCannotStart(t *testing.T) {
 	dir := project(t, loadSpec)
 	if err := os.Mkdir(filepath.Join(dir, "hello"), 0o755); err != nil {
@@ -160,5 +161,21 @@ func TestFirstRevisionWithAFunctionThatCannotStart(t *testing.T) {
 	}
 	if code, body := post(t, "http://"+listen+"/hello", "x"); code != http.StatusServiceUnavailable || !strings.Contains(body, "No module named 'humanize'") || strings.Contains(body, "Traceback") {
 		t.Errorf("the failed function: %d %q, want 503 naming the missing module, without the traceback", code, body)
+	}
+
+	// A change to the other function deploys: hello failed already, so
+	// it breaks nothing more.
+	if err := os.WriteFile(filepath.Join(dir, "p.fn.hcl"), []byte(strings.Replace(loadSpec, `["tr", "a-z", "A-Z"]`, `["cat"]`, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ui, time.Minute, "the change to upper deployed", func() bool { return strings.Contains(ui.text(), "serving (deployed in") })
+	if code, body := post(t, "http://"+listen+"/upper", "shout"); code != 200 || body != "shout" {
+		t.Errorf("after the change to upper: %d %q, want shout", code, body)
+	}
+	// Fixing hello deploys it.
+	writeHandler(t, dir, "def handle(data, ctx):\n    return b'fixed:' + data\n")
+	waitFor(t, ui, time.Minute, "the fix deployed", func() bool { return strings.Count(ui.text(), "serving (deployed in") == 2 })
+	if code, body := post(t, "http://"+listen+"/hello", "x"); code != 200 || body != "fixed:x" {
+		t.Errorf("after the fix: %d %q, want fixed:x", code, body)
 	}
 }

@@ -38,11 +38,12 @@ type livePool struct {
 // drains in the background.
 //
 // When a function of the new pool cannot start while a previous revision
-// serves, nothing switches: the new pool is stopped, no revision is
+// serves it, nothing switches: the new pool is stopped, no revision is
 // recorded, and the error wraps the *pool.LoadError naming each function
 // with its error and the worker's stderr. The first revision has nothing
 // to keep, so it serves with its failed functions answering 503
-// (reported through d.ui) until a change fixes them.
+// (reported through d.ui) until a change fixes them; a later change in
+// which only those still fail is switched to the same way.
 func (d *env) deploy(ctx context.Context, proj *spec.Project) error {
 	p, err := d.startPool(ctx, proj)
 	var le *pool.LoadError
@@ -51,7 +52,7 @@ func (d *env) deploy(ctx context.Context, proj *spec.Project) error {
 		d.mu.Lock()
 		serving := d.current
 		d.mu.Unlock()
-		if serving != nil {
+		if serving != nil && worse(le, serving.pool.Unhealthy()) {
 			d.stopPool(p)
 			return fmt.Errorf("the new revision does not load: %w", err)
 		}
@@ -120,6 +121,20 @@ func (d *env) deploy(ctx context.Context, proj *spec.Project) error {
 		}
 	}
 	return nil
+}
+
+// worse reports whether a function fails in the new pool (le) that does
+// not in the serving one (failed): switching would break it. A change
+// that fixes nothing but breaks nothing more (a function that failed
+// already still fails) is switched to, so that a function broken since
+// the first revision does not hold back every other change.
+func worse(le *pool.LoadError, failed map[string]string) bool {
+	for name := range le.Functions {
+		if _, ok := failed[name]; !ok {
+			return true
+		}
+	}
+	return false
 }
 
 // startPool starts a pool for proj, not yet serving (serve). A
