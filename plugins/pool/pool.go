@@ -147,6 +147,9 @@ var ErrUnknownFunction = errors.New("unknown function")
 // errStopping is a call's error once the pool is closing.
 var errStopping = errors.New("the pool is stopping")
 
+// errAbandoned marks a start given up because its context ended.
+var errAbandoned = errors.New("the start was abandoned")
+
 // New prepares a pool. Start starts it.
 func New(cfg *Config, logs func(function string) io.Writer, opts ...Option) (*Pool, error) {
 	o := options{logger: hclog.NewNullLogger(), idleTimeout: 30 * time.Second, stopGrace: 10 * time.Second, sessionTimeout: 10 * time.Second, runtimes: map[string]runtime.Runtime{}}
@@ -473,8 +476,11 @@ func (f *fnPool) acquire(ctx context.Context) (*slot, error) {
 			f.mu.Unlock()
 			s, err := f.startInstance(ctx, true)
 			if err != nil {
-				if errors.Is(err, errStopping) {
+				switch {
+				case errors.Is(err, errStopping):
 					return nil, err
+				case errors.Is(err, errAbandoned):
+					return nil, &proto.Error{Type: proto.Timeout, Message: fmt.Sprintf("the deadline passed while an instance of %s started", f.cfg.Name)}
 				}
 				return nil, f.unavailable(err)
 			}
@@ -529,6 +535,14 @@ func (f *fnPool) startGen(ctx context.Context, fn *runtime.Function, gen int, co
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.starting--
+	if err != nil && ctx.Err() != nil {
+		// Abandoned, not failed: the call that wanted the instance
+		// reached its deadline (or went away) while it started, which
+		// says nothing against the function.
+		f.signal()
+		f.log.Warn("instance start abandoned", "error", err)
+		return nil, fmt.Errorf("%w: %w", errAbandoned, err)
+	}
 	f.lastStart = time.Now()
 	if err != nil {
 		f.startErr = err

@@ -4,15 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	goruntime "runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/butterfn/butter/plugins/pool"
 	"github.com/butterfn/butter/plugins/runtime"
+	"github.com/butterfn/butter/sdk/go/proto"
 )
 
 // slowRuntime starts instances, some of which fail, and records how many
@@ -187,5 +190,42 @@ func TestWithoutPreflight(t *testing.T) {
 	defer rt.mu.Unlock()
 	if want := map[string]int{"one": 1}; !maps.Equal(rt.started, want) {
 		t.Errorf("started %v, want %v", rt.started, want)
+	}
+}
+
+// gateRuntime starts idle instances, or, once blocked, starts that wait
+// for their context to end.
+type gateRuntime struct{ blocked atomic.Bool }
+
+func (r *gateRuntime) Start(ctx context.Context, fn *runtime.Function) (runtime.Instance, error) {
+	if r.blocked.Load() {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return &idleInstance{exited: make(chan struct{})}, nil
+}
+
+// TestStartAbandonedAtTheDeadline: a cold start that outlasts its call's
+// deadline (a loaded machine) answers the call Timeout and does not mark
+// the function failed: the function is not at fault, and a pool reported
+// unhealthy for it would fail its deployment.
+func TestStartAbandonedAtTheDeadline(t *testing.T) {
+	rt := &gateRuntime{}
+	p, err := pool.New(&pool.Config{Project: "test", Pool: "p", Functions: []pool.FunctionConfig{fn("slow", "gate")}}, nil, pool.WithRuntime("gate", rt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	rt.blocked.Store(true)
+	err = p.Invoke(context.Background(), "slow", &pool.Call{Deadline: time.Now().Add(50 * time.Millisecond), Input: strings.NewReader(""), Output: io.Discard})
+	var pe *proto.Error
+	if !errors.As(err, &pe) || pe.Type != proto.Timeout {
+		t.Errorf("a start past the call's deadline: %v, want a Timeout", err)
+	}
+	if bad := p.Unhealthy(); len(bad) != 0 {
+		t.Errorf("Unhealthy() = %v after an abandoned start, want none", bad)
 	}
 }
