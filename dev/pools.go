@@ -2,6 +2,7 @@ package dev
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"github.com/butterfn/butter/jobs"
 	"io"
@@ -31,15 +32,43 @@ type livePool struct {
 	addr     string
 }
 
-// deploy records a revision of proj and switches the gateway to a new
-// pool running it; the previous pool drains in the background.
+// deploy starts a pool running proj, which loads every function (the
+// pool's preflight, one instance each even with min = 0), records the
+// revision and switches the gateway to the new pool; the previous pool
+// drains in the background.
+//
+// When a function of the new pool cannot start while a previous revision
+// serves it, nothing switches: the new pool is stopped, no revision is
+// recorded, and the error wraps the *pool.LoadError naming each function
+// with its error and the worker's stderr. The first revision has nothing
+// to keep, so it serves with its failed functions answering 503
+// (reported through d.ui) until a change fixes them; a later change in
+// which only those still fail is switched to the same way.
 func (d *env) deploy(ctx context.Context, proj *spec.Project) error {
+	p, err := d.startPool(ctx, proj)
+	var le *pool.LoadError
+	switch {
+	case errors.As(err, &le):
+		d.mu.Lock()
+		serving := d.current
+		d.mu.Unlock()
+		if serving != nil && worse(le, serving.pool.Unhealthy()) {
+			d.stopPool(p)
+			return fmt.Errorf("the new revision does not load: %w", err)
+		}
+		d.ui.Error("==> some functions cannot start; their calls answer 503 Unavailable until a change fixes them:")
+		d.reportLoad(le)
+	case err != nil:
+		return err
+	}
 	rev, err := deploy.Push(ctx, d.client, d.dir, proj)
 	if err != nil {
+		d.stopPool(p)
 		return fmt.Errorf("record the revision: %w", err)
 	}
-	p, err := d.startPool(ctx, proj, rev.Revision)
-	if err != nil {
+	p.revision, p.cfg.Revision = rev.Revision, rev.Revision
+	if err := d.serve(p); err != nil {
+		d.stopPool(p)
 		return err
 	}
 	for _, k := range d.apiKeys {
@@ -51,6 +80,15 @@ func (d *env) deploy(ctx context.Context, proj *spec.Project) error {
 		d.resolver.Set(proj.Name, name, p.addr)
 	}
 	if err := d.gw.SetRoutes(routes.FromSpec(proj, rev.Revision)); err != nil {
+		d.mu.Lock()
+		if d.current != nil {
+			// The routes did not change: point them back at the pool
+			// that keeps serving before this one stops.
+			for _, name := range poolNames(d.proj) {
+				d.resolver.Set(d.proj.Name, name, d.current.addr)
+			}
+		}
+		d.mu.Unlock()
 		d.stopPool(p)
 		return fmt.Errorf("routes: %w", err)
 	}
@@ -88,9 +126,25 @@ func (d *env) deploy(ctx context.Context, proj *spec.Project) error {
 	return nil
 }
 
-func (d *env) startPool(ctx context.Context, proj *spec.Project, revision string) (*livePool, error) {
+// worse reports whether a function fails in the new pool (le) that does
+// not in the serving one (failed): switching would break it. A change
+// that fixes nothing but breaks nothing more (a function that failed
+// already still fails) is switched to, so that a function broken since
+// the first revision does not hold back every other change.
+func worse(le *pool.LoadError, failed map[string]string) bool {
+	for name := range le.Functions {
+		if _, ok := failed[name]; !ok {
+			return true
+		}
+	}
+	return false
+}
+
+// startPool starts a pool for proj, not yet serving (serve). A
+// *pool.LoadError comes with the pool, which runs the other functions;
+// any other error with none.
+func (d *env) startPool(ctx context.Context, proj *spec.Project) (*livePool, error) {
 	cfg := jobs.LocalConfig(proj) // every path absolute
-	cfg.Revision = revision
 	plog := d.log.Named("pool")
 	opts := []pool.Option{pool.WithLogger(plog), pool.WithSDKs(d.sdks), pool.WithLimits(d.limits)}
 	if HasSecrets(proj) {
@@ -106,24 +160,49 @@ func (d *env) startPool(ctx context.Context, proj *spec.Project, revision string
 	}
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
+	lp := &livePool{cfg: cfg, pool: p}
 	if err := p.Start(sctx); err != nil {
-		d.log.Warn("some minimum instances did not start", "error", err)
+		var le *pool.LoadError
+		if errors.As(err, &le) {
+			return lp, err
+		}
+		p.Close()
+		return nil, fmt.Errorf("pool: %w", err)
 	}
+	return lp, nil
+}
+
+// serve starts p's HTTP server on a free local port.
+func (d *env) serve(p *livePool) error {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		p.Close()
-		return nil, err
+		return err
 	}
-	srv := &http.Server{Handler: p.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	return &livePool{revision: revision, cfg: cfg, pool: p, srv: srv, addr: ln.Addr().String()}, nil
+	p.srv = &http.Server{Handler: p.pool.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	p.addr = ln.Addr().String()
+	go func() { _ = p.srv.Serve(ln) }()
+	return nil
+}
+
+// reportLoad tells the developer why each function of le could not start:
+// its error, with the worker's stderr (a traceback) indented below.
+func (d *env) reportLoad(le *pool.LoadError) {
+	for _, name := range le.Names() {
+		lines := strings.Split(strings.TrimRight(le.Functions[name].Error(), "\n"), "\n")
+		d.ui.Error(fmt.Sprintf("    function %s: %s", name, lines[0]))
+		for _, l := range lines[1:] {
+			d.ui.Error("      " + l)
+		}
+	}
 }
 
 // stopPool waits for the pool's calls in flight, then stops it.
 func (d *env) stopPool(p *livePool) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	_ = p.srv.Shutdown(ctx)
+	if p.srv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = p.srv.Shutdown(ctx)
+	}
 	p.pool.Close()
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/butterfn/butter/hcl/spec"
+	"github.com/butterfn/butter/plugins/pool"
 )
 
 // watch redeploys on file changes until ctx ends.
@@ -51,6 +53,12 @@ func (d *env) watch(ctx context.Context) {
 		}
 		start := time.Now()
 		if err := d.deploy(ctx, proj); err != nil {
+			var le *pool.LoadError
+			if errors.As(err, &le) {
+				d.ui.Error(fmt.Sprintf("==> the change does not load (%s); revision %s keeps serving:", strings.Join(le.Names(), ", "), d.current.revision))
+				d.reportLoad(le)
+				continue
+			}
 			d.ui.Error("==> redeploy failed; the running revision keeps serving: " + err.Error())
 			continue
 		}

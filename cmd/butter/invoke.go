@@ -129,7 +129,8 @@ func (c *invokeCommand) Run(args []string) int {
 			l.Close() // after the pool stopped: flush what the functions logged last
 		}
 	}()
-	opts := []pool.Option{pool.WithSDKs(sdks), pool.WithLimits(runtime.SystemLimits())}
+	// Only the functions of the pipeline run: load no others.
+	opts := []pool.Option{pool.WithSDKs(sdks), pool.WithLimits(runtime.SystemLimits()), pool.WithPreflight(false)}
 	if hasSecrets(proj) {
 		// As butter dev: the project's .butter/secrets.env, then the
 		// environment (docs/secrets-dev.md).

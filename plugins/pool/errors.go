@@ -61,25 +61,10 @@ func failureOf(fn string, err error) failure {
 	return f
 }
 
-// startError is the failure of a call for which no instance of fn could
-// start: an Exception whose message says so in one line, and whose
-// detail is the whole error, the worker's output with it.
-func startError(fn string, err error) *proto.Error {
-	msg := err.Error()
-	var oe *runtime.OutputError
-	if errors.As(err, &oe) {
-		msg = oe.Err.Error()
-	}
-	if i := strings.IndexAny(msg, "\r\n"); i >= 0 {
-		msg = msg[:i]
-	}
-	return &proto.Error{Type: proto.Exception, Message: fmt.Sprintf("%s could not start: %s", fn, msg), Detail: err.Error()}
-}
-
-// startFailure reports whether pe is startError's, for function fn.
-func startFailure(fn string, pe *proto.Error) bool {
-	return strings.HasPrefix(pe.Message, fn+" could not start: ")
-}
+// startFailure reports whether pe is the failure of a call for which no
+// instance of its function could start (fnPool.unavailable): its detail,
+// the worker's output, is in the function's log already.
+func startFailure(pe *proto.Error) bool { return pe.Type == Unavailable }
 
 // logDetail writes the detail of a failed call of fn to the function's
 // log, where a worker's stderr goes, for a local pipeline (butter invoke
@@ -90,7 +75,7 @@ func startFailure(fn string, pe *proto.Error) bool {
 func (p *Pool) logDetail(fn string, err error) {
 	f := p.fns[fn]
 	var pe *proto.Error
-	if f == nil || f.cfg.Runtime == "exec" || !errors.As(err, &pe) || pe.Detail == "" || startFailure(fn, pe) {
+	if f == nil || f.cfg.Runtime == "exec" || !errors.As(err, &pe) || pe.Detail == "" || startFailure(pe) {
 		return
 	}
 	f.mu.Lock()
@@ -108,6 +93,8 @@ func statusOf(typ string) int {
 		return http.StatusGatewayTimeout
 	case proto.PreconditionFailed:
 		return http.StatusUnprocessableEntity
+	case Unavailable:
+		return http.StatusServiceUnavailable
 	}
 	return http.StatusInternalServerError
 }

@@ -89,8 +89,11 @@ func TestErrorAnswers(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := p.Start(ctx); err != nil {
-		t.Fatal(err)
+	// pybroken cannot load: the pool's preflight says so, and serves the
+	// others.
+	var le *pool.LoadError
+	if err := p.Start(ctx); !errors.As(err, &le) || strings.Join(le.Names(), ",") != "pybroken" {
+		t.Fatalf("Start: %v, want a LoadError naming pybroken alone", err)
 	}
 	pool.SetOutputHold(p, time.Hour) // "partial" answers whole: the trailer case is the held output's
 	srv := httptest.NewServer(p.Handler())
@@ -102,14 +105,15 @@ func TestErrorAnswers(t *testing.T) {
 	cases := []struct {
 		name, function, input string
 		code                  int
+		typ                   string
 		message               string   // what the message holds, when set
 		detail                []string // what the log entry holds
 	}{
-		{"python exception naming a file", "pyerr", "file", 500, "missing.json", []string{"Traceback (most recent call last)", bundle, "FileNotFoundError"}},
-		{"python exception of two lines", "pyerr", "lines", 500, "first line", []string{"Traceback (most recent call last)", "second line"}},
-		{"node error naming a file", "nodeerr", "file", 500, "missing.json", []string{"ENOENT", "    at ", bundle}},
-		{"node error of two lines", "nodeerr", "lines", 500, "first line", []string{"    at ", "second line"}},
-		{"python handler that cannot load", "pybroken", "x", 500, "pybroken", []string{"Traceback (most recent call last)", "butter_no_such_module", broken}},
+		{"python exception naming a file", "pyerr", "file", 500, "Exception", "missing.json", []string{"Traceback (most recent call last)", bundle, "FileNotFoundError"}},
+		{"python exception of two lines", "pyerr", "lines", 500, "Exception", "first line", []string{"Traceback (most recent call last)", "second line"}},
+		{"node error naming a file", "nodeerr", "file", 500, "Exception", "missing.json", []string{"ENOENT", "    at ", bundle}},
+		{"node error of two lines", "nodeerr", "lines", 500, "Exception", "first line", []string{"    at ", "second line"}},
+		{"python handler that cannot load", "pybroken", "x", 503, pool.Unavailable, "pybroken", []string{"Traceback (most recent call last)", "butter_no_such_module", broken}},
 	}
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -130,8 +134,8 @@ func TestErrorAnswers(t *testing.T) {
 				t.Fatalf("%d %s: want %d and a JSON error (%v)", resp.StatusCode, b, c.code, err)
 			}
 			checkPublic(t, string(b), body.Error.Message, bundle, broken)
-			if body.Error.Type != "Exception" || body.RequestID != id || resp.Header.Get("X-Request-Id") != id {
-				t.Errorf("type %q, request id %q (header %q): want Exception and %s", body.Error.Type, body.RequestID, resp.Header.Get("X-Request-Id"), id)
+			if body.Error.Type != c.typ || body.RequestID != id || resp.Header.Get("X-Request-Id") != id {
+				t.Errorf("type %q, request id %q (header %q): want %s and %s", body.Error.Type, body.RequestID, resp.Header.Get("X-Request-Id"), c.typ, id)
 			}
 			if !strings.Contains(body.Error.Message, c.message) {
 				t.Errorf("message %q: want it to say %q", body.Error.Message, c.message)

@@ -34,8 +34,9 @@ const headerRequestID = "X-Request-Id"
 //	                             Butter-Timeout, Butter-Deadline, Butter-Option-*,
 //	                             Butter-Param-*, Butter-State-Key
 //	GET  /v1/functions           the hosted functions
-//	GET  /v1/health              200 while the pool serves; 503 when a function
-//	                             cannot keep its minimum instances
+//	GET  /v1/health              200 while the pool serves; 503 naming each
+//	                             function that cannot start the instances it
+//	                             needs (its min, or one when min is 0)
 //	GET  /metrics                Prometheus metrics
 func (p *Pool) Handler() http.Handler {
 	mux := http.NewServeMux()

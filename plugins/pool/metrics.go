@@ -20,6 +20,7 @@ type Metrics struct {
 	coldStarts  *prometheus.CounterVec
 	restarts    *prometheus.CounterVec
 	batches     *prometheus.CounterVec
+	failed      *prometheus.GaugeVec
 }
 
 // NewMetrics registers the pool's metrics in a new registry.
@@ -35,8 +36,9 @@ func NewMetrics() *Metrics {
 		coldStarts:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "butter_cold_starts_total", Help: "Instances started because every instance was busy or none ran."}, fn),
 		restarts:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "butter_instance_restarts_total", Help: "Instances that exited without being asked to (crashed, killed as hung)."}, fn),
 		batches:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "butter_ordered_batches_total", Help: "Ordered batches of stream events sent to a worker at once."}, fn),
+		failed:      prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "butter_function_failed", Help: "1 while a function cannot start the instances it needs (its calls answer Unavailable), else 0."}, fn),
 	}
-	m.Registry.MustRegister(m.invocations, m.errors, m.duration, m.instances, m.inflight, m.coldStarts, m.restarts, m.batches)
+	m.Registry.MustRegister(m.invocations, m.errors, m.duration, m.instances, m.inflight, m.coldStarts, m.restarts, m.batches, m.failed)
 	return m
 }
 

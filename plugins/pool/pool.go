@@ -56,6 +56,8 @@ type options struct {
 	sessionTimeout time.Duration
 	secrets        secrets.Source
 	sandbox        *sandbox.Config
+	// noPreflight skips loading the functions whose min is 0 at Start.
+	noPreflight bool
 }
 
 // maxProcs is the process limit of one instance: room for a runtime's
@@ -102,6 +104,13 @@ func WithSecrets(s secrets.Source) Option { return func(o *options) { o.secrets 
 // without it, or where the kernel cannot confine.
 func WithSandbox(c sandbox.Config) Option { return func(o *options) { o.sandbox = &c } }
 
+// WithPreflight sets whether Start loads every function, starting (and
+// stopping again) one instance of each whose min is 0, so that a function
+// that cannot load is failed before the pool serves (load.go). The
+// default is on; `butter invoke -local`, which runs only the functions it
+// is asked for, turns it off.
+func WithPreflight(on bool) Option { return func(o *options) { o.noPreflight = !on } }
+
 // WithRuntime replaces the runtime used for a runtime name; tests use it
 // to inject an in-memory runtime.
 func WithRuntime(name string, r runtime.Runtime) Option {
@@ -134,6 +143,12 @@ type Pool struct {
 // ErrUnknownFunction is returned by Invoke for a function the pool does
 // not host.
 var ErrUnknownFunction = errors.New("unknown function")
+
+// errStopping is a call's error once the pool is closing.
+var errStopping = errors.New("the pool is stopping")
+
+// errAbandoned marks a start given up because its context ended.
+var errAbandoned = errors.New("the start was abandoned")
 
 // New prepares a pool. Start starts it.
 func New(cfg *Config, logs func(function string) io.Writer, opts ...Option) (*Pool, error) {
@@ -170,7 +185,9 @@ func New(cfg *Config, logs func(function string) io.Writer, opts ...Option) (*Po
 		if rt == nil {
 			var err error
 			if rt, err = runtime.For(fc.Runtime, o.sdks); err != nil {
-				return nil, fmt.Errorf("function %s: %w", fc.Name, err)
+				// This function fails; its neighbours serve (load.go).
+				o.logger.Error("function cannot run here", "function", fc.Name, "error", err)
+				rt = failedRuntime{err}
 			}
 		}
 		timeout := duration(fc.Timeout)
@@ -211,12 +228,16 @@ func New(cfg *Config, logs func(function string) io.Writer, opts ...Option) (*Po
 	return p, nil
 }
 
-// Start starts each function's minimum instances and the idle reaper.
-// Functions start in parallel, at most 4 × GOMAXPROCS at a time (a
-// worker's start is mostly waiting for its HELLO), each function's own
-// instances one after the other. It returns the first start error in the
-// order of Functions, as a start one function after the other would; the
-// pool keeps running either way.
+// Start loads every function and starts the idle reaper: it starts each
+// function's minimum instances, and one instance of a function whose min
+// is 0, stopped again at once (a preflight, load.go), so that a function
+// that cannot load is known failed before the pool serves. Functions
+// start in parallel, at most 4 × GOMAXPROCS at a time (a worker's start
+// is mostly waiting for its HELLO), each function's own instances one
+// after the other. It returns a *LoadError naming every function that
+// could not start, with its error; the pool keeps running either way,
+// serving the others, and answers calls to a failed function with an
+// Unavailable error until a retry starts it.
 func (p *Pool) Start(ctx context.Context) error {
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	names := p.Functions()
@@ -225,13 +246,19 @@ func (p *Pool) Start(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for i, name := range names {
 		f := p.fns[name]
-		if f.cfg.MinInstances == 0 {
+		if f.cfg.MinInstances == 0 && p.opts.noPreflight {
 			continue
 		}
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
+			if f.cfg.MinInstances == 0 {
+				if !p.opts.noPreflight {
+					errs[i] = f.preflight(ctx)
+				}
+				return
+			}
 			for range f.cfg.MinInstances {
 				if _, err := f.startInstance(ctx, false); err != nil && errs[i] == nil {
 					errs[i] = err
@@ -242,10 +269,14 @@ func (p *Pool) Start(ctx context.Context) error {
 	wg.Wait()
 	p.wg.Add(1)
 	go p.reap()
-	for _, err := range errs {
+	failed := &LoadError{Functions: map[string]error{}}
+	for i, err := range errs {
 		if err != nil {
-			return err
+			failed.Functions[names[i]] = err
 		}
+	}
+	if len(failed.Functions) > 0 {
+		return failed
 	}
 	return nil
 }
@@ -286,8 +317,8 @@ type Call struct {
 }
 
 // Invoke runs one call of a function. It returns a *proto.Error for typed
-// failures (Timeout, Exception, ...), ErrUnknownFunction, or an error
-// saying the instance died.
+// failures (Timeout, Exception, Unavailable when no instance can start,
+// ...), ErrUnknownFunction, or an error saying the instance died.
 func (p *Pool) Invoke(ctx context.Context, function string, c *Call) error {
 	f, ok := p.fns[function]
 	if !ok {
@@ -407,9 +438,6 @@ type slot struct {
 	gen int
 }
 
-// errStopping fails the calls that come while the pool stops.
-var errStopping = errors.New("the pool is stopping")
-
 // acquire returns an instance with spare concurrency, starting one when
 // all are busy and max allows, or waiting for one to free up.
 func (f *fnPool) acquire(ctx context.Context) (*slot, error) {
@@ -437,13 +465,24 @@ func (f *fnPool) acquire(ctx context.Context) (*slot, error) {
 			f.mu.Unlock()
 			return best, nil
 		}
+		if live == 0 && f.starting == 0 && f.startErr != nil && time.Since(f.lastStart) < minRetry {
+			// The last start failed just now: answer at once rather
+			// than start (and fail) again for every call.
+			err := f.startErr
+			f.mu.Unlock()
+			return nil, f.unavailable(err)
+		}
 		if live+f.starting < f.cfg.MaxInstances {
 			f.mu.Unlock()
 			s, err := f.startInstance(ctx, true)
-			if errors.Is(err, errStopping) {
-				return nil, err
-			} else if err != nil {
-				return nil, startError(f.cfg.Name, err)
+			if err != nil {
+				switch {
+				case errors.Is(err, errStopping):
+					return nil, err
+				case errors.Is(err, errAbandoned):
+					return nil, &proto.Error{Type: proto.Timeout, Message: fmt.Sprintf("the deadline passed while an instance of %s started", f.cfg.Name)}
+				}
+				return nil, f.unavailable(err)
 			}
 			_ = s // the new instance is in f.instances; loop to claim a unit
 			continue
@@ -485,13 +524,29 @@ func (f *fnPool) startGen(ctx context.Context, fn *runtime.Function, gen int, co
 	f.mu.Lock()
 	f.starting++
 	f.mu.Unlock()
-	inst, err := f.rt.Start(ctx, fn)
+	var inst runtime.Instance
+	var err error
+	if _, isExec := f.rt.(runtime.Exec); isExec {
+		err = checkCommand(fn)
+	}
+	if err == nil {
+		inst, err = f.rt.Start(ctx, fn)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.starting--
+	if err != nil && ctx.Err() != nil {
+		// Abandoned, not failed: the call that wanted the instance
+		// reached its deadline (or went away) while it started, which
+		// says nothing against the function.
+		f.signal()
+		f.log.Warn("instance start abandoned", "error", err)
+		return nil, fmt.Errorf("%w: %w", errAbandoned, err)
+	}
 	f.lastStart = time.Now()
 	if err != nil {
 		f.startErr = err
+		f.setFailed()
 		f.signal()
 		// A call that asked for the instance logs the failure with its
 		// request id and the worker's output (errors.go); other starts
@@ -516,6 +571,7 @@ func (f *fnPool) startGen(ctx context.Context, fn *runtime.Function, gen int, co
 	f.instances = append(f.instances, s)
 	m := f.pool.opts.metrics
 	m.instances.WithLabelValues(f.cfg.Name).Set(float64(len(f.instances)))
+	f.setFailed()
 	if cold {
 		m.coldStarts.WithLabelValues(f.cfg.Name).Inc()
 	}
@@ -553,10 +609,11 @@ func (f *fnPool) watch(s *slot) {
 const minRetry = 2 * time.Second
 
 // restoreMin retries starting the minimum instances after a failure, at
-// most every minRetry.
+// most every minRetry; a failed function whose min is 0 is retried for
+// one instance, which then retires when idle.
 func (f *fnPool) restoreMin() {
 	f.mu.Lock()
-	need := f.cfg.MinInstances - len(f.instances) - f.starting
+	need := max(f.cfg.MinInstances, 1) - len(f.instances) - f.starting
 	retry := need > 0 && !f.stopping && !f.restoring && f.startErr != nil && time.Since(f.lastStart) >= minRetry
 	if retry {
 		f.restoring = true
@@ -577,21 +634,42 @@ func (f *fnPool) restoreMin() {
 	}
 }
 
-// unhealthy says why the function is below its minimum instances after a
-// failed start, or "" when it is not.
+// unhealthy says why the function is failed, or "" when it is not; f.mu
+// must be held. A function is failed when its last start failed and it
+// runs fewer instances than its min, or none at all when its min is 0.
+func (f *fnPool) unhealthyLocked() string {
+	if f.startErr == nil || len(f.instances) >= max(f.cfg.MinInstances, 1) {
+		return ""
+	}
+	// In one line: Nomad shows the check's output truncated, and the
+	// pool's log has the whole error.
+	if f.cfg.MinInstances == 0 {
+		return "no instance could start: " + Summary(f.startErr)
+	}
+	return fmt.Sprintf("%d of %d minimum instances running; the last start failed: %s", len(f.instances), f.cfg.MinInstances, Summary(f.startErr))
+}
+
 func (f *fnPool) unhealthy() string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.startErr == nil || len(f.instances) >= f.cfg.MinInstances {
-		return ""
-	}
-	return fmt.Sprintf("%d of %d minimum instances running; the last start failed: %v", len(f.instances), f.cfg.MinInstances, f.startErr)
+	return f.unhealthyLocked()
 }
 
-// Unhealthy lists, by function, why functions are below their minimum
-// instances after a failed start. An empty map means healthy: Nomad's
-// health check (GET /v1/health) fails otherwise, so a revision whose
-// functions cannot start fails its deployment.
+// setFailed sets the function's butter_function_failed gauge; f.mu must
+// be held.
+func (f *fnPool) setFailed() {
+	v := 0.0
+	if f.unhealthyLocked() != "" {
+		v = 1
+	}
+	f.pool.opts.metrics.failed.WithLabelValues(f.cfg.Name).Set(v)
+}
+
+// Unhealthy lists, by function, why functions are failed: their last
+// start failed, and they run fewer instances than their min (none, for a
+// min of 0). An empty map means healthy: Nomad's health check (GET
+// /v1/health) fails otherwise, so a revision whose functions cannot start
+// fails its deployment, while the pool serves the other functions.
 func (p *Pool) Unhealthy() map[string]string {
 	out := map[string]string{}
 	for name, f := range p.fns {
@@ -611,6 +689,7 @@ func (f *fnPool) remove(s *slot) {
 		}
 	}
 	f.pool.opts.metrics.instances.WithLabelValues(f.cfg.Name).Set(float64(len(f.instances)))
+	f.setFailed()
 }
 
 func (f *fnPool) retireIdle(idle time.Duration) {

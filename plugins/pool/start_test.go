@@ -4,14 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
 	goruntime "runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/butterfn/butter/plugins/pool"
 	"github.com/butterfn/butter/plugins/runtime"
+	"github.com/butterfn/butter/sdk/go/proto"
 )
 
 // slowRuntime starts instances, some of which fail, and records how many
@@ -102,5 +106,126 @@ func TestStartInParallel(t *testing.T) {
 	bound := 4 * goruntime.GOMAXPROCS(0)
 	if rt.most < 2 || rt.most > bound {
 		t.Errorf("%d instances started at once, want 2 to %d (1: not in parallel)", rt.most, bound)
+	}
+}
+
+// countingRuntime counts the instances it starts and those stopped, and
+// fails the functions named in fail.
+type countingRuntime struct {
+	fail map[string]bool
+
+	mu      sync.Mutex
+	started map[string]int
+	insts   []*idleInstance
+}
+
+func (r *countingRuntime) Start(ctx context.Context, fn *runtime.Function) (runtime.Instance, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.fail[fn.Name] {
+		return nil, errors.New(fn.Name + " cannot load")
+	}
+	r.started[fn.Name]++
+	i := &idleInstance{exited: make(chan struct{})}
+	r.insts = append(r.insts, i)
+	return i, nil
+}
+
+// TestPreflightMinZero (issue 22 item 12): Start loads one instance of
+// every function even with min = 0, and stops it again, so that a
+// function that cannot load fails Start (and the pool's health) before
+// the pool serves, while scale to zero is kept.
+func TestPreflightMinZero(t *testing.T) {
+	rt := &countingRuntime{fail: map[string]bool{"bad": true}, started: map[string]int{}}
+	fns := []pool.FunctionConfig{fn("good", "counting"), fn("bad", "counting"), fn("two", "counting")}
+	fns[2].MinInstances = 2
+	p, err := pool.New(&pool.Config{Project: "test", Pool: "p", Functions: fns}, nil, pool.WithRuntime("counting", rt), pool.WithIdleTimeout(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = p.Start(context.Background())
+	defer p.Close()
+	var le *pool.LoadError
+	if !errors.As(err, &le) || len(le.Functions) != 1 || le.Functions["bad"] == nil {
+		t.Fatalf("Start error = %v, want a LoadError for bad only", err)
+	}
+	if bad := p.Unhealthy(); len(bad) != 1 || !strings.Contains(bad["bad"], "bad cannot load") {
+		t.Errorf("Unhealthy() = %v, want bad with its error", bad)
+	}
+	rt.mu.Lock()
+	started := maps.Clone(rt.started)
+	stopped := 0
+	for _, i := range rt.insts {
+		select {
+		case <-i.exited:
+			stopped++
+		default:
+		}
+	}
+	rt.mu.Unlock()
+	if want := map[string]int{"good": 1, "two": 2}; !maps.Equal(started, want) {
+		t.Errorf("started %v, want %v: one instance of a function with min 0, its min otherwise", started, want)
+	}
+	if stopped != 1 {
+		t.Errorf("%d instances stopped after Start, want 1: good's preflight instance (min 0)", stopped)
+	}
+}
+
+// TestWithoutPreflight: with WithPreflight(false), Start starts only the
+// minimum instances; a function with min 0 that cannot load is not
+// tried until a call.
+func TestWithoutPreflight(t *testing.T) {
+	rt := &countingRuntime{fail: map[string]bool{"bad": true}, started: map[string]int{}}
+	fns := []pool.FunctionConfig{fn("good", "counting"), fn("bad", "counting"), fn("one", "counting")}
+	fns[2].MinInstances = 1
+	p, err := pool.New(&pool.Config{Project: "test", Pool: "p", Functions: fns}, nil, pool.WithRuntime("counting", rt), pool.WithPreflight(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(context.Background()); err != nil {
+		t.Errorf("Start = %v, want nil: no preflight", err)
+	}
+	defer p.Close()
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if want := map[string]int{"one": 1}; !maps.Equal(rt.started, want) {
+		t.Errorf("started %v, want %v", rt.started, want)
+	}
+}
+
+// gateRuntime starts idle instances, or, once blocked, starts that wait
+// for their context to end.
+type gateRuntime struct{ blocked atomic.Bool }
+
+func (r *gateRuntime) Start(ctx context.Context, fn *runtime.Function) (runtime.Instance, error) {
+	if r.blocked.Load() {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return &idleInstance{exited: make(chan struct{})}, nil
+}
+
+// TestStartAbandonedAtTheDeadline: a cold start that outlasts its call's
+// deadline (a loaded machine) answers the call Timeout and does not mark
+// the function failed: the function is not at fault, and a pool reported
+// unhealthy for it would fail its deployment.
+func TestStartAbandonedAtTheDeadline(t *testing.T) {
+	rt := &gateRuntime{}
+	p, err := pool.New(&pool.Config{Project: "test", Pool: "p", Functions: []pool.FunctionConfig{fn("slow", "gate")}}, nil, pool.WithRuntime("gate", rt))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	rt.blocked.Store(true)
+	err = p.Invoke(context.Background(), "slow", &pool.Call{Deadline: time.Now().Add(50 * time.Millisecond), Input: strings.NewReader(""), Output: io.Discard})
+	var pe *proto.Error
+	if !errors.As(err, &pe) || pe.Type != proto.Timeout {
+		t.Errorf("a start past the call's deadline: %v, want a Timeout", err)
+	}
+	if bad := p.Unhealthy(); len(bad) != 0 {
+		t.Errorf("Unhealthy() = %v after an abandoned start, want none", bad)
 	}
 }
