@@ -43,7 +43,12 @@ func TestEmitsConfined(t *testing.T) {
 			f.Output = "st.out"
 			f.Emits = []string{"st.alerts"}
 			f.Streams = []pool.StreamTrigger{{Stream: "st.in", Group: "butter.st.emitter.in", Offset: "first"}}
-			_, srv := sdkPool(t, dev, f)
+			// silent has neither an output nor an emits list.
+			silent := testdataFn("silent", c.runtime, "emitto", c.handler)
+			_, srv := sdkPool(t, dev, f, silent)
+			if a := invoke(t, srv, "silent", strings.NewReader("alerts"), nil); a.code != 200 || !strings.Contains(a.body, `refused: unknown stream "alerts": function silent may emit to no stream`) {
+				t.Errorf("silent's emit to alerts: %+v, want it refused", a)
+			}
 
 			check := func(path, stream, answer string) {
 				t.Helper()
@@ -100,8 +105,8 @@ func TestEmitsConfined(t *testing.T) {
 
 			// Every emit was acknowledged (or refused) before its call
 			// answered: the topics hold their final counts now. The
-			// accepted emits are there, once per call; the refused wrote
-			// nothing.
+			// accepted emits are there, once per call (silent's is not);
+			// the refused wrote nothing.
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			emitted := func(topic string) []string {
