@@ -96,6 +96,10 @@ func functionConfig(p *spec.Project, f *spec.Function, locate locator) pool.Func
 	if f.DeadLetter != nil {
 		fc.DeadLetter = names.Topic(p.Name, f.DeadLetter.Name)
 	}
+	for _, s := range f.Emits {
+		// The pool refuses an emit to any stream but these and the output.
+		fc.Emits = append(fc.Emits, names.Topic(p.Name, s.Name))
+	}
 	if f.Retry != nil {
 		fc.Retry = &pool.RetryConfig{Attempts: f.Retry.Attempts, Backoff: f.Retry.Backoff.String(), MaxBackoff: f.Retry.MaxBackoff.String()}
 	}

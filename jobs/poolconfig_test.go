@@ -101,6 +101,40 @@ func TestLocalConfigState(t *testing.T) {
 	t.Error("the compiled job has no function detect")
 }
 
+// TestEmitsReachPools: a function's emits list reaches its pool as the
+// streams' topics, locally and in the compiled job's task config; a
+// function without one gets none, so the pool lets it emit only to its
+// output.
+func TestEmitsReachPools(t *testing.T) {
+	proj, rep := spec.Load(filepath.Join("..", "examples", "iot"))
+	if proj == nil {
+		t.Fatal(rep.Diags)
+	}
+	want := map[string][]string{"ingest": {"iot.readings"}, "detect": nil, "nightly": nil}
+	for _, f := range jobs.LocalConfig(proj).Functions {
+		if !reflect.DeepEqual(f.Emits, want[f.Name]) {
+			t.Errorf("local: function %s emits %q, want %q", f.Name, f.Emits, want[f.Name])
+		}
+	}
+	compiled, err := jobs.Compile(proj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := 0
+	for _, tg := range compiled.Job.TaskGroups {
+		for _, fn := range tg.Tasks[0].Config["function"].([]map[string]any) {
+			seen++
+			got, _ := fn["emits"].([]string)
+			if name := fn["name"].(string); !reflect.DeepEqual(got, want[name]) {
+				t.Errorf("job: function %s emits %q, want %q", name, got, want[name])
+			}
+		}
+	}
+	if seen != len(want) {
+		t.Errorf("%d functions in the job, want %d", seen, len(want))
+	}
+}
+
 // TestLocalConfigFiles: a local pool's bundles are the source directories
 // (a source file's directory) and its schemas the project's files, all
 // absolute; a job's are where the task's artifacts put them, relative to

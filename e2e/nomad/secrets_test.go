@@ -81,6 +81,7 @@ function "holder" {
   handler = "index.handle"
   timeout = "5s"
   memory  = 64
+  emits   = [stream.audit]
   instances {
     min = 1
     max = 4

@@ -31,6 +31,8 @@ function "ingest" {
   input_schema = "schemas/reading.json"
   timeout      = "5s"
   memory       = 64
+  # The streams ingest may emit to: the pool refuses an emit to any other.
+  emits = [stream.readings]
 
   trigger "http" {
     route = "POST /devices/{device}/readings"

@@ -15,7 +15,7 @@ var functionSchema = &hcl.BodySchema{
 		{Name: "runtime"}, {Name: "source"}, {Name: "handler"}, {Name: "command"},
 		{Name: "pool"}, {Name: "output"}, {Name: "dead_letter"}, {Name: "timeout"},
 		{Name: "memory"}, {Name: "cpu"}, {Name: "env"}, {Name: "options"},
-		{Name: "input_schema"}, {Name: "output_schema"},
+		{Name: "input_schema"}, {Name: "output_schema"}, {Name: "emits"},
 	},
 	Blocks: []hcl.BlockHeaderSchema{
 		{Type: "trigger", LabelNames: []string{"type"}},
@@ -100,6 +100,9 @@ func (d *decoder) decodeFunction(p pending) {
 			f.DeadLetter = d.streams[name]
 		}
 	}
+	if a := attrs["emits"]; a != nil {
+		f.Emits = d.decodeEmits(f, a)
+	}
 	if a := attrs["timeout"]; a != nil {
 		if v, ok := d.duration(a); ok {
 			if v <= 0 {
@@ -181,6 +184,43 @@ func (d *decoder) decodeFunction(p pending) {
 		}
 	}
 	d.checkRuntime(f, attrs, p)
+}
+
+// emitsHelp says what the emits argument takes.
+const emitsHelp = "emits is a list of the streams the function may emit to besides its output, like emits = [stream.alerts, stream.audit], written without quotes."
+
+// decodeEmits reads a function's emits list: references to declared
+// streams, each once. The pool refuses an emit to any other stream.
+func (d *decoder) decodeEmits(f *Function, a *hcl.Attribute) []*Stream {
+	exprs, diags := hcl.ExprList(a.Expr)
+	if diags.HasErrors() {
+		r := a.Expr.Range()
+		d.errorf(&r, "Invalid emits", "%s", emitsHelp)
+		return nil
+	}
+	var out []*Stream
+	seen := map[string]hcl.Range{}
+	for _, e := range exprs {
+		if trav, diags := hcl.AbsTraversalForExpr(e); !diags.HasErrors() && len(trav) == 2 && trav.RootName() == "stream" {
+			if step, isAttr := trav[1].(hcl.TraverseAttr); isAttr && strings.HasPrefix(step.Name, "_") {
+				r := e.Range()
+				d.errorf(&r, "Internal topic", "stream.%s is not a stream: topics whose names start with '_' (state changelogs, timer ticks) belong to the platform, and no function may emit to them. Emit to a stream the project declares.", step.Name)
+				continue
+			}
+		}
+		_, name, ok := d.ref(e, "emits", "stream")
+		if !ok {
+			continue
+		}
+		r := e.Range()
+		if prev, dup := seen[name]; dup {
+			d.warnf(&r, "Stream listed twice", "Function %q lists stream.%s in emits again (first at %s). Remove one.", f.Name, name, at(prev))
+			continue
+		}
+		seen[name] = r
+		out = append(out, d.streams[name])
+	}
+	return out
 }
 
 // checkRuntime checks the arguments each runtime needs.

@@ -108,6 +108,9 @@ type Function struct {
 
 	Output     *Stream
 	DeadLetter *Stream
+	// Emits are the streams the function may emit to besides its
+	// output: the pool refuses an emit to any other (docs/events.md).
+	Emits []*Stream
 
 	Timeout time.Duration
 	// Memory is the memory limit of one instance, in MiB.

@@ -152,6 +152,9 @@ func TestDecodeModel(t *testing.T) {
 	if tr := ingest.Triggers[0]; tr.Method != "POST" || tr.Path != "/devices/{device}/readings" || tr.Auth != "api_key" {
 		t.Errorf("ingest's route = %+v", tr)
 	}
+	if len(ingest.Emits) != 1 || ingest.Emits[0] != proj.Stream("readings") || detect.Emits != nil {
+		t.Errorf("emits: ingest %v, detect %v; want [readings] and none", ingest.Emits, detect.Emits)
+	}
 
 	pl, rep := spec.Load("../../examples/pipeline")
 	if pl == nil {

@@ -10,7 +10,7 @@ job "butter-iot" {
         pool     = "batch"
         port     = "invoke"
         project  = "iot"
-        revision = "05b4551b6ab6"
+        revision = "7978d0076a77"
         function {
           bundle        = "local/bundles/197659a79e8fff3cdc72e8d968edba97c8b6fd8b205bcc0c43643b60356028b0"
           command       = ["./report.sh"]
@@ -94,7 +94,7 @@ job "butter-iot" {
     }
     service {
       name     = "butter-iot-batch"
-      tags     = ["butter", "project=iot", "pool=batch", "revision=05b4551b6ab6"]
+      tags     = ["butter", "project=iot", "pool=batch", "revision=7978d0076a77"]
       port     = "invoke"
       provider = "nomad"
       check {
@@ -120,7 +120,7 @@ job "butter-iot" {
         pool     = "default"
         port     = "invoke"
         project  = "iot"
-        revision = "05b4551b6ab6"
+        revision = "7978d0076a77"
         function {
           bundle        = "local/bundles/10451d6c5734f84a58ce9f5227032a89f907ae38666be13c3c176e189cb8363e"
           concurrency   = 1
@@ -156,6 +156,7 @@ job "butter-iot" {
           concurrency   = 8
           cpu           = 100
           digest        = "sha256:d30a0ba04d59881ad9ba67028e414251e6efaf74f23effb140ce36fab3706f06"
+          emits         = ["iot.readings"]
           handler       = "index.handle"
           input_schema  = "local/schemas/8912abae4b878e84a75bd41a661853f927b4dc70f74bbb5c1590b180460e0dbb.json"
           max_instances = 50
@@ -238,7 +239,7 @@ job "butter-iot" {
     }
     service {
       name     = "butter-iot-default"
-      tags     = ["butter", "project=iot", "pool=default", "revision=05b4551b6ab6"]
+      tags     = ["butter", "project=iot", "pool=default", "revision=7978d0076a77"]
       port     = "invoke"
       provider = "nomad"
       check {
@@ -257,6 +258,6 @@ job "butter-iot" {
   meta {
     butter_auto_rollback = "true"
     butter_project       = "iot"
-    butter_revision      = "05b4551b6ab6"
+    butter_revision      = "7978d0076a77"
   }
 }

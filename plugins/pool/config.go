@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/butterfn/butter/broker"
+	"github.com/butterfn/butter/names"
 	"github.com/butterfn/butter/secrets"
 )
 
@@ -74,10 +76,14 @@ type FunctionConfig struct {
 	MaxInstances int `json:"max_instances" codec:"max_instances"`
 	Concurrency  int `json:"concurrency" codec:"concurrency"`
 
-	Output     string            `json:"output,omitempty" codec:"output,omitempty"`
-	DeadLetter string            `json:"dead_letter,omitempty" codec:"dead_letter,omitempty"`
-	Env        map[string]string `json:"env,omitempty" codec:"env,omitempty"`
-	Options    map[string]string `json:"options,omitempty" codec:"options,omitempty"`
+	Output     string `json:"output,omitempty" codec:"output,omitempty"`
+	DeadLetter string `json:"dead_letter,omitempty" codec:"dead_letter,omitempty"`
+	// Emits are the topics of the streams the function may emit to
+	// besides its Output (the spec's emits list): the pool answers an
+	// emit to any other with "unknown stream" and writes nothing.
+	Emits   []string          `json:"emits,omitempty" codec:"emits,omitempty"`
+	Env     map[string]string `json:"env,omitempty" codec:"env,omitempty"`
+	Options map[string]string `json:"options,omitempty" codec:"options,omitempty"`
 
 	// InputSchema and OutputSchema are the JSON Schema files of the
 	// function's input and output, located like Bundle (in a job, where
@@ -204,6 +210,13 @@ func (c *Config) Check() error {
 				if _, err := parseDuration(s, true); err != nil {
 					return fmt.Errorf("pool config: function %s: retry: %s: %w", f.Name, name, err)
 				}
+			}
+		}
+		for _, t := range f.Emits {
+			// A stream's topic, never an internal one (_state, _timers,
+			// requests): the pool would let the function write there.
+			if s, ok := strings.CutPrefix(t, c.Project+"."); !ok || !names.Valid(s) {
+				return fmt.Errorf("pool config: function %s: emits: %q is not a stream of project %s", f.Name, t, c.Project)
 			}
 		}
 		if st := f.State; st != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -81,7 +82,8 @@ func (p *Pool) StartStreams(ctx context.Context, kafka broker.Config) error {
 			topics = append(topics, topic(f.cfg.Output, 3))
 		}
 	}
-	// And every stream the project declares: its functions may emit to any.
+	// And every stream the project declares, as its block says: those its
+	// functions may emit to (their emits lists) among them.
 	for _, tc := range p.cfg.Topics {
 		topics = append(topics, declared[tc.Name])
 	}
@@ -954,15 +956,20 @@ func (c *consumer) calls(in *kgo.Record) runtime.CallHandler {
 }
 
 // call answers a worker's context call made while it handles in: an emit
-// is produced to the project's stream, acknowledged before the reply.
+// to a stream the function may emit to (emitTopic) is produced, and
+// acknowledged before the reply; one to any other stream is refused.
 func (c *consumer) call(ctx context.Context, in *kgo.Record, call proto.CallMsg) proto.ReplyMsg {
 	switch call.Op {
 	case "emit":
+		topic, refused := c.p.emitTopic(c.f.cfg, call.Stream)
+		if refused != "" {
+			return proto.ReplyMsg{Error: refused}
+		}
 		key := []byte(call.Key)
 		if call.Key == "" {
 			key = in.Key
 		}
-		rec := broker.NewEvent(c.p.cfg.Project+"."+call.Stream, key, call.Value, broker.Header(in, broker.HeaderID)+"/emit", c.source, "butter.emit")
+		rec := broker.NewEvent(topic, key, call.Value, broker.Header(in, broker.HeaderID)+"/emit", c.source, "butter.emit")
 		if err := c.cl.ProduceSync(ctx, rec).FirstErr(); err != nil {
 			return proto.ReplyMsg{Error: err.Error()}
 		}
@@ -975,20 +982,59 @@ func (c *consumer) call(ctx context.Context, in *kgo.Record, call proto.CallMsg)
 }
 
 // emits is true when a function of the pool may emit from an HTTP call:
-// any function may, so a pool with Kafka configured always connects.
-func (p *Pool) emits() bool { return len(p.fns) > 0 }
+// one with an output or an emits list (emitTopic), so that the pool
+// connects to Kafka for it.
+func (p *Pool) emits() bool {
+	for _, f := range p.fns {
+		if f.cfg.Output != "" || len(f.cfg.Emits) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// emitTopic is the topic of function f's emit to stream, or, when f may not
+// emit there, the "unknown stream" error its worker gets
+// (docs/worker-protocol.md, "Context calls"). A function emits only to its
+// output and to the streams of its emits list. Internal topics (state
+// changelogs, ticks, requests) are never one of them: they are not
+// streams, and Config.Check refuses an emits entry that is not a stream's
+// topic.
+func (p *Pool) emitTopic(f FunctionConfig, stream string) (topic, refused string) {
+	topic = names.Topic(p.cfg.Project, stream)
+	allowed := make([]string, 0, len(f.Emits)+1)
+	for _, t := range append([]string{f.Output}, f.Emits...) {
+		if t == "" {
+			continue
+		}
+		if t == topic {
+			return topic, ""
+		}
+		allowed = append(allowed, strings.TrimPrefix(t, p.cfg.Project+"."))
+	}
+	if len(allowed) == 0 {
+		return "", fmt.Sprintf("unknown stream %q: function %s may emit to no stream: its spec has neither an output nor an emits list", stream, f.Name)
+	}
+	slices.Sort(allowed)
+	return "", fmt.Sprintf("unknown stream %q: function %s may emit only to its output and emits streams: %s", stream, f.Name, strings.Join(slices.Compact(allowed), ", "))
+}
 
 // httpCalls answers the emit and log calls of an HTTP-triggered call:
-// an emit is produced to the project's stream, keyed as the function says,
-// and acknowledged before the function's emit returns.
+// an emit to a stream the function may emit to (emitTopic) is produced,
+// keyed as the function says, and acknowledged before the function's emit
+// returns; one to any other stream is refused, and nothing is produced.
 func (p *Pool) httpCalls(f *fnPool, id string) runtime.CallHandler {
 	return func(ctx context.Context, call proto.CallMsg) proto.ReplyMsg {
 		switch call.Op {
 		case "emit":
+			topic, refused := p.emitTopic(f.cfg, call.Stream)
+			if refused != "" {
+				return proto.ReplyMsg{Error: refused}
+			}
 			if p.producer == nil {
 				return proto.ReplyMsg{Error: "this pool has no Kafka to emit to: run it with -kafka-brokers, $BUTTER_KAFKA_BROKERS or a kafka block in the project"}
 			}
-			rec := broker.NewEvent(names.Topic(p.cfg.Project, call.Stream), []byte(call.Key), call.Value, id+"/emit", names.EventSource(p.cfg.Project, f.cfg.Name), "butter.emit")
+			rec := broker.NewEvent(topic, []byte(call.Key), call.Value, id+"/emit", names.EventSource(p.cfg.Project, f.cfg.Name), "butter.emit")
 			if err := p.producer.ProduceSync(ctx, rec).FirstErr(); err != nil {
 				return proto.ReplyMsg{Error: fmt.Sprintf("emit to %s: %v", rec.Topic, err)}
 			}

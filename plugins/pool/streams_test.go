@@ -499,6 +499,7 @@ func TestStreamEmits(t *testing.T) {
 	abs, _ := filepath.Abs("testdata/emitfn")
 	f := streamFn("emitter", "first", "e.in", "e.out")
 	f.Runtime, f.Bundle, f.Handler, f.Command = "node", abs, "index.handle", nil
+	f.Emits = []string{"e.alerts"}
 	p, err := pool.New(&pool.Config{Project: "e", Pool: "p", Functions: []pool.FunctionConfig{f}}, nil, pool.WithSDKs(sdks))
 	if err != nil {
 		t.Fatal(err)
@@ -600,6 +601,7 @@ func TestHTTPEmits(t *testing.T) {
 	abs, _ := filepath.Abs("testdata/emitfn")
 	f := fn("emitter", "node")
 	f.Bundle, f.Handler = abs, "index.handle"
+	f.Emits = []string{"h.alerts"}
 	p, err := pool.New(&pool.Config{Project: "h", Pool: "p", Functions: []pool.FunctionConfig{f}}, nil, pool.WithSDKs(sdks))
 	if err != nil {
 		t.Fatal(err)
