@@ -126,7 +126,7 @@ type bodyLimit struct {
 	max      int64
 	setting  string
 	orig     io.ReadCloser
-	expect   bool // the client waits for 100 Continue before sending
+	unsent   bool // refused before 100 Continue: the client sends no body
 	exceeded bool
 }
 
@@ -139,16 +139,18 @@ type bodyLimitKey struct{}
 // apply the limit too.
 func (s *Server) limitBody(max int64, setting string, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		lim := &bodyLimit{max: max, setting: setting, orig: r.Body,
-			expect: strings.EqualFold(r.Header.Get("Expect"), "100-continue")}
+		lim := &bodyLimit{max: max, setting: setting, orig: r.Body}
 		r = r.WithContext(context.WithValue(r.Context(), bodyLimitKey{}, lim))
 		if r.ContentLength > max {
+			// A client that waits for 100 Continue before it sends the
+			// body (as the api package's blob upload does) sends none.
+			lim.unsent = strings.EqualFold(r.Header.Get("Expect"), "100-continue")
 			s.tooLarge(w, r, lim)
 		} else {
 			r.Body = http.MaxBytesReader(w, r.Body, max)
 			h(w, r)
 		}
-		if lim.exceeded && !lim.expect {
+		if lim.exceeded && !lim.unsent {
 			// The client is still sending: let it finish (within bounds),
 			// so that it reads the 413 instead of a reset.
 			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(drainTime))

@@ -276,8 +276,8 @@ type unsized struct{ io.Reader }
 // body got a connection reset, and a 300 MB blob was stored.
 func TestOversizedBodies(t *testing.T) {
 	// The default JSON limit (4 MiB) against a 50 MB revision; a blob
-	// limit of 1 MiB (set like any other) against a 10 MiB blob.
-	s, c, dir := inputServer(t, scheduler.Config{MaxBlobBytes: 1 << 20})
+	// limit of 2 MiB (set like any other) against a 10 MiB blob.
+	s, c, dir := inputServer(t, scheduler.Config{MaxBlobBytes: 2 << 20})
 	ctx := context.Background()
 	base := "http://" + s.Addr()
 	last := s.Raft().LastIndex()
@@ -306,17 +306,17 @@ func TestOversizedBodies(t *testing.T) {
 	blob := bytes.Repeat([]byte("bundle!!"), 10<<20/8)
 	sum := digestOf(blob)
 	_, err = c.Blobs().Put(ctx, sum, bytes.NewReader(blob), int64(len(blob)))
-	if !errors.As(err, &se) || se.Code != 413 || !strings.Contains(se.Message, "1 MiB") || !strings.Contains(se.Message, "-max-blob-bytes") {
-		t.Errorf("a 10 MiB blob through the client: %v; want a 413 *StatusError saying the 1 MiB limit and -max-blob-bytes", err)
+	if !errors.As(err, &se) || se.Code != 413 || !strings.Contains(se.Message, "2 MiB") || !strings.Contains(se.Message, "-max-blob-bytes") {
+		t.Errorf("a 10 MiB blob through the client: %v; want a 413 *StatusError saying the 2 MiB limit and -max-blob-bytes", err)
 	}
 	code, msg = do(t, "PUT", base+"/v1/blobs/sha256/"+sum, "application/octet-stream", unsized{bytes.NewReader(blob)})
-	if code != 413 || !strings.Contains(msg, "1 MiB") {
+	if code != 413 || !strings.Contains(msg, "2 MiB") {
 		t.Errorf("a 10 MiB chunked blob: %d %q; want 413 saying the limit", code, msg)
 	}
 	unchanged(t, s, dir, last, "a 10 MiB blob")
 
-	// At the limit is fine.
-	ok := blob[:1<<20]
+	// At the limit is fine (the client sends it after 100 Continue).
+	ok := blob[:2<<20]
 	if _, err := c.Blobs().Put(ctx, digestOf(ok), bytes.NewReader(ok), int64(len(ok))); err != nil {
 		t.Errorf("a blob of exactly the limit: %v", err)
 	}
