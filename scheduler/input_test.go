@@ -21,6 +21,7 @@ import (
 	"github.com/butterfn/butter/api"
 	"github.com/butterfn/butter/internal/testport"
 	"github.com/butterfn/butter/scheduler"
+	"github.com/butterfn/butter/scheduler/schedtest"
 	"github.com/hashicorp/raft"
 )
 
@@ -411,4 +412,28 @@ func TestOversizedBodyWholeSender(t *testing.T) {
 		}
 	}
 	unchanged(t, s, dir, last, "a 50 MB revision sent whole")
+}
+
+// TestFollowerChecksInput: a follower checks names and body limits
+// itself, before it forwards to the leader: the same 400 and 413, and
+// nothing is written. An in-process cluster (schedtest).
+func TestFollowerChecksInput(t *testing.T) {
+	c := schedtest.MakeCluster(t, schedtest.Options{NoTimers: true})
+	leader := c.Leader()
+	follower := c.Followers(leader)[0]
+	last := leader.Server.Raft().LastIndex()
+	code, msg := do(t, "PUT", follower.URL()+"/v1/projects/..%2Fx", "", nil)
+	if code != 400 || !strings.Contains(msg, "project name") {
+		t.Errorf("PUT ..%%2Fx on a follower: %d %q; want 400", code, msg)
+	}
+	body := `{"id":"r1","specs":{"big.fn.hcl":"` + strings.Repeat("x", 5<<20) + `"}}`
+	for _, r := range []io.Reader{strings.NewReader(body), unsized{strings.NewReader(body)}} {
+		code, msg = do(t, "POST", follower.URL()+"/v1/projects/p/revisions", "application/json", r)
+		if code != 413 || !strings.Contains(msg, "4 MiB") {
+			t.Errorf("a 5 MiB revision on a follower (%T): %d %q; want 413 saying the limit", r, code, clipped(msg))
+		}
+	}
+	if got := leader.Server.Raft().LastIndex(); got != last {
+		t.Errorf("the leader's log grew from %d to %d", last, got)
+	}
 }
