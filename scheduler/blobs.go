@@ -59,6 +59,17 @@ func (s *Server) putBlob(hexsum string, r io.Reader) error {
 	return os.Rename(tmp.Name(), s.blobPath(hexsum))
 }
 
+// removePartialBlobs removes the temporary files of uploads that a
+// previous run of the server did not finish (it stopped midway).
+func (s *Server) removePartialBlobs() {
+	partial, _ := filepath.Glob(filepath.Join(filepath.Dir(s.blobPath("x")), ".upload-*"))
+	for _, p := range partial {
+		if err := os.Remove(p); err != nil {
+			s.log.Warn("cannot remove a partial blob upload", "file", p, "error", err)
+		}
+	}
+}
+
 // fetchBlob copies a blob from the first peer that has it.
 func (s *Server) fetchBlob(hexsum string) error {
 	f := s.raft.GetConfiguration()

@@ -437,3 +437,24 @@ func TestFollowerChecksInput(t *testing.T) {
 		t.Errorf("the leader's log grew from %d to %d", last, got)
 	}
 }
+
+// TestPartialBlobsRemovedAtStart: the temporary file of an upload that a
+// server stopped in the middle of is removed when it starts again.
+func TestPartialBlobsRemovedAtStart(t *testing.T) {
+	dir := t.TempDir()
+	partial := filepath.Join(dir, "blobs", "sha256", ".upload-123")
+	if err := os.MkdirAll(filepath.Dir(partial), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(partial, []byte("half a bundle"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err := scheduler.Start(scheduler.Config{DataDir: dir, HTTPAddr: testport.Addr(t), RaftAddr: testport.Addr(t), Alone: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if files := blobFiles(t, dir); len(files) > 0 {
+		t.Errorf("after a restart, blob files are left: %v", files)
+	}
+}

@@ -144,6 +144,7 @@ func Start(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
 	s := &Server{cfg: cfg, fsm: fsm.New(), log: cfg.Logger}
+	s.removePartialBlobs()
 	logs, stable, snaps, trans, err := s.openRaftStores()
 	if err != nil {
 		s.closeOwned()
