@@ -10,6 +10,9 @@ COMMIT := $(shell git rev-parse --short HEAD 2>/dev/null)
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 STATICCHECK_VERSION := v0.8.2
 FUZZTIME ?= 30s
+# The API's JSON bodies are fuzzed against a real single-node control
+# plane (scheduler.FuzzAPIBodies): bounded, and kept short.
+API_FUZZTIME ?= 20s
 
 export BUTTER_NOMAD := $(BIN)/nomad
 export BUTTER_VAULT := $(BIN)/vault
@@ -119,6 +122,8 @@ test-stress: $(if $(STRESS_PKGS),,$(BIN)/nomad $(BIN)/vault)
 fuzz:
 	@echo "==> fuzzing the spec decoder for $(FUZZTIME)"
 	$(GO) test -run='^$$' -fuzz=FuzzDecode -fuzztime=$(FUZZTIME) ./hcl/spec
+	@echo "==> fuzzing the control plane's JSON bodies for $(API_FUZZTIME)"
+	$(GO) test -run='^$$' -fuzz='^FuzzAPIBodies$$' -fuzztime=$(API_FUZZTIME) ./scheduler
 
 ## bench: run every benchmark (about 35 minutes) and write bench/RESULTS.md
 # bench/run.sh runs each package with its flags; docs/benchmarks.md says how

@@ -231,8 +231,11 @@ type ErrorResponse struct {
 
 // StatusError is a non-200 answer of the API.
 type StatusError struct {
-	// Code is the HTTP status: 400 a bad request, 404 not found, 409 a
-	// conflict, 503 no leader (or a forwarding failure), 500 otherwise.
+	// Code is the HTTP status: 400 a bad request (a name that breaks the
+	// name rule, malformed JSON, an unknown field: Message says which),
+	// 404 not found, 409 a conflict, 413 a body over the server's limit
+	// (Message says the limit and the setting that raises it), 503 no
+	// leader (or a forwarding failure), 500 otherwise.
 	Code int
 	// Message is the server's ErrorResponse.Error, or the body's text.
 	Message string

@@ -37,14 +37,20 @@ func blobPath(digest string) (string, error) {
 
 // Put stores content of size bytes (-1: unknown) under digest
 // ("sha256:<hex>" or the hex alone). The server checks the content
-// against the digest (400 when it does not match).
+// against the digest (400 when it does not match) and its size against
+// its limit (413, with a message that says the limit).
 func (b *Blobs) Put(ctx context.Context, digest string, content io.Reader, size int64) (*BlobPutResponse, error) {
 	path, err := blobPath(digest)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := b.c.send(ctx, request{method: http.MethodPut, path: path, body: content, size: size,
-		header: http.Header{"Content-Type": {"application/octet-stream"}}})
+	header := http.Header{"Content-Type": {"application/octet-stream"}}
+	if size < 0 || size > 1<<20 {
+		// A blob over the server's limit (413) is refused before it is
+		// sent.
+		header.Set("Expect", "100-continue")
+	}
+	resp, err := b.c.send(ctx, request{method: http.MethodPut, path: path, body: content, size: size, header: header})
 	if err != nil {
 		return nil, err
 	}

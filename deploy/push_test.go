@@ -2,15 +2,18 @@ package deploy_test
 
 import (
 	"context"
-	"github.com/butterfn/butter/scheduler/schedtest"
+	"crypto/rand"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/butterfn/butter/api"
 	"github.com/butterfn/butter/deploy"
 	"github.com/butterfn/butter/hcl/spec"
+	"github.com/butterfn/butter/scheduler"
+	"github.com/butterfn/butter/scheduler/schedtest"
 )
 
 const shop = `project "shop" {}
@@ -116,5 +119,54 @@ func TestPush(t *testing.T) {
 	again, err := deploy.Push(ctx, c, dir, proj)
 	if err != nil || again.New || again.Revision != out.Revision {
 		t.Fatalf("second push: %+v, %v", again, err)
+	}
+}
+
+// TestPushTooBig: butter deploy of a project over the control plane's
+// limits fails with the server's 413, which says the limit and the
+// setting that raises it: a bundle over the blob limit, a revision over
+// the request limit. Nothing is recorded.
+func TestPushTooBig(t *testing.T) {
+	dir := t.TempDir()
+	big := make([]byte, 3<<20)
+	if _, err := rand.Read(big); err != nil { // random: the bundle does not compress below the limit
+		t.Fatal(err)
+	}
+	for name, text := range map[string]string{
+		"shop.fn.hcl":             shop,
+		"functions/take/index.js": "exports.handle = async (input) => input;\n",
+		"functions/take/big.bin":  string(big),
+	} {
+		path := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	proj, rep := spec.Load(dir)
+	if proj == nil || rep.HasErrors() {
+		t.Fatal("the test project does not load")
+	}
+	_, c := schedtest.SingleConfig(t, scheduler.Config{MaxBlobBytes: 1 << 20, MaxRequestBytes: 2 << 10})
+	ctx := context.Background()
+
+	_, err := deploy.Push(ctx, c, dir, proj)
+	if api.StatusCode(err) != 413 || !strings.Contains(err.Error(), "upload functions/take") ||
+		!strings.Contains(err.Error(), "1 MiB") || !strings.Contains(err.Error(), "-max-blob-bytes") {
+		t.Errorf("a bundle over the blob limit: %v; want a 413 naming the upload, the 1 MiB limit and -max-blob-bytes", err)
+	}
+	if err := os.Remove(filepath.Join(dir, "functions/take/big.bin")); err != nil {
+		t.Fatal(err)
+	}
+	_, err = deploy.Push(ctx, c, dir, proj)
+	if api.StatusCode(err) != 413 || !strings.Contains(err.Error(), "record the revision") ||
+		!strings.Contains(err.Error(), "2 KiB") || !strings.Contains(err.Error(), "-max-request-bytes") {
+		t.Errorf("a revision over the request limit: %v; want a 413 naming the 2 KiB limit and -max-request-bytes", err)
+	}
+	list, _, err := c.Projects().List(ctx, nil)
+	if err != nil || len(list.Projects) != 0 {
+		t.Errorf("projects after the refused pushes: %+v, %v; want none", list, err)
 	}
 }

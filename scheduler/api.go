@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -17,7 +18,6 @@ import (
 	"time"
 
 	"github.com/butterfn/butter/api"
-	"github.com/butterfn/butter/hcl/spec"
 	"github.com/butterfn/butter/scheduler/fsm"
 	"github.com/hashicorp/raft"
 )
@@ -53,25 +53,26 @@ import (
 // (package fsm) here, at the edge.
 func (s *Server) handler() http.Handler {
 	mux := http.NewServeMux()
+	req, blob := s.cfg.MaxRequestBytes, s.cfg.MaxBlobBytes
 	mux.HandleFunc("GET /v1/agent/self", s.agentSelf)
 	mux.HandleFunc("GET /v1/status/leader", s.statusLeader)
 	mux.HandleFunc("GET /v1/operator/raft/peers", s.raftPeers)
-	mux.HandleFunc("DELETE /v1/operator/raft/peers/{id}", s.leaderOnly(s.removePeer))
+	mux.HandleFunc("DELETE /v1/operator/raft/peers/{id}", checkPath(s.leaderOnly(s.removePeer), peerPath))
 	mux.HandleFunc("GET /v1/operator/snapshot", s.leaderOnly(s.snapshotSave))
 	mux.HandleFunc("PUT /v1/operator/snapshot", s.leaderOnly(s.snapshotRestore))
-	mux.HandleFunc("GET /v1/blobs/sha256/{hex}", s.serveBlob)
-	mux.HandleFunc("PUT /v1/blobs/sha256/{hex}", s.storeBlob)
-	mux.HandleFunc("PUT /v1/timers/{id}", s.leaderOnly(s.putTimer))
-	mux.HandleFunc("PUT /v1/projects/{name}", s.leaderOnly(s.putProject))
+	mux.HandleFunc("GET /v1/blobs/sha256/{hex}", checkPath(s.serveBlob, blobPath))
+	mux.HandleFunc("PUT /v1/blobs/sha256/{hex}", checkPath(s.limitBody(blob, maxBlobSetting, s.storeBlob), blobPath))
+	mux.HandleFunc("PUT /v1/timers/{id}", checkPath(s.limitBody(req, maxRequestSetting, s.leaderOnly(s.putTimer)), timerPath))
+	mux.HandleFunc("PUT /v1/projects/{name}", checkPath(s.leaderOnly(s.putProject), projectPath))
 	mux.HandleFunc("GET /v1/projects", s.listProjects)
-	mux.HandleFunc("GET /v1/projects/{name}", s.getProject)
-	mux.HandleFunc("POST /v1/projects/{name}/revisions", s.leaderOnly(s.createRevision))
-	mux.HandleFunc("GET /v1/projects/{name}/revisions", s.listRevisions)
-	mux.HandleFunc("GET /v1/projects/{name}/revisions/{id}", s.getRevision)
-	mux.HandleFunc("POST /v1/projects/{name}/rollback", s.leaderOnly(s.rollback))
-	mux.HandleFunc("POST /v1/projects/{name}/keys", s.leaderOnly(s.createKey))
+	mux.HandleFunc("GET /v1/projects/{name}", checkPath(s.getProject, projectPath))
+	mux.HandleFunc("POST /v1/projects/{name}/revisions", checkPath(s.limitBody(req, maxRequestSetting, s.leaderOnly(s.createRevision)), projectPath))
+	mux.HandleFunc("GET /v1/projects/{name}/revisions", checkPath(s.listRevisions, projectPath))
+	mux.HandleFunc("GET /v1/projects/{name}/revisions/{id}", checkPath(s.getRevision, projectPath, revisionPath))
+	mux.HandleFunc("POST /v1/projects/{name}/rollback", checkPath(s.leaderOnly(s.rollback), projectPath))
+	mux.HandleFunc("POST /v1/projects/{name}/keys", checkPath(s.limitBody(req, maxRequestSetting, s.leaderOnly(s.createKey)), projectPath))
 	mux.HandleFunc("GET /v1/keys", s.listKeys)
-	mux.HandleFunc("DELETE /v1/keys/{hash}", s.leaderOnly(s.revokeKey))
+	mux.HandleFunc("DELETE /v1/keys/{hash}", checkPath(s.leaderOnly(s.revokeKey), keyPath))
 	return mux
 }
 
@@ -146,17 +147,20 @@ func (s *Server) snapshotRestore(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) putTimer(w http.ResponseWriter, r *http.Request) {
 	var in api.Timer
-	if err := json.NewDecoder(r.Body).Decode(&in); err != nil {
-		writeErr(w, 400, fmt.Errorf("timer body: %w", err))
+	if !s.decodeBody(w, r, "timer body", &in) {
+		return
+	}
+	if in.ID != "" && in.ID != r.PathValue("id") {
+		writeErr(w, 400, fmt.Errorf("timer body: id %q differs from the path's %q", clip(in.ID), r.PathValue("id")))
 		return
 	}
 	in.ID = r.PathValue("id")
-	if _, err := spec.ParseCron(in.Schedule, in.Timezone); err != nil {
-		writeErr(w, 400, fmt.Errorf("timer %s: schedule %q: %w", in.ID, in.Schedule, err))
+	if in.Project != "" {
+		writeErr(w, 400, fmt.Errorf("timer %s: project %q: a project's timers come from its revisions, not from PUT /v1/timers", in.ID, clip(in.Project)))
 		return
 	}
-	if in.Topic == "" {
-		writeErr(w, 400, fmt.Errorf("timer %s: a topic is required", in.ID))
+	if err := checkTimer("timer "+in.ID, &in); err != nil {
+		writeErr(w, 400, err)
 		return
 	}
 	t := fsmTimer(&in)
@@ -366,6 +370,11 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
 	target := &url.URL{Scheme: "http", Host: string(id)}
 	proxy := httputil.NewSingleHostReverseProxy(target)
 	proxy.ErrorHandler = func(w http.ResponseWriter, r *http.Request, err error) {
+		var mbe *http.MaxBytesError
+		if lim, ok := r.Context().Value(bodyLimitKey{}).(*bodyLimit); ok && errors.As(err, &mbe) {
+			s.tooLarge(w, r, lim)
+			return
+		}
 		writeErr(w, http.StatusServiceUnavailable, err)
 	}
 	proxy.ServeHTTP(w, r)
@@ -388,16 +397,19 @@ func writeErr(w http.ResponseWriter, code int, err error) {
 // recorded (routes.go).
 func (s *Server) createRevision(w http.ResponseWriter, r *http.Request) {
 	var req api.RevisionCreateRequest
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-		writeErr(w, 400, fmt.Errorf("revision body: %w", err))
+	if !s.decodeBody(w, r, "revision body", &req) {
+		return
+	}
+	if req.ID == "" {
+		writeErr(w, 400, errors.New("revision body: id is empty: a revision needs an id (its content hash)"))
+		return
+	}
+	if err := checkRevision(r.PathValue("name"), &req); err != nil {
+		writeErr(w, 400, err)
 		return
 	}
 	rev := fsmRevision(&req)
 	rev.Project = r.PathValue("name")
-	if rev.ID == "" {
-		writeErr(w, 400, errors.New("a revision needs an id (its content hash)"))
-		return
-	}
 	s.activateMu.Lock()
 	defer s.activateMu.Unlock()
 	var exists, known bool
@@ -500,9 +512,16 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {
 	var body api.KeyCreateRequest
 	if r.ContentLength != 0 {
 		// An empty body (as curl -X POST sends) asks for a key of every route.
-		if err := json.NewDecoder(r.Body).Decode(&body); err != nil && !errors.Is(err, io.EOF) {
-			writeErr(w, 400, fmt.Errorf("key body: %w", err))
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			s.bodyError(w, r, "key body", err)
 			return
+		}
+		if len(b) > 0 {
+			r.Body = io.NopCloser(bytes.NewReader(b))
+			if !s.decodeBody(w, r, "key body", &body) {
+				return
+			}
 		}
 	}
 	var known bool

@@ -26,7 +26,10 @@ func (s *Server) blobPath(hexsum string) string {
 	return filepath.Join(s.cfg.DataDir, "blobs", "sha256", hexsum)
 }
 
-// putBlob stores r under its SHA-256, which must equal hexsum.
+// putBlob stores r under its SHA-256, which must equal hexsum, and of at
+// most Config.MaxBlobBytes. It writes a temporary file and renames it into
+// place only once the content is whole and checked: a failed or
+// interrupted upload leaves nothing.
 func (s *Server) putBlob(hexsum string, r io.Reader) error {
 	dir := filepath.Dir(s.blobPath(hexsum))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -38,9 +41,14 @@ func (s *Server) putBlob(hexsum string, r io.Reader) error {
 	}
 	defer os.Remove(tmp.Name())
 	h := sha256.New()
-	if _, err := io.Copy(io.MultiWriter(tmp, h), r); err != nil {
+	n, err := io.Copy(io.MultiWriter(tmp, h), io.LimitReader(r, s.cfg.MaxBlobBytes+1))
+	if err != nil {
 		tmp.Close()
 		return err
+	}
+	if n > s.cfg.MaxBlobBytes {
+		tmp.Close()
+		return &http.MaxBytesError{Limit: s.cfg.MaxBlobBytes}
 	}
 	if err := tmp.Close(); err != nil {
 		return err
@@ -49,6 +57,17 @@ func (s *Server) putBlob(hexsum string, r io.Reader) error {
 		return fmt.Errorf("content hashes to sha256:%s, not sha256:%s", got, hexsum)
 	}
 	return os.Rename(tmp.Name(), s.blobPath(hexsum))
+}
+
+// removePartialBlobs removes the temporary files of uploads that a
+// previous run of the server did not finish (it stopped midway).
+func (s *Server) removePartialBlobs() {
+	partial, _ := filepath.Glob(filepath.Join(filepath.Dir(s.blobPath("x")), ".upload-*"))
+	for _, p := range partial {
+		if err := os.Remove(p); err != nil {
+			s.log.Warn("cannot remove a partial blob upload", "file", p, "error", err)
+		}
+	}
 }
 
 // fetchBlob copies a blob from the first peer that has it.
@@ -82,12 +101,9 @@ func (s *Server) fetchBlob(hexsum string) error {
 	return errors.New("no server has it")
 }
 
+// serveBlob and storeBlob run behind checkPath, which checks {hex}.
 func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request) {
 	hexsum := r.PathValue("hex")
-	if !hexRE.MatchString(hexsum) {
-		writeErr(w, 400, fmt.Errorf("%q is not a SHA-256 in hex", hexsum))
-		return
-	}
 	path := s.blobPath(hexsum)
 	if _, err := os.Stat(path); err != nil {
 		if r.Header.Get("X-Butter-Forwarded") != "" {
@@ -105,11 +121,12 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) storeBlob(w http.ResponseWriter, r *http.Request) {
 	hexsum := r.PathValue("hex")
-	if !hexRE.MatchString(hexsum) {
-		writeErr(w, 400, fmt.Errorf("%q is not a SHA-256 in hex", hexsum))
-		return
-	}
 	if err := s.putBlob(hexsum, r.Body); err != nil {
+		var mbe *http.MaxBytesError
+		if lim, ok := r.Context().Value(bodyLimitKey{}).(*bodyLimit); ok && errors.As(err, &mbe) {
+			s.tooLarge(w, r, lim)
+			return
+		}
 		writeErr(w, 400, fmt.Errorf("blob sha256:%s: %w", hexsum, err))
 		return
 	}

@@ -61,6 +61,13 @@ type Config struct {
 	// job without an update block); 0 is DefaultDeploymentStart.
 	DeploymentStart time.Duration
 	Logger          hclog.Logger
+	// MaxRequestBytes bounds the JSON body of a request (a revision, a
+	// timer, a key); 0 is DefaultMaxRequestBytes. A body over it is
+	// answered 413 and changes nothing.
+	MaxRequestBytes int64
+	// MaxBlobBytes bounds a blob (a bundle or a schema), uploaded or
+	// fetched from a peer; 0 is DefaultMaxBlobBytes.
+	MaxBlobBytes int64
 	// Alone marks a single node that will never have peers (butter dev):
 	// it elects itself after 50 ms instead of waiting out the 500 ms
 	// heartbeat timeout that a cluster needs against false failovers.
@@ -132,10 +139,17 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.BootstrapExpect == 0 {
 		cfg.BootstrapExpect = 1
 	}
+	if cfg.MaxRequestBytes <= 0 {
+		cfg.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	if cfg.MaxBlobBytes <= 0 {
+		cfg.MaxBlobBytes = DefaultMaxBlobBytes
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
 	s := &Server{cfg: cfg, fsm: fsm.New(), log: cfg.Logger}
+	s.removePartialBlobs()
 	logs, stable, snaps, trans, err := s.openRaftStores()
 	if err != nil {
 		s.closeOwned()

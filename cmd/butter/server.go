@@ -53,6 +53,14 @@ Options:
   -kafka-brokers=<host:port,...>
     Where the leader's timer service produces cron ticks. Defaults to
     $BUTTER_KAFKA_BROKERS; without either, timers do not fire.
+
+  -max-request-bytes=4194304
+    The largest JSON body the API takes (a revision with its spec files
+    and job, a timer, a key); a larger one is answered 413.
+
+  -max-blob-bytes=268435456
+    The largest blob (a function's bundle or a schema) the API stores or
+    fetches from a peer; a larger one is answered 413.
 `)
 }
 
@@ -66,12 +74,17 @@ func (c *serverCommand) Run(args []string) int {
 	snapEvery := fs.Uint64("snapshot-threshold", 0, "")
 	kafkaBrokers := fs.String("kafka-brokers", "", "")
 	nomadAddr := fs.String("nomad-addr", "", "")
+	maxRequest := fs.Int64("max-request-bytes", scheduler.DefaultMaxRequestBytes, "")
+	maxBlob := fs.Int64("max-blob-bytes", scheduler.DefaultMaxBlobBytes, "")
 	pos, err := parseInterspersed(fs, args)
 	if err == nil && *dataDir == "" {
 		err = errors.New("-data-dir is required")
 	}
 	if err == nil && *expect != 1 && *expect != 3 && *expect != 5 {
 		err = fmt.Errorf("-bootstrap-expect must be 1, 3 or 5, not %d", *expect)
+	}
+	if err == nil && (*maxRequest <= 0 || *maxBlob <= 0) {
+		err = errors.New("-max-request-bytes and -max-blob-bytes must be positive")
 	}
 	if err != nil || len(pos) > 0 {
 		return usageError(c.ui, c.Help(), err, pos, 0)
@@ -121,6 +134,7 @@ func (c *serverCommand) Run(args []string) int {
 	s, err := scheduler.Start(scheduler.Config{
 		DataDir: *dataDir, HTTPAddr: *httpAddr, RaftAddr: *raftAddr,
 		BootstrapExpect: *expect, Join: peers, SnapshotThreshold: *snapEvery, Logger: log, Firer: firer, Nomad: nomad,
+		MaxRequestBytes: *maxRequest, MaxBlobBytes: *maxBlob,
 	})
 	if err != nil {
 		log.Error("cannot start", "error", err)

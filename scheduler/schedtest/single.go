@@ -16,9 +16,15 @@ import (
 // leads. The server is closed when the test ends.
 func Single(t testing.TB, nomad scheduler.Nomad) (*scheduler.Server, *api.Client) {
 	t.Helper()
-	s, err := scheduler.Start(scheduler.Config{
-		DataDir: t.TempDir(), HTTPAddr: testport.Addr(t), RaftAddr: testport.Addr(t), Alone: true, Nomad: nomad,
-	})
+	return SingleConfig(t, scheduler.Config{Nomad: nomad})
+}
+
+// SingleConfig is Single with cfg's settings (its limits, its Nomad); the
+// data dir, the addresses and Alone are Single's.
+func SingleConfig(t testing.TB, cfg scheduler.Config) (*scheduler.Server, *api.Client) {
+	t.Helper()
+	cfg.DataDir, cfg.HTTPAddr, cfg.RaftAddr, cfg.Alone = t.TempDir(), testport.Addr(t), testport.Addr(t), true
+	s, err := scheduler.Start(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
