@@ -50,7 +50,7 @@ func FuzzAPIBodies(f *testing.F) {
 	base := "http://" + s.Addr()
 	f.Fuzz(func(t *testing.T, route uint8, body []byte) {
 		rt := fuzzRoutes[int(route)%len(fuzzRoutes)]
-		last := s.Raft().LastIndex()
+		last := s.FSM().Index()
 		req, err := http.NewRequest(rt.method, base+rt.path, bytes.NewReader(body))
 		if err != nil {
 			t.Fatal(err)

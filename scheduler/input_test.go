@@ -54,12 +54,13 @@ func inputServer(t testing.TB, cfg scheduler.Config) (*scheduler.Server, *api.Cl
 	return s, c, cfg.DataDir
 }
 
-// unchanged fails the test when the server's Raft log grew past last
-// (something was written) or a blob file (or a partial one) exists.
+// unchanged fails the test when the server's state moved past index last
+// (a command was applied; a leader's read barrier appends to the Raft log
+// but changes no state) or a blob file (or a partial one) exists.
 func unchanged(t testing.TB, s *scheduler.Server, dataDir string, last uint64, what string) {
 	t.Helper()
-	if got := s.Raft().LastIndex(); got != last {
-		t.Errorf("%s: the Raft log grew from index %d to %d: something was written", what, last, got)
+	if got := s.FSM().Index(); got != last {
+		t.Errorf("%s: the state moved from index %d to %d: something was written", what, last, got)
 	}
 	if files := blobFiles(t, dataDir); len(files) > 0 {
 		t.Errorf("%s: blob files were kept: %v", what, files)
@@ -161,7 +162,7 @@ func TestPathNamesChecked(t *testing.T) {
 	}
 	for _, rt := range routes {
 		for what, v := range bad {
-			last := s.Raft().LastIndex()
+			last := s.FSM().Index()
 			url := base + fmt.Sprintf(rt.path, v)
 			code, msg := do(t, rt.method, url, "application/json", strings.NewReader(rt.body))
 			if code != 400 || !strings.Contains(msg, rt.field) || !strings.Contains(msg, "want ") {
@@ -171,7 +172,7 @@ func TestPathNamesChecked(t *testing.T) {
 		}
 		// An empty segment matches no route (or another one): never 2xx,
 		// and nothing is written.
-		last := s.Raft().LastIndex()
+		last := s.FSM().Index()
 		code, _ := do(t, rt.method, base+fmt.Sprintf(rt.path, ""), "application/json", strings.NewReader(rt.body))
 		if code < 400 {
 			t.Errorf("%s %s with an empty segment: %d, want 4xx", rt.method, rt.path, code)
@@ -222,7 +223,7 @@ func TestBodyIdentifiersChecked(t *testing.T) {
 		if strings.HasPrefix(tc.path, "/v1/timers/") {
 			method = "PUT"
 		}
-		last := s.Raft().LastIndex()
+		last := s.FSM().Index()
 		code, msg := do(t, method, base+tc.path, "application/json", strings.NewReader(tc.body))
 		if code != 400 || !strings.Contains(msg, tc.want) {
 			t.Errorf("%s %s: %d %q; want 400 about %q", tc.path, clipped(tc.body), code, msg, tc.want)
@@ -257,7 +258,7 @@ func TestMalformedBodies(t *testing.T) {
 		{"POST", "/v1/projects/p/keys", `{"routes":`, "ends early"},
 	}
 	for _, tc := range cases {
-		last := s.Raft().LastIndex()
+		last := s.FSM().Index()
 		code, msg := do(t, tc.method, base+tc.path, "application/json", strings.NewReader(tc.body))
 		if code != 400 || !strings.Contains(msg, tc.want) {
 			t.Errorf("%s %s %s: %d %q; want 400 saying %q", tc.method, tc.path, tc.body, code, msg, tc.want)
@@ -281,7 +282,7 @@ func TestOversizedBodies(t *testing.T) {
 	s, c, dir := inputServer(t, scheduler.Config{MaxBlobBytes: 2 << 20})
 	ctx := context.Background()
 	base := "http://" + s.Addr()
-	last := s.Raft().LastIndex()
+	last := s.FSM().Index()
 
 	big := strings.Repeat("x", 50<<20)
 	_, err := c.Revisions().Create(ctx, "p", &api.RevisionCreateRequest{ID: "r1", Specs: map[string]string{"big.fn.hcl": big}})
@@ -379,7 +380,7 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 // reset: the server reads on, within bounds, after its answer.
 func TestOversizedBodyWholeSender(t *testing.T) {
 	s, _, dir := inputServer(t, scheduler.Config{})
-	last := s.Raft().LastIndex()
+	last := s.FSM().Index()
 	body := `{"id":"r1","specs":{"big.fn.hcl":"` + strings.Repeat("x", 50<<20) + `"}}`
 	for _, chunked := range []bool{false, true} {
 		conn, err := net.Dial("tcp", s.Addr())
@@ -421,7 +422,7 @@ func TestFollowerChecksInput(t *testing.T) {
 	c := schedtest.MakeCluster(t, schedtest.Options{NoTimers: true})
 	leader := c.Leader()
 	follower := c.Followers(leader)[0]
-	last := leader.Server.Raft().LastIndex()
+	last := leader.Server.FSM().Index()
 	code, msg := do(t, "PUT", follower.URL()+"/v1/projects/..%2Fx", "", nil)
 	if code != 400 || !strings.Contains(msg, "project name") {
 		t.Errorf("PUT ..%%2Fx on a follower: %d %q; want 400", code, msg)
@@ -433,7 +434,7 @@ func TestFollowerChecksInput(t *testing.T) {
 			t.Errorf("a 5 MiB revision on a follower (%T): %d %q; want 413 saying the limit", r, code, clipped(msg))
 		}
 	}
-	if got := leader.Server.Raft().LastIndex(); got != last {
+	if got := leader.Server.FSM().Index(); got != last {
 		t.Errorf("the leader's log grew from %d to %d", last, got)
 	}
 }
