@@ -21,7 +21,7 @@ var fuzzRoutes = []struct{ method, path string }{
 
 // FuzzAPIBodies sends arbitrary bodies to the API's JSON routes of a real
 // single-node control plane: no body may make it fail (5xx), and a body
-// it refuses (4xx) must change nothing (its Raft log does not grow). make
+// it refuses (4xx) must change nothing (the state's applied index does not move). make
 // fuzz runs it for a bounded time; go test runs the seeds.
 func FuzzAPIBodies(f *testing.F) {
 	digest := "sha256:" + digestOf([]byte("bundle"))
