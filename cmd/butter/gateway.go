@@ -17,9 +17,9 @@ import (
 	"github.com/butterfn/butter/broker"
 	"github.com/butterfn/butter/gateway"
 	"github.com/butterfn/butter/gateway/routesync"
+	"github.com/butterfn/butter/internal/nomadclient"
 	"github.com/hashicorp/cli"
 	"github.com/hashicorp/go-hclog"
-	"github.com/hashicorp/nomad/api"
 )
 
 type gatewayCommand struct{ ui cli.Ui }
@@ -76,9 +76,6 @@ func (c *gatewayCommand) Run(args []string) int {
 	defer stop()
 
 	var resolver gateway.Resolver
-	if *nomadAddr == "" {
-		*nomadAddr = os.Getenv("NOMAD_ADDR")
-	}
 	switch {
 	case *endpoints != "":
 		st := gateway.NewStaticResolver()
@@ -91,8 +88,8 @@ func (c *gatewayCommand) Run(args []string) int {
 			st.Set(project, pool, hostport)
 		}
 		resolver = st
-	case *nomadAddr != "":
-		nc, err := api.NewClient(&api.Config{Address: *nomadAddr})
+	case nomadclient.Address(*nomadAddr) != "":
+		nc, err := nomadclient.New(*nomadAddr)
 		if err != nil {
 			log.Error("cannot reach Nomad", "error", err)
 			return exitInvalid

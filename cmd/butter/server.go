@@ -10,10 +10,10 @@ import (
 	"syscall"
 
 	"github.com/butterfn/butter/broker"
+	"github.com/butterfn/butter/internal/nomadclient"
 	"github.com/butterfn/butter/scheduler"
 	"github.com/hashicorp/cli"
 	"github.com/hashicorp/go-hclog"
-	"github.com/hashicorp/nomad/api"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -118,11 +118,8 @@ func (c *serverCommand) Run(args []string) int {
 		log.Warn("no Kafka brokers: the timer service is off (-kafka-brokers or $" + broker.EnvBrokers + ")")
 	}
 	var nomad scheduler.Nomad
-	if *nomadAddr == "" {
-		*nomadAddr = os.Getenv("NOMAD_ADDR")
-	}
-	if *nomadAddr != "" {
-		nc, err := api.NewClient(&api.Config{Address: *nomadAddr})
+	if nomadclient.Address(*nomadAddr) != "" {
+		nc, err := nomadclient.New(*nomadAddr)
 		if err != nil {
 			log.Error("cannot reach Nomad", "error", err)
 			return exitInvalid
