@@ -29,20 +29,26 @@ type KafkaBlock struct {
 // the plain text (secrets.Decrypt with a task's Vault client).
 type Decrypter func(ctx context.Context, ciphertext string) (string, error)
 
-// Resolve picks how a pool reaches Kafka, most specific first: flag (the
-// pool's -kafka-brokers, host:port,...), then the project's kafka block,
-// then $BUTTER_KAFKA_BROKERS. The block's SASL password is read from the
+// Resolve picks how a process reaches Kafka, most specific first: flag
+// (-kafka-brokers, host:port,...) with TLS and SASL from the environment
+// (ConfigFromEnv), then the project's kafka block (pools only; the server
+// and the gateway pass nil), then the environment alone. A block with
+// tls = true trusts $BUTTER_KAFKA_CA_FILE when it is set, the system's
+// roots otherwise. The block's SASL password is read from the
 // environment variable it names, or decrypted with decrypt, which is
 // called only then; a password that cannot be had is an error, not an
 // attempt without one.
 func Resolve(ctx context.Context, flag string, block *KafkaBlock, decrypt Decrypter) (Config, error) {
 	switch {
 	case flag != "":
-		return Config{Brokers: splitBrokers(flag)}, nil
+		c, err := ConfigFromEnv()
+		c.Brokers = splitBrokers(flag)
+		return c, err
 	case block != nil && len(block.Brokers) > 0:
 		c := Config{Brokers: block.Brokers, SASLMechanism: block.SASLMechanism, SASLUser: block.SASLUsername}
 		if block.TLS {
 			c.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
+			c.CAFile = os.Getenv(EnvCAFile)
 		}
 		switch {
 		case block.SASLMechanism == "":
@@ -63,7 +69,7 @@ func Resolve(ctx context.Context, flag string, block *KafkaBlock, decrypt Decryp
 		}
 		return c, nil
 	}
-	return ConfigFromEnv(), nil
+	return ConfigFromEnv()
 }
 
 // splitBrokers splits host:port,host:port, dropping blanks.

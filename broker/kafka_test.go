@@ -58,3 +58,47 @@ func TestResolve(t *testing.T) {
 		t.Error("an encrypted password without a decrypter passed")
 	}
 }
+
+// TestConfigFromEnv: TLS, the CA file and the SASL login come from the
+// environment, also under a -kafka-brokers flag; unusable settings are
+// errors.
+func TestConfigFromEnv(t *testing.T) {
+	t.Setenv(EnvBrokers, "env:9092")
+	t.Setenv(EnvTLS, "true")
+	t.Setenv(EnvCAFile, "/ca.pem")
+	t.Setenv(EnvSASLMechanism, "scram-sha-512")
+	t.Setenv(EnvSASLUsername, "u")
+	t.Setenv(EnvSASLPassword, "p")
+	c, err := Resolve(context.Background(), "flag:1", nil, nil)
+	if err != nil || !reflect.DeepEqual(c.Brokers, []string{"flag:1"}) || c.TLS == nil || c.CAFile != "/ca.pem" ||
+		c.SASLMechanism != "SCRAM-SHA-512" || c.SASLUser != "u" || c.SASLPassword != "p" {
+		t.Errorf("flag with the environment: %+v, %v", c, err)
+	}
+	// A kafka block with tls = true trusts the CA file too.
+	c, err = Resolve(context.Background(), "", &KafkaBlock{Brokers: []string{"b:1"}, TLS: true}, nil)
+	if err != nil || c.CAFile != "/ca.pem" || c.SASLMechanism != "" {
+		t.Errorf("block: %+v, %v", c, err)
+	}
+	if _, err := c.Opts(); err == nil || !strings.Contains(err.Error(), "CA file") {
+		t.Errorf("a missing CA file: %v", err)
+	}
+	t.Setenv(EnvTLS, "maybe")
+	if _, err := ConfigFromEnv(); err == nil || !strings.Contains(err.Error(), EnvTLS) {
+		t.Errorf("TLS=maybe: %v", err)
+	}
+	t.Setenv(EnvTLS, "")
+	t.Setenv(EnvSASLPassword, "")
+	if _, err := ConfigFromEnv(); err == nil || !strings.Contains(err.Error(), EnvSASLPassword) {
+		t.Errorf("a mechanism without a password: %v", err)
+	}
+	t.Setenv(EnvSASLMechanism, "GSSAPI")
+	t.Setenv(EnvSASLPassword, "p")
+	t.Setenv(EnvCAFile, "")
+	c, err = ConfigFromEnv()
+	if err == nil {
+		_, err = c.Opts()
+	}
+	if err == nil || !strings.Contains(err.Error(), "GSSAPI") {
+		t.Errorf("an unknown mechanism: %v", err)
+	}
+}

@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -18,6 +19,7 @@ type LazyRequester struct {
 	mu      sync.Mutex
 	r       *Requester
 	missing string
+	lastErr error // why the last attempt to connect failed
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -45,7 +47,14 @@ func NoKafka(why string) *LazyRequester {
 
 func (l *LazyRequester) connect(ctx context.Context, log hclog.Logger, cfg Config, replyTopic string) {
 	for wait := time.Second; ; wait = min(2*wait, 30*time.Second) {
-		r, err := NewRequester(ctx, cfg, replyTopic)
+		// Check first: it fails fast, naming the cause (a refused
+		// login, an untrusted certificate), where the requester's
+		// topic creation would retry for a while and report only EOF.
+		var r *Requester
+		err := cfg.Check(ctx)
+		if err == nil {
+			r, err = NewRequester(ctx, cfg, replyTopic)
+		}
 		if err == nil {
 			l.mu.Lock()
 			l.r = r
@@ -56,6 +65,10 @@ func (l *LazyRequester) connect(ctx context.Context, log hclog.Logger, cfg Confi
 		if ctx.Err() != nil {
 			return
 		}
+		err = cfg.Explain(err)
+		l.mu.Lock()
+		l.lastErr = err
+		l.mu.Unlock()
 		log.Warn("cannot reach Kafka for queued routes yet; retrying", "error", err, "in", wait)
 		select {
 		case <-ctx.Done():
@@ -75,10 +88,13 @@ func (l *LazyRequester) Connected() bool {
 // Call is Requester.Call once connected, and an error saying why before.
 func (l *LazyRequester) Call(ctx context.Context, topic string, key, value []byte, deadline time.Time) ([]byte, error) {
 	l.mu.Lock()
-	r := l.r
+	r, lastErr := l.r, l.lastErr
 	l.mu.Unlock()
 	if r == nil && l.missing != "" {
 		return nil, errors.New(l.missing)
+	}
+	if r == nil && lastErr != nil {
+		return nil, fmt.Errorf("not connected to Kafka yet; queued and async routes need it: %w", lastErr)
 	}
 	if r == nil {
 		return nil, errors.New("not connected to Kafka yet (see the log); queued and async routes need it")

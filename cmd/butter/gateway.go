@@ -104,9 +104,10 @@ func (c *gatewayCommand) Run(args []string) int {
 	keys := gateway.NewMemKeys()
 	rs := routesync.New(client, keys, log)
 	opts := []gateway.Option{gateway.WithLogger(log), gateway.WithKeys(keys), gateway.WithPlacement(rs.Placement)}
-	kcfg := broker.ConfigFromEnv()
-	if *kafka != "" {
-		kcfg = broker.Config{Brokers: strings.Split(*kafka, ",")}
+	kcfg, err := broker.Resolve(ctx, *kafka, nil, nil)
+	if err != nil {
+		log.Error("cannot configure Kafka for queued and async routes", "error", err)
+		return exitInvalid
 	}
 	// Queued and async routes always get a requester, so that one such
 	// route cannot keep a whole table out when Kafka is absent: without

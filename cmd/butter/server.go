@@ -8,13 +8,13 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/butterfn/butter/broker"
 	"github.com/butterfn/butter/internal/nomadclient"
 	"github.com/butterfn/butter/scheduler"
 	"github.com/hashicorp/cli"
 	"github.com/hashicorp/go-hclog"
-	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 type serverCommand struct{ ui cli.Ui }
@@ -97,23 +97,28 @@ func (c *serverCommand) Run(args []string) int {
 		}
 	}
 	var firer scheduler.Firer
-	kcfg := broker.ConfigFromEnv()
-	if *kafkaBrokers != "" {
-		kcfg = broker.Config{Brokers: strings.Split(*kafkaBrokers, ",")}
+	kcfg, err := broker.Resolve(context.Background(), *kafkaBrokers, nil, nil)
+	if err != nil {
+		log.Error("cannot configure Kafka for the timer service", "error", err)
+		return exitInvalid
 	}
 	if len(kcfg.Brokers) > 0 {
-		opts, err := kcfg.Opts()
-		if err == nil {
-			var cl *kgo.Client
-			if cl, err = kgo.NewClient(append(opts, broker.ProducerOpts()...)...); err == nil {
-				defer cl.Close()
-				firer = &scheduler.KafkaFirer{Client: cl}
-			}
-		}
+		cl, err := kcfg.NewProducer()
 		if err != nil {
 			log.Error("cannot reach Kafka for the timer service", "error", err)
 			return exitInvalid
 		}
+		defer cl.Close()
+		firer = &scheduler.KafkaFirer{Client: cl}
+		// Say at start, naming the cause, when the login or the
+		// certificate is wrong; ticks are retried, so this only logs.
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := kcfg.Check(ctx); err != nil {
+				log.Error("cannot reach Kafka for the timer service; ticks fail until it can", "error", err)
+			}
+		}()
 	} else {
 		log.Warn("no Kafka brokers: the timer service is off (-kafka-brokers or $" + broker.EnvBrokers + ")")
 	}
