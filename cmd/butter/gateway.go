@@ -46,12 +46,16 @@ Options:
 
   -nomad-addr=<addr>
     Nomad's HTTP API, for pool discovery. Default: $NOMAD_ADDR.
+    $NOMAD_TOKEN, $NOMAD_CACERT, $NOMAD_NAMESPACE, $NOMAD_REGION and the
+    other NOMAD_* variables apply, as for the nomad CLI.
 
   -endpoint=project/pool=host:port[,...]
     Static pool addresses, instead of Nomad.
 
   -kafka-brokers=host:port[,...]
     Kafka, for queued and async routes. Default: $BUTTER_KAFKA_BROKERS.
+    TLS and SASL come from $BUTTER_KAFKA_TLS, $BUTTER_KAFKA_CA_FILE and
+    $BUTTER_KAFKA_SASL_{MECHANISM,USERNAME,PASSWORD} (docs/events.md).
 ` + addrHelp)
 }
 

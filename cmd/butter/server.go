@@ -49,10 +49,14 @@ Options:
   -nomad-addr=<url>
     The Nomad API the leader deploys active revisions to. Defaults to
     $NOMAD_ADDR; without either, revisions are recorded but not deployed.
+    $NOMAD_TOKEN, $NOMAD_CACERT, $NOMAD_NAMESPACE, $NOMAD_REGION and the
+    other NOMAD_* variables apply, as for the nomad CLI.
 
   -kafka-brokers=<host:port,...>
     Where the leader's timer service produces cron ticks. Defaults to
-    $BUTTER_KAFKA_BROKERS; without either, timers do not fire.
+    $BUTTER_KAFKA_BROKERS; without either, timers do not fire. TLS and
+    SASL come from $BUTTER_KAFKA_TLS, $BUTTER_KAFKA_CA_FILE and
+    $BUTTER_KAFKA_SASL_{MECHANISM,USERNAME,PASSWORD} (docs/events.md).
 
   -max-request-bytes=4194304
     The largest JSON body the API takes (a revision with its spec files
