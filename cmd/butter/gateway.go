@@ -98,6 +98,15 @@ func (c *gatewayCommand) Run(args []string) int {
 			log.Error("cannot reach Nomad", "error", err)
 			return exitInvalid
 		}
+		// Name a missing or refused token at start; discovery keeps
+		// retrying.
+		go func() {
+			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			if err := nomadclient.Check(cctx, nc); err != nil {
+				log.Error("cannot use Nomad for pool discovery", "error", err)
+			}
+		}()
 		nr := gateway.NewNomadResolver(nc, log.Named("nomad"))
 		defer nr.Close()
 		resolver = nr

@@ -134,6 +134,15 @@ func (c *serverCommand) Run(args []string) int {
 			return exitInvalid
 		}
 		nomad = scheduler.NewNomadClient(nc)
+		// Name a missing or refused token at start (an ACL-enabled Nomad
+		// refuses every deploy without one); deploys keep retrying.
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := nomadclient.Check(ctx, nc); err != nil {
+				log.Error("cannot use Nomad; revisions are not deployed until it can", "error", err)
+			}
+		}()
 	} else {
 		log.Warn("no Nomad address: revisions are recorded but not deployed (-nomad-addr or $NOMAD_ADDR)")
 	}

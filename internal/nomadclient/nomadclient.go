@@ -7,8 +7,11 @@
 package nomadclient
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/hashicorp/nomad/api"
 )
@@ -40,4 +43,32 @@ func New(flag string) (*api.Client, error) {
 		return nil, fmt.Errorf("nomad client for %s: %w", cfg.Address, err)
 	}
 	return c, nil
+}
+
+// Check lists one job with c, in its namespace, and returns Explain's
+// account of why it cannot: the server and the gateway call it at start
+// so that a missing or refused token is named before any deploy fails.
+func Check(ctx context.Context, c *api.Client) error {
+	q := (&api.QueryOptions{PerPage: 1}).WithContext(ctx)
+	_, _, err := c.Jobs().List(q)
+	return Explain(c, err)
+}
+
+// Explain adds to a Nomad API error what a 403 means for c's settings:
+// no token given, or a token Nomad does not accept for the call. Other
+// errors and nil are returned as they are.
+func Explain(c *api.Client, err error) error {
+	if err == nil {
+		return nil
+	}
+	var uerr api.UnexpectedResponseError
+	if (!errors.As(err, &uerr) || uerr.StatusCode() != 403) && !strings.Contains(err.Error(), "response code: 403") {
+		return err
+	}
+	addr := c.Address()
+	// The token comes only from $NOMAD_TOKEN (Config).
+	if os.Getenv("NOMAD_TOKEN") == "" {
+		return fmt.Errorf("nomad at %s refused the call: it has ACLs enabled and no token was given (set $NOMAD_TOKEN): %w", addr, err)
+	}
+	return fmt.Errorf("nomad at %s refused the token in $NOMAD_TOKEN: it is unknown or expired, or its policy does not allow this call: %w", addr, err)
 }

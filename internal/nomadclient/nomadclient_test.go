@@ -1,14 +1,23 @@
 package nomadclient
 
 import (
+	"context"
 	"encoding/pem"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/butterfn/butter/internal/nomadtest"
+	"github.com/butterfn/butter/internal/testport"
+	"github.com/hashicorp/nomad/api"
 )
 
 // TestNewCarriesEnvironment: a client made with an explicit address still
@@ -73,5 +82,107 @@ func TestNewCarriesEnvironment(t *testing.T) {
 	}
 	if _, _, err := c.Jobs().List(nil); err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Errorf("list jobs without the CA: %v, want a certificate error", err)
+	}
+}
+
+// TestACLAgent runs a real Nomad dev agent with ACLs enabled and
+// bootstrapped: with NOMAD_TOKEN set to the management token, the client
+// New makes lists jobs; without a token, or with a wrong one, Check's
+// error names the cause.
+func TestACLAgent(t *testing.T) {
+	bin := nomadtest.Binary(t)
+	dir := t.TempDir()
+	httpPort, rpc, serf := testport.Port(t), testport.Port(t), testport.Port(t)
+	cfg := fmt.Sprintf(`
+bind_addr = "127.0.0.1"
+ports {
+  http = %d
+  rpc  = %d
+  serf = %d
+}
+acl {
+  enabled = true
+}
+client {
+  options = {
+    "fingerprint.denylist" = "env_aws,env_gce,env_azure,env_digitalocean"
+  }
+}
+`, httpPort, rpc, serf)
+	cfgPath := filepath.Join(dir, "agent.hcl")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var log nomadtest.SyncBuffer
+	cmd := exec.Command(bin, "agent", "-dev", "-config", cfgPath)
+	cmd.Dir, cmd.Stdout, cmd.Stderr = dir, &log, &log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		// SIGINT lets the dev agent remove its temporary data dir.
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGINT)
+		select {
+		case <-exited:
+		case <-time.After(30 * time.Second):
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("nomad log:\n%s", log.String())
+		}
+	})
+	addr := fmt.Sprintf("http://127.0.0.1:%d", httpPort)
+	t.Setenv("NOMAD_ADDR", "")
+	t.Setenv("NOMAD_TOKEN", "")
+	t.Setenv("NOMAD_NAMESPACE", "")
+	t.Setenv("NOMAD_REGION", "")
+	anon, err := New(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Bootstrap once the agent has a leader (needs no token).
+	var mgmt *api.ACLToken
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		if leader, err := anon.Status().Leader(); err == nil && leader != "" {
+			if mgmt, _, err = anon.ACLTokens().Bootstrap(nil); err == nil {
+				break
+			}
+		}
+		select {
+		case <-exited:
+			t.Fatal("nomad exited")
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no leader to bootstrap ACLs after 90s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	ctx := context.Background()
+
+	err = Check(ctx, anon)
+	if err == nil || !strings.Contains(err.Error(), "no token was given (set $NOMAD_TOKEN)") || !strings.Contains(err.Error(), "403") {
+		t.Errorf("without a token: %v", err)
+	}
+	t.Setenv("NOMAD_TOKEN", "00000000-0000-0000-0000-000000000000")
+	wrong, err := New(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Check(ctx, wrong); err == nil || !strings.Contains(err.Error(), "refused the token in $NOMAD_TOKEN") {
+		t.Errorf("with a wrong token: %v", err)
+	}
+	t.Setenv("NOMAD_TOKEN", mgmt.SecretID)
+	c, err := New(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Check(ctx, c); err != nil {
+		t.Errorf("with the management token: %v", err)
 	}
 }
