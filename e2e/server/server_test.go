@@ -506,11 +506,15 @@ func TestDeployToNomad(t *testing.T) {
 	}
 	e2etest.WaitFor(t, 3*time.Minute, "revision "+first+" running again after the rollback", running(first))
 
-	// A revision whose allocations fail: echo-node keeps one instance, and
-	// its module throws at load, so the pool's health check fails and the
-	// Nomad deployment fails at its healthy deadline. The deployer reports
-	// the revision failed and rolls back to the last healthy one.
-	editFile(t, filepath.Join(dir, "hello.fn.hcl"), "min         = 0", "min         = 1")
+	// A revision whose allocations fail: echo-node's module throws at
+	// load. It keeps no instance (min = 0), but the pool loads every
+	// function once before it reports healthy (issue 22 item 12), so the
+	// pool's health check fails and the Nomad deployment fails at its
+	// healthy deadline. The deployer reports the revision failed and rolls
+	// back to the last healthy one.
+	if b, err := os.ReadFile(filepath.Join(dir, "hello.fn.hcl")); err != nil || !strings.Contains(string(b), "min         = 0") {
+		t.Fatal("the hello example's functions should keep no instance (min = 0) for this check")
+	}
 	if err := os.WriteFile(filepath.Join(dir, "functions", "echo-node", "index.js"), []byte("throw new Error('broken on purpose');\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
