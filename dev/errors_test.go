@@ -8,32 +8,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/butterfn/butter/dev"
+	"github.com/butterfn/butter/internal/testlog"
 	"github.com/butterfn/butter/internal/testport"
 	"github.com/hashicorp/go-hclog"
 )
-
-// logBuffer is the terminal of a butter dev run: what its logger prints.
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestErrorsUnderDev: under butter dev, a Python and a Node handler that
 // throw answer the HTTP caller, through the gateway, with the error's
@@ -74,7 +56,7 @@ function "js" {
 			t.Fatal(err)
 		}
 	}
-	term := &logBuffer{}
+	term := &testlog.Buffer{}
 	logger := hclog.New(&hclog.LoggerOptions{Name: "dev", Output: term, Level: hclog.Info})
 	listen := testport.Addr(t)
 	ui := &lines{}

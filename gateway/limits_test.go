@@ -1,15 +1,14 @@
 package gateway_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"io"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/butterfn/butter/gateway"
+	"github.com/butterfn/butter/internal/testlog"
 	"github.com/hashicorp/go-hclog"
 )
 
@@ -139,28 +138,10 @@ func TestCORS(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log sink safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestOwnEndpoints: routes, health, metrics and the access log.
 func TestOwnEndpoints(t *testing.T) {
 	b := startPool(t, standardFns()...)
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	g, url := startGateway(t, resolverFor(b.addr), []gateway.Route{
 		{Method: "POST", Path: "/cat", Project: "test", Function: "cat", Timeout: 2 * time.Second, Revision: "r7"},
 		{Method: "POST", Path: "/shout", Project: "test", Pipeline: []string{"cat", "tr"}},

@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"github.com/butterfn/butter/e2e/e2etest"
-	"github.com/butterfn/butter/internal/nomadtest"
+	"github.com/butterfn/butter/internal/testlog"
 	"github.com/butterfn/butter/internal/testport"
 )
 
@@ -29,13 +29,13 @@ func TestMain(m *testing.M) { e2etest.Main(m) }
 // group, so an interrupt reaches every process of it, as Ctrl-C does.
 type devProc struct {
 	cmd  *exec.Cmd
-	out  *nomadtest.SyncBuffer
+	out  *testlog.Buffer
 	done chan error
 }
 
 func startDev(t *testing.T, cmd *exec.Cmd) *devProc {
 	t.Helper()
-	d := &devProc{cmd: cmd, out: &nomadtest.SyncBuffer{}, done: make(chan error, 1)}
+	d := &devProc{cmd: cmd, out: &testlog.Buffer{}, done: make(chan error, 1)}
 	cmd.Stdout, cmd.Stderr = d.out, d.out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/butterfn/butter/internal/nomadtest"
+	"github.com/butterfn/butter/internal/testlog"
 	"github.com/butterfn/butter/internal/testport"
 )
 
@@ -20,7 +20,7 @@ type Server struct {
 	// Args follow the flags above on its command line.
 	Args []string
 	// Log is what the process has printed since it was last started.
-	Log *nomadtest.SyncBuffer
+	Log *testlog.Buffer
 
 	cmd  *exec.Cmd
 	done chan error
@@ -31,7 +31,7 @@ type Server struct {
 // serve.
 func (s *Server) Start(t testing.TB) {
 	t.Helper()
-	s.Log = &nomadtest.SyncBuffer{}
+	s.Log = &testlog.Buffer{}
 	args := append([]string{"server", "-data-dir", s.Dir, "-http-addr", s.HTTP, "-raft-addr", s.Raft}, s.Args...)
 	s.cmd = exec.Command(Bin(), args...)
 	s.cmd.Stdout, s.cmd.Stderr = s.Log, s.Log

@@ -26,7 +26,7 @@ import (
 
 	"github.com/butterfn/butter/e2e/e2etest"
 	"github.com/butterfn/butter/hcl/spec"
-	"github.com/butterfn/butter/internal/nomadtest"
+	"github.com/butterfn/butter/internal/testlog"
 	"github.com/butterfn/butter/internal/testport"
 	"github.com/butterfn/butter/jobs"
 )
@@ -36,12 +36,12 @@ func TestMain(m *testing.M) { e2etest.Main(m) }
 // proc is a butter process the test started.
 type proc struct {
 	cmd *exec.Cmd
-	out *nomadtest.SyncBuffer
+	out *testlog.Buffer
 }
 
 func startProc(t *testing.T, name string, args ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(e2etest.Bin(), args...), out: &nomadtest.SyncBuffer{}}
+	p := &proc{cmd: exec.Command(e2etest.Bin(), args...), out: &testlog.Buffer{}}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

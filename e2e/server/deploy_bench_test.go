@@ -18,6 +18,7 @@ import (
 	"github.com/butterfn/butter/bench/harness"
 	"github.com/butterfn/butter/e2e/e2etest"
 	"github.com/butterfn/butter/internal/nomadtest"
+	"github.com/butterfn/butter/internal/testlog"
 )
 
 // benchProject is the project BenchmarkDeploy deploys: one Node function
@@ -68,13 +69,13 @@ func benchWriteGreet(b *testing.B, dir, version string) {
 type benchProc struct {
 	args []string
 	cmd  *exec.Cmd
-	out  *nomadtest.SyncBuffer
+	out  *testlog.Buffer
 	done chan error
 }
 
 func benchStart(b *testing.B, args ...string) *benchProc {
 	b.Helper()
-	p := &benchProc{args: args, cmd: exec.Command(e2etest.Bin(), args...), out: &nomadtest.SyncBuffer{}, done: make(chan error, 1)}
+	p := &benchProc{args: args, cmd: exec.Command(e2etest.Bin(), args...), out: &testlog.Buffer{}, done: make(chan error, 1)}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := p.cmd.Start(); err != nil {
@@ -232,7 +233,7 @@ plugin "nomad-driver-butter" {
 		benchWriteGreet(b, dir, v)
 		t := time.Now()
 		cmd := exec.Command(e2etest.Bin(), "deploy", "-address", "http://"+serverAddr, "-timeout", "5m", dir)
-		var out nomadtest.SyncBuffer
+		var out testlog.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/butterfn/butter/internal/nomadtest"
+	"github.com/butterfn/butter/internal/testlog"
 	"github.com/butterfn/butter/internal/testport"
 	"github.com/hashicorp/nomad/api"
 )
@@ -113,7 +114,7 @@ client {
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var log nomadtest.SyncBuffer
+	var log testlog.Buffer
 	cmd := exec.Command(bin, "agent", "-dev", "-config", cfgPath)
 	cmd.Dir, cmd.Stdout, cmd.Stderr = dir, &log, &log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -11,20 +11,19 @@
 package nomadtest
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/nomad/api"
 
+	"github.com/butterfn/butter/internal/testlog"
 	"github.com/butterfn/butter/internal/testport"
 )
 
@@ -51,7 +50,7 @@ type proc struct {
 	args   []string
 	addr   string // its HTTP address
 	api    *api.Client
-	log    *SyncBuffer
+	log    *testlog.Buffer
 	cmd    *exec.Cmd
 	exited chan error
 
@@ -228,7 +227,7 @@ advertise {
 	if err := os.WriteFile(cfgPath, []byte(full), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{name: name, args: append(args, "-config", cfgPath), addr: fmt.Sprintf("http://127.0.0.1:%d", http), log: &SyncBuffer{}}
+	p := &proc{name: name, args: append(args, "-config", cfgPath), addr: fmt.Sprintf("http://127.0.0.1:%d", http), log: &testlog.Buffer{}}
 	client, err := api.NewClient(&api.Config{Address: p.addr})
 	if err != nil {
 		t.Fatal(err)
@@ -399,23 +398,4 @@ func (a *Agent) Log() string {
 		return a.client.log.String()
 	}
 	return "==> nomad server\n" + a.server.log.String() + "==> nomad client\n" + a.client.log.String()
-}
-
-// SyncBuffer is a bytes.Buffer safe for a child process's output
-// goroutines and a test reading it at once.
-type SyncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *SyncBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *SyncBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

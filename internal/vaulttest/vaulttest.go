@@ -23,6 +23,7 @@ import (
 	"github.com/hashicorp/vault/api"
 
 	"github.com/butterfn/butter/internal/nomadtest"
+	"github.com/butterfn/butter/internal/testlog"
 	"github.com/butterfn/butter/internal/testport"
 )
 
@@ -38,7 +39,7 @@ type Server struct {
 	// Client talks to the server with the root token.
 	Client *api.Client
 
-	log    *nomadtest.SyncBuffer
+	log    *testlog.Buffer
 	cmd    *exec.Cmd
 	exited chan error
 }
@@ -73,7 +74,7 @@ func Start(t testing.TB) *Server {
 	dir := t.TempDir()
 	token := randomToken(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	s := &Server{Addr: "http://" + addr, RootToken: token, Bin: bin, log: &nomadtest.SyncBuffer{}}
+	s := &Server{Addr: "http://" + addr, RootToken: token, Bin: bin, log: &testlog.Buffer{}}
 
 	cfg := api.DefaultConfig()
 	cfg.Address = s.Addr

@@ -2,7 +2,6 @@ package pool_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,11 +10,11 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/butterfn/butter/broker"
+	"github.com/butterfn/butter/internal/testlog"
 	"github.com/butterfn/butter/names"
 	"github.com/butterfn/butter/pipeline"
 	"github.com/butterfn/butter/plugins/pool"
@@ -24,26 +23,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 )
 
-// syncBuffer is a log output that tests read while the pool writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // entries returns the JSON log entries whose request_id is id.
-func (b *syncBuffer) entries(t *testing.T, id string) []map[string]any {
+func logEntries(t *testing.T, b *testlog.Buffer, id string) []map[string]any {
 	t.Helper()
 	var out []map[string]any
 	sc := bufio.NewScanner(strings.NewReader(b.String()))
@@ -74,7 +55,7 @@ func TestErrorAnswers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	logger := hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Debug, JSONFormat: true})
 	fns := []pool.FunctionConfig{
 		testdataFn("pyerr", "python", "errfn", "main.handle"),
@@ -140,7 +121,7 @@ func TestErrorAnswers(t *testing.T) {
 			if !strings.Contains(body.Error.Message, c.message) {
 				t.Errorf("message %q: want it to say %q", body.Error.Message, c.message)
 			}
-			entries := logs.entries(t, id)
+			entries := logEntries(t, logs, id)
 			if len(entries) == 0 {
 				t.Fatalf("no log entry with request_id %s:\n%s", id, logs.String())
 			}
@@ -171,7 +152,7 @@ func TestErrorAnswers(t *testing.T) {
 		if !strings.HasSuffix(tr, "exit status 3: ValueError: broken") {
 			t.Errorf("trailer %q: want the exit and the last line of stderr", tr)
 		}
-		all, _ := json.Marshal(logs.entries(t, "req-partial"))
+		all, _ := json.Marshal(logEntries(t, logs, "req-partial"))
 		if logged := strings.NewReplacer(`\n`, "\n", `\"`, `"`).Replace(string(all)); !strings.Contains(logged, `File "`+bundle+`/secret.py"`) {
 			t.Errorf("no log entry of req-partial with the command's stderr:\n%s", logged)
 		}
@@ -188,7 +169,7 @@ func TestErrorAnswers(t *testing.T) {
 			RequestID string `json:"request_id"`
 		}
 		_ = json.Unmarshal(b, &body)
-		if body.RequestID == "" || resp.Header.Get("X-Request-Id") != body.RequestID || len(logs.entries(t, body.RequestID)) == 0 {
+		if body.RequestID == "" || resp.Header.Get("X-Request-Id") != body.RequestID || len(logEntries(t, logs, body.RequestID)) == 0 {
 			t.Errorf("%s, header %q: want the request id the pool made, in the body, the header and the log", b, resp.Header.Get("X-Request-Id"))
 		}
 	})
@@ -282,7 +263,7 @@ func TestPipelineErrorDetail(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	p, err := pool.New(&pool.Config{Project: "pe", Pool: "p", Functions: []pool.FunctionConfig{testdataFn("pyerr", "python", "errfn", "main.handle")}},
 		func(string) io.Writer { return logs }, pool.WithSDKs(sdks))
 	if err != nil {

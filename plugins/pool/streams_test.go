@@ -1,7 +1,6 @@
 package pool_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,11 +11,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/butterfn/butter/broker"
+	"github.com/butterfn/butter/internal/testlog"
 	"github.com/butterfn/butter/plugins/pool"
 	"github.com/butterfn/butter/sdk"
 	"github.com/butterfn/butter/sdk/go/proto"
@@ -896,7 +895,7 @@ func TestStreamSessionTimeoutRefusedAtJoin(t *testing.T) {
 		}
 		return resp, nil, true
 	})
-	logs := &lockedBuffer{}
+	logs := &testlog.Buffer{}
 	log := hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Info})
 	f := streamFn("sj", "first", "sj.in", "sj.out", "cat")
 	p, _ := start(t, []pool.FunctionConfig{f}, pool.WithSessionTimeout(3*time.Second), pool.WithLogger(log))
@@ -916,22 +915,4 @@ func TestStreamSessionTimeoutRefusedAtJoin(t *testing.T) {
 	if n := strings.Count(logs.String(), "fetch failed"); n > 0 {
 		t.Errorf("%d 'fetch failed' warnings before the error", n)
 	}
-}
-
-// lockedBuffer is a bytes.Buffer safe for a logger's concurrent writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
