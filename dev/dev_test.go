@@ -31,6 +31,60 @@ func (l *lines) text() string {
 	return strings.Join(l.out, "\n")
 }
 
+// devRun is a dev.Run in this process, which the test's cleanup stops.
+type devRun struct {
+	ui      *lines
+	cancel  context.CancelFunc
+	stopped chan struct{} // closed once Run has returned err
+	err     error
+}
+
+// runDev runs dev.Run on cfg, with the test's UI (and a temporary data
+// dir, a free control-plane port and no diagnostics, unless cfg sets
+// them), and waits until it reports ready. The test's cleanup ends it and
+// waits up to a minute for it to return.
+func runDev(t *testing.T, cfg dev.Config) *devRun {
+	t.Helper()
+	r := &devRun{ui: &lines{}, stopped: make(chan struct{})}
+	if cfg.DataDir == "" {
+		cfg.DataDir = t.TempDir()
+	}
+	if cfg.ServerAddr == "" {
+		cfg.ServerAddr = testport.Addr(t)
+	}
+	if cfg.Diagnostics == nil {
+		cfg.Diagnostics = io.Discard
+	}
+	cfg.UI = r.ui
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	go func() {
+		r.err = dev.Run(ctx, cfg)
+		close(r.stopped)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-r.stopped:
+		case <-time.After(time.Minute):
+			t.Error("Run did not return within a minute of its context ending")
+		}
+	})
+	deadline := time.Now().Add(2 * time.Minute)
+	for !strings.Contains(r.ui.text(), "butter dev ready") {
+		select {
+		case <-r.stopped:
+			t.Fatalf("Run returned before ready: %v\n%s", r.err, r.ui.text())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready within 2 minutes:\n%s", r.ui.text())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return r
+}
+
 func project(t *testing.T, spec string) string {
 	t.Helper()
 	dir := t.TempDir()
@@ -56,25 +110,8 @@ function "upper" {
 }
 `)
 	listen := testport.Addr(t)
-	ui := &lines{}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		done <- dev.Run(ctx, dev.Config{Dir: dir, DataDir: t.TempDir(), ServerAddr: testport.Addr(t), Listen: listen, UI: ui, Diagnostics: io.Discard})
-	}()
-	deadline := time.Now().Add(2 * time.Minute)
-	for !strings.Contains(ui.text(), "butter dev ready") {
-		select {
-		case err := <-done:
-			t.Fatalf("Run returned before ready: %v\n%s", err, ui.text())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not ready within 2 minutes:\n%s", ui.text())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	r := runDev(t, dev.Config{Dir: dir, Listen: listen})
+	ui := r.ui
 	out := ui.text()
 	for _, want := range []string{`==> project "up" deployed (revision `, "POST    http://" + listen + "/upper -> upper", "control plane: http://", "try: curl"} {
 		if !strings.Contains(out, want) {
@@ -90,11 +127,11 @@ function "upper" {
 	if resp.StatusCode != 200 || !bytes.Equal(body, []byte("SHOUT")) {
 		t.Fatalf("POST /upper: %s %q", resp.Status, body)
 	}
-	cancel()
+	r.cancel()
 	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
+	case <-r.stopped:
+		if r.err != nil {
+			t.Fatal(r.err)
 		}
 	case <-time.After(time.Minute):
 		t.Fatal("Run did not return within a minute of its context ending")

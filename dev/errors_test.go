@@ -1,7 +1,6 @@
 package dev_test
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -9,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/butterfn/butter/dev"
 	"github.com/butterfn/butter/internal/testlog"
@@ -59,32 +57,7 @@ function "js" {
 	term := &testlog.Buffer{}
 	logger := hclog.New(&hclog.LoggerOptions{Name: "dev", Output: term, Level: hclog.Info})
 	listen := testport.Addr(t)
-	ui := &lines{}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- dev.Run(ctx, dev.Config{Dir: dir, DataDir: t.TempDir(), ServerAddr: testport.Addr(t), Listen: listen, UI: ui, Logger: logger, Diagnostics: io.Discard})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(time.Minute):
-			t.Error("Run did not return within a minute of its context ending")
-		}
-	})
-	deadline := time.Now().Add(2 * time.Minute)
-	for !strings.Contains(ui.text(), "butter dev ready") {
-		select {
-		case err := <-done:
-			t.Fatalf("Run returned before ready: %v\n%s", err, ui.text())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not ready within 2 minutes:\n%s", ui.text())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	runDev(t, dev.Config{Dir: dir, Listen: listen, Logger: logger})
 	for _, c := range []struct{ route, id, trace string }{
 		{"/py", "req-py-1", "Traceback (most recent call last)"},
 		{"/js", "req-js-1", "    at "},

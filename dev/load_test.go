@@ -1,7 +1,6 @@
 package dev_test
 
 import (
-	"context"
 	"io"
 	"net/http"
 	"os"
@@ -81,21 +80,7 @@ func TestRedeployThatDoesNotLoad(t *testing.T) {
 	}
 	writeHandler(t, dir, "def handle(data, ctx):\n    return b'v1:' + data\n")
 	listen := testport.Addr(t)
-	ui := &lines{}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- dev.Run(ctx, dev.Config{Dir: dir, DataDir: t.TempDir(), ServerAddr: testport.Addr(t), Listen: listen, UI: ui, Diagnostics: io.Discard})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(time.Minute):
-			t.Error("Run did not return within a minute of its context ending")
-		}
-	})
-	waitFor(t, ui, 2*time.Minute, "ready", func() bool { return strings.Contains(ui.text(), "butter dev ready") })
+	ui := runDev(t, dev.Config{Dir: dir, Listen: listen}).ui
 	url := "http://" + listen + "/hello"
 	if code, body := post(t, url, "a"); code != 200 || body != "v1:a" {
 		t.Fatalf("v1: %d %q", code, body)
@@ -135,21 +120,7 @@ func TestFirstRevisionWithAFunctionThatCannotStart(t *testing.T) {
 	}
 	writeHandler(t, dir, "import humanize\n\ndef handle(data, ctx):\n    return data\n")
 	listen := testport.Addr(t)
-	ui := &lines{}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- dev.Run(ctx, dev.Config{Dir: dir, DataDir: t.TempDir(), ServerAddr: testport.Addr(t), Listen: listen, UI: ui, Diagnostics: io.Discard})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(time.Minute):
-			t.Error("Run did not return within a minute of its context ending")
-		}
-	})
-	waitFor(t, ui, 2*time.Minute, "ready", func() bool { return strings.Contains(ui.text(), "butter dev ready") })
+	ui := runDev(t, dev.Config{Dir: dir, Listen: listen}).ui
 	out := ui.text()
 	for _, want := range []string{"some functions cannot start", "function hello: ", "No module named 'humanize'"} {
 		if !strings.Contains(out, want) {

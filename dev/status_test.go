@@ -2,11 +2,9 @@ package dev_test
 
 import (
 	"context"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/butterfn/butter/api"
 	"github.com/butterfn/butter/dev"
@@ -29,32 +27,7 @@ function "upper" {
 }
 `)
 	listen, server := testport.Addr(t), testport.Addr(t)
-	ui := &lines{}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- dev.Run(ctx, dev.Config{Dir: dir, DataDir: t.TempDir(), ServerAddr: server, Listen: listen, UI: ui, Diagnostics: io.Discard})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(time.Minute):
-			t.Error("Run did not return within a minute of its context ending")
-		}
-	})
-	deadline := time.Now().Add(2 * time.Minute)
-	for !strings.Contains(ui.text(), "butter dev ready") {
-		select {
-		case err := <-done:
-			t.Fatalf("Run returned before ready: %v\n%s", err, ui.text())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not ready within 2 minutes:\n%s", ui.text())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	runDev(t, dev.Config{Dir: dir, ServerAddr: server, Listen: listen})
 	resp, err := http.Post("http://"+listen+"/upper", "text/plain", strings.NewReader("x"))
 	if err != nil {
 		t.Fatal(err)
