@@ -22,35 +22,15 @@ import (
 	"github.com/butterfn/butter/internal/testport"
 	"github.com/butterfn/butter/scheduler"
 	"github.com/butterfn/butter/scheduler/schedtest"
-	"github.com/hashicorp/raft"
 )
 
 // inputServer runs a real single-node control plane with cfg's limits on
-// real Raft stores and TCP, and returns it, a client of its API and its
-// data dir, once it leads and has applied its log (so that its Raft
-// index moves only with writes).
+// real Raft stores and TCP (schedtest.SingleConfig), and returns it, a
+// client of its API and its data dir.
 func inputServer(t testing.TB, cfg scheduler.Config) (*scheduler.Server, *api.Client, string) {
 	t.Helper()
-	cfg.DataDir, cfg.HTTPAddr, cfg.RaftAddr, cfg.Alone = t.TempDir(), testport.Addr(t), testport.Addr(t), true
-	s, err := scheduler.Start(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
-	deadline := time.Now().Add(10 * time.Second)
-	for s.Raft().State() != raft.Leader {
-		if time.Now().After(deadline) {
-			t.Fatal("the single node did not lead within 10s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if err := s.Raft().Barrier(10 * time.Second).Error(); err != nil {
-		t.Fatal(err)
-	}
-	c, err := api.NewClient(&api.Config{Address: "http://" + s.Addr()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg.DataDir = t.TempDir()
+	s, c := schedtest.SingleConfig(t, cfg)
 	return s, c, cfg.DataDir
 }
 

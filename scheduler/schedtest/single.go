@@ -19,11 +19,15 @@ func Single(t testing.TB, nomad scheduler.Nomad) (*scheduler.Server, *api.Client
 	return SingleConfig(t, scheduler.Config{Nomad: nomad})
 }
 
-// SingleConfig is Single with cfg's settings (its limits, its Nomad); the
-// data dir, the addresses and Alone are Single's.
+// SingleConfig is Single with cfg's settings (its limits, its Nomad, its
+// data dir when set, else a temporary one); the addresses and Alone are
+// Single's.
 func SingleConfig(t testing.TB, cfg scheduler.Config) (*scheduler.Server, *api.Client) {
 	t.Helper()
-	cfg.DataDir, cfg.HTTPAddr, cfg.RaftAddr, cfg.Alone = t.TempDir(), testport.Addr(t), testport.Addr(t), true
+	if cfg.DataDir == "" {
+		cfg.DataDir = t.TempDir()
+	}
+	cfg.HTTPAddr, cfg.RaftAddr, cfg.Alone = testport.Addr(t), testport.Addr(t), true
 	s, err := scheduler.Start(cfg)
 	if err != nil {
 		t.Fatal(err)
