@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -477,18 +476,7 @@ function "held" {
 
 		// Draining: the pool stops taking connections, but the task stays
 		// running while the held call is in flight.
-		deadline = time.Now().Add(30 * time.Second)
-		for {
-			conn, err := net.DialTimeout("tcp", strings.TrimPrefix(addr, "http://"), time.Second)
-			if err != nil {
-				break
-			}
-			conn.Close()
-			if time.Now().After(deadline) {
-				t.Fatal("the pool still takes connections 30s after StopTask")
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		waitRefusing(t, addr, 30*time.Second, "StopTask")
 		select {
 		case err := <-stopped:
 			t.Fatalf("StopTask returned (%v) with a call in flight", err)

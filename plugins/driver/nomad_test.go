@@ -248,18 +248,7 @@ func TestDrainOnStop(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Draining: the pool stops taking connections.
-	deadline = time.Now().Add(60 * time.Second)
-	for {
-		conn, err := net.DialTimeout("tcp", strings.TrimPrefix(addr, "http://"), time.Second)
-		if err != nil {
-			break
-		}
-		conn.Close()
-		if time.Now().After(deadline) {
-			t.Fatal("the pool still takes connections 60s after the job was stopped")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitRefusing(t, addr, 60*time.Second, "the job was stopped")
 	select {
 	case a := <-done:
 		t.Fatalf("the call ended (%d %q) before the test let it", a.code, a.body)
@@ -585,4 +574,22 @@ func TestDensityOnOneAllocation(t *testing.T) {
 	}
 	t.Logf("200 functions (150 exec, 50 go workers) on one allocation: task RSS %.0f MiB; service healthy %s after nomad job run; first answers p50 %s, max %s",
 		float64(rss)/(1<<20), ready.Round(time.Millisecond), times[len(times)/2].Round(time.Millisecond), times[len(times)-1].Round(time.Millisecond))
+}
+
+// waitRefusing waits until the pool at addr takes no more connections (it
+// drains), failing the test if it still does d after what happened.
+func waitRefusing(t *testing.T, addr string, d time.Duration, after string) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		conn, err := net.DialTimeout("tcp", strings.TrimPrefix(addr, "http://"), time.Second)
+		if err != nil {
+			return
+		}
+		conn.Close()
+		if time.Now().After(deadline) {
+			t.Fatalf("the pool still takes connections %s after %s", d, after)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
