@@ -125,7 +125,7 @@ fuzz:
 	@echo "==> fuzzing the control plane's JSON bodies for $(API_FUZZTIME)"
 	$(GO) test -run='^$$' -fuzz='^FuzzAPIBodies$$' -fuzztime=$(API_FUZZTIME) ./scheduler
 
-## bench: run every benchmark (about 35 minutes) and write bench/RESULTS.md
+## bench: run every benchmark (about 11 minutes on a quiet machine) and write bench/RESULTS.md
 # bench/run.sh runs each package with its flags; docs/benchmarks.md says how
 # each is measured. wrk comes from Debian; the Nomad deploy needs bin/nomad
 # (make tools).

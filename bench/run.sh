@@ -2,7 +2,7 @@
 # bench/run.sh: run every benchmark of the repository (`make bench` calls
 # it), append their output to bench/raw/bench.txt, and write
 # bench/RESULTS.md with bench/report; the raw output is kept as
-# bench/RESULTS.txt. About 35 minutes on 2 cores (the Nomad deploy benchmark is most of it).
+# bench/RESULTS.txt. About 11 minutes on a quiet 2-core machine, 35 on a busy one.
 #
 # Each package gets the flags its benchmarks need: latency benchmarks run
 # for a time, the others a fixed number of operations (-benchtime=Nx),
