@@ -297,7 +297,20 @@ func TestStreamBackPressure(t *testing.T) {
 	}
 
 	// The function: each call marks its start, then waits for the gate.
-	dir := t.TempDir()
+	// Not t.TempDir: its cleanup fails the test when a `touch` forked by
+	// an instance just before the pool was killed creates its file after
+	// the directory was listed. This cleanup runs after the pool's kill
+	// (cleanups run last-registered first) and retries until the
+	// instances' stragglers are gone.
+	dir, err := os.MkdirTemp("", "bp-gate-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		e2etest.WaitFor(t, time.Minute, "the gate directory removed once the instances are gone", func() bool {
+			return os.RemoveAll(dir) == nil
+		})
+	})
 	gate, started := filepath.Join(dir, "gate"), filepath.Join(dir, "started")
 	cfgPath := writePoolConfig(t, pool.Config{Project: "bp", Pool: "p", Functions: []pool.FunctionConfig{{
 		Name: "slow", Runtime: "exec", Bundle: t.TempDir(),
