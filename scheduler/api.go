@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/butterfn/butter/api"
+	"github.com/butterfn/butter/jobs"
 	"github.com/butterfn/butter/scheduler/fsm"
 	"github.com/hashicorp/raft"
 )
@@ -407,6 +408,12 @@ func (s *Server) createRevision(w http.ResponseWriter, r *http.Request) {
 	if err := checkRevision(r.PathValue("name"), &req); err != nil {
 		writeErr(w, 400, err)
 		return
+	}
+	if len(req.Job) > 0 {
+		if _, err := jobs.Check(req.Job, jobExpect(r.PathValue("name"), req.ID, req.Bundles)); err != nil {
+			writeErr(w, 400, fmt.Errorf("revision body: %w", err))
+			return
+		}
 	}
 	rev := fsmRevision(&req)
 	rev.Project = r.PathValue("name")
