@@ -197,3 +197,25 @@ func TestInProcessDeployAndRollback(t *testing.T) {
 		}
 	})
 }
+
+// TestDeployerChecksJobs: a revision whose job was written to the state
+// without the API's check (a snapshot from elsewhere, an older server)
+// fails with the check's message, and Nomad sees nothing.
+func TestDeployerChecksJobs(t *testing.T) {
+	e := newDeployEnv(t)
+	job, bundles := schedtest.RevisionJob(t, "bank", "r1", nil)
+	l := e.leader()
+	if err := l.Apply(fsm.RevisionCreateType, fsm.Revision{Project: project, ID: "r1", Job: job, Bundles: bundles, Created: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Apply(fsm.RevisionActivateType, fsm.Activation{Project: project, Revision: "r1", Reason: "restored"}); err != nil {
+		t.Fatal(err)
+	}
+	d := e.waitStatus("r1", fsm.StatusFailed)
+	if !strings.Contains(d.Message, `ID "butter-bank": a revision of project "hello" registers job "butter-hello" only`) || !strings.Contains(d.Message, "nothing was registered") {
+		t.Errorf("message %q", d.Message)
+	}
+	if n := len(e.nomad.Registrations()); n != 0 {
+		t.Errorf("%d jobs registered with Nomad", n)
+	}
+}
