@@ -129,8 +129,14 @@ func (c *invokeCommand) Run(args []string) int {
 			l.Close() // after the pool stopped: flush what the functions logged last
 		}
 	}()
-	// Only the functions of the pipeline run: load no others.
-	opts := []pool.Option{pool.WithSDKs(sdks), pool.WithLimits(runtime.SystemLimits()), pool.WithPreflight(false)}
+	// Only the functions of the pipeline run: load them (a Go function is
+	// built) before reading any input, outside any call's deadline, and
+	// no others.
+	var fns []string
+	for _, s := range steps {
+		fns = append(fns, s.Function)
+	}
+	opts := []pool.Option{pool.WithSDKs(sdks), pool.WithLimits(runtime.SystemLimits()), pool.WithPreflightOnly(fns...)}
 	if hasSecrets(proj) {
 		// As butter dev: the project's .butter/secrets.env, then the
 		// environment (docs/secrets-dev.md).

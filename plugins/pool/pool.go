@@ -56,8 +56,10 @@ type options struct {
 	sessionTimeout time.Duration
 	secrets        secrets.Source
 	sandbox        *sandbox.Config
-	// noPreflight skips loading the functions whose min is 0 at Start.
-	noPreflight bool
+	// noPreflight skips loading the functions whose min is 0 at Start,
+	// except those in preflightOnly.
+	noPreflight   bool
+	preflightOnly map[string]bool
 }
 
 // maxProcs is the process limit of one instance: room for a runtime's
@@ -110,6 +112,20 @@ func WithSandbox(c sandbox.Config) Option { return func(o *options) { o.sandbox 
 // default is on; `butter invoke -local`, which runs only the functions it
 // is asked for, turns it off.
 func WithPreflight(on bool) Option { return func(o *options) { o.noPreflight = !on } }
+
+// WithPreflightOnly loads at Start only the named functions (and those
+// with a minimum), as `butter invoke -local` does for the functions of
+// its pipeline: a Go function is built, and a function that cannot load
+// fails before any input is read, rather than within a call's deadline.
+func WithPreflightOnly(functions ...string) Option {
+	return func(o *options) {
+		o.noPreflight = true
+		o.preflightOnly = map[string]bool{}
+		for _, f := range functions {
+			o.preflightOnly[f] = true
+		}
+	}
+}
 
 // WithRuntime replaces the runtime used for a runtime name; tests use it
 // to inject an in-memory runtime.
@@ -246,7 +262,8 @@ func (p *Pool) Start(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for i, name := range names {
 		f := p.fns[name]
-		if f.cfg.MinInstances == 0 && p.opts.noPreflight {
+		preflight := !p.opts.noPreflight || p.opts.preflightOnly[name]
+		if f.cfg.MinInstances == 0 && !preflight {
 			continue
 		}
 		sem <- struct{}{}
@@ -254,9 +271,7 @@ func (p *Pool) Start(ctx context.Context) error {
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			if f.cfg.MinInstances == 0 {
-				if !p.opts.noPreflight {
-					errs[i] = f.preflight(ctx)
-				}
+				errs[i] = f.preflight(ctx)
 				return
 			}
 			for range f.cfg.MinInstances {
