@@ -10,7 +10,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/butterfn/butter/api"
 	"github.com/butterfn/butter/internal/tlsutil"
+	"github.com/butterfn/butter/scheduler"
+	"github.com/butterfn/butter/scheduler/schedtest"
 	"github.com/hashicorp/cli"
 )
 
@@ -128,5 +131,44 @@ func TestTLSCreate(t *testing.T) {
 	}
 	if _, err := os.Stat("global-client-butter-1.pem"); err == nil {
 		t.Error("a refused cert create wrote a certificate")
+	}
+}
+
+// TestTLSClientFlags: certificates made by `butter tls` serve a real
+// control plane with mutual TLS, and a command reaches it through
+// -ca-cert, -client-cert and -client-key with a bare host:port address
+// (https because a CA is given); without the client certificate it is
+// refused, and the error names TLS.
+func TestTLSClientFlags(t *testing.T) {
+	for _, v := range []string{api.EnvAddr, api.EnvCACert, api.EnvClientCert, api.EnvClientKey, api.EnvTLSServerName, api.EnvSkipVerify} {
+		t.Setenv(v, "")
+	}
+	t.Chdir(t.TempDir())
+	for _, cmd := range []cli.Command{&tlsCACreateCommand{ui: cli.NewMockUi()}, &tlsCertCreateCommand{ui: cli.NewMockUi()}, &tlsCertCreateCommand{ui: cli.NewMockUi()}} {
+		args := []string{"-server"}
+		if _, ok := cmd.(*tlsCACreateCommand); ok {
+			args = nil
+		} else if _, err := os.Stat("global-server-butter-0.pem"); err == nil {
+			args = []string{"-client"}
+		}
+		if code := cmd.Run(args); code != exitOK {
+			t.Fatalf("%T %v: exit %d", cmd, args, code)
+		}
+	}
+	s, _ := schedtest.SingleConfig(t, scheduler.Config{TLS: scheduler.TLSConfig{
+		CAFile: "butter-agent-ca.pem", CertFile: "global-server-butter-0.pem", KeyFile: "global-server-butter-0-key.pem",
+		VerifyClient: true, VerifyServerHostname: true,
+	}})
+	ui := cli.NewMockUi()
+	if code := (&listPeersCommand{ui: ui}).Run([]string{"-address", s.Addr(), "-ca-cert", "butter-agent-ca.pem",
+		"-client-cert", "global-client-butter-0.pem", "-client-key", "global-client-butter-0-key.pem"}); code != exitOK {
+		t.Fatalf("list-peers with a client certificate: exit %d: %s", code, ui.ErrorWriter)
+	}
+	if !strings.Contains(ui.OutputWriter.String(), s.Addr()) {
+		t.Errorf("list-peers printed %q, without the server %s", ui.OutputWriter, s.Addr())
+	}
+	ui = cli.NewMockUi()
+	if code := (&listPeersCommand{ui: ui}).Run([]string{"-address", s.Addr(), "-ca-cert", "butter-agent-ca.pem"}); code != exitInvalid || !strings.Contains(ui.ErrorWriter.String(), "TLS") {
+		t.Fatalf("list-peers without a client certificate: exit %d, %q; want %d naming TLS", code, ui.ErrorWriter, exitInvalid)
 	}
 }
