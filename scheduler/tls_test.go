@@ -67,9 +67,10 @@ func newPKI(t *testing.T) *pki {
 }
 
 // startTLSCluster starts three real servers on TCP with BoltDB, each
-// serving its API and Raft over mutual TLS with hostname checks, and
+// serving its API and Raft over mutual TLS (checking that peers hold
+// server certificates with verifyHostname), and
 // waits until they agree on a leader.
-func startTLSCluster(t *testing.T, p *pki) []*scheduler.Server {
+func startTLSCluster(t *testing.T, p *pki, verifyHostname bool) []*scheduler.Server {
 	t.Helper()
 	logs := &testlog.Buffer{}
 	t.Cleanup(func() {
@@ -95,7 +96,7 @@ func startTLSCluster(t *testing.T, p *pki) []*scheduler.Server {
 			Logger: hclog.New(&hclog.LoggerOptions{Name: fmt.Sprintf("node%d", i), Output: logs, Level: hclog.Warn}),
 			TLS: scheduler.TLSConfig{
 				CAFile: p.caFile, CertFile: p.serverCert, KeyFile: p.serverKey,
-				VerifyClient: true, VerifyServerHostname: true,
+				VerifyClient: true, VerifyServerHostname: verifyHostname,
 			},
 		})
 		if err != nil {
@@ -138,19 +139,7 @@ func tlsClient(t *testing.T, addr string, tc api.TLSConfig) *api.Client {
 // the same dial with a server certificate can.
 func TestTLSCluster(t *testing.T) {
 	p := newPKI(t)
-	nodes := startTLSCluster(t, p)
-	var leader *scheduler.Server
-	var followers []*scheduler.Server
-	for _, s := range nodes {
-		if s.Raft().State() == raft.Leader {
-			leader = s
-		} else {
-			followers = append(followers, s)
-		}
-	}
-	if leader == nil {
-		t.Fatal("no node is the leader")
-	}
+	leader, followers := leaderOf(t, startTLSCluster(t, p, true))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	good := api.TLSConfig{CACert: p.caFile, ClientCert: p.clientCert, ClientKey: p.clientKey}
@@ -247,6 +236,48 @@ func TestTLSCluster(t *testing.T) {
 		}
 		t.Logf("refused as expected: %v", err)
 	})
+}
+
+func leaderOf(t *testing.T, nodes []*scheduler.Server) (*scheduler.Server, []*scheduler.Server) {
+	t.Helper()
+	var leader *scheduler.Server
+	var followers []*scheduler.Server
+	for _, s := range nodes {
+		if s.Raft().State() == raft.Leader {
+			leader = s
+		} else {
+			followers = append(followers, s)
+		}
+	}
+	if leader == nil {
+		t.Fatal("no node is the leader")
+	}
+	return leader, followers
+}
+
+// TestTLSClusterWithoutHostnameCheck: with -tls-verify-server-hostname
+// off, peers check only that a certificate is the CA's: the cluster
+// forms and forwards writes (the peers' addresses need not be in their
+// certificates), a Raft peer with a certificate of another CA is
+// refused, and, as documented, one with a client certificate of the CA
+// is not.
+func TestTLSClusterWithoutHostnameCheck(t *testing.T) {
+	p := newPKI(t)
+	leader, followers := leaderOf(t, startTLSCluster(t, p, false))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := tlsClient(t, followers[0].Addr(), api.TLSConfig{CACert: p.caFile, ClientCert: p.clientCert, ClientKey: p.clientKey})
+	if _, err := c.Projects().Put(ctx, "through-follower"); err != nil {
+		t.Fatalf("a write through follower %s: %v", followers[0].Addr(), err)
+	}
+	addr := raft.ServerAddress(leaderRaftAddr(t, leader))
+	other := newPKI(t)
+	if err := requestVote(t, p, other.serverCert, other.serverKey, addr); err == nil {
+		t.Fatal("a Raft peer with a server certificate of another CA was answered")
+	}
+	if err := requestVote(t, p, p.clientCert, p.clientKey, addr); err != nil {
+		t.Fatalf("without the hostname check a client certificate of the CA is let through (docs/security.md), got: %v", err)
+	}
 }
 
 func leaderRaftAddr(t *testing.T, s *scheduler.Server) string {
