@@ -138,6 +138,13 @@ func NewStreamLayer(addr string, l *tlsutil.Loaded, serverName string) (*StreamL
 			return tlsutil.VerifyChain(l.Pool, cs, x509.ExtKeyUsageClientAuth, serverName)
 		}
 	}
+	// Peers dial the address the node advertises, which is this one (as
+	// raft's TCP transport, refuse one no peer can dial).
+	if tcp, err := net.ResolveTCPAddr("tcp", addr); err != nil {
+		return nil, fmt.Errorf("raft address %q: %w", addr, err)
+	} else if tcp.IP == nil || tcp.IP.IsUnspecified() {
+		return nil, fmt.Errorf("raft address %q: give an address peers can reach (-raft-addr), not an unspecified one", addr)
+	}
 	ln, err := tls.Listen("tcp", addr, srv)
 	if err != nil {
 		return nil, fmt.Errorf("raft TLS listener on %s: %w", addr, err)

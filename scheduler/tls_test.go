@@ -333,3 +333,42 @@ func requestVote(t *testing.T, p *pki, certFile, keyFile string, addr raft.Serve
 		Term:      0, LastLogIndex: 0, LastLogTerm: 0,
 	}, &resp)
 }
+
+// TestTLSConfigRefused: a TLS configuration that cannot work stops the
+// server at start, with an error naming the file or the flag.
+func TestTLSConfigRefused(t *testing.T) {
+	p := newPKI(t)
+	other := newPKI(t)
+	ok := scheduler.TLSConfig{CAFile: p.caFile, CertFile: p.serverCert, KeyFile: p.serverKey, VerifyClient: true, VerifyServerHostname: true}
+	for _, tc := range []struct {
+		name     string
+		edit     func(*scheduler.TLSConfig)
+		raftAddr string
+		want     string
+	}{
+		{"no key", func(c *scheduler.TLSConfig) { c.KeyFile = "" }, "", "-tls-key-file"},
+		{"a key without a certificate", func(c *scheduler.TLSConfig) { c.CertFile = "" }, "", "need -tls-cert-file"},
+		{"a client certificate as the server's", func(c *scheduler.TLSConfig) { c.CertFile, c.KeyFile = p.clientCert, p.clientKey }, "", p.clientCert},
+		{"a certificate of another CA", func(c *scheduler.TLSConfig) { c.CertFile, c.KeyFile = other.serverCert, other.serverKey }, "", other.serverCert},
+		{"another server name", func(c *scheduler.TLSConfig) { c.ServerName = "server.eu.butter" }, "", "server.eu.butter"},
+		{"a missing CA file", func(c *scheduler.TLSConfig) { c.CAFile = filepath.Join(p.dir, "nope.pem") }, "", "nope.pem"},
+		{"an unspecified raft address", func(*scheduler.TLSConfig) {}, "0.0.0.0:" + strings.Split(testport.Addr(t), ":")[1], "-raft-addr"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := ok
+			tc.edit(&cfg)
+			raftAddr := tc.raftAddr
+			if raftAddr == "" {
+				raftAddr = testport.Addr(t)
+			}
+			s, err := scheduler.Start(scheduler.Config{DataDir: t.TempDir(), HTTPAddr: testport.Addr(t), RaftAddr: raftAddr, TLS: cfg})
+			if err == nil {
+				s.Close()
+				t.Fatal("the server started")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error naming %q", err, tc.want)
+			}
+		})
+	}
+}
