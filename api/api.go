@@ -92,7 +92,7 @@ type TLSConfig struct {
 // Config configures a Client.
 type Config struct {
 	// Address is the control plane's API, such as http://127.0.0.1:4750.
-	// A bare host:port means http.
+	// A bare host:port means http, or https when TLS.CACert is set.
 	Address string
 	// Token is sent as X-Butter-Token with every request (see
 	// HeaderToken: the server does not enforce it yet).
@@ -145,7 +145,12 @@ func NewClient(cfg *Config) (*Client, error) {
 		addr = DefaultAddress
 	}
 	if !strings.Contains(addr, "://") {
-		addr = "http://" + addr
+		// A CA to verify the server with means the server speaks TLS.
+		if cfg.TLS.CACert != "" && cfg.HTTPClient == nil {
+			addr = "https://" + addr
+		} else {
+			addr = "http://" + addr
+		}
 	}
 	base, err := url.Parse(addr)
 	if err != nil {

@@ -370,8 +370,11 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	r.Header.Set("X-Butter-Forwarded", s.cfg.HTTPAddr)
-	target := &url.URL{Scheme: "http", Host: string(id)}
+	target := &url.URL{Scheme: s.scheme(), Host: string(id)}
 	proxy := httputil.NewSingleHostReverseProxy(target)
+	if s.tls != nil {
+		proxy.Transport = s.tls.peers // the node's certificate as its client certificate
+	}
 	proxy.ErrorHandler = func(w http.ResponseWriter, r *http.Request, err error) {
 		var mbe *http.MaxBytesError
 		if lim, ok := r.Context().Value(bodyLimitKey{}).(*bodyLimit); ok && errors.As(err, &mbe) {

@@ -76,12 +76,12 @@ func (s *Server) fetchBlob(hexsum string) error {
 	if err := f.Error(); err != nil {
 		return err
 	}
-	client := &http.Client{Timeout: time.Minute}
+	client := s.peerClient(time.Minute)
 	for _, sv := range f.Configuration().Servers {
 		if string(sv.ID) == s.cfg.HTTPAddr {
 			continue
 		}
-		req, _ := http.NewRequest("GET", "http://"+string(sv.ID)+"/v1/blobs/sha256/"+hexsum, nil)
+		req, _ := http.NewRequest("GET", s.peerURL(string(sv.ID))+"/v1/blobs/sha256/"+hexsum, nil)
 		req.Header.Set("X-Butter-Forwarded", s.cfg.HTTPAddr) // peers do not ask further
 		resp, err := client.Do(req)
 		if err != nil {

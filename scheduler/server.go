@@ -5,8 +5,9 @@
 // ?stale.
 //
 // The log and stable store is raft-boltdb/v2 (docs/control-plane.md says
-// why), snapshots are files, the transport is TCP. Each can be replaced
-// through Config, the way hashicorp/raft's own tests replace them with
+// why), snapshots are files, the transport is TCP (mutual TLS with
+// Config.TLS, which also serves the API over HTTPS: tls.go). Each can be
+// replaced through Config, the way hashicorp/raft's own tests replace them with
 // raft.InmemStore, raft.InmemSnapshotStore and raft.InmemTransport; so can
 // the Nomad the deployer drives (Nomad, nomadfake) and the timer service's
 // Firer.
@@ -17,6 +18,7 @@ package scheduler
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -89,6 +91,11 @@ type Config struct {
 	// Timing overrides Raft's timeouts; zero fields keep the defaults
 	// (500 ms heartbeat and election, 250 ms lease; 50 ms each when Alone).
 	Timing RaftTiming
+	// TLS, when its CertFile is set, serves the API over HTTPS and Raft
+	// over mutual TLS, and makes the node call its peers (joining,
+	// forwarding, blob fetches) over HTTPS with its own certificate
+	// (tls.go). A given Transport is used as it is.
+	TLS TLSConfig
 }
 
 // RaftTiming is the timeouts of raft.Config that a node may override. See
@@ -115,6 +122,8 @@ type Server struct {
 	http        *http.Server
 	ln          net.Listener
 	log         hclog.Logger
+	// tls is the loaded TLSConfig; nil when TLS is off.
+	tls *nodeTLS
 	// owned are the stores and transport the server opened (not those
 	// Config gave it), closed by Close after Raft stops, in order.
 	owned []io.Closer
@@ -149,6 +158,10 @@ func Start(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
 	s := &Server{cfg: cfg, fsm: fsm.New(), log: cfg.Logger}
+	var err error
+	if s.tls, err = loadTLS(cfg.TLS); err != nil {
+		return nil, err
+	}
 	s.removePartialBlobs()
 	logs, stable, snaps, trans, err := s.openRaftStores()
 	if err != nil {
@@ -190,8 +203,15 @@ func Start(cfg Config) (*Server, error) {
 		s.Close()
 		return nil, fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
 	}
+	var h http.Handler = s.handler()
+	if s.tls != nil {
+		ln = tls.NewListener(ln, s.tls.loaded.ServerConfig(cfg.TLS.VerifyClient))
+		if cfg.TLS.VerifyClient {
+			h = requireClientCert(h)
+		}
+	}
 	s.ln = ln
-	s.http = &http.Server{Handler: s.handler(), ReadHeaderTimeout: 10 * time.Second}
+	s.http = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: cfg.Logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -251,7 +271,7 @@ func (s *Server) bootstrap(ctx context.Context) {
 				continue
 			}
 			var me self
-			if err := getJSON(ctx, "http://"+peer+"/v1/agent/self", &me); err == nil {
+			if err := s.getJSON(ctx, s.peerURL(peer)+"/v1/agent/self", &me); err == nil {
 				seen[peer] = true
 				servers = append(servers, raft.Server{ID: raft.ServerID(me.ID), Address: raft.ServerAddress(me.RaftAddr)})
 			}
@@ -292,6 +312,9 @@ func (s *Server) Close() {
 	}
 	s.wg.Wait()
 	s.closeOwned()
+	if s.tls != nil {
+		s.tls.peers.CloseIdleConnections()
+	}
 }
 
 // openRaftStores opens Raft's log, stable and snapshot stores and its
@@ -318,6 +341,17 @@ func (s *Server) openRaftStores() (raft.LogStore, raft.StableStore, raft.Snapsho
 			return nil, nil, nil, nil, fmt.Errorf("open the snapshot store: %w", err)
 		}
 		snaps = fs
+	}
+	if trans == nil && s.tls != nil {
+		layer, err := NewStreamLayer(cfg.RaftAddr, s.tls.loaded, s.tls.peerName)
+		if err != nil {
+			return nil, nil, nil, nil, err
+		}
+		nt := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+			Stream: layer, MaxPool: 3, Timeout: 5 * time.Second, Logger: cfg.Logger.Named("transport"),
+		})
+		s.owned = append([]io.Closer{nt}, s.owned...)
+		trans = nt
 	}
 	if trans == nil {
 		addr, err := net.ResolveTCPAddr("tcp", cfg.RaftAddr)
@@ -387,11 +421,11 @@ func (s *Server) Apply(t fsm.MessageType, payload any) error {
 	return nil
 }
 
-func getJSON(ctx context.Context, url string, v any) error {
+func (s *Server) getJSON(ctx context.Context, url string, v any) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := s.peerClient(0).Do(req)
 	if err != nil {
 		return err
 	}

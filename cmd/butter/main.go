@@ -77,6 +77,9 @@ func run(args []string) int {
 		"secrets encrypt":           func() (cli.Command, error) { return &secretsEncryptCommand{ui: ui}, nil },
 		"secrets put":               func() (cli.Command, error) { return &secretsPutCommand{ui: ui}, nil },
 		"secrets get":               func() (cli.Command, error) { return &secretsGetCommand{ui: ui}, nil },
+		"tls":                       func() (cli.Command, error) { return &tlsCommand{}, nil },
+		"tls ca create":             func() (cli.Command, error) { return &tlsCACreateCommand{ui: ui}, nil },
+		"tls cert create":           func() (cli.Command, error) { return &tlsCertCreateCommand{ui: ui}, nil },
 	}
 	code, err := c.Run()
 	if err != nil {

@@ -16,11 +16,17 @@ import (
 // apiFlags are the flags of every command that calls the control plane.
 type apiFlags struct {
 	address, token *string
+	// The TLS flags, over $BUTTER_CACERT and the others.
+	caCert, clientCert, clientKey, serverName *string
 }
 
-// addAPIFlags adds -address and -token to fs.
+// addAPIFlags adds -address, -token and the TLS flags to fs.
 func addAPIFlags(fs *flag.FlagSet) apiFlags {
-	return apiFlags{address: fs.String("address", "", ""), token: fs.String("token", "", "")}
+	return apiFlags{
+		address: fs.String("address", "", ""), token: fs.String("token", "", ""),
+		caCert: fs.String("ca-cert", "", ""), clientCert: fs.String("client-cert", "", ""),
+		clientKey: fs.String("client-key", "", ""), serverName: fs.String("tls-server-name", "", ""),
+	}
 }
 
 // client returns a control-plane client: api.DefaultConfig() (from
@@ -34,6 +40,14 @@ func (f apiFlags) client() (*api.Client, error) {
 	if *f.token != "" {
 		cfg.Token = *f.token
 	}
+	for _, kv := range []struct{ flag, into *string }{
+		{f.caCert, &cfg.TLS.CACert}, {f.clientCert, &cfg.TLS.ClientCert},
+		{f.clientKey, &cfg.TLS.ClientKey}, {f.serverName, &cfg.TLS.ServerName},
+	} {
+		if *kv.flag != "" {
+			*kv.into = *kv.flag
+		}
+	}
 	return api.NewClient(cfg)
 }
 
@@ -43,8 +57,21 @@ const callTimeout = 2 * time.Minute
 const addrHelp = `
   -address=<url>
     The control plane's API. Defaults to $BUTTER_ADDR, then
-    http://127.0.0.1:4750. TLS: $BUTTER_CACERT, $BUTTER_CLIENT_CERT,
-    $BUTTER_CLIENT_KEY, $BUTTER_TLS_SERVER_NAME, $BUTTER_SKIP_VERIFY.
+    http://127.0.0.1:4750 (https:// when a CA certificate is given and
+    the address has no scheme).
+
+  -ca-cert=<file>
+    The CA to verify the control plane's certificate with. Defaults to
+    $BUTTER_CACERT.
+
+  -client-cert=<file>, -client-key=<file>
+    The client certificate and key for mutual TLS (butter tls cert create
+    -client). Default: $BUTTER_CLIENT_CERT and $BUTTER_CLIENT_KEY.
+
+  -tls-server-name=<name>
+    The name to verify in the server's certificate, such as
+    server.global.butter when the address is not in it. Defaults to
+    $BUTTER_TLS_SERVER_NAME. ($BUTTER_SKIP_VERIFY=true skips verifying.)
 
   -token=<token>
     The ACL token sent to the control plane. Defaults to $BUTTER_TOKEN.`

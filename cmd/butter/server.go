@@ -12,6 +12,7 @@ import (
 
 	"github.com/butterfn/butter/broker"
 	"github.com/butterfn/butter/internal/nomadclient"
+	"github.com/butterfn/butter/internal/tlsutil"
 	"github.com/butterfn/butter/scheduler"
 	"github.com/hashicorp/cli"
 	"github.com/hashicorp/go-hclog"
@@ -65,6 +66,27 @@ Options:
   -max-blob-bytes=268435456
     The largest blob (a function's bundle or a schema) the API stores or
     fetches from a peer; a larger one is answered 413.
+
+TLS options (docs/security.md; make the files with butter tls):
+
+  -tls-ca-file=<file>, -tls-cert-file=<file>, -tls-key-file=<file>
+    The cluster's CA and this server's certificate and key (butter tls
+    cert create -server). With them the API serves HTTPS, Raft runs over
+    mutual TLS, and the server calls its peers (-join, forwarding to the
+    leader, blob fetches) over HTTPS with its own certificate.
+
+  -tls-verify-client=true
+    Require a client certificate signed by the CA on every API request,
+    except GET /v1/blobs/... (Nomad's artifact getter presents none). Raft
+    peers always need one.
+
+  -tls-verify-server-hostname=true
+    Require peers' certificates (Raft, and the APIs this server calls) to
+    be server certificates: for -tls-server-name. A client certificate
+    then cannot join Raft.
+
+  -tls-server-name=server.global.butter
+    The name server certificates carry (server.<region>.<domain>).
 `)
 }
 
@@ -80,6 +102,13 @@ func (c *serverCommand) Run(args []string) int {
 	nomadAddr := fs.String("nomad-addr", "", "")
 	maxRequest := fs.Int64("max-request-bytes", scheduler.DefaultMaxRequestBytes, "")
 	maxBlob := fs.Int64("max-blob-bytes", scheduler.DefaultMaxBlobBytes, "")
+	var tc scheduler.TLSConfig
+	fs.StringVar(&tc.CAFile, "tls-ca-file", "", "")
+	fs.StringVar(&tc.CertFile, "tls-cert-file", "", "")
+	fs.StringVar(&tc.KeyFile, "tls-key-file", "", "")
+	fs.BoolVar(&tc.VerifyClient, "tls-verify-client", true, "")
+	fs.BoolVar(&tc.VerifyServerHostname, "tls-verify-server-hostname", true, "")
+	fs.StringVar(&tc.ServerName, "tls-server-name", tlsutil.ServerName(tlsutil.DefaultRegion, tlsutil.DefaultDomain), "")
 	pos, err := parseInterspersed(fs, args)
 	if err == nil && *dataDir == "" {
 		err = errors.New("-data-dir is required")
@@ -89,6 +118,9 @@ func (c *serverCommand) Run(args []string) int {
 	}
 	if err == nil && (*maxRequest <= 0 || *maxBlob <= 0) {
 		err = errors.New("-max-request-bytes and -max-blob-bytes must be positive")
+	}
+	if err == nil && (tc.CAFile != "" || tc.CertFile != "" || tc.KeyFile != "") && (tc.CAFile == "" || tc.CertFile == "" || tc.KeyFile == "") {
+		err = errors.New("TLS needs all of -tls-ca-file, -tls-cert-file and -tls-key-file")
 	}
 	if err != nil || len(pos) > 0 {
 		return usageError(c.ui, c.Help(), err, pos, 0)
@@ -149,13 +181,17 @@ func (c *serverCommand) Run(args []string) int {
 	s, err := scheduler.Start(scheduler.Config{
 		DataDir: *dataDir, HTTPAddr: *httpAddr, RaftAddr: *raftAddr,
 		BootstrapExpect: *expect, Join: peers, SnapshotThreshold: *snapEvery, Logger: log, Firer: firer, Nomad: nomad,
-		MaxRequestBytes: *maxRequest, MaxBlobBytes: *maxBlob,
+		MaxRequestBytes: *maxRequest, MaxBlobBytes: *maxBlob, TLS: tc,
 	})
 	if err != nil {
 		log.Error("cannot start", "error", err)
 		return exitInvalid
 	}
-	fmt.Printf("server listening on %s (raft %s)\n", s.Addr(), *raftAddr)
+	if tc.Enabled() {
+		fmt.Printf("server listening on https://%s (raft %s, mutual TLS)\n", s.Addr(), *raftAddr)
+	} else {
+		fmt.Printf("server listening on %s (raft %s)\n", s.Addr(), *raftAddr)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	<-ctx.Done()
