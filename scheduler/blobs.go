@@ -81,7 +81,11 @@ func (s *Server) fetchBlob(hexsum string) error {
 		if string(sv.ID) == s.cfg.HTTPAddr {
 			continue
 		}
-		req, _ := http.NewRequest("GET", "http://"+string(sv.ID)+"/v1/blobs/sha256/"+hexsum, nil)
+		u := "http://" + string(sv.ID) + "/v1/blobs/sha256/" + hexsum
+		if q := s.blobSigQuery(hexsum); q != "" {
+			u += "?" + q // peers check the signature, as for Nomad's getter (acl.go)
+		}
+		req, _ := http.NewRequest("GET", u, nil)
 		req.Header.Set("X-Butter-Forwarded", s.cfg.HTTPAddr) // peers do not ask further
 		resp, err := client.Do(req)
 		if err != nil {
