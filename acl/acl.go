@@ -181,7 +181,9 @@ func sortedAttrs(b *hclsyntax.Body) []*hclsyntax.Attribute {
 	return out
 }
 
-func pos(r hcl.Range) string { return fmt.Sprintf("%s:%d:%d", r.Filename, r.Start.Line, r.Start.Column) }
+func pos(r hcl.Range) string {
+	return fmt.Sprintf("%s:%d:%d", r.Filename, r.Start.Line, r.Start.Column)
+}
 
 func quote(s string) string { return fmt.Sprintf("%q", s) }
 

@@ -354,6 +354,13 @@ func (s *Server) aclBootstrap(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, 400, errors.New("ACLs are off on this server (it runs with -acl=false): there is nothing to bootstrap"))
 		return
 	}
+	var done bool
+	s.fsm.Read(func(st *fsm.State) { done = st.ACLBootstrapped })
+	if done {
+		// Refused before any write; the FSM refuses a racing second one.
+		writeErr(w, 400, fmt.Errorf("%w: the cluster has its management token; use it (or one made from it) to create others", fsm.ErrACLBootstrapped))
+		return
+	}
 	t, secret, err := newToken("Bootstrap Token", fsm.TokenManagement, nil, 0)
 	if err != nil {
 		writeErr(w, 500, err)
