@@ -35,8 +35,11 @@ type aclEnv struct {
 	secret map[string]string // "mgmt", "p1" (project p1, all), "p2" (project p2, all), "op" (operator only)
 }
 
-func newACLEnv(t *testing.T) *aclEnv {
-	s, _ := schedtest.SingleConfig(t, scheduler.Config{ACL: true})
+func newACLEnv(t *testing.T) *aclEnv { return newACLEnvWith(t, scheduler.Config{ACL: true}) }
+
+// newACLEnvWith is newACLEnv on a node of cfg (which must have ACL on).
+func newACLEnvWith(t *testing.T, cfg scheduler.Config) *aclEnv {
+	s, _ := schedtest.SingleConfig(t, cfg)
 	addr := s.Addr()
 	mgmt, root := schedtest.Bootstrap(t, addr)
 	e := &aclEnv{t: t, s: s, base: "http://" + addr, mgmt: mgmt, secret: map[string]string{"mgmt": root.SecretID}}

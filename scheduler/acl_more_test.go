@@ -1,0 +1,162 @@
+package scheduler_test
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	butterapi "github.com/butterfn/butter/api"
+	"github.com/butterfn/butter/scheduler"
+	"github.com/butterfn/butter/scheduler/fsm"
+	"github.com/butterfn/butter/scheduler/nomadfake"
+	"github.com/butterfn/butter/scheduler/schedtest"
+	nomadapi "github.com/hashicorp/nomad/api"
+)
+
+// TestACLFollowerForwardsUnreplicatedToken: a follower that has not
+// replicated a token yet (its Raft traffic is cut, while it still knows
+// its leader) forwards the request to the leader, which accepts the
+// token; a forged token sent to it is refused. TestACLFollowerForwards
+// covers the ordinary case, where the token may have arrived already.
+func TestACLFollowerForwardsUnreplicatedToken(t *testing.T) {
+	// Long timeouts: the partitioned follower keeps believing in its
+	// leader for the seconds the test needs.
+	timing := scheduler.RaftTiming{HeartbeatTimeout: 3 * time.Second, ElectionTimeout: 3 * time.Second, LeaderLeaseTimeout: 2 * time.Second, CommitTimeout: 5 * time.Millisecond}
+	c := schedtest.MakeCluster(t, schedtest.Options{Nodes: 3, ACL: true, NoTimers: true, Timing: &timing})
+	leader := c.Leader()
+	mgmt, _ := schedtest.Bootstrap(t, leader.URL())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := mgmt.Projects().Put(ctx, "iot"); err != nil {
+		t.Fatal(err)
+	}
+	f := c.Followers(leader)[0]
+	c.Partition(f)
+	_, tok := schedtest.Token(t, mgmt, leader.URL(), "iot", `project "iot" { capabilities = ["read"] }`)
+	var known bool
+	f.FSM().Read(func(st *fsm.State) { _, known = st.ACLTokens[tok.AccessorID] })
+	if known {
+		t.Fatal("the partitioned follower has the new token: the test cannot show forwarding")
+	}
+	viaFollower := schedtest.Client(t, f.URL(), tok.SecretID)
+	if _, _, err := viaFollower.Projects().Status(ctx, "iot", &butterapi.QueryOptions{AllowStale: true}); err != nil {
+		t.Fatalf("a token the follower has not replicated, sent to it: %v", err)
+	}
+	forged := schedtest.Client(t, f.URL(), "0b1c2d3e-4f50-4a61-8b72-93a4b5c6d7e8")
+	if _, _, err := forged.Projects().Status(ctx, "iot", &butterapi.QueryOptions{AllowStale: true}); butterapi.StatusCode(err) != 403 || !strings.Contains(err.Error(), "ACL token not found") {
+		t.Fatalf("a forged token via the follower: %v, want 403 ACL token not found", err)
+	}
+}
+
+// TestACLSignedBlobURLs: with ACLs on, the deployer registers jobs whose
+// blob artifacts carry the leader's signature; the signed URL serves the
+// blob without a token, while no signature, a tampered one or another
+// blob's signature gets 403; and the revision is registered once over
+// many deployer passes (the signature does not look like drift).
+func TestACLSignedBlobURLs(t *testing.T) {
+	nomad := nomadfake.New(func(*nomadapi.Job) nomadfake.Plan { return nomadfake.Plan{} })
+	e := newACLEnvWith(t, scheduler.Config{ACL: true, Nomad: nomad})
+	blob := []byte("bundle bytes")
+	blobHex := digestOf(blob)
+	e.must("PUT", "/v1/blobs/sha256/"+blobHex, blob)
+	job, _ := json.Marshal(map[string]*nomadapi.Job{"Job": {
+		ID: new("butter-p1"), Name: new("butter-p1"), Meta: map[string]string{"butter_revision": "r1"},
+		TaskGroups: []*nomadapi.TaskGroup{{Name: new("main"), Count: new(1), Tasks: []*nomadapi.Task{{Name: "pool",
+			Artifacts: []*nomadapi.TaskArtifact{{GetterSource: new(e.base + "/v1/blobs/sha256/" + blobHex)}}}}}},
+	}})
+	e.must("POST", "/v1/projects/p1/revisions", jsonBody(butterapi.RevisionCreateRequest{ID: "r1", Job: job}))
+	var src string
+	schedtest.WaitFor(t, 10*time.Second, "the job's registration", func() bool {
+		j, err := nomad.Job(context.Background(), "butter-p1")
+		if err != nil {
+			return false
+		}
+		src = *j.TaskGroups[0].Tasks[0].Artifacts[0].GetterSource
+		return true
+	})
+	if !strings.Contains(src, "butter_sig=") {
+		t.Fatalf("the registered artifact URL %s is not signed", src)
+	}
+	path := strings.TrimPrefix(src, e.base)
+	if code, b := e.do("GET", path, nil, ""); code != 200 || b != string(blob) {
+		t.Errorf("GET the signed URL without a token: %d %q, want 200 and the blob", code, b)
+	}
+	_, sig, _ := strings.Cut(path, "butter_sig=")
+	flipped := []byte(sig)
+	flipped[0] ^= 1
+	for what, p := range map[string]string{
+		"unsigned":     "/v1/blobs/sha256/" + blobHex,
+		"tampered":     "/v1/blobs/sha256/" + blobHex + "?butter_sig=" + string(flipped),
+		"transplanted": "/v1/blobs/sha256/" + digestOf([]byte("other")) + "?butter_sig=" + sig,
+		"not hex":      "/v1/blobs/sha256/" + blobHex + "?butter_sig=zz",
+	} {
+		if code, b := e.do("GET", p, nil, ""); code != 403 {
+			t.Errorf("GET a blob %s: %d %s, want 403", what, code, b)
+		}
+	}
+	n := nomad.Calls("Job")
+	schedtest.WaitFor(t, 10*time.Second, "three more deployer passes", func() bool { return nomad.Calls("Job") > n+3 })
+	if regs := nomad.Registrations(); len(regs) != 1 {
+		t.Errorf("%d registrations of one revision, want 1", len(regs))
+	}
+}
+
+// TestACLBadRequests: bad ACL requests get a specific error and change
+// nothing (the Raft index does not move).
+func TestACLBadRequests(t *testing.T) {
+	e := newACLEnv(t)
+	for _, c := range []struct {
+		name, method, path, body, want string
+		code                           int
+	}{
+		{"unknown capability with position", "PUT", "/v1/acl/policies/bad", `{"rules":"project \"x\" {\n capabilities = [\"write\"]\n}"}`, `policy bad:2:18: project \"x\": unknown capability \"write\": valid ones are \"deploy\", \"read\", \"keys\"`, 400},
+		{"unknown block", "PUT", "/v1/acl/policies/bad", `{"rules":"namespace \"x\" {}"}`, `unknown block \"namespace\"`, 400},
+		{"bad policy name", "PUT", "/v1/acl/policies/Bad%20Name", `{"rules":""}`, "policy name", 400},
+		{"policy body not JSON", "PUT", "/v1/acl/policies/x", `rules`, "policy body", 400},
+		{"management token with policies", "POST", "/v1/acl/tokens", `{"type":"management","policies":["p1"]}`, "a management token takes no policies", 400},
+		{"delete unknown token", "DELETE", "/v1/acl/tokens/0b1c2d3e-4f50-4a61-8b72-93a4b5c6d7e8", "", "no ACL token with accessor", 404},
+		{"delete malformed accessor", "DELETE", "/v1/acl/tokens/xyz", "", "token accessor ID", 400},
+		{"delete unknown policy", "DELETE", "/v1/acl/policies/nope", "", `no ACL policy \"nope\"`, 404},
+		{"get unknown policy", "GET", "/v1/acl/policies/nope", "", `no ACL policy \"nope\"`, 404},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			before := e.s.FSM().Index()
+			var body []byte
+			if c.body != "" {
+				body = []byte(c.body)
+			}
+			code, b := e.do(c.method, c.path, body, e.secret["mgmt"])
+			if code != c.code || !strings.Contains(b, c.want) {
+				t.Errorf("%d %s, want %d with %s", code, b, c.code, c.want)
+			}
+			if after := e.s.FSM().Index(); after != before {
+				t.Errorf("the refusal moved the Raft index from %d to %d", before, after)
+			}
+		})
+	}
+}
+
+// TestACLStateHoldsNoSecret: the Raft state (what a snapshot saves) holds
+// tokens' hashes, never their secrets; policy deletion takes effect at
+// once for the tokens that named it.
+func TestACLStateHoldsNoSecret(t *testing.T) {
+	e := newACLEnv(t)
+	e.s.FSM().Read(func(st *fsm.State) {
+		b, _ := json.Marshal(st)
+		for name, secret := range e.secret {
+			if strings.Contains(string(b), secret) {
+				t.Errorf("the Raft state holds token %s's secret", name)
+			}
+		}
+	})
+	e.must("PUT", "/v1/projects/p1", nil)
+	if code, b := e.do("GET", "/v1/projects/p1", nil, e.secret["p1"]); code != 200 {
+		t.Fatalf("p1's token before its policy's deletion: %d %s", code, b)
+	}
+	e.must("DELETE", "/v1/acl/policies/p1", nil)
+	if code, b := e.do("GET", "/v1/projects/p1", nil, e.secret["p1"]); code != 403 || !strings.Contains(b, `lacks the capability \"read\" on project \"p1\"`) {
+		t.Fatalf("p1's token after its policy's deletion: %d %s, want 403 naming read on p1", code, b)
+	}
+}
