@@ -65,6 +65,11 @@ Options:
   -max-blob-bytes=268435456
     The largest blob (a function's bundle or a schema) the API stores or
     fetches from a peer; a larger one is answered 413.
+
+  -acl=true
+    Enforce ACLs: every API route but the public ones needs a token that
+    grants it (docs/security.md). Run butter acl bootstrap once to get the
+    management token. -acl=false serves everyone and logs a warning.
 `)
 }
 
@@ -80,6 +85,7 @@ func (c *serverCommand) Run(args []string) int {
 	nomadAddr := fs.String("nomad-addr", "", "")
 	maxRequest := fs.Int64("max-request-bytes", scheduler.DefaultMaxRequestBytes, "")
 	maxBlob := fs.Int64("max-blob-bytes", scheduler.DefaultMaxBlobBytes, "")
+	aclOn := fs.Bool("acl", true, "")
 	pos, err := parseInterspersed(fs, args)
 	if err == nil && *dataDir == "" {
 		err = errors.New("-data-dir is required")
@@ -99,6 +105,9 @@ func (c *serverCommand) Run(args []string) int {
 		if p = strings.TrimSpace(p); p != "" {
 			peers = append(peers, p)
 		}
+	}
+	if !*aclOn {
+		log.Warn("ACLS ARE OFF (-acl=false): anyone who reaches the API can deploy code to every Nomad client, mint API keys, restore snapshots and remove servers; run with ACLs on (the default) anywhere but a closed test network")
 	}
 	var firer scheduler.Firer
 	kcfg, err := broker.Resolve(context.Background(), *kafkaBrokers, nil, nil)
@@ -149,7 +158,7 @@ func (c *serverCommand) Run(args []string) int {
 	s, err := scheduler.Start(scheduler.Config{
 		DataDir: *dataDir, HTTPAddr: *httpAddr, RaftAddr: *raftAddr,
 		BootstrapExpect: *expect, Join: peers, SnapshotThreshold: *snapEvery, Logger: log, Firer: firer, Nomad: nomad,
-		MaxRequestBytes: *maxRequest, MaxBlobBytes: *maxBlob,
+		MaxRequestBytes: *maxRequest, MaxBlobBytes: *maxBlob, ACL: *aclOn,
 	})
 	if err != nil {
 		log.Error("cannot start", "error", err)
