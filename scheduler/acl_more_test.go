@@ -1,8 +1,14 @@
 package scheduler_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -158,5 +164,61 @@ func TestACLStateHoldsNoSecret(t *testing.T) {
 	e.must("DELETE", "/v1/acl/policies/p1", nil)
 	if code, b := e.do("GET", "/v1/projects/p1", nil, e.secret["p1"]); code != 403 || !strings.Contains(b, `lacks the capability \"read\" on project \"p1\"`) {
 		t.Fatalf("p1's token after its policy's deletion: %d %s, want 403 naming read on p1", code, b)
+	}
+}
+
+// TestACLBlobFromPeer: with ACLs on, a server that lacks a blob fetches
+// it from a peer with the token of the request it serves, or with the
+// signature of a signed request (HMAC-SHA256 of "sha256:<hex>" under the
+// Raft state's blob key).
+func TestACLBlobFromPeer(t *testing.T) {
+	c := schedtest.MakeCluster(t, schedtest.Options{Nodes: 3, ACL: true, NoTimers: true})
+	leader := c.Leader()
+	mgmt, _ := schedtest.Bootstrap(t, leader.URL())
+	_, tok := schedtest.Token(t, mgmt, leader.URL(), "p1", `project "p1" { capabilities = ["deploy", "read"] }`)
+	fs := c.Followers(leader)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	blob, blob2 := []byte("peer blob"), []byte("signed peer blob")
+	for _, b := range [][]byte{blob, blob2} {
+		if _, err := schedtest.Client(t, fs[0].URL(), tok.SecretID).Blobs().Put(ctx, "sha256:"+digestOf(b), bytes.NewReader(b), int64(len(b))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	get := func(url, token string) (int, string) {
+		req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+		if token != "" {
+			req.Header.Set(butterapi.HeaderToken, token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, b := get(fs[1].URL()+"/v1/blobs/sha256/"+digestOf(blob), tok.SecretID); code != 200 || b != string(blob) {
+		t.Fatalf("a blob only a peer has, with a token: %d %q", code, b)
+	}
+	if err := leader.Server.Apply(fsm.BlobKeySetType, fsm.BlobKey{Key: "00112233445566778899aabbccddeeff"}); err != nil {
+		t.Fatal(err)
+	}
+	schedtest.WaitFor(t, 10*time.Second, "the blob key on every node", func() bool {
+		for _, n := range c.Nodes {
+			var k string
+			n.FSM().Read(func(st *fsm.State) { k = st.BlobKey })
+			if k == "" {
+				return false
+			}
+		}
+		return true
+	})
+	key, _ := hex.DecodeString("00112233445566778899aabbccddeeff")
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte("sha256:" + digestOf(blob2)))
+	signed := leader.URL() + "/v1/blobs/sha256/" + digestOf(blob2) + "?butter_sig=" + hex.EncodeToString(m.Sum(nil))
+	if code, b := get(signed, ""); code != 200 || b != string(blob2) {
+		t.Fatalf("a signed blob only a peer has, without a token: %d %q", code, b)
 	}
 }
