@@ -222,3 +222,62 @@ func TestACLBlobFromPeer(t *testing.T) {
 		t.Fatalf("a signed blob only a peer has, without a token: %d %q", code, b)
 	}
 }
+
+// TestACLClient drives every method of api.ACL against a real ACL node.
+func TestACLClient(t *testing.T) {
+	s, _ := schedtest.SingleConfig(t, scheduler.Config{ACL: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	anon := schedtest.Client(t, s.Addr(), "")
+	root, err := anon.ACL().Bootstrap(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if root.SecretID == "" || root.Type != butterapi.ACLManagementToken {
+		t.Fatalf("bootstrap answered %+v", root)
+	}
+	mgmt := schedtest.Client(t, s.Addr(), root.SecretID)
+	rules := `project "iot" { capabilities = ["read"] }`
+	p, err := mgmt.ACL().PolicyApply(ctx, "iot-read", "reads iot", rules)
+	if err != nil || p.Name != "iot-read" || p.Rules != rules || p.Description != "reads iot" || p.Created.IsZero() {
+		t.Fatalf("PolicyApply: %+v %v", p, err)
+	}
+	if got, err := mgmt.ACL().PolicyGet(ctx, "iot-read"); err != nil || got.Rules != rules {
+		t.Fatalf("PolicyGet: %+v %v", got, err)
+	}
+	if list, err := mgmt.ACL().PolicyList(ctx); err != nil || len(list) != 1 || list[0].Name != "iot-read" {
+		t.Fatalf("PolicyList: %+v %v", list, err)
+	}
+	tok, err := mgmt.ACL().TokenCreate(ctx, &butterapi.ACLTokenCreateRequest{Name: "reader", Policies: []string{"iot-read"}, TTL: "24h"})
+	if err != nil || tok.SecretID == "" || tok.AccessorID == "" || tok.Expires.Sub(tok.Created) != 24*time.Hour {
+		t.Fatalf("TokenCreate: %+v %v", tok, err)
+	}
+	reader := schedtest.Client(t, s.Addr(), tok.SecretID)
+	if self, err := reader.ACL().TokenSelf(ctx); err != nil || self.AccessorID != tok.AccessorID || self.SecretID != "" {
+		t.Fatalf("TokenSelf: %+v %v (no secret expected)", self, err)
+	}
+	if _, err := reader.ACL().TokenList(ctx); butterapi.StatusCode(err) != 403 {
+		t.Fatalf("TokenList with a client token: %v, want 403", err)
+	}
+	list, err := mgmt.ACL().TokenList(ctx)
+	if err != nil || len(list) != 2 {
+		t.Fatalf("TokenList: %+v %v", list, err)
+	}
+	for _, l := range list {
+		if l.SecretID != "" {
+			t.Errorf("TokenList shows a secret: %+v", l)
+		}
+	}
+	if err := mgmt.ACL().TokenDelete(ctx, tok.AccessorID); err != nil {
+		t.Fatal(err)
+	}
+	if err := mgmt.ACL().PolicyDelete(ctx, "iot-read"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mgmt.ACL().PolicyGet(ctx, "iot-read"); butterapi.StatusCode(err) != 404 {
+		t.Fatalf("PolicyGet after delete: %v, want 404", err)
+	}
+	if _, err := reader.ACL().TokenSelf(ctx); butterapi.StatusCode(err) != 403 {
+		t.Fatalf("TokenSelf of a deleted token: %v, want 403", err)
+	}
+}
