@@ -124,6 +124,10 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzDecode -fuzztime=$(FUZZTIME) ./hcl/spec
 	@echo "==> fuzzing the control plane's JSON bodies for $(API_FUZZTIME)"
 	$(GO) test -run='^$$' -fuzz='^FuzzAPIBodies$$' -fuzztime=$(API_FUZZTIME) ./scheduler
+	@echo "==> fuzzing the ACL policy parser for $(API_FUZZTIME)"
+	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(API_FUZZTIME) ./acl
+	@echo "==> fuzzing the control plane's ACL bodies and token headers for $(API_FUZZTIME)"
+	$(GO) test -run='^$$' -fuzz='^FuzzACLBodies$$' -fuzztime=$(API_FUZZTIME) ./scheduler
 
 ## bench: run every benchmark (about 11 minutes on a quiet machine) and write bench/RESULTS.md
 # bench/run.sh runs each package with its flags; docs/benchmarks.md says how

@@ -58,10 +58,8 @@ const DefaultAddress = "http://127.0.0.1:4750"
 
 // HTTP headers of the API.
 const (
-	// HeaderToken carries Config.Token. The server does not check it yet:
-	// the ACL work (tokens with policies, checked in one middleware in
-	// front of every route) will enforce it; until then every request is
-	// allowed.
+	// HeaderToken carries Config.Token, the ACL token's secret. The
+	// server also accepts it as "Authorization: Bearer <secret>".
 	HeaderToken = "X-Butter-Token"
 	// HeaderIndex answers a read with the Raft index of the state it saw
 	// (QueryMeta.LastIndex).
@@ -94,8 +92,8 @@ type Config struct {
 	// Address is the control plane's API, such as http://127.0.0.1:4750.
 	// A bare host:port means http, or https when TLS.CACert is set.
 	Address string
-	// Token is sent as X-Butter-Token with every request (see
-	// HeaderToken: the server does not enforce it yet).
+	// Token is the ACL token's secret, sent as X-Butter-Token with every
+	// request.
 	Token string
 	// TLS configures https addresses. It is ignored when HTTPClient is set.
 	TLS TLSConfig

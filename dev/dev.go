@@ -69,7 +69,17 @@ type Config struct {
 	UI UI
 	// Diagnostics gets the spec's errors and warnings. Default: os.Stderr.
 	Diagnostics io.Writer
+	// NoACL runs the control plane without ACLs (butter dev -acl=false);
+	// it is refused unless ServerAddr is a loopback address. By default
+	// the control plane enforces ACLs: Run bootstraps it, prints the
+	// management token, writes it to DataDir/TokenFile and uses it itself.
+	NoACL bool
 }
+
+// TokenFile is the file, in Config.DataDir, that holds the dev control
+// plane's management token (mode 0600), for
+// export BUTTER_TOKEN=$(cat .butter/dev/management-token).
+const TokenFile = "management-token"
 
 // ErrInvalid is returned by Run when the project's spec does not load;
 // the diagnostics went to Config.Diagnostics.
@@ -88,7 +98,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := rep.WriteText(cfg.Diagnostics); err != nil || proj == nil {
 		return ErrInvalid
 	}
-	d := &env{ui: cfg.UI, log: cfg.Logger, dir: cfg.Dir, dataDir: cfg.DataDir, secretsFile: cfg.SecretsFile, diag: cfg.Diagnostics}
+	d := &env{noACL: cfg.NoACL, ui: cfg.UI, log: cfg.Logger, dir: cfg.Dir, dataDir: cfg.DataDir, secretsFile: cfg.SecretsFile, diag: cfg.Diagnostics}
 	defer d.close()
 	if err := d.start(ctx, cfg.DataDir, cfg.ServerAddr, cfg.Listen, cfg.KafkaPort, cfg.APIKeys); err != nil {
 		return err
@@ -126,6 +136,9 @@ func (c *Config) defaults() error {
 	if c.ServerAddr == "" {
 		c.ServerAddr = "127.0.0.1:4750"
 	}
+	if c.NoACL && !loopback(c.ServerAddr) {
+		return fmt.Errorf("-acl=false with -server-addr %s: a control plane without ACLs lets anyone who reaches it deploy code; without ACLs it may listen only on a loopback address (127.0.0.1:PORT or [::1]:PORT)", c.ServerAddr)
+	}
 	if c.Listen == "" {
 		c.Listen = "127.0.0.1:8080"
 	}
@@ -143,10 +156,13 @@ func (c *Config) defaults() error {
 
 // env is everything `butter dev` runs.
 type env struct {
-	ui   UI
-	log  hclog.Logger
-	dir  string
-	diag io.Writer
+	noACL bool
+	// token is the management token's secret (ACLs on).
+	token string
+	ui    UI
+	log   hclog.Logger
+	dir   string
+	diag  io.Writer
 	// dataDir and secretsFile are hidden from the functions of a project
 	// with secrets; secretsFile is read on each deploy (secrets).
 	dataDir     string
@@ -200,7 +216,7 @@ func (d *env) start(ctx context.Context, dataDir, serverAddr, listen string, kaf
 	}
 	d.server, err = scheduler.Start(scheduler.Config{
 		DataDir: filepath.Join(dataDir, "server"), HTTPAddr: serverAddr, RaftAddr: raftAddr, BootstrapExpect: 1, Alone: true,
-		Logger: d.log.Named("server"), Firer: &scheduler.KafkaFirer{Client: d.kcl},
+		Logger: d.log.Named("server"), Firer: &scheduler.KafkaFirer{Client: d.kcl}, ACL: !d.noACL,
 	})
 	if err != nil {
 		return fmt.Errorf("start the control plane on %s: %w (another butter dev or server running? pick another -server-addr)", serverAddr, err)
@@ -210,6 +226,11 @@ func (d *env) start(ctx context.Context, dataDir, serverAddr, listen string, kaf
 	}
 	if err := waitLeader(ctx, d.client); err != nil {
 		return err
+	}
+	if !d.noACL {
+		if err := d.bootstrapACL(ctx, dataDir); err != nil {
+			return err
+		}
 	}
 	if d.sdks, err = sdk.Install(filepath.Join(os.TempDir(), "butter-sdk")); err != nil {
 		return fmt.Errorf("install the SDKs: %w", err)
@@ -292,10 +313,44 @@ func (d *env) printReady(proj *spec.Project) {
 	}
 	d.printSecrets(proj)
 	d.ui.Output(fmt.Sprintf("    control plane: %s   broker: %s", d.client.Address(), d.broker.Addr))
+	if d.token != "" {
+		d.ui.Output(fmt.Sprintf("    ACL management token: %s (in %s; export BUTTER_TOKEN=$(cat %s))", d.token, filepath.Join(d.dataDir, TokenFile), filepath.Join(d.dataDir, TokenFile)))
+	} else {
+		d.ui.Output("    ACLs are OFF (-acl=false): anyone on this machine may use the control plane")
+	}
 	if example != "" {
 		d.ui.Output("    try: " + example)
 	}
 	d.ui.Output(fmt.Sprintf("==> butter dev ready: gateway %s (watching %s; Ctrl-C stops)", gw, d.dir))
+}
+
+// bootstrapACL bootstraps the fresh dev control plane's ACLs, writes the
+// management token to dataDir/TokenFile and makes d.client use it.
+func (d *env) bootstrapACL(ctx context.Context, dataDir string) error {
+	tok, err := d.client.ACL().Bootstrap(ctx)
+	if err != nil {
+		return fmt.Errorf("bootstrap the dev control plane's ACLs: %w", err)
+	}
+	path := filepath.Join(dataDir, TokenFile)
+	if err := os.WriteFile(path, []byte(tok.SecretID+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write the management token to %s: %w", path, err)
+	}
+	d.token = tok.SecretID
+	d.client, err = api.NewClient(&api.Config{Address: d.client.Address(), Token: tok.SecretID})
+	return err
+}
+
+// loopback says whether addr (host:port) is on a loopback interface.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func freeLocalAddr() (string, error) {

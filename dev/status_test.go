@@ -3,8 +3,12 @@ package dev_test
 import (
 	"context"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"io"
 
 	"github.com/butterfn/butter/api"
 	"github.com/butterfn/butter/dev"
@@ -26,8 +30,8 @@ function "upper" {
   }
 }
 `)
-	listen, server := testport.Addr(t), testport.Addr(t)
-	runDev(t, dev.Config{Dir: dir, ServerAddr: server, Listen: listen})
+	listen, server, data := testport.Addr(t), testport.Addr(t), t.TempDir()
+	runDev(t, dev.Config{Dir: dir, ServerAddr: server, Listen: listen, DataDir: data})
 	resp, err := http.Post("http://"+listen+"/upper", "text/plain", strings.NewReader("x"))
 	if err != nil {
 		t.Fatal(err)
@@ -36,10 +40,8 @@ function "upper" {
 	if resp.StatusCode != 200 {
 		t.Fatalf("POST /upper: %s", resp.Status)
 	}
-	client, err := api.NewClient(&api.Config{Address: "http://" + server})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// ACLs are on: the management token butter dev wrote is needed.
+	client := devClient(t, server, data)
 	// The ready line comes after the deploy recorded its status: no wait.
 	st, _, err := client.Projects().Status(context.Background(), "st", nil)
 	if err != nil {
@@ -48,5 +50,73 @@ function "upper" {
 	if st.Active == nil || st.Active.Deployment.Status != api.StatusHealthy || st.Active.Deployment.HealthyAt.IsZero() ||
 		!strings.Contains(st.Active.Deployment.Message, "butter dev") {
 		t.Fatalf("status of a project butter dev serves: %+v; want its active revision healthy, saying butter dev serves it", st.Active)
+	}
+}
+
+// devClient is a control-plane client with the management token butter
+// dev wrote to data/dev.TokenFile.
+func devClient(t *testing.T, server, data string) *api.Client {
+	t.Helper()
+	tok, err := os.ReadFile(filepath.Join(data, dev.TokenFile))
+	if err != nil {
+		t.Fatalf("butter dev's management token: %v", err)
+	}
+	c, err := api.NewClient(&api.Config{Address: "http://" + server, Token: strings.TrimSpace(string(tok))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestDevACL: butter dev enforces ACLs with the management token it
+// prints and writes (anonymous calls are refused; the printed token is
+// the one in the file, and it may do everything); -acl=false is refused
+// on a non-loopback address before anything starts, and runs without
+// ACLs on a loopback one.
+func TestDevACL(t *testing.T) {
+	dir := project(t, `project "acl" {}
+
+function "upper" {
+  runtime = "exec"
+  command = ["tr", "a-z", "A-Z"]
+
+  trigger "http" {
+    route = "POST /upper"
+  }
+}
+`)
+	server, data := testport.Addr(t), t.TempDir()
+	r := runDev(t, dev.Config{Dir: dir, ServerAddr: server, DataDir: data, Listen: testport.Addr(t)})
+	ctx := context.Background()
+	anon, err := api.NewClient(&api.Config{Address: "http://" + server})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := anon.Projects().Status(ctx, "acl", nil); api.StatusCode(err) != 403 || !strings.Contains(err.Error(), "ACL token required") {
+		t.Fatalf("an anonymous status under butter dev: %v; want 403 ACL token required", err)
+	}
+	c := devClient(t, server, data)
+	self, err := c.ACL().TokenSelf(ctx)
+	if err != nil || self.Type != "management" {
+		t.Fatalf("the token butter dev wrote: %+v %v; want a management token", self, err)
+	}
+	tok, _ := os.ReadFile(filepath.Join(data, dev.TokenFile))
+	if !strings.Contains(r.ui.text(), "ACL management token: "+strings.TrimSpace(string(tok))) {
+		t.Fatalf("butter dev did not print the token it wrote:\n%s", r.ui.text())
+	}
+
+	err = dev.Run(ctx, dev.Config{Dir: dir, ServerAddr: "0.0.0.0:1", NoACL: true, UI: &lines{}, Diagnostics: io.Discard})
+	if err == nil || !strings.Contains(err.Error(), "loopback") {
+		t.Fatalf("-acl=false on 0.0.0.0: %v; want a refusal naming loopback", err)
+	}
+
+	off := testport.Addr(t)
+	r2 := runDev(t, dev.Config{Dir: dir, ServerAddr: off, NoACL: true, Listen: testport.Addr(t)})
+	anonOff, _ := api.NewClient(&api.Config{Address: "http://" + off})
+	if _, _, err := anonOff.Projects().Status(ctx, "acl", nil); err != nil {
+		t.Fatalf("butter dev -acl=false: an anonymous status: %v", err)
+	}
+	if !strings.Contains(r2.ui.text(), "ACLs are OFF") {
+		t.Fatalf("butter dev -acl=false does not say ACLs are off:\n%s", r2.ui.text())
 	}
 }

@@ -17,34 +17,49 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/butterfn/butter/acl"
 	"github.com/butterfn/butter/api"
 	"github.com/butterfn/butter/jobs"
 	"github.com/butterfn/butter/scheduler/fsm"
 	"github.com/hashicorp/raft"
 )
 
-// handler is the v1 API:
+// handler is the v1 API (with each route's ACL rule when Config.ACL is on;
+// acl.go):
 //
-//	GET    /v1/agent/self                 this node's ID and Raft address
-//	GET    /v1/status/leader              the leader's ID
-//	GET    /v1/operator/raft/peers        the Raft configuration
-//	DELETE /v1/operator/raft/peers/{id}   remove a server (leader)
-//	GET    /v1/operator/snapshot          take a snapshot and stream it (leader)
-//	PUT    /v1/operator/snapshot          restore a snapshot: the whole state is replaced (leader)
-//	PUT    /v1/projects/{name}            create or update a project (leader)
-//	GET    /v1/projects[?stale]           list projects (leader, or this node with ?stale)
-//	GET    /v1/projects/{name}[?stale]    the active revision, its deployment and timers
-//	POST   /v1/projects/{name}/revisions  create (or re-activate) a revision (leader; 409 when another project serves one of its routes)
-//	GET    /v1/projects/{name}/revisions  list revisions with their deployment state
-//	PUT    /v1/projects/{name}/quota     set the project's quota (leader; creates the project)
-//	POST   /v1/projects/{name}/rollback   activate the revision before the active one (409 on a route conflict)
-//	GET    /v1/projects/{name}/revisions/{id}  one revision, with its spec files
-//	POST   /v1/projects/{name}/keys       create an API key (the key is answered once; Raft keeps its hash)
-//	GET    /v1/keys                       API keys' hashes, projects and routes (for gateways)
-//	DELETE /v1/keys/{hash}                revoke an API key
-//	PUT    /v1/timers/{id}                define a timer outside any project
-//	PUT    /v1/blobs/sha256/{hex}         store a blob on this server (checked against its hash)
-//	GET    /v1/blobs/sha256/{hex}         serve a blob, fetched from a peer when missing
+//	GET    /v1/agent/self                 this node's ID and Raft address                    public
+//	GET    /v1/status/leader              the leader's ID                                    public
+//	GET    /v1/operator/raft/peers        the Raft configuration                             operator raft
+//	DELETE /v1/operator/raft/peers/{id}   remove a server (leader)                           operator raft
+//	GET    /v1/operator/snapshot          take a snapshot and stream it (leader)             operator snapshot
+//	PUT    /v1/operator/snapshot          restore a snapshot: the whole state is replaced    operator snapshot
+//	PUT    /v1/projects/{name}            create or update a project (leader)                deploy on {name}
+//	GET    /v1/projects[?stale]           list projects (leader, or this node with ?stale)   read on some project; lists those
+//	GET    /v1/projects/{name}[?stale]    the active revision, its deployment and timers     read on {name}
+//	POST   /v1/projects/{name}/revisions  create (or re-activate) a revision (leader; 409     deploy on {name}
+//	                                      when another project serves one of its routes)
+//	GET    /v1/projects/{name}/revisions  list revisions with their deployment state         read on {name}
+//	PUT    /v1/projects/{name}/quota      set the project's quota (leader; creates the project)   management
+//	POST   /v1/projects/{name}/rollback   activate the revision before the active one        deploy on {name}
+//	                                      (409 on a route conflict)
+//	GET    /v1/projects/{name}/revisions/{id}  one revision, with its spec files             read on {name}
+//	POST   /v1/projects/{name}/keys       create an API key (answered once; Raft keeps its   keys on {name}
+//	                                      hash)
+//	GET    /v1/keys                       API keys' hashes, projects and routes (gateways)   read on some project; lists those
+//	DELETE /v1/keys/{hash}                revoke an API key                                  keys on the key's project
+//	PUT    /v1/timers/{id}                define a timer outside any project                 management
+//	PUT    /v1/blobs/sha256/{hex}         store a blob on this server (checked against its   deploy on some project
+//	                                      hash)
+//	GET    /v1/blobs/sha256/{hex}         serve a blob, fetched from a peer when missing     read on some project, or ?butter_sig
+//	POST   /v1/acl/bootstrap              the first management token, once (leader)          public
+//	GET    /v1/acl/token/self             the calling token                                  any token
+//	GET    /v1/acl/tokens                 list tokens (no secrets)                           management
+//	POST   /v1/acl/tokens                 create a token (its secret is answered once)       management
+//	DELETE /v1/acl/tokens/{accessor}      delete a token                                     management
+//	GET    /v1/acl/policies               list policies                                      management
+//	GET    /v1/acl/policies/{name}        one policy with its rules                          management
+//	PUT    /v1/acl/policies/{name}        create or replace a policy (HCL rules, package acl) management
+//	DELETE /v1/acl/policies/{name}        delete a policy                                    management
 //
 // Writes and consistent reads on a follower are forwarded to the leader.
 // The reads of projects, revisions and keys answer X-Butter-Index and are
@@ -55,28 +70,48 @@ import (
 // (package fsm) here, at the edge.
 func (s *Server) handler() http.Handler {
 	mux := http.NewServeMux()
-	req, blob := s.cfg.MaxRequestBytes, s.cfg.MaxBlobBytes
-	mux.HandleFunc("GET /v1/agent/self", s.agentSelf)
-	mux.HandleFunc("GET /v1/status/leader", s.statusLeader)
-	mux.HandleFunc("GET /v1/operator/raft/peers", s.raftPeers)
-	mux.HandleFunc("DELETE /v1/operator/raft/peers/{id}", checkPath(s.leaderOnly(s.removePeer), peerPath))
-	mux.HandleFunc("GET /v1/operator/snapshot", s.leaderOnly(s.snapshotSave))
-	mux.HandleFunc("PUT /v1/operator/snapshot", s.leaderOnly(s.snapshotRestore))
-	mux.HandleFunc("GET /v1/blobs/sha256/{hex}", checkPath(s.serveBlob, blobPath))
-	mux.HandleFunc("PUT /v1/blobs/sha256/{hex}", checkPath(s.limitBody(blob, maxBlobSetting, s.storeBlob), blobPath))
-	mux.HandleFunc("PUT /v1/timers/{id}", checkPath(s.limitBody(req, maxRequestSetting, s.leaderOnly(s.putTimer)), timerPath))
-	mux.HandleFunc("PUT /v1/projects/{name}", checkPath(s.leaderOnly(s.putProject), projectPath))
-	mux.HandleFunc("GET /v1/projects", s.listProjects)
-	mux.HandleFunc("GET /v1/projects/{name}", checkPath(s.getProject, projectPath))
-	mux.HandleFunc("POST /v1/projects/{name}/revisions", checkPath(s.limitBody(req, maxRequestSetting, s.leaderOnly(s.createRevision)), projectPath))
-	mux.HandleFunc("GET /v1/projects/{name}/revisions", checkPath(s.listRevisions, projectPath))
-	mux.HandleFunc("GET /v1/projects/{name}/revisions/{id}", checkPath(s.getRevision, projectPath, revisionPath))
-	mux.HandleFunc("POST /v1/projects/{name}/rollback", checkPath(s.leaderOnly(s.rollback), projectPath))
-	mux.HandleFunc("PUT /v1/projects/{name}/quota", checkPath(s.limitBody(req, maxRequestSetting, s.leaderOnly(s.putQuota)), projectPath))
-	mux.HandleFunc("POST /v1/projects/{name}/keys", checkPath(s.limitBody(req, maxRequestSetting, s.leaderOnly(s.createKey)), projectPath))
-	mux.HandleFunc("GET /v1/keys", s.listKeys)
-	mux.HandleFunc("DELETE /v1/keys/{hash}", checkPath(s.leaderOnly(s.revokeKey), keyPath))
+	for _, rt := range s.routes() {
+		mux.HandleFunc(rt.pattern, s.guard(rt.rule, rt.h))
+	}
 	return mux
+}
+
+// routes is the API's table: every route with the ACL rule guard checks
+// (acl.go). handler registers the mux from it and only from it, so a route
+// cannot exist without a rule; Routes lists it for tests and docs.
+func (s *Server) routes() []route {
+	req, blob := s.cfg.MaxRequestBytes, s.cfg.MaxBlobBytes
+	return []route{
+		{"GET /v1/agent/self", public, s.agentSelf},
+		{"GET /v1/status/leader", public, s.statusLeader},
+		{"GET /v1/operator/raft/peers", operator(acl.CapRaft), s.raftPeers},
+		{"DELETE /v1/operator/raft/peers/{id}", operator(acl.CapRaft), checkPath(s.leaderOnly(s.removePeer), peerPath)},
+		{"GET /v1/operator/snapshot", operator(acl.CapSnapshot), s.leaderOnly(s.snapshotSave)},
+		{"PUT /v1/operator/snapshot", operator(acl.CapSnapshot), s.leaderOnly(s.snapshotRestore)},
+		{"GET /v1/blobs/sha256/{hex}", blobRead, checkPath(s.serveBlob, blobPath)},
+		{"PUT /v1/blobs/sha256/{hex}", someProject(acl.CapDeploy), checkPath(s.limitBody(blob, maxBlobSetting, s.storeBlob), blobPath)},
+		{"PUT /v1/timers/{id}", management, checkPath(s.limitBody(req, maxRequestSetting, s.leaderOnly(s.putTimer)), timerPath)},
+		{"PUT /v1/projects/{name}", project(acl.CapDeploy), checkPath(s.leaderOnly(s.putProject), projectPath)},
+		{"GET /v1/projects", someProject(acl.CapRead), s.listProjects},
+		{"GET /v1/projects/{name}", project(acl.CapRead), checkPath(s.getProject, projectPath)},
+		{"POST /v1/projects/{name}/revisions", project(acl.CapDeploy), checkPath(s.limitBody(req, maxRequestSetting, s.leaderOnly(s.createRevision)), projectPath)},
+		{"GET /v1/projects/{name}/revisions", project(acl.CapRead), checkPath(s.listRevisions, projectPath)},
+		{"GET /v1/projects/{name}/revisions/{id}", project(acl.CapRead), checkPath(s.getRevision, projectPath, revisionPath)},
+		{"POST /v1/projects/{name}/rollback", project(acl.CapDeploy), checkPath(s.leaderOnly(s.rollback), projectPath)},
+		{"PUT /v1/projects/{name}/quota", management, checkPath(s.limitBody(req, maxRequestSetting, s.leaderOnly(s.putQuota)), projectPath)},
+		{"POST /v1/projects/{name}/keys", project(acl.CapKeys), checkPath(s.limitBody(req, maxRequestSetting, s.leaderOnly(s.createKey)), projectPath)},
+		{"GET /v1/keys", someProject(acl.CapRead), s.listKeys},
+		{"DELETE /v1/keys/{hash}", keysProject(acl.CapKeys), checkPath(s.leaderOnly(s.revokeKey), keyPath)},
+		{"POST /v1/acl/bootstrap", public, s.leaderOnly(s.aclBootstrap)},
+		{"GET /v1/acl/token/self", anyToken, s.aclTokenSelf},
+		{"GET /v1/acl/tokens", management, s.leaderOnly(s.aclTokenList)},
+		{"POST /v1/acl/tokens", management, s.limitBody(req, maxRequestSetting, s.leaderOnly(s.aclTokenCreate))},
+		{"DELETE /v1/acl/tokens/{accessor}", management, checkPath(s.leaderOnly(s.aclTokenDelete), accessorPath)},
+		{"GET /v1/acl/policies", management, s.leaderOnly(s.aclPolicyList)},
+		{"GET /v1/acl/policies/{name}", management, checkPath(s.leaderOnly(s.aclPolicyGet), policyPath)},
+		{"PUT /v1/acl/policies/{name}", management, checkPath(s.limitBody(req, maxRequestSetting, s.leaderOnly(s.aclPolicyApply)), policyPath)},
+		{"DELETE /v1/acl/policies/{name}", management, checkPath(s.leaderOnly(s.aclPolicyDelete), policyPath)},
+	}
 }
 
 func (s *Server) agentSelf(w http.ResponseWriter, r *http.Request) {
@@ -188,9 +223,12 @@ func (s *Server) listProjects(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := api.ProjectList{Projects: []string{}, Stale: s.raft.State() != raft.Leader}
+	a := aclFrom(r)
 	s.fsm.Read(func(st *fsm.State) {
 		for n := range st.Projects {
-			out.Projects = append(out.Projects, n)
+			if a == nil || a.AllowProject(n, acl.CapRead) {
+				out.Projects = append(out.Projects, n)
+			}
 		}
 	})
 	sort.Strings(out.Projects)
@@ -245,9 +283,12 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := []api.APIKey{}
+	a := aclFrom(r)
 	s.fsm.Read(func(st *fsm.State) {
 		for _, k := range st.APIKeys {
-			out = append(out, apiKey(k))
+			if a == nil || a.AllowProject(k.Project, acl.CapRead) {
+				out = append(out, apiKey(k))
+			}
 		}
 	})
 	sort.Slice(out, func(i, j int) bool { return out[i].Hash < out[j].Hash })

@@ -70,8 +70,10 @@ func (s *Server) removePartialBlobs() {
 	}
 }
 
-// fetchBlob copies a blob from the first peer that has it.
-func (s *Server) fetchBlob(hexsum string) error {
+// fetchBlob copies a blob from the first peer that has it. With ACLs on,
+// it asks with the blob's signature, or (before any job was signed) with
+// the token of the request it serves.
+func (s *Server) fetchBlob(hexsum, token string) error {
 	f := s.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
 		return err
@@ -81,8 +83,15 @@ func (s *Server) fetchBlob(hexsum string) error {
 		if string(sv.ID) == s.cfg.HTTPAddr {
 			continue
 		}
-		req, _ := http.NewRequest("GET", s.peerURL(string(sv.ID))+"/v1/blobs/sha256/"+hexsum, nil)
+		u := s.peerURL(string(sv.ID)) + "/v1/blobs/sha256/" + hexsum
+		if q := s.blobSigQuery(hexsum); q != "" {
+			u += "?" + q // peers check the signature, as for Nomad's getter (acl.go)
+		}
+		req, _ := http.NewRequest("GET", u, nil)
 		req.Header.Set("X-Butter-Forwarded", s.cfg.HTTPAddr) // peers do not ask further
+		if token != "" {
+			req.Header.Set(api.HeaderToken, token)
+		}
 		resp, err := client.Do(req)
 		if err != nil {
 			continue
@@ -110,7 +119,8 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request) {
 			writeErr(w, 404, fmt.Errorf("no blob sha256:%s here", hexsum))
 			return
 		}
-		if err := s.fetchBlob(hexsum); err != nil {
+		token, _ := secretOf(r)
+		if err := s.fetchBlob(hexsum, token); err != nil {
 			writeErr(w, 404, fmt.Errorf("blob sha256:%s: %w", hexsum, err))
 			return
 		}

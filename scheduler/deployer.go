@@ -114,6 +114,9 @@ func (s *Server) reconcile(ctx context.Context, nomad Nomad, w deployWant) error
 		fallthrough
 	case fsm.StatusPending, "":
 		if !runs {
+			if err := s.signArtifacts(job); err != nil { // acl.go
+				return err
+			}
 			if err := nomad.RegisterJob(ctx, job); err != nil {
 				if errors.Is(err, ErrNomadRefused) {
 					return s.failAndRollback(w, fmt.Sprintf("Nomad refused job %s: %v", *job.ID, err), job.Meta[names.MetaAutoRollback] != "false")

@@ -70,6 +70,10 @@ type Config struct {
 	// MaxBlobBytes bounds a blob (a bundle or a schema), uploaded or
 	// fetched from a peer; 0 is DefaultMaxBlobBytes.
 	MaxBlobBytes int64
+	// ACL turns on the control plane's ACLs (acl.go): every route but
+	// the public ones needs a token that grants it. Off in the zero
+	// value; `butter server` turns it on by default.
+	ACL bool
 	// Alone marks a single node that will never have peers (butter dev):
 	// it elects itself after 50 ms instead of waiting out the 500 ms
 	// heartbeat timeout that a cluster needs against false failovers.
@@ -131,6 +135,8 @@ type Server struct {
 	// activateMu is held from the route check to the write of an
 	// activation (routes.go).
 	activateMu sync.Mutex
+	// policies caches parsed ACL policies (acl.go).
+	policies policyCache
 
 	wg           sync.WaitGroup
 	loops        sync.WaitGroup // the timer service and the deployer

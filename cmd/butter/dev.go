@@ -59,6 +59,13 @@ Options:
     confined, unable to read this file, the data dir or each other's
     environment. A missing secret fails the deploy. A change to the file
     redeploys.
+
+  -acl=true
+    Enforce the control plane's ACLs. butter dev bootstraps them, prints
+    the management token and writes it to <data-dir>/management-token
+    (export BUTTER_TOKEN=$(cat .butter/dev/management-token) for butter
+    status and the like). -acl=false runs without ACLs, and only with a
+    loopback -server-addr.
 `)
 }
 
@@ -70,6 +77,7 @@ func (c *devCommand) Run(args []string) int {
 	dataDir := fset.String("data-dir", "", "")
 	apiKeys := fset.String("api-key", "", "")
 	secretsFile := fset.String("secrets", "", "")
+	aclOn := fset.Bool("acl", true, "")
 	pos, err := parseInterspersed(fset, args)
 	if err != nil || len(pos) > 1 {
 		return usageError(c.ui, c.Help(), err, pos, 1)
@@ -91,6 +99,7 @@ func (c *devCommand) Run(args []string) int {
 		Dir: dir, DataDir: *dataDir, SecretsFile: *secretsFile,
 		ServerAddr: *serverAddr, Listen: *listen, KafkaPort: *kafkaPort,
 		APIKeys: strings.Split(*apiKeys, ","), Logger: log, UI: c.ui, Diagnostics: os.Stderr,
+		NoACL: !*aclOn,
 	})
 	switch {
 	case errors.Is(err, dev.ErrInvalid):

@@ -44,6 +44,18 @@ func run(args []string) int {
 	c.HelpWriter = os.Stdout
 	c.ErrorWriter = os.Stderr
 	c.Commands = map[string]cli.CommandFactory{
+		"acl":                       func() (cli.Command, error) { return &aclCommand{}, nil },
+		"acl bootstrap":             func() (cli.Command, error) { return &aclBootstrapCommand{ui: ui}, nil },
+		"acl token":                 func() (cli.Command, error) { return &aclTokenCommand{}, nil },
+		"acl token create":          func() (cli.Command, error) { return &aclTokenCreateCommand{ui: ui}, nil },
+		"acl token list":            func() (cli.Command, error) { return &aclTokenListCommand{ui: ui}, nil },
+		"acl token self":            func() (cli.Command, error) { return &aclTokenSelfCommand{ui: ui}, nil },
+		"acl token delete":          func() (cli.Command, error) { return &aclTokenDeleteCommand{ui: ui}, nil },
+		"acl policy":                func() (cli.Command, error) { return &aclPolicyCommand{}, nil },
+		"acl policy apply":          func() (cli.Command, error) { return &aclPolicyApplyCommand{ui: ui}, nil },
+		"acl policy list":           func() (cli.Command, error) { return &aclPolicyListCommand{ui: ui}, nil },
+		"acl policy info":           func() (cli.Command, error) { return &aclPolicyInfoCommand{ui: ui}, nil },
+		"acl policy delete":         func() (cli.Command, error) { return &aclPolicyDeleteCommand{ui: ui}, nil },
 		"validate":                  func() (cli.Command, error) { return &validateCommand{ui: ui}, nil },
 		"job":                       func() (cli.Command, error) { return &jobCommand{}, nil },
 		"job render":                func() (cli.Command, error) { return &renderCommand{ui: ui}, nil },

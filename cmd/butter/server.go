@@ -87,6 +87,11 @@ TLS options (docs/security.md; make the files with butter tls):
 
   -tls-server-name=server.global.butter
     The name server certificates carry (server.<region>.<domain>).
+
+  -acl=true
+    Enforce ACLs: every API route but the public ones needs a token that
+    grants it (docs/security.md). Run butter acl bootstrap once to get the
+    management token. -acl=false serves everyone and logs a warning.
 `)
 }
 
@@ -109,6 +114,7 @@ func (c *serverCommand) Run(args []string) int {
 	fs.BoolVar(&tc.VerifyClient, "tls-verify-client", true, "")
 	fs.BoolVar(&tc.VerifyServerHostname, "tls-verify-server-hostname", true, "")
 	fs.StringVar(&tc.ServerName, "tls-server-name", tlsutil.ServerName(tlsutil.DefaultRegion, tlsutil.DefaultDomain), "")
+	aclOn := fs.Bool("acl", true, "")
 	pos, err := parseInterspersed(fs, args)
 	if err == nil && *dataDir == "" {
 		err = errors.New("-data-dir is required")
@@ -131,6 +137,9 @@ func (c *serverCommand) Run(args []string) int {
 		if p = strings.TrimSpace(p); p != "" {
 			peers = append(peers, p)
 		}
+	}
+	if !*aclOn {
+		log.Warn("ACLS ARE OFF (-acl=false): anyone who reaches the API can deploy code to every Nomad client, mint API keys, restore snapshots and remove servers; run with ACLs on (the default) anywhere but a closed test network")
 	}
 	var firer scheduler.Firer
 	kcfg, err := broker.Resolve(context.Background(), *kafkaBrokers, nil, nil)
@@ -181,7 +190,7 @@ func (c *serverCommand) Run(args []string) int {
 	s, err := scheduler.Start(scheduler.Config{
 		DataDir: *dataDir, HTTPAddr: *httpAddr, RaftAddr: *raftAddr,
 		BootstrapExpect: *expect, Join: peers, SnapshotThreshold: *snapEvery, Logger: log, Firer: firer, Nomad: nomad,
-		MaxRequestBytes: *maxRequest, MaxBlobBytes: *maxBlob, TLS: tc,
+		MaxRequestBytes: *maxRequest, MaxBlobBytes: *maxBlob, TLS: tc, ACL: *aclOn,
 	})
 	if err != nil {
 		log.Error("cannot start", "error", err)

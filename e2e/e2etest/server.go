@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"os/exec"
+	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -29,10 +31,20 @@ type Server struct {
 // Start starts the process: `butter server -data-dir Dir -http-addr HTTP
 // -raft-addr Raft Args...`, with a new Log. It does not wait for it to
 // serve.
+//
+// Unless Args set -acl, the server runs with -acl=false: the tests whose
+// subject is not the ACLs call the API without a token. A test of the
+// ACLs passes -acl=true and bootstraps (e2e/cli's TestACLCommands).
 func (s *Server) Start(t testing.TB) {
 	t.Helper()
 	s.Log = &testlog.Buffer{}
-	args := append([]string{"server", "-data-dir", s.Dir, "-http-addr", s.HTTP, "-raft-addr", s.Raft}, s.Args...)
+	args := []string{"server", "-data-dir", s.Dir, "-http-addr", s.HTTP, "-raft-addr", s.Raft}
+	if !slices.ContainsFunc(s.Args, func(a string) bool {
+		return a == "-acl" || strings.HasPrefix(a, "-acl=") || a == "--acl" || strings.HasPrefix(a, "--acl=")
+	}) {
+		args = append(args, "-acl=false")
+	}
+	args = append(args, s.Args...)
 	s.cmd = exec.Command(Bin(), args...)
 	s.cmd.Stdout, s.cmd.Stderr = s.Log, s.Log
 	if err := s.cmd.Start(); err != nil {

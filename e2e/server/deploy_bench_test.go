@@ -221,7 +221,7 @@ plugin "nomad-driver-butter" {
 		},
 	})
 	serverAddr := harness.FreeAddr(b)
-	server := benchStart(b, "server", "-data-dir", b.TempDir(), "-http-addr", serverAddr, "-raft-addr", harness.FreeAddr(b), "-nomad-addr", agent.Addr)
+	server := benchStart(b, "server", "-data-dir", b.TempDir(), "-http-addr", serverAddr, "-raft-addr", harness.FreeAddr(b), "-nomad-addr", agent.Addr, "-acl=false")
 	benchUntilLeader(b, serverAddr, server)
 	gw := harness.FreeAddr(b)
 	gateway := benchStart(b, "gateway", "-listen", gw, "-nomad-addr", agent.Addr, "-address", "http://"+serverAddr, "-refresh", "1s")

@@ -44,6 +44,13 @@ const (
 	RevisionStatusType   MessageType = 9
 	TimersSyncType       MessageType = 10
 	QuotaPutType         MessageType = 20
+	// 11 to 19: ACLs (acl.go).
+	ACLBootstrapType    MessageType = 11
+	ACLTokenUpsertType  MessageType = 12
+	ACLTokenDeleteType  MessageType = 13
+	ACLPolicyUpsertType MessageType = 14
+	ACLPolicyDeleteType MessageType = 15
+	BlobKeySetType      MessageType = 16
 )
 
 // commandVersion is the version of the payloads this FSM understands;
@@ -207,6 +214,14 @@ type State struct {
 	Timers    map[string]time.Time            `json:"timers"`
 	TimerDefs map[string]*Timer               `json:"timer_defs"`
 	APIKeys   map[string]*APIKey              `json:"api_keys"`
+
+	// ACLBootstrapped is set by the one bootstrap (acl.go).
+	ACLBootstrapped bool `json:"acl_bootstrapped,omitempty"`
+	// ACLPolicies by name, ACLTokens by accessor ID.
+	ACLPolicies map[string]*ACLPolicy `json:"acl_policies,omitempty"`
+	ACLTokens   map[string]*ACLToken  `json:"acl_tokens,omitempty"`
+	// BlobKey signs blob URLs (hex), created once on first need.
+	BlobKey string `json:"blob_key,omitempty"`
 }
 
 func newState() *State {
@@ -217,6 +232,9 @@ func newState() *State {
 		Timers:    map[string]time.Time{},
 		TimerDefs: map[string]*Timer{},
 		APIKeys:   map[string]*APIKey{},
+
+		ACLPolicies: map[string]*ACLPolicy{},
+		ACLTokens:   map[string]*ACLToken{},
 	}
 }
 
@@ -270,6 +288,18 @@ func (f *FSM) Apply(l *raft.Log) any {
 		err = decodeThen(body, f.applyAPIKeyDelete)
 	case QuotaPutType:
 		err = decodeThen(body, f.applyQuotaPut)
+	case ACLBootstrapType:
+		err = decodeThen(body, f.applyACLBootstrap)
+	case ACLTokenUpsertType:
+		err = decodeThen(body, f.applyACLTokenUpsert)
+	case ACLTokenDeleteType:
+		err = decodeThen(body, f.applyACLTokenDelete)
+	case ACLPolicyUpsertType:
+		err = decodeThen(body, f.applyACLPolicyUpsert)
+	case ACLPolicyDeleteType:
+		err = decodeThen(body, f.applyACLPolicyDelete)
+	case BlobKeySetType:
+		err = decodeThen(body, f.applyBlobKeySet)
 	default:
 		return fmt.Errorf("%w: type %d", ErrUnknownCommand, t)
 	}
@@ -474,12 +504,16 @@ func (s *snapshot) Release() {}
 // pointer, every slice. Strings are shared (they are immutable).
 func (s *State) clone() *State {
 	c := &State{
-		Projects:  make(map[string]*Project, len(s.Projects)),
-		Revisions: make(map[string]map[string]*Revision, len(s.Revisions)),
-		Active:    make(map[string]string, len(s.Active)),
-		Timers:    make(map[string]time.Time, len(s.Timers)),
-		TimerDefs: make(map[string]*Timer, len(s.TimerDefs)),
-		APIKeys:   make(map[string]*APIKey, len(s.APIKeys)),
+		ACLBootstrapped: s.ACLBootstrapped,
+		BlobKey:         s.BlobKey,
+		ACLPolicies:     make(map[string]*ACLPolicy, len(s.ACLPolicies)),
+		ACLTokens:       make(map[string]*ACLToken, len(s.ACLTokens)),
+		Projects:        make(map[string]*Project, len(s.Projects)),
+		Revisions:       make(map[string]map[string]*Revision, len(s.Revisions)),
+		Active:          make(map[string]string, len(s.Active)),
+		Timers:          make(map[string]time.Time, len(s.Timers)),
+		TimerDefs:       make(map[string]*Timer, len(s.TimerDefs)),
+		APIKeys:         make(map[string]*APIKey, len(s.APIKeys)),
 	}
 	maps.Copy(c.Active, s.Active)
 	maps.Copy(c.Timers, s.Timers)
@@ -506,6 +540,15 @@ func (s *State) clone() *State {
 		cp := *a
 		cp.Routes = slices.Clone(a.Routes)
 		c.APIKeys[k] = &cp
+	}
+	for k, p := range s.ACLPolicies {
+		cp := *p
+		c.ACLPolicies[k] = &cp
+	}
+	for k, t := range s.ACLTokens {
+		cp := *t
+		cp.Policies = slices.Clone(t.Policies)
+		c.ACLTokens[k] = &cp
 	}
 	return c
 }
