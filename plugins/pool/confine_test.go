@@ -146,4 +146,3 @@ func TestSandboxUnavailable(t *testing.T) {
 		t.Errorf("a pool with secrets without Landlock: %v", err)
 	}
 }
-
