@@ -179,6 +179,7 @@ func New(cfg *Config, logs func(function string) io.Writer, opts ...Option) (*Po
 	if err != nil {
 		return nil, err
 	}
+	p.limitWarnings(cfg)
 	bundles := make([]string, 0, len(cfg.Functions))
 	for _, fc := range cfg.Functions {
 		bundles = append(bundles, fc.Bundle)
@@ -281,6 +282,20 @@ func (p *Pool) sandboxFor(cfg *Config) (*sandbox.Config, error) {
 		p.warnings = append(p.warnings, w)
 	}
 	return o.sandbox, nil
+}
+
+// limitWarnings notes in p.warnings, and logs, the per-instance limits
+// the pool's limiter (WithLimits) cannot enforce, when a function asks
+// for one (memory, or the process limit every instance gets).
+func (p *Pool) limitWarnings(cfg *Config) {
+	if p.opts.limits == nil || len(cfg.Functions) == 0 {
+		return
+	}
+	for _, off := range p.opts.limits.Off() {
+		w := "per-instance " + off
+		p.opts.logger.Error("LIMITS OFF: "+w, "cgroup_version", p.opts.limits.Version())
+		p.warnings = append(p.warnings, w)
+	}
 }
 
 // confineFunction is the confinement of fc's instances: the pool's, minus
