@@ -24,10 +24,20 @@
 //     root loses every capability (the bounding and ambient sets are
 //     emptied before exec), so it cannot undo the rest.
 //
-// The shim costs one extra exec per instance start; the pool uses it only
-// when it hosts a function with secrets. Available says whether the kernel
-// supports it; without Landlock a pool with secrets refuses to start
-// rather than start its functions unconfined.
+// Every pool confines its instances this way (package plugins/pool):
+// each function's instances also lose the other functions' bundles
+// (ForFunction), and keep their own bundle, the SDKs, and the task's
+// scratch directories (ForTask: under Nomad the task's local/ and tmp/
+// and the allocation's shared alloc/, which every function of the pool
+// shares; elsewhere the whole filesystem but the hidden trees, /tmp
+// included). A function opts out with sandbox = false in its spec, which
+// `butter validate` warns about and refuses next to secrets.
+//
+// The shim costs one extra exec per instance start (BenchmarkStart
+// measures it; no test asserts a duration). Available says whether the
+// kernel supports Landlock; without it a pool with secrets refuses to
+// start, and any other pool starts unconfined and says so in its log,
+// its health and functions answers (pool.Pool.Warnings).
 package sandbox
 
 import (
