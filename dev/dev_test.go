@@ -15,7 +15,17 @@ import (
 
 	"github.com/butterfn/butter/dev"
 	"github.com/butterfn/butter/internal/testport"
+	"github.com/butterfn/butter/sandbox"
 )
+
+// TestMain lets the test binary serve as the sandbox shim, as the butter
+// binary does under butter dev: every pool confines its instances.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == sandbox.Command {
+		os.Exit(sandbox.Main(os.Args[2:]))
+	}
+	os.Exit(m.Run())
+}
 
 // lines is a UI that records what Run reports.
 type lines struct {

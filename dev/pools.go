@@ -146,11 +146,13 @@ func worse(le *pool.LoadError, failed map[string]string) bool {
 func (d *env) startPool(ctx context.Context, proj *spec.Project) (*livePool, error) {
 	cfg := jobs.LocalConfig(proj) // every path absolute
 	plog := d.log.Named("pool")
-	opts := []pool.Option{pool.WithLogger(plog), pool.WithSDKs(d.sdks), pool.WithLimits(d.limits)}
+	// Every instance runs confined, each function's losing the other
+	// functions' bundles, butter dev's data and the secrets file; the
+	// butter binary runs the shim itself (Exe ""): see main.
+	opts := []pool.Option{pool.WithLogger(plog), pool.WithSDKs(d.sdks), pool.WithLimits(d.limits),
+		pool.WithSandbox(sandbox.Config{Hide: []string{d.dataDir, d.secretsFile}})}
 	if HasSecrets(proj) {
-		// The butter binary runs the shim itself (Exe ""): see main.
-		opts = append(opts, pool.WithSecrets(d.secrets()),
-			pool.WithSandbox(sandbox.Config{Hide: []string{d.dataDir, d.secretsFile}}))
+		opts = append(opts, pool.WithSecrets(d.secrets()))
 	}
 	p, err := pool.New(cfg, func(fn string) io.Writer {
 		return plog.Named(fn).StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true})

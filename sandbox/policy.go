@@ -1,6 +1,9 @@
 package sandbox
 
-import "path/filepath"
+import (
+	"path/filepath"
+	"strings"
+)
 
 // ForTask says what the instances of a pool running in task directory
 // dir cannot see. Under Nomad (getenv gives $NOMAD_ALLOC_DIR) that is
@@ -24,6 +27,30 @@ func ForTask(dir string, getenv func(string) string, keep ...string) Config {
 		if p != "" && p != "." {
 			c.Allow = append(c.Allow, p)
 		}
+	}
+	return c
+}
+
+// ForFunction is the confinement of one function's instances in a pool
+// confined by base: base, with the bundles of the pool's functions
+// hidden too, but own (the function's own bundle) and the bundles that
+// contain it. A bundle equal to own (two functions sharing one
+// directory) stays usable; "" entries are skipped.
+func ForFunction(base Config, own string, bundles []string) Config {
+	c := Config{Exe: base.Exe, Hide: append([]string(nil), base.Hide...), Allow: append([]string(nil), base.Allow...)}
+	seen := map[string]bool{}
+	for _, b := range bundles {
+		if b == "" || b == "." || seen[b] {
+			continue
+		}
+		seen[b] = true
+		if own != "" && (b == own || strings.HasPrefix(own, b+string(filepath.Separator))) {
+			continue
+		}
+		c.Hide = append(c.Hide, b)
+	}
+	if own != "" && own != "." {
+		c.Allow = append(c.Allow, own)
 	}
 	return c
 }

@@ -45,3 +45,18 @@ func TestForTask(t *testing.T) {
 		})
 	}
 }
+
+// TestForFunction: a function's instances lose the other functions'
+// bundles but keep their own, also when two functions share a bundle or
+// one bundle holds another's.
+func TestForFunction(t *testing.T) {
+	base := sandbox.Config{Exe: "/bin/shim", Hide: []string{"/alloc"}, Allow: []string{"/alloc/t/local"}}
+	got := sandbox.ForFunction(base, "/alloc/t/local/a", []string{"/alloc/t/local/a", "/alloc/t/local/b", "", "/alloc/t/local/a", "/alloc/t/local", "/alloc/t/local/b"})
+	want := sandbox.Config{Exe: "/bin/shim", Hide: []string{"/alloc", "/alloc/t/local/b"}, Allow: []string{"/alloc/t/local", "/alloc/t/local/a"}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("ForFunction = %+v, want %+v", got, want)
+	}
+	if len(base.Hide) != 1 || len(base.Allow) != 1 {
+		t.Errorf("ForFunction changed its base: %+v", base)
+	}
+}

@@ -24,10 +24,20 @@
 //     root loses every capability (the bounding and ambient sets are
 //     emptied before exec), so it cannot undo the rest.
 //
-// The shim costs one extra exec per instance start; the pool uses it only
-// when it hosts a function with secrets. Available says whether the kernel
-// supports it; without Landlock a pool with secrets refuses to start
-// rather than start its functions unconfined.
+// Every pool confines its instances this way (package plugins/pool):
+// each function's instances also lose the other functions' bundles
+// (ForFunction), and keep their own bundle, the SDKs, and the task's
+// scratch directories (ForTask: under Nomad the task's local/ and tmp/
+// and the allocation's shared alloc/, which every function of the pool
+// shares; elsewhere the whole filesystem but the hidden trees, /tmp
+// included). A function opts out with sandbox = false in its spec, which
+// `butter validate` warns about and refuses next to secrets.
+//
+// The shim costs one extra exec per instance start (BenchmarkStart
+// measures it; no test asserts a duration). Available says whether the
+// kernel supports Landlock; without it a pool with secrets refuses to
+// start, and any other pool starts unconfined and says so in its log,
+// its health and functions answers (pool.Pool.Warnings).
 package sandbox
 
 import (
@@ -221,88 +231,111 @@ func vanished(err error) bool {
 
 // Grants computes the Landlock grants that leave everything usable but
 // the hidden trees, and the allowed paths inside them: directories and
-// other files, each list sorted. Paths that do not exist are skipped.
+// other files, each list sorted. Rules nest, and the most specific wins:
+// a tree allowed inside a hidden one is usable, a tree hidden inside that
+// is not (a pool's task directory is allowed inside the hidden
+// allocations, and a neighbour's bundle is hidden inside it). Paths that
+// do not exist are skipped. Landlock rules only grant, and a grant covers
+// a whole tree, so a directory with a rule beneath it is not granted
+// itself: its entries are, each by the same reasoning. A symbolic link
+// along the way is granted only where its target could be.
 func Grants(hide, allow []string) (dirs, files []string, err error) {
-	var hidden []string
-	for _, h := range hide {
-		p, err := canonical(h)
-		if err != nil {
-			if errors.Is(err, os.ErrNotExist) {
+	rules := map[string]bool{} // canonical path -> hidden
+	for _, set := range []struct {
+		paths  []string
+		hidden bool
+		what   string
+	}{{hide, true, "hide"}, {allow, false, "allow"}} {
+		for _, h := range set.paths {
+			p, err := canonical(h)
+			if err != nil {
+				if errors.Is(err, os.ErrNotExist) {
+					continue
+				}
+				return nil, nil, fmt.Errorf("%s %s: %w", set.what, h, err)
+			}
+			if prev, ok := rules[p]; ok && prev != set.hidden {
+				// Hidden and allowed: hiding wins, as it did when an
+				// allowed ancestor of a hidden tree was ignored.
+				rules[p] = true
 				continue
 			}
-			return nil, nil, fmt.Errorf("hide %s: %w", h, err)
+			rules[p] = set.hidden
 		}
-		hidden = append(hidden, p)
 	}
-	// leads reports whether p is a hidden path or one of its ancestors.
-	leads := func(p string) bool {
-		for _, h := range hidden {
-			if p == h || p == "/" || strings.HasPrefix(h, p+"/") {
+	within := func(p, dir string) bool {
+		return p == dir || dir == "/" || strings.HasPrefix(p, dir+"/")
+	}
+	// hidden is p's own state: that of the most specific rule over it.
+	hidden := func(p string) bool {
+		best, h := "", false
+		for r, rh := range rules {
+			if within(p, r) && len(r) >= len(best) {
+				best, h = r, rh
+			}
+		}
+		return h
+	}
+	// ruled reports whether a rule sits strictly beneath p.
+	ruled := func(p string) bool {
+		for r := range rules {
+			if r != p && within(r, p) {
 				return true
 			}
 		}
 		return false
 	}
-	under := func(p string) bool {
-		for _, h := range hidden {
-			if p == h || strings.HasPrefix(p, h+"/") {
-				return true
-			}
-		}
-		return false
-	}
+	// wholly reports whether the tree at p can be granted whole.
+	wholly := func(p string) bool { return !hidden(p) && !ruled(p) }
 	seen := map[string]bool{}
-	add := func(p string) {
+	var visit func(p string) error
+	visit = func(p string) error {
 		if seen[p] {
-			return
+			return nil
 		}
 		seen[p] = true
-		fi, err := os.Stat(p)
+		fi, err := os.Lstat(p)
 		if err != nil {
-			return
+			return nil // vanished, or never there
 		}
-		if fi.IsDir() {
-			dirs = append(dirs, p)
-		} else {
-			files = append(files, p)
-		}
-	}
-	// Walk down from / along each hidden path, granting the siblings.
-	visited := map[string]bool{}
-	for _, h := range hidden {
-		for dir := "/"; dir != h; {
-			if !visited[dir] {
-				visited[dir] = true
-				entries, err := os.ReadDir(dir)
-				if err != nil {
-					return nil, nil, fmt.Errorf("list %s: %w", dir, err)
-				}
-				for _, e := range entries {
-					p := filepath.Join(dir, e.Name())
-					if !leads(p) && !under(p) {
-						add(p)
-					}
-				}
+		if fi.Mode()&os.ModeSymlink != 0 {
+			target, err := filepath.EvalSymlinks(p)
+			if err != nil || !wholly(target) {
+				return nil
 			}
-			rest := strings.TrimPrefix(strings.TrimPrefix(h, dir), "/")
-			next, _, _ := strings.Cut(rest, "/")
-			dir = filepath.Join(dir, next)
+			if ti, err := os.Stat(p); err == nil && ti.IsDir() {
+				dirs = append(dirs, p)
+			} else if err == nil {
+				files = append(files, p)
+			}
+			return nil
 		}
-	}
-	for _, a := range allow {
-		p, err := canonical(a)
+		if !ruled(p) {
+			if hidden(p) {
+				return nil
+			}
+			if fi.IsDir() {
+				dirs = append(dirs, p)
+			} else {
+				files = append(files, p)
+			}
+			return nil
+		}
+		entries, err := os.ReadDir(p)
 		if err != nil {
-			if errors.Is(err, os.ErrNotExist) {
-				continue
+			return fmt.Errorf("list %s: %w", p, err)
+		}
+		for _, e := range entries {
+			if err := visit(filepath.Join(p, e.Name())); err != nil {
+				return err
 			}
-			return nil, nil, fmt.Errorf("allow %s: %w", a, err)
 		}
-		if leads(p) {
-			// An ancestor of a hidden tree: granting it would grant the
-			// tree. Its other entries are granted already.
-			continue
+		return nil
+	}
+	if len(rules) > 0 {
+		if err := visit("/"); err != nil {
+			return nil, nil, err
 		}
-		add(p)
 	}
 	sort.Strings(dirs)
 	sort.Strings(files)

@@ -62,6 +62,47 @@ func TestGrantsLeaveOnlyTheHiddenTreeOut(t *testing.T) {
 	}
 }
 
+// TestGrantsNest: the most specific rule wins. The allocations are
+// hidden, the task's local directory allowed inside them, a neighbour's
+// bundle hidden inside that: the own bundle and the local directory's
+// other entries are granted, the neighbour's bundle and the rest of the
+// allocation are not; a symbolic link into the neighbour's bundle is not
+// granted either.
+func TestGrantsNest(t *testing.T) {
+	root := t.TempDir()
+	for _, d := range []string{"alloc/t/local/a", "alloc/t/local/b", "alloc/t/secrets", "alloc/other"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	root, _ = filepath.EvalSymlinks(root)
+	local := filepath.Join(root, "alloc/t/local")
+	if err := os.WriteFile(filepath.Join(local, "pool.json"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(local, "b"), filepath.Join(local, "to-b")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(local, "a"), filepath.Join(local, "to-a")); err != nil {
+		t.Fatal(err)
+	}
+	dirs, files, err := sandbox.Grants([]string{filepath.Join(root, "alloc"), filepath.Join(local, "b")}, []string{local, filepath.Join(local, "a")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := append(append([]string(nil), dirs...), files...)
+	for _, want := range []string{filepath.Join(local, "a"), filepath.Join(local, "pool.json"), filepath.Join(local, "to-a"), "/usr"} {
+		if !slices.Contains(all, want) {
+			t.Errorf("grants lack %s: %v", want, all)
+		}
+	}
+	for _, p := range all {
+		if p == "/" || p == local || strings.HasPrefix(p, filepath.Join(local, "b")) || p == filepath.Join(local, "to-b") || strings.HasPrefix(p, filepath.Join(root, "alloc/t/secrets")) || strings.HasPrefix(p, filepath.Join(root, "alloc/other")) {
+			t.Errorf("grants %s, which is or leads into a hidden tree", p)
+		}
+	}
+}
+
 // run starts cmd through the shim (or not) and returns its output and
 // whether it succeeded.
 func run(t *testing.T, confine bool, c sandbox.Config, env []string, name string, args ...string) (string, bool) {

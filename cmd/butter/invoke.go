@@ -132,17 +132,18 @@ func (c *invokeCommand) Run(args []string) int {
 	// Only the functions of the pipeline run: load them (a Go function is
 	// built) before reading any input, outside any call's deadline, and
 	// no others.
+	// Every instance runs confined, as under butter pool and butter dev.
+	file := filepath.Join(proj.Dir, ".butter", "secrets.env")
 	var fns []string
 	for _, s := range steps {
 		fns = append(fns, s.Function)
 	}
-	opts := []pool.Option{pool.WithSDKs(sdks), pool.WithLimits(runtime.SystemLimits()), pool.WithPreflightOnly(fns...)}
+	opts := []pool.Option{pool.WithSDKs(sdks), pool.WithLimits(runtime.SystemLimits()), pool.WithPreflightOnly(fns...),
+		pool.WithSandbox(sandbox.Config{Hide: []string{file}})}
 	if hasSecrets(proj) {
 		// As butter dev: the project's .butter/secrets.env, then the
 		// environment (docs/secrets-dev.md).
-		file := filepath.Join(proj.Dir, ".butter", "secrets.env")
-		opts = append(opts, pool.WithSecrets(secrets.Chain{secrets.Dotenv{Path: file}, secrets.Env{}}),
-			pool.WithSandbox(sandbox.Config{Hide: []string{file}}))
+		opts = append(opts, pool.WithSecrets(secrets.Chain{secrets.Dotenv{Path: file}, secrets.Env{}}))
 	}
 	p, err := pool.New(jobs.LocalConfig(proj), func(fn string) io.Writer {
 		l := newLineWriter(os.Stderr, "["+fn+"] ")

@@ -109,10 +109,8 @@ func (c *poolCommand) Run(args []string) int {
 		return exitInvalid
 	}
 	cfg.Resolve(*dir)
+	// The pool logs what its limiter cannot enforce (pool.Warnings).
 	limits := runtime.SystemLimits()
-	if err := limits.Available(); err != nil {
-		log.Warn("per-instance memory and process limits are off", "reason", err)
-	}
 	sdks, err := sdk.Install(filepath.Join(os.TempDir(), "butter-sdk"))
 	if err != nil {
 		log.Error("cannot install the SDKs", "error", err)

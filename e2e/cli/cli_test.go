@@ -38,6 +38,7 @@ func TestExitCodes(t *testing.T) {
 		{"invalid", []string{"validate", invalid}, 1, "6 errors"},
 		{"invalid json", []string{"validate", invalid, "-json"}, 1, `"error_count": 6`},
 		{"missing dir", []string{"validate", "no/such/dir"}, 1, "Cannot read project directory"},
+		{"sandbox opt-out warns", []string{"validate", filepath.Join(root, "hcl", "spec", "testdata", "warn", "sandbox-off")}, 0, "sandbox-off/main.fn.hcl:6:3"},
 		{"unknown flag", []string{"validate", "-jsn", "examples/iot"}, 2, "flag provided but not defined: -jsn"},
 		{"too many args", []string{"validate", "a", "b"}, 2, "too many arguments"},
 		{"unknown command", []string{"deploi"}, 2, "Usage: butter"},

@@ -16,6 +16,7 @@ var functionSchema = &hcl.BodySchema{
 		{Name: "pool"}, {Name: "output"}, {Name: "dead_letter"}, {Name: "timeout"},
 		{Name: "memory"}, {Name: "cpu"}, {Name: "env"}, {Name: "options"},
 		{Name: "input_schema"}, {Name: "output_schema"}, {Name: "emits"},
+		{Name: "sandbox"},
 	},
 	Blocks: []hcl.BlockHeaderSchema{
 		{Type: "trigger", LabelNames: []string{"type"}},
@@ -143,6 +144,13 @@ func (d *decoder) decodeFunction(p pending) {
 	if a := attrs["options"]; a != nil {
 		if m, ok := d.strMap(a); ok {
 			f.Options = m
+		}
+	}
+	if a := attrs["sandbox"]; a != nil {
+		if on, ok := d.boolean(a); ok && !on {
+			f.NoSandbox, f.SandboxRange = true, a.Range
+			r := a.Range
+			d.warnf(&r, "Function not sandboxed", "Function %q runs unconfined (sandbox = false): its instances can read the files of every function in pool %q (their bundles), the environment of their instances in /proc (secrets included) and the pool's own files. Remove the argument unless the function truly needs to reach outside its own directories, and then give it a pool of its own.", f.Name, f.Pool)
 		}
 	}
 	if a := attrs["input_schema"]; a != nil {

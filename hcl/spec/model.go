@@ -130,6 +130,12 @@ type Function struct {
 	Retry     *Retry
 	State     *State
 	Secrets   []*Secret
+	// NoSandbox is the function's sandbox = false: its instances run
+	// without the confinement every other instance has (package sandbox,
+	// docs/security.md). Validation warns about it.
+	NoSandbox bool
+	// SandboxRange is where sandbox = false is written.
+	SandboxRange hcl.Range
 
 	DeclRange hcl.Range
 }

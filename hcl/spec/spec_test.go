@@ -188,6 +188,33 @@ function "f" {
 	}
 }
 
+// TestSandboxOptOutWarns: sandbox = false is accepted with a warning that
+// names the file, line and column of the argument; sandbox = true is the
+// default and says nothing.
+func TestSandboxOptOutWarns(t *testing.T) {
+	proj, rep := spec.Load("testdata/warn/sandbox-off")
+	if proj == nil {
+		t.Fatalf("sandbox = false must not reject the project: %v", rep.Diags)
+	}
+	if _, warns := rep.Counts(); warns != 1 {
+		t.Fatalf("got %d warnings, want 1: %v", warns, rep.Diags)
+	}
+	var buf bytes.Buffer
+	if err := rep.WriteText(&buf); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Warning: Function not sandboxed", "testdata/warn/sandbox-off/main.fn.hcl:6:3", `Function "scan" runs unconfined`} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("the report lacks %q:\n%s", want, buf.String())
+		}
+	}
+	for _, f := range proj.Functions {
+		if want := f.Name == "scan"; f.NoSandbox != want {
+			t.Errorf("function %s: NoSandbox = %v, want %v", f.Name, f.NoSandbox, want)
+		}
+	}
+}
+
 func TestParseHelpers(t *testing.T) {
 	for _, c := range []struct {
 		in   string

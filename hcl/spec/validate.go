@@ -26,11 +26,34 @@ func (d *decoder) validate(p *Project) {
 			}
 		}
 	}
+	d.checkUnsandboxed(p)
 	for _, pl := range p.Pipelines {
 		for _, s := range pl.Steps {
 			if s.Pipeline != nil && s.Options != nil {
 				r := s.Range
 				d.errorf(&r, "Options on a pipeline step", "Options reach a function next to its input; step %q is a pipeline. Put the options on the function steps inside it.", s.Pipeline.Name)
+			}
+		}
+	}
+}
+
+// checkUnsandboxed refuses sandbox = false in a pool that hosts a function
+// with secrets: the unconfined instances could read the secrets from
+// their neighbours' /proc/<pid>/environ, and such a pool refuses to start.
+func (d *decoder) checkUnsandboxed(p *Project) {
+	holders := map[string]string{} // pool -> a function with secrets
+	for _, f := range p.Functions {
+		if len(f.Secrets) > 0 && holders[f.Pool] == "" {
+			holders[f.Pool] = f.Name
+		}
+	}
+	for _, f := range p.Functions {
+		if h := holders[f.Pool]; f.NoSandbox && h != "" {
+			r := f.SandboxRange
+			if h == f.Name {
+				d.errorf(&r, "Secrets without a sandbox", "Function %q declares secrets and sandbox = false: its neighbours in pool %q could read them. Remove sandbox = false.", f.Name, f.Pool)
+			} else {
+				d.errorf(&r, "Unsandboxed neighbour of secrets", "Function %q has sandbox = false in pool %q, where function %q declares secrets that it could then read. Remove sandbox = false, or move one of the two to another pool (pool = \"...\").", f.Name, f.Pool, h)
 			}
 		}
 	}

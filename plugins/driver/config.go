@@ -72,6 +72,7 @@ var taskConfigSpec = hclspec.NewObject(map[string]*hclspec.Spec{
 		"output":        hclspec.NewAttr("output", "string", false),
 		"dead_letter":   hclspec.NewAttr("dead_letter", "string", false),
 		"emits":         hclspec.NewAttr("emits", "list(string)", false),
+		"unconfined":    hclspec.NewAttr("unconfined", "bool", false),
 		"env":           hclspec.NewBlockAttrs("env", "string", false),
 		"options":       hclspec.NewBlockAttrs("options", "string", false),
 		"input_schema":  hclspec.NewAttr("input_schema", "string", false),

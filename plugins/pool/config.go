@@ -102,6 +102,10 @@ type FunctionConfig struct {
 	// The pool's secrets.Source gives their values to this function's
 	// instances alone (docs/secrets.md).
 	Secrets []secrets.Ref `json:"secret,omitempty" codec:"secret,omitempty"`
+	// Unconfined is the spec's sandbox = false: the function's instances
+	// run without the sandbox every other instance has (package sandbox).
+	// A pool hosting a function with secrets refuses it.
+	Unconfined bool `json:"unconfined,omitempty" codec:"unconfined,omitempty"`
 }
 
 // StateConfig is a function's state block.

@@ -25,3 +25,10 @@ func SetStateClock(p *Pool, fn string, now func() time.Time) {
 	defer s.mu.Unlock()
 	s.now = now
 }
+
+// WithSandboxAvailable replaces sandbox.Available, the check of whether
+// the kernel can confine, so that a test runs the pool of a kernel
+// without Landlock.
+func WithSandboxAvailable(f func() error) Option {
+	return func(o *options) { o.sandboxAvailable = f }
+}

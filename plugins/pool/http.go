@@ -37,12 +37,15 @@ const headerRequestID = "X-Request-Id"
 //	GET  /v1/health              200 while the pool serves; 503 naming each
 //	                             function that cannot start the instances it
 //	                             needs (its min, or one when min is 0)
+//	                             Both answers carry "warnings": what the pool
+//	                             cannot enforce (an unconfined function,
+//	                             limits that are off), [] when none.
 //	GET  /metrics                Prometheus metrics
 func (p *Pool) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc(names.InvokePattern, p.serveInvoke)
 	mux.HandleFunc("GET /v1/functions", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"project": p.cfg.Project, "revision": p.cfg.Revision, "functions": p.Functions()})
+		writeJSON(w, http.StatusOK, map[string]any{"project": p.cfg.Project, "revision": p.cfg.Revision, "functions": p.Functions(), "warnings": p.Warnings()})
 	})
 	mux.HandleFunc("GET /v1/health", func(w http.ResponseWriter, r *http.Request) {
 		if p.ctx == nil || p.ctx.Err() != nil {
@@ -50,10 +53,10 @@ func (p *Pool) Handler() http.Handler {
 			return
 		}
 		if bad := p.Unhealthy(); len(bad) > 0 {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "unhealthy", "functions": bad})
+			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "unhealthy", "functions": bad, "warnings": p.Warnings()})
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "functions": len(p.fns)})
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "functions": len(p.fns), "warnings": p.Warnings()})
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(p.opts.metrics.Registry, promhttp.HandlerOpts{}))
 	return mux

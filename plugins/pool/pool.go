@@ -60,6 +60,8 @@ type options struct {
 	// except those in preflightOnly.
 	noPreflight   bool
 	preflightOnly map[string]bool
+	// sandboxAvailable is sandbox.Available, replaced by tests.
+	sandboxAvailable func() error
 }
 
 // maxProcs is the process limit of one instance: room for a runtime's
@@ -100,10 +102,13 @@ func WithSessionTimeout(d time.Duration) Option { return func(o *options) { o.se
 // A pool hosting a function with secrets needs it.
 func WithSecrets(s secrets.Source) Option { return func(o *options) { o.secrets = s } }
 
-// WithSandbox confines every instance of a pool that hosts a function
-// with secrets (package sandbox), so that no function reads another's
-// secrets or the task's Vault token. Such a pool refuses to start
-// without it, or where the kernel cannot confine.
+// WithSandbox confines every instance (package sandbox) but those of a
+// function with sandbox = false, so that no function reads another's
+// files, environment or secrets, or the task's Vault token. Each
+// function's instances also lose the other functions' bundles. A pool
+// hosting a function with secrets refuses to start without it, or where
+// the kernel cannot confine; any other pool then starts unconfined and
+// says so (Warnings).
 func WithSandbox(c sandbox.Config) Option { return func(o *options) { o.sandbox = &c } }
 
 // WithPreflight sets whether Start loads every function, starting (and
@@ -151,6 +156,9 @@ type Pool struct {
 
 	holds holder // of the invoke endpoint's held outputs (http.go)
 
+	// warnings are what the pool cannot enforce, set by New (Warnings).
+	warnings []string
+
 	// schemas are the functions' JSON Schemas, loaded by New; nothing
 	// checks events against them yet (issue 16).
 	schemas *schemaSet
@@ -168,7 +176,7 @@ var errAbandoned = errors.New("the start was abandoned")
 
 // New prepares a pool. Start starts it.
 func New(cfg *Config, logs func(function string) io.Writer, opts ...Option) (*Pool, error) {
-	o := options{logger: hclog.NewNullLogger(), idleTimeout: 30 * time.Second, stopGrace: 10 * time.Second, sessionTimeout: 10 * time.Second, runtimes: map[string]runtime.Runtime{}}
+	o := options{sandboxAvailable: sandbox.Available, logger: hclog.NewNullLogger(), idleTimeout: 30 * time.Second, stopGrace: 10 * time.Second, sessionTimeout: 10 * time.Second, runtimes: map[string]runtime.Runtime{}}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -183,18 +191,14 @@ func New(cfg *Config, logs func(function string) io.Writer, opts ...Option) (*Po
 		return nil, fmt.Errorf("pool config: %w", err)
 	}
 	p := &Pool{cfg: cfg, opts: o, fns: map[string]*fnPool{}, schemas: schemas}
-	var confine *sandbox.Config
-	if withSecrets := cfg.withSecrets(); len(withSecrets) > 0 {
-		if o.secrets == nil {
-			return nil, fmt.Errorf("functions %s declare secrets, and this pool has no source for them", strings.Join(withSecrets, ", "))
-		}
-		if o.sandbox == nil {
-			return nil, fmt.Errorf("functions %s declare secrets, and this pool does not confine its instances: their neighbours could read them", strings.Join(withSecrets, ", "))
-		}
-		if err := sandbox.Available(); err != nil {
-			return nil, fmt.Errorf("functions %s declare secrets, and this pool cannot keep them from their neighbours: %w", strings.Join(withSecrets, ", "), err)
-		}
-		confine = o.sandbox
+	base, err := p.sandboxFor(cfg)
+	if err != nil {
+		return nil, err
+	}
+	p.limitWarnings(cfg)
+	bundles := make([]string, 0, len(cfg.Functions))
+	for _, fc := range cfg.Functions {
+		bundles = append(bundles, fc.Bundle)
 	}
 	for _, fc := range cfg.Functions {
 		rt := o.runtimes[fc.Runtime]
@@ -219,7 +223,7 @@ func New(cfg *Config, logs func(function string) io.Writer, opts ...Option) (*Po
 				Name: fc.Name, Runtime: fc.Runtime, Dir: fc.Bundle, Handler: fc.Handler,
 				Command: fc.Command, Env: fc.Env, Concurrency: max(fc.Concurrency, 1),
 				MaxOpenFiles: 1024, MemoryMiB: fc.Memory, MaxProcs: maxProcs, Limits: o.limits, Logs: lw,
-				Sandbox: confine,
+				Sandbox: confineFunction(base, fc, bundles),
 			},
 			timeout: timeout,
 			log:     o.logger.Named(fc.Name),
@@ -243,6 +247,89 @@ func New(cfg *Config, logs func(function string) io.Writer, opts ...Option) (*Po
 	}
 	return p, nil
 }
+
+// sandboxFor checks the pool's sandbox and returns the confinement its
+// instances share (nil: none), noting in p.warnings what is not confined
+// and why. Every instance is confined when the pool has a sandbox
+// (WithSandbox) and the kernel has Landlock, but those of a function
+// with sandbox = false. A pool hosting a function with secrets refuses
+// to start without that, or with an unconfined function; any other pool
+// starts, unconfined, and says so in its log and in its health and
+// functions answers (Warnings).
+func (p *Pool) sandboxFor(cfg *Config) (*sandbox.Config, error) {
+	o := p.opts
+	var unconfined, all []string
+	for _, fc := range cfg.Functions {
+		all = append(all, fc.Name)
+		if fc.Unconfined {
+			unconfined = append(unconfined, fc.Name)
+		}
+	}
+	if withSecrets := cfg.withSecrets(); len(withSecrets) > 0 {
+		if o.secrets == nil {
+			return nil, fmt.Errorf("functions %s declare secrets, and this pool has no source for them", strings.Join(withSecrets, ", "))
+		}
+		if o.sandbox == nil {
+			return nil, fmt.Errorf("functions %s declare secrets, and this pool does not confine its instances: their neighbours could read them", strings.Join(withSecrets, ", "))
+		}
+		if err := o.sandboxAvailable(); err != nil {
+			return nil, fmt.Errorf("functions %s declare secrets, and this pool cannot keep them from their neighbours: %w", strings.Join(withSecrets, ", "), err)
+		}
+		if len(unconfined) > 0 {
+			return nil, fmt.Errorf("functions %s declare secrets, and functions %s in the same pool have sandbox = false, so they could read them: remove sandbox = false, or move them to another pool", strings.Join(withSecrets, ", "), strings.Join(unconfined, ", "))
+		}
+		return o.sandbox, nil
+	}
+	var why string
+	if o.sandbox == nil {
+		why = "this pool was started without a sandbox"
+	} else if err := o.sandboxAvailable(); err != nil {
+		why = err.Error()
+	}
+	if why != "" {
+		w := "the instances of every function in this pool run unconfined, each can read its neighbours' files and /proc/<pid>/environ: " + why
+		o.logger.Error("SANDBOX OFF: "+w, "functions", strings.Join(all, ", "))
+		p.warnings = append(p.warnings, w)
+		return nil, nil
+	}
+	for _, name := range unconfined {
+		w := fmt.Sprintf("function %s runs unconfined (sandbox = false in its spec): it can read its neighbours' files and /proc/<pid>/environ", name)
+		o.logger.Warn(w)
+		p.warnings = append(p.warnings, w)
+	}
+	return o.sandbox, nil
+}
+
+// limitWarnings notes in p.warnings, and logs, the per-instance limits
+// the pool's limiter (WithLimits) cannot enforce, when a function asks
+// for one (memory, or the process limit every instance gets).
+func (p *Pool) limitWarnings(cfg *Config) {
+	if p.opts.limits == nil || len(cfg.Functions) == 0 {
+		return
+	}
+	for _, off := range p.opts.limits.Off() {
+		w := "per-instance " + off
+		p.opts.logger.Error("LIMITS OFF: "+w, "cgroup_version", p.opts.limits.Version())
+		p.warnings = append(p.warnings, w)
+	}
+}
+
+// confineFunction is the confinement of fc's instances: the pool's, minus
+// the other functions' bundles, but fc's own; nil when base is nil or fc
+// has sandbox = false.
+func confineFunction(base *sandbox.Config, fc FunctionConfig, bundles []string) *sandbox.Config {
+	if base == nil || fc.Unconfined {
+		return nil
+	}
+	c := sandbox.ForFunction(*base, fc.Bundle, bundles)
+	return &c
+}
+
+// Warnings says what the pool cannot enforce (confinement, per-instance
+// limits), one sentence each; none when every instance runs confined and
+// limited. The health and functions answers carry them, and the pool
+// logs them at start.
+func (p *Pool) Warnings() []string { return append([]string{}, p.warnings...) }
 
 // Start loads every function and starts the idle reaper: it starts each
 // function's minimum instances, and one instance of a function whose min

@@ -351,6 +351,48 @@ func TestMemoryLimit(t *testing.T) {
 	}
 }
 
+// forkBomb is a small, bounded fork bomb: it starts up to 300 sleeping
+// children, more than an instance's process limit (256), and reports the
+// first fork the kernel refuses (sh exits: "Cannot fork"). The children
+// it leaves are killed with the instance's cgroup (release), which the
+// test checks.
+const forkBomb = `i=0; while [ $i -lt 300 ]; do sleep 61 & i=$((i+1)); done; echo "all $i forked" >&2; kill 0`
+
+// TestProcessLimit: an instance's forks past its process limit fail (the
+// pids cgroup, v1 on this machine, v2 where the unified hierarchy has the
+// pids controller), the call fails, and the function keeps serving.
+func TestProcessLimit(t *testing.T) {
+	lim := runtime.SystemLimits()
+	if err := lim.Available(); err != nil {
+		t.Fatalf("per-instance limits unavailable: %v", err)
+	}
+	for _, off := range lim.Off() {
+		if strings.HasPrefix(off, "process limit") {
+			t.Fatal(off)
+		}
+	}
+	bomb := fn("bomb", "exec", "sh", "-c", forkBomb)
+	_, srv := start(t, []pool.FunctionConfig{bomb}, pool.WithLimits(lim))
+	a := invoke(t, srv, "bomb", nil, nil)
+	if a.code == 200 || strings.Contains(a.body, "all 300 forked") || !strings.Contains(strings.ToLower(a.body), "fork") {
+		t.Errorf("a fork bomb past the process limit (cgroup v%d): %+v", lim.Version(), a)
+	}
+	t.Logf("cgroup v%d: %.200s", lim.Version(), a.body)
+	eventually(t, 30*time.Second, "the fork bomb's children killed with its cgroup", func() bool { return countProcs("sleep\x0061\x00") == 0 })
+}
+
+// countProcs counts the processes whose command line is cmdline.
+func countProcs(cmdline string) int {
+	n := 0
+	dirs, _ := os.ReadDir("/proc")
+	for _, d := range dirs {
+		if b, err := os.ReadFile("/proc/" + d.Name() + "/cmdline"); err == nil && string(b) == cmdline {
+			n++
+		}
+	}
+	return n
+}
+
 // TestHTTPRuntime runs an OpenFaaS-style http-mode function (the shape of
 // the python3-http template) unchanged: port from $http_port, a POST per
 // call, non-2xx answers as errors. Two instances run side by side.

@@ -1,34 +1,60 @@
 package runtime
 
 import (
-	"bufio"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	goruntime "runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/butterfn/butter/sandbox"
 )
 
-// Limits applies per-instance memory and process limits with cgroups: each
-// instance gets a child of the pool's own cgroup in the cgroup v1 memory
-// and pids hierarchies (a host with the unified v2 hierarchy alone gets no
-// per-instance limits: Available says so). A process over its memory limit is killed by the kernel,
-// and the pool replaces it like any crashed instance.
+// Limits applies per-instance memory and process limits with cgroups,
+// version 1 or 2, whichever serves the memory and pids controllers to
+// this process:
 //
-// When the pool cannot create cgroups (not root, read-only cgroupfs), the
-// limits are not applied: Available says so, and the pool logs it.
+//   - cgroup v1 (a memory and a pids hierarchy, also on hybrid hosts where
+//     v1 owns those controllers): each instance gets a child of the pool's
+//     own cgroup in each hierarchy, with memory.limit_in_bytes and
+//     pids.max, and starts in them (the forking thread moves into them
+//     for the fork, start).
+//   - cgroup v2 (the unified hierarchy offers memory and pids): the pool
+//     moves itself into a leaf, butter-pool-<pid>, of its own cgroup when
+//     needed (a cgroup that delegates controllers to children may hold no
+//     process), enables the controllers for butter-<pid>, and starts each
+//     instance straight into a child of that (clone3 with
+//     CLONE_INTO_CGROUP, so not even its first instruction runs outside),
+//     with memory.max, memory.swap.max 0, memory.oom.group 1 and
+//     pids.max.
+//
+// A process over its memory limit is killed by the kernel, and the pool
+// replaces it like any crashed instance; a fork past the process limit
+// fails with EAGAIN. An instance's cgroups are removed once it has
+// exited (on v2 after cgroup.kill ends any process it left behind).
+//
+// When neither version can be used (not root, read-only cgroupfs, a v2
+// hierarchy without the controllers), the limits are not applied: Off says
+// which limit is not enforced and why, and the pool logs it at start and
+// reports it in its warnings.
 type Limits struct {
-	memRoot, pidsRoot string // the pool's own cgroup dirs; "" when unusable
+	version           int    // 1, 2, or 0 when none applies
+	memRoot, pidsRoot string // v1: the instances' parent dirs; "" when unusable
+	v2Dir             string // v2: the instances' parent dir
+	v2Ctrls           map[string]bool
 	seq               atomic.Uint64
 	err               error
+	off               []string
 }
 
 var (
@@ -39,93 +65,365 @@ var (
 // SystemLimits returns the limiter for this process, discovering its
 // cgroups once.
 func SystemLimits() *Limits {
-	limitsOnce.Do(func() { limits = discoverLimits() })
+	limitsOnce.Do(func() {
+		self, err := os.ReadFile("/proc/self/cgroup")
+		if err != nil {
+			limits = &Limits{err: fmt.Errorf("read /proc/self/cgroup: %w", err)}
+			limits.off = []string{"memory and process limits are not enforced: " + limits.err.Error()}
+			return
+		}
+		limits = discoverLimits(cgroupFS{root: "/sys/fs/cgroup", isV2: isCgroup2}, string(self), os.Getpid())
+	})
 	return limits
 }
 
-func discoverLimits() *Limits {
+// cgroupFS is where the cgroup hierarchies are mounted: /sys/fs/cgroup,
+// or in tests a directory laid out like it, with isV2 saying which
+// directories are cgroup2 mounts.
+type cgroupFS struct {
+	root string
+	isV2 func(dir string) bool
+}
+
+// isCgroup2 reports whether dir is a cgroup2 mount, by its statfs magic.
+func isCgroup2(dir string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(dir, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC
+}
+
+// discoverLimits finds the cgroups of the process pid whose
+// /proc/<pid>/cgroup is self: v1 when a v1 hierarchy serves memory or
+// pids, v2 otherwise.
+func discoverLimits(fs cgroupFS, self string, pid int) *Limits {
 	l := &Limits{}
-	f, err := os.Open("/proc/self/cgroup")
-	if err != nil {
-		l.err = err
-		return l
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		parts := strings.SplitN(sc.Text(), ":", 3)
+	var memPath, pidsPath, v2Path string
+	hasV2 := false
+	for _, line := range strings.Split(self, "\n") {
+		parts := strings.SplitN(line, ":", 3)
 		if len(parts) != 3 {
+			continue
+		}
+		if parts[0] == "0" && parts[1] == "" {
+			v2Path, hasV2 = parts[2], true
 			continue
 		}
 		for _, c := range strings.Split(parts[1], ",") {
 			switch c {
 			case "memory":
-				l.memRoot = usable(filepath.Join("/sys/fs/cgroup/memory", parts[2]))
+				memPath = parts[2]
 			case "pids":
-				l.pidsRoot = usable(filepath.Join("/sys/fs/cgroup/pids", parts[2]))
+				pidsPath = parts[2]
 			}
 		}
 	}
-	if l.memRoot == "" && l.pidsRoot == "" {
-		l.err = fmt.Errorf("no writable memory or pids cgroup for this process")
+	var why []string
+	if memPath != "" {
+		l.memRoot, why = usable(filepath.Join(fs.root, "memory", memPath), pid, why)
 	}
+	if pidsPath != "" {
+		l.pidsRoot, why = usable(filepath.Join(fs.root, "pids", pidsPath), pid, why)
+	}
+	if l.memRoot != "" || l.pidsRoot != "" {
+		l.version = 1
+		if l.memRoot == "" {
+			l.off = append(l.off, "memory limit not enforced: "+reason(why, "no cgroup v1 memory hierarchy holds this process"))
+		}
+		if l.pidsRoot == "" {
+			l.off = append(l.off, "process limit not enforced: "+reason(why, "no cgroup v1 pids hierarchy holds this process"))
+		}
+		return l
+	}
+	unified := ""
+	switch {
+	case !hasV2:
+	case fs.isV2(fs.root):
+		unified = fs.root
+	case fs.isV2(filepath.Join(fs.root, "unified")):
+		unified = filepath.Join(fs.root, "unified")
+	}
+	if unified == "" {
+		l.err = fmt.Errorf("no cgroup v1 memory or pids hierarchy is usable, and no cgroup v2 hierarchy is mounted at %s or %s/unified%s", fs.root, fs.root, reasonSuffix(why))
+	} else if err := l.setupV2(filepath.Join(unified, v2Path), pid); err != nil {
+		l.err = fmt.Errorf("no cgroup v1 memory or pids hierarchy is usable, and cgroup v2 cannot be used: %w%s", err, reasonSuffix(why))
+	} else {
+		l.version = 2
+		for _, c := range []string{"memory", "pids"} {
+			if !l.v2Ctrls[c] {
+				what := map[string]string{"memory": "memory limit", "pids": "process limit"}[c]
+				l.off = append(l.off, fmt.Sprintf("%s not enforced: the cgroup v2 hierarchy does not offer the %s controller to %s", what, c, filepath.Join(unified, v2Path)))
+			}
+		}
+		return l
+	}
+	l.off = []string{"memory and process limits are not enforced: " + l.err.Error()}
 	return l
 }
 
-// usable returns a directory for butter's instance cgroups under dir, or
-// "" when it cannot be created.
-func usable(dir string) string {
-	d := filepath.Join(dir, fmt.Sprintf("butter-%d", os.Getpid()))
-	if err := os.MkdirAll(d, 0o755); err != nil {
-		return ""
+func reason(why []string, def string) string {
+	for _, w := range why {
+		if w != "" {
+			return w
+		}
 	}
-	return d
+	return def
 }
 
-// Available reports whether limits are applied, and why not.
+func reasonSuffix(why []string) string {
+	if r := reason(why, ""); r != "" {
+		return " (" + r + ")"
+	}
+	return ""
+}
+
+// usable returns a directory for butter's instance cgroups under dir, or
+// "" and why it cannot be created.
+func usable(dir string, pid int, why []string) (string, []string) {
+	d := filepath.Join(dir, fmt.Sprintf("butter-%d", pid))
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		return "", append(why, fmt.Sprintf("cannot create %s: %v", d, err))
+	}
+	return d, why
+}
+
+// setupV2 prepares the cgroup v2 directory own, this process's cgroup,
+// to hold the instances' cgroups under butter-<pid>, with the memory and
+// pids controllers it offers enabled.
+func (l *Limits) setupV2(own string, pid int) error {
+	offered, err := os.ReadFile(filepath.Join(own, "cgroup.controllers"))
+	if err != nil {
+		return fmt.Errorf("read the controllers of %s: %w", own, err)
+	}
+	l.v2Ctrls = map[string]bool{}
+	var enable []string
+	for _, c := range strings.Fields(string(offered)) {
+		if c == "memory" || c == "pids" {
+			l.v2Ctrls[c] = true
+			enable = append(enable, "+"+c)
+		}
+	}
+	if len(enable) == 0 {
+		return fmt.Errorf("%s offers neither the memory nor the pids controller (cgroup.controllers: %q): enable them in its parent's cgroup.subtree_control, or delegate them to the pool (systemd Delegate=yes)", own, strings.TrimSpace(string(offered)))
+	}
+	// Unreadable, it counts as enabling nothing: the write below says
+	// whether the controllers can be enabled.
+	sub, _ := os.ReadFile(filepath.Join(own, "cgroup.subtree_control"))
+	enabled := strings.Fields(string(sub))
+	missing := false
+	for c := range l.v2Ctrls {
+		missing = missing || !slices.Contains(enabled, c)
+	}
+	if missing {
+		// A cgroup that enables controllers for its children may hold no
+		// process: move this one into a leaf first.
+		leaf := filepath.Join(own, fmt.Sprintf("butter-pool-%d", pid))
+		if err := os.Mkdir(leaf, 0o755); err != nil && !os.IsExist(err) {
+			return fmt.Errorf("create %s: %w", leaf, err)
+		}
+		if err := os.WriteFile(filepath.Join(leaf, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644); err != nil {
+			_ = os.Remove(leaf)
+			return fmt.Errorf("move the pool into %s: %w", leaf, err)
+		}
+		if err := os.WriteFile(filepath.Join(own, "cgroup.subtree_control"), []byte(strings.Join(enable, " ")), 0o644); err != nil {
+			// Put the pool back where it was. (RemoveAll removes a
+			// cgroup at its first rmdir; the interface files go with it.)
+			_ = os.WriteFile(filepath.Join(own, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644)
+			_ = os.RemoveAll(leaf)
+			return fmt.Errorf("enable %s in %s/cgroup.subtree_control (other processes in %s keep it from delegating): %w", strings.Join(enable, " "), own, own, err)
+		}
+	}
+	dir := filepath.Join(own, fmt.Sprintf("butter-%d", pid))
+	if err := os.Mkdir(dir, 0o755); err != nil && !os.IsExist(err) {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte(strings.Join(enable, " ")), 0o644); err != nil {
+		return fmt.Errorf("enable %s in %s/cgroup.subtree_control: %w", strings.Join(enable, " "), dir, err)
+	}
+	l.v2Dir = dir
+	return nil
+}
+
+// Available reports whether any limit is applied, and why not.
 func (l *Limits) Available() error { return l.err }
 
-// Apply puts pid in a new cgroup limited to memMiB of memory (0: no limit)
-// and maxProcs processes (0: no limit). The returned cleanup removes the
-// cgroup once the process has exited.
-func (l *Limits) Apply(pid int, name string, memMiB int, maxProcs int) (cleanup func(), err error) {
-	if l == nil || l.err != nil {
-		return func() {}, nil
+// Version is the cgroup version that applies the limits: 1, 2, or 0 when
+// none does.
+func (l *Limits) Version() int { return l.version }
+
+// Off says which limits are not enforced and why, one sentence each;
+// none when both are.
+func (l *Limits) Off() []string { return append([]string(nil), l.off...) }
+
+// instanceCgroup is one instance's cgroups.
+type instanceCgroup struct {
+	l    *Limits
+	dirs []string
+	fd   int // v2: the open cgroup directory for CLONE_INTO_CGROUP; -1 otherwise
+	id   string
+}
+
+// prepare creates an instance's cgroup before it starts: on v2, with its
+// limits written, opened for CLONE_INTO_CGROUP. nil when no limit applies.
+func (l *Limits) prepare(name string, memMiB, maxProcs int) (*instanceCgroup, error) {
+	if l == nil || l.version == 0 || (memMiB <= 0 && maxProcs <= 0) {
+		return nil, nil
 	}
-	id := fmt.Sprintf("%s-%d", name, l.seq.Add(1))
-	var dirs []string
-	add := func(root, file string, value string) error {
+	ic := &instanceCgroup{l: l, fd: -1, id: fmt.Sprintf("%s-%d", name, l.seq.Add(1))}
+	if l.version == 1 {
+		if err := ic.prepareV1(memMiB, maxProcs); err != nil {
+			ic.release()
+			return nil, err
+		}
+		return ic, nil
+	}
+	d := filepath.Join(l.v2Dir, ic.id)
+	if err := os.Mkdir(d, 0o755); err != nil {
+		return nil, fmt.Errorf("create cgroup %s: %w", d, err)
+	}
+	ic.dirs = []string{d}
+	write := func(file, value string) error {
+		if err := os.WriteFile(filepath.Join(d, file), []byte(value), 0o644); err != nil {
+			return fmt.Errorf("write %s to %s/%s: %w", value, d, file, err)
+		}
+		return nil
+	}
+	var err error
+	if memMiB > 0 && l.v2Ctrls["memory"] {
+		err = errors.Join(write("memory.max", strconv.Itoa(memMiB<<20)), write("memory.oom.group", "1"))
+		if _, serr := os.Stat(filepath.Join(d, "memory.swap.max")); serr == nil && err == nil {
+			err = write("memory.swap.max", "0")
+		}
+	}
+	if err == nil && maxProcs > 0 && l.v2Ctrls["pids"] {
+		err = write("pids.max", strconv.Itoa(maxProcs))
+	}
+	if err == nil {
+		ic.fd, err = unix.Open(d, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			err = fmt.Errorf("open cgroup %s: %w", d, err)
+		}
+	}
+	if err != nil {
+		ic.release()
+		return nil, err
+	}
+	return ic, nil
+}
+
+// prepareV1 creates the instance's v1 cgroups with their limits.
+func (ic *instanceCgroup) prepareV1(memMiB, maxProcs int) error {
+	add := func(root, file, value string) error {
 		if root == "" {
 			return nil
 		}
-		d := filepath.Join(root, id)
+		d := filepath.Join(root, ic.id)
 		if err := os.Mkdir(d, 0o755); err != nil {
-			return err
+			return fmt.Errorf("create cgroup %s: %w", d, err)
 		}
-		dirs = append(dirs, d)
+		ic.dirs = append(ic.dirs, d)
 		if err := os.WriteFile(filepath.Join(d, file), []byte(value), 0o644); err != nil {
-			return err
+			return fmt.Errorf("write %s to %s/%s: %w", value, d, file, err)
 		}
-		return os.WriteFile(filepath.Join(d, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644)
-	}
-	cleanup = func() {
-		for _, d := range dirs {
-			_ = os.Remove(d)
-		}
+		return nil
 	}
 	if memMiB > 0 {
-		if err := add(l.memRoot, "memory.limit_in_bytes", strconv.Itoa(memMiB<<20)); err != nil {
-			cleanup()
-			return func() {}, fmt.Errorf("memory limit: %w", err)
+		if err := add(ic.l.memRoot, "memory.limit_in_bytes", strconv.Itoa(memMiB<<20)); err != nil {
+			return fmt.Errorf("memory limit: %w", err)
 		}
 	}
 	if maxProcs > 0 {
-		if err := add(l.pidsRoot, "pids.max", strconv.Itoa(maxProcs)); err != nil {
-			cleanup()
-			return func() {}, fmt.Errorf("process limit: %w", err)
+		if err := add(ic.l.pidsRoot, "pids.max", strconv.Itoa(maxProcs)); err != nil {
+			return fmt.Errorf("process limit: %w", err)
 		}
 	}
-	return cleanup, nil
+	return nil
+}
+
+// start starts cmd inside the instance's cgroups, so that not even its
+// first fork happens outside them. On v2 the kernel places it
+// (CLONE_INTO_CGROUP). On v1, where a process can only be moved once it
+// runs (and a fork bomb would fork before), the forking thread moves
+// itself into the cgroups (v1's tasks file moves one thread), forks, and
+// moves back: a child starts in its parent thread's cgroups. Should it
+// fail to move back, the thread stays locked to this goroutine and the
+// error says so; the caller kills the process.
+func (ic *instanceCgroup) start(cmd *exec.Cmd) error {
+	if ic == nil {
+		return cmd.Start()
+	}
+	if ic.l.version == 2 {
+		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, ic.fd
+		err := cmd.Start()
+		_ = unix.Close(ic.fd)
+		ic.fd = -1
+		return err
+	}
+	goruntime.LockOSThread()
+	tid := []byte(strconv.Itoa(unix.Gettid()))
+	var moved []string // the cgroups the thread came from
+	back := func() error {
+		var errs []error
+		for _, from := range moved {
+			if err := os.WriteFile(filepath.Join(from, "tasks"), tid, 0o644); err != nil {
+				errs = append(errs, fmt.Errorf("move the starting thread back to %s: %w", from, err))
+			}
+		}
+		if err := errors.Join(errs...); err != nil {
+			return err
+		}
+		goruntime.UnlockOSThread()
+		return nil
+	}
+	for _, d := range ic.dirs {
+		if err := os.WriteFile(filepath.Join(d, "tasks"), tid, 0o644); err != nil {
+			return errors.Join(fmt.Errorf("move the starting thread into %s: %w", d, err), back())
+		}
+		// d is <own cgroup>/butter-<pid>/<instance>.
+		moved = append(moved, filepath.Dir(filepath.Dir(d)))
+	}
+	err := cmd.Start()
+	return errors.Join(err, back())
+}
+
+// release removes the instance's cgroups; call it once the process has
+// exited. A populated cgroup cannot be removed, so it first kills
+// whatever the instance left running (its children that outlived it):
+// on v2 with cgroup.kill (Linux 5.14+), on v1 each process in
+// cgroup.procs; a cgroup whose processes are not gone yet is removed in
+// the background once they are.
+func (ic *instanceCgroup) release() {
+	if ic == nil {
+		return
+	}
+	if ic.fd >= 0 {
+		_ = unix.Close(ic.fd)
+		ic.fd = -1
+	}
+	for _, d := range ic.dirs {
+		if ic.l.version == 2 {
+			_ = os.WriteFile(filepath.Join(d, "cgroup.kill"), []byte("1"), 0o644)
+		} else if b, err := os.ReadFile(filepath.Join(d, "cgroup.procs")); err == nil {
+			for _, f := range strings.Fields(string(b)) {
+				if pid, err := strconv.Atoi(f); err == nil && pid > 0 {
+					_ = syscall.Kill(pid, syscall.SIGKILL)
+				}
+			}
+		}
+		if err := os.Remove(d); err != nil && !os.IsNotExist(err) {
+			go removeWhenEmpty(d)
+		}
+	}
+}
+
+// removeWhenEmpty removes a cgroup once the processes killed in it are
+// gone. It gives up after 30s.
+func removeWhenEmpty(d string) {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if err := os.Remove(d); err == nil || os.IsNotExist(err) {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // startLimited starts cmd in a process group of its own, confined by the
@@ -140,18 +438,24 @@ func startLimited(cmd *exec.Cmd, fn *Function) (release func(), err error) {
 		}
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	cg, err := fn.Limits.prepare(fn.Name, fn.MemoryMiB, fn.MaxProcs)
+	if err != nil {
+		return nil, fmt.Errorf("limit %s: %w", fn.Name, err)
+	}
+	if err := cg.start(cmd); err != nil {
+		if cmd.Process != nil {
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			_ = cmd.Wait()
+		}
+		cg.release()
 		return nil, err
 	}
 	if fn.MaxOpenFiles > 0 {
 		lim := unix.Rlimit{Cur: fn.MaxOpenFiles, Max: fn.MaxOpenFiles}
 		_ = unix.Prlimit(cmd.Process.Pid, unix.RLIMIT_NOFILE, &lim, nil)
 	}
-	release, err = fn.Limits.Apply(cmd.Process.Pid, fn.Name, fn.MemoryMiB, fn.MaxProcs)
-	if err != nil {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		_ = cmd.Wait()
-		return nil, fmt.Errorf("limit %s: %w", fn.Name, err)
+	if cg == nil {
+		return func() {}, nil
 	}
-	return release, nil
+	return cg.release, nil
 }

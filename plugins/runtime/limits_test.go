@@ -1,0 +1,213 @@
+package runtime
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// These tests run discoverLimits and the instance cgroups against a
+// directory tree laid out like /sys/fs/cgroup: they check which files
+// the limiter writes and what it says when it cannot, by the kernel
+// files' contract, not against a real cgroup v2 kernel (this machine's
+// memory and pids controllers belong to cgroup v1; the real v1 path is
+// tested in plugins/pool, TestMemoryLimit and TestProcessLimit).
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("the limiter did not write %s: %v", path, err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// v2Tree is a unified hierarchy mounted at root/unified (as on this
+// machine) whose cgroup /pool offers controllers.
+func v2Tree(t *testing.T, controllers string) (cgroupFS, string) {
+	root := t.TempDir()
+	own := filepath.Join(root, "unified", "pool")
+	writeFile(t, filepath.Join(own, "cgroup.controllers"), controllers+"\n")
+	writeFile(t, filepath.Join(own, "cgroup.subtree_control"), "\n")
+	writeFile(t, filepath.Join(own, "cgroup.procs"), "4242\n")
+	return cgroupFS{root: root, isV2: func(dir string) bool { return dir == filepath.Join(root, "unified") }}, own
+}
+
+func TestLimitsV2Tree(t *testing.T) {
+	fs, own := v2Tree(t, "cpuset cpu io memory hugetlb pids")
+	// A hybrid host whose v1 hierarchies hold neither memory nor pids.
+	l := discoverLimits(fs, "4:cpuset:/\n0::/pool\n", 4242)
+	if l.Version() != 2 || l.Available() != nil || len(l.Off()) != 0 {
+		t.Fatalf("version %d, available %v, off %q; want 2, nil, none", l.Version(), l.Available(), l.Off())
+	}
+	// The pool left its cgroup for a leaf, so that its cgroup may
+	// delegate the controllers, and enabled them for the instances.
+	if got := readFile(t, filepath.Join(own, "butter-pool-4242", "cgroup.procs")); got != "4242" {
+		t.Errorf("butter-pool-4242/cgroup.procs = %q, want the pool's pid", got)
+	}
+	for _, f := range []string{filepath.Join(own, "cgroup.subtree_control"), filepath.Join(own, "butter-4242", "cgroup.subtree_control")} {
+		if got := readFile(t, f); got != "+memory +pids" {
+			t.Errorf("%s = %q, want +memory +pids", f, got)
+		}
+	}
+
+	ic, err := l.prepare("hello", 64, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ic.fd < 0 {
+		t.Fatal("no cgroup fd for CLONE_INTO_CGROUP")
+	}
+	d := filepath.Join(own, "butter-4242", "hello-1")
+	for file, want := range map[string]string{"memory.max": "67108864", "memory.oom.group": "1", "pids.max": "16"} {
+		if got := readFile(t, filepath.Join(d, file)); got != want {
+			t.Errorf("%s = %q, want %q", file, got, want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(d, "cgroup.procs")); err == nil {
+		t.Error("prepare wrote cgroup.procs on v2: the instance starts in its cgroup (clone3), it must not be moved")
+	}
+	ic.release()
+	if got := readFile(t, filepath.Join(d, "cgroup.kill")); got != "1" {
+		t.Errorf("release: cgroup.kill = %q, want 1 (kill what the instance left behind)", got)
+	}
+
+	// No limit asked: no cgroup.
+	if ic, err := l.prepare("free", 0, 0); ic != nil || err != nil {
+		t.Errorf("prepare without limits = %v, %v; want nil, nil", ic, err)
+	}
+}
+
+func TestLimitsV2WithoutControllers(t *testing.T) {
+	// This machine's unified hierarchy: v1 owns memory and pids.
+	fs, own := v2Tree(t, "hugetlb")
+	l := discoverLimits(fs, "0::/pool\n", 7)
+	if l.Version() != 0 || l.Available() == nil {
+		t.Fatalf("version %d, available %v; want 0 and an error", l.Version(), l.Available())
+	}
+	off := strings.Join(l.Off(), "\n")
+	for _, want := range []string{"memory and process limits are not enforced", "neither the memory nor the pids controller", own} {
+		if !strings.Contains(off, want) {
+			t.Errorf("Off() = %q, want it to say %q", off, want)
+		}
+	}
+	if ic, err := l.prepare("f", 64, 16); ic != nil || err != nil {
+		t.Errorf("prepare = %v, %v; want nil, nil when no limit applies", ic, err)
+	}
+}
+
+func TestLimitsV2OneController(t *testing.T) {
+	fs, _ := v2Tree(t, "pids")
+	l := discoverLimits(fs, "0::/pool\n", 7)
+	if l.Version() != 2 {
+		t.Fatalf("version %d, want 2", l.Version())
+	}
+	if off := l.Off(); len(off) != 1 || !strings.Contains(off[0], "memory limit not enforced") {
+		t.Errorf("Off() = %q, want one sentence saying the memory limit is not enforced", off)
+	}
+}
+
+func TestLimitsV2DelegationRefused(t *testing.T) {
+	fs, own := v2Tree(t, "memory pids")
+	// The kernel refuses the write (a stand-in: cgroup.subtree_control
+	// as a directory fails every write).
+	if err := os.Remove(filepath.Join(own, "cgroup.subtree_control")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(own, "cgroup.subtree_control"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(own, "cgroup.procs"), "")
+	l := discoverLimits(fs, "0::/pool\n", 4242)
+	if l.Version() != 0 || !strings.Contains(l.Available().Error(), "cgroup.subtree_control") {
+		t.Fatalf("version %d, available %v; want 0 and an error naming cgroup.subtree_control", l.Version(), l.Available())
+	}
+	// The pool went back to its own cgroup, and the leaf is gone.
+	if got := readFile(t, filepath.Join(own, "cgroup.procs")); got != "4242" {
+		t.Errorf("cgroup.procs = %q, want the pool moved back (4242)", got)
+	}
+	if _, err := os.Stat(filepath.Join(own, "butter-pool-4242")); !os.IsNotExist(err) {
+		t.Errorf("butter-pool-4242 left behind: %v", err)
+	}
+}
+
+func TestLimitsV1Tree(t *testing.T) {
+	root := t.TempDir()
+	for _, d := range []string{"memory/pool", "pids/pool"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fs := cgroupFS{root: root, isV2: func(string) bool { return false }}
+	l := discoverLimits(fs, "8:pids:/pool\n4:memory:/pool\n0::/\n", 9)
+	if l.Version() != 1 || len(l.Off()) != 0 {
+		t.Fatalf("version %d, off %q; want 1, none", l.Version(), l.Off())
+	}
+	ic, err := l.prepare("f", 32, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for file, want := range map[string]string{
+		"memory/pool/butter-9/f-1/memory.limit_in_bytes": "33554432",
+		"pids/pool/butter-9/f-1/pids.max":                "8",
+	} {
+		if got := readFile(t, filepath.Join(root, file)); got != want {
+			t.Errorf("%s = %q, want %q", file, got, want)
+		}
+	}
+	// The starting thread moves into the instance's cgroups (v1's tasks
+	// file), forks, and moves back to the pool's.
+	cmd := exec.Command("true")
+	cmd.SysProcAttr = &syscall.SysProcAttr{}
+	if err := ic.start(cmd); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	for _, d := range []string{"memory/pool/butter-9/f-1", "pids/pool/butter-9/f-1", "memory/pool", "pids/pool"} {
+		if got := readFile(t, filepath.Join(root, d, "tasks")); got == "" {
+			t.Errorf("%s/tasks is empty: the starting thread was not moved there", d)
+		}
+	}
+}
+
+func TestLimitsV1WithoutPids(t *testing.T) {
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "memory/pool"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	fs := cgroupFS{root: root, isV2: func(string) bool { return false }}
+	l := discoverLimits(fs, "4:memory:/pool\n", 9)
+	if off := l.Off(); l.Version() != 1 || len(off) != 1 || !strings.Contains(off[0], "process limit not enforced") {
+		t.Errorf("version %d, Off() = %q; want 1 and one sentence saying the process limit is not enforced", l.Version(), off)
+	}
+}
+
+func TestLimitsNothingUsable(t *testing.T) {
+	root := t.TempDir()
+	fs := cgroupFS{root: root, isV2: func(string) bool { return false }}
+	// A v1 memory cgroup that cannot be created, and no v2 mount.
+	writeFile(t, filepath.Join(root, "memory"), "not a directory")
+	l := discoverLimits(fs, "4:memory:/pool\n0::/\n", 9)
+	if l.Version() != 0 || l.Available() == nil {
+		t.Fatalf("version %d, available %v; want 0 and an error", l.Version(), l.Available())
+	}
+	off := strings.Join(l.Off(), "\n")
+	for _, want := range []string{"not enforced", "no cgroup v2 hierarchy is mounted", "cannot create"} {
+		if !strings.Contains(off, want) {
+			t.Errorf("Off() = %q, want it to say %q", off, want)
+		}
+	}
+}
