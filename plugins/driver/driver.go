@@ -453,4 +453,3 @@ func (d *Driver) SignalTask(taskID string, signal string) error {
 func (d *Driver) ExecTask(taskID string, cmd []string, timeout time.Duration) (*drivers.ExecTaskResult, error) {
 	return nil, fmt.Errorf("the butter driver does not support exec into a pool")
 }
-
