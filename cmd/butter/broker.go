@@ -129,7 +129,7 @@ func (c *brokerCommand) Run(args []string) int {
 		for _, u := range users {
 			names = append(names, u.Mechanism+":"+u.User)
 		}
-		c.ui.Output(fmt.Sprintf("SASL required; users %s: set %s and %s, %s", strings.Join(names, ", "), broker.EnvSASLMechanism, broker.EnvSASLUsername, broker.EnvSASLPassword))
+		c.ui.Output(fmt.Sprintf("SASL required; users %s: clients set $%s, $%s and $%s", strings.Join(names, ", "), broker.EnvSASLMechanism, broker.EnvSASLUsername, broker.EnvSASLPassword))
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -290,13 +290,19 @@ plugin "nomad-driver-butter" {
 	// fails, and the error says why.
 	t.Setenv("NOMAD_TOKEN", "00000000-0000-0000-0000-000000000000")
 	bad := e2etest.StartServer(t, "-nomad-addr", agent.Addr)
-	r = e2etest.Butter(t, ".", "deploy", "-address", "http://"+bad.HTTP, "-timeout", "3m", dir)
+	r = e2etest.Butter(t, ".", "deploy", "-address", "http://"+bad.HTTP, "-timeout", "4m", dir)
 	t.Logf("deploy with a wrong Nomad token: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
 	if r.Code == 0 {
 		t.Fatal("deploy with a wrong Nomad token succeeded")
 	}
-	if out := r.Stdout + r.Stderr; !strings.Contains(out, "ACL token not found") && !strings.Contains(out, "refused the token") {
-		t.Errorf("the deploy's error does not name the wrong token")
+	// Nomad answers an unknown token with 403 "ACL token not found" on
+	// some endpoints and "Permission denied" on others (the job read).
+	if out := r.Stdout + r.Stderr; !strings.Contains(out, "$NOMAD_TOKEN") ||
+		(!strings.Contains(out, "ACL token not found") && !strings.Contains(out, "Permission denied")) {
+		t.Errorf("the deploy's error does not name the refused Nomad token")
+	}
+	if !strings.Contains(bad.Log.String(), "refused the token in $NOMAD_TOKEN") {
+		t.Errorf("the server's log does not name the refused token at start:\n%s", e2etest.Tail(bad.Log.String(), 3000))
 	}
 }
 
