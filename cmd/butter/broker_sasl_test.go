@@ -29,7 +29,11 @@ func TestBrokerSASLUsers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []broker.SASLUser{{"PLAIN", "alice", "a-pw"}, {"SCRAM-SHA-512", "bob", "b-pw"}, {"SCRAM-SHA-256", "carol", "c-pw"}}
+	want := []broker.SASLUser{
+		{Mechanism: "PLAIN", User: "alice", Password: "a-pw"},
+		{Mechanism: "SCRAM-SHA-512", User: "bob", Password: "b-pw"},
+		{Mechanism: "SCRAM-SHA-256", User: "carol", Password: "c-pw"},
+	}
 	if !reflect.DeepEqual(users, want) {
 		t.Errorf("users %+v, want %+v", users, want)
 	}

@@ -35,7 +35,7 @@ type Agent struct {
 	// (the server), like http://127.0.0.1:43123.
 	Addr string
 	// Bin is the nomad binary.
-	Bin    string
+	Bin string
 	// Client is an API client of the server; with Options.ACL, it carries
 	// the management token.
 	Client *api.Client
