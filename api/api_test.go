@@ -202,9 +202,16 @@ func TestClient(t *testing.T) {
 	}
 
 	// Revisions and rollback.
+	indented, bundles := schedtest.RevisionJob(t, "hello", "r1", nil)
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, indented); err != nil {
+		t.Fatal(err)
+	}
+	job := json.RawMessage(compact.Bytes())
+	bundles["schema.json"] = digest(content)
 	first := &api.RevisionCreateRequest{
-		ID: "r1", Specs: map[string]string{"hello.fn.hcl": "# spec"}, Bundles: map[string]string{"schema.json": digest(content)},
-		GitSHA: "abc", Author: "ana", Routes: []string{"POST /echo -> echo"}, Job: json.RawMessage(`{"ID":"butter-hello"}`),
+		ID: "r1", Specs: map[string]string{"hello.fn.hcl": "# spec"}, Bundles: bundles,
+		GitSHA: "abc", Author: "ana", Routes: []string{"POST /echo -> echo"}, Job: job,
 		Timers: []*api.Timer{{ID: "hello.nightly", Schedule: "0 3 * * *", Topic: "butter.hello._timer.nightly"}},
 	}
 	created, err := c.Revisions().Create(ctx, "hello", first)
@@ -229,7 +236,7 @@ func TestClient(t *testing.T) {
 		t.Fatalf("a listed revision: %+v", revs[0])
 	}
 	rev, _, err := c.Revisions().Get(ctx, "hello", "r1", &api.QueryOptions{AllowStale: true})
-	if err != nil || rev.Specs["hello.fn.hcl"] != "# spec" || string(rev.Job) != `{"ID":"butter-hello"}` || rev.Project != "hello" || len(rev.Timers) != 1 {
+	if err != nil || rev.Specs["hello.fn.hcl"] != "# spec" || string(rev.Job) != string(job) || rev.Project != "hello" || len(rev.Timers) != 1 {
 		t.Fatalf("get r1: %+v, %v", rev, err)
 	}
 	_, _, err = c.Revisions().Get(ctx, "hello", "r9", nil)

@@ -30,6 +30,8 @@ type ProjectStatus struct {
 	Active *Revision `json:"active,omitempty"`
 	// Revisions counts the project's revisions.
 	Revisions int `json:"revisions"`
+	// Quota is the project's limits; nil is unlimited.
+	Quota *Quota `json:"quota,omitempty"`
 	// Timers are the project's timers (the active revision's cron
 	// triggers), sorted by ID.
 	Timers []TimerStatus `json:"timers,omitempty"`
@@ -76,6 +78,31 @@ func (p *Projects) Status(ctx context.Context, name string, q *QueryOptions) (*P
 func (p *Projects) Put(ctx context.Context, name string) (*Project, error) {
 	var out Project
 	if err := p.c.write(ctx, http.MethodPut, "/v1/projects/"+seg(name), nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Quota is a project's limits (PUT /v1/projects/{name}/quota); 0 leaves a
+// limit off. Setting one needs a management token.
+type Quota struct {
+	// MaxFunctions bounds the functions of a revision: a revision with
+	// more is refused (422).
+	MaxFunctions int `json:"max_functions,omitempty"`
+	// MaxInstances bounds the sum, over a revision's functions, of their
+	// instances.max: a revision over it is refused (422).
+	MaxInstances int `json:"max_instances,omitempty"`
+	// RequestsPerSecond bounds the calls each gateway takes on the
+	// project's routes, with a burst of as many (at least 1); over it a
+	// route answers 429 with Retry-After.
+	RequestsPerSecond float64 `json:"requests_per_second,omitempty"`
+}
+
+// SetQuota sets a project's quota (creating the project when it does not
+// exist) and returns it; a zero Quota removes every limit.
+func (p *Projects) SetQuota(ctx context.Context, name string, q *Quota) (*Quota, error) {
+	var out Quota
+	if err := p.c.write(ctx, http.MethodPut, "/v1/projects/"+seg(name)+"/quota", q, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil

@@ -159,6 +159,7 @@ type Gateway struct {
 	results   *results
 	metrics   *Metrics
 	log       hclog.Logger
+	rates     projectRates
 
 	// ctx bounds the async calls; Close cancels it and waits on wg.
 	// asyncMu orders wg.Add after closed is checked.

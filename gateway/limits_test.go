@@ -237,3 +237,45 @@ func TestSetRoutesChecks(t *testing.T) {
 		t.Errorf("GET /v1/{thing}: %v", err)
 	}
 }
+
+// TestProjectQuota: a project's requests-per-second quota is shared by
+// all its routes; over it a route answers 429 QuotaExceeded with
+// Retry-After, and another project is not affected. At 0.001 requests per
+// second the burst of one is spent by the first call and nothing refills
+// within the test, so no clock is involved.
+func TestProjectQuota(t *testing.T) {
+	b := startPool(t, standardFns()...)
+	routes := []gateway.Route{
+		{Method: "POST", Path: "/a", Project: "shop", Function: "cat"},
+		{Method: "POST", Path: "/b", Project: "shop", Function: "cat"},
+		{Method: "POST", Path: "/other", Project: "bank", Function: "cat"},
+	}
+	res := gateway.NewStaticResolver()
+	res.Set("shop", "default", b.addr)
+	res.Set("bank", "default", b.addr)
+	g, url := startGateway(t, res, routes)
+	g.SetProjectRates(map[string]float64{"shop": 0.001})
+	if a := post(t, url+"/a", "x", nil); a.code != 200 {
+		t.Fatalf("first call: %d", a.code)
+	}
+	for _, path := range []string{"/a", "/b"} {
+		a := post(t, url+path, "x", nil)
+		if a.code != 429 || a.header.Get("Retry-After") == "" || a.err.Type != "QuotaExceeded" || !strings.Contains(a.err.Error, "project shop takes at most 0.001 requests per second") {
+			t.Errorf("%s over the quota: %d %v %+v", path, a.code, a.header, a.err)
+		}
+	}
+	for range 3 {
+		if a := post(t, url+"/other", "x", nil); a.code != 200 {
+			t.Errorf("another project: %d", a.code)
+		}
+	}
+	// The same rate keeps the spent bucket; no quota lifts the limit.
+	g.SetProjectRates(map[string]float64{"shop": 0.001})
+	if a := post(t, url+"/a", "x", nil); a.code != 429 {
+		t.Errorf("after setting the same rate: %d, want 429 still", a.code)
+	}
+	g.SetProjectRates(nil)
+	if a := post(t, url+"/a", "x", nil); a.code != 200 {
+		t.Errorf("with the quota removed: %d", a.code)
+	}
+}

@@ -19,7 +19,8 @@ import (
 )
 
 // serveRoute serves one request of a route, in this order: request id
-// and trace context, CORS headers, auth (401/403), rate limit (429),
+// and trace context, CORS headers, auth (401/403), the route's rate limit
+// and then the project's quota (429),
 // declared body size (413), deadline, then the call in the route's mode.
 // Every request is logged and counted once it is answered.
 func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, rt *route) {
@@ -67,6 +68,10 @@ func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, rt *route) 
 	if rt.limiter != nil && !rt.limiter.Allow() {
 		rec.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(1/float64(rt.limiter.Limit())))))
 		fail(callError(http.StatusTooManyRequests, "RateLimited", "route %s takes at most %g requests per second (burst %d): retry after Retry-After seconds", rt.pattern, rt.Rate, rt.limiter.Burst()))
+		return
+	}
+	if e := g.overQuota(rec, rt.Project); e != nil {
+		fail(e)
 		return
 	}
 	limit := rt.MaxBody

@@ -16,6 +16,7 @@ import (
 	"github.com/butterfn/butter/bundle"
 	"github.com/butterfn/butter/hcl/spec"
 	"github.com/butterfn/butter/plugins/pool"
+	"github.com/butterfn/butter/secrets"
 	"github.com/hashicorp/nomad/api"
 )
 
@@ -256,7 +257,11 @@ func (o *options) group(p *spec.Project, rev, poolName string, fns []*spec.Funct
 			minAllocs = 1
 		}
 		if len(f.Secrets) > 0 {
-			templates = append(templates, secretTemplate(f))
+			refs := make([]secrets.Ref, len(f.Secrets))
+			for i, sc := range f.Secrets {
+				refs[i] = secrets.Ref{Name: sc.Name, Path: sc.Path, Key: sc.Key}
+			}
+			templates = append(templates, secretTemplate(f.Name, refs))
 		}
 	}
 
@@ -273,7 +278,7 @@ func (o *options) group(p *spec.Project, rev, poolName string, fns []*spec.Funct
 	}
 	if len(templates) > 0 {
 		task.Templates = templates
-		task.Vault = vaultBlock(p)
+		task.Vault = vaultBlock(p.Name)
 	}
 	count := 1
 	// kill_timeout lets the longest call finish on a drain. Nomad rejects
@@ -298,20 +303,26 @@ func (o *options) group(p *spec.Project, rev, poolName string, fns []*spec.Funct
 		Networks: []*api.NetworkResource{{
 			DynamicPorts: []api.Port{{Label: PortLabel}},
 		}},
-		Services: []*api.Service{{
-			Name:      names.ServiceName(p.Name, poolName),
-			PortLabel: PortLabel,
-			Provider:  "nomad",
-			Tags:      []string{"butter", "project=" + p.Name, "pool=" + poolName, "revision=" + rev},
-			Checks: []api.ServiceCheck{{
-				Type:     "http",
-				Path:     HealthPath,
-				Interval: 10 * time.Second,
-				Timeout:  2 * time.Second,
-			}},
-		}},
-		Tasks: []*api.Task{task},
+		Services: []*api.Service{poolService(p.Name, poolName, rev)},
+		Tasks:    []*api.Task{task},
 	}, cfg
+}
+
+// poolService is a pool's service: how gateways find it, checked at
+// HealthPath.
+func poolService(project, poolName, rev string) *api.Service {
+	return &api.Service{
+		Name:      names.ServiceName(project, poolName),
+		PortLabel: PortLabel,
+		Provider:  "nomad",
+		Tags:      []string{"butter", "project=" + project, "pool=" + poolName, "revision=" + rev},
+		Checks: []api.ServiceCheck{{
+			Type:     "http",
+			Path:     HealthPath,
+			Interval: 10 * time.Second,
+			Timeout:  2 * time.Second,
+		}},
+	}
 }
 
 // deploySettings returns the project's deploy block, or the defaults for
@@ -397,9 +408,9 @@ const SecretsDir = "secrets/butter"
 // transit decryption, hidden from instances by the sandbox. A renewed
 // token needs no restart: Nomad's template runner and the pool read it
 // when they need it.
-func vaultBlock(p *spec.Project) *api.Vault {
+func vaultBlock(project string) *api.Vault {
 	return &api.Vault{
-		Role:       names.VaultRole(p.Name),
+		Role:       names.VaultRole(project),
 		Env:        new(false),
 		ChangeMode: new("noop"),
 	}
@@ -412,12 +423,12 @@ func vaultBlock(p *spec.Project) *api.Vault {
 // reports by name instead of starting the function with an empty value. On
 // a change Nomad sends SIGHUP, and the pool replaces that function's
 // instances only. Values never appear in the job: only their paths.
-func secretTemplate(f *spec.Function) *api.Template {
+func secretTemplate(function string, refs []secrets.Ref) *api.Template {
 	var b strings.Builder
 	b.WriteString("{\n")
-	for i, sc := range f.Secrets {
+	for i, sc := range refs {
 		fmt.Fprintf(&b, "  %q: {{ with secret %q }}{{ if .Data.data }}{{ index .Data.data %q | toJSON }}{{ else }}{{ index .Data %q | toJSON }}{{ end }}{{ end }}", sc.Name, sc.Path, sc.Key, sc.Key)
-		if i < len(f.Secrets)-1 {
+		if i < len(refs)-1 {
 			b.WriteString(",")
 		}
 		b.WriteString("\n")
@@ -425,7 +436,7 @@ func secretTemplate(f *spec.Function) *api.Template {
 	b.WriteString("}\n")
 	return &api.Template{
 		EmbeddedTmpl: new(b.String()),
-		DestPath:     new(SecretsDir + "/" + f.Name + ".json"),
+		DestPath:     new(SecretsDir + "/" + function + ".json"),
 		ChangeMode:   new("signal"),
 		ChangeSignal: new("SIGHUP"),
 		Perms:        new("0600"),

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/butterfn/butter/api"
+	"github.com/butterfn/butter/jobs"
 	"github.com/butterfn/butter/scheduler/fsm"
 	"github.com/hashicorp/raft"
 )
@@ -35,6 +36,7 @@ import (
 //	GET    /v1/projects/{name}[?stale]    the active revision, its deployment and timers
 //	POST   /v1/projects/{name}/revisions  create (or re-activate) a revision (leader; 409 when another project serves one of its routes)
 //	GET    /v1/projects/{name}/revisions  list revisions with their deployment state
+//	PUT    /v1/projects/{name}/quota     set the project's quota (leader; creates the project)
 //	POST   /v1/projects/{name}/rollback   activate the revision before the active one (409 on a route conflict)
 //	GET    /v1/projects/{name}/revisions/{id}  one revision, with its spec files
 //	POST   /v1/projects/{name}/keys       create an API key (the key is answered once; Raft keeps its hash)
@@ -70,6 +72,7 @@ func (s *Server) handler() http.Handler {
 	mux.HandleFunc("GET /v1/projects/{name}/revisions", checkPath(s.listRevisions, projectPath))
 	mux.HandleFunc("GET /v1/projects/{name}/revisions/{id}", checkPath(s.getRevision, projectPath, revisionPath))
 	mux.HandleFunc("POST /v1/projects/{name}/rollback", checkPath(s.leaderOnly(s.rollback), projectPath))
+	mux.HandleFunc("PUT /v1/projects/{name}/quota", checkPath(s.limitBody(req, maxRequestSetting, s.leaderOnly(s.putQuota)), projectPath))
 	mux.HandleFunc("POST /v1/projects/{name}/keys", checkPath(s.limitBody(req, maxRequestSetting, s.leaderOnly(s.createKey)), projectPath))
 	mux.HandleFunc("GET /v1/keys", s.listKeys)
 	mux.HandleFunc("DELETE /v1/keys/{hash}", checkPath(s.leaderOnly(s.revokeKey), keyPath))
@@ -408,14 +411,25 @@ func (s *Server) createRevision(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, 400, err)
 		return
 	}
+	if len(req.Job) > 0 {
+		if _, err := jobs.Check(req.Job, jobExpect(r.PathValue("name"), req.ID, req.Bundles)); err != nil {
+			writeErr(w, 400, fmt.Errorf("revision body: %w", err))
+			return
+		}
+	}
 	rev := fsmRevision(&req)
 	rev.Project = r.PathValue("name")
 	s.activateMu.Lock()
 	defer s.activateMu.Unlock()
 	var exists, known bool
 	var refused *routeError
+	var quota *fsm.Quota
 	s.fsm.Read(func(st *fsm.State) {
-		_, known = st.Projects[rev.Project]
+		var p *fsm.Project
+		if p, known = st.Projects[rev.Project]; known && p.Quota != nil {
+			q := *p.Quota
+			quota = &q
+		}
 		routes := rev.Routes
 		if old := st.Revisions[rev.Project][rev.ID]; old != nil {
 			exists, routes = true, old.Routes
@@ -424,6 +438,10 @@ func (s *Server) createRevision(w http.ResponseWriter, r *http.Request) {
 	})
 	if refused != nil {
 		writeErr(w, refused.status, fmt.Errorf("revision %s of project %q: %w", rev.ID, rev.Project, refused))
+		return
+	}
+	if err := checkRevisionQuota(rev.Project, quota, rev.Job); err != nil {
+		writeErr(w, 422, fmt.Errorf("revision %s of project %q: %w", rev.ID, rev.Project, err))
 		return
 	}
 	if !known {
@@ -487,9 +505,11 @@ func (s *Server) projectStatus(name string) (api.ProjectStatus, bool) {
 	out := api.ProjectStatus{Project: name, Stale: s.raft.State() != raft.Leader}
 	var ok bool
 	s.fsm.Read(func(st *fsm.State) {
-		if _, ok = st.Projects[name]; !ok {
+		p, found := st.Projects[name]
+		if ok = found; !ok {
 			return
 		}
+		out.Quota = apiQuota(p.Quota)
 		out.Revisions = len(st.Revisions[name])
 		if rev := st.Revisions[name][st.Active[name]]; rev != nil {
 			a := apiRevision(rev, false)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/butterfn/butter/jobs"
 	"github.com/butterfn/butter/names"
 	"sort"
 	"strings"
@@ -44,6 +45,7 @@ type deployWant struct {
 	project, revision string
 	job               json.RawMessage
 	status            fsm.DeployStatus
+	bundles           map[string]string
 }
 
 func (s *Server) runDeployer(ctx context.Context, nomad Nomad) {
@@ -60,7 +62,7 @@ func (s *Server) runDeployer(ctx context.Context, nomad Nomad) {
 		s.fsm.Read(func(st *fsm.State) {
 			for p, id := range st.Active {
 				if rev := st.Revisions[p][id]; rev != nil && len(rev.Job) > 0 {
-					wants = append(wants, deployWant{p, id, rev.Job, rev.Deployment})
+					wants = append(wants, deployWant{p, id, rev.Job, rev.Deployment, rev.Bundles})
 				}
 			}
 		})
@@ -78,13 +80,25 @@ func (s *Server) setStatus(project, revision string, st fsm.DeployStatus) error 
 	return s.Apply(fsm.RevisionStatusType, fsm.RevisionStatus{Project: project, Revision: revision, Status: st})
 }
 
+// jobExpect is what a revision's job is checked against: the project it
+// was posted to, its id, and its blobs' digests.
+func jobExpect(project, revision string, bundles map[string]string) jobs.Expect {
+	e := jobs.Expect{Project: project, Revision: revision, Digests: map[string]bool{}}
+	for _, d := range bundles {
+		e.Digests[d] = true
+	}
+	return e
+}
+
 // reconcile takes one step for the project's active revision.
 func (s *Server) reconcile(ctx context.Context, nomad Nomad, w deployWant) error {
-	var wrapped struct{ Job *api.Job }
-	if err := json.Unmarshal(w.job, &wrapped); err != nil || wrapped.Job == nil || wrapped.Job.ID == nil {
-		return s.fail(w, fmt.Sprintf("the revision carries no valid job (%v)", err))
+	// Checked at the revision's creation, and again here: a revision
+	// restored from a snapshot, or written by an older server, is held
+	// to the same rule before anything reaches Nomad.
+	job, err := jobs.Check(w.job, jobExpect(w.project, w.revision, w.bundles))
+	if err != nil {
+		return s.fail(w, fmt.Sprintf("the revision's job is refused, and nothing was registered: %v", err))
 	}
-	job := wrapped.Job
 	current, err := nomad.Job(ctx, *job.ID)
 	if err != nil && !errors.Is(err, ErrNomadNotFound) {
 		// A revision not yet registered whose job Nomad refuses to show

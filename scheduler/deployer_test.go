@@ -1,7 +1,6 @@
 package scheduler_test
 
 import (
-	"encoding/json"
 	"strings"
 	"sync"
 	"testing"
@@ -53,19 +52,13 @@ func (e *deployEnv) deploy(rev string, plan nomadfake.Plan, autoRollback bool) {
 	e.mu.Lock()
 	e.plans[rev] = plan
 	e.mu.Unlock()
-	meta := map[string]string{"butter_revision": rev}
+	meta := map[string]string{}
 	if !autoRollback {
 		meta["butter_auto_rollback"] = "false"
 	}
-	job, err := json.Marshal(map[string]*api.Job{"Job": {
-		ID: new(project), Name: new(project), Meta: meta,
-		TaskGroups: []*api.TaskGroup{{Name: new("main"), Count: new(2)}},
-	}})
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	job, bundles := schedtest.RevisionJob(e.t, project, rev, meta)
 	l := e.leader()
-	if err := l.Apply(fsm.RevisionCreateType, fsm.Revision{Project: project, ID: rev, Job: job, Routes: e.routes[rev], Created: time.Now()}); err != nil {
+	if err := l.Apply(fsm.RevisionCreateType, fsm.Revision{Project: project, ID: rev, Job: job, Bundles: bundles, Routes: e.routes[rev], Created: time.Now()}); err != nil {
 		e.t.Fatal(err)
 	}
 	if err := l.Apply(fsm.RevisionActivateType, fsm.Activation{Project: project, Revision: rev, Reason: "deployed by the test"}); err != nil {
@@ -125,7 +118,7 @@ func TestInProcessDeployAndRollback(t *testing.T) {
 		e.t = t
 		e.deploy("r1", succeed, true)
 		d := e.waitStatus("r1", fsm.StatusHealthy)
-		if d.HealthyAt.IsZero() || d.NomadDeployment == "" || !strings.Contains(d.Message, "main 2/2 placed, 2 healthy") {
+		if d.HealthyAt.IsZero() || d.NomadDeployment == "" || !strings.Contains(d.Message, "main 1/1 placed, 1 healthy") {
 			t.Errorf("r1 deployment = %+v", d)
 		}
 		if got := e.lastRegistered(); got != "r1" {
@@ -171,7 +164,7 @@ func TestInProcessDeployAndRollback(t *testing.T) {
 		e.t = t
 		e.deploy("r4", nomadfake.Plan{Refuse: "group main: invalid resources"}, true)
 		d := e.waitStatus("r4", fsm.StatusFailed)
-		for _, want := range []string{"Nomad refused job hello", "invalid resources", "rolled back to r1"} {
+		for _, want := range []string{"Nomad refused job butter-hello", "invalid resources", "rolled back to r1"} {
 			if !strings.Contains(d.Message, want) {
 				t.Errorf("r4's message %q lacks %q", d.Message, want)
 			}
@@ -203,4 +196,26 @@ func TestInProcessDeployAndRollback(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestDeployerChecksJobs: a revision whose job was written to the state
+// without the API's check (a snapshot from elsewhere, an older server)
+// fails with the check's message, and Nomad sees nothing.
+func TestDeployerChecksJobs(t *testing.T) {
+	e := newDeployEnv(t)
+	job, bundles := schedtest.RevisionJob(t, "bank", "r1", nil)
+	l := e.leader()
+	if err := l.Apply(fsm.RevisionCreateType, fsm.Revision{Project: project, ID: "r1", Job: job, Bundles: bundles, Created: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Apply(fsm.RevisionActivateType, fsm.Activation{Project: project, Revision: "r1", Reason: "restored"}); err != nil {
+		t.Fatal(err)
+	}
+	d := e.waitStatus("r1", fsm.StatusFailed)
+	if !strings.Contains(d.Message, `ID "butter-bank": a revision of project "hello" registers job "butter-hello" only`) || !strings.Contains(d.Message, "nothing was registered") {
+		t.Errorf("message %q", d.Message)
+	}
+	if n := len(e.nomad.Registrations()); n != 0 {
+		t.Errorf("%d jobs registered with Nomad", n)
+	}
 }

@@ -439,3 +439,37 @@ func TestPartialBlobsRemovedAtStart(t *testing.T) {
 		t.Errorf("after a restart, blob files are left: %v", files)
 	}
 }
+
+// TestForeignJobRefused: a revision whose job is not one the compiler
+// makes for the project it is posted to (here: a job of another project,
+// and one that runs raw_exec) is refused with 400 naming the field, and
+// no state changes. The same job as compiled is accepted.
+func TestForeignJobRefused(t *testing.T) {
+	s, c, dataDir := inputServer(t, scheduler.Config{})
+	ctx := context.Background()
+	other, bundles := schedtest.RevisionJob(t, "bank", "r1", nil)
+	mine, myBundles := schedtest.RevisionJob(t, "shop", "r1", nil)
+	rawExec := json.RawMessage(strings.Replace(string(mine), `"Driver": "butter"`, `"Driver": "raw_exec"`, 1))
+	if string(rawExec) == string(mine) {
+		t.Fatal("the test's job has no Driver to replace")
+	}
+	last := s.FSM().Index()
+	for _, tc := range []struct {
+		name string
+		req  *api.RevisionCreateRequest
+		want string
+	}{
+		{"another project's job", &api.RevisionCreateRequest{ID: "r1", Job: other, Bundles: bundles}, `ID "butter-bank": a revision of project "shop" registers job "butter-shop" only`},
+		{"a raw_exec task", &api.RevisionCreateRequest{ID: "r1", Job: rawExec, Bundles: myBundles}, `Driver "raw_exec"`},
+		{"a blob the revision does not list", &api.RevisionCreateRequest{ID: "r1", Job: mine}, "for one of the revision's blobs"},
+	} {
+		_, err := c.Revisions().Create(ctx, "shop", tc.req)
+		if api.StatusCode(err) != 400 || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want 400 containing %q", tc.name, err, tc.want)
+		}
+	}
+	unchanged(t, s, dataDir, last, "refused jobs")
+	if _, err := c.Revisions().Create(ctx, "shop", &api.RevisionCreateRequest{ID: "r1", Job: mine, Bundles: myBundles}); err != nil {
+		t.Fatalf("the compiled job: %v", err)
+	}
+}

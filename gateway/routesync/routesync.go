@@ -34,7 +34,16 @@ type RouteSetter interface {
 	SetRoutes([]gateway.Route) error
 }
 
-var _ RouteSetter = (*gateway.Gateway)(nil)
+// RateSetter takes the projects' requests-per-second quotas;
+// *gateway.Gateway is one. Once gives them to a RouteSetter that is one.
+type RateSetter interface {
+	SetProjectRates(map[string]float64)
+}
+
+var (
+	_ RouteSetter = (*gateway.Gateway)(nil)
+	_ RateSetter  = (*gateway.Gateway)(nil)
+)
 
 // maxFile bounds a single-file blob (a schema or an OpenAPI document)
 // read to rebuild a revision's tree.
@@ -69,6 +78,7 @@ type Sync struct {
 	// holding mu, so Placement never waits on the network.
 	refresh  sync.Mutex
 	keyState map[string]string // hash → project, for deletes
+	rates    map[string]float64 // project → requests per second, last refresh
 
 	mu      sync.Mutex
 	specs   map[string]*spec.Project // project → the applied revision's spec
@@ -205,12 +215,19 @@ func (s *Sync) Once(ctx context.Context, gw RouteSetter) error {
 	defer s.refresh.Unlock()
 	var errs []error
 	var todo []candidate
+	rates := map[string]float64{}
 	now := s.clock()
 	for _, name := range list.Projects {
 		st, _, err := s.client.Projects().Status(ctx, name, stale)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("project %s: %w", name, err))
+			if old, ok := s.rates[name]; ok {
+				rates[name] = old // keep the last quota known
+			}
 			continue
+		}
+		if st.Quota != nil && st.Quota.RequestsPerSecond > 0 {
+			rates[name] = st.Quota.RequestsPerSecond
 		}
 		if st.Active == nil {
 			continue
@@ -230,6 +247,10 @@ func (s *Sync) Once(ctx context.Context, gw RouteSetter) error {
 		}
 		todo = append(todo, *c)
 	}
+	if rs, ok := gw.(RateSetter); ok {
+		rs.SetProjectRates(rates)
+	}
+	s.rates = rates
 	sort.Slice(todo, func(i, j int) bool { return todo[i].project < todo[j].project })
 	s.mu.Lock()
 	errs = append(errs, s.apply(gw, todo)...)

@@ -325,3 +325,48 @@ func TestRunRetries(t *testing.T) {
 		t.Fatal("Run did not return after its context ended")
 	}
 }
+
+// rateRecorder is a RouteSetter and RateSetter that records the rates.
+type rateRecorder struct {
+	mu    sync.Mutex
+	rates map[string]float64
+	calls int
+}
+
+func (r *rateRecorder) SetRoutes([]gateway.Route) error { return nil }
+func (r *rateRecorder) SetProjectRates(m map[string]float64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.rates, r.calls = m, r.calls+1
+}
+
+// TestQuotasReachTheGateway: a project's requests-per-second quota set in
+// the control plane reaches the gateway with the next refresh, projects
+// without one are left out, and removing it removes it.
+func TestQuotasReachTheGateway(t *testing.T) {
+	_, c := schedtest.Single(t, nil)
+	ctx := context.Background()
+	if _, err := c.Projects().SetQuota(ctx, "shop", &api.Quota{RequestsPerSecond: 2.5}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Projects().SetQuota(ctx, "bank", &api.Quota{MaxFunctions: 3}); err != nil {
+		t.Fatal(err)
+	}
+	s := routesync.New(c, gateway.NewMemKeys(), nil)
+	rec := &rateRecorder{}
+	if err := s.Once(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	if rec.calls != 1 || len(rec.rates) != 1 || rec.rates["shop"] != 2.5 {
+		t.Fatalf("rates %v after %d calls, want shop 2.5 only", rec.rates, rec.calls)
+	}
+	if _, err := c.Projects().SetQuota(ctx, "shop", &api.Quota{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Once(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.rates) != 0 {
+		t.Fatalf("rates %v after the quota was removed", rec.rates)
+	}
+}

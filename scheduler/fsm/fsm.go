@@ -43,6 +43,7 @@ const (
 	TimerDeleteType      MessageType = 8
 	RevisionStatusType   MessageType = 9
 	TimersSyncType       MessageType = 10
+	QuotaPutType         MessageType = 20
 )
 
 // commandVersion is the version of the payloads this FSM understands;
@@ -66,6 +67,28 @@ func Encode(t MessageType, payload any) ([]byte, error) {
 type Project struct {
 	Name    string    `json:"name"`
 	Created time.Time `json:"created"`
+	// Quota bounds the project; nil is unlimited.
+	Quota *Quota `json:"quota,omitempty"`
+}
+
+// Quota is a project's limits; 0 leaves one unlimited.
+type Quota struct {
+	// MaxFunctions bounds the functions of a revision.
+	MaxFunctions int `json:"max_functions,omitempty"`
+	// MaxInstances bounds the sum, over a revision's functions, of their
+	// maximum instances per allocation.
+	MaxInstances int `json:"max_instances,omitempty"`
+	// RequestsPerSecond bounds the calls the gateways take on the
+	// project's routes, each gateway on its own.
+	RequestsPerSecond float64 `json:"requests_per_second,omitempty"`
+}
+
+// QuotaPut sets a project's quota (creating the project when it does not
+// exist); a nil Quota removes it.
+type QuotaPut struct {
+	Project string    `json:"project"`
+	Quota   *Quota    `json:"quota,omitempty"`
+	At      time.Time `json:"at"`
 }
 
 // Revision is one deployable version of a project.
@@ -245,6 +268,8 @@ func (f *FSM) Apply(l *raft.Log) any {
 		err = decodeThen(body, f.applyAPIKeyPut)
 	case APIKeyDeleteType:
 		err = decodeThen(body, f.applyAPIKeyDelete)
+	case QuotaPutType:
+		err = decodeThen(body, f.applyQuotaPut)
 	default:
 		return fmt.Errorf("%w: type %d", ErrUnknownCommand, t)
 	}
@@ -264,9 +289,19 @@ func decodeThen[T any](body []byte, fn func(*T) error) error {
 
 func (f *FSM) applyProjectUpsert(p *Project) error {
 	if old, ok := f.st.Projects[p.Name]; ok {
-		p.Created = old.Created
+		p.Created, p.Quota = old.Created, old.Quota
 	}
 	f.st.Projects[p.Name] = p
+	return nil
+}
+
+func (f *FSM) applyQuotaPut(q *QuotaPut) error {
+	p, ok := f.st.Projects[q.Project]
+	if !ok {
+		p = &Project{Name: q.Project, Created: q.At}
+		f.st.Projects[q.Project] = p
+	}
+	p.Quota = q.Quota
 	return nil
 }
 
@@ -450,6 +485,10 @@ func (s *State) clone() *State {
 	maps.Copy(c.Timers, s.Timers)
 	for k, p := range s.Projects {
 		cp := *p
+		if p.Quota != nil {
+			q := *p.Quota
+			cp.Quota = &q
+		}
 		c.Projects[k] = &cp
 	}
 	for project, revs := range s.Revisions {

@@ -16,15 +16,20 @@ package schedtest
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/butterfn/butter/hcl/spec"
 	"github.com/butterfn/butter/internal/testport"
+	"github.com/butterfn/butter/jobs"
 	"github.com/butterfn/butter/scheduler"
 	"github.com/butterfn/butter/scheduler/fsm"
 	"github.com/hashicorp/go-hclog"
@@ -373,3 +378,49 @@ func trimNewline(p []byte) []byte {
 }
 
 var _ io.Writer = (*logWriter)(nil)
+
+// RevisionJob compiles a one-function project named project (an exec
+// function, "f", in pool "main") the way `butter deploy` does, and returns
+// its job JSON with the compiled revision id replaced by rev, and the
+// revision's bundles: a job the leader's check (jobs.Check) accepts as a
+// revision rev of project. Extra meta (butter_auto_rollback) is merged
+// into the job's.
+func RevisionJob(t testing.TB, project, rev string, meta map[string]string) (json.RawMessage, map[string]string) {
+	t.Helper()
+	dir := t.TempDir()
+	files := map[string]string{
+		"p.fn.hcl": fmt.Sprintf("project %q {}\nfunction \"f\" {\n  runtime = \"exec\"\n  source = \"f\"\n  command = [\"cat\"]\n  pool = \"main\"\n}\n", project),
+		"f/run":    "cat\n",
+	}
+	for name, body := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	proj, rep := spec.Load(dir)
+	if proj == nil {
+		var b strings.Builder
+		_ = rep.WriteText(&b)
+		t.Fatalf("schedtest: load the test project: %s", b.String())
+	}
+	c, err := jobs.Compile(proj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range meta {
+		c.Job.Meta[k] = v
+	}
+	raw, err := jobs.RenderJSON(c.Job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundles := map[string]string{}
+	for _, a := range c.Artifacts {
+		bundles[a.Path] = string(a.Digest)
+	}
+	return json.RawMessage(strings.ReplaceAll(string(raw), c.Revision, rev)), bundles
+}
