@@ -109,7 +109,7 @@ func (s *Server) reconcile(ctx context.Context, nomad Nomad, w deployWant) error
 		// replaced must not fail what runs): that is only logged.
 		var ne *NomadError
 		if (w.status.Status == fsm.StatusPending || w.status.Status == "") && errors.As(err, &ne) && ne.StatusCode == 403 {
-			return s.fail(w, fmt.Sprintf("Nomad refused to read job %s: %v. The control plane's Nomad token ($NOMAD_TOKEN) is unknown to Nomad, or its policy lacks read-job: give the server a token whose policy allows list-jobs, read-job and submit-job (docs/jobs.md), then deploy again", *job.ID, err))
+			return s.failAndRollback(w, fmt.Sprintf("Nomad refused to read job %s: %v. The control plane's Nomad token ($NOMAD_TOKEN) is unknown to Nomad, or its policy lacks read-job: give the server a token whose policy allows list-jobs, read-job and submit-job (docs/jobs.md), then deploy again", *job.ID, err), job.Meta[names.MetaAutoRollback] != "false")
 		}
 		return fmt.Errorf("read job %s: %w", *job.ID, err)
 	}

@@ -29,7 +29,7 @@ func TestDeployRefusedToken(t *testing.T) {
 
 	e.deploy("r2", nomadfake.Plan{Outcome: nomadfake.Succeed}, false)
 	d := e.waitStatus("r2", fsm.StatusFailed)
-	for _, want := range []string{"Nomad refused to read job hello", "ACL token not found", "$NOMAD_TOKEN"} {
+	for _, want := range []string{"Nomad refused to read job", "ACL token not found", "$NOMAD_TOKEN", "automatic rollback is off"} {
 		if !strings.Contains(d.Message, want) {
 			t.Errorf("r2's message %q lacks %q", d.Message, want)
 		}
