@@ -19,10 +19,26 @@ type Dev struct {
 	Addr string
 }
 
+// SASLUser is a login the embedded broker accepts when it requires SASL.
+type SASLUser struct {
+	// Mechanism is PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+	Mechanism string
+	User      string
+	Password  string
+}
+
 // StartDev starts the embedded broker. Port 0 picks a free port. An empty
-// dataDir keeps everything in memory.
-func StartDev(port int, dataDir string) (*Dev, error) {
+// dataDir keeps everything in memory. With users, the broker requires a
+// SASL login from every client, one of users (each may do anything: they
+// are kfake superusers).
+func StartDev(port int, dataDir string, users ...SASLUser) (*Dev, error) {
 	opts := []kfake.Opt{kfake.Ports(port), kfake.DefaultNumPartitions(3)}
+	if len(users) > 0 {
+		opts = append(opts, kfake.EnableSASL())
+		for _, u := range users {
+			opts = append(opts, kfake.Superuser(u.Mechanism, u.User, u.Password))
+		}
+	}
 	if dataDir != "" {
 		// SyncWrites: an acknowledged record is on disk, so a killed dev
 		// broker loses nothing it acknowledged.

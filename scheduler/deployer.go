@@ -101,6 +101,16 @@ func (s *Server) reconcile(ctx context.Context, nomad Nomad, w deployWant) error
 	}
 	current, err := nomad.Job(ctx, *job.ID)
 	if err != nil && !errors.Is(err, ErrNomadNotFound) {
+		// A revision not yet registered whose job Nomad refuses to show
+		// (403: the token is unknown, or its policy lacks read-job) would
+		// otherwise wait, pending, with the cause only in the server's
+		// log: fail it, naming the cause, so that `butter deploy` says
+		// it. A healthy revision is not failed for it (a token being
+		// replaced must not fail what runs): that is only logged.
+		var ne *NomadError
+		if (w.status.Status == fsm.StatusPending || w.status.Status == "") && errors.As(err, &ne) && ne.StatusCode == 403 {
+			return s.failAndRollback(w, fmt.Sprintf("Nomad refused to read job %s: %v. The control plane's Nomad token ($NOMAD_TOKEN) is unknown to Nomad, or its policy lacks read-job: give the server a token whose policy allows list-jobs, read-job and submit-job (docs/jobs.md), then deploy again", *job.ID, err), job.Meta[names.MetaAutoRollback] != "false")
+		}
 		return fmt.Errorf("read job %s: %w", *job.ID, err)
 	}
 	runs := err == nil && current.Meta[names.MetaRevision] == w.revision && (current.Stop == nil || !*current.Stop)

@@ -93,7 +93,7 @@ plugin "nomad-driver-butter" {
 			dumpTopics(t, brokers, "iot.readings", "iot.failed-readings", "iot._state.detect")
 		}
 	}()
-	e2etest.WaitFor(t, 2*time.Minute, "the control plane running on Nomad", func() bool {
+	e2etest.WaitFor(t, 4*time.Minute, "the control plane running on Nomad", func() bool {
 		var out struct{ Leader string }
 		resp, err := http.Get(serverAddr + "/v1/status/leader")
 		if err != nil {
@@ -107,7 +107,7 @@ plugin "nomad-driver-butter" {
 	if err := os.CopyFS(dir, os.DirFS(filepath.Join(root, "examples", "iot"))); err != nil {
 		t.Fatal(err)
 	}
-	r := e2etest.Butter(t, ".", "deploy", "-address", serverAddr, "-timeout", "4m", dir)
+	r := e2etest.Butter(t, ".", "deploy", "-address", serverAddr, "-timeout", "6m", dir)
 	t.Logf("deploy:\n%s%s", r.Stdout, r.Stderr)
 	if r.Code != 0 {
 		t.Fatalf("deploy examples/iot: %+v", r)
@@ -132,7 +132,7 @@ plugin "nomad-driver-butter" {
 		return resp.StatusCode, string(b)
 	}
 	// The gateway picks the route and the key up at its next refresh.
-	e2etest.WaitFor(t, time.Minute, "the ingest route answering through the gateway", func() bool {
+	e2etest.WaitFor(t, 4*time.Minute, "the ingest route answering through the gateway", func() bool {
 		code, _ := post("d1", 20)
 		return code == 200
 	})
@@ -148,12 +148,12 @@ plugin "nomad-driver-butter" {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	for {
 		fs := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
-			t.Fatal("no alert for d1 on iot.alerts within 90s")
+			t.Fatal("no alert for d1 on iot.alerts within 4 minutes")
 		}
 		var found bool
 		fs.EachRecord(func(rec *kgo.Record) {

@@ -35,8 +35,13 @@ type Agent struct {
 	// (the server), like http://127.0.0.1:43123.
 	Addr string
 	// Bin is the nomad binary.
-	Bin    string
+	Bin string
+	// Client is an API client of the server; with Options.ACL, it carries
+	// the management token.
 	Client *api.Client
+	// ManagementToken is the secret ID of the management token that
+	// `nomad acl bootstrap` returned, with Options.ACL; empty otherwise.
+	ManagementToken string
 
 	dir    string
 	opts   Options
@@ -119,6 +124,12 @@ type Options struct {
 	// NodeReady, if set, must hold for the client node before Start
 	// returns (a driver fingerprinted healthy, say).
 	NodeReady func(*api.Node) bool
+	// ACL enables Nomad's ACL system (acl { enabled = true } on every
+	// agent) and bootstraps it, as `nomad acl bootstrap` does, once the
+	// server has a leader: Agent.ManagementToken holds the management
+	// token, which Agent.Client and Agent.Run use. Agent.Token creates
+	// scoped tokens.
+	ACL bool
 }
 
 // Start starts a dev agent (server and client) and waits until it has a
@@ -222,6 +233,9 @@ advertise {
 }
 `, name, dataDir)
 	}
+	if a.opts.ACL {
+		full += "\nacl {\n  enabled = true\n}\n"
+	}
 	full += cfg
 	cfgPath := filepath.Join(a.dir, name+".hcl")
 	if err := os.WriteFile(cfgPath, []byte(full), 0o644); err != nil {
@@ -231,6 +245,9 @@ advertise {
 	client, err := api.NewClient(&api.Config{Address: p.addr})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if a.ManagementToken != "" {
+		client.SetSecretID(a.ManagementToken)
 	}
 	p.api = client
 	p.rpcPort = rpc
@@ -274,6 +291,9 @@ func (a *Agent) ready(p *proc) bool {
 	if leader, err := a.Client.Status().Leader(); err != nil || leader == "" {
 		return false
 	}
+	if a.opts.ACL && a.ManagementToken == "" && !a.bootstrap() {
+		return false
+	}
 	if p == a.server {
 		return true
 	}
@@ -286,6 +306,44 @@ func (a *Agent) ready(p *proc) bool {
 		return false
 	}
 	return a.opts.NodeReady == nil || a.opts.NodeReady(node)
+}
+
+// bootstrap bootstraps the ACL system, as `nomad acl bootstrap` does,
+// and makes every API client of the agent use the management token. It
+// says whether that is done; the server refuses until it has finished
+// its leader setup, and start retries.
+func (a *Agent) bootstrap() bool {
+	tok, _, err := a.Client.ACLTokens().Bootstrap(nil)
+	if err != nil || tok == nil || tok.SecretID == "" {
+		return false
+	}
+	a.ManagementToken = tok.SecretID
+	for _, p := range []*proc{a.server, a.client} {
+		if p != nil {
+			p.api.SetSecretID(tok.SecretID)
+		}
+	}
+	a.Client.SetSecretID(tok.SecretID)
+	return true
+}
+
+// Token applies an ACL policy named name with rules (Nomad's policy HCL)
+// and creates a client token with that policy alone, as `nomad acl
+// policy apply` and `nomad acl token create -policy` do; it returns the
+// token's secret ID. It needs Options.ACL.
+func (a *Agent) Token(t testing.TB, name, rules string) string {
+	t.Helper()
+	if a.ManagementToken == "" {
+		t.Fatal("nomadtest: Token needs an agent started with Options.ACL")
+	}
+	if _, err := a.Client.ACLPolicies().Upsert(&api.ACLPolicy{Name: name, Rules: rules}, nil); err != nil {
+		t.Fatalf("apply ACL policy %s: %v", name, err)
+	}
+	tok, _, err := a.Client.ACLTokens().Create(&api.ACLToken{Name: name, Type: "client", Policies: []string{name}}, nil)
+	if err != nil {
+		t.Fatalf("create a token with the ACL policy %s: %v", name, err)
+	}
+	return tok.SecretID
 }
 
 // stop interrupts an agent (a graceful shutdown that leaves its tasks
@@ -322,6 +380,9 @@ func (a *Agent) Run(t testing.TB, args ...string) (string, int) {
 	t.Helper()
 	cmd := exec.Command(a.Bin, args...)
 	cmd.Env = append(os.Environ(), "NOMAD_ADDR="+a.Addr)
+	if a.ManagementToken != "" {
+		cmd.Env = append(cmd.Env, "NOMAD_TOKEN="+a.ManagementToken)
+	}
 	out, err := cmd.CombinedOutput()
 	code := 0
 	if err != nil {

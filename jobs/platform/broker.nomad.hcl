@@ -15,6 +15,18 @@ variable "kafka_port" {
   default = 9092
 }
 
+variable "sasl" {
+  type        = bool
+  default     = false
+  description = <<-EOT
+    Require a SASL login from every client. The users come from the item
+    sasl_users of the Nomad variable nomad/jobs/butter-broker, one user a
+    line: "MECHANISM USERNAME PASSWORD" (PLAIN, SCRAM-SHA-256 or
+    SCRAM-SHA-512). Without the variable, the broker refuses to start,
+    saying that its users file holds no user.
+  EOT
+}
+
 job "butter-broker" {
   type = "service"
 
@@ -37,7 +49,23 @@ job "butter-broker" {
 
       config {
         command = var.butter_bin
-        args    = ["broker", "-dev", "-port", "${NOMAD_PORT_kafka}", "-data-dir", "${NOMAD_ALLOC_DIR}/data/kafka"]
+        args = concat(
+          ["broker", "-dev", "-port", "${NOMAD_PORT_kafka}", "-data-dir", "${NOMAD_ALLOC_DIR}/data/kafka"],
+          var.sasl ? ["-sasl-users-file", "${NOMAD_SECRETS_DIR}/sasl-users"] : [],
+        )
+      }
+
+      # The SASL users, from the Nomad variable nomad/jobs/butter-broker
+      # (readable by this task's workload identity by default), so that no
+      # password is in this file. Without -var sasl=true the file is
+      # written but not read, and a missing variable does not block.
+      template {
+        destination = "${NOMAD_SECRETS_DIR}/sasl-users"
+        perms       = "0600"
+        change_mode = "restart"
+        data        = <<-EOT
+        {{- range nomadVarList "nomad/jobs/butter-broker" }}{{ if eq .Path "nomad/jobs/butter-broker" }}{{ with nomadVar .Path }}{{ .sasl_users }}{{ end }}{{ end }}{{ end }}
+        EOT
       }
 
       resources {

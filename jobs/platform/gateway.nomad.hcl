@@ -75,6 +75,26 @@ job "butter-gateway" {
         ]
       }
 
+      # Secrets from the Nomad variable nomad/jobs/butter-gateway, which this
+      # task's workload identity may read by default: each of its items
+      # becomes an environment variable of the task (NOMAD_TOKEN,
+      # BUTTER_KAFKA_SASL_MECHANISM, BUTTER_KAFKA_SASL_USERNAME,
+      # BUTTER_KAFKA_SASL_PASSWORD, BUTTER_KAFKA_TLS, ...; docs/jobs.md).
+      # Adding a setting is one more item in the variable, no change here.
+      # Without the variable, the task starts with none of them (a Nomad
+      # and a Kafka without ACLs): the list guards against the blocking
+      # read of a missing variable. A change restarts the task.
+      template {
+        destination = "${NOMAD_SECRETS_DIR}/env"
+        env         = true
+        change_mode = "restart"
+        data        = <<-EOT
+        {{- range nomadVarList "nomad/jobs/butter-gateway" }}{{ if eq .Path "nomad/jobs/butter-gateway" }}{{ with nomadVar .Path }}{{ range .Tuples }}
+        {{ .K }}={{ .V | toJSON }}
+        {{- end }}{{ end }}{{ end }}{{ end }}
+        EOT
+      }
+
       resources {
         cpu    = 500
         memory = 256

@@ -1,10 +1,14 @@
 package driver
 
 import (
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"os"
+	"strings"
 	"time"
 
+	"github.com/butterfn/butter/broker"
 	"github.com/butterfn/butter/plugins/pool"
 	"github.com/hashicorp/nomad/plugins/drivers"
 	"github.com/hashicorp/nomad/plugins/shared/hclspec"
@@ -23,13 +27,120 @@ var configSpec = hclspec.NewObject(map[string]*hclspec.Spec{
 	// decryption of connector secrets: it reaches them as
 	// $BUTTER_VAULT_ADDR.
 	"vault_addr": hclspec.NewAttr("vault_addr", "string", false),
+	// The cluster's Kafka credentials, for pools whose project has no
+	// kafka block (see kafkaEnv): kafka_tls connects over TLS;
+	// kafka_ca_file, a PEM file on the client node, is the CA to trust
+	// (it implies TLS); kafka_sasl_mechanism (PLAIN, SCRAM-SHA-256 or
+	// SCRAM-SHA-512) with kafka_sasl_username logs in with the password
+	// in kafka_sasl_password_file, a file on the client node read at
+	// each task start, so the password is in neither job files nor the
+	// agent's configuration.
+	"kafka_tls":                hclspec.NewAttr("kafka_tls", "bool", false),
+	"kafka_ca_file":            hclspec.NewAttr("kafka_ca_file", "string", false),
+	"kafka_sasl_mechanism":     hclspec.NewAttr("kafka_sasl_mechanism", "string", false),
+	"kafka_sasl_username":      hclspec.NewAttr("kafka_sasl_username", "string", false),
+	"kafka_sasl_password_file": hclspec.NewAttr("kafka_sasl_password_file", "string", false),
 })
 
 // Config is the decoded plugin configuration.
 type Config struct {
-	ButterPath   string   `codec:"butter_path"`
-	KafkaBrokers []string `codec:"kafka_brokers"`
-	VaultAddr    string   `codec:"vault_addr"`
+	ButterPath            string   `codec:"butter_path"`
+	KafkaBrokers          []string `codec:"kafka_brokers"`
+	VaultAddr             string   `codec:"vault_addr"`
+	KafkaTLS              bool     `codec:"kafka_tls"`
+	KafkaCAFile           string   `codec:"kafka_ca_file"`
+	KafkaSASLMechanism    string   `codec:"kafka_sasl_mechanism"`
+	KafkaSASLUsername     string   `codec:"kafka_sasl_username"`
+	KafkaSASLPasswordFile string   `codec:"kafka_sasl_password_file"`
+}
+
+// pluginBlock names the agent configuration block errors point at.
+const pluginBlock = `plugin "nomad-driver-butter" { config { ... } }`
+
+// Check validates the Kafka settings of the plugin configuration, so that
+// a mistake fails the plugin's configuration (the agent says why) instead
+// of every pool's start: the CA file must hold a PEM certificate, the
+// mechanism must be one Butter speaks, and a mechanism needs a username
+// and a readable, non-empty password file, which in turn need a
+// mechanism.
+func (c *Config) Check() error {
+	if c.KafkaCAFile != "" {
+		b, err := os.ReadFile(c.KafkaCAFile)
+		if err != nil {
+			return fmt.Errorf("kafka_ca_file in %s: %v", pluginBlock, err)
+		}
+		if !x509.NewCertPool().AppendCertsFromPEM(b) {
+			return fmt.Errorf("kafka_ca_file %s in %s holds no PEM certificate: give the PEM file of the CA that signed the brokers' certificates", c.KafkaCAFile, pluginBlock)
+		}
+	}
+	mech := strings.ToUpper(strings.TrimSpace(c.KafkaSASLMechanism))
+	switch mech {
+	case "":
+		if c.KafkaSASLUsername != "" || c.KafkaSASLPasswordFile != "" {
+			return fmt.Errorf("kafka_sasl_username or kafka_sasl_password_file is set in %s without kafka_sasl_mechanism: set it to PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", pluginBlock)
+		}
+		return nil
+	case "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
+	default:
+		return fmt.Errorf("kafka_sasl_mechanism %q in %s is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", c.KafkaSASLMechanism, pluginBlock)
+	}
+	c.KafkaSASLMechanism = mech
+	if c.KafkaSASLUsername == "" {
+		return fmt.Errorf("kafka_sasl_mechanism is %s in %s, but kafka_sasl_username is empty", mech, pluginBlock)
+	}
+	if c.KafkaSASLPasswordFile == "" {
+		return fmt.Errorf("kafka_sasl_mechanism is %s in %s, but kafka_sasl_password_file is empty: name a file on the client node that holds the password", mech, pluginBlock)
+	}
+	if _, err := c.readPassword(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// readPassword reads the SASL password file, trimming one trailing
+// newline (as `echo pw > file` writes).
+func (c *Config) readPassword() (string, error) {
+	b, err := os.ReadFile(c.KafkaSASLPasswordFile)
+	if err != nil {
+		return "", fmt.Errorf("kafka_sasl_password_file in %s: %v", pluginBlock, err)
+	}
+	pw := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+	if pw == "" {
+		return "", fmt.Errorf("kafka_sasl_password_file %s in %s is empty: write the SASL password into it", c.KafkaSASLPasswordFile, pluginBlock)
+	}
+	return pw, nil
+}
+
+// kafkaEnv returns the cluster's Kafka settings as the $BUTTER_KAFKA_*
+// environment of a pool (package broker reads them: ConfigFromEnv), for
+// each setting the task's own environment does not already carry. How a
+// pool then picks is broker.Resolve's precedence: its -kafka-brokers
+// flag, then the project's kafka block (which brings its own brokers and
+// SASL login and takes only the CA file from here), then this
+// environment. The password file is read now, at each task start, so a
+// rotated password reaches the next pool started.
+func (c *Config) kafkaEnv(taskEnv map[string]string) ([]string, error) {
+	var env []string
+	add := func(k, v string) {
+		if v != "" && taskEnv[k] == "" {
+			env = append(env, k+"="+v)
+		}
+	}
+	add(broker.EnvBrokers, strings.Join(c.KafkaBrokers, ","))
+	if c.KafkaTLS {
+		add(broker.EnvTLS, "true")
+	}
+	add(broker.EnvCAFile, c.KafkaCAFile)
+	if c.KafkaSASLMechanism != "" {
+		pw, err := c.readPassword()
+		if err != nil {
+			return nil, err
+		}
+		add(broker.EnvSASLMechanism, c.KafkaSASLMechanism)
+		add(broker.EnvSASLUsername, c.KafkaSASLUsername)
+		add(broker.EnvSASLPassword, pw)
+	}
+	return env, nil
 }
 
 // taskConfigSpec is the schema Nomad checks a task's config against: the

@@ -123,6 +123,9 @@ func (d *Driver) SetConfig(cfg *base.Config) error {
 			return err
 		}
 	}
+	if err := config.Check(); err != nil {
+		return err
+	}
 	d.config = &config
 	if cfg.AgentConfig != nil {
 		d.nomadConfig = cfg.AgentConfig.Driver
@@ -270,6 +273,10 @@ func (d *Driver) StartTask(cfg *drivers.TaskConfig) (*drivers.TaskHandle, *drive
 		return nil, nil, fmt.Errorf("write pool config: %v", err)
 	}
 
+	kenv, err := d.config.kafkaEnv(cfg.Env)
+	if err != nil {
+		return nil, nil, err
+	}
 	handle := drivers.NewTaskHandle(taskHandleVersion)
 	handle.Config = cfg
 	logger := d.logger.With("task_name", cfg.Name, "alloc_id", cfg.AllocID)
@@ -285,9 +292,7 @@ func (d *Driver) StartTask(cfg *drivers.TaskConfig) (*drivers.TaskHandle, *drive
 	for k, v := range cfg.Env {
 		env = append(env, k+"="+v)
 	}
-	if brokers := d.kafkaBrokers(); len(brokers) > 0 && cfg.Env["BUTTER_KAFKA_BROKERS"] == "" {
-		env = append(env, "BUTTER_KAFKA_BROKERS="+strings.Join(brokers, ","))
-	}
+	env = append(env, kenv...)
 	if a := d.config.VaultAddr; a != "" && cfg.Env["BUTTER_VAULT_ADDR"] == "" {
 		env = append(env, "BUTTER_VAULT_ADDR="+a)
 	}
@@ -448,6 +453,3 @@ func (d *Driver) SignalTask(taskID string, signal string) error {
 func (d *Driver) ExecTask(taskID string, cmd []string, timeout time.Duration) (*drivers.ExecTaskResult, error) {
 	return nil, fmt.Errorf("the butter driver does not support exec into a pool")
 }
-
-// kafkaBrokers is the plugin config's kafka_brokers.
-func (d *Driver) kafkaBrokers() []string { return d.config.KafkaBrokers }
