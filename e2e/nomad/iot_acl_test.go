@@ -152,16 +152,11 @@ plugin "nomad-driver-butter" {
 		"NOMAD_TOKEN":           serverToken,
 		broker.EnvSASLMechanism: serverUser.mech, broker.EnvSASLUsername: serverUser.name, broker.EnvSASLPassword: serverUser.pw,
 	})
-	putVar("nomad/jobs/butter-gateway", map[string]string{
-		"NOMAD_TOKEN":           gatewayToken,
-		broker.EnvSASLMechanism: gatewayUser.mech, broker.EnvSASLUsername: gatewayUser.name, broker.EnvSASLPassword: gatewayUser.pw,
-	})
 
 	serverAddr := fmt.Sprintf("http://127.0.0.1:%d", httpPort)
 	runPlatformJob(t, agent, root, "broker.nomad.hcl", map[string]string{"butter_bin": e2etest.Bin(), "kafka_port": fmt.Sprint(kafkaPort), "sasl": "true"})
 	common := map[string]string{"butter_bin": e2etest.Bin(), "nomad_addr": agent.Addr, "kafka_brokers": brokers, "server_addr": serverAddr}
 	runPlatformJob(t, agent, root, "server.nomad.hcl", with(common, "http_port", fmt.Sprint(httpPort), "raft_port", fmt.Sprint(raftPort)))
-	runPlatformJob(t, agent, root, "gateway.nomad.hcl", with(common, "http_port", fmt.Sprint(gwPort)))
 
 	kcfg := broker.Config{Brokers: []string{brokers}, SASLMechanism: testUser.mech, SASLUser: testUser.name, SASLPassword: testUser.pw}
 	kopts, err := kcfg.Opts()
@@ -192,18 +187,27 @@ plugin "nomad-driver-butter" {
 	t.Logf("a client without SASL: %v", err)
 
 	e2etest.WaitFor(t, 4*time.Minute, "the control plane running on Nomad", func() bool { return leader(serverAddr) != "" })
+	// Butter's own ACLs: bootstrapped, and the gateway's read-only token
+	// in its variable next to its Nomad token and SASL login.
+	mgmt, butterGatewayToken := butterACL(t, serverAddr)
+	putVar("nomad/jobs/butter-gateway", map[string]string{
+		"NOMAD_TOKEN":           gatewayToken,
+		"BUTTER_TOKEN":          butterGatewayToken,
+		broker.EnvSASLMechanism: gatewayUser.mech, broker.EnvSASLUsername: gatewayUser.name, broker.EnvSASLPassword: gatewayUser.pw,
+	})
+	runPlatformJob(t, agent, root, "gateway.nomad.hcl", with(common, "http_port", fmt.Sprint(gwPort)))
 
 	dir := filepath.Join(t.TempDir(), "iot")
 	if err := os.CopyFS(dir, os.DirFS(filepath.Join(root, "examples", "iot"))); err != nil {
 		t.Fatal(err)
 	}
 	appendFile(t, filepath.Join(dir, "iot.fn.hcl"), iotExtra)
-	r := e2etest.Butter(t, ".", "deploy", "-address", serverAddr, "-timeout", "6m", dir)
+	r := e2etest.Butter(t, ".", "deploy", "-address", serverAddr, "-token", mgmt, "-timeout", "6m", dir)
 	t.Logf("deploy:\n%s%s", r.Stdout, r.Stderr)
 	if r.Code != 0 {
 		t.Fatalf("deploy examples/iot: %+v", r)
 	}
-	r = e2etest.Butter(t, ".", "keys", "create", "-address", serverAddr, "iot")
+	r = e2etest.Butter(t, ".", "keys", "create", "-address", serverAddr, "-token", mgmt, "iot")
 	key := strings.TrimSpace(r.Stdout)
 	if r.Code != 0 || key == "" {
 		t.Fatalf("keys create: %+v", r)
@@ -300,7 +304,7 @@ plugin "nomad-driver-butter" {
 		return taskRestarts(t, agent, "butter-server", "server") > restarts && leader(serverAddr) != ""
 	})
 	appendFile(t, filepath.Join(dir, "iot.fn.hcl"), "\n# a change, for a new revision\n")
-	r = e2etest.Butter(t, ".", "deploy", "-address", serverAddr, "-timeout", "4m", dir)
+	r = e2etest.Butter(t, ".", "deploy", "-address", serverAddr, "-token", mgmt, "-timeout", "4m", dir)
 	t.Logf("deploy with a wrong Nomad token: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
 	if r.Code == 0 {
 		t.Fatal("deploy with a wrong Nomad token succeeded")

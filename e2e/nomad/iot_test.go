@@ -84,7 +84,6 @@ plugin "nomad-driver-butter" {
 	}
 	run("broker.nomad.hcl", "")
 	run("server.nomad.hcl", fmt.Sprintf("http_port = %d\nraft_port = %d\n", httpPort, raftPort))
-	run("gateway.nomad.hcl", fmt.Sprintf("http_port = %d\n", gwPort))
 	defer func() {
 		if t.Failed() {
 			for _, id := range []string{"butter-broker", "butter-server", "butter-gateway", "butter-iot"} {
@@ -102,17 +101,26 @@ plugin "nomad-driver-butter" {
 		defer resp.Body.Close()
 		return json.NewDecoder(resp.Body).Decode(&out) == nil && out.Leader != ""
 	})
+	// The control plane runs with ACLs (butter server's default): the
+	// operator bootstraps them, and gives the gateway a read-only token
+	// through its Nomad variable, which its template turns into
+	// $BUTTER_TOKEN (docs/jobs.md).
+	mgmt, gatewayToken := butterACL(t, serverAddr)
+	if _, _, err := agent.Client.Variables().Create(&api.Variable{Path: "nomad/jobs/butter-gateway", Items: map[string]string{"BUTTER_TOKEN": gatewayToken}}, nil); err != nil {
+		t.Fatalf("put the gateway's Nomad variable: %v", err)
+	}
+	run("gateway.nomad.hcl", fmt.Sprintf("http_port = %d\n", gwPort))
 
 	dir := filepath.Join(t.TempDir(), "iot")
 	if err := os.CopyFS(dir, os.DirFS(filepath.Join(root, "examples", "iot"))); err != nil {
 		t.Fatal(err)
 	}
-	r := e2etest.Butter(t, ".", "deploy", "-address", serverAddr, "-timeout", "6m", dir)
+	r := e2etest.Butter(t, ".", "deploy", "-address", serverAddr, "-token", mgmt, "-timeout", "6m", dir)
 	t.Logf("deploy:\n%s%s", r.Stdout, r.Stderr)
 	if r.Code != 0 {
 		t.Fatalf("deploy examples/iot: %+v", r)
 	}
-	r = e2etest.Butter(t, ".", "keys", "create", "-address", serverAddr, "iot")
+	r = e2etest.Butter(t, ".", "keys", "create", "-address", serverAddr, "-token", mgmt, "iot")
 	key := strings.TrimSpace(r.Stdout)
 	if r.Code != 0 || key == "" {
 		t.Fatalf("keys create: %+v", r)

@@ -1,0 +1,45 @@
+package nomad
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"testing"
+
+	"github.com/butterfn/butter/e2e/e2etest"
+)
+
+// gatewayACLPolicy is the gateway's control-plane policy, as
+// docs/security.md gives it: read on every project (routes, revisions'
+// specs, API keys' hashes).
+const gatewayACLPolicy = `project "*" {
+  capabilities = ["read"]
+}
+`
+
+var secretIDRE = regexp.MustCompile(`(?m)^Secret ID +=\s*(\S+)$`)
+
+// butterACL bootstraps the control plane's ACLs on a platform server the
+// way an operator does (butter acl bootstrap, policy apply, token create)
+// and returns the management token and the gateway's read-only token.
+func butterACL(t *testing.T, serverAddr string) (mgmt, gateway string) {
+	t.Helper()
+	secret := func(r e2etest.Result, what string) string {
+		t.Helper()
+		m := secretIDRE.FindStringSubmatch(r.Stdout)
+		if r.Code != 0 || m == nil {
+			t.Fatalf("%s: %+v", what, r)
+		}
+		return m[1]
+	}
+	mgmt = secret(e2etest.Butter(t, ".", "acl", "bootstrap", "-address", serverAddr), "butter acl bootstrap")
+	policy := filepath.Join(t.TempDir(), "gateway.hcl")
+	if err := os.WriteFile(policy, []byte(gatewayACLPolicy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r := e2etest.Butter(t, ".", "acl", "policy", "apply", "-address", serverAddr, "-token", mgmt, "gateway", policy); r.Code != 0 {
+		t.Fatalf("butter acl policy apply: %+v", r)
+	}
+	gateway = secret(e2etest.Butter(t, ".", "acl", "token", "create", "-address", serverAddr, "-token", mgmt, "-name", "gateway", "-policy", "gateway"), "butter acl token create")
+	return mgmt, gateway
+}
