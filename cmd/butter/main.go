@@ -90,8 +90,14 @@ func run(args []string) int {
 		"secrets put":               func() (cli.Command, error) { return &secretsPutCommand{ui: ui}, nil },
 		"secrets get":               func() (cli.Command, error) { return &secretsGetCommand{ui: ui}, nil },
 		"tls":                       func() (cli.Command, error) { return &tlsCommand{}, nil },
-		"tls ca create":             func() (cli.Command, error) { return &tlsCACreateCommand{ui: ui}, nil },
-		"tls cert create":           func() (cli.Command, error) { return &tlsCertCreateCommand{ui: ui}, nil },
+		"tls ca": func() (cli.Command, error) {
+			return &tlsGroupCommand{synopsis: "Create a certificate authority", usage: "butter tls ca create [options]"}, nil
+		},
+		"tls cert": func() (cli.Command, error) {
+			return &tlsGroupCommand{synopsis: "Create server and client certificates signed by the CA", usage: "butter tls cert create -server|-client [options]"}, nil
+		},
+		"tls ca create":   func() (cli.Command, error) { return &tlsCACreateCommand{ui: ui}, nil },
+		"tls cert create": func() (cli.Command, error) { return &tlsCertCreateCommand{ui: ui}, nil },
 	}
 	code, err := c.Run()
 	if err != nil {

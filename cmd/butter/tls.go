@@ -24,13 +24,19 @@ Usage: butter tls <subcommand> [options]
     butter tls ca create
     butter tls cert create -server      (once per server)
     butter tls cert create -client      (for the CLI and the gateway)
-
-Subcommands:
-    ca create      Create a certificate authority
-    cert create    Create a server or client certificate signed by the CA
 `)
 }
 func (c *tlsCommand) Run(args []string) int { return cli.RunResultHelp }
+
+// tlsGroupCommand is `butter tls ca` and `butter tls cert`: help only (the
+// CLI lists their create subcommand under it).
+type tlsGroupCommand struct{ synopsis, usage string }
+
+func (c *tlsGroupCommand) Synopsis() string { return c.synopsis }
+func (c *tlsGroupCommand) Help() string {
+	return trimHelp("\nUsage: " + c.usage + "\n\n  " + c.synopsis + ".\n")
+}
+func (c *tlsGroupCommand) Run(args []string) int { return cli.RunResultHelp }
 
 type tlsCACreateCommand struct{ ui cli.Ui }
 
@@ -204,13 +210,9 @@ func (c *tlsCertCreateCommand) Run(args []string) int {
 	if err != nil {
 		return failed(c.ui, fmt.Errorf("%s with %s: %w", *caFile, *keyFile, err))
 	}
-	var certOut, keyOut string
-	for n := 0; ; n++ {
-		base := fmt.Sprintf("%s-%s-%s-%d", *region, kind, *domain, n)
-		certOut, keyOut = base+".pem", base+"-key.pem"
-		if refuseExisting(certOut, keyOut) == nil {
-			break
-		}
+	certOut, keyOut, err := nextFreeCert(fmt.Sprintf("%s-%s-%s", *region, kind, *domain))
+	if err != nil {
+		return failed(c.ui, err)
 	}
 	if err := writeNew(certOut, cert, 0o644); err != nil {
 		return failed(c.ui, err)
@@ -223,6 +225,26 @@ func (c *tlsCertCreateCommand) Run(args []string) int {
 	c.ui.Output(fmt.Sprintf("==> %s certificate saved to %s", strings.ToUpper(string(kind[:1]))+string(kind[1:]), certOut))
 	c.ui.Output(fmt.Sprintf("==> %s certificate key saved to %s", strings.ToUpper(string(kind[:1]))+string(kind[1:]), keyOut))
 	return exitOK
+}
+
+// nextFreeCert is the first <prefix>-N.pem and <prefix>-N-key.pem of
+// which neither exists. Any error other than a file's absence (an
+// unreadable directory) is returned, naming the file.
+func nextFreeCert(prefix string) (certFile, keyFile string, err error) {
+	for n := 0; ; n++ {
+		certFile, keyFile = fmt.Sprintf("%s-%d.pem", prefix, n), fmt.Sprintf("%s-%d-key.pem", prefix, n)
+		taken := false
+		for _, f := range []string{certFile, keyFile} {
+			if _, err := os.Lstat(f); err == nil {
+				taken = true
+			} else if !errors.Is(err, os.ErrNotExist) {
+				return "", "", fmt.Errorf("%s: %w", f, err)
+			}
+		}
+		if !taken {
+			return certFile, keyFile, nil
+		}
+	}
 }
 
 // refuseExisting fails, naming the file, when any of files exists.

@@ -172,3 +172,26 @@ func TestTLSClientFlags(t *testing.T) {
 		t.Fatalf("list-peers without a client certificate: exit %d, %q; want %d naming TLS", code, ui.ErrorWriter, exitInvalid)
 	}
 }
+
+// TestTLSNextFreeCert: cert create takes the first number of which
+// neither file exists (a lone key counts as taken), and an error other
+// than absence is reported naming the file instead of counting forever.
+func TestTLSNextFreeCert(t *testing.T) {
+	t.Chdir(t.TempDir())
+	for _, f := range []string{"global-server-butter-0.pem", "global-server-butter-1-key.pem"} {
+		if err := os.WriteFile(f, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, k, err := nextFreeCert("global-server-butter")
+	if err != nil || c != "global-server-butter-2.pem" || k != "global-server-butter-2-key.pem" {
+		t.Fatalf("got %q, %q, %v; want global-server-butter-2.pem and its key", c, k, err)
+	}
+	if err := os.WriteFile("afile", nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// afile/x-0.pem cannot be looked up (not a directory): not absent.
+	if _, _, err := nextFreeCert("afile/x"); err == nil || !strings.Contains(err.Error(), "afile/x-0.pem") {
+		t.Fatalf("got %v, want an error naming afile/x-0.pem", err)
+	}
+}
