@@ -77,7 +77,7 @@ type Sync struct {
 	// refresh serializes Once; it alone reads the control plane, without
 	// holding mu, so Placement never waits on the network.
 	refresh  sync.Mutex
-	keyState map[string]string // hash → project, for deletes
+	keyState map[string]string  // hash → project, for deletes
 	rates    map[string]float64 // project → requests per second, last refresh
 
 	mu      sync.Mutex
