@@ -78,6 +78,7 @@ type Sync struct {
 	// holding mu, so Placement never waits on the network.
 	refresh  sync.Mutex
 	keyState map[string]string  // hash → project, for deletes
+	keyIndex uint64             // the Raft index of the key list applied
 	rates    map[string]float64 // project → requests per second, last refresh
 
 	mu      sync.Mutex
@@ -256,9 +257,20 @@ func (s *Sync) Once(ctx context.Context, gw RouteSetter) error {
 	errs = append(errs, s.apply(gw, todo)...)
 	s.mu.Unlock()
 
-	keys, _, err := s.client.Keys().List(ctx, stale)
+	keys, meta, err := s.client.Keys().List(ctx, stale)
 	if err != nil {
 		return errors.Join(append(errs, fmt.Errorf("list API keys: %w", err))...)
+	}
+	// A server that restarted answers stale reads from the state it has
+	// replayed so far: a key list older than the one applied would revoke
+	// every key created since. Keep the keys until a server catches up.
+	if meta != nil && meta.LastIndex < s.keyIndex {
+		s.log.Warn("the control plane answered an older key list than the one applied; keeping the keys until it catches up",
+			"answered_index", meta.LastIndex, "applied_index", s.keyIndex)
+		return errors.Join(errs...)
+	}
+	if meta != nil {
+		s.keyIndex = meta.LastIndex
 	}
 	seen := map[string]string{}
 	for _, k := range keys {

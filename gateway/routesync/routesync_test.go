@@ -7,9 +7,13 @@ import (
 	"encoding/hex"
 	"fmt"
 	"github.com/butterfn/butter/scheduler/schedtest"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -368,5 +372,65 @@ func TestQuotasReachTheGateway(t *testing.T) {
 	}
 	if len(rec.rates) != 0 {
 		t.Fatalf("rates %v after the quota was removed", rec.rates)
+	}
+}
+
+// TestOlderKeyListKept: a key list older (by Raft index) than the one
+// applied, as a server that restarted and has not replayed its log yet
+// answers a stale read, does not revoke the keys; a newer one applies.
+// Two real control planes stand for the caught-up and the lagging server,
+// behind a proxy that the test points at one or the other.
+func TestOlderKeyListKept(t *testing.T) {
+	ahead, aheadClient := schedtest.Single(t, nil)
+	behind, behindClient := schedtest.Single(t, nil)
+	ctx := context.Background()
+	if _, err := aheadClient.Projects().Put(ctx, "shop"); err != nil {
+		t.Fatal(err)
+	}
+	key, err := aheadClient.Keys().Create(ctx, "shop", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var target atomic.Pointer[string]
+	target.Store(new(ahead.Addr()))
+	proxy := httptest.NewServer(&httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+		r.SetURL(&url.URL{Scheme: "http", Host: *target.Load()})
+	}})
+	defer proxy.Close()
+	c, err := api.NewClient(&api.Config{Address: proxy.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := gateway.NewMemKeys()
+	s := routesync.New(c, keys, nil)
+	gw := gateway.New(gateway.NewStaticResolver(), gateway.WithLogger(hclog.NewNullLogger()), gateway.WithKeys(keys))
+	defer gw.Close()
+	if err := s.Once(ctx, gw); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok := keys.Lookup(key.Hash); !ok {
+		t.Fatal("the key was not applied")
+	}
+	if behind.FSM().Index() >= ahead.FSM().Index() {
+		t.Fatalf("the lagging server is at index %d, the other at %d: the test needs it behind", behind.FSM().Index(), ahead.FSM().Index())
+	}
+	target.Store(new(behind.Addr()))
+	if err := s.Once(ctx, gw); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok := keys.Lookup(key.Hash); !ok {
+		t.Fatal("an older key list revoked the key")
+	}
+	// Once that server has moved past the applied index, its list applies.
+	for behind.FSM().Index() <= ahead.FSM().Index() {
+		if _, err := behindClient.Projects().Put(ctx, "filler"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Once(ctx, gw); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok := keys.Lookup(key.Hash); ok {
+		t.Fatal("a newer key list without the key left it in place")
 	}
 }
