@@ -185,6 +185,9 @@ func (s *Server) follow(ctx context.Context, nomad Nomad, w deployWant, jobID st
 	case api.DeploymentStatusSuccessful:
 		st.Status = fsm.StatusHealthy
 		st.Message = "deployment " + short(dep.ID) + " successful: " + progress(dep)
+		if warnings := s.poolWarnings(ctx, nomad, dep.ID); len(warnings) > 0 {
+			st.Message += "; the pools warn: " + strings.Join(warnings, "; ")
+		}
 		st.HealthyAt = time.Now().UTC()
 		s.log.Info("revision healthy", "project", w.project, "revision", w.revision, "deployment", dep.ID)
 		return s.setStatus(w.project, w.revision, st)
@@ -286,6 +289,44 @@ func (s *Server) failureDetail(ctx context.Context, nomad Nomad, deploymentID st
 		}
 	}
 	return strings.Join(parts, "; ")
+}
+
+// poolWarnings collects what the deployment's pools say they cannot
+// enforce (an unconfined instance, a memory or process limit off): the
+// "warnings" of their /v1/health answers, which Nomad keeps as the output
+// of each allocation's service check. butter status shows them with the
+// revision's deployment.
+func (s *Server) poolWarnings(ctx context.Context, nomad Nomad, deploymentID string) []string {
+	allocs, err := nomad.DeploymentAllocations(ctx, deploymentID)
+	if err != nil {
+		return nil
+	}
+	seen := map[string]bool{}
+	var out []string
+	for _, a := range allocs {
+		checks, err := nomad.AllocationChecks(ctx, a.ID)
+		if err != nil {
+			continue
+		}
+		for _, c := range checks {
+			i := strings.IndexByte(c.Output, '{')
+			if i < 0 {
+				continue
+			}
+			var health struct{ Warnings []string }
+			if json.Unmarshal([]byte(c.Output[i:]), &health) != nil {
+				continue
+			}
+			for _, w := range health.Warnings {
+				if !seen[w] {
+					seen[w] = true
+					out = append(out, w)
+				}
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // progress summarises a deployment's groups: "main 1/1 placed, 0 healthy".

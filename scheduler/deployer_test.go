@@ -219,3 +219,22 @@ func TestDeployerChecksJobs(t *testing.T) {
 		t.Errorf("%d jobs registered with Nomad", n)
 	}
 }
+
+// TestPoolWarningsInStatus: what a healthy pool's /v1/health says it
+// cannot enforce (its "warnings", kept by Nomad as the check's output)
+// reaches the revision's status message, which butter status shows.
+func TestPoolWarningsInStatus(t *testing.T) {
+	e := newDeployEnv(t)
+	body := `{"status":"ok","functions":1,"warnings":["sandbox: Landlock is not available (kernel 5.4): instances run unconfined","limits: the memory limit is not enforced: no memory controller"]}`
+	e.deploy("r1", nomadfake.Plan{Outcome: nomadfake.Succeed, Healthy: body}, true)
+	d := e.waitStatus("r1", fsm.StatusHealthy)
+	for _, want := range []string{"the pools warn: ", "limits: the memory limit is not enforced", "sandbox: Landlock is not available"} {
+		if !strings.Contains(d.Message, want) {
+			t.Errorf("status message %q lacks %q", d.Message, want)
+		}
+	}
+	e.deploy("r2", nomadfake.Plan{Outcome: nomadfake.Succeed, Healthy: `{"status":"ok","functions":1,"warnings":[]}`}, true)
+	if d := e.waitStatus("r2", fsm.StatusHealthy); strings.Contains(d.Message, "warn") {
+		t.Errorf("a pool without warnings: %q", d.Message)
+	}
+}

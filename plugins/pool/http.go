@@ -34,7 +34,8 @@ const headerRequestID = "X-Request-Id"
 //	                             Butter-Timeout, Butter-Deadline, Butter-Option-*,
 //	                             Butter-Param-*, Butter-State-Key
 //	GET  /v1/functions           the hosted functions
-//	GET  /v1/health              200 while the pool serves; 503 naming each
+//	GET  /v1/health              200 while the pool serves (203 when it has
+//	                             warnings); 503 naming each
 //	                             function that cannot start the instances it
 //	                             needs (its min, or one when min is 0)
 //	                             Both answers carry "warnings": what the pool
@@ -56,7 +57,14 @@ func (p *Pool) Handler() http.Handler {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "unhealthy", "functions": bad, "warnings": p.Warnings()})
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "functions": len(p.fns), "warnings": p.Warnings()})
+		// Healthy with warnings answers 203: still a passing check, and
+		// Nomad keeps the body of a passing check only when its status
+		// is not 200, so the control plane can show the warnings.
+		code := http.StatusOK
+		if len(p.Warnings()) > 0 {
+			code = http.StatusNonAuthoritativeInfo
+		}
+		writeJSON(w, code, map[string]any{"status": "ok", "functions": len(p.fns), "warnings": p.Warnings()})
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(p.opts.metrics.Registry, promhttp.HandlerOpts{}))
 	return mux

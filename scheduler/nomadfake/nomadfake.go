@@ -58,6 +58,9 @@ type Plan struct {
 	Refuse string
 	// Reason is what the failing allocation's check said (Fail only).
 	Reason string
+	// Healthy is what the healthy allocation's check said (Succeed
+	// only): the body of the pool's /v1/health.
+	Healthy string
 }
 
 // Script decides the plan of each job registered.
@@ -223,6 +226,13 @@ func (n *Nomad) RegisterJob(ctx context.Context, job *api.Job) error {
 	switch plan.Outcome {
 	case Succeed:
 		d.Status, d.StatusDescription = api.DeploymentStatusSuccessful, "Deployment completed successfully"
+		if plan.Healthy != "" {
+			alloc := fmt.Sprintf("a%07x-fake-0000-0000-%012x", n.seq, n.seq)
+			n.allocs[d.ID] = []*api.AllocationListStub{{
+				ID: alloc, JobID: id, JobVersion: version, DeploymentStatus: &api.AllocDeploymentStatus{Healthy: ptr(true)},
+			}}
+			n.checks[alloc] = api.AllocCheckStatuses{"c": {ID: "c", Check: "healthy", Status: "success", Output: plan.Healthy}}
+		}
 	case Fail:
 		d.Status, d.StatusDescription = api.DeploymentStatusFailed, "Failed due to unhealthy allocations"
 		alloc := fmt.Sprintf("a%07x-fake-0000-0000-%012x", n.seq, n.seq)
