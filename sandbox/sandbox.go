@@ -269,6 +269,25 @@ func Grants(hide, allow []string) (dirs, files []string, err error) {
 	within := func(p, dir string) bool {
 		return p == dir || dir == "/" || strings.HasPrefix(p, dir+"/")
 	}
+	// A rule that says what its tree would be anyway (an allowed path
+	// outside every hidden tree, like /dev/fd's target /proc/<pid>/fd) is
+	// dropped: it would only make the walk descend, into /proc's
+	// processes, which come and go.
+	var redundant []string
+	for r, rh := range rules {
+		best, inherited := "", false
+		for a, ah := range rules {
+			if a != r && within(r, a) && len(a) >= len(best) {
+				best, inherited = a, ah
+			}
+		}
+		if rh == inherited {
+			redundant = append(redundant, r)
+		}
+	}
+	for _, r := range redundant {
+		delete(rules, r)
+	}
 	// hidden is p's own state: that of the most specific rule over it.
 	hidden := func(p string) bool {
 		best, h := "", false
