@@ -11,10 +11,12 @@
 //
 //   - Files: every path stays readable and writable except the hidden
 //     trees (Hide), minus the paths inside them explicitly allowed again
-//     (Allow). Landlock rules only grant, so the shim grants, for each
-//     ancestor of a hidden path, each sibling entry that does not lead to
-//     it. /dev is hidden except its harmless nodes (null, zero, random,
-//     tty, pts, shm ...).
+//     (Allow); rules nest, and the most specific wins (a tree hidden
+//     inside an allowed one is hidden). Landlock rules only grant, and a
+//     grant covers a whole tree, so the shim grants each tree with no
+//     rule beneath it and descends into the others (Grants). /dev is
+//     hidden except its harmless nodes (null, zero, random, tty, pts,
+//     shm ...).
 //   - Processes: each instance is its own Landlock domain, and Landlock
 //     refuses ptrace-class access from one domain to any process outside
 //     it (or beneath it). Reading /proc/<pid>/environ, mem, fd or root of
@@ -33,7 +35,8 @@
 // included). A function opts out with sandbox = false in its spec, which
 // `butter validate` warns about and refuses next to secrets.
 //
-// The shim costs one extra exec per instance start (BenchmarkStart
+// The shim costs one extra exec per instance start, so per call for an
+// exec function, which forks per call (BenchmarkStart
 // measures it; no test asserts a duration). Available says whether the
 // kernel supports Landlock; without it a pool with secrets refuses to
 // start, and any other pool starts unconfined and says so in its log,
@@ -265,6 +268,25 @@ func Grants(hide, allow []string) (dirs, files []string, err error) {
 	}
 	within := func(p, dir string) bool {
 		return p == dir || dir == "/" || strings.HasPrefix(p, dir+"/")
+	}
+	// A rule that says what its tree would be anyway (an allowed path
+	// outside every hidden tree, like /dev/fd's target /proc/<pid>/fd) is
+	// dropped: it would only make the walk descend, into /proc's
+	// processes, which come and go.
+	var redundant []string
+	for r, rh := range rules {
+		best, inherited := "", false
+		for a, ah := range rules {
+			if a != r && within(r, a) && len(a) >= len(best) {
+				best, inherited = a, ah
+			}
+		}
+		if rh == inherited {
+			redundant = append(redundant, r)
+		}
+	}
+	for _, r := range redundant {
+		delete(rules, r)
 	}
 	// hidden is p's own state: that of the most specific rule over it.
 	hidden := func(p string) bool {

@@ -86,12 +86,14 @@ func TestGrantsNest(t *testing.T) {
 	if err := os.Symlink(filepath.Join(local, "a"), filepath.Join(local, "to-a")); err != nil {
 		t.Fatal(err)
 	}
-	dirs, files, err := sandbox.Grants([]string{filepath.Join(root, "alloc"), filepath.Join(local, "b")}, []string{local, filepath.Join(local, "a")})
+	// /dev/fd leads to /proc/<pid>/fd, outside every hidden tree: the
+	// walk must not descend into /proc, whose processes come and go.
+	dirs, files, err := sandbox.Grants([]string{filepath.Join(root, "alloc"), filepath.Join(local, "b")}, []string{local, filepath.Join(local, "a"), "/dev/fd", "/proc/self/fd"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	all := append(append([]string(nil), dirs...), files...)
-	for _, want := range []string{filepath.Join(local, "a"), filepath.Join(local, "pool.json"), filepath.Join(local, "to-a"), "/usr"} {
+	for _, want := range []string{filepath.Join(local, "a"), filepath.Join(local, "pool.json"), filepath.Join(local, "to-a"), "/usr", "/proc"} {
 		if !slices.Contains(all, want) {
 			t.Errorf("grants lack %s: %v", want, all)
 		}
