@@ -114,8 +114,8 @@ job "butter-gateway" {
       # With -var tls=true: the CA, the client certificate and its key,
       # from the items tls_ca, tls_cert and tls_key of the same variable,
       # as files in the task's secrets dir (the key mode 0600). The task
-      # waits for the variable; a missing item is an empty file, which
-      # butter gateway refuses at start, naming it.
+      # waits for the variable; a missing item leaves an empty file, which
+      # butter gateway refuses ("no PEM certificate" / "client certificate").
       dynamic "template" {
         for_each = var.tls ? { ca = "tls_ca", cert = "tls_cert", key = "tls_key" } : {}
         content {
