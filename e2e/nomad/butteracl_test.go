@@ -22,7 +22,8 @@ var secretIDRE = regexp.MustCompile(`(?m)^Secret ID +=\s*(\S+)$`)
 // butterACL bootstraps the control plane's ACLs on a platform server the
 // way an operator does (butter acl bootstrap, policy apply, token create)
 // and returns the management token and the gateway's read-only token.
-func butterACL(t *testing.T, serverAddr string) (mgmt, gateway string) {
+// Every command also gets tlsArgs (the CLI's TLS flags, if any).
+func butterACL(t *testing.T, serverAddr string, tlsArgs ...string) (mgmt, gateway string) {
 	t.Helper()
 	secret := func(r e2etest.Result, what string) string {
 		t.Helper()
@@ -32,14 +33,14 @@ func butterACL(t *testing.T, serverAddr string) (mgmt, gateway string) {
 		}
 		return m[1]
 	}
-	mgmt = secret(e2etest.Butter(t, ".", "acl", "bootstrap", "-address", serverAddr), "butter acl bootstrap")
+	mgmt = secret(e2etest.Butter(t, ".", append([]string{"acl", "bootstrap", "-address", serverAddr}, tlsArgs...)...), "butter acl bootstrap")
 	policy := filepath.Join(t.TempDir(), "gateway.hcl")
 	if err := os.WriteFile(policy, []byte(gatewayACLPolicy), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if r := e2etest.Butter(t, ".", "acl", "policy", "apply", "-address", serverAddr, "-token", mgmt, "gateway", policy); r.Code != 0 {
+	if r := e2etest.Butter(t, ".", append(append([]string{"acl", "policy", "apply", "-address", serverAddr, "-token", mgmt}, tlsArgs...), "gateway", policy)...); r.Code != 0 {
 		t.Fatalf("butter acl policy apply: %+v", r)
 	}
-	gateway = secret(e2etest.Butter(t, ".", "acl", "token", "create", "-address", serverAddr, "-token", mgmt, "-name", "gateway", "-policy", "gateway"), "butter acl token create")
+	gateway = secret(e2etest.Butter(t, ".", append(append([]string{"acl", "token", "create", "-address", serverAddr, "-token", mgmt}, tlsArgs...), "-name", "gateway", "-policy", "gateway")...), "butter acl token create")
 	return mgmt, gateway
 }

@@ -6,6 +6,8 @@ package nomad
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -32,13 +34,28 @@ func TestMain(m *testing.M) { e2etest.Main(m) }
 // ingest route: they flow through the readings stream and the detector,
 // which keeps per-device state, to the alerts stream, which the test
 // consumes.
+//
+// The control plane runs with its ACLs and with TLS (-var tls=true, the
+// certificates made by `butter tls` and put in the jobs' Nomad variables):
+// the CLI, the gateway and the test call its API over mutual TLS, and
+// Nomad's artifact getter fetches the bundles from its https:// blob URLs,
+// trusting the CA through SSL_CERT_FILE, which the client's artifact block
+// passes into the getter's sandbox (docs/security.md).
 func TestIoTOnNomad(t *testing.T) {
 	root := e2etest.Root()
 	pluginDir := e2etest.PluginDir()
 	kafkaPort, httpPort, raftPort, gwPort := testport.Port(t), testport.Port(t), testport.Port(t), testport.Port(t)
 	brokers := fmt.Sprintf("127.0.0.1:%d", kafkaPort)
+	certs := makeCerts(t)
 	agent := nomadtest.StartWith(t, nomadtest.Options{
 		PluginDir: pluginDir,
+		Env:       []string{"SSL_CERT_FILE=" + certs.ca},
+		ClientHCL: fmt.Sprintf(`
+  artifact {
+    set_environment_variables        = "SSL_CERT_FILE"
+    filesystem_isolation_extra_paths = ["f:r:%s"]
+  }
+`, certs.ca),
 		HCL: fmt.Sprintf(`
 plugin "raw_exec" {
   config {
@@ -57,8 +74,8 @@ plugin "nomad-driver-butter" {
 			return d != nil && d.Healthy && r != nil && r.Healthy
 		},
 	})
-	serverAddr := fmt.Sprintf("http://127.0.0.1:%d", httpPort)
-	vars := fmt.Sprintf("butter_bin = %q\nnomad_addr = %q\nkafka_brokers = %q\nkafka_port = %d\nserver_addr = %q\n",
+	serverAddr := fmt.Sprintf("https://127.0.0.1:%d", httpPort)
+	vars := fmt.Sprintf("butter_bin = %q\nnomad_addr = %q\nkafka_brokers = %q\nkafka_port = %d\nserver_addr = %q\ntls = true\n",
 		e2etest.Bin(), agent.Addr, brokers, kafkaPort, serverAddr)
 	run := func(file string, extra string) {
 		t.Helper()
@@ -83,6 +100,14 @@ plugin "nomad-driver-butter" {
 		}
 	}
 	run("broker.nomad.hcl", "")
+	// The server's certificate and key, and the CA, as the operator puts
+	// them: items of the job's Nomad variable, which its templates render
+	// into the task's secrets dir.
+	if _, _, err := agent.Client.Variables().Create(&api.Variable{Path: "nomad/jobs/butter-server", Items: map[string]string{
+		"tls_ca": certs.read(t, certs.ca), "tls_cert": certs.read(t, certs.serverCert), "tls_key": certs.read(t, certs.serverKey),
+	}}, nil); err != nil {
+		t.Fatalf("put the server's Nomad variable: %v", err)
+	}
 	run("server.nomad.hcl", fmt.Sprintf("http_port = %d\nraft_port = %d\n", httpPort, raftPort))
 	defer func() {
 		if t.Failed() {
@@ -92,9 +117,10 @@ plugin "nomad-driver-butter" {
 			dumpTopics(t, brokers, "iot.readings", "iot.failed-readings", "iot._state.detect")
 		}
 	}()
+	httpsClient := certs.client(t, true)
 	e2etest.WaitFor(t, 4*time.Minute, "the control plane running on Nomad", func() bool {
 		var out struct{ Leader string }
-		resp, err := http.Get(serverAddr + "/v1/status/leader")
+		resp, err := httpsClient.Get(serverAddr + "/v1/status/leader")
 		if err != nil {
 			return false
 		}
@@ -105,8 +131,24 @@ plugin "nomad-driver-butter" {
 	// operator bootstraps them, and gives the gateway a read-only token
 	// through its Nomad variable, which its template turns into
 	// $BUTTER_TOKEN (docs/jobs.md).
-	mgmt, gatewayToken := butterACL(t, serverAddr)
-	if _, _, err := agent.Client.Variables().Create(&api.Variable{Path: "nomad/jobs/butter-gateway", Items: map[string]string{"BUTTER_TOKEN": gatewayToken}}, nil); err != nil {
+	// TLS is on and verifies clients: without a client certificate, even
+	// a client that trusts the CA is refused (403), and plain HTTP gets 400.
+	if resp, err := certs.client(t, false).Get(serverAddr + "/v1/status/leader"); err != nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("GET /v1/status/leader without a client certificate: %v %v, want 403", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	if resp, err := http.Get(strings.Replace(serverAddr, "https://", "http://", 1) + "/v1/status/leader"); err != nil || resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("GET /v1/status/leader over plain HTTP: %v %v, want 400", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	mgmt, gatewayToken := butterACL(t, serverAddr, certs.args()...)
+	// The gateway's token, and its client certificate and the CA.
+	if _, _, err := agent.Client.Variables().Create(&api.Variable{Path: "nomad/jobs/butter-gateway", Items: map[string]string{
+		"BUTTER_TOKEN": gatewayToken,
+		"tls_ca":       certs.read(t, certs.ca), "tls_cert": certs.read(t, certs.clientCert), "tls_key": certs.read(t, certs.clientKey),
+	}}, nil); err != nil {
 		t.Fatalf("put the gateway's Nomad variable: %v", err)
 	}
 	run("gateway.nomad.hcl", fmt.Sprintf("http_port = %d\n", gwPort))
@@ -115,12 +157,33 @@ plugin "nomad-driver-butter" {
 	if err := os.CopyFS(dir, os.DirFS(filepath.Join(root, "examples", "iot"))); err != nil {
 		t.Fatal(err)
 	}
-	r := e2etest.Butter(t, ".", "deploy", "-address", serverAddr, "-token", mgmt, "-timeout", "6m", dir)
+	r := e2etest.Butter(t, ".", append(append([]string{"deploy", "-address", serverAddr, "-token", mgmt, "-timeout", "6m"}, certs.args()...), dir)...)
 	t.Logf("deploy:\n%s%s", r.Stdout, r.Stderr)
 	if r.Code != 0 {
 		t.Fatalf("deploy examples/iot: %+v", r)
 	}
-	r = e2etest.Butter(t, ".", "keys", "create", "-address", serverAddr, "-token", mgmt, "iot")
+	// Nomad fetched the pools' bundles over HTTPS: the deploy waits for
+	// them to run, and their artifacts are the server's https:// blob URLs.
+	pools, _, err := agent.Client.Jobs().List(&api.QueryOptions{Prefix: "butter-iot"})
+	if err != nil || len(pools) == 0 {
+		t.Fatalf("list the project's jobs: %v %v", pools, err)
+	}
+	for _, stub := range pools {
+		job, _, err := agent.Client.Jobs().Info(stub.ID, nil)
+		if err != nil {
+			t.Fatalf("read job %s: %v", stub.ID, err)
+		}
+		for _, g := range job.TaskGroups {
+			for _, task := range g.Tasks {
+				for _, a := range task.Artifacts {
+					if a.GetterSource == nil || !strings.HasPrefix(*a.GetterSource, serverAddr+"/v1/blobs/") {
+						t.Errorf("job %s task %s: artifact %v, want one under %s/v1/blobs/", stub.ID, task.Name, a.GetterSource, serverAddr)
+					}
+				}
+			}
+		}
+	}
+	r = e2etest.Butter(t, ".", append(append([]string{"keys", "create", "-address", serverAddr, "-token", mgmt}, certs.args()...), "iot")...)
 	key := strings.TrimSpace(r.Stdout)
 	if r.Code != 0 || key == "" {
 		t.Fatalf("keys create: %+v", r)
@@ -239,4 +302,63 @@ func dumpTopics(t *testing.T, brokers string, topics ...string) {
 			t.Logf("%s[%d]@%d key=%s %s %v", r.Topic, r.Partition, r.Offset, r.Key, r.Value, hdrs)
 		})
 	}
+}
+
+// certs are the platform's TLS files, made by `butter tls` as an operator
+// makes them: a CA, a server certificate (for 127.0.0.1, among its
+// names) and a client certificate.
+type certs struct {
+	ca, serverCert, serverKey, clientCert, clientKey string
+}
+
+// makeCerts runs `butter tls ca create` and `butter tls cert create
+// -server` and `-client` in a temporary directory.
+func makeCerts(t *testing.T) certs {
+	t.Helper()
+	dir := t.TempDir()
+	for _, args := range [][]string{{"tls", "ca", "create"}, {"tls", "cert", "create", "-server"}, {"tls", "cert", "create", "-client"}} {
+		if r := e2etest.Butter(t, dir, args...); r.Code != 0 {
+			t.Fatalf("butter %s: %+v", strings.Join(args, " "), r)
+		}
+	}
+	f := func(name string) string { return filepath.Join(dir, name) }
+	return certs{
+		ca:         f("butter-agent-ca.pem"),
+		serverCert: f("global-server-butter-0.pem"), serverKey: f("global-server-butter-0-key.pem"),
+		clientCert: f("global-client-butter-0.pem"), clientKey: f("global-client-butter-0-key.pem"),
+	}
+}
+
+// args are the CLI's TLS flags for the client certificate.
+func (c certs) args() []string {
+	return []string{"-ca-cert", c.ca, "-client-cert", c.clientCert, "-client-key", c.clientKey}
+}
+
+// read returns a file's contents (PEM).
+func (c certs) read(t *testing.T, file string) string {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// client returns an HTTP client that trusts the CA and, with withCert,
+// presents the client certificate.
+func (c certs) client(t *testing.T, withCert bool) *http.Client {
+	t.Helper()
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(c.read(t, c.ca))) {
+		t.Fatalf("no certificate in %s", c.ca)
+	}
+	cfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	if withCert {
+		pair, err := tls.LoadX509KeyPair(c.clientCert, c.clientKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}
 }

@@ -109,6 +109,14 @@ type Options struct {
 	// HCL is appended to the client agent's config, for plugin blocks and
 	// the like (the dev agent's, which is also the server).
 	HCL string
+	// ClientHCL goes inside the client agent's client block, for its
+	// artifact block and the like.
+	ClientHCL string
+	// Env is added to the environment of every agent process
+	// ("NAME=value"), such as SSL_CERT_FILE for the artifact getter
+	// (which sees it only when the client's artifact block lists it in
+	// set_environment_variables).
+	Env []string
 	// Persistent runs a real cluster instead of -dev: a server agent and a
 	// client agent, each in its own process with its own data dir, so that
 	// Restart restarts the client alone and it recovers its allocations,
@@ -153,11 +161,12 @@ func StartWith(t testing.TB, opts Options) *Agent {
 client {
   enabled = true
 %s
+%s
   options = {
     %s
   }
 }
-`, extra, fingerprintDenylist)
+`, extra, opts.ClientHCL, fingerprintDenylist)
 		if opts.PluginDir != "" {
 			cfg += fmt.Sprintf("plugin_dir = %q\n", opts.PluginDir)
 		}
@@ -262,6 +271,9 @@ func (a *Agent) start(t testing.TB, p *proc) {
 	t.Helper()
 	cmd := exec.Command(a.Bin, p.args...)
 	cmd.Dir = a.dir
+	if len(a.opts.Env) > 0 {
+		cmd.Env = append(os.Environ(), a.opts.Env...)
+	}
 	cmd.Stdout = p.log
 	cmd.Stderr = p.log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
