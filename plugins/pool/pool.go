@@ -432,7 +432,8 @@ func (p *Pool) Invoke(ctx context.Context, function string, c *Call) error {
 		return fmt.Errorf("%w %q", ErrUnknownFunction, function)
 	}
 	if err := p.checkInput(f, c); err != nil {
-		// Not run: nothing to measure.
+		// Not run: an error, but no invocation.
+		p.opts.metrics.refused(function, proto.PreconditionFailed)
 		return err
 	}
 	deadline := time.Now().Add(f.timeout)
