@@ -1,7 +1,9 @@
 package pool_test
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/butterfn/butter/broker"
 	"github.com/butterfn/butter/plugins/pool"
+	"github.com/butterfn/butter/sdk"
 )
 
 // writeSchema writes a JSON Schema file into dir and returns its path.
@@ -167,5 +170,121 @@ func TestSchemaStream(t *testing.T) {
 	eventually(t, 30*time.Second, "the calls counted", func() bool { return ranCalls(t, srv, "typed") >= 3 })
 	if n := ranCalls(t, srv, "typed"); n != 3 {
 		t.Errorf("%v calls ran, want 3", n)
+	}
+}
+
+// TestSchemaStreamBatches: a Go function's events go to its worker in
+// batches; an event failing its trigger's schema is kept out of every
+// batch and dead-lettered as PreconditionFailed, and an output of a batch
+// failing output_schema is dead-lettered as PostconditionFailed instead
+// of produced, each after one attempt; the other outputs keep the
+// partition's order.
+func TestSchemaStreamBatches(t *testing.T) {
+	dir := t.TempDir()
+	dev, cl := devBroker(t)
+	topics(t, cl, broker.Topic{Name: "sb.in", Partitions: 1})
+	var vals []string
+	for i := range 200 {
+		v := fmt.Sprintf(`"ev-%04d"`, i) // JSON strings; gofn upper-cases them
+		switch i {
+		case 60:
+			v = `"bad-0060"`
+		case 150:
+			v = `"ev-post"`
+		}
+		vals = append(vals, v)
+	}
+	keyed(t, cl, "sb.in", "k", vals...)
+	f := streamFn("typedgo", "first", "sb.in", "sb.out")
+	f.Runtime, f.Command = "go", nil
+	f.MaxInstances = 1
+	f.Streams[0].Schema = writeSchema(t, dir, "in.json", `{"type": "string", "pattern": "^ev-"}`)
+	f.OutputSchema = writeSchema(t, dir, "out.json", `{"type": "string", "not": {"const": "EV-POST"}}`)
+	f.Retry = &pool.RetryConfig{Attempts: 3, Backoff: "10ms", MaxBackoff: "20ms"}
+	_, srv := streamPoolSrv(t, dev, f)
+
+	out := readAll(t, dev.Addr, "sb.out", 198)
+	var want []string
+	for _, v := range vals {
+		if v != `"bad-0060"` && v != `"ev-post"` {
+			want = append(want, strings.ToUpper(v))
+		}
+	}
+	for i, r := range out {
+		if i >= len(want) || string(r.Value) != want[i] {
+			t.Fatalf("output %d = %s, want %s: the valid outputs in order, no other", i, r.Value, want[min(i, len(want)-1)])
+		}
+	}
+	dls := readAll(t, dev.Addr, "sb.in.dlq", 2)
+	for i, w := range []struct{ value, typ string }{{`"bad-0060"`, "PreconditionFailed"}, {`"ev-post"`, "PostconditionFailed"}} {
+		dl := dls[i]
+		if string(dl.Value) != w.value || broker.Header(dl, broker.HeaderErrorType) != w.typ || broker.Attempts(dl) != 1 {
+			t.Errorf("dead letter %d = %s type %q attempts %d, want %s %s after 1", i, dl.Value, broker.Header(dl, broker.HeaderErrorType), broker.Attempts(dl), w.value, w.typ)
+		}
+		if v := details(t, []byte(broker.Header(dl, broker.HeaderErrorDetails))); len(v) != 1 || v[0].Pointer != "" {
+			t.Errorf("dead letter %d details %+v, want one at the root", i, v)
+		}
+	}
+	if n := metric(t, srv, "butter_ordered_batches_total", "typedgo"); n < 2 {
+		t.Errorf("%v ordered batches: the events went one at a time", n)
+	}
+	eventually(t, 30*time.Second, "the calls counted", func() bool { return ranCalls(t, srv, "typedgo") >= 199 })
+	if n := ranCalls(t, srv, "typedgo"); n != 199 {
+		t.Errorf("%v calls ran, want 199: the refused input never, the others once", n)
+	}
+}
+
+// TestSchemaEmit: an emit to a stream whose own schema the value fails is
+// not produced, and the call fails with PostconditionFailed (HTTP 502,
+// with the violations), whatever the function does with the emit's
+// error.
+func TestSchemaEmit(t *testing.T) {
+	dir := t.TempDir()
+	dev, cl := devBroker(t)
+	topics(t, cl, broker.Topic{Name: "se.alerts", Partitions: 1})
+	sdks, err := sdk.Install(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	abs, _ := filepath.Abs("testdata/emitfn")
+	f := fn("emitter", "node")
+	f.Bundle, f.Handler = abs, "index.handle"
+	f.Emits = []string{"se.alerts"}
+	// emitfn emits "alert:<input>", which is not JSON.
+	cfg := &pool.Config{Project: "se", Pool: "p", Functions: []pool.FunctionConfig{f},
+		Topics: []pool.TopicConfig{{Name: "se.alerts", Partitions: 1, Schema: writeSchema(t, dir, "alert.json", `{"type": "object"}`)}}}
+	p, err := pool.New(cfg, nil, pool.WithSDKs(sdks))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	if err := p.StartStreams(ctx, dev.Config()); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(p.Handler())
+	defer srv.Close()
+	a := invoke(t, srv, "emitter", strings.NewReader("x"), nil)
+	var b struct {
+		Error   struct{ Type, Message string }
+		Details json.RawMessage
+	}
+	_ = json.Unmarshal([]byte(a.body), &b)
+	if a.code != 502 || b.Error.Type != "PostconditionFailed" || !strings.Contains(b.Error.Message, "se.alerts") {
+		t.Fatalf("emit failing its stream's schema: %d %q, want 502 PostconditionFailed naming se.alerts", a.code, a.body)
+	}
+	if v := details(t, b.Details); len(v) != 1 || !strings.HasPrefix(v[0].Message, "not JSON") {
+		t.Errorf("details %+v, want one: not JSON", v)
+	}
+	// Nothing reached the stream: the marker, produced after the call
+	// was answered, is its first record.
+	produce(t, cl, "se.alerts", "marker")
+	recs := readAll(t, dev.Addr, "se.alerts", 1)
+	if len(recs) != 1 || string(recs[0].Value) != "marker" {
+		t.Errorf("se.alerts = %v, want only the marker produced after the call", values(recs))
 	}
 }
