@@ -288,3 +288,44 @@ func TestSchemaEmit(t *testing.T) {
 		t.Errorf("se.alerts = %v, want only the marker produced after the call", values(recs))
 	}
 }
+
+// TestSchemaOutputStream: a stream function's output is checked against
+// the schema of the stream it goes to (a stream block's schema, here with
+// a $ref to another file, resolved against the schema's own): an output
+// that fails is dead-lettered as PostconditionFailed and not produced.
+func TestSchemaOutputStream(t *testing.T) {
+	dir := t.TempDir()
+	dev, cl := devBroker(t)
+	topics(t, cl, broker.Topic{Name: "so.in", Partitions: 1})
+	writeSchema(t, dir, "defs.json", `{"$defs": {"reading": {"type": "object", "required": ["v"]}}}`)
+	f := streamFn("relay", "first", "so.in", "so.out", "cat")
+	f.Bundle, _ = filepath.Abs("testdata/gofn")
+	cfg := &pool.Config{Project: "so", Pool: "p", Functions: []pool.FunctionConfig{f},
+		Topics: []pool.TopicConfig{{Name: "so.out", Partitions: 1, Schema: writeSchema(t, dir, "reading.json", `{"$ref": "defs.json#/$defs/reading"}`)}}}
+	p, err := pool.New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	if err := p.StartStreams(ctx, dev.Config()); err != nil {
+		t.Fatal(err)
+	}
+	keyed(t, cl, "so.in", "k", `{"v": 1}`, `{"w": 2}`, `{"v": 3}`)
+	out := readAll(t, dev.Addr, "so.out", 2)
+	if len(out) != 2 || string(out[0].Value) != `{"v": 1}` || string(out[1].Value) != `{"v": 3}` {
+		t.Errorf("so.out = %v, want the two outputs that match its schema", values(out))
+	}
+	dl := readAll(t, dev.Addr, "so.in.dlq", 1)[0]
+	v := details(t, []byte(broker.Header(dl, broker.HeaderErrorDetails)))
+	if string(dl.Value) != `{"w": 2}` || broker.Header(dl, broker.HeaderErrorType) != "PostconditionFailed" || len(v) != 1 || !strings.Contains(v[0].Message, "v") {
+		t.Errorf("dead letter %s type %q details %+v, want the failing event, PostconditionFailed, one violation naming v", dl.Value, broker.Header(dl, broker.HeaderErrorType), v)
+	}
+	if m := broker.Header(dl, broker.HeaderErrorMessage); !strings.Contains(m, "output to stream so.out") {
+		t.Errorf("dead letter message %q, want it to name the output stream", m)
+	}
+}
