@@ -185,6 +185,9 @@ func pointer(tokens []string) string {
 // for a stream-triggered call, its trigger's schema, reading the input
 // whole (and giving it back to c as a reader) when one applies.
 func (p *Pool) checkInput(f *fnPool, c *Call) error {
+	if !p.checksInput(f, c.stream) {
+		return nil
+	}
 	ss := []*schema{p.schemas.in[f.cfg.Name]}
 	if c.stream != "" {
 		ss = append(ss, p.schemas.stream[f.cfg.Name][c.stream])
@@ -210,6 +213,12 @@ func (p *Pool) checkInput(f *fnPool, c *Call) error {
 		}
 	}
 	return nil
+}
+
+// checksInput reports whether a schema applies to the input of a call of
+// f, from stream when that is not "".
+func (p *Pool) checksInput(f *fnPool, stream string) bool {
+	return p.schemas.in[f.cfg.Name] != nil || stream != "" && p.schemas.stream[f.cfg.Name][stream] != nil
 }
 
 // checkOutput checks out, the output of a call of f, against f's

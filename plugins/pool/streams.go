@@ -827,7 +827,7 @@ func (c *consumer) handleBatch(ctx context.Context, recs []*kgo.Record, acks *ba
 		if !batchable(r) || (n > 0 && len(events)+len(r.Value) > maxBatchBytes) {
 			break
 		}
-		if c.p.checkInput(c.f, &Call{Input: bytes.NewReader(r.Value), stream: r.Topic}) != nil {
+		if c.p.checksInput(c.f, r.Topic) && c.p.checkInput(c.f, &Call{Input: bytes.NewReader(r.Value), stream: r.Topic}) != nil {
 			// An input that fails its schema is not run: handle
 			// dead-letters it, after the events before it.
 			break
