@@ -26,6 +26,9 @@ const (
 	HeaderErrorType    = "ce_errortype"
 	HeaderErrorMessage = "ce_errormessage"
 	HeaderAttempts     = "ce_attempts"
+	// HeaderErrorDetails is a dead letter's schema violations, as a JSON
+	// array of {"pointer", "message"} (plugins/pool, "Schemas enforced").
+	HeaderErrorDetails = "ce_errordetails"
 	HeaderOrigin       = "ce_origintopic"
 )
 

@@ -24,6 +24,10 @@ type CallError struct {
 	Message string
 	// Step is the pipeline step that failed (0-based), or -1.
 	Step int
+	// Details are a pool's error details, passed on as they came: the
+	// schema violations of a PreconditionFailed or PostconditionFailed,
+	// each {"pointer", "message"} (plugins/pool, schemas.go).
+	Details json.RawMessage
 }
 
 func (e *CallError) Error() string { return e.Type + ": " + e.Message }
@@ -117,8 +121,15 @@ type errorBody struct {
 	Error     string `json:"error"`
 	Type      string `json:"type"`
 	RequestID string `json:"request_id"`
+	// Details are a pool's error details (CallError.Details).
+	Details json.RawMessage `json:"details,omitempty"`
 }
 
 func writeError(w http.ResponseWriter, code int, typ, id, msg string) {
 	writeJSON(w, code, errorBody{Error: msg, Type: typ, RequestID: id})
+}
+
+// writeCallError writes e, with msg as its message and its details.
+func writeCallError(w http.ResponseWriter, e *CallError, id, msg string) {
+	writeJSON(w, e.Status, errorBody{Error: msg, Type: e.Type, RequestID: id, Details: e.Details})
 }

@@ -222,14 +222,15 @@ func trailerError(t string) *CallError {
 }
 
 // readPoolError reads a pool's error answer, {"error": {"type",
-// "message"}}, keeping its status.
+// "message"}, "details": [...]}, keeping its status and details.
 func readPoolError(resp *http.Response) *CallError {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	var pe struct {
-		Error struct{ Type, Message string }
+		Error   struct{ Type, Message string }
+		Details json.RawMessage
 	}
 	if json.Unmarshal(b, &pe) == nil && pe.Error.Type != "" {
-		return &CallError{Status: resp.StatusCode, Type: pe.Error.Type, Message: poolMessage(pe.Error.Message), Step: -1}
+		return &CallError{Status: resp.StatusCode, Type: pe.Error.Type, Message: poolMessage(pe.Error.Message), Step: -1, Details: pe.Details}
 	}
 	msg := poolMessage(string(b))
 	if msg == "" {

@@ -134,7 +134,7 @@ func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, rt *route) 
 	if err != nil {
 		e := err.(*CallError)
 		rec.failure = e.Error()
-		writeError(rec, e.Status, e.Type, id, c.describe(e))
+		writeCallError(rec, e, id, c.describe(e))
 		c.close()
 		return
 	}

@@ -1,6 +1,7 @@
 package spec
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclparse"
+	"github.com/santhosh-tekuri/jsonschema/v6"
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/convert"
 )
@@ -725,7 +727,51 @@ func (d *decoder) schemaFile(file string, attr *hcl.Attribute) (string, bool) {
 			return "", false
 		}
 	}
+	if err := compileSchema(d.fsys, p, src); err != nil {
+		d.errorf(&r, "Schema does not compile", "%s is not a valid JSON Schema: %v. Fix it to follow JSON Schema draft 2020-12, or name its draft in $schema.", d.displayName(p), err)
+		return "", false
+	}
 	return p, true
+}
+
+// schemaRoot is the URL the project directory stands at when a schema is
+// compiled: its $refs to other files resolve within the project (fsys).
+const schemaRoot = "file:///butter-project/"
+
+// compileSchema compiles the JSON Schema src, the file p of fsys, as the
+// pool does when it starts (plugins/pool, schemas.go), reading the files
+// its $refs name from fsys.
+func compileSchema(fsys fs.FS, p string, src []byte) error {
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(src))
+	if err != nil {
+		return err
+	}
+	c := jsonschema.NewCompiler()
+	c.UseLoader(fsLoader{fsys})
+	url := schemaRoot + p
+	if err := c.AddResource(url, doc); err != nil {
+		return err
+	}
+	_, err = c.Compile(url)
+	if err != nil {
+		return errors.New(strings.Join(strings.Fields(err.Error()), " "))
+	}
+	return nil
+}
+
+// fsLoader loads the schemas a schema's $refs name from the project.
+type fsLoader struct{ fsys fs.FS }
+
+func (l fsLoader) Load(url string) (any, error) {
+	name, ok := strings.CutPrefix(url, schemaRoot)
+	if !ok {
+		return nil, fmt.Errorf("%s is outside the project: a schema may refer only to files of the project", url)
+	}
+	b, err := fs.ReadFile(l.fsys, name)
+	if err != nil {
+		return nil, err
+	}
+	return jsonschema.UnmarshalJSON(bytes.NewReader(b))
 }
 
 // explainConstants adds how to fix hcl's "Variables not allowed" and

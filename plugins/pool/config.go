@@ -12,6 +12,7 @@ import (
 	"github.com/butterfn/butter/broker"
 	"github.com/butterfn/butter/names"
 	"github.com/butterfn/butter/secrets"
+	"github.com/santhosh-tekuri/jsonschema/v6"
 )
 
 // Config is what a pool hosts. It is the one shape of a pool's
@@ -282,10 +283,10 @@ func (c *Config) HasStreams() bool {
 	return false
 }
 
-// schemaSet holds the JSON Schemas a pool's functions declare, read once when
-// the pool is created: a missing or malformed schema file fails New
-// rather than a call later. They are only loaded here: checking inputs,
-// outputs and stream events against them is the events work (issue 16).
+// schemaSet holds the JSON Schemas a pool's functions declare, read and
+// compiled once when the pool is created: a missing, malformed or
+// uncompilable schema file fails New rather than a call later. The calls
+// are checked against them (schemas.go).
 type schemaSet struct {
 	// Input and Output are by function name.
 	Input, Output map[string]json.RawMessage
@@ -293,33 +294,51 @@ type schemaSet struct {
 	Stream map[string]map[string]json.RawMessage
 	// Topic is the schema of the project's streams, by topic.
 	Topic map[string]json.RawMessage
+
+	// in, out, stream and topic are the same schemas compiled.
+	in, out map[string]*schema
+	stream  map[string]map[string]*schema
+	topic   map[string]*schema
 }
 
 // loadSchemas reads the schema files the config names. Paths are read as
 // they are: Resolve first makes them absolute.
 func (c *Config) loadSchemas() (*schemaSet, error) {
-	s := &schemaSet{Input: map[string]json.RawMessage{}, Output: map[string]json.RawMessage{}, Stream: map[string]map[string]json.RawMessage{}, Topic: map[string]json.RawMessage{}}
-	cache := map[string]json.RawMessage{}
-	load := func(fn, what, path string) (json.RawMessage, error) {
-		if b, ok := cache[path]; ok {
-			return b, nil
+	s := &schemaSet{Input: map[string]json.RawMessage{}, Output: map[string]json.RawMessage{}, Stream: map[string]map[string]json.RawMessage{}, Topic: map[string]json.RawMessage{},
+		in: map[string]*schema{}, out: map[string]*schema{}, stream: map[string]map[string]*schema{}, topic: map[string]*schema{}}
+	type compiled struct {
+		raw json.RawMessage
+		s   *jsonschema.Schema
+	}
+	cache := map[string]compiled{}
+	// load reads and compiles the schema file path, once per file; owner
+	// and field name it in errors ("function f: input_schema").
+	load := func(owner, field, path string) (json.RawMessage, *schema, error) {
+		cs, ok := cache[path]
+		if !ok {
+			b, err := readSchema(path)
+			if err != nil {
+				return nil, nil, fmt.Errorf("%s: %s: %w", owner, field, err)
+			}
+			sch, err := compileSchema(path, b)
+			if err != nil {
+				return nil, nil, fmt.Errorf("%s: %s: %w", owner, field, err)
+			}
+			cs = compiled{b, sch}
+			cache[path] = cs
 		}
-		b, err := readSchema(path)
-		if err != nil {
-			return nil, fmt.Errorf("function %s: %s: %w", fn, what, err)
-		}
-		cache[path] = b
-		return b, nil
+		return cs.raw, &schema{field: field, file: path, s: cs.s}, nil
 	}
 	for _, f := range c.Functions {
 		var err error
+		owner := "function " + f.Name
 		if f.InputSchema != "" {
-			if s.Input[f.Name], err = load(f.Name, "input_schema", f.InputSchema); err != nil {
+			if s.Input[f.Name], s.in[f.Name], err = load(owner, "input_schema", f.InputSchema); err != nil {
 				return nil, err
 			}
 		}
 		if f.OutputSchema != "" {
-			if s.Output[f.Name], err = load(f.Name, "output_schema", f.OutputSchema); err != nil {
+			if s.Output[f.Name], s.out[f.Name], err = load(owner, "output_schema", f.OutputSchema); err != nil {
 				return nil, err
 			}
 		}
@@ -327,25 +346,27 @@ func (c *Config) loadSchemas() (*schemaSet, error) {
 			if tr.Schema == "" {
 				continue
 			}
-			b, err := load(f.Name, "stream "+tr.Stream+": schema", tr.Schema)
+			b, sch, err := load(owner, "stream "+tr.Stream+": schema", tr.Schema)
 			if err != nil {
 				return nil, err
 			}
 			if s.Stream[f.Name] == nil {
 				s.Stream[f.Name] = map[string]json.RawMessage{}
+				s.stream[f.Name] = map[string]*schema{}
 			}
 			s.Stream[f.Name][tr.Stream] = b
+			s.stream[f.Name][tr.Stream] = sch
 		}
 	}
 	for _, t := range c.Topics {
 		if t.Schema == "" {
 			continue
 		}
-		b, err := readSchema(t.Schema)
+		b, sch, err := load("stream "+t.Name, "schema", t.Schema)
 		if err != nil {
-			return nil, fmt.Errorf("stream %s: schema: %w", t.Name, err)
+			return nil, err
 		}
-		s.Topic[t.Name] = b
+		s.Topic[t.Name], s.topic[t.Name] = b, sch
 	}
 	return s, nil
 }

@@ -36,7 +36,11 @@ type failure struct {
 	// Full is the whole message, and Detail what explains it: both for
 	// the log and dead letters only.
 	Full, Detail string
-	canceled     bool
+	// Violations are the schema violations of a SchemaError: the caller
+	// gets them whole (HTTP "details"), and so do dead letters
+	// (ce_errordetails).
+	Violations []Violation
+	canceled   bool
 }
 
 // failureOf classifies err, the failure of a call of function fn.
@@ -44,7 +48,10 @@ func failureOf(fn string, err error) failure {
 	f := failure{Type: "InstanceFailed", Status: http.StatusBadGateway, Full: err.Error()}
 	var pe *proto.Error
 	var oe *runtime.OutputError
+	var se *SchemaError
 	switch {
+	case errors.As(err, &se):
+		f.Type, f.Status, f.Full, f.Detail, f.Violations = se.Type, se.status(), se.Error(), se.detail(), se.Violations
 	case errors.As(err, &pe):
 		f.Type, f.Status, f.Full, f.Detail = pe.Type, statusOf(pe.Type), pe.Message, pe.Detail
 	case errors.Is(err, runtime.ErrInput):

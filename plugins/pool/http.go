@@ -309,7 +309,6 @@ func (p *Pool) serveInvoke(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	c.StateKey = r.Header.Get(names.HeaderStateKey)
-	c.Calls = p.httpCalls(p.fns[name], id)
 	if n := r.ContentLength; n > 0 && n <= maxWholeInput {
 		// A small body of declared length is read whole: the runtime
 		// then sends it to the worker with the call, in one write and
@@ -329,7 +328,9 @@ func (p *Pool) serveInvoke(w http.ResponseWriter, r *http.Request) {
 	defer r.Body.Close()
 	out := &callOutput{w: w, rc: http.NewResponseController(w), holds: &p.holds}
 	c.Output = out
-	err := p.Invoke(r.Context(), name, c)
+	ef := &emitFailure{}
+	c.Calls = p.httpCalls(p.fns[name], id, ef)
+	err := ef.or(p.Invoke(r.Context(), name, c))
 	streaming, held := out.end()
 	if err == nil {
 		if !streaming {
@@ -355,5 +356,10 @@ func (p *Pool) serveInvoke(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set(names.HeaderError, f.Type+": "+f.Message)
 		return
 	}
-	writeJSON(w, f.Status, errorBody(f.Type, f.Message))
+	body := errorBody(f.Type, f.Message)
+	if len(f.Violations) > 0 {
+		// Each violation whole: where in the value, and what is wrong.
+		body["details"] = f.Violations
+	}
+	writeJSON(w, f.Status, body)
 }

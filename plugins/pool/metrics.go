@@ -66,8 +66,19 @@ func (m *Metrics) observe(function string, d time.Duration, err error) {
 	m.invocations.WithLabelValues(function, "error").Inc()
 	typ := "InstanceFailed"
 	var pe *proto.Error
-	if errors.As(err, &pe) {
+	var se *SchemaError
+	switch {
+	case errors.As(err, &se):
+		typ = se.Type
+	case errors.As(err, &pe):
 		typ = pe.Type
 	}
+	m.errors.WithLabelValues(function, typ).Inc()
+}
+
+// refused counts a call refused before it ran (an input that fails its
+// schema): an error of its type, but no invocation, which counts calls
+// run.
+func (m *Metrics) refused(function, typ string) {
 	m.errors.WithLabelValues(function, typ).Inc()
 }

@@ -23,6 +23,7 @@
 package pool
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -416,15 +417,24 @@ type Call struct {
 	// its input has no key field (docs/state.md): the record key of a
 	// stream event, the Butter-State-Key header of an HTTP call.
 	StateKey string
+	// stream is the topic of a stream-triggered call's event: its
+	// trigger's schema applies to the input (checkInput).
+	stream string
 }
 
 // Invoke runs one call of a function. It returns a *proto.Error for typed
 // failures (Timeout, Exception, Unavailable when no instance can start,
-// ...), ErrUnknownFunction, or an error saying the instance died.
+// ...), a *SchemaError for an input or output that fails its JSON Schema
+// (schemas.go), ErrUnknownFunction, or an error saying the instance died.
 func (p *Pool) Invoke(ctx context.Context, function string, c *Call) error {
 	f, ok := p.fns[function]
 	if !ok {
 		return fmt.Errorf("%w %q", ErrUnknownFunction, function)
+	}
+	if err := p.checkInput(f, c); err != nil {
+		// Not run: an error, but no invocation.
+		p.opts.metrics.refused(function, proto.PreconditionFailed)
+		return err
 	}
 	deadline := time.Now().Add(f.timeout)
 	if !c.Deadline.IsZero() && c.Deadline.Before(deadline) {
@@ -853,8 +863,28 @@ func (f *fnPool) invoke(ctx context.Context, c *Call, deadline time.Time, st *pr
 		Deadline: deadline, Options: f.options(c.Options), Meta: c.Meta,
 		Input: c.Input, Output: c.Output, Calls: c.Calls, State: st,
 	}
+	// An output with a schema is held whole, and checked once the call
+	// ends, before its state change is applied (invokeStateful): an
+	// output that fails is neither produced nor followed by its state.
+	var held *bytes.Buffer
+	if f.pool.schemas.out[f.cfg.Name] != nil {
+		held = new(bytes.Buffer)
+		inv.Output = held
+	}
 	if err := s.inst.Invoke(ctx, inv); err != nil {
+		// A failed call's held output is dropped: an output with a
+		// schema is only ever given whole and checked.
 		return nil, err
+	}
+	if held != nil {
+		if se := f.pool.checkOutput(f, held.Bytes(), true, false); se != nil {
+			return nil, se
+		}
+		if c.Output != nil && held.Len() > 0 {
+			if _, err := c.Output.Write(held.Bytes()); err != nil {
+				return nil, fmt.Errorf("writing the output of %s: %w", f.cfg.Name, err)
+			}
+		}
 	}
 	return inv.NewState, nil
 }

@@ -227,8 +227,10 @@ type consumer struct {
 type outWork struct {
 	recs []*kgo.Record
 	outs [][]byte
-	acks *batchAcks
-	done chan struct{}
+	// emits holds each event's emit failure (emitFailure), if any.
+	emits []*emitFailure
+	acks  *batchAcks
+	done  chan struct{}
 }
 
 // produceOutputs produces the queued outputs until outq is closed.
@@ -239,6 +241,18 @@ func (c *consumer) produceOutputs(ctx context.Context) {
 			continue
 		}
 		for k, r := range w.recs {
+			// A batch's outputs are checked here, against the
+			// output_schema too: they did not go through Invoke.
+			err := w.emits[k].or(nil)
+			if err == nil {
+				if se := c.p.checkOutput(c.f, w.outs[k], true, true); se != nil {
+					err = se
+				}
+			}
+			if err != nil {
+				c.deadLetter(ctx, w.acks, &event{r: r, id: eventID(r)}, err, 1)
+				continue
+			}
 			c.succeeded(ctx, w.acks, r, eventID(r), w.outs[k])
 		}
 	}
@@ -615,16 +629,23 @@ func (c *consumer) attempts1(ctx context.Context, ev *event, acks *batchAcks, fi
 	r := ev.r
 	var lastErr error
 	backoff := c.backoff
-	for attempt := 1; attempt <= c.attempts; attempt++ {
+	attempt := 1
+	for ; attempt <= c.attempts; attempt++ {
 		var err error
 		if attempt == 1 && firstErr != nil {
 			err = firstErr
 		} else {
 			out := new(bytes.Buffer)
-			err = c.p.Invoke(ctx, c.f.cfg.Name, &Call{
+			ef := &emitFailure{}
+			err = ef.or(c.p.Invoke(ctx, c.f.cfg.Name, &Call{
 				Input: bytes.NewReader(r.Value), Output: out, Meta: ev.meta,
-				Calls: c.calls(r), StateKey: string(r.Key),
-			})
+				Calls: c.calls(r, ef), StateKey: string(r.Key), stream: r.Topic,
+			}))
+			if err == nil {
+				if se := c.p.checkOutput(c.f, out.Bytes(), false, true); se != nil {
+					err = se
+				}
+			}
 			if err == nil {
 				c.succeeded(ctx, acks, r, ev.id, out.Bytes())
 				return true
@@ -632,6 +653,9 @@ func (c *consumer) attempts1(ctx context.Context, ev *event, acks *batchAcks, fi
 		}
 		lastErr = err
 		if !ev.deadline.IsZero() && time.Now().After(ev.deadline) {
+			break
+		}
+		if !retried(err) {
 			break
 		}
 		if attempt < c.attempts {
@@ -642,20 +666,48 @@ func (c *consumer) attempts1(ctx context.Context, ev *event, acks *batchAcks, fi
 			backoff = min(2*backoff, c.maxBack)
 		}
 	}
+	c.deadLetter(ctx, acks, ev, lastErr, min(attempt, c.attempts))
+	return true
+}
+
+// retried reports whether a failure of an event's call is worth another
+// attempt: not a PreconditionFailed (the input is wrong, and stays so)
+// nor a PostconditionFailed (the function's output or emit is wrong: a
+// retry runs its effects again for a wrong output again)
+// (docs/events.md, "Error types").
+func retried(err error) bool {
+	var se *SchemaError
+	if errors.As(err, &se) {
+		return false
+	}
+	var pe *proto.Error
+	if errors.As(err, &pe) && (pe.Type == proto.PreconditionFailed || pe.Type == proto.PostconditionFailed) {
+		return false
+	}
+	return true
+}
+
+// deadLetter produces the dead letter of event ev, which failed with err
+// after attempts attempts, and the reply of a queued route's request.
+func (c *consumer) deadLetter(ctx context.Context, acks *batchAcks, ev *event, err error, attempts int) {
+	r := ev.r
 	// The dead letter, for operators, keeps the whole message and its
 	// detail (a traceback); a reply, for the caller of a queued route,
 	// carries the short message only (errors.go).
-	f := failureOf(c.f.cfg.Name, lastErr)
+	f := failureOf(c.f.cfg.Name, err)
 	typ := f.Type
 	dl := &kgo.Record{Topic: c.dlq, Key: r.Key, Value: r.Value, Headers: append([]kgo.RecordHeader(nil), r.Headers...)}
 	broker.SetHeader(dl, broker.HeaderErrorType, typ)
 	broker.SetHeader(dl, broker.HeaderErrorMessage, f.deadLetter())
-	broker.SetHeader(dl, broker.HeaderAttempts, strconv.Itoa(c.attempts))
+	if len(f.Violations) > 0 {
+		broker.SetHeader(dl, broker.HeaderErrorDetails, violationsJSON(f.Violations))
+	}
+	broker.SetHeader(dl, broker.HeaderAttempts, strconv.Itoa(attempts))
 	broker.SetHeader(dl, broker.HeaderOrigin, r.Topic+"/"+strconv.Itoa(int(r.Partition))+"/"+strconv.FormatInt(r.Offset, 10))
 	if broker.Header(dl, broker.HeaderID) == "" {
 		broker.SetHeader(dl, broker.HeaderID, ev.id)
 	}
-	args := []any{"topic", c.dlq, "id", ev.id, "type", typ, "attempts", c.attempts, "error", f.Full}
+	args := []any{"topic", c.dlq, "id", ev.id, "type", typ, "attempts", attempts, "error", f.Full}
 	if f.Detail != "" {
 		args = append(args, "detail", f.Detail)
 	}
@@ -665,7 +717,6 @@ func (c *consumer) attempts1(ctx context.Context, ev *event, acks *batchAcks, fi
 		recs = append(recs, reply)
 	}
 	c.produce(ctx, acks, recs...)
-	return true
 }
 
 // pause waits d, and reports false at once if the consumer is stopped
@@ -776,6 +827,11 @@ func (c *consumer) handleBatch(ctx context.Context, recs []*kgo.Record, acks *ba
 		if !batchable(r) || (n > 0 && len(events)+len(r.Value) > maxBatchBytes) {
 			break
 		}
+		if c.p.checksInput(c.f, r.Topic) && c.p.checkInput(c.f, &Call{Input: bytes.NewReader(r.Value), stream: r.Topic}) != nil {
+			// An input that fails its schema is not run: handle
+			// dead-letters it, after the events before it.
+			break
+		}
 		n++
 		if _, ok := c.live(r); !ok {
 			continue
@@ -790,14 +846,18 @@ func (c *consumer) handleBatch(ctx context.Context, recs []*kgo.Record, acks *ba
 	if len(kept) == 0 {
 		return n, nil
 	}
+	efs := make([]*emitFailure, len(kept))
+	for k := range efs {
+		efs[k] = &emitFailure{}
+	}
 	b := &runtime.Batch{Count: len(kept), Events: events,
 		Calls: func(ctx context.Context, index int, call proto.CallMsg) proto.ReplyMsg {
-			return c.call(ctx, kept[index], call)
+			return c.call(ctx, kept[index], call, efs[index])
 		},
 		// Outputs go out as their results come, while later events run,
 		// and while the next batch runs.
 		OK: func(first int, outs [][]byte) {
-			c.outq <- outWork{recs: kept[first : first+len(outs)], outs: outs, acks: acks}
+			c.outq <- outWork{recs: kept[first : first+len(outs)], outs: outs, emits: efs[first : first+len(outs)], acks: acks}
 		},
 	}
 	start := time.Now()
@@ -951,19 +1011,24 @@ func (c *consumer) produceSync(ctx context.Context, recs []*kgo.Record) bool {
 }
 
 // calls answers the context calls of a call handling in (call).
-func (c *consumer) calls(in *kgo.Record) runtime.CallHandler {
-	return func(ctx context.Context, call proto.CallMsg) proto.ReplyMsg { return c.call(ctx, in, call) }
+func (c *consumer) calls(in *kgo.Record, ef *emitFailure) runtime.CallHandler {
+	return func(ctx context.Context, call proto.CallMsg) proto.ReplyMsg { return c.call(ctx, in, call, ef) }
 }
 
 // call answers a worker's context call made while it handles in: an emit
 // to a stream the function may emit to (emitTopic) is produced, and
 // acknowledged before the reply; one to any other stream is refused.
-func (c *consumer) call(ctx context.Context, in *kgo.Record, call proto.CallMsg) proto.ReplyMsg {
+func (c *consumer) call(ctx context.Context, in *kgo.Record, call proto.CallMsg, ef *emitFailure) proto.ReplyMsg {
 	switch call.Op {
 	case "emit":
 		topic, refused := c.p.emitTopic(c.f.cfg, call.Stream)
 		if refused != "" {
 			return proto.ReplyMsg{Error: refused}
+		}
+		if se := c.p.checkEmit(topic, call.Value); se != nil {
+			// Not produced; the call fails with it (emitFailure).
+			ef.set(se)
+			return proto.ReplyMsg{Error: proto.PostconditionFailed + ": " + se.Error()}
 		}
 		key := []byte(call.Key)
 		if call.Key == "" {
@@ -1023,13 +1088,18 @@ func (p *Pool) emitTopic(f FunctionConfig, stream string) (topic, refused string
 // an emit to a stream the function may emit to (emitTopic) is produced,
 // keyed as the function says, and acknowledged before the function's emit
 // returns; one to any other stream is refused, and nothing is produced.
-func (p *Pool) httpCalls(f *fnPool, id string) runtime.CallHandler {
+func (p *Pool) httpCalls(f *fnPool, id string, ef *emitFailure) runtime.CallHandler {
 	return func(ctx context.Context, call proto.CallMsg) proto.ReplyMsg {
 		switch call.Op {
 		case "emit":
 			topic, refused := p.emitTopic(f.cfg, call.Stream)
 			if refused != "" {
 				return proto.ReplyMsg{Error: refused}
+			}
+			if se := p.checkEmit(topic, call.Value); se != nil {
+				// Not produced; the call fails with it (emitFailure).
+				ef.set(se)
+				return proto.ReplyMsg{Error: proto.PostconditionFailed + ": " + se.Error()}
 			}
 			if p.producer == nil {
 				return proto.ReplyMsg{Error: "this pool has no Kafka to emit to: run it with -kafka-brokers, $BUTTER_KAFKA_BROKERS or a kafka block in the project"}

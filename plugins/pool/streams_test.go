@@ -633,9 +633,10 @@ func TestHTTPEmits(t *testing.T) {
 
 // TestStreamOrderedBatches: a Go function's events of a partition go to
 // its worker in batches (protocol 2); the outputs keep the partition's order,
-// and an event that fails in a batch (a typed failure, then a worker that
-// exits) is retried and dead-lettered exactly as one at a time: as many
-// attempts, no more, and the events after it handled in order.
+// and an event that fails in a batch (a worker that exits, then a
+// PreconditionFailed) is retried and dead-lettered exactly as one at a
+// time: as many attempts, no more (one for a PreconditionFailed, which is
+// never retried), and the events after it handled in order.
 func TestStreamOrderedBatches(t *testing.T) {
 	dev, cl := devBroker(t)
 	topics(t, cl, broker.Topic{Name: "o.in", Partitions: 1})
@@ -663,16 +664,19 @@ func TestStreamOrderedBatches(t *testing.T) {
 
 	outputsInOrder(t, dev.Addr, "o.out", vals, "fail", "exit")
 	dls := readAll(t, dev.Addr, "o.in.dlq", 2)
-	for i, w := range []struct{ value, typ string }{{"exit", "InstanceFailed"}, {"fail", "PreconditionFailed"}} {
+	for i, w := range []struct {
+		value, typ string
+		attempts   int
+	}{{"exit", "InstanceFailed", 2}, {"fail", "PreconditionFailed", 1}} {
 		dl := dls[i]
-		if string(dl.Value) != w.value || broker.Header(dl, broker.HeaderErrorType) != w.typ || broker.Attempts(dl) != 2 {
-			t.Errorf("dead letter %d = %s type %q attempts %d, want %s %s after 2", i, dl.Value, broker.Header(dl, broker.HeaderErrorType), broker.Attempts(dl), w.value, w.typ)
+		if string(dl.Value) != w.value || broker.Header(dl, broker.HeaderErrorType) != w.typ || broker.Attempts(dl) != w.attempts {
+			t.Errorf("dead letter %d = %s type %q attempts %d, want %s %s after %d", i, dl.Value, broker.Header(dl, broker.HeaderErrorType), broker.Attempts(dl), w.value, w.typ, w.attempts)
 		}
 	}
 	if n := metric(t, srv, "butter_ordered_batches_total", "ordered"); n < 2 {
 		t.Errorf("%v ordered batches: the events went one at a time", n)
 	}
-	// The typed failure ran exactly its 2 attempts, the first in a batch,
+	// The PreconditionFailed ran once, in a batch, and was not retried,
 	// and every other event succeeded once. The worker's exit in a batch
 	// is not pinned on an event (the RESULTs it had not written are lost
 	// with it), so "exit" failed 3 times or more: the calls that reach the
@@ -682,15 +686,15 @@ func TestStreamOrderedBatches(t *testing.T) {
 		return metricOf(t, srv, "butter_invocations_total", "ordered", `outcome="ok"`) >= 298
 	})
 	ok := metricOf(t, srv, "butter_invocations_total", "ordered", `outcome="ok"`)
-	if pf, inst := metricOf(t, srv, "butter_invocation_errors_total", "ordered", `type="PreconditionFailed"`), metricOf(t, srv, "butter_invocation_errors_total", "ordered", `type="InstanceFailed"`); ok != 298 || pf != 2 || inst < 3 {
-		t.Errorf("%v calls succeeded, %v failed as PreconditionFailed and %v as InstanceFailed, want 298, 2 and at least 3", ok, pf, inst)
+	if pf, inst := metricOf(t, srv, "butter_invocation_errors_total", "ordered", `type="PreconditionFailed"`), metricOf(t, srv, "butter_invocation_errors_total", "ordered", `type="InstanceFailed"`); ok != 298 || pf != 1 || inst < 3 {
+		t.Errorf("%v calls succeeded, %v failed as PreconditionFailed and %v as InstanceFailed, want 298, 1 and at least 3", ok, pf, inst)
 	}
 }
 
 // TestStreamBatchesNodePython: Node and Python workers speak protocol 2
 // too: a function's events go in batches, the outputs keep the
-// partition's order, and a failure is retried and dead-lettered as one at
-// a time.
+// partition's order, and a failure is dead-lettered as one at a time (a
+// PreconditionFailed after one attempt: it is never retried).
 func TestStreamBatchesNodePython(t *testing.T) {
 	dev, cl := devBroker(t)
 	for _, c := range []struct{ runtime, dir, handler string }{{"node", "nodefn", "index.handle"}, {"python", "pyfn", "main.handle"}} {
@@ -709,8 +713,8 @@ func TestStreamBatchesNodePython(t *testing.T) {
 
 			outputsInOrder(t, dev.Addr, out, vals, "fail")
 			dl := readAll(t, dev.Addr, in+".dlq", 1)[0]
-			if string(dl.Value) != "fail" || broker.Header(dl, broker.HeaderErrorType) != "PreconditionFailed" || broker.Attempts(dl) != 2 {
-				t.Errorf("dead letter = %s type %q attempts %d, want fail PreconditionFailed after 2", dl.Value, broker.Header(dl, broker.HeaderErrorType), broker.Attempts(dl))
+			if string(dl.Value) != "fail" || broker.Header(dl, broker.HeaderErrorType) != "PreconditionFailed" || broker.Attempts(dl) != 1 {
+				t.Errorf("dead letter = %s type %q attempts %d, want fail PreconditionFailed after 1 (never retried)", dl.Value, broker.Header(dl, broker.HeaderErrorType), broker.Attempts(dl))
 			}
 			if n := metric(t, srv, "butter_ordered_batches_total", name); n < 2 {
 				t.Errorf("%v batches: the events went one at a time", n)
