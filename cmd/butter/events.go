@@ -40,6 +40,9 @@ const kafkaHelp = `
 // when -source does not say.
 const emitSource = "butter/cli"
 
+// tailFetchWait is how long a fetch of butter tail waits for records.
+const tailFetchWait = 300 * time.Millisecond
+
 // maxLine is the longest line `butter emit -lines` reads.
 const maxLine = 16 << 20
 
@@ -374,8 +377,10 @@ func (c *tailCommand) Run(args []string) int {
 		consume[p] = kgo.NewOffset().At(o)
 	}
 	// Control records (transaction markers) are kept so that their
-	// offsets count toward a partition's end; they are not printed.
-	cl, err := kgo.NewClient(append(opts, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: consume}), kgo.KeepControlRecords())...)
+	// offsets count toward a partition's end; they are not printed. A
+	// short fetch wait lets Close, which waits for the fetch in flight,
+	// end soon after an interrupt or -n.
+	cl, err := kgo.NewClient(append(opts, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: consume}), kgo.KeepControlRecords(), kgo.FetchMaxWait(tailFetchWait))...)
 	if err != nil {
 		return failed(c.ui, fmt.Errorf("kafka client: %w", err))
 	}
