@@ -121,7 +121,7 @@ func readAll(t *testing.T, addr, topic string, n int) []*kgo.Record {
 }
 
 func TestEmitAndTail(t *testing.T) {
-	addr, cl := eventsBroker(t, "readings", "lines", "whole", "raw", "empty")
+	addr, cl := eventsBroker(t, "readings", "lines", "whole", "raw", "empty", "txn")
 	kb := "-kafka-brokers=" + addr
 
 	// A JSON value with key and header: the record carries the envelope
@@ -226,6 +226,26 @@ func TestEmitAndTail(t *testing.T) {
 	}
 	if want := fmt.Sprintf("ev.raw-%d-%d", raw[1].Partition, raw[1].Offset); ls[1].ID != want || !strings.Contains(r.Stdout, `"data_base64":"//4="`) {
 		t.Errorf("tail of a bare record: id %s (want %s): %s", ls[1].ID, want, r.Stdout)
+	}
+	// A transaction's records end with its commit marker, a control
+	// record: tail without -f still ends there, and does not print it.
+	tx, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.TransactionalID("emit-tail-test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Close()
+	if err := tx.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.ProduceSync(ctx, broker.NewEvent("ev.txn", []byte("k"), []byte(`"in a transaction"`), "tx-1", "test", "test")).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.EndTransaction(ctx, kgo.TryCommit); err != nil {
+		t.Fatal(err)
+	}
+	r = butterStdin(t, "", "tail", kb, "ev", "txn")
+	if ls := tailLines(t, r.Stdout); r.Code != 0 || len(ls) != 1 || ls[0].ID != "tx-1" || ls[0].Data != "in a transaction" {
+		t.Errorf("tail of a committed transaction: exit %d\n%s%s", r.Code, r.Stdout, r.Stderr)
 	}
 	// An empty topic: tail ends at once.
 	if r := butterStdin(t, "", "tail", kb, "ev", "empty"); r.Code != 0 || r.Stdout != "" {
@@ -342,6 +362,8 @@ func TestEmitTailErrors(t *testing.T) {
 		{[]string{"tail", kb, "-from", "soon", "ev", "readings"}, 2, `-from="soon"`},
 		{[]string{"tail", kb, "-n", "-1", "ev", "readings"}, 2, "-n=-1"},
 		{[]string{"emit", "-kafka-brokers=", "ev", "readings", "x"}, 1, "no Kafka brokers"},
+		{[]string{"emit", "-kafka-brokers=127.0.0.1:1", "ev", "readings", "x"}, 1, "listing topic ev.readings at 127.0.0.1:1"},
+		{[]string{"tail", "-kafka-brokers=127.0.0.1:1", "ev", "readings"}, 1, "listing topic ev.readings at 127.0.0.1:1"},
 		{[]string{"emit", "-help"}, 0, "Usage: butter emit"},
 		{[]string{"tail", "-help"}, 0, "-from=first"},
 	} {
