@@ -376,11 +376,14 @@ func (c *tailCommand) Run(args []string) int {
 	for p, o := range offsets {
 		consume[p] = kgo.NewOffset().At(o)
 	}
-	// Control records (transaction markers) are kept so that their
-	// offsets count toward a partition's end; they are not printed. A
+	// tail reads as a read_committed consumer: records of aborted
+	// transactions are skipped, open ones wait for their commit (the
+	// pools' consumers read uncommitted today; no Butter producer is
+	// transactional yet). Control records (transaction markers) are kept so that
+	// their offsets count toward a partition's end; they are not printed. A
 	// short fetch wait lets Close, which waits for the fetch in flight,
 	// end soon after an interrupt or -n.
-	cl, err := kgo.NewClient(append(opts, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: consume}), kgo.KeepControlRecords(), kgo.FetchMaxWait(tailFetchWait))...)
+	cl, err := kgo.NewClient(append(opts, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: consume}), kgo.KeepControlRecords(), kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.FetchMaxWait(tailFetchWait))...)
 	if err != nil {
 		return failed(c.ui, fmt.Errorf("kafka client: %w", err))
 	}
@@ -479,7 +482,9 @@ func startOffsets(ctx context.Context, kcfg broker.Config, adm *kadm.Client, top
 	if err != nil {
 		return nil, nil, err
 	}
-	l, lerr = adm.ListEndOffsets(ctx, topic)
+	// The end is the last stable offset: records of a transaction still
+	// open are not read (read_committed), so tail does not wait for them.
+	l, lerr = adm.ListCommittedOffsets(ctx, topic)
 	ends, err = read("end", l, lerr)
 	if err != nil {
 		return nil, nil, err

@@ -60,10 +60,15 @@ func eventsBroker(t *testing.T, streams ...string) (string, *kgo.Client) {
 	return dev.Addr, cl
 }
 
-// butterIn runs butter with stdin as its standard input.
+// butterStdin runs butter with stdin as its standard input. The process
+// gets at most a minute (a tail that does not end is killed, and the test
+// then fails on its output).
 func butterStdin(t *testing.T, stdin string, args ...string) e2etest.Result {
 	t.Helper()
-	cmd := exec.Command(e2etest.Bin(), args...)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, e2etest.Bin(), args...)
+	cmd.WaitDelay = 5 * time.Second
 	cmd.Dir = t.TempDir()
 	cmd.Stdin = strings.NewReader(stdin)
 	return e2etest.Run(t, cmd)
@@ -227,8 +232,9 @@ func TestEmitAndTail(t *testing.T) {
 	if want := fmt.Sprintf("ev.raw-%d-%d", raw[1].Partition, raw[1].Offset); ls[1].ID != want || !strings.Contains(r.Stdout, `"data_base64":"//4="`) {
 		t.Errorf("tail of a bare record: id %s (want %s): %s", ls[1].ID, want, r.Stdout)
 	}
-	// A transaction's records end with its commit marker, a control
-	// record: tail without -f still ends there, and does not print it.
+	// A transaction's records end with its commit or abort marker, a
+	// control record: tail without -f still ends there, and prints
+	// neither the markers nor an aborted record (read_committed).
 	tx, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.TransactionalID("emit-tail-test"))
 	if err != nil {
 		t.Fatal(err)
@@ -241,6 +247,16 @@ func TestEmitAndTail(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := tx.EndTransaction(ctx, kgo.TryCommit); err != nil {
+		t.Fatal(err)
+	}
+	// An aborted transaction after it: not shown, and tail still ends.
+	if err := tx.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.ProduceSync(ctx, broker.NewEvent("ev.txn", []byte("k"), []byte(`"aborted"`), "tx-2", "test", "test")).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.EndTransaction(ctx, kgo.TryAbort); err != nil {
 		t.Fatal(err)
 	}
 	r = butterStdin(t, "", "tail", kb, "ev", "txn")
