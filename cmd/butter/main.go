@@ -62,6 +62,8 @@ func run(args []string) int {
 		"init":                      func() (cli.Command, error) { return &initCommand{ui: ui}, nil },
 		"version":                   func() (cli.Command, error) { return &versionCommand{ui: ui}, nil },
 		"invoke":                    func() (cli.Command, error) { return &invokeCommand{ui: ui}, nil },
+		"emit":                      func() (cli.Command, error) { return &emitCommand{ui: ui}, nil },
+		"tail":                      func() (cli.Command, error) { return &tailCommand{ui: ui}, nil },
 		"keys":                      func() (cli.Command, error) { return &keysCommand{}, nil },
 		"project":                   func() (cli.Command, error) { return &projectCommand{}, nil },
 		"project quota":             func() (cli.Command, error) { return &projectQuotaCommand{}, nil },

@@ -1,7 +1,8 @@
 // Package cli tests the butter commands that run and exit (validate, job
-// render, init, invoke -local, secrets put/get) through the built binary,
-// as a user runs them: their output and exit codes, the rendered jobs
-// against a real Nomad agent, the secrets against a real Vault.
+// render, init, invoke -local, secrets put/get, emit and tail) through
+// the built binary, as a user runs them: their output and exit codes, the
+// rendered jobs against a real Nomad agent, the secrets against a real
+// Vault, emit and tail against the embedded broker over TCP.
 package cli
 
 import (
