@@ -519,6 +519,7 @@ func (s *Server) rollback(w http.ResponseWriter, r *http.Request) {
 	defer s.activateMu.Unlock()
 	var target, active string
 	var refused *routeError
+	var overQuota error
 	s.fsm.Read(func(st *fsm.State) {
 		active = st.Active[project]
 		list := st.RevisionList(project)
@@ -526,6 +527,11 @@ func (s *Server) rollback(w http.ResponseWriter, r *http.Request) {
 			if rev.ID == st.Active[project] && i > 0 {
 				target = list[i-1].ID
 				refused = checkRoutes(st, project, list[i-1].Routes)
+				// The quota may have been lowered since the older
+				// revision was created: it holds for rollbacks too.
+				if p := st.Projects[project]; p != nil {
+					overQuota = checkRevisionQuota(project, p.Quota, list[i-1].Job)
+				}
 			}
 		}
 	})
@@ -535,6 +541,10 @@ func (s *Server) rollback(w http.ResponseWriter, r *http.Request) {
 	}
 	if refused != nil {
 		writeErr(w, refused.status, fmt.Errorf("roll project %q back to revision %s: %w", project, target, refused))
+		return
+	}
+	if overQuota != nil {
+		writeErr(w, 422, fmt.Errorf("roll project %q back to revision %s: %w", project, target, overQuota))
 		return
 	}
 	if err := s.Apply(fsm.RevisionActivateType, fsm.Activation{Project: project, Revision: target, Reason: "rolled back from " + active}); err != nil {

@@ -100,6 +100,29 @@ func TestQuota(t *testing.T) {
 	}
 	unchanged(t, s, dataDir, last, "a revision over max_functions")
 
+	// A rollback is checked against the quota as it is now: bank's r1
+	// has one function; r2 is created while the limit is 0 (none),
+	// then the limit falls under r1's instances.
+	job3, bundles3 := schedtest.RevisionJob(t, "bank", "r2", nil)
+	if _, err := c.Revisions().Create(ctx, "bank", &api.RevisionCreateRequest{ID: "r2", Job: job3, Bundles: bundles3}); err != nil {
+		t.Fatalf("r2: %v", err)
+	}
+	if _, err := c.Projects().SetQuota(ctx, "bank", &api.Quota{MaxInstances: instances - 1}); err != nil {
+		t.Fatal(err)
+	}
+	last = s.FSM().Index()
+	_, err = c.Revisions().Rollback(ctx, "bank")
+	if api.StatusCode(err) != 422 || !strings.Contains(err.Error(), "roll project \"bank\" back to revision r1") || !strings.Contains(err.Error(), "max_instances") {
+		t.Fatalf("rollback over the quota: %v, want 422 naming the revision and the limit", err)
+	}
+	unchanged(t, s, dataDir, last, "a rollback over the quota")
+	if _, err := c.Projects().SetQuota(ctx, "bank", &api.Quota{MaxInstances: instances}); err != nil {
+		t.Fatal(err)
+	}
+	if back, err := c.Revisions().Rollback(ctx, "bank"); err != nil || back.Revision != "r1" {
+		t.Fatalf("rollback within the quota: %+v, %v", back, err)
+	}
+
 	// Zero removes every limit.
 	if _, err := c.Projects().SetQuota(ctx, "bank", &api.Quota{}); err != nil {
 		t.Fatal(err)
