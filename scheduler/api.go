@@ -149,6 +149,13 @@ func (s *Server) removePeer(w http.ResponseWriter, r *http.Request) {
 // snapshotSave takes a snapshot now (which also compacts the log) and
 // streams it: `butter operator snapshot save` writes it to a file.
 func (s *Server) snapshotSave(w http.ResponseWriter, r *http.Request) {
+	// Raft refuses a snapshot while a configuration change (a peer just
+	// added or removed) is not yet applied to the FSM: a barrier waits
+	// for every committed entry to be applied first.
+	if err := s.raft.Barrier(10 * time.Second).Error(); err != nil {
+		writeErr(w, 503, fmt.Errorf("wait for the log to be applied before the snapshot: %w; try again", err))
+		return
+	}
 	f := s.raft.Snapshot()
 	if err := f.Error(); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
 		writeErr(w, 500, err)

@@ -249,6 +249,11 @@ func TestOperatorCommands(t *testing.T) {
 	if strings.Contains(r.Stdout, follower+" ") {
 		t.Errorf("%s still listed after remove-peer:\n%s", follower, r.Stdout)
 	}
+	// A snapshot right after the configuration change (Raft refuses one
+	// until the change is applied; the server waits for it).
+	if r := e2etest.Butter(t, ".", "operator", "snapshot", "save", "-address", "http://"+leader, filepath.Join(t.TempDir(), "after.snap")); r.Code != 0 || !strings.Contains(r.Stdout, "Saved snapshot") {
+		t.Errorf("snapshot save right after remove-peer: %+v", r)
+	}
 	if r := e2etest.Butter(t, ".", "operator", "raft", "remove-peer", "-address", addr); r.Code != 2 {
 		t.Errorf("remove-peer without -peer-id: exit %d", r.Code)
 	}
