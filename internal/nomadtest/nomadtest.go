@@ -197,6 +197,7 @@ server {
 		}
 		a.client.stop()
 		a.server.stop()
+		killStrays(t, a.Bin, a.dir)
 		if a.opts.Persistent {
 			unmountUnder(t, dir)
 		}
@@ -471,4 +472,35 @@ func (a *Agent) Log() string {
 		return a.client.log.String()
 	}
 	return "==> nomad server\n" + a.server.log.String() + "==> nomad client\n" + a.client.log.String()
+}
+
+// killStrays kills the plugin processes (logmon, executor) that Nomad
+// started from bin and that outlived their agent: they run in the agent's
+// working directory dir, so processes of other tests' agents are left
+// alone. A dev agent interrupted leaves them behind, holding the
+// allocation's log files open.
+func killStrays(t testing.TB, bin, dir string) {
+	exe, err := filepath.EvalSymlinks(bin)
+	if err != nil {
+		return
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, p := range procs {
+		cwd, err := os.Readlink(p + "/cwd")
+		if err != nil {
+			continue
+		}
+		cwd = strings.TrimSuffix(cwd, " (deleted)")
+		if cwd != dir && !strings.HasPrefix(cwd, dir+"/") {
+			continue
+		}
+		if e, err := os.Readlink(p + "/exe"); err != nil || strings.TrimSuffix(e, " (deleted)") != exe {
+			continue
+		}
+		var pid int
+		if _, err := fmt.Sscanf(filepath.Base(p), "%d", &pid); err == nil && pid != os.Getpid() {
+			t.Logf("nomadtest: killing %s, a Nomad plugin process left by the stopped agent", p)
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
 }
