@@ -16,7 +16,19 @@ import (
 //
 // A step that fails cancels the others. The error names the step that
 // failed first, "step 2 (sed): ...", not the steps it cancelled.
+//
+// With WithCapture, the steps' emits, outputs and states are captured
+// (capture.go).
 func (p *Pool) RunPipeline(ctx context.Context, steps []pipeline.Step, in io.Reader, out io.Writer) error {
+	return p.RunPipelineKeyed(ctx, steps, "", in, out)
+}
+
+// RunPipelineKeyed is RunPipeline with every step's call given key, the
+// key of the event the input stands for: the state key of a function with
+// state when the input has no key field (as the Butter-State-Key header
+// gives it to an HTTP call) and, with WithCapture, the key of captured
+// outputs and of emits that name none.
+func (p *Pool) RunPipelineKeyed(ctx context.Context, steps []pipeline.Step, key string, in io.Reader, out io.Writer) error {
 	if len(steps) == 0 {
 		return errors.New("a pipeline needs at least one step")
 	}
@@ -33,7 +45,8 @@ func (p *Pool) RunPipeline(ctx context.Context, steps []pipeline.Step, in io.Rea
 			next, w = pr, pw
 		}
 		go func(i int, s pipeline.Step, in io.Reader, w io.Writer, pw *io.PipeWriter) {
-			err := p.Invoke(ctx, s.Function, &Call{Input: in, Output: w, Options: s.Options})
+			call, end := p.localCall(p.fns[s.Function], i, &Call{Input: in, Output: w, Options: s.Options, StateKey: key})
+			err := end(p.Invoke(ctx, s.Function, call))
 			if err != nil {
 				p.logDetail(s.Function, err)
 				err = fmt.Errorf("step %d (%s): %w", i+1, s.Function, err)
@@ -61,6 +74,11 @@ func (p *Pool) RunPipeline(ctx context.Context, steps []pipeline.Step, in io.Rea
 			cause = err
 		}
 	}
+	fns := make([]string, 0, len(steps))
+	for _, s := range steps {
+		fns = append(fns, s.Function)
+	}
+	p.captureState(fns)
 	if cause != nil {
 		return cause
 	}
