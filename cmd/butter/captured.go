@@ -45,6 +45,10 @@ func writeCaptured(w io.Writer, recs []pool.Captured) error {
 			// <topic>-<partition>-<offset> would name no real record.
 			l.ID = t.ID
 		}
+		if c.Kind == pool.CapturedState && c.Record.Value == nil {
+			// A tombstone: the function deleted the key's state.
+			l.Data = json.RawMessage("null")
+		}
 		if err := enc.Encode(l); err != nil {
 			return fmt.Errorf("writing the captured records: %w", err)
 		}

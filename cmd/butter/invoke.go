@@ -71,8 +71,9 @@ Usage: butter invoke [options] <function | "a | b | c">
   "kind" is emit, output or state; the other fields are those of butter
   tail (without partition, offset and timestamp): the record as the pool
   would have produced it. A state line is a key's state after the call,
-  as the function's changelog topic would hold it; each run starts with no
-  state. An emit to a stream the function may not emit to fails as it
+  as the function's changelog topic would hold it ("data" null: the
+  function deleted it); each run starts with no state but what -state
+  gives. An emit to a stream the function may not emit to fails as it
   does on the platform. Standard output keeps only the answer.
 
   Exit status: 0 on success, 1 when a step fails (the error, with its type,
@@ -88,6 +89,19 @@ Options:
     state key of a function with state when the input has no key field (as
     the Butter-State-Key header is for an HTTP call), and the key of the
     captured outputs and of the emits that give none.
+
+  -param=<name=value>
+    With -local: a route parameter, as a route such as
+    "POST /devices/{device}" gives it: the functions see it in ctx.params,
+    and it is the state key of a function with state whose key it names.
+    May be repeated.
+
+  -state=<key=json>
+    With -local: the state of key before the first call, for each function
+    of the pipeline with state (a JSON value), so that a call can be tried
+    against a given state:
+      butter invoke -local -state 'd1={"temperature":21}' examples/iot detect
+    May be repeated, once per key.
 
   -emits=<file>
     With -local: write the captured records to file instead of standard
@@ -113,9 +127,33 @@ func (c *invokeCommand) Run(args []string) int {
 	apiKey := fs.String("api-key", "", "")
 	key := fs.String("key", "", "")
 	emits := fs.String("emits", "", "")
+	var params, states stringList
+	fs.Var(&params, "param", "")
+	fs.Var(&states, "state", "")
 	pos, err := parseInterspersed(fs, args)
-	if err == nil && !*local && (*key != "" || *emits != "") {
-		err = errors.New("-key and -emits go with -local: through a gateway, emits go to Kafka (read them with butter tail)")
+	if err == nil && !*local && (*key != "" || *emits != "" || len(params) > 0 || len(states) > 0) {
+		err = errors.New("-key, -param, -state and -emits go with -local: through a gateway, the route gives the parameters, the platform keeps the state, and emits go to Kafka (read them with butter tail)")
+	}
+	ev := pool.Event{Key: *key}
+	for _, p := range params {
+		name, value, ok := strings.Cut(p, "=")
+		if err == nil && (!ok || name == "") {
+			err = fmt.Errorf("-param %q is not name=value", p)
+		}
+		if ev.Params == nil {
+			ev.Params = map[string]string{}
+		}
+		ev.Params[name] = value
+	}
+	for _, st := range states {
+		k, v, ok := strings.Cut(st, "=")
+		if err == nil && (!ok || k == "" || !json.Valid([]byte(v))) {
+			err = fmt.Errorf("-state %q is not key=JSON value, such as d1={\"temperature\":21}", st)
+		}
+		if ev.State == nil {
+			ev.State = map[string][]byte{}
+		}
+		ev.State[k] = []byte(v)
 	}
 	if err == nil && !*local {
 		if len(pos) != 1 {
@@ -203,7 +241,7 @@ func (c *invokeCommand) Run(args []string) int {
 		c.ui.Error("Error: " + err.Error())
 	}
 	defer p.Close()
-	err = p.RunPipelineKeyed(ctx, steps, *key, os.Stdin, os.Stdout)
+	err = p.RunPipelineAs(ctx, steps, ev, os.Stdin, os.Stdout)
 	// What was captured is printed after the answer, failed or not: the
 	// emits of a call that failed later were produced all the same.
 	if werr := writeCaptured(emitsTo, capture.Records()); werr != nil && err == nil {

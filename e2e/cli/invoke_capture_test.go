@@ -65,6 +65,16 @@ function "emit-py" {
   timeout = "30s"
 }
 
+function "reset" {
+  runtime = "python"
+  source  = "py"
+  handler = "main.reset"
+  timeout = "30s"
+  state {
+    key = "user"
+  }
+}
+
 function "counter" {
   runtime = "python"
   source  = "py"
@@ -96,6 +106,11 @@ def count(data, ctx):
     state["count"] += 1
     ctx.state.set(state)
     return state
+
+
+def reset(data, ctx):
+    ctx.state.delete()
+    return "reset"
 `,
 	}
 	for name, body := range files {
@@ -306,4 +321,79 @@ func TestInvokeLocalState(t *testing.T) {
 	checkCaptured(t, capturedLines(t, r.Stderr), []want{
 		{"state", "counter", "", "cap._state.counter", str("u1"), "", map[string]any{"count": 2.0}},
 	})
+}
+
+// -state gives keys their state before the first call; -param gives
+// route parameters, here the state key; a key whose state the function
+// deletes is printed with data null, as its changelog's tombstone.
+func TestInvokeLocalGivenState(t *testing.T) {
+	dir := captureProject(t)
+	root := e2etest.Root()
+	r := butterIn(t, root, `{}`, "invoke", "-local", "-param", "user=u2", "-state", `u2={"count":41}`, "-state", `u3={"count":7}`, dir, "counter")
+	if r.Code != 0 || strings.TrimSpace(r.Stdout) != `{"count": 42}` {
+		t.Fatalf("exit %d, stdout %q, want 0 and {\"count\": 42}\nstderr:\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	checkCaptured(t, capturedLines(t, r.Stderr), []want{
+		{"state", "counter", "", "cap._state.counter", str("u2"), "", map[string]any{"count": 42.0}},
+		{"state", "counter", "", "cap._state.counter", str("u3"), "", map[string]any{"count": 7.0}},
+	})
+	r = butterIn(t, root, `{"user":"u2"}`, "invoke", "-local", "-state", `u2={"count":41}`, dir, "reset")
+	if r.Code != 0 || r.Stdout != "reset" {
+		t.Fatalf("exit %d, stdout %q, want 0 and reset\nstderr:\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	checkCaptured(t, capturedLines(t, r.Stderr), []want{
+		{"state", "reset", "", "cap._state.reset", str("u2"), "", nil},
+	})
+	if !strings.Contains(r.Stderr, `"data":null`) {
+		t.Errorf("the tombstone's line lacks \"data\":null:\n%s", r.Stderr)
+	}
+	for _, c := range []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"-state", "u2=not json"}, `-state "u2=not json" is not key=JSON value`},
+		{[]string{"-param", "user"}, `-param "user" is not name=value`},
+	} {
+		r := butterIn(t, root, `{}`, append(append([]string{"invoke", "-local"}, c.args...), dir, "counter")...)
+		if r.Code != 2 || !strings.Contains(r.Stderr, c.msg) {
+			t.Errorf("%q: exit %d, want 2 and %q\nstderr:\n%s", c.args, r.Code, c.msg, r.Stderr)
+		}
+	}
+	r = butterIn(t, root, `{}`, "invoke", "-local", "-state", `u2=1`, dir, "emit-py")
+	if r.Code != 1 || !strings.Contains(r.Stderr, "no function of the pipeline has state") {
+		t.Errorf("-state for a function without state: exit %d, want 1\nstderr:\n%s", r.Code, r.Stderr)
+	}
+}
+
+// examples/iot as the README shows it: ingest's device comes from its
+// route, given with -param, and its emit is captured; detect alerts
+// against a given state.
+func TestInvokeLocalIoT(t *testing.T) {
+	root := e2etest.Root()
+	r := butterIn(t, root, `{"device":"d1","temperature":21}`, "invoke", "-local", "-param", "device=d1", "examples/iot", "ingest")
+	if r.Code != 0 || !strings.Contains(r.Stdout, `"accepted":true`) {
+		t.Fatalf("ingest: exit %d, stdout %q\nstderr:\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	got := capturedLines(t, r.Stderr)
+	if len(got) != 1 || got[0].Kind != "emit" || got[0].Stream != "readings" || deref(got[0].Key) != "d1" {
+		t.Fatalf("ingest captured %+v, want its emit to readings keyed d1", got)
+	}
+	if d, _ := got[0].Data.(map[string]any); d["device"] != "d1" || d["temperature"] != 21.0 {
+		t.Errorf("ingest emitted %v", got[0].Data)
+	}
+
+	r = butterIn(t, root, `{"device":"d1","temperature":30}`, "invoke", "-local", "-key", "d1", "-state", `d1={"temperature":21}`, "examples/iot", "detect")
+	if r.Code != 0 {
+		t.Fatalf("detect: exit %d\nstderr:\n%s", r.Code, r.Stderr)
+	}
+	alert := map[string]any{"device": "d1", "from": 21.0, "to": 30.0, "at": nil}
+	var out map[string]any
+	if err := json.Unmarshal([]byte(r.Stdout), &out); err != nil || !reflect.DeepEqual(out, alert) {
+		t.Errorf("detect answered %q, want the alert %v", r.Stdout, alert)
+	}
+	got = capturedLines(t, r.Stderr)
+	if len(got) != 2 || got[0].Kind != "output" || got[0].Topic != "iot.alerts" || deref(got[0].Key) != "d1" || !reflect.DeepEqual(got[0].Data, alert) ||
+		got[1].Kind != "state" || !reflect.DeepEqual(got[1].Data, map[string]any{"temperature": 30.0}) {
+		t.Errorf("detect captured %+v, want the alert on iot.alerts, then d1's state {temperature: 30}", got)
+	}
 }

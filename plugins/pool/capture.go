@@ -2,6 +2,9 @@ package pool
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"slices"
 	"strconv"
@@ -164,9 +167,49 @@ func (p *Pool) localCall(f *fnPool, seq int, c *Call) (*Call, func(error) error)
 	}
 }
 
+// seedState gives each of the functions with state the states, by key,
+// in memory, before a pipeline runs (Event.State).
+func (p *Pool) seedState(ctx context.Context, functions []string, states map[string][]byte) error {
+	if len(states) == 0 {
+		return nil
+	}
+	seeded := false
+	for _, name := range functions {
+		f := p.fns[name]
+		if f == nil || f.state == nil {
+			continue
+		}
+		s := f.state
+		s.mu.Lock()
+		attached := s.cl != nil
+		s.mu.Unlock()
+		if attached {
+			return fmt.Errorf("function %s: its state is in its changelog topic %s: a pipeline's state is given only to a pool without Kafka", name, s.topic)
+		}
+		for k, v := range states {
+			if !json.Valid(v) {
+				return fmt.Errorf("the state of key %q is not JSON: %.40q", k, v)
+			}
+			if len(v) > MaxStateBytes {
+				return fmt.Errorf("the state of key %q is %d bytes; a state holds at most %d", k, len(v), MaxStateBytes)
+			}
+			if err := s.put(ctx, k, v); err != nil {
+				return err
+			}
+		}
+		seeded = true
+	}
+	if !seeded {
+		return errors.New("a state is given, but no function of the pipeline has state")
+	}
+	return nil
+}
+
 // captureState captures, for each of the functions with state, the state
-// of every key it holds in memory, as records of its changelog topic.
-func (p *Pool) captureState(functions []string) {
+// of every key it holds in memory, as records of its changelog topic, and
+// a tombstone (a record without a value) for each key of seeded it no
+// longer holds.
+func (p *Pool) captureState(functions []string, seeded map[string][]byte) {
 	capt := p.opts.capture
 	if capt == nil {
 		return
@@ -180,16 +223,24 @@ func (p *Pool) captureState(functions []string) {
 		seen[name] = true
 		s := f.state
 		s.mu.Lock()
-		keys := make([]string, 0, len(s.entries))
+		keys := make([]string, 0, len(s.entries)+len(seeded))
 		for k, e := range s.entries {
 			if e.value != nil {
 				keys = append(keys, k)
 			}
 		}
+		for k := range seeded {
+			if e := s.entries[k]; e == nil || e.value == nil {
+				keys = append(keys, k)
+			}
+		}
 		slices.Sort(keys)
 		for _, k := range keys {
-			e := s.entries[k]
-			capt.add(CapturedState, name, &kgo.Record{Topic: StateTopic(p.cfg.Project, name), Key: []byte(k), Value: e.value, Timestamp: e.at})
+			rec := &kgo.Record{Topic: StateTopic(p.cfg.Project, name), Key: []byte(k)}
+			if e := s.entries[k]; e != nil && e.value != nil {
+				rec.Value, rec.Timestamp = e.value, e.at
+			}
+			capt.add(CapturedState, name, rec)
 		}
 		s.mu.Unlock()
 	}

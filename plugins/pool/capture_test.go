@@ -89,7 +89,7 @@ func TestCaptureHTTPEmits(t *testing.T) {
 	}
 }
 
-// TestCapturePipeline: RunPipelineKeyed captures each step's emits, the
+// TestCapturePipeline: RunPipelineAs captures each step's emits, the
 // output of a function with an output stream (keyed with the pipeline's
 // key; an empty output is no record, and a function without an output
 // stream has none), and, at the end, the state of its functions with
@@ -114,7 +114,7 @@ func TestCapturePipeline(t *testing.T) {
 			t.Fatal(err)
 		}
 		var out bytes.Buffer
-		if err := p.RunPipelineKeyed(ctx, steps, key, strings.NewReader(in), &out); err != nil {
+		if err := p.RunPipelineAs(ctx, steps, pool.Event{Key: key}, strings.NewReader(in), &out); err != nil {
 			t.Fatalf("%s: %v", expr, err)
 		}
 		return out.String()
@@ -163,4 +163,21 @@ func TestCapturePipeline(t *testing.T) {
 		rec{pool.CapturedOutput, "counter", "counts", "st.counts", "", `{"device": "d1", "seq": 1, "count": 2}`, "butter.output"},
 		rec{pool.CapturedState, "counter", "", pool.StateTopic("st", "counter"), "d1", `{"count": 2}`, ""},
 	)
+}
+
+// TestPipelineStateRefusedWithKafka: a pool whose state is in a changelog
+// refuses a pipeline's given state, naming the topic, and runs nothing.
+func TestPipelineStateRefusedWithKafka(t *testing.T) {
+	dev, _ := devBroker(t)
+	counter := testdataFn("counter", "python", "statefn", "counter.handle")
+	counter.State = &pool.StateConfig{Key: "device"}
+	p, _ := sdkPool(t, dev, counter)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	err := p.RunPipelineAs(ctx, []pipeline.Step{{Function: "counter"}}, pool.Event{State: map[string][]byte{"d1": []byte(`{"count":1}`)}},
+		strings.NewReader(`{"device":"d1","seq":1}`), &out)
+	if err == nil || !strings.Contains(err.Error(), pool.StateTopic("st", "counter")) || out.Len() != 0 {
+		t.Errorf("RunPipelineAs with a state, on a pool with Kafka: %v, output %q; want it refused naming the changelog, nothing run", err, out.String())
+	}
 }
