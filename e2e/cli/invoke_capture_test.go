@@ -382,6 +382,13 @@ func TestInvokeLocalIoT(t *testing.T) {
 		t.Errorf("ingest emitted %v", got[0].Data)
 	}
 
+	// Without its route's parameter, ingest's reading lacks the device,
+	// and its emit fails the readings stream's schema, as on the platform.
+	r = butterIn(t, root, `{"device":"d1","temperature":21}`, "invoke", "-local", "examples/iot", "ingest")
+	if r.Code != 1 || !strings.Contains(r.Stderr, "the emit to stream iot.readings does not match schema") || len(capturedLines(t, r.Stderr)) != 0 {
+		t.Errorf("ingest without -param: exit %d, want 1, the schema failure and nothing captured\nstderr:\n%s", r.Code, r.Stderr)
+	}
+
 	r = butterIn(t, root, `{"device":"d1","temperature":30}`, "invoke", "-local", "-key", "d1", "-state", `d1={"temperature":21}`, "examples/iot", "detect")
 	if r.Code != 0 {
 		t.Fatalf("detect: exit %d\nstderr:\n%s", r.Code, r.Stderr)

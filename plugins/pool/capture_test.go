@@ -3,7 +3,10 @@ package pool_test
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +15,7 @@ import (
 	"github.com/butterfn/butter/pipeline"
 	"github.com/butterfn/butter/plugins/pool"
 	"github.com/butterfn/butter/sdk"
+	"github.com/butterfn/butter/sdk/go/proto"
 )
 
 // capturePool starts a pool of project "st" without Kafka, with capture
@@ -179,5 +183,43 @@ func TestPipelineStateRefusedWithKafka(t *testing.T) {
 		strings.NewReader(`{"device":"d1","seq":1}`), &out)
 	if err == nil || !strings.Contains(err.Error(), pool.StateTopic("st", "counter")) || out.Len() != 0 {
 		t.Errorf("RunPipelineAs with a state, on a pool with Kafka: %v, output %q; want it refused naming the changelog, nothing run", err, out.String())
+	}
+}
+
+// TestCaptureOutputSchema: a captured output is checked against its
+// stream's schema, as a stream function's output is: one that fails is a
+// PostconditionFailed and is not captured; one that passes is.
+func TestCaptureOutputSchema(t *testing.T) {
+	dir := t.TempDir()
+	f := fn("relay", "exec", "cat")
+	f.Bundle, _ = filepath.Abs("testdata/gofn")
+	f.Output = "so.out"
+	cfg := &pool.Config{Project: "so", Pool: "p", Functions: []pool.FunctionConfig{f},
+		Topics: []pool.TopicConfig{{Name: "so.out", Partitions: 1, Schema: writeSchema(t, dir, "reading.json", `{"type": "object", "required": ["v"]}`)}}}
+	capture := pool.NewCapture("so")
+	p, err := pool.New(cfg, nil, pool.WithCapture(capture))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	steps := []pipeline.Step{{Function: "relay"}}
+	err = p.RunPipelineAs(ctx, steps, pool.Event{}, strings.NewReader(`{"w": 2}`), io.Discard)
+	var se *pool.SchemaError
+	if !errors.As(err, &se) || se.Type != proto.PostconditionFailed || !strings.Contains(err.Error(), "so.out") {
+		t.Errorf("an output failing so.out's schema: %v, want a PostconditionFailed naming the stream", err)
+	}
+	if got := capture.Records(); len(got) != 0 {
+		t.Errorf("captured %d records of a failed output", len(got))
+	}
+	if err := p.RunPipelineAs(ctx, steps, pool.Event{}, strings.NewReader(`{"v": 1}`), io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if got := capture.Records(); len(got) != 1 || string(got[0].Record.Value) != `{"v": 1}` || got[0].Stream != "out" {
+		t.Errorf("captured %+v, want the output {\"v\": 1} to out", got)
 	}
 }
