@@ -32,8 +32,9 @@ type capturedLine struct {
 }
 
 // captureProject writes a project whose functions, in Node and Python,
-// take a request {"emits":[{"stream","value","key"}],"reply":...}: they
-// emit each value (with its key, if any) and answer the reply. Both may
+// take a request {"log":...,"emits":[{"stream","value","key"}],"reply":...}:
+// they log the message with ctx.log, emit each value (with its key, if
+// any) and answer the reply. Both may
 // emit to their output stream "out" and to "alerts"; "other" is a
 // stream of the project they may not emit to. "counter" (Python) counts
 // the calls of each user in its state.
@@ -87,6 +88,7 @@ function "counter" {
 `,
 		"node/index.js": `exports.handle = async (input, ctx) => {
   const req = JSON.parse(input.toString());
+  if (req.log) await ctx.log('warn', req.log);
   for (const e of req.emits || []) await ctx.emit(e.stream, e.value, e.key);
   return req.reply;
 };
@@ -96,6 +98,8 @@ function "counter" {
 
 def handle(data, ctx):
     req = json.loads(data)
+    if req.get("log"):
+        ctx.log("warn", req["log"])
     for e in req.get("emits", []):
         ctx.emit(e["stream"], e["value"], key=e.get("key"))
     return req.get("reply")
@@ -195,7 +199,7 @@ func deref(s *string) any {
 func TestInvokeLocalCapturesEmits(t *testing.T) {
 	dir := captureProject(t)
 	root := e2etest.Root()
-	req := `{"emits":[{"stream":"alerts","value":{"t":30},"key":"d1"},{"stream":"out","value":"plain text"}],"reply":{"ok":true}}`
+	req := `{"log":"logged by ctx.log","emits":[{"stream":"alerts","value":{"t":30},"key":"d1"},{"stream":"out","value":"plain text"}],"reply":{"ok":true}}`
 	for _, fn := range []string{"emit-node", "emit-py"} {
 		t.Run(fn, func(t *testing.T) {
 			r := butterIn(t, root, req, "invoke", "-local", "-key", "k9", dir, fn)
@@ -206,6 +210,10 @@ func TestInvokeLocalCapturesEmits(t *testing.T) {
 			var reply map[string]any
 			if err := json.Unmarshal([]byte(r.Stdout), &reply); err != nil || !reflect.DeepEqual(reply, map[string]any{"ok": true}) {
 				t.Fatalf("stdout %q, want the reply {\"ok\":true} alone", r.Stdout)
+			}
+			// ctx.log goes where the function's own output goes.
+			if !strings.Contains(r.Stderr, "["+fn+"] warn: logged by ctx.log\n") {
+				t.Errorf("stderr lacks the function's ctx.log line:\n%s", r.Stderr)
 			}
 			got := capturedLines(t, r.Stderr)
 			checkCaptured(t, got, []want{

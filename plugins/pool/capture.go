@@ -131,17 +131,26 @@ func (p *Pool) localCall(f *fnPool, seq int, c *Call) (*Call, func(error) error)
 	ef := &emitFailure{}
 	calls := p.httpCalls(f, id, ef)
 	cc := *c
-	cc.Calls = calls
 	key := c.StateKey
-	if key != "" {
-		// The step's key is the key of the event it stands for: an
-		// emit that names none gets it, as a stream event's emits do.
-		cc.Calls = func(ctx context.Context, call proto.CallMsg) proto.ReplyMsg {
-			if call.Op == "emit" && call.Key == "" {
-				call.Key = key
+	logs := f.fn.Logs
+	cc.Calls = func(ctx context.Context, call proto.CallMsg) proto.ReplyMsg {
+		switch {
+		case call.Op == "emit" && call.Key == "" && key != "":
+			// The step's key is the key of the event it stands for:
+			// an emit that names none gets it, as a stream event's
+			// emits do.
+			call.Key = key
+		case call.Op == "log" && logs != nil:
+			// Where the function's own output goes: the person
+			// running it reads ctx.log there.
+			level := call.Level
+			if level == "" {
+				level = "info"
 			}
-			return calls(ctx, call)
+			fmt.Fprintf(logs, "%s: %s\n", level, call.Message)
+			return proto.ReplyMsg{Seq: call.Seq, OK: true}
 		}
+		return calls(ctx, call)
 	}
 	var out *teeOutput
 	if f.cfg.Output != "" {
