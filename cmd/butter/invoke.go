@@ -74,7 +74,9 @@ Usage: butter invoke [options] <function | "a | b | c">
   as the function's changelog topic would hold it ("data" null: the
   function deleted it); each run starts with no state but what -state
   gives. An emit to a stream the function may not emit to fails as it
-  does on the platform. Standard output keeps only the answer.
+  does on the platform. Standard output keeps only the answer; what the
+  functions write to stderr, and their ctx.log calls ("warn: message"),
+  go to standard error, each line tagged [function].
 
   Exit status: 0 on success, 1 when a step fails (the error, with its type,
   goes to standard error), 2 for a usage error.
