@@ -57,6 +57,27 @@ Usage: butter invoke [options] <function | "a | b | c">
 
   A pipeline declared in the spec can be named too: butter invoke -local . shout
 
+  With -local, nothing goes to Kafka: what the functions emit (ctx.emit to
+  their output or emits streams), the output of a function that has an
+  output stream, and the state a function with state keeps are captured
+  and, after the answer, printed to standard error (or to the -emits
+  file), one JSON object a line, in order:
+
+    {"kind":"emit","function":"ingest","stream":"readings",
+     "topic":"iot.readings","key":"d1","id":"local-.../emit",
+     "source":"butter/iot/ingest","type":"butter.emit","time":"...",
+     "headers":{"ce_specversion":"1.0"},"data":{"temperature":21}}
+
+  "kind" is emit, output or state; the other fields are those of butter
+  tail (without partition, offset and timestamp): the record as the pool
+  would have produced it. A state line is a key's state after the call,
+  as the function's changelog topic would hold it ("data" null: the
+  function deleted it); each run starts with no state but what -state
+  gives. An emit to a stream the function may not emit to fails as it
+  does on the platform. Standard output keeps only the answer; what the
+  functions write to stderr, and their ctx.log calls ("warn: message"),
+  go to standard error, each line tagged [function].
+
   Exit status: 0 on success, 1 when a step fails (the error, with its type,
   goes to standard error), 2 for a usage error.
 
@@ -64,6 +85,29 @@ Options:
 
   -local
     Run the project locally, in this process.
+
+  -key=<key>
+    With -local: the key of the event the input stands for. It is the
+    state key of a function with state when the input has no key field (as
+    the Butter-State-Key header is for an HTTP call), and the key of the
+    captured outputs and of the emits that give none.
+
+  -param=<name=value>
+    With -local: a route parameter, as a route such as
+    "POST /devices/{device}" gives it: the functions see it in ctx.params,
+    and it is the state key of a function with state whose key it names.
+    May be repeated.
+
+  -state=<key=json>
+    With -local: the state of key before the first call, for each function
+    of the pipeline with state (a JSON value), so that a call can be tried
+    against a given state:
+      butter invoke -local -state 'd1={"temperature":21}' examples/iot detect
+    May be repeated, once per key.
+
+  -emits=<file>
+    With -local: write the captured records to file instead of standard
+    error ("-" is standard error).
 
   -gateway=http://127.0.0.1:8080
     The gateway to call. Default: $BUTTER_GATEWAY, else http://127.0.0.1:8080.
@@ -83,7 +127,36 @@ func (c *invokeCommand) Run(args []string) int {
 	gw := fs.String("gateway", "", "")
 	project := fs.String("project", "", "")
 	apiKey := fs.String("api-key", "", "")
+	key := fs.String("key", "", "")
+	emits := fs.String("emits", "", "")
+	var params, states stringList
+	fs.Var(&params, "param", "")
+	fs.Var(&states, "state", "")
 	pos, err := parseInterspersed(fs, args)
+	if err == nil && !*local && (*key != "" || *emits != "" || len(params) > 0 || len(states) > 0) {
+		err = errors.New("-key, -param, -state and -emits go with -local: through a gateway, the route gives the parameters, the platform keeps the state, and emits go to Kafka (read them with butter tail)")
+	}
+	ev := pool.Event{Key: *key}
+	for _, p := range params {
+		name, value, ok := strings.Cut(p, "=")
+		if err == nil && (!ok || name == "") {
+			err = fmt.Errorf("-param %q is not name=value", p)
+		}
+		if ev.Params == nil {
+			ev.Params = map[string]string{}
+		}
+		ev.Params[name] = value
+	}
+	for _, st := range states {
+		k, v, ok := strings.Cut(st, "=")
+		if err == nil && (!ok || k == "" || !json.Valid([]byte(v))) {
+			err = fmt.Errorf("-state %q is not key=JSON value, such as d1={\"temperature\":21}", st)
+		}
+		if ev.State == nil {
+			ev.State = map[string][]byte{}
+		}
+		ev.State[k] = []byte(v)
+	}
 	if err == nil && !*local {
 		if len(pos) != 1 {
 			return usageError(c.ui, c.Help(), errors.New("give one function or pipeline to invoke (-local takes a project directory too)"), nil, 2)
@@ -112,6 +185,17 @@ func (c *invokeCommand) Run(args []string) int {
 		return usageError(c.ui, c.Help(), err, nil, 2)
 	}
 
+	var emitsTo io.Writer = os.Stderr
+	if *emits != "" && *emits != "-" {
+		f, err := os.Create(*emits)
+		if err != nil {
+			c.ui.Error(fmt.Sprintf("Error: -emits: %v", err))
+			return exitInvalid
+		}
+		defer f.Close()
+		emitsTo = f
+	}
+
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	cache, err := os.UserCacheDir()
@@ -138,7 +222,8 @@ func (c *invokeCommand) Run(args []string) int {
 	for _, s := range steps {
 		fns = append(fns, s.Function)
 	}
-	opts := []pool.Option{pool.WithSDKs(sdks), pool.WithLimits(runtime.SystemLimits()), pool.WithPreflightOnly(fns...),
+	capture := pool.NewCapture(proj.Name)
+	opts := []pool.Option{pool.WithCapture(capture), pool.WithSDKs(sdks), pool.WithLimits(runtime.SystemLimits()), pool.WithPreflightOnly(fns...),
 		pool.WithSandbox(sandbox.Config{Hide: []string{file}})}
 	if hasSecrets(proj) {
 		// As butter dev: the project's .butter/secrets.env, then the
@@ -158,7 +243,13 @@ func (c *invokeCommand) Run(args []string) int {
 		c.ui.Error("Error: " + err.Error())
 	}
 	defer p.Close()
-	if err := p.RunPipeline(ctx, steps, os.Stdin, os.Stdout); err != nil {
+	err = p.RunPipelineAs(ctx, steps, ev, os.Stdin, os.Stdout)
+	// What was captured is printed after the answer, failed or not: the
+	// emits of a call that failed later were produced all the same.
+	if werr := writeCaptured(emitsTo, capture.Records()); werr != nil && err == nil {
+		err = werr
+	}
+	if err != nil {
 		c.ui.Error("Error: " + err.Error())
 		return exitInvalid
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/butterfn/butter/pipeline"
 )
@@ -16,9 +17,42 @@ import (
 //
 // A step that fails cancels the others. The error names the step that
 // failed first, "step 2 (sed): ...", not the steps it cancelled.
+//
+// With WithCapture, the steps' emits, outputs and states are captured
+// (capture.go).
 func (p *Pool) RunPipeline(ctx context.Context, steps []pipeline.Step, in io.Reader, out io.Writer) error {
+	return p.RunPipelineAs(ctx, steps, Event{}, in, out)
+}
+
+// Event is what every call of a pipeline that RunPipelineAs runs gets
+// besides its input, as if the input came as an event with it.
+type Event struct {
+	// Key is the event's key: the state key of a function with state
+	// when the input has no key field (as the Butter-State-Key header
+	// gives it to an HTTP call) and, with WithCapture, the key of
+	// captured outputs and of emits that name none.
+	Key string
+	// Params are route parameters, by name, as a route gives them to an
+	// HTTP call: the functions' ctx.params, and a state key when one is
+	// named like the state block's key.
+	Params map[string]string
+	// State is, by key, the state each function of the pipeline with
+	// state has before the first call: JSON values. Only a pool without
+	// Kafka keeps it (in memory); one with a changelog refuses it.
+	State map[string][]byte
+}
+
+// RunPipelineAs is RunPipeline with every step's call given ev.
+func (p *Pool) RunPipelineAs(ctx context.Context, steps []pipeline.Step, ev Event, in io.Reader, out io.Writer) error {
 	if len(steps) == 0 {
 		return errors.New("a pipeline needs at least one step")
+	}
+	fns := make([]string, 0, len(steps))
+	for _, s := range steps {
+		fns = append(fns, s.Function)
+	}
+	if err := p.seedState(ctx, fns, ev.State); err != nil {
+		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -33,7 +67,15 @@ func (p *Pool) RunPipeline(ctx context.Context, steps []pipeline.Step, in io.Rea
 			next, w = pr, pw
 		}
 		go func(i int, s pipeline.Step, in io.Reader, w io.Writer, pw *io.PipeWriter) {
-			err := p.Invoke(ctx, s.Function, &Call{Input: in, Output: w, Options: s.Options})
+			var meta map[string]string
+			if len(ev.Params) > 0 {
+				meta = make(map[string]string, len(ev.Params))
+				for k, v := range ev.Params {
+					meta["param."+strings.ToLower(k)] = v
+				}
+			}
+			call, end := p.localCall(p.fns[s.Function], i, &Call{Input: in, Output: w, Options: s.Options, Meta: meta, StateKey: ev.Key})
+			err := end(p.Invoke(ctx, s.Function, call))
 			if err != nil {
 				p.logDetail(s.Function, err)
 				err = fmt.Errorf("step %d (%s): %w", i+1, s.Function, err)
@@ -61,6 +103,7 @@ func (p *Pool) RunPipeline(ctx context.Context, steps []pipeline.Step, in io.Rea
 			cause = err
 		}
 	}
+	p.captureState(fns, ev.State)
 	if cause != nil {
 		return cause
 	}

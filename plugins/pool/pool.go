@@ -63,6 +63,8 @@ type options struct {
 	preflightOnly map[string]bool
 	// sandboxAvailable is sandbox.Available, replaced by tests.
 	sandboxAvailable func() error
+	// capture keeps what functions emit instead of Kafka (capture.go).
+	capture *Capture
 }
 
 // maxProcs is the process limit of one instance: room for a runtime's

@@ -1101,11 +1101,12 @@ func (p *Pool) httpCalls(f *fnPool, id string, ef *emitFailure) runtime.CallHand
 				ef.set(se)
 				return proto.ReplyMsg{Error: proto.PostconditionFailed + ": " + se.Error()}
 			}
-			if p.producer == nil {
+			em := p.emitter()
+			if em == nil {
 				return proto.ReplyMsg{Error: "this pool has no Kafka to emit to: run it with -kafka-brokers, $BUTTER_KAFKA_BROKERS or a kafka block in the project"}
 			}
 			rec := broker.NewEvent(topic, []byte(call.Key), call.Value, id+"/emit", names.EventSource(p.cfg.Project, f.cfg.Name), "butter.emit")
-			if err := p.producer.ProduceSync(ctx, rec).FirstErr(); err != nil {
+			if err := em.Emit(ctx, f.cfg.Name, rec); err != nil {
 				return proto.ReplyMsg{Error: fmt.Sprintf("emit to %s: %v", rec.Topic, err)}
 			}
 			return proto.ReplyMsg{OK: true}
