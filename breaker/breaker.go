@@ -111,6 +111,17 @@ func (b *Breaker) Done(success bool) {
 	// open from when it opened.
 }
 
+// Release ends a call Allow let through without an outcome that says
+// anything about the target (its caller gave up): the state stays, and a
+// half-open breaker lets the next call through as its trial.
+func (b *Breaker) Release() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.state == HalfOpen {
+		b.trial = false
+	}
+}
+
 // State returns the breaker's state now: an open breaker whose delay has
 // passed is half-open.
 func (b *Breaker) State() State {
