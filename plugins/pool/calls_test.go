@@ -124,7 +124,7 @@ func calleeCalls(t *testing.T, srv *httptest.Server) float64 {
 
 func TestContextCall(t *testing.T) {
 	dev, cl := devBroker(t)
-	topics(t, cl, broker.Topic{Name: "st.orders", Partitions: 1}, broker.Topic{Name: "st.in", Partitions: 1}, broker.Topic{Name: "st.out", Partitions: 1})
+	topics(t, cl, broker.Topic{Name: "st.orders", Partitions: 1})
 	reqTopic := names.RequestTopic("st", "callee")
 	callee := testdataFn("callee", "node", "callfn", "callee.handle")
 	callee.Streams = []pool.StreamTrigger{
@@ -145,15 +145,20 @@ func TestContextCall(t *testing.T) {
 		callers[rt] = f
 		fns = append(fns, f)
 	}
-	// cbreak's breaker is the one the breaker test drives; cstream calls
-	// from stream events, which reach its worker in batches.
+	// cbreak's breaker is the one the breaker test drives.
 	cbreak := testdataFn("cbreak", "node", "callfn", "index.handle")
 	cbreak.Calls = targets[:1]
-	cstream := testdataFn("cstream", "node", "callfn", "index.handle")
-	cstream.Calls = targets[:1]
-	cstream.Output = "st.out"
-	cstream.Streams = []pool.StreamTrigger{{Stream: "st.in", Group: "butter.st.cstream.in", Offset: "first"}}
-	fns = append(fns, cbreak, cstream)
+	fns = append(fns, cbreak)
+	// s<runtime> call from stream events (st.in-<runtime>), which reach
+	// their workers in batches, and write the outcomes to st.out-<runtime>.
+	for _, rt := range []string{"node", "python", "go"} {
+		f := callers[rt]
+		f.Name = "s" + rt
+		f.Output = "st.out-" + rt
+		f.Streams = []pool.StreamTrigger{{Stream: "st.in-" + rt, Group: "butter.st.s" + rt + ".in", Offset: "first"}}
+		topics(t, cl, broker.Topic{Name: "st.in-" + rt, Partitions: 1}, broker.Topic{Name: f.Output, Partitions: 1})
+		fns = append(fns, f)
+	}
 	const delay = 3 * time.Second
 	srv := callPool(t, dev, []pool.Option{pool.WithBreaker(3, delay)}, fns...)
 	waitJoined(t, cl, names.RequestGroup("st", "callee"))
@@ -267,24 +272,34 @@ func TestContextCall(t *testing.T) {
 		})
 	}
 
-	t.Run("stream events", func(t *testing.T) {
-		var vals []string
-		for i := range 6 {
-			b, _ := json.Marshal(map[string]string{"target": "callee", "value": fmt.Sprint("event ", i)})
-			vals = append(vals, string(b))
-		}
-		produce(t, cl, "st.in", vals...)
-		outs := readAll(t, dev.Addr, "st.out", len(vals))
-		got := map[string]bool{}
-		for _, r := range outs {
-			got[string(r.Value)] = true
-		}
-		for i := range vals {
-			if want := fmt.Sprintf(`{"ok":"callee got event %d"}`, i); !got[want] {
-				t.Errorf("no output %s in %v", want, got)
+	for _, rt := range []string{"node", "python", "go"} {
+		t.Run("stream events "+rt, func(t *testing.T) {
+			var vals []string
+			for i := range 6 {
+				b, _ := json.Marshal(map[string]string{"target": "callee", "value": fmt.Sprint(rt, " event ", i)})
+				vals = append(vals, string(b))
 			}
-		}
-	})
+			produce(t, cl, "st.in-"+rt, vals...)
+			outs := readAll(t, dev.Addr, "st.out-"+rt, len(vals))
+			got := map[string]bool{}
+			for _, r := range outs {
+				var o callOutcome
+				if json.Unmarshal(r.Value, &o) != nil || o.OK == nil {
+					t.Errorf("output %s, want a reply", r.Value)
+					continue
+				}
+				got[*o.OK] = true
+			}
+			for i := range vals {
+				if want := fmt.Sprint("callee got ", rt, " event ", i); !got[want] {
+					t.Errorf("no reply %q in %v", want, got)
+				}
+			}
+			if n, _ := scrape(t, srv, "butter_ordered_batches_total", `function="s`+rt+`"`); n == 0 {
+				t.Errorf("s%s ran no batch: the calls did not come from batched events", rt)
+			}
+		})
+	}
 }
 
 // TestContextCallWithoutKafka: a pool without Kafka answers a call
