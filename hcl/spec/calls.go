@@ -12,6 +12,8 @@ import (
 type CallTarget struct {
 	Function *Function
 	Stream   *Stream
+	// Range is where the reference is written, for diagnostics.
+	Range hcl.Range
 }
 
 // Ref is the target as the spec writes it: function.<name> or
@@ -56,6 +58,7 @@ func (d *decoder) decodeCalls(f *Function, a *hcl.Attribute) []CallTarget {
 			t.Stream = d.streams[name]
 		}
 		r := e.Range()
+		t.Range = r
 		if prev, dup := seen[t.Ref()]; dup {
 			d.warnf(&r, "Target listed twice", "Function %q lists %s in calls again (first at %s). Remove one.", f.Name, t.Ref(), at(prev))
 			continue
@@ -64,4 +67,30 @@ func (d *decoder) decodeCalls(f *Function, a *hcl.Attribute) []CallTarget {
 		out = append(out, t)
 	}
 	return out
+}
+
+// checkCalls warns of calls that cannot be answered: to a stream no
+// function consumes (no one replies: every call times out), and to the
+// calling function itself (each call holds an instance while it waits for
+// another).
+func (d *decoder) checkCalls(p *Project) {
+	consumed := map[*Stream]bool{}
+	for _, f := range p.Functions {
+		for _, t := range f.Triggers {
+			if t.Type == TriggerStream && t.Stream != nil {
+				consumed[t.Stream] = true
+			}
+		}
+	}
+	for _, f := range p.Functions {
+		for _, t := range f.Calls {
+			r := t.Range
+			switch {
+			case t.Stream != nil && !consumed[t.Stream]:
+				d.warnf(&r, "Call that no one answers", "Function %q calls stream.%s, but no function has a stream trigger on it: nothing replies, and every call times out. Call the function that should answer (function.<name>), or add a stream trigger on %q to it.", f.Name, t.Stream.Name, t.Stream.Name)
+			case t.Function == f:
+				d.warnf(&r, "Function calls itself", "Function %q calls itself: each call holds an instance while another one answers it, so calls time out once all its instances wait. Make sure the recursion ends, with room in instances.max.", f.Name)
+			}
+		}
+	}
 }

@@ -18,6 +18,14 @@ func TestCallsList(t *testing.T) {
 		dir := t.TempDir()
 		src := `project "p" {}
 stream "orders" {}
+stream "lost" {}
+function "orders" {
+  runtime = "exec"
+  command = ["cat"]
+  trigger "stream" {
+    stream = stream.orders
+  }
+}
 function "score" {
   runtime = "exec"
   command = ["cat"]
@@ -42,8 +50,8 @@ function "caller" {
 		return p, strings.Join(msgs, "\n")
 	}
 	p, diags := load(`[function.score, stream.orders]`)
-	if p == nil {
-		t.Fatalf("valid calls refused: %s", diags)
+	if p == nil || diags != "" {
+		t.Fatalf("valid calls: %s", diags)
 	}
 	c := p.Function("caller").Calls
 	if len(c) != 2 || c[0].Function != p.Function("score") || c[1].Stream != p.Stream("orders") || c[0].Ref() != "function.score" || c[1].Ref() != "stream.orders" {
@@ -55,6 +63,8 @@ function "caller" {
 		`[stream._state]`:                  `stream._state is not a stream`,
 		`"score"`:                          `calls is a list of the functions and streams`,
 		`[function.score, function.score]`: `Function "caller" lists function.score in calls again`,
+		`[stream.lost]`:                    `Call that no one answers: Function "caller" calls stream.lost, but no function has a stream trigger on it`,
+		`[function.caller]`:                `Function calls itself`,
 	} {
 		_, diags := load(calls)
 		if !strings.Contains(diags, want) {
