@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -85,8 +86,18 @@ func (r *Requester) Late() int64 { return r.late.Load() }
 
 // Call sends value to topic as a request and returns the reply's value. It
 // returns a *proto.Error: Timeout when no reply came by the deadline, or
-// the function's typed error.
+// the function's typed error. When ctx is cancelled before, it returns an
+// error wrapping context.Canceled (ctx's error), not a Timeout: the
+// caller gave up, the callee did not fail.
 func (r *Requester) Call(ctx context.Context, topic string, key, value []byte, deadline time.Time) ([]byte, error) {
+	return r.Send(ctx, NewEvent(topic, key, value, "", "butter/requester", "butter.request"), deadline)
+}
+
+// Send is Call for a request record the caller built (its topic, key,
+// value and CloudEvent attributes, such as the source of a function's
+// context call): Send adds the reply-to, correlation id and deadline
+// headers, and the correlation id as the event id when rec has none.
+func (r *Requester) Send(ctx context.Context, rec *kgo.Record, deadline time.Time) ([]byte, error) {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	id := hex.EncodeToString(b[:])
@@ -99,7 +110,10 @@ func (r *Requester) Call(ctx context.Context, topic string, key, value []byte, d
 		delete(r.waiting, id)
 		r.mu.Unlock()
 	}()
-	rec := NewEvent(topic, key, value, id, "butter/requester", "butter.request")
+	topic := rec.Topic
+	if Header(rec, HeaderID) == "" {
+		SetHeader(rec, HeaderID, id)
+	}
 	SetHeader(rec, HeaderReplyTo, r.topic)
 	SetHeader(rec, HeaderCorrelation, id)
 	SetHeader(rec, HeaderDeadline, deadline.UTC().Format(time.RFC3339Nano))
@@ -115,7 +129,12 @@ func (r *Requester) Call(ctx context.Context, topic string, key, value []byte, d
 		}
 		return reply.Value, nil
 	case <-ctx.Done():
-		return nil, &proto.Error{Type: proto.Timeout, Message: fmt.Sprintf("no reply from %s before the deadline", topic)}
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return nil, &proto.Error{Type: proto.Timeout, Message: fmt.Sprintf("no reply from %s before the deadline", topic)}
+		}
+		// The caller gave up (its context was cancelled): say so,
+		// rather than blame the callee with a Timeout.
+		return nil, fmt.Errorf("request to %s: the caller stopped waiting for the reply: %w", topic, ctx.Err())
 	}
 }
 

@@ -330,6 +330,11 @@ func checkPoolConfig(m map[string]any, poolName string, e Expect) (*pool.Config,
 				return nil, err
 			}
 		}
+		for j, c := range f.Calls {
+			if err := topic(fmt.Sprintf("%s.calls[%d].topic", at, j), c.Topic); err != nil {
+				return nil, err
+			}
+		}
 		for j, s := range f.Streams {
 			if err := topic(fmt.Sprintf("%s.stream[%d].stream", at, j), s.Stream); err != nil {
 				return nil, err

@@ -250,7 +250,7 @@ func (o *options) group(p *spec.Project, rev, poolName string, fns []*spec.Funct
 		mem += f.Memory * resident
 		memMax += f.Memory * f.Instances.Max
 		longest = max(longest, f.Timeout)
-		if f.Instances.Min > 0 || hasStreamTrigger(f) || hasCronTrigger(f) || HasQueuedTrigger(f) {
+		if f.Instances.Min > 0 || hasStreamTrigger(f) || hasCronTrigger(f) || consumesRequests(p, f) {
 			// An allocation must stay up to hold warm instances and to
 			// consume streams and ticks: Nomad cannot wake a pool on
 			// Kafka lag.

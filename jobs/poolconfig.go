@@ -64,7 +64,7 @@ func topics(p *spec.Project, locate locator) []pool.TopicConfig {
 			// One partition, not compacted, the broker's retention.
 			out = append(out, pool.TopicConfig{Name: names.TimerTopic(p.Name, f.Name), Partitions: TimerPartitions})
 		}
-		if HasQueuedTrigger(f) {
+		if consumesRequests(p, f) {
 			out = append(out, pool.TopicConfig{Name: names.RequestTopic(p.Name, f.Name), Partitions: RequestPartitions})
 		}
 	}
@@ -100,6 +100,7 @@ func functionConfig(p *spec.Project, f *spec.Function, locate locator) pool.Func
 		// The pool refuses an emit to any stream but these and the output.
 		fc.Emits = append(fc.Emits, names.Topic(p.Name, s.Name))
 	}
+	fc.Calls = callTargets(p, f)
 	if f.Retry != nil {
 		fc.Retry = &pool.RetryConfig{Attempts: f.Retry.Attempts, Backoff: f.Retry.Backoff.String(), MaxBackoff: f.Retry.MaxBackoff.String()}
 	}
@@ -135,7 +136,7 @@ func functionConfig(p *spec.Project, f *spec.Function, locate locator) pool.Func
 		// tick's record key is its timer's ID.
 		fc.Streams = append(fc.Streams, timerTrigger(p.Name, f.Name))
 	}
-	if HasQueuedTrigger(f) {
+	if consumesRequests(p, f) {
 		fc.Streams = append(fc.Streams, requestTrigger(p.Name, f.Name))
 	}
 	for _, s := range f.Secrets {

@@ -780,7 +780,7 @@ func explainConstants(diags hcl.Diagnostics) hcl.Diagnostics {
 	for _, d := range diags {
 		switch d.Summary {
 		case "Variables not allowed":
-			d.Detail = "Spec arguments are constants: write the value itself, like timeout = \"5s\". References such as stream.readings work only in output, dead_letter, emits, a stream trigger's stream, and a pipeline's steps."
+			d.Detail = "Spec arguments are constants: write the value itself, like timeout = \"5s\". References such as stream.readings work only in output, dead_letter, emits, calls, a stream trigger's stream, and a pipeline's steps."
 		case "Function calls not allowed":
 			d.Detail = "Spec arguments are constants: write the value itself, like timeout = \"5s\"; functions such as file() are not available."
 		}

@@ -16,7 +16,7 @@ var functionSchema = &hcl.BodySchema{
 		{Name: "pool"}, {Name: "output"}, {Name: "dead_letter"}, {Name: "timeout"},
 		{Name: "memory"}, {Name: "cpu"}, {Name: "env"}, {Name: "options"},
 		{Name: "input_schema"}, {Name: "output_schema"}, {Name: "emits"},
-		{Name: "sandbox"},
+		{Name: "sandbox"}, {Name: "calls"},
 	},
 	Blocks: []hcl.BlockHeaderSchema{
 		{Type: "trigger", LabelNames: []string{"type"}},
@@ -103,6 +103,9 @@ func (d *decoder) decodeFunction(p pending) {
 	}
 	if a := attrs["emits"]; a != nil {
 		f.Emits = d.decodeEmits(f, a)
+	}
+	if a := attrs["calls"]; a != nil {
+		f.Calls = d.decodeCalls(f, a)
 	}
 	if a := attrs["timeout"]; a != nil {
 		if v, ok := d.duration(a); ok {

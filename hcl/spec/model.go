@@ -111,6 +111,9 @@ type Function struct {
 	// Emits are the streams the function may emit to besides its
 	// output: the pool refuses an emit to any other (docs/events.md).
 	Emits []*Stream
+	// Calls are the functions and streams the function may call and
+	// await (ctx.call): the pool refuses a call to any other.
+	Calls []CallTarget
 
 	Timeout time.Duration
 	// Memory is the memory limit of one instance, in MiB.

@@ -27,6 +27,7 @@ func (d *decoder) validate(p *Project) {
 		}
 	}
 	d.checkUnsandboxed(p)
+	d.checkCalls(p)
 	for _, pl := range p.Pipelines {
 		for _, s := range pl.Steps {
 			if s.Pipeline != nil && s.Options != nil {

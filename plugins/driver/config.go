@@ -202,6 +202,11 @@ var taskConfigSpec = hclspec.NewObject(map[string]*hclspec.Spec{
 			"key": hclspec.NewAttr("key", "string", true),
 			"ttl": hclspec.NewAttr("ttl", "string", false),
 		})),
+		"calls": hclspec.NewBlockList("calls", hclspec.NewObject(map[string]*hclspec.Spec{
+			"kind":  hclspec.NewAttr("kind", "string", true),
+			"name":  hclspec.NewAttr("name", "string", true),
+			"topic": hclspec.NewAttr("topic", "string", true),
+		})),
 		"stream": hclspec.NewBlockList("stream", hclspec.NewObject(map[string]*hclspec.Spec{
 			"stream": hclspec.NewAttr("stream", "string", true),
 			"group":  hclspec.NewAttr("group", "string", true),

@@ -86,6 +86,10 @@ type FunctionConfig struct {
 	Env     map[string]string `json:"env,omitempty" codec:"env,omitempty"`
 	Options map[string]string `json:"options,omitempty" codec:"options,omitempty"`
 
+	// Calls are the targets the function may call and await (the spec's
+	// calls list, calls.go): the pool refuses a call to any other.
+	Calls []CallTarget `json:"calls,omitempty" codec:"calls,omitempty"`
+
 	// InputSchema and OutputSchema are the JSON Schema files of the
 	// function's input and output, located like Bundle (in a job, where
 	// their artifacts put them); empty for none.
@@ -223,6 +227,9 @@ func (c *Config) Check() error {
 			if s, ok := strings.CutPrefix(t, c.Project+"."); !ok || !names.Valid(s) {
 				return fmt.Errorf("pool config: function %s: emits: %q is not a stream of project %s", f.Name, t, c.Project)
 			}
+		}
+		if err := checkCalls(c, f); err != nil {
+			return err
 		}
 		if st := f.State; st != nil {
 			if st.Key == "" {

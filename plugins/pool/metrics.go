@@ -21,6 +21,7 @@ type Metrics struct {
 	restarts    *prometheus.CounterVec
 	batches     *prometheus.CounterVec
 	failed      *prometheus.GaugeVec
+	calls       *callMetrics // of context calls (calls.go)
 }
 
 // NewMetrics registers the pool's metrics in a new registry.
@@ -39,6 +40,7 @@ func NewMetrics() *Metrics {
 		failed:      prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "butter_function_failed", Help: "1 while a function cannot start the instances it needs (its calls answer Unavailable), else 0."}, fn),
 	}
 	m.Registry.MustRegister(m.invocations, m.errors, m.duration, m.instances, m.inflight, m.coldStarts, m.restarts, m.batches, m.failed)
+	m.calls = newCallMetrics(m.Registry)
 	return m
 }
 

@@ -65,6 +65,8 @@ type options struct {
 	sandboxAvailable func() error
 	// capture keeps what functions emit instead of Kafka (capture.go).
 	capture *Capture
+	// breaker configures the context calls' circuit breakers (calls.go).
+	breaker breakerOptions
 }
 
 // maxProcs is the process limit of one instance: room for a runtime's
@@ -165,6 +167,9 @@ type Pool struct {
 	// schemas are the functions' JSON Schemas, loaded by New; nothing
 	// checks events against them yet (issue 16).
 	schemas *schemaSet
+
+	// calls answers the functions' context calls "call" (calls.go).
+	calls *callers
 }
 
 // ErrUnknownFunction is returned by Invoke for a function the pool does
@@ -248,6 +253,7 @@ func New(cfg *Config, logs func(function string) io.Writer, opts ...Option) (*Po
 			}
 		}
 	}
+	p.calls = newCallers(p)
 	return p, nil
 }
 
@@ -479,6 +485,8 @@ func (p *Pool) Close() {
 		}(f)
 	}
 	wg.Wait()
+	// No context call is in flight any more.
+	p.calls.close()
 	p.wg.Wait() // the reaper and the instance watchers
 	for _, f := range p.fns {
 		if f.state != nil {
@@ -863,7 +871,7 @@ func (f *fnPool) invoke(ctx context.Context, c *Call, deadline time.Time, st *pr
 	defer f.release(s)
 	inv := &runtime.Invocation{
 		Deadline: deadline, Options: f.options(c.Options), Meta: c.Meta,
-		Input: c.Input, Output: c.Output, Calls: c.Calls, State: st,
+		Input: c.Input, Output: c.Output, Calls: f.pool.calls.wrap(f, c.Calls), State: st,
 	}
 	// An output with a schema is held whole, and checked once the call
 	// ends, before its state change is applied (invokeStateful): an
@@ -931,6 +939,7 @@ func (f *fnPool) invokeBatch(ctx context.Context, b *runtime.Batch) (res []runti
 		f.noBatches.Store(true)
 		return nil, false
 	}
+	b.Calls = f.pool.calls.wrapBatch(f, b.Calls)
 	m := f.pool.opts.metrics
 	m.batches.WithLabelValues(f.cfg.Name).Inc()
 	res = bi.InvokeBatch(dctx, b)

@@ -87,6 +87,9 @@ func (p *Pool) StartStreams(ctx context.Context, kafka broker.Config) error {
 	for _, tc := range p.cfg.Topics {
 		topics = append(topics, declared[tc.Name])
 	}
+	if err := p.calls.connect(ctx, kafka, base); err != nil {
+		return err
+	}
 	if len(topics) == 0 && !stateful && !p.emits() {
 		return nil
 	}

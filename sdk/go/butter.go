@@ -21,6 +21,17 @@
 //		return nil, err
 //	}
 //
+// Call.Call emits and awaits: it sends a value to a function or stream of
+// the spec's calls list and returns the reply, or a *CallError whose Type
+// is the callee's error type, Timeout, CircuitOpen, ... (docs/events.md,
+// "Emit and await"):
+//
+//	out, err := butter.FromContext(ctx).Call("score", "", in, 500*time.Millisecond)
+//	var ce *butter.CallError
+//	if errors.As(err, &ce) && ce.Type == proto.CircuitOpen {
+//		return []byte(`{"score": null}`), nil
+//	}
+//
 // The pool builds the package with go build and runs it as a worker that
 // speaks the worker protocol (package proto) on file descriptors 3 and 4.
 // Standard output and standard error are the function's log.

@@ -27,4 +27,23 @@ class PostconditionFailed extends ButterError {
   }
 }
 
-module.exports = { ButterError, PreconditionFailed, PostconditionFailed };
+/**
+ * A ctx.call failed. `type` is the callee's error type (PreconditionFailed,
+ * Exception, ...), Timeout when no reply came in time, CircuitOpen when the
+ * call was not sent because the target failed too often lately, Unavailable
+ * when it could not be sent, or undefined when the pool refused the call (a
+ * target the spec's calls list does not declare). It has no butterType: not
+ * caught, it fails the handler as an Exception; throw a PreconditionFailed to
+ * pass the callee's refusal on.
+ */
+class CallError extends Error {
+  constructor(target, type, message) {
+    super(type ? `call ${target}: ${type}: ${message}` : `call ${target}: ${message}`);
+    this.name = 'CallError';
+    this.target = target;
+    this.type = type;
+    this.reason = message;
+  }
+}
+
+module.exports = { ButterError, PreconditionFailed, PostconditionFailed, CallError };

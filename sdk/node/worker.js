@@ -9,6 +9,7 @@ const path = require('path');
 const url = require('url');
 const util = require('util');
 const Module = require('module');
+const { CallError } = require('./butter.js');
 
 const T = { HELLO: 1, INVOKE: 2, DATA: 3, END: 4, RESULT: 5, CANCEL: 6, CALL: 7, REPLY: 8, BATCH: 9, RESULTS: 10 };
 // PROTOCOL is the version spoken: the newest both this SDK (2) and the pool
@@ -184,28 +185,50 @@ function newInvocation(id, m) {
       c.value = toBuffer(value).toString('base64');
       return call(inv, c);
     },
+    call: (target, value, timeoutMs, key) => ctxCall(inv, undefined, target, value, timeoutMs, key),
   };
   return inv;
 }
 
-// call sends a CALL; the promise settles with the matching REPLY.
-function call(inv, msg) {
+// call sends a CALL; the promise settles with the matching REPLY. With raw,
+// it resolves with the REPLY itself, ok or not.
+function call(inv, msg, raw) {
   if (inv.done) return Promise.reject(new Error('butter: context call after the invocation finished'));
   if (closing) return Promise.reject(new Error('butter: the pool closed the connection'));
   const seq = ++inv.seq;
-  const pending = {};
+  const pending = { raw };
   const promise = new Promise((resolve, reject) => Object.assign(pending, { resolve, reject }));
   pending.promise = promise.then(() => {}, () => {});
   inv.calls.set(seq, pending);
   send(T.CALL, inv.id, json({ seq, ...msg }));
-  return promise.then(() => undefined);
+  return raw ? promise : promise.then(() => undefined);
+}
+
+// ctxCall is ctx.call(target, value, timeoutMs, key): emit and await
+// (docs/worker-protocol.md, "call"). It resolves with the reply as a Buffer,
+// or rejects with a CallError whose type is the callee's error type,
+// Timeout, CircuitOpen, ... (undefined when the pool refused the call).
+function ctxCall(inv, index, target, value, timeoutMs, key) {
+  const c = { op: 'call', target: String(target) };
+  if (index !== undefined) c.index = index;
+  if (key !== undefined && key !== null) c.key = String(key);
+  if (timeoutMs !== undefined && timeoutMs !== null) {
+    const ms = Math.ceil(Number(timeoutMs));
+    if (!(ms > 0)) return Promise.reject(new TypeError(`butter: ctx.call: timeout ${timeoutMs} is not a positive number of milliseconds`));
+    c.timeout_ms = ms;
+  }
+  c.value = toBuffer(value).toString('base64');
+  return call(inv, c, true).then((reply) => {
+    if (!reply.ok) throw new CallError(c.target, reply.error_type || undefined, reply.error || 'context call failed');
+    return Buffer.from(reply.value || '', 'base64');
+  });
 }
 
 function settleCall(inv, seq, reply) {
   const pending = inv.calls.get(seq);
   if (!pending) return;
   inv.calls.delete(seq);
-  if (reply.ok) pending.resolve(reply);
+  if (reply.ok || pending.raw) pending.resolve(reply);
   else pending.reject(new Error(reply.error || 'context call failed'));
 }
 
@@ -288,6 +311,7 @@ async function runBatch(inv, deadline, events) {
       c.value = toBuffer(value).toString('base64');
       return call(inv, c);
     };
+    ctx.call = (target, value, timeoutMs, key) => ctxCall(inv, k, target, value, timeoutMs, key);
     let output;
     let error;
     try {

@@ -577,3 +577,35 @@ test('a worker of a protocol 1 pool says 1 and takes no BATCH', async () => {
     w.kill();
   }
 });
+
+test('ctx.call sends op call and resolves with the reply value', () =>
+  withWorker('call.handle', {}, async (w) => {
+    w.invoke(4, 'in');
+    const msg = JSON.parse((await w.expect(T.CALL, 4)).payload);
+    assert.deepEqual(msg, { seq: msg.seq, op: 'call', target: 'scorer', key: 'k1', timeout_ms: 250, value: Buffer.from('in').toString('base64') });
+    w.sendJSON(T.REPLY, 4, { seq: msg.seq, ok: true, value: Buffer.from('42').toString('base64') });
+    assert.equal((await w.result(4)).output.toString(), 'reply 42');
+  }));
+
+test('ctx.call rejects with a CallError carrying the error type', () =>
+  withWorker('call.handle', {}, async (w) => {
+    w.invoke(5, 'in');
+    let msg = JSON.parse((await w.expect(T.CALL, 5)).payload);
+    w.sendJSON(T.REPLY, 5, { seq: msg.seq, ok: false, error_type: 'PreconditionFailed', error: 'not a number' });
+    assert.equal((await w.result(5)).output.toString(), 'CallError PreconditionFailed not a number butterType=undefined');
+    w.invoke(6, 'in');
+    msg = JSON.parse((await w.expect(T.CALL, 6)).payload);
+    w.sendJSON(T.REPLY, 6, { seq: msg.seq, ok: false, error: 'unknown call target "scorer"' });
+    assert.equal((await w.result(6)).output.toString(), 'CallError undefined unknown call target "scorer" butterType=undefined');
+  }));
+
+test('a CallError the handler does not catch is an Exception', () =>
+  withWorker('call.uncaught', {}, async (w) => {
+    w.invoke(7, 'in');
+    const msg = JSON.parse((await w.expect(T.CALL, 7)).payload);
+    assert.equal(msg.timeout_ms, undefined);
+    w.sendJSON(T.REPLY, 7, { seq: msg.seq, ok: false, error_type: 'PreconditionFailed', error: 'no' });
+    const r = await w.result(7);
+    assert.equal(r.result.error.type, 'Exception');
+    assert.equal(r.result.error.message, 'call scorer: PreconditionFailed: no');
+  }));

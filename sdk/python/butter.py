@@ -23,3 +23,19 @@ class PostconditionFailed(ButterError):
     """The output was refused (the function could not produce a valid answer)."""
 
     butter_type = "PostconditionFailed"
+
+
+class CallError(RuntimeError):
+    """A ctx.call failed. type is the callee's error type
+    (PreconditionFailed, Exception, ...), Timeout when no reply came in time,
+    CircuitOpen when the call was not sent because the target failed too
+    often lately, Unavailable when it could not be sent, or None when the
+    pool refused the call (a target the spec's calls list does not declare).
+    It has no butter_type: not caught, it fails the handler as an Exception;
+    raise PreconditionFailed to pass the callee's refusal on."""
+
+    def __init__(self, target, type, message):
+        self.target = target
+        self.type = type
+        self.message = message
+        super().__init__(f"call {target}: {type}: {message}" if type else f"call {target}: {message}")

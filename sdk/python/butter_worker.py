@@ -145,8 +145,12 @@ class Context:
         msg["value"] = base64.b64encode(to_bytes(value)).decode("ascii")
         self._call(msg)
 
-    def _call(self, msg):
-        """Sends a CALL and blocks until its REPLY; raises if ok is false."""
+    def call(self, target, value, timeout=None, key=None):
+        return _ctx_call(self._call, None, target, value, timeout, key)
+
+    def _call(self, msg, raw=False):
+        """Sends a CALL and blocks until its REPLY; raises if ok is false
+        (with raw, returns the REPLY whatever it says)."""
         with self._lock:
             if self._closed:
                 raise ContextCallError(self._closed)
@@ -156,7 +160,7 @@ class Context:
         send(CALL, self._id, json.dumps({"seq": seq, **msg}).encode())
         pending[0].wait()
         reply = pending[1]
-        if not reply.get("ok"):
+        if not raw and not reply.get("ok"):
             raise ContextCallError(reply.get("error") or "context call failed")
         return reply
 
@@ -214,6 +218,33 @@ class EventContext:
             msg["key"] = str(key)
         msg["value"] = base64.b64encode(to_bytes(value)).decode("ascii")
         self._batch._call(msg)
+
+    def call(self, target, value, timeout=None, key=None):
+        return _ctx_call(self._batch._call, self._index, target, value, timeout, key)
+
+
+def _ctx_call(call, index, target, value, timeout, key):
+    """ctx.call(target, value, timeout=None, key=None): emit and await
+    (docs/worker-protocol.md, "call"). Returns the reply's bytes, or raises
+    butter.CallError (its type the callee's error type, Timeout,
+    CircuitOpen, ...; None when the pool refused the call). timeout is in
+    seconds; None waits until the call's own deadline."""
+    import butter
+
+    msg = {"op": "call", "target": str(target)}
+    if index is not None:
+        msg["index"] = index
+    if key is not None:
+        msg["key"] = str(key)
+    if timeout is not None:
+        if not timeout > 0:
+            raise ValueError(f"butter: ctx.call: timeout {timeout!r} is not a positive number of seconds")
+        msg["timeout_ms"] = max(1, math.ceil(timeout * 1000))
+    msg["value"] = base64.b64encode(to_bytes(value)).decode("ascii")
+    reply = call(msg, raw=True)
+    if not reply.get("ok"):
+        raise butter.CallError(msg["target"], reply.get("error_type") or None, reply.get("error") or "context call failed")
+    return base64.b64decode(reply.get("value") or "")
 
 
 def read_batch(p):

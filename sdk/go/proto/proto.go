@@ -280,6 +280,9 @@ const (
 	// before it ran; a worker sends it for the event it was about to run
 	// when a CANCEL came.
 	Skipped = "Skipped"
+	// CircuitOpen is the failure of a context call ("call") to a target
+	// whose circuit breaker is open: it was not sent.
+	CircuitOpen = "CircuitOpen"
 )
 
 // ResultMsg is the payload of RESULT.
@@ -302,6 +305,12 @@ type CallMsg struct {
 	Stream  string `json:"stream,omitempty"`
 	Key     string `json:"key,omitempty"`
 	Value   []byte `json:"value,omitempty"` // base64 in JSON
+	// Target and TimeoutMS are op "call"'s (emit and await a reply,
+	// docs/worker-protocol.md "call"): the function or stream called,
+	// as the spec's calls list names it, and how long to wait for the
+	// reply (0: until the invocation's deadline).
+	Target    string `json:"target,omitempty"`
+	TimeoutMS int64  `json:"timeout_ms,omitempty"`
 }
 
 // ReplyMsg is the payload of REPLY.
@@ -310,4 +319,10 @@ type ReplyMsg struct {
 	OK          bool   `json:"ok"`
 	Error       string `json:"error,omitempty"`
 	RemainingMS int64  `json:"remaining_ms,omitempty"`
+	// Value and ErrorType answer op "call": the reply's value when OK,
+	// else the failure's type (the callee's own error type, Timeout,
+	// CircuitOpen, ...; empty when the call was refused before it was
+	// sent, for example an undeclared target).
+	Value     []byte `json:"value,omitempty"` // base64 in JSON
+	ErrorType string `json:"error_type,omitempty"`
 }
