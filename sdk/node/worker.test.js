@@ -565,6 +565,31 @@ test('protocol 2: a BATCH runs in order, its CALLs carry the event index, and th
   });
 });
 
+test('protocol 2: RESULTS frames stay within the 16 MiB frame limit, however large the outputs', async () => {
+  await withWorker('big.handle', { env: { BUTTER_PROTOCOL: '2' } }, async (w) => {
+    // Eight 3 MiB outputs held together would make a 24 MiB frame; 1000 KiB
+    // then 15.5 MiB would make 16.5 MiB.
+    const sizes = [3072, 3072, 3072, 3072, 3072, 3072, 3072, 3072, 1000, 15872];
+    const events = sizes.map((kib, k) => [`${kib}:${String.fromCharCode(97 + k)}`, {}]);
+    w.send(T.BATCH, 4, batchPayload(Date.now() + 30000, events));
+    const outputs = [];
+    while (outputs.length < sizes.length) {
+      const f = await w.next('RESULTS of batch 4');
+      assert.ok(f, `EOF after ${outputs.length} results; stderr: ${w.stderr}`);
+      assert.deepEqual([f.type, f.id], [T.RESULTS, 4]);
+      assert.ok(5 + f.payload.length <= 16 << 20, `a RESULTS frame of ${5 + f.payload.length} bytes`);
+      const r = readResults(f.payload);
+      assert.equal(r.first, outputs.length, 'results out of order');
+      outputs.push(...r.results);
+    }
+    outputs.forEach((r, k) => {
+      assert.ok(r.output, `event ${k}: ${JSON.stringify(r.error)}`);
+      assert.equal(r.output.length, sizes[k] * 1024, `event ${k}'s output`);
+      assert.equal(r.output[0], String.fromCharCode(97 + k));
+    });
+  });
+});
+
 test('a worker of a protocol 1 pool says 1 and takes no BATCH', async () => {
   const w = Worker.spawn('batch.handle', { env: { BUTTER_PROTOCOL: '1' } });
   try {
