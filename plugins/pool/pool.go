@@ -545,6 +545,9 @@ type slot struct {
 	inflight int
 	lastUsed time.Time
 	dead     bool
+	// gone: a call found the instance exited (runtime.ErrNotSent); no
+	// call goes to it any more, and watch removes it.
+	gone bool
 	// gen is the generation of secrets the instance runs with (fnPool.gen);
 	// one above the pool's is being started by a rotation.
 	gen int
@@ -567,7 +570,7 @@ func (f *fnPool) acquire(ctx context.Context) (*slot, error) {
 				continue
 			}
 			live++
-			if s.inflight < conc && (best == nil || s.inflight < best.inflight) {
+			if !s.gone && s.inflight < conc && (best == nil || s.inflight < best.inflight) {
 				best = s
 			}
 		}
@@ -854,11 +857,6 @@ func (f *fnPool) stopAll(grace time.Duration) {
 // invoke runs a call on an instance, with st as its state, and returns
 // the state change the function made.
 func (f *fnPool) invoke(ctx context.Context, c *Call, deadline time.Time, st *proto.StateMsg) (*proto.StateMsg, error) {
-	s, err := f.acquire(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer f.release(s)
 	inv := &runtime.Invocation{
 		Deadline: deadline, Options: f.options(c.Options), Meta: c.Meta,
 		Input: c.Input, Output: c.Output, Calls: c.Calls, State: st,
@@ -871,7 +869,7 @@ func (f *fnPool) invoke(ctx context.Context, c *Call, deadline time.Time, st *pr
 		held = new(bytes.Buffer)
 		inv.Output = held
 	}
-	if err := s.inst.Invoke(ctx, inv); err != nil {
+	if err := f.send(ctx, inv); err != nil {
 		// A failed call's held output is dropped: an output with a
 		// schema is only ever given whole and checked.
 		return nil, err
@@ -887,6 +885,34 @@ func (f *fnPool) invoke(ctx context.Context, c *Call, deadline time.Time, st *pr
 		}
 	}
 	return inv.NewState, nil
+}
+
+// maxResends bounds how many times one call goes to another instance
+// because the one it had reached had exited (send).
+const maxResends = 3
+
+// send runs inv on an instance. A call that never reached its instance
+// (runtime.ErrNotSent: the instance exited between the pool's choosing it
+// and the call's first frame) goes to another one, up to maxResends
+// times: nothing ran, so for a stream event it is no attempt.
+func (f *fnPool) send(ctx context.Context, inv *runtime.Invocation) error {
+	for resent := 0; ; resent++ {
+		s, err := f.acquire(ctx)
+		if err != nil {
+			return err
+		}
+		err = s.inst.Invoke(ctx, inv)
+		if errors.Is(err, runtime.ErrNotSent) && resent < maxResends && ctx.Err() == nil {
+			f.mu.Lock()
+			s.gone = true
+			f.mu.Unlock()
+			f.release(s)
+			f.log.Debug("a call reached an instance that had exited; sending it to another", "pid", s.inst.Pid(), "error", err)
+			continue
+		}
+		f.release(s)
+		return err
+	}
 }
 
 // options merges a call's options over the function's.

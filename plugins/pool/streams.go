@@ -1040,8 +1040,7 @@ func (c *consumer) call(ctx context.Context, in *kgo.Record, call proto.CallMsg,
 		}
 		return proto.ReplyMsg{OK: true}
 	case "log":
-		c.f.log.Info(call.Message, "level", call.Level)
-		return proto.ReplyMsg{OK: true}
+		return functionLog(c.f.log, call)
 	}
 	return proto.ReplyMsg{Error: "unsupported op"}
 }
@@ -1110,8 +1109,7 @@ func (p *Pool) httpCalls(f *fnPool, id string, ef *emitFailure) runtime.CallHand
 			}
 			return proto.ReplyMsg{OK: true}
 		case "log":
-			f.log.Info(call.Message, "level", call.Level)
-			return proto.ReplyMsg{OK: true}
+			return functionLog(f.log, call)
 		}
 		return proto.ReplyMsg{Error: "unsupported op " + call.Op}
 	}
