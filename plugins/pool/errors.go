@@ -193,3 +193,34 @@ func serverPath(p string) bool {
 	_, err := os.Stat("/" + first)
 	return err == nil
 }
+
+// UnspecifiedError is the type of a function error whose type Butter does
+// not know: a worker's RESULT may carry any type (a Node error's
+// butterType, a Python exception's butter_type), or none. It is retried
+// as an Exception is, and answered 500 (docs/events.md, "Error types").
+const UnspecifiedError = "UnspecifiedError"
+
+// errorTypes are the error types a call's failure may have; any other
+// type a worker sends becomes UnspecifiedError (specified).
+var errorTypes = map[string]bool{
+	proto.Exception: true, proto.PreconditionFailed: true, proto.PostconditionFailed: true,
+	proto.Timeout: true, proto.Skipped: true, Unavailable: true, "InstanceFailed": true, UnspecifiedError: true,
+}
+
+// specified returns err, or, for a typed error whose type is none of
+// errorTypes, an UnspecifiedError whose message names the type it had,
+// so that callers, dead letters and the metrics' type label only ever
+// see the types docs/events.md lists.
+func specified(err error) error {
+	var pe *proto.Error
+	if !errors.As(err, &pe) || errorTypes[pe.Type] {
+		return err
+	}
+	msg := pe.Message
+	if pe.Type == "" {
+		msg = "(no error type) " + msg
+	} else {
+		msg = fmt.Sprintf("(error type %q) %s", pe.Type, msg)
+	}
+	return &proto.Error{Type: UnspecifiedError, Message: msg, Detail: pe.Detail}
+}

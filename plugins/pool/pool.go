@@ -911,7 +911,7 @@ func (f *fnPool) send(ctx context.Context, inv *runtime.Invocation) error {
 			continue
 		}
 		f.release(s)
-		return err
+		return specified(err)
 	}
 }
 
@@ -958,6 +958,9 @@ func (f *fnPool) invokeBatch(ctx context.Context, b *runtime.Batch) (res []runti
 	m := f.pool.opts.metrics
 	m.batches.WithLabelValues(f.cfg.Name).Inc()
 	res = bi.InvokeBatch(dctx, b)
+	for k := range res {
+		res[k].Err = specified(res[k].Err)
+	}
 	ran := 0
 	for _, r := range res {
 		if !skipped(r.Err) {

@@ -181,3 +181,53 @@ func TestLogLevels(t *testing.T) {
 		}
 	}
 }
+
+// TestUnspecifiedError: a function error whose type Butter does not know
+// (a Node error's butterType, a Python exception's butter_type) is an
+// UnspecifiedError, its message naming the type it had: answered 500 on
+// HTTP, and retried on a stream (here in a batch, then one at a time)
+// before its dead letter. Known types keep theirs.
+func TestUnspecifiedError(t *testing.T) {
+	dev, cl := devBroker(t)
+	topics(t, cl, broker.Topic{Name: "unspec.in", Partitions: 1}, broker.Topic{Name: "unspec.out", Partitions: 1})
+	node := testdataFn("unspecnode", "node", "protofn", "index.handle")
+	py := testdataFn("unspecpy", "python", "protofn", "main.handle")
+	py.Output = "unspec.out"
+	py.Streams = []pool.StreamTrigger{{Stream: "unspec.in", Group: "butter.test.unspecpy", Offset: "first"}}
+	py.MaxInstances = 1
+	py.Retry = &pool.RetryConfig{Attempts: 2, Backoff: "10ms", MaxBackoff: "20ms"}
+	_, srv := sdkPool(t, dev, node, py)
+
+	for _, c := range []struct {
+		function, input string
+		code            int
+		typ, message    string
+	}{
+		{"unspecnode", "type:NotFound", 500, pool.UnspecifiedError, `(error type "NotFound") an error of type NotFound`},
+		{"unspecpy", "type:Teapot", 500, pool.UnspecifiedError, `(error type "Teapot") an error of type Teapot`},
+		{"unspecnode", "type:PreconditionFailed", 422, "PreconditionFailed", "an error of type PreconditionFailed"},
+	} {
+		a := invoke(t, srv, c.function, strings.NewReader(c.input), nil)
+		var body struct{ Error struct{ Type, Message string } }
+		_ = json.Unmarshal([]byte(a.body), &body)
+		if a.code != c.code || body.Error.Type != c.typ || body.Error.Message != c.message {
+			t.Errorf("%s %s: %d %s, want %d %s %q", c.function, c.input, a.code, a.body, c.code, c.typ, c.message)
+		}
+	}
+
+	keyed(t, cl, "unspec.in", "k", "a", "b", "type:Teapot", "c")
+	outputsInOrder(t, dev.Addr, "unspec.out", []string{"a", "b", "c"})
+	dl := readAll(t, dev.Addr, "unspec.in.dlq", 1)[0]
+	if typ := broker.Header(dl, broker.HeaderErrorType); typ != pool.UnspecifiedError || broker.Attempts(dl) != 2 {
+		t.Errorf("dead letter of type %q after %d attempts, want UnspecifiedError after 2 (it is retried)", typ, broker.Attempts(dl))
+	}
+	if n := metricOf(t, srv, "butter_invocation_errors_total", "unspecpy", `type="Teapot"`); n != 0 {
+		t.Errorf("%v errors counted under the worker's own type Teapot", n)
+	}
+	if n := metricOf(t, srv, "butter_invocation_errors_total", "unspecpy", `type="UnspecifiedError"`); n < 3 {
+		t.Errorf("%v UnspecifiedErrors counted, want at least 3 (the HTTP call and both attempts)", n)
+	}
+	if n := metric(t, srv, "butter_ordered_batches_total", "unspecpy"); n < 1 {
+		t.Errorf("no batch: the failure in a batch was not tested")
+	}
+}
