@@ -208,7 +208,9 @@ func TestUnspecifiedError(t *testing.T) {
 		{"unspecnode", "type:PreconditionFailed", 422, "PreconditionFailed", "an error of type PreconditionFailed"},
 	} {
 		a := invoke(t, srv, c.function, strings.NewReader(c.input), nil)
-		var body struct{ Error struct{ Type, Message string } }
+		var body struct {
+			Error struct{ Type, Message string }
+		}
 		_ = json.Unmarshal([]byte(a.body), &body)
 		if a.code != c.code || body.Error.Type != c.typ || body.Error.Message != c.message {
 			t.Errorf("%s %s: %d %s, want %d %s %q", c.function, c.input, a.code, a.body, c.code, c.typ, c.message)
