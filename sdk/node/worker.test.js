@@ -396,6 +396,24 @@ test('an unknown frame type: a message on stderr and exit 2', async () => {
   }
 });
 
+test('protocol errors exit 2: an INVOKE for an id in flight, malformed JSON, a frame cut by EOF', async () => {
+  for (const [what, send, message] of [
+    ['an INVOKE for an id in flight', (w) => { w.invokeStart(5); w.invokeStart(5); }, /INVOKE for invocation 5, which is in flight/],
+    ['malformed JSON', (w) => w.send(T.INVOKE, 5, Buffer.from('{"function":')), /malformed INVOKE payload/],
+    ['a frame cut by EOF', (w) => { w.input.write(frame(T.INVOKE, 5, Buffer.from('{}')).subarray(0, 8)); w.closeInput(); }, /fd 3 closed inside a frame/],
+  ]) {
+    const w = Worker.spawn('echo.handle');
+    try {
+      await w.hello();
+      send(w);
+      assert.deepEqual(await w.wait(), { code: 2, signal: null }, what);
+      assert.match(w.stderr, message, what);
+    } finally {
+      w.kill();
+    }
+  }
+});
+
 test('real pipes (FIFOs) on fds 3 and 4', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'butter-node-'));
   const [fifoIn, fifoOut] = [path.join(dir, 'in'), path.join(dir, 'out')];

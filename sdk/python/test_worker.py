@@ -386,6 +386,20 @@ class WorkerTest(unittest.TestCase):
         self.assertEqual(w.wait(), 2)
         self.assertIn("unexpected frame type 42", w.stderr)
 
+    def test_protocol_errors_exit_2(self):
+        invoke = frame(INVOKE, 5, b'{"function": "fn"}')
+        for what, data, message in [
+            ("an INVOKE for an id in flight", invoke + invoke, "INVOKE for invocation 5, which is in flight"),
+            ("malformed JSON", frame(INVOKE, 5, b'{"function":'), "malformed INVOKE payload"),
+            ("a frame cut by EOF", invoke[:8], "fd 3 closed inside a frame"),
+        ]:
+            with self.subTest(what):
+                w = self.started("echo.handle")
+                os.write(w.to_worker, data)
+                w.close_input()
+                self.assertEqual(w.wait(), 2)
+                self.assertIn(message, w.stderr)
+
     def test_state_get_and_set_travel_in_invoke_and_result(self):
         w = self.started("state.count")
         meta = {"param.device": "d1"}
