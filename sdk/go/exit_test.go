@@ -3,6 +3,7 @@ package butter_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
@@ -100,5 +101,57 @@ func TestExitStatus(t *testing.T) {
 				t.Errorf("exit status %d, stderr %q: want %d and %q", status, stderr.String(), c.status, c.stderr)
 			}
 		})
+	}
+}
+
+// TestSeqAcrossInvocations: the Go SDK numbers its context calls across
+// the worker, not per invocation (docs/worker-protocol.md, "Context
+// calls"): concurrent invocations' CALLs never share a seq, so a REPLY is
+// matched by its seq alone, whatever order the replies come in.
+func TestSeqAcrossInvocations(t *testing.T) {
+	t.Setenv("BUTTER_CONCURRENCY", "2")
+	p := serve(t, func(ctx context.Context, in []byte) ([]byte, error) {
+		if err := butter.FromContext(ctx).Log("info", string(in)); err != nil {
+			return nil, err
+		}
+		return in, nil
+	})
+	for id := uint32(1); id <= 2; id++ {
+		_ = p.w.WriteJSON(proto.Invoke, id, proto.InvokeMsg{Function: "fn", Deadline: time.Now().Add(time.Minute).UnixMilli()})
+		_ = p.w.Write(proto.Data, id, []byte{byte('a' + id)})
+		_ = p.w.Write(proto.End, id, nil)
+	}
+	seqs := map[uint32]uint64{}
+	for len(seqs) < 2 {
+		f := p.next()
+		var c proto.CallMsg
+		if f.Type != proto.Call || json.Unmarshal(f.Payload, &c) != nil {
+			t.Fatalf("frame %s %s, want a CALL", f.Type, f.Payload)
+		}
+		seqs[f.ID] = c.Seq
+	}
+	if seqs[1] == seqs[2] || seqs[1] == 0 || seqs[2] == 0 {
+		t.Fatalf("seqs %v: want two different ones, from 1", seqs)
+	}
+	// Replies in the reverse order of the calls.
+	for id := uint32(2); id >= 1; id-- {
+		_ = p.w.WriteJSON(proto.Reply, id, proto.ReplyMsg{Seq: seqs[id], OK: true})
+	}
+	got := map[uint32]string{}
+	for results := 0; results < 2; {
+		f := p.next()
+		switch f.Type {
+		case proto.Data:
+			got[f.ID] += string(f.Payload)
+		case proto.Result:
+			if string(f.Payload) != "{}" {
+				t.Errorf("invocation %d: RESULT %s", f.ID, f.Payload)
+			}
+			got[f.ID] += "."
+			results++
+		}
+	}
+	if got[1] != "b." || got[2] != "c." {
+		t.Errorf("outputs %v, want b and c", got)
 	}
 }
