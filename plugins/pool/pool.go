@@ -936,7 +936,8 @@ func (f *fnPool) options(call map[string]string) map[string]string {
 // timeout. It returns each event's result, as Invoke would; an event that
 // was not run fails with a proto.Skipped error. ok is false, and nothing
 // ran, when the instance cannot run batches (its worker speaks protocol
-// 1) or none could be had.
+// 1), none could be had, or the one had had exited before the batch
+// reached it (runtime.ErrNotSent).
 func (f *fnPool) invokeBatch(ctx context.Context, b *runtime.Batch) (res []runtime.Result, ok bool) {
 	if f.noBatches.Load() {
 		return nil, false
@@ -955,9 +956,17 @@ func (f *fnPool) invokeBatch(ctx context.Context, b *runtime.Batch) (res []runti
 		f.noBatches.Store(true)
 		return nil, false
 	}
+	res = bi.InvokeBatch(dctx, b)
+	if len(res) > 0 && errors.Is(res[0].Err, runtime.ErrNotSent) {
+		// The instance had exited: nothing ran, and the events are
+		// handled as if no batch had been tried.
+		f.mu.Lock()
+		s.gone = true
+		f.mu.Unlock()
+		return nil, false
+	}
 	m := f.pool.opts.metrics
 	m.batches.WithLabelValues(f.cfg.Name).Inc()
-	res = bi.InvokeBatch(dctx, b)
 	for k := range res {
 		res[k].Err = specified(res[k].Err)
 	}

@@ -105,11 +105,16 @@ func TestCallReachesDeadInstance(t *testing.T) {
 	if out := readAll(t, dev.Addr, "dead.out", 1); string(out[0].Value) != "EVENT" {
 		t.Errorf("output %q, want EVENT", out[0].Value)
 	}
+	// Now that the pool has measured an event, several go in a batch,
+	// which reaches the dead instance.
+	holdAndKill(t, srv, "deadpy")
+	keyed(t, cl, "dead.in", "k", "e1", "e2", "e3")
+	outputsInOrder(t, dev.Addr, "dead.out", []string{"event", "e1", "e2", "e3"})
 	if n := metricOf(t, srv, "butter_invocation_errors_total", "deadpy", `type="InstanceFailed"`); n != 0 {
 		t.Errorf("%v calls failed as InstanceFailed, want none", n)
 	}
-	eventually(t, 30*time.Second, "both deaths counted", func() bool {
-		return metric(t, srv, "butter_instance_restarts_total", "deadpy") == 2
+	eventually(t, 30*time.Second, "the three deaths counted", func() bool {
+		return metric(t, srv, "butter_instance_restarts_total", "deadpy") == 3
 	})
 }
 

@@ -433,7 +433,7 @@ func (i *procInstance) InvokeBatch(ctx context.Context, b *Batch) []Result {
 	if i.gone || i.closing {
 		i.mu.Unlock()
 		for k := range res {
-			res[k].Err = ErrInstanceGone
+			res[k].Err = errGone
 		}
 		return res
 	}
@@ -511,6 +511,11 @@ func (i *procInstance) InvokeBatch(ctx context.Context, b *Batch) []Result {
 			return collect(nil, "", false)
 		case err := <-sent:
 			sent = nil
+			if err != nil && errors.Is(err, syscall.EPIPE) {
+				// The worker's end of the pipe was closed before it had
+				// the whole BATCH: none of its events ran.
+				return collect(notSent(i.broken(err)), "its worker exited", false)
+			}
 			if err != nil {
 				return collect(i.broken(err), "its worker exited", false)
 			}
