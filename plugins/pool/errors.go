@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path"
@@ -21,8 +22,10 @@ import (
 // the server and holds at most MaxErrorMessage bytes. What explains the
 // failure to its operator (a Python traceback, a Node or Go stack, the
 // output of a worker that could not start) goes to the pool's log, in an
-// entry carrying the request id, and never to the caller. Dead letters,
-// which operators read, keep the whole message and the detail.
+// entry carrying the request id, and never to the caller; but an exec
+// function's stderr, which is in the function's log already, line by line,
+// is not repeated there (stderrLogged). Dead letters, which operators
+// read, keep the whole message and the detail.
 
 // MaxErrorMessage is the longest error message a caller gets, in bytes.
 const MaxErrorMessage = 300
@@ -223,4 +226,22 @@ func specified(err error) error {
 		msg = fmt.Sprintf("(error type %q) %s", pe.Type, msg)
 	}
 	return &proto.Error{Type: UnspecifiedError, Message: msg, Detail: pe.Detail}
+}
+
+// stderrLogged reports whether the detail of a failed call of function
+// fn is in the function's log already, so that the pool's own entry for
+// the failure does not repeat it: an exec function's detail is its
+// stderr, which went to the function's log line by line as the command
+// wrote it (when the pool has function logs: pool.New's logs). The
+// entry keeps the message, which ends with stderr's last line; dead
+// letters keep the detail.
+func (p *Pool) stderrLogged(fn string) bool {
+	f := p.fns[fn]
+	if f == nil || f.cfg.Runtime != "exec" {
+		return false
+	}
+	f.mu.Lock()
+	logs := f.fn.Logs
+	f.mu.Unlock()
+	return logs != nil && logs != io.Discard
 }

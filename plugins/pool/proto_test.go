@@ -238,3 +238,54 @@ func TestUnspecifiedError(t *testing.T) {
 		t.Errorf("no batch: the failure in a batch was not tested")
 	}
 }
+
+// TestExecStderrOnce: an exec function's stderr reaches the pool's log
+// once, line by line in the function's log, when the pool has function
+// logs (as butter dev's and butter pool's do): the entry of a failed HTTP
+// call and the warning of a dead letter do not repeat it, though the
+// call's message keeps its last line and the dead letter keeps it whole.
+func TestExecStderrOnce(t *testing.T) {
+	dev, cl := devBroker(t)
+	topics(t, cl, broker.Topic{Name: "stderr.in", Partitions: 1})
+	logs := &testlog.Buffer{}
+	logger := hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Trace, JSONFormat: true})
+	httpfn := fn("stderrhttp", "exec", "sh", "-c", `printf 'marker-http one\nmarker-http two: broken\n' >&2; exit 3`)
+	streamfn := streamFn("stderrstream", "first", "stderr.in", "", "sh", "-c", `printf 'marker-stream one\nmarker-stream two: broken\n' >&2; exit 3`)
+	for _, f := range []*pool.FunctionConfig{&httpfn, &streamfn} {
+		f.Bundle = t.TempDir()
+	}
+	p, err := pool.New(&pool.Config{Project: "stderr", Pool: "p", Functions: []pool.FunctionConfig{httpfn, streamfn}}, func(fn string) io.Writer {
+		return logger.Named(fn).StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true})
+	}, pool.WithLogger(logger))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(p.Handler())
+	t.Cleanup(func() {
+		srv.Close()
+		p.Close()
+	})
+	if err := p.StartStreams(ctx, dev.Config()); err != nil {
+		t.Fatal(err)
+	}
+
+	a := invoke(t, srv, "stderrhttp", strings.NewReader("x"), nil)
+	if a.code != 500 || !strings.Contains(a.body, "marker-http two: broken") {
+		t.Errorf("%d %s: want 500 and the last line of stderr", a.code, a.body)
+	}
+	produce(t, cl, "stderr.in", "x")
+	dl := readAll(t, dev.Addr, "stderr.in.dlq", 1)[0]
+	if msg := broker.Header(dl, broker.HeaderErrorMessage); !strings.Contains(msg, "marker-stream one") {
+		t.Errorf("dead letter message %q: want the whole stderr", msg)
+	}
+	for _, marker := range []string{"marker-http one", "marker-stream one"} {
+		if n := strings.Count(logs.String(), marker); n != 1 {
+			t.Errorf("%q is %d times in the log, want once:\n%s", marker, n, logs.String())
+		}
+	}
+}

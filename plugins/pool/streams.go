@@ -708,7 +708,7 @@ func (c *consumer) deadLetter(ctx context.Context, acks *batchAcks, ev *event, e
 		broker.SetHeader(dl, broker.HeaderID, ev.id)
 	}
 	args := []any{"topic", c.dlq, "id", ev.id, "type", typ, "attempts", attempts, "error", f.Full}
-	if f.Detail != "" {
+	if f.Detail != "" && !c.p.stderrLogged(c.f.cfg.Name) {
 		args = append(args, "detail", f.Detail)
 	}
 	c.f.log.Warn("event sent to the dead-letter topic", args...)
