@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path"
@@ -21,8 +22,10 @@ import (
 // the server and holds at most MaxErrorMessage bytes. What explains the
 // failure to its operator (a Python traceback, a Node or Go stack, the
 // output of a worker that could not start) goes to the pool's log, in an
-// entry carrying the request id, and never to the caller. Dead letters,
-// which operators read, keep the whole message and the detail.
+// entry carrying the request id, and never to the caller; but an exec
+// function's stderr, which is in the function's log already, line by line,
+// is not repeated there (stderrLogged). Dead letters, which operators
+// read, keep the whole message and the detail.
 
 // MaxErrorMessage is the longest error message a caller gets, in bytes.
 const MaxErrorMessage = 300
@@ -192,4 +195,53 @@ func serverPath(p string) bool {
 	first, _, _ := strings.Cut(p[1:], "/")
 	_, err := os.Stat("/" + first)
 	return err == nil
+}
+
+// UnspecifiedError is the type of a function error whose type Butter does
+// not know: a worker's RESULT may carry any type (a Node error's
+// butterType, a Python exception's butter_type), or none. It is retried
+// as an Exception is, and answered 500 (docs/events.md, "Error types").
+const UnspecifiedError = "UnspecifiedError"
+
+// errorTypes are the error types a call's failure may have; any other
+// type a worker sends becomes UnspecifiedError (specified).
+var errorTypes = map[string]bool{
+	proto.Exception: true, proto.PreconditionFailed: true, proto.PostconditionFailed: true,
+	proto.Timeout: true, proto.Skipped: true, Unavailable: true, "InstanceFailed": true, UnspecifiedError: true,
+}
+
+// specified returns err, or, for a typed error whose type is none of
+// errorTypes, an UnspecifiedError whose message names the type it had,
+// so that callers, dead letters and the metrics' type label only ever
+// see the types docs/events.md lists.
+func specified(err error) error {
+	var pe *proto.Error
+	if !errors.As(err, &pe) || errorTypes[pe.Type] {
+		return err
+	}
+	msg := pe.Message
+	if pe.Type == "" {
+		msg = "(no error type) " + msg
+	} else {
+		msg = fmt.Sprintf("(error type %q) %s", pe.Type, msg)
+	}
+	return &proto.Error{Type: UnspecifiedError, Message: msg, Detail: pe.Detail}
+}
+
+// stderrLogged reports whether the detail of a failed call of function
+// fn is in the function's log already, so that the pool's own entry for
+// the failure does not repeat it: an exec function's detail is its
+// stderr, which went to the function's log line by line as the command
+// wrote it (when the pool has function logs: pool.New's logs). The
+// entry keeps the message, which ends with stderr's last line; dead
+// letters keep the detail.
+func (p *Pool) stderrLogged(fn string) bool {
+	f := p.fns[fn]
+	if f == nil || f.cfg.Runtime != "exec" {
+		return false
+	}
+	f.mu.Lock()
+	logs := f.fn.Logs
+	f.mu.Unlock()
+	return logs != nil && logs != io.Discard
 }

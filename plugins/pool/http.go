@@ -343,6 +343,9 @@ func (p *Pool) serveInvoke(w http.ResponseWriter, r *http.Request) {
 	// The caller gets the type and a short message; the log gets the
 	// whole message and its detail (errors.go).
 	f := failureOf(name, err)
+	if p.stderrLogged(name) {
+		f.Detail = "" // in the function's log already
+	}
 	f.log(p.fns[name].log, "request_id", id)
 	if !streaming && len(held) > 0 {
 		// The call failed after it wrote output: that output goes out

@@ -555,6 +555,9 @@ type slot struct {
 	inflight int
 	lastUsed time.Time
 	dead     bool
+	// gone: a call found the instance exited (runtime.ErrNotSent); no
+	// call goes to it any more, and watch removes it.
+	gone bool
 	// gen is the generation of secrets the instance runs with (fnPool.gen);
 	// one above the pool's is being started by a rotation.
 	gen int
@@ -577,7 +580,7 @@ func (f *fnPool) acquire(ctx context.Context) (*slot, error) {
 				continue
 			}
 			live++
-			if s.inflight < conc && (best == nil || s.inflight < best.inflight) {
+			if !s.gone && s.inflight < conc && (best == nil || s.inflight < best.inflight) {
 				best = s
 			}
 		}
@@ -864,11 +867,6 @@ func (f *fnPool) stopAll(grace time.Duration) {
 // invoke runs a call on an instance, with st as its state, and returns
 // the state change the function made.
 func (f *fnPool) invoke(ctx context.Context, c *Call, deadline time.Time, st *proto.StateMsg) (*proto.StateMsg, error) {
-	s, err := f.acquire(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer f.release(s)
 	inv := &runtime.Invocation{
 		Deadline: deadline, Options: f.options(c.Options), Meta: c.Meta,
 		Input: c.Input, Output: c.Output, Calls: f.pool.calls.wrap(f, c.Calls), State: st,
@@ -881,7 +879,7 @@ func (f *fnPool) invoke(ctx context.Context, c *Call, deadline time.Time, st *pr
 		held = new(bytes.Buffer)
 		inv.Output = held
 	}
-	if err := s.inst.Invoke(ctx, inv); err != nil {
+	if err := f.send(ctx, inv); err != nil {
 		// A failed call's held output is dropped: an output with a
 		// schema is only ever given whole and checked.
 		return nil, err
@@ -897,6 +895,34 @@ func (f *fnPool) invoke(ctx context.Context, c *Call, deadline time.Time, st *pr
 		}
 	}
 	return inv.NewState, nil
+}
+
+// maxResends bounds how many times one call goes to another instance
+// because the one it had reached had exited (send).
+const maxResends = 3
+
+// send runs inv on an instance. A call that never reached its instance
+// (runtime.ErrNotSent: the instance exited between the pool's choosing it
+// and the call's first frame) goes to another one, up to maxResends
+// times: nothing ran, so for a stream event it is no attempt.
+func (f *fnPool) send(ctx context.Context, inv *runtime.Invocation) error {
+	for resent := 0; ; resent++ {
+		s, err := f.acquire(ctx)
+		if err != nil {
+			return err
+		}
+		err = s.inst.Invoke(ctx, inv)
+		if errors.Is(err, runtime.ErrNotSent) && resent < maxResends && ctx.Err() == nil {
+			f.mu.Lock()
+			s.gone = true
+			f.mu.Unlock()
+			f.release(s)
+			f.log.Debug("a call reached an instance that had exited; sending it to another", "pid", s.inst.Pid(), "error", err)
+			continue
+		}
+		f.release(s)
+		return specified(err)
+	}
 }
 
 // options merges a call's options over the function's.
@@ -920,7 +946,8 @@ func (f *fnPool) options(call map[string]string) map[string]string {
 // timeout. It returns each event's result, as Invoke would; an event that
 // was not run fails with a proto.Skipped error. ok is false, and nothing
 // ran, when the instance cannot run batches (its worker speaks protocol
-// 1) or none could be had.
+// 1), none could be had, or the one had had exited before the batch
+// reached it (runtime.ErrNotSent).
 func (f *fnPool) invokeBatch(ctx context.Context, b *runtime.Batch) (res []runtime.Result, ok bool) {
 	if f.noBatches.Load() {
 		return nil, false
@@ -940,9 +967,20 @@ func (f *fnPool) invokeBatch(ctx context.Context, b *runtime.Batch) (res []runti
 		return nil, false
 	}
 	b.Calls = f.pool.calls.wrapBatch(f, b.Calls)
+	res = bi.InvokeBatch(dctx, b)
+	if len(res) > 0 && errors.Is(res[0].Err, runtime.ErrNotSent) {
+		// The instance had exited: nothing ran, and the events are
+		// handled as if no batch had been tried.
+		f.mu.Lock()
+		s.gone = true
+		f.mu.Unlock()
+		return nil, false
+	}
 	m := f.pool.opts.metrics
 	m.batches.WithLabelValues(f.cfg.Name).Inc()
-	res = bi.InvokeBatch(dctx, b)
+	for k := range res {
+		res[k].Err = specified(res[k].Err)
+	}
 	ran := 0
 	for _, r := range res {
 		if !skipped(r.Err) {

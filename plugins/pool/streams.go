@@ -711,7 +711,7 @@ func (c *consumer) deadLetter(ctx context.Context, acks *batchAcks, ev *event, e
 		broker.SetHeader(dl, broker.HeaderID, ev.id)
 	}
 	args := []any{"topic", c.dlq, "id", ev.id, "type", typ, "attempts", attempts, "error", f.Full}
-	if f.Detail != "" {
+	if f.Detail != "" && !c.p.stderrLogged(c.f.cfg.Name) {
 		args = append(args, "detail", f.Detail)
 	}
 	c.f.log.Warn("event sent to the dead-letter topic", args...)
@@ -1043,8 +1043,7 @@ func (c *consumer) call(ctx context.Context, in *kgo.Record, call proto.CallMsg,
 		}
 		return proto.ReplyMsg{OK: true}
 	case "log":
-		c.f.log.Info(call.Message, "level", call.Level)
-		return proto.ReplyMsg{OK: true}
+		return functionLog(c.f.log, call)
 	}
 	return proto.ReplyMsg{Error: "unsupported op"}
 }
@@ -1114,8 +1113,7 @@ func (p *Pool) httpCalls(f *fnPool, id string, ef *emitFailure) runtime.CallHand
 			}
 			return proto.ReplyMsg{OK: true}
 		case "log":
-			f.log.Info(call.Message, "level", call.Level)
-			return proto.ReplyMsg{OK: true}
+			return functionLog(f.log, call)
 		}
 		return proto.ReplyMsg{Error: "unsupported op " + call.Op}
 	}

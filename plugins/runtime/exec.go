@@ -63,7 +63,7 @@ func (e *execInstance) Invoke(ctx context.Context, inv *Invocation) error {
 	e.mu.Lock()
 	if e.stopped {
 		e.mu.Unlock()
-		return ErrInstanceGone
+		return errGone
 	}
 	e.wg.Add(1)
 	e.mu.Unlock()
@@ -75,7 +75,8 @@ func (e *execInstance) Invoke(ctx context.Context, inv *Invocation) error {
 	cmd.Env = environ(e.fn, map[string]string{"BUTTER_FUNCTION": e.fn.Name})
 	cmd.Stdin = inv.Input
 	cmd.Stdout = inv.Output
-	stderr := &tailBuffer{n: stderrTail, w: e.fn.Logs}
+	stderrLog, flushStderr := logLines(e.fn.Logs)
+	stderr := &tailBuffer{n: stderrTail, w: stderrLog}
 	cmd.Stderr = stderr
 	cmd.WaitDelay = time.Second
 	release, serr := startLimited(cmd, e.fn)
@@ -96,7 +97,11 @@ func (e *execInstance) Invoke(ctx context.Context, inv *Invocation) error {
 		e.mu.Unlock()
 	}()
 	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	go func() {
+		err := cmd.Wait()
+		flushStderr()
+		done <- err
+	}()
 	var err error
 	select {
 	case err = <-done:

@@ -50,8 +50,10 @@ func (h HTTP) Start(ctx context.Context, fn *Function) (Instance, error) {
 		"port":            strconv.Itoa(port),
 		"upstream_url":    upstream,
 	})
-	stderr := &tailBuffer{n: stderrTail, w: fn.Logs}
-	cmd.Stdout = fn.Logs
+	stdoutLog, flushStdout := logLines(fn.Logs)
+	stderrLog, flushStderr := logLines(fn.Logs)
+	stderr := &tailBuffer{n: stderrTail, w: stderrLog}
+	cmd.Stdout = stdoutLog
 	cmd.Stderr = stderr
 	release, err := startLimited(cmd, fn)
 	if err != nil {
@@ -61,6 +63,8 @@ func (h HTTP) Start(ctx context.Context, fn *Function) (Instance, error) {
 		client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}}}
 	go func() {
 		inst.waitErr = cmd.Wait()
+		flushStdout()
+		flushStderr()
 		release()
 		close(inst.exited)
 	}()
@@ -116,7 +120,7 @@ func (i *httpInstance) kill()                   { _ = syscall.Kill(-i.cmd.Proces
 func (i *httpInstance) Invoke(ctx context.Context, inv *Invocation) error {
 	select {
 	case <-i.exited:
-		return ErrInstanceGone
+		return errGone
 	default:
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, i.upstream+"/", inv.Input)

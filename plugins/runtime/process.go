@@ -82,8 +82,10 @@ func (p *Process) Start(ctx context.Context, fn *Function) (Instance, error) {
 		}
 	}
 	cmd.ExtraFiles = []*os.File{toR, fromW} // fds 3 and 4
-	stderr := &tailBuffer{n: stderrTail, w: fn.Logs}
-	cmd.Stdout = fn.Logs
+	stdoutLog, flushStdout := logLines(fn.Logs)
+	stderrLog, flushStderr := logLines(fn.Logs)
+	stderr := &tailBuffer{n: stderrTail, w: stderrLog}
+	cmd.Stdout = stdoutLog
 	cmd.Stderr = stderr
 	release, err := startLimited(cmd, fn)
 	toR.Close()
@@ -108,6 +110,8 @@ func (p *Process) Start(ctx context.Context, fn *Function) (Instance, error) {
 	waited := make(chan struct{})
 	go func() {
 		inst.waitErr = cmd.Wait()
+		flushStdout()
+		flushStderr()
 		release()
 		close(waited)
 	}()
@@ -319,7 +323,7 @@ func (i *procInstance) Invoke(ctx context.Context, inv *Invocation) error {
 	i.mu.Lock()
 	if i.gone || i.closing {
 		i.mu.Unlock()
-		return ErrInstanceGone
+		return errGone
 	}
 	i.nextID++
 	id := i.nextID
@@ -342,6 +346,15 @@ func (i *procInstance) Invoke(ctx context.Context, inv *Invocation) error {
 			err = i.w.WriteFrames(frames)
 		}
 		if err != nil {
+			if errors.Is(err, syscall.EPIPE) {
+				// The worker's end of the pipe was closed before it had
+				// the call's END: the call did not run. Its input is
+				// left unread, for another instance.
+				if r, ok := inv.Input.(*bytes.Reader); ok {
+					_, _ = r.Seek(-int64(len(in)), io.SeekCurrent)
+				}
+				return notSent(i.broken(err))
+			}
 			return i.broken(err)
 		}
 		select {
@@ -352,6 +365,11 @@ func (i *procInstance) Invoke(ctx context.Context, inv *Invocation) error {
 		}
 	}
 	if err := i.w.WriteJSON(proto.Invoke, id, meta); err != nil {
+		if errors.Is(err, syscall.EPIPE) {
+			// Nothing of the call reached the worker, and its input
+			// is unread.
+			return notSent(i.broken(err))
+		}
 		return i.broken(err)
 	}
 	sent := make(chan error, 1)
@@ -415,7 +433,7 @@ func (i *procInstance) InvokeBatch(ctx context.Context, b *Batch) []Result {
 	if i.gone || i.closing {
 		i.mu.Unlock()
 		for k := range res {
-			res[k].Err = ErrInstanceGone
+			res[k].Err = errGone
 		}
 		return res
 	}
@@ -493,6 +511,11 @@ func (i *procInstance) InvokeBatch(ctx context.Context, b *Batch) []Result {
 			return collect(nil, "", false)
 		case err := <-sent:
 			sent = nil
+			if err != nil && errors.Is(err, syscall.EPIPE) {
+				// The worker's end of the pipe was closed before it had
+				// the whole BATCH: none of its events ran.
+				return collect(notSent(i.broken(err)), "its worker exited", false)
+			}
 			if err != nil {
 				return collect(i.broken(err), "its worker exited", false)
 			}
@@ -642,6 +665,10 @@ func (i *procInstance) abandon(id uint32, c *procCall, err error) error {
 	i.cancelWait(id, c)
 	return err
 }
+
+// notSent marks the failure of a call that never reached its worker
+// (ErrNotSent).
+func notSent(err error) error { return fmt.Errorf("%w: %w", ErrNotSent, err) }
 
 // broken reports a failed instance: the worker died or its pipe broke.
 func (i *procInstance) broken(err error) error {

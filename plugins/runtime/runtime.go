@@ -14,6 +14,7 @@
 package runtime
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -144,6 +145,17 @@ type Runtime interface {
 // ErrInstanceGone is returned by Invoke on an instance that has exited.
 var ErrInstanceGone = errors.New("instance exited")
 
+// ErrNotSent is returned, wrapped with ErrInstanceGone, by Invoke for a
+// call that never reached its instance: the instance had exited, or was
+// stopping, or its input pipe was broken before the call's INVOKE (or,
+// for a small input, its END) was written. Nothing ran, and an input in
+// memory (a *bytes.Reader) is left unread, so the call may go to another
+// instance without counting as an attempt.
+var ErrNotSent = errors.New("the call was not sent")
+
+// errGone is the error of a call made on an instance that had exited.
+var errGone = fmt.Errorf("%w: %w", ErrInstanceGone, ErrNotSent)
+
 // OutputError is a failure that an instance's own output explains: Err
 // says what happened, Output is the tail of the instance's standard
 // error (a traceback, a compiler's messages). Its Error is both, as one
@@ -222,3 +234,60 @@ func (t *tailBuffer) Write(p []byte) (int, error) {
 }
 
 func (t *tailBuffer) String() string { return strings.TrimSpace(string(t.buf)) }
+
+// maxLogLine is the longest line lineWriter holds: a longer one is passed
+// on in pieces of this size.
+const maxLogLine = 64 << 10
+
+// lineWriter passes what an instance writes to its standard output or
+// error on to w one whole line per Write, however the pipe cut or merged
+// the instance's writes, so that a log writer that reads a level off each
+// line's start (hclog's InferLevels: "[WARN] disk almost full") gives
+// every line its own. One lineWriter serves one stream; flush passes on
+// a last line that lacks its newline, once the stream has ended.
+type lineWriter struct {
+	w   io.Writer
+	buf []byte
+}
+
+// logLines returns the writer for one output stream of an instance whose
+// log is w, and the function that passes on its last line. For a nil w,
+// both do nothing.
+func logLines(w io.Writer) (io.Writer, func()) {
+	if w == nil {
+		return nil, func() {}
+	}
+	l := &lineWriter{w: w}
+	return l, l.flush
+}
+
+func (l *lineWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			l.buf = append(l.buf, p...)
+			if len(l.buf) >= maxLogLine {
+				l.flush()
+			}
+			break
+		}
+		if len(l.buf) > 0 {
+			l.buf = append(l.buf, p[:i+1]...)
+			_, _ = l.w.Write(l.buf)
+			l.buf = l.buf[:0]
+		} else {
+			_, _ = l.w.Write(p[:i+1])
+		}
+		p = p[i+1:]
+	}
+	// A log that fails must not fail the instance: its output is dropped.
+	return n, nil
+}
+
+func (l *lineWriter) flush() {
+	if len(l.buf) > 0 {
+		_, _ = l.w.Write(l.buf)
+		l.buf = l.buf[:0]
+	}
+}

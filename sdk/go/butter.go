@@ -43,6 +43,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"runtime/debug"
 	"strconv"
@@ -244,8 +245,31 @@ func Serve(handler Handler) {
 	}
 	if err := ServeConn(in, out, handler); err != nil {
 		fmt.Fprintln(os.Stderr, "butter:", err)
+		// Exit status (docs/worker-protocol.md, "Exit status"): 2 for a
+		// breach of the protocol, 1 for a failure to read or write fds
+		// 3 and 4.
+		if errors.Is(err, ErrProtocol) {
+			os.Exit(2)
+		}
 		os.Exit(1)
 	}
+}
+
+// ErrProtocol wraps the error ServeConn returns when the pool's side
+// breaks the worker protocol: a bad frame length, a frame cut by the end
+// of the stream, an unknown frame type, malformed JSON, an INVOKE or
+// BATCH for an id in flight. Serve then exits with status 2.
+var ErrProtocol = errors.New("worker protocol error")
+
+// protocolError marks err, a failure to read or handle the pool's
+// frames, as ErrProtocol unless it is a failure of the stream itself
+// (an *fs.PathError from reading fd 3 or writing fd 4).
+func protocolError(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrProtocol, err)
 }
 
 // ServeConn runs the worker loop over the given streams. It is Serve
@@ -284,10 +308,10 @@ func ServeConn(in io.Reader, out io.Writer, handler Handler) error {
 			return nil
 		}
 		if err != nil {
-			return err
+			return protocolError(err)
 		}
 		if err := w.dispatch(f); err != nil {
-			return err
+			return protocolError(err)
 		}
 	}
 }
@@ -309,6 +333,9 @@ func (w *worker) dispatch(f proto.Frame) error {
 	defer w.mu.Unlock()
 	switch f.Type {
 	case proto.Invoke:
+		if w.calls[f.ID] != nil {
+			return fmt.Errorf("%s for invocation %d, which is in flight", f.Type, f.ID)
+		}
 		inv := &inflight{}
 		if err := jsonUnmarshal(f.Payload, &inv.meta); err != nil {
 			return err

@@ -273,11 +273,12 @@ const FLUSH_MS = 1;
 async function runBatch(inv, deadline, events) {
   inv.started = true;
   let held = []; // encoded results not yet written
+  let heldBytes = 0; // their length
   let first = 0; // index of the first of them
   let next = FLUSH_FIRST; // how many to hold before writing them
   const flush = () => {
     if (held.length === 0) return;
-    const body = Buffer.concat(held);
+    const body = Buffer.concat(held, heldBytes);
     const head = Buffer.allocUnsafe(17);
     head.writeUInt32BE(13 + body.length, 0);
     head[4] = T.RESULTS;
@@ -288,11 +289,17 @@ async function runBatch(inv, deadline, events) {
     flushed = new Promise((resolve) => out.write(frame, resolve));
     first += held.length;
     held = [];
+    heldBytes = 0;
     next = FLUSH_EVERY;
   };
+  // A RESULTS frame must fit in MAX_FRAME: a result that would take the
+  // frame past it goes in the next one, and a frame of a chunk's worth or
+  // more is written at once.
   const add = (result) => {
+    if (held.length && 13 + heldBytes + result.length > MAX_FRAME) flush();
     held.push(result);
-    if (held.length >= next) flush();
+    heldBytes += result.length;
+    if (held.length >= next || heldBytes >= CHUNK) flush();
   };
   const timer = setInterval(flush, FLUSH_MS);
   for (let k = 0; k < events.length; k++) {

@@ -396,6 +396,24 @@ test('an unknown frame type: a message on stderr and exit 2', async () => {
   }
 });
 
+test('protocol errors exit 2: an INVOKE for an id in flight, malformed JSON, a frame cut by EOF', async () => {
+  for (const [what, send, message] of [
+    ['an INVOKE for an id in flight', (w) => { w.invokeStart(5); w.invokeStart(5); }, /INVOKE for invocation 5, which is in flight/],
+    ['malformed JSON', (w) => w.send(T.INVOKE, 5, Buffer.from('{"function":')), /malformed INVOKE payload/],
+    ['a frame cut by EOF', (w) => { w.input.write(frame(T.INVOKE, 5, Buffer.from('{}')).subarray(0, 8)); w.closeInput(); }, /fd 3 closed inside a frame/],
+  ]) {
+    const w = Worker.spawn('echo.handle');
+    try {
+      await w.hello();
+      send(w);
+      assert.deepEqual(await w.wait(), { code: 2, signal: null }, what);
+      assert.match(w.stderr, message, what);
+    } finally {
+      w.kill();
+    }
+  }
+});
+
 test('real pipes (FIFOs) on fds 3 and 4', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'butter-node-'));
   const [fifoIn, fifoOut] = [path.join(dir, 'in'), path.join(dir, 'out')];
@@ -562,6 +580,31 @@ test('protocol 2: a BATCH runs in order, its CALLs carry the event index, and th
     ]);
     assert.equal(call.op, 'log');
     assert.equal(call.index, 1);
+  });
+});
+
+test('protocol 2: RESULTS frames stay within the 16 MiB frame limit, however large the outputs', async () => {
+  await withWorker('big.handle', { env: { BUTTER_PROTOCOL: '2' } }, async (w) => {
+    // Eight 3 MiB outputs held together would make a 24 MiB frame; 1000 KiB
+    // then 15.5 MiB would make 16.5 MiB.
+    const sizes = [3072, 3072, 3072, 3072, 3072, 3072, 3072, 3072, 1000, 15872];
+    const events = sizes.map((kib, k) => [`${kib}:${String.fromCharCode(97 + k)}`, {}]);
+    w.send(T.BATCH, 4, batchPayload(Date.now() + 30000, events));
+    const outputs = [];
+    while (outputs.length < sizes.length) {
+      const f = await w.next('RESULTS of batch 4');
+      assert.ok(f, `EOF after ${outputs.length} results; stderr: ${w.stderr}`);
+      assert.deepEqual([f.type, f.id], [T.RESULTS, 4]);
+      assert.ok(5 + f.payload.length <= 16 << 20, `a RESULTS frame of ${5 + f.payload.length} bytes`);
+      const r = readResults(f.payload);
+      assert.equal(r.first, outputs.length, 'results out of order');
+      outputs.push(...r.results);
+    }
+    outputs.forEach((r, k) => {
+      assert.ok(r.output, `event ${k}: ${JSON.stringify(r.error)}`);
+      assert.equal(r.output.length, sizes[k] * 1024, `event ${k}'s output`);
+      assert.equal(r.output[0], String.fromCharCode(97 + k));
+    });
   });
 });
 

@@ -294,24 +294,35 @@ def run_batch(handler, invocations, ctx, events):
     it (docs/worker-protocol.md, "Batches")."""
     lock = threading.Lock()
     held = []
+    held_bytes = [0]
     first = [0]
     limit = [FLUSH_FIRST]
     ended = threading.Event()
 
+    def flush_locked():
+        if held:
+            send(RESULTS, ctx._id, struct.pack(">II", first[0], len(held)) + b"".join(held))
+            first[0] += len(held)
+            held.clear()
+            held_bytes[0] = 0
+            limit[0] = FLUSH_EVERY
+
     def flush():
         with lock:
-            if held:
-                send(RESULTS, ctx._id, struct.pack(">II", first[0], len(held)) + b"".join(held))
-                first[0] += len(held)
-                held.clear()
-                limit[0] = FLUSH_EVERY
+            flush_locked()
 
     def add(result):
+        # A RESULTS frame must fit in MAX_FRAME (its length counts type, id,
+        # first and n, then the results): a result that would take the frame
+        # past it goes in the next one, and a frame of a chunk's worth or
+        # more is written at once.
         with lock:
+            if held and 13 + held_bytes[0] + len(result) > MAX_FRAME:
+                flush_locked()
             held.append(result)
-            full = len(held) >= limit[0]
-        if full:
-            flush()
+            held_bytes[0] += len(result)
+            if len(held) >= limit[0] or held_bytes[0] >= CHUNK:
+                flush_locked()
 
     def tick():
         while not ended.wait(FLUSH_SECONDS):

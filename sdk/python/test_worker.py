@@ -386,6 +386,20 @@ class WorkerTest(unittest.TestCase):
         self.assertEqual(w.wait(), 2)
         self.assertIn("unexpected frame type 42", w.stderr)
 
+    def test_protocol_errors_exit_2(self):
+        invoke = frame(INVOKE, 5, b'{"function": "fn"}')
+        for what, data, message in [
+            ("an INVOKE for an id in flight", invoke + invoke, "INVOKE for invocation 5, which is in flight"),
+            ("malformed JSON", frame(INVOKE, 5, b'{"function":'), "malformed INVOKE payload"),
+            ("a frame cut by EOF", invoke[:8], "fd 3 closed inside a frame"),
+        ]:
+            with self.subTest(what):
+                w = self.started("echo.handle")
+                os.write(w.to_worker, data)
+                w.close_input()
+                self.assertEqual(w.wait(), 2)
+                self.assertIn(message, w.stderr)
+
     def test_state_get_and_set_travel_in_invoke_and_result(self):
         w = self.started("state.count")
         meta = {"param.device": "d1"}
@@ -493,6 +507,30 @@ class BatchTest(unittest.TestCase):
             {"error": {"type": "PreconditionFailed", "message": "refused"}},
         ])
         self.assertEqual((call["op"], call["index"]), ("log", 1))
+
+    def test_results_frames_stay_within_the_frame_limit(self):
+        w = Worker("big.handle", env={"BUTTER_PROTOCOL": "2"})
+        self.addCleanup(w.close)
+        self.assertEqual(w.hello()["protocol"], 2)
+        # Eight 3 MiB outputs held together would make a 24 MiB frame;
+        # 1000 KiB then 15.5 MiB would make 16.5 MiB.
+        sizes = [3072] * 8 + [1000, 15872]
+        events = [(b"%d:%c" % (kib, 97 + k), {}) for k, kib in enumerate(sizes)]
+        w.send_big(BATCH, 4, batch_payload(int(time.time() * 1000) + 30000, events))
+        outputs = []
+        while len(outputs) < len(sizes):
+            f = w.next()
+            self.assertIsNotNone(f, f"EOF after {len(outputs)} results; {w.stderr}")
+            ftype, fid, payload = f
+            self.assertEqual((ftype, fid), (RESULTS, 4))
+            self.assertLessEqual(5 + len(payload), 16 << 20, "a RESULTS frame over the limit")
+            first, got = read_results(payload)
+            self.assertEqual(first, len(outputs), "results out of order")
+            outputs += got
+        for k, r in enumerate(outputs):
+            self.assertIn("output", r, f"event {k}: {r}")
+            self.assertEqual(len(r["output"]), sizes[k] * 1024, f"event {k}'s output")
+            self.assertEqual(r["output"][0], chr(97 + k))
 
     def test_protocol_1_takes_no_batch(self):
         w = Worker("batch.handle", env={"BUTTER_PROTOCOL": "1"})
