@@ -7,9 +7,15 @@
 //
 //	func main() { butter.Serve(handle) }
 //
-// FromContext(ctx) returns the Call: its options, its metadata, the HTTP
-// route and query parameters (Params, names lower-case) and, for a
-// function with a state block, the state of the call's key:
+// A handler that returns nothing (a nil or empty output) writes no record
+// to its output stream; one that returns Outputs(a, b, ...) writes one
+// record for each.
+//
+// FromContext(ctx) returns the Call: its options, its metadata (Event:
+// id, source, subject, stream, partition, offset, time, traceparent, ttl,
+// the HTTP request of a route), the HTTP route and query parameters
+// (Params, names lower-case) and, for a function with a state block, the
+// state of the call's key:
 //
 //	st := butter.FromContext(ctx).State()
 //	var count int
@@ -67,6 +73,8 @@ type Call struct {
 	w      *worker
 	id     uint32
 	index  int // in a batch: the event's index
+	// emits numbers the call's emits, for their ids (proto.CallMsg.Number).
+	emits atomic.Int32
 }
 
 // State returns the call's per-key state (docs/state.md). It is never nil.
@@ -181,10 +189,13 @@ func (c *Call) Log(level, message string) error {
 	return err
 }
 
-// Emit sends value to a stream of the project, keyed by key (may be
-// empty). It returns once the pool has accepted the event.
+// Emit sends value to a stream of the project, keyed by key (empty: the
+// input's key). It returns once the pool has accepted the event. The
+// event's id derives from the input's and the emit's place among the
+// call's emits, so a retried call's emits have the same ids.
 func (c *Call) Emit(stream, key string, value []byte) error {
-	_, err := c.w.call(c.id, proto.CallMsg{Op: "emit", Index: c.index, Stream: stream, Key: key, Value: value})
+	n := int(c.emits.Add(1))
+	_, err := c.w.call(c.id, proto.CallMsg{Op: "emit", Index: c.index, Number: n, Stream: stream, Key: key, Value: value})
 	return err
 }
 

@@ -1,0 +1,365 @@
+package pool
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/butterfn/butter/broker"
+	"github.com/butterfn/butter/names"
+	"github.com/butterfn/butter/sdk/go/proto"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// The records a pool writes and the metadata a call sees
+// (docs/events.md, "Envelope" and "Outputs").
+//
+// Every output and emit of a call gets its own id, derived from the
+// call's input and its place among the call's records:
+// "<input id>/<function>/output/<k>" and "<input id>/<function>/emit/<k>",
+// k counting from 0 in the call. A retried call makes the same records in
+// the same order, so it produces the same ids, and a consumer dropping
+// duplicates by id drops exactly the repeats. An HTTP call's input id is
+// its request id.
+//
+// Each record carries the CloudEvents attributes (ce_id, ce_source,
+// ce_type, ce_time, ce_specversion), ce_subject (the record key), the
+// call's ce_traceparent, ce_ttl when its input had one (the time left of
+// it: outputs expire when their input does), and what it derives from:
+// ce_inputid, and for a stream event ce_inputstream, ce_inputpartition and
+// ce_inputoffset. An HTTP call's records carry its route's ce_http*
+// headers.
+
+// Headers of the metadata (docs/events.md lists them).
+const (
+	headerSubject        = "ce_subject"
+	headerTTL            = "ce_ttl"
+	headerInputID        = "ce_inputid"
+	headerInputStream    = "ce_inputstream"
+	headerInputPartition = "ce_inputpartition"
+	headerInputOffset    = "ce_inputoffset"
+	// What a function sees of its own event (meta), beside its headers:
+	// where the event is.
+	metaStream    = "ce_stream"
+	metaPartition = "ce_partition"
+	metaOffset    = "ce_offset"
+	// Expired is the error type of an event whose ce_ttl ran out before
+	// it was handled: it is dead-lettered, never run.
+	Expired = "Expired"
+)
+
+// origin is what a call's records derive from: its input, and the
+// function handling it.
+type origin struct {
+	fn     string
+	source string // the function's CloudEvent source
+	id     string // the input's event id (an HTTP call's request id)
+	key    []byte
+	// traceparent is the call's trace context: the input's trace id (a
+	// new one when it had none) and a span id of the call's own.
+	traceparent string
+	expires     time.Time   // zero: no ttl
+	input       *kgo.Record // the stream event, nil for an HTTP call
+	stream      string      // input's stream name
+	// http holds the ce_http* headers of an HTTP call's route.
+	http map[string]string
+}
+
+// streamOrigin is the origin of the records of function fn's call on
+// stream event r, whose id is id.
+func (c *consumer) origin(r *kgo.Record, id string) *origin {
+	o := &origin{fn: c.f.cfg.Name, source: c.source, id: id, key: r.Key, input: r,
+		stream: strings.TrimPrefix(r.Topic, c.p.cfg.Project+".")}
+	o.traceparent = callTrace(broker.Header(r, broker.HeaderTraceparent), id, o.fn)
+	o.expires, _ = expiry(r)
+	return o
+}
+
+// httpMeta completes the metadata of an HTTP call whose request id is id
+// (docs/events.md, "What a function sees"): its ce_id, ce_time and
+// ce_traceparent (the caller's traceparent, or a new trace), and the
+// route's ce_http* attributes, which the gateway sends as Ce-Http*
+// headers, under their Kafka names.
+func httpMeta(meta map[string]string, id string) {
+	meta[broker.HeaderID] = id
+	meta[broker.HeaderTime] = time.Now().UTC().Format(time.RFC3339Nano)
+	tp := meta["traceparent"]
+	if tp == "" {
+		tp = newTrace()
+	}
+	meta[broker.HeaderTraceparent] = tp
+	for k, v := range meta {
+		if name, ok := strings.CutPrefix(k, "ce-http"); ok {
+			meta["ce_http"+name] = v
+		}
+	}
+}
+
+// httpOrigin is the origin of the emits of an HTTP call of f whose
+// request id is id and whose metadata is meta.
+func (p *Pool) httpOrigin(f *fnPool, id string, meta map[string]string) *origin {
+	o := &origin{fn: f.cfg.Name, source: names.EventSource(p.cfg.Project, f.cfg.Name), id: id}
+	o.traceparent = meta[broker.HeaderTraceparent]
+	for k, v := range meta {
+		if strings.HasPrefix(k, "ce_http") {
+			if o.http == nil {
+				o.http = map[string]string{}
+			}
+			o.http[k] = v
+		}
+	}
+	return o
+}
+
+// record is the k-th record of kind ("output" or "emit") of the call:
+// value to topic, keyed by key.
+func (o *origin) record(topic string, key, value []byte, kind string, k int) *kgo.Record {
+	rec := broker.NewEvent(topic, key, value, o.id+"/"+o.fn+"/"+kind+"/"+strconv.Itoa(k), o.source, "butter."+kind)
+	o.decorate(rec)
+	return rec
+}
+
+// decorate adds the call's metadata to rec, leaving alone the headers
+// rec has already.
+func (o *origin) decorate(rec *kgo.Record) {
+	set := func(k, v string) {
+		if v != "" && broker.Header(rec, k) == "" {
+			broker.SetHeader(rec, k, v)
+		}
+	}
+	set(broker.HeaderSpecVersion, "1.0")
+	set(broker.HeaderTime, time.Now().UTC().Format(time.RFC3339Nano))
+	if len(rec.Key) > 0 {
+		set(headerSubject, string(rec.Key))
+	}
+	set(broker.HeaderTraceparent, o.traceparent)
+	if !o.expires.IsZero() {
+		set(headerTTL, max(time.Until(o.expires), 0).Round(time.Millisecond).String())
+	}
+	set(headerInputID, o.id)
+	if r := o.input; r != nil {
+		set(headerInputStream, o.stream)
+		set(headerInputPartition, strconv.Itoa(int(r.Partition)))
+		set(headerInputOffset, strconv.FormatInt(r.Offset, 10))
+	}
+	for k, v := range o.http {
+		set(k, v)
+	}
+}
+
+// eventMeta adds to meta, the metadata a call of event r sees (its
+// headers), where r is: its stream, partition, offset and key; and the
+// call's trace context.
+func (o *origin) eventMeta(meta map[string]string) {
+	r := o.input
+	meta[metaStream] = o.stream
+	meta[metaPartition] = strconv.Itoa(int(r.Partition))
+	meta[metaOffset] = strconv.FormatInt(r.Offset, 10)
+	if len(r.Key) > 0 {
+		meta[headerSubject] = string(r.Key)
+	}
+	meta[broker.HeaderTraceparent] = o.traceparent
+	if meta[broker.HeaderID] == "" {
+		meta[broker.HeaderID] = o.id
+	}
+}
+
+// extraPairs is how many pairs eventMeta may add to a record's headers.
+const extraPairs = 6
+
+// callTrace is the trace context of function fn's call on the event id
+// whose traceparent is parent: the parent's trace id and flags, with a
+// span id of the call's, derived from (id, fn) so that a retried call
+// has the same. An event without a valid traceparent starts a trace,
+// its id derived from the event's id.
+func callTrace(parent, id, fn string) string {
+	span := sha256.Sum256([]byte("span/" + id + "/" + fn))
+	p := strings.Split(parent, "-")
+	if len(p) == 4 && p[0] == "00" && len(p[1]) == 32 && len(p[2]) == 16 && len(p[3]) == 2 && isHex(p[1]) && isHex(p[3]) && p[1] != strings.Repeat("0", 32) {
+		return "00-" + p[1] + "-" + hex.EncodeToString(span[:8]) + "-" + p[3]
+	}
+	trace := sha256.Sum256([]byte("trace/" + id))
+	return "00-" + hex.EncodeToString(trace[:16]) + "-" + hex.EncodeToString(span[:8]) + "-01"
+}
+
+func isHex(s string) bool {
+	for _, c := range s {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// newTrace starts a trace: a random W3C traceparent, sampled.
+func newTrace() string {
+	var b [24]byte
+	_, _ = rand.Read(b[:])
+	return "00-" + hex.EncodeToString(b[:16]) + "-" + hex.EncodeToString(b[16:]) + "-01"
+}
+
+// newRequestID is the id of an HTTP call that came without one.
+func newRequestID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return "http-" + hex.EncodeToString(b[:])
+}
+
+// expiry is when event r expires: its ce_time (its record's timestamp
+// without one) plus its ce_ttl, a Go duration ("30s", "1m30s"); zero
+// without a ce_ttl. A ce_ttl that is not a duration of at least 0 is an
+// error naming it.
+func expiry(r *kgo.Record) (time.Time, error) {
+	ttl := broker.Header(r, headerTTL)
+	if ttl == "" {
+		return time.Time{}, nil
+	}
+	d, err := time.ParseDuration(ttl)
+	if err != nil || d < 0 {
+		return time.Time{}, fmt.Errorf("header %s %q is not a duration such as 30s or 1m30s", headerTTL, ttl)
+	}
+	base := r.Timestamp
+	if t, err := time.Parse(time.RFC3339Nano, broker.Header(r, broker.HeaderTime)); err == nil {
+		base = t
+	}
+	return base.Add(d), nil
+}
+
+// expired returns the error an event r is dead-lettered with when its
+// ce_ttl ran out (Expired) or is not a duration (PreconditionFailed), or
+// nil.
+func expired(r *kgo.Record) error {
+	at, err := expiry(r)
+	switch {
+	case err != nil:
+		return &proto.Error{Type: proto.PreconditionFailed, Message: err.Error() + "; the event was not run"}
+	case !at.IsZero() && time.Now().After(at):
+		return &proto.Error{Type: Expired, Message: fmt.Sprintf("the event expired at %s (%s %s + %s %s); it was not run",
+			at.UTC().Format(time.RFC3339Nano), broker.HeaderTime, broker.Header(r, broker.HeaderTime), headerTTL, broker.Header(r, headerTTL))}
+	}
+	return nil
+}
+
+// The outputs envelope: a function returns several outputs as one JSON
+// object whose only member is "butter.outputs", a list of outputs, each
+// an object with one of "value" (any JSON, written as JSON), "text" (a
+// string, written as UTF-8) or "base64" (bytes), and optionally "key"
+// (the record's key; the input's by default). The SDKs' helpers write it
+// (Go butter.Outputs, Node and Python outputs); an exec function prints
+// it. Any other output is one output.
+const outputsMember = "butter.outputs"
+
+// output is one output of a call.
+type output struct {
+	value []byte
+	key   []byte // nil: the input's
+	index int    // its place in the call's outputs
+}
+
+// outputs splits out, a call's output, into its outputs: one, or, for the
+// envelope, its list. An empty output is none, and so is an empty entry
+// of the list (its index is skipped, not reused). An output that starts
+// as the envelope but is not one is a PostconditionFailed.
+func outputs(out []byte) ([]output, *SchemaError) {
+	if len(out) == 0 {
+		return nil, nil
+	}
+	if !isEnvelope(out) {
+		return []output{{value: out}}, nil
+	}
+	bad := func(pointer, format string, args ...any) *SchemaError {
+		return &SchemaError{Type: proto.PostconditionFailed, What: "the output", Field: `the outputs envelope {"butter.outputs": [...]}`,
+			File: "docs/events.md", Violations: []Violation{{Pointer: pointer, Message: fmt.Sprintf(format, args...)}}}
+	}
+	var env map[string]json.RawMessage
+	if err := json.Unmarshal(out, &env); err != nil {
+		return nil, bad("", "not JSON: %v", err)
+	}
+	if len(env) != 1 {
+		return nil, bad("", `"butter.outputs" must be the object's only member`)
+	}
+	var items []map[string]json.RawMessage
+	if err := json.Unmarshal(env[outputsMember], &items); err != nil {
+		return nil, bad("/"+outputsMember, "want a list of objects: %v", err)
+	}
+	var outs []output
+	for k, item := range items {
+		at := fmt.Sprintf("/%s/%d", outputsMember, k)
+		o := output{index: k}
+		n := 0
+		for name, raw := range item {
+			switch name {
+			case "key":
+				var s string
+				if err := json.Unmarshal(raw, &s); err != nil {
+					return nil, bad(at+"/key", "want a string")
+				}
+				o.key = []byte(s)
+			case "value":
+				n++
+				var v bytes.Buffer
+				if err := json.Compact(&v, raw); err != nil {
+					return nil, bad(at+"/value", "not JSON: %v", err)
+				}
+				if v.String() != "null" {
+					o.value = v.Bytes()
+				}
+			case "text":
+				n++
+				var s string
+				if err := json.Unmarshal(raw, &s); err != nil {
+					return nil, bad(at+"/text", "want a string")
+				}
+				o.value = []byte(s)
+			case "base64":
+				n++
+				var s string
+				if err := json.Unmarshal(raw, &s); err != nil {
+					return nil, bad(at+"/base64", "want a string")
+				}
+				b, err := base64.StdEncoding.DecodeString(s)
+				if err != nil {
+					return nil, bad(at+"/base64", "not base64: %v", err)
+				}
+				o.value = b
+			default:
+				return nil, bad(at+"/"+name, `unknown member: an output has one of "value", "text" or "base64", and may have "key"`)
+			}
+		}
+		if n != 1 {
+			return nil, bad(at, `an output has exactly one of "value", "text" or "base64"`)
+		}
+		if len(o.value) > 0 {
+			outs = append(outs, o)
+		}
+	}
+	return outs, nil
+}
+
+// isEnvelope reports whether out starts as the outputs envelope: "{",
+// then "butter.outputs" as the first member's name, JSON white space
+// allowed between.
+func isEnvelope(out []byte) bool {
+	const ws = " \t\r\n"
+	out = bytes.TrimLeft(out, ws)
+	if len(out) == 0 || out[0] != '{' {
+		return false
+	}
+	return bytes.HasPrefix(bytes.TrimLeft(out[1:], ws), []byte(`"`+outputsMember+`"`))
+}
+
+// emitIndex is the index of emit call among its call's emits: the number
+// the SDK gave it (from 1), or, without one, the order its CALL came in.
+func (e *emitFailure) emitIndex(call proto.CallMsg) int {
+	if call.Number > 0 {
+		return call.Number - 1
+	}
+	return int(e.emitted.Add(1) - 1)
+}
