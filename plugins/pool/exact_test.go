@@ -223,6 +223,22 @@ func TestExactHTTPEmits(t *testing.T) {
 			t.Fatalf("%+v", a)
 		}
 	}
+	// What an HTTP call sees: its request id, and the route's request
+	// as the gateway sends it (Ce-Http* headers).
+	a := invoke(t, srv, "exact", strings.NewReader(`{"id":"m","meta":true}`), map[string]string{"X-Request-Id": "req-2",
+		"Ce-Httpmethod": "PUT", "Ce-Httppath": "/devices/d1", "Ce-Httpquery": "a=1", "Ce-Httpheaders": `{"x-custom":"v"}`})
+	var e struct {
+		ID, Traceparent string
+		Partition       *int
+		HTTP            struct {
+			Method, Path, Query string
+			Headers             map[string]string
+		}
+	}
+	if err := json.Unmarshal([]byte(a.body), &e); err != nil || e.ID != "req-2" || !traceparent.MatchString(e.Traceparent) || e.Partition != nil ||
+		e.HTTP.Method != "PUT" || e.HTTP.Path != "/devices/d1" || e.HTTP.Query != "a=1" || e.HTTP.Headers["x-custom"] != "v" {
+		t.Errorf("ctx.event of an HTTP call: %d %s", a.code, a.body)
+	}
 	side := readAll(t, dev.Addr, "st.side", 8)
 	count := map[string]int{}
 	for _, r := range side {
@@ -244,5 +260,42 @@ func TestExactHTTPEmits(t *testing.T) {
 	}
 	if fresh != 4 {
 		t.Errorf("ids %v: want 4 distinct ones for the two calls without a request id", count)
+	}
+}
+
+// TestExactExecEnvelope: an exec function prints the outputs envelope for
+// several outputs (an empty one is skipped, its index kept); an output
+// that starts as the envelope but is not one is a PostconditionFailed,
+// dead-lettered after one attempt; any other output is one, and an empty
+// one none.
+func TestExactExecEnvelope(t *testing.T) {
+	dev, cl := devBroker(t)
+	topics(t, cl, broker.Topic{Name: "x.in", Partitions: 1}, broker.Topic{Name: "x.out", Partitions: 1})
+	f := streamFn("env", "first", "x.in", "x.out", "sh", "-c", `case "$(cat)" in
+many) printf '%s' '{ "butter.outputs" : [{"text":"a"},{"value":{"x":1}},{"base64":"AAE="},{"text":""},{"key":"k2","text":"b"}]}' ;;
+bad) printf '%s' '{"butter.outputs": [{"text":"a","value":1}]}' ;;
+plain) printf '%s' '{"butter.outputsX": 1}' ;;
+esac`)
+	f.Retry = &pool.RetryConfig{Attempts: 3, Backoff: "10ms", MaxBackoff: "20ms"}
+	streamPool(t, dev, f)
+	keyed(t, cl, "x.in", "k", "none", "many", "bad", "plain")
+	outs, ok := readTopic(t, dev.Addr, "x.out", time.Minute, func(rs []*kgo.Record) bool {
+		return len(rs) > 0 && broker.Header(rs[len(rs)-1], "ce_inputid") == "plain"
+	})
+	if !ok {
+		t.Fatalf("no output of plain within a minute: %d", len(outs))
+	}
+	var got []string
+	for _, r := range outs {
+		got = append(got, fmt.Sprintf("%s=%s@%s", broker.Header(r, "ce_id"), r.Value, r.Key))
+	}
+	want := []string{"many/env/output/0=a@k", `many/env/output/1={"x":1}@k`, "many/env/output/2=\x00\x01@k", "many/env/output/4=b@k2", `plain/env/output/0={"butter.outputsX": 1}@k`}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("outputs\n%q\nwant\n%q", got, want)
+	}
+	dl := readAll(t, dev.Addr, "x.in.dlq", 1)[0]
+	if string(dl.Value) != "bad" || broker.Header(dl, broker.HeaderErrorType) != "PostconditionFailed" || broker.Attempts(dl) != 1 ||
+		!strings.Contains(broker.Header(dl, broker.HeaderErrorMessage), "butter.outputs") {
+		t.Errorf("dead letter %s: %s after %d: %s", dl.Value, broker.Header(dl, broker.HeaderErrorType), broker.Attempts(dl), broker.Header(dl, broker.HeaderErrorMessage))
 	}
 }
