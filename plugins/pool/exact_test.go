@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/butterfn/butter/broker"
 	"github.com/butterfn/butter/plugins/pool"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -297,5 +299,58 @@ esac`)
 	if string(dl.Value) != "bad" || broker.Header(dl, broker.HeaderErrorType) != "PostconditionFailed" || broker.Attempts(dl) != 1 ||
 		!strings.Contains(broker.Header(dl, broker.HeaderErrorMessage), "butter.outputs") {
 		t.Errorf("dead letter %s: %s after %d: %s", dl.Value, broker.Header(dl, broker.HeaderErrorType), broker.Attempts(dl), broker.Header(dl, broker.HeaderErrorMessage))
+	}
+}
+
+// TestIoTDetectorAlertsOnly runs examples/iot's detector (Python, state
+// per device) on four readings, one of them a jump: one record on the
+// alerts stream, the alert, where every reading used to write one,
+// three of them empty. Once the group committed the four readings, their
+// outputs are acknowledged (docs/events.md, "Delivery"), so the topic's
+// end offset counts every record they wrote.
+func TestIoTDetectorAlertsOnly(t *testing.T) {
+	dev, cl := devBroker(t)
+	topics(t, cl, broker.Topic{Name: "st.readings", Partitions: 1}, broker.Topic{Name: "st.alerts", Partitions: 1})
+	bundle, err := filepath.Abs("../../examples/iot/functions/detect")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := pool.FunctionConfig{Name: "detect", Runtime: "python", Bundle: bundle, Handler: "detect.handle", Timeout: "20s", MaxInstances: 1, Concurrency: 1,
+		Env: map[string]string{"PYTHONDONTWRITEBYTECODE": "1"}, Output: "st.alerts", State: &pool.StateConfig{Key: "device"},
+		Streams: []pool.StreamTrigger{{Stream: "st.readings", Group: "butter.st.detect.readings", Offset: "first"}}}
+	sdkPool(t, dev, f)
+	produce := func(device string, temp float64) {
+		r := broker.NewEvent("st.readings", []byte(device), fmt.Appendf(nil, `{"device":%q,"temperature":%g}`, device, temp), device+"-"+strconv.FormatFloat(temp, 'f', -1, 64), "test", "test")
+		if err := cl.ProduceSync(context.Background(), r).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	produce("d1", 20)
+	produce("d1", 31.5)
+	produce("d2", 10)
+	produce("d1", 32)
+	adm := kadm.NewClient(cl)
+	eventually(t, 2*time.Minute, "the four readings committed", func() bool {
+		offs, err := adm.FetchOffsets(context.Background(), "butter.st.detect.readings")
+		if err != nil {
+			return false
+		}
+		o, ok := offs.Lookup("st.readings", 0)
+		return ok && o.At == 4
+	})
+	ends, err := adm.ListEndOffsets(context.Background(), "st.alerts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if end, _ := ends.Lookup("st.alerts", 0); end.Offset != 1 {
+		t.Fatalf("%d records on the alerts stream, want 1 (the jump of d1)", end.Offset)
+	}
+	r := readAll(t, dev.Addr, "st.alerts", 1)[0]
+	var a struct {
+		Device   string
+		From, To float64
+	}
+	if err := json.Unmarshal(r.Value, &a); err != nil || a.Device != "d1" || a.From != 20 || a.To != 31.5 || string(r.Key) != "d1" {
+		t.Errorf("alert %s (key %s), want d1 from 20 to 31.5", r.Value, r.Key)
 	}
 }
