@@ -135,6 +135,7 @@ func (o *origin) decorate(rec *kgo.Record) {
 		}
 	}
 	set(broker.HeaderSpecVersion, "1.0")
+	set(broker.HeaderSource, o.source)
 	set(broker.HeaderTime, time.Now().UTC().Format(time.RFC3339Nano))
 	if len(rec.Key) > 0 {
 		set(headerSubject, string(rec.Key))
