@@ -3,8 +3,8 @@ package pool
 import (
 	"bytes"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -68,6 +68,8 @@ type origin struct {
 	expires     time.Time   // zero: no ttl
 	input       *kgo.Record // the stream event, nil for an HTTP call
 	stream      string      // input's stream name
+	// partition and offset are the input's, as text.
+	partition, offset string
 	// http holds the ce_http* headers of an HTTP call's route.
 	http map[string]string
 }
@@ -76,9 +78,20 @@ type origin struct {
 // stream event r, whose id is id.
 func (c *consumer) origin(r *kgo.Record, id string) *origin {
 	o := &origin{fn: c.f.cfg.Name, source: c.source, id: id, key: r.Key, input: r,
-		stream: strings.TrimPrefix(r.Topic, c.p.cfg.Project+".")}
-	o.traceparent = callTrace(broker.Header(r, broker.HeaderTraceparent), id, o.fn)
-	o.expires, _ = expiry(r)
+		stream: strings.TrimPrefix(r.Topic, c.p.cfg.Project+"."), partition: strconv.Itoa(int(r.Partition)), offset: strconv.FormatInt(r.Offset, 10)}
+	var tp, ttl string
+	for _, h := range r.Headers {
+		switch h.Key {
+		case broker.HeaderTraceparent:
+			tp = string(h.Value)
+		case headerTTL:
+			ttl = string(h.Value)
+		}
+	}
+	o.traceparent = callTrace(tp, id, o.fn)
+	if ttl != "" {
+		o.expires, _ = expiry(r)
+	}
 	return o
 }
 
@@ -119,11 +132,41 @@ func (p *Pool) httpOrigin(f *fnPool, id string, meta map[string]string) *origin 
 }
 
 // record is the k-th record of kind ("output" or "emit") of the call:
-// value to topic, keyed by key.
+// value to topic, keyed by key. Its headers are those decorate adds, made
+// at once: this is every output's path.
 func (o *origin) record(topic string, key, value []byte, kind string, k int) *kgo.Record {
-	rec := broker.NewEvent(topic, key, value, o.id+"/"+o.fn+"/"+kind+"/"+strconv.Itoa(k), o.source, "butter."+kind)
-	o.decorate(rec)
-	return rec
+	hs := make([]kgo.RecordHeader, 0, 13+len(o.http))
+	add := func(k, v string) { hs = append(hs, kgo.RecordHeader{Key: k, Value: []byte(v)}) }
+	add(broker.HeaderSpecVersion, "1.0")
+	add(broker.HeaderID, o.id+"/"+o.fn+"/"+kind+"/"+strconv.Itoa(k))
+	add(broker.HeaderSource, o.source)
+	add(broker.HeaderType, "butter."+kind)
+	add(broker.HeaderTime, time.Now().UTC().Format(time.RFC3339Nano))
+	if len(key) > 0 {
+		add(headerSubject, string(key))
+	}
+	if o.traceparent != "" {
+		add(broker.HeaderTraceparent, o.traceparent)
+	}
+	if !o.expires.IsZero() {
+		add(headerTTL, o.ttlLeft())
+	}
+	add(headerInputID, o.id)
+	if o.input != nil {
+		add(headerInputStream, o.stream)
+		add(headerInputPartition, o.partition)
+		add(headerInputOffset, o.offset)
+	}
+	for k, v := range o.http {
+		add(k, v)
+	}
+	return &kgo.Record{Topic: topic, Key: key, Value: value, Headers: hs}
+}
+
+// ttlLeft is the ce_ttl of the call's records: the time its input has
+// left.
+func (o *origin) ttlLeft() string {
+	return max(time.Until(o.expires), 0).Round(time.Millisecond).String()
 }
 
 // decorate adds the call's metadata to rec, leaving alone the headers
@@ -136,40 +179,41 @@ func (o *origin) decorate(rec *kgo.Record) {
 	}
 	set(broker.HeaderSpecVersion, "1.0")
 	set(broker.HeaderSource, o.source)
-	set(broker.HeaderTime, time.Now().UTC().Format(time.RFC3339Nano))
+	if broker.Header(rec, broker.HeaderTime) == "" {
+		set(broker.HeaderTime, time.Now().UTC().Format(time.RFC3339Nano))
+	}
 	if len(rec.Key) > 0 {
 		set(headerSubject, string(rec.Key))
 	}
 	set(broker.HeaderTraceparent, o.traceparent)
 	if !o.expires.IsZero() {
-		set(headerTTL, max(time.Until(o.expires), 0).Round(time.Millisecond).String())
+		set(headerTTL, o.ttlLeft())
 	}
 	set(headerInputID, o.id)
-	if r := o.input; r != nil {
+	if o.input != nil {
 		set(headerInputStream, o.stream)
-		set(headerInputPartition, strconv.Itoa(int(r.Partition)))
-		set(headerInputOffset, strconv.FormatInt(r.Offset, 10))
+		set(headerInputPartition, o.partition)
+		set(headerInputOffset, o.offset)
 	}
 	for k, v := range o.http {
 		set(k, v)
 	}
 }
 
-// eventMeta adds to meta, the metadata a call of event r sees (its
-// headers), where r is: its stream, partition, offset and key; and the
-// call's trace context.
-func (o *origin) eventMeta(meta map[string]string) {
+// eventMeta calls add with the metadata a call of the event o.input sees
+// beside its headers, which it overrides: where the event is (its
+// stream, partition, offset and key), its id, and the call's trace
+// context.
+func (o *origin) eventMeta(add func(k, v string)) {
 	r := o.input
-	meta[metaStream] = o.stream
-	meta[metaPartition] = strconv.Itoa(int(r.Partition))
-	meta[metaOffset] = strconv.FormatInt(r.Offset, 10)
+	add(metaStream, o.stream)
+	add(metaPartition, o.partition)
+	add(metaOffset, o.offset)
 	if len(r.Key) > 0 {
-		meta[headerSubject] = string(r.Key)
+		add(headerSubject, string(r.Key))
 	}
-	meta[broker.HeaderTraceparent] = o.traceparent
-	if meta[broker.HeaderID] == "" {
-		meta[broker.HeaderID] = o.id
-	}
+	add(broker.HeaderTraceparent, o.traceparent)
+	add(broker.HeaderID, o.id)
 }
 
 // extraPairs is how many pairs eventMeta may add to a record's headers.
@@ -181,13 +225,44 @@ const extraPairs = 6
 // has the same. An event without a valid traceparent starts a trace,
 // its id derived from the event's id.
 func callTrace(parent, id, fn string) string {
-	span := sha256.Sum256([]byte("span/" + id + "/" + fn))
-	p := strings.Split(parent, "-")
-	if len(p) == 4 && p[0] == "00" && len(p[1]) == 32 && len(p[2]) == 16 && len(p[3]) == 2 && isHex(p[1]) && isHex(p[3]) && p[1] != strings.Repeat("0", 32) {
-		return "00-" + p[1] + "-" + hex.EncodeToString(span[:8]) + "-" + p[3]
+	var b [55]byte // 00-<32>-<16>-<2>
+	copy(b[:], "00-")
+	b[35], b[52] = '-', '-'
+	if len(parent) == 55 && parent[:3] == "00-" && parent[35] == '-' && parent[52] == '-' && isHex(parent[3:35]) && isHex(parent[53:]) && parent[3:35] != "00000000000000000000000000000000" {
+		copy(b[3:35], parent[3:35])
+		copy(b[53:], parent[53:])
+	} else {
+		binary.BigEndian.PutUint64(b[3:], fnv64("trace/", id, ""))
+		binary.BigEndian.PutUint64(b[11:], fnv64("trace2/", id, ""))
+		hexInPlace(b[3:35], 16)
+		copy(b[53:], "01")
 	}
-	trace := sha256.Sum256([]byte("trace/" + id))
-	return "00-" + hex.EncodeToString(trace[:16]) + "-" + hex.EncodeToString(span[:8]) + "-01"
+	binary.BigEndian.PutUint64(b[36:], fnv64("span/", id, fn))
+	hexInPlace(b[36:52], 8)
+	return string(b[:])
+}
+
+// fnv64 is the 64-bit FNV-1a hash of a, b, "/" and c: cheap, and enough
+// to make the ids of a trace.
+func fnv64(a, b, c string) uint64 {
+	h := uint64(14695981039346656037)
+	for _, s := range [...]string{a, b, "/", c} {
+		for i := 0; i < len(s); i++ {
+			h ^= uint64(s[i])
+			h *= 1099511628211
+		}
+	}
+	return h
+}
+
+// hexInPlace writes the n bytes at the start of b as 2n hex digits over
+// b.
+func hexInPlace(b []byte, n int) {
+	const digits = "0123456789abcdef"
+	for i := n - 1; i >= 0; i-- {
+		v := b[i]
+		b[2*i], b[2*i+1] = digits[v>>4], digits[v&15]
+	}
 }
 
 func isHex(s string) bool {

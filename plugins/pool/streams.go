@@ -3,6 +3,7 @@ package pool
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -227,6 +228,8 @@ type consumer struct {
 type outWork struct {
 	recs []*kgo.Record
 	outs [][]byte
+	// origins are the recs' (records.go).
+	origins []*origin
 	// emits holds each event's emit failure (emitFailure), if any.
 	emits []*emitFailure
 	acks  *batchAcks
@@ -249,8 +252,7 @@ func (c *consumer) produceOutputs(ctx context.Context) {
 					err = se
 				}
 			}
-			ev := &event{r: r, id: eventID(r)}
-			ev.o = c.origin(r, ev.id)
+			ev := &event{r: r, id: w.origins[k].id, o: w.origins[k]}
 			if err != nil {
 				c.deadLetter(ctx, w.acks, ev, err, 1)
 				continue
@@ -587,7 +589,7 @@ func (c *consumer) event(r *kgo.Record) (*event, bool) {
 		ev.meta[h.Key] = string(h.Value)
 	}
 	ev.o = c.origin(r, ev.id)
-	ev.o.eventMeta(ev.meta)
+	ev.o.eventMeta(func(k, v string) { ev.meta[k] = v })
 	return ev, true
 }
 
@@ -755,7 +757,9 @@ func (c *consumer) pause(d time.Duration) bool {
 // several (records.go), each with its own id.
 func (c *consumer) succeeded(ctx context.Context, acks *batchAcks, o *origin, out []byte) {
 	// Emits were produced while the call ran; the outputs join them.
-	if c.f.cfg.Output != "" {
+	if c.f.cfg.Output != "" && len(out) > 0 && !isEnvelope(out) {
+		c.produce(ctx, acks, o.record(c.f.cfg.Output, o.key, out, "output", 0))
+	} else if c.f.cfg.Output != "" {
 		outs, _ := outputs(out) // checked already (checkOutput)
 		for _, x := range outs {
 			key := x.key
@@ -870,22 +874,19 @@ func (c *consumer) handleBatch(ctx context.Context, recs []*kgo.Record, acks *ba
 			continue
 		}
 		o := c.origin(r, eventID(r))
-		extra := make(map[string]string, extraPairs)
-		o.eventMeta(extra)
+		// The pool's metadata after the headers: a worker keeps the last
+		// of a name, so it overrides a header of the same name.
+		head := len(events)
+		events = proto.AppendEventHead(events, 0)
 		for _, h := range r.Headers {
-			if v, ok := extra[h.Key]; ok && v == string(h.Value) {
-				delete(extra, h.Key) // the header says it already
-			}
+			events = proto.AppendPair(events, h.Key, h.Value)
 		}
-		events = proto.AppendEventHead(events, len(r.Headers)+len(extra))
-		for _, h := range r.Headers {
-			if _, ok := extra[h.Key]; !ok {
-				events = proto.AppendPair(events, h.Key, h.Value)
-			}
-		}
-		for k, v := range extra {
+		pairs := len(r.Headers)
+		o.eventMeta(func(k, v string) {
 			events = proto.AppendPair(events, k, []byte(v))
-		}
+			pairs++
+		})
+		binary.BigEndian.PutUint16(events[head:], uint16(pairs)) // AppendEventHead's
 		events = proto.AppendInput(events, r.Value)
 		kept = append(kept, r)
 		origins = append(origins, o)
@@ -904,7 +905,7 @@ func (c *consumer) handleBatch(ctx context.Context, recs []*kgo.Record, acks *ba
 		// Outputs go out as their results come, while later events run,
 		// and while the next batch runs.
 		OK: func(first int, outs [][]byte) {
-			c.outq <- outWork{recs: kept[first : first+len(outs)], outs: outs, emits: efs[first : first+len(outs)], acks: acks}
+			c.outq <- outWork{recs: kept[first : first+len(outs)], outs: outs, origins: origins[first : first+len(outs)], emits: efs[first : first+len(outs)], acks: acks}
 		},
 	}
 	start := time.Now()
