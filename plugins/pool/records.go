@@ -31,7 +31,7 @@ import (
 //
 // Each record carries the CloudEvents attributes (ce_id, ce_source,
 // ce_type, ce_time, ce_specversion), ce_subject (the record key), the
-// call's ce_traceparent, ce_ttl when its input had one (the time left of
+// input's ce_traceparent (callTrace), ce_ttl when its input had one (the time left of
 // it: outputs expire when their input does), and what it derives from:
 // ce_inputid, and for a stream event ce_inputstream, ce_inputpartition and
 // ce_inputoffset. An HTTP call's records carry its route's ce_http*
@@ -62,9 +62,11 @@ type origin struct {
 	source string // the function's CloudEvent source
 	id     string // the input's event id (an HTTP call's request id)
 	key    []byte
-	// traceparent is the call's trace context: the input's trace id (a
-	// new one when it had none) and a span id of the call's own.
+	// traceparent is the call's trace context: the input's (a trace
+	// derived from its id when it had none, hasTrace false).
 	traceparent string
+	hasTrace    bool
+	idMissing   bool // the input has no ce_id header
 	expires     time.Time   // zero: no ttl
 	input       *kgo.Record // the stream event, nil for an HTTP call
 	stream      string      // input's stream name
@@ -78,17 +80,20 @@ type origin struct {
 // stream event r, whose id is id.
 func (c *consumer) origin(r *kgo.Record, id string) *origin {
 	o := &origin{fn: c.f.cfg.Name, source: c.source, id: id, key: r.Key, input: r,
-		stream: strings.TrimPrefix(r.Topic, c.p.cfg.Project+"."), partition: strconv.Itoa(int(r.Partition)), offset: strconv.FormatInt(r.Offset, 10)}
+		stream: strings.TrimPrefix(r.Topic, c.prefix), partition: strconv.Itoa(int(r.Partition)), offset: strconv.FormatInt(r.Offset, 10)}
 	var tp, ttl string
+	o.idMissing = true
 	for _, h := range r.Headers {
 		switch h.Key {
 		case broker.HeaderTraceparent:
 			tp = string(h.Value)
 		case headerTTL:
 			ttl = string(h.Value)
+		case broker.HeaderID:
+			o.idMissing = len(h.Value) == 0
 		}
 	}
-	o.traceparent = callTrace(tp, id, o.fn)
+	o.traceparent, o.hasTrace = callTrace(tp, id)
 	if ttl != "" {
 		o.expires, _ = expiry(r)
 	}
@@ -135,15 +140,38 @@ func (p *Pool) httpOrigin(f *fnPool, id string, meta map[string]string) *origin 
 // value to topic, keyed by key. Its headers are those decorate adds, made
 // at once: this is every output's path.
 func (o *origin) record(topic string, key, value []byte, kind string, k int) *kgo.Record {
-	hs := make([]kgo.RecordHeader, 0, 13+len(o.http))
-	add := func(k, v string) { hs = append(hs, kgo.RecordHeader{Key: k, Value: []byte(v)}) }
+	// The values share one buffer: a header each would cost an
+	// allocation each, on every output's path.
+	n := 2*len(o.id) + len(o.fn) + len(o.source) + len(key) + len(o.traceparent) + len(o.stream) + len(o.partition) + len(o.offset) + 100
+	for _, v := range o.http {
+		n += len(v)
+	}
+	buf := make([]byte, 0, n)
+	hs := make([]kgo.RecordHeader, 0, 10+len(o.http))
+	var start int
+	mark := func() { start = len(buf) }
+	done := func(k string) { hs = append(hs, kgo.RecordHeader{Key: k, Value: buf[start:len(buf):len(buf)]}) }
+	add := func(k, v string) {
+		mark()
+		buf = append(buf, v...)
+		done(k)
+	}
 	add(broker.HeaderSpecVersion, "1.0")
-	add(broker.HeaderID, o.id+"/"+o.fn+"/"+kind+"/"+strconv.Itoa(k))
+	mark()
+	buf = append(append(append(append(append(append(buf, o.id...), '/'), o.fn...), '/'), kind...), '/')
+	buf = strconv.AppendInt(buf, int64(k), 10)
+	done(broker.HeaderID)
 	add(broker.HeaderSource, o.source)
-	add(broker.HeaderType, "butter."+kind)
-	add(broker.HeaderTime, time.Now().UTC().Format(time.RFC3339Nano))
+	mark()
+	buf = append(append(buf, "butter."...), kind...)
+	done(broker.HeaderType)
+	mark()
+	buf = time.Now().UTC().AppendFormat(buf, time.RFC3339Nano)
+	done(broker.HeaderTime)
 	if len(key) > 0 {
-		add(headerSubject, string(key))
+		mark()
+		buf = append(buf, key...)
+		done(headerSubject)
 	}
 	if o.traceparent != "" {
 		add(broker.HeaderTraceparent, o.traceparent)
@@ -152,10 +180,10 @@ func (o *origin) record(topic string, key, value []byte, kind string, k int) *kg
 		add(headerTTL, o.ttlLeft())
 	}
 	add(headerInputID, o.id)
-	if o.input != nil {
-		add(headerInputStream, o.stream)
-		add(headerInputPartition, o.partition)
-		add(headerInputOffset, o.offset)
+	if r := o.input; r != nil {
+		mark()
+		buf = append(append(append(append(append(buf, r.Topic...), '/'), o.partition...), '/'), o.offset...)
+		done(broker.HeaderOrigin)
 	}
 	for k, v := range o.http {
 		add(k, v)
@@ -200,53 +228,61 @@ func (o *origin) decorate(rec *kgo.Record) {
 	}
 }
 
-// eventMeta calls add with the metadata a call of the event o.input sees
-// beside its headers, which it overrides: where the event is (its
-// stream, partition, offset and key), its id, and the call's trace
-// context.
-func (o *origin) eventMeta(add func(k, v string)) {
-	r := o.input
+// eventMeta returns the metadata a call of the event o.input sees beside
+// its headers, which it overrides: where the event is (its stream,
+// partition, offset and key), and its id and trace context when its
+// headers lack them. n of the pairs are set.
+func (o *origin) eventMeta() (pairs [extraPairs][2]string, n int) {
+	add := func(k, v string) {
+		pairs[n] = [2]string{k, v}
+		n++
+	}
 	add(metaStream, o.stream)
 	add(metaPartition, o.partition)
 	add(metaOffset, o.offset)
-	if len(r.Key) > 0 {
+	if r := o.input; len(r.Key) > 0 {
 		add(headerSubject, string(r.Key))
 	}
-	add(broker.HeaderTraceparent, o.traceparent)
-	add(broker.HeaderID, o.id)
+	if !o.hasTrace {
+		add(broker.HeaderTraceparent, o.traceparent)
+	}
+	if o.id != "" && o.idMissing {
+		add(broker.HeaderID, o.id)
+	}
+	return pairs, n
 }
 
 // extraPairs is how many pairs eventMeta may add to a record's headers.
 const extraPairs = 6
 
-// callTrace is the trace context of function fn's call on the event id
-// whose traceparent is parent: the parent's trace id and flags, with a
-// span id of the call's, derived from (id, fn) so that a retried call
-// has the same. An event without a valid traceparent starts a trace,
-// its id derived from the event's id.
-func callTrace(parent, id, fn string) string {
+// callTrace is the trace context of a call on the event id whose
+// traceparent is parent: parent itself when it is a valid W3C
+// traceparent (ok), passed on as the gateway does: Butter records no
+// span of its own, so it invents none no backend would ever see. An
+// event without one starts a trace, its ids derived from the event's id,
+// so that a retried call has the same.
+func callTrace(parent, id string) (tp string, ok bool) {
+	if len(parent) == 55 && parent[:3] == "00-" && parent[35] == '-' && parent[52] == '-' && isHex(parent[3:35]) && isHex(parent[36:52]) && isHex(parent[53:]) &&
+		parent[3:35] != "00000000000000000000000000000000" && parent[36:52] != "0000000000000000" {
+		return parent, true
+	}
 	var b [55]byte // 00-<32>-<16>-<2>
 	copy(b[:], "00-")
 	b[35], b[52] = '-', '-'
-	if len(parent) == 55 && parent[:3] == "00-" && parent[35] == '-' && parent[52] == '-' && isHex(parent[3:35]) && isHex(parent[53:]) && parent[3:35] != "00000000000000000000000000000000" {
-		copy(b[3:35], parent[3:35])
-		copy(b[53:], parent[53:])
-	} else {
-		binary.BigEndian.PutUint64(b[3:], fnv64("trace/", id, ""))
-		binary.BigEndian.PutUint64(b[11:], fnv64("trace2/", id, ""))
-		hexInPlace(b[3:35], 16)
-		copy(b[53:], "01")
-	}
-	binary.BigEndian.PutUint64(b[36:], fnv64("span/", id, fn))
+	binary.BigEndian.PutUint64(b[3:], fnv64("trace/", id))
+	binary.BigEndian.PutUint64(b[11:], fnv64("trace2/", id))
+	hexInPlace(b[3:35], 16)
+	binary.BigEndian.PutUint64(b[36:], fnv64("span/", id)|1) // never 0
 	hexInPlace(b[36:52], 8)
-	return string(b[:])
+	copy(b[53:], "01")
+	return string(b[:]), false
 }
 
-// fnv64 is the 64-bit FNV-1a hash of a, b, "/" and c: cheap, and enough
-// to make the ids of a trace.
-func fnv64(a, b, c string) uint64 {
+// fnv64 is the 64-bit FNV-1a hash of a and b: cheap, and enough to make
+// the ids of a trace.
+func fnv64(a, b string) uint64 {
 	h := uint64(14695981039346656037)
-	for _, s := range [...]string{a, b, "/", c} {
+	for _, s := range [...]string{a, b} {
 		for i := 0; i < len(s); i++ {
 			h ^= uint64(s[i])
 			h *= 1099511628211

@@ -227,6 +227,12 @@ func (p *Pool) checksInput(f *fnPool, stream string) bool {
 // already) and, when toStream, the schema of f's output stream. An empty
 // output is none, and is not checked.
 func (p *Pool) checkOutput(f *fnPool, out []byte, withSchema, toStream bool) *SchemaError {
+	outSchema, topicSchema := p.schemas.out[f.cfg.Name], p.schemas.topic[f.cfg.Output]
+	if !isEnvelope(out) && (withSchema && outSchema == nil || !withSchema) && (toStream && (f.cfg.Output == "" || topicSchema == nil) || !toStream) {
+		// One output (or none) and no schema: nothing to check, and
+		// nothing to allocate on every stream event's path.
+		return nil
+	}
 	// Several outputs (records.go) are checked each.
 	outs, se := outputs(out)
 	if se != nil {

@@ -213,6 +213,8 @@ type consumer struct {
 	perEvent atomic.Int64
 	// source is the CloudEvent source of the function's outputs.
 	source string
+	// prefix is the project's topic prefix, "<project>.".
+	prefix string
 	// outq carries the outputs of batches to produce, in order, to the
 	// goroutine that produces them (produceOutputs): the next batch can
 	// go to the worker while they are produced.
@@ -277,7 +279,7 @@ func newConsumer(p *Pool, f *fnPool, tr StreamTrigger, base []kgo.Opt) (*consume
 	}
 	opts := append(append([]kgo.Opt{}, base...), broker.ProducerOpts()...)
 	c := &consumer{p: p, f: f, tr: tr, dlq: deadLetterTopic(f.cfg, tr), attempts: 1, backoff: time.Second,
-		source: names.EventSource(p.cfg.Project, f.cfg.Name), outq: make(chan outWork, 64)}
+		source: names.EventSource(p.cfg.Project, f.cfg.Name), prefix: p.cfg.Project + ".", outq: make(chan outWork, 64)}
 	if f.state != nil {
 		// Partitions another pool handled until now: its state writes
 		// are read before their events (see run).
@@ -589,7 +591,10 @@ func (c *consumer) event(r *kgo.Record) (*event, bool) {
 		ev.meta[h.Key] = string(h.Value)
 	}
 	ev.o = c.origin(r, ev.id)
-	ev.o.eventMeta(func(k, v string) { ev.meta[k] = v })
+	extra, n := ev.o.eventMeta()
+	for _, kv := range extra[:n] {
+		ev.meta[kv[0]] = kv[1]
+	}
 	return ev, true
 }
 
@@ -846,7 +851,8 @@ func (c *consumer) batchSize() int {
 func (c *consumer) handleBatch(ctx context.Context, recs []*kgo.Record, acks *batchAcks) (int, *kgo.Record) {
 	size := 0
 	for _, r := range recs {
-		size += len(r.Value) + 8
+		// The pool's own pairs too (origin.eventMeta).
+		size += len(r.Value) + 8 + 200 + len(r.Key)
 		for _, h := range r.Headers {
 			size += len(h.Key) + len(h.Value) + 6
 		}
@@ -881,12 +887,11 @@ func (c *consumer) handleBatch(ctx context.Context, recs []*kgo.Record, acks *ba
 		for _, h := range r.Headers {
 			events = proto.AppendPair(events, h.Key, h.Value)
 		}
-		pairs := len(r.Headers)
-		o.eventMeta(func(k, v string) {
-			events = proto.AppendPair(events, k, []byte(v))
-			pairs++
-		})
-		binary.BigEndian.PutUint16(events[head:], uint16(pairs)) // AppendEventHead's
+		extra, n := o.eventMeta()
+		for _, kv := range extra[:n] {
+			events = appendPairString(events, kv[0], kv[1])
+		}
+		binary.BigEndian.PutUint16(events[head:], uint16(len(r.Headers)+n)) // AppendEventHead's
 		events = proto.AppendInput(events, r.Value)
 		kept = append(kept, r)
 		origins = append(origins, o)
@@ -959,6 +964,14 @@ func (c *consumer) handleBatch(ctx context.Context, recs []*kgo.Record, acks *ba
 		}
 	}
 	return n, nil
+}
+
+// appendPairString is proto.AppendPair for a string value.
+func appendPairString(dst []byte, key, value string) []byte {
+	dst = binary.BigEndian.AppendUint16(dst, uint16(len(key)))
+	dst = append(dst, key...)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(value)))
+	return append(dst, value...)
 }
 
 // batchable reports whether a record fits the batch encoding

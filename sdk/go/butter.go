@@ -64,7 +64,10 @@ var (
 type Call struct {
 	Function string
 	Options  map[string]string
-	Meta     map[string]string
+	// Meta is the call's metadata (docs/worker-protocol.md, "INVOKE
+	// metadata"); Event reads it. In a batch, an event's ce_stream,
+	// ce_partition, ce_offset and ce_subject are in Event only.
+	Meta map[string]string
 	// Params are the HTTP route and query parameters, from the meta keys
 	// param.<name>. Names are lower-case: parameter names are
 	// case-insensitive.
@@ -75,6 +78,8 @@ type Call struct {
 	index  int // in a batch: the event's index
 	// emits numbers the call's emits, for their ids (proto.CallMsg.Number).
 	emits atomic.Int32
+	// pos is where a batch's event is (Event).
+	pos position
 }
 
 // State returns the call's per-key state (docs/state.md). It is never nil.

@@ -38,18 +38,56 @@ type HTTPRequest struct {
 	Headers             map[string]string
 }
 
-// Event returns the metadata of the event the call handles.
+// position holds where a batch's event is: its ce_stream, ce_partition,
+// ce_offset and ce_subject, which stay out of Call.Meta.
+type position struct {
+	stream, partition, offset, subject string
+}
+
+// positionKey reports whether k is one of position's.
+func positionKey(k string) bool {
+	switch k {
+	case "ce_stream", "ce_partition", "ce_offset", "ce_subject":
+		return true
+	}
+	return false
+}
+
+// setPosition keeps k in c.pos when it is one of position's.
+func (c *Call) setPosition(k, v string) bool {
+	switch k {
+	case "ce_stream":
+		c.pos.stream = v
+	case "ce_partition":
+		c.pos.partition = v
+	case "ce_offset":
+		c.pos.offset = v
+	case "ce_subject":
+		c.pos.subject = v
+	default:
+		return false
+	}
+	return true
+}
+
+// Event returns the metadata of the event the call handles. For a
+// stream event of a batch, where it is (ce_stream, ce_partition,
+// ce_offset, ce_subject) is here, not in Meta.
 func (c *Call) Event() Event {
 	m := c.Meta
-	e := Event{ID: m["ce_id"], Source: m["ce_source"], Type: m["ce_type"], Subject: m["ce_subject"],
-		Stream: m["ce_stream"], Partition: -1, Offset: -1, Traceparent: m["ce_traceparent"]}
+	pos := c.pos
+	if pos == (position{}) {
+		pos = position{stream: m["ce_stream"], partition: m["ce_partition"], offset: m["ce_offset"], subject: m["ce_subject"]}
+	}
+	e := Event{ID: m["ce_id"], Source: m["ce_source"], Type: m["ce_type"], Subject: pos.subject,
+		Stream: pos.stream, Partition: -1, Offset: -1, Traceparent: m["ce_traceparent"]}
 	if t, err := time.Parse(time.RFC3339Nano, m["ce_time"]); err == nil {
 		e.Time = t
 	}
-	if p, err := strconv.ParseInt(m["ce_partition"], 10, 32); err == nil {
+	if p, err := strconv.ParseInt(pos.partition, 10, 32); err == nil {
 		e.Partition = int32(p)
 	}
-	if o, err := strconv.ParseInt(m["ce_offset"], 10, 64); err == nil {
+	if o, err := strconv.ParseInt(pos.offset, 10, 64); err == nil {
 		e.Offset = o
 	}
 	if d, err := time.ParseDuration(m["ce_ttl"]); err == nil {
