@@ -40,11 +40,9 @@ func checkMeta(t *testing.T, what string, rec, in *kgo.Record, fn string) {
 		t.Errorf("%s: ce_subject %q, key %q", what, h("ce_subject"), rec.Key)
 	}
 	if in != nil {
-		stream := strings.TrimPrefix(in.Topic, "st.")
-		if h("ce_inputid") != broker.Header(in, "ce_id") || h("ce_inputstream") != stream ||
-			h("ce_inputpartition") != strconv.Itoa(int(in.Partition)) || h("ce_inputoffset") != strconv.FormatInt(in.Offset, 10) {
-			t.Errorf("%s: input headers %q %q %q %q, want %s %s %d %d", what, h("ce_inputid"), h("ce_inputstream"), h("ce_inputpartition"), h("ce_inputoffset"),
-				broker.Header(in, "ce_id"), stream, in.Partition, in.Offset)
+		at := in.Topic + "/" + strconv.Itoa(int(in.Partition)) + "/" + strconv.FormatInt(in.Offset, 10)
+		if h("ce_inputid") != broker.Header(in, "ce_id") || h("ce_origintopic") != at {
+			t.Errorf("%s: input headers %q %q, want %s %s", what, h("ce_inputid"), h("ce_origintopic"), broker.Header(in, "ce_id"), at)
 		}
 	}
 	_ = fn

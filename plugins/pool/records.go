@@ -31,25 +31,21 @@ import (
 //
 // Each record carries the CloudEvents attributes (ce_id, ce_source,
 // ce_type, ce_time, ce_specversion), ce_subject (the record key), the
-// input's ce_traceparent (callTrace), ce_ttl when its input had one (the time left of
-// it: outputs expire when their input does), and what it derives from:
-// ce_inputid, and for a stream event ce_inputstream, ce_inputpartition and
-// ce_inputoffset. An HTTP call's records carry its route's ce_http*
-// headers.
+// input's ce_traceparent (callTrace), ce_ttl when its input had one (the
+// time left of it: outputs expire when their input does), and what it
+// derives from: ce_inputid, and for a stream event ce_origintopic, where
+// the input was ("<topic>/<partition>/<offset>", as on a dead letter).
+// An HTTP call's records carry its route's ce_http* headers.
 
 // Headers of the metadata (docs/events.md lists them).
 const (
-	headerSubject        = "ce_subject"
-	headerTTL            = "ce_ttl"
-	headerInputID        = "ce_inputid"
-	headerInputStream    = "ce_inputstream"
-	headerInputPartition = "ce_inputpartition"
-	headerInputOffset    = "ce_inputoffset"
-	// What a function sees of its own event (meta), beside its headers:
-	// where the event is.
-	metaStream    = "ce_stream"
-	metaPartition = "ce_partition"
-	metaOffset    = "ce_offset"
+	headerSubject = "ce_subject"
+	headerTTL     = "ce_ttl"
+	headerInputID = "ce_inputid"
+	// metaPosition is what a function sees of where its event is (meta),
+	// beside its headers: "<stream>/<partition>/<offset>", one pair, not
+	// three, since every pair costs a worker every event of a batch.
+	metaPosition = "butter.position"
 	// Expired is the error type of an event whose ce_ttl ran out before
 	// it was handled: it is dead-lettered, never run.
 	Expired = "Expired"
@@ -66,7 +62,8 @@ type origin struct {
 	// derived from its id when it had none, hasTrace false).
 	traceparent string
 	hasTrace    bool
-	idMissing   bool // the input has no ce_id header
+	idMissing   bool        // the input has no ce_id header
+	hasSubject  bool        // its ce_subject header is its key
 	expires     time.Time   // zero: no ttl
 	input       *kgo.Record // the stream event, nil for an HTTP call
 	stream      string      // input's stream name
@@ -91,6 +88,8 @@ func (c *consumer) origin(r *kgo.Record, id string) *origin {
 			ttl = string(h.Value)
 		case broker.HeaderID:
 			o.idMissing = len(h.Value) == 0
+		case headerSubject:
+			o.hasSubject = string(h.Value) == string(r.Key)
 		}
 	}
 	o.traceparent, o.hasTrace = callTrace(tp, id)
@@ -218,10 +217,8 @@ func (o *origin) decorate(rec *kgo.Record) {
 		set(headerTTL, o.ttlLeft())
 	}
 	set(headerInputID, o.id)
-	if o.input != nil {
-		set(headerInputStream, o.stream)
-		set(headerInputPartition, o.partition)
-		set(headerInputOffset, o.offset)
+	if r := o.input; r != nil {
+		set(broker.HeaderOrigin, r.Topic+"/"+o.partition+"/"+o.offset)
 	}
 	for k, v := range o.http {
 		set(k, v)
@@ -229,18 +226,16 @@ func (o *origin) decorate(rec *kgo.Record) {
 }
 
 // eventMeta returns the metadata a call of the event o.input sees beside
-// its headers, which it overrides: where the event is (its stream,
-// partition, offset and key), and its id and trace context when its
-// headers lack them. n of the pairs are set.
+// its headers, which it overrides: where the event is (metaPosition),
+// and its key (ce_subject), id and trace context when its headers lack
+// them. n of the pairs are set.
 func (o *origin) eventMeta() (pairs [extraPairs][2]string, n int) {
 	add := func(k, v string) {
 		pairs[n] = [2]string{k, v}
 		n++
 	}
-	add(metaStream, o.stream)
-	add(metaPartition, o.partition)
-	add(metaOffset, o.offset)
-	if r := o.input; len(r.Key) > 0 {
+	add(metaPosition, o.stream+"/"+o.partition+"/"+o.offset)
+	if r := o.input; len(r.Key) > 0 && !o.hasSubject {
 		add(headerSubject, string(r.Key))
 	}
 	if !o.hasTrace {

@@ -65,8 +65,8 @@ type Call struct {
 	Function string
 	Options  map[string]string
 	// Meta is the call's metadata (docs/worker-protocol.md, "INVOKE
-	// metadata"); Event reads it. In a batch, an event's ce_stream,
-	// ce_partition, ce_offset and ce_subject are in Event only.
+	// metadata"); Event reads it. In a batch, an event's
+	// butter.position and ce_subject are in Event only.
 	Meta map[string]string
 	// Params are the HTTP route and query parameters, from the meta keys
 	// param.<name>. Names are lower-case: parameter names are

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -38,36 +39,40 @@ type HTTPRequest struct {
 	Headers             map[string]string
 }
 
-// position holds where a batch's event is: its ce_stream, ce_partition,
-// ce_offset and ce_subject, which stay out of Call.Meta.
+// position holds where a batch's event is: its butter.position
+// ("<stream>/<partition>/<offset>") and ce_subject, which stay out of
+// Call.Meta.
 type position struct {
-	stream, partition, offset, subject string
+	at, subject string
 }
 
 // positionKey reports whether k is one of position's.
-func positionKey(k string) bool {
-	switch k {
-	case "ce_stream", "ce_partition", "ce_offset", "ce_subject":
-		return true
-	}
-	return false
-}
+func positionKey(k string) bool { return k == "butter.position" || k == "ce_subject" }
 
 // setPosition keeps k in c.pos when it is one of position's.
 func (c *Call) setPosition(k, v string) bool {
 	switch k {
-	case "ce_stream":
-		c.pos.stream = v
-	case "ce_partition":
-		c.pos.partition = v
-	case "ce_offset":
-		c.pos.offset = v
+	case "butter.position":
+		c.pos.at = v
 	case "ce_subject":
 		c.pos.subject = v
 	default:
 		return false
 	}
 	return true
+}
+
+// splitPosition splits "<stream>/<partition>/<offset>".
+func splitPosition(at string) (stream, partition, offset string) {
+	i := strings.LastIndexByte(at, '/')
+	if i < 0 {
+		return "", "", ""
+	}
+	j := strings.LastIndexByte(at[:i], '/')
+	if j < 0 {
+		return "", "", ""
+	}
+	return at[:j], at[j+1 : i], at[i+1:]
 }
 
 // Event returns the metadata of the event the call handles. For a
@@ -77,17 +82,18 @@ func (c *Call) Event() Event {
 	m := c.Meta
 	pos := c.pos
 	if pos == (position{}) {
-		pos = position{stream: m["ce_stream"], partition: m["ce_partition"], offset: m["ce_offset"], subject: m["ce_subject"]}
+		pos = position{at: m["butter.position"], subject: m["ce_subject"]}
 	}
+	stream, partition, offset := splitPosition(pos.at)
 	e := Event{ID: m["ce_id"], Source: m["ce_source"], Type: m["ce_type"], Subject: pos.subject,
-		Stream: pos.stream, Partition: -1, Offset: -1, Traceparent: m["ce_traceparent"]}
+		Stream: stream, Partition: -1, Offset: -1, Traceparent: m["ce_traceparent"]}
 	if t, err := time.Parse(time.RFC3339Nano, m["ce_time"]); err == nil {
 		e.Time = t
 	}
-	if p, err := strconv.ParseInt(pos.partition, 10, 32); err == nil {
+	if p, err := strconv.ParseInt(partition, 10, 32); err == nil {
 		e.Partition = int32(p)
 	}
-	if o, err := strconv.ParseInt(pos.offset, 10, 64); err == nil {
+	if o, err := strconv.ParseInt(offset, 10, 64); err == nil {
 		e.Offset = o
 	}
 	if d, err := time.ParseDuration(m["ce_ttl"]); err == nil {

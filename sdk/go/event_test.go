@@ -30,8 +30,7 @@ func TestOutputs(t *testing.T) {
 // TestEvent: Call.Event reads the event's metadata from its meta.
 func TestEvent(t *testing.T) {
 	c := &butter.Call{Meta: map[string]string{
-		"ce_id": "e1", "ce_source": "src", "ce_type": "t", "ce_subject": "k", "ce_time": "2026-12-03T08:00:00Z", "ce_stream": "in",
-		"ce_partition": "2", "ce_offset": "41", "ce_traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "ce_ttl": "30s",
+		"ce_id": "e1", "ce_source": "src", "ce_type": "t", "ce_subject": "k", "ce_time": "2026-12-03T08:00:00Z", "butter.position": "in/2/41", "ce_traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "ce_ttl": "30s",
 		"ce_httpmethod": "PUT", "ce_httppath": "/p", "ce_httpquery": "a=1", "ce_httpheaders": `{"x-a":"1"}`,
 	}}
 	want := butter.Event{ID: "e1", Source: "src", Type: "t", Subject: "k", Time: time.Date(2026, 12, 3, 8, 0, 0, 0, time.UTC), Stream: "in",

@@ -120,7 +120,8 @@ function envelope(list) {
 // event is ctx.event: the metadata of the event a call handles
 // (docs/events.md, "What a function sees").
 function event(meta) {
-  const num = (s) => (s === undefined || s === '' ? null : Number(s));
+  // butter.position is "<stream>/<partition>/<offset>".
+  const at = /^(.*)\/(\d+)\/(\d+)$/.exec(meta['butter.position'] || '');
   let http = null;
   if (meta.ce_httpmethod) {
     let headers = {};
@@ -135,9 +136,9 @@ function event(meta) {
     type: meta.ce_type || null,
     subject: meta.ce_subject || null,
     time: meta.ce_time || null,
-    stream: meta.ce_stream || null,
-    partition: num(meta.ce_partition),
-    offset: num(meta.ce_offset),
+    stream: at ? at[1] : null,
+    partition: at ? Number(at[2]) : null,
+    offset: at ? Number(at[3]) : null,
     traceparent: meta.ce_traceparent || null,
     ttl: meta.ce_ttl || null,
     http,

@@ -590,8 +590,8 @@ test('outputs() returns the outputs envelope', () =>
 test('ctx.event is the metadata of the event', () =>
   withWorker('exact.event', {}, async (w) => {
     const meta = {
-      ce_id: 'e1', ce_source: 'src', ce_type: 't', ce_subject: 'k', ce_time: '2026-12-03T08:00:00Z', ce_stream: 'in',
-      ce_partition: '2', ce_offset: '41', ce_traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01', ce_ttl: '30s',
+      ce_id: 'e1', ce_source: 'src', ce_type: 't', ce_subject: 'k', ce_time: '2026-12-03T08:00:00Z', 
+      'butter.position': 'in/2/41', ce_traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01', ce_ttl: '30s',
       ce_httpmethod: 'PUT', ce_httppath: '/p', ce_httpquery: 'a=1', ce_httpheaders: '{"x-a":"1"}',
     };
     w.invoke(1, 'x', { meta });

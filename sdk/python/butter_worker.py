@@ -84,12 +84,11 @@ def event_of(meta):
     """ctx.event: the metadata of the event a call handles
     (docs/events.md, "What a function sees")."""
 
-    def num(s):
-        try:
-            return int(s)
-        except (TypeError, ValueError):
-            return None
-
+    # butter.position is "<stream>/<partition>/<offset>".
+    stream, partition, offset = None, None, None
+    parts = (meta.get("butter.position") or "").rsplit("/", 2)
+    if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+        stream, partition, offset = parts[0], int(parts[1]), int(parts[2])
     http = None
     if meta.get("ce_httpmethod"):
         try:
@@ -100,8 +99,8 @@ def event_of(meta):
                                      query=meta.get("ce_httpquery", ""), headers=headers)
     return types.SimpleNamespace(
         id=meta.get("ce_id"), source=meta.get("ce_source"), type=meta.get("ce_type"),
-        subject=meta.get("ce_subject"), time=meta.get("ce_time"), stream=meta.get("ce_stream"),
-        partition=num(meta.get("ce_partition")), offset=num(meta.get("ce_offset")),
+        subject=meta.get("ce_subject"), time=meta.get("ce_time"), stream=stream,
+        partition=partition, offset=offset,
         traceparent=meta.get("ce_traceparent"), ttl=meta.get("ce_ttl"), http=http)
 
 
