@@ -76,8 +76,8 @@ func splitPosition(at string) (stream, partition, offset string) {
 }
 
 // Event returns the metadata of the event the call handles. For a
-// stream event of a batch, where it is (ce_stream, ce_partition,
-// ce_offset, ce_subject) is here, not in Meta.
+// stream event of a batch, where it is (butter.position, ce_subject) is
+// here, not in Meta.
 func (c *Call) Event() Event {
 	m := c.Meta
 	pos := c.pos
