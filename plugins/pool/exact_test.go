@@ -224,7 +224,7 @@ func TestExactHTTPEmits(t *testing.T) {
 	}
 	// What an HTTP call sees: its request id, and the route's request
 	// as the gateway sends it (Ce-Http* headers).
-	a := invoke(t, srv, "exact", strings.NewReader(`{"id":"m","meta":true}`), map[string]string{"X-Request-Id": "req-2",
+	a := invoke(t, srv, "exact", strings.NewReader(`{"id":"m","meta":true,"emits":1}`), map[string]string{"X-Request-Id": "req-2",
 		"Ce-Httpmethod": "PUT", "Ce-Httppath": "/devices/d1", "Ce-Httpquery": "a=1", "Ce-Httpheaders": `{"x-custom":"v"}`})
 	var e struct {
 		ID, Traceparent string
@@ -238,11 +238,20 @@ func TestExactHTTPEmits(t *testing.T) {
 		e.HTTP.Method != "PUT" || e.HTTP.Path != "/devices/d1" || e.HTTP.Query != "a=1" || e.HTTP.Headers["x-custom"] != "v" {
 		t.Errorf("ctx.event of an HTTP call: %d %s", a.code, a.body)
 	}
-	side := readAll(t, dev.Addr, "st.side", 8)
+	side := readAll(t, dev.Addr, "st.side", 9)
 	count := map[string]int{}
 	for _, r := range side {
-		count[broker.Header(r, "ce_id")]++
+		id := broker.Header(r, "ce_id")
 		checkMeta(t, "emit", r, nil, "exact")
+		if id == "req-2/exact/emit/0" {
+			// An emit of a call through a route carries the request.
+			if broker.Header(r, "ce_httpmethod") != "PUT" || broker.Header(r, "ce_httppath") != "/devices/d1" || broker.Header(r, "ce_httpquery") != "a=1" ||
+				broker.Header(r, "ce_httpheaders") != `{"x-custom":"v"}` || broker.Header(r, "ce_inputid") != "req-2" {
+				t.Errorf("emit of a routed call: %v", r.Headers)
+			}
+			continue
+		}
+		count[id]++
 	}
 	fresh := 0
 	for id, n := range count {
