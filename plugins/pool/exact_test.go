@@ -18,7 +18,7 @@ import (
 )
 
 // Exact outputs and event metadata (issue 16, items 2 and 6), with real
-// Node and Python workers against the embedded broker over TCP.
+// Node, Python and Go workers against the embedded broker over TCP.
 
 var traceparent = regexp.MustCompile(`^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$`)
 
@@ -56,12 +56,12 @@ func checkMeta(t *testing.T, what string, rec, in *kgo.Record, fn string) {
 // the metadata; an expired event (ce_ttl) is dead-lettered as Expired,
 // not run; the function sees its event's metadata (ctx.event).
 func TestExactOutputs(t *testing.T) {
-	for _, c := range []struct{ runtime, handler string }{{"node", "index.handle"}, {"python", "main.handle"}} {
+	for _, c := range []struct{ runtime, dir, handler string }{{"node", "exactfn", "index.handle"}, {"python", "exactfn", "main.handle"}, {"go", "exactgo", ""}} {
 		t.Run(c.runtime, func(t *testing.T) {
 			dev, cl := devBroker(t)
 			topics(t, cl, broker.Topic{Name: "st.in", Partitions: 1}, broker.Topic{Name: "st.out", Partitions: 1}, broker.Topic{Name: "st.side", Partitions: 1})
 			name := "exact" + c.runtime
-			f := testdataFn(name, c.runtime, "exactfn", c.handler)
+			f := testdataFn(name, c.runtime, c.dir, c.handler)
 			f.Output = "st.out"
 			f.Emits = []string{"st.side"}
 			f.Streams = []pool.StreamTrigger{{Stream: "st.in", Group: "butter.st." + name + ".in", Offset: "first"}}
