@@ -271,7 +271,7 @@ class EventContext:
         self.cancelled = batch.cancelled
         self._emits = 0
 
-    outputs = Context.outputs
+    outputs = staticmethod(Outputs)
 
     def remaining_ms(self):
         return self._batch.remaining_ms()

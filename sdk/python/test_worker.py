@@ -527,6 +527,14 @@ class BatchTest(unittest.TestCase):
         ])
         self.assertEqual((call["op"], call["index"]), ("log", 1))
 
+    def test_batch_event_outputs_and_event(self):
+        w = Worker("exact.many_ctx", env={"BUTTER_PROTOCOL": "2"})
+        self.addCleanup(w.close)
+        self.assertEqual(w.hello()["protocol"], 2)
+        w.send(BATCH, 3, batch_payload(0, [(b"x", {"butter.position": "in/1/7"})]))
+        ftype, fid, payload = w.next()
+        self.assertEqual((ftype, fid, read_results(payload)), (RESULTS, 3, (0, [{"output": '{"butter.outputs":[{"text":"a"}]}'}])))
+
     def test_protocol_1_takes_no_batch(self):
         w = Worker("batch.handle", env={"BUTTER_PROTOCOL": "1"})
         self.addCleanup(w.close)
