@@ -73,8 +73,8 @@ type origin struct {
 	http map[string]string
 }
 
-// streamOrigin is the origin of the records of function fn's call on
-// stream event r, whose id is id.
+// origin is the origin of the records of the consumer's function's call
+// on stream event r, whose id is id.
 func (c *consumer) origin(r *kgo.Record, id string) *origin {
 	o := &origin{fn: c.f.cfg.Name, source: c.source, id: id, key: r.Key, input: r,
 		stream: strings.TrimPrefix(r.Topic, c.prefix), partition: strconv.Itoa(int(r.Partition)), offset: strconv.FormatInt(r.Offset, 10)}
@@ -101,17 +101,14 @@ func (c *consumer) origin(r *kgo.Record, id string) *origin {
 
 // httpMeta completes the metadata of an HTTP call whose request id is id
 // (docs/events.md, "What a function sees"): its ce_id, ce_time and
-// ce_traceparent (the caller's traceparent, or a new trace), and the
+// ce_traceparent (the caller's valid traceparent, or a trace derived
+// from the request id, callTrace), and the
 // route's ce_http* attributes, which the gateway sends as Ce-Http*
 // headers, under their Kafka names.
 func httpMeta(meta map[string]string, id string) {
 	meta[broker.HeaderID] = id
 	meta[broker.HeaderTime] = time.Now().UTC().Format(time.RFC3339Nano)
-	tp := meta["traceparent"]
-	if tp == "" {
-		tp = newTrace()
-	}
-	meta[broker.HeaderTraceparent] = tp
+	meta[broker.HeaderTraceparent], _ = callTrace(meta["traceparent"], id)
 	for k, v := range meta {
 		if name, ok := strings.CutPrefix(k, "ce-http"); ok {
 			meta["ce_http"+name] = v
@@ -303,13 +300,6 @@ func isHex(s string) bool {
 		}
 	}
 	return true
-}
-
-// newTrace starts a trace: a random W3C traceparent, sampled.
-func newTrace() string {
-	var b [24]byte
-	_, _ = rand.Read(b[:])
-	return "00-" + hex.EncodeToString(b[:16]) + "-" + hex.EncodeToString(b[16:]) + "-01"
 }
 
 // newRequestID is the id of an HTTP call that came without one.
