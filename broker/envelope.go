@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"strconv"
 	"time"
 
@@ -69,4 +70,29 @@ func NewEvent(topic string, key, value []byte, id, source, typ string) *kgo.Reco
 func Attempts(r *kgo.Record) int {
 	n, _ := strconv.Atoi(Header(r, HeaderAttempts))
 	return n
+}
+
+type headersKey struct{}
+
+// WithHeaders returns ctx carrying headers that Requester.Call sets on
+// the request event it sends: the gateway passes the ce_http* attributes
+// and the trace context of a queued route's request so.
+func WithHeaders(ctx context.Context, headers map[string]string) context.Context {
+	return context.WithValue(ctx, headersKey{}, headers)
+}
+
+// HeadersOf returns the headers ctx carries (WithHeaders), or nil.
+func HeadersOf(ctx context.Context) map[string]string {
+	hs, _ := ctx.Value(headersKey{}).(map[string]string)
+	return hs
+}
+
+// setContextHeaders sets on rec the headers ctx carries (WithHeaders),
+// but those rec has already.
+func setContextHeaders(ctx context.Context, rec *kgo.Record) {
+	for k, v := range HeadersOf(ctx) {
+		if Header(rec, k) == "" {
+			SetHeader(rec, k, v)
+		}
+	}
 }

@@ -117,6 +117,7 @@ func (r *Requester) Send(ctx context.Context, rec *kgo.Record, deadline time.Tim
 	SetHeader(rec, HeaderReplyTo, r.topic)
 	SetHeader(rec, HeaderCorrelation, id)
 	SetHeader(rec, HeaderDeadline, deadline.UTC().Format(time.RFC3339Nano))
+	setContextHeaders(ctx, rec)
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	if err := r.cl.ProduceSync(ctx, rec).FirstErr(); err != nil {

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/butterfn/butter/broker"
 	"github.com/butterfn/butter/sdk/go/proto"
 )
 
@@ -66,10 +67,12 @@ func (g *Gateway) serveQueued(ctx context.Context, w *recorder, r *http.Request,
 	g.wg.Add(1)
 	g.asyncMu.Unlock()
 	g.metrics.setAsync(g.results.counts())
+	headers := broker.HeadersOf(ctx) // the request's, for its event
 	go func() {
 		defer g.wg.Done()
 		actx, cancel := context.WithDeadline(g.ctx, deadline)
 		defer cancel()
+		actx = broker.WithHeaders(actx, headers)
 		out, err := g.opts.requester.Call(actx, rt.Topic, nil, body, deadline)
 		var ce *CallError
 		if err != nil {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"github.com/butterfn/butter/broker"
 	"github.com/butterfn/butter/names"
 	"math"
 	"net/http"
@@ -113,7 +115,7 @@ func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, rt *route) 
 	in := &inputBody{r: r.Body, limit: limit}
 	switch rt.Mode {
 	case ModeQueued, ModeAsync:
-		g.serveQueued(ctx, rec, r, rt, id, in, deadline, fail)
+		g.serveQueued(broker.WithHeaders(ctx, queuedHeaders(r, base)), rec, r, rt, id, in, deadline, fail)
 		return
 	}
 	// The pools stream output while they read input (cat): let the
@@ -153,9 +155,14 @@ func (g *Gateway) baseHeader(r *http.Request, rt *route, id string) (http.Header
 	h.Set(HeaderRequestID, id)
 	injectTrace(r.Header, h)
 	for k, vs := range r.Header {
-		if lk := strings.ToLower(k); strings.HasPrefix(lk, "ce-") || lk == "accept" {
+		if lk := strings.ToLower(k); strings.HasPrefix(lk, "ce-") && !strings.HasPrefix(lk, "ce-http") || lk == "accept" {
 			h[k] = vs
 		}
+	}
+	// The request itself, as CloudEvents extensions (docs/events.md):
+	// the gateway's, never the client's.
+	for k, v := range httpAttributes(r) {
+		h.Set("Ce-"+strings.TrimPrefix(k, "ce_"), v)
 	}
 	set := func(name, value, what string) *CallError {
 		if !httpguts.ValidHeaderFieldName(names.HeaderParamPrefix + name) {
@@ -189,6 +196,38 @@ func (g *Gateway) baseHeader(r *http.Request, rt *route, id string) (http.Header
 		}
 	}
 	return h, nil
+}
+
+// secretHeaders are the request headers ce_httpheaders leaves out: the
+// client's credentials.
+var secretHeaders = map[string]bool{"authorization": true, "proxy-authorization": true, "cookie": true, strings.ToLower(HeaderAPIKey): true}
+
+// httpAttributes are the CloudEvents extensions of an event that came
+// from request r (docs/events.md, "Envelope"): ce_httpmethod,
+// ce_httppath, ce_httpquery (the raw query, without "?") and
+// ce_httpheaders, a JSON object of the request's headers, names
+// lower-case, a repeated header's values joined by ", ", without the
+// credentials (secretHeaders).
+func httpAttributes(r *http.Request) map[string]string {
+	hs := make(map[string]string, len(r.Header))
+	for k, vs := range r.Header {
+		if lk := strings.ToLower(k); !secretHeaders[lk] {
+			hs[lk] = strings.Join(vs, ", ")
+		}
+	}
+	hj, _ := json.Marshal(hs)
+	return map[string]string{"ce_httpmethod": r.Method, "ce_httppath": r.URL.Path, "ce_httpquery": r.URL.RawQuery, "ce_httpheaders": string(hj)}
+}
+
+// queuedHeaders are the headers of the request event of a queued or async
+// call of request r, base its headers to the pools (baseHeader): the
+// request's ce_http* attributes and its trace context.
+func queuedHeaders(r *http.Request, base http.Header) map[string]string {
+	hs := httpAttributes(r)
+	if tp := base.Get("traceparent"); tp != "" {
+		hs[broker.HeaderTraceparent] = tp
+	}
+	return hs
 }
 
 // pathParams lists the wildcard names of a ServeMux path.

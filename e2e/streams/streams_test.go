@@ -140,7 +140,8 @@ func TestStreamCrashRecovery(t *testing.T) {
 		defer cancel()
 		for !until() && rctx.Err() == nil {
 			outCl.PollFetches(rctx).EachRecord(func(r *kgo.Record) {
-				id := broker.Header(r, broker.HeaderID)
+				// The input's id: an output's own is derived from it.
+				id := broker.Header(r, "ce_inputid")
 				seen[id]++
 				total++
 				perKey[string(r.Key)] = append(perKey[string(r.Key)], id)

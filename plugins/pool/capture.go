@@ -12,8 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/butterfn/butter/broker"
-	"github.com/butterfn/butter/names"
 	"github.com/butterfn/butter/sdk/go/proto"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -129,7 +127,8 @@ func (p *Pool) localCall(f *fnPool, seq int, c *Call) (*Call, func(error) error)
 	// to each request: its emits' ids derive from it.
 	id := "local-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "-" + strconv.Itoa(seq)
 	ef := &emitFailure{}
-	calls := p.httpCalls(f, id, ef)
+	o := p.httpOrigin(f, id, c.Meta)
+	calls := p.httpCalls(f, o, ef)
 	cc := *c
 	key := c.StateKey
 	logs := f.fn.Logs
@@ -171,7 +170,20 @@ func (p *Pool) localCall(f *fnPool, seq int, c *Call) (*Call, func(error) error)
 		if key != "" {
 			k = []byte(key)
 		}
-		capt.add(CapturedOutput, f.cfg.Name, broker.NewEvent(f.cfg.Output, k, out.buf, id, names.EventSource(p.cfg.Project, f.cfg.Name), "butter.output"))
+		// As a stream event's call writes them (consumer.succeeded):
+		// one record, or one per item of the outputs envelope.
+		if !isEnvelope(out.buf) {
+			capt.add(CapturedOutput, f.cfg.Name, o.record(f.cfg.Output, k, out.buf, "output", 0))
+			return nil
+		}
+		outs, _ := outputs(out.buf) // checked already (checkOutput)
+		for _, x := range outs {
+			xk := x.key
+			if xk == nil {
+				xk = k
+			}
+			capt.add(CapturedOutput, f.cfg.Name, o.record(f.cfg.Output, xk, x.value, "output", x.index))
+		}
 		return nil
 	}
 }

@@ -265,7 +265,7 @@ func (p *Pool) serveInvoke(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("function")
 	id := r.Header.Get(headerRequestID)
 	if id == "" {
-		id = "http-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+		id = newRequestID()
 	}
 	w.Header().Set(headerRequestID, id)
 	errorBody := func(typ, msg string) map[string]any {
@@ -308,6 +308,7 @@ func (p *Pool) serveInvoke(w http.ResponseWriter, r *http.Request) {
 			c.Meta[lk] = vs[0]
 		}
 	}
+	httpMeta(c.Meta, id)
 	c.StateKey = r.Header.Get(names.HeaderStateKey)
 	if n := r.ContentLength; n > 0 && n <= maxWholeInput {
 		// A small body of declared length is read whole: the runtime
@@ -329,7 +330,7 @@ func (p *Pool) serveInvoke(w http.ResponseWriter, r *http.Request) {
 	out := &callOutput{w: w, rc: http.NewResponseController(w), holds: &p.holds}
 	c.Output = out
 	ef := &emitFailure{}
-	c.Calls = p.httpCalls(p.fns[name], id, ef)
+	c.Calls = p.httpCalls(p.fns[name], p.httpOrigin(p.fns[name], id, c.Meta), ef)
 	err := ef.or(p.Invoke(r.Context(), name, c))
 	streaming, held := out.end()
 	if err == nil {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/butterfn/butter/sdk/go/proto"
 	"github.com/santhosh-tekuri/jsonschema/v6"
@@ -226,16 +227,32 @@ func (p *Pool) checksInput(f *fnPool, stream string) bool {
 // already) and, when toStream, the schema of f's output stream. An empty
 // output is none, and is not checked.
 func (p *Pool) checkOutput(f *fnPool, out []byte, withSchema, toStream bool) *SchemaError {
-	if len(out) == 0 {
+	outSchema, topicSchema := p.schemas.out[f.cfg.Name], p.schemas.topic[f.cfg.Output]
+	if !isEnvelope(out) && (withSchema && outSchema == nil || !withSchema) && (toStream && (f.cfg.Output == "" || topicSchema == nil) || !toStream) {
+		// One output (or none) and no schema: nothing to check, and
+		// nothing to allocate on every stream event's path.
 		return nil
 	}
-	if s := p.schemas.out[f.cfg.Name]; withSchema && s != nil {
-		if e := s.check(proto.PostconditionFailed, "the output", out); e != nil {
-			return e
-		}
+	// Several outputs (records.go) are checked each.
+	outs, se := outputs(out)
+	if se != nil {
+		return se
 	}
-	if s := p.schemas.topic[f.cfg.Output]; toStream && f.cfg.Output != "" && s != nil {
-		return s.check(proto.PostconditionFailed, "the output to stream "+f.cfg.Output, out)
+	what := func(o output) string { return "the output" }
+	if isEnvelope(out) {
+		what = func(o output) string { return fmt.Sprintf("output %d", o.index) }
+	}
+	for _, o := range outs {
+		if s := p.schemas.out[f.cfg.Name]; withSchema && s != nil {
+			if e := s.check(proto.PostconditionFailed, what(o), o.value); e != nil {
+				return e
+			}
+		}
+		if s := p.schemas.topic[f.cfg.Output]; toStream && f.cfg.Output != "" && s != nil {
+			if e := s.check(proto.PostconditionFailed, what(o)+" to stream "+f.cfg.Output, o.value); e != nil {
+				return e
+			}
+		}
 	}
 	return nil
 }
@@ -254,6 +271,9 @@ func (p *Pool) checkEmit(topic string, value []byte) *SchemaError {
 type emitFailure struct {
 	mu  sync.Mutex
 	err *SchemaError
+	// emitted numbers the call's emits that come without a number
+	// (emitIndex, records.go).
+	emitted atomic.Int64
 }
 
 func (e *emitFailure) set(se *SchemaError) {

@@ -3,6 +3,7 @@ package pool
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -215,6 +216,8 @@ type consumer struct {
 	perEvent atomic.Int64
 	// source is the CloudEvent source of the function's outputs.
 	source string
+	// prefix is the project's topic prefix, "<project>.".
+	prefix string
 	// outq carries the outputs of batches to produce, in order, to the
 	// goroutine that produces them (produceOutputs): the next batch can
 	// go to the worker while they are produced.
@@ -230,6 +233,8 @@ type consumer struct {
 type outWork struct {
 	recs []*kgo.Record
 	outs [][]byte
+	// origins are the recs' (records.go).
+	origins []*origin
 	// emits holds each event's emit failure (emitFailure), if any.
 	emits []*emitFailure
 	acks  *batchAcks
@@ -252,11 +257,12 @@ func (c *consumer) produceOutputs(ctx context.Context) {
 					err = se
 				}
 			}
+			ev := &event{r: r, id: w.origins[k].id, o: w.origins[k]}
 			if err != nil {
-				c.deadLetter(ctx, w.acks, &event{r: r, id: eventID(r)}, err, 1)
+				c.deadLetter(ctx, w.acks, ev, err, 1)
 				continue
 			}
-			c.succeeded(ctx, w.acks, r, eventID(r), w.outs[k])
+			c.succeeded(ctx, w.acks, ev.o, w.outs[k])
 		}
 	}
 }
@@ -276,7 +282,7 @@ func newConsumer(p *Pool, f *fnPool, tr StreamTrigger, base []kgo.Opt) (*consume
 	}
 	opts := append(append([]kgo.Opt{}, base...), broker.ProducerOpts()...)
 	c := &consumer{p: p, f: f, tr: tr, dlq: deadLetterTopic(f.cfg, tr), attempts: 1, backoff: time.Second,
-		source: names.EventSource(p.cfg.Project, f.cfg.Name), outq: make(chan outWork, 64)}
+		source: names.EventSource(p.cfg.Project, f.cfg.Name), prefix: p.cfg.Project + ".", outq: make(chan outWork, 64)}
 	if f.state != nil {
 		// Partitions another pool handled until now: its state writes
 		// are read before their events (see run).
@@ -572,6 +578,8 @@ type event struct {
 	id       string
 	meta     map[string]string
 	deadline time.Time // a request's caller's deadline, or zero
+	// o is what the call's records derive from (records.go).
+	o *origin
 }
 
 // event prepares r; it reports false for a request whose caller gave up
@@ -581,9 +589,14 @@ func (c *consumer) event(r *kgo.Record) (*event, bool) {
 	if !ok {
 		return nil, false
 	}
-	ev := &event{r: r, id: eventID(r), meta: make(map[string]string, len(r.Headers)), deadline: deadline}
+	ev := &event{r: r, id: eventID(r), meta: make(map[string]string, len(r.Headers)+extraPairs), deadline: deadline}
 	for _, h := range r.Headers {
 		ev.meta[h.Key] = string(h.Value)
+	}
+	ev.o = c.origin(r, ev.id)
+	extra, n := ev.o.eventMeta()
+	for _, kv := range extra[:n] {
+		ev.meta[kv[0]] = kv[1]
 	}
 	return ev, true
 }
@@ -618,6 +631,11 @@ func eventID(r *kgo.Record) string {
 // event's attempts short (attempts1).
 func (c *consumer) handle(ctx context.Context, r *kgo.Record, acks *batchAcks) bool {
 	if ev, ok := c.event(r); ok {
+		if err := expired(r); err != nil {
+			// Not run: its ce_ttl ran out (or is not a duration).
+			c.deadLetter(ctx, acks, ev, err, 0)
+			return true
+		}
 		return c.attempts1(ctx, ev, acks, nil)
 	}
 	return true
@@ -642,7 +660,7 @@ func (c *consumer) attempts1(ctx context.Context, ev *event, acks *batchAcks, fi
 			ef := &emitFailure{}
 			err = ef.or(c.p.Invoke(ctx, c.f.cfg.Name, &Call{
 				Input: bytes.NewReader(r.Value), Output: out, Meta: ev.meta,
-				Calls: c.calls(r, ef), StateKey: string(r.Key), stream: r.Topic,
+				Calls: c.calls(ev.o, ef), StateKey: string(r.Key), stream: r.Topic,
 			}))
 			if err == nil {
 				if se := c.p.checkOutput(c.f, out.Bytes(), false, true); se != nil {
@@ -650,7 +668,7 @@ func (c *consumer) attempts1(ctx context.Context, ev *event, acks *batchAcks, fi
 				}
 			}
 			if err == nil {
-				c.succeeded(ctx, acks, r, ev.id, out.Bytes())
+				c.succeeded(ctx, acks, ev.o, out.Bytes())
 				return true
 			}
 		}
@@ -710,6 +728,12 @@ func (c *consumer) deadLetter(ctx context.Context, acks *batchAcks, ev *event, e
 	if broker.Header(dl, broker.HeaderID) == "" {
 		broker.SetHeader(dl, broker.HeaderID, ev.id)
 	}
+	if ev.o == nil {
+		ev.o = c.origin(r, ev.id)
+	}
+	// The input's own headers stay (its ce_time, ce_ttl, ce_traceparent);
+	// what it lacks is added, and where it was.
+	ev.o.decorate(dl)
 	args := []any{"topic", c.dlq, "id", ev.id, "type", typ, "attempts", attempts, "error", f.Full}
 	if f.Detail != "" && !c.p.stderrLogged(c.f.cfg.Name) {
 		args = append(args, "detail", f.Detail)
@@ -717,6 +741,7 @@ func (c *consumer) deadLetter(ctx context.Context, acks *batchAcks, ev *event, e
 	c.f.log.Warn("event sent to the dead-letter topic", args...)
 	recs := []*kgo.Record{dl}
 	if reply := broker.Reply(r, nil, typ, f.Message); reply != nil {
+		ev.o.decorate(reply)
 		recs = append(recs, reply)
 	}
 	c.produce(ctx, acks, recs...)
@@ -735,14 +760,25 @@ func (c *consumer) pause(d time.Duration) bool {
 	}
 }
 
-// succeeded produces the output and reply of event r, whose CloudEvent id
-// is id.
-func (c *consumer) succeeded(ctx context.Context, acks *batchAcks, r *kgo.Record, id string, out []byte) {
-	// Emits were produced while the call ran; the output joins them.
-	if c.f.cfg.Output != "" {
-		c.produce(ctx, acks, broker.NewEvent(c.f.cfg.Output, r.Key, out, id, c.source, "butter.output"))
+// succeeded produces the outputs and reply of the call on event o.input,
+// whose output is out: no record for no output, one per output of
+// several (records.go), each with its own id.
+func (c *consumer) succeeded(ctx context.Context, acks *batchAcks, o *origin, out []byte) {
+	// Emits were produced while the call ran; the outputs join them.
+	if c.f.cfg.Output != "" && len(out) > 0 && !isEnvelope(out) {
+		c.produce(ctx, acks, o.record(c.f.cfg.Output, o.key, out, "output", 0))
+	} else if c.f.cfg.Output != "" {
+		outs, _ := outputs(out) // checked already (checkOutput)
+		for _, x := range outs {
+			key := x.key
+			if key == nil {
+				key = o.key
+			}
+			c.produce(ctx, acks, o.record(c.f.cfg.Output, key, x.value, "output", x.index))
+		}
 	}
-	if reply := broker.Reply(r, out, "", ""); reply != nil {
+	if reply := broker.Reply(o.input, out, "", ""); reply != nil {
+		o.decorate(reply)
 		c.produce(ctx, acks, reply)
 	}
 }
@@ -818,16 +854,23 @@ func (c *consumer) batchSize() int {
 func (c *consumer) handleBatch(ctx context.Context, recs []*kgo.Record, acks *batchAcks) (int, *kgo.Record) {
 	size := 0
 	for _, r := range recs {
-		size += len(r.Value) + 8
+		// The pool's own pairs too (origin.eventMeta).
+		size += len(r.Value) + 8 + 200 + len(r.Key)
 		for _, h := range r.Headers {
 			size += len(h.Key) + len(h.Value) + 6
 		}
 	}
 	events := make([]byte, 0, min(size, maxBatchBytes))
 	kept := make([]*kgo.Record, 0, len(recs))
+	origins := make([]*origin, 0, len(recs))
 	n := 0 // records taken: kept, or skipped as past their deadline
 	for _, r := range recs {
 		if !batchable(r) || (n > 0 && len(events)+len(r.Value) > maxBatchBytes) {
+			break
+		}
+		if expired(r) != nil {
+			// Dead-lettered, not run: handle does it, after the events
+			// before it.
 			break
 		}
 		if c.p.checksInput(c.f, r.Topic) && c.p.checkInput(c.f, &Call{Input: bytes.NewReader(r.Value), stream: r.Topic}) != nil {
@@ -839,12 +882,22 @@ func (c *consumer) handleBatch(ctx context.Context, recs []*kgo.Record, acks *ba
 		if _, ok := c.live(r); !ok {
 			continue
 		}
-		events = proto.AppendEventHead(events, len(r.Headers))
+		o := c.origin(r, eventID(r))
+		// The pool's metadata after the headers: a worker keeps the last
+		// of a name, so it overrides a header of the same name.
+		head := len(events)
+		events = proto.AppendEventHead(events, 0)
 		for _, h := range r.Headers {
 			events = proto.AppendPair(events, h.Key, h.Value)
 		}
+		extra, n := o.eventMeta()
+		for _, kv := range extra[:n] {
+			events = appendPairString(events, kv[0], kv[1])
+		}
+		binary.BigEndian.PutUint16(events[head:], uint16(len(r.Headers)+n)) // AppendEventHead's
 		events = proto.AppendInput(events, r.Value)
 		kept = append(kept, r)
+		origins = append(origins, o)
 	}
 	if len(kept) == 0 {
 		return n, nil
@@ -855,12 +908,12 @@ func (c *consumer) handleBatch(ctx context.Context, recs []*kgo.Record, acks *ba
 	}
 	b := &runtime.Batch{Count: len(kept), Events: events,
 		Calls: func(ctx context.Context, index int, call proto.CallMsg) proto.ReplyMsg {
-			return c.call(ctx, kept[index], call, efs[index])
+			return c.call(ctx, origins[index], call, efs[index])
 		},
 		// Outputs go out as their results come, while later events run,
 		// and while the next batch runs.
 		OK: func(first int, outs [][]byte) {
-			c.outq <- outWork{recs: kept[first : first+len(outs)], outs: outs, emits: efs[first : first+len(outs)], acks: acks}
+			c.outq <- outWork{recs: kept[first : first+len(outs)], outs: outs, origins: origins[first : first+len(outs)], emits: efs[first : first+len(outs)], acks: acks}
 		},
 	}
 	start := time.Now()
@@ -916,10 +969,18 @@ func (c *consumer) handleBatch(ctx context.Context, recs []*kgo.Record, acks *ba
 	return n, nil
 }
 
+// appendPairString is proto.AppendPair for a string value.
+func appendPairString(dst []byte, key, value string) []byte {
+	dst = binary.BigEndian.AppendUint16(dst, uint16(len(key)))
+	dst = append(dst, key...)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(value)))
+	return append(dst, value...)
+}
+
 // batchable reports whether a record fits the batch encoding
 // (proto.AppendPair's limits).
 func batchable(r *kgo.Record) bool {
-	if len(r.Headers) > proto.MaxPairs {
+	if len(r.Headers)+extraPairs > proto.MaxPairs {
 		return false
 	}
 	for _, h := range r.Headers {
@@ -1014,16 +1075,17 @@ func (c *consumer) produceSync(ctx context.Context, recs []*kgo.Record) bool {
 }
 
 // calls answers the context calls of a call handling in (call).
-func (c *consumer) calls(in *kgo.Record, ef *emitFailure) runtime.CallHandler {
-	return func(ctx context.Context, call proto.CallMsg) proto.ReplyMsg { return c.call(ctx, in, call, ef) }
+func (c *consumer) calls(o *origin, ef *emitFailure) runtime.CallHandler {
+	return func(ctx context.Context, call proto.CallMsg) proto.ReplyMsg { return c.call(ctx, o, call, ef) }
 }
 
-// call answers a worker's context call made while it handles in: an emit
-// to a stream the function may emit to (emitTopic) is produced, and
+// call answers a worker's context call made while it handles o.input: an
+// emit to a stream the function may emit to (emitTopic) is produced, and
 // acknowledged before the reply; one to any other stream is refused.
-func (c *consumer) call(ctx context.Context, in *kgo.Record, call proto.CallMsg, ef *emitFailure) proto.ReplyMsg {
+func (c *consumer) call(ctx context.Context, o *origin, call proto.CallMsg, ef *emitFailure) proto.ReplyMsg {
 	switch call.Op {
 	case "emit":
+		k := ef.emitIndex(call)
 		topic, refused := c.p.emitTopic(c.f.cfg, call.Stream)
 		if refused != "" {
 			return proto.ReplyMsg{Error: refused}
@@ -1035,9 +1097,9 @@ func (c *consumer) call(ctx context.Context, in *kgo.Record, call proto.CallMsg,
 		}
 		key := []byte(call.Key)
 		if call.Key == "" {
-			key = in.Key
+			key = o.key
 		}
-		rec := broker.NewEvent(topic, key, call.Value, broker.Header(in, broker.HeaderID)+"/emit", c.source, "butter.emit")
+		rec := o.record(topic, key, call.Value, "emit", k)
 		if err := c.cl.ProduceSync(ctx, rec).FirstErr(); err != nil {
 			return proto.ReplyMsg{Error: err.Error()}
 		}
@@ -1090,10 +1152,11 @@ func (p *Pool) emitTopic(f FunctionConfig, stream string) (topic, refused string
 // an emit to a stream the function may emit to (emitTopic) is produced,
 // keyed as the function says, and acknowledged before the function's emit
 // returns; one to any other stream is refused, and nothing is produced.
-func (p *Pool) httpCalls(f *fnPool, id string, ef *emitFailure) runtime.CallHandler {
+func (p *Pool) httpCalls(f *fnPool, o *origin, ef *emitFailure) runtime.CallHandler {
 	return func(ctx context.Context, call proto.CallMsg) proto.ReplyMsg {
 		switch call.Op {
 		case "emit":
+			k := ef.emitIndex(call)
 			topic, refused := p.emitTopic(f.cfg, call.Stream)
 			if refused != "" {
 				return proto.ReplyMsg{Error: refused}
@@ -1107,7 +1170,7 @@ func (p *Pool) httpCalls(f *fnPool, id string, ef *emitFailure) runtime.CallHand
 			if em == nil {
 				return proto.ReplyMsg{Error: "this pool has no Kafka to emit to: run it with -kafka-brokers, $BUTTER_KAFKA_BROKERS or a kafka block in the project"}
 			}
-			rec := broker.NewEvent(topic, []byte(call.Key), call.Value, id+"/emit", names.EventSource(p.cfg.Project, f.cfg.Name), "butter.emit")
+			rec := o.record(topic, []byte(call.Key), call.Value, "emit", k)
 			if err := em.Emit(ctx, f.cfg.Name, rec); err != nil {
 				return proto.ReplyMsg{Error: fmt.Sprintf("emit to %s: %v", rec.Topic, err)}
 			}

@@ -271,9 +271,10 @@ func TestStreamBroadcastAndDeadLetters(t *testing.T) {
 			t.Errorf("function b missed %s", e)
 		}
 	}
-	// Order per key is kept, and every output carries the event's id.
+	// Order per key is kept, and every output carries an id derived
+	// from the event's (docs/events.md, "Ids"), and the event's id.
 	for i, r := range gotA[:30] {
-		if want := fmt.Sprintf("ev-%04d", i); string(r.Value) != want || broker.Header(r, broker.HeaderID) != want || string(r.Key) != "one-key" {
+		if want := fmt.Sprintf("ev-%04d", i); string(r.Value) != want || broker.Header(r, broker.HeaderID) != want+"/a/output/0" || broker.Header(r, "ce_inputid") != want || string(r.Key) != "one-key" {
 			t.Fatalf("output %d = %s (id %s, key %s), want %s in order", i, r.Value, broker.Header(r, broker.HeaderID), r.Key, want)
 		}
 	}

@@ -48,11 +48,23 @@ func (w *worker) runBatch(ctx context.Context, cancel context.CancelFunc, id uin
 			out.add(k, nil, &proto.Error{Type: proto.Skipped, Message: "the batch was cancelled before this event ran"})
 			break
 		}
-		call := &Call{Function: w.function, Meta: make(map[string]string, len(ev.Meta)), state: w.noState, w: w, id: id, index: k}
+		// Where the event is goes to the Call's fields, not to Meta
+		// (Call.Event reads them): a map of more than 8 entries costs
+		// twice a small one to build, for every event.
+		n := len(ev.Meta)
+		for _, p := range ev.Meta {
+			if positionKey(bytesString(p.Key)) {
+				n--
+			}
+		}
+		call := &Call{Function: w.function, Meta: make(map[string]string, n), state: w.noState, w: w, id: id, index: k}
 		for _, p := range ev.Meta {
 			// The strings share the frame's payload, which nothing
 			// writes to once read (the reader allocates each payload).
 			k, v := bytesString(p.Key), bytesString(p.Value)
+			if call.setPosition(k, v) {
+				continue
+			}
 			call.Meta[k] = v
 			if name, ok := strings.CutPrefix(k, "param."); ok {
 				if call.Params == nil {

@@ -7,9 +7,15 @@
 //
 //	func main() { butter.Serve(handle) }
 //
-// FromContext(ctx) returns the Call: its options, its metadata, the HTTP
-// route and query parameters (Params, names lower-case) and, for a
-// function with a state block, the state of the call's key:
+// A handler that returns nothing (a nil or empty output) writes no record
+// to its output stream; one that returns Outputs(a, b, ...) writes one
+// record for each.
+//
+// FromContext(ctx) returns the Call: its options, its metadata (Event:
+// id, source, subject, stream, partition, offset, time, traceparent, ttl,
+// the HTTP request of a route), the HTTP route and query parameters
+// (Params, names lower-case) and, for a function with a state block, the
+// state of the call's key:
 //
 //	st := butter.FromContext(ctx).State()
 //	var count int
@@ -70,7 +76,10 @@ var (
 type Call struct {
 	Function string
 	Options  map[string]string
-	Meta     map[string]string
+	// Meta is the call's metadata (docs/worker-protocol.md, "INVOKE
+	// metadata"); Event reads it. In a batch, an event's
+	// butter.position and ce_subject are in Event only.
+	Meta map[string]string
 	// Params are the HTTP route and query parameters, from the meta keys
 	// param.<name>. Names are lower-case: parameter names are
 	// case-insensitive.
@@ -79,6 +88,10 @@ type Call struct {
 	w      *worker
 	id     uint32
 	index  int // in a batch: the event's index
+	// emits numbers the call's emits, for their ids (proto.CallMsg.Number).
+	emits atomic.Int32
+	// pos is where a batch's event is (Event).
+	pos position
 }
 
 // State returns the call's per-key state (docs/state.md). It is never nil.
@@ -193,10 +206,13 @@ func (c *Call) Log(level, message string) error {
 	return err
 }
 
-// Emit sends value to a stream of the project, keyed by key (may be
-// empty). It returns once the pool has accepted the event.
+// Emit sends value to a stream of the project, keyed by key (empty: the
+// input's key). It returns once the pool has accepted the event. The
+// event's id derives from the input's and the emit's place among the
+// call's emits, so a retried call's emits have the same ids.
 func (c *Call) Emit(stream, key string, value []byte) error {
-	_, err := c.w.call(c.id, proto.CallMsg{Op: "emit", Index: c.index, Stream: stream, Key: key, Value: value})
+	n := int(c.emits.Add(1))
+	_, err := c.w.call(c.id, proto.CallMsg{Op: "emit", Index: c.index, Number: n, Stream: stream, Key: key, Value: value})
 	return err
 }
 

@@ -46,4 +46,22 @@ class CallError extends Error {
   }
 }
 
-module.exports = { ButterError, PreconditionFailed, PostconditionFailed, CallError };
+/**
+ * Several outputs: return outputs([a, b, ...]) from the handler, and each
+ * becomes a record of the function's output stream, with its own id
+ * (docs/events.md, "Outputs"). Items are as a returned value (Buffer,
+ * string, anything else as JSON; null as no output); keyed(key, value)
+ * gives one its own record key. A plain returned value, an array too, is
+ * one output.
+ */
+function outputs(list) {
+  if (!Array.isArray(list)) throw new TypeError('butter: outputs takes an array');
+  return { [Symbol.for('butter.outputs')]: list };
+}
+
+/** An output of outputs([...]) with its own record key. */
+function keyed(key, value) {
+  return { [Symbol.for('butter.keyed')]: true, key, value };
+}
+
+module.exports = { ButterError, PreconditionFailed, PostconditionFailed, CallError, outputs, keyed };

@@ -91,9 +91,76 @@ function parse(payload, what) {
   }
 }
 
-// toBuffer: Buffer as is, string as UTF-8, null/undefined empty, else JSON.
+// OUTPUTS marks the value of butter.outputs([...]) (butter.js): several
+// outputs, sent as the outputs envelope (docs/events.md, "Outputs").
+const OUTPUTS = Symbol.for('butter.outputs');
+const KEYED = Symbol.for('butter.keyed');
+
+// outputs is ctx.outputs and butter.outputs: the handler returns it.
+function outputs(list) {
+  if (!Array.isArray(list)) throw new TypeError('butter: outputs takes an array');
+  return { [OUTPUTS]: list };
+}
+
+// envelope encodes several outputs: {"butter.outputs": [{value|text|base64, key?}]}.
+function envelope(list) {
+  const items = list.map((v) => {
+    const item = {};
+    if (v && v[KEYED]) {
+      item.key = String(v.key);
+      v = v.value;
+    }
+    if (Buffer.isBuffer(v) || v instanceof Uint8Array) item.base64 = Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('base64');
+    else if (typeof v === 'string') item.text = v;
+    else item.value = v === undefined ? null : v;
+    return item;
+  });
+  return Buffer.from(JSON.stringify({ 'butter.outputs': items }), 'utf8');
+}
+
+// event is ctx.event: the metadata of the event a call handles
+// (docs/events.md, "What a function sees").
+function event(meta) {
+  // butter.position is "<stream>/<partition>/<offset>".
+  const at = /^(.*)\/(\d+)\/(\d+)$/.exec(meta['butter.position'] || '');
+  let http = null;
+  if (meta.ce_httpmethod) {
+    let headers = {};
+    try {
+      headers = JSON.parse(meta.ce_httpheaders || '{}');
+    } catch {}
+    http = { method: meta.ce_httpmethod, path: meta.ce_httppath || '', query: meta.ce_httpquery || '', headers };
+  }
+  return {
+    id: meta.ce_id || null,
+    source: meta.ce_source || null,
+    type: meta.ce_type || null,
+    subject: meta.ce_subject || null,
+    time: meta.ce_time || null,
+    stream: at ? at[1] : null,
+    partition: at ? Number(at[2]) : null,
+    offset: at ? Number(at[3]) : null,
+    traceparent: meta.ce_traceparent || null,
+    ttl: meta.ce_ttl || null,
+    http,
+  };
+}
+
+// emitCall is the CALL of ctx.emit: n numbers the call's emits (from 1), so
+// that a retried call's emits get the same ids.
+function emitCall(stream, value, key, n, index) {
+  const c = { op: 'emit', stream: String(stream), number: n };
+  if (index !== undefined) c.index = index;
+  if (key !== undefined && key !== null) c.key = String(key);
+  c.value = toBuffer(value).toString('base64');
+  return c;
+}
+
+// toBuffer: Buffer as is, string as UTF-8, null/undefined empty, outputs as
+// their envelope, else JSON.
 function toBuffer(v) {
   if (Buffer.isBuffer(v)) return v;
+  if (v && v[OUTPUTS]) return envelope(v[OUTPUTS]);
   if (v instanceof Uint8Array) return Buffer.from(v.buffer, v.byteOffset, v.byteLength);
   if (typeof v === 'string') return Buffer.from(v, 'utf8');
   if (v === null || v === undefined) return EMPTY;
@@ -169,22 +236,20 @@ function newInvocation(id, m) {
   const fn = m.function || process.env.BUTTER_FUNCTION || '';
   const [state, stateResult] = newState(fn, m.state);
   inv.stateResult = stateResult;
+  let emits = 0;
   inv.ctx = {
     function: fn,
     options: m.options || {},
     meta,
+    event: event(meta),
+    outputs,
     params,
     state,
     deadline: deadline ? new Date(deadline) : null,
     signal: controller.signal,
     remainingMs: () => (deadline ? Math.max(0, deadline - Date.now()) : Infinity),
     log: (level, message) => call(inv, { op: 'log', level: String(level), message: String(message) }),
-    emit: (stream, value, key) => {
-      const c = { op: 'emit', stream: String(stream) };
-      if (key !== undefined && key !== null) c.key = String(key);
-      c.value = toBuffer(value).toString('base64');
-      return call(inv, c);
-    },
+    emit: (stream, value, key) => call(inv, emitCall(stream, value, key, ++emits)),
     call: (target, value, timeoutMs, key) => ctxCall(inv, undefined, target, value, timeoutMs, key),
   };
   return inv;
@@ -310,14 +375,10 @@ async function runBatch(inv, deadline, events) {
     const ev = events[k];
     const params = {};
     for (const [key, v] of Object.entries(ev.meta)) if (key.startsWith('param.')) params[key.slice(6)] = v;
-    const ctx = { ...inv.ctx, meta: ev.meta, params };
+    const ctx = { ...inv.ctx, meta: ev.meta, event: event(ev.meta), params };
+    let emits = 0;
     ctx.log = (level, message) => call(inv, { op: 'log', index: k, level: String(level), message: String(message) });
-    ctx.emit = (stream, value, key) => {
-      const c = { op: 'emit', index: k, stream: String(stream) };
-      if (key !== undefined && key !== null) c.key = String(key);
-      c.value = toBuffer(value).toString('base64');
-      return call(inv, c);
-    };
+    ctx.emit = (stream, value, key) => call(inv, emitCall(stream, value, key, ++emits, k));
     ctx.call = (target, value, timeoutMs, key) => ctxCall(inv, k, target, value, timeoutMs, key);
     let output;
     let error;

@@ -258,7 +258,7 @@ test('emit sends a CALL and resolves on the REPLY', () =>
     w.invoke(3, '{"t":21.5}');
     const call = await w.expect(T.CALL, 3);
     const msg = JSON.parse(call.payload);
-    assert.deepEqual(msg, { seq: msg.seq, op: 'emit', stream: 'alerts', key: 'd1', value: Buffer.from('{"t":21.5}').toString('base64') });
+    assert.deepEqual(msg, { seq: msg.seq, op: 'emit', stream: 'alerts', number: 1, key: 'd1', value: Buffer.from('{"t":21.5}').toString('base64') });
     assert.equal(typeof msg.seq, 'number');
     // Nothing more until the pool has answered.
     await assert.rejects(w.next('nothing', 200), /timed out/);
@@ -651,4 +651,40 @@ test('a CallError the handler does not catch is an Exception', () =>
     const r = await w.result(7);
     assert.equal(r.result.error.type, 'Exception');
     assert.equal(r.result.error.message, 'call scorer: PreconditionFailed: no');
+  }));
+
+test('outputs() returns the outputs envelope', () =>
+  withWorker('exact.many', {}, async (w) => {
+    w.invoke(1, 'x');
+    const r = await w.result(1);
+    assert.deepEqual(JSON.parse(r.output), {
+      'butter.outputs': [{ base64: 'AAE=' }, { text: 'text' }, { value: { x: 1 } }, { value: null }, { key: 'k2', text: 'b' }],
+    });
+  }));
+
+test('ctx.event is the metadata of the event', () =>
+  withWorker('exact.event', {}, async (w) => {
+    const meta = {
+      ce_id: 'e1', ce_source: 'src', ce_type: 't', ce_subject: 'k', ce_time: '2026-12-03T08:00:00Z', 
+      'butter.position': 'in/2/41', ce_traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01', ce_ttl: '30s',
+      ce_httpmethod: 'PUT', ce_httppath: '/p', ce_httpquery: 'a=1', ce_httpheaders: '{"x-a":"1"}',
+    };
+    w.invoke(1, 'x', { meta });
+    const e = JSON.parse((await w.result(1)).output);
+    assert.deepEqual(e, {
+      id: 'e1', source: 'src', type: 't', subject: 'k', time: '2026-12-03T08:00:00Z', stream: 'in', partition: 2, offset: 41,
+      traceparent: meta.ce_traceparent, ttl: '30s', http: { method: 'PUT', path: '/p', query: 'a=1', headers: { 'x-a': '1' } },
+    });
+    w.invoke(2, 'x', { meta: {} });
+    const none = JSON.parse((await w.result(2)).output);
+    assert.deepEqual([none.id, none.partition, none.http], [null, null, null]);
+  }));
+
+test('emits are numbered as the handler calls emit', () =>
+  withWorker('exact.emits', {}, async (w) => {
+    w.invoke(1, 'x');
+    const calls = [JSON.parse((await w.expect(T.CALL, 1)).payload), JSON.parse((await w.expect(T.CALL, 1)).payload)];
+    assert.deepEqual(calls.map((c) => [c.number, Buffer.from(c.value, 'base64').toString()]), [[1, 'a'], [2, 'b']]);
+    for (const c of calls.reverse()) w.sendJSON(T.REPLY, 1, { seq: c.seq, ok: true });
+    assert.equal((await w.result(1)).output.toString(), 'done');
   }));

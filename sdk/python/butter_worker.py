@@ -50,12 +50,69 @@ def send(ftype, fid, payload=b""):
             die(1, f"writing fd 4: {e}")
 
 
+class Outputs:
+    """Several outputs (ctx.outputs, butter.outputs): sent as the outputs
+    envelope (docs/events.md, "Outputs")."""
+
+    __butter_outputs__ = True
+
+    def __init__(self, items):
+        if isinstance(items, (str, bytes, dict)) or not hasattr(items, "__iter__"):
+            raise TypeError("butter: outputs takes a list")
+        self.items = list(items)
+
+
+def _envelope(items):
+    """{"butter.outputs": [{value|text|base64, key?}, ...]} as bytes."""
+    out = []
+    for v in items:
+        item = {}
+        if getattr(v, "__butter_keyed__", False):
+            item["key"] = str(v.key)
+            v = v.value
+        if isinstance(v, (bytes, bytearray, memoryview)):
+            item["base64"] = base64.b64encode(bytes(v)).decode("ascii")
+        elif isinstance(v, str):
+            item["text"] = v
+        else:
+            item["value"] = v
+        out.append(item)
+    return json.dumps({"butter.outputs": out}, separators=(",", ":")).encode("utf-8")
+
+
+def event_of(meta):
+    """ctx.event: the metadata of the event a call handles
+    (docs/events.md, "What a function sees")."""
+
+    # butter.position is "<stream>/<partition>/<offset>".
+    stream, partition, offset = None, None, None
+    parts = (meta.get("butter.position") or "").rsplit("/", 2)
+    if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+        stream, partition, offset = parts[0], int(parts[1]), int(parts[2])
+    http = None
+    if meta.get("ce_httpmethod"):
+        try:
+            headers = json.loads(meta.get("ce_httpheaders") or "{}")
+        except ValueError:
+            headers = {}
+        http = types.SimpleNamespace(method=meta["ce_httpmethod"], path=meta.get("ce_httppath", ""),
+                                     query=meta.get("ce_httpquery", ""), headers=headers)
+    return types.SimpleNamespace(
+        id=meta.get("ce_id"), source=meta.get("ce_source"), type=meta.get("ce_type"),
+        subject=meta.get("ce_subject"), time=meta.get("ce_time"), stream=stream,
+        partition=partition, offset=offset,
+        traceparent=meta.get("ce_traceparent"), ttl=meta.get("ce_ttl"), http=http)
+
+
 def to_bytes(value):
-    """bytes as is, str as UTF-8, None as empty, anything else as JSON."""
+    """bytes as is, str as UTF-8, None as empty, outputs as their envelope,
+    anything else as JSON."""
     if value is None:
         return b""
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
+    if getattr(value, "__butter_outputs__", False):
+        return _envelope(value.items)
     if isinstance(value, str):
         return value.encode("utf-8")
     return json.dumps(value).encode("utf-8")
@@ -118,8 +175,10 @@ class Context:
         self.function = m.get("function") or os.environ.get("BUTTER_FUNCTION", "")
         self.options = m.get("options") or {}
         self.meta = m.get("meta") or {}
+        self.event = event_of(self.meta)
         self.params = {k[6:]: v for k, v in self.meta.items() if k.startswith("param.")}
         self.state = State(self.function, m.get("state"))
+        self._emits = 0
         ms = m.get("deadline") or 0
         self.deadline = ms / 1000.0 if ms else math.inf  # Unix seconds
         self.cancelled = threading.Event()
@@ -135,11 +194,19 @@ class Context:
             return math.inf
         return max(0, int(self.deadline * 1000 - time.time() * 1000))
 
+    @staticmethod
+    def outputs(items):
+        """Several outputs: return ctx.outputs([a, b, ...]) from the handler."""
+        return Outputs(items)
+
     def log(self, level, message):
         self._call({"op": "log", "level": str(level), "message": str(message)})
 
     def emit(self, stream, value, key=None):
-        msg = {"op": "emit", "stream": str(stream)}
+        with self._lock:
+            self._emits += 1
+            n = self._emits
+        msg = {"op": "emit", "stream": str(stream), "number": n}
         if key is not None:
             msg["key"] = str(key)
         msg["value"] = base64.b64encode(to_bytes(value)).decode("ascii")
@@ -201,10 +268,14 @@ class EventContext:
         self.function = batch.function
         self.options = {}
         self.meta = meta
+        self.event = event_of(meta)
         self.params = {k[6:]: v for k, v in meta.items() if k.startswith("param.")}
         self.state = batch.state
         self.deadline = batch.deadline
         self.cancelled = batch.cancelled
+        self._emits = 0
+
+    outputs = staticmethod(Outputs)
 
     def remaining_ms(self):
         return self._batch.remaining_ms()
@@ -213,7 +284,8 @@ class EventContext:
         self._batch._call({"op": "log", "index": self._index, "level": str(level), "message": str(message)})
 
     def emit(self, stream, value, key=None):
-        msg = {"op": "emit", "index": self._index, "stream": str(stream)}
+        self._emits += 1  # an event of a batch runs on one thread
+        msg = {"op": "emit", "index": self._index, "stream": str(stream), "number": self._emits}
         if key is not None:
             msg["key"] = str(key)
         msg["value"] = base64.b64encode(to_bytes(value)).decode("ascii")

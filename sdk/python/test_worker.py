@@ -282,13 +282,46 @@ class WorkerTest(unittest.TestCase):
         w = self.started("emit.handle")
         w.invoke(3, b'{"t": 21.5}')
         msg = json.loads(w.expect(CALL, 3))
-        self.assertEqual(msg, {"seq": msg["seq"], "op": "emit", "stream": "alerts", "key": "d1",
+        self.assertEqual(msg, {"seq": msg["seq"], "op": "emit", "stream": "alerts", "number": 1, "key": "d1",
                                "value": base64.b64encode(b'{"t": 21.5}').decode()})
         self.assertIsInstance(msg["seq"], int)
         with self.assertRaises(AssertionError):  # nothing until the pool has answered
             w.next(timeout=0.2)
         w.send_json(REPLY, 3, {"seq": msg["seq"], "ok": True})
         self.assertEqual(w.result(3)[:2], (b"emitted", {}))
+
+    def test_outputs_envelope(self):
+        w = self.started("exact.many")
+        w.invoke(1, b"x")
+        self.assertEqual(json.loads(w.result(1)[0]), {"butter.outputs": [
+            {"base64": "AAE="}, {"text": "text"}, {"value": {"x": 1}}, {"value": None}, {"key": "k2", "text": "b"}]})
+        w = self.started("exact.many_ctx")
+        w.invoke(1, b"x")
+        self.assertEqual(w.result(1)[0], b'{"butter.outputs":[{"text":"a"}]}')
+
+    def test_event_metadata(self):
+        w = self.started("exact.event")
+        meta = {"ce_id": "e1", "ce_source": "src", "ce_type": "t", "ce_subject": "k", "ce_time": "2026-12-03T08:00:00Z",
+                "butter.position": "in/2/41",
+                "ce_traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "ce_ttl": "30s",
+                "ce_httpmethod": "PUT", "ce_httppath": "/p", "ce_httpquery": "a=1", "ce_httpheaders": '{"x-a":"1"}'}
+        w.invoke(1, b"x", meta=meta)
+        self.assertEqual(json.loads(w.result(1)[0]), {
+            "id": "e1", "source": "src", "type": "t", "subject": "k", "time": "2026-12-03T08:00:00Z", "stream": "in",
+            "partition": 2, "offset": 41, "traceparent": meta["ce_traceparent"], "ttl": "30s",
+            "http": {"method": "PUT", "path": "/p", "query": "a=1", "headers": {"x-a": "1"}}})
+        w.invoke(2, b"x", meta={})
+        e = json.loads(w.result(2)[0])
+        self.assertEqual((e["id"], e["partition"], e["http"]), (None, None, None))
+
+    def test_emits_numbered(self):
+        w = self.started("exact.emits")
+        w.invoke(1, b"x")
+        for n, v in ((1, b"a"), (2, b"b")):
+            msg = json.loads(w.expect(CALL, 1))
+            self.assertEqual((msg["number"], base64.b64decode(msg["value"])), (n, v))
+            w.send_json(REPLY, 1, {"seq": msg["seq"], "ok": True})
+        self.assertEqual(w.result(1)[0], b"done")
 
     def test_emit_refused(self):
         w = self.started("emit.refused")
@@ -531,6 +564,14 @@ class BatchTest(unittest.TestCase):
             self.assertIn("output", r, f"event {k}: {r}")
             self.assertEqual(len(r["output"]), sizes[k] * 1024, f"event {k}'s output")
             self.assertEqual(r["output"][0], chr(97 + k))
+
+    def test_batch_event_outputs_and_event(self):
+        w = Worker("exact.many_ctx", env={"BUTTER_PROTOCOL": "2"})
+        self.addCleanup(w.close)
+        self.assertEqual(w.hello()["protocol"], 2)
+        w.send(BATCH, 3, batch_payload(0, [(b"x", {"butter.position": "in/1/7"})]))
+        ftype, fid, payload = w.next()
+        self.assertEqual((ftype, fid, read_results(payload)), (RESULTS, 3, (0, [{"output": '{"butter.outputs":[{"text":"a"}]}'}])))
 
     def test_protocol_1_takes_no_batch(self):
         w = Worker("batch.handle", env={"BUTTER_PROTOCOL": "1"})

@@ -298,7 +298,12 @@ type CallMsg struct {
 	Seq uint64 `json:"seq"`
 	// Index is the event of a batch the call acts for (protocol 2: the
 	// frame's id is the batch's); 0 for an invocation.
-	Index   int    `json:"index,omitempty"`
+	Index int `json:"index,omitempty"`
+	// Number is an emit's place among its event's emits, from 1, as the
+	// handler called emit: the emit's id derives from it
+	// (docs/events.md, "Ids"). 0: not given; the pool numbers the emits
+	// as their CALLs come.
+	Number  int    `json:"number,omitempty"`
 	Op      string `json:"op"`
 	Level   string `json:"level,omitempty"`
 	Message string `json:"message,omitempty"`

@@ -1,7 +1,9 @@
 """detect raises an alert when a device's temperature jumps.
 
 The state is per device (state { key = "device" }): the function maps
-(reading, state) to (alert or None, new state).
+(reading, state) to (alert or None, new state). An alert is the output,
+one record on the alerts stream; None is no output, and writes no record
+(docs/events.md, "Outputs"), so the stream holds alerts only.
 """
 
 import json
