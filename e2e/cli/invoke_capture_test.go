@@ -225,10 +225,12 @@ func TestInvokeLocalCapturesEmits(t *testing.T) {
 			if t.Failed() {
 				return
 			}
-			// The ids derive from the call's, as on the platform: the
-			// output has the call's id, each emit one under it.
-			if !strings.HasPrefix(got[0].ID, got[2].ID+"/") || !strings.HasPrefix(got[1].ID, got[2].ID+"/") {
-				t.Errorf("ids %q, %q, %q: want the emits' under the output's", got[0].ID, got[1].ID, got[2].ID)
+			// The ids derive from the call's, as on the platform
+			// (docs/events.md, "Ids"): <call id>/<function>/emit/<k>
+			// and .../output/0.
+			call, ok := strings.CutSuffix(got[2].ID, "/"+fn+"/output/0")
+			if !ok || call == "" || got[0].ID != call+"/"+fn+"/emit/0" || got[1].ID != call+"/"+fn+"/emit/1" {
+				t.Errorf("ids %q, %q, %q: want <call id>/%s/emit/0, .../emit/1 and .../output/0", got[0].ID, got[1].ID, got[2].ID, fn)
 			}
 		})
 	}

@@ -127,9 +127,17 @@ func (p *Pool) localCall(f *fnPool, seq int, c *Call) (*Call, func(error) error)
 	// to each request: its emits' ids derive from it.
 	id := "local-" + strconv.FormatInt(time.Now().UnixNano(), 36) + "-" + strconv.Itoa(seq)
 	ef := &emitFailure{}
-	o := p.httpOrigin(f, id, c.Meta)
-	calls := p.httpCalls(f, o, ef)
 	cc := *c
+	// The metadata an HTTP call gets (its id, time and trace context), so
+	// that the function's ctx.event and the records are as on the invoke
+	// endpoint.
+	cc.Meta = make(map[string]string, len(c.Meta)+3)
+	for k, v := range c.Meta {
+		cc.Meta[k] = v
+	}
+	httpMeta(cc.Meta, id)
+	o := p.httpOrigin(f, id, cc.Meta)
+	calls := p.httpCalls(f, o, ef)
 	key := c.StateKey
 	logs := f.fn.Logs
 	cc.Calls = func(ctx context.Context, call proto.CallMsg) proto.ReplyMsg {

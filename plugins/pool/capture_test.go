@@ -77,7 +77,7 @@ func TestCaptureHTTPEmits(t *testing.T) {
 	if c.Kind != pool.CapturedEmit || c.Function != "emitter" || c.Stream != "alerts" || r.Topic != "st.alerts" || string(r.Key) != "k" || string(r.Value) != "node emitted to alerts" {
 		t.Errorf("captured %+v (topic %s, key %q, value %q)", c, r.Topic, r.Key, r.Value)
 	}
-	for h, want := range map[string]string{broker.HeaderID: "req-1/emit", broker.HeaderSource: "butter/st/emitter", broker.HeaderType: "butter.emit", broker.HeaderSpecVersion: "1.0"} {
+	for h, want := range map[string]string{broker.HeaderID: "req-1/emitter/emit/0", "ce_inputid": "req-1", broker.HeaderSource: "butter/st/emitter", broker.HeaderType: "butter.emit", broker.HeaderSpecVersion: "1.0"} {
 		if v := broker.Header(r, h); v != want {
 			t.Errorf("header %s = %q, want %q", h, v, want)
 		}
@@ -147,8 +147,11 @@ func TestCapturePipeline(t *testing.T) {
 		rec{pool.CapturedOutput, "emitter", "out", "st.out", "K", "accepted alerts", "butter.output"},
 	)
 	out := capture.Records()[1].Record
-	if id := broker.Header(out, broker.HeaderID); !strings.HasPrefix(broker.Header(capture.Records()[0].Record, broker.HeaderID), id+"/") {
-		t.Errorf("output id %q, emit id %q: want the emit's under the output's", id, broker.Header(capture.Records()[0].Record, broker.HeaderID))
+	// The ids derive from the call's, as on the platform (docs/events.md,
+	// "Ids"): <call id>/<function>/output/0 and .../emit/0.
+	outID, emitID := broker.Header(out, broker.HeaderID), broker.Header(capture.Records()[0].Record, broker.HeaderID)
+	if call, ok := strings.CutSuffix(outID, "/emitter/output/0"); !ok || call == "" || emitID != call+"/emitter/emit/0" {
+		t.Errorf("output id %q, emit id %q: want <call id>/emitter/output/0 and <call id>/emitter/emit/0", outID, emitID)
 	}
 
 	// silent emits, but has no output stream: no output record.
