@@ -10,7 +10,7 @@ job "butter-iot" {
         pool     = "batch"
         port     = "invoke"
         project  = "iot"
-        revision = "7978d0076a77"
+        revision = "4308d7ade3d4"
         function {
           bundle        = "local/bundles/197659a79e8fff3cdc72e8d968edba97c8b6fd8b205bcc0c43643b60356028b0"
           command       = ["./report.sh"]
@@ -94,7 +94,7 @@ job "butter-iot" {
     }
     service {
       name     = "butter-iot-batch"
-      tags     = ["butter", "project=iot", "pool=batch", "revision=7978d0076a77"]
+      tags     = ["butter", "project=iot", "pool=batch", "revision=4308d7ade3d4"]
       port     = "invoke"
       provider = "nomad"
       check {
@@ -120,13 +120,13 @@ job "butter-iot" {
         pool     = "default"
         port     = "invoke"
         project  = "iot"
-        revision = "7978d0076a77"
+        revision = "4308d7ade3d4"
         function {
-          bundle        = "local/bundles/10451d6c5734f84a58ce9f5227032a89f907ae38666be13c3c176e189cb8363e"
+          bundle        = "local/bundles/7ffc1ebd6164c217cb7a4e999131c60b594b16f3cf6ea497a9f11302b06abf16"
           concurrency   = 1
           cpu           = 100
           dead_letter   = "iot.failed-readings"
-          digest        = "sha256:10451d6c5734f84a58ce9f5227032a89f907ae38666be13c3c176e189cb8363e"
+          digest        = "sha256:7ffc1ebd6164c217cb7a4e999131c60b594b16f3cf6ea497a9f11302b06abf16"
           handler       = "detect.handle"
           max_instances = 10
           memory        = 128
@@ -207,12 +207,12 @@ job "butter-iot" {
         }
       }
       artifact {
-        source      = "http://127.0.0.1:4750/v1/blobs/sha256/10451d6c5734f84a58ce9f5227032a89f907ae38666be13c3c176e189cb8363e"
+        source      = "http://127.0.0.1:4750/v1/blobs/sha256/7ffc1ebd6164c217cb7a4e999131c60b594b16f3cf6ea497a9f11302b06abf16"
         mode        = "dir"
-        destination = "local/bundles/10451d6c5734f84a58ce9f5227032a89f907ae38666be13c3c176e189cb8363e"
+        destination = "local/bundles/7ffc1ebd6164c217cb7a4e999131c60b594b16f3cf6ea497a9f11302b06abf16"
         options {
           archive  = "tar"
-          checksum = "sha256:10451d6c5734f84a58ce9f5227032a89f907ae38666be13c3c176e189cb8363e"
+          checksum = "sha256:7ffc1ebd6164c217cb7a4e999131c60b594b16f3cf6ea497a9f11302b06abf16"
         }
       }
       artifact {
@@ -239,7 +239,7 @@ job "butter-iot" {
     }
     service {
       name     = "butter-iot-default"
-      tags     = ["butter", "project=iot", "pool=default", "revision=7978d0076a77"]
+      tags     = ["butter", "project=iot", "pool=default", "revision=4308d7ade3d4"]
       port     = "invoke"
       provider = "nomad"
       check {
@@ -258,6 +258,6 @@ job "butter-iot" {
   meta {
     butter_auto_rollback = "true"
     butter_project       = "iot"
-    butter_revision      = "7978d0076a77"
+    butter_revision      = "4308d7ade3d4"
   }
 }
