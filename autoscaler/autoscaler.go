@@ -250,7 +250,9 @@ func (a *Autoscaler) decide(ctx context.Context, g Group, prev fsm.ScalingDecisi
 		return hold(fsm.ScaleError, "cannot read the signals: "+err.Error())
 	}
 	if age := now.Sub(load.At); load.At.IsZero() || age > a.cfg.StaleAfter {
-		why := fmt.Sprintf("the signals are stale (read %s ago, the limit is %s)", age.Round(time.Second), a.cfg.StaleAfter)
+		// The reading's time, not its age: the reason stays the same
+		// while the signals stay stale, and is recorded once.
+		why := fmt.Sprintf("the signals are stale: last read at %s, more than %s ago", load.At.UTC().Format(time.RFC3339), a.cfg.StaleAfter)
 		if load.At.IsZero() {
 			why = "no signals were ever read"
 		}
@@ -265,6 +267,7 @@ func (a *Autoscaler) decide(ctx context.Context, g Group, prev fsm.ScalingDecisi
 		why += fmt.Sprintf("; bounded to %d by min %d, max %d", clamped, p.Min, p.Max)
 	}
 	want = clamped
+	d.To = want // a hold records what the load wants
 	if want < g.Count {
 		a.mu.Lock()
 		b, ok := a.below[g.Key()]

@@ -273,7 +273,7 @@ func TestStaleSignals(t *testing.T) {
 		t.Fatalf("scaled on stale signals: count %d", n)
 	}
 	d := e.last("p/g")
-	if d.Kind != fsm.ScaleStale || !strings.Contains(d.Reason, "read 1m0s ago") || !strings.Contains(d.Reason, "kafka: connection refused") {
+	if d.Kind != fsm.ScaleStale || !strings.Contains(d.Reason, "last read at 2026-12-03T07:59:00Z, more than 10s ago") || !strings.Contains(d.Reason, "kafka: connection refused") {
 		t.Errorf("decision: %+v", d)
 	}
 	e.signals.set("p/g", autoscaler.Load{}) // never read

@@ -42,9 +42,9 @@ type ScalingDecision struct {
 	At time.Time `json:"at"`
 	// Kind is one of the Scale* kinds.
 	Kind string `json:"kind"`
-	// Count is the group's count in Nomad when the decision was taken,
-	// and To the count asked for (equal to Count unless Kind is scaled
-	// or refused).
+	// Count is the group's count in Nomad when the decision was taken.
+	// To is the count asked of Nomad (scaled, refused) or, for a hold,
+	// the count the load wants; Count when the load was not judged.
 	Count int `json:"count"`
 	To    int `json:"to"`
 	// Reason says why, in words, with the signals it was taken on.
