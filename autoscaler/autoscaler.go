@@ -43,6 +43,10 @@ const (
 	DefaultStaleAfter = 15 * time.Second
 )
 
+// reasonEvery is how often a fault that stays a fault is recorded again
+// for a new message.
+const reasonEvery = time.Minute
+
 // Target names a task group.
 type Target struct {
 	Project string
@@ -205,9 +209,12 @@ func (a *Autoscaler) Step(ctx context.Context) {
 		seen[g.Key()] = true
 		prev := last[g.Key()]
 		d := a.decide(ctx, g, prev)
-		if d.Kind == fsm.ScaleScaled || d.Kind != prev.Kind || d.Count != prev.Count || d.To != prev.To || (d.Kind != fsm.ScaleHold && d.Reason != prev.Reason) {
+		if d.Kind == fsm.ScaleScaled || d.Kind != prev.Kind || d.Count != prev.Count || d.To != prev.To ||
+			(d.Kind != fsm.ScaleHold && d.Reason != prev.Reason && d.At.Sub(prev.At) >= reasonEvery) {
 			// Holds are recorded when what they hold changes, not at
-			// every pass: the reason's numbers move all the time.
+			// every pass: the reason's numbers move all the time. A
+			// fault whose message changes (an address, a timeout) is
+			// recorded at most every reasonEvery; the log has each.
 			if err := a.cfg.Store.Record(d); err != nil {
 				a.log.Warn("cannot record a scaling decision", "group", g.String(), "error", err)
 			}

@@ -276,7 +276,14 @@ func TestStaleSignals(t *testing.T) {
 	if d.Kind != fsm.ScaleStale || !strings.Contains(d.Reason, "last read at 2026-12-03T07:59:00Z, more than 10s ago") || !strings.Contains(d.Reason, "kafka: connection refused") {
 		t.Errorf("decision: %+v", d)
 	}
+	// Another reason for the same fault is recorded at most once a
+	// minute (the log has each).
 	e.signals.set("p/g", autoscaler.Load{}) // never read
+	e.a.Step(context.Background())
+	if d := e.last("p/g"); !strings.Contains(d.Reason, "kafka: connection refused") {
+		t.Errorf("a new reason for the same fault recorded at once: %+v", d)
+	}
+	e.clock.advance(time.Minute)
 	e.a.Step(context.Background())
 	if d := e.last("p/g"); d.Kind != fsm.ScaleStale || !strings.Contains(d.Reason, "no signals were ever read") {
 		t.Errorf("decision: %+v", d)
