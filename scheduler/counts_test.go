@@ -1,12 +1,14 @@
 package scheduler_test
 
 import (
+	"context"
 	"testing"
 	"time"
 
 	"github.com/butterfn/butter/internal/nomadtest"
 	"github.com/butterfn/butter/scheduler"
 	"github.com/butterfn/butter/scheduler/fsm"
+	"github.com/butterfn/butter/scheduler/nomadfake"
 	"github.com/butterfn/butter/scheduler/schedtest"
 	"github.com/hashicorp/nomad/api"
 )
@@ -85,5 +87,30 @@ func TestDeployKeepsScaledCount(t *testing.T) {
 	}
 	if n := count(j); n != 3 {
 		t.Errorf("the redeploy reset the count to %d; want the scaled 3 kept", n)
+	}
+}
+
+// TestDeployClampsCount: a count outside the new revision's scaling
+// bounds (20, above max 10) is registered at the nearest bound, not kept.
+func TestDeployClampsCount(t *testing.T) {
+	e := newDeployEnv(t)
+	e.deploy("aaaaaaaaaaaa", nomadfake.Plan{Outcome: nomadfake.Succeed}, true)
+	e.waitStatus("aaaaaaaaaaaa", fsm.StatusHealthy)
+	e.nomad.SetCount("butter-hello", "main", 20)
+	e.deploy("bbbbbbbbbbbb", nomadfake.Plan{Outcome: nomadfake.Succeed}, true)
+	e.waitStatus("bbbbbbbbbbbb", fsm.StatusHealthy)
+	j, err := e.nomad.Job(context.Background(), "butter-hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := *j.TaskGroups[0].Count; n != 10 {
+		t.Errorf("count %d after a deploy over a count of 20 with max 10; want 10", n)
+	}
+	e.nomad.SetCount("butter-hello", "main", 4)
+	e.deploy("cccccccccccc", nomadfake.Plan{Outcome: nomadfake.Succeed}, true)
+	e.waitStatus("cccccccccccc", fsm.StatusHealthy)
+	j, _ = e.nomad.Job(context.Background(), "butter-hello")
+	if n := *j.TaskGroups[0].Count; n != 4 {
+		t.Errorf("count %d after a deploy over a count of 4; want it kept", n)
 	}
 }

@@ -124,6 +124,20 @@ func (n *Nomad) SetDown(err error) {
 	n.down = err
 }
 
+// SetCount sets a group's count in the job Nomad runs, as `nomad job
+// scale` does (without a new version: the fake keeps no history).
+func (n *Nomad) SetCount(jobID, group string, count int) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if j := n.jobs[jobID]; j != nil {
+		for _, tg := range j.TaskGroups {
+			if deref(tg.Name) == group {
+				tg.Count = ptr(count)
+			}
+		}
+	}
+}
+
 // Registrations returns every job version registered so far, in order.
 func (n *Nomad) Registrations() []Registration {
 	n.mu.Lock()
