@@ -381,10 +381,9 @@ func short(id string) string {
 
 // MemStore is a Store in memory, for tests.
 type MemStore struct {
-	mu sync.Mutex
-	m  map[string]fsm.ScalingDecision
-	// Log is every decision recorded, in order.
-	Log []fsm.ScalingDecision
+	mu  sync.Mutex
+	m   map[string]fsm.ScalingDecision
+	log []fsm.ScalingDecision
 	// Fail, when set, makes Record fail with it.
 	Fail error
 }
@@ -414,6 +413,13 @@ func (s *MemStore) Record(d fsm.ScalingDecision) error {
 		d.LastScaled = prev.LastScaled
 	}
 	s.m[d.Key()] = d
-	s.Log = append(s.Log, d)
+	s.log = append(s.log, d)
 	return nil
+}
+
+// Recorded returns every decision recorded, in order.
+func (s *MemStore) Recorded() []fsm.ScalingDecision {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]fsm.ScalingDecision(nil), s.log...)
 }

@@ -378,8 +378,8 @@ func TestDisabledAndHoldsRecordedOnce(t *testing.T) {
 	if d := e.last("p/off"); d.Kind != fsm.ScaleDisabled {
 		t.Errorf("disabled: %+v", d)
 	}
-	if len(e.store.Log) != 2 {
-		t.Errorf("%d decisions recorded for 5 passes over two steady groups; want 2: %+v", len(e.store.Log), e.store.Log)
+	if len(e.store.Recorded()) != 2 {
+		t.Errorf("%d decisions recorded for 5 passes over two steady groups; want 2: %+v", len(e.store.Recorded()), e.store.Recorded())
 	}
 }
 

@@ -198,7 +198,7 @@ plugin "raw_exec" {
 
 	waitFor(t, 30*time.Second, "the loop to scale the group to 2", func() bool { return count() == 2 })
 	var out fsm.ScalingDecision
-	for _, d := range store.Log {
+	for _, d := range store.Recorded() {
 		if d.Kind == fsm.ScaleScaled {
 			out = d
 			break
