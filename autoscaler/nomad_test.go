@@ -209,13 +209,13 @@ plugin "raw_exec" {
 	}
 	waitFor(t, 90*time.Second, "a second pool to serve", func() bool { return len(pools()) == 2 })
 
+	releasedAt := time.Now() // before the calls can end
 	release()
 	for range 2 {
 		if a := <-answers; a != "200 held done" {
 			t.Errorf("held call answered %q, want 200 held done", a)
 		}
 	}
-	releasedAt := time.Now()
 	waitFor(t, 60*time.Second, "the loop to scale the group back to 1", func() bool { return count() == 1 })
 	if waited := time.Since(releasedAt); waited < policy.ScaleInDelay {
 		t.Errorf("scaled in %s after the load ended, before the scale-in delay (%s)", waited, policy.ScaleInDelay)
