@@ -101,7 +101,10 @@ type Load struct {
 
 // FunctionLoad is one function's load over a group's allocations.
 type FunctionLoad struct {
-	InFlight  int
+	InFlight int
+	// Queued are calls waiting for an instance: every instance busy and
+	// the function at its max.
+	Queued    int
 	Instances int
 }
 
@@ -333,7 +336,7 @@ func (a *Autoscaler) forget(g Group) {
 
 // Desired is the count the load asks for, before the policy's bounds:
 // the most any signal asks for. For each function of the pool, calls in
-// flight over TargetInFlight of one allocation's capacity; for the pool,
+// flight and queued over TargetInFlight of one allocation's capacity; for the pool,
 // consumer lag over TargetLag. It does not depend on the current count,
 // so a steady load gives a steady answer. The reason names each signal.
 func Desired(p jobs.ScalingPolicy, l Load) (int, string) {
@@ -348,14 +351,18 @@ func Desired(p jobs.ScalingPolicy, l Load) (int, string) {
 		busiest, busiestWant, total := "", 0, 0
 		for _, f := range fns {
 			fl := l.Functions[f]
-			total += fl.InFlight
-			if n := int(math.Ceil(float64(fl.InFlight) / (p.TargetInFlight * float64(p.Capacity[f])))); n > busiestWant {
+			total += fl.InFlight + fl.Queued
+			if n := int(math.Ceil(float64(fl.InFlight+fl.Queued) / (p.TargetInFlight * float64(p.Capacity[f])))); n > busiestWant {
 				busiest, busiestWant = f, n
 			}
 		}
 		if busiest != "" {
 			fl := l.Functions[busiest]
-			parts = append(parts, fmt.Sprintf("inflight: %s has %d calls in flight on %d allocations, capacity %d per allocation at target %g -> %d", busiest, fl.InFlight, l.Allocations, p.Capacity[busiest], p.TargetInFlight, busiestWant))
+			queued := ""
+			if fl.Queued > 0 {
+				queued = fmt.Sprintf(" and %d queued", fl.Queued)
+			}
+			parts = append(parts, fmt.Sprintf("inflight: %s has %d calls in flight%s on %d allocations, capacity %d per allocation at target %g -> %d", busiest, fl.InFlight, queued, l.Allocations, p.Capacity[busiest], p.TargetInFlight, busiestWant))
 		} else {
 			parts = append(parts, fmt.Sprintf("inflight: %d calls in flight -> 0", total))
 		}

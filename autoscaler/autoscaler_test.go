@@ -164,6 +164,10 @@ func TestDesired(t *testing.T) {
 			t.Errorf("inflight %d, lag %d: %d (%s), want %d", c.inflight, c.lag, got, why, c.want)
 		}
 	}
+	// Queued calls count with those in flight.
+	if got, why := autoscaler.Desired(p, autoscaler.Load{Allocations: 1, Functions: map[string]autoscaler.FunctionLoad{"f": {InFlight: 2, Queued: 4}}}); got != 2 || !strings.Contains(why, "2 calls in flight and 4 queued") {
+		t.Errorf("2 in flight and 4 queued: %d (%s), want 2", got, why)
+	}
 	// The lag signal needs consumer groups; a pool without any ignores it.
 	p.ConsumerGroups = nil
 	if got, _ := autoscaler.Desired(p, autoscaler.Load{Lag: 1000}); got != 0 {

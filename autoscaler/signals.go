@@ -24,7 +24,8 @@ import (
 // service, answers GET /metrics (butter_inflight_calls and
 // butter_instances per function); the pool's consumer groups' lag comes
 // from Kafka through kadm. One read per allocation and one lag request
-// per group each pass.
+// per group each pass. Calls queued in a pool (butter_queued_calls)
+// count with those in flight.
 //
 // A part that cannot be read keeps its last reading, with its age: the
 // loop does not act on a load older than its StaleAfter. An allocation
@@ -113,6 +114,7 @@ func (s *PoolSignals) Load(ctx context.Context, g Group) (Load, error) {
 		for f, fl := range last.fns {
 			sum := l.Functions[f]
 			sum.InFlight += fl.InFlight
+			sum.Queued += fl.Queued
 			sum.Instances += fl.Instances
 			l.Functions[f] = sum
 		}
@@ -151,7 +153,7 @@ func (s *PoolSignals) Load(ctx context.Context, g Group) (Load, error) {
 }
 
 // metricLine matches a sample of one of the two gauges the loop reads.
-var metricLine = regexp.MustCompile(`^(butter_inflight_calls|butter_instances)\{(.*)\} (\S+)`)
+var metricLine = regexp.MustCompile(`^(butter_inflight_calls|butter_queued_calls|butter_instances)\{(.*)\} (\S+)`)
 var functionLabel = regexp.MustCompile(`(?:^|,)function="((?:[^"\\]|\\.)*)"`)
 
 // readMetrics reads a pool's Prometheus text: butter_inflight_calls and
@@ -176,8 +178,9 @@ func (s *PoolSignals) readMetrics(ctx context.Context, url string) (map[string]F
 	return ParseMetrics(io.LimitReader(resp.Body, 8<<20))
 }
 
-// ParseMetrics reads butter_inflight_calls and butter_instances by
-// function from a pool's /metrics answer (Prometheus text format).
+// ParseMetrics reads butter_inflight_calls, butter_queued_calls and
+// butter_instances by function from a pool's /metrics answer (Prometheus
+// text format).
 func ParseMetrics(r io.Reader) (map[string]FunctionLoad, error) {
 	out := map[string]FunctionLoad{}
 	sc := bufio.NewScanner(r)
@@ -196,9 +199,12 @@ func ParseMetrics(r io.Reader) (map[string]FunctionLoad, error) {
 			return nil, fmt.Errorf("metric %s of function %s: value %q: %w", m[1], fm[1], m[3], err)
 		}
 		fl := out[fm[1]]
-		if m[1] == "butter_inflight_calls" {
+		switch m[1] {
+		case "butter_inflight_calls":
 			fl.InFlight = int(v)
-		} else {
+		case "butter_queued_calls":
+			fl.Queued = int(v)
+		default:
 			fl.Instances = int(v)
 		}
 		out[fm[1]] = fl
