@@ -71,6 +71,11 @@ type Group struct {
 	// Deployment is the ID of the job's active deployment, "" when none:
 	// Nomad refuses to scale a job while one runs.
 	Deployment string
+	// Unmanaged, when set, says why the autoscaler leaves the group
+	// alone: its scaling block has no policy of Butter's (a job compiled
+	// before the autoscaler existed, whose min may be 0 for a pool that
+	// nothing wakes).
+	Unmanaged string
 }
 
 // Scaler is Nomad, as the loop uses it.
@@ -250,6 +255,10 @@ func (a *Autoscaler) decide(ctx context.Context, g Group, prev fsm.ScalingDecisi
 	p := g.Policy
 	if p.Min > p.Max {
 		return hold(fsm.ScaleError, fmt.Sprintf("the scaling policy is refused: min %d is greater than max %d", p.Min, p.Max))
+	}
+	if g.Unmanaged != "" {
+		a.forget(g)
+		return hold(fsm.ScaleDisabled, g.Unmanaged)
 	}
 	if !p.Enabled {
 		a.forget(g)

@@ -399,3 +399,20 @@ func TestScaleFromZeroOnLag(t *testing.T) {
 		t.Errorf("count %d with lag 1 at zero allocations; want 1", n)
 	}
 }
+
+// TestUnmanagedGroup: a group whose scaling block has no Butter policy (a
+// job compiled before the autoscaler, min 0) is left alone, however idle.
+func TestUnmanagedGroup(t *testing.T) {
+	old := jobs.ScalingPolicy{Enabled: true, Min: 0, Max: 10}
+	g := group("g", 1, old)
+	g.Unmanaged = "no policy of Butter's"
+	e := newEnv(t, g)
+	e.load("p/g", 1, 0, 0)
+	e.a.Step(context.Background())
+	if n := e.nomad.count("p/g"); n != 1 || len(e.nomad.scaled()) != 0 {
+		t.Errorf("an unmanaged group was scaled to %d", n)
+	}
+	if d := e.last("p/g"); d.Kind != fsm.ScaleDisabled || d.Reason != "no policy of Butter's" {
+		t.Errorf("decision: %+v", d)
+	}
+}

@@ -60,6 +60,9 @@ func (n *NomadScaler) Groups(ctx context.Context) ([]Group, error) {
 				g.Count = *tg.Count
 			}
 			g.Policy, g.PolicyErr = jobs.ParseScalingPolicy(tg.Scaling)
+			if len(tg.Scaling.Policy) == 0 {
+				g.Unmanaged = "the scaling block has no policy of Butter's (the job was compiled before the autoscaler existed): deploy the project again to have it autoscaled"
+			}
 			out = append(out, g)
 		}
 	}

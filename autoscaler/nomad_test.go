@@ -108,6 +108,20 @@ plugin "raw_exec" {
 	if _, _, err := agent.Client.Jobs().Register(job, nil); err != nil {
 		t.Fatalf("register: %v", err)
 	}
+	// A job compiled before the autoscaler: a scaling block without
+	// Butter's policy, min 0. It is left alone.
+	oldJob := api.NewServiceJob("butter-old", "butter-old", "", 50)
+	oldJob.Datacenters = []string{"*"}
+	oldJob.Meta = map[string]string{"butter_project": "old"}
+	oldTG := api.NewTaskGroup("main", 0)
+	oldTG.Scaling = &api.ScalingPolicy{Enabled: new(true), Min: new(int64(0)), Max: new(int64(10))}
+	oldTask := api.NewTask("pool", "raw_exec")
+	oldTask.Config = map[string]any{"command": "/bin/true"}
+	oldTG.AddTask(oldTask)
+	oldJob.AddTaskGroup(oldTG)
+	if _, _, err := agent.Client.Jobs().Register(oldJob, nil); err != nil {
+		t.Fatalf("register the old job: %v", err)
+	}
 
 	store := &autoscaler.MemStore{}
 	signals := &autoscaler.PoolSignals{Nomad: agent.Client}
@@ -154,6 +168,9 @@ plugin "raw_exec" {
 	})
 	if n := count(); n != 1 {
 		t.Fatalf("count %d before any load, want 1", n)
+	}
+	if d := store.Decisions()["old/main"]; d.Kind != fsm.ScaleDisabled || !strings.Contains(d.Reason, "no policy of Butter's") {
+		t.Errorf("the old job's group: %+v", d)
 	}
 
 	// Two calls held open: 2 in flight on a capacity of 2 at target 0.5.
