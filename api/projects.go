@@ -35,6 +35,9 @@ type ProjectStatus struct {
 	// Timers are the project's timers (the active revision's cron
 	// triggers), sorted by ID.
 	Timers []TimerStatus `json:"timers,omitempty"`
+	// Pools are the active revision's pools with their scaling, sorted
+	// by name (scaling.go).
+	Pools []PoolStatus `json:"pools,omitempty"`
 	// Stale says the answering node was not the leader.
 	Stale bool `json:"stale"`
 }

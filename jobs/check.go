@@ -137,9 +137,16 @@ func checkGroup(tg *api.TaskGroup, e Expect) error {
 	}
 	if s := tg.Scaling; s != nil {
 		rest := *s
-		rest.Enabled, rest.Min, rest.Max = nil, nil, nil
+		rest.Enabled, rest.Min, rest.Max, rest.Policy = nil, nil, nil, nil
 		if err := unexpected("Scaling.", &rest, &api.ScalingPolicy{}); err != nil {
 			return err
+		}
+		if s.Policy != nil {
+			// The autoscaler reads the policy: only what the compiler
+			// writes may be in it.
+			if _, err := ParseScalingPolicy(s); err != nil {
+				return fmt.Errorf("Scaling: %w", err)
+			}
 		}
 	}
 	if len(tg.Tasks) != 1 || tg.Tasks[0] == nil {

@@ -41,8 +41,8 @@ const (
 	// when no other base is given.
 	DefaultBlobURL = "http://127.0.0.1:4750/v1/blobs"
 	// DefaultMaxAllocations bounds a pool's task-group count for the
-	// autoscaler.
-	DefaultMaxAllocations = 10
+	// autoscaler when its pool has no scaling block.
+	DefaultMaxAllocations = spec.DefaultScalingMax
 	// poolOverheadMiB and poolOverheadMHz are what the pool process
 	// itself needs on top of its functions.
 	poolOverheadMiB = 64
@@ -215,7 +215,6 @@ func Compile(p *spec.Project, opts ...Option) (*Compiled, error) {
 }
 
 func (o *options) group(p *spec.Project, rev, poolName string, fns []*spec.Function, digests map[string]bundle.Digest) (*api.TaskGroup, *pool.Config) {
-	minAllocs := int64(0)
 	cpu, mem, memMax := poolOverheadMHz, poolOverheadMiB, poolOverheadMiB
 	longest := time.Duration(0)
 	var artifacts []*api.TaskArtifact
@@ -250,12 +249,6 @@ func (o *options) group(p *spec.Project, rev, poolName string, fns []*spec.Funct
 		mem += f.Memory * resident
 		memMax += f.Memory * f.Instances.Max
 		longest = max(longest, f.Timeout)
-		if f.Instances.Min > 0 || hasStreamTrigger(f) || hasCronTrigger(f) || consumesRequests(p, f) {
-			// An allocation must stay up to hold warm instances and to
-			// consume streams and ticks: Nomad cannot wake a pool on
-			// Kafka lag.
-			minAllocs = 1
-		}
 		if len(f.Secrets) > 0 {
 			refs := make([]secrets.Ref, len(f.Secrets))
 			for i, sc := range f.Secrets {
@@ -280,7 +273,12 @@ func (o *options) group(p *spec.Project, rev, poolName string, fns []*spec.Funct
 		task.Templates = templates
 		task.Vault = vaultBlock(p.Name)
 	}
-	count := 1
+	// The pool's scaling block bounds the count; a new group starts with
+	// one allocation (min when it is more), and a deploy of a group that
+	// runs keeps its count (the deployer registers with PreserveCounts),
+	// so that a revision does not undo the autoscaler.
+	scaling := p.PoolOf(poolName).Scaling
+	count := min(max(scaling.Min, 1), scaling.Max)
 	// kill_timeout lets the longest call finish on a drain. Nomad rejects
 	// a kill_timeout longer than a non-zero progress_deadline; the update
 	// block below sets progress_deadline = 0, which Nomad exempts from
@@ -295,11 +293,7 @@ func (o *options) group(p *spec.Project, rev, poolName string, fns []*spec.Funct
 		Update:        updateStrategy(p),
 		Name:          new(poolName),
 		Count:         &count,
-		Scaling: &api.ScalingPolicy{
-			Enabled: new(true),
-			Min:     new(minAllocs),
-			Max:     new(int64(DefaultMaxAllocations)),
-		},
+		Scaling:       scalingBlock(scaling, cfg),
 		Networks: []*api.NetworkResource{{
 			DynamicPorts: []api.Port{{Label: PortLabel}},
 		}},
@@ -353,15 +347,6 @@ func updateStrategy(p *spec.Project) *api.UpdateStrategy {
 		ProgressDeadline: new(time.Duration(0)),
 		AutoRevert:       new(false),
 	}
-}
-
-func hasStreamTrigger(f *spec.Function) bool {
-	for _, t := range f.Triggers {
-		if t.Type == spec.TriggerStream {
-			return true
-		}
-	}
-	return false
 }
 
 func fileDigest(fsys fs.FS, p string) (bundle.Digest, error) {

@@ -575,6 +575,7 @@ func (s *Server) projectStatus(name string) (api.ProjectStatus, bool) {
 		if rev := st.Revisions[name][st.Active[name]]; rev != nil {
 			a := apiRevision(rev, false)
 			out.Active = &a
+			out.Pools = poolStatuses(st, rev) // scalestatus.go
 		}
 		for id, t := range st.TimerDefs {
 			if t.Project == name {

@@ -127,7 +127,11 @@ func (s *Server) reconcile(ctx context.Context, nomad Nomad, w deployWant) error
 			if err := s.signArtifacts(job); err != nil { // acl.go
 				return err
 			}
-			if err := nomad.RegisterJob(ctx, job); err != nil {
+			preserve := false
+			if current != nil {
+				preserve = s.keepCounts(w, job, current)
+			}
+			if err := nomad.RegisterJob(ctx, job, preserve); err != nil {
 				if errors.Is(err, ErrNomadRefused) {
 					return s.failAndRollback(w, fmt.Sprintf("Nomad refused job %s: %v", *job.ID, err), job.Meta[names.MetaAutoRollback] != "false")
 				}
@@ -153,6 +157,38 @@ func (s *Server) reconcile(ctx context.Context, nomad Nomad, w deployWant) error
 		return s.follow(ctx, nomad, w, *job.ID, job.Meta[names.MetaAutoRollback] != "false")
 	}
 	return nil // failed: stays until the next activation
+}
+
+// keepCounts makes a deploy keep the counts the groups of the job Nomad
+// runs have now (set by the autoscaler or by `nomad job scale`), and says
+// whether Nomad should preserve them (PreserveCounts). A count outside
+// the new revision's scaling bounds is brought within them instead: the
+// job is registered with each existing group's count, clamped, and
+// without PreserveCounts, which would keep the out-of-bounds count.
+func (s *Server) keepCounts(w deployWant, job, current *api.Job) bool {
+	now := map[string]int{}
+	for _, tg := range current.TaskGroups {
+		if tg.Name != nil && tg.Count != nil {
+			now[*tg.Name] = *tg.Count
+		}
+	}
+	preserve := true
+	for _, tg := range job.TaskGroups {
+		c, ok := now[deref(tg.Name)]
+		if !ok {
+			continue // a new group starts at its compiled count
+		}
+		kept := c
+		if sc := tg.Scaling; sc != nil && sc.Min != nil && sc.Max != nil {
+			kept = min(max(c, int(*sc.Min)), int(*sc.Max))
+		}
+		if kept != c {
+			preserve = false
+			s.log.Info("a group's count is outside the new revision's scaling bounds; registering it at the nearest bound", "project", w.project, "revision", w.revision, "group", deref(tg.Name), "count", c, "now", kept)
+		}
+		tg.Count = new(kept)
+	}
+	return preserve
 }
 
 // follow reads Nomad's deployment of the revision's job version.

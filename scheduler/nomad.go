@@ -21,8 +21,10 @@ import (
 type Nomad interface {
 	// Job returns the job with this ID as Nomad runs it now.
 	Job(ctx context.Context, id string) (*api.Job, error)
-	// RegisterJob creates the job or updates it to a new version.
-	RegisterJob(ctx context.Context, job *api.Job) error
+	// RegisterJob creates the job or updates it to a new version. With
+	// preserveCounts, the groups Nomad already runs keep their counts
+	// (Nomad's PreserveCounts): a deploy does not undo the autoscaler.
+	RegisterJob(ctx context.Context, job *api.Job, preserveCounts bool) error
 	// JobDeployments lists the deployments of every version of the job.
 	JobDeployments(ctx context.Context, jobID string) ([]*api.Deployment, error)
 	// DeploymentAllocations lists the allocations a deployment placed.
@@ -85,8 +87,8 @@ func (n *NomadClient) Job(ctx context.Context, id string) (*api.Job, error) {
 	return job, nomadErr(err)
 }
 
-func (n *NomadClient) RegisterJob(ctx context.Context, job *api.Job) error {
-	_, _, err := n.c.Jobs().Register(job, (&api.WriteOptions{}).WithContext(ctx))
+func (n *NomadClient) RegisterJob(ctx context.Context, job *api.Job, preserveCounts bool) error {
+	_, _, err := n.c.Jobs().RegisterOpts(job, &api.RegisterOptions{PreserveCounts: preserveCounts}, (&api.WriteOptions{}).WithContext(ctx))
 	return nomadErr(err)
 }
 

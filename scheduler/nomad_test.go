@@ -29,7 +29,7 @@ func TestNomadClientErrors(t *testing.T) {
 	ctx := context.Background()
 	_, gone := n.Job(ctx, "gone")
 	_, broken := n.Job(ctx, "broken")
-	refused := n.RegisterJob(ctx, &api.Job{ID: new("j"), Name: new("j")})
+	refused := n.RegisterJob(ctx, &api.Job{ID: new("j"), Name: new("j")}, false)
 	for _, c := range []struct {
 		name              string
 		err               error
@@ -65,10 +65,10 @@ func TestNomadFakeErrors(t *testing.T) {
 	if _, err := n.Job(ctx, "nope"); !errors.Is(err, scheduler.ErrNomadNotFound) {
 		t.Errorf("missing job: %v", err)
 	}
-	if err := n.RegisterJob(ctx, &api.Job{ID: new("bad")}); !errors.Is(err, scheduler.ErrNomadRefused) || errors.Is(err, scheduler.ErrNomadNotFound) {
+	if err := n.RegisterJob(ctx, &api.Job{ID: new("bad")}, false); !errors.Is(err, scheduler.ErrNomadRefused) || errors.Is(err, scheduler.ErrNomadNotFound) {
 		t.Errorf("refused job: %v", err)
 	}
-	if err := n.RegisterJob(ctx, &api.Job{ID: new("ok"), TaskGroups: []*api.TaskGroup{{Name: new("main")}}}); err != nil {
+	if err := n.RegisterJob(ctx, &api.Job{ID: new("ok"), TaskGroups: []*api.TaskGroup{{Name: new("main")}}}, false); err != nil {
 		t.Fatal(err)
 	}
 	deps, err := n.JobDeployments(ctx, "ok")

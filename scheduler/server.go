@@ -57,6 +57,9 @@ type Config struct {
 	// Nomad, when set, is where the leader's deployer registers the active
 	// revisions' jobs: NewNomadClient over Nomad's API, or a fake.
 	Nomad Nomad
+	// Autoscale, when set, runs the autoscaler on the leader
+	// (autoscale.go).
+	Autoscale *AutoscaleConfig
 	// DeploymentStart is how long the deployer waits for Nomad to create
 	// the deployment of a job version it registered before it fails the
 	// revision (Nomad creates none for a job it cannot evaluate, or for a
@@ -143,6 +146,7 @@ type Server struct {
 	cancel       context.CancelFunc
 	timerCancel  context.CancelFunc
 	deployCancel context.CancelFunc
+	scaleCancel  context.CancelFunc // the autoscaler (autoscale.go)
 }
 
 // Start opens the stores, starts Raft and the API, and bootstraps when
@@ -242,6 +246,15 @@ func Start(cfg Config) (*Server, error) {
 			s.runDeployer(dctx, cfg.Nomad)
 		}()
 	}
+	if cfg.Autoscale != nil {
+		actx, acancel := context.WithCancel(context.Background())
+		s.scaleCancel = acancel
+		s.loops.Add(1)
+		go func() {
+			defer s.loops.Done()
+			s.runAutoscaler(actx, *cfg.Autoscale)
+		}()
+	}
 	hasState, err := raft.HasExistingState(logs, stable, snaps)
 	if err != nil {
 		s.Close()
@@ -308,6 +321,9 @@ func (s *Server) Close() {
 	}
 	if s.deployCancel != nil {
 		s.deployCancel()
+	}
+	if s.scaleCancel != nil {
+		s.scaleCancel()
 	}
 	s.loops.Wait()
 	if s.http != nil {

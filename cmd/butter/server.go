@@ -10,12 +10,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/butterfn/butter/autoscaler"
 	"github.com/butterfn/butter/broker"
 	"github.com/butterfn/butter/internal/nomadclient"
 	"github.com/butterfn/butter/internal/tlsutil"
 	"github.com/butterfn/butter/scheduler"
 	"github.com/hashicorp/cli"
 	"github.com/hashicorp/go-hclog"
+	"github.com/twmb/franz-go/pkg/kadm"
 )
 
 type serverCommand struct{ ui cli.Ui }
@@ -58,6 +60,16 @@ Options:
     $BUTTER_KAFKA_BROKERS; without either, timers do not fire. TLS and
     SASL come from $BUTTER_KAFKA_TLS, $BUTTER_KAFKA_CA_FILE and
     $BUTTER_KAFKA_SASL_{MECHANISM,USERNAME,PASSWORD} (docs/events.md).
+
+  -autoscale=true
+    Run the autoscaler on the leader when Nomad is configured: it scales
+    each pool's allocations within its scaling block, on calls in flight
+    (read from the pools' /metrics) and consumer lag (from Kafka, with
+    -kafka-brokers), through Nomad's Scale API (docs/autoscaling.md).
+
+  -autoscale-interval=5s, -autoscale-stale-after=15s
+    How often the autoscaler looks, and the age past which it does not act
+    on a signal.
 
   -max-request-bytes=4194304
     The largest JSON body the API takes (a revision with its spec files
@@ -115,12 +127,18 @@ func (c *serverCommand) Run(args []string) int {
 	fs.BoolVar(&tc.VerifyServerHostname, "tls-verify-server-hostname", true, "")
 	fs.StringVar(&tc.ServerName, "tls-server-name", tlsutil.ServerName(tlsutil.DefaultRegion, tlsutil.DefaultDomain), "")
 	aclOn := fs.Bool("acl", true, "")
+	autoscale := fs.Bool("autoscale", true, "")
+	scaleEvery := fs.Duration("autoscale-interval", autoscaler.DefaultInterval, "")
+	staleAfter := fs.Duration("autoscale-stale-after", autoscaler.DefaultStaleAfter, "")
 	pos, err := parseInterspersed(fs, args)
 	if err == nil && *dataDir == "" {
 		err = errors.New("-data-dir is required")
 	}
 	if err == nil && *expect != 1 && *expect != 3 && *expect != 5 {
 		err = fmt.Errorf("-bootstrap-expect must be 1, 3 or 5, not %d", *expect)
+	}
+	if err == nil && (*scaleEvery <= 0 || *staleAfter <= 0) {
+		err = errors.New("-autoscale-interval and -autoscale-stale-after must be positive")
 	}
 	if err == nil && (*maxRequest <= 0 || *maxBlob <= 0) {
 		err = errors.New("-max-request-bytes and -max-blob-bytes must be positive")
@@ -142,6 +160,7 @@ func (c *serverCommand) Run(args []string) int {
 		log.Warn("ACLS ARE OFF (-acl=false): anyone who reaches the API can deploy code to every Nomad client, mint API keys, restore snapshots and remove servers; run with ACLs on (the default) anywhere but a closed test network")
 	}
 	var firer scheduler.Firer
+	var lagClient *kadm.Client // the autoscaler's consumer lag
 	kcfg, err := broker.Resolve(context.Background(), *kafkaBrokers, nil, nil)
 	if err != nil {
 		log.Error("cannot configure Kafka for the timer service", "error", err)
@@ -155,6 +174,7 @@ func (c *serverCommand) Run(args []string) int {
 		}
 		defer cl.Close()
 		firer = &scheduler.KafkaFirer{Client: cl}
+		lagClient = kadm.NewClient(cl)
 		// Say at start, naming the cause, when the login or the
 		// certificate is wrong; ticks are retried, so this only logs.
 		go func() {
@@ -168,6 +188,7 @@ func (c *serverCommand) Run(args []string) int {
 		log.Warn("no Kafka brokers: the timer service is off (-kafka-brokers or $" + broker.EnvBrokers + ")")
 	}
 	var nomad scheduler.Nomad
+	var scale *scheduler.AutoscaleConfig
 	if nomadclient.Address(*nomadAddr) != "" {
 		nc, err := nomadclient.New(*nomadAddr)
 		if err != nil {
@@ -175,6 +196,16 @@ func (c *serverCommand) Run(args []string) int {
 			return exitInvalid
 		}
 		nomad = scheduler.NewNomadClient(nc)
+		if *autoscale {
+			scale = &scheduler.AutoscaleConfig{
+				Scaler:   &autoscaler.NomadScaler{Client: nc},
+				Signals:  &autoscaler.PoolSignals{Nomad: nc, Kafka: lagClient},
+				Interval: *scaleEvery, StaleAfter: *staleAfter,
+			}
+			if lagClient == nil {
+				log.Warn("no Kafka brokers: the autoscaler scales on calls in flight only, not on consumer lag")
+			}
+		}
 		// Name a missing or refused token at start (an ACL-enabled Nomad
 		// refuses every deploy without one); deploys keep retrying.
 		go func() {
@@ -189,7 +220,7 @@ func (c *serverCommand) Run(args []string) int {
 	}
 	s, err := scheduler.Start(scheduler.Config{
 		DataDir: *dataDir, HTTPAddr: *httpAddr, RaftAddr: *raftAddr,
-		BootstrapExpect: *expect, Join: peers, SnapshotThreshold: *snapEvery, Logger: log, Firer: firer, Nomad: nomad,
+		BootstrapExpect: *expect, Join: peers, SnapshotThreshold: *snapEvery, Logger: log, Firer: firer, Nomad: nomad, Autoscale: scale,
 		MaxRequestBytes: *maxRequest, MaxBlobBytes: *maxBlob, TLS: tc, ACL: *aclOn,
 	})
 	if err != nil {

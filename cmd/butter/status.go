@@ -114,6 +114,7 @@ func (c *statusCommand) show(st *api.ProjectStatus) {
 			c.ui.Output(fmt.Sprintf("  %-30s %-20s %-16s last fired %s", t.ID, t.Schedule, or(t.Timezone, "UTC"), last))
 		}
 	}
+	c.showPools(st.Pools) // status_pools.go
 }
 
 func or(s, def string) string {

@@ -59,6 +59,7 @@ func LoadFS(fsys fs.FS, display string) (*Project, *Report) {
 		streams:   map[string]*Stream{},
 		functions: map[string]*Function{},
 		pipelines: map[string]*Pipeline{},
+		pools:     map[string]*Pool{},
 		deploy:    DefaultDeploy(),
 	}
 	proj := d.load()
@@ -83,11 +84,13 @@ type decoder struct {
 	streams   map[string]*Stream
 	functions map[string]*Function
 	pipelines map[string]*Pipeline
+	pools     map[string]*Pool // pool blocks (scaling.go)
 
 	// bodies to decode in the second pass, in declaration order.
 	streamBodies   []pending
 	functionBodies []pending
 	pipelineBodies []pending
+	poolBodies     []pending
 }
 
 type pending struct {
@@ -121,6 +124,7 @@ var rootSchema = &hcl.BodySchema{
 		{Type: "stream", LabelNames: []string{"name"}},
 		{Type: "function", LabelNames: []string{"name"}},
 		{Type: "pipeline", LabelNames: []string{"name"}},
+		{Type: "pool", LabelNames: []string{"name"}},
 	},
 }
 
@@ -203,6 +207,9 @@ func (d *decoder) load() *Project {
 	for _, p := range d.pipelineBodies {
 		d.decodePipeline(p)
 	}
+	for _, p := range d.poolBodies {
+		d.decodePool(p)
+	}
 	for _, p := range d.streamBodies {
 		proj.Streams = append(proj.Streams, d.streams[p.block.Labels[0]])
 	}
@@ -215,6 +222,7 @@ func (d *decoder) load() *Project {
 	sort.Slice(proj.Streams, func(i, j int) bool { return proj.Streams[i].Name < proj.Streams[j].Name })
 	sort.Slice(proj.Functions, func(i, j int) bool { return proj.Functions[i].Name < proj.Functions[j].Name })
 	sort.Slice(proj.Pipelines, func(i, j int) bool { return proj.Pipelines[i].Name < proj.Pipelines[j].Name })
+	d.resolvePools(proj)
 
 	d.validate(proj)
 	return proj
@@ -272,6 +280,13 @@ func (d *decoder) declare(rel string, b *hcl.Block) {
 		} else {
 			d.pipelines[name] = &Pipeline{Name: name, DeclRange: b.DefRange}
 			d.pipelineBodies = append(d.pipelineBodies, pending{rel, b})
+		}
+	case "pool":
+		if p, ok := d.pools[name]; ok {
+			prev = &p.DeclRange
+		} else {
+			d.pools[name] = &Pool{Name: name, DeclRange: b.DefRange}
+			d.poolBodies = append(d.poolBodies, pending{rel, b})
 		}
 	}
 	if prev != nil {

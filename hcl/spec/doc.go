@@ -9,6 +9,7 @@
 //	stream "name" { ... }       a Kafka topic
 //	function "name" { ... }     a function with its triggers
 //	pipeline "name" { ... }     a chain of functions (a | b | c)
+//	pool "name" { ... }         optional; a pool's scaling policy (scaling.go)
 //
 // References between blocks are HCL traversals (stream.readings,
 // function.sed, pipeline.shout), resolved while decoding.

@@ -23,6 +23,9 @@ type Project struct {
 	Streams   []*Stream
 	Functions []*Function
 	Pipelines []*Pipeline
+	// Pools are the pools the functions run in, by name, each with its
+	// pool block's settings or the defaults (scaling.go).
+	Pools map[string]*Pool
 
 	// Kafka is the project's kafka block, nil when it has none.
 	Kafka *Kafka

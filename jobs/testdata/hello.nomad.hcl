@@ -119,9 +119,21 @@ job "butter-hello" {
       }
     }
     scaling {
-      min     = 0
+      min     = 1
       max     = 10
       enabled = true
+      policy {
+        cooldown        = "30s"
+        scale_in_delay  = "5m0s"
+        target_inflight = 0.7
+        target_lag      = 1000
+        capacity {
+          echo-exec   = 10
+          echo-go     = 256
+          echo-node   = 320
+          echo-python = 10
+        }
+      }
     }
   }
   meta {

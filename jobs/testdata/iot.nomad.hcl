@@ -108,6 +108,16 @@ job "butter-iot" {
       min     = 1
       max     = 10
       enabled = true
+      policy {
+        consumer_groups = ["butter.iot.nightly._timers"]
+        cooldown        = "30s"
+        scale_in_delay  = "5m0s"
+        target_inflight = 0.7
+        target_lag      = 1000
+        capacity {
+          nightly = 10
+        }
+      }
     }
   }
   group "default" {
@@ -253,6 +263,17 @@ job "butter-iot" {
       min     = 1
       max     = 10
       enabled = true
+      policy {
+        consumer_groups = ["butter.iot.detect.readings"]
+        cooldown        = "30s"
+        scale_in_delay  = "5m0s"
+        target_inflight = 0.7
+        target_lag      = 1000
+        capacity {
+          detect = 10
+          ingest = 400
+        }
+      }
     }
   }
   meta {

@@ -68,9 +68,19 @@ job "butter-pipeline" {
       }
     }
     scaling {
-      min     = 0
+      min     = 1
       max     = 10
       enabled = true
+      policy {
+        cooldown        = "30s"
+        scale_in_delay  = "5m0s"
+        target_inflight = 0.7
+        target_lag      = 1000
+        capacity {
+          sed      = 10
+          to-upper = 10
+        }
+      }
     }
   }
   meta {

@@ -17,6 +17,7 @@ type Metrics struct {
 	duration    *prometheus.HistogramVec
 	instances   *prometheus.GaugeVec
 	inflight    *prometheus.GaugeVec
+	queued      *prometheus.GaugeVec
 	coldStarts  *prometheus.CounterVec
 	restarts    *prometheus.CounterVec
 	batches     *prometheus.CounterVec
@@ -34,6 +35,7 @@ func NewMetrics() *Metrics {
 		duration:    prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "butter_invocation_duration_seconds", Help: "Call duration, queueing included.", Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10)}, fn),
 		instances:   prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "butter_instances", Help: "Running instances."}, fn),
 		inflight:    prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "butter_inflight_calls", Help: "Calls in flight."}, fn),
+		queued:      prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "butter_queued_calls", Help: "Calls waiting for an instance: every instance busy and max reached (the autoscaler reads it)."}, fn),
 		coldStarts:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "butter_cold_starts_total", Help: "Instances started because every instance was busy or none ran."}, fn),
 		restarts:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "butter_instance_restarts_total", Help: "Instances that exited without being asked to (crashed, killed as hung)."}, fn),
 		batches:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "butter_ordered_batches_total", Help: "Ordered batches of stream events sent to a worker at once."}, fn),
@@ -41,6 +43,7 @@ func NewMetrics() *Metrics {
 	}
 	m.Registry.MustRegister(m.invocations, m.errors, m.duration, m.instances, m.inflight, m.coldStarts, m.restarts, m.batches, m.failed)
 	m.calls = newCallMetrics(m.Registry)
+	m.Registry.MustRegister(m.queued)
 	return m
 }
 

@@ -614,9 +614,13 @@ func (f *fnPool) acquire(ctx context.Context) (*slot, error) {
 		}
 		wake := f.wake
 		f.mu.Unlock()
+		queued := f.pool.opts.metrics.queued.WithLabelValues(f.cfg.Name)
+		queued.Inc()
 		select {
 		case <-wake:
+			queued.Dec()
 		case <-ctx.Done():
+			queued.Dec()
 			return nil, &proto.Error{Type: proto.Timeout, Message: fmt.Sprintf("all %d instances of %s stayed busy until the deadline", f.cfg.MaxInstances, f.cfg.Name)}
 		}
 	}

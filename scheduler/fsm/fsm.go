@@ -222,6 +222,9 @@ type State struct {
 	ACLTokens   map[string]*ACLToken  `json:"acl_tokens,omitempty"`
 	// BlobKey signs blob URLs (hex), created once on first need.
 	BlobKey string `json:"blob_key,omitempty"`
+	// Scaling is the autoscaler's last decision per task group, by
+	// "<project>/<group>" (scaling.go).
+	Scaling map[string]*ScalingDecision `json:"scaling,omitempty"`
 }
 
 func newState() *State {
@@ -300,6 +303,8 @@ func (f *FSM) Apply(l *raft.Log) any {
 		err = decodeThen(body, f.applyACLPolicyDelete)
 	case BlobKeySetType:
 		err = decodeThen(body, f.applyBlobKeySet)
+	case ScalingDecisionType:
+		err = decodeThen(body, f.applyScalingDecision)
 	default:
 		return fmt.Errorf("%w: type %d", ErrUnknownCommand, t)
 	}
@@ -549,6 +554,13 @@ func (s *State) clone() *State {
 		cp := *t
 		cp.Policies = slices.Clone(t.Policies)
 		c.ACLTokens[k] = &cp
+	}
+	if s.Scaling != nil {
+		c.Scaling = make(map[string]*ScalingDecision, len(s.Scaling))
+		for k, d := range s.Scaling {
+			cp := *d
+			c.Scaling[k] = &cp
+		}
 	}
 	return c
 }

@@ -124,6 +124,20 @@ func (n *Nomad) SetDown(err error) {
 	n.down = err
 }
 
+// SetCount sets a group's count in the job Nomad runs, as `nomad job
+// scale` does (without a new version: the fake keeps no history).
+func (n *Nomad) SetCount(jobID, group string, count int) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if j := n.jobs[jobID]; j != nil {
+		for _, tg := range j.TaskGroups {
+			if deref(tg.Name) == group {
+				tg.Count = ptr(count)
+			}
+		}
+	}
+}
+
 // Registrations returns every job version registered so far, in order.
 func (n *Nomad) Registrations() []Registration {
 	n.mu.Lock()
@@ -175,7 +189,7 @@ func (n *Nomad) Job(ctx context.Context, id string) (*api.Job, error) {
 	return copyJob(j), nil
 }
 
-func (n *Nomad) RegisterJob(ctx context.Context, job *api.Job) error {
+func (n *Nomad) RegisterJob(ctx context.Context, job *api.Job, preserveCounts bool) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.calls["RegisterJob"]++
@@ -195,6 +209,18 @@ func (n *Nomad) RegisterJob(ctx context.Context, job *api.Job) error {
 		version = *old.Version + 1
 	}
 	j := copyJob(job)
+	if old := n.jobs[id]; old != nil && preserveCounts {
+		// As Nomad does: groups the old version has keep its counts.
+		counts := map[string]*int{}
+		for _, tg := range old.TaskGroups {
+			counts[deref(tg.Name)] = tg.Count
+		}
+		for _, tg := range j.TaskGroups {
+			if c, ok := counts[deref(tg.Name)]; ok && c != nil {
+				tg.Count = ptr(*c)
+			}
+		}
+	}
 	j.Version, j.Stop, j.Status = ptr(version), ptr(false), ptr("running")
 	n.jobs[id] = j
 	n.registrations = append(n.registrations, Registration{JobID: id, Version: version, Meta: maps.Clone(job.Meta), Plan: plan})

@@ -59,6 +59,9 @@ type Options struct {
 	// ACL turns the nodes' ACLs on (scheduler.Config.ACL); Bootstrap and
 	// Token make tokens for them.
 	ACL bool
+	// Autoscale is every node's scheduler.Config.Autoscale (the leader's
+	// runs).
+	Autoscale *scheduler.AutoscaleConfig
 }
 
 // FastTiming is the timeouts a test cluster runs with by default: a new
@@ -140,7 +143,7 @@ func MakeCluster(t testing.TB, opts Options) *Cluster {
 		logger := hclog.New(&hclog.LoggerOptions{Name: fmt.Sprintf("node%d", i), Output: c.logs, Level: level})
 		nd.cfg = scheduler.Config{
 			DataDir: filepath.Join(dir, fmt.Sprint(i)), HTTPAddr: id, RaftAddr: string(addr),
-			BootstrapExpect: n, Join: join, Nomad: opts.Nomad, DeploymentStart: opts.DeploymentStart, Logger: logger, Timing: timing, SnapshotThreshold: opts.SnapshotThreshold, ACL: opts.ACL,
+			BootstrapExpect: n, Join: join, Nomad: opts.Nomad, DeploymentStart: opts.DeploymentStart, Logger: logger, Timing: timing, SnapshotThreshold: opts.SnapshotThreshold, ACL: opts.ACL, Autoscale: opts.Autoscale,
 			LogStore: nd.Logs, StableStore: nd.Stable, SnapshotStore: nd.Snaps, Transport: trans,
 		}
 		if !opts.NoTimers {

@@ -1,0 +1,441 @@
+// Package autoscaler scales the allocations of Butter's pools: each task
+// group's count, between the bounds of its Nomad scaling block, toward the
+// targets of the policy the compiler writes into that block (package jobs,
+// ScalingPolicy). The control plane's Raft leader runs it (package
+// scheduler); a new leader resumes from the decisions recorded in Raft.
+//
+// The loop's seams are small interfaces, each with a real implementation
+// and an in-memory one for tests:
+//
+//   - Scaler: the task groups with their counts, policies and active
+//     deployments, and the call that sets a count (Nomad's Scale API:
+//     NomadScaler);
+//   - Signals: the load of a task group (calls in flight per function,
+//     from each allocation's pool /metrics; Kafka consumer lag of the
+//     pool's consumer groups, through kadm: PoolSignals);
+//   - Store: the last decision per group, replicated (the scheduler's
+//     Raft log; MemStore in tests);
+//   - Clock.
+//
+// What is not here yet (issue 15's later parts): waking a pool from zero
+// allocations on an HTTP call (the gateway), CPU and memory from Nomad's
+// allocation stats, queued gateway requests as a signal, multi-node
+// tests, the capacity model. See README.md.
+package autoscaler
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/butterfn/butter/jobs"
+	"github.com/butterfn/butter/scheduler/fsm"
+	"github.com/hashicorp/go-hclog"
+)
+
+// Defaults of Config.
+const (
+	DefaultInterval   = 5 * time.Second
+	DefaultStaleAfter = 15 * time.Second
+)
+
+// reasonEvery is how often a fault that stays a fault is recorded again
+// for a new message.
+const reasonEvery = time.Minute
+
+// Target names a task group.
+type Target struct {
+	Project string
+	Job     string
+	Group   string
+}
+
+// Key is the target's key in the replicated state: "<project>/<group>".
+func (t Target) Key() string { return t.Project + "/" + t.Group }
+
+func (t Target) String() string { return t.Job + "/" + t.Group }
+
+// Group is a task group as Nomad runs it now.
+type Group struct {
+	Target
+	// Count is the group's count in Nomad.
+	Count int
+	// Policy is the group's scaling policy; PolicyErr is set instead when
+	// the group's scaling block cannot be read (jobs.ParseScalingPolicy).
+	Policy    jobs.ScalingPolicy
+	PolicyErr error
+	// Deployment is the ID of the job's active deployment, "" when none:
+	// Nomad refuses to scale a job while one runs.
+	Deployment string
+	// Unmanaged, when set, says why the autoscaler leaves the group
+	// alone: its scaling block has no policy of Butter's (a job compiled
+	// before the autoscaler existed, whose min may be 0 for a pool that
+	// nothing wakes).
+	Unmanaged string
+}
+
+// Scaler is Nomad, as the loop uses it.
+type Scaler interface {
+	// Groups lists the task groups of Butter's jobs.
+	Groups(ctx context.Context) ([]Group, error)
+	// Scale sets a group's count, with the reason Nomad records in the
+	// job's scaling events (`nomad job scaling-events`).
+	Scale(ctx context.Context, t Target, count int, reason string) error
+}
+
+// Load is what a group's signals say.
+type Load struct {
+	// At is when the oldest part of the load was read: a part that could
+	// not be read again keeps its last reading, and its age.
+	At time.Time
+	// Allocations is how many allocations' pools reported.
+	Allocations int
+	// Functions sums the pools' reports per function.
+	Functions map[string]FunctionLoad
+	// Lag is the consumer lag, in records, of the group's consumer
+	// groups together.
+	Lag int64
+	// Problems name the parts that could not be read this time (they
+	// keep their last reading, with its age in At).
+	Problems []string
+}
+
+// FunctionLoad is one function's load over a group's allocations.
+type FunctionLoad struct {
+	InFlight int
+	// Queued are calls waiting for an instance: every instance busy and
+	// the function at its max.
+	Queued    int
+	Instances int
+}
+
+// Signals reads a group's load.
+type Signals interface {
+	Load(ctx context.Context, g Group) (Load, error)
+}
+
+// Store keeps the last decision per group in replicated state.
+type Store interface {
+	// Decisions returns the recorded decisions by Target.Key.
+	Decisions() map[string]fsm.ScalingDecision
+	// Record writes a decision.
+	Record(d fsm.ScalingDecision) error
+}
+
+// Clock tells the time.
+type Clock interface{ Now() time.Time }
+
+type realClock struct{}
+
+func (realClock) Now() time.Time { return time.Now() }
+
+// Config configures an Autoscaler.
+type Config struct {
+	Scaler  Scaler
+	Signals Signals
+	Store   Store
+	// Clock defaults to the system clock.
+	Clock Clock
+	// Interval is the time between passes of Run; DefaultInterval when 0.
+	Interval time.Duration
+	// StaleAfter is the age past which signals are not acted on;
+	// DefaultStaleAfter when 0.
+	StaleAfter time.Duration
+	Logger     hclog.Logger
+}
+
+// Autoscaler is the loop. Its in-memory state (since when each group has
+// wanted fewer allocations) is its own: a new leader's Autoscaler starts
+// the scale-in delay again, which delays a scale-in and never repeats a
+// step.
+type Autoscaler struct {
+	cfg Config
+	log hclog.Logger
+
+	mu    sync.Mutex
+	below map[string]belowSince
+}
+
+// belowSince is a group wanting fewer allocations than it has: since
+// when, and the most it wanted since then.
+type belowSince struct {
+	since time.Time
+	peak  int
+}
+
+// New returns an Autoscaler.
+func New(cfg Config) *Autoscaler {
+	if cfg.Clock == nil {
+		cfg.Clock = realClock{}
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = DefaultInterval
+	}
+	if cfg.StaleAfter <= 0 {
+		cfg.StaleAfter = DefaultStaleAfter
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	return &Autoscaler{cfg: cfg, log: cfg.Logger, below: map[string]belowSince{}}
+}
+
+// Run runs passes every Interval until ctx ends.
+func (a *Autoscaler) Run(ctx context.Context) {
+	t := time.NewTicker(a.cfg.Interval)
+	defer t.Stop()
+	for {
+		a.Step(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Step takes one decision for every group. A group whose policy, signals
+// or scaling fails is logged and recorded; the others go on.
+func (a *Autoscaler) Step(ctx context.Context) {
+	groups, err := a.cfg.Scaler.Groups(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			a.log.Warn("cannot list the task groups to scale; will retry", "error", err)
+		}
+		return
+	}
+	last := a.cfg.Store.Decisions()
+	seen := map[string]bool{}
+	for _, g := range groups {
+		if ctx.Err() != nil {
+			return
+		}
+		seen[g.Key()] = true
+		prev := last[g.Key()]
+		d := a.decide(ctx, g, prev)
+		if d.Kind == fsm.ScaleScaled || d.Kind != prev.Kind || d.Count != prev.Count || d.To != prev.To ||
+			(d.Kind != fsm.ScaleHold && d.Reason != prev.Reason && d.At.Sub(prev.At) >= reasonEvery) {
+			// Holds are recorded when what they hold changes, not at
+			// every pass: the reason's numbers move all the time. A
+			// fault whose message changes (an address, a timeout) is
+			// recorded at most every reasonEvery; the log has each.
+			if err := a.cfg.Store.Record(d); err != nil {
+				a.log.Warn("cannot record a scaling decision", "group", g.String(), "error", err)
+			}
+		}
+	}
+	a.mu.Lock()
+	for k := range a.below {
+		if !seen[k] {
+			delete(a.below, k)
+		}
+	}
+	a.mu.Unlock()
+}
+
+// decide takes the decision for one group, scaling it when it should.
+func (a *Autoscaler) decide(ctx context.Context, g Group, prev fsm.ScalingDecision) fsm.ScalingDecision {
+	now := a.cfg.Clock.Now()
+	d := fsm.ScalingDecision{Project: g.Project, Job: g.Job, Group: g.Group, At: now, Count: g.Count, To: g.Count, LastScaled: prev.LastScaled}
+	hold := func(kind, why string) fsm.ScalingDecision {
+		d.Kind, d.Reason = kind, why
+		switch kind {
+		case fsm.ScaleError, fsm.ScaleStale:
+			a.log.Warn("not scaling", "group", g.String(), "reason", why)
+		}
+		return d
+	}
+	if g.PolicyErr != nil {
+		return hold(fsm.ScaleError, "the scaling policy is refused: "+g.PolicyErr.Error())
+	}
+	p := g.Policy
+	if p.Min > p.Max {
+		return hold(fsm.ScaleError, fmt.Sprintf("the scaling policy is refused: min %d is greater than max %d", p.Min, p.Max))
+	}
+	if g.Unmanaged != "" {
+		a.forget(g)
+		return hold(fsm.ScaleDisabled, g.Unmanaged)
+	}
+	if !p.Enabled {
+		a.forget(g)
+		return hold(fsm.ScaleDisabled, "the scaling block has enabled = false: operators set the count")
+	}
+	load, err := a.cfg.Signals.Load(ctx, g)
+	if err != nil {
+		return hold(fsm.ScaleError, "cannot read the signals: "+err.Error())
+	}
+	if age := now.Sub(load.At); load.At.IsZero() || age > a.cfg.StaleAfter {
+		// The reading's time, not its age: the reason stays the same
+		// while the signals stay stale, and is recorded once.
+		why := fmt.Sprintf("the signals are stale: last read at %s, more than %s ago", load.At.UTC().Format(time.RFC3339), a.cfg.StaleAfter)
+		if load.At.IsZero() {
+			why = "no signals were ever read"
+		}
+		if len(load.Problems) > 0 {
+			why += ": " + strings.Join(load.Problems, "; ")
+		}
+		return hold(fsm.ScaleStale, why)
+	}
+	want, why := Desired(p, load)
+	clamped := min(max(want, p.Min), p.Max)
+	if clamped != want {
+		why += fmt.Sprintf("; bounded to %d by min %d, max %d", clamped, p.Min, p.Max)
+	}
+	want = clamped
+	d.To = want // a hold records what the load wants
+	if want < g.Count {
+		a.mu.Lock()
+		b, ok := a.below[g.Key()]
+		if !ok {
+			b = belowSince{since: now, peak: want}
+		}
+		b.peak = max(b.peak, want)
+		a.below[g.Key()] = b
+		a.mu.Unlock()
+	} else {
+		a.forget(g)
+	}
+	if want == g.Count {
+		return hold(fsm.ScaleHold, "at target: "+why)
+	}
+	if g.Deployment != "" {
+		return hold(fsm.ScaleHold, fmt.Sprintf("wants %d, but deployment %s is active (Nomad scales no job during one): %s", want, short(g.Deployment), why))
+	}
+	if !prev.LastScaled.IsZero() && now.Before(prev.LastScaled.Add(p.Cooldown)) {
+		return hold(fsm.ScaleHold, fmt.Sprintf("wants %d, cooling down until %s (cooldown %s): %s", want, prev.LastScaled.Add(p.Cooldown).UTC().Format(time.RFC3339), p.Cooldown, why))
+	}
+	if want < g.Count {
+		if load.Allocations < g.Count {
+			return hold(fsm.ScaleHold, fmt.Sprintf("wants %d, but only %d of %d allocations report: not scaling in on part of the load", want, load.Allocations, g.Count))
+		}
+		a.mu.Lock()
+		b := a.below[g.Key()]
+		a.mu.Unlock()
+		if now.Sub(b.since) < p.ScaleInDelay {
+			return hold(fsm.ScaleHold, fmt.Sprintf("wants %d since %s; scales in after the scale-in delay (%s), at %s: %s", b.peak, b.since.UTC().Format(time.RFC3339), p.ScaleInDelay, b.since.Add(p.ScaleInDelay).UTC().Format(time.RFC3339), why))
+		}
+		// The most it wanted during the delay, so a dip does not take
+		// away what a moment before needed.
+		if b.peak > want {
+			why += fmt.Sprintf("; %d, the most wanted during the scale-in delay", b.peak)
+			want = b.peak
+		}
+	}
+	reason := fmt.Sprintf("%d -> %d: %s", g.Count, want, why)
+	if err := a.cfg.Scaler.Scale(ctx, g.Target, want, "butter autoscaler: "+reason); err != nil {
+		d.Kind, d.To, d.Reason = fsm.ScaleRefused, want, fmt.Sprintf("Nomad refused %s: %v", reason, err)
+		a.log.Error("Nomad refused to scale", "group", g.String(), "from", g.Count, "to", want, "error", err)
+		return d
+	}
+	a.forget(g)
+	a.log.Info("scaled", "group", g.String(), "from", g.Count, "to", want, "reason", why)
+	d.Kind, d.To, d.Reason, d.LastScaled = fsm.ScaleScaled, want, reason, now
+	return d
+}
+
+func (a *Autoscaler) forget(g Group) {
+	a.mu.Lock()
+	delete(a.below, g.Key())
+	a.mu.Unlock()
+}
+
+// Desired is the count the load asks for, before the policy's bounds:
+// the most any signal asks for. For each function of the pool, calls in
+// flight and queued over TargetInFlight of one allocation's capacity; for the pool,
+// consumer lag over TargetLag. It does not depend on the current count,
+// so a steady load gives a steady answer. The reason names each signal.
+func Desired(p jobs.ScalingPolicy, l Load) (int, string) {
+	want := 0
+	var parts []string
+	if p.TargetInFlight > 0 {
+		fns := make([]string, 0, len(p.Capacity))
+		for f := range p.Capacity {
+			fns = append(fns, f)
+		}
+		sort.Strings(fns)
+		busiest, busiestWant, total := "", 0, 0
+		for _, f := range fns {
+			fl := l.Functions[f]
+			total += fl.InFlight + fl.Queued
+			if n := int(math.Ceil(float64(fl.InFlight+fl.Queued) / (p.TargetInFlight * float64(p.Capacity[f])))); n > busiestWant {
+				busiest, busiestWant = f, n
+			}
+		}
+		if busiest != "" {
+			fl := l.Functions[busiest]
+			queued := ""
+			if fl.Queued > 0 {
+				queued = fmt.Sprintf(" and %d queued", fl.Queued)
+			}
+			parts = append(parts, fmt.Sprintf("inflight: %s has %d calls in flight%s on %d allocations, capacity %d per allocation at target %g -> %d", busiest, fl.InFlight, queued, l.Allocations, p.Capacity[busiest], p.TargetInFlight, busiestWant))
+		} else {
+			parts = append(parts, fmt.Sprintf("inflight: %d calls in flight -> 0", total))
+		}
+		want = max(want, busiestWant)
+	}
+	if p.TargetLag > 0 && len(p.ConsumerGroups) > 0 {
+		n := int(math.Ceil(float64(l.Lag) / p.TargetLag))
+		parts = append(parts, fmt.Sprintf("lag: %d records at target %g per allocation -> %d", l.Lag, p.TargetLag, n))
+		want = max(want, n)
+	}
+	if len(parts) == 0 {
+		parts = append(parts, "no signal applies")
+	}
+	return want, strings.Join(parts, "; ")
+}
+
+func short(id string) string {
+	if len(id) > 8 {
+		return id[:8]
+	}
+	return id
+}
+
+// MemStore is a Store in memory, for tests.
+type MemStore struct {
+	mu  sync.Mutex
+	m   map[string]fsm.ScalingDecision
+	log []fsm.ScalingDecision
+	// Fail, when set, makes Record fail with it.
+	Fail error
+}
+
+// Decisions returns the recorded decisions.
+func (s *MemStore) Decisions() map[string]fsm.ScalingDecision {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]fsm.ScalingDecision, len(s.m))
+	for k, v := range s.m {
+		out[k] = v
+	}
+	return out
+}
+
+// Record keeps d.
+func (s *MemStore) Record(d fsm.ScalingDecision) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.Fail != nil {
+		return s.Fail
+	}
+	if s.m == nil {
+		s.m = map[string]fsm.ScalingDecision{}
+	}
+	if prev, ok := s.m[d.Key()]; ok && d.LastScaled.Before(prev.LastScaled) {
+		d.LastScaled = prev.LastScaled
+	}
+	s.m[d.Key()] = d
+	s.log = append(s.log, d)
+	return nil
+}
+
+// Recorded returns every decision recorded, in order.
+func (s *MemStore) Recorded() []fsm.ScalingDecision {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]fsm.ScalingDecision(nil), s.log...)
+}

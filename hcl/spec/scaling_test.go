@@ -1,0 +1,121 @@
+package spec_test
+
+import (
+	"strings"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/butterfn/butter/hcl/spec"
+)
+
+func loadSrc(t *testing.T, src string) (*spec.Project, *spec.Report) {
+	t.Helper()
+	return spec.LoadFS(fstest.MapFS{"main.fn.hcl": {Data: []byte(src)}}, "proj")
+}
+
+// TestScalingBlock decodes a pool's scaling block, keeps the defaults for
+// what it leaves out, and gives a pool without a block the defaults.
+func TestScalingBlock(t *testing.T) {
+	p, rep := loadSrc(t, `
+function "a" {
+  runtime = "exec"
+  command = ["cat"]
+  pool    = "busy"
+  trigger "stream" {
+    stream = stream.in
+  }
+}
+function "b" {
+  runtime = "exec"
+  command = ["cat"]
+}
+stream "in" {}
+pool "busy" {
+  scaling {
+    min            = 0
+    max            = 4
+    scale_in_delay = "1m"
+    target = {
+      lag = 50
+    }
+  }
+}
+`)
+	if rep.HasErrors() || len(rep.Diags) != 0 {
+		t.Fatalf("diagnostics: %v", rep.Diags)
+	}
+	busy := p.Pools["busy"].Scaling
+	if !busy.Enabled || busy.Min != 0 || busy.Max != 4 || busy.ScaleInDelay != time.Minute || busy.Cooldown != spec.DefaultCooldown {
+		t.Errorf("busy: %+v", busy)
+	}
+	if busy.Targets[spec.SignalLag] != 50 || busy.Targets[spec.SignalInFlight] != spec.DefaultTargetInFlight {
+		t.Errorf("busy targets: %v", busy.Targets)
+	}
+	def := p.Pools["default"]
+	if def == nil {
+		t.Fatalf("no default pool: %v", p.Pools)
+	}
+	want := spec.DefaultScaling()
+	if def.Scaling.Min != want.Min || def.Scaling.Max != want.Max || !def.Scaling.Enabled || def.Scaling.Targets[spec.SignalLag] != spec.DefaultTargetLag {
+		t.Errorf("default pool: %+v", def.Scaling)
+	}
+	if len(p.Pools) != 2 {
+		t.Errorf("pools: %v", p.Pools)
+	}
+}
+
+// TestScalingToZeroWarns warns when a pool with a direct route may scale
+// to zero: nothing wakes it yet. A pool woken by lag alone gets no warning
+// (TestScalingBlock).
+func TestScalingToZeroWarns(t *testing.T) {
+	p, rep := loadSrc(t, `
+function "a" {
+  runtime = "exec"
+  command = ["cat"]
+  trigger "http" {
+    route = "POST /a"
+  }
+}
+pool "default" {
+  scaling {
+    min = 0
+  }
+}
+`)
+	if p == nil || rep.HasErrors() {
+		t.Fatalf("refused: %v", rep.Diags)
+	}
+	if len(rep.Diags) != 1 || rep.Diags[0].Summary != "Nothing wakes this pool from zero yet" || !strings.Contains(rep.Diags[0].Detail, "POST /a") {
+		t.Fatalf("diagnostics: %v", rep.Diags)
+	}
+	if r := rep.Diags[0].Subject; r == nil || r.Start.Line != 10 {
+		t.Errorf("warning at %v, want the scaling block (line 10)", r)
+	}
+}
+
+// TestScalingDuplicates refuses a second pool block and a second scaling
+// block, each naming the first.
+func TestScalingDuplicates(t *testing.T) {
+	_, rep := loadSrc(t, `
+function "a" {
+  runtime = "exec"
+  command = ["cat"]
+}
+pool "default" {
+  scaling {}
+  scaling {}
+}
+pool "default" {}
+`)
+	var got []string
+	for _, d := range rep.Diags {
+		got = append(got, d.Summary+" @"+d.Subject.String())
+	}
+	text := strings.Join(got, "\n")
+	for _, want := range []string{"Duplicate scaling block @proj/main.fn.hcl:8,3-10", "Duplicate pool name @proj/main.fn.hcl:10,6-15"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("missing %q in:\n%s", want, text)
+		}
+	}
+}
