@@ -55,6 +55,8 @@ type options struct {
 	limits      *runtime.Limits
 	// sessionTimeout is the stream consumers' group session timeout.
 	sessionTimeout time.Duration
+	// instanceID makes stream consumers static group members (static.go).
+	instanceID string
 	secrets        secrets.Source
 	sandbox        *sandbox.Config
 	// noPreflight skips loading the functions whose min is 0 at Start,
