@@ -55,8 +55,6 @@ type options struct {
 	limits      *runtime.Limits
 	// sessionTimeout is the stream consumers' group session timeout.
 	sessionTimeout time.Duration
-	// instanceID makes stream consumers static group members (static.go).
-	instanceID string
 	secrets        secrets.Source
 	sandbox        *sandbox.Config
 	// noPreflight skips loading the functions whose min is 0 at Start,
@@ -69,6 +67,8 @@ type options struct {
 	capture *Capture
 	// breaker configures the context calls' circuit breakers (calls.go).
 	breaker breakerOptions
+	// instanceID makes stream consumers static group members (static.go).
+	instanceID string
 }
 
 // maxProcs is the process limit of one instance: room for a runtime's

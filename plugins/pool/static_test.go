@@ -1,0 +1,85 @@
+package pool_test
+
+import (
+	"context"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+
+	"github.com/butterfn/butter/broker"
+	"github.com/butterfn/butter/plugins/pool"
+)
+
+func TestStaticInstanceID(t *testing.T) {
+	for in, want := range map[string]string{
+		"butter-mn.default[2]":   "butter-mn.default.2",
+		"":                       "",
+		"a b/c":                  "a.b.c",
+		strings.Repeat("x", 300): strings.Repeat("x", 249),
+	} {
+		if got := pool.StaticInstanceID(in); got != want {
+			t.Errorf("StaticInstanceID(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestStreamStaticMembership: pools given an instance id (Nomad's
+// allocation name) join their stream's group as static members under
+// that id; a pool that stops cleanly leaves explicitly, so the other
+// takes its partitions at once, not after the session timeout (a
+// minute here, longer than the deadline), which franz-go's Close alone
+// would leave a static member to.
+func TestStreamStaticMembership(t *testing.T) {
+	dev, cl := devBroker(t)
+	topics(t, cl, broker.Topic{Name: "st.in", Partitions: 4})
+	const group = "butter.test.static.st.in"
+	f := streamFn("static", "first", "st.in", "st.out", "cat")
+	var pools []*pool.Pool
+	for _, name := range []string{"butter-t.p[0]", "butter-t.p[1]"} {
+		p, _ := start(t, []pool.FunctionConfig{f}, pool.WithInstanceID(name), pool.WithSessionTimeout(time.Minute))
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if err := p.StartStreams(ctx, dev.Config()); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		pools = append(pools, p)
+	}
+	adm := kadm.NewClient(cl)
+	members := func() (ids []string, partitions int) {
+		ds, err := adm.DescribeGroups(context.Background(), group)
+		if err != nil || ds[group].State != "Stable" {
+			return nil, 0
+		}
+		for _, m := range ds[group].Members {
+			if m.InstanceID != nil {
+				ids = append(ids, *m.InstanceID)
+			}
+			if c, ok := m.Assigned.AsConsumer(); ok {
+				for _, tp := range c.Topics {
+					partitions += len(tp.Partitions)
+				}
+			}
+		}
+		sort.Strings(ids)
+		return ids, partitions
+	}
+	eventually(t, time.Minute, "two static members named after the allocations", func() bool {
+		ids, n := members()
+		return strings.Join(ids, ",") == "butter-t.p.0,butter-t.p.1" && n == 4
+	})
+	pools[0].Close()
+	eventually(t, 30*time.Second, "the other pool holding every partition after a clean stop", func() bool {
+		ids, n := members()
+		return strings.Join(ids, ",") == "butter-t.p.1" && n == 4
+	})
+	produce(t, cl, "st.in", events("ev", 0, 40)...)
+	got := values(readAll(t, dev.Addr, "st.out", 40))
+	for _, e := range events("ev", 0, 40) {
+		if got[e] != 1 {
+			t.Errorf("%s handled %d times", e, got[e])
+		}
+	}
+}
