@@ -419,7 +419,11 @@ plugin "nomad-driver-butter" {
 			continue
 		}
 		failed++
-		t.Logf("failed call started %v after the kill: %s", c.start.Sub(killed).Round(time.Millisecond), c.err)
+		when := fmt.Sprintf("%v before the node was dead", killed.Sub(c.start).Round(time.Millisecond))
+		if c.start.After(killed) {
+			when = fmt.Sprintf("%v after the node was dead", c.start.Sub(killed).Round(time.Millisecond))
+		}
+		t.Logf("failed call, started %s: %s", when, c.err)
 		if c.start.After(killed) {
 			failedAfter++
 		}
