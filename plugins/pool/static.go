@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -61,10 +62,18 @@ func (p *Pool) staticOpts() []kgo.Opt {
 // its group explicitly (franz-go does not, for static members), through
 // a short-lived client of its own: leaving from the consumer's client
 // before closing it could let its group loop rejoin in between.
+//
+// A replacement allocation (same name, same instance id) may already
+// have joined, fencing this consumer: it must stay in the group. The
+// leave names this consumer's member id, which Kafka checks against the
+// id's current member; the embedded broker (kfake) does not, so the
+// group is described first and the leave skipped when the instance id
+// belongs to another member now.
 func (c *consumer) closeClient() {
+	member, _ := c.cl.GroupMetadata()
 	c.cl.Close()
 	id := c.p.opts.instanceID
-	if id == "" {
+	if id == "" || member == "" {
 		return
 	}
 	log := c.f.log.With("stream", c.tr.Stream, "group", c.tr.Group, "instance_id", id)
@@ -76,16 +85,26 @@ func (c *consumer) closeClient() {
 	defer cl.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	if gs, err := kadm.NewClient(cl).DescribeGroups(ctx, c.tr.Group); err == nil {
+		for _, m := range gs[c.tr.Group].Members {
+			if m.InstanceID != nil && *m.InstanceID == id && m.MemberID != member {
+				log.Debug("not leaving the consumer group: a replacement holds the instance id", "member", m.MemberID)
+				return
+			}
+		}
+	}
 	req := kmsg.NewPtrLeaveGroupRequest()
 	req.Group = c.tr.Group
 	m := kmsg.NewLeaveGroupRequestMember()
 	m.InstanceID = &id
+	m.MemberID = member
 	req.Members = append(req.Members, m)
 	resp, err := req.RequestWith(ctx, cl)
 	if err == nil {
 		err = kerr.ErrorForCode(resp.ErrorCode)
 		for _, m := range resp.Members {
-			if e := kerr.ErrorForCode(m.ErrorCode); e != nil && err == nil && !errors.Is(e, kerr.UnknownMemberID) {
+			// Already gone, or replaced by a newer member under the id.
+			if e := kerr.ErrorForCode(m.ErrorCode); e != nil && err == nil && !errors.Is(e, kerr.UnknownMemberID) && !errors.Is(e, kerr.FencedInstanceID) {
 				err = e
 			}
 		}

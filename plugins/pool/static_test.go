@@ -82,4 +82,42 @@ func TestStreamStaticMembership(t *testing.T) {
 			t.Errorf("%s handled %d times", e, got[e])
 		}
 	}
+
+	// A replacement under the same name joins while the old pool still
+	// runs (Nomad starts a new allocation while the old one drains): it
+	// takes the id over, and the old pool's leave on stop does not remove
+	// it (the leave names the old member).
+	memberOf := func() string {
+		ds, err := adm.DescribeGroups(context.Background(), group)
+		if err != nil || ds[group].State != "Stable" || len(ds[group].Members) != 1 {
+			return ""
+		}
+		return ds[group].Members[0].MemberID
+	}
+	old := memberOf()
+	repl, _ := start(t, []pool.FunctionConfig{f}, pool.WithInstanceID("butter-t.p[1]"), pool.WithSessionTimeout(time.Minute))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := repl.StartStreams(ctx, dev.Config()); err != nil {
+		t.Fatal(err)
+	}
+	var newMember string
+	eventually(t, 30*time.Second, "the replacement holding the instance id", func() bool {
+		newMember = memberOf()
+		return newMember != "" && newMember != old
+	})
+	pools[1].Close()
+	if m := memberOf(); m != newMember {
+		t.Fatalf("after the old pool stopped, the group's member is %q, want the replacement %q still", m, newMember)
+	}
+	produce(t, cl, "st.in", events("ev", 40, 80)...)
+	got = values(readAll(t, dev.Addr, "st.out", 80))
+	for _, e := range events("ev", 40, 80) {
+		if got[e] < 1 {
+			t.Errorf("%s not handled after the replacement", e)
+		}
+	}
+	if m := memberOf(); m != newMember {
+		t.Errorf("the replacement's member id changed from %q to %q: it was removed and rejoined", newMember, m)
+	}
 }
