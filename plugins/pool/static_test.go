@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/butterfn/butter/broker"
 	"github.com/butterfn/butter/plugins/pool"
@@ -120,4 +121,51 @@ func TestStreamStaticMembership(t *testing.T) {
 	if m := memberOf(); m != newMember {
 		t.Errorf("the replacement's member id changed from %q to %q: it was removed and rejoined", newMember, m)
 	}
+}
+
+// TestStreamStaticRestart: a static member that dies (it does not leave:
+// a crash, a lost node) is replaced by a pool under the same instance id,
+// which takes its partitions back at once: every event, on every
+// partition, is handled well within the session timeout (a minute). A
+// new dynamic member in its place would wait for the dead one, which
+// still holds its partitions in the group, until the session expired.
+func TestStreamStaticRestart(t *testing.T) {
+	dev, cl := devBroker(t)
+	topics(t, cl, broker.Topic{Name: "sr.in", Partitions: 4})
+	const group = "butter.test.restart.sr.in"
+	f := streamFn("restart", "first", "sr.in", "sr.out", "cat")
+	other, _ := start(t, []pool.FunctionConfig{f}, pool.WithInstanceID("butter-t.p[1]"), pool.WithSessionTimeout(time.Minute))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := other.StartStreams(ctx, dev.Config()); err != nil {
+		t.Fatal(err)
+	}
+	// The member that dies: a consumer of the group under the id
+	// butter-t.p.0 that closes without leaving, as a static member does.
+	dead, err := kgo.NewClient(kgo.SeedBrokers(dev.Addr), kgo.ConsumerGroup(group), kgo.ConsumeTopics("sr.in"),
+		kgo.InstanceID(pool.StaticInstanceID("butter-t.p[0]")), kgo.SessionTimeout(time.Minute), kgo.DisableAutoCommit())
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			if fs := dead.PollFetches(context.Background()); fs.IsClientClosed() {
+				return
+			}
+		}
+	}()
+	waitSettled(t, cl, group, 2)
+	dead.Close()
+
+	restarted, _ := start(t, []pool.FunctionConfig{f}, pool.WithInstanceID("butter-t.p[0]"), pool.WithSessionTimeout(time.Minute))
+	if err := restarted.StartStreams(ctx, dev.Config()); err != nil {
+		t.Fatal(err)
+	}
+	begin := time.Now()
+	produce(t, cl, "sr.in", events("ev", 0, 40)...)
+	out, ok := readTopic(t, dev.Addr, "sr.out", 30*time.Second, func(r []*kgo.Record) bool { return len(values(r)) >= 40 })
+	if !ok {
+		t.Fatalf("%d of 40 events handled 30s after the restart: the dead member's partitions were not taken back", len(values(out)))
+	}
+	t.Logf("every event handled %v after the restart", time.Since(begin).Round(time.Millisecond))
 }
