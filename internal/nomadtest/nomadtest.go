@@ -48,9 +48,9 @@ type Agent struct {
 	dir    string
 	opts   Options
 	server *proc // nil for a dev agent
-	client *proc // the client agent, or the dev agent; a cluster's first
-	// clients are every client agent of a cluster (StartCluster), the
-	// first being client; nil otherwise.
+	client *proc // the client agent (a cluster's first), or the dev agent
+	// clients are every client agent of a cluster (StartCluster); nil
+	// otherwise.
 	clients []*proc
 }
 
@@ -524,7 +524,8 @@ func (a *Agent) Log() string {
 // started from bin and that outlived their agent: they run in the agent's
 // working directory dir, so processes of other tests' agents are left
 // alone. A dev agent interrupted leaves them behind, holding the
-// allocation's log files open.
+// allocation's log files open. A cluster's clients run in their data dirs,
+// under dir, so what each left is found the same way.
 func killStrays(t testing.TB, bin, dir string) {
 	exe, err := filepath.EvalSymlinks(bin)
 	if err != nil {
