@@ -126,6 +126,9 @@ func (c *poolCommand) Run(args []string) int {
 	p, err := pool.New(cfg, func(fn string) io.Writer {
 		return log.Named(fn).StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true})
 	}, pool.WithLogger(log), pool.WithSDKs(sdks), pool.WithStopGrace(*drain), pool.WithIdleTimeout(*idle), pool.WithLimits(limits), pool.WithSessionTimeout(*session),
+		// Stream consumers are static group members named after the
+		// allocation, which a replacement keeps (docs/pool-and-driver.md).
+		pool.WithInstanceID(os.Getenv("NOMAD_ALLOC_NAME")),
 		pool.WithSecrets(secrets.Rendered{Dir: *secretsDir}), pool.WithSandbox(confine))
 	if err != nil {
 		log.Error("cannot create the pool", "error", err)

@@ -80,6 +80,10 @@ job "butter-iot" {
         }
       }
     }
+    spread {
+      attribute = "$${node.unique.id}"
+      weight    = 100
+    }
     update {
       max_parallel      = 1
       health_check      = "checks"
@@ -234,6 +238,10 @@ job "butter-iot" {
           checksum = "sha256:d30a0ba04d59881ad9ba67028e414251e6efaf74f23effb140ce36fab3706f06"
         }
       }
+    }
+    spread {
+      attribute = "$${node.unique.id}"
+      weight    = 100
     }
     update {
       max_parallel      = 1

@@ -67,6 +67,8 @@ type options struct {
 	capture *Capture
 	// breaker configures the context calls' circuit breakers (calls.go).
 	breaker breakerOptions
+	// instanceID makes stream consumers static group members (static.go).
+	instanceID string
 }
 
 // maxProcs is the process limit of one instance: room for a runtime's

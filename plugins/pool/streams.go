@@ -211,6 +211,9 @@ type consumer struct {
 	// resync asks run to catch up with the state changelog before it
 	// handles the next batch: partitions were assigned.
 	resync atomic.Bool
+	// leaveOpts connect a client to the brokers, for a static member's
+	// explicit leave (closeClient).
+	leaveOpts []kgo.Opt
 	// perEvent is the time an event of a batch took lately, in
 	// nanoseconds (handleBatch).
 	perEvent atomic.Int64
@@ -301,6 +304,8 @@ func newConsumer(p *Pool, f *fnPool, tr StreamTrigger, base []kgo.Opt) (*consume
 		// session expires; Kafka's 45s default would stall them that long.
 		kgo.SessionTimeout(p.opts.sessionTimeout),
 	)
+	opts = append(opts, p.staticOpts()...)
+	c.leaveOpts = base
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("function %s: stream %s: %w", f.cfg.Name, tr.Stream, err)
@@ -339,7 +344,7 @@ func newConsumer(p *Pool, f *fnPool, tr StreamTrigger, base []kgo.Opt) (*consume
 // handles it again from its first attempt. A drain thus never waits out a
 // backoff (each up to retry.max_backoff, 32 × retry.backoff by default).
 func (c *consumer) run(ctx context.Context) {
-	defer c.cl.Close()
+	defer c.closeClient()
 	c.stop = ctx.Done()
 	log := c.f.log.With("stream", c.tr.Stream, "group", c.tr.Group)
 	// Handling runs to its end even while stopping: a poll's offsets are
