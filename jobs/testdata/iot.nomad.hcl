@@ -10,7 +10,7 @@ job "butter-iot" {
         pool     = "batch"
         port     = "invoke"
         project  = "iot"
-        revision = "7978d0076a77"
+        revision = "c2f8d82f7a40"
         function {
           bundle        = "local/bundles/197659a79e8fff3cdc72e8d968edba97c8b6fd8b205bcc0c43643b60356028b0"
           command       = ["./report.sh"]
@@ -94,7 +94,7 @@ job "butter-iot" {
     }
     service {
       name     = "butter-iot-batch"
-      tags     = ["butter", "project=iot", "pool=batch", "revision=7978d0076a77"]
+      tags     = ["butter", "project=iot", "pool=batch", "revision=c2f8d82f7a40"]
       port     = "invoke"
       provider = "nomad"
       check {
@@ -120,7 +120,7 @@ job "butter-iot" {
         pool     = "default"
         port     = "invoke"
         project  = "iot"
-        revision = "7978d0076a77"
+        revision = "c2f8d82f7a40"
         function {
           bundle        = "local/bundles/10451d6c5734f84a58ce9f5227032a89f907ae38666be13c3c176e189cb8363e"
           concurrency   = 1
@@ -145,10 +145,11 @@ job "butter-iot" {
             ttl = "720h0m0s"
           }
           stream {
-            group  = "butter.iot.detect.readings"
-            offset = "first"
-            schema = "local/schemas/8912abae4b878e84a75bd41a661853f927b4dc70f74bbb5c1590b180460e0dbb.json"
-            stream = "iot.readings"
+            exactly_once = true
+            group        = "butter.iot.detect.readings"
+            offset       = "first"
+            schema       = "local/schemas/8912abae4b878e84a75bd41a661853f927b4dc70f74bbb5c1590b180460e0dbb.json"
+            stream       = "iot.readings"
           }
         }
         function {
@@ -239,7 +240,7 @@ job "butter-iot" {
     }
     service {
       name     = "butter-iot-default"
-      tags     = ["butter", "project=iot", "pool=default", "revision=7978d0076a77"]
+      tags     = ["butter", "project=iot", "pool=default", "revision=c2f8d82f7a40"]
       port     = "invoke"
       provider = "nomad"
       check {
@@ -258,6 +259,6 @@ job "butter-iot" {
   meta {
     butter_auto_rollback = "true"
     butter_project       = "iot"
-    butter_revision      = "7978d0076a77"
+    butter_revision      = "c2f8d82f7a40"
   }
 }
