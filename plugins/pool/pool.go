@@ -63,6 +63,9 @@ type options struct {
 	preflightOnly map[string]bool
 	// sandboxAvailable is sandbox.Available, replaced by tests.
 	sandboxAvailable func() error
+	// instanceID names this pool among those running the same functions,
+	// stable across its restarts (WithInstanceID, transact.go).
+	instanceID string
 }
 
 // maxProcs is the process limit of one instance: room for a runtime's
@@ -420,6 +423,9 @@ type Call struct {
 	// stream is the topic of a stream-triggered call's event: its
 	// trigger's schema applies to the input (checkInput).
 	stream string
+	// txn, for an event of an exactly-once trigger, holds the state
+	// changes of the event's transaction (transact.go).
+	txn *stateTxn
 }
 
 // Invoke runs one call of a function. It returns a *proto.Error for typed

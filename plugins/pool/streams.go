@@ -219,6 +219,9 @@ type consumer struct {
 	// stop is closed when the consumer is asked to stop (run's context):
 	// the waits between retries end then (pause).
 	stop <-chan struct{}
+	// eos is the transaction session of an exactly-once trigger
+	// (transact.go), nil otherwise.
+	eos *transactor
 }
 
 // outWork is the outputs of events to produce (outs[k] is recs[k]'s), or,
@@ -292,11 +295,6 @@ func newConsumer(p *Pool, f *fnPool, tr StreamTrigger, base []kgo.Opt) (*consume
 		// session expires; Kafka's 45s default would stall them that long.
 		kgo.SessionTimeout(p.opts.sessionTimeout),
 	)
-	cl, err := kgo.NewClient(opts...)
-	if err != nil {
-		return nil, fmt.Errorf("function %s: stream %s: %w", f.cfg.Name, tr.Stream, err)
-	}
-	c.cl = cl
 	if r := f.cfg.Retry; r != nil {
 		c.attempts = max(r.Attempts, 1)
 		if r.Backoff != "" { // else the default above
@@ -309,6 +307,17 @@ func newConsumer(p *Pool, f *fnPool, tr StreamTrigger, base []kgo.Opt) (*consume
 	if c.maxBack < c.backoff {
 		c.maxBack = 32 * c.backoff
 	}
+	if tr.ExactlyOnce {
+		if err := c.transactional(opts); err != nil {
+			return nil, err
+		}
+		return c, nil
+	}
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("function %s: stream %s: %w", f.cfg.Name, tr.Stream, err)
+	}
+	c.cl = cl
 	return c, nil
 }
 
@@ -330,6 +339,10 @@ func newConsumer(p *Pool, f *fnPool, tr StreamTrigger, base []kgo.Opt) (*consume
 // handles it again from its first attempt. A drain thus never waits out a
 // backoff (each up to retry.max_backoff, 32 × retry.backoff by default).
 func (c *consumer) run(ctx context.Context) {
+	if c.eos != nil {
+		c.runTransact(ctx)
+		return
+	}
 	defer c.cl.Close()
 	c.stop = ctx.Done()
 	log := c.f.log.With("stream", c.tr.Stream, "group", c.tr.Group)
@@ -639,7 +652,7 @@ func (c *consumer) attempts1(ctx context.Context, ev *event, acks *batchAcks, fi
 			ef := &emitFailure{}
 			err = ef.or(c.p.Invoke(ctx, c.f.cfg.Name, &Call{
 				Input: bytes.NewReader(r.Value), Output: out, Meta: ev.meta,
-				Calls: c.calls(r, ef), StateKey: string(r.Key), stream: r.Topic,
+				Calls: c.calls(r, ef), StateKey: string(r.Key), stream: r.Topic, txn: c.txn(),
 			}))
 			if err == nil {
 				if se := c.p.checkOutput(c.f, out.Bytes(), false, true); se != nil {
