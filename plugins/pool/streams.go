@@ -102,6 +102,11 @@ func (p *Pool) StartStreams(ctx context.Context, kafka broker.Config) error {
 	if err := broker.EnsureTopics(ctx, adm, topics); err != nil {
 		return err
 	}
+	// Transactions a previous run of this pool left open are aborted
+	// first: the state restore would wait for them.
+	if err := p.fence(ctx, base); err != nil {
+		return err
+	}
 	// State first: a function's changelog is read to its end before its
 	// streams are consumed.
 	for _, name := range p.Functions() {
@@ -295,18 +300,7 @@ func newConsumer(p *Pool, f *fnPool, tr StreamTrigger, base []kgo.Opt) (*consume
 		// session expires; Kafka's 45s default would stall them that long.
 		kgo.SessionTimeout(p.opts.sessionTimeout),
 	)
-	if r := f.cfg.Retry; r != nil {
-		c.attempts = max(r.Attempts, 1)
-		if r.Backoff != "" { // else the default above
-			c.backoff = duration(r.Backoff)
-		}
-		if r.MaxBackoff != "" {
-			c.maxBack = duration(r.MaxBackoff)
-		}
-	}
-	if c.maxBack < c.backoff {
-		c.maxBack = 32 * c.backoff
-	}
+	c.setRetry()
 	if tr.ExactlyOnce {
 		if err := c.transactional(opts); err != nil {
 			return nil, err
@@ -319,6 +313,24 @@ func newConsumer(p *Pool, f *fnPool, tr StreamTrigger, base []kgo.Opt) (*consume
 	}
 	c.cl = cl
 	return c, nil
+}
+
+// setRetry sets c's attempts and backoffs from its function's retry
+// block.
+func (c *consumer) setRetry() {
+	c.attempts, c.backoff = 1, time.Second
+	if r := c.f.cfg.Retry; r != nil {
+		c.attempts = max(r.Attempts, 1)
+		if r.Backoff != "" { // else the default above
+			c.backoff = duration(r.Backoff)
+		}
+		if r.MaxBackoff != "" {
+			c.maxBack = duration(r.MaxBackoff)
+		}
+	}
+	if c.maxBack < c.backoff {
+		c.maxBack = 32 * c.backoff
+	}
 }
 
 // run polls, handles and commits until ctx ends; then it leaves the group.

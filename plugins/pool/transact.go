@@ -62,14 +62,7 @@ type transactor struct {
 // transactional makes c an exactly-once consumer: its client is a
 // transaction session, reading read_committed, with opts.
 func (c *consumer) transactional(opts []kgo.Opt) error {
-	p := c.p
-	if p.opts.instanceID == "" {
-		var b [8]byte
-		_, _ = rand.Read(b[:])
-		p.opts.instanceID = hex.EncodeToString(b[:])
-		p.opts.logger.Warn("this pool has no instance ID (butter pool -instance-id, $NOMAD_ALLOC_ID): exactly-once triggers use a random one, so after a crash the transaction it left open is aborted only at its timeout", "instance", p.opts.instanceID)
-	}
-	t := &transactor{id: c.tr.Group + "." + p.opts.instanceID, timeout: c.txTimeout(), poll: pollBatch}
+	t := &transactor{id: c.p.transactionalID(c.tr), timeout: c.txTimeout(), poll: pollBatch}
 	if one := c.eventBound(); 2*one > t.timeout {
 		c.f.log.Warn("an event may take longer than half the transaction timeout (its attempts, timeouts and backoffs): the brokers may abort its transaction, and it is then handled again", "stream", c.tr.Stream, "event", one, "transaction_timeout", t.timeout)
 	}
@@ -86,6 +79,48 @@ func (c *consumer) transactional(opts []kgo.Opt) error {
 	t.sess = sess
 	c.cl = sess.Client()
 	c.eos = t
+	return nil
+}
+
+// transactionalID is the transactional ID of an exactly-once trigger's
+// consumer in this pool: its group and the pool's instance ID.
+func (p *Pool) transactionalID(tr StreamTrigger) string {
+	if p.opts.instanceID == "" {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		p.opts.instanceID = hex.EncodeToString(b[:])
+		p.opts.logger.Warn("this pool has no instance ID (butter pool -instance-id, $NOMAD_ALLOC_ID): exactly-once triggers use a random one, so after a crash the transactions it left open are aborted only at their timeout", "instance", p.opts.instanceID)
+	}
+	return tr.Group + "." + p.opts.instanceID
+}
+
+// fence aborts the transactions a previous run of this pool (the same
+// instance ID) left open, before the state is restored: the restore reads
+// the changelog read_committed up to its end, so it would wait for them
+// until their timeout. Initializing a producer with a transactional ID
+// bumps its epoch, which fences the old producer and aborts its open
+// transaction.
+func (p *Pool) fence(ctx context.Context, base []kgo.Opt) error {
+	for _, name := range p.Functions() {
+		f := p.fns[name]
+		for _, tr := range f.cfg.Streams {
+			if !tr.ExactlyOnce {
+				continue
+			}
+			c := &consumer{p: p, f: f, tr: tr}
+			c.setRetry()
+			id := p.transactionalID(tr)
+			cl, err := kgo.NewClient(append(append([]kgo.Opt{}, base...), kgo.TransactionalID(id), kgo.TransactionTimeout(c.txTimeout()))...)
+			if err != nil {
+				return fmt.Errorf("function %s: stream %s: exactly_once: %w", name, tr.Stream, err)
+			}
+			_, _, err = cl.ProducerID(ctx)
+			cl.Close()
+			if err != nil {
+				return fmt.Errorf("function %s: stream %s: exactly_once: initialize the transactional producer %s: %w", name, tr.Stream, id, err)
+			}
+		}
+	}
 	return nil
 }
 
