@@ -297,7 +297,8 @@ func benchRawTxnLoop(ctx context.Context, b *testing.B, addr, in, out, group str
 		b.Error(err)
 		return
 	}
-	defer sess.Close()
+	// Closing leaves the group: the rebalance must be let in.
+	defer sess.CloseAllowingRebalance()
 	for {
 		sess.AllowRebalance()
 		fetches := sess.PollRecords(ctx, benchPoll)

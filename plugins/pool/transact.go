@@ -162,7 +162,9 @@ func (t *transactor) adapt(took time.Duration) {
 // the partitions' next owner.
 func (c *consumer) runTransact(ctx context.Context) {
 	t := c.eos
-	defer func() { t.sess.Close() }()
+	// Closing leaves the group: the rebalance it starts must be let in
+	// (BlockRebalanceOnPoll).
+	defer func() { t.sess.CloseAllowingRebalance() }()
 	c.stop = ctx.Done()
 	log := c.f.log.With("stream", c.tr.Stream, "group", c.tr.Group, "transactional_id", t.id)
 	hctx := context.WithoutCancel(ctx)
