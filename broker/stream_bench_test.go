@@ -290,7 +290,6 @@ func benchRawTxnLoop(ctx context.Context, b *testing.B, addr, in, out, group str
 		kgo.FetchMaxBytes(8 << 20),
 		kgo.TransactionalID(group + ".raw"),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.RequireStableFetchOffsets(),
 	}, broker.ProducerOpts()...)
 	sess, err := kgo.NewGroupTransactSession(opts...)
 	if err != nil {

@@ -70,7 +70,6 @@ func (c *consumer) transactional(opts []kgo.Opt) error {
 		kgo.TransactionalID(t.id),
 		kgo.TransactionTimeout(t.timeout),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.RequireStableFetchOffsets(),
 	)
 	sess, err := kgo.NewGroupTransactSession(t.opts...)
 	if err != nil {
