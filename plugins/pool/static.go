@@ -26,6 +26,10 @@ import (
 // loses them to the others when the session expires, as a dynamic member
 // would. A pool that stops cleanly (a drain, a deploy, a scale-in) leaves
 // its groups explicitly, so its partitions move at once.
+//
+// Exactly-once triggers derive their transactional IDs from it too
+// (transact.go), and are not static members: a replacement fences the
+// transactions its predecessor left open.
 func WithInstanceID(id string) Option {
 	return func(o *options) { o.instanceID = StaticInstanceID(id) }
 }
