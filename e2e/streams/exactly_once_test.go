@@ -176,7 +176,12 @@ func (r *foldRig) checkOutputs(t *testing.T, outs []*kgo.Record) map[string]int 
 		want[k] = s
 	}
 	for _, rec := range outs {
-		id := broker.Header(rec, broker.HeaderID)
+		// An output's own id derives from its input's (docs/events.md,
+		// "Ids"), which ce_inputid names.
+		id := broker.Header(rec, inputID)
+		if own := broker.Header(rec, broker.HeaderID); own != id+"/fold/output/0" {
+			t.Errorf("output of %s has the id %q, want %s/fold/output/0", id, own, id)
+		}
 		seen[id]++
 		var got foldState
 		if err := json.Unmarshal(rec.Value, &got); err != nil {
@@ -188,6 +193,9 @@ func (r *foldRig) checkOutputs(t *testing.T, outs []*kgo.Record) map[string]int 
 	}
 	return seen
 }
+
+// inputID is the header naming the input an output derives from.
+const inputID = "ce_inputid"
 
 // changelog reads the function's state changelog read_committed: the last
 // state of each key.
@@ -239,8 +247,8 @@ func TestExactlyOnceCrashes(t *testing.T) {
 	}()
 
 	start := time.Now()
-	// The same instance ID across restarts, as $NOMAD_ALLOC_ID is for a
-	// task restarted in place: the new pool fences the killed one.
+	// The same instance ID across restarts, as $NOMAD_ALLOC_NAME is for a
+	// task restarted or replaced: the new pool fences the killed one.
 	p := startPool(t, r.cfgPath, r.addr, "-instance-id", "x-1")
 	kills := []int64{int64(rand.IntN(2000) + 500), int64(rand.IntN(2000) + 3500), int64(rand.IntN(2000) + 6500)}
 	for i, at := range kills {
@@ -340,7 +348,7 @@ func TestAtLeastOnceStateCrash(t *testing.T) {
 			t.Fatalf("output %q: %v", rec.Value, err)
 		}
 		byKey[string(rec.Key)] = append(byKey[string(rec.Key)], s)
-		seen[broker.Header(rec, broker.HeaderID)]++
+		seen[broker.Header(rec, inputID)]++
 	}
 	repeated := 0
 	repeats := map[string]int{} // per key
