@@ -1,0 +1,22 @@
+package routesync
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/butterfn/butter/gateway"
+)
+
+var _ gateway.Waker = (*Sync)(nil)
+
+// Wake asks the control plane to wake a project's pool that has no
+// allocation (POST /v1/projects/{name}/pools/{pool}/wake, with the
+// gateway's token, which needs read on the project): the leader's
+// autoscaler scales it 0 -> 1. It is the gateway's Waker
+// (gateway.WithWaker).
+func (s *Sync) Wake(ctx context.Context, project, pool string, held int) error {
+	if err := s.client.Projects().Wake(ctx, project, pool, held); err != nil {
+		return fmt.Errorf("wake pool %q of project %q through the control plane at %s: %w", pool, project, s.client.Address(), err)
+	}
+	return nil
+}
