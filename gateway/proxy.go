@@ -28,8 +28,9 @@ import (
 // the function may have run, and the body is spent.
 func (g *Gateway) forward(ctx context.Context, project string, s step, hdr http.Header, body io.Reader, length int64) (*http.Response, error) {
 	eps := g.resolver.Endpoints(project, s.pool)
-	if len(eps) == 0 && g.wake != nil {
-		// No allocation: hold the call while the pool wakes (wake.go).
+	if g.wake != nil && (len(eps) == 0 || g.wake.waking(project, s.pool)) {
+		// No allocation, or one that is starting: hold the call while
+		// the pool wakes (wake.go).
 		var err error
 		if eps, err = g.wake.hold(ctx, project, s.pool); err != nil {
 			return nil, err

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/butterfn/butter/names"
@@ -67,6 +68,8 @@ type wakes struct {
 	held     *prometheus.GaugeVec
 	refused  *prometheus.CounterVec
 	duration prometheus.Histogram
+
+	active atomic.Int64 // len(pools), read without the lock
 
 	mu    sync.Mutex
 	pools map[string]*waking // by project/pool
@@ -131,6 +134,7 @@ func (k *wakes) hold(ctx context.Context, project, pool string) ([]string, error
 		}
 		w = &waking{project: project, pool: pool, start: time.Now(), ready: make(chan struct{})}
 		k.pools[key] = w
+		k.active.Add(1)
 		k.wg.Add(1)
 		go func() {
 			defer k.wg.Done()
@@ -197,7 +201,7 @@ func (k *wakes) wake(w *waking) {
 		if w.n > 0 {
 			return false
 		}
-		delete(k.pools, key)
+		k.drop(key)
 		return true
 	}
 	tick := time.NewTicker(wakePoll)
@@ -225,7 +229,7 @@ func (k *wakes) wake(w *waking) {
 			d := time.Since(w.start)
 			k.mu.Lock()
 			w.eps = eps
-			delete(k.pools, key)
+			k.drop(key)
 			k.last = d
 			k.mu.Unlock()
 			close(w.ready)
@@ -242,8 +246,28 @@ func (k *wakes) wake(w *waking) {
 		}
 	}
 	k.mu.Lock()
-	delete(k.pools, key)
+	k.drop(key)
 	k.mu.Unlock()
+}
+
+// drop ends a pool's waking; k.mu is held.
+func (k *wakes) drop(key string) {
+	if _, ok := k.pools[key]; ok {
+		delete(k.pools, key)
+		k.active.Add(-1)
+	}
+}
+
+// waking says whether the pool is waking: its service may be registered
+// a moment before its pool listens, and a call then is held too rather
+// than refused. Cheap when nothing wakes.
+func (k *wakes) waking(project, pool string) bool {
+	if k.active.Load() == 0 {
+		return false
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.pools[project+"/"+pool] != nil
 }
 
 // accepts says whether some endpoint accepts a TCP connection: a pool's
