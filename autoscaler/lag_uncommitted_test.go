@@ -47,11 +47,10 @@ func TestLagOfUncommittedGroup(t *testing.T) {
 		}
 	}
 	produce(0, 4)
-	mid := time.Now()
-	// The broker stamps records with its clock in milliseconds: the next
-	// ones must be stamped after mid.
-	waitUntil := mid.Add(5 * time.Millisecond)
-	for time.Now().Before(waitUntil) {
+	// Records are stamped in milliseconds when produced: mid is the next
+	// millisecond boundary, and the next records are produced after it.
+	mid := time.Now().Truncate(time.Millisecond).Add(time.Millisecond)
+	for !time.Now().After(mid) {
 		time.Sleep(time.Millisecond)
 	}
 	produce(0, 2)
