@@ -17,10 +17,13 @@
 //     Raft log; MemStore in tests);
 //   - Clock.
 //
-// What is not here yet (issue 15's later parts): waking a pool from zero
-// allocations on an HTTP call (the gateway), CPU and memory from Nomad's
-// allocation stats, queued gateway requests as a signal, multi-node
-// tests, the capacity model. See README.md.
+// Wake is the gateway's way in: calls held for a pool with no allocation
+// scale it 0 -> 1 at the next pass, which Wake starts at once (the control
+// plane's wake route, package scheduler, calls it on the leader).
+//
+// What is not here yet (issue 15's later parts): CPU and memory from
+// Nomad's allocation stats, queued gateway requests as a load signal
+// beyond waking, multi-node tests, the capacity model. See README.md.
 package autoscaler
 
 import (
