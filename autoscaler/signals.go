@@ -307,7 +307,7 @@ func (s *PoolSignals) uncommittedLag(ctx context.Context, streams []jobs.Consume
 	}
 	var total int64
 	for _, st := range streams {
-		from := func(p int32) int64 { return -1 }
+		var from func(p int32) int64
 		switch {
 		case st.Offset == "latest":
 			continue
