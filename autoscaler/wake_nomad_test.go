@@ -8,32 +8,52 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	butterapi "github.com/butterfn/butter/api"
 	"github.com/butterfn/butter/autoscaler"
 	"github.com/butterfn/butter/gateway"
+	"github.com/butterfn/butter/gateway/routesync"
 	"github.com/butterfn/butter/internal/nomadtest"
 	"github.com/butterfn/butter/jobs"
 	"github.com/butterfn/butter/names"
+	"github.com/butterfn/butter/scheduler"
 	"github.com/butterfn/butter/scheduler/fsm"
+	"github.com/butterfn/butter/scheduler/schedtest"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/nomad/api"
 )
 
-// wakeFunc is a gateway.Waker that hands the wake to the autoscaler in
-// process, as the control plane's wake endpoint does on the leader
-// (scheduler, wake.go; its ACL is tested in scheduler TestACLWalkEveryRoute).
-type wakeFunc func(project, pool string, held int)
+// gatedWaker holds a gateway's wakes until the test opens its gate, then
+// passes them on: the calls are held, deterministically, until then.
+// It counts the wakes passed on and those that failed.
+type gatedWaker struct {
+	gate         chan struct{}
+	next         gateway.Waker
+	sent, failed *atomic.Int64
+}
 
-func (f wakeFunc) Wake(_ context.Context, project, pool string, held int) error {
-	f(project, pool, held)
-	return nil
+func (w gatedWaker) Wake(ctx context.Context, project, pool string, held int) error {
+	select {
+	case <-w.gate:
+		w.sent.Add(1)
+		err := w.next.Wake(ctx, project, pool, held)
+		if err != nil {
+			w.failed.Add(1)
+		}
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // TestWakeOnNomad: from zero allocations and back, on a real Nomad dev
-// agent with real pools and a real gateway following the pool's Nomad
-// service. A pool with min 0 and no load is scaled 1 -> 0 after the
+// agent with real pools, a control-plane server (in process, its HTTP API
+// on 127.0.0.1) whose leader runs the autoscaler, and a real gateway
+// following the pool's Nomad service and waking pools through the control
+// plane's API (routesync.Sync.Wake). A pool with min 0 and no load is scaled 1 -> 0 after the
 // scale-in delay; two HTTP calls through the gateway are held while the
 // gateway's wake makes the loop scale it 0 -> 1, a third over the
 // gateway's queue limit of 2 gets 503 with Retry-After, the two are
@@ -77,32 +97,31 @@ plugin "raw_exec" {
 		t.Fatalf("register: %v", err)
 	}
 
-	logger := hclog.New(&hclog.LoggerOptions{Name: "autoscaler", Output: testWriter{t}, Level: hclog.Info})
-	store := &autoscaler.MemStore{}
-	a := autoscaler.New(autoscaler.Config{
-		Scaler: &autoscaler.NomadScaler{Client: agent.Client}, Signals: &autoscaler.PoolSignals{Nomad: agent.Client}, Store: store,
-		Interval: 300 * time.Millisecond, StaleAfter: 10 * time.Second, WakeFor: 2 * time.Second,
-		Logger: logger,
-	})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); a.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	logger := hclog.New(&hclog.LoggerOptions{Name: "test", Output: testWriter{t}, Level: hclog.Info})
+	cluster := schedtest.MakeCluster(t, schedtest.Options{Nodes: 1, NoTimers: true, LogLevel: hclog.Info, Autoscale: &scheduler.AutoscaleConfig{
+		Scaler: &autoscaler.NomadScaler{Client: agent.Client}, Signals: &autoscaler.PoolSignals{Nomad: agent.Client},
+		Interval: 300 * time.Millisecond, StaleAfter: 10 * time.Second,
+	}})
+	leader := cluster.Leader().Server
+	decision := func() fsm.ScalingDecision {
+		var d fsm.ScalingDecision
+		leader.FSM().Read(func(st *fsm.State) {
+			if p := st.Scaling[project+"/"+group]; p != nil {
+				d = *p
+			}
+		})
+		return d
+	}
+	cp, err := butterapi.NewClient(&butterapi.Config{Address: "http://" + leader.Addr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sync := routesync.New(cp, gateway.NewMemKeys(), logger.Named("routesync"))
 
 	res := gateway.NewNomadResolver(agent.Client, logger.Named("nomad"))
 	t.Cleanup(res.Close)
-	// The wakes reach the autoscaler once the test opens the gate: the
-	// calls are held, deterministically, until then.
 	gate := make(chan struct{})
-	waker := wakeFunc(func(project, pool string, held int) {
-		go func() {
-			select {
-			case <-gate:
-				a.Wake(project, pool, held)
-			case <-ctx.Done():
-			}
-		}()
-	})
+	waker := gatedWaker{gate: gate, next: sync, sent: new(atomic.Int64), failed: new(atomic.Int64)}
 	gw := gateway.New(res, gateway.WithLogger(logger.Named("gateway")), gateway.WithWaker(waker), gateway.WithWakeQueue(2))
 	if err := gw.SetRoutes([]gateway.Route{{Method: "POST", Path: "/hold", Project: project, Function: "hold", Pool: group, Timeout: 90 * time.Second}}); err != nil {
 		t.Fatal(err)
@@ -135,8 +154,11 @@ plugin "raw_exec" {
 	// scale-in delay.
 	waitFor(t, 90*time.Second, "the first pool's service", func() bool { return len(res.Endpoints(project, group)) == 1 })
 	waitFor(t, 60*time.Second, "the idle pool scaled to 0", func() bool { return count() == 0 })
-	if d := store.Decisions()["wake/main"]; d.Kind != fsm.ScaleScaled || d.To != 0 || !strings.Contains(d.Reason, "1 -> 0: inflight: 0 calls in flight -> 0") {
-		t.Errorf("scale-to-zero decision: %+v", d)
+	// The step, or the hold at zero after it (Nomad's scaling events,
+	// checked at the end, keep the step's reason).
+	scaledIn := decision()
+	if scaledIn.To != 0 || scaledIn.LastScaled.IsZero() {
+		t.Errorf("decision after the scale to zero: %+v", scaledIn)
 	}
 	waitFor(t, 60*time.Second, "no allocation running and no endpoint", func() bool {
 		return running() == 0 && len(res.Endpoints(project, group)) == 0
@@ -184,14 +206,17 @@ plugin "raw_exec" {
 		}
 	}
 	total := time.Since(start)
-	wake := store.Decisions()["wake/main"]
-	for _, d := range store.Recorded() {
-		if d.Kind == fsm.ScaleScaled && d.Count == 0 && d.To == 1 {
-			wake = d
-		}
+	if sent, failed := waker.sent.Load(), waker.failed.Load(); sent == 0 || failed != 0 {
+		t.Errorf("%d wakes through the control plane, %d failed; want some, none failed", sent, failed)
 	}
-	if wake.Count != 0 || wake.To != 1 || !strings.Contains(wake.Reason, "0 -> 1: wake: a gateway holds") {
-		t.Errorf("wake decision: %+v", wake)
+	// The wake's decision, or the hold at one allocation after it, which
+	// keeps the wake's time.
+	wake := decision()
+	if wake.To != 1 || wake.LastScaled.Before(start) {
+		t.Errorf("decision after the wake: %+v", wake)
+	}
+	if within := wake.LastScaled.Sub(scaledIn.LastScaled); within >= policy.Cooldown {
+		t.Errorf("woken %s after the scale to zero, not within the cooldown (%s): the test shows nothing about it", within, policy.Cooldown)
 	}
 	// The split: the wake reaching Nomad, Nomad placing and starting the
 	// task, the pool starting to listen, the call itself.
@@ -217,7 +242,7 @@ plugin "raw_exec" {
 	})
 	created := time.Unix(0, stub.CreateTime)
 	accepted := heldAt.Add(time.Duration(gatewayMetric(t, gw, "butter_gateway_wake_seconds") * float64(time.Second)))
-	t.Logf("wake from zero allocations to the first answer: %s in all: Nomad placement %s (the Scale API call returned after %s, the allocation was created after %s), pool start %s, call %s",
+	t.Logf("wake from zero allocations to the first answer: %s in all: Nomad placement %s (the leader's loop decided after %s, the allocation was created after %s), pool start %s, call %s",
 		total.Round(time.Millisecond), started.Sub(start).Round(time.Millisecond),
 		wake.LastScaled.Sub(start).Round(time.Millisecond), created.Sub(start).Round(time.Millisecond),
 		accepted.Sub(started).Round(time.Millisecond), (total - accepted.Sub(start)).Round(time.Millisecond))

@@ -33,6 +33,6 @@ func (s *Server) wakePool(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.Wake(r.PathValue("name"), r.PathValue("pool"), req.Held)
-	writeJSON(w, http.StatusAccepted, api.WakeResponse{Project: r.PathValue("name"), Pool: r.PathValue("pool")})
+	writeJSON(w, http.StatusOK, api.WakeResponse{Project: r.PathValue("name"), Pool: r.PathValue("pool")})
 }
 
