@@ -35,4 +35,3 @@ func (s *Server) wakePool(w http.ResponseWriter, r *http.Request) {
 	a.Wake(r.PathValue("name"), r.PathValue("pool"), req.Held)
 	writeJSON(w, http.StatusOK, api.WakeResponse{Project: r.PathValue("name"), Pool: r.PathValue("pool")})
 }
-
