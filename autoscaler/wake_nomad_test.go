@@ -75,7 +75,7 @@ plugin "raw_exec" {
 	jobID, service := names.JobID(project), names.ServiceName(project, group)
 	policy := jobs.ScalingPolicy{
 		Enabled: true, Min: 0, Max: 2,
-		Cooldown: 15 * time.Second, ScaleInDelay: 2 * time.Second,
+		Cooldown: 20 * time.Second, ScaleInDelay: 2 * time.Second,
 		TargetInFlight: 0.5,
 		Capacity:       map[string]int{"hold": 2},
 	}

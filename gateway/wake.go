@@ -23,6 +23,18 @@ type Waker interface {
 	Wake(ctx context.Context, project, pool string, held int) error
 }
 
+// WakeRefused is a Waker's answer when the control plane says the pool
+// is not asleep: it has no allocation for another reason (a failed job),
+// or no such pool exists. The held calls then answer 503 at once with
+// Reason, and so do the pool's calls for RefusedFor, without a wake.
+type WakeRefused struct{ Reason string }
+
+func (e *WakeRefused) Error() string { return e.Reason }
+
+// RefusedFor is how long a pool whose wake was refused answers 503 at
+// once, before a call asks again.
+const RefusedFor = 5 * time.Second
+
 // WithWaker makes a direct call to a pool with no known endpoint wait
 // while w wakes the pool, instead of answering 503: the call is held
 // until an endpoint of the pool appears and accepts a connection, or
@@ -71,10 +83,16 @@ type wakes struct {
 
 	active atomic.Int64 // len(pools), read without the lock
 
-	mu    sync.Mutex
-	pools map[string]*waking // by project/pool
-	last  time.Duration      // the last wake's length, for Retry-After
-	wg    sync.WaitGroup
+	mu        sync.Mutex
+	pools     map[string]*waking // by project/pool
+	notAsleep map[string]refusal // by project/pool: WakeRefused, until when
+	last      time.Duration      // the last wake's length, for Retry-After
+	wg        sync.WaitGroup
+}
+
+type refusal struct {
+	until  time.Time
+	reason string
 }
 
 // waking is one pool's wake in progress.
@@ -82,15 +100,16 @@ type waking struct {
 	project, pool string
 	start         time.Time
 	n             int           // calls held
-	ready         chan struct{} // closed when an endpoint accepts
+	ready         chan struct{} // closed when an endpoint accepts, or the wake is refused
 	eps           []string
+	refused       string // the control plane's WakeRefused, set before ready closes
 }
 
 func newWakes(g *Gateway, w Waker, limit int) *wakes {
 	if limit <= 0 {
 		limit = DefaultWakeQueue
 	}
-	k := &wakes{g: g, w: w, limit: limit, pools: map[string]*waking{}}
+	k := &wakes{g: g, w: w, limit: limit, pools: map[string]*waking{}, notAsleep: map[string]refusal{}}
 	k.held = register(g.metrics.Registry, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "butter_gateway_held_calls", Help: "Calls held while their pool wakes from zero allocations, by project and pool.",
 	}, []string{"project", "pool"}))
@@ -126,6 +145,13 @@ func register[C prometheus.Collector](r *prometheus.Registry, c C) C {
 func (k *wakes) hold(ctx context.Context, project, pool string) ([]string, error) {
 	key := project + "/" + pool
 	k.mu.Lock()
+	if r, ok := k.notAsleep[key]; ok {
+		if time.Now().Before(r.until) {
+			k.mu.Unlock()
+			return nil, notAsleep(project, pool, r.reason)
+		}
+		delete(k.notAsleep, key)
+	}
 	w := k.pools[key]
 	if w == nil {
 		if k.g.ctx.Err() != nil {
@@ -166,6 +192,9 @@ func (k *wakes) hold(ctx context.Context, project, pool string) ([]string, error
 	}()
 	select {
 	case <-w.ready:
+		if w.refused != "" {
+			return nil, notAsleep(project, pool, w.refused)
+		}
 		return w.eps, nil
 	case <-k.g.ctx.Done():
 		return nil, callError(http.StatusServiceUnavailable, "Unavailable", "the gateway is shutting down")
@@ -177,6 +206,12 @@ func (k *wakes) hold(ctx context.Context, project, pool string) ([]string, error
 		}
 		return nil, ctx.Err()
 	}
+}
+
+// notAsleep is the answer to a call for a pool whose wake was refused.
+func notAsleep(project, pool, reason string) *CallError {
+	return callError(http.StatusServiceUnavailable, "Unavailable",
+		"no endpoint of pool %q of project %q is known, and it is not asleep: %s", pool, project, reason)
 }
 
 // retryAfter is the Retry-After, in whole seconds, of a call over the
@@ -218,6 +253,22 @@ func (k *wakes) wake(w *waking) {
 			ctx, cancel := context.WithTimeout(k.g.ctx, wakeRPC)
 			err := k.w.Wake(ctx, w.project, w.pool, max(n, 1))
 			cancel()
+			var refused *WakeRefused
+			if errors.As(err, &refused) {
+				k.g.log.Warn("the control plane refused to wake a pool: failing its held calls", "project", w.project, "pool", w.pool, "reason", refused.Reason)
+				k.mu.Lock()
+				w.refused = refused.Reason
+				k.notAsleep[key] = refusal{until: time.Now().Add(RefusedFor), reason: refused.Reason}
+				for kk, r := range k.notAsleep {
+					if time.Now().After(r.until) {
+						delete(k.notAsleep, kk)
+					}
+				}
+				k.drop(key)
+				k.mu.Unlock()
+				close(w.ready)
+				return
+			}
 			if err != nil && k.g.ctx.Err() == nil {
 				k.g.log.Warn("cannot ask the control plane to wake a pool; will retry", "project", w.project, "pool", w.pool, "error", err, "retry_in", WakeEvery)
 			} else if next.IsZero() {

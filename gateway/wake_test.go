@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -107,5 +108,36 @@ func TestWakeTimesOut(t *testing.T) {
 	})
 	if a := post(t, url2+"/echo", "x", nil); a.code != 503 {
 		t.Fatalf("without a waker: %d %+v; want 503", a.code, a.err)
+	}
+}
+
+// refusingWaker is a control plane that says the pool is not asleep.
+type refusingWaker struct{ *recordWaker }
+
+func (w *refusingWaker) Wake(ctx context.Context, project, pool string, held int) error {
+	_ = w.recordWaker.Wake(ctx, project, pool, held)
+	return &gateway.WakeRefused{Reason: "pool \"default\" of project test is not one the autoscaler scales to zero (min 1)"}
+}
+
+// TestWakeRefused: when the control plane says the pool is not asleep,
+// the held call answers 503 at once with its reason, and the pool's next
+// calls too, without another wake, for RefusedFor.
+func TestWakeRefused(t *testing.T) {
+	w := &refusingWaker{newRecordWaker()}
+	_, url := startGateway(t, gateway.NewStaticResolver(), []gateway.Route{
+		{Method: "POST", Path: "/echo", Project: "test", Function: "cat", Timeout: 30 * time.Second},
+	}, gateway.WithWaker(w))
+	for i := range 2 {
+		start := time.Now()
+		a := post(t, url+"/echo", "x", nil)
+		if a.code != 503 || a.err.Type != "Unavailable" || !strings.Contains(a.err.Error, "not asleep") || !strings.Contains(a.err.Error, "min 1") {
+			t.Fatalf("call %d: %d %+v; want 503 with the control plane's reason", i, a.code, a.err)
+		}
+		if d := time.Since(start); d > 10*time.Second {
+			t.Errorf("call %d answered after %s: held as if the pool woke", i, d)
+		}
+	}
+	if n := w.count(); n != 1 {
+		t.Errorf("%d wakes sent; want 1 (the second call within RefusedFor sends none)", n)
 	}
 }
