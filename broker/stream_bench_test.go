@@ -18,7 +18,8 @@ import (
 // from its input topic to its output topic, by variant: enough for about
 // a second of work or more, so that the 10ms sampling of the committed
 // offsets costs little precision.
-var benchEvents = map[string]int{"baseline": 400000, "raw-per-record": 50000, "go": 300000, "go-key-order": 50000}
+var benchEvents = map[string]int{"baseline": 400000, "raw-per-record": 50000, "go": 300000, "go-key-order": 50000,
+	"raw-eos": 200000, "go-eos": 150000}
 
 const (
 	// benchPartitions is the partition count of both topics.
@@ -45,7 +46,14 @@ const (
 //     to the output topic, in partition order (the default): one event of
 //     a partition at a time;
 //   - go-key-order: the same with order = "key" and 64 calls at once per
-//     instance: each key's events in order, different keys in parallel.
+//     instance: each key's events in order, different keys in parallel;
+//   - raw-eos: a raw franz-go transactional loop (GroupTransactSession,
+//     read_committed): poll up to 256 records, begin a transaction,
+//     produce each one's output asynchronously, end it with the poll's
+//     offsets;
+//   - go-eos: the go pool with exactly_once = true on its trigger: each
+//     poll one transaction (plugins/pool/transact.go). Its figure is
+//     compared with raw-eos, next to go's (at least once) with baseline.
 //
 // Each pass preloads its events (benchEvents), starts the consumer, and
 // watches the group's committed offsets every 10ms: the rate is the
@@ -92,10 +100,20 @@ func BenchmarkStream(b *testing.B) {
 			}
 		})
 	}
-	for _, order := range []string{"partition", "key"} {
+	b.Run("raw-eos", func(b *testing.B) {
+		n := benchEvents["raw-eos"]
+		for b.Loop() {
+			in, out, group := topics(b, n)
+			benchRate(b, adm, group, in, n, func(ctx context.Context) { benchRawTxnLoop(ctx, b, dev.Addr, in, out, group) })
+		}
+	})
+	for _, order := range []string{"partition", "key", "eos"} {
 		name := "go"
-		if order == "key" {
+		switch order {
+		case "key":
 			name = "go-key-order"
+		case "eos":
+			name, order = "go-eos", "partition"
 		}
 		b.Run(name, func(b *testing.B) {
 			n := benchEvents[name]
@@ -106,7 +124,7 @@ func BenchmarkStream(b *testing.B) {
 				if order == "key" {
 					fc.Concurrency = 64
 				}
-				fc.Streams = []pool.StreamTrigger{{Stream: in, Group: group, Offset: "first", Order: order}}
+				fc.Streams = []pool.StreamTrigger{{Stream: in, Group: group, Offset: "first", Order: order, ExactlyOnce: name == "go-eos"}}
 				fc.Output = out
 				p := harness.StartPool(b, sdks, []pool.FunctionConfig{fc})
 				benchRate(b, adm, group, in, n, func(ctx context.Context) {
@@ -254,5 +272,57 @@ func benchRawLoop(ctx context.Context, b *testing.B, addr, in, out, group string
 			b.Error(err)
 		}
 		cl.AllowRebalance()
+	}
+}
+
+// benchRawTxnLoop is benchRawLoop's batch loop in transactions, the way
+// franz-go's exactly-once example writes one: a GroupTransactSession
+// reading read_committed; each poll's outputs and offsets are one
+// transaction.
+func benchRawTxnLoop(ctx context.Context, b *testing.B, addr, in, out, group string) {
+	opts := append([]kgo.Opt{
+		kgo.SeedBrokers(addr),
+		kgo.ConsumerGroup(group),
+		kgo.ConsumeTopics(in),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.FetchMaxBytes(8 << 20),
+		kgo.TransactionalID(group + ".raw"),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+	}, broker.ProducerOpts()...)
+	sess, err := kgo.NewGroupTransactSession(opts...)
+	if err != nil {
+		b.Error(err)
+		return
+	}
+	// Closing leaves the group: the rebalance must be let in.
+	defer sess.CloseAllowingRebalance()
+	for {
+		sess.AllowRebalance()
+		fetches := sess.PollRecords(ctx, benchPoll)
+		if fetches.IsClientClosed() || ctx.Err() != nil {
+			return
+		}
+		if fetches.NumRecords() == 0 {
+			continue
+		}
+		if err := sess.Begin(); err != nil {
+			b.Error(err)
+			return
+		}
+		fetches.EachRecord(func(r *kgo.Record) {
+			sess.Produce(ctx, broker.NewEvent(out, r.Key, r.Value, broker.Header(r, broker.HeaderID), "bench/raw", "butter.output"), func(_ *kgo.Record, err error) {
+				if err != nil && ctx.Err() == nil {
+					b.Error(err)
+				}
+			})
+		})
+		if _, err := sess.End(context.WithoutCancel(ctx), kgo.TryCommit); err != nil {
+			if ctx.Err() == nil {
+				b.Error(err)
+			}
+			return
+		}
 	}
 }

@@ -2,12 +2,14 @@ package gateway_test
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -330,5 +332,52 @@ func TestRouteSwapInFlight(t *testing.T) {
 	}
 	if r := g.Routes(); len(r) != 1 || r[0].Revision != "r2" {
 		t.Errorf("Routes() = %+v", r)
+	}
+}
+
+// TestRetryOnDialTimeout: an endpoint that never completes a connection
+// (a lost machine drops the SYN instead of refusing it) is given up
+// after the dial timeout and the call goes to another endpoint: nothing
+// was sent. The endpoint here is a listener whose accept queue is full
+// (backlog 0, never accepted), so the kernel drops further SYNs.
+func TestRetryOnDialTimeout(t *testing.T) {
+	live := startPool(t, standardFns()...)
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	black := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	// Fill the accept queue; the first connect that hangs proves it full.
+	for i := 0; ; i++ {
+		c, err := net.DialTimeout("tcp", black, 300*time.Millisecond)
+		if err != nil {
+			break
+		}
+		t.Cleanup(func() { c.Close() })
+		if i > 16 {
+			t.Skip("the kernel keeps accepting connections to a full backlog-0 listener: no dial timeout to test")
+		}
+	}
+	g, url := startGateway(t, resolverFor(black, live.addr), []gateway.Route{
+		{Method: "POST", Path: "/cat", Project: "test", Function: "cat"},
+	}, gateway.WithEjectTime(0), gateway.WithDialTimeout(300*time.Millisecond))
+	for i := range 6 {
+		if a := post(t, url+"/cat", "x", nil); a.code != 200 || a.body != "x" {
+			t.Fatalf("call %d with one endpoint that never connects: %d %q %+v", i, a.code, a.body, a.err)
+		}
+	}
+	if n := metricValue(t, g, "butter_gateway_dial_failures_total"); n < 1 {
+		t.Errorf("dial failures %v: the endpoint that never connects was never tried", n)
 	}
 }

@@ -77,7 +77,7 @@ func (g *Gateway) forward(ctx context.Context, project string, s step, hdr http.
 			if ctx.Err() == nil && isDialError(err) {
 				g.lb.eject(addr)
 				g.metrics.dialFailures.Inc()
-				g.log.Warn("pool endpoint refused the connection; trying another", "endpoint", addr, "project", project, "pool", s.pool, "error", err)
+				g.log.Warn("could not connect to the pool endpoint (refused or timed out): nothing was sent; trying another", "endpoint", addr, "project", project, "pool", s.pool, "error", err)
 				tried[addr] = true
 				lastErr = err
 				continue

@@ -149,6 +149,10 @@ func checkGroup(tg *api.TaskGroup, e Expect) error {
 			}
 		}
 	}
+	// A spread over nodes, or none (a job compiled before pools spread).
+	if len(tg.Spreads) > 0 && !sameJSON(tg.Spreads, []*api.Spread{nodeSpread()}) {
+		return fmt.Errorf("Spreads: want none or the compiler's one spread over ${node.unique.id}")
+	}
 	if len(tg.Tasks) != 1 || tg.Tasks[0] == nil {
 		return fmt.Errorf("Tasks: want one task, %q, found %d", "pool", len(tg.Tasks))
 	}
@@ -157,7 +161,7 @@ func checkGroup(tg *api.TaskGroup, e Expect) error {
 	}
 	rest := *tg
 	rest.Name, rest.Count, rest.Scaling, rest.Update, rest.ShutdownDelay = nil, nil, nil, nil, nil
-	rest.Networks, rest.Services, rest.Tasks = nil, nil, nil
+	rest.Networks, rest.Services, rest.Tasks, rest.Spreads = nil, nil, nil, nil
 	return unexpected("", &rest, &api.TaskGroup{})
 }
 

@@ -86,6 +86,21 @@ func TestCheckAcceptsCompiledJobs(t *testing.T) {
 		if *job.ID != "butter-"+e.Project {
 			t.Errorf("%s: job %s", dir, *job.ID)
 		}
+		if len(job.TaskGroups[0].Spreads) != 1 || job.TaskGroups[0].Spreads[0].Attribute != "${node.unique.id}" {
+			t.Errorf("%s: group spreads %+v, want one over ${node.unique.id}", dir, job.TaskGroups[0].Spreads)
+		}
+		// A job compiled before pools spread (no spread) passes too.
+		var wrapped struct{ Job *api.Job }
+		if err := json.Unmarshal(raw, &wrapped); err != nil {
+			t.Fatal(err)
+		}
+		for _, g := range wrapped.Job.TaskGroups {
+			g.Spreads = nil
+		}
+		b, _ := json.Marshal(wrapped)
+		if _, err := jobs.Check(b, e); err != nil {
+			t.Errorf("%s without its spread: %v", dir, err)
+		}
 	}
 }
 
@@ -137,6 +152,12 @@ func TestCheckRefusesTampering(t *testing.T) {
 		}, "Volumes is set"},
 		{"a static port", func(j *api.Job) { j.TaskGroups[0].Networks[0].ReservedPorts = []api.Port{{Label: "ssh", Value: 22}} }, "Networks: want one dynamic port"},
 		{"another service", func(j *api.Job) { j.TaskGroups[0].Services[0].Name = "butter-bank-default" }, "Services[0]"},
+		{"a spread pinned to a node", func(j *api.Job) {
+			j.TaskGroups[0].Spreads = []*api.Spread{{Attribute: "${node.unique.name}", SpreadTarget: []*api.SpreadTarget{{Value: "victim", Percent: 100}}}}
+		}, "Spreads: want none or the compiler's"},
+		{"a constraint", func(j *api.Job) {
+			j.TaskGroups[0].Constraints = []*api.Constraint{{LTarget: "${node.unique.name}", RTarget: "victim", Operand: "="}}
+		}, "Constraints is set"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

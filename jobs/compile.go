@@ -298,8 +298,20 @@ func (o *options) group(p *spec.Project, rev, poolName string, fns []*spec.Funct
 			DynamicPorts: []api.Port{{Label: PortLabel}},
 		}},
 		Services: []*api.Service{poolService(p.Name, poolName, rev)},
+		Spreads:  []*api.Spread{nodeSpread()},
 		Tasks:    []*api.Task{task},
 	}, cfg
+}
+
+// nodeSpread spreads a group's allocations evenly over the client nodes,
+// so that a scaled pool survives the loss of one node with the others
+// serving, and its load uses every machine. Nomad's own anti-affinity
+// between allocations of one job is only a penalty that bin packing can
+// outweigh (a node with room takes them all). A spread, unlike a
+// distinct_hosts constraint, still places allocations when there are
+// more of them than nodes.
+func nodeSpread() *api.Spread {
+	return &api.Spread{Attribute: "${node.unique.id}", Weight: new(int8(100))}
 }
 
 // poolService is a pool's service: how gateways find it, checked at

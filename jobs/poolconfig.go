@@ -126,6 +126,7 @@ func functionConfig(p *spec.Project, f *spec.Function, locate locator) pool.Func
 		if t.Order == "key" {
 			tr.Order = "key" // "partition" is the default, left out
 		}
+		tr.ExactlyOnce = t.ExactlyOnce
 		if t.Stream.Schema != "" {
 			tr.Schema, _ = locate(t.Stream.Schema, true)
 		}

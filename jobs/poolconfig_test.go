@@ -39,7 +39,7 @@ func TestLocalConfigTicks(t *testing.T) {
 	if len(nightly.Streams) != 1 || nightly.Streams[0] != want {
 		t.Errorf("nightly's streams = %+v, want [%+v]", nightly.Streams, want)
 	}
-	if len(detect.Streams) != 1 || detect.Streams[0].Stream != "iot.readings" {
+	if len(detect.Streams) != 1 || detect.Streams[0].Stream != "iot.readings" || !detect.Streams[0].ExactlyOnce {
 		t.Errorf("detect's streams = %+v", detect.Streams)
 	}
 	last := c.Topics[len(c.Topics)-1]

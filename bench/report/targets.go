@@ -13,7 +13,7 @@ var descriptions = map[string]string{
 	"Throughput":   "wrk against a gateway route to each runtime's echo function at 1, 16 and 64 connections; the baseline is a plain net/http echo handler on the same machine. wrk shares the 2 cores with what it measures.",
 	"ColdStart":    "The first answer of a function from zero instances (a new pool per start); the baseline forks and execs echo to its first byte; the interpreter rows start node and python3 on a one-line program, the floor under their runtimes.",
 	"Density":      "One pool hosting many functions (1,000 go and exec; 100 node and python), each with one idle instance: the time to start them (the figure), to have every one answer, and their memory. The baseline starts as many idle `cat` processes.",
-	"Stream":       "Events per second from one topic to another through the embedded broker, committed after their output is acknowledged: a raw franz-go loop (baseline), the same loop one record at a time per partition, and a pool running the Go echo as a stream-to-stream function.",
+	"Stream":       "Events per second from one topic to another through the embedded broker, committed after their output is acknowledged: a raw franz-go loop (baseline), the same loop one record at a time per partition, and a pool running the Go echo as a stream-to-stream function; then exactly once: a raw franz-go transactional loop (raw-eos) and the same pool with exactly_once = true (go-eos), whose ratio is to raw-eos.",
 	"RaftWrite":    "Writes through Raft on the leader (a project upsert), one at a time and from 64 writers, on 3 nodes over real TCP transports with BoltDB logs; the baseline is a 1-node cluster.",
 	"LeaderChange": "From a leader change on a 3-node cluster to the next acknowledged write: a planned leadership transfer (baseline) and a leader that stops dead.",
 	"Deploy":       "From a deploy to the first answer of the new version: `butter invoke -local` (baseline, the function run once), `butter dev` started, a source change under `butter dev`, and `butter deploy` to a Nomad dev agent (healthy: until Nomad's deployment is healthy).",
@@ -39,6 +39,7 @@ var targets = []target{
 	{"Overhead over the in-process call: the pool's endpoint alone", "≤ 150 µs at p50", overhead("gateway", "Overhead/pool-http")},
 	{"Go echo through the gateway (best of 1, 16 and 64 connections)", "≥ 15,000 req/s", goThroughput},
 	{"Stream throughput of a Go stream-to-stream function", "≥ 0.8 of the raw franz-go loop", streamRatio},
+	{"Exactly-once stream throughput of a Go stream-to-stream function", "≥ 0.5 of the raw franz-go transactional loop", eosRatio},
 	{"Cold start, go", "≤ 5 ms", coldStart("go", 5e-3)},
 	{"Cold start, exec", "≤ 5 ms", coldStart("exec", 5e-3)},
 	{"Cold start, node", "≤ 50 ms", coldStart("node", 50e-3)},
@@ -95,6 +96,18 @@ func streamRatio(rs *results) (string, bool, bool) {
 		return "", false, false
 	}
 	return fmt.Sprintf("%.3g×", r), r >= 0.8, true
+}
+
+// eosRatio is the exactly-once pool's rate over the raw transactional
+// loop's, measured in the same run (their own baseline, not Stream's).
+func eosRatio(rs *results) (string, bool, bool) {
+	v, ok1 := rs.median(key{"broker", "Stream/go-eos"}, "events/s")
+	base, ok2 := rs.median(key{"broker", "Stream/raw-eos"}, "events/s")
+	if !ok1 || !ok2 || base == 0 {
+		return "", false, false
+	}
+	r := v / base
+	return fmt.Sprintf("%.3g×", r), r >= 0.5, true
 }
 
 func coldStart(rt string, limit float64) func(*results) (string, bool, bool) {

@@ -65,6 +65,17 @@ Options:
     How long a crashed pool keeps its stream partitions before other pools
     take them over.
 
+  -instance-id=<id>
+    Names this pool among the pools running the same functions: unique
+    among them, and the same when the pool restarts or is replaced.
+    Stream consumers are static members of their consumer groups with it
+    (a replacement takes the partitions back at once), and exactly-once
+    stream triggers derive their Kafka transactional IDs from it, so a
+    restarted pool aborts the transaction its predecessor left open at
+    once. Defaults to $NOMAD_ALLOC_NAME; without either, no static
+    membership, and a random transactional ID (a crashed pool's open
+    transaction then waits for its timeout).
+
   -secrets-dir=<dir>
     Where Nomad renders the functions' secrets, one JSON file per function
     (docs/secrets.md). Default: $NOMAD_SECRETS_DIR/butter, or
@@ -85,6 +96,10 @@ func (c *poolCommand) Run(args []string) int {
 	kafkaBrokers := fs.String("kafka-brokers", "", "")
 	session := fs.Duration("session-timeout", 10*time.Second, "")
 	secretsDir := fs.String("secrets-dir", "", "")
+	// The pool's name among those running the same functions, stable
+	// across restarts and replacements: Nomad's allocation name
+	// ("<job>.<group>[<index>]"), which a replacement allocation keeps.
+	instanceID := fs.String("instance-id", os.Getenv("NOMAD_ALLOC_NAME"), "")
 	pos, err := parseInterspersed(fs, args)
 	if err == nil && *cfgPath == "" {
 		err = errors.New("-config is required")
@@ -125,7 +140,7 @@ func (c *poolCommand) Run(args []string) int {
 	confine := sandbox.ForTask(*dir, os.Getenv, filepath.Dir(sdks.Node), filepath.Dir(sdks.Python), sdks.GoSDK, sdks.BuildDir, os.TempDir())
 	p, err := pool.New(cfg, func(fn string) io.Writer {
 		return log.Named(fn).StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true})
-	}, pool.WithLogger(log), pool.WithSDKs(sdks), pool.WithStopGrace(*drain), pool.WithIdleTimeout(*idle), pool.WithLimits(limits), pool.WithSessionTimeout(*session),
+	}, pool.WithLogger(log), pool.WithSDKs(sdks), pool.WithStopGrace(*drain), pool.WithIdleTimeout(*idle), pool.WithLimits(limits), pool.WithSessionTimeout(*session), pool.WithInstanceID(*instanceID),
 		pool.WithSecrets(secrets.Rendered{Dir: *secretsDir}), pool.WithSandbox(confine))
 	if err != nil {
 		log.Error("cannot create the pool", "error", err)

@@ -37,9 +37,9 @@ type poolProc struct {
 	done chan error
 }
 
-func startPool(t *testing.T, cfgPath, brokers string) *poolProc {
+func startPool(t *testing.T, cfgPath, brokers string, extra ...string) *poolProc {
 	t.Helper()
-	cmd := exec.Command(e2etest.Bin(), "pool", "-config", cfgPath, "-kafka-brokers", brokers, "-listen", "127.0.0.1:0", "-session-timeout", "6s")
+	cmd := exec.Command(e2etest.Bin(), append([]string{"pool", "-config", cfgPath, "-kafka-brokers", brokers, "-listen", "127.0.0.1:0", "-session-timeout", "6s"}, extra...)...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -252,6 +252,12 @@ type Trigger struct {
 	// Order is "partition" (one event of a partition at a time) or "key"
 	// (events of different keys in parallel, each key in order).
 	Order string
+	// ExactlyOnce makes the trigger's consumer handle each poll in one
+	// Kafka transaction: the offsets, outputs, emits, dead letters and
+	// state changes of its events are committed together, or none is
+	// (docs/events.md, "Delivery"). ExactlyOnceRange is where it is set.
+	ExactlyOnce      bool
+	ExactlyOnceRange hcl.Range
 
 	DeclRange hcl.Range
 }

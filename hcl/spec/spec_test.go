@@ -138,6 +138,9 @@ func TestDecodeModel(t *testing.T) {
 	if len(detect.Triggers) != 1 || detect.Triggers[0].Stream != proj.Stream("readings") || detect.Triggers[0].Offset.Kind != spec.OffsetFirst {
 		t.Errorf("detect's stream trigger = %+v", detect.Triggers)
 	}
+	if !detect.Triggers[0].ExactlyOnce {
+		t.Errorf("detect's stream trigger is not exactly_once")
+	}
 	if detect.State == nil || detect.State.Key != "device" || detect.Retry == nil || detect.Retry.Attempts != 3 {
 		t.Errorf("detect's state/retry = %+v %+v", detect.State, detect.Retry)
 	}

@@ -24,6 +24,7 @@ var triggerSchemas = map[TriggerType]*hcl.BodySchema{
 	}},
 	TriggerStream: {Attributes: []hcl.AttributeSchema{
 		{Name: "stream", Required: true}, {Name: "offset"}, {Name: "order"},
+		{Name: "exactly_once"},
 	}},
 }
 
@@ -102,6 +103,11 @@ func (d *decoder) decodeTrigger(b *hcl.Block) *Trigger {
 		t.Order = "partition"
 		if attr := a["order"]; attr != nil {
 			t.Order = d.oneOf(attr, []string{"partition", "key"}, "partition")
+		}
+		if attr := a["exactly_once"]; attr != nil {
+			if on, ok := d.boolean(attr); ok && on {
+				t.ExactlyOnce, t.ExactlyOnceRange = true, attr.Range
+			}
 		}
 		if attr := a["stream"]; attr != nil {
 			if _, name, ok := d.ref(attr.Expr, "stream", "stream"); ok {

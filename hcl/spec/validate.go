@@ -26,6 +26,7 @@ func (d *decoder) validate(p *Project) {
 			}
 		}
 	}
+	d.checkExactlyOnce(p)
 	d.checkUnsandboxed(p)
 	d.checkCalls(p)
 	for _, pl := range p.Pipelines {
@@ -202,4 +203,43 @@ func fillPipelineTimeouts(p *Project) {
 			}
 		}
 	}
+}
+
+// checkExactlyOnce refuses exactly_once where the function's state would
+// also be written outside the stream's transactions: a function with a
+// state block must then take every event through exactly-once stream
+// triggers, since an HTTP call, a tick or an at-least-once stream writes
+// its state changes straight to the changelog, racing the transactions
+// and applied even when a transaction aborts.
+func (d *decoder) checkExactlyOnce(p *Project) {
+	for _, f := range p.Functions {
+		var eos *Trigger
+		for _, t := range f.Triggers {
+			if t.Type == TriggerStream && t.ExactlyOnce {
+				eos = t
+				break
+			}
+		}
+		if eos == nil || f.State == nil {
+			continue
+		}
+		r := eos.ExactlyOnceRange
+		for _, t := range f.Triggers {
+			switch {
+			case t.Type == TriggerStream && !t.ExactlyOnce && t.Stream != nil:
+				d.errorf(&r, "Exactly-once state written at least once", "Function %q has a state block and exactly_once = true on its trigger of stream %q, but not on its trigger of stream %q at %s: that trigger would write the state outside the transactions. Set exactly_once = true on every stream trigger of the function, or on none.", f.Name, streamName(eos), t.Stream.Name, at(t.DeclRange))
+			case t.Type == TriggerHTTP || t.Type == TriggerCron:
+				d.errorf(&r, "Exactly-once state written at least once", "Function %q has a state block and exactly_once = true, but also trigger %q at %s, whose calls would write the state outside the stream's transactions. Move that trigger to a function of its own that emits to the stream, or drop exactly_once.", f.Name, t.Type, at(t.DeclRange))
+			}
+		}
+	}
+}
+
+// streamName is the name of a stream trigger's stream, "" when the
+// reference did not resolve (an error of its own).
+func streamName(t *Trigger) string {
+	if t.Stream == nil {
+		return ""
+	}
+	return t.Stream.Name
 }

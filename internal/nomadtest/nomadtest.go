@@ -2,7 +2,9 @@
 // the build pinned in tools/) for tests, on free ports on 127.0.0.1, and
 // stops it when the test ends. With Options.Persistent it starts a real
 // one-node cluster instead, a server agent and a client agent, whose
-// client can restart and recover its allocations.
+// client can restart and recover its allocations. StartCluster starts a
+// cluster of one server agent and several client agents on this machine
+// (cluster.go), whose clients a test can kill as a lost node dies.
 //
 // The agent binary is bin/nomad at the repository root, built by
 // `make tools`, or the path in $BUTTER_NOMAD. When it is missing, tests
@@ -46,7 +48,10 @@ type Agent struct {
 	dir    string
 	opts   Options
 	server *proc // nil for a dev agent
-	client *proc // the client agent, or the dev agent
+	client *proc // the client agent (a cluster's first), or the dev agent
+	// clients are every client agent of a cluster (StartCluster); nil
+	// otherwise.
+	clients []*proc
 }
 
 // proc is one nomad agent process.
@@ -60,6 +65,8 @@ type proc struct {
 	exited chan error
 
 	rpcPort int
+	dataDir string // a real agent's data_dir, also its working directory in a cluster
+	killed  bool   // killed by KillNode
 }
 
 // RepoRoot returns the repository root: the nearest directory above the
@@ -189,26 +196,7 @@ server {
 `)
 		a.Addr, a.Client = a.server.addr, a.server.api
 	}
-	t.Cleanup(func() {
-		if a.opts.Persistent {
-			// A real client leaves its tasks running when it stops: stop
-			// them first, so that no pool outlives the test.
-			a.stopJobs(t)
-		}
-		a.client.stop()
-		a.server.stop()
-		killStrays(t, a.Bin, a.dir)
-		if a.opts.Persistent {
-			unmountUnder(t, dir)
-		}
-		if t.Failed() {
-			for _, p := range []*proc{a.server, a.client} {
-				if p != nil {
-					t.Logf("nomad %s log (tail):\n%s", p.name, tail(p.log.String(), 6000))
-				}
-			}
-		}
-	})
+	t.Cleanup(func() { a.cleanup(t) })
 	if a.server != nil {
 		a.start(t, a.server)
 		a.client = a.newProc(t, "client", []string{"agent"}, filepath.Join(dir, "client"),
@@ -216,6 +204,39 @@ server {
 	}
 	a.start(t, a.client)
 	return a
+}
+
+// cleanup stops the agents and what they left running.
+func (a *Agent) cleanup(t testing.TB) {
+	if a.opts.Persistent {
+		// A real client leaves its tasks running when it stops: stop
+		// them first, so that no pool outlives the test.
+		a.stopJobs(t)
+	}
+	for _, p := range a.clientProcs() {
+		p.stop()
+	}
+	a.server.stop()
+	killStrays(t, a.Bin, a.dir)
+	if a.opts.Persistent {
+		unmountUnder(t, a.dir)
+	}
+	if t.Failed() {
+		for _, p := range append([]*proc{a.server}, a.clientProcs()...) {
+			if p != nil {
+				t.Logf("nomad %s log (tail):\n%s", p.name, tail(p.log.String(), 6000))
+			}
+		}
+	}
+}
+
+// clientProcs returns the client agents: a cluster's clients, or the one
+// client (or dev agent).
+func (a *Agent) clientProcs() []*proc {
+	if a.clients != nil {
+		return a.clients
+	}
+	return []*proc{a.client}
 }
 
 // newProc writes an agent's config (ports, addresses, and cfg) and
@@ -261,6 +282,7 @@ advertise {
 	}
 	p.api = client
 	p.rpcPort = rpc
+	p.dataDir = dataDir
 	return p
 }
 
@@ -270,8 +292,20 @@ advertise {
 // allocations) and its node ready.
 func (a *Agent) start(t testing.TB, p *proc) {
 	t.Helper()
+	a.launch(t, p)
+	a.waitReady(t, p)
+}
+
+// launch starts an agent process without waiting for it.
+func (a *Agent) launch(t testing.TB, p *proc) {
+	t.Helper()
 	cmd := exec.Command(a.Bin, p.args...)
 	cmd.Dir = a.dir
+	if a.clients != nil && p.dataDir != "" {
+		// Each agent of a cluster runs in its own data dir, and so do the
+		// plugins it starts: KillNode finds them there.
+		cmd.Dir = p.dataDir
+	}
 	if len(a.opts.Env) > 0 {
 		cmd.Env = append(os.Environ(), a.opts.Env...)
 	}
@@ -284,7 +318,12 @@ func (a *Agent) start(t testing.TB, p *proc) {
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	p.cmd, p.exited = cmd, exited
+}
 
+// waitReady waits until a launched agent is ready (see start).
+func (a *Agent) waitReady(t testing.TB, p *proc) {
+	t.Helper()
+	exited := p.exited
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	for !a.ready(p) {
@@ -331,7 +370,7 @@ func (a *Agent) bootstrap() bool {
 		return false
 	}
 	a.ManagementToken = tok.SecretID
-	for _, p := range []*proc{a.server, a.client} {
+	for _, p := range append([]*proc{a.server}, a.clientProcs()...) {
 		if p != nil {
 			p.api.SetSecretID(tok.SecretID)
 		}
@@ -417,7 +456,11 @@ func tail(s string, n int) string {
 
 // stopJobs deregisters every job and waits for their allocations to stop.
 func (a *Agent) stopJobs(t testing.TB) {
-	if a.client == nil || a.client.cmd == nil || (a.server != nil && a.server.cmd == nil) {
+	alive := false
+	for _, p := range a.clientProcs() {
+		alive = alive || (p != nil && p.cmd != nil)
+	}
+	if !alive || (a.server != nil && a.server.cmd == nil) {
 		return
 	}
 	jobs, _, err := a.Client.Jobs().List(nil)
@@ -433,6 +476,9 @@ func (a *Agent) stopJobs(t testing.TB) {
 		allocs, _, err := a.Client.Allocations().List(nil)
 		running := 0
 		for _, al := range allocs {
+			if a.nodeKilled(al.NodeID) {
+				continue // its node is gone, and its processes with it
+			}
 			if al.ClientStatus == "running" || al.ClientStatus == "pending" {
 				running++
 			}
@@ -478,7 +524,8 @@ func (a *Agent) Log() string {
 // started from bin and that outlived their agent: they run in the agent's
 // working directory dir, so processes of other tests' agents are left
 // alone. A dev agent interrupted leaves them behind, holding the
-// allocation's log files open.
+// allocation's log files open. A cluster's clients run in their data dirs,
+// under dir, so what each left is found the same way.
 func killStrays(t testing.TB, bin, dir string) {
 	exe, err := filepath.EvalSymlinks(bin)
 	if err != nil {

@@ -94,6 +94,10 @@ job "butter-hello" {
         }
       }
     }
+    spread {
+      attribute = "$${node.unique.id}"
+      weight    = 100
+    }
     update {
       max_parallel      = 1
       health_check      = "checks"

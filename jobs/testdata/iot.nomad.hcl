@@ -10,7 +10,7 @@ job "butter-iot" {
         pool     = "batch"
         port     = "invoke"
         project  = "iot"
-        revision = "4308d7ade3d4"
+        revision = "7e992f881380"
         function {
           bundle        = "local/bundles/197659a79e8fff3cdc72e8d968edba97c8b6fd8b205bcc0c43643b60356028b0"
           command       = ["./report.sh"]
@@ -80,6 +80,10 @@ job "butter-iot" {
         }
       }
     }
+    spread {
+      attribute = "$${node.unique.id}"
+      weight    = 100
+    }
     update {
       max_parallel      = 1
       health_check      = "checks"
@@ -94,7 +98,7 @@ job "butter-iot" {
     }
     service {
       name     = "butter-iot-batch"
-      tags     = ["butter", "project=iot", "pool=batch", "revision=4308d7ade3d4"]
+      tags     = ["butter", "project=iot", "pool=batch", "revision=7e992f881380"]
       port     = "invoke"
       provider = "nomad"
       check {
@@ -131,7 +135,7 @@ job "butter-iot" {
         pool     = "default"
         port     = "invoke"
         project  = "iot"
-        revision = "4308d7ade3d4"
+        revision = "7e992f881380"
         function {
           bundle        = "local/bundles/7ffc1ebd6164c217cb7a4e999131c60b594b16f3cf6ea497a9f11302b06abf16"
           concurrency   = 1
@@ -156,10 +160,11 @@ job "butter-iot" {
             ttl = "720h0m0s"
           }
           stream {
-            group  = "butter.iot.detect.readings"
-            offset = "first"
-            schema = "local/schemas/8912abae4b878e84a75bd41a661853f927b4dc70f74bbb5c1590b180460e0dbb.json"
-            stream = "iot.readings"
+            exactly_once = true
+            group        = "butter.iot.detect.readings"
+            offset       = "first"
+            schema       = "local/schemas/8912abae4b878e84a75bd41a661853f927b4dc70f74bbb5c1590b180460e0dbb.json"
+            stream       = "iot.readings"
           }
         }
         function {
@@ -236,6 +241,10 @@ job "butter-iot" {
         }
       }
     }
+    spread {
+      attribute = "$${node.unique.id}"
+      weight    = 100
+    }
     update {
       max_parallel      = 1
       health_check      = "checks"
@@ -250,7 +259,7 @@ job "butter-iot" {
     }
     service {
       name     = "butter-iot-default"
-      tags     = ["butter", "project=iot", "pool=default", "revision=4308d7ade3d4"]
+      tags     = ["butter", "project=iot", "pool=default", "revision=7e992f881380"]
       port     = "invoke"
       provider = "nomad"
       check {
@@ -281,6 +290,6 @@ job "butter-iot" {
   meta {
     butter_auto_rollback = "true"
     butter_project       = "iot"
-    butter_revision      = "4308d7ade3d4"
+    butter_revision      = "7e992f881380"
   }
 }

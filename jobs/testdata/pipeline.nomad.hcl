@@ -43,6 +43,10 @@ job "butter-pipeline" {
         memory_max = 384
       }
     }
+    spread {
+      attribute = "$${node.unique.id}"
+      weight    = 100
+    }
     update {
       max_parallel      = 1
       health_check      = "checks"

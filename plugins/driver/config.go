@@ -208,11 +208,12 @@ var taskConfigSpec = hclspec.NewObject(map[string]*hclspec.Spec{
 			"topic": hclspec.NewAttr("topic", "string", true),
 		})),
 		"stream": hclspec.NewBlockList("stream", hclspec.NewObject(map[string]*hclspec.Spec{
-			"stream": hclspec.NewAttr("stream", "string", true),
-			"group":  hclspec.NewAttr("group", "string", true),
-			"offset": hclspec.NewAttr("offset", "string", false),
-			"order":  hclspec.NewAttr("order", "string", false),
-			"schema": hclspec.NewAttr("schema", "string", false),
+			"stream":       hclspec.NewAttr("stream", "string", true),
+			"group":        hclspec.NewAttr("group", "string", true),
+			"offset":       hclspec.NewAttr("offset", "string", false),
+			"order":        hclspec.NewAttr("order", "string", false),
+			"schema":       hclspec.NewAttr("schema", "string", false),
+			"exactly_once": hclspec.NewAttr("exactly_once", "bool", false),
 		})),
 	})),
 })

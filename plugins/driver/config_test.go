@@ -88,7 +88,7 @@ func TestPoolConfigDecodesEveryField(t *testing.T) {
 	}
 	// Fields the iot example sets; the contract test above checks their
 	// values.
-	for _, want := range []string{"function.stream.schema", "function.input_schema", "function.emits", "function.state.ttl", "function.retry.max_backoff", "function.digest", "topic.retention", "port", "revision"} {
+	for _, want := range []string{"function.stream.schema", "function.stream.exactly_once", "function.input_schema", "function.emits", "function.state.ttl", "function.retry.max_backoff", "function.digest", "topic.retention", "port", "revision"} {
 		if !contains(set, want) {
 			t.Errorf("%s did not survive the decoding (decoded: %v)", want, set)
 		}

@@ -142,6 +142,9 @@ type StreamTrigger struct {
 	// Schema is the JSON Schema file of the stream's events, located like
 	// a function's InputSchema; empty for none.
 	Schema string `json:"schema,omitempty" codec:"schema,omitempty"`
+	// ExactlyOnce handles each poll of the trigger in one Kafka
+	// transaction (transact.go, docs/events.md "Delivery").
+	ExactlyOnce bool `json:"exactly_once,omitempty" codec:"exactly_once,omitempty"`
 }
 
 // RetryConfig is a function's retry policy for stream events.

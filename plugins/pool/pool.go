@@ -67,6 +67,12 @@ type options struct {
 	capture *Capture
 	// breaker configures the context calls' circuit breakers (calls.go).
 	breaker breakerOptions
+	// instanceID names this pool among those running the same functions,
+	// stable across its restarts and replacements (WithInstanceID): stream
+	// consumers are static group members with it (static.go), and
+	// exactly-once triggers derive their transactional IDs from it
+	// (transact.go).
+	instanceID string
 }
 
 // maxProcs is the process limit of one instance: room for a runtime's
@@ -148,6 +154,9 @@ type Pool struct {
 	cfg  *Config
 	opts options
 	fns  map[string]*fnPool
+	// randomID stands for a missing instance ID in transactional IDs.
+	randomID     string
+	randomIDOnce sync.Once
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -428,6 +437,9 @@ type Call struct {
 	// stream is the topic of a stream-triggered call's event: its
 	// trigger's schema applies to the input (checkInput).
 	stream string
+	// txn, for an event of an exactly-once trigger, holds the state
+	// changes of the event's transaction (transact.go).
+	txn *stateTxn
 }
 
 // Invoke runs one call of a function. It returns a *proto.Error for typed

@@ -215,7 +215,12 @@ func (s *stateStore) apply(r *kgo.Record) {
 // then keeps following it; from then on every change is written there.
 func (s *stateStore) attach(ctx context.Context, base []kgo.Opt, topic string) error {
 	opts := append(append([]kgo.Opt{}, base...), broker.ProducerOpts()...)
-	opts = append(opts, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	opts = append(opts, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		// Only committed changes are applied: those of an exactly-once
+		// transaction that aborted never are (transact.go). The control
+		// records (transaction markers) advance the reader's position,
+		// so that sync sees it reach the end.
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return fmt.Errorf("function %s: state: %w", s.fn, err)
@@ -261,7 +266,9 @@ func (s *stateStore) tail(ctx context.Context) {
 		})
 		s.mu.Lock()
 		fs.EachRecord(func(r *kgo.Record) {
-			s.apply(r)
+			if !r.Attrs.IsControl() {
+				s.apply(r)
+			}
 			s.pos[r.Partition] = r.Offset + 1
 		})
 		kept := s.tombs[:0]
@@ -280,7 +287,10 @@ func (s *stateStore) tail(ctx context.Context) {
 }
 
 // sync waits until the tail has read the changelog up to its end as of
-// now.
+// now. Reading read_committed, the tail reaches a transaction's records
+// once it is decided: sync waits for the transactions open now on the
+// changelog (those of a crashed pool until its restart fences them, or
+// until their timeout).
 func (s *stateStore) sync(ctx context.Context) error {
 	adm := kadm.NewClient(s.cl)
 	ends, err := adm.ListEndOffsets(ctx, s.topic)
@@ -437,7 +447,12 @@ func (f *fnPool) invokeStateful(save, ctx context.Context, c *Call, deadline tim
 		return &proto.Error{Type: proto.Timeout, Message: fmt.Sprintf("calls for state key %q of %s stayed busy until the deadline", key, f.cfg.Name)}
 	}
 	defer unlock()
-	value, expired := s.get(key)
+	get, put := s.get, func(key string, value []byte) error { return s.put(save, key, value) }
+	if c.txn != nil {
+		// An exactly-once event: the change joins its transaction.
+		get, put = c.txn.get, func(key string, value []byte) error { return c.txn.put(save, key, value) }
+	}
+	value, expired := get(key)
 	msg.Value = value
 	ns, err := f.invoke(ctx, &cc, deadline, msg)
 	if err != nil {
@@ -445,16 +460,16 @@ func (f *fnPool) invokeStateful(save, ctx context.Context, c *Call, deadline tim
 	}
 	switch {
 	case ns != nil && ns.Deleted:
-		return s.put(save, key, nil)
+		return put(key, nil)
 	case ns != nil && len(ns.Value) > 0 && string(ns.Value) != "null":
 		if len(ns.Value) > MaxStateBytes {
 			return &proto.Error{Type: proto.PostconditionFailed, Message: fmt.Sprintf("the new state of key %q is %d bytes; a state holds at most %d", key, len(ns.Value), MaxStateBytes)}
 		}
-		return s.put(save, key, ns.Value)
+		return put(key, ns.Value)
 	case ns != nil:
-		return s.put(save, key, nil)
+		return put(key, nil)
 	case expired:
-		return s.put(save, key, nil)
+		return put(key, nil)
 	}
 	return nil
 }

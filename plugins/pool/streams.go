@@ -106,6 +106,11 @@ func (p *Pool) StartStreams(ctx context.Context, kafka broker.Config) error {
 	if err := broker.EnsureTopics(ctx, adm, topics); err != nil {
 		return err
 	}
+	// Transactions a previous run of this pool left open are aborted
+	// first: the state restore would wait for them.
+	if err := p.fence(ctx, base); err != nil {
+		return err
+	}
 	// State first: a function's changelog is read to its end before its
 	// streams are consumed.
 	for _, name := range p.Functions() {
@@ -211,6 +216,9 @@ type consumer struct {
 	// resync asks run to catch up with the state changelog before it
 	// handles the next batch: partitions were assigned.
 	resync atomic.Bool
+	// leaveOpts connect a client to the brokers, for a static member's
+	// explicit leave (closeClient).
+	leaveOpts []kgo.Opt
 	// perEvent is the time an event of a batch took lately, in
 	// nanoseconds (handleBatch).
 	perEvent atomic.Int64
@@ -225,6 +233,9 @@ type consumer struct {
 	// stop is closed when the consumer is asked to stop (run's context):
 	// the waits between retries end then (pause).
 	stop <-chan struct{}
+	// eos is the transaction session of an exactly-once trigger
+	// (transact.go), nil otherwise.
+	eos *transactor
 }
 
 // outWork is the outputs of events to produce (outs[k] is recs[k]'s), or,
@@ -301,12 +312,30 @@ func newConsumer(p *Pool, f *fnPool, tr StreamTrigger, base []kgo.Opt) (*consume
 		// session expires; Kafka's 45s default would stall them that long.
 		kgo.SessionTimeout(p.opts.sessionTimeout),
 	)
+	c.setRetry()
+	if tr.ExactlyOnce {
+		if err := c.transactional(opts); err != nil {
+			return nil, err
+		}
+		return c, nil
+	}
+	// At least once: a static member of the group (static.go). An
+	// exactly-once consumer is not: a clean stop would not leave its group.
+	opts = append(opts, p.staticOpts()...)
+	c.leaveOpts = base
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("function %s: stream %s: %w", f.cfg.Name, tr.Stream, err)
 	}
 	c.cl = cl
-	if r := f.cfg.Retry; r != nil {
+	return c, nil
+}
+
+// setRetry sets c's attempts and backoffs from its function's retry
+// block.
+func (c *consumer) setRetry() {
+	c.attempts, c.backoff = 1, time.Second
+	if r := c.f.cfg.Retry; r != nil {
 		c.attempts = max(r.Attempts, 1)
 		if r.Backoff != "" { // else the default above
 			c.backoff = duration(r.Backoff)
@@ -318,7 +347,6 @@ func newConsumer(p *Pool, f *fnPool, tr StreamTrigger, base []kgo.Opt) (*consume
 	if c.maxBack < c.backoff {
 		c.maxBack = 32 * c.backoff
 	}
-	return c, nil
 }
 
 // run polls, handles and commits until ctx ends; then it leaves the group.
@@ -339,7 +367,11 @@ func newConsumer(p *Pool, f *fnPool, tr StreamTrigger, base []kgo.Opt) (*consume
 // handles it again from its first attempt. A drain thus never waits out a
 // backoff (each up to retry.max_backoff, 32 × retry.backoff by default).
 func (c *consumer) run(ctx context.Context) {
-	defer c.cl.Close()
+	if c.eos != nil {
+		c.runTransact(ctx)
+		return
+	}
+	defer c.closeClient()
 	c.stop = ctx.Done()
 	log := c.f.log.With("stream", c.tr.Stream, "group", c.tr.Group)
 	// Handling runs to its end even while stopping: a poll's offsets are
@@ -660,7 +692,7 @@ func (c *consumer) attempts1(ctx context.Context, ev *event, acks *batchAcks, fi
 			ef := &emitFailure{}
 			err = ef.or(c.p.Invoke(ctx, c.f.cfg.Name, &Call{
 				Input: bytes.NewReader(r.Value), Output: out, Meta: ev.meta,
-				Calls: c.calls(ev.o, ef), StateKey: string(r.Key), stream: r.Topic,
+				Calls: c.calls(ev.o, ef), StateKey: string(r.Key), stream: r.Topic, txn: c.txn(),
 			}))
 			if err == nil {
 				if se := c.p.checkOutput(c.f, out.Bytes(), false, true); se != nil {

@@ -5,7 +5,8 @@
 // parameters as JSON, "count" counts the calls of its state key;
 // "env:NAME" answers the variable's value, "read:PATH" the file's content
 // (or the error reading it); "tick-..." takes 200µs and is echoed
-// upper-cased, as is anything else, at once.
+// upper-cased, as is anything else, at once; "fold:N" folds N into its
+// key's state (fold).
 package main
 
 import (
@@ -21,6 +22,9 @@ import (
 )
 
 func handle(ctx context.Context, in []byte) ([]byte, error) {
+	if seq, ok := bytes.CutPrefix(in, []byte("fold:")); ok {
+		return fold(ctx, string(seq))
+	}
 	if bytes.HasPrefix(in, []byte("tick-")) {
 		time.Sleep(200 * time.Microsecond)
 		return bytes.ToUpper(in), nil
@@ -72,6 +76,39 @@ func handle(ctx context.Context, in []byte) ([]byte, error) {
 		return b, nil
 	}
 	return bytes.ToUpper(in), nil
+}
+
+// foldState is the state "fold:N" keeps per key: how many events, the sum
+// and last of their N, and how many came out of order (N not above the
+// last), which a repeated event does.
+type foldState struct {
+	N    int `json:"n"`
+	Sum  int `json:"sum"`
+	Last int `json:"last"`
+	Bad  int `json:"bad"`
+}
+
+// fold applies event seq to its key's state and answers the new state.
+func fold(ctx context.Context, seq string) ([]byte, error) {
+	n, err := strconv.Atoi(seq)
+	if err != nil {
+		return nil, butter.ErrPreconditionFailed
+	}
+	st := butter.FromContext(ctx).State()
+	s := foldState{Last: -1}
+	if _, err := st.Get(&s); err != nil {
+		return nil, err
+	}
+	if n <= s.Last {
+		s.Bad++
+	}
+	s.N++
+	s.Sum += n
+	s.Last = n
+	if err := st.Set(s); err != nil {
+		return nil, err
+	}
+	return json.Marshal(s)
 }
 
 func main() { butter.Serve(handle) }

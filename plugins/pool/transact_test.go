@@ -1,0 +1,142 @@
+package pool_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/butterfn/butter/broker"
+	"github.com/butterfn/butter/plugins/pool"
+	"github.com/butterfn/butter/sdk"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// TestExactlyOnceRecords: with exactly_once = true, everything a stream
+// event writes goes in a transaction: a Node function's outputs and emits
+// and a Go function's outputs and state changelog records are
+// transactional records, which a read_committed consumer reads once each,
+// and the groups' offsets are committed with them. The pool then stops
+// cleanly (its sessions leave their groups) within the test's deadline.
+// Real workers, the embedded broker over TCP.
+func TestExactlyOnceRecords(t *testing.T) {
+	dev, cl := devBroker(t)
+	topics(t, cl, broker.Topic{Name: "st.in", Partitions: 2}, broker.Topic{Name: "st.out", Partitions: 1},
+		broker.Topic{Name: "st.alerts", Partitions: 1}, broker.Topic{Name: "st.fin", Partitions: 2}, broker.Topic{Name: "st.folds", Partitions: 1})
+	emitter := testdataFn("emitter", "node", "emitto", "index.handle")
+	emitter.Output, emitter.Emits = "st.out", []string{"st.alerts"}
+	emitter.Streams = []pool.StreamTrigger{{Stream: "st.in", Group: "butter.st.emitter.in", Offset: "first", ExactlyOnce: true}}
+	folder := testdataFn("folder", "go", "gofn", "")
+	folder.Output, folder.State = "st.folds", &pool.StateConfig{Key: pool.StateKeyRecord}
+	folder.Streams = []pool.StreamTrigger{{Stream: "st.fin", Group: "butter.st.folder.fin", Offset: "first", ExactlyOnce: true}}
+	all, err := sdk.Install(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	all.GoSDK = sdksGo(t)
+	p, err := pool.New(&pool.Config{Project: "st", Pool: "p", Functions: []pool.FunctionConfig{emitter, folder}}, nil,
+		pool.WithSDKs(all), pool.WithInstanceID("test-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	closed := false
+	defer func() {
+		if !closed {
+			p.Close()
+		}
+	}()
+	if err := p.StartStreams(ctx, dev.Config()); err != nil {
+		t.Fatal(err)
+	}
+	const n = 20
+	var alerts []string
+	for range n {
+		alerts = append(alerts, "alerts")
+	}
+	produce(t, cl, "st.in", alerts...)
+	var folds []string
+	for i := range n {
+		folds = append(folds, fmt.Sprintf("fold:%d", i))
+	}
+	keyed(t, cl, "st.fin", "k", folds...)
+
+	for topic, want := range map[string]int{"st.out": n, "st.alerts": n, "st.folds": n, pool.StateTopic("st", "folder"): n} {
+		recs := readCommitted(t, dev.Addr, topic, want)
+		for _, r := range recs {
+			if !r.Attrs.IsTransactional() {
+				t.Errorf("%s: record at offset %d is not transactional", topic, r.Offset)
+			}
+		}
+		if topic == "st.folds" {
+			if last := string(recs[len(recs)-1].Value); last != fmt.Sprintf(`{"n":%d,"sum":%d,"last":%d,"bad":0}`, n, n*(n-1)/2, n-1) {
+				t.Errorf("the last fold is %s", last)
+			}
+		}
+	}
+	adm := kadm.NewClient(cl)
+	committed := func() bool {
+		for group, topic := range map[string]string{"butter.st.emitter.in": "st.in", "butter.st.folder.fin": "st.fin"} {
+			offs, err := adm.FetchOffsets(ctx, group)
+			if err != nil {
+				return false
+			}
+			sum := int64(0)
+			offs.Each(func(o kadm.OffsetResponse) {
+				if o.Topic == topic {
+					sum += o.At
+				}
+			})
+			if sum != n {
+				return false
+			}
+		}
+		return true
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !committed() {
+		if time.Now().After(deadline) {
+			t.Fatal("the groups' offsets were not all committed within 30s")
+		}
+		time.Sleep(50 * time.Millisecond) // polling the broker, not waiting for time
+	}
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		p.Close()
+	}()
+	select {
+	case <-stopped:
+		closed = true
+	case <-time.After(30 * time.Second):
+		t.Fatal("the pool did not stop within 30s")
+	}
+}
+
+// readCommitted reads topic from its start as a read_committed consumer
+// until want records arrived, and fails the test if they do not within a
+// minute; more than want fails it too, once the topic's end is reached.
+func readCommitted(t *testing.T, addr, topic string, want int) []*kgo.Record {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var out []*kgo.Record
+	for ctx.Err() == nil && len(out) < want {
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) { out = append(out, r) })
+	}
+	if len(out) != want {
+		t.Fatalf("%s: %d records read_committed, want %d", topic, len(out), want)
+	}
+	return out
+}
