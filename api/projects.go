@@ -110,3 +110,23 @@ func (p *Projects) SetQuota(ctx context.Context, name string, q *Quota) (*Quota,
 	}
 	return &out, nil
 }
+
+// WakeRequest is the body of POST /v1/projects/{name}/pools/{pool}/wake.
+type WakeRequest struct {
+	// Held is how many calls the gateway holds for the pool.
+	Held int `json:"held"`
+}
+
+// WakeResponse answers a wake: the leader's autoscaler has it.
+type WakeResponse struct {
+	Project string `json:"project"`
+	Pool    string `json:"pool"`
+}
+
+// Wake tells the leader's autoscaler that a gateway holds calls for a
+// project's pool that has no allocation: it scales the pool from 0 to 1
+// at once (package autoscaler, Wake). It needs read on the project, the
+// gateway's token. A leader without an autoscaler answers 503.
+func (p *Projects) Wake(ctx context.Context, project, pool string, held int) error {
+	return p.c.write(ctx, http.MethodPost, "/v1/projects/"+seg(project)+"/pools/"+seg(pool)+"/wake", &WakeRequest{Held: held}, &WakeResponse{})
+}

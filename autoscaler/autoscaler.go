@@ -17,10 +17,13 @@
 //     Raft log; MemStore in tests);
 //   - Clock.
 //
-// What is not here yet (issue 15's later parts): waking a pool from zero
-// allocations on an HTTP call (the gateway), CPU and memory from Nomad's
-// allocation stats, queued gateway requests as a signal, multi-node
-// tests, the capacity model. See README.md.
+// Wake is the gateway's way in: calls held for a pool with no allocation
+// scale it 0 -> 1 at the next pass, which Wake starts at once (the control
+// plane's wake route, package scheduler, calls it on the leader).
+//
+// What is not here yet (issue 15's later parts): CPU and memory from
+// Nomad's allocation stats, queued gateway requests as a load signal
+// beyond waking, multi-node tests, the capacity model. See README.md.
 package autoscaler
 
 import (
@@ -145,8 +148,15 @@ type Config struct {
 	// StaleAfter is the age past which signals are not acted on;
 	// DefaultStaleAfter when 0.
 	StaleAfter time.Duration
-	Logger     hclog.Logger
+	// WakeFor is how long a wake (Wake) keeps asking for at least one
+	// allocation; DefaultWakeFor when 0. A gateway holding calls repeats
+	// its wake more often than this (gateway.WakeEvery).
+	WakeFor time.Duration
+	Logger  hclog.Logger
 }
+
+// DefaultWakeFor is Config.WakeFor's default.
+const DefaultWakeFor = 10 * time.Second
 
 // Autoscaler is the loop. Its in-memory state (since when each group has
 // wanted fewer allocations) is its own: a new leader's Autoscaler starts
@@ -158,6 +168,15 @@ type Autoscaler struct {
 
 	mu    sync.Mutex
 	below map[string]belowSince
+	wakes map[string]wake // by Target.Key
+	kick  chan struct{}   // a wake asks for a pass now
+}
+
+// wake is a gateway's report of calls held for a pool with no
+// allocation.
+type wake struct {
+	at   time.Time
+	held int
 }
 
 // belowSince is a group wanting fewer allocations than it has: since
@@ -181,10 +200,49 @@ func New(cfg Config) *Autoscaler {
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
 	}
-	return &Autoscaler{cfg: cfg, log: cfg.Logger, below: map[string]belowSince{}}
+	if cfg.WakeFor <= 0 {
+		cfg.WakeFor = DefaultWakeFor
+	}
+	return &Autoscaler{cfg: cfg, log: cfg.Logger, below: map[string]belowSince{}, wakes: map[string]wake{}, kick: make(chan struct{}, 1)}
 }
 
-// Run runs passes every Interval until ctx ends.
+// Wake reports that a gateway holds calls for a project's pool (its task
+// group) that has no allocation: the next pass, which Wake starts at
+// once, scales the group from 0 to 1 without waiting for the signals or
+// the cooldown, and for WakeFor after the last wake the group wants at
+// least one allocation. It is cheap and safe to call often (a gateway
+// repeats it while it holds calls); a wake for a group that does not
+// exist or is not scaled to zero changes nothing but that floor.
+func (a *Autoscaler) Wake(project, pool string, held int) {
+	now := a.cfg.Clock.Now()
+	key := Target{Project: project, Group: pool}.Key()
+	a.mu.Lock()
+	for k, w := range a.wakes {
+		if now.Sub(w.at) > a.cfg.WakeFor {
+			delete(a.wakes, k) // bounds the map to the pools woken lately
+		}
+	}
+	a.wakes[key] = wake{at: now, held: held}
+	a.mu.Unlock()
+	select {
+	case a.kick <- struct{}{}:
+	default: // a pass is already asked for
+	}
+}
+
+// woken returns the group's last wake within WakeFor.
+func (a *Autoscaler) woken(g Group, now time.Time) (wake, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	w, ok := a.wakes[g.Key()]
+	if !ok || now.Sub(w.at) > a.cfg.WakeFor {
+		return wake{}, false
+	}
+	return w, true
+}
+
+// Run runs passes every Interval, and at once after a Wake, until ctx
+// ends.
 func (a *Autoscaler) Run(ctx context.Context) {
 	t := time.NewTicker(a.cfg.Interval)
 	defer t.Stop()
@@ -194,6 +252,7 @@ func (a *Autoscaler) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-a.kick:
 		}
 	}
 }
@@ -264,6 +323,23 @@ func (a *Autoscaler) decide(ctx context.Context, g Group, prev fsm.ScalingDecisi
 		a.forget(g)
 		return hold(fsm.ScaleDisabled, "the scaling block has enabled = false: operators set the count")
 	}
+	w, woken := a.woken(g, now)
+	if woken && g.Count == 0 && p.Max >= 1 {
+		// Calls wait in a gateway: one allocation now, whatever the
+		// other signals say or how recently the group scaled in. The
+		// wake is itself a fresh signal, and only 0 -> 1 skips the
+		// cooldown.
+		reason := fmt.Sprintf("0 -> 1: wake: a gateway holds %d calls for a pool with no allocation", w.held)
+		if err := a.cfg.Scaler.Scale(ctx, g.Target, 1, "butter autoscaler: "+reason); err != nil {
+			d.Kind, d.To, d.Reason = fsm.ScaleRefused, 1, fmt.Sprintf("Nomad refused %s: %v", reason, err)
+			a.log.Error("Nomad refused to wake a pool", "group", g.String(), "error", err)
+			return d
+		}
+		a.forget(g)
+		a.log.Info("scaled", "group", g.String(), "from", 0, "to", 1, "reason", "wake", "held", w.held)
+		d.Kind, d.To, d.Reason, d.LastScaled = fsm.ScaleScaled, 1, reason, now
+		return d
+	}
 	load, err := a.cfg.Signals.Load(ctx, g)
 	if err != nil {
 		return hold(fsm.ScaleError, "cannot read the signals: "+err.Error())
@@ -281,6 +357,10 @@ func (a *Autoscaler) decide(ctx context.Context, g Group, prev fsm.ScalingDecisi
 		return hold(fsm.ScaleStale, why)
 	}
 	want, why := Desired(p, load)
+	if woken && want < 1 {
+		want = 1
+		why += fmt.Sprintf("; wake: a gateway held %d calls at %s -> 1", w.held, w.at.UTC().Format(time.RFC3339))
+	}
 	clamped := min(max(want, p.Min), p.Max)
 	if clamped != want {
 		why += fmt.Sprintf("; bounded to %d by min %d, max %d", clamped, p.Min, p.Max)

@@ -3,20 +3,24 @@ package autoscaler
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/butterfn/butter/jobs"
 	"github.com/butterfn/butter/names"
 	"github.com/hashicorp/nomad/api"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 )
 
 // PoolSignals reads a group's load where it already is, with no traffic
@@ -131,7 +135,7 @@ func (s *PoolSignals) Load(ctx context.Context, g Group) (Load, error) {
 		if s.Kafka == nil {
 			l.Problems = append(l.Problems, "no Kafka client: the lag signal is off")
 		} else {
-			lag, err := s.readLag(ctx, groups)
+			lag, err := s.readLag(ctx, groups, g.Policy.Streams)
 			s.mu.Lock()
 			if err == nil {
 				s.lags[g.Key()] = lagReading{at: now, lag: lag}
@@ -215,9 +219,11 @@ func ParseMetrics(r io.Reader) (map[string]FunctionLoad, error) {
 	return out, nil
 }
 
-// readLag sums the lag of the consumer groups. A group that does not
-// exist yet (its pool never consumed) has none.
-func (s *PoolSignals) readLag(ctx context.Context, groups []string) (int64, error) {
+// readLag sums the lag of the consumer groups. A group that never
+// committed on a topic it consumes (its pool never ran, or ran without
+// consuming) has as lag the records from where it will start: the
+// trigger's offset (uncommittedLag).
+func (s *PoolSignals) readLag(ctx context.Context, groups []string, streams []jobs.ConsumedStream) (int64, error) {
 	lags, err := s.Kafka.Lag(ctx, groups...)
 	if err != nil {
 		return 0, err
@@ -226,7 +232,7 @@ func (s *PoolSignals) readLag(ctx context.Context, groups []string) (int64, erro
 	var problems []string
 	for _, g := range groups {
 		dl, ok := lags[g]
-		if !ok {
+		if !ok || neverCommitted(dl) {
 			continue
 		}
 		if dl.FetchErr != nil || dl.DescribeErr != nil {
@@ -239,9 +245,95 @@ func (s *PoolSignals) readLag(ctx context.Context, groups []string) (int64, erro
 		}
 		total += dl.Lag.Total()
 	}
+	var uncommitted []jobs.ConsumedStream
+	for _, st := range streams {
+		dl, ok := lags[st.Group]
+		if ok && !neverCommitted(dl) && (dl.FetchErr != nil || dl.DescribeErr != nil) {
+			continue // named above
+		}
+		if _, consumed := dl.Lag[st.Topic]; !consumed {
+			uncommitted = append(uncommitted, st)
+		}
+	}
+	if len(uncommitted) > 0 {
+		n, err := s.uncommittedLag(ctx, uncommitted)
+		if err != nil {
+			problems = append(problems, err.Error())
+		}
+		total += n
+	}
 	if len(problems) > 0 {
 		sort.Strings(problems)
 		return 0, fmt.Errorf("%s", strings.Join(problems, "; "))
+	}
+	return total, nil
+}
+
+// neverCommitted says that a group does not exist: some brokers answer
+// GROUP_ID_NOT_FOUND for it where Kafka describes a dead group.
+func neverCommitted(dl kadm.DescribedGroupLag) bool {
+	return errors.Is(dl.DescribeErr, kerr.GroupIDNotFound) || errors.Is(dl.FetchErr, kerr.GroupIDNotFound)
+}
+
+// uncommittedLag is the lag of groups with no committed offset on their
+// topics: per partition, the records from where the group will start to
+// the end. "first" starts at the log's start, an offset at that offset,
+// an RFC 3339 time at the first record at or after it; "latest" starts
+// at the end, so it has none (records written while the pool has no
+// allocation and the group never committed are not its to read).
+func (s *PoolSignals) uncommittedLag(ctx context.Context, streams []jobs.ConsumedStream) (int64, error) {
+	var topics []string
+	for _, st := range streams {
+		if st.Offset != "latest" && !slices.Contains(topics, st.Topic) {
+			topics = append(topics, st.Topic)
+		}
+	}
+	if len(topics) == 0 {
+		return 0, nil
+	}
+	ends, err := s.Kafka.ListEndOffsets(ctx, topics...)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return 0, fmt.Errorf("end offsets of %s, for the lag of groups that never committed: %w", strings.Join(topics, ", "), err)
+	}
+	starts, err := s.Kafka.ListStartOffsets(ctx, topics...)
+	if err == nil {
+		err = starts.Error()
+	}
+	if err != nil {
+		return 0, fmt.Errorf("start offsets of %s, for the lag of groups that never committed: %w", strings.Join(topics, ", "), err)
+	}
+	var total int64
+	for _, st := range streams {
+		var from func(p int32) int64
+		switch {
+		case st.Offset == "latest":
+			continue
+		case st.Offset == "first":
+			from = func(p int32) int64 { o, _ := starts.Lookup(st.Topic, p); return o.Offset }
+		default:
+			if n, err := strconv.ParseInt(st.Offset, 10, 64); err == nil {
+				from = func(p int32) int64 { o, _ := starts.Lookup(st.Topic, p); return max(n, o.Offset) }
+			} else if at, err := time.Parse(time.RFC3339, st.Offset); err == nil {
+				after, err := s.Kafka.ListOffsetsAfterMilli(ctx, at.UnixMilli(), st.Topic)
+				if err == nil {
+					err = after.Error()
+				}
+				if err != nil {
+					return total, fmt.Errorf("offsets of %s after %s, for group %s that never committed: %w", st.Topic, st.Offset, st.Group, err)
+				}
+				from = func(p int32) int64 { o, _ := after.Lookup(st.Topic, p); return o.Offset }
+			} else {
+				return total, fmt.Errorf("group %s on %s: offset %q is not first, latest, a number or an RFC 3339 time", st.Group, st.Topic, st.Offset)
+			}
+		}
+		for p, end := range ends[st.Topic] {
+			if f := from(p); f >= 0 && end.Offset > f {
+				total += end.Offset - f
+			}
+		}
 	}
 	return total, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -28,6 +29,9 @@ type CallError struct {
 	// schema violations of a PreconditionFailed or PostconditionFailed,
 	// each {"pointer", "message"} (plugins/pool, schemas.go).
 	Details json.RawMessage
+	// RetryAfter, when above 0, is sent as the Retry-After header, in
+	// seconds.
+	RetryAfter int
 }
 
 func (e *CallError) Error() string { return e.Type + ": " + e.Message }
@@ -131,5 +135,8 @@ func writeError(w http.ResponseWriter, code int, typ, id, msg string) {
 
 // writeCallError writes e, with msg as its message and its details.
 func writeCallError(w http.ResponseWriter, e *CallError, id, msg string) {
+	if e.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(e.RetryAfter))
+	}
 	writeJSON(w, e.Status, errorBody{Error: msg, Type: e.Type, RequestID: id, Details: e.Details})
 }

@@ -68,6 +68,8 @@ type options struct {
 	metrics        *Metrics
 	ejectFor       time.Duration
 	maxIdlePerHost int
+	waker          Waker // wake.go
+	wakeQueue      int
 }
 
 // Option configures New.
@@ -160,6 +162,7 @@ type Gateway struct {
 	metrics   *Metrics
 	log       hclog.Logger
 	rates     projectRates
+	wake      *wakes // nil without WithWaker (wake.go)
 
 	// ctx bounds the async calls; Close cancels it and waits on wg.
 	// asyncMu orders wg.Add after closed is checked.
@@ -223,6 +226,9 @@ func New(resolver Resolver, opts ...Option) *Gateway {
 	}
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	g.table.Store(g.buildTable(nil))
+	if o.waker != nil {
+		g.wake = newWakes(g, o.waker, o.wakeQueue)
+	}
 	return g
 }
 
@@ -235,6 +241,9 @@ func (g *Gateway) Close() {
 	g.asyncMu.Unlock()
 	g.cancel()
 	g.wg.Wait()
+	if g.wake != nil {
+		g.wake.wait()
+	}
 	g.transport.CloseIdleConnections()
 	g.client.close()
 }

@@ -28,6 +28,14 @@ import (
 // the function may have run, and the body is spent.
 func (g *Gateway) forward(ctx context.Context, project string, s step, hdr http.Header, body io.Reader, length int64) (*http.Response, error) {
 	eps := g.resolver.Endpoints(project, s.pool)
+	if g.wake != nil && (len(eps) == 0 || g.wake.waking(project, s.pool)) {
+		// No allocation, or one that is starting: hold the call while
+		// the pool wakes (wake.go).
+		var err error
+		if eps, err = g.wake.hold(ctx, project, s.pool); err != nil {
+			return nil, err
+		}
+	}
 	if len(eps) == 0 {
 		return nil, callError(http.StatusServiceUnavailable, "Unavailable",
 			"no endpoint of pool %q of project %q is known, so function %s cannot be reached: is the pool running (nomad job status %s)?",

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/butterfn/butter/hcl/spec"
@@ -31,7 +32,18 @@ const (
 	// PolicyConsumerGroups lists the pool's Kafka consumer groups, whose
 	// lag is the lag signal.
 	PolicyConsumerGroups = "consumer_groups"
+	// PolicyStreams lists what the pool's consumer groups consume, each
+	// "<group> <topic> <offset>" with the trigger's offset (first,
+	// latest, an offset or an RFC 3339 time): a group that never
+	// committed on a topic has the records from that offset as its lag.
+	PolicyStreams = "streams"
 )
+
+// ConsumedStream is a topic one of a pool's consumer groups consumes, and
+// where the group starts when it has no committed offset.
+type ConsumedStream struct {
+	Group, Topic, Offset string
+}
 
 // ScalingPolicy is a task group's scaling policy, as the autoscaler uses
 // it.
@@ -53,6 +65,8 @@ type ScalingPolicy struct {
 	Capacity map[string]int
 	// ConsumerGroups are the pool's Kafka consumer groups, sorted.
 	ConsumerGroups []string
+	// Streams are the topics the groups consume, sorted.
+	Streams []ConsumedStream
 }
 
 // scalingBlock is a group's Nomad scaling block for the pool's policy.
@@ -72,8 +86,13 @@ func scalingBlock(s spec.Scaling, cfg *pool.Config) *api.ScalingPolicy {
 		sp.Capacity[f.Name] = max(f.MaxInstances, 1) * max(f.Concurrency, 1)
 		for _, st := range f.Streams {
 			groups[st.Group] = true
+			sp.Streams = append(sp.Streams, ConsumedStream{Group: st.Group, Topic: st.Stream, Offset: st.Offset})
 		}
 	}
+	sort.Slice(sp.Streams, func(i, j int) bool {
+		a, b := sp.Streams[i], sp.Streams[j]
+		return a.Group+" "+a.Topic < b.Group+" "+b.Topic
+	})
 	for g := range groups {
 		sp.ConsumerGroups = append(sp.ConsumerGroups, g)
 	}
@@ -105,6 +124,13 @@ func (sp ScalingPolicy) Block() *api.ScalingPolicy {
 	}
 	if len(sp.ConsumerGroups) > 0 {
 		policy[PolicyConsumerGroups] = append([]string(nil), sp.ConsumerGroups...)
+	}
+	if len(sp.Streams) > 0 {
+		streams := make([]string, len(sp.Streams))
+		for i, st := range sp.Streams {
+			streams[i] = st.Group + " " + st.Topic + " " + st.Offset
+		}
+		policy[PolicyStreams] = streams
 	}
 	return &api.ScalingPolicy{
 		Enabled: new(sp.Enabled),
@@ -161,6 +187,18 @@ func ParseScalingPolicy(s *api.ScalingPolicy) (ScalingPolicy, error) {
 			sp.Capacity, err = policyCapacity(v)
 		case PolicyConsumerGroups:
 			sp.ConsumerGroups, err = policyStrings(v)
+		case PolicyStreams:
+			var list []string
+			if list, err = policyStrings(v); err == nil {
+				for _, e := range list {
+					f := strings.Fields(e)
+					if len(f) != 3 {
+						err = fmt.Errorf("%q is not \"<group> <topic> <offset>\"", e)
+						break
+					}
+					sp.Streams = append(sp.Streams, ConsumedStream{Group: f[0], Topic: f[1], Offset: f[2]})
+				}
+			}
 		default:
 			err = fmt.Errorf("not a key Butter's autoscaler knows")
 		}

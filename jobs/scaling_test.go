@@ -78,6 +78,7 @@ func TestScalingCompiled(t *testing.T) {
 		TargetInFlight: 0.7, TargetLag: 200,
 		Capacity:       map[string]int{"pay": 8},
 		ConsumerGroups: []string{"butter.shop.pay.orders"},
+		Streams:        []jobs.ConsumedStream{{Group: "butter.shop.pay.orders", Topic: "shop.orders", Offset: "latest"}},
 	}
 	got, err := jobs.ParseScalingPolicy(payers.Scaling)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"slices"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/butterfn/butter/api"
+	"github.com/butterfn/butter/autoscaler"
 	"github.com/butterfn/butter/scheduler"
 	"github.com/butterfn/butter/scheduler/schedtest"
 )
@@ -104,7 +106,8 @@ type walkCase struct {
 // wrong project or kind → 403 naming what it lacks, the right token → 2xx,
 // and that no refusal changed the Raft state.
 func TestACLWalkEveryRoute(t *testing.T) {
-	e := newACLEnv(t)
+	// An autoscaler over a Nomad with no groups, for the wake route.
+	e := newACLEnvWith(t, scheduler.Config{ACL: true, Autoscale: &scheduler.AutoscaleConfig{Scaler: noGroups{}, Signals: noGroups{}}})
 	blob := []byte("a bundle")
 	sum := sha256.Sum256(blob)
 	blobHex := hex.EncodeToString(sum[:])
@@ -132,12 +135,27 @@ func TestACLWalkEveryRoute(t *testing.T) {
 		"PUT /v1/operator/snapshot": {prep: func(e *aclEnv) (string, []byte) {
 			return "/v1/operator/snapshot", []byte(e.must("GET", "/v1/operator/snapshot", nil))
 		}, right: "op", wrong: "p1"},
-		"GET /v1/blobs/sha256/{hex}":             {prep: fixed("/v1/blobs/sha256/"+blobHex, nil), right: "p1", wrong: "op"},
-		"PUT /v1/blobs/sha256/{hex}":             {prep: fixed("/v1/blobs/sha256/"+blobHex, blob), right: "p1", wrong: "op"},
-		"PUT /v1/timers/{id}":                    {prep: fixed("/v1/timers/nightly", jsonBody(api.Timer{Schedule: "@every 1h", Topic: "x.y"})), right: "mgmt", wrong: "p1"},
-		"PUT /v1/projects/{name}":                {prep: fixed("/v1/projects/p1", nil), right: "p1", wrong: "p2"},
-		"GET /v1/projects":                       {prep: fixed("/v1/projects", nil), right: "p1", wrong: "op"},
-		"GET /v1/projects/{name}":                {prep: fixed("/v1/projects/p1", nil), right: "p1", wrong: "p2"},
+		"GET /v1/blobs/sha256/{hex}": {prep: fixed("/v1/blobs/sha256/"+blobHex, nil), right: "p1", wrong: "op"},
+		"PUT /v1/blobs/sha256/{hex}": {prep: fixed("/v1/blobs/sha256/"+blobHex, blob), right: "p1", wrong: "op"},
+		"PUT /v1/timers/{id}":        {prep: fixed("/v1/timers/nightly", jsonBody(api.Timer{Schedule: "@every 1h", Topic: "x.y"})), right: "mgmt", wrong: "p1"},
+		"PUT /v1/projects/{name}":    {prep: fixed("/v1/projects/p1", nil), right: "p1", wrong: "p2"},
+		"GET /v1/projects":           {prep: fixed("/v1/projects", nil), right: "p1", wrong: "op"},
+		"GET /v1/projects/{name}":    {prep: fixed("/v1/projects/p1", nil), right: "p1", wrong: "p2"},
+		"POST /v1/projects/{name}/pools/{pool}/wake": {prep: func(e *aclEnv) (string, []byte) {
+			// The leader's autoscaler starts after a Raft barrier.
+			path, body := "/v1/projects/p1/pools/main/wake", jsonBody(api.WakeRequest{Held: 1})
+			for deadline := time.Now().Add(10 * time.Second); ; {
+				code, out := e.do("POST", path, body, e.secret["p1"])
+				if code != 503 {
+					break
+				}
+				if time.Now().After(deadline) {
+					e.t.Fatalf("wake: %d %s after 10s; want the autoscaler running", code, out)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			return path, body
+		}, right: "p1", wrong: "p2"},
 		"POST /v1/projects/{name}/revisions":     {prep: fixed("/v1/projects/p1/revisions", jsonBody(rev2)), right: "p1", wrong: "p2"},
 		"GET /v1/projects/{name}/revisions":      {prep: fixed("/v1/projects/p1/revisions", nil), right: "p1", wrong: "p2"},
 		"GET /v1/projects/{name}/revisions/{id}": {prep: fixed("/v1/projects/p1/revisions/r1", nil), right: "p1", wrong: "p2"},
@@ -378,4 +396,15 @@ func TestACLFollowerForwards(t *testing.T) {
 			t.Fatalf("follower %s, another project: %v; want 403 naming deploy on p2", n.ID, err)
 		}
 	}
+}
+
+// noGroups is a Nomad with no task groups, and signals never read.
+type noGroups struct{}
+
+func (noGroups) Groups(context.Context) ([]autoscaler.Group, error) { return nil, nil }
+func (noGroups) Scale(context.Context, autoscaler.Target, int, string) error {
+	return errors.New("no groups")
+}
+func (noGroups) Load(context.Context, autoscaler.Group) (autoscaler.Load, error) {
+	return autoscaler.Load{}, errors.New("no groups")
 }

@@ -40,6 +40,8 @@ import (
 //	                                      when another project serves one of its routes)
 //	GET    /v1/projects/{name}/revisions  list revisions with their deployment state         read on {name}
 //	PUT    /v1/projects/{name}/quota      set the project's quota (leader; creates the project)   management
+//	POST   /v1/projects/{name}/pools/{pool}/wake  a gateway holds calls for a pool with no      read on {name}
+//	                                      allocation: the leader's autoscaler scales it 0 -> 1 (wake.go)
 //	POST   /v1/projects/{name}/rollback   activate the revision before the active one        deploy on {name}
 //	                                      (409 on a route conflict)
 //	GET    /v1/projects/{name}/revisions/{id}  one revision, with its spec files             read on {name}
@@ -98,6 +100,7 @@ func (s *Server) routes() []route {
 		{"GET /v1/projects/{name}/revisions", project(acl.CapRead), checkPath(s.listRevisions, projectPath)},
 		{"GET /v1/projects/{name}/revisions/{id}", project(acl.CapRead), checkPath(s.getRevision, projectPath, revisionPath)},
 		{"POST /v1/projects/{name}/rollback", project(acl.CapDeploy), checkPath(s.leaderOnly(s.rollback), projectPath)},
+		{"POST /v1/projects/{name}/pools/{pool}/wake", project(acl.CapRead), checkPath(s.limitBody(req, maxRequestSetting, s.leaderOnly(s.wakePool)), projectPath, poolPath)},
 		{"PUT /v1/projects/{name}/quota", management, checkPath(s.limitBody(req, maxRequestSetting, s.leaderOnly(s.putQuota)), projectPath)},
 		{"POST /v1/projects/{name}/keys", project(acl.CapKeys), checkPath(s.limitBody(req, maxRequestSetting, s.leaderOnly(s.createKey)), projectPath)},
 		{"GET /v1/keys", someProject(acl.CapRead), s.listKeys},

@@ -43,6 +43,7 @@ func (s *Server) runAutoscaler(ctx context.Context, cfg AutoscaleConfig) {
 		})
 		lctx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})
+		s.scaler.Store(a)
 		go func() {
 			defer close(done)
 			a.Run(lctx)
@@ -54,6 +55,7 @@ func (s *Server) runAutoscaler(ctx context.Context, cfg AutoscaleConfig) {
 			case <-time.After(100 * time.Millisecond):
 			}
 		}
+		s.scaler.Store(nil)
 		cancel()
 		<-done
 		if ctx.Err() == nil {

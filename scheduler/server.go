@@ -28,8 +28,10 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/butterfn/butter/autoscaler"
 	"github.com/butterfn/butter/scheduler/fsm"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
@@ -147,6 +149,9 @@ type Server struct {
 	timerCancel  context.CancelFunc
 	deployCancel context.CancelFunc
 	scaleCancel  context.CancelFunc // the autoscaler (autoscale.go)
+	// scaler is the autoscaler running on this leader, nil elsewhere
+	// (autoscale.go); wakes go to it (wake.go).
+	scaler atomic.Pointer[autoscaler.Autoscaler]
 }
 
 // Start opens the stores, starts Raft and the API, and bootstraps when

@@ -52,6 +52,12 @@ Options:
   -endpoint=project/pool=host:port[,...]
     Static pool addresses, instead of Nomad.
 
+  -wake-queue=100
+    With Nomad: how many calls, per pool, wait while a pool scaled to zero
+    allocations wakes (the control plane's autoscaler scales it 0 -> 1);
+    more answer 503 with Retry-After. A call waits at most its route's
+    timeout (1m without one).
+
   -kafka-brokers=host:port[,...]
     Kafka, for queued and async routes. Default: $BUTTER_KAFKA_BROKERS.
     TLS and SASL come from $BUTTER_KAFKA_TLS, $BUTTER_KAFKA_CA_FILE and
@@ -66,6 +72,7 @@ func (c *gatewayCommand) Run(args []string) int {
 	nomadAddr := fset.String("nomad-addr", "", "")
 	endpoints := fset.String("endpoint", "", "")
 	kafka := fset.String("kafka-brokers", "", "")
+	wakeQueue := fset.Int("wake-queue", gateway.DefaultWakeQueue, "")
 	af := addAPIFlags(fset)
 	pos, err := parseInterspersed(fset, args)
 	if err != nil || len(pos) > 0 {
@@ -117,6 +124,11 @@ func (c *gatewayCommand) Run(args []string) int {
 	keys := gateway.NewMemKeys()
 	rs := routesync.New(client, keys, log)
 	opts := []gateway.Option{gateway.WithLogger(log), gateway.WithKeys(keys), gateway.WithPlacement(rs.Placement)}
+	if _, ok := resolver.(*gateway.NomadResolver); ok {
+		// A pool scaled to zero allocations is woken through the
+		// control plane's autoscaler while its calls wait.
+		opts = append(opts, gateway.WithWaker(rs), gateway.WithWakeQueue(*wakeQueue))
+	}
 	kcfg, err := broker.Resolve(ctx, *kafka, nil, nil)
 	if err != nil {
 		log.Error("cannot configure Kafka for queued and async routes", "error", err)

@@ -276,7 +276,8 @@ func targetExample(signal string) string {
 
 // resolvePools gives the project every pool its functions use, with its
 // block's settings or the defaults, refuses a pool block that no function
-// uses, and warns where min = 0 leaves routes that nothing wakes.
+// uses. A pool with min = 0 and direct routes is fine: the gateway holds
+// its calls while the autoscaler wakes it (docs/autoscaling.md).
 func (d *decoder) resolvePools(p *Project) {
 	p.Pools = map[string]*Pool{}
 	used := map[string][]*Function{}
@@ -311,25 +312,5 @@ func (d *decoder) resolvePools(p *Project) {
 			d.errorf(&r, "Unknown pool", "%s", detail)
 			continue
 		}
-		if pl.Scaling.Min == 0 && pl.Scaling.Enabled {
-			if f, t := directRoute(used[name]); t != nil {
-				r := pl.Scaling.DeclRange
-				d.warnf(&r, "Nothing wakes this pool from zero yet",
-					"Pool %q may scale to zero allocations (min = 0), and function %q has a direct route, %s. Until gateways hold calls while the pool wakes (issue 15), such a route answers 503 while the pool has no allocation, and the autoscaler starts one only on consumer lag. Keep min = 1 for pools with direct routes.", name, f.Name, t.Route())
-			}
-		}
 	}
-}
-
-// directRoute returns the first direct http trigger of fns, and its
-// function.
-func directRoute(fns []*Function) (*Function, *Trigger) {
-	for _, f := range fns {
-		for _, t := range f.Triggers {
-			if t.Type == TriggerHTTP && (t.Mode == "" || t.Mode == "direct") {
-				return f, t
-			}
-		}
-	}
-	return nil, nil
 }

@@ -65,10 +65,10 @@ pool "busy" {
 	}
 }
 
-// TestScalingToZeroWarns warns when a pool with a direct route may scale
-// to zero: nothing wakes it yet. A pool woken by lag alone gets no warning
-// (TestScalingBlock).
-func TestScalingToZeroWarns(t *testing.T) {
+// TestScalingToZeroWithRoute: a pool with a direct route may scale to
+// zero with no warning: the gateway holds its calls while the autoscaler
+// wakes it (gateway TestWakeHoldsCalls, autoscaler TestWakeOnNomad).
+func TestScalingToZeroWithRoute(t *testing.T) {
 	p, rep := loadSrc(t, `
 function "a" {
   runtime = "exec"
@@ -86,11 +86,11 @@ pool "default" {
 	if p == nil || rep.HasErrors() {
 		t.Fatalf("refused: %v", rep.Diags)
 	}
-	if len(rep.Diags) != 1 || rep.Diags[0].Summary != "Nothing wakes this pool from zero yet" || !strings.Contains(rep.Diags[0].Detail, "POST /a") {
+	if len(rep.Diags) != 0 {
 		t.Fatalf("diagnostics: %v", rep.Diags)
 	}
-	if r := rep.Diags[0].Subject; r == nil || r.Start.Line != 10 {
-		t.Errorf("warning at %v, want the scaling block (line 10)", r)
+	if pl := p.Pools["default"]; pl == nil || pl.Scaling.Min != 0 {
+		t.Errorf("pool: %+v", pl)
 	}
 }
 

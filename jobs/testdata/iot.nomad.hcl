@@ -116,6 +116,7 @@ job "butter-iot" {
         consumer_groups = ["butter.iot.nightly._timers"]
         cooldown        = "30s"
         scale_in_delay  = "5m0s"
+        streams         = ["butter.iot.nightly._timers iot._timers.nightly first"]
         target_inflight = 0.7
         target_lag      = 1000
         capacity {
@@ -276,6 +277,7 @@ job "butter-iot" {
         consumer_groups = ["butter.iot.detect.readings"]
         cooldown        = "30s"
         scale_in_delay  = "5m0s"
+        streams         = ["butter.iot.detect.readings iot.readings first"]
         target_inflight = 0.7
         target_lag      = 1000
         capacity {
