@@ -156,20 +156,20 @@ func TestInstancesCannotReadSecretsOrNeighbours(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = holder.Process.Kill(); _ = holder.Wait() })
 	environ := fmt.Sprintf("/proc/%d/environ", holder.Process.Pid)
-	// Wait until the shim has executed sleep: its environ is then sleep's.
+	// Wait until the shim has executed sleep and the kernel has laid out
+	// sleep's environment: comm changes during execve before the new
+	// image's environ is readable, so /proc/<pid>/environ is briefly empty.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", holder.Process.Pid))
-		if strings.TrimSpace(string(b)) == "sleep" {
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", holder.Process.Pid))
+		b, err := os.ReadFile(environ)
+		if strings.TrimSpace(string(comm)) == "sleep" && err == nil && bytes.Contains(b, []byte("s3cret-value")) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the holder did not exec sleep: comm %q", b)
+			t.Fatalf("the holder did not exec sleep with its secret in its environment (comm %q, environ read: %v): the test cannot tell anything", comm, err)
 		}
 		time.Sleep(10 * time.Millisecond)
-	}
-	if b, err := os.ReadFile(environ); err != nil || !bytes.Contains(b, []byte("s3cret-value")) {
-		t.Fatalf("the holder's environment lacks its secret (%v): the test cannot tell anything", err)
 	}
 
 	// A raw disk: a pool runs as root under Nomad's raw_exec, and root
