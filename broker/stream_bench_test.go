@@ -28,6 +28,10 @@ const (
 	// (pollBatch in plugins/pool/streams.go), so that both loops hold the
 	// same number of records in flight.
 	benchPoll = 256
+	// benchTxnPoll is the records per transaction of raw-eos: the pool's
+	// own bound for an exactly-once trigger (txPoll in
+	// plugins/pool/transact.go), for the same reason.
+	benchTxnPoll = 1024
 )
 
 // BenchmarkStream measures events per second from one topic to another
@@ -48,7 +52,7 @@ const (
 //   - go-key-order: the same with order = "key" and 64 calls at once per
 //     instance: each key's events in order, different keys in parallel;
 //   - raw-eos: a raw franz-go transactional loop (GroupTransactSession,
-//     read_committed): poll up to 256 records, begin a transaction,
+//     read_committed): poll up to 1024 records (the pool's bound for a transaction), begin a transaction,
 //     produce each one's output asynchronously, end it with the poll's
 //     offsets;
 //   - go-eos: the go pool with exactly_once = true on its trigger: each
@@ -300,7 +304,7 @@ func benchRawTxnLoop(ctx context.Context, b *testing.B, addr, in, out, group str
 	defer sess.CloseAllowingRebalance()
 	for {
 		sess.AllowRebalance()
-		fetches := sess.PollRecords(ctx, benchPoll)
+		fetches := sess.PollRecords(ctx, benchTxnPoll)
 		if fetches.IsClientClosed() || ctx.Err() != nil {
 			return
 		}
