@@ -42,9 +42,8 @@ import (
 // next as at-least-once polls do (its commit carries every offset the
 // session has polled), so its fixed costs (the flush, the offsets added to
 // it, its end) are spread over more events; adapt makes it smaller for
-// slow functions. make bench measured about 0.42 of the raw transactional
-// loop with 256 records per transaction for both, and about 0.5 with 1024
-// (bench/NOTES.md).
+// slow functions. It raises the rate of the pool and of the raw
+// transactional loop alike (bench/NOTES.md).
 const txPoll = 4 * pollBatch
 
 // transactor is an exactly-once consumer's transaction session.
