@@ -552,7 +552,7 @@ class BatchTest(unittest.TestCase):
         w.send_big(BATCH, 4, batch_payload(int(time.time() * 1000) + 30000, events))
         outputs = []
         while len(outputs) < len(sizes):
-            f = w.next()
+            f = w.next(timeout=60)  # 40 MiB through pipes: slow on a loaded 2-core machine
             self.assertIsNotNone(f, f"EOF after {len(outputs)} results; {w.stderr}")
             ftype, fid, payload = f
             self.assertEqual((ftype, fid), (RESULTS, 4))
