@@ -213,7 +213,7 @@ func credential(r *http.Request) string {
 	return bearer(r)
 }
 
-// authorize checks the request's key against project ("" for any
+// keyProject checks the request's key against project ("" for any
 // project); it returns the key's project (or "" when auth is none).
 func (f *openFaaS) keyProject(r *http.Request, project string) (string, *CallError) {
 	if f.cfg.Auth == AuthNone {
@@ -239,6 +239,7 @@ func (f *openFaaS) keyProject(r *http.Request, project string) (string, *CallErr
 	return kp, nil
 }
 
+// authorize checks the request's key against project.
 func (f *openFaaS) authorize(r *http.Request, project string) *CallError {
 	_, e := f.keyProject(r, project)
 	return e
