@@ -124,7 +124,7 @@ func Push(ctx context.Context, client *api.Client, dir string, proj *spec.Projec
 		Timers: timers, Routes: routeList(proj), Streams: streamList(proj),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("record the revision: %w", err)
+		return nil, fmt.Errorf("record the revision: %w%s", err, routeSite(proj, err))
 	}
 	return out, nil
 }
@@ -153,6 +153,28 @@ func routeList(p *spec.Project) []string {
 		out = append(out, r.Pattern()+" -> "+target)
 	}
 	return out
+}
+
+// routeSite says where the route a refused revision's error names
+// (`route "METHOD /path" ...`, the control plane's route checks) is
+// written in the project, or "" when the error names none of its routes.
+func routeSite(p *spec.Project, err error) string {
+	msg := err.Error()
+	var triggers []*spec.Trigger
+	for _, f := range p.Functions {
+		triggers = append(triggers, f.Triggers...)
+	}
+	for _, pl := range p.Pipelines {
+		triggers = append(triggers, pl.Triggers...)
+	}
+	for _, t := range triggers {
+		if t.Type != spec.TriggerHTTP || !strings.Contains(msg, fmt.Sprintf("route %q", t.Route())) {
+			continue
+		}
+		r := t.RouteRange
+		return fmt.Sprintf(" (route %q is written at %s:%d:%d)", t.Route(), r.Filename, r.Start.Line, r.Start.Column)
+	}
+	return ""
 }
 
 // streamList is the project's stream bindings, "function <- topic (group)"

@@ -170,3 +170,38 @@ func TestPushTooBig(t *testing.T) {
 		t.Errorf("projects after the refused pushes: %+v, %v; want none", list, err)
 	}
 }
+
+// TestPushRouteConflictNamesTheFile: a push whose route another
+// project's active revision serves is refused by the real control plane,
+// and the error names the route, the other project, how to fix it, and
+// where the route is written in the pushed project.
+func TestPushRouteConflictNamesTheFile(t *testing.T) {
+	_, c := schedtest.Single(t, nil)
+	ctx := context.Background()
+	load := func(name, text string) (string, *spec.Project) {
+		t.Helper()
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		proj, rep := spec.Load(dir)
+		if proj == nil || rep.HasErrors() {
+			t.Fatalf("%s does not load: %v", name, rep.Diags)
+		}
+		return dir, proj
+	}
+	dir, proj := load("shop.fn.hcl", "project \"shop\" {}\nfunction \"take\" {\n  runtime = \"exec\"\n  command = [\"cat\"]\n  trigger \"http\" {\n    route = \"POST /orders\"\n  }\n}\n")
+	if _, err := deploy.Push(ctx, c, dir, proj); err != nil {
+		t.Fatal(err)
+	}
+	dir, proj = load("billing.fn.hcl", "project \"billing\" {}\nfunction \"bill\" {\n  runtime = \"exec\"\n  command = [\"cat\"]\n  trigger \"http\" {\n    route = \"GET /bills\"\n  }\n  trigger \"http\" {\n    route = \"POST /orders\"\n  }\n}\n")
+	_, err := deploy.Push(ctx, c, dir, proj)
+	if err == nil {
+		t.Fatal("a route of another project's active revision was accepted")
+	}
+	for _, want := range []string{`route "POST /orders" conflicts with route "POST /orders" of project "shop"`, "Change the method or the path", "billing.fn.hcl:9:13"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the error lacks %q: %v", want, err)
+		}
+	}
+}

@@ -74,6 +74,11 @@ type Config struct {
 	// the control plane enforces ACLs: Run bootstraps it, prints the
 	// management token, writes it to DataDir/TokenFile and uses it itself.
 	NoACL bool
+	// OpenFaaS also serves OpenFaaS's gateway API on the gateway
+	// (/function/{name}, /async-function/{name}, /system/functions;
+	// docs/gateway.md), with the project as the default for bare names
+	// and no auth, as the ad-hoc invoke endpoint in dev.
+	OpenFaaS bool
 }
 
 // TokenFile is the file, in Config.DataDir, that holds the dev control
@@ -98,9 +103,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := rep.WriteText(cfg.Diagnostics); err != nil || proj == nil {
 		return ErrInvalid
 	}
-	d := &env{noACL: cfg.NoACL, ui: cfg.UI, log: cfg.Logger, dir: cfg.Dir, dataDir: cfg.DataDir, secretsFile: cfg.SecretsFile, diag: cfg.Diagnostics}
+	d := &env{noACL: cfg.NoACL, openfaas: cfg.OpenFaaS, ui: cfg.UI, log: cfg.Logger, dir: cfg.Dir, dataDir: cfg.DataDir, secretsFile: cfg.SecretsFile, diag: cfg.Diagnostics}
 	defer d.close()
-	if err := d.start(ctx, cfg.DataDir, cfg.ServerAddr, cfg.Listen, cfg.KafkaPort, cfg.APIKeys); err != nil {
+	if err := d.start(ctx, proj.Name, cfg.DataDir, cfg.ServerAddr, cfg.Listen, cfg.KafkaPort, cfg.APIKeys); err != nil {
 		return err
 	}
 	if err := d.deploy(ctx, proj); err != nil {
@@ -156,7 +161,8 @@ func (c *Config) defaults() error {
 
 // env is everything `butter dev` runs.
 type env struct {
-	noACL bool
+	noACL    bool
+	openfaas bool // Config.OpenFaaS
 	// token is the management token's secret (ACLs on).
 	token string
 	ui    UI
@@ -188,7 +194,7 @@ type env struct {
 	drains  sync.WaitGroup
 }
 
-func (d *env) start(ctx context.Context, dataDir, serverAddr, listen string, kafkaPort int, keys []string) error {
+func (d *env) start(ctx context.Context, project, dataDir, serverAddr, listen string, kafkaPort int, keys []string) error {
 	if err := os.MkdirAll(dataDir, 0o755); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
@@ -244,12 +250,24 @@ func (d *env) start(ctx context.Context, dataDir, serverAddr, listen string, kaf
 	}
 	memKeys := gateway.NewMemKeys()
 	d.resolver = gateway.NewStaticResolver()
-	d.gw = gateway.New(d.resolver, gateway.WithLogger(d.log.Named("gateway")), gateway.WithKeys(memKeys),
+	gwOpts := []gateway.Option{gateway.WithLogger(d.log.Named("gateway")), gateway.WithKeys(memKeys),
 		gateway.WithInvokeAuth(gateway.AuthNone), gateway.WithRequester(d.requester), gateway.WithPlacement(routes.Placement(func(string) *spec.Project {
 			d.mu.Lock()
 			defer d.mu.Unlock()
 			return d.proj
-		})))
+		}))}
+	if d.openfaas {
+		gwOpts = append(gwOpts, gateway.WithOpenFaaS(gateway.OpenFaaS{DefaultProject: project, Auth: gateway.AuthNone}),
+			gateway.WithFunctions(func() []gateway.FunctionInfo {
+				d.mu.Lock()
+				defer d.mu.Unlock()
+				if d.proj == nil || d.current == nil {
+					return nil
+				}
+				return routes.Functions(d.proj, d.current.revision)
+			}))
+	}
+	d.gw = gateway.New(d.resolver, gwOpts...)
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return fmt.Errorf("gateway: %w (pick another -listen)", err)

@@ -70,6 +70,8 @@ type options struct {
 	maxIdlePerHost int
 	waker          Waker // wake.go
 	wakeQueue      int
+	openfaas       *OpenFaaS             // openfaas.go
+	functions      func() []FunctionInfo // openfaas.go
 }
 
 // Option configures New.
@@ -162,7 +164,8 @@ type Gateway struct {
 	metrics   *Metrics
 	log       hclog.Logger
 	rates     projectRates
-	wake      *wakes // nil without WithWaker (wake.go)
+	wake      *wakes    // nil without WithWaker (wake.go)
+	faas      *openFaaS // nil without WithOpenFaaS (openfaas.go)
 
 	// ctx bounds the async calls; Close cancels it and waits on wg.
 	// asyncMu orders wg.Add after closed is checked.
@@ -225,6 +228,9 @@ func New(resolver Resolver, opts ...Option) *Gateway {
 		DisableCompression:    true,
 	}
 	g.ctx, g.cancel = context.WithCancel(context.Background())
+	if o.openfaas != nil {
+		g.faas = newOpenFaaS(g, *o.openfaas)
+	}
 	g.table.Store(g.buildTable(nil))
 	if o.waker != nil {
 		g.wake = newWakes(g, o.waker, o.wakeQueue)

@@ -85,6 +85,9 @@ func (g *Gateway) forward(ctx context.Context, project string, s step, hdr http.
 			return nil, err
 		}
 		resp.Body = &releaseBody{ReadCloser: resp.Body, release: func() { g.lb.release(addr) }}
+		if g.faas != nil {
+			g.faas.count(project, s.Function) // for GET /system/functions
+		}
 		return resp, nil
 	}
 }

@@ -40,6 +40,9 @@ func (g *Gateway) serveQueued(ctx context.Context, w *recorder, r *http.Request,
 		fail(callError(http.StatusBadRequest, "BadRequest", "reading the request body failed: %v", err))
 		return
 	}
+	if g.faas != nil {
+		g.faas.count(rt.Project, rt.Function) // for GET /system/functions
+	}
 	if rt.Mode == ModeQueued {
 		out, err := g.opts.requester.Call(ctx, rt.Topic, nil, body, deadline)
 		if err != nil {

@@ -381,6 +381,12 @@ func (g *Gateway) tryBuildTable(routes []*route) (t *table, err error) {
 			t, err = nil, fmt.Errorf("route %q%s conflicts with another route or with the gateway's own endpoints: %v; change its method or path", current, project, p)
 		}
 	}()
+	if g.faas != nil {
+		if err := g.faas.check(routes); err != nil {
+			return nil, err
+		}
+		g.faas.register(t.mux) // first, so that a route it collides with is named
+	}
 	seenMethod := map[string]bool{}
 	for _, r := range routes {
 		if o, dup := t.byPattern[r.pattern]; dup {

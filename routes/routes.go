@@ -109,3 +109,25 @@ func Placement(projects func(project string) *spec.Project) func(project, functi
 		return "", false
 	}
 }
+
+// Functions lists the project's functions as the gateway's OpenFaaS API
+// shows them (gateway.WithFunctions): name, runtime, the handler or
+// command as the process, pool, and the names of its secrets.
+func Functions(p *spec.Project, revision string) []gateway.FunctionInfo {
+	out := make([]gateway.FunctionInfo, 0, len(p.Functions))
+	for _, f := range p.Functions {
+		process := f.Handler
+		if len(f.Command) > 0 {
+			process = strings.Join(f.Command, " ")
+		}
+		var secrets []string
+		for _, s := range f.Secrets {
+			secrets = append(secrets, s.Name)
+		}
+		out = append(out, gateway.FunctionInfo{
+			Project: p.Name, Name: f.Name, Revision: revision, Runtime: f.Runtime,
+			Process: process, Pool: poolOf(f), Secrets: secrets,
+		})
+	}
+	return out
+}

@@ -66,6 +66,11 @@ Options:
     (export BUTTER_TOKEN=$(cat .butter/dev/management-token) for butter
     status and the like). -acl=false runs without ACLs, and only with a
     loopback -server-addr.
+
+  -openfaas
+    Also serve OpenFaaS's gateway API on the gateway (/function/{name},
+    /async-function/{name}, GET /system/functions), without auth; a bare
+    name is a function of this project (docs/gateway.md).
 `)
 }
 
@@ -78,6 +83,7 @@ func (c *devCommand) Run(args []string) int {
 	apiKeys := fset.String("api-key", "", "")
 	secretsFile := fset.String("secrets", "", "")
 	aclOn := fset.Bool("acl", true, "")
+	openfaas := fset.Bool("openfaas", false, "")
 	pos, err := parseInterspersed(fset, args)
 	if err != nil || len(pos) > 1 {
 		return usageError(c.ui, c.Help(), err, pos, 1)
@@ -99,7 +105,7 @@ func (c *devCommand) Run(args []string) int {
 		Dir: dir, DataDir: *dataDir, SecretsFile: *secretsFile,
 		ServerAddr: *serverAddr, Listen: *listen, KafkaPort: *kafkaPort,
 		APIKeys: strings.Split(*apiKeys, ","), Logger: log, UI: c.ui, Diagnostics: os.Stderr,
-		NoACL: !*aclOn,
+		NoACL: !*aclOn, OpenFaaS: *openfaas,
 	})
 	switch {
 	case errors.Is(err, dev.ErrInvalid):

@@ -58,6 +58,16 @@ Options:
     more answer 503 with Retry-After. A call waits at most its route's
     timeout (1m without one).
 
+  -openfaas
+    Also serve OpenFaaS's gateway API (/function/{name}, /async-function/
+    {name}, GET /system/functions), for faas-cli and OpenFaaS clients. A
+    name is <function>.<project>; the password of basic auth is an API key
+    of the project (docs/gateway.md). Off by default; while on, routes on
+    those paths are refused.
+
+  -openfaas-project=<project>
+    With -openfaas: the project of a function called by its bare name.
+
   -kafka-brokers=host:port[,...]
     Kafka, for queued and async routes. Default: $BUTTER_KAFKA_BROKERS.
     TLS and SASL come from $BUTTER_KAFKA_TLS, $BUTTER_KAFKA_CA_FILE and
@@ -73,6 +83,8 @@ func (c *gatewayCommand) Run(args []string) int {
 	endpoints := fset.String("endpoint", "", "")
 	kafka := fset.String("kafka-brokers", "", "")
 	wakeQueue := fset.Int("wake-queue", gateway.DefaultWakeQueue, "")
+	openfaas := fset.Bool("openfaas", false, "")
+	openfaasProject := fset.String("openfaas-project", "", "")
 	af := addAPIFlags(fset)
 	pos, err := parseInterspersed(fset, args)
 	if err != nil || len(pos) > 0 {
@@ -124,6 +136,11 @@ func (c *gatewayCommand) Run(args []string) int {
 	keys := gateway.NewMemKeys()
 	rs := routesync.New(client, keys, log)
 	opts := []gateway.Option{gateway.WithLogger(log), gateway.WithKeys(keys), gateway.WithPlacement(rs.Placement)}
+	if *openfaas {
+		opts = append(opts, gateway.WithOpenFaaS(gateway.OpenFaaS{DefaultProject: *openfaasProject}), gateway.WithFunctions(rs.Functions))
+	} else if *openfaasProject != "" {
+		return usageError(c.ui, c.Help(), errors.New("-openfaas-project needs -openfaas"), nil, 0)
+	}
 	if _, ok := resolver.(*gateway.NomadResolver); ok {
 		// A pool scaled to zero allocations is woken through the
 		// control plane's autoscaler while its calls wait.

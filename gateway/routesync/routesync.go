@@ -437,6 +437,18 @@ func (s *Sync) Placement(project, function string) (string, bool) {
 	return routes.Placement(func(p string) *spec.Project { return s.specs[p] })(project, function)
 }
 
+// Functions lists the functions of the applied revisions, for the
+// gateway's OpenFaaS API (gateway.WithFunctions).
+func (s *Sync) Functions() []gateway.FunctionInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []gateway.FunctionInfo
+	for _, name := range slices.Sorted(maps.Keys(s.specs)) {
+		out = append(out, routes.Functions(s.specs[name], s.applied[name])...)
+	}
+	return out
+}
+
 // specFS rebuilds enough of a revision's tree for the spec to load: the
 // spec files, the single-file blobs (JSON schemas and OpenAPI documents,
 // JSON or YAML, fetched from the blob store, since validation reads them

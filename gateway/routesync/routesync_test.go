@@ -434,3 +434,42 @@ func TestOlderKeyListKept(t *testing.T) {
 		t.Fatal("a newer key list without the key left it in place")
 	}
 }
+
+// TestOpenFaaSPathHeldBack: on a gateway serving the OpenFaaS API, a
+// project whose route takes one of its paths (which the control plane,
+// knowing nothing of the gateways' -openfaas, lets through) is held back
+// alone, with an error saying what to change; the other project's later
+// revisions still apply, and the OpenFaaS API lists the applied
+// projects' functions (Sync.Functions).
+func TestOpenFaaSPathHeldBack(t *testing.T) {
+	c, deploy := twoProjects(t)
+	ctx := context.Background()
+	deploy("beta", "b2", "POST /function/f0", "GET /beta")
+	gw := gateway.New(gateway.NewStaticResolver(), gateway.WithLogger(hclog.NewNullLogger()), gateway.WithOpenFaaS(gateway.OpenFaaS{}))
+	defer gw.Close()
+	s := routesync.New(c, gateway.NewMemKeys(), nil)
+	err := s.Once(ctx, gw)
+	if err == nil || !strings.Contains(err.Error(), `route "POST /function/f0" of project "beta" is on a path of the OpenFaaS API`) {
+		t.Fatalf("beta's route on /function/: %v", err)
+	}
+	if got, want := patterns(gw), "GET /alpha -> f1@a1, POST /orders -> f0@a1"; got != want {
+		t.Fatalf("routes %s, want alpha's alone: %s", got, want)
+	}
+	deploy("alpha", "a2", "POST /payments")
+	if err := s.Once(ctx, gw); err != nil {
+		t.Fatalf("the second refresh, beta's retry not yet due: %v", err)
+	}
+	if got, want := patterns(gw), "POST /payments -> f0@a2"; got != want {
+		t.Fatalf("routes %s, want alpha's new revision: %s", got, want)
+	}
+	if fs := s.Failures(); len(fs) != 1 || fs[0].Project != "beta" || fs[0].Revision != "b2" || fs[0].Serving != "" {
+		t.Fatalf("failures %+v, want beta's b2 alone, serving nothing", fs)
+	}
+	var fns []string
+	for _, f := range s.Functions() {
+		fns = append(fns, f.Project+"/"+f.Name+"@"+f.Revision+" "+f.Runtime+" "+f.Process)
+	}
+	if got, want := strings.Join(fns, ", "), "alpha/f0@a2 exec cat"; got != want {
+		t.Fatalf("functions %s, want %s", got, want)
+	}
+}

@@ -218,6 +218,42 @@ func TestSandboxOptOutWarns(t *testing.T) {
 	}
 }
 
+// TestOpenFaaSPathWarns: a route on a path of the OpenFaaS API is
+// accepted (a gateway serves that API only with -openfaas) with a
+// warning at the route saying what such a gateway does and how to move
+// it; a path beside them says nothing.
+func TestOpenFaaSPathWarns(t *testing.T) {
+	fsys := fstest.MapFS{"main.fn.hcl": {Data: []byte(`
+project "faas" {}
+function "f" {
+  runtime = "exec"
+  command = ["cat"]
+  trigger "http" {
+    route = "POST /function/f"
+  }
+  trigger "http" {
+    route = "GET /functions/f"
+  }
+}
+`)}}
+	proj, rep := spec.LoadFS(fsys, ".")
+	if proj == nil {
+		t.Fatalf("a route on /function/ must not reject the project: %v", rep.Diags)
+	}
+	if _, warns := rep.Counts(); warns != 1 {
+		t.Fatalf("got %d warnings, want 1: %v", warns, rep.Diags)
+	}
+	var buf bytes.Buffer
+	if err := rep.WriteText(&buf); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Warning: Route on a path of the OpenFaaS API", "main.fn.hcl:7:", `"POST /function/f" is on a path that a gateway started with -openfaas serves itself`, `"POST /api/function/f"`} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("the report lacks %q:\n%s", want, buf.String())
+		}
+	}
+}
+
 func TestParseHelpers(t *testing.T) {
 	for _, c := range []struct {
 		in   string

@@ -5,6 +5,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/butterfn/butter/names"
 )
 
 // validate runs the checks that span blocks: routes, pipeline cycles and
@@ -109,6 +111,9 @@ func (d *decoder) checkRoutes(p *Project) {
 		if why := GatewayRoute(b.t.Route()); why != "" {
 			d.errorf(&r, "Route on the gateway's own path", "%q%s cannot be served: %s. Route it under a path of your own, such as %q.", b.t.Route(), from, why, b.t.Method+" /api"+b.t.Path)
 			continue
+		}
+		if _, path, _ := strings.Cut(b.t.Route(), " "); names.OpenFaaSPath(path) {
+			d.warnf(&r, "Route on a path of the OpenFaaS API", "%q%s is on a path that a gateway started with -openfaas serves itself (%s, %s, %s): such a gateway will not serve this project's routes until it moves. Route it under a path of your own, such as %q, unless no gateway of yours serves the OpenFaaS API.", b.t.Route(), from, names.OpenFaaSFunctionPrefix, names.OpenFaaSAsyncPrefix, names.OpenFaaSSystemPrefix, b.t.Method+" /api"+b.t.Path)
 		}
 		for _, a := range all[:i] {
 			why, same := routesConflict(a.t.Route(), b.t.Route())
