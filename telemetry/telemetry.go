@@ -1,0 +1,153 @@
+// Package telemetry sets up OpenTelemetry tracing for Butter's processes
+// (the control plane, the gateway, pools, butter dev), configured the
+// standard way, by the OpenTelemetry environment variables, and off when
+// none asks for it.
+//
+// Tracing is on when OTEL_EXPORTER_OTLP_ENDPOINT or
+// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set (or OTEL_TRACES_EXPORTER is
+// "otlp"), unless OTEL_SDK_DISABLED is "true" or OTEL_TRACES_EXPORTER is
+// "none". Spans go by OTLP over HTTP (protobuf); the exporter reads its
+// headers, timeout, compression and TLS from the OTEL_EXPORTER_OTLP_*
+// variables, the sampler from OTEL_TRACES_SAMPLER (parent-based, always
+// on, by default), the batching from OTEL_BSP_*, and the resource from
+// OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES.
+//
+// A trace crosses Kafka in each record's ce_traceparent header (W3C trace
+// context, the CloudEvents distributed-tracing extension's attribute):
+// Traceparent formats a span's context for it and Context reads it back.
+package telemetry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/hashicorp/go-hclog"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Enabled reports whether the environment asks for traces, and why not
+// when it does not.
+func Enabled() (bool, string) {
+	if strings.EqualFold(os.Getenv("OTEL_SDK_DISABLED"), "true") {
+		return false, "OTEL_SDK_DISABLED is true"
+	}
+	switch exp := strings.ToLower(strings.TrimSpace(os.Getenv("OTEL_TRACES_EXPORTER"))); exp {
+	case "none":
+		return false, "OTEL_TRACES_EXPORTER is none"
+	case "otlp":
+		return true, ""
+	case "":
+	default:
+		return false, fmt.Sprintf("OTEL_TRACES_EXPORTER %q is not supported (only otlp and none)", exp)
+	}
+	if os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != "" {
+		return true, ""
+	}
+	return false, "neither OTEL_EXPORTER_OTLP_ENDPOINT nor OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set"
+}
+
+// Setup installs the global tracer provider and the W3C propagators for
+// the process, named service (OTEL_SERVICE_NAME overrides it), when the
+// environment asks for traces (Enabled). Otherwise it installs nothing:
+// the global tracer stays OpenTelemetry's no-op one, whose spans cost a
+// few nanoseconds and are never recording. The returned shutdown flushes
+// the spans still buffered; call it before the process exits.
+func Setup(ctx context.Context, service string, logger hclog.Logger) (shutdown func(context.Context) error, err error) {
+	noop := func(context.Context) error { return nil }
+	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
+	on, why := Enabled()
+	if !on {
+		if logger != nil {
+			logger.Debug("tracing off", "reason", why)
+		}
+		return noop, nil
+	}
+	if p := protocol(); p != "http/protobuf" {
+		return noop, fmt.Errorf("OTEL_EXPORTER_OTLP_PROTOCOL %q: Butter exports traces by OTLP over HTTP only; set it to http/protobuf (the default) and point OTEL_EXPORTER_OTLP_ENDPOINT at the collector's HTTP port (4318)", p)
+	}
+	exp, err := otlptracehttp.New(ctx)
+	if err != nil {
+		return noop, fmt.Errorf("tracing: the OTLP exporter: %w", err)
+	}
+	res, err := resource.New(ctx,
+		resource.WithAttributes(semconv.ServiceName(service)),
+		resource.WithFromEnv(), // OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES
+		resource.WithProcessPID(),
+		resource.WithHost(),
+	)
+	if err != nil && !errors.Is(err, resource.ErrPartialResource) {
+		return noop, fmt.Errorf("tracing: the resource: %w", err)
+	}
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
+	otel.SetTracerProvider(tp)
+	if logger != nil {
+		otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+			logger.Warn("tracing: exporting spans failed", "error", err)
+		}))
+		logger.Info("tracing on: spans exported by OTLP/HTTP", "endpoint", endpoint())
+	}
+	return tp.Shutdown, nil
+}
+
+func protocol() string {
+	for _, k := range []string{"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"} {
+		if v := strings.TrimSpace(os.Getenv(k)); v != "" {
+			return strings.ToLower(v)
+		}
+	}
+	return "http/protobuf"
+}
+
+func endpoint() string {
+	if v := os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"); v != "" {
+		return v
+	}
+	if v := os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT"); v != "" {
+		return v
+	}
+	return "http://localhost:4318 (the default)"
+}
+
+// Traceparent is the W3C traceparent of the span context sc
+// ("00-<trace id>-<span id>-<flags>"), "" when it is not valid.
+func Traceparent(sc trace.SpanContext) string {
+	if !sc.IsValid() {
+		return ""
+	}
+	return "00-" + sc.TraceID().String() + "-" + sc.SpanID().String() + "-" + sc.TraceFlags().String()
+}
+
+// Context is ctx with the remote span context of traceparent (and
+// tracestate, which may be ""), as a record's ce_traceparent header
+// carries it: the parent of the span that handles the record. ctx is
+// returned unchanged when traceparent is not valid.
+func Context(ctx context.Context, traceparent, tracestate string) context.Context {
+	if traceparent == "" {
+		return ctx
+	}
+	return propagation.TraceContext{}.Extract(ctx, carrier{traceparent, tracestate})
+}
+
+// carrier is a TextMapCarrier of one traceparent and tracestate.
+type carrier struct{ parent, state string }
+
+func (c carrier) Get(key string) string {
+	switch key {
+	case "traceparent":
+		return c.parent
+	case "tracestate":
+		return c.state
+	}
+	return ""
+}
+func (c carrier) Set(string, string) {}
+func (c carrier) Keys() []string     { return []string{"traceparent", "tracestate"} }
