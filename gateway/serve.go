@@ -30,11 +30,13 @@ func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, rt *route) 
 	id := requestID(r)
 	rec := &recorder{ResponseWriter: w}
 	rec.Header().Set(HeaderRequestID, id)
+	r, span := routeSpan(r, rt, id)
 	defer func() {
 		status := rec.status
 		if status == 0 {
 			status = http.StatusOK
 		}
+		endRouteSpan(span, status, rec.failure)
 		d := time.Since(start)
 		rt.observe(g.metrics, status, d)
 		if !g.log.IsInfo() {
@@ -154,6 +156,7 @@ func (g *Gateway) baseHeader(r *http.Request, rt *route, id string) (http.Header
 	h := http.Header{}
 	h.Set(HeaderRequestID, id)
 	injectTrace(r.Header, h)
+	injectSpan(r.Context(), h)
 	for k, vs := range r.Header {
 		if lk := strings.ToLower(k); strings.HasPrefix(lk, "ce-") && !strings.HasPrefix(lk, "ce-http") || lk == "accept" {
 			h[k] = vs

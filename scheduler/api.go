@@ -73,7 +73,7 @@ import (
 func (s *Server) handler() http.Handler {
 	mux := http.NewServeMux()
 	for _, rt := range s.routes() {
-		mux.HandleFunc(rt.pattern, s.guard(rt.rule, rt.h))
+		mux.HandleFunc(rt.pattern, traced(rt.pattern, s.guard(rt.rule, rt.h)))
 	}
 	return mux
 }

@@ -14,6 +14,9 @@ import (
 	"github.com/butterfn/butter/scheduler/fsm"
 	"github.com/hashicorp/nomad/api"
 	"github.com/hashicorp/raft"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // The deployer runs on the leader. For each project it drives the active
@@ -131,7 +134,14 @@ func (s *Server) reconcile(ctx context.Context, nomad Nomad, w deployWant) error
 			if current != nil {
 				preserve = s.keepCounts(w, job, current)
 			}
-			if err := nomad.RegisterJob(ctx, job, preserve); err != nil {
+			_, span := tracer.Start(ctx, "register job "+*job.ID, trace.WithSpanKind(trace.SpanKindClient),
+				trace.WithAttributes(attribute.String("butter.project", w.project), attribute.String("butter.revision", w.revision)))
+			err := nomad.RegisterJob(ctx, job, preserve)
+			if err != nil {
+				span.SetStatus(codes.Error, err.Error())
+			}
+			span.End()
+			if err != nil {
 				if errors.Is(err, ErrNomadRefused) {
 					return s.failAndRollback(w, fmt.Sprintf("Nomad refused job %s: %v", *job.ID, err), job.Meta[names.MetaAutoRollback] != "false")
 				}

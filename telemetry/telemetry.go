@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync/atomic"
 
 	"github.com/hashicorp/go-hclog"
 	"go.opentelemetry.io/otel"
@@ -64,8 +65,8 @@ func Enabled() (bool, string) {
 func Setup(ctx context.Context, service string, logger hclog.Logger) (shutdown func(context.Context) error, err error) {
 	noop := func(context.Context) error { return nil }
 	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
-	on, why := Enabled()
-	if !on {
+	enabled, why := Enabled()
+	if !enabled {
 		if logger != nil {
 			logger.Debug("tracing off", "reason", why)
 		}
@@ -89,13 +90,17 @@ func Setup(ctx context.Context, service string, logger hclog.Logger) (shutdown f
 	}
 	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
 	otel.SetTracerProvider(tp)
+	on.Store(true)
 	if logger != nil {
 		otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
 			logger.Warn("tracing: exporting spans failed", "error", err)
 		}))
 		logger.Info("tracing on: spans exported by OTLP/HTTP", "endpoint", endpoint())
 	}
-	return tp.Shutdown, nil
+	return func(ctx context.Context) error {
+		on.Store(false)
+		return tp.Shutdown(ctx)
+	}, nil
 }
 
 func protocol() string {
@@ -151,3 +156,10 @@ func (c carrier) Get(key string) string {
 }
 func (c carrier) Set(string, string) {}
 func (c carrier) Keys() []string     { return []string{"traceparent", "tracestate"} }
+
+// on is set once Setup installs a tracer provider.
+var on atomic.Bool
+
+// On reports whether Setup turned tracing on in this process: the hot
+// paths start no span, and format no traceparent, when it did not.
+func On() bool { return on.Load() }

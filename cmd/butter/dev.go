@@ -99,6 +99,12 @@ func (c *devCommand) Run(args []string) int {
 		*apiKeys = "dev-key"
 	}
 	log := hclog.New(&hclog.LoggerOptions{Name: "dev", Output: os.Stderr, Level: hclog.LevelFromString(or(os.Getenv("BUTTER_LOG_LEVEL"), "info"))})
+	stopTracing, terr := startTracing("butter-dev", log)
+	if terr != nil {
+		log.Error("cannot start tracing", "error", terr)
+		return exitInvalid
+	}
+	defer stopTracing()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	err = dev.Run(ctx, dev.Config{

@@ -95,6 +95,12 @@ func (c *gatewayCommand) Run(args []string) int {
 		return failed(c.ui, err)
 	}
 	log := hclog.New(&hclog.LoggerOptions{Name: "gateway", Output: os.Stderr, Level: hclog.LevelFromString(or(os.Getenv("BUTTER_LOG_LEVEL"), "info"))})
+	stopTracing, terr := startTracing("butter-gateway", log)
+	if terr != nil {
+		log.Error("cannot start tracing", "error", terr)
+		return exitInvalid
+	}
+	defer stopTracing()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 

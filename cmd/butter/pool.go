@@ -118,6 +118,12 @@ func (c *poolCommand) Run(args []string) int {
 		}
 	}
 	log := hclog.New(&hclog.LoggerOptions{Name: "pool", Output: os.Stderr, Level: hclog.Info})
+	stopTracing, terr := startTracing("butter-pool", log)
+	if terr != nil {
+		log.Error("cannot start tracing", "error", terr)
+		return exitInvalid
+	}
+	defer stopTracing()
 	cfg, err := pool.LoadConfig(*cfgPath)
 	if err != nil {
 		log.Error("cannot load the config", "error", err)

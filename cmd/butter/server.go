@@ -150,6 +150,12 @@ func (c *serverCommand) Run(args []string) int {
 		return usageError(c.ui, c.Help(), err, pos, 0)
 	}
 	log := hclog.New(&hclog.LoggerOptions{Name: "server", Output: os.Stderr, Level: hclog.Info})
+	stopTracing, terr := startTracing("butter-server", log)
+	if terr != nil {
+		log.Error("cannot start tracing", "error", terr)
+		return exitInvalid
+	}
+	defer stopTracing()
 	var peers []string
 	for _, p := range strings.Split(*join, ",") {
 		if p = strings.TrimSpace(p); p != "" {

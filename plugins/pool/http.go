@@ -309,6 +309,9 @@ func (p *Pool) serveInvoke(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	httpMeta(c.Meta, id)
+	ctx, span := p.httpSpan(r.Context(), name, id, c.Meta)
+	var err error
+	defer func() { endSpan(span, err) }()
 	c.StateKey = r.Header.Get(names.HeaderStateKey)
 	if n := r.ContentLength; n > 0 && n <= maxWholeInput {
 		// A small body of declared length is read whole: the runtime
@@ -331,7 +334,7 @@ func (p *Pool) serveInvoke(w http.ResponseWriter, r *http.Request) {
 	c.Output = out
 	ef := &emitFailure{}
 	c.Calls = p.httpCalls(p.fns[name], p.httpOrigin(p.fns[name], id, c.Meta), ef)
-	err := ef.or(p.Invoke(r.Context(), name, c))
+	err = ef.or(p.Invoke(ctx, name, c))
 	streaming, held := out.end()
 	if err == nil {
 		if !streaming {

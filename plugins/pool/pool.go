@@ -42,6 +42,8 @@ import (
 	"github.com/butterfn/butter/secrets"
 	"github.com/hashicorp/go-hclog"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Options configure a Pool. The zero value of each is documented.
@@ -611,7 +613,9 @@ func (f *fnPool) acquire(ctx context.Context) (*slot, error) {
 		}
 		if live+f.starting < f.cfg.MaxInstances {
 			f.mu.Unlock()
+			_, span := childSpan(ctx, "start instance", attribute.String("butter.function", f.cfg.Name))
 			s, err := f.startInstance(ctx, true)
+			endSpan(span, err)
 			if err != nil {
 				switch {
 				case errors.Is(err, errStopping):
@@ -628,6 +632,7 @@ func (f *fnPool) acquire(ctx context.Context) (*slot, error) {
 		f.mu.Unlock()
 		queued := f.pool.opts.metrics.queued.WithLabelValues(f.cfg.Name)
 		queued.Inc()
+		trace.SpanFromContext(ctx).AddEvent("queued: every instance busy")
 		select {
 		case <-wake:
 			queued.Dec()
@@ -927,7 +932,9 @@ func (f *fnPool) send(ctx context.Context, inv *runtime.Invocation) error {
 		if err != nil {
 			return err
 		}
+		_, span := childSpan(ctx, "call "+f.cfg.Name, pidAttr(s.inst.Pid()))
 		err = s.inst.Invoke(ctx, inv)
+		endSpan(span, err)
 		if errors.Is(err, runtime.ErrNotSent) && resent < maxResends && ctx.Err() == nil {
 			f.mu.Lock()
 			s.gone = true

@@ -16,6 +16,7 @@ import (
 	"github.com/butterfn/butter/names"
 	"github.com/butterfn/butter/sdk/go/proto"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // The records a pool writes and the metadata a call sees
@@ -71,6 +72,10 @@ type origin struct {
 	partition, offset string
 	// http holds the ce_http* headers of an HTTP call's route.
 	http map[string]string
+	// span is the call's span while it runs (trace.go), nil when tracing
+	// is off; spanned says traceparent is its, not the input's.
+	span    trace.Span
+	spanned bool
 }
 
 // origin is the origin of the records of the consumer's function's call
@@ -93,6 +98,7 @@ func (c *consumer) origin(r *kgo.Record, id string) *origin {
 		}
 	}
 	o.traceparent, o.hasTrace = callTrace(tp, id)
+	c.streamSpan(o, tp, o.hasTrace)
 	if ttl != "" {
 		o.expires, _ = expiry(r)
 	}
@@ -169,8 +175,8 @@ func (o *origin) record(topic string, key, value []byte, kind string, k int) *kg
 		buf = append(buf, key...)
 		done(headerSubject)
 	}
-	if o.traceparent != "" {
-		add(broker.HeaderTraceparent, o.traceparent)
+	if tp := o.sendTrace(topic, kind); tp != "" {
+		add(broker.HeaderTraceparent, tp)
 	}
 	if !o.expires.IsZero() {
 		add(headerTTL, o.ttlLeft())
@@ -235,7 +241,7 @@ func (o *origin) eventMeta() (pairs [extraPairs][2]string, n int) {
 	if r := o.input; len(r.Key) > 0 && !o.hasSubject {
 		add(headerSubject, string(r.Key))
 	}
-	if !o.hasTrace {
+	if !o.hasTrace || o.spanned {
 		add(broker.HeaderTraceparent, o.traceparent)
 	}
 	if o.id != "" && o.idMissing {

@@ -690,7 +690,7 @@ func (c *consumer) attempts1(ctx context.Context, ev *event, acks *batchAcks, fi
 		} else {
 			out := new(bytes.Buffer)
 			ef := &emitFailure{}
-			err = ef.or(c.p.Invoke(ctx, c.f.cfg.Name, &Call{
+			err = ef.or(c.p.Invoke(ev.o.spanCtx(ctx), c.f.cfg.Name, &Call{
 				Input: bytes.NewReader(r.Value), Output: out, Meta: ev.meta,
 				Calls: c.calls(ev.o, ef), StateKey: string(r.Key), stream: r.Topic, txn: c.txn(),
 			}))
@@ -777,6 +777,7 @@ func (c *consumer) deadLetter(ctx context.Context, acks *batchAcks, ev *event, e
 		recs = append(recs, reply)
 	}
 	c.produce(ctx, acks, recs...)
+	ev.o.endSpan(err)
 }
 
 // pause waits d, and reports false at once if the consumer is stopped
@@ -813,6 +814,7 @@ func (c *consumer) succeeded(ctx context.Context, acks *batchAcks, o *origin, ou
 		o.decorate(reply)
 		c.produce(ctx, acks, reply)
 	}
+	o.endSpan(nil)
 }
 
 // maxBatch bounds the events of a batch, and maxBatchBytes its size.
@@ -973,11 +975,13 @@ func (c *consumer) handleBatch(ctx context.Context, recs []*kgo.Record, acks *ba
 			// Its output went out (OK).
 		case failed || skipped(err):
 			failed = true
+			origins[k].endSpan(err) // handled again, in a span of its own
 			if !c.handle(ctx, r, acks) {
 				return n, r
 			}
 		default:
 			failed = true
+			origins[k].endSpan(err)
 			ev, ok := c.event(r)
 			if !ok {
 				continue

@@ -592,7 +592,7 @@ test('protocol 2: RESULTS frames stay within the 16 MiB frame limit, however lar
     w.send(T.BATCH, 4, batchPayload(Date.now() + 30000, events));
     const outputs = [];
     while (outputs.length < sizes.length) {
-      const f = await w.next('RESULTS of batch 4');
+      const f = await w.next('RESULTS of batch 4', 60000); // 40 MiB of frames: slow on a loaded machine
       assert.ok(f, `EOF after ${outputs.length} results; stderr: ${w.stderr}`);
       assert.deepEqual([f.type, f.id], [T.RESULTS, 4]);
       assert.ok(5 + f.payload.length <= 16 << 20, `a RESULTS frame of ${5 + f.payload.length} bytes`);

@@ -1,0 +1,69 @@
+package gateway
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+
+	"github.com/butterfn/butter/telemetry"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// The gateway's span (docs/observability.md), when tracing is on
+// (telemetry.On): one server span per request of a route, named
+// "<METHOD> <route path>", the child of the client's traceparent when it
+// sent one. The pools and the request events of queued and async calls
+// get its traceparent, so the functions' spans are its children.
+
+var tracer = otel.Tracer("github.com/butterfn/butter/gateway")
+
+// routeSpan starts the span of request r of route rt, whose request id is
+// id, and returns r with it in its context; r and a span that records
+// nothing when tracing is off.
+func routeSpan(r *http.Request, rt *route, id string) (*http.Request, trace.Span) {
+	if !telemetry.On() {
+		return r, trace.SpanFromContext(context.Background())
+	}
+	ctx := traceContext.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+	route := rt.Path
+	if rt.adhoc {
+		route = "pipeline"
+	}
+	ctx, span := tracer.Start(ctx, r.Method+" "+route, trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(
+			attribute.String("http.request.method", r.Method),
+			attribute.String("http.route", route),
+			attribute.String("url.path", r.URL.Path),
+			attribute.String("butter.project", rt.Project),
+			attribute.String("butter.function", rt.target()),
+			attribute.String("butter.mode", rt.Mode),
+			attribute.String("butter.request_id", id),
+		))
+	return r.WithContext(ctx), span
+}
+
+// endRouteSpan ends a route's span with the response's status, an error
+// status from 500 on (OpenTelemetry's HTTP server conventions).
+func endRouteSpan(span trace.Span, status int, failure string) {
+	if !span.IsRecording() {
+		return
+	}
+	span.SetAttributes(attribute.Int("http.response.status_code", status))
+	if status >= 500 {
+		span.SetAttributes(attribute.String("error.type", strconv.Itoa(status)))
+		span.SetStatus(codes.Error, failure)
+	}
+	span.End()
+}
+
+// injectSpan makes the span of ctx, when it records, the parent the pools
+// and request events see (h's traceparent), over what injectTrace put.
+func injectSpan(ctx context.Context, h http.Header) {
+	if trace.SpanFromContext(ctx).IsRecording() {
+		traceContext.Inject(ctx, propagation.HeaderCarrier(h))
+	}
+}

@@ -1,0 +1,156 @@
+package pool
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/butterfn/butter/broker"
+	"github.com/butterfn/butter/telemetry"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Spans of the pool (docs/observability.md), when tracing is on
+// (telemetry.On): an HTTP call's "invoke <function>" (server), a stream
+// event's "process <stream> <function>" (consumer), and inside either,
+// "start instance" when the call waits for a new instance, and the call
+// on its instance, "call <function>". A call's records (outputs, emits,
+// replies) carry its span's traceparent in ce_traceparent, so the span
+// of the function that reads one is its child: one trace from the
+// gateway's route to the last event. With tracing off, none of this runs
+// and ce_traceparent passes on as callTrace says.
+
+var tracer = otel.Tracer("github.com/butterfn/butter/plugins/pool")
+
+// noSpan is the span of a call that is not traced: every method a no-op.
+var noSpan = trace.SpanFromContext(context.Background())
+
+// httpSpan starts the span of an HTTP call of function fn whose request
+// id is id, the child of the caller's traceparent in meta, and makes the
+// call's ce_traceparent (what its worker and its records see) its own.
+func (p *Pool) httpSpan(ctx context.Context, fn, id string, meta map[string]string) (context.Context, trace.Span) {
+	if !telemetry.On() {
+		return ctx, noSpan
+	}
+	parent := ctx
+	if _, ok := callTrace(meta["traceparent"], id); ok {
+		parent = telemetry.Context(ctx, meta["traceparent"], meta["tracestate"])
+	}
+	ctx, span := tracer.Start(parent, "invoke "+fn, trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(p.callAttrs(fn, id, "http")...))
+	if tp := telemetry.Traceparent(span.SpanContext()); tp != "" {
+		meta[broker.HeaderTraceparent] = tp
+	}
+	return ctx, span
+}
+
+// callAttrs are the attributes of a call's span: OpenTelemetry's FaaS
+// conventions, and Butter's names.
+func (p *Pool) callAttrs(fn, id, trigger string) []attribute.KeyValue {
+	return []attribute.KeyValue{
+		attribute.String("faas.trigger", trigger),
+		attribute.String("faas.invocation_id", id),
+		attribute.String("butter.project", p.cfg.Project),
+		attribute.String("butter.function", fn),
+	}
+}
+
+// streamSpan starts the span of the call of o.fn on stream event o.input,
+// the child of the event's ce_traceparent (a new trace when it has none),
+// and makes it o's trace context.
+func (c *consumer) streamSpan(o *origin, tp string, hasTrace bool) {
+	if !telemetry.On() {
+		return
+	}
+	parent := context.Background()
+	if hasTrace {
+		parent = telemetry.Context(parent, tp, "")
+	}
+	r := o.input
+	attrs := append(c.p.callAttrs(o.fn, o.id, "pubsub"),
+		attribute.String("messaging.system", "kafka"),
+		attribute.String("messaging.operation.type", "process"),
+		attribute.String("messaging.destination.name", r.Topic),
+		attribute.String("butter.stream", o.stream),
+		attribute.String("messaging.destination.partition.id", o.partition),
+		attribute.Int64("messaging.kafka.offset", r.Offset),
+	)
+	if len(r.Key) > 0 {
+		attrs = append(attrs, attribute.String("messaging.kafka.message.key", string(r.Key)))
+	}
+	_, span := tracer.Start(parent, "process "+o.stream+" "+o.fn, trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithTimestamp(time.Now()), trace.WithAttributes(attrs...))
+	if t := telemetry.Traceparent(span.SpanContext()); t != "" {
+		o.span = span
+		o.traceparent, o.hasTrace, o.spanned = t, true, true
+	}
+}
+
+// endSpan ends o's span, if it has one, with err's outcome.
+func (o *origin) endSpan(err error) {
+	if o == nil || o.span == nil {
+		return
+	}
+	endSpan(o.span, err)
+	o.span = nil
+}
+
+// endSpan ends span with err's outcome: an error status with its type.
+func endSpan(span trace.Span, err error) {
+	if err != nil {
+		f := failureOf("", err)
+		span.SetAttributes(attribute.String("error.type", f.Type))
+		span.SetStatus(codes.Error, f.Message)
+	}
+	span.End()
+}
+
+// childSpan starts a span under ctx's, when that one records.
+func childSpan(ctx context.Context, name string, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
+	if !trace.SpanFromContext(ctx).IsRecording() {
+		return ctx, noSpan
+	}
+	return tracer.Start(ctx, name, trace.WithAttributes(attrs...))
+}
+
+// spanCtx is o's span's context for the call's own spans, ctx when o has
+// none.
+func (o *origin) spanCtx(ctx context.Context) context.Context {
+	if o == nil || o.span == nil {
+		return ctx
+	}
+	return trace.ContextWithSpan(ctx, o.span)
+}
+
+// pidAttr is an instance's pid as a span attribute.
+func pidAttr(pid int) attribute.KeyValue {
+	return attribute.String("process.pid", strconv.Itoa(pid))
+}
+
+// sendTrace is the ce_traceparent of a record of kind ("output" or
+// "emit") the call of o produces to topic: with tracing on, that of a
+// producer span "send <topic>", the child of the call's, which the span
+// of the function that reads the record is the child of; else the call's
+// own trace context.
+func (o *origin) sendTrace(topic, kind string) string {
+	if o.traceparent == "" || !telemetry.On() {
+		return o.traceparent
+	}
+	_, span := tracer.Start(telemetry.Context(context.Background(), o.traceparent, ""), "send "+topic,
+		trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
+			attribute.String("messaging.system", "kafka"),
+			attribute.String("messaging.operation.type", "send"),
+			attribute.String("messaging.destination.name", topic),
+			attribute.String("butter.function", o.fn),
+			attribute.String("butter.record", kind),
+		))
+	tp := telemetry.Traceparent(span.SpanContext())
+	span.End()
+	if tp == "" {
+		return o.traceparent
+	}
+	return tp
+}
