@@ -49,6 +49,7 @@ bench() {
 bench ./hcl/spec -bench . -count 6
 bench ./jobs -bench . -count 6
 bench ./gateway -bench 'Overhead' -count 6
+bench ./gateway -bench 'Tracing' -benchtime 20000x -count 6
 bench ./gateway -bench 'Throughput' -benchtime 1x -count 3
 bench ./plugins/pool -bench 'ColdStart' -benchtime 50x -count 3
 bench ./plugins/pool -bench 'Density' -benchtime 1x -count 2

@@ -88,7 +88,7 @@ func Setup(ctx context.Context, service string, logger hclog.Logger) (shutdown f
 	if err != nil && !errors.Is(err, resource.ErrPartialResource) {
 		return noop, fmt.Errorf("tracing: the resource: %w", err)
 	}
-	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(newBatcher(exp)), sdktrace.WithResource(res))
 	otel.SetTracerProvider(tp)
 	on.Store(true)
 	if logger != nil {

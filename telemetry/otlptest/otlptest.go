@@ -43,6 +43,7 @@ type Receiver struct {
 
 	srv *http.Server
 	mu  sync.Mutex
+	raw []*coltrace.ExportTraceServiceRequest // not yet flattened
 	got []Span
 	ch  chan struct{} // closed and replaced when spans arrive
 }
@@ -79,48 +80,58 @@ func (r *Receiver) traces(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
+	// Checked now, so that a sender of garbage hears of it; flattened
+	// when a test looks (Spans, Wait), so that receiving costs a sender
+	// on the same machine little (BenchmarkTracing).
 	var msg coltrace.ExportTraceServiceRequest
 	if err := proto.Unmarshal(b, &msg); err != nil {
 		http.Error(w, "not an OTLP ExportTraceServiceRequest: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	var spans []Span
-	for _, rs := range msg.ResourceSpans {
-		service := ""
-		for _, a := range rs.GetResource().GetAttributes() {
-			if a.Key == "service.name" {
-				service = text(a.Value)
-			}
-		}
-		for _, ss := range rs.ScopeSpans {
-			for _, s := range ss.Spans {
-				sp := Span{Service: service, Name: s.Name, TraceID: hex.EncodeToString(s.TraceId), SpanID: hex.EncodeToString(s.SpanId),
-					Kind: int32(s.Kind), Start: time.Unix(0, int64(s.StartTimeUnixNano)), End: time.Unix(0, int64(s.EndTimeUnixNano)),
-					Attributes: map[string]string{}}
-				if len(s.ParentSpanId) > 0 {
-					sp.ParentSpanID = hex.EncodeToString(s.ParentSpanId)
-				}
-				for _, a := range s.Attributes {
-					sp.Attributes[a.Key] = text(a.Value)
-				}
-				if s.Status != nil && s.Status.Code == 2 {
-					sp.Error, sp.StatusMsg = true, s.Status.Message
-				}
-				for _, e := range s.Events {
-					sp.Events = append(sp.Events, e.Name)
-				}
-				spans = append(spans, sp)
-			}
-		}
-	}
 	r.mu.Lock()
-	r.got = append(r.got, spans...)
+	r.raw = append(r.raw, &msg)
 	close(r.ch)
 	r.ch = make(chan struct{})
 	r.mu.Unlock()
 	w.Header().Set("Content-Type", "application/x-protobuf")
 	out, _ := proto.Marshal(&coltrace.ExportTraceServiceResponse{})
 	_, _ = w.Write(out)
+}
+
+// flatten turns the requests received since the last call into spans;
+// r.mu is held.
+func (r *Receiver) flatten() {
+	for _, msg := range r.raw {
+		for _, rs := range msg.ResourceSpans {
+			service := ""
+			for _, a := range rs.GetResource().GetAttributes() {
+				if a.Key == "service.name" {
+					service = text(a.Value)
+				}
+			}
+			for _, ss := range rs.ScopeSpans {
+				for _, s := range ss.Spans {
+					sp := Span{Service: service, Name: s.Name, TraceID: hex.EncodeToString(s.TraceId), SpanID: hex.EncodeToString(s.SpanId),
+						Kind: int32(s.Kind), Start: time.Unix(0, int64(s.StartTimeUnixNano)), End: time.Unix(0, int64(s.EndTimeUnixNano)),
+						Attributes: map[string]string{}}
+					if len(s.ParentSpanId) > 0 {
+						sp.ParentSpanID = hex.EncodeToString(s.ParentSpanId)
+					}
+					for _, a := range s.Attributes {
+						sp.Attributes[a.Key] = text(a.Value)
+					}
+					if s.Status != nil && s.Status.Code == 2 {
+						sp.Error, sp.StatusMsg = true, s.Status.Message
+					}
+					for _, e := range s.Events {
+						sp.Events = append(sp.Events, e.Name)
+					}
+					r.got = append(r.got, sp)
+				}
+			}
+		}
+	}
+	r.raw = nil
 }
 
 func text(v *commonpb.AnyValue) string {
@@ -141,6 +152,7 @@ func text(v *commonpb.AnyValue) string {
 func (r *Receiver) Spans() []Span {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.flatten()
 	return append([]Span(nil), r.got...)
 }
 
@@ -149,6 +161,7 @@ func (r *Receiver) Spans() []Span {
 func (r *Receiver) Wait(ctx context.Context, done func([]Span) bool) ([]Span, error) {
 	for {
 		r.mu.Lock()
+		r.flatten()
 		got, ch := append([]Span(nil), r.got...), r.ch
 		r.mu.Unlock()
 		if done(got) {
