@@ -64,6 +64,24 @@ type DeployStatus struct {
 	// RolledBackTo is, on a failed revision, the revision activated in
 	// its place by the automatic rollback ("" when none is).
 	RolledBackTo string `json:"rolled_back_to,omitempty"`
+	// Allocations are the allocations Nomad's deployment placed, as the
+	// control plane last read them (none before Nomad placed any, and
+	// none without Nomad).
+	Allocations []AllocState `json:"allocations,omitempty"`
+}
+
+// AllocState is one allocation of a revision's deployment.
+type AllocState struct {
+	ID    string `json:"id"`
+	Group string `json:"group"`
+	Node  string `json:"node,omitempty"`
+	// Status is Nomad's client status: pending, running, failed,
+	// complete or lost. Healthy is its deployment health, nil while
+	// Nomad has not judged it.
+	Status  string `json:"status"`
+	Healthy *bool  `json:"healthy,omitempty"`
+	// Task says why a task of it is not running, when Nomad says.
+	Task string `json:"task,omitempty"`
 }
 
 // RevisionListStub is a revision in a list: without its spec files and

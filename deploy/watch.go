@@ -3,6 +3,7 @@ package deploy
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/butterfn/butter/api"
@@ -28,15 +29,33 @@ type Result struct {
 	Status, Message string
 	// Active is the project's active revision at the end.
 	Active string
+	// Deployment is the revision's last deployment state, its
+	// allocations with it.
+	Deployment api.DeployStatus
+}
+
+// stateKey is what progress reports changes of: the status, the message
+// and each allocation's state.
+func stateKey(d api.DeployStatus) string {
+	var b strings.Builder
+	b.WriteString(d.Status + "\x00" + d.Message)
+	for _, a := range d.Allocations {
+		h := "?"
+		if a.Healthy != nil {
+			h = fmt.Sprint(*a.Healthy)
+		}
+		b.WriteString("\x00" + a.ID + "/" + a.Status + "/" + h + "/" + a.Task)
+	}
+	return b.String()
 }
 
 // Watch follows a revision's deployment until it is healthy, failed or
-// replaced, calling progress (when not nil) each time its status or
-// message changes. Each round waits on a blocking query of the project's
+// replaced, calling progress (when not nil) with the revision's
+// deployment state each time its status, message or allocations change. Each round waits on a blocking query of the project's
 // revisions, so a change is seen at once; against a server that answers
 // no index it polls every pollEvery. It returns ctx's error, wrapped with
 // the last status, when ctx ends first.
-func Watch(ctx context.Context, client *api.Client, project, revision string, progress func(status, message string)) (Result, error) {
+func Watch(ctx context.Context, client *api.Client, project, revision string, progress func(api.DeployStatus)) (Result, error) {
 	const pollEvery = 500 * time.Millisecond
 	var res Result
 	last := "\x00"
@@ -53,6 +72,7 @@ func Watch(ctx context.Context, client *api.Client, project, revision string, pr
 					if r.ID == revision {
 						res.Status, res.Message = r.Deployment.Status, r.Deployment.Message
 						rolledBackTo = r.Deployment.RolledBackTo
+						res.Deployment = r.Deployment
 					}
 				}
 				if st.Active != nil {
@@ -71,10 +91,10 @@ func Watch(ctx context.Context, client *api.Client, project, revision string, pr
 			}
 			return res, err
 		}
-		if line := res.Status + "\x00" + res.Message; line != last {
+		if line := stateKey(res.Deployment); line != last {
 			last = line
 			if progress != nil {
-				progress(res.Status, res.Message)
+				progress(res.Deployment)
 			}
 		}
 		switch {

@@ -56,7 +56,7 @@ func TestWatch(t *testing.T) {
 
 	first := push("project \"p\" {}\nfunction \"f\" {\n  runtime = \"exec\"\n  command = [\"cat\"]\n}\n")
 	var seen []string
-	res, err := deploy.Watch(ctx, c, "p", first, func(status, msg string) { seen = append(seen, status) })
+	res, err := deploy.Watch(ctx, c, "p", first, func(d api.DeployStatus) { seen = append(seen, d.Status) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,6 +77,10 @@ func TestWatch(t *testing.T) {
 	}
 	if !strings.Contains(res.Message, "connection refused") {
 		t.Errorf("the failure's message %q should carry the check's output", res.Message)
+	}
+	// The failed deployment's allocation is in the state, unhealthy.
+	if a := res.Deployment.Allocations; len(a) != 1 || a[0].ID == "" || a[0].Healthy == nil || *a[0].Healthy {
+		t.Errorf("the failed revision's allocations: %+v, want the one unhealthy allocation Nomad placed", a)
 	}
 
 	// The rollback made the first revision active again, still healthy.

@@ -23,6 +23,9 @@ func apiRevision(r *fsm.Revision, full bool) api.Revision {
 			Updated: r.Deployment.Updated, HealthyAt: r.Deployment.HealthyAt, RolledBackTo: r.Deployment.RolledBackTo,
 		},
 	}
+	for _, a := range r.Deployment.Allocations {
+		out.Deployment.Allocations = append(out.Deployment.Allocations, api.AllocState{ID: a.ID, Group: a.Group, Node: a.Node, Status: a.Status, Healthy: a.Healthy, Task: a.Task})
+	}
 	if full {
 		out.Specs, out.Job = r.Specs, r.Job
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"github.com/butterfn/butter/jobs"
 	"github.com/butterfn/butter/names"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -227,6 +228,7 @@ func (s *Server) follow(ctx context.Context, nomad Nomad, w deployWant, jobID st
 		return nil
 	}
 	st.NomadDeployment = dep.ID
+	st.Allocations = s.allocStates(ctx, nomad, dep.ID, st.Allocations)
 	switch dep.Status {
 	case api.DeploymentStatusSuccessful:
 		st.Status = fsm.StatusHealthy
@@ -242,10 +244,11 @@ func (s *Server) follow(ctx context.Context, nomad Nomad, w deployWant, jobID st
 		if detail := s.failureDetail(ctx, nomad, dep.ID); detail != "" {
 			why += "; " + detail
 		}
+		w.status.Allocations = st.Allocations
 		return s.failAndRollback(w, why, autoRollback)
 	default:
 		msg := fmt.Sprintf("deployment %s %s: %s", short(dep.ID), dep.Status, progress(dep))
-		if msg == st.Message {
+		if msg == st.Message && slices.EqualFunc(st.Allocations, w.status.Allocations, sameAlloc) {
 			return nil
 		}
 		st.Message = msg
@@ -373,6 +376,61 @@ func (s *Server) poolWarnings(ctx context.Context, nomad Nomad, deploymentID str
 	}
 	sort.Strings(out)
 	return out
+}
+
+// allocStates reads the allocations of Nomad's deployment, sorted by
+// group and id; the last reading, kept, when Nomad cannot be read.
+func (s *Server) allocStates(ctx context.Context, nomad Nomad, deploymentID string, last []fsm.AllocState) []fsm.AllocState {
+	allocs, err := nomad.DeploymentAllocations(ctx, deploymentID)
+	if err != nil {
+		return last
+	}
+	out := make([]fsm.AllocState, 0, len(allocs))
+	for _, a := range allocs {
+		st := fsm.AllocState{ID: a.ID, Group: a.TaskGroup, Node: a.NodeName, Status: a.ClientStatus}
+		if a.DeploymentStatus != nil {
+			st.Healthy = a.DeploymentStatus.Healthy
+		}
+		if a.ClientStatus != api.AllocClientStatusRunning && a.ClientStatus != api.AllocClientStatusComplete {
+			st.Task = taskProblem(a.TaskStates)
+		}
+		out = append(out, st)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Group != out[j].Group {
+			return out[i].Group < out[j].Group
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out
+}
+
+// taskProblem is the last event of a task that is not running, as
+// "task: event: message".
+func taskProblem(states map[string]*api.TaskState) string {
+	names := make([]string, 0, len(states))
+	for n := range states {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		ts := states[n]
+		if ts == nil || ts.State == "running" || len(ts.Events) == 0 {
+			continue
+		}
+		e := ts.Events[len(ts.Events)-1]
+		msg := e.DisplayMessage
+		if msg == "" {
+			msg = e.Message
+		}
+		return strings.TrimSpace(n + ": " + e.Type + ": " + msg)
+	}
+	return ""
+}
+
+func sameAlloc(a, b fsm.AllocState) bool {
+	return a.ID == b.ID && a.Status == b.Status && a.Task == b.Task && a.Node == b.Node &&
+		(a.Healthy == nil) == (b.Healthy == nil) && (a.Healthy == nil || *a.Healthy == *b.Healthy)
 }
 
 // progress summarises a deployment's groups: "main 1/1 placed, 0 healthy".

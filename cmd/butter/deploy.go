@@ -38,6 +38,12 @@ Options:
 
   -timeout=10m
     How long to follow the deployment. The deployment goes on after it.
+
+  -progress
+    Print each upload and each change of the deployment (its groups'
+    counts, each allocation's state and health) as it happens. On by
+    default when standard output is a terminal; off in a pipe, where only
+    the outcome is printed (with the allocations of a failed deployment).
 ` + addrHelp)
 }
 
@@ -46,6 +52,7 @@ func (c *deployCommand) Run(args []string) int {
 	af := addAPIFlags(fset)
 	detach := fset.Bool("detach", false, "")
 	timeout := fset.Duration("timeout", 10*time.Minute, "")
+	progress := fset.Bool("progress", isTerminal(os.Stdout), "")
 	pos, err := parseInterspersed(fset, args)
 	if err != nil || len(pos) > 1 {
 		return usageError(c.ui, c.Help(), err, pos, 1)
@@ -66,7 +73,9 @@ func (c *deployCommand) Run(args []string) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*callTimeout)
 	defer cancel()
 	out, err := deploy.Push(ctx, client, dir, proj, deploy.WithProgress(func(u deploy.Upload) {
-		c.ui.Output(fmt.Sprintf("==> [%d/%d] uploading %s (%d bytes, %s)", u.N, u.Total, u.Path, u.Size, u.Digest))
+		if *progress {
+			c.ui.Output(fmt.Sprintf("==> [%d/%d] uploading %s (%d bytes, %s)", u.N, u.Total, u.Path, u.Size, u.Digest))
+		}
 	}))
 	if err != nil {
 		return failed(c.ui, err)
@@ -76,16 +85,16 @@ func (c *deployCommand) Run(args []string) int {
 		what = "new"
 	}
 	c.ui.Output(fmt.Sprintf("Revision %s of project %q is active (%s).", out.Revision, proj.Name, what))
-	return follow(c.ui, client, proj.Name, out.Revision, out.Deployer && !*detach, *timeout)
+	return follow(c.ui, client, proj.Name, out.Revision, out.Deployer && !*detach, *progress, *timeout)
 }
 
 // follow watches the revision's deployment when asked, and turns the
 // outcome into an exit code.
-func follow(ui cli.Ui, client *api.Client, project, revision string, watch bool, timeout time.Duration) int {
+func follow(ui cli.Ui, client *api.Client, project, revision string, watch, progress bool, timeout time.Duration) int {
 	if !watch {
 		return exitOK
 	}
-	if err := watchDeployment(ui, client, project, revision, timeout); err != nil {
+	if err := watchDeployment(ui, client, project, revision, progress, timeout); err != nil {
 		if !errors.Is(err, errDeployFailed) {
 			ui.Error("Error: " + err.Error())
 		}
@@ -165,7 +174,7 @@ func (c *rollbackCommand) Run(args []string) int {
 		return failed(c.ui, err)
 	}
 	c.ui.Output(fmt.Sprintf("Project %q rolled back to revision %s.", project, out.Revision))
-	return follow(c.ui, client, project, out.Revision, out.Deployer, 10*time.Minute)
+	return follow(c.ui, client, project, out.Revision, out.Deployer, isTerminal(os.Stdout), 10*time.Minute)
 }
 
 // projectArgs parses the arguments of a command that takes the API flags

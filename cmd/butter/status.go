@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"github.com/butterfn/butter/deploy"
+	"golang.org/x/term"
+	"os"
 	"time"
 
 	"github.com/butterfn/butter/api"
@@ -127,13 +129,25 @@ func or(s, def string) string {
 // errDeployFailed is returned by watchDeployment for a failed revision.
 var errDeployFailed = errors.New("deployment failed")
 
-// watchDeployment prints the revision's deployment progress until it is
-// healthy, failed, or replaced, or until timeout.
-func watchDeployment(ui cli.Ui, client *api.Client, project, revision string, timeout time.Duration) error {
+// watchDeployment follows the revision's deployment until it is
+// healthy, failed, or replaced, or until timeout; with progress, it
+// prints each change of its state: the message, then each allocation
+// whose state changed (as `nomad job run` does).
+func watchDeployment(ui cli.Ui, client *api.Client, project, revision string, progress bool, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	res, err := deploy.Watch(ctx, client, project, revision, func(status, message string) {
-		ui.Output(fmt.Sprintf("==> %s  %s", time.Now().Format("15:04:05"), status+": "+message))
+	seen := map[string]string{} // allocation id → its last printed line
+	res, err := deploy.Watch(ctx, client, project, revision, func(d api.DeployStatus) {
+		if !progress {
+			return
+		}
+		ui.Output(fmt.Sprintf("==> %s  %s", time.Now().Format("15:04:05"), d.Status+": "+d.Message))
+		for _, a := range d.Allocations {
+			if line := allocLine(a); seen[a.ID] != line {
+				seen[a.ID] = line
+				ui.Output("    " + line)
+			}
+		}
 	})
 	if err != nil {
 		if ctx.Err() != nil {
@@ -146,10 +160,17 @@ func watchDeployment(ui cli.Ui, client *api.Client, project, revision string, ti
 		ui.Output(fmt.Sprintf("Revision %s of project %q is healthy.", revision, project))
 		return nil
 	case deploy.Failed:
+		if !progress {
+			// Why it failed, which progress would have printed.
+			ui.Output(fmt.Sprintf("==> %s  %s", time.Now().Format("15:04:05"), res.Status+": "+res.Message))
+		}
 		if res.Active != "" && res.Active != revision {
 			ui.Error(fmt.Sprintf("Revision %s failed; project %q is back on revision %s (butter status %s follows it).", revision, project, res.Active, project))
 		} else {
 			ui.Error(fmt.Sprintf("Revision %s failed and stays active; fix it and deploy again, or run butter rollback %s.", revision, project))
+		}
+		for _, a := range res.Deployment.Allocations {
+			ui.Error("    " + allocLine(a))
 		}
 		return errDeployFailed
 	default:
@@ -157,3 +178,32 @@ func watchDeployment(ui cli.Ui, client *api.Client, project, revision string, ti
 		return nil
 	}
 }
+
+// allocLine is one allocation of a deployment, as watchDeployment prints
+// it: "allocation 1a2b3c4d (group default, node n1): running, healthy".
+func allocLine(a api.AllocState) string {
+	health := "health unknown"
+	if a.Healthy != nil {
+		health = map[bool]string{true: "healthy", false: "unhealthy"}[*a.Healthy]
+	}
+	line := fmt.Sprintf("allocation %s (group %s", short8(a.ID), a.Group)
+	if a.Node != "" {
+		line += ", node " + a.Node
+	}
+	line += "): " + a.Status + ", " + health
+	if a.Task != "" {
+		line += " — " + a.Task
+	}
+	return line
+}
+
+func short8(id string) string {
+	if len(id) > 8 {
+		return id[:8]
+	}
+	return id
+}
+
+// isTerminal reports whether f is a terminal: progress is printed there,
+// and not in a pipe.
+func isTerminal(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }

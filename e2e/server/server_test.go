@@ -361,7 +361,8 @@ func TestDeployRevisionsRollback(t *testing.T) {
 	if err := os.CopyFS(dir, os.DirFS(filepath.Join(e2etest.Root(), "examples", "hello"))); err != nil {
 		t.Fatal(err)
 	}
-	r := e2etest.Butter(t, ".", "deploy", "-address", addr, dir)
+	// In a pipe, progress is printed only when asked for.
+	r := e2etest.Butter(t, ".", "deploy", "-progress", "-address", addr, dir)
 	if r.Code != 0 || !strings.Contains(r.Stdout, "(new)") || !strings.Contains(r.Stdout, "uploading functions/echo-node") {
 		t.Fatalf("first deploy: %+v", r)
 	}
@@ -488,10 +489,14 @@ func TestDeployToNomad(t *testing.T) {
 			return false
 		}
 	}
-	r := e2etest.Butter(t, ".", "deploy", "-address", addr, dir)
+	r := e2etest.Butter(t, ".", "deploy", "-progress", "-address", addr, dir)
 	first := revisionIn(r.Stdout)
 	if r.Code != 0 || first == "" || !strings.Contains(r.Stdout, "deploying: ") || !strings.Contains(r.Stdout, "is healthy") {
 		t.Fatalf("deploy should follow the Nomad deployment to healthy: %+v", r)
+	}
+	// Each allocation Nomad placed, as its state changed, up to healthy.
+	if !regexp.MustCompile(`(?m)^    allocation [0-9a-f]{8} \(group default, node [^)]+\): running, healthy$`).MatchString(r.Stdout) {
+		t.Errorf("deploy -progress should print the allocation running and healthy:\n%s", r.Stdout)
 	}
 	t.Logf("deploy output:\n%s", r.Stdout)
 	e2etest.WaitFor(t, 3*time.Minute, "revision "+first+" running in Nomad", running(first))
@@ -501,8 +506,11 @@ func TestDeployToNomad(t *testing.T) {
 	}
 	r = e2etest.Butter(t, ".", "deploy", "-address", addr, dir)
 	second := revisionIn(r.Stdout)
-	if r.Code != 0 || second == first {
+	if r.Code != 0 || second == first || !strings.Contains(r.Stdout, "is healthy") {
 		t.Fatalf("deploy of the edit: %+v", r)
+	}
+	if strings.Contains(r.Stdout, "uploading") || strings.Contains(r.Stdout, "==> ") || strings.Contains(r.Stdout, "allocation ") {
+		t.Errorf("in a pipe, without -progress, deploy should print its outcome only:\n%s", r.Stdout)
 	}
 	e2etest.WaitFor(t, 3*time.Minute, "revision "+second+" running in Nomad", running(second))
 
@@ -528,6 +536,9 @@ func TestDeployToNomad(t *testing.T) {
 	t.Logf("failing deploy output:\n%s\n%s", r.Stdout, r.Stderr)
 	if r.Code != 1 || third == "" || third == first || third == second {
 		t.Fatalf("the failing revision's deploy should exit 1: %+v", r)
+	}
+	if !strings.Contains(r.Stderr, "    allocation ") {
+		t.Errorf("a failed deploy should name its allocations and their state, even in a pipe:\n%s", r.Stderr)
 	}
 	if !strings.Contains(r.Stdout, "failed: ") || !strings.Contains(r.Stdout, "rolled back to "+first) || !strings.Contains(r.Stderr, "is back on revision "+first) {
 		t.Fatalf("the deploy output should report the failure and the rollback to %s: %+v", first, r)

@@ -156,6 +156,23 @@ type DeployStatus struct {
 	// failure, so a reader never sees "failed" without knowing whether a
 	// rollback follows.
 	RolledBackTo string `json:"rolled_back_to,omitempty"`
+	// Allocations are the allocations Nomad's deployment placed, as the
+	// deployer last read them.
+	Allocations []AllocState `json:"allocations,omitempty"`
+}
+
+// AllocState is one allocation of a revision's deployment.
+type AllocState struct {
+	ID    string `json:"id"`
+	Group string `json:"group"`
+	Node  string `json:"node,omitempty"`
+	// Status is Nomad's client status (pending, running, failed,
+	// complete, lost); Healthy its deployment health, nil while unknown.
+	Status  string `json:"status"`
+	Healthy *bool  `json:"healthy,omitempty"`
+	// Task is the last event of its task that says why it is not
+	// running ("" when it is, or nothing is known).
+	Task string `json:"task,omitempty"`
 }
 
 // RevisionStatus sets a revision's deployment state.
