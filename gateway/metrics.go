@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -39,7 +40,8 @@ func NewMetrics() *Metrics {
 			Name: "butter_gateway_async_invocations", Help: "Async invocations held in memory, by state (pending, done).",
 		}, []string{"state"}),
 	}
-	m.Registry.MustRegister(m.requests, m.duration, m.dialFailures, m.async)
+	m.Registry.MustRegister(m.requests, m.duration, m.dialFailures, m.async,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

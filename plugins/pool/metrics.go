@@ -7,6 +7,7 @@ import (
 	"github.com/butterfn/butter/plugins/runtime"
 	"github.com/butterfn/butter/sdk/go/proto"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 // Metrics are a pool's Prometheus metrics.
@@ -22,6 +23,8 @@ type Metrics struct {
 	restarts    *prometheus.CounterVec
 	batches     *prometheus.CounterVec
 	failed      *prometheus.GaugeVec
+	deadLetters *prometheus.CounterVec
+	lag         *prometheus.GaugeVec
 	calls       *callMetrics // of context calls (calls.go)
 }
 
@@ -40,8 +43,11 @@ func NewMetrics() *Metrics {
 		restarts:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "butter_instance_restarts_total", Help: "Instances that exited without being asked to (crashed, killed as hung)."}, fn),
 		batches:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "butter_ordered_batches_total", Help: "Ordered batches of stream events sent to a worker at once."}, fn),
 		failed:      prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "butter_function_failed", Help: "1 while a function cannot start the instances it needs (its calls answer Unavailable), else 0."}, fn),
+		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "butter_dead_letters_total", Help: "Stream events sent to a dead-letter topic, by function and error type."}, []string{"function", "type"}),
+		lag:         prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "butter_consumer_lag", Help: "Records of a partition this pool consumes that it had not fetched at its last poll (the high watermark minus the next offset), by function, stream and partition; gone when the partition is revoked."}, []string{"function", "stream", "partition"}),
 	}
-	m.Registry.MustRegister(m.invocations, m.errors, m.duration, m.instances, m.inflight, m.coldStarts, m.restarts, m.batches, m.failed)
+	m.Registry.MustRegister(m.invocations, m.errors, m.duration, m.instances, m.inflight, m.coldStarts, m.restarts, m.batches, m.failed, m.deadLetters, m.lag,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.calls = newCallMetrics(m.Registry)
 	m.Registry.MustRegister(m.queued)
 	return m

@@ -301,7 +301,10 @@ func newConsumer(p *Pool, f *fnPool, tr StreamTrigger, base []kgo.Opt) (*consume
 			c.resync.Store(true)
 		}))
 	}
+	forget := func(_ context.Context, _ *kgo.Client, gone map[string][]int32) { c.forgetLag(gone) }
 	opts = append(opts,
+		kgo.OnPartitionsRevoked(forget),
+		kgo.OnPartitionsLost(forget),
 		kgo.ConsumerGroup(tr.Group),
 		kgo.ConsumeTopics(tr.Stream),
 		kgo.ConsumeResetOffset(off),
@@ -440,6 +443,7 @@ func (c *consumer) run(ctx context.Context) {
 			if len(ftp.Records) == 0 {
 				return
 			}
+			c.observeLag(ftp)
 			part := &polled{recs: ftp.Records}
 			parts = append(parts, part)
 			for _, run := range c.lanes(ftp.Records) {
@@ -771,6 +775,7 @@ func (c *consumer) deadLetter(ctx context.Context, acks *batchAcks, ev *event, e
 		args = append(args, "detail", f.Detail)
 	}
 	c.f.log.Warn("event sent to the dead-letter topic", args...)
+	c.p.opts.metrics.deadLetters.WithLabelValues(c.f.cfg.Name, typ).Inc()
 	recs := []*kgo.Record{dl}
 	if reply := broker.Reply(r, nil, typ, f.Message); reply != nil {
 		ev.o.decorate(reply)
@@ -1239,4 +1244,23 @@ func (c *consumer) lanes(recs []*kgo.Record) [][]*kgo.Record {
 		out[i] = append(out[i], r)
 	}
 	return out
+}
+
+// observeLag sets the lag gauge of a partition just polled: the records
+// after the last one fetched.
+func (c *consumer) observeLag(ftp kgo.FetchTopicPartition) {
+	if n := len(ftp.Records); n > 0 {
+		lag := ftp.HighWatermark - (ftp.Records[n-1].Offset + 1)
+		c.p.opts.metrics.lag.WithLabelValues(c.f.cfg.Name, strings.TrimPrefix(c.tr.Stream, c.prefix), strconv.Itoa(int(ftp.Partition))).Set(float64(max(lag, 0)))
+	}
+}
+
+// forgetLag drops the lag gauges of partitions this pool no longer
+// consumes.
+func (c *consumer) forgetLag(gone map[string][]int32) {
+	for _, parts := range gone {
+		for _, p := range parts {
+			c.p.opts.metrics.lag.DeleteLabelValues(c.f.cfg.Name, strings.TrimPrefix(c.tr.Stream, c.prefix), strconv.Itoa(int(p)))
+		}
+	}
 }

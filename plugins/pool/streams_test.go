@@ -690,6 +690,40 @@ func TestStreamOrderedBatches(t *testing.T) {
 	if pf, inst := metricOf(t, srv, "butter_invocation_errors_total", "ordered", `type="PreconditionFailed"`), metricOf(t, srv, "butter_invocation_errors_total", "ordered", `type="InstanceFailed"`); ok != 298 || pf != 1 || inst < 3 {
 		t.Errorf("%v calls succeeded, %v failed as PreconditionFailed and %v as InstanceFailed, want 298, 1 and at least 3", ok, pf, inst)
 	}
+	// The two dead letters, by type; the partition's lag, read to its end
+	// at the last poll; and the process's own metrics beside them.
+	if il, pf := metricOf(t, srv, "butter_dead_letters_total", "ordered", `type="InstanceFailed"`), metricOf(t, srv, "butter_dead_letters_total", "ordered", `type="PreconditionFailed"`); il != 1 || pf != 1 {
+		t.Errorf("butter_dead_letters_total: %v InstanceFailed and %v PreconditionFailed, want 1 and 1", il, pf)
+	}
+	eventually(t, 30*time.Second, "the lag of o.in/0 read to its end", func() bool {
+		v, ok := scrape(t, srv, "butter_consumer_lag", `function="ordered"`, `partition="0"`, `stream="o.in"`)
+		return ok && v == 0
+	})
+	if v, ok := series(t, srv, "go_goroutines"); !ok || v <= 0 {
+		t.Errorf("go_goroutines = %v (%v): the Go collector is not registered", v, ok)
+	}
+	if _, ok := series(t, srv, "process_resident_memory_bytes"); !ok {
+		t.Error("process_resident_memory_bytes missing: the process collector is not registered")
+	}
+}
+
+// series reads the value of a series without labels from srv's /metrics,
+// and whether it is there.
+func series(t *testing.T, srv *httptest.Server, name string) (float64, bool) {
+	t.Helper()
+	resp, err := http.Get(srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(strings.Fields(v)[0], 64)
+			return f, err == nil
+		}
+	}
+	return 0, false
 }
 
 // TestStreamBatchesNodePython: Node and Python workers speak protocol 2

@@ -236,6 +236,7 @@ func (c *consumer) transact(ctx context.Context, fetches kgo.Fetches, log hclog.
 	var cut atomic.Bool
 	var wg sync.WaitGroup
 	fetches.EachPartition(func(ftp kgo.FetchTopicPartition) {
+		c.observeLag(ftp)
 		for _, run := range c.lanes(ftp.Records) {
 			wg.Add(1)
 			go func() {
