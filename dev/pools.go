@@ -122,6 +122,8 @@ func (d *env) deploy(ctx context.Context, proj *spec.Project) error {
 		if err := p.pool.StartStreams(ctx, d.broker.Config()); err != nil {
 			return fmt.Errorf("consume the project's streams: %w", err)
 		}
+	} else if err := p.pool.StartLogs(d.broker.Config()); err != nil {
+		return fmt.Errorf("ship the functions' logs: %w", err)
 	}
 	return nil
 }

@@ -355,47 +355,63 @@ func (c *tailCommand) Run(args []string) int {
 	if err := topicExists(ctx, kcfg, admin, project, stream); err != nil {
 		return failed(c.ui, err)
 	}
-	offsets, ends, err := startOffsets(ctx, kcfg, kadm.NewClient(admin), topic, start)
+	out := bufio.NewWriter(os.Stdout)
+	defer out.Flush()
+	printed := 0
+	err = readTopic(ctx, kcfg, opts, admin, topic, start, *follow, func(r *kgo.Record) bool {
+		line, _ := json.Marshal(decodeRecord(r))
+		_, _ = out.Write(append(line, '\n'))
+		printed++
+		return *limit > 0 && printed >= *limit
+	}, out.Flush)
 	if err != nil {
+		_ = out.Flush()
 		return failed(c.ui, err)
 	}
-	// Without -f, a partition is done once its end, as it was now, is
-	// reached; one with nothing to read is done already.
+	return exitOK
+}
+
+// readTopic reads topic from start, passing each record (not control
+// records) to each until it returns true, and calling flush after each
+// fetch; without follow it stops at the end of each partition as it was
+// when it started. It returns nil when interrupted (ctx) too.
+//
+// It reads as a read_committed consumer: records of aborted transactions
+// are skipped, open ones wait for their commit. Control records
+// (transaction markers) are kept so that their offsets count toward a
+// partition's end. A short fetch wait lets Close, which waits for the
+// fetch in flight, end soon after an interrupt.
+func readTopic(ctx context.Context, kcfg broker.Config, opts []kgo.Opt, admin *kgo.Client, topic string, start startAt, follow bool, each func(*kgo.Record) bool, flush func() error) error {
+	offsets, ends, err := startOffsets(ctx, kcfg, kadm.NewClient(admin), topic, start)
+	if err != nil {
+		return err
+	}
+	// Without follow, a partition is done once its end, as it was now,
+	// is reached; one with nothing to read is done already.
 	pending := map[int32]int64{}
-	if !*follow {
+	if !follow {
 		for p, end := range ends {
 			if offsets[p] < end {
 				pending[p] = end
 			}
 		}
 		if len(pending) == 0 {
-			return exitOK
+			return nil
 		}
 	}
 	consume := map[int32]kgo.Offset{}
 	for p, o := range offsets {
 		consume[p] = kgo.NewOffset().At(o)
 	}
-	// tail reads as a read_committed consumer: records of aborted
-	// transactions are skipped, open ones wait for their commit (the
-	// pools' consumers read uncommitted today; no Butter producer is
-	// transactional yet). Control records (transaction markers) are kept so that
-	// their offsets count toward a partition's end; they are not printed. A
-	// short fetch wait lets Close, which waits for the fetch in flight,
-	// end soon after an interrupt or -n.
 	cl, err := kgo.NewClient(append(opts, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: consume}), kgo.KeepControlRecords(), kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.FetchMaxWait(tailFetchWait))...)
 	if err != nil {
-		return failed(c.ui, fmt.Errorf("kafka client: %w", err))
+		return fmt.Errorf("kafka client: %w", err)
 	}
 	defer cl.Close()
-
-	out := bufio.NewWriter(os.Stdout)
-	defer out.Flush()
-	printed := 0
 	for {
 		fetches := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
-			return exitOK // interrupted
+			return nil // interrupted
 		}
 		var ferr error
 		fetches.EachError(func(t string, p int32, err error) {
@@ -404,8 +420,7 @@ func (c *tailCommand) Run(args []string) int {
 			}
 		})
 		if ferr != nil {
-			_ = out.Flush()
-			return failed(c.ui, ferr)
+			return ferr
 		}
 		done := false
 		fetches.EachRecord(func(r *kgo.Record) {
@@ -414,24 +429,19 @@ func (c *tailCommand) Run(args []string) int {
 			}
 			if end, ok := pending[r.Partition]; ok && r.Offset >= end-1 {
 				delete(pending, r.Partition)
-			} else if !*follow && !ok {
+			} else if !follow && !ok {
 				return // a partition already read to its end
 			}
 			if r.Attrs.IsControl() {
 				return
 			}
-			line, _ := json.Marshal(decodeRecord(r))
-			_, _ = out.Write(append(line, '\n'))
-			printed++
-			if *limit > 0 && printed >= *limit {
-				done = true
-			}
+			done = each(r)
 		})
-		if err := out.Flush(); err != nil {
-			return failed(c.ui, fmt.Errorf("writing to standard output: %w", err))
+		if err := flush(); err != nil {
+			return fmt.Errorf("writing to standard output: %w", err)
 		}
-		if done || (!*follow && len(pending) == 0) {
-			return exitOK
+		if done || (!follow && len(pending) == 0) {
+			return nil
 		}
 	}
 }

@@ -196,6 +196,14 @@ func (c *poolCommand) Run(args []string) int {
 			p.Close()
 			return exitInvalid
 		}
+	} else if kcfg, err := broker.Resolve(ctx, *kafkaBrokers, nil, nil); err == nil && len(kcfg.Brokers) > 0 {
+		// No stream: Kafka only carries the functions' log lines, and a
+		// pool that cannot reach it still serves.
+		if err := p.StartLogs(kcfg); err != nil {
+			log.Warn("the functions' log lines stay in this log: cannot ship them to Kafka", "error", err)
+		}
+	} else {
+		log.Info("no Kafka brokers: the functions' log lines stay in this log (butter logs cannot read them)")
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {

@@ -243,5 +243,8 @@ func (p *Pool) stderrLogged(fn string) bool {
 	f.mu.Lock()
 	logs := f.fn.Logs
 	f.mu.Unlock()
+	if l, ok := logs.(*fnLogs); ok {
+		logs = l.w
+	}
 	return logs != nil && logs != io.Discard
 }

@@ -25,6 +25,8 @@ type Metrics struct {
 	failed      *prometheus.GaugeVec
 	deadLetters *prometheus.CounterVec
 	lag         *prometheus.GaugeVec
+	logShipped  *prometheus.CounterVec
+	logDropped  *prometheus.CounterVec
 	calls       *callMetrics // of context calls (calls.go)
 }
 
@@ -45,8 +47,10 @@ func NewMetrics() *Metrics {
 		failed:      prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "butter_function_failed", Help: "1 while a function cannot start the instances it needs (its calls answer Unavailable), else 0."}, fn),
 		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "butter_dead_letters_total", Help: "Stream events sent to a dead-letter topic, by function and error type."}, []string{"function", "type"}),
 		lag:         prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "butter_consumer_lag", Help: "Records of a partition this pool consumes that it had not fetched at its last poll (the high watermark minus the next offset), by function, stream and partition; gone when the partition is revoked."}, []string{"function", "stream", "partition"}),
+		logShipped:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "butter_log_lines_total", Help: "Lines of a function's log produced to the project's log topic."}, []string{"function"}),
+		logDropped:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "butter_log_lines_dropped_total", Help: "Lines of a function's log not produced to the log topic, by reason (rate: over 1000 a second; produce: Kafka failed); they are in the pool's own log."}, []string{"function", "reason"}),
 	}
-	m.Registry.MustRegister(m.invocations, m.errors, m.duration, m.instances, m.inflight, m.coldStarts, m.restarts, m.batches, m.failed, m.deadLetters, m.lag,
+	m.Registry.MustRegister(m.invocations, m.errors, m.duration, m.instances, m.inflight, m.coldStarts, m.restarts, m.batches, m.failed, m.deadLetters, m.lag, m.logShipped, m.logDropped,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.calls = newCallMetrics(m.Registry)
 	m.Registry.MustRegister(m.queued)

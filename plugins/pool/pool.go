@@ -181,6 +181,12 @@ type Pool struct {
 
 	// calls answers the functions' context calls "call" (calls.go).
 	calls *callers
+
+	// shipper sends the functions' log lines to the project's log topic
+	// once StartStreams has connected the pool to Kafka (logship.go);
+	// logStop flushes and closes it.
+	shipper atomic.Pointer[logShipper]
+	logStop func()
 }
 
 // ErrUnknownFunction is returned by Invoke for a function the pool does
@@ -234,6 +240,7 @@ func New(cfg *Config, logs func(function string) io.Writer, opts ...Option) (*Po
 		if logs != nil {
 			lw = logs(fc.Name)
 		}
+		lw = &fnLogs{w: lw, p: p, fn: fc.Name}
 		f := &fnPool{
 			pool: p,
 			cfg:  fc,
@@ -501,6 +508,9 @@ func (p *Pool) Close() {
 	wg.Wait()
 	// No context call is in flight any more.
 	p.calls.close()
+	if p.logStop != nil {
+		p.logStop() // the instances' last lines included
+	}
 	p.wg.Wait() // the reaper and the instance watchers
 	for _, f := range p.fns {
 		if f.state != nil {

@@ -91,6 +91,9 @@ func (p *Pool) StartStreams(ctx context.Context, kafka broker.Config) error {
 	if err := p.calls.connect(ctx, kafka, base); err != nil {
 		return err
 	}
+	if err := p.startLogs(base); err != nil {
+		return fmt.Errorf("reach Kafka for the functions' logs: %w", err)
+	}
 	if len(topics) == 0 && !stateful && !p.emits() {
 		return nil
 	}
@@ -1146,6 +1149,7 @@ func (c *consumer) call(ctx context.Context, o *origin, call proto.CallMsg, ef *
 		}
 		return proto.ReplyMsg{OK: true}
 	case "log":
+		c.p.shipCall(c.f.cfg.Name, o, call.Level, call.Message)
 		return functionLog(c.f.log, call)
 	}
 	return proto.ReplyMsg{Error: "unsupported op"}
@@ -1217,6 +1221,7 @@ func (p *Pool) httpCalls(f *fnPool, o *origin, ef *emitFailure) runtime.CallHand
 			}
 			return proto.ReplyMsg{OK: true}
 		case "log":
+			p.shipCall(f.cfg.Name, o, call.Level, call.Message)
 			return functionLog(f.log, call)
 		}
 		return proto.ReplyMsg{Error: "unsupported op " + call.Op}

@@ -75,7 +75,8 @@ func (e *execInstance) Invoke(ctx context.Context, inv *Invocation) error {
 	cmd.Env = environ(e.fn, map[string]string{"BUTTER_FUNCTION": e.fn.Name})
 	cmd.Stdin = inv.Input
 	cmd.Stdout = inv.Output
-	stderrLog, flushStderr := logLines(e.fn.Logs)
+	info := callInfo(inv.Meta)
+	stderrLog, flushStderr := attributedLines(e.fn.Logs, "stderr", func() CallInfo { return info })
 	stderr := &tailBuffer{n: stderrTail, w: stderrLog}
 	cmd.Stderr = stderr
 	cmd.WaitDelay = time.Second

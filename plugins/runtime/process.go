@@ -13,6 +13,7 @@ import (
 	goruntime "runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -81,9 +82,26 @@ func (p *Process) Start(ctx context.Context, fn *Function) (Instance, error) {
 			cmd.Env = append(cmd.Env, "GOMAXPROCS="+strconv.Itoa(conc))
 		}
 	}
+	if fn.Runtime == "python" {
+		// Python buffers its standard output in a pipe: a print would
+		// reach the log after its call ended, pinned on no call (the log
+		// lines' attribution, soleCall). The function's env may set it.
+		if _, set := fn.Env["PYTHONUNBUFFERED"]; !set {
+			cmd.Env = append(cmd.Env, "PYTHONUNBUFFERED=1")
+		}
+	}
 	cmd.ExtraFiles = []*os.File{toR, fromW} // fds 3 and 4
-	stdoutLog, flushStdout := logLines(fn.Logs)
-	stderrLog, flushStderr := logLines(fn.Logs)
+	// A line is pinned on the call the instance was running, when it
+	// ran one alone (soleCall).
+	var started atomic.Pointer[procInstance]
+	attr := func() CallInfo {
+		if i := started.Load(); i != nil {
+			return i.soleCall()
+		}
+		return CallInfo{}
+	}
+	stdoutLog, flushStdout := attributedLines(fn.Logs, "stdout", attr)
+	stderrLog, flushStderr := attributedLines(fn.Logs, "stderr", attr)
 	stderr := &tailBuffer{n: stderrTail, w: stderrLog}
 	cmd.Stdout = stdoutLog
 	cmd.Stderr = stderr
@@ -107,6 +125,7 @@ func (p *Process) Start(ctx context.Context, fn *Function) (Instance, error) {
 		exited: make(chan struct{}),
 		stderr: stderr,
 	}
+	started.Store(inst)
 	waited := make(chan struct{})
 	go func() {
 		inst.waitErr = cmd.Wait()
@@ -182,6 +201,7 @@ type procInstance struct {
 }
 
 type procCall struct {
+	info   CallInfo   // what its log lines are attributed to
 	mu     sync.Mutex // guards out against a write after the call gave up
 	done   bool
 	ctx    context.Context
@@ -327,7 +347,7 @@ func (i *procInstance) Invoke(ctx context.Context, inv *Invocation) error {
 	}
 	i.nextID++
 	id := i.nextID
-	c := &procCall{ctx: ctx, out: inv.Output, calls: inv.Calls, result: make(chan proto.ResultMsg, 1)}
+	c := &procCall{ctx: ctx, out: inv.Output, calls: inv.Calls, result: make(chan proto.ResultMsg, 1), info: callInfo(inv.Meta)}
 	i.calls[id] = c
 	i.mu.Unlock()
 
@@ -707,4 +727,20 @@ func (i *procInstance) Stop(grace time.Duration) error {
 		<-i.exited
 	}
 	return nil
+}
+
+// soleCall is the call the instance runs, when it runs exactly one that
+// is not a batch: what a line it prints now is attributed to.
+func (i *procInstance) soleCall() CallInfo {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if len(i.calls) != 1 {
+		return CallInfo{}
+	}
+	for _, c := range i.calls {
+		if c.batch == nil {
+			return c.info
+		}
+	}
+	return CallInfo{}
 }

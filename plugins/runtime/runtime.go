@@ -239,6 +239,27 @@ func (t *tailBuffer) String() string { return strings.TrimSpace(string(t.buf)) }
 // on in pieces of this size.
 const maxLogLine = 64 << 10
 
+// CallInfo is what a line an instance printed is attributed to: the
+// call it was running (its event or request id, ce_id, and its
+// traceparent). Zero when the line cannot be pinned on one call: none
+// ran, or several at once on the instance, or a batch.
+type CallInfo struct {
+	ID, Traceparent string
+}
+
+// callInfo is the CallInfo of an invocation whose metadata is meta.
+func callInfo(meta map[string]string) CallInfo {
+	return CallInfo{ID: meta["ce_id"], Traceparent: meta["ce_traceparent"]}
+}
+
+// LineLogger is a Function's Logs that takes each line with its stream
+// ("stdout" or "stderr") and the call it is attributed to; a plain
+// io.Writer gets the line alone.
+type LineLogger interface {
+	io.Writer
+	WriteLine(line []byte, stream string, call CallInfo)
+}
+
 // lineWriter passes what an instance writes to its standard output or
 // error on to w one whole line per Write, however the pipe cut or merged
 // the instance's writes, so that a log writer that reads a level off each
@@ -248,17 +269,43 @@ const maxLogLine = 64 << 10
 type lineWriter struct {
 	w   io.Writer
 	buf []byte
+	// ll is w as a LineLogger, when it is one: it gets stream and the
+	// call attr names.
+	ll     LineLogger
+	stream string
+	attr   func() CallInfo
 }
 
 // logLines returns the writer for one output stream of an instance whose
 // log is w, and the function that passes on its last line. For a nil w,
 // both do nothing.
 func logLines(w io.Writer) (io.Writer, func()) {
+	return attributedLines(w, "", nil)
+}
+
+// attributedLines is logLines for stream ("stdout" or "stderr"), each
+// line attributed to the call attr (which may be nil) names, when w is a
+// LineLogger.
+func attributedLines(w io.Writer, stream string, attr func() CallInfo) (io.Writer, func()) {
 	if w == nil {
 		return nil, func() {}
 	}
-	l := &lineWriter{w: w}
+	l := &lineWriter{w: w, stream: stream, attr: attr}
+	l.ll, _ = w.(LineLogger)
 	return l, l.flush
+}
+
+// emit passes one line on.
+func (l *lineWriter) emit(line []byte) {
+	if l.ll == nil {
+		_, _ = l.w.Write(line)
+		return
+	}
+	var c CallInfo
+	if l.attr != nil {
+		c = l.attr()
+	}
+	l.ll.WriteLine(line, l.stream, c)
 }
 
 func (l *lineWriter) Write(p []byte) (int, error) {
@@ -274,10 +321,10 @@ func (l *lineWriter) Write(p []byte) (int, error) {
 		}
 		if len(l.buf) > 0 {
 			l.buf = append(l.buf, p[:i+1]...)
-			_, _ = l.w.Write(l.buf)
+			l.emit(l.buf)
 			l.buf = l.buf[:0]
 		} else {
-			_, _ = l.w.Write(p[:i+1])
+			l.emit(p[:i+1])
 		}
 		p = p[i+1:]
 	}
@@ -287,7 +334,7 @@ func (l *lineWriter) Write(p []byte) (int, error) {
 
 func (l *lineWriter) flush() {
 	if len(l.buf) > 0 {
-		_, _ = l.w.Write(l.buf)
+		l.emit(l.buf)
 		l.buf = l.buf[:0]
 	}
 }
