@@ -23,6 +23,7 @@ var functionSchema = &hcl.BodySchema{
 		{Type: "instances"},
 		{Type: "retry"},
 		{Type: "state"},
+		{Type: "executions"},
 		{Type: "secret", LabelNames: []string{"name"}},
 	},
 }
@@ -166,7 +167,7 @@ func (d *decoder) decodeFunction(p pending) {
 	seen := map[string]*hcl.Block{}
 	for _, b := range content.Blocks {
 		switch b.Type {
-		case "instances", "retry", "state":
+		case "instances", "retry", "state", "executions":
 			if prev := seen[b.Type]; prev != nil {
 				r := b.DefRange
 				d.errorf(&r, "Duplicate "+b.Type+" block", "A function takes one %s block, and function %q has another at %s. Merge the two.", b.Type, f.Name, at(prev.DefRange))
@@ -188,6 +189,8 @@ func (d *decoder) decodeFunction(p pending) {
 			f.Retry = d.decodeRetry(b)
 		case "state":
 			f.State = d.decodeState(b)
+		case "executions":
+			f.Executions = d.decodeExecutions(b)
 		case "secret":
 			if s := d.decodeSecret(f, b); s != nil {
 				f.Secrets = append(f.Secrets, s)

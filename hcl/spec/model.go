@@ -135,7 +135,10 @@ type Function struct {
 	Instances Instances
 	Retry     *Retry
 	State     *State
-	Secrets   []*Secret
+	// Executions, when set, records each invocation in the execution
+	// log (executions.go).
+	Executions *Executions
+	Secrets    []*Secret
 	// NoSandbox is the function's sandbox = false: its instances run
 	// without the confinement every other instance has (package sandbox,
 	// docs/security.md). Validation warns about it.
