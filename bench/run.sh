@@ -51,6 +51,7 @@ bench ./jobs -bench . -count 6
 bench ./gateway -bench 'Overhead' -count 6
 bench ./gateway -bench 'Tracing' -benchtime 20000x -count 6
 bench ./gateway -bench 'Throughput' -benchtime 1x -count 3
+bench ./plugins/pool -bench 'ExecutionLog' -benchtime 20000x -count 6
 bench ./plugins/pool -bench 'ColdStart' -benchtime 50x -count 3
 bench ./plugins/pool -bench 'Density' -benchtime 1x -count 2
 bench ./broker -bench 'Stream' -benchtime 1x -count 5

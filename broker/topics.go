@@ -17,8 +17,9 @@ type Topic struct {
 	Partitions int
 	// Retention is retention.ms; 0 keeps the broker's default.
 	Retention time.Duration
-	// Compact sets cleanup.policy=compact.
-	Compact bool
+	// Compact sets cleanup.policy=compact; with AlsoDelete,
+	// compact,delete: records past Retention go too.
+	Compact, AlsoDelete bool
 }
 
 // EnsureTopics creates the topics that do not exist yet. It is idempotent:
@@ -31,6 +32,9 @@ func EnsureTopics(ctx context.Context, adm *kadm.Client, topics []Topic) error {
 		}
 		if t.Compact {
 			cfg["cleanup.policy"] = kadm.StringPtr("compact")
+			if t.AlsoDelete {
+				cfg["cleanup.policy"] = kadm.StringPtr("compact,delete")
+			}
 		}
 		parts := int32(max(t.Partitions, 1))
 		resp, err := adm.CreateTopic(ctx, parts, -1, cfg, t.Name)

@@ -104,6 +104,16 @@ func functionConfig(p *spec.Project, f *spec.Function, locate locator) pool.Func
 	if f.Retry != nil {
 		fc.Retry = &pool.RetryConfig{Attempts: f.Retry.Attempts, Backoff: f.Retry.Backoff.String(), MaxBackoff: f.Retry.MaxBackoff.String()}
 	}
+	if e := f.Executions; e != nil {
+		fc.Executions = &pool.ExecutionsConfig{Redact: e.Redact}
+		for _, k := range e.Keep {
+			kc := pool.ExecKeepConfig{Age: k.Age.String()}
+			if k.OnePer > 0 {
+				kc.OnePer = k.OnePer.String()
+			}
+			fc.Executions.Keep = append(fc.Executions.Keep, kc)
+		}
+	}
 	if f.State != nil {
 		fc.State = &pool.StateConfig{Key: f.State.Key}
 		if f.State.TTL > 0 {

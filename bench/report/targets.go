@@ -18,6 +18,7 @@ var descriptions = map[string]string{
 	"LeaderChange": "From a leader change on a 3-node cluster to the next acknowledged write: a planned leadership transfer (baseline) and a leader that stops dead.",
 	"Deploy":       "From a deploy to the first answer of the new version: `butter invoke -local` (baseline, the function run once), `butter dev` started, a source change under `butter dev`, and `butter deploy` to a Nomad dev agent (healthy: until Nomad's deployment is healthy).",
 	"Tracing":      "One call of the Go echo through a gateway route to the pool's endpoint, one at a time, with tracing off (baseline) and on (traced: every span sampled and exported by OTLP/HTTP to a receiver in the benchmark's process): Δ is what tracing adds to a call.",
+	"ExecutionLog": "One call of the Go echo on the pool's endpoint, one at a time, without an execution log (baseline) and with the default three tiers (logged: the record encoded and produced beside the call, to the embedded broker in the benchmark's process): Δ is what recording adds to a call.",
 	"Decode":       "Decoding the iot example's spec; the baseline is hcl/v2's parse alone.",
 	"Compile":      "Compiling the iot example (bundle hashing included); the baseline is decoding alone.",
 	"Render":       "Rendering the iot example's job; the baseline is encoding/json of the same api.Job.",
@@ -25,7 +26,7 @@ var descriptions = map[string]string{
 
 // perCall lists the benchmarks whose operation is one call, whose B/op
 // and allocs/op therefore mean something.
-var perCall = map[string]bool{"Overhead": true, "Tracing": true, "RaftWrite": true, "Decode": true, "Compile": true, "Render": true}
+var perCall = map[string]bool{"Overhead": true, "Tracing": true, "ExecutionLog": true, "RaftWrite": true, "Decode": true, "Compile": true, "Render": true}
 
 // target is one of the goals the benchmarks issue set.
 type target struct {
@@ -39,6 +40,7 @@ var targets = []target{
 	{"Overhead over the in-process call: gateway → pool → Go echo", "≤ 150 µs at p50", overhead("gateway", "Overhead/gateway")},
 	{"Overhead over the in-process call: the pool's endpoint alone", "≤ 150 µs at p50", overhead("gateway", "Overhead/pool-http")},
 	{"Tracing on (100% sampled, exported to a local receiver): added latency per call, gateway → pool → Go echo", "≤ 10 µs at p50", tracingCost},
+	{"Execution log on: added latency per call, the pool's endpoint → Go echo", "≤ 20 µs at p50", execLogCost},
 	{"Go echo through the gateway (best of 1, 16 and 64 connections)", "≥ 15,000 req/s", goThroughput},
 	{"Stream throughput of a Go stream-to-stream function", "≥ 0.8 of the raw franz-go loop", streamRatio},
 	{"Exactly-once stream throughput of a Go stream-to-stream function", "≥ 0.5 of the raw franz-go transactional loop", eosRatio},
@@ -83,6 +85,14 @@ func tracingCost(rs *results) (string, bool, bool) {
 		return "", false, false
 	}
 	return fmt.Sprintf("%+.1f µs at p50", d/1e3), d <= 10e3, true
+}
+
+func execLogCost(rs *results) (string, bool, bool) {
+	d, ok := rs.delta(key{"plugins/pool", "ExecutionLog/logged"})
+	if !ok {
+		return "", false, false
+	}
+	return fmt.Sprintf("%+.1f µs at p50", d/1e3), d <= 20e3, true
 }
 
 func goThroughput(rs *results) (string, bool, bool) {

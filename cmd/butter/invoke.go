@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/hashicorp/cli"
 
@@ -98,6 +100,12 @@ Options:
     and it is the state key of a function with state whose key it names.
     May be repeated.
 
+  -replay=<file>
+    With -local: run a recorded execution again (butter executions
+    <project>/<function> <invocation> > file; "-" reads it from standard
+    input): its input, key, path and query parameters, and the state its
+    function had before it, unless -key, -param or -state say otherwise.
+
   -state=<key=json>
     With -local: the state of key before the first call, for each function
     of the pipeline with state (a JSON value), so that a call can be tried
@@ -129,10 +137,14 @@ func (c *invokeCommand) Run(args []string) int {
 	apiKey := fs.String("api-key", "", "")
 	key := fs.String("key", "", "")
 	emits := fs.String("emits", "", "")
+	replay := fs.String("replay", "", "")
 	var params, states stringList
 	fs.Var(&params, "param", "")
 	fs.Var(&states, "state", "")
 	pos, err := parseInterspersed(fs, args)
+	if err == nil && *replay != "" && !*local {
+		err = errors.New("-replay goes with -local: it runs a recorded execution again on this machine")
+	}
 	if err == nil && !*local && (*key != "" || *emits != "" || len(params) > 0 || len(states) > 0) {
 		err = errors.New("-key, -param, -state and -emits go with -local: through a gateway, the route gives the parameters, the platform keeps the state, and emits go to Kafka (read them with butter tail)")
 	}
@@ -156,6 +168,10 @@ func (c *invokeCommand) Run(args []string) int {
 			ev.State = map[string][]byte{}
 		}
 		ev.State[k] = []byte(v)
+	}
+	var input io.Reader = os.Stdin
+	if err == nil && *replay != "" {
+		input, err = replayExecution(*replay, &ev, c.ui)
 	}
 	if err == nil && !*local {
 		if len(pos) != 1 {
@@ -243,7 +259,7 @@ func (c *invokeCommand) Run(args []string) int {
 		c.ui.Error("Error: " + err.Error())
 	}
 	defer p.Close()
-	err = p.RunPipelineAs(ctx, steps, ev, os.Stdin, os.Stdout)
+	err = p.RunPipelineAs(ctx, steps, ev, input, os.Stdout)
 	// What was captured is printed after the answer, failed or not: the
 	// emits of a call that failed later were produced all the same.
 	if werr := writeCaptured(emitsTo, capture.Records()); werr != nil && err == nil {
@@ -346,4 +362,62 @@ func (c *invokeCommand) remote(expr, gw, project, apiKey string) int {
 		return exitInvalid
 	}
 	return exitOK
+}
+
+// replayExecution reads a recorded execution (butter executions prints
+// one; "-" reads it from standard input) into ev and returns its input:
+// the call's key, path and query parameters and state before the call
+// are the recorded ones.
+func replayExecution(file string, ev *pool.Event, ui cli.Ui) (io.Reader, error) {
+	var b []byte
+	var err error
+	if file == "-" {
+		b, err = io.ReadAll(os.Stdin)
+	} else {
+		b, err = os.ReadFile(file)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("-replay: %w", err)
+	}
+	var e pool.Execution
+	if err := json.Unmarshal(b, &e); err != nil || e.Function == "" {
+		return nil, fmt.Errorf("-replay %s: not an execution record as butter executions <project>/<function> <invocation> prints it (%v)", file, err)
+	}
+	in := []byte(e.Input)
+	if e.InputBase64 != "" {
+		if in, err = base64.StdEncoding.DecodeString(e.InputBase64); err != nil {
+			return nil, fmt.Errorf("-replay %s: input_base64: %w", file, err)
+		}
+	}
+	if e.Truncated {
+		ui.Warn("Warning: the recorded execution was cut (truncated): its input may be incomplete.")
+	}
+	if k := e.Meta["ce_subject"]; k != "" && ev.Key == "" {
+		ev.Key = k
+	}
+	for k, v := range e.Meta {
+		if name, ok := strings.CutPrefix(k, "param."); ok {
+			if ev.Params == nil {
+				ev.Params = map[string]string{}
+			}
+			if _, set := ev.Params[name]; !set {
+				ev.Params[name] = v
+			}
+		}
+	}
+	if e.StateKey != "" && len(e.StateBefore) > 0 {
+		if ev.State == nil {
+			ev.State = map[string][]byte{}
+		}
+		if _, set := ev.State[e.StateKey]; !set {
+			ev.State[e.StateKey] = e.StateBefore
+		}
+	}
+	what := "succeeded"
+	if e.Error != nil {
+		what = "failed with " + e.Error.Type + ": " + e.Error.Message
+	}
+	// On standard error: standard output is the call's.
+	fmt.Fprintf(os.Stderr, "==> replaying invocation %s of %s (revision %s, %s), which %s\n", e.Invocation, e.Function, or(e.Revision, "unknown"), e.Time.Format(time.RFC3339), what)
+	return bytes.NewReader(in), nil
 }

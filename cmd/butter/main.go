@@ -65,6 +65,7 @@ func run(args []string) int {
 		"emit":                      func() (cli.Command, error) { return &emitCommand{ui: ui}, nil },
 		"tail":                      func() (cli.Command, error) { return &tailCommand{ui: ui}, nil },
 		"logs":                      func() (cli.Command, error) { return &logsCommand{ui: ui}, nil },
+		"executions":                func() (cli.Command, error) { return &executionsCommand{ui: ui}, nil },
 		"keys":                      func() (cli.Command, error) { return &keysCommand{}, nil },
 		"project":                   func() (cli.Command, error) { return &projectCommand{}, nil },
 		"project quota":             func() (cli.Command, error) { return &projectQuotaCommand{}, nil },

@@ -198,6 +198,13 @@ var taskConfigSpec = hclspec.NewObject(map[string]*hclspec.Spec{
 			"path": hclspec.NewAttr("path", "string", true),
 			"key":  hclspec.NewAttr("key", "string", true),
 		})),
+		"executions": hclspec.NewBlock("executions", false, hclspec.NewObject(map[string]*hclspec.Spec{
+			"redact": hclspec.NewAttr("redact", "list(string)", false),
+			"keep": hclspec.NewBlockList("keep", hclspec.NewObject(map[string]*hclspec.Spec{
+				"age":     hclspec.NewAttr("age", "string", true),
+				"one_per": hclspec.NewAttr("one_per", "string", false),
+			})),
+		})),
 		"state": hclspec.NewBlock("state", false, hclspec.NewObject(map[string]*hclspec.Spec{
 			"key": hclspec.NewAttr("key", "string", true),
 			"ttl": hclspec.NewAttr("ttl", "string", false),

@@ -100,6 +100,9 @@ type FunctionConfig struct {
 	Retry *RetryConfig `json:"retry,omitempty" codec:"retry,omitempty"`
 	// State turns on per-key state (docs/state.md); nil has none.
 	State *StateConfig `json:"state,omitempty" codec:"state,omitempty"`
+	// Executions, when set, records each call in the execution log
+	// (executions.go).
+	Executions *ExecutionsConfig `json:"executions,omitempty" codec:"executions,omitempty"`
 	// Streams are the function's stream triggers: the pool consumes each
 	// with its own consumer group.
 	Streams []StreamTrigger `json:"stream,omitempty" codec:"stream,omitempty"`
@@ -111,6 +114,20 @@ type FunctionConfig struct {
 	// run without the sandbox every other instance has (package sandbox).
 	// A pool hosting a function with secrets refuses it.
 	Unconfined bool `json:"unconfined,omitempty" codec:"unconfined,omitempty"`
+}
+
+// ExecutionsConfig is a function's execution log: its tiers of
+// retention, by increasing age, and the fields it never records.
+type ExecutionsConfig struct {
+	Keep   []ExecKeepConfig `json:"keep" codec:"keep"`
+	Redact []string         `json:"redact,omitempty" codec:"redact,omitempty"`
+}
+
+// ExecKeepConfig is one tier: up to Age, one execution per OnePer (""
+// keeps every one).
+type ExecKeepConfig struct {
+	Age    string `json:"age" codec:"age"`
+	OnePer string `json:"one_per,omitempty" codec:"one_per,omitempty"`
 }
 
 // StateConfig is a function's state block.

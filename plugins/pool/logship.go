@@ -64,6 +64,11 @@ type logShipper struct {
 	log      hclog.Logger
 	limits   sync.Map // function → *rate.Limiter
 	warned   atomic.Int64
+	// execs queues the execution log's records (executions.go); closed
+	// (under execMu, with execsClosed) when the pool stops.
+	execs       chan execDone
+	execMu      sync.RWMutex
+	execsClosed bool
 }
 
 // StartLogs connects the shipping of the functions' log lines to Kafka,
@@ -87,23 +92,37 @@ func (p *Pool) startLogs(base []kgo.Opt) error {
 	if err != nil {
 		return err
 	}
-	s := &logShipper{cl: cl, topic: LogTopic(p.cfg.Project), revision: p.cfg.Revision, m: p.opts.metrics, log: p.opts.logger.Named("logs")}
+	s := &logShipper{cl: cl, topic: LogTopic(p.cfg.Project), revision: p.cfg.Revision, m: p.opts.metrics, log: p.opts.logger.Named("logs"),
+		execs: make(chan execDone, 1024)}
+	shipped := make(chan struct{})
+	go func() {
+		defer close(shipped)
+		p.shipExecs(s)
+	}()
 	ctx, cancel := context.WithCancel(context.Background())
+	var once sync.Once
 	p.logStop = func() {
-		cancel()
-		flush, done := context.WithTimeout(context.Background(), 2*time.Second)
-		_ = cl.Flush(flush)
-		done()
-		cl.Close()
+		once.Do(func() {
+			cancel()
+			s.execMu.Lock()
+			s.execsClosed = true
+			close(s.execs)
+			s.execMu.Unlock()
+			<-shipped
+			flush, done := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = cl.Flush(flush)
+			done()
+			cl.Close()
+		})
 	}
 	go func() {
 		backoff := time.Second
 		for {
-			err := broker.EnsureTopics(ctx, kadm.NewClient(cl), []broker.Topic{{Name: s.topic, Partitions: 1, Retention: logRetention}})
+			err := broker.EnsureTopics(ctx, kadm.NewClient(cl), append([]broker.Topic{{Name: s.topic, Partitions: 1, Retention: logRetention}}, p.execTopics()...))
 			if err == nil || ctx.Err() != nil {
 				return
 			}
-			s.log.Warn("cannot create the log topic yet; functions' lines go to this log only until it exists", "topic", s.topic, "error", err)
+			s.log.Warn("cannot create the log topics yet; functions' lines go to this log only until they exist, and executions are not recorded", "topic", s.topic, "error", err)
 			select {
 			case <-ctx.Done():
 				return

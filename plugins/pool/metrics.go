@@ -27,6 +27,7 @@ type Metrics struct {
 	lag         *prometheus.GaugeVec
 	logShipped  *prometheus.CounterVec
 	logDropped  *prometheus.CounterVec
+	execDropped *prometheus.CounterVec
 	calls       *callMetrics // of context calls (calls.go)
 }
 
@@ -49,8 +50,9 @@ func NewMetrics() *Metrics {
 		lag:         prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "butter_consumer_lag", Help: "Records of a partition this pool consumes that it had not fetched at its last poll (the high watermark minus the next offset), by function, stream and partition; gone when the partition is revoked."}, []string{"function", "stream", "partition"}),
 		logShipped:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "butter_log_lines_total", Help: "Lines of a function's log produced to the project's log topic."}, []string{"function"}),
 		logDropped:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "butter_log_lines_dropped_total", Help: "Lines of a function's log not produced to the log topic, by reason (rate: over 1000 a second; produce: Kafka failed); they are in the pool's own log."}, []string{"function", "reason"}),
+		execDropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "butter_executions_dropped_total", Help: "Records of a function's execution log Kafka did not take."}, []string{"function"}),
 	}
-	m.Registry.MustRegister(m.invocations, m.errors, m.duration, m.instances, m.inflight, m.coldStarts, m.restarts, m.batches, m.failed, m.deadLetters, m.lag, m.logShipped, m.logDropped,
+	m.Registry.MustRegister(m.invocations, m.errors, m.duration, m.instances, m.inflight, m.coldStarts, m.restarts, m.batches, m.failed, m.deadLetters, m.lag, m.logShipped, m.logDropped, m.execDropped,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.calls = newCallMetrics(m.Registry)
 	m.Registry.MustRegister(m.queued)

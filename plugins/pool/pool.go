@@ -263,6 +263,11 @@ func New(cfg *Config, logs func(function string) io.Writer, opts ...Option) (*Po
 			f.fn = f.withSecrets(vals)
 			f.secretVals = vals
 		}
+		if fc.Executions != nil {
+			if f.exec, err = newExecLog(fc.Executions); err != nil {
+				return nil, fmt.Errorf("function %s: %w", fc.Name, err)
+			}
+		}
 		p.fns[fc.Name] = f
 		if fc.State != nil {
 			p.fns[fc.Name].state = newStateStore(fc.Name, fc.State, o.logger.Named(fc.Name))
@@ -449,6 +454,9 @@ type Call struct {
 	// txn, for an event of an exactly-once trigger, holds the state
 	// changes of the event's transaction (transact.go).
 	txn *stateTxn
+	// exec records the call in its function's execution log, nil when
+	// it has none (executions.go).
+	exec *execRec
 }
 
 // Invoke runs one call of a function. It returns a *proto.Error for typed
@@ -472,6 +480,7 @@ func (p *Pool) Invoke(ctx context.Context, function string, c *Call) error {
 	dctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	start := time.Now()
+	rec := p.beginExec(f, c)
 	var err error
 	if f.state != nil {
 		err = f.invokeStateful(ctx, dctx, c, deadline)
@@ -479,6 +488,7 @@ func (p *Pool) Invoke(ctx context.Context, function string, c *Call) error {
 		_, err = f.invoke(dctx, c, deadline, nil)
 	}
 	p.opts.metrics.observe(function, time.Since(start), err)
+	p.endExec(f, c, rec, err)
 	return err
 }
 
@@ -548,6 +558,7 @@ func (p *Pool) reap() {
 type fnPool struct {
 	pool    *Pool
 	cfg     FunctionConfig
+	exec    *execLog // nil: no execution log
 	rt      runtime.Runtime
 	fn      *runtime.Function
 	timeout time.Duration

@@ -454,10 +454,12 @@ func (f *fnPool) invokeStateful(save, ctx context.Context, c *Call, deadline tim
 	}
 	value, expired := get(key)
 	msg.Value = value
+	c.exec.state(key, value)
 	ns, err := f.invoke(ctx, &cc, deadline, msg)
 	if err != nil {
 		return err
 	}
+	c.exec.newState(ns)
 	switch {
 	case ns != nil && ns.Deleted:
 		return put(key, nil)

@@ -838,7 +838,9 @@ const (
 // stopping cuts a record's attempts short, it returns that record, having
 // left it and the rest of the run unhandled; else nil.
 func (c *consumer) handleRun(ctx context.Context, recs []*kgo.Record, acks *batchAcks) *kgo.Record {
-	batchable := c.tr.Order != "key" && c.f.state == nil
+	// A function with an execution log runs its events one at a time:
+	// a batch's events do not go through Invoke, which records them.
+	batchable := c.tr.Order != "key" && c.f.state == nil && c.f.exec == nil
 	queued := false // outputs of this run wait in outq
 	for len(recs) > 0 {
 		if n := min(len(recs), c.batchSize()); batchable && n > 1 && !c.f.noBatches.Load() {

@@ -190,11 +190,15 @@ type procInstance struct {
 	waitErr error
 	batches bool // the worker speaks protocol 2 (set before any call)
 
-	mu      sync.Mutex
-	nextID  uint32
-	calls   map[uint32]*procCall
-	gone    bool
-	closing bool
+	mu     sync.Mutex
+	nextID uint32
+	calls  map[uint32]*procCall
+	// lastAlone is the last call that ended while it ran alone, at
+	// lastAloneAt: the late lines of its output are pinned on it.
+	lastAlone   CallInfo
+	lastAloneAt time.Time
+	gone        bool
+	closing     bool
 
 	exited   chan struct{}
 	stopOnce sync.Once
@@ -293,6 +297,11 @@ func (i *procInstance) readLoop(waited chan struct{}) {
 				res.Error = &proto.Error{Type: proto.Exception, Message: "bad RESULT from worker: " + err.Error()}
 			}
 			i.mu.Lock()
+			if len(i.calls) == 1 {
+				// It ran alone: a line it printed last may come through
+				// the stdout pipe after this RESULT (soleCall).
+				i.lastAlone, i.lastAloneAt = c.info, time.Now()
+			}
 			delete(i.calls, f.ID)
 			i.mu.Unlock()
 			c.result <- res
@@ -729,11 +738,21 @@ func (i *procInstance) Stop(grace time.Duration) error {
 	return nil
 }
 
+// lateLine is how long after a call that ran alone ended a line its
+// instance prints is still pinned on it: the line and the call's RESULT
+// come through different pipes, and the pool may read the RESULT first.
+const lateLine = 200 * time.Millisecond
+
 // soleCall is the call the instance runs, when it runs exactly one that
-// is not a batch: what a line it prints now is attributed to.
+// is not a batch, or, when it runs none, the one that ended less than
+// lateLine ago having run alone: what a line it prints now is
+// attributed to.
 func (i *procInstance) soleCall() CallInfo {
 	i.mu.Lock()
 	defer i.mu.Unlock()
+	if len(i.calls) == 0 && time.Since(i.lastAloneAt) < lateLine {
+		return i.lastAlone
+	}
 	if len(i.calls) != 1 {
 		return CallInfo{}
 	}
