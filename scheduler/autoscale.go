@@ -39,7 +39,7 @@ func (s *Server) runAutoscaler(ctx context.Context, cfg AutoscaleConfig) {
 		a := autoscaler.New(autoscaler.Config{
 			Scaler: cfg.Scaler, Signals: cfg.Signals, Store: raftStore{s},
 			Interval: cfg.Interval, StaleAfter: cfg.StaleAfter,
-			Logger: s.log.Named("autoscaler"),
+			Metrics: s.scaleMetrics, Logger: s.log.Named("autoscaler"),
 		})
 		lctx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})
@@ -58,6 +58,7 @@ func (s *Server) runAutoscaler(ctx context.Context, cfg AutoscaleConfig) {
 		s.scaler.Store(nil)
 		cancel()
 		<-done
+		s.scaleMetrics.Reset() // a follower's readings would read as current
 		if ctx.Err() == nil {
 			s.log.Info("autoscaler stopped: this node no longer leads")
 		}
