@@ -60,6 +60,7 @@ bench ./e2e/server -bench 'Deploy/(baseline|dev)' -benchtime 5x -count 3
 bench ./e2e/server -bench 'Deploy/nomad' -benchtime 5x -count 1 -timeout 30m
 bench ./autoscaler -bench 'WakeFromZero' -benchtime 20x -count 3 -timeout 30m
 bench ./autoscaler -bench 'SpikeToScaled' -benchtime 10x -count 1 -timeout 30m
+bench ./autoscaler -bench 'AllocationsAcrossNodes' -benchtime 1x -count 3 -timeout 30m
 
 # The run's raw output is kept beside the report, so that every figure in
 # it can be derived again (benchstat reads it as it is).
