@@ -16,6 +16,54 @@ type PoolStatus struct {
 	// LastDecision is the autoscaler's last decision for the pool; nil
 	// when it has taken none (no autoscaler runs, or not yet).
 	LastDecision *ScalingDecision `json:"last_decision,omitempty"`
+	// Signals is the leader's autoscaler's last look at the pool, from
+	// its memory (not Raft: it changes at every pass); nil when no
+	// autoscaler runs on the answering node (a ?stale read on a
+	// follower) or it has not looked yet.
+	Signals *PoolSignals `json:"signals,omitempty"`
+}
+
+// PoolSignals is what the autoscaler read of a pool at its last pass, and
+// what that load wants.
+type PoolSignals struct {
+	// At is when the pass looked; ReadAt when the oldest part of the load
+	// was read (zero when never).
+	At     time.Time `json:"at"`
+	ReadAt time.Time `json:"read_at,omitzero"`
+	// Allocations is the group's count in Nomad; Reporting how many of
+	// its allocations' pools answered.
+	Allocations int `json:"allocations"`
+	Reporting   int `json:"reporting"`
+	// Want is the count the load wants within the bounds, nil when the
+	// load could not be judged; Signal the signal that asked for the most.
+	Want   *int   `json:"want,omitempty"`
+	Signal string `json:"signal"`
+	// Lag is the consumer lag of the pool's consumer groups, in records.
+	Lag int64 `json:"lag"`
+	// Held is how many calls a gateway last said it holds for the pool
+	// while it had no allocation.
+	Held int `json:"held"`
+	// CPU and Memory are the used share of the allocations' reserved CPU
+	// and memory (Nomad's allocation stats); nil when not read.
+	CPU    *float64 `json:"cpu,omitempty"`
+	Memory *float64 `json:"memory,omitempty"`
+	// Functions are the per-function signals.
+	Functions []FunctionSignals `json:"functions,omitempty"`
+	// Problems are the parts that could not be read (they keep their
+	// last reading); Error is set when the load could not be read at all.
+	Problems []string `json:"problems,omitempty"`
+	Error    string   `json:"error,omitempty"`
+}
+
+// FunctionSignals is one function's load over its pool's allocations.
+type FunctionSignals struct {
+	Function  string `json:"function"`
+	Instances int    `json:"instances"`
+	InFlight  int    `json:"inflight"`
+	Queued    int    `json:"queued"`
+	// Capacity is the calls one allocation runs at once (instances max
+	// × concurrency).
+	Capacity int `json:"capacity"`
 }
 
 // ScalingDecision is a decision of the autoscaler about one task group.
@@ -32,4 +80,6 @@ type ScalingDecision struct {
 	// LastScaled is when Nomad last accepted a count from the
 	// autoscaler.
 	LastScaled time.Time `json:"last_scaled,omitzero"`
+	// LastStep is that step's reason.
+	LastStep string `json:"last_step,omitempty"`
 }

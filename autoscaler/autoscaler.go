@@ -10,20 +10,23 @@
 //   - Scaler: the task groups with their counts, policies and active
 //     deployments, and the call that sets a count (Nomad's Scale API:
 //     NomadScaler);
-//   - Signals: the load of a task group (calls in flight per function,
-//     from each allocation's pool /metrics; Kafka consumer lag of the
-//     pool's consumer groups, through kadm: PoolSignals);
+//   - Signals: the load of a task group (calls in flight, queued and
+//     instances per function, from each allocation's pool /metrics; CPU
+//     and memory from Nomad's allocation stats, when the policy has those
+//     targets; Kafka consumer lag of the pool's consumer groups, through
+//     kadm: PoolSignals);
 //   - Store: the last decision per group, replicated (the scheduler's
 //     Raft log; MemStore in tests);
 //   - Clock.
 //
 // Wake is the gateway's way in: calls held for a pool with no allocation
-// scale it 0 -> 1 at the next pass, which Wake starts at once (the control
-// plane's wake route, package scheduler, calls it on the leader).
+// scale it from 0 at the next pass, which Wake starts at once (the control
+// plane's wake route, package scheduler, calls it on the leader), and
+// count as load (the held signal) while the wake lasts.
 //
-// What is not here yet (issue 15's later parts): CPU and memory from
-// Nomad's allocation stats, queued gateway requests as a load signal
-// beyond waking, multi-node tests, the capacity model. See README.md.
+// Each pass leaves an Observation per group (what it read and what that
+// wants; Observations, shown by `butter status`) and, with Config.Metrics,
+// Prometheus series of the same (observe.go).
 package autoscaler
 
 import (
@@ -74,6 +77,10 @@ type Group struct {
 	// Deployment is the ID of the job's active deployment, "" when none:
 	// Nomad refuses to scale a job while one runs.
 	Deployment string
+	// CPUMHz and MemoryMB are what one allocation reserves (the sum of
+	// its tasks' resources): what the cpu and memory targets are
+	// fractions of.
+	CPUMHz, MemoryMB int
 	// Unmanaged, when set, says why the autoscaler leaves the group
 	// alone: its scaling block has no policy of Butter's (a job compiled
 	// before the autoscaler existed, whose min may be 0 for a pool that
@@ -102,9 +109,49 @@ type Load struct {
 	// Lag is the consumer lag, in records, of the group's consumer
 	// groups together.
 	Lag int64
+	// Resources is the pools' CPU and memory use from Nomad's allocation
+	// stats; nil when no target asks for them or none could ever be read.
+	Resources *Resources
+	// Held is how many calls a gateway last said it holds for the pool
+	// while it has no allocation (Wake); the loop sets it, not Signals.
+	Held int
 	// Problems name the parts that could not be read this time (they
 	// keep their last reading, with its age in At).
 	Problems []string
+}
+
+// Resources is a group's CPU and memory use, from Nomad's allocation
+// stats (what the task driver measures of the pool's process tree),
+// against what one allocation reserves.
+type Resources struct {
+	// Allocations is how many allocations' stats are summed.
+	Allocations int
+	// CPUMHz is the CPU used, summed (Nomad's TotalTicks, in MHz);
+	// CPUReservedMHz is one allocation's reservation (the task's cpu).
+	CPUMHz         float64
+	CPUReservedMHz int
+	// MemoryBytes is the memory used (RSS), summed; MemoryReservedMB is
+	// one allocation's reservation (the task's memory).
+	MemoryBytes      uint64
+	MemoryReservedMB int
+}
+
+// CPUShare is the CPU used over the CPU reserved by the allocations
+// read: 0.8 is 80% of the reservation.
+func (r *Resources) CPUShare() float64 {
+	if r == nil || r.CPUReservedMHz <= 0 || r.Allocations == 0 {
+		return 0
+	}
+	return r.CPUMHz / float64(r.CPUReservedMHz*r.Allocations)
+}
+
+// MemoryShare is the memory used over the memory reserved by the
+// allocations read.
+func (r *Resources) MemoryShare() float64 {
+	if r == nil || r.MemoryReservedMB <= 0 || r.Allocations == 0 {
+		return 0
+	}
+	return float64(r.MemoryBytes) / float64(uint64(r.MemoryReservedMB)<<20*uint64(r.Allocations))
 }
 
 // FunctionLoad is one function's load over a group's allocations.
@@ -152,6 +199,8 @@ type Config struct {
 	// allocation; DefaultWakeFor when 0. A gateway holding calls repeats
 	// its wake more often than this (gateway.WakeEvery).
 	WakeFor time.Duration
+	// Metrics, when set, get each pass's decisions and signals.
+	Metrics *Metrics
 	Logger  hclog.Logger
 }
 
@@ -168,8 +217,9 @@ type Autoscaler struct {
 
 	mu    sync.Mutex
 	below map[string]belowSince
-	wakes map[string]wake // by Target.Key
-	kick  chan struct{}   // a wake asks for a pass now
+	wakes map[string]wake        // by Target.Key
+	obs   map[string]Observation // by Target.Key: the last pass's
+	kick  chan struct{}          // a wake asks for a pass now
 }
 
 // wake is a gateway's report of calls held for a pool with no
@@ -203,14 +253,16 @@ func New(cfg Config) *Autoscaler {
 	if cfg.WakeFor <= 0 {
 		cfg.WakeFor = DefaultWakeFor
 	}
-	return &Autoscaler{cfg: cfg, log: cfg.Logger, below: map[string]belowSince{}, wakes: map[string]wake{}, kick: make(chan struct{}, 1)}
+	return &Autoscaler{cfg: cfg, log: cfg.Logger, below: map[string]belowSince{}, wakes: map[string]wake{}, obs: map[string]Observation{}, kick: make(chan struct{}, 1)}
 }
 
 // Wake reports that a gateway holds calls for a project's pool (its task
 // group) that has no allocation: the next pass, which Wake starts at
-// once, scales the group from 0 to 1 without waiting for the signals or
-// the cooldown, and for WakeFor after the last wake the group wants at
-// least one allocation. It is cheap and safe to call often (a gateway
+// once, scales the group from 0 without waiting for the signals or the
+// cooldown, to one allocation or as many as the held calls need at the
+// in-flight target (the held signal, within max), and for WakeFor after
+// the last wake the group wants at least one allocation and counts the
+// held calls as load. It is cheap and safe to call often (a gateway
 // repeats it while it holds calls); a wake for a group that does not
 // exist or is not scaled to zero changes nothing but that floor.
 func (a *Autoscaler) Wake(project, pool string, held int) {
@@ -275,7 +327,12 @@ func (a *Autoscaler) Step(ctx context.Context) {
 		}
 		seen[g.Key()] = true
 		prev := last[g.Key()]
-		d := a.decide(ctx, g, prev)
+		o := Observation{Target: g.Target, At: a.cfg.Clock.Now(), Count: g.Count, Want: -1, Signal: SignalNone, Capacity: g.Policy.Capacity}
+		d := a.decide(ctx, g, prev, &o)
+		a.mu.Lock()
+		a.obs[g.Key()] = o
+		a.mu.Unlock()
+		a.cfg.Metrics.observe(o, d)
 		if d.Kind == fsm.ScaleScaled || d.Kind != prev.Kind || d.Count != prev.Count || d.To != prev.To ||
 			(d.Kind != fsm.ScaleHold && d.Reason != prev.Reason && d.At.Sub(prev.At) >= reasonEvery) {
 			// Holds are recorded when what they hold changes, not at
@@ -293,13 +350,22 @@ func (a *Autoscaler) Step(ctx context.Context) {
 			delete(a.below, k)
 		}
 	}
+	for k, o := range a.obs {
+		if !seen[k] {
+			delete(a.obs, k)
+			if a.cfg.Metrics != nil {
+				a.cfg.Metrics.forget(map[string]string{"project": o.Project, "pool": o.Group})
+			}
+		}
+	}
 	a.mu.Unlock()
 }
 
-// decide takes the decision for one group, scaling it when it should.
-func (a *Autoscaler) decide(ctx context.Context, g Group, prev fsm.ScalingDecision) fsm.ScalingDecision {
+// decide takes the decision for one group, scaling it when it should,
+// and fills o with what it looked at.
+func (a *Autoscaler) decide(ctx context.Context, g Group, prev fsm.ScalingDecision, o *Observation) fsm.ScalingDecision {
 	now := a.cfg.Clock.Now()
-	d := fsm.ScalingDecision{Project: g.Project, Job: g.Job, Group: g.Group, At: now, Count: g.Count, To: g.Count, LastScaled: prev.LastScaled}
+	d := fsm.ScalingDecision{Project: g.Project, Job: g.Job, Group: g.Group, At: now, Count: g.Count, To: g.Count, LastScaled: prev.LastScaled, LastStep: prev.LastStep}
 	hold := func(kind, why string) fsm.ScalingDecision {
 		d.Kind, d.Reason = kind, why
 		switch kind {
@@ -325,25 +391,37 @@ func (a *Autoscaler) decide(ctx context.Context, g Group, prev fsm.ScalingDecisi
 	}
 	w, woken := a.woken(g, now)
 	if woken && g.Count == 0 && p.Max >= 1 {
-		// Calls wait in a gateway: one allocation now, whatever the
-		// other signals say or how recently the group scaled in. The
-		// wake is itself a fresh signal, and only 0 -> 1 skips the
-		// cooldown.
-		reason := fmt.Sprintf("0 -> 1: wake: a gateway holds %d calls for a pool with no allocation", w.held)
-		if err := a.cfg.Scaler.Scale(ctx, g.Target, 1, "butter autoscaler: "+reason); err != nil {
-			d.Kind, d.To, d.Reason = fsm.ScaleRefused, 1, fmt.Sprintf("Nomad refused %s: %v", reason, err)
+		// Calls wait in a gateway: allocations now, whatever the other
+		// signals say or how recently the group scaled in. The wake is
+		// itself a fresh signal, and only a step from 0 skips the
+		// cooldown. One allocation, or as many as the held calls need
+		// (Desired's held signal), within max.
+		to, _, _ := desire(p, Load{Held: w.held})
+		to = min(max(to, 1, p.Min), p.Max)
+		o.Want, o.Signal, o.Load.Held = to, SignalWake, w.held
+		reason := fmt.Sprintf("0 -> %d: wake: a gateway holds %d calls for a pool with no allocation", to, w.held)
+		if to > 1 {
+			reason += fmt.Sprintf(" (capacity per allocation at target %g: %d allocations)", p.TargetInFlight, to)
+		}
+		if err := a.cfg.Scaler.Scale(ctx, g.Target, to, "butter autoscaler: "+reason); err != nil {
+			d.Kind, d.To, d.Reason = fsm.ScaleRefused, to, fmt.Sprintf("Nomad refused %s: %v", reason, err)
 			a.log.Error("Nomad refused to wake a pool", "group", g.String(), "error", err)
 			return d
 		}
 		a.forget(g)
-		a.log.Info("scaled", "group", g.String(), "from", 0, "to", 1, "reason", "wake", "held", w.held)
-		d.Kind, d.To, d.Reason, d.LastScaled = fsm.ScaleScaled, 1, reason, now
+		a.log.Info("scaled", "group", g.String(), "from", 0, "to", to, "reason", "wake", "held", w.held)
+		d.Kind, d.To, d.Reason, d.LastScaled, d.LastStep = fsm.ScaleScaled, to, reason, now, reason
 		return d
 	}
 	load, err := a.cfg.Signals.Load(ctx, g)
 	if err != nil {
+		o.Err = err.Error()
 		return hold(fsm.ScaleError, "cannot read the signals: "+err.Error())
 	}
+	if woken {
+		load.Held = w.held
+	}
+	o.Load = load
 	if age := now.Sub(load.At); load.At.IsZero() || age > a.cfg.StaleAfter {
 		// The reading's time, not its age: the reason stays the same
 		// while the signals stay stale, and is recorded once.
@@ -356,9 +434,10 @@ func (a *Autoscaler) decide(ctx context.Context, g Group, prev fsm.ScalingDecisi
 		}
 		return hold(fsm.ScaleStale, why)
 	}
-	want, why := Desired(p, load)
+	want, signal, why := desire(p, load)
+	o.Signal = signal
 	if woken && want < 1 {
-		want = 1
+		want, o.Signal = 1, SignalWake
 		why += fmt.Sprintf("; wake: a gateway held %d calls at %s -> 1", w.held, w.at.UTC().Format(time.RFC3339))
 	}
 	clamped := min(max(want, p.Min), p.Max)
@@ -366,6 +445,7 @@ func (a *Autoscaler) decide(ctx context.Context, g Group, prev fsm.ScalingDecisi
 		why += fmt.Sprintf("; bounded to %d by min %d, max %d", clamped, p.Min, p.Max)
 	}
 	want = clamped
+	o.Want = want
 	d.To = want // a hold records what the load wants
 	if want < g.Count {
 		a.mu.Lock()
@@ -413,7 +493,7 @@ func (a *Autoscaler) decide(ctx context.Context, g Group, prev fsm.ScalingDecisi
 	}
 	a.forget(g)
 	a.log.Info("scaled", "group", g.String(), "from", g.Count, "to", want, "reason", why)
-	d.Kind, d.To, d.Reason, d.LastScaled = fsm.ScaleScaled, want, reason, now
+	d.Kind, d.To, d.Reason, d.LastScaled, d.LastStep = fsm.ScaleScaled, want, reason, now, reason
 	return d
 }
 
@@ -423,14 +503,43 @@ func (a *Autoscaler) forget(g Group) {
 	a.mu.Unlock()
 }
 
+// The signals a decision can be driven by (Observation.Signal, and the
+// signal label of butter_autoscaler_decisions_total).
+const (
+	SignalInFlight = "inflight"
+	SignalLag      = "lag"
+	SignalCPU      = "cpu"
+	SignalMemory   = "memory"
+	SignalHeld     = "held"
+	SignalWake     = "wake"
+	SignalNone     = "none"
+)
+
 // Desired is the count the load asks for, before the policy's bounds:
 // the most any signal asks for. For each function of the pool, calls in
-// flight and queued over TargetInFlight of one allocation's capacity; for the pool,
-// consumer lag over TargetLag. It does not depend on the current count,
-// so a steady load gives a steady answer. The reason names each signal.
+// flight and queued over TargetInFlight of one allocation's capacity; for
+// the pool, consumer lag over TargetLag, CPU and memory used over their
+// target fraction of one allocation's reservation, and calls a gateway
+// holds while the pool has no allocation over TargetInFlight of the
+// smallest capacity of its functions (a held call may be for any of them;
+// the smallest never gives too few). It does not depend on the current
+// count, so a steady load gives a steady answer. The reason names each
+// signal.
 func Desired(p jobs.ScalingPolicy, l Load) (int, string) {
-	want := 0
+	n, _, why := desire(p, l)
+	return n, why
+}
+
+// desire is Desired with the signal that asks for the most (SignalNone
+// when none asks for any allocation).
+func desire(p jobs.ScalingPolicy, l Load) (int, string, string) {
+	want, signal := 0, SignalNone
 	var parts []string
+	ask := func(sig string, n int) {
+		if n > want {
+			want, signal = n, sig
+		}
+	}
 	if p.TargetInFlight > 0 {
 		fns := make([]string, 0, len(p.Capacity))
 		for f := range p.Capacity {
@@ -455,17 +564,42 @@ func Desired(p jobs.ScalingPolicy, l Load) (int, string) {
 		} else {
 			parts = append(parts, fmt.Sprintf("inflight: %d calls in flight -> 0", total))
 		}
-		want = max(want, busiestWant)
+		ask(SignalInFlight, busiestWant)
+		if l.Held > 0 {
+			smallest := 0
+			for _, f := range fns {
+				if c := p.Capacity[f]; smallest == 0 || c < smallest {
+					smallest = c
+				}
+			}
+			if smallest > 0 {
+				n := int(math.Ceil(float64(l.Held) / (p.TargetInFlight * float64(smallest))))
+				parts = append(parts, fmt.Sprintf("held: a gateway holds %d calls, capacity %d per allocation at target %g -> %d", l.Held, smallest, p.TargetInFlight, n))
+				ask(SignalHeld, n)
+			}
+		}
 	}
 	if p.TargetLag > 0 && len(p.ConsumerGroups) > 0 {
 		n := int(math.Ceil(float64(l.Lag) / p.TargetLag))
 		parts = append(parts, fmt.Sprintf("lag: %d records at target %g per allocation -> %d", l.Lag, p.TargetLag, n))
-		want = max(want, n)
+		ask(SignalLag, n)
+	}
+	if r := l.Resources; r != nil && r.Allocations > 0 {
+		if p.TargetCPU > 0 && r.CPUReservedMHz > 0 {
+			n := int(math.Ceil(r.CPUMHz / (p.TargetCPU * float64(r.CPUReservedMHz))))
+			parts = append(parts, fmt.Sprintf("cpu: %.0f MHz used on %d allocations (%.0f%% of %d MHz each) at target %g -> %d", r.CPUMHz, r.Allocations, 100*r.CPUShare(), r.CPUReservedMHz, p.TargetCPU, n))
+			ask(SignalCPU, n)
+		}
+		if p.TargetMemory > 0 && r.MemoryReservedMB > 0 {
+			n := int(math.Ceil(float64(r.MemoryBytes) / (p.TargetMemory * float64(uint64(r.MemoryReservedMB)<<20))))
+			parts = append(parts, fmt.Sprintf("memory: %d MiB used on %d allocations (%.0f%% of %d MiB each) at target %g -> %d", r.MemoryBytes>>20, r.Allocations, 100*r.MemoryShare(), r.MemoryReservedMB, p.TargetMemory, n))
+			ask(SignalMemory, n)
+		}
 	}
 	if len(parts) == 0 {
 		parts = append(parts, "no signal applies")
 	}
-	return want, strings.Join(parts, "; ")
+	return want, signal, strings.Join(parts, "; ")
 }
 
 func short(id string) string {
@@ -506,7 +640,7 @@ func (s *MemStore) Record(d fsm.ScalingDecision) error {
 		s.m = map[string]fsm.ScalingDecision{}
 	}
 	if prev, ok := s.m[d.Key()]; ok && d.LastScaled.Before(prev.LastScaled) {
-		d.LastScaled = prev.LastScaled
+		d.LastScaled, d.LastStep = prev.LastScaled, prev.LastStep
 	}
 	s.m[d.Key()] = d
 	s.log = append(s.log, d)

@@ -59,6 +59,16 @@ func (n *NomadScaler) Groups(ctx context.Context) ([]Group, error) {
 			if tg.Count != nil {
 				g.Count = *tg.Count
 			}
+			for _, t := range tg.Tasks {
+				if t != nil && t.Resources != nil {
+					if t.Resources.CPU != nil {
+						g.CPUMHz += *t.Resources.CPU
+					}
+					if t.Resources.MemoryMB != nil {
+						g.MemoryMB += *t.Resources.MemoryMB
+					}
+				}
+			}
 			g.Policy, g.PolicyErr = jobs.ParseScalingPolicy(tg.Scaling)
 			if len(tg.Scaling.Policy) == 0 {
 				g.Unmanaged = "the scaling block has no policy of Butter's (the job was compiled before the autoscaler existed): deploy the project again to have it autoscaled"

@@ -27,6 +27,10 @@ import (
 // raw_exec driver starts it as each allocation's task (TestScaleOnNomad).
 const envPool = "BUTTER_AUTOSCALER_TEST_POOL"
 
+// envBurn makes the test pool also use CPU, about a quarter of a core
+// (TestResourcesOnNomad).
+const envBurn = "BUTTER_AUTOSCALER_TEST_BURN"
+
 func TestMain(m *testing.M) {
 	if os.Getenv(envPool) != "" {
 		os.Exit(runTestPool())
@@ -55,6 +59,9 @@ func runTestPool() int {
 		return 1
 	}
 	defer p.Close()
+	if os.Getenv(envBurn) != "" {
+		go burn(ctx)
+	}
 	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", os.Getenv("NOMAD_PORT_invoke")))
 	if err != nil {
 		log.Error("listen", "error", err)
@@ -64,6 +71,15 @@ func runTestPool() int {
 	go func() { <-ctx.Done(); _ = srv.Close() }()
 	_ = srv.Serve(ln)
 	return 0
+}
+
+// burn spins 10 ms in every 40 until ctx ends.
+func burn(ctx context.Context) {
+	for ctx.Err() == nil {
+		for end := time.Now().Add(10 * time.Millisecond); time.Now().Before(end); {
+		}
+		time.Sleep(30 * time.Millisecond)
+	}
 }
 
 // TestScaleOnNomad runs the loop with its real seams against a real Nomad

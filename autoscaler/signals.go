@@ -53,6 +53,15 @@ type PoolSignals struct {
 type poolReading struct {
 	at  time.Time
 	fns map[string]FunctionLoad
+	// stats is the allocation's last CPU and memory reading from Nomad;
+	// its at is zero when none was ever read.
+	stats statsReading
+}
+
+type statsReading struct {
+	at  time.Time
+	cpu float64 // MHz
+	mem uint64  // bytes (RSS)
 }
 
 type lagReading struct {
@@ -94,6 +103,8 @@ func (s *PoolSignals) Load(ctx context.Context, g Group) (Load, error) {
 		return Load{}, fmt.Errorf("list the allocations of service %s in Nomad: %w", svc, err)
 	}
 	seen := map[string]bool{}
+	wantStats := g.Policy.TargetCPU > 0 || g.Policy.TargetMemory > 0
+	noStats := 0 // allocations that report calls but never had stats read
 	for _, r := range regs {
 		if r.JobID != g.Job || seen[r.AllocID] {
 			continue
@@ -101,20 +112,47 @@ func (s *PoolSignals) Load(ctx context.Context, g Group) (Load, error) {
 		seen[r.AllocID] = true
 		url := "http://" + net.JoinHostPort(r.Address, strconv.Itoa(r.Port)) + "/metrics"
 		fns, err := s.readMetrics(ctx, url)
-		s.mu.Lock()
-		if err == nil {
-			cache[r.AllocID] = poolReading{at: now, fns: fns}
+		var st statsReading
+		var stErr error
+		if wantStats {
+			st, stErr = s.readStats(ctx, r.AllocID, now)
 		}
+		s.mu.Lock()
 		last, ok := cache[r.AllocID]
+		if err == nil {
+			last.at, last.fns, ok = now, fns, true
+		}
+		if ok && stErr == nil && !st.at.IsZero() {
+			last.stats = st
+		}
+		if ok {
+			cache[r.AllocID] = last
+		}
 		s.mu.Unlock()
 		if err != nil {
 			l.Problems = append(l.Problems, fmt.Sprintf("allocation %s: %v", short(r.AllocID), err))
+		}
+		if stErr != nil {
+			l.Problems = append(l.Problems, fmt.Sprintf("allocation %s: %v", short(r.AllocID), stErr))
 		}
 		if !ok {
 			continue // never answered: left out
 		}
 		oldest(last.at)
 		l.Allocations++
+		if wantStats {
+			if last.stats.at.IsZero() {
+				noStats++
+			} else {
+				oldest(last.stats.at)
+				if l.Resources == nil {
+					l.Resources = &Resources{CPUReservedMHz: g.CPUMHz, MemoryReservedMB: g.MemoryMB}
+				}
+				l.Resources.Allocations++
+				l.Resources.CPUMHz += last.stats.cpu
+				l.Resources.MemoryBytes += last.stats.mem
+			}
+		}
 		for f, fl := range last.fns {
 			sum := l.Functions[f]
 			sum.InFlight += fl.InFlight
@@ -130,6 +168,12 @@ func (s *PoolSignals) Load(ctx context.Context, g Group) (Load, error) {
 		}
 	}
 	s.mu.Unlock()
+	if noStats > 0 {
+		// The cpu or memory target has no reading for some allocation
+		// that runs: the load is not known, and nothing acts on it.
+		l.Problems = append(l.Problems, fmt.Sprintf("no CPU and memory stats ever read from Nomad for %d of %d allocations: the cpu and memory targets cannot be judged", noStats, l.Allocations))
+		l.At = time.Time{}
+	}
 
 	if groups := g.Policy.ConsumerGroups; len(groups) > 0 && g.Policy.TargetLag > 0 {
 		if s.Kafka == nil {
@@ -154,6 +198,26 @@ func (s *PoolSignals) Load(ctx context.Context, g Group) (Load, error) {
 		}
 	}
 	return l, nil
+}
+
+// readStats reads an allocation's CPU and memory use from Nomad
+// (`nomad alloc status -stats`): the client that runs it answers, through
+// the server.
+func (s *PoolSignals) readStats(ctx context.Context, allocID string, now time.Time) (statsReading, error) {
+	u, err := s.Nomad.Allocations().Stats(&api.Allocation{ID: allocID}, (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return statsReading{}, fmt.Errorf("read Nomad's allocation stats: %w", err)
+	}
+	if u == nil || u.ResourceUsage == nil || u.ResourceUsage.CpuStats == nil || u.ResourceUsage.MemoryStats == nil {
+		return statsReading{}, errors.New("read Nomad's allocation stats: the answer has no CPU or memory usage")
+	}
+	ms := u.ResourceUsage.MemoryStats
+	mem := ms.RSS
+	if mem == 0 {
+		// A task in a cgroup v2 reports the cgroup's usage, not RSS.
+		mem = ms.Usage
+	}
+	return statsReading{at: now, cpu: u.ResourceUsage.CpuStats.TotalTicks, mem: mem}, nil
 }
 
 // metricLine matches a sample of one of the two gauges the loop reads.

@@ -269,7 +269,7 @@ plugin "raw_exec" {
 
 // gatewayMetric sums a metric's samples (a histogram's sum) in a
 // gateway's registry.
-func gatewayMetric(t *testing.T, g *gateway.Gateway, name string) float64 {
+func gatewayMetric(t testing.TB, g *gateway.Gateway, name string) float64 {
 	t.Helper()
 	mfs, err := g.Metrics().Registry.Gather()
 	if err != nil {

@@ -54,11 +54,15 @@ bench ./gateway -bench 'Throughput' -benchtime 1x -count 3
 bench ./plugins/pool -bench 'ExecutionLog' -benchtime 20000x -count 6
 bench ./plugins/pool -bench 'ColdStart' -benchtime 50x -count 3
 bench ./plugins/pool -bench 'Density' -benchtime 1x -count 2
+bench ./plugins/pool -bench 'ScaleUp' -benchtime 20x -count 3
 bench ./broker -bench 'Stream' -benchtime 1x -count 5
 bench ./scheduler -bench 'RaftWrite' -count 3
 bench ./scheduler -bench 'LeaderChange' -benchtime 10x -count 3
 bench ./e2e/server -bench 'Deploy/(baseline|dev)' -benchtime 5x -count 3
 bench ./e2e/server -bench 'Deploy/nomad' -benchtime 5x -count 1 -timeout 30m
+bench ./autoscaler -bench 'WakeFromZero' -benchtime 20x -count 3 -timeout 30m
+bench ./autoscaler -bench 'SpikeToScaled' -benchtime 10x -count 1 -timeout 30m
+bench ./autoscaler -bench 'AllocationsAcrossNodes' -benchtime 1x -count 3 -timeout 30m
 
 # The run's raw output is kept beside the report, so that every figure in
 # it can be derived again (benchstat reads it as it is).

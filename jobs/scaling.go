@@ -26,6 +26,10 @@ const (
 	PolicyScaleInDelay   = "scale_in_delay"
 	PolicyTargetInFlight = "target_inflight"
 	PolicyTargetLag      = "target_lag"
+	// PolicyTargetCPU and PolicyTargetMemory are the fractions of one
+	// allocation's reserved CPU and memory its pool may use.
+	PolicyTargetCPU    = "target_cpu"
+	PolicyTargetMemory = "target_memory"
 	// PolicyCapacity maps each function of the pool to the calls one
 	// allocation can run at once: instances max × concurrency.
 	PolicyCapacity = "capacity"
@@ -61,6 +65,10 @@ type ScalingPolicy struct {
 	// TargetLag is the consumer lag one allocation may carry; 0 ignores
 	// the signal.
 	TargetLag float64
+	// TargetCPU and TargetMemory are the fractions of one allocation's
+	// reserved CPU and memory (Nomad's allocation stats) its pool may
+	// use; 0 ignores the signal.
+	TargetCPU, TargetMemory float64
 	// Capacity is, per function, the calls one allocation runs at once.
 	Capacity map[string]int
 	// ConsumerGroups are the pool's Kafka consumer groups, sorted.
@@ -79,6 +87,8 @@ func scalingBlock(s spec.Scaling, cfg *pool.Config) *api.ScalingPolicy {
 		ScaleInDelay:   s.ScaleInDelay,
 		TargetInFlight: s.Targets[spec.SignalInFlight],
 		TargetLag:      s.Targets[spec.SignalLag],
+		TargetCPU:      s.Targets[spec.SignalCPU],
+		TargetMemory:   s.Targets[spec.SignalMemory],
 		Capacity:       map[string]int{},
 	}
 	groups := map[string]bool{}
@@ -111,6 +121,12 @@ func (sp ScalingPolicy) Block() *api.ScalingPolicy {
 	}
 	if sp.TargetLag > 0 {
 		policy[PolicyTargetLag] = sp.TargetLag
+	}
+	if sp.TargetCPU > 0 {
+		policy[PolicyTargetCPU] = sp.TargetCPU
+	}
+	if sp.TargetMemory > 0 {
+		policy[PolicyTargetMemory] = sp.TargetMemory
 	}
 	if len(sp.Capacity) > 0 {
 		capacity := map[string]any{}
@@ -182,6 +198,16 @@ func ParseScalingPolicy(s *api.ScalingPolicy) (ScalingPolicy, error) {
 			sp.TargetLag, err = policyNumber(v)
 			if err == nil && sp.TargetLag <= 0 {
 				err = fmt.Errorf("%g is not above 0", sp.TargetLag)
+			}
+		case PolicyTargetCPU, PolicyTargetMemory:
+			var f float64
+			if f, err = policyNumber(v); err == nil && (f <= 0 || f > 1) {
+				err = fmt.Errorf("%g is not above 0 and at most 1", f)
+			}
+			if k == PolicyTargetCPU {
+				sp.TargetCPU = f
+			} else {
+				sp.TargetMemory = f
 			}
 		case PolicyCapacity:
 			sp.Capacity, err = policyCapacity(v)

@@ -45,7 +45,9 @@ pool "payers" {
     cooldown       = "10s"
     scale_in_delay = "1m"
     target = {
-      lag = 200
+      lag    = 200
+      cpu    = 0.8
+      memory = 0.9
     }
   }
 }
@@ -75,7 +77,7 @@ func TestScalingCompiled(t *testing.T) {
 	}
 	want := jobs.ScalingPolicy{
 		Enabled: true, Min: 0, Max: 3, Cooldown: 10 * time.Second, ScaleInDelay: time.Minute,
-		TargetInFlight: 0.7, TargetLag: 200,
+		TargetInFlight: 0.7, TargetLag: 200, TargetCPU: 0.8, TargetMemory: 0.9,
 		Capacity:       map[string]int{"pay": 8},
 		ConsumerGroups: []string{"butter.shop.pay.orders"},
 		Streams:        []jobs.ConsumedStream{{Group: "butter.shop.pay.orders", Topic: "shop.orders", Offset: "latest"}},
@@ -118,6 +120,8 @@ func TestScalingPolicyRefused(t *testing.T) {
 		{"min above max", func(s *api.ScalingPolicy) { s.Min = new(int64(5)) }, "min 5 is greater than max 3"},
 		{"a negative cooldown", func(s *api.ScalingPolicy) { s.Policy["cooldown"] = "-1s" }, "cooldown: -1s is negative"},
 		{"a target out of range", func(s *api.ScalingPolicy) { s.Policy["target_inflight"] = 3 }, "target_inflight: 3 is not above 0"},
+		{"a cpu target above 1", func(s *api.ScalingPolicy) { s.Policy["target_cpu"] = 1.5 }, "target_cpu: 1.5 is not above 0 and at most 1"},
+		{"a memory target of 0", func(s *api.ScalingPolicy) { s.Policy["target_memory"] = 0 }, "target_memory: 0 is not above 0 and at most 1"},
 		{"a capacity of zero", func(s *api.ScalingPolicy) { s.Policy["capacity"] = map[string]any{"pay": 0} }, "capacity: function pay"},
 	}
 	for _, tc := range cases {

@@ -23,6 +23,7 @@ import (
 // publicRoutes is the documented set of routes that need no token
 // (scheduler/acl.go, docs/security.md).
 var publicRoutes = []string{
+	"GET /metrics",
 	"GET /v1/agent/self",
 	"GET /v1/status/leader",
 	"POST /v1/acl/bootstrap",
@@ -129,6 +130,7 @@ func TestACLWalkEveryRoute(t *testing.T) {
 	cases := map[string]walkCase{
 		"GET /v1/agent/self":                  {prep: fixed("/v1/agent/self", nil)},
 		"GET /v1/status/leader":               {prep: fixed("/v1/status/leader", nil)},
+		"GET /metrics":                        {prep: fixed("/metrics", nil)},
 		"GET /v1/operator/raft/peers":         {prep: fixed("/v1/operator/raft/peers", nil), right: "op", wrong: "p1"},
 		"DELETE /v1/operator/raft/peers/{id}": {prep: fixed("/v1/operator/raft/peers/127.0.0.1:1", nil), right: "op", wrong: "p1"},
 		"GET /v1/operator/snapshot":           {prep: fixed("/v1/operator/snapshot", nil), right: "op", wrong: "p1"},

@@ -19,6 +19,7 @@ import (
 
 	"github.com/butterfn/butter/acl"
 	"github.com/butterfn/butter/api"
+	"github.com/butterfn/butter/autoscaler"
 	"github.com/butterfn/butter/jobs"
 	"github.com/butterfn/butter/scheduler/fsm"
 	"github.com/hashicorp/raft"
@@ -29,6 +30,8 @@ import (
 //
 //	GET    /v1/agent/self                 this node's ID and Raft address                    public
 //	GET    /v1/status/leader              the leader's ID                                    public
+//	GET    /metrics                       Prometheus metrics: the autoscaler's decisions and  public
+//	                                      signals, on the node that runs it (metrics.go)
 //	GET    /v1/operator/raft/peers        the Raft configuration                             operator raft
 //	DELETE /v1/operator/raft/peers/{id}   remove a server (leader)                           operator raft
 //	GET    /v1/operator/snapshot          take a snapshot and stream it (leader)             operator snapshot
@@ -86,6 +89,7 @@ func (s *Server) routes() []route {
 	return []route{
 		{"GET /v1/agent/self", public, s.agentSelf},
 		{"GET /v1/status/leader", public, s.statusLeader},
+		{"GET /metrics", public, s.serveMetrics},
 		{"GET /v1/operator/raft/peers", operator(acl.CapRaft), s.raftPeers},
 		{"DELETE /v1/operator/raft/peers/{id}", operator(acl.CapRaft), checkPath(s.leaderOnly(s.removePeer), peerPath)},
 		{"GET /v1/operator/snapshot", operator(acl.CapSnapshot), s.leaderOnly(s.snapshotSave)},
@@ -567,6 +571,10 @@ func (s *Server) rollback(w http.ResponseWriter, r *http.Request) {
 // projectStatus is what `butter status` shows of a project.
 func (s *Server) projectStatus(name string) (api.ProjectStatus, bool) {
 	out := api.ProjectStatus{Project: name, Stale: s.raft.State() != raft.Leader}
+	var obs map[string]autoscaler.Observation
+	if a := s.scaler.Load(); a != nil {
+		obs = a.Observations()
+	}
 	var ok bool
 	s.fsm.Read(func(st *fsm.State) {
 		p, found := st.Projects[name]
@@ -578,7 +586,7 @@ func (s *Server) projectStatus(name string) (api.ProjectStatus, bool) {
 		if rev := st.Revisions[name][st.Active[name]]; rev != nil {
 			a := apiRevision(rev, false)
 			out.Active = &a
-			out.Pools = poolStatuses(st, rev) // scalestatus.go
+			out.Pools = poolStatusesWith(st, rev, obs) // scalestatus.go
 		}
 		for id, t := range st.TimerDefs {
 			if t.Project == name {

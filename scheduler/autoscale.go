@@ -18,6 +18,9 @@ type AutoscaleConfig struct {
 	// defaults.
 	Interval   time.Duration
 	StaleAfter time.Duration
+	// WakeFor is autoscaler.Config's: how long after a gateway's wake the
+	// pool keeps at least one allocation; 0 keeps its default.
+	WakeFor time.Duration
 }
 
 // runAutoscaler runs the autoscaler while this node leads, until ctx
@@ -38,8 +41,8 @@ func (s *Server) runAutoscaler(ctx context.Context, cfg AutoscaleConfig) {
 		}
 		a := autoscaler.New(autoscaler.Config{
 			Scaler: cfg.Scaler, Signals: cfg.Signals, Store: raftStore{s},
-			Interval: cfg.Interval, StaleAfter: cfg.StaleAfter,
-			Logger: s.log.Named("autoscaler"),
+			Interval: cfg.Interval, StaleAfter: cfg.StaleAfter, WakeFor: cfg.WakeFor,
+			Metrics: s.scaleMetrics, Logger: s.log.Named("autoscaler"),
 		})
 		lctx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})
@@ -58,6 +61,7 @@ func (s *Server) runAutoscaler(ctx context.Context, cfg AutoscaleConfig) {
 		s.scaler.Store(nil)
 		cancel()
 		<-done
+		s.scaleMetrics.Reset() // a follower's readings would read as current
 		if ctx.Err() == nil {
 			s.log.Info("autoscaler stopped: this node no longer leads")
 		}

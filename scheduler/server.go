@@ -36,6 +36,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Config configures a server node.
@@ -152,6 +153,10 @@ type Server struct {
 	// scaler is the autoscaler running on this leader, nil elsewhere
 	// (autoscale.go); wakes go to it (wake.go).
 	scaler atomic.Pointer[autoscaler.Autoscaler]
+	// metrics is the registry GET /metrics serves (metrics.go), and
+	// scaleMetrics the autoscaler's in it.
+	metrics      *prometheus.Registry
+	scaleMetrics *autoscaler.Metrics
 }
 
 // Start opens the stores, starts Raft and the API, and bootstraps when
@@ -172,7 +177,8 @@ func Start(cfg Config) (*Server, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	s := &Server{cfg: cfg, fsm: fsm.New(), log: cfg.Logger}
+	s := &Server{cfg: cfg, fsm: fsm.New(), log: cfg.Logger, metrics: prometheus.NewRegistry()}
+	s.scaleMetrics = autoscaler.NewMetrics(s.metrics)
 	var err error
 	if s.tls, err = loadTLS(cfg.TLS); err != nil {
 		return nil, err

@@ -23,6 +23,7 @@ func (c *statusCommand) showPools(pools []api.PoolStatus) {
 			mode = "scaling enabled = false: operators set the count"
 		}
 		c.ui.Output(fmt.Sprintf("    allocations  min %d, max %d; %s", p.Min, p.Max, mode))
+		c.showSignals(p.Signals)
 		d := p.LastDecision
 		if d == nil {
 			c.ui.Output("    autoscaler   no decision yet (none runs, or it has not looked)")
@@ -40,7 +41,54 @@ func (c *statusCommand) showPools(pools []api.PoolStatus) {
 		}
 		c.ui.Output(fmt.Sprintf("    last         %s at %s: %s", what, d.At.UTC().Format(time.RFC3339), d.Reason))
 		if !d.LastScaled.IsZero() && d.Kind != "scaled" {
-			c.ui.Output(fmt.Sprintf("    last step    %s", d.LastScaled.UTC().Format(time.RFC3339)))
+			step := d.LastScaled.UTC().Format(time.RFC3339)
+			if d.LastStep != "" {
+				step += ": " + d.LastStep
+			}
+			c.ui.Output("    last step    " + step)
 		}
+	}
+}
+
+// showSignals prints what the leader's autoscaler last read of a pool:
+// per function its instances, calls in flight against capacity and
+// queued calls; for the pool its lag, held calls, CPU and memory, and
+// what the load wants.
+func (c *statusCommand) showSignals(sg *api.PoolSignals) {
+	if sg == nil {
+		c.ui.Output("    signals      none (no autoscaler runs on the node that answered, or it has not looked)")
+		return
+	}
+	want := "not judged"
+	if sg.Want != nil {
+		want = fmt.Sprintf("wants %d (%s)", *sg.Want, sg.Signal)
+	}
+	read := "never read"
+	if !sg.ReadAt.IsZero() {
+		read = "read " + sg.ReadAt.UTC().Format(time.RFC3339)
+	}
+	c.ui.Output(fmt.Sprintf("    signals      at %s (%s): %d allocations, %d reporting; %s", sg.At.UTC().Format(time.RFC3339), read, sg.Allocations, sg.Reporting, want))
+	if sg.Error != "" {
+		// Nothing was read: no readings to show, only why.
+		c.ui.Output("      error      " + sg.Error)
+		return
+	}
+	pool := []string{fmt.Sprintf("lag %d", sg.Lag)}
+	if sg.Held > 0 {
+		pool = append(pool, fmt.Sprintf("%d calls held in a gateway", sg.Held))
+	}
+	if sg.CPU != nil {
+		pool = append(pool, fmt.Sprintf("cpu %.0f%% of reserved", 100**sg.CPU))
+	}
+	if sg.Memory != nil {
+		pool = append(pool, fmt.Sprintf("memory %.0f%% of reserved", 100**sg.Memory))
+	}
+	c.ui.Output("      pool       " + strings.Join(pool, ", "))
+	for _, f := range sg.Functions {
+		c.ui.Output(fmt.Sprintf("      %-10s %d instances, in flight %d / capacity %d (%d per allocation × %d), queued %d",
+			f.Function, f.Instances, f.InFlight, f.Capacity*sg.Allocations, f.Capacity, sg.Allocations, f.Queued))
+	}
+	for _, p := range sg.Problems {
+		c.ui.Output("      problem    " + p)
 	}
 }

@@ -28,6 +28,8 @@ import (
 //	    target = {
 //	      inflight = 0.7        # in-flight calls / capacity, per function
 //	      lag      = 1000       # consumer lag (records) per allocation
+//	      cpu      = 0.8        # CPU used / CPU reserved (no default)
+//	      memory   = 0.8        # memory used / memory reserved (no default)
 //	    }
 //	  }
 //	}
@@ -41,10 +43,16 @@ const (
 	// across the pool's consumer groups (stream triggers, tick topics,
 	// request topics of queued and async routes).
 	SignalLag = "lag"
+	// SignalCPU and SignalMemory are the fractions of one allocation's
+	// reserved CPU and memory (the task's resources) its pool may use,
+	// as Nomad's allocation stats measure them. No default: a pool
+	// without these targets is not read for them.
+	SignalCPU    = "cpu"
+	SignalMemory = "memory"
 )
 
-// Signals are the signal names a target block takes, sorted.
-var Signals = []string{SignalInFlight, SignalLag}
+// Signals are the signal names a target block takes.
+var Signals = []string{SignalInFlight, SignalLag, SignalCPU, SignalMemory}
 
 // Defaults of a pool's scaling block: chosen so that the examples need no
 // tuning (docs/autoscaling.md).
@@ -262,14 +270,20 @@ func (d *decoder) decodeTargets(s *Scaling, attr *hcl.Attribute) {
 		case name == SignalLag && f <= 0:
 			d.errorf(&vr, "Invalid target", "The lag target is the consumer lag, in records, one allocation may carry: above 0, like 1000; it is %g.", f)
 			continue
+		case (name == SignalCPU || name == SignalMemory) && (f <= 0 || f > 1):
+			d.errorf(&vr, "Invalid target", "The %s target is the fraction of one allocation's reserved %s its pool may use, above 0 and at most 1, like 0.8; it is %g.", name, name, f)
+			continue
 		}
 		s.Targets[name] = f
 	}
 }
 
 func targetExample(signal string) string {
-	if signal == SignalInFlight {
+	switch signal {
+	case SignalInFlight:
 		return "0.7"
+	case SignalCPU, SignalMemory:
+		return "0.8"
 	}
 	return "1000"
 }

@@ -38,6 +38,7 @@ pool "busy" {
     scale_in_delay = "1m"
     target = {
       lag = 50
+      cpu = 0.75
     }
   }
 }
@@ -49,7 +50,7 @@ pool "busy" {
 	if !busy.Enabled || busy.Min != 0 || busy.Max != 4 || busy.ScaleInDelay != time.Minute || busy.Cooldown != spec.DefaultCooldown {
 		t.Errorf("busy: %+v", busy)
 	}
-	if busy.Targets[spec.SignalLag] != 50 || busy.Targets[spec.SignalInFlight] != spec.DefaultTargetInFlight {
+	if busy.Targets[spec.SignalLag] != 50 || busy.Targets[spec.SignalInFlight] != spec.DefaultTargetInFlight || busy.Targets[spec.SignalCPU] != 0.75 {
 		t.Errorf("busy targets: %v", busy.Targets)
 	}
 	def := p.Pools["default"]
@@ -59,6 +60,9 @@ pool "busy" {
 	want := spec.DefaultScaling()
 	if def.Scaling.Min != want.Min || def.Scaling.Max != want.Max || !def.Scaling.Enabled || def.Scaling.Targets[spec.SignalLag] != spec.DefaultTargetLag {
 		t.Errorf("default pool: %+v", def.Scaling)
+	}
+	if _, ok := def.Scaling.Targets[spec.SignalCPU]; ok {
+		t.Errorf("the default pool has a cpu target (it has no default): %v", def.Scaling.Targets)
 	}
 	if len(p.Pools) != 2 {
 		t.Errorf("pools: %v", p.Pools)

@@ -52,6 +52,9 @@ type ScalingDecision struct {
 	// LastScaled is when Nomad last accepted a count for the group from
 	// any leader: the cooldown counts from it.
 	LastScaled time.Time `json:"last_scaled,omitzero"`
+	// LastStep is the reason of that last step, kept by the decisions
+	// after it (a hold replaces the step as the last decision).
+	LastStep string `json:"last_step,omitempty"`
 }
 
 // Key is the decision's key in State.Scaling: "<project>/<group>".
@@ -66,7 +69,7 @@ func (f *FSM) applyScalingDecision(d *ScalingDecision) error {
 	}
 	if prev := f.st.Scaling[d.Key()]; prev != nil && d.LastScaled.Before(prev.LastScaled) {
 		// A decision never moves the last step back in time.
-		d.LastScaled = prev.LastScaled
+		d.LastScaled, d.LastStep = prev.LastScaled, prev.LastStep
 	}
 	f.st.Scaling[d.Key()] = d
 	return nil

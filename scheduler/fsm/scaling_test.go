@@ -18,10 +18,11 @@ func TestScalingDecisions(t *testing.T) {
 		err, _ := f.Apply(&raft.Log{Data: entry(t, fsm.ScalingDecisionType, d)}).(error)
 		return err
 	}
-	if err := apply(fsm.ScalingDecision{Project: "p", Job: "butter-p", Group: "g", At: t0, Kind: fsm.ScaleScaled, Count: 1, To: 2, Reason: "lag", LastScaled: t0}); err != nil {
+	if err := apply(fsm.ScalingDecision{Project: "p", Job: "butter-p", Group: "g", At: t0, Kind: fsm.ScaleScaled, Count: 1, To: 2, Reason: "lag", LastScaled: t0, LastStep: "lag"}); err != nil {
 		t.Fatal(err)
 	}
-	// A hold written by a leader that did not know of the step keeps it.
+	// A hold written by a leader that did not know of the step keeps it,
+	// with its reason.
 	if err := apply(fsm.ScalingDecision{Project: "p", Job: "butter-p", Group: "g", At: t0.Add(time.Second), Kind: fsm.ScaleHold, Count: 2, To: 2, Reason: "cooldown"}); err != nil {
 		t.Fatal(err)
 	}
@@ -30,7 +31,7 @@ func TestScalingDecisions(t *testing.T) {
 	}
 	f.Read(func(s *fsm.State) {
 		d := s.Scaling["p/g"]
-		if d == nil || d.Kind != fsm.ScaleHold || !d.LastScaled.Equal(t0) || len(s.Scaling) != 1 {
+		if d == nil || d.Kind != fsm.ScaleHold || !d.LastScaled.Equal(t0) || d.LastStep != "lag" || len(s.Scaling) != 1 {
 			t.Errorf("scaling state: %+v", s.Scaling)
 		}
 	})
@@ -47,7 +48,7 @@ func TestScalingDecisions(t *testing.T) {
 		t.Fatal(err)
 	}
 	g.Read(func(s *fsm.State) {
-		if d := s.Scaling["p/g"]; d == nil || d.Reason != "cooldown" || !d.LastScaled.Equal(t0) {
+		if d := s.Scaling["p/g"]; d == nil || d.Reason != "cooldown" || !d.LastScaled.Equal(t0) || d.LastStep != "lag" {
 			t.Errorf("restored scaling state: %+v", s.Scaling)
 		}
 	})

@@ -26,6 +26,7 @@ pool "default" {
     min = -1
     target = {
       inflight = 1.5
+      cpu      = 1.2
     }
   }
 }
