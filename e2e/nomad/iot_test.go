@@ -12,8 +12,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -246,6 +249,61 @@ plugin "nomad-driver-butter" {
 		if found {
 			break
 		}
+	}
+
+	// Prometheus (Debian's, make test-deps installs it), run as
+	// jobs/platform/prometheus.nomad.hcl runs it: it finds the pools, the
+	// gateway and the control plane (over mutual TLS, with a client
+	// certificate from its Nomad variable) through Nomad's services, and
+	// scrapes their /metrics.
+	promBin, err := exec.LookPath("prometheus")
+	if err != nil {
+		t.Fatalf("prometheus is not installed (make test-deps installs Debian's): %v", err)
+	}
+	if _, _, err := agent.Client.Variables().Create(&api.Variable{Path: "nomad/jobs/butter-prometheus", Items: map[string]string{
+		"tls_ca": certs.read(t, certs.ca), "tls_cert": certs.read(t, certs.clientCert), "tls_key": certs.read(t, certs.clientKey),
+	}}, nil); err != nil {
+		t.Fatalf("put Prometheus's Nomad variable: %v", err)
+	}
+	promPort := testport.Port(t)
+	run("prometheus.nomad.hcl", fmt.Sprintf("prometheus_bin = %q\nhttp_port = %d\nscrape_interval = \"2s\"\n", promBin, promPort))
+	defer func() {
+		if t.Failed() {
+			logs(t, agent.Client, "butter-prometheus")
+		}
+	}()
+	prom := fmt.Sprintf("http://127.0.0.1:%d", promPort)
+	query := func(q string) (float64, bool) {
+		resp, err := http.Get(prom + "/api/v1/query?query=" + url.QueryEscape(q))
+		if err != nil {
+			return 0, false
+		}
+		defer resp.Body.Close()
+		var out struct {
+			Data struct {
+				Result []struct {
+					Value [2]any
+				}
+			}
+		}
+		if json.NewDecoder(resp.Body).Decode(&out) != nil || len(out.Data.Result) == 0 {
+			return 0, false
+		}
+		s, _ := out.Data.Result[0].Value[1].(string)
+		v, err := strconv.ParseFloat(s, 64)
+		return v, err == nil
+	}
+	for _, q := range []struct{ what, query string }{
+		{"ingest's three calls, scraped from its pool with the project's labels", `sum(butter_invocations_total{job="butter-pools",project="iot",pool="default",function="ingest",outcome="ok"}) >= 3`},
+		{"the readings stream's lag, from detect's pool", `count(butter_consumer_lag{job="butter-pools",project="iot",function="detect",stream="readings"}) >= 1`},
+		{"the gateway's requests", `sum(butter_gateway_requests_total{job="butter-gateway"}) >= 3`},
+		{"the control plane scraped over mutual TLS", `up{job="butter-server"} == 1`},
+		{"the Go collector of the pools", `count(go_goroutines{job="butter-pools"}) >= 1`},
+	} {
+		e2etest.WaitFor(t, 3*time.Minute, "Prometheus: "+q.what, func() bool {
+			_, ok := query(q.query)
+			return ok
+		})
 	}
 }
 
