@@ -119,8 +119,8 @@ func (c *chain) head(h http.Header, last *http.Response) int {
 		if v == "" {
 			continue
 		}
-		if n, err := strconv.Atoi(v); err == nil {
-			status = n
+		if n, err := strconv.Atoi(v); err == nil && n > 0 {
+			status = n // 0: the handler set headers only
 		}
 		if r != last {
 			copyHeader(h, r.Header)

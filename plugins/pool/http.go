@@ -151,16 +151,18 @@ func (o *callOutput) setHead(h proto.HeadMsg) {
 }
 
 // writeHead puts the function's headers on w and returns the answer's
-// status: the function's, or 200. A status outside 200-599 is taken as
-// 200; headers a handler may not set (hop-by-hop ones, Content-Length,
-// X-Request-Id, Butter-*, malformed ones) are dropped.
+// status: the function's, or 200. It marks the answer with
+// names.HeaderStatus: the status the function set, or 0 when it set
+// headers only. A status outside 200-599 is taken as not set; headers a
+// handler may not set (hop-by-hop ones, Content-Length, X-Request-Id,
+// Butter-*, malformed ones) are dropped.
 func writeHead(w http.ResponseWriter, head *proto.HeadMsg) int {
 	if head == nil {
 		return http.StatusOK
 	}
-	status := head.Status
+	status, set := head.Status, head.Status
 	if status < 200 || status > 599 {
-		status = http.StatusOK
+		status, set = http.StatusOK, 0
 	}
 	h := w.Header()
 	for k, vs := range head.Headers {
@@ -174,7 +176,7 @@ func writeHead(w http.ResponseWriter, head *proto.HeadMsg) int {
 			}
 		}
 	}
-	h.Set(names.HeaderStatus, strconv.Itoa(status))
+	h.Set(names.HeaderStatus, strconv.Itoa(set))
 	return status
 }
 
