@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"io"
@@ -289,4 +290,95 @@ func rawPost(t *testing.T, url, body string) answer {
 		t.Fatalf("POST %s: reading the body: %v", url, err)
 	}
 	return answer{code: resp.StatusCode, body: string(b), header: resp.Header, trailer: resp.Trailer}
+}
+
+// TestHTTPContractExec: an exec function that came from HTTP has the
+// request in its environment, as OpenFaaS's watchdogs set it (Http_*),
+// with Butter's own (BUTTER_HTTP_*, BUTTER_PARAM_*, BUTTER_REQUEST_ID,
+// BUTTER_TRACEPARENT), the body on stdin, and no credentials or
+// hop-by-hop headers; an exec call that did not come from HTTP has none
+// of them.
+func TestHTTPContractExec(t *testing.T) {
+	env := fn("env", "sh", "-c", "env | sort; echo ---; cat")
+	addr := startSDKPool(t, env)
+	g, url := startGateway(t, resolverFor(addr), []gateway.Route{{Method: "PUT", Path: "/exec/things/{id}", Project: "test", Function: "env"}})
+	trace := "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	a := call(t, "PUT", url+"/exec/things/t1?color=red&size=1&size=2", strings.NewReader("the body"), map[string]string{
+		"X-Custom": "v1", "Content-Type": "text/plain", "Authorization": "Bearer secret", "Connection": "X-Hop", "X-Hop": "dropped",
+		"traceparent": trace, "X-Request-Id": "req-exec"})
+	if a.code != 200 {
+		t.Fatalf("exec: %d %s", a.code, a.body)
+	}
+	vars, body, _ := strings.Cut(a.body, "---\n")
+	got := map[string]string{}
+	for _, line := range strings.Split(vars, "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok {
+			got[k] = v
+		}
+	}
+	for k, v := range map[string]string{
+		"Http_Method": "PUT", "Http_Path": "/exec/things/t1", "Http_Query": "color=red&size=1&size=2", "Http_ContentLength": "8",
+		"Http_Content_Type": "text/plain", "Http_X_Custom": "v1", "Http_X_Request_Id": "req-exec",
+		"BUTTER_HTTP_ROUTE": "PUT /exec/things/{id}", "BUTTER_PARAM_id": "t1", "BUTTER_PARAM_color": "red", "BUTTER_PARAM_size": "1",
+		"BUTTER_REQUEST_ID": "req-exec", "BUTTER_TRACEPARENT": trace,
+	} {
+		if got[k] != v {
+			t.Errorf("%s = %q, want %q", k, got[k], v)
+		}
+	}
+	if !strings.HasPrefix(got["BUTTER_HTTP_REMOTE_ADDR"], "127.0.0.1:") {
+		t.Errorf("BUTTER_HTTP_REMOTE_ADDR = %q, want the client's 127.0.0.1:port", got["BUTTER_HTTP_REMOTE_ADDR"])
+	}
+	for _, k := range []string{"Http_Authorization", "Http_X_Hop", "Http_Connection"} {
+		if v, ok := got[k]; ok {
+			t.Errorf("%s = %q reached the function", k, v)
+		}
+	}
+	if body != "the body" {
+		t.Errorf("stdin: %q, want the request body", body)
+	}
+
+	var out strings.Builder
+	if err := g.Invoke(context.Background(), "test", []string{"env"}, strings.NewReader("x"), &out); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out.String(), "Http_") || strings.Contains(out.String(), "BUTTER_HTTP_") {
+		t.Errorf("a call that did not come from HTTP has request variables:\n%s", out.String())
+	}
+}
+
+// TestHTTPRuntimeStreams: an http function's status and headers reach the
+// caller before its body ends, and its body streams: the caller reads
+// the child's 201, X-Stream and first line while the child still waits
+// to write the last (it writes it once the test released it).
+func TestHTTPRuntimeStreams(t *testing.T) {
+	dir, _ := filepath.Abs("testdata/contract/stream")
+	addr := startSDKPool(t, pool.FunctionConfig{Name: "stream", Runtime: "http", Bundle: dir, Command: []string{"python3", "server.py"},
+		Timeout: "1m", MaxInstances: 1, Concurrency: 4, Env: map[string]string{"PYTHONDONTWRITEBYTECODE": "1"}})
+	_, url := startGateway(t, resolverFor(addr), []gateway.Route{
+		{Method: "GET", Path: "/stream", Project: "test", Function: "stream"},
+		{Method: "POST", Path: "/release", Project: "test", Function: "stream"},
+	})
+	resp, err := client.Get(url + "/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 201 || resp.Header.Get("X-Stream") != "yes" || resp.Header.Get("Butter-Status") != "" {
+		t.Fatalf("stream: %d %v, want 201 with X-Stream and no Butter-Status", resp.StatusCode, resp.Header)
+	}
+	r := bufio.NewReader(resp.Body)
+	if line, err := r.ReadString('\n'); line != "first\n" {
+		t.Fatalf("first line %q (%v), want first", line, err)
+	}
+	if a := rawPost(t, url+"/release", ""); a.code != 204 {
+		t.Fatalf("release: %d %q, want the child's 204", a.code, a.body)
+	}
+	rest, err := io.ReadAll(r)
+	if err != nil || string(rest) != "last\n" {
+		t.Errorf("rest %q (%v), want last", rest, err)
+	}
+	if e := resp.Trailer.Get("Butter-Error"); e != "" {
+		t.Errorf("Butter-Error trailer %q", e)
+	}
 }
