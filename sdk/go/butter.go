@@ -27,6 +27,15 @@
 //		return nil, err
 //	}
 //
+// For a call that came from HTTP, Call.Request is the request (method,
+// path, route, query, headers, remote address), and Call.SetStatus and
+// Call.Header set the answer's status and headers (docs/gateway.md, "The
+// HTTP contract"):
+//
+//	c := butter.FromContext(ctx)
+//	c.SetStatus(201)
+//	c.Header().Set("Location", "/items/"+id)
+//
 // Call.Call emits and awaits: it sends a value to a function or stream of
 // the spec's calls list and returns the reply, or a *CallError whose Type
 // is the callee's error type, Timeout, CircuitOpen, ... (docs/events.md,
