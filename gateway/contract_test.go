@@ -382,3 +382,22 @@ func TestHTTPRuntimeStreams(t *testing.T) {
 		t.Errorf("Butter-Error trailer %q", e)
 	}
 }
+
+// TestHTTPRuntimeTimeout: the function's timeout bounds an http call, as
+// of-watchdog's exec_timeout does: a child that does not answer within it
+// fails the call as Timeout (504), and the instance serves the next call.
+func TestHTTPRuntimeTimeout(t *testing.T) {
+	dir, _ := filepath.Abs("testdata/contract/stream")
+	addr := startSDKPool(t, pool.FunctionConfig{Name: "slow", Runtime: "http", Bundle: dir, Command: []string{"python3", "server.py"},
+		Timeout: "1s", MaxInstances: 1, Concurrency: 4, Env: map[string]string{"PYTHONDONTWRITEBYTECODE": "1"}})
+	_, url := startGateway(t, resolverFor(addr), []gateway.Route{
+		{Method: "GET", Path: "/hang", Project: "test", Function: "slow"},
+		{Method: "POST", Path: "/release", Project: "test", Function: "slow"},
+	})
+	if a := call(t, "GET", url+"/hang", nil, nil); a.code != http.StatusGatewayTimeout || a.err.Type != "Timeout" {
+		t.Errorf("a child past the timeout: %d %s, want 504 Timeout", a.code, a.body)
+	}
+	if a := rawPost(t, url+"/release", ""); a.code != 204 {
+		t.Errorf("the next call: %d %q, want the child's 204", a.code, a.body)
+	}
+}

@@ -2,7 +2,8 @@
 # GET .../stream answers 201 with X-Stream, writes "first\n", and writes
 # "last\n" only once POST .../release came, so a caller that reads
 # "first" before it releases has seen the status, the headers and the
-# start of the body while the body was still being written.
+# start of the body while the body was still being written. GET .../hang
+# answers nothing until released (TestHTTPRuntimeTimeout).
 import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,6 +13,8 @@ released = threading.Event()
 
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
+        if self.path.endswith("/hang"):
+            released.wait(60)
         self.send_response(201)
         self.send_header("X-Stream", "yes")
         self.send_header("Content-Type", "text/plain")
