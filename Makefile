@@ -17,7 +17,7 @@ API_FUZZTIME ?= 20s
 export BUTTER_NOMAD := $(BIN)/nomad
 export BUTTER_VAULT := $(BIN)/vault
 
-.PHONY: all build tools test unit test-stress fuzz lint bench dev clean
+.PHONY: all build tools test-deps test unit test-stress fuzz lint bench dev clean
 
 all: build
 
@@ -30,6 +30,12 @@ build:
 
 ## tools: the pinned Nomad, Vault and staticcheck, into bin/
 tools: $(BIN)/nomad $(BIN)/vault $(BIN)/staticcheck
+
+## test-deps: what the http runtime's OpenFaaS-style fixtures need (gateway TestOpenFaaSTemplates): npm, which installs express for the node20-style one, and Flask and waitress from Debian for the python3-http-style one (PyPI is not reachable here); and Debian's Prometheus (e2e/nomad TestIoTOnNomad scrapes the platform with it)
+test-deps:
+	@command -v npm >/dev/null || apt-get install -y npm || (apt-get update && apt-get install -y npm)
+	@/usr/bin/python3 -c 'import flask, waitress' 2>/dev/null || apt-get install -y python3-flask python3-waitress || (apt-get update && apt-get install -y python3-flask python3-waitress)
+	@command -v prometheus >/dev/null || apt-get install -y prometheus || (apt-get update && apt-get install -y prometheus)
 
 $(BIN)/nomad: tools/go.mod tools/go.sum
 	@mkdir -p $(BIN)
@@ -82,7 +88,7 @@ ALL_PKGS = $(shell $(GO) list ./...)
 E2E_PKGS = $(or $(filter $(MODULE)/e2e $(MODULE)/e2e/%,$(ALL_PKGS)),$(MODULE)/cmd/butter) $(MODULE)/plugins/driver
 UNIT_PKGS = $(filter-out $(E2E_PKGS),$(ALL_PKGS))
 
-unit: $(BIN)/nomad $(BIN)/vault
+unit: $(BIN)/nomad $(BIN)/vault test-deps
 	@echo "==> go test -race, unit packages (-timeout $(UNIT_TIMEOUT) each)"
 	BUTTER_REQUIRE_NOMAD=1 $(GO) test -race -count=1 -timeout $(UNIT_TIMEOUT) $(UNIT_PKGS)
 	@echo "==> go test -race, end-to-end packages (-timeout $(E2E_TIMEOUT) each)"

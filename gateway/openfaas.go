@@ -340,7 +340,7 @@ func (f *openFaaS) serveAsync(w http.ResponseWriter, r *http.Request) {
 	}
 	call := &asyncCall{
 		t: t, rt: rt, id: id, body: body, base: base, callback: callback,
-		contentType: r.Header.Get("Content-Type"), events: queuedHeaders(in, base),
+		contentType: r.Header.Get("Content-Type"), events: queuedHeaders(in, rt, base),
 		topic: f.queuedTopic(t.fn.Project, t.fn.Name),
 	}
 
@@ -481,8 +481,8 @@ func (f *openFaaS) callDirect(ctx context.Context, c *asyncCall, deadline time.T
 		return nil, nil, 0, trailerError(t)
 	}
 	h := http.Header{}
-	copyHeader(h, resp.Header)
-	return out, h, resp.StatusCode, nil
+	status := ch.head(h, resp) // the handlers' status and headers, as a direct call answers
+	return out, h, status, nil
 }
 
 // post sends an async call's result to its callback URL, as OpenFaaS's

@@ -9,6 +9,7 @@ import (
 	"github.com/butterfn/butter/names"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -82,7 +83,8 @@ func (c *chain) run(ctx context.Context) (*http.Response, error) {
 		c.mu.Lock()
 		c.resps = append(c.resps, resp)
 		c.mu.Unlock()
-		if resp.StatusCode != http.StatusOK {
+		handlerStatus := resp.Header.Get(names.HeaderStatus) != ""
+		if resp.StatusCode != http.StatusOK && !handlerStatus {
 			if f := c.rootCause(); f != nil {
 				return nil, f
 			}
@@ -90,13 +92,43 @@ func (c *chain) run(ctx context.Context) (*http.Response, error) {
 			ce.Step = i
 			return nil, ce
 		}
-		if i == len(c.steps)-1 {
+		if i == len(c.steps)-1 || resp.StatusCode >= 400 {
+			// The last step, or one whose handler answered an error
+			// status of its own: that answer is the caller's, and the
+			// steps after it do not run (docs/gateway.md, "Pipelines").
 			return resp, nil
 		}
 		in = &stepOutput{c: c, i: i, ctx: ctx, resp: resp}
 		length, ctype = -1, resp.Header.Get("Content-Type")
 	}
 	panic("unreachable: a chain has at least one step")
+}
+
+// head puts on h the headers of the caller's answer, whose body is last's,
+// and returns its status (docs/gateway.md, "Pipelines"): the status the
+// last step whose handler set one (names.HeaderStatus) set, else 200; the
+// headers of every step whose handler set a head, a later step's value of
+// a header replacing an earlier one's, and last's headers over them.
+func (c *chain) head(h http.Header, last *http.Response) int {
+	c.mu.Lock()
+	resps := append([]*http.Response(nil), c.resps...)
+	c.mu.Unlock()
+	status := http.StatusOK
+	for _, r := range resps {
+		v := r.Header.Get(names.HeaderStatus)
+		if v == "" {
+			continue
+		}
+		if n, err := strconv.Atoi(v); err == nil && n > 0 {
+			status = n // 0: the handler set headers only
+		}
+		if r != last {
+			copyHeader(h, r.Header)
+		}
+	}
+	copyHeader(h, last.Header)
+	h.Del(names.HeaderStatus)
+	return status
 }
 
 // close ends every step's response; closing a step still streaming

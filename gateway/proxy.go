@@ -129,7 +129,7 @@ func (g *Gateway) respond(ctx context.Context, w *recorder, resp *http.Response,
 		return
 	}
 	h := w.Header()
-	copyHeader(h, resp.Header)
+	status := c.head(h, resp)
 	trailers := []string{names.HeaderError}
 	for k := range resp.Trailer {
 		if k != names.HeaderError {
@@ -137,7 +137,7 @@ func (g *Gateway) respond(ctx context.Context, w *recorder, resp *http.Response,
 		}
 	}
 	h["Trailer"] = []string{strings.Join(trailers, ", ")}
-	w.WriteHeader(resp.StatusCode)
+	w.WriteHeader(status)
 	rc := http.NewResponseController(w)
 	_ = rc.Flush()
 	readErr, writeErr := copyFlush(w, rc, resp.Body)
@@ -174,9 +174,9 @@ func (g *Gateway) respondWhole(ctx context.Context, w *recorder, resp *http.Resp
 		return
 	}
 	h := w.Header()
-	copyHeader(h, resp.Header)
+	status := c.head(h, resp)
 	h.Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(resp.StatusCode)
+	w.WriteHeader(status)
 	if _, err := w.Write(body); err != nil {
 		w.failure = "client gone: " + err.Error()
 	}

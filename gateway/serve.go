@@ -117,7 +117,7 @@ func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, rt *route) 
 	in := &inputBody{r: r.Body, limit: limit}
 	switch rt.Mode {
 	case ModeQueued, ModeAsync:
-		g.serveQueued(broker.WithHeaders(ctx, queuedHeaders(r, base)), rec, r, rt, id, in, deadline, fail)
+		g.serveQueued(broker.WithHeaders(ctx, queuedHeaders(r, rt, base)), rec, r, rt, id, in, deadline, fail)
 		return
 	}
 	// The pools stream output while they read input (cat): let the
@@ -164,7 +164,7 @@ func (g *Gateway) baseHeader(r *http.Request, rt *route, id string) (http.Header
 	}
 	// The request itself, as CloudEvents extensions (docs/events.md):
 	// the gateway's, never the client's.
-	for k, v := range httpAttributes(r) {
+	for k, v := range httpAttributes(r, rt) {
 		h.Set("Ce-"+strings.TrimPrefix(k, "ce_"), v)
 	}
 	set := func(name, value, what string) *CallError {
@@ -205,28 +205,51 @@ func (g *Gateway) baseHeader(r *http.Request, rt *route, id string) (http.Header
 // client's credentials.
 var secretHeaders = map[string]bool{"authorization": true, "proxy-authorization": true, "cookie": true, strings.ToLower(HeaderAPIKey): true}
 
+// hopRequestHeaders are the request headers that concern one connection
+// (RFC 9110 7.6.1), which ce_httpheaders leaves out, with those the
+// Connection header names.
+var hopRequestHeaders = map[string]bool{"connection": true, "keep-alive": true, "proxy-connection": true,
+	"te": true, "trailer": true, "transfer-encoding": true, "upgrade": true}
+
 // httpAttributes are the CloudEvents extensions of an event that came
-// from request r (docs/events.md, "Envelope"): ce_httpmethod,
-// ce_httppath, ce_httpquery (the raw query, without "?") and
+// from request r through route rt (docs/events.md, "Envelope"):
+// ce_httpmethod, ce_httppath, ce_httpquery (the raw query, without "?"),
+// ce_httproute (the route's pattern; none for an ad-hoc pipeline),
+// ce_httpremoteaddr (the client's address as this gateway saw it) and
 // ce_httpheaders, a JSON object of the request's headers, names
 // lower-case, a repeated header's values joined by ", ", without the
-// credentials (secretHeaders).
-func httpAttributes(r *http.Request) map[string]string {
+// credentials (secretHeaders) and the hop-by-hop headers.
+func httpAttributes(r *http.Request, rt *route) map[string]string {
+	hop := func(string) bool { return false }
+	if c := r.Header.Values("Connection"); len(c) > 0 {
+		named := map[string]bool{}
+		for _, v := range c {
+			for _, n := range strings.Split(v, ",") {
+				named[strings.ToLower(strings.TrimSpace(n))] = true
+			}
+		}
+		hop = func(k string) bool { return named[k] }
+	}
 	hs := make(map[string]string, len(r.Header))
 	for k, vs := range r.Header {
-		if lk := strings.ToLower(k); !secretHeaders[lk] {
+		if lk := strings.ToLower(k); !secretHeaders[lk] && !hopRequestHeaders[lk] && !hop(lk) {
 			hs[lk] = strings.Join(vs, ", ")
 		}
 	}
 	hj, _ := json.Marshal(hs)
-	return map[string]string{"ce_httpmethod": r.Method, "ce_httppath": r.URL.Path, "ce_httpquery": r.URL.RawQuery, "ce_httpheaders": string(hj)}
+	a := map[string]string{"ce_httpmethod": r.Method, "ce_httppath": r.URL.Path, "ce_httpquery": r.URL.RawQuery,
+		"ce_httpheaders": string(hj), "ce_httpremoteaddr": r.RemoteAddr}
+	if rt != nil && !rt.adhoc {
+		a["ce_httproute"] = rt.pattern
+	}
+	return a
 }
 
 // queuedHeaders are the headers of the request event of a queued or async
 // call of request r, base its headers to the pools (baseHeader): the
 // request's ce_http* attributes and its trace context.
-func queuedHeaders(r *http.Request, base http.Header) map[string]string {
-	hs := httpAttributes(r)
+func queuedHeaders(r *http.Request, rt *route, base http.Header) map[string]string {
+	hs := httpAttributes(r, rt)
 	if tp := base.Get("traceparent"); tp != "" {
 		hs[broker.HeaderTraceparent] = tp
 	}

@@ -142,6 +142,11 @@ const (
 	// HeaderError is the error of a call whose output has started, as a
 	// trailer (or a header when nothing was sent).
 	HeaderError = "Butter-Error"
+	// HeaderStatus marks a pool's answer whose status or headers the
+	// function set (worker protocol HEAD): its value is the status the
+	// function set, 0 when it set headers only. An answer without it
+	// whose status is not 200 is the pool's error.
+	HeaderStatus = "Butter-Status"
 	// HeaderStateKey selects a stateful function's state on an HTTP call.
 	HeaderStateKey = "Butter-State-Key"
 	// HeaderPipeline carries the steps of an ad-hoc pipeline

@@ -13,7 +13,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/butterfn/butter/sdk/go/proto"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/net/http/httpguts"
 )
 
 // The invoke endpoint's request headers are names.HeaderTimeout,
@@ -105,6 +107,7 @@ type callOutput struct {
 	holds *holder
 
 	mu        sync.Mutex
+	head      *proto.HeadMsg // the function's status and headers, if it set them
 	buf       []byte
 	holding   bool // in holds: the first output is held back
 	streaming bool // the status is sent: output flows as it comes
@@ -137,6 +140,54 @@ func (o *callOutput) Write(b []byte) (int, error) {
 	return n, err
 }
 
+// setHead keeps the status and headers the function set, for the answer's
+// first bytes (stream) or its whole answer (serveInvoke).
+func (o *callOutput) setHead(h proto.HeadMsg) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.ended && !o.streaming {
+		o.head = &h
+	}
+}
+
+// writeHead puts the function's headers on w and returns the answer's
+// status: the function's, or 200. It marks the answer with
+// names.HeaderStatus: the status the function set, or 0 when it set
+// headers only. A status outside 200-599 is taken as not set; headers a
+// handler may not set (hop-by-hop ones, Content-Length, X-Request-Id,
+// Butter-*, malformed ones) are dropped.
+func writeHead(w http.ResponseWriter, head *proto.HeadMsg) int {
+	if head == nil {
+		return http.StatusOK
+	}
+	status, set := head.Status, head.Status
+	if status < 200 || status > 599 {
+		status, set = http.StatusOK, 0
+	}
+	h := w.Header()
+	for k, vs := range head.Headers {
+		ck := http.CanonicalHeaderKey(k)
+		if !httpguts.ValidHeaderFieldName(k) || handlerForbidden[ck] || strings.HasPrefix(ck, "Butter-") {
+			continue
+		}
+		for _, v := range vs {
+			if httpguts.ValidHeaderFieldValue(v) {
+				h.Add(ck, v)
+			}
+		}
+	}
+	h.Set(names.HeaderStatus, strconv.Itoa(set))
+	return status
+}
+
+// handlerForbidden are the response headers a function cannot set: the
+// connection's (RFC 9110 7.6.1), the framing, and the request id.
+var handlerForbidden = map[string]bool{
+	"Connection": true, "Keep-Alive": true, "Proxy-Connection": true, "Proxy-Authenticate": true,
+	"Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true, "Content-Length": true,
+	headerRequestID: true,
+}
+
 // hold ends the hold of the first output: the call is slow, so its output
 // streams from now on.
 func (o *callOutput) hold() {
@@ -154,7 +205,7 @@ func (o *callOutput) stream() error {
 	o.streaming = true
 	o.release()
 	o.w.Header().Set("Trailer", names.HeaderError)
-	o.w.WriteHeader(http.StatusOK)
+	o.w.WriteHeader(writeHead(o.w, o.head))
 	if len(o.buf) > 0 {
 		_, err := o.w.Write(o.buf)
 		o.buf = nil
@@ -177,12 +228,12 @@ func (o *callOutput) release() {
 // end stops the hold and hands the ResponseWriter back to the handler. It
 // reports whether the output is streaming, and returns what is held back
 // otherwise.
-func (o *callOutput) end() (streaming bool, held []byte) {
+func (o *callOutput) end() (streaming bool, held []byte, head *proto.HeadMsg) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.ended = true
 	o.release()
-	return o.streaming, o.buf
+	return o.streaming, o.buf, o.head
 }
 
 // holder ends the hold of a pool's held outputs once they are outputHold
@@ -332,14 +383,16 @@ func (p *Pool) serveInvoke(w http.ResponseWriter, r *http.Request) {
 	defer r.Body.Close()
 	out := &callOutput{w: w, rc: http.NewResponseController(w), holds: &p.holds}
 	c.Output = out
+	c.Head = out.setHead
 	ef := &emitFailure{}
 	c.Calls = p.httpCalls(p.fns[name], p.httpOrigin(p.fns[name], id, c.Meta), ef)
 	err = ef.or(p.Invoke(ctx, name, c))
-	streaming, held := out.end()
+	streaming, held, head := out.end()
 	if err == nil {
 		if !streaming {
+			status := writeHead(w, head)
 			w.Header().Set("Content-Length", strconv.Itoa(len(held)))
-			w.WriteHeader(http.StatusOK)
+			w.WriteHeader(status)
 			_, _ = w.Write(held)
 		}
 		return
@@ -355,7 +408,7 @@ func (p *Pool) serveInvoke(w http.ResponseWriter, r *http.Request) {
 		// The call failed after it wrote output: that output goes out
 		// as if it had streamed, with the failure in the trailer.
 		w.Header().Set("Trailer", names.HeaderError)
-		w.WriteHeader(http.StatusOK)
+		w.WriteHeader(writeHead(w, head))
 		_, _ = w.Write(held)
 		streaming = true
 	}

@@ -448,6 +448,9 @@ type Call struct {
 	// its input has no key field (docs/state.md): the record key of a
 	// stream event, the Butter-State-Key header of an HTTP call.
 	StateKey string
+	// Head, for an HTTP call, gets the status and headers the function
+	// set (runtime.Invocation.Head); nil for other events.
+	Head func(proto.HeadMsg)
 	// stream is the topic of a stream-triggered call's event: its
 	// trigger's schema applies to the input (checkInput).
 	stream string
@@ -911,7 +914,7 @@ func (f *fnPool) stopAll(grace time.Duration) {
 func (f *fnPool) invoke(ctx context.Context, c *Call, deadline time.Time, st *proto.StateMsg) (*proto.StateMsg, error) {
 	inv := &runtime.Invocation{
 		Deadline: deadline, Options: f.options(c.Options), Meta: c.Meta,
-		Input: c.Input, Output: c.Output, Calls: f.pool.calls.wrap(f, c.Calls), State: st,
+		Input: c.Input, Output: c.Output, Calls: f.pool.calls.wrap(f, c.Calls), State: st, Head: c.Head,
 	}
 	// An output with a schema is held whole, and checked once the call
 	// ends, before its state change is applied (invokeStateful): an

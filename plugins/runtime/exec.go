@@ -2,8 +2,10 @@ package runtime
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"os/exec"
 	"sort"
 	"strings"
@@ -18,7 +20,10 @@ import (
 // stdin, the output from stdout. A non-zero exit is an Exception whose
 // message ends with the last line of stderr, and whose detail, for the
 // logs, is the tail of stderr. A step's options become flags after the command:
-// {e = "x"} adds "-e x", {name = "x"} adds "--name x".
+// {e = "x"} adds "-e x", {name = "x"} adds "--name x". A call that came
+// from HTTP has the request in its environment (requestEnv); its answer
+// is 200 with the output, as in of-watchdog's streaming mode: an exec
+// function sets no status or headers.
 type Exec struct{}
 
 // Start returns an instance. It runs no process until a call arrives.
@@ -72,7 +77,9 @@ func (e *execInstance) Invoke(ctx context.Context, inv *Invocation) error {
 	args := append(append([]string{}, e.fn.Command[1:]...), optionArgs(inv.Options)...)
 	cmd := exec.Command(e.fn.Command[0], args...)
 	cmd.Dir = e.fn.Dir
-	cmd.Env = environ(e.fn, map[string]string{"BUTTER_FUNCTION": e.fn.Name})
+	env := requestEnv(inv.Meta)
+	env["BUTTER_FUNCTION"] = e.fn.Name
+	cmd.Env = environ(e.fn, env)
 	cmd.Stdin = inv.Input
 	cmd.Stdout = inv.Output
 	info := callInfo(inv.Meta)
@@ -129,6 +136,53 @@ func (e *execInstance) Invoke(ctx context.Context, inv *Invocation) error {
 		return &proto.Error{Type: proto.Exception, Message: err.Error()}
 	}
 	return nil
+}
+
+// requestEnv is the environment that describes the HTTP request an exec
+// call came from (meta ce_httpmethod; none for other events), as
+// OpenFaaS's watchdogs set it for a forked process: Http_Method,
+// Http_Path, Http_Query (when not empty), Http_ContentLength (when
+// known), and Http_<Header> for each header of ce_httpheaders (the
+// gateway left out the credentials and the hop-by-hop ones), its
+// canonical name with "-" as "_" (X-Custom: Http_X_Custom), a repeated
+// header's values joined by ", "; Http_Content_Type is the call's (a
+// pipeline step's is the previous step's output's). Butter adds
+// BUTTER_HTTP_ROUTE (the route's pattern), BUTTER_HTTP_REMOTE_ADDR,
+// BUTTER_REQUEST_ID, BUTTER_TRACEPARENT and BUTTER_PARAM_<name> for each
+// path and query parameter (name as the route spells it, lower case).
+// Every name has a prefix of its own, so a request cannot set PATH or
+// LD_PRELOAD; a value with a NUL byte is left out.
+func requestEnv(meta map[string]string) map[string]string {
+	env := map[string]string{}
+	if meta["ce_httpmethod"] == "" {
+		return env
+	}
+	var hs map[string]string
+	_ = json.Unmarshal([]byte(meta["ce_httpheaders"]), &hs)
+	for k, v := range hs {
+		env["Http_"+strings.ReplaceAll(http.CanonicalHeaderKey(k), "-", "_")] = v
+	}
+	for k, v := range map[string]string{
+		"Http_Method": meta["ce_httpmethod"], "Http_Path": meta["ce_httppath"], "Http_Query": meta["ce_httpquery"],
+		"Http_ContentLength": meta["content-length"], "Http_Content_Type": meta["content-type"],
+		"BUTTER_HTTP_ROUTE": meta["ce_httproute"], "BUTTER_HTTP_REMOTE_ADDR": meta["ce_httpremoteaddr"],
+		"BUTTER_REQUEST_ID": meta["ce_id"], "BUTTER_TRACEPARENT": meta["ce_traceparent"],
+	} {
+		if v != "" {
+			env[k] = v
+		}
+	}
+	for k, v := range meta {
+		if name, ok := strings.CutPrefix(k, "param."); ok && name != "" {
+			env["BUTTER_PARAM_"+name] = v
+		}
+	}
+	for k, v := range env {
+		if strings.IndexByte(v, 0) >= 0 {
+			delete(env, k) // a decoded %00 in the path: no environment can hold it
+		}
+	}
+	return env
 }
 
 func (e *execInstance) Stop(grace time.Duration) error {

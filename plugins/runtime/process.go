@@ -212,6 +212,8 @@ type procCall struct {
 	out    io.Writer
 	outErr error
 	calls  CallHandler
+	head   func(proto.HeadMsg)
+	wrote  bool // output was written: a HEAD now comes too late
 	result chan proto.ResultMsg
 	// batch is set for a batch (InvokeBatch): its RESULTS are read into
 	// it, and result gets a value once the batch has ended.
@@ -288,7 +290,21 @@ func (i *procInstance) readLoop(waited chan struct{}) {
 		case proto.Data:
 			c.mu.Lock()
 			if !c.done && c.outErr == nil {
+				c.wrote = true
 				_, c.outErr = c.out.Write(f.Payload)
+			}
+			c.mu.Unlock()
+		case proto.Head:
+			// The answer's status and headers (protocol 3): taken only
+			// before the call's output, and only for an HTTP call.
+			var h proto.HeadMsg
+			if json.Unmarshal(f.Payload, &h) != nil {
+				continue // a bad head is no head: the call answers 200
+			}
+			c.mu.Lock()
+			if !c.done && !c.wrote && c.head != nil {
+				c.wrote = true // one head per call
+				c.head(h)
 			}
 			c.mu.Unlock()
 		case proto.Result:
@@ -356,7 +372,7 @@ func (i *procInstance) Invoke(ctx context.Context, inv *Invocation) error {
 	}
 	i.nextID++
 	id := i.nextID
-	c := &procCall{ctx: ctx, out: inv.Output, calls: inv.Calls, result: make(chan proto.ResultMsg, 1), info: callInfo(inv.Meta)}
+	c := &procCall{ctx: ctx, out: inv.Output, calls: inv.Calls, head: inv.Head, result: make(chan proto.ResultMsg, 1), info: callInfo(inv.Meta)}
 	i.calls[id] = c
 	i.mu.Unlock()
 

@@ -75,6 +75,14 @@ type Invocation struct {
 	// change the worker returned; nil means unchanged. Only the process
 	// runtime carries state.
 	NewState *proto.StateMsg
+	// Head, set for a call that came from HTTP, gets the answer's status
+	// and headers as the function set them (docs/worker-protocol.md,
+	// "HEAD"), at most once and before the first Write to Output; it is
+	// never called when the function set neither. nil: the call did not
+	// come from HTTP, and a function's head is dropped (the http
+	// runtime then fails a call answered with a status that is not 2xx,
+	// as an Exception).
+	Head func(proto.HeadMsg)
 }
 
 // CallHandler answers a worker's context call.

@@ -27,6 +27,15 @@
 //		return nil, err
 //	}
 //
+// For a call that came from HTTP, Call.Request is the request (method,
+// path, route, query, headers, remote address), and Call.SetStatus and
+// Call.Header set the answer's status and headers (docs/gateway.md, "The
+// HTTP contract"):
+//
+//	c := butter.FromContext(ctx)
+//	c.SetStatus(201)
+//	c.Header().Set("Location", "/items/"+id)
+//
 // Call.Call emits and awaits: it sends a value to a function or stream of
 // the spec's calls list and returns the reply, or a *CallError whose Type
 // is the callee's error type, Timeout, CircuitOpen, ... (docs/events.md,
@@ -92,6 +101,9 @@ type Call struct {
 	emits atomic.Int32
 	// pos is where a batch's event is (Event).
 	pos position
+	// status and header are the answer's head (SetStatus, Header).
+	status int
+	header map[string][]string
 }
 
 // State returns the call's per-key state (docs/state.md). It is never nil.
@@ -449,6 +461,9 @@ func (w *worker) execute(id uint32, inv *inflight) {
 		w.answer(id, out, call)
 		return
 	}
+	if h := call.head(); err == nil && h != nil {
+		err = w.w.Write(proto.Head, id, h)
+	}
 	for len(out) > 0 && err == nil {
 		n := min(len(out), proto.ChunkSize)
 		err = w.w.Write(proto.Data, id, out[:n])
@@ -503,7 +518,11 @@ func (w *worker) answer(id uint32, out []byte, call *Call) {
 		res, _ = json.Marshal(proto.ResultMsg{Error: &proto.Error{Type: proto.Exception, Message: "encode RESULT: " + err.Error()}})
 		out = nil
 	}
-	buf := make([]byte, 0, 18+len(out)+len(res))
+	head := call.head()
+	buf := make([]byte, 0, 27+len(head)+len(out)+len(res))
+	if head != nil {
+		buf, _ = proto.AppendFrame(buf, proto.Head, id, head)
+	}
 	if len(out) > 0 {
 		buf, _ = proto.AppendFrame(buf, proto.Data, id, out)
 	}

@@ -1,6 +1,6 @@
 'use strict';
 // Butter worker for Node: runs one function's handler and serves the worker
-// protocol, versions 1 and 2 (docs/worker-protocol.md), on fd 3 (pool ->
+// protocol, versions 1 to 3 (docs/worker-protocol.md), on fd 3 (pool ->
 // worker) and fd 4 (worker -> pool). Run as `node worker.js` in the bundle
 // directory.
 const fs = require('fs');
@@ -11,10 +11,10 @@ const util = require('util');
 const Module = require('module');
 const { CallError } = require('./butter.js');
 
-const T = { HELLO: 1, INVOKE: 2, DATA: 3, END: 4, RESULT: 5, CANCEL: 6, CALL: 7, REPLY: 8, BATCH: 9, RESULTS: 10 };
-// PROTOCOL is the version spoken: the newest both this SDK (2) and the pool
-// (BUTTER_PROTOCOL) know.
-const PROTOCOL = Math.max(1, Math.min(2, Number(process.env.BUTTER_PROTOCOL) || 1));
+const T = { HELLO: 1, INVOKE: 2, DATA: 3, END: 4, RESULT: 5, CANCEL: 6, CALL: 7, REPLY: 8, BATCH: 9, RESULTS: 10, HEAD: 11 };
+// PROTOCOL is the version spoken: the newest both this SDK (3) and the pool
+// (BUTTER_PROTOCOL) know. Version 3 adds HEAD (the answer's status and headers).
+const PROTOCOL = Math.max(1, Math.min(3, Number(process.env.BUTTER_PROTOCOL) || 1));
 const MAX_FRAME = 16 << 20; // largest frame length (type + id + payload)
 const CHUNK = 1 << 20; // largest output DATA payload we send
 const EMPTY = Buffer.alloc(0);
@@ -146,6 +146,67 @@ function event(meta) {
   };
 }
 
+// request is ctx.request: the HTTP request a call came from, or null for an
+// event that did not come from HTTP (docs/gateway.md, "Headers").
+function request(meta, params) {
+  if (!meta.ce_httpmethod) return null;
+  let headers = {};
+  try {
+    headers = JSON.parse(meta.ce_httpheaders || '{}');
+  } catch {}
+  const rawQuery = meta.ce_httpquery || '';
+  return {
+    method: meta.ce_httpmethod,
+    path: meta.ce_httppath || '',
+    route: meta.ce_httproute || null,
+    params,
+    rawQuery,
+    query: new URLSearchParams(rawQuery),
+    headers,
+    remoteAddr: meta.ce_httpremoteaddr || null,
+    requestId: meta.ce_id || null,
+    traceparent: meta.ce_traceparent || null,
+  };
+}
+
+// Response is ctx.response: the status and headers of the answer to an HTTP
+// call, sent (HEAD) before the output when the handler returns without an
+// error. Header names are case-insensitive; a header may have several values.
+class Response {
+  constructor() {
+    this.status = undefined; // 200 when never set
+    this.headers = new Map(); // lower-case name -> [name, [values]]
+  }
+  setHeader(name, value) {
+    const vs = Array.isArray(value) ? value.map(String) : [String(value)];
+    this.headers.set(String(name).toLowerCase(), [String(name), vs]);
+    return this;
+  }
+  appendHeader(name, value) {
+    const h = this.headers.get(String(name).toLowerCase());
+    if (!h) return this.setHeader(name, value);
+    h[1].push(...(Array.isArray(value) ? value.map(String) : [String(value)]));
+    return this;
+  }
+  getHeader(name) {
+    const h = this.headers.get(String(name).toLowerCase());
+    return h ? (h[1].length === 1 ? h[1][0] : h[1]) : undefined;
+  }
+  removeHeader(name) {
+    this.headers.delete(String(name).toLowerCase());
+    return this;
+  }
+  // head is the HEAD payload, or null when nothing was set (or the pool
+  // predates protocol 3, which ignores it).
+  head() {
+    if (PROTOCOL < 3 || (this.status === undefined && this.headers.size === 0)) return null;
+    const headers = {};
+    for (const [name, vs] of this.headers.values()) headers[name] = vs;
+    const status = Number(this.status) || 0;
+    return json(status ? { status, headers } : { headers });
+  }
+}
+
 // emitCall is the CALL of ctx.emit: n numbers the call's emits (from 1), so
 // that a retried call's emits get the same ids.
 function emitCall(stream, value, key, n, index) {
@@ -242,6 +303,8 @@ function newInvocation(id, m) {
     options: m.options || {},
     meta,
     event: event(meta),
+    request: request(meta, params),
+    response: new Response(),
     outputs,
     params,
     state,
@@ -448,6 +511,8 @@ async function run(inv) {
   while (inv.calls.size) await Promise.all([...inv.calls.values()].map((c) => c.promise));
   inv.done = true;
   if (!error) {
+    const head = inv.ctx.response.head();
+    if (head) send(T.HEAD, inv.id, head);
     for (let off = 0; off < output.length; off += CHUNK) await send(T.DATA, inv.id, output.subarray(off, off + CHUNK));
   }
   invocations.delete(inv.id); // before RESULT: the pool may reuse the id at once

@@ -12,7 +12,7 @@ const path = require('node:path');
 
 const WORKER = path.join(__dirname, 'worker.js');
 const TESTDATA = path.join(__dirname, 'testdata');
-const T = { HELLO: 1, INVOKE: 2, DATA: 3, END: 4, RESULT: 5, CANCEL: 6, CALL: 7, REPLY: 8, BATCH: 9, RESULTS: 10 };
+const T = { HELLO: 1, INVOKE: 2, DATA: 3, END: 4, RESULT: 5, CANCEL: 6, CALL: 7, REPLY: 8, BATCH: 9, RESULTS: 10, HEAD: 11 };
 const WAIT = 5000; // the deadline of every single wait, in ms
 
 function frame(type, id, payload = Buffer.alloc(0)) {
@@ -687,4 +687,25 @@ test('emits are numbered as the handler calls emit', () =>
     assert.deepEqual(calls.map((c) => [c.number, Buffer.from(c.value, 'base64').toString()]), [[1, 'a'], [2, 'b']]);
     for (const c of calls.reverse()) w.sendJSON(T.REPLY, 1, { seq: c.seq, ok: true });
     assert.equal((await w.result(1)).output.toString(), 'done');
+  }));
+
+const HTTP_META = { meta: { ce_httpmethod: 'POST', ce_httppath: '/items', ce_httpquery: 'q=1&q=2' } };
+
+test('protocol 3: ctx.request, and ctx.response as one HEAD before the output; none for a failed call', () =>
+  withWorker('head.handle', { env: { BUTTER_PROTOCOL: '3' } }, async (w) => {
+    w.invoke(1, 'x', HTTP_META);
+    const head = await w.expect(T.HEAD, 1);
+    assert.deepEqual(JSON.parse(head.payload), { status: 201, headers: { Location: ['/items/1'], 'X-Multi': ['a', 'b'] } });
+    assert.equal((await w.result(1)).output.toString(), 'POST /items 1,2');
+    w.invoke(2, 'fail', HTTP_META);
+    assert.equal((await w.result(2)).result.error.type, 'Exception');
+    w.invoke(3, 'x');
+    await w.expect(T.HEAD, 3);
+    assert.equal((await w.result(3)).output.toString(), 'no request');
+  }));
+
+test('protocol 2: no HEAD', () =>
+  withWorker('head.handle', { env: { BUTTER_PROTOCOL: '2' } }, async (w) => {
+    w.invoke(1, 'x', HTTP_META);
+    assert.equal((await w.result(1)).output.toString(), 'POST /items 1,2');
   }));

@@ -1,5 +1,5 @@
 """Butter worker for Python: runs one function's handler and serves the worker
-protocol, versions 1 and 2 (docs/worker-protocol.md), on fd 3 (pool -> worker)
+protocol, versions 1 to 3 (docs/worker-protocol.md), on fd 3 (pool -> worker)
 and fd 4 (worker -> pool). Run as `python3 butter_worker.py` in the bundle
 directory. Standard library only.
 
@@ -21,7 +21,8 @@ import threading
 import time
 import types
 
-HELLO, INVOKE, DATA, END, RESULT, CANCEL, CALL, REPLY, BATCH, RESULTS = range(1, 11)
+HELLO, INVOKE, DATA, END, RESULT, CANCEL, CALL, REPLY, BATCH, RESULTS, HEAD = range(1, 12)
+PROTOCOL = 3  # the newest version this SDK speaks; 3 adds HEAD (status and headers)
 MAX_FRAME = 16 << 20  # largest frame length (type + id + payload)
 CHUNK = 1 << 20  # largest output DATA payload we send
 IN_FD, OUT_FD = 3, 4
@@ -104,6 +105,70 @@ def event_of(meta):
         traceparent=meta.get("ce_traceparent"), ttl=meta.get("ce_ttl"), http=http)
 
 
+class Request:
+    """ctx.request: the HTTP request a call came from (docs/gateway.md,
+    "Headers"); ctx.request is None for an event that did not come from
+    HTTP. headers has lower-case names, without the hop-by-hop headers and
+    the credentials; query is the raw query parsed, each name to a list of
+    values."""
+
+    def __init__(self, meta, params):
+        try:
+            self.headers = json.loads(meta.get("ce_httpheaders") or "{}")
+        except ValueError:
+            self.headers = {}
+        self.method = meta["ce_httpmethod"]
+        self.path = meta.get("ce_httppath", "")
+        self.route = meta.get("ce_httproute")
+        self.params = params
+        self.raw_query = meta.get("ce_httpquery", "")
+        import urllib.parse  # on this path only: start time (above)
+        self.query = urllib.parse.parse_qs(self.raw_query, keep_blank_values=True)
+        self.remote_addr = meta.get("ce_httpremoteaddr")
+        self.request_id = meta.get("ce_id")
+        self.traceparent = meta.get("ce_traceparent")
+
+    def __repr__(self):
+        return f"Request({self.method} {self.path})"
+
+
+class Response:
+    """ctx.response: the status and headers of the answer to an HTTP call,
+    sent before the output when the handler returns without an error (an
+    error answers with its type's status). Header names are
+    case-insensitive; add_header gives a header another value."""
+
+    def __init__(self):
+        self.status = None  # 200 when never set
+        self._headers = {}  # lower-case name -> [name, [values]]
+
+    def set_header(self, name, value):
+        values = [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+        self._headers[str(name).lower()] = [str(name), values]
+
+    def add_header(self, name, value):
+        h = self._headers.get(str(name).lower())
+        if h is None:
+            self.set_header(name, value)
+        else:
+            h[1].append(str(value))
+
+    def get_header(self, name):
+        h = self._headers.get(str(name).lower())
+        return None if h is None else list(h[1])
+
+    def remove_header(self, name):
+        self._headers.pop(str(name).lower(), None)
+
+    def _head(self, protocol):
+        if protocol < 3 or (self.status is None and not self._headers):
+            return None
+        head = {"headers": {n: vs for n, vs in self._headers.values()}}
+        if self.status:
+            head["status"] = int(self.status)
+        return json.dumps(head).encode()
+
+
 def to_bytes(value):
     """bytes as is, str as UTF-8, None as empty, outputs as their envelope,
     anything else as JSON."""
@@ -177,6 +242,8 @@ class Context:
         self.meta = m.get("meta") or {}
         self.event = event_of(self.meta)
         self.params = {k[6:]: v for k, v in self.meta.items() if k.startswith("param.")}
+        self.request = Request(self.meta, self.params) if self.meta.get("ce_httpmethod") else None
+        self.response = Response()
         self.state = State(self.function, m.get("state"))
         self._emits = 0
         ms = m.get("deadline") or 0
@@ -467,10 +534,16 @@ def call_handler(handler, data, ctx):
         return None, error
 
 
+_protocol = 1  # the version spoken, set by main
+
+
 def run(handler, invocations, ctx, data):
     output, error = call_handler(handler, data, ctx)
     ctx._drain()  # the id must not be freed while a CALL of it awaits its REPLY
     if error is None:
+        head = ctx.response._head(_protocol)
+        if head is not None:
+            send(HEAD, ctx._id, head)
         for off in range(0, len(output), CHUNK):
             send(DATA, ctx._id, output[off:off + CHUNK])
     invocations.pop(ctx._id, None)  # before RESULT: the pool may reuse the id at once
@@ -585,9 +658,11 @@ def main():
     except OSError as e:
         die(1, f"fds 3 and 4 must be open: {e}")
     try:
-        protocol = max(1, min(2, int(os.environ.get("BUTTER_PROTOCOL") or 1)))
+        protocol = max(1, min(PROTOCOL, int(os.environ.get("BUTTER_PROTOCOL") or 1)))
     except ValueError:
         protocol = 1
+    global _protocol
+    _protocol = protocol
     send(HELLO, 0, json.dumps({"protocol": protocol, "sdk": "python/0.2"}).encode())
 
     invocations = {}  # id -> Context; read here, entries removed by run()

@@ -19,7 +19,7 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "butter_worker.py")
 TESTDATA = os.path.join(HERE, "testdata")
-HELLO, INVOKE, DATA, END, RESULT, CANCEL, CALL, REPLY, BATCH, RESULTS = range(1, 11)
+HELLO, INVOKE, DATA, END, RESULT, CANCEL, CALL, REPLY, BATCH, RESULTS, HEAD = range(1, 12)
 WAIT = 5.0  # the deadline of every single wait, in seconds
 
 # Runs in the child: moves the two pipe ends it inherited to fds 3 and 4
@@ -432,6 +432,31 @@ class WorkerTest(unittest.TestCase):
                 w.close_input()
                 self.assertEqual(w.wait(), 2)
                 self.assertIn(message, w.stderr)
+
+    HTTP_META = {"ce_httpmethod": "POST", "ce_httppath": "/items", "ce_httpquery": "q=1&q=2"}
+
+    def head_worker(self, protocol):
+        w = Worker("head.handle", env={"BUTTER_PROTOCOL": protocol})
+        self.addCleanup(w.close)
+        self.assertEqual(w.hello()["protocol"], int(protocol))
+        return w
+
+    def test_protocol_3_request_and_head_before_the_output(self):
+        w = self.head_worker("3")
+        w.invoke(1, b"x", meta=self.HTTP_META)
+        self.assertEqual(json.loads(w.expect(HEAD, 1)),
+                         {"status": 201, "headers": {"Location": ["/items/1"], "X-Multi": ["a", "b"]}})
+        self.assertEqual(w.result(1)[0], b"POST /items 1,2")
+        w.invoke(2, b"fail", meta=self.HTTP_META)  # a failed call: RESULT only
+        self.assertEqual(w.result(2)[1]["error"]["type"], "Exception")
+        w.invoke(3, b"x")
+        w.expect(HEAD, 3)
+        self.assertEqual(w.result(3)[0], b"no request")
+
+    def test_protocol_2_no_head(self):
+        w = self.head_worker("2")
+        w.invoke(1, b"x", meta=self.HTTP_META)
+        self.assertEqual(w.result(1)[0], b"POST /items 1,2")
 
     def test_state_get_and_set_travel_in_invoke_and_result(self):
         w = self.started("state.count")

@@ -1,7 +1,8 @@
-// Package proto is the codec of Butter's worker protocol, versions 1 and
-// 2 (docs/worker-protocol.md): length-prefixed frames carrying a type, an
+// Package proto is the codec of Butter's worker protocol, versions 1 to 3
+// (docs/worker-protocol.md): length-prefixed frames carrying a type, an
 // invocation id and a payload; version 2 adds batches of events in one
-// frame (batch.go). The pool (host side) and the Go SDK (worker
+// frame (batch.go), version 3 the response head (HEAD: status and
+// headers of an HTTP call's answer). The pool (host side) and the Go SDK (worker
 // side) both use it, so the two can never disagree on the wire format.
 //
 // It has no dependencies beyond the standard library, so that functions
@@ -21,7 +22,11 @@ import (
 // Version is the newest protocol version this package speaks. A pool
 // tells a worker the newest it speaks (BUTTER_PROTOCOL) and the worker
 // answers, in HELLO, the one they will speak: MinVersion to Version.
-const Version = 2
+const Version = 3
+
+// HeadVersion is the first version with the HEAD frame: a worker sends
+// HEAD only when it speaks this version or a newer one.
+const HeadVersion = 3
 
 // MinVersion is the oldest protocol version this package speaks.
 const MinVersion = 1
@@ -49,10 +54,12 @@ const (
 	// Version 2.
 	Batch   Type = 9  // pool -> worker: binary events of a batch
 	Results Type = 10 // worker -> pool: binary results of a batch
+	// Version 3.
+	Head Type = 11 // worker -> pool: JSON HeadMsg, before the call's first DATA
 )
 
 func (t Type) String() string {
-	names := [...]string{"", "HELLO", "INVOKE", "DATA", "END", "RESULT", "CANCEL", "CALL", "REPLY", "BATCH", "RESULTS"}
+	names := [...]string{"", "HELLO", "INVOKE", "DATA", "END", "RESULT", "CANCEL", "CALL", "REPLY", "BATCH", "RESULTS", "HEAD"}
 	if int(t) < len(names) && t != 0 {
 		return names[t]
 	}
@@ -94,7 +101,7 @@ func (r *Reader) Read() (Frame, error) {
 		return Frame{}, unexpected(err)
 	}
 	f := Frame{Type: Type(hdr[4]), ID: binary.BigEndian.Uint32(hdr[5:9])}
-	if f.Type < Hello || f.Type > Results {
+	if f.Type < Hello || f.Type > Head {
 		return Frame{}, fmt.Errorf("worker protocol: unknown frame type %d", hdr[4])
 	}
 	f.Payload = make([]byte, n-5)
@@ -255,6 +262,15 @@ type StateMsg struct {
 	Field   string          `json:"field,omitempty"`
 	Value   json.RawMessage `json:"value,omitempty"`
 	Deleted bool            `json:"deleted,omitempty"`
+}
+
+// HeadMsg is the payload of HEAD (version 3): the status and headers of
+// the answer to an HTTP call, sent at most once per invocation, before
+// its first DATA. Status 0 means 200. A pool ignores a HEAD after output,
+// and for a call that did not come from HTTP.
+type HeadMsg struct {
+	Status  int                 `json:"status,omitempty"`
+	Headers map[string][]string `json:"headers,omitempty"`
 }
 
 // Error is a typed function error. Type and Message are for the caller;
