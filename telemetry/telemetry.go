@@ -19,8 +19,10 @@ package telemetry
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -88,7 +90,7 @@ func Setup(ctx context.Context, service string, logger hclog.Logger) (shutdown f
 	if err != nil && !errors.Is(err, resource.ErrPartialResource) {
 		return noop, fmt.Errorf("tracing: the resource: %w", err)
 	}
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(newBatcher(exp)), sdktrace.WithResource(res))
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(newBatcher(exp)), sdktrace.WithResource(res), sdktrace.WithIDGenerator(ids{}))
 	otel.SetTracerProvider(tp)
 	on.Store(true)
 	if logger != nil {
@@ -163,3 +165,37 @@ var on atomic.Bool
 // On reports whether Setup turned tracing on in this process: the hot
 // paths start no span, and format no traceparent, when it did not.
 func On() bool { return on.Load() }
+
+// spanIDKey carries a span id chosen before the span starts (WithSpanID).
+type spanIDKey struct{}
+
+// WithSpanID makes the next span started with ctx take id: a span a
+// worker recorded, whose id its code has already passed on in
+// traceparents (the handler's span, docs/worker-protocol.md "Spans").
+func WithSpanID(ctx context.Context, id trace.SpanID) context.Context {
+	return context.WithValue(ctx, spanIDKey{}, id)
+}
+
+// ids generates trace and span ids as the SDK's default generator does
+// (random), but for a span id WithSpanID chose.
+type ids struct{}
+
+func (ids) NewIDs(ctx context.Context) (trace.TraceID, trace.SpanID) {
+	var t trace.TraceID
+	for t == (trace.TraceID{}) {
+		binary.BigEndian.PutUint64(t[:8], rand.Uint64())
+		binary.BigEndian.PutUint64(t[8:], rand.Uint64())
+	}
+	return t, ids{}.NewSpanID(ctx, t)
+}
+
+func (ids) NewSpanID(ctx context.Context, _ trace.TraceID) trace.SpanID {
+	if id, ok := ctx.Value(spanIDKey{}).(trace.SpanID); ok && id.IsValid() {
+		return id
+	}
+	var s trace.SpanID
+	for s == (trace.SpanID{}) {
+		binary.BigEndian.PutUint64(s[:], rand.Uint64())
+	}
+	return s
+}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -82,6 +83,35 @@ func TestOneTraceThroughIoT(t *testing.T) {
 	}
 	for _, s := range chain {
 		t.Logf("%-40s %s ← %s  %v", s.Name, s.SpanID, s.ParentSpanID, s.End.Sub(s.Start))
+	}
+	// The handlers' own spans, from the Node and Python workers: under
+	// their call's span, with what the handlers set (examples/iot sets the
+	// device, and detect's alert event).
+	var handlers []otlptest.Span
+	spans, err = rcv.Wait(ctx, func(all []otlptest.Span) bool {
+		handlers = handlers[:0]
+		for _, s := range all {
+			if s.TraceID == traceID && (s.Name == "handler ingest" || s.Name == "handler detect") {
+				handlers = append(handlers, s)
+			}
+		}
+		return len(handlers) >= 2
+	})
+	if err != nil {
+		t.Fatalf("no handler spans of ingest and detect in the trace: %v", err)
+	}
+	byID := map[string]otlptest.Span{}
+	for _, s := range spans {
+		byID[s.SpanID] = s
+	}
+	for _, h := range handlers {
+		parent := byID[h.ParentSpanID]
+		if !strings.HasPrefix(parent.Name, "call ") || h.Attributes["device"] != "d1" {
+			t.Errorf("%s: parent %q, attributes %v; want a call span's child with device=d1", h.Name, parent.Name, h.Attributes)
+		}
+		if h.Name == "handler detect" && !slices.Contains(h.Events, "alert") {
+			t.Errorf("handler detect has events %v, want the alert", h.Events)
+		}
 	}
 }
 

@@ -956,8 +956,14 @@ func (f *fnPool) send(ctx context.Context, inv *runtime.Invocation) error {
 		if err != nil {
 			return err
 		}
-		_, span := childSpan(ctx, "call "+f.cfg.Name, pidAttr(s.inst.Pid()))
+		sctx, span := childSpan(ctx, "call "+f.cfg.Name, pidAttr(s.inst.Pid()))
+		meta := inv.Meta
+		if span.IsRecording() {
+			inv.Meta = spanMeta(meta, span) // the handler's span is the call's child
+		}
 		err = s.inst.Invoke(ctx, inv)
+		inv.Meta = meta
+		f.handlerSpan(sctx, inv, err)
 		endSpan(span, err)
 		if errors.Is(err, runtime.ErrNotSent) && resent < maxResends && ctx.Err() == nil {
 			f.mu.Lock()

@@ -2,10 +2,14 @@ package pool
 
 import (
 	"context"
+	"encoding/hex"
+	"encoding/json"
 	"strconv"
 	"time"
 
 	"github.com/butterfn/butter/broker"
+	"github.com/butterfn/butter/plugins/runtime"
+	"github.com/butterfn/butter/sdk/go/proto"
 	"github.com/butterfn/butter/telemetry"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -153,4 +157,70 @@ func (o *origin) sendTrace(topic, kind string) string {
 		return o.traceparent
 	}
 	return tp
+}
+
+// spanMeta is a call's metadata for a worker that records the handler's
+// span: a copy of meta whose ce_traceparent is the call's span, asking for
+// it (proto.MetaSpan).
+func spanMeta(meta map[string]string, span trace.Span) map[string]string {
+	m := make(map[string]string, len(meta)+2)
+	for k, v := range meta {
+		m[k] = v
+	}
+	m[broker.HeaderTraceparent] = telemetry.Traceparent(span.SpanContext())
+	m[proto.MetaSpan] = "1"
+	return m
+}
+
+// handlerSpan exports the span the worker recorded of inv's handler, if
+// any, under the call's span in ctx, with the id the handler's code saw.
+func (f *fnPool) handlerSpan(ctx context.Context, inv *runtime.Invocation, err error) {
+	sm := inv.Span
+	inv.Span = nil
+	if sm == nil || !trace.SpanFromContext(ctx).IsRecording() {
+		return
+	}
+	var id trace.SpanID
+	b, derr := hex.DecodeString(sm.ID)
+	if derr != nil || len(b) != len(id) {
+		return // not a span id: the worker's span is dropped, the call's stays
+	}
+	copy(id[:], b)
+	attrs := []attribute.KeyValue{attribute.String("butter.function", f.cfg.Name)}
+	for k, v := range sm.Attributes {
+		attrs = append(attrs, anyAttr(k, v))
+	}
+	_, span := tracer.Start(telemetry.WithSpanID(ctx, id), "handler "+f.cfg.Name,
+		trace.WithTimestamp(time.Unix(0, sm.StartNS)), trace.WithAttributes(attrs...))
+	for _, e := range sm.Events {
+		var ea []attribute.KeyValue
+		for k, v := range e.Attributes {
+			ea = append(ea, anyAttr(k, v))
+		}
+		span.AddEvent(e.Name, trace.WithTimestamp(time.Unix(0, e.TimeNS)), trace.WithAttributes(ea...))
+	}
+	if err != nil {
+		fl := failureOf(f.cfg.Name, err)
+		span.SetAttributes(attribute.String("error.type", fl.Type))
+		span.SetStatus(codes.Error, fl.Message)
+	}
+	span.End(trace.WithTimestamp(time.Unix(0, sm.EndNS)))
+}
+
+// anyAttr is a JSON value as a span attribute: strings, numbers and
+// booleans as themselves, anything else as its JSON text.
+func anyAttr(k string, v any) attribute.KeyValue {
+	switch x := v.(type) {
+	case string:
+		return attribute.String(k, x)
+	case bool:
+		return attribute.Bool(k, x)
+	case float64:
+		if x == float64(int64(x)) {
+			return attribute.Int64(k, int64(x))
+		}
+		return attribute.Float64(k, x)
+	}
+	b, _ := json.Marshal(v)
+	return attribute.String(k, string(b))
 }

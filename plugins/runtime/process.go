@@ -691,6 +691,7 @@ func (i *procInstance) finish(res proto.ResultMsg, ok bool, c *procCall, inv *In
 	if !ok {
 		return i.broken(nil)
 	}
+	inv.Span = res.Span // a failed call's span too
 	if res.Error != nil {
 		return res.Error
 	}

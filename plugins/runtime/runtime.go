@@ -75,6 +75,9 @@ type Invocation struct {
 	// change the worker returned; nil means unchanged. Only the process
 	// runtime carries state.
 	NewState *proto.StateMsg
+	// Span is set by Invoke to the handler's span, when the worker
+	// recorded one (the metadata asked with proto.MetaSpan).
+	Span *proto.SpanMsg
 	// Head, set for a call that came from HTTP, gets the answer's status
 	// and headers as the function set them (docs/worker-protocol.md,
 	// "HEAD"), at most once and before the first Write to Output; it is

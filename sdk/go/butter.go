@@ -104,6 +104,9 @@ type Call struct {
 	// status and header are the answer's head (SetStatus, Header).
 	status int
 	header map[string][]string
+	// span is the handler's (span.go), made when the call starts if the
+	// pool traces it, else on Span's first use.
+	span *Span
 }
 
 // State returns the call's per-key state (docs/state.md). It is never nil.
@@ -456,6 +459,9 @@ func (w *worker) execute(id uint32, inv *inflight) {
 	}
 	call := &Call{Function: inv.meta.Function, Options: inv.meta.Options, Meta: inv.meta.Meta, Params: params,
 		state: newState(inv.meta.Function, inv.meta.State), w: w, id: id}
+	if inv.meta.Meta[proto.MetaSpan] == "1" {
+		call.span = newSpan(call.Meta) // its start is the handler's
+	}
 	out, err := safeCall(w.handler, context.WithValue(ctx, callKey{}, call), inv.input)
 	if err == nil && len(out) <= proto.ChunkSize {
 		w.answer(id, out, call)
@@ -469,7 +475,7 @@ func (w *worker) execute(id uint32, inv *inflight) {
 		err = w.w.Write(proto.Data, id, out[:n])
 		out = out[n:]
 	}
-	res := proto.ResultMsg{}
+	res := proto.ResultMsg{Span: call.span.result()}
 	if err != nil {
 		res.Error = typed(err)
 	} else {
@@ -512,7 +518,7 @@ func (p *panicked) Error() string { return fmt.Sprintf("panic: %v", p.value) }
 // answer sends a successful invocation's output, at most one chunk, and
 // its RESULT in one write.
 func (w *worker) answer(id uint32, out []byte, call *Call) {
-	res, err := json.Marshal(proto.ResultMsg{State: call.state.result()})
+	res, err := json.Marshal(proto.ResultMsg{State: call.state.result(), Span: call.span.result()})
 	if err != nil {
 		// Not expected: the state was encoded by Set.
 		res, _ = json.Marshal(proto.ResultMsg{Error: &proto.Error{Type: proto.Exception, Message: "encode RESULT: " + err.Error()}})

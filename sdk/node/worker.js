@@ -3,6 +3,7 @@
 // protocol, versions 1 to 3 (docs/worker-protocol.md), on fd 3 (pool ->
 // worker) and fd 4 (worker -> pool). Run as `node worker.js` in the bundle
 // directory.
+const crypto = require('crypto');
 const fs = require('fs');
 const net = require('net');
 const path = require('path');
@@ -287,6 +288,45 @@ function newState(fn, s) {
   return [api, result];
 }
 
+// nowNs is the time in Unix nanoseconds (to a fraction of a microsecond).
+function nowNs() {
+  return Math.round((performance.timeOrigin + performance.now()) * 1e6);
+}
+
+// newSpan is ctx.span: the handler's span (docs/worker-protocol.md,
+// "Spans"). When the pool traces the call (meta "butter.span"), it records
+// attributes and events and goes back in RESULT; its traceparent, the
+// child of the invocation's, is what the handler's own calls pass on.
+// Otherwise it records nothing, and its traceparent is the invocation's.
+function newSpan(meta) {
+  const tp = meta.ce_traceparent || '';
+  const noop = { recording: false, traceparent: tp || null, setAttribute() { return this; }, addEvent() { return this; } };
+  if (meta['butter.span'] !== '1' || tp.length !== 55) return noop;
+  const id = crypto.randomBytes(8).toString('hex');
+  return {
+    recording: true,
+    id,
+    startNs: nowNs(),
+    attributes: {},
+    events: [],
+    traceparent: `00-${tp.slice(3, 35)}-${id}-${tp.slice(53)}`,
+    setAttribute(key, value) {
+      this.attributes[String(key)] = value;
+      return this;
+    },
+    addEvent(name, attributes) {
+      this.events.push({ name: String(name), time_ns: nowNs(), attributes: attributes || undefined });
+      return this;
+    },
+  };
+}
+
+// spanResult is the RESULT's "span", or undefined.
+function spanResult(span) {
+  if (!span.recording) return undefined;
+  return { id: span.id, start_ns: span.startNs, end_ns: nowNs(), attributes: span.attributes, events: span.events };
+}
+
 function newInvocation(id, m) {
   const controller = new AbortController();
   const inv = { id, input: [], started: false, done: false, seq: 0, calls: new Map(), controller };
@@ -304,6 +344,7 @@ function newInvocation(id, m) {
     meta,
     event: event(meta),
     request: request(meta, params),
+    span: newSpan(meta),
     response: new Response(),
     outputs,
     params,
@@ -438,7 +479,8 @@ async function runBatch(inv, deadline, events) {
     const ev = events[k];
     const params = {};
     for (const [key, v] of Object.entries(ev.meta)) if (key.startsWith('param.')) params[key.slice(6)] = v;
-    const ctx = { ...inv.ctx, meta: ev.meta, event: event(ev.meta), params };
+    // A batch's events record no span; each one's traceparent is its own.
+    const ctx = { ...inv.ctx, meta: ev.meta, event: event(ev.meta), params, span: newSpan(ev.meta) };
     let emits = 0;
     ctx.log = (level, message) => call(inv, { op: 'log', index: k, level: String(level), message: String(message) });
     ctx.emit = (stream, value, key) => call(inv, emitCall(stream, value, key, ++emits, k));
@@ -517,7 +559,10 @@ async function run(inv) {
   }
   invocations.delete(inv.id); // before RESULT: the pool may reuse the id at once
   const state = error ? null : inv.stateResult();
-  send(T.RESULT, inv.id, error ? json({ error }) : Buffer.from(state ? `{"state":${state}}` : '{}'));
+  const span = spanResult(inv.ctx.span);
+  let result = error ? JSON.stringify({ error, span }) : state ? `{"state":${state}}` : '{}';
+  if (span && !error) result = result.slice(0, -1) + (result.length > 2 ? ',' : '') + `"span":${JSON.stringify(span)}}`;
+  send(T.RESULT, inv.id, Buffer.from(result));
   maybeExit();
 }
 

@@ -232,6 +232,47 @@ class State:
         return '{"deleted":true}' if self._value is None else '{"value":' + self._value + "}"
 
 
+class Span:
+    """ctx.span: the handler's span (docs/worker-protocol.md, "Spans").
+
+    When the pool traces the call (meta "butter.span"), it records
+    attributes and events and goes back in RESULT; its traceparent, the
+    child of the invocation's, is what the handler's own calls pass on.
+    Otherwise it records nothing, and its traceparent is the invocation's.
+    """
+
+    def __init__(self, meta):
+        tp = meta.get("ce_traceparent") or ""
+        self.recording = meta.get("butter.span") == "1" and len(tp) == 55
+        self.traceparent = tp or None
+        if self.recording:
+            self.id = os.urandom(8).hex()
+            self.traceparent = "00-" + tp[3:35] + "-" + self.id + "-" + tp[53:]
+            self._start = time.time_ns()
+            self._attributes = {}
+            self._events = []
+
+    def set_attribute(self, key, value):
+        if self.recording:
+            self._attributes[str(key)] = value
+        return self
+
+    def add_event(self, name, attributes=None):
+        if self.recording:
+            ev = {"name": str(name), "time_ns": time.time_ns()}
+            if attributes:
+                ev["attributes"] = dict(attributes)
+            self._events.append(ev)
+        return self
+
+    def _result(self):
+        """The RESULT's "span", or None."""
+        if not self.recording:
+            return None
+        return {"id": self.id, "start_ns": self._start, "end_ns": time.time_ns(),
+                "attributes": self._attributes, "events": self._events}
+
+
 class Context:
     """What a handler knows about its invocation, and its calls to the pool."""
 
@@ -244,6 +285,7 @@ class Context:
         self.params = {k[6:]: v for k, v in self.meta.items() if k.startswith("param.")}
         self.request = Request(self.meta, self.params) if self.meta.get("ce_httpmethod") else None
         self.response = Response()
+        self.span = Span(self.meta)
         self.state = State(self.function, m.get("state"))
         self._emits = 0
         ms = m.get("deadline") or 0
@@ -337,6 +379,7 @@ class EventContext:
         self.meta = meta
         self.event = event_of(meta)
         self.params = {k[6:]: v for k, v in meta.items() if k.startswith("param.")}
+        self.span = Span(meta)  # records nothing in a batch; its traceparent is the event's
         self.state = batch.state
         self.deadline = batch.deadline
         self.cancelled = batch.cancelled
@@ -547,11 +590,14 @@ def run(handler, invocations, ctx, data):
         for off in range(0, len(output), CHUNK):
             send(DATA, ctx._id, output[off:off + CHUNK])
     invocations.pop(ctx._id, None)  # before RESULT: the pool may reuse the id at once
+    span = ctx.span._result()
     if error:
-        result = json.dumps({"error": error})
+        result = json.dumps({"error": error, "span": span} if span else {"error": error})
     else:
         state = ctx.state._result()
         result = '{"state":' + state + "}" if state else "{}"
+        if span:
+            result = result[:-1] + ("," if len(result) > 2 else "") + '"span":' + json.dumps(span, default=str) + "}"
     send(RESULT, ctx._id, result.encode())
 
 

@@ -307,6 +307,33 @@ type ResultMsg struct {
 	// State is the handler's change to the call's state; nil leaves it
 	// as it was. The pool ignores it when Error is set.
 	State *StateMsg `json:"state,omitempty"`
+	// Span is the handler's span, when the invocation's metadata asked
+	// for one (MetaSpan): the pool exports it.
+	Span *SpanMsg `json:"span,omitempty"`
+}
+
+// MetaSpan is the metadata key by which the pool asks a worker to record
+// the handler's span ("1"; docs/worker-protocol.md, "Spans"): the pool
+// traces the call, and the invocation's ce_traceparent is the span the
+// handler's is the child of.
+const MetaSpan = "butter.span"
+
+// SpanMsg is a handler's span as a worker records it: its id (16 hex
+// digits, the span id of the traceparent the handler's code saw), when
+// it started and ended (Unix nanoseconds), and what the code added.
+type SpanMsg struct {
+	ID         string         `json:"id"`
+	StartNS    int64          `json:"start_ns"`
+	EndNS      int64          `json:"end_ns"`
+	Attributes map[string]any `json:"attributes,omitempty"`
+	Events     []SpanEvent    `json:"events,omitempty"`
+}
+
+// SpanEvent is an event a handler added to its span.
+type SpanEvent struct {
+	Name       string         `json:"name"`
+	TimeNS     int64          `json:"time_ns"`
+	Attributes map[string]any `json:"attributes,omitempty"`
 }
 
 // CallMsg is the payload of CALL.

@@ -13,10 +13,12 @@ THRESHOLD = 5.0
 
 def handle(event, ctx):
     reading = json.loads(event)
+    ctx.span.set_attribute("device", reading["device"])
     state = ctx.state.get() or {}
     last = state.get("temperature")
     ctx.state.set({"temperature": reading["temperature"]})
     if last is not None and abs(reading["temperature"] - last) > THRESHOLD:
+        ctx.span.add_event("alert", {"from": last, "to": reading["temperature"]})
         return {
             "device": reading["device"],
             "from": last,

@@ -4,6 +4,8 @@
 exports.handle = async (input, ctx) => {
   const reading = JSON.parse(input.toString());
   reading.device = ctx.params.device;
+  // The handler's span, when the platform traces the call (docs/observability.md).
+  ctx.span.setAttribute('device', reading.device);
   reading.at = reading.at || new Date().toISOString();
   await ctx.emit('readings', reading, reading.device);
   return { accepted: true, device: reading.device, at: reading.at };
