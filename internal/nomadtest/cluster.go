@@ -241,15 +241,28 @@ func nodeProcs(root int, dir string) []int {
 	return out
 }
 
-// alive says whether a process exists and is not a zombie.
+// alive says whether a process exists with a thread that is not a zombie.
 func alive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
+	// A multi-threaded process's leader shows Z as soon as its own thread
+	// has exited, while its other threads may still run (and hold its
+	// files, sockets included, open): the process is gone when every
+	// thread is a zombie or dead.
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/[0-9]*", pid))
+	if err != nil || len(tasks) == 0 {
+		tasks = []string{fmt.Sprintf("/proc/%d", pid)}
 	}
-	i := bytes.LastIndexByte(b, ')')
-	f := strings.Fields(string(b[i+1:]))
-	return len(f) > 0 && f[0] != "Z" && f[0] != "X"
+	for _, task := range tasks {
+		b, err := os.ReadFile(task + "/stat")
+		if err != nil {
+			continue
+		}
+		i := bytes.LastIndexByte(b, ')')
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) > 0 && f[0] != "Z" && f[0] != "X" {
+			return true
+		}
+	}
+	return false
 }
 
 // WaitFor polls cond every 100ms until it holds, and fails the test with
