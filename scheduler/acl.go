@@ -161,6 +161,7 @@ func (s *Server) guard(rule Rule, h http.HandlerFunc) http.HandlerFunc {
 		}
 		secret, err := secretOf(r)
 		if err != nil {
+			s.obs.aclDenied.WithLabelValues(deniedNoToken).Inc()
 			writeErr(w, http.StatusForbidden, err)
 			return
 		}
@@ -172,10 +173,12 @@ func (s *Server) guard(rule Rule, h http.HandlerFunc) http.HandlerFunc {
 			return
 		}
 		if err != nil {
+			s.obs.aclDenied.WithLabelValues(deniedUnknown).Inc()
 			writeErr(w, http.StatusForbidden, err)
 			return
 		}
 		if err := s.allowed(rule, r, a); err != nil {
+			s.obs.aclDenied.WithLabelValues(deniedPermission).Inc()
 			writeErr(w, http.StatusForbidden, fmt.Errorf("permission denied: token %q (accessor %s) %w", tok.Name, tok.AccessorID, err))
 			return
 		}

@@ -76,7 +76,7 @@ import (
 func (s *Server) handler() http.Handler {
 	mux := http.NewServeMux()
 	for _, rt := range s.routes() {
-		mux.HandleFunc(rt.pattern, traced(rt.pattern, s.guard(rt.rule, rt.h)))
+		mux.HandleFunc(rt.pattern, s.obs.instrument(rt.pattern, traced(rt.pattern, s.guard(rt.rule, rt.h))))
 	}
 	return mux
 }
@@ -523,6 +523,7 @@ func (s *Server) createRevision(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, 500, err)
 		return
 	}
+	s.obs.activations.WithLabelValues(rev.Project, "deploy").Inc()
 	writeJSON(w, 200, api.RevisionCreateResponse{Project: rev.Project, Revision: rev.ID, New: !exists, Deployer: s.cfg.Nomad != nil})
 }
 
@@ -565,6 +566,7 @@ func (s *Server) rollback(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, 500, err)
 		return
 	}
+	s.obs.activations.WithLabelValues(project, "rollback").Inc()
 	writeJSON(w, 200, api.RollbackResponse{Project: project, Revision: target, Deployer: s.cfg.Nomad != nil})
 }
 

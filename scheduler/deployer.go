@@ -159,6 +159,7 @@ func (s *Server) reconcile(ctx context.Context, nomad Nomad, w deployWant) error
 			Message:    fmt.Sprintf("job %s version %d registered; waiting for Nomad's deployment", *job.ID, deref(current.Version)),
 			JobVersion: deref(current.Version),
 			HealthyAt:  w.status.HealthyAt,
+			Registered: time.Now().UTC(),
 		})
 	case fsm.StatusDeploying:
 		if !runs {
@@ -238,7 +239,11 @@ func (s *Server) follow(ctx context.Context, nomad Nomad, w deployWant, jobID st
 		}
 		st.HealthyAt = time.Now().UTC()
 		s.log.Info("revision healthy", "project", w.project, "revision", w.revision, "deployment", dep.ID)
-		return s.setStatus(w.project, w.revision, st)
+		if err := s.setStatus(w.project, w.revision, st); err != nil {
+			return err
+		}
+		s.obs.deployed(w.project, "healthy", st.Registered)
+		return nil
 	case api.DeploymentStatusFailed, api.DeploymentStatusCancelled:
 		why := fmt.Sprintf("deployment %s %s: %s", short(dep.ID), dep.Status, dep.StatusDescription)
 		if detail := s.failureDetail(ctx, nomad, dep.ID); detail != "" {
@@ -299,8 +304,12 @@ func (s *Server) failAndRollback(w deployWant, why string, autoRollback bool) er
 	if err := s.setStatus(w.project, w.revision, st); err != nil {
 		return err
 	}
+	s.obs.deployed(w.project, "failed", st.Registered)
 	if autoRollback && target != "" {
-		return s.Apply(fsm.RevisionActivateType, fsm.Activation{Project: w.project, Revision: target, Reason: "automatic rollback: revision " + w.revision + " failed"})
+		if err := s.Apply(fsm.RevisionActivateType, fsm.Activation{Project: w.project, Revision: target, Reason: "automatic rollback: revision " + w.revision + " failed"}); err != nil {
+			return err
+		}
+		s.obs.activations.WithLabelValues(w.project, "auto_rollback").Inc()
 	}
 	return nil
 }

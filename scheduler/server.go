@@ -157,6 +157,8 @@ type Server struct {
 	// scaleMetrics the autoscaler's in it.
 	metrics      *prometheus.Registry
 	scaleMetrics *autoscaler.Metrics
+	// obs are the control plane's own series in it (metrics.go).
+	obs *serverMetrics
 }
 
 // Start opens the stores, starts Raft and the API, and bootstraps when
@@ -179,6 +181,7 @@ func Start(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, fsm: fsm.New(), log: cfg.Logger, metrics: prometheus.NewRegistry()}
 	s.scaleMetrics = autoscaler.NewMetrics(s.metrics)
+	s.obs = newServerMetrics(s.metrics, s)
 	var err error
 	if s.tls, err = loadTLS(cfg.TLS); err != nil {
 		return nil, err

@@ -141,7 +141,16 @@ func (s *Server) fire(ctx context.Context, firer Firer, t *fsm.Timer, tick time.
 	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := firer.Fire(fctx, t, tick); err != nil {
+		s.obs.timerFailures.WithLabelValues(t.Project, t.ID).Inc()
 		return fmt.Errorf("deliver: %w", err)
 	}
-	return s.Apply(fsm.TimerFiredType, fsm.TimerFiring{Timer: t.ID, Tick: tick})
+	if err := s.Apply(fsm.TimerFiredType, fsm.TimerFiring{Timer: t.ID, Tick: tick}); err != nil {
+		if !errors.Is(err, raft.ErrNotLeader) && !strings.Contains(err.Error(), "already fired") {
+			s.obs.timerFailures.WithLabelValues(t.Project, t.ID).Inc()
+		}
+		return err
+	}
+	s.obs.timerTicks.WithLabelValues(t.Project, t.ID).Inc()
+	s.obs.timerDelay.Observe(time.Since(tick).Seconds())
+	return nil
 }

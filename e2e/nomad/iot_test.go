@@ -299,6 +299,9 @@ plugin "nomad-driver-butter" {
 		{"the gateway's requests", `sum(butter_gateway_requests_total{job="butter-gateway"}) >= 3`},
 		{"the control plane scraped over mutual TLS", `up{job="butter-server"} == 1`},
 		{"the Go collector of the pools", `count(go_goroutines{job="butter-pools"}) >= 1`},
+		{"the control plane's Raft leader", `butter_server_raft_state{job="butter-server",state="Leader"} == 1`},
+		{"the control plane's deploys of examples/iot, healthy on real Nomad", `sum(butter_server_deploys_total{job="butter-server",project="iot",outcome="healthy"}) >= 1`},
+		{"the control plane's API requests", `sum(butter_server_http_requests_total{job="butter-server"}) >= 1`},
 	} {
 		e2etest.WaitFor(t, 3*time.Minute, "Prometheus: "+q.what, func() bool {
 			_, ok := query(q.query)

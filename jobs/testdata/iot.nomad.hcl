@@ -10,7 +10,7 @@ job "butter-iot" {
         pool     = "batch"
         port     = "invoke"
         project  = "iot"
-        revision = "7e992f881380"
+        revision = "e246f8ede5f4"
         function {
           bundle        = "local/bundles/197659a79e8fff3cdc72e8d968edba97c8b6fd8b205bcc0c43643b60356028b0"
           command       = ["./report.sh"]
@@ -98,7 +98,7 @@ job "butter-iot" {
     }
     service {
       name     = "butter-iot-batch"
-      tags     = ["butter", "project=iot", "pool=batch", "revision=7e992f881380"]
+      tags     = ["butter", "project=iot", "pool=batch", "revision=e246f8ede5f4"]
       port     = "invoke"
       provider = "nomad"
       check {
@@ -135,13 +135,13 @@ job "butter-iot" {
         pool     = "default"
         port     = "invoke"
         project  = "iot"
-        revision = "7e992f881380"
+        revision = "e246f8ede5f4"
         function {
-          bundle        = "local/bundles/7ffc1ebd6164c217cb7a4e999131c60b594b16f3cf6ea497a9f11302b06abf16"
+          bundle        = "local/bundles/00e332754ff1fb6ec36d479d62946c5deb4fbcae3df8934357e1035850366965"
           concurrency   = 1
           cpu           = 100
           dead_letter   = "iot.failed-readings"
-          digest        = "sha256:7ffc1ebd6164c217cb7a4e999131c60b594b16f3cf6ea497a9f11302b06abf16"
+          digest        = "sha256:00e332754ff1fb6ec36d479d62946c5deb4fbcae3df8934357e1035850366965"
           handler       = "detect.handle"
           max_instances = 10
           memory        = 128
@@ -168,10 +168,10 @@ job "butter-iot" {
           }
         }
         function {
-          bundle        = "local/bundles/d30a0ba04d59881ad9ba67028e414251e6efaf74f23effb140ce36fab3706f06"
+          bundle        = "local/bundles/f3e31b8233d93120f2fc5292d81461b8be496439b6973b8c0b6d27911136a282"
           concurrency   = 8
           cpu           = 100
-          digest        = "sha256:d30a0ba04d59881ad9ba67028e414251e6efaf74f23effb140ce36fab3706f06"
+          digest        = "sha256:f3e31b8233d93120f2fc5292d81461b8be496439b6973b8c0b6d27911136a282"
           emits         = ["iot.readings"]
           handler       = "index.handle"
           input_schema  = "local/schemas/8912abae4b878e84a75bd41a661853f927b4dc70f74bbb5c1590b180460e0dbb.json"
@@ -223,21 +223,21 @@ job "butter-iot" {
         }
       }
       artifact {
-        source      = "http://127.0.0.1:4750/v1/blobs/sha256/7ffc1ebd6164c217cb7a4e999131c60b594b16f3cf6ea497a9f11302b06abf16"
+        source      = "http://127.0.0.1:4750/v1/blobs/sha256/00e332754ff1fb6ec36d479d62946c5deb4fbcae3df8934357e1035850366965"
         mode        = "dir"
-        destination = "local/bundles/7ffc1ebd6164c217cb7a4e999131c60b594b16f3cf6ea497a9f11302b06abf16"
+        destination = "local/bundles/00e332754ff1fb6ec36d479d62946c5deb4fbcae3df8934357e1035850366965"
         options {
           archive  = "tar"
-          checksum = "sha256:7ffc1ebd6164c217cb7a4e999131c60b594b16f3cf6ea497a9f11302b06abf16"
+          checksum = "sha256:00e332754ff1fb6ec36d479d62946c5deb4fbcae3df8934357e1035850366965"
         }
       }
       artifact {
-        source      = "http://127.0.0.1:4750/v1/blobs/sha256/d30a0ba04d59881ad9ba67028e414251e6efaf74f23effb140ce36fab3706f06"
+        source      = "http://127.0.0.1:4750/v1/blobs/sha256/f3e31b8233d93120f2fc5292d81461b8be496439b6973b8c0b6d27911136a282"
         mode        = "dir"
-        destination = "local/bundles/d30a0ba04d59881ad9ba67028e414251e6efaf74f23effb140ce36fab3706f06"
+        destination = "local/bundles/f3e31b8233d93120f2fc5292d81461b8be496439b6973b8c0b6d27911136a282"
         options {
           archive  = "tar"
-          checksum = "sha256:d30a0ba04d59881ad9ba67028e414251e6efaf74f23effb140ce36fab3706f06"
+          checksum = "sha256:f3e31b8233d93120f2fc5292d81461b8be496439b6973b8c0b6d27911136a282"
         }
       }
     }
@@ -259,7 +259,7 @@ job "butter-iot" {
     }
     service {
       name     = "butter-iot-default"
-      tags     = ["butter", "project=iot", "pool=default", "revision=7e992f881380"]
+      tags     = ["butter", "project=iot", "pool=default", "revision=e246f8ede5f4"]
       port     = "invoke"
       provider = "nomad"
       check {
@@ -290,6 +290,6 @@ job "butter-iot" {
   meta {
     butter_auto_rollback = "true"
     butter_project       = "iot"
-    butter_revision      = "7e992f881380"
+    butter_revision      = "e246f8ede5f4"
   }
 }

@@ -148,6 +148,9 @@ type DeployStatus struct {
 	NomadDeployment string    `json:"nomad_deployment,omitempty"`
 	JobVersion      uint64    `json:"job_version,omitempty"`
 	Updated         time.Time `json:"updated,omitempty"`
+	// Registered is when the deployer registered the revision's job
+	// with Nomad (the deploy's duration starts there).
+	Registered time.Time `json:"registered,omitempty"`
 	// HealthyAt is when the revision last became healthy: an automatic
 	// rollback returns to the revision most recently healthy.
 	HealthyAt time.Time `json:"healthy_at,omitempty"`
