@@ -14,7 +14,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/butterfn/butter/names"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -25,6 +25,7 @@ import (
 	"github.com/butterfn/butter/bundle"
 	"github.com/butterfn/butter/hcl/spec"
 	"github.com/butterfn/butter/jobs"
+	"github.com/butterfn/butter/names"
 	"github.com/butterfn/butter/routes"
 )
 
@@ -38,6 +39,10 @@ type Upload struct {
 	// Size is the blob's length in bytes; Digest its "sha256:<hex>".
 	Size   int
 	Digest string
+	// Sent is how many of its bytes went to the control plane so far,
+	// and Done is set once the control plane stored the blob.
+	Sent int64
+	Done bool
 }
 
 // Option tunes Push.
@@ -48,7 +53,10 @@ type options struct {
 	author   string
 }
 
-// WithProgress calls f before each blob's upload. Default: no reports.
+// WithProgress calls f before each blob's upload (Sent 0), as its bytes
+// are sent (from the goroutine that sends them), and once it is stored
+// (Done). Calls are never concurrent. Default:
+// no reports.
 func WithProgress(f func(Upload)) Option { return func(o *options) { o.progress = f } }
 
 // WithAuthor records who deploys. Default: $USER.
@@ -94,11 +102,18 @@ func Push(ctx context.Context, client *api.Client, dir string, proj *spec.Projec
 		} else if _, err := bundle.Write(fsys, a.Path, &buf); err != nil {
 			return nil, err
 		}
+		u := Upload{N: i + 1, Total: len(compiled.Artifacts), Path: a.Path, Size: buf.Len(), Digest: string(a.Digest)}
+		var body io.Reader = &buf
 		if o.progress != nil {
-			o.progress(Upload{N: i + 1, Total: len(compiled.Artifacts), Path: a.Path, Size: buf.Len(), Digest: string(a.Digest)})
+			o.progress(u)
+			body = &countingReader{r: &buf, u: u, f: o.progress}
 		}
-		if _, err := client.Blobs().Put(ctx, string(a.Digest), &buf, int64(buf.Len())); err != nil {
+		if _, err := client.Blobs().Put(ctx, string(a.Digest), body, int64(buf.Len())); err != nil {
 			return nil, fmt.Errorf("upload %s: %w", a.Path, err)
+		}
+		if o.progress != nil {
+			u.Sent, u.Done = int64(u.Size), true
+			o.progress(u)
 		}
 		bundles[a.Path] = string(a.Digest)
 	}
@@ -127,6 +142,22 @@ func Push(ctx context.Context, client *api.Client, dir string, proj *spec.Projec
 		return nil, fmt.Errorf("record the revision: %w%s", err, routeSite(proj, err))
 	}
 	return out, nil
+}
+
+// countingReader reports an upload's bytes as they are read.
+type countingReader struct {
+	r io.Reader
+	u Upload
+	f func(Upload)
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if n > 0 {
+		c.u.Sent += int64(n)
+		c.f(c.u)
+	}
+	return n, err
 }
 
 // gitSHA returns the commit of dir's work tree, with dirty set when it

@@ -71,13 +71,31 @@ func TestPush(t *testing.T) {
 	_, c := schedtest.Single(t, nil)
 	ctx := context.Background()
 
-	var uploads []deploy.Upload
-	out, err := deploy.Push(ctx, c, dir, proj, deploy.WithAuthor("ana"), deploy.WithProgress(func(u deploy.Upload) { uploads = append(uploads, u) }))
+	var reports, uploads []deploy.Upload
+	out, err := deploy.Push(ctx, c, dir, proj, deploy.WithAuthor("ana"), deploy.WithProgress(func(u deploy.Upload) {
+		reports = append(reports, u)
+		if u.Done {
+			uploads = append(uploads, u)
+		}
+	}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !out.New || out.Project != "shop" || out.Revision == "" {
 		t.Fatalf("push: %+v", out)
+	}
+	// The reports of an upload: one before it (nothing sent), its bytes
+	// as they are sent, never going back, and one when it is stored.
+	if len(reports) < 3 || reports[0].Sent != 0 || reports[0].Done || !reports[len(reports)-1].Done {
+		t.Fatalf("progress reports: %+v", reports)
+	}
+	for i := 1; i < len(reports); i++ {
+		if reports[i].Sent < reports[i-1].Sent || reports[i].Sent > int64(reports[i].Size) {
+			t.Fatalf("progress report %d: %d of %d bytes sent after %d", i, reports[i].Sent, reports[i].Size, reports[i-1].Sent)
+		}
+	}
+	if last := reports[len(reports)-2]; last.Sent != int64(last.Size) {
+		t.Fatalf("the reports before the upload was stored end at %d of %d bytes", last.Sent, last.Size)
 	}
 	if len(uploads) != 1 || uploads[0].Path != "functions/take" || uploads[0].N != 1 || uploads[0].Total != 1 || uploads[0].Size == 0 {
 		t.Fatalf("uploads: %+v", uploads)

@@ -40,8 +40,9 @@ Options:
     How long to follow the deployment. The deployment goes on after it.
 
   -progress
-    Print each upload and each change of the deployment (its groups'
-    counts, each allocation's state and health) as it happens. On by
+    Print each upload (on a terminal, its bytes counting up) and each
+    change of the deployment (its groups' counts, each allocation's state
+    and health) as it happens. On by
     default when standard output is a terminal; off in a pipe, where only
     the outcome is printed (with the allocations of a failed deployment).
 ` + addrHelp)
@@ -72,11 +73,29 @@ func (c *deployCommand) Run(args []string) int {
 	// Uploading the bundles may take a while: longer than one call.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*callTimeout)
 	defer cancel()
+	// On a terminal each upload is one line, its bytes counting up; with
+	// -progress in a pipe, one line before each upload.
+	live := newLiveLine(os.Stdout, isTerminal(os.Stdout))
+	if *progress {
+		live.Update(fmt.Sprintf("==> bundling project %q's functions", proj.Name)) // replaced by the first upload
+	}
 	out, err := deploy.Push(ctx, client, dir, proj, deploy.WithProgress(func(u deploy.Upload) {
-		if *progress {
-			c.ui.Output(fmt.Sprintf("==> [%d/%d] uploading %s (%d bytes, %s)", u.N, u.Total, u.Path, u.Size, u.Digest))
+		if !*progress {
+			return
+		}
+		head := fmt.Sprintf("==> [%d/%d] uploading %s", u.N, u.Total, u.Path)
+		switch {
+		case !live.live:
+			if u.Sent == 0 && !u.Done {
+				c.ui.Output(fmt.Sprintf("%s (%d bytes, %s)", head, u.Size, u.Digest))
+			}
+		case u.Done:
+			live.Done(fmt.Sprintf("%s: %s, %s", head, byteSize(int64(u.Size)), u.Digest))
+		default:
+			live.Update(head + ": " + fraction(u.Sent, int64(u.Size)))
 		}
 	}))
+	live.Clear() // the bundling line, when nothing was uploaded
 	if err != nil {
 		return failed(c.ui, err)
 	}

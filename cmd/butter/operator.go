@@ -218,7 +218,9 @@ func (c *snapshotSaveCommand) Run(args []string) int {
 	if err != nil {
 		return failed(c.ui, err)
 	}
-	n, err := io.Copy(f, snap)
+	live := newLiveLine(os.Stderr, isTerminal(os.Stderr))
+	n, err := io.Copy(f, live.reader(snap, "saving the snapshot", 0))
+	live.Clear()
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -269,7 +271,10 @@ func (c *snapshotRestoreCommand) Run(args []string) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
-	if err := client.Operator().SnapshotRestore(ctx, f, fi.Size()); err != nil {
+	live := newLiveLine(os.Stderr, isTerminal(os.Stderr))
+	err = client.Operator().SnapshotRestore(ctx, live.reader(f, "uploading the snapshot", fi.Size()), fi.Size())
+	live.Clear()
+	if err != nil {
 		return failed(c.ui, err)
 	}
 	c.ui.Output("Restored " + pos[0])
