@@ -113,6 +113,23 @@ func TestOneTraceThroughIoT(t *testing.T) {
 			t.Errorf("handler detect has events %v, want the alert", h.Events)
 		}
 	}
+	// The control plane's spans: butter dev deployed examples/iot through
+	// its API (deploy.Push), whose writes are server spans.
+	var deploySpan otlptest.Span
+	if _, err := rcv.Wait(ctx, func(all []otlptest.Span) bool {
+		for _, s := range all {
+			if s.Name == "POST /v1/projects/{name}/revisions" && s.Attributes["butter.project"] == "iot" {
+				deploySpan = s
+				return true
+			}
+		}
+		return false
+	}); err != nil {
+		t.Fatalf("no span of the control plane's revision write for iot: %v", err)
+	}
+	if deploySpan.Kind != 2 || deploySpan.Attributes["http.response.status_code"] != "200" {
+		t.Errorf("the control plane's revision span: kind %d, attributes %v; want a server span answering 200", deploySpan.Kind, deploySpan.Attributes)
+	}
 }
 
 // traceChain finds, among the spans of trace traceID, the path from the
