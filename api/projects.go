@@ -38,8 +38,35 @@ type ProjectStatus struct {
 	// Pools are the active revision's pools with their scaling, sorted
 	// by name (scaling.go).
 	Pools []PoolStatus `json:"pools,omitempty"`
+	// Deleting is set while the project is being deleted (DELETE
+	// /v1/projects/{name}): its job is stopped and purged, then the
+	// project is gone (404).
+	Deleting *ProjectDeletion `json:"deleting,omitempty"`
 	// Stale says the answering node was not the leader.
 	Stale bool `json:"stale"`
+}
+
+// ProjectDeletion is a project's deletion in progress.
+type ProjectDeletion struct {
+	At time.Time `json:"at"`
+	// PurgeTopics says its Kafka topics are deleted too.
+	PurgeTopics bool `json:"purge_topics,omitempty"`
+	// Job is the Nomad job being stopped and purged.
+	Job string `json:"job,omitempty"`
+	// Message says what the deletion waits for.
+	Message string `json:"message,omitempty"`
+}
+
+// ProjectDeleteResponse answers DELETE /v1/projects/{name}.
+type ProjectDeleteResponse struct {
+	Project string `json:"project"`
+	// Job is the Nomad job the leader stops and purges ("" when the
+	// project never had one).
+	Job string `json:"job,omitempty"`
+	// Deployer says a deployer runs (the server has Nomad): the deletion
+	// ends once it has purged the job. Without one the project is gone
+	// at once.
+	Deployer bool `json:"deployer"`
 }
 
 // TimerStatus is one of a project's timers and its last firing.
@@ -81,6 +108,24 @@ func (p *Projects) Status(ctx context.Context, name string, q *QueryOptions) (*P
 func (p *Projects) Put(ctx context.Context, name string) (*Project, error) {
 	var out Project
 	if err := p.c.write(ctx, http.MethodPut, "/v1/projects/"+seg(name), nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Delete deletes a project (DELETE /v1/projects/{name}, deploy on the
+// project): its routes, timers, API keys and autoscaling state go at
+// once, the leader stops and purges its Nomad job, then the project and
+// its revisions are gone. Its Kafka topics are kept unless purgeTopics.
+// It returns once the deletion is recorded; Status answers 404 when it is
+// done.
+func (p *Projects) Delete(ctx context.Context, name string, purgeTopics bool) (*ProjectDeleteResponse, error) {
+	path := "/v1/projects/" + seg(name)
+	if purgeTopics {
+		path += "?purge_topics=true"
+	}
+	var out ProjectDeleteResponse
+	if err := p.c.write(ctx, http.MethodDelete, path, nil, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil

@@ -158,6 +158,10 @@ func TestACLWalkEveryRoute(t *testing.T) {
 			}
 			return path, body
 		}, right: "p1", wrong: "p2"},
+		"DELETE /v1/projects/{name}": {prep: func(e *aclEnv) (string, []byte) {
+			e.must("PUT", "/v1/projects/doomed", nil)
+			return "/v1/projects/doomed", nil
+		}, right: "mgmt", wrong: "p1"},
 		"POST /v1/projects/{name}/revisions":     {prep: fixed("/v1/projects/p1/revisions", jsonBody(rev2)), right: "p1", wrong: "p2"},
 		"GET /v1/projects/{name}/revisions":      {prep: fixed("/v1/projects/p1/revisions", nil), right: "p1", wrong: "p2"},
 		"GET /v1/projects/{name}/revisions/{id}": {prep: fixed("/v1/projects/p1/revisions/r1", nil), right: "p1", wrong: "p2"},

@@ -39,6 +39,8 @@ import (
 //	PUT    /v1/projects/{name}            create or update a project (leader)                deploy on {name}
 //	GET    /v1/projects[?stale]           list projects (leader, or this node with ?stale)   read on some project; lists those
 //	GET    /v1/projects/{name}[?stale]    the active revision, its deployment and timers     read on {name}
+//	DELETE /v1/projects/{name}            delete a project: job stopped and purged, routes,  deploy on {name}
+//	                                      timers, keys, consumer groups removed (leader; delete.go)
 //	POST   /v1/projects/{name}/revisions  create (or re-activate) a revision (leader; 409     deploy on {name}
 //	                                      when another project serves one of its routes)
 //	GET    /v1/projects/{name}/revisions  list revisions with their deployment state         read on {name}
@@ -100,6 +102,7 @@ func (s *Server) routes() []route {
 		{"PUT /v1/projects/{name}", project(acl.CapDeploy), checkPath(s.leaderOnly(s.putProject), projectPath)},
 		{"GET /v1/projects", someProject(acl.CapRead), s.listProjects},
 		{"GET /v1/projects/{name}", project(acl.CapRead), checkPath(s.getProject, projectPath)},
+		{"DELETE /v1/projects/{name}", project(acl.CapDeploy), checkPath(s.leaderOnly(s.deleteProject), projectPath)},
 		{"POST /v1/projects/{name}/revisions", project(acl.CapDeploy), checkPath(s.limitBody(req, maxRequestSetting, s.leaderOnly(s.createRevision)), projectPath)},
 		{"GET /v1/projects/{name}/revisions", project(acl.CapRead), checkPath(s.listRevisions, projectPath)},
 		{"GET /v1/projects/{name}/revisions/{id}", project(acl.CapRead), checkPath(s.getRevision, projectPath, revisionPath)},
@@ -224,6 +227,9 @@ func (s *Server) putTimer(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) putProject(w http.ResponseWriter, r *http.Request) {
+	if s.isDeleting(w, r.PathValue("name")) {
+		return
+	}
 	p := fsm.Project{Name: r.PathValue("name"), Created: time.Now().UTC()}
 	if err := s.Apply(fsm.ProjectUpsertType, p); err != nil {
 		writeErr(w, 500, err)
@@ -469,6 +475,9 @@ func (s *Server) createRevision(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, 400, err)
 		return
 	}
+	if s.isDeleting(w, r.PathValue("name")) {
+		return
+	}
 	if len(req.Job) > 0 {
 		if _, err := jobs.Check(req.Job, jobExpect(r.PathValue("name"), req.ID, req.Bundles)); err != nil {
 			writeErr(w, 400, fmt.Errorf("revision body: %w", err))
@@ -530,6 +539,9 @@ func (s *Server) createRevision(w http.ResponseWriter, r *http.Request) {
 // rollback activates the revision created before the active one.
 func (s *Server) rollback(w http.ResponseWriter, r *http.Request) {
 	project := r.PathValue("name")
+	if s.isDeleting(w, project) {
+		return
+	}
 	s.activateMu.Lock()
 	defer s.activateMu.Unlock()
 	var target, active string
@@ -585,6 +597,9 @@ func (s *Server) projectStatus(name string) (api.ProjectStatus, bool) {
 		}
 		out.Quota = apiQuota(p.Quota)
 		out.Revisions = len(st.Revisions[name])
+		if d := p.Deleting; d != nil {
+			out.Deleting = &api.ProjectDeletion{At: d.At, PurgeTopics: d.PurgeTopics, Job: d.Job, Message: d.Message}
+		}
 		if rev := st.Revisions[name][st.Active[name]]; rev != nil {
 			a := apiRevision(rev, false)
 			out.Active = &a
@@ -623,6 +638,9 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {
 	s.fsm.Read(func(st *fsm.State) { _, known = st.Projects[project] })
 	if !known {
 		writeErr(w, 404, fmt.Errorf("no project %q; deploy it first", project))
+		return
+	}
+	if s.isDeleting(w, project) {
 		return
 	}
 	raw := make([]byte, 24)

@@ -70,6 +70,7 @@ func (s *Server) runDeployer(ctx context.Context, nomad Nomad) {
 				}
 			}
 		})
+		s.runDeletions(ctx, nomad) // delete.go
 		sort.Slice(wants, func(i, j int) bool { return wants[i].project < wants[j].project })
 		for _, w := range wants {
 			if err := s.reconcile(ctx, nomad, w); err != nil {

@@ -32,6 +32,8 @@ type Nomad interface {
 	// AllocationChecks returns the latest results of an allocation's
 	// Nomad-native service checks.
 	AllocationChecks(ctx context.Context, allocID string) (api.AllocCheckStatuses, error)
+	// DeregisterJob stops the job; with purge Nomad forgets it too.
+	DeregisterJob(ctx context.Context, id string, purge bool) error
 }
 
 var (
@@ -105,6 +107,11 @@ func (n *NomadClient) DeploymentAllocations(ctx context.Context, deploymentID st
 func (n *NomadClient) AllocationChecks(ctx context.Context, allocID string) (api.AllocCheckStatuses, error) {
 	checks, err := n.c.Allocations().Checks(allocID, (&api.QueryOptions{}).WithContext(ctx))
 	return checks, nomadErr(err)
+}
+
+func (n *NomadClient) DeregisterJob(ctx context.Context, id string, purge bool) error {
+	_, _, err := n.c.Jobs().Deregister(id, purge, (&api.WriteOptions{}).WithContext(ctx))
+	return nomadErr(err)
 }
 
 // responseCode finds the status in an api error that is not an

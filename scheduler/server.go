@@ -37,6 +37,7 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
 )
 
 // Config configures a server node.
@@ -57,6 +58,9 @@ type Config struct {
 	SnapshotThreshold uint64
 	// Firer delivers timer ticks; nil runs no timer service.
 	Firer Firer
+	// Kafka, when set, is the projects' Kafka: deleting a project
+	// deletes its consumer groups (and, when asked, its topics) there.
+	Kafka *kadm.Client
 	// Nomad, when set, is where the leader's deployer registers the active
 	// revisions' jobs: NewNomadClient over Nomad's API, or a fake.
 	Nomad Nomad

@@ -69,6 +69,7 @@ func run(args []string) int {
 		"keys":                      func() (cli.Command, error) { return &keysCommand{}, nil },
 		"project":                   func() (cli.Command, error) { return &projectCommand{}, nil },
 		"project quota":             func() (cli.Command, error) { return &projectQuotaCommand{}, nil },
+		"project delete":            func() (cli.Command, error) { return &projectDeleteCommand{ui: ui}, nil },
 		"project quota get":         func() (cli.Command, error) { return &projectQuotaGetCommand{ui: ui}, nil },
 		"project quota set":         func() (cli.Command, error) { return &projectQuotaSetCommand{ui: ui}, nil },
 		"keys create":               func() (cli.Command, error) { return &keysCreateCommand{ui: ui}, nil },

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"time"
 
 	"github.com/butterfn/butter/api"
 	"github.com/hashicorp/cli"
@@ -11,7 +13,7 @@ import (
 
 type projectCommand struct{}
 
-func (c *projectCommand) Synopsis() string { return "Manage projects: quotas" }
+func (c *projectCommand) Synopsis() string { return "Manage projects: delete, quotas" }
 func (c *projectCommand) Help() string {
 	return trimHelp(`
 Usage: butter project <subcommand>
@@ -20,6 +22,7 @@ Usage: butter project <subcommand>
 
 Subcommands:
 
+  delete      Delete a project (its job, routes, timers, keys, groups)
   quota get   Show a project's quota
   quota set   Set a project's quota
 `)
@@ -148,4 +151,103 @@ func printQuota(ui cli.Ui, project string, q *api.Quota) {
 	}
 	ui.Output(fmt.Sprintf("Project %s:\n  max functions        %s\n  max instances        %s\n  requests per second  %s",
 		project, limit(float64(q.MaxFunctions)), limit(float64(q.MaxInstances)), limit(q.RequestsPerSecond)))
+}
+
+type projectDeleteCommand struct{ ui cli.Ui }
+
+func (c *projectDeleteCommand) Synopsis() string { return "Delete a project" }
+func (c *projectDeleteCommand) Help() string {
+	return trimHelp(`
+Usage: butter project delete [options] <project>
+
+  Deletes the project. At once, its routes stop answering (gateways drop
+  them), its timers stop and its API keys are revoked; then the leader
+  stops and purges its Nomad job (its allocations stop) and deletes its
+  consumer groups, and the project and its revisions are gone. Its Kafka
+  topics, which hold its events, are kept unless -purge-topics. While it
+  is being deleted, deploys to it are refused (409); deploying it again
+  afterwards starts from nothing.
+
+  Waits until the project is gone, saying what it waits for, and exits 0;
+  1 when it fails or -timeout passes (the deletion goes on).
+
+Options:
+
+  -purge-topics
+    Delete the project's Kafka topics ("<project>.*") too.
+
+  -detach
+    Return once the deletion is recorded.
+
+  -timeout=5m
+    How long to wait.
+` + addrHelp)
+}
+func (c *projectDeleteCommand) Run(args []string) int {
+	fset := newFlagSet("project delete")
+	af := addAPIFlags(fset)
+	purge := fset.Bool("purge-topics", false, "")
+	detach := fset.Bool("detach", false, "")
+	timeout := fset.Duration("timeout", 5*time.Minute, "")
+	pos, err := parseInterspersed(fset, args)
+	if err == nil && len(pos) != 1 {
+		err = errors.New("give the project's name")
+	}
+	if err != nil {
+		return usageError(c.ui, c.Help(), err, nil, 1)
+	}
+	client, err := af.client()
+	if err != nil {
+		return failed(c.ui, err)
+	}
+	name := pos[0]
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	out, err := client.Projects().Delete(ctx, name, *purge)
+	cancel()
+	if err != nil {
+		return failed(c.ui, err)
+	}
+	what := "its routes, timers and API keys are removed"
+	if out.Job != "" {
+		what += "; Nomad job " + out.Job + " is being stopped and purged"
+	}
+	c.ui.Output(fmt.Sprintf("Deleting project %q: %s.", name, what))
+	if *detach {
+		return exitOK
+	}
+	live := newLiveLine(os.Stdout, isTerminal(os.Stdout))
+	deadline := time.Now().Add(*timeout)
+	last := ""
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+		st, _, err := client.Projects().Status(ctx, name, nil)
+		cancel()
+		switch {
+		case api.StatusCode(err) == 404:
+			live.Clear()
+			c.ui.Output(fmt.Sprintf("Project %q is deleted.", name))
+			return exitOK
+		case err != nil:
+			live.Clear()
+			return failed(c.ui, err)
+		case st.Deleting == nil:
+			live.Clear()
+			c.ui.Error(fmt.Sprintf("Project %q exists and is not being deleted: it was deployed again.", name))
+			return exitInvalid
+		}
+		if msg := "==> " + st.Deleting.Message; msg != last {
+			last = msg
+			if live.live {
+				live.Update(msg)
+			} else {
+				c.ui.Output(msg)
+			}
+		}
+		if time.Now().After(deadline) {
+			live.Clear()
+			c.ui.Error(fmt.Sprintf("Project %q is still being deleted after %s (%s); the deletion goes on: butter status %s shows it.", name, *timeout, st.Deleting.Message, name))
+			return exitInvalid
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
 }

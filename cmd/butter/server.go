@@ -226,7 +226,7 @@ func (c *serverCommand) Run(args []string) int {
 	}
 	s, err := scheduler.Start(scheduler.Config{
 		DataDir: *dataDir, HTTPAddr: *httpAddr, RaftAddr: *raftAddr,
-		BootstrapExpect: *expect, Join: peers, SnapshotThreshold: *snapEvery, Logger: log, Firer: firer, Nomad: nomad, Autoscale: scale,
+		BootstrapExpect: *expect, Join: peers, SnapshotThreshold: *snapEvery, Logger: log, Firer: firer, Kafka: lagClient, Nomad: nomad, Autoscale: scale,
 		MaxRequestBytes: *maxRequest, MaxBlobBytes: *maxBlob, TLS: tc, ACL: *aclOn,
 	})
 	if err != nil {

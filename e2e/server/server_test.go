@@ -555,6 +555,35 @@ func TestDeployToNomad(t *testing.T) {
 	if !regexp.MustCompile(third + `\s+failed`).MatchString(r.Stdout) {
 		t.Errorf("revisions should list %s as failed:\n%s", third, r.Stdout)
 	}
+
+	// Deleting the project stops and purges its job in Nomad; the
+	// deployer never brings it back, and the project is gone.
+	r = e2etest.Butter(t, ".", "project", "delete", "-address", addr, "hello")
+	t.Logf("project delete output:\n%s\n%s", r.Stdout, r.Stderr)
+	if r.Code != 0 || !strings.Contains(r.Stdout, "Nomad job butter-hello is being stopped and purged") || !strings.Contains(r.Stdout, `Project "hello" is deleted.`) {
+		t.Fatalf("project delete: %+v", r)
+	}
+	if _, _, err := agent.Client.Jobs().Info("butter-hello", nil); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Errorf("Nomad still knows job butter-hello after the delete (want it purged): %v", err)
+	}
+	if r := e2etest.Butter(t, ".", "status", "-address", addr, "hello"); r.Code == 0 {
+		t.Errorf("status of the deleted project exits 0: %+v", r)
+	}
+	e2etest.WaitFor(t, 2*time.Minute, "every allocation of the deleted project stopped", func() bool {
+		allocs, _, err := agent.Client.Allocations().List(nil)
+		if err != nil {
+			return false
+		}
+		for _, a := range allocs {
+			if a.JobID == "butter-hello" && a.ClientStatus == "running" {
+				return false
+			}
+		}
+		return true
+	})
+	if _, _, err := agent.Client.Jobs().Info("butter-hello", nil); err == nil {
+		t.Error("the deployer registered the deleted project's job again")
+	}
 }
 
 // editFile replaces old with new in a file, and fails when old is absent.

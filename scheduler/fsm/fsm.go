@@ -76,6 +76,8 @@ type Project struct {
 	Created time.Time `json:"created"`
 	// Quota bounds the project; nil is unlimited.
 	Quota *Quota `json:"quota,omitempty"`
+	// Deleting is set while the project is being deleted (delete.go).
+	Deleting *Deletion `json:"deleting,omitempty"`
 }
 
 // Quota is a project's limits; 0 leaves one unlimited.
@@ -325,6 +327,10 @@ func (f *FSM) Apply(l *raft.Log) any {
 		err = decodeThen(body, f.applyBlobKeySet)
 	case ScalingDecisionType:
 		err = decodeThen(body, f.applyScalingDecision)
+	case ProjectDeleteType:
+		err = decodeThen(body, f.applyProjectDelete)
+	case ProjectPurgedType:
+		err = decodeThen(body, f.applyProjectPurged)
 	default:
 		return fmt.Errorf("%w: type %d", ErrUnknownCommand, t)
 	}
@@ -344,7 +350,7 @@ func decodeThen[T any](body []byte, fn func(*T) error) error {
 
 func (f *FSM) applyProjectUpsert(p *Project) error {
 	if old, ok := f.st.Projects[p.Name]; ok {
-		p.Created, p.Quota = old.Created, old.Quota
+		p.Created, p.Quota, p.Deleting = old.Created, old.Quota, old.Deleting
 	}
 	f.st.Projects[p.Name] = p
 	return nil
@@ -377,6 +383,9 @@ func (f *FSM) applyRevisionActivate(a *Activation, at time.Time) error {
 	rev, ok := f.st.Revisions[a.Project][a.Revision]
 	if !ok {
 		return fmt.Errorf("activate: project %q has no revision %q", a.Project, a.Revision)
+	}
+	if p := f.st.Projects[a.Project]; p != nil && p.Deleting != nil {
+		return fmt.Errorf("activate: project %q is being deleted", a.Project)
 	}
 	f.st.Active[a.Project] = a.Revision
 	// An activation always deploys: the deployer takes it from here.
@@ -547,6 +556,10 @@ func (s *State) clone() *State {
 		if p.Quota != nil {
 			q := *p.Quota
 			cp.Quota = &q
+		}
+		if p.Deleting != nil {
+			d := *p.Deleting
+			cp.Deleting = &d
 		}
 		c.Projects[k] = &cp
 	}

@@ -175,6 +175,29 @@ func (n *Nomad) Finish(jobID string, version uint64, status, description string)
 	return false
 }
 
+// DeregisterJob stops the job, and with purge forgets it and its
+// deployments.
+func (n *Nomad) DeregisterJob(ctx context.Context, id string, purge bool) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.calls["DeregisterJob"]++
+	if err := n.check(ctx); err != nil {
+		return err
+	}
+	j := n.jobs[id]
+	if j == nil {
+		return &scheduler.NomadError{StatusCode: 404, Err: fmt.Errorf("job %q not found", id)}
+	}
+	if purge {
+		delete(n.jobs, id)
+		delete(n.deployments, id)
+		return nil
+	}
+	j.Stop = ptr(true)
+	j.Status = ptr("dead")
+	return nil
+}
+
 func (n *Nomad) Job(ctx context.Context, id string) (*api.Job, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
