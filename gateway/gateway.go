@@ -124,9 +124,11 @@ func WithResultTTL(d time.Duration) Option { return func(o *options) { o.resultT
 // is 10000.
 func WithMaxResults(n int) Option { return func(o *options) { o.maxResults = n } }
 
-// WithQueuedMaxBody bounds the body of a queued or async call, which
-// travels as one Kafka record (Kafka's default limit is 1 MiB). A route's
-// smaller MaxBody wins. The default is 1 MiB.
+// WithQueuedMaxBody is the largest body of a queued or async call that
+// travels as one Kafka record (Kafka's default limit is 1 MiB); set it to
+// the broker's message.max.bytes less the headers. A larger body is not
+// refused: the call goes direct to a pool (oversize.go); only a route's
+// MaxBody refuses a body. The default is 1 MiB.
 func WithQueuedMaxBody(n int64) Option { return func(o *options) { o.queuedMaxBody = n } }
 
 // WithQueuedTimeout is the deadline of queued and async calls on routes

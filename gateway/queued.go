@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"sync"
 	"time"
@@ -21,25 +20,16 @@ type Requester interface {
 	Call(ctx context.Context, topic string, key, value []byte, deadline time.Time) ([]byte, error)
 }
 
-// serveQueued serves queued and async routes. The body is read whole (it
-// travels as one Kafka record) within the queued size limit. Queued
-// answers with the reply; async answers 202 Accepted at once, with the
-// invocation's id and its Location to poll.
+// serveQueued serves queued and async routes whose body fits in one
+// Kafka record (queuedBody; a larger one goes direct, oversize.go).
+// Queued answers with the reply; async answers 202 Accepted at once, with
+// the invocation's id and its Location to poll.
 //
 // A queued call's request is durable once Kafka acknowledged it: the
 // function runs even if the gateway or the client goes away. The reply
 // of an async call is kept in this gateway's memory only (WithResultTTL,
 // WithMaxResults): poll the gateway that accepted the call.
-func (g *Gateway) serveQueued(ctx context.Context, w *recorder, r *http.Request, rt *route, id string, in *inputBody, deadline time.Time, fail func(*CallError)) {
-	body, err := io.ReadAll(in)
-	if err != nil {
-		if e := in.failure(); e != nil {
-			fail(e)
-			return
-		}
-		fail(callError(http.StatusBadRequest, "BadRequest", "reading the request body failed: %v", err))
-		return
-	}
+func (g *Gateway) serveQueued(ctx context.Context, w *recorder, rt *route, id string, body []byte, deadline time.Time, fail func(*CallError)) {
 	if g.faas != nil {
 		g.faas.count(rt.Project, rt.Function) // for GET /system/functions
 	}
@@ -54,22 +44,10 @@ func (g *Gateway) serveQueued(ctx context.Context, w *recorder, r *http.Request,
 		_, _ = w.Write(out)
 		return
 	}
-
-	g.asyncMu.Lock()
-	if g.closed {
-		g.asyncMu.Unlock()
-		fail(callError(http.StatusServiceUnavailable, "Unavailable", "the gateway is shutting down: retry on another one"))
-		return
-	}
-	inv, ok := g.results.add(rt.Project, rt.pattern)
+	inv, ok := g.startAsync(rt, fail)
 	if !ok {
-		g.asyncMu.Unlock()
-		fail(callError(http.StatusServiceUnavailable, "Unavailable", "%d async invocations are pending on this gateway, its limit: retry later", g.opts.maxResults))
 		return
 	}
-	g.wg.Add(1)
-	g.asyncMu.Unlock()
-	g.metrics.setAsync(g.results.counts())
 	headers := broker.HeadersOf(ctx) // the request's, for its event
 	go func() {
 		defer g.wg.Done()
@@ -81,14 +59,44 @@ func (g *Gateway) serveQueued(ctx context.Context, w *recorder, r *http.Request,
 		if err != nil {
 			ce = queuedError(actx, rt, err)
 		}
-		g.results.finish(inv, out, ce)
-		g.metrics.setAsync(g.results.counts())
-		args := []any{"invocation", inv, "route", rt.pattern, "function", rt.Function, "request_id", id, "bytes", len(out)}
-		if ce != nil {
-			args = append(args, "error", ce.Error())
-		}
-		g.log.Info("async invocation done", args...)
+		g.finishAsync(inv, rt, id, out, ce)
 	}()
+	acceptAsync(w, inv)
+}
+
+// startAsync records a new pending async invocation of rt and counts it
+// in g.wg; the caller's goroutine calls g.wg.Done. It fails the call
+// (503) when the gateway is closing or holds too many pending ones.
+func (g *Gateway) startAsync(rt *route, fail func(*CallError)) (string, bool) {
+	g.asyncMu.Lock()
+	defer g.asyncMu.Unlock()
+	if g.closed {
+		fail(callError(http.StatusServiceUnavailable, "Unavailable", "the gateway is shutting down: retry on another one"))
+		return "", false
+	}
+	inv, ok := g.results.add(rt.Project, rt.pattern)
+	if !ok {
+		fail(callError(http.StatusServiceUnavailable, "Unavailable", "%d async invocations are pending on this gateway, its limit: retry later", g.opts.maxResults))
+		return "", false
+	}
+	g.wg.Add(1)
+	g.metrics.setAsync(g.results.counts())
+	return inv, true
+}
+
+// finishAsync records the outcome of async invocation inv.
+func (g *Gateway) finishAsync(inv string, rt *route, id string, out []byte, ce *CallError) {
+	g.results.finish(inv, out, ce)
+	g.metrics.setAsync(g.results.counts())
+	args := []any{"invocation", inv, "route", rt.pattern, "function", rt.Function, "request_id", id, "bytes", len(out)}
+	if ce != nil {
+		args = append(args, "error", ce.Error())
+	}
+	g.log.Info("async invocation done", args...)
+}
+
+// acceptAsync answers 202 Accepted for invocation inv.
+func acceptAsync(w http.ResponseWriter, inv string) {
 	loc := "/v1/invocations/" + inv
 	w.Header().Set("Location", loc)
 	writeJSON(w, http.StatusAccepted, map[string]string{"id": inv, "status": "pending", "location": loc})

@@ -76,7 +76,8 @@ type Route struct {
 	Issuer   string `json:"issuer,omitempty"`
 
 	// MaxBody bounds the request body in bytes (413 beyond it); 0 is
-	// unlimited in direct mode and WithQueuedMaxBody otherwise.
+	// unlimited. A queued or async body above WithQueuedMaxBody goes
+	// direct instead of through Kafka.
 	MaxBody int64 `json:"max_body,omitempty"`
 	// Timeout bounds the whole call (504 beyond it); 0 leaves the
 	// functions' own timeouts (and WithQueuedTimeout) in charge.

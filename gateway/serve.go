@@ -78,10 +78,9 @@ func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, rt *route) 
 		fail(e)
 		return
 	}
+	// A queued or async body larger than a broker record goes direct
+	// (queuedBody, oversize.go): only the route's own max_body refuses.
 	limit := rt.MaxBody
-	if rt.Mode != ModeDirect && (limit == 0 || limit > g.opts.queuedMaxBody) {
-		limit = g.opts.queuedMaxBody
-	}
 	if limit > 0 && r.ContentLength > limit {
 		fail(callError(http.StatusRequestEntityTooLarge, "PayloadTooLarge", "the request body of %d bytes is larger than this route's limit of %d bytes (max_body)", r.ContentLength, limit))
 		return
@@ -117,8 +116,19 @@ func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, rt *route) 
 	in := &inputBody{r: r.Body, limit: limit}
 	switch rt.Mode {
 	case ModeQueued, ModeAsync:
-		g.serveQueued(broker.WithHeaders(ctx, queuedHeaders(r, rt, base)), rec, r, rt, id, in, deadline, fail)
-		return
+		body, direct, e := g.queuedBody(in, r.ContentLength)
+		switch {
+		case e != nil:
+			fail(e)
+			return
+		case !direct:
+			g.serveQueued(broker.WithHeaders(ctx, queuedHeaders(r, rt, base)), rec, rt, id, body, deadline, fail)
+			return
+		case rt.Mode == ModeAsync:
+			g.serveAsyncDirect(rec, rt, id, base, r.Header.Get("Content-Type"), in, deadline, fail)
+			return
+		}
+		rec.Header().Set(HeaderMode, ModeDirect)
 	}
 	// The pools stream output while they read input (cat): let the
 	// client's body and our response flow at once on HTTP/1.
