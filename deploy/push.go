@@ -76,16 +76,7 @@ func Push(ctx context.Context, client *api.Client, dir string, proj *spec.Projec
 	for _, opt := range opts {
 		opt(&o)
 	}
-	sha, dirty := gitSHA(dir)
-	jopts := []jobs.Option{jobs.WithBlobURL(client.Blobs().URL())}
-	if sha != "" {
-		tag := sha
-		if dirty {
-			tag += "-dirty"
-		}
-		jopts = append(jopts, jobs.WithGitSHA(tag))
-	}
-	compiled, err := jobs.Compile(proj, jopts...)
+	compiled, sha, dirty, err := compile(client, dir, proj)
 	if err != nil {
 		return nil, err
 	}
@@ -142,6 +133,22 @@ func Push(ctx context.Context, client *api.Client, dir string, proj *spec.Projec
 		return nil, fmt.Errorf("record the revision: %w%s", err, routeSite(proj, err))
 	}
 	return out, nil
+}
+
+// compile compiles proj as Push records it: artifact URLs on client's
+// control plane, the git commit of dir (and whether it has changes).
+func compile(client *api.Client, dir string, proj *spec.Project) (c *jobs.Compiled, sha string, dirty bool, err error) {
+	sha, dirty = gitSHA(dir)
+	jopts := []jobs.Option{jobs.WithBlobURL(client.Blobs().URL())}
+	if sha != "" {
+		tag := sha
+		if dirty {
+			tag += "-dirty"
+		}
+		jopts = append(jopts, jobs.WithGitSHA(tag))
+	}
+	c, err = jobs.Compile(proj, jopts...)
+	return c, sha, dirty, err
 }
 
 // countingReader reports an upload's bytes as they are read.

@@ -39,6 +39,12 @@ Options:
   -timeout=10m
     How long to follow the deployment. The deployment goes on after it.
 
+  -dry-run
+    Print what the deploy would change against the serving revision
+    (functions added, removed or changed and how, routes, streams,
+    secrets by name, and a diff of the spec files), and change nothing:
+    no upload, no revision.
+
   -progress
     Print each upload (on a terminal, its bytes counting up) and each
     change of the deployment (its groups' counts, each allocation's state
@@ -54,6 +60,7 @@ func (c *deployCommand) Run(args []string) int {
 	detach := fset.Bool("detach", false, "")
 	timeout := fset.Duration("timeout", 10*time.Minute, "")
 	progress := fset.Bool("progress", isTerminal(os.Stdout), "")
+	dryRun := fset.Bool("dry-run", false, "")
 	pos, err := parseInterspersed(fset, args)
 	if err != nil || len(pos) > 1 {
 		return usageError(c.ui, c.Help(), err, pos, 1)
@@ -73,6 +80,14 @@ func (c *deployCommand) Run(args []string) int {
 	// Uploading the bundles may take a while: longer than one call.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*callTimeout)
 	defer cancel()
+	if *dryRun {
+		plan, err := deploy.MakePlan(ctx, client, dir, proj)
+		if err != nil {
+			return failed(c.ui, err)
+		}
+		plan.Write(os.Stdout)
+		return exitOK
+	}
 	// On a terminal each upload is one line, its bytes counting up; with
 	// -progress in a pipe, one line before each upload.
 	live := newLiveLine(os.Stdout, isTerminal(os.Stdout))

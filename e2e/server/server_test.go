@@ -404,6 +404,15 @@ func TestDeployRevisionsRollback(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "functions", "echo-node", "index.js"), []byte("exports.handle = async (x) => x;\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// The plan of the edit names the function whose code changed, and
+	// records nothing.
+	r = e2etest.Butter(t, ".", "deploy", "-dry-run", "-address", addr, dir)
+	if r.Code != 0 || !strings.Contains(r.Stdout, "revision "+first+" → ") || !regexp.MustCompile(`(?m)^  ~ echo-node: code [0-9a-f]{12} → [0-9a-f]{12}$`).MatchString(r.Stdout) {
+		t.Errorf("deploy -dry-run of an edit of echo-node: %+v", r)
+	}
+	if r := e2etest.Butter(t, ".", "revisions", "-address", addr, "hello"); strings.Count(r.Stdout, "\n") != 2 {
+		t.Errorf("after deploy -dry-run the project should have its one revision:\n%s", r.Stdout)
+	}
 	r = e2etest.Butter(t, ".", "deploy", "-address", addr, dir)
 	second := revisionIn(r.Stdout)
 	if r.Code != 0 || second == first || !strings.Contains(r.Stdout, "(new)") {
