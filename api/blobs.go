@@ -12,7 +12,15 @@ import (
 type BlobPutResponse struct {
 	// Digest is "sha256:<hex>".
 	Digest string `json:"digest"`
+	// Signature, on a server with ACLs on, lets anyone fetch this blob
+	// without a token: GET /v1/blobs/sha256/<hex>?butter_sig=<signature>
+	// (what the deployer puts in the artifact URLs of the jobs it
+	// registers, and `butter job render -upload` in the jobs it renders).
+	Signature string `json:"signature,omitempty"`
 }
+
+// BlobSigParam is the query parameter of a signed blob URL.
+const BlobSigParam = "butter_sig"
 
 // Blobs stores and fetches bundles and schemas by content hash. Blobs
 // live beside Raft, in each server's data dir; a server that lacks one

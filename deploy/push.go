@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,6 +28,7 @@ import (
 	"github.com/butterfn/butter/jobs"
 	"github.com/butterfn/butter/names"
 	"github.com/butterfn/butter/routes"
+	nomadapi "github.com/hashicorp/nomad/api"
 )
 
 // Upload describes one blob being uploaded, for progress reports.
@@ -80,34 +82,11 @@ func Push(ctx context.Context, client *api.Client, dir string, proj *spec.Projec
 	if err != nil {
 		return nil, err
 	}
-	fsys := os.DirFS(dir)
-	bundles := map[string]string{}
-	for i, a := range compiled.Artifacts {
-		var buf bytes.Buffer
-		if a.IsSchema {
-			b, err := fs.ReadFile(fsys, a.Path)
-			if err != nil {
-				return nil, err
-			}
-			buf.Write(b)
-		} else if _, err := bundle.Write(fsys, a.Path, &buf); err != nil {
-			return nil, err
-		}
-		u := Upload{N: i + 1, Total: len(compiled.Artifacts), Path: a.Path, Size: buf.Len(), Digest: string(a.Digest)}
-		var body io.Reader = &buf
-		if o.progress != nil {
-			o.progress(u)
-			body = &countingReader{r: &buf, u: u, f: o.progress}
-		}
-		if _, err := client.Blobs().Put(ctx, string(a.Digest), body, int64(buf.Len())); err != nil {
-			return nil, fmt.Errorf("upload %s: %w", a.Path, err)
-		}
-		if o.progress != nil {
-			u.Sent, u.Done = int64(u.Size), true
-			o.progress(u)
-		}
-		bundles[a.Path] = string(a.Digest)
+	bundles, _, err := UploadArtifacts(ctx, client, dir, compiled, o.progress)
+	if err != nil {
+		return nil, err
 	}
+	fsys := os.DirFS(dir)
 	specs := map[string]string{}
 	for _, f := range proj.Files {
 		b, err := fs.ReadFile(fsys, f)
@@ -133,6 +112,80 @@ func Push(ctx context.Context, client *api.Client, dir string, proj *spec.Projec
 		return nil, fmt.Errorf("record the revision: %w%s", err, routeSite(proj, err))
 	}
 	return out, nil
+}
+
+// UploadArtifacts stores the compiled project's bundles and schemas,
+// read from dir, on the control plane behind client, reporting to
+// progress (which may be nil). It returns each artifact's digest by its
+// source path, and, from a server with ACLs on, each digest's signature
+// (api.BlobPutResponse.Signature).
+func UploadArtifacts(ctx context.Context, client *api.Client, dir string, compiled *jobs.Compiled, progress func(Upload)) (digests, sigs map[string]string, err error) {
+	fsys := os.DirFS(dir)
+	digests, sigs = map[string]string{}, map[string]string{}
+	for i, a := range compiled.Artifacts {
+		var buf bytes.Buffer
+		if a.IsSchema {
+			b, err := fs.ReadFile(fsys, a.Path)
+			if err != nil {
+				return nil, nil, err
+			}
+			buf.Write(b)
+		} else if _, err := bundle.Write(fsys, a.Path, &buf); err != nil {
+			return nil, nil, err
+		}
+		u := Upload{N: i + 1, Total: len(compiled.Artifacts), Path: a.Path, Size: buf.Len(), Digest: string(a.Digest)}
+		var body io.Reader = &buf
+		if progress != nil {
+			progress(u)
+			body = &countingReader{r: &buf, u: u, f: progress}
+		}
+		resp, err := client.Blobs().Put(ctx, string(a.Digest), body, int64(buf.Len()))
+		if err != nil {
+			return nil, nil, fmt.Errorf("upload %s: %w", a.Path, err)
+		}
+		if progress != nil {
+			u.Sent, u.Done = int64(u.Size), true
+			progress(u)
+		}
+		digests[a.Path] = string(a.Digest)
+		if resp.Signature != "" {
+			sigs[string(a.Digest)] = resp.Signature
+		}
+	}
+	return digests, sigs, nil
+}
+
+// SignArtifacts adds each blob's signature (by digest, as
+// UploadArtifacts returns them) to the job's artifact URLs that fetch it
+// (".../sha256/<hex>"), so that Nomad clients fetch them without a token.
+func SignArtifacts(job *nomadapi.Job, sigs map[string]string) error {
+	for _, tg := range job.TaskGroups {
+		for _, t := range tg.Tasks {
+			for _, a := range t.Artifacts {
+				if a == nil || a.GetterSource == nil {
+					continue
+				}
+				u, err := url.Parse(*a.GetterSource)
+				if err != nil {
+					return fmt.Errorf("artifact %q: %w", *a.GetterSource, err)
+				}
+				i := strings.LastIndex(u.Path, "/sha256/")
+				if i < 0 {
+					continue
+				}
+				sig, ok := sigs["sha256:"+u.Path[i+len("/sha256/"):]]
+				if !ok {
+					continue
+				}
+				q := u.Query()
+				q.Set(api.BlobSigParam, sig)
+				u.RawQuery = q.Encode()
+				src := u.String()
+				a.GetterSource = &src
+			}
+		}
+	}
+	return nil
 }
 
 // compile compiles proj as Push records it: artifact URLs on client's

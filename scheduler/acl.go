@@ -556,7 +556,7 @@ func (s *Server) aclPolicyDelete(w http.ResponseWriter, r *http.Request) {
 // in hex, the key being the Raft state's BlobKey: every server checks
 // what the leader signed. The signature depends on the digest alone, so a
 // job signed twice is the same job.
-const blobSigParam = "butter_sig"
+const blobSigParam = api.BlobSigParam
 
 // blobKey returns the signing key, creating it (on the leader) on first
 // need.

@@ -140,5 +140,18 @@ func (s *Server) storeBlob(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, 400, fmt.Errorf("blob sha256:%s: %w", hexsum, err))
 		return
 	}
-	writeJSON(w, 200, api.BlobPutResponse{Digest: "sha256:" + hexsum})
+	resp := api.BlobPutResponse{Digest: "sha256:" + hexsum}
+	if s.cfg.ACL {
+		// Whoever may store a blob may deploy: a signature that lets a
+		// Nomad client fetch this blob without a token is no more than
+		// the deployer would sign into the job (butter job render
+		// -upload puts it in the artifact's URL).
+		key, err := s.blobKey()
+		if err != nil {
+			writeErr(w, 500, fmt.Errorf("sign blob sha256:%s: %w", hexsum, err))
+			return
+		}
+		resp.Signature = blobSig(key, hexsum)
+	}
+	writeJSON(w, 200, resp)
 }

@@ -1,10 +1,14 @@
 package main
 
 import (
+	"context"
+	"flag"
 	"fmt"
 	"os"
 	"strings"
 
+	"github.com/butterfn/butter/api"
+	"github.com/butterfn/butter/deploy"
 	"github.com/butterfn/butter/hcl/spec"
 	"github.com/butterfn/butter/jobs"
 	"github.com/hashicorp/cli"
@@ -59,8 +63,18 @@ Options:
 
   -blob-url=<url>
     Where artifacts fetch bundles from; each bundle is at
-    <url>/sha256/<hex>. Defaults to a local butter server:
-    ` + jobs.DefaultBlobURL + `
+    <url>/sha256/<hex>: the control plane's address as the Nomad clients
+    reach it. Default: with -upload, -address's blob URL; otherwise a
+    local butter server: ` + jobs.DefaultBlobURL + `
+
+  -upload
+    Store the project's bundles and schemas on the control plane at
+    -address (deploy rights on some project needed when ACLs are on)
+    before rendering, and, on a server with ACLs, sign the artifact URLs
+    so that Nomad clients fetch them without a token. With it,
+    "butter job render -upload | nomad job run -" runs the project
+    without butter deploy (no revision is recorded: butter status does
+    not show the project, and gateways learn no routes from it).
 
   -git-sha=<sha>
     Record the git commit the job was rendered from in its meta.
@@ -68,7 +82,7 @@ Options:
   -datacenter=<dc>
     A datacenter the job may run in; repeat for several. Nomad's default
     applies when none is given.
-`)
+` + addrHelp)
 }
 
 type stringList []string
@@ -81,6 +95,8 @@ func (c *renderCommand) Run(args []string) int {
 	format := fs.String("format", "hcl", "")
 	out := fs.String("out", "", "")
 	blobURL := fs.String("blob-url", jobs.DefaultBlobURL, "")
+	upload := fs.Bool("upload", false, "")
+	af := addAPIFlags(fs)
 	gitSHA := fs.String("git-sha", "", "")
 	var dcs stringList
 	fs.Var(&dcs, "datacenter", "")
@@ -103,6 +119,17 @@ func (c *renderCommand) Run(args []string) int {
 	if proj == nil {
 		return exitInvalid
 	}
+	var client *api.Client
+	if *upload {
+		if client, err = af.client(); err != nil {
+			return failed(c.ui, err)
+		}
+		explicit := false
+		fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "blob-url" })
+		if !explicit {
+			*blobURL = client.Blobs().URL()
+		}
+	}
 	opts := []jobs.Option{jobs.WithBlobURL(*blobURL)}
 	if *gitSHA != "" {
 		opts = append(opts, jobs.WithGitSHA(*gitSHA))
@@ -114,6 +141,22 @@ func (c *renderCommand) Run(args []string) int {
 	if err != nil {
 		c.ui.Error("Error: " + err.Error())
 		return exitInvalid
+	}
+	if *upload {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*callTimeout)
+		live := newLiveLine(os.Stderr, isTerminal(os.Stderr))
+		_, sigs, err := deploy.UploadArtifacts(ctx, client, dir, compiled, func(u deploy.Upload) {
+			live.Update(fmt.Sprintf("==> [%d/%d] uploading %s: %s", u.N, u.Total, u.Path, fraction(u.Sent, int64(u.Size))))
+		})
+		cancel()
+		live.Clear()
+		if err != nil {
+			return failed(c.ui, err)
+		}
+		if err := deploy.SignArtifacts(compiled.Job, sigs); err != nil {
+			return failed(c.ui, err)
+		}
+		fmt.Fprintf(os.Stderr, "Uploaded %d artifacts of project %q to %s; the job fetches them from %s.\n", len(compiled.Artifacts), proj.Name, client.Address(), *blobURL)
 	}
 	b, err := jobs.Render(compiled.Job, *format)
 	if err != nil {
