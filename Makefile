@@ -139,9 +139,11 @@ fuzz:
 # bench/run.sh runs each package with its flags; docs/benchmarks.md says how
 # each is measured. wrk comes from Debian; the Nomad deploy needs bin/nomad
 # (make tools).
-bench:
+# The Nomad benchmarks (deploys, wake, spike, allocations across nodes)
+# need bin/nomad: built here, and required (a missing one fails them).
+bench: $(BIN)/nomad
 	@command -v wrk >/dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk)
-	GO=$(GO) bench/run.sh
+	BUTTER_REQUIRE_NOMAD=1 GO=$(GO) bench/run.sh
 
 ## dev: the whole platform on one machine (control plane, broker, pool, gateway) with examples/hello deployed
 # DEV_DIR is the project make dev runs; DEV_FLAGS go to butter dev (for
