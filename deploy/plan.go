@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/butterfn/butter/api"
+	"github.com/butterfn/butter/deps"
 	"github.com/butterfn/butter/hcl/spec"
 	"github.com/butterfn/butter/jobs"
 	"github.com/pmezard/go-difflib/difflib"
@@ -50,7 +51,7 @@ func (p *Plan) Empty() bool {
 // MakePlan compiles proj, loaded from dir, as Push would, and compares
 // it with the project's active revision on the control plane.
 func MakePlan(ctx context.Context, client *api.Client, dir string, proj *spec.Project) (*Plan, error) {
-	compiled, _, _, err := compile(client, dir, proj)
+	compiled, _, _, err := compile(ctx, client, dir, proj, deps.Default())
 	if err != nil {
 		return nil, err
 	}

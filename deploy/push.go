@@ -24,6 +24,7 @@ import (
 
 	"github.com/butterfn/butter/api"
 	"github.com/butterfn/butter/bundle"
+	"github.com/butterfn/butter/deps"
 	"github.com/butterfn/butter/hcl/spec"
 	"github.com/butterfn/butter/jobs"
 	"github.com/butterfn/butter/names"
@@ -53,6 +54,7 @@ type Option func(*options)
 type options struct {
 	progress func(Upload)
 	author   string
+	deps     *deps.Installer
 }
 
 // WithProgress calls f before each blob's upload (Sent 0), as its bytes
@@ -60,6 +62,10 @@ type options struct {
 // (Done). Calls are never concurrent. Default:
 // no reports.
 func WithProgress(f func(Upload)) Option { return func(o *options) { o.progress = f } }
+
+// WithInstaller installs the functions' dependencies with in (package
+// deps). Default: deps.Default().
+func WithInstaller(in *deps.Installer) Option { return func(o *options) { o.deps = in } }
 
 // WithAuthor records who deploys. Default: $USER.
 func WithAuthor(name string) Option { return func(o *options) { o.author = name } }
@@ -74,11 +80,11 @@ func WithAuthor(name string) Option { return func(o *options) { o.author = name 
 // already uploaded stay (they are content-addressed and harmless) and no
 // revision is recorded.
 func Push(ctx context.Context, client *api.Client, dir string, proj *spec.Project, opts ...Option) (*api.RevisionCreateResponse, error) {
-	o := options{author: os.Getenv("USER")}
+	o := options{author: os.Getenv("USER"), deps: deps.Default()}
 	for _, opt := range opts {
 		opt(&o)
 	}
-	compiled, sha, dirty, err := compile(client, dir, proj)
+	compiled, sha, dirty, err := compile(ctx, client, dir, proj, o.deps)
 	if err != nil {
 		return nil, err
 	}
@@ -130,7 +136,7 @@ func UploadArtifacts(ctx context.Context, client *api.Client, dir string, compil
 				return nil, nil, err
 			}
 			buf.Write(b)
-		} else if _, err := bundle.Write(fsys, a.Path, &buf); err != nil {
+		} else if _, err := bundle.WriteWith(fsys, a.Path, a.Extras, &buf); err != nil {
 			return nil, nil, err
 		}
 		u := Upload{N: i + 1, Total: len(compiled.Artifacts), Path: a.Path, Size: buf.Len(), Digest: string(a.Digest)}
@@ -189,10 +195,11 @@ func SignArtifacts(job *nomadapi.Job, sigs map[string]string) error {
 }
 
 // compile compiles proj as Push records it: artifact URLs on client's
-// control plane, the git commit of dir (and whether it has changes).
-func compile(client *api.Client, dir string, proj *spec.Project) (c *jobs.Compiled, sha string, dirty bool, err error) {
+// control plane, the git commit of dir (and whether it has changes), the
+// functions' dependencies installed by in.
+func compile(ctx context.Context, client *api.Client, dir string, proj *spec.Project, in *deps.Installer) (c *jobs.Compiled, sha string, dirty bool, err error) {
 	sha, dirty = gitSHA(dir)
-	jopts := []jobs.Option{jobs.WithBlobURL(client.Blobs().URL())}
+	jopts := []jobs.Option{jobs.WithBlobURL(client.Blobs().URL()), WithDeps(ctx, in, dir)}
 	if sha != "" {
 		tag := sha
 		if dirty {
@@ -202,6 +209,14 @@ func compile(client *api.Client, dir string, proj *spec.Project) (c *jobs.Compil
 	}
 	c, err = jobs.Compile(proj, jopts...)
 	return c, sha, dirty, err
+}
+
+// WithDeps is the jobs option that installs the dependencies of the
+// project in dir's functions with in.
+func WithDeps(ctx context.Context, in *deps.Installer, dir string) jobs.Option {
+	return jobs.WithDeps(func(runtime, src string) ([]bundle.Extra, error) {
+		return in.Extras(ctx, runtime, filepath.Join(dir, filepath.FromSlash(src)), src)
+	})
 }
 
 // countingReader reports an upload's bytes as they are read.

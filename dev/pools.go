@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/butterfn/butter/deps"
 	"github.com/butterfn/butter/jobs"
 	"io"
 	"net"
@@ -147,6 +148,9 @@ func worse(le *pool.LoadError, failed map[string]string) bool {
 // any other error with none.
 func (d *env) startPool(ctx context.Context, proj *spec.Project) (*livePool, error) {
 	cfg := jobs.LocalConfig(proj) // every path absolute
+	if err := deps.SetNodePaths(ctx, deps.Default(), cfg); err != nil {
+		return nil, err
+	}
 	plog := d.log.Named("pool")
 	// Every instance runs confined, each function's losing the other
 	// functions' bundles, butter dev's data and the secrets file; the

@@ -63,6 +63,7 @@ type options struct {
 	gitSHA      string
 	datacenters []string
 	fsys        fs.FS
+	deps        func(runtime, src string) ([]bundle.Extra, error)
 }
 
 // Option configures Compile.
@@ -86,6 +87,14 @@ func WithDatacenters(dcs ...string) Option {
 	return func(o *options) { o.datacenters = append([]string(nil), dcs...) }
 }
 
+// WithDeps gives each function source's dependencies (package deps):
+// deps is called with the function's runtime and its source's
+// project-relative path, and what it returns goes in the bundle, and so
+// in its digest. Default: none.
+func WithDeps(deps func(runtime, src string) ([]bundle.Extra, error)) Option {
+	return func(o *options) { o.deps = deps }
+}
+
 // WithFS reads sources from fsys instead of the project's directory.
 func WithFS(fsys fs.FS) Option { return func(o *options) { o.fsys = fsys } }
 
@@ -102,6 +111,9 @@ type Artifact struct {
 	// IsSchema). No task fetches it: it travels with the revision so that
 	// the gateway can rebuild the project's routes.
 	IsOpenAPI bool
+	// Extras are what the bundle carries besides its source (its
+	// dependencies: WithDeps).
+	Extras []bundle.Extra
 }
 
 // Compiled is a compiled project: the job, its revision and the blobs it
@@ -128,22 +140,28 @@ func Compile(p *spec.Project, opts ...Option) (*Compiled, error) {
 
 	c := &Compiled{}
 	digests := map[string]bundle.Digest{} // project-relative path -> digest
-	addBlob := func(path string, schema bool) (bundle.Digest, error) {
+	addBlob := func(path string, schema bool, runtime string) (bundle.Digest, error) {
 		if d, ok := digests[path]; ok {
 			return d, nil
 		}
 		var d bundle.Digest
+		var extras []bundle.Extra
 		var err error
 		if schema {
 			d, err = fileDigest(o.fsys, path)
 		} else {
-			d, err = bundle.Compute(o.fsys, path)
+			if o.deps != nil {
+				if extras, err = o.deps(runtime, path); err != nil {
+					return "", fmt.Errorf("compile %s: %w", p.Name, err)
+				}
+			}
+			d, err = bundle.ComputeWith(o.fsys, path, extras)
 		}
 		if err != nil {
 			return "", fmt.Errorf("compile %s: %w", p.Name, err)
 		}
 		digests[path] = d
-		c.Artifacts = append(c.Artifacts, Artifact{Digest: d, Path: path, IsSchema: schema})
+		c.Artifacts = append(c.Artifacts, Artifact{Digest: d, Path: path, IsSchema: schema, Extras: extras})
 		return d, nil
 	}
 
@@ -152,13 +170,13 @@ func Compile(p *spec.Project, opts ...Option) (*Compiled, error) {
 	for _, f := range p.Functions {
 		pools[f.Pool] = append(pools[f.Pool], f)
 		if f.Source != "" {
-			if _, err := addBlob(f.Source, false); err != nil {
+			if _, err := addBlob(f.Source, false, f.Runtime); err != nil {
 				return nil, err
 			}
 		}
 		for _, s := range []string{f.InputSchema, f.OutputSchema} {
 			if s != "" {
-				if _, err := addBlob(s, true); err != nil {
+				if _, err := addBlob(s, true, ""); err != nil {
 					return nil, err
 				}
 			}
@@ -166,7 +184,7 @@ func Compile(p *spec.Project, opts ...Option) (*Compiled, error) {
 	}
 	for _, s := range p.Streams {
 		if s.Schema != "" {
-			if _, err := addBlob(s.Schema, true); err != nil {
+			if _, err := addBlob(s.Schema, true, ""); err != nil {
 				return nil, err
 			}
 		}
@@ -174,7 +192,7 @@ func Compile(p *spec.Project, opts ...Option) (*Compiled, error) {
 	// The OpenAPI documents the routes come from: blobs of the revision,
 	// which the job itself does not fetch.
 	for _, doc := range p.OpenAPI {
-		if _, err := addBlob(doc, true); err != nil {
+		if _, err := addBlob(doc, true, ""); err != nil {
 			return nil, err
 		}
 		for i := range c.Artifacts {

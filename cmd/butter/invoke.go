@@ -21,6 +21,7 @@ import (
 	"github.com/hashicorp/cli"
 
 	"github.com/butterfn/butter/hcl/spec"
+	"github.com/butterfn/butter/deps"
 	"github.com/butterfn/butter/jobs"
 	"github.com/butterfn/butter/pipeline"
 	"github.com/butterfn/butter/plugins/pool"
@@ -246,7 +247,12 @@ func (c *invokeCommand) Run(args []string) int {
 		// environment (docs/secrets-dev.md).
 		opts = append(opts, pool.WithSecrets(secrets.Chain{secrets.Dotenv{Path: file}, secrets.Env{}}))
 	}
-	p, err := pool.New(jobs.LocalConfig(proj), func(fn string) io.Writer {
+	cfg := jobs.LocalConfig(proj)
+	if err := deps.SetNodePaths(context.Background(), deps.Default(), cfg); err != nil {
+		c.ui.Error("Error: " + err.Error())
+		return exitInvalid
+	}
+	p, err := pool.New(cfg, func(fn string) io.Writer {
 		l := newLineWriter(os.Stderr, "["+fn+"] ")
 		logs = append(logs, l)
 		return l

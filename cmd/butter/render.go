@@ -9,6 +9,7 @@ import (
 
 	"github.com/butterfn/butter/api"
 	"github.com/butterfn/butter/deploy"
+	"github.com/butterfn/butter/deps"
 	"github.com/butterfn/butter/hcl/spec"
 	"github.com/butterfn/butter/jobs"
 	"github.com/hashicorp/cli"
@@ -137,6 +138,7 @@ func (c *renderCommand) Run(args []string) int {
 	if len(dcs) > 0 {
 		opts = append(opts, jobs.WithDatacenters(dcs...))
 	}
+	opts = append(opts, deploy.WithDeps(context.Background(), deps.Default(), dir))
 	compiled, err := jobs.Compile(proj, opts...)
 	if err != nil {
 		c.ui.Error("Error: " + err.Error())
