@@ -153,6 +153,17 @@ func checkGroup(tg *api.TaskGroup, e Expect) error {
 	if len(tg.Spreads) > 0 && !sameJSON(tg.Spreads, []*api.Spread{nodeSpread()}) {
 		return fmt.Errorf("Spreads: want none or the compiler's one spread over ${node.unique.id}")
 	}
+	// Constraints: only the compiler's, that the clients have the
+	// functions' runtimes.
+	for i, c := range tg.Constraints {
+		ok := false
+		for _, a := range runtimeAttrs {
+			ok = ok || sameJSON(c, runtimeConstraint(a))
+		}
+		if !ok {
+			return fmt.Errorf("Constraints[%d]: want only the compiler's runtime constraints (${attr.driver.butter.<runtime>} is_set)", i)
+		}
+	}
 	if len(tg.Tasks) != 1 || tg.Tasks[0] == nil {
 		return fmt.Errorf("Tasks: want one task, %q, found %d", "pool", len(tg.Tasks))
 	}
@@ -161,7 +172,7 @@ func checkGroup(tg *api.TaskGroup, e Expect) error {
 	}
 	rest := *tg
 	rest.Name, rest.Count, rest.Scaling, rest.Update, rest.ShutdownDelay = nil, nil, nil, nil, nil
-	rest.Networks, rest.Services, rest.Tasks, rest.Spreads = nil, nil, nil, nil
+	rest.Networks, rest.Services, rest.Tasks, rest.Spreads, rest.Constraints = nil, nil, nil, nil, nil
 	return unexpected("", &rest, &api.TaskGroup{})
 }
 

@@ -157,7 +157,7 @@ func TestCheckRefusesTampering(t *testing.T) {
 		}, "Spreads: want none or the compiler's"},
 		{"a constraint", func(j *api.Job) {
 			j.TaskGroups[0].Constraints = []*api.Constraint{{LTarget: "${node.unique.name}", RTarget: "victim", Operand: "="}}
-		}, "Constraints is set"},
+		}, "Constraints[0]: want only the compiler's runtime constraints"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -315,9 +315,10 @@ func (o *options) group(p *spec.Project, rev, poolName string, fns []*spec.Funct
 		Networks: []*api.NetworkResource{{
 			DynamicPorts: []api.Port{{Label: PortLabel}},
 		}},
-		Services: []*api.Service{poolService(p.Name, poolName, rev)},
-		Spreads:  []*api.Spread{nodeSpread()},
-		Tasks:    []*api.Task{task},
+		Services:    []*api.Service{poolService(p.Name, poolName, rev)},
+		Spreads:     []*api.Spread{nodeSpread()},
+		Constraints: runtimeConstraints(cfg),
+		Tasks:       []*api.Task{task},
 	}, cfg
 }
 
@@ -462,4 +463,33 @@ func secretTemplate(function string, refs []secrets.Ref) *api.Template {
 		// the full 4 minutes.
 		Wait: &api.WaitConfig{Min: new(500 * time.Millisecond), Max: new(5 * time.Second)},
 	}
+}
+
+// runtimeAttrs are the node attributes the butter driver sets when a
+// client has a runtime's interpreter or toolchain (its version; the
+// driver's fingerprint, plugins/driver): a pool needs each of its
+// functions' runtimes on the client it runs on.
+var runtimeAttrs = map[string]string{"node": "node", "python": "python3", "go": "go"}
+
+// runtimeConstraints are the pool's constraints that Nomad place it only
+// on clients whose butter driver found its functions' runtimes, in a
+// fixed order; nil when its runtimes need nothing (exec, http, wasm).
+func runtimeConstraints(cfg *pool.Config) []*api.Constraint {
+	need := map[string]bool{}
+	for _, f := range cfg.Functions {
+		if a, ok := runtimeAttrs[f.Runtime]; ok {
+			need[a] = true
+		}
+	}
+	var out []*api.Constraint
+	for _, a := range []string{"go", "node", "python3"} {
+		if need[a] {
+			out = append(out, runtimeConstraint(a))
+		}
+	}
+	return out
+}
+
+func runtimeConstraint(attr string) *api.Constraint {
+	return &api.Constraint{LTarget: "${attr.driver.butter." + attr + "}", Operand: api.ConstraintAttributeIsSet}
 }

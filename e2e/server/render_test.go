@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -73,4 +74,85 @@ func TestRenderUploadToNomad(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// TestRuntimeConstraints: a pool's job requires the runtimes of its
+// functions on the client (`${attr.driver.butter.<runtime>}` is_set, the
+// butter driver's fingerprint). A real Nomad agent whose PATH has node
+// and python3 but no go toolchain plans examples/hello's pool (Go, Node
+// and Python functions) nowhere, saying it is the go constraint; a pool
+// of Node and Python functions alone is placed there.
+func TestRuntimeConstraints(t *testing.T) {
+	agent := nomadtest.StartWith(t, nomadtest.Options{
+		PluginDir: e2etest.PluginDir(),
+		HCL:       fmt.Sprintf("plugin \"nomad-driver-butter\" {\n  config {\n    butter_path = %q\n  }\n}\n", e2etest.Bin()),
+		Env:       []string{"PATH=/usr/bin:/bin"},
+		NodeReady: func(n *api.Node) bool {
+			d := n.Drivers["butter"]
+			return d != nil && d.Healthy && n.Attributes["driver.butter.node"] != ""
+		},
+	})
+	nodes, _, err := agent.Client.Nodes().List(nil)
+	if err != nil || len(nodes) != 1 {
+		t.Fatalf("nodes: %v %v", nodes, err)
+	}
+	node, _, err := agent.Client.Nodes().Info(nodes[0].ID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if node.Attributes["driver.butter.go"] != "" {
+		t.Skipf("a go toolchain is in /usr/bin or /bin here (%s): this test needs a client without one", node.Attributes["driver.butter.go"])
+	}
+
+	dir := filepath.Join(t.TempDir(), "hello")
+	if err := os.CopyFS(dir, os.DirFS(filepath.Join(e2etest.Root(), "examples", "hello"))); err != nil {
+		t.Fatal(err)
+	}
+	plan := func() *api.JobPlanResponse {
+		t.Helper()
+		r := e2etest.Butter(t, ".", "job", "render", "-format", "json", dir)
+		if r.Code != 0 {
+			t.Fatalf("job render: %+v", r)
+		}
+		var wrapped struct{ Job *api.Job }
+		if err := json.Unmarshal([]byte(r.Stdout), &wrapped); err != nil {
+			t.Fatalf("the rendered job: %v", err)
+		}
+		resp, _, err := agent.Client.Jobs().Plan(wrapped.Job, true, nil)
+		if err != nil {
+			t.Fatalf("plan: %v", err)
+		}
+		return resp
+	}
+	failed := plan().FailedTGAllocs["default"]
+	byGo := 0
+	if failed != nil {
+		for c, n := range failed.ConstraintFiltered {
+			if strings.HasPrefix(c, "${attr.driver.butter.go} is_set") { // Nomad writes "is_set " with an empty right side
+				byGo += n
+			}
+		}
+	}
+	if byGo != 1 || len(failed.ConstraintFiltered) != 1 {
+		t.Fatalf("the pool with a Go function should be refused by the go constraint: %+v", failed)
+	}
+
+	// Without its Go function, the pool needs node and python3 only.
+	spec := filepath.Join(dir, "hello.fn.hcl")
+	b, err := os.ReadFile(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(b)
+	start := strings.Index(text, `function "echo-go"`)
+	if start < 0 {
+		t.Fatal(`examples/hello has no function "echo-go"`)
+	}
+	end := strings.Index(text[start:], "\n}\n")
+	if err := os.WriteFile(spec, []byte(text[:start]+text[start+end+3:]), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if failed := plan().FailedTGAllocs; len(failed) != 0 {
+		t.Errorf("the Node and Python pool should be placed: %+v", failed["default"])
+	}
 }

@@ -128,6 +128,14 @@ job "butter-iot" {
   group "default" {
     count          = 1
     shutdown_delay = "2s"
+    constraint {
+      attribute = "$${attr.driver.butter.node}"
+      operator  = "is_set"
+    }
+    constraint {
+      attribute = "$${attr.driver.butter.python3}"
+      operator  = "is_set"
+    }
     task "pool" {
       driver       = "butter"
       kill_timeout = "10s"
