@@ -19,9 +19,6 @@ type BlobPutResponse struct {
 	Signature string `json:"signature,omitempty"`
 }
 
-// BlobSigParam is the query parameter of a signed blob URL.
-const BlobSigParam = "butter_sig"
-
 // Blobs stores and fetches bundles and schemas by content hash. Blobs
 // live beside Raft, in each server's data dir; a server that lacks one
 // fetches it from a peer.

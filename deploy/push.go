@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -162,36 +161,10 @@ func UploadArtifacts(ctx context.Context, client *api.Client, dir string, compil
 }
 
 // SignArtifacts adds each blob's signature (by digest, as
-// UploadArtifacts returns them) to the job's artifact URLs that fetch it
-// (".../sha256/<hex>"), so that Nomad clients fetch them without a token.
+// UploadArtifacts returns them) to the job's artifact URLs that fetch it,
+// so that Nomad clients fetch them without a token.
 func SignArtifacts(job *nomadapi.Job, sigs map[string]string) error {
-	for _, tg := range job.TaskGroups {
-		for _, t := range tg.Tasks {
-			for _, a := range t.Artifacts {
-				if a == nil || a.GetterSource == nil {
-					continue
-				}
-				u, err := url.Parse(*a.GetterSource)
-				if err != nil {
-					return fmt.Errorf("artifact %q: %w", *a.GetterSource, err)
-				}
-				i := strings.LastIndex(u.Path, "/sha256/")
-				if i < 0 {
-					continue
-				}
-				sig, ok := sigs["sha256:"+u.Path[i+len("/sha256/"):]]
-				if !ok {
-					continue
-				}
-				q := u.Query()
-				q.Set(api.BlobSigParam, sig)
-				u.RawQuery = q.Encode()
-				src := u.String()
-				a.GetterSource = &src
-			}
-		}
-	}
-	return nil
+	return jobs.SignArtifacts(job, func(hex string) (string, error) { return sigs["sha256:"+hex], nil })
 }
 
 // compile compiles proj as Push records it: artifact URLs on client's

@@ -49,24 +49,10 @@ function "nightly" {
 // second push of the same content only re-activates it.
 func TestPush(t *testing.T) {
 	dir := t.TempDir()
-	for name, text := range map[string]string{
+	proj := writeProject(t, dir, map[string]string{
 		"shop.fn.hcl":             shop,
 		"functions/take/index.js": "exports.handle = async (input) => input;\n",
-	} {
-		path := filepath.Join(dir, name)
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	proj, rep := spec.Load(dir)
-	if proj == nil || rep.HasErrors() {
-		var b strings.Builder
-		_ = rep.WriteText(&b)
-		t.Fatalf("the test project does not load:\n%s", b.String())
-	}
+	})
 
 	_, c := schedtest.Single(t, nil)
 	ctx := context.Background()

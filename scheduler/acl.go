@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"regexp"
 	"sort"
 	"strings"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/butterfn/butter/acl"
 	"github.com/butterfn/butter/api"
+	"github.com/butterfn/butter/jobs"
 	"github.com/butterfn/butter/names"
 	"github.com/butterfn/butter/scheduler/fsm"
 	nomad "github.com/hashicorp/nomad/api"
@@ -556,7 +556,7 @@ func (s *Server) aclPolicyDelete(w http.ResponseWriter, r *http.Request) {
 // in hex, the key being the Raft state's BlobKey: every server checks
 // what the leader signed. The signature depends on the digest alone, so a
 // job signed twice is the same job.
-const blobSigParam = api.BlobSigParam
+const blobSigParam = jobs.BlobSigParam
 
 // blobKey returns the signing key, creating it (on the leader) on first
 // need.
@@ -616,9 +616,6 @@ func (s *Server) blobSigQuery(hexsum string) string {
 	return blobSigParam + "=" + blobSig(key, hexsum)
 }
 
-// blobURLRE finds the digest of a blob URL.
-var blobURLRE = regexp.MustCompile(`/v1/blobs/sha256/([0-9a-f]{64})$`)
-
 // signArtifacts adds the signature to every artifact of job that fetches
 // a blob from the control plane (jobs.WithBlobURL's URLs). It replaces a
 // signature already there, so signing is idempotent.
@@ -627,32 +624,13 @@ func (s *Server) signArtifacts(job *nomad.Job) error {
 		return nil
 	}
 	var key []byte
-	for _, tg := range job.TaskGroups {
-		for _, t := range tg.Tasks {
-			for _, a := range t.Artifacts {
-				if a == nil || a.GetterSource == nil {
-					continue
-				}
-				u, err := url.Parse(*a.GetterSource)
-				if err != nil {
-					continue
-				}
-				m := blobURLRE.FindStringSubmatch(u.Path)
-				if m == nil {
-					continue
-				}
-				if key == nil {
-					if key, err = s.blobKey(); err != nil {
-						return fmt.Errorf("sign the blob URLs of job %s: %w", deref(job.ID), err)
-					}
-				}
-				q := u.Query()
-				q.Set(blobSigParam, blobSig(key, m[1]))
-				u.RawQuery = q.Encode()
-				src := u.String()
-				a.GetterSource = &src
+	return jobs.SignArtifacts(job, func(hexsum string) (string, error) {
+		if key == nil {
+			var err error
+			if key, err = s.blobKey(); err != nil {
+				return "", err
 			}
 		}
-	}
-	return nil
+		return blobSig(key, hexsum), nil
+	})
 }

@@ -181,10 +181,13 @@ func TestACLBlobFromPeer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	blob, blob2 := []byte("peer blob"), []byte("signed peer blob")
+	var putSig string // what storing blob2 answered (a leader's, or a follower's with a key, signs)
 	for _, b := range [][]byte{blob, blob2} {
-		if _, err := schedtest.Client(t, fs[0].URL(), tok.SecretID).Blobs().Put(ctx, "sha256:"+digestOf(b), bytes.NewReader(b), int64(len(b))); err != nil {
+		resp, err := schedtest.Client(t, fs[0].URL(), tok.SecretID).Blobs().Put(ctx, "sha256:"+digestOf(b), bytes.NewReader(b), int64(len(b)))
+		if err != nil {
 			t.Fatal(err)
 		}
+		putSig = resp.Signature
 	}
 	get := func(url, token string) (int, string) {
 		req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
@@ -202,8 +205,15 @@ func TestACLBlobFromPeer(t *testing.T) {
 	if code, b := get(fs[1].URL()+"/v1/blobs/sha256/"+digestOf(blob), tok.SecretID); code != 200 || b != string(blob) {
 		t.Fatalf("a blob only a peer has, with a token: %d %q", code, b)
 	}
-	if err := leader.Server.Apply(fsm.BlobKeySetType, fsm.BlobKey{Key: "00112233445566778899aabbccddeeff"}); err != nil {
-		t.Fatal(err)
+	// The key: the one a leader made when it stored a blob (a request
+	// a follower forwarded), or one set here.
+	var have string
+	leader.Server.FSM().Read(func(st *fsm.State) { have = st.BlobKey })
+	if have == "" {
+		if err := leader.Server.Apply(fsm.BlobKeySetType, fsm.BlobKey{Key: "00112233445566778899aabbccddeeff"}); err != nil {
+			t.Fatal(err)
+		}
+		leader.Server.FSM().Read(func(st *fsm.State) { have = st.BlobKey })
 	}
 	schedtest.WaitFor(t, 10*time.Second, "the blob key on every node", func() bool {
 		for _, n := range c.Nodes {
@@ -215,10 +225,14 @@ func TestACLBlobFromPeer(t *testing.T) {
 		}
 		return true
 	})
-	key, _ := hex.DecodeString("00112233445566778899aabbccddeeff")
+	key, _ := hex.DecodeString(have)
 	m := hmac.New(sha256.New, key)
 	m.Write([]byte("sha256:" + digestOf(blob2)))
-	signed := leader.URL() + "/v1/blobs/sha256/" + digestOf(blob2) + "?butter_sig=" + hex.EncodeToString(m.Sum(nil))
+	sig := hex.EncodeToString(m.Sum(nil))
+	if putSig != "" && putSig != sig {
+		t.Errorf("storing the blob answered signature %s, want %s", putSig, sig)
+	}
+	signed := leader.URL() + "/v1/blobs/sha256/" + digestOf(blob2) + "?butter_sig=" + sig
 	if code, b := get(signed, ""); code != 200 || b != string(blob2) {
 		t.Fatalf("a signed blob only a peer has, without a token: %d %q", code, b)
 	}

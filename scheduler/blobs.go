@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/butterfn/butter/api"
+	"github.com/butterfn/butter/scheduler/fsm"
+	"github.com/hashicorp/raft"
 )
 
 // Blobs beside Raft: bundles and schemas are stored by content hash in the
@@ -146,12 +148,23 @@ func (s *Server) storeBlob(w http.ResponseWriter, r *http.Request) {
 		// Nomad client fetch this blob without a token is no more than
 		// the deployer would sign into the job (butter job render
 		// -upload puts it in the artifact's URL).
-		key, err := s.blobKey()
-		if err != nil {
-			writeErr(w, 500, fmt.Errorf("sign blob sha256:%s: %w", hexsum, err))
-			return
+		// The leader makes the signing key on first need; a follower
+		// signs with the key it has replicated, and answers no signature
+		// while there is none (the blob is stored all the same).
+		var key []byte
+		var err error
+		if s.raft.State() == raft.Leader {
+			key, err = s.blobKey()
+		} else {
+			var k string
+			s.fsm.Read(func(st *fsm.State) { k = st.BlobKey })
+			key, err = hex.DecodeString(k)
 		}
-		resp.Signature = blobSig(key, hexsum)
+		if err == nil && len(key) > 0 {
+			resp.Signature = blobSig(key, hexsum)
+		} else {
+			s.log.Debug("blob stored unsigned: no signing key on this node yet", "blob", hexsum, "error", err)
+		}
 	}
 	writeJSON(w, 200, resp)
 }

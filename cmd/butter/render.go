@@ -158,6 +158,9 @@ func (c *renderCommand) Run(args []string) int {
 		if err := deploy.SignArtifacts(compiled.Job, sigs); err != nil {
 			return failed(c.ui, err)
 		}
+		if len(sigs) < len(compiled.Artifacts) {
+			fmt.Fprintln(os.Stderr, "Warning: the control plane signed no artifact URL (its ACLs are off, or it is a follower the leader has not given a signing key yet): with ACLs on, Nomad clients cannot fetch the artifacts; upload to the leader.")
+		}
 		fmt.Fprintf(os.Stderr, "Uploaded %d artifacts of project %q to %s; the job fetches them from %s.\n", len(compiled.Artifacts), proj.Name, client.Address(), *blobURL)
 	}
 	b, err := jobs.Render(compiled.Job, *format)
