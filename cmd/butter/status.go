@@ -82,6 +82,9 @@ func (c *statusCommand) Run(args []string) int {
 
 func (c *statusCommand) show(st *api.ProjectStatus) {
 	c.ui.Output(fmt.Sprintf("Project    %s (%d revisions)", st.Project, st.Revisions))
+	if d := st.Deleting; d != nil {
+		c.ui.Output(fmt.Sprintf("Deleting   since %s: %s", d.At.Format(time.RFC3339), d.Message))
+	}
 	if st.Active == nil {
 		c.ui.Output("Active     none")
 		return
