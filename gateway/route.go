@@ -6,6 +6,7 @@ import (
 	"github.com/butterfn/butter/names"
 	"math"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -58,7 +59,10 @@ type Route struct {
 	// steps of a pipeline, each a function name optionally followed by
 	// options: "sed e=s/hate/love/", in package pipeline's grammar
 	// (pipeline.ParseStep). Values with blanks or "|" are quoted as Go
-	// strings: `sed e="s/a b/c/"`.
+	// strings: `sed e="s/a b/c/"`. A pipeline step may also be an
+	// external HTTP function: its http:// or https:// URL, optionally
+	// followed by its timeout, "http://host/path timeout=10s"
+	// (external.go).
 	Function string   `json:"function,omitempty"`
 	Pipeline []string `json:"pipeline,omitempty"`
 
@@ -107,6 +111,10 @@ func (r Route) Pattern() string { return r.Method + " " + r.Path }
 type step struct {
 	pipeline.Step
 	pool string
+	// An external step (external.go): Function holds its URL, timeout
+	// bounds its call (0: the route's deadline only).
+	url     *url.URL
+	timeout time.Duration
 }
 
 // route is a Route ready to serve.
@@ -163,6 +171,9 @@ func (r *route) target() string {
 // parseStep reads one step of a route, "name k=v ...", with package
 // pipeline's grammar.
 func parseStep(text string) (step, error) {
+	if isExternal(text) {
+		return externalStep(text)
+	}
 	ps, err := pipeline.ParseStep(text)
 	if err != nil {
 		return step{}, err
@@ -214,9 +225,11 @@ func (g *Gateway) compile(in Route) (*route, error) {
 				bad("pipeline: %v", err)
 				continue
 			}
-			st.pool = r.Pool
-			if p := r.Pools[st.Function]; p != "" {
-				st.pool = p
+			if st.url == nil {
+				st.pool = r.Pool
+				if p := r.Pools[st.Function]; p != "" {
+					st.pool = p
+				}
 			}
 			r.steps = append(r.steps, st)
 		}

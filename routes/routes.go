@@ -64,7 +64,8 @@ func poolOf(f *spec.Function) string {
 
 // Flatten expands a pipeline (and the pipelines it contains) into its
 // function steps, each written "function k=v ..." as gateway.Route's
-// Pipeline takes them, and the pool of each function.
+// Pipeline takes them (an external step as "URL timeout=10s"), and the
+// pool of each function.
 func Flatten(pl *spec.Pipeline) (steps []string, pools map[string]string) {
 	pools = map[string]string{}
 	var walk func(*spec.Pipeline)
@@ -76,6 +77,8 @@ func Flatten(pl *spec.Pipeline) (steps []string, pools map[string]string) {
 				pools[s.Function.Name] = poolOf(s.Function)
 			case s.Pipeline != nil:
 				walk(s.Pipeline)
+			case s.URL != "":
+				steps = append(steps, externalStep(s)) // no pool
 			}
 		}
 	}
@@ -86,6 +89,15 @@ func Flatten(pl *spec.Pipeline) (steps []string, pools map[string]string) {
 // stepString writes a step in package pipeline's grammar.
 func stepString(fn string, opts map[string]string) string {
 	return pipeline.Step{Function: fn, Options: opts}.String()
+}
+
+// externalStep writes an external step as gateway.Route's Pipeline takes
+// it: its URL, then its timeout when it has one.
+func externalStep(s *spec.Step) string {
+	if s.Timeout <= 0 {
+		return s.URL
+	}
+	return s.URL + " timeout=" + s.Timeout.String()
 }
 
 func stepFunction(step string) string {

@@ -263,3 +263,47 @@ function "echo" {
 		t.Errorf("GET /echo/butter: %d, want 405", resp.StatusCode)
 	}
 }
+
+// TestExternalStepRoute: a pipeline's external steps reach the gateway's
+// route as their URL and timeout, the default timeout of its route counts
+// theirs, and the gateway takes the route.
+func TestExternalStepRoute(t *testing.T) {
+	proj := load(t, fstest.MapFS{"main.fn.hcl": {Data: []byte(`
+function "up" {
+  runtime = "exec"
+  command = ["tr", "a-z", "A-Z"]
+  timeout = "2s"
+}
+
+pipeline "figlet" {
+  steps = [
+    function.up,
+    "http://faas.example.com:8080/function/figlet?font=big",
+    { url = "https://faas.example.com/function/wc", timeout = "3s" },
+  ]
+  trigger "http" {
+    route = "POST /figlet"
+  }
+}
+`)}})
+	rs := routes.FromSpec(proj, "rev1")
+	if len(rs) != 1 {
+		t.Fatalf("routes: %+v", rs)
+	}
+	def, err := spec.ParseDuration(spec.DefaultTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"up", "http://faas.example.com:8080/function/figlet?font=big timeout=" + def.String(), "https://faas.example.com/function/wc timeout=3s"}
+	if r := rs[0]; !reflect.DeepEqual(r.Pipeline, want) || r.Pool != "default" || !reflect.DeepEqual(r.Pools, map[string]string{"up": "default"}) {
+		t.Errorf("route: %+v, want pipeline %q, pool default", r, want)
+	}
+	if got := rs[0].Timeout; got != 2*time.Second+def+3*time.Second {
+		t.Errorf("route timeout %s, want 2s + %s + 3s", got, def)
+	}
+	g := gateway.New(gateway.NewStaticResolver())
+	defer g.Close()
+	if err := g.SetRoutes(rs); err != nil {
+		t.Errorf("the gateway refused the route: %v", err)
+	}
+}

@@ -313,11 +313,18 @@ type Pipeline struct {
 }
 
 // Step is one step of a pipeline: a function, or another pipeline, with
-// named options that reach the function next to its input.
+// named options that reach the function next to its input; or an
+// external HTTP function by URL (an OpenFaaS function, say), which the
+// gateway POSTs the step's input to and streams its answer on.
 type Step struct {
 	Function *Function
 	Pipeline *Pipeline
 	Options  map[string]string
+	// URL is an external step's http:// or https:// URL, "" otherwise;
+	// Timeout is its timeout, DefaultTimeout unless the step sets one
+	// (it adds to the pipeline route's default deadline).
+	URL     string
+	Timeout time.Duration
 
 	Range hcl.Range
 }
@@ -330,7 +337,7 @@ func (s *Step) Name() string {
 	if s.Pipeline != nil {
 		return s.Pipeline.Name
 	}
-	return ""
+	return s.URL
 }
 
 // Function returns the function with the given name, or nil.

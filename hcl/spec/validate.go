@@ -195,6 +195,8 @@ func fillPipelineTimeouts(p *Project) {
 				sum += s.Function.Timeout
 			case s.Pipeline != nil:
 				sum += total(s.Pipeline)
+			case s.URL != "":
+				sum += s.Timeout
 			}
 		}
 		visiting[pl] = false
