@@ -82,7 +82,7 @@ func TestExternalSteps(t *testing.T) {
 		// The step's own timeout, with no route deadline: before its
 		// answer, and while its output streams.
 		{Method: "POST", Path: "/step-timeout", Project: "test", Pipeline: []string{"cat", extURL + "/hang timeout=300ms"}},
-		{Method: "POST", Path: "/stream-timeout", Project: "test", Pipeline: []string{extURL + "/stream timeout=500ms", "cat"}},
+		{Method: "POST", Path: "/stream-timeout", Project: "test", Pipeline: []string{extURL + "/stream timeout=2s", "cat"}},
 	}
 	g, url := startGateway(t, resolverFor(b.addr), routes, gateway.WithInvokeAuth("none"))
 
@@ -125,7 +125,7 @@ func TestExternalSteps(t *testing.T) {
 		t.Errorf("an external step past its own timeout: %d %+v, want 504 Timeout naming the step's timeout", a.code, a.err)
 	}
 	if a := post(t, url+"/stream-timeout", "x", nil); a.code != 200 || a.body != "first\n" ||
-		!strings.HasPrefix(a.trailer.Get("Butter-Error"), "Timeout: ") || !strings.Contains(a.trailer.Get("Butter-Error"), "still streaming its output at its timeout of 500ms") {
+		!strings.HasPrefix(a.trailer.Get("Butter-Error"), "Timeout: ") || !strings.Contains(a.trailer.Get("Butter-Error"), "still streaming its output at its timeout of 2s") {
 		t.Errorf("an external step streaming past its own timeout: %d %q trailer %q, want its first line and a Timeout trailer", a.code, a.body, a.trailer.Get("Butter-Error"))
 	}
 

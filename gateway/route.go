@@ -66,6 +66,11 @@ type Route struct {
 	Function string   `json:"function,omitempty"`
 	Pipeline []string `json:"pipeline,omitempty"`
 
+	// Middleware are functions of the project that see each request
+	// before the handler and its answer after it, in this order
+	// (middleware.go); each is hosted by Pools[name], else Pool.
+	Middleware []string `json:"middleware,omitempty"`
+
 	// Pool is the pool hosting the function (or every step); "" is
 	// "default". Pools overrides it for the steps of a pipeline hosted in
 	// other pools, by function name.
@@ -120,13 +125,14 @@ type step struct {
 // route is a Route ready to serve.
 type route struct {
 	Route
-	pattern string // "METHOD /path", as routes are named in errors and metrics
-	muxPat  string // the ServeMux pattern: the path alone for an ANY route
-	steps   []step
-	limiter *rate.Limiter
-	origins map[string]bool
-	anyOrig bool
-	adhoc   bool
+	pattern    string // "METHOD /path", as routes are named in errors and metrics
+	muxPat     string // the ServeMux pattern: the path alone for an ANY route
+	steps      []step
+	middleware []step
+	limiter    *rate.Limiter
+	origins    map[string]bool
+	anyOrig    bool
+	adhoc      bool
 
 	// The route's series of its gateway's metrics, looked up by labels
 	// once rather than on every request: its duration's, from its first
@@ -235,6 +241,22 @@ func (g *Gateway) compile(in Route) (*route, error) {
 		}
 	default:
 		bad("no function and no pipeline: set one")
+	}
+	seen := map[string]bool{}
+	for _, name := range r.Middleware {
+		switch {
+		case !pipeline.ValidName(name):
+			bad("middleware %q: a function name is letters, digits, '-' and '_'", name)
+		case seen[name]:
+			bad("middleware %q is listed twice: a middleware runs once per request", name)
+		default:
+			seen[name] = true
+			pool := r.Pool
+			if p := r.Pools[name]; p != "" {
+				pool = p
+			}
+			r.middleware = append(r.middleware, step{Step: pipeline.Step{Function: name}, pool: pool})
+		}
 	}
 	switch r.Auth {
 	case AuthNone:

@@ -23,7 +23,9 @@ import (
 // serveRoute serves one request of a route, in this order: request id
 // and trace context, CORS headers, auth (401/403), the route's rate limit
 // and then the project's quota (429),
-// declared body size (413), deadline, then the call in the route's mode.
+// declared body size (413), deadline, the request phase of the route's
+// middleware (middleware.go), then the call in the route's mode; the
+// middleware's response phase runs as the answer's head goes out.
 // Every request is logged and counted once it is answered.
 func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, rt *route) {
 	start := time.Now()
@@ -112,6 +114,28 @@ func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, rt *route) 
 	if perr != nil {
 		fail(perr)
 		return
+	}
+	if len(rt.middleware) > 0 {
+		var ran, set int
+		var short *http.Response
+		var e *CallError
+		base, ran, short, set, e = g.requestPhase(ctx, r, rt, base)
+		if ran > 0 {
+			phase := &responsePhase{g: g, rt: rt, id: id, base: base, mw: rt.middleware[:ran], ctx: ctx, timeout: timeout}
+			if phase.timeout <= 0 {
+				phase.timeout = g.opts.queuedTimeout
+			}
+			rec.beforeHead = phase.run
+		}
+		switch {
+		case e != nil:
+			rec.failure = e.Error()
+			writeCallError(rec, e, id, e.Message)
+			return
+		case short != nil:
+			g.writeShort(rec, short, set)
+			return
+		}
 	}
 	in := &inputBody{r: r.Body, limit: limit}
 	switch rt.Mode {

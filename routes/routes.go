@@ -1,6 +1,6 @@
 // Package routes turns a project's spec into the gateway's route table:
 // one route per http trigger of a function or a pipeline, with the
-// trigger's auth, limits, CORS and mode, and each pipeline flattened into
+// trigger's auth, limits, CORS, mode and middleware, and each pipeline flattened into
 // the functions it calls. `butter dev` and `butter gateway` both build
 // their tables with it, from the active revision's spec files.
 package routes
@@ -24,6 +24,7 @@ func FromSpec(p *spec.Project, revision string) []gateway.Route {
 			}
 			r := base(p, revision, t)
 			r.Function, r.Pool = f.Name, poolOf(f)
+			addMiddleware(&r, t)
 			out = append(out, r)
 		}
 	}
@@ -39,6 +40,7 @@ func FromSpec(p *spec.Project, revision string) []gateway.Route {
 				r.Pool = pools[stepFunction(steps[0])]
 				r.Pools = pools
 			}
+			addMiddleware(&r, t)
 			out = append(out, r)
 		}
 	}
@@ -52,6 +54,18 @@ func base(p *spec.Project, revision string, t *spec.Trigger) gateway.Route {
 		Auth: t.Auth, JWKSURL: t.JWKSURL, Audience: t.Audience, Issuer: t.Issuer,
 		MaxBody: t.MaxBody, Timeout: t.Timeout, Rate: t.Rate, Burst: t.Burst,
 		CORSOrigins: t.CORSOrigins, Mode: t.Mode,
+	}
+}
+
+// addMiddleware puts the trigger's middleware on its route, each
+// function's pool in Pools.
+func addMiddleware(r *gateway.Route, t *spec.Trigger) {
+	for _, f := range t.Middleware {
+		r.Middleware = append(r.Middleware, f.Name)
+		if r.Pools == nil {
+			r.Pools = map[string]string{}
+		}
+		r.Pools[f.Name] = poolOf(f)
 	}
 }
 

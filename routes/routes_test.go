@@ -307,3 +307,85 @@ pipeline "figlet" {
 		t.Errorf("the gateway refused the route: %v", err)
 	}
 }
+
+// TestMiddlewareRoutes: the project's middleware reach every route but
+// those whose trigger sets its own (or none, with []), in order, each
+// middleware placed in its pool; the gateway takes the routes.
+func TestMiddlewareRoutes(t *testing.T) {
+	proj := load(t, fstest.MapFS{"api/openapi.yaml": {Data: []byte(`openapi: 3.0.3
+info: {title: Shop, version: "1"}
+paths:
+  /orders/{order}:
+    parameters:
+      - {name: order, in: path, required: true, schema: {type: string}}
+    put:
+      operationId: orders
+      responses:
+        "200": {description: The order.}
+`)}, "main.fn.hcl": {Data: []byte(`
+project "shop" {
+  middleware = [function.auth, function.audit]
+  openapi    = ["api/openapi.yaml"]
+}
+
+function "auth" {
+  runtime = "http"
+  command = ["./auth"]
+  pool    = "edge"
+}
+
+function "audit" {
+  runtime = "http"
+  command = ["./audit"]
+}
+
+function "orders" {
+  runtime = "exec"
+  command = ["cat"]
+  pool    = "web"
+  trigger "http" {
+    route = "POST /orders"
+  }
+  trigger "http" {
+    route      = "GET /orders"
+    middleware = [function.audit]
+  }
+  trigger "http" {
+    route      = "GET /health"
+    middleware = []
+  }
+}
+
+pipeline "shout" {
+  steps = [function.orders]
+  trigger "http" {
+    route = "POST /shout"
+  }
+}
+`)}})
+	byPattern := map[string]gateway.Route{}
+	for _, r := range routes.FromSpec(proj, "rev1") {
+		byPattern[r.Pattern()] = r
+	}
+	for pattern, want := range map[string]struct {
+		mw    []string
+		pools map[string]string
+	}{
+		"POST /orders": {[]string{"auth", "audit"}, map[string]string{"auth": "edge", "audit": "default"}},
+		"GET /orders":  {[]string{"audit"}, map[string]string{"audit": "default"}},
+		"GET /health":  {nil, nil},
+		// A route from the OpenAPI document gets the project's.
+		"PUT /orders/{order}": {[]string{"auth", "audit"}, map[string]string{"auth": "edge", "audit": "default"}},
+		"POST /shout":         {[]string{"auth", "audit"}, map[string]string{"orders": "web", "auth": "edge", "audit": "default"}},
+	} {
+		r := byPattern[pattern]
+		if !reflect.DeepEqual(r.Middleware, want.mw) || !reflect.DeepEqual(r.Pools, want.pools) {
+			t.Errorf("%s: middleware %q pools %v, want %q %v", pattern, r.Middleware, r.Pools, want.mw, want.pools)
+		}
+	}
+	g := gateway.New(gateway.NewStaticResolver())
+	defer g.Close()
+	if err := g.SetRoutes(routes.FromSpec(proj, "rev1")); err != nil {
+		t.Errorf("the gateway refused the routes: %v", err)
+	}
+}

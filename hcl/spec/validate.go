@@ -13,6 +13,7 @@ import (
 // stream loops. Per-block checks happen while decoding.
 func (d *decoder) validate(p *Project) {
 	d.addOpenAPIRoutes(p)
+	d.fillMiddleware(p)
 	d.checkRoutes(p)
 	d.checkPipelineCycles(p)
 	fillPipelineTimeouts(p)
