@@ -66,6 +66,13 @@ type Route struct {
 	Function string   `json:"function,omitempty"`
 	Pipeline []string `json:"pipeline,omitempty"`
 
+	// JSONInput says that the function (a pipeline's first step) takes
+	// JSON, JSONOutput that it (the last step) answers JSON: their
+	// requests may then come as CBOR or MessagePack, and their answers go
+	// out as the client's Accept prefers (serialize.go).
+	JSONInput  bool `json:"json_input,omitempty"`
+	JSONOutput bool `json:"json_output,omitempty"`
+
 	// Middleware are functions of the project that see each request
 	// before the handler and its answer after it, in this order
 	// (middleware.go); each is hosted by Pools[name], else Pool.

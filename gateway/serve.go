@@ -110,6 +110,18 @@ func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, rt *route) 
 		ctx, cancel = context.WithDeadline(ctx, deadline)
 		defer cancel()
 	}
+	// Serializers (serialize.go): the function sees JSON.
+	var conv *codec
+	if rt.JSONOutput {
+		rec.Header().Add("Vary", "Accept")
+	}
+	if rt.JSONInput || rt.JSONOutput {
+		var e *CallError
+		if conv, limit, e = g.negotiate(r, rt, limit); e != nil {
+			fail(e)
+			return
+		}
+	}
 	base, perr := g.baseHeader(r, rt, id)
 	if perr != nil {
 		fail(perr)
@@ -146,7 +158,7 @@ func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, rt *route) 
 			fail(e)
 			return
 		case !direct:
-			g.serveQueued(broker.WithHeaders(ctx, queuedHeaders(r, rt, base)), rec, rt, id, body, deadline, fail)
+			g.serveQueued(broker.WithHeaders(ctx, queuedHeaders(r, rt, base)), rec, rt, id, body, deadline, conv, fail)
 			return
 		case rt.Mode == ModeAsync:
 			g.serveAsyncDirect(rec, rt, id, base, r.Header.Get("Content-Type"), in, deadline, fail)
@@ -177,6 +189,10 @@ func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, rt *route) 
 		return
 	}
 	defer c.close()
+	if conv != nil {
+		g.respondConverted(ctx, rec, resp, c, conv)
+		return
+	}
 	g.respond(ctx, rec, resp, c)
 }
 

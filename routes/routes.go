@@ -1,6 +1,7 @@
 // Package routes turns a project's spec into the gateway's route table:
 // one route per http trigger of a function or a pipeline, with the
-// trigger's auth, limits, CORS, mode and middleware, and each pipeline flattened into
+// trigger's auth, limits, CORS, mode and middleware, whether the target
+// takes and answers JSON (its schemas), and each pipeline flattened into
 // the functions it calls. `butter dev` and `butter gateway` both build
 // their tables with it, from the active revision's spec files.
 package routes
@@ -24,6 +25,7 @@ func FromSpec(p *spec.Project, revision string) []gateway.Route {
 			}
 			r := base(p, revision, t)
 			r.Function, r.Pool = f.Name, poolOf(f)
+			r.JSONInput, r.JSONOutput = f.InputSchema != "", f.OutputSchema != ""
 			addMiddleware(&r, t)
 			out = append(out, r)
 		}
@@ -40,6 +42,9 @@ func FromSpec(p *spec.Project, revision string) []gateway.Route {
 				r.Pool = pools[stepFunction(steps[0])]
 				r.Pools = pools
 			}
+			first, last := ends(pl)
+			r.JSONInput = first != nil && first.Function != nil && first.Function.InputSchema != ""
+			r.JSONOutput = last != nil && last.Function != nil && last.Function.OutputSchema != ""
 			addMiddleware(&r, t)
 			out = append(out, r)
 		}
@@ -55,6 +60,29 @@ func base(p *spec.Project, revision string, t *spec.Trigger) gateway.Route {
 		MaxBody: t.MaxBody, Timeout: t.Timeout, Rate: t.Rate, Burst: t.Burst,
 		CORSOrigins: t.CORSOrigins, Mode: t.Mode,
 	}
+}
+
+// ends returns the first and the last step of a pipeline, nested
+// pipelines expanded: a function's step or an external one.
+func ends(pl *spec.Pipeline) (first, last *spec.Step) {
+	seen := map[*spec.Pipeline]bool{}
+	var edge func(pl *spec.Pipeline, end int) *spec.Step
+	edge = func(pl *spec.Pipeline, end int) *spec.Step {
+		if pl == nil || len(pl.Steps) == 0 || seen[pl] {
+			return nil // a cycle is the spec's error
+		}
+		seen[pl] = true
+		defer delete(seen, pl)
+		s := pl.Steps[0]
+		if end > 0 {
+			s = pl.Steps[len(pl.Steps)-1]
+		}
+		if s.Pipeline != nil {
+			return edge(s.Pipeline, end)
+		}
+		return s
+	}
+	return edge(pl, 0), edge(pl, 1)
 }
 
 // addMiddleware puts the trigger's middleware on its route, each

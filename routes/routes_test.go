@@ -389,3 +389,51 @@ pipeline "shout" {
 		t.Errorf("the gateway refused the routes: %v", err)
 	}
 }
+
+// TestJSONRoutes: a route takes JSON when its function (a pipeline's
+// first) declares an input_schema, and answers JSON when it (the last)
+// declares an output_schema, so that the gateway may convert CBOR and
+// MessagePack.
+func TestJSONRoutes(t *testing.T) {
+	schema := &fstest.MapFile{Data: []byte(`{"type": "object"}`)}
+	proj := load(t, fstest.MapFS{"in.json": schema, "out.json": schema, "main.fn.hcl": {Data: []byte(`
+function "parse" {
+  runtime      = "exec"
+  command      = ["cat"]
+  input_schema = "in.json"
+  trigger "http" {
+    route = "POST /parse"
+  }
+}
+
+function "render" {
+  runtime       = "exec"
+  command       = ["cat"]
+  output_schema = "out.json"
+}
+
+pipeline "inner" {
+  steps = [function.render]
+}
+
+pipeline "both" {
+  steps = [function.parse, pipeline.inner]
+  trigger "http" {
+    route = "POST /both"
+  }
+}
+
+pipeline "external" {
+  steps = [function.parse, "http://faas.example.com/function/render"]
+  trigger "http" {
+    route = "POST /external"
+  }
+}
+`)}})
+	for _, r := range routes.FromSpec(proj, "rev1") {
+		want := map[string][2]bool{"POST /parse": {true, false}, "POST /both": {true, true}, "POST /external": {true, false}}[r.Pattern()]
+		if [2]bool{r.JSONInput, r.JSONOutput} != want {
+			t.Errorf("%s: JSON input %v, output %v; want %v", r.Pattern(), r.JSONInput, r.JSONOutput, want)
+		}
+	}
+}
