@@ -13,7 +13,10 @@
 //
 // Per route it applies auth (API key or JWT), a body-size limit, a
 // deadline, a rate limit and CORS, and it logs, counts and times every
-// request. The route table is swapped atomically (SetRoutes): a request
+// request. A route may also call external HTTP functions as pipeline
+// steps (external.go), run middleware functions around its handler
+// (middleware.go), and convert CBOR and MessagePack to and from the JSON
+// its function declares (serialize.go). The route table is swapped atomically (SetRoutes): a request
 // keeps the table it started with.
 //
 // Neighbours: package pool serves the invoke endpoint the gateway calls;
