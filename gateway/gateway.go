@@ -13,7 +13,10 @@
 //
 // Per route it applies auth (API key or JWT), a body-size limit, a
 // deadline, a rate limit and CORS, and it logs, counts and times every
-// request. The route table is swapped atomically (SetRoutes): a request
+// request. A route may also call external HTTP functions as pipeline
+// steps (external.go), run middleware functions around its handler
+// (middleware.go), and convert CBOR and MessagePack to and from the JSON
+// its function declares (serialize.go). The route table is swapped atomically (SetRoutes): a request
 // keeps the table it started with.
 //
 // Neighbours: package pool serves the invoke endpoint the gateway calls;
@@ -62,6 +65,7 @@ type options struct {
 	resultTTL      time.Duration
 	maxResults     int
 	queuedMaxBody  int64
+	convertMaxBody int64
 	queuedTimeout  time.Duration
 	placement      func(project, function string) (string, bool)
 	invokeAuth     string
@@ -131,6 +135,14 @@ func WithMaxResults(n int) Option { return func(o *options) { o.maxResults = n }
 // MaxBody refuses a body. The default is 1 MiB.
 func WithQueuedMaxBody(n int64) Option { return func(o *options) { o.queuedMaxBody = n } }
 
+// WithConvertMaxBody is the largest CBOR or MessagePack request body the
+// gateway converts to JSON, and the largest JSON output it converts back
+// (serialize.go): both are read whole. A larger body answers 413
+// PayloadTooLarge, a larger output 502 OutputTooLarge (the client may ask
+// for JSON, which streams). JSON bodies and outputs pass through
+// untouched, of any size. The default is 8 MiB.
+func WithConvertMaxBody(n int64) Option { return func(o *options) { o.convertMaxBody = n } }
+
 // WithQueuedTimeout is the deadline of queued and async calls on routes
 // that set none. The default is 30s.
 func WithQueuedTimeout(d time.Duration) Option { return func(o *options) { o.queuedTimeout = d } }
@@ -190,6 +202,7 @@ func New(resolver Resolver, opts ...Option) *Gateway {
 		resultTTL:      10 * time.Minute,
 		maxResults:     10000,
 		queuedMaxBody:  1 << 20,
+		convertMaxBody: 8 << 20,
 		queuedTimeout:  30 * time.Second,
 		invokeAuth:     "api_key",
 		ejectFor:       5 * time.Second,

@@ -76,7 +76,7 @@ func (c *chain) run(ctx context.Context) (*http.Response, error) {
 		if !c.deadline.IsZero() {
 			hdr.Set(names.HeaderTimeout, timeoutHeader(c.deadline))
 		}
-		resp, err := c.g.forward(ctx, c.project, s, hdr, in, length)
+		resp, err := c.g.callStep(ctx, c.project, s, hdr, in, length)
 		if err != nil {
 			return nil, c.classify(ctx, i, err)
 		}
@@ -175,6 +175,12 @@ func (c *chain) failure(ctx context.Context, readErr error) *CallError {
 
 // midway classifies a step's output that broke off.
 func (c *chain) midway(ctx context.Context, i int, err error) *CallError {
+	var ce *CallError
+	if errors.As(err, &ce) && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		e := *ce // an external step's own timeout (externalBody)
+		e.Step = i
+		return &e
+	}
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		e := callError(http.StatusGatewayTimeout, "Timeout", "the route's deadline passed while %s was streaming its output", c.steps[i].Function)
 		e.Step = i

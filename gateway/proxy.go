@@ -142,8 +142,10 @@ func (g *Gateway) respond(ctx context.Context, w *recorder, resp *http.Response,
 	_ = rc.Flush()
 	readErr, writeErr := copyFlush(w, rc, resp.Body)
 	if writeErr != nil {
-		// The client went away: nothing left to tell it.
-		w.failure = "client gone: " + writeErr.Error()
+		if !errors.Is(writeErr, errReplaced) {
+			// The client went away: nothing left to tell it.
+			w.failure = "client gone: " + writeErr.Error()
+		}
 		return
 	}
 	if f := c.failure(ctx, readErr); f != nil {
@@ -177,7 +179,7 @@ func (g *Gateway) respondWhole(ctx context.Context, w *recorder, resp *http.Resp
 	status := c.head(h, resp)
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(status)
-	if _, err := w.Write(body); err != nil {
+	if _, err := w.Write(body); err != nil && !errors.Is(err, errReplaced) {
 		w.failure = "client gone: " + err.Error()
 	}
 }
@@ -240,14 +242,34 @@ func copyFlush(w io.Writer, rc *http.ResponseController, src io.Reader) (readErr
 // recorder records the status and the size of a response for the access
 // log and the metrics. Unwrap lets http.ResponseController reach the
 // connection's Flush and full-duplex switches.
+//
+// beforeHead, when set, runs once, when the answer's head is about to go
+// out: the response phase of a route's middleware (middleware.go), which
+// may set headers on it or replace it. Writes of a replaced answer are
+// dropped and return errReplaced.
 type recorder struct {
 	http.ResponseWriter
 	status  int
 	bytes   int64
 	failure string // why the call failed, for the log
+
+	beforeHead func(status int, h http.Header) (*replacement, func())
+	replaced   bool
 }
 
 func (r *recorder) WriteHeader(code int) {
+	if r.replaced {
+		return
+	}
+	if r.status == 0 && r.beforeHead != nil {
+		hook := r.beforeHead
+		r.beforeHead = nil
+		if rp, done := hook(code, r.Header()); rp != nil {
+			r.replaced = true
+			r.writeReplacement(rp, done)
+			return
+		}
+	}
 	if r.status == 0 {
 		r.status = code
 	}
@@ -256,7 +278,10 @@ func (r *recorder) WriteHeader(code int) {
 
 func (r *recorder) Write(b []byte) (int, error) {
 	if r.status == 0 {
-		r.status = http.StatusOK
+		r.WriteHeader(http.StatusOK)
+	}
+	if r.replaced {
+		return 0, errReplaced
 	}
 	n, err := r.ResponseWriter.Write(b)
 	r.bytes += int64(n)

@@ -29,7 +29,10 @@ type Requester interface {
 // function runs even if the gateway or the client goes away. The reply
 // of an async call is kept in this gateway's memory only (WithResultTTL,
 // WithMaxResults): poll the gateway that accepted the call.
-func (g *Gateway) serveQueued(ctx context.Context, w *recorder, rt *route, id string, body []byte, deadline time.Time, fail func(*CallError)) {
+//
+// conv, when set, is the serialization the client asked for: a queued
+// call's reply, JSON, is converted to it (serialize.go).
+func (g *Gateway) serveQueued(ctx context.Context, w *recorder, rt *route, id string, body []byte, deadline time.Time, conv *codec, fail func(*CallError)) {
 	if g.faas != nil {
 		g.faas.count(rt.Project, rt.Function) // for GET /system/functions
 	}
@@ -37,6 +40,16 @@ func (g *Gateway) serveQueued(ctx context.Context, w *recorder, rt *route, id st
 		out, err := g.opts.requester.Call(ctx, rt.Topic, nil, body, deadline)
 		if err != nil {
 			fail(queuedError(ctx, rt, err))
+			return
+		}
+		if conv != nil {
+			if out, err = g.convertOutput(conv, out, rt.Function); err != nil {
+				fail(err.(*CallError))
+				return
+			}
+			w.Header().Set("Content-Type", conv.contentType)
+			w.WriteHeader(http.StatusOK)
+			_, _ = w.Write(out)
 			return
 		}
 		w.Header().Set("Content-Type", "application/octet-stream")

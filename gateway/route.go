@@ -6,6 +6,7 @@ import (
 	"github.com/butterfn/butter/names"
 	"math"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -58,9 +59,24 @@ type Route struct {
 	// steps of a pipeline, each a function name optionally followed by
 	// options: "sed e=s/hate/love/", in package pipeline's grammar
 	// (pipeline.ParseStep). Values with blanks or "|" are quoted as Go
-	// strings: `sed e="s/a b/c/"`.
+	// strings: `sed e="s/a b/c/"`. A pipeline step may also be an
+	// external HTTP function: its http:// or https:// URL, optionally
+	// followed by its timeout, "http://host/path timeout=10s"
+	// (external.go).
 	Function string   `json:"function,omitempty"`
 	Pipeline []string `json:"pipeline,omitempty"`
+
+	// JSONInput says that the function (a pipeline's first step) takes
+	// JSON, JSONOutput that it (the last step) answers JSON: their
+	// requests may then come as CBOR or MessagePack, and their answers go
+	// out as the client's Accept prefers (serialize.go).
+	JSONInput  bool `json:"json_input,omitempty"`
+	JSONOutput bool `json:"json_output,omitempty"`
+
+	// Middleware are functions of the project that see each request
+	// before the handler and its answer after it, in this order
+	// (middleware.go); each is hosted by Pools[name], else Pool.
+	Middleware []string `json:"middleware,omitempty"`
 
 	// Pool is the pool hosting the function (or every step); "" is
 	// "default". Pools overrides it for the steps of a pipeline hosted in
@@ -107,18 +123,23 @@ func (r Route) Pattern() string { return r.Method + " " + r.Path }
 type step struct {
 	pipeline.Step
 	pool string
+	// An external step (external.go): Function holds its URL, timeout
+	// bounds its call (0: the route's deadline only).
+	url     *url.URL
+	timeout time.Duration
 }
 
 // route is a Route ready to serve.
 type route struct {
 	Route
-	pattern string // "METHOD /path", as routes are named in errors and metrics
-	muxPat  string // the ServeMux pattern: the path alone for an ANY route
-	steps   []step
-	limiter *rate.Limiter
-	origins map[string]bool
-	anyOrig bool
-	adhoc   bool
+	pattern    string // "METHOD /path", as routes are named in errors and metrics
+	muxPat     string // the ServeMux pattern: the path alone for an ANY route
+	steps      []step
+	middleware []step
+	limiter    *rate.Limiter
+	origins    map[string]bool
+	anyOrig    bool
+	adhoc      bool
 
 	// The route's series of its gateway's metrics, looked up by labels
 	// once rather than on every request: its duration's, from its first
@@ -163,6 +184,9 @@ func (r *route) target() string {
 // parseStep reads one step of a route, "name k=v ...", with package
 // pipeline's grammar.
 func parseStep(text string) (step, error) {
+	if isExternal(text) {
+		return externalStep(text)
+	}
 	ps, err := pipeline.ParseStep(text)
 	if err != nil {
 		return step{}, err
@@ -214,14 +238,32 @@ func (g *Gateway) compile(in Route) (*route, error) {
 				bad("pipeline: %v", err)
 				continue
 			}
-			st.pool = r.Pool
-			if p := r.Pools[st.Function]; p != "" {
-				st.pool = p
+			if st.url == nil {
+				st.pool = r.Pool
+				if p := r.Pools[st.Function]; p != "" {
+					st.pool = p
+				}
 			}
 			r.steps = append(r.steps, st)
 		}
 	default:
 		bad("no function and no pipeline: set one")
+	}
+	seen := map[string]bool{}
+	for _, name := range r.Middleware {
+		switch {
+		case !pipeline.ValidName(name):
+			bad("middleware %q: a function name is letters, digits, '-' and '_'", name)
+		case seen[name]:
+			bad("middleware %q is listed twice: a middleware runs once per request", name)
+		default:
+			seen[name] = true
+			pool := r.Pool
+			if p := r.Pools[name]; p != "" {
+				pool = p
+			}
+			r.middleware = append(r.middleware, step{Step: pipeline.Step{Function: name}, pool: pool})
+		}
 	}
 	switch r.Auth {
 	case AuthNone:

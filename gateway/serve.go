@@ -23,7 +23,9 @@ import (
 // serveRoute serves one request of a route, in this order: request id
 // and trace context, CORS headers, auth (401/403), the route's rate limit
 // and then the project's quota (429),
-// declared body size (413), deadline, then the call in the route's mode.
+// declared body size (413), deadline, the request phase of the route's
+// middleware (middleware.go), then the call in the route's mode; the
+// middleware's response phase runs as the answer's head goes out.
 // Every request is logged and counted once it is answered.
 func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, rt *route) {
 	start := time.Now()
@@ -108,10 +110,44 @@ func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, rt *route) 
 		ctx, cancel = context.WithDeadline(ctx, deadline)
 		defer cancel()
 	}
+	// Serializers (serialize.go): the function sees JSON.
+	var conv *codec
+	if rt.JSONOutput {
+		rec.Header().Add("Vary", "Accept")
+	}
+	if rt.JSONInput || rt.JSONOutput {
+		var e *CallError
+		if conv, limit, e = g.negotiate(r, rt, limit); e != nil {
+			fail(e)
+			return
+		}
+	}
 	base, perr := g.baseHeader(r, rt, id)
 	if perr != nil {
 		fail(perr)
 		return
+	}
+	if len(rt.middleware) > 0 {
+		var ran, set int
+		var short *http.Response
+		var e *CallError
+		base, ran, short, set, e = g.requestPhase(ctx, r, rt, base)
+		if ran > 0 {
+			phase := &responsePhase{g: g, rt: rt, id: id, base: base, mw: rt.middleware[:ran], ctx: ctx, timeout: timeout}
+			if phase.timeout <= 0 {
+				phase.timeout = g.opts.queuedTimeout
+			}
+			rec.beforeHead = phase.run
+		}
+		switch {
+		case e != nil:
+			rec.failure = e.Error()
+			writeCallError(rec, e, id, e.Message)
+			return
+		case short != nil:
+			g.writeShort(rec, short, set)
+			return
+		}
 	}
 	in := &inputBody{r: r.Body, limit: limit}
 	switch rt.Mode {
@@ -122,7 +158,7 @@ func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, rt *route) 
 			fail(e)
 			return
 		case !direct:
-			g.serveQueued(broker.WithHeaders(ctx, queuedHeaders(r, rt, base)), rec, rt, id, body, deadline, fail)
+			g.serveQueued(broker.WithHeaders(ctx, queuedHeaders(r, rt, base)), rec, rt, id, body, deadline, conv, fail)
 			return
 		case rt.Mode == ModeAsync:
 			g.serveAsyncDirect(rec, rt, id, base, r.Header.Get("Content-Type"), in, deadline, fail)
@@ -153,6 +189,10 @@ func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, rt *route) 
 		return
 	}
 	defer c.close()
+	if conv != nil {
+		g.respondConverted(ctx, rec, resp, c, conv)
+		return
+	}
 	g.respond(ctx, rec, resp, c)
 }
 

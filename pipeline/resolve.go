@@ -22,6 +22,9 @@ func Resolve(p *spec.Project, steps []Step) ([]Step, error) {
 			if len(s.Options) > 0 {
 				return nil, fmt.Errorf("step %q is a pipeline; options go on its functions: name them instead, as in %q, and add the options there", s.String(), Format(Expand(pl)))
 			}
+			if u := externalStep(pl); u != "" {
+				return nil, fmt.Errorf("pipeline %q has an external step, %s, which only the gateway calls, on the pipeline's http route: call that route instead", pl.Name, u)
+			}
 			out = append(out, Expand(pl)...)
 			continue
 		}
@@ -83,6 +86,8 @@ func Expand(pl *spec.Pipeline) []Step {
 				walk(st.Pipeline)
 			case st.Function != nil:
 				out = append(out, Step{Function: st.Function.Name, Options: lower(st.Options)})
+			case st.URL != "":
+				out = append(out, Step{Function: st.URL}) // no function: Resolve refuses it
 			}
 		}
 	}
@@ -100,4 +105,15 @@ func lower(opts map[string]string) map[string]string {
 		out[strings.ToLower(k)] = v
 	}
 	return out
+}
+
+// externalStep returns the URL of an external step of pl (or of a
+// pipeline in it), or "".
+func externalStep(pl *spec.Pipeline) string {
+	for _, st := range Expand(pl) {
+		if strings.Contains(st.Function, "://") {
+			return st.Function
+		}
+	}
+	return ""
 }

@@ -111,3 +111,45 @@ func TestResolveErrors(t *testing.T) {
 		t.Errorf("Resolve(zzzzzz): %v, want an error without a suggestion", err)
 	}
 }
+
+// TestResolveExternal: a pipeline with an external step resolves to no
+// steps a caller could run: only the gateway calls its URL, on the
+// pipeline's route.
+func TestResolveExternal(t *testing.T) {
+	src := `project "demo" {}
+
+function "up" {
+  runtime = "exec"
+  command = ["tr", "a-z", "A-Z"]
+}
+
+pipeline "inner" {
+  steps = [function.up, "http://faas.example.com/function/figlet"]
+}
+
+pipeline "outer" {
+  steps = [function.up, pipeline.inner]
+}
+`
+	p, rep := spec.LoadFS(fstest.MapFS{"demo.fn.hcl": {Data: []byte(src)}}, "demo")
+	if p == nil || rep.HasErrors() {
+		var b strings.Builder
+		_ = rep.WriteText(&b)
+		t.Fatalf("the test spec does not decode:\n%s", b.String())
+	}
+	for _, name := range []string{"inner", "outer", "up | outer"} {
+		steps, err := pipeline.Parse(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := pipeline.Resolve(p, steps)
+		if err == nil || !strings.Contains(err.Error(), "http://faas.example.com/function/figlet") || !strings.Contains(err.Error(), "http route") {
+			t.Errorf("Resolve(%q) = %+v %v, want an error naming the external step and the route", name, got, err)
+		}
+	}
+	if steps, _ := pipeline.Parse("up"); steps != nil {
+		if got, err := pipeline.Resolve(p, steps); err != nil || len(got) != 1 {
+			t.Errorf("Resolve(up) = %+v %v", got, err)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 // Package routes turns a project's spec into the gateway's route table:
 // one route per http trigger of a function or a pipeline, with the
-// trigger's auth, limits, CORS and mode, and each pipeline flattened into
+// trigger's auth, limits, CORS, mode and middleware, whether the target
+// takes and answers JSON (its schemas), and each pipeline flattened into
 // the functions it calls. `butter dev` and `butter gateway` both build
 // their tables with it, from the active revision's spec files.
 package routes
@@ -24,6 +25,8 @@ func FromSpec(p *spec.Project, revision string) []gateway.Route {
 			}
 			r := base(p, revision, t)
 			r.Function, r.Pool = f.Name, poolOf(f)
+			r.JSONInput, r.JSONOutput = f.InputSchema != "", f.OutputSchema != ""
+			addMiddleware(&r, t)
 			out = append(out, r)
 		}
 	}
@@ -39,6 +42,10 @@ func FromSpec(p *spec.Project, revision string) []gateway.Route {
 				r.Pool = pools[stepFunction(steps[0])]
 				r.Pools = pools
 			}
+			first, last := ends(pl)
+			r.JSONInput = first != nil && first.Function != nil && first.Function.InputSchema != ""
+			r.JSONOutput = last != nil && last.Function != nil && last.Function.OutputSchema != ""
+			addMiddleware(&r, t)
 			out = append(out, r)
 		}
 	}
@@ -55,6 +62,41 @@ func base(p *spec.Project, revision string, t *spec.Trigger) gateway.Route {
 	}
 }
 
+// ends returns the first and the last step of a pipeline, nested
+// pipelines expanded: a function's step or an external one.
+func ends(pl *spec.Pipeline) (first, last *spec.Step) {
+	seen := map[*spec.Pipeline]bool{}
+	var edge func(pl *spec.Pipeline, end int) *spec.Step
+	edge = func(pl *spec.Pipeline, end int) *spec.Step {
+		if pl == nil || len(pl.Steps) == 0 || seen[pl] {
+			return nil // a cycle is the spec's error
+		}
+		seen[pl] = true
+		defer delete(seen, pl)
+		s := pl.Steps[0]
+		if end > 0 {
+			s = pl.Steps[len(pl.Steps)-1]
+		}
+		if s.Pipeline != nil {
+			return edge(s.Pipeline, end)
+		}
+		return s
+	}
+	return edge(pl, 0), edge(pl, 1)
+}
+
+// addMiddleware puts the trigger's middleware on its route, each
+// function's pool in Pools.
+func addMiddleware(r *gateway.Route, t *spec.Trigger) {
+	for _, f := range t.Middleware {
+		r.Middleware = append(r.Middleware, f.Name)
+		if r.Pools == nil {
+			r.Pools = map[string]string{}
+		}
+		r.Pools[f.Name] = poolOf(f)
+	}
+}
+
 func poolOf(f *spec.Function) string {
 	if f.Pool == "" {
 		return gateway.DefaultPool
@@ -64,7 +106,8 @@ func poolOf(f *spec.Function) string {
 
 // Flatten expands a pipeline (and the pipelines it contains) into its
 // function steps, each written "function k=v ..." as gateway.Route's
-// Pipeline takes them, and the pool of each function.
+// Pipeline takes them (an external step as "URL timeout=10s"), and the
+// pool of each function.
 func Flatten(pl *spec.Pipeline) (steps []string, pools map[string]string) {
 	pools = map[string]string{}
 	var walk func(*spec.Pipeline)
@@ -76,6 +119,8 @@ func Flatten(pl *spec.Pipeline) (steps []string, pools map[string]string) {
 				pools[s.Function.Name] = poolOf(s.Function)
 			case s.Pipeline != nil:
 				walk(s.Pipeline)
+			case s.URL != "":
+				steps = append(steps, externalStep(s)) // no pool
 			}
 		}
 	}
@@ -86,6 +131,15 @@ func Flatten(pl *spec.Pipeline) (steps []string, pools map[string]string) {
 // stepString writes a step in package pipeline's grammar.
 func stepString(fn string, opts map[string]string) string {
 	return pipeline.Step{Function: fn, Options: opts}.String()
+}
+
+// externalStep writes an external step as gateway.Route's Pipeline takes
+// it: its URL, then its timeout when it has one.
+func externalStep(s *spec.Step) string {
+	if s.Timeout <= 0 {
+		return s.URL
+	}
+	return s.URL + " timeout=" + s.Timeout.String()
 }
 
 func stepFunction(step string) string {

@@ -263,3 +263,177 @@ function "echo" {
 		t.Errorf("GET /echo/butter: %d, want 405", resp.StatusCode)
 	}
 }
+
+// TestExternalStepRoute: a pipeline's external steps reach the gateway's
+// route as their URL and timeout, the default timeout of its route counts
+// theirs, and the gateway takes the route.
+func TestExternalStepRoute(t *testing.T) {
+	proj := load(t, fstest.MapFS{"main.fn.hcl": {Data: []byte(`
+function "up" {
+  runtime = "exec"
+  command = ["tr", "a-z", "A-Z"]
+  timeout = "2s"
+}
+
+pipeline "figlet" {
+  steps = [
+    function.up,
+    "http://faas.example.com:8080/function/figlet?font=big",
+    { url = "https://faas.example.com/function/wc", timeout = "3s" },
+  ]
+  trigger "http" {
+    route = "POST /figlet"
+  }
+}
+`)}})
+	rs := routes.FromSpec(proj, "rev1")
+	if len(rs) != 1 {
+		t.Fatalf("routes: %+v", rs)
+	}
+	def, err := spec.ParseDuration(spec.DefaultTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"up", "http://faas.example.com:8080/function/figlet?font=big timeout=" + def.String(), "https://faas.example.com/function/wc timeout=3s"}
+	if r := rs[0]; !reflect.DeepEqual(r.Pipeline, want) || r.Pool != "default" || !reflect.DeepEqual(r.Pools, map[string]string{"up": "default"}) {
+		t.Errorf("route: %+v, want pipeline %q, pool default", r, want)
+	}
+	if got := rs[0].Timeout; got != 2*time.Second+def+3*time.Second {
+		t.Errorf("route timeout %s, want 2s + %s + 3s", got, def)
+	}
+	g := gateway.New(gateway.NewStaticResolver())
+	defer g.Close()
+	if err := g.SetRoutes(rs); err != nil {
+		t.Errorf("the gateway refused the route: %v", err)
+	}
+}
+
+// TestMiddlewareRoutes: the project's middleware reach every route but
+// those whose trigger sets its own (or none, with []), in order, each
+// middleware placed in its pool; the gateway takes the routes.
+func TestMiddlewareRoutes(t *testing.T) {
+	proj := load(t, fstest.MapFS{"api/openapi.yaml": {Data: []byte(`openapi: 3.0.3
+info: {title: Shop, version: "1"}
+paths:
+  /orders/{order}:
+    parameters:
+      - {name: order, in: path, required: true, schema: {type: string}}
+    put:
+      operationId: orders
+      responses:
+        "200": {description: The order.}
+`)}, "main.fn.hcl": {Data: []byte(`
+project "shop" {
+  middleware = [function.auth, function.audit]
+  openapi    = ["api/openapi.yaml"]
+}
+
+function "auth" {
+  runtime = "http"
+  command = ["./auth"]
+  pool    = "edge"
+}
+
+function "audit" {
+  runtime = "http"
+  command = ["./audit"]
+}
+
+function "orders" {
+  runtime = "exec"
+  command = ["cat"]
+  pool    = "web"
+  trigger "http" {
+    route = "POST /orders"
+  }
+  trigger "http" {
+    route      = "GET /orders"
+    middleware = [function.audit]
+  }
+  trigger "http" {
+    route      = "GET /health"
+    middleware = []
+  }
+}
+
+pipeline "shout" {
+  steps = [function.orders]
+  trigger "http" {
+    route = "POST /shout"
+  }
+}
+`)}})
+	byPattern := map[string]gateway.Route{}
+	for _, r := range routes.FromSpec(proj, "rev1") {
+		byPattern[r.Pattern()] = r
+	}
+	for pattern, want := range map[string]struct {
+		mw    []string
+		pools map[string]string
+	}{
+		"POST /orders": {[]string{"auth", "audit"}, map[string]string{"auth": "edge", "audit": "default"}},
+		"GET /orders":  {[]string{"audit"}, map[string]string{"audit": "default"}},
+		"GET /health":  {nil, nil},
+		// A route from the OpenAPI document gets the project's.
+		"PUT /orders/{order}": {[]string{"auth", "audit"}, map[string]string{"auth": "edge", "audit": "default"}},
+		"POST /shout":         {[]string{"auth", "audit"}, map[string]string{"orders": "web", "auth": "edge", "audit": "default"}},
+	} {
+		r := byPattern[pattern]
+		if !reflect.DeepEqual(r.Middleware, want.mw) || !reflect.DeepEqual(r.Pools, want.pools) {
+			t.Errorf("%s: middleware %q pools %v, want %q %v", pattern, r.Middleware, r.Pools, want.mw, want.pools)
+		}
+	}
+	g := gateway.New(gateway.NewStaticResolver())
+	defer g.Close()
+	if err := g.SetRoutes(routes.FromSpec(proj, "rev1")); err != nil {
+		t.Errorf("the gateway refused the routes: %v", err)
+	}
+}
+
+// TestJSONRoutes: a route takes JSON when its function (a pipeline's
+// first) declares an input_schema, and answers JSON when it (the last)
+// declares an output_schema, so that the gateway may convert CBOR and
+// MessagePack.
+func TestJSONRoutes(t *testing.T) {
+	schema := &fstest.MapFile{Data: []byte(`{"type": "object"}`)}
+	proj := load(t, fstest.MapFS{"in.json": schema, "out.json": schema, "main.fn.hcl": {Data: []byte(`
+function "parse" {
+  runtime      = "exec"
+  command      = ["cat"]
+  input_schema = "in.json"
+  trigger "http" {
+    route = "POST /parse"
+  }
+}
+
+function "render" {
+  runtime       = "exec"
+  command       = ["cat"]
+  output_schema = "out.json"
+}
+
+pipeline "inner" {
+  steps = [function.render]
+}
+
+pipeline "both" {
+  steps = [function.parse, pipeline.inner]
+  trigger "http" {
+    route = "POST /both"
+  }
+}
+
+pipeline "external" {
+  steps = [function.parse, "http://faas.example.com/function/render"]
+  trigger "http" {
+    route = "POST /external"
+  }
+}
+`)}})
+	for _, r := range routes.FromSpec(proj, "rev1") {
+		want := map[string][2]bool{"POST /parse": {true, false}, "POST /both": {true, true}, "POST /external": {true, false}}[r.Pattern()]
+		if [2]bool{r.JSONInput, r.JSONOutput} != want {
+			t.Errorf("%s: JSON input %v, output %v; want %v", r.Pattern(), r.JSONInput, r.JSONOutput, want)
+		}
+	}
+}

@@ -61,6 +61,8 @@ func LoadFS(fsys fs.FS, display string) (*Project, *Report) {
 		pipelines: map[string]*Pipeline{},
 		pools:     map[string]*Pool{},
 		deploy:    DefaultDeploy(),
+
+		ownMiddleware: map[*Trigger]bool{},
 	}
 	proj := d.load()
 	rep := &Report{Files: d.parser.Files(), Diags: d.diags}
@@ -77,14 +79,23 @@ type decoder struct {
 	parser  *hclparse.Parser
 	diags   hcl.Diagnostics
 
-	project   *hcl.Block
-	kafka     *Kafka
-	openapi   []openapiRef
-	deploy    Deploy
-	streams   map[string]*Stream
-	functions map[string]*Function
-	pipelines map[string]*Pipeline
-	pools     map[string]*Pool // pool blocks (scaling.go)
+	project *hcl.Block
+	kafka   *Kafka
+	openapi []openapiRef
+	deploy  Deploy
+	// projectMiddleware is the project block's middleware argument,
+	// decoded in the second pass (middleware.go).
+	projectMiddleware *hcl.Attribute
+	// ownMiddleware are the http triggers that set their own middleware
+	// (the others get the project's).
+	ownMiddleware map[*Trigger]bool
+	// middlewareRefs are the functions of every middleware list, where
+	// written.
+	middlewareRefs []middlewareRef
+	streams        map[string]*Stream
+	functions      map[string]*Function
+	pipelines      map[string]*Pipeline
+	pools          map[string]*Pool // pool blocks (scaling.go)
 
 	// bodies to decode in the second pass, in declaration order.
 	streamBodies   []pending
@@ -198,6 +209,9 @@ func (d *decoder) load() *Project {
 	proj.Deploy = d.deploy
 
 	// Pass 2: decode bodies, resolving references.
+	if a := d.projectMiddleware; a != nil {
+		proj.Middleware, _ = d.decodeMiddleware(a)
+	}
 	for _, p := range d.streamBodies {
 		d.decodeStream(p)
 	}
@@ -307,7 +321,7 @@ func (d *decoder) declare(rel string, b *hcl.Block) {
 }
 
 var projectSchema = &hcl.BodySchema{
-	Attributes: []hcl.AttributeSchema{{Name: "openapi"}},
+	Attributes: []hcl.AttributeSchema{{Name: "openapi"}, {Name: "middleware"}},
 	Blocks:     []hcl.BlockHeaderSchema{{Type: "kafka"}, {Type: "deploy"}},
 }
 
@@ -333,6 +347,8 @@ func (d *decoder) decodeProject(file string, b *hcl.Block) {
 	if a := content.Attributes["openapi"]; a != nil {
 		d.decodeOpenAPIList(file, a)
 	}
+	// Its references resolve once every function is declared (load).
+	d.projectMiddleware = content.Attributes["middleware"]
 	first := map[string]*hcl.Block{}
 	for _, blk := range content.Blocks {
 		if prev := first[blk.Type]; prev != nil {

@@ -32,6 +32,12 @@ type Project struct {
 	// Deploy is the project's deploy block, with the defaults filled in
 	// where the spec is silent (DefaultDeploy when it has no block).
 	Deploy Deploy
+	// Middleware are the project block's middleware: functions that see
+	// every request of the project's http triggers before its handler, and
+	// the answer after it, in this order (docs/gateway.md, "Middleware").
+	// An http trigger's own middleware argument replaces the list for its
+	// route (Trigger.Middleware holds what applies).
+	Middleware []*Function
 	// OpenAPI lists the OpenAPI 3 documents of the project block's
 	// openapi argument, project-relative with forward slashes, in the
 	// order written. Their operations are routed as http triggers of the
@@ -244,6 +250,11 @@ type Trigger struct {
 	// "scheme://host[:port]", or ["*"] for any; empty sends no CORS
 	// headers.
 	CORSOrigins []string
+	// Middleware are the functions that see the route's requests before
+	// its handler and its answers after it, in order: the trigger's
+	// middleware argument when it has one (an empty list for none), else
+	// the project's (Load fills it in).
+	Middleware []*Function
 
 	// cron
 	Schedule string
@@ -313,11 +324,18 @@ type Pipeline struct {
 }
 
 // Step is one step of a pipeline: a function, or another pipeline, with
-// named options that reach the function next to its input.
+// named options that reach the function next to its input; or an
+// external HTTP function by URL (an OpenFaaS function, say), which the
+// gateway POSTs the step's input to and streams its answer on.
 type Step struct {
 	Function *Function
 	Pipeline *Pipeline
 	Options  map[string]string
+	// URL is an external step's http:// or https:// URL, "" otherwise;
+	// Timeout is its timeout, DefaultTimeout unless the step sets one
+	// (it adds to the pipeline route's default deadline).
+	URL     string
+	Timeout time.Duration
 
 	Range hcl.Range
 }
@@ -330,7 +348,7 @@ func (s *Step) Name() string {
 	if s.Pipeline != nil {
 		return s.Pipeline.Name
 	}
-	return ""
+	return s.URL
 }
 
 // Function returns the function with the given name, or nil.

@@ -1,8 +1,13 @@
 package spec
 
 import (
+	"fmt"
+	"net/url"
+	"strings"
+
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/zclconf/go-cty/cty"
 )
 
 var pipelineSchema = &hcl.BodySchema{
@@ -10,7 +15,7 @@ var pipelineSchema = &hcl.BodySchema{
 	Blocks:     []hcl.BlockHeaderSchema{{Type: "trigger", LabelNames: []string{"type"}}},
 }
 
-const stepsHelp = "steps is a list of functions or pipelines, each either a reference like function.sed or an object with options like { function = function.sed, options = { e = \"s/hate/love/\" } }."
+const stepsHelp = "steps is a list of functions or pipelines, each either a reference like function.sed or an object with options like { function = function.sed, options = { e = \"s/hate/love/\" } }; an external HTTP function is its URL, \"http://host/path\", or { url = \"http://host/path\", timeout = \"10s\" }."
 
 func (d *decoder) decodePipeline(p pending) {
 	pl := d.pipelines[p.block.Labels[0]]
@@ -53,19 +58,25 @@ func (d *decoder) decodePipeline(p pending) {
 
 func (d *decoder) decodeStep(e hcl.Expression) *Step {
 	s := &Step{Range: e.Range()}
-	var target hcl.Expression = e
+	if isLiteral(e) {
+		return d.externalStep(s, e, nil)
+	}
+	var target, timeout hcl.Expression = e, nil
+	targetKey := ""
 	if obj, ok := e.(*hclsyntax.ObjectConsExpr); ok {
 		target = nil
 		for _, item := range obj.Items {
 			key := hcl.ExprAsKeyword(item.KeyExpr)
 			r := item.KeyExpr.Range()
 			switch key {
-			case "function", "pipeline":
+			case "function", "pipeline", "url":
 				if target != nil {
-					d.errorf(&r, "Invalid step", "A step names one function or one pipeline. %s", stepsHelp)
+					d.errorf(&r, "Invalid step", "A step names one function, one pipeline or one url. %s", stepsHelp)
 					return nil
 				}
-				target = item.ValueExpr
+				target, targetKey = item.ValueExpr, key
+			case "timeout":
+				timeout = item.ValueExpr
 			case "options":
 				v, diags := item.ValueExpr.Value(nil)
 				if diags.HasErrors() {
@@ -89,12 +100,29 @@ func (d *decoder) decodeStep(e hcl.Expression) *Step {
 				}
 				s.Options = opts
 			default:
-				d.errorf(&r, "Invalid step", "A step object takes function (or pipeline) and options; %q is not one of them.", key)
+				d.errorf(&r, "Invalid step", "A step object takes function (or pipeline) and options, or url and timeout; %q is not one of them.", key)
 				return nil
 			}
 		}
 		if target == nil {
 			d.errorf(&s.Range, "Invalid step", "The step names no function. %s", stepsHelp)
+			return nil
+		}
+		if isLiteral(target) != (targetKey == "url") {
+			r := target.Range()
+			d.errorf(&r, "Invalid step", "url takes an external HTTP function's URL, quoted, and function or pipeline a reference without quotes. %s", stepsHelp)
+			return nil
+		}
+		if isLiteral(target) {
+			if s.Options != nil {
+				d.errorf(&s.Range, "Options on an external step", "An external HTTP function gets the step's input as its request body and no options: put what it needs in its URL's query.")
+				return nil
+			}
+			return d.externalStep(s, target, timeout)
+		}
+		if timeout != nil {
+			r := timeout.Range()
+			d.errorf(&r, "Invalid step", "timeout is for external steps (url = ...): a function's timeout is set in its function block.")
 			return nil
 		}
 	}
@@ -108,4 +136,74 @@ func (d *decoder) decodeStep(e hcl.Expression) *Step {
 		s.Pipeline = d.pipelines[name]
 	}
 	return s
+}
+
+// isLiteral says whether e is a constant (a quoted string), not a
+// reference: an external step's URL.
+func isLiteral(e hcl.Expression) bool {
+	switch e.(type) {
+	case *hclsyntax.TemplateExpr, *hclsyntax.LiteralValueExpr, *hclsyntax.TemplateWrapExpr:
+		return len(e.Variables()) == 0
+	}
+	return false
+}
+
+// externalStep decodes an external step: its URL, from e, and its
+// timeout, from timeout when set.
+func (d *decoder) externalStep(s *Step, e, timeout hcl.Expression) *Step {
+	v, diags := e.Value(nil)
+	r := e.Range()
+	if diags.HasErrors() || v.IsNull() || !v.IsKnown() || v.Type() != cty.String {
+		d.errorf(&r, "Invalid step", "A quoted step is an external HTTP function's URL. %s", stepsHelp)
+		return nil
+	}
+	raw := v.AsString()
+	if !strings.Contains(raw, "://") {
+		d.errorf(&r, "Invalid step", "%q is quoted, so it would be an external HTTP function's URL: to name a function or pipeline, write a reference without quotes, like function.sed. %s", raw, stepsHelp)
+		return nil
+	}
+	if msg := CheckStepURL(raw); msg != "" {
+		d.errorf(&r, "Invalid external step", "%q: %s", raw, msg)
+		return nil
+	}
+	s.URL = raw
+	s.Timeout, _ = ParseDuration(DefaultTimeout)
+	if timeout != nil {
+		tr := timeout.Range()
+		tv, diags := timeout.Value(nil)
+		str, ok := "", false
+		if !diags.HasErrors() && tv.IsKnown() && !tv.IsNull() && tv.Type() == cty.String {
+			str, ok = tv.AsString(), true
+		}
+		dur, err := ParseDuration(str)
+		if !ok || err != nil || dur <= 0 {
+			d.errorf(&tr, "Invalid timeout", "The timeout of an external step is a positive duration such as \"10s\" or \"1m30s\".")
+			return nil
+		}
+		s.Timeout = dur
+	}
+	return s
+}
+
+// CheckStepURL says what is wrong with the URL of an external pipeline
+// step, or "" when it is one: an absolute http:// or https:// URL with a
+// host, no credentials and no fragment. The gateway reads routes' URL
+// steps with the same rule.
+func CheckStepURL(raw string) string {
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil:
+		return fmt.Sprintf("not a URL (%v): write it as http://host[:port]/path", err)
+	case u.Scheme != "http" && u.Scheme != "https":
+		return "an external step's URL starts with http:// or https://, such as http://gateway.openfaas:8080/function/figlet"
+	case u.Host == "" || u.Hostname() == "":
+		return "the URL names no host: write it as http://host[:port]/path"
+	case u.User != nil:
+		return "credentials in the URL would be kept in the spec and the route table: remove them (the gateway sends no credentials to external steps)"
+	case u.Fragment != "" || strings.HasSuffix(raw, "#"):
+		return "a fragment (#...) means nothing to a server: remove it"
+	case strings.ContainsFunc(raw, func(r rune) bool { return r <= ' ' || r == 0x7f }):
+		return "blanks and control characters do not belong in a URL: encode them (%20 for a space)"
+	}
+	return ""
 }

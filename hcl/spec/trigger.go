@@ -17,7 +17,7 @@ var triggerSchemas = map[TriggerType]*hcl.BodySchema{
 		{Name: "route", Required: true}, {Name: "auth"}, {Name: "mode"},
 		{Name: "jwks_url"}, {Name: "audience"}, {Name: "issuer"},
 		{Name: "max_body"}, {Name: "timeout"}, {Name: "rate"}, {Name: "burst"},
-		{Name: "cors_origins"},
+		{Name: "cors_origins"}, {Name: "middleware"},
 	}},
 	TriggerCron: {Attributes: []hcl.AttributeSchema{
 		{Name: "schedule", Required: true}, {Name: "timezone"},
@@ -77,6 +77,12 @@ func (d *decoder) decodeTrigger(b *hcl.Block) *Trigger {
 			t.Mode = d.oneOf(attr, invokeModes, "direct")
 		}
 		d.decodeHTTPLimits(t, a)
+		if attr := a["middleware"]; attr != nil {
+			if mw, ok := d.decodeMiddleware(attr); ok {
+				t.Middleware = mw
+				d.ownMiddleware[t] = true
+			}
+		}
 	case TriggerCron:
 		if attr := a["timezone"]; attr != nil {
 			if tz, ok := d.str(attr); ok {

@@ -13,6 +13,7 @@ import (
 // stream loops. Per-block checks happen while decoding.
 func (d *decoder) validate(p *Project) {
 	d.addOpenAPIRoutes(p)
+	d.fillMiddleware(p)
 	d.checkRoutes(p)
 	d.checkPipelineCycles(p)
 	fillPipelineTimeouts(p)
@@ -195,6 +196,8 @@ func fillPipelineTimeouts(p *Project) {
 				sum += s.Function.Timeout
 			case s.Pipeline != nil:
 				sum += total(s.Pipeline)
+			case s.URL != "":
+				sum += s.Timeout
 			}
 		}
 		visiting[pl] = false
