@@ -85,7 +85,11 @@ func requestCodec(ct string) (*codec, *CallError) {
 	case contains(msgpackTypes, mt):
 		return msgpCodec, nil
 	}
-	return nil, callError(http.StatusUnsupportedMediaType, "UnsupportedMediaType", "Content-Type %s: this route's function takes JSON (it declares an input_schema), so the body is %s", mt, accepted)
+	hint := ""
+	if mt == "application/x-www-form-urlencoded" {
+		hint = " (curl -d sends this type: add -H 'Content-Type: application/json')"
+	}
+	return nil, callError(http.StatusUnsupportedMediaType, "UnsupportedMediaType", "Content-Type %s: this route's function takes JSON (it declares an input_schema), so the body is %s%s", mt, accepted, hint)
 }
 
 func isJSONType(mt string) bool {
