@@ -20,8 +20,8 @@ import (
 
 	"github.com/hashicorp/cli"
 
-	"github.com/butterfn/butter/hcl/spec"
 	"github.com/butterfn/butter/deps"
+	"github.com/butterfn/butter/hcl/spec"
 	"github.com/butterfn/butter/jobs"
 	"github.com/butterfn/butter/pipeline"
 	"github.com/butterfn/butter/plugins/pool"
