@@ -3,6 +3,7 @@ package autoscaler_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -211,8 +212,12 @@ plugin "raw_exec" {
 	}
 	// The wake's decision, or the hold at one allocation after it, which
 	// keeps the wake's time.
+	// One allocation when the gateway's wake went out with the first
+	// call held, two when both were held by then (capacity 2 per
+	// allocation at target 0.5: one call each); which comes first is the
+	// goroutines' race.
 	wake := decision()
-	if wake.To != 1 || wake.LastScaled.Before(start) {
+	if (wake.To != 1 && wake.To != 2) || wake.LastScaled.Before(start) {
 		t.Errorf("decision after the wake: %+v", wake)
 	}
 	if within := wake.LastScaled.Sub(scaledIn.LastScaled); within >= policy.Cooldown {
@@ -262,7 +267,7 @@ plugin "raw_exec" {
 	for _, ev := range st.TaskGroups[group].Events {
 		msgs = append(msgs, ev.Message)
 	}
-	if all := strings.Join(msgs, "\n"); strings.Count(all, "-> 0: inflight") < 2 || !strings.Contains(all, "butter autoscaler: 0 -> 1: wake") {
+	if all := strings.Join(msgs, "\n"); strings.Count(all, "-> 0: inflight") < 2 || !strings.Contains(all, fmt.Sprintf("butter autoscaler: 0 -> %d: wake", wake.To)) {
 		t.Errorf("Nomad's scaling events:\n%s", all)
 	}
 }
