@@ -192,6 +192,12 @@ type env struct {
 	current *livePool
 	proj    *spec.Project
 	drains  sync.WaitGroup
+
+	// stats is what runStats last read of the serving pool (stats.go);
+	// stopLoops stops runStats and followActive, loops waits for them.
+	stats     stats
+	stopLoops context.CancelFunc
+	loops     sync.WaitGroup
 }
 
 func (d *env) start(ctx context.Context, project, dataDir, serverAddr, listen string, kafkaPort int, keys []string) error {
@@ -223,6 +229,7 @@ func (d *env) start(ctx context.Context, project, dataDir, serverAddr, listen st
 	d.server, err = scheduler.Start(scheduler.Config{
 		DataDir: filepath.Join(dataDir, "server"), HTTPAddr: serverAddr, RaftAddr: raftAddr, BootstrapExpect: 1, Alone: true,
 		Logger: d.log.Named("server"), Firer: &scheduler.KafkaFirer{Client: d.kcl}, ACL: !d.noACL,
+		Observer: d,
 	})
 	if err != nil {
 		return fmt.Errorf("start the control plane on %s: %w (another butter dev or server running? pick another -server-addr)", serverAddr, err)
@@ -276,10 +283,21 @@ func (d *env) start(ctx context.Context, project, dataDir, serverAddr, listen st
 	d.gwSrv = &http.Server{Handler: d.gw, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = d.gwSrv.Serve(ln) }()
 	d.memKeys, d.apiKeys = memKeys, keys
+	lctx, stop := context.WithCancel(context.Background())
+	d.stopLoops = stop
+	d.loops.Add(1)
+	go func() {
+		defer d.loops.Done()
+		d.runStats(lctx)
+	}()
 	return nil
 }
 
 func (d *env) close() {
+	if d.stopLoops != nil {
+		d.stopLoops()
+		d.loops.Wait()
+	}
 	if d.gwSrv != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		_ = d.gwSrv.Shutdown(ctx)

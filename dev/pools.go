@@ -30,6 +30,9 @@ type livePool struct {
 	pool     *pool.Pool
 	srv      *http.Server
 	addr     string
+	// started is when the pool started: its counters were zero then
+	// (stats.go).
+	started time.Time
 }
 
 // deploy starts a pool running proj, which loads every function (the
@@ -164,7 +167,7 @@ func (d *env) startPool(ctx context.Context, proj *spec.Project) (*livePool, err
 	}
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	lp := &livePool{cfg: cfg, pool: p}
+	lp := &livePool{cfg: cfg, pool: p, started: time.Now().UTC()}
 	if err := p.Start(sctx); err != nil {
 		var le *pool.LoadError
 		if errors.As(err, &le) {

@@ -573,10 +573,7 @@ func (s *Server) rollback(w http.ResponseWriter, r *http.Request) {
 // projectStatus is what `butter status` shows of a project.
 func (s *Server) projectStatus(name string) (api.ProjectStatus, bool) {
 	out := api.ProjectStatus{Project: name, Stale: s.raft.State() != raft.Leader}
-	var obs map[string]autoscaler.Observation
-	if a := s.scaler.Load(); a != nil {
-		obs = a.Observations()
-	}
+	obs := s.observations()
 	var ok bool
 	s.fsm.Read(func(st *fsm.State) {
 		p, found := st.Projects[name]
@@ -598,6 +595,18 @@ func (s *Server) projectStatus(name string) (api.ProjectStatus, bool) {
 	})
 	sort.Slice(out.Timers, func(i, j int) bool { return out.Timers[i].ID < out.Timers[j].ID })
 	return out, ok
+}
+
+// observations are the pools' last observations: the autoscaler's on
+// the leader that runs it, else Config.Observer's.
+func (s *Server) observations() map[string]autoscaler.Observation {
+	if a := s.scaler.Load(); a != nil {
+		return a.Observations()
+	}
+	if s.cfg.Observer != nil {
+		return s.cfg.Observer.Observations()
+	}
+	return nil
 }
 
 // createKey makes a random API key for a project. Only its SHA-256 hash

@@ -63,6 +63,11 @@ type Config struct {
 	// Autoscale, when set, runs the autoscaler on the leader
 	// (autoscale.go).
 	Autoscale *AutoscaleConfig
+	// Observer, when set, gives the pools' signals `butter status` and
+	// the UI show while no autoscaler runs on this node (butter dev,
+	// which reads its own pool); the leader's autoscaler's observations
+	// come first.
+	Observer Observer
 	// DeploymentStart is how long the deployer waits for Nomad to create
 	// the deployment of a job version it registered before it fails the
 	// revision (Nomad creates none for a job it cannot evaluate, or for a
@@ -106,6 +111,12 @@ type Config struct {
 	// forwarding, blob fetches) over HTTPS with its own certificate
 	// (tls.go). A given Transport is used as it is.
 	TLS TLSConfig
+}
+
+// Observer gives the last observations of pools, by
+// "<project>/<pool>" (autoscaler.Observation).
+type Observer interface {
+	Observations() map[string]autoscaler.Observation
 }
 
 // RaftTiming is the timeouts of raft.Config that a node may override. See
