@@ -48,6 +48,14 @@ import (
 //	POST   /v1/projects/{name}/rollback   activate the revision before the active one        deploy on {name}
 //	                                      (409 on a route conflict)
 //	GET    /v1/projects/{name}/revisions/{id}  one revision, with its spec files             read on {name}
+//	GET    /v1/projects/{name}/functions  the active revision's functions, their streams    read on {name}
+//	                                      and signals (functions.go)
+//	GET    /v1/projects/{name}/functions/{function}/deadletters  the function's newest     read on {name}
+//	                                      dead letters, from Kafka (kafka.go)
+//	POST   /v1/projects/{name}/functions/{function}/deadletters/replay  write one back     deploy on {name}
+//	                                      where it failed
+//	GET    /v1/projects/{name}/logs       the project's log lines as server-sent events,    read on {name}
+//	                                      followed with ?follow=true (kafka.go)
 //	POST   /v1/projects/{name}/keys       create an API key (answered once; Raft keeps its   keys on {name}
 //	                                      hash)
 //	GET    /v1/keys                       API keys' hashes, projects and routes (gateways)   read on some project; lists those
@@ -104,6 +112,10 @@ func (s *Server) routes() []route {
 		{"GET /v1/projects/{name}/revisions", project(acl.CapRead), checkPath(s.listRevisions, projectPath)},
 		{"GET /v1/projects/{name}/revisions/{id}", project(acl.CapRead), checkPath(s.getRevision, projectPath, revisionPath)},
 		{"POST /v1/projects/{name}/rollback", project(acl.CapDeploy), checkPath(s.leaderOnly(s.rollback), projectPath)},
+		{"GET /v1/projects/{name}/functions", project(acl.CapRead), checkPath(s.getFunctions, projectPath)},
+		{"GET /v1/projects/{name}/functions/{function}/deadletters", project(acl.CapRead), checkPath(s.listDeadLetters, projectPath, functionPath)},
+		{"POST /v1/projects/{name}/functions/{function}/deadletters/replay", project(acl.CapDeploy), checkPath(s.limitBody(req, maxRequestSetting, s.replayDeadLetter), projectPath, functionPath)},
+		{"GET /v1/projects/{name}/logs", project(acl.CapRead), checkPath(s.followLogs, projectPath)},
 		{"POST /v1/projects/{name}/pools/{pool}/wake", project(acl.CapRead), checkPath(s.limitBody(req, maxRequestSetting, s.leaderOnly(s.wakePool)), projectPath, poolPath)},
 		{"PUT /v1/projects/{name}/quota", management, checkPath(s.limitBody(req, maxRequestSetting, s.leaderOnly(s.putQuota)), projectPath)},
 		{"POST /v1/projects/{name}/keys", project(acl.CapKeys), checkPath(s.limitBody(req, maxRequestSetting, s.leaderOnly(s.createKey)), projectPath)},

@@ -32,11 +32,13 @@ import (
 	"time"
 
 	"github.com/butterfn/butter/autoscaler"
+	"github.com/butterfn/butter/broker"
 	"github.com/butterfn/butter/scheduler/fsm"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // Config configures a server node.
@@ -63,6 +65,11 @@ type Config struct {
 	// Autoscale, when set, runs the autoscaler on the leader
 	// (autoscale.go).
 	Autoscale *AutoscaleConfig
+	// Kafka, when it names brokers, is the Kafka cluster the control
+	// plane reads projects' dead letters and log lines from and replays
+	// dead letters to (kafka.go): butter server's -kafka-brokers, butter
+	// dev's embedded broker. Without brokers those routes answer 503.
+	Kafka broker.Config
 	// Observer, when set, gives the pools' signals `butter status` and
 	// the UI show while no autoscaler runs on this node (butter dev,
 	// which reads its own pool); the leader's autoscaler's observations
@@ -170,6 +177,10 @@ type Server struct {
 	scaleMetrics *autoscaler.Metrics
 	// obs are the control plane's own series in it (metrics.go).
 	obs *serverMetrics
+	// kafka is the client of Config.Kafka (kafka.go), made on first use.
+	kafkaMu     sync.Mutex
+	kafka       *kgo.Client
+	kafkaClosed bool
 }
 
 // Start opens the stores, starts Raft and the API, and bootstraps when
@@ -358,6 +369,7 @@ func (s *Server) Close() {
 		_ = s.raft.Shutdown().Error()
 	}
 	s.wg.Wait()
+	s.closeKafka()
 	s.closeOwned()
 	if s.tls != nil {
 		s.tls.peers.CloseIdleConnections()
