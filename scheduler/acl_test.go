@@ -20,6 +20,7 @@ import (
 	"github.com/butterfn/butter/scheduler"
 	"github.com/butterfn/butter/scheduler/fsm"
 	"github.com/butterfn/butter/scheduler/schedtest"
+	"github.com/butterfn/butter/telemetry/spanstore"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -118,7 +119,10 @@ func TestACLWalkEveryRoute(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(kafka.Close)
-	e := newACLEnvWith(t, scheduler.Config{ACL: true, Autoscale: &scheduler.AutoscaleConfig{Scaler: noGroups{}, Signals: noGroups{}}, Kafka: kafka.Config()})
+	spans := &spanstore.Store{}
+	e := newACLEnvWith(t, scheduler.Config{ACL: true, Autoscale: &scheduler.AutoscaleConfig{Scaler: noGroups{}, Signals: noGroups{}}, Kafka: kafka.Config(), Traces: spans})
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	spans.Add(spanstore.Span{TraceID: traceID, SpanID: "00f067aa0ba902b7", Name: "POST /x", Attributes: map[string]string{"butter.project": "p1"}})
 	// withStreams makes a revision of p1 with stream functions (f's dead
 	// letters go to p1.in.dlq) the active one, with one dead letter of f.
 	withStreams := func(e *aclEnv) api.ReplayRequest {
@@ -208,6 +212,9 @@ func TestACLWalkEveryRoute(t *testing.T) {
 		"GET /v1/keys":                           {prep: fixed("/v1/keys", nil), right: "p1", wrong: "op"},
 		"GET /v1/projects/{name}/functions":      {prep: fixed("/v1/projects/p1/functions", nil), right: "p1", wrong: "p2"},
 		"GET /v1/projects/{name}/logs":           {prep: fixed("/v1/projects/p1/logs", nil), right: "p1", wrong: "p2"},
+		"GET /v1/projects/{name}/traces":         {prep: fixed("/v1/projects/p1/traces", nil), right: "p1", wrong: "p2"},
+		"GET /v1/projects/{name}/traces/{trace}": {prep: fixed("/v1/projects/p1/traces/"+traceID, nil), right: "p1", wrong: "p2"},
+		"POST /v1/traces":                        {prep: fixed("/v1/traces", nil), right: "p1", wrong: "op"},
 		"GET /v1/projects/{name}/functions/{function}/deadletters": {prep: func(e *aclEnv) (string, []byte) {
 			withStreams(e)
 			return "/v1/projects/p1/functions/f/deadletters", nil

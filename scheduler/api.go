@@ -56,6 +56,9 @@ import (
 //	                                      where it failed
 //	GET    /v1/projects/{name}/logs       the project's log lines as server-sent events,    read on {name}
 //	                                      followed with ?follow=true (kafka.go)
+//	GET    /v1/projects/{name}/traces     the newest traces this node keeps (traces.go)     read on {name}
+//	GET    /v1/projects/{name}/traces/{trace}  one trace's spans                             read on {name}
+//	POST   /v1/traces                     OTLP/HTTP spans, kept in memory (traces.go)       deploy on the spans' projects
 //	POST   /v1/projects/{name}/keys       create an API key (answered once; Raft keeps its   keys on {name}
 //	                                      hash)
 //	GET    /v1/keys                       API keys' hashes, projects and routes (gateways)   read on some project; lists those
@@ -116,6 +119,9 @@ func (s *Server) routes() []route {
 		{"GET /v1/projects/{name}/functions/{function}/deadletters", project(acl.CapRead), checkPath(s.listDeadLetters, projectPath, functionPath)},
 		{"POST /v1/projects/{name}/functions/{function}/deadletters/replay", project(acl.CapDeploy), checkPath(s.limitBody(req, maxRequestSetting, s.replayDeadLetter), projectPath, functionPath)},
 		{"GET /v1/projects/{name}/logs", project(acl.CapRead), checkPath(s.followLogs, projectPath)},
+		{"GET /v1/projects/{name}/traces", project(acl.CapRead), checkPath(s.listTraces, projectPath)},
+		{"GET /v1/projects/{name}/traces/{trace}", project(acl.CapRead), checkPath(s.getTrace, projectPath, tracePath)},
+		{"POST /v1/traces", someProject(acl.CapDeploy), s.limitBody(req, maxRequestSetting, s.receiveSpans)},
 		{"POST /v1/projects/{name}/pools/{pool}/wake", project(acl.CapRead), checkPath(s.limitBody(req, maxRequestSetting, s.leaderOnly(s.wakePool)), projectPath, poolPath)},
 		{"PUT /v1/projects/{name}/quota", management, checkPath(s.limitBody(req, maxRequestSetting, s.leaderOnly(s.putQuota)), projectPath)},
 		{"POST /v1/projects/{name}/keys", project(acl.CapKeys), checkPath(s.limitBody(req, maxRequestSetting, s.leaderOnly(s.createKey)), projectPath)},

@@ -34,6 +34,7 @@ import (
 	"github.com/butterfn/butter/autoscaler"
 	"github.com/butterfn/butter/broker"
 	"github.com/butterfn/butter/scheduler/fsm"
+	"github.com/butterfn/butter/telemetry/spanstore"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
@@ -70,6 +71,10 @@ type Config struct {
 	// dead letters to (kafka.go): butter server's -kafka-brokers, butter
 	// dev's embedded broker. Without brokers those routes answer 503.
 	Kafka broker.Config
+	// Traces keeps the spans of recent traces the web UI shows
+	// (traces.go): what POST /v1/traces receives, and what butter dev
+	// records itself. Nil makes one with spanstore's default bounds.
+	Traces *spanstore.Store
 	// Observer, when set, gives the pools' signals `butter status` and
 	// the UI show while no autoscaler runs on this node (butter dev,
 	// which reads its own pool); the leader's autoscaler's observations
@@ -181,6 +186,8 @@ type Server struct {
 	kafkaMu     sync.Mutex
 	kafka       *kgo.Client
 	kafkaClosed bool
+	// traces is Config.Traces, or the server's own (traces.go).
+	traces *spanstore.Store
 }
 
 // Start opens the stores, starts Raft and the API, and bootstraps when
@@ -201,7 +208,10 @@ func Start(cfg Config) (*Server, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	s := &Server{cfg: cfg, fsm: fsm.New(), log: cfg.Logger, metrics: prometheus.NewRegistry()}
+	s := &Server{cfg: cfg, fsm: fsm.New(), log: cfg.Logger, metrics: prometheus.NewRegistry(), traces: cfg.Traces}
+	if s.traces == nil {
+		s.traces = &spanstore.Store{}
+	}
 	s.scaleMetrics = autoscaler.NewMetrics(s.metrics)
 	s.obs = newServerMetrics(s.metrics, s)
 	var err error
