@@ -162,7 +162,8 @@ type FunctionLoad struct {
 	Queued    int
 	Instances int
 	// Calls and Errors are the calls completed and the failed ones since
-	// the pool started (butter_invocations_total), and Latency their
+	// the pool started (butter_invocations_total, and the calls refused
+	// before running from butter_invocation_errors_total), and Latency their
 	// durations' cumulative histogram (butter_invocation_duration_seconds),
 	// buckets sorted by Le: TrafficWindow turns one pool's readings into
 	// rates. Over a group's allocations (Load.Functions) Calls, Errors and

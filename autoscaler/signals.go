@@ -245,7 +245,7 @@ func (s *PoolSignals) readStats(ctx context.Context, allocID string, now time.Ti
 
 // metricLine matches a sample of one of the series the loop and the
 // traffic read.
-var metricLine = regexp.MustCompile(`^(butter_inflight_calls|butter_queued_calls|butter_instances|butter_invocations_total|butter_invocation_duration_seconds_bucket|butter_consumer_lag)\{(.*)\} (\S+)`)
+var metricLine = regexp.MustCompile(`^(butter_inflight_calls|butter_queued_calls|butter_instances|butter_invocations_total|butter_invocation_errors_total|butter_invocation_duration_seconds_bucket|butter_consumer_lag)\{(.*)\} (\S+)`)
 var functionLabel = regexp.MustCompile(`(?:^|,)function="((?:[^"\\]|\\.)*)"`)
 var outcomeLabel = regexp.MustCompile(`(?:^|,)outcome="([^"]*)"`)
 var leLabel = regexp.MustCompile(`(?:^|,)le="([^"]*)"`)
@@ -273,9 +273,12 @@ func (s *PoolSignals) readMetrics(ctx context.Context, url string) (map[string]F
 
 // ParseMetrics reads, by function, from a pool's /metrics answer
 // (Prometheus text format): butter_inflight_calls, butter_queued_calls
-// and butter_instances; the cumulative butter_invocations_total (Calls,
-// and Errors: outcome "error") and butter_invocation_duration_seconds
-// buckets (Latency); butter_consumer_lag summed over partitions (Lag).
+// and butter_instances; the cumulative butter_invocations_total and
+// butter_invocation_errors_total (Calls, Errors: the calls that ran and
+// failed, and those refused before running, an input that fails its
+// schema, which only the second counts) and
+// butter_invocation_duration_seconds buckets (Latency);
+// butter_consumer_lag summed over partitions (Lag).
 func ParseMetrics(r io.Reader) (map[string]FunctionLoad, error) {
 	fns, _, err := ParsePoolMetrics(r)
 	return fns, err
@@ -289,6 +292,8 @@ var startLine = regexp.MustCompile(`^process_start_time_seconds (\S+)`)
 // then (TrafficWindow.Started).
 func ParsePoolMetrics(r io.Reader) (map[string]FunctionLoad, time.Time, error) {
 	out := map[string]FunctionLoad{}
+	failed := map[string]float64{} // butter_invocations_total{outcome="error"}
+	typed := map[string]float64{}  // butter_invocation_errors_total, every type
 	var started time.Time
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -322,8 +327,10 @@ func ParsePoolMetrics(r io.Reader) (map[string]FunctionLoad, time.Time, error) {
 		case "butter_invocations_total":
 			fl.Calls += v
 			if om := outcomeLabel.FindStringSubmatch(m[2]); om != nil && om[1] == "error" {
-				fl.Errors += v
+				failed[fm[1]] += v
 			}
+		case "butter_invocation_errors_total":
+			typed[fm[1]] += v
 		case "butter_invocation_duration_seconds_bucket":
 			lm := leLabel.FindStringSubmatch(m[2])
 			if lm == nil {
@@ -345,8 +352,12 @@ func ParsePoolMetrics(r io.Reader) (map[string]FunctionLoad, time.Time, error) {
 	for f, fl := range out {
 		if len(fl.Latency) > 1 {
 			sort.Slice(fl.Latency, func(i, j int) bool { return fl.Latency[i].Le < fl.Latency[j].Le })
-			out[f] = fl
 		}
+		// The refused calls are errors of a type with no invocation.
+		refused := max(typed[f]-failed[f], 0)
+		fl.Calls += refused
+		fl.Errors = failed[f] + refused
+		out[f] = fl
 	}
 	return out, started, nil
 }

@@ -110,12 +110,15 @@ func TestTrafficFromStart(t *testing.T) {
 }
 
 // TestParseTraffic: the cumulative series a pool serves are read by
-// function: calls by outcome, the histogram's buckets in order, lag over
-// partitions.
+// function: calls by outcome, with the calls refused before running (an
+// error type without an invocation) as failed calls, the histogram's
+// buckets in order, lag over partitions.
 func TestParseTraffic(t *testing.T) {
 	text := `# TYPE butter_invocations_total counter
 butter_invocations_total{function="f",outcome="error"} 2
 butter_invocations_total{function="f",outcome="ok"} 8
+butter_invocation_errors_total{function="f",type="Exception"} 2
+butter_invocation_errors_total{function="f",type="PreconditionFailed"} 3
 butter_invocation_duration_seconds_bucket{function="f",le="0.01"} 9
 butter_invocation_duration_seconds_bucket{function="f",le="0.001"} 4
 butter_invocation_duration_seconds_bucket{function="f",le="+Inf"} 10
@@ -133,7 +136,8 @@ process_start_time_seconds 1.7963712e+09
 		t.Errorf("started %v, want the process's start time 1796371200", started.Unix())
 	}
 	f := m["f"]
-	if f.Calls != 10 || f.Errors != 2 || f.Lag != 7 || f.Instances != 2 {
+	// 10 calls ran, 2 failed; 3 more were refused before running.
+	if f.Calls != 13 || f.Errors != 5 || f.Lag != 7 || f.Instances != 2 {
 		t.Errorf("parsed %+v", f)
 	}
 	want := []autoscaler.Bucket{{Le: 0.001, Count: 4}, {Le: 0.01, Count: 9}, {Le: math.Inf(1), Count: 10}}

@@ -366,6 +366,7 @@ func (d *env) printReady(proj *spec.Project) {
 	}
 	d.printSecrets(proj)
 	d.ui.Output(fmt.Sprintf("    control plane: %s   broker: %s", d.client.Address(), d.broker.Addr))
+	d.ui.Output(fmt.Sprintf("    web UI: %s%s", d.client.Address(), scheduler.UIPath))
 	if d.token != "" {
 		d.ui.Output(fmt.Sprintf("    ACL management token: %s (in %s; export BUTTER_TOKEN=$(cat %s))", d.token, filepath.Join(d.dataDir, TokenFile), filepath.Join(d.dataDir, TokenFile)))
 	} else {

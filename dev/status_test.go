@@ -144,7 +144,19 @@ function "fail" {
     route = "POST /fail"
   }
 }
+
+function "strict" {
+  runtime      = "exec"
+  command      = ["cat"]
+  input_schema = "in.json"
+  trigger "http" {
+    route = "POST /strict"
+  }
+}
 `)
+	if err := os.WriteFile(filepath.Join(dir, "in.json"), []byte(`{"type": "object"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	listen, server, data := testport.Addr(t), testport.Addr(t), t.TempDir()
 	r := runDev(t, dev.Config{Dir: dir, ServerAddr: server, Listen: listen, DataDir: data})
 	call := func(path string, want int) {
@@ -165,6 +177,7 @@ function "fail" {
 	for range 2 {
 		call("/fail", 500)
 	}
+	call("/strict", 400) // refused before running: an error too
 	client := devClient(t, server, data)
 	var fns map[string]api.FunctionSignals
 	waitFor(t, r.ui, 30*time.Second, "the status showing both functions' traffic", func() bool {
@@ -181,8 +194,8 @@ function "fail" {
 				fns[f.Function] = f
 			}
 		}
-		u, f := fns["upper"].Traffic, fns["fail"].Traffic
-		return u != nil && u.Calls == 6 && f != nil && f.Calls == 2
+		u, f, s := fns["upper"].Traffic, fns["fail"].Traffic, fns["strict"].Traffic
+		return u != nil && u.Calls == 6 && f != nil && f.Calls == 2 && s != nil && s.Calls == 1
 	})
 	u, f := fns["upper"], fns["fail"]
 	if u.Traffic.Errors != 0 || u.Traffic.Rate <= 0 || u.Traffic.P50Seconds == nil || u.Traffic.P99Seconds == nil || *u.Traffic.P50Seconds <= 0 || u.Instances < 1 || u.Capacity < 1 {
@@ -190,5 +203,8 @@ function "fail" {
 	}
 	if f.Traffic.Errors != 2 || f.Traffic.ErrorRate <= 0 || f.Traffic.ErrorRate != f.Traffic.Rate {
 		t.Errorf("fail: traffic %+v; want its 2 calls failed", *f.Traffic)
+	}
+	if s := fns["strict"].Traffic; s.Errors != 1 {
+		t.Errorf("strict: traffic %+v; want its refused call failed", *s)
 	}
 }

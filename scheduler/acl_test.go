@@ -29,6 +29,8 @@ import (
 // (scheduler/acl.go, docs/security.md).
 var publicRoutes = []string{
 	"GET /metrics",
+	"GET /ui/",
+	"GET /{$}",
 	"GET /v1/agent/self",
 	"GET /v1/status/leader",
 	"POST /v1/acl/bootstrap",
@@ -176,6 +178,8 @@ func TestACLWalkEveryRoute(t *testing.T) {
 		"GET /v1/agent/self":                  {prep: fixed("/v1/agent/self", nil)},
 		"GET /v1/status/leader":               {prep: fixed("/v1/status/leader", nil)},
 		"GET /metrics":                        {prep: fixed("/metrics", nil)},
+		"GET /ui/":                            {prep: fixed("/ui/", nil)},
+		"GET /{$}":                            {prep: fixed("/", nil)},
 		"GET /v1/operator/raft/peers":         {prep: fixed("/v1/operator/raft/peers", nil), right: "op", wrong: "p1"},
 		"DELETE /v1/operator/raft/peers/{id}": {prep: fixed("/v1/operator/raft/peers/127.0.0.1:1", nil), right: "op", wrong: "p1"},
 		"GET /v1/operator/snapshot":           {prep: fixed("/v1/operator/snapshot", nil), right: "op", wrong: "p1"},

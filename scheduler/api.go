@@ -32,6 +32,9 @@ import (
 //	GET    /v1/status/leader              the leader's ID                                    public
 //	GET    /metrics                       Prometheus metrics: the autoscaler's decisions and  public
 //	                                      signals, on the node that runs it (metrics.go)
+//	GET    /ui/                           the web UI's static assets (ui.go); its data comes  public
+//	                                      from the routes below, with the user's token
+//	GET    /                              redirects to /ui/                                  public
 //	GET    /v1/operator/raft/peers        the Raft configuration                             operator raft
 //	DELETE /v1/operator/raft/peers/{id}   remove a server (leader)                           operator raft
 //	GET    /v1/operator/snapshot          take a snapshot and stream it (leader)             operator snapshot
@@ -101,6 +104,8 @@ func (s *Server) routes() []route {
 		{"GET /v1/agent/self", public, s.agentSelf},
 		{"GET /v1/status/leader", public, s.statusLeader},
 		{"GET /metrics", public, s.serveMetrics},
+		{"GET /ui/", public, uiHandler()},
+		{"GET /{$}", public, uiRedirect},
 		{"GET /v1/operator/raft/peers", operator(acl.CapRaft), s.raftPeers},
 		{"DELETE /v1/operator/raft/peers/{id}", operator(acl.CapRaft), checkPath(s.leaderOnly(s.removePeer), peerPath)},
 		{"GET /v1/operator/snapshot", operator(acl.CapSnapshot), s.leaderOnly(s.snapshotSave)},
