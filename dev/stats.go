@@ -114,6 +114,7 @@ func (d *env) Observations() map[string]autoscaler.Observation {
 			}
 			fl.Latency = nil
 			o.Load.Functions[f.Name] = fl
+			o.Load.Lag += fl.Lag // as the pool's consumers saw it at their last poll
 		}
 		out[t.Key()] = o
 	}

@@ -174,7 +174,14 @@ func (s *Server) listDeadLetters(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	sort.SliceStable(out.DeadLetters, func(i, j int) bool { return out.DeadLetters[i].Time.After(out.DeadLetters[j].Time) })
+	// Newest first: by time, then (records of one millisecond) by offset.
+	sort.SliceStable(out.DeadLetters, func(i, j int) bool {
+		a, b := out.DeadLetters[i], out.DeadLetters[j]
+		if !a.Time.Equal(b.Time) {
+			return a.Time.After(b.Time)
+		}
+		return a.Offset > b.Offset
+	})
 	writeJSON(w, 200, out)
 }
 
