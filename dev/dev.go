@@ -242,7 +242,7 @@ func (d *env) start(ctx context.Context, project, dataDir, serverAddr, listen st
 	d.server, err = scheduler.Start(scheduler.Config{
 		DataDir: filepath.Join(dataDir, "server"), HTTPAddr: serverAddr, RaftAddr: raftAddr, BootstrapExpect: 1, Alone: true,
 		Logger: d.log.Named("server"), Firer: &scheduler.KafkaFirer{Client: d.kcl}, ACL: !d.noACL,
-		Observer: d, Kafka: b.Config(), Traces: d.traces,
+		Observer: d, KafkaConfig: b.Config(), Traces: d.traces,
 	})
 	if err != nil {
 		return fmt.Errorf("start the control plane on %s: %w (another butter dev or server running? pick another -server-addr)", serverAddr, err)

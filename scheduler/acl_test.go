@@ -122,7 +122,7 @@ func TestACLWalkEveryRoute(t *testing.T) {
 	}
 	t.Cleanup(kafka.Close)
 	spans := &spanstore.Store{}
-	e := newACLEnvWith(t, scheduler.Config{ACL: true, Autoscale: &scheduler.AutoscaleConfig{Scaler: noGroups{}, Signals: noGroups{}}, Kafka: kafka.Config(), Traces: spans})
+	e := newACLEnvWith(t, scheduler.Config{ACL: true, Autoscale: &scheduler.AutoscaleConfig{Scaler: noGroups{}, Signals: noGroups{}}, KafkaConfig: kafka.Config(), Traces: spans})
 	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
 	spans.Add(spanstore.Span{TraceID: traceID, SpanID: "00f067aa0ba902b7", Name: "POST /x", Attributes: map[string]string{"butter.project": "p1"}})
 	// withStreams makes a revision of p1 with stream functions (f's dead

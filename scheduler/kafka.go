@@ -28,7 +28,7 @@ import (
 // What the control plane reads from, and writes to, a project's Kafka
 // for the web UI and the CLI: a function's dead letters (listed, and one
 // replayed to where it failed) and the project's log lines (followed).
-// It reaches Kafka with Config.Kafka (butter server's -kafka-brokers or
+// It reaches Kafka with Config.KafkaConfig (butter server's -kafka-brokers or
 // $BUTTER_KAFKA_*, butter dev's embedded broker): the cluster of the
 // timer service and the autoscaler's lag, which is the projects' own
 // unless a project's kafka block names another (then these read the
@@ -55,15 +55,15 @@ const (
 // errNoKafka answers the Kafka routes of a server without brokers.
 var errNoKafka = fmt.Errorf("this control plane has no Kafka brokers: start butter server with -kafka-brokers or $%s (the projects' cluster)", broker.EnvBrokers)
 
-// kafkaOpts are the options of a client of Config.Kafka.
+// kafkaOpts are the options of a client of Config.KafkaConfig.
 func (s *Server) kafkaOpts() ([]kgo.Opt, error) {
-	if len(s.cfg.Kafka.Brokers) == 0 {
+	if len(s.cfg.KafkaConfig.Brokers) == 0 {
 		return nil, errNoKafka
 	}
-	return s.cfg.Kafka.Opts()
+	return s.cfg.KafkaConfig.Opts()
 }
 
-// kafkaClient is the server's client of Config.Kafka for metadata and
+// kafkaClient is the server's client of Config.KafkaConfig for metadata and
 // replays (records carry their partition: the manual partitioner),
 // made on first use and closed by Close.
 func (s *Server) kafkaClient() (*kgo.Client, error) {
@@ -165,7 +165,7 @@ func (s *Server) listDeadLetters(w http.ResponseWriter, r *http.Request) {
 	for _, topic := range out.Topics {
 		recs, err := s.readTail(ctx, cl, topic, limit)
 		if err != nil {
-			writeErr(w, 503, fmt.Errorf("read the dead letters of function %q in %s at %s: %w", function, topic, strings.Join(s.cfg.Kafka.Brokers, ","), s.cfg.Kafka.Explain(err)))
+			writeErr(w, 503, fmt.Errorf("read the dead letters of function %q in %s at %s: %w", function, topic, strings.Join(s.cfg.KafkaConfig.Brokers, ","), s.cfg.KafkaConfig.Explain(err)))
 			return
 		}
 		for _, rec := range recs {
@@ -366,7 +366,7 @@ func (s *Server) replayDeadLetter(w http.ResponseWriter, r *http.Request) {
 	}
 	broker.SetHeader(rec, broker.HeaderReplayedFrom, from)
 	if err := cl.ProduceSync(ctx, rec).FirstErr(); err != nil {
-		writeErr(w, 503, fmt.Errorf("replay dead letter %s to %s partition %d: %w", from, topic, partition, s.cfg.Kafka.Explain(err)))
+		writeErr(w, 503, fmt.Errorf("replay dead letter %s to %s partition %d: %w", from, topic, partition, s.cfg.KafkaConfig.Explain(err)))
 		return
 	}
 	s.log.Info("dead letter replayed", "project", project, "function", function, "from", from, "to", fmt.Sprintf("%s/%d/%d", rec.Topic, rec.Partition, rec.Offset))
@@ -401,7 +401,7 @@ func (s *Server) readRecord(ctx context.Context, cl *kgo.Client, topic string, p
 		return nil, 404, fmt.Errorf("no topic %s", topic)
 	}
 	if err != nil {
-		return nil, 503, s.cfg.Kafka.Explain(err)
+		return nil, 503, s.cfg.KafkaConfig.Explain(err)
 	}
 	end, ok := ends.Lookup(topic, partition)
 	if !ok {
@@ -412,7 +412,7 @@ func (s *Server) readRecord(ctx context.Context, cl *kgo.Client, topic string, p
 	}
 	recs, err := s.consume(ctx, map[string]map[int32]kgo.Offset{topic: {partition: kgo.NewOffset().At(offset)}}, func(*kgo.Record) bool { return true })
 	if err != nil {
-		return nil, 503, s.cfg.Kafka.Explain(err)
+		return nil, 503, s.cfg.KafkaConfig.Explain(err)
 	}
 	if len(recs) == 0 || recs[0].Offset != offset {
 		return nil, 404, fmt.Errorf("no record at offset %d (deleted, compacted, or a transaction's marker)", offset)
@@ -467,7 +467,7 @@ func (s *Server) followLogs(w http.ResponseWriter, r *http.Request) {
 	from, ends, err := logOffsets(lctx, kadm.NewClient(cl), topic, since)
 	cancel()
 	if err != nil {
-		writeErr(w, 503, fmt.Errorf("read the log topic %s at %s: %w", topic, strings.Join(s.cfg.Kafka.Brokers, ","), s.cfg.Kafka.Explain(err)))
+		writeErr(w, 503, fmt.Errorf("read the log topic %s at %s: %w", topic, strings.Join(s.cfg.KafkaConfig.Brokers, ","), s.cfg.KafkaConfig.Explain(err)))
 		return
 	}
 	if from == nil && !follow {

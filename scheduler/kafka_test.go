@@ -85,7 +85,7 @@ func newKafkaEnv(t *testing.T) *kafkaEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(b.Close)
-	s, client := schedtest.SingleConfig(t, scheduler.Config{Kafka: b.Config()})
+	s, client := schedtest.SingleConfig(t, scheduler.Config{KafkaConfig: b.Config()})
 	job, bundles := schedtest.RevisionJobOf(t, "r1", dlProject, nil)
 	if err := s.Apply(fsm.ProjectUpsertType, fsm.Project{Name: "dl", Created: time.Now()}); err != nil {
 		t.Fatal(err)

@@ -66,11 +66,12 @@ type Config struct {
 	// Autoscale, when set, runs the autoscaler on the leader
 	// (autoscale.go).
 	Autoscale *AutoscaleConfig
-	// Kafka, when it names brokers, is the Kafka cluster the control
-	// plane reads projects' dead letters and log lines from and replays
-	// dead letters to (kafka.go): butter server's -kafka-brokers, butter
-	// dev's embedded broker. Without brokers those routes answer 503.
-	Kafka broker.Config
+	// KafkaConfig, when it names brokers, is how the control plane
+	// reaches the projects' Kafka cluster to read dead letters and log
+	// lines and replay dead letters (kafka.go): butter server's
+	// -kafka-brokers, butter dev's embedded broker. Without brokers those
+	// routes answer 503.
+	KafkaConfig broker.Config
 	// Traces keeps the spans of recent traces the web UI shows
 	// (traces.go): what POST /v1/traces receives, and what butter dev
 	// records itself. Nil makes one with spanstore's default bounds.
@@ -182,7 +183,7 @@ type Server struct {
 	scaleMetrics *autoscaler.Metrics
 	// obs are the control plane's own series in it (metrics.go).
 	obs *serverMetrics
-	// kafka is the client of Config.Kafka (kafka.go), made on first use.
+	// kafka is the client of Config.KafkaConfig (kafka.go), made on first use.
 	kafkaMu     sync.Mutex
 	kafka       *kgo.Client
 	kafkaClosed bool

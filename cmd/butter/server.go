@@ -229,7 +229,7 @@ func (c *serverCommand) Run(args []string) int {
 	s, err := scheduler.Start(scheduler.Config{
 		DataDir: *dataDir, HTTPAddr: *httpAddr, RaftAddr: *raftAddr,
 		BootstrapExpect: *expect, Join: peers, SnapshotThreshold: *snapEvery, Logger: log, Firer: firer, Nomad: nomad, Autoscale: scale,
-		MaxRequestBytes: *maxRequest, MaxBlobBytes: *maxBlob, TLS: tc, ACL: *aclOn, Kafka: kcfg,
+		MaxRequestBytes: *maxRequest, MaxBlobBytes: *maxBlob, TLS: tc, ACL: *aclOn, KafkaConfig: kcfg,
 	})
 	if err != nil {
 		log.Error("cannot start", "error", err)
