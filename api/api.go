@@ -263,6 +263,7 @@ type request struct {
 	method string
 	path   string // escaped, starting with /v1/
 	query  *QueryOptions
+	params url.Values // the endpoint's own query parameters
 	body   io.Reader
 	size   int64 // of body, -1 unknown
 	header http.Header
@@ -273,8 +274,11 @@ type request struct {
 func (c *Client) send(ctx context.Context, r request) (*http.Response, error) {
 	u := *c.base
 	u.Path = strings.TrimRight(u.Path, "/") + r.path
+	v := url.Values{}
+	for k, vs := range r.params {
+		v[k] = vs
+	}
 	if q := r.query; q != nil {
-		v := url.Values{}
 		if q.AllowStale {
 			v.Set("stale", "")
 		}
@@ -284,8 +288,8 @@ func (c *Client) send(ctx context.Context, r request) (*http.Response, error) {
 		if q.WaitTime > 0 {
 			v.Set("wait", fmt.Sprintf("%dms", q.WaitTime.Milliseconds()))
 		}
-		u.RawQuery = v.Encode()
 	}
+	u.RawQuery = v.Encode()
 	req, err := http.NewRequestWithContext(ctx, r.method, u.String(), r.body)
 	if err != nil {
 		return nil, err

@@ -64,6 +64,30 @@ type FunctionSignals struct {
 	// Capacity is the calls one allocation runs at once (instances max
 	// × concurrency).
 	Capacity int `json:"capacity"`
+	// Lag is the records of the function's stream triggers its pools had
+	// not fetched at their last poll.
+	Lag int64 `json:"lag"`
+	// Traffic is the function's calls over about the last minute; nil
+	// until its pools were read twice.
+	Traffic *Traffic `json:"traffic,omitempty"`
+}
+
+// Traffic is a function's calls over a recent window, from the
+// cumulative counters and latency histogram its pools report
+// (docs/observability.md, "Function statistics").
+type Traffic struct {
+	// WindowSeconds is the time the figures are over.
+	WindowSeconds float64 `json:"window_seconds"`
+	// Calls and Errors are the calls completed and the failed ones in the
+	// window; Rate and ErrorRate the same per second.
+	Calls     float64 `json:"calls"`
+	Errors    float64 `json:"errors"`
+	Rate      float64 `json:"rate"`
+	ErrorRate float64 `json:"error_rate"`
+	// P50Seconds and P99Seconds are latency quantiles estimated from the
+	// pools' histogram buckets; nil when the window has no call.
+	P50Seconds *float64 `json:"p50_seconds,omitempty"`
+	P99Seconds *float64 `json:"p99_seconds,omitempty"`
 }
 
 // ScalingDecision is a decision of the autoscaler about one task group.

@@ -161,6 +161,23 @@ type FunctionLoad struct {
 	// the function at its max.
 	Queued    int
 	Instances int
+	// Calls and Errors are the calls completed and the failed ones since
+	// the pool started (butter_invocations_total, and the calls refused
+	// before running from butter_invocation_errors_total), and Latency their
+	// durations' cumulative histogram (butter_invocation_duration_seconds),
+	// buckets sorted by Le: TrafficWindow turns one pool's readings into
+	// rates. Over a group's allocations (Load.Functions) Calls, Errors and
+	// Lag are summed and Latency is left out: Traffic is what to read.
+	Calls, Errors float64
+	Latency       []Bucket
+	// Lag is the records of the function's stream triggers its pools had
+	// not fetched at their last poll (butter_consumer_lag, over the
+	// partitions).
+	Lag int64
+	// Traffic is the function's calls over the last minute or so (the
+	// difference between readings of its pools); nil until a pool was
+	// read twice.
+	Traffic *Traffic
 }
 
 // Signals reads a group's load.

@@ -76,7 +76,16 @@ func TestMetricsFromPool(t *testing.T) {
 		pw.Close()
 	}
 	wg.Wait()
-	if fl := read(); fl.InFlight != 0 || fl.Queued != 0 {
+	fl := read()
+	if fl.InFlight != 0 || fl.Queued != 0 {
 		t.Errorf("after both calls: %+v", fl)
+	}
+	// The cumulative series the traffic is computed from: two calls, both
+	// in the histogram's +Inf bucket and in none below its first bound.
+	if fl.Calls != 2 || fl.Errors != 0 || len(fl.Latency) != len(pool.DurationBuckets)+1 {
+		t.Fatalf("after both calls: calls %v, errors %v, %d buckets (want %d)", fl.Calls, fl.Errors, len(fl.Latency), len(pool.DurationBuckets)+1)
+	}
+	if first, inf := fl.Latency[0], fl.Latency[len(fl.Latency)-1]; first.Count != 0 || inf.Count != 2 || first.Le != pool.DurationBuckets[0] {
+		t.Errorf("latency buckets %+v", fl.Latency)
 	}
 }

@@ -45,9 +45,10 @@ type PoolSignals struct {
 	HTTP  *http.Client
 	Clock Clock
 
-	mu    sync.Mutex
-	pools map[string]map[string]poolReading // by Target.Key, then allocation ID
-	lags  map[string]lagReading             // by Target.Key
+	mu      sync.Mutex
+	pools   map[string]map[string]poolReading // by Target.Key, then allocation ID
+	lags    map[string]lagReading             // by Target.Key
+	traffic map[string]*TrafficWindow         // by Target.Key, of its allocations
 }
 
 type poolReading struct {
@@ -82,12 +83,13 @@ func (s *PoolSignals) now() time.Time {
 func (s *PoolSignals) Load(ctx context.Context, g Group) (Load, error) {
 	s.mu.Lock()
 	if s.pools == nil {
-		s.pools, s.lags = map[string]map[string]poolReading{}, map[string]lagReading{}
+		s.pools, s.lags, s.traffic = map[string]map[string]poolReading{}, map[string]lagReading{}, map[string]*TrafficWindow{}
 	}
 	if s.pools[g.Key()] == nil {
 		s.pools[g.Key()] = map[string]poolReading{}
+		s.traffic[g.Key()] = &TrafficWindow{}
 	}
-	cache := s.pools[g.Key()]
+	cache, traffic := s.pools[g.Key()], s.traffic[g.Key()]
 	s.mu.Unlock()
 	now := s.now()
 	l := Load{At: now, Functions: map[string]FunctionLoad{}}
@@ -111,11 +113,17 @@ func (s *PoolSignals) Load(ctx context.Context, g Group) (Load, error) {
 		}
 		seen[r.AllocID] = true
 		url := "http://" + net.JoinHostPort(r.Address, strconv.Itoa(r.Port)) + "/metrics"
-		fns, err := s.readMetrics(ctx, url)
+		fns, started, err := s.readMetrics(ctx, url)
 		var st statsReading
 		var stErr error
 		if wantStats {
 			st, stErr = s.readStats(ctx, r.AllocID, now)
+		}
+		if err == nil {
+			if !started.IsZero() {
+				traffic.Started(r.AllocID, started)
+			}
+			traffic.Add(r.AllocID, now, fns)
 		}
 		s.mu.Lock()
 		last, ok := cache[r.AllocID]
@@ -154,11 +162,7 @@ func (s *PoolSignals) Load(ctx context.Context, g Group) (Load, error) {
 			}
 		}
 		for f, fl := range last.fns {
-			sum := l.Functions[f]
-			sum.InFlight += fl.InFlight
-			sum.Queued += fl.Queued
-			sum.Instances += fl.Instances
-			l.Functions[f] = sum
+			l.Functions[f] = addLoad(l.Functions[f], fl)
 		}
 	}
 	s.mu.Lock()
@@ -168,6 +172,13 @@ func (s *PoolSignals) Load(ctx context.Context, g Group) (Load, error) {
 		}
 	}
 	s.mu.Unlock()
+	traffic.Keep(func(id string) bool { return seen[id] })
+	for f, t := range traffic.Traffic() {
+		if fl, ok := l.Functions[f]; ok {
+			fl.Traffic = &t
+			l.Functions[f] = fl
+		}
+	}
 	if noStats > 0 {
 		// The cpu or memory target has no reading for some allocation
 		// that runs: the load is not known, and nothing acts on it.
@@ -200,6 +211,18 @@ func (s *PoolSignals) Load(ctx context.Context, g Group) (Load, error) {
 	return l, nil
 }
 
+// addLoad adds one allocation's reading of a function to the sum of the
+// others.
+func addLoad(sum, fl FunctionLoad) FunctionLoad {
+	sum.InFlight += fl.InFlight
+	sum.Queued += fl.Queued
+	sum.Instances += fl.Instances
+	sum.Calls += fl.Calls
+	sum.Errors += fl.Errors
+	sum.Lag += fl.Lag
+	return sum
+}
+
 // readStats reads an allocation's CPU and memory use from Nomad
 // (`nomad alloc status -stats`): the client that runs it answers, through
 // the server.
@@ -220,40 +243,67 @@ func (s *PoolSignals) readStats(ctx context.Context, allocID string, now time.Ti
 	return statsReading{at: now, cpu: u.ResourceUsage.CpuStats.TotalTicks, mem: mem}, nil
 }
 
-// metricLine matches a sample of one of the two gauges the loop reads.
-var metricLine = regexp.MustCompile(`^(butter_inflight_calls|butter_queued_calls|butter_instances)\{(.*)\} (\S+)`)
+// metricLine matches a sample of one of the series the loop and the
+// traffic read.
+var metricLine = regexp.MustCompile(`^(butter_inflight_calls|butter_queued_calls|butter_instances|butter_invocations_total|butter_invocation_errors_total|butter_invocation_duration_seconds_bucket|butter_consumer_lag)\{(.*)\} (\S+)`)
 var functionLabel = regexp.MustCompile(`(?:^|,)function="((?:[^"\\]|\\.)*)"`)
+var outcomeLabel = regexp.MustCompile(`(?:^|,)outcome="([^"]*)"`)
+var leLabel = regexp.MustCompile(`(?:^|,)le="([^"]*)"`)
 
-// readMetrics reads a pool's Prometheus text: butter_inflight_calls and
-// butter_instances by function.
-func (s *PoolSignals) readMetrics(ctx context.Context, url string) (map[string]FunctionLoad, error) {
+// readMetrics reads a pool's Prometheus text (ParsePoolMetrics).
+func (s *PoolSignals) readMetrics(ctx context.Context, url string) (map[string]FunctionLoad, time.Time, error) {
 	hc := s.HTTP
 	if hc == nil {
 		hc = &http.Client{Timeout: 2 * time.Second}
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("read the pool's metrics: %w", err)
+		return nil, time.Time{}, fmt.Errorf("read the pool's metrics: %w", err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("read the pool's metrics: %s answered %s", url, resp.Status)
+		return nil, time.Time{}, fmt.Errorf("read the pool's metrics: %s answered %s", url, resp.Status)
 	}
-	return ParseMetrics(io.LimitReader(resp.Body, 8<<20))
+	return ParsePoolMetrics(io.LimitReader(resp.Body, 8<<20))
 }
 
-// ParseMetrics reads butter_inflight_calls, butter_queued_calls and
-// butter_instances by function from a pool's /metrics answer (Prometheus
-// text format).
+// ParseMetrics reads, by function, from a pool's /metrics answer
+// (Prometheus text format): butter_inflight_calls, butter_queued_calls
+// and butter_instances; the cumulative butter_invocations_total and
+// butter_invocation_errors_total (Calls, Errors: the calls that ran and
+// failed, and those refused before running, an input that fails its
+// schema, which only the second counts) and
+// butter_invocation_duration_seconds buckets (Latency);
+// butter_consumer_lag summed over partitions (Lag).
 func ParseMetrics(r io.Reader) (map[string]FunctionLoad, error) {
+	fns, _, err := ParsePoolMetrics(r)
+	return fns, err
+}
+
+// startLine is the process collector's start time, in Unix seconds.
+var startLine = regexp.MustCompile(`^process_start_time_seconds (\S+)`)
+
+// ParsePoolMetrics is ParseMetrics, and when the pool's process started
+// (process_start_time_seconds; zero when absent): its counters were zero
+// then (TrafficWindow.Started).
+func ParsePoolMetrics(r io.Reader) (map[string]FunctionLoad, time.Time, error) {
 	out := map[string]FunctionLoad{}
+	failed := map[string]float64{} // butter_invocations_total{outcome="error"}
+	typed := map[string]float64{}  // butter_invocation_errors_total, every type
+	var started time.Time
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
+		if sm := startLine.FindStringSubmatch(sc.Text()); sm != nil {
+			if v, err := strconv.ParseFloat(sm[1], 64); err == nil && v > 0 {
+				started = time.Unix(0, int64(v*float64(time.Second)))
+			}
+			continue
+		}
 		m := metricLine.FindStringSubmatch(sc.Text())
 		if m == nil {
 			continue
@@ -264,7 +314,7 @@ func ParseMetrics(r io.Reader) (map[string]FunctionLoad, error) {
 		}
 		v, err := strconv.ParseFloat(m[3], 64)
 		if err != nil {
-			return nil, fmt.Errorf("metric %s of function %s: value %q: %w", m[1], fm[1], m[3], err)
+			return nil, started, fmt.Errorf("metric %s of function %s: value %q: %w", m[1], fm[1], m[3], err)
 		}
 		fl := out[fm[1]]
 		switch m[1] {
@@ -272,15 +322,44 @@ func ParseMetrics(r io.Reader) (map[string]FunctionLoad, error) {
 			fl.InFlight = int(v)
 		case "butter_queued_calls":
 			fl.Queued = int(v)
-		default:
+		case "butter_instances":
 			fl.Instances = int(v)
+		case "butter_invocations_total":
+			fl.Calls += v
+			if om := outcomeLabel.FindStringSubmatch(m[2]); om != nil && om[1] == "error" {
+				failed[fm[1]] += v
+			}
+		case "butter_invocation_errors_total":
+			typed[fm[1]] += v
+		case "butter_invocation_duration_seconds_bucket":
+			lm := leLabel.FindStringSubmatch(m[2])
+			if lm == nil {
+				continue
+			}
+			le, err := strconv.ParseFloat(lm[1], 64)
+			if err != nil {
+				return nil, started, fmt.Errorf("metric %s of function %s: le %q: %w", m[1], fm[1], lm[1], err)
+			}
+			fl.Latency = append(fl.Latency, Bucket{Le: le, Count: v})
+		case "butter_consumer_lag":
+			fl.Lag += int64(v)
 		}
 		out[fm[1]] = fl
 	}
 	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read metrics: %w", err)
+		return nil, started, fmt.Errorf("read metrics: %w", err)
 	}
-	return out, nil
+	for f, fl := range out {
+		if len(fl.Latency) > 1 {
+			sort.Slice(fl.Latency, func(i, j int) bool { return fl.Latency[i].Le < fl.Latency[j].Le })
+		}
+		// The refused calls are errors of a type with no invocation.
+		refused := max(typed[f]-failed[f], 0)
+		fl.Calls += refused
+		fl.Errors = failed[f] + refused
+		out[f] = fl
+	}
+	return out, started, nil
 }
 
 // readLag sums the lag of the consumer groups. A group that never

@@ -31,6 +31,13 @@ const (
 	// array of {"pointer", "message"} (plugins/pool, "Schemas enforced").
 	HeaderErrorDetails = "ce_errordetails"
 	HeaderOrigin       = "ce_origintopic"
+	// HeaderErrorFunction names the function that dead-lettered the
+	// event: a stream's default dead-letter topic (<topic>.dlq) holds
+	// every failing consumer's.
+	HeaderErrorFunction = "ce_errorfunction"
+	// HeaderReplayedFrom is on an event the control plane wrote back from
+	// a dead-letter topic: the dead letter's topic/partition/offset.
+	HeaderReplayedFrom = "ce_replayedfrom"
 )
 
 // Header returns the value of a record header, or "".

@@ -32,6 +32,7 @@ import (
 	"github.com/butterfn/butter/routes"
 	"github.com/butterfn/butter/scheduler"
 	"github.com/butterfn/butter/sdk"
+	"github.com/butterfn/butter/telemetry/spanstore"
 	"github.com/hashicorp/go-hclog"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -74,6 +75,10 @@ type Config struct {
 	// the control plane enforces ACLs: Run bootstraps it, prints the
 	// management token, writes it to DataDir/TokenFile and uses it itself.
 	NoACL bool
+	// Traces is where the control plane keeps the spans the web UI shows
+	// (scheduler.Config.Traces): butter dev records its own into it. Nil
+	// leaves the control plane its own store, fed only over OTLP.
+	Traces *spanstore.Store
 	// OpenFaaS also serves OpenFaaS's gateway API on the gateway
 	// (/function/{name}, /async-function/{name}, /system/functions;
 	// docs/gateway.md), with the project as the default for bare names
@@ -103,7 +108,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := rep.WriteText(cfg.Diagnostics); err != nil || proj == nil {
 		return ErrInvalid
 	}
-	d := &env{noACL: cfg.NoACL, openfaas: cfg.OpenFaaS, ui: cfg.UI, log: cfg.Logger, dir: cfg.Dir, dataDir: cfg.DataDir, secretsFile: cfg.SecretsFile, diag: cfg.Diagnostics}
+	d := &env{traces: cfg.Traces, noACL: cfg.NoACL, openfaas: cfg.OpenFaaS, ui: cfg.UI, log: cfg.Logger, dir: cfg.Dir, dataDir: cfg.DataDir, secretsFile: cfg.SecretsFile, diag: cfg.Diagnostics}
 	defer d.close()
 	if err := d.start(ctx, proj.Name, cfg.DataDir, cfg.ServerAddr, cfg.Listen, cfg.KafkaPort, cfg.APIKeys); err != nil {
 		return err
@@ -112,6 +117,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	d.printReady(proj)
+	d.goLoop(func(lctx context.Context) { d.followActive(lctx, proj.Name) })
 	d.watch(ctx)
 	d.ui.Output("==> stopping")
 	return nil
@@ -161,6 +167,7 @@ func (c *Config) defaults() error {
 
 // env is everything `butter dev` runs.
 type env struct {
+	traces   *spanstore.Store // Config.Traces
 	noACL    bool
 	openfaas bool // Config.OpenFaaS
 	// token is the management token's secret (ACLs on).
@@ -192,6 +199,18 @@ type env struct {
 	current *livePool
 	proj    *spec.Project
 	drains  sync.WaitGroup
+
+	// deployMu is held by a deploy, from its pool's start to the switch:
+	// a change (watch) and an activation (followActive) one at a time.
+	deployMu sync.Mutex
+
+	// stats is what runStats last read of the serving pool (stats.go);
+	// loopCtx ends, by stopLoops, runStats and followActive, and loops
+	// waits for them.
+	stats     stats
+	loopCtx   context.Context
+	stopLoops context.CancelFunc
+	loops     sync.WaitGroup
 }
 
 func (d *env) start(ctx context.Context, project, dataDir, serverAddr, listen string, kafkaPort int, keys []string) error {
@@ -223,6 +242,7 @@ func (d *env) start(ctx context.Context, project, dataDir, serverAddr, listen st
 	d.server, err = scheduler.Start(scheduler.Config{
 		DataDir: filepath.Join(dataDir, "server"), HTTPAddr: serverAddr, RaftAddr: raftAddr, BootstrapExpect: 1, Alone: true,
 		Logger: d.log.Named("server"), Firer: &scheduler.KafkaFirer{Client: d.kcl}, ACL: !d.noACL,
+		Observer: d, KafkaConfig: b.Config(), Traces: d.traces,
 	})
 	if err != nil {
 		return fmt.Errorf("start the control plane on %s: %w (another butter dev or server running? pick another -server-addr)", serverAddr, err)
@@ -276,10 +296,25 @@ func (d *env) start(ctx context.Context, project, dataDir, serverAddr, listen st
 	d.gwSrv = &http.Server{Handler: d.gw, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = d.gwSrv.Serve(ln) }()
 	d.memKeys, d.apiKeys = memKeys, keys
+	d.loopCtx, d.stopLoops = context.WithCancel(context.Background())
+	d.goLoop(d.runStats)
 	return nil
 }
 
+// goLoop runs loop until close, which waits for it.
+func (d *env) goLoop(loop func(context.Context)) {
+	d.loops.Add(1)
+	go func() {
+		defer d.loops.Done()
+		loop(d.loopCtx)
+	}()
+}
+
 func (d *env) close() {
+	if d.stopLoops != nil {
+		d.stopLoops()
+		d.loops.Wait()
+	}
 	if d.gwSrv != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		_ = d.gwSrv.Shutdown(ctx)
@@ -331,6 +366,7 @@ func (d *env) printReady(proj *spec.Project) {
 	}
 	d.printSecrets(proj)
 	d.ui.Output(fmt.Sprintf("    control plane: %s   broker: %s", d.client.Address(), d.broker.Addr))
+	d.ui.Output(fmt.Sprintf("    web UI: %s%s", d.client.Address(), scheduler.UIPath))
 	if d.token != "" {
 		d.ui.Output(fmt.Sprintf("    ACL management token: %s (in %s; export BUTTER_TOKEN=$(cat %s))", d.token, filepath.Join(d.dataDir, TokenFile), filepath.Join(d.dataDir, TokenFile)))
 	} else {

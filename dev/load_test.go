@@ -147,6 +147,6 @@ func TestFirstRevisionWithAFunctionThatCannotStart(t *testing.T) {
 	writeHandler(t, dir, "def handle(data, ctx):\n    return b'fixed:' + data\n")
 	waitFor(t, ui, time.Minute, "the fix deployed", func() bool { return strings.Count(ui.text(), "serving (deployed in") == 2 })
 	if code, body := post(t, "http://"+listen+"/hello", "x"); code != 200 || body != "fixed:x" {
-		t.Errorf("after the fix: %d %q, want fixed:x", code, body)
+		t.Errorf("after the fix: %d %q, want fixed:x\n%s", code, body, ui.text())
 	}
 }

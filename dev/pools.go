@@ -31,6 +31,9 @@ type livePool struct {
 	pool     *pool.Pool
 	srv      *http.Server
 	addr     string
+	// started is when the pool started: its counters were zero then
+	// (stats.go).
+	started time.Time
 }
 
 // deploy starts a pool running proj, which loads every function (the
@@ -46,6 +49,12 @@ type livePool struct {
 // (reported through d.ui) until a change fixes them; a later change in
 // which only those still fail is switched to the same way.
 func (d *env) deploy(ctx context.Context, proj *spec.Project) error {
+	return d.deployAs(ctx, proj, "")
+}
+
+// deployAs is deploy; with a revision, proj is that revision, recorded
+// and active already (followActive), and nothing is pushed.
+func (d *env) deployAs(ctx context.Context, proj *spec.Project, revision string) error {
 	p, err := d.startPool(ctx, proj)
 	var le *pool.LoadError
 	switch {
@@ -62,12 +71,15 @@ func (d *env) deploy(ctx context.Context, proj *spec.Project) error {
 	case err != nil:
 		return err
 	}
-	rev, err := deploy.Push(ctx, d.client, d.dir, proj)
-	if err != nil {
-		d.stopPool(p)
-		return fmt.Errorf("record the revision: %w", err)
+	if revision == "" {
+		rev, err := deploy.Push(ctx, d.client, d.dir, proj)
+		if err != nil {
+			d.stopPool(p)
+			return fmt.Errorf("record the revision: %w", err)
+		}
+		revision = rev.Revision
 	}
-	p.revision, p.cfg.Revision = rev.Revision, rev.Revision
+	p.revision, p.cfg.Revision = revision, revision
 	if err := d.serve(p); err != nil {
 		d.stopPool(p)
 		return err
@@ -80,7 +92,7 @@ func (d *env) deploy(ctx context.Context, proj *spec.Project) error {
 	for _, name := range poolNames(proj) {
 		d.resolver.Set(proj.Name, name, p.addr)
 	}
-	if err := d.gw.SetRoutes(routes.FromSpec(proj, rev.Revision)); err != nil {
+	if err := d.gw.SetRoutes(routes.FromSpec(proj, revision)); err != nil {
 		d.mu.Lock()
 		if d.current != nil {
 			// The routes did not change: point them back at the pool
@@ -97,7 +109,7 @@ func (d *env) deploy(ctx context.Context, proj *spec.Project) error {
 	old := d.current
 	d.current, d.proj = p, proj
 	d.mu.Unlock()
-	if err := d.recordServing(proj.Name, rev.Revision, p); err != nil {
+	if err := d.recordServing(proj.Name, revision, p); err != nil {
 		d.log.Warn("butter status will not show the revision serving", "error", err)
 	}
 	if old != nil {
@@ -168,7 +180,7 @@ func (d *env) startPool(ctx context.Context, proj *spec.Project) (*livePool, err
 	}
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	lp := &livePool{cfg: cfg, pool: p}
+	lp := &livePool{cfg: cfg, pool: p, started: time.Now().UTC()}
 	if err := p.Start(sctx); err != nil {
 		var le *pool.LoadError
 		if errors.As(err, &le) {

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"io"
 
@@ -118,5 +119,92 @@ function "upper" {
 	}
 	if !strings.Contains(r2.ui.text(), "ACLs are OFF") {
 		t.Fatalf("butter dev -acl=false does not say ACLs are off:\n%s", r2.ui.text())
+	}
+}
+
+// TestStatusTraffic: butter dev reads its pool's metrics, so the control
+// plane's status has each function's instances and traffic (calls,
+// errors, rates, p50 and p99 over the window) as on Nomad, where the
+// leader's autoscaler reads every allocation's.
+func TestStatusTraffic(t *testing.T) {
+	dir := project(t, `project "tr" {}
+
+function "upper" {
+  runtime = "exec"
+  command = ["tr", "a-z", "A-Z"]
+  trigger "http" {
+    route = "POST /upper"
+  }
+}
+
+function "fail" {
+  runtime = "exec"
+  command = ["sh", "-c", "exit 3"]
+  trigger "http" {
+    route = "POST /fail"
+  }
+}
+
+function "strict" {
+  runtime      = "exec"
+  command      = ["cat"]
+  input_schema = "in.json"
+  trigger "http" {
+    route = "POST /strict"
+  }
+}
+`)
+	if err := os.WriteFile(filepath.Join(dir, "in.json"), []byte(`{"type": "object"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	listen, server, data := testport.Addr(t), testport.Addr(t), t.TempDir()
+	r := runDev(t, dev.Config{Dir: dir, ServerAddr: server, Listen: listen, DataDir: data})
+	call := func(path string, want int) {
+		t.Helper()
+		resp, err := http.Post("http://"+listen+path, "text/plain", strings.NewReader("x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Fatalf("POST %s: %s, want %d", path, resp.Status, want)
+		}
+	}
+	for range 6 {
+		call("/upper", 200)
+	}
+	for range 2 {
+		call("/fail", 500)
+	}
+	call("/strict", 400) // refused before running: an error too
+	client := devClient(t, server, data)
+	var fns map[string]api.FunctionSignals
+	waitFor(t, r.ui, 30*time.Second, "the status showing both functions' traffic", func() bool {
+		st, _, err := client.Projects().Status(context.Background(), "tr", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fns = map[string]api.FunctionSignals{}
+		for _, p := range st.Pools {
+			if p.Signals == nil {
+				continue
+			}
+			for _, f := range p.Signals.Functions {
+				fns[f.Function] = f
+			}
+		}
+		u, f, s := fns["upper"].Traffic, fns["fail"].Traffic, fns["strict"].Traffic
+		return u != nil && u.Calls == 6 && f != nil && f.Calls == 2 && s != nil && s.Calls == 1
+	})
+	u, f := fns["upper"], fns["fail"]
+	if u.Traffic.Errors != 0 || u.Traffic.Rate <= 0 || u.Traffic.P50Seconds == nil || u.Traffic.P99Seconds == nil || *u.Traffic.P50Seconds <= 0 || u.Instances < 1 || u.Capacity < 1 {
+		t.Errorf("upper: %+v, traffic %+v", u, *u.Traffic)
+	}
+	if f.Traffic.Errors != 2 || f.Traffic.ErrorRate <= 0 || f.Traffic.ErrorRate != f.Traffic.Rate {
+		t.Errorf("fail: traffic %+v; want its 2 calls failed", *f.Traffic)
+	}
+	if s := fns["strict"].Traffic; s.Errors != 1 {
+		t.Errorf("strict: traffic %+v; want its refused call failed", *s)
 	}
 }

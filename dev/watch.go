@@ -52,7 +52,10 @@ func (d *env) watch(ctx context.Context) {
 			continue
 		}
 		start := time.Now()
-		if err := d.deploy(ctx, proj); err != nil {
+		d.deployMu.Lock()
+		err := d.deploy(ctx, proj)
+		d.deployMu.Unlock()
+		if err != nil {
 			var le *pool.LoadError
 			if errors.As(err, &le) {
 				d.ui.Error(fmt.Sprintf("==> the change does not load (%s); revision %s keeps serving:", strings.Join(le.Names(), ", "), d.current.revision))

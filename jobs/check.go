@@ -547,18 +547,32 @@ func fromConfigValue(val any, v reflect.Value) error {
 // Functions returns the functions of a revision's job ({"Job": {...}}),
 // from every pool's task config. The job should have passed Check.
 func Functions(raw []byte) ([]pool.FunctionConfig, error) {
+	pools, err := PoolConfigs(raw)
+	if err != nil {
+		return nil, err
+	}
+	var out []pool.FunctionConfig
+	for _, c := range pools {
+		out = append(out, c.Functions...)
+	}
+	return out, nil
+}
+
+// PoolConfigs returns the pool configs of a revision's job ({"Job":
+// {...}}), one per task. The job should have passed Check.
+func PoolConfigs(raw []byte) ([]pool.Config, error) {
 	var wrapped struct{ Job *api.Job }
 	if err := json.Unmarshal(raw, &wrapped); err != nil || wrapped.Job == nil {
 		return nil, fmt.Errorf("job: no Job object in it (%v)", err)
 	}
-	var out []pool.FunctionConfig
+	var out []pool.Config
 	for _, tg := range wrapped.Job.TaskGroups {
 		for _, t := range tg.Tasks {
 			var cfg pool.Config
 			if err := fromConfigMap(t.Config, reflect.ValueOf(&cfg).Elem()); err != nil {
 				return nil, fmt.Errorf("job: task group %s: not a pool config: %w", derefOr(tg.Name, ""), err)
 			}
-			out = append(out, cfg.Functions...)
+			out = append(out, cfg)
 		}
 	}
 	return out, nil

@@ -16,14 +16,21 @@ import (
 
 	"github.com/butterfn/butter/api"
 	"github.com/butterfn/butter/autoscaler"
+	"github.com/butterfn/butter/broker"
 	"github.com/butterfn/butter/scheduler"
+	"github.com/butterfn/butter/scheduler/fsm"
 	"github.com/butterfn/butter/scheduler/schedtest"
+	"github.com/butterfn/butter/telemetry/spanstore"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // publicRoutes is the documented set of routes that need no token
 // (scheduler/acl.go, docs/security.md).
 var publicRoutes = []string{
 	"GET /metrics",
+	"GET /ui/",
+	"GET /{$}",
 	"GET /v1/agent/self",
 	"GET /v1/status/leader",
 	"POST /v1/acl/bootstrap",
@@ -107,8 +114,48 @@ type walkCase struct {
 // wrong project or kind → 403 naming what it lacks, the right token → 2xx,
 // and that no refusal changed the Raft state.
 func TestACLWalkEveryRoute(t *testing.T) {
-	// An autoscaler over a Nomad with no groups, for the wake route.
-	e := newACLEnvWith(t, scheduler.Config{ACL: true, Autoscale: &scheduler.AutoscaleConfig{Scaler: noGroups{}, Signals: noGroups{}}})
+	// An autoscaler over a Nomad with no groups, for the wake route; the
+	// embedded broker for the dead letters and logs.
+	kafka, err := broker.StartDev(0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(kafka.Close)
+	spans := &spanstore.Store{}
+	e := newACLEnvWith(t, scheduler.Config{ACL: true, Autoscale: &scheduler.AutoscaleConfig{Scaler: noGroups{}, Signals: noGroups{}}, KafkaConfig: kafka.Config(), Traces: spans})
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	spans.Add(spanstore.Span{TraceID: traceID, SpanID: "00f067aa0ba902b7", Name: "POST /x", Attributes: map[string]string{"butter.project": "p1"}})
+	// withStreams makes a revision of p1 with stream functions (f's dead
+	// letters go to p1.in.dlq) the active one, with one dead letter of f.
+	withStreams := func(e *aclEnv) api.ReplayRequest {
+		files := map[string]string{"f/run": "cat\n"}
+		for k, v := range dlProject {
+			if k == "p.fn.hcl" {
+				// In pool main, which the wake route wakes.
+				files[k] = strings.ReplaceAll(strings.ReplaceAll(v, `project "dl"`, `project "p1"`), "runtime", "pool = \"main\"\n  runtime") +
+					"pool \"main\" {\n  scaling {\n    min = 0\n  }\n}\n"
+			}
+		}
+		job, bundles := schedtest.RevisionJobOf(e.t, "r9", files, nil)
+		if err := e.s.Apply(fsm.RevisionCreateType, fsm.Revision{Project: "p1", ID: "r9", Job: job, Bundles: bundles, Created: time.Now()}); err != nil {
+			e.t.Fatal(err)
+		}
+		if err := e.s.Apply(fsm.RevisionActivateType, fsm.Activation{Project: "p1", Revision: "r9"}); err != nil {
+			e.t.Fatal(err)
+		}
+		kcl, err := kgo.NewClient(kgo.SeedBrokers(kafka.Addr), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		defer kcl.Close()
+		_, _ = kadm.NewClient(kcl).CreateTopic(context.Background(), 1, 1, nil, "p1.in")
+		_, _ = kadm.NewClient(kcl).CreateTopic(context.Background(), 1, 1, nil, "p1.in.dlq")
+		dl := deadLetter("p1.in.dlq", "f", "p1.in/0/0", "w1", "x")
+		if err := kcl.ProduceSync(context.Background(), dl).FirstErr(); err != nil {
+			e.t.Fatal(err)
+		}
+		return api.ReplayRequest{Topic: dl.Topic, Partition: dl.Partition, Offset: dl.Offset}
+	}
 	blob := []byte("a bundle")
 	sum := sha256.Sum256(blob)
 	blobHex := hex.EncodeToString(sum[:])
@@ -131,6 +178,8 @@ func TestACLWalkEveryRoute(t *testing.T) {
 		"GET /v1/agent/self":                  {prep: fixed("/v1/agent/self", nil)},
 		"GET /v1/status/leader":               {prep: fixed("/v1/status/leader", nil)},
 		"GET /metrics":                        {prep: fixed("/metrics", nil)},
+		"GET /ui/":                            {prep: fixed("/ui/", nil)},
+		"GET /{$}":                            {prep: fixed("/", nil)},
 		"GET /v1/operator/raft/peers":         {prep: fixed("/v1/operator/raft/peers", nil), right: "op", wrong: "p1"},
 		"DELETE /v1/operator/raft/peers/{id}": {prep: fixed("/v1/operator/raft/peers/127.0.0.1:1", nil), right: "op", wrong: "p1"},
 		"GET /v1/operator/snapshot":           {prep: fixed("/v1/operator/snapshot", nil), right: "op", wrong: "p1"},
@@ -169,14 +218,26 @@ func TestACLWalkEveryRoute(t *testing.T) {
 		"PUT /v1/projects/{name}/quota":          {prep: fixed("/v1/projects/p1/quota", jsonBody(api.Quota{MaxFunctions: 5})), right: "mgmt", wrong: "p1"},
 		"POST /v1/projects/{name}/keys":          {prep: fixed("/v1/projects/p1/keys", nil), right: "p1", wrong: "p2"},
 		"GET /v1/keys":                           {prep: fixed("/v1/keys", nil), right: "p1", wrong: "op"},
-		"DELETE /v1/keys/{hash}":                 {prep: func(e *aclEnv) (string, []byte) { return "/v1/keys/" + newKey(e), nil }, right: "p1", wrong: "p2"},
-		"POST /v1/acl/bootstrap":                 {prep: fixed("/v1/acl/bootstrap", nil)},
-		"GET /v1/acl/token/self":                 {prep: fixed("/v1/acl/token/self", nil), right: "p1"},
-		"GET /v1/acl/tokens":                     {prep: fixed("/v1/acl/tokens", nil), right: "mgmt", wrong: "p1"},
-		"POST /v1/acl/tokens":                    {prep: fixed("/v1/acl/tokens", jsonBody(api.ACLTokenCreateRequest{Name: "x", Policies: []string{"p1"}})), right: "mgmt", wrong: "p1"},
-		"GET /v1/acl/policies":                   {prep: fixed("/v1/acl/policies", nil), right: "mgmt", wrong: "p1"},
-		"GET /v1/acl/policies/{name}":            {prep: fixed("/v1/acl/policies/p1", nil), right: "mgmt", wrong: "p1"},
-		"PUT /v1/acl/policies/{name}":            {prep: fixed("/v1/acl/policies/scratch", jsonBody(api.ACLPolicyApplyRequest{Rules: `project "s" { capabilities = ["read"] }`})), right: "mgmt", wrong: "p1"},
+		"GET /v1/projects/{name}/functions":      {prep: fixed("/v1/projects/p1/functions", nil), right: "p1", wrong: "p2"},
+		"GET /v1/projects/{name}/logs":           {prep: fixed("/v1/projects/p1/logs", nil), right: "p1", wrong: "p2"},
+		"GET /v1/projects/{name}/traces":         {prep: fixed("/v1/projects/p1/traces", nil), right: "p1", wrong: "p2"},
+		"GET /v1/projects/{name}/traces/{trace}": {prep: fixed("/v1/projects/p1/traces/"+traceID, nil), right: "p1", wrong: "p2"},
+		"POST /v1/traces":                        {prep: fixed("/v1/traces", nil), right: "p1", wrong: "op"},
+		"GET /v1/projects/{name}/functions/{function}/deadletters": {prep: func(e *aclEnv) (string, []byte) {
+			withStreams(e)
+			return "/v1/projects/p1/functions/f/deadletters", nil
+		}, right: "p1", wrong: "p2"},
+		"POST /v1/projects/{name}/functions/{function}/deadletters/replay": {prep: func(e *aclEnv) (string, []byte) {
+			return "/v1/projects/p1/functions/f/deadletters/replay", jsonBody(withStreams(e))
+		}, right: "p1", wrong: "p2"},
+		"DELETE /v1/keys/{hash}":      {prep: func(e *aclEnv) (string, []byte) { return "/v1/keys/" + newKey(e), nil }, right: "p1", wrong: "p2"},
+		"POST /v1/acl/bootstrap":      {prep: fixed("/v1/acl/bootstrap", nil)},
+		"GET /v1/acl/token/self":      {prep: fixed("/v1/acl/token/self", nil), right: "p1"},
+		"GET /v1/acl/tokens":          {prep: fixed("/v1/acl/tokens", nil), right: "mgmt", wrong: "p1"},
+		"POST /v1/acl/tokens":         {prep: fixed("/v1/acl/tokens", jsonBody(api.ACLTokenCreateRequest{Name: "x", Policies: []string{"p1"}})), right: "mgmt", wrong: "p1"},
+		"GET /v1/acl/policies":        {prep: fixed("/v1/acl/policies", nil), right: "mgmt", wrong: "p1"},
+		"GET /v1/acl/policies/{name}": {prep: fixed("/v1/acl/policies/p1", nil), right: "mgmt", wrong: "p1"},
+		"PUT /v1/acl/policies/{name}": {prep: fixed("/v1/acl/policies/scratch", jsonBody(api.ACLPolicyApplyRequest{Rules: `project "s" { capabilities = ["read"] }`})), right: "mgmt", wrong: "p1"},
 		"DELETE /v1/acl/policies/{name}": {prep: func(e *aclEnv) (string, []byte) {
 			e.must("PUT", "/v1/acl/policies/gone", jsonBody(api.ACLPolicyApplyRequest{Rules: `operator { capabilities = ["raft"] }`}))
 			return "/v1/acl/policies/gone", nil

@@ -32,6 +32,9 @@ import (
 //	GET    /v1/status/leader              the leader's ID                                    public
 //	GET    /metrics                       Prometheus metrics: the autoscaler's decisions and  public
 //	                                      signals, on the node that runs it (metrics.go)
+//	GET    /ui/                           the web UI's static assets (ui.go); its data comes  public
+//	                                      from the routes below, with the user's token
+//	GET    /                              redirects to /ui/                                  public
 //	GET    /v1/operator/raft/peers        the Raft configuration                             operator raft
 //	DELETE /v1/operator/raft/peers/{id}   remove a server (leader)                           operator raft
 //	GET    /v1/operator/snapshot          take a snapshot and stream it (leader)             operator snapshot
@@ -50,6 +53,17 @@ import (
 //	POST   /v1/projects/{name}/rollback   activate the revision before the active one        deploy on {name}
 //	                                      (409 on a route conflict)
 //	GET    /v1/projects/{name}/revisions/{id}  one revision, with its spec files             read on {name}
+//	GET    /v1/projects/{name}/functions  the active revision's functions, their streams    read on {name}
+//	                                      and signals (functions.go)
+//	GET    /v1/projects/{name}/functions/{function}/deadletters  the function's newest     read on {name}
+//	                                      dead letters, from Kafka (kafka.go)
+//	POST   /v1/projects/{name}/functions/{function}/deadletters/replay  write one back     deploy on {name}
+//	                                      where it failed
+//	GET    /v1/projects/{name}/logs       the project's log lines as server-sent events,    read on {name}
+//	                                      followed with ?follow=true (kafka.go)
+//	GET    /v1/projects/{name}/traces     the newest traces this node keeps (traces.go)     read on {name}
+//	GET    /v1/projects/{name}/traces/{trace}  one trace's spans                             read on {name}
+//	POST   /v1/traces                     OTLP/HTTP spans, kept in memory (traces.go)       deploy on the spans' projects
 //	POST   /v1/projects/{name}/keys       create an API key (answered once; Raft keeps its   keys on {name}
 //	                                      hash)
 //	GET    /v1/keys                       API keys' hashes, projects and routes (gateways)   read on some project; lists those
@@ -92,6 +106,8 @@ func (s *Server) routes() []route {
 		{"GET /v1/agent/self", public, s.agentSelf},
 		{"GET /v1/status/leader", public, s.statusLeader},
 		{"GET /metrics", public, s.serveMetrics},
+		{"GET /ui/", public, uiHandler()},
+		{"GET /{$}", public, uiRedirect},
 		{"GET /v1/operator/raft/peers", operator(acl.CapRaft), s.raftPeers},
 		{"DELETE /v1/operator/raft/peers/{id}", operator(acl.CapRaft), checkPath(s.leaderOnly(s.removePeer), peerPath)},
 		{"GET /v1/operator/snapshot", operator(acl.CapSnapshot), s.leaderOnly(s.snapshotSave)},
@@ -107,6 +123,13 @@ func (s *Server) routes() []route {
 		{"GET /v1/projects/{name}/revisions", project(acl.CapRead), checkPath(s.listRevisions, projectPath)},
 		{"GET /v1/projects/{name}/revisions/{id}", project(acl.CapRead), checkPath(s.getRevision, projectPath, revisionPath)},
 		{"POST /v1/projects/{name}/rollback", project(acl.CapDeploy), checkPath(s.leaderOnly(s.rollback), projectPath)},
+		{"GET /v1/projects/{name}/functions", project(acl.CapRead), checkPath(s.getFunctions, projectPath)},
+		{"GET /v1/projects/{name}/functions/{function}/deadletters", project(acl.CapRead), checkPath(s.listDeadLetters, projectPath, functionPath)},
+		{"POST /v1/projects/{name}/functions/{function}/deadletters/replay", project(acl.CapDeploy), checkPath(s.limitBody(req, maxRequestSetting, s.replayDeadLetter), projectPath, functionPath)},
+		{"GET /v1/projects/{name}/logs", project(acl.CapRead), checkPath(s.followLogs, projectPath)},
+		{"GET /v1/projects/{name}/traces", project(acl.CapRead), checkPath(s.listTraces, projectPath)},
+		{"GET /v1/projects/{name}/traces/{trace}", project(acl.CapRead), checkPath(s.getTrace, projectPath, tracePath)},
+		{"POST /v1/traces", someProject(acl.CapDeploy), s.limitBody(req, maxRequestSetting, s.receiveSpans)},
 		{"POST /v1/projects/{name}/pools/{pool}/wake", project(acl.CapRead), checkPath(s.limitBody(req, maxRequestSetting, s.leaderOnly(s.wakePool)), projectPath, poolPath)},
 		{"PUT /v1/projects/{name}/quota", management, checkPath(s.limitBody(req, maxRequestSetting, s.leaderOnly(s.putQuota)), projectPath)},
 		{"POST /v1/projects/{name}/keys", project(acl.CapKeys), checkPath(s.limitBody(req, maxRequestSetting, s.leaderOnly(s.createKey)), projectPath)},
@@ -585,10 +608,7 @@ func (s *Server) rollback(w http.ResponseWriter, r *http.Request) {
 // projectStatus is what `butter status` shows of a project.
 func (s *Server) projectStatus(name string) (api.ProjectStatus, bool) {
 	out := api.ProjectStatus{Project: name, Stale: s.raft.State() != raft.Leader}
-	var obs map[string]autoscaler.Observation
-	if a := s.scaler.Load(); a != nil {
-		obs = a.Observations()
-	}
+	obs := s.observations()
 	var ok bool
 	s.fsm.Read(func(st *fsm.State) {
 		p, found := st.Projects[name]
@@ -613,6 +633,18 @@ func (s *Server) projectStatus(name string) (api.ProjectStatus, bool) {
 	})
 	sort.Slice(out.Timers, func(i, j int) bool { return out.Timers[i].ID < out.Timers[j].ID })
 	return out, ok
+}
+
+// observations are the pools' last observations: the autoscaler's on
+// the leader that runs it, else Config.Observer's.
+func (s *Server) observations() map[string]autoscaler.Observation {
+	if a := s.scaler.Load(); a != nil {
+		return a.Observations()
+	}
+	if s.cfg.Observer != nil {
+		return s.cfg.Observer.Observations()
+	}
+	return nil
 }
 
 // createKey makes a random API key for a project. Only its SHA-256 hash

@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"encoding/json"
+	"math"
 	"sort"
 
 	"github.com/butterfn/butter/api"
@@ -84,7 +85,23 @@ func apiSignals(o autoscaler.Observation) *api.PoolSignals {
 	sort.Strings(fns)
 	for _, f := range fns {
 		fl := l.Functions[f]
-		out.Functions = append(out.Functions, api.FunctionSignals{Function: f, Instances: fl.Instances, InFlight: fl.InFlight, Queued: fl.Queued, Capacity: o.Capacity[f]})
+		out.Functions = append(out.Functions, api.FunctionSignals{Function: f, Instances: fl.Instances, InFlight: fl.InFlight, Queued: fl.Queued, Capacity: o.Capacity[f],
+			Lag: fl.Lag, Traffic: apiTraffic(fl.Traffic)})
+	}
+	return out
+}
+
+// apiTraffic is a function's traffic as the API shows it.
+func apiTraffic(t *autoscaler.Traffic) *api.Traffic {
+	if t == nil {
+		return nil
+	}
+	out := &api.Traffic{WindowSeconds: t.Window.Seconds(), Calls: t.Calls, Errors: t.Errors, Rate: t.Rate, ErrorRate: t.ErrorRate}
+	if !math.IsNaN(t.P50) {
+		out.P50Seconds = new(t.P50)
+	}
+	if !math.IsNaN(t.P99) {
+		out.P99Seconds = new(t.P99)
 	}
 	return out
 }

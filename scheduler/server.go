@@ -32,12 +32,15 @@ import (
 	"time"
 
 	"github.com/butterfn/butter/autoscaler"
+	"github.com/butterfn/butter/broker"
 	"github.com/butterfn/butter/scheduler/fsm"
+	"github.com/butterfn/butter/telemetry/spanstore"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // Config configures a server node.
@@ -67,6 +70,21 @@ type Config struct {
 	// Autoscale, when set, runs the autoscaler on the leader
 	// (autoscale.go).
 	Autoscale *AutoscaleConfig
+	// KafkaConfig, when it names brokers, is how the control plane
+	// reaches the projects' Kafka cluster to read dead letters and log
+	// lines and replay dead letters (kafka.go): butter server's
+	// -kafka-brokers, butter dev's embedded broker. Without brokers those
+	// routes answer 503.
+	KafkaConfig broker.Config
+	// Traces keeps the spans of recent traces the web UI shows
+	// (traces.go): what POST /v1/traces receives, and what butter dev
+	// records itself. Nil makes one with spanstore's default bounds.
+	Traces *spanstore.Store
+	// Observer, when set, gives the pools' signals `butter status` and
+	// the UI show while no autoscaler runs on this node (butter dev,
+	// which reads its own pool); the leader's autoscaler's observations
+	// come first.
+	Observer Observer
 	// DeploymentStart is how long the deployer waits for Nomad to create
 	// the deployment of a job version it registered before it fails the
 	// revision (Nomad creates none for a job it cannot evaluate, or for a
@@ -110,6 +128,12 @@ type Config struct {
 	// forwarding, blob fetches) over HTTPS with its own certificate
 	// (tls.go). A given Transport is used as it is.
 	TLS TLSConfig
+}
+
+// Observer gives the last observations of pools, by
+// "<project>/<pool>" (autoscaler.Observation).
+type Observer interface {
+	Observations() map[string]autoscaler.Observation
 }
 
 // RaftTiming is the timeouts of raft.Config that a node may override. See
@@ -163,6 +187,12 @@ type Server struct {
 	scaleMetrics *autoscaler.Metrics
 	// obs are the control plane's own series in it (metrics.go).
 	obs *serverMetrics
+	// kafka is the client of Config.KafkaConfig (kafka.go), made on first use.
+	kafkaMu     sync.Mutex
+	kafka       *kgo.Client
+	kafkaClosed bool
+	// traces is Config.Traces, or the server's own (traces.go).
+	traces *spanstore.Store
 }
 
 // Start opens the stores, starts Raft and the API, and bootstraps when
@@ -183,7 +213,10 @@ func Start(cfg Config) (*Server, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	s := &Server{cfg: cfg, fsm: fsm.New(), log: cfg.Logger, metrics: prometheus.NewRegistry()}
+	s := &Server{cfg: cfg, fsm: fsm.New(), log: cfg.Logger, metrics: prometheus.NewRegistry(), traces: cfg.Traces}
+	if s.traces == nil {
+		s.traces = &spanstore.Store{}
+	}
 	s.scaleMetrics = autoscaler.NewMetrics(s.metrics)
 	s.obs = newServerMetrics(s.metrics, s)
 	var err error
@@ -351,6 +384,7 @@ func (s *Server) Close() {
 		_ = s.raft.Shutdown().Error()
 	}
 	s.wg.Wait()
+	s.closeKafka()
 	s.closeOwned()
 	if s.tls != nil {
 		s.tls.peers.CloseIdleConnections()

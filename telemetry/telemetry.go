@@ -58,6 +58,13 @@ func Enabled() (bool, string) {
 	return false, "neither OTEL_EXPORTER_OTLP_ENDPOINT nor OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set"
 }
 
+// Disabled reports whether the environment turns tracing off outright
+// (OTEL_SDK_DISABLED=true, OTEL_TRACES_EXPORTER=none), as opposed to not
+// asking for it.
+func Disabled() bool {
+	return strings.EqualFold(os.Getenv("OTEL_SDK_DISABLED"), "true") || strings.EqualFold(strings.TrimSpace(os.Getenv("OTEL_TRACES_EXPORTER")), "none")
+}
+
 // Setup installs the global tracer provider and the W3C propagators for
 // the process, named service (OTEL_SERVICE_NAME overrides it), when the
 // environment asks for traces (Enabled). Otherwise it installs nothing:
@@ -65,21 +72,37 @@ func Enabled() (bool, string) {
 // few nanoseconds and are never recording. The returned shutdown flushes
 // the spans still buffered; call it before the process exits.
 func Setup(ctx context.Context, service string, logger hclog.Logger) (shutdown func(context.Context) error, err error) {
+	return SetupWith(ctx, service, logger, nil)
+}
+
+// SetupWith is Setup with a local exporter: when local is not nil,
+// tracing is on whatever the environment says, every span goes to local
+// as it ends (the process keeps its own spans: butter dev's control
+// plane, package spanstore) and, when the environment asks for traces,
+// also by OTLP.
+func SetupWith(ctx context.Context, service string, logger hclog.Logger, local sdktrace.SpanExporter) (shutdown func(context.Context) error, err error) {
 	noop := func(context.Context) error { return nil }
 	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
 	enabled, why := Enabled()
-	if !enabled {
+	if !enabled && local == nil {
 		if logger != nil {
 			logger.Debug("tracing off", "reason", why)
 		}
 		return noop, nil
 	}
-	if p := protocol(); p != "http/protobuf" {
-		return noop, fmt.Errorf("OTEL_EXPORTER_OTLP_PROTOCOL %q: Butter exports traces by OTLP over HTTP only; set it to http/protobuf (the default) and point OTEL_EXPORTER_OTLP_ENDPOINT at the collector's HTTP port (4318)", p)
+	opts := []sdktrace.TracerProviderOption{sdktrace.WithIDGenerator(ids{})}
+	if local != nil {
+		opts = append(opts, sdktrace.WithSpanProcessor(sdktrace.NewSimpleSpanProcessor(local)))
 	}
-	exp, err := otlptracehttp.New(ctx)
-	if err != nil {
-		return noop, fmt.Errorf("tracing: the OTLP exporter: %w", err)
+	if enabled {
+		if p := protocol(); p != "http/protobuf" {
+			return noop, fmt.Errorf("OTEL_EXPORTER_OTLP_PROTOCOL %q: Butter exports traces by OTLP over HTTP only; set it to http/protobuf (the default) and point OTEL_EXPORTER_OTLP_ENDPOINT at the collector's HTTP port (4318)", p)
+		}
+		exp, err := otlptracehttp.New(ctx)
+		if err != nil {
+			return noop, fmt.Errorf("tracing: the OTLP exporter: %w", err)
+		}
+		opts = append(opts, sdktrace.WithSpanProcessor(newBatcher(exp)))
 	}
 	res, err := resource.New(ctx,
 		resource.WithAttributes(semconv.ServiceName(service)),
@@ -90,14 +113,19 @@ func Setup(ctx context.Context, service string, logger hclog.Logger) (shutdown f
 	if err != nil && !errors.Is(err, resource.ErrPartialResource) {
 		return noop, fmt.Errorf("tracing: the resource: %w", err)
 	}
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(newBatcher(exp)), sdktrace.WithResource(res), sdktrace.WithIDGenerator(ids{}))
+	tp := sdktrace.NewTracerProvider(append(opts, sdktrace.WithResource(res))...)
 	otel.SetTracerProvider(tp)
 	on.Store(true)
 	if logger != nil {
 		otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
 			logger.Warn("tracing: exporting spans failed", "error", err)
 		}))
-		logger.Info("tracing on: spans exported by OTLP/HTTP", "endpoint", endpoint())
+		if enabled {
+			logger.Info("tracing on: spans exported by OTLP/HTTP", "endpoint", endpoint())
+		}
+		if local != nil {
+			logger.Debug("tracing on: spans kept by this process")
+		}
 	}
 	return func(ctx context.Context) error {
 		on.Store(false)

@@ -9,8 +9,11 @@ import (
 	"syscall"
 
 	"github.com/butterfn/butter/dev"
+	"github.com/butterfn/butter/telemetry"
+	"github.com/butterfn/butter/telemetry/spanstore"
 	"github.com/hashicorp/cli"
 	"github.com/hashicorp/go-hclog"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 )
 
 type devCommand struct{ ui cli.Ui }
@@ -99,7 +102,15 @@ func (c *devCommand) Run(args []string) int {
 		*apiKeys = "dev-key"
 	}
 	log := hclog.New(&hclog.LoggerOptions{Name: "dev", Output: os.Stderr, Level: hclog.LevelFromString(or(os.Getenv("BUTTER_LOG_LEVEL"), "info"))})
-	stopTracing, terr := startTracing("butter-dev", log)
+	// Every call is traced into the control plane's memory, for the web
+	// UI's traces (docs/ui.md), unless the environment turns tracing off;
+	// with OTEL_EXPORTER_OTLP_ENDPOINT the spans are exported too.
+	traces := &spanstore.Store{}
+	var local sdktrace.SpanExporter
+	if !telemetry.Disabled() {
+		local = spanstore.Exporter(traces)
+	}
+	stopTracing, terr := startTracingWith("butter-dev", log, local)
 	if terr != nil {
 		log.Error("cannot start tracing", "error", terr)
 		return exitInvalid
@@ -111,7 +122,7 @@ func (c *devCommand) Run(args []string) int {
 		Dir: dir, DataDir: *dataDir, SecretsFile: *secretsFile,
 		ServerAddr: *serverAddr, Listen: *listen, KafkaPort: *kafkaPort,
 		APIKeys: strings.Split(*apiKeys, ","), Logger: log, UI: c.ui, Diagnostics: os.Stderr,
-		NoACL: !*aclOn, OpenFaaS: *openfaas,
+		NoACL: !*aclOn, OpenFaaS: *openfaas, Traces: traces,
 	})
 	switch {
 	case errors.Is(err, dev.ErrInvalid):

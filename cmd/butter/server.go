@@ -56,8 +56,10 @@ Options:
     other NOMAD_* variables apply, as for the nomad CLI.
 
   -kafka-brokers=<host:port,...>
-    Where the leader's timer service produces cron ticks. Defaults to
-    $BUTTER_KAFKA_BROKERS; without either, timers do not fire. TLS and
+    Where the leader's timer service produces cron ticks, and where every
+    node reads the projects' dead letters and log lines for the web UI
+    (and replays dead letters). Defaults to $BUTTER_KAFKA_BROKERS; without
+    either, timers do not fire and those API routes answer 503. TLS and
     SASL come from $BUTTER_KAFKA_TLS, $BUTTER_KAFKA_CA_FILE and
     $BUTTER_KAFKA_SASL_{MECHANISM,USERNAME,PASSWORD} (docs/events.md).
 
@@ -227,7 +229,7 @@ func (c *serverCommand) Run(args []string) int {
 	s, err := scheduler.Start(scheduler.Config{
 		DataDir: *dataDir, HTTPAddr: *httpAddr, RaftAddr: *raftAddr,
 		BootstrapExpect: *expect, Join: peers, SnapshotThreshold: *snapEvery, Logger: log, Firer: firer, Kafka: lagClient, Nomad: nomad, Autoscale: scale,
-		MaxRequestBytes: *maxRequest, MaxBlobBytes: *maxBlob, TLS: tc, ACL: *aclOn,
+		MaxRequestBytes: *maxRequest, MaxBlobBytes: *maxBlob, TLS: tc, ACL: *aclOn, KafkaConfig: kcfg,
 	})
 	if err != nil {
 		log.Error("cannot start", "error", err)

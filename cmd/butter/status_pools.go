@@ -85,10 +85,42 @@ func (c *statusCommand) showSignals(sg *api.PoolSignals) {
 	}
 	c.ui.Output("      pool       " + strings.Join(pool, ", "))
 	for _, f := range sg.Functions {
-		c.ui.Output(fmt.Sprintf("      %-10s %d instances, in flight %d / capacity %d (%d per allocation × %d), queued %d",
-			f.Function, f.Instances, f.InFlight, f.Capacity*sg.Allocations, f.Capacity, sg.Allocations, f.Queued))
+		line := fmt.Sprintf("      %-10s %d instances, in flight %d / capacity %d (%d per allocation × %d), queued %d",
+			f.Function, f.Instances, f.InFlight, f.Capacity*sg.Allocations, f.Capacity, sg.Allocations, f.Queued)
+		if f.Lag > 0 {
+			line += fmt.Sprintf(", lag %d", f.Lag)
+		}
+		c.ui.Output(line)
+		if t := f.Traffic; t != nil {
+			c.ui.Output(fmt.Sprintf("      %-10s %s", "", trafficLine(t)))
+		}
 	}
 	for _, p := range sg.Problems {
 		c.ui.Output("      problem    " + p)
 	}
+}
+
+// trafficLine is a function's traffic in words: "1.50 calls/s, errors
+// 0.10/s (6.7%), p50 12ms, p99 80ms (over 58s)".
+func trafficLine(t *api.Traffic) string {
+	s := fmt.Sprintf("%.2f calls/s, errors %.2f/s", t.Rate, t.ErrorRate)
+	if t.Calls > 0 {
+		s += fmt.Sprintf(" (%.1f%%)", 100*t.Errors/t.Calls)
+	}
+	if t.P50Seconds != nil && t.P99Seconds != nil {
+		s += fmt.Sprintf(", p50 %s, p99 %s", seconds(*t.P50Seconds), seconds(*t.P99Seconds))
+	}
+	return s + fmt.Sprintf(" (over %s)", time.Duration(t.WindowSeconds*float64(time.Second)).Round(time.Second))
+}
+
+// seconds is a latency rounded to what it is worth: 850µs, 12.3ms, 1.2s.
+func seconds(v float64) string {
+	d := time.Duration(v * float64(time.Second))
+	switch {
+	case d < time.Millisecond:
+		return d.Round(time.Microsecond).String()
+	case d < time.Second:
+		return d.Round(100 * time.Microsecond).String()
+	}
+	return d.Round(10 * time.Millisecond).String()
 }

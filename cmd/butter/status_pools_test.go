@@ -86,21 +86,23 @@ func (n *fixedNomad) Scale(_ context.Context, _ autoscaler.Target, count int, _ 
 }
 
 // fixedLoad is a fresh reading of one allocation: f has 3 calls in
-// flight and 1 queued on 2 instances, the pool uses 250 MHz of its 100
-// and 64 MiB of its 128, and its consumer groups lag 50 records.
+// flight and 1 queued on 2 instances, lags 7 records and ran 87 calls (3
+// failed) in the last 58 s, the pool uses 250 MHz of its 100 and 64 MiB
+// of its 128, and its consumer groups lag 50 records.
 type fixedLoad struct{}
 
 func (fixedLoad) Load(context.Context, autoscaler.Group) (autoscaler.Load, error) {
 	return autoscaler.Load{At: time.Now(), Allocations: 1, Lag: 50,
-		Functions: map[string]autoscaler.FunctionLoad{"f": {InFlight: 3, Queued: 1, Instances: 2}},
+		Functions: map[string]autoscaler.FunctionLoad{"f": {InFlight: 3, Queued: 1, Instances: 2, Lag: 7,
+			Traffic: &autoscaler.Traffic{Window: 58 * time.Second, Calls: 87, Errors: 3, Rate: 1.5, ErrorRate: 3.0 / 58, P50: 0.012, P99: 0.08}}},
 		Resources: &autoscaler.Resources{Allocations: 1, CPUMHz: 250, CPUReservedMHz: 100, MemoryBytes: 64 << 20, MemoryReservedMB: 128},
 	}, nil
 }
 
 // TestStatusShowsSignals: with the leader's autoscaler running (over
 // in-memory seams for Nomad and the signals), `butter status` shows per
-// function its instances, calls in flight against capacity and queued
-// calls, the pool's lag, CPU and memory, what the load wants and why the
+// function its instances, calls in flight against capacity, queued
+// calls, lag and traffic (rates, error share, p50 and p99), the pool's lag, CPU and memory, what the load wants and why the
 // count moved; the control plane's GET /metrics has the same as
 // Prometheus series, and the decision counted by kind, direction and
 // signal.
@@ -132,7 +134,8 @@ func TestStatusShowsSignals(t *testing.T) {
 	for _, want := range []string{
 		"wants 4 (cpu)",
 		"pool       lag 50, cpu 250% of reserved, memory 50% of reserved",
-		"f          2 instances, in flight 3 / capacity 16 (4 per allocation × 4), queued 1",
+		"f          2 instances, in flight 3 / capacity 16 (4 per allocation × 4), queued 1, lag 7\n",
+		"           1.50 calls/s, errors 0.05/s (3.4%), p50 12ms, p99 80ms (over 58s)\n",
 		"last step    ",
 		"Z: 1 -> 4: inflight: f has 3 calls",
 		"cpu: 250 MHz used on 1 allocations (250% of 100 MHz each) at target 0.8 -> 4",

@@ -6,6 +6,7 @@ import (
 
 	"github.com/butterfn/butter/telemetry"
 	"github.com/hashicorp/go-hclog"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 )
 
 // startTracing turns tracing on for this process when the OpenTelemetry
@@ -13,7 +14,14 @@ import (
 // and friends) and returns what flushes the spans still buffered, for
 // the process's end.
 func startTracing(service string, log hclog.Logger) (stop func(), err error) {
-	shutdown, err := telemetry.Setup(context.Background(), service, log)
+	return startTracingWith(service, log, nil)
+}
+
+// startTracingWith is startTracing with a local exporter
+// (telemetry.SetupWith): butter dev keeps its own spans for its control
+// plane's web UI.
+func startTracingWith(service string, log hclog.Logger, local sdktrace.SpanExporter) (stop func(), err error) {
+	shutdown, err := telemetry.SetupWith(context.Background(), service, log, local)
 	if err != nil {
 		return func() {}, err
 	}

@@ -759,6 +759,7 @@ func (c *consumer) deadLetter(ctx context.Context, acks *batchAcks, ev *event, e
 	dl := &kgo.Record{Topic: c.dlq, Key: r.Key, Value: r.Value, Headers: append([]kgo.RecordHeader(nil), r.Headers...)}
 	broker.SetHeader(dl, broker.HeaderErrorType, typ)
 	broker.SetHeader(dl, broker.HeaderErrorMessage, f.deadLetter())
+	broker.SetHeader(dl, broker.HeaderErrorFunction, c.f.cfg.Name)
 	if len(f.Violations) > 0 {
 		broker.SetHeader(dl, broker.HeaderErrorDetails, violationsJSON(f.Violations))
 	}

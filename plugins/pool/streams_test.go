@@ -284,6 +284,11 @@ func TestStreamBroadcastAndDeadLetters(t *testing.T) {
 	if string(dl.Value) != "ev-0010" || broker.Header(dl, broker.HeaderErrorType) != "Exception" || broker.Attempts(dl) != 2 || !strings.Contains(broker.Header(dl, broker.HeaderErrorMessage), "cannot digest") {
 		t.Errorf("dead letter = %s type %q attempts %d message %q", dl.Value, broker.Header(dl, broker.HeaderErrorType), broker.Attempts(dl), broker.Header(dl, broker.HeaderErrorMessage))
 	}
+	// The topic is every consumer of b.in's: the dead letter names its
+	// function.
+	if fn := broker.Header(dl, broker.HeaderErrorFunction); fn != "poison" {
+		t.Errorf("dead letter's %s = %q, want poison", broker.HeaderErrorFunction, fn)
+	}
 	rest := values(readAll(t, dev.Addr, "b.out.poison", 29))
 	if rest["ev-0010"] != 0 || rest["ev-0029"] != 1 {
 		t.Errorf("poison function outputs: %v", rest)

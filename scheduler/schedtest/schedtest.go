@@ -393,11 +393,17 @@ var _ io.Writer = (*logWriter)(nil)
 // into the job's.
 func RevisionJob(t testing.TB, project, rev string, meta map[string]string) (json.RawMessage, map[string]string) {
 	t.Helper()
-	dir := t.TempDir()
-	files := map[string]string{
+	return RevisionJobOf(t, rev, map[string]string{
 		"p.fn.hcl": fmt.Sprintf("project %q {}\nfunction \"f\" {\n  runtime = \"exec\"\n  source = \"f\"\n  command = [\"cat\"]\n  pool = \"main\"\n}\n", project),
 		"f/run":    "cat\n",
-	}
+	}, meta)
+}
+
+// RevisionJobOf is RevisionJob for the project of files (project-relative
+// name → content).
+func RevisionJobOf(t testing.TB, rev string, files, meta map[string]string) (json.RawMessage, map[string]string) {
+	t.Helper()
+	dir := t.TempDir()
 	for name, body := range files {
 		p := filepath.Join(dir, name)
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
