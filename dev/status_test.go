@@ -161,7 +161,9 @@ function "strict" {
 	r := runDev(t, dev.Config{Dir: dir, ServerAddr: server, Listen: listen, DataDir: data})
 	call := func(path string, want int) {
 		t.Helper()
-		resp, err := http.Post("http://"+listen+path, "text/plain", strings.NewReader("x"))
+		// JSON, so that /strict's schema (not the gateway's serializers,
+		// which refuse other types to a JSON function with 415) refuses it.
+		resp, err := http.Post("http://"+listen+path, "application/json", strings.NewReader("x"))
 		if err != nil {
 			t.Fatal(err)
 		}
