@@ -27,6 +27,7 @@ import (
 	"github.com/butterfn/butter/e2e/e2etest"
 	"github.com/butterfn/butter/internal/nomadtest"
 	"github.com/butterfn/butter/internal/testport"
+	"github.com/butterfn/butter/telemetry/otlptest"
 )
 
 func TestMain(m *testing.M) { e2etest.Main(m) }
@@ -50,6 +51,12 @@ func TestIoTOnNomad(t *testing.T) {
 	kafkaPort, httpPort, raftPort, gwPort := testport.Port(t), testport.Port(t), testport.Port(t), testport.Port(t)
 	brokers := fmt.Sprintf("127.0.0.1:%d", kafkaPort)
 	certs := makeCerts(t)
+	// The pools' spans go to this receiver through the driver's otel_env.
+	rcv, err := otlptest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rcv.Close()
 	agent := nomadtest.StartWith(t, nomadtest.Options{
 		PluginDir: pluginDir,
 		Env:       []string{"SSL_CERT_FILE=" + certs.ca},
@@ -69,9 +76,13 @@ plugin "nomad-driver-butter" {
   config {
     butter_path   = %q
     kafka_brokers = [%q]
+    otel_env {
+      OTEL_EXPORTER_OTLP_ENDPOINT = %q
+      OTEL_BSP_SCHEDULE_DELAY     = "200"
+    }
   }
 }
-`, e2etest.Bin(), brokers),
+`, e2etest.Bin(), brokers, rcv.Endpoint),
 		NodeReady: func(n *api.Node) bool {
 			d, r := n.Drivers["butter"], n.Drivers["raw_exec"]
 			return d != nil && d.Healthy && r != nil && r.Healthy
@@ -308,6 +319,17 @@ plugin "nomad-driver-butter" {
 			return ok
 		})
 	}
+
+	// The pools under Nomad traced through the driver's otel_env: the
+	// receiver got ingest's invocation from a butter pool.
+	e2etest.WaitFor(t, time.Minute, "a span of ingest's invocation from a pool under Nomad", func() bool {
+		for _, s := range rcv.Spans() {
+			if s.Service == "butter-pool" && s.Name == "invoke ingest" {
+				return true
+			}
+		}
+		return false
+	})
 }
 
 // logs prints the last lines of a job's tasks' stderr and stdout.

@@ -40,18 +40,26 @@ var configSpec = hclspec.NewObject(map[string]*hclspec.Spec{
 	"kafka_sasl_mechanism":     hclspec.NewAttr("kafka_sasl_mechanism", "string", false),
 	"kafka_sasl_username":      hclspec.NewAttr("kafka_sasl_username", "string", false),
 	"kafka_sasl_password_file": hclspec.NewAttr("kafka_sasl_password_file", "string", false),
+	// otel_env is OpenTelemetry's standard environment for every pool on
+	// this client (docs/observability.md), a block of attributes (the
+	// agent's HCL reads `x = { }` as a list): otel_env {
+	// OTEL_EXPORTER_OTLP_ENDPOINT = "http://127.0.0.1:4318" } turns
+	// tracing on and sends the pools' spans to the node's collector. Only
+	// OTEL_* names; a task's own env wins.
+	"otel_env": hclspec.NewBlockAttrs("otel_env", "string", false),
 })
 
 // Config is the decoded plugin configuration.
 type Config struct {
-	ButterPath            string   `codec:"butter_path"`
-	KafkaBrokers          []string `codec:"kafka_brokers"`
-	VaultAddr             string   `codec:"vault_addr"`
-	KafkaTLS              bool     `codec:"kafka_tls"`
-	KafkaCAFile           string   `codec:"kafka_ca_file"`
-	KafkaSASLMechanism    string   `codec:"kafka_sasl_mechanism"`
-	KafkaSASLUsername     string   `codec:"kafka_sasl_username"`
-	KafkaSASLPasswordFile string   `codec:"kafka_sasl_password_file"`
+	ButterPath            string            `codec:"butter_path"`
+	KafkaBrokers          []string          `codec:"kafka_brokers"`
+	VaultAddr             string            `codec:"vault_addr"`
+	KafkaTLS              bool              `codec:"kafka_tls"`
+	KafkaCAFile           string            `codec:"kafka_ca_file"`
+	KafkaSASLMechanism    string            `codec:"kafka_sasl_mechanism"`
+	KafkaSASLUsername     string            `codec:"kafka_sasl_username"`
+	KafkaSASLPasswordFile string            `codec:"kafka_sasl_password_file"`
+	OTelEnv               map[string]string `codec:"otel_env"`
 }
 
 // pluginBlock names the agent configuration block errors point at.
@@ -64,6 +72,11 @@ const pluginBlock = `plugin "nomad-driver-butter" { config { ... } }`
 // and a readable, non-empty password file, which in turn need a
 // mechanism.
 func (c *Config) Check() error {
+	for k := range c.OTelEnv {
+		if !strings.HasPrefix(k, "OTEL_") {
+			return fmt.Errorf("otel_env in %s names %q: it holds OpenTelemetry's OTEL_* variables only (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_TRACES_SAMPLER, ...)", pluginBlock, k)
+		}
+	}
 	if c.KafkaCAFile != "" {
 		b, err := os.ReadFile(c.KafkaCAFile)
 		if err != nil {

@@ -296,6 +296,11 @@ func (d *Driver) StartTask(cfg *drivers.TaskConfig) (*drivers.TaskHandle, *drive
 	if a := d.config.VaultAddr; a != "" && cfg.Env["BUTTER_VAULT_ADDR"] == "" {
 		env = append(env, "BUTTER_VAULT_ADDR="+a)
 	}
+	for k, v := range d.config.OTelEnv {
+		if _, own := cfg.Env[k]; !own {
+			env = append(env, k+"="+v)
+		}
+	}
 	sort.Strings(env)
 	ps, err := execImpl.Launch(&executor.ExecCommand{
 		Cmd: bin,

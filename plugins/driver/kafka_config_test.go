@@ -52,6 +52,8 @@ func TestKafkaPluginConfig(t *testing.T) {
 		{"username without mechanism", Config{KafkaSASLUsername: "u"}, "without kafka_sasl_mechanism"},
 		{"missing CA", Config{KafkaCAFile: filepath.Join(dir, "nope.pem")}, "kafka_ca_file in plugin"},
 		{"CA not PEM", Config{KafkaCAFile: notPEM}, "holds no PEM certificate"},
+		{"otel_env", Config{OTelEnv: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}}, ""},
+		{"otel_env with another name", Config{OTelEnv: map[string]string{"PATH": "/tmp"}}, `otel_env in plugin "nomad-driver-butter" { config { ... } } names "PATH"`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var raw []byte
