@@ -12,6 +12,7 @@ rather than concurrent.futures.
 
 import base64
 import importlib
+import importlib.util
 import json
 import math
 import os
@@ -539,12 +540,32 @@ def _error_result(kind, message):
     return b"\x01" + struct.pack(">H", len(t)) + t + struct.pack(">I", len(m)) + m
 
 
+def _import(module):
+    """Imports the handler's module. A module that is a file of the
+    working directory is loaded from that file when the import system
+    cannot find it: a sandbox that hides a tree inside the directory (butter
+    dev's .butter beside a single-file source at the project's root) lets
+    the instance open the directory's files but not list the directory,
+    which is how the import system looks for modules."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        path = os.path.join(os.getcwd(), *module.split(".")) + ".py"
+        if e.name != module or not os.path.isfile(path):
+            raise
+        spec = importlib.util.spec_from_file_location(module, path)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[module] = mod
+        spec.loader.exec_module(mod)
+        return mod
+
+
 def load_handler():
     spec = os.environ.get("BUTTER_HANDLER") or "main.handle"
     module, _, name = spec.rpartition(".")
     sys.path.insert(0, os.getcwd())
     try:
-        fn = getattr(importlib.import_module(module or "main"), name)
+        fn = getattr(_import(module or "main"), name)
         if not callable(fn):
             raise TypeError(f"{spec} is not callable")
         return fn
