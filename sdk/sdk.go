@@ -6,7 +6,9 @@
 package sdk
 
 import (
+	"crypto/sha256"
 	"embed"
+	"encoding/hex"
 	"fmt"
 	"io/fs"
 	"os"
@@ -19,10 +21,18 @@ import (
 //go:embed node/worker.js node/butter.js python/butter_worker.py python/butter.py
 var files embed.FS
 
-// Install writes the SDKs under dir (created if needed) and returns where
-// they are. Installing again overwrites them, so a new binary's SDKs
-// replace an old one's.
+// Install writes the SDKs under dir (created if needed), in a
+// subdirectory named by their content's digest, and returns where they
+// are. Binaries of different versions on one machine (a client during an
+// upgrade, tests of two checkouts) so never overwrite each other's SDKs
+// under workers they are starting; the same version installs over itself
+// harmlessly.
 func Install(dir string) (*runtime.SDKs, error) {
+	v, err := version()
+	if err != nil {
+		return nil, fmt.Errorf("install SDKs in %s: %w", dir, err)
+	}
+	dir = filepath.Join(dir, v)
 	if err := writeTree(files, ".", dir); err != nil {
 		return nil, fmt.Errorf("install SDKs in %s: %w", dir, err)
 	}
@@ -36,6 +46,30 @@ func Install(dir string) (*runtime.SDKs, error) {
 		GoSDK:    goDir,
 		BuildDir: filepath.Join(dir, "builds"),
 	}, nil
+}
+
+// version is the digest of the embedded SDKs' files (paths and contents),
+// 16 hex digits.
+func version() (string, error) {
+	h := sha256.New()
+	for _, src := range []fs.FS{files, gosdk.Source} {
+		err := fs.WalkDir(src, ".", func(p string, e fs.DirEntry, err error) error {
+			if err != nil || e.IsDir() {
+				return err
+			}
+			b, err := fs.ReadFile(src, p)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(h, "%s\x00%d\x00", p, len(b))
+			h.Write(b)
+			return nil
+		})
+		if err != nil {
+			return "", err
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16], nil
 }
 
 func writeTree(src fs.FS, root, dst string) error {
