@@ -209,7 +209,9 @@ func TestLeaderLoss(t *testing.T) {
 // list-peers, snapshot save and restore, remove-peer.
 func TestOperatorCommands(t *testing.T) {
 	servers := cluster3(t)
-	e2etest.WaitFor(t, 30*time.Second, "a leader", func() bool { return e2etest.LeaderOf(servers...) != "" })
+	// The requests below go to servers[0], which forwards writes: it must
+	// know the leader itself (another server knowing one is not enough).
+	e2etest.WaitFor(t, 30*time.Second, "a leader known to servers[0]", func() bool { return e2etest.LeaderOf(servers[0]) != "" })
 	addr := "http://" + servers[0].HTTP
 	for _, p := range []string{"alpha", "beta"} {
 		if err := write(servers[0].HTTP, p); err != nil {
@@ -278,7 +280,9 @@ func TestTimersUnderFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	servers := cluster3(t, "-kafka-brokers", dev.Addr)
-	e2etest.WaitFor(t, 30*time.Second, "a leader", func() bool { return e2etest.LeaderOf(servers...) != "" })
+	// The requests below go to servers[0], which forwards writes: it must
+	// know the leader itself (another server knowing one is not enough).
+	e2etest.WaitFor(t, 30*time.Second, "a leader known to servers[0]", func() bool { return e2etest.LeaderOf(servers[0]) != "" })
 	req, _ := http.NewRequest("PUT", "http://"+servers[0].HTTP+"/v1/timers/every-second", strings.NewReader(`{"schedule":"* * * * * *","topic":"ticks"}`))
 	resp, err := httpc.Do(req)
 	if err != nil {
