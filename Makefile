@@ -9,10 +9,17 @@ VERSION ?= 0.1.0-dev
 COMMIT := $(shell git rev-parse --short HEAD 2>/dev/null)
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 STATICCHECK_VERSION := v0.8.2
-FUZZTIME ?= 30s
+# Fuzzing budgets are counts of executions, not durations: with a duration,
+# Go 1.26's fuzz coordinator can report "context deadline exceeded" as a
+# failure when -fuzztime ends while a starved worker is mid-call
+# (golang/go#75804, fixed in Go 1.27; CI saw it on FuzzParse with no
+# crasher). Each count is about 20-30 s on this 2-core machine when quiet.
+FUZZTIME ?= 100000x
 # The API's JSON bodies are fuzzed against a real single-node control
 # plane (scheduler.FuzzAPIBodies): bounded, and kept short.
-API_FUZZTIME ?= 20s
+API_FUZZTIME ?= 25000x
+ACL_FUZZTIME ?= 200000x
+FUZZ_TIMEOUT ?= 15m
 
 export BUTTER_NOMAD := $(BIN)/nomad
 export BUTTER_VAULT := $(BIN)/vault
@@ -127,14 +134,14 @@ test-stress: $(if $(STRESS_PKGS),,$(BIN)/nomad $(BIN)/vault)
 	  fi
 
 fuzz:
-	@echo "==> fuzzing the spec decoder for $(FUZZTIME)"
-	$(GO) test -run='^$$' -fuzz=FuzzDecode -fuzztime=$(FUZZTIME) ./hcl/spec
-	@echo "==> fuzzing the control plane's JSON bodies for $(API_FUZZTIME)"
-	$(GO) test -run='^$$' -fuzz='^FuzzAPIBodies$$' -fuzztime=$(API_FUZZTIME) ./scheduler
-	@echo "==> fuzzing the ACL policy parser for $(API_FUZZTIME)"
-	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(API_FUZZTIME) ./acl
-	@echo "==> fuzzing the control plane's ACL bodies and token headers for $(API_FUZZTIME)"
-	$(GO) test -run='^$$' -fuzz='^FuzzACLBodies$$' -fuzztime=$(API_FUZZTIME) ./scheduler
+	@echo "==> fuzzing the spec decoder (-fuzztime=$(FUZZTIME))"
+	$(GO) test -run='^$$' -timeout=$(FUZZ_TIMEOUT) -fuzz=FuzzDecode -fuzztime=$(FUZZTIME) ./hcl/spec
+	@echo "==> fuzzing the control plane's JSON bodies (-fuzztime=$(API_FUZZTIME))"
+	$(GO) test -run='^$$' -timeout=$(FUZZ_TIMEOUT) -fuzz='^FuzzAPIBodies$$' -fuzztime=$(API_FUZZTIME) ./scheduler
+	@echo "==> fuzzing the ACL policy parser (-fuzztime=$(ACL_FUZZTIME))"
+	$(GO) test -run='^$$' -timeout=$(FUZZ_TIMEOUT) -fuzz='^FuzzParse$$' -fuzztime=$(ACL_FUZZTIME) ./acl
+	@echo "==> fuzzing the control plane's ACL bodies and token headers (-fuzztime=$(API_FUZZTIME))"
+	$(GO) test -run='^$$' -timeout=$(FUZZ_TIMEOUT) -fuzz='^FuzzACLBodies$$' -fuzztime=$(API_FUZZTIME) ./scheduler
 
 ## bench: run every benchmark (about 11 minutes on a quiet machine) and write bench/RESULTS.md
 # bench/run.sh runs each package with its flags; docs/benchmarks.md says how
