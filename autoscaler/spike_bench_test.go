@@ -56,7 +56,7 @@ func benchPoolJob(b *testing.B, project, group string, count int, policy jobs.Sc
 // clients start calling a pool of one allocation through a gateway
 // (capacity 2 per allocation at target 0.5: the load wants more than max
 // 2) to the moment the second allocation's pool has answered one of their
-// calls. The loop runs with its defaults (a pass every 5 s, as `butter
+// calls. The loop runs with its defaults (a pass every 2 s, as `butter
 // server` runs it), so its figure includes waiting for the next pass.
 // Before each operation, outside the timing, the load stops and an
 // operator's scale brings the group back to one allocation. Run it with
@@ -69,7 +69,8 @@ func benchPoolJob(b *testing.B, project, group string, count int, policy jobs.Sc
 // its task starts), placement-ms (to the new task started, as Nomad
 // records it) and serving-ms (to the new pool's first answer; the
 // gateway passes over an endpoint that refused a connection, as a
-// starting pool does, for gateway.WithEjectTime, 5 s). The baseline is the
+// starting pool does, for 100 ms, doubling while it refuses: Nomad
+// registers the service before the pool listens). The baseline is the
 // same step with the operator's scale at its start instead of the loop's
 // (nomad job scale at once): Nomad placing, the pool starting and the
 // gateway finding it; Δ is the loop's detection.

@@ -100,8 +100,11 @@ func WithRequester(r Requester) Option { return func(o *options) { o.requester =
 // on from an unreachable one quickly. The default is 2s.
 func WithDialTimeout(d time.Duration) Option { return func(o *options) { o.dialTimeout = d } }
 
-// WithEjectTime sets how long an endpoint that refused a connection is
-// passed over while others remain. The default is 5s; 0 never ejects.
+// WithEjectTime sets how long, at most, an endpoint that refused a
+// connection is passed over while others remain: 100ms after its first
+// refusal, doubling with each further refusal in a row up to this, and
+// over once a connection to it succeeds. The default is 5s; 0 never
+// ejects.
 func WithEjectTime(d time.Duration) Option { return func(o *options) { o.ejectFor = d } }
 
 // WithJWKSClient sets the HTTP client that fetches JWKS documents. The

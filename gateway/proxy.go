@@ -75,15 +75,16 @@ func (g *Gateway) forward(ctx context.Context, project string, s step, hdr http.
 		if err != nil {
 			g.lb.release(addr)
 			if ctx.Err() == nil && isDialError(err) {
-				g.lb.eject(addr)
+				ejected := g.lb.eject(addr)
 				g.metrics.dialFailures.Inc()
-				g.log.Warn("could not connect to the pool endpoint (refused or timed out): nothing was sent; trying another", "endpoint", addr, "project", project, "pool", s.pool, "error", err)
+				g.log.Warn("could not connect to the pool endpoint (refused or timed out): nothing was sent; trying another", "endpoint", addr, "project", project, "pool", s.pool, "passed_over_for", ejected, "error", err)
 				tried[addr] = true
 				lastErr = err
 				continue
 			}
 			return nil, err
 		}
+		g.lb.connected(addr)
 		resp.Body = &releaseBody{ReadCloser: resp.Body, release: func() { g.lb.release(addr) }}
 		if g.faas != nil {
 			g.faas.count(project, s.Function) // for GET /system/functions

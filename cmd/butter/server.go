@@ -69,7 +69,7 @@ Options:
     (read from the pools' /metrics) and consumer lag (from Kafka, with
     -kafka-brokers), through Nomad's Scale API (docs/autoscaling.md).
 
-  -autoscale-interval=5s, -autoscale-stale-after=15s
+  -autoscale-interval=2s, -autoscale-stale-after=15s
     How often the autoscaler looks, and the age past which it does not act
     on a signal.
 
