@@ -2,7 +2,8 @@
 // machine (one server agent and three client agents, each with the
 // butter driver, internal/nomadtest.StartCluster): a pool scaled to three
 // allocations spread over the nodes, the gateway balancing across them,
-// and what happens when a node dies under load.
+// the autoscaler's loop scaling a pool across them and back, and what
+// happens when a node dies under load.
 package cluster
 
 import (
