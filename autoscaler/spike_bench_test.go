@@ -67,7 +67,8 @@ func benchPoolJob(b *testing.B, project, group string, count int, policy jobs.Sc
 // loop's scale), endpoint-ms (to the gateway listing the new allocation's
 // service, which Nomad registers when it places the allocation, before
 // its task starts), placement-ms (to the new task started, as Nomad
-// records it) and serving-ms (to the new pool's first answer; the
+// records it), nomad-evals/step (the job's Nomad evaluations a step
+// made) and serving-ms (to the new pool's first answer; the
 // gateway passes over an endpoint that refused a connection, as a
 // starting pool does, for 100 ms, doubling while it refuses: Nomad
 // registers the service before the pool listens). The baseline is the
@@ -159,6 +160,14 @@ plugin "raw_exec" {
 	// step runs one operation: the load starts, scale (when set) acts at
 	// once, and the step ends when a pool other than the first has
 	// answered; it records the times of its parts.
+	evaluations := func() int {
+		evs, _, err := agent.Client.Jobs().Evaluations(jobID, nil)
+		if err != nil {
+			b.Fatalf("the job's evaluations: %v", err)
+		}
+		return len(evs)
+	}
+	var evalsPerStep []float64
 	step := func(b *testing.B, lat, detect, placement, found, serving *harness.Latencies, scaledAt func() time.Time, scale func()) {
 		b.StopTimer()
 		nomadtest.WaitFor(b, 60*time.Second, "no deployment running", deployed)
@@ -173,6 +182,7 @@ plugin "raw_exec" {
 		time.Sleep(policy.Cooldown) // the loop's last step is behind its cooldown
 		before := res.Endpoints(project, group)
 		old := running()[0].ID
+		evs := evaluations()
 		ctx, stop := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
 		b.StartTimer()
@@ -229,6 +239,7 @@ plugin "raw_exec" {
 			}
 			return false
 		})
+		evalsPerStep = append(evalsPerStep, float64(evaluations()-evs))
 		detect.Add(scaledAt().Sub(start))
 		placement.Add(started.Sub(start))
 		found.Add(seen)
@@ -243,6 +254,10 @@ plugin "raw_exec" {
 		}{{"detect-ms", detect}, {"placement-ms", placement}, {"endpoint-ms", found}, {"serving-ms", serving}} {
 			b.ReportMetric(float64(s.l.Percentile(0.5))/1e6, s.unit)
 		}
+		// Nomad evaluations of the job per step (the scale's, and any
+		// its deployment made), for docs/capacity.md.
+		b.ReportMetric(harness.Median(evalsPerStep), "nomad-evals/step")
+		evalsPerStep = nil
 	}
 
 	b.Run("baseline", func(b *testing.B) {

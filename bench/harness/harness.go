@@ -57,6 +57,17 @@ func (l *Latencies) Percentile(q float64) time.Duration {
 	return s[rank(len(s), q)]
 }
 
+// Median returns the median of counts, by the same nearest-rank method,
+// or 0 when there are none.
+func Median(counts []float64) float64 {
+	if len(counts) == 0 {
+		return 0
+	}
+	s := slices.Clone(counts)
+	slices.Sort(s)
+	return s[rank(len(s), 0.5)]
+}
+
 func rank(n int, q float64) int {
 	i := int(float64(n)*q+0.999999999) - 1
 	return min(max(i, 0), n-1)

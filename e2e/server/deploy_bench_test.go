@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"github.com/butterfn/butter/e2e/e2etest"
 	"github.com/butterfn/butter/internal/nomadtest"
 	"github.com/butterfn/butter/internal/testlog"
+	"github.com/butterfn/butter/names"
 )
 
 // benchProject is the project BenchmarkDeploy deploys: one Node function
@@ -250,11 +252,31 @@ plugin "nomad-driver-butter" {
 	// The first deploy registers the job and warms the caches (artifact
 	// downloads, the Node worker): it is not counted.
 	deploy("v0")
+	// Per deploy, for docs/capacity.md: the entries the deploy added to
+	// the control plane's Raft log (the server's last log index before and
+	// after, from its /metrics; the autoscaler's decisions in between
+	// count too, and it writes one only when a decision changes) and the
+	// Nomad evaluations of the job.
+	evals := func() int {
+		evs, _, err := agent.Client.Jobs().Evaluations(names.JobID("bench"), nil)
+		if err != nil {
+			b.Fatalf("the job's evaluations: %v", err)
+		}
+		return len(evs)
+	}
 	var lat, healthy harness.Latencies
+	var entries, evaluations []float64
 	version := 0
 	for b.Loop() {
 		version++
+		b.StopTimer()
+		index, evs := benchRaftIndex(b, serverAddr), evals()
+		b.StartTimer()
 		s, h := deploy(fmt.Sprintf("v%d", version))
+		b.StopTimer()
+		entries = append(entries, benchRaftIndex(b, serverAddr)-index)
+		evaluations = append(evaluations, float64(evals()-evs))
+		b.StartTimer()
 		lat.Add(s)
 		healthy.Add(h)
 	}
@@ -262,6 +284,31 @@ plugin "nomad-driver-butter" {
 	// butter deploy returns once Nomad's deployment is healthy: the new
 	// allocation's checks passed for the project's min_healthy_time.
 	b.ReportMetric(healthy.Percentile(0.5).Seconds(), "healthy-s")
+	b.ReportMetric(harness.Median(entries), "raft-entries/deploy")
+	b.ReportMetric(harness.Median(evaluations), "nomad-evals/deploy")
+}
+
+// benchRaftIndex reads the last index of the control plane's Raft log
+// from its /metrics.
+func benchRaftIndex(b *testing.B, addr string) float64 {
+	b.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		b.Fatalf("the server's metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for line := range strings.SplitSeq(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, "butter_server_raft_last_log_index "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				b.Fatalf("butter_server_raft_last_log_index %q: %v", v, err)
+			}
+			return f
+		}
+	}
+	b.Fatalf("the server's /metrics has no butter_server_raft_last_log_index")
+	return 0
 }
 
 // benchUntilLeader waits until the control plane at addr has a leader.
