@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	goruntime "runtime"
 	"strconv"
 	"sync"
@@ -30,14 +31,18 @@ type Process struct {
 	// CancelGrace is how long a cancelled call may take to return before
 	// its worker is killed as hung. Zero means 1s.
 	CancelGrace time.Duration
+
+	// interpreters are the node and python3 past a version manager's
+	// shim, learnt from a worker's HELLO, by function (shims.go).
+	interpreters sync.Map
 }
 
 func (p *Process) command(ctx context.Context, fn *Function) (*exec.Cmd, error) {
 	switch fn.Runtime {
 	case "node":
-		return exec.Command("node", p.SDKs.Node), nil
+		return exec.Command(p.interpreter("node", fn), p.SDKs.Node), nil
 	case "python":
-		return exec.Command("python3", "-u", p.SDKs.Python), nil
+		return exec.Command(p.interpreter("python3", fn), "-u", p.SDKs.Python), nil
 	case "go":
 		bin, err := p.SDKs.goBinary(ctx, fn)
 		if err != nil {
@@ -89,6 +94,12 @@ func (p *Process) Start(ctx context.Context, fn *Function) (Instance, error) {
 		if _, set := fn.Env["PYTHONUNBUFFERED"]; !set {
 			cmd.Env = append(cmd.Env, "PYTHONUNBUFFERED=1")
 		}
+	}
+	argv0 := cmd.Args[0] // before a sandbox wraps the command
+	if filepath.IsAbs(argv0) && fn.Runtime != "go" {
+		// Past a shim, as the shim's `exec` would run it: the
+		// interpreter's directory first on PATH.
+		cmd.Env = prependPath(cmd.Env, filepath.Dir(argv0))
 	}
 	cmd.ExtraFiles = []*os.File{toR, fromW} // fds 3 and 4
 	// A line is pinned on the call the instance was running, when it
@@ -150,6 +161,7 @@ func (p *Process) Start(ctx context.Context, fn *Function) (Instance, error) {
 				hello <- fmt.Errorf("worker speaks protocol %d, the pool speaks %d to %d", h.Protocol, proto.MinVersion, proto.Version)
 			} else {
 				inst.batches = h.Protocol >= 2
+				p.learn(fn, argv0, h.Executable)
 				hello <- nil
 			}
 		}

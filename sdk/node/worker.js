@@ -18,6 +18,10 @@ const T = { HELLO: 1, INVOKE: 2, DATA: 3, END: 4, RESULT: 5, CANCEL: 6, CALL: 7,
 const PROTOCOL = Math.max(1, Math.min(3, Number(process.env.BUTTER_PROTOCOL) || 1));
 const MAX_FRAME = 16 << 20; // largest frame length (type + id + payload)
 const CHUNK = 1 << 20; // largest output DATA payload we send
+// The node that runs this worker, read before the handler's code runs: the
+// pool starts the function's next instances with it, past a version
+// manager's shim (docs/worker-protocol.md, HELLO).
+const EXECUTABLE = process.execPath || '';
 const EMPTY = Buffer.alloc(0);
 
 const invocations = new Map(); // id -> invocation
@@ -629,7 +633,7 @@ async function main() {
   out = openFd(4, false);
   out.on('error', (err) => die(1, `writing fd 4: ${err.message}`));
   const input = openFd(3, true);
-  send(T.HELLO, 0, json({ protocol: PROTOCOL, sdk: 'node/0.2' }));
+  send(T.HELLO, 0, json({ protocol: PROTOCOL, sdk: 'node/0.2', executable: EXECUTABLE }));
   readFrames(input, onFrame, onEnd);
 }
 

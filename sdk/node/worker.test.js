@@ -166,7 +166,9 @@ async function withWorker(handler, opts, fn) {
 test('HELLO comes first, with protocol 1', async () => {
   const w = Worker.spawn('echo.handle');
   try {
-    assert.deepEqual(await w.hello(), { protocol: 1, sdk: 'node/0.2' });
+    // executable: the node that runs it (the pool starts the next
+    // instances with it when node on PATH is a version manager's shim).
+    assert.deepEqual(await w.hello(), { protocol: 1, sdk: 'node/0.2', executable: process.execPath });
     w.closeInput();
     assert.deepEqual(await w.wait(), { code: 0, signal: null });
     assert.equal(await w.next(), null);

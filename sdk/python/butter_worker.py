@@ -27,6 +27,10 @@ PROTOCOL = 3  # the newest version this SDK speaks; 3 adds HEAD (status and head
 MAX_FRAME = 16 << 20  # largest frame length (type + id + payload)
 CHUNK = 1 << 20  # largest output DATA payload we send
 IN_FD, OUT_FD = 3, 4
+# The interpreter that runs this worker, read before the handler's code
+# runs: the pool starts the function's next instances with it, past a
+# version manager's shim (docs/worker-protocol.md, HELLO).
+EXECUTABLE = sys.executable or ""
 
 _write_lock = threading.Lock()
 
@@ -730,7 +734,7 @@ def main():
         protocol = 1
     global _protocol
     _protocol = protocol
-    send(HELLO, 0, json.dumps({"protocol": protocol, "sdk": "python/0.2"}).encode())
+    send(HELLO, 0, json.dumps({"protocol": protocol, "sdk": "python/0.2", "executable": EXECUTABLE}).encode())
 
     invocations = {}  # id -> Context; read here, entries removed by run()
     pool = _Threads(concurrency)

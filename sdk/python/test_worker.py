@@ -177,7 +177,9 @@ class WorkerTest(unittest.TestCase):
 
     def started(self, handler, concurrency=1):
         w = self.start(handler, concurrency)
-        self.assertEqual(w.hello(), {"protocol": 1, "sdk": "python/0.2"})
+        # executable: the interpreter that runs it (the pool starts the
+        # next instances with it when python3 on PATH is a shim).
+        self.assertEqual(w.hello(), {"protocol": 1, "sdk": "python/0.2", "executable": sys.executable})
         return w
 
     def test_hello_and_fds_are_the_pipes(self):

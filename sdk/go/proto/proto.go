@@ -239,6 +239,13 @@ func (w *Writer) WriteJSON(t Type, id uint32, v any) error {
 type HelloMsg struct {
 	Protocol int    `json:"protocol"`
 	SDK      string `json:"sdk"`
+	// Executable is the absolute path of the interpreter that runs the
+	// worker (Python's sys.executable, Node's process.execPath), read
+	// before the handler's code runs. When `python3` or `node` on PATH
+	// is a version manager's shim (pyenv, asdf: a script that finds and
+	// execs the interpreter), the pool starts the function's next
+	// instances with this path instead and skips the shim. Optional.
+	Executable string `json:"executable,omitempty"`
 }
 
 // InvokeMsg is the payload of INVOKE.
