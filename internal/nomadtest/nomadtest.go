@@ -45,10 +45,13 @@ type Agent struct {
 	// `nomad acl bootstrap` returned, with Options.ACL; empty otherwise.
 	ManagementToken string
 
-	dir    string
-	opts   Options
-	server *proc // nil for a dev agent
-	client *proc // the client agent (a cluster's first), or the dev agent
+	dir  string
+	opts Options
+	// allocDir is a dev agent's alloc_dir, a temporary directory of its
+	// own outside dir: its allocations' tasks run there.
+	allocDir string
+	server   *proc // nil for a dev agent
+	client   *proc // the client agent (a cluster's first), or the dev agent
 	// clients are every client agent of a cluster (StartCluster); nil
 	// otherwise.
 	clients []*proc
@@ -203,6 +206,13 @@ server {
 			clientCfg(fmt.Sprintf("  servers = [%q]", a.server.rpcAddr())))
 	}
 	a.start(t, a.client)
+	if !opts.Persistent {
+		if self, err := a.Client.Agent().Self(); err == nil {
+			if c, ok := self.Config["Client"].(map[string]any); ok {
+				a.allocDir, _ = c["AllocDir"].(string)
+			}
+		}
+	}
 	return a
 }
 
@@ -218,6 +228,9 @@ func (a *Agent) cleanup(t testing.TB) {
 	}
 	a.server.stop()
 	killStrays(t, a.Bin, a.dir)
+	if a.allocDir != "" && a.allocDir != a.dir && !strings.HasPrefix(a.allocDir, a.dir+"/") {
+		killStrays(t, a.Bin, a.allocDir)
+	}
 	if a.opts.Persistent {
 		unmountUnder(t, a.dir)
 	}
@@ -520,34 +533,40 @@ func (a *Agent) Log() string {
 	return "==> nomad server\n" + a.server.log.String() + "==> nomad client\n" + a.client.log.String()
 }
 
-// killStrays kills the plugin processes (logmon, executor) that Nomad
-// started from bin and that outlived their agent: they run in the agent's
-// working directory dir, so processes of other tests' agents are left
-// alone. A dev agent interrupted leaves them behind, holding the
-// allocation's log files open. A cluster's clients run in their data dirs,
-// under dir, so what each left is found the same way.
+// killStrays kills what outlived the agent whose working directory is
+// dir: the plugin processes Nomad started from bin (logmon, executors),
+// which run in dir, and the tasks and task-driver executors of its
+// allocations (the butter driver's executor and its pool), which run in
+// an allocation directory under dir or name one on their command line.
+// A dev agent interrupted, or a cluster's client stopped, leaves them
+// behind (Nomad keeps tasks running across a client restart), holding
+// the allocation's log files open and, for pools, CPU and ports. A
+// cluster's clients run in their data dirs, under dir, so what each left
+// is found the same way; processes of other tests' agents are left alone.
 func killStrays(t testing.TB, bin, dir string) {
-	exe, err := filepath.EvalSymlinks(bin)
-	if err != nil {
-		return
-	}
+	exe, _ := filepath.EvalSymlinks(bin)
 	procs, _ := filepath.Glob("/proc/[0-9]*")
 	for _, p := range procs {
+		var pid int
+		if _, err := fmt.Sscanf(filepath.Base(p), "%d", &pid); err != nil || pid == os.Getpid() {
+			continue
+		}
 		cwd, err := os.Readlink(p + "/cwd")
 		if err != nil {
 			continue
 		}
 		cwd = strings.TrimSuffix(cwd, " (deleted)")
-		if cwd != dir && !strings.HasPrefix(cwd, dir+"/") {
+		under := cwd == dir || strings.HasPrefix(cwd, dir+"/")
+		cmdline, _ := os.ReadFile(p + "/cmdline")
+		names := strings.Contains(string(cmdline), dir+"/")
+		if !under && !names {
 			continue
 		}
-		if e, err := os.Readlink(p + "/exe"); err != nil || strings.TrimSuffix(e, " (deleted)") != exe {
-			continue
+		what := "a task or executor of the stopped agent's allocations"
+		if e, err := os.Readlink(p + "/exe"); err == nil && exe != "" && strings.TrimSuffix(e, " (deleted)") == exe {
+			what = "a Nomad plugin process left by the stopped agent"
 		}
-		var pid int
-		if _, err := fmt.Sscanf(filepath.Base(p), "%d", &pid); err == nil && pid != os.Getpid() {
-			t.Logf("nomadtest: killing %s, a Nomad plugin process left by the stopped agent", p)
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
+		t.Logf("nomadtest: killing %s, %s", p, what)
+		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
 }
