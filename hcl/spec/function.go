@@ -1,13 +1,16 @@
 package spec
 
 import (
+	"context"
 	"fmt"
-	"github.com/butterfn/butter/names"
 	"io/fs"
 	"path"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
+
+	"github.com/butterfn/butter/names"
+	"github.com/butterfn/butter/wasmmod"
 )
 
 var functionSchema = &hcl.BodySchema{
@@ -55,11 +58,6 @@ func (d *decoder) decodeFunction(p pending) {
 				detail = fmt.Sprintf("%q is not a Butter runtime. Did you mean %q? The runtimes are %s.", rt, s, strings.Join(Runtimes, ", "))
 			}
 			d.errorf(&r, "Unknown runtime", "%s", detail)
-		} else if rt == "wasm" {
-			// A pool cannot start a wasm instance yet: accepted, such a
-			// function would deploy and then fail at its first call.
-			r := a.Expr.Range()
-			d.errorf(&r, "Runtime not available yet", "The wasm runtime is not built yet, so function %q could not start. Until it is, run the module as an exec function through a WASI runner of your own: runtime = \"exec\", command = [\"<runner>\", \"<module>.wasm\"].", f.Name)
 		} else {
 			f.Runtime = rt
 		}
@@ -252,6 +250,21 @@ func (d *decoder) checkRuntime(f *Function, attrs hcl.Attributes, p pending) {
 		if f.Runtime == "wasm" && f.Source != "" && !strings.HasSuffix(f.Source, ".wasm") {
 			r := attrs["source"].Expr.Range()
 			d.errorf(&r, "Not a WebAssembly module", "A wasm function's source is a compiled .wasm module; %s is not one.", d.displayName(f.Source))
+		} else if f.Runtime == "wasm" && f.Source != "" {
+			// The module is the function: its _start runs per call.
+			if a := attrs["handler"]; a != nil {
+				r := a.NameRange
+				d.errorf(&r, "Unexpected handler", "A wasm function runs its module's _start with the input on stdin; handler applies to node, python and go functions. Remove it.")
+			}
+			f.Handler = path.Base(f.Source)
+			// The module as a pool would load it: a binary, valid,
+			// importing WASI preview 1 only, with a _start.
+			if b, err := fs.ReadFile(d.fsys, f.Source); err == nil {
+				if err := wasmmod.Check(context.Background(), d.displayName(f.Source), b); err != nil {
+					r := attrs["source"].Expr.Range()
+					d.errorf(&r, "Not a runnable WebAssembly module", "%s.", err)
+				}
+			}
 		}
 	case "exec", "http":
 		if f.Command == nil && attrs["command"] == nil {

@@ -56,7 +56,13 @@ func TestFunctionThatCannotStartFailsAlone(t *testing.T) {
 	}
 	broken := fn("broken", "python")
 	broken.Bundle, broken.Handler = pyBundle(t, importsMissing), "main.handle"
-	fns := []pool.FunctionConfig{fn("cat", "exec", "cat"), broken, fn("nobinary", "exec", "no-such-command-for-butter"), fn("wasm", "wasm")}
+	// A wasm function whose module is not WebAssembly.
+	notWasm := fn("wasm", "wasm")
+	notWasm.Bundle, notWasm.Handler = t.TempDir(), "fn.wasm"
+	if err := os.WriteFile(filepath.Join(notWasm.Bundle, "fn.wasm"), []byte("#!/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fns := []pool.FunctionConfig{fn("cat", "exec", "cat"), broken, fn("nobinary", "exec", "no-such-command-for-butter"), notWasm}
 	p, err := pool.New(&pool.Config{Project: "test", Pool: "p", Functions: fns}, nil, pool.WithSDKs(sdks))
 	if err != nil {
 		t.Fatalf("one function's failure failed the whole pool: %v", err)
@@ -84,7 +90,7 @@ func TestFunctionThatCannotStartFailsAlone(t *testing.T) {
 	for name, cause := range map[string]string{
 		"broken":   "ModuleNotFoundError: No module named 'humanize'",
 		"nobinary": "no-such-command-for-butter",
-		"wasm":     "is not supported by this pool",
+		"wasm":     "fn.wasm is not a WebAssembly binary module",
 	} {
 		// Twice: the first call may start the function again and fail;
 		// the next, soon after, is answered from that failure.

@@ -7,6 +7,8 @@
 //     protocol (docs/worker-protocol.md) for Node, Python and Go.
 //   - http: a child HTTP server per instance, as OpenFaaS of-watchdog's
 //     http mode runs one, so OpenFaaS-style handlers run unchanged.
+//   - wasm: a WebAssembly module (WASI preview 1) in the pool's own
+//     process on wazero, instantiated per call, stdin to stdout.
 //
 // Each instance runs in its own process group with only its own function's
 // environment, and with per-instance limits on open files. The pool (package
@@ -199,6 +201,8 @@ func For(name string, sdks *SDKs) (Runtime, error) {
 		return &Process{SDKs: sdks}, nil
 	case "http":
 		return HTTP{}, nil
+	case "wasm":
+		return Wasm{SDKs: sdks}, nil
 	}
 	return nil, fmt.Errorf("runtime %q is not supported by this pool yet", name)
 }

@@ -1,0 +1,4 @@
+function "f" {
+  runtime = "wasm"
+  source  = "fn.wasm"
+}

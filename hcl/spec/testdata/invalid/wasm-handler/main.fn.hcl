@@ -1,0 +1,5 @@
+function "f" {
+  runtime = "wasm"
+  source  = "fn.wasm"
+  handler = "main"
+}

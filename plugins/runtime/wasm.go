@@ -1,0 +1,277 @@
+package runtime
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+	"github.com/tetratelabs/wazero/sys"
+
+	"github.com/butterfn/butter/sdk/go/proto"
+	"github.com/butterfn/butter/wasmmod"
+)
+
+// Wasm runs WebAssembly modules (WASI preview 1) in the pool's own
+// process on wazero: no process per instance or per call. A module is
+// compiled once (to machine code, by wazero's compiler) and kept in a
+// compilation cache on disk beside the Go builds (SDKs.BuildDir/wasm),
+// so a pool that starts again, or another instance, does not compile it
+// again. Each call instantiates the module afresh, runs its _start with
+// the call's input on stdin and its stdout as the output, as exec does
+// with a process; its stderr goes to the function's log. A trap, a
+// non-zero exit or a module over its memory limit fails that call only
+// (an Exception with the exit code or the trap, and the tail of stderr);
+// the deadline stops the module where it runs (a Timeout). Memory per
+// instance is the function's memory (64 KiB pages). The context API
+// (emit, call, state, secrets) through host functions is not built yet:
+// a wasm function is a filter from its input to its output, with the
+// request in its environment as exec's.
+type Wasm struct {
+	// SDKs locates the compilation cache (BuildDir); nil keeps it in
+	// memory only.
+	SDKs *SDKs
+}
+
+// wasmCaches are the compilation caches by directory, shared by every
+// Wasm runtime of the process (wazero's cache is safe for concurrent use).
+var wasmCaches sync.Map // dir -> wazero.CompilationCache
+
+var memCache = wazero.NewCompilationCache()
+
+func (w Wasm) cache() wazero.CompilationCache {
+	if w.SDKs == nil || w.SDKs.BuildDir == "" {
+		return memCache
+	}
+	dir := filepath.Join(w.SDKs.BuildDir, "wasm")
+	if c, ok := wasmCaches.Load(dir); ok {
+		return c.(wazero.CompilationCache)
+	}
+	c, err := wazero.NewCompilationCacheWithDir(dir)
+	if err != nil {
+		return memCache
+	}
+	actual, _ := wasmCaches.LoadOrStore(dir, c)
+	return actual.(wazero.CompilationCache)
+}
+
+// WasmModule returns the module file of a wasm function: its handler, a
+// path in its directory, or else the one .wasm file there.
+func WasmModule(dir, handler string) (string, error) {
+	if handler != "" {
+		return filepath.Join(dir, filepath.FromSlash(handler)), nil
+	}
+	matches, _ := filepath.Glob(filepath.Join(dir, "*.wasm"))
+	switch len(matches) {
+	case 1:
+		return matches[0], nil
+	case 0:
+		return "", fmt.Errorf("no .wasm module in the function's bundle")
+	}
+	names := make([]string, len(matches))
+	for i, m := range matches {
+		names[i] = filepath.Base(m)
+	}
+	sort.Strings(names)
+	return "", fmt.Errorf("%d .wasm modules in the function's bundle (%s): name one as its handler", len(names), strings.Join(names, ", "))
+}
+
+// Start compiles the function's module (from the cache when it was
+// compiled before) into a runtime of its own, limited to the function's
+// memory.
+func (w Wasm) Start(ctx context.Context, fn *Function) (Instance, error) {
+	file, err := WasmModule(fn.Dir, fn.Handler)
+	if err != nil {
+		return nil, fmt.Errorf("wasm function %s: %w", fn.Name, err)
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // the server's path stays out of the caller's answer
+		}
+		return nil, fmt.Errorf("wasm function %s: read its module %s: %w", fn.Name, filepath.Base(file), err)
+	}
+	cfg := wazero.NewRuntimeConfig().WithCompilationCache(w.cache()).WithCloseOnContextDone(true)
+	if fn.MemoryMiB > 0 {
+		cfg = cfg.WithMemoryLimitPages(uint32(fn.MemoryMiB) * 16) // 64 KiB pages
+	}
+	rt := wazero.NewRuntimeWithConfig(context.WithoutCancel(ctx), cfg)
+	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
+		_ = rt.Close(context.Background())
+		return nil, fmt.Errorf("wasm function %s: %w", fn.Name, err)
+	}
+	if err := wasmmod.Check(ctx, filepath.Base(file), b); err != nil {
+		_ = rt.Close(context.Background())
+		return nil, fmt.Errorf("wasm function %s: %w", fn.Name, err)
+	}
+	cm, err := rt.CompileModule(ctx, b)
+	if err != nil {
+		_ = rt.Close(context.Background())
+		return nil, fmt.Errorf("wasm function %s: compile %s: %w", fn.Name, filepath.Base(file), err)
+	}
+	return &wasmInstance{fn: fn, rt: rt, cm: cm, exited: make(chan struct{})}, nil
+}
+
+type wasmInstance struct {
+	fn *Function
+	rt wazero.Runtime
+	cm wazero.CompiledModule
+
+	mu       sync.Mutex
+	stopped  bool
+	wg       sync.WaitGroup
+	cancels  map[*context.CancelFunc]bool
+	exited   chan struct{}
+	stopOnce sync.Once
+}
+
+func (i *wasmInstance) Invoke(ctx context.Context, inv *Invocation) error {
+	i.mu.Lock()
+	if i.stopped {
+		i.mu.Unlock()
+		return errGone
+	}
+	i.wg.Add(1)
+	ctx, cancel := context.WithCancel(ctx)
+	if i.cancels == nil {
+		i.cancels = map[*context.CancelFunc]bool{}
+	}
+	i.cancels[&cancel] = true
+	i.mu.Unlock()
+	defer func() {
+		i.mu.Lock()
+		delete(i.cancels, &cancel)
+		i.mu.Unlock()
+		cancel()
+		i.wg.Done()
+	}()
+
+	info := callInfo(inv.Meta)
+	stderrLog, flushStderr := attributedLines(i.fn.Logs, "stderr", func() CallInfo { return info })
+	stderr := &tailBuffer{n: stderrTail, w: stderrLog}
+	fatal := &fatalLine{w: stderr}
+	env := requestEnv(inv.Meta)
+	env["BUTTER_FUNCTION"] = i.fn.Name
+	mc := wazero.NewModuleConfig().
+		WithName(""). // anonymous: instantiated once per call, concurrently
+		WithArgs(append([]string{i.fn.Name}, optionArgs(inv.Options)...)...).
+		WithStdin(inv.Input).WithStdout(inv.Output).WithStderr(fatal).
+		WithSysWalltime().WithSysNanotime().WithSysNanosleep().WithRandSource(rand.Reader)
+	for _, kv := range environ(i.fn, env) {
+		k, v, _ := strings.Cut(kv, "=")
+		mc = mc.WithEnv(k, v)
+	}
+	mod, err := i.rt.InstantiateModule(ctx, i.cm, mc)
+	if mod != nil {
+		_ = mod.Close(context.Background())
+	}
+	flushStderr()
+	if err == nil {
+		return nil
+	}
+	var exit *sys.ExitError
+	if errors.As(err, &exit) {
+		switch code := exit.ExitCode(); {
+		case code == 0:
+			return nil
+		case code == sys.ExitCodeDeadlineExceeded || errors.Is(ctx.Err(), context.DeadlineExceeded):
+			return &proto.Error{Type: proto.Timeout, Message: fmt.Sprintf("%s did not finish before its deadline", i.fn.Name)}
+		case code == sys.ExitCodeContextCanceled:
+			// The caller went away, or Stop ended the call.
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			return errGone
+		default:
+			msg := fmt.Sprintf("%s exited with code %d", i.fn.Name, code)
+			tail := stderr.String()
+			if line := fatal.found; line != "" {
+				msg += ": " + line
+			} else if line := lastLine(tail); line != "" {
+				msg += ": " + line
+			}
+			return &proto.Error{Type: proto.Exception, Message: msg, Detail: tail}
+		}
+	}
+	if ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return &proto.Error{Type: proto.Timeout, Message: fmt.Sprintf("%s did not finish before its deadline", i.fn.Name)}
+	}
+	// A trap (unreachable, an access out of bounds, memory over the
+	// limit): that call fails, the instance stays.
+	return &proto.Error{Type: proto.Exception, Message: fmt.Sprintf("%s trapped: %v", i.fn.Name, err), Detail: stderr.String()}
+}
+
+// fatalLine passes a module's stderr on to w and keeps the first line
+// that says why it failed: a Go runtime's "panic: ..." or "fatal error:
+// ..." (a goroutine dump of any length follows, so the tail of stderr
+// does not hold it), or a Rust "panicked at".
+type fatalLine struct {
+	w     io.Writer
+	line  []byte // the line being written, up to 512 bytes
+	found string
+}
+
+func (f *fatalLine) Write(p []byte) (int, error) {
+	if f.found == "" {
+		for _, c := range p {
+			if c != '\n' {
+				if len(f.line) < 512 {
+					f.line = append(f.line, c)
+				}
+				continue
+			}
+			if l := string(f.line); strings.HasPrefix(l, "panic: ") || strings.HasPrefix(l, "fatal error: ") || strings.Contains(l, "panicked at") {
+				f.found = l
+				break
+			}
+			f.line = f.line[:0]
+		}
+	}
+	return f.w.Write(p)
+}
+
+// lastLine is the last line of s that is not empty.
+func lastLine(s string) string {
+	s = strings.TrimRight(s, "\n")
+	return s[strings.LastIndexByte(s, '\n')+1:]
+}
+
+// Stop lets calls in flight finish for grace, then stops them where they
+// run, and closes the runtime.
+func (i *wasmInstance) Stop(grace time.Duration) error {
+	i.mu.Lock()
+	i.stopped = true
+	i.mu.Unlock()
+	done := make(chan struct{})
+	go func() { i.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(grace):
+		i.mu.Lock()
+		for c := range i.cancels {
+			(*c)()
+		}
+		i.mu.Unlock()
+		<-done
+	}
+	i.stopOnce.Do(func() {
+		_ = i.cm.Close(context.Background())
+		_ = i.rt.Close(context.Background())
+		close(i.exited)
+	})
+	return nil
+}
+
+func (i *wasmInstance) Exited() <-chan struct{} { return i.exited }
+func (i *wasmInstance) Pid() int                { return 0 }
