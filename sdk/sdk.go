@@ -6,6 +6,7 @@
 package sdk
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
@@ -18,7 +19,7 @@ import (
 	gosdk "github.com/butterfn/butter/sdk/go"
 )
 
-//go:embed node/worker.js node/butter.js python/butter_worker.py python/butter.py
+//go:embed node/worker.js node/butter.js python/butter_main.py python/butter_worker.py python/butter.py
 var files embed.FS
 
 // Install writes the SDKs under dir (created if needed), in a
@@ -42,7 +43,7 @@ func Install(dir string) (*runtime.SDKs, error) {
 	}
 	return &runtime.SDKs{
 		Node:     filepath.Join(dir, "node", "worker.js"),
-		Python:   filepath.Join(dir, "python", "butter_worker.py"),
+		Python:   filepath.Join(dir, "python", "butter_main.py"),
 		GoSDK:    goDir,
 		BuildDir: filepath.Join(dir, "builds"),
 	}, nil
@@ -82,6 +83,12 @@ func writeTree(src fs.FS, root, dst string) error {
 			return err
 		}
 		out := filepath.Join(dst, filepath.FromSlash(p))
+		if cur, err := os.ReadFile(out); err == nil && bytes.Equal(cur, b) {
+			// Installed already: left as it is, so its modification
+			// time, which Python's bytecode cache (__pycache__) is
+			// checked against, stays.
+			return nil
+		}
 		if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 			return err
 		}

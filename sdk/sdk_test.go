@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"testing"
+	"time"
 )
 
 // TestInstallByVersion: the SDKs go to a subdirectory named by their
@@ -18,15 +19,25 @@ func TestInstallByVersion(t *testing.T) {
 		t.Fatal(err)
 	}
 	rel, err := filepath.Rel(dir, s.Python)
-	if err != nil || !regexp.MustCompile(`^[0-9a-f]{16}/python/butter_worker\.py$`).MatchString(filepath.ToSlash(rel)) {
-		t.Fatalf("python worker at %s (%v), want <dir>/<16 hex>/python/butter_worker.py", s.Python, err)
+	if err != nil || !regexp.MustCompile(`^[0-9a-f]{16}/python/butter_main\.py$`).MatchString(filepath.ToSlash(rel)) {
+		t.Fatalf("python worker at %s (%v), want <dir>/<16 hex>/python/butter_main.py", s.Python, err)
 	}
+	worker := filepath.Join(filepath.Dir(s.Python), "butter_worker.py")
 	want, _ := files.ReadFile("python/butter_worker.py")
-	if got, err := os.ReadFile(s.Python); err != nil || string(got) != string(want) {
+	if got, err := os.ReadFile(worker); err != nil || string(got) != string(want) {
 		t.Fatalf("installed worker differs from the embedded one (%v)", err)
+	}
+	// Python's bytecode cache is checked against the source's
+	// modification time: a second install leaves the files as they are.
+	old := time.Now().Add(-time.Hour).Truncate(time.Second)
+	if err := os.Chtimes(worker, old, old); err != nil {
+		t.Fatal(err)
 	}
 	again, err := Install(dir)
 	if err != nil || again.Python != s.Python || again.Node != s.Node || again.GoSDK != s.GoSDK {
 		t.Fatalf("second install: %+v (%v), want the same paths as %+v", again, err, s)
+	}
+	if fi, err := os.Stat(worker); err != nil || !fi.ModTime().Equal(old) {
+		t.Fatalf("a second install rewrote the unchanged worker (%v)", err)
 	}
 }

@@ -45,7 +45,7 @@ func TestWasm(t *testing.T) {
 	f.Memory, f.Timeout, f.Concurrency, f.MaxInstances = 64, "2s", 8, 1
 	// big is the same module with room for 128 MiB.
 	big := f
-	big.Name, big.Memory = "big", 512
+	big.Name, big.Memory, big.Timeout = "big", 512, "1m"
 	logs := &testlog.Buffer{}
 	_, srv := start(t, []pool.FunctionConfig{f, big}, pool.WithLogger(hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Debug})))
 

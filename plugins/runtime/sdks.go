@@ -16,7 +16,8 @@ import (
 type SDKs struct {
 	// Node is the path of the Node worker (sdk/node/worker.js).
 	Node string
-	// Python is the path of the Python worker (sdk/python/butter_worker.py).
+	// Python is the path of the Python worker's entry point
+	// (sdk/python/butter_main.py, which imports butter_worker.py).
 	Python string
 	// GoSDK is a directory holding the Go SDK module's source.
 	GoSDK string

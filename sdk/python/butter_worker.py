@@ -1,7 +1,9 @@
 """Butter worker for Python: runs one function's handler and serves the worker
 protocol, versions 1 to 3 (docs/worker-protocol.md), on fd 3 (pool -> worker)
-and fd 4 (worker -> pool). Run as `python3 butter_worker.py` in the bundle
-directory. Standard library only.
+and fd 4 (worker -> pool). The pool runs `python3 butter_main.py` in the
+bundle directory, which imports this module (so that its bytecode comes
+from __pycache__ rather than being compiled at every start) and calls
+main(); `python3 butter_worker.py` works too. Standard library only.
 
 Start time matters (a cold start waits for it): modules that are slow to
 import and serve one rare path are imported on that path. asyncio (which

@@ -1,9 +1,9 @@
 """The pool's handling of HEAD (head_test.go). "forbidden" sets a status
 outside 200-599 and headers a function may not set, with one it may;
 "late", "twice" and "badjson" write raw frames through the worker's own
-send (the worker runs as __main__), as a misbehaving SDK would: a HEAD
-after output, a second HEAD, a HEAD that is not JSON."""
-import __main__ as worker
+send (the worker module, butter_worker), as a misbehaving SDK would: a
+HEAD after output, a second HEAD, a HEAD that is not JSON."""
+import butter_worker as worker
 
 
 def handle(data, ctx):
