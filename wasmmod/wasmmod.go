@@ -10,7 +10,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"slices"
 	"sort"
+	"strings"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
@@ -19,6 +21,14 @@ import (
 // magic is the start of every WebAssembly binary module: "\0asm" and
 // version 1.
 var magic = []byte{0x00, 'a', 's', 'm', 0x01, 0x00, 0x00, 0x00}
+
+// HostModule is the import module of the host functions the wasm runtime
+// provides (docs/wasm.md, "The context API"), and HostFunctions their
+// names.
+const HostModule = "butter"
+
+// HostFunctions are the functions of HostModule.
+var HostFunctions = []string{"emit", "last_error", "log"}
 
 // Build says how to build a module Butter runs.
 const Build = "build a WASI preview 1 command: GOOS=wasip1 GOARCH=wasm go build -o fn.wasm, or cargo build --target wasm32-wasip1 (docs/wasm.md)"
@@ -44,13 +54,15 @@ func Check(ctx context.Context, name string, b []byte) error {
 	defer cm.Close(ctx)
 	var foreign []string
 	for _, f := range cm.ImportedFunctions() {
-		if mod, fn, _ := f.Import(); mod != wasi_snapshot_preview1.ModuleName {
-			foreign = append(foreign, mod+"."+fn)
+		mod, fn, _ := f.Import()
+		if mod == wasi_snapshot_preview1.ModuleName || mod == HostModule && slices.Contains(HostFunctions, fn) {
+			continue
 		}
+		foreign = append(foreign, mod+"."+fn)
 	}
 	if len(foreign) > 0 {
 		sort.Strings(foreign)
-		return fmt.Errorf("%s imports %v: a wasm function may import only WASI preview 1 (%s); %s", name, foreign, wasi_snapshot_preview1.ModuleName, Build)
+		return fmt.Errorf("%s imports %v: a wasm function may import only WASI preview 1 (%s) and Butter's host functions (%s: %s); %s", name, foreign, wasi_snapshot_preview1.ModuleName, HostModule, strings.Join(HostFunctions, ", "), Build)
 	}
 	if _, ok := cm.ExportedFunctions()["_start"]; !ok {
 		return fmt.Errorf("%s exports no _start function, so it is a library, not a command: %s", name, Build)

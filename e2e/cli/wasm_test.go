@@ -23,13 +23,16 @@ func TestInvokeLocalWasm(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build the module: %v\n%s", err, out)
 	}
-	spec := `project "wasmy" {}
+	spec := `project "cap" {}
+
+stream "alerts" {}
 
 function "up" {
   runtime = "wasm"
   source  = "modules/up.wasm"
   memory  = 64
   timeout = "5s"
+  emits   = [stream.alerts]
 }
 `
 	if err := os.WriteFile(filepath.Join(dir, "main.fn.hcl"), []byte(spec), 0o644); err != nil {
@@ -43,6 +46,25 @@ function "up" {
 	if r.Code != 0 || r.Stdout != "HELLO FROM THE CLI" {
 		t.Fatalf("invoke -local: exit %d, stdout %q\nstderr:\n%s", r.Code, r.Stdout, r.Stderr)
 	}
+	// The context API's host functions: a log line and two emits,
+	// captured by invoke -local as on the platform.
+	r = butterIn(t, root, "emit", "invoke", "-local", dir, "up")
+	if r.Code != 0 || r.Stdout != "emitted" {
+		t.Fatalf("invoke -local emit: exit %d, stdout %q\nstderr:\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	if !strings.Contains(r.Stderr, "[up] warn: emitting two alerts") {
+		t.Errorf("stderr lacks the module's log line:\n%s", r.Stderr)
+	}
+	checkCaptured(t, capturedLines(t, r.Stderr), []want{
+		{"emit", "up", "alerts", "cap.alerts", str("k1"), "butter.emit", map[string]any{"n": 1.0}},
+		{"emit", "up", "alerts", "cap.alerts", str("k2"), "butter.emit", map[string]any{"n": 2.0}},
+	})
+	r = butterIn(t, root, "emit-undeclared", "invoke", "-local", dir, "up")
+	if r.Code != 0 || !strings.HasPrefix(r.Stdout, "refused: ") || !strings.Contains(r.Stdout, "nowhere") {
+		t.Errorf("an emit to an undeclared stream: exit %d, stdout %q", r.Code, r.Stdout)
+	}
+	t.Logf("undeclared: %s", r.Stdout)
+
 	r = butterIn(t, root, "panic", "invoke", "-local", dir, "up")
 	if r.Code == 0 || !strings.Contains(r.Stderr, "panic: asked to panic") {
 		t.Errorf("invoke -local of a panicking call: exit %d, stderr:\n%s", r.Code, r.Stderr)
@@ -52,7 +74,7 @@ function "up" {
 		t.Fatal(err)
 	}
 	r = butterIn(t, root, "", "validate", dir)
-	if r.Code == 0 || !strings.Contains(r.Stderr, "main.fn.hcl:5:13") || !strings.Contains(r.Stderr, "modules/up.wasm is not a WebAssembly binary module") {
+	if r.Code == 0 || !strings.Contains(r.Stderr, "main.fn.hcl:7:13") || !strings.Contains(r.Stderr, "modules/up.wasm is not a WebAssembly binary module") {
 		t.Errorf("validate of a module that is not one: exit %d\n%s", r.Code, r.Stderr)
 	}
 }

@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 	"github.com/tetratelabs/wazero/sys"
 
@@ -33,10 +35,9 @@ import (
 // non-zero exit or a module over its memory limit fails that call only
 // (an Exception with the exit code or the trap, and the tail of stderr);
 // the deadline stops the module where it runs (a Timeout). Memory per
-// instance is the function's memory (64 KiB pages). The context API
-// (emit, call, state, secrets) through host functions is not built yet:
-// a wasm function is a filter from its input to its output, with the
-// request in its environment as exec's.
+// instance is the function's memory (64 KiB pages). Of the context API,
+// log and emit are host functions (module "butter", below; the Go guest
+// package is sdk/go/wasm); call, state and secrets are not built yet.
 type Wasm struct {
 	// SDKs locates the compilation cache (BuildDir); nil keeps it in
 	// memory only.
@@ -111,6 +112,10 @@ func (w Wasm) Start(ctx context.Context, fn *Function) (Instance, error) {
 		_ = rt.Close(context.Background())
 		return nil, fmt.Errorf("wasm function %s: %w", fn.Name, err)
 	}
+	if err := instantiateHost(ctx, rt); err != nil {
+		_ = rt.Close(context.Background())
+		return nil, fmt.Errorf("wasm function %s: %w", fn.Name, err)
+	}
 	if err := wasmmod.Check(ctx, filepath.Base(file), b); err != nil {
 		_ = rt.Close(context.Background())
 		return nil, fmt.Errorf("wasm function %s: %w", fn.Name, err)
@@ -172,7 +177,7 @@ func (i *wasmInstance) Invoke(ctx context.Context, inv *Invocation) error {
 		k, v, _ := strings.Cut(kv, "=")
 		mc = mc.WithEnv(k, v)
 	}
-	mod, err := i.rt.InstantiateModule(ctx, i.cm, mc)
+	mod, err := i.rt.InstantiateModule(context.WithValue(ctx, wasmCallKey{}, &wasmCall{calls: inv.Calls}), i.cm, mc)
 	if mod != nil {
 		_ = mod.Close(context.Background())
 	}
@@ -275,3 +280,102 @@ func (i *wasmInstance) Stop(grace time.Duration) error {
 
 func (i *wasmInstance) Exited() <-chan struct{} { return i.exited }
 func (i *wasmInstance) Pid() int                { return 0 }
+
+// The host functions of the import module "butter" (docs/wasm.md, "The
+// context API"): what a module calls to log and emit, answered by the
+// call's CallHandler as a worker's CALL frames are. Each returns 0, or
+// else 1 with the reason kept for last_error.
+
+// wasmCall is what the host functions of one call reach through the
+// context its module runs with.
+type wasmCall struct {
+	calls   CallHandler
+	seq     uint64
+	emits   int
+	lastErr string
+}
+
+type wasmCallKey struct{}
+
+func instantiateHost(ctx context.Context, rt wazero.Runtime) error {
+	i32 := api.ValueTypeI32
+	_, err := rt.NewHostModuleBuilder(wasmmod.HostModule).
+		NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(hostLog), []api.ValueType{i32, i32, i32, i32}, []api.ValueType{i32}).
+		WithParameterNames("level_ptr", "level_len", "message_ptr", "message_len").Export("log").
+		NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(hostEmit), []api.ValueType{i32, i32, i32, i32, i32, i32}, []api.ValueType{i32}).
+		WithParameterNames("stream_ptr", "stream_len", "key_ptr", "key_len", "value_ptr", "value_len").Export("emit").
+		NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(hostLastError), []api.ValueType{i32, i32}, []api.ValueType{i32}).
+		WithParameterNames("buf_ptr", "buf_len").Export("last_error").
+		Instantiate(ctx)
+	return err
+}
+
+// hostCall runs op for the calling module: the call's context calls, its
+// memory read at the pointers and lengths in stack.
+func hostCall(ctx context.Context, mod api.Module, stack []uint64, op func(c *wasmCall, read func(i int) ([]byte, bool)) proto.ReplyMsg) {
+	c, _ := ctx.Value(wasmCallKey{}).(*wasmCall)
+	if c == nil {
+		stack[0] = api.EncodeI32(1)
+		return
+	}
+	read := func(i int) ([]byte, bool) {
+		b, ok := mod.Memory().Read(api.DecodeU32(stack[2*i]), api.DecodeU32(stack[2*i+1]))
+		return bytes.Clone(b), ok
+	}
+	var reply proto.ReplyMsg
+	if c.calls == nil {
+		reply = proto.ReplyMsg{Error: "this call takes no context calls"}
+	} else {
+		reply = op(c, read)
+	}
+	if reply.OK {
+		stack[0] = api.EncodeI32(0)
+		return
+	}
+	c.lastErr = reply.Error
+	stack[0] = api.EncodeI32(1)
+}
+
+func outOfRange(what string) proto.ReplyMsg {
+	return proto.ReplyMsg{Error: what + " is outside the module's memory"}
+}
+
+func hostLog(ctx context.Context, mod api.Module, stack []uint64) {
+	hostCall(ctx, mod, stack, func(c *wasmCall, read func(int) ([]byte, bool)) proto.ReplyMsg {
+		level, ok1 := read(0)
+		msg, ok2 := read(1)
+		if !ok1 || !ok2 {
+			return outOfRange("log's level or message")
+		}
+		c.seq++
+		return c.calls(ctx, proto.CallMsg{Seq: c.seq, Op: "log", Level: string(level), Message: string(msg)})
+	})
+}
+
+func hostEmit(ctx context.Context, mod api.Module, stack []uint64) {
+	hostCall(ctx, mod, stack, func(c *wasmCall, read func(int) ([]byte, bool)) proto.ReplyMsg {
+		stream, ok1 := read(0)
+		key, ok2 := read(1)
+		value, ok3 := read(2)
+		if !ok1 || !ok2 || !ok3 {
+			return outOfRange("emit's stream, key or value")
+		}
+		c.seq++
+		c.emits++
+		return c.calls(ctx, proto.CallMsg{Seq: c.seq, Op: "emit", Number: c.emits, Stream: string(stream), Key: string(key), Value: value})
+	})
+}
+
+// hostLastError copies the reason of the last host function that
+// returned 1 into the module's buffer, as much as fits, and returns its
+// whole length.
+func hostLastError(ctx context.Context, mod api.Module, stack []uint64) {
+	c, _ := ctx.Value(wasmCallKey{}).(*wasmCall)
+	msg := "no error"
+	if c != nil && c.lastErr != "" {
+		msg = c.lastErr
+	}
+	n := min(uint32(len(msg)), api.DecodeU32(stack[1]))
+	mod.Memory().Write(api.DecodeU32(stack[0]), []byte(msg[:n]))
+	stack[0] = api.EncodeU32(uint32(len(msg)))
+}

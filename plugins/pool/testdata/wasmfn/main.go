@@ -11,6 +11,8 @@ import (
 	"io"
 	"os"
 	"strings"
+
+	"github.com/butterfn/butter/sdk/go/wasm"
 )
 
 var sink [][]byte
@@ -41,6 +43,23 @@ func main() {
 		fmt.Print("allocated 128 MiB")
 	case "env":
 		fmt.Printf("function=%s method=%s args=%s\n", os.Getenv("BUTTER_FUNCTION"), os.Getenv("Http_Method"), strings.Join(os.Args[1:], " "))
+	case "emit":
+		// Two events to the alerts stream through the host functions,
+		// a log line, then the answer.
+		if err := wasm.Log("warn", "emitting two alerts"); err != nil {
+			fmt.Fprintln(os.Stderr, "log:", err)
+			os.Exit(1)
+		}
+		for i, v := range []string{`{"n":1}`, `{"n":2}`} {
+			if err := wasm.Emit("alerts", fmt.Sprintf("k%d", i+1), []byte(v)); err != nil {
+				fmt.Fprintln(os.Stderr, "emit:", err)
+				os.Exit(1)
+			}
+		}
+		fmt.Print("emitted")
+	case "emit-undeclared":
+		err := wasm.Emit("nowhere", "", []byte("x"))
+		fmt.Print("refused: ", err)
 	case "file":
 		if _, err := os.ReadFile("/etc/passwd"); err != nil {
 			fmt.Print("no file system: ", err)

@@ -1,0 +1,11 @@
+//go:build !wasip1
+
+package wasm
+
+// Log returns ErrNotInButter: the module is not running in Butter's wasm
+// runtime.
+func Log(level, message string) error { return ErrNotInButter }
+
+// Emit returns ErrNotInButter: the module is not running in Butter's
+// wasm runtime.
+func Emit(stream, key string, value []byte) error { return ErrNotInButter }

@@ -1,0 +1,57 @@
+//go:build wasip1
+
+package wasm
+
+import (
+	"errors"
+	"unsafe"
+)
+
+//go:wasmimport butter log
+func hostLog(levelPtr unsafe.Pointer, levelLen uint32, msgPtr unsafe.Pointer, msgLen uint32) int32
+
+//go:wasmimport butter emit
+func hostEmit(streamPtr unsafe.Pointer, streamLen uint32, keyPtr unsafe.Pointer, keyLen uint32, valuePtr unsafe.Pointer, valueLen uint32) int32
+
+//go:wasmimport butter last_error
+func hostLastError(bufPtr unsafe.Pointer, bufLen uint32) uint32
+
+func str(s string) (unsafe.Pointer, uint32) {
+	return unsafe.Pointer(unsafe.StringData(s)), uint32(len(s))
+}
+
+func lastError() error {
+	buf := make([]byte, 256)
+	n := hostLastError(unsafe.Pointer(unsafe.SliceData(buf)), uint32(len(buf)))
+	if int(n) > len(buf) {
+		buf = make([]byte, n)
+		n = hostLastError(unsafe.Pointer(unsafe.SliceData(buf)), uint32(len(buf)))
+	}
+	return errors.New(string(buf[:min(int(n), len(buf))]))
+}
+
+// Log writes message to the function's log at level (trace, debug,
+// info, warn or error), with the call's request id, as ctx.log does in
+// the other SDKs.
+func Log(level, message string) error {
+	lp, ll := str(level)
+	mp, ml := str(message)
+	if hostLog(lp, ll, mp, ml) != 0 {
+		return lastError()
+	}
+	return nil
+}
+
+// Emit sends value to the project's stream, keyed by key (empty: the
+// input's key). It returns once the pool has accepted the event; an
+// event's id derives from the input's and the emit's place among the
+// call's emits, as in the other SDKs (docs/events.md, "Ids"). A stream
+// the function does not declare in its emits (or output) is refused.
+func Emit(stream, key string, value []byte) error {
+	sp, sl := str(stream)
+	kp, kl := str(key)
+	if hostEmit(sp, sl, kp, kl, unsafe.Pointer(unsafe.SliceData(value)), uint32(len(value))) != 0 {
+		return lastError()
+	}
+	return nil
+}
