@@ -55,6 +55,8 @@ bench ./plugins/pool -bench 'ExecutionLog' -benchtime 20000x -count 6
 bench ./plugins/pool -bench 'ColdStart' -benchtime 50x -count 3
 bench ./plugins/pool -bench 'Density' -benchtime 1x -count 2
 bench ./plugins/pool -bench 'ScaleUp' -benchtime 20x -count 3
+bench ./plugins/pool -bench 'Wasm/(cold-start|echo)' -benchtime 2000x -count 3
+bench ./plugins/pool -bench 'Wasm/density' -benchtime 1x -count 1 -timeout 20m
 bench ./broker -bench 'Stream' -benchtime 1x -count 5
 bench ./scheduler -bench 'RaftWrite' -count 3
 bench ./scheduler -bench 'LeaderChange' -benchtime 10x -count 3

@@ -24,6 +24,7 @@ var descriptions = map[string]string{
 	"Tracing":                "One call of the Go echo through a gateway route to the pool's endpoint, one at a time, with tracing off (baseline) and on (traced: every span sampled and exported by OTLP/HTTP to a receiver in the benchmark's process): Δ is what tracing adds to a call.",
 	"ExecutionLog":           "One call of the Go echo on the pool's endpoint, one at a time, without an execution log (baseline) and with the default three tiers (logged: the record encoded and produced beside the call, to the embedded broker in the benchmark's process): Δ is what recording adds to a call.",
 	"Decode":                 "Decoding the iot example's spec; the baseline is hcl/v2's parse alone.",
+	"Wasm":                   "The wasm runtime with a 191-byte WASI echo module: the first call of a new pool's function (cold-start/wasm) against a call to a running instance (each call instantiates the module); the echo's calls/s through the pool, 8 at a time, against the Go process runtime's (echo/baseline); and one pool hosting 10,000 wasm functions with an instance each, every one called once (density: the pool's start, and the process's memory per function).",
 	"Compile":                "Compiling the iot example (bundle hashing included); the baseline is decoding alone.",
 	"Render":                 "Rendering the iot example's job; the baseline is encoding/json of the same api.Job.",
 }
@@ -61,6 +62,40 @@ var targets = []target{
 	{"Wake from zero allocations to the first answer (Nomad dev agent, one node)", "report p50/p99 and the split", wakeFromZero},
 	{"Density: functions one pool hosts, each with an idle instance, all answering", "≥ 1,000", density},
 	{"A new control-plane leader after the leader is lost (to the next acknowledged write)", "≤ 2 s", leaderLoss},
+	{"Cold start, wasm (a 191-byte WASI module)", "≤ 1 ms at p50", wasmColdStart},
+	{"wasm functions one pool hosts, each with an instance, all answering, and memory per function", "≥ 10,000; ≤ 200 KiB each", wasmDensity},
+	{"wasm echo through the pool against the Go process runtime", "report the ratio", wasmEcho},
+}
+
+func wasmColdStart(rs *results) (string, bool, bool) {
+	k := key{"plugins/pool", "Wasm/cold-start/wasm"}
+	v, ok := rs.median(k, unitP50)
+	if !ok {
+		return "", false, false
+	}
+	p99, _ := rs.median(k, unitP99)
+	return fmt.Sprintf("%s at p50 (p99 %s)", dur(v*1e9), dur(p99*1e9)), v <= 1e-3, true
+}
+
+func wasmDensity(rs *results) (string, bool, bool) {
+	k := key{"plugins/pool", "Wasm/density"}
+	n, ok1 := rs.median(k, "functions")
+	kib, ok2 := rs.median(k, "rss-KiB/function")
+	if !ok1 || !ok2 {
+		return "", false, false
+	}
+	return fmt.Sprintf("%s functions answering, %.0f KiB of RSS each", group(n), kib), n >= 10000 && kib <= 200, true
+}
+
+// wasmEcho has no limit: the issue asks for the comparison.
+func wasmEcho(rs *results) (string, bool, bool) {
+	k := key{"plugins/pool", "Wasm/echo/wasm"}
+	r, ok := rs.ratio(k)
+	if !ok {
+		return "", false, false
+	}
+	v, _ := rs.median(k, "calls/s")
+	return fmt.Sprintf("%.3g× the Go runtime's calls/s (%s calls/s)", r, group(v)), true, true
 }
 
 func targetTable(b *bytes.Buffer, rs *results) {
