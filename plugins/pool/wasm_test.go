@@ -42,12 +42,16 @@ func TestWasm(t *testing.T) {
 	dir := buildWasm(t)
 	f := fn("up", "wasm")
 	f.Bundle, f.Handler = dir, "fn.wasm"
-	f.Memory, f.Timeout, f.Concurrency, f.MaxInstances = 64, "2s", 8, 1
-	// big is the same module with room for 128 MiB.
-	big := f
-	big.Name, big.Memory, big.Timeout = "big", 512, "1m"
+	// A minute: under -race on a loaded machine the module's Go
+	// runtime takes seconds to fill 64 MiB.
+	f.Memory, f.Timeout, f.Concurrency, f.MaxInstances = 64, "1m", 8, 1
+	// big is the same module with room for 128 MiB; short the same one
+	// with a deadline of a second.
+	big, short := f, f
+	big.Name, big.Memory = "big", 512
+	short.Name, short.Timeout = "short", "1s"
 	logs := &testlog.Buffer{}
-	_, srv := start(t, []pool.FunctionConfig{f, big}, pool.WithLogger(hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Debug})))
+	_, srv := start(t, []pool.FunctionConfig{f, big, short}, pool.WithLogger(hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Debug})))
 
 	if a := invoke(t, srv, "up", strings.NewReader("hello, wasm"), nil); a.code != 200 || a.body != "HELLO, WASM" {
 		t.Fatalf("echo: %d %q", a.code, a.body)
@@ -65,26 +69,28 @@ func TestWasm(t *testing.T) {
 	}
 	wg.Wait()
 
-	for _, c := range []struct{ in, errType, msg string }{
-		{"panic", "Exception", "exited with code 2: panic: asked to panic"},
-		{"exit3", "Exception", "exited with code 3: bad input: exit3"},
-		{"spin", "Timeout", "did not finish before its deadline"},
-		{"alloc", "Exception", "out of memory"},
+	for _, c := range []struct{ function, in, errType, msg string }{
+		{"up", "panic", "Exception", "exited with code 2: panic: asked to panic"},
+		{"up", "exit3", "Exception", "exited with code 3: bad input: exit3"},
+		{"short", "spin", "Timeout", "did not finish before its deadline"},
+		{"up", "alloc", "Exception", "out of memory"},
 	} {
-		a := invoke(t, srv, "up", strings.NewReader(c.in), nil)
+		a := invoke(t, srv, c.function, strings.NewReader(c.in), nil)
 		if a.code == 200 || a.errType != c.errType || !strings.Contains(a.body, c.msg) {
 			t.Errorf("%s: %d %s %q, want a %s saying %q", c.in, a.code, a.errType, a.body, c.errType, c.msg)
 		}
 		t.Logf("%s: %d %s", c.in, a.code, a.body)
-		if a := invoke(t, srv, "up", strings.NewReader("after "+c.in), nil); a.code != 200 || a.body != strings.ToUpper("after "+c.in) {
+		if a := invoke(t, srv, c.function, strings.NewReader("after "+c.in), nil); a.code != 200 || a.body != strings.ToUpper("after "+c.in) {
 			t.Errorf("the call after %s: %d %q", c.in, a.code, a.body)
 		}
 	}
 	if a := invoke(t, srv, "big", strings.NewReader("alloc"), nil); a.code != 200 || a.body != "allocated 128 MiB" {
 		t.Errorf("alloc with 512 MiB of memory: %d %q", a.code, a.body)
 	}
-	if n := metric(t, srv, "butter_instance_restarts_total", "up"); n != 0 {
-		t.Errorf("%v instance restarts: a failed call must not take the instance down", n)
+	for _, name := range []string{"up", "short"} {
+		if n := metric(t, srv, "butter_instance_restarts_total", name); n != 0 {
+			t.Errorf("%s: %v instance restarts: a failed call must not take the instance down", name, n)
+		}
 	}
 	if !strings.Contains(logs.String(), "about to panic") {
 		t.Errorf("the module's stderr is not in the pool's log:\n%s", logs.String())
