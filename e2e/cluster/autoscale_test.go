@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -95,15 +93,7 @@ plugin "nomad-driver-butter" {
 
 	const project = "as"
 	job := names.JobID(project)
-	dir := filepath.Join(t.TempDir(), project)
-	for name, body := range map[string]string{"as.fn.hcl": scaled, "fn/index.js": slowCode} {
-		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, name)), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dir := writeProject(t, project, map[string]string{"as.fn.hcl": scaled, "fn/index.js": slowCode})
 	if r := e2etest.Butter(t, ".", "deploy", "-address", serverAddr, "-timeout", "4m", dir); r.Code != 0 {
 		t.Fatalf("deploy: %+v", r)
 	}
@@ -155,15 +145,7 @@ plugin "nomad-driver-butter" {
 	stopLoad := func() { stop.Store(true); wg.Wait() }
 	defer stopLoad()
 
-	var allocs map[string]*api.AllocationListStub
-	nomadtest.WaitFor(t, 3*time.Minute, "the loop scaling the group to 3 running allocations on 3 nodes", func() bool {
-		allocs = cluster.RunningAllocs(t, job, group)
-		per := map[string]bool{}
-		for _, a := range allocs {
-			per[a.NodeID] = true
-		}
-		return len(allocs) == nodes && len(per) == nodes
-	})
+	allocs := waitSpread(t, cluster, job, "the loop scaling the group to 3 running allocations on 3 nodes")
 	t.Logf("3 allocations %v after the load started", time.Since(loadAt).Round(100*time.Millisecond))
 	nomadtest.WaitFor(t, 2*time.Minute, "answers from all three allocations", func() bool {
 		mu.Lock()

@@ -158,15 +158,7 @@ plugin "nomad-driver-butter" {
 	gwAddr := testport.Addr(t)
 	gw := startProc(t, "gateway", "gateway", "-listen", gwAddr, "-nomad-addr", cluster.Addr, "-address", serverAddr, "-refresh", "200ms")
 
-	dir := filepath.Join(t.TempDir(), "mn")
-	for name, body := range map[string]string{"mn.fn.hcl": fmt.Sprintf(project, brokers), "fn/index.js": code} {
-		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, name)), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dir := writeProject(t, "mn", map[string]string{"mn.fn.hcl": fmt.Sprintf(project, brokers), "fn/index.js": code})
 	start := time.Now()
 	if r := e2etest.Butter(t, ".", "deploy", "-address", serverAddr, "-timeout", "4m", dir); r.Code != 0 {
 		t.Fatalf("deploy: %+v", r)
@@ -191,15 +183,7 @@ plugin "nomad-driver-butter" {
 		}
 		return out
 	}
-	var allocs map[string]*api.AllocationListStub
-	nomadtest.WaitFor(t, 3*time.Minute, "three running allocations on three nodes", func() bool {
-		allocs = cluster.RunningAllocs(t, jobID, group)
-		per := map[string]bool{}
-		for _, a := range allocs {
-			per[a.NodeID] = true
-		}
-		return len(allocs) == nodes && len(per) == nodes
-	})
+	allocs := waitSpread(t, cluster, jobID, "three running allocations on three nodes")
 	t.Logf("allocations (id: node): %v", nodeOf(allocs))
 
 	// The gateway answers from every allocation, and spreads the calls.
@@ -436,6 +420,38 @@ plugin "nomad-driver-butter" {
 	if failed > loaders {
 		t.Errorf("%d calls failed, more than the %d that could be in flight on the dead node", failed, loaders)
 	}
+}
+
+// writeProject writes files (path: body) under a new directory named
+// name, and returns it.
+func writeProject(t *testing.T, name string, files map[string]string) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), name)
+	for p, body := range files {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, p), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// waitSpread waits until job's group runs one allocation on each of the
+// cluster's nodes, and returns them.
+func waitSpread(t *testing.T, cluster *nomadtest.Agent, job, what string) map[string]*api.AllocationListStub {
+	t.Helper()
+	var allocs map[string]*api.AllocationListStub
+	nomadtest.WaitFor(t, 3*time.Minute, what, func() bool {
+		allocs = cluster.RunningAllocs(t, job, group)
+		per := map[string]bool{}
+		for _, a := range allocs {
+			per[a.NodeID] = true
+		}
+		return len(allocs) == nodes && len(per) == nodes
+	})
+	return allocs
 }
 
 // allocFinder maps the pid of a function instance to its allocation: the
