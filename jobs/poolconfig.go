@@ -79,7 +79,8 @@ func functionConfig(p *spec.Project, f *spec.Function, locate locator) pool.Func
 		Name: f.Name, Runtime: f.Runtime, Handler: f.Handler, Command: f.Command,
 		Timeout: f.Timeout.String(), Memory: f.Memory, CPU: f.CPU,
 		MinInstances: f.Instances.Min, MaxInstances: f.Instances.Max, Concurrency: f.Instances.Concurrency,
-		Env: f.Env, Options: f.Options, Unconfined: f.NoSandbox,
+		SpareInstances: f.Instances.Spare,
+		Env:            f.Env, Options: f.Options, Unconfined: f.NoSandbox,
 	}
 	if f.Source != "" {
 		fc.Bundle, fc.Digest = locate(f.Source, false)

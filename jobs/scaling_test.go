@@ -29,6 +29,7 @@ function "pay" {
   instances {
     max         = 4
     concurrency = 2
+    spare       = 1
   }
 }
 function "web" {
@@ -97,6 +98,18 @@ func TestScalingCompiled(t *testing.T) {
 	}
 	if got, err := jobs.ParseScalingPolicy(&back); err != nil || !reflect.DeepEqual(got, want) {
 		t.Errorf("payers policy through JSON: %+v, %v", got, err)
+	}
+	// The function's spare instances reach its pool's task config (and
+	// an unset spare is left out of it).
+	for _, fn := range payers.Tasks[0].Config["function"].([]map[string]any) {
+		if fn["name"] == "pay" && fn["spare_instances"] != 1 {
+			t.Errorf("pay's spare_instances in the task config = %v (%T), want 1", fn["spare_instances"], fn["spare_instances"])
+		}
+	}
+	for _, fn := range groups["default"].Tasks[0].Config["function"].([]map[string]any) {
+		if v, ok := fn["spare_instances"]; ok {
+			t.Errorf("web has spare_instances = %v in its task config, though its spec sets none", v)
+		}
 	}
 	def, err := jobs.ParseScalingPolicy(groups["default"].Scaling)
 	if err != nil {

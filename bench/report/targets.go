@@ -13,7 +13,7 @@ var descriptions = map[string]string{
 	"Throughput":             "wrk against a gateway route to each runtime's echo function at 1, 16 and 64 connections; the baseline is a plain net/http echo handler on the same machine. wrk shares the 2 cores with what it measures.",
 	"ColdStart":              "The first answer of a function from zero instances (a new pool per start); the baseline forks and execs echo to its first byte; the interpreter rows start node and python3 on a one-line program, the floor under their runtimes.",
 	"Density":                "One pool hosting many functions (1,000 go and exec; 100 node and python), each with one idle instance: the time to start them (the figure), to have every one answer, and their memory. The baseline starts as many idle `cat` processes.",
-	"ScaleUp":                "In-pool instance scale-up: a call to a function whose only instance is busy (held by a call whose input stays open), answered by a second instance the pool starts for it (a new pool per operation); each runtime's baseline is the same call with the second instance already warm.",
+	"ScaleUp":                "In-pool instance scale-up: a call to a function whose only instance is busy (held by a call whose input stays open), answered by a second instance the pool starts for it (a new pool per operation); each runtime's baseline is the same call with the second instance already warm; spare is the same call on a function with instances spare = 1, which lands on the spare the pool keeps started while the function is called, the pool starting the next spare behind it.",
 	"AllocationsAcrossNodes": "wrk (16 connections, 5 s) through a gateway to one pool on a Nomad cluster of one server and three clients on this machine: one allocation (baseline) and three spread over the three nodes; each allocation runs at most 2 calls of an exec function (cat) at once. The 2 cores run every node: the ratio shows what allocations add where a pool's own concurrency limits it, with CPU per request.",
 	"SpikeToScaled":          "A step in load (8 HTTP clients through a gateway) on a pool of one allocation on a real Nomad dev agent, to the second allocation's first answer: the operator's scale at the step (baseline) and the autoscaler's loop at its default 5 s interval. The split is in detect-ms, endpoint-ms, placement-ms and serving-ms (medians).",
 	"WakeFromZero":           "An HTTP call through the gateway to a pool with no allocation, on a real Nomad dev agent: held while the gateway wakes the pool through the control plane, whose leader's loop scales it 0 -> 1; Nomad places and starts it, the call is answered. The split is in loop-ms, placement-ms, pool-ms and call-ms (medians of each run). The baseline is the same call while the pool runs.",
@@ -57,6 +57,7 @@ var targets = []target{
 	{"In-pool instance scale-up, exec", "≤ 50 ms", scaleUp("exec", 50e-3)},
 	{"In-pool instance scale-up, node", "≤ 50 ms", scaleUp("node", 50e-3)},
 	{"In-pool instance scale-up, python", "≤ 50 ms", scaleUp("python", 50e-3)},
+	{"In-pool instance scale-up, node, with a spare instance kept (instances spare = 1)", "≤ 50 ms", scaleUpVariant("node", "spare", 50e-3)},
 	{"Spike to scaled: a step in load to the new allocation serving (Nomad dev agent, one node)", "≤ 5 s", spikeToScaled},
 	{"Throughput with 1 versus 3 allocations across nodes (ratio and CPU per request)", "report", acrossNodes},
 	{"Wake from zero allocations to the first answer (Nomad dev agent, one node)", "report p50/p99 and the split", wakeFromZero},
@@ -211,8 +212,13 @@ func leaderLoss(rs *results) (string, bool, bool) {
 }
 
 func scaleUp(rt string, limit float64) func(*results) (string, bool, bool) {
+	return scaleUpVariant(rt, "new-instance", limit)
+}
+
+// scaleUpVariant judges ScaleUp/rt/variant's p50.
+func scaleUpVariant(rt, variant string, limit float64) func(*results) (string, bool, bool) {
 	return func(rs *results) (string, bool, bool) {
-		k := key{"plugins/pool", "ScaleUp/" + rt + "/new-instance"}
+		k := key{"plugins/pool", "ScaleUp/" + rt + "/" + variant}
 		v, ok := rs.median(k, unitP50)
 		if !ok {
 			return "", false, false

@@ -72,8 +72,13 @@ const slowCode = `exports.slow = async () => {
 // events), Nomad spreads the allocations over the three nodes, and the
 // gateway's answers come from all three. No call fails while allocations
 // are added (a new allocation's endpoint refuses until its pool listens:
-// the gateway tries another). `butter status` shows the step. The load
-// stops, and after the scale-in delay the loop scales the group back to 1.
+// the gateway tries another). `butter status` shows the step. Then a
+// node dies under the load (SIGKILL of its agent and everything on it):
+// the loop names the lost allocation among its problems in `butter
+// status`, the group's count stays 3 with no scaling event until Nomad's
+// replacement answers, and no call started after the kill fails (those
+// in flight on the node may: they are printed). The load stops, and
+// after the scale-in delay the loop scales the group back to 1.
 func TestAutoscaleAcrossNodes(t *testing.T) {
 	cluster := nomadtest.StartCluster(t, nomadtest.ClusterOptions{Clients: nodes, Options: nomadtest.Options{
 		PluginDir: e2etest.PluginDir(),
@@ -210,22 +215,86 @@ plugin "nomad-driver-butter" {
 	})
 	t.Logf("butter status %s:\n%s", project, out)
 
+	// A node dies under the load. The loop cannot read its allocation's
+	// metrics: it names the allocation among its problems and keeps the
+	// count (it acts on no reading it cannot refresh, and the load still
+	// wants the maximum), and Nomad replaces the allocation on a survivor.
+	var victim *api.AllocationListStub
+	for _, a := range allocs {
+		if victim == nil || a.Name > victim.Name {
+			victim = a
+		}
+	}
+	desired := watchDesired(t, cluster.Client, job)
+	t.Logf("killing node %s, which runs allocation %s (%s)", victim.NodeName, victim.ID, victim.Name)
+	cluster.KillNode(t, victim.NodeName)
+	killed := time.Now()
+	e2etest.WaitFor(t, 30*time.Second, "butter status naming the lost allocation among the loop's problems", func() bool {
+		r := e2etest.Butter(t, ".", "status", "-address", serverAddr, project)
+		out = r.Stdout
+		return r.Code == 0 && strings.Contains(out, "problem    allocation "+victim.ID[:8])
+	})
+	t.Logf("butter status %v after the kill:\n%s", time.Since(killed).Round(100*time.Millisecond), out)
+	var replacement *api.AllocationListStub
+	nomadtest.WaitFor(t, 2*time.Minute, "a replacement of the lost allocation, running on a surviving node", func() bool {
+		for _, a := range cluster.RunningAllocs(t, job, group) {
+			if a.Name == victim.Name && a.ID != victim.ID && a.NodeID != victim.NodeID {
+				replacement = a
+				return true
+			}
+		}
+		return false
+	})
+	t.Logf("replacement %s on %s running %v after the kill", replacement.ID, replacement.NodeName, time.Since(killed).Round(100*time.Millisecond))
+	nomadtest.WaitFor(t, time.Minute, "answers from the replacement allocation", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range calls {
+			if c.alloc == replacement.ID {
+				return true
+			}
+		}
+		return false
+	})
+	t.Logf("answers from the replacement %v after the kill", time.Since(killed).Round(100*time.Millisecond))
+	if seen := desired(); len(seen) != 1 || seen[0] != 3 {
+		t.Errorf("the group's desired count from the kill until the replacement answered: %v, want 3 throughout", seen)
+	}
+	st, _, err = cluster.Client.Jobs().ScaleStatus(job, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range st.TaskGroups[group].Events {
+		if ev.Count != nil && int64(ev.Time) > killed.UnixNano() {
+			t.Errorf("a scaling event after the node was killed, while the load still wanted the maximum: %d -> %d: %s", ev.PreviousCount, *ev.Count, ev.Message)
+		}
+	}
+
 	stopLoad()
 	mu.Lock()
 	per := map[string]int{}
 	var failed []string
+	inFlight := 0 // failed calls that were in flight when the node died
 	for _, c := range calls {
-		if c.err != "" {
-			failed = append(failed, fmt.Sprintf("%s after the load started: %s", c.start.Sub(loadAt).Round(time.Millisecond), c.err))
+		if c.err == "" {
+			per[c.alloc]++
 			continue
 		}
-		per[c.alloc]++
+		if c.start.Before(killed) && c.end.After(killed.Add(-time.Second)) {
+			inFlight++
+			t.Logf("failed call, in flight when the node died (it may have run there): %s", c.err)
+			continue
+		}
+		failed = append(failed, fmt.Sprintf("%s after the load started: %s", c.start.Sub(loadAt).Round(time.Millisecond), c.err))
 	}
 	total := len(calls)
 	mu.Unlock()
-	t.Logf("load: %d calls, answers per allocation %v", total, per)
+	t.Logf("load: %d calls, %d failed in flight on the lost node; answers per allocation %v", total, inFlight, per)
 	for _, f := range failed {
 		t.Errorf("failed call, started %s", f)
+	}
+	if inFlight > callers {
+		t.Errorf("%d calls failed around the kill, more than the %d callers could have had in flight", inFlight, callers)
 	}
 
 	idle := time.Now()
@@ -251,4 +320,45 @@ plugin "nomad-driver-butter" {
 	if last.Count == nil || *last.Count != 1 || !strings.HasPrefix(last.Message, "butter autoscaler: 3 -> 1") {
 		t.Errorf("the last scaling event is not the autoscaler's 3 -> 1: %+v", last)
 	}
+}
+
+// watchDesired polls the desired count of job's group every 200ms until
+// the returned function is called, which returns the distinct counts
+// seen, in order.
+func watchDesired(t *testing.T, c *api.Client, job string) func() []int {
+	t.Helper()
+	var (
+		mu   sync.Mutex
+		seen []int
+	)
+	done, finished := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(finished)
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if st, _, err := c.Jobs().ScaleStatus(job, nil); err == nil {
+				d := st.TaskGroups[group].Desired
+				mu.Lock()
+				if len(seen) == 0 || seen[len(seen)-1] != d {
+					seen = append(seen, d)
+				}
+				mu.Unlock()
+			}
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	var once sync.Once
+	stop := func() []int {
+		once.Do(func() { close(done); <-finished })
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]int(nil), seen...)
+	}
+	t.Cleanup(func() { stop() })
+	return stop
 }

@@ -302,7 +302,7 @@ func (d *decoder) checkRuntime(f *Function, attrs hcl.Attributes, p pending) {
 }
 
 var instancesSchema = &hcl.BodySchema{
-	Attributes: []hcl.AttributeSchema{{Name: "min"}, {Name: "max"}, {Name: "concurrency"}},
+	Attributes: []hcl.AttributeSchema{{Name: "min"}, {Name: "max"}, {Name: "concurrency"}, {Name: "spare"}},
 }
 
 func (d *decoder) decodeInstances(f *Function, b *hcl.Block) {
@@ -331,6 +331,14 @@ func (d *decoder) decodeInstances(f *Function, b *hcl.Block) {
 			r = a.Range
 		}
 		d.errorf(&r, "Instance bounds inverted", "min (%d) is greater than max (%d). Lower min or raise max.", f.Instances.Min, f.Instances.Max)
+	}
+	if a := content.Attributes["spare"]; a != nil {
+		if n, ok := d.integer(a, 0, 100000); ok {
+			f.Instances.Spare = n
+			if n > f.Instances.Max {
+				d.errorf(&a.Range, "Too many spare instances", "spare (%d) is greater than max (%d): the pool never runs more than max instances of a function. Lower spare or raise max.", n, f.Instances.Max)
+			}
+		}
 	}
 }
 

@@ -160,6 +160,9 @@ type Instances struct {
 	Min         int
 	Max         int
 	Concurrency int
+	// Spare is how many instances with no call the pool keeps started
+	// beyond the busy ones while the function is called (up to Max).
+	Spare int
 }
 
 // Retry is a function's retry policy for events that fail.

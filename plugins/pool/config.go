@@ -76,6 +76,12 @@ type FunctionConfig struct {
 	MinInstances int `json:"min_instances" codec:"min_instances"`
 	MaxInstances int `json:"max_instances" codec:"max_instances"`
 	Concurrency  int `json:"concurrency" codec:"concurrency"`
+	// SpareInstances is how many instances with no call in flight the
+	// pool keeps started beyond the busy ones (up to MaxInstances) while
+	// the function is called, so that a rise in load finds an instance
+	// ready instead of waiting for one to start; they retire with the
+	// rest once the function has been idle for the idle timeout.
+	SpareInstances int `json:"spare_instances,omitempty" codec:"spare_instances,omitempty"`
 
 	Output     string `json:"output,omitempty" codec:"output,omitempty"`
 	DeadLetter string `json:"dead_letter,omitempty" codec:"dead_letter,omitempty"`
@@ -233,6 +239,9 @@ func (c *Config) Check() error {
 		}
 		if f.MaxInstances < 1 || f.MinInstances > f.MaxInstances {
 			return fmt.Errorf("pool config: function %s: instances min %d, max %d", f.Name, f.MinInstances, f.MaxInstances)
+		}
+		if f.SpareInstances < 0 || f.SpareInstances > f.MaxInstances {
+			return fmt.Errorf("pool config: function %s: spare instances %d, not between 0 and max %d", f.Name, f.SpareInstances, f.MaxInstances)
 		}
 		if r := f.Retry; r != nil {
 			for name, s := range map[string]string{"backoff": r.Backoff, "max_backoff": r.MaxBackoff} {

@@ -581,6 +581,10 @@ type fnPool struct {
 	startErr  error
 	lastStart time.Time
 	restoring bool
+	// prewarming counts the spare instances being started (keepSpare);
+	// lastCall is when a call last claimed an instance.
+	prewarming int
+	lastCall   time.Time
 	// secretVals are the secret values the current instances run with.
 	secretVals map[string]string
 	// gen counts the secret rotations: instances of an older generation
@@ -625,6 +629,10 @@ func (f *fnPool) acquire(ctx context.Context) (*slot, error) {
 		if best != nil {
 			best.inflight++
 			f.pool.opts.metrics.inflight.WithLabelValues(f.cfg.Name).Inc()
+			if f.cfg.SpareInstances > 0 {
+				f.lastCall = time.Now()
+				f.keepSpare()
+			}
 			f.mu.Unlock()
 			return best, nil
 		}
@@ -635,7 +643,7 @@ func (f *fnPool) acquire(ctx context.Context) (*slot, error) {
 			f.mu.Unlock()
 			return nil, f.unavailable(err)
 		}
-		if live+f.starting < f.cfg.MaxInstances {
+		if live+f.starting+f.prewarming < f.cfg.MaxInstances {
 			f.mu.Unlock()
 			_, span := childSpan(ctx, "start instance", attribute.String("butter.function", f.cfg.Name))
 			s, err := f.startInstance(ctx, true)
@@ -689,11 +697,52 @@ func (f *fnPool) startInstance(ctx context.Context, cold bool) (*slot, error) {
 	return f.startGen(ctx, fn, gen, cold)
 }
 
+// keepSpare starts instances in the background until SpareInstances
+// have no call in flight (counting those starting for it), within
+// MaxInstances; f.mu must be held. A spare is an instance with no call
+// at all, whatever the concurrency: the next burst's first calls each
+// find one ready. After a failed start it waits minRetry, so that a
+// function that cannot start is not started again on every call.
+func (f *fnPool) keepSpare() {
+	if f.stopping || (f.startErr != nil && time.Since(f.lastStart) < minRetry) {
+		return
+	}
+	live, idle := 0, 0
+	for _, s := range f.instances {
+		if s.dead || s.gen != f.gen {
+			continue
+		}
+		live++
+		if !s.gone && s.inflight == 0 {
+			idle++
+		}
+	}
+	need := min(f.cfg.SpareInstances-idle-f.prewarming, f.cfg.MaxInstances-live-f.starting-f.prewarming)
+	for range max(need, 0) {
+		f.starting++
+		f.prewarming++
+		fn, gen := f.fn, f.gen
+		f.pool.wg.Add(1)
+		go func() {
+			defer f.pool.wg.Done()
+			_, _ = f.started(f.pool.ctx, fn, gen, false) // a failure is logged there
+			f.mu.Lock()
+			f.prewarming--
+			f.mu.Unlock()
+		}()
+	}
+}
+
 // startGen starts an instance of fn, of secrets generation gen.
 func (f *fnPool) startGen(ctx context.Context, fn *runtime.Function, gen int, cold bool) (*slot, error) {
 	f.mu.Lock()
 	f.starting++
 	f.mu.Unlock()
+	return f.started(ctx, fn, gen, cold)
+}
+
+// started starts an instance whose start f.starting already counts.
+func (f *fnPool) started(ctx context.Context, fn *runtime.Function, gen int, cold bool) (*slot, error) {
 	var inst runtime.Instance
 	var err error
 	if _, isExec := f.rt.(runtime.Exec); isExec {
@@ -873,14 +922,26 @@ func (f *fnPool) retireIdle(idle time.Duration) {
 			live--
 		}
 	}
+	// While the function is called, its spare instances stay, though
+	// no call reaches them.
+	keepIdle, idleLive := 0, 0
+	if f.cfg.SpareInstances > 0 && time.Since(f.lastCall) <= idle {
+		keepIdle = f.cfg.SpareInstances
+	}
 	for _, s := range f.instances {
-		if live <= f.cfg.MinInstances {
+		if !s.dead && s.inflight == 0 {
+			idleLive++
+		}
+	}
+	for _, s := range f.instances {
+		if live <= f.cfg.MinInstances || idleLive <= keepIdle {
 			break
 		}
 		if !s.dead && s.inflight == 0 && time.Since(s.lastUsed) > idle {
 			s.dead = true
 			retire = append(retire, s)
 			live--
+			idleLive--
 		}
 	}
 	f.mu.Unlock()
