@@ -35,8 +35,8 @@ build:
 	$(GO) build -o $(BIN)/nomad-driver-butter ./cmd/nomad-driver-butter
 	$(GO) build -o $(BIN)/butter-sandbox ./cmd/butter-sandbox
 
-## tools: the pinned Nomad, Vault and staticcheck, into bin/
-tools: $(BIN)/nomad $(BIN)/vault $(BIN)/staticcheck
+## tools: the pinned Nomad, Vault, OpenTofu and staticcheck, into bin/
+tools: $(BIN)/nomad $(BIN)/vault $(BIN)/tofu $(BIN)/staticcheck
 
 ## test-deps: what the http runtime's OpenFaaS-style fixtures need (gateway TestOpenFaaSTemplates): npm, which installs express for the node20-style one, and Flask and waitress from Debian for the python3-http-style one (PyPI is not reachable here); Debian's Prometheus (e2e/nomad TestIoTOnNomad scrapes the platform with it); and Debian's Chromium (e2e/ui TestWebUIOnIoT drives the web UI in it, headless; with CI=true a missing one fails the test)
 test-deps:
@@ -58,6 +58,14 @@ $(BIN)/vault: tools/vault/go.mod tools/vault/go.sum
 	@echo "==> Building Vault $$(sed -n 's/^require github.com\/hashicorp\/vault \(v[^ ]*\).*/\1/p' tools/vault/go.mod) from the module proxy (a cold build takes about 8 minutes)"
 	cd tools/vault && GONOSUMDB=github.com/hashicorp/vault-hcp-lib $(GO) build -o $(BIN)/vault github.com/hashicorp/vault
 	@$(BIN)/vault version
+
+# OpenTofu runs the Terraform provider's tests (e2e/terraform); it needs
+# its own fork of hcl/v2 (tools/tofu/go.mod).
+$(BIN)/tofu: tools/tofu/go.mod tools/tofu/go.sum
+	@mkdir -p $(BIN)
+	@echo "==> Building OpenTofu $$(sed -n 's/^require github.com\/opentofu\/opentofu \(v[^ ]*\).*/\1/p' tools/tofu/go.mod) from the module proxy (a cold build takes about 5 minutes)"
+	cd tools/tofu && $(GO) build -ldflags "-X github.com/opentofu/opentofu/version.dev=no" -o $(BIN)/tofu github.com/opentofu/opentofu/cmd/tofu
+	@$(BIN)/tofu version
 
 $(BIN)/staticcheck:
 	@mkdir -p $(BIN)

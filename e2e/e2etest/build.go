@@ -65,6 +65,10 @@ func Root() string { mustMain(); return root }
 // through it.
 func Bin() string { mustMain(); return filepath.Join(binDir, "butter") }
 
+// Provider returns the Terraform provider binary under test
+// (terraform-provider-butter), beside Bin.
+func Provider() string { mustMain(); return filepath.Join(binDir, "terraform-provider-butter") }
+
 // PluginDir returns a directory that holds only the task-driver plugin
 // (nomad-driver-butter), for a Nomad agent's plugin_dir.
 func PluginDir() string { mustMain(); return pluginDir }
@@ -100,6 +104,7 @@ var targets = []struct{ out, pkg string }{
 	{"butter", "./cmd/butter"},
 	{"butter-sandbox", "./cmd/butter-sandbox"},
 	{"plugins/nomad-driver-butter", "./cmd/nomad-driver-butter"},
+	{"terraform-provider-butter", "./cmd/terraform-provider-butter"},
 }
 
 // build returns a directory holding the binaries built from the sources
