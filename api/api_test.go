@@ -290,6 +290,15 @@ func TestClient(t *testing.T) {
 	if err != nil || *tm != (api.Timer{ID: "every-minute", Schedule: "* * * * *", Timezone: "Europe/Paris", Topic: "ticks"}) {
 		t.Fatalf("put timer: %+v, %v", tm, err)
 	}
+	if got, err := c.Timers().Get(ctx, "every-minute"); err != nil || got.Timer != *tm || !got.LastFired.IsZero() {
+		t.Fatalf("get timer: %+v, %v", got, err)
+	}
+	if err := c.Timers().Delete(ctx, "every-minute"); err != nil {
+		t.Fatalf("delete timer: %v", err)
+	}
+	_, err = c.Timers().Get(ctx, "every-minute")
+	wantStatus(t, "a deleted timer", err, 404, "no timer")
+	wantStatus(t, "deleting a timer twice", c.Timers().Delete(ctx, "every-minute"), 404, "no timer")
 
 	// Snapshots: save, change the state, restore, and the change is gone.
 	snap, index, err := c.Operator().SnapshotSave(ctx)

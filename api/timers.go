@@ -34,3 +34,24 @@ func (t *Timers) Put(ctx context.Context, timer *Timer) (*Timer, error) {
 	}
 	return &out, nil
 }
+
+// Get returns the timer id (a project's too) with its last firing; a 404
+// *StatusError when there is none.
+func (t *Timers) Get(ctx context.Context, id string) (*TimerStatus, error) {
+	var out TimerStatus
+	if _, err := t.c.query(ctx, "/v1/timers/"+seg(id), nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// TimerDeleteResponse answers DELETE /v1/timers/{id}.
+type TimerDeleteResponse struct {
+	Deleted string `json:"deleted"`
+}
+
+// Delete deletes the timer id, defined outside any project (a project's
+// timers go with its cron triggers: a 400 *StatusError).
+func (t *Timers) Delete(ctx context.Context, id string) error {
+	return t.c.write(ctx, http.MethodDelete, "/v1/timers/"+seg(id), nil, &TimerDeleteResponse{})
+}

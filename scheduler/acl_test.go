@@ -189,9 +189,17 @@ func TestACLWalkEveryRoute(t *testing.T) {
 		"GET /v1/blobs/sha256/{hex}": {prep: fixed("/v1/blobs/sha256/"+blobHex, nil), right: "p1", wrong: "op"},
 		"PUT /v1/blobs/sha256/{hex}": {prep: fixed("/v1/blobs/sha256/"+blobHex, blob), right: "p1", wrong: "op"},
 		"PUT /v1/timers/{id}":        {prep: fixed("/v1/timers/nightly", jsonBody(api.Timer{Schedule: "@every 1h", Topic: "x.y"})), right: "mgmt", wrong: "p1"},
-		"PUT /v1/projects/{name}":    {prep: fixed("/v1/projects/p1", nil), right: "p1", wrong: "p2"},
-		"GET /v1/projects":           {prep: fixed("/v1/projects", nil), right: "p1", wrong: "op"},
-		"GET /v1/projects/{name}":    {prep: fixed("/v1/projects/p1", nil), right: "p1", wrong: "p2"},
+		"GET /v1/timers/{id}": {prep: func(e *aclEnv) (string, []byte) {
+			e.must("PUT", "/v1/timers/hourly", jsonBody(api.Timer{Schedule: "@every 1h", Topic: "x.y"}))
+			return "/v1/timers/hourly", nil
+		}, right: "mgmt", wrong: "p1"},
+		"DELETE /v1/timers/{id}": {prep: func(e *aclEnv) (string, []byte) {
+			e.must("PUT", "/v1/timers/daily", jsonBody(api.Timer{Schedule: "@every 24h", Topic: "x.y"}))
+			return "/v1/timers/daily", nil
+		}, right: "mgmt", wrong: "p1"},
+		"PUT /v1/projects/{name}": {prep: fixed("/v1/projects/p1", nil), right: "p1", wrong: "p2"},
+		"GET /v1/projects":        {prep: fixed("/v1/projects", nil), right: "p1", wrong: "op"},
+		"GET /v1/projects/{name}": {prep: fixed("/v1/projects/p1", nil), right: "p1", wrong: "p2"},
 		"POST /v1/projects/{name}/pools/{pool}/wake": {prep: func(e *aclEnv) (string, []byte) {
 			// The leader's autoscaler starts after a Raft barrier.
 			path, body := "/v1/projects/p1/pools/main/wake", jsonBody(api.WakeRequest{Held: 1})

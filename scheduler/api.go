@@ -69,6 +69,8 @@ import (
 //	GET    /v1/keys                       API keys' hashes, projects and routes (gateways)   read on some project; lists those
 //	DELETE /v1/keys/{hash}                revoke an API key                                  keys on the key's project
 //	PUT    /v1/timers/{id}                define a timer outside any project                 management
+//	GET    /v1/timers/{id}                a timer and its last firing                        management
+//	DELETE /v1/timers/{id}                delete a timer outside any project (leader)        management
 //	PUT    /v1/blobs/sha256/{hex}         store a blob on this server (checked against its   deploy on some project
 //	                                      hash)
 //	GET    /v1/blobs/sha256/{hex}         serve a blob, fetched from a peer when missing     read on some project, or ?butter_sig
@@ -115,6 +117,8 @@ func (s *Server) routes() []route {
 		{"GET /v1/blobs/sha256/{hex}", blobRead, checkPath(s.serveBlob, blobPath)},
 		{"PUT /v1/blobs/sha256/{hex}", someProject(acl.CapDeploy), checkPath(s.limitBody(blob, maxBlobSetting, s.storeBlob), blobPath)},
 		{"PUT /v1/timers/{id}", management, checkPath(s.limitBody(req, maxRequestSetting, s.leaderOnly(s.putTimer)), timerPath)},
+		{"GET /v1/timers/{id}", management, checkPath(s.getTimer, timerPath)},
+		{"DELETE /v1/timers/{id}", management, checkPath(s.leaderOnly(s.deleteTimer), timerPath)},
 		{"PUT /v1/projects/{name}", project(acl.CapDeploy), checkPath(s.leaderOnly(s.putProject), projectPath)},
 		{"GET /v1/projects", someProject(acl.CapRead), s.listProjects},
 		{"GET /v1/projects/{name}", project(acl.CapRead), checkPath(s.getProject, projectPath)},
@@ -247,6 +251,47 @@ func (s *Server) putTimer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, 200, apiTimer(t))
+}
+
+// timer returns the timer id and its last firing.
+func (s *Server) timer(id string) (t *fsm.Timer, last time.Time) {
+	s.fsm.Read(func(st *fsm.State) {
+		if d := st.TimerDefs[id]; d != nil {
+			cp := *d
+			t, last = &cp, st.Timers[id]
+		}
+	})
+	return t, last
+}
+
+func (s *Server) getTimer(w http.ResponseWriter, r *http.Request) {
+	if !s.read(w, r) {
+		return
+	}
+	t, last := s.timer(r.PathValue("id"))
+	if t == nil {
+		writeErr(w, 404, fmt.Errorf("no timer %q; define one with PUT /v1/timers/{id}", r.PathValue("id")))
+		return
+	}
+	writeJSON(w, 200, api.TimerStatus{Timer: *apiTimer(t), LastFired: last})
+}
+
+func (s *Server) deleteTimer(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	t, _ := s.timer(id)
+	switch {
+	case t == nil:
+		writeErr(w, 404, fmt.Errorf("no timer %q", id))
+		return
+	case t.Project != "":
+		writeErr(w, 400, fmt.Errorf("timer %s belongs to project %q: a project's timers come from its revisions; remove the cron trigger from its spec and deploy", id, t.Project))
+		return
+	}
+	if err := s.Apply(fsm.TimerDeleteType, t); err != nil {
+		writeErr(w, 500, err)
+		return
+	}
+	writeJSON(w, 200, api.TimerDeleteResponse{Deleted: id})
 }
 
 func (s *Server) putProject(w http.ResponseWriter, r *http.Request) {

@@ -91,6 +91,12 @@ output "routes" {
   value = data.butter_routes.tf.routes
 }
 
+resource "butter_timer" "hourly" {
+  name     = "tf-hourly"
+  schedule = "@every 1h"
+  topic    = "tf.ticks"
+}
+
 data "butter_project" "tf" {
   name       = "tf"
   depends_on = [module.tf]
@@ -305,6 +311,9 @@ func TestProviderLifecycle(t *testing.T) {
 	if p, err := client.ACL().PolicyGet(ctx, "tf-deploy"); err != nil || !strings.Contains(p.Rules, `project "tf"`) {
 		t.Errorf("policy tf-deploy: %+v, %v", p, err)
 	}
+	if tm, err := client.Timers().Get(ctx, "tf-hourly"); err != nil || tm.Schedule != "@every 1h" || tm.Topic != "tf.ticks" {
+		t.Errorf("timer tf-hourly after the apply: %+v, %v", tm, err)
+	}
 	toks, err := client.ACL().TokenList(ctx)
 	if err != nil || !slices.ContainsFunc(toks, func(tk api.ACLToken) bool {
 		return tk.Name == "tf deployer" && slices.Equal(tk.Policies, []string{"tf-deploy"})
@@ -420,6 +429,9 @@ func TestProviderLifecycle(t *testing.T) {
 	}
 	if toks, err := client.ACL().TokenList(ctx); err != nil || slices.ContainsFunc(toks, func(tk api.ACLToken) bool { return tk.Name == "tf deployer" }) {
 		t.Errorf("tokens after destroy: %+v, %v", toks, err)
+	}
+	if _, err := client.Timers().Get(ctx, "tf-hourly"); api.StatusCode(err) != 404 {
+		t.Errorf("timer tf-hourly after destroy: %v, want 404", err)
 	}
 
 	// A first deploy that fails: the apply fails saying why, and the

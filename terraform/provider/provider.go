@@ -99,6 +99,7 @@ func (p *butterProvider) Resources(context.Context) []func() resource.Resource {
 		func() resource.Resource { return &apiKeyResource{} },
 		func() resource.Resource { return &aclPolicyResource{} },
 		func() resource.Resource { return &aclTokenResource{} },
+		func() resource.Resource { return &timerResource{} },
 	}
 }
 
