@@ -47,9 +47,9 @@ func (r *timerResource) Schema(_ context.Context, _ resource.SchemaRequest, resp
 			"id": schema.StringAttribute{Computed: true, PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()}},
 			"name": schema.StringAttribute{Required: true, Description: "The timer's id.",
 				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()}},
-			"schedule": schema.StringAttribute{Required: true, Description: "A cron expression (five fields, six with seconds, or @every DURATION)."},
-			"timezone": schema.StringAttribute{Optional: true, Computed: true, Default: stringdefault.StaticString(""), Description: "An IANA zone; empty for UTC."},
-			"topic":    schema.StringAttribute{Required: true, Description: "The Kafka topic each tick is produced to."},
+			"schedule":   schema.StringAttribute{Required: true, Description: "A cron expression (five fields, six with seconds, or @every DURATION)."},
+			"timezone":   schema.StringAttribute{Optional: true, Computed: true, Default: stringdefault.StaticString(""), Description: "An IANA zone; empty for UTC."},
+			"topic":      schema.StringAttribute{Required: true, Description: "The Kafka topic each tick is produced to."},
 			"last_fired": schema.StringAttribute{Computed: true, Description: "When the timer last fired (RFC 3339), empty before its first tick."},
 		},
 	}
