@@ -146,6 +146,59 @@ resource "butter_project" "bad" {
 }
 `
 
+// installProvider puts the provider under test in a filesystem mirror
+// under root, and writes a CLI configuration that installs it from there
+// and nothing from a registry; it returns the configuration's path, for
+// TF_CLI_CONFIG_FILE.
+func installProvider(t *testing.T, root string) string {
+	t.Helper()
+	mirror := filepath.Join(root, "mirror")
+	pluginPath := filepath.Join(mirror, strings.Replace(provider.Address, "/", string(filepath.Separator), -1), "0.1.0", "linux_amd64", "terraform-provider-butter_v0.1.0")
+	if err := os.MkdirAll(filepath.Dir(pluginPath), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin, err := os.ReadFile(e2etest.Provider())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(pluginPath, bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cliConfig := filepath.Join(root, "tofurc")
+	if err := os.WriteFile(cliConfig, []byte(fmt.Sprintf(`provider_installation {
+  filesystem_mirror {
+    path    = %q
+    include = [%q]
+  }
+  direct {
+    exclude = [%q]
+  }
+}
+`, mirror, provider.Address, provider.Address)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return cliConfig
+}
+
+// tofuEnv is the environment every tofu run of the tests has.
+func tofuEnv(root, cliConfig string) []string {
+	return []string{"TF_CLI_CONFIG_FILE=" + cliConfig, "TF_IN_AUTOMATION=1", "TF_INPUT=0", "CHECKPOINT_DISABLE=1", "NO_COLOR=1", "HOME=" + root}
+}
+
+// write writes files (path relative to dir: text) under dir.
+func write(t *testing.T, dir string, files map[string]string) {
+	t.Helper()
+	for rel, text := range files {
+		p := filepath.Join(dir, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // tofuBinary returns bin/tofu, failing under make test and CI when it is
 // missing, skipping otherwise.
 func tofuBinary(t *testing.T) string {
@@ -233,50 +286,11 @@ func TestProviderLifecycle(t *testing.T) {
 	}
 	ctx := context.Background()
 
-	// The provider in a filesystem mirror, and a CLI configuration that
-	// installs it from there and nothing from a registry.
 	root := t.TempDir()
-	mirror := filepath.Join(root, "mirror")
-	pluginPath := filepath.Join(mirror, strings.Replace(provider.Address, "/", string(filepath.Separator), -1), "0.1.0", "linux_amd64", "terraform-provider-butter_v0.1.0")
-	if err := os.MkdirAll(filepath.Dir(pluginPath), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	bin, err := os.ReadFile(e2etest.Provider())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(pluginPath, bin, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	cliConfig := filepath.Join(root, "tofurc")
-	if err := os.WriteFile(cliConfig, []byte(fmt.Sprintf(`provider_installation {
-  filesystem_mirror {
-    path    = %q
-    include = [%q]
-  }
-  direct {
-    exclude = [%q]
-  }
-}
-`, mirror, provider.Address, provider.Address)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	w := &workspace{t: t, dir: filepath.Join(root, "config"), env: []string{
-		"TF_CLI_CONFIG_FILE=" + cliConfig, "TF_IN_AUTOMATION=1", "TF_INPUT=0", "CHECKPOINT_DISABLE=1", "NO_COLOR=1",
-		"BUTTER_ADDR=" + addr, "BUTTER_TOKEN=" + token, "HOME=" + root,
-	}}
-	write := func(rel, text string) {
-		t.Helper()
-		p := filepath.Join(w.dir, rel)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write("main.tf", mainTF)
-	write("project/tf.fn.hcl", spec)
+	cliConfig := installProvider(t, root)
+	w := &workspace{t: t, dir: filepath.Join(root, "config"), env: append(tofuEnv(root, cliConfig), "BUTTER_ADDR="+addr, "BUTTER_TOKEN="+token)}
+	write(t, w.dir, map[string]string{"main.tf": mainTF, "project/tf.fn.hcl": spec})
+	writeSpec := func(text string) { write(t, w.dir, map[string]string{"project/tf.fn.hcl": text}) }
 	if err := os.CopyFS(filepath.Join(w.dir, "modules", "project"), os.DirFS(filepath.Join(e2etest.Root(), "terraform", "modules", "project"))); err != nil {
 		t.Fatal(err)
 	}
@@ -326,7 +340,7 @@ func TestProviderLifecycle(t *testing.T) {
 
 	// One function edited: the plan names that function's fingerprint
 	// and the revision, not the other function's.
-	write("project/tf.fn.hcl", strings.Replace(spec, `command = ["tr", "a-z", "A-Z"]
+	writeSpec(strings.Replace(spec, `command = ["tr", "a-z", "A-Z"]
   timeout = "5s"`, `command = ["tr", "a-z", "A-Z"]
   timeout = "7s"`, 1))
 	out = w.must(2, "plan", "-detailed-exitcode", "-no-color")
@@ -358,12 +372,12 @@ func TestProviderLifecycle(t *testing.T) {
     route = "POST /echo"`, `timeout = "5 parsecs"
   trigger "http" {
     route = "POST /echo"`, 1)
-	write("project/tf.fn.hcl", bad)
+	writeSpec(bad)
 	out = w.must(1, "plan", "-no-color")
 	if !regexp.MustCompile(`tf\.fn\.hcl:2[0-9]:\d+`).MatchString(out) || !strings.Contains(out, "Invalid Butter project") {
 		t.Errorf("an invalid spec's plan does not name the file, line and column:\n%s", out)
 	}
-	write("project/tf.fn.hcl", strings.Replace(spec, `timeout = "5s"`, `timeout = "7s"`, 1))
+	writeSpec(strings.Replace(spec, `timeout = "5s"`, `timeout = "7s"`, 1))
 	w.must(0, "plan", "-detailed-exitcode", "-no-color")
 
 	// Drift: a rollback outside Terraform. The plan shows the revision
@@ -438,20 +452,12 @@ func TestProviderLifecycle(t *testing.T) {
 	// provider deletes the project again, so that neither the control
 	// plane nor the state keeps anything of it.
 	fw := &workspace{t: t, dir: filepath.Join(root, "bad"), env: w.env}
-	for rel, text := range map[string]string{
+	write(t, fw.dir, map[string]string{
 		"main.tf":                 badTF,
 		"project/tfbad.fn.hcl":    badSpec,
 		"project/fn/index.js":     "throw new Error('broken on purpose');\n",
 		"project/fn/package.json": "{}\n",
-	} {
-		p := filepath.Join(fw.dir, rel)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	})
 	fw.must(0, "init", "-no-color")
 	code, out = fw.tofu(nil, "apply", "-auto-approve", "-no-color")
 	t.Logf("apply of a project that cannot start: exit %d\n%s", code, e2etest.Tail(out, 1500))

@@ -27,8 +27,15 @@ variable "sasl" {
   EOT
 }
 
+variable "datacenters" {
+  type        = list(string)
+  default     = ["*"]
+  description = "The datacenters the job may run in (Nomad's datacenters; \"*\" for any)."
+}
+
 job "butter-broker" {
-  type = "service"
+  datacenters = var.datacenters
+  type        = "service"
 
   group "broker" {
     count = 1

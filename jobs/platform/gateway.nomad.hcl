@@ -47,8 +47,15 @@ variable "tls" {
   description = "Call the control plane over mutual TLS (server_addr https://...), with the PEM items tls_ca, tls_cert and tls_key of the Nomad variable nomad/jobs/butter-gateway."
 }
 
+variable "datacenters" {
+  type        = list(string)
+  default     = ["*"]
+  description = "The datacenters the job may run in (Nomad's datacenters; \"*\" for any)."
+}
+
 job "butter-gateway" {
-  type = "service"
+  datacenters = var.datacenters
+  type        = "service"
 
   group "gateway" {
     count = var.count

@@ -49,8 +49,15 @@ locals {
   ]) : ""
 }
 
+variable "datacenters" {
+  type        = list(string)
+  default     = ["*"]
+  description = "The datacenters the job may run in (Nomad's datacenters; \"*\" for any)."
+}
+
 job "butter-prometheus" {
-  type = "service"
+  datacenters = var.datacenters
+  type        = "service"
 
   group "prometheus" {
     count = 1

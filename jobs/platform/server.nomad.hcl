@@ -45,8 +45,15 @@ variable "tls" {
   description = "Serve the API over HTTPS and Raft over mutual TLS, with the PEM items tls_ca, tls_cert and tls_key of the Nomad variable nomad/jobs/butter-server."
 }
 
+variable "datacenters" {
+  type        = list(string)
+  default     = ["*"]
+  description = "The datacenters the job may run in (Nomad's datacenters; \"*\" for any)."
+}
+
 job "butter-server" {
-  type = "service"
+  datacenters = var.datacenters
+  type        = "service"
 
   group "server" {
     count = 1

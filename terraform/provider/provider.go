@@ -22,6 +22,8 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
+	nomadapi "github.com/hashicorp/nomad/api"
+
 	"github.com/butterfn/butter/api"
 )
 
@@ -44,6 +46,15 @@ type providerModel struct {
 	CertFile      types.String `tfsdk:"cert_file"`
 	KeyFile       types.String `tfsdk:"key_file"`
 	TLSServerName types.String `tfsdk:"tls_server_name"`
+	NomadAddress  types.String `tfsdk:"nomad_address"`
+	NomadToken    types.String `tfsdk:"nomad_token"`
+}
+
+// clients are what Configure hands the resources: the control plane's
+// client and Nomad's (for butter_nomad_job).
+type clients struct {
+	butter *api.Client
+	nomad  *nomadapi.Client
 }
 
 func (p *butterProvider) Metadata(_ context.Context, _ provider.MetadataRequest, resp *provider.MetadataResponse) {
@@ -61,6 +72,8 @@ func (p *butterProvider) Schema(_ context.Context, _ provider.SchemaRequest, res
 			"cert_file":       schema.StringAttribute{Optional: true, Description: "Client certificate for mutual TLS (BUTTER_CLIENT_CERT)."},
 			"key_file":        schema.StringAttribute{Optional: true, Description: "Client key for mutual TLS (BUTTER_CLIENT_KEY)."},
 			"tls_server_name": schema.StringAttribute{Optional: true, Description: "Server name to verify (BUTTER_TLS_SERVER_NAME)."},
+			"nomad_address":   schema.StringAttribute{Optional: true, Description: "Nomad's HTTP API, for butter_nomad_job (NOMAD_ADDR; the other NOMAD_* variables Nomad's CLI reads apply too)."},
+			"nomad_token":     schema.StringAttribute{Optional: true, Sensitive: true, Description: "A Nomad ACL token, for butter_nomad_job (NOMAD_TOKEN)."},
 		},
 	}
 }
@@ -72,10 +85,12 @@ func (p *butterProvider) Configure(ctx context.Context, req provider.ConfigureRe
 		return
 	}
 	cfg := api.DefaultConfig()
+	ncfg := nomadapi.DefaultConfig()
 	for _, s := range []struct {
 		v   types.String
 		dst *string
-	}{{m.Address, &cfg.Address}, {m.Token, &cfg.Token}, {m.CAFile, &cfg.TLS.CACert}, {m.CertFile, &cfg.TLS.ClientCert}, {m.KeyFile, &cfg.TLS.ClientKey}, {m.TLSServerName, &cfg.TLS.ServerName}} {
+	}{{m.Address, &cfg.Address}, {m.Token, &cfg.Token}, {m.CAFile, &cfg.TLS.CACert}, {m.CertFile, &cfg.TLS.ClientCert}, {m.KeyFile, &cfg.TLS.ClientKey}, {m.TLSServerName, &cfg.TLS.ServerName},
+		{m.NomadAddress, &ncfg.Address}, {m.NomadToken, &ncfg.SecretID}} {
 		if s.v.IsUnknown() {
 			// Known only after another resource's apply: resources plan
 			// with unknown values until then.
@@ -90,7 +105,13 @@ func (p *butterProvider) Configure(ctx context.Context, req provider.ConfigureRe
 		resp.Diagnostics.AddError("Butter provider configuration", err.Error())
 		return
 	}
-	resp.ResourceData, resp.DataSourceData = client, client
+	nomad, err := nomadapi.NewClient(ncfg)
+	if err != nil {
+		resp.Diagnostics.AddError("Butter provider configuration", "Nomad client: "+err.Error())
+		return
+	}
+	c := &clients{butter: client, nomad: nomad}
+	resp.ResourceData, resp.DataSourceData = c, c
 }
 
 func (p *butterProvider) Resources(context.Context) []func() resource.Resource {
@@ -100,6 +121,7 @@ func (p *butterProvider) Resources(context.Context) []func() resource.Resource {
 		func() resource.Resource { return &aclPolicyResource{} },
 		func() resource.Resource { return &aclTokenResource{} },
 		func() resource.Resource { return &timerResource{} },
+		func() resource.Resource { return &nomadJobResource{} },
 	}
 }
 
@@ -110,17 +132,25 @@ func (p *butterProvider) DataSources(context.Context) []func() datasource.DataSo
 	}
 }
 
-// clientOf takes the configured client from a Configure request's
+// clientsOf takes the configured clients from a Configure request's
 // provider data; nil (and no error) before the provider is configured.
-func clientOf(data any, diags *diag.Diagnostics) *api.Client {
+func clientsOf(data any, diags *diag.Diagnostics) *clients {
 	if data == nil {
 		return nil
 	}
-	c, ok := data.(*api.Client)
+	c, ok := data.(*clients)
 	if !ok {
 		diags.AddError("Butter provider", fmt.Sprintf("unexpected provider data %T", data))
 	}
 	return c
+}
+
+// clientOf is the control plane's client of the provider data, or nil.
+func clientOf(data any, diags *diag.Diagnostics) *api.Client {
+	if c := clientsOf(data, diags); c != nil {
+		return c.butter
+	}
+	return nil
 }
 
 // notConfigured is the error of a resource whose provider has no client
