@@ -145,6 +145,10 @@ func TestContextCall(t *testing.T) {
 		callers[rt] = f
 		fns = append(fns, f)
 	}
+	// A wasm module calls through the host functions call and reply.
+	cwasm := pool.FunctionConfig{Name: "cwasm", Runtime: "wasm", Bundle: buildWasm(t), Handler: "fn.wasm", Timeout: "1m", MaxInstances: 4, Concurrency: 4, Calls: targets}
+	fns = append(fns, cwasm)
+	callers["wasm"] = cwasm
 	// cbreak's breaker is the one the breaker test drives.
 	cbreak := testdataFn("cbreak", "node", "callfn", "index.handle")
 	cbreak.Calls = targets[:1]
@@ -165,7 +169,7 @@ func TestContextCall(t *testing.T) {
 	waitJoined(t, cl, "butter.st.callee.orders")
 
 	// Every breaker is in the metrics from the start, closed.
-	for _, fn := range []string{"cnode", "cpython", "cgo", "cbreak"} {
+	for _, fn := range []string{"cnode", "cpython", "cgo", "cwasm", "cbreak"} {
 		if v, ok := scrape(t, srv, "butter_breaker_state", `function="`+fn+`"`, `target="function.callee"`); !ok || v != 0 {
 			t.Errorf("butter_breaker_state of %s → function.callee: %v (present %v), want 0 (closed)", fn, v, ok)
 		}
@@ -234,7 +238,7 @@ func TestContextCall(t *testing.T) {
 		}
 	})
 
-	for _, rt := range []string{"node", "python", "go"} {
+	for _, rt := range []string{"node", "python", "go", "wasm"} {
 		caller := callers[rt].Name
 		t.Run(rt, func(t *testing.T) {
 			if o := callVia(t, srv, caller, "callee", rt+" hi", 0); o.OK == nil || *o.OK != "callee got "+rt+" hi" {

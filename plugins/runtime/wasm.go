@@ -293,6 +293,8 @@ type wasmCall struct {
 	seq     uint64
 	emits   int
 	lastErr string
+	// reply is the value of the last call that returned 0, for reply.
+	reply []byte
 }
 
 type wasmCallKey struct{}
@@ -306,6 +308,10 @@ func instantiateHost(ctx context.Context, rt wazero.Runtime) error {
 		WithParameterNames("stream_ptr", "stream_len", "key_ptr", "key_len", "value_ptr", "value_len").Export("emit").
 		NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(hostLastError), []api.ValueType{i32, i32}, []api.ValueType{i32}).
 		WithParameterNames("buf_ptr", "buf_len").Export("last_error").
+		NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(hostCallTarget), []api.ValueType{i32, i32, i32, i32, i32}, []api.ValueType{i32}).
+		WithParameterNames("target_ptr", "target_len", "value_ptr", "value_len", "timeout_ms").Export("call").
+		NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(hostReply), []api.ValueType{i32, i32}, []api.ValueType{i32}).
+		WithParameterNames("buf_ptr", "buf_len").Export("reply").
 		Instantiate(ctx)
 	return err
 }
@@ -364,6 +370,43 @@ func hostEmit(ctx context.Context, mod api.Module, stack []uint64) {
 		c.emits++
 		return c.calls(ctx, proto.CallMsg{Seq: c.seq, Op: "emit", Number: c.emits, Stream: string(stream), Key: string(key), Value: value})
 	})
+}
+
+// hostCallTarget emits a value to a function or stream and awaits its
+// reply (ctx.call in the other SDKs: docs/worker-protocol.md, "call"),
+// waiting at most timeout_ms (0: until the call's deadline). On success
+// the reply is kept for reply; on failure last_error says
+// "<type>: <message>" (the callee's error type, Timeout, CircuitOpen,
+// ...), or the refusal alone when the call was never sent.
+func hostCallTarget(ctx context.Context, mod api.Module, stack []uint64) {
+	hostCall(ctx, mod, stack, func(c *wasmCall, read func(int) ([]byte, bool)) proto.ReplyMsg {
+		target, ok1 := read(0)
+		value, ok2 := read(1)
+		if !ok1 || !ok2 {
+			return outOfRange("call's target or value")
+		}
+		c.seq++
+		r := c.calls(ctx, proto.CallMsg{Seq: c.seq, Op: "call", Target: string(target), Value: value, TimeoutMS: int64(api.DecodeU32(stack[4]))})
+		if r.OK {
+			c.reply = r.Value
+		} else if r.ErrorType != "" {
+			r.Error = r.ErrorType + ": " + r.Error
+		}
+		return r
+	})
+}
+
+// hostReply copies the last successful call's reply into the module's
+// buffer, as much as fits, and returns its whole length.
+func hostReply(ctx context.Context, mod api.Module, stack []uint64) {
+	c, _ := ctx.Value(wasmCallKey{}).(*wasmCall)
+	var b []byte
+	if c != nil {
+		b = c.reply
+	}
+	n := min(uint32(len(b)), api.DecodeU32(stack[1]))
+	mod.Memory().Write(api.DecodeU32(stack[0]), b[:n])
+	stack[0] = api.EncodeU32(uint32(len(b)))
 }
 
 // hostLastError copies the reason of the last host function that

@@ -13,3 +13,18 @@ import "errors"
 // ErrNotInButter is returned by every function of this package when the
 // module does not run in Butter's wasm runtime.
 var ErrNotInButter = errors.New("not running in Butter's wasm runtime (GOOS=wasip1 GOARCH=wasm, in a pool)")
+
+// CallError is a failed Call: Type is the failure's type (the callee's
+// own error type, Timeout, CircuitOpen, ...), empty when the call was
+// refused before it was sent (an undeclared target).
+type CallError struct {
+	Type    string
+	Message string
+}
+
+func (e *CallError) Error() string {
+	if e.Type == "" {
+		return e.Message
+	}
+	return e.Type + ": " + e.Message
+}

@@ -4,6 +4,8 @@ package wasm
 
 import (
 	"errors"
+	"strings"
+	"time"
 	"unsafe"
 )
 
@@ -54,4 +56,39 @@ func Emit(stream, key string, value []byte) error {
 		return lastError()
 	}
 	return nil
+}
+
+//go:wasmimport butter call
+func hostCallTarget(targetPtr unsafe.Pointer, targetLen uint32, valuePtr unsafe.Pointer, valueLen uint32, timeoutMS uint32) int32
+
+//go:wasmimport butter reply
+func hostReply(bufPtr unsafe.Pointer, bufLen uint32) uint32
+
+// Call sends value to target, a function or stream of the function's
+// calls list ("function.NAME", "stream.NAME", or a bare NAME), and
+// returns its reply, waiting at most timeout (0: until the call's own
+// deadline), as ctx.call does in the other SDKs. A failure of the callee
+// or of the call is a *CallError with its type (the callee's error type,
+// Timeout, CircuitOpen, ...); a call refused before it was sent (an
+// undeclared target) has an empty Type.
+func Call(target string, value []byte, timeout time.Duration) ([]byte, error) {
+	tp, tl := str(target)
+	if hostCallTarget(tp, tl, unsafe.Pointer(unsafe.SliceData(value)), uint32(len(value)), uint32(timeout.Milliseconds())) != 0 {
+		return nil, callError(lastError().Error())
+	}
+	buf := make([]byte, 4096)
+	n := hostReply(unsafe.Pointer(unsafe.SliceData(buf)), uint32(len(buf)))
+	if int(n) > len(buf) {
+		buf = make([]byte, n)
+		n = hostReply(unsafe.Pointer(unsafe.SliceData(buf)), uint32(len(buf)))
+	}
+	return buf[:n], nil
+}
+
+// callError reads the host's reason, "<Type>: <message>" or a refusal.
+func callError(reason string) *CallError {
+	if t, msg, ok := strings.Cut(reason, ": "); ok && t != "" && !strings.ContainsAny(t, " .") {
+		return &CallError{Type: t, Message: msg}
+	}
+	return &CallError{Message: reason}
 }

@@ -7,10 +7,13 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/butterfn/butter/sdk/go/wasm"
 )
@@ -22,6 +25,10 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "read stdin:", err)
 		os.Exit(1)
+	}
+	if bytes.HasPrefix(in, []byte(`{"target"`)) {
+		call(in)
+		return
 	}
 	switch cmd := string(bytes.TrimSpace(in)); cmd {
 	case "panic":
@@ -69,4 +76,36 @@ func main() {
 	default:
 		os.Stdout.Write(bytes.ToUpper(in))
 	}
+}
+
+// call calls the target its JSON input names ({"target", "value",
+// "timeout_ms"}) and answers {"ok": reply} or {"error": {type, message,
+// name}}, as the other runtimes' test callers (testdata/callfn) do.
+func call(in []byte) {
+	var req struct {
+		Target    string `json:"target"`
+		Value     string `json:"value"`
+		TimeoutMS int    `json:"timeout_ms"`
+	}
+	if err := json.Unmarshal(in, &req); err != nil {
+		fmt.Fprintln(os.Stderr, "bad call input:", err)
+		os.Exit(1)
+	}
+	reply, err := wasm.Call(req.Target, []byte(req.Value), time.Duration(req.TimeoutMS)*time.Millisecond)
+	var out any
+	var ce *wasm.CallError
+	switch {
+	case err == nil:
+		out = map[string]any{"ok": string(reply)}
+	case errors.As(err, &ce):
+		var typ any
+		if ce.Type != "" {
+			typ = ce.Type
+		}
+		out = map[string]any{"error": map[string]any{"type": typ, "message": ce.Message, "name": "CallError"}}
+	default:
+		out = map[string]any{"error": map[string]any{"type": nil, "message": err.Error(), "name": "Error"}}
+	}
+	b, _ := json.Marshal(out)
+	os.Stdout.Write(b)
 }
