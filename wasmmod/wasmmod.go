@@ -28,7 +28,7 @@ var magic = []byte{0x00, 'a', 's', 'm', 0x01, 0x00, 0x00, 0x00}
 const HostModule = "butter"
 
 // HostFunctions are the functions of HostModule.
-var HostFunctions = []string{"call", "emit", "last_error", "log", "reply"}
+var HostFunctions = []string{"call", "emit", "last_error", "log", "reply", "state_delete", "state_get", "state_key", "state_set"}
 
 // Build says how to build a module Butter runs.
 const Build = "build a WASI preview 1 command: GOOS=wasip1 GOARCH=wasm go build -o fn.wasm, or cargo build --target wasm32-wasip1 (docs/wasm.md)"

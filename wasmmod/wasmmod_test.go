@@ -31,7 +31,7 @@ func TestCheck(t *testing.T) {
 	}{
 		{"wasi", module("wasi_snapshot_preview1", "fd_write"), ""},
 		{"host emit", module("butter", "emit"), ""},
-		{"host unknown", module("butter", "state_get"), "imports [butter.state_get]"},
+		{"host unknown", module("butter", "secret_get"), "imports [butter.secret_get]"},
 		{"env", module("env", "foo"), "imports [env.foo]"},
 		{"text", []byte("(module)"), "WebAssembly text (.wat)"},
 		{"garbage", []byte("#!/bin/sh\n"), "not a WebAssembly binary module"},

@@ -271,8 +271,9 @@ func New(cfg *Config, logs func(function string) io.Writer, opts ...Option) (*Po
 		p.fns[fc.Name] = f
 		if fc.State != nil {
 			p.fns[fc.Name].state = newStateStore(fc.Name, fc.State, o.logger.Named(fc.Name))
-			if _, ok := rt.(*runtime.Process); !ok {
-				o.logger.Warn("only the node, python and go runtimes carry state: this function never sees its state", "function", fc.Name, "runtime", fc.Runtime)
+			_, isProc := rt.(*runtime.Process)
+			if _, isWasm := rt.(runtime.Wasm); !isProc && !isWasm {
+				o.logger.Warn("only the node, python, go and wasm runtimes carry state: this function never sees its state", "function", fc.Name, "runtime", fc.Runtime)
 			}
 		}
 	}

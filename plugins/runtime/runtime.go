@@ -71,11 +71,12 @@ type Invocation struct {
 	// every call with an error.
 	Calls CallHandler
 	// State is the call's per-key state (docs/state.md), sent to workers
-	// of the process runtime; nil for a function without state.
+	// of the process runtime and given to wasm modules; nil for a
+	// function without state.
 	State *proto.StateMsg
 	// NewState is set by Invoke, when the call succeeded, to the state
-	// change the worker returned; nil means unchanged. Only the process
-	// runtime carries state.
+	// change the worker (or module) made; nil means unchanged. Only the
+	// process and wasm runtimes carry state.
 	NewState *proto.StateMsg
 	// Span is set by Invoke to the handler's span, when the worker
 	// recorded one (the metadata asked with proto.MetaSpan).

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -36,8 +37,9 @@ import (
 // (an Exception with the exit code or the trap, and the tail of stderr);
 // the deadline stops the module where it runs (a Timeout). Memory per
 // instance is the function's memory (64 KiB pages). Of the context API,
-// log and emit are host functions (module "butter", below; the Go guest
-// package is sdk/go/wasm); call, state and secrets are not built yet.
+// log, emit, call (emit-and-await) and state are host functions (module
+// "butter", below; the Go guest package is sdk/go/wasm); secrets are the
+// function's environment, as for exec.
 type Wasm struct {
 	// SDKs locates the compilation cache (BuildDir); nil keeps it in
 	// memory only.
@@ -177,19 +179,21 @@ func (i *wasmInstance) Invoke(ctx context.Context, inv *Invocation) error {
 		k, v, _ := strings.Cut(kv, "=")
 		mc = mc.WithEnv(k, v)
 	}
-	mod, err := i.rt.InstantiateModule(context.WithValue(ctx, wasmCallKey{}, &wasmCall{calls: inv.Calls}), i.cm, mc)
+	wc := &wasmCall{calls: inv.Calls, state: inv.State}
+	mod, err := i.rt.InstantiateModule(context.WithValue(ctx, wasmCallKey{}, wc), i.cm, mc)
 	if mod != nil {
 		_ = mod.Close(context.Background())
 	}
 	flushStderr()
-	if err == nil {
+	var exit *sys.ExitError
+	if err == nil || errors.As(err, &exit) && exit.ExitCode() == 0 {
+		if wc.changed {
+			inv.NewState = wc.newState
+		}
 		return nil
 	}
-	var exit *sys.ExitError
 	if errors.As(err, &exit) {
 		switch code := exit.ExitCode(); {
-		case code == 0:
-			return nil
 		case code == sys.ExitCodeDeadlineExceeded || errors.Is(ctx.Err(), context.DeadlineExceeded):
 			return &proto.Error{Type: proto.Timeout, Message: fmt.Sprintf("%s did not finish before its deadline", i.fn.Name)}
 		case code == sys.ExitCodeContextCanceled:
@@ -295,6 +299,12 @@ type wasmCall struct {
 	lastErr string
 	// reply is the value of the last call that returned 0, for reply.
 	reply []byte
+	// state is the call's state (nil: the function has no state block);
+	// changed is set once the module set or deleted it, and then
+	// newState is the change.
+	state    *proto.StateMsg
+	changed  bool
+	newState *proto.StateMsg
 }
 
 type wasmCallKey struct{}
@@ -312,6 +322,14 @@ func instantiateHost(ctx context.Context, rt wazero.Runtime) error {
 		WithParameterNames("target_ptr", "target_len", "value_ptr", "value_len", "timeout_ms").Export("call").
 		NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(hostReply), []api.ValueType{i32, i32}, []api.ValueType{i32}).
 		WithParameterNames("buf_ptr", "buf_len").Export("reply").
+		NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(hostStateGet), []api.ValueType{i32, i32}, []api.ValueType{i32}).
+		WithParameterNames("buf_ptr", "buf_len").Export("state_get").
+		NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(hostStateKey), []api.ValueType{i32, i32}, []api.ValueType{i32}).
+		WithParameterNames("buf_ptr", "buf_len").Export("state_key").
+		NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(hostStateSet), []api.ValueType{i32, i32}, []api.ValueType{i32}).
+		WithParameterNames("value_ptr", "value_len").Export("state_set").
+		NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(hostStateDelete), []api.ValueType{}, []api.ValueType{i32}).
+		Export("state_delete").
 		Instantiate(ctx)
 	return err
 }
@@ -407,6 +425,98 @@ func hostReply(ctx context.Context, mod api.Module, stack []uint64) {
 	n := min(uint32(len(b)), api.DecodeU32(stack[1]))
 	mod.Memory().Write(api.DecodeU32(stack[0]), b[:n])
 	stack[0] = api.EncodeU32(uint32(len(b)))
+}
+
+// copyOut copies b into the module's buffer at stack[0], stack[1] as far
+// as it fits, and returns b's whole length in stack[0].
+func copyOut(mod api.Module, stack []uint64, b []byte) {
+	n := min(uint32(len(b)), api.DecodeU32(stack[1]))
+	mod.Memory().Write(api.DecodeU32(stack[0]), b[:n])
+	stack[0] = api.EncodeU32(uint32(len(b)))
+}
+
+// hostStateGet copies the call's current state (JSON, as the module
+// last set it in this call, else as the call began) into the buffer and
+// returns its length; -1 when there is none (no state yet for the key,
+// deleted, or no state block).
+func hostStateGet(ctx context.Context, mod api.Module, stack []uint64) {
+	c, _ := ctx.Value(wasmCallKey{}).(*wasmCall)
+	var cur json.RawMessage
+	switch {
+	case c == nil || c.state == nil:
+	case c.changed:
+		if !c.newState.Deleted {
+			cur = c.newState.Value
+		}
+	default:
+		cur = c.state.Value
+	}
+	if cur == nil {
+		stack[0] = api.EncodeI32(-1)
+		return
+	}
+	copyOut(mod, stack, cur)
+}
+
+// hostStateKey copies the call's state key into the buffer and returns
+// its length (0: the call has none).
+func hostStateKey(ctx context.Context, mod api.Module, stack []uint64) {
+	c, _ := ctx.Value(wasmCallKey{}).(*wasmCall)
+	var key string
+	if c != nil && c.state != nil {
+		key = c.state.Key
+	}
+	copyOut(mod, stack, []byte(key))
+}
+
+// stateChange checks that the call may change its state.
+func stateChange(c *wasmCall) string {
+	switch {
+	case c == nil || c.state == nil:
+		return "butter: state: the function has no state block (docs/state.md)"
+	case c.state.Key == "":
+		return fmt.Sprintf("butter: state: this call has no state key (the event has no %q field, no record key and no Butter-State-Key header)", c.state.Field)
+	}
+	return ""
+}
+
+// hostStateSet sets the call's state to a JSON value, applied when the
+// call succeeds (as the other SDKs' ctx.state.set).
+func hostStateSet(ctx context.Context, mod api.Module, stack []uint64) {
+	c, _ := ctx.Value(wasmCallKey{}).(*wasmCall)
+	if why := stateChange(c); why != "" {
+		if c != nil {
+			c.lastErr = why
+		}
+		stack[0] = api.EncodeI32(1)
+		return
+	}
+	v, ok := mod.Memory().Read(api.DecodeU32(stack[0]), api.DecodeU32(stack[1]))
+	switch {
+	case !ok:
+		c.lastErr = "state_set's value is outside the module's memory"
+	case !json.Valid(v):
+		c.lastErr = "butter: state: the value is not JSON"
+	default:
+		c.changed, c.newState = true, &proto.StateMsg{Key: c.state.Key, Value: json.RawMessage(bytes.Clone(v))}
+		stack[0] = api.EncodeI32(0)
+		return
+	}
+	stack[0] = api.EncodeI32(1)
+}
+
+// hostStateDelete deletes the call's state when the call succeeds.
+func hostStateDelete(ctx context.Context, mod api.Module, stack []uint64) {
+	c, _ := ctx.Value(wasmCallKey{}).(*wasmCall)
+	if why := stateChange(c); why != "" {
+		if c != nil {
+			c.lastErr = why
+		}
+		stack[0] = api.EncodeI32(1)
+		return
+	}
+	c.changed, c.newState = true, &proto.StateMsg{Key: c.state.Key, Deleted: true}
+	stack[0] = api.EncodeI32(0)
 }
 
 // hostLastError copies the reason of the last host function that

@@ -17,3 +17,19 @@ func Emit(stream, key string, value []byte) error { return ErrNotInButter }
 func Call(target string, value []byte, timeout time.Duration) ([]byte, error) {
 	return nil, ErrNotInButter
 }
+
+// State returns false: the module is not running in Butter's wasm
+// runtime.
+func State() ([]byte, bool) { return nil, false }
+
+// StateKey returns "": the module is not running in Butter's wasm
+// runtime.
+func StateKey() string { return "" }
+
+// SetState returns ErrNotInButter: the module is not running in Butter's
+// wasm runtime.
+func SetState(value []byte) error { return ErrNotInButter }
+
+// DeleteState returns ErrNotInButter: the module is not running in
+// Butter's wasm runtime.
+func DeleteState() error { return ErrNotInButter }

@@ -92,3 +92,60 @@ func callError(reason string) *CallError {
 	}
 	return &CallError{Message: reason}
 }
+
+//go:wasmimport butter state_get
+func hostStateGet(bufPtr unsafe.Pointer, bufLen uint32) int32
+
+//go:wasmimport butter state_key
+func hostStateKey(bufPtr unsafe.Pointer, bufLen uint32) uint32
+
+//go:wasmimport butter state_set
+func hostStateSet(valuePtr unsafe.Pointer, valueLen uint32) int32
+
+//go:wasmimport butter state_delete
+func hostStateDelete() int32
+
+// State returns the call's state (JSON), as this call last set it or as
+// it began, and false when there is none (none yet for the key, deleted,
+// or the function has no state block; docs/state.md).
+func State() ([]byte, bool) {
+	buf := make([]byte, 1024)
+	n := hostStateGet(unsafe.Pointer(unsafe.SliceData(buf)), uint32(len(buf)))
+	if n < 0 {
+		return nil, false
+	}
+	if int(n) > len(buf) {
+		buf = make([]byte, n)
+		n = hostStateGet(unsafe.Pointer(unsafe.SliceData(buf)), uint32(len(buf)))
+	}
+	return buf[:n], true
+}
+
+// StateKey returns the call's state key, "" when it has none.
+func StateKey() string {
+	buf := make([]byte, 256)
+	n := hostStateKey(unsafe.Pointer(unsafe.SliceData(buf)), uint32(len(buf)))
+	if int(n) > len(buf) {
+		buf = make([]byte, n)
+		n = hostStateKey(unsafe.Pointer(unsafe.SliceData(buf)), uint32(len(buf)))
+	}
+	return string(buf[:n])
+}
+
+// SetState sets the call's state to value (JSON), applied when the call
+// succeeds. A call without a state key, or a value that is not JSON, is
+// refused.
+func SetState(value []byte) error {
+	if hostStateSet(unsafe.Pointer(unsafe.SliceData(value)), uint32(len(value))) != 0 {
+		return lastError()
+	}
+	return nil
+}
+
+// DeleteState deletes the call's state when the call succeeds.
+func DeleteState() error {
+	if hostStateDelete() != 0 {
+		return lastError()
+	}
+	return nil
+}

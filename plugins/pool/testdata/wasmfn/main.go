@@ -30,6 +30,10 @@ func main() {
 		call(in)
 		return
 	}
+	if bytes.HasPrefix(in, []byte(`{"count"`)) {
+		count(in)
+		return
+	}
 	switch cmd := string(bytes.TrimSpace(in)); cmd {
 	case "panic":
 		fmt.Fprintln(os.Stderr, "about to panic")
@@ -108,4 +112,47 @@ func call(in []byte) {
 	}
 	b, _ := json.Marshal(out)
 	os.Stdout.Write(b)
+}
+
+// count keeps a counter per state key, as testdata/statefn does:
+// {"count": 1, "device", "op"}: "read" answers the key and the state, "delete"
+// deletes it, "bad" sets a value that is not JSON, anything else adds 1.
+func count(in []byte) {
+	var req struct {
+		Op string `json:"op"`
+	}
+	_ = json.Unmarshal(in, &req)
+	key := wasm.StateKey()
+	switch req.Op {
+	case "read":
+		st, ok := wasm.State()
+		if !ok {
+			st = []byte("null")
+		}
+		fmt.Printf(`{"key":%q,"state":%s}`, key, st)
+		return
+	case "delete":
+		if err := wasm.DeleteState(); err != nil {
+			fmt.Fprintln(os.Stderr, "delete:", err)
+			os.Exit(1)
+		}
+		fmt.Printf(`{"key":%q,"deleted":true}`, key)
+		return
+	case "bad":
+		fmt.Print("refused: ", wasm.SetState([]byte("not json")))
+		return
+	}
+	var st struct {
+		N int `json:"n"`
+	}
+	if b, ok := wasm.State(); ok {
+		_ = json.Unmarshal(b, &st)
+	}
+	st.N++
+	b, _ := json.Marshal(st)
+	if err := wasm.SetState(b); err != nil {
+		fmt.Fprintln(os.Stderr, "set:", err)
+		os.Exit(1)
+	}
+	fmt.Printf(`{"key":%q,"n":%d}`, key, st.N)
 }
