@@ -156,11 +156,13 @@ plugin "raw_exec" {
 	waitFor(t, 90*time.Second, "the first pool's service", func() bool { return len(res.Endpoints(project, group)) == 1 })
 	waitFor(t, 60*time.Second, "the idle pool scaled to 0", func() bool { return count() == 0 })
 	// The step, or the hold at zero after it (Nomad's scaling events,
-	// checked at the end, keep the step's reason).
-	scaledIn := decision()
-	if scaledIn.To != 0 || scaledIn.LastScaled.IsZero() {
-		t.Errorf("decision after the scale to zero: %+v", scaledIn)
-	}
+	// checked at the end, keep the step's reason). The loop records its
+	// decision in Raft after Nomad took the scale: wait for it.
+	var scaledIn fsm.ScalingDecision
+	waitFor(t, 30*time.Second, "the loop's scale to zero recorded", func() bool {
+		scaledIn = decision()
+		return scaledIn.To == 0 && !scaledIn.LastScaled.IsZero()
+	})
 	waitFor(t, 60*time.Second, "no allocation running and no endpoint", func() bool {
 		return running() == 0 && len(res.Endpoints(project, group)) == 0
 	})

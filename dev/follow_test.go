@@ -82,7 +82,16 @@ function "one" {
 
 	write("fn/run.sh", "cat >/dev/null; printf v2\n")
 	write("py/one.py", "def handle(event, ctx):\n    return b'one-v2'\n")
-	waitFor(t, r.ui, time.Minute, "the change served", func() bool { return call("/ver")+" "+call("/one") == "v2 one-v2" })
+	var got string
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the last answers of /ver and /one: %q", got)
+		}
+	})
+	waitFor(t, r.ui, time.Minute, "the change served (v2 one-v2)", func() bool {
+		got = call("/ver") + " " + call("/one")
+		return got == "v2 one-v2"
+	})
 
 	rb, err := client.Revisions().Rollback(ctx, "rb")
 	if err != nil {

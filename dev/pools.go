@@ -9,7 +9,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/butterfn/butter/deploy"
@@ -34,6 +37,40 @@ type livePool struct {
 	// started is when the pool started: its counters were zero then
 	// (stats.go).
 	started time.Time
+	// pycache is the pool's own tree of Python bytecode
+	// (PYTHONPYCACHEPREFIX), removed when the pool stops; "" when the
+	// project has no python function.
+	pycache string
+}
+
+// pycacheSeq numbers the pools' bytecode trees.
+var pycacheSeq atomic.Int64
+
+// separatePycache gives each python function of cfg a bytecode tree of
+// this pool's own (PYTHONPYCACHEPREFIX), and returns it. butter dev runs
+// functions from the project's own files: with Python's default
+// __pycache__ beside them, an edit that keeps a file's size within the
+// second of its last compilation would be served from the stale
+// bytecode (Python compares the source's size and mtime in whole
+// seconds). A fresh tree per pool compiles what each revision runs, and
+// leaves no __pycache__ in the project.
+func separatePycache(cfg *pool.Config) string {
+	dir := ""
+	for i := range cfg.Functions {
+		f := &cfg.Functions[i]
+		if f.Runtime != "python" {
+			continue
+		}
+		if dir == "" {
+			dir = filepath.Join(os.TempDir(), "butter-dev-pycache", fmt.Sprintf("%d-%d", os.Getpid(), pycacheSeq.Add(1)))
+		}
+		env := map[string]string{"PYTHONPYCACHEPREFIX": dir}
+		for k, v := range f.Env {
+			env[k] = v // the function's own setting wins
+		}
+		f.Env = env
+	}
+	return dir
 }
 
 // deploy starts a pool running proj, which loads every function (the
@@ -163,6 +200,7 @@ func (d *env) startPool(ctx context.Context, proj *spec.Project) (*livePool, err
 	if err := deps.SetNodePaths(ctx, deps.Default(), cfg); err != nil {
 		return nil, err
 	}
+	pycache := separatePycache(cfg)
 	plog := d.log.Named("pool")
 	// Every instance runs confined, each function's losing the other
 	// functions' bundles, butter dev's data and the secrets file; the
@@ -180,13 +218,16 @@ func (d *env) startPool(ctx context.Context, proj *spec.Project) (*livePool, err
 	}
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	lp := &livePool{cfg: cfg, pool: p, started: time.Now().UTC()}
+	lp := &livePool{cfg: cfg, pool: p, started: time.Now().UTC(), pycache: pycache}
 	if err := p.Start(sctx); err != nil {
 		var le *pool.LoadError
 		if errors.As(err, &le) {
 			return lp, err
 		}
 		p.Close()
+		if pycache != "" {
+			_ = os.RemoveAll(pycache)
+		}
 		return nil, fmt.Errorf("pool: %w", err)
 	}
 	return lp, nil
@@ -224,6 +265,9 @@ func (d *env) stopPool(p *livePool) {
 		_ = p.srv.Shutdown(ctx)
 	}
 	p.pool.Close()
+	if p.pycache != "" {
+		_ = os.RemoveAll(p.pycache)
+	}
 }
 
 func poolNames(p *spec.Project) []string {
