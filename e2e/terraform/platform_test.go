@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -101,7 +102,9 @@ output "gateway_token" {
 // Then, with the ACLs bootstrapped, a second configuration deploys a
 // project and the gateway's token on that control plane; with the token
 // in the gateway's Nomad variable, a call through the gateway reaches
-// the function. Destroying both leaves no job in Nomad.
+// the function, and a wasm function of the same project answers through
+// the gateway from its pool on Nomad. Destroying both leaves no job in
+// Nomad.
 func TestPlatformModule(t *testing.T) {
 	tofuBin = tofuBinary(t)
 	kafkaPort, httpPort, raftPort, gwPort := testport.Port(t), testport.Port(t), testport.Port(t), testport.Port(t)
@@ -191,7 +194,11 @@ plugin "nomad-driver-butter" {
 	write(t, aw.dir, map[string]string{
 		"main.tf":           strings.Replace(fmt.Sprintf(appTF, serverAddr), "./modules/project", "../terraform/modules/project", 1),
 		"project/tf.fn.hcl": spec,
+		// A wasm function too: its module goes to Nomad as an artifact
+		// and runs in the pool on the butter driver.
+		"project/wasm.fn.hcl": "function \"wup\" {\n  runtime = \"wasm\"\n  source  = \"wasm/fn.wasm\"\n  memory  = 64\n  trigger \"http\" {\n    route = \"POST /wup\"\n  }\n}\n",
 	})
+	buildWasm(t, filepath.Join(aw.dir, "project", "wasm", "fn.wasm"))
 	aw.must(0, "init", "-no-color")
 	aw.must(0, "apply", "-auto-approve", "-no-color")
 	gwToken := strings.TrimSpace(aw.must(0, "output", "-raw", "gateway_token"))
@@ -211,6 +218,15 @@ plugin "nomad-driver-butter" {
 		return resp.StatusCode == 200 && string(b) == "ABC"
 	})
 	t.Logf("through the gateway: %s", answer)
+	resp, err := http.Post(fmt.Sprintf("http://127.0.0.1:%d/wup", gwPort), "text/plain", strings.NewReader("wasm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(b) != "WASM" {
+		t.Errorf("POST /wup (a wasm function on Nomad) through the gateway: %d %q, want 200 WASM", resp.StatusCode, b)
+	}
 
 	aw.must(0, "destroy", "-auto-approve", "-no-color")
 	client, err := api.NewClient(&api.Config{Address: serverAddr, Token: mgmt})
@@ -227,6 +243,18 @@ plugin "nomad-driver-butter" {
 	}
 	for _, j := range jobs {
 		t.Errorf("job %s (%s) still in Nomad after both destroys", j.ID, j.Status)
+	}
+}
+
+// buildWasm builds the wasm test module (plugins/pool/testdata/wasmfn:
+// it answers its input in upper case) for wasip1 into out.
+func buildWasm(t *testing.T, out string) {
+	t.Helper()
+	cmd := exec.Command("go", "build", "-o", out, ".")
+	cmd.Dir = filepath.Join(e2etest.Root(), "plugins", "pool", "testdata", "wasmfn")
+	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm", "GOWORK=off")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build the wasm module: %v\n%s", err, b)
 	}
 }
 
