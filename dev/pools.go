@@ -46,15 +46,17 @@ type livePool struct {
 // pycacheSeq numbers the pools' bytecode trees.
 var pycacheSeq atomic.Int64
 
-// separatePycache gives each python function of cfg a bytecode tree of
-// this pool's own (PYTHONPYCACHEPREFIX), and returns it. butter dev runs
+// SeparatePycache gives each python function of cfg a bytecode tree of
+// this pool's own (PYTHONPYCACHEPREFIX, under the temp dir), and returns
+// it, "" when cfg has no python function; the caller removes it when the
+// pool stops. butter dev (and butter invoke -local) runs
 // functions from the project's own files: with Python's default
 // __pycache__ beside them, an edit that keeps a file's size within the
 // second of its last compilation would be served from the stale
 // bytecode (Python compares the source's size and mtime in whole
 // seconds). A fresh tree per pool compiles what each revision runs, and
 // leaves no __pycache__ in the project.
-func separatePycache(cfg *pool.Config) string {
+func SeparatePycache(cfg *pool.Config) string {
 	dir := ""
 	for i := range cfg.Functions {
 		f := &cfg.Functions[i]
@@ -200,7 +202,7 @@ func (d *env) startPool(ctx context.Context, proj *spec.Project) (*livePool, err
 	if err := deps.SetNodePaths(ctx, deps.Default(), cfg); err != nil {
 		return nil, err
 	}
-	pycache := separatePycache(cfg)
+	pycache := SeparatePycache(cfg)
 	plog := d.log.Named("pool")
 	// Every instance runs confined, each function's losing the other
 	// functions' bundles, butter dev's data and the secrets file; the

@@ -21,6 +21,7 @@ import (
 	"github.com/hashicorp/cli"
 
 	"github.com/butterfn/butter/deps"
+	"github.com/butterfn/butter/dev"
 	"github.com/butterfn/butter/hcl/spec"
 	"github.com/butterfn/butter/jobs"
 	"github.com/butterfn/butter/pipeline"
@@ -251,6 +252,11 @@ func (c *invokeCommand) Run(args []string) int {
 	if err := deps.SetNodePaths(context.Background(), deps.Default(), cfg); err != nil {
 		c.ui.Error("Error: " + err.Error())
 		return exitInvalid
+	}
+	// Python bytecode in a tree of this run's own, as butter dev does: a
+	// __pycache__ beside the sources can be stale after a quick edit.
+	if dir := dev.SeparatePycache(cfg); dir != "" {
+		defer os.RemoveAll(dir)
 	}
 	p, err := pool.New(cfg, func(fn string) io.Writer {
 		l := newLineWriter(os.Stderr, "["+fn+"] ")
