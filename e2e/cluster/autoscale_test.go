@@ -104,7 +104,7 @@ plugin "nomad-driver-butter" {
 	}
 	defer func() {
 		if t.Failed() {
-			logs(t, cluster.Client, job)
+			nomadtest.LogTasks(t, cluster.Client, job, 4000, "stderr")
 		}
 	}()
 	if n := len(cluster.RunningAllocs(t, job, group)); n != 1 {

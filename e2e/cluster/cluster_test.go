@@ -166,7 +166,7 @@ plugin "nomad-driver-butter" {
 	t.Logf("deployed in %v", time.Since(start).Round(100*time.Millisecond))
 	defer func() {
 		if t.Failed() {
-			logs(t, cluster.Client, jobID)
+			nomadtest.LogTasks(t, cluster.Client, jobID, 4000, "stderr")
 		}
 	}()
 
@@ -589,37 +589,4 @@ func startProc(t *testing.T, name string, args ...string) *proc {
 		}
 	})
 	return p
-}
-
-// logs prints the last lines of a job's pool logs.
-func logs(t *testing.T, c *api.Client, job string) {
-	allocs, _, err := c.Jobs().Allocations(job, true, nil)
-	if err != nil {
-		return
-	}
-	for _, a := range allocs {
-		alloc, _, err := c.Allocations().Info(a.ID, nil)
-		if err != nil {
-			continue
-		}
-		for task := range a.TaskStates {
-			frames, errs := c.AllocFS().Logs(alloc, false, task, "stderr", "end", 4000, nil, nil)
-			var data []byte
-		read:
-			for {
-				select {
-				case f, ok := <-frames:
-					if !ok || f == nil {
-						break read
-					}
-					data = append(data, f.Data...)
-				case <-errs:
-					break read
-				case <-time.After(2 * time.Second):
-					break read
-				}
-			}
-			t.Logf("allocation %s (%s, %s) %s stderr:\n%s", a.ID, a.Name, a.NodeName, task, data)
-		}
-	}
 }

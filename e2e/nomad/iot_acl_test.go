@@ -166,7 +166,7 @@ plugin "nomad-driver-butter" {
 	defer func() {
 		if t.Failed() {
 			for _, id := range []string{"butter-broker", "butter-server", "butter-gateway", "butter-iot"} {
-				logs(t, agent.Client, id)
+				nomadtest.LogTasks(t, agent.Client, id, 6000, "stderr", "stdout")
 			}
 			dumpTopicsOpts(t, kopts, "iot.readings", "iot.reports", "iot.failed-readings")
 		}

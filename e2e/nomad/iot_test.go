@@ -126,7 +126,7 @@ plugin "nomad-driver-butter" {
 	defer func() {
 		if t.Failed() {
 			for _, id := range []string{"butter-broker", "butter-server", "butter-gateway", "butter-iot"} {
-				logs(t, agent.Client, id)
+				nomadtest.LogTasks(t, agent.Client, id, 6000, "stderr", "stdout")
 			}
 			dumpTopics(t, brokers, "iot.readings", "iot.failed-readings", "iot._state.detect")
 		}
@@ -280,7 +280,7 @@ plugin "nomad-driver-butter" {
 	run("prometheus.nomad.hcl", fmt.Sprintf("prometheus_bin = %q\nhttp_port = %d\nscrape_interval = \"2s\"\n", promBin, promPort))
 	defer func() {
 		if t.Failed() {
-			logs(t, agent.Client, "butter-prometheus")
+			nomadtest.LogTasks(t, agent.Client, "butter-prometheus", 6000, "stderr", "stdout")
 		}
 	}()
 	prom := fmt.Sprintf("http://127.0.0.1:%d", promPort)
@@ -330,41 +330,6 @@ plugin "nomad-driver-butter" {
 		}
 		return false
 	})
-}
-
-// logs prints the last lines of a job's tasks' stderr and stdout.
-func logs(t *testing.T, c *api.Client, job string) {
-	allocs, _, err := c.Jobs().Allocations(job, true, nil)
-	if err != nil {
-		return
-	}
-	for _, a := range allocs {
-		alloc, _, err := c.Allocations().Info(a.ID, nil)
-		if err != nil {
-			continue
-		}
-		for task := range a.TaskStates {
-			for _, kind := range []string{"stderr", "stdout"} {
-				frames, errs := c.AllocFS().Logs(alloc, false, task, kind, "end", 6000, nil, nil)
-				var data []byte
-			read:
-				for {
-					select {
-					case f, ok := <-frames:
-						if !ok || f == nil {
-							break read
-						}
-						data = append(data, f.Data...)
-					case <-errs:
-						break read
-					case <-time.After(2 * time.Second):
-						break read
-					}
-				}
-				t.Logf("%s %s %s:\n%s", job, task, kind, data)
-			}
-		}
-	}
 }
 
 // dumpTopics logs the records of topics, for a failing test.

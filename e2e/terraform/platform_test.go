@@ -152,7 +152,7 @@ plugin "nomad-driver-butter" {
 	defer func() {
 		if t.Failed() {
 			for _, id := range []string{"butter-broker", "butter-server", "butter-gateway", "butter-tf"} {
-				allocLogs(t, agent.Client, id)
+				nomadtest.LogTasks(t, agent.Client, id, 3000, "stderr")
 			}
 		}
 	}()
@@ -280,37 +280,4 @@ func leader(addr string) string {
 		return ""
 	}
 	return l
-}
-
-// allocLogs prints the last lines of a job's tasks' stderr.
-func allocLogs(t *testing.T, c *nomadapi.Client, job string) {
-	allocs, _, err := c.Jobs().Allocations(job, true, nil)
-	if err != nil {
-		return
-	}
-	for _, a := range allocs {
-		alloc, _, err := c.Allocations().Info(a.ID, nil)
-		if err != nil {
-			continue
-		}
-		for task := range a.TaskStates {
-			frames, errs := c.AllocFS().Logs(alloc, false, task, "stderr", "end", 3000, nil, nil)
-			var data []byte
-		read:
-			for {
-				select {
-				case f, ok := <-frames:
-					if !ok || f == nil {
-						break read
-					}
-					data = append(data, f.Data...)
-				case <-errs:
-					break read
-				case <-time.After(2 * time.Second):
-					break read
-				}
-			}
-			t.Logf("job %s allocation %s task %s stderr:\n%s", job, a.ID[:8], task, data)
-		}
-	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
@@ -12,6 +13,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringdefault"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/tfsdk"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
 	"github.com/butterfn/butter/api"
@@ -61,37 +63,29 @@ func (r *aclPolicyResource) apply(ctx context.Context, m *aclPolicyModel) error 
 }
 
 func (r *aclPolicyResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
-	var m aclPolicyModel
-	resp.Diagnostics.Append(req.Plan.Get(ctx, &m)...)
-	if resp.Diagnostics.HasError() {
-		return
-	}
-	if r.client == nil {
-		notConfigured(&resp.Diagnostics)
-		return
-	}
-	if err := r.apply(ctx, &m); err != nil {
-		apiError(&resp.Diagnostics, r.client, fmt.Sprintf("apply ACL policy %q", m.Name.ValueString()), err)
-		return
-	}
-	resp.Diagnostics.Append(resp.State.Set(ctx, &m)...)
+	r.save(ctx, req.Plan, &resp.State, &resp.Diagnostics)
 }
 
 func (r *aclPolicyResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
+	r.save(ctx, req.Plan, &resp.State, &resp.Diagnostics)
+}
+
+// save applies the planned policy (create and update alike) and records it.
+func (r *aclPolicyResource) save(ctx context.Context, plan tfsdk.Plan, state *tfsdk.State, diags *diag.Diagnostics) {
 	var m aclPolicyModel
-	resp.Diagnostics.Append(req.Plan.Get(ctx, &m)...)
-	if resp.Diagnostics.HasError() {
+	diags.Append(plan.Get(ctx, &m)...)
+	if diags.HasError() {
 		return
 	}
 	if r.client == nil {
-		notConfigured(&resp.Diagnostics)
+		notConfigured(diags)
 		return
 	}
 	if err := r.apply(ctx, &m); err != nil {
-		apiError(&resp.Diagnostics, r.client, fmt.Sprintf("apply ACL policy %q", m.Name.ValueString()), err)
+		apiError(diags, r.client, fmt.Sprintf("apply ACL policy %q", m.Name.ValueString()), err)
 		return
 	}
-	resp.Diagnostics.Append(resp.State.Set(ctx, &m)...)
+	diags.Append(state.Set(ctx, &m)...)
 }
 
 func (r *aclPolicyResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {

@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/booldefault"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringdefault"
+	"github.com/hashicorp/terraform-plugin-framework/tfsdk"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 	"github.com/hashicorp/terraform-plugin-log/tflog"
 )
@@ -148,18 +149,19 @@ func (r *nomadJobResource) ModifyPlan(ctx context.Context, req resource.ModifyPl
 }
 
 func (r *nomadJobResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
-	var m nomadJobModel
-	resp.Diagnostics.Append(req.Plan.Get(ctx, &m)...)
-	if !resp.Diagnostics.HasError() && r.register(ctx, &m, &resp.Diagnostics) {
-		resp.Diagnostics.Append(resp.State.Set(ctx, &m)...)
-	}
+	r.save(ctx, req.Plan, &resp.State, &resp.Diagnostics)
 }
 
 func (r *nomadJobResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
+	r.save(ctx, req.Plan, &resp.State, &resp.Diagnostics)
+}
+
+// save registers the planned job (create and update alike) and records it.
+func (r *nomadJobResource) save(ctx context.Context, plan tfsdk.Plan, state *tfsdk.State, diags *diag.Diagnostics) {
 	var m nomadJobModel
-	resp.Diagnostics.Append(req.Plan.Get(ctx, &m)...)
-	if !resp.Diagnostics.HasError() && r.register(ctx, &m, &resp.Diagnostics) {
-		resp.Diagnostics.Append(resp.State.Set(ctx, &m)...)
+	diags.Append(plan.Get(ctx, &m)...)
+	if !diags.HasError() && r.register(ctx, &m, diags) {
+		diags.Append(state.Set(ctx, &m)...)
 	}
 }
 

@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringdefault"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
+	"github.com/hashicorp/terraform-plugin-framework/tfsdk"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
 	"github.com/butterfn/butter/api"
@@ -82,37 +84,30 @@ func fired(t time.Time) string {
 }
 
 func (r *timerResource) Create(ctx context.Context, req resource.CreateRequest, resp *resource.CreateResponse) {
-	var m timerModel
-	resp.Diagnostics.Append(req.Plan.Get(ctx, &m)...)
-	if resp.Diagnostics.HasError() {
-		return
-	}
-	if r.client == nil {
-		notConfigured(&resp.Diagnostics)
-		return
-	}
-	if err := r.put(ctx, &m); err != nil {
-		apiError(&resp.Diagnostics, r.client, fmt.Sprintf("define timer %q", m.Name.ValueString()), err)
-		return
-	}
-	resp.Diagnostics.Append(resp.State.Set(ctx, &m)...)
+	r.save(ctx, req.Plan, &resp.State, &resp.Diagnostics)
 }
 
 func (r *timerResource) Update(ctx context.Context, req resource.UpdateRequest, resp *resource.UpdateResponse) {
+	r.save(ctx, req.Plan, &resp.State, &resp.Diagnostics)
+}
+
+// save defines the planned timer (create and update alike) and records
+// it as stored.
+func (r *timerResource) save(ctx context.Context, plan tfsdk.Plan, state *tfsdk.State, diags *diag.Diagnostics) {
 	var m timerModel
-	resp.Diagnostics.Append(req.Plan.Get(ctx, &m)...)
-	if resp.Diagnostics.HasError() {
+	diags.Append(plan.Get(ctx, &m)...)
+	if diags.HasError() {
 		return
 	}
 	if r.client == nil {
-		notConfigured(&resp.Diagnostics)
+		notConfigured(diags)
 		return
 	}
 	if err := r.put(ctx, &m); err != nil {
-		apiError(&resp.Diagnostics, r.client, fmt.Sprintf("define timer %q", m.Name.ValueString()), err)
+		apiError(diags, r.client, fmt.Sprintf("define timer %q", m.Name.ValueString()), err)
 		return
 	}
-	resp.Diagnostics.Append(resp.State.Set(ctx, &m)...)
+	diags.Append(state.Set(ctx, &m)...)
 }
 
 func (r *timerResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
