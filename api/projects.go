@@ -38,6 +38,8 @@ type ProjectStatus struct {
 	// Pools are the active revision's pools with their scaling, sorted
 	// by name (scaling.go).
 	Pools []PoolStatus `json:"pools,omitempty"`
+	// Canary is the project's canary in progress, or the last one ended.
+	Canary *Canary `json:"canary,omitempty"`
 	// Deleting is set while the project is being deleted (DELETE
 	// /v1/projects/{name}): its job is stopped and purged, then the
 	// project is gone (404).

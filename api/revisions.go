@@ -106,6 +106,9 @@ type RevisionCreateRequest struct {
 	Streams []string          `json:"streams,omitempty"`
 	Job     json.RawMessage   `json:"job,omitempty"`
 	Timers  []*Timer          `json:"timers,omitempty"`
+	// Canary keeps the serving revision and sends a share of the calls to
+	// this one (see CanaryRequest); nil replaces the serving revision.
+	Canary *CanaryRequest `json:"canary,omitempty"`
 }
 
 // RevisionCreateResponse answers a revision's creation.

@@ -54,7 +54,12 @@ type options struct {
 	progress func(Upload)
 	author   string
 	deps     *deps.Installer
+	canary   *api.CanaryRequest
 }
+
+// WithCanary deploys the revision as a canary beside the serving one
+// (api.CanaryRequest). Default: the revision replaces the serving one.
+func WithCanary(c *api.CanaryRequest) Option { return func(o *options) { o.canary = c } }
 
 // WithProgress calls f before each blob's upload (Sent 0), as its bytes
 // are sent (from the goroutine that sends them), and once it is stored
@@ -111,7 +116,7 @@ func Push(ctx context.Context, client *api.Client, dir string, proj *spec.Projec
 	out, err := client.Revisions().Create(ctx, proj.Name, &api.RevisionCreateRequest{
 		ID: compiled.Revision, Specs: specs, Bundles: bundles,
 		GitSHA: sha, Dirty: dirty, Author: o.author, Job: json.RawMessage(jobJSON),
-		Timers: timers, Routes: routeList(proj), Streams: streamList(proj),
+		Timers: timers, Routes: routeList(proj), Streams: streamList(proj), Canary: o.canary,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("record the revision: %w%s", err, routeSite(proj, err))

@@ -181,8 +181,12 @@ type Gateway struct {
 	metrics   *Metrics
 	log       hclog.Logger
 	rates     projectRates
-	wake      *wakes    // nil without WithWaker (wake.go)
-	faas      *openFaaS // nil without WithOpenFaaS (openfaas.go)
+	wake      *wakes // nil without WithWaker (wake.go)
+	// splits are the projects' canaries, canaryStats their counts by
+	// project (canary.go).
+	splits      splitsState
+	canaryStats sync.Map
+	faas        *openFaaS // nil without WithOpenFaaS (openfaas.go)
 
 	// ctx bounds the async calls; Close cancels it and waits on wg.
 	// asyncMu orders wg.Add after closed is checked.

@@ -41,6 +41,20 @@ func (g *Gateway) forward(ctx context.Context, project string, s step, hdr http.
 			"no endpoint of pool %q of project %q is known, so function %s cannot be reached: is the pool running (nomad job status %s)?",
 			s.pool, project, s.Function, names.JobID(project))
 	}
+	if rev, pinned := revisionOf(ctx); rev != "" {
+		// A canary: the call goes to its revision's allocations
+		// (canary.go); one that did not ask for the revision goes to any
+		// when that revision has none.
+		if rr, ok := g.resolver.(RevisionResolver); ok {
+			if reps := rr.RevisionEndpoints(project, s.pool, rev); len(reps) > 0 {
+				eps = reps
+			} else if pinned {
+				return nil, callError(http.StatusServiceUnavailable, "Unavailable",
+					"no endpoint of revision %s of pool %q of project %q is known: its allocations are starting or stopping (nomad job status %s)",
+					rev, s.pool, project, names.JobID(project))
+			}
+		}
+	}
 	tried := map[string]bool{}
 	var lastErr error
 	for {

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,13 +27,14 @@ type Resolver interface {
 // StaticResolver is a Resolver over a map that its owner sets, for
 // `butter dev` (one local pool) and tests.
 type StaticResolver struct {
-	mu  sync.RWMutex
-	eps map[string][]string
+	mu   sync.RWMutex
+	eps  map[string][]string
+	revs map[string]map[string][]string // project/pool → revision → addresses
 }
 
 // NewStaticResolver returns a resolver with no endpoints.
 func NewStaticResolver() *StaticResolver {
-	return &StaticResolver{eps: map[string][]string{}}
+	return &StaticResolver{eps: map[string][]string{}, revs: map[string]map[string][]string{}}
 }
 
 // Set replaces the endpoints of a project's pool; no addresses removes
@@ -52,6 +54,30 @@ func (s *StaticResolver) Endpoints(project, pool string) []string {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.eps[project+"/"+pool]
+}
+
+// SetRevision says which of a pool's endpoints run revision (for
+// RevisionEndpoints); no addresses removes them. Endpoints is unchanged:
+// Set the pool's whole list too.
+func (s *StaticResolver) SetRevision(project, pool, revision string, addrs ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := project + "/" + pool
+	if s.revs[k] == nil {
+		s.revs[k] = map[string][]string{}
+	}
+	if len(addrs) == 0 {
+		delete(s.revs[k], revision)
+		return
+	}
+	s.revs[k][revision] = slices.Clone(addrs)
+}
+
+// RevisionEndpoints implements RevisionResolver.
+func (s *StaticResolver) RevisionEndpoints(project, pool, revision string) []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.revs[project+"/"+pool][revision]
 }
 
 // NomadResolver follows the Nomad-native services of pools, named
@@ -108,8 +134,9 @@ type serviceWatch struct {
 	ready chan struct{} // closed on the first answer
 	once  sync.Once
 
-	mu  sync.RWMutex
-	eps []string
+	mu    sync.RWMutex
+	eps   []string
+	byRev map[string][]string // by the value of the service's revision= tag
 }
 
 // NewNomadResolver follows pool services through client. Close stops it.
@@ -123,13 +150,31 @@ func NewNomadResolver(client *api.Client, logger hclog.Logger) *NomadResolver {
 
 // Endpoints implements Resolver.
 func (n *NomadResolver) Endpoints(project, pool string) []string {
+	w := n.watch(project, pool)
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	return w.eps
+}
+
+// RevisionEndpoints implements RevisionResolver: the endpoints whose
+// service registration has the tag revision=<revision>.
+func (n *NomadResolver) RevisionEndpoints(project, pool, revision string) []string {
+	w := n.watch(project, pool)
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	return w.byRev[revision]
+}
+
+// watch returns the pool's service watch, started on first use, once it
+// has Nomad's first answer (or firstAnswer passed).
+func (n *NomadResolver) watch(project, pool string) *serviceWatch {
 	name := names.ServiceName(project, pool)
 	n.mu.Lock()
 	w := n.watches[name]
 	if w == nil {
 		if n.ctx.Err() != nil {
 			n.mu.Unlock()
-			return nil
+			return &serviceWatch{}
 		}
 		w = &serviceWatch{ready: make(chan struct{})}
 		n.watches[name] = w
@@ -151,9 +196,7 @@ func (n *NomadResolver) Endpoints(project, pool string) []string {
 		case <-n.ctx.Done():
 		}
 	}
-	w.mu.RLock()
-	defer w.mu.RUnlock()
-	return w.eps
+	return w
 }
 
 // Close stops following the services and waits for the queries to end.
@@ -187,14 +230,25 @@ func (n *NomadResolver) follow(name string, w *serviceWatch) {
 		}
 		failed = 0
 		eps := make([]string, 0, len(regs))
+		byRev := map[string][]string{}
 		for _, r := range regs {
-			eps = append(eps, net.JoinHostPort(r.Address, strconv.Itoa(r.Port)))
+			ep := net.JoinHostPort(r.Address, strconv.Itoa(r.Port))
+			eps = append(eps, ep)
+			for _, t := range r.Tags {
+				if rev, ok := strings.CutPrefix(t, "revision="); ok {
+					byRev[rev] = append(byRev[rev], ep)
+				}
+			}
 		}
 		sort.Strings(eps)
 		eps = slices.Compact(eps)
+		for rev, l := range byRev {
+			sort.Strings(l)
+			byRev[rev] = slices.Compact(l)
+		}
 		w.mu.Lock()
 		changed := !slices.Equal(w.eps, eps)
-		w.eps = eps
+		w.eps, w.byRev = eps, byRev
 		w.mu.Unlock()
 		if changed {
 			n.log.Debug("pool endpoints", "service", name, "endpoints", eps)

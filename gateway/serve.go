@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/butterfn/butter/api"
 	"github.com/butterfn/butter/broker"
 	"github.com/butterfn/butter/names"
 	"math"
@@ -33,6 +34,7 @@ func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, rt *route) 
 	rec := &recorder{ResponseWriter: w}
 	rec.Header().Set(HeaderRequestID, id)
 	r, span := routeSpan(r, rt, id)
+	var observeCohort func(status int, d time.Duration) // during a canary (canary.go)
 	defer func() {
 		status := rec.status
 		if status == 0 {
@@ -41,6 +43,9 @@ func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, rt *route) 
 		endRouteSpan(span, status, rec.failure)
 		d := time.Since(start)
 		rt.observe(g.metrics, status, d)
+		if observeCohort != nil {
+			observeCohort(status, d)
+		}
 		if !g.log.IsInfo() {
 			return // no access log: skip building its line
 		}
@@ -88,6 +93,16 @@ func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, rt *route) 
 		return
 	}
 	ctx := r.Context()
+	if split, rev, cohort, e, ok := g.pickRevision(r, rt.Project); e != nil {
+		fail(e)
+		return
+	} else if ok {
+		ctx = withRevision(ctx, rev, r.Header.Get(api.HeaderRevision) != "")
+		rec.Header().Set(api.HeaderRevision, rev)
+		if cohort != cohortNone && rt.Mode == ModeDirect {
+			observeCohort = func(status int, d time.Duration) { g.observeCohort(rt.Project, split, cohort, status, d) }
+		}
+	}
 	timeout := rt.Timeout
 	if v := r.Header.Get(names.HeaderTimeout); v != "" {
 		d, err := time.ParseDuration(v)

@@ -127,6 +127,9 @@ func (s *Server) routes() []route {
 		{"GET /v1/projects/{name}/revisions", project(acl.CapRead), checkPath(s.listRevisions, projectPath)},
 		{"GET /v1/projects/{name}/revisions/{id}", project(acl.CapRead), checkPath(s.getRevision, projectPath, revisionPath)},
 		{"POST /v1/projects/{name}/rollback", project(acl.CapDeploy), checkPath(s.leaderOnly(s.rollback), projectPath)},
+		{"POST /v1/projects/{name}/canary/promote", project(acl.CapDeploy), checkPath(s.limitBody(req, maxRequestSetting, s.leaderOnly(s.promoteCanary)), projectPath)},
+		{"POST /v1/projects/{name}/canary/abort", project(acl.CapDeploy), checkPath(s.limitBody(req, maxRequestSetting, s.leaderOnly(s.abortCanary)), projectPath)},
+		{"POST /v1/projects/{name}/canary/report", project(acl.CapRead), checkPath(s.limitBody(req, maxRequestSetting, s.leaderOnly(s.canaryReport)), projectPath)},
 		{"GET /v1/projects/{name}/functions", project(acl.CapRead), checkPath(s.getFunctions, projectPath)},
 		{"GET /v1/projects/{name}/functions/{function}/deadletters", project(acl.CapRead), checkPath(s.listDeadLetters, projectPath, functionPath)},
 		{"POST /v1/projects/{name}/functions/{function}/deadletters/replay", project(acl.CapDeploy), checkPath(s.limitBody(req, maxRequestSetting, s.replayDeadLetter), projectPath, functionPath)},
@@ -554,12 +557,26 @@ func (s *Server) createRevision(w http.ResponseWriter, r *http.Request) {
 	}
 	rev := fsmRevision(&req)
 	rev.Project = r.PathValue("name")
+	if req.Canary != nil && len(req.Job) == 0 {
+		writeErr(w, 400, fmt.Errorf("revision body: canary: revision %s has no job: a canary runs beside the serving revision in Nomad, so it needs the control plane's deployer", rev.ID))
+		return
+	}
 	s.activateMu.Lock()
 	defer s.activateMu.Unlock()
 	var exists, known bool
 	var refused *routeError
 	var quota *fsm.Quota
+	var canary *fsm.Canary
+	canaryCode, canaryWhy := 0, ""
 	s.fsm.Read(func(st *fsm.State) {
+		if req.Canary != nil {
+			if canaryCode, canaryWhy = canaryRefused(st, rev.Project, &rev); canaryWhy == "" {
+				var err error
+				if canary, err = canaryFromRequest(req.Canary, rev.ID, st.Active[rev.Project], time.Now().UTC()); err != nil {
+					canaryCode, canaryWhy = 400, "revision body: "+err.Error()
+				}
+			}
+		}
 		var p *fsm.Project
 		if p, known = st.Projects[rev.Project]; known && p.Quota != nil {
 			q := *p.Quota
@@ -573,6 +590,10 @@ func (s *Server) createRevision(w http.ResponseWriter, r *http.Request) {
 	})
 	if refused != nil {
 		writeErr(w, refused.status, fmt.Errorf("revision %s of project %q: %w", rev.ID, rev.Project, refused))
+		return
+	}
+	if canaryWhy != "" {
+		writeErr(w, canaryCode, errors.New(canaryWhy))
 		return
 	}
 	if err := checkRevisionQuota(rev.Project, quota, rev.Job); err != nil {
@@ -596,7 +617,14 @@ func (s *Server) createRevision(w http.ResponseWriter, r *http.Request) {
 	if rev.Author != "" {
 		reason += " by " + rev.Author
 	}
-	if err := s.Apply(fsm.RevisionActivateType, fsm.Activation{Project: rev.Project, Revision: rev.ID, Reason: reason}); err != nil {
+	if canary != nil {
+		reason += fmt.Sprintf(" as a canary beside revision %s", canary.Stable)
+		canary.Message = "placing the canary allocations beside revision " + canary.Stable + "; every call goes to it until they are healthy"
+		if err := s.Apply(fsm.CanaryPutType, fsm.CanaryPut{Project: rev.Project, Canary: *canary, Activate: true, Reason: reason}); err != nil {
+			writeErr(w, 500, err)
+			return
+		}
+	} else if err := s.Apply(fsm.RevisionActivateType, fsm.Activation{Project: rev.Project, Revision: rev.ID, Reason: reason}); err != nil {
 		writeErr(w, 500, err)
 		return
 	}
@@ -670,6 +698,7 @@ func (s *Server) projectStatus(name string) (api.ProjectStatus, bool) {
 			out.Active = &a
 			out.Pools = poolStatusesWith(st, rev, obs) // scalestatus.go
 		}
+		out.Canary = s.apiCanary(name, st.Active[name], st.Canaries[name]) // canary.go
 		for id, t := range st.TimerDefs {
 			if t.Project == name {
 				out.Timers = append(out.Timers, api.TimerStatus{Timer: *apiTimer(t), LastFired: st.Timers[id]})

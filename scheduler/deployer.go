@@ -50,6 +50,9 @@ type deployWant struct {
 	job               json.RawMessage
 	status            fsm.DeployStatus
 	bundles           map[string]string
+	// canary is the project's canary of this revision in progress, a
+	// copy; nil without one (canary.go).
+	canary *fsm.Canary
 }
 
 func (s *Server) runDeployer(ctx context.Context, nomad Nomad) {
@@ -66,11 +69,16 @@ func (s *Server) runDeployer(ctx context.Context, nomad Nomad) {
 		s.fsm.Read(func(st *fsm.State) {
 			for p, id := range st.Active {
 				if rev := st.Revisions[p][id]; rev != nil && len(rev.Job) > 0 {
-					wants = append(wants, deployWant{p, id, rev.Job, rev.Deployment, rev.Bundles})
+					w := deployWant{project: p, revision: id, job: rev.Job, status: rev.Deployment, bundles: rev.Bundles}
+					if c := st.Canaries[p]; c.Active() && c.Revision == id {
+						w.canary = cloneCanary(c)
+					}
+					wants = append(wants, w)
 				}
 			}
 		})
 		s.runDeletions(ctx, nomad) // delete.go
+		s.runCanaries()            // canary.go
 		sort.Slice(wants, func(i, j int) bool { return wants[i].project < wants[j].project })
 		for _, w := range wants {
 			if err := s.reconcile(ctx, nomad, w); err != nil {
@@ -135,6 +143,16 @@ func (s *Server) reconcile(ctx context.Context, nomad Nomad, w deployWant) error
 			preserve := false
 			if current != nil {
 				preserve = s.keepCounts(w, job, current)
+			}
+			if w.canary.Active() {
+				if current != nil && current.Meta[names.MetaRevision] == w.canary.Stable && (current.Stop == nil || !*current.Stop) {
+					canaryJob(job) // canary.go
+				} else {
+					if err := s.endCanary(w, fsm.CanaryReplaced, fmt.Sprintf("Nomad does not run the stable revision %s, so there is nothing to keep beside the new one: revision %s replaces it at once", w.canary.Stable, w.revision)); err != nil {
+						return err
+					}
+					w.canary = nil
+				}
 			}
 			_, span := tracer.Start(ctx, "register job "+*job.ID, trace.WithSpanKind(trace.SpanKindClient),
 				trace.WithAttributes(attribute.String("butter.project", w.project), attribute.String("butter.revision", w.revision)))
@@ -231,6 +249,9 @@ func (s *Server) follow(ctx context.Context, nomad Nomad, w deployWant, jobID st
 	}
 	st.NomadDeployment = dep.ID
 	st.Allocations = s.allocStates(ctx, nomad, dep.ID, st.Allocations)
+	if took, err := s.canaryStep(ctx, nomad, w, dep); took {
+		return err
+	}
 	switch dep.Status {
 	case api.DeploymentStatusSuccessful:
 		st.Status = fsm.StatusHealthy
@@ -244,6 +265,13 @@ func (s *Server) follow(ctx context.Context, nomad Nomad, w deployWant, jobID st
 			return err
 		}
 		s.obs.deployed(w.project, "healthy", st.Registered)
+		if c := w.canary; c.Active() {
+			msg := fmt.Sprintf("revision %s promoted: it serves every call", w.revision)
+			if c.Phase == fsm.CanaryStarting {
+				msg = fmt.Sprintf("Nomad placed no canary (the change to the allocations is not destructive, so it updated them in place): revision %s serves every call", w.revision)
+			}
+			return s.endCanary(w, fsm.CanaryPromoted, msg)
+		}
 		return nil
 	case api.DeploymentStatusFailed, api.DeploymentStatusCancelled:
 		why := fmt.Sprintf("deployment %s %s: %s", short(dep.ID), dep.Status, dep.StatusDescription)
@@ -274,11 +302,18 @@ func (s *Server) failAndRollback(w deployWant, why string, autoRollback bool) er
 	var target string
 	var best time.Time
 	var refused *routeError
+	if w.canary.Active() {
+		// A canary goes back to its stable revision, which still runs.
+		autoRollback = true
+	}
 	s.fsm.Read(func(st *fsm.State) {
 		for id, rev := range st.Revisions[w.project] {
 			if id != w.revision && !rev.Deployment.HealthyAt.IsZero() && rev.Deployment.HealthyAt.After(best) {
 				target, best = id, rev.Deployment.HealthyAt
 			}
+		}
+		if c := w.canary; c.Active() && st.Revisions[w.project][c.Stable] != nil {
+			target = c.Stable
 		}
 		if target != "" {
 			refused = checkRoutes(st, w.project, st.Revisions[w.project][target].Routes)
@@ -306,6 +341,9 @@ func (s *Server) failAndRollback(w deployWant, why string, autoRollback bool) er
 		return err
 	}
 	s.obs.deployed(w.project, "failed", st.Registered)
+	if err := s.endCanary(w, fsm.CanaryAborted, msg); err != nil {
+		return err
+	}
 	if autoRollback && target != "" {
 		if err := s.Apply(fsm.RevisionActivateType, fsm.Activation{Project: w.project, Revision: target, Reason: "automatic rollback: revision " + w.revision + " failed"}); err != nil {
 			return err

@@ -34,6 +34,10 @@ type Nomad interface {
 	AllocationChecks(ctx context.Context, allocID string) (api.AllocCheckStatuses, error)
 	// DeregisterJob stops the job; with purge Nomad forgets it too.
 	DeregisterJob(ctx context.Context, id string, purge bool) error
+	// PromoteDeployment promotes every group's canaries of a deployment;
+	// FailDeployment marks it failed (Nomad stops placing it).
+	PromoteDeployment(ctx context.Context, deploymentID string) error
+	FailDeployment(ctx context.Context, deploymentID string) error
 }
 
 var (
@@ -111,6 +115,16 @@ func (n *NomadClient) AllocationChecks(ctx context.Context, allocID string) (api
 
 func (n *NomadClient) DeregisterJob(ctx context.Context, id string, purge bool) error {
 	_, _, err := n.c.Jobs().Deregister(id, purge, (&api.WriteOptions{}).WithContext(ctx))
+	return nomadErr(err)
+}
+
+func (n *NomadClient) PromoteDeployment(ctx context.Context, id string) error {
+	_, _, err := n.c.Deployments().PromoteAll(id, (&api.WriteOptions{}).WithContext(ctx))
+	return nomadErr(err)
+}
+
+func (n *NomadClient) FailDeployment(ctx context.Context, id string) error {
+	_, _, err := n.c.Deployments().Fail(id, (&api.WriteOptions{}).WithContext(ctx))
 	return nomadErr(err)
 }
 

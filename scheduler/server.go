@@ -193,6 +193,8 @@ type Server struct {
 	kafkaClosed bool
 	// traces is Config.Traces, or the server's own (traces.go).
 	traces *spanstore.Store
+	// canary holds the gateways' reports of canaries (canary.go).
+	canary canaryReports
 }
 
 // Start opens the stores, starts Raft and the API, and bootstraps when

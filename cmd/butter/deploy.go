@@ -51,7 +51,7 @@ Options:
     and health) as it happens. On by
     default when standard output is a terminal; off in a pipe, where only
     the outcome is printed (with the allocations of a failed deployment).
-` + addrHelp)
+` + canaryHelp + addrHelp)
 }
 
 func (c *deployCommand) Run(args []string) int {
@@ -61,9 +61,14 @@ func (c *deployCommand) Run(args []string) int {
 	timeout := fset.Duration("timeout", 10*time.Minute, "")
 	progress := fset.Bool("progress", isTerminal(os.Stdout), "")
 	dryRun := fset.Bool("dry-run", false, "")
+	cf := addCanaryFlags(fset)
 	pos, err := parseInterspersed(fset, args)
 	if err != nil || len(pos) > 1 {
 		return usageError(c.ui, c.Help(), err, pos, 1)
+	}
+	canary, err := cf.request()
+	if err != nil {
+		return usageError(c.ui, c.Help(), err, nil, 0)
 	}
 	dir := "."
 	if len(pos) == 1 {
@@ -109,7 +114,7 @@ func (c *deployCommand) Run(args []string) int {
 		default:
 			live.Update(head + ": " + fraction(u.Sent, int64(u.Size)))
 		}
-	}))
+	}), deploy.WithCanary(canary))
 	live.Clear() // the bundling line, when nothing was uploaded
 	if err != nil {
 		return failed(c.ui, err)
@@ -117,6 +122,19 @@ func (c *deployCommand) Run(args []string) int {
 	what := "unchanged; re-activated"
 	if out.New {
 		what = "new"
+	}
+	if canary != nil {
+		c.ui.Output(fmt.Sprintf("Revision %s of project %q is deployed as a canary (%s).", out.Revision, proj.Name, what))
+		if !out.Deployer || *detach {
+			return exitOK
+		}
+		if err := watchCanary(c.ui, client, proj.Name, out.Revision, len(canary.Steps) > 0, *timeout); err != nil {
+			if !errors.Is(err, errDeployFailed) {
+				c.ui.Error("Error: " + err.Error())
+			}
+			return exitInvalid
+		}
+		return exitOK
 	}
 	c.ui.Output(fmt.Sprintf("Revision %s of project %q is active (%s).", out.Revision, proj.Name, what))
 	return follow(c.ui, client, proj.Name, out.Revision, out.Deployer && !*detach, *progress, *timeout)

@@ -103,6 +103,11 @@ func (c *statusCommand) show(st *api.ProjectStatus) {
 	if d.NomadDeployment != "" {
 		c.ui.Output(fmt.Sprintf("Nomad      job version %d, deployment %s", d.JobVersion, d.NomadDeployment))
 	}
+	if st.Canary != nil {
+		for _, l := range canaryLines(st.Canary) { // canary.go
+			c.ui.Output(l)
+		}
+	}
 	for i, r := range a.Routes {
 		c.ui.Output(fmt.Sprintf("%-10s %s", map[bool]string{true: "Routes", false: ""}[i == 0], r))
 	}

@@ -40,9 +40,19 @@ type RateSetter interface {
 	SetProjectRates(map[string]float64)
 }
 
+// SplitSetter takes the projects' canary splits and reports the calls
+// of each cohort; *gateway.Gateway is one. Once gives it the splits of
+// the canaries whose canaries are healthy, and sends its reports to the
+// control plane.
+type SplitSetter interface {
+	SetSplits(map[string]gateway.Split)
+	CanaryReports() map[string]api.CanaryReport
+}
+
 var (
 	_ RouteSetter = (*gateway.Gateway)(nil)
 	_ RateSetter  = (*gateway.Gateway)(nil)
+	_ SplitSetter = (*gateway.Gateway)(nil)
 )
 
 // maxFile bounds a single-file blob (a schema or an OpenAPI document)
@@ -83,6 +93,8 @@ type Sync struct {
 
 	mu      sync.Mutex
 	specs   map[string]*spec.Project // project → the applied revision's spec
+	splits  map[string]gateway.Split // project → its canary, the last read
+	id      string                   // names this gateway in canary reports
 	applied map[string]string        // project → revision the gateway's routes come from
 	failed  map[string]*failure      // project → its active revision, not applied
 }
@@ -133,6 +145,7 @@ func New(client *api.Client, keys *gateway.MemKeys, log hclog.Logger, opts ...Op
 		client: client, keys: keys, log: log,
 		retryMin: DefaultRetryMin, retryMax: DefaultRetryMax, now: time.Now,
 		specs: map[string]*spec.Project{}, applied: map[string]string{}, failed: map[string]*failure{},
+		id: fmt.Sprintf("%x", rand.Uint64()),
 	}
 	for _, o := range opts {
 		o(s)
@@ -179,6 +192,19 @@ func (s *Sync) wait(every time.Duration) time.Duration {
 	return d
 }
 
+// report sends the gateway's counts of each canary in progress to the
+// control plane.
+func (s *Sync) report(ctx context.Context, reports map[string]api.CanaryReport) []error {
+	var errs []error
+	for project, r := range reports {
+		r.Gateway = s.id
+		if err := s.client.Canaries().Report(ctx, project, &r); err != nil {
+			errs = append(errs, fmt.Errorf("report project %s's canary calls: %w", project, err))
+		}
+	}
+	return errs
+}
+
 // Failures lists the projects whose active revision is not applied,
 // sorted by project.
 func (s *Sync) Failures() []Failure {
@@ -217,6 +243,7 @@ func (s *Sync) Once(ctx context.Context, gw RouteSetter) error {
 	var errs []error
 	var todo []candidate
 	rates := map[string]float64{}
+	splits := map[string]gateway.Split{}
 	now := s.clock()
 	for _, name := range list.Projects {
 		st, _, err := s.client.Projects().Status(ctx, name, stale)
@@ -225,7 +252,13 @@ func (s *Sync) Once(ctx context.Context, gw RouteSetter) error {
 			if old, ok := s.rates[name]; ok {
 				rates[name] = old // keep the last quota known
 			}
+			if old, ok := s.splits[name]; ok {
+				splits[name] = old // and the last canary
+			}
 			continue
+		}
+		if c := st.Canary; c != nil && (c.Effective || c.Draining) {
+			splits[name] = gateway.Split{Stable: c.Stable, Canary: c.Revision, Weight: c.Weight, Draining: !c.Effective}
 		}
 		if st.Quota != nil && st.Quota.RequestsPerSecond > 0 {
 			rates[name] = st.Quota.RequestsPerSecond
@@ -252,6 +285,11 @@ func (s *Sync) Once(ctx context.Context, gw RouteSetter) error {
 		rs.SetProjectRates(rates)
 	}
 	s.rates = rates
+	if ss, ok := gw.(SplitSetter); ok {
+		ss.SetSplits(splits)
+		s.splits = splits
+		errs = append(errs, s.report(ctx, ss.CanaryReports())...)
+	}
 	sort.Slice(todo, func(i, j int) bool { return todo[i].project < todo[j].project })
 	s.mu.Lock()
 	errs = append(errs, s.apply(gw, todo)...)

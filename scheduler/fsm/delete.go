@@ -61,6 +61,7 @@ func (f *FSM) applyProjectDelete(d *ProjectDelete) error {
 	del := d.Delete
 	p.Deleting = &del
 	delete(f.st.Active, d.Project)
+	delete(f.st.Canaries, d.Project)
 	for id, t := range f.st.TimerDefs {
 		if t.Project == d.Project {
 			delete(f.st.TimerDefs, id)

@@ -247,6 +247,9 @@ type State struct {
 	// Scaling is the autoscaler's last decision per task group, by
 	// "<project>/<group>" (scaling.go).
 	Scaling map[string]*ScalingDecision `json:"scaling,omitempty"`
+	// Canaries are the projects' canaries, in progress or the last one
+	// ended (canary.go).
+	Canaries map[string]*Canary `json:"canaries,omitempty"`
 }
 
 func newState() *State {
@@ -331,6 +334,8 @@ func (f *FSM) Apply(l *raft.Log) any {
 		err = decodeThen(body, f.applyProjectDelete)
 	case ProjectPurgedType:
 		err = decodeThen(body, f.applyProjectPurged)
+	case CanaryPutType:
+		err = decodeThen(body, func(c *CanaryPut) error { return f.applyCanaryPut(c, l.AppendedAt) })
 	default:
 		return fmt.Errorf("%w: type %d", ErrUnknownCommand, t)
 	}
@@ -387,6 +392,7 @@ func (f *FSM) applyRevisionActivate(a *Activation, at time.Time) error {
 	if p := f.st.Projects[a.Project]; p != nil && p.Deleting != nil {
 		return fmt.Errorf("activate: project %q is being deleted", a.Project)
 	}
+	f.endCanary(a.Project, a.Revision, a.Reason, at)
 	f.st.Active[a.Project] = a.Revision
 	// An activation always deploys: the deployer takes it from here.
 	rev.Deployment.Status = StatusPending
@@ -593,6 +599,12 @@ func (s *State) clone() *State {
 		for k, d := range s.Scaling {
 			cp := *d
 			c.Scaling[k] = &cp
+		}
+	}
+	if s.Canaries != nil {
+		c.Canaries = make(map[string]*Canary, len(s.Canaries))
+		for k, cn := range s.Canaries {
+			c.Canaries[k] = cn.clone()
 		}
 	}
 	return c

@@ -258,12 +258,24 @@ func (n *Nomad) RegisterJob(ctx context.Context, job *api.Job, preserveCounts bo
 		TaskGroups:  map[string]*api.DeploymentState{},
 		CreateIndex: n.seq,
 	}
+	canaries := false
 	for _, tg := range job.TaskGroups {
 		want := 1
 		if tg.Count != nil {
 			want = *tg.Count
 		}
 		st := &api.DeploymentState{DesiredTotal: want, PlacedAllocs: want}
+		if tg.Update != nil && deref(tg.Update.Canary) > 0 && plan.Outcome == Succeed {
+			// Canaries: placed and healthy, waiting for a promotion
+			// (PromoteDeployment), as Nomad does with auto_promote off.
+			canaries = true
+			st.DesiredCanaries, st.PlacedAllocs, st.HealthyAllocs = *tg.Update.Canary, *tg.Update.Canary, *tg.Update.Canary
+			for i := range *tg.Update.Canary {
+				st.PlacedCanaries = append(st.PlacedCanaries, fmt.Sprintf("c%07x-fake-%04x", n.seq, i))
+			}
+			d.TaskGroups[deref(tg.Name)] = st
+			continue
+		}
 		switch plan.Outcome {
 		case Succeed:
 			st.HealthyAllocs = want
@@ -272,8 +284,10 @@ func (n *Nomad) RegisterJob(ctx context.Context, job *api.Job, preserveCounts bo
 		}
 		d.TaskGroups[deref(tg.Name)] = st
 	}
-	switch plan.Outcome {
-	case Succeed:
+	switch {
+	case canaries:
+		d.Status, d.StatusDescription = api.DeploymentStatusRunning, "Deployment is running but requires manual promotion"
+	case plan.Outcome == Succeed:
 		d.Status, d.StatusDescription = api.DeploymentStatusSuccessful, "Deployment completed successfully"
 		if plan.Healthy != "" {
 			alloc := fmt.Sprintf("a%07x-fake-0000-0000-%012x", n.seq, n.seq)
@@ -282,7 +296,7 @@ func (n *Nomad) RegisterJob(ctx context.Context, job *api.Job, preserveCounts bo
 			}}
 			n.checks[alloc] = api.AllocCheckStatuses{"c": {ID: "c", Check: "healthy", Status: "success", Output: plan.Healthy}}
 		}
-	case Fail:
+	case plan.Outcome == Fail:
 		d.Status, d.StatusDescription = api.DeploymentStatusFailed, "Failed due to unhealthy allocations"
 		alloc := fmt.Sprintf("a%07x-fake-0000-0000-%012x", n.seq, n.seq)
 		n.allocs[d.ID] = []*api.AllocationListStub{{
@@ -293,6 +307,60 @@ func (n *Nomad) RegisterJob(ctx context.Context, job *api.Job, preserveCounts bo
 		d.Status, d.StatusDescription = api.DeploymentStatusRunning, "Deployment is running"
 	}
 	n.deployments[id] = append(n.deployments[id], d)
+	return nil
+}
+
+// PromoteDeployment promotes a deployment's canaries: as Nomad does once
+// they are healthy, the deployment then completes.
+func (n *Nomad) PromoteDeployment(ctx context.Context, id string) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.calls["PromoteDeployment"]++
+	if err := n.check(ctx); err != nil {
+		return err
+	}
+	d := n.deployment(id)
+	if d == nil {
+		return &scheduler.NomadError{StatusCode: 404, Err: fmt.Errorf("deployment %s not found", id)}
+	}
+	if d.Status != api.DeploymentStatusRunning {
+		return &scheduler.NomadError{StatusCode: 400, Err: fmt.Errorf("can't promote terminal deployment")}
+	}
+	for _, g := range d.TaskGroups {
+		g.Promoted = true
+		g.HealthyAllocs = g.DesiredTotal
+	}
+	d.Status, d.StatusDescription = api.DeploymentStatusSuccessful, "Deployment completed successfully"
+	return nil
+}
+
+// FailDeployment fails a running deployment.
+func (n *Nomad) FailDeployment(ctx context.Context, id string) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.calls["FailDeployment"]++
+	if err := n.check(ctx); err != nil {
+		return err
+	}
+	d := n.deployment(id)
+	if d == nil {
+		return &scheduler.NomadError{StatusCode: 404, Err: fmt.Errorf("deployment %s not found", id)}
+	}
+	if d.Status != api.DeploymentStatusRunning {
+		return &scheduler.NomadError{StatusCode: 400, Err: fmt.Errorf("can't fail terminal deployment")}
+	}
+	d.Status, d.StatusDescription = api.DeploymentStatusFailed, "Deployment marked as failed"
+	return nil
+}
+
+func (n *Nomad) deployment(id string) *api.Deployment {
+	for _, ds := range n.deployments {
+		for _, d := range ds {
+			if d.ID == id {
+				return d
+			}
+		}
+	}
 	return nil
 }
 
