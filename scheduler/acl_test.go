@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"errors"
 	"io"
 	"net/http"
@@ -171,6 +172,27 @@ func TestACLWalkEveryRoute(t *testing.T) {
 		}
 		return k.Hash
 	}
+	// canaryOn starts a canary of project p1 (written to Raft as the
+	// deploy would, for there is no deployer here) and returns the path
+	// of one of its routes.
+	canaries := 0
+	canaryOn := func(path string, body []byte) func(*aclEnv) (string, []byte) {
+		return func(e *aclEnv) (string, []byte) {
+			canaries++
+			stable, next := fmt.Sprintf("cs%d", canaries), fmt.Sprintf("cn%d", canaries)
+			for _, id := range []string{stable, next} {
+				if err := e.s.Apply(fsm.RevisionCreateType, fsm.Revision{Project: "p1", ID: id, Created: time.Now()}); err != nil {
+					e.t.Fatal(err)
+				}
+			}
+			if err := e.s.Apply(fsm.CanaryPutType, fsm.CanaryPut{Project: "p1", Activate: true, Canary: fsm.Canary{
+				Revision: next, Stable: stable, Weight: 10, Phase: fsm.CanaryRunning, Started: time.Now(),
+			}}); err != nil {
+				e.t.Fatal(err)
+			}
+			return path, body
+		}
+	}
 	fixed := func(p string, body []byte) func(*aclEnv) (string, []byte) {
 		return func(*aclEnv) (string, []byte) { return p, body }
 	}
@@ -219,18 +241,21 @@ func TestACLWalkEveryRoute(t *testing.T) {
 			e.must("PUT", "/v1/projects/doomed", nil)
 			return "/v1/projects/doomed", nil
 		}, right: "mgmt", wrong: "p1"},
-		"POST /v1/projects/{name}/revisions":     {prep: fixed("/v1/projects/p1/revisions", jsonBody(rev2)), right: "p1", wrong: "p2"},
-		"GET /v1/projects/{name}/revisions":      {prep: fixed("/v1/projects/p1/revisions", nil), right: "p1", wrong: "p2"},
-		"GET /v1/projects/{name}/revisions/{id}": {prep: fixed("/v1/projects/p1/revisions/r1", nil), right: "p1", wrong: "p2"},
-		"POST /v1/projects/{name}/rollback":      {prep: fixed("/v1/projects/p1/rollback", nil), right: "p1", wrong: "p2"},
-		"PUT /v1/projects/{name}/quota":          {prep: fixed("/v1/projects/p1/quota", jsonBody(api.Quota{MaxFunctions: 5})), right: "mgmt", wrong: "p1"},
-		"POST /v1/projects/{name}/keys":          {prep: fixed("/v1/projects/p1/keys", nil), right: "p1", wrong: "p2"},
-		"GET /v1/keys":                           {prep: fixed("/v1/keys", nil), right: "p1", wrong: "op"},
-		"GET /v1/projects/{name}/functions":      {prep: fixed("/v1/projects/p1/functions", nil), right: "p1", wrong: "p2"},
-		"GET /v1/projects/{name}/logs":           {prep: fixed("/v1/projects/p1/logs", nil), right: "p1", wrong: "p2"},
-		"GET /v1/projects/{name}/traces":         {prep: fixed("/v1/projects/p1/traces", nil), right: "p1", wrong: "p2"},
-		"GET /v1/projects/{name}/traces/{trace}": {prep: fixed("/v1/projects/p1/traces/"+traceID, nil), right: "p1", wrong: "p2"},
-		"POST /v1/traces":                        {prep: fixed("/v1/traces", nil), right: "p1", wrong: "op"},
+		"POST /v1/projects/{name}/revisions":      {prep: fixed("/v1/projects/p1/revisions", jsonBody(rev2)), right: "p1", wrong: "p2"},
+		"GET /v1/projects/{name}/revisions":       {prep: fixed("/v1/projects/p1/revisions", nil), right: "p1", wrong: "p2"},
+		"GET /v1/projects/{name}/revisions/{id}":  {prep: fixed("/v1/projects/p1/revisions/r1", nil), right: "p1", wrong: "p2"},
+		"POST /v1/projects/{name}/rollback":       {prep: fixed("/v1/projects/p1/rollback", nil), right: "p1", wrong: "p2"},
+		"POST /v1/projects/{name}/canary/promote": {prep: canaryOn("/v1/projects/p1/canary/promote", jsonBody(api.CanaryPromoteRequest{Weight: 50})), right: "p1", wrong: "p2"},
+		"POST /v1/projects/{name}/canary/abort":   {prep: canaryOn("/v1/projects/p1/canary/abort", nil), right: "p1", wrong: "p2"},
+		"POST /v1/projects/{name}/canary/report":  {prep: fixed("/v1/projects/p1/canary/report", jsonBody(api.CanaryReport{Gateway: "g", Revision: "r9"})), right: "p1", wrong: "p2"},
+		"PUT /v1/projects/{name}/quota":           {prep: fixed("/v1/projects/p1/quota", jsonBody(api.Quota{MaxFunctions: 5})), right: "mgmt", wrong: "p1"},
+		"POST /v1/projects/{name}/keys":           {prep: fixed("/v1/projects/p1/keys", nil), right: "p1", wrong: "p2"},
+		"GET /v1/keys":                            {prep: fixed("/v1/keys", nil), right: "p1", wrong: "op"},
+		"GET /v1/projects/{name}/functions":       {prep: fixed("/v1/projects/p1/functions", nil), right: "p1", wrong: "p2"},
+		"GET /v1/projects/{name}/logs":            {prep: fixed("/v1/projects/p1/logs", nil), right: "p1", wrong: "p2"},
+		"GET /v1/projects/{name}/traces":          {prep: fixed("/v1/projects/p1/traces", nil), right: "p1", wrong: "p2"},
+		"GET /v1/projects/{name}/traces/{trace}":  {prep: fixed("/v1/projects/p1/traces/"+traceID, nil), right: "p1", wrong: "p2"},
+		"POST /v1/traces":                         {prep: fixed("/v1/traces", nil), right: "p1", wrong: "op"},
 		"GET /v1/projects/{name}/functions/{function}/deadletters": {prep: func(e *aclEnv) (string, []byte) {
 			withStreams(e)
 			return "/v1/projects/p1/functions/f/deadletters", nil

@@ -52,6 +52,10 @@ import (
 //	                                      allocation: the leader's autoscaler scales it 0 -> 1 (wake.go)
 //	POST   /v1/projects/{name}/rollback   activate the revision before the active one        deploy on {name}
 //	                                      (409 on a route conflict)
+//	POST   /v1/projects/{name}/canary/promote  move a canary on, or promote it (leader)   deploy on {name}
+//	POST   /v1/projects/{name}/canary/abort    end a canary: the stable revision stays    deploy on {name}
+//	POST   /v1/projects/{name}/canary/report   a gateway's counts of a canary's calls     read on {name}
+//	                                      (leader; canary.go)
 //	GET    /v1/projects/{name}/revisions/{id}  one revision, with its spec files             read on {name}
 //	GET    /v1/projects/{name}/functions  the active revision's functions, their streams    read on {name}
 //	                                      and signals (functions.go)
