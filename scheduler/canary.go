@@ -34,9 +34,16 @@ import (
 // budget it aborts: the deployer fails Nomad's deployment and activates
 // the stable revision again, which stops the canaries.
 
-// canaryLatencyFloor is the p99 difference below which a canary is never
-// judged slower than its baseline: noise on a shared machine.
+// canaryLatencyFloor is the latency difference below which a canary is
+// never judged slower than its baseline: noise on a shared machine.
 const canaryLatencyFloor = 5 * time.Millisecond
+
+// canaryP99Calls is how many calls each cohort needs before its p99 is
+// judged: with fewer, the p99 is about the slowest call, which for a new
+// revision is its first instance's cold start (an early run of
+// TestCanaryOnNomad judged a healthy canary 88 ms against 2.5 ms on it).
+// The p50 is judged at any count.
+const canaryP99Calls = 200
 
 // canaryReports are the gateways' latest reports, by project, on the
 // leader only (they are sent to it), for the canary in progress. A new
@@ -138,10 +145,26 @@ func judge(c *fsm.Canary, canary, baseline fsm.CohortSample) (pass, ok bool, rea
 		return false, true, fmt.Sprintf("error rate %.2f%% against the baseline's %.2f%%: more than %.2f points over budget", er*100, br*100, c.MaxErrorRate*100)
 	}
 	floor := canaryLatencyFloor.Seconds()
-	if c.MaxLatencyRatio > 0 && canary.P99 > baseline.P99*c.MaxLatencyRatio && canary.P99-baseline.P99 > floor {
-		return false, true, fmt.Sprintf("p99 latency %s against the baseline's %s: more than %.2g× the baseline", secs(canary.P99), secs(baseline.P99), c.MaxLatencyRatio)
+	slower := func(name string, c2, b2 float64) string {
+		if c.MaxLatencyRatio > 0 && c2 > b2*c.MaxLatencyRatio && c2-b2 > floor {
+			return fmt.Sprintf("%s latency %s against the baseline's %s: more than %.2g× the baseline", name, secs(c2), secs(b2), c.MaxLatencyRatio)
+		}
+		return ""
 	}
-	return true, true, fmt.Sprintf("error rate %.2f%% (baseline %.2f%%), p99 %s (baseline %s)", er*100, br*100, secs(canary.P99), secs(baseline.P99))
+	if why := slower("p50", canary.P50, baseline.P50); why != "" {
+		return false, true, why
+	}
+	p99 := canary.Requests >= canaryP99Calls && baseline.Requests >= canaryP99Calls
+	if why := slower("p99", canary.P99, baseline.P99); p99 && why != "" {
+		return false, true, why
+	}
+	out := fmt.Sprintf("error rate %.2f%% (baseline %.2f%%), p50 %s (baseline %s)", er*100, br*100, secs(canary.P50), secs(baseline.P50))
+	if p99 {
+		out += fmt.Sprintf(", p99 %s (baseline %s)", secs(canary.P99), secs(baseline.P99))
+	} else {
+		out += fmt.Sprintf("; p99 %s not judged under %d calls", secs(canary.P99), canaryP99Calls)
+	}
+	return true, true, out
 }
 
 func secs(s float64) string {

@@ -263,4 +263,38 @@ func TestCanaryOnNomad(t *testing.T) {
 		t.Errorf("calls after the abort failed (the canary's allocation was not drained): %v", lateFailures)
 	}
 	only("v2", 10)
+
+	// An automated canary within budget: judged at 20%, then promoted.
+	write("fn/index.js", "exports.v = async () => 'v4';\n")
+	stop.Store(false)
+	clear(answers)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for !stop.Load() {
+			a := call("")
+			mu.Lock()
+			answers[fmt.Sprintf("%d %s", a.code, a.body)]++
+			mu.Unlock()
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	r = e2etest.Butter(t, ".", "deploy", "-address", addr, "-timeout", "4m", "-canary", "20%,100%", "-canary-interval", "3s", "-canary-min-requests", "5", dir)
+	stop.Store(true)
+	wg.Wait()
+	t.Logf("automated promotion output:\n%s\n%s\nanswers during it: %v", r.Stdout, r.Stderr, answers)
+	v4 := revisionIn(r.Stdout)
+	if r.Code != 0 || v4 == "" || !strings.Contains(r.Stdout, "step 20%: pass:") || !strings.Contains(r.Stdout, "Revision "+v4+" of project \"cn\" is promoted") {
+		t.Fatalf("the automated canary within budget should pass its step and be promoted: %+v", r)
+	}
+	for k, n := range answers {
+		if k != "200 v2" && k != "200 v4" {
+			t.Errorf("%d calls answered %q during the automated promotion", n, k)
+		}
+	}
+	only("v4", 10)
+	e2etest.WaitFor(t, time.Minute, "revision v2's allocation stopped", func() bool {
+		got := allocs()
+		return got[v2] == 0 && got[v4] == 1
+	})
 }
