@@ -32,6 +32,7 @@ export PATH=/usr/bin:$PATH
 	echo "wrk: $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
 	echo "node: $(node --version 2>&1)"
 	echo "python3: $(python3 --version 2>&1) ($(command -v python3))"
+	echo "java: $(java -version 2>&1 | head -1)"
 	echo
 } >"$out"
 

@@ -45,7 +45,9 @@ func BenchmarkThroughput(b *testing.B) {
 	nodeFn.MinInstances, nodeFn.MaxInstances, nodeFn.Concurrency = 1, 1, 64
 	pyFn := harness.Echo(b, "echo-python", "python")
 	pyFn.MinInstances, pyFn.MaxInstances, pyFn.Concurrency = 2, 2, 8
-	p := harness.StartPool(b, harness.SDKs(b), []pool.FunctionConfig{goFn, execFn, nodeFn, pyFn})
+	javaFn := harness.Echo(b, "echo-java", "java")
+	javaFn.MinInstances, javaFn.MaxInstances, javaFn.Concurrency = 1, 1, 64
+	p := harness.StartPool(b, harness.SDKs(b), []pool.FunctionConfig{goFn, execFn, nodeFn, pyFn, javaFn})
 	gw := benchGateway(b, harness.Serve(b, p.Handler()))
 
 	targets := []struct{ name, url string }{
@@ -54,6 +56,7 @@ func BenchmarkThroughput(b *testing.B) {
 		{"exec", "http://" + gw + "/echo-exec"},
 		{"node", "http://" + gw + "/echo-node"},
 		{"python", "http://" + gw + "/echo-python"},
+		{"java", "http://" + gw + "/echo-java"},
 	}
 	client := harness.Client(1)
 	for _, t := range targets {

@@ -469,7 +469,7 @@ func secretTemplate(function string, refs []secrets.Ref) *api.Template {
 // client has a runtime's interpreter or toolchain (its version; the
 // driver's fingerprint, plugins/driver): a pool needs each of its
 // functions' runtimes on the client it runs on.
-var runtimeAttrs = map[string]string{"node": "node", "python": "python3", "go": "go"}
+var runtimeAttrs = map[string]string{"node": "node", "python": "python3", "go": "go", "java": "javac"}
 
 // runtimeConstraints are the pool's constraints that Nomad place it only
 // on clients whose butter driver found its functions' runtimes, in a

@@ -1,8 +1,9 @@
 // Package sdk ships Butter's language SDKs inside the butter binary and
 // installs them where a pool's process runtimes can start workers: the
-// Node and Python workers, and the Go SDK's source for building Go
-// functions offline. The SDKs themselves live beside this file: sdk/node,
-// sdk/python and the sdk/go module.
+// Node and Python workers, the Go SDK's source for building Go functions
+// offline, and the Java SDK's source, which the pool compiles with javac.
+// The SDKs themselves live beside this file: sdk/node, sdk/python,
+// sdk/java and the sdk/go module.
 package sdk
 
 import (
@@ -19,7 +20,7 @@ import (
 	gosdk "github.com/butterfn/butter/sdk/go"
 )
 
-//go:embed node/worker.js node/butter.js python/butter_main.py python/butter_worker.py python/butter.py
+//go:embed node/worker.js node/butter.js python/butter_main.py python/butter_worker.py python/butter.py java/dev/butter/*.java
 var files embed.FS
 
 // Install writes the SDKs under dir (created if needed), in a
@@ -45,6 +46,7 @@ func Install(dir string) (*runtime.SDKs, error) {
 		Node:     filepath.Join(dir, "node", "worker.js"),
 		Python:   filepath.Join(dir, "python", "butter_main.py"),
 		GoSDK:    goDir,
+		JavaSDK:  filepath.Join(dir, "java"),
 		BuildDir: filepath.Join(dir, "builds"),
 	}, nil
 }

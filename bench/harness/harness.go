@@ -119,10 +119,10 @@ func SDKs(tb testing.TB) *runtime.SDKs {
 
 // Runtimes are the runtimes the benchmarks cover, each with an echo
 // function in bench/functions (exec echoes with cat).
-var Runtimes = []string{"go", "exec", "node", "python"}
+var Runtimes = []string{"go", "exec", "node", "python", "java"}
 
 // Echo returns the config of a function named name that answers its input
-// unchanged in runtime rt ("go", "node", "python" or "exec"): one instance
+// unchanged in runtime rt ("go", "node", "python", "java" or "exec"): one instance
 // at most, running one call at a time, with a 10s timeout. Callers raise
 // MinInstances, MaxInstances and Concurrency as they need.
 func Echo(tb testing.TB, name, rt string) pool.FunctionConfig {
@@ -136,6 +136,8 @@ func Echo(tb testing.TB, name, rt string) pool.FunctionConfig {
 		fc.Bundle, fc.Handler = filepath.Join(fns, "echo-node"), "index.handle"
 	case "python":
 		fc.Bundle, fc.Handler = filepath.Join(fns, "echo-python"), "main.handle"
+	case "java":
+		fc.Bundle, fc.Handler = filepath.Join(fns, "echo-java"), "Echo"
 	case "exec":
 		fc.Bundle, fc.Command = tb.TempDir(), []string{"cat"}
 	default:

@@ -250,7 +250,7 @@ func header(b *bytes.Buffer, rs *results) {
 	fmt.Fprintf(b, "Written by `make bench` on %s (the runs began %s).\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), cfg("started"))
 	fmt.Fprintf(b, "- Machine: %s/%s, %d cores, %s, %s of memory, Linux %s\n", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), cfg("cpu-model"), cfg("memory"), cfg("kernel"))
 	fmt.Fprintf(b, "- Load average (1, 5, 15 min) when the runs began: %s; when they ended: %s. Other work on the machine during the runs moves the figures: compare the ratios.\n", cfg("loadavg"), orUnknown(loadEnd))
-	fmt.Fprintf(b, "- Go: %s; wrk: %s; node: %s; python3: %s\n", runtime.Version(), cfg("wrk"), cfg("node"), cfg("python3"))
+	fmt.Fprintf(b, "- Go: %s; wrk: %s; node: %s; python3: %s; java: %s\n", runtime.Version(), cfg("wrk"), cfg("node"), cfg("python3"), cfg("java"))
 	fmt.Fprintf(b, "- Commit: %s\n", commit)
 	fmt.Fprintf(b, "- Raw output: [%s](%s), this run's `go test -bench` output as benchstat reads it; every figure below can be derived again from it (`benchstat %s`).\n", rawName, strings.TrimPrefix(rawName, "bench/"), rawName)
 	fmt.Fprintf(b, "- Method: `go test -bench` with `-count` runs of each benchmark (the runs column), all in one `make bench`; docs/benchmarks.md describes each benchmark. ")

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"path"
 	"strings"
+	"unicode"
 
 	"github.com/hashicorp/hcl/v2"
 
@@ -239,7 +240,7 @@ func (d *decoder) decodeEmits(f *Function, a *hcl.Attribute) []*Stream {
 func (d *decoder) checkRuntime(f *Function, attrs hcl.Attributes, p pending) {
 	def := p.block.DefRange
 	switch f.Runtime {
-	case "node", "python", "go", "wasm":
+	case "node", "python", "go", "java", "wasm":
 		if attrs["source"] == nil {
 			d.errorf(&def, "Missing source", "%s function needs its code: add source = \"functions/%s\" (a file or a directory, relative to this spec file).", article(f.Runtime), f.Name)
 		}
@@ -274,6 +275,9 @@ func (d *decoder) checkRuntime(f *Function, attrs hcl.Attributes, p pending) {
 			r := a.NameRange
 			d.errorf(&r, "Unexpected handler", "%s function runs its command; handler applies to node, python and go functions. Remove it.", article(f.Runtime))
 		}
+	}
+	if f.Runtime == "java" && f.Source != "" {
+		d.checkJava(f, attrs, def)
 	}
 	if f.Handler == "" && f.Source != "" && (f.Runtime == "python" || f.Runtime == "node") {
 		// The default handler is the function "handle" of the source file,
@@ -435,4 +439,66 @@ func (d *decoder) decodeSecret(f *Function, b *hcl.Block) *Secret {
 		s.Path, s.Key = p, k
 	}
 	return s
+}
+
+// checkJava checks a java function: its source is a .java file, a .jar,
+// or a directory of them, and its handler the class that implements
+// dev.butter.Handler (by default, a single .java file's class).
+func (d *decoder) checkJava(f *Function, attrs hcl.Attributes, def hcl.Range) {
+	src := attrs["source"].Expr.Range()
+	fi, err := fs.Stat(d.fsys, f.Source)
+	if err != nil {
+		return // reported with the source
+	}
+	if !fi.IsDir() {
+		switch path.Ext(f.Source) {
+		case ".java":
+			if f.Handler == "" {
+				f.Handler = strings.TrimSuffix(path.Base(f.Source), ".java")
+			}
+		case ".jar":
+		default:
+			d.errorf(&src, "Source does not match runtime", "%s is not a .java source or a .jar (a java function's source is either, or a directory of them). Fix the runtime or the source.", d.displayName(f.Source))
+			return
+		}
+	} else {
+		found := false
+		_ = fs.WalkDir(d.fsys, f.Source, func(p string, e fs.DirEntry, err error) error {
+			if err == nil && !e.IsDir() && (strings.HasSuffix(p, ".java") || strings.HasSuffix(p, ".jar")) {
+				found = true
+				return fs.SkipAll
+			}
+			return nil
+		})
+		if !found {
+			d.errorf(&src, "No Java code", "%s has no .java source and no .jar: put the function's sources (or its jar) there.", d.displayName(f.Source))
+			return
+		}
+	}
+	if f.Handler == "" {
+		d.errorf(&def, "Missing handler", "A java function names the class that implements dev.butter.Handler: add handler = \"com.example.Echo\".")
+		return
+	}
+	for _, part := range strings.Split(f.Handler, ".") {
+		if !javaIdent(part) {
+			r := def
+			if a := attrs["handler"]; a != nil {
+				r = a.Expr.Range()
+			}
+			d.errorf(&r, "Invalid handler", "%q is not a Java class name such as com.example.Echo: a java function's handler is the class that implements dev.butter.Handler.", f.Handler)
+			return
+		}
+	}
+}
+
+func javaIdent(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i, r := range s {
+		if !(r == '_' || r == '$' || unicode.IsLetter(r) || (i > 0 && unicode.IsDigit(r))) {
+			return false
+		}
+	}
+	return true
 }

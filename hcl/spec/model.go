@@ -7,7 +7,7 @@ import (
 )
 
 // Runtimes are the function runtimes Butter knows.
-var Runtimes = []string{"node", "python", "go", "exec", "http", "wasm"}
+var Runtimes = []string{"node", "python", "go", "java", "exec", "http", "wasm"}
 
 // Project is a decoded, validated set of spec files.
 type Project struct {

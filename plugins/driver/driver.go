@@ -188,6 +188,9 @@ var runtimeVersions = map[string][]string{
 	"node":    {"node", "--version"},
 	"python3": {"python3", "--version"},
 	"go":      {"go", "env", "GOVERSION"},
+	// java functions are compiled on the client (plugins/runtime/java.go):
+	// javac, which JDKs have and JREs lack, is the attribute.
+	"javac": {"javac", "-version"},
 }
 
 func (d *Driver) buildFingerprint() *drivers.Fingerprint {
@@ -212,7 +215,7 @@ func (d *Driver) buildFingerprint() *drivers.Fingerprint {
 			continue
 		}
 		v := strings.TrimSpace(string(out))
-		v = strings.TrimPrefix(strings.TrimPrefix(strings.TrimPrefix(v, "Python "), "v"), "go")
+		v = strings.TrimPrefix(strings.TrimPrefix(strings.TrimPrefix(strings.TrimPrefix(v, "Python "), "v"), "go"), "javac ")
 		attrs["driver.butter."+name] = pstructs.NewStringAttribute(v)
 	}
 	attrs["driver.butter.exec"] = pstructs.NewBoolAttribute(true)

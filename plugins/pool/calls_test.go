@@ -136,9 +136,10 @@ func TestContextCall(t *testing.T) {
 		"node":   testdataFn("cnode", "node", "callfn", "index.handle"),
 		"python": testdataFn("cpython", "python", "callfn", "main.handle"),
 		"go":     testdataFn("cgo", "go", "callgo", ""),
+		"java":   testdataFn("cjava", "java", "calljava", "Call"),
 	}
 	fns := []pool.FunctionConfig{callee}
-	for _, rt := range []string{"node", "python", "go"} {
+	for _, rt := range []string{"node", "python", "go", "java"} {
 		f := callers[rt]
 		f.Calls = targets
 		f.Timeout = "1m" // the Go caller is built at its first call
@@ -155,7 +156,7 @@ func TestContextCall(t *testing.T) {
 	fns = append(fns, cbreak)
 	// s<runtime> call from stream events (st.in-<runtime>), which reach
 	// their workers in batches, and write the outcomes to st.out-<runtime>.
-	for _, rt := range []string{"node", "python", "go"} {
+	for _, rt := range []string{"node", "python", "go", "java"} {
 		f := callers[rt]
 		f.Name = "s" + rt
 		f.Output = "st.out-" + rt
@@ -169,7 +170,7 @@ func TestContextCall(t *testing.T) {
 	waitJoined(t, cl, "butter.st.callee.orders")
 
 	// Every breaker is in the metrics from the start, closed.
-	for _, fn := range []string{"cnode", "cpython", "cgo", "cwasm", "cbreak"} {
+	for _, fn := range []string{"cnode", "cpython", "cgo", "cjava", "cwasm", "cbreak"} {
 		if v, ok := scrape(t, srv, "butter_breaker_state", `function="`+fn+`"`, `target="function.callee"`); !ok || v != 0 {
 			t.Errorf("butter_breaker_state of %s → function.callee: %v (present %v), want 0 (closed)", fn, v, ok)
 		}
@@ -238,7 +239,7 @@ func TestContextCall(t *testing.T) {
 		}
 	})
 
-	for _, rt := range []string{"node", "python", "go", "wasm"} {
+	for _, rt := range []string{"node", "python", "go", "java", "wasm"} {
 		caller := callers[rt].Name
 		t.Run(rt, func(t *testing.T) {
 			if o := callVia(t, srv, caller, "callee", rt+" hi", 0); o.OK == nil || *o.OK != "callee got "+rt+" hi" {
@@ -276,7 +277,7 @@ func TestContextCall(t *testing.T) {
 		})
 	}
 
-	for _, rt := range []string{"node", "python", "go"} {
+	for _, rt := range []string{"node", "python", "go", "java"} {
 		t.Run("stream events "+rt, func(t *testing.T) {
 			var vals []string
 			for i := range 6 {

@@ -25,8 +25,8 @@ import (
 // The files are in the page cache and the Go function is built before
 // the timing, as on a node that has run the function before. The baseline
 // is a fork and exec of echo, from this process, to its first byte; the
-// interpreter variants start node and python3 on a program that writes
-// one byte, the floor under those runtimes' starts.
+// interpreter variants start node, python3 and java on a program that
+// writes one byte, the floor under those runtimes' starts.
 func BenchmarkColdStart(b *testing.B) {
 	b.Run("baseline", func(b *testing.B) { benchSpawn(b, "echo", "x") })
 	sdks := harness.SDKs(b)
@@ -83,6 +83,15 @@ func BenchmarkColdStart(b *testing.B) {
 	py := script("first.py", "import sys; sys.stdout.write('x'); sys.stdout.flush()\n")
 	b.Run("node-interpreter", func(b *testing.B) { benchSpawn(b, "node", js) })
 	b.Run("python-interpreter", func(b *testing.B) { benchSpawn(b, "python3", py) })
+	// The JVM with the Java runtime's flags (plugins/runtime/java.go) on a
+	// class that writes a byte.
+	src := script("First.java", "public class First { public static void main(String[] a) { System.out.print('x'); System.out.flush(); } }\n")
+	if out, err := exec.Command("javac", "-d", dir, src).CombinedOutput(); err != nil {
+		b.Fatalf("javac: %v\n%s", err, out)
+	}
+	b.Run("java-interpreter", func(b *testing.B) {
+		benchSpawn(b, "java", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Xshare:auto", "-Xss512k", "-cp", dir, "First")
+	})
 }
 
 // benchEcho is the input of the pool benchmarks' calls.

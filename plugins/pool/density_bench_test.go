@@ -18,8 +18,8 @@ import (
 
 // benchDensity is how many functions one pool hosts in BenchmarkDensity,
 // per runtime. Node and Python workers hold tens of MiB each, so they are
-// measured on fewer.
-var benchDensity = map[string]int{"baseline": 1000, "go": 1000, "exec": 1000, "node": 100, "python": 100}
+// measured on fewer, and JVMs on fewer still.
+var benchDensity = map[string]int{"baseline": 1000, "go": 1000, "exec": 1000, "node": 100, "python": 100, "java": 20}
 
 // BenchmarkDensity starts one pool hosting many functions of one runtime,
 // each the echo function under its own name with one idle instance

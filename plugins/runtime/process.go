@@ -49,6 +49,12 @@ func (p *Process) command(ctx context.Context, fn *Function) (*exec.Cmd, error) 
 			return nil, err
 		}
 		return exec.Command(bin), nil
+	case "java":
+		cp, err := p.SDKs.javaClassPath(ctx, fn) // java.go
+		if err != nil {
+			return nil, err
+		}
+		return exec.Command("java", javaArgs(fn, cp)...), nil
 	}
 	return nil, fmt.Errorf("runtime %q has no worker", fn.Runtime)
 }
@@ -96,7 +102,7 @@ func (p *Process) Start(ctx context.Context, fn *Function) (Instance, error) {
 		}
 	}
 	argv0 := cmd.Args[0] // before a sandbox wraps the command
-	if filepath.IsAbs(argv0) && fn.Runtime != "go" {
+	if filepath.IsAbs(argv0) && fn.Runtime != "go" && fn.Runtime != "java" {
 		// Past a shim, as the shim's `exec` would run it: the
 		// interpreter's directory first on PATH.
 		cmd.Env = prependPath(cmd.Env, filepath.Dir(argv0))

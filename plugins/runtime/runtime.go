@@ -198,7 +198,7 @@ func For(name string, sdks *SDKs) (Runtime, error) {
 	switch name {
 	case "exec":
 		return Exec{}, nil
-	case "node", "python", "go":
+	case "node", "python", "go", "java":
 		return &Process{SDKs: sdks}, nil
 	case "http":
 		return HTTP{}, nil

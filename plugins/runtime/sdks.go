@@ -21,11 +21,15 @@ type SDKs struct {
 	Python string
 	// GoSDK is a directory holding the Go SDK module's source.
 	GoSDK string
+	// JavaSDK is a directory holding the Java SDK's source
+	// (dev/butter/*.java), compiled on first use (java.go).
+	JavaSDK string
 	// BuildDir caches Go function binaries by bundle digest.
 	BuildDir string
 
 	mu     sync.Mutex
 	builds map[string]*goBuild
+	java   map[string]*goBuild // Java builds, by bundle digest and "sdk" (java.go)
 }
 
 type goBuild struct {
