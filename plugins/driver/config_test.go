@@ -2,6 +2,7 @@ package driver
 
 import (
 	"encoding/json"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"sort"
@@ -239,4 +240,18 @@ func fieldKind(t reflect.Type) (string, reflect.Type) {
 		return "block attributes", nil
 	}
 	return "attribute", nil
+}
+
+// TestJDKRelease: the javac attribute comes from the JDK's release file
+// (no JVM started), and agrees with javac -version. It needs a JDK
+// (make test-deps installs one).
+func TestJDKRelease(t *testing.T) {
+	out, err := exec.Command("javac", "-version").Output()
+	if err != nil {
+		t.Fatalf("javac -version: %v (make test-deps installs a JDK)", err)
+	}
+	v, ok := jdkRelease()
+	if !ok || "javac "+v != strings.TrimSpace(string(out)) {
+		t.Fatalf("jdkRelease: %q %v; javac -version says %q", v, ok, out)
+	}
 }
