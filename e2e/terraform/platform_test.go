@@ -102,9 +102,9 @@ output "gateway_token" {
 // Then, with the ACLs bootstrapped, a second configuration deploys a
 // project and the gateway's token on that control plane; with the token
 // in the gateway's Nomad variable, a call through the gateway reaches
-// the function, and a wasm function of the same project answers through
-// the gateway from its pool on Nomad. Destroying both leaves no job in
-// Nomad.
+// the function, and a wasm function and a java function (compiled by
+// javac on the client) of the same project answer through the gateway
+// from their pool on Nomad. Destroying both leaves no job in Nomad.
 func TestPlatformModule(t *testing.T) {
 	tofuBin = tofuBinary(t)
 	kafkaPort, httpPort, raftPort, gwPort := testport.Port(t), testport.Port(t), testport.Port(t), testport.Port(t)
@@ -199,6 +199,16 @@ plugin "nomad-driver-butter" {
 		"project/wasm.fn.hcl": "function \"wup\" {\n  runtime = \"wasm\"\n  source  = \"wasm/fn.wasm\"\n  memory  = 64\n  trigger \"http\" {\n    route = \"POST /wup\"\n  }\n}\n",
 	})
 	buildWasm(t, filepath.Join(aw.dir, "project", "wasm", "fn.wasm"))
+	// And a java function, examples/java's greet: its sources are
+	// compiled by the JDK's javac on the Nomad client.
+	greet, err := os.ReadFile(filepath.Join(e2etest.Root(), "examples", "java", "functions", "greet", "example", "Greet.java"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, aw.dir, map[string]string{
+		"project/java.fn.hcl":                "function \"jgreet\" {\n  runtime = \"java\"\n  source  = \"jgreet\"\n  handler = \"example.Greet\"\n  memory  = 128\n  trigger \"http\" {\n    route = \"POST /jgreet/{name}\"\n  }\n}\n",
+		"project/jgreet/example/Greet.java": string(greet),
+	})
 	aw.must(0, "init", "-no-color")
 	aw.must(0, "apply", "-auto-approve", "-no-color")
 	gwToken := strings.TrimSpace(aw.must(0, "output", "-raw", "gateway_token"))
@@ -226,6 +236,15 @@ plugin "nomad-driver-butter" {
 	resp.Body.Close()
 	if resp.StatusCode != 200 || string(b) != "WASM" {
 		t.Errorf("POST /wup (a wasm function on Nomad) through the gateway: %d %q, want 200 WASM", resp.StatusCode, b)
+	}
+	resp, err = http.Post(fmt.Sprintf("http://127.0.0.1:%d/jgreet/Nomad", gwPort), "text/plain", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(b) != `{"greeting":"Hello, Nomad!"}` {
+		t.Errorf("POST /jgreet/Nomad (a java function on Nomad) through the gateway: %d %q", resp.StatusCode, b)
 	}
 
 	aw.must(0, "destroy", "-auto-approve", "-no-color")

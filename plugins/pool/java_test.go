@@ -154,7 +154,7 @@ func sameJSON(a, b string) bool {
 	return string(xb) == string(yb)
 }
 
-// javaPool is sdkPool with the pool's log in logs.
+// javaPool is sdkPool with the pool's log in logs (Kafka only with dev).
 func javaPool(t *testing.T, dev *broker.Dev, logs *testlog.Buffer, fns ...pool.FunctionConfig) *httptest.Server {
 	t.Helper()
 	sdks, err := sdk.Install(t.TempDir())
@@ -176,6 +176,9 @@ func javaPool(t *testing.T, dev *broker.Dev, logs *testlog.Buffer, fns ...pool.F
 		srv.Close()
 		p.Close()
 	})
+	if dev == nil {
+		return srv
+	}
 	if err := p.StartStreams(ctx, dev.Config()); err != nil {
 		t.Fatal(err)
 	}

@@ -240,6 +240,11 @@ type worker struct {
 	wg      sync.WaitGroup
 	sem     chan struct{}
 	handler Handler
+	// stream is the handler when it is a streaming one (ServeStream);
+	// handler then reads a batch's whole events through it.
+	stream StreamHandler
+	// pending counts the context calls awaiting their REPLY.
+	pending atomic.Int64
 	closed  bool
 	// protocol is the version spoken: 2 when the pool speaks it.
 	protocol int
@@ -257,12 +262,18 @@ type inflight struct {
 	// started: its END came (or it is a batch); before that, a CANCEL
 	// drops it (protocol 2).
 	started bool
+	// stream is a streaming invocation's input (stream.go).
+	stream *streamInput
 }
 
 // Serve runs the worker loop with handler until the pool closes the
 // protocol stream, then returns after in-flight calls finish. It exits
 // the process if the worker was not started by a pool.
 func Serve(handler Handler) {
+	serve(handler, nil)
+}
+
+func serve(handler Handler, stream StreamHandler) {
 	// The pipes come in blocking mode (os/exec hands them over so): made
 	// non-blocking, they are read and written through the Go runtime's
 	// poller, which parks the reading goroutine instead of a thread in a
@@ -274,7 +285,7 @@ func Serve(handler Handler) {
 		fmt.Fprintln(os.Stderr, "butter: this program is a Butter function; run it with `butter invoke --local` or in a pool")
 		os.Exit(2)
 	}
-	if err := ServeConn(in, out, handler); err != nil {
+	if err := serveConn(in, out, handler, stream); err != nil {
 		fmt.Fprintln(os.Stderr, "butter:", err)
 		// Exit status (docs/worker-protocol.md, "Exit status"): 2 for a
 		// breach of the protocol, 1 for a failure to read or write fds
@@ -306,6 +317,10 @@ func protocolError(err error) error {
 // ServeConn runs the worker loop over the given streams. It is Serve
 // without the process plumbing, for tests.
 func ServeConn(in io.Reader, out io.Writer, handler Handler) error {
+	return serveConn(in, out, handler, nil)
+}
+
+func serveConn(in io.Reader, out io.Writer, handler Handler, stream StreamHandler) error {
 	conc, _ := strconv.Atoi(os.Getenv("BUTTER_CONCURRENCY"))
 	if conc < 1 {
 		conc = 1
@@ -323,6 +338,7 @@ func ServeConn(in io.Reader, out io.Writer, handler Handler) error {
 		calls:    map[uint32]*inflight{},
 		sem:      make(chan struct{}, conc),
 		handler:  handler,
+		stream:   stream,
 		protocol: protocol,
 		function: fn,
 		noState:  newState(fn, nil),
@@ -353,6 +369,11 @@ func (w *worker) close() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.closed = true
+	for _, inv := range w.calls {
+		if inv.stream != nil {
+			inv.stream.end(errors.New("butter: the pool closed the worker stream"))
+		}
+	}
 	for seq, ch := range w.replies {
 		delete(w.replies, seq)
 		ch <- proto.ReplyMsg{Seq: seq, Error: "the pool closed the worker stream"}
@@ -360,6 +381,17 @@ func (w *worker) close() {
 }
 
 func (w *worker) dispatch(f proto.Frame) error {
+	if f.Type == proto.Data {
+		// A streaming invocation's input may hold the reader back until
+		// the handler reads: not under w.mu, which context calls take.
+		w.mu.Lock()
+		inv := w.calls[f.ID]
+		w.mu.Unlock()
+		if inv != nil && inv.stream != nil {
+			inv.stream.push(f.Payload, func() bool { return w.pending.Load() > 0 })
+			return nil
+		}
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	switch f.Type {
@@ -372,12 +404,19 @@ func (w *worker) dispatch(f proto.Frame) error {
 			return err
 		}
 		w.calls[f.ID] = inv
+		if w.stream != nil {
+			inv.started, inv.stream = true, newStreamInput()
+			w.wg.Add(1)
+			go w.runStream(f.ID, inv)
+		}
 	case proto.Data:
 		if inv := w.calls[f.ID]; inv != nil {
 			inv.input = append(inv.input, f.Payload...)
 		}
 	case proto.End:
-		if inv := w.calls[f.ID]; inv != nil && !inv.started {
+		if inv := w.calls[f.ID]; inv != nil && inv.stream != nil {
+			inv.stream.end(nil)
+		} else if inv != nil && !inv.started {
 			inv.started = true
 			w.wg.Add(1)
 			go w.run(f.ID, inv)
@@ -414,6 +453,11 @@ func (w *worker) dispatch(f proto.Frame) error {
 			return w.w.WriteJSON(proto.Result, f.ID, proto.ResultMsg{Error: &proto.Error{Type: proto.Skipped, Message: "cancelled before its input ended"}})
 		case inv.cancel != nil:
 			inv.cancel()
+			if inv.stream != nil {
+				inv.stream.end(context.Canceled)
+			}
+		case inv.stream != nil:
+			inv.stream.end(context.Canceled)
 		}
 	case proto.Reply:
 		var rep proto.ReplyMsg
@@ -558,6 +602,11 @@ func (w *worker) call(id uint32, msg proto.CallMsg) (proto.ReplyMsg, error) {
 	}
 	w.replies[msg.Seq] = ch
 	w.mu.Unlock()
+	w.pending.Add(1)
+	defer w.pending.Add(-1)
+	if w.stream != nil {
+		w.wakeStreams() // the REPLY must get through a held-back reader
+	}
 	if err := w.w.WriteJSON(proto.Call, id, msg); err != nil {
 		return proto.ReplyMsg{}, err
 	}

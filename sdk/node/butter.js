@@ -64,4 +64,19 @@ function keyed(key, value) {
   return { [Symbol.for('butter.keyed')]: true, key, value };
 }
 
-module.exports = { ButterError, PreconditionFailed, PostconditionFailed, CallError, outputs, keyed };
+/**
+ * A streaming handler: stream(async (input, output, ctx) => {...}) gets its
+ * input as a Readable (an async iterable of Buffers, as the body arrives)
+ * and writes its output to a Writable as it goes, so a body of any size
+ * passes through in bounded memory. Set ctx.response's status and headers
+ * before the first write. What the handler returns is ignored; the output
+ * ends when it returns. On a stream, a batch's event is read whole and its
+ * output collected, as for a buffered handler.
+ */
+function stream(fn) {
+  if (typeof fn !== 'function') throw new TypeError('butter: stream takes a function (input, output, ctx)');
+  fn[Symbol.for('butter.stream')] = true;
+  return fn;
+}
+
+module.exports = { ButterError, PreconditionFailed, PostconditionFailed, CallError, outputs, keyed, stream };

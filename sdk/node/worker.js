@@ -10,6 +10,7 @@ const path = require('path');
 const url = require('url');
 const util = require('util');
 const Module = require('module');
+const { Readable, Writable } = require('stream');
 const { CallError } = require('./butter.js');
 
 const T = { HELLO: 1, INVOKE: 2, DATA: 3, END: 4, RESULT: 5, CANCEL: 6, CALL: 7, REPLY: 8, BATCH: 9, RESULTS: 10, HEAD: 11 };
@@ -26,6 +27,16 @@ const EMPTY = Buffer.alloc(0);
 
 const invocations = new Map(); // id -> invocation
 let handler = null;
+// streamHandler is the handler when it is a streaming one (butter.stream);
+// handler then wraps it for batches, whose events are whole.
+let streamHandler = null;
+// STREAM_HWM is how much input a streaming invocation buffers before the
+// worker stops reading fd 3 (the pool's writes then wait: back-pressure
+// to the caller), unless a context call awaits its REPLY, which must get
+// through.
+const STREAM_HWM = 4 << 20;
+let input = null; // fd 3
+const full = new Set(); // streaming invocations over STREAM_HWM
 let out = null;
 let flushed = Promise.resolve(); // settles when the last frame queued has been written
 let closing = false; // fd 3 reached EOF
@@ -373,6 +384,7 @@ function call(inv, msg, raw) {
   const promise = new Promise((resolve, reject) => Object.assign(pending, { resolve, reject }));
   pending.promise = promise.then(() => {}, () => {});
   inv.calls.set(seq, pending);
+  if (full.size) input.resume(); // the REPLY must get through
   send(T.CALL, inv.id, json({ seq, ...msg }));
   return raw ? promise : promise.then(() => undefined);
 }
@@ -570,6 +582,64 @@ async function run(inv) {
   maybeExit();
 }
 
+// runStream runs a streaming handler from the INVOKE on: its input is
+// pushed as DATA frames come, its output sent as it writes.
+async function runStream(inv) {
+  inv.started = true;
+  let headSent = false;
+  const head = () => {
+    if (headSent) return;
+    headSent = true;
+    const h = inv.ctx.response.head();
+    if (h) send(T.HEAD, inv.id, h);
+  };
+  inv.readable = new Readable({
+    highWaterMark: STREAM_HWM,
+    read() {
+      if (full.delete(inv) && full.size === 0) input.resume();
+    },
+  });
+  const output = new Writable({
+    highWaterMark: CHUNK,
+    write(chunk, _enc, cb) {
+      head();
+      let last = flushed;
+      for (let off = 0; off < chunk.length; off += CHUNK) last = send(T.DATA, inv.id, chunk.subarray(off, off + CHUNK));
+      last.then(() => cb(), cb);
+    },
+  });
+  let error;
+  try {
+    await streamHandler(inv.readable, output, inv.ctx);
+    if (!output.writableEnded) output.end();
+    if (!output.writableFinished) await new Promise((resolve, reject) => output.once('finish', resolve).once('error', reject));
+  } catch (err) {
+    error = typedError(err);
+  }
+  full.delete(inv);
+  if (full.size === 0 && input) input.resume();
+  inv.readable.destroy();
+  while (inv.calls.size) await Promise.all([...inv.calls.values()].map((c) => c.promise));
+  inv.done = true;
+  if (!error) head();
+  invocations.delete(inv.id);
+  const state = error ? null : inv.stateResult();
+  send(T.RESULT, inv.id, Buffer.from(error ? JSON.stringify({ error }) : state ? `{"state":${state}}` : '{}'));
+  maybeExit();
+}
+
+// pushInput gives a streaming invocation a chunk of its input, and stops
+// reading fd 3 while it holds more than STREAM_HWM unread.
+function pushInput(inv, chunk) {
+  if (!inv.readable || inv.readable.destroyed || inv.inputEnded) return;
+  if (!inv.readable.push(chunk) && !full.has(inv)) {
+    full.add(inv);
+    let waiting = false;
+    for (const i of invocations.values()) waiting = waiting || i.calls.size > 0;
+    if (!waiting) input.pause();
+  }
+}
+
 function maybeExit() {
   if (closing && invocations.size === 0) flushed.then(() => process.exit(0));
 }
@@ -577,15 +647,23 @@ function maybeExit() {
 function onFrame(type, id, payload) {
   const inv = invocations.get(id);
   switch (type) {
-    case T.INVOKE:
+    case T.INVOKE: {
       if (inv) die(2, `INVOKE for invocation ${id}, which is in flight`);
-      invocations.set(id, newInvocation(id, parse(payload, 'INVOKE')));
+      const n = newInvocation(id, parse(payload, 'INVOKE'));
+      invocations.set(id, n);
+      if (streamHandler) runStream(n);
       break;
+    }
     case T.DATA:
-      if (inv && !inv.started) inv.input.push(payload);
+      if (inv && inv.readable) pushInput(inv, payload);
+      else if (inv && !inv.started) inv.input.push(payload);
       break;
     case T.END:
-      if (inv && !inv.started) run(inv);
+      if (inv && inv.readable && !inv.inputEnded) {
+        inv.inputEnded = true;
+        inv.readable.push(null);
+      }
+      else if (inv && !inv.started) run(inv);
       break;
     case T.BATCH: {
       if (PROTOCOL < 2) die(2, `unexpected BATCH frame (batch ${id}): protocol ${PROTOCOL} has none`);
@@ -597,7 +675,12 @@ function onFrame(type, id, payload) {
       break;
     }
     case T.CANCEL:
-      if (inv && !inv.started && PROTOCOL >= 2) {
+      if (inv && inv.readable) {
+        // A streaming handler runs from the INVOKE on: its input ends in
+        // an error, its context is aborted, and its RESULT follows.
+        inv.controller.abort(new Error('invocation cancelled'));
+        inv.readable.destroy(new Error('butter: the call was cancelled (its deadline passed, or its caller went away)'));
+      } else if (inv && !inv.started && PROTOCOL >= 2) {
         // Its input will not end (the pool's caller broke off): drop it, never run it.
         invocations.delete(id);
         send(T.RESULT, id, json({ error: { type: 'Skipped', message: 'cancelled before its input ended' } }));
@@ -618,6 +701,7 @@ function onEnd() {
   for (const inv of invocations.values()) {
     // Input that never ended can no longer end; calls can no longer be answered.
     if (!inv.started) invocations.delete(inv.id);
+    if (inv.readable && !inv.readable.readableEnded) inv.readable.destroy(new Error('butter: the pool closed the connection'));
     for (const seq of [...inv.calls.keys()]) settleCall(inv, seq, { ok: false, error: 'the pool closed the connection' });
   }
   maybeExit();
@@ -630,9 +714,26 @@ async function main() {
   } catch (err) {
     die(1, `cannot load handler "${spec}" from ${process.cwd()}: ${(err && err.stack) || err}`);
   }
+  if (handler[Symbol.for('butter.stream')]) {
+    streamHandler = handler;
+    // A batch's events are whole: the stream handler reads one and its
+    // output is collected.
+    handler = async (data, ctx) => {
+      const chunks = [];
+      const collect = new Writable({
+        write(chunk, _enc, cb) {
+          chunks.push(Buffer.from(chunk));
+          cb();
+        },
+      });
+      await streamHandler(Readable.from([data]), collect, ctx);
+      if (!collect.writableEnded) collect.end();
+      return Buffer.concat(chunks);
+    };
+  }
   out = openFd(4, false);
   out.on('error', (err) => die(1, `writing fd 4: ${err.message}`));
-  const input = openFd(3, true);
+  input = openFd(3, true);
   send(T.HELLO, 0, json({ protocol: PROTOCOL, sdk: 'node/0.2', executable: EXECUTABLE }));
   readFrames(input, onFrame, onEnd);
 }

@@ -77,3 +77,18 @@ def outputs(items):
 def keyed(key, value):
     """An output of outputs([...]) with its own record key."""
     return _Keyed(key, value)
+
+
+def stream(fn):
+    """A streaming handler: @butter.stream def handle(input, output, ctx)
+    gets its input as a file-like object (read(n), readline(), iteration
+    over chunks as the body arrives) and writes its output with
+    output.write(bytes) as it goes, so a body of any size passes through in
+    bounded memory. Set ctx.response's status and headers before the first
+    write. What the handler returns is ignored. On a stream, a batch's
+    event is read whole and its output collected, as for a buffered
+    handler."""
+    if not callable(fn):
+        raise TypeError("butter: stream takes a function (input, output, ctx)")
+    fn.__butter_stream__ = True
+    return fn

@@ -36,6 +36,15 @@ EXECUTABLE = sys.executable or ""
 
 _write_lock = threading.Lock()
 
+# A streaming invocation (butter.stream) buffers at most STREAM_HWM bytes of
+# input before the reader stops reading fd 3 (the pool's writes then wait:
+# back-pressure to the caller), unless a context call awaits its REPLY,
+# which must get through. _space wakes the reader: a handler read, or a
+# context call began.
+STREAM_HWM = 4 << 20
+_space = threading.Condition()
+_pending_calls = [0]
+
 
 def die(code, message):
     """Writes message to stderr and ends the process at once with code."""
@@ -304,6 +313,7 @@ class Context:
         self._closed = None  # why no more calls are possible
         self._input = []
         self._started = False
+        self._stream = None  # a streaming handler's StreamInput
 
     def remaining_ms(self):
         if self.deadline == math.inf:
@@ -340,6 +350,9 @@ class Context:
             self._seq += 1
             seq = self._seq
             pending = self._calls[seq] = [threading.Event(), None]
+        with _space:
+            _pending_calls[0] += 1
+            _space.notify_all()  # a reader held back by a full stream reads on
         send(CALL, self._id, json.dumps({"seq": seq, **msg}).encode())
         pending[0].wait()
         reply = pending[1]
@@ -351,6 +364,8 @@ class Context:
         with self._lock:
             pending = self._calls.pop(seq, None)
         if pending:
+            with _space:
+                _pending_calls[0] -= 1
             pending[1] = reply
             pending[0].set()
 
@@ -717,8 +732,188 @@ def parse(payload, what):
         die(2, f"malformed {what} payload: {e}")
 
 
+class StreamInput:
+    """A streaming handler's input: a file-like object over the DATA
+    frames as they come. read(n) returns up to n bytes (all that is left
+    with n < 0), b"" at the end; iterating yields chunks as they come."""
+
+    def __init__(self):
+        self._chunks = []
+        self._queued = 0
+        self._ended = False
+        self._error = None
+
+    # The reader thread's side.
+    def _push(self, chunk):
+        with _space:
+            if self._ended or self._error:
+                return
+            self._chunks.append(chunk)
+            self._queued += len(chunk)
+            _space.notify_all()
+            while self._queued > STREAM_HWM and not self._error and not _pending_calls[0]:
+                _space.wait()
+
+    def _end(self, error=None):
+        with _space:
+            self._ended = True
+            self._error = self._error or error
+            _space.notify_all()
+
+    # The handler's side.
+    def read(self, n=-1):
+        with _space:
+            while not self._chunks and not self._ended and not self._error:
+                _space.wait()
+            if self._error:
+                raise self._error
+            if n is None or n < 0:
+                while not self._ended and not self._error:
+                    _space.wait()
+                if self._error:
+                    raise self._error
+                out = b"".join(self._chunks)
+                self._chunks, self._queued = [], 0
+            elif not self._chunks:
+                out = b""
+            else:
+                first = self._chunks[0]
+                out, rest = first[:n], first[n:]
+                if rest:
+                    self._chunks[0] = rest
+                else:
+                    self._chunks.pop(0)
+                self._queued -= len(out)
+            _space.notify_all()
+            return out
+
+    def __iter__(self):
+        while True:
+            chunk = self.read(1 << 20)
+            if not chunk:
+                return
+            yield chunk
+
+    def readline(self):
+        parts = []
+        while True:
+            with _space:
+                while not self._chunks and not self._ended and not self._error:
+                    _space.wait()
+                if self._error:
+                    raise self._error
+                if not self._chunks:
+                    return b"".join(parts)
+                first = self._chunks[0]
+                i = first.find(b"\n")
+                if i >= 0:
+                    parts.append(first[:i + 1])
+                    rest = first[i + 1:]
+                    if rest:
+                        self._chunks[0] = rest
+                    else:
+                        self._chunks.pop(0)
+                    self._queued -= i + 1
+                    _space.notify_all()
+                    return b"".join(parts)
+                parts.append(self._chunks.pop(0))
+                self._queued -= len(first)
+                _space.notify_all()
+
+
+class StreamOutput:
+    """A streaming handler's output: write(bytes or str) sends it at once
+    (in DATA frames of at most CHUNK), after the answer's head."""
+
+    def __init__(self, ctx):
+        self._ctx = ctx
+        self._head_sent = False
+
+    def _head(self):
+        if not self._head_sent:
+            self._head_sent = True
+            head = self._ctx.response._head(_protocol)
+            if head is not None:
+                send(HEAD, self._ctx._id, head)
+
+    def write(self, data):
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        data = bytes(data)
+        self._head()
+        for off in range(0, len(data), CHUNK):
+            send(DATA, self._ctx._id, data[off:off + CHUNK])
+        return len(data)
+
+    def flush(self):
+        pass
+
+
+def run_stream(handler, invocations, ctx):
+    """Runs a streaming handler from the INVOKE on."""
+    output = StreamOutput(ctx)
+    error = None
+    try:
+        result = handler(ctx._stream, output, ctx)
+        if _isawaitable(result):
+            import asyncio
+
+            asyncio.run(_wait(result))
+    except BaseException as e:
+        _, error = call_handler(_raise(e), b"", ctx)
+    ctx._stream._end(RuntimeError("butter: the handler returned"))
+    ctx._drain()
+    if error is None:
+        output._head()
+    invocations.pop(ctx._id, None)
+    if error:
+        result = json.dumps({"error": error})
+    else:
+        state = ctx.state._result()
+        result = '{"state":' + state + "}" if state else "{}"
+    send(RESULT, ctx._id, result.encode())
+
+
+def _raise(e):
+    """A handler that raises e, to type it as call_handler does."""
+
+    def h(data, ctx):
+        raise e
+
+    return h
+
+
+def _collecting(stream_handler):
+    """A buffered handler over a streaming one, for a batch's whole events."""
+
+    class _Collect:
+        def __init__(self):
+            self.parts = []
+
+        def write(self, data):
+            self.parts.append(data.encode("utf-8") if isinstance(data, str) else bytes(data))
+
+        def flush(self):
+            pass
+
+    def h(data, ctx):
+        s = StreamInput()
+        s._chunks, s._queued, s._ended = ([data] if data else []), len(data), True
+        out = _Collect()
+        result = stream_handler(s, out, ctx)
+        if _isawaitable(result):
+            import asyncio
+
+            asyncio.run(_wait(result))
+        return b"".join(out.parts)
+
+    return h
+
+
 def main():
     handler = load_handler()
+    streaming = getattr(handler, "__butter_stream__", False)
+    batch_handler = _collecting(handler) if streaming else handler
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)  # prints reach the function's log promptly
     try:
@@ -745,12 +940,20 @@ def main():
         if ftype == INVOKE:
             if ctx is not None:
                 die(2, f"INVOKE for invocation {fid}, which is in flight")
-            invocations[fid] = Context(fid, parse(payload, "INVOKE"))
+            ctx = invocations[fid] = Context(fid, parse(payload, "INVOKE"))
+            if streaming:
+                ctx._started = True
+                ctx._stream = StreamInput()
+                pool.submit(run_stream, handler, invocations, ctx)
         elif ftype == DATA:
-            if ctx is not None and not ctx._started:
+            if ctx is not None and ctx._stream is not None:
+                ctx._stream._push(payload)
+            elif ctx is not None and not ctx._started:
                 ctx._input.append(payload)
         elif ftype == END:
-            if ctx is not None and not ctx._started:
+            if ctx is not None and ctx._stream is not None:
+                ctx._stream._end()
+            elif ctx is not None and not ctx._started:
                 ctx._started = True
                 data, ctx._input = b"".join(ctx._input), None
                 pool.submit(run, handler, invocations, ctx, data)
@@ -762,7 +965,7 @@ def main():
             deadline, events = read_batch(payload)
             ctx = invocations[fid] = Context(fid, {"deadline": deadline})
             ctx._started = True
-            pool.submit(run_batch, handler, invocations, ctx, events)
+            pool.submit(run_batch, batch_handler, invocations, ctx, events)
         elif ftype == CANCEL:
             if ctx is not None and not ctx._started and protocol >= 2:
                 # Its input will not end (the pool's caller broke off): drop
@@ -771,6 +974,8 @@ def main():
                 send(RESULT, fid, json.dumps({"error": {"type": "Skipped", "message": "cancelled before its input ended"}}).encode())
             elif ctx is not None:
                 ctx.cancelled.set()
+                if ctx._stream is not None:
+                    ctx._stream._end(RuntimeError("butter: the call was cancelled (its deadline passed, or its caller went away)"))
         elif ftype == REPLY:
             reply = parse(payload, "REPLY")
             if ctx is not None:
@@ -783,6 +988,8 @@ def main():
     for fid, ctx in list(invocations.items()):
         if not ctx._started:
             invocations.pop(fid, None)
+        if ctx._stream is not None:
+            ctx._stream._end(RuntimeError("butter: the pool closed the connection"))
         ctx._close("the pool closed the connection")
     pool.shutdown()
     sys.stdout.flush()
