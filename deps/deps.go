@@ -10,11 +10,18 @@
 // and shipped as the bundle's node_modules (bundle.Extra). A dependency
 // with native code (a binding.gyp or a compiled .node file) is refused:
 // it would be built for the deploying machine, not the Nomad clients.
-// Python's requirements.txt is not installed yet.
+//
+// And Python: a function whose directory has a requirements.txt (its
+// pinned requirements, the lockfile) has them installed by `python3 -m
+// pip install --target`, into a cache keyed by the digest of the file and
+// the Python version, and shipped as the bundle's python_packages, which
+// the Python worker puts on sys.path. A package with compiled extensions
+// (.so files) is refused, as for Node.
 //
 // Neighbours: package jobs computes bundle digests with the extras this
 // package gives; package deploy uploads the bundles; butter dev and
-// invoke -local point Node at the same cache (NODE_PATH).
+// invoke -local point Node and Python at the same cache (NODE_PATH,
+// PYTHONPATH).
 package deps
 
 import (
@@ -67,18 +74,127 @@ func Default() *Installer {
 // shown in errors) and returns what its bundle carries besides its
 // source: none when it declares no dependency.
 func (in *Installer) Extras(ctx context.Context, runtime, src, shown string) ([]bundle.Extra, error) {
-	if runtime != "node" {
+	if runtime != "node" && runtime != "python" {
 		return nil, nil
 	}
 	fi, err := os.Stat(src)
 	if err != nil || !fi.IsDir() {
 		return nil, nil // a single file declares nothing
 	}
+	if runtime == "python" {
+		dir, err := in.pip(ctx, src, shown)
+		if err != nil || dir == "" {
+			return nil, err
+		}
+		return []bundle.Extra{{Name: PythonPackages, Dir: dir}}, nil
+	}
 	dir, err := in.npm(ctx, src, shown)
 	if err != nil || dir == "" {
 		return nil, err
 	}
 	return []bundle.Extra{{Name: "node_modules", Dir: dir}}, nil
+}
+
+// PythonPackages is the directory of a Python function's bundle that
+// holds its installed requirements; the worker puts it on sys.path.
+const PythonPackages = "python_packages"
+
+// pip returns the cache's directory of src's requirements.txt installed,
+// installing them first when they are not there; "" when src has none
+// (or only comments).
+func (in *Installer) pip(ctx context.Context, src, shown string) (string, error) {
+	reqs, err := os.ReadFile(filepath.Join(src, "requirements.txt"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", shown, err)
+	}
+	some := false
+	for _, line := range strings.Split(string(reqs), "\n") {
+		if l := strings.TrimSpace(line); l != "" && !strings.HasPrefix(l, "#") {
+			some = true
+		}
+	}
+	if !some {
+		return "", nil
+	}
+	version, err := exec.CommandContext(ctx, "python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])").Output()
+	if err != nil {
+		return "", fmt.Errorf("%s/requirements.txt: cannot run python3 to install it: %v", shown, err)
+	}
+	sum := sha256.New()
+	for _, part := range [][]byte{[]byte("pip\x00"), bytes.TrimSpace(version), []byte{0}, reqs} {
+		sum.Write(part)
+	}
+	key := hex.EncodeToString(sum.Sum(nil))[:32]
+	final := filepath.Join(in.Dir, "pip", key)
+	if _, err := os.Stat(filepath.Join(final, ".installed")); err == nil {
+		return final, nil
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if _, err := os.Stat(filepath.Join(final, ".installed")); err == nil {
+		return final, nil
+	}
+	if in.Progress != nil {
+		in.Progress(fmt.Sprintf("installing the requirements of %s (pip install --target)", shown))
+	}
+	var rnd [6]byte
+	_, _ = rand.Read(rnd[:])
+	tmp := filepath.Join(in.Dir, "pip", key+".tmp-"+hex.EncodeToString(rnd[:]))
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		return "", fmt.Errorf("dependency cache: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	reqFile := filepath.Join(tmp, ".requirements.txt")
+	if err := os.WriteFile(reqFile, reqs, 0o644); err != nil {
+		return "", fmt.Errorf("dependency cache: %w", err)
+	}
+	cmd := exec.CommandContext(ctx, "python3", "-m", "pip", "install", "--target", tmp, "--requirement", reqFile,
+		"--no-compile", "--disable-pip-version-check", "--no-input", "--quiet")
+	cmd.Dir = src // a requirement may name a path relative to the function
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		msg := tail(out.String(), 2000)
+		if strings.Contains(msg, "No module named pip") {
+			msg += " (install pip: apt-get install python3-pip)"
+		}
+		return "", fmt.Errorf("%s/requirements.txt: pip install failed (%v): %s", shown, err, msg)
+	}
+	_ = os.Remove(reqFile)
+	if pkg, file := compiled(tmp); pkg != "" {
+		return "", fmt.Errorf("%s/requirements.txt: package %q has compiled code (%s): Butter ships requirements as pip installs them on the deploying machine and does not build extensions for the Nomad clients; use a pure-Python package", shown, pkg, file)
+	}
+	if err := os.WriteFile(filepath.Join(tmp, ".installed"), nil, 0o644); err != nil {
+		return "", fmt.Errorf("dependency cache: %w", err)
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		if _, serr := os.Stat(filepath.Join(final, ".installed")); serr == nil {
+			return final, nil // another process won
+		}
+		return "", fmt.Errorf("dependency cache: %w", err)
+	}
+	return final, nil
+}
+
+// compiled finds an installed Python package with compiled extensions:
+// its top-level name and the file that shows it, or "".
+func compiled(dir string) (pkg, file string) {
+	_ = filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
+		if err != nil || pkg != "" {
+			return fs.SkipAll
+		}
+		if !e.IsDir() && (strings.HasSuffix(e.Name(), ".so") || strings.Contains(e.Name(), ".so.") || strings.HasSuffix(e.Name(), ".pyd")) {
+			rel, _ := filepath.Rel(dir, p)
+			pkg = strings.Split(filepath.ToSlash(rel), "/")[0]
+			file = filepath.ToSlash(rel)
+			return fs.SkipAll
+		}
+		return nil
+	})
+	return pkg, file
 }
 
 // npm returns the cache's node_modules for src's manifest and lockfile,
@@ -219,10 +335,24 @@ func (in *Installer) NodePath(ctx context.Context, src string) (string, error) {
 
 // SetNodePaths sets NODE_PATH (NodePath) in the environment of each Node
 // function of cfg, a pool run from the project's sources (its bundles
-// are the source directories: jobs.LocalConfig).
+// are the source directories: jobs.LocalConfig), and PYTHONPATH to the
+// installed requirements of each Python function that has them.
 func SetNodePaths(ctx context.Context, in *Installer, cfg *pool.Config) error {
 	for i := range cfg.Functions {
 		f := &cfg.Functions[i]
+		if f.Runtime == "python" && f.Bundle != "" {
+			extras, err := in.Extras(ctx, "python", f.Bundle, f.Bundle)
+			if err != nil {
+				return fmt.Errorf("function %s: %w", f.Name, err)
+			}
+			if len(extras) > 0 {
+				if f.Env == nil {
+					f.Env = map[string]string{}
+				}
+				f.Env["PYTHONPATH"] = extras[0].Dir
+			}
+			continue
+		}
 		if f.Runtime != "node" || f.Bundle == "" {
 			continue
 		}

@@ -585,6 +585,11 @@ def load_handler():
     spec = os.environ.get("BUTTER_HANDLER") or "main.handle"
     module, _, name = spec.rpartition(".")
     sys.path.insert(0, os.getcwd())
+    # A bundle's installed requirements (package deps): after the
+    # function's own modules.
+    packages = os.path.join(os.getcwd(), "python_packages")
+    if os.path.isdir(packages):
+        sys.path.insert(1, packages)
     try:
         fn = getattr(_import(module or "main"), name)
         if not callable(fn):
