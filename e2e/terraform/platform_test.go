@@ -206,7 +206,7 @@ plugin "nomad-driver-butter" {
 		t.Fatal(err)
 	}
 	write(t, aw.dir, map[string]string{
-		"project/java.fn.hcl":                "function \"jgreet\" {\n  runtime = \"java\"\n  source  = \"jgreet\"\n  handler = \"example.Greet\"\n  memory  = 128\n  trigger \"http\" {\n    route = \"POST /jgreet/{name}\"\n  }\n}\n",
+		"project/java.fn.hcl":               "function \"jgreet\" {\n  runtime = \"java\"\n  source  = \"jgreet\"\n  handler = \"example.Greet\"\n  memory  = 128\n  trigger \"http\" {\n    route = \"POST /jgreet/{name}\"\n  }\n}\n",
 		"project/jgreet/example/Greet.java": string(greet),
 	})
 	aw.must(0, "init", "-no-color")
