@@ -99,6 +99,8 @@ type decoder struct {
 
 	// bodies to decode in the second pass, in declaration order.
 	streamBodies   []pending
+	// sinkSignatures are checked once the sinks' secrets are read (sink.go).
+	sinkSignatures []sinkSignature
 	functionBodies []pending
 	pipelineBodies []pending
 	poolBodies     []pending
@@ -136,6 +138,7 @@ var rootSchema = &hcl.BodySchema{
 		{Type: "function", LabelNames: []string{"name"}},
 		{Type: "pipeline", LabelNames: []string{"name"}},
 		{Type: "pool", LabelNames: []string{"name"}},
+		{Type: "sink", LabelNames: []string{"type", "name"}},
 	},
 }
 
@@ -224,11 +227,12 @@ func (d *decoder) load() *Project {
 	for _, p := range d.poolBodies {
 		d.decodePool(p)
 	}
+	d.checkSinkSignatures()
 	for _, p := range d.streamBodies {
 		proj.Streams = append(proj.Streams, d.streams[p.block.Labels[0]])
 	}
 	for _, p := range d.functionBodies {
-		proj.Functions = append(proj.Functions, d.functions[p.block.Labels[0]])
+		proj.Functions = append(proj.Functions, d.functions[functionName(p.block)])
 	}
 	for _, p := range d.pipelineBodies {
 		proj.Pipelines = append(proj.Pipelines, d.pipelines[p.block.Labels[0]])
@@ -256,8 +260,11 @@ func (d *decoder) projectName() string {
 }
 
 func (d *decoder) declare(rel string, b *hcl.Block) {
-	name := b.Labels[0]
-	lr := b.LabelRanges[0]
+	name := functionName(b)
+	lr := b.LabelRanges[len(b.LabelRanges)-1]
+	if b.Type == "sink" && !d.sinkType(b) {
+		return
+	}
 	if !names.Valid(name) {
 		d.errorf(&lr, "Invalid "+b.Type+" name",
 			"%q cannot be used as a %s name: names become Kafka topics and Nomad service names, so they use lower-case letters, digits, '-' and '_', start with a letter and are at most 63 characters long.", name, b.Type)
@@ -281,11 +288,15 @@ func (d *decoder) declare(rel string, b *hcl.Block) {
 			d.streams[name] = &Stream{Name: name, DeclRange: b.DefRange}
 			d.streamBodies = append(d.streamBodies, pending{rel, b})
 		}
-	case "function":
+	case "function", "sink":
 		if f, ok := d.functions[name]; ok {
 			prev = &f.DeclRange
 		} else {
-			d.functions[name] = &Function{Name: name, DeclRange: b.DefRange}
+			f := &Function{Name: name, DeclRange: b.DefRange}
+			if b.Type == "sink" {
+				f.Sink = b.Labels[0]
+			}
+			d.functions[name] = f
 			d.functionBodies = append(d.functionBodies, pending{rel, b})
 		}
 	case "pipeline":
@@ -308,7 +319,7 @@ func (d *decoder) declare(rel string, b *hcl.Block) {
 			"A %s named %q is already declared at %s. Names are unique within a project, across all its files: rename one of them.", b.Type, name, at(*prev))
 		return
 	}
-	if b.Type == "function" {
+	if b.Type == "function" || b.Type == "sink" {
 		if _, ok := d.pipelines[name]; ok {
 			d.errorf(&lr, "Name used twice", "%q names both a function and a pipeline. Routes and `butter invoke` address both by name: rename one of them.", name)
 		}

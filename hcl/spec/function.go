@@ -33,18 +33,24 @@ var functionSchema = &hcl.BodySchema{
 }
 
 func (d *decoder) decodeFunction(p pending) {
-	f := d.functions[p.block.Labels[0]]
+	f := d.functions[functionName(p.block)]
 	f.Pool = DefaultPool
 	f.Memory = DefaultMemoryMiB
 	f.CPU = DefaultCPUMHz
 	f.Timeout, _ = ParseDuration(DefaultTimeout)
 	f.Instances = Instances{Min: 0, Max: DefaultMaxInstance, Concurrency: 1}
 
-	content, diags := p.block.Body.Content(functionSchema)
+	schema := functionSchema
+	if f.Sink != "" {
+		schema = sinkSchema // sink.go
+	}
+	content, diags := p.block.Body.Content(schema)
 	d.diags = append(d.diags, diags...)
 	attrs := content.Attributes
 
-	if a := attrs["runtime"]; a == nil {
+	if f.Sink != "" {
+		d.decodeSink(f, p.block, attrs)
+	} else if a := attrs["runtime"]; a == nil {
 		r := p.block.DefRange
 		d.errorf(&r, "Missing runtime", "Function %q needs a runtime: add runtime = \"node\" (or one of %s).", f.Name, strings.Join(Runtimes, ", "))
 	} else if rt, ok := d.str(a); ok {

@@ -204,6 +204,8 @@ func For(name string, sdks *SDKs) (Runtime, error) {
 		return HTTP{}, nil
 	case "wasm":
 		return Wasm{SDKs: sdks}, nil
+	case "sink.http":
+		return HTTPSink{}, nil
 	}
 	return nil, fmt.Errorf("runtime %q is not supported by this pool yet", name)
 }
