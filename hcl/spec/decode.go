@@ -98,7 +98,7 @@ type decoder struct {
 	pools          map[string]*Pool // pool blocks (scaling.go)
 
 	// bodies to decode in the second pass, in declaration order.
-	streamBodies   []pending
+	streamBodies []pending
 	// sinkSignatures are checked once the sinks' secrets are read (sink.go).
 	sinkSignatures []sinkSignature
 	functionBodies []pending
