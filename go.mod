@@ -169,6 +169,7 @@ require (
 require (
 	github.com/butterfn/butter/sdk/go v0.0.0
 	github.com/chromedp/chromedp v0.23.1
+	github.com/eclipse/paho.mqtt.golang v1.5.1
 	github.com/fxamacker/cbor/v2 v2.10.0
 	github.com/go-jose/go-jose/v4 v4.1.4
 	github.com/hashicorp/consul-template v0.41.4

@@ -99,8 +99,9 @@ type decoder struct {
 
 	// bodies to decode in the second pass, in declaration order.
 	streamBodies []pending
-	// sinkSignatures are checked once the sinks' secrets are read (sink.go).
-	sinkSignatures []sinkSignature
+	// secretRefs are connectors' arguments naming one of their secrets,
+	// checked once the secrets are read (connector.go).
+	secretRefs []secretRef
 	functionBodies []pending
 	pipelineBodies []pending
 	poolBodies     []pending
@@ -139,6 +140,7 @@ var rootSchema = &hcl.BodySchema{
 		{Type: "pipeline", LabelNames: []string{"name"}},
 		{Type: "pool", LabelNames: []string{"name"}},
 		{Type: "sink", LabelNames: []string{"type", "name"}},
+		{Type: "source", LabelNames: []string{"type", "name"}},
 	},
 }
 
@@ -227,7 +229,7 @@ func (d *decoder) load() *Project {
 	for _, p := range d.poolBodies {
 		d.decodePool(p)
 	}
-	d.checkSinkSignatures()
+	d.checkSecretRefs()
 	for _, p := range d.streamBodies {
 		proj.Streams = append(proj.Streams, d.streams[p.block.Labels[0]])
 	}
@@ -262,7 +264,7 @@ func (d *decoder) projectName() string {
 func (d *decoder) declare(rel string, b *hcl.Block) {
 	name := functionName(b)
 	lr := b.LabelRanges[len(b.LabelRanges)-1]
-	if b.Type == "sink" && !d.sinkType(b) {
+	if (b.Type == "sink" || b.Type == "source") && !d.connectorType(b) {
 		return
 	}
 	if !names.Valid(name) {
@@ -288,13 +290,13 @@ func (d *decoder) declare(rel string, b *hcl.Block) {
 			d.streams[name] = &Stream{Name: name, DeclRange: b.DefRange}
 			d.streamBodies = append(d.streamBodies, pending{rel, b})
 		}
-	case "function", "sink":
+	case "function", "sink", "source":
 		if f, ok := d.functions[name]; ok {
 			prev = &f.DeclRange
 		} else {
 			f := &Function{Name: name, DeclRange: b.DefRange}
-			if b.Type == "sink" {
-				f.Sink = b.Labels[0]
+			if b.Type == "sink" || b.Type == "source" {
+				f.Connector = b.Type + "." + b.Labels[0]
 			}
 			d.functions[name] = f
 			d.functionBodies = append(d.functionBodies, pending{rel, b})
@@ -319,7 +321,7 @@ func (d *decoder) declare(rel string, b *hcl.Block) {
 			"A %s named %q is already declared at %s. Names are unique within a project, across all its files: rename one of them.", b.Type, name, at(*prev))
 		return
 	}
-	if b.Type == "function" || b.Type == "sink" {
+	if b.Type == "function" || b.Type == "sink" || b.Type == "source" {
 		if _, ok := d.pipelines[name]; ok {
 			d.errorf(&lr, "Name used twice", "%q names both a function and a pipeline. Routes and `butter invoke` address both by name: rename one of them.", name)
 		}

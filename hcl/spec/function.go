@@ -41,15 +41,15 @@ func (d *decoder) decodeFunction(p pending) {
 	f.Instances = Instances{Min: 0, Max: DefaultMaxInstance, Concurrency: 1}
 
 	schema := functionSchema
-	if f.Sink != "" {
-		schema = sinkSchema // sink.go
+	if f.Connector != "" {
+		schema = connectorSchemas[f.Connector] // connector.go
 	}
 	content, diags := p.block.Body.Content(schema)
 	d.diags = append(d.diags, diags...)
 	attrs := content.Attributes
 
-	if f.Sink != "" {
-		d.decodeSink(f, p.block, attrs)
+	if f.Connector != "" {
+		d.decodeConnector(f, p.block, attrs)
 	} else if a := attrs["runtime"]; a == nil {
 		r := p.block.DefRange
 		d.errorf(&r, "Missing runtime", "Function %q needs a runtime: add runtime = \"node\" (or one of %s).", f.Name, strings.Join(Runtimes, ", "))

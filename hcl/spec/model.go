@@ -104,11 +104,12 @@ type Stream struct {
 // Function is one function block.
 type Function struct {
 	Name string
-	// Sink is the type of a sink block ("http"), "" for a function: a
-	// sink is a function of the platform's own, which delivers a stream's
-	// records out of Butter (sink.go). Its Runtime is "sink.<type>" and
-	// its settings are in Options.
-	Sink    string
+	// Connector is "sink.<type>" or "source.<type>" for a sink or
+	// source block, "" for a function: a connector is a function of the
+	// platform's own that carries a stream's records out of Butter, or
+	// external messages into a stream (connector.go). Its Runtime is the
+	// same, and its settings are in Options.
+	Connector string
 	Runtime string
 	// Source is the function's code, a file or directory relative to the
 	// project directory, with forward slashes. Empty for an exec function

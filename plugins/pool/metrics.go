@@ -28,7 +28,8 @@ type Metrics struct {
 	logShipped  *prometheus.CounterVec
 	logDropped  *prometheus.CounterVec
 	execDropped *prometheus.CounterVec
-	calls       *callMetrics // of context calls (calls.go)
+	sourced     *prometheus.CounterVec // messages a source produced (sources.go)
+	calls       *callMetrics           // of context calls (calls.go)
 }
 
 // DurationBuckets are the upper bounds of butter_invocation_duration_seconds:
@@ -57,8 +58,9 @@ func NewMetrics() *Metrics {
 		logShipped:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "butter_log_lines_total", Help: "Lines of a function's log produced to the project's log topic."}, []string{"function"}),
 		logDropped:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "butter_log_lines_dropped_total", Help: "Lines of a function's log not produced to the log topic, by reason (rate: over 1000 a second; produce: Kafka failed); they are in the pool's own log."}, []string{"function", "reason"}),
 		execDropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "butter_executions_dropped_total", Help: "Records of a function's execution log Kafka did not take."}, []string{"function"}),
+		sourced:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "butter_source_messages_total", Help: "Messages a source (an MQTT subscription) produced to its stream."}, fn),
 	}
-	m.Registry.MustRegister(m.invocations, m.errors, m.duration, m.instances, m.inflight, m.coldStarts, m.restarts, m.batches, m.failed, m.deadLetters, m.lag, m.logShipped, m.logDropped, m.execDropped,
+	m.Registry.MustRegister(m.invocations, m.errors, m.duration, m.instances, m.inflight, m.coldStarts, m.restarts, m.batches, m.failed, m.deadLetters, m.lag, m.logShipped, m.logDropped, m.execDropped, m.sourced,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.calls = newCallMetrics(m.Registry)
 	m.Registry.MustRegister(m.queued)

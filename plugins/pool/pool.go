@@ -165,6 +165,8 @@ type Pool struct {
 	wg     sync.WaitGroup
 
 	streamCancel context.CancelFunc
+	// sources are the running sources (sources.go), stopped by Close.
+	sources []source
 	// producer sends what functions emit from HTTP calls; nil until
 	// StartStreams connects the pool to Kafka.
 	producer *kgo.Client
@@ -250,6 +252,7 @@ func New(cfg *Config, logs func(function string) io.Writer, opts ...Option) (*Po
 				Command: fc.Command, Env: fc.Env, Concurrency: max(fc.Concurrency, 1),
 				MaxOpenFiles: 1024, MemoryMiB: fc.Memory, MaxProcs: maxProcs, Limits: o.limits, Logs: lw,
 				Sandbox: confineFunction(base, fc, bundles),
+				Options: fc.Options,
 			},
 			timeout: timeout,
 			log:     o.logger.Named(fc.Name),
@@ -499,8 +502,13 @@ func (p *Pool) Invoke(ctx context.Context, function string, c *Call) error {
 // Close drains the pool: new calls are refused, calls in flight get the
 // stop grace to finish, then every instance is stopped.
 func (p *Pool) Close() {
-	// Streams first: their batches in flight finish and are committed
-	// while the instances still run.
+	// Sources first (their last message produced before the producer
+	// closes), then streams: their batches in flight finish and are
+	// committed while the instances still run.
+	for _, s := range p.sources {
+		s.Close()
+	}
+	p.sources = nil
 	if p.streamCancel != nil {
 		p.streamCancel()
 	}

@@ -150,7 +150,7 @@ func (p *Pool) StartStreams(ctx context.Context, kafka broker.Config) error {
 			}()
 		}
 	}
-	return nil
+	return p.startSources() // sources.go
 }
 
 // checkSessionTimeout fails when the coordinator of one of the groups does

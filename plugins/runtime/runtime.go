@@ -58,6 +58,9 @@ type Function struct {
 	// Sandbox, when set, confines each instance's processes (package
 	// sandbox): the pool sets it when it hosts secrets.
 	Sandbox *sandbox.Config
+	// Options are the function's own options (a call's may override
+	// them): the connectors' settings (sink.go).
+	Options map[string]string
 }
 
 // Invocation is one call of a function.
@@ -206,6 +209,10 @@ func For(name string, sdks *SDKs) (Runtime, error) {
 		return Wasm{SDKs: sdks}, nil
 	case "sink.http":
 		return HTTPSink{}, nil
+	case "sink.mqtt":
+		return MQTTSink{}, nil
+	case "source.mqtt":
+		return Source{}, nil
 	}
 	return nil, fmt.Errorf("runtime %q is not supported by this pool yet", name)
 }

@@ -10,9 +10,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/butterfn/butter/connectors/mqtt"
 	"github.com/butterfn/butter/sdk/go/proto"
 )
 
@@ -173,3 +176,102 @@ func (i *sinkInstance) Stop(time.Duration) error {
 
 func (i *sinkInstance) Exited() <-chan struct{} { return i.exited }
 func (i *sinkInstance) Pid() int                { return 0 }
+
+// MQTTSink is the runtime of `sink "mqtt"`: each record is published to
+// the topic its template gives (connectors/mqtt), at the sink's QoS; a
+// QoS 1 or 2 publish returns once the broker acknowledged it. A broker
+// that cannot be reached fails the record as an Exception (retried, then
+// dead-lettered); a topic the record cannot fill (no key for {key}) is a
+// PreconditionFailed.
+type MQTTSink struct{}
+
+// Start implements Runtime: it connects to the broker, and keeps trying
+// in the background when it cannot (each publish fails meanwhile).
+func (MQTTSink) Start(ctx context.Context, fn *Function) (Instance, error) {
+	cfg, err := mqtt.ConfigFrom(fn.Options, fn.Env)
+	if err != nil {
+		return nil, fmt.Errorf("sink %s: %w", fn.Name, err)
+	}
+	if cfg.ClientID == "" {
+		cfg.ClientID = clientID(fn.Name)
+	}
+	return &mqttSinkInstance{fn: fn, pub: mqtt.NewPublisher(cfg), exited: make(chan struct{})}, nil
+}
+
+type mqttSinkInstance struct {
+	fn     *Function
+	pub    *mqtt.Publisher
+	exited chan struct{}
+	once   sync.Once
+}
+
+func (i *mqttSinkInstance) Invoke(ctx context.Context, inv *Invocation) error {
+	body, err := io.ReadAll(inv.Input)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrInput, err)
+	}
+	stream := ""
+	if pos := inv.Meta["butter.position"]; pos != "" {
+		if j := strings.LastIndexByte(pos, '/'); j > 0 {
+			if k := strings.LastIndexByte(pos[:j], '/'); k > 0 {
+				stream = pos[:k]
+			}
+		}
+	}
+	topic, err := mqtt.Topic(inv.Options[mqtt.OptTopic], inv.Meta["ce_subject"], stream)
+	if err != nil {
+		return &proto.Error{Type: proto.PreconditionFailed, Message: err.Error()}
+	}
+	if err := i.pub.Publish(ctx, topic, body, inv.Options[mqtt.OptRetain] == "true"); err != nil {
+		return &proto.Error{Type: proto.Exception, Message: err.Error()}
+	}
+	return nil
+}
+
+func (i *mqttSinkInstance) Stop(time.Duration) error {
+	i.once.Do(func() {
+		i.pub.Close()
+		close(i.exited)
+	})
+	return nil
+}
+
+func (i *mqttSinkInstance) Exited() <-chan struct{} { return i.exited }
+func (i *mqttSinkInstance) Pid() int                { return 0 }
+
+// clientID is a connector's default MQTT client id: its name, this host
+// and process, so that two pools never share one (a broker drops the
+// older connection of a client id).
+func clientID(name string) string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("butter-%s-%s-%d", name, host, os.Getpid())
+}
+
+// Source is the runtime of a source (source "mqtt"): the pool feeds its
+// stream from the source's subscription (plugins/pool/sources.go); an
+// instance exists so the pool can load it like any function, and it takes
+// no calls.
+type Source struct{}
+
+// Start implements Runtime.
+func (Source) Start(ctx context.Context, fn *Function) (Instance, error) {
+	return &sourceInstance{name: fn.Name, exited: make(chan struct{})}, nil
+}
+
+type sourceInstance struct {
+	name   string
+	exited chan struct{}
+	once   sync.Once
+}
+
+func (i *sourceInstance) Invoke(ctx context.Context, inv *Invocation) error {
+	return &proto.Error{Type: proto.PreconditionFailed, Message: "source " + i.name + " is fed by its subscription: it takes no calls"}
+}
+
+func (i *sourceInstance) Stop(time.Duration) error {
+	i.once.Do(func() { close(i.exited) })
+	return nil
+}
+
+func (i *sourceInstance) Exited() <-chan struct{} { return i.exited }
+func (i *sourceInstance) Pid() int                { return 0 }

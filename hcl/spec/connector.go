@@ -1,0 +1,318 @@
+package spec
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/hashicorp/hcl/v2"
+)
+
+// Connectors: `sink "<type>" "<name>" { stream = stream.x ... }` carries a
+// stream's records out of Butter, and `source "<type>" "<name>" { stream =
+// stream.x ... }` carries external messages into a stream. A connector is
+// decoded as a function whose runtime is the platform's own ("sink.http",
+// "sink.mqtt", "source.mqtt"), its settings in Options, so it is placed,
+// scaled, retried, dead-lettered and given secrets as a function is; a
+// sink has one stream trigger on its stream, a source has its stream as
+// its output. The pool runs them in its process (plugins/runtime/sink.go,
+// plugins/pool/sources.go, connectors/mqtt).
+
+// Connectors are the connector types built, as "sink.<type>" and
+// "source.<type>".
+var Connectors = []string{"sink.http", "sink.mqtt", "source.mqtt"}
+
+// plannedConnectors are those the connectors issue asks for and this
+// version does not have yet.
+var plannedConnectors = []string{"sink.postgres", "source.postgres", "sink.influxdb"}
+
+var connectorShared = []hcl.AttributeSchema{
+	{Name: "stream", Required: true}, {Name: "pool"}, {Name: "timeout"}, {Name: "memory"}, {Name: "cpu"},
+}
+
+var connectorBlocks = []hcl.BlockHeaderSchema{
+	{Type: "instances"},
+	{Type: "retry"},
+	{Type: "secret", LabelNames: []string{"name"}},
+}
+
+var connectorSchemas = map[string]*hcl.BodySchema{
+	"sink.http": {
+		Attributes: append([]hcl.AttributeSchema{
+			{Name: "url", Required: true}, {Name: "method"}, {Name: "headers"}, {Name: "signature"}, {Name: "offset"}, {Name: "dead_letter"},
+		}, connectorShared...),
+		Blocks: connectorBlocks,
+	},
+	"sink.mqtt": {
+		Attributes: append([]hcl.AttributeSchema{
+			{Name: "address", Required: true}, {Name: "topic", Required: true}, {Name: "qos"}, {Name: "retain"},
+			{Name: "client_id"}, {Name: "username"}, {Name: "password"}, {Name: "offset"}, {Name: "dead_letter"},
+		}, connectorShared...),
+		Blocks: connectorBlocks,
+	},
+	"source.mqtt": {
+		Attributes: append([]hcl.AttributeSchema{
+			{Name: "address", Required: true}, {Name: "topics", Required: true}, {Name: "qos"}, {Name: "key"},
+			{Name: "share"}, {Name: "client_id"}, {Name: "username"}, {Name: "password"},
+		}, connectorShared...),
+		Blocks: connectorBlocks,
+	},
+}
+
+// The options a connector's settings travel in to the pool.
+const (
+	SinkURL       = "url"
+	SinkMethod    = "method"
+	SinkSignature = "signature"
+	// SinkHeader prefixes each header's name.
+	SinkHeader = "header."
+)
+
+// functionName is the name a function, sink or source block declares.
+func functionName(b *hcl.Block) string {
+	if b.Type == "sink" || b.Type == "source" {
+		return b.Labels[1]
+	}
+	return b.Labels[0]
+}
+
+// connectorType checks a sink or source block's type.
+func (d *decoder) connectorType(b *hcl.Block) bool {
+	kind := b.Type + "." + b.Labels[0]
+	var types []string
+	for _, c := range Connectors {
+		if t, ok := strings.CutPrefix(c, b.Type+"."); ok {
+			types = append(types, t)
+		}
+		if c == kind {
+			return true
+		}
+	}
+	r := b.LabelRanges[0]
+	for _, c := range plannedConnectors {
+		if c == kind {
+			d.errorf(&r, "Connector not built yet", "%s %q is planned and not built in this version of Butter; the %ss are %s.", b.Type, b.Labels[0], b.Type, strings.Join(types, ", "))
+			return false
+		}
+	}
+	detail := fmt.Sprintf("%q is not a %s type; the %ss are %s.", b.Labels[0], b.Type, b.Type, strings.Join(types, ", "))
+	if s := suggest(b.Labels[0], types); s != "" {
+		detail = fmt.Sprintf("%q is not a %s type. Did you mean %q? The %ss are %s.", b.Labels[0], b.Type, s, b.Type, strings.Join(types, ", "))
+	}
+	d.errorf(&r, "Unknown "+b.Type+" type", "%s", detail)
+	return false
+}
+
+// decodeConnector reads a connector's own arguments into f;
+// decodeFunction reads those it shares with functions (pool, dead_letter,
+// timeout, memory, cpu, instances, retry, secret).
+func (d *decoder) decodeConnector(f *Function, b *hcl.Block, attrs hcl.Attributes) {
+	f.Runtime = f.Connector
+	f.Options = map[string]string{}
+	var stream *Stream
+	if a := attrs["stream"]; a != nil {
+		if _, name, ok := d.ref(a.Expr, "stream", "stream"); ok {
+			stream = d.streams[name]
+		}
+	}
+	if strings.HasPrefix(f.Connector, "sink.") {
+		t := &Trigger{Type: TriggerStream, Stream: stream, Offset: Offset{Kind: OffsetLatest}, Order: "partition", DeclRange: b.DefRange}
+		if a := attrs["offset"]; a != nil {
+			if s, ok := d.scalarString(a, "\"first\", \"latest\", an offset number, or an RFC 3339 time"); ok {
+				if o, err := ParseOffset(s); err != nil {
+					r := a.Expr.Range()
+					d.errorf(&r, "Invalid offset", "%v. A sink starts its stream at \"latest\" (the default: records produced from its first deploy on), \"first\", an offset number or an RFC 3339 time.", err)
+				} else {
+					t.Offset = o
+				}
+			}
+		}
+		f.Triggers = append(f.Triggers, t)
+	} else {
+		f.Output = stream
+	}
+	switch f.Connector {
+	case "sink.http":
+		d.decodeHTTPSink(f, attrs)
+	case "sink.mqtt", "source.mqtt":
+		d.decodeMQTT(f, attrs)
+	}
+}
+
+func (d *decoder) decodeHTTPSink(f *Function, attrs hcl.Attributes) {
+	if a := attrs["url"]; a != nil {
+		if s, ok := d.str(a); ok {
+			u, err := url.Parse(s)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				r := a.Expr.Range()
+				d.errorf(&r, "Invalid URL", "%q is not an http or https URL, like \"https://hooks.example.com/alerts\".", s)
+			} else {
+				f.Options[SinkURL] = s
+			}
+		}
+	}
+	f.Options[SinkMethod] = http.MethodPost
+	if a := attrs["method"]; a != nil {
+		f.Options[SinkMethod] = d.oneOf(a, []string{http.MethodPost, http.MethodPut, http.MethodPatch}, http.MethodPost)
+	}
+	if a := attrs["headers"]; a != nil {
+		if m, ok := d.strMap(a); ok {
+			keys := make([]string, 0, len(m))
+			for k := range m {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			for _, k := range keys {
+				ck := http.CanonicalHeaderKey(k)
+				if ck == "Content-Length" || ck == "Host" || strings.HasPrefix(ck, "Butter-") || strings.ContainsAny(k, " :\r\n") {
+					r := a.Expr.Range()
+					d.errorf(&r, "Invalid header", "Header %q cannot be set by a sink: Host, Content-Length and Butter-* are the platform's, and a name has no spaces or colons.", k)
+					continue
+				}
+				f.Options[SinkHeader+ck] = m[k]
+			}
+		}
+	}
+	d.secretRef(f, attrs["signature"], SinkSignature, "signs with")
+}
+
+// mqttSchemes are the broker URL schemes Paho takes.
+var mqttSchemes = []string{"tcp", "ssl", "tls", "mqtt", "mqtts", "ws", "wss"}
+
+func (d *decoder) decodeMQTT(f *Function, attrs hcl.Attributes) {
+	if a := attrs["address"]; a != nil {
+		if s, ok := d.str(a); ok {
+			u, err := url.Parse(s)
+			known := false
+			if err == nil {
+				for _, sc := range mqttSchemes {
+					known = known || u.Scheme == sc
+				}
+			}
+			if !known || u.Host == "" {
+				r := a.Expr.Range()
+				d.errorf(&r, "Invalid broker address", "%q is not an MQTT broker's address, like \"tcp://mqtt.example.com:1883\" (schemes: %s).", s, strings.Join(mqttSchemes, ", "))
+			} else {
+				f.Options["address"] = s
+			}
+		}
+	}
+	f.Options["qos"] = "1"
+	if a := attrs["qos"]; a != nil {
+		f.Options["qos"] = d.oneOf(a, []string{"0", "1", "2"}, "1")
+	}
+	for _, name := range []string{"client_id", "username", "share"} {
+		if a := attrs[name]; a != nil {
+			if s, ok := d.str(a); ok {
+				f.Options[name] = s
+			}
+		}
+	}
+	d.secretRef(f, attrs["password"], "password", "logs in with the password in")
+	if a := attrs["retain"]; a != nil {
+		if v, ok := d.boolean(a); ok {
+			f.Options["retain"] = strconv.FormatBool(v)
+		}
+	}
+	if a := attrs["topic"]; a != nil {
+		if s, ok := d.str(a); ok {
+			if strings.ContainsAny(s, "+#") || s == "" {
+				r := a.Expr.Range()
+				d.errorf(&r, "Invalid topic", "%q: a sink publishes to one topic, without wildcards (+, #); {key} and {stream} are replaced by the record's key and stream, like \"alerts/{key}\".", s)
+			} else {
+				f.Options["topic"] = s
+			}
+		}
+	}
+	if a := attrs["topics"]; a != nil {
+		if list, ok := d.strList(a); ok {
+			for _, filter := range list {
+				if why := badFilter(filter); why != "" {
+					r := a.Expr.Range()
+					d.errorf(&r, "Invalid topic filter", "%q: %s.", filter, why)
+				}
+			}
+			if len(list) == 0 {
+				r := a.Expr.Range()
+				d.errorf(&r, "No topics", "A source subscribes to at least one topic filter, like topics = [\"sensors/+/reading\"].")
+			}
+			f.Options["topics"] = strings.Join(list, ",")
+		}
+	}
+	if a := attrs["key"]; a != nil {
+		if s, ok := d.scalarString(a, "a topic level, counted from 1"); ok {
+			n, err := strconv.Atoi(s)
+			if err != nil || n < 0 {
+				r := a.Expr.Range()
+				d.errorf(&r, "Invalid key", "key is the topic level (from 1) whose value keys the records, like 2 for the device of sensors/<device>/reading; 0 for none.")
+			} else {
+				f.Options["key"] = s
+			}
+		}
+	}
+}
+
+// badFilter says what is wrong with an MQTT topic filter ("" if nothing).
+func badFilter(f string) string {
+	if f == "" {
+		return "a filter is not empty"
+	}
+	if strings.Contains(f, ",") {
+		return "a filter has no comma"
+	}
+	levels := strings.Split(f, "/")
+	for i, l := range levels {
+		switch {
+		case l == "#" && i != len(levels)-1:
+			return "# is the last level only"
+		case l != "#" && l != "+" && strings.ContainsAny(l, "+#"):
+			return "+ and # stand alone in a level, like sensors/+/reading or sensors/#"
+		}
+	}
+	return ""
+}
+
+// secretRef is a connector's argument that names one of its secrets,
+// checked once the connector's secret blocks are read.
+type secretRef struct {
+	f    *Function
+	arg  string
+	name string
+	rng  hcl.Range
+	verb string
+}
+
+// secretRef records a (the name of a secret) in f's option opt.
+func (d *decoder) secretRef(f *Function, a *hcl.Attribute, opt, verb string) {
+	if a == nil {
+		return
+	}
+	if s, ok := d.str(a); ok {
+		f.Options[opt] = s
+		d.secretRefs = append(d.secretRefs, secretRef{f: f, arg: a.Name, name: s, rng: a.Expr.Range(), verb: verb})
+	}
+}
+
+// checkSecretRefs checks that each connector's secret arguments name one
+// of its secrets.
+func (d *decoder) checkSecretRefs() {
+	for _, s := range d.secretRefs {
+		found := false
+		var declared []string
+		for _, sec := range s.f.Secrets {
+			found = found || sec.Name == s.name
+			declared = append(declared, sec.Name)
+		}
+		if !found {
+			r := s.rng
+			detail := fmt.Sprintf("%q %s secret %q (its %s argument), which it does not declare: add secret %q { vault = \"<path>#<key>\" } to it.", s.f.Name, s.verb, s.name, s.arg, s.name)
+			if len(declared) > 0 {
+				detail += " It declares " + strings.Join(declared, ", ") + "."
+			}
+			d.errorf(&r, "Unknown secret", "%s", detail)
+		}
+	}
+}

@@ -1,0 +1,44 @@
+project "s" {}
+
+stream "alerts" {}
+
+sink "postgres" "later" {
+  stream = stream.alerts
+  url    = "postgres://db/x"
+}
+
+sink "htp" "typo" {
+  stream = stream.alerts
+  url    = "https://example.com"
+}
+
+sink "http" "no-url" {
+  stream = stream.alerts
+}
+
+sink "http" "bad" {
+  stream    = stream.alerts
+  url       = "ftp://example.com/x"
+  method    = "DELETE"
+  headers   = { "Butter-Trace" = "x" }
+  signature = "HOOK_KEY"
+}
+
+sink "mqtt" "wild" {
+  stream  = stream.alerts
+  address = "http://broker:1883"
+  topic   = "alerts/+"
+  qos     = 3
+}
+
+source "mqtt" "readings" {
+  stream   = stream.alerts
+  address  = "tcp://127.0.0.1:1883"
+  topics   = ["sensors/#/x", "ok/+/reading", "bad+/x"]
+  key      = -1
+  password = "MQTT_PASSWORD"
+}
+
+source "kafka" "nope" {
+  stream = stream.alerts
+}
