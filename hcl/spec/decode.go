@@ -101,7 +101,7 @@ type decoder struct {
 	streamBodies []pending
 	// secretRefs are connectors' arguments naming one of their secrets,
 	// checked once the secrets are read (connector.go).
-	secretRefs []secretRef
+	secretRefs     []secretRef
 	functionBodies []pending
 	pipelineBodies []pending
 	poolBodies     []pending

@@ -110,7 +110,7 @@ type Function struct {
 	// external messages into a stream (connector.go). Its Runtime is the
 	// same, and its settings are in Options.
 	Connector string
-	Runtime string
+	Runtime   string
 	// Source is the function's code, a file or directory relative to the
 	// project directory, with forward slashes. Empty for an exec function
 	// that runs a command found on the PATH.
