@@ -20,5 +20,8 @@ exports.handle = butter.stream(async (input, output, ctx) => {
     first = false;
     if (!output.write(chunk)) await new Promise((resolve) => output.once('drain', resolve));
   }
-  await ctx.log('info', `node stream maxrss_kib=${process.resourceUsage().maxRSS}`);
+  // VmHWM, the peak RSS of this process image: getrusage's maxrss would
+  // count the pool's RSS at the fork, which an exec does not reset.
+  const hwm = /VmHWM:\s+(\d+) kB/.exec(require('fs').readFileSync('/proc/self/status', 'utf8'))[1];
+  await ctx.log('info', `node stream maxrss_kib=${hwm}`);
 });

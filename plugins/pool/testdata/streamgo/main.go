@@ -8,7 +8,8 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"syscall"
+	"os"
+	"strings"
 	"time"
 
 	butter "github.com/butterfn/butter/sdk/go"
@@ -39,9 +40,20 @@ func handle(ctx context.Context, in io.Reader, out io.Writer) error {
 	} else if err != io.EOF && err != io.ErrUnexpectedEOF {
 		return err
 	}
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return call.Log("info", fmt.Sprintf("go stream maxrss_kib=%d", ru.Maxrss))
+	// VmHWM, the peak RSS of this process image: getrusage's maxrss
+	// would count the pool's RSS at the fork, which an exec does not
+	// reset.
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return err
+	}
+	hwm := ""
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			hwm = strings.TrimSuffix(strings.TrimSpace(v), " kB")
+		}
+	}
+	return call.Log("info", "go stream maxrss_kib="+hwm)
 }
 
 func main() { butter.ServeStream(handle) }
