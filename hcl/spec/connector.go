@@ -23,11 +23,11 @@ import (
 
 // Connectors are the connector types built, as "sink.<type>" and
 // "source.<type>".
-var Connectors = []string{"sink.http", "sink.mqtt", "source.mqtt"}
+var Connectors = []string{"sink.http", "sink.mqtt", "sink.postgres", "source.mqtt"}
 
 // plannedConnectors are those the connectors issue asks for and this
 // version does not have yet.
-var plannedConnectors = []string{"sink.postgres", "source.postgres", "sink.influxdb"}
+var plannedConnectors = []string{"source.postgres", "sink.influxdb"}
 
 var connectorShared = []hcl.AttributeSchema{
 	{Name: "stream", Required: true}, {Name: "pool"}, {Name: "timeout"}, {Name: "memory"}, {Name: "cpu"},
@@ -50,6 +50,13 @@ var connectorSchemas = map[string]*hcl.BodySchema{
 		Attributes: append([]hcl.AttributeSchema{
 			{Name: "address", Required: true}, {Name: "topic", Required: true}, {Name: "qos"}, {Name: "retain"},
 			{Name: "client_id"}, {Name: "username"}, {Name: "password"}, {Name: "offset"}, {Name: "dead_letter"},
+		}, connectorShared...),
+		Blocks: connectorBlocks,
+	},
+	"sink.postgres": {
+		Attributes: append([]hcl.AttributeSchema{
+			{Name: "dsn", Required: true}, {Name: "table", Required: true}, {Name: "columns"}, {Name: "id_column"},
+			{Name: "upsert"}, {Name: "password"}, {Name: "offset"}, {Name: "dead_letter"},
 		}, connectorShared...),
 		Blocks: connectorBlocks,
 	},
@@ -139,6 +146,8 @@ func (d *decoder) decodeConnector(f *Function, b *hcl.Block, attrs hcl.Attribute
 		d.decodeHTTPSink(f, attrs)
 	case "sink.mqtt", "source.mqtt":
 		d.decodeMQTT(f, attrs)
+	case "sink.postgres":
+		d.decodePostgres(f, attrs)
 	}
 }
 
@@ -315,4 +324,61 @@ func (d *decoder) checkSecretRefs() {
 			d.errorf(&r, "Unknown secret", "%s", detail)
 		}
 	}
+}
+
+func (d *decoder) decodePostgres(f *Function, attrs hcl.Attributes) {
+	if a := attrs["dsn"]; a != nil {
+		if s, ok := d.str(a); ok {
+			u, err := url.Parse(s)
+			if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") || u.Host == "" {
+				r := a.Expr.Range()
+				d.errorf(&r, "Invalid DSN", "%q is not a PostgreSQL URL, like \"postgres://butter@db.example.com:5432/iot?sslmode=require\"; give the password with password = \"<secret name>\", not in the URL.", s)
+			} else if _, has := u.User.Password(); has {
+				r := a.Expr.Range()
+				d.errorf(&r, "Password in the DSN", "The DSN carries a password, which would be in the job and the revision for anyone who reads them: declare a secret and name it with password = \"PG_PASSWORD\".")
+			} else {
+				f.Options["dsn"] = s
+			}
+		}
+	}
+	ident := func(a *hcl.Attribute, s, what string) bool {
+		for _, part := range strings.Split(s, ".") {
+			if part == "" || strings.ContainsAny(part, "\" \t\n;") {
+				r := a.Expr.Range()
+				d.errorf(&r, "Invalid "+what, "%q is not a %s name (letters, digits, _; schema.table for a table).", s, what)
+				return false
+			}
+		}
+		return true
+	}
+	if a := attrs["table"]; a != nil {
+		if s, ok := d.str(a); ok && ident(a, s, "table") {
+			f.Options["table"] = s
+		}
+	}
+	if a := attrs["columns"]; a != nil {
+		if m, ok := d.strMap(a); ok {
+			for col, field := range m {
+				if ident(a, col, "column") && field != "" {
+					f.Options["column."+col] = field
+				}
+			}
+		}
+	}
+	if a := attrs["id_column"]; a != nil {
+		if s, ok := d.str(a); ok && ident(a, s, "column") {
+			f.Options["id_column"] = s
+		}
+	}
+	if a := attrs["upsert"]; a != nil {
+		if list, ok := d.strList(a); ok {
+			for _, c := range list {
+				if !ident(a, c, "column") {
+					return
+				}
+			}
+			f.Options["upsert"] = strings.Join(list, ",")
+		}
+	}
+	d.secretRef(f, attrs["password"], "password", "logs in with the password in")
 }

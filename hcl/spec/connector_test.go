@@ -118,3 +118,35 @@ sink "mqtt" "alerts-out" {
 		t.Errorf("sink options %v, want %v", sink.Options, want)
 	}
 }
+
+// TestPostgresSinkDecodes: a sink "postgres" has its DSN, table, column
+// mapping, id column, upsert keys and password secret in its options.
+func TestPostgresSinkDecodes(t *testing.T) {
+	p, rep := spec.LoadFS(fstest.MapFS{"main.fn.hcl": {Data: []byte(`
+project "iot" {}
+
+stream "alerts" {}
+
+sink "postgres" "alerts-db" {
+  stream    = stream.alerts
+  dsn       = "postgres://butter@db.example.com:5432/iot?sslmode=require"
+  table     = "public.alerts"
+  columns   = { device = "device", temperature = "reading.celsius" }
+  id_column = "event_id"
+  upsert    = ["device"]
+  password  = "PG_PASSWORD"
+  secret "PG_PASSWORD" {
+    vault = "kv/data/pg#password"
+  }
+}
+`)}}, "iot")
+	if rep.HasErrors() || p == nil {
+		t.Fatalf("a valid Postgres sink refused: %v", rep.Diags)
+	}
+	f := p.Function("alerts-db")
+	want := map[string]string{"dsn": "postgres://butter@db.example.com:5432/iot?sslmode=require", "table": "public.alerts",
+		"column.device": "device", "column.temperature": "reading.celsius", "id_column": "event_id", "upsert": "device", "password": "PG_PASSWORD"}
+	if f.Runtime != "sink.postgres" || !maps.Equal(f.Options, want) {
+		t.Errorf("runtime %q, options %v, want %v", f.Runtime, f.Options, want)
+	}
+}

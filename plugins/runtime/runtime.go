@@ -211,6 +211,8 @@ func For(name string, sdks *SDKs) (Runtime, error) {
 		return HTTPSink{}, nil
 	case "sink.mqtt":
 		return MQTTSink{}, nil
+	case "sink.postgres":
+		return PostgresSink{}, nil
 	case "source.mqtt":
 		return Source{}, nil
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/butterfn/butter/connectors/mqtt"
+	"github.com/butterfn/butter/connectors/postgres"
 	"github.com/butterfn/butter/sdk/go/proto"
 )
 
@@ -275,3 +276,106 @@ func (i *sourceInstance) Stop(time.Duration) error {
 
 func (i *sourceInstance) Exited() <-chan struct{} { return i.exited }
 func (i *sourceInstance) Pid() int                { return 0 }
+
+// PostgresSink is the runtime of `sink "postgres"` (connectors/postgres):
+// each record becomes a row; a batch of a stream's records (runtime.Batcher)
+// is one statement. A record PostgreSQL refuses is a PreconditionFailed
+// (dead-lettered at once, with PostgreSQL's message); a failure to reach
+// it is an Exception, retried.
+type PostgresSink struct{}
+
+// Start implements Runtime.
+func (PostgresSink) Start(ctx context.Context, fn *Function) (Instance, error) {
+	cfg, err := postgres.ConfigFrom(fn.Options, fn.Env)
+	if err != nil {
+		return nil, fmt.Errorf("sink %s: %w", fn.Name, err)
+	}
+	s, err := postgres.NewSink(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("sink %s: %w", fn.Name, err)
+	}
+	return &pgSinkInstance{sink: s, exited: make(chan struct{})}, nil
+}
+
+type pgSinkInstance struct {
+	sink   *postgres.Sink
+	exited chan struct{}
+	once   sync.Once
+}
+
+func pgError(err error) error {
+	var re *postgres.RefusedError
+	if errors.As(err, &re) {
+		return &proto.Error{Type: proto.PreconditionFailed, Message: "PostgreSQL refused the record: " + re.Error()}
+	}
+	return &proto.Error{Type: proto.Exception, Message: err.Error()}
+}
+
+func (i *pgSinkInstance) Invoke(ctx context.Context, inv *Invocation) error {
+	body, err := io.ReadAll(inv.Input)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrInput, err)
+	}
+	if _, err := i.sink.Write(ctx, []postgres.Record{{ID: inv.Meta["ce_id"], Value: body}}); err != nil {
+		return pgError(err)
+	}
+	return nil
+}
+
+// Batches implements Batcher.
+func (i *pgSinkInstance) Batches() bool { return true }
+
+// InvokeBatch implements Batcher: the batch's records in one statement.
+func (i *pgSinkInstance) InvokeBatch(ctx context.Context, b *Batch) []Result {
+	res := make([]Result, b.Count)
+	payload := proto.AppendBatchHead(nil, 0, b.Count)
+	payload = append(payload, b.Events...)
+	_, _, r, err := proto.NewBatchReader(payload)
+	if err != nil {
+		for k := range res {
+			res[k].Err = &proto.Error{Type: proto.Exception, Message: err.Error()}
+		}
+		return res
+	}
+	recs := make([]postgres.Record, 0, b.Count)
+	var ev proto.BatchEvent
+	for r.Next(&ev) {
+		rec := postgres.Record{Value: append([]byte(nil), ev.Input...)}
+		for _, p := range ev.Meta {
+			if string(p.Key) == "ce_id" {
+				rec.ID = string(p.Value)
+			}
+		}
+		recs = append(recs, rec)
+	}
+	if !b.Deadline.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, b.Deadline)
+		defer cancel()
+	}
+	n, err := i.sink.Write(ctx, recs)
+	for k := range res {
+		switch {
+		case k < n:
+		case k == n && err != nil:
+			res[k].Err = pgError(err)
+		default:
+			res[k].Err = &proto.Error{Type: proto.Skipped, Message: "an event before it failed"}
+		}
+	}
+	if n > 0 && b.OK != nil {
+		b.OK(0, make([][]byte, n))
+	}
+	return res
+}
+
+func (i *pgSinkInstance) Stop(time.Duration) error {
+	i.once.Do(func() {
+		i.sink.Close()
+		close(i.exited)
+	})
+	return nil
+}
+
+func (i *pgSinkInstance) Exited() <-chan struct{} { return i.exited }
+func (i *pgSinkInstance) Pid() int                { return 0 }

@@ -2,9 +2,15 @@ project "s" {}
 
 stream "alerts" {}
 
-sink "postgres" "later" {
+source "postgres" "later" {
   stream = stream.alerts
-  url    = "postgres://db/x"
+}
+
+sink "postgres" "db" {
+  stream  = stream.alerts
+  dsn     = "postgres://butter:hunter2@db.example.com/iot"
+  table   = "alerts; DROP TABLE x"
+  columns = { device = "device" }
 }
 
 sink "htp" "typo" {

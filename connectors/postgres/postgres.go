@@ -1,0 +1,268 @@
+// Package postgres is Butter's PostgreSQL sink: it writes a stream's JSON
+// records as rows of a table through pgx, a batch of records in one
+// statement, PostgreSQL itself converting each JSON field to its column's
+// type (jsonb_populate_recordset). With an id column (the event's id,
+// under a unique index) a record written twice is written once, so the
+// at-least-once delivery of streams gives each record one row; with upsert
+// columns a record replaces the row with the same values in them.
+//
+// A record PostgreSQL refuses (a data exception, SQLSTATE class 22, or a
+// constraint violation, class 23) fails alone as refused; anything else
+// (the server down, a restart) fails the attempt, to be retried.
+//
+// Neighbours: hcl/spec decodes sink "postgres" (connector.go);
+// plugins/runtime runs it (sink.go).
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Option names in a sink's options (hcl/spec/connector.go writes them).
+const (
+	OptDSN      = "dsn"
+	OptPassword = "password" // the name of the secret holding it
+	OptTable    = "table"
+	OptIDColumn = "id_column"
+	OptUpsert   = "upsert" // comma-separated conflict columns
+	// OptColumn prefixes a column's name; its value is the record's field
+	// (a dotted path) that fills it.
+	OptColumn = "column."
+)
+
+// Config is a sink's settings.
+type Config struct {
+	DSN      string
+	Password string
+	Table    string
+	// Columns maps a column to the record's field that fills it; empty
+	// fills the columns named like the record's fields.
+	Columns  map[string]string
+	IDColumn string
+	Upsert   []string
+}
+
+// ConfigFrom reads a sink's settings from its options, the password from
+// env under the secret's name.
+func ConfigFrom(opts, env map[string]string) (Config, error) {
+	c := Config{DSN: opts[OptDSN], Table: opts[OptTable], IDColumn: opts[OptIDColumn], Columns: map[string]string{}}
+	if c.DSN == "" || c.Table == "" {
+		return c, errors.New("postgres: a sink needs a dsn and a table")
+	}
+	if name := opts[OptPassword]; name != "" {
+		v, ok := env[name]
+		if !ok {
+			return c, fmt.Errorf("postgres: the password's secret %s has no value", name)
+		}
+		c.Password = v
+	}
+	if u := opts[OptUpsert]; u != "" {
+		c.Upsert = strings.Split(u, ",")
+	}
+	for k, v := range opts {
+		if col, ok := strings.CutPrefix(k, OptColumn); ok {
+			c.Columns[col] = v
+		}
+	}
+	return c, nil
+}
+
+// Record is one record to write: its event id and JSON value.
+type Record struct {
+	ID    string
+	Value []byte
+}
+
+// RefusedError is a record PostgreSQL refused: retrying it will not help.
+type RefusedError struct{ Err error }
+
+func (e *RefusedError) Error() string { return e.Err.Error() }
+func (e *RefusedError) Unwrap() error { return e.Err }
+
+// Sink writes records to a table.
+type Sink struct {
+	cfg  Config
+	pool *pgxpool.Pool
+	sql  string
+}
+
+// NewSink makes a sink; it connects on first use (a server that is down
+// fails each write until it is up).
+func NewSink(cfg Config) (*Sink, error) {
+	pc, err := pgxpool.ParseConfig(cfg.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: dsn: %w", err)
+	}
+	if cfg.Password != "" {
+		pc.ConnConfig.Password = cfg.Password
+	}
+	pc.MaxConns = 2
+	pool, err := pgxpool.NewWithConfig(context.Background(), pc)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	return &Sink{cfg: cfg, pool: pool, sql: insertSQL(cfg)}, nil
+}
+
+// insertSQL is the statement that writes a batch: $1 is a JSON array of
+// objects keyed by column.
+func insertSQL(c Config) string {
+	table := pgx.Identifier(strings.Split(c.Table, ".")).Sanitize()
+	cols := make([]string, 0, len(c.Columns)+1)
+	for col := range c.Columns {
+		cols = append(cols, col)
+	}
+	if c.IDColumn != "" {
+		cols = append(cols, c.IDColumn)
+	}
+	sort.Strings(cols)
+	quoted := make([]string, len(cols))
+	for i, col := range cols {
+		quoted[i] = pgx.Identifier{col}.Sanitize()
+	}
+	var b strings.Builder
+	if len(c.Columns) == 0 {
+		// The record's fields name the columns: every column of the table
+		// the records have (others keep their defaults).
+		fmt.Fprintf(&b, "INSERT INTO %s SELECT * FROM jsonb_populate_recordset(NULL::%s, $1::jsonb)", table, table)
+	} else {
+		list := strings.Join(quoted, ", ")
+		fmt.Fprintf(&b, "INSERT INTO %s (%s) SELECT %s FROM jsonb_populate_recordset(NULL::%s, $1::jsonb)", table, list, list, table)
+	}
+	switch {
+	case len(c.Upsert) > 0:
+		keys := make([]string, len(c.Upsert))
+		for i, k := range c.Upsert {
+			keys[i] = pgx.Identifier{k}.Sanitize()
+		}
+		var sets []string
+		for i, col := range cols {
+			if !contains(c.Upsert, col) {
+				sets = append(sets, quoted[i]+" = EXCLUDED."+quoted[i])
+			}
+		}
+		if len(sets) == 0 {
+			fmt.Fprintf(&b, " ON CONFLICT (%s) DO NOTHING", strings.Join(keys, ", "))
+		} else {
+			fmt.Fprintf(&b, " ON CONFLICT (%s) DO UPDATE SET %s", strings.Join(keys, ", "), strings.Join(sets, ", "))
+		}
+	case c.IDColumn != "":
+		fmt.Fprintf(&b, " ON CONFLICT (%s) DO NOTHING", pgx.Identifier{c.IDColumn}.Sanitize())
+	}
+	return b.String()
+}
+
+func contains(l []string, s string) bool {
+	for _, x := range l {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// row turns a record into the object jsonb_populate_recordset reads:
+// keyed by column, with the id column set.
+func (s *Sink) row(r Record) (map[string]any, error) {
+	var v any
+	if err := json.Unmarshal(r.Value, &v); err != nil {
+		return nil, &RefusedError{fmt.Errorf("the record is not JSON: %w", err)}
+	}
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return nil, &RefusedError{errors.New("the record is not a JSON object")}
+	}
+	out := map[string]any{}
+	if len(s.cfg.Columns) == 0 {
+		out = obj
+	}
+	for col, field := range s.cfg.Columns {
+		out[col] = lookup(obj, field)
+	}
+	if s.cfg.IDColumn != "" {
+		out[s.cfg.IDColumn] = r.ID
+	}
+	return out, nil
+}
+
+// lookup follows a dotted path into obj; nil when a step is missing.
+func lookup(obj map[string]any, path string) any {
+	var cur any = obj
+	for _, step := range strings.Split(path, ".") {
+		m, ok := cur.(map[string]any)
+		if !ok {
+			return nil
+		}
+		cur = m[step]
+	}
+	return cur
+}
+
+// Write writes records in one statement. When PostgreSQL refuses it for
+// one of them, it writes them one at a time, to say which: it returns how
+// many were written (the first n, in order) and the error of the record
+// after them (a *RefusedError when refused, else a failure to retry).
+func (s *Sink) Write(ctx context.Context, recs []Record) (int, error) {
+	rows := make([]map[string]any, 0, len(recs))
+	for i, r := range recs {
+		row, err := s.row(r)
+		if err != nil {
+			if i == 0 {
+				return 0, err
+			}
+			return s.oneByOne(ctx, recs)
+		}
+		rows = append(rows, row)
+	}
+	b, _ := json.Marshal(rows)
+	_, err := s.pool.Exec(ctx, s.sql, string(b))
+	if err == nil {
+		return len(recs), nil
+	}
+	if !refused(err) || len(recs) == 1 {
+		return 0, classify(err)
+	}
+	return s.oneByOne(ctx, recs)
+}
+
+func (s *Sink) oneByOne(ctx context.Context, recs []Record) (int, error) {
+	for i, r := range recs {
+		if _, err := s.Write(ctx, []Record{r}); err != nil {
+			return i, err
+		}
+	}
+	return len(recs), nil
+}
+
+// refused says PostgreSQL refused the data: SQLSTATE class 22 (data
+// exception) or 23 (integrity constraint violation).
+func refused(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (strings.HasPrefix(pe.Code, "22") || strings.HasPrefix(pe.Code, "23"))
+}
+
+func classify(err error) error {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		err = fmt.Errorf("%s (SQLSTATE %s)", pe.Message, pe.Code)
+		if pe.Detail != "" {
+			err = fmt.Errorf("%w: %s", err, pe.Detail)
+		}
+		if refused(pe) {
+			return &RefusedError{err}
+		}
+	}
+	return fmt.Errorf("postgres: %w", err)
+}
+
+// Close closes the connections.
+func (s *Sink) Close() { s.pool.Close() }

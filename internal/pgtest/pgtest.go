@@ -1,0 +1,203 @@
+// Package pgtest runs a real PostgreSQL 15 server (Debian's
+// postgresql-15, which `make test-deps` installs) on 127.0.0.1 for tests:
+// a cluster of its own in a temporary directory, owned by the postgres
+// user when the test runs as root (initdb refuses root), stopped when the
+// test ends.
+package pgtest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/butterfn/butter/internal/testlog"
+	"github.com/butterfn/butter/internal/testport"
+	"github.com/jackc/pgx/v5"
+)
+
+// Bin is where Debian's PostgreSQL 15 programs are.
+const Bin = "/usr/lib/postgresql/15/bin"
+
+// Server is a running PostgreSQL.
+type Server struct {
+	Port int
+	// DSN connects to database "butter" as user "butter" (trust auth
+	// on 127.0.0.1).
+	DSN string
+
+	t    testing.TB
+	dir  string
+	cred *syscall.Credential // the cluster's owner, when the test runs as root
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+	log  *testlog.Buffer
+}
+
+// Start initialises and starts a server with a database and user named
+// butter.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(Bin, "postgres")); err != nil {
+		t.Fatalf("PostgreSQL 15 is needed (apt-get install postgresql-15; make test-deps does): %v", err)
+	}
+	// Not t.TempDir: its parent is private to root, and the server runs
+	// as the postgres user.
+	dir, err := os.MkdirTemp("", "butter-pg-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	s := &Server{t: t, dir: dir, log: &testlog.Buffer{}}
+	if os.Geteuid() == 0 {
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			t.Fatalf("running as root, PostgreSQL needs the postgres user: %v", err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		if err := os.Chown(s.dir, uid, gid); err != nil {
+			t.Fatal(err)
+		}
+		s.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+	}
+	data := filepath.Join(s.dir, "data")
+	if out, err := s.run(filepath.Join(Bin, "initdb"), "-D", data, "-U", "postgres", "-A", "trust", "--no-sync").CombinedOutput(); err != nil {
+		t.Fatalf("initdb: %v\n%s", err, out)
+	}
+	s.Port = testport.Port(t)
+	s.DSN = fmt.Sprintf("postgres://butter@127.0.0.1:%d/butter?sslmode=disable", s.Port)
+	s.start()
+	t.Cleanup(func() {
+		s.Stop()
+		if t.Failed() {
+			t.Logf("postgres log (tail):\n%s", s.log.String())
+		}
+	})
+	admin := fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", s.Port)
+	s.Exec(admin, "CREATE USER butter", "CREATE DATABASE butter OWNER butter")
+	return s
+}
+
+func (s *Server) run(name string, args ...string) *exec.Cmd {
+	cmd := exec.Command(name, args...)
+	if s.cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred}
+	}
+	return cmd
+}
+
+func (s *Server) start() {
+	s.t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cmd := s.run(filepath.Join(Bin, "postgres"), "-D", filepath.Join(s.dir, "data"), "-p", strconv.Itoa(s.Port),
+		"-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="+s.dir, "-c", "fsync=off")
+	cmd.Stdout, cmd.Stderr = s.log, s.log
+	if err := cmd.Start(); err != nil {
+		s.t.Fatalf("start postgres: %v", err)
+	}
+	s.cmd, s.done = cmd, make(chan struct{})
+	go func(done chan struct{}) {
+		_ = cmd.Wait()
+		close(done)
+	}(s.done)
+	admin := fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", s.Port)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		c, err := pgx.Connect(ctx, admin)
+		cancel()
+		if err == nil {
+			_ = c.Close(context.Background())
+			return
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("postgres did not accept connections within 30s: %v\n%s", err, s.log.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Stop stops the server (a fast shutdown) and waits for it.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return
+	}
+	_ = s.cmd.Process.Signal(os.Interrupt) // SIGINT: fast shutdown
+	select {
+	case <-s.done:
+	case <-time.After(20 * time.Second):
+		_ = s.cmd.Process.Kill()
+		<-s.done
+	}
+	s.cmd = nil
+}
+
+// Restart stops the server and starts it again with its data.
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.Stop()
+	s.start()
+}
+
+// Exec runs statements on dsn, failing the test on an error.
+func (s *Server) Exec(dsn string, stmts ...string) {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	for _, q := range stmts {
+		if _, err := c.Exec(ctx, q); err != nil {
+			s.t.Fatalf("%s: %v", q, err)
+		}
+	}
+}
+
+// Query returns the rows of q on the butter database, each as its
+// columns' text.
+func (s *Server) Query(q string) [][]string {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, s.DSN)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	rows, err := c.Query(ctx, q)
+	if err != nil {
+		s.t.Fatalf("%s: %v", q, err)
+	}
+	defer rows.Close()
+	var out [][]string
+	for rows.Next() {
+		vals, err := rows.Values()
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		row := make([]string, len(vals))
+		for i, v := range vals {
+			row[i] = fmt.Sprint(v)
+		}
+		out = append(out, row)
+	}
+	if err := rows.Err(); err != nil {
+		s.t.Fatal(err)
+	}
+	return out
+}
