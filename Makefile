@@ -38,7 +38,7 @@ build:
 ## tools: the pinned Nomad, Vault, OpenTofu and staticcheck, into bin/
 tools: $(BIN)/nomad $(BIN)/vault $(BIN)/tofu $(BIN)/staticcheck
 
-## test-deps: what the http runtime's OpenFaaS-style fixtures need (gateway TestOpenFaaSTemplates): npm, which installs express for the node20-style one, and Flask and waitress from Debian for the python3-http-style one (PyPI is not reachable here); Debian's Prometheus (e2e/nomad TestIoTOnNomad scrapes the platform with it); Debian's Chromium (e2e/ui TestWebUIOnIoT drives the web UI in it, headless; with CI=true a missing one fails the test); and Debian's OpenJDK 17 (javac builds java functions: plugins/pool TestJava, the benchmarks, e2e/dev TestJavaExample); and Debian's Mosquitto with its clients (plugins/pool TestMQTTConnectors runs the broker and publishes with mosquitto_pub); and Debian's PostgreSQL 15 (plugins/pool TestPostgresSink runs a cluster of its own)
+## test-deps: what the http runtime's OpenFaaS-style fixtures need (gateway TestOpenFaaSTemplates): npm, which installs express for the node20-style one, and Flask and waitress from Debian for the python3-http-style one (PyPI is not reachable here); Debian's Prometheus (e2e/nomad TestIoTOnNomad scrapes the platform with it); Debian's Chromium (e2e/ui TestWebUIOnIoT drives the web UI in it, headless; with CI=true a missing one fails the test); and Debian's OpenJDK 17 (javac builds java functions: plugins/pool TestJava, the benchmarks, e2e/dev TestJavaExample); and Debian's Mosquitto with its clients (plugins/pool TestMQTTConnectors runs the broker and publishes with mosquitto_pub); and Debian's PostgreSQL 15 (plugins/pool TestPostgresSink runs a cluster of its own); and Debian's InfluxDB 1.6 (plugins/pool TestInfluxSink)
 test-deps:
 	@command -v npm >/dev/null || apt-get install -y npm || (apt-get update && apt-get install -y npm)
 	@/usr/bin/python3 -c 'import flask, waitress' 2>/dev/null || apt-get install -y python3-flask python3-waitress || (apt-get update && apt-get install -y python3-flask python3-waitress)
@@ -47,6 +47,7 @@ test-deps:
 	@command -v javac >/dev/null || apt-get install -y openjdk-17-jdk-headless || (apt-get update && apt-get install -y openjdk-17-jdk-headless)
 	@command -v mosquitto_pub >/dev/null || apt-get install -y mosquitto mosquitto-clients || (apt-get update && apt-get install -y mosquitto mosquitto-clients)
 	@test -x /usr/lib/postgresql/15/bin/postgres || apt-get install -y postgresql-15 || (apt-get update && apt-get install -y postgresql-15)
+	@command -v influxd >/dev/null || apt-get install -y influxdb || (apt-get update && apt-get install -y influxdb)
 
 $(BIN)/nomad: tools/go.mod tools/go.sum
 	@mkdir -p $(BIN)

@@ -23,11 +23,11 @@ import (
 
 // Connectors are the connector types built, as "sink.<type>" and
 // "source.<type>".
-var Connectors = []string{"sink.http", "sink.mqtt", "sink.postgres", "source.mqtt"}
+var Connectors = []string{"sink.http", "sink.influxdb", "sink.mqtt", "sink.postgres", "source.mqtt"}
 
 // plannedConnectors are those the connectors issue asks for and this
 // version does not have yet.
-var plannedConnectors = []string{"source.postgres", "sink.influxdb"}
+var plannedConnectors = []string{"source.postgres"}
 
 var connectorShared = []hcl.AttributeSchema{
 	{Name: "stream", Required: true}, {Name: "pool"}, {Name: "timeout"}, {Name: "memory"}, {Name: "cpu"},
@@ -57,6 +57,13 @@ var connectorSchemas = map[string]*hcl.BodySchema{
 		Attributes: append([]hcl.AttributeSchema{
 			{Name: "dsn", Required: true}, {Name: "table", Required: true}, {Name: "columns"}, {Name: "id_column"},
 			{Name: "upsert"}, {Name: "password"}, {Name: "offset"}, {Name: "dead_letter"},
+		}, connectorShared...),
+		Blocks: connectorBlocks,
+	},
+	"sink.influxdb": {
+		Attributes: append([]hcl.AttributeSchema{
+			{Name: "url", Required: true}, {Name: "measurement", Required: true}, {Name: "database"}, {Name: "bucket"}, {Name: "org"},
+			{Name: "tags"}, {Name: "fields"}, {Name: "time"}, {Name: "token"}, {Name: "offset"}, {Name: "dead_letter"},
 		}, connectorShared...),
 		Blocks: connectorBlocks,
 	},
@@ -148,6 +155,8 @@ func (d *decoder) decodeConnector(f *Function, b *hcl.Block, attrs hcl.Attribute
 		d.decodeMQTT(f, attrs)
 	case "sink.postgres":
 		d.decodePostgres(f, attrs)
+	case "sink.influxdb":
+		d.decodeInflux(f, attrs)
 	}
 }
 
@@ -381,4 +390,49 @@ func (d *decoder) decodePostgres(f *Function, attrs hcl.Attributes) {
 		}
 	}
 	d.secretRef(f, attrs["password"], "password", "logs in with the password in")
+}
+
+func (d *decoder) decodeInflux(f *Function, attrs hcl.Attributes) {
+	if a := attrs["url"]; a != nil {
+		if s, ok := d.str(a); ok {
+			u, err := url.Parse(s)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				r := a.Expr.Range()
+				d.errorf(&r, "Invalid URL", "%q is not InfluxDB's http or https URL, like \"http://influxdb.example.com:8086\".", s)
+			} else {
+				f.Options["url"] = s
+			}
+		}
+	}
+	for _, name := range []string{"measurement", "database", "bucket", "org", "time"} {
+		if a := attrs[name]; a != nil {
+			if s, ok := d.str(a); ok {
+				f.Options[name] = s
+			}
+		}
+	}
+	_, db := f.Options["database"]
+	_, bucket := f.Options["bucket"]
+	_, org := f.Options["org"]
+	switch {
+	case db && bucket:
+		r := attrs["bucket"].Expr.Range()
+		d.errorf(&r, "Database and bucket", "Give database (InfluxDB 1.x) or bucket and org (InfluxDB 2.x), not both.")
+	case !db && !bucket && attrs["measurement"] != nil:
+		r := attrs["measurement"].Expr.Range()
+		d.errorf(&r, "Missing database", "Say where the points go: database = \"iot\" (InfluxDB 1.x), or bucket = \"iot\" and org = \"acme\" (InfluxDB 2.x).")
+	case bucket && !org:
+		r := attrs["bucket"].Expr.Range()
+		d.errorf(&r, "Missing org", "A bucket (InfluxDB 2.x) belongs to an org: add org = \"<org>\".")
+	}
+	for _, kind := range []string{"tags", "fields"} {
+		if a := attrs[kind]; a != nil {
+			if m, ok := d.strMap(a); ok {
+				for name, field := range m {
+					f.Options[strings.TrimSuffix(kind, "s")+"."+name] = field
+				}
+			}
+		}
+	}
+	d.secretRef(f, attrs["token"], "token", "authenticates with the token in")
 }

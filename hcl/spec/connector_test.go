@@ -150,3 +150,32 @@ sink "postgres" "alerts-db" {
 		t.Errorf("runtime %q, options %v, want %v", f.Runtime, f.Options, want)
 	}
 }
+
+// TestInfluxSinkDecodes: a sink "influxdb" has its URL, database,
+// measurement, tags, fields and time field in its options.
+func TestInfluxSinkDecodes(t *testing.T) {
+	p, rep := spec.LoadFS(fstest.MapFS{"main.fn.hcl": {Data: []byte(`
+project "iot" {}
+
+stream "readings" {}
+
+sink "influxdb" "readings-ts" {
+  stream      = stream.readings
+  url         = "http://influxdb.example.com:8086"
+  database    = "iot"
+  measurement = "reading"
+  tags        = { device = "device" }
+  fields      = { celsius = "temperature" }
+  time        = "time"
+}
+`)}}, "iot")
+	if rep.HasErrors() || p == nil {
+		t.Fatalf("a valid InfluxDB sink refused: %v", rep.Diags)
+	}
+	f := p.Function("readings-ts")
+	want := map[string]string{"url": "http://influxdb.example.com:8086", "database": "iot", "measurement": "reading",
+		"tag.device": "device", "field.celsius": "temperature", "time": "time"}
+	if f.Runtime != "sink.influxdb" || !maps.Equal(f.Options, want) {
+		t.Errorf("runtime %q, options %v, want %v", f.Runtime, f.Options, want)
+	}
+}

@@ -40,7 +40,14 @@ func Start(t testing.TB) *Broker {
 	if _, err := exec.LookPath("mosquitto"); err != nil {
 		t.Fatalf("mosquitto is needed (apt-get install mosquitto mosquitto-clients; make test-deps does): %v", err)
 	}
-	b := &Broker{t: t, dir: t.TempDir(), log: &testlog.Buffer{}}
+	// Not t.TempDir: its parent is private to root, and mosquitto, started
+	// as root, drops to its own user.
+	dir, err := os.MkdirTemp("", "butter-mqtt-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	b := &Broker{t: t, dir: dir, log: &testlog.Buffer{}}
 	// Started as root, mosquitto drops to its own user: its database
 	// directory must be writable by it.
 	if err := os.Chmod(b.dir, 0o777); err != nil {

@@ -213,6 +213,8 @@ func For(name string, sdks *SDKs) (Runtime, error) {
 		return MQTTSink{}, nil
 	case "sink.postgres":
 		return PostgresSink{}, nil
+	case "sink.influxdb":
+		return InfluxSink{}, nil
 	case "source.mqtt":
 		return Source{}, nil
 	}

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/butterfn/butter/connectors/influxdb"
 	"github.com/butterfn/butter/connectors/mqtt"
 	"github.com/butterfn/butter/connectors/postgres"
 	"github.com/butterfn/butter/sdk/go/proto"
@@ -379,3 +380,108 @@ func (i *pgSinkInstance) Stop(time.Duration) error {
 
 func (i *pgSinkInstance) Exited() <-chan struct{} { return i.exited }
 func (i *pgSinkInstance) Pid() int                { return 0 }
+
+// InfluxSink is the runtime of `sink "influxdb"` (connectors/influxdb):
+// each record becomes a point; a batch of a stream's records
+// (runtime.Batcher) is one request. A record InfluxDB refuses is a
+// PreconditionFailed (dead-lettered at once, with InfluxDB's message); a
+// failure to reach it is an Exception, retried.
+type InfluxSink struct{}
+
+// Start implements Runtime.
+func (InfluxSink) Start(ctx context.Context, fn *Function) (Instance, error) {
+	cfg, err := influxdb.ConfigFrom(fn.Options, fn.Env)
+	if err != nil {
+		return nil, fmt.Errorf("sink %s: %w", fn.Name, err)
+	}
+	s, err := influxdb.NewSink(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("sink %s: %w", fn.Name, err)
+	}
+	return &influxSinkInstance{sink: s, exited: make(chan struct{})}, nil
+}
+
+type influxSinkInstance struct {
+	sink   *influxdb.Sink
+	exited chan struct{}
+	once   sync.Once
+}
+
+func influxError(err error) error {
+	var re *influxdb.RefusedError
+	if errors.As(err, &re) {
+		return &proto.Error{Type: proto.PreconditionFailed, Message: "InfluxDB refused the record: " + re.Error()}
+	}
+	return &proto.Error{Type: proto.Exception, Message: err.Error()}
+}
+
+// eventTime is an event's ce_time, zero when it has none.
+func eventTime(v string) time.Time {
+	t, _ := time.Parse(time.RFC3339Nano, v)
+	return t
+}
+
+func (i *influxSinkInstance) Invoke(ctx context.Context, inv *Invocation) error {
+	body, err := io.ReadAll(inv.Input)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrInput, err)
+	}
+	if _, err := i.sink.Write(ctx, []influxdb.Record{{Value: body, Time: eventTime(inv.Meta["ce_time"])}}); err != nil {
+		return influxError(err)
+	}
+	return nil
+}
+
+// Batches implements Batcher.
+func (i *influxSinkInstance) Batches() bool { return true }
+
+// InvokeBatch implements Batcher: the batch's records in one request.
+func (i *influxSinkInstance) InvokeBatch(ctx context.Context, b *Batch) []Result {
+	res := make([]Result, b.Count)
+	payload := append(proto.AppendBatchHead(nil, 0, b.Count), b.Events...)
+	_, _, r, err := proto.NewBatchReader(payload)
+	if err != nil {
+		for k := range res {
+			res[k].Err = &proto.Error{Type: proto.Exception, Message: err.Error()}
+		}
+		return res
+	}
+	recs := make([]influxdb.Record, 0, b.Count)
+	var ev proto.BatchEvent
+	for r.Next(&ev) {
+		rec := influxdb.Record{Value: append([]byte(nil), ev.Input...)}
+		for _, p := range ev.Meta {
+			if string(p.Key) == "ce_time" {
+				rec.Time = eventTime(string(p.Value))
+			}
+		}
+		recs = append(recs, rec)
+	}
+	if !b.Deadline.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, b.Deadline)
+		defer cancel()
+	}
+	n, err := i.sink.Write(ctx, recs)
+	for k := range res {
+		switch {
+		case k < n:
+		case k == n && err != nil:
+			res[k].Err = influxError(err)
+		default:
+			res[k].Err = &proto.Error{Type: proto.Skipped, Message: "an event before it failed"}
+		}
+	}
+	if n > 0 && b.OK != nil {
+		b.OK(0, make([][]byte, n))
+	}
+	return res
+}
+
+func (i *influxSinkInstance) Stop(time.Duration) error {
+	i.once.Do(func() { close(i.exited) })
+	return nil
+}
+
+func (i *influxSinkInstance) Exited() <-chan struct{} { return i.exited }
+func (i *influxSinkInstance) Pid() int                { return 0 }

@@ -48,3 +48,10 @@ source "mqtt" "readings" {
 source "kafka" "nope" {
   stream = stream.alerts
 }
+
+sink "influxdb" "ts" {
+  stream      = stream.alerts
+  url         = "influx://x"
+  measurement = "m"
+  bucket      = "b"
+}
