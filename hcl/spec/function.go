@@ -456,27 +456,32 @@ func (d *decoder) checkJava(f *Function, attrs hcl.Attributes, def hcl.Range) {
 	if err != nil {
 		return // reported with the source
 	}
-	if !fi.IsDir() {
-		switch path.Ext(f.Source) {
-		case ".java":
-			if f.Handler == "" {
-				f.Handler = strings.TrimSuffix(path.Base(f.Source), ".java")
-			}
-		case ".jar":
-		default:
-			d.errorf(&src, "Source does not match runtime", "%s is not a .java source or a .jar (a java function's source is either, or a directory of them). Fix the runtime or the source.", d.displayName(f.Source))
-			return
+	switch ext := path.Ext(f.Source); {
+	case ext == ".java":
+		if f.Handler == "" {
+			f.Handler = strings.TrimSuffix(path.Base(f.Source), ".java")
 		}
-	} else {
-		found := false
+	case ext == ".jar":
+	case !fi.IsDir():
+		d.errorf(&src, "Source does not match runtime", "%s is not a .java source or a .jar (a java function's source is either, or a directory of them). Fix the runtime or the source.", d.displayName(f.Source))
+		return
+	default:
+		// An empty directory is a tree without its sources (a gateway
+		// rebuilds a revision's tree from its spec files, the sources'
+		// directories empty): nothing to check here; the pool's javac
+		// says so if it is truly empty.
+		files, found := 0, false
 		_ = fs.WalkDir(d.fsys, f.Source, func(p string, e fs.DirEntry, err error) error {
-			if err == nil && !e.IsDir() && (strings.HasSuffix(p, ".java") || strings.HasSuffix(p, ".jar")) {
-				found = true
-				return fs.SkipAll
+			if err == nil && !e.IsDir() {
+				files++
+				if strings.HasSuffix(p, ".java") || strings.HasSuffix(p, ".jar") {
+					found = true
+					return fs.SkipAll
+				}
 			}
 			return nil
 		})
-		if !found {
+		if files > 0 && !found {
 			d.errorf(&src, "No Java code", "%s has no .java source and no .jar: put the function's sources (or its jar) there.", d.displayName(f.Source))
 			return
 		}
