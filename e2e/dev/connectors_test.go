@@ -1,10 +1,12 @@
 package dev
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +16,7 @@ import (
 	"github.com/butterfn/butter/internal/mqtttest"
 	"github.com/butterfn/butter/internal/pgtest"
 	"github.com/butterfn/butter/internal/testport"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // TestIoTConnectors is the IoT case on real servers under `butter dev`:
@@ -24,7 +27,8 @@ import (
 // raises alerts, a `sink "postgres"` writes them to a real PostgreSQL 15
 // and a `sink "influxdb"` writes every reading to a real InfluxDB as a
 // point. PostgreSQL is restarted midway, with readings published while
-// it is down: every alert row and every point arrives, none twice.
+// it is down: every alert row and every point arrives, none twice. A
+// malformed reading is dead-lettered as PreconditionFailed.
 func TestIoTConnectors(t *testing.T) {
 	mq := mqtttest.Start(t)
 	pg := pgtest.Start(t)
@@ -71,7 +75,12 @@ sink "influxdb" "readings-ts" {
 		t.Fatal(err)
 	}
 	gw := testport.Addr(t)
-	startDev(t, exec.Command(e2etest.Bin(), "dev", "-listen", gw, "-server-addr", testport.Addr(t), dir))
+	d := startDev(t, exec.Command(e2etest.Bin(), "dev", "-listen", gw, "-server-addr", testport.Addr(t), dir))
+	m := regexp.MustCompile(`broker: (127\.0\.0\.1:\d+)`).FindStringSubmatch(d.out.String())
+	if m == nil {
+		t.Fatalf("butter dev printed no broker address:\n%s", d.out.String())
+	}
+	brokers := m[1]
 	e2etest.WaitFor(t, time.Minute, "the source's subscription", func() bool {
 		return mqContains(mq, "$share/butter-iot-readings-in/sensors/+/reading")
 	})
@@ -115,6 +124,37 @@ sink "influxdb" "readings-ts" {
 	}
 	if n := points(); n != 20 {
 		t.Errorf("%d points, want 20", n)
+	}
+
+	// A reading that fails the readings stream's schema (its temperature
+	// a string) is dead-lettered by the detector as PreconditionFailed.
+	mq.Publish("sensors/d3/reading", `{"device":"d3","temperature":"hot","at":"2026-12-04T11:00:00Z"}`)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers), kgo.ConsumeTopics("iot.failed-readings"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var dead *kgo.Record
+	for dead == nil && ctx.Err() == nil {
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+			if strings.Contains(string(r.Value), `"hot"`) {
+				dead = r
+			}
+		})
+	}
+	if dead == nil {
+		t.Fatal("the malformed reading reached no dead letter within a minute")
+	}
+	typ := ""
+	for _, h := range dead.Headers {
+		if h.Key == "ce_errortype" {
+			typ = string(h.Value)
+		}
+	}
+	if typ != "PreconditionFailed" {
+		t.Errorf("the malformed reading's dead letter is typed %q, want PreconditionFailed", typ)
 	}
 }
 
