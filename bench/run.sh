@@ -59,6 +59,7 @@ bench ./plugins/pool -bench 'ScaleUp' -benchtime 20x -count 3
 bench ./plugins/pool -bench 'Wasm/(cold-start|echo)' -benchtime 2000x -count 3
 bench ./plugins/pool -bench 'Wasm/density' -benchtime 1x -count 1 -timeout 20m
 bench ./broker -bench 'Stream' -benchtime 1x -count 5
+bench ./plugins/pool -bench 'Connectors' -benchtime 1x -count 3
 bench ./scheduler -bench 'RaftWrite' -count 3
 bench ./scheduler -bench 'LeaderChange' -benchtime 10x -count 3
 bench ./e2e/server -bench 'Deploy/(baseline|dev)' -benchtime 5x -count 3

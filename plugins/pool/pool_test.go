@@ -29,7 +29,7 @@ import (
 )
 
 // sdks installs the Go SDK's source for building the Go test function.
-func sdks(t *testing.T) *runtime.SDKs {
+func sdks(t testing.TB) *runtime.SDKs {
 	t.Helper()
 	dir := t.TempDir()
 	if err := os.CopyFS(filepath.Join(dir, "go"), gosdk.Source); err != nil {
@@ -46,7 +46,7 @@ func fn(name, rt string, cmd ...string) pool.FunctionConfig {
 	return pool.FunctionConfig{Name: name, Runtime: rt, Command: cmd, Timeout: "1m", MaxInstances: 4, Concurrency: 1}
 }
 
-func start(t *testing.T, fns []pool.FunctionConfig, opts ...pool.Option) (*pool.Pool, *httptest.Server) {
+func start(t testing.TB, fns []pool.FunctionConfig, opts ...pool.Option) (*pool.Pool, *httptest.Server) {
 	t.Helper()
 	abs, _ := filepath.Abs("testdata/gofn")
 	for i := range fns {

@@ -30,7 +30,7 @@ import (
 // These tests run the real franz-go client over TCP against the embedded
 // Kafka-protocol broker (kfake), with real exec functions.
 
-func devBroker(t *testing.T) (*broker.Dev, *kgo.Client) {
+func devBroker(t testing.TB) (*broker.Dev, *kgo.Client) {
 	t.Helper()
 	dev, err := broker.StartDev(0, "")
 	if err != nil {
@@ -45,7 +45,7 @@ func devBroker(t *testing.T) (*broker.Dev, *kgo.Client) {
 	return dev, cl
 }
 
-func topics(t *testing.T, cl *kgo.Client, ts ...broker.Topic) {
+func topics(t testing.TB, cl *kgo.Client, ts ...broker.Topic) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
