@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -251,6 +252,9 @@ func refused(err error) bool {
 }
 
 func classify(err error) error {
+	if err == nil {
+		return nil
+	}
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
 		err = fmt.Errorf("%s (SQLSTATE %s)", pe.Message, pe.Code)
@@ -266,3 +270,105 @@ func classify(err error) error {
 
 // Close closes the connections.
 func (s *Sink) Close() { s.pool.Close() }
+
+// Source options (hcl/spec/connector.go writes them).
+const (
+	OptQuery    = "query"  // selects the rows after $1, the cursor, in its order
+	OptCursor   = "cursor" // the column whose value orders the rows and is kept
+	OptKey      = "key"    // the column keying records (optional)
+	OptInterval = "interval"
+	OptLock     = "lock" // the advisory lock's key (a source's name)
+)
+
+// Row is a row a source read: its columns as a JSON object, its cursor
+// value (as text) and its key.
+type Row struct {
+	Value  []byte
+	Cursor string
+	Key    string
+}
+
+// SourceConfig is a polling source's settings.
+type SourceConfig struct {
+	DSN, Password string
+	Query, Cursor string
+	Key           string
+	Interval      time.Duration
+	Lock          string
+}
+
+// Poller reads new rows of a query, in order of its cursor column, from
+// the last cursor on. Only one poller per lock polls at a time, across
+// processes: it holds a PostgreSQL advisory lock on its session.
+type Poller struct {
+	cfg  SourceConfig
+	conn *pgx.Conn
+}
+
+// NewPoller connects (to poll), or fails.
+func NewPoller(ctx context.Context, cfg SourceConfig) (*Poller, error) {
+	cc, err := pgx.ParseConfig(cfg.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: dsn: %w", err)
+	}
+	if cfg.Password != "" {
+		cc.Password = cfg.Password
+	}
+	c, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	return &Poller{cfg: cfg, conn: c}, nil
+}
+
+// Lock tries to take the source's advisory lock for this session; it
+// reports whether this poller holds it.
+func (p *Poller) Lock(ctx context.Context) (bool, error) {
+	var ok bool
+	err := p.conn.QueryRow(ctx, "SELECT pg_try_advisory_lock(hashtext($1))", "butter-source:"+p.cfg.Lock).Scan(&ok)
+	return ok, err
+}
+
+// Poll returns the rows after cursor ("" for the start: the query gets
+// NULL), in order.
+func (p *Poller) Poll(ctx context.Context, cursor string) ([]Row, error) {
+	var arg any
+	if cursor != "" {
+		arg = cursor
+	}
+	rows, err := p.conn.Query(ctx, p.cfg.Query, arg)
+	if err != nil {
+		return nil, classify(err)
+	}
+	defer rows.Close()
+	fields := rows.FieldDescriptions()
+	var out []Row
+	for rows.Next() {
+		vals, err := rows.Values()
+		if err != nil {
+			return nil, classify(err)
+		}
+		obj := make(map[string]any, len(vals))
+		r := Row{}
+		for i, f := range fields {
+			obj[f.Name] = vals[i]
+			if f.Name == p.cfg.Cursor {
+				r.Cursor = fmt.Sprint(vals[i])
+			}
+			if f.Name == p.cfg.Key && vals[i] != nil {
+				r.Key = fmt.Sprint(vals[i])
+			}
+		}
+		if r.Cursor == "" {
+			return nil, fmt.Errorf("postgres: the query returns no column %q (the cursor), or it is NULL", p.cfg.Cursor)
+		}
+		if r.Value, err = json.Marshal(obj); err != nil {
+			return nil, fmt.Errorf("postgres: row as JSON: %w", err)
+		}
+		out = append(out, r)
+	}
+	return out, classify(rows.Err())
+}
+
+// Close closes the connection (and so releases the lock).
+func (p *Poller) Close() { _ = p.conn.Close(context.Background()) }

@@ -23,11 +23,11 @@ import (
 
 // Connectors are the connector types built, as "sink.<type>" and
 // "source.<type>".
-var Connectors = []string{"sink.http", "sink.influxdb", "sink.mqtt", "sink.postgres", "source.mqtt"}
+var Connectors = []string{"sink.http", "sink.influxdb", "sink.mqtt", "sink.postgres", "source.mqtt", "source.postgres"}
 
 // plannedConnectors are those the connectors issue asks for and this
 // version does not have yet.
-var plannedConnectors = []string{"source.postgres"}
+var plannedConnectors = []string{}
 
 var connectorShared = []hcl.AttributeSchema{
 	{Name: "stream", Required: true}, {Name: "pool"}, {Name: "timeout"}, {Name: "memory"}, {Name: "cpu"},
@@ -64,6 +64,13 @@ var connectorSchemas = map[string]*hcl.BodySchema{
 		Attributes: append([]hcl.AttributeSchema{
 			{Name: "url", Required: true}, {Name: "measurement", Required: true}, {Name: "database"}, {Name: "bucket"}, {Name: "org"},
 			{Name: "tags"}, {Name: "fields"}, {Name: "time"}, {Name: "token"}, {Name: "offset"}, {Name: "dead_letter"},
+		}, connectorShared...),
+		Blocks: connectorBlocks,
+	},
+	"source.postgres": {
+		Attributes: append([]hcl.AttributeSchema{
+			{Name: "dsn", Required: true}, {Name: "query", Required: true}, {Name: "cursor", Required: true},
+			{Name: "key"}, {Name: "interval"}, {Name: "password"},
 		}, connectorShared...),
 		Blocks: connectorBlocks,
 	},
@@ -153,7 +160,7 @@ func (d *decoder) decodeConnector(f *Function, b *hcl.Block, attrs hcl.Attribute
 		d.decodeHTTPSink(f, attrs)
 	case "sink.mqtt", "source.mqtt":
 		d.decodeMQTT(f, attrs)
-	case "sink.postgres":
+	case "sink.postgres", "source.postgres":
 		d.decodePostgres(f, attrs)
 	case "sink.influxdb":
 		d.decodeInflux(f, attrs)
@@ -390,6 +397,27 @@ func (d *decoder) decodePostgres(f *Function, attrs hcl.Attributes) {
 		}
 	}
 	d.secretRef(f, attrs["password"], "password", "logs in with the password in")
+	for _, name := range []string{"query", "cursor", "key"} {
+		if a := attrs[name]; a != nil {
+			if v, ok := d.str(a); ok {
+				f.Options[name] = v
+			}
+		}
+	}
+	if a := attrs["query"]; a != nil && !strings.Contains(f.Options["query"], "$1") {
+		r := a.Expr.Range()
+		d.errorf(&r, "Query without the cursor", "A source's query selects the rows after the cursor, $1 (NULL at the start), in the cursor's order, like \"SELECT id, customer, total FROM orders WHERE $1::bigint IS NULL OR id > $1::bigint ORDER BY id LIMIT 1000\".")
+	}
+	if a := attrs["interval"]; a != nil {
+		if v, ok := d.duration(a); ok {
+			if v <= 0 {
+				r := a.Expr.Range()
+				d.errorf(&r, "Invalid interval", "The polling interval is longer than zero, like \"1s\".")
+			} else {
+				f.Options["interval"] = v.String()
+			}
+		}
+	}
 }
 
 func (d *decoder) decodeInflux(f *Function, attrs hcl.Attributes) {

@@ -179,3 +179,31 @@ sink "influxdb" "readings-ts" {
 		t.Errorf("runtime %q, options %v, want %v", f.Runtime, f.Options, want)
 	}
 }
+
+// TestPostgresSourceDecodes: a source "postgres" has its query, cursor,
+// key and interval in its options and its stream as its output.
+func TestPostgresSourceDecodes(t *testing.T) {
+	p, rep := spec.LoadFS(fstest.MapFS{"main.fn.hcl": {Data: []byte(`
+project "shop" {}
+
+stream "orders" {}
+
+source "postgres" "orders-in" {
+  stream   = stream.orders
+  dsn      = "postgres://butter@db.example.com/shop"
+  query    = "SELECT id, customer FROM orders WHERE $1::bigint IS NULL OR id > $1::bigint ORDER BY id LIMIT 500"
+  cursor   = "id"
+  key      = "customer"
+  interval = "2s"
+}
+`)}}, "shop")
+	if rep.HasErrors() || p == nil {
+		t.Fatalf("a valid Postgres source refused: %v", rep.Diags)
+	}
+	f := p.Function("orders-in")
+	want := map[string]string{"dsn": "postgres://butter@db.example.com/shop", "cursor": "id", "key": "customer", "interval": "2s",
+		"query": "SELECT id, customer FROM orders WHERE $1::bigint IS NULL OR id > $1::bigint ORDER BY id LIMIT 500"}
+	if f.Runtime != "source.postgres" || f.Output != p.Stream("orders") || !maps.Equal(f.Options, want) {
+		t.Errorf("runtime %q, output %v, options %v, want %v", f.Runtime, f.Output, f.Options, want)
+	}
+}

@@ -82,6 +82,9 @@ func (p *Pool) StartStreams(ctx context.Context, kafka broker.Config) error {
 		if f.cfg.Output != "" {
 			topics = append(topics, topic(f.cfg.Output, 3))
 		}
+		if f.cfg.Runtime == "source.postgres" {
+			topics = append(topics, broker.Topic{Name: SourceCursorTopic(p.cfg.Project), Partitions: 1, Compact: true})
+		}
 	}
 	// And every stream the project declares, as its block says: those its
 	// functions may emit to (their emits lists) among them.
@@ -150,7 +153,7 @@ func (p *Pool) StartStreams(ctx context.Context, kafka broker.Config) error {
 			}()
 		}
 	}
-	return p.startSources() // sources.go
+	return p.startSources(base) // sources.go
 }
 
 // checkSessionTimeout fails when the coordinator of one of the groups does

@@ -215,7 +215,7 @@ func For(name string, sdks *SDKs) (Runtime, error) {
 		return PostgresSink{}, nil
 	case "sink.influxdb":
 		return InfluxSink{}, nil
-	case "source.mqtt":
+	case "source.mqtt", "source.postgres":
 		return Source{}, nil
 	}
 	return nil, fmt.Errorf("runtime %q is not supported by this pool yet", name)

@@ -4,6 +4,9 @@ stream "alerts" {}
 
 source "postgres" "later" {
   stream = stream.alerts
+  dsn    = "postgres://butter@db/iot"
+  query  = "SELECT * FROM orders"
+  cursor = "id"
 }
 
 sink "postgres" "db" {
