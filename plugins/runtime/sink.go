@@ -328,46 +328,13 @@ func (i *pgSinkInstance) Batches() bool { return true }
 
 // InvokeBatch implements Batcher: the batch's records in one statement.
 func (i *pgSinkInstance) InvokeBatch(ctx context.Context, b *Batch) []Result {
-	res := make([]Result, b.Count)
-	payload := proto.AppendBatchHead(nil, 0, b.Count)
-	payload = append(payload, b.Events...)
-	_, _, r, err := proto.NewBatchReader(payload)
-	if err != nil {
-		for k := range res {
-			res[k].Err = &proto.Error{Type: proto.Exception, Message: err.Error()}
+	return writeBatch(ctx, b, func(ctx context.Context, evs []sinkEvent) (int, error) {
+		recs := make([]postgres.Record, len(evs))
+		for k, ev := range evs {
+			recs[k] = postgres.Record{ID: ev.meta["ce_id"], Value: ev.input}
 		}
-		return res
-	}
-	recs := make([]postgres.Record, 0, b.Count)
-	var ev proto.BatchEvent
-	for r.Next(&ev) {
-		rec := postgres.Record{Value: append([]byte(nil), ev.Input...)}
-		for _, p := range ev.Meta {
-			if string(p.Key) == "ce_id" {
-				rec.ID = string(p.Value)
-			}
-		}
-		recs = append(recs, rec)
-	}
-	if !b.Deadline.IsZero() {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, b.Deadline)
-		defer cancel()
-	}
-	n, err := i.sink.Write(ctx, recs)
-	for k := range res {
-		switch {
-		case k < n:
-		case k == n && err != nil:
-			res[k].Err = pgError(err)
-		default:
-			res[k].Err = &proto.Error{Type: proto.Skipped, Message: "an event before it failed"}
-		}
-	}
-	if n > 0 && b.OK != nil {
-		b.OK(0, make([][]byte, n))
-	}
-	return res
+		return i.sink.Write(ctx, recs)
+	}, pgError)
 }
 
 func (i *pgSinkInstance) Stop(time.Duration) error {
@@ -437,6 +404,27 @@ func (i *influxSinkInstance) Batches() bool { return true }
 
 // InvokeBatch implements Batcher: the batch's records in one request.
 func (i *influxSinkInstance) InvokeBatch(ctx context.Context, b *Batch) []Result {
+	return writeBatch(ctx, b, func(ctx context.Context, evs []sinkEvent) (int, error) {
+		recs := make([]influxdb.Record, len(evs))
+		for k, ev := range evs {
+			recs[k] = influxdb.Record{Value: ev.input, Time: eventTime(ev.meta["ce_time"])}
+		}
+		return i.sink.Write(ctx, recs)
+	}, influxError)
+}
+
+// sinkEvent is one event of a batch given to a sink: its metadata and
+// input (copied: the batch's buffer is the caller's).
+type sinkEvent struct {
+	meta  map[string]string
+	input []byte
+}
+
+// writeBatch runs a batch through a sink's write, which writes the first
+// n events (or all) and returns the error of the one after them: the
+// events before it succeed, it fails with typed(err), the rest are
+// skipped, as Batcher says.
+func writeBatch(ctx context.Context, b *Batch, write func(context.Context, []sinkEvent) (int, error), typed func(error) error) []Result {
 	res := make([]Result, b.Count)
 	payload := append(proto.AppendBatchHead(nil, 0, b.Count), b.Events...)
 	_, _, r, err := proto.NewBatchReader(payload)
@@ -446,28 +434,26 @@ func (i *influxSinkInstance) InvokeBatch(ctx context.Context, b *Batch) []Result
 		}
 		return res
 	}
-	recs := make([]influxdb.Record, 0, b.Count)
+	evs := make([]sinkEvent, 0, b.Count)
 	var ev proto.BatchEvent
 	for r.Next(&ev) {
-		rec := influxdb.Record{Value: append([]byte(nil), ev.Input...)}
+		meta := make(map[string]string, len(ev.Meta))
 		for _, p := range ev.Meta {
-			if string(p.Key) == "ce_time" {
-				rec.Time = eventTime(string(p.Value))
-			}
+			meta[string(p.Key)] = string(p.Value)
 		}
-		recs = append(recs, rec)
+		evs = append(evs, sinkEvent{meta: meta, input: append([]byte(nil), ev.Input...)})
 	}
 	if !b.Deadline.IsZero() {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, b.Deadline)
 		defer cancel()
 	}
-	n, err := i.sink.Write(ctx, recs)
+	n, err := write(ctx, evs)
 	for k := range res {
 		switch {
 		case k < n:
 		case k == n && err != nil:
-			res[k].Err = influxError(err)
+			res[k].Err = typed(err)
 		default:
 			res[k].Err = &proto.Error{Type: proto.Skipped, Message: "an event before it failed"}
 		}

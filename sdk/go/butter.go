@@ -479,11 +479,10 @@ func (w *worker) run(id uint32, inv *inflight) {
 	w.execute(id, inv)
 }
 
-// execute runs one invocation and sends its output and RESULT.
-func (w *worker) execute(id uint32, inv *inflight) {
-	w.sem <- struct{}{}
-	defer func() { <-w.sem }()
-	// A missing or zero deadline means none (docs/worker-protocol.md).
+// startCall makes an invocation's context (its deadline; a missing or
+// zero one means none: docs/worker-protocol.md), records its cancel for a
+// CANCEL, and makes its Call.
+func (w *worker) startCall(id uint32, inv *inflight) (context.Context, context.CancelFunc, *Call) {
 	var ctx context.Context
 	var cancel context.CancelFunc
 	if inv.meta.Deadline > 0 {
@@ -491,7 +490,6 @@ func (w *worker) execute(id uint32, inv *inflight) {
 	} else {
 		ctx, cancel = context.WithCancel(context.Background())
 	}
-	defer cancel()
 	w.mu.Lock()
 	inv.cancel = cancel
 	w.mu.Unlock()
@@ -506,6 +504,15 @@ func (w *worker) execute(id uint32, inv *inflight) {
 	if inv.meta.Meta[proto.MetaSpan] == "1" {
 		call.span = newSpan(call.Meta) // its start is the handler's
 	}
+	return ctx, cancel, call
+}
+
+// execute runs one invocation and sends its output and RESULT.
+func (w *worker) execute(id uint32, inv *inflight) {
+	w.sem <- struct{}{}
+	defer func() { <-w.sem }()
+	ctx, cancel, call := w.startCall(id, inv)
+	defer cancel()
 	out, err := safeCall(w.handler, context.WithValue(ctx, callKey{}, call), inv.input)
 	if err == nil && len(out) <= proto.ChunkSize {
 		w.answer(id, out, call)

@@ -6,9 +6,7 @@ import (
 	"errors"
 	"io"
 	"runtime/debug"
-	"strings"
 	"sync"
-	"time"
 
 	"github.com/butterfn/butter/sdk/go/proto"
 )
@@ -166,28 +164,8 @@ func (w *worker) runStream(id uint32, inv *inflight) {
 	defer w.wg.Done()
 	w.sem <- struct{}{}
 	defer func() { <-w.sem }()
-	var ctx context.Context
-	var cancel context.CancelFunc
-	if inv.meta.Deadline > 0 {
-		ctx, cancel = context.WithDeadline(context.Background(), time.UnixMilli(inv.meta.Deadline))
-	} else {
-		ctx, cancel = context.WithCancel(context.Background())
-	}
+	ctx, cancel, call := w.startCall(id, inv)
 	defer cancel()
-	w.mu.Lock()
-	inv.cancel = cancel
-	w.mu.Unlock()
-	params := map[string]string{}
-	for k, v := range inv.meta.Meta {
-		if name, ok := strings.CutPrefix(k, "param."); ok {
-			params[name] = v
-		}
-	}
-	call := &Call{Function: inv.meta.Function, Options: inv.meta.Options, Meta: inv.meta.Meta, Params: params,
-		state: newState(inv.meta.Function, inv.meta.State), w: w, id: id}
-	if inv.meta.Meta[proto.MetaSpan] == "1" {
-		call.span = newSpan(call.Meta)
-	}
 	out := &streamOutput{w: w, id: id, call: call}
 	err := safeStream(w.stream, context.WithValue(ctx, callKey{}, call), inv.stream, out)
 	inv.stream.end(errHandlerDone)
