@@ -13,25 +13,19 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
-	"github.com/butterfn/butter/internal/testlog"
 	"github.com/butterfn/butter/internal/testport"
+	"github.com/butterfn/butter/internal/testproc"
 )
 
 // Server is a running influxd.
 type Server struct {
+	*testproc.Proc
 	// URL is its HTTP API, http://127.0.0.1:<port>.
 	URL string
 
-	t    testing.TB
-	dir  string
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
-	log  *testlog.Buffer
+	t testing.TB
 }
 
 // Start starts influxd and creates database db.
@@ -40,7 +34,8 @@ func Start(t testing.TB, db string) *Server {
 	if _, err := exec.LookPath("influxd"); err != nil {
 		t.Fatalf("influxd is needed (apt-get install influxdb; make test-deps does): %v", err)
 	}
-	s := &Server{t: t, dir: t.TempDir(), log: &testlog.Buffer{}}
+	s := &Server{t: t}
+	dir := t.TempDir()
 	port, rpc := testport.Port(t), testport.Port(t)
 	s.URL = fmt.Sprintf("http://127.0.0.1:%d", port)
 	conf := fmt.Sprintf(`reporting-disabled = true
@@ -54,80 +49,24 @@ bind-address = "127.0.0.1:%d"
 [http]
   bind-address = "127.0.0.1:%d"
   log-enabled = false
-`, rpc, s.dir, s.dir, s.dir, port)
-	if err := os.WriteFile(filepath.Join(s.dir, "influxdb.conf"), []byte(conf), 0o644); err != nil {
+`, rpc, dir, dir, dir, port)
+	path := filepath.Join(dir, "influxdb.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s.start()
-	t.Cleanup(func() {
-		s.Stop()
-		if t.Failed() {
-			t.Logf("influxd log (tail):\n%s", tail(s.log.String(), 3000))
+	s.Proc = testproc.Start(t, "influxd", func() *exec.Cmd { return exec.Command("influxd", "-config", path) }, func() error {
+		resp, err := http.Get(s.URL + "/ping")
+		if err != nil {
+			return err
 		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNoContent {
+			return fmt.Errorf("/ping: %s", resp.Status)
+		}
+		return nil
 	})
 	s.Query("CREATE DATABASE " + db)
 	return s
-}
-
-func tail(s string, n int) string {
-	if len(s) > n {
-		return s[len(s)-n:]
-	}
-	return s
-}
-
-func (s *Server) start() {
-	s.t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	cmd := exec.Command("influxd", "-config", filepath.Join(s.dir, "influxdb.conf"))
-	cmd.Stdout, cmd.Stderr = s.log, s.log
-	if err := cmd.Start(); err != nil {
-		s.t.Fatalf("start influxd: %v", err)
-	}
-	s.cmd, s.done = cmd, make(chan struct{})
-	go func(done chan struct{}) {
-		_ = cmd.Wait()
-		close(done)
-	}(s.done)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(s.URL + "/ping")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusNoContent {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			s.t.Fatalf("influxd did not answer /ping within 30s: %v\n%s", err, tail(s.log.String(), 3000))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// Stop stops influxd and waits for it.
-func (s *Server) Stop() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cmd == nil {
-		return
-	}
-	_ = s.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-s.done:
-	case <-time.After(20 * time.Second):
-		_ = s.cmd.Process.Kill()
-		<-s.done
-	}
-	s.cmd = nil
-}
-
-// Restart stops influxd and starts it again with its data.
-func (s *Server) Restart() {
-	s.t.Helper()
-	s.Stop()
-	s.start()
 }
 
 // Query runs an InfluxQL query (on database db when given with "db:"

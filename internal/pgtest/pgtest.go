@@ -13,13 +13,12 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/butterfn/butter/internal/testlog"
 	"github.com/butterfn/butter/internal/testport"
+	"github.com/butterfn/butter/internal/testproc"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -28,6 +27,7 @@ const Bin = "/usr/lib/postgresql/15/bin"
 
 // Server is a running PostgreSQL.
 type Server struct {
+	*testproc.Proc
 	Port int
 	// DSN connects to database "butter" as user "butter" (trust auth
 	// on 127.0.0.1).
@@ -36,10 +36,6 @@ type Server struct {
 	t    testing.TB
 	dir  string
 	cred *syscall.Credential // the cluster's owner, when the test runs as root
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
-	log  *testlog.Buffer
 }
 
 // Start initialises and starts a server with a database and user named
@@ -56,7 +52,7 @@ func Start(t testing.TB) *Server {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	s := &Server{t: t, dir: dir, log: &testlog.Buffer{}}
+	s := &Server{t: t, dir: dir}
 	if os.Geteuid() == 0 {
 		u, err := user.Lookup("postgres")
 		if err != nil {
@@ -75,14 +71,19 @@ func Start(t testing.TB) *Server {
 	}
 	s.Port = testport.Port(t)
 	s.DSN = fmt.Sprintf("postgres://butter@127.0.0.1:%d/butter?sslmode=disable", s.Port)
-	s.start()
-	t.Cleanup(func() {
-		s.Stop()
-		if t.Failed() {
-			t.Logf("postgres log (tail):\n%s", s.log.String())
-		}
-	})
 	admin := fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", s.Port)
+	s.Proc = testproc.Start(t, "postgres", func() *exec.Cmd {
+		return s.run(filepath.Join(Bin, "postgres"), "-D", data, "-p", strconv.Itoa(s.Port),
+			"-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="+s.dir, "-c", "fsync=off")
+	}, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		c, err := pgx.Connect(ctx, admin)
+		if err == nil {
+			_ = c.Close(ctx)
+		}
+		return err
+	})
 	s.Exec(admin, "CREATE USER butter", "CREATE DATABASE butter OWNER butter")
 	return s
 }
@@ -93,62 +94,6 @@ func (s *Server) run(name string, args ...string) *exec.Cmd {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred}
 	}
 	return cmd
-}
-
-func (s *Server) start() {
-	s.t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	cmd := s.run(filepath.Join(Bin, "postgres"), "-D", filepath.Join(s.dir, "data"), "-p", strconv.Itoa(s.Port),
-		"-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="+s.dir, "-c", "fsync=off")
-	cmd.Stdout, cmd.Stderr = s.log, s.log
-	if err := cmd.Start(); err != nil {
-		s.t.Fatalf("start postgres: %v", err)
-	}
-	s.cmd, s.done = cmd, make(chan struct{})
-	go func(done chan struct{}) {
-		_ = cmd.Wait()
-		close(done)
-	}(s.done)
-	admin := fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", s.Port)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		c, err := pgx.Connect(ctx, admin)
-		cancel()
-		if err == nil {
-			_ = c.Close(context.Background())
-			return
-		}
-		if time.Now().After(deadline) {
-			s.t.Fatalf("postgres did not accept connections within 30s: %v\n%s", err, s.log.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// Stop stops the server (a fast shutdown) and waits for it.
-func (s *Server) Stop() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cmd == nil {
-		return
-	}
-	_ = s.cmd.Process.Signal(os.Interrupt) // SIGINT: fast shutdown
-	select {
-	case <-s.done:
-	case <-time.After(20 * time.Second):
-		_ = s.cmd.Process.Kill()
-		<-s.done
-	}
-	s.cmd = nil
-}
-
-// Restart stops the server and starts it again with its data.
-func (s *Server) Restart() {
-	s.t.Helper()
-	s.Stop()
-	s.start()
 }
 
 // Exec runs statements on dsn, failing the test on an error.

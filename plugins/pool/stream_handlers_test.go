@@ -27,9 +27,6 @@ import (
 // stream that fails after some output ends with the error in the
 // Butter-Error trailer.
 func TestStreamingHandlers(t *testing.T) {
-	if testing.Short() {
-		t.Skip("passes 3 GiB through workers")
-	}
 	logs := &testlog.Buffer{}
 	fns := []pool.FunctionConfig{
 		testdataFn("snode", "node", "streamfn", "index.handle"),
