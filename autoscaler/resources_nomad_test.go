@@ -96,13 +96,19 @@ plugin "raw_exec" {
 		j, _, err := agent.Client.Jobs().Info(jobID, nil)
 		return err == nil && *j.TaskGroups[0].Count == 2
 	})
+	// The loop records its decision after Nomad took the new count: wait
+	// for the record, not only for the count (a CI run read the store in
+	// between).
 	var out fsm.ScalingDecision
-	for _, d := range store.Recorded() {
-		if d.Kind == fsm.ScaleScaled {
-			out = d
-			break
+	waitFor(t, 30*time.Second, "the scale-out decision recorded", func() bool {
+		for _, d := range store.Recorded() {
+			if d.Kind == fsm.ScaleScaled {
+				out = d
+				return true
+			}
 		}
-	}
+		return false
+	})
 	if out.Count != 1 || out.To != 2 || !strings.Contains(out.Reason, "cpu: ") || !strings.Contains(out.Reason, "MHz used on 1 allocations") ||
 		!strings.Contains(out.Reason, "at target 0.5 -> ") || !strings.Contains(out.Reason, "inflight: 0 calls in flight -> 0") || !strings.Contains(out.Reason, "memory: ") {
 		t.Errorf("scale-out decision: %+v", out)

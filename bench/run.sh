@@ -70,8 +70,15 @@ bench ./autoscaler -bench 'AllocationsAcrossNodes' -benchtime 1x -count 3 -timeo
 
 # The run's raw output is kept beside the report, so that every figure in
 # it can be derived again (benchstat reads it as it is).
+# The last committed run, to compare with: a figure that regressed beyond
+# its noise band is listed in the report and printed here (not a failure).
+prev=bench/raw/previous.txt
+compare=()
+if git show HEAD:bench/RESULTS.txt >"$prev" 2>/dev/null; then
+	compare=(-previous "$prev")
+fi
 cp "$out" bench/RESULTS.txt
-"$GO" run ./bench/report -in "$out" -raw bench/RESULTS.txt -out bench/RESULTS.md -loadavg-end "$(cut -d' ' -f1-3 /proc/loadavg)" || failed+=("bench/report")
+"$GO" run ./bench/report -in "$out" -raw bench/RESULTS.txt -out bench/RESULTS.md -loadavg-end "$(cut -d' ' -f1-3 /proc/loadavg)" ${compare[@]+"${compare[@]}"} || failed+=("bench/report")
 echo "==> wrote bench/RESULTS.md"
 if ((${#failed[@]})); then
 	printf '==> failed: %s\n' "${failed[@]}" >&2

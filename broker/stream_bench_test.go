@@ -19,7 +19,7 @@ import (
 // a second of work or more, so that the 10ms sampling of the committed
 // offsets costs little precision.
 var benchEvents = map[string]int{"baseline": 400000, "raw-per-record": 50000, "go": 300000, "go-key-order": 50000,
-	"raw-eos": 200000, "go-eos": 150000}
+	"raw-eos": 200000, "go-eos": 150000, "exec": 3000, "exec-lines": 50000}
 
 const (
 	// benchPartitions is the partition count of both topics.
@@ -57,7 +57,11 @@ const (
 //     offsets;
 //   - go-eos: the go pool with exactly_once = true on its trigger: each
 //     poll one transaction (plugins/pool/transact.go). Its figure is
-//     compared with raw-eos, next to go's (at least once) with baseline.
+//     compared with raw-eos, next to go's (at least once) with baseline;
+//   - exec: the exec echo (cat) as the stream function, a process forked
+//     per event (mode = "fork", the default), one instance per partition;
+//   - exec-lines: the same command with mode = "lines": one cat process
+//     per instance, an event per line.
 //
 // Each pass preloads its events (benchEvents), starts the consumer, and
 // watches the group's committed offsets every 10ms: the rate is the
@@ -111,22 +115,33 @@ func BenchmarkStream(b *testing.B) {
 			benchRate(b, adm, group, in, n, func(ctx context.Context) { benchRawTxnLoop(ctx, b, dev.Addr, in, out, group) })
 		}
 	})
-	for _, order := range []string{"partition", "key", "eos"} {
-		name := "go"
+	for _, order := range []string{"partition", "key", "eos", "exec", "exec-lines"} {
+		name, rt := "go", "go"
 		switch order {
 		case "key":
 			name = "go-key-order"
 		case "eos":
 			name, order = "go-eos", "partition"
+		case "exec", "exec-lines":
+			name, rt, order = order, "exec", "partition"
 		}
 		b.Run(name, func(b *testing.B) {
 			n := benchEvents[name]
 			for b.Loop() {
 				in, out, group := topics(b, n)
-				fc := harness.Echo(b, "echo", "go")
+				fc := harness.Echo(b, "echo", rt)
 				fc.MinInstances, fc.MaxInstances, fc.Concurrency = 1, 1, benchPartitions
-				if order == "key" {
+				switch {
+				case order == "key":
 					fc.Concurrency = 64
+				case rt == "exec":
+					// A process per event, or a process per instance
+					// taking one event at a time: an instance per
+					// partition.
+					fc.MinInstances, fc.MaxInstances, fc.Concurrency = benchPartitions, benchPartitions, 1
+					if name == "exec-lines" {
+						fc.ExecMode = "lines"
+					}
 				}
 				fc.Streams = []pool.StreamTrigger{{Stream: in, Group: group, Offset: "first", Order: order, ExactlyOnce: name == "go-eos"}}
 				fc.Output = out

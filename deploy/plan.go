@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"sort"
@@ -60,13 +58,9 @@ func MakePlan(ctx context.Context, client *api.Client, dir string, proj *spec.Pr
 	if err != nil {
 		return nil, err
 	}
-	newSpecs := map[string]string{}
-	for _, f := range proj.Files {
-		b, err := os.ReadFile(filepath.Join(dir, f))
-		if err != nil {
-			return nil, err
-		}
-		newSpecs[filepath.ToSlash(f)] = string(b)
+	newSpecs, err := specFiles(dir, proj)
+	if err != nil {
+		return nil, err
 	}
 	var old api.Revision
 	st, _, err := client.Projects().Status(ctx, proj.Name, nil)

@@ -55,7 +55,14 @@ type options struct {
 	author   string
 	deps     *deps.Installer
 	canary   *api.CanaryRequest
+	dev      bool
 }
+
+// ForDev pushes to butter dev's control plane, which runs what a cluster
+// cannot: MQTT connectors without an address, which use its embedded
+// broker (jobs.CheckDeployable). Default: the project must be deployable
+// to Nomad.
+func ForDev() Option { return func(o *options) { o.dev = true } }
 
 // WithCanary deploys the revision as a canary beside the serving one
 // (api.CanaryRequest). Default: the revision replaces the serving one.
@@ -88,6 +95,11 @@ func Push(ctx context.Context, client *api.Client, dir string, proj *spec.Projec
 	for _, opt := range opts {
 		opt(&o)
 	}
+	if !o.dev {
+		if err := jobs.CheckDeployable(proj); err != nil {
+			return nil, err
+		}
+	}
 	compiled, sha, dirty, err := compile(ctx, client, dir, proj, o.deps)
 	if err != nil {
 		return nil, err
@@ -96,14 +108,9 @@ func Push(ctx context.Context, client *api.Client, dir string, proj *spec.Projec
 	if err != nil {
 		return nil, err
 	}
-	fsys := os.DirFS(dir)
-	specs := map[string]string{}
-	for _, f := range proj.Files {
-		b, err := fs.ReadFile(fsys, f)
-		if err != nil {
-			return nil, err
-		}
-		specs[filepath.ToSlash(f)] = string(b)
+	specs, err := specFiles(dir, proj)
+	if err != nil {
+		return nil, err
 	}
 	jobJSON, err := jobs.RenderJSON(compiled.Job)
 	if err != nil {
@@ -122,6 +129,26 @@ func Push(ctx context.Context, client *api.Client, dir string, proj *spec.Projec
 		return nil, fmt.Errorf("record the revision: %w%s", err, routeSite(proj, err))
 	}
 	return out, nil
+}
+
+// specFiles reads the project's spec files, by project-relative name, for
+// a revision to record, with the values of its variables
+// (spec.ValuesFile), so that every later load of the revision (the
+// gateway's routes, butter diff) sees the values it was deployed with.
+func specFiles(dir string, proj *spec.Project) (map[string]string, error) {
+	fsys := os.DirFS(dir)
+	specs := map[string]string{}
+	for _, f := range proj.Files {
+		b, err := fs.ReadFile(fsys, f)
+		if err != nil {
+			return nil, err
+		}
+		specs[filepath.ToSlash(f)] = string(b)
+	}
+	if vals := proj.ValuesText(); vals != "" {
+		specs[spec.ValuesFile] = vals
+	}
+	return specs, nil
 }
 
 // UploadArtifacts stores the compiled project's bundles and schemas,

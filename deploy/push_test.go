@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/fstest"
 
 	"github.com/butterfn/butter/api"
 	"github.com/butterfn/butter/deploy"
@@ -207,5 +208,76 @@ func TestPushRouteConflictNamesTheFile(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("the error lacks %q: %v", want, err)
 		}
+	}
+}
+
+// TestPushRecordsVariables: a project loaded with -var values records
+// them among its specs (spec.ValuesFile), so that loading the revision
+// back (as the gateway does for its routes) gives the same routes; other
+// values make another revision, and the plan shows the values' diff.
+func TestPushRecordsVariables(t *testing.T) {
+	dir := t.TempDir()
+	const text = `project "vars" {}
+
+variable "path" {
+  default = "/echo"
+}
+
+function "echo" {
+  runtime = "exec"
+  command = ["cat"]
+  trigger "http" {
+    route = "POST ${var.path}"
+  }
+}
+`
+	if err := os.WriteFile(filepath.Join(dir, "vars.fn.hcl"), []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	load := func(path string) *spec.Project {
+		t.Helper()
+		proj, rep := spec.Load(dir, spec.WithVars(spec.VarValue{Name: "path", Value: path, From: "-var"}))
+		if proj == nil {
+			var b strings.Builder
+			_ = rep.WriteText(&b)
+			t.Fatalf("load: %s", b.String())
+		}
+		return proj
+	}
+	_, c := schedtest.Single(t, nil)
+	ctx := context.Background()
+	first, err := deploy.Push(ctx, c, dir, load("/say"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev, _, err := c.Revisions().Get(ctx, "vars", first.Revision, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vals := rev.Specs[spec.ValuesFile]; !strings.Contains(vals, `path = "/say"`) {
+		t.Fatalf("the revision's %s: %q, want the -var value", spec.ValuesFile, vals)
+	}
+	fsys := fstest.MapFS{}
+	for name, text := range rev.Specs {
+		fsys[name] = &fstest.MapFile{Data: []byte(text)}
+	}
+	back, rep := spec.LoadFS(fsys, "vars@"+first.Revision)
+	if back == nil || rep.HasErrors() || back.Functions[0].Triggers[0].Route() != "POST /say" {
+		t.Fatalf("the revision loaded back: %+v, %v; want its route POST /say", back, rep.Diags)
+	}
+	if strings.Join(rev.Routes, ",") != "POST /say -> echo" {
+		t.Fatalf("routes %q", rev.Routes)
+	}
+
+	plan, err := deploy.MakePlan(ctx, c, dir, load("/speak"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plan.Revision == first.Revision || !strings.Contains(plan.SpecDiff, `+path = "/speak"`) {
+		t.Fatalf("plan with another value: revision %s (first %s), spec diff:\n%s", plan.Revision, first.Revision, plan.SpecDiff)
+	}
+	second, err := deploy.Push(ctx, c, dir, load("/speak"))
+	if err != nil || !second.New || second.Revision == first.Revision {
+		t.Fatalf("push with another value: %+v, %v; want a new revision", second, err)
 	}
 }

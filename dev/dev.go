@@ -26,6 +26,7 @@ import (
 
 	"github.com/butterfn/butter/api"
 	"github.com/butterfn/butter/broker"
+	"github.com/butterfn/butter/connectors/mqtt"
 	"github.com/butterfn/butter/gateway"
 	"github.com/butterfn/butter/hcl/spec"
 	"github.com/butterfn/butter/plugins/runtime"
@@ -48,6 +49,9 @@ type UI interface {
 type Config struct {
 	// Dir is the project's directory. Default: the current directory.
 	Dir string
+	// Vars set the specs' variables (-var, -var-file, BUTTER_VAR_*), on
+	// the first load and on every reload after a change.
+	Vars []spec.LoadOption
 	// DataDir is where the control plane and the broker keep their state.
 	// Default: Dir/.butter/dev.
 	DataDir string
@@ -61,6 +65,10 @@ type Config struct {
 	Listen string
 	// KafkaPort is the embedded broker's port; 0 takes a free one.
 	KafkaPort int
+	// MQTTPort is the port of the embedded MQTT broker, started once a
+	// deploy has an MQTT connector without an address (mqtt.go); 0 takes
+	// 1883 when it is free, any free port otherwise.
+	MQTTPort int
 	// APIKeys are the keys the gateway accepts on api_key routes.
 	// Default: "dev-key".
 	APIKeys []string
@@ -104,11 +112,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.defaults(); err != nil {
 		return err
 	}
-	proj, rep := spec.Load(cfg.Dir)
+	proj, rep := spec.Load(cfg.Dir, cfg.Vars...)
 	if err := rep.WriteText(cfg.Diagnostics); err != nil || proj == nil {
 		return ErrInvalid
 	}
-	d := &env{traces: cfg.Traces, noACL: cfg.NoACL, openfaas: cfg.OpenFaaS, ui: cfg.UI, log: cfg.Logger, dir: cfg.Dir, dataDir: cfg.DataDir, secretsFile: cfg.SecretsFile, diag: cfg.Diagnostics}
+	d := &env{mqttPort: cfg.MQTTPort, traces: cfg.Traces, noACL: cfg.NoACL, openfaas: cfg.OpenFaaS, ui: cfg.UI, log: cfg.Logger, dir: cfg.Dir, vars: cfg.Vars, dataDir: cfg.DataDir, secretsFile: cfg.SecretsFile, diag: cfg.Diagnostics}
 	defer d.close()
 	if err := d.start(ctx, proj.Name, cfg.DataDir, cfg.ServerAddr, cfg.Listen, cfg.KafkaPort, cfg.APIKeys); err != nil {
 		return err
@@ -175,14 +183,19 @@ type env struct {
 	ui    UI
 	log   hclog.Logger
 	dir   string
+	vars  []spec.LoadOption // Config.Vars
 	diag  io.Writer
 	// dataDir and secretsFile are hidden from the functions of a project
 	// with secrets; secretsFile is read on each deploy (secrets).
 	dataDir     string
 	secretsFile string
 
-	broker    *broker.Dev
-	kcl       *kgo.Client
+	broker *broker.Dev
+	kcl    *kgo.Client
+	// mqtt is the embedded MQTT broker, nil until a deploy needs it
+	// (mqtt.go); mqttPort is Config.MQTTPort.
+	mqtt      *mqtt.Broker
+	mqttPort  int
 	server    *scheduler.Server
 	client    *api.Client
 	gw        *gateway.Gateway
@@ -343,6 +356,9 @@ func (d *env) close() {
 	if d.broker != nil {
 		d.broker.Close()
 	}
+	if d.mqtt != nil {
+		_ = d.mqtt.Close()
+	}
 }
 
 func (d *env) printReady(proj *spec.Project) {
@@ -366,6 +382,9 @@ func (d *env) printReady(proj *spec.Project) {
 	}
 	d.printSecrets(proj)
 	d.ui.Output(fmt.Sprintf("    control plane: %s   broker: %s", d.client.Address(), d.broker.Addr))
+	if d.mqtt != nil {
+		d.ui.Output(fmt.Sprintf("    MQTT broker (embedded, for the connectors without an address): %s", d.mqtt.URL))
+	}
 	d.ui.Output(fmt.Sprintf("    web UI: %s%s", d.client.Address(), scheduler.UIPath))
 	if d.token != "" {
 		d.ui.Output(fmt.Sprintf("    ACL management token: %s (in %s; export BUTTER_TOKEN=$(cat %s))", d.token, filepath.Join(d.dataDir, TokenFile), filepath.Join(d.dataDir, TokenFile)))

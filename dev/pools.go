@@ -21,6 +21,7 @@ import (
 	"github.com/butterfn/butter/plugins/pool"
 	"github.com/butterfn/butter/routes"
 	"github.com/butterfn/butter/sandbox"
+	"github.com/butterfn/butter/secrets"
 	"github.com/hashicorp/go-hclog"
 )
 
@@ -111,7 +112,7 @@ func (d *env) deployAs(ctx context.Context, proj *spec.Project, revision string)
 		return err
 	}
 	if revision == "" {
-		rev, err := deploy.Push(ctx, d.client, d.dir, proj)
+		rev, err := deploy.Push(ctx, d.client, d.dir, proj, deploy.ForDev())
 		if err != nil {
 			d.stopPool(p)
 			return fmt.Errorf("record the revision: %w", err)
@@ -202,6 +203,12 @@ func (d *env) startPool(ctx context.Context, proj *spec.Project) (*livePool, err
 	if err := deps.SetNodePaths(ctx, deps.Default(), cfg); err != nil {
 		return nil, err
 	}
+	if err := d.useEmbeddedMQTT(cfg); err != nil {
+		return nil, err
+	}
+	if err := cfg.Decrypt(ctx, secrets.EnvDecrypter(proj.Name)); err != nil {
+		return nil, fmt.Errorf("%w: butter dev decrypts with the Vault at $VAULT_ADDR (token $VAULT_TOKEN) when set; or name one of the connector's secrets instead (docs/secrets-dev.md)", err)
+	}
 	pycache := SeparatePycache(cfg)
 	plog := d.log.Named("pool")
 	// Every instance runs confined, each function's losing the other
@@ -212,6 +219,9 @@ func (d *env) startPool(ctx context.Context, proj *spec.Project) (*livePool, err
 	if HasSecrets(proj) {
 		opts = append(opts, pool.WithSecrets(d.secrets()))
 	}
+	progress := newStartReporter(d.ui)
+	defer progress.finish()
+	opts = append(opts, pool.WithStartProgress(progress.update))
 	p, err := pool.New(cfg, func(fn string) io.Writer {
 		return plog.Named(fn).StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true})
 	}, opts...)

@@ -46,7 +46,7 @@ func (d *env) watch(ctx context.Context) {
 		}
 		last = fp
 		d.ui.Output("==> change detected; redeploying")
-		proj, rep := spec.Load(d.dir)
+		proj, rep := spec.Load(d.dir, d.vars...)
 		if err := rep.WriteText(d.diag); err != nil || proj == nil {
 			d.ui.Error("==> the change is invalid; the running revision keeps serving")
 			continue

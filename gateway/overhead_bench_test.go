@@ -116,7 +116,12 @@ func benchGateway(b *testing.B, poolAddr string) string {
 	g := gateway.New(res)
 	b.Cleanup(g.Close)
 	var routes []gateway.Route
-	for _, name := range []string{"echo", "echo-exec", "echo-node", "echo-python"} {
+	// A route per runtime of the benchmarks: echo (go), echo-<runtime>.
+	for _, rt := range harness.Runtimes {
+		name := "echo"
+		if rt != "go" {
+			name += "-" + rt
+		}
 		routes = append(routes, gateway.Route{Method: "POST", Path: "/" + name, Project: "bench", Function: name})
 	}
 	if err := g.SetRoutes(routes); err != nil {

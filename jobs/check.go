@@ -221,12 +221,12 @@ func checkTask(t *api.Task, poolName string, e Expect) error {
 		return fmt.Errorf("Templates: want only the secret files the compiler renders for this pool's functions (%s/<function>.json)", SecretsDir)
 	}
 	var wantVault *api.Vault
-	if len(want) > 0 {
+	if len(want) > 0 || cfg.NeedsDecrypt() {
 		wantVault = vaultBlock(e.Project)
 	}
 	if !sameJSON(t.Vault, wantVault) {
 		if wantVault == nil {
-			return fmt.Errorf("Vault: set, but no function of this pool has secrets")
+			return fmt.Errorf("Vault: set, but no function of this pool has secrets and the pool decrypts nothing")
 		}
 		return fmt.Errorf("Vault: want role %q, the project's, with env = false and change_mode = noop", wantVault.Role)
 	}

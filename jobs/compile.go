@@ -289,6 +289,11 @@ func (o *options) group(p *spec.Project, rev, poolName string, fns []*spec.Funct
 	}
 	if len(templates) > 0 {
 		task.Templates = templates
+	}
+	// The task's Vault token reads the functions' secrets and decrypts
+	// the ciphertexts of the pool's config (the kafka block's SASL
+	// password, the connectors' encrypted credentials).
+	if len(templates) > 0 || cfg.NeedsDecrypt() {
 		task.Vault = vaultBlock(p.Name)
 	}
 	// The pool's scaling block bounds the count; a new group starts with
@@ -405,12 +410,40 @@ func revision(fsys fs.FS, p *spec.Project, arts []Artifact) (string, error) {
 		fmt.Fprintf(h, "spec %s %d\n", name, len(src))
 		h.Write(src)
 	}
+	// The variables' values: a revision is its specs with the values
+	// they were loaded with (spec.ValuesFile).
+	for _, v := range p.Vars {
+		fmt.Fprintf(h, "var %s %d\n%s", v.Name, len(v.Value), v.Value)
+	}
 	sorted := append([]Artifact(nil), arts...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Path < sorted[j].Path })
 	for _, a := range sorted {
 		fmt.Fprintf(h, "blob %s %s\n", a.Path, a.Digest)
 	}
 	return hex.EncodeToString(h.Sum(nil))[:12], nil
+}
+
+// CheckDeployable refuses a project that only butter dev can run: MQTT
+// connectors that declare no address, for which butter dev starts an
+// embedded broker (dev/mqtt.go) and a cluster has none. Compile does not
+// refuse them (butter dev records its revisions through it); what
+// deploys to Nomad (deploy.Push, butter job render) calls this first.
+func CheckDeployable(p *spec.Project) error {
+	var brokerless []string
+	for _, f := range p.Functions {
+		if (f.Connector == "source.mqtt" || f.Connector == "sink.mqtt") && f.Options["address"] == "" {
+			block, kind, _ := strings.Cut(f.Connector, ".")
+			brokerless = append(brokerless, fmt.Sprintf("%s %q %q", block, kind, f.Name))
+		}
+	}
+	if len(brokerless) > 0 {
+		verb := "declares"
+		if len(brokerless) > 1 {
+			verb = "declare"
+		}
+		return fmt.Errorf("project %s: %s %s no address, which only butter dev provides (its embedded MQTT broker): give each its broker's address = \"tcp://<host>:1883\" to deploy it", p.Name, strings.Join(brokerless, " and "), verb)
+	}
+	return nil
 }
 
 // SecretsDir is where, inside the task's secrets directory, Nomad renders

@@ -432,3 +432,23 @@ func TestOpenAPIArtifacts(t *testing.T) {
 		t.Errorf("digests before %v, after %v: only devices.yaml changed", before.Artifacts, after.Artifacts)
 	}
 }
+
+// TestMQTTWithoutAddressRefused: examples/mqtt's connectors name no
+// broker, which only butter dev provides; CheckDeployable (what deploys to
+// Nomad calls) refuses it naming each connector and what to write, while
+// Compile, which butter dev records revisions through, compiles it.
+func TestMQTTWithoutAddressRefused(t *testing.T) {
+	p := load(t, filepath.Join("..", "examples", "mqtt"))
+	err := jobs.CheckDeployable(p)
+	if err == nil || !strings.Contains(err.Error(), `sink "mqtt" "alerts-out" and source "mqtt" "readings-in" declare no address`) || !strings.Contains(err.Error(), `address = "tcp://<host>:1883"`) {
+		t.Fatalf("CheckDeployable(examples/mqtt): %v, want the address-less connectors refused", err)
+	}
+	if _, err := jobs.Compile(p); err != nil {
+		t.Errorf("Compile(examples/mqtt): %v", err)
+	}
+	for _, ex := range examples {
+		if err := jobs.CheckDeployable(load(t, filepath.Join("..", "examples", ex))); err != nil {
+			t.Errorf("examples/%s: %v", ex, err)
+		}
+	}
+}

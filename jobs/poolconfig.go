@@ -80,7 +80,7 @@ func functionConfig(p *spec.Project, f *spec.Function, locate locator) pool.Func
 		Timeout: f.Timeout.String(), Memory: f.Memory, CPU: f.CPU,
 		MinInstances: f.Instances.Min, MaxInstances: f.Instances.Max, Concurrency: f.Instances.Concurrency,
 		SpareInstances: f.Instances.Spare,
-		Env:            f.Env, Options: f.Options, Unconfined: f.NoSandbox,
+		Env:            f.Env, Options: f.Options, Unconfined: f.NoSandbox, ExecMode: f.ExecMode,
 	}
 	if f.Source != "" {
 		fc.Bundle, fc.Digest = locate(f.Source, false)

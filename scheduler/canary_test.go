@@ -168,9 +168,14 @@ func TestCanaryLifecycle(t *testing.T) {
 		t.Fatalf("r3 failed with rollback to %q, want r2", d.RolledBackTo)
 	}
 	e.waitStatus("r2", fsm.StatusHealthy)
-	if e.lastRegistered() != "r2" {
-		t.Fatalf("the last job registered is %s's, want r2's again", e.lastRegistered())
-	}
+	// The rollback's activation is applied before the deployer's next pass
+	// registers r2's job again: wait for that pass.
+	schedtest.WaitFor(t, 10*time.Second, "r2's job registered again", func() bool { return e.lastRegistered() == "r2" })
+	// Registered again, r2 deploys and is healthy again: wait for the
+	// deployer's next pass, then for that, before a canary is measured
+	// against it.
+	e.settled()
+	e.waitStatus("r2", fsm.StatusHealthy)
 
 	// A manual canary: stays at its weight; promote moves it to 100.
 	if err := e.canaryDeploy(c, "r4", routes, &butterapi.CanaryRequest{Weight: 20}); err != nil {

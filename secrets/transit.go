@@ -84,3 +84,19 @@ func TaskClient(secretsDir string) (*vault.Client, error) {
 	c.SetToken(token)
 	return c, nil
 }
+
+// EnvDecrypter decrypts with project's transit key at the Vault that
+// $VAULT_ADDR and $VAULT_TOKEN name, for `butter dev` and `butter invoke
+// -local`, which hold no task token; nil when $VAULT_ADDR is unset.
+func EnvDecrypter(project string) func(ctx context.Context, ciphertext string) (string, error) {
+	if os.Getenv("VAULT_ADDR") == "" {
+		return nil
+	}
+	return func(ctx context.Context, ciphertext string) (string, error) {
+		vc, err := TaskClient("")
+		if err != nil {
+			return "", err
+		}
+		return Decrypt(ctx, vc, project, ciphertext)
+	}
+}

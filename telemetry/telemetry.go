@@ -194,6 +194,13 @@ var on atomic.Bool
 // paths start no span, and format no traceparent, when it did not.
 func On() bool { return on.Load() }
 
+// Toggle turns the process's tracing off (false) and on again (true)
+// without replacing its provider: a benchmark interleaves calls with
+// tracing on and off in one process with it (gateway's BenchmarkTracing),
+// every tracing path of Butter being gated on On. Toggle(true) before
+// Setup turned tracing on traces into the global no-op provider.
+func Toggle(enabled bool) { on.Store(enabled) }
+
 // spanIDKey carries a span id chosen before the span starts (WithSpanID).
 type spanIDKey struct{}
 

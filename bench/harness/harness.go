@@ -228,3 +228,50 @@ func Post(c *http.Client, url string, body []byte) error {
 	}
 	return nil
 }
+
+// UnitAddedP50 is the metric of a paired benchmark (Paired): the p50 of
+// the calls with the feature on minus the p50 of those with it off,
+// measured interleaved in one loop.
+const UnitAddedP50 = "added-p50-ns"
+
+// Paired measures what a feature adds to a call: each iteration of b's
+// loop makes one call with the feature off and one with it on, in
+// alternating order, so that the machine's load, which moves from second
+// to second on a shared machine, weighs on both sides alike. set turns
+// the feature on or off before a call. It reports the p50 and p99 of the
+// calls with it on, the p50 of those with it off (off-p50-ns), and
+// UnitAddedP50.
+func Paired(b *testing.B, set func(on bool), call func() error) {
+	b.Helper()
+	for range 100 { // warm up both sides: connections, instances, caches
+		for _, on := range []bool{false, true} {
+			set(on)
+			if err := call(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	var off, on Latencies
+	i := 0
+	for b.Loop() {
+		for k := range 2 {
+			feature := (i+k)%2 == 1
+			set(feature)
+			t := time.Now()
+			err := call()
+			d := time.Since(t)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if feature {
+				on.Add(d)
+			} else {
+				off.Add(d)
+			}
+		}
+		i++
+	}
+	on.Report(b)
+	b.ReportMetric(float64(off.Percentile(0.50).Nanoseconds()), "off-p50-ns")
+	b.ReportMetric(float64((on.Percentile(0.50) - off.Percentile(0.50)).Nanoseconds()), UnitAddedP50)
+}

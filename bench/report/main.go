@@ -43,6 +43,7 @@ func main() {
 	notes := flag.String("notes", "bench/NOTES.md", "the reading appended to the report")
 	flag.StringVar(&loadEnd, "loadavg-end", "", "the load average when the runs ended")
 	flag.StringVar(&rawName, "raw", "bench/RESULTS.txt", "where the run's raw output is kept, named in the report")
+	flag.StringVar(&previous, "previous", "", "the last committed run's raw output, to compare with (none: no comparison)")
 	flag.Parse()
 	if err := run(*in, *out, *notes); err != nil {
 		fmt.Fprintln(os.Stderr, "report:", err)
@@ -61,6 +62,15 @@ func run(in, out, notesPath string) error {
 	var b bytes.Buffer
 	header(&b, rs)
 	targetTable(&b, rs)
+	if previous != "" {
+		prev, err := read(previous)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "report: no comparison with the last committed run: %v\n", err)
+		} else if regs := comparison(&b, rs, prev); len(regs) > 0 {
+			// Reported, not failed: the machine is shared and noisy.
+			fmt.Fprintf(os.Stderr, "==> regressions against the last committed run (commit %s), beyond their noise band:\n%s\n", orUnknown(prev.config["commit"]), regressionLines(regs))
+		}
+	}
 	tables(&b, rs)
 	if notes, err := os.ReadFile(notesPath); err == nil {
 		fmt.Fprintf(&b, "\n%s", notes)
@@ -73,6 +83,9 @@ var loadEnd string
 
 // rawName is where the run's raw output is kept in the repository (-raw).
 var rawName string
+
+// previous is the last committed run's raw output (-previous).
+var previous string
 
 // headCommit is the checkout's abbreviated commit, or "" outside git.
 func headCommit() string {
@@ -260,6 +273,7 @@ func header(b *bytes.Buffer, rs *results) {
 }
 
 func tables(b *bytes.Buffer, rs *results) {
+	fmt.Fprintf(b, "\n## Figures\n")
 	order := append([]key(nil), rs.order...)
 	sort.SliceStable(order, func(i, j int) bool {
 		a, c := order[i], order[j]

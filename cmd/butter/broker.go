@@ -57,11 +57,12 @@ Options:
     Require a SASL login, and accept this user, whose password is
     $BUTTER_BROKER_SASL_PASSWORD. May be repeated (every such user has
     that password) and combined with -sasl-users-file.
-`)
+` + varHelp)
 }
 
 func (c *brokerCommand) Run(args []string) int {
 	fs := newFlagSet("broker")
+	vf := addVarFlags(fs)
 	dev := fs.Bool("dev", false, "")
 	port := fs.Int("port", 9092, "")
 	dataDir := fs.String("data-dir", ".butter/kafka", "")
@@ -77,7 +78,7 @@ func (c *brokerCommand) Run(args []string) int {
 	}
 	var topics []broker.Topic
 	if len(pos) == 1 {
-		proj, rep := spec.Load(pos[0])
+		proj, rep := spec.Load(pos[0], vf.options()...)
 		if err := rep.WriteText(os.Stderr); err != nil || proj == nil {
 			return exitInvalid
 		}

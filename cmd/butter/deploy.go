@@ -51,11 +51,12 @@ Options:
     and health) as it happens. On by
     default when standard output is a terminal; off in a pipe, where only
     the outcome is printed (with the allocations of a failed deployment).
-` + canaryHelp + addrHelp)
+` + varHelp + canaryHelp + addrHelp)
 }
 
 func (c *deployCommand) Run(args []string) int {
 	fset := newFlagSet("deploy")
+	vf := addVarFlags(fset)
 	af := addAPIFlags(fset)
 	detach := fset.Bool("detach", false, "")
 	timeout := fset.Duration("timeout", 10*time.Minute, "")
@@ -74,7 +75,7 @@ func (c *deployCommand) Run(args []string) int {
 	if len(pos) == 1 {
 		dir = pos[0]
 	}
-	proj, rep := spec.Load(dir)
+	proj, rep := spec.Load(dir, vf.options()...)
 	if err := rep.WriteText(os.Stderr); err != nil || proj == nil {
 		return exitInvalid
 	}

@@ -47,6 +47,11 @@ Options:
   -kafka-port=0
     The embedded broker's port (0: any free port). Printed at start.
 
+  -mqtt-port=0
+    The port of the embedded MQTT broker, which butter dev starts when a
+    source or sink "mqtt" declares no address (0: 1883 when it is free,
+    any free port otherwise). Printed at start.
+
   -data-dir=<dir>/.butter/dev
     Where the control plane and the broker keep their state.
 
@@ -74,14 +79,16 @@ Options:
     Also serve OpenFaaS's gateway API on the gateway (/function/{name},
     /async-function/{name}, GET /system/functions), without auth; a bare
     name is a function of this project (docs/gateway.md).
-`)
+` + varHelp)
 }
 
 func (c *devCommand) Run(args []string) int {
 	fset := newFlagSet("dev")
+	vf := addVarFlags(fset)
 	listen := fset.String("listen", "127.0.0.1:8080", "")
 	serverAddr := fset.String("server-addr", "127.0.0.1:4750", "")
 	kafkaPort := fset.Int("kafka-port", 0, "")
+	mqttPort := fset.Int("mqtt-port", 0, "")
 	dataDir := fset.String("data-dir", "", "")
 	apiKeys := fset.String("api-key", "", "")
 	secretsFile := fset.String("secrets", "", "")
@@ -119,8 +126,8 @@ func (c *devCommand) Run(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	err = dev.Run(ctx, dev.Config{
-		Dir: dir, DataDir: *dataDir, SecretsFile: *secretsFile,
-		ServerAddr: *serverAddr, Listen: *listen, KafkaPort: *kafkaPort,
+		Dir: dir, Vars: vf.options(), DataDir: *dataDir, SecretsFile: *secretsFile,
+		ServerAddr: *serverAddr, Listen: *listen, KafkaPort: *kafkaPort, MQTTPort: *mqttPort,
 		APIKeys: strings.Split(*apiKeys, ","), Logger: log, UI: c.ui, Diagnostics: os.Stderr,
 		NoACL: !*aclOn, OpenFaaS: *openfaas, Traces: traces,
 	})

@@ -128,11 +128,12 @@ Options:
 
   -api-key=<key>
     An API key of the project. Default: $BUTTER_API_KEY. butter dev needs none.
-`)
+` + varHelp)
 }
 
 func (c *invokeCommand) Run(args []string) int {
 	fs := newFlagSet("invoke")
+	vf := addVarFlags(fs)
 	local := fs.Bool("local", false, "")
 	gw := fs.String("gateway", "", "")
 	project := fs.String("project", "", "")
@@ -191,7 +192,7 @@ func (c *invokeCommand) Run(args []string) int {
 	if len(pos) == 2 {
 		dir, expr = pos[0], pos[1]
 	}
-	proj, rep := spec.Load(dir)
+	proj, rep := spec.Load(dir, vf.options()...)
 	if err := rep.WriteText(os.Stderr); err != nil || proj == nil {
 		return exitInvalid
 	}
@@ -253,11 +254,24 @@ func (c *invokeCommand) Run(args []string) int {
 		c.ui.Error("Error: " + err.Error())
 		return exitInvalid
 	}
+	if err := cfg.Decrypt(context.Background(), secrets.EnvDecrypter(proj.Name)); err != nil {
+		c.ui.Error("Error: " + err.Error() + ": butter invoke -local decrypts with the Vault at $VAULT_ADDR (token $VAULT_TOKEN) when set")
+		return exitInvalid
+	}
 	// Python bytecode in a tree of this run's own, as butter dev does: a
 	// __pycache__ beside the sources can be stale after a quick edit.
 	if dir := dev.SeparatePycache(cfg); dir != "" {
 		defer os.RemoveAll(dir)
 	}
+	// On a terminal, what the start waits for (a Go or Java function's
+	// first build, a slow import); nothing in a pipe.
+	live := newLiveLine(os.Stderr, isTerminal(os.Stderr))
+	began := time.Now()
+	opts = append(opts, pool.WithStartProgress(func(sp pool.StartProgress) {
+		if len(sp.Pending) > 0 {
+			live.Update(fmt.Sprintf("loading functions: %d of %d loaded; waiting for %s (%s)", sp.Loaded, sp.Total, strings.Join(sp.Pending, ", "), time.Since(began).Round(time.Second)))
+		}
+	}))
 	p, err := pool.New(cfg, func(fn string) io.Writer {
 		l := newLineWriter(os.Stderr, "["+fn+"] ")
 		logs = append(logs, l)
@@ -267,7 +281,9 @@ func (c *invokeCommand) Run(args []string) int {
 		c.ui.Error("Error: " + err.Error())
 		return exitInvalid
 	}
-	if err := p.Start(ctx); err != nil {
+	err = p.Start(ctx)
+	live.Clear()
+	if err != nil {
 		c.ui.Error("Error: " + err.Error())
 	}
 	defer p.Close()
@@ -334,7 +350,7 @@ func (c *invokeCommand) remote(expr, gw, project, apiKey string) int {
 		apiKey = os.Getenv("BUTTER_API_KEY")
 	}
 	if project == "" {
-		proj, rep := spec.Load(".")
+		proj, rep := spec.Load(".", spec.WithVars(spec.VarsFromEnv(nil)...))
 		if proj == nil || rep.HasErrors() {
 			return usageError(c.ui, c.Help(), errors.New("give -project: there is no valid project in the current directory to take its name from"), nil, 2)
 		}

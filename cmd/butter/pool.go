@@ -144,6 +144,23 @@ func (c *poolCommand) Run(args []string) int {
 		}
 	}
 	confine := sandbox.ForTask(*dir, os.Getenv, filepath.Dir(sdks.Node), filepath.Dir(sdks.Python), sdks.GoSDK, sdks.BuildDir, os.TempDir())
+	// Only the pool decrypts the kafka block's SASL password and the
+	// connectors' encrypted credentials: the spec, the control plane and
+	// the job hold the ciphertexts.
+	decrypt := func(ctx context.Context, ciphertext string) (string, error) {
+		vc, err := secrets.TaskClient(filepath.Dir(*secretsDir))
+		if err != nil {
+			return "", err
+		}
+		return secrets.Decrypt(ctx, vc, cfg.Project, ciphertext)
+	}
+	dctx, dcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	err = cfg.Decrypt(dctx, decrypt)
+	dcancel()
+	if err != nil {
+		log.Error("cannot decrypt the connectors' credentials", "error", err)
+		return exitInvalid
+	}
 	p, err := pool.New(cfg, func(fn string) io.Writer {
 		return log.Named(fn).StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true})
 	}, pool.WithLogger(log), pool.WithSDKs(sdks), pool.WithStopGrace(*drain), pool.WithIdleTimeout(*idle), pool.WithLimits(limits), pool.WithSessionTimeout(*session), pool.WithInstanceID(*instanceID),
@@ -174,15 +191,6 @@ func (c *poolCommand) Run(args []string) int {
 		}
 	}()
 	if cfg.HasStreams() {
-		// Only the pool decrypts the kafka block's SASL password: the
-		// spec, the control plane and the job hold the ciphertext.
-		decrypt := func(ctx context.Context, ciphertext string) (string, error) {
-			vc, err := secrets.TaskClient(filepath.Dir(*secretsDir))
-			if err != nil {
-				return "", err
-			}
-			return secrets.Decrypt(ctx, vc, cfg.Project, ciphertext)
-		}
 		kctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		kcfg, err := broker.Resolve(kctx, *kafkaBrokers, cfg.Kafka, decrypt)
 		cancel()

@@ -83,7 +83,7 @@ Options:
   -datacenter=<dc>
     A datacenter the job may run in; repeat for several. Nomad's default
     applies when none is given.
-` + addrHelp)
+` + varHelp + addrHelp)
 }
 
 type stringList []string
@@ -93,6 +93,7 @@ func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 
 func (c *renderCommand) Run(args []string) int {
 	fs := newFlagSet("job render")
+	vf := addVarFlags(fs)
 	format := fs.String("format", "hcl", "")
 	out := fs.String("out", "", "")
 	blobURL := fs.String("blob-url", jobs.DefaultBlobURL, "")
@@ -112,7 +113,7 @@ func (c *renderCommand) Run(args []string) int {
 	if len(pos) == 1 {
 		dir = pos[0]
 	}
-	proj, rep := spec.Load(dir)
+	proj, rep := spec.Load(dir, vf.options()...)
 	if err := rep.WriteText(os.Stderr); err != nil {
 		c.ui.Error(err.Error())
 		return exitInvalid
@@ -139,6 +140,10 @@ func (c *renderCommand) Run(args []string) int {
 		opts = append(opts, jobs.WithDatacenters(dcs...))
 	}
 	opts = append(opts, deploy.WithDeps(context.Background(), deps.Default(), dir))
+	if err := jobs.CheckDeployable(proj); err != nil {
+		c.ui.Error("Error: " + err.Error())
+		return exitInvalid
+	}
 	compiled, err := jobs.Compile(proj, opts...)
 	if err != nil {
 		c.ui.Error("Error: " + err.Error())

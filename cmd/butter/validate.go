@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/butterfn/butter/hcl/spec"
 	"github.com/hashicorp/cli"
@@ -29,11 +30,12 @@ Options:
 
   -json
     Print the diagnostics as one JSON document, for editors and CI.
-`)
+` + varHelp)
 }
 
 func (c *validateCommand) Run(args []string) int {
 	fs := newFlagSet("validate")
+	vf := addVarFlags(fs)
 	asJSON := fs.Bool("json", false, "")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil || len(pos) > 1 {
@@ -43,7 +45,7 @@ func (c *validateCommand) Run(args []string) int {
 	if len(pos) == 1 {
 		dir = pos[0]
 	}
-	proj, rep := spec.Load(dir)
+	proj, rep := spec.Load(dir, vf.options()...)
 	if *asJSON {
 		if err := rep.WriteJSON(os.Stdout); err != nil {
 			c.ui.Error(err.Error())
@@ -61,6 +63,9 @@ func (c *validateCommand) Run(args []string) int {
 	if !*asJSON {
 		c.ui.Output(fmt.Sprintf("The project %q is valid: %s, %s, %s.", proj.Name,
 			count(len(proj.Functions), "function"), count(len(proj.Streams), "stream"), count(len(proj.Pipelines), "pipeline")))
+		if len(proj.Disabled) > 0 {
+			c.ui.Output("Left out by enabled = false: " + strings.Join(proj.Disabled, ", ") + ".")
+		}
 	}
 	return exitOK
 }

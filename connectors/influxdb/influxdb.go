@@ -37,6 +37,8 @@ const (
 	OptBucket      = "bucket"   // 2.x, with OptOrg
 	OptOrg         = "org"
 	OptToken       = "token" // the name of the secret holding it
+	OptUsername    = "username"
+	OptPassword    = "password" // the name of the secret holding it (1.x basic auth)
 	OptMeasurement = "measurement"
 	OptTime        = "time" // the record's field with the point's time
 	OptTag         = "tag." // prefixes a tag's name; its value is the record's field
@@ -46,9 +48,11 @@ const (
 // Config is a sink's settings.
 type Config struct {
 	URL, Database, Bucket, Org, Token string
-	Measurement                       string
-	TimeField                         string
-	Tags, Fields                      map[string]string // name -> record field (a dotted path)
+	// Username and Password log in to InfluxDB 1.x (basic auth).
+	Username, Password string
+	Measurement        string
+	TimeField          string
+	Tags, Fields       map[string]string // name -> record field (a dotted path)
 }
 
 // ConfigFrom reads a sink's settings from its options, the token from env
@@ -65,6 +69,14 @@ func ConfigFrom(opts, env map[string]string) (Config, error) {
 			return c, fmt.Errorf("influxdb: the token's secret %s has no value", name)
 		}
 		c.Token = v
+	}
+	c.Username = opts[OptUsername]
+	if name := opts[OptPassword]; name != "" {
+		v, ok := env[name]
+		if !ok {
+			return c, fmt.Errorf("influxdb: the password's secret %s has no value", name)
+		}
+		c.Password = v
 	}
 	for k, v := range opts {
 		if n, ok := strings.CutPrefix(k, OptTag); ok {
@@ -229,6 +241,9 @@ func (s *Sink) post(ctx context.Context, lines string) error {
 	req.Header.Set("Content-Type", "text/plain; charset=utf-8")
 	if s.cfg.Token != "" {
 		req.Header.Set("Authorization", "Token "+s.cfg.Token)
+	}
+	if s.cfg.Username != "" {
+		req.SetBasicAuth(s.cfg.Username, s.cfg.Password)
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {

@@ -16,6 +16,8 @@ package mqtt
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"strconv"
@@ -37,6 +39,9 @@ type Config struct {
 	QoS      byte
 	// Timeout bounds connecting and each publish or subscribe.
 	Timeout time.Duration
+	// TLS is the TLS configuration for ssl://, tls://, mqtts:// and wss://
+	// brokers: nil for the system's roots and no client certificate.
+	TLS *tls.Config
 }
 
 // Option names in a function's options (hcl/spec/sink.go writes them).
@@ -50,7 +55,10 @@ const (
 	OptTopics   = "topics" // a source's filters, comma-separated
 	OptKey      = "key"    // a source's key: the topic level (1-based), 0 for none
 	OptRetain   = "retain"
-	OptShare    = "share" // a source's shared subscription group
+	OptShare    = "share"    // a source's shared subscription group
+	OptTLSCA    = "tls_ca"   // PEM certificates of the CAs to trust
+	OptTLSCert  = "tls_cert" // the client's PEM certificate
+	OptTLSKey   = "tls_key"  // the name of the secret holding its PEM key
 )
 
 // ConfigFrom reads a connection's settings from options, the password
@@ -67,6 +75,11 @@ func ConfigFrom(opts, env map[string]string) (Config, error) {
 		}
 		c.Password = v
 	}
+	tc, err := tlsConfig(opts, env)
+	if err != nil {
+		return c, err
+	}
+	c.TLS = tc
 	if q := opts[OptQoS]; q != "" {
 		n, err := strconv.Atoi(q)
 		if err != nil || n < 0 || n > 2 {
@@ -85,7 +98,38 @@ func (c Config) options(clean bool) *paho.ClientOptions {
 	if c.Username != "" {
 		o.SetUsername(c.Username).SetPassword(c.Password)
 	}
+	if c.TLS != nil {
+		o.SetTLSConfig(c.TLS)
+	}
 	return o
+}
+
+// tlsConfig builds the TLS configuration of the tls_* options: nil when
+// there are none (Paho then uses the system's roots for TLS schemes).
+func tlsConfig(opts, env map[string]string) (*tls.Config, error) {
+	ca, cert, keyName := opts[OptTLSCA], opts[OptTLSCert], opts[OptTLSKey]
+	if ca == "" && cert == "" && keyName == "" {
+		return nil, nil
+	}
+	c := &tls.Config{MinVersion: tls.VersionTLS12}
+	if ca != "" {
+		c.RootCAs = x509.NewCertPool()
+		if !c.RootCAs.AppendCertsFromPEM([]byte(ca)) {
+			return nil, errors.New("mqtt: tls_ca holds no PEM certificate")
+		}
+	}
+	if cert != "" || keyName != "" {
+		key, ok := env[keyName]
+		if keyName == "" || !ok {
+			return nil, fmt.Errorf("mqtt: the client key's secret %q has no value", keyName)
+		}
+		pair, err := tls.X509KeyPair([]byte(cert), []byte(key))
+		if err != nil {
+			return nil, fmt.Errorf("mqtt: tls_cert and the key in secret %s: %w", keyName, err)
+		}
+		c.Certificates = []tls.Certificate{pair}
+	}
+	return c, nil
 }
 
 // wait waits for a token within d.

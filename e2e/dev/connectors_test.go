@@ -15,13 +15,14 @@ import (
 	"github.com/butterfn/butter/internal/influxtest"
 	"github.com/butterfn/butter/internal/mqtttest"
 	"github.com/butterfn/butter/internal/pgtest"
+	"github.com/butterfn/butter/internal/testlog"
 	"github.com/butterfn/butter/internal/testport"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // TestIoTConnectors is the IoT case on real servers under `butter dev`:
-// examples/iot with connectors added (a file of the test's, since their
-// servers' addresses are the test's): readings published with the real
+// examples/iot with its connectors on (their servers named with -var,
+// as its connectors.fn.hcl says): readings published with the real
 // mosquitto_pub to a real Mosquitto reach the readings stream through a
 // `source "mqtt"`, the detector (Python, per-device state, exactly once)
 // raises alerts, a `sink "postgres"` writes them to a real PostgreSQL 15
@@ -32,50 +33,22 @@ import (
 func TestIoTConnectors(t *testing.T) {
 	mq := mqtttest.Start(t)
 	pg := pgtest.Start(t)
-	pg.Exec(pg.DSN, `CREATE TABLE alerts (event_id text PRIMARY KEY, device text NOT NULL, from_c double precision, to_c double precision)`)
 	ix := influxtest.Start(t, "iot")
 
+	// examples/iot as it is: its connectors are on once their servers
+	// are named, here with -var; the table is its alerts.sql.
 	dir := filepath.Join(t.TempDir(), "iot")
 	if err := os.CopyFS(dir, os.DirFS(filepath.Join(e2etest.Root(), "examples", "iot"))); err != nil {
 		t.Fatal(err)
 	}
-	connectors := fmt.Sprintf(`source "mqtt" "readings-in" {
-  stream  = stream.readings
-  address = %q
-  topics  = ["sensors/+/reading"]
-  key     = 2
-}
-
-sink "postgres" "alerts-db" {
-  stream    = stream.alerts
-  dsn       = %q
-  table     = "alerts"
-  columns   = { device = "device", from_c = "from", to_c = "to" }
-  id_column = "event_id"
-  offset    = "first"
-  retry {
-    attempts    = 100
-    backoff     = "200ms"
-    max_backoff = "1s"
-  }
-}
-
-sink "influxdb" "readings-ts" {
-  stream      = stream.readings
-  url         = %q
-  database    = "iot"
-  measurement = "reading"
-  tags        = { device = "device" }
-  fields      = { temperature = "temperature" }
-  time        = "at"
-  offset      = "first"
-}
-`, mq.Address, pg.DSN, ix.URL)
-	if err := os.WriteFile(filepath.Join(dir, "connectors.fn.hcl"), []byte(connectors), 0o644); err != nil {
+	ddl, err := os.ReadFile(filepath.Join(dir, "alerts.sql"))
+	if err != nil {
 		t.Fatal(err)
 	}
+	pg.Exec(pg.DSN, string(ddl))
 	gw := testport.Addr(t)
-	d := startDev(t, exec.Command(e2etest.Bin(), "dev", "-listen", gw, "-server-addr", testport.Addr(t), dir))
+	d := startDev(t, exec.Command(e2etest.Bin(), "dev", "-listen", gw, "-server-addr", testport.Addr(t),
+		"-var", "mqtt="+mq.Address, "-var", "postgres_dsn="+pg.DSN, "-var", "influxdb_url="+ix.URL, dir))
 	m := regexp.MustCompile(`broker: (127\.0\.0\.1:\d+)`).FindStringSubmatch(d.out.String())
 	if m == nil {
 		t.Fatalf("butter dev printed no broker address:\n%s", d.out.String())
@@ -160,4 +133,60 @@ sink "influxdb" "readings-ts" {
 
 func mqContains(mq *mqtttest.Broker, s string) bool {
 	return strings.Contains(mq.Log(), s)
+}
+
+// TestMQTTExample runs examples/mqtt under `butter dev`, whose MQTT
+// source and sink declare no broker: butter dev starts its embedded MQTT
+// broker (mochi-mqtt) on the port given, and says so. Readings published
+// to it with the real mosquitto_pub go through the source, the readings
+// stream and the threshold function (Node); its alerts come back over
+// MQTT through the sink, received by the real mosquitto_sub on
+// alerts/<device>. A cool reading, published before each hot one of the
+// same device (so handled before it), raises none.
+func TestMQTTExample(t *testing.T) {
+	for _, tool := range []string{"mosquitto_pub", "mosquitto_sub"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is needed (apt-get install mosquitto-clients; make test-deps does): %v", tool, err)
+		}
+	}
+	dir := filepath.Join(t.TempDir(), "mqtt")
+	if err := os.CopyFS(dir, os.DirFS(filepath.Join(e2etest.Root(), "examples", "mqtt"))); err != nil {
+		t.Fatal(err)
+	}
+	port := fmt.Sprint(testport.Port(t))
+	d := startDev(t, exec.Command(e2etest.Bin(), "dev", "-listen", testport.Addr(t), "-server-addr", testport.Addr(t), "-mqtt-port", port, dir))
+	if want := "MQTT broker (embedded, for the connectors without an address): tcp://127.0.0.1:" + port; !strings.Contains(d.out.String(), want) {
+		t.Fatalf("butter dev did not print %q:\n%s", want, d.out.String())
+	}
+
+	var subOut testlog.Buffer
+	sub := exec.Command("mosquitto_sub", "-h", "127.0.0.1", "-p", port, "-t", "alerts/#", "-v", "-q", "1")
+	sub.Stdout, sub.Stderr = &subOut, &subOut
+	if err := sub.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = sub.Process.Kill()
+		_ = sub.Wait()
+	})
+	// Until the source has subscribed, a published reading reaches no
+	// one (QoS 1 to a topic no client subscribes to is dropped): publish
+	// a cool and a hot reading every two seconds until an alert arrives.
+	var last time.Time
+	e2etest.WaitFor(t, 2*time.Minute, "an alert on alerts/d1 over MQTT", func() bool {
+		if time.Since(last) > 2*time.Second {
+			last = time.Now()
+			for _, m := range []string{`{"device":"d1","temperature":20}`, `{"device":"d1","temperature":35}`} {
+				if out, err := exec.Command("mosquitto_pub", "-h", "127.0.0.1", "-p", port, "-q", "1", "-t", "sensors/d1/reading", "-m", m).CombinedOutput(); err != nil {
+					t.Fatalf("mosquitto_pub: %v\n%s", err, out)
+				}
+			}
+		}
+		return strings.Contains(subOut.String(), "alerts/d1 ")
+	})
+	for _, line := range strings.Split(strings.TrimSpace(subOut.String()), "\n") {
+		if line != `alerts/d1 {"device":"d1","temperature":35,"alert":"too hot"}` {
+			t.Errorf("mosquitto_sub received %q, want only alerts/d1 with the hot reading's alert", line)
+		}
+	}
 }

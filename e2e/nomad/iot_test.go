@@ -25,7 +25,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/butterfn/butter/e2e/e2etest"
+	"github.com/butterfn/butter/internal/influxtest"
+	"github.com/butterfn/butter/internal/mqtttest"
 	"github.com/butterfn/butter/internal/nomadtest"
+	"github.com/butterfn/butter/internal/pgtest"
 	"github.com/butterfn/butter/internal/testport"
 	"github.com/butterfn/butter/telemetry/otlptest"
 )
@@ -37,7 +40,10 @@ func TestMain(m *testing.M) { e2etest.Main(m) }
 // the butter driver), deploys examples/iot, and POSTs readings to the
 // ingest route: they flow through the readings stream and the detector,
 // which keeps per-device state, to the alerts stream, which the test
-// consumes.
+// consumes. examples/iot's connectors are on (deployed with -var naming
+// a real Mosquitto, PostgreSQL and InfluxDB): the alert lands as a row,
+// every reading as a point, and a reading published over MQTT reaches
+// the detector through the MQTT source, all in the pools on Nomad.
 //
 // The control plane runs with its ACLs and with TLS (-var tls=true, the
 // certificates made by `butter tls` and put in the jobs' Nomad variables):
@@ -171,7 +177,17 @@ plugin "nomad-driver-butter" {
 	if err := os.CopyFS(dir, os.DirFS(filepath.Join(root, "examples", "iot"))); err != nil {
 		t.Fatal(err)
 	}
-	r := e2etest.Butter(t, ".", append(append([]string{"deploy", "-address", serverAddr, "-token", mgmt, "-timeout", "6m"}, certs.args()...), dir)...)
+	// The connectors' servers.
+	mq := mqtttest.Start(t)
+	pg := pgtest.Start(t)
+	ddl, err := os.ReadFile(filepath.Join(dir, "alerts.sql"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg.Exec(pg.DSN, string(ddl))
+	ix := influxtest.Start(t, "iot")
+	connVars := []string{"-var", "mqtt=" + mq.Address, "-var", "postgres_dsn=" + pg.DSN, "-var", "influxdb_url=" + ix.URL}
+	r := e2etest.Butter(t, ".", append(append(append([]string{"deploy", "-address", serverAddr, "-token", mgmt, "-timeout", "6m"}, certs.args()...), connVars...), dir)...)
 	t.Logf("deploy:\n%s%s", r.Stdout, r.Stderr)
 	if r.Code != 0 {
 		t.Fatalf("deploy examples/iot: %+v", r)
@@ -260,6 +276,27 @@ plugin "nomad-driver-butter" {
 		if found {
 			break
 		}
+	}
+
+	// The connectors, in the pools on Nomad: the alert is a row, the
+	// three readings are points; a reading published over MQTT goes
+	// through the source and the detector (d3's jump, an alert row).
+	alertRows := func(device string) int {
+		var n int
+		fmt.Sscan(pg.Query(fmt.Sprintf("SELECT count(*) FROM alerts WHERE device = '%s'", device))[0][0], &n)
+		return n
+	}
+	e2etest.WaitFor(t, 2*time.Minute, "d1's alert as a PostgreSQL row and 3 readings as InfluxDB points", func() bool {
+		v := ix.QueryDB("iot", "SELECT count(temperature) FROM reading")
+		return alertRows("d1") == 1 && len(v) > 0 && int(v[0][1].(float64)) == 3
+	})
+	e2etest.WaitFor(t, 2*time.Minute, "the MQTT source's subscription", func() bool {
+		return strings.Contains(mq.Log(), "$share/butter-iot-readings-in/sensors/+/reading")
+	})
+	mq.Publish("sensors/d3/reading", `{"device":"d3","temperature":20}`, `{"device":"d3","temperature":35}`)
+	e2etest.WaitFor(t, 2*time.Minute, "d3's alert from MQTT readings as a PostgreSQL row", func() bool { return alertRows("d3") == 1 })
+	if rows := pg.Query("SELECT from_c, to_c FROM alerts WHERE device = 'd3'"); len(rows) != 1 || rows[0][0] != "20" || rows[0][1] != "35" {
+		t.Errorf("d3's alert row: %v, want from 20 to 35", rows)
 	}
 
 	// Prometheus (Debian's, make test-deps installs it), run as

@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -55,7 +59,8 @@ exports.handle = async (input, ctx) => {
 // template runner re-reads it within seconds; one in KV version 2, the
 // layout butter setup vault grants), nosy declares none. The project's
 // Kafka needs a SASL password, given encrypted with the project's transit
-// key.
+// key. A connector, an HTTP sink of the audit stream, signs each record
+// with a key given encrypted with the same transit key.
 const secretsSpec = `project "%s" {
   deploy {
     min_healthy_time = "1s"
@@ -104,6 +109,13 @@ function "nosy" {
     min = 1
     max = 2
   }
+}
+
+sink "http" "audit-hook" {
+  stream              = stream.audit
+  url                 = %q
+  offset              = "first"
+  signature_encrypted = %q
 }
 `
 
@@ -182,6 +194,30 @@ vault {
 	if r.Code != 0 || !strings.HasPrefix(ciphertext, "vault:v1:") {
 		t.Fatalf("butter secrets encrypt: %+v", r)
 	}
+	// The audit stream's webhook, and its signing key encrypted.
+	const hookKey = "audit-hook-key-6c1d"
+	r = e2etest.Butter(t, root, "secrets", "encrypt", "-vault-addr", v.Addr, "-token", v.RootToken, "vt", hookKey)
+	hookCiphertext := strings.TrimSpace(r.Stdout)
+	if r.Code != 0 || !strings.HasPrefix(hookCiphertext, "vault:v1:") {
+		t.Fatalf("butter secrets encrypt: %+v", r)
+	}
+	var hookMu sync.Mutex
+	var hooked []string // the bodies delivered with a valid signature
+	var badSigs int
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mac := hmac.New(sha256.New, []byte(hookKey))
+		mac.Write(b)
+		hookMu.Lock()
+		if r.Header.Get("Butter-Signature") == "sha256="+hex.EncodeToString(mac.Sum(nil)) {
+			hooked = append(hooked, string(b))
+		} else {
+			badSigs++
+		}
+		hookMu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(hook.Close)
 	if _, err := v.Client.KVv2("secret").Put(context.Background(), "butter/vt/api", map[string]any{"key": apiKey}); err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +226,7 @@ vault {
 	addr := "http://" + s.HTTP
 	dir := filepath.Join(t.TempDir(), "vt")
 	writeFiles(t, dir, map[string]string{
-		"vt.fn.hcl":      fmt.Sprintf(secretsSpec, "vt", kafkaAddr, ciphertext, "vt", "vt"),
+		"vt.fn.hcl":      fmt.Sprintf(secretsSpec, "vt", kafkaAddr, ciphertext, "vt", "vt", hook.URL, hookCiphertext),
 		"probe/index.js": probeJS,
 	})
 	r = e2etest.Butter(t, ".", "deploy", "-address", addr, dir)
@@ -292,6 +328,19 @@ vault {
 	if got := must("holder", `{"op":"emit"}`); got != "emitted" {
 		t.Fatalf("emit: %q", got)
 	}
+	// The sink, a connector running in the same pool on Nomad, delivers
+	// the emit signed with the key the pool decrypted with its task's
+	// Vault token.
+	e2etest.WaitFor(t, time.Minute, "the audit record delivered signed by the sink", func() bool {
+		hookMu.Lock()
+		defer hookMu.Unlock()
+		return len(hooked) > 0
+	})
+	hookMu.Lock()
+	if badSigs > 0 || !strings.Contains(hooked[0], `"from":"holder"`) {
+		t.Errorf("the sink delivered %q (and %d with a wrong signature)", hooked, badSigs)
+	}
+	hookMu.Unlock()
 	nosyPid := must("nosy", `{"op":"pid"}`)
 
 	// Rotation under a client loop: no call fails, and only the holder's
@@ -403,7 +452,7 @@ vault {
 		"the server's log":      []byte(s.Log.String()),
 		"the CLI's output":      []byte(strings.Join(logs, "\n")),
 	} {
-		for _, secret := range []string{first, second, apiKey, saslPass} {
+		for _, secret := range []string{first, second, apiKey, saslPass, hookKey} {
 			if bytes.Contains(hay, []byte(secret)) {
 				t.Errorf("%s holds a secret value", what)
 			}
@@ -421,7 +470,7 @@ vault {
 	v.Stop()
 	down := filepath.Join(t.TempDir(), "vtdown")
 	writeFiles(t, down, map[string]string{
-		"vtdown.fn.hcl":  fmt.Sprintf(secretsSpec, "vtdown", kafkaAddr, ciphertext, "vtdown", "vtdown"),
+		"vtdown.fn.hcl":  fmt.Sprintf(secretsSpec, "vtdown", kafkaAddr, ciphertext, "vtdown", "vtdown", hook.URL, hookCiphertext),
 		"probe/index.js": probeJS,
 	})
 	if r := e2etest.Butter(t, ".", "deploy", "-detach", "-address", addr, down); r.Code != 0 {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/butterfn/butter/api"
 	"github.com/butterfn/butter/e2e/e2etest"
+	hclspec "github.com/butterfn/butter/hcl/spec"
 	"github.com/butterfn/butter/internal/nomadtest"
 	"github.com/butterfn/butter/internal/testport"
 	"github.com/butterfn/butter/names"
@@ -56,6 +57,18 @@ function "echo" {
     route = "POST /echo"
   }
 }
+
+variable "greet_path" {
+  default = "/greet"
+}
+
+function "greet" {
+  runtime = "exec"
+  command = ["cat"]
+  trigger "http" {
+    route = "POST ${var.greet_path}"
+  }
+}
 `
 
 const mainTF = `terraform {
@@ -73,6 +86,7 @@ module "tf" {
 
   name         = "tf"
   directory    = "${path.module}/project"
+  variables    = { greet_path = "/hi" }
   timeout      = "4m"
   api_keys     = { caller = ["POST /up"] }
   deploy_token = true
@@ -314,6 +328,14 @@ func TestProviderLifecycle(t *testing.T) {
 	}
 	if !strings.Contains(out, `"tf: POST /up`) && !strings.Contains(out, `"POST /up`) {
 		t.Errorf("the routes data source's output lacks POST /up:\n%s", out)
+	}
+	// The module's variables reach the specs: greet's route is the
+	// value given, and the revision records it.
+	if !strings.Contains(out, "POST /hi") {
+		t.Errorf("the routes data source's output lacks greet's route from the module's variables, POST /hi:\n%s", out)
+	}
+	if rev, _, err := client.Revisions().Get(ctx, "tf", first, nil); err != nil || !strings.Contains(rev.Specs[hclspec.ValuesFile], `greet_path = "/hi"`) {
+		t.Errorf("revision %s records no %s with greet_path: %v", first, hclspec.ValuesFile, err)
 	}
 	if job, _, err := agent.Client.Jobs().Info(names.JobID("tf"), nil); err != nil || job.Status == nil || *job.Status != "running" {
 		t.Errorf("Nomad job %s after the apply: %v", names.JobID("tf"), err)

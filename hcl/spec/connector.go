@@ -1,9 +1,13 @@
 package spec
 
 import (
+	"bytes"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -31,6 +35,9 @@ var plannedConnectors = []string{}
 
 var connectorShared = []hcl.AttributeSchema{
 	{Name: "stream", Required: true}, {Name: "pool"}, {Name: "timeout"}, {Name: "memory"}, {Name: "cpu"},
+	// enabled = false leaves the connector out of the project (read when
+	// declaring: connectorEnabled).
+	{Name: "enabled"},
 }
 
 var connectorBlocks = []hcl.BlockHeaderSchema{
@@ -48,8 +55,9 @@ var connectorSchemas = map[string]*hcl.BodySchema{
 	},
 	"sink.mqtt": {
 		Attributes: append([]hcl.AttributeSchema{
-			{Name: "address", Required: true}, {Name: "topic", Required: true}, {Name: "qos"}, {Name: "retain"},
+			{Name: "address"}, {Name: "topic", Required: true}, {Name: "qos"}, {Name: "retain"},
 			{Name: "client_id"}, {Name: "username"}, {Name: "password"}, {Name: "offset"}, {Name: "dead_letter"},
+			{Name: "tls_ca"}, {Name: "tls_cert"}, {Name: "tls_key"},
 		}, connectorShared...),
 		Blocks: connectorBlocks,
 	},
@@ -64,6 +72,7 @@ var connectorSchemas = map[string]*hcl.BodySchema{
 		Attributes: append([]hcl.AttributeSchema{
 			{Name: "url", Required: true}, {Name: "measurement", Required: true}, {Name: "database"}, {Name: "bucket"}, {Name: "org"},
 			{Name: "tags"}, {Name: "fields"}, {Name: "time"}, {Name: "token"}, {Name: "offset"}, {Name: "dead_letter"},
+			{Name: "username"}, {Name: "password"},
 		}, connectorShared...),
 		Blocks: connectorBlocks,
 	},
@@ -76,8 +85,9 @@ var connectorSchemas = map[string]*hcl.BodySchema{
 	},
 	"source.mqtt": {
 		Attributes: append([]hcl.AttributeSchema{
-			{Name: "address", Required: true}, {Name: "topics", Required: true}, {Name: "qos"}, {Name: "key"},
+			{Name: "address"}, {Name: "topics", Required: true}, {Name: "qos"}, {Name: "key"},
 			{Name: "share"}, {Name: "client_id"}, {Name: "username"}, {Name: "password"},
+			{Name: "tls_ca"}, {Name: "tls_cert"}, {Name: "tls_key"},
 		}, connectorShared...),
 		Blocks: connectorBlocks,
 	},
@@ -125,6 +135,28 @@ func (d *decoder) connectorType(b *hcl.Block) bool {
 	}
 	d.errorf(&r, "Unknown "+b.Type+" type", "%s", detail)
 	return false
+}
+
+var enabledSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "enabled"}}}
+
+// connectorEnabled reads a connector block's enabled argument, usually
+// written from a variable (enabled = var.postgres_dsn != ""). A disabled
+// connector is not declared: nothing else in the project may refer to
+// one, so leaving it out changes nothing else.
+func (d *decoder) connectorEnabled(b *hcl.Block) bool {
+	content, _, _ := b.Body.PartialContent(enabledSchema)
+	a := content.Attributes["enabled"]
+	if a == nil {
+		return true
+	}
+	on, ok := d.boolean(a)
+	if !ok {
+		return false
+	}
+	if !on {
+		d.disabled = append(d.disabled, b.Type+" "+strconv.Quote(b.Labels[0])+" "+strconv.Quote(b.Labels[1]))
+	}
+	return on
 }
 
 // decodeConnector reads a connector's own arguments into f;
@@ -201,7 +233,78 @@ func (d *decoder) decodeHTTPSink(f *Function, attrs hcl.Attributes) {
 			}
 		}
 	}
-	d.secretRef(f, attrs["signature"], SinkSignature, "signs with")
+	d.secretRef(f, attrs, SinkSignature, "signs with")
+}
+
+// mqttTLSSchemes are the broker URL schemes that connect over TLS.
+var mqttTLSSchemes = []string{"ssl", "tls", "mqtts", "wss"}
+
+// decodeMQTTTLS reads an MQTT connector's TLS settings: tls_ca, the PEM
+// certificates of the CAs to trust instead of the system's; tls_cert, the
+// client's PEM certificate, and tls_key, the secret holding its key (or
+// tls_key_encrypted), for brokers that require client certificates.
+func (d *decoder) decodeMQTTTLS(f *Function, attrs hcl.Attributes) {
+	for _, name := range []string{"tls_ca", "tls_cert"} {
+		a := attrs[name]
+		if a == nil {
+			continue
+		}
+		s, ok := d.str(a)
+		if !ok {
+			continue
+		}
+		if why := checkPEMCerts(s); why != "" {
+			r := a.Expr.Range()
+			d.errorf(&r, "Invalid "+name, "%s takes PEM certificates (-----BEGIN CERTIFICATE-----, in a heredoc or a variable): %s.", name, why)
+			continue
+		}
+		f.Options[name] = s
+	}
+	d.secretRef(f, attrs, "tls_key", "presents the client key in")
+	hasCert := attrs["tls_cert"] != nil
+	hasKey := attrs["tls_key"] != nil || attrs["tls_key"+EncryptedSuffix] != nil
+	if hasCert != hasKey {
+		r := f.DeclRange
+		d.errorf(&r, "Client certificate incomplete", "A client certificate needs both tls_cert (the PEM certificate) and tls_key (the secret holding its PEM key, or tls_key%s): give both, or neither.", EncryptedSuffix)
+	}
+	if attrs["tls_ca"] == nil && !hasCert && !hasKey {
+		return
+	}
+	if addr := f.Options["address"]; addr != "" {
+		u, _ := url.Parse(addr)
+		if u != nil && !slices.Contains(mqttTLSSchemes, u.Scheme) {
+			r := attrs["address"].Expr.Range()
+			d.errorf(&r, "TLS settings without TLS", "%q connects without TLS, so tls_ca, tls_cert and tls_key would be ignored: use one of the schemes %s (like \"ssl://%s\"), or drop the TLS settings.", addr, strings.Join(mqttTLSSchemes, ", "), u.Host)
+		}
+	}
+}
+
+// checkPEMCerts says what is wrong with s as PEM certificates, "" when
+// it holds at least one and nothing else.
+func checkPEMCerts(s string) string {
+	rest := []byte(s)
+	n := 0
+	for {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			return fmt.Sprintf("it holds a %s block; a key goes in a secret (tls_key)", b.Type)
+		}
+		if _, err := x509.ParseCertificate(b.Bytes); err != nil {
+			return fmt.Sprintf("certificate %d does not parse: %v", n+1, err)
+		}
+		n++
+	}
+	if n == 0 {
+		return "it holds no PEM certificate"
+	}
+	if len(bytes.TrimSpace(rest)) > 0 {
+		return "it holds text after its certificates"
+	}
+	return ""
 }
 
 // mqttSchemes are the broker URL schemes Paho takes.
@@ -236,7 +339,8 @@ func (d *decoder) decodeMQTT(f *Function, attrs hcl.Attributes) {
 			}
 		}
 	}
-	d.secretRef(f, attrs["password"], "password", "logs in with the password in")
+	d.secretRef(f, attrs, "password", "logs in with the password in")
+	d.decodeMQTTTLS(f, attrs)
 	if a := attrs["retain"]; a != nil {
 		if v, ok := d.boolean(a); ok {
 			f.Options["retain"] = strconv.FormatBool(v)
@@ -310,13 +414,53 @@ type secretRef struct {
 	verb string
 }
 
-// secretRef records a (the name of a secret) in f's option opt.
-func (d *decoder) secretRef(f *Function, a *hcl.Attribute, opt, verb string) {
+// EncryptedSuffix ends the option of a connector's credential given as a
+// Vault transit ciphertext (password_encrypted, token_encrypted,
+// signature_encrypted) rather than as the name of one of its secrets. The
+// pool decrypts it at start (pool.Config.Decrypt).
+const EncryptedSuffix = "_encrypted"
+
+// credentialArgs are the connector arguments that name a secret, each of
+// which may instead be given encrypted as <arg>_encrypted.
+var credentialArgs = []string{"password", "token", "signature", "tls_key"}
+
+func init() {
+	for _, s := range connectorSchemas {
+		for _, a := range s.Attributes {
+			if slices.Contains(credentialArgs, a.Name) {
+				s.Attributes = append(s.Attributes, hcl.AttributeSchema{Name: a.Name + EncryptedSuffix})
+			}
+		}
+	}
+}
+
+// secretRef reads the credential arg of a connector into f's option of
+// the same name: either the name of one of its secrets (arg), or a Vault
+// transit ciphertext (arg_encrypted, kept in option arg_encrypted), not
+// both.
+func (d *decoder) secretRef(f *Function, attrs hcl.Attributes, arg, verb string) {
+	a, enc := attrs[arg], attrs[arg+EncryptedSuffix]
+	if a != nil && enc != nil {
+		r := enc.NameRange
+		d.errorf(&r, "Credential given twice", "%s names a secret and %s%s gives a ciphertext: keep one of them.", arg, arg, EncryptedSuffix)
+		return
+	}
+	if enc != nil {
+		if s, ok := d.str(enc); ok {
+			if !strings.HasPrefix(s, "vault:v") {
+				r := enc.Expr.Range()
+				d.errorf(&r, "Invalid encrypted "+arg, "%s%s takes a Vault transit ciphertext (vault:v1:...): run `butter secrets encrypt %s -` with the value on stdin and paste its output. Never put the value itself in a spec; or declare a secret block and name it with %s = \"<secret name>\".", arg, EncryptedSuffix, d.projectName(), arg)
+				return
+			}
+			f.Options[arg+EncryptedSuffix] = s
+		}
+		return
+	}
 	if a == nil {
 		return
 	}
 	if s, ok := d.str(a); ok {
-		f.Options[opt] = s
+		f.Options[arg] = s
 		d.secretRefs = append(d.secretRefs, secretRef{f: f, arg: a.Name, name: s, rng: a.Expr.Range(), verb: verb})
 	}
 }
@@ -351,7 +495,7 @@ func (d *decoder) decodePostgres(f *Function, attrs hcl.Attributes) {
 				d.errorf(&r, "Invalid DSN", "%q is not a PostgreSQL URL, like \"postgres://butter@db.example.com:5432/iot?sslmode=require\"; give the password with password = \"<secret name>\", not in the URL.", s)
 			} else if _, has := u.User.Password(); has {
 				r := a.Expr.Range()
-				d.errorf(&r, "Password in the DSN", "The DSN carries a password, which would be in the job and the revision for anyone who reads them: declare a secret and name it with password = \"PG_PASSWORD\".")
+				d.errorf(&r, "Password in the DSN", "The DSN carries a password, which would be in the job and the revision for anyone who reads them: declare a secret and name it with password = \"PG_PASSWORD\", or give password_encrypted (`butter secrets encrypt`).")
 			} else {
 				f.Options["dsn"] = s
 			}
@@ -396,7 +540,7 @@ func (d *decoder) decodePostgres(f *Function, attrs hcl.Attributes) {
 			f.Options["upsert"] = strings.Join(list, ",")
 		}
 	}
-	d.secretRef(f, attrs["password"], "password", "logs in with the password in")
+	d.secretRef(f, attrs, "password", "logs in with the password in")
 	for _, name := range []string{"query", "cursor", "key"} {
 		if a := attrs[name]; a != nil {
 			if v, ok := d.str(a); ok {
@@ -462,5 +606,24 @@ func (d *decoder) decodeInflux(f *Function, attrs hcl.Attributes) {
 			}
 		}
 	}
-	d.secretRef(f, attrs["token"], "token", "authenticates with the token in")
+	d.secretRef(f, attrs, "token", "authenticates with the token in")
+	// InfluxDB 1.x logs in with a user and password (basic auth); the
+	// token scheme is 2.x's (and 1.8's).
+	if a := attrs["username"]; a != nil {
+		if s, ok := d.str(a); ok {
+			f.Options["username"] = s
+		}
+	}
+	d.secretRef(f, attrs, "password", "logs in with the password in")
+	hasUser := attrs["username"] != nil
+	hasPass := attrs["password"] != nil || attrs["password"+EncryptedSuffix] != nil
+	hasToken := attrs["token"] != nil || attrs["token"+EncryptedSuffix] != nil
+	switch {
+	case hasUser != hasPass:
+		r := f.DeclRange
+		d.errorf(&r, "Login incomplete", "An InfluxDB 1.x login needs both username and password (the secret holding it, or password%s): give both, or neither.", EncryptedSuffix)
+	case hasUser && hasToken:
+		r := attrs["username"].NameRange
+		d.errorf(&r, "Login given twice", "Give username and password (InfluxDB 1.x) or token (InfluxDB 2.x, and 1.8's \"user:password\" tokens), not both.")
+	}
 }

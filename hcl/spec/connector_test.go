@@ -2,10 +2,14 @@ package spec_test
 
 import (
 	"maps"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"testing/fstest"
 
 	"github.com/butterfn/butter/hcl/spec"
+	"github.com/butterfn/butter/internal/tlsutil"
 	"github.com/butterfn/butter/jobs"
 	"github.com/butterfn/butter/plugins/pool"
 )
@@ -205,5 +209,140 @@ source "postgres" "orders-in" {
 		"query": "SELECT id, customer FROM orders WHERE $1::bigint IS NULL OR id > $1::bigint ORDER BY id LIMIT 500"}
 	if f.Runtime != "source.postgres" || f.Output != p.Stream("orders") || !maps.Equal(f.Options, want) {
 		t.Errorf("runtime %q, output %v, options %v, want %v", f.Runtime, f.Output, f.Options, want)
+	}
+}
+
+// TestEncryptedCredentialsDecode: a connector's credential given as a
+// Vault transit ciphertext (<arg>_encrypted) travels as option
+// <arg>_encrypted to the pool, which then decrypts (NeedsDecrypt), and the
+// compiled pool's task gets the project's Vault role for it though no
+// function declares a secret; a plaintext in its place, both forms at
+// once, and sandbox = false beside it are refused.
+func TestEncryptedCredentialsDecode(t *testing.T) {
+	const text = `
+project "iot" {}
+
+stream "readings" {}
+
+source "mqtt" "readings-in" {
+  stream             = stream.readings
+  address            = "tcp://mqtt.example.com:1883"
+  topics             = ["sensors/#"]
+  username           = "butter"
+  password_encrypted = "vault:v1:abc="
+}
+
+sink "influxdb" "ts" {
+  stream          = stream.readings
+  url             = "http://influx.example.com:8086"
+  measurement     = "reading"
+  bucket          = "iot"
+  org             = "acme"
+  token_encrypted = "vault:v1:def="
+}
+`
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "main.fn.hcl"), []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, rep := spec.Load(dir)
+	if rep.HasErrors() || p == nil {
+		t.Fatalf("a valid spec refused: %v", rep.Diags)
+	}
+	if got := p.Function("readings-in").Options["password_encrypted"]; got != "vault:v1:abc=" {
+		t.Errorf("source's password_encrypted option %q", got)
+	}
+	if _, ok := p.Function("readings-in").Options["password"]; ok {
+		t.Error("the source has a password option beside password_encrypted")
+	}
+	if got := p.Function("ts").Options["token_encrypted"]; got != "vault:v1:def=" {
+		t.Errorf("sink's token_encrypted option %q", got)
+	}
+	if !jobs.LocalConfig(p).NeedsDecrypt() {
+		t.Error("NeedsDecrypt is false for the compiled config")
+	}
+	c, err := jobs.Compile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vaults int
+	for _, g := range c.Job.TaskGroups {
+		for _, task := range g.Tasks {
+			if task.Vault != nil && task.Vault.Role == "butter-iot" {
+				vaults++
+			}
+		}
+	}
+	if vaults == 0 {
+		t.Error("no task of the compiled job has the project's Vault role, so no pool could decrypt")
+	}
+
+	for _, tc := range []struct{ name, change, want string }{
+		{"plaintext", `password_encrypted = "hunter2"`, "Invalid encrypted password"},
+		{"both", "password = \"MQTT_PASSWORD\"\n  password_encrypted = \"vault:v1:abc=\"", "Credential given twice"},
+		{"unsandboxed neighbour", "password_encrypted = \"vault:v1:abc=\"\n}\n\nfunction \"loose\" {\n  runtime = \"exec\"\n  source = \"f\"\n  command = [\"cat\"]\n  sandbox = false", "Unsandboxed neighbour of secrets"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bad := strings.Replace(text, `password_encrypted = "vault:v1:abc="`, tc.change, 1)
+			_, rep := spec.LoadFS(fstest.MapFS{"main.fn.hcl": {Data: []byte(bad)}, "f/x": {Data: []byte("x")}}, "iot")
+			var summaries []string
+			for _, d := range rep.Diags {
+				summaries = append(summaries, d.Summary+": "+d.Detail)
+			}
+			if !rep.HasErrors() || !strings.Contains(strings.Join(summaries, "\n"), tc.want) {
+				t.Errorf("diagnostics:\n%s\nwant %q", strings.Join(summaries, "\n"), tc.want)
+			}
+		})
+	}
+}
+
+// TestMQTTTLSDecodes: an MQTT connector's tls_ca and tls_cert (PEM, here
+// from variables) and tls_key (a secret's name, or tls_key_encrypted)
+// reach its options as the pool reads them.
+func TestMQTTTLSDecodes(t *testing.T) {
+	ca, caKey, err := tlsutil.CreateCA("mqtt.test", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _, err := tlsutil.CreateCert(ca, caKey, tlsutil.CertRequest{Kind: tlsutil.Client, Days: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, rep := spec.LoadFS(fstest.MapFS{"main.fn.hcl": {Data: []byte(`
+variable "mqtt_ca" { type = string }
+variable "mqtt_cert" { type = string }
+
+stream "readings" {}
+
+source "mqtt" "readings-in" {
+  stream   = stream.readings
+  address  = "ssl://mqtt.example.com:8883"
+  topics   = ["sensors/#"]
+  tls_ca   = var.mqtt_ca
+  tls_cert = var.mqtt_cert
+  tls_key  = "MQTT_KEY"
+  secret "MQTT_KEY" {
+    vault = "kv/data/mqtt#key"
+  }
+}
+
+sink "mqtt" "out" {
+  stream            = stream.readings
+  address           = "mqtts://mqtt.example.com:8883"
+  topic             = "out"
+  tls_cert          = var.mqtt_cert
+  tls_key_encrypted = "vault:v1:abc"
+}
+`)}}, "tls", spec.WithVars(spec.VarValue{Name: "mqtt_ca", Value: string(ca), From: "-var"}, spec.VarValue{Name: "mqtt_cert", Value: string(cert), From: "-var"}))
+	if p == nil || rep.HasErrors() {
+		t.Fatalf("valid TLS settings refused: %v", rep.Diags)
+	}
+	src := p.Function("readings-in").Options
+	if src["tls_ca"] != string(ca) || src["tls_cert"] != string(cert) || src["tls_key"] != "MQTT_KEY" {
+		t.Errorf("source TLS options: ca set %v, cert set %v, key %q", src["tls_ca"] != "", src["tls_cert"] != "", src["tls_key"])
+	}
+	sink := p.Function("out").Options
+	if sink["tls_cert"] != string(cert) || sink["tls_key_encrypted"] != "vault:v1:abc" || sink["tls_ca"] != "" {
+		t.Errorf("sink TLS options: cert %v, key %q, ca %q", sink["tls_cert"] != "", sink["tls_key_encrypted"], sink["tls_ca"])
 	}
 }

@@ -45,14 +45,15 @@ var skipDirs = map[string]bool{"node_modules": true, "vendor": true, "__pycache_
 
 // Load decodes the project in dir. The project is nil when the report
 // holds errors; warnings may come with a project.
-func Load(dir string) (*Project, *Report) {
-	return LoadFS(os.DirFS(dir), dir)
+func Load(dir string, opts ...LoadOption) (*Project, *Report) {
+	return LoadFS(os.DirFS(dir), dir, opts...)
 }
 
 // LoadFS decodes the project held by fsys. Display is the directory name
 // used in diagnostics and as the default project name.
-func LoadFS(fsys fs.FS, display string) (*Project, *Report) {
+func LoadFS(fsys fs.FS, display string, opts ...LoadOption) (*Project, *Report) {
 	d := &decoder{
+		vars:      map[string]*variable{},
 		fsys:      fsys,
 		display:   display,
 		parser:    hclparse.NewParser(),
@@ -64,8 +65,17 @@ func LoadFS(fsys fs.FS, display string) (*Project, *Report) {
 
 		ownMiddleware: map[*Trigger]bool{},
 	}
+	for _, o := range opts {
+		o(&d.opts)
+	}
 	proj := d.load()
-	rep := &Report{Files: d.parser.Files(), Diags: d.diags}
+	diags := d.diags[:0:0]
+	for _, dg := range d.diags {
+		if dg.Summary != followOn {
+			diags = append(diags, dg)
+		}
+	}
+	rep := &Report{Files: d.parser.Files(), Diags: diags}
 	rep.sort()
 	if rep.HasErrors() {
 		return nil, rep
@@ -78,6 +88,14 @@ type decoder struct {
 	display string
 	parser  *hclparse.Parser
 	diags   hcl.Diagnostics
+	opts    loadOptions
+
+	// vars are the variable blocks, and ctx the context arguments are
+	// evaluated in: var.NAME for each (vars.go).
+	vars map[string]*variable
+	ctx  *hcl.EvalContext
+	// disabled are the connectors that enabled = false leaves out.
+	disabled []string
 
 	project *hcl.Block
 	kafka   *Kafka
@@ -135,6 +153,7 @@ func (d *decoder) warnf(rng *hcl.Range, summary, detail string, args ...any) {
 var rootSchema = &hcl.BodySchema{
 	Blocks: []hcl.BlockHeaderSchema{
 		{Type: "project", LabelNames: []string{"name"}},
+		{Type: "variable", LabelNames: []string{"name"}},
 		{Type: "stream", LabelNames: []string{"name"}},
 		{Type: "function", LabelNames: []string{"name"}},
 		{Type: "pipeline", LabelNames: []string{"name"}},
@@ -187,7 +206,13 @@ func (d *decoder) load() *Project {
 		})
 	}
 	// Pass 1: parse every file and declare every name, so that references
-	// may point forward and across files.
+	// may point forward and across files. Variables come first: the
+	// other blocks' headers (project, a connector's enabled) read them.
+	type declared struct {
+		rel   string
+		block *hcl.Block
+	}
+	var blocks []declared
 	for _, rel := range files {
 		src, err := fs.ReadFile(d.fsys, rel)
 		if err != nil {
@@ -203,8 +228,16 @@ func (d *decoder) load() *Project {
 		content, diags := f.Body.Content(rootSchema)
 		d.diags = append(d.diags, diags...)
 		for _, b := range content.Blocks {
-			d.declare(rel, b)
+			if b.Type == "variable" {
+				d.declareVariable(b)
+				continue
+			}
+			blocks = append(blocks, declared{rel, b})
 		}
+	}
+	d.setVariables()
+	for _, b := range blocks {
+		d.declare(b.rel, b.block)
 	}
 
 	proj := &Project{Dir: d.display}
@@ -212,6 +245,8 @@ func (d *decoder) load() *Project {
 	proj.Name = d.projectName()
 	proj.Kafka = d.kafka
 	proj.Deploy = d.deploy
+	proj.Vars = d.projectVars()
+	proj.Disabled = d.disabled
 
 	// Pass 2: decode bodies, resolving references.
 	if a := d.projectMiddleware; a != nil {
@@ -264,7 +299,7 @@ func (d *decoder) projectName() string {
 func (d *decoder) declare(rel string, b *hcl.Block) {
 	name := functionName(b)
 	lr := b.LabelRanges[len(b.LabelRanges)-1]
-	if (b.Type == "sink" || b.Type == "source") && !d.connectorType(b) {
+	if (b.Type == "sink" || b.Type == "source") && (!d.connectorType(b) || !d.connectorEnabled(b)) {
 		return
 	}
 	if !names.Valid(name) {
@@ -502,7 +537,7 @@ func (d *decoder) decodeKafka(b *hcl.Block) *Kafka {
 // value evaluates a constant expression. References and function calls
 // are not allowed in plain attributes.
 func (d *decoder) value(attr *hcl.Attribute, ty cty.Type, what string) (cty.Value, bool) {
-	v, diags := attr.Expr.Value(nil)
+	v, diags := d.eval(attr.Expr)
 	if diags.HasErrors() {
 		d.diags = append(d.diags, explainConstants(diags)...)
 		return cty.NilVal, false
@@ -584,7 +619,7 @@ func (d *decoder) strMap(attr *hcl.Attribute) (map[string]string, bool) {
 // scalarString accepts a string or a number and returns its text, for
 // arguments such as memory = 64 or memory = "64MiB".
 func (d *decoder) scalarString(attr *hcl.Attribute, what string) (string, bool) {
-	v, diags := attr.Expr.Value(nil)
+	v, diags := d.eval(attr.Expr)
 	if diags.HasErrors() {
 		d.diags = append(d.diags, explainConstants(diags)...)
 		return "", false
@@ -824,7 +859,7 @@ func explainConstants(diags hcl.Diagnostics) hcl.Diagnostics {
 	for _, d := range diags {
 		switch d.Summary {
 		case "Variables not allowed":
-			d.Detail = "Spec arguments are constants: write the value itself, like timeout = \"5s\". References such as stream.readings work only in output, dead_letter, emits, calls, a stream trigger's stream, and a pipeline's steps."
+			d.Detail = "Spec arguments are constants or read the project's variables (var.NAME, declared by variable blocks): write the value itself, like timeout = \"5s\". References such as stream.readings work only in output, dead_letter, emits, calls, a stream trigger's stream, and a pipeline's steps."
 		case "Function calls not allowed":
 			d.Detail = "Spec arguments are constants: write the value itself, like timeout = \"5s\"; functions such as file() are not available."
 		}

@@ -84,7 +84,7 @@ func (d *decoder) decodeKeep(a *hcl.Attribute) []ExecKeep {
 	for _, kv := range pairs {
 		kr, vr := kv.Key.Range(), kv.Value.Range()
 		ks, kd := kv.Key.Value(nil)
-		vs, vd := kv.Value.Value(nil)
+		vs, vd := d.eval(kv.Value)
 		if kd.HasErrors() || vd.HasErrors() || ks.Type() != cty.String || vs.Type() != cty.String || ks.IsNull() || vs.IsNull() {
 			d.errorf(&kr, "Invalid keep", "%s", keepHelp)
 			return nil

@@ -20,7 +20,7 @@ var functionSchema = &hcl.BodySchema{
 		{Name: "pool"}, {Name: "output"}, {Name: "dead_letter"}, {Name: "timeout"},
 		{Name: "memory"}, {Name: "cpu"}, {Name: "env"}, {Name: "options"},
 		{Name: "input_schema"}, {Name: "output_schema"}, {Name: "emits"},
-		{Name: "sandbox"}, {Name: "calls"},
+		{Name: "sandbox"}, {Name: "calls"}, {Name: "mode"},
 	},
 	Blocks: []hcl.BlockHeaderSchema{
 		{Type: "trigger", LabelNames: []string{"type"}},
@@ -153,6 +153,15 @@ func (d *decoder) decodeFunction(p pending) {
 	if a := attrs["options"]; a != nil {
 		if m, ok := d.strMap(a); ok {
 			f.Options = m
+		}
+	}
+	if a := attrs["mode"]; a != nil {
+		mode := d.oneOf(a, []string{"fork", "lines"}, "")
+		if f.Runtime != "exec" && mode != "" {
+			r := a.Range
+			d.errorf(&r, "Mode of a non-exec function", "mode chooses how an exec function's command runs (\"fork\": a process per call; \"lines\": one process per instance, one event per line); function %q has runtime %q. Remove mode.", f.Name, f.Runtime)
+		} else if mode == "lines" {
+			f.ExecMode, f.ExecModeRange = mode, a.Range
 		}
 	}
 	if a := attrs["sandbox"]; a != nil {

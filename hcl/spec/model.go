@@ -43,6 +43,13 @@ type Project struct {
 	// order written. Their operations are routed as http triggers of the
 	// functions and pipelines their operationIds name (Trigger.OpenAPI).
 	OpenAPI []string
+	// Vars are the project's variable blocks with the values it was
+	// loaded with, by name (vars.go). A revision records them in its
+	// ValuesFile.
+	Vars []Var
+	// Disabled names the connectors left out by enabled = false, as
+	// written: source "mqtt" "readings-in".
+	Disabled []string
 }
 
 // Deploy says how a new revision of the project rolls out: when Nomad
@@ -155,6 +162,11 @@ type Function struct {
 	// without the confinement every other instance has (package sandbox,
 	// docs/security.md). Validation warns about it.
 	NoSandbox bool
+	// ExecMode is an exec function's mode = "lines": one process per
+	// instance, handed one event per line (runtime.ExecModeLines); empty
+	// (mode = "fork", the default) forks the command per call.
+	ExecMode      string
+	ExecModeRange hcl.Range
 	// SandboxRange is where sandbox = false is written.
 	SandboxRange hcl.Range
 

@@ -78,7 +78,7 @@ func (d *decoder) decodeStep(e hcl.Expression) *Step {
 			case "timeout":
 				timeout = item.ValueExpr
 			case "options":
-				v, diags := item.ValueExpr.Value(nil)
+				v, diags := d.eval(item.ValueExpr)
 				if diags.HasErrors() {
 					d.diags = append(d.diags, diags...)
 					return nil
@@ -151,7 +151,7 @@ func isLiteral(e hcl.Expression) bool {
 // externalStep decodes an external step: its URL, from e, and its
 // timeout, from timeout when set.
 func (d *decoder) externalStep(s *Step, e, timeout hcl.Expression) *Step {
-	v, diags := e.Value(nil)
+	v, diags := d.eval(e)
 	r := e.Range()
 	if diags.HasErrors() || v.IsNull() || !v.IsKnown() || v.Type() != cty.String {
 		d.errorf(&r, "Invalid step", "A quoted step is an external HTTP function's URL. %s", stepsHelp)
@@ -170,7 +170,7 @@ func (d *decoder) externalStep(s *Step, e, timeout hcl.Expression) *Step {
 	s.Timeout, _ = ParseDuration(DefaultTimeout)
 	if timeout != nil {
 		tr := timeout.Range()
-		tv, diags := timeout.Value(nil)
+		tv, diags := d.eval(timeout)
 		str, ok := "", false
 		if !diags.HasErrors() && tv.IsKnown() && !tv.IsNull() && tv.Type() == cty.String {
 			str, ok = tv.AsString(), true

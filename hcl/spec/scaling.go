@@ -257,7 +257,7 @@ func (d *decoder) decodeTargets(s *Scaling, attr *hcl.Attribute) {
 			continue
 		}
 		vr := kv.Value.Range()
-		v, vd := kv.Value.Value(nil)
+		v, vd := d.eval(kv.Value)
 		if vd.HasErrors() || v.Type() != cty.Number || !v.IsKnown() || v.IsNull() {
 			d.errorf(&vr, "Invalid target", "The target of %s is a number, like %s.", name, targetExample(name))
 			continue

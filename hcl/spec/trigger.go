@@ -253,7 +253,7 @@ func (d *decoder) decodeHTTPLimits(t *Trigger, a hcl.Attributes) {
 	}
 	authWritten := ""
 	if attr := a["auth"]; attr != nil {
-		if v, diags := attr.Expr.Value(nil); !diags.HasErrors() && v.Type() == cty.String && v.IsKnown() && !v.IsNull() {
+		if v, diags := d.eval(attr.Expr); !diags.HasErrors() && v.Type() == cty.String && v.IsKnown() && !v.IsNull() {
 			authWritten = v.AsString()
 		}
 	}

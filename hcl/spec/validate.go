@@ -29,6 +29,12 @@ func (d *decoder) validate(p *Project) {
 			}
 		}
 	}
+	for _, f := range p.Functions {
+		if f.ExecMode == "lines" && f.Instances.Concurrency > 1 {
+			r := f.ExecModeRange
+			d.errorf(&r, "Concurrency of a lines-mode function", "Function %q has mode = \"lines\", whose process takes one event at a time, and instances { concurrency = %d }: remove concurrency (scale with instances { max = ... }), or use mode = \"fork\".", f.Name, f.Instances.Concurrency)
+		}
+	}
 	d.checkExactlyOnce(p)
 	d.checkUnsandboxed(p)
 	d.checkCalls(p)
@@ -45,20 +51,34 @@ func (d *decoder) validate(p *Project) {
 // checkUnsandboxed refuses sandbox = false in a pool that hosts a function
 // with secrets: the unconfined instances could read the secrets from
 // their neighbours' /proc/<pid>/environ, and such a pool refuses to start.
+//
+// A pool that decrypts (a connector's <arg>_encrypted credential, the
+// kafka block's password_encrypted) holds the project's Vault token,
+// which unconfined instances could read as well: the same rule holds.
 func (d *decoder) checkUnsandboxed(p *Project) {
 	holders := map[string]string{} // pool -> a function with secrets
 	for _, f := range p.Functions {
-		if len(f.Secrets) > 0 && holders[f.Pool] == "" {
+		encrypted := false
+		for k := range f.Options {
+			encrypted = encrypted || (f.Connector != "" && strings.HasSuffix(k, EncryptedSuffix))
+		}
+		if (len(f.Secrets) > 0 || encrypted) && holders[f.Pool] == "" {
 			holders[f.Pool] = f.Name
 		}
 	}
+	kafkaToken := p.Kafka != nil && p.Kafka.SASLPasswordEncrypted != ""
 	for _, f := range p.Functions {
+		if f.NoSandbox && kafkaToken && holders[f.Pool] == "" {
+			r := f.SandboxRange
+			d.errorf(&r, "Unsandboxed function beside the Vault token", "Function %q has sandbox = false, and its pool %q holds the project's Vault token to decrypt the kafka block's password_encrypted: the function could read the token. Remove sandbox = false, or give the password with password_env.", f.Name, f.Pool)
+			continue
+		}
 		if h := holders[f.Pool]; f.NoSandbox && h != "" {
 			r := f.SandboxRange
 			if h == f.Name {
 				d.errorf(&r, "Secrets without a sandbox", "Function %q declares secrets and sandbox = false: its neighbours in pool %q could read them. Remove sandbox = false.", f.Name, f.Pool)
 			} else {
-				d.errorf(&r, "Unsandboxed neighbour of secrets", "Function %q has sandbox = false in pool %q, where function %q declares secrets that it could then read. Remove sandbox = false, or move one of the two to another pool (pool = \"...\").", f.Name, f.Pool, h)
+				d.errorf(&r, "Unsandboxed neighbour of secrets", "Function %q has sandbox = false in pool %q, where function %q declares secrets (or encrypted credentials, which that pool decrypts with the project's Vault token) that it could then read. Remove sandbox = false, or move one of the two to another pool (pool = \"...\").", f.Name, f.Pool, h)
 			}
 		}
 	}

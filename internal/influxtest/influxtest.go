@@ -24,12 +24,28 @@ type Server struct {
 	*testproc.Proc
 	// URL is its HTTP API, http://127.0.0.1:<port>.
 	URL string
+	// User and Password are its admin's login, for a server started with
+	// StartWithAuth; the queries log in with them.
+	User, Password string
 
 	t testing.TB
 }
 
 // Start starts influxd and creates database db.
 func Start(t testing.TB, db string) *Server {
+	t.Helper()
+	return start(t, db, "", "")
+}
+
+// StartWithAuth starts influxd with authentication on (auth-enabled):
+// an admin user and password are created first, and every request
+// without a login is refused.
+func StartWithAuth(t testing.TB, db, user, password string) *Server {
+	t.Helper()
+	return start(t, db, user, password)
+}
+
+func start(t testing.TB, db, user, password string) *Server {
 	t.Helper()
 	if _, err := exec.LookPath("influxd"); err != nil {
 		t.Fatalf("influxd is needed (apt-get install influxdb; make test-deps does): %v", err)
@@ -49,7 +65,8 @@ bind-address = "127.0.0.1:%d"
 [http]
   bind-address = "127.0.0.1:%d"
   log-enabled = false
-`, rpc, dir, dir, dir, port)
+  auth-enabled = %t
+`, rpc, dir, dir, dir, port, user != "")
 	path := filepath.Join(dir, "influxdb.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
@@ -65,6 +82,12 @@ bind-address = "127.0.0.1:%d"
 		}
 		return nil
 	})
+	if user != "" {
+		// With no user yet, InfluxDB takes the first admin's creation
+		// without a login.
+		s.Query(fmt.Sprintf("CREATE USER %s WITH PASSWORD '%s' WITH ALL PRIVILEGES", user, password))
+		s.User, s.Password = user, password
+	}
 	s.Query("CREATE DATABASE " + db)
 	return s
 }
@@ -81,7 +104,15 @@ func (s *Server) QueryDB(db, q string) [][]any {
 	if db != "" {
 		v.Set("db", db)
 	}
-	resp, err := http.PostForm(s.URL+"/query", v)
+	req, err := http.NewRequest(http.MethodPost, s.URL+"/query", strings.NewReader(v.Encode()))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if s.User != "" {
+		req.SetBasicAuth(s.User, s.Password)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		s.t.Fatalf("%s: %v", q, err)
 	}

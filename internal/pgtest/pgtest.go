@@ -8,6 +8,7 @@ package pgtest
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/user"
@@ -32,10 +33,15 @@ type Server struct {
 	// DSN connects to database "butter" as user "butter" (trust auth
 	// on 127.0.0.1).
 	DSN string
+	// DSNWithoutPassword is DSN without the password, after
+	// RequirePassword.
+	DSNWithoutPassword string
 
-	t    testing.TB
-	dir  string
-	cred *syscall.Credential // the cluster's owner, when the test runs as root
+	t     testing.TB
+	dir   string
+	admin string              // the superuser's DSN
+	hba   string              // pg_hba.conf
+	cred  *syscall.Credential // the cluster's owner, when the test runs as root
 }
 
 // Start initialises and starts a server with a database and user named
@@ -85,7 +91,28 @@ func Start(t testing.TB) *Server {
 		return err
 	})
 	s.Exec(admin, "CREATE USER butter", "CREATE DATABASE butter OWNER butter")
+	s.admin, s.hba = admin, filepath.Join(data, "pg_hba.conf")
 	return s
+}
+
+// RequirePassword gives user butter a password and makes the server
+// require it (SCRAM-SHA-256) for butter's connections over TCP, as a
+// production server would; DSN then carries the password, and
+// DSNWithoutPassword is the same URL without it.
+func (s *Server) RequirePassword(password string) {
+	s.t.Helper()
+	s.Exec(s.admin, fmt.Sprintf("SET password_encryption = 'scram-sha-256'; ALTER USER butter PASSWORD '%s'", password))
+	hba, err := os.ReadFile(s.hba)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	// The first matching line wins: butter's before the trust lines.
+	if err := os.WriteFile(s.hba, append([]byte("host all butter 127.0.0.1/32 scram-sha-256\n"), hba...), 0o600); err != nil {
+		s.t.Fatal(err)
+	}
+	s.Exec(s.admin, "SELECT pg_reload_conf()")
+	s.DSNWithoutPassword = s.DSN
+	s.DSN = fmt.Sprintf("postgres://%s@127.0.0.1:%d/butter?sslmode=disable", url.UserPassword("butter", password), s.Port)
 }
 
 func (s *Server) run(name string, args ...string) *exec.Cmd {

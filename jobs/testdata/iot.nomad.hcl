@@ -10,7 +10,7 @@ job "butter-iot" {
         pool     = "batch"
         port     = "invoke"
         project  = "iot"
-        revision = "e246f8ede5f4"
+        revision = "ec10a87f4567"
         function {
           bundle        = "local/bundles/197659a79e8fff3cdc72e8d968edba97c8b6fd8b205bcc0c43643b60356028b0"
           command       = ["./report.sh"]
@@ -98,7 +98,7 @@ job "butter-iot" {
     }
     service {
       name     = "butter-iot-batch"
-      tags     = ["butter", "project=iot", "pool=batch", "revision=e246f8ede5f4"]
+      tags     = ["butter", "project=iot", "pool=batch", "revision=ec10a87f4567"]
       port     = "invoke"
       provider = "nomad"
       check {
@@ -143,7 +143,7 @@ job "butter-iot" {
         pool     = "default"
         port     = "invoke"
         project  = "iot"
-        revision = "e246f8ede5f4"
+        revision = "ec10a87f4567"
         function {
           bundle        = "local/bundles/00e332754ff1fb6ec36d479d62946c5deb4fbcae3df8934357e1035850366965"
           concurrency   = 1
@@ -267,7 +267,7 @@ job "butter-iot" {
     }
     service {
       name     = "butter-iot-default"
-      tags     = ["butter", "project=iot", "pool=default", "revision=e246f8ede5f4"]
+      tags     = ["butter", "project=iot", "pool=default", "revision=ec10a87f4567"]
       port     = "invoke"
       provider = "nomad"
       check {
@@ -298,6 +298,6 @@ job "butter-iot" {
   meta {
     butter_auto_rollback = "true"
     butter_project       = "iot"
-    butter_revision      = "e246f8ede5f4"
+    butter_revision      = "ec10a87f4567"
   }
 }

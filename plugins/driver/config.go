@@ -198,6 +198,7 @@ var taskConfigSpec = hclspec.NewObject(map[string]*hclspec.Spec{
 		"dead_letter":     hclspec.NewAttr("dead_letter", "string", false),
 		"emits":           hclspec.NewAttr("emits", "list(string)", false),
 		"unconfined":      hclspec.NewAttr("unconfined", "bool", false),
+		"exec_mode":       hclspec.NewAttr("exec_mode", "string", false),
 		"env":             hclspec.NewBlockAttrs("env", "string", false),
 		"options":         hclspec.NewBlockAttrs("options", "string", false),
 		"input_schema":    hclspec.NewAttr("input_schema", "string", false),

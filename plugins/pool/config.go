@@ -2,8 +2,10 @@ package pool
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -120,6 +122,10 @@ type FunctionConfig struct {
 	// run without the sandbox every other instance has (package sandbox).
 	// A pool hosting a function with secrets refuses it.
 	Unconfined bool `json:"unconfined,omitempty" codec:"unconfined,omitempty"`
+	// ExecMode is an exec function's mode = "lines" (one process per
+	// instance, a line per call: runtime.ExecModeLines); empty forks a
+	// process per call.
+	ExecMode string `json:"exec_mode,omitempty" codec:"exec_mode,omitempty"`
 }
 
 // ExecutionsConfig is a function's execution log: its tiers of
@@ -422,4 +428,63 @@ func readSchema(path string) (json.RawMessage, error) {
 		return nil, fmt.Errorf("JSON Schema %s is neither an object nor a boolean", path)
 	}
 	return json.RawMessage(b), nil
+}
+
+// encryptedSuffix ends a connector's option that holds a credential as a
+// Vault transit ciphertext (spec.EncryptedSuffix).
+const encryptedSuffix = "_encrypted"
+
+// NeedsDecrypt says whether the config holds ciphertexts that the pool
+// decrypts at start (Decrypt, and the kafka block's SASL password in
+// broker.Resolve): a pool on Nomad needs a Vault token for them.
+func (c *Config) NeedsDecrypt() bool {
+	if c.Kafka != nil && c.Kafka.SASLPasswordEncrypted != "" {
+		return true
+	}
+	for _, f := range c.Functions {
+		for k := range f.Options {
+			if strings.HasSuffix(k, encryptedSuffix) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Decrypt replaces each connector credential given as a Vault transit
+// ciphertext (option "<arg>_encrypted") by its plaintext in the
+// function's environment, under a name that option <arg> then names, as
+// a credential naming one of the function's secrets does: the connector
+// reads both the same way. decrypt is called once per ciphertext; an
+// error names the function and the argument. Only connectors, which run
+// in the pool's process, have such options, so no worker sees the value.
+func (c *Config) Decrypt(ctx context.Context, decrypt broker.Decrypter) error {
+	for i := range c.Functions {
+		f := &c.Functions[i]
+		for k, ct := range f.Options {
+			arg, ok := strings.CutSuffix(k, encryptedSuffix)
+			if !ok {
+				continue
+			}
+			if decrypt == nil {
+				return fmt.Errorf("function %s: its %s is a Vault transit ciphertext, and this pool has no Vault to decrypt it", f.Name, k)
+			}
+			plain, err := decrypt(ctx, ct)
+			if err != nil {
+				return fmt.Errorf("function %s: decrypt %s: %w", f.Name, k, err)
+			}
+			env := "BUTTER_CONNECTOR_" + strings.ToUpper(arg)
+			opts := maps.Clone(f.Options)
+			delete(opts, k)
+			opts[arg] = env
+			f.Options = opts
+			vars := maps.Clone(f.Env)
+			if vars == nil {
+				vars = map[string]string{}
+			}
+			vars[env] = plain
+			f.Env = vars
+		}
+	}
+	return nil
 }

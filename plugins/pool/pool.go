@@ -30,6 +30,7 @@ import (
 	"io"
 	"maps"
 	goruntime "runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -63,6 +64,8 @@ type options struct {
 	// except those in preflightOnly.
 	noPreflight   bool
 	preflightOnly map[string]bool
+	// startProgress gets Start's progress (WithStartProgress).
+	startProgress func(StartProgress)
 	// sandboxAvailable is sandbox.Available, replaced by tests.
 	sandboxAvailable func() error
 	// capture keeps what functions emit instead of Kafka (capture.go).
@@ -111,6 +114,22 @@ func WithLimits(l *runtime.Limits) Option { return func(o *options) { o.limits =
 // group.min.session.timeout.ms (6s by default).
 func WithSessionTimeout(d time.Duration) Option { return func(o *options) { o.sessionTimeout = d } }
 
+// StartProgress is how far Start is: Loaded of Total functions have
+// loaded (their first instances started, or their preflight passed or
+// failed), and Pending are those still loading, by name. A function that
+// builds (go, java), installs or starts a runtime takes seconds the first
+// time: the CLI shows what it waits for.
+type StartProgress struct {
+	Loaded, Total int
+	Pending       []string
+}
+
+// WithStartProgress calls f as Start begins and each time a function has
+// loaded, never concurrently. Default: no reports.
+func WithStartProgress(f func(StartProgress)) Option {
+	return func(o *options) { o.startProgress = f }
+}
+
 // WithSecrets sets where the values of the functions' secrets come from.
 // A pool hosting a function with secrets needs it.
 func WithSecrets(s secrets.Source) Option { return func(o *options) { o.secrets = s } }
@@ -156,6 +175,8 @@ type Pool struct {
 	cfg  *Config
 	opts options
 	fns  map[string]*fnPool
+	// spans holds the span work of calls that have answered (trace.go).
+	spans spanQueue
 	// randomID stands for a missing instance ID in transactional IDs.
 	randomID     string
 	randomIDOnce sync.Once
@@ -252,7 +273,7 @@ func New(cfg *Config, logs func(function string) io.Writer, opts ...Option) (*Po
 				Command: fc.Command, Env: fc.Env, Concurrency: max(fc.Concurrency, 1),
 				MaxOpenFiles: 1024, MemoryMiB: fc.Memory, MaxProcs: maxProcs, Limits: o.limits, Logs: lw,
 				Sandbox: confineFunction(base, fc, bundles),
-				Options: fc.Options,
+				Options: fc.Options, ExecMode: fc.ExecMode,
 			},
 			timeout: timeout,
 			log:     o.logger.Named(fc.Name),
@@ -383,16 +404,37 @@ func (p *Pool) Start(ctx context.Context) error {
 	errs := make([]error, len(names))
 	sem := make(chan struct{}, 4*goruntime.GOMAXPROCS(0))
 	var wg sync.WaitGroup
+	// pending are the functions still loading, for WithStartProgress.
+	var progressMu sync.Mutex
+	pending := map[string]bool{}
+	loads := func(name string) bool {
+		return p.fns[name].cfg.MinInstances > 0 || !p.opts.noPreflight || p.opts.preflightOnly[name]
+	}
+	for _, name := range names {
+		if loads(name) {
+			pending[name] = true
+		}
+	}
+	total := len(pending)
+	report := func(done string) {
+		if p.opts.startProgress == nil {
+			return
+		}
+		progressMu.Lock()
+		defer progressMu.Unlock()
+		delete(pending, done)
+		p.opts.startProgress(StartProgress{Loaded: total - len(pending), Total: total, Pending: slices.Sorted(maps.Keys(pending))})
+	}
+	report("")
 	for i, name := range names {
 		f := p.fns[name]
-		preflight := !p.opts.noPreflight || p.opts.preflightOnly[name]
-		if f.cfg.MinInstances == 0 && !preflight {
+		if !loads(name) {
 			continue
 		}
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
-			defer func() { <-sem; wg.Done() }()
+			defer func() { <-sem; wg.Done(); report(name) }()
 			if f.cfg.MinInstances == 0 {
 				errs[i] = f.preflight(ctx)
 				return
@@ -530,6 +572,7 @@ func (p *Pool) Close() {
 	wg.Wait()
 	// No context call is in flight any more.
 	p.calls.close()
+	p.spans.run()
 	if p.logStop != nil {
 		p.logStop() // the instances' last lines included
 	}
@@ -1033,8 +1076,17 @@ func (f *fnPool) send(ctx context.Context, inv *runtime.Invocation) error {
 		}
 		err = s.inst.Invoke(ctx, inv)
 		inv.Meta = meta
-		f.handlerSpan(sctx, inv, err)
-		endSpan(span, err)
+		if span.IsRecording() {
+			// The handler's span and the call's end are recorded
+			// after the answer, not before it (spanQueue): their
+			// timestamps are taken now.
+			sm, end := inv.Span, time.Now()
+			f.pool.spans.add(func() {
+				f.handlerSpan(sctx, sm, err)
+				endSpan(span, err, trace.WithTimestamp(end))
+			})
+		}
+		inv.Span = nil
 		if errors.Is(err, runtime.ErrNotSent) && resent < maxResends && ctx.Err() == nil {
 			f.mu.Lock()
 			s.gone = true

@@ -26,6 +26,7 @@ import (
 	"github.com/butterfn/butter/plugins/runtime"
 	"github.com/butterfn/butter/sdk"
 	gosdk "github.com/butterfn/butter/sdk/go"
+	"github.com/hashicorp/go-hclog"
 )
 
 // sdks installs the Go SDK's source for building the Go test function.
@@ -55,6 +56,13 @@ func start(t testing.TB, fns []pool.FunctionConfig, opts ...pool.Option) (*pool.
 		}
 	}
 	p, err := pool.New(&pool.Config{Project: "test", Pool: "p", Functions: fns}, nil, append([]pool.Option{pool.WithSDKs(sdks(t))}, opts...)...)
+	return serveNew(t, p, err)
+}
+
+// serveNew starts p, which pool.New returned with err, and serves its
+// endpoint; both stop when t ends.
+func serveNew(t testing.TB, p *pool.Pool, err error) (*pool.Pool, *httptest.Server) {
+	t.Helper()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,6 +77,17 @@ func start(t testing.TB, fns []pool.FunctionConfig, opts ...pool.Option) (*pool.
 		p.Close()
 	})
 	return p, srv
+}
+
+// startLogged starts, as start does, a pool of project hosting fns whose
+// functions' lines and the pool's own go to logger (hclog inferring each
+// line's level), and serves its endpoint; both stop when t ends.
+func startLogged(t testing.TB, project string, fns []pool.FunctionConfig, logger hclog.Logger) (*pool.Pool, *httptest.Server) {
+	t.Helper()
+	p, err := pool.New(&pool.Config{Project: project, Pool: "p", Functions: fns}, func(fn string) io.Writer {
+		return logger.Named(fn).StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true})
+	}, pool.WithLogger(logger))
+	return serveNew(t, p, err)
 }
 
 type answer struct {

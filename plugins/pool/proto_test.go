@@ -254,22 +254,9 @@ func TestExecStderrOnce(t *testing.T) {
 	for _, f := range []*pool.FunctionConfig{&httpfn, &streamfn} {
 		f.Bundle = t.TempDir()
 	}
-	p, err := pool.New(&pool.Config{Project: "stderr", Pool: "p", Functions: []pool.FunctionConfig{httpfn, streamfn}}, func(fn string) io.Writer {
-		return logger.Named(fn).StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true})
-	}, pool.WithLogger(logger))
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, srv := startLogged(t, "stderr", []pool.FunctionConfig{httpfn, streamfn}, logger)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := p.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(p.Handler())
-	t.Cleanup(func() {
-		srv.Close()
-		p.Close()
-	})
 	if err := p.StartStreams(ctx, dev.Config()); err != nil {
 		t.Fatal(err)
 	}

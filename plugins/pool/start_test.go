@@ -229,3 +229,38 @@ func TestStartAbandonedAtTheDeadline(t *testing.T) {
 		t.Errorf("Unhealthy() = %v after an abandoned start, want none", bad)
 	}
 }
+
+// TestStartProgress: Start reports its progress (WithStartProgress) as it
+// begins and as each function loads, one report at a time: the loaded
+// count grows to the total, the pending functions shrink to none, and a
+// function that neither keeps an instance nor is preflighted is not
+// counted.
+func TestStartProgress(t *testing.T) {
+	var mu sync.Mutex
+	var reports []pool.StartProgress
+	a, b := fn("a", "exec", "cat"), fn("b", "exec", "cat")
+	a.MinInstances, b.MinInstances = 1, 1
+	lazy := fn("lazy", "exec", "cat")
+	for _, f := range []*pool.FunctionConfig{&a, &b, &lazy} {
+		f.Bundle = t.TempDir()
+	}
+	start(t, []pool.FunctionConfig{a, b, lazy}, pool.WithPreflight(false), pool.WithStartProgress(func(p pool.StartProgress) {
+		mu.Lock()
+		reports = append(reports, p)
+		mu.Unlock()
+	}))
+	mu.Lock()
+	defer mu.Unlock()
+	if len(reports) != 3 {
+		t.Fatalf("%d reports %+v, want 3 (the start and each of two functions)", len(reports), reports)
+	}
+	if r := reports[0]; r.Loaded != 0 || r.Total != 2 || strings.Join(r.Pending, ",") != "a,b" {
+		t.Errorf("first report %+v, want 0 of 2, a and b pending", r)
+	}
+	if r := reports[1]; r.Loaded != 1 || len(r.Pending) != 1 {
+		t.Errorf("second report %+v, want 1 of 2, one pending", r)
+	}
+	if r := reports[2]; r.Loaded != 2 || r.Total != 2 || len(r.Pending) != 0 {
+		t.Errorf("last report %+v, want 2 of 2, none pending", r)
+	}
+}

@@ -835,16 +835,18 @@ const (
 	maxBatchBytes = 1 << 20
 )
 
-// handleRun handles a run of a partition's records (see lanes) in order.
-// For a function without state whose records keep the partition's order,
-// consecutive records go to one worker as a batch (handleBatch) when its
-// runtime offers that; otherwise, and for retries, one at a time. When
+// handleRun handles a run of a partition's records (see lanes: the
+// partition's, or one key's) in order. For a function without state,
+// consecutive records of the run go to one worker as a batch
+// (handleBatch) when its runtime offers that; otherwise, and for retries,
+// one at a time. Runs of different keys go side by side, each its own
+// batches, so a key's events stay in order. When
 // stopping cuts a record's attempts short, it returns that record, having
 // left it and the rest of the run unhandled; else nil.
 func (c *consumer) handleRun(ctx context.Context, recs []*kgo.Record, acks *batchAcks) *kgo.Record {
 	// A function with an execution log runs its events one at a time:
 	// a batch's events do not go through Invoke, which records them.
-	batchable := c.tr.Order != "key" && c.f.state == nil && c.f.exec == nil
+	batchable := c.f.state == nil && c.f.exec == nil
 	queued := false // outputs of this run wait in outq
 	for len(recs) > 0 {
 		if n := min(len(recs), c.batchSize()); batchable && n > 1 && !c.f.noBatches.Load() {
@@ -1235,26 +1237,69 @@ func (p *Pool) httpCalls(f *fnPool, o *origin, ef *emitFailure) runtime.CallHand
 }
 
 // lanes splits a partition's records into runs that may go in parallel:
-// one run (the partition in order) by default, or one run per key, each in
-// order, when the trigger's order is "key". Parallel runs are bounded by
-// the function's capacity (max instances × concurrency) through the pool's
-// own admission.
+// one run (the partition in order) by default, or one run per group of
+// keys, each key in order, when the trigger's order is "key". Parallel
+// runs are bounded by the function's capacity (max instances ×
+// concurrency) through the pool's own admission.
+//
+// With order "key", keys are spread over as many lanes as the poll's work
+// needs (keyLanes): a key's records always share one lane, in order, and
+// a lane's records go to a worker in batches, so that a poll of many keys
+// of a fast function does not become as many batches of a few events,
+// while a slow function's keys still run side by side. A key waits for
+// the failed events of another key of its lane (their retries), as a
+// partition's records do in partition order.
 func (c *consumer) lanes(recs []*kgo.Record) [][]*kgo.Record {
 	if c.tr.Order != "key" {
 		return [][]*kgo.Record{recs}
 	}
+	n := c.keyLanes(len(recs))
 	idx := map[string]int{}
+	lane := map[int]int{} // key group -> lane
 	var out [][]*kgo.Record
 	for _, r := range recs {
 		i, ok := idx[string(r.Key)]
 		if !ok {
-			i = len(out)
+			g := int(fnv32(r.Key) % uint32(n))
+			if i, ok = lane[g]; !ok {
+				i = len(out)
+				lane[g] = i
+				out = append(out, nil)
+			}
 			idx[string(r.Key)] = i
-			out = append(out, nil)
 		}
 		out[i] = append(out[i], r)
 	}
 	return out
+}
+
+// laneWork is the work a lane of order "key" is given from a poll: a
+// poll's records are spread over enough lanes that each takes about this
+// long (keyLanes).
+const laneWork = 5 * time.Millisecond
+
+// keyLanes is how many lanes a poll of n records of order "key" gets: n
+// times the time an event took lately, over laneWork, between one and the
+// function's capacity (max instances × concurrency); the capacity until
+// an event was timed. A fast function's poll then goes in few large
+// batches, a slow one's keys side by side.
+func (c *consumer) keyLanes(n int) int {
+	capacity := max(c.f.cfg.MaxInstances, 1) * max(c.f.cfg.Concurrency, 1)
+	per := time.Duration(c.perEvent.Load())
+	if per <= 0 {
+		return capacity
+	}
+	return max(1, min(capacity, int(time.Duration(n)*per/laneWork)+1))
+}
+
+// fnv32 is the 32-bit FNV-1a hash of b.
+func fnv32(b []byte) uint32 {
+	h := uint32(2166136261)
+	for _, c := range b {
+		h ^= uint32(c)
+		h *= 16777619
+	}
+	return h
 }
 
 // observeLag sets the lag gauge of a partition just polled: the records

@@ -31,6 +31,9 @@ func (Exec) Start(ctx context.Context, fn *Function) (Instance, error) {
 	if len(fn.Command) == 0 {
 		return nil, fmt.Errorf("exec function %s has no command", fn.Name)
 	}
+	if fn.ExecMode == ExecModeLines {
+		return startLines(fn)
+	}
 	return &execInstance{fn: fn, exited: make(chan struct{})}, nil
 }
 

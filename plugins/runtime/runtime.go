@@ -61,6 +61,10 @@ type Function struct {
 	// Options are the function's own options (a call's may override
 	// them): the connectors' settings (sink.go).
 	Options map[string]string
+	// ExecMode is an exec function's mode: "" or "fork" (a process per
+	// call, Exec) or ExecModeLines (one process per instance, a line per
+	// call, execlines.go).
+	ExecMode string
 }
 
 // Invocation is one call of a function.

@@ -3,7 +3,9 @@ package provider
 import (
 	"context"
 	"fmt"
+	"maps"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -35,6 +37,7 @@ type projectModel struct {
 	ID          types.String `tfsdk:"id"`
 	Name        types.String `tfsdk:"name"`
 	Directory   types.String `tfsdk:"directory"`
+	Variables   types.Map    `tfsdk:"variables"`
 	Timeout     types.String `tfsdk:"timeout"`
 	PurgeTopics types.Bool   `tfsdk:"purge_topics"`
 	Revision    types.String `tfsdk:"revision"`
@@ -64,6 +67,8 @@ func (r *projectResource) Schema(_ context.Context, _ resource.SchemaRequest, re
 			"name": schema.StringAttribute{Required: true, Description: "The project's name, as its spec's project block sets it (checked).",
 				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()}},
 			"directory": schema.StringAttribute{Required: true, Description: "The project's directory (relative paths are from where tofu or terraform runs: use path.module)."},
+			"variables": schema.MapAttribute{Optional: true, ElementType: types.StringType,
+				Description: "Values of the variables the specs declare (variable blocks, read as var.NAME), as `butter deploy -var NAME=VALUE` sets them; numbers and bools as strings. They win over the project's butter.vars.hcl and the defaults; the environment's BUTTER_VAR_* are not read."},
 			"timeout": schema.StringAttribute{Optional: true, Computed: true, Default: stringdefault.StaticString(defaultTimeout),
 				Description: "How long an apply waits for the revision's deployment to be healthy, and a destroy for the project to be gone (a Go duration)."},
 			"purge_topics": schema.BoolAttribute{Optional: true, Computed: true, Default: booldefault.StaticBool(false),
@@ -84,7 +89,15 @@ func (r *projectResource) Configure(_ context.Context, req resource.ConfigureReq
 // load loads the project in m's directory and checks its name.
 func (r *projectResource) load(m *projectModel, diags *diag.Diagnostics) (*spec.Project, string) {
 	dir := m.Directory.ValueString()
-	proj, rep := spec.Load(dir)
+	var vals []spec.VarValue
+	if !m.Variables.IsNull() {
+		set := map[string]string{}
+		diags.Append(m.Variables.ElementsAs(context.Background(), &set, false)...)
+		for _, name := range slices.Sorted(maps.Keys(set)) {
+			vals = append(vals, spec.VarValue{Name: name, Value: set[name], From: "variables"})
+		}
+	}
+	proj, rep := spec.Load(dir, spec.WithVars(vals...))
 	if proj == nil || rep.HasErrors() {
 		var b strings.Builder
 		_ = rep.WriteText(&b)
@@ -108,7 +121,7 @@ func (r *projectResource) ModifyPlan(ctx context.Context, req resource.ModifyPla
 	}
 	var plan projectModel
 	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
-	if resp.Diagnostics.HasError() || plan.Directory.IsUnknown() || plan.Name.IsUnknown() {
+	if resp.Diagnostics.HasError() || plan.Directory.IsUnknown() || plan.Name.IsUnknown() || !knownMap(plan.Variables) {
 		return
 	}
 	if _, err := parseTimeout(plan.Timeout); err != nil {
@@ -385,4 +398,18 @@ func (r *projectResource) ImportState(ctx context.Context, req resource.ImportSt
 	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("name"), req.ID)...)
 	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("timeout"), defaultTimeout)...)
 	resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("purge_topics"), false)...)
+}
+
+// knownMap reports whether m and each of its values are known: a value
+// from another resource is unknown until that resource is applied.
+func knownMap(m types.Map) bool {
+	if m.IsUnknown() {
+		return false
+	}
+	for _, e := range m.Elements() {
+		if e.IsUnknown() {
+			return false
+		}
+	}
+	return true
 }

@@ -12,6 +12,7 @@ terraform {
 resource "butter_project" "this" {
   name         = var.name
   directory    = var.directory
+  variables    = var.variables
   timeout      = var.timeout
   purge_topics = var.purge_topics
 }

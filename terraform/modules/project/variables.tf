@@ -8,6 +8,12 @@ variable "directory" {
   description = "The project's directory of spec files and sources (use path.module or path.root)."
 }
 
+variable "variables" {
+  type        = map(string)
+  default     = {}
+  description = "Values of the variables the project's specs declare (variable blocks, var.NAME), by name, as butter deploy -var sets them."
+}
+
 variable "timeout" {
   type        = string
   default     = "10m"

@@ -3,7 +3,8 @@
 // without bound, "slow" takes
 // 300ms, "pid" answers the worker's pid, "params" answers the call's
 // parameters as JSON, "count" counts the calls of its state key;
-// "env:NAME" answers the variable's value, "read:PATH" the file's content
+// "flaky-..." fails the first time the worker sees it, then is echoed
+// upper-cased; "env:NAME" answers the variable's value, "read:PATH" the file's content
 // (or the error reading it); "tick-..." takes 200µs and is echoed
 // upper-cased, as is anything else, at once; "fold:N" folds N into its
 // key's state (fold).
@@ -13,17 +14,35 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	butter "github.com/butterfn/butter/sdk/go"
 )
 
+var (
+	flakyMu   sync.Mutex
+	flakySeen = map[string]bool{}
+)
+
 func handle(ctx context.Context, in []byte) ([]byte, error) {
 	if seq, ok := bytes.CutPrefix(in, []byte("fold:")); ok {
 		return fold(ctx, string(seq))
+	}
+	if bytes.HasPrefix(in, []byte("flaky-")) {
+		// Fails the first time this worker sees the input, then echoes.
+		flakyMu.Lock()
+		seen := flakySeen[string(in)]
+		flakySeen[string(in)] = true
+		flakyMu.Unlock()
+		if !seen {
+			return nil, errors.New("flaky: first attempt")
+		}
+		return bytes.ToUpper(in), nil
 	}
 	if bytes.HasPrefix(in, []byte("tick-")) {
 		time.Sleep(200 * time.Microsecond)

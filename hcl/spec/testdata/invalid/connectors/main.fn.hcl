@@ -58,3 +58,45 @@ sink "influxdb" "ts" {
   measurement = "m"
   bucket      = "b"
 }
+
+source "mqtt" "plain-tls" {
+  stream  = stream.alerts
+  address = "tcp://mqtt.example.com:1883"
+  topics  = ["a/#"]
+  tls_ca  = "not a certificate"
+}
+
+sink "mqtt" "half-cert" {
+  stream   = stream.alerts
+  address  = "ssl://mqtt.example.com:8883"
+  topic    = "out"
+  tls_cert = <<EOT
+-----BEGIN CERTIFICATE-----
+bm90IGEgY2VydA==
+-----END CERTIFICATE-----
+EOT
+}
+
+sink "influxdb" "half-login" {
+  stream      = stream.alerts
+  url         = "http://influx.example.com:8086"
+  database    = "iot"
+  measurement = "alert"
+  username    = "butter"
+}
+
+sink "influxdb" "two-logins" {
+  stream      = stream.alerts
+  url         = "http://influx.example.com:8086"
+  database    = "iot"
+  measurement = "alert"
+  username    = "butter"
+  password    = "INFLUX_PASSWORD"
+  token       = "INFLUX_TOKEN"
+  secret "INFLUX_PASSWORD" {
+    vault = "kv/data/influx#password"
+  }
+  secret "INFLUX_TOKEN" {
+    vault = "kv/data/influx#token"
+  }
+}

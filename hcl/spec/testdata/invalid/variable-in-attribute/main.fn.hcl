@@ -1,5 +1,7 @@
+stream "readings" {}
+
 function "f" {
   runtime = "exec"
   command = ["cat"]
-  timeout = var.timeout
+  timeout = stream.readings
 }

@@ -1,0 +1,2 @@
+timeout = "10s"
+undeclared = 1

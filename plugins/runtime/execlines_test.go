@@ -1,0 +1,69 @@
+package runtime_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/butterfn/butter/plugins/runtime"
+	"github.com/butterfn/butter/sdk/go/proto"
+)
+
+// batchOf encodes inputs as a runtime.Batch without metadata.
+func batchOf(deadline time.Time, inputs ...string) *runtime.Batch {
+	b := &runtime.Batch{Deadline: deadline, Count: len(inputs)}
+	for _, in := range inputs {
+		b.Events = proto.AppendEventHead(b.Events, 0)
+		b.Events = proto.AppendInput(b.Events, []byte(in))
+	}
+	return b
+}
+
+// TestExecLinesBatches runs batches on a lines-mode exec instance (a real
+// sh loop): every event answered in order through OK; a process that
+// exits mid-batch fails the event it was answering as an instance
+// failure and skips the rest; a batch past its deadline fails its
+// current event as a Timeout (the process killed) and skips the rest.
+func TestExecLinesBatches(t *testing.T) {
+	script := `while IFS= read -r l; do case "$l" in exit) exit 3;; sleep) sleep 30;; esac; echo "got:$l"; done`
+	start := func() runtime.Batcher {
+		inst, err := runtime.Exec{}.Start(context.Background(), &runtime.Function{Name: "lines", Dir: t.TempDir(), Command: []string{"sh", "-c", script}, ExecMode: runtime.ExecModeLines})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = inst.Stop(time.Second) })
+		return inst.(runtime.Batcher)
+	}
+	inst := start()
+	b := batchOf(time.Now().Add(10*time.Second), "a", "b", "c")
+	var ok []string
+	b.OK = func(first int, outs [][]byte) {
+		for _, o := range outs {
+			ok = append(ok, string(o))
+		}
+	}
+	res := inst.InvokeBatch(context.Background(), b)
+	for k, want := range []string{"got:a", "got:b", "got:c"} {
+		if res[k].Err != nil || string(res[k].Output) != want {
+			t.Errorf("event %d: %q %v, want %q", k, res[k].Output, res[k].Err, want)
+		}
+	}
+	if strings.Join(ok, ",") != "got:a,got:b,got:c" {
+		t.Errorf("OK got %q", ok)
+	}
+
+	res = inst.InvokeBatch(context.Background(), batchOf(time.Time{}, "d", "exit", "e"))
+	var pe *proto.Error
+	if string(res[0].Output) != "got:d" || !errors.Is(res[1].Err, runtime.ErrInstanceGone) || !strings.Contains(res[1].Err.Error(), "exit status 3") ||
+		!errors.As(res[2].Err, &pe) || pe.Type != proto.Skipped {
+		t.Errorf("a batch whose process exits: %q/%v, %v, %v", res[0].Output, res[0].Err, res[1].Err, res[2].Err)
+	}
+
+	inst = start()
+	res = inst.InvokeBatch(context.Background(), batchOf(time.Now().Add(300*time.Millisecond), "f", "sleep", "g"))
+	if string(res[0].Output) != "got:f" || !errors.As(res[1].Err, &pe) || pe.Type != proto.Timeout || !errors.As(res[2].Err, &pe) || pe.Type != proto.Skipped {
+		t.Errorf("a batch past its deadline: %q/%v, %v, %v", res[0].Output, res[0].Err, res[1].Err, res[2].Err)
+	}
+}
