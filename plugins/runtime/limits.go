@@ -182,7 +182,25 @@ func usable(dir string, pid int, why []string) (string, []string) {
 	if err := os.MkdirAll(d, 0o755); err != nil {
 		return "", append(why, fmt.Sprintf("cannot create %s: %v", d, err))
 	}
+	clearStale(d)
 	return d, why
+}
+
+// clearStale removes the instance cgroups left in d, a butter-<pid>
+// directory, by an earlier process that had this process's pid and was
+// killed before it could remove them (SIGKILL leaves them behind). Only
+// empty cgroups can be removed: one still holding processes stays.
+// prepare skips any name still taken.
+func clearStale(d string) {
+	entries, err := os.ReadDir(d)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if e.IsDir() {
+			_ = os.Remove(filepath.Join(d, e.Name()))
+		}
+	}
 }
 
 // setupV2 prepares the cgroup v2 directory own, this process's cgroup,
@@ -238,6 +256,7 @@ func (l *Limits) setupV2(own string, pid int) error {
 	if err := os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte(strings.Join(enable, " ")), 0o644); err != nil {
 		return fmt.Errorf("enable %s in %s/cgroup.subtree_control: %w", strings.Join(enable, " "), dir, err)
 	}
+	clearStale(dir)
 	l.v2Dir = dir
 	return nil
 }
@@ -267,7 +286,23 @@ func (l *Limits) prepare(name string, memMiB, maxProcs int) (*instanceCgroup, er
 	if l == nil || l.version == 0 || (memMiB <= 0 && maxProcs <= 0) {
 		return nil, nil
 	}
-	ic := &instanceCgroup{l: l, fd: -1, id: fmt.Sprintf("%s-%d", name, l.seq.Add(1))}
+	// A name taken by a cgroup an earlier process with this pid left
+	// behind, still populated (clearStale), is skipped.
+	for tries := 1; ; tries++ {
+		ic, err := l.prepareNamed(fmt.Sprintf("%s-%d", name, l.seq.Add(1)), memMiB, maxProcs)
+		if errors.Is(err, os.ErrExist) && tries < maxNameTries {
+			continue
+		}
+		return ic, err
+	}
+}
+
+// maxNameTries bounds the names prepare tries for an instance's cgroup.
+const maxNameTries = 100
+
+// prepareNamed creates the instance cgroup id (prepare).
+func (l *Limits) prepareNamed(id string, memMiB, maxProcs int) (*instanceCgroup, error) {
+	ic := &instanceCgroup{l: l, fd: -1, id: id}
 	if l.version == 1 {
 		if err := ic.prepareV1(memMiB, maxProcs); err != nil {
 			ic.release()

@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -209,5 +210,53 @@ func TestLimitsNothingUsable(t *testing.T) {
 		if !strings.Contains(off, want) {
 			t.Errorf("Off() = %q, want it to say %q", off, want)
 		}
+	}
+}
+
+// TestLimitsStaleCgroups: a pool SIGKILLed leaves its instances' cgroups
+// under butter-<pid>; a later pool that gets the same pid must not fail
+// to start instances on them (a CI run dead-lettered events with "create
+// cgroup .../butter-8948/fold-2: file exists"). Empty ones are removed
+// at start; one that cannot be removed (here a directory holding a file,
+// standing for a cgroup still populated) is skipped.
+func TestLimitsStaleCgroups(t *testing.T) {
+	root := t.TempDir()
+	for _, d := range []string{"memory/pool/butter-9/f-1", "pids/pool/butter-9/f-1", "pids/pool/butter-9/f-3"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(t, filepath.Join(root, "pids/pool/butter-9/f-2/cgroup.procs"), "77\n")
+	fs := cgroupFS{root: root, isV2: func(string) bool { return false }}
+	l := discoverLimits(fs, "4:memory:/pool\n3:pids:/pool\n", 9)
+	if l.Version() != 1 {
+		t.Fatalf("version %d; want 1", l.Version())
+	}
+	for _, d := range []string{"memory/pool/butter-9/f-1", "pids/pool/butter-9/f-1", "pids/pool/butter-9/f-3"} {
+		if _, err := os.Stat(filepath.Join(root, d)); !os.IsNotExist(err) {
+			t.Errorf("stale empty cgroup %s not removed at start: %v", d, err)
+		}
+	}
+	var ids []string
+	for range 3 {
+		ic, err := l.prepare("f", 32, 8)
+		if err != nil {
+			t.Fatalf("prepare beside a stale cgroup: %v", err)
+		}
+		ids = append(ids, ic.id)
+	}
+	if want := []string{"f-1", "f-3", "f-4"}; !slices.Equal(ids, want) {
+		t.Errorf("instance cgroups %q; want %q (f-2 is still taken)", ids, want)
+	}
+	if got := readFile(t, filepath.Join(root, "pids/pool/butter-9/f-2/cgroup.procs")); got != "77" {
+		t.Errorf("the populated cgroup f-2 was touched: cgroup.procs = %q", got)
+	}
+	// And on v2.
+	v2fs, own := v2Tree(t, "memory pids")
+	writeFile(t, filepath.Join(own, "butter-4242", "g-1", "cgroup.procs"), "78\n")
+	l2 := discoverLimits(v2fs, "0::/pool\n", 4242)
+	ic, err := l2.prepare("g", 32, 8)
+	if err != nil || ic.id != "g-2" {
+		t.Fatalf("v2 prepare beside a populated stale cgroup = %v, %v; want g-2", ic, err)
 	}
 }
