@@ -317,8 +317,11 @@ plugin "nomad-driver-butter" {
 			last = ev
 		}
 	}
-	if last.Count == nil || *last.Count != 1 || !strings.HasPrefix(last.Message, "butter autoscaler: 3 -> 1") {
-		t.Errorf("the last scaling event is not the autoscaler's 3 -> 1: %+v", last)
+	// The loop may scale in by steps: while the load's last calls
+	// finish it can want 2 for a moment, and the most it wanted during
+	// the scale-in delay is what it scales to (a CI run went 3 -> 2 -> 1).
+	if last.Count == nil || *last.Count != 1 || !strings.HasPrefix(last.Message, "butter autoscaler: ") || !strings.Contains(last.Message, " -> 1: ") {
+		t.Errorf("the last scaling event is not the autoscaler's scale-in to 1: %+v", last)
 	}
 }
 
