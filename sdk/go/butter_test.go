@@ -319,9 +319,11 @@ func TestBatchCancel(t *testing.T) {
 		t.Fatal(err)
 	}
 	// x and y's results come while slow runs, before any CANCEL.
+	// The CALL of slow's log and the RESULTS of x and y may come in either
+	// order: read until both have come.
 	res := make([]proto.BatchResult, 4)
-	got := 0
-	for got < 2 {
+	got, called := 0, false
+	for got < 2 || !called {
 		f := p.next()
 		switch f.Type {
 		case proto.Call:
@@ -333,6 +335,7 @@ func TestBatchCancel(t *testing.T) {
 				t.Errorf("CALL id %d index %d, want 7 and 2", f.ID, c.Index)
 			}
 			_ = p.w.WriteJSON(proto.Reply, f.ID, proto.ReplyMsg{Seq: c.Seq, OK: true})
+			called = true
 		case proto.Results:
 			_, n, err := proto.ReadResults(f.Payload, res)
 			if err != nil {
@@ -341,7 +344,11 @@ func TestBatchCancel(t *testing.T) {
 			got += n
 		}
 	}
-	<-started
+	select {
+	case <-started:
+	case <-time.After(30 * time.Second):
+		t.Fatal("slow did not start after its log was answered")
+	}
 	if err := p.w.Write(proto.Cancel, 7, nil); err != nil {
 		t.Fatal(err)
 	}
