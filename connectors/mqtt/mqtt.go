@@ -23,6 +23,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
@@ -205,11 +206,24 @@ type Handler func(ctx context.Context, m Message) error
 
 // Subscriber is a running source.
 type Subscriber struct {
-	client paho.Client
-	log    hclog.Logger
-	wg     sync.WaitGroup
-	cancel context.CancelFunc
+	client  paho.Client
+	log     hclog.Logger
+	wg      sync.WaitGroup
+	cancel  context.CancelFunc
+	shared  []string      // the shared subscriptions' filters, unsubscribed at Close
+	timeout time.Duration // bounds the unsubscription and the drain after it
+	closing atomic.Bool   // set by Close: a reconnection subscribes no more
+	pending atomic.Int64  // messages received and not yet handled
+	last    atomic.Int64  // when the last message was received (Unix ns)
 }
+
+// drainQuiet is how long Close waits, after the broker acknowledged its
+// unsubscription, for a message to arrive before it takes the stream of
+// messages sent before the unsubscription to have ended. The broker sends
+// them before its acknowledgement, on the same connection; Paho may hand
+// the last of them to the handler just after it completed the
+// acknowledgement's token.
+const drainQuiet = 300 * time.Millisecond
 
 // Subscribe connects with a persistent session and subscribes to filters
 // (again at every reconnection), under a shared subscription when share
@@ -221,11 +235,12 @@ func Subscribe(cfg Config, filters []string, share string, keyLevel int, h Handl
 		return nil, errors.New("mqtt: no topic to subscribe to")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Subscriber{log: log, cancel: cancel}
+	s := &Subscriber{log: log, cancel: cancel, timeout: cfg.Timeout}
 	subs := map[string]byte{}
 	for _, f := range filters {
 		if share != "" {
 			f = "$share/" + share + "/" + f
+			s.shared = append(s.shared, f)
 		}
 		subs[f] = cfg.QoS
 	}
@@ -235,12 +250,18 @@ func Subscribe(cfg Config, filters []string, share string, keyLevel int, h Handl
 	o := cfg.options(false)
 	o.SetAutoAckDisabled(true)
 	o.SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) {
+		s.pending.Add(1)
+		s.last.Store(time.Now().UnixNano())
 		select {
 		case msgs <- m:
 		case <-ctx.Done():
+			s.pending.Add(-1)
 		}
 	})
 	o.SetOnConnectHandler(func(c paho.Client) {
+		if s.closing.Load() {
+			return
+		}
 		if err := wait(c.SubscribeMultiple(subs, nil), cfg.Timeout, "subscribe"); err != nil {
 			log.Error("cannot subscribe; reconnecting", "error", err)
 			go c.Disconnect(0) // paho reconnects, and subscribes again
@@ -261,28 +282,38 @@ func Subscribe(cfg Config, filters []string, share string, keyLevel int, h Handl
 			case <-ctx.Done():
 				return
 			case m := <-msgs:
-				msg := Message{Topic: m.Topic(), Payload: m.Payload(), QoS: m.Qos(), Retained: m.Retained(), Key: level(m.Topic(), keyLevel)}
-				for attempt := 1; ; attempt++ {
-					err := h(ctx, msg)
-					if err == nil {
-						m.Ack()
-						break
-					}
-					if ctx.Err() != nil {
-						return // unacknowledged: sent again after a reconnection
-					}
-					wait := min(time.Duration(attempt)*200*time.Millisecond, 5*time.Second)
-					log.Warn("cannot take an MQTT message; retrying", "topic", msg.Topic, "attempt", attempt, "retry_in", wait, "error", err)
-					select {
-					case <-ctx.Done():
-						return
-					case <-time.After(wait):
-					}
+				if !s.handle(ctx, m, keyLevel, h) {
+					return
 				}
 			}
 		}
 	}()
 	return s, nil
+}
+
+// handle hands m to h until h takes it, and acknowledges it then; false
+// when ctx ended first (m stays unacknowledged: the broker sends it again
+// when this session reconnects).
+func (s *Subscriber) handle(ctx context.Context, m paho.Message, keyLevel int, h Handler) bool {
+	defer s.pending.Add(-1)
+	msg := Message{Topic: m.Topic(), Payload: m.Payload(), QoS: m.Qos(), Retained: m.Retained(), Key: level(m.Topic(), keyLevel)}
+	for attempt := 1; ; attempt++ {
+		err := h(ctx, msg)
+		if err == nil {
+			m.Ack()
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		wait := min(time.Duration(attempt)*200*time.Millisecond, 5*time.Second)
+		s.log.Warn("cannot take an MQTT message; retrying", "topic", msg.Topic, "attempt", attempt, "retry_in", wait, "error", err)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(wait):
+		}
+	}
 }
 
 // level returns the topic's n-th level (1-based), "" when n is 0 or past
@@ -300,8 +331,44 @@ func level(topic string, n int) string {
 
 // Close stops handling messages and disconnects; a message being handled
 // finishes first.
+//
+// A shared subscription is unsubscribed first, and the messages the broker
+// sent before its acknowledgement are handled: a clean stop is a drain
+// (a scale-in, a new revision's allocation taking over, a stop), and a
+// stopped member's persistent session would otherwise keep its turn in
+// the share: Mosquitto queues the share's messages for it, where they wait
+// for a reconnection that an allocation gone for good never makes. The
+// session of a member that crashes keeps its subscription, and its
+// restart in the same allocation (same client id) takes what the broker
+// held for it.
 func (s *Subscriber) Close() {
+	s.closing.Store(true)
+	if len(s.shared) > 0 && s.client.IsConnectionOpen() {
+		if err := wait(s.client.Unsubscribe(s.shared...), s.timeout, "unsubscribe"); err != nil {
+			s.log.Warn("cannot unsubscribe before stopping: the broker may queue messages for this session", "error", err)
+		} else {
+			s.drain()
+		}
+	}
 	s.cancel()
 	s.wg.Wait()
 	s.client.Disconnect(250)
+}
+
+// drain waits until the messages received are handled and none came for
+// drainQuiet, or until s.timeout passed.
+func (s *Subscriber) drain() {
+	deadline := time.Now().Add(s.timeout)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for range tick.C {
+		quiet := time.Since(time.Unix(0, s.last.Load())) >= drainQuiet
+		if s.pending.Load() == 0 && quiet {
+			return
+		}
+		if time.Now().After(deadline) {
+			s.log.Warn("messages still being handled at the stop: the broker sends them again when this session reconnects", "pending", s.pending.Load())
+			return
+		}
+	}
 }

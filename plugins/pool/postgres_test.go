@@ -10,6 +10,7 @@ import (
 	"github.com/butterfn/butter/broker"
 	"github.com/butterfn/butter/internal/pgtest"
 	"github.com/butterfn/butter/plugins/pool"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -21,7 +22,8 @@ import (
 // PostgreSQL refuses (NOT NULL) and one that is not JSON are dead-lettered
 // at once as PreconditionFailed with PostgreSQL's words, and the rest go
 // on; PostgreSQL restarted midway with records produced while it is down:
-// every row arrives.
+// the sink holds them (its group's lag in Kafka is theirs), and every row
+// arrives.
 func TestPostgresSink(t *testing.T) {
 	pg := pgtest.Start(t)
 	pg.Exec(pg.DSN, `CREATE TABLE alerts (
@@ -110,9 +112,35 @@ func TestPostgresSink(t *testing.T) {
 		n, _ := scrape(t, srv, "butter_invocation_errors_total", `function="alerts-db"`, `type="Exception"`)
 		return n > 0
 	})
+	// The sink holds its partition: the group's lag, as butter status and
+	// the autoscaler read it from Kafka (committed offsets against the
+	// partitions' ends), is the 10 records produced while PostgreSQL is down.
+	adm := kadm.NewClient(cl)
+	group := sink.Streams[0].Group
+	eventually(t, 20*time.Second, "the group's lag at the 10 records held", func() bool { return groupLag(t, adm, group) == 10 })
 	pg.Restart()
 	eventually(t, 60*time.Second, "30 rows after the restart", func() bool { return count() == 30 })
 	if n := count(); n != 30 {
 		t.Errorf("%d rows, want 30 (each once)", n)
 	}
+	eventually(t, 20*time.Second, "the group's lag back to 0", func() bool { return groupLag(t, adm, group) == 0 })
+}
+
+// groupLag is a consumer group's lag in records, from its committed
+// offsets and its topics' ends (-1 when Kafka cannot say).
+func groupLag(t *testing.T, adm *kadm.Client, group string) int64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	lags, err := adm.Lag(ctx, group)
+	if err != nil {
+		t.Logf("lag of %s: %v", group, err)
+		return -1
+	}
+	l, ok := lags[group]
+	if !ok || l.Error() != nil {
+		t.Logf("lag of %s: %v", group, l.Error())
+		return -1
+	}
+	return l.Lag.Total()
 }
