@@ -234,24 +234,56 @@ func (r *execRec) newState(ns *proto.StateMsg) {
 }
 
 // endExec queues the record of the call c of f, which ended with err,
-// for the shipper's goroutine (shipExecs): the call pays a channel send,
-// and the record's encoding and producing run beside the calls. When the
-// queue is full the record is dropped and counted.
+// for the shipper's goroutine (shipExecs): the call pays a lock and an
+// append, and the record's encoding and producing run beside the calls.
+// The records of a window (execDelay, or execWindow records) go to the
+// shipper at once, so that a call does not wake a goroutine each (a wake
+// costs the call more than the rest of its record: bench/NOTES.md). When
+// execQueueMax records wait already, the record is dropped and counted.
 func (p *Pool) endExec(f *fnPool, c *Call, r *execRec, err error) {
 	s := p.shipper.Load()
 	if r == nil || s == nil {
 		return
 	}
 	r.took, r.err, r.meta = time.Since(r.start), err, c.Meta
-	s.execMu.RLock()
-	defer s.execMu.RUnlock()
-	if s.execsClosed {
+	s.execMu.Lock()
+	defer s.execMu.Unlock()
+	switch {
+	case s.execsClosed:
 		return // the pool stopped: the call's record is lost with it
-	}
-	select {
-	case s.execs <- execDone{f: f, r: r}:
-	default:
+	case len(s.execQ) >= execQueueMax:
 		p.opts.metrics.execDropped.WithLabelValues(f.cfg.Name).Inc()
+		return
+	}
+	s.execQ = append(s.execQ, execDone{f: f, r: r})
+	switch {
+	case len(s.execQ) >= execWindow:
+		s.kickLocked()
+	case s.execTimer == nil:
+		s.execTimer = time.AfterFunc(execDelay, func() {
+			s.execMu.Lock()
+			defer s.execMu.Unlock()
+			if !s.execsClosed {
+				s.kickLocked()
+			}
+		})
+	}
+}
+
+// The execution log's queue: a window's records go to the shipper after
+// execDelay, or once execWindow of them wait; at most execQueueMax wait.
+// The log's producer lingers 20 ms anyway (startLogs).
+const (
+	execDelay    = 10 * time.Millisecond
+	execWindow   = 256
+	execQueueMax = 1024
+)
+
+// kickLocked wakes the shipper, with execMu held and execKick open.
+func (s *logShipper) kickLocked() {
+	select {
+	case s.execKick <- struct{}{}:
+	default: // a wake is pending already
 	}
 }
 
@@ -261,10 +293,25 @@ type execDone struct {
 	r *execRec
 }
 
-// shipExecs encodes and produces the queued records until execs closes.
+// shipExecs encodes and produces the queued records as the windows end,
+// and those left when the pool stops.
 func (p *Pool) shipExecs(s *logShipper) {
-	for d := range s.execs {
-		p.shipExec(s, d.f, d.r)
+	for {
+		_, open := <-s.execKick
+		s.execMu.Lock()
+		batch := s.execQ
+		s.execQ = nil
+		if s.execTimer != nil {
+			s.execTimer.Stop()
+			s.execTimer = nil
+		}
+		s.execMu.Unlock()
+		for _, d := range batch {
+			p.shipExec(s, d.f, d.r)
+		}
+		if !open {
+			return
+		}
 	}
 }
 

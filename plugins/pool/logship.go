@@ -64,10 +64,14 @@ type logShipper struct {
 	log      hclog.Logger
 	limits   sync.Map // function → *rate.Limiter
 	warned   atomic.Int64
-	// execs queues the execution log's records (executions.go); closed
-	// (under execMu, with execsClosed) when the pool stops.
-	execs       chan execDone
-	execMu      sync.RWMutex
+	// The execution log's records wait in execQ for the shipper's
+	// goroutine (executions.go, endExec and shipExecs), which execKick
+	// wakes once per window; execKick is closed (under execMu, with
+	// execsClosed) when the pool stops.
+	execMu      sync.Mutex
+	execQ       []execDone
+	execTimer   *time.Timer // the open window's, nil when none is open
+	execKick    chan struct{}
 	execsClosed bool
 }
 
@@ -93,7 +97,7 @@ func (p *Pool) startLogs(base []kgo.Opt) error {
 		return err
 	}
 	s := &logShipper{cl: cl, topic: LogTopic(p.cfg.Project), revision: p.cfg.Revision, m: p.opts.metrics, log: p.opts.logger.Named("logs"),
-		execs: make(chan execDone, 1024)}
+		execKick: make(chan struct{}, 1)}
 	shipped := make(chan struct{})
 	go func() {
 		defer close(shipped)
@@ -106,7 +110,11 @@ func (p *Pool) startLogs(base []kgo.Opt) error {
 			cancel()
 			s.execMu.Lock()
 			s.execsClosed = true
-			close(s.execs)
+			if s.execTimer != nil {
+				s.execTimer.Stop()
+				s.execTimer = nil
+			}
+			close(s.execKick)
 			s.execMu.Unlock()
 			<-shipped
 			flush, done := context.WithTimeout(context.Background(), 2*time.Second)
