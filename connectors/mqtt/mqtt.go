@@ -17,7 +17,6 @@ package mqtt
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"strconv"
@@ -26,6 +25,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/butterfn/butter/connectors/tlsconf"
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/hashicorp/go-hclog"
 )
@@ -56,10 +56,10 @@ const (
 	OptTopics   = "topics" // a source's filters, comma-separated
 	OptKey      = "key"    // a source's key: the topic level (1-based), 0 for none
 	OptRetain   = "retain"
-	OptShare    = "share"    // a source's shared subscription group
-	OptTLSCA    = "tls_ca"   // PEM certificates of the CAs to trust
-	OptTLSCert  = "tls_cert" // the client's PEM certificate
-	OptTLSKey   = "tls_key"  // the name of the secret holding its PEM key
+	OptShare    = "share"         // a source's shared subscription group
+	OptTLSCA    = tlsconf.OptCA   // PEM certificates of the CAs to trust
+	OptTLSCert  = tlsconf.OptCert // the client's PEM certificate
+	OptTLSKey   = tlsconf.OptKey  // the name of the secret holding its PEM key
 )
 
 // ConfigFrom reads a connection's settings from options, the password
@@ -76,9 +76,9 @@ func ConfigFrom(opts, env map[string]string) (Config, error) {
 		}
 		c.Password = v
 	}
-	tc, err := tlsConfig(opts, env)
+	tc, err := tlsconf.FromOptions(opts, env)
 	if err != nil {
-		return c, err
+		return c, fmt.Errorf("mqtt: %w", err)
 	}
 	c.TLS = tc
 	if q := opts[OptQoS]; q != "" {
@@ -103,34 +103,6 @@ func (c Config) options(clean bool) *paho.ClientOptions {
 		o.SetTLSConfig(c.TLS)
 	}
 	return o
-}
-
-// tlsConfig builds the TLS configuration of the tls_* options: nil when
-// there are none (Paho then uses the system's roots for TLS schemes).
-func tlsConfig(opts, env map[string]string) (*tls.Config, error) {
-	ca, cert, keyName := opts[OptTLSCA], opts[OptTLSCert], opts[OptTLSKey]
-	if ca == "" && cert == "" && keyName == "" {
-		return nil, nil
-	}
-	c := &tls.Config{MinVersion: tls.VersionTLS12}
-	if ca != "" {
-		c.RootCAs = x509.NewCertPool()
-		if !c.RootCAs.AppendCertsFromPEM([]byte(ca)) {
-			return nil, errors.New("mqtt: tls_ca holds no PEM certificate")
-		}
-	}
-	if cert != "" || keyName != "" {
-		key, ok := env[keyName]
-		if keyName == "" || !ok {
-			return nil, fmt.Errorf("mqtt: the client key's secret %q has no value", keyName)
-		}
-		pair, err := tls.X509KeyPair([]byte(cert), []byte(key))
-		if err != nil {
-			return nil, fmt.Errorf("mqtt: tls_cert and the key in secret %s: %w", keyName, err)
-		}
-		c.Certificates = []tls.Certificate{pair}
-	}
-	return c, nil
 }
 
 // wait waits for a token within d.

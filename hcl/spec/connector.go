@@ -50,6 +50,7 @@ var connectorSchemas = map[string]*hcl.BodySchema{
 	"sink.http": {
 		Attributes: append([]hcl.AttributeSchema{
 			{Name: "url", Required: true}, {Name: "method"}, {Name: "headers"}, {Name: "signature"}, {Name: "offset"}, {Name: "dead_letter"},
+			{Name: "tls_ca"}, {Name: "tls_cert"}, {Name: "tls_key"},
 		}, connectorShared...),
 		Blocks: connectorBlocks,
 	},
@@ -200,6 +201,7 @@ func (d *decoder) decodeConnector(f *Function, b *hcl.Block, attrs hcl.Attribute
 }
 
 func (d *decoder) decodeHTTPSink(f *Function, attrs hcl.Attributes) {
+	defer d.decodeHTTPSinkTLS(f, attrs) // after url
 	if a := attrs["url"]; a != nil {
 		if s, ok := d.str(a); ok {
 			u, err := url.Parse(s)
@@ -239,11 +241,41 @@ func (d *decoder) decodeHTTPSink(f *Function, attrs hcl.Attributes) {
 // mqttTLSSchemes are the broker URL schemes that connect over TLS.
 var mqttTLSSchemes = []string{"ssl", "tls", "mqtts", "wss"}
 
-// decodeMQTTTLS reads an MQTT connector's TLS settings: tls_ca, the PEM
-// certificates of the CAs to trust instead of the system's; tls_cert, the
-// client's PEM certificate, and tls_key, the secret holding its key (or
-// tls_key_encrypted), for brokers that require client certificates.
+// decodeMQTTTLS reads an MQTT connector's TLS settings (decodeTLS); its
+// address must have a TLS scheme.
 func (d *decoder) decodeMQTTTLS(f *Function, attrs hcl.Attributes) {
+	if !d.decodeTLS(f, attrs) {
+		return
+	}
+	if addr := f.Options["address"]; addr != "" {
+		u, _ := url.Parse(addr)
+		if u != nil && !slices.Contains(mqttTLSSchemes, u.Scheme) {
+			r := attrs["address"].Expr.Range()
+			d.errorf(&r, "TLS settings without TLS", "%q connects without TLS, so tls_ca, tls_cert and tls_key would be ignored: use one of the schemes %s (like \"ssl://%s\"), or drop the TLS settings.", addr, strings.Join(mqttTLSSchemes, ", "), u.Host)
+		}
+	}
+}
+
+// decodeHTTPSinkTLS reads a webhook's TLS settings (decodeTLS); its url
+// must be https.
+func (d *decoder) decodeHTTPSinkTLS(f *Function, attrs hcl.Attributes) {
+	if !d.decodeTLS(f, attrs) {
+		return
+	}
+	if target := f.Options[SinkURL]; target != "" {
+		if u, _ := url.Parse(target); u != nil && u.Scheme != "https" {
+			r := attrs["url"].Expr.Range()
+			d.errorf(&r, "TLS settings without TLS", "%q is not https, so tls_ca, tls_cert and tls_key would be ignored: use \"https://%s%s\", or drop the TLS settings.", target, u.Host, u.RequestURI())
+		}
+	}
+}
+
+// decodeTLS reads a connector's TLS settings (connectors/tlsconf):
+// tls_ca, the PEM certificates of the CAs to trust instead of the
+// system's; tls_cert, the client's PEM certificate, and tls_key, the
+// secret holding its key (or tls_key_encrypted), for servers that require
+// client certificates. It reports whether any is set.
+func (d *decoder) decodeTLS(f *Function, attrs hcl.Attributes) bool {
 	for _, name := range []string{"tls_ca", "tls_cert"} {
 		a := attrs[name]
 		if a == nil {
@@ -267,16 +299,7 @@ func (d *decoder) decodeMQTTTLS(f *Function, attrs hcl.Attributes) {
 		r := f.DeclRange
 		d.errorf(&r, "Client certificate incomplete", "A client certificate needs both tls_cert (the PEM certificate) and tls_key (the secret holding its PEM key, or tls_key%s): give both, or neither.", EncryptedSuffix)
 	}
-	if attrs["tls_ca"] == nil && !hasCert && !hasKey {
-		return
-	}
-	if addr := f.Options["address"]; addr != "" {
-		u, _ := url.Parse(addr)
-		if u != nil && !slices.Contains(mqttTLSSchemes, u.Scheme) {
-			r := attrs["address"].Expr.Range()
-			d.errorf(&r, "TLS settings without TLS", "%q connects without TLS, so tls_ca, tls_cert and tls_key would be ignored: use one of the schemes %s (like \"ssl://%s\"), or drop the TLS settings.", addr, strings.Join(mqttTLSSchemes, ", "), u.Host)
-		}
-	}
+	return attrs["tls_ca"] != nil || hasCert || hasKey
 }
 
 // checkPEMCerts says what is wrong with s as PEM certificates, "" when

@@ -296,9 +296,9 @@ sink "influxdb" "ts" {
 	}
 }
 
-// TestMQTTTLSDecodes: an MQTT connector's tls_ca and tls_cert (PEM, here
-// from variables) and tls_key (a secret's name, or tls_key_encrypted)
-// reach its options as the pool reads them.
+// TestMQTTTLSDecodes: an MQTT connector's and a webhook's tls_ca and
+// tls_cert (PEM, here from variables) and tls_key (a secret's name, or
+// tls_key_encrypted) reach its options as the pool reads them.
 func TestMQTTTLSDecodes(t *testing.T) {
 	ca, caKey, err := tlsutil.CreateCA("mqtt.test", 1)
 	if err != nil {
@@ -333,6 +333,17 @@ sink "mqtt" "out" {
   tls_cert          = var.mqtt_cert
   tls_key_encrypted = "vault:v1:abc"
 }
+
+sink "http" "hook" {
+  stream   = stream.readings
+  url      = "https://hooks.internal:8443/alerts"
+  tls_ca   = var.mqtt_ca
+  tls_cert = var.mqtt_cert
+  tls_key  = "HOOK_KEY"
+  secret "HOOK_KEY" {
+    vault = "kv/data/hooks#key"
+  }
+}
 `)}}, "tls", spec.WithVars(spec.VarValue{Name: "mqtt_ca", Value: string(ca), From: "-var"}, spec.VarValue{Name: "mqtt_cert", Value: string(cert), From: "-var"}))
 	if p == nil || rep.HasErrors() {
 		t.Fatalf("valid TLS settings refused: %v", rep.Diags)
@@ -344,5 +355,9 @@ sink "mqtt" "out" {
 	sink := p.Function("out").Options
 	if sink["tls_cert"] != string(cert) || sink["tls_key_encrypted"] != "vault:v1:abc" || sink["tls_ca"] != "" {
 		t.Errorf("sink TLS options: cert %v, key %q, ca %q", sink["tls_cert"] != "", sink["tls_key_encrypted"], sink["tls_ca"])
+	}
+	hook := p.Function("hook").Options
+	if hook["tls_ca"] != string(ca) || hook["tls_cert"] != string(cert) || hook["tls_key"] != "HOOK_KEY" {
+		t.Errorf("webhook TLS options: ca set %v, cert set %v, key %q", hook["tls_ca"] != "", hook["tls_cert"] != "", hook["tls_key"])
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/butterfn/butter/connectors/influxdb"
 	"github.com/butterfn/butter/connectors/mqtt"
 	"github.com/butterfn/butter/connectors/postgres"
+	"github.com/butterfn/butter/connectors/tlsconf"
 	"github.com/butterfn/butter/sdk/go/proto"
 )
 
@@ -56,8 +57,16 @@ const sinkAnswerLimit = 2 << 10
 func (s HTTPSink) Start(ctx context.Context, fn *Function) (Instance, error) {
 	c := s.Client
 	if c == nil {
+		// tls_ca, tls_cert and tls_key: a CA of the endpoint's own, a
+		// client certificate for one that requires it.
+		tc, err := tlsconf.FromOptions(fn.Options, fn.Env)
+		if err != nil {
+			return nil, fmt.Errorf("sink %s: %w", fn.Name, err)
+		}
 		c = &http.Client{Transport: &http.Transport{
 			Proxy:               http.ProxyFromEnvironment,
+			TLSClientConfig:     tc,
+			ForceAttemptHTTP2:   true,
 			MaxIdleConnsPerHost: max(fn.Concurrency, 2),
 			IdleConnTimeout:     90 * time.Second,
 		}}

@@ -100,3 +100,9 @@ sink "influxdb" "two-logins" {
     vault = "kv/data/influx#token"
   }
 }
+
+sink "http" "plain-hook" {
+  stream = stream.alerts
+  url    = "http://hooks.example.com/alerts"
+  tls_ca = "not a certificate"
+}
