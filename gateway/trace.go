@@ -33,16 +33,15 @@ func routeSpan(r *http.Request, rt *route, id string) (*http.Request, trace.Span
 	if rt.adhoc {
 		route = "pipeline"
 	}
-	ctx, span := tracer.Start(ctx, r.Method+" "+route, trace.WithSpanKind(trace.SpanKindServer),
-		trace.WithAttributes(
-			attribute.String("http.request.method", r.Method),
-			attribute.String("http.route", route),
-			attribute.String("url.path", r.URL.Path),
-			attribute.String("butter.project", rt.Project),
-			attribute.String("butter.function", rt.target()),
-			attribute.String("butter.mode", rt.Mode),
-			attribute.String("butter.request_id", id),
-		))
+	ctx, span := telemetry.Start(ctx, tracer, r.Method+" "+route, trace.SpanKindServer,
+		attribute.String("http.request.method", r.Method),
+		attribute.String("http.route", route),
+		attribute.String("url.path", r.URL.Path),
+		attribute.String("butter.project", rt.Project),
+		attribute.String("butter.function", rt.target()),
+		attribute.String("butter.mode", rt.Mode),
+		attribute.String("butter.request_id", id),
+	)
 	return r.WithContext(ctx), span
 }
 

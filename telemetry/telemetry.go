@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"strconv"
 	"strings"
 	"sync/atomic"
 
@@ -90,7 +91,11 @@ func SetupWith(ctx context.Context, service string, logger hclog.Logger, local s
 		}
 		return noop, nil
 	}
-	opts := []sdktrace.TracerProviderOption{sdktrace.WithIDGenerator(ids{})}
+	smp, err := samplerFromEnv()
+	if err != nil {
+		return noop, err
+	}
+	opts := []sdktrace.TracerProviderOption{sdktrace.WithIDGenerator(ids{}), sdktrace.WithSampler(smp)}
 	if local != nil {
 		opts = append(opts, sdktrace.WithSpanProcessor(sdktrace.NewSimpleSpanProcessor(local)))
 	}
@@ -115,6 +120,7 @@ func SetupWith(ctx context.Context, service string, logger hclog.Logger, local s
 	}
 	tp := sdktrace.NewTracerProvider(append(opts, sdktrace.WithResource(res))...)
 	otel.SetTracerProvider(tp)
+	sampler.Store(&smp)
 	on.Store(true)
 	if logger != nil {
 		otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
@@ -129,8 +135,50 @@ func SetupWith(ctx context.Context, service string, logger hclog.Logger, local s
 	}
 	return func(ctx context.Context) error {
 		on.Store(false)
+		Flush() // the spans that ended and wait for their window
+		sampler.Store(nil)
 		return tp.Shutdown(ctx)
 	}, nil
+}
+
+// samplerFromEnv is the sampler OTEL_TRACES_SAMPLER and
+// OTEL_TRACES_SAMPLER_ARG name, as the SDK reads them (parent-based,
+// always on, by default). Butter reads them itself because Start samples
+// on a call's path as the provider does, and the SDK does not export the
+// sampler it makes from them; an unknown name or a bad ratio is refused
+// here, where the SDK would only log it.
+func samplerFromEnv() (sdktrace.Sampler, error) {
+	name := strings.ToLower(strings.TrimSpace(os.Getenv("OTEL_TRACES_SAMPLER")))
+	arg := strings.TrimSpace(os.Getenv("OTEL_TRACES_SAMPLER_ARG"))
+	ratio := func() (sdktrace.Sampler, error) {
+		if arg == "" {
+			return sdktrace.TraceIDRatioBased(1), nil
+		}
+		v, err := strconv.ParseFloat(arg, 64)
+		if err != nil || v < 0 || v > 1 {
+			return nil, fmt.Errorf("OTEL_TRACES_SAMPLER_ARG %q: the sampler %s takes a ratio from 0 to 1 (0.25 samples a quarter of the traces)", arg, name)
+		}
+		return sdktrace.TraceIDRatioBased(v), nil
+	}
+	switch name {
+	case "", "parentbased_always_on":
+		return sdktrace.ParentBased(sdktrace.AlwaysSample()), nil
+	case "always_on":
+		return sdktrace.AlwaysSample(), nil
+	case "always_off":
+		return sdktrace.NeverSample(), nil
+	case "parentbased_always_off":
+		return sdktrace.ParentBased(sdktrace.NeverSample()), nil
+	case "traceidratio":
+		return ratio()
+	case "parentbased_traceidratio":
+		r, err := ratio()
+		if err != nil {
+			return nil, err
+		}
+		return sdktrace.ParentBased(r), nil
+	}
+	return nil, fmt.Errorf("OTEL_TRACES_SAMPLER %q is not supported: use always_on, always_off, traceidratio, parentbased_always_on (the default), parentbased_always_off or parentbased_traceidratio", name)
 }
 
 func protocol() string {
@@ -212,11 +260,12 @@ func WithSpanID(ctx context.Context, id trace.SpanID) context.Context {
 }
 
 // ids generates trace and span ids as the SDK's default generator does
-// (random), but for a span id WithSpanID chose.
+// (random), but for a span id WithSpanID chose, and a trace id Start
+// chose for a root span.
 type ids struct{}
 
 func (ids) NewIDs(ctx context.Context) (trace.TraceID, trace.SpanID) {
-	var t trace.TraceID
+	t, _ := ctx.Value(traceIDKey{}).(trace.TraceID) // a lazy root span's (Start)
 	for t == (trace.TraceID{}) {
 		binary.BigEndian.PutUint64(t[:8], rand.Uint64())
 		binary.BigEndian.PutUint64(t[8:], rand.Uint64())

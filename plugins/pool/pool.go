@@ -41,6 +41,7 @@ import (
 	"github.com/butterfn/butter/sandbox"
 	"github.com/butterfn/butter/sdk/go/proto"
 	"github.com/butterfn/butter/secrets"
+	"github.com/butterfn/butter/telemetry"
 	"github.com/hashicorp/go-hclog"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel/attribute"
@@ -175,8 +176,6 @@ type Pool struct {
 	cfg  *Config
 	opts options
 	fns  map[string]*fnPool
-	// spans holds the span work of calls that have answered (trace.go).
-	spans spanQueue
 	// randomID stands for a missing instance ID in transactional IDs.
 	randomID     string
 	randomIDOnce sync.Once
@@ -572,7 +571,7 @@ func (p *Pool) Close() {
 	wg.Wait()
 	// No context call is in flight any more.
 	p.calls.close()
-	p.spans.run()
+	telemetry.Flush() // the spans of the last calls
 	if p.logStop != nil {
 		p.logStop() // the instances' last lines included
 	}
@@ -1078,10 +1077,10 @@ func (f *fnPool) send(ctx context.Context, inv *runtime.Invocation) error {
 		inv.Meta = meta
 		if span.IsRecording() {
 			// The handler's span and the call's end are recorded
-			// after the answer, not before it (spanQueue): their
-			// timestamps are taken now.
+			// after the answer, not before it (telemetry.Later):
+			// their timestamps are taken now.
 			sm, end := inv.Span, time.Now()
-			f.pool.spans.add(func() {
+			telemetry.Later(func() {
 				f.handlerSpan(sctx, sm, err)
 				endSpan(span, err, trace.WithTimestamp(end))
 			})

@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/butterfn/butter/broker"
@@ -43,8 +42,7 @@ func (p *Pool) httpSpan(ctx context.Context, fn, id string, meta map[string]stri
 	if _, ok := callTrace(meta["traceparent"], id); ok {
 		parent = telemetry.Context(ctx, meta["traceparent"], meta["tracestate"])
 	}
-	ctx, span := tracer.Start(parent, "invoke "+fn, trace.WithSpanKind(trace.SpanKindServer),
-		trace.WithAttributes(p.callAttrs(fn, id, "http")...))
+	ctx, span := telemetry.Start(parent, tracer, "invoke "+fn, trace.SpanKindServer, p.callAttrs(fn, id, "http")...)
 	if tp := telemetry.Traceparent(span.SpanContext()); tp != "" {
 		meta[broker.HeaderTraceparent] = tp
 	}
@@ -85,8 +83,7 @@ func (c *consumer) streamSpan(o *origin, tp string, hasTrace bool) {
 	if len(r.Key) > 0 {
 		attrs = append(attrs, attribute.String("messaging.kafka.message.key", string(r.Key)))
 	}
-	_, span := tracer.Start(parent, "process "+o.stream+" "+o.fn, trace.WithSpanKind(trace.SpanKindConsumer),
-		trace.WithTimestamp(time.Now()), trace.WithAttributes(attrs...))
+	_, span := telemetry.Start(parent, tracer, "process "+o.stream+" "+o.fn, trace.SpanKindConsumer, attrs...)
 	if t := telemetry.Traceparent(span.SpanContext()); t != "" {
 		o.span = span
 		o.traceparent, o.hasTrace, o.spanned = t, true, true
@@ -117,7 +114,7 @@ func childSpan(ctx context.Context, name string, attrs ...attribute.KeyValue) (c
 	if !trace.SpanFromContext(ctx).IsRecording() {
 		return ctx, noSpan
 	}
-	return tracer.Start(ctx, name, trace.WithAttributes(attrs...))
+	return telemetry.Start(ctx, tracer, name, trace.SpanKindInternal, attrs...)
 }
 
 // spanCtx is o's span's context for the call's own spans, ctx when o has
@@ -143,14 +140,13 @@ func (o *origin) sendTrace(topic, kind string) string {
 	if o.traceparent == "" || !telemetry.On() {
 		return o.traceparent
 	}
-	_, span := tracer.Start(telemetry.Context(context.Background(), o.traceparent, ""), "send "+topic,
-		trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
-			attribute.String("messaging.system", "kafka"),
-			attribute.String("messaging.operation.type", "send"),
-			attribute.String("messaging.destination.name", topic),
-			attribute.String("butter.function", o.fn),
-			attribute.String("butter.record", kind),
-		))
+	_, span := telemetry.Start(telemetry.Context(context.Background(), o.traceparent, ""), tracer, "send "+topic, trace.SpanKindProducer,
+		attribute.String("messaging.system", "kafka"),
+		attribute.String("messaging.operation.type", "send"),
+		attribute.String("messaging.destination.name", topic),
+		attribute.String("butter.function", o.fn),
+		attribute.String("butter.record", kind),
+	)
 	tp := telemetry.Traceparent(span.SpanContext())
 	span.End()
 	if tp == "" {
@@ -221,57 +217,4 @@ func anyAttr(k string, v any) attribute.KeyValue {
 	}
 	b, _ := json.Marshal(v)
 	return attribute.String(k, string(b))
-}
-
-// spanQueue holds span work recorded after a call's answer (its
-// handler's span, its call span's end) until a timer runs it, a window of
-// calls at once. Each call starting a goroutine of its own for it woke a
-// thread on the answer's path: on a small machine that goroutine ran
-// before the answer reached the gateway, adding about 10 µs to every
-// traced call (bench/NOTES.md). The spans' timestamps are taken at the
-// call, so the delay changes none of them.
-type spanQueue struct {
-	mu    sync.Mutex
-	work  []func()
-	timer *time.Timer
-}
-
-// spanDelay is how long span work waits for its window to be run;
-// spanQueueMax runs a window at once when it holds that much.
-const (
-	spanDelay    = 20 * time.Millisecond
-	spanQueueMax = 4096
-)
-
-// add queues fn.
-func (q *spanQueue) add(fn func()) {
-	q.mu.Lock()
-	q.work = append(q.work, fn)
-	switch {
-	case len(q.work) >= spanQueueMax:
-		if q.timer != nil {
-			q.timer.Stop()
-			q.timer = nil
-		}
-		go q.run()
-	case q.timer == nil:
-		q.timer = time.AfterFunc(spanDelay, q.run)
-	}
-	q.mu.Unlock()
-}
-
-// run does the work queued so far; Close calls it so that no span is
-// left behind.
-func (q *spanQueue) run() {
-	q.mu.Lock()
-	work := q.work
-	q.work = nil
-	if q.timer != nil {
-		q.timer.Stop()
-		q.timer = nil
-	}
-	q.mu.Unlock()
-	for _, fn := range work {
-		fn()
-	}
 }
