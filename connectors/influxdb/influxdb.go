@@ -1,8 +1,8 @@
 // Package influxdb is Butter's InfluxDB sink: it writes a stream's JSON
-// records as points, a batch of records in one request, in line protocol
-// encoded by the InfluxDB Go client's point writer
-// (github.com/influxdata/influxdb-client-go/v2/api/write), to InfluxDB 1.x's
-// /write (database) or 2.x's /api/v2/write (bucket and org).
+// records as points (the InfluxDB Go client's write.Point), a batch of
+// records in one request, in line protocol encoded as the client's own
+// write API encodes it (github.com/influxdata/line-protocol), to InfluxDB
+// 1.x's /write (database) or 2.x's /api/v2/write (bucket and org).
 //
 // A point's series and time identify it: a record written twice writes
 // the same point twice, which InfluxDB keeps once, so the at-least-once
@@ -11,6 +11,10 @@
 // value) fails alone as refused; anything else fails the attempt, to be
 // retried.
 //
+// Over https, the sink trusts the system's CAs, or those of tls_ca, and
+// presents tls_cert with the key in the secret tls_key when given
+// (connectors/tlsconf).
+//
 // Neighbours: hcl/spec decodes sink "influxdb" (connector.go);
 // plugins/runtime runs it (sink.go).
 package influxdb
@@ -18,6 +22,7 @@ package influxdb
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,7 +32,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/butterfn/butter/connectors/tlsconf"
 	"github.com/influxdata/influxdb-client-go/v2/api/write"
+	lp "github.com/influxdata/line-protocol"
 )
 
 // Option names in a sink's options (hcl/spec/connector.go writes them).
@@ -53,6 +60,9 @@ type Config struct {
 	Measurement        string
 	TimeField          string
 	Tags, Fields       map[string]string // name -> record field (a dotted path)
+	// TLS is the https client's configuration from the tls_* options;
+	// nil: the system's CAs, no client certificate.
+	TLS *tls.Config
 }
 
 // ConfigFrom reads a sink's settings from its options, the token from env
@@ -78,6 +88,11 @@ func ConfigFrom(opts, env map[string]string) (Config, error) {
 		}
 		c.Password = v
 	}
+	tc, err := tlsconf.FromOptions(opts, env)
+	if err != nil {
+		return c, fmt.Errorf("influxdb: %w", err)
+	}
+	c.TLS = tc
 	for k, v := range opts {
 		if n, ok := strings.CutPrefix(k, OptTag); ok {
 			c.Tags[n] = v
@@ -125,7 +140,13 @@ func NewSink(cfg Config) (*Sink, error) {
 		q.Set("db", cfg.Database)
 	}
 	u.RawQuery = q.Encode()
-	return &Sink{cfg: cfg, target: u.String(), client: &http.Client{}}, nil
+	client := &http.Client{}
+	if cfg.TLS != nil {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = cfg.TLS
+		client.Transport = tr
+	}
+	return &Sink{cfg: cfg, target: u.String(), client: client}, nil
 }
 
 // point turns a record into a point.
@@ -202,16 +223,27 @@ func lookup(obj map[string]any, path string) any {
 // writes them one at a time, to say which: it returns how many were
 // written (the first n, in order) and the error of the record after them.
 func (s *Sink) Write(ctx context.Context, recs []Record) (int, error) {
-	var body strings.Builder
+	var body bytes.Buffer
+	// The encoder the InfluxDB client's own write API uses (its
+	// PointToLineProtocol helpers write "measurement, field=..." for a
+	// point without tags, which InfluxDB refuses: "missing tag key").
+	enc := lp.NewEncoder(&body)
+	enc.SetFieldTypeSupport(lp.UintSupport)
+	enc.FailOnFieldErr(true)
+	enc.SetPrecision(time.Nanosecond)
 	for i, r := range recs {
 		p, err := s.point(r)
+		if err == nil {
+			if _, eerr := enc.Encode(p); eerr != nil {
+				err = &RefusedError{fmt.Errorf("the record cannot be written as a point: %w", eerr)}
+			}
+		}
 		if err != nil {
 			if i == 0 {
 				return 0, err
 			}
 			return s.oneByOne(ctx, recs)
 		}
-		write.PointToLineProtocolBuffer(p, &body, time.Nanosecond)
 	}
 	err := s.post(ctx, body.String())
 	if err == nil {

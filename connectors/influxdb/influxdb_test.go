@@ -78,3 +78,38 @@ func TestWriteRequests(t *testing.T) {
 		cancel()
 	}
 }
+
+// TestPointWithoutTags: a sink with no tags writes "measurement
+// field=value time", as line protocol has it. (The InfluxDB client's
+// PointToLineProtocol helpers, which the sink used before, wrote
+// "measurement, field=..." for such a point, and InfluxDB refused every
+// one with "missing tag key": plugins/pool TestInfluxSinkOverTLS found it
+// against a real InfluxDB.)
+func TestPointWithoutTags(t *testing.T) {
+	var body string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		body = string(b)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer srv.Close()
+	cfg, err := ConfigFrom(map[string]string{"url": srv.URL, "database": "iot", "measurement": "reading", "time": "at"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewSink(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := []Record{
+		{Value: []byte(`{"temperature":21.5,"at":"2026-12-05T10:00:00Z"}`)},
+		{Value: []byte(`{"temperature":22,"ok":true,"at":"2026-12-05T10:00:01Z"}`)},
+	}
+	if n, err := s.Write(context.Background(), recs); err != nil || n != 2 {
+		t.Fatalf("write: %d, %v", n, err)
+	}
+	want := "reading temperature=21.5 1796464800000000000\nreading ok=true,temperature=22 1796464801000000000\n"
+	if body != want {
+		t.Errorf("sent %q, want %q", body, want)
+	}
+}

@@ -74,6 +74,7 @@ var connectorSchemas = map[string]*hcl.BodySchema{
 			{Name: "url", Required: true}, {Name: "measurement", Required: true}, {Name: "database"}, {Name: "bucket"}, {Name: "org"},
 			{Name: "tags"}, {Name: "fields"}, {Name: "time"}, {Name: "token"}, {Name: "offset"}, {Name: "dead_letter"},
 			{Name: "username"}, {Name: "password"},
+			{Name: "tls_ca"}, {Name: "tls_cert"}, {Name: "tls_key"},
 		}, connectorShared...),
 		Blocks: connectorBlocks,
 	},
@@ -201,7 +202,7 @@ func (d *decoder) decodeConnector(f *Function, b *hcl.Block, attrs hcl.Attribute
 }
 
 func (d *decoder) decodeHTTPSink(f *Function, attrs hcl.Attributes) {
-	defer d.decodeHTTPSinkTLS(f, attrs) // after url
+	defer d.decodeHTTPSTLS(f, attrs) // after url
 	if a := attrs["url"]; a != nil {
 		if s, ok := d.str(a); ok {
 			u, err := url.Parse(s)
@@ -256,16 +257,20 @@ func (d *decoder) decodeMQTTTLS(f *Function, attrs hcl.Attributes) {
 	}
 }
 
-// decodeHTTPSinkTLS reads a webhook's TLS settings (decodeTLS); its url
-// must be https.
-func (d *decoder) decodeHTTPSinkTLS(f *Function, attrs hcl.Attributes) {
+// decodeHTTPSTLS reads the TLS settings (decodeTLS) of a connector that
+// speaks HTTP (a webhook, InfluxDB); its url must be https.
+func (d *decoder) decodeHTTPSTLS(f *Function, attrs hcl.Attributes) {
 	if !d.decodeTLS(f, attrs) {
 		return
 	}
 	if target := f.Options[SinkURL]; target != "" {
 		if u, _ := url.Parse(target); u != nil && u.Scheme != "https" {
 			r := attrs["url"].Expr.Range()
-			d.errorf(&r, "TLS settings without TLS", "%q is not https, so tls_ca, tls_cert and tls_key would be ignored: use \"https://%s%s\", or drop the TLS settings.", target, u.Host, u.RequestURI())
+			rest := u.RequestURI()
+			if u.Path == "" && u.RawQuery == "" {
+				rest = "" // InfluxDB's base URL: no "/" to add
+			}
+			d.errorf(&r, "TLS settings without TLS", "%q is not https, so tls_ca, tls_cert and tls_key would be ignored: use \"https://%s%s\", or drop the TLS settings.", target, u.Host, rest)
 		}
 	}
 }
@@ -588,6 +593,7 @@ func (d *decoder) decodePostgres(f *Function, attrs hcl.Attributes) {
 }
 
 func (d *decoder) decodeInflux(f *Function, attrs hcl.Attributes) {
+	defer d.decodeHTTPSTLS(f, attrs) // after url
 	if a := attrs["url"]; a != nil {
 		if s, ok := d.str(a); ok {
 			u, err := url.Parse(s)

@@ -296,9 +296,10 @@ sink "influxdb" "ts" {
 	}
 }
 
-// TestMQTTTLSDecodes: an MQTT connector's and a webhook's tls_ca and
-// tls_cert (PEM, here from variables) and tls_key (a secret's name, or
-// tls_key_encrypted) reach its options as the pool reads them.
+// TestMQTTTLSDecodes: an MQTT connector's, a webhook's and an InfluxDB
+// sink's tls_ca and tls_cert (PEM, here from variables) and tls_key (a
+// secret's name, or tls_key_encrypted) reach its options as the pool
+// reads them.
 func TestMQTTTLSDecodes(t *testing.T) {
 	ca, caKey, err := tlsutil.CreateCA("mqtt.test", 1)
 	if err != nil {
@@ -344,6 +345,14 @@ sink "http" "hook" {
     vault = "kv/data/hooks#key"
   }
 }
+
+sink "influxdb" "ts" {
+  stream      = stream.readings
+  url         = "https://influx.internal:8086"
+  database    = "iot"
+  measurement = "reading"
+  tls_ca      = var.mqtt_ca
+}
 `)}}, "tls", spec.WithVars(spec.VarValue{Name: "mqtt_ca", Value: string(ca), From: "-var"}, spec.VarValue{Name: "mqtt_cert", Value: string(cert), From: "-var"}))
 	if p == nil || rep.HasErrors() {
 		t.Fatalf("valid TLS settings refused: %v", rep.Diags)
@@ -359,5 +368,8 @@ sink "http" "hook" {
 	hook := p.Function("hook").Options
 	if hook["tls_ca"] != string(ca) || hook["tls_cert"] != string(cert) || hook["tls_key"] != "HOOK_KEY" {
 		t.Errorf("webhook TLS options: ca set %v, cert set %v, key %q", hook["tls_ca"] != "", hook["tls_cert"] != "", hook["tls_key"])
+	}
+	if ts := p.Function("ts").Options; ts["tls_ca"] != string(ca) || ts["url"] != "https://influx.internal:8086" {
+		t.Errorf("InfluxDB TLS options: ca set %v, url %q", ts["tls_ca"] != "", ts["url"])
 	}
 }

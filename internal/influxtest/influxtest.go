@@ -4,6 +4,8 @@
 package influxtest
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -22,19 +24,34 @@ import (
 // Server is a running influxd.
 type Server struct {
 	*testproc.Proc
-	// URL is its HTTP API, http://127.0.0.1:<port>.
+	// URL is its HTTP API, http://127.0.0.1:<port> (https:// for a
+	// server started with StartTLS).
 	URL string
 	// User and Password are its admin's login, for a server started with
 	// StartWithAuth; the queries log in with them.
 	User, Password string
 
-	t testing.TB
+	t      testing.TB
+	client *http.Client
 }
 
 // Start starts influxd and creates database db.
 func Start(t testing.TB, db string) *Server {
 	t.Helper()
-	return start(t, db, "", "")
+	return start(t, db, "", "", nil)
+}
+
+// TLS is the certificate an https server presents (PEM), and the CA
+// that signed it, which its own queries trust.
+type TLS struct {
+	Cert, Key, CA []byte
+}
+
+// StartTLS starts influxd serving its HTTP API over https only
+// (https-enabled), with the certificate of tc.
+func StartTLS(t testing.TB, db string, tc TLS) *Server {
+	t.Helper()
+	return start(t, db, "", "", &tc)
 }
 
 // StartWithAuth starts influxd with authentication on (auth-enabled):
@@ -42,18 +59,35 @@ func Start(t testing.TB, db string) *Server {
 // without a login is refused.
 func StartWithAuth(t testing.TB, db, user, password string) *Server {
 	t.Helper()
-	return start(t, db, user, password)
+	return start(t, db, user, password, nil)
 }
 
-func start(t testing.TB, db, user, password string) *Server {
+func start(t testing.TB, db, user, password string, tc *TLS) *Server {
 	t.Helper()
 	if _, err := exec.LookPath("influxd"); err != nil {
 		t.Fatalf("influxd is needed (apt-get install influxdb; make test-deps does): %v", err)
 	}
-	s := &Server{t: t}
+	s := &Server{t: t, client: http.DefaultClient}
 	dir := t.TempDir()
 	port, rpc := testport.Port(t), testport.Port(t)
 	s.URL = fmt.Sprintf("http://127.0.0.1:%d", port)
+	https := ""
+	if tc != nil {
+		s.URL = fmt.Sprintf("https://127.0.0.1:%d", port)
+		cert, key := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+		if err := os.WriteFile(cert, tc.Cert, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(key, tc.Key, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		https = fmt.Sprintf("  https-enabled = true\n  https-certificate = %q\n  https-private-key = %q\n", cert, key)
+		roots := x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(tc.CA) {
+			t.Fatal("influxtest: TLS.CA holds no PEM certificate")
+		}
+		s.client = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}}}
+	}
 	conf := fmt.Sprintf(`reporting-disabled = true
 bind-address = "127.0.0.1:%d"
 [meta]
@@ -66,13 +100,13 @@ bind-address = "127.0.0.1:%d"
   bind-address = "127.0.0.1:%d"
   log-enabled = false
   auth-enabled = %t
-`, rpc, dir, dir, dir, port, user != "")
+%s`, rpc, dir, dir, dir, port, user != "", https)
 	path := filepath.Join(dir, "influxdb.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	s.Proc = testproc.Start(t, "influxd", func() *exec.Cmd { return exec.Command("influxd", "-config", path) }, func() error {
-		resp, err := http.Get(s.URL + "/ping")
+		resp, err := s.client.Get(s.URL + "/ping")
 		if err != nil {
 			return err
 		}
@@ -112,7 +146,7 @@ func (s *Server) QueryDB(db, q string) [][]any {
 	if s.User != "" {
 		req.SetBasicAuth(s.User, s.Password)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := s.client.Do(req)
 	if err != nil {
 		s.t.Fatalf("%s: %v", q, err)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/butterfn/butter/broker"
 	"github.com/butterfn/butter/internal/influxtest"
+	"github.com/butterfn/butter/internal/tlsutil"
 	"github.com/butterfn/butter/plugins/pool"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -86,4 +87,73 @@ func TestInfluxSink(t *testing.T) {
 	})
 	ix.Restart()
 	eventually(t, 60*time.Second, "30 points after the restart", func() bool { return count() == 30 })
+}
+
+// TestInfluxSinkOverTLS runs `sink "influxdb"` against a real InfluxDB
+// 1.x serving its API over https only, with a certificate from a CA of
+// the test's own: the sink that trusts that CA (tls_ca) writes its
+// points; one that trusts the system's CAs only writes none and
+// dead-letters its records after their attempts with the TLS error.
+// (InfluxDB 1.x does not ask for client certificates, so tls_cert and
+// tls_key are tested against the webhook's HTTPS server,
+// TestHTTPSinkOverTLS, through the same connectors/tlsconf.)
+func TestInfluxSinkOverTLS(t *testing.T) {
+	caCert, caKey, err := tlsutil.CreateCA("influx.test", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvCert, srvKey, err := tlsutil.CreateCert(caCert, caKey, tlsutil.CertRequest{Kind: tlsutil.Server, Days: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ix := influxtest.StartTLS(t, "iot", influxtest.TLS{Cert: srvCert, Key: srvKey, CA: caCert})
+	if !strings.HasPrefix(ix.URL, "https://") {
+		t.Fatalf("influxd's URL %s is not https", ix.URL)
+	}
+	dev, cl := devBroker(t)
+	topics(t, cl, broker.Topic{Name: "i.ok", Partitions: 1}, broker.Topic{Name: "i.noca", Partitions: 1})
+	sink := func(name, stream, measurement string, opts map[string]string) pool.FunctionConfig {
+		o := map[string]string{"url": ix.URL, "database": "iot", "measurement": measurement, "field.celsius": "temperature", "time": "time"}
+		for k, v := range opts {
+			o[k] = v
+		}
+		return pool.FunctionConfig{
+			Name: name, Runtime: "sink.influxdb", Timeout: "10s", MaxInstances: 1, Concurrency: 1, Bundle: t.TempDir(), Options: o,
+			Streams: []pool.StreamTrigger{{Stream: stream, Group: "butter.test." + name + "." + stream, Offset: "first"}},
+			Retry:   &pool.RetryConfig{Attempts: 2, Backoff: "20ms", MaxBackoff: "50ms"},
+		}
+	}
+	p, _ := start(t, []pool.FunctionConfig{
+		sink("ok", "i.ok", "trusted", map[string]string{"tls_ca": string(caCert)}),
+		sink("noca", "i.noca", "untrusted", nil),
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := p.StartStreams(ctx, dev.Config()); err != nil {
+		t.Fatal(err)
+	}
+	for _, stream := range []string{"i.ok", "i.noca"} {
+		var recs []*kgo.Record
+		for i := range 5 {
+			v := fmt.Sprintf(`{"temperature":%d.5,"time":"2026-12-05T10:00:%02dZ"}`, 20+i, i)
+			recs = append(recs, broker.NewEvent(stream, []byte("k"), []byte(v), fmt.Sprint(stream, "-", i), "test", "test"))
+		}
+		if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, dl := range readAll(t, dev.Addr, "i.noca.dlq", 5) {
+		msg := broker.Header(dl, broker.HeaderErrorMessage)
+		if broker.Header(dl, broker.HeaderErrorType) != "Exception" || broker.Attempts(dl) != 2 || !strings.Contains(msg, "certificate signed by unknown authority") {
+			t.Errorf("i.noca: dead letter %s: type %q after %d attempts, message %q, want an Exception after 2 naming the unknown authority",
+				dl.Value, broker.Header(dl, broker.HeaderErrorType), broker.Attempts(dl), msg)
+		}
+	}
+	eventually(t, 30*time.Second, "5 points over https", func() bool {
+		v := ix.QueryDB("iot", "SELECT count(celsius) FROM trusted")
+		return len(v) > 0 && int(v[0][1].(float64)) == 5
+	})
+	if v := ix.QueryDB("iot", "SELECT count(celsius) FROM untrusted"); len(v) != 0 {
+		t.Errorf("the sink without the CA wrote points: %v", v)
+	}
 }

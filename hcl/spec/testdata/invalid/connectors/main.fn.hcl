@@ -106,3 +106,11 @@ sink "http" "plain-hook" {
   url    = "http://hooks.example.com/alerts"
   tls_ca = "not a certificate"
 }
+
+sink "influxdb" "plain-influx" {
+  stream      = stream.alerts
+  url         = "http://influx.example.com:8086"
+  database    = "iot"
+  measurement = "alert"
+  tls_ca      = "not a certificate"
+}
