@@ -10,12 +10,20 @@
 // constraint violation, class 23) fails alone as refused; anything else
 // (the server down, a restart) fails the attempt, to be retried.
 //
+// With tls_ca (and tls_cert and the key in the secret tls_key,
+// connectors/tlsconf), the connection is TLS, never plain: the server's
+// certificate is checked against those CAs and the DSN's host name, as
+// sslmode=verify-full does, with no fallback to a plain connection
+// (which sslmode=prefer, the default, would otherwise allow).
+//
 // Neighbours: hcl/spec decodes sink "postgres" (connector.go);
-// plugins/runtime runs it (sink.go).
+// plugins/runtime runs it (sink.go); plugins/pool polls a source
+// (sources.go).
 package postgres
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +31,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/butterfn/butter/connectors/tlsconf"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -50,6 +59,9 @@ type Config struct {
 	Columns  map[string]string
 	IDColumn string
 	Upsert   []string
+	// TLS is the connection's TLS configuration from the tls_* options
+	// (WithTLS); nil: as the DSN's sslmode says.
+	TLS *tls.Config
 }
 
 // ConfigFrom reads a sink's settings from its options, the password from
@@ -66,6 +78,11 @@ func ConfigFrom(opts, env map[string]string) (Config, error) {
 		}
 		c.Password = v
 	}
+	tc, err := tlsconf.FromOptions(opts, env)
+	if err != nil {
+		return c, fmt.Errorf("postgres: %w", err)
+	}
+	c.TLS = tc
 	if u := opts[OptUpsert]; u != "" {
 		c.Upsert = strings.Split(u, ",")
 	}
@@ -106,12 +123,46 @@ func NewSink(cfg Config) (*Sink, error) {
 	if cfg.Password != "" {
 		pc.ConnConfig.Password = cfg.Password
 	}
+	if err := WithTLS(&pc.ConnConfig.Config, cfg.TLS); err != nil {
+		return nil, err
+	}
 	pc.MaxConns = 2
 	pool, err := pgxpool.NewWithConfig(context.Background(), pc)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
 	return &Sink{cfg: cfg, pool: pool, sql: insertSQL(cfg)}, nil
+}
+
+// WithTLS makes the connections of cc use tc (when not nil) and TLS
+// only: each host's, with the host as the name its certificate must
+// carry (sslmode=verify-full), and no plain fallback. A DSN whose
+// sslmode is disable (no TLS at all) is refused.
+func WithTLS(cc *pgconn.Config, tc *tls.Config) error {
+	if tc == nil {
+		return nil
+	}
+	if cc.TLSConfig == nil {
+		return errors.New("postgres: the DSN says sslmode=disable, and the TLS settings (tls_ca, tls_cert, tls_key) ask for TLS: drop sslmode=disable or the TLS settings")
+	}
+	forHost := func(host string) *tls.Config {
+		c := tc.Clone()
+		if c.ServerName == "" {
+			c.ServerName = host
+		}
+		return c
+	}
+	cc.TLSConfig = forHost(cc.Host)
+	fbs := cc.Fallbacks[:0]
+	for _, fb := range cc.Fallbacks {
+		if fb.TLSConfig == nil {
+			continue // a plain connection: never, with TLS settings
+		}
+		fb.TLSConfig = forHost(fb.Host)
+		fbs = append(fbs, fb)
+	}
+	cc.Fallbacks = fbs
+	return nil
 }
 
 // insertSQL is the statement that writes a batch: $1 is a JSON array of
@@ -291,6 +342,7 @@ type Row struct {
 // SourceConfig is a polling source's settings.
 type SourceConfig struct {
 	DSN, Password string
+	TLS           *tls.Config // as Config's
 	Query, Cursor string
 	Key           string
 	Interval      time.Duration
@@ -313,6 +365,9 @@ func NewPoller(ctx context.Context, cfg SourceConfig) (*Poller, error) {
 	}
 	if cfg.Password != "" {
 		cc.Password = cfg.Password
+	}
+	if err := WithTLS(&cc.Config, cfg.TLS); err != nil {
+		return nil, err
 	}
 	c, err := pgx.ConnectConfig(ctx, cc)
 	if err != nil {

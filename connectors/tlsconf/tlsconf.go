@@ -2,7 +2,7 @@
 // tls_* options: tls_ca, PEM certificates of the CAs to trust instead of
 // the system's; tls_cert, the client's PEM certificate; tls_key, the name
 // of the secret (in the connector's environment) holding its PEM key.
-// The MQTT connectors, `sink "http"` and `sink "influxdb"` take them
+// The MQTT, PostgreSQL and InfluxDB connectors and `sink "http"` take them
 // (hcl/spec decodes and checks them; plugins/runtime and plugins/pool
 // build the clients).
 package tlsconf

@@ -66,6 +66,7 @@ var connectorSchemas = map[string]*hcl.BodySchema{
 		Attributes: append([]hcl.AttributeSchema{
 			{Name: "dsn", Required: true}, {Name: "table", Required: true}, {Name: "columns"}, {Name: "id_column"},
 			{Name: "upsert"}, {Name: "password"}, {Name: "offset"}, {Name: "dead_letter"},
+			{Name: "tls_ca"}, {Name: "tls_cert"}, {Name: "tls_key"},
 		}, connectorShared...),
 		Blocks: connectorBlocks,
 	},
@@ -82,6 +83,7 @@ var connectorSchemas = map[string]*hcl.BodySchema{
 		Attributes: append([]hcl.AttributeSchema{
 			{Name: "dsn", Required: true}, {Name: "query", Required: true}, {Name: "cursor", Required: true},
 			{Name: "key"}, {Name: "interval"}, {Name: "password"},
+			{Name: "tls_ca"}, {Name: "tls_cert"}, {Name: "tls_key"},
 		}, connectorShared...),
 		Blocks: connectorBlocks,
 	},
@@ -271,6 +273,20 @@ func (d *decoder) decodeHTTPSTLS(f *Function, attrs hcl.Attributes) {
 				rest = "" // InfluxDB's base URL: no "/" to add
 			}
 			d.errorf(&r, "TLS settings without TLS", "%q is not https, so tls_ca, tls_cert and tls_key would be ignored: use \"https://%s%s\", or drop the TLS settings.", target, u.Host, rest)
+		}
+	}
+}
+
+// decodePostgresTLS reads a PostgreSQL connector's TLS settings
+// (decodeTLS); its DSN must not say sslmode=disable.
+func (d *decoder) decodePostgresTLS(f *Function, attrs hcl.Attributes) {
+	if !d.decodeTLS(f, attrs) {
+		return
+	}
+	if dsn := f.Options["dsn"]; dsn != "" {
+		if u, _ := url.Parse(dsn); u != nil && u.Query().Get("sslmode") == "disable" {
+			r := attrs["dsn"].Expr.Range()
+			d.errorf(&r, "TLS settings without TLS", "%q says sslmode=disable, so tls_ca, tls_cert and tls_key would be ignored: drop sslmode=disable (with TLS settings the connection is TLS only, verified as sslmode=verify-full does), or drop the TLS settings.", dsn)
 		}
 	}
 }
@@ -515,6 +531,7 @@ func (d *decoder) checkSecretRefs() {
 }
 
 func (d *decoder) decodePostgres(f *Function, attrs hcl.Attributes) {
+	defer d.decodePostgresTLS(f, attrs) // after dsn
 	if a := attrs["dsn"]; a != nil {
 		if s, ok := d.str(a); ok {
 			u, err := url.Parse(s)

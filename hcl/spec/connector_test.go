@@ -296,8 +296,8 @@ sink "influxdb" "ts" {
 	}
 }
 
-// TestMQTTTLSDecodes: an MQTT connector's, a webhook's and an InfluxDB
-// sink's tls_ca and tls_cert (PEM, here from variables) and tls_key (a
+// TestMQTTTLSDecodes: an MQTT connector's, a webhook's, an InfluxDB
+// sink's and a PostgreSQL sink's tls_ca and tls_cert (PEM, here from variables) and tls_key (a
 // secret's name, or tls_key_encrypted) reach its options as the pool
 // reads them.
 func TestMQTTTLSDecodes(t *testing.T) {
@@ -353,6 +353,18 @@ sink "influxdb" "ts" {
   measurement = "reading"
   tls_ca      = var.mqtt_ca
 }
+
+sink "postgres" "rows" {
+  stream   = stream.readings
+  dsn      = "postgres://butter@db.internal/iot?sslmode=verify-full"
+  table    = "readings"
+  tls_ca   = var.mqtt_ca
+  tls_cert = var.mqtt_cert
+  tls_key  = "PG_KEY"
+  secret "PG_KEY" {
+    vault = "kv/data/pg#key"
+  }
+}
 `)}}, "tls", spec.WithVars(spec.VarValue{Name: "mqtt_ca", Value: string(ca), From: "-var"}, spec.VarValue{Name: "mqtt_cert", Value: string(cert), From: "-var"}))
 	if p == nil || rep.HasErrors() {
 		t.Fatalf("valid TLS settings refused: %v", rep.Diags)
@@ -371,5 +383,8 @@ sink "influxdb" "ts" {
 	}
 	if ts := p.Function("ts").Options; ts["tls_ca"] != string(ca) || ts["url"] != "https://influx.internal:8086" {
 		t.Errorf("InfluxDB TLS options: ca set %v, url %q", ts["tls_ca"] != "", ts["url"])
+	}
+	if rows := p.Function("rows").Options; rows["tls_ca"] != string(ca) || rows["tls_cert"] != string(cert) || rows["tls_key"] != "PG_KEY" {
+		t.Errorf("PostgreSQL TLS options: ca set %v, cert set %v, key %q", rows["tls_ca"] != "", rows["tls_cert"] != "", rows["tls_key"])
 	}
 }

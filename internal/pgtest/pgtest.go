@@ -115,6 +115,43 @@ func (s *Server) RequirePassword(password string) {
 	s.DSN = fmt.Sprintf("postgres://%s@127.0.0.1:%d/butter?sslmode=disable", url.UserPassword("butter", password), s.Port)
 }
 
+// RequireTLS turns TLS on with the server certificate cert and its key
+// (PEM) and refuses user butter's connections that are not TLS
+// (hostnossl ... reject), as a server reached over a network would; DSN
+// then asks for TLS (sslmode=require, not verified: the test's own
+// queries).
+func (s *Server) RequireTLS(cert, key []byte) {
+	s.t.Helper()
+	certFile, keyFile := filepath.Join(s.dir, "server.crt"), filepath.Join(s.dir, "server.key")
+	for _, f := range []struct {
+		path string
+		data []byte
+	}{{certFile, cert}, {keyFile, key}} {
+		// PostgreSQL refuses a key readable by others, or not its own.
+		if err := os.WriteFile(f.path, f.data, 0o600); err != nil {
+			s.t.Fatal(err)
+		}
+		if s.cred != nil {
+			if err := os.Chown(f.path, int(s.cred.Uid), int(s.cred.Gid)); err != nil {
+				s.t.Fatal(err)
+			}
+		}
+	}
+	hba, err := os.ReadFile(s.hba)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if err := os.WriteFile(s.hba, append([]byte("hostnossl all butter 127.0.0.1/32 reject\n"), hba...), 0o600); err != nil {
+		s.t.Fatal(err)
+	}
+	s.Exec(s.admin,
+		fmt.Sprintf("ALTER SYSTEM SET ssl_cert_file = '%s'", certFile),
+		fmt.Sprintf("ALTER SYSTEM SET ssl_key_file = '%s'", keyFile),
+		"ALTER SYSTEM SET ssl = on",
+		"SELECT pg_reload_conf()")
+	s.DSN = fmt.Sprintf("postgres://butter@127.0.0.1:%d/butter?sslmode=require", s.Port)
+}
+
 func (s *Server) run(name string, args ...string) *exec.Cmd {
 	cmd := exec.Command(name, args...)
 	if s.cred != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/butterfn/butter/broker"
 	"github.com/butterfn/butter/connectors/mqtt"
 	"github.com/butterfn/butter/connectors/postgres"
+	"github.com/butterfn/butter/connectors/tlsconf"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -138,6 +139,11 @@ func (p *Pool) startPostgres(f *fnPool, base []kgo.Opt) (source, error) {
 	if name := opts[postgres.OptPassword]; name != "" {
 		cfg.Password = f.fn.Env[name]
 	}
+	tc, err := tlsconf.FromOptions(opts, f.fn.Env)
+	if err != nil {
+		return nil, fmt.Errorf("postgres source: %w", err)
+	}
+	cfg.TLS = tc
 	if d, err := time.ParseDuration(opts[postgres.OptInterval]); err == nil && d > 0 {
 		cfg.Interval = d
 	}

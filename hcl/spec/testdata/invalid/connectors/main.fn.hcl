@@ -114,3 +114,10 @@ sink "influxdb" "plain-influx" {
   measurement = "alert"
   tls_ca      = "not a certificate"
 }
+
+sink "postgres" "plain-pg" {
+  stream = stream.alerts
+  dsn    = "postgres://butter@db.example.com/iot?sslmode=disable"
+  table  = "alerts"
+  tls_ca = "not a certificate"
+}
