@@ -9,7 +9,6 @@ import (
 
 	"github.com/butterfn/butter/broker"
 	"github.com/butterfn/butter/internal/influxtest"
-	"github.com/butterfn/butter/internal/tlsutil"
 	"github.com/butterfn/butter/plugins/pool"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -98,14 +97,7 @@ func TestInfluxSink(t *testing.T) {
 // tls_key are tested against the webhook's HTTPS server,
 // TestHTTPSinkOverTLS, through the same connectors/tlsconf.)
 func TestInfluxSinkOverTLS(t *testing.T) {
-	caCert, caKey, err := tlsutil.CreateCA("influx.test", 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srvCert, srvKey, err := tlsutil.CreateCert(caCert, caKey, tlsutil.CertRequest{Kind: tlsutil.Server, Days: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
+	caCert, _, srvCert, srvKey := testCA(t, "influx.test")
 	ix := influxtest.StartTLS(t, "iot", influxtest.TLS{Cert: srvCert, Key: srvKey, CA: caCert})
 	if !strings.HasPrefix(ix.URL, "https://") {
 		t.Fatalf("influxd's URL %s is not https", ix.URL)

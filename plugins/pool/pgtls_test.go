@@ -9,7 +9,6 @@ import (
 
 	"github.com/butterfn/butter/broker"
 	"github.com/butterfn/butter/internal/pgtest"
-	"github.com/butterfn/butter/internal/tlsutil"
 	"github.com/butterfn/butter/plugins/pool"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -25,14 +24,7 @@ import (
 // nothing, each dead-lettering its records after their attempts with its
 // error.
 func TestPostgresOverTLS(t *testing.T) {
-	caCert, caKey, err := tlsutil.CreateCA("pg.test", 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srvCert, srvKey, err := tlsutil.CreateCert(caCert, caKey, tlsutil.CertRequest{Kind: tlsutil.Server, Days: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
+	caCert, _, srvCert, srvKey := testCA(t, "pg.test")
 	pg := pgtest.Start(t)
 	pg.Exec(pg.DSN, `CREATE TABLE readings (event_id text PRIMARY KEY, device text NOT NULL)`,
 		`CREATE TABLE orders (id bigserial PRIMARY KEY, customer text NOT NULL)`,

@@ -17,6 +17,22 @@ import (
 	"github.com/butterfn/butter/plugins/pool"
 )
 
+// testCA makes a CA of the test's own, named name, and a server
+// certificate it signed for 127.0.0.1 and localhost (PEM): the CA, its
+// key, the certificate and its key.
+func testCA(t *testing.T, name string) (caCert, caKey, srvCert, srvKey []byte) {
+	t.Helper()
+	caCert, caKey, err := tlsutil.CreateCA(name, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvCert, srvKey, err = tlsutil.CreateCert(caCert, caKey, tlsutil.CertRequest{Kind: tlsutil.Server, Days: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return caCert, caKey, srvCert, srvKey
+}
+
 // TestHTTPSinkOverTLS runs `sink "http"` against a real HTTPS server on
 // 127.0.0.1 whose certificate comes from a CA of the test's own and which
 // requires client certificates from that CA: a sink that trusts the CA
@@ -26,14 +42,7 @@ import (
 // system's roots only), deliver nothing and dead-letter their records
 // after their attempts, with the TLS error.
 func TestHTTPSinkOverTLS(t *testing.T) {
-	caCert, caKey, err := tlsutil.CreateCA("hooks.test", 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srvCert, srvKey, err := tlsutil.CreateCert(caCert, caKey, tlsutil.CertRequest{Kind: tlsutil.Server, Days: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
+	caCert, caKey, srvCert, srvKey := testCA(t, "hooks.test")
 	cliCert, cliKey, err := tlsutil.CreateCert(caCert, caKey, tlsutil.CertRequest{Kind: tlsutil.Client, Days: 1})
 	if err != nil {
 		t.Fatal(err)
