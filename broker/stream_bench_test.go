@@ -3,6 +3,7 @@ package broker_test
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -63,36 +64,48 @@ const (
 //   - exec-lines: the same command with mode = "lines": one cat process
 //     per instance, an event per line.
 //
-// Each pass preloads its events (benchEvents), starts the consumer, and
+// Each pass starts a broker of its own (start, below), preloads its
+// events (benchEvents), starts the consumer, and
 // watches the group's committed offsets every 10ms: the rate is the
 // events committed between the first commit seen and the last, over
 // that time, so that joining the group is not counted.
 func BenchmarkStream(b *testing.B) {
-	dev, err := broker.StartDev(0, "")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(dev.Close)
-	admCl, err := kgo.NewClient(kgo.SeedBrokers(dev.Addr))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(admCl.Close)
-	adm := kadm.NewClient(admCl)
 	sdks := harness.SDKs(b)
 	pass := 0
-	// topics creates a fresh input and output topic, preloaded with n
-	// events.
-	topics := func(b *testing.B, n int) (in, out, group string) {
+	// start starts a broker for one pass, with a fresh input and output
+	// topic, the input preloaded with n events. Every pass has a broker
+	// of its own, closed after it, and starts from a collected heap: the
+	// broker, the pools and the loops share this process, and the records
+	// of the passes before (millions, in memory) would otherwise make a
+	// later pass's garbage collection dearer or cheaper than an earlier
+	// one's, whichever variant it measures.
+	start := func(b *testing.B, n int) (dev *broker.Dev, adm *kadm.Client, in, out, group string) {
 		pass++
 		in, out, group = fmt.Sprintf("bench.in-%d", pass), fmt.Sprintf("bench.out-%d", pass), fmt.Sprintf("bench.group-%d", pass)
+		runtime.GC()
+		dev, err := broker.StartDev(0, "")
+		if err != nil {
+			b.Fatal(err)
+		}
+		admCl, err := kgo.NewClient(kgo.SeedBrokers(dev.Addr))
+		if err != nil {
+			dev.Close()
+			b.Fatal(err)
+		}
+		adm = kadm.NewClient(admCl)
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		if err := broker.EnsureTopics(ctx, adm, []broker.Topic{{Name: in, Partitions: benchPartitions}, {Name: out, Partitions: benchPartitions}, {Name: in + ".dlq", Partitions: 1}}); err != nil {
+			admCl.Close()
+			dev.Close()
 			b.Fatal(err)
 		}
 		benchPreload(b, dev.Addr, in, n)
-		return in, out, group
+		return dev, adm, in, out, group
+	}
+	stop := func(dev *broker.Dev, adm *kadm.Client) {
+		adm.Close()
+		dev.Close()
 	}
 
 	for _, perRecord := range []bool{false, true} {
@@ -103,16 +116,18 @@ func BenchmarkStream(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			n := benchEvents[name]
 			for b.Loop() {
-				in, out, group := topics(b, n)
+				dev, adm, in, out, group := start(b, n)
 				benchRate(b, adm, group, in, n, func(ctx context.Context) { benchRawLoop(ctx, b, dev.Addr, in, out, group, perRecord) })
+				stop(dev, adm)
 			}
 		})
 	}
 	b.Run("raw-eos", func(b *testing.B) {
 		n := benchEvents["raw-eos"]
 		for b.Loop() {
-			in, out, group := topics(b, n)
+			dev, adm, in, out, group := start(b, n)
 			benchRate(b, adm, group, in, n, func(ctx context.Context) { benchRawTxnLoop(ctx, b, dev.Addr, in, out, group) })
+			stop(dev, adm)
 		}
 	})
 	for _, order := range []string{"partition", "key", "eos", "exec", "exec-lines"} {
@@ -128,7 +143,7 @@ func BenchmarkStream(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			n := benchEvents[name]
 			for b.Loop() {
-				in, out, group := topics(b, n)
+				dev, adm, in, out, group := start(b, n)
 				fc := harness.Echo(b, "echo", rt)
 				fc.MinInstances, fc.MaxInstances, fc.Concurrency = 1, 1, benchPartitions
 				switch {
@@ -154,6 +169,7 @@ func BenchmarkStream(b *testing.B) {
 					<-ctx.Done()
 				})
 				p.Close()
+				stop(dev, adm)
 			}
 		})
 	}

@@ -910,12 +910,12 @@ func (c *consumer) handleBatch(ctx context.Context, recs []*kgo.Record, acks *ba
 			size += len(h.Key) + len(h.Value) + 6
 		}
 	}
-	events := make([]byte, 0, min(size, maxBatchBytes))
+	events := runtime.BatchEvents(min(size, maxBatchBytes))
 	kept := make([]*kgo.Record, 0, len(recs))
 	origins := make([]*origin, 0, len(recs))
 	n := 0 // records taken: kept, or skipped as past their deadline
 	for _, r := range recs {
-		if !batchable(r) || (n > 0 && len(events)+len(r.Value) > maxBatchBytes) {
+		if !batchable(r) || (n > 0 && len(events)-runtime.BatchHeadroom+len(r.Value) > maxBatchBytes) {
 			break
 		}
 		if expired(r) != nil {
@@ -956,7 +956,7 @@ func (c *consumer) handleBatch(ctx context.Context, recs []*kgo.Record, acks *ba
 	for k := range efs {
 		efs[k] = &emitFailure{}
 	}
-	b := &runtime.Batch{Count: len(kept), Events: events,
+	b := &runtime.Batch{Count: len(kept), Events: events, Reserved: true,
 		Calls: func(ctx context.Context, index int, call proto.CallMsg) proto.ReplyMsg {
 			return c.call(ctx, origins[index], call, efs[index])
 		},

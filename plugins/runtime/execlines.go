@@ -167,8 +167,9 @@ func (i *linesInstance) InvokeBatch(ctx context.Context, b *Batch) []Result {
 		return res
 	default:
 	}
-	payload := proto.AppendBatchHead(make([]byte, 0, 12+len(b.Events)), 0, b.Count)
-	_, _, r, err := proto.NewBatchReader(append(payload, b.Events...))
+	events := b.Encoded()
+	payload := proto.AppendBatchHead(make([]byte, 0, 12+len(events)), 0, b.Count)
+	_, _, r, err := proto.NewBatchReader(append(payload, events...))
 	if err != nil {
 		for k := range res {
 			res[k].Err = err

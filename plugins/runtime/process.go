@@ -478,19 +478,31 @@ func (i *procInstance) InvokeBatch(ctx context.Context, b *Batch) []Result {
 	if b.Count == 0 {
 		return res
 	}
-	frame, err := proto.AppendFrameHead(make([]byte, 0, 9+12+len(b.Events)), proto.Batch, 0, 12+len(b.Events))
+	events := b.Encoded()
+	var deadline int64
+	if !b.Deadline.IsZero() {
+		deadline = b.Deadline.UnixMilli()
+	}
+	var frame []byte
+	if b.Reserved {
+		// The head goes in the room kept for it: no copy of the events.
+		frame = b.Events[:0:BatchHeadroom]
+	} else {
+		frame = make([]byte, 0, BatchHeadroom+len(events))
+	}
+	frame, err := proto.AppendFrameHead(frame, proto.Batch, 0, 12+len(events))
 	if err != nil {
 		for k := range res {
 			res[k].Err = fmt.Errorf("a batch of %d events: %w", b.Count, err)
 		}
 		return res
 	}
-	var deadline int64
-	if !b.Deadline.IsZero() {
-		deadline = b.Deadline.UnixMilli()
-	}
 	frame = proto.AppendBatchHead(frame, deadline, b.Count)
-	frame = append(frame, b.Events...)
+	if b.Reserved {
+		frame = b.Events
+	} else {
+		frame = append(frame, events...)
+	}
 
 	i.mu.Lock()
 	if i.gone || i.closing {
@@ -517,7 +529,13 @@ func (i *procInstance) InvokeBatch(ctx context.Context, b *Batch) []Result {
 	binary.BigEndian.PutUint32(frame[5:9], id)
 
 	sent := make(chan error, 1)
-	go func() { sent <- i.w.WriteFrames(frame) }()
+	go func() {
+		err := i.w.WriteFrames(frame)
+		if b.Reserved {
+			releaseBatch(frame)
+		}
+		sent <- err
+	}()
 	// deliver passes the successes that came to b.OK.
 	delivered := 0
 	deliver := func() {

@@ -24,6 +24,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/butterfn/butter/sandbox"
@@ -125,6 +126,13 @@ type Batch struct {
 	// Events are the events, each encoded with proto.AppendEventHead,
 	// proto.AppendPair and proto.AppendInput.
 	Events []byte
+	// Reserved says that Events came from BatchEvents: their first
+	// BatchHeadroom bytes are room for the BATCH frame's head, not
+	// events. The runtime writes the head there instead of copying the
+	// events into a frame, and takes the buffer back for another batch
+	// once it has written it: the caller must not touch Events after
+	// InvokeBatch.
+	Reserved bool
 	// Calls answers the context calls (log, emit) of the event at index;
 	// nil answers each with an error.
 	Calls func(ctx context.Context, index int, call proto.CallMsg) proto.ReplyMsg
@@ -133,6 +141,46 @@ type Batch struct {
 	// run), on the goroutine that called InvokeBatch: outputs[k] is the
 	// output of event first+k, as the Result's Output.
 	OK func(first int, outputs [][]byte)
+}
+
+// Encoded returns b's events, without the room Reserved keeps before
+// them.
+func (b *Batch) Encoded() []byte {
+	if b.Reserved {
+		return b.Events[BatchHeadroom:]
+	}
+	return b.Events
+}
+
+// BatchHeadroom is the room at the start of a buffer from BatchEvents:
+// a frame's head and a BATCH payload's (deadline and count).
+const BatchHeadroom = 9 + 12
+
+// batchBuffers are the events buffers of batches already written, for
+// the next ones: a stream's batches are up to a megabyte each, and a new
+// buffer each would be cleared and collected each time.
+var batchBuffers sync.Pool
+
+// maxPooledBatch bounds the buffers kept for reuse.
+const maxPooledBatch = 4 << 20
+
+// BatchEvents returns an empty events buffer for a Batch with Reserved
+// set, with room for about n bytes of events: its length is
+// BatchHeadroom, the room for the frame's head; the events go after it.
+func BatchEvents(n int) []byte {
+	if b, ok := batchBuffers.Get().(*[]byte); ok && cap(*b) >= BatchHeadroom+n {
+		return (*b)[:BatchHeadroom]
+	} else if ok {
+		batchBuffers.Put(b)
+	}
+	return make([]byte, BatchHeadroom, BatchHeadroom+n)
+}
+
+// releaseBatch gives a buffer from BatchEvents back once written.
+func releaseBatch(b []byte) {
+	if cap(b) <= maxPooledBatch {
+		batchBuffers.Put(&b)
+	}
 }
 
 // Result is the outcome of one event of a batch: its output, and nil, a

@@ -435,7 +435,7 @@ type sinkEvent struct {
 // skipped, as Batcher says.
 func writeBatch(ctx context.Context, b *Batch, write func(context.Context, []sinkEvent) (int, error), typed func(error) error) []Result {
 	res := make([]Result, b.Count)
-	payload := append(proto.AppendBatchHead(nil, 0, b.Count), b.Events...)
+	payload := append(proto.AppendBatchHead(nil, 0, b.Count), b.Encoded()...)
 	_, _, r, err := proto.NewBatchReader(payload)
 	if err != nil {
 		for k := range res {
