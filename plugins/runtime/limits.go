@@ -38,6 +38,16 @@ import (
 //     with memory.max, memory.swap.max 0, memory.oom.group 1 and
 //     pids.max.
 //
+// Each process's instance cgroups live under its butter-<pid> directory
+// (in each v1 hierarchy, or once on v2), which the process holds with
+// flock(2) for its life (claim): the kernel drops the lock when the
+// process ends, however it ends and in whatever pid namespace it ran. At
+// start, a process removes the butter-* directories beside its own whose
+// lock it can take (sweep): their owner is gone, and a SIGKILLed pool, or
+// any pool before 2026-12-05, left them behind (a CI machine had 1,142
+// under one cgroup). Only empty cgroups can be removed: a directory with a
+// cgroup still populated stays, for a later sweep.
+//
 // A process over its memory limit is killed by the kernel, and the pool
 // replaces it like any crashed instance; a fork past the process limit
 // fails with EAGAIN. An instance's cgroups are removed once it has
@@ -55,6 +65,9 @@ type Limits struct {
 	seq               atomic.Uint64
 	err               error
 	off               []string
+	// held are the locked butter-<pid> directories (claim), open for the
+	// process's life.
+	held []int
 }
 
 var (
@@ -118,10 +131,10 @@ func discoverLimits(fs cgroupFS, self string, pid int) *Limits {
 	}
 	var why []string
 	if memPath != "" {
-		l.memRoot, why = usable(filepath.Join(fs.root, "memory", memPath), pid, why)
+		l.memRoot, why = l.usable(filepath.Join(fs.root, "memory", memPath), pid, why)
 	}
 	if pidsPath != "" {
-		l.pidsRoot, why = usable(filepath.Join(fs.root, "pids", pidsPath), pid, why)
+		l.pidsRoot, why = l.usable(filepath.Join(fs.root, "pids", pidsPath), pid, why)
 	}
 	if l.memRoot != "" || l.pidsRoot != "" {
 		l.version = 1
@@ -177,13 +190,147 @@ func reasonSuffix(why []string) string {
 
 // usable returns a directory for butter's instance cgroups under dir, or
 // "" and why it cannot be created.
-func usable(dir string, pid int, why []string) (string, []string) {
-	d := filepath.Join(dir, fmt.Sprintf("butter-%d", pid))
-	if err := os.MkdirAll(d, 0o755); err != nil {
-		return "", append(why, fmt.Sprintf("cannot create %s: %v", d, err))
+func (l *Limits) usable(dir string, pid int, why []string) (string, []string) {
+	d, err := l.claim(dir, pid)
+	if err != nil {
+		return "", append(why, err.Error())
 	}
+	sweep(dir, d)
 	clearStale(d)
 	return d, why
+}
+
+// claim creates and locks this process's directory for its instance
+// cgroups under parent: butter-<pid>, or butter-<pid>-<n> when a live
+// process holds that one (one of another pid namespace with the same
+// pid). The lock is held until the process ends.
+func (l *Limits) claim(parent string, pid int) (string, error) {
+	for n := 0; n < maxNameTries; n++ {
+		name := fmt.Sprintf("butter-%d", pid)
+		if n > 0 {
+			name = fmt.Sprintf("butter-%d-%d", pid, n)
+		}
+		d := filepath.Join(parent, name)
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return "", fmt.Errorf("cannot create %s: %w", d, err)
+		}
+		fd, err := lockDir(d)
+		if err == nil {
+			l.held = append(l.held, fd)
+			return d, nil
+		}
+		// Held by a live process, or swept away by another one between
+		// the two calls (ENOENT): the next name.
+		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.ENOENT) {
+			return "", fmt.Errorf("cannot lock %s: %w", d, err)
+		}
+	}
+	return "", fmt.Errorf("cannot claim a directory for instance cgroups in %s: the %d names tried are held by live processes", parent, maxNameTries)
+}
+
+// instanceDirs are the directories holding this process's instance
+// cgroups, one per hierarchy in use.
+func (l *Limits) instanceDirs() []string {
+	var ds []string
+	for _, d := range []string{l.memRoot, l.pidsRoot, l.v2Dir} {
+		if d != "" {
+			ds = append(ds, d)
+		}
+	}
+	return ds
+}
+
+// releaseDirs unlocks and removes the directories claim gave l, once
+// empty; for tests, which make several limiters in one process (a pool
+// keeps its own for its life).
+func (l *Limits) releaseDirs() {
+	for _, fd := range l.held {
+		_ = unix.Close(fd)
+	}
+	l.held = nil
+	for _, d := range l.instanceDirs() {
+		clearStale(d)
+		_ = os.Remove(d)
+	}
+}
+
+// lockDir opens directory d and takes its flock without waiting.
+func lockDir(d string) (int, error) {
+	fd, err := unix.Open(d, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		_ = unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// sweep removes the instance-cgroup directories in parent, but own, whose
+// owner is gone: each butter-<pid>[-<n>] whose lock it can take and whose
+// pid no process of this pid namespace has, its empty cgroups first, and
+// the butter-pool-<pid> leaf of the same pid on v2, which a gone pool
+// leaves empty. One held by a live process is left alone, and so is a
+// cgroup still populated (rmdir refuses it).
+func sweep(parent, own string) {
+	entries, err := os.ReadDir(parent)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		d := filepath.Join(parent, e.Name())
+		pid, ok := instancesDirPid(e.Name())
+		if !e.IsDir() || !ok || d == own {
+			continue
+		}
+		if n, _ := strconv.Atoi(pid); pidAlive(n) {
+			// A process has this pid here: maybe its owner, of a
+			// version that took no lock (before 2026-12-05), which
+			// would not survive losing the directory.
+			continue
+		}
+		fd, err := lockDir(d)
+		if err != nil {
+			continue // its owner lives, or it is gone already
+		}
+		clearStale(d)
+		_ = os.Remove(d)
+		_ = os.Remove(filepath.Join(parent, fmt.Sprintf("butter-pool-%s", pid)))
+		_ = unix.Close(fd)
+	}
+}
+
+// pidAlive reports whether a process of this pid namespace has pid.
+func pidAlive(pid int) bool {
+	err := unix.Kill(pid, 0)
+	return err == nil || errors.Is(err, unix.EPERM)
+}
+
+// instancesDirPid returns the pid in the name of an instance-cgroup
+// directory, butter-<pid> or butter-<pid>-<n>, and whether it is one.
+func instancesDirPid(name string) (string, bool) {
+	rest, ok := strings.CutPrefix(name, "butter-")
+	if !ok {
+		return "", false
+	}
+	pid, n, _ := strings.Cut(rest, "-")
+	if !allDigits(pid) || (n != "" && !allDigits(n)) {
+		return "", false
+	}
+	return pid, true
+}
+
+func allDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // clearStale removes the instance cgroups left in d, a butter-<pid>
@@ -249,13 +396,14 @@ func (l *Limits) setupV2(own string, pid int) error {
 			return fmt.Errorf("enable %s in %s/cgroup.subtree_control (other processes in %s keep it from delegating): %w", strings.Join(enable, " "), own, own, err)
 		}
 	}
-	dir := filepath.Join(own, fmt.Sprintf("butter-%d", pid))
-	if err := os.Mkdir(dir, 0o755); err != nil && !os.IsExist(err) {
-		return fmt.Errorf("create %s: %w", dir, err)
+	dir, err := l.claim(own, pid)
+	if err != nil {
+		return err
 	}
 	if err := os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte(strings.Join(enable, " ")), 0o644); err != nil {
 		return fmt.Errorf("enable %s in %s/cgroup.subtree_control: %w", strings.Join(enable, " "), dir, err)
 	}
+	sweep(own, dir)
 	clearStale(dir)
 	l.v2Dir = dir
 	return nil

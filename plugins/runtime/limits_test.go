@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -258,5 +259,139 @@ func TestLimitsStaleCgroups(t *testing.T) {
 	ic, err := l2.prepare("g", 32, 8)
 	if err != nil || ic.id != "g-2" {
 		t.Fatalf("v2 prepare beside a populated stale cgroup = %v, %v; want g-2", ic, err)
+	}
+}
+
+// hold takes the lock of directory d as a live pool holds its own, until
+// the test ends.
+func hold(t *testing.T, d string) {
+	t.Helper()
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := lockDir(d)
+	if err != nil {
+		t.Fatalf("lock %s: %v", d, err)
+	}
+	t.Cleanup(func() { _ = syscall.Close(fd) })
+}
+
+// TestLimitsSweep: a pool removes, at start, the instance-cgroup
+// directories that pools now gone left beside its own (a SIGKILLed
+// pool's, or any pool's before they were swept: a CI machine had 1,142):
+// those whose lock it can take. One a live pool holds stays, and so does
+// a cgroup still populated (here a directory holding a file); names that
+// are not butter-<pid>[-<n>] are not touched.
+func TestLimitsSweep(t *testing.T) {
+	root := t.TempDir()
+	pids := filepath.Join(root, "pids/pool")
+	// Pids past pid_max (at most 2^22), which no process has.
+	for _, d := range []string{"butter-999999905/f-1", "butter-999999905/f-2", "butter-999999912-1/g-1", "butter-999999906/h-1", "butter-x/f-1", "other/f-1"} {
+		if err := os.MkdirAll(filepath.Join(pids, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(t, filepath.Join(pids, "butter-999999907/f-3/cgroup.procs"), "77\n")
+	hold(t, filepath.Join(pids, "butter-999999906"))
+	// Unlocked, but named by a live process's pid (this test's): maybe a
+	// pool of a version that took no lock, so it stays.
+	unlocked := fmt.Sprintf("butter-%d/f-1", os.Getpid())
+	if err := os.MkdirAll(filepath.Join(pids, unlocked), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	fs := cgroupFS{root: root, isV2: func(string) bool { return false }}
+	l := discoverLimits(fs, "3:pids:/pool\n", 9)
+	if l.Version() != 1 || l.pidsRoot != filepath.Join(pids, "butter-9") {
+		t.Fatalf("version %d, instances under %s; want 1, %s", l.Version(), l.pidsRoot, filepath.Join(pids, "butter-9"))
+	}
+	for _, d := range []string{"butter-999999905", "butter-999999912-1"} {
+		if _, err := os.Stat(filepath.Join(pids, d)); !os.IsNotExist(err) {
+			t.Errorf("%s, left by a pool now gone, not removed: %v", d, err)
+		}
+	}
+	for _, d := range []string{"butter-999999906/h-1", "butter-999999907/f-3/cgroup.procs", "butter-x/f-1", "other/f-1", "butter-9", unlocked} {
+		if _, err := os.Stat(filepath.Join(pids, d)); err != nil {
+			t.Errorf("%s removed: %v", d, err)
+		}
+	}
+	// A later pool does not take what this one holds, though it has the
+	// same pid (a pool of another pid namespace): it claims another name.
+	l2 := discoverLimits(fs, "3:pids:/pool\n", 9)
+	if l2.pidsRoot != filepath.Join(pids, "butter-9-1") {
+		t.Errorf("a second pool with pid 9 keeps its instances under %s; want %s", l2.pidsRoot, filepath.Join(pids, "butter-9-1"))
+	}
+	if _, err := os.Stat(filepath.Join(pids, "butter-9")); err != nil {
+		t.Errorf("the live pool's directory was swept: %v", err)
+	}
+}
+
+// TestLimitsSweepV2: on v2 the gone pool's butter-pool-<pid> leaf goes
+// with its instances' directory; a live pool's (populated, so rmdir
+// refuses it: here a file in it) stays.
+func TestLimitsSweepV2(t *testing.T) {
+	fs, own := v2Tree(t, "memory pids")
+	for _, d := range []string{"butter-999999905/f-1", "butter-pool-999999905", "butter-999999906"} {
+		if err := os.MkdirAll(filepath.Join(own, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(t, filepath.Join(own, "butter-pool-999999906", "cgroup.procs"), "6\n")
+	hold(t, filepath.Join(own, "butter-999999906"))
+	l := discoverLimits(fs, "0::/pool\n", 4242)
+	if l.Version() != 2 {
+		t.Fatalf("version %d (%v); want 2", l.Version(), l.Available())
+	}
+	for _, d := range []string{"butter-999999905", "butter-pool-999999905"} {
+		if _, err := os.Stat(filepath.Join(own, d)); !os.IsNotExist(err) {
+			t.Errorf("%s, left by a pool now gone, not removed: %v", d, err)
+		}
+	}
+	for _, d := range []string{"butter-999999906", "butter-pool-999999906", "butter-4242"} {
+		if _, err := os.Stat(filepath.Join(own, d)); err != nil {
+			t.Errorf("%s removed: %v", d, err)
+		}
+	}
+}
+
+// TestLimitsSweepReal: the sweep against this machine's real cgroups
+// (root: its v1 memory and pids hierarchies, or v2): a stale directory
+// with an empty instance cgroup in it, as a SIGKILLed pool leaves, is
+// removed by the next pool's start, while a live pool's stays.
+func TestLimitsSweepReal(t *testing.T) {
+	self, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Skip(err)
+	}
+	fs := cgroupFS{root: "/sys/fs/cgroup", isV2: isCgroup2}
+	live := discoverLimits(fs, string(self), os.Getpid())
+	t.Cleanup(func() { live.releaseDirs() })
+	ours := live.instanceDirs()
+	if len(ours) == 0 {
+		t.Skipf("no cgroup is usable here: %v", live.Available())
+	}
+	var stale []string
+	for _, d := range ours {
+		s := filepath.Join(filepath.Dir(d), "butter-999999999")
+		if err := os.MkdirAll(filepath.Join(s, "gone-1"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		stale = append(stale, s)
+	}
+	next := discoverLimits(fs, string(self), os.Getpid())
+	t.Cleanup(func() { next.releaseDirs() })
+	for _, s := range stale {
+		if _, err := os.Stat(s); !os.IsNotExist(err) {
+			t.Errorf("%s, with an empty instance cgroup, not swept: %v", s, err)
+			_ = os.Remove(filepath.Join(s, "gone-1"))
+			_ = os.Remove(s)
+		}
+	}
+	for _, d := range ours {
+		if _, err := os.Stat(d); err != nil {
+			t.Errorf("the live pool's %s was swept: %v", d, err)
+		}
+	}
+	if slices.Equal(next.instanceDirs(), ours) {
+		t.Errorf("the second pool took the live pool's directories %q", ours)
 	}
 }
