@@ -228,32 +228,6 @@ func (l *Limits) claim(parent string, pid int) (string, error) {
 	return "", fmt.Errorf("cannot claim a directory for instance cgroups in %s: the %d names tried are held by live processes", parent, maxNameTries)
 }
 
-// instanceDirs are the directories holding this process's instance
-// cgroups, one per hierarchy in use.
-func (l *Limits) instanceDirs() []string {
-	var ds []string
-	for _, d := range []string{l.memRoot, l.pidsRoot, l.v2Dir} {
-		if d != "" {
-			ds = append(ds, d)
-		}
-	}
-	return ds
-}
-
-// releaseDirs unlocks and removes the directories claim gave l, once
-// empty; for tests, which make several limiters in one process (a pool
-// keeps its own for its life).
-func (l *Limits) releaseDirs() {
-	for _, fd := range l.held {
-		_ = unix.Close(fd)
-	}
-	l.held = nil
-	for _, d := range l.instanceDirs() {
-		clearStale(d)
-		_ = os.Remove(d)
-	}
-}
-
 // lockDir opens directory d and takes its flock without waiting.
 func lockDir(d string) (int, error) {
 	fd, err := unix.Open(d, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
@@ -284,7 +258,7 @@ func sweep(parent, own string) {
 		if !e.IsDir() || !ok || d == own {
 			continue
 		}
-		if n, _ := strconv.Atoi(pid); pidAlive(n) {
+		if pidAlive(pid) {
 			// A process has this pid here: maybe its owner, of a
 			// version that took no lock (before 2026-12-05), which
 			// would not survive losing the directory.
@@ -296,7 +270,7 @@ func sweep(parent, own string) {
 		}
 		clearStale(d)
 		_ = os.Remove(d)
-		_ = os.Remove(filepath.Join(parent, fmt.Sprintf("butter-pool-%s", pid)))
+		_ = os.Remove(filepath.Join(parent, fmt.Sprintf("butter-pool-%d", pid)))
 		_ = unix.Close(fd)
 	}
 }
@@ -309,28 +283,20 @@ func pidAlive(pid int) bool {
 
 // instancesDirPid returns the pid in the name of an instance-cgroup
 // directory, butter-<pid> or butter-<pid>-<n>, and whether it is one.
-func instancesDirPid(name string) (string, bool) {
+func instancesDirPid(name string) (int, bool) {
 	rest, ok := strings.CutPrefix(name, "butter-")
 	if !ok {
-		return "", false
+		return 0, false
 	}
-	pid, n, _ := strings.Cut(rest, "-")
-	if !allDigits(pid) || (n != "" && !allDigits(n)) {
-		return "", false
+	pid, n, hasN := strings.Cut(rest, "-")
+	p, err := strconv.ParseUint(pid, 10, 31)
+	if err != nil {
+		return 0, false
 	}
-	return pid, true
-}
-
-func allDigits(s string) bool {
-	if s == "" {
-		return false
+	if _, err := strconv.ParseUint(n, 10, 31); hasN && err != nil {
+		return 0, false
 	}
-	for _, r := range s {
-		if r < '0' || r > '9' {
-			return false
-		}
-	}
-	return true
+	return int(p), true
 }
 
 // clearStale removes the instance cgroups left in d, a butter-<pid>
