@@ -20,7 +20,7 @@ import (
 	gosdk "github.com/butterfn/butter/sdk/go"
 )
 
-//go:embed node/worker.js node/butter.js python/butter_main.py python/butter_worker.py python/butter.py java/dev/butter/*.java
+//go:embed node/worker.js node/butter.js python/butter_main.py python/butter_worker.py python/_butter_json.py python/butter.py java/dev/butter/*.java
 var files embed.FS
 
 // Install writes the SDKs under dir (created if needed), in a
