@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 )
@@ -39,5 +40,24 @@ func TestInstallByVersion(t *testing.T) {
 	}
 	if fi, err := os.Stat(worker); err != nil || !fi.ModTime().Equal(old) {
 		t.Fatalf("a second install rewrote the unchanged worker (%v)", err)
+	}
+}
+
+// TestPythonModulesEmbedded: every module of the Python SDK beside this
+// package (but its tests) is embedded, so installed: one the worker
+// imports but the go:embed line forgot would fail every Python function's
+// start, and only there.
+func TestPythonModulesEmbedded(t *testing.T) {
+	mods, err := filepath.Glob(filepath.Join("python", "*.py"))
+	if err != nil || len(mods) == 0 {
+		t.Fatalf("no Python module beside the package (%v)", err)
+	}
+	for _, m := range mods {
+		if strings.HasPrefix(filepath.Base(m), "test_") {
+			continue
+		}
+		if _, err := files.ReadFile(filepath.ToSlash(m)); err != nil {
+			t.Errorf("%s is not embedded (%v): add it to sdk.go's go:embed line", m, err)
+		}
 	}
 }
