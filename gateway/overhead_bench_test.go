@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"os/exec"
 	"testing"
 	"time"
 
@@ -24,6 +25,8 @@ var benchBody = []byte("hello, butter")
 //   - baseline: the same handler called in-process;
 //   - loopback-http: a plain net/http echo handler, for the cost of one
 //     HTTP round trip on this machine;
+//   - pipe-roundtrip: the body to cat and back over two pipes, the floor
+//     under pool-invoke's round trip to its worker process;
 //   - pool-invoke: pool.Invoke, the pool's Go API: the worker protocol
 //     over pipes to the worker process, without HTTP;
 //   - pool-http: the pool's invoke endpoint, POST /v1/invoke/echo;
@@ -57,6 +60,50 @@ func BenchmarkOverhead(b *testing.B) {
 	client := harness.Client(4)
 
 	benchPosts(b, "loopback-http", client, "http://"+plain+"/")
+	b.Run("pipe-roundtrip", func(b *testing.B) {
+		// The floor under pool-invoke: the body to cat and back over
+		// two pipes, read through the runtime's poller as the pool
+		// reads its workers.
+		cmd := exec.Command("cat")
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			b.Fatal(err)
+		}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		defer func() {
+			_ = in.Close()
+			_ = cmd.Wait()
+		}()
+		got := make([]byte, len(benchBody))
+		call := func() error {
+			if _, err := in.Write(benchBody); err != nil {
+				return err
+			}
+			_, err := io.ReadFull(out, got)
+			return err
+		}
+		for range 100 { // warm up
+			if err := call(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		var lat harness.Latencies
+		for b.Loop() {
+			t := time.Now()
+			err := call()
+			lat.Add(time.Since(t))
+			if err != nil || !bytes.Equal(got, benchBody) {
+				b.Fatalf("cat: %q, %v", got, err)
+			}
+		}
+		lat.Report(b)
+	})
 	b.Run("pool-invoke", func(b *testing.B) {
 		var lat harness.Latencies
 		var out bytes.Buffer
