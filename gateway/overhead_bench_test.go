@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"os/exec"
@@ -81,50 +82,25 @@ func BenchmarkOverhead(b *testing.B) {
 			_ = cmd.Wait()
 		}()
 		got := make([]byte, len(benchBody))
-		call := func() error {
+		benchCalls(b, func() error {
 			if _, err := in.Write(benchBody); err != nil {
 				return err
 			}
-			_, err := io.ReadFull(out, got)
-			return err
-		}
-		for range 100 { // warm up
-			if err := call(); err != nil {
-				b.Fatal(err)
+			if _, err := io.ReadFull(out, got); err != nil {
+				return err
 			}
-		}
-		var lat harness.Latencies
-		for b.Loop() {
-			t := time.Now()
-			err := call()
-			lat.Add(time.Since(t))
-			if err != nil || !bytes.Equal(got, benchBody) {
-				b.Fatalf("cat: %q, %v", got, err)
-			}
-		}
-		lat.Report(b)
+			return echoed("cat", got)
+		})
 	})
 	b.Run("pool-invoke", func(b *testing.B) {
-		var lat harness.Latencies
 		var out bytes.Buffer
-		call := func() error {
+		benchCalls(b, func() error {
 			out.Reset()
-			return p.Invoke(ctx, "echo", &pool.Call{Input: bytes.NewReader(benchBody), Output: &out})
-		}
-		for range 100 { // warm up
-			if err := call(); err != nil {
-				b.Fatal(err)
+			if err := p.Invoke(ctx, "echo", &pool.Call{Input: bytes.NewReader(benchBody), Output: &out}); err != nil {
+				return err
 			}
-		}
-		for b.Loop() {
-			t := time.Now()
-			err := call()
-			lat.Add(time.Since(t))
-			if err != nil || !bytes.Equal(out.Bytes(), benchBody) {
-				b.Fatalf("invoke: %q, %v", out.Bytes(), err)
-			}
-		}
-		lat.Report(b)
+			return echoed("invoke", out.Bytes())
+		})
 	})
 	benchPosts(b, "pool-http", client, "http://"+poolAddr+"/v1/invoke/echo")
 	benchPosts(b, "gateway", client, "http://"+gwAddr+"/echo")
@@ -134,22 +110,38 @@ func BenchmarkOverhead(b *testing.B) {
 // a time, checking the echo and recording each request's latency.
 func benchPosts(b *testing.B, name string, client *http.Client, url string) {
 	b.Run(name, func(b *testing.B) {
-		for range 100 { // warm up: connections, instances, caches
-			if err := harness.Post(client, url, benchBody); err != nil {
-				b.Fatal(err)
-			}
-		}
-		var lat harness.Latencies
-		for b.Loop() {
-			t := time.Now()
-			err := harness.Post(client, url, benchBody)
-			lat.Add(time.Since(t))
-			if err != nil {
-				b.Fatal(err)
-			}
-		}
-		lat.Report(b)
+		benchCalls(b, func() error { return harness.Post(client, url, benchBody) })
 	})
+}
+
+// benchCalls warms up with 100 calls (connections, instances, caches),
+// then times each call of the benchmark's loop and reports their p50 and
+// p99. A call's error, its check of the echo included, fails the
+// benchmark.
+func benchCalls(b *testing.B, call func() error) {
+	for range 100 {
+		if err := call(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var lat harness.Latencies
+	for b.Loop() {
+		t := time.Now()
+		err := call()
+		lat.Add(time.Since(t))
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	lat.Report(b)
+}
+
+// echoed checks that got is benchBody.
+func echoed(what string, got []byte) error {
+	if !bytes.Equal(got, benchBody) {
+		return fmt.Errorf("%s: %q, want %q", what, got, benchBody)
+	}
+	return nil
 }
 
 // benchGateway serves a gateway on 127.0.0.1 with routes POST /echo,

@@ -34,29 +34,44 @@ class _Context:
         self.parse_float = float
         self.parse_int = int
         self.parse_constant = _constant
-        self.memo = {}
 
 
 def _not_serializable(o):
     raise TypeError(f"Object of type {o.__class__.__name__} is not JSON serializable")
 
 
-_scan = None
-_fast = False
-if _json is not None:
+def _encoder(item_separator, key_separator, allow_nan, default):
+    """_json's encoder with json.dumps's settings but those given."""
+    return _json.make_encoder(
+        {},  # markers: circular references are checked, as json's default
+        default or _not_serializable,
+        _json.encode_basestring_ascii,
+        None,  # indent
+        key_separator,
+        item_separator,
+        False,  # sort_keys
+        False,  # skipkeys
+        allow_nan,
+    )
+
+
+def _accelerated():
+    """The scanner of _json, and whether _json answers a probe as json
+    does with the options this module takes."""
+    if _json is None:
+        return None, False
     try:
-        _scan = _json.make_scanner(_Context())
-        _probe = {"a": [1, 2.5, "x\u00e9\n", None, True, False], "b": {}}
-        _enc = _json.make_encoder(
-            {}, _not_serializable, _json.encode_basestring_ascii, None, ": ", ", ", False, False, True
-        )
-        _text = "".join(_enc(_probe, 0))
-        _fast = (
-            _text == '{"a": [1, 2.5, "x\\u00e9\\n", null, true, false], "b": {}}'
-            and _scan(_text, 0) == (_probe, len(_text))
-        )
+        scan = _json.make_scanner(_Context())
+        probe = {"a": [1, 2.5, "x\u00e9\n", None, True, False], "b": {}}
+        enc = _encoder(", ", ": ", True, None)
+        text = "".join(enc(probe, 0))
+        ok = text == '{"a": [1, 2.5, "x\\u00e9\\n", null, true, false], "b": {}}' and scan(text, 0) == (probe, len(text))
+        return scan, ok
     except Exception:  # noqa: BLE001 - any surprise means: use json
-        _fast = False
+        return None, False
+
+
+_scan, _fast = _accelerated()
 
 
 def _error(msg, s, pos):
@@ -96,15 +111,4 @@ def dumps(obj, *, separators=None, allow_nan=True, default=None):
     if isinstance(obj, str):
         return _json.encode_basestring_ascii(obj)
     item_separator, key_separator = separators or (", ", ": ")
-    encode = _json.make_encoder(
-        {},
-        default or _not_serializable,
-        _json.encode_basestring_ascii,
-        None,
-        key_separator,
-        item_separator,
-        False,
-        False,
-        allow_nan,
-    )
-    return "".join(encode(obj, 0))
+    return "".join(_encoder(item_separator, key_separator, allow_nan, default)(obj, 0))
