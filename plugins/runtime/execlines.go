@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -57,10 +58,15 @@ func startLines(fn *Function) (Instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	stdout, err := cmd.StdoutPipe()
+	// The parent's end of stdout is its own pipe, not cmd.StdoutPipe:
+	// Wait closes a StdoutPipe as soon as the process exits, which can
+	// drop the lines it wrote just before exiting, still unread.
+	stdout, stdoutW, err := os.Pipe()
 	if err != nil {
+		_ = stdin.Close()
 		return nil, err
 	}
+	cmd.Stdout = stdoutW
 	stderrLog, flushStderr := attributedLines(fn.Logs, "stderr", func() CallInfo {
 		i.infoMu.Lock()
 		defer i.infoMu.Unlock()
@@ -70,15 +76,25 @@ func startLines(fn *Function) (Instance, error) {
 	cmd.Stderr = i.stderr
 	cmd.WaitDelay = time.Second
 	release, err := startLimited(cmd, fn)
+	_ = stdoutW.Close() // the child holds its copy
 	if err != nil {
+		_ = stdout.Close()
 		return nil, fmt.Errorf("start %s: %w", fn.Command[0], err)
 	}
 	i.cmd, i.stdin, i.stdout, i.release = cmd, stdin, bufio.NewReaderSize(stdout, 64<<10), release
 	go func() {
 		i.waitErr = cmd.Wait()
+		// What the process wrote before it exited stays readable; a
+		// process it left behind holding stdout open cannot block a
+		// read past WaitDelay.
+		_ = stdout.SetReadDeadline(time.Now().Add(cmd.WaitDelay))
 		flushStderr()
 		release()
 		close(i.exited)
+		// Reads happen under calls; the last one is done once it is held.
+		i.calls.Lock()
+		_ = stdout.Close()
+		i.calls.Unlock()
 	}()
 	return i, nil
 }

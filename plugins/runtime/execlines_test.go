@@ -3,7 +3,9 @@ package runtime_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -65,5 +67,50 @@ func TestExecLinesBatches(t *testing.T) {
 	res = inst.InvokeBatch(context.Background(), batchOf(time.Now().Add(300*time.Millisecond), "f", "sleep", "g"))
 	if string(res[0].Output) != "got:f" || !errors.As(res[1].Err, &pe) || pe.Type != proto.Timeout || !errors.As(res[2].Err, &pe) || pe.Type != proto.Skipped {
 		t.Errorf("a batch past its deadline: %q/%v, %v, %v", res[0].Output, res[0].Err, res[1].Err, res[2].Err)
+	}
+}
+
+// TestExecLinesExitKeepsOutput checks that the lines a process writes
+// just before it exits are all read, not lost when it exits: the script
+// holds its answers until the event on which it exits, then writes them
+// all (more than a pipe holds) and exits, so the last of them are still
+// in the pipe, unread, when the process is gone.
+func TestExecLinesExitKeepsOutput(t *testing.T) {
+	script := `out=; while IFS= read -r l; do [ "$l" = exit ] && { printf %s "$out"; exit 3; }; out="${out}got:$l
+"; done`
+	in := make([]string, 0, 1200) // 78 KB of answers: more than the pipe's 64
+	for k := range cap(in) {
+		in = append(in, fmt.Sprintf("%04d%s", k, strings.Repeat("x", 60)))
+	}
+	for round := range 2 {
+		inst, err := runtime.Exec{}.Start(context.Background(), &runtime.Function{Name: "lines", Dir: t.TempDir(), Command: []string{"sh", "-c", script}, ExecMode: runtime.ExecModeLines})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res := inst.(runtime.Batcher).InvokeBatch(context.Background(), batchOf(time.Now().Add(30*time.Second), append(in, "exit")...))
+		for k := range in {
+			if res[k].Err != nil || string(res[k].Output) != "got:"+in[k] {
+				t.Fatalf("round %d, event %d of the %d before the exit: %q %v", round, k, len(in), res[k].Output, res[k].Err)
+			}
+		}
+		if !errors.Is(res[len(in)].Err, runtime.ErrInstanceGone) || !strings.Contains(res[len(in)].Err.Error(), "exit status 3") {
+			t.Fatalf("round %d: the event on which the process exits: %v, want the instance gone with exit status 3", round, res[len(in)].Err)
+		}
+		_ = inst.Stop(time.Second)
+	}
+
+	// A process that leaves a child holding its stdout open: the event
+	// on which it exits still fails at once as an instance failure, not
+	// at the batch's deadline.
+	script = `sleep 60 & while IFS= read -r l; do case "$l" in exit) exit 3;; esac; echo "got:$l"; done`
+	inst, err := runtime.Exec{}.Start(context.Background(), &runtime.Function{Name: "lines", Dir: t.TempDir(), Command: []string{"sh", "-c", script}, ExecMode: runtime.ExecModeLines})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The child is in the process's group.
+	t.Cleanup(func() { _ = syscall.Kill(-inst.(interface{ Pid() int }).Pid(), syscall.SIGKILL) })
+	res := inst.(runtime.Batcher).InvokeBatch(context.Background(), batchOf(time.Now().Add(30*time.Second), "d", "exit"))
+	if string(res[0].Output) != "got:d" || !errors.Is(res[1].Err, runtime.ErrInstanceGone) {
+		t.Errorf("a process whose child holds its stdout: %q/%v, %v", res[0].Output, res[0].Err, res[1].Err)
 	}
 }
