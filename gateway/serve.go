@@ -220,8 +220,9 @@ func (g *Gateway) serveRoute(w http.ResponseWriter, r *http.Request, rt *route) 
 func (g *Gateway) baseHeader(r *http.Request, rt *route, id string) (http.Header, *CallError) {
 	h := http.Header{}
 	h.Set(HeaderRequestID, id)
-	injectTrace(r.Header, h)
-	injectSpan(r.Context(), h)
+	if !injectSpan(r.Context(), h) {
+		injectTrace(r.Header, h)
+	}
 	for k, vs := range r.Header {
 		if lk := strings.ToLower(k); strings.HasPrefix(lk, "ce-") && !strings.HasPrefix(lk, "ce-http") || lk == "accept" {
 			h[k] = vs

@@ -60,9 +60,12 @@ func endRouteSpan(span trace.Span, status int, failure string) {
 }
 
 // injectSpan makes the span of ctx, when it records, the parent the pools
-// and request events see (h's traceparent), over what injectTrace put.
-func injectSpan(ctx context.Context, h http.Header) {
-	if trace.SpanFromContext(ctx).IsRecording() {
-		traceContext.Inject(ctx, propagation.HeaderCarrier(h))
+// and request events see (h's traceparent and tracestate), and reports
+// whether it did; when it did not, injectTrace passes the client's on.
+func injectSpan(ctx context.Context, h http.Header) bool {
+	if !trace.SpanFromContext(ctx).IsRecording() {
+		return false
 	}
+	traceContext.Inject(ctx, propagation.HeaderCarrier(h))
+	return true
 }

@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,6 +31,10 @@ import (
 // with (Setup), nil when tracing is off: Start samples as the SDK will.
 var sampler atomic.Pointer[sdktrace.Sampler]
 
+// defaultSampler is true when sampler is parentbased_always_on, the
+// default, which Start decides itself.
+var defaultSampler atomic.Bool
+
 // traceIDKey carries a trace id chosen before a root span starts.
 type traceIDKey struct{}
 
@@ -41,32 +46,72 @@ type traceIDKey struct{}
 // the SDK's do. With tracing off (no provider set up, or On false), it
 // returns ctx and the non-recording span of ctx.
 func Start(ctx context.Context, t trace.Tracer, name string, kind trace.SpanKind, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
-	sp := sampler.Load()
-	if sp == nil || !On() {
+	if sampler.Load() == nil || !On() {
 		return ctx, trace.SpanFromContext(context.Background())
 	}
-	s := *sp
-	parent := trace.SpanContextFromContext(ctx)
+	return start(ctx, trace.SpanContextFromContext(ctx), t, name, kind, attrs)
+}
+
+// StartChild is Start under parent, a span context read from a record or
+// a request (ParseTraceparent), rather than under ctx's span: ctx gets no
+// remote span context on the way, which a call's path would pay for.
+func StartChild(ctx context.Context, parent trace.SpanContext, t trace.Tracer, name string, kind trace.SpanKind, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
+	if sampler.Load() == nil || !On() {
+		return ctx, trace.SpanFromContext(context.Background())
+	}
+	return start(ctx, parent, t, name, kind, attrs)
+}
+
+// start starts a span under parent (its ids, its sampling decision, a
+// lazySpan) and returns ctx with it. attrs are copied into the span, so
+// that the callers' variadic slices stay on their stacks.
+func start(ctx context.Context, parent trace.SpanContext, t trace.Tracer, name string, kind trace.SpanKind, attrs []attribute.KeyValue) (context.Context, trace.Span) {
+	sp := sampler.Load()
+	if sp == nil {
+		return ctx, trace.SpanFromContext(context.Background())
+	}
 	var tid trace.TraceID
 	if parent.IsValid() {
 		tid = parent.TraceID()
 	} else {
-		tid, _ = ids{}.NewIDs(ctx)
+		tid = newTraceID()
 	}
-	res := s.ShouldSample(sdktrace.SamplingParameters{ParentContext: ctx, TraceID: tid, Name: name, Kind: kind, Attributes: attrs})
-	cfg := trace.SpanContextConfig{TraceID: tid, SpanID: ids{}.NewSpanID(ctx, tid), TraceState: res.Tracestate}
-	if res.Decision == sdktrace.RecordAndSample {
+	cfg := trace.SpanContextConfig{TraceID: tid, SpanID: newSpanID()}
+	decision := sdktrace.RecordAndSample
+	if defaultSampler.Load() {
+		// parentbased_always_on, the default, decided here as the SDK
+		// decides it (ParentBased(AlwaysSample())): as the parent was,
+		// sampled without one. The sampler's call, its parameters and
+		// its result cost a traced call more than the decision.
+		if parent.IsValid() && !parent.IsSampled() {
+			decision = sdktrace.Drop
+		}
+		cfg.TraceState = parent.TraceState()
+	} else {
+		pctx := ctx
+		if parent.IsValid() && !parent.Equal(trace.SpanContextFromContext(ctx)) {
+			pctx = trace.ContextWithSpanContext(ctx, parent)
+		}
+		res := (*sp).ShouldSample(sdktrace.SamplingParameters{ParentContext: pctx, TraceID: tid, Name: name, Kind: kind, Attributes: slices.Clone(attrs)})
+		decision, cfg.TraceState = res.Decision, res.Tracestate
+	}
+	if decision == sdktrace.RecordAndSample {
 		cfg.TraceFlags = parent.TraceFlags() | trace.FlagsSampled
 	} else {
 		cfg.TraceFlags = parent.TraceFlags() &^ trace.FlagsSampled
 	}
 	sc := trace.NewSpanContext(cfg)
-	if res.Decision == sdktrace.Drop {
+	if decision == sdktrace.Drop {
 		// Not recording, as the SDK's dropped spans: the context only.
 		ctx = trace.ContextWithSpanContext(ctx, sc)
 		return ctx, trace.SpanFromContext(ctx)
 	}
-	ls := &lazySpan{t: t, parent: parent, sc: sc, name: name, kind: kind, start: time.Now(), attrs: attrs, recording: true}
+	ls := &lazySpan{t: t, parent: parent, sc: sc, name: name, kind: kind, start: time.Now(), recording: true}
+	if len(attrs) <= len(ls.inline) {
+		ls.attrs = ls.inline[:copy(ls.inline[:], attrs)]
+	} else {
+		ls.attrs = slices.Clone(attrs)
+	}
 	return trace.ContextWithSpan(ctx, ls), ls
 }
 
@@ -79,9 +124,14 @@ type lazySpan struct {
 	kind       trace.SpanKind
 	start      time.Time
 
-	mu        sync.Mutex
-	name      string
-	attrs     []attribute.KeyValue
+	mu    sync.Mutex
+	name  string
+	attrs []attribute.KeyValue // in inline while they fit
+	// inline holds the attributes of a span on a call's path (the
+	// gateway's route span has nine at most): a span is then one
+	// allocation, not two or three.
+	inline    [10]attribute.KeyValue
+	end       time.Time // once it has ended
 	events    []lazyEvent
 	links     []trace.Link
 	code      codes.Code
@@ -119,8 +169,7 @@ func (s *lazySpan) SetAttributes(kv ...attribute.KeyValue) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.recording {
-		// A copy: the attrs Start was given belong to its caller.
-		s.attrs = append(s.attrs[:len(s.attrs):len(s.attrs)], kv...)
+		s.attrs = append(s.attrs, kv...) // in inline while they fit
 	}
 }
 
@@ -180,9 +229,13 @@ func (s *lazySpan) End(opts ...trace.SpanEndOption) {
 		return
 	}
 	s.recording = false
+	s.end = end
 	s.mu.Unlock()
-	Later(func() { s.record(end) })
+	later.add(s) // no closure to allocate: s is the work
 }
+
+// run records s (Later's work).
+func (s *lazySpan) run() { s.record(s.end) }
 
 // record makes the span with the SDK, with its ids, times and all it
 // recorded. It runs after End, so nothing changes s any more.
@@ -217,9 +270,16 @@ func (s *lazySpan) record(end time.Time) {
 // caller.
 type laterQueue struct {
 	mu    sync.Mutex
-	work  []func()
+	work  []work
 	timer *time.Timer
 }
+
+// work is what Later runs: a lazySpan that ended, or a func.
+type work interface{ run() }
+
+type funcWork func()
+
+func (f funcWork) run() { f() }
 
 var later laterQueue
 
@@ -233,10 +293,11 @@ const (
 // Later runs fn, work that records spans, within laterDelay, with the
 // work queued beside it. The spans' timestamps must be taken before: the
 // delay changes none of them. Flush runs what is queued at once.
-func Later(fn func()) {
-	q := &later
+func Later(fn func()) { later.add(funcWork(fn)) }
+
+func (q *laterQueue) add(w work) {
 	q.mu.Lock()
-	q.work = append(q.work, fn)
+	q.work = append(q.work, w)
 	switch {
 	case len(q.work) >= laterMax:
 		if q.timer != nil {
@@ -267,8 +328,8 @@ func Flush() {
 		if len(work) == 0 {
 			return
 		}
-		for _, fn := range work {
-			fn() // which may queue more (a lazy span ended by fn)
+		for _, w := range work {
+			w.run() // which may queue more (a lazy span ended by w)
 		}
 	}
 }

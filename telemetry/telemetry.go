@@ -20,6 +20,7 @@ package telemetry
 import (
 	"context"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -121,6 +122,7 @@ func SetupWith(ctx context.Context, service string, logger hclog.Logger, local s
 	tp := sdktrace.NewTracerProvider(append(opts, sdktrace.WithResource(res))...)
 	otel.SetTracerProvider(tp)
 	sampler.Store(&smp)
+	defaultSampler.Store(isDefaultSampler())
 	on.Store(true)
 	if logger != nil {
 		otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
@@ -137,6 +139,7 @@ func SetupWith(ctx context.Context, service string, logger hclog.Logger, local s
 		on.Store(false)
 		Flush() // the spans that ended and wait for their window
 		sampler.Store(nil)
+		defaultSampler.Store(false)
 		return tp.Shutdown(ctx)
 	}, nil
 }
@@ -181,6 +184,13 @@ func samplerFromEnv() (sdktrace.Sampler, error) {
 	return nil, fmt.Errorf("OTEL_TRACES_SAMPLER %q is not supported: use always_on, always_off, traceidratio, parentbased_always_on (the default), parentbased_always_off or parentbased_traceidratio", name)
 }
 
+// isDefaultSampler reports whether OTEL_TRACES_SAMPLER names the
+// default sampler, parentbased_always_on (samplerFromEnv).
+func isDefaultSampler() bool {
+	name := strings.ToLower(strings.TrimSpace(os.Getenv("OTEL_TRACES_SAMPLER")))
+	return name == "" || name == "parentbased_always_on"
+}
+
 func protocol() string {
 	for _, k := range []string{"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"} {
 		if v := strings.TrimSpace(os.Getenv(k)); v != "" {
@@ -201,12 +211,21 @@ func endpoint() string {
 }
 
 // Traceparent is the W3C traceparent of the span context sc
-// ("00-<trace id>-<span id>-<flags>"), "" when it is not valid.
+// ("00-<trace id>-<span id>-<flags>"), "" when it is not valid. It is
+// made in one allocation: every traced call formats one or two.
 func Traceparent(sc trace.SpanContext) string {
 	if !sc.IsValid() {
 		return ""
 	}
-	return "00-" + sc.TraceID().String() + "-" + sc.SpanID().String() + "-" + sc.TraceFlags().String()
+	var b [55]byte
+	tid, sid := sc.TraceID(), sc.SpanID()
+	b[0], b[1], b[2] = '0', '0', '-'
+	hex.Encode(b[3:35], tid[:])
+	b[35] = '-'
+	hex.Encode(b[36:52], sid[:])
+	b[52] = '-'
+	hex.Encode(b[53:55], []byte{byte(sc.TraceFlags())})
+	return string(b[:])
 }
 
 // Context is ctx with the remote span context of traceparent (and
@@ -218,6 +237,57 @@ func Context(ctx context.Context, traceparent, tracestate string) context.Contex
 		return ctx
 	}
 	return propagation.TraceContext{}.Extract(ctx, carrier{traceparent, tracestate})
+}
+
+// ParseTraceparent is the remote span context of traceparent and
+// tracestate (which may be ""), as Context reads it, without a context:
+// the parent StartChild takes. It is not valid when traceparent is not.
+// A version 00 traceparent is read here; any other goes to the W3C
+// propagator.
+func ParseTraceparent(traceparent, tracestate string) trace.SpanContext {
+	if len(traceparent) != 55 || traceparent[:3] != "00-" || traceparent[35] != '-' || traceparent[52] != '-' {
+		return trace.SpanContextFromContext(Context(context.Background(), traceparent, tracestate))
+	}
+	var cfg trace.SpanContextConfig
+	var flags [1]byte
+	if !unhex(cfg.TraceID[:], traceparent[3:35]) || !unhex(cfg.SpanID[:], traceparent[36:52]) || !unhex(flags[:], traceparent[53:]) || flags[0] > 3 {
+		return trace.SpanContext{}
+	}
+	cfg.TraceFlags = trace.TraceFlags(flags[0]) & (trace.FlagsSampled | trace.FlagsRandom)
+	if tracestate != "" {
+		cfg.TraceState, _ = trace.ParseTraceState(tracestate) // a bad one is none, as the propagator has it
+	}
+	cfg.Remote = true
+	if sc := trace.NewSpanContext(cfg); sc.IsValid() {
+		return sc
+	}
+	return trace.SpanContext{}
+}
+
+// unhex decodes the lower-case hex digits of s (W3C trace context allows
+// no other) into dst, which it fills exactly.
+func unhex(dst []byte, s string) bool {
+	if len(s) != 2*len(dst) {
+		return false
+	}
+	for i := range dst {
+		hi, lo := unhexDigit(s[2*i]), unhexDigit(s[2*i+1])
+		if hi > 15 || lo > 15 {
+			return false
+		}
+		dst[i] = hi<<4 | lo
+	}
+	return true
+}
+
+func unhexDigit(c byte) byte {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0'
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10
+	}
+	return 0xff
 }
 
 // carrier is a TextMapCarrier of one traceparent and tracestate.
@@ -266,9 +336,8 @@ type ids struct{}
 
 func (ids) NewIDs(ctx context.Context) (trace.TraceID, trace.SpanID) {
 	t, _ := ctx.Value(traceIDKey{}).(trace.TraceID) // a lazy root span's (Start)
-	for t == (trace.TraceID{}) {
-		binary.BigEndian.PutUint64(t[:8], rand.Uint64())
-		binary.BigEndian.PutUint64(t[8:], rand.Uint64())
+	if t == (trace.TraceID{}) {
+		t = newTraceID()
 	}
 	return t, ids{}.NewSpanID(ctx, t)
 }
@@ -277,6 +346,20 @@ func (ids) NewSpanID(ctx context.Context, _ trace.TraceID) trace.SpanID {
 	if id, ok := ctx.Value(spanIDKey{}).(trace.SpanID); ok && id.IsValid() {
 		return id
 	}
+	return newSpanID()
+}
+
+// newTraceID and newSpanID are random ids, never zero.
+func newTraceID() trace.TraceID {
+	var t trace.TraceID
+	for t == (trace.TraceID{}) {
+		binary.BigEndian.PutUint64(t[:8], rand.Uint64())
+		binary.BigEndian.PutUint64(t[8:], rand.Uint64())
+	}
+	return t
+}
+
+func newSpanID() trace.SpanID {
 	var s trace.SpanID
 	for s == (trace.SpanID{}) {
 		binary.BigEndian.PutUint64(s[:], rand.Uint64())

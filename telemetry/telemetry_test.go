@@ -94,3 +94,28 @@ func TestOffByDefault(t *testing.T) {
 		t.Fatal("an invalid traceparent gave a span context")
 	}
 }
+
+// TestParseTraceparent: ParseTraceparent reads a traceparent and its
+// tracestate as the W3C propagator does (Context), valid or not.
+func TestParseTraceparent(t *testing.T) {
+	for _, c := range [][2]string{
+		{"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", ""},
+		{"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00", "vendor=x"},
+		{"00-0AF7651916CD43DD8448EB211C80319C-B7AD6B7169203331-03", "a=1,b=2"},
+		{"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-04", ""},
+		{"00-00000000000000000000000000000000-b7ad6b7169203331-01", ""},
+		{"00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01", ""},
+		{"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-0g", ""},
+		{"00-0af7651916cd43dd8448eb211c80319c_b7ad6b7169203331-01", ""},
+		{"01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra", ""},
+		{"ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", ""},
+		{"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "bad tracestate"},
+		{"", ""},
+	} {
+		got := telemetry.ParseTraceparent(c[0], c[1])
+		want := trace.SpanContextFromContext(telemetry.Context(context.Background(), c[0], c[1]))
+		if !got.Equal(want) || got.IsRemote() != want.IsRemote() {
+			t.Errorf("ParseTraceparent(%q, %q) = %v, the propagator reads %v", c[0], c[1], got, want)
+		}
+	}
+}

@@ -274,9 +274,10 @@ func New(cfg *Config, logs func(function string) io.Writer, opts ...Option) (*Po
 				Sandbox: confineFunction(base, fc, bundles),
 				Options: fc.Options, ExecMode: fc.ExecMode,
 			},
-			timeout: timeout,
-			log:     o.logger.Named(fc.Name),
-			wake:    make(chan struct{}),
+			timeout:   timeout,
+			log:       o.logger.Named(fc.Name),
+			wake:      make(chan struct{}),
+			spanNames: newSpanNames(fc.Name),
 		}
 		if len(fc.Secrets) > 0 {
 			vals, err := o.secrets.Values(fc.Name, fc.Secrets)
@@ -610,14 +611,15 @@ func (p *Pool) reap() {
 
 // fnPool holds one function's instances.
 type fnPool struct {
-	pool    *Pool
-	cfg     FunctionConfig
-	exec    *execLog // nil: no execution log
-	rt      runtime.Runtime
-	fn      *runtime.Function
-	timeout time.Duration
-	log     hclog.Logger
-	state   *stateStore // nil: no state block
+	pool      *Pool
+	spanNames spanNames
+	cfg       FunctionConfig
+	exec      *execLog // nil: no execution log
+	rt        runtime.Runtime
+	fn        *runtime.Function
+	timeout   time.Duration
+	log       hclog.Logger
+	state     *stateStore // nil: no state block
 	// noBatches is set once an instance could not run batches: its
 	// worker speaks protocol 1 (invokeBatch).
 	noBatches atomic.Bool
@@ -654,6 +656,8 @@ type slot struct {
 	// gen is the generation of secrets the instance runs with (fnPool.gen);
 	// one above the pool's is being started by a rotation.
 	gen int
+	// pid is the instance's pid as its calls' spans have it.
+	pid attribute.KeyValue
 }
 
 // acquire returns an instance with spare concurrency, starting one when
@@ -837,7 +841,7 @@ func (f *fnPool) started(ctx context.Context, fn *runtime.Function, gen int, col
 		return nil, errStopping
 	}
 	f.startErr = nil
-	s := &slot{inst: inst, lastUsed: time.Now(), gen: gen}
+	s := &slot{inst: inst, lastUsed: time.Now(), gen: gen, pid: pidAttr(inst.Pid())}
 	f.instances = append(f.instances, s)
 	m := f.pool.opts.metrics
 	m.instances.WithLabelValues(f.cfg.Name).Set(float64(len(f.instances)))
@@ -1068,7 +1072,7 @@ func (f *fnPool) send(ctx context.Context, inv *runtime.Invocation) error {
 		if err != nil {
 			return err
 		}
-		sctx, span := childSpan(ctx, "call "+f.cfg.Name, pidAttr(s.inst.Pid()))
+		sctx, span := childSpan(ctx, f.spanNames.call, s.pid)
 		meta := inv.Meta
 		if span.IsRecording() {
 			inv.Meta = spanMeta(meta, span) // the handler's span is the call's child

@@ -38,11 +38,13 @@ func (p *Pool) httpSpan(ctx context.Context, fn, id string, meta map[string]stri
 	if !telemetry.On() {
 		return ctx, noSpan
 	}
-	parent := ctx
-	if _, ok := callTrace(meta["traceparent"], id); ok {
-		parent = telemetry.Context(ctx, meta["traceparent"], meta["tracestate"])
-	}
-	ctx, span := telemetry.Start(parent, tracer, "invoke "+fn, trace.SpanKindServer, p.callAttrs(fn, id, "http")...)
+	f := p.fns[fn]
+	parent := telemetry.ParseTraceparent(meta["traceparent"], meta["tracestate"]) // none: a trace of its own
+	ctx, span := telemetry.StartChild(ctx, parent, tracer, f.spanNames.invoke, trace.SpanKindServer,
+		attribute.String("faas.trigger", "http"),
+		attribute.String("faas.invocation_id", id),
+		attribute.String("butter.project", p.cfg.Project),
+		attribute.String("butter.function", fn))
 	if tp := telemetry.Traceparent(span.SpanContext()); tp != "" {
 		meta[broker.HeaderTraceparent] = tp
 	}
@@ -107,6 +109,14 @@ func endSpan(span trace.Span, err error, opts ...trace.SpanEndOption) {
 		span.SetStatus(codes.Error, f.Message)
 	}
 	span.End(opts...)
+}
+
+// spanNames are a function's span names, made once: a traced call's
+// path would otherwise make each.
+type spanNames struct{ invoke, call string }
+
+func newSpanNames(fn string) spanNames {
+	return spanNames{invoke: "invoke " + fn, call: "call " + fn}
 }
 
 // childSpan starts a span under ctx's, when that one records.

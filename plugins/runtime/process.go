@@ -327,7 +327,7 @@ func (i *procInstance) readLoop(waited chan struct{}) {
 			c.mu.Unlock()
 		case proto.Result:
 			var res proto.ResultMsg
-			if err := json.Unmarshal(f.Payload, &res); err != nil {
+			if err := proto.DecodeResult(f.Payload, &res); err != nil {
 				res.Error = &proto.Error{Type: proto.Exception, Message: "bad RESULT from worker: " + err.Error()}
 			}
 			i.mu.Lock()
