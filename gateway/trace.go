@@ -28,12 +28,25 @@ func routeSpan(r *http.Request, rt *route, id string) (*http.Request, trace.Span
 	if !telemetry.On() {
 		return r, trace.SpanFromContext(context.Background())
 	}
-	ctx := traceContext.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+	// The client's trace context, read by its canonical header names
+	// (no lookup that allocates, and no context of its own on the way).
+	var parent trace.SpanContext
+	if tp := r.Header["Traceparent"]; len(tp) > 0 {
+		var ts string
+		if v := r.Header["Tracestate"]; len(v) > 0 {
+			ts = v[0] // as the propagator reads it
+		}
+		parent = telemetry.ParseTraceparent(tp[0], ts)
+	}
 	route := rt.Path
 	if rt.adhoc {
 		route = "pipeline"
 	}
-	ctx, span := telemetry.Start(ctx, tracer, r.Method+" "+route, trace.SpanKindServer,
+	name := rt.pattern // "<METHOD> <route>" already, unless an ANY route's
+	if m := len(r.Method); len(name) != m+1+len(route) || name[:m] != r.Method || name[m] != ' ' || name[m+1:] != route {
+		name = r.Method + " " + route
+	}
+	ctx, span := telemetry.StartChild(r.Context(), parent, tracer, name, trace.SpanKindServer,
 		attribute.String("http.request.method", r.Method),
 		attribute.String("http.route", route),
 		attribute.String("url.path", r.URL.Path),

@@ -1075,10 +1075,15 @@ func (f *fnPool) send(ctx context.Context, inv *runtime.Invocation) error {
 		sctx, span := childSpan(ctx, f.spanNames.call, s.pid)
 		meta := inv.Meta
 		if span.IsRecording() {
-			inv.Meta = spanMeta(meta, span) // the handler's span is the call's child
+			// The handler's span is the call's child.
+			if _, ok := s.inst.(runtime.SpanRecorder); ok {
+				inv.CallSpan = telemetry.Traceparent(span.SpanContext())
+			} else {
+				inv.Meta = spanMeta(meta, span)
+			}
 		}
 		err = s.inst.Invoke(ctx, inv)
-		inv.Meta = meta
+		inv.Meta, inv.CallSpan = meta, ""
 		if span.IsRecording() {
 			// The handler's span and the call's end are recorded
 			// after the answer, not before it (telemetry.Later):

@@ -391,6 +391,11 @@ func (i *procInstance) Invoke(ctx context.Context, inv *Invocation) error {
 	i.nextID++
 	id := i.nextID
 	c := &procCall{ctx: ctx, out: inv.Output, calls: inv.Calls, head: inv.Head, result: make(chan proto.ResultMsg, 1), info: callInfo(inv.Meta)}
+	var set [][2]string // over inv.Meta: the call's span (SpanRecorder)
+	if inv.CallSpan != "" {
+		set = [][2]string{{"ce_traceparent", inv.CallSpan}, {proto.MetaSpan, "1"}}
+		c.info.Traceparent = inv.CallSpan
+	}
 	i.calls[id] = c
 	i.mu.Unlock()
 
@@ -404,7 +409,7 @@ func (i *procInstance) Invoke(ctx context.Context, inv *Invocation) error {
 	}
 	if in, ok := smallInput(inv.Input); ok {
 		// The whole call goes in one write, from this goroutine.
-		frames, err := invokeFrames(id, meta, in)
+		frames, err := invokeFrames(id, meta, in, set)
 		if err == nil {
 			err = i.w.WriteFrames(frames)
 		}
@@ -427,7 +432,11 @@ func (i *procInstance) Invoke(ctx context.Context, inv *Invocation) error {
 			return i.cancel(ctx, id, c)
 		}
 	}
-	if err := i.w.WriteJSON(proto.Invoke, id, meta); err != nil {
+	m, err := proto.AppendInvoke(nil, meta, set...)
+	if err == nil {
+		err = i.w.Write(proto.Invoke, id, m)
+	}
+	if err != nil {
 		if errors.Is(err, syscall.EPIPE) {
 			// Nothing of the call reached the worker, and its input
 			// is unread.
@@ -461,6 +470,10 @@ func (i *procInstance) Invoke(ctx context.Context, inv *Invocation) error {
 
 // Batches reports whether the worker speaks protocol 2, with batches.
 func (i *procInstance) Batches() bool { return i.batches }
+
+// RecordsHandlerSpans marks the process runtime's instances as
+// SpanRecorders: their workers record the handler's span.
+func (i *procInstance) RecordsHandlerSpans() {}
 
 // InvokeBatch sends a batch's events in one BATCH frame and collects their
 // results (runtime.Batcher).
@@ -683,13 +696,15 @@ func smallInput(in io.Reader) ([]byte, bool) {
 
 // invokeFrames encodes a call's INVOKE, its input as one DATA frame (none
 // when empty) and END.
-func invokeFrames(id uint32, meta proto.InvokeMsg, in []byte) ([]byte, error) {
-	m, err := json.Marshal(meta)
+func invokeFrames(id uint32, meta proto.InvokeMsg, in []byte, set [][2]string) ([]byte, error) {
+	// The INVOKE payload is encoded in place, after its frame's head
+	// (proto.AppendInvoke: no reflection, no copy of the metadata).
+	buf := make([]byte, 9, 3*9+512+len(in))
+	buf, err := proto.AppendInvoke(buf, meta, set...)
 	if err != nil {
 		return nil, fmt.Errorf("worker protocol: encode INVOKE: %w", err)
 	}
-	buf := make([]byte, 0, 3*9+len(m)+len(in))
-	if buf, err = proto.AppendFrame(buf, proto.Invoke, id, m); err != nil {
+	if _, err := proto.AppendFrameHead(buf[:0], proto.Invoke, id, len(buf)-9); err != nil {
 		return nil, err
 	}
 	if len(in) > 0 {

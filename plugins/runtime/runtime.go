@@ -89,6 +89,11 @@ type Invocation struct {
 	// Span is set by Invoke to the handler's span, when the worker
 	// recorded one (the metadata asked with proto.MetaSpan).
 	Span *proto.SpanMsg
+	// CallSpan, for an instance that is a SpanRecorder, is the
+	// traceparent of the pool's span of this call: the worker gets it as
+	// the call's ce_traceparent, over Meta's, and is asked for the
+	// handler's span (proto.MetaSpan), without Meta being copied.
+	CallSpan string
 	// Head, set for a call that came from HTTP, gets the answer's status
 	// and headers as the function set them (docs/worker-protocol.md,
 	// "HEAD"), at most once and before the first Write to Output; it is
@@ -97,6 +102,12 @@ type Invocation struct {
 	// runtime then fails a call answered with a status that is not 2xx,
 	// as an Exception).
 	Head func(proto.HeadMsg)
+}
+
+// SpanRecorder is an Instance whose workers record the handler's span
+// of a call whose CallSpan is set (the process runtime's).
+type SpanRecorder interface {
+	RecordsHandlerSpans()
 }
 
 // CallHandler answers a worker's context call.
