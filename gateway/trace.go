@@ -9,7 +9,6 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -76,9 +75,16 @@ func endRouteSpan(span trace.Span, status int, failure string) {
 // and request events see (h's traceparent and tracestate), and reports
 // whether it did; when it did not, injectTrace passes the client's on.
 func injectSpan(ctx context.Context, h http.Header) bool {
-	if !trace.SpanFromContext(ctx).IsRecording() {
+	span := trace.SpanFromContext(ctx)
+	if !span.IsRecording() {
 		return false
 	}
-	traceContext.Inject(ctx, propagation.HeaderCarrier(h))
+	// As the W3C propagator injects it, by the canonical names (its
+	// carrier would canonicalize them on every call).
+	sc := span.SpanContext()
+	h["Traceparent"] = []string{telemetry.Traceparent(sc)}
+	if ts := sc.TraceState().String(); ts != "" {
+		h["Tracestate"] = []string{ts}
+	}
 	return true
 }

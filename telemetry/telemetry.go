@@ -211,8 +211,9 @@ func endpoint() string {
 }
 
 // Traceparent is the W3C traceparent of the span context sc
-// ("00-<trace id>-<span id>-<flags>"), "" when it is not valid. It is
-// made in one allocation: every traced call formats one or two.
+// ("00-<trace id>-<span id>-<flags>", the flags the propagator keeps:
+// sampled and random), "" when it is not valid. It is made in one
+// allocation: every traced call formats one or two.
 func Traceparent(sc trace.SpanContext) string {
 	if !sc.IsValid() {
 		return ""
@@ -224,7 +225,7 @@ func Traceparent(sc trace.SpanContext) string {
 	b[35] = '-'
 	hex.Encode(b[36:52], sid[:])
 	b[52] = '-'
-	hex.Encode(b[53:55], []byte{byte(sc.TraceFlags())})
+	hex.Encode(b[53:55], []byte{byte(sc.TraceFlags() & (trace.FlagsSampled | trace.FlagsRandom))})
 	return string(b[:])
 }
 

@@ -34,10 +34,15 @@ func newSpan(meta map[string]string) *Span {
 	}
 	// Random as OpenTelemetry's own span ids are (math/rand, not a
 	// system call per call): unique, not secret. Never zero.
-	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], rand.Uint64()|1)
-	s.recording, s.id, s.start = true, hex.EncodeToString(b[:]), time.Now().UnixNano()
-	s.traceparent = "00-" + tp[3:35] + "-" + s.id + "-" + tp[53:]
+	var id [8]byte
+	binary.BigEndian.PutUint64(id[:], rand.Uint64()|1)
+	// The traceparent in one allocation; the id is its span id.
+	var b [55]byte
+	copy(b[:36], tp[:36]) // "00-<trace id>-"
+	hex.Encode(b[36:52], id[:])
+	copy(b[52:], tp[52:]) // "-<flags>"
+	s.traceparent = string(b[:])
+	s.recording, s.id, s.start = true, s.traceparent[36:52], time.Now().UnixNano()
 	return s
 }
 
