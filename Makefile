@@ -161,7 +161,9 @@ fuzz:
 # (make tools).
 # The Nomad benchmarks (deploys, wake, spike, allocations across nodes)
 # need bin/nomad: built here, and required (a missing one fails them).
-bench: $(BIN)/nomad
+# bench needs test-deps too: the connector benchmarks run Debian's
+# Mosquitto, PostgreSQL and InfluxDB, and the java rows javac.
+bench: $(BIN)/nomad test-deps
 	@command -v wrk >/dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk)
 	BUTTER_REQUIRE_NOMAD=1 GO=$(GO) bench/run.sh
 

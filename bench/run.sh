@@ -9,7 +9,7 @@
 # because one operation is a wrk run, a cold start, a pool of 1,000
 # functions or a deploy. docs/benchmarks.md explains each. A package that
 # fails is reported and the others still run; the exit status says so.
-set -u
+set -u -o pipefail
 cd "$(dirname "$0")/.."
 GO=${GO:-go}
 out=bench/raw/bench.txt
