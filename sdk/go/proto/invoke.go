@@ -2,15 +2,17 @@ package proto
 
 import (
 	"encoding/json"
+	"slices"
 	"strconv"
 	"unicode/utf8"
 )
 
 // AppendInvoke appends the INVOKE payload of m to dst: the JSON object
-// json.Marshal writes of m, but for the order of the keys of its maps
-// (json.Marshal sorts them; this writes them as the map ranges, which a
-// decoder does not see), with each pair of set over m.Meta's: its value
-// replaces the one m.Meta has for its key, or adds it. A pool's call
+// json.Marshal writes of m, its maps' keys sorted as json.Marshal sorts
+// them (a worker that builds an object from the metadata, as the Node
+// SDK's params, sees the same order on every call), with each pair of
+// set over m.Meta's: its value replaces the one m.Meta has for its key,
+// or adds it. A pool's call
 // encodes one on its path, json.Marshal's reflection and sorting cost it
 // microseconds, and set spares a traced call a copy of its metadata
 // (docs/worker-protocol.md, "Spans").
@@ -37,36 +39,33 @@ func AppendInvoke(dst []byte, m InvokeMsg, set ...[2]string) ([]byte, error) {
 	return append(dst, '}'), nil
 }
 
-// appendMap appends m, with the pairs of set over its own, as a JSON
-// object.
+// appendMap appends m, with the pairs of set over its own (the last of
+// set for a key wins), as a JSON object with its keys sorted.
 func appendMap(dst []byte, m map[string]string, set [][2]string) []byte {
-	dst = append(dst, '{')
-	first := true
-	pair := func(k, v string) {
-		if !first {
-			dst = append(dst, ',')
-		}
-		first = false
-		dst = append(appendString(dst, k), ':')
-		dst = appendString(dst, v)
+	var stack [32]string
+	keys := stack[:0]
+	for k := range m {
+		keys = append(keys, k)
 	}
-outer:
-	for k, v := range m {
-		for _, s := range set {
-			if s[0] == k {
-				continue outer // written below
+	for _, p := range set {
+		if _, ok := m[p[0]]; !ok && !slices.Contains(keys, p[0]) {
+			keys = append(keys, p[0])
+		}
+	}
+	slices.Sort(keys)
+	dst = append(dst, '{')
+	for n, k := range keys {
+		v := m[k]
+		for _, p := range set {
+			if p[0] == k {
+				v = p[1]
 			}
 		}
-		pair(k, v)
-	}
-	for i, s := range set {
-		dup := false
-		for _, t := range set[i+1:] {
-			dup = dup || t[0] == s[0] // the last one wins
+		if n > 0 {
+			dst = append(dst, ',')
 		}
-		if !dup {
-			pair(s[0], s[1])
-		}
+		dst = append(appendString(dst, k), ':')
+		dst = appendString(dst, v)
 	}
 	return append(dst, '}')
 }
