@@ -40,11 +40,8 @@ func (p *Pool) httpSpan(ctx context.Context, fn, id string, meta map[string]stri
 	}
 	f := p.fns[fn]
 	parent := telemetry.ParseTraceparent(meta["traceparent"], meta["tracestate"]) // none: a trace of its own
-	ctx, span := telemetry.StartChild(ctx, parent, tracer, f.spanNames.invoke, trace.SpanKindServer,
-		attribute.String("faas.trigger", "http"),
-		attribute.String("faas.invocation_id", id),
-		attribute.String("butter.project", p.cfg.Project),
-		attribute.String("butter.function", fn))
+	attrs := p.callAttrs(fn, id, "http")
+	ctx, span := telemetry.StartChild(ctx, parent, tracer, f.spanNames.invoke, trace.SpanKindServer, attrs[:]...)
 	if tp := telemetry.Traceparent(span.SpanContext()); tp != "" {
 		meta[broker.HeaderTraceparent] = tp
 	}
@@ -53,8 +50,10 @@ func (p *Pool) httpSpan(ctx context.Context, fn, id string, meta map[string]stri
 
 // callAttrs are the attributes of a call's span: OpenTelemetry's FaaS
 // conventions, and Butter's names.
-func (p *Pool) callAttrs(fn, id, trigger string) []attribute.KeyValue {
-	return []attribute.KeyValue{
+// They are an array, which stays on the caller's stack when the span
+// copies it (telemetry.Start).
+func (p *Pool) callAttrs(fn, id, trigger string) [4]attribute.KeyValue {
+	return [4]attribute.KeyValue{
 		attribute.String("faas.trigger", trigger),
 		attribute.String("faas.invocation_id", id),
 		attribute.String("butter.project", p.cfg.Project),
@@ -74,7 +73,8 @@ func (c *consumer) streamSpan(o *origin, tp string, hasTrace bool) {
 		parent = telemetry.Context(parent, tp, "")
 	}
 	r := o.input
-	attrs := append(c.p.callAttrs(o.fn, o.id, "pubsub"),
+	base := c.p.callAttrs(o.fn, o.id, "pubsub")
+	attrs := append(base[:],
 		attribute.String("messaging.system", "kafka"),
 		attribute.String("messaging.operation.type", "process"),
 		attribute.String("messaging.destination.name", r.Topic),
