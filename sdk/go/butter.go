@@ -400,8 +400,8 @@ func (w *worker) dispatch(f proto.Frame) error {
 			return fmt.Errorf("%s for invocation %d, which is in flight", f.Type, f.ID)
 		}
 		inv := &inflight{}
-		if err := jsonUnmarshal(f.Payload, &inv.meta); err != nil {
-			return err
+		if err := proto.DecodeInvoke(f.Payload, &inv.meta); err != nil {
+			return fmt.Errorf("worker protocol: bad JSON payload: %w", err)
 		}
 		w.calls[f.ID] = inv
 		if w.stream != nil {
