@@ -172,9 +172,7 @@ plugin "raw_exec" {
 		b.StopTimer()
 		nomadtest.WaitFor(b, 60*time.Second, "no deployment running", deployed)
 		if n := len(running()); n != 1 {
-			if _, _, err := agent.Client.Jobs().Scale(jobID, group, new(1), "benchmark: back to one", false, nil, nil); err != nil {
-				b.Fatalf("scale to 1: %v", err)
-			}
+			scaleTo(b, agent.Client, jobID, group, 1, "benchmark: back to one")
 		}
 		nomadtest.WaitFor(b, 60*time.Second, "one allocation, one endpoint, no deployment", func() bool {
 			return len(running()) == 1 && len(res.Endpoints(project, group)) == 1 && deployed()

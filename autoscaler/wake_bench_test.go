@@ -173,9 +173,7 @@ plugin "raw_exec" {
 			// deployment are over.
 			time.Sleep(wakeFor)
 			nomadtest.WaitFor(b, 60*time.Second, "no deployment running", deployed)
-			if _, _, err := agent.Client.Jobs().Scale(jobID, group, new(0), "benchmark: back to zero", false, nil, nil); err != nil {
-				b.Fatalf("scale to 0: %v", err)
-			}
+			scaleTo(b, agent.Client, jobID, group, 0, "benchmark: back to zero")
 			nomadtest.WaitFor(b, 60*time.Second, "no allocation and no endpoint", func() bool {
 				return len(running()) == 0 && len(res.Endpoints(project, group)) == 0
 			})

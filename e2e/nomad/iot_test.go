@@ -30,6 +30,7 @@ import (
 	"github.com/butterfn/butter/internal/nomadtest"
 	"github.com/butterfn/butter/internal/pgtest"
 	"github.com/butterfn/butter/internal/testport"
+	"github.com/butterfn/butter/names"
 	"github.com/butterfn/butter/telemetry/otlptest"
 )
 
@@ -122,9 +123,11 @@ plugin "nomad-driver-butter" {
 	run("broker.nomad.hcl", "")
 	// The server's certificate and key, and the CA, as the operator puts
 	// them: items of the job's Nomad variable, which its templates render
-	// into the task's secrets dir.
+	// into the task's secrets dir. Its tracing is on the same way: the
+	// variable's other items are the task's environment (docs/jobs.md).
 	if _, _, err := agent.Client.Variables().Create(&api.Variable{Path: "nomad/jobs/butter-server", Items: map[string]string{
 		"tls_ca": certs.read(t, certs.ca), "tls_cert": certs.read(t, certs.serverCert), "tls_key": certs.read(t, certs.serverKey),
+		"OTEL_EXPORTER_OTLP_ENDPOINT": rcv.Endpoint, "OTEL_BSP_SCHEDULE_DELAY": "200",
 	}}, nil); err != nil {
 		t.Fatalf("put the server's Nomad variable: %v", err)
 	}
@@ -198,11 +201,13 @@ plugin "nomad-driver-butter" {
 	if err != nil || len(pools) == 0 {
 		t.Fatalf("list the project's jobs: %v %v", pools, err)
 	}
+	revisions := map[string]string{} // job ID -> the revision it runs
 	for _, stub := range pools {
 		job, _, err := agent.Client.Jobs().Info(stub.ID, nil)
 		if err != nil {
 			t.Fatalf("read job %s: %v", stub.ID, err)
 		}
+		revisions[stub.ID] = job.Meta[names.MetaRevision]
 		for _, g := range job.TaskGroups {
 			for _, task := range g.Tasks {
 				for _, a := range task.Artifacts {
@@ -366,6 +371,24 @@ plugin "nomad-driver-butter" {
 			}
 		}
 		return false
+	})
+	// The control plane on Nomad, traced through its Nomad variable: the
+	// deployer's calls to Nomad that registered the project's jobs, each a
+	// client span naming the job, the project and the revision the job
+	// runs.
+	e2etest.WaitFor(t, time.Minute, "the control plane's spans of registering examples/iot's jobs with Nomad", func() bool {
+		seen := map[string]bool{}
+		for _, s := range rcv.Spans() {
+			id, ok := strings.CutPrefix(s.Name, "register job ")
+			if s.Service != "butter-server" || !ok {
+				continue
+			}
+			if rev, known := revisions[id]; !known || rev == "" || s.Kind != 3 || s.Error || s.Attributes["butter.project"] != "iot" || s.Attributes["butter.revision"] != rev {
+				t.Fatalf("a span of registering a job: %+v; want a client span without error, of project iot, for one of the jobs Nomad runs, with its revision (%v)", s, revisions)
+			}
+			seen[id] = true
+		}
+		return len(seen) == len(revisions)
 	})
 }
 
