@@ -72,6 +72,14 @@ func (c *consumer) transactional(opts []kgo.Opt) error {
 		kgo.TransactionalID(t.id),
 		kgo.TransactionTimeout(t.timeout),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		// Outputs go to the brokers as they come, while the later
+		// events of the transaction run, not all at its end (Flush):
+		// the flush before End then waits for the last of them only. A
+		// transaction's steps run one after another, so its outputs
+		// lingering (franz-go's 10ms default) would add their produce
+		// to every transaction's time (bench/NOTES.md, "Exactly once:
+		// outputs without linger").
+		kgo.ProducerLinger(0),
 	)
 	sess, err := kgo.NewGroupTransactSession(t.opts...)
 	if err != nil {
