@@ -215,6 +215,10 @@ var errorTypes = map[string]bool{
 // so that callers, dead letters and the metrics' type label only ever
 // see the types docs/events.md lists.
 func specified(err error) error {
+	if err == nil {
+		// errors.As's target escapes: no allocation for a success.
+		return nil
+	}
 	var pe *proto.Error
 	if !errors.As(err, &pe) || errorTypes[pe.Type] {
 		return err

@@ -1178,6 +1178,10 @@ func (f *fnPool) invokeBatch(ctx context.Context, b *runtime.Batch) (res []runti
 
 // skipped reports whether err says an event of a batch was not run.
 func skipped(err error) bool {
+	if err == nil {
+		// errors.As's target escapes: no allocation for the common case.
+		return false
+	}
 	var pe *proto.Error
 	return errors.As(err, &pe) && pe.Type == proto.Skipped
 }

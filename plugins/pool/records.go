@@ -68,8 +68,8 @@ type origin struct {
 	expires     time.Time   // zero: no ttl
 	input       *kgo.Record // the stream event, nil for an HTTP call
 	stream      string      // input's stream name
-	// partition and offset are the input's, as text.
-	partition, offset string
+	// partition is the input's, as text.
+	partition string
 	// http holds the ce_http* headers of an HTTP call's route.
 	http map[string]string
 	// span is the call's span while it runs (trace.go), nil when tracing
@@ -81,8 +81,16 @@ type origin struct {
 // origin is the origin of the records of the consumer's function's call
 // on stream event r, whose id is id.
 func (c *consumer) origin(r *kgo.Record, id string) *origin {
-	o := &origin{fn: c.f.cfg.Name, source: c.source, id: id, key: r.Key, input: r,
-		stream: strings.TrimPrefix(r.Topic, c.prefix), partition: strconv.Itoa(int(r.Partition)), offset: strconv.FormatInt(r.Offset, 10)}
+	o := &origin{}
+	c.setOrigin(o, r, id)
+	return o
+}
+
+// setOrigin makes o the origin of the call on stream event r, whose id is
+// id: origin, for an origin allocated with others (a batch's).
+func (c *consumer) setOrigin(o *origin, r *kgo.Record, id string) {
+	*o = origin{fn: c.f.cfg.Name, source: c.source, id: id, key: r.Key, input: r,
+		stream: strings.TrimPrefix(r.Topic, c.prefix), partition: strconv.Itoa(int(r.Partition))}
 	var tp, ttl string
 	o.idMissing = true
 	for _, h := range r.Headers {
@@ -102,7 +110,13 @@ func (c *consumer) origin(r *kgo.Record, id string) *origin {
 	if ttl != "" {
 		o.expires, _ = expiry(r)
 	}
-	return o
+}
+
+// appendPosition appends where the input is, as a function sees it
+// (metaPosition): "<stream>/<partition>/<offset>".
+func (o *origin) appendPosition(dst []byte) []byte {
+	dst = append(append(append(append(dst, o.stream...), '/'), o.partition...), '/')
+	return strconv.AppendInt(dst, o.input.Offset, 10)
 }
 
 // httpMeta completes the metadata of an HTTP call whose request id is id
@@ -144,12 +158,21 @@ func (p *Pool) httpOrigin(f *fnPool, id string, meta map[string]string) *origin 
 func (o *origin) record(topic string, key, value []byte, kind string, k int) *kgo.Record {
 	// The values share one buffer: a header each would cost an
 	// allocation each, on every output's path.
-	n := 2*len(o.id) + len(o.fn) + len(o.source) + len(key) + len(o.traceparent) + len(o.stream) + len(o.partition) + len(o.offset) + 100
+	n := 2*len(o.id) + len(o.fn) + len(o.source) + len(key) + len(o.traceparent) + len(o.stream) + len(o.partition) + 120
 	for _, v := range o.http {
 		n += len(v)
 	}
 	buf := make([]byte, 0, n)
-	hs := make([]kgo.RecordHeader, 0, 10+len(o.http))
+	// The record and its headers are one allocation too, but for an
+	// HTTP call's records, which have more headers.
+	var rec *kgo.Record
+	var hs []kgo.RecordHeader
+	if len(o.http) == 0 {
+		rh := &recordWithHeaders{}
+		rec, hs = &rh.rec, rh.hs[:0]
+	} else {
+		rec, hs = &kgo.Record{}, make([]kgo.RecordHeader, 0, recordHeaders+len(o.http))
+	}
 	var start int
 	mark := func() { start = len(buf) }
 	done := func(k string) { hs = append(hs, kgo.RecordHeader{Key: k, Value: buf[start:len(buf):len(buf)]}) }
@@ -184,13 +207,24 @@ func (o *origin) record(topic string, key, value []byte, kind string, k int) *kg
 	add(headerInputID, o.id)
 	if r := o.input; r != nil {
 		mark()
-		buf = append(append(append(append(append(buf, r.Topic...), '/'), o.partition...), '/'), o.offset...)
+		buf = strconv.AppendInt(append(append(append(append(buf, r.Topic...), '/'), o.partition...), '/'), r.Offset, 10)
 		done(broker.HeaderOrigin)
 	}
 	for k, v := range o.http {
 		add(k, v)
 	}
-	return &kgo.Record{Topic: topic, Key: key, Value: value, Headers: hs}
+	rec.Topic, rec.Key, rec.Value, rec.Headers = topic, key, value, hs
+	return rec
+}
+
+// recordHeaders is the most headers record adds but an HTTP call's
+// ce_http* ones.
+const recordHeaders = 10
+
+// recordWithHeaders is a record and its headers' array, allocated at once.
+type recordWithHeaders struct {
+	rec kgo.Record
+	hs  [recordHeaders]kgo.RecordHeader
 }
 
 // ttlLeft is the ce_ttl of the call's records: the time its input has
@@ -221,7 +255,7 @@ func (o *origin) decorate(rec *kgo.Record) {
 	}
 	set(headerInputID, o.id)
 	if r := o.input; r != nil {
-		set(broker.HeaderOrigin, r.Topic+"/"+o.partition+"/"+o.offset)
+		set(broker.HeaderOrigin, r.Topic+"/"+o.partition+"/"+strconv.FormatInt(r.Offset, 10))
 	}
 	for k, v := range o.http {
 		set(k, v)
@@ -231,15 +265,19 @@ func (o *origin) decorate(rec *kgo.Record) {
 // eventMeta returns the metadata a call of the event o.input sees beside
 // its headers, which it overrides: where the event is (metaPosition),
 // and its key (ce_subject), id and trace context when its headers lack
-// them. n of the pairs are set.
-func (o *origin) eventMeta() (pairs [extraPairs][2]string, n int) {
+// them. n of the pairs are set. The position is written in pos, whose
+// array the pair's value then shares: a batch copies the pairs into its
+// frame, so they cost no allocation.
+func (o *origin) eventMeta(pos []byte) (pairs [extraPairs]metaPair, n int) {
 	add := func(k, v string) {
-		pairs[n] = [2]string{k, v}
+		pairs[n] = metaPair{key: k, s: v}
 		n++
 	}
-	add(metaPosition, o.stream+"/"+o.partition+"/"+o.offset)
+	pairs[n] = metaPair{key: metaPosition, b: o.appendPosition(pos[:0])}
+	n++
 	if r := o.input; len(r.Key) > 0 && !o.hasSubject {
-		add(headerSubject, string(r.Key))
+		pairs[n] = metaPair{key: headerSubject, b: r.Key}
+		n++
 	}
 	if !o.hasTrace || o.spanned {
 		add(broker.HeaderTraceparent, o.traceparent)
@@ -248,6 +286,28 @@ func (o *origin) eventMeta() (pairs [extraPairs][2]string, n int) {
 		add(broker.HeaderID, o.id)
 	}
 	return pairs, n
+}
+
+// metaPair is a pair of eventMeta: its value is b when b is not nil, else s.
+type metaPair struct {
+	key, s string
+	b      []byte
+}
+
+// value is the pair's value as a string.
+func (p metaPair) value() string {
+	if p.b != nil {
+		return string(p.b)
+	}
+	return p.s
+}
+
+// appendTo appends the pair to a BATCH payload (proto.AppendPair).
+func (p metaPair) appendTo(dst []byte) []byte {
+	if p.b != nil {
+		return proto.AppendPair(dst, p.key, p.b)
+	}
+	return appendPairString(dst, p.key, p.s)
 }
 
 // extraPairs is how many pairs eventMeta may add to a record's headers.

@@ -443,7 +443,7 @@ func (c *consumer) run(ctx context.Context) {
 			return
 		}
 		var wg sync.WaitGroup
-		pc := &pollCommit{acks: &batchAcks{}, done: make(chan struct{})}
+		pc := &pollCommit{acks: newBatchAcks(), done: make(chan struct{})}
 		var parts []*polled
 		fetches.EachPartition(func(ftp kgo.FetchTopicPartition) {
 			if len(ftp.Records) == 0 {
@@ -636,9 +636,10 @@ func (c *consumer) event(r *kgo.Record) (*event, bool) {
 		ev.meta[h.Key] = string(h.Value)
 	}
 	ev.o = c.origin(r, ev.id)
-	extra, n := ev.o.eventMeta()
+	var pos [64]byte
+	extra, n := ev.o.eventMeta(pos[:])
 	for _, kv := range extra[:n] {
-		ev.meta[kv[0]] = kv[1]
+		ev.meta[kv.key] = kv.value()
 	}
 	return ev, true
 }
@@ -913,6 +914,8 @@ func (c *consumer) handleBatch(ctx context.Context, recs []*kgo.Record, acks *ba
 	events := runtime.BatchEvents(min(size, maxBatchBytes))
 	kept := make([]*kgo.Record, 0, len(recs))
 	origins := make([]*origin, 0, len(recs))
+	// The origins are allocated at once, not one by one.
+	originsOf := make([]origin, len(recs))
 	n := 0 // records taken: kept, or skipped as past their deadline
 	for _, r := range recs {
 		if !batchable(r) || (n > 0 && len(events)-runtime.BatchHeadroom+len(r.Value) > maxBatchBytes) {
@@ -932,7 +935,8 @@ func (c *consumer) handleBatch(ctx context.Context, recs []*kgo.Record, acks *ba
 		if _, ok := c.live(r); !ok {
 			continue
 		}
-		o := c.origin(r, eventID(r))
+		o := &originsOf[len(origins)]
+		c.setOrigin(o, r, eventID(r))
 		// The pool's metadata after the headers: a worker keeps the last
 		// of a name, so it overrides a header of the same name.
 		head := len(events)
@@ -940,9 +944,10 @@ func (c *consumer) handleBatch(ctx context.Context, recs []*kgo.Record, acks *ba
 		for _, h := range r.Headers {
 			events = proto.AppendPair(events, h.Key, h.Value)
 		}
-		extra, n := o.eventMeta()
+		var pos [64]byte // its position (origin.eventMeta)
+		extra, n := o.eventMeta(pos[:])
 		for _, kv := range extra[:n] {
-			events = appendPairString(events, kv[0], kv[1])
+			events = kv.appendTo(events)
 		}
 		binary.BigEndian.PutUint16(events[head:], uint16(len(r.Headers)+n)) // AppendEventHead's
 		events = proto.AppendInput(events, r.Value)
@@ -953,8 +958,9 @@ func (c *consumer) handleBatch(ctx context.Context, recs []*kgo.Record, acks *ba
 		return n, nil
 	}
 	efs := make([]*emitFailure, len(kept))
+	efsOf := make([]emitFailure, len(kept))
 	for k := range efs {
-		efs[k] = &emitFailure{}
+		efs[k] = &efsOf[k]
 	}
 	b := &runtime.Batch{Count: len(kept), Events: events, Reserved: true,
 		Calls: func(ctx context.Context, index int, call proto.CallMsg) proto.ReplyMsg {
@@ -1059,25 +1065,42 @@ type batchAcks struct {
 	mu     sync.Mutex
 	failed []*kgo.Record
 	err    error // the first failure
+	// promise is acked, made once (newBatchAcks) rather than a closure
+	// per record produced.
+	promise func(*kgo.Record, error)
+}
+
+func newBatchAcks() *batchAcks {
+	a := &batchAcks{}
+	a.promise = a.acked
+	return a
+}
+
+// acked is the promise of a record produced: it counts the record done,
+// and keeps it when it failed.
+func (a *batchAcks) acked(r *kgo.Record, err error) {
+	if err != nil {
+		a.mu.Lock()
+		a.failed = append(a.failed, r)
+		if a.err == nil {
+			a.err = fmt.Errorf("produce to %s: %w", r.Topic, err)
+		}
+		a.mu.Unlock()
+	}
+	a.wg.Done()
 }
 
 // produce writes records without waiting for their acknowledgement, which
 // acks tracks. The client keeps the order of the records of a partition,
 // so outputs keep the order their events were handled in.
 func (c *consumer) produce(ctx context.Context, acks *batchAcks, recs ...*kgo.Record) {
+	promise := acks.promise
+	if promise == nil {
+		promise = acks.acked
+	}
 	for _, r := range recs {
 		acks.wg.Add(1)
-		c.cl.Produce(ctx, r, func(r *kgo.Record, err error) {
-			if err != nil {
-				acks.mu.Lock()
-				acks.failed = append(acks.failed, r)
-				if acks.err == nil {
-					acks.err = fmt.Errorf("produce to %s: %w", r.Topic, err)
-				}
-				acks.mu.Unlock()
-			}
-			acks.wg.Done()
-		})
+		c.cl.Produce(ctx, r, promise)
 	}
 }
 

@@ -240,7 +240,7 @@ func (c *consumer) transact(ctx context.Context, fetches kgo.Fetches, log hclog.
 	if c.f.state != nil {
 		t.txn = &stateTxn{s: c.f.state, cl: c.cl, pending: map[string]*kgo.Record{}}
 	}
-	acks := &batchAcks{}
+	acks := newBatchAcks()
 	var cut atomic.Bool
 	var wg sync.WaitGroup
 	fetches.EachPartition(func(ftp kgo.FetchTopicPartition) {
