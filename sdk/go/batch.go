@@ -73,7 +73,7 @@ func (w *worker) runBatch(ctx context.Context, cancel context.CancelFunc, id uin
 				call.Params[name] = v
 			}
 		}
-		res, err := safeCall(w.handler, context.WithValue(ctx, callKey{}, call), ev.Input)
+		res, err := safeCall(w.handler, call.context(ctx), ev.Input)
 		if err == nil && len(res) > proto.MaxFrame-64 {
 			err = fmt.Errorf("%w: an output of %d bytes is more than one frame carries (%d)", ErrPostconditionFailed, len(res), proto.MaxFrame-64)
 		}

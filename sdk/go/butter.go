@@ -107,6 +107,8 @@ type Call struct {
 	// span is the handler's (span.go), made when the call starts if the
 	// pool traces it, else on Span's first use.
 	span *Span
+	// ctx is the handler's context (context).
+	ctx callContext
 }
 
 // State returns the call's per-key state (docs/state.md). It is never nil.
@@ -208,6 +210,28 @@ func (s *State) result() *proto.StateMsg {
 }
 
 type callKey struct{}
+
+// callContext is a handler's context: its parent, with the Call as the
+// value of callKey. It is context.WithValue's, kept in the Call
+// (Call.context), so a call costs one allocation less: a batch makes a
+// Call per event.
+type callContext struct {
+	context.Context
+	call *Call
+}
+
+func (c *callContext) Value(key any) any {
+	if _, ok := key.(callKey); ok {
+		return c.call
+	}
+	return c.Context.Value(key)
+}
+
+// context returns the call's context, whose parent is parent.
+func (c *Call) context(parent context.Context) context.Context {
+	c.ctx = callContext{Context: parent, call: c}
+	return &c.ctx
+}
 
 // FromContext returns the invocation a handler's context belongs to.
 func FromContext(ctx context.Context) *Call {
@@ -513,7 +537,7 @@ func (w *worker) execute(id uint32, inv *inflight) {
 	defer func() { <-w.sem }()
 	ctx, cancel, call := w.startCall(id, inv)
 	defer cancel()
-	out, err := safeCall(w.handler, context.WithValue(ctx, callKey{}, call), inv.input)
+	out, err := safeCall(w.handler, call.context(ctx), inv.input)
 	if err == nil && len(out) <= proto.ChunkSize {
 		w.answer(id, out, call)
 		return

@@ -167,7 +167,7 @@ func (w *worker) runStream(id uint32, inv *inflight) {
 	ctx, cancel, call := w.startCall(id, inv)
 	defer cancel()
 	out := &streamOutput{w: w, id: id, call: call}
-	err := safeStream(w.stream, context.WithValue(ctx, callKey{}, call), inv.stream, out)
+	err := safeStream(w.stream, call.context(ctx), inv.stream, out)
 	inv.stream.end(errHandlerDone)
 	if err == nil {
 		err = out.head()
