@@ -444,3 +444,31 @@ func TestPanicDetail(t *testing.T) {
 		t.Fatalf("an error: %+v; want its message and no detail", e)
 	}
 }
+
+// TestContextOfCall: a handler's context is its call's (FromContext
+// finds the Call, through contexts derived from it too) and carries the
+// invocation's deadline.
+func TestContextOfCall(t *testing.T) {
+	type key struct{}
+	p := serve(t, func(ctx context.Context, in []byte) ([]byte, error) {
+		c := butter.FromContext(ctx)
+		derived, cancel := context.WithTimeout(context.WithValue(ctx, key{}, "v"), time.Hour)
+		defer cancel()
+		dl, ok := ctx.Deadline()
+		switch {
+		case c == nil:
+			return nil, errors.New("no call in the handler's context")
+		case butter.FromContext(derived) != c:
+			return nil, errors.New("a derived context finds another call")
+		case derived.Value(key{}) != "v":
+			return nil, errors.New("a derived context lost its own value")
+		case !ok || time.Until(dl) > time.Minute:
+			return nil, fmt.Errorf("deadline %v (%v), want the invocation's, within a minute", dl, ok)
+		}
+		return []byte(c.Function + " " + c.Meta["ce_id"]), nil
+	})
+	out, res := p.invoke(1, proto.InvokeMsg{Function: "f", Meta: map[string]string{"ce_id": "e1"}}, "x")
+	if res.Error != nil || out != "f e1" {
+		t.Fatalf("output %q, error %+v", out, res.Error)
+	}
+}
