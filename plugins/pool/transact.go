@@ -46,6 +46,10 @@ import (
 // transactional loop alike (bench/NOTES.md).
 const txPoll = 4 * pollBatch
 
+// txFetchPartitionBytes bounds what a fetch of an exactly-once consumer
+// brings of each partition (franz-go's default is 1 MiB).
+const txFetchPartitionBytes = 16 << 10
+
 // transactor is an exactly-once consumer's transaction session.
 type transactor struct {
 	opts []kgo.Opt // the session's, for a new one (renew)
@@ -80,6 +84,13 @@ func (c *consumer) transactional(opts []kgo.Opt) error {
 		// to every transaction's time (bench/NOTES.md, "Exactly once:
 		// outputs without linger").
 		kgo.ProducerLinger(0),
+		// A transaction's poll takes records from several partitions,
+		// not 1,024 of the first one's: its partitions' runs then go
+		// to the function side by side (lanes), where one partition's
+		// would go one batch after another (bench/NOTES.md, "Exactly
+		// once: polls across partitions"). A larger record still comes
+		// whole (the brokers send at least one batch per partition).
+		kgo.FetchMaxPartitionBytes(txFetchPartitionBytes),
 	)
 	sess, err := kgo.NewGroupTransactSession(t.opts...)
 	if err != nil {
