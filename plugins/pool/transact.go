@@ -84,12 +84,17 @@ func (c *consumer) transactional(opts []kgo.Opt) error {
 		// to every transaction's time (bench/NOTES.md, "Exactly once:
 		// outputs without linger").
 		kgo.ProducerLinger(0),
-		// A transaction's poll takes records from several partitions,
-		// not 1,024 of the first one's: its partitions' runs then go
-		// to the function side by side (lanes), where one partition's
-		// would go one batch after another (bench/NOTES.md, "Exactly
-		// once: polls across partitions"). A larger record still comes
-		// whole (the brokers send at least one batch per partition).
+		// A fetch brings up to 16 KiB of each partition, not 1 MiB:
+		// when producers write small batches, a transaction's poll then
+		// takes records of several partitions, whose runs go to the
+		// function side by side (lanes), not 1,024 records of the first
+		// partition one batch after another. A backlog's batches are
+		// larger: a fetch then brings one partition's first batch only
+		// (Kafka returns a batch over the bound for the first partition
+		// with data alone, so that the consumer progresses), and a
+		// transaction has one partition (bench/NOTES.md, "Exactly once:
+		// polls across partitions" and "Exactly once: a transaction's
+		// time, and three designs tried").
 		kgo.FetchMaxPartitionBytes(txFetchPartitionBytes),
 	)
 	sess, err := kgo.NewGroupTransactSession(t.opts...)
