@@ -32,7 +32,7 @@ const (
 	// benchTxnPoll is the records per transaction of raw-eos: the pool's
 	// own bound for an exactly-once trigger (txPoll in
 	// plugins/pool/transact.go), for the same reason.
-	benchTxnPoll = 1024
+	benchTxnPoll = 4096
 )
 
 // BenchmarkStream measures events per second from one topic to another
@@ -53,7 +53,7 @@ const (
 //   - go-key-order: the same with order = "key" and 64 calls at once per
 //     instance: each key's events in order, different keys in parallel;
 //   - raw-eos: a raw franz-go transactional loop (GroupTransactSession,
-//     read_committed): poll up to 1024 records (the pool's bound for a transaction), begin a transaction,
+//     read_committed): poll up to 4096 records (the pool's bound for a transaction), begin a transaction,
 //     produce each one's output asynchronously, end it with the poll's
 //     offsets;
 //   - go-eos: the go pool with exactly_once = true on its trigger: each

@@ -37,18 +37,23 @@ import (
 // transaction timeout, and read_committed consumers of the topics it
 // wrote wait until then.
 
-// txPoll bounds the records of a transaction: four polls of an
+// txPoll bounds the records of a transaction: sixteen polls of an
 // at-least-once consumer (pollBatch). A transaction cannot overlap the
 // next as at-least-once polls do (its commit carries every offset the
 // session has polled), so its fixed costs (the flush, the offsets added to
-// it, its end) are spread over more events; adapt makes it smaller for
-// slow functions. It raises the rate of the pool and of the raw
-// transactional loop alike (bench/NOTES.md).
-const txPoll = 4 * pollBatch
+// it, its end) are spread over more events, and its records come from
+// more partitions, which run side by side (txLanes); adapt makes it
+// smaller for slow functions. A transaction ends when its lanes have
+// nothing left (pollMore), so a larger bound adds no wait when records
+// come slowly: under a backlog, its outputs reach read_committed
+// consumers at its commit, a transaction of up to 4,096 events later
+// (bench/NOTES.md, "Exactly once: larger transactions across
+// partitions").
+const txPoll = 16 * pollBatch
 
 // txFetchPartitionBytes bounds what a fetch of an exactly-once consumer
 // brings of each partition (franz-go's default is 1 MiB).
-const txFetchPartitionBytes = 16 << 10
+const txFetchPartitionBytes = 64 << 10
 
 // transactor is an exactly-once consumer's transaction session.
 type transactor struct {
@@ -84,17 +89,15 @@ func (c *consumer) transactional(opts []kgo.Opt) error {
 		// to every transaction's time (bench/NOTES.md, "Exactly once:
 		// outputs without linger").
 		kgo.ProducerLinger(0),
-		// A fetch brings up to 16 KiB of each partition, not 1 MiB:
-		// when producers write small batches, a transaction's poll then
-		// takes records of several partitions, whose runs go to the
-		// function side by side (lanes), not 1,024 records of the first
-		// partition one batch after another. A backlog's batches are
-		// larger: a fetch then brings one partition's first batch only
-		// (Kafka returns a batch over the bound for the first partition
-		// with data alone, so that the consumer progresses), and a
-		// transaction has one partition (bench/NOTES.md, "Exactly once:
-		// polls across partitions" and "Exactly once: a transaction's
-		// time, and three designs tried").
+		// A fetch brings up to 64 KiB of each partition, not 1 MiB:
+		// a transaction's polls (pollMore) then take records of several
+		// partitions, whose runs go to the function side by side
+		// (txLanes), not thousands of records of the first partition
+		// one batch after another. A batch over the bound comes whole
+		// for the first partition with data only (Kafka's rule, so that
+		// the consumer progresses), so a backlog's partitions whose
+		// batches are larger come one per fetch (bench/NOTES.md,
+		// "Exactly once: larger transactions across partitions").
 		kgo.FetchMaxPartitionBytes(txFetchPartitionBytes),
 	)
 	sess, err := kgo.NewGroupTransactSession(t.opts...)
@@ -231,7 +234,7 @@ func (c *consumer) runTransact(ctx context.Context) {
 			return
 		}
 		start := time.Now()
-		if err := c.transact(hctx, fetches, log); err != nil {
+		if err := c.transact(hctx, ctx, fetches, log); err != nil {
 			// End's errors are not retryable: a new session.
 			log.Error("transaction failed; the poll is handled again with a new transaction session", "error", err)
 			if !c.renew(ctx, log) {
@@ -245,10 +248,13 @@ func (c *consumer) runTransact(ctx context.Context) {
 
 // transact handles the fetches' records in one transaction and ends it:
 // a commit when every record was handled and every output, emit, dead
-// letter and state change acknowledged, an abort otherwise. On a commit,
-// the transaction's state changes are applied to the pool's state. An
-// error is one of End's: the session cannot go on.
-func (c *consumer) transact(ctx context.Context, fetches kgo.Fetches, log hclog.Logger) error {
+// letter and state change acknowledged, an abort otherwise. While the
+// records run, polls (until pollCtx ends) add the records they bring to
+// the transaction, up to its bound (t.poll), so that the partitions of
+// later fetches run beside the first one's (txLanes). On a commit, the
+// transaction's state changes are applied to the pool's state. An error
+// is one of End's: the session cannot go on.
+func (c *consumer) transact(ctx, pollCtx context.Context, fetches kgo.Fetches, log hclog.Logger) error {
 	t := c.eos
 	if err := t.sess.Begin(); err != nil {
 		return fmt.Errorf("begin a transaction: %w", err)
@@ -257,21 +263,16 @@ func (c *consumer) transact(ctx context.Context, fetches kgo.Fetches, log hclog.
 		t.txn = &stateTxn{s: c.f.state, cl: c.cl, pending: map[string]*kgo.Record{}}
 	}
 	acks := newBatchAcks()
-	var cut atomic.Bool
-	var wg sync.WaitGroup
-	fetches.EachPartition(func(ftp kgo.FetchTopicPartition) {
-		c.observeLag(ftp)
-		for _, run := range c.lanes(ftp.Records) {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if c.handleRun(ctx, run, acks) != nil {
-					cut.Store(true)
-				}
-			}()
-		}
-	})
-	wg.Wait()
+	pctx, idle := context.WithCancel(pollCtx)
+	ls := &txLanes{c: c, ctx: ctx, acks: acks, idle: idle, parts: map[topicPartition]*txLane{}}
+	n := ls.dispatch(fetches)
+	if c.tr.Order != "key" {
+		// A key's events may be in several lanes of a poll (lanes): a
+		// later poll's could not be put after theirs.
+		c.pollMore(pctx, ls, n, log)
+	}
+	ls.wg.Wait()
+	idle()
 	<-c.outputsDone()
 	// Every record of the transaction is handed to the client: wait for
 	// their acknowledgements, to decide.
@@ -279,7 +280,7 @@ func (c *consumer) transact(ctx context.Context, fetches kgo.Fetches, log hclog.
 	acks.wg.Wait()
 	try := kgo.TryCommit
 	switch {
-	case cut.Load():
+	case ls.cut.Load():
 		log.Info("stopping: retries of an event cut short; its transaction is aborted, and the poll left to the partitions' next owner")
 		try = kgo.TryAbort
 	case acks.err != nil:
@@ -298,6 +299,138 @@ func (c *consumer) transact(ctx context.Context, fetches kgo.Fetches, log hclog.
 		log.Info("transaction aborted (the group rebalanced, or its offsets could not be committed); its events are handled again")
 	}
 	return err
+}
+
+// pollMore polls while the transaction's lanes run (until pctx ends: ls
+// ends it when they are all idle), and gives them the records polled, up
+// to t.poll records in the transaction with the n it has. Every record
+// polled is handled in the transaction: End commits the offsets of all
+// of them. A fetch's partitions and the next fetches' go to the lanes as
+// they come, so that the function works on them side by side while the
+// transaction fills (bench/NOTES.md, "Exactly once: larger transactions
+// across partitions").
+func (c *consumer) pollMore(pctx context.Context, ls *txLanes, n int, log hclog.Logger) {
+	t := c.eos
+	for n < t.poll && pctx.Err() == nil {
+		fetches := t.sess.PollRecords(pctx, t.poll-n)
+		fetches.EachError(func(topic string, p int32, err error) {
+			if !errors.Is(err, context.Canceled) && !errors.Is(err, kgo.ErrClientClosed) {
+				log.Warn("fetch failed", "topic", topic, "partition", p, "error", err)
+			}
+		})
+		n += ls.dispatch(fetches)
+		if fetches.IsClientClosed() {
+			return
+		}
+	}
+}
+
+// topicPartition names a partition.
+type topicPartition struct {
+	topic     string
+	partition int32
+}
+
+// txLanes runs a transaction's records: each partition's in a lane of its
+// own, which handles them in the order they were polled, one run after
+// another; the lanes run side by side. A run of order "key" (consumer.lanes
+// splits a poll's records of a partition by key) has a lane of its own.
+type txLanes struct {
+	c    *consumer
+	ctx  context.Context
+	acks *batchAcks
+	// idle is called whenever no lane is running.
+	idle func()
+	wg   sync.WaitGroup
+	// cut is set when stopping cut an event's retries short: the
+	// transaction aborts, and the lanes leave their other runs.
+	cut atomic.Bool
+
+	mu    sync.Mutex
+	parts map[topicPartition]*txLane
+	busy  int // lanes running
+}
+
+// txLane is a lane's runs not yet handled.
+type txLane struct {
+	runs    [][]*kgo.Record
+	running bool
+	// ran is set once the lane handled a run: the next one waits until
+	// its outputs are produced (handleRun keeps the order of a run's
+	// outputs only).
+	ran bool
+}
+
+// dispatch gives the lanes the fetches' records, and returns how many.
+func (ls *txLanes) dispatch(fetches kgo.Fetches) int {
+	n := 0
+	fetches.EachPartition(func(ftp kgo.FetchTopicPartition) {
+		ls.c.observeLag(ftp)
+		if len(ftp.Records) == 0 {
+			return
+		}
+		n += len(ftp.Records)
+		if ls.c.tr.Order == "key" {
+			for _, run := range ls.c.lanes(ftp.Records) {
+				ls.add(&txLane{}, run)
+			}
+			return
+		}
+		tp := topicPartition{ftp.Topic, ftp.Partition}
+		ls.mu.Lock()
+		l := ls.parts[tp]
+		if l == nil {
+			l = &txLane{}
+			ls.parts[tp] = l
+		}
+		ls.mu.Unlock()
+		ls.add(l, ftp.Records)
+	})
+	return n
+}
+
+// add queues run in lane l, and starts the lane if it is not running.
+func (ls *txLanes) add(l *txLane, run []*kgo.Record) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	l.runs = append(l.runs, run)
+	if l.running {
+		return
+	}
+	l.running = true
+	ls.busy++
+	ls.wg.Add(1)
+	go ls.work(l)
+}
+
+// work handles lane l's runs until it has none.
+func (ls *txLanes) work(l *txLane) {
+	defer ls.wg.Done()
+	for {
+		ls.mu.Lock()
+		if len(l.runs) == 0 {
+			l.running = false
+			if ls.busy--; ls.busy == 0 {
+				ls.idle()
+			}
+			ls.mu.Unlock()
+			return
+		}
+		run := l.runs[0]
+		l.runs = l.runs[1:]
+		ran := l.ran
+		l.ran = true
+		ls.mu.Unlock()
+		if ls.cut.Load() {
+			continue
+		}
+		if ran {
+			<-ls.c.outputsDone()
+		}
+		if ls.c.handleRun(ls.ctx, run, ls.acks) != nil {
+			ls.cut.Store(true)
+		}
+	}
 }
 
 // renew replaces a session that failed with a new one, retrying every
