@@ -2,6 +2,7 @@ package pool_test
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"testing"
 	"time"
@@ -139,4 +140,79 @@ func readCommitted(t *testing.T, addr, topic string, want int) []*kgo.Record {
 		t.Fatalf("%s: %d records read_committed, want %d", topic, len(out), want)
 	}
 	return out
+}
+
+// TestExactlyOnceOrderAcrossPolls: a transaction takes the records of
+// the polls made while its records run (pollMore), each partition's in
+// its lane after the ones before. 6,000 keyed events of 2 KiB, written
+// in batches of at most 16 KiB to 3 partitions, go through a Go function
+// that takes 200µs an event: every key's outputs are read_committed in
+// the order of its events, each once. A fetch brings at most 64 KiB of
+// each partition (fewer than 100 such records in all): the output
+// topic's single partition holds a marker per transaction, and fewer
+// than one per 128 events shows transactions made of several polls.
+// Real worker, the embedded broker over TCP.
+func TestExactlyOnceOrderAcrossPolls(t *testing.T) {
+	dev, cl := devBroker(t)
+	topics(t, cl, broker.Topic{Name: "eo.in", Partitions: 3}, broker.Topic{Name: "eo.out", Partitions: 1})
+	const n, keys = 6000, 12
+	pcl, err := kgo.NewClient(kgo.SeedBrokers(dev.Addr), kgo.ProducerBatchMaxBytes(16<<10), kgo.ProducerBatchCompression(kgo.NoCompression()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pcl.Close()
+	pad := make([]byte, 1000)
+	var recs []*kgo.Record
+	for i := range n {
+		_, _ = rand.Read(pad)
+		k, seq := i%keys, i/keys
+		v := fmt.Sprintf("tick-k%02d-%05d-%x", k, seq, pad)
+		recs = append(recs, broker.NewEvent("eo.in", fmt.Appendf(nil, "k%02d", k), []byte(v), fmt.Sprintf("k%02d-%d", k, seq), "test", "test"))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := pcl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	fn := testdataFn("ticker", "go", "gofn", "")
+	fn.Output = "eo.out"
+	fn.Streams = []pool.StreamTrigger{{Stream: "eo.in", Group: "butter.eo.ticker.in", Offset: "first", ExactlyOnce: true}}
+	all, err := sdk.Install(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	all.GoSDK = sdksGo(t)
+	p, err := pool.New(&pool.Config{Project: "eo", Pool: "p", Functions: []pool.FunctionConfig{fn}}, nil,
+		pool.WithSDKs(all), pool.WithInstanceID("test-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := p.StartStreams(ctx, dev.Config()); err != nil {
+		t.Fatal(err)
+	}
+	next := make([]int, keys)
+	for _, r := range readCommitted(t, dev.Addr, "eo.out", n) {
+		var k, seq int
+		if _, err := fmt.Sscanf(string(r.Value), "TICK-K%02d-%05d-", &k, &seq); err != nil || k < 0 || k >= keys {
+			t.Fatalf("output at offset %d: %.40q is not an echo of an input", r.Offset, r.Value)
+		}
+		if seq != next[k] {
+			t.Fatalf("key k%02d: output %d at offset %d, want %d: out of order, lost or repeated", k, seq, r.Offset, next[k])
+		}
+		next[k]++
+	}
+	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, "eo.out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	end, _ := ends.Lookup("eo.out", 0)
+	markers := end.Offset - n
+	t.Logf("%d events in %d transactions", n, markers)
+	if markers < 1 || markers > n/128 {
+		t.Errorf("eo.out holds %d transaction markers for %d events: want 1 to %d, transactions of several polls", markers, n, n/128)
+	}
 }
