@@ -51,6 +51,14 @@ import (
 // partitions").
 const txPoll = 16 * pollBatch
 
+// txPollFor bounds how long a transaction takes more polls (pollMore):
+// when records keep coming while its lanes run, they would otherwise
+// keep it open, and its outputs unseen by read_committed consumers,
+// until it reached txPoll records. Kafka Streams commits an exactly-once
+// task's transaction every 100ms by default, the bound taken here; a
+// transaction ends sooner when its lanes are idle.
+const txPollFor = 100 * time.Millisecond
+
 // txFetchPartitionBytes bounds what a fetch of an exactly-once consumer
 // brings of each partition (franz-go's default is 1 MiB).
 const txFetchPartitionBytes = 64 << 10
@@ -249,9 +257,10 @@ func (c *consumer) runTransact(ctx context.Context) {
 // transact handles the fetches' records in one transaction and ends it:
 // a commit when every record was handled and every output, emit, dead
 // letter and state change acknowledged, an abort otherwise. While the
-// records run, polls (until pollCtx ends) add the records they bring to
-// the transaction, up to its bound (t.poll), so that the partitions of
-// later fetches run beside the first one's (txLanes). On a commit, the
+// records run, polls (until pollCtx ends, for txPollFor at most) add the
+// records they bring to the transaction, up to its bound (t.poll), so
+// that the partitions of later fetches run beside the first one's
+// (txLanes). On a commit, the
 // transaction's state changes are applied to the pool's state. An error
 // is one of End's: the session cannot go on.
 func (c *consumer) transact(ctx, pollCtx context.Context, fetches kgo.Fetches, log hclog.Logger) error {
@@ -263,7 +272,7 @@ func (c *consumer) transact(ctx, pollCtx context.Context, fetches kgo.Fetches, l
 		t.txn = &stateTxn{s: c.f.state, cl: c.cl, pending: map[string]*kgo.Record{}}
 	}
 	acks := newBatchAcks()
-	pctx, idle := context.WithCancel(pollCtx)
+	pctx, idle := context.WithTimeout(pollCtx, txPollFor)
 	ls := &txLanes{c: c, ctx: ctx, acks: acks, idle: idle, parts: map[topicPartition]*txLane{}}
 	n := ls.dispatch(fetches)
 	if c.tr.Order != "key" {
@@ -302,8 +311,9 @@ func (c *consumer) transact(ctx, pollCtx context.Context, fetches kgo.Fetches, l
 }
 
 // pollMore polls while the transaction's lanes run (until pctx ends: ls
-// ends it when they are all idle), and gives them the records polled, up
-// to t.poll records in the transaction with the n it has. Every record
+// ends it when they are all idle, and it ends txPollFor after the
+// transaction began), and gives them the records polled, up to t.poll
+// records in the transaction with the n it has. Every record
 // polled is handled in the transaction: End commits the offsets of all
 // of them. A fetch's partitions and the next fetches' go to the lanes as
 // they come, so that the function works on them side by side while the
