@@ -178,23 +178,7 @@ func TestExactlyOnceOrderAcrossPolls(t *testing.T) {
 	fn := testdataFn("ticker", "go", "gofn", "")
 	fn.Output = "eo.out"
 	fn.Streams = []pool.StreamTrigger{{Stream: "eo.in", Group: "butter.eo.ticker.in", Offset: "first", ExactlyOnce: true}}
-	all, err := sdk.Install(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	all.GoSDK = sdksGo(t)
-	p, err := pool.New(&pool.Config{Project: "eo", Pool: "p", Functions: []pool.FunctionConfig{fn}}, nil,
-		pool.WithSDKs(all), pool.WithInstanceID("test-1"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	if err := p.StartStreams(ctx, dev.Config()); err != nil {
-		t.Fatal(err)
-	}
+	eosPool(ctx, t, dev, "eo", fn)
 	next := make([]int, keys)
 	for _, r := range readCommitted(t, dev.Addr, "eo.out", n) {
 		var k, seq int
@@ -233,41 +217,11 @@ func TestExactlyOnceTransactionsEndWhileRecordsKeepComing(t *testing.T) {
 	fn.Output = "eb.out"
 	const group = "butter.eb.slow.in"
 	fn.Streams = []pool.StreamTrigger{{Stream: "eb.in", Group: group, Offset: "first", ExactlyOnce: true}}
-	all, err := sdk.Install(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	all.GoSDK = sdksGo(t)
-	p, err := pool.New(&pool.Config{Project: "eb", Pool: "p", Functions: []pool.FunctionConfig{fn}}, nil,
-		pool.WithSDKs(all), pool.WithInstanceID("test-1"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := p.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	if err := p.StartStreams(ctx, dev.Config()); err != nil {
-		t.Fatal(err)
-	}
+	eosPool(ctx, t, dev, "eb", fn)
+	waitJoined(t, cl, group)
 	adm := kadm.NewClient(cl)
-	joined := func() bool {
-		gs, err := adm.DescribeGroups(ctx, group)
-		if err != nil {
-			return false
-		}
-		g, ok := gs[group]
-		return ok && g.State == "Stable" && len(g.Members) > 0
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for !joined() {
-		if time.Now().After(deadline) {
-			t.Fatal("the consumer did not join its group within 30s")
-		}
-		time.Sleep(20 * time.Millisecond) // polling the broker, not waiting for time
-	}
 	committed := func() int64 {
 		offs, err := adm.ListCommittedOffsets(ctx, "eb.out")
 		if err != nil {
@@ -285,4 +239,28 @@ func TestExactlyOnceTransactionsEndWhileRecordsKeepComing(t *testing.T) {
 		time.Sleep(100 * time.Millisecond) // the pace of the events: faster than they are handled
 	}
 	t.Fatal("60 events produced 100ms apart and no output committed: the transaction stayed open while events kept coming")
+}
+
+// eosPool starts a pool of project's fns with the Go SDK and the
+// instance ID "test-1" (stable transactional IDs), consuming their
+// streams on dev; the test's end closes it.
+func eosPool(ctx context.Context, t *testing.T, dev *broker.Dev, project string, fns ...pool.FunctionConfig) *pool.Pool {
+	t.Helper()
+	all, err := sdk.Install(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	all.GoSDK = sdksGo(t)
+	p, err := pool.New(&pool.Config{Project: project, Pool: "p", Functions: fns}, nil, pool.WithSDKs(all), pool.WithInstanceID("test-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.StartStreams(ctx, dev.Config()); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
