@@ -260,9 +260,8 @@ func (c *consumer) runTransact(ctx context.Context) {
 // records run, polls (until pollCtx ends, for txPollFor at most) add the
 // records they bring to the transaction, up to its bound (t.poll), so
 // that the partitions of later fetches run beside the first one's
-// (txLanes). On a commit, the
-// transaction's state changes are applied to the pool's state. An error
-// is one of End's: the session cannot go on.
+// (txLanes). On a commit, the transaction's state changes are applied to
+// the pool's state. An error is one of End's: the session cannot go on.
 func (c *consumer) transact(ctx, pollCtx context.Context, fetches kgo.Fetches, log hclog.Logger) error {
 	t := c.eos
 	if err := t.sess.Begin(); err != nil {
